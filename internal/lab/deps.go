@@ -1,0 +1,35 @@
+package lab
+
+import (
+	"context"
+
+	"stagehand/internal/disk"
+)
+
+// DiskTool is what the lab needs from qcow2 files. Every path is absolute.
+// internal/disk.QemuImg is the real implementation.
+type DiskTool interface {
+	// ImportBase checks that src really is an image of format ("raw",
+	// "qcow2", or "" to detect; a qcow2 with a backing file is refused) and
+	// writes a standalone qcow2 base at dst. It returns the virtual size.
+	// On failure nothing is left at dst.
+	ImportBase(ctx context.Context, src, format, dst string) (int64, error)
+	// CreateDelta writes an empty qcow2 at dst whose backing file is parent
+	// (recorded relative to dst's directory when both share it).
+	CreateDelta(ctx context.Context, parent, dst string) error
+	// SetReadOnly makes the file read-only (0444) or writable (0644).
+	SetReadOnly(path string, readOnly bool) error
+	// HasData reports whether the layer itself (not its backing chain) holds
+	// any written cluster, zeroes included.
+	HasData(ctx context.Context, path string) (bool, error)
+	// Consolidate reads the whole chain under top and writes one standalone,
+	// sparse qcow2 at dst, reporting progress in bytes. On error or
+	// cancellation dst is removed.
+	Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) error
+	// Info describes one layer file as qemu-img sees it.
+	Info(ctx context.Context, path string) (disk.Info, error)
+	// Chain returns the absolute paths of the backing chain, top first.
+	Chain(ctx context.Context, path string) ([]string, error)
+	// Check runs a consistency check of one layer file.
+	Check(ctx context.Context, path string) error
+}

@@ -1,0 +1,244 @@
+// Package store is the persistence interface of Stagehand: the records it
+// keeps (templates, layers, networks, IP allocations, configurations with
+// their VMs, disks and NICs, and the operation journal) and the transaction
+// boundary every state change goes through. store/sqlite is the embedded
+// default; a PostgreSQL implementation satisfies the same interface.
+//
+// Errors: a missing record is errdefs.ErrNotFound; a unique constraint
+// violation (duplicate name, IP, MAC, path) is errdefs.ErrConflict. Both are
+// wrapped with the name of the thing.
+package store
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// Store opens transactions. Implementations serialise writers so that a read
+// followed by a write inside one Update sees no interleaved change (IP
+// allocation relies on this).
+type Store interface {
+	// Update runs fn in a read-write transaction, committed when fn returns
+	// nil and rolled back otherwise (also on panic).
+	Update(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	Close() error
+}
+
+// Tx is one transaction. Create* methods set the ID (and CreatedAt when zero)
+// of the record they are given. List* methods return records ordered by ID.
+type Tx interface {
+	// Templates. DeleteTemplate does not touch the template's layers.
+	CreateTemplate(t *Template) error
+	GetTemplate(name string) (*Template, error)
+	GetTemplateByID(id int64) (*Template, error)
+	ListTemplates() ([]Template, error)
+	DeleteTemplate(id int64) error
+
+	// Layers. Path is unique.
+	CreateLayer(l *Layer) error
+	GetLayer(id int64) (*Layer, error)
+	ListLayers() ([]Layer, error)
+	// UpdateLayer writes Frozen, TemplateID and VirtualSize.
+	UpdateLayer(l *Layer) error
+	DeleteLayer(id int64) error
+	// LayerChildren returns the layers whose ParentID is id.
+	LayerChildren(id int64) ([]Layer, error)
+	// DisksWithTop returns the disks whose TopLayerID is id.
+	DisksWithTop(id int64) ([]Disk, error)
+
+	// Networks. Name is unique.
+	CreateNetwork(n *Network) error
+	GetNetwork(name string) (*Network, error)
+	GetNetworkByID(id int64) (*Network, error)
+	ListNetworks() ([]Network, error)
+	DeleteNetwork(id int64) error
+
+	// IP allocations: (NetworkID, IP) is unique, so a second allocation of a
+	// held address fails with ErrConflict.
+	CreateAllocation(a *Allocation) error
+	GetAllocation(id int64) (*Allocation, error)
+	ListAllocations(networkID int64) ([]Allocation, error)
+	DeleteAllocation(id int64) error
+	// NICsWithAllocation returns the NICs that carry allocation id (its family).
+	NICsWithAllocation(id int64) ([]NIC, error)
+
+	// Configurations are aggregates: Create and Get include VMs with their
+	// disks and NICs. Name is unique; MAC is unique over all NICs.
+	CreateConfig(c *Config) error
+	GetConfig(name string) (*Config, error)
+	GetConfigByID(id int64) (*Config, error)
+	ListConfigs() ([]Config, error)
+	// UpdateConfig writes the configuration's own fields (not its VMs).
+	UpdateConfig(c *Config) error
+	// DeleteConfig deletes the configuration with its VMs, disks and NICs.
+	DeleteConfig(id int64) error
+	// UpdateVM writes the VM's own fields (state, CPUs, memory).
+	UpdateVM(v *VM) error
+	// SetDiskTop points a disk at a new top layer.
+	SetDiskTop(diskID, layerID int64) error
+	// UpdateNIC writes MAC, IPMode, IP and AllocationID.
+	UpdateNIC(n *NIC) error
+
+	// The operation journal (see Op).
+	CreateOp(o *Op) error
+	UpdateOp(o *Op) error
+	DeleteOp(id int64) error
+	ListOps() ([]Op, error)
+}
+
+// Template is a read-only VM image: base layers plus hardware defaults.
+type Template struct {
+	ID          int64
+	Name        string
+	Description string
+	CPUs        int
+	MemoryMiB   int
+	// LayerIDs are the template's base layers, one per disk, in disk order.
+	LayerIDs []int64
+	// Boot: empty Kernel means BIOS boot from the first disk; otherwise
+	// direct kernel boot with these files (paths inside the data dir).
+	Kernel    string
+	Initrd    string
+	Cmdline   string
+	CreatedAt time.Time
+}
+
+// Layer is one qcow2 file of a disk chain.
+type Layer struct {
+	ID int64
+	// Path is relative to the data directory (e.g. "layers/l-ab12.qcow2").
+	Path string
+	// ParentID is the backing layer; 0 for a base.
+	ParentID int64
+	// Frozen layers are read-only and may have any number of children;
+	// a writable layer is the top of exactly one disk.
+	Frozen bool
+	// TemplateID is set on a template's base layer while the template exists.
+	TemplateID  int64
+	VirtualSize int64
+	CreatedAt   time.Time
+}
+
+// Network is an L2 segment with a subnet and an IP pool.
+type Network struct {
+	ID        int64
+	Name      string
+	Subnet    netip.Prefix
+	Gateway   netip.Addr
+	DNS       []netip.Addr
+	Pools     []IPRange
+	CreatedAt time.Time
+}
+
+// IPRange is an inclusive range of addresses.
+type IPRange struct {
+	First netip.Addr
+	Last  netip.Addr
+}
+
+// Allocation kinds.
+const (
+	AllocInternal = "internal" // a NIC's own address (pool or manual), held by its family
+	AllocExternal = "external" // a fence's outside address, held by one deployment
+)
+
+// Allocation is an address taken from a network. An internal allocation is
+// held by every NIC that carries it (the family) and is released when the
+// last one is deleted or changes address.
+type Allocation struct {
+	ID        int64
+	NetworkID int64
+	IP        netip.Addr
+	Kind      string
+	// Holder describes an external allocation's owner (e.g. "fence of web").
+	Holder    string
+	CreatedAt time.Time
+}
+
+// Configuration states.
+const (
+	StateUndeployed  = "undeployed"
+	StateDeploying   = "deploying"
+	StateDeployed    = "deployed"
+	StateUndeploying = "undeploying"
+	StateFailed      = "failed"
+)
+
+// Config is a named group of VMs.
+type Config struct {
+	ID          int64
+	Name        string
+	Description string
+	Owner       string
+	State       string
+	Fenced      bool
+	FencePolicy string
+	// LastError is the reason of the last failure (state failed).
+	LastError string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	VMs       []VM
+}
+
+// VM is one machine of a configuration.
+type VM struct {
+	ID         int64
+	ConfigID   int64
+	Name       string
+	TemplateID int64 // where it came from; informational once created
+	CPUs       int
+	MemoryMiB  int
+	State      string
+	Disks      []Disk
+	NICs       []NIC
+}
+
+// Disk is one virtual disk of a VM; its content is the chain from TopLayerID
+// down to a base.
+type Disk struct {
+	ID         int64
+	VMID       int64
+	Index      int
+	TopLayerID int64
+}
+
+// NIC IP modes.
+const (
+	IPModePool   = "pool"
+	IPModeManual = "manual"
+	IPModeDHCP   = "dhcp"
+)
+
+// NIC is a network interface of a VM.
+type NIC struct {
+	ID        int64
+	VMID      int64
+	Index     int
+	NetworkID int64
+	MAC       string
+	IPMode    string
+	// IP is the zero Addr for dhcp NICs and cleared manual ones.
+	IP netip.Addr
+	// AllocationID is the internal allocation the NIC carries; 0 if none.
+	AllocationID int64
+}
+
+// Op is a journal entry for a multi-step operation that touches files. It is
+// written before the first file is touched. While Committed is false, a
+// restart rolls the operation back: it removes CreatedFiles and makes
+// FrozenFiles writable again (the store has not changed yet). The commit
+// transaction applies the store changes and sets Committed; from then on a
+// restart rolls forward: it removes RemoveFiles and deletes the entry.
+type Op struct {
+	ID           int64
+	Kind         string // "clone", "create", "import", "delete", "consolidate", ...
+	Subject      string // the configuration or template name
+	CreatedFiles []string
+	FrozenFiles  []string
+	RemoveFiles  []string
+	Committed    bool
+	StartedAt    time.Time
+}
