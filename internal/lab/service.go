@@ -1,0 +1,137 @@
+// Package lab is the domain service of Stagehand: templates, networks,
+// configurations, linked and full clones, deletion with layer and IP
+// release, consolidation and the doctor. It owns the rules of DOMAIN.md and
+// drives disks, the store and jobs through small interfaces.
+package lab
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"stagehand/internal/jobs"
+	"stagehand/internal/store"
+)
+
+// DefaultChainLimit is the deepest chain a linked clone may produce.
+const DefaultChainLimit = 30
+
+// Options configure a Service.
+type Options struct {
+	DataDir    string // holds layers/, templates/ and the daemon's files
+	Store      store.Store
+	Disks      DiskTool
+	Jobs       *jobs.Manager
+	ChainLimit int // 0 means DefaultChainLimit
+	Logger     *slog.Logger
+	// FailAt, when set, is called before every step of every multi-step
+	// operation; a non-nil error fails that step. Tests use it to prove
+	// that each step rolls back.
+	FailAt func(op, step string) error
+}
+
+// Service is the lab. It is safe for concurrent use.
+type Service struct {
+	dataDir    string
+	store      store.Store
+	disks      DiskTool
+	jobs       *jobs.Manager
+	chainLimit int
+	log        *slog.Logger
+	failAt     func(op, step string) error
+	locks      keyedLocks
+}
+
+// New returns a Service over opts. Call Recover before serving requests.
+func New(opts Options) (*Service, error) {
+	if opts.DataDir == "" || opts.Store == nil || opts.Disks == nil {
+		return nil, fmt.Errorf("lab: DataDir, Store and Disks are required")
+	}
+	abs, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("lab: data dir: %w", err)
+	}
+	for _, d := range []string{layersDir, filesDir} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
+			return nil, fmt.Errorf("lab: create %s: %w", d, err)
+		}
+	}
+	s := &Service{
+		dataDir:    abs,
+		store:      opts.Store,
+		disks:      opts.Disks,
+		jobs:       opts.Jobs,
+		chainLimit: opts.ChainLimit,
+		log:        opts.Logger,
+		failAt:     opts.FailAt,
+	}
+	if s.chainLimit <= 0 {
+		s.chainLimit = DefaultChainLimit
+	}
+	if s.jobs == nil {
+		s.jobs = jobs.NewManager()
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s, nil
+}
+
+// Jobs returns the job manager (GET/cancel/wait of background operations).
+func (s *Service) Jobs() *jobs.Manager { return s.jobs }
+
+// ChainLimit returns the configured chain limit.
+func (s *Service) ChainLimit() int { return s.chainLimit }
+
+// Directory layout inside the data dir.
+const (
+	layersDir = "layers" // every qcow2 layer, flat, so backing files are relative names
+	filesDir  = "files"  // template kernels and initrds
+)
+
+// keyedLocks serialises work per key (a configuration name) while different
+// keys proceed in parallel.
+type keyedLocks struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}
+
+type keyedLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock takes the locks of keys in sorted order (no deadlock between two
+// callers taking overlapping sets) and returns the function that releases them.
+func (k *keyedLocks) lock(keys ...string) func() {
+	keys = sortedUnique(keys)
+	held := make([]*keyedLock, 0, len(keys))
+	for _, key := range keys {
+		k.mu.Lock()
+		if k.locks == nil {
+			k.locks = map[string]*keyedLock{}
+		}
+		l := k.locks[key]
+		if l == nil {
+			l = &keyedLock{}
+			k.locks[key] = l
+		}
+		l.refs++
+		k.mu.Unlock()
+		l.mu.Lock()
+		held = append(held, l)
+	}
+	return func() {
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i].mu.Unlock()
+			k.mu.Lock()
+			held[i].refs--
+			if held[i].refs == 0 {
+				delete(k.locks, keys[i])
+			}
+			k.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,171 @@
+package lab
+
+import "time"
+
+// Clone modes.
+const (
+	ModeLinked = "linked"
+	ModeFull   = "full"
+)
+
+// TemplateSpec is the input of ImportTemplate.
+type TemplateSpec struct {
+	Name        string
+	Description string
+	Disks       []string // host paths of the images to import, in disk order
+	Format      string   // "raw", "qcow2" or "" to detect
+	CPUs        int      // default 1
+	MemoryMiB   int      // default 256
+	Kernel      string   // direct kernel boot: host path of the kernel (optional)
+	Initrd      string   // host path of the initrd (optional)
+	Cmdline     string   // kernel command line (optional)
+}
+
+// NetworkSpec is the input of CreateNetwork.
+type NetworkSpec struct {
+	Name    string
+	Subnet  string   // CIDR, e.g. 10.0.0.0/24
+	Gateway string   // default: the first host address of the subnet
+	Pools   []string // "FIRST-LAST" ranges inside the subnet
+	DNS     []string
+}
+
+// VMSpec describes one VM of a new configuration.
+type VMSpec struct {
+	Name     string
+	Template string
+	Network  string // "" for a VM without NIC
+	IP       string // "pool" (default), "dhcp" or an address (manual)
+}
+
+// ConfigSpec is the input of CreateConfig.
+type ConfigSpec struct {
+	Name        string
+	Description string
+	Owner       string
+	VMs         []VMSpec
+}
+
+// TemplateView is a template as shown to users.
+type TemplateView struct {
+	Name        string
+	Description string
+	CPUs        int
+	MemoryMiB   int
+	Disks       []LayerView // the base layers
+	Kernel      string
+	Initrd      string
+	Cmdline     string
+	CreatedAt   time.Time
+}
+
+// LayerView is one layer of a chain.
+type LayerView struct {
+	ID          int64
+	Path        string // absolute
+	Frozen      bool
+	VirtualSize int64
+	ActualSize  int64 // allocated bytes on the host
+	Template    string
+}
+
+// NetworkView is a network with its pool usage.
+type NetworkView struct {
+	Name      string
+	Subnet    string
+	Gateway   string
+	DNS       []string
+	Pools     []string
+	PoolSize  int
+	PoolUsed  int
+	Usage     []IPUsage // every held address, in address order
+	CreatedAt time.Time
+}
+
+// IPUsage says who holds one address of a network.
+type IPUsage struct {
+	IP      string
+	Kind    string     // "internal" or "external"
+	InPool  bool       // inside one of the pool ranges
+	Holders []IPHolder // internal: the family, every NIC carrying the address
+	Holder  string     // external: the fence holding it
+}
+
+// IPHolder is one NIC that carries an address.
+type IPHolder struct {
+	Config string
+	VM     string
+	NIC    int
+}
+
+// ConfigView is a configuration as shown to users.
+type ConfigView struct {
+	Name        string
+	Description string
+	Owner       string
+	State       string
+	Fenced      bool
+	FencePolicy string
+	LastError   string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	VMs         []VMView
+}
+
+// VMView is one VM of a configuration.
+type VMView struct {
+	Name      string
+	State     string
+	Template  string
+	CPUs      int
+	MemoryMiB int
+	Disks     []DiskView
+	NICs      []NICView
+}
+
+// DiskView is one disk: its top layer and its chain.
+type DiskView struct {
+	Index int
+	Path  string   // absolute path of the top layer
+	Chain []string // absolute layer paths, top first
+}
+
+// NICView is one NIC.
+type NICView struct {
+	Index      int
+	Network    string
+	MAC        string
+	IPMode     string
+	IP         string
+	ExternalIP string // while deployed fenced
+}
+
+// DoctorReport lists what disagrees between the store and the disk.
+type DoctorReport struct {
+	Problems []Problem
+	Checked  int // layers checked
+}
+
+// Problem kinds found by Doctor.
+const (
+	ProblemMissingLayer   = "missing-layer"
+	ProblemOrphanFile     = "orphan-file"
+	ProblemWrongBacking   = "wrong-backing"
+	ProblemWritableFrozen = "writable-frozen"
+	ProblemReadOnlyTop    = "read-only-writable-layer"
+	ProblemCheckFailed    = "check-failed"
+	ProblemUnheldIP       = "unheld-ip"
+	ProblemSplitFamily    = "ip-held-twice"
+	ProblemUnfinishedOp   = "unfinished-operation"
+	ProblemUnreferenced   = "unreferenced-layer"
+)
+
+// Problem is one finding of Doctor.
+type Problem struct {
+	Kind     string
+	Subject  string // a path, an address or a name
+	Detail   string
+	Repaired bool
+	// Repairable says whether --repair can fix it safely.
+	Repairable bool
+}
