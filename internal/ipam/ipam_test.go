@@ -1,0 +1,92 @@
+package ipam
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+func TestParseNetwork(t *testing.T) {
+	tests := []struct {
+		name, subnet, gw string
+		pools            []string
+		wantErr          bool
+		wantGW           string
+	}{
+		{"ok default gateway", "10.0.0.0/24", "", []string{"10.0.0.10-10.0.0.20"}, false, "10.0.0.1"},
+		{"ok explicit gateway", "10.0.0.0/24", "10.0.0.254", []string{"10.0.0.10-10.0.0.20", "10.0.0.30"}, false, "10.0.0.254"},
+		{"not cidr", "10.0.0.0", "", []string{"10.0.0.10"}, true, ""},
+		{"host bits", "10.0.0.1/24", "", []string{"10.0.0.10"}, true, ""},
+		{"ipv6", "fd00::/64", "", []string{"fd00::10"}, true, ""},
+		{"gateway outside", "10.0.0.0/24", "10.0.1.1", []string{"10.0.0.10"}, true, ""},
+		{"gateway broadcast", "10.0.0.0/24", "10.0.0.255", []string{"10.0.0.10"}, true, ""},
+		{"no pool", "10.0.0.0/24", "", nil, true, ""},
+		{"pool leaves subnet", "10.0.0.0/24", "", []string{"10.0.0.200-10.0.1.5"}, true, ""},
+		{"pool has gateway", "10.0.0.0/24", "", []string{"10.0.0.1-10.0.0.9"}, true, ""},
+		{"pool has network addr", "10.0.0.0/24", "10.0.0.254", []string{"10.0.0.0-10.0.0.9"}, true, ""},
+		{"pool has broadcast", "10.0.0.0/24", "", []string{"10.0.0.250-10.0.0.255"}, true, ""},
+		{"pool reversed", "10.0.0.0/24", "", []string{"10.0.0.20-10.0.0.10"}, true, ""},
+		{"pools overlap", "10.0.0.0/24", "", []string{"10.0.0.10-10.0.0.20", "10.0.0.15-10.0.0.25"}, true, ""},
+		{"pool garbage", "10.0.0.0/24", "", []string{"ten-eleven"}, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := ParseNetwork(tt.subnet, tt.gw, tt.pools, nil)
+			if tt.wantErr {
+				if !errors.Is(err, errdefs.ErrInvalid) {
+					t.Fatalf("want invalid error, got %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.Gateway.String() != tt.wantGW {
+				t.Errorf("gateway %s, want %s", n.Gateway, tt.wantGW)
+			}
+		})
+	}
+}
+
+func TestPickFreeAndExhaustion(t *testing.T) {
+	n, err := ParseNetwork("10.1.0.0/24", "", []string{"10.1.0.10-10.1.0.11", "10.1.0.20"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw := &store.Network{Name: "lan", Subnet: n.Subnet, Gateway: n.Gateway, Pools: n.Pools}
+	if PoolSize(nw.Pools) != 3 {
+		t.Fatalf("pool size %d, want 3", PoolSize(nw.Pools))
+	}
+	held := map[netip.Addr]bool{}
+	var got []string
+	for i := 0; i < 3; i++ {
+		a, err := PickFree(nw, held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[a] = true
+		got = append(got, a.String())
+	}
+	want := []string{"10.1.0.10", "10.1.0.11", "10.1.0.20"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("picked %v, want %v", got, want)
+		}
+	}
+	if _, err := PickFree(nw, held); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("exhausted pool: want conflict, got %v", err)
+	}
+}
+
+func TestCheckManual(t *testing.T) {
+	nw := &store.Network{Name: "lan", Subnet: netip.MustParsePrefix("10.2.0.0/24"), Gateway: netip.MustParseAddr("10.2.0.1")}
+	for ip, ok := range map[string]bool{"10.2.0.5": true, "10.2.0.1": false, "10.3.0.5": false, "10.2.0.255": false, "10.2.0.0": false} {
+		err := CheckManual(nw, netip.MustParseAddr(ip))
+		if (err == nil) != ok {
+			t.Errorf("%s: err=%v, want ok=%v", ip, err, ok)
+		}
+	}
+}

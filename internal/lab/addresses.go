@@ -1,0 +1,163 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+
+	"net/netip"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/ipam"
+	"stagehand/internal/store"
+)
+
+// ChangeIPs gives every pool NIC of an undeployed configuration a new
+// address from its pool and clears manual ones (until set again with
+// SetIP). The NICs leave their old families, so the configuration can run
+// unfenced beside them; an old address returns to the pool when its family
+// has no member left.
+func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, error) {
+	unlock := s.locks.lock(name)
+	defer unlock()
+	var view *ConfigView
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		c, err := loadUndeployed(tx, name, "change its addresses")
+		if err != nil {
+			return err
+		}
+		var old []int64
+		for _, vm := range c.VMs {
+			for _, n := range vm.NICs {
+				switch n.IPMode {
+				case store.IPModePool:
+					nw, err := tx.GetNetworkByID(n.NetworkID)
+					if err != nil {
+						return err
+					}
+					a, err := ipam.Allocate(tx, nw, store.AllocInternal, "")
+					if err != nil {
+						return fmt.Errorf("VM %q: %w", vm.Name, err)
+					}
+					old = append(old, n.AllocationID)
+					n.IP, n.AllocationID = a.IP, a.ID
+				case store.IPModeManual:
+					old = append(old, n.AllocationID)
+					n.IP, n.AllocationID = netip.Addr{}, 0
+				default:
+					continue
+				}
+				if err := tx.UpdateNIC(&n); err != nil {
+					return err
+				}
+			}
+		}
+		if err := releaseAllocations(tx, old); err != nil {
+			return err
+		}
+		view, err = s.configView(tx, c.reload(tx))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("change addresses of %q: %w", name, err)
+	}
+	return view, nil
+}
+
+// SetIP sets one NIC's address: "pool" takes a new pool address, "dhcp"
+// clears it, an address makes it manual (refused when another family holds
+// it). The NIC leaves its old family.
+func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int, ip string) (*ConfigView, error) {
+	unlock := s.locks.lock(config)
+	defer unlock()
+	var view *ConfigView
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		c, err := loadUndeployed(tx, config, "change its addresses")
+		if err != nil {
+			return err
+		}
+		n, err := findNIC(c.Config, vmName, nicIndex)
+		if err != nil {
+			return err
+		}
+		nw, err := tx.GetNetworkByID(n.NetworkID)
+		if err != nil {
+			return err
+		}
+		mode, addr, err := parseIPMode(VMSpec{Name: vmName, Network: nw.Name, IP: ip})
+		if err != nil {
+			return err
+		}
+		old := n.AllocationID
+		// Release first so that setting the address a NIC already holds
+		// alone works; the transaction keeps it atomic.
+		n.IP, n.AllocationID, n.IPMode = netip.Addr{}, 0, mode
+		if err := tx.UpdateNIC(n); err != nil {
+			return err
+		}
+		if err := releaseAllocations(tx, []int64{old}); err != nil {
+			return err
+		}
+		a, err := takeAddress(tx, nw, mode, addr)
+		if err != nil {
+			return err
+		}
+		if a != nil {
+			n.IP, n.AllocationID = a.IP, a.ID
+		}
+		if err := tx.UpdateNIC(n); err != nil {
+			return err
+		}
+		view, err = s.configView(tx, c.reload(tx))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set address of %s/%s NIC %d: %w", config, vmName, nicIndex, err)
+	}
+	return view, nil
+}
+
+// loadedConfig is a configuration read inside a transaction.
+type loadedConfig struct{ *store.Config }
+
+// reload re-reads the configuration after changes in the same transaction;
+// on error it returns the stale copy (the caller's view then errs visibly).
+func (c loadedConfig) reload(tx store.Tx) *store.Config {
+	if fresh, err := tx.GetConfig(c.Name); err == nil {
+		return fresh
+	}
+	return c.Config
+}
+
+// loadUndeployed reads a configuration that must be undeployed for what.
+func loadUndeployed(tx store.Tx, name, what string) (loadedConfig, error) {
+	c, err := tx.GetConfig(name)
+	if err != nil {
+		return loadedConfig{}, err
+	}
+	if c.State != store.StateUndeployed {
+		return loadedConfig{}, errdefs.Conflict("configuration %q is %s; undeploy it to %s", name, c.State, what)
+	}
+	return loadedConfig{c}, nil
+}
+
+func findVM(c *store.Config, name string) (*store.VM, error) {
+	for i := range c.VMs {
+		if c.VMs[i].Name == name {
+			return &c.VMs[i], nil
+		}
+	}
+	return nil, errdefs.NotFound("configuration %q has no VM %q", c.Name, name)
+}
+
+func findNIC(c *store.Config, vmName string, index int) (*store.NIC, error) {
+	vm, err := findVM(c, vmName)
+	if err != nil {
+		return nil, err
+	}
+	for i := range vm.NICs {
+		if vm.NICs[i].Index == index {
+			return &vm.NICs[i], nil
+		}
+	}
+	return nil, errdefs.NotFound("VM %q of configuration %q has no NIC %d", vmName, c.Name, index)
+}

@@ -1,0 +1,290 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/jobs"
+	"stagehand/internal/store"
+)
+
+// clonePlan is what a clone does to one disk of one source VM.
+type clonePlan struct {
+	vm, disk int // indexes into the source's VMs and the VM's disks
+	top      store.Layer
+	// Linked clone.
+	shortcut    bool   // top is empty: the clone builds on top's parent
+	sourceDelta string // new top of the source (not with shortcut)
+	cloneDelta  string // new top of the clone
+	// Full clone.
+	base string // new standalone base of the clone
+}
+
+// loadCloneSource checks that src can be cloned into dst and returns src.
+func (s *Service) loadCloneSource(ctx context.Context, src, dst string) (*store.Config, layerIndex, error) {
+	if err := checkName("configuration", dst); err != nil {
+		return nil, nil, err
+	}
+	var c *store.Config
+	var idx layerIndex
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		if c, err = tx.GetConfig(src); err != nil {
+			return err
+		}
+		if c.State != store.StateUndeployed {
+			return errdefs.Conflict("configuration %q is %s: only an undeployed configuration can be cloned (its disks must be quiescent); undeploy it first", src, c.State)
+		}
+		if _, err := tx.GetConfig(dst); err == nil {
+			return errdefs.Conflict("configuration %q already exists", dst)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		idx, err = loadLayers(tx)
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
+	}
+	return c, idx, nil
+}
+
+// LinkedClone makes dst from src by linked clone. For each disk with
+// writable top T: T is frozen, and the source and the clone each get a new
+// empty delta on T. If T holds no data and its parent is frozen, T is left
+// as it is and the clone builds on the parent instead (the empty-delta
+// shortcut), so repeated clones do not deepen chains. No guest data is read
+// or copied. The clone keeps the source's networks, IP modes and addresses
+// (joining their families) and gets new MACs.
+func (s *Service) LinkedClone(ctx context.Context, src, dst string) (*ConfigView, error) {
+	unlock := s.locks.lock(src, dst)
+	defer unlock()
+	c, idx, err := s.loadCloneSource(ctx, src, dst)
+	if err != nil {
+		return nil, err
+	}
+	var plans []clonePlan
+	var created, frozen []string
+	for vi, vm := range c.VMs {
+		for di, d := range vm.Disks {
+			top := idx[d.TopLayerID]
+			depth, err := idx.depth(top.ID)
+			if err != nil {
+				return nil, err
+			}
+			p := clonePlan{vm: vi, disk: di, top: top, cloneDelta: newLayerPath()}
+			if top.ParentID != 0 && idx[top.ParentID].Frozen {
+				hasData, err := s.disks.HasData(ctx, s.abs(top.Path))
+				if err != nil {
+					return nil, fmt.Errorf("clone %q: VM %q disk %d: %w", src, vm.Name, di, err)
+				}
+				p.shortcut = !hasData
+			}
+			if !p.shortcut {
+				if depth+1 > s.chainLimit {
+					return nil, errdefs.Conflict("clone %q: VM %q disk %d: chain would be %d layers deep, over the limit of %d; make a full clone (--mode full) or run `stagehand disk consolidate %s %s %d` first",
+						src, vm.Name, di, depth+1, s.chainLimit, src, vm.Name, di)
+				}
+				p.sourceDelta = newLayerPath()
+				created = append(created, p.sourceDelta)
+				frozen = append(frozen, top.Path)
+			}
+			created = append(created, p.cloneDelta)
+			plans = append(plans, p)
+		}
+	}
+
+	op, err := s.beginOp(ctx, "clone", dst, created, frozen)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*ConfigView, error) {
+		return nil, s.failOp(op, fmt.Errorf("clone %q to %q: %w", src, dst, err))
+	}
+	for _, p := range plans {
+		vm := c.VMs[p.vm]
+		parent := s.abs(p.top.Path)
+		if p.shortcut {
+			parent = s.abs(idx[p.top.ParentID].Path)
+		} else {
+			if err := s.step(ctx, op, "freeze"); err != nil {
+				return fail(err)
+			}
+			if err := s.disks.SetReadOnly(parent, true); err != nil {
+				return fail(fmt.Errorf("VM %q disk %d: freeze: %w", vm.Name, p.disk, err))
+			}
+			if err := s.step(ctx, op, "source-delta"); err != nil {
+				return fail(err)
+			}
+			if err := s.disks.CreateDelta(ctx, parent, s.abs(p.sourceDelta)); err != nil {
+				return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, p.disk, err))
+			}
+		}
+		if err := s.step(ctx, op, "clone-delta"); err != nil {
+			return fail(err)
+		}
+		if err := s.disks.CreateDelta(ctx, parent, s.abs(p.cloneDelta)); err != nil {
+			return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, p.disk, err))
+		}
+	}
+	if err := s.step(ctx, op, "commit"); err != nil {
+		return fail(err)
+	}
+	var view *ConfigView
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		clone, err := s.commitClone(tx, src, dst, func(tx store.Tx, p clonePlan) (int64, error) {
+			parentID := p.top.ID
+			if p.shortcut {
+				parentID = p.top.ParentID
+			} else {
+				top := p.top
+				top.Frozen = true
+				if err := tx.UpdateLayer(&top); err != nil {
+					return 0, err
+				}
+				sl := &store.Layer{Path: p.sourceDelta, ParentID: top.ID, VirtualSize: top.VirtualSize}
+				if err := tx.CreateLayer(sl); err != nil {
+					return 0, err
+				}
+				if err := tx.SetDiskTop(c.VMs[p.vm].Disks[p.disk].ID, sl.ID); err != nil {
+					return 0, err
+				}
+			}
+			cl := &store.Layer{Path: p.cloneDelta, ParentID: parentID, VirtualSize: p.top.VirtualSize}
+			if err := tx.CreateLayer(cl); err != nil {
+				return 0, err
+			}
+			return cl.ID, nil
+		}, plans)
+		if err != nil {
+			return err
+		}
+		if err := commitOp(tx, op, nil); err != nil {
+			return err
+		}
+		view, err = s.configView(tx, clone)
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	s.finishOp(op)
+	s.log.Info("linked clone made", "config", dst, "source", src, "disks", len(plans))
+	return view, nil
+}
+
+// commitClone writes the clone's records inside tx: the same VMs, CPUs,
+// memory, networks, IP modes and addresses as the source (the NICs join
+// their source's address family), new MACs, and for each disk the top
+// layer that diskTop records. It re-reads the source so that it works on
+// the current records.
+func (s *Service) commitClone(tx store.Tx, src, dst string, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
+	c, err := tx.GetConfig(src)
+	if err != nil {
+		return nil, err
+	}
+	if c.State != store.StateUndeployed {
+		return nil, errdefs.Conflict("configuration %q changed state to %s during the clone", src, c.State)
+	}
+	clone := &store.Config{Name: dst, Description: c.Description, Owner: c.Owner, State: store.StateUndeployed}
+	for _, vm := range c.VMs {
+		nv := store.VM{Name: vm.Name, TemplateID: vm.TemplateID, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, State: store.StateUndeployed}
+		nv.Disks = make([]store.Disk, len(vm.Disks))
+		for _, n := range vm.NICs {
+			n.ID, n.VMID, n.MAC = 0, 0, newMAC()
+			nv.NICs = append(nv.NICs, n)
+		}
+		clone.VMs = append(clone.VMs, nv)
+	}
+	for _, p := range plans {
+		id, err := diskTop(tx, p)
+		if err != nil {
+			return nil, err
+		}
+		clone.VMs[p.vm].Disks[p.disk] = store.Disk{Index: c.VMs[p.vm].Disks[p.disk].Index, TopLayerID: id}
+	}
+	if err := tx.CreateConfig(clone); err != nil {
+		return nil, err
+	}
+	return clone, nil
+}
+
+// StartFullClone checks the request and starts a job that writes, for each
+// disk of src, one consolidated standalone qcow2 base for dst. The source is
+// only read; it stays locked (not deployable) until the job ends. A
+// cancelled or failed job leaves nothing behind.
+func (s *Service) StartFullClone(ctx context.Context, src, dst string) (jobs.Job, error) {
+	unlock := s.locks.lock(src, dst)
+	c, idx, err := s.loadCloneSource(ctx, src, dst)
+	if err != nil {
+		unlock()
+		return jobs.Job{}, err
+	}
+	var plans []clonePlan
+	var created []string
+	for vi, vm := range c.VMs {
+		for di, d := range vm.Disks {
+			p := clonePlan{vm: vi, disk: di, top: idx[d.TopLayerID], base: newLayerPath()}
+			plans = append(plans, p)
+			created = append(created, p.base)
+		}
+	}
+	op, err := s.beginOp(ctx, "full-clone", dst, created, nil)
+	if err != nil {
+		unlock()
+		return jobs.Job{}, err
+	}
+	job := s.jobs.Start("full-clone", dst, func(ctx context.Context, progress func(done, total int64)) error {
+		defer unlock()
+		err := s.fullClone(ctx, op, src, dst, plans, progress)
+		if err != nil {
+			return s.failOp(op, fmt.Errorf("full clone %q to %q: %w", src, dst, err))
+		}
+		s.finishOp(op)
+		s.log.Info("full clone made", "config", dst, "source", src, "disks", len(plans))
+		return nil
+	})
+	return job, nil
+}
+
+func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, plans []clonePlan, progress func(done, total int64)) error {
+	var total int64
+	for _, p := range plans {
+		total += p.top.VirtualSize
+	}
+	progress(0, total)
+	var done int64
+	sizes := make([]int64, len(plans))
+	for i, p := range plans {
+		if err := s.step(ctx, op, "consolidate"); err != nil {
+			return err
+		}
+		err := s.disks.Consolidate(ctx, s.abs(p.top.Path), s.abs(p.base), func(d, _ int64) {
+			progress(done+d, total)
+		})
+		if err != nil {
+			return fmt.Errorf("disk %d: %w", p.disk, err)
+		}
+		done += p.top.VirtualSize
+		sizes[i] = p.top.VirtualSize
+		progress(done, total)
+	}
+	if err := s.step(ctx, op, "commit"); err != nil {
+		return err
+	}
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		_, err := s.commitClone(tx, src, dst, func(tx store.Tx, p clonePlan) (int64, error) {
+			l := &store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize}
+			if err := tx.CreateLayer(l); err != nil {
+				return 0, err
+			}
+			return l.ID, nil
+		}, plans)
+		if err != nil {
+			return err
+		}
+		return commitOp(tx, op, nil)
+	})
+}

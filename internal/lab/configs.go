@@ -1,0 +1,311 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+// CreateConfig makes a configuration: for each VM, a writable delta on top
+// of each of its template's bases, a unique MAC and, on a network, an
+// address (from the pool, manual, or none for dhcp).
+func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigView, error) {
+	if err := checkName("configuration", spec.Name); err != nil {
+		return nil, err
+	}
+	if len(spec.VMs) == 0 {
+		return nil, errdefs.Invalid("configuration %q: at least one --vm is required", spec.Name)
+	}
+	seen := map[string]bool{}
+	for _, v := range spec.VMs {
+		if err := checkName("VM", v.Name); err != nil {
+			return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
+		}
+		if seen[v.Name] {
+			return nil, errdefs.Invalid("configuration %q: VM name %q appears twice", spec.Name, v.Name)
+		}
+		seen[v.Name] = true
+		if _, _, err := parseIPMode(v); err != nil {
+			return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
+		}
+	}
+
+	unlock := s.locks.lock(spec.Name)
+	defer unlock()
+
+	// Resolve templates and networks, and plan one delta per template disk.
+	type plannedVM struct {
+		spec   VMSpec
+		tmpl   *store.Template
+		nw     *store.Network
+		deltas []string // new layer paths, one per template disk
+		bases  []store.Layer
+	}
+	var plan []plannedVM
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		if _, err := tx.GetConfig(spec.Name); err == nil {
+			return errdefs.Conflict("configuration %q already exists", spec.Name)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		for _, v := range spec.VMs {
+			t, err := tx.GetTemplate(v.Template)
+			if err != nil {
+				return fmt.Errorf("VM %q: %w", v.Name, err)
+			}
+			p := plannedVM{spec: v, tmpl: t}
+			if v.Network != "" {
+				if p.nw, err = tx.GetNetwork(v.Network); err != nil {
+					return fmt.Errorf("VM %q: %w", v.Name, err)
+				}
+			}
+			for _, id := range t.LayerIDs {
+				l, err := tx.GetLayer(id)
+				if err != nil {
+					return err
+				}
+				p.bases = append(p.bases, *l)
+				p.deltas = append(p.deltas, newLayerPath())
+			}
+			plan = append(plan, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create configuration %q: %w", spec.Name, err)
+	}
+
+	var created []string
+	for _, p := range plan {
+		created = append(created, p.deltas...)
+	}
+	op, err := s.beginOp(ctx, "create", spec.Name, created, nil)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*ConfigView, error) {
+		return nil, s.failOp(op, fmt.Errorf("create configuration %q: %w", spec.Name, err))
+	}
+	for _, p := range plan {
+		for i, base := range p.bases {
+			if err := s.step(ctx, op, "create-delta"); err != nil {
+				return fail(err)
+			}
+			if err := s.disks.CreateDelta(ctx, s.abs(base.Path), s.abs(p.deltas[i])); err != nil {
+				return fail(fmt.Errorf("VM %q disk %d: %w", p.spec.Name, i, err))
+			}
+		}
+	}
+	if err := s.step(ctx, op, "commit"); err != nil {
+		return fail(err)
+	}
+	var view *ConfigView
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		c := &store.Config{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: store.StateUndeployed}
+		for _, p := range plan {
+			vm := store.VM{Name: p.spec.Name, TemplateID: p.tmpl.ID, CPUs: p.tmpl.CPUs, MemoryMiB: p.tmpl.MemoryMiB, State: store.StateUndeployed}
+			for i, base := range p.bases {
+				l := &store.Layer{Path: p.deltas[i], ParentID: base.ID, VirtualSize: base.VirtualSize}
+				if err := tx.CreateLayer(l); err != nil {
+					return err
+				}
+				vm.Disks = append(vm.Disks, store.Disk{Index: i, TopLayerID: l.ID})
+			}
+			if p.nw != nil {
+				mode, ip, _ := parseIPMode(p.spec)
+				nic := store.NIC{Index: 0, NetworkID: p.nw.ID, MAC: newMAC(), IPMode: mode}
+				a, err := takeAddress(tx, p.nw, mode, ip)
+				if err != nil {
+					return fmt.Errorf("VM %q: %w", p.spec.Name, err)
+				}
+				if a != nil {
+					nic.IP, nic.AllocationID = a.IP, a.ID
+				}
+				vm.NICs = append(vm.NICs, nic)
+			}
+			c.VMs = append(c.VMs, vm)
+		}
+		if err := tx.CreateConfig(c); err != nil {
+			return err
+		}
+		if err := commitOp(tx, op, nil); err != nil {
+			return err
+		}
+		var err error
+		view, err = s.configView(tx, c)
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	s.finishOp(op)
+	s.log.Info("configuration created", "config", spec.Name, "vms", len(plan))
+	return view, nil
+}
+
+// parseIPMode reads a VMSpec's IP field.
+func parseIPMode(v VMSpec) (string, netip.Addr, error) {
+	ip := strings.TrimSpace(v.IP)
+	if v.Network == "" {
+		if ip != "" {
+			return "", netip.Addr{}, errdefs.Invalid("VM %q: ip=%s needs net=NETWORK", v.Name, ip)
+		}
+		return "", netip.Addr{}, nil
+	}
+	switch ip {
+	case "", store.IPModePool:
+		return store.IPModePool, netip.Addr{}, nil
+	case store.IPModeDHCP:
+		return store.IPModeDHCP, netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is4() {
+		return "", netip.Addr{}, errdefs.Invalid("VM %q: ip %q is not pool, dhcp or an IPv4 address", v.Name, ip)
+	}
+	return store.IPModeManual, a, nil
+}
+
+// ListConfigs returns every configuration.
+func (s *Service) ListConfigs(ctx context.Context) ([]ConfigView, error) {
+	var out []ConfigView
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		cs, err := tx.ListConfigs()
+		if err != nil {
+			return err
+		}
+		for i := range cs {
+			v, err := s.configView(tx, &cs[i])
+			if err != nil {
+				return err
+			}
+			out = append(out, *v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GetConfig returns one configuration.
+func (s *Service) GetConfig(ctx context.Context, name string) (*ConfigView, error) {
+	var out *ConfigView
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return err
+		}
+		out, err = s.configView(tx, c)
+		return err
+	})
+	return out, err
+}
+
+// DeleteConfig deletes an undeployed configuration: its VMs' writable
+// layers, then every frozen layer left without children, and the addresses
+// whose family it was the last member of.
+func (s *Service) DeleteConfig(ctx context.Context, name string) error {
+	unlock := s.locks.lock(name)
+	defer unlock()
+	var op *store.Op
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return err
+		}
+		if c.State != store.StateUndeployed && c.State != store.StateFailed {
+			return errdefs.Conflict("configuration %q is %s; undeploy it before deleting", name, c.State)
+		}
+		var tops, allocs []int64
+		for _, v := range c.VMs {
+			for _, d := range v.Disks {
+				tops = append(tops, d.TopLayerID)
+			}
+			for _, n := range v.NICs {
+				allocs = append(allocs, n.AllocationID)
+			}
+		}
+		if err := tx.DeleteConfig(c.ID); err != nil {
+			return err
+		}
+		removed, err := releaseLayers(tx, tops)
+		if err != nil {
+			return err
+		}
+		if err := releaseAllocations(tx, allocs); err != nil {
+			return err
+		}
+		op = &store.Op{Kind: "delete", Subject: name}
+		if err := s.step(ctx, op, "commit"); err != nil {
+			return err
+		}
+		if err := tx.CreateOp(op); err != nil {
+			return err
+		}
+		return commitOp(tx, op, removed)
+	})
+	if err != nil {
+		return fmt.Errorf("delete configuration %q: %w", name, err)
+	}
+	if err := s.step(ctx, op, "remove-files"); err != nil {
+		// The records are gone; the files are removed by the next Recover.
+		return fmt.Errorf("delete configuration %q: %w", name, err)
+	}
+	s.log.Info("configuration deleted", "config", name, "files", len(op.RemoveFiles))
+	return s.finishOp(op)
+}
+
+func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) {
+	idx, err := loadLayers(tx)
+	if err != nil {
+		return nil, err
+	}
+	v := &ConfigView{
+		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
+		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError,
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+	}
+	netNames := map[int64]string{}
+	tmplNames := map[int64]string{}
+	for _, vm := range c.VMs {
+		vv := VMView{Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
+		if name, ok := tmplNames[vm.TemplateID]; ok {
+			vv.Template = name
+		} else if t, err := tx.GetTemplateByID(vm.TemplateID); err == nil {
+			tmplNames[vm.TemplateID] = t.Name
+			vv.Template = t.Name
+		}
+		for _, d := range vm.Disks {
+			chain, err := idx.chain(d.TopLayerID)
+			if err != nil {
+				return nil, fmt.Errorf("configuration %q VM %q disk %d: %w", c.Name, vm.Name, d.Index, err)
+			}
+			dv := DiskView{Index: d.Index, Path: s.abs(chain[0].Path)}
+			for _, l := range chain {
+				dv.Chain = append(dv.Chain, s.abs(l.Path))
+			}
+			vv.Disks = append(vv.Disks, dv)
+		}
+		for _, n := range vm.NICs {
+			name, ok := netNames[n.NetworkID]
+			if !ok {
+				nw, err := tx.GetNetworkByID(n.NetworkID)
+				if err != nil {
+					return nil, err
+				}
+				name = nw.Name
+				netNames[n.NetworkID] = name
+			}
+			nv := NICView{Index: n.Index, Network: name, MAC: n.MAC, IPMode: n.IPMode}
+			if n.IP.IsValid() {
+				nv.IP = n.IP.String()
+			}
+			vv.NICs = append(vv.NICs, nv)
+		}
+		v.VMs = append(v.VMs, vv)
+	}
+	return v, nil
+}

@@ -1,0 +1,83 @@
+package lab
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sort"
+
+	"stagehand/internal/errdefs"
+)
+
+// checkName accepts names a user gives to templates, networks,
+// configurations and VMs: 1 to 63 characters of letters, digits, '.', '_'
+// and '-', starting with a letter or digit. That rules out '/', '..',
+// spaces and anything a shell or a path would misread.
+func checkName(kind, name string) error {
+	if name == "" {
+		return errdefs.Invalid("%s name is empty", kind)
+	}
+	if len(name) > 63 {
+		return errdefs.Invalid("%s name %q is longer than 63 characters", kind, name)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if i > 0 {
+			ok = ok || r == '.' || r == '_' || r == '-'
+		}
+		if !ok {
+			return errdefs.Invalid("%s name %q is not allowed: use letters, digits, '.', '_' and '-', starting with a letter or digit", kind, name)
+		}
+	}
+	return nil
+}
+
+// randomHex returns n random bytes as hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}
+
+// newLayerPath returns a fresh layer path relative to the data dir. Layers
+// live flat in one directory so that backing files are recorded as bare
+// file names and the data dir can move.
+func newLayerPath() string {
+	return filepath.Join(layersDir, "l-"+randomHex(8)+".qcow2")
+}
+
+// newMAC returns a random locally administered unicast MAC address (first
+// byte 0x52, the prefix QEMU users know, followed by 40 random bits).
+func newMAC() string {
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return fmt.Sprintf("52:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4])
+}
+
+// abs turns a data-dir-relative path into an absolute one.
+func (s *Service) abs(rel string) string { return filepath.Join(s.dataDir, rel) }
+
+// rel turns an absolute path inside the data dir into a relative one.
+func (s *Service) rel(abs string) string {
+	r, err := filepath.Rel(s.dataDir, abs)
+	if err != nil {
+		return abs
+	}
+	return r
+}
+
+func sortedUnique(keys []string) []string {
+	sort.Strings(keys)
+	out := keys[:0]
+	for i, k := range keys {
+		if i == 0 || k != keys[i-1] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
