@@ -1,0 +1,159 @@
+// Package api serves Stagehand's REST API under /api/v1: it decodes
+// requests, checks their JSON shape, calls the lab, converts the lab's views
+// into wire types and maps error kinds to HTTP status codes in one place
+// (errors.go). It holds no business logic.
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"stagehand/internal/api/wire"
+	"stagehand/internal/jobs"
+	"stagehand/internal/lab"
+)
+
+// Lab is what the API needs from the domain service. *lab.Service is the
+// real one; tests use a fake (see apitest).
+type Lab interface {
+	ImportTemplate(ctx context.Context, spec lab.TemplateSpec) (*lab.TemplateView, error)
+	ListTemplates(ctx context.Context) ([]lab.TemplateView, error)
+	GetTemplate(ctx context.Context, name string) (*lab.TemplateView, error)
+	DeleteTemplate(ctx context.Context, name string) error
+
+	CreateNetwork(ctx context.Context, spec lab.NetworkSpec) (*lab.NetworkView, error)
+	ListNetworks(ctx context.Context) ([]lab.NetworkView, error)
+	GetNetwork(ctx context.Context, name string) (*lab.NetworkView, error)
+	DeleteNetwork(ctx context.Context, name string) error
+
+	CreateConfig(ctx context.Context, spec lab.ConfigSpec) (*lab.ConfigView, error)
+	ListConfigs(ctx context.Context) ([]lab.ConfigView, error)
+	GetConfig(ctx context.Context, name string) (*lab.ConfigView, error)
+	DeleteConfig(ctx context.Context, name string) error
+	LinkedClone(ctx context.Context, src, dst string) (*lab.ConfigView, error)
+	StartFullClone(ctx context.Context, src, dst string) (jobs.Job, error)
+	ChangeIPs(ctx context.Context, name string) (*lab.ConfigView, error)
+	SetIP(ctx context.Context, config, vm string, nic int, ip string) (*lab.ConfigView, error)
+
+	DiskChain(ctx context.Context, config, vm string, disk int) ([]lab.LayerView, error)
+	StartConsolidate(ctx context.Context, config, vm string, disk int) (jobs.Job, error)
+
+	Doctor(ctx context.Context, repair bool) (*lab.DoctorReport, error)
+
+	// Jobs is the manager of the background operations the lab starts.
+	Jobs() *jobs.Manager
+}
+
+var _ Lab = (*lab.Service)(nil)
+
+// Handler is the http.Handler of the API.
+type Handler struct {
+	lab Lab
+	log *slog.Logger
+	mux *http.ServeMux
+
+	// drain ends long-polling waits when the server shuts down, so that
+	// http.Server.Shutdown does not sit out their timeouts.
+	drain     context.Context
+	stopDrain context.CancelFunc
+}
+
+// NewHandler returns the API over l. A nil log means slog.Default().
+func NewHandler(l Lab, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Handler{lab: l, log: log, mux: http.NewServeMux()}
+	h.drain, h.stopDrain = context.WithCancel(context.Background())
+	h.routes()
+	return h
+}
+
+// ServeHTTP logs the request and serves it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.logRequests(http.HandlerFunc(h.route)).ServeHTTP(w, r)
+}
+
+// route serves r through the mux, answering unknown paths and methods with
+// the JSON error body rather than the mux's plain text.
+func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := h.mux.Handler(r); pattern != "" {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := h.mux.Handler(probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		_ = writeJSON(w, http.StatusNotFound, wire.Error{Error: fmt.Sprintf("no endpoint %s", r.URL.Path), Kind: wire.KindNotFound})
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	_ = writeJSON(w, http.StatusMethodNotAllowed, wire.Error{
+		Error: fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allowed, ", ")),
+		Kind:  wire.KindInvalid,
+	})
+}
+
+// Drain makes pending and future job waits return their snapshot at once.
+// Pass it to http.Server.RegisterOnShutdown.
+func (h *Handler) Drain() { h.stopDrain() }
+
+// apiFunc is an endpoint: it writes its success response, or returns an
+// error for writeError to map.
+type apiFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (h *Handler) handle(pattern string, fn apiFunc) {
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			h.writeError(w, r, err)
+		}
+	})
+}
+
+func (h *Handler) routes() {
+	p := wire.APIPrefix
+	h.handle("GET /healthz", h.health)
+	h.handle("GET "+p+"/healthz", h.health)
+
+	h.handle("POST "+p+"/templates", h.importTemplate)
+	h.handle("GET "+p+"/templates", h.listTemplates)
+	h.handle("GET "+p+"/templates/{name}", h.getTemplate)
+	h.handle("DELETE "+p+"/templates/{name}", h.deleteTemplate)
+
+	h.handle("POST "+p+"/networks", h.createNetwork)
+	h.handle("GET "+p+"/networks", h.listNetworks)
+	h.handle("GET "+p+"/networks/{name}", h.getNetwork)
+	h.handle("DELETE "+p+"/networks/{name}", h.deleteNetwork)
+
+	h.handle("POST "+p+"/configs", h.createConfig)
+	h.handle("GET "+p+"/configs", h.listConfigs)
+	h.handle("GET "+p+"/configs/{name}", h.getConfig)
+	h.handle("DELETE "+p+"/configs/{name}", h.deleteConfig)
+	h.handle("POST "+p+"/configs/{name}/clone", h.cloneConfig)
+	h.handle("POST "+p+"/configs/{name}/change-ips", h.changeIPs)
+	h.handle("PUT "+p+"/configs/{name}/vms/{vm}/nics/{nic}/ip", h.setIP)
+	h.handle("GET "+p+"/configs/{name}/vms/{vm}/disks/{disk}/chain", h.diskChain)
+	h.handle("POST "+p+"/configs/{name}/vms/{vm}/disks/{disk}/consolidate", h.consolidate)
+
+	h.handle("GET "+p+"/jobs", h.listJobs)
+	h.handle("GET "+p+"/jobs/{id}", h.getJob)
+	h.handle("GET "+p+"/jobs/{id}/wait", h.waitJob)
+	h.handle("POST "+p+"/jobs/{id}/cancel", h.cancelJob)
+	h.handle("DELETE "+p+"/jobs/{id}", h.cancelJob)
+
+	h.handle("GET "+p+"/doctor", h.doctor)
+	h.handle("POST "+p+"/doctor/repair", h.doctorRepair)
+}
+
+func (h *Handler) health(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, wire.Health{Status: "ok"})
+}

@@ -1,0 +1,136 @@
+package api
+
+import (
+	"stagehand/internal/api/wire"
+	"stagehand/internal/jobs"
+	"stagehand/internal/lab"
+)
+
+// The converters below turn lab views into wire types. Slices are never nil,
+// so that JSON shows [] rather than null.
+
+func templateToWire(t *lab.TemplateView) wire.Template {
+	return wire.Template{
+		Name:        t.Name,
+		Description: t.Description,
+		CPUs:        t.CPUs,
+		MemoryMiB:   t.MemoryMiB,
+		Disks:       layersToWire(t.Disks),
+		Kernel:      t.Kernel,
+		Initrd:      t.Initrd,
+		Cmdline:     t.Cmdline,
+		CreatedAt:   t.CreatedAt,
+	}
+}
+
+func layersToWire(ls []lab.LayerView) []wire.Layer {
+	out := make([]wire.Layer, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, wire.Layer{
+			ID:          l.ID,
+			Path:        l.Path,
+			Frozen:      l.Frozen,
+			VirtualSize: l.VirtualSize,
+			ActualSize:  l.ActualSize,
+			Template:    l.Template,
+		})
+	}
+	return out
+}
+
+func networkToWire(n *lab.NetworkView) wire.Network {
+	usage := make([]wire.IPUsage, 0, len(n.Usage))
+	for _, u := range n.Usage {
+		holders := make([]wire.IPHolder, 0, len(u.Holders))
+		for _, h := range u.Holders {
+			holders = append(holders, wire.IPHolder{Config: h.Config, VM: h.VM, NIC: h.NIC})
+		}
+		usage = append(usage, wire.IPUsage{IP: u.IP, Kind: u.Kind, InPool: u.InPool, Holders: holders, Holder: u.Holder})
+	}
+	return wire.Network{
+		Name:      n.Name,
+		Subnet:    n.Subnet,
+		Gateway:   n.Gateway,
+		DNS:       nonNil(n.DNS),
+		Pools:     nonNil(n.Pools),
+		PoolSize:  n.PoolSize,
+		PoolUsed:  n.PoolUsed,
+		Usage:     usage,
+		CreatedAt: n.CreatedAt,
+	}
+}
+
+func configToWire(c *lab.ConfigView) wire.Config {
+	vms := make([]wire.VM, 0, len(c.VMs))
+	for _, v := range c.VMs {
+		disks := make([]wire.Disk, 0, len(v.Disks))
+		for _, d := range v.Disks {
+			disks = append(disks, wire.Disk{Index: d.Index, Path: d.Path, Chain: nonNil(d.Chain)})
+		}
+		nics := make([]wire.NIC, 0, len(v.NICs))
+		for _, n := range v.NICs {
+			nics = append(nics, wire.NIC{
+				Index:      n.Index,
+				Network:    n.Network,
+				MAC:        n.MAC,
+				IPMode:     n.IPMode,
+				IP:         n.IP,
+				ExternalIP: n.ExternalIP,
+			})
+		}
+		vms = append(vms, wire.VM{
+			Name:      v.Name,
+			State:     v.State,
+			Template:  v.Template,
+			CPUs:      v.CPUs,
+			MemoryMiB: v.MemoryMiB,
+			Disks:     disks,
+			NICs:      nics,
+		})
+	}
+	return wire.Config{
+		Name:        c.Name,
+		Description: c.Description,
+		Owner:       c.Owner,
+		State:       c.State,
+		Fenced:      c.Fenced,
+		FencePolicy: c.FencePolicy,
+		LastError:   c.LastError,
+		CreatedAt:   c.CreatedAt,
+		UpdatedAt:   c.UpdatedAt,
+		VMs:         vms,
+	}
+}
+
+func jobToWire(j jobs.Job) wire.Job {
+	return wire.Job{
+		ID:      j.ID,
+		Kind:    j.Kind,
+		Subject: j.Subject,
+		State:   j.State,
+		Done:    j.Done,
+		Total:   j.Total,
+		Error:   j.Error,
+		Started: j.Started,
+		Ended:   j.Ended,
+	}
+}
+
+func doctorToWire(r *lab.DoctorReport) wire.DoctorReport {
+	problems := make([]wire.Problem, 0, len(r.Problems))
+	for _, p := range r.Problems {
+		problems = append(problems, wire.Problem{
+			Kind:       p.Kind,
+			Subject:    p.Subject,
+			Detail:     p.Detail,
+			Repaired:   p.Repaired,
+			Repairable: p.Repairable,
+		})
+	}
+	return wire.DoctorReport{Problems: problems, Checked: r.Checked}
+}
+
+// nonNil copies s into a non-nil slice.
+func nonNil(s []string) []string {
+	return append(make([]string, 0, len(s)), s...)
+}

@@ -1,0 +1,85 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"stagehand/internal/api/wire"
+	"stagehand/internal/errdefs"
+)
+
+// Bounds of GET /jobs/{id}/wait?timeout=.
+const (
+	defaultWait = 30 * time.Second
+	maxWait     = 10 * time.Minute
+)
+
+// writeAccepted answers a started job with 202, its body and its Location.
+func writeAccepted(w http.ResponseWriter, j wire.Job) error {
+	w.Header().Set("Location", location("jobs", j.ID))
+	return writeJSON(w, http.StatusAccepted, j)
+}
+
+func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) error {
+	js := h.lab.Jobs().List()
+	out := make([]wire.Job, 0, len(js))
+	for _, j := range js {
+		out = append(out, jobToWire(j))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) getJob(w http.ResponseWriter, r *http.Request) error {
+	j, err := h.lab.Jobs().Get(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, jobToWire(j))
+}
+
+// waitJob answers when the job ends or the timeout passes, whichever comes
+// first, with the job's snapshot: the caller looks at its state.
+func (h *Handler) waitJob(w http.ResponseWriter, r *http.Request) error {
+	timeout := defaultWait
+	if s := r.URL.Query().Get("timeout"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errMalformed("timeout %q is not a duration such as 30s", s)
+		}
+		timeout = min(d, maxWait)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	stop := context.AfterFunc(h.drain, cancel)
+	defer stop()
+
+	id := r.PathValue("id")
+	j, err := h.lab.Jobs().Wait(ctx, id)
+	if err != nil {
+		stillRunning := errdefs.Kind(err) == nil &&
+			(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled))
+		if !stillRunning {
+			return err
+		}
+		if r.Context().Err() != nil {
+			return nil // the client is gone
+		}
+	}
+	return writeJSON(w, http.StatusOK, jobToWire(j))
+}
+
+// cancelJob asks a job to stop and answers 202 with its snapshot: the job
+// ends (state canceled) once its rollback is done.
+func (h *Handler) cancelJob(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := h.lab.Jobs().Cancel(id); err != nil {
+		return err
+	}
+	j, err := h.lab.Jobs().Get(id)
+	if err != nil {
+		return err
+	}
+	return writeAccepted(w, jobToWire(j))
+}

@@ -1,0 +1,225 @@
+// Package wire holds the JSON shapes of Stagehand's REST API (/api/v1):
+// request bodies, resources and the error body. It is shared by the server
+// (internal/api), the client and the CLI's -o json output, and depends on
+// nothing else in Stagehand so that tools can import it alone.
+package wire
+
+import "time"
+
+// APIPrefix is the path prefix of every endpoint.
+const APIPrefix = "/api/v1"
+
+// TemplateRequest is the body of POST /templates. Paths are read by the
+// daemon, so they must be absolute on the daemon's host.
+type TemplateRequest struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Disks       []string `json:"disks"`
+	Format      string   `json:"format,omitempty"` // "raw", "qcow2" or "" to detect
+	CPUs        int      `json:"cpus,omitempty"`
+	MemoryMiB   int      `json:"memory_mib,omitempty"`
+	Kernel      string   `json:"kernel,omitempty"`
+	Initrd      string   `json:"initrd,omitempty"`
+	Cmdline     string   `json:"cmdline,omitempty"`
+}
+
+// Template is a read-only VM image.
+type Template struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	CPUs        int       `json:"cpus"`
+	MemoryMiB   int       `json:"memory_mib"`
+	Disks       []Layer   `json:"disks"` // the base layers, in disk order
+	Kernel      string    `json:"kernel"`
+	Initrd      string    `json:"initrd"`
+	Cmdline     string    `json:"cmdline"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Layer is one qcow2 file of a disk chain.
+type Layer struct {
+	ID          int64  `json:"id"`
+	Path        string `json:"path"`
+	Frozen      bool   `json:"frozen"`
+	VirtualSize int64  `json:"virtual_size"`
+	ActualSize  int64  `json:"actual_size"` // bytes allocated on the host
+	Template    string `json:"template"`    // set on a template's base layer
+}
+
+// NetworkRequest is the body of POST /networks.
+type NetworkRequest struct {
+	Name    string   `json:"name"`
+	Subnet  string   `json:"subnet"`
+	Gateway string   `json:"gateway,omitempty"`
+	Pools   []string `json:"pools"` // "FIRST-LAST"
+	DNS     []string `json:"dns,omitempty"`
+}
+
+// Network is an L2 segment with its pool usage.
+type Network struct {
+	Name      string    `json:"name"`
+	Subnet    string    `json:"subnet"`
+	Gateway   string    `json:"gateway"`
+	DNS       []string  `json:"dns"`
+	Pools     []string  `json:"pools"`
+	PoolSize  int       `json:"pool_size"`
+	PoolUsed  int       `json:"pool_used"`
+	Usage     []IPUsage `json:"usage"` // every held address, in address order
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// IP usage kinds.
+const (
+	IPInternal = "internal" // a NIC's own address, held by its family
+	IPExternal = "external" // a fence's outside address
+)
+
+// IPUsage says who holds one address of a network.
+type IPUsage struct {
+	IP      string     `json:"ip"`
+	Kind    string     `json:"kind"`
+	InPool  bool       `json:"in_pool"`
+	Holders []IPHolder `json:"holders"` // internal: every NIC carrying the address
+	Holder  string     `json:"holder"`  // external: the fence holding it
+}
+
+// IPHolder is one NIC that carries an address.
+type IPHolder struct {
+	Config string `json:"config"`
+	VM     string `json:"vm"`
+	NIC    int    `json:"nic"`
+}
+
+// ConfigRequest is the body of POST /configs.
+type ConfigRequest struct {
+	Name        string      `json:"name"`
+	Description string      `json:"description,omitempty"`
+	Owner       string      `json:"owner,omitempty"`
+	VMs         []VMRequest `json:"vms"`
+}
+
+// VMRequest describes one VM of a new configuration.
+type VMRequest struct {
+	Name     string `json:"name"`
+	Template string `json:"template"`
+	Network  string `json:"network,omitempty"` // "" for a VM without NIC
+	IP       string `json:"ip,omitempty"`      // "pool" (default), "dhcp" or an address
+}
+
+// Clone modes.
+const (
+	CloneLinked = "linked"
+	CloneFull   = "full"
+)
+
+// CloneRequest is the body of POST /configs/{name}/clone. A linked clone
+// answers 201 with the new Config; a full clone answers 202 with its Job and
+// a Location header naming the job.
+type CloneRequest struct {
+	Name string `json:"name"`           // the new configuration
+	Mode string `json:"mode,omitempty"` // CloneLinked (default) or CloneFull
+}
+
+// SetIPRequest is the body of PUT /configs/{name}/vms/{vm}/nics/{nic}/ip.
+type SetIPRequest struct {
+	IP string `json:"ip"` // an address, "pool" or "dhcp"
+}
+
+// Config is a configuration: a named group of VMs.
+type Config struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	Owner       string    `json:"owner"`
+	State       string    `json:"state"`
+	Fenced      bool      `json:"fenced"`
+	FencePolicy string    `json:"fence_policy"`
+	LastError   string    `json:"last_error"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	VMs         []VM      `json:"vms"`
+}
+
+// VM is one machine of a configuration.
+type VM struct {
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Template  string `json:"template"`
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memory_mib"`
+	Disks     []Disk `json:"disks"`
+	NICs      []NIC  `json:"nics"`
+}
+
+// Disk is one VM disk: its top layer and its chain.
+type Disk struct {
+	Index int      `json:"index"`
+	Path  string   `json:"path"`  // the top layer
+	Chain []string `json:"chain"` // layer paths, top first, down to the base
+}
+
+// NIC is one network interface of a VM.
+type NIC struct {
+	Index      int    `json:"index"`
+	Network    string `json:"network"`
+	MAC        string `json:"mac"`
+	IPMode     string `json:"ip_mode"` // "pool", "manual" or "dhcp"
+	IP         string `json:"ip"`
+	ExternalIP string `json:"external_ip"` // while deployed fenced
+}
+
+// Job states.
+const (
+	JobRunning   = "running"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobCanceled  = "canceled"
+)
+
+// Job is a snapshot of a background operation (full clone, consolidate).
+type Job struct {
+	ID      string    `json:"id"`
+	Kind    string    `json:"kind"`
+	Subject string    `json:"subject"`
+	State   string    `json:"state"`
+	Done    int64     `json:"done"`  // bytes done
+	Total   int64     `json:"total"` // bytes in all; 0 while unknown
+	Error   string    `json:"error"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+}
+
+// DoctorReport lists what disagrees between the store and the files.
+type DoctorReport struct {
+	Problems []Problem `json:"problems"`
+	Checked  int       `json:"checked"` // layers checked
+}
+
+// Problem is one finding of the doctor.
+type Problem struct {
+	Kind       string `json:"kind"`
+	Subject    string `json:"subject"`
+	Detail     string `json:"detail"`
+	Repaired   bool   `json:"repaired"`
+	Repairable bool   `json:"repairable"`
+}
+
+// Health is the body of GET /healthz.
+type Health struct {
+	Status string `json:"status"` // "ok"
+}
+
+// Error kinds, one per errdefs kind plus internal.
+const (
+	KindNotFound    = "not_found"
+	KindConflict    = "conflict"
+	KindInvalid     = "invalid"
+	KindUnavailable = "unavailable"
+	KindCanceled    = "canceled"
+	KindInternal    = "internal"
+)
+
+// Error is the body of every error response.
+type Error struct {
+	Error string `json:"error"` // one line, for people
+	Kind  string `json:"kind"`  // one of the Kind* values, for programs
+}
