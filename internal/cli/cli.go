@@ -1,0 +1,237 @@
+// Package cli is Stagehand's command line: cobra commands that talk to the
+// daemon through internal/client and print tables or JSON, plus `serve`,
+// which runs the daemon itself.
+//
+// Exit codes: 0 success; 1 failure of no particular kind (an internal
+// error, a failed job, problems left by doctor); 2 bad command line or a
+// request the daemon found invalid; 3 not found; 4 conflict (exists
+// already, deployed, busy); 5 daemon unreachable or unavailable; 6 job
+// canceled or waiting interrupted. An error is one line on stderr,
+// "stagehand: <message>".
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/client"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/lab"
+	"stagehand/internal/store"
+)
+
+// Exit codes of Run; see the package comment.
+const (
+	ExitOK          = 0
+	ExitFailure     = 1
+	ExitUsage       = 2
+	ExitNotFound    = 3
+	ExitConflict    = 4
+	ExitUnavailable = 5
+	ExitCanceled    = 6
+)
+
+// DefaultServer is the daemon address when neither --server nor
+// STAGEHAND_SERVER is set.
+const DefaultServer = "http://127.0.0.1:7480"
+
+// Deps are what main hands the CLI: its streams and environment, and the
+// constructors `serve` needs (kept out of this package so that only main
+// picks the store and disk implementations).
+type Deps struct {
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+	// OpenStore opens (creating if needed) the store file at path.
+	OpenStore func(ctx context.Context, path string) (store.Store, error)
+	// NewDiskTool returns the qcow2 tool the lab drives.
+	NewDiskTool func() lab.DiskTool
+}
+
+// Run runs the command line args (without the program name) and returns
+// the process exit code. ctx ends on SIGINT/SIGTERM.
+func Run(ctx context.Context, args []string, deps Deps) int {
+	if deps.Getenv == nil {
+		deps.Getenv = func(string) string { return "" }
+	}
+	a := &app{deps: deps, stdout: deps.Stdout, stderr: deps.Stderr}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(deps.Stdout)
+	root.SetErr(deps.Stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	if !a.reached && !isUsage(err) {
+		// cobra refused the command line before any command ran.
+		err = &usageError{err: err}
+	}
+	msg := oneLine(err.Error())
+	if isUsage(err) && cmd != nil {
+		msg += fmt.Sprintf("; see '%s --help'", cmd.CommandPath())
+	}
+	fmt.Fprintf(deps.Stderr, "stagehand: %s\n", msg)
+	return exitCode(err)
+}
+
+// exitCode maps an error to the documented exit codes.
+func exitCode(err error) int {
+	if isUsage(err) {
+		return ExitUsage
+	}
+	switch errdefs.Kind(err) {
+	case errdefs.ErrInvalid:
+		return ExitUsage
+	case errdefs.ErrNotFound:
+		return ExitNotFound
+	case errdefs.ErrConflict:
+		return ExitConflict
+	case errdefs.ErrUnavailable:
+		return ExitUnavailable
+	case errdefs.ErrCanceled:
+		return ExitCanceled
+	}
+	if errors.Is(err, context.Canceled) {
+		return ExitCanceled
+	}
+	return ExitFailure
+}
+
+// usageError is a command line the CLI refuses before calling the daemon.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
+}
+
+func isUsage(err error) bool {
+	var u *usageError
+	return errors.As(err, &u)
+}
+
+// oneLine keeps error output to one line whatever the message holds.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")), " ")
+}
+
+// app is the state shared by the commands of one Run.
+type app struct {
+	deps   Deps
+	stdout io.Writer
+	stderr io.Writer
+
+	server string // --server
+	output string // -o
+
+	client *client.Client
+	// reached is set when a command's own code starts: errors before that
+	// come from cobra's parsing and are usage errors.
+	reached bool
+}
+
+// run wraps a command's work: it marks the command line as accepted.
+func (a *app) run(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.reached = true
+		return fn(cmd, args)
+	}
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "stagehand",
+		Short: "Stagehand manages virtual labs: templates, configurations, linked clones",
+		Long: `Stagehand manages virtual labs: VM templates, configurations of VMs, linked
+and full clones with copy-on-write disk chains, and IP pools.
+
+Every command but serve talks to a running daemon (--server, or the
+STAGEHAND_SERVER environment variable).`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: a.setup,
+	}
+	server := a.deps.Getenv("STAGEHAND_SERVER")
+	if server == "" {
+		server = DefaultServer
+	}
+	root.PersistentFlags().StringVar(&a.server, "server", server, "daemon URL (env STAGEHAND_SERVER)")
+	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(
+		a.serveCommand(),
+		a.templateCommand(),
+		a.networkCommand(),
+		a.configCommand(),
+		a.diskCommand(),
+		a.jobCommand(),
+		a.doctorCommand(),
+	)
+	return root
+}
+
+// setup checks the global flags and builds the client.
+func (a *app) setup(cmd *cobra.Command, args []string) error {
+	switch a.output {
+	case "table", "json":
+	default:
+		return usagef("output format %q is not table or json", a.output)
+	}
+	if a.server == "" {
+		return usagef("--server is empty")
+	}
+	a.client = client.New(a.server)
+	return nil
+}
+
+// group returns a command that only holds subcommands: without one it
+// prints its help, with an unknown one it fails.
+func (a *app) group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			return cmd.Help()
+		},
+	}
+	c.AddCommand(subs...)
+	return c
+}
+
+// exactArgs is cobra.ExactArgs with names in the message.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usagef("%s wants %d argument(s): %s; got %d", cmd.CommandPath(), len(names), strings.Join(names, " "), len(args))
+		}
+		return nil
+	}
+}
+
+// rangeArgs accepts the required names followed by up to len(optional)
+// more.
+func rangeArgs(required []string, optional ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < len(required) || len(args) > len(required)+len(optional) {
+			want := strings.Join(required, " ")
+			for _, o := range optional {
+				want += " [" + o + "]"
+			}
+			return usagef("%s wants arguments %s; got %d", cmd.CommandPath(), want, len(args))
+		}
+		return nil
+	}
+}

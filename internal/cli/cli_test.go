@@ -1,0 +1,366 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"stagehand/internal/api"
+	"stagehand/internal/api/apitest"
+	"stagehand/internal/api/wire"
+	"stagehand/internal/cli"
+	"stagehand/internal/lab"
+)
+
+// env is a daemon backed by the fake lab, with template "tmpl", network
+// "lan" and configuration "web" (VM "vm1" on lan, pool address).
+type env struct {
+	t     *testing.T
+	url   string
+	fake  *apitest.Fake
+	calls atomic.Int64 // lab calls that reached the fake
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, fake: apitest.New()}
+	ctx := context.Background()
+	if _, err := e.fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/img/a.qcow2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.fake.CreateNetwork(ctx, lab.NetworkSpec{Name: "lan", Subnet: "10.0.0.0/24", Gateway: "10.0.0.1", Pools: []string{"10.0.0.10-10.0.0.99"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.fake.Fail = func(string) error {
+		e.calls.Add(1)
+		return nil
+	}
+	srv := httptest.NewServer(api.NewHandler(e.fake, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	t.Cleanup(func() {
+		srv.Close()
+		e.fake.Close()
+	})
+	e.url = srv.URL
+	return e
+}
+
+// run runs the CLI with args against the env's daemon.
+func (e *env) run(args ...string) (stdout, stderr string, code int) {
+	e.t.Helper()
+	return runCLI(e.url, args...)
+}
+
+func runCLI(server string, args ...string) (string, string, int) {
+	var out, errw bytes.Buffer
+	code := cli.Run(context.Background(), args, cli.Deps{
+		Stdout: &out,
+		Stderr: &errw,
+		Getenv: func(k string) string {
+			switch k {
+			case "STAGEHAND_SERVER":
+				return server
+			case "USER":
+				return "tester"
+			}
+			return ""
+		},
+	})
+	return out.String(), errw.String(), code
+}
+
+func TestConfigShowJSON(t *testing.T) {
+	e := newEnv(t)
+	out, errOut, code := e.run("config", "show", "web", "-o", "json")
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, out)
+	}
+	if raw["name"] != "web" || raw["state"] != "undeployed" || raw["fenced"] != false {
+		t.Errorf("config = %v", raw)
+	}
+	vms, _ := raw["vms"].([]any)
+	if len(vms) != 1 {
+		t.Fatalf("vms = %v", raw["vms"])
+	}
+	vm := vms[0].(map[string]any)
+	if vm["name"] != "vm1" || vm["state"] == nil {
+		t.Errorf("vm = %v", vm)
+	}
+	disk := vm["disks"].([]any)[0].(map[string]any)
+	chain := disk["chain"].([]any)
+	if disk["path"] == "" || len(chain) != 2 || chain[0] != disk["path"] {
+		t.Errorf("disk = %v", disk)
+	}
+	nic := vm["nics"].([]any)[0].(map[string]any)
+	want := map[string]any{"network": "lan", "ip_mode": "pool", "ip": "10.0.0.10", "external_ip": ""}
+	for k, v := range want {
+		if nic[k] != v {
+			t.Errorf("nic[%s] = %v, want %v", k, nic[k], v)
+		}
+	}
+	if mac, _ := nic["mac"].(string); len(mac) != 17 {
+		t.Errorf("nic mac = %v", nic["mac"])
+	}
+	// JSON output is indented.
+	if !strings.Contains(out, "\n  \"name\": \"web\"") {
+		t.Errorf("not indented:\n%s", out)
+	}
+}
+
+func TestNotFoundIsOneLineAndExit3(t *testing.T) {
+	e := newEnv(t)
+	for _, args := range [][]string{
+		{"config", "show", "nope"},
+		{"config", "show", "nope", "-o", "json"},
+		{"disk", "chain", "nope", "vm1"},
+		{"job", "show", "42"},
+	} {
+		out, errOut, code := e.run(args...)
+		if code != cli.ExitNotFound {
+			t.Errorf("%v: exit %d, want %d", args, code, cli.ExitNotFound)
+		}
+		if out != "" {
+			t.Errorf("%v: stdout %q, want nothing", args, out)
+		}
+		if !strings.HasPrefix(errOut, "stagehand: ") || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "not found") {
+			t.Errorf("%v: stderr %q, want one line", args, errOut)
+		}
+	}
+	_, errOut, _ := e.run("config", "show", "nope")
+	if errOut != "stagehand: configuration \"nope\" not found\n" {
+		t.Errorf("stderr = %q", errOut)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		args []string
+		code int
+	}{
+		{[]string{"config", "list"}, cli.ExitOK},
+		{[]string{"config", "create", "web", "--vm", "a=tmpl"}, cli.ExitConflict},
+		{[]string{"config", "show", "nope"}, cli.ExitNotFound},
+		{[]string{"job", "cancel", "9"}, cli.ExitNotFound},
+		{[]string{"config", "list", "-o", "yaml"}, cli.ExitUsage},
+		{[]string{"config", "list", "extra"}, cli.ExitUsage},
+		{[]string{"config", "lst"}, cli.ExitUsage},
+		{[]string{"frobnicate"}, cli.ExitUsage},
+		{[]string{"config", "show", "--colour"}, cli.ExitUsage},
+		{[]string{"config", "set-ip", "web", "vm1", "eth0", "dhcp"}, cli.ExitUsage},
+		{[]string{"config", "set-ip", "web", "vm1", "0", "10.0.0.300"}, cli.ExitUsage},
+		{[]string{"config", "clone", "web", "w2", "--mode", "deep"}, cli.ExitUsage},
+		{[]string{"config", "clone", "web", "w2", "--detach"}, cli.ExitUsage},
+		{[]string{"network", "create", "n", "--subnet", "10.0.0.0/33", "--pool", "10.0.0.2-10.0.0.3"}, cli.ExitUsage},
+		{[]string{"network", "create", "n", "--subnet", "10.1.0.0/24"}, cli.ExitUsage},
+		{[]string{"network", "create", "n", "--subnet", "10.1.0.0/24", "--pool", "10.1.0.2"}, cli.ExitUsage},
+		{[]string{"template", "import", "t2"}, cli.ExitUsage},
+		{[]string{"template", "import", "t2", "--disk", "a.img", "--format", "vmdk"}, cli.ExitUsage},
+		{[]string{"disk", "chain", "web"}, cli.ExitUsage},
+		{[]string{"disk", "chain", "web", "vm1", "x"}, cli.ExitUsage},
+		{[]string{"serve"}, cli.ExitUsage},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, errOut, code := e.run(tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d (stderr %q)", code, tt.code, errOut)
+			}
+			if code != 0 && (strings.Count(errOut, "\n") != 1 || strings.Contains(errOut, "Usage:")) {
+				t.Errorf("stderr is not one line without usage: %q", errOut)
+			}
+		})
+	}
+}
+
+func TestVMFlagErrorsStopBeforeTheServer(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct{ vm, want string }{
+		{"web=tmpl,foo=1", `unknown key "foo"`},
+		{"web", "want VM=TEMPLATE"},
+		{"web=tmpl,net=lan,ip=nope", `ip "nope" is not pool, dhcp or an IP address`},
+		{"web=tmpl,ip=10.0.0.5", "needs net=NETWORK"},
+	}
+	for _, tt := range tests {
+		before := e.calls.Load()
+		out, errOut, code := e.run("config", "create", "new", "--vm", tt.vm)
+		if code != cli.ExitUsage || out != "" {
+			t.Errorf("--vm %s: exit %d stdout %q", tt.vm, code, out)
+		}
+		if !strings.Contains(errOut, tt.want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("--vm %s: stderr %q, want one line with %q", tt.vm, errOut, tt.want)
+		}
+		if e.calls.Load() != before {
+			t.Errorf("--vm %s: the daemon was called", tt.vm)
+		}
+	}
+	// Without any --vm.
+	if _, errOut, code := e.run("config", "create", "new"); code != cli.ExitUsage || !strings.Contains(errOut, "--vm") {
+		t.Errorf("no --vm: exit %d stderr %q", code, errOut)
+	}
+}
+
+func TestConfigCreateSendsVMs(t *testing.T) {
+	e := newEnv(t)
+	out, errOut, code := e.run("config", "create", "db", "--vm", "pg=tmpl,net=lan,ip=10.0.0.50", "--vm", "cache=tmpl", "--description", "databases", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var c wire.Config
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Owner != "tester" || c.Description != "databases" || len(c.VMs) != 2 {
+		t.Fatalf("config = %+v", c)
+	}
+	if n := c.VMs[0].NICs[0]; n.IP != "10.0.0.50" || n.IPMode != "manual" || len(c.VMs[1].NICs) != 0 {
+		t.Errorf("vms = %+v", c.VMs)
+	}
+}
+
+func TestTables(t *testing.T) {
+	e := newEnv(t)
+	if _, errOut, code := e.run("config", "clone", "web", "web2"); code != 0 {
+		t.Fatalf("clone: %s", errOut)
+	}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"config", "list"}, []string{"NAME", "web2", "undeployed"}},
+		{[]string{"config", "show", "web2"}, []string{"Name:", "web2", "10.0.0.10", "pool", "TOP LAYER"}},
+		{[]string{"network", "show", "lan"}, []string{"10.0.0.10", "web/vm1/nic0, web2/vm1/nic0"}},
+		{[]string{"network", "list"}, []string{"lan", "10.0.0.0/24", "1/100"}},
+		{[]string{"template", "list"}, []string{"tmpl", "1 GiB", "disk"}},
+		{[]string{"disk", "chain", "web2", "vm1"}, []string{"DEPTH", "FROZEN", "yes", "1 GiB", "tmpl"}},
+		{[]string{"config", "set-ip", "web2", "vm1", "0", "10.0.0.60"}, []string{"manual", "10.0.0.60"}},
+		{[]string{"config", "change-ips", "web2"}, []string{"web2"}},
+	}
+	for _, tt := range tests {
+		out, errOut, code := e.run(tt.args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d: %s", tt.args, code, errOut)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: output lacks %q:\n%s", tt.args, w, out)
+			}
+		}
+	}
+}
+
+func TestFullClone(t *testing.T) {
+	e := newEnv(t)
+	out, errOut, code := e.run("config", "clone", "web", "copy", "--mode", "full", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var c wire.Config
+	if err := json.Unmarshal([]byte(out), &c); err != nil || c.Name != "copy" || len(c.VMs[0].Disks[0].Chain) != 1 {
+		t.Fatalf("clone = %+v, %v", c, err)
+	}
+	if errOut != "" {
+		t.Errorf("stderr is not a terminal, so no progress bar expected: %q", errOut)
+	}
+}
+
+func TestFullCloneDetachAndCancel(t *testing.T) {
+	e := newEnv(t)
+	e.fake.Gate = make(chan struct{})
+	out, errOut, code := e.run("config", "clone", "web", "copy", "--mode", "full", "--detach")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	if id != "1" {
+		t.Fatalf("detached output = %q, want the job id", out)
+	}
+	out, _, _ = e.run("job", "list")
+	if !strings.Contains(out, "running") || !strings.Contains(out, "full-clone") {
+		t.Errorf("job list:\n%s", out)
+	}
+	if _, errOut, code := e.run("job", "cancel", id); code != 0 {
+		t.Fatalf("cancel: %d %s", code, errOut)
+	}
+	out, errOut, code = e.run("job", "wait", id)
+	if code != cli.ExitCanceled || !strings.Contains(errOut, "canceled") || !strings.Contains(out, "canceled") {
+		t.Fatalf("wait after cancel: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+}
+
+func TestConsolidateWaitsThenShowsChain(t *testing.T) {
+	e := newEnv(t)
+	out, errOut, code := e.run("disk", "consolidate", "web", "vm1", "0")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 {
+		t.Errorf("chain after consolidate should have one layer:\n%s", out)
+	}
+}
+
+func TestDoctorExitsNonZeroWhenProblemsRemain(t *testing.T) {
+	e := newEnv(t)
+	if _, errOut, code := e.run("doctor"); code != 0 {
+		t.Fatalf("clean doctor: exit %d %s", code, errOut)
+	}
+	e.fake.Problems = []lab.Problem{
+		{Kind: lab.ProblemOrphanFile, Subject: "/x/l-1.qcow2", Detail: "no layer record", Repairable: true},
+		{Kind: lab.ProblemMissingLayer, Subject: "/x/l-2.qcow2", Detail: "file is gone"},
+	}
+	out, errOut, code := e.run("doctor")
+	if code != cli.ExitFailure || !strings.Contains(out, "orphan-file") || !strings.Contains(errOut, "2 problem(s) remain") {
+		t.Fatalf("doctor: exit %d\n%s\n%s", code, out, errOut)
+	}
+	out, errOut, code = e.run("doctor", "--repair", "-o", "json")
+	if code != cli.ExitFailure || !strings.Contains(errOut, "1 problem(s) remain") {
+		t.Fatalf("doctor --repair: exit %d %s", code, errOut)
+	}
+	var rep wire.DoctorReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Problems[0].Repaired {
+		t.Fatalf("report = %s, %v", out, err)
+	}
+	e.fake.Problems = nil
+	if _, _, code := e.run("doctor", "--repair"); code != 0 {
+		t.Fatalf("doctor after repair: exit %d", code)
+	}
+}
+
+func TestUnreachableServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, errOut, code := runCLI("http://"+addr, "config", "list")
+	if code != cli.ExitUnavailable || !strings.Contains(errOut, "cannot reach the stagehand server") {
+		t.Fatalf("exit %d stderr %q", code, errOut)
+	}
+	// --server wins over the environment.
+	e := newEnv(t)
+	if _, errOut, code := runCLI("http://"+addr, "--server", e.url, "config", "list"); code != 0 {
+		t.Fatalf("--server: exit %d %s", code, errOut)
+	}
+}
+
+func TestHelpIsNotAnError(t *testing.T) {
+	out, errOut, code := runCLI("http://127.0.0.1:1", "config", "--help")
+	if code != 0 || !strings.Contains(out, "clone") || errOut != "" {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+}

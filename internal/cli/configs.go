@@ -1,0 +1,240 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+func (a *app) configCommand() *cobra.Command {
+	return a.group("config", "Create, clone, list, show and delete configurations",
+		a.configCreateCommand(),
+		&cobra.Command{
+			Use:   "list",
+			Short: "List configurations",
+			Args:  exactArgs(),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				cs, err := a.client.ListConfigs(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.print(cs, func(w io.Writer) {
+					row(w, "NAME", "STATE", "FENCED", "VMS", "OWNER", "DESCRIPTION")
+					for _, c := range cs {
+						row(w, c.Name, c.State, yesNo(c.Fenced), len(c.VMs), orDash(c.Owner), orDash(c.Description))
+					}
+				})
+			}),
+		},
+		&cobra.Command{
+			Use:   "show NAME",
+			Short: "Show a configuration: its VMs, NICs and disk chains",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				c, err := a.client.GetConfig(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			}),
+		},
+		&cobra.Command{
+			Use:   "delete NAME",
+			Short: "Delete an undeployed configuration and the layers only it used",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return a.client.DeleteConfig(cmd.Context(), args[0])
+			}),
+		},
+		a.configCloneCommand(),
+		&cobra.Command{
+			Use:   "change-ips NAME",
+			Short: "Give every pool NIC a new address (and clear manual ones)",
+			Long: `Give every pool NIC of the configuration a new address from its network's
+pool, and clear manual addresses until set again, so that the configuration
+can run unfenced beside the configurations it was cloned from or to.`,
+			Args: exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				c, err := a.client.ChangeIPs(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			}),
+		},
+		&cobra.Command{
+			Use:   "set-ip NAME VM NIC IP|pool|dhcp",
+			Short: "Set one NIC's address: a manual IP, a pool address or DHCP",
+			Args:  exactArgs("NAME", "VM", "NIC", "IP|pool|dhcp"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				nic, err := indexArg("NIC", args[2])
+				if err != nil {
+					return err
+				}
+				ip, err := checkIPArg(args[3])
+				if err != nil {
+					return err
+				}
+				c, err := a.client.SetIP(cmd.Context(), args[0], args[1], nic, ip)
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			}),
+		},
+	)
+}
+
+func (a *app) configCreateCommand() *cobra.Command {
+	var (
+		vmFlags []string
+		req     wire.ConfigRequest
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME --vm VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP]...",
+		Short: "Create a configuration of VMs made from templates",
+		Long: `Create a configuration. Each --vm adds one VM made from a template:
+
+  --vm web=debian                      no NIC
+  --vm web=debian,net=lan              one NIC, address from lan's pool
+  --vm web=debian,net=lan,ip=dhcp      one NIC, DHCP
+  --vm web=debian,net=lan,ip=10.0.0.5  one NIC, manual address`,
+		Args: exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			vms, err := parseVMFlags(vmFlags)
+			if err != nil {
+				return err
+			}
+			req.Name, req.VMs = args[0], vms
+			if req.Owner == "" {
+				req.Owner = a.deps.Getenv("USER")
+			}
+			c, err := a.client.CreateConfig(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.printConfig(c)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&vmFlags, "vm", nil, "VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP] (repeatable)")
+	f.StringVar(&req.Description, "description", "", "description")
+	f.StringVar(&req.Owner, "owner", "", "owner (default $USER)")
+	return cmd
+}
+
+func (a *app) configCloneCommand() *cobra.Command {
+	var (
+		mode   string
+		detach bool
+	)
+	cmd := &cobra.Command{
+		Use:   "clone SRC NEW [--mode linked|full] [--detach]",
+		Short: "Clone a configuration (linked: instant, copy-on-write; full: standalone copy)",
+		Long: `Clone an undeployed configuration. The clone's VMs keep the source's networks,
+IP modes and addresses (use change-ips to give it its own).
+
+  --mode linked  (default) new copy-on-write layers over the source's disks;
+                 takes about the same time whatever the disk size.
+  --mode full    copies every disk into a new standalone base, as a job:
+                 shows progress until it ends, or prints the job id with --detach.`,
+		Args: exactArgs("SRC", "NEW"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			src, dst := args[0], args[1]
+			switch mode {
+			case wire.CloneLinked:
+				if detach {
+					return usagef("--detach applies to --mode full only (a linked clone is immediate)")
+				}
+				c, err := a.client.LinkedClone(ctx, src, dst)
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			case wire.CloneFull:
+				job, err := a.client.StartFullClone(ctx, src, dst)
+				if err != nil {
+					return err
+				}
+				if detach {
+					return a.printStartedJob(job)
+				}
+				if _, err := a.waitForJob(ctx, job); err != nil {
+					return err
+				}
+				c, err := a.client.GetConfig(ctx, dst)
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			default:
+				return usagef("--mode %q is not linked or full", mode)
+			}
+		}),
+	}
+	cmd.Flags().StringVar(&mode, "mode", wire.CloneLinked, "clone mode: linked or full")
+	cmd.Flags().BoolVar(&detach, "detach", false, "full clone: print the job id and return at once")
+	return cmd
+}
+
+// indexArg parses a disk or NIC index argument.
+func indexArg(what, s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, usagef("%s %q is not an index (0, 1, ...)", what, s)
+	}
+	return n, nil
+}
+
+func (a *app) printConfig(c *wire.Config) error {
+	return a.print(c, func(w io.Writer) {
+		row(w, "Name:", c.Name)
+		row(w, "State:", c.State)
+		fenced := yesNo(c.Fenced)
+		if c.Fenced && c.FencePolicy != "" {
+			fenced += " (" + c.FencePolicy + ")"
+		}
+		row(w, "Fenced:", fenced)
+		row(w, "Owner:", orDash(c.Owner))
+		row(w, "Description:", orDash(c.Description))
+		if c.LastError != "" {
+			row(w, "Last error:", c.LastError)
+		}
+		row(w, "Created:", when(c.CreatedAt))
+		row(w)
+		row(w, "VM", "STATE", "TEMPLATE", "CPUS", "MEMORY")
+		for _, vm := range c.VMs {
+			row(w, vm.Name, vm.State, orDash(vm.Template), vm.CPUs, fmt.Sprintf("%d MiB", vm.MemoryMiB))
+		}
+		row(w)
+		row(w, "VM", "NIC", "NETWORK", "MAC", "MODE", "IP", "EXTERNAL IP")
+		for _, vm := range c.VMs {
+			for _, n := range vm.NICs {
+				row(w, vm.Name, n.Index, n.Network, n.MAC, n.IPMode, orDash(n.IP), orDash(n.ExternalIP))
+			}
+		}
+		row(w)
+		row(w, "VM", "DISK", "DEPTH", "TOP LAYER")
+		for _, vm := range c.VMs {
+			for _, d := range vm.Disks {
+				row(w, vm.Name, d.Index, len(d.Chain), d.Path)
+			}
+		}
+	})
+}
+
+// printStartedJob prints a detached job: its id alone in table mode, so
+// scripts can capture it.
+func (a *app) printStartedJob(j *wire.Job) error {
+	if a.output == "json" {
+		return writeJSON(a.stdout, j)
+	}
+	_, err := fmt.Fprintln(a.stdout, strings.TrimSpace(j.ID))
+	return err
+}

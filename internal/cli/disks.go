@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+func (a *app) diskCommand() *cobra.Command {
+	var detach bool
+	consolidate := &cobra.Command{
+		Use:   "consolidate CONFIG VM [DISK] [--detach]",
+		Short: "Rewrite a VM disk's chain into one fresh base layer (a job)",
+		Args:  rangeArgs([]string{"CONFIG", "VM"}, "DISK"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			disk, err := diskArg(args)
+			if err != nil {
+				return err
+			}
+			job, err := a.client.StartConsolidate(ctx, args[0], args[1], disk)
+			if err != nil {
+				return err
+			}
+			if detach {
+				return a.printStartedJob(job)
+			}
+			if _, err := a.waitForJob(ctx, job); err != nil {
+				return err
+			}
+			return a.printChain(cmd, args[0], args[1], disk)
+		}),
+	}
+	consolidate.Flags().BoolVar(&detach, "detach", false, "print the job id and return at once")
+	return a.group("disk", "Inspect and consolidate VM disk chains",
+		&cobra.Command{
+			Use:   "chain CONFIG VM [DISK]",
+			Short: "List a VM disk's layers, top to base",
+			Args:  rangeArgs([]string{"CONFIG", "VM"}, "DISK"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				disk, err := diskArg(args)
+				if err != nil {
+					return err
+				}
+				return a.printChain(cmd, args[0], args[1], disk)
+			}),
+		},
+		consolidate,
+	)
+}
+
+// diskArg is the optional third argument, disk 0 when absent.
+func diskArg(args []string) (int, error) {
+	if len(args) < 3 {
+		return 0, nil
+	}
+	return indexArg("DISK", args[2])
+}
+
+func (a *app) printChain(cmd *cobra.Command, config, vm string, disk int) error {
+	ls, err := a.client.DiskChain(cmd.Context(), config, vm, disk)
+	if err != nil {
+		return err
+	}
+	return a.print(ls, func(w io.Writer) {
+		row(w, "DEPTH", "PATH", "FROZEN", "VIRTUAL", "ALLOCATED", "TEMPLATE")
+		for i, l := range ls {
+			row(w, i, l.Path, yesNo(l.Frozen), size(l.VirtualSize), size(l.ActualSize), orDash(l.Template))
+		}
+	})
+}

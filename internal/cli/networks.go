@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+func (a *app) networkCommand() *cobra.Command {
+	return a.group("network", "Create, list, show and delete networks and their IP pools",
+		a.networkCreateCommand(),
+		&cobra.Command{
+			Use:   "list",
+			Short: "List networks with their pool usage",
+			Args:  exactArgs(),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				ns, err := a.client.ListNetworks(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.print(ns, func(w io.Writer) {
+					row(w, "NAME", "SUBNET", "GATEWAY", "POOLS", "USED")
+					for _, n := range ns {
+						row(w, n.Name, n.Subnet, orDash(n.Gateway), strings.Join(n.Pools, ","), fmt.Sprintf("%d/%d", n.PoolUsed, n.PoolSize))
+					}
+				})
+			}),
+		},
+		&cobra.Command{
+			Use:   "show NAME",
+			Short: "Show a network and who holds each of its addresses",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				n, err := a.client.GetNetwork(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return a.printNetwork(n)
+			}),
+		},
+		&cobra.Command{
+			Use:   "delete NAME",
+			Short: "Delete a network no VM uses",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return a.client.DeleteNetwork(cmd.Context(), args[0])
+			}),
+		},
+	)
+}
+
+func (a *app) networkCreateCommand() *cobra.Command {
+	var req wire.NetworkRequest
+	cmd := &cobra.Command{
+		Use:   "create NAME --subnet CIDR [--gateway IP] --pool FIRST-LAST [--pool ...] [--dns IP]...",
+		Short: "Create a network with an IP pool",
+		Args:  exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if err := checkNetworkFlags(&req); err != nil {
+				return err
+			}
+			n, err := a.client.CreateNetwork(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.printNetwork(n)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Subnet, "subnet", "", "subnet in CIDR notation, e.g. 10.0.0.0/24")
+	f.StringVar(&req.Gateway, "gateway", "", "gateway address (default: the subnet's first host)")
+	f.StringArrayVar(&req.Pools, "pool", nil, "address range FIRST-LAST inside the subnet (repeatable)")
+	f.StringArrayVar(&req.DNS, "dns", nil, "DNS server address (repeatable)")
+	return cmd
+}
+
+// checkNetworkFlags checks the syntax of the addresses; the daemon checks
+// that they fit together.
+func checkNetworkFlags(req *wire.NetworkRequest) error {
+	if req.Subnet == "" {
+		return usagef("--subnet CIDR is required")
+	}
+	if _, err := netip.ParsePrefix(req.Subnet); err != nil {
+		return usagef("--subnet %q is not a CIDR such as 10.0.0.0/24", req.Subnet)
+	}
+	if req.Gateway != "" {
+		if _, err := netip.ParseAddr(req.Gateway); err != nil {
+			return usagef("--gateway %q is not an IP address", req.Gateway)
+		}
+	}
+	if len(req.Pools) == 0 {
+		return usagef("at least one --pool FIRST-LAST is required")
+	}
+	for _, p := range req.Pools {
+		first, last, ok := strings.Cut(p, "-")
+		_, err1 := netip.ParseAddr(first)
+		_, err2 := netip.ParseAddr(last)
+		if !ok || err1 != nil || err2 != nil {
+			return usagef("--pool %q is not FIRST-LAST, e.g. 10.0.0.100-10.0.0.199", p)
+		}
+	}
+	for _, d := range req.DNS {
+		if _, err := netip.ParseAddr(d); err != nil {
+			return usagef("--dns %q is not an IP address", d)
+		}
+	}
+	return nil
+}
+
+func (a *app) printNetwork(n *wire.Network) error {
+	return a.print(n, func(w io.Writer) {
+		row(w, "Name:", n.Name)
+		row(w, "Subnet:", n.Subnet)
+		row(w, "Gateway:", orDash(n.Gateway))
+		row(w, "DNS:", orDash(strings.Join(n.DNS, ", ")))
+		row(w, "Pools:", strings.Join(n.Pools, ", "))
+		row(w, "Pool used:", fmt.Sprintf("%d of %d", n.PoolUsed, n.PoolSize))
+		row(w, "Created:", when(n.CreatedAt))
+		row(w)
+		row(w, "IP", "KIND", "POOL", "HELD BY")
+		for _, u := range n.Usage {
+			row(w, u.IP, u.Kind, yesNo(u.InPool), holders(u))
+		}
+	})
+}
+
+// holders says who holds an address: config/vm/nicN for each NIC of an
+// internal address's family, the fence for an external one.
+func holders(u wire.IPUsage) string {
+	if u.Kind == wire.IPExternal || len(u.Holders) == 0 {
+		return orDash(u.Holder)
+	}
+	parts := make([]string, len(u.Holders))
+	for i, h := range u.Holders {
+		parts[i] = fmt.Sprintf("%s/%s/nic%d", h.Config, h.VM, h.NIC)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+func (a *app) templateCommand() *cobra.Command {
+	return a.group("template", "Import, list, show and delete VM templates",
+		a.templateImportCommand(),
+		&cobra.Command{
+			Use:   "list",
+			Short: "List templates",
+			Args:  exactArgs(),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				ts, err := a.client.ListTemplates(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.print(ts, func(w io.Writer) {
+					row(w, "NAME", "CPUS", "MEMORY", "DISKS", "VIRTUAL SIZE", "BOOT", "DESCRIPTION")
+					for _, t := range ts {
+						var virtual int64
+						for _, d := range t.Disks {
+							virtual += d.VirtualSize
+						}
+						row(w, t.Name, t.CPUs, fmt.Sprintf("%d MiB", t.MemoryMiB), len(t.Disks), size(virtual), bootMethod(t), orDash(t.Description))
+					}
+				})
+			}),
+		},
+		&cobra.Command{
+			Use:   "show NAME",
+			Short: "Show a template and its base disks",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				t, err := a.client.GetTemplate(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return a.printTemplate(t)
+			}),
+		},
+		&cobra.Command{
+			Use:   "delete NAME",
+			Short: "Delete a template no configuration was made from",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return a.client.DeleteTemplate(cmd.Context(), args[0])
+			}),
+		},
+	)
+}
+
+func (a *app) templateImportCommand() *cobra.Command {
+	var req wire.TemplateRequest
+	cmd := &cobra.Command{
+		Use:   "import NAME --disk FILE [--disk FILE]...",
+		Short: "Import disk images as a new template",
+		Long: `Import disk images (raw or qcow2) as a new read-only template. The daemon
+reads the files, so they must be readable on the daemon's host; relative
+paths are made absolute here.`,
+		Args: exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if len(req.Disks) == 0 {
+				return usagef("at least one --disk FILE is required")
+			}
+			switch req.Format {
+			case "", "raw", "qcow2":
+			default:
+				return usagef("--format %q is not raw or qcow2", req.Format)
+			}
+			if req.CPUs < 0 || req.MemoryMiB < 0 {
+				return usagef("--cpus and --memory must be positive")
+			}
+			if req.Kernel == "" && (req.Initrd != "" || req.Cmdline != "") {
+				return usagef("--initrd and --cmdline need --kernel")
+			}
+			for i, d := range req.Disks {
+				abs, err := absPath(d)
+				if err != nil {
+					return err
+				}
+				req.Disks[i] = abs
+			}
+			for _, p := range []*string{&req.Kernel, &req.Initrd} {
+				if *p != "" {
+					abs, err := absPath(*p)
+					if err != nil {
+						return err
+					}
+					*p = abs
+				}
+			}
+			t, err := a.client.ImportTemplate(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.printTemplate(t)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&req.Disks, "disk", nil, "disk image, in disk order (repeat for more disks)")
+	f.StringVar(&req.Format, "format", "", "image format: raw or qcow2 (default: detect)")
+	f.IntVar(&req.CPUs, "cpus", 0, "virtual CPUs (default 1)")
+	f.IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB (default 256)")
+	f.StringVar(&req.Kernel, "kernel", "", "kernel for direct kernel boot")
+	f.StringVar(&req.Initrd, "initrd", "", "initrd for direct kernel boot")
+	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line for direct kernel boot")
+	f.StringVar(&req.Description, "description", "", "description")
+	return cmd
+}
+
+func absPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", usagef("path %q: %v", p, err)
+	}
+	return abs, nil
+}
+
+func bootMethod(t wire.Template) string {
+	if t.Kernel != "" {
+		return "kernel"
+	}
+	return "disk"
+}
+
+func (a *app) printTemplate(t *wire.Template) error {
+	return a.print(t, func(w io.Writer) {
+		row(w, "Name:", t.Name)
+		row(w, "Description:", orDash(t.Description))
+		row(w, "CPUs:", t.CPUs)
+		row(w, "Memory:", fmt.Sprintf("%d MiB", t.MemoryMiB))
+		if t.Kernel != "" {
+			row(w, "Boot:", "kernel "+t.Kernel)
+			row(w, "Initrd:", orDash(t.Initrd))
+			row(w, "Cmdline:", orDash(t.Cmdline))
+		} else {
+			row(w, "Boot:", "disk")
+		}
+		row(w, "Created:", when(t.CreatedAt))
+		row(w)
+		row(w, "DISK", "PATH", "VIRTUAL", "ALLOCATED")
+		for i, d := range t.Disks {
+			row(w, i, d.Path, size(d.VirtualSize), size(d.ActualSize))
+		}
+	})
+}

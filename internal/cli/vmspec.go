@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"net/netip"
+	"strings"
+
+	"stagehand/internal/api/wire"
+)
+
+// parseVMFlag parses one --vm value: VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP].
+// It checks the syntax only; the daemon checks that names exist and that
+// the address fits the network.
+func parseVMFlag(s string) (wire.VMRequest, error) {
+	var vm wire.VMRequest
+	parts := strings.Split(s, ",")
+	name, tmpl, ok := strings.Cut(parts[0], "=")
+	if !ok || name == "" || tmpl == "" {
+		return vm, usagef("--vm %q: want VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP]", s)
+	}
+	vm.Name, vm.Template = name, tmpl
+	seen := map[string]bool{}
+	for _, p := range parts[1:] {
+		key, val, ok := strings.Cut(p, "=")
+		if !ok || val == "" {
+			return vm, usagef("--vm %q: %q is not KEY=VALUE (keys: net, ip)", s, p)
+		}
+		if seen[key] {
+			return vm, usagef("--vm %q: %s given twice", s, key)
+		}
+		seen[key] = true
+		switch key {
+		case "net":
+			vm.Network = val
+		case "ip":
+			if val != "pool" && val != "dhcp" {
+				addr, err := netip.ParseAddr(val)
+				if err != nil || addr.Zone() != "" {
+					return vm, usagef("--vm %q: ip %q is not pool, dhcp or an IP address", s, val)
+				}
+				val = addr.String()
+			}
+			vm.IP = val
+		default:
+			return vm, usagef("--vm %q: unknown key %q (keys: net, ip)", s, key)
+		}
+	}
+	if vm.IP != "" && vm.Network == "" {
+		return vm, usagef("--vm %q: ip=%s needs net=NETWORK", s, vm.IP)
+	}
+	return vm, nil
+}
+
+// parseVMFlags parses every --vm and refuses a VM name given twice.
+func parseVMFlags(values []string) ([]wire.VMRequest, error) {
+	if len(values) == 0 {
+		return nil, usagef("at least one --vm VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP] is required")
+	}
+	seen := map[string]bool{}
+	var vms []wire.VMRequest
+	for _, v := range values {
+		vm, err := parseVMFlag(v)
+		if err != nil {
+			return nil, err
+		}
+		if seen[vm.Name] {
+			return nil, usagef("--vm: VM %q given twice", vm.Name)
+		}
+		seen[vm.Name] = true
+		vms = append(vms, vm)
+	}
+	return vms, nil
+}
+
+// checkIPArg checks an IP|pool|dhcp argument.
+func checkIPArg(s string) (string, error) {
+	if s == "pool" || s == "dhcp" {
+		return s, nil
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil || addr.Zone() != "" {
+		return "", usagef("%q is not an IP address, pool or dhcp", s)
+	}
+	return addr.String(), nil
+}
