@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, the Debian packages Stagehand needs at run time and
+# for its tests, skipping those already present. Needs root (or sudo).
+set -euo pipefail
+
+# package:command-that-proves-it-is-installed
+want=(
+  qemu-utils:qemu-img
+  qemu-system-x86:qemu-system-x86_64
+  nftables:nft
+  iproute2:ip
+  busybox-static:/bin/busybox
+  cpio:cpio
+  curl:curl
+)
+missing=()
+for pair in "${want[@]}"; do
+  pkg=${pair%%:*} cmd=${pair#*:}
+  if [[ $cmd == /* ]]; then [[ -e $cmd ]] || missing+=("$pkg")
+  else command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg"); fi
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+  echo "install-deps: add /usr/local/go/bin to PATH" >&2
+fi
