@@ -1,0 +1,91 @@
+# Shared shell functions of the Stagehand test guest, sourced by /init, the
+# services in /sbin and the DHCP script. Busybox ash only.
+#
+# Marker block (see testdata/guest/README.md): 4096 bytes starting 1 MiB before
+# the end of /dev/vda, text lines KEY=VALUE, NUL padded. It sits outside any
+# partition, so the same convention works for data disks and bootable disks.
+
+STAGEHAND_DISK=/dev/vda
+
+log() { echo "$*" >/dev/console; }
+
+# disk_name prints the block device the guest reads its marker from, or "none".
+disk_name() {
+	if [ -b "$STAGEHAND_DISK" ]; then echo "${STAGEHAND_DISK##*/}"; else echo none; fi
+}
+
+# marker_sector prints the 512-byte sector where the marker block starts.
+marker_sector() {
+	[ -b "$STAGEHAND_DISK" ] || return 1
+	local sectors
+	sectors=$(cat "/sys/block/${STAGEHAND_DISK##*/}/size" 2>/dev/null) || return 1
+	# Smaller than 2 MiB: no room for the block; refuse rather than read sector 0.
+	[ "${sectors:-0}" -ge 4096 ] || return 1
+	echo $((sectors - 2048))
+}
+
+# read_marker_block prints the marker block's text, NULs removed. O_DIRECT so
+# the answer is what is on the disk now, not a cached copy.
+read_marker_block() {
+	local s
+	s=$(marker_sector) || return 1
+	{
+		dd if="$STAGEHAND_DISK" bs=512 skip="$s" count=8 iflag=direct 2>/dev/null ||
+			dd if="$STAGEHAND_DISK" bs=512 skip="$s" count=8 2>/dev/null
+	} | tr -d '\000'
+}
+
+# marker_value KEY prints the first KEY=... value of the marker block.
+marker_value() {
+	read_marker_block | sed -n "s/^$1=//p" | head -n 1
+}
+
+# write_marker_block MARKER [HOSTNAME] replaces the whole block and syncs.
+write_marker_block() {
+	local s tmp=/tmp/marker-block.$$
+	s=$(marker_sector) || return 1
+	{
+		printf 'MARKER=%s\n' "$1"
+		[ -n "$2" ] && printf 'HOSTNAME=%s\n' "$2"
+		dd if=/dev/zero bs=4096 count=1 2>/dev/null
+	} | dd of="$tmp" bs=4096 count=1 iflag=fullblock 2>/dev/null
+	if ! dd if="$tmp" of="$STAGEHAND_DISK" bs=512 seek="$s" count=8 conv=notrunc oflag=direct 2>/dev/null; then
+		dd if="$tmp" of="$STAGEHAND_DISK" bs=512 seek="$s" count=8 conv=notrunc,fsync 2>/dev/null || {
+			rm -f "$tmp"
+			return 1
+		}
+	fi
+	rm -f "$tmp"
+	sync
+}
+
+# iface_ipv4 IFACE prints the first IPv4 address of IFACE, if any.
+iface_ipv4() {
+	ip addr show dev "$1" 2>/dev/null | awk '$1 == "inet" { sub("/.*", "", $2); print $2; exit }'
+}
+
+# eth_ifaces prints the ethN interfaces in numeric order.
+eth_ifaces() {
+	local d
+	for d in /sys/class/net/eth*; do
+		[ -e "$d" ] && echo "${d##*/}"
+	done | sort -t h -k 2 -n
+}
+
+# cmdline_value KEY prints the value of KEY=... on the kernel command line.
+cmdline_value() {
+	local w
+	for w in $(cat /proc/cmdline); do
+		case "$w" in "$1"=*) echo "${w#*=}"; return 0 ;; esac
+	done
+	return 1
+}
+
+# cmdline_has WORD succeeds when WORD (or WORD=...) is on the kernel command line.
+cmdline_has() {
+	local w
+	for w in $(cat /proc/cmdline); do
+		case "$w" in "$1" | "$1"=*) return 0 ;; esac
+	done
+	return 1
+}
