@@ -28,7 +28,7 @@ import (
 )
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	svc  *lab.Service
 	dir  string
 	db   store.Store
@@ -37,7 +37,7 @@ type env struct {
 
 type envOpt func(*lab.Options)
 
-func requireQemuImg(t *testing.T) {
+func requireQemuImg(t testing.TB) {
 	t.Helper()
 	for _, b := range []string{"qemu-img", "qemu-io"} {
 		if _, err := exec.LookPath(b); err != nil {
@@ -46,7 +46,7 @@ func requireQemuImg(t *testing.T) {
 	}
 }
 
-func newEnv(t *testing.T, opts ...envOpt) *env {
+func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
 	requireQemuImg(t)
 	dir := t.TempDir()
@@ -73,7 +73,7 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 }
 
 // qemuIO runs qemu-io commands on an image (the whole chain below it).
-func qemuIO(t *testing.T, path string, cmds ...string) string {
+func qemuIO(t testing.TB, path string, cmds ...string) string {
 	t.Helper()
 	args := []string{"-f", "qcow2"}
 	for _, c := range cmds {
@@ -88,13 +88,13 @@ func qemuIO(t *testing.T, path string, cmds ...string) string {
 }
 
 // verifyPattern asserts that [off, off+len) of the image reads as pattern.
-func verifyPattern(t *testing.T, path string, off, length int, pattern byte) {
+func verifyPattern(t testing.TB, path string, off, length int, pattern byte) {
 	t.Helper()
 	qemuIO(t, path, fmt.Sprintf("read -P 0x%02x %d %d", pattern, off, length))
 }
 
 // makeImage writes a qcow2 of size MiB with pattern 0xaa in its first MiB.
-func makeImage(t *testing.T, sizeMiB int) string {
+func makeImage(t testing.TB, sizeMiB int) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "src.qcow2")
 	if out, err := exec.Command("qemu-img", "create", "-f", "qcow2", p, fmt.Sprintf("%dM", sizeMiB)).CombinedOutput(); err != nil {
@@ -209,7 +209,7 @@ func (e *env) assertConsistent() {
 	}
 }
 
-func sha(t *testing.T, path string) string {
+func sha(t testing.TB, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -223,7 +223,7 @@ func sha(t *testing.T, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func isReadOnly(t *testing.T, path string) bool {
+func isReadOnly(t testing.TB, path string) bool {
 	t.Helper()
 	st, err := os.Stat(path)
 	if err != nil {
