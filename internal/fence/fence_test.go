@@ -1,0 +1,508 @@
+package fence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"stagehand/internal/errdefs"
+)
+
+// The fence tests build, in throwaway namespaces only:
+//
+//	daemon ns:  outside bridge 10.99.0.1/24 (+ 10.98.0.1 on lo, "beyond the subnet")
+//	host ns:    an outside host 10.99.0.20 on the outside bridge
+//	fence ns:   made by Setup
+//	vm ns:      one per fake VM, a veth on the fence's inside bridge
+
+var (
+	bedSubnet  = netip.MustParsePrefix("10.99.0.0/24")
+	bedGateway = netip.MustParseAddr("10.99.0.1")
+	bedHost    = netip.MustParseAddr("10.99.0.20")
+	bedBeyond  = netip.MustParseAddr("10.98.0.1")
+)
+
+type fenceBed struct {
+	daemonNS  netns.NsHandle
+	hostNS    netns.NsHandle
+	hostName  string // the host namespace's name, for ip netns exec
+	hostIf    string
+	network   string
+	outsideBr string
+}
+
+func newFenceBed(t *testing.T) *fenceBed {
+	t.Helper()
+	ctx := context.Background()
+	daemonNS, _ := newTestNS(t)
+	b := &fenceBed{daemonNS: daemonNS, network: "net-" + randHex(8)}
+	b.outsideBr = BridgeName(b.network)
+	if err := EnsureBridge(ctx, daemonNS, b.outsideBr, netip.PrefixFrom(bedGateway, 24)); err != nil {
+		t.Fatal(err)
+	}
+	dh := mustNetlink(t, daemonNS)
+	lo, err := dh.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dh.AddrAdd(lo, &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(bedBeyond, 32))}); err != nil {
+		t.Fatal(err)
+	}
+	b.hostNS, b.hostName = newTestNS(t)
+	b.hostIf = addVeth(t, daemonNS, b.outsideBr, b.hostNS, randomMAC())
+	configureIP(t, b.hostNS, b.hostIf, netip.PrefixFrom(bedHost, 24), bedGateway)
+	return b
+}
+
+// configureIP gives ifname in ns an address and a default route, as a
+// guest's network configuration would.
+func configureIP(t *testing.T, ns netns.NsHandle, ifname string, addr netip.Prefix, gw netip.Addr) {
+	t.Helper()
+	h := mustNetlink(t, ns)
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(addr)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{Gw: gw.AsSlice(), LinkIndex: l.Attrs().Index}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type fakeVM struct {
+	name     string
+	mac      string
+	internal netip.Addr
+	external netip.Addr
+	ns       netns.NsHandle
+	nsName   string
+	ifname   string
+}
+
+func (b *fenceBed) spec(policy Policy, vms ...*fakeVM) FenceSpec {
+	n := FenceNetwork{Name: b.network, OutsideBridge: b.outsideBr, Subnet: bedSubnet, Gateway: bedGateway,
+		DNS: []netip.Addr{netip.MustParseAddr("10.99.0.2")}}
+	for _, vm := range vms {
+		n.Mappings = append(n.Mappings, Mapping{Internal: vm.internal, External: vm.external, MAC: vm.mac})
+	}
+	return FenceSpec{ID: "t" + randHex(10), Policy: policy, Networks: []FenceNetwork{n}}
+}
+
+// setupFence sets up a fence for vms and plugs each VM into it.
+func (b *fenceBed) setupFence(t *testing.T, policy Policy, vms ...*fakeVM) (*Fence, FenceSpec) {
+	t.Helper()
+	spec := b.spec(policy, vms...)
+	f, err := Setup(context.Background(), b.daemonNS, spec)
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := f.Teardown(context.Background()); err != nil {
+			t.Errorf("Teardown: %v", err)
+		}
+		_ = Remove(context.Background(), b.daemonNS, spec)
+	})
+	br, err := f.InsideBridge(b.network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range vms {
+		vm.ns, vm.nsName = newTestNS(t)
+		vm.ifname = addVeth(t, f.Namespace(), br, vm.ns, vm.mac)
+	}
+	return f, spec
+}
+
+func (vm *fakeVM) configure(t *testing.T) {
+	t.Helper()
+	configureIP(t, vm.ns, vm.ifname, netip.PrefixFrom(vm.internal, 24), bedGateway)
+}
+
+// serveIdentity listens on addr:port inside ns; it answers each connection
+// with "name saw REMOTE-IP" and closes it.
+func serveIdentity(t *testing.T, ns netns.NsHandle, name string, addr netip.Addr) {
+	t.Helper()
+	var ln net.Listener
+	err := inNamespace(ns, func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(addr, 8080).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintf(c, "%s saw %s", name, host)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+}
+
+// dialFrom connects from inside ns to addr:8080 and returns the answer.
+func dialFrom(ns netns.NsHandle, addr netip.Addr) (string, error) {
+	var answer string
+	err := inNamespace(ns, func() error {
+		c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(addr, 8080).String(), 1500*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		b, err := io.ReadAll(c)
+		answer = string(b)
+		return err
+	})
+	return answer, err
+}
+
+func TestFencePolicies(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	for _, tc := range []struct {
+		policy       Policy
+		wantIn       bool // the outside host reaches the VM through its external address
+		wantOut      bool // the VM reaches the outside host, seen as its external address
+		wantOutsider bool // the VM reaches beyond the subnet through the gateway
+	}{
+		{PolicyInOut, true, true, true},
+		{PolicyOut, false, true, true},
+		{PolicyBlock, false, false, false},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			t.Parallel()
+			b := newFenceBed(t)
+			vm := &fakeVM{name: "vm", mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+			f, _ := b.setupFence(t, tc.policy, vm)
+			vm.configure(t)
+			serveIdentity(t, vm.ns, "vm", vm.internal)
+			serveIdentity(t, b.hostNS, "host", bedHost)
+			serveIdentity(t, b.daemonNS, "beyond", bedBeyond)
+
+			got, err := dialFrom(b.hostNS, vm.external)
+			if tc.wantIn {
+				if err != nil || got != "vm saw 10.99.0.20" {
+					t.Errorf("host -> external: %q, %v; want the VM to see the host's own address", got, err)
+				}
+			} else if err == nil {
+				t.Errorf("host -> external got through: %q", got)
+			}
+			got, err = dialFrom(vm.ns, bedHost)
+			if tc.wantOut {
+				if err != nil || got != "host saw 10.99.0.50" {
+					t.Errorf("vm -> host: %q, %v; want the host to see the external address", got, err)
+				}
+			} else if err == nil {
+				t.Errorf("vm -> host got through: %q", got)
+			}
+			got, err = dialFrom(vm.ns, bedBeyond)
+			if tc.wantOutsider {
+				if err != nil || got != "beyond saw 10.99.0.50" {
+					t.Errorf("vm -> beyond the subnet: %q, %v", got, err)
+				}
+			} else if err == nil {
+				t.Errorf("vm -> beyond the subnet got through: %q", got)
+			}
+			// Whatever the policy, the internal address is not reachable
+			// from outside, and the fence never answers for the gateway.
+			if got, err := dialFrom(b.hostNS, vm.internal); err == nil {
+				t.Errorf("host -> internal address got through: %q", got)
+			}
+			assertGatewayNotStolen(t, b, f)
+		})
+	}
+}
+
+// assertGatewayNotStolen checks, with ARP from the outside host, that only
+// the outside bridge answers for the gateway (the fence carries that
+// address too, inside), that each fence answers for its external addresses
+// and that nobody answers for an internal address.
+func assertGatewayNotStolen(t *testing.T, b *fenceBed, fences ...*Fence) {
+	t.Helper()
+	if got, want := arpReplies(t, b, bedGateway), stableMAC(b.outsideBr).String(); got != want {
+		t.Errorf("ARP replies for the gateway: %q, want only the outside bridge %s", got, want)
+	}
+	for _, f := range fences {
+		n := f.spec.Networks[0]
+		for _, m := range n.Mappings {
+			if got, want := arpReplies(t, b, m.External), stableMAC("fence/"+f.spec.ID+"/"+n.Name).String(); got != want {
+				t.Errorf("ARP replies for external %s: %q, want only its fence %s", m.External, got, want)
+			}
+			if got := arpReplies(t, b, m.Internal); got != "" {
+				t.Errorf("ARP replies for internal %s: %q, want none", m.Internal, got)
+			}
+		}
+	}
+}
+
+// arpReplies sends ARP requests for ip from the outside host and returns
+// the distinct MACs that answered, sorted, space-separated.
+func arpReplies(t *testing.T, b *fenceBed, ip netip.Addr) string {
+	t.Helper()
+	bb := requireBusybox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", b.hostName, bb, "arping", "-b", "-c", "1", "-w", "1",
+		"-I", b.hostIf, ip.String()).CombinedOutput()
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "Unicast reply from 10.99.0.1 [02:..:..]  0.05ms"
+		if i, j := strings.Index(line, "["), strings.Index(line, "]"); strings.Contains(line, "reply from") && i >= 0 && j > i {
+			seen[strings.ToLower(line[i+1:j])] = true
+		}
+	}
+	macs := slices.Sorted(maps.Keys(seen))
+	return strings.Join(macs, " ")
+}
+
+// Two fences whose VMs have the same internal address (a configuration and
+// its clone) run side by side; each is reached through its own external
+// address, and each VM gets its address by DHCP inside its fence.
+func TestTwoFencesSameInternalIPs(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	b := newFenceBed(t)
+	internal := netip.MustParseAddr("10.99.0.10")
+	vmA := &fakeVM{name: "A", mac: randomMAC(), internal: internal, external: netip.MustParseAddr("10.99.0.50")}
+	vmB := &fakeVM{name: "B", mac: randomMAC(), internal: internal, external: netip.MustParseAddr("10.99.0.51")}
+	fA, _ := b.setupFence(t, PolicyInOut, vmA)
+	fB, _ := b.setupFence(t, PolicyInOut, vmB)
+	for _, vm := range []*fakeVM{vmA, vmB} {
+		if _, err := os.Stat("/usr/bin/busybox"); err == nil {
+			lease, err := runUDHCPC(t, vm.nsName, vm.ifname, "-C", "-x", "0x3d:01aabbccddeeff")
+			if err != nil {
+				t.Fatalf("VM %s: DHCP inside the fence: %v", vm.name, err)
+			}
+			if lease["ip"] != "10.99.0.10" || lease["router"] != "10.99.0.1" || lease["subnet"] != "255.255.255.0" {
+				t.Errorf("VM %s: DHCP lease %v, want 10.99.0.10/24 via 10.99.0.1", vm.name, lease)
+			}
+		}
+		vm.configure(t)
+		serveIdentity(t, vm.ns, vm.name, vm.internal)
+	}
+	serveIdentity(t, b.hostNS, "host", bedHost)
+
+	for _, vm := range []*fakeVM{vmA, vmB} {
+		if got, err := dialFrom(b.hostNS, vm.external); err != nil || got != vm.name+" saw 10.99.0.20" {
+			t.Errorf("host -> %s (%s): %q, %v", vm.external, vm.name, got, err)
+		}
+		want := "host saw " + vm.external.String()
+		if got, err := dialFrom(vm.ns, bedHost); err != nil || got != want {
+			t.Errorf("VM %s -> host: %q, %v; want %q", vm.name, got, err, want)
+		}
+	}
+	// Fence to fence, through the outside: A reaches B by B's external address.
+	if got, err := dialFrom(vmA.ns, vmB.external); err != nil || got != "B saw 10.99.0.50" {
+		t.Errorf("A -> B's external address: %q, %v", got, err)
+	}
+	assertGatewayNotStolen(t, b, fA, fB)
+}
+
+func TestFenceTeardownLeavesNothing(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	ctx := context.Background()
+	b := newFenceBed(t)
+	vm := &fakeVM{mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+	spec := b.spec(PolicyInOut, vm)
+	f, err := Setup(ctx, b.daemonNS, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec) })
+	before := linkNames(t, b.daemonNS)
+	if !strings.Contains(before, fenceOutPrefix) {
+		t.Fatalf("no outside veth after Setup: %s", before)
+	}
+	dhcp, err := f.DHCP(b.network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := f.Teardown(ctx); err != nil {
+			t.Fatalf("Teardown #%d: %v", i, err)
+		}
+	}
+	assertNoFence(t, b, spec)
+	select {
+	case <-dhcp.done:
+	default:
+		t.Error("inside DHCP server still serving after Teardown")
+	}
+}
+
+func assertNoFence(t *testing.T, b *fenceBed, spec FenceSpec) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Join(namedNSDir, NamespaceName(spec.ID))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("fence namespace still there (%v)", err)
+	}
+	if links := linkNames(t, b.daemonNS); strings.Contains(links, fenceOutPrefix) {
+		t.Errorf("outside veth left in the daemon namespace: %s", links)
+	}
+}
+
+func linkNames(t *testing.T, ns netns.NsHandle) string {
+	t.Helper()
+	links, err := mustNetlink(t, ns).LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return strings.Join(names, " ")
+}
+
+// Every step of Setup can fail; each failure leaves nothing behind.
+func TestFenceSetupRollsBack(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	b := newFenceBed(t)
+	ctx := context.Background()
+	steps := []string{"namespace", "sysctl", "network " + b.network, "nftables", "dhcp", "done"}
+	for _, step := range steps {
+		vm := &fakeVM{mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+		spec := b.spec(PolicyInOut, vm)
+		t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec) })
+		injected := errors.New("injected at " + step)
+		_, err := setup(ctx, b.daemonNS, spec, &setupHooks{failAt: func(s string) error {
+			if s == step {
+				return injected
+			}
+			return nil
+		}})
+		if !errors.Is(err, injected) {
+			t.Errorf("step %q: Setup = %v, want the injected error", step, err)
+		}
+		assertNoFence(t, b, spec)
+	}
+	// A real failure: the outside bridge does not exist.
+	spec := b.spec(PolicyInOut)
+	spec.Networks[0].OutsideBridge = "sh-br-missing"
+	t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec) })
+	if _, err := Setup(ctx, b.daemonNS, spec); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Setup with a missing outside bridge = %v, want not found", err)
+	}
+	assertNoFence(t, b, spec)
+}
+
+func TestFenceSetupTwiceIsConflict(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	b := newFenceBed(t)
+	vm := &fakeVM{mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+	_, spec := b.setupFence(t, PolicyInOut, vm)
+	if _, err := Setup(context.Background(), b.daemonNS, spec); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("second Setup = %v, want conflict", err)
+	}
+	// The failed Setup did not harm the first fence.
+	if _, err := os.Lstat(filepath.Join(namedNSDir, NamespaceName(spec.ID))); err != nil {
+		t.Errorf("first fence's namespace gone: %v", err)
+	}
+}
+
+// After a daemon restart, Adopt takes the fence over with its VMs still
+// plugged in, and serves DHCP again.
+func TestFenceAdopt(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	ctx := context.Background()
+	b := newFenceBed(t)
+	vm := &fakeVM{name: "vm", mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+	old, spec := b.setupFence(t, PolicyInOut, vm)
+	vm.configure(t)
+	serveIdentity(t, vm.ns, "vm", vm.internal)
+	// The old daemon dies: its DHCP servers and handles are gone, the
+	// namespace stays.
+	old.stopDHCP()
+
+	if _, err := Adopt(ctx, b.daemonNS, FenceSpec{ID: "t" + randHex(10), Networks: spec.Networks}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Adopt of an unknown fence = %v, want not found", err)
+	}
+	f, err := Adopt(ctx, b.daemonNS, spec)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	if got, err := dialFrom(b.hostNS, vm.external); err != nil || got != "vm saw 10.99.0.20" {
+		t.Errorf("after Adopt, host -> VM: %q, %v", got, err)
+	}
+	if _, err := os.Stat("/usr/bin/busybox"); err == nil {
+		if lease, err := runUDHCPC(t, vm.nsName, vm.ifname); err != nil || lease["ip"] != "10.99.0.10" {
+			t.Errorf("after Adopt, DHCP inside: %v, %v", lease, err)
+		}
+	}
+	if err := f.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertNoFence(t, b, spec)
+}
+
+func TestCheckSpec(t *testing.T) {
+	t.Parallel()
+	good := func() FenceSpec {
+		return FenceSpec{ID: "cfg-1", Networks: []FenceNetwork{{
+			Name: "lab", OutsideBridge: "sh-br-lab", Subnet: netip.MustParsePrefix("10.1.0.0/24"), Gateway: netip.MustParseAddr("10.1.0.1"),
+			Mappings: []Mapping{
+				{Internal: netip.MustParseAddr("10.1.0.10"), External: netip.MustParseAddr("10.1.0.50"), MAC: "02:00:00:00:00:01"},
+				{Internal: netip.MustParseAddr("10.1.0.11"), External: netip.MustParseAddr("10.1.0.51")},
+			},
+		}}}
+	}
+	spec, err := checkSpec(good())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Policy != PolicyInOut {
+		t.Errorf("default policy = %q", spec.Policy)
+	}
+	for name, mutate := range map[string]func(*FenceSpec){
+		"bad id":                 func(s *FenceSpec) { s.ID = "a/b" },
+		"empty id":               func(s *FenceSpec) { s.ID = "" },
+		"bad policy":             func(s *FenceSpec) { s.Policy = "open" },
+		"no networks":            func(s *FenceSpec) { s.Networks = nil },
+		"gateway outside subnet": func(s *FenceSpec) { s.Networks[0].Gateway = netip.MustParseAddr("10.2.0.1") },
+		"internal is gateway":    func(s *FenceSpec) { s.Networks[0].Mappings[0].Internal = netip.MustParseAddr("10.1.0.1") },
+		"external outside":       func(s *FenceSpec) { s.Networks[0].Mappings[0].External = netip.MustParseAddr("10.2.0.50") },
+		"internal twice":         func(s *FenceSpec) { s.Networks[0].Mappings[1].Internal = netip.MustParseAddr("10.1.0.10") },
+		"external twice":         func(s *FenceSpec) { s.Networks[0].Mappings[1].External = netip.MustParseAddr("10.1.0.50") },
+		"external is internal":   func(s *FenceSpec) { s.Networks[0].Mappings[1].External = netip.MustParseAddr("10.1.0.10") },
+		"bad MAC":                func(s *FenceSpec) { s.Networks[0].Mappings[1].MAC = "zz" },
+		"MAC twice":              func(s *FenceSpec) { s.Networks[0].Mappings[1].MAC = "02:00:00:00:00:01" },
+		"long bridge name":       func(s *FenceSpec) { s.Networks[0].OutsideBridge = "a-very-long-bridge" },
+		"overlapping networks": func(s *FenceSpec) {
+			n := s.Networks[0]
+			n.Name, n.Mappings = "other", nil
+			s.Networks = append(s.Networks, n)
+		},
+	} {
+		s := good()
+		mutate(&s)
+		if _, err := checkSpec(s); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("%s: checkSpec = %v, want invalid", name, err)
+		}
+	}
+}
