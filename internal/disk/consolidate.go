@@ -2,20 +2,29 @@ package disk
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 
 	"stagehand/internal/command"
 )
 
-// convertTuning makes qemu-img convert faster than its defaults on the
-// chains Stagehand builds: -W lets the coroutines write out of order and
-// -m raises them from 8 to 16, so reads of different layers overlap.
-// (The output is a fresh qcow2 under a temporary name, so write order does
-// not matter until it is renamed.)
-var convertTuning = []string{"-W", "-m", "16"}
+// convertTuning returns the options that make qemu-img convert at least as
+// fast as its defaults: -m sets the number of parallel coroutines (default
+// 8) to the number of CPUs, from 2 to 16. Measured on 2 cores with a warm
+// page cache, -m 2 took half the time of -m 8 (and -m 16 was slower still):
+// each coroutine's I/O runs on a worker thread, and extra threads only
+// fight for the CPUs. More CPUs get more requests in flight for cold reads.
+// -W (out-of-order writes) showed no gain and scatters the new base's
+// clusters, so it is not used.
+func convertTuning() []string {
+	return []string{"-m", strconv.Itoa(min(max(runtime.NumCPU(), 2), 16))}
+}
 
 // Consolidate reads the whole chain under top and writes one standalone,
 // sparse qcow2 at dst (no backing file). progress, when not nil, is called
@@ -40,19 +49,38 @@ func (q *QemuImg) Consolidate(ctx context.Context, top, dst string, progress fun
 	if _, err := os.Lstat(dst); err == nil {
 		return fmt.Errorf("%q: %w", dst, os.ErrExist)
 	}
-	ii, err := q.info(ctx, top, "-f", "qcow2")
+	total, err := qcow2VirtualSize(top)
 	if err != nil {
 		return err
 	}
-	total := ii.VirtualSize
 	progress(0, total)
-	args := append([]string{"convert", "-p", "-f", "qcow2", "-O", "qcow2"}, convertTuning...)
+	args := append([]string{"convert", "-p", "-f", "qcow2", "-O", "qcow2"}, convertTuning()...)
 	err = q.convertToTemp(ctx, dst, progressLine(total, progress), append(args, top)...)
 	if err != nil {
 		return err
 	}
 	progress(total, total)
 	return nil
+}
+
+// qcow2VirtualSize reads the virtual size from a qcow2 header. It saves
+// starting a qemu-img info process, which shows on small conversions.
+func qcow2VirtualSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	// Header: magic "QFI\xfb" at 0, big-endian uint64 size at 24.
+	var hdr [32]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[:4]) != "QFI\xfb" {
+		return 0, fmt.Errorf("%q is not a qcow2 image", path)
+	}
+	size := binary.BigEndian.Uint64(hdr[24:32])
+	if size > math.MaxInt64 {
+		return 0, fmt.Errorf("%q: virtual size %d out of range", path, size)
+	}
+	return int64(size), nil
 }
 
 // convertToTemp runs qemu-img with args plus a temporary output name
@@ -68,10 +96,15 @@ func (q *QemuImg) convertToTemp(ctx context.Context, dst string, onLine func(str
 			os.Remove(tmp)
 		}
 	}()
-	if onLine == nil {
-		onLine = func(string) {}
+	wb := startWriteback(tmp)
+	defer wb.close()
+	each := func(line string) {
+		wb.kick()
+		if onLine != nil {
+			onLine(line)
+		}
 	}
-	if err := q.runLines(ctx, onLine, append(args, tmp)...); err != nil {
+	if err := q.runLines(ctx, each, append(args, tmp)...); err != nil {
 		return err
 	}
 	// A cancel that lands after qemu-img finished still means "leave

@@ -34,7 +34,7 @@ func (q *QemuImg) ImportBase(ctx context.Context, src, format, dst string) (size
 	if _, err := os.Lstat(dst); err == nil {
 		return 0, fmt.Errorf("import %q into %q: %w", src, dst, os.ErrExist)
 	}
-	args := append([]string{"convert", "-f", format, "-O", "qcow2"}, convertTuning...)
+	args := append([]string{"convert", "-p", "-f", format, "-O", "qcow2"}, convertTuning()...)
 	if err := q.convertToTemp(ctx, dst, nil, append(args, src)...); err != nil {
 		return 0, fmt.Errorf("import %q into %q: %w", src, dst, err)
 	}
