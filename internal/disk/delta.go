@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // CreateDelta writes an empty qcow2 at dst backed by parent. The backing
@@ -111,7 +110,7 @@ func (q *QemuImg) HasData(ctx context.Context, path string) (bool, error) {
 		return false, fmt.Errorf("map %q: %w", path, err)
 	}
 	var extents []mapEntry
-	if err := json.Unmarshal([]byte(strings.TrimSpace(string(out))), &extents); err != nil {
+	if err := json.Unmarshal(out, &extents); err != nil {
 		return false, fmt.Errorf("map %q: decode qemu-img map: %w", path, err)
 	}
 	for _, e := range extents {

@@ -41,7 +41,11 @@ func publish(tmp, dst string) error {
 	if err := os.Rename(tmp, dst); err != nil {
 		return err
 	}
-	return syncPath(filepath.Dir(dst))
+	if err := syncPath(filepath.Dir(dst)); err != nil {
+		os.Remove(dst) // the caller is told it failed: leave nothing
+		return err
+	}
+	return nil
 }
 
 // syncPath flushes a file or directory to stable storage. qemu-img convert

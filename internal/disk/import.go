@@ -38,12 +38,12 @@ func (q *QemuImg) ImportBase(ctx context.Context, src, format, dst string) (size
 	if err := q.convertToTemp(ctx, dst, nil, append(args, src)...); err != nil {
 		return 0, fmt.Errorf("import %q into %q: %w", src, dst, err)
 	}
-	ii, err := q.info(ctx, dst, "-f", "qcow2")
+	size, err = qcow2VirtualSize(dst)
 	if err != nil {
 		os.Remove(dst)
 		return 0, fmt.Errorf("import %q into %q: %w", src, dst, err)
 	}
-	return ii.VirtualSize, nil
+	return size, nil
 }
 
 // checkSource validates src against the claimed format and returns the
