@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"stagehand/internal/errdefs"
 )
@@ -456,5 +458,59 @@ func TestDHCPStop(t *testing.T) {
 	}
 	if lease, err := runUDHCPC(t, nsName, ifname); err == nil {
 		t.Errorf("stopped server still answered: %v", lease)
+	}
+}
+
+// A client renewing its lease (RENEWING: ciaddr set, unicast to the
+// server) gets a unicast ACK at its own address.
+func TestDHCPRenewUnicast(t *testing.T) {
+	t.Parallel()
+	mac := randomMAC()
+	leased := netip.MustParseAddr("10.66.0.42")
+	_, newClient := startSegment(t, AddrRange{}, map[string]netip.Addr{mac: leased})
+	nsName, ifname := splitClient(newClient(mac))
+	cns, err := netns.GetFromName(nsName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cns.Close() })
+	h := mustNetlink(t, cns)
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(l, &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(leased, 24))}); err != nil {
+		t.Fatal(err)
+	}
+	var reply *dhcpv4.DHCPv4
+	var from net.Addr
+	err = inNamespace(cns, func() error {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: leased.AsSlice(), Port: dhcpv4.ClientPort})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		req := packet(t, dhcpv4.MessageTypeRequest, mac, dhcpv4.WithClientIP(leased.AsSlice()))
+		if _, err := c.WriteTo(req.ToBytes(), &net.UDPAddr{IP: testGW.AsSlice(), Port: dhcpv4.ServerPort}); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 1500)
+		n, addr, err := c.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		from = addr
+		reply, err = dhcpv4.FromBytes(buf[:n])
+		return err
+	})
+	if err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	if reply.MessageType() != dhcpv4.MessageTypeAck || !reply.YourIPAddr.Equal(leased.AsSlice()) {
+		t.Errorf("renew reply %s for %s, want ACK for %s", reply.MessageType(), reply.YourIPAddr, leased)
+	}
+	if got := from.(*net.UDPAddr).IP.String(); got != testGW.String() {
+		t.Errorf("renew reply from %s, want the server %s", got, testGW)
 	}
 }

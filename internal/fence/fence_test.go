@@ -506,3 +506,56 @@ func TestCheckSpec(t *testing.T) {
 		}
 	}
 }
+
+// A configuration on two networks: one fence, two inside bridges, two
+// veths; VMs reach each other inside across networks through the fence's
+// router, and each is reached from outside on its own network.
+func TestFenceTwoNetworks(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	ctx := context.Background()
+	b := newFenceBed(t)
+	net2 := "net-" + randHex(8)
+	br2 := BridgeName(net2)
+	subnet2, gw2 := netip.MustParsePrefix("10.97.0.0/24"), netip.MustParseAddr("10.97.0.1")
+	if err := EnsureBridge(ctx, b.daemonNS, br2, netip.PrefixFrom(gw2, 24)); err != nil {
+		t.Fatal(err)
+	}
+	vm1 := &fakeVM{name: "vm1", mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+	vm2 := &fakeVM{name: "vm2", mac: randomMAC(), internal: netip.MustParseAddr("10.97.0.10"), external: netip.MustParseAddr("10.97.0.50")}
+	spec := b.spec(PolicyInOut, vm1)
+	spec.Networks = append(spec.Networks, FenceNetwork{Name: net2, OutsideBridge: br2, Subnet: subnet2, Gateway: gw2,
+		Mappings: []Mapping{{Internal: vm2.internal, External: vm2.external, MAC: vm2.mac}}})
+	f, err := Setup(ctx, b.daemonNS, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Teardown(ctx); _ = Remove(ctx, b.daemonNS, spec) })
+	for _, x := range []struct {
+		vm      *fakeVM
+		network string
+		gw      netip.Addr
+	}{{vm1, b.network, bedGateway}, {vm2, net2, gw2}} {
+		br, err := f.InsideBridge(x.network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.vm.ns, x.vm.nsName = newTestNS(t)
+		x.vm.ifname = addVeth(t, f.Namespace(), br, x.vm.ns, x.vm.mac)
+		configureIP(t, x.vm.ns, x.vm.ifname, netip.PrefixFrom(x.vm.internal, 24), x.gw)
+		serveIdentity(t, x.vm.ns, x.vm.name, x.vm.internal)
+	}
+	if got, err := dialFrom(vm2.ns, vm1.internal); err != nil || got != "vm1 saw 10.97.0.10" {
+		t.Errorf("vm2 -> vm1 inside the fence: %q, %v", got, err)
+	}
+	if got, err := dialFrom(b.hostNS, vm1.external); err != nil || got != "vm1 saw 10.99.0.20" {
+		t.Errorf("host -> vm1: %q, %v", got, err)
+	}
+	if _, err := f.InsideBridge("nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("InsideBridge of an unknown network = %v", err)
+	}
+	if err := f.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertNoFence(t, b, spec)
+}

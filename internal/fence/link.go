@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -215,4 +216,58 @@ func isLinkNotFound(err error) bool {
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// OpenTap opens the existing tap called name in ns, from inside ns, and
+// returns its queue file (flags IFF_TAP|IFF_NO_PI|IFF_VNET_HDR). A QEMU
+// started in any namespace can then use the tap through the inherited
+// file: exec.Cmd.ExtraFiles and -netdev tap,fd=N. The caller owns the file;
+// the tap itself stays when it is closed.
+func OpenTap(ctx context.Context, ns netns.NsHandle, name string) (*os.File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkIfName("tap", name); err != nil {
+		return nil, err
+	}
+	h, err := netlinkAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("tap %q: %w", name, err)
+	}
+	defer h.Close()
+	// TUNSETIFF would create a new, non-persistent tap for an unknown
+	// name: make sure it is ours first.
+	link, err := h.LinkByName(name)
+	if isLinkNotFound(err) {
+		return nil, errdefs.NotFound("tap %q not found", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tap %q: %w", name, err)
+	}
+	if tap, ok := link.(*netlink.Tuntap); !ok || tap.Mode != netlink.TUNTAP_MODE_TAP {
+		return nil, errdefs.Conflict("%q is a %s, not a tap", name, link.Type())
+	}
+	var file *os.File
+	err = inNamespace(ns, func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("TUNSETIFF: %w", err)
+		}
+		file = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tap %q: open: %w", name, err)
+	}
+	return file, nil
 }

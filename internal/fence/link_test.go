@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"stagehand/internal/errdefs"
 )
@@ -120,6 +121,28 @@ func TestBridgeAndTap(t *testing.T) {
 	}
 	if err := CreateTap(ctx, ns, TapName("x"), "sh-br-missing"); err == nil {
 		t.Errorf("CreateTap on a missing bridge succeeded")
+	}
+
+	// Opening the tap, as QEMU would through an inherited fd, gives it a
+	// carrier; closing the file leaves the tap in place.
+	tapFile, err := OpenTap(ctx, ns, tap)
+	if err != nil {
+		t.Fatalf("OpenTap: %v", err)
+	}
+	if l, _ := h.LinkByName(tap); l.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+		t.Errorf("open tap has no carrier (flags %#x)", l.Attrs().RawFlags)
+	}
+	tapFile.Close()
+	if l, err := h.LinkByName(tap); err != nil {
+		t.Errorf("tap gone after its file was closed: %v", err)
+	} else if l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0 {
+		t.Errorf("tap keeps its carrier after close (flags %#x)", l.Attrs().RawFlags)
+	}
+	if _, err := OpenTap(ctx, ns, TapName("missing")); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("OpenTap of a missing tap = %v, want not found", err)
+	}
+	if _, err := OpenTap(ctx, ns, br); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("OpenTap of a bridge = %v, want conflict", err)
 	}
 
 	for i := range 2 {
