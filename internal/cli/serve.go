@@ -107,6 +107,13 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 	jm := jobs.NewManager()
 	defer jm.Close() // before the store closes: jobs roll back through it
 
+	failAt, err := lab.FaultHook(deps.Getenv("STAGEHAND_TEST_FAULT"))
+	if err != nil {
+		return err
+	}
+	if failAt != nil {
+		log.Warn("test faults armed (STAGEHAND_TEST_FAULT)", "spec", deps.Getenv("STAGEHAND_TEST_FAULT"))
+	}
 	svc, err := lab.New(lab.Options{
 		DataDir:    dataDir,
 		Store:      st,
@@ -114,6 +121,7 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 		Jobs:       jm,
 		ChainLimit: opts.chainLimit,
 		Logger:     log,
+		FailAt:     failAt,
 	})
 	if err != nil {
 		return err

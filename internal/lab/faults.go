@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -33,6 +34,7 @@ func FaultHook(spec string) (func(op, step string) error, error) {
 			return nil
 		}
 		if a.pause {
+			slog.Warn("test fault: pausing", "op", op, "step", step)
 			time.Sleep(time.Hour)
 		}
 		return fmt.Errorf("injected fault at %s:%s", op, step)
