@@ -114,13 +114,15 @@ type ConfigView struct {
 
 // VMView is one VM of a configuration.
 type VMView struct {
-	Name      string
-	State     string
-	Template  string
-	CPUs      int
-	MemoryMiB int
-	Disks     []DiskView
-	NICs      []NICView
+	Name          string
+	State         string
+	PID           int  // QEMU process while running
+	HasSavedState bool // the next deploy resumes a saved state
+	Template      string
+	CPUs          int
+	MemoryMiB     int
+	Disks         []DiskView
+	NICs          []NICView
 }
 
 // DiskView is one disk: its top layer and its chain.
@@ -144,6 +146,10 @@ type NICView struct {
 type DoctorReport struct {
 	Problems []Problem
 	Checked  int // layers checked
+	// Accel is the accelerator VMs run with ("kvm" or "tcg") and
+	// AccelReason why it was chosen.
+	Accel       string
+	AccelReason string
 }
 
 // Problem kinds found by Doctor.
