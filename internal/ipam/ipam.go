@@ -199,3 +199,27 @@ func u32(a netip.Addr) uint32 {
 	b := a.As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
+
+// DynamicRange returns the longest run of host addresses of nw that lie in
+// no pool and are not the gateway: the range DHCP serves to NICs in dhcp
+// mode, so that a dynamic lease never takes a pool address. ok is false
+// when the pools leave no room.
+func DynamicRange(nw *store.Network) (first, last netip.Addr, ok bool) {
+	var bestLen, curLen int
+	var cur netip.Addr
+	end := Broadcast(nw.Subnet)
+	for a := nw.Subnet.Masked().Addr().Next(); a.IsValid() && a != end; a = a.Next() {
+		if a == nw.Gateway || InPools(nw.Pools, a) {
+			curLen = 0
+			continue
+		}
+		if curLen == 0 {
+			cur = a
+		}
+		curLen++
+		if curLen > bestLen {
+			bestLen, first, last = curLen, cur, a
+		}
+	}
+	return first, last, bestLen > 0
+}

@@ -90,3 +90,20 @@ func TestCheckManual(t *testing.T) {
 		}
 	}
 }
+
+func TestDynamicRange(t *testing.T) {
+	n, err := ParseNetwork("10.1.0.0/28", "", []string{"10.1.0.2-10.1.0.5", "10.1.0.9"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw := &store.Network{Subnet: n.Subnet, Gateway: n.Gateway, Pools: n.Pools}
+	first, last, ok := DynamicRange(nw)
+	// Hosts .1-.14; gateway .1; pools .2-.5 and .9: runs .6-.8 (3) and .10-.14 (5).
+	if !ok || first.String() != "10.1.0.10" || last.String() != "10.1.0.14" {
+		t.Fatalf("dynamic range %s-%s ok=%v, want 10.1.0.10-10.1.0.14", first, last, ok)
+	}
+	full, _ := ParseNetwork("10.1.0.0/30", "", []string{"10.1.0.2"}, nil)
+	if _, _, ok := DynamicRange(&store.Network{Subnet: full.Subnet, Gateway: full.Gateway, Pools: full.Pools}); ok {
+		t.Fatal("a subnet filled by gateway and pool has no dynamic range")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 
 	"stagehand/internal/errdefs"
@@ -183,7 +184,7 @@ func (s *Service) ListConfigs(ctx context.Context) ([]ConfigView, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, *v)
+			out = append(out, *s.withRuntime(v))
 		}
 		return nil
 	})
@@ -201,7 +202,7 @@ func (s *Service) GetConfig(ctx context.Context, name string) (*ConfigView, erro
 		out, err = s.configView(tx, c)
 		return err
 	})
-	return out, err
+	return s.withRuntime(out), err
 }
 
 // DeleteConfig deletes an undeployed configuration: its VMs' writable
@@ -211,16 +212,23 @@ func (s *Service) DeleteConfig(ctx context.Context, name string) error {
 	unlock := s.locks.lock(name)
 	defer unlock()
 	var op *store.Op
+	var vmIDs []int64
 	err := s.store.Update(ctx, func(tx store.Tx) error {
+		vmIDs = nil
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
 		}
-		if c.State != store.StateUndeployed && c.State != store.StateFailed {
+		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s; undeploy it before deleting", name, c.State)
 		}
 		var tops, allocs []int64
+		var extra []string // saved states
 		for _, v := range c.VMs {
+			if fileExists(s.abs(stateFileRel(v.ID))) {
+				extra = append(extra, stateFileRel(v.ID))
+			}
+			vmIDs = append(vmIDs, v.ID)
 			for _, d := range v.Disks {
 				tops = append(tops, d.TopLayerID)
 			}
@@ -245,10 +253,13 @@ func (s *Service) DeleteConfig(ctx context.Context, name string) error {
 		if err := tx.CreateOp(op); err != nil {
 			return err
 		}
-		return commitOp(tx, op, removed)
+		return commitOp(tx, op, append(removed, extra...))
 	})
 	if err != nil {
 		return fmt.Errorf("delete configuration %q: %w", name, err)
+	}
+	for _, id := range vmIDs {
+		os.RemoveAll(s.vmRunDir(id)) // sockets and console logs
 	}
 	if err := s.step(ctx, op, "remove-files"); err != nil {
 		// The records are gone; the files are removed by the next Recover.
@@ -271,7 +282,7 @@ func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) 
 	netNames := map[int64]string{}
 	tmplNames := map[int64]string{}
 	for _, vm := range c.VMs {
-		vv := VMView{Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
+		vv := VMView{id: vm.ID, Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
 		if name, ok := tmplNames[vm.TemplateID]; ok {
 			vv.Template = name
 		} else if t, err := tx.GetTemplateByID(vm.TemplateID); err == nil {

@@ -2,8 +2,11 @@ package lab
 
 import (
 	"context"
+	"net/netip"
 
 	"stagehand/internal/disk"
+	"stagehand/internal/fence"
+	"stagehand/internal/hypervisor"
 )
 
 // DiskTool is what the lab needs from qcow2 files. Every path is absolute.
@@ -32,4 +35,22 @@ type DiskTool interface {
 	Chain(ctx context.Context, path string) ([]string, error)
 	// Check runs a consistency check of one layer file.
 	Check(ctx context.Context, path string) error
+}
+
+// Hypervisor starts and re-adopts QEMU processes. hypervisor.Host is the
+// real implementation.
+type Hypervisor interface {
+	Start(ctx context.Context, spec hypervisor.Spec) (*hypervisor.VM, error)
+	Adopt(ctx context.Context, runDir, id string) (*hypervisor.VM, error)
+}
+
+// Plumbing is the layer 2 of unfenced deployments in the daemon's network
+// namespace: a bridge and DHCP server per network, a tap per NIC.
+// fence.Host is the real implementation.
+type Plumbing interface {
+	EnsureSegment(ctx context.Context, network string, gateway netip.Prefix, dns []netip.Addr, dynamic fence.AddrRange) error
+	Reserve(network, mac string, ip netip.Addr) error
+	Unreserve(network, mac string) error
+	CreateTap(ctx context.Context, tap, network string) error
+	DeleteTap(ctx context.Context, tap string) error
 }

@@ -138,6 +138,9 @@ func (s *Service) Recover(ctx context.Context) error {
 			errs = append(errs, s.rollbackOp(op))
 		}
 	}
+	if err := s.recoverDeployments(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("recover deployments: %w", err))
+	}
 	return errors.Join(errs...)
 }
 

@@ -5,12 +5,16 @@
 package lab
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
+	"stagehand/internal/hypervisor"
 	"stagehand/internal/jobs"
 	"stagehand/internal/store"
 )
@@ -26,6 +30,17 @@ type Options struct {
 	Jobs       *jobs.Manager
 	ChainLimit int // 0 means DefaultChainLimit
 	Logger     *slog.Logger
+	// Hypervisor and Plumbing run deployments; without them Deploy is
+	// unavailable (the lab still manages disks and addresses).
+	Hypervisor Hypervisor
+	Plumbing   Plumbing
+	// Accel is the accelerator for VMs ("kvm" or "tcg", default tcg) and
+	// AccelReason why it was chosen (shown by the doctor).
+	Accel       string
+	AccelReason string
+	// ShutdownTimeout bounds the ACPI power-off of a VM at undeploy before
+	// it is forced off (default 20s).
+	ShutdownTimeout time.Duration
 	// FailAt, when set, is called before every step of every multi-step
 	// operation; a non-nil error fails that step. Tests use it to prove
 	// that each step rolls back.
@@ -42,6 +57,14 @@ type Service struct {
 	log        *slog.Logger
 	failAt     func(op, step string) error
 	locks      keyedLocks
+
+	hv              Hypervisor
+	net             Plumbing
+	accel           string
+	accelReason     string
+	shutdownTimeout time.Duration
+	hostKey         string // distinguishes this data dir's VMs and taps on the host
+	vms             runningVMs
 }
 
 // New returns a Service over opts. Call Recover before serving requests.
@@ -67,6 +90,22 @@ func New(opts Options) (*Service, error) {
 		log:        opts.Logger,
 		failAt:     opts.FailAt,
 	}
+	s.hv, s.net = opts.Hypervisor, opts.Plumbing
+	s.accel, s.accelReason = opts.Accel, opts.AccelReason
+	if s.accel == "" {
+		s.accel, s.accelReason = hypervisor.AccelTCG, "default"
+	}
+	s.shutdownTimeout = opts.ShutdownTimeout
+	if s.shutdownTimeout <= 0 {
+		s.shutdownTimeout = 20 * time.Second
+	}
+	sum := sha256.Sum256([]byte(abs))
+	s.hostKey = hex.EncodeToString(sum[:4])
+	for _, d := range []string{runDir, stateDir} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
+			return nil, fmt.Errorf("lab: create %s: %w", d, err)
+		}
+	}
 	if s.chainLimit <= 0 {
 		s.chainLimit = DefaultChainLimit
 	}
@@ -89,6 +128,8 @@ func (s *Service) ChainLimit() int { return s.chainLimit }
 const (
 	layersDir = "layers" // every qcow2 layer, flat, so backing files are relative names
 	filesDir  = "files"  // template kernels and initrds
+	runDir    = "run"    // per-VM QEMU run directories (sockets, pidfile, logs)
+	stateDir  = "state"  // saved VM states
 )
 
 // keyedLocks serialises work per key (a configuration name) while different

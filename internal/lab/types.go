@@ -114,6 +114,7 @@ type ConfigView struct {
 
 // VMView is one VM of a configuration.
 type VMView struct {
+	id            int64 // store ID, for runtime lookups
 	Name          string
 	State         string
 	PID           int  // QEMU process while running

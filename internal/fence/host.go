@@ -1,0 +1,115 @@
+package fence
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/vishvananda/netns"
+)
+
+// Host is the plumbing of unfenced deployments in the daemon's own network
+// namespace: one bridge and one DHCP server per network, and a tap per VM
+// NIC. Bridges and taps outlive the daemon; DHCP servers live in it and are
+// started again by EnsureSegment after a restart.
+type Host struct {
+	ns  netns.NsHandle
+	log *slog.Logger
+
+	mu      sync.Mutex
+	servers map[string]*DHCPServer // by network name
+}
+
+// NewHost returns the plumbing of namespace ns (the daemon's: netns.Get()).
+func NewHost(ns netns.NsHandle, log *slog.Logger) *Host {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Host{ns: ns, log: log, servers: map[string]*DHCPServer{}}
+}
+
+// EnsureSegment makes sure the network's bridge exists and carries the
+// gateway address, and that its DHCP server runs. dynamic, when valid, is
+// the range served to NICs in dhcp mode. Idempotent.
+func (h *Host) EnsureSegment(ctx context.Context, network string, gateway netip.Prefix, dns []netip.Addr, dynamic AddrRange) error {
+	bridge := BridgeName(network)
+	if err := EnsureBridge(ctx, h.ns, bridge, gateway); err != nil {
+		return fmt.Errorf("network %q: %w", network, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.servers[network]; ok {
+		return nil
+	}
+	srv, err := StartDHCP(ctx, h.ns, DHCPConfig{
+		Interface: bridge,
+		ServerIP:  gateway.Addr(),
+		Subnet:    gateway.Masked(),
+		Router:    gateway.Addr(),
+		DNS:       dns,
+		Dynamic:   dynamic,
+		Logger:    h.log.With("network", network),
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("network %q: DHCP server: %w", network, err)
+	}
+	h.servers[network] = srv
+	return nil
+}
+
+// Reserve makes the network's DHCP server answer mac with ip.
+func (h *Host) Reserve(network, mac string, ip netip.Addr) error {
+	srv, err := h.server(network)
+	if err != nil {
+		return err
+	}
+	return srv.AddReservation(mac, ip)
+}
+
+// Unreserve forgets mac's reservation on the network. A network without a
+// running server has nothing to forget.
+func (h *Host) Unreserve(network, mac string) error {
+	h.mu.Lock()
+	srv := h.servers[network]
+	h.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	return srv.RemoveReservation(mac)
+}
+
+func (h *Host) server(network string) (*DHCPServer, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	srv := h.servers[network]
+	if srv == nil {
+		return nil, fmt.Errorf("network %q has no DHCP server running", network)
+	}
+	return srv, nil
+}
+
+// CreateTap creates the persistent tap for a NIC on the network's bridge.
+func (h *Host) CreateTap(ctx context.Context, tap, network string) error {
+	return CreateTap(ctx, h.ns, tap, BridgeName(network))
+}
+
+// DeleteTap removes a NIC's tap; a missing tap is fine.
+func (h *Host) DeleteTap(ctx context.Context, tap string) error {
+	return DeleteTap(ctx, h.ns, tap)
+}
+
+// Close stops every DHCP server. Bridges and taps stay.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var first error
+	for name, srv := range h.servers {
+		if err := srv.Stop(); err != nil && first == nil {
+			first = err
+		}
+		delete(h.servers, name)
+	}
+	return first
+}

@@ -1,0 +1,146 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"stagehand/internal/store"
+)
+
+// recoverDeployments re-adopts, after a daemon restart, every VM the store
+// says is running: through its pidfile and QMP socket, without touching the
+// guest. It starts the DHCP servers of the networks in use again. A VM
+// whose QEMU is gone is marked failed and reported, not hidden. A deploy or
+// undeploy that the restart interrupted is finished towards undeployed.
+func (s *Service) recoverDeployments(ctx context.Context) error {
+	if s.hv == nil || s.net == nil {
+		return nil
+	}
+	var configs []store.Config
+	if err := s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		configs, err = tx.ListConfigs()
+		return err
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range configs {
+		if c.State == store.StateUndeployed {
+			continue
+		}
+		if err := s.recoverConfig(ctx, c.Name); err != nil {
+			errs = append(errs, fmt.Errorf("configuration %q: %w", c.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) recoverConfig(ctx context.Context, name string) error {
+	unlock := s.locks.lock(name)
+	defer unlock()
+	var plan *deployPlan
+	if err := s.store.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return err
+		}
+		plan, err = s.planDeploy(tx, c)
+		return err
+	}); err != nil {
+		return err
+	}
+	state := plan.config.State
+	adopted := map[int64]*runningVM{}
+	var lost []string
+	for _, vp := range plan.vms {
+		v, err := s.hv.Adopt(ctx, vp.spec.RunDir, vp.spec.ID)
+		if err != nil {
+			if vp.vm.State == VMStateRunning {
+				lost = append(lost, fmt.Sprintf("VM %s: %v", vp.vm.Name, err))
+			}
+			continue
+		}
+		adopted[vp.vm.ID] = &runningVM{vm: v}
+	}
+
+	if state == store.StateDeploying || state == store.StateUndeploying {
+		// Interrupted halfway: finish towards undeployed. VMs a
+		// save-state undeploy already suspended keep their state file.
+		for _, rv := range adopted {
+			rv.stopping.Store(true)
+			rv.vm.Shutdown(ctx, s.shutdownTimeout)
+			rv.vm.Close()
+		}
+		s.releasePlumbing(ctx, plan)
+		reason := "deploy interrupted by a daemon restart; rolled back"
+		if state == store.StateUndeploying {
+			reason = ""
+		}
+		s.log.Warn("recover: finished an interrupted "+strings.TrimSuffix(state, "ing")+" towards undeployed", "config", name)
+		return s.store.Update(ctx, func(tx store.Tx) error {
+			c, err := tx.GetConfig(name)
+			if err != nil {
+				return err
+			}
+			c.State, c.LastError, c.Fenced = store.StateUndeployed, reason, false
+			if err := tx.UpdateConfig(c); err != nil {
+				return err
+			}
+			for i := range c.VMs {
+				c.VMs[i].State = store.StateUndeployed
+				if fileExists(s.abs(stateFileRel(c.VMs[i].ID))) {
+					c.VMs[i].State = VMStateSaved
+				}
+				if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+
+	// Deployed (or failed): keep what runs, serve DHCP again, report the lost.
+	for _, seg := range plan.segments {
+		if err := s.net.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
+			return err
+		}
+	}
+	for _, vp := range plan.vms {
+		for _, n := range vp.nics {
+			if n.ip.IsValid() {
+				if err := s.net.Reserve(n.network, n.mac, n.ip); err != nil {
+					return err
+				}
+			}
+		}
+		if rv := adopted[vp.vm.ID]; rv != nil {
+			s.vms.put(vp.vm.ID, rv)
+			s.watch(name, vp.vm, rv)
+			s.log.Info("recover: re-adopted VM", "config", name, "vm", vp.vm.Name, "pid", rv.vm.PID())
+		}
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	reason := "lost while the daemon was down: " + strings.Join(lost, "; ")
+	s.log.Error("recover: VMs are gone", "config", name, "detail", reason)
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return err
+		}
+		for i := range c.VMs {
+			if adopted[c.VMs[i].ID] == nil && c.VMs[i].State == VMStateRunning {
+				c.VMs[i].State = store.StateFailed
+				if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+					return err
+				}
+			}
+		}
+		c.State, c.LastError = store.StateFailed, reason
+		return tx.UpdateConfig(c)
+	})
+}
