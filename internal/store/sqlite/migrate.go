@@ -1,0 +1,223 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrSchemaTooNew is returned by Open when the file was written by a newer
+// program: its schema version is above the last migration this one knows,
+// and running on it could corrupt records it does not understand.
+var ErrSchemaTooNew = errors.New("database schema is newer than this program")
+
+// A migration moves the schema from version-1 to version, in one
+// transaction. Migrations are append-only: never edit one that has shipped.
+// A migration that must rebuild a table cannot turn foreign_keys off inside
+// its transaction (SQLite ignores the pragma there); it should create the
+// new table, copy, drop and rename, which keeps references valid.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+var migrations = []migration{
+	{1, "initial schema", schemaV1},
+}
+
+// Times are unix nanoseconds (UTC); addresses and prefixes are their text
+// form, NULL when zero; lists are JSON arrays. STRICT makes SQLite refuse a
+// value of the wrong type instead of storing it anyway.
+const schemaV1 = `
+CREATE TABLE templates (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT    NOT NULL UNIQUE,
+	description TEXT    NOT NULL,
+	cpus        INTEGER NOT NULL,
+	memory_mib  INTEGER NOT NULL,
+	layer_ids   TEXT    NOT NULL, -- JSON array of layer ids, in disk order
+	kernel      TEXT    NOT NULL,
+	initrd      TEXT    NOT NULL,
+	cmdline     TEXT    NOT NULL,
+	created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE layers (
+	id           INTEGER PRIMARY KEY,
+	path         TEXT    NOT NULL UNIQUE,
+	-- A parent with children cannot be deleted.
+	parent_id    INTEGER REFERENCES layers(id) ON DELETE RESTRICT,
+	frozen       INTEGER NOT NULL,
+	-- No foreign key: the lab clears it before it deletes the template.
+	template_id  INTEGER,
+	virtual_size INTEGER NOT NULL,
+	created_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX layers_parent ON layers(parent_id);
+
+CREATE TABLE networks (
+	id         INTEGER PRIMARY KEY,
+	name       TEXT    NOT NULL UNIQUE,
+	subnet     TEXT,
+	gateway    TEXT,
+	dns        TEXT    NOT NULL, -- JSON array of addresses
+	pools      TEXT    NOT NULL, -- JSON array of {"first","last"}
+	created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE allocations (
+	id         INTEGER PRIMARY KEY,
+	network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE RESTRICT,
+	ip         TEXT    NOT NULL,
+	kind       TEXT    NOT NULL,
+	holder     TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	UNIQUE (network_id, ip)
+) STRICT;
+-- Rows of one network in id order without a sort (ListAllocations).
+CREATE INDEX allocations_network ON allocations(network_id);
+
+CREATE TABLE configs (
+	id           INTEGER PRIMARY KEY,
+	name         TEXT    NOT NULL UNIQUE,
+	description  TEXT    NOT NULL,
+	owner        TEXT    NOT NULL,
+	state        TEXT    NOT NULL,
+	fenced       INTEGER NOT NULL,
+	fence_policy TEXT    NOT NULL,
+	last_error   TEXT    NOT NULL,
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE vms (
+	id          INTEGER PRIMARY KEY,
+	config_id   INTEGER NOT NULL REFERENCES configs(id) ON DELETE CASCADE,
+	name        TEXT    NOT NULL,
+	-- Informational once created: a template may go while its VMs stay.
+	template_id INTEGER,
+	cpus        INTEGER NOT NULL,
+	memory_mib  INTEGER NOT NULL,
+	state       TEXT    NOT NULL,
+	UNIQUE (config_id, name)
+) STRICT;
+
+CREATE TABLE disks (
+	id           INTEGER PRIMARY KEY,
+	vm_id        INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+	idx          INTEGER NOT NULL,
+	top_layer_id INTEGER NOT NULL REFERENCES layers(id) ON DELETE RESTRICT,
+	UNIQUE (vm_id, idx)
+) STRICT;
+CREATE INDEX disks_top_layer ON disks(top_layer_id);
+
+CREATE TABLE nics (
+	id            INTEGER PRIMARY KEY,
+	vm_id         INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+	idx           INTEGER NOT NULL,
+	network_id    INTEGER NOT NULL REFERENCES networks(id) ON DELETE RESTRICT,
+	mac           TEXT    NOT NULL UNIQUE,
+	ip_mode       TEXT    NOT NULL,
+	ip            TEXT,
+	allocation_id INTEGER REFERENCES allocations(id) ON DELETE RESTRICT,
+	UNIQUE (vm_id, idx)
+) STRICT;
+CREATE INDEX nics_network ON nics(network_id);
+CREATE INDEX nics_allocation ON nics(allocation_id);
+
+CREATE TABLE ops (
+	id            INTEGER PRIMARY KEY,
+	kind          TEXT    NOT NULL,
+	subject       TEXT    NOT NULL,
+	created_files TEXT    NOT NULL, -- JSON arrays of paths
+	frozen_files  TEXT    NOT NULL,
+	remove_files  TEXT    NOT NULL,
+	committed     INTEGER NOT NULL,
+	started_at    INTEGER NOT NULL
+) STRICT;
+`
+
+// migrate brings the schema of db up to the last known version, one
+// migration per transaction. It refuses a schema newer than it knows before
+// touching anything. The version is read again inside each transaction
+// (BEGIN IMMEDIATE), so two processes opening the same new file at once do
+// not both apply a migration.
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT    NOT NULL,
+		applied_at INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	cur, err := schemaVersion(ctx, db)
+	if err != nil {
+		return err
+	}
+	if err := checkKnown(cur); err != nil {
+		return err
+	}
+	for _, m := range migrations {
+		if m.version > cur {
+			if err := applyMigration(ctx, db, m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func schemaVersion(ctx context.Context, q queryRower) (int, error) {
+	var v int
+	if err := q.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
+}
+
+func checkKnown(version int) error {
+	latest := migrations[len(migrations)-1].version
+	if version > latest {
+		return fmt.Errorf("%w: the file is at schema version %d, this program knows up to %d; run a newer stagehand", ErrSchemaTooNew, version, latest)
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, db *sql.DB, m migration) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+	}
+	defer tx.Rollback()
+	cur, err := schemaVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := checkKnown(cur); err != nil {
+		return err
+	}
+	if cur >= m.version {
+		return nil // another process applied it meanwhile
+	}
+	if cur != m.version-1 {
+		return fmt.Errorf("migration %d (%s): schema is at version %d, want %d", m.version, m.name, cur, m.version-1)
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+		m.version, m.name, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("migration %d (%s): record version: %w", m.version, m.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migration %d (%s): commit: %w", m.version, m.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,1205 @@
+// Package storetest is the conformance suite of store.Store. Every
+// implementation (store/sqlite, store/postgres) runs Run from its own tests
+// against a real database, so that all of them keep the same contract:
+// round-tripping every field, the error kinds, cascades, rollback, and
+// atomic read-then-write under concurrency.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+// Open returns a store for the test t. The first call for a given t must
+// return a store backed by a new, empty database; a later call with the
+// same t (made after the suite has closed the previous store) must open
+// that same database again, which is how the suite checks that committed
+// data survives a reopen. The suite closes every store it opens.
+type Open func(t *testing.T) store.Store
+
+// Run runs the whole suite. Subtests get a database each, so they may run
+// in parallel; the two load tests run first, one at a time, so that their
+// timings (logged with t.Logf) are not disturbed by the others.
+func Run(t *testing.T, open Open) {
+	h := harness{open: open}
+	t.Run("ConcurrentAllocations", func(t *testing.T) { testConcurrentAllocations(t, h) })
+	t.Run("ConcurrentSmallUpdates", func(t *testing.T) { testConcurrentSmallUpdates(t, h) })
+
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, store.Store)
+	}{
+		{"Templates", testTemplates},
+		{"Layers", testLayers},
+		{"Networks", testNetworks},
+		{"Allocations", testAllocations},
+		{"Configs", testConfigs},
+		{"ConfigUpdates", testConfigUpdates},
+		{"ConfigDeleteCascades", testConfigDeleteCascades},
+		{"Ops", testOps},
+		{"RollbackOnError", testRollbackOnError},
+		{"RollbackOnPanic", testRollbackOnPanic},
+		{"ViewIsReadOnly", testViewIsReadOnly},
+		{"ViewSeesCommittedSnapshot", testViewSeesCommittedSnapshot},
+		{"Context", testContext},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, h.fresh(t))
+		})
+	}
+}
+
+type harness struct{ open Open }
+
+// fresh opens the test's store and closes it when the test ends.
+func (h harness) fresh(t *testing.T) store.Store {
+	t.Helper()
+	s := h.open(t)
+	var once sync.Once
+	closeStore := func() error {
+		var err error
+		once.Do(func() { err = s.Close() })
+		return err
+	}
+	t.Cleanup(func() {
+		if err := closeStore(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return closingStore{Store: s, close: closeStore}
+}
+
+// closingStore makes Close idempotent for the suite, which closes a store
+// before reopening it and again in its cleanup.
+type closingStore struct {
+	store.Store
+	close func() error
+}
+
+func (c closingStore) Close() error { return c.close() }
+
+// update runs fn in an Update and fails the test on error.
+func update(t *testing.T, s store.Store, fn func(store.Tx) error) {
+	t.Helper()
+	if err := s.Update(context.Background(), fn); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+}
+
+// view runs fn in a View and fails the test on error.
+func view(t *testing.T, s store.Store, fn func(store.Tx) error) {
+	t.Helper()
+	if err := s.View(context.Background(), fn); err != nil {
+		t.Fatalf("view: %v", err)
+	}
+}
+
+// wantKind fails the test unless err is of kind and its message mentions
+// every one of mentions (the name of the thing).
+func wantKind(t *testing.T, what string, err, kind error, mentions ...string) {
+	t.Helper()
+	if !errors.Is(err, kind) {
+		t.Errorf("%s: error %v, want kind %v", what, err, kind)
+		return
+	}
+	for _, m := range mentions {
+		if !strings.Contains(err.Error(), m) {
+			t.Errorf("%s: error %q does not mention %q", what, err, m)
+		}
+	}
+}
+
+// cmpOpts compares records: times with Equal (the location may change),
+// addresses by value, and a nil list equal to an empty one.
+var cmpOpts = cmp.Options{
+	cmpopts.EquateEmpty(),
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+}
+
+func diff(t *testing.T, what string, want, got any) {
+	t.Helper()
+	if d := cmp.Diff(want, got, cmpOpts); d != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", what, d)
+	}
+}
+
+func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// A fixed time with nanoseconds and a zone, to check that given times are
+// kept (as the same instant) rather than replaced.
+var someTime = time.Date(2024, 2, 29, 13, 14, 15, 123456789, time.FixedZone("CET", 3600))
+
+// checkStamped fails unless got was stamped by the store between before and
+// after (allowing for clock granularity).
+func checkStamped(t *testing.T, what string, got, before, after time.Time) {
+	t.Helper()
+	if got.IsZero() || got.Before(before.Add(-time.Second)) || got.After(after.Add(time.Second)) {
+		t.Errorf("%s = %v, want the time of the call (%v..%v)", what, got, before, after)
+	}
+}
+
+func testTemplates(t *testing.T, s store.Store) {
+	var full, empty, dated store.Template
+	before := time.Now()
+	update(t, s, func(tx store.Tx) error {
+		l1 := &store.Layer{Path: "layers/t1.qcow2", Frozen: true}
+		l2 := &store.Layer{Path: "layers/t2.qcow2", Frozen: true}
+		for _, l := range []*store.Layer{l1, l2} {
+			if err := tx.CreateLayer(l); err != nil {
+				return err
+			}
+		}
+		full = store.Template{
+			Name: "debian", Description: "Debian 12 with tools", CPUs: 2, MemoryMiB: 1024,
+			LayerIDs: []int64{l2.ID, l1.ID}, Kernel: "files/t-1-vmlinuz", Initrd: "files/t-1-initrd",
+			Cmdline: "console=ttyS0 root=/dev/vda",
+		}
+		empty = store.Template{Name: "bare", CPUs: 1, MemoryMiB: 64}
+		dated = store.Template{Name: "dated", CPUs: 1, MemoryMiB: 64, LayerIDs: []int64{l1.ID}, CreatedAt: someTime}
+		for _, tm := range []*store.Template{&full, &empty, &dated} {
+			if err := tx.CreateTemplate(tm); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	after := time.Now()
+	if full.ID == 0 || empty.ID == 0 || full.ID == empty.ID {
+		t.Fatalf("CreateTemplate set ids %d, %d", full.ID, empty.ID)
+	}
+	checkStamped(t, "CreatedAt", full.CreatedAt, before, after)
+	if !dated.CreatedAt.Equal(someTime) {
+		t.Errorf("CreatedAt given as %v became %v", someTime, dated.CreatedAt)
+	}
+
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetTemplate("debian")
+		if err != nil {
+			return err
+		}
+		diff(t, "GetTemplate", &full, got)
+		got, err = tx.GetTemplateByID(empty.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetTemplateByID (empty lists, zero boot files)", &empty, got)
+		all, err := tx.ListTemplates()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListTemplates", []store.Template{full, empty, dated}, all)
+
+		_, err = tx.GetTemplate("nope")
+		wantKind(t, "GetTemplate of a missing name", err, errdefs.ErrNotFound, "nope")
+		_, err = tx.GetTemplateByID(987654)
+		wantKind(t, "GetTemplateByID of a missing id", err, errdefs.ErrNotFound)
+		return nil
+	})
+
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		return tx.CreateTemplate(&store.Template{Name: "debian", CPUs: 1, MemoryMiB: 64})
+	})
+	wantKind(t, "CreateTemplate with a taken name", err, errdefs.ErrConflict, "debian")
+
+	update(t, s, func(tx store.Tx) error { return tx.DeleteTemplate(full.ID) })
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetTemplate("debian")
+		wantKind(t, "GetTemplate after delete", err, errdefs.ErrNotFound, "debian")
+		for _, id := range full.LayerIDs {
+			if _, err := tx.GetLayer(id); err != nil {
+				t.Errorf("DeleteTemplate touched layer %d: %v", id, err)
+			}
+		}
+		return nil
+	})
+	err = s.Update(context.Background(), func(tx store.Tx) error { return tx.DeleteTemplate(full.ID) })
+	wantKind(t, "DeleteTemplate of a missing id", err, errdefs.ErrNotFound)
+}
+
+func testLayers(t *testing.T, s store.Store) {
+	var base, mid, a, b store.Layer
+	var tm store.Template
+	before := time.Now()
+	update(t, s, func(tx store.Tx) error {
+		base = store.Layer{Path: "layers/base.qcow2", Frozen: true, VirtualSize: 10 << 30}
+		if err := tx.CreateLayer(&base); err != nil {
+			return err
+		}
+		tm = store.Template{Name: "tmpl", CPUs: 1, MemoryMiB: 64, LayerIDs: []int64{base.ID}}
+		if err := tx.CreateTemplate(&tm); err != nil {
+			return err
+		}
+		base.TemplateID = tm.ID
+		if err := tx.UpdateLayer(&base); err != nil {
+			return err
+		}
+		mid = store.Layer{Path: "layers/mid.qcow2", ParentID: base.ID, Frozen: true, VirtualSize: 10 << 30, CreatedAt: someTime}
+		if err := tx.CreateLayer(&mid); err != nil {
+			return err
+		}
+		a = store.Layer{Path: "layers/a.qcow2", ParentID: mid.ID, VirtualSize: 10 << 30}
+		b = store.Layer{Path: "layers/b.qcow2", ParentID: mid.ID, VirtualSize: 10 << 30}
+		if err := tx.CreateLayer(&a); err != nil {
+			return err
+		}
+		return tx.CreateLayer(&b)
+	})
+	after := time.Now()
+	checkStamped(t, "CreatedAt", a.CreatedAt, before, after)
+
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetLayer(base.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetLayer (base, template)", &base, got)
+		got, err = tx.GetLayer(mid.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetLayer (delta)", &mid, got)
+		all, err := tx.ListLayers()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListLayers", []store.Layer{base, mid, a, b}, all)
+		kids, err := tx.LayerChildren(mid.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "LayerChildren(mid)", []store.Layer{a, b}, kids)
+		kids, err = tx.LayerChildren(a.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "LayerChildren(leaf)", []store.Layer(nil), kids)
+		_, err = tx.GetLayer(987654)
+		wantKind(t, "GetLayer of a missing id", err, errdefs.ErrNotFound)
+		return nil
+	})
+
+	// UpdateLayer writes Frozen, TemplateID and VirtualSize, and nothing else.
+	update(t, s, func(tx store.Tx) error {
+		changed := a
+		changed.Frozen, changed.TemplateID, changed.VirtualSize = true, tm.ID, 20<<30
+		changed.Path, changed.ParentID = "layers/elsewhere.qcow2", 0
+		if err := tx.UpdateLayer(&changed); err != nil {
+			return err
+		}
+		a.Frozen, a.TemplateID, a.VirtualSize = true, tm.ID, 20<<30
+		got, err := tx.GetLayer(a.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetLayer after UpdateLayer", &a, got)
+		a.TemplateID = 0
+		if err := tx.UpdateLayer(&a); err != nil {
+			return err
+		}
+		got, err = tx.GetLayer(a.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetLayer after clearing TemplateID", &a, got)
+		return nil
+	})
+
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error { return tx.CreateLayer(&store.Layer{Path: "layers/a.qcow2"}) })
+	wantKind(t, "CreateLayer with a taken path", err, errdefs.ErrConflict, "layers/a.qcow2")
+	err = s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateLayer(&store.Layer{Path: "layers/orphan.qcow2", ParentID: 987654})
+	})
+	wantKind(t, "CreateLayer with a missing parent", err, errdefs.ErrConflict)
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateLayer(&store.Layer{ID: 987654}) })
+	wantKind(t, "UpdateLayer of a missing id", err, errdefs.ErrNotFound)
+
+	// A parent with children cannot go; neither can a disk's top layer.
+	for _, l := range []store.Layer{mid, base} {
+		err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteLayer(l.ID) })
+		wantKind(t, "DeleteLayer of a parent", err, errdefs.ErrConflict)
+	}
+	nw := createNetwork(t, s, "lan", "10.0.0.0/24")
+	var c store.Config
+	update(t, s, func(tx store.Tx) error {
+		c = store.Config{Name: "web", State: store.StateUndeployed, VMs: []store.VM{{
+			Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
+			Disks: []store.Disk{{Index: 0, TopLayerID: a.ID}},
+			NICs:  []store.NIC{{NetworkID: nw.ID, MAC: "52:54:00:00:00:01", IPMode: store.IPModeDHCP}},
+		}}}
+		return tx.CreateConfig(&c)
+	})
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteLayer(a.ID) })
+	wantKind(t, "DeleteLayer of a disk's top", err, errdefs.ErrConflict)
+	view(t, s, func(tx store.Tx) error {
+		ds, err := tx.DisksWithTop(a.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "DisksWithTop(a)", c.VMs[0].Disks, ds)
+		ds, err = tx.DisksWithTop(b.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "DisksWithTop(b)", []store.Disk(nil), ds)
+		if _, err := tx.GetLayer(mid.ID); err != nil {
+			t.Errorf("refused DeleteLayer removed the layer anyway: %v", err)
+		}
+		return nil
+	})
+
+	// Released from the top down, the whole chain goes.
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.DeleteConfig(c.ID); err != nil {
+			return err
+		}
+		for _, id := range []int64{a.ID, b.ID, mid.ID, base.ID} {
+			if err := tx.DeleteLayer(id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetLayer(b.ID)
+		wantKind(t, "GetLayer after delete", err, errdefs.ErrNotFound)
+		return nil
+	})
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteLayer(b.ID) })
+	wantKind(t, "DeleteLayer of a missing id", err, errdefs.ErrNotFound)
+}
+
+// createNetwork makes a network with a pool covering the subnet's hosts.
+func createNetwork(t *testing.T, s store.Store, name, subnet string) *store.Network {
+	t.Helper()
+	p := mustPrefix(subnet)
+	first := p.Addr().Next().Next()
+	last := first
+	for n := p.Addr().Next(); p.Contains(n.Next()); n = n.Next() {
+		last = n
+	}
+	nw := &store.Network{Name: name, Subnet: p, Gateway: p.Addr().Next(), Pools: []store.IPRange{{First: first, Last: last}}}
+	update(t, s, func(tx store.Tx) error { return tx.CreateNetwork(nw) })
+	return nw
+}
+
+func testNetworks(t *testing.T, s store.Store) {
+	lan := store.Network{
+		Name: "lan", Subnet: mustPrefix("10.0.0.0/24"), Gateway: mustAddr("10.0.0.1"),
+		DNS: []netip.Addr{mustAddr("10.0.0.1"), mustAddr("1.1.1.1")},
+		Pools: []store.IPRange{
+			{First: mustAddr("10.0.0.10"), Last: mustAddr("10.0.0.99")},
+			{First: mustAddr("10.0.0.200"), Last: mustAddr("10.0.0.250")},
+		},
+	}
+	bare := store.Network{Name: "bare", Subnet: mustPrefix("192.168.5.0/24")}
+	v6 := store.Network{
+		Name: "v6", Subnet: mustPrefix("fd00:1::/64"), Gateway: mustAddr("fd00:1::1"),
+		DNS: []netip.Addr{mustAddr("fd00:1::53")}, CreatedAt: someTime,
+		Pools: []store.IPRange{{First: mustAddr("fd00:1::100"), Last: mustAddr("fd00:1::1ff")}},
+	}
+	before := time.Now()
+	update(t, s, func(tx store.Tx) error {
+		for _, n := range []*store.Network{&lan, &bare, &v6} {
+			if err := tx.CreateNetwork(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	checkStamped(t, "CreatedAt", lan.CreatedAt, before, time.Now())
+
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetNetwork("lan")
+		if err != nil {
+			return err
+		}
+		diff(t, "GetNetwork", &lan, got)
+		got, err = tx.GetNetworkByID(bare.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetNetworkByID (zero gateway, no DNS, no pools)", &bare, got)
+		all, err := tx.ListNetworks()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListNetworks", []store.Network{lan, bare, v6}, all)
+		_, err = tx.GetNetwork("wan")
+		wantKind(t, "GetNetwork of a missing name", err, errdefs.ErrNotFound, "wan")
+		_, err = tx.GetNetworkByID(987654)
+		wantKind(t, "GetNetworkByID of a missing id", err, errdefs.ErrNotFound)
+		return nil
+	})
+
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateNetwork(&store.Network{Name: "lan", Subnet: mustPrefix("10.9.0.0/24")})
+	})
+	wantKind(t, "CreateNetwork with a taken name", err, errdefs.ErrConflict, "lan")
+
+	update(t, s, func(tx store.Tx) error {
+		return tx.CreateAllocation(&store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal})
+	})
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteNetwork(lan.ID) })
+	wantKind(t, "DeleteNetwork with held addresses", err, errdefs.ErrConflict, "lan")
+
+	update(t, s, func(tx store.Tx) error { return tx.DeleteNetwork(bare.ID) })
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetNetwork("bare")
+		wantKind(t, "GetNetwork after delete", err, errdefs.ErrNotFound, "bare")
+		_, err = tx.GetNetwork("lan")
+		return err
+	})
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteNetwork(bare.ID) })
+	wantKind(t, "DeleteNetwork of a missing id", err, errdefs.ErrNotFound)
+}
+
+func testAllocations(t *testing.T, s store.Store) {
+	lan := createNetwork(t, s, "lan", "10.0.0.0/24")
+	other := createNetwork(t, s, "other", "10.0.0.0/24")
+	a1 := store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal}
+	a2 := store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.11"), Kind: store.AllocExternal, Holder: "fence of web", CreatedAt: someTime}
+	a3 := store.Allocation{NetworkID: other.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal}
+	before := time.Now()
+	update(t, s, func(tx store.Tx) error {
+		for _, a := range []*store.Allocation{&a1, &a2, &a3} {
+			if err := tx.CreateAllocation(a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	checkStamped(t, "CreatedAt", a1.CreatedAt, before, time.Now())
+
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetAllocation(a2.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetAllocation", &a2, got)
+		as, err := tx.ListAllocations(lan.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "ListAllocations(lan)", []store.Allocation{a1, a2}, as)
+		as, err = tx.ListAllocations(other.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "ListAllocations(other): same address on another network", []store.Allocation{a3}, as)
+		as, err = tx.ListAllocations(987654)
+		if err != nil {
+			return err
+		}
+		diff(t, "ListAllocations(missing network)", []store.Allocation(nil), as)
+		_, err = tx.GetAllocation(987654)
+		wantKind(t, "GetAllocation of a missing id", err, errdefs.ErrNotFound)
+		return nil
+	})
+
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateAllocation(&store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocExternal})
+	})
+	wantKind(t, "CreateAllocation of a held address", err, errdefs.ErrConflict, "10.0.0.10")
+	err = s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateAllocation(&store.Allocation{NetworkID: 987654, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal})
+	})
+	wantKind(t, "CreateAllocation on a missing network", err, errdefs.ErrConflict)
+
+	// A family: two VMs of two configurations carry a1.
+	var c1, c2 store.Config
+	update(t, s, func(tx store.Tx) error {
+		for i, c := range []*store.Config{&c1, &c2} {
+			*c = store.Config{Name: fmt.Sprintf("c%d", i), State: store.StateUndeployed, VMs: []store.VM{{
+				Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
+				NICs: []store.NIC{{NetworkID: lan.ID, MAC: fmt.Sprintf("52:54:00:00:00:%02x", i), IPMode: store.IPModePool, IP: a1.IP, AllocationID: a1.ID}},
+			}}}
+			if err := tx.CreateConfig(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		nics, err := tx.NICsWithAllocation(a1.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "NICsWithAllocation(a1)", []store.NIC{c1.VMs[0].NICs[0], c2.VMs[0].NICs[0]}, nics)
+		nics, err = tx.NICsWithAllocation(a2.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "NICsWithAllocation(a2)", []store.NIC(nil), nics)
+		return nil
+	})
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a1.ID) })
+	wantKind(t, "DeleteAllocation carried by NICs", err, errdefs.ErrConflict, "10.0.0.10")
+
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.DeleteAllocation(a2.ID); err != nil {
+			return err
+		}
+		for _, c := range []*store.Config{&c1, &c2} {
+			n := c.VMs[0].NICs[0]
+			n.IP, n.AllocationID, n.IPMode = netip.Addr{}, 0, store.IPModeDHCP
+			if err := tx.UpdateNIC(&n); err != nil {
+				return err
+			}
+		}
+		return tx.DeleteAllocation(a1.ID)
+	})
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetAllocation(a2.ID)
+		wantKind(t, "GetAllocation after delete", err, errdefs.ErrNotFound)
+		as, err := tx.ListAllocations(lan.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "ListAllocations(lan) after deletes", []store.Allocation(nil), as)
+		return nil
+	})
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a2.ID) })
+	wantKind(t, "DeleteAllocation of a missing id", err, errdefs.ErrNotFound)
+}
+
+// configFixture is what a configuration refers to.
+type configFixture struct {
+	tmpl   store.Template
+	lan    *store.Network
+	layers []store.Layer // a base and deltas on it
+	allocs []store.Allocation
+}
+
+func newConfigFixture(t *testing.T, s store.Store) *configFixture {
+	t.Helper()
+	f := &configFixture{lan: createNetwork(t, s, "lan", "10.0.0.0/24")}
+	update(t, s, func(tx store.Tx) error {
+		base := store.Layer{Path: "layers/base.qcow2", Frozen: true, VirtualSize: 1 << 30}
+		if err := tx.CreateLayer(&base); err != nil {
+			return err
+		}
+		f.tmpl = store.Template{Name: "tmpl", CPUs: 1, MemoryMiB: 256, LayerIDs: []int64{base.ID}}
+		if err := tx.CreateTemplate(&f.tmpl); err != nil {
+			return err
+		}
+		f.layers = append(f.layers, base)
+		for i := range 6 {
+			l := store.Layer{Path: fmt.Sprintf("layers/delta-%d.qcow2", i), ParentID: base.ID, VirtualSize: 1 << 30}
+			if err := tx.CreateLayer(&l); err != nil {
+				return err
+			}
+			f.layers = append(f.layers, l)
+		}
+		for i := range 4 {
+			a := store.Allocation{NetworkID: f.lan.ID, IP: mustAddr(fmt.Sprintf("10.0.0.%d", 10+i)), Kind: store.AllocInternal}
+			if err := tx.CreateAllocation(&a); err != nil {
+				return err
+			}
+			f.allocs = append(f.allocs, a)
+		}
+		return nil
+	})
+	return f
+}
+
+// webConfig is a configuration with two VMs, several disks (given out of
+// index order) and NICs of every IP mode.
+func (f *configFixture) webConfig() store.Config {
+	return store.Config{
+		Name: "web", Description: "three-tier demo", Owner: "alice", State: store.StateUndeployed,
+		FencePolicy: "in-out",
+		VMs: []store.VM{
+			{
+				Name: "db", TemplateID: f.tmpl.ID, CPUs: 2, MemoryMiB: 1024, State: store.StateUndeployed,
+				Disks: []store.Disk{{Index: 1, TopLayerID: f.layers[2].ID}, {Index: 0, TopLayerID: f.layers[1].ID}},
+				NICs: []store.NIC{
+					{Index: 1, NetworkID: f.lan.ID, MAC: "52:54:00:aa:00:02", IPMode: store.IPModeDHCP},
+					{Index: 0, NetworkID: f.lan.ID, MAC: "52:54:00:aa:00:01", IPMode: store.IPModePool, IP: f.allocs[0].IP, AllocationID: f.allocs[0].ID},
+				},
+			},
+			{
+				Name: "app", CPUs: 1, MemoryMiB: 512, State: store.StateUndeployed,
+				Disks: []store.Disk{{Index: 0, TopLayerID: f.layers[3].ID}},
+				NICs: []store.NIC{
+					{Index: 0, NetworkID: f.lan.ID, MAC: "52:54:00:aa:00:03", IPMode: store.IPModeManual, IP: f.allocs[1].IP, AllocationID: f.allocs[1].ID},
+				},
+			},
+		},
+	}
+}
+
+// sorted returns c as Get returns it: disks and NICs in index order.
+func sorted(c store.Config) store.Config {
+	c.VMs = slices.Clone(c.VMs)
+	for i := range c.VMs {
+		v := &c.VMs[i]
+		v.Disks = slices.Clone(v.Disks)
+		v.NICs = slices.Clone(v.NICs)
+		slices.SortFunc(v.Disks, func(a, b store.Disk) int { return a.Index - b.Index })
+		slices.SortFunc(v.NICs, func(a, b store.NIC) int { return a.Index - b.Index })
+	}
+	return c
+}
+
+func testConfigs(t *testing.T, s store.Store) {
+	f := newConfigFixture(t, s)
+	web := f.webConfig()
+	empty := store.Config{Name: "empty", State: store.StateFailed, LastError: "boom", Fenced: true, FencePolicy: "block", CreatedAt: someTime}
+	before := time.Now()
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateConfig(&web); err != nil {
+			return err
+		}
+		return tx.CreateConfig(&empty)
+	})
+	checkStamped(t, "CreatedAt", web.CreatedAt, before, time.Now())
+	if !web.UpdatedAt.Equal(web.CreatedAt) {
+		t.Errorf("new configuration: UpdatedAt %v, want CreatedAt %v", web.UpdatedAt, web.CreatedAt)
+	}
+	if !empty.CreatedAt.Equal(someTime) {
+		t.Errorf("CreatedAt given as %v became %v", someTime, empty.CreatedAt)
+	}
+	ids := map[string]int64{"config": web.ID}
+	for _, v := range web.VMs {
+		if v.ID == 0 || v.ConfigID != web.ID {
+			t.Errorf("VM %q: ID %d, ConfigID %d (config %d)", v.Name, v.ID, v.ConfigID, web.ID)
+		}
+		ids["vm "+v.Name] = v.ID
+		for _, d := range v.Disks {
+			if d.ID == 0 || d.VMID != v.ID {
+				t.Errorf("VM %q disk %d: ID %d, VMID %d", v.Name, d.Index, d.ID, d.VMID)
+			}
+			ids[fmt.Sprintf("disk %s/%d", v.Name, d.Index)] = d.ID
+		}
+		for _, n := range v.NICs {
+			if n.ID == 0 || n.VMID != v.ID {
+				t.Errorf("VM %q NIC %d: ID %d, VMID %d", v.Name, n.Index, n.ID, n.VMID)
+			}
+			ids[fmt.Sprintf("nic %s/%d", v.Name, n.Index)] = n.ID
+		}
+	}
+	if web.ID == 0 {
+		t.Fatal("CreateConfig did not set the ID")
+	}
+
+	want := sorted(web)
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetConfig("web")
+		if err != nil {
+			return err
+		}
+		diff(t, "GetConfig", &want, got)
+		got, err = tx.GetConfigByID(web.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetConfigByID", &want, got)
+		got, err = tx.GetConfig("empty")
+		if err != nil {
+			return err
+		}
+		diff(t, "GetConfig (no VMs)", &empty, got)
+		all, err := tx.ListConfigs()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListConfigs", []store.Config{want, empty}, all)
+
+		_, err = tx.GetConfig("x")
+		wantKind(t, "GetConfig of a missing name", err, errdefs.ErrNotFound, `configuration "x" not found`)
+		_, err = tx.GetConfigByID(987654)
+		wantKind(t, "GetConfigByID of a missing id", err, errdefs.ErrNotFound)
+		return nil
+	})
+
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateConfig(&store.Config{Name: "web", State: store.StateUndeployed})
+	})
+	wantKind(t, "CreateConfig with a taken name", err, errdefs.ErrConflict, "web")
+
+	// A VM name is unique in its configuration only.
+	update(t, s, func(tx store.Tx) error {
+		return tx.CreateConfig(&store.Config{Name: "web2", State: store.StateUndeployed, VMs: []store.VM{{Name: "db", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed}}})
+	})
+
+	// A failed CreateConfig writes nothing, even if fn goes on and commits.
+	bad := []struct {
+		what    string
+		mention string
+		c       store.Config
+	}{
+		{"two VMs of one name", "db", store.Config{Name: "dupvm", State: store.StateUndeployed, VMs: []store.VM{
+			{Name: "db", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed, Disks: []store.Disk{{Index: 0, TopLayerID: f.layers[4].ID}}},
+			{Name: "db", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed},
+		}}},
+		{"a MAC in use", "52:54:00:aa:00:01", store.Config{Name: "dupmac", State: store.StateUndeployed, VMs: []store.VM{
+			{Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
+				Disks: []store.Disk{{Index: 0, TopLayerID: f.layers[4].ID}},
+				NICs:  []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:aa:00:01", IPMode: store.IPModeDHCP}}},
+		}}},
+	}
+	for _, b := range bad {
+		var createErr error
+		update(t, s, func(tx store.Tx) error {
+			createErr = tx.CreateConfig(&b.c)
+			return nil
+		})
+		wantKind(t, "CreateConfig with "+b.what, createErr, errdefs.ErrConflict, b.mention)
+		view(t, s, func(tx store.Tx) error {
+			_, err := tx.GetConfig(b.c.Name)
+			wantKind(t, "GetConfig after a failed CreateConfig", err, errdefs.ErrNotFound, b.c.Name)
+			ds, err := tx.DisksWithTop(f.layers[4].ID)
+			if err != nil {
+				return err
+			}
+			diff(t, "disks left by a failed CreateConfig", []store.Disk(nil), ds)
+			return nil
+		})
+	}
+}
+
+func testConfigUpdates(t *testing.T, s store.Store) {
+	f := newConfigFixture(t, s)
+	web := f.webConfig()
+	other := store.Config{Name: "other", State: store.StateUndeployed, VMs: []store.VM{{
+		Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
+		NICs: []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:bb:00:01", IPMode: store.IPModeDHCP}},
+	}}}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateConfig(&web); err != nil {
+			return err
+		}
+		return tx.CreateConfig(&other)
+	})
+	web = sorted(web)
+
+	// UpdateConfig writes the configuration's own fields, not its VMs, and
+	// moves UpdatedAt forward.
+	time.Sleep(2 * time.Millisecond)
+	before := time.Now()
+	update(t, s, func(tx store.Tx) error {
+		c := web
+		c.Name, c.Description, c.Owner = "web-renamed", "new text", "bob"
+		c.State, c.Fenced, c.FencePolicy, c.LastError = store.StateFailed, true, "block", "deploy: qemu exited"
+		c.VMs = nil
+		if err := tx.UpdateConfig(&c); err != nil {
+			return err
+		}
+		checkStamped(t, "UpdatedAt after UpdateConfig", c.UpdatedAt, before, time.Now())
+		if !c.UpdatedAt.After(web.UpdatedAt) {
+			t.Errorf("UpdateConfig: UpdatedAt %v not after %v", c.UpdatedAt, web.UpdatedAt)
+		}
+		got, err := tx.GetConfig("web-renamed")
+		if err != nil {
+			return err
+		}
+		want := c
+		want.VMs = web.VMs
+		diff(t, "GetConfig after UpdateConfig", &want, got)
+		web = want
+		return nil
+	})
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		c := web
+		c.Name = "other"
+		return tx.UpdateConfig(&c)
+	})
+	wantKind(t, "UpdateConfig to a taken name", err, errdefs.ErrConflict, "other")
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateConfig(&store.Config{ID: 987654, Name: "ghost"}) })
+	wantKind(t, "UpdateConfig of a missing id", err, errdefs.ErrNotFound)
+
+	// UpdateVM writes state, CPUs and memory.
+	update(t, s, func(tx store.Tx) error {
+		v := web.VMs[0]
+		v.State, v.CPUs, v.MemoryMiB = store.StateDeployed, 4, 4096
+		v.Name, v.TemplateID, v.Disks, v.NICs = "renamed", 0, nil, nil
+		if err := tx.UpdateVM(&v); err != nil {
+			return err
+		}
+		web.VMs[0].State, web.VMs[0].CPUs, web.VMs[0].MemoryMiB = store.StateDeployed, 4, 4096
+		return nil
+	})
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateVM(&store.VM{ID: 987654}) })
+	wantKind(t, "UpdateVM of a missing id", err, errdefs.ErrNotFound)
+
+	// SetDiskTop moves a disk to a new layer.
+	disk := web.VMs[0].Disks[1]
+	newTop := f.layers[5]
+	update(t, s, func(tx store.Tx) error { return tx.SetDiskTop(disk.ID, newTop.ID) })
+	web.VMs[0].Disks[1].TopLayerID = newTop.ID
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.SetDiskTop(987654, newTop.ID) })
+	wantKind(t, "SetDiskTop of a missing disk", err, errdefs.ErrNotFound)
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.SetDiskTop(disk.ID, 987654) })
+	wantKind(t, "SetDiskTop to a missing layer", err, errdefs.ErrConflict)
+
+	// UpdateNIC writes MAC, IP mode, IP and allocation; a dhcp NIC has the
+	// zero address and no allocation.
+	update(t, s, func(tx store.Tx) error {
+		n := web.VMs[0].NICs[0]
+		n.MAC, n.IPMode, n.IP, n.AllocationID = "52:54:00:cc:00:01", store.IPModeDHCP, netip.Addr{}, 0
+		if err := tx.UpdateNIC(&n); err != nil {
+			return err
+		}
+		web.VMs[0].NICs[0] = n
+		m := web.VMs[0].NICs[1]
+		m.IPMode, m.IP, m.AllocationID = store.IPModeManual, f.allocs[2].IP, f.allocs[2].ID
+		if err := tx.UpdateNIC(&m); err != nil {
+			return err
+		}
+		web.VMs[0].NICs[1] = m
+		return nil
+	})
+	err = s.Update(ctx, func(tx store.Tx) error {
+		n := web.VMs[1].NICs[0]
+		n.MAC = "52:54:00:bb:00:01"
+		return tx.UpdateNIC(&n)
+	})
+	wantKind(t, "UpdateNIC to a MAC in use", err, errdefs.ErrConflict, "52:54:00:bb:00:01")
+	err = s.Update(ctx, func(tx store.Tx) error {
+		n := web.VMs[1].NICs[0]
+		n.AllocationID = 987654
+		return tx.UpdateNIC(&n)
+	})
+	wantKind(t, "UpdateNIC to a missing allocation", err, errdefs.ErrConflict)
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateNIC(&store.NIC{ID: 987654, MAC: "x"}) })
+	wantKind(t, "UpdateNIC of a missing id", err, errdefs.ErrNotFound)
+
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetConfigByID(web.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetConfig after VM, disk and NIC updates", &web, got)
+		nics, err := tx.NICsWithAllocation(f.allocs[2].ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "NICsWithAllocation after UpdateNIC", []store.NIC{web.VMs[0].NICs[1]}, nics)
+		return nil
+	})
+}
+
+func testConfigDeleteCascades(t *testing.T, s store.Store) {
+	f := newConfigFixture(t, s)
+	web := f.webConfig()
+	keep := store.Config{Name: "keep", State: store.StateUndeployed, VMs: []store.VM{{
+		Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
+		Disks: []store.Disk{{Index: 0, TopLayerID: f.layers[4].ID}},
+		NICs:  []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:dd:00:01", IPMode: store.IPModePool, IP: f.allocs[0].IP, AllocationID: f.allocs[0].ID}},
+	}}}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateConfig(&web); err != nil {
+			return err
+		}
+		return tx.CreateConfig(&keep)
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeleteConfig(web.ID) })
+
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetConfig("web")
+		wantKind(t, "GetConfig after delete", err, errdefs.ErrNotFound, "web")
+		_, err = tx.GetConfigByID(web.ID)
+		wantKind(t, "GetConfigByID after delete", err, errdefs.ErrNotFound)
+		for _, l := range f.layers[1:4] {
+			ds, err := tx.DisksWithTop(l.ID)
+			if err != nil {
+				return err
+			}
+			diff(t, fmt.Sprintf("disks on layer %d after delete", l.ID), []store.Disk(nil), ds)
+			// The layers themselves are the caller's to release.
+			if _, err := tx.GetLayer(l.ID); err != nil {
+				t.Errorf("DeleteConfig removed layer %d: %v", l.ID, err)
+			}
+		}
+		nics, err := tx.NICsWithAllocation(f.allocs[1].ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "NICs of a deleted VM", []store.NIC(nil), nics)
+		nics, err = tx.NICsWithAllocation(f.allocs[0].ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "NICs of the family that remains", keep.VMs[0].NICs, nics)
+		as, err := tx.ListAllocations(f.lan.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "allocations (released by the caller, not the store)", f.allocs, as)
+		all, err := tx.ListConfigs()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListConfigs after delete", []store.Config{keep}, all)
+		return nil
+	})
+	// Its VMs are gone: updates to them find nothing.
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error { v := web.VMs[0]; return tx.UpdateVM(&v) })
+	wantKind(t, "UpdateVM of a deleted VM", err, errdefs.ErrNotFound)
+	err = s.Update(ctx, func(tx store.Tx) error { n := web.VMs[0].NICs[0]; return tx.UpdateNIC(&n) })
+	wantKind(t, "UpdateNIC of a deleted NIC", err, errdefs.ErrNotFound)
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.SetDiskTop(web.VMs[0].Disks[0].ID, f.layers[5].ID) })
+	wantKind(t, "SetDiskTop of a deleted disk", err, errdefs.ErrNotFound)
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteConfig(web.ID) })
+	wantKind(t, "DeleteConfig of a missing id", err, errdefs.ErrNotFound)
+
+	// Its MACs and names are free again.
+	update(t, s, func(tx store.Tx) error {
+		again := f.webConfig()
+		return tx.CreateConfig(&again)
+	})
+}
+
+func testOps(t *testing.T, s store.Store) {
+	clone := store.Op{Kind: "clone", Subject: "web", CreatedFiles: []string{"layers/a.qcow2", "layers/b.qcow2"}, FrozenFiles: []string{"layers/t.qcow2"}}
+	bare := store.Op{Kind: "delete", Subject: "old"}
+	dated := store.Op{Kind: "import", Subject: "debian", StartedAt: someTime, RemoveFiles: []string{"x"}, Committed: true}
+	before := time.Now()
+	update(t, s, func(tx store.Tx) error {
+		for _, o := range []*store.Op{&clone, &bare, &dated} {
+			if err := tx.CreateOp(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	checkStamped(t, "StartedAt", clone.StartedAt, before, time.Now())
+	if !dated.StartedAt.Equal(someTime) {
+		t.Errorf("StartedAt given as %v became %v", someTime, dated.StartedAt)
+	}
+	view(t, s, func(tx store.Tx) error {
+		ops, err := tx.ListOps()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListOps", []store.Op{clone, bare, dated}, ops)
+		return nil
+	})
+
+	update(t, s, func(tx store.Tx) error {
+		clone.Committed = true
+		clone.RemoveFiles = []string{"layers/old.qcow2"}
+		clone.FrozenFiles = nil
+		if err := tx.UpdateOp(&clone); err != nil {
+			return err
+		}
+		return tx.DeleteOp(bare.ID)
+	})
+	view(t, s, func(tx store.Tx) error {
+		ops, err := tx.ListOps()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListOps after update and delete", []store.Op{clone, dated}, ops)
+		return nil
+	})
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error { return tx.DeleteOp(bare.ID) })
+	wantKind(t, "DeleteOp of a missing id", err, errdefs.ErrNotFound)
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateOp(&bare) })
+	wantKind(t, "UpdateOp of a missing id", err, errdefs.ErrNotFound)
+}
+
+// writeSome writes one record of several kinds inside tx.
+func writeSome(tx store.Tx, name string) error {
+	if err := tx.CreateNetwork(&store.Network{Name: name, Subnet: mustPrefix("10.7.0.0/24")}); err != nil {
+		return err
+	}
+	if err := tx.CreateTemplate(&store.Template{Name: name, CPUs: 1, MemoryMiB: 64}); err != nil {
+		return err
+	}
+	return tx.CreateOp(&store.Op{Kind: "test", Subject: name})
+}
+
+// wantNothing fails unless nothing named name was written.
+func wantNothing(t *testing.T, s store.Store, name string) {
+	t.Helper()
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetNetwork(name)
+		wantKind(t, "network written by a rolled back transaction", err, errdefs.ErrNotFound)
+		_, err = tx.GetTemplate(name)
+		wantKind(t, "template written by a rolled back transaction", err, errdefs.ErrNotFound)
+		ops, err := tx.ListOps()
+		if err != nil {
+			return err
+		}
+		for _, o := range ops {
+			if o.Subject == name {
+				t.Errorf("operation written by a rolled back transaction: %+v", o)
+			}
+		}
+		return nil
+	})
+}
+
+func testRollbackOnError(t *testing.T, s store.Store) {
+	errStop := errors.New("stop here")
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		if err := writeSome(tx, "doomed"); err != nil {
+			return err
+		}
+		// Inside the transaction its own writes are visible.
+		if _, err := tx.GetNetwork("doomed"); err != nil {
+			return err
+		}
+		return fmt.Errorf("step 3: %w", errStop)
+	})
+	if !errors.Is(err, errStop) {
+		t.Fatalf("Update returned %v, want fn's error", err)
+	}
+	wantNothing(t, s, "doomed")
+
+	// A failed Create inside fn, returned by fn, also leaves nothing.
+	update(t, s, func(tx store.Tx) error { return tx.CreateNetwork(&store.Network{Name: "taken"}) })
+	err = s.Update(context.Background(), func(tx store.Tx) error {
+		if err := writeSome(tx, "doomed2"); err != nil {
+			return err
+		}
+		return tx.CreateNetwork(&store.Network{Name: "taken"})
+	})
+	wantKind(t, "Update whose fn failed on a conflict", err, errdefs.ErrConflict, "taken")
+	wantNothing(t, s, "doomed2")
+}
+
+func testRollbackOnPanic(t *testing.T, s store.Store) {
+	type marker struct{ n int }
+	got := func() (r any) {
+		defer func() { r = recover() }()
+		_ = s.Update(context.Background(), func(tx store.Tx) error {
+			if err := writeSome(tx, "panicked"); err != nil {
+				t.Errorf("writeSome: %v", err)
+			}
+			panic(marker{42})
+		})
+		return nil
+	}()
+	if got != (marker{42}) {
+		t.Fatalf("recovered %v, want the panic value of fn", got)
+	}
+	wantNothing(t, s, "panicked")
+
+	// The store is still usable: the panic released the writer.
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Update(context.Background(), func(tx store.Tx) error { return writeSome(tx, "after") })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Update after a panic: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Update after a panic did not finish: the writer was not released")
+	}
+}
+
+func testViewIsReadOnly(t *testing.T, s store.Store) {
+	err := s.View(context.Background(), func(tx store.Tx) error { return writeSome(tx, "viewed") })
+	if err == nil {
+		t.Error("writing inside View succeeded")
+	}
+	wantNothing(t, s, "viewed")
+}
+
+func testViewSeesCommittedSnapshot(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	written := make(chan struct{})
+	release := make(chan struct{})
+	updateDone := make(chan error, 1)
+	go func() {
+		updateDone <- s.Update(ctx, func(tx store.Tx) error {
+			if err := writeSome(tx, "pending"); err != nil {
+				return err
+			}
+			close(written)
+			<-release
+			return nil
+		})
+	}()
+	select {
+	case <-written:
+	case err := <-updateDone:
+		t.Fatalf("Update: %v", err)
+	}
+	// A View runs while the writer holds its transaction, and does not see
+	// its uncommitted writes.
+	viewDone := make(chan error, 1)
+	go func() {
+		viewDone <- s.View(ctx, func(tx store.Tx) error {
+			_, err := tx.GetNetwork("pending")
+			if !errors.Is(err, errdefs.ErrNotFound) {
+				return fmt.Errorf("View saw an uncommitted network (err %v)", err)
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-viewDone:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("View waited for a running Update")
+	}
+	close(release)
+	if err := <-updateDone; err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetNetwork("pending")
+		return err
+	})
+}
+
+func testContext(t *testing.T, s store.Store) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Update(canceled, func(tx store.Tx) error { return writeSome(tx, "canceled") })
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Update with a canceled context: %v, want context.Canceled", err)
+	}
+	err = s.View(canceled, func(tx store.Tx) error { _, err := tx.ListNetworks(); return err })
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("View with a canceled context: %v, want context.Canceled", err)
+	}
+
+	// A context that ends inside fn: nothing is committed, even if fn
+	// ignores the failures and returns nil.
+	ctx, cancel := context.WithCancel(context.Background())
+	err = s.Update(ctx, func(tx store.Tx) error {
+		if err := writeSome(tx, "interrupted"); err != nil {
+			return err
+		}
+		cancel()
+		if err := tx.CreateOp(&store.Op{Kind: "test", Subject: "interrupted"}); err == nil {
+			t.Error("CreateOp after the context ended succeeded")
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Update whose context ended inside fn: %v, want context.Canceled", err)
+	}
+	wantNothing(t, s, "interrupted")
+}
