@@ -60,29 +60,47 @@ free_port() {
 	done
 }
 
-# start_vm NAME PORT QEMU-ARGS...: QEMU with the serial console in
+# start_vm NAME QEMU-ARGS...: QEMU with the serial console in
 # $TMP/NAME.serial, QMP on the pipes $TMP/NAME.qmp.{in,out}, and guest port 80
-# forwarded from 127.0.0.1:PORT on the first NIC (netdev n0).
+# forwarded from 127.0.0.1:$PORT on the first NIC (netdev n0). Sets PORT,
+# START (ms) and PID_NAME. Another process may take the free port before QEMU
+# binds it: then QEMU exits at once and this tries again with another port.
 start_vm() {
-	local name=$1 port=$2
-	shift 2
-	mkfifo "$TMP/$name.qmp.in" "$TMP/$name.qmp.out"
-	qemu-system-x86_64 -machine q35 -accel tcg -m 256 -nodefaults -no-reboot \
-		-display none -serial "file:$TMP/$name.serial" \
-		-chardev "pipe,id=qmp,path=$TMP/$name.qmp" -mon chardev=qmp,mode=control \
-		-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:80" \
-		-device virtio-net-pci,netdev=n0,romfile= \
-		"$@" 2>"$TMP/$name.stderr" &
-	PIDS+=($!)
-	eval "PID_$name=$!"
-	# Drain QMP output so QEMU never blocks on a full pipe.
-	cat "$TMP/$name.qmp.out" >"$TMP/$name.qmp.log" &
-	PIDS+=($!)
-	# Read-write open: never blocks, even if QEMU has not opened its end.
-	local fd
-	exec {fd}<>"$TMP/$name.qmp.in"
-	eval "QMP_$name=$fd"
-	echo '{"execute":"qmp_capabilities"}' >&"$fd"
+	local name=$1 attempt pid fd
+	shift
+	for attempt in 1 2 3 4 5; do
+		rm -f "$TMP/$name".{qmp.in,qmp.out,qmp.log,serial,stderr}
+		mkfifo "$TMP/$name.qmp.in" "$TMP/$name.qmp.out"
+		PORT=$(free_port)
+		START=$(now_ms)
+		qemu-system-x86_64 -machine q35 -accel tcg -m 256 -nodefaults -no-reboot \
+			-display none -serial "file:$TMP/$name.serial" \
+			-chardev "pipe,id=qmp,path=$TMP/$name.qmp" -mon chardev=qmp,mode=control \
+			-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:80" \
+			-device virtio-net-pci,netdev=n0,romfile= \
+			"$@" 2>"$TMP/$name.stderr" &
+		pid=$!
+		PIDS+=("$pid")
+		eval "PID_$name=$pid"
+		# Drain QMP output so QEMU never blocks on a full pipe.
+		cat "$TMP/$name.qmp.out" >"$TMP/$name.qmp.log" &
+		PIDS+=($!)
+		# Read-write open: never blocks, even if QEMU has not opened its end.
+		exec {fd}<>"$TMP/$name.qmp.in"
+		eval "QMP_$name=$fd"
+		echo '{"execute":"qmp_capabilities"}' >&"$fd"
+		# The QMP greeting comes after the netdevs (and their hostfwd) are up.
+		while kill -0 "$pid" 2>/dev/null && ! grep -q '"QMP"' "$TMP/$name.qmp.log"; do
+			sleep 0.05
+		done
+		kill -0 "$pid" 2>/dev/null && return 0
+		exec {fd}>&-
+		grep -q 'forwarding' "$TMP/$name.stderr" || break
+		say "     port $PORT taken, retrying"
+	done
+	say "QEMU for $name failed to start:"
+	sed 's/^/    /' "$TMP/$name.stderr" >&2
+	return 1
 }
 
 # qmp NAME JSON sends one QMP command.
@@ -92,28 +110,28 @@ qmp() {
 	echo "$2" >&"$fd"
 }
 
-# wait_http PORT: wait until GET / answers; prints milliseconds since START.
+# wait_http NAME: wait for "STAGEHAND-IP eth0" on the serial console, then
+# for GET / to answer on $PORT. Sets IP_MS and HTTP_MS (ms since START).
+# Gives up early if the VM's QEMU exits. Waiting for the console line first
+# matters: a connection made through hostfwd before the guest has an address
+# stalls in QEMU's slirp until its SYN retransmit, about a second.
 wait_http() {
-	local port=$1 deadline=$(($(now_ms) + BOOT_TIMEOUT * 1000))
-	while [ "$(now_ms)" -lt $deadline ]; do
-		if curl -sf --max-time 2 "http://127.0.0.1:$port/" >"$TMP/last" 2>/dev/null; then
-			echo $(($(now_ms) - START))
+	local pid deadline=$(($(now_ms) + BOOT_TIMEOUT * 1000))
+	eval "pid=\$PID_$1"
+	IP_MS= HTTP_MS=
+	while [ "$(now_ms)" -lt $deadline ] && kill -0 "$pid" 2>/dev/null; do
+		if grep -q "STAGEHAND-IP eth0" "$TMP/$1.serial" 2>/dev/null; then
+			IP_MS=$(($(now_ms) - START))
+			break
+		fi
+		sleep 0.05
+	done
+	[ -n "$IP_MS" ] || return 1
+	while [ "$(now_ms)" -lt $deadline ] && kill -0 "$pid" 2>/dev/null; do
+		if curl -sf --max-time 5 "http://127.0.0.1:$PORT/" >"$TMP/last" 2>/dev/null; then
+			HTTP_MS=$(($(now_ms) - START))
 			return 0
 		fi
-		sleep 0.1
-	done
-	return 1
-}
-
-# serial_ms NAME PATTERN: milliseconds since START until PATTERN shows in the
-# serial log, or nothing after 5 s.
-serial_ms() {
-	local i
-	for i in $(seq 50); do
-		grep -q "$2" "$TMP/$1.serial" 2>/dev/null && {
-			echo $(($(now_ms) - START))
-			return 0
-		}
 		sleep 0.1
 	done
 	return 1
@@ -149,15 +167,12 @@ dump() {
 # --- 1. direct kernel boot ---------------------------------------------------
 say "1. direct kernel boot: -kernel vmlinuz -initrd initrd.img, data disk, 2 NICs"
 qemu-img create -q -f qcow2 -b "$OUT/data.qcow2" -F qcow2 "$TMP/k.qcow2"
-PORT=$(free_port)
-START=$(now_ms)
-start_vm k "$PORT" -kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" \
+if start_vm k -kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" \
 	-append "$CMDLINE stagehand.hostname=t1" \
 	-drive "file=$TMP/k.qcow2,if=virtio" \
-	-netdev user,id=n1,restrict=on,net=10.0.3.0/24 -device virtio-net-pci,netdev=n1,romfile=
-if ms=$(wait_http "$PORT"); then
-	pass "kernel boot: HTTP answer after $ms ms"
-	ipms=$(serial_ms k "STAGEHAND-IP eth0") && say "     STAGEHAND-IP eth0 seen by $ipms ms"
+	-netdev user,id=n1,restrict=on,net=10.0.3.0/24 -device virtio-net-pci,netdev=n1,romfile= &&
+	wait_http k; then
+	pass "kernel boot: STAGEHAND-IP after $IP_MS ms, first HTTP answer after $HTTP_MS ms"
 	body=$(cat "$TMP/last")
 	expect "hostname" "$(field "$body" hostname)" t1
 	expect "marker" "$(field "$body" marker)" data-initial
@@ -210,12 +225,8 @@ fi
 say "2. disk boot through SeaBIOS: disk.qcow2 on virtio-blk"
 qemu-img create -q -f qcow2 -b "$OUT/disk.qcow2" -F qcow2 "$TMP/d.qcow2"
 "$ROOT/scripts/guest-marker.sh" write "$TMP/d.qcow2" "set from host" d1
-PORT=$(free_port)
-START=$(now_ms)
-start_vm d "$PORT" -drive "file=$TMP/d.qcow2,if=virtio"
-if ms=$(wait_http "$PORT"); then
-	pass "disk boot (virtio): HTTP answer after $ms ms"
-	ipms=$(serial_ms d "STAGEHAND-IP eth0") && say "     STAGEHAND-IP eth0 seen by $ipms ms"
+if start_vm d -drive "file=$TMP/d.qcow2,if=virtio" && wait_http d; then
+	pass "disk boot (virtio): STAGEHAND-IP after $IP_MS ms, first HTTP answer after $HTTP_MS ms"
 	body=$(cat "$TMP/last")
 	expect "hostname (from disk)" "$(field "$body" hostname)" d1
 	expect "marker" "$(field "$body" marker)" "set from host"
@@ -239,11 +250,8 @@ fi
 # --- 3. disk boot, plain -drive ----------------------------------------------
 say "3. disk boot through SeaBIOS: plain -drive file=disk.qcow2 (AHCI)"
 qemu-img create -q -f qcow2 -b "$OUT/disk.qcow2" -F qcow2 "$TMP/p.qcow2"
-PORT=$(free_port)
-START=$(now_ms)
-start_vm p "$PORT" -drive "file=$TMP/p.qcow2"
-if ms=$(wait_http "$PORT"); then
-	pass "disk boot (plain): HTTP answer after $ms ms"
+if start_vm p -drive "file=$TMP/p.qcow2" && wait_http p; then
+	pass "disk boot (plain): STAGEHAND-IP after $IP_MS ms, first HTTP answer after $HTTP_MS ms"
 	body=$(cat "$TMP/last")
 	expect "hostname" "$(field "$body" hostname)" guest
 	expect "disk (AHCI not carried)" "$(field "$body" disk)" none

@@ -9,6 +9,15 @@ STAGEHAND_DISK=/dev/vda
 
 log() { echo "$*" >/dev/console; }
 
+# stamp_lines copies stdin to stdout, each line prefixed with the uptime.
+stamp_lines() {
+	local line up
+	while IFS= read -r line; do
+		read -r up _ </proc/uptime
+		echo "[$up] $line"
+	done
+}
+
 # disk_name prints the block device the guest reads its marker from, or "none".
 disk_name() {
 	if [ -b "$STAGEHAND_DISK" ]; then echo "${STAGEHAND_DISK##*/}"; else echo none; fi
@@ -18,7 +27,7 @@ disk_name() {
 marker_sector() {
 	[ -b "$STAGEHAND_DISK" ] || return 1
 	local sectors
-	sectors=$(cat "/sys/block/${STAGEHAND_DISK##*/}/size" 2>/dev/null) || return 1
+	read -r sectors 2>/dev/null <"/sys/block/${STAGEHAND_DISK##*/}/size" || return 1
 	# Smaller than 2 MiB: no room for the block; refuse rather than read sector 0.
 	[ "${sectors:-0}" -ge 4096 ] || return 1
 	echo $((sectors - 2048))
