@@ -2,6 +2,11 @@
 // database file in WAL mode, written by a single serialised connection and
 // read through a pool of read-only connections. Open migrates the schema
 // forward. It uses the pure-Go driver modernc.org/sqlite (no cgo).
+//
+// Durability: synchronous=NORMAL. A commit survives a crash of the process
+// but the last commits before a power loss may be lost (the database stays
+// consistent). FULL costs an fsync per commit: about ten times fewer
+// Updates per second on the machine this was measured on.
 package sqlite
 
 import (
@@ -66,8 +71,8 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	// One connection, kept for the life of the DB: the connection is the
-	// writer, and its pragmas must not be lost to pool churn.
+	// One connection, kept for the life of the DB: every Update runs on it,
+	// so this process never has two SQLite writers competing for the lock.
 	d.write.SetMaxOpenConns(1)
 	d.write.SetMaxIdleConns(1)
 	d.write.SetConnMaxLifetime(0)
