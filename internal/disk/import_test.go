@@ -147,8 +147,25 @@ func TestMissingQemuImg(t *testing.T) {
 		!strings.Contains(err.Error(), "qemu-img not found") {
 		t.Errorf("Version err = %v, want ErrUnavailable saying qemu-img is missing", err)
 	}
-	err := q.CreateDelta(context.Background(), "/nonexistent/a", join(t.TempDir(), "b.qcow2"))
-	if !errors.Is(err, errdefs.ErrUnavailable) {
-		t.Errorf("CreateDelta err = %v, want ErrUnavailable", err)
+	dir := t.TempDir()
+	if _, err := q.Info(context.Background(), dir); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Errorf("Info err = %v, want ErrUnavailable", err)
+	}
+
+	// CreateDelta and HasData read and write qcow2 themselves: a linked
+	// clone does not need qemu-img.
+	img, err := encodeDelta(1<<20, "base.qcow2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, delta := join(dir, "parent.qcow2"), join(dir, "delta.qcow2")
+	if err := os.WriteFile(parent, img.bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.CreateDelta(context.Background(), parent, delta); err != nil {
+		t.Errorf("CreateDelta without qemu-img: %v", err)
+	}
+	if has, err := q.HasData(context.Background(), delta); err != nil || has {
+		t.Errorf("HasData without qemu-img = %v, %v; want false", has, err)
 	}
 }

@@ -14,7 +14,8 @@ import (
 	"stagehand/internal/errdefs"
 )
 
-// QemuImg implements the lab's DiskTool with the qemu-img command. Every
+// QemuImg implements the lab's DiskTool with the qemu-img command, except
+// CreateDelta and HasData, which handle qcow2 natively (see qcow2.go). Every
 // method takes absolute paths (relative ones are made absolute against the
 // working directory) and never changes a layer it was not asked to write.
 type QemuImg struct {
