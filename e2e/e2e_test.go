@@ -41,6 +41,9 @@ type daemon struct {
 	url     string
 	cmd     *exec.Cmd
 	log     string
+	// wrap turns a command's argv into the one to run (e.g. inside a
+	// network namespace); nil runs it as is.
+	wrap func(argv ...string) []string
 }
 
 func requireTools(t *testing.T) {
@@ -55,12 +58,18 @@ func requireTools(t *testing.T) {
 // startDaemon runs serve on a free loopback port with env added.
 func startDaemon(t *testing.T, dataDir string, env ...string) *daemon {
 	t.Helper()
+	return startDaemonArgv(t, dataDir, []string{binary, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--no-vms"}, env...)
+}
+
+// startDaemonArgv runs the daemon with argv.
+func startDaemonArgv(t *testing.T, dataDir string, argv []string, env ...string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, dataDir: dataDir, log: filepath.Join(dataDir, fmt.Sprintf("daemon-%d.log", time.Now().UnixNano()))}
 	logf, err := os.Create(d.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(binary, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
@@ -129,7 +138,11 @@ type result struct {
 // run runs a CLI command against the daemon.
 func (d *daemon) run(args ...string) result {
 	d.t.Helper()
-	cmd := exec.Command(binary, append([]string{"--server", d.url}, args...)...)
+	argv := append([]string{binary, "--server", d.url}, args...)
+	if d.wrap != nil {
+		argv = d.wrap(argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -32,6 +32,7 @@ type serveOptions struct {
 	dataDir    string
 	listen     string
 	chainLimit int
+	runtime    runtimeOptions
 	logLevel   string
 }
 
@@ -65,6 +66,7 @@ cancelled and rolled back).`,
 	f.StringVar(&opts.listen, "listen", DefaultListen, "address to listen on (host:port; port 0 picks one)")
 	f.IntVar(&opts.chainLimit, "chain-limit", lab.DefaultChainLimit, "deepest disk chain a linked clone may produce")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	opts.runtime.flags(cmd)
 	return cmd
 }
 
@@ -114,7 +116,7 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 	if failAt != nil {
 		log.Warn("test faults armed (STAGEHAND_TEST_FAULT)", "spec", deps.Getenv("STAGEHAND_TEST_FAULT"))
 	}
-	svc, err := lab.New(lab.Options{
+	labOpts := lab.Options{
 		DataDir:    dataDir,
 		Store:      st,
 		Disks:      disks,
@@ -122,7 +124,13 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 		ChainLimit: opts.chainLimit,
 		Logger:     log,
 		FailAt:     failAt,
-	})
+	}
+	closeRuntime, err := opts.runtime.apply(ctx, &labOpts, log)
+	if err != nil {
+		return err
+	}
+	defer closeRuntime()
+	svc, err := lab.New(labOpts)
 	if err != nil {
 		return err
 	}
@@ -137,6 +145,9 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 		return fmt.Errorf("listen on %s: %w", opts.listen, err)
 	}
 	h := api.NewHandler(svc, log)
+	// No ReadTimeout or WriteTimeout: a deploy answers once its VMs have
+	// started (seconds), and log follows and console sessions last as long
+	// as their user wants; h.Drain ends those at shutdown.
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -1,0 +1,375 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The deploy tests run the daemon, its bridges, taps, DHCP servers and
+// QEMU guests inside a network namespace each test creates, and reach the
+// guests from that namespace only. Nothing touches the host's namespace.
+
+func requireVMs(t *testing.T) {
+	t.Helper()
+	requireTools(t)
+	if os.Geteuid() != 0 {
+		t.Skip("deploy tests need root (bridges, taps, namespaces)")
+	}
+	for _, b := range []string{"qemu-system-x86_64", "ip", "curl"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s not installed: %v", b, err)
+		}
+	}
+}
+
+// guestImages builds the test guest (idempotent) and returns its directory.
+func guestImages(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("../scripts/build-test-guest.sh").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build test guest: %v\n%s", err, out)
+	}
+	dir, _ := filepath.Abs("../testdata/guest/out")
+	return dir
+}
+
+// netns is a throwaway network namespace.
+type netns struct{ name string }
+
+func newNetns(t *testing.T) *netns {
+	t.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	n := &netns{name: "sh-e2e-" + hex.EncodeToString(b)}
+	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		// Kill everything still running in it (daemon, QEMU), then delete
+		// it: its bridges and taps go with it.
+		for i := 0; i < 50; i++ {
+			out, _ := exec.Command("ip", "netns", "pids", n.name).Output()
+			pids := strings.Fields(string(out))
+			if len(pids) == 0 {
+				break
+			}
+			for _, p := range pids {
+				if pid, err := strconv.Atoi(p); err == nil {
+					if proc, err := os.FindProcess(pid); err == nil {
+						proc.Kill()
+					}
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		exec.Command("ip", "netns", "del", n.name).Run()
+	})
+	if out, err := exec.Command("ip", "-n", n.name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v\n%s", err, out)
+	}
+	return n
+}
+
+// exec returns argv that runs inside the namespace.
+func (n *netns) exec(argv ...string) []string {
+	return append([]string{"ip", "netns", "exec", n.name}, argv...)
+}
+
+// qemuPIDs lists the QEMU processes in the namespace.
+func (n *netns) qemuPIDs(t *testing.T) []string {
+	out, _ := exec.Command("ip", "netns", "pids", n.name).Output()
+	var qemus []string
+	for _, p := range strings.Fields(string(out)) {
+		cmdline, _ := os.ReadFile("/proc/" + p + "/cmdline")
+		if strings.Contains(string(cmdline), "qemu-system") {
+			qemus = append(qemus, p)
+		}
+	}
+	return qemus
+}
+
+// taps lists the tap interfaces in the namespace.
+func (n *netns) taps(t *testing.T) []string {
+	out, err := exec.Command("ip", "-n", n.name, "-o", "link", "show", "type", "tun").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link: %v\n%s", err, out)
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			names = append(names, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	return names
+}
+
+// guest asks a guest's HTTP responder for path and parses key=value lines.
+func (n *netns) guest(ip, path string) (map[string]string, error) {
+	argv := n.exec("curl", "-sf", "--max-time", "3", "http://"+ip+path)
+	out, err := exec.Command(argv[0], argv[1:]...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("GET http://%s%s: %v", ip, path, err)
+	}
+	kv := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			kv[k] = v
+		}
+	}
+	return kv, nil
+}
+
+// waitGuest waits until the guest at ip answers.
+func (n *netns) waitGuest(t *testing.T, ip string, timeout time.Duration) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		var kv map[string]string
+		if kv, err = n.guest(ip, "/"); err == nil {
+			return kv
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("guest %s never answered: %v", ip, err)
+	return nil
+}
+
+// startDaemonIn runs the daemon inside ns.
+func startDaemonIn(t *testing.T, ns *netns, dataDir string, env ...string) *daemon {
+	t.Helper()
+	d := startDaemonArgv(t, dataDir, ns.exec(binary, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"), env...)
+	d.wrap = ns.exec
+	return d
+}
+
+// deployFixture imports the two test-guest templates (BIOS disk boot and
+// direct kernel boot) and creates a network.
+func deployFixture(t *testing.T, d *daemon, guest, subnet, pool string) {
+	t.Helper()
+	cmdline, err := os.ReadFile(filepath.Join(guest, "cmdline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.ok("template", "import", "biosguest", "--disk", filepath.Join(guest, "disk.qcow2"), "--memory", "256")
+	d.ok("template", "import", "kguest", "--disk", filepath.Join(guest, "data.qcow2"), "--memory", "256",
+		"--kernel", filepath.Join(guest, "vmlinuz"), "--initrd", filepath.Join(guest, "initrd.img"),
+		"--cmdline", strings.TrimSpace(string(cmdline)))
+	d.ok("network", "create", "lan", "--subnet", subnet, "--pool", pool)
+}
+
+func ipsOf(c configJSON) []string {
+	var ips []string
+	for _, vm := range c.VMs {
+		ips = append(ips, vm.NICs[0].IP)
+	}
+	return ips
+}
+
+func TestDeployGuestsReachEachOtherAndKeepData(t *testing.T) {
+	requireVMs(t)
+	guest := guestImages(t)
+	ns := newNetns(t)
+	data := t.TempDir()
+	d := startDaemonIn(t, ns, data)
+	deployFixture(t, d, guest, "10.70.0.0/24", "10.70.0.10-10.70.0.50")
+	d.ok("config", "create", "web", "--vm", "a=biosguest,net=lan", "--vm", "b=kguest,net=lan")
+
+	d.ok("config", "deploy", "web")
+	web := d.config("web")
+	if web.State != "deployed" {
+		t.Fatalf("state %s after deploy", web.State)
+	}
+	ips := ipsOf(web)
+	for i, ip := range ips {
+		kv := ns.waitGuest(t, ip, 90*time.Second)
+		// The guest got its reserved address by DHCP.
+		if !strings.Contains(kv["ip"], ip) {
+			t.Errorf("VM %s reports ip %q, want its reservation %s", web.VMs[i].Name, kv["ip"], ip)
+		}
+	}
+	// The two guests reach each other.
+	if kv, err := ns.guest(ips[0], "/ping?host="+ips[1]); err != nil || !strings.Contains(fmt.Sprint(kv), "ok") {
+		t.Errorf("a cannot ping b: %v %v", kv, err)
+	}
+	if kv, err := ns.guest(ips[1], "/ping?host="+ips[0]); err != nil || !strings.Contains(fmt.Sprint(kv), "ok") {
+		t.Errorf("b cannot ping a: %v %v", kv, err)
+	}
+
+	// Data written in a guest persists across undeploy/deploy.
+	if _, err := ns.guest(ips[1], "/write?marker=persisted"); err != nil {
+		t.Fatal(err)
+	}
+	d.ok("config", "undeploy", "web", "--discard-state")
+	if pids := ns.qemuPIDs(t); len(pids) != 0 {
+		t.Errorf("QEMU processes left after undeploy: %v", pids)
+	}
+	if taps := ns.taps(t); len(taps) != 0 {
+		t.Errorf("taps left after undeploy: %v", taps)
+	}
+	d.ok("config", "deploy", "web")
+	if kv := ns.waitGuest(t, ips[1], 90*time.Second); kv["marker"] != "persisted" {
+		t.Errorf("after redeploy marker=%q, want persisted", kv["marker"])
+	}
+	d.ok("config", "undeploy", "web")
+
+	// A linked clone sees the data; later writes do not cross.
+	d.ok("config", "clone", "web", "web2")
+	// Deploying both unfenced would duplicate addresses: refused.
+	d.ok("config", "deploy", "web")
+	d.fails(4, ips[0], "config", "deploy", "web2")
+	d.ok("config", "undeploy", "web")
+	d.ok("config", "deploy", "web2")
+	if kv := ns.waitGuest(t, ips[1], 90*time.Second); kv["marker"] != "persisted" {
+		t.Errorf("clone sees marker=%q, want persisted", kv["marker"])
+	}
+	if _, err := ns.guest(ips[1], "/write?marker=clone-only"); err != nil {
+		t.Fatal(err)
+	}
+	d.ok("config", "undeploy", "web2")
+	d.ok("config", "deploy", "web")
+	if kv := ns.waitGuest(t, ips[1], 90*time.Second); kv["marker"] != "persisted" {
+		t.Errorf("source sees marker=%q after the clone wrote, want persisted", kv["marker"])
+	}
+	d.ok("config", "undeploy", "web")
+	if r := d.run("doctor"); r.code != 0 {
+		t.Errorf("doctor: %s%s", r.stdout, r.stderr)
+	}
+}
+
+func TestSaveStateResumesGuest(t *testing.T) {
+	requireVMs(t)
+	guest := guestImages(t)
+	ns := newNetns(t)
+	d := startDaemonIn(t, ns, t.TempDir())
+	deployFixture(t, d, guest, "10.71.0.0/24", "10.71.0.10-10.71.0.50")
+	d.ok("config", "create", "s", "--vm", "a=kguest,net=lan")
+	d.ok("config", "deploy", "s")
+	ip := ipsOf(d.config("s"))[0]
+	ns.waitGuest(t, ip, 90*time.Second)
+	time.Sleep(time.Second)
+	before := ns.waitGuest(t, ip, 10*time.Second)
+	d.ok("config", "undeploy", "s", "--save-state")
+	if pids := ns.qemuPIDs(t); len(pids) != 0 {
+		t.Errorf("QEMU left after save: %v", pids)
+	}
+	c := d.config("s")
+	if c.State != "undeployed" || c.VMs[0].State != "saved" {
+		t.Errorf("after save: config %s, VM %s; want undeployed, saved", c.State, c.VMs[0].State)
+	}
+	// A clone of a saved configuration starts powered off: no state shared.
+	d.ok("config", "clone", "s", "s-clone")
+	if st := d.config("s-clone").VMs[0].State; st != "undeployed" {
+		t.Errorf("clone of a saved configuration has VM state %s, want undeployed", st)
+	}
+	d.ok("config", "deploy", "s")
+	after := ns.waitGuest(t, ip, 30*time.Second)
+	cb, _ := strconv.Atoi(before["counter"])
+	ca, _ := strconv.Atoi(after["counter"])
+	ub, _ := strconv.ParseFloat(strings.Fields(before["uptime"] + " 0")[0], 64)
+	ua, _ := strconv.ParseFloat(strings.Fields(after["uptime"] + " 0")[0], 64)
+	if ca < cb || ua < ub {
+		t.Errorf("guest restarted instead of resuming: counter %d→%d, uptime %.1f→%.1f", cb, ca, ub, ua)
+	}
+	d.ok("config", "undeploy", "s")
+}
+
+func TestDeployFailureLeavesNothing(t *testing.T) {
+	requireVMs(t)
+	guest := guestImages(t)
+	ns := newNetns(t)
+	d := startDaemonIn(t, ns, t.TempDir())
+	deployFixture(t, d, guest, "10.72.0.0/24", "10.72.0.10-10.72.0.50")
+	d.ok("config", "create", "f", "--vm", "a=kguest,net=lan", "--vm", "b=kguest,net=lan")
+	// Take b's top layer away so its QEMU cannot start.
+	top := d.config("f").VMs[1].Disks[0].Path
+	if err := os.Rename(top, top+".away"); err != nil {
+		t.Fatal(err)
+	}
+	r := d.run("config", "deploy", "f")
+	if r.code == 0 || !strings.Contains(r.stderr, "b") {
+		t.Errorf("deploy with a missing layer: exit %d, %s", r.code, r.stderr)
+	}
+	if err := os.Rename(top+".away", top); err != nil {
+		t.Fatal(err)
+	}
+	if pids := ns.qemuPIDs(t); len(pids) != 0 {
+		t.Errorf("QEMU left after a failed deploy: %v", pids)
+	}
+	if taps := ns.taps(t); len(taps) != 0 {
+		t.Errorf("taps left after a failed deploy: %v", taps)
+	}
+	if st := d.config("f").State; st != "undeployed" {
+		t.Errorf("state %s after a failed deploy, want undeployed", st)
+	}
+	if r := d.run("doctor"); r.code != 0 {
+		t.Errorf("doctor: %s%s", r.stdout, r.stderr)
+	}
+	// And it deploys once the layer is back.
+	d.ok("config", "deploy", "f")
+	d.ok("config", "undeploy", "f")
+}
+
+func TestDaemonKillReadoptsVMs(t *testing.T) {
+	requireVMs(t)
+	guest := guestImages(t)
+	ns := newNetns(t)
+	data := t.TempDir()
+	d := startDaemonIn(t, ns, data)
+	deployFixture(t, d, guest, "10.73.0.0/24", "10.73.0.10-10.73.0.50")
+	d.ok("config", "create", "one", "--vm", "a=kguest,net=lan")
+	d.ok("config", "create", "two", "--vm", "a=kguest,net=lan", "--vm", "b=biosguest,net=lan")
+	d.ok("config", "deploy", "one")
+	d.ok("config", "deploy", "two")
+	type vmState struct {
+		pid    int
+		uptime float64
+	}
+	snapshot := func(d *daemon) map[string]vmState {
+		out := map[string]vmState{}
+		for _, name := range []string{"one", "two"} {
+			var c struct {
+				VMs []struct {
+					Name string `json:"name"`
+					PID  int    `json:"pid"`
+					NICs []struct {
+						IP string `json:"ip"`
+					} `json:"nics"`
+				} `json:"vms"`
+			}
+			d.json(&c, "config", "show", name)
+			for _, vm := range c.VMs {
+				kv := ns.waitGuest(t, vm.NICs[0].IP, 90*time.Second)
+				up, _ := strconv.ParseFloat(strings.Fields(kv["uptime"] + " 0")[0], 64)
+				out[name+"/"+vm.Name] = vmState{pid: vm.PID, uptime: up}
+			}
+		}
+		return out
+	}
+	before := snapshot(d)
+	d.kill()
+	d2 := startDaemonIn(t, ns, data)
+	after := snapshot(d2)
+	for k, b := range before {
+		a := after[k]
+		if b.pid == 0 || a.pid != b.pid {
+			t.Errorf("%s: PID %d before, %d after the restart: want the same process", k, b.pid, a.pid)
+		}
+		if a.uptime < b.uptime {
+			t.Errorf("%s: uptime %.1f → %.1f: the guest restarted", k, b.uptime, a.uptime)
+		}
+	}
+	d2.ok("config", "undeploy", "one")
+	d2.ok("config", "undeploy", "two")
+	if pids := ns.qemuPIDs(t); len(pids) != 0 {
+		t.Errorf("QEMU left: %v", pids)
+	}
+}
