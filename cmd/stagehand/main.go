@@ -25,14 +25,15 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	code := cli.Run(ctx, os.Args[1:], deps(os.Stdout, os.Stderr, os.Getenv))
+	code := cli.Run(ctx, os.Args[1:], deps(os.Stdin, os.Stdout, os.Stderr, os.Getenv))
 	stop()
 	os.Exit(code)
 }
 
 // deps are the real implementations the CLI runs with.
-func deps(stdout, stderr io.Writer, getenv func(string) string) cli.Deps {
+func deps(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) cli.Deps {
 	return cli.Deps{
+		Stdin:  stdin,
 		Stdout: stdout,
 		Stderr: stderr,
 		Getenv: getenv,

@@ -47,7 +47,7 @@ func TestServeAndShutdown(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() {
 		exited <- cli.Run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0"},
-			deps(&bytes.Buffer{}, logs, func(string) string { return "" }))
+			deps(nil, &bytes.Buffer{}, logs, func(string) string { return "" }))
 	}()
 
 	addrRE := regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
@@ -69,7 +69,7 @@ func TestServeAndShutdown(t *testing.T) {
 	run := func(args ...string) (string, string, int) {
 		var out, errw bytes.Buffer
 		code := cli.Run(context.Background(), append([]string{"--server", "http://" + addr}, args...),
-			deps(&out, &errw, func(string) string { return "" }))
+			deps(nil, &out, &errw, func(string) string { return "" }))
 		return out.String(), errw.String(), code
 	}
 	if out, errOut, code := run("network", "create", "lan", "--subnet", "10.77.0.0/24", "--pool", "10.77.0.10-10.77.0.20", "-o", "json"); code != 0 || !strings.Contains(out, `"subnet": "10.77.0.0/24"`) {
@@ -109,7 +109,7 @@ func TestServeRefusesABusyAddress(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() {
 		exited <- cli.Run(ctx, []string{"serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"},
-			deps(&bytes.Buffer{}, first, func(string) string { return "" }))
+			deps(nil, &bytes.Buffer{}, first, func(string) string { return "" }))
 	}()
 	t.Cleanup(func() { stop(); <-exited })
 	addrRE := regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
@@ -124,7 +124,7 @@ func TestServeRefusesABusyAddress(t *testing.T) {
 	}
 	var errw syncBuffer
 	code := cli.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir(), "--listen", addr},
-		deps(&bytes.Buffer{}, &errw, func(string) string { return "" }))
+		deps(nil, &bytes.Buffer{}, &errw, func(string) string { return "" }))
 	if code == 0 || !strings.Contains(errw.String(), "stagehand: listen on "+addr) {
 		t.Fatalf("second daemon: exit %d\n%s", code, errw.String())
 	}

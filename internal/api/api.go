@@ -38,6 +38,16 @@ type Lab interface {
 	ChangeIPs(ctx context.Context, name string) (*lab.ConfigView, error)
 	SetIP(ctx context.Context, config, vm string, nic int, ip string) (*lab.ConfigView, error)
 
+	Deploy(ctx context.Context, name string, opts lab.DeployOptions) (*lab.ConfigView, error)
+	Undeploy(ctx context.Context, name string, saveState bool) (*lab.ConfigView, error)
+	// VMAction runs lab.VMActionStop, VMActionStart or VMActionReset.
+	VMAction(ctx context.Context, config, vm, action string) (*lab.ConfigView, error)
+	// VMConsole returns the unix socket of a running VM's serial console,
+	// a raw byte stream the API joins to the client's connection.
+	VMConsole(ctx context.Context, config, vm string) (socketPath string, err error)
+	// VMLog returns the path of a VM's serial log file.
+	VMLog(ctx context.Context, config, vm string) (path string, err error)
+
 	DiskChain(ctx context.Context, config, vm string, disk int) ([]lab.LayerView, error)
 	StartConsolidate(ctx context.Context, config, vm string, disk int) (jobs.Job, error)
 
@@ -55,10 +65,14 @@ type Handler struct {
 	log *slog.Logger
 	mux *http.ServeMux
 
-	// drain ends long-polling waits when the server shuts down, so that
-	// http.Server.Shutdown does not sit out their timeouts.
+	// drain ends long-polling waits, log follows and console sessions when
+	// the server shuts down, so that http.Server.Shutdown does not sit out
+	// their timeouts (and hijacked consoles, which Shutdown does not track,
+	// are closed).
 	drain     context.Context
 	stopDrain context.CancelFunc
+
+	consoles consoleSessions
 }
 
 // NewHandler returns the API over l. A nil log means slog.Default().
@@ -103,8 +117,9 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// Drain makes pending and future job waits return their snapshot at once.
-// Pass it to http.Server.RegisterOnShutdown.
+// Drain makes pending and future job waits return their snapshot at once,
+// ends log follows and closes console sessions. Pass it to
+// http.Server.RegisterOnShutdown.
 func (h *Handler) Drain() { h.stopDrain() }
 
 // apiFunc is an endpoint: it writes its success response, or returns an
@@ -140,6 +155,13 @@ func (h *Handler) routes() {
 	h.handle("DELETE "+p+"/configs/{name}", h.deleteConfig)
 	h.handle("POST "+p+"/configs/{name}/clone", h.cloneConfig)
 	h.handle("POST "+p+"/configs/{name}/change-ips", h.changeIPs)
+	h.handle("POST "+p+"/configs/{name}/deploy", h.deploy)
+	h.handle("POST "+p+"/configs/{name}/undeploy", h.undeploy)
+	for _, action := range []string{wire.VMStop, wire.VMStart, wire.VMReset} {
+		h.handle("POST "+p+"/configs/{name}/vms/{vm}/"+action, h.vmAction(action))
+	}
+	h.handle("GET "+p+"/configs/{name}/vms/{vm}/log", h.vmLog)
+	h.handle("GET "+p+"/configs/{name}/vms/{vm}/console", h.vmConsole)
 	h.handle("PUT "+p+"/configs/{name}/vms/{vm}/nics/{nic}/ip", h.setIP)
 	h.handle("GET "+p+"/configs/{name}/vms/{vm}/disks/{disk}/chain", h.diskChain)
 	h.handle("POST "+p+"/configs/{name}/vms/{vm}/disks/{disk}/consolidate", h.consolidate)

@@ -79,13 +79,15 @@ func configToWire(c *lab.ConfigView) wire.Config {
 			})
 		}
 		vms = append(vms, wire.VM{
-			Name:      v.Name,
-			State:     v.State,
-			Template:  v.Template,
-			CPUs:      v.CPUs,
-			MemoryMiB: v.MemoryMiB,
-			Disks:     disks,
-			NICs:      nics,
+			Name:          v.Name,
+			State:         v.State,
+			PID:           v.PID,
+			HasSavedState: v.HasSavedState,
+			Template:      v.Template,
+			CPUs:          v.CPUs,
+			MemoryMiB:     v.MemoryMiB,
+			Disks:         disks,
+			NICs:          nics,
 		})
 	}
 	return wire.Config{
@@ -127,7 +129,7 @@ func doctorToWire(r *lab.DoctorReport) wire.DoctorReport {
 			Repairable: p.Repairable,
 		})
 	}
-	return wire.DoctorReport{Problems: problems, Checked: r.Checked}
+	return wire.DoctorReport{Problems: problems, Checked: r.Checked, Accel: r.Accel, AccelReason: r.AccelReason}
 }
 
 // nonNil copies s into a non-nil slice.

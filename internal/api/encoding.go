@@ -15,11 +15,23 @@ const maxBody = 1 << 20
 // decode reads exactly one JSON value of v's shape from the body. Unknown
 // fields, trailing data and oversized bodies are invalid requests.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeBody(w, r, v, false)
+}
+
+// decodeOptional is decode for bodies whose every field has a default: an
+// empty body leaves v as it is.
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeBody(w, r, v, true)
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		switch {
+		case errors.Is(err, io.EOF) && optional:
+			return nil
 		case errors.Is(err, io.EOF):
 			return errMalformed("request body is empty, want a JSON object")
 		case errors.As(err, &tooBig):
@@ -54,4 +66,18 @@ func pathIndex(r *http.Request, key string) (int, error) {
 		return 0, errMalformed("%s %q is not an index (0, 1, ...)", key, s)
 	}
 	return n, nil
+}
+
+// queryBool parses the optional query parameter key: 1, true, 0, false or
+// absent (false).
+func queryBool(r *http.Request, key string) (bool, error) {
+	s := r.URL.Query().Get(key)
+	if s == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, errMalformed("%s %q is not 1, true, 0 or false", key, s)
+	}
+	return b, nil
 }

@@ -44,6 +44,8 @@ const DefaultServer = "http://127.0.0.1:7480"
 // constructors `serve` needs (kept out of this package so that only main
 // picks the store and disk implementations).
 type Deps struct {
+	// Stdin is what `vm console` sends to the VM; nil reads as empty.
+	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
@@ -59,7 +61,10 @@ func Run(ctx context.Context, args []string, deps Deps) int {
 	if deps.Getenv == nil {
 		deps.Getenv = func(string) string { return "" }
 	}
-	a := &app{deps: deps, stdout: deps.Stdout, stderr: deps.Stderr}
+	if deps.Stdin == nil {
+		deps.Stdin = strings.NewReader("")
+	}
+	a := &app{deps: deps, stdin: deps.Stdin, stdout: deps.Stdout, stderr: deps.Stderr}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetOut(deps.Stdout)
@@ -126,6 +131,7 @@ func oneLine(s string) string {
 // app is the state shared by the commands of one Run.
 type app struct {
 	deps   Deps
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 
@@ -151,7 +157,8 @@ func (a *app) rootCommand() *cobra.Command {
 		Use:   "stagehand",
 		Short: "Stagehand manages virtual labs: templates, configurations, linked clones",
 		Long: `Stagehand manages virtual labs: VM templates, configurations of VMs, linked
-and full clones with copy-on-write disk chains, and IP pools.
+and full clones with copy-on-write disk chains, IP pools, and deployments
+of configurations as running VMs, fenced or not.
 
 Every command but serve talks to a running daemon (--server, or the
 STAGEHAND_SERVER environment variable).`,
@@ -173,6 +180,7 @@ STAGEHAND_SERVER environment variable).`,
 		a.networkCommand(),
 		a.configCommand(),
 		a.diskCommand(),
+		a.vmCommand(),
 		a.jobCommand(),
 		a.doctorCommand(),
 	)

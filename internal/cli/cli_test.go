@@ -61,8 +61,14 @@ func (e *env) run(args ...string) (stdout, stderr string, code int) {
 }
 
 func runCLI(server string, args ...string) (string, string, int) {
+	return runCLIInput(server, nil, args...)
+}
+
+// runCLIInput is runCLI with stdin.
+func runCLIInput(server string, stdin io.Reader, args ...string) (string, string, int) {
 	var out, errw bytes.Buffer
 	code := cli.Run(context.Background(), args, cli.Deps{
+		Stdin:  stdin,
 		Stdout: &out,
 		Stderr: &errw,
 		Getenv: func(k string) string {

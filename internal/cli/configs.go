@@ -12,7 +12,7 @@ import (
 )
 
 func (a *app) configCommand() *cobra.Command {
-	return a.group("config", "Create, clone, list, show and delete configurations",
+	return a.group("config", "Create, clone, deploy, undeploy, list, show and delete configurations",
 		a.configCreateCommand(),
 		&cobra.Command{
 			Use:   "list",
@@ -52,6 +52,8 @@ func (a *app) configCommand() *cobra.Command {
 			}),
 		},
 		a.configCloneCommand(),
+		a.configDeployCommand(),
+		a.configUndeployCommand(),
 		&cobra.Command{
 			Use:   "change-ips NAME",
 			Short: "Give every pool NIC a new address (and clear manual ones)",
@@ -208,9 +210,17 @@ func (a *app) printConfig(c *wire.Config) error {
 		}
 		row(w, "Created:", when(c.CreatedAt))
 		row(w)
-		row(w, "VM", "STATE", "TEMPLATE", "CPUS", "MEMORY")
+		row(w, "VM", "STATE", "PID", "TEMPLATE", "CPUS", "MEMORY")
 		for _, vm := range c.VMs {
-			row(w, vm.Name, vm.State, orDash(vm.Template), vm.CPUs, fmt.Sprintf("%d MiB", vm.MemoryMiB))
+			state := vm.State
+			if vm.HasSavedState && vm.State != wire.VMSaved {
+				state += " (saved state)"
+			}
+			pid := "-"
+			if vm.PID > 0 {
+				pid = strconv.Itoa(vm.PID)
+			}
+			row(w, vm.Name, state, pid, orDash(vm.Template), vm.CPUs, fmt.Sprintf("%d MiB", vm.MemoryMiB))
 		}
 		row(w)
 		row(w, "VM", "NIC", "NETWORK", "MAC", "MODE", "IP", "EXTERNAL IP")

@@ -13,7 +13,7 @@ func (a *app) doctorCommand() *cobra.Command {
 	var repair bool
 	cmd := &cobra.Command{
 		Use:   "doctor [--repair]",
-		Short: "Check the store against the layer files; exit non-zero when problems remain",
+		Short: "Check the store against the layer files and show the VM accelerator; exit non-zero when problems remain",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			rep, err := a.client.Doctor(cmd.Context(), repair)
@@ -44,6 +44,14 @@ func (a *app) doctorCommand() *cobra.Command {
 }
 
 func printDoctor(w io.Writer, rep *wire.DoctorReport, remaining int) {
+	if rep.Accel != "" {
+		accel := "accelerator: " + rep.Accel
+		if rep.AccelReason != "" {
+			accel += " (" + oneLine(rep.AccelReason) + ")"
+		}
+		row(w, accel)
+		row(w)
+	}
 	if len(rep.Problems) > 0 {
 		row(w, "KIND", "SUBJECT", "STATUS", "DETAIL")
 		for _, p := range rep.Problems {

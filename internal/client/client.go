@@ -126,14 +126,7 @@ func (c *Client) do(ctx context.Context, method, p string, query url.Values, in,
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return errdefs.Unavailable("cannot reach the stagehand server at %s: %v", c.base, err)
+		return c.unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -374,4 +367,82 @@ func (c *Client) Doctor(ctx context.Context, repair bool) (*wire.DoctorReport, e
 		return nil, err
 	}
 	return &r, nil
+}
+
+// Deploy starts a configuration's VMs and returns it once they run;
+// fenced runs them behind a fence with policy (a wire.Fence* value, "" for
+// the default).
+func (c *Client) Deploy(ctx context.Context, name string, fenced bool, policy string) (*wire.Config, error) {
+	var cfg wire.Config
+	req := wire.DeployRequest{Fenced: fenced, FencePolicy: policy}
+	if err := c.do(ctx, http.MethodPost, path("configs", name, "deploy"), nil, req, &cfg); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Undeploy stops a configuration's VMs: powered off, or with saveState
+// suspended to state files that the next Deploy resumes.
+func (c *Client) Undeploy(ctx context.Context, name string, saveState bool) (*wire.Config, error) {
+	var cfg wire.Config
+	req := wire.UndeployRequest{SaveState: saveState}
+	if err := c.do(ctx, http.MethodPost, path("configs", name, "undeploy"), nil, req, &cfg); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// VMAction runs action (wire.VMStop, VMStart or VMReset) on one VM of a
+// deployed configuration.
+func (c *Client) VMAction(ctx context.Context, config, vm, action string) (*wire.Config, error) {
+	var cfg wire.Config
+	if err := c.do(ctx, http.MethodPost, path("configs", config, "vms", vm, action), nil, nil, &cfg); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// VMLog returns a VM's serial log as it is now. Close it when done.
+func (c *Client) VMLog(ctx context.Context, config, vm string) (io.ReadCloser, error) {
+	return c.stream(ctx, path("configs", config, "vms", vm, "log"), nil)
+}
+
+// FollowVMLog returns a VM's serial log and then what the VM writes, until
+// ctx ends or the reader is closed.
+func (c *Client) FollowVMLog(ctx context.Context, config, vm string) (io.ReadCloser, error) {
+	return c.stream(ctx, path("configs", config, "vms", vm, "log"), url.Values{"follow": {"1"}})
+}
+
+// stream GETs p and returns the body of a 2xx answer unread.
+func (c *Client) stream(ctx context.Context, p string, query url.Values) (io.ReadCloser, error) {
+	u := c.base + p
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", p, err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.unreachable(ctx, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp.Body, nil
+}
+
+// unreachable turns a failure to send a request into the caller's context
+// error or an unavailable error.
+func (c *Client) unreachable(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return errdefs.Unavailable("cannot reach the stagehand server at %s: %v", c.base, err)
 }

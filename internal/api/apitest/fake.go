@@ -1,7 +1,8 @@
 // Package apitest provides Fake, an in-memory stand-in for the lab behind
 // the API, so that the api, client and cli tests can run a real HTTP server
-// without disks or a store. It mimics the lab's errors (not found, conflict)
-// and runs its full clones and consolidations as real jobs.
+// without disks, a store or QEMU. It mimics the lab's errors (not found,
+// conflict) and deploy states, runs its full clones and consolidations as
+// real jobs, and can serve an echo console (EchoConsole).
 package apitest
 
 import (
@@ -26,6 +27,15 @@ type Fake struct {
 	Gate chan struct{}
 	// Problems is what Doctor reports; repair marks repairable ones repaired.
 	Problems []lab.Problem
+	// Accel and AccelReason are what Doctor reports about acceleration
+	// (New sets "tcg" and "fake lab").
+	Accel, AccelReason string
+	// ConsoleSocket is the unix socket VMConsole returns for a running VM
+	// (see EchoConsole); empty makes consoles unavailable.
+	ConsoleSocket string
+	// SerialLog is the file VMLog returns for every VM; empty means no VM
+	// has a log.
+	SerialLog string
 
 	mu        sync.Mutex
 	jobs      *jobs.Manager
@@ -36,6 +46,7 @@ type Fake struct {
 	nextIP    int
 	nextMAC   int
 	nextLayer int
+	nextPID   int
 }
 
 // New returns an empty Fake. Close it to stop its jobs.
@@ -45,6 +56,9 @@ func New() *Fake {
 		templates: map[string]*lab.TemplateView{},
 		networks:  map[string]*lab.NetworkView{},
 		configs:   map[string]*lab.ConfigView{},
+
+		Accel:       "tcg",
+		AccelReason: "fake lab",
 	}
 }
 
@@ -241,13 +255,13 @@ func (f *Fake) CreateConfig(ctx context.Context, spec lab.ConfigSpec) (*lab.Conf
 		return nil, errdefs.Conflict("configuration %q already exists", spec.Name)
 	}
 	now := time.Now().UTC()
-	c := &lab.ConfigView{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: "undeployed", CreatedAt: now, UpdatedAt: now}
+	c := &lab.ConfigView{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: stateUndeployed, CreatedAt: now, UpdatedAt: now}
 	for _, vs := range spec.VMs {
 		t, ok := f.templates[vs.Template]
 		if !ok {
 			return nil, errdefs.NotFound("template %q not found", vs.Template)
 		}
-		vm := lab.VMView{Name: vs.Name, State: "stopped", Template: t.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB}
+		vm := lab.VMView{Name: vs.Name, State: lab.VMStateStopped, Template: t.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB}
 		for i, base := range t.Disks {
 			top := f.newLayerPath()
 			vm.Disks = append(vm.Disks, lab.DiskView{Index: i, Path: top, Chain: []string{top, base.Path}})
@@ -309,8 +323,12 @@ func (f *Fake) DeleteConfig(ctx context.Context, name string) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.configs[name]; !ok {
+	c, ok := f.configs[name]
+	if !ok {
 		return errdefs.NotFound("configuration %q not found", name)
+	}
+	if c.State != stateUndeployed {
+		return errdefs.Conflict("configuration %q is %s; undeploy it first", name, c.State)
 	}
 	delete(f.configs, name)
 	for i, n := range f.order {
@@ -328,6 +346,9 @@ func (f *Fake) copyConfig(src, dst string, linked bool) (*lab.ConfigView, error)
 	s, ok := f.configs[src]
 	if !ok {
 		return nil, errdefs.NotFound("configuration %q not found", src)
+	}
+	if s.State != stateUndeployed {
+		return nil, errdefs.Conflict("configuration %q is %s; only an undeployed configuration can be cloned", src, s.State)
 	}
 	if _, ok := f.configs[dst]; ok {
 		return nil, errdefs.Conflict("configuration %q already exists", dst)
@@ -348,6 +369,8 @@ func (f *Fake) copyConfig(src, dst string, linked bool) (*lab.ConfigView, error)
 		for j := range c.VMs[i].NICs {
 			c.VMs[i].NICs[j].MAC = f.newMAC()
 		}
+		// A clone of saved state starts powered off.
+		c.VMs[i].State, c.VMs[i].HasSavedState = lab.VMStateStopped, false
 	}
 	f.configs[dst] = c
 	f.order = append(f.order, dst)
@@ -557,7 +580,7 @@ func (f *Fake) Doctor(ctx context.Context, repair bool) (*lab.DoctorReport, erro
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	rep := &lab.DoctorReport{Checked: f.nextLayer}
+	rep := &lab.DoctorReport{Checked: f.nextLayer, Accel: f.Accel, AccelReason: f.AccelReason}
 	var remaining []lab.Problem
 	for _, p := range f.Problems {
 		if repair && p.Repairable {

@@ -125,6 +125,51 @@ type SetIPRequest struct {
 	IP string `json:"ip"` // an address, "pool" or "dhcp"
 }
 
+// Fence policies of a fenced deploy.
+const (
+	FenceBlock = "block"  // nothing crosses the fence
+	FenceOut   = "out"    // VMs reach outside; nothing opens connections in
+	FenceInOut = "in-out" // both ways through the external IPs (default)
+)
+
+// DeployRequest is the body of POST /configs/{name}/deploy; an empty body
+// deploys unfenced. The answer is 200 with the deployed Config.
+type DeployRequest struct {
+	Fenced      bool   `json:"fenced"`
+	FencePolicy string `json:"fence_policy,omitempty"` // Fence*, only with fenced; "" means FenceInOut
+}
+
+// UndeployRequest is the body of POST /configs/{name}/undeploy; an empty
+// body discards the VMs' state. The answer is 200 with the Config.
+type UndeployRequest struct {
+	// SaveState suspends the VMs to state files that the next deploy
+	// resumes; false powers them off.
+	SaveState bool `json:"save_state"`
+}
+
+// VM actions: POST /configs/{name}/vms/{vm}/{action}, answered with 200
+// and the Config.
+const (
+	VMStop  = "stop"  // ACPI power-off request; the guest shuts down
+	VMStart = "start" // start a stopped VM
+	VMReset = "reset" // hard reset
+)
+
+// VM states while the configuration is deployed or has been.
+const (
+	VMRunning = "running"
+	VMStopped = "stopped"
+	VMSaved   = "saved" // suspended to a state file; the next deploy resumes it
+)
+
+// ConsoleProtocol is the Upgrade token of GET
+// /configs/{name}/vms/{vm}/console. The request carries "Connection:
+// Upgrade" and "Upgrade: stagehand-console"; the daemon answers 101
+// Switching Protocols and from then on the connection carries the VM's
+// serial console as raw bytes both ways, until either side closes. Errors
+// before the upgrade are ordinary JSON error answers.
+const ConsoleProtocol = "stagehand-console"
+
 // Config is a configuration: a named group of VMs.
 type Config struct {
 	Name        string    `json:"name"`
@@ -141,13 +186,15 @@ type Config struct {
 
 // VM is one machine of a configuration.
 type VM struct {
-	Name      string `json:"name"`
-	State     string `json:"state"`
-	Template  string `json:"template"`
-	CPUs      int    `json:"cpus"`
-	MemoryMiB int    `json:"memory_mib"`
-	Disks     []Disk `json:"disks"`
-	NICs      []NIC  `json:"nics"`
+	Name          string `json:"name"`
+	State         string `json:"state"`
+	PID           int    `json:"pid"`             // the QEMU process while running, else 0
+	HasSavedState bool   `json:"has_saved_state"` // the next deploy resumes a saved state
+	Template      string `json:"template"`
+	CPUs          int    `json:"cpus"`
+	MemoryMiB     int    `json:"memory_mib"`
+	Disks         []Disk `json:"disks"`
+	NICs          []NIC  `json:"nics"`
 }
 
 // Disk is one VM disk: its top layer and its chain.
@@ -188,10 +235,15 @@ type Job struct {
 	Ended   time.Time `json:"ended,omitzero"`
 }
 
-// DoctorReport lists what disagrees between the store and the files.
+// DoctorReport lists what disagrees between the store and the files, and
+// how VMs are accelerated.
 type DoctorReport struct {
 	Problems []Problem `json:"problems"`
 	Checked  int       `json:"checked"` // layers checked
+	// Accel is the accelerator VMs run with ("kvm" or "tcg") and
+	// AccelReason why the daemon chose it.
+	Accel       string `json:"accel"`
+	AccelReason string `json:"accel_reason"`
 }
 
 // Problem is one finding of the doctor.

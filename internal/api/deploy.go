@@ -1,0 +1,152 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"time"
+
+	"stagehand/internal/api/wire"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/lab"
+)
+
+// logPoll is how often a followed serial log is checked for new bytes.
+const logPoll = 250 * time.Millisecond
+
+// deploy answers 200 with the deployed configuration once every VM runs.
+// It takes seconds; the daemon's server has no write timeout for that
+// reason. The lab works under the request's context: a client that goes
+// away cancels (and so rolls back) the deploy.
+func (h *Handler) deploy(w http.ResponseWriter, r *http.Request) error {
+	var req wire.DeployRequest
+	if err := decodeOptional(w, r, &req); err != nil {
+		return err
+	}
+	switch req.FencePolicy {
+	case "", wire.FenceBlock, wire.FenceOut, wire.FenceInOut:
+	default:
+		return errMalformed("fence policy %q is not %s, %s or %s", req.FencePolicy, wire.FenceBlock, wire.FenceOut, wire.FenceInOut)
+	}
+	if req.FencePolicy != "" && !req.Fenced {
+		return errMalformed("fence policy %q applies to a fenced deploy only (set fenced)", req.FencePolicy)
+	}
+	c, err := h.lab.Deploy(r.Context(), r.PathValue("name"), lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, configToWire(c))
+}
+
+func (h *Handler) undeploy(w http.ResponseWriter, r *http.Request) error {
+	var req wire.UndeployRequest
+	if err := decodeOptional(w, r, &req); err != nil {
+		return err
+	}
+	c, err := h.lab.Undeploy(r.Context(), r.PathValue("name"), req.SaveState)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, configToWire(c))
+}
+
+// vmActions maps the wire's VM actions to the lab's.
+var vmActions = map[string]string{
+	wire.VMStop:  lab.VMActionStop,
+	wire.VMStart: lab.VMActionStart,
+	wire.VMReset: lab.VMActionReset,
+}
+
+// vmAction returns the endpoint of one VM action (one route per action, so
+// that an unknown action is a 404 or 405 like any unknown path).
+func (h *Handler) vmAction(action string) apiFunc {
+	labAction := vmActions[action]
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c, err := h.lab.VMAction(r.Context(), r.PathValue("name"), r.PathValue("vm"), labAction)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, configToWire(c))
+	}
+}
+
+// vmLog answers with the VM's serial log as text/plain. With ?follow=1 it
+// goes on sending what the VM writes until the client goes away or the
+// daemon shuts down. A log that is truncated or replaced (a new deploy) is
+// followed from its new start.
+func (h *Handler) vmLog(w http.ResponseWriter, r *http.Request) error {
+	follow, err := queryBool(r, "follow")
+	if err != nil {
+		return err
+	}
+	config, vm := r.PathValue("name"), r.PathValue("vm")
+	p, err := h.lab.VMLog(r.Context(), config, vm)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return errdefs.NotFound("VM %q of %q has no serial log yet (it has not been deployed)", vm, config)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { f.Close() }() // f changes when the log is replaced
+
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if !follow {
+		w.WriteHeader(http.StatusOK)
+		if _, err := io.Copy(w, f); err != nil {
+			h.log.Debug("send serial log", "config", config, "vm", vm, "err", err)
+		}
+		return nil
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(h.drain, cancel)()
+	tick := time.NewTicker(logPoll)
+	defer tick.Stop()
+	for {
+		if _, err := io.Copy(w, f); err != nil {
+			h.log.Debug("follow serial log", "config", config, "vm", vm, "err", err)
+			return nil
+		}
+		if err := rc.Flush(); err != nil {
+			return nil // the client is gone
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		f = reopenIfReplaced(f, p)
+	}
+}
+
+// reopenIfReplaced returns f positioned to read what is new: f itself, at
+// its start again when the file shrank, or the file now at p when p was
+// replaced.
+func reopenIfReplaced(f *os.File, p string) *os.File {
+	cur, err := f.Stat()
+	if err != nil {
+		return f
+	}
+	if now, err := os.Stat(p); err == nil && !os.SameFile(cur, now) {
+		if nf, err := os.Open(p); err == nil {
+			f.Close()
+			return nf
+		}
+		return f
+	}
+	if off, err := f.Seek(0, io.SeekCurrent); err == nil && cur.Size() < off {
+		_, _ = f.Seek(0, io.SeekStart)
+	}
+	return f
+}

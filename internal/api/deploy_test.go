@@ -1,0 +1,426 @@
+package api_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"stagehand/internal/api"
+	"stagehand/internal/api/apitest"
+	"stagehand/internal/api/wire"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/lab"
+)
+
+func TestDeployAndUndeploy(t *testing.T) {
+	srv, _ := newServer(t)
+	status, _, body := call(t, srv, "POST", "/api/v1/configs/web/deploy", `{"fenced": true, "fence_policy": "out"}`)
+	if status != http.StatusOK {
+		t.Fatalf("deploy: %d %s", status, body)
+	}
+	c := decodeAs[wire.Config](t, body)
+	if c.State != "deployed" || !c.Fenced || c.FencePolicy != "out" {
+		t.Errorf("deployed config = %+v", c)
+	}
+	vm := c.VMs[0]
+	if vm.State != wire.VMRunning || vm.PID == 0 || vm.HasSavedState || vm.NICs[0].ExternalIP == "" {
+		t.Errorf("deployed vm = %+v", vm)
+	}
+	// The new keys are in the JSON whatever their value.
+	var raw struct {
+		VMs []map[string]any `json:"vms"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"pid", "has_saved_state"} {
+		if _, ok := raw.VMs[0][k]; !ok {
+			t.Errorf("vm JSON lacks %q: %s", k, body)
+		}
+	}
+	if status, _, body := call(t, srv, "POST", "/api/v1/configs/web/deploy", ""); status != http.StatusConflict {
+		t.Errorf("second deploy: %d %s", status, body)
+	}
+	if status, _, body := call(t, srv, "DELETE", "/api/v1/configs/web", ""); status != http.StatusConflict {
+		t.Errorf("delete while deployed: %d %s", status, body)
+	}
+
+	status, _, body = call(t, srv, "POST", "/api/v1/configs/web/undeploy", `{"save_state": true}`)
+	if status != http.StatusOK {
+		t.Fatalf("undeploy: %d %s", status, body)
+	}
+	c = decodeAs[wire.Config](t, body)
+	if vm := c.VMs[0]; c.State != "undeployed" || vm.State != wire.VMSaved || !vm.HasSavedState || vm.PID != 0 {
+		t.Errorf("undeployed with state = %+v", c)
+	}
+	if status, _, body := call(t, srv, "POST", "/api/v1/configs/web/undeploy", `{"save_state": false}`); status != http.StatusConflict {
+		t.Errorf("second undeploy: %d %s", status, body)
+	}
+
+	// Empty bodies mean the defaults: unfenced, discard state.
+	status, _, body = call(t, srv, "POST", "/api/v1/configs/web/deploy", "")
+	if c := decodeAs[wire.Config](t, body); status != http.StatusOK || c.Fenced {
+		t.Fatalf("deploy without body: %d %s", status, body)
+	}
+	status, _, body = call(t, srv, "POST", "/api/v1/configs/web/undeploy", "")
+	if c := decodeAs[wire.Config](t, body); status != http.StatusOK || c.VMs[0].HasSavedState || c.VMs[0].State != wire.VMStopped {
+		t.Fatalf("undeploy without body: %d %s", status, body)
+	}
+}
+
+func TestDeployBodiesAreChecked(t *testing.T) {
+	tests := []struct{ name, path, body string }{
+		{"fenced not a bool", "/api/v1/configs/web/deploy", `{"fenced": "yes"}`},
+		{"unknown policy", "/api/v1/configs/web/deploy", `{"fenced": true, "fence_policy": "wide"}`},
+		{"policy without fence", "/api/v1/configs/web/deploy", `{"fence_policy": "block"}`},
+		{"unknown deploy field", "/api/v1/configs/web/deploy", `{"fence": true}`},
+		{"unknown undeploy field", "/api/v1/configs/web/undeploy", `{"save": true}`},
+		{"save_state not a bool", "/api/v1/configs/web/undeploy", `{"save_state": 1}`},
+		{"trailing data", "/api/v1/configs/web/undeploy", `{} {}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, fake := newServer(t)
+			fake.Fail = func(method string) error {
+				if method == "Deploy" || method == "Undeploy" {
+					t.Errorf("%s reached the lab", method)
+				}
+				return nil
+			}
+			status, _, body := call(t, srv, "POST", tt.path, tt.body)
+			if status != http.StatusBadRequest || decodeAs[wire.Error](t, body).Kind != wire.KindInvalid {
+				t.Fatalf("%d %s, want 400 invalid", status, body)
+			}
+		})
+	}
+}
+
+func TestDeployErrorsMapToStatus(t *testing.T) {
+	tests := []struct {
+		method string
+		err    error
+		status int
+	}{
+		{"Deploy", errdefs.Conflict("deploy %q: 10.0.0.10 on lan is in use by web2/vm1; use --fenced or config change-ips", "web"), 409},
+		{"Deploy", errdefs.Unavailable("deploy %q: qemu-system-x86_64 not found", "web"), 503},
+		{"Deploy", fmt.Errorf("deploy %q: start vm1: %w", "web", errors.New("qemu exited 1")), 500},
+		{"Undeploy", errdefs.Conflict("configuration %q is deploying", "web"), 409},
+		{"VMAction", errdefs.NotFound("VM %q not found in configuration %q", "vm9", "web"), 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+"/"+tt.err.Error(), func(t *testing.T) {
+			srv, fake := newServer(t)
+			fake.Fail = func(method string) error {
+				if method == tt.method {
+					return tt.err
+				}
+				return nil
+			}
+			path := map[string]string{
+				"Deploy":   "/api/v1/configs/web/deploy",
+				"Undeploy": "/api/v1/configs/web/undeploy",
+				"VMAction": "/api/v1/configs/web/vms/vm9/reset",
+			}[tt.method]
+			status, _, body := call(t, srv, "POST", path, "")
+			if status != tt.status || decodeAs[wire.Error](t, body).Error != tt.err.Error() {
+				t.Fatalf("%d %s, want %d with the lab's message", status, body, tt.status)
+			}
+		})
+	}
+}
+
+func TestVMActions(t *testing.T) {
+	srv, _ := newServer(t)
+	// Actions need a deployed configuration.
+	if status, _, body := call(t, srv, "POST", "/api/v1/configs/web/vms/vm1/stop", ""); status != http.StatusConflict {
+		t.Fatalf("stop while undeployed: %d %s", status, body)
+	}
+	call(t, srv, "POST", "/api/v1/configs/web/deploy", "")
+	tests := []struct {
+		method, path string
+		status       int
+		state        string
+	}{
+		{"POST", "/api/v1/configs/web/vms/vm1/stop", 200, wire.VMStopped},
+		{"POST", "/api/v1/configs/web/vms/vm1/reset", 409, ""},
+		{"POST", "/api/v1/configs/web/vms/vm1/start", 200, wire.VMRunning},
+		{"POST", "/api/v1/configs/web/vms/vm1/reset", 200, wire.VMRunning},
+		{"POST", "/api/v1/configs/web/vms/nope/stop", 404, ""},
+		{"POST", "/api/v1/configs/nope/vms/vm1/stop", 404, ""},
+		{"POST", "/api/v1/configs/web/vms/vm1/pause", 404, ""},
+		{"GET", "/api/v1/configs/web/vms/vm1/stop", 405, ""},
+		{"POST", "/api/v1/configs/web/vms/vm1/log", 405, ""},
+	}
+	for _, tt := range tests {
+		status, _, body := call(t, srv, tt.method, tt.path, "")
+		if status != tt.status {
+			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, status, body, tt.status)
+			continue
+		}
+		if tt.state == "" {
+			continue
+		}
+		vm := decodeAs[wire.Config](t, body).VMs[0]
+		if vm.State != tt.state || (vm.State == wire.VMRunning) != (vm.PID != 0) {
+			t.Errorf("%s %s: vm = %+v, want %s", tt.method, tt.path, vm, tt.state)
+		}
+	}
+}
+
+func TestVMLog(t *testing.T) {
+	srv, fake := newServer(t)
+	if status, _, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log", ""); status != http.StatusNotFound {
+		t.Fatalf("no log: %d %s", status, body)
+	}
+	fake.SerialLog = filepath.Join(t.TempDir(), "vm1.log")
+	if status, _, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log", ""); status != http.StatusNotFound || !strings.Contains(string(body), "no serial log yet") {
+		t.Fatalf("log file not written yet: %d %s", status, body)
+	}
+	if err := os.WriteFile(fake.SerialLog, []byte("SeaBIOS\r\nLinux version 6.1\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status, hdr, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log", "")
+	if status != http.StatusOK || string(body) != "SeaBIOS\r\nLinux version 6.1\r\n" {
+		t.Fatalf("log: %d %q", status, body)
+	}
+	if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	for _, q := range []string{"?follow=maybe", "?follow=2"} {
+		if status, _, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log"+q, ""); status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", q, status, body)
+		}
+	}
+	if status, _, _ := call(t, srv, "GET", "/api/v1/configs/web/vms/nope/log", ""); status != http.StatusNotFound {
+		t.Errorf("unknown VM: %d", status)
+	}
+}
+
+func TestVMLogFollow(t *testing.T) {
+	srv, fake := newServer(t)
+	fake.SerialLog = filepath.Join(t.TempDir(), "vm1.log")
+	if err := os.WriteFile(fake.SerialLog, []byte("boot\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Get(srv.URL + "/api/v1/configs/web/vms/vm1/log?follow=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	lines := bufio.NewReader(resp.Body)
+	expectLine := func(want string) {
+		t.Helper()
+		got := make(chan string, 1)
+		go func() {
+			l, _ := lines.ReadString('\n')
+			got <- l
+		}()
+		select {
+		case l := <-got:
+			if l != want {
+				t.Fatalf("line %q, want %q", l, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no line %q within 5s", want)
+		}
+	}
+	expectLine("boot\n")
+	appendLog := func(s string) {
+		f, err := os.OpenFile(fake.SerialLog, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(s)
+		f.Close()
+	}
+	appendLog("login: ")
+	appendLog("root\n")
+	expectLine("login: root\n")
+	// A new deploy replaces the log: it is followed from its start.
+	if err := os.WriteFile(fake.SerialLog+".new", []byte("second boot\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fake.SerialLog+".new", fake.SerialLog); err != nil {
+		t.Fatal(err)
+	}
+	expectLine("second boot\n")
+}
+
+// dialConsole sends a console upgrade for path to srv and reads the answer.
+func dialConsole(t *testing.T, srv *httptest.Server, path string, headers map[string]string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	req := "GET " + path + " HTTP/1.1\r\nHost: stagehand\r\n"
+	for k, v := range headers {
+		req += k + ": " + v + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, br, resp
+}
+
+var upgrade = map[string]string{"Connection": "keep-alive, Upgrade", "Upgrade": "stagehand-console"}
+
+func TestConsoleUpgradeJoinsTheSocket(t *testing.T) {
+	srv, fake := newServer(t)
+	fake.EchoConsole(t)
+	call(t, srv, "POST", "/api/v1/configs/web/deploy", "")
+
+	conn, br, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != wire.ConsoleProtocol {
+		t.Fatalf("answer %s %v", resp.Status, resp.Header)
+	}
+	for _, msg := range []string{"hello\r", strings.Repeat("x", 100_000)} {
+		go io.WriteString(conn, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("echo of %d bytes: %v (%.20q)", len(msg), err, got)
+		}
+	}
+
+	// One session per VM: a second one is refused before the upgrade.
+	_, _, resp2 := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
+	if resp2.StatusCode != http.StatusConflict {
+		t.Fatalf("second session: %s", resp2.Status)
+	}
+
+	// The client's half-close ends the session; trailing bytes still come
+	// back first.
+	io.WriteString(conn, "bye")
+	conn.(*net.TCPConn).CloseWrite()
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "bye" {
+		t.Fatalf("after half-close: %q, %v", rest, err)
+	}
+	// Once the session is over, the console can be attached again.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console still busy: %s", resp.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestConsoleErrorsComeBeforeTheUpgrade(t *testing.T) {
+	srv, fake := newServer(t)
+	call(t, srv, "POST", "/api/v1/configs/web/deploy", "")
+	tests := []struct {
+		name    string
+		path    string
+		headers map[string]string
+		setup   func()
+		status  int
+	}{
+		{"no upgrade headers", "/api/v1/configs/web/vms/vm1/console", nil, nil, 400},
+		{"other protocol", "/api/v1/configs/web/vms/vm1/console", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket"}, nil, 400},
+		{"unknown VM", "/api/v1/configs/web/vms/nope/console", upgrade, nil, 404},
+		{"unknown config", "/api/v1/configs/nope/vms/vm1/console", upgrade, nil, 404},
+		{"no console", "/api/v1/configs/web/vms/vm1/console", upgrade, func() { fake.ConsoleSocket = "" }, 503},
+		{"socket gone", "/api/v1/configs/web/vms/vm1/console", upgrade, func() { fake.ConsoleSocket = filepath.Join(t.TempDir(), "gone.sock") }, 503},
+		{"VM stopped", "/api/v1/configs/web/vms/vm1/console", upgrade, func() {
+			fake.EchoConsole(t)
+			call(t, srv, "POST", "/api/v1/configs/web/vms/vm1/stop", "")
+		}, 409},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.setup != nil {
+				tt.setup()
+			}
+			_, _, resp := dialConsole(t, srv, tt.path, tt.headers)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %s, want %d", resp.Status, tt.status)
+			}
+			var e wire.Error
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error == "" {
+				t.Fatalf("error body: %+v, %v", e, err)
+			}
+		})
+	}
+}
+
+func TestDrainEndsLogFollows(t *testing.T) {
+	fake := apitest.New()
+	t.Cleanup(fake.Close)
+	ctx := t.Context()
+	fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/a"}})
+	fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl"}}})
+	fake.SerialLog = filepath.Join(t.TempDir(), "vm1.log")
+	os.WriteFile(fake.SerialLog, []byte("boot\n"), 0o644)
+	h := api.NewHandler(fake, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	resp, err := srv.Client().Get(srv.URL + "/api/v1/configs/web/vms/vm1/log?follow=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h.Drain()
+	body := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(resp.Body)
+		body <- string(b)
+	}()
+	select {
+	case b := <-body:
+		if b != "boot\n" {
+			t.Errorf("followed %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Drain did not end the follow")
+	}
+}
+
+func TestDrainClosesConsoles(t *testing.T) {
+	fake := apitest.New()
+	t.Cleanup(fake.Close)
+	ctx := t.Context()
+	fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/a"}})
+	fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl"}}})
+	fake.EchoConsole(t)
+	if _, err := fake.Deploy(ctx, "web", lab.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := api.NewHandler(fake, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	conn, br, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("answer %s", resp.Status)
+	}
+	h.Drain()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("read after Drain: %v, want EOF", err)
+	}
+}

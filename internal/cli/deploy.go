@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+func (a *app) configDeployCommand() *cobra.Command {
+	var (
+		fenced bool
+		policy string
+	)
+	cmd := &cobra.Command{
+		Use:   "deploy NAME [--fenced] [--fence-policy block|out|in-out]",
+		Short: "Start a configuration's VMs, on their networks or behind a fence",
+		Long: `Start one VM per VM of the configuration, and show it once they run.
+
+Unfenced, the VMs sit on their networks with their own addresses; the deploy
+is refused when another running VM (or a fence) uses one of them: deploy
+fenced, or give the configuration its own addresses with config change-ips.
+
+  --fenced               run the VMs on private copies of their networks,
+                         each NIC reached through a new external address
+  --fence-policy block   nothing crosses the fence
+  --fence-policy out     the VMs reach outside; nothing outside reaches in
+  --fence-policy in-out  both ways, through the external addresses (default)`,
+		Args: exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			switch policy {
+			case wire.FenceBlock, wire.FenceOut, wire.FenceInOut:
+			default:
+				return usagef("--fence-policy %q is not %s, %s or %s", policy, wire.FenceBlock, wire.FenceOut, wire.FenceInOut)
+			}
+			if !fenced {
+				if cmd.Flags().Changed("fence-policy") {
+					return usagef("--fence-policy applies to --fenced deploys only")
+				}
+				policy = ""
+			}
+			c, err := a.client.Deploy(cmd.Context(), args[0], fenced, policy)
+			if err != nil {
+				return err
+			}
+			return a.printConfig(c)
+		}),
+	}
+	cmd.Flags().BoolVar(&fenced, "fenced", false, "run the VMs behind a fence")
+	cmd.Flags().StringVar(&policy, "fence-policy", wire.FenceInOut, "with --fenced: block, out or in-out")
+	return cmd
+}
+
+func (a *app) configUndeployCommand() *cobra.Command {
+	var save, discard bool
+	cmd := &cobra.Command{
+		Use:   "undeploy NAME [--save-state|--discard-state]",
+		Short: "Stop a configuration's VMs: power them off, or save their state",
+		Long: `Stop the configuration's VMs and release what the deployment held (external
+addresses, fence).
+
+  --discard-state  power the VMs off (default)
+  --save-state     suspend the VMs to state files; the next deploy resumes
+                   them where they were`,
+		Args: exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if save && discard {
+				return usagef("--save-state and --discard-state exclude each other")
+			}
+			c, err := a.client.Undeploy(cmd.Context(), args[0], save)
+			if err != nil {
+				return err
+			}
+			return a.printConfig(c)
+		}),
+	}
+	cmd.Flags().BoolVar(&save, "save-state", false, "suspend the VMs; the next deploy resumes them")
+	cmd.Flags().BoolVar(&discard, "discard-state", false, "power the VMs off (default)")
+	return cmd
+}

@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"errors"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+func (a *app) vmCommand() *cobra.Command {
+	return a.group("vm", "Stop, start and reset deployed VMs; attach to their console; read their serial log",
+		a.vmActionCommand(wire.VMStop, "Ask a VM to power off (ACPI shutdown)"),
+		a.vmActionCommand(wire.VMStart, "Start a stopped VM"),
+		a.vmActionCommand(wire.VMReset, "Reset a running VM, as the reset button does"),
+		a.vmConsoleCommand(),
+		a.vmLogCommand(),
+	)
+}
+
+// vmActionCommand is `vm stop|start|reset CONFIG VM`: it shows the
+// configuration afterwards.
+func (a *app) vmActionCommand(action, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   action + " CONFIG VM",
+		Short: short,
+		Args:  exactArgs("CONFIG", "VM"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			c, err := a.client.VMAction(cmd.Context(), args[0], args[1], action)
+			if err != nil {
+				return err
+			}
+			return a.printConfig(c)
+		}),
+	}
+}
+
+func (a *app) vmLogCommand() *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "log CONFIG VM [-f]",
+		Short: "Print a VM's serial console log (-f: keep printing until interrupted)",
+		Args:  exactArgs("CONFIG", "VM"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var (
+				r   io.ReadCloser
+				err error
+			)
+			if follow {
+				r, err = a.client.FollowVMLog(ctx, args[0], args[1])
+			} else {
+				r, err = a.client.VMLog(ctx, args[0], args[1])
+			}
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			_, err = io.Copy(a.stdout, r)
+			if follow && ctx.Err() != nil {
+				return nil // interrupting is how -f ends
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what the VM writes")
+	return cmd
+}
