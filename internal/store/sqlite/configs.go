@@ -27,7 +27,7 @@ func scanConfig(s scanner) (store.Config, error) {
 const (
 	vmCols   = "v.id, v.config_id, v.name, v.template_id, v.cpus, v.memory_mib, v.state"
 	diskCols = "d.id, d.vm_id, d.idx, d.top_layer_id"
-	nicCols  = "n.id, n.vm_id, n.idx, n.network_id, n.mac, n.ip_mode, n.ip, n.allocation_id"
+	nicCols  = "n.id, n.vm_id, n.idx, n.network_id, n.mac, n.ip_mode, n.ip, n.allocation_id, n.external_allocation_id"
 )
 
 func scanVM(s scanner) (store.VM, error) {
@@ -51,8 +51,9 @@ func scanNIC(s scanner) (store.NIC, error) {
 		n     store.NIC
 		ip    sql.NullString
 		alloc sql.NullInt64
+		ext   sql.NullInt64
 	)
-	if err := s.Scan(&n.ID, &n.VMID, &n.Index, &n.NetworkID, &n.MAC, &n.IPMode, &ip, &alloc); err != nil {
+	if err := s.Scan(&n.ID, &n.VMID, &n.Index, &n.NetworkID, &n.MAC, &n.IPMode, &ip, &alloc, &ext); err != nil {
 		return n, err
 	}
 	var err error
@@ -60,6 +61,7 @@ func scanNIC(s scanner) (store.NIC, error) {
 		return n, fmt.Errorf("NIC %s: %w", n.MAC, err)
 	}
 	n.AllocationID = alloc.Int64
+	n.ExternalAllocationID = ext.Int64
 	return n, nil
 }
 
@@ -124,8 +126,8 @@ func (t *tx) createVM(c *store.Config, v *store.VM) error {
 	for i := range v.NICs {
 		n := &v.NICs[i]
 		n.VMID = v.ID
-		id, err := t.insert(`INSERT INTO nics (vm_id, idx, network_id, mac, ip_mode, ip, allocation_id) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			n.VMID, n.Index, n.NetworkID, n.MAC, n.IPMode, addrText(n.IP), nullID(n.AllocationID))
+		id, err := t.insert(`INSERT INTO nics (vm_id, idx, network_id, mac, ip_mode, ip, allocation_id, external_allocation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			n.VMID, n.Index, n.NetworkID, n.MAC, n.IPMode, addrText(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID))
 		switch {
 		case isUnique(err):
 			if t.macInUse(n.MAC) {
@@ -288,8 +290,8 @@ func (t *tx) SetDiskTop(diskID, layerID int64) error {
 }
 
 func (t *tx) UpdateNIC(n *store.NIC) error {
-	found, err := t.changeOne("UPDATE nics SET mac = ?, ip_mode = ?, ip = ?, allocation_id = ? WHERE id = ?",
-		n.MAC, n.IPMode, addrText(n.IP), nullID(n.AllocationID), n.ID)
+	found, err := t.changeOne("UPDATE nics SET mac = ?, ip_mode = ?, ip = ?, allocation_id = ?, external_allocation_id = ? WHERE id = ?",
+		n.MAC, n.IPMode, addrText(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID), n.ID)
 	switch {
 	case isUnique(err):
 		return errdefs.Conflict("NIC %d: MAC %s is already in use", n.ID, n.MAC)

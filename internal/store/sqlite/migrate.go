@@ -26,6 +26,9 @@ type migration struct {
 
 var migrations = []migration{
 	{1, "initial schema", schemaV1},
+	{2, "external addresses of fenced NICs", `
+ALTER TABLE nics ADD COLUMN external_allocation_id INTEGER REFERENCES allocations(id);
+`},
 }
 
 // Times are unix nanoseconds (UTC); addresses and prefixes are their text

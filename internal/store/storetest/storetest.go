@@ -3,6 +3,18 @@
 // against a real database, so that all of them keep the same contract:
 // round-tripping every field, the error kinds, cascades, rollback, and
 // atomic read-then-write under concurrency.
+//
+// Besides what store.go documents, the suite holds implementations to:
+//   - a given CreatedAt (StartedAt for Op) is kept; a zero one is stamped;
+//     times compare with Equal (the location may change);
+//   - an empty list (LayerIDs, DNS, Pools, file lists) may read back as nil;
+//   - a foreign key violation is ErrConflict: deleting what is still
+//     referred to (a parent layer, a disk's top layer, a network with
+//     allocations, an allocation a NIC carries) or referring to what does
+//     not exist;
+//   - CreateConfig is all or nothing even if fn goes on after its error;
+//   - UpdateConfig stamps UpdatedAt with the current time;
+//   - View rejects writes; a context that ends inside Update commits nothing.
 package storetest
 
 import (
