@@ -135,14 +135,31 @@ func (t *tx) createVM(c *store.Config, v *store.VM) error {
 			}
 			return errdefs.Conflict("configuration %q: VM %q: NIC %d: index used twice", c.Name, v.Name, n.Index)
 		case isForeignKey(err):
-			return errdefs.Conflict("configuration %q: VM %q: NIC %d: network %d or allocation %d does not exist",
-				c.Name, v.Name, n.Index, n.NetworkID, n.AllocationID)
+			return errdefs.Conflict("configuration %q: VM %q: NIC %d: %s", c.Name, v.Name, n.Index, t.missingNICRef(n))
 		case err != nil:
 			return fmt.Errorf("create configuration %q: VM %q: NIC %d: %w", c.Name, v.Name, n.Index, err)
 		}
 		n.ID = id
 	}
 	return nil
+}
+
+// missingNICRef names what a NIC refers to that does not exist, after a
+// foreign key violation.
+func (t *tx) missingNICRef(n *store.NIC) string {
+	exists := func(table string, id int64) bool {
+		var one int
+		return t.tx.QueryRowContext(t.ctx, "SELECT 1 FROM "+table+" WHERE id = ?", id).Scan(&one) == nil
+	}
+	switch {
+	case !exists("networks", n.NetworkID):
+		return fmt.Sprintf("network %d does not exist", n.NetworkID)
+	case n.AllocationID != 0 && !exists("allocations", n.AllocationID):
+		return fmt.Sprintf("allocation %d does not exist", n.AllocationID)
+	case n.ExternalAllocationID != 0 && !exists("allocations", n.ExternalAllocationID):
+		return fmt.Sprintf("external allocation %d does not exist", n.ExternalAllocationID)
+	}
+	return "refers to a record that does not exist"
 }
 
 // macInUse tells a duplicate MAC from a duplicate NIC index after a unique
@@ -296,7 +313,7 @@ func (t *tx) UpdateNIC(n *store.NIC) error {
 	case isUnique(err):
 		return errdefs.Conflict("NIC %d: MAC %s is already in use", n.ID, n.MAC)
 	case isForeignKey(err):
-		return errdefs.Conflict("NIC %d: allocation %d does not exist", n.ID, n.AllocationID)
+		return errdefs.Conflict("NIC %d: %s", n.ID, t.missingNICRef(n))
 	case err != nil:
 		return fmt.Errorf("update NIC %d: %w", n.ID, err)
 	case !found:

@@ -28,6 +28,8 @@ var migrations = []migration{
 	{1, "initial schema", schemaV1},
 	{2, "external addresses of fenced NICs", `
 ALTER TABLE nics ADD COLUMN external_allocation_id INTEGER REFERENCES allocations(id);
+-- Deleting an allocation checks that no NIC maps it.
+CREATE INDEX nics_external_allocation ON nics(external_allocation_id);
 `},
 }
 
@@ -148,7 +150,7 @@ CREATE TABLE ops (
 // touching anything. The version is read again inside each transaction
 // (BEGIN IMMEDIATE), so two processes opening the same new file at once do
 // not both apply a migration.
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db *sql.DB, migrations []migration) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT    NOT NULL,
@@ -160,12 +162,13 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
-	if err := checkKnown(cur); err != nil {
+	latest := migrations[len(migrations)-1].version
+	if err := checkKnown(cur, latest); err != nil {
 		return err
 	}
 	for _, m := range migrations {
 		if m.version > cur {
-			if err := applyMigration(ctx, db, m); err != nil {
+			if err := applyMigration(ctx, db, m, latest); err != nil {
 				return err
 			}
 		}
@@ -185,15 +188,14 @@ func schemaVersion(ctx context.Context, q queryRower) (int, error) {
 	return v, nil
 }
 
-func checkKnown(version int) error {
-	latest := migrations[len(migrations)-1].version
+func checkKnown(version, latest int) error {
 	if version > latest {
 		return fmt.Errorf("%w: the file is at schema version %d, this program knows up to %d; run a newer stagehand", ErrSchemaTooNew, version, latest)
 	}
 	return nil
 }
 
-func applyMigration(ctx context.Context, db *sql.DB, m migration) error {
+func applyMigration(ctx context.Context, db *sql.DB, m migration, latest int) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
@@ -203,7 +205,7 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration) error {
 	if err != nil {
 		return err
 	}
-	if err := checkKnown(cur); err != nil {
+	if err := checkKnown(cur, latest); err != nil {
 		return err
 	}
 	if cur >= m.version {

@@ -204,19 +204,36 @@ func (t *tx) DeleteAllocation(id int64) error {
 	found, err := t.changeOne("DELETE FROM allocations WHERE id = ?", id)
 	switch {
 	case isForeignKey(err):
-		var ip string
-		var nics int
-		if err := t.tx.QueryRowContext(t.ctx, `SELECT ip, (SELECT count(*) FROM nics WHERE allocation_id = a.id)
-			FROM allocations a WHERE id = ?`, id).Scan(&ip, &nics); err != nil {
-			return errdefs.Conflict("allocation %d is still carried by a NIC", id)
-		}
-		return errdefs.Conflict("address %s (allocation %d) is still carried by %d NIC(s)", ip, id, nics)
+		return t.allocationInUse(id)
 	case err != nil:
 		return fmt.Errorf("delete allocation %d: %w", id, err)
 	case !found:
 		return errdefs.NotFound("allocation %d not found", id)
 	}
 	return nil
+}
+
+// allocationInUse explains why allocation id cannot be deleted.
+func (t *tx) allocationInUse(id int64) error {
+	var (
+		ip                string
+		carried, external int
+	)
+	err := t.tx.QueryRowContext(t.ctx, `SELECT ip,
+		(SELECT count(*) FROM nics WHERE allocation_id = a.id),
+		(SELECT count(*) FROM nics WHERE external_allocation_id = a.id)
+		FROM allocations a WHERE id = ?`, id).Scan(&ip, &carried, &external)
+	if err != nil {
+		return errdefs.Conflict("allocation %d is still in use by a NIC", id)
+	}
+	var users []string
+	if carried > 0 {
+		users = append(users, fmt.Sprintf("carried by %d NIC(s)", carried))
+	}
+	if external > 0 {
+		users = append(users, fmt.Sprintf("mapped by a fence to %d NIC(s)", external))
+	}
+	return errdefs.Conflict("address %s (allocation %d) is still %s", ip, id, strings.Join(users, " and "))
 }
 
 func (t *tx) NICsWithAllocation(id int64) ([]store.NIC, error) {

@@ -81,7 +81,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		d.write.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	if err := migrate(ctx, d.write); err != nil {
+	if err := migrate(ctx, d.write, migrations); err != nil {
 		d.write.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}

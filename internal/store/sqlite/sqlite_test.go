@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,7 +50,7 @@ func TestSchemaTooNew(t *testing.T) {
 	if !errors.Is(err, ErrSchemaTooNew) {
 		t.Fatalf("Open of a newer schema: %v, want ErrSchemaTooNew", err)
 	}
-	for _, want := range []string{path, "version 2", "up to 1"} {
+	for _, want := range []string{path, fmt.Sprintf("version %d", latest+1), fmt.Sprintf("up to %d", latest)} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -70,6 +72,57 @@ func TestMigrationsAppliedOnce(t *testing.T) {
 			t.Errorf("schema_migrations has %d rows up to %d, want %d", n, max, len(migrations))
 		}
 		db.Close()
+	}
+}
+
+// TestMigrateKeepsData opens a file written at schema version 1 and checks
+// that the later migrations apply and keep its records.
+func TestMigrateKeepsData(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "stagehand.db")
+	old, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, old, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO networks (id, name, subnet, gateway, dns, pools, created_at) VALUES (1, 'lan', '10.0.0.0/24', '10.0.0.1', '[]', '[]', 1)`,
+		`INSERT INTO allocations (id, network_id, ip, kind, holder, created_at) VALUES (1, 1, '10.0.0.10', 'internal', '', 1)`,
+		`INSERT INTO configs (id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at)
+			VALUES (1, 'web', '', '', 'undeployed', 0, '', '', 1, 1)`,
+		`INSERT INTO vms (id, config_id, name, cpus, memory_mib, state) VALUES (1, 1, 'db', 1, 64, 'undeployed')`,
+		`INSERT INTO nics (id, vm_id, idx, network_id, mac, ip_mode, ip, allocation_id) VALUES (1, 1, 0, 1, '52:54:00:00:00:01', 'pool', '10.0.0.10', 1)`,
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig("web")
+		if err != nil {
+			return err
+		}
+		n := c.VMs[0].NICs[0]
+		if n.IP != netip.MustParseAddr("10.0.0.10") || n.AllocationID != 1 || n.ExternalAllocationID != 0 {
+			t.Errorf("NIC after migration: %+v", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := db.read.QueryRow("SELECT max(version) FROM schema_migrations").Scan(&v); err != nil || v != migrations[len(migrations)-1].version {
+		t.Errorf("schema version %d (%v), want %d", v, err, migrations[len(migrations)-1].version)
 	}
 }
 

@@ -536,7 +536,8 @@ func testAllocations(t *testing.T, s store.Store) {
 	})
 	wantKind(t, "CreateAllocation on a missing network", err, errdefs.ErrConflict)
 
-	// A family: two VMs of two configurations carry a1.
+	// A family: two VMs of two configurations carry a1; a fence maps the
+	// external address a2 to the first (which does not make it a carrier).
 	var c1, c2 store.Config
 	update(t, s, func(tx store.Tx) error {
 		for i, c := range []*store.Config{&c1, &c2} {
@@ -544,6 +545,9 @@ func testAllocations(t *testing.T, s store.Store) {
 				Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
 				NICs: []store.NIC{{NetworkID: lan.ID, MAC: fmt.Sprintf("52:54:00:00:00:%02x", i), IPMode: store.IPModePool, IP: a1.IP, AllocationID: a1.ID}},
 			}}}
+			if i == 0 {
+				c.VMs[0].NICs[0].ExternalAllocationID = a2.ID
+			}
 			if err := tx.CreateConfig(c); err != nil {
 				return err
 			}
@@ -565,17 +569,19 @@ func testAllocations(t *testing.T, s store.Store) {
 	})
 	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a1.ID) })
 	wantKind(t, "DeleteAllocation carried by NICs", err, errdefs.ErrConflict, "10.0.0.10")
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a2.ID) })
+	wantKind(t, "DeleteAllocation mapped to a NIC by a fence", err, errdefs.ErrConflict, "10.0.0.11")
 
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.DeleteAllocation(a2.ID); err != nil {
-			return err
-		}
 		for _, c := range []*store.Config{&c1, &c2} {
 			n := c.VMs[0].NICs[0]
-			n.IP, n.AllocationID, n.IPMode = netip.Addr{}, 0, store.IPModeDHCP
+			n.IP, n.AllocationID, n.ExternalAllocationID, n.IPMode = netip.Addr{}, 0, 0, store.IPModeDHCP
 			if err := tx.UpdateNIC(&n); err != nil {
 				return err
 			}
+		}
+		if err := tx.DeleteAllocation(a2.ID); err != nil {
+			return err
 		}
 		return tx.DeleteAllocation(a1.ID)
 	})
@@ -595,10 +601,11 @@ func testAllocations(t *testing.T, s store.Store) {
 
 // configFixture is what a configuration refers to.
 type configFixture struct {
-	tmpl   store.Template
-	lan    *store.Network
-	layers []store.Layer // a base and deltas on it
-	allocs []store.Allocation
+	tmpl     store.Template
+	lan      *store.Network
+	layers   []store.Layer      // a base and deltas on it
+	allocs   []store.Allocation // internal
+	external store.Allocation   // a fence's outside address
 }
 
 func newConfigFixture(t *testing.T, s store.Store) *configFixture {
@@ -628,7 +635,8 @@ func newConfigFixture(t *testing.T, s store.Store) *configFixture {
 			}
 			f.allocs = append(f.allocs, a)
 		}
-		return nil
+		f.external = store.Allocation{NetworkID: f.lan.ID, IP: mustAddr("10.0.0.200"), Kind: store.AllocExternal, Holder: "fence of web"}
+		return tx.CreateAllocation(&f.external)
 	})
 	return f
 }
@@ -645,7 +653,7 @@ func (f *configFixture) webConfig() store.Config {
 				Disks: []store.Disk{{Index: 1, TopLayerID: f.layers[2].ID}, {Index: 0, TopLayerID: f.layers[1].ID}},
 				NICs: []store.NIC{
 					{Index: 1, NetworkID: f.lan.ID, MAC: "52:54:00:aa:00:02", IPMode: store.IPModeDHCP},
-					{Index: 0, NetworkID: f.lan.ID, MAC: "52:54:00:aa:00:01", IPMode: store.IPModePool, IP: f.allocs[0].IP, AllocationID: f.allocs[0].ID},
+					{Index: 0, NetworkID: f.lan.ID, MAC: "52:54:00:aa:00:01", IPMode: store.IPModePool, IP: f.allocs[0].IP, AllocationID: f.allocs[0].ID, ExternalAllocationID: f.external.ID},
 				},
 			},
 			{
@@ -865,17 +873,17 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 	err = s.Update(ctx, func(tx store.Tx) error { return tx.SetDiskTop(disk.ID, 987654) })
 	wantKind(t, "SetDiskTop to a missing layer", err, errdefs.ErrConflict)
 
-	// UpdateNIC writes MAC, IP mode, IP and allocation; a dhcp NIC has the
-	// zero address and no allocation.
+	// UpdateNIC writes MAC, IP mode, IP, allocation and external
+	// allocation; a dhcp NIC has the zero address and no allocation.
 	update(t, s, func(tx store.Tx) error {
 		n := web.VMs[0].NICs[0]
-		n.MAC, n.IPMode, n.IP, n.AllocationID = "52:54:00:cc:00:01", store.IPModeDHCP, netip.Addr{}, 0
+		n.MAC, n.IPMode, n.IP, n.AllocationID, n.ExternalAllocationID = "52:54:00:cc:00:01", store.IPModeDHCP, netip.Addr{}, 0, 0
 		if err := tx.UpdateNIC(&n); err != nil {
 			return err
 		}
 		web.VMs[0].NICs[0] = n
 		m := web.VMs[0].NICs[1]
-		m.IPMode, m.IP, m.AllocationID = store.IPModeManual, f.allocs[2].IP, f.allocs[2].ID
+		m.IPMode, m.IP, m.AllocationID, m.ExternalAllocationID = store.IPModeManual, f.allocs[2].IP, f.allocs[2].ID, f.external.ID
 		if err := tx.UpdateNIC(&m); err != nil {
 			return err
 		}
@@ -894,6 +902,12 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		return tx.UpdateNIC(&n)
 	})
 	wantKind(t, "UpdateNIC to a missing allocation", err, errdefs.ErrConflict)
+	err = s.Update(ctx, func(tx store.Tx) error {
+		n := web.VMs[1].NICs[0]
+		n.ExternalAllocationID = 987654
+		return tx.UpdateNIC(&n)
+	})
+	wantKind(t, "UpdateNIC to a missing external allocation", err, errdefs.ErrConflict)
 	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateNIC(&store.NIC{ID: 987654, MAC: "x"}) })
 	wantKind(t, "UpdateNIC of a missing id", err, errdefs.ErrNotFound)
 
@@ -958,7 +972,7 @@ func testConfigDeleteCascades(t *testing.T, s store.Store) {
 		if err != nil {
 			return err
 		}
-		diff(t, "allocations (released by the caller, not the store)", f.allocs, as)
+		diff(t, "allocations (released by the caller, not the store)", append(slices.Clone(f.allocs), f.external), as)
 		all, err := tx.ListConfigs()
 		if err != nil {
 			return err
