@@ -79,7 +79,7 @@ type Tx interface {
 	UpdateVM(v *VM) error
 	// SetDiskTop points a disk at a new top layer.
 	SetDiskTop(diskID, layerID int64) error
-	// UpdateNIC writes MAC, IPMode, IP and AllocationID.
+	// UpdateNIC writes MAC, IPMode, IP, AllocationID and ExternalAllocationID.
 	UpdateNIC(n *NIC) error
 
 	// The operation journal (see Op).
@@ -224,6 +224,9 @@ type NIC struct {
 	IP netip.Addr
 	// AllocationID is the internal allocation the NIC carries; 0 if none.
 	AllocationID int64
+	// ExternalAllocationID is the external address a fence maps to this
+	// NIC while its configuration is deployed fenced; 0 otherwise.
+	ExternalAllocationID int64
 }
 
 // Op is a journal entry for a multi-step operation that touches files. It is
