@@ -14,12 +14,12 @@
 # only host port is a hostfwd on 127.0.0.1, and the guest talks only to
 # itself and QEMU's DHCP server. Every QEMU started here is killed on exit;
 # writes go to throwaway overlays. Prints "N passed, N failed" and exits
-# non-zero on any failure. BOOT_TIMEOUT (seconds, default 60) bounds each boot.
+# non-zero on any failure. BOOT_TIMEOUT (seconds, default 120: a loaded 2-core machine has taken 42 s) bounds each boot.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${1:-$ROOT/testdata/guest/out}
-BOOT_TIMEOUT=${BOOT_TIMEOUT:-60} # seconds from QEMU start to first HTTP answer
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-120} # seconds from QEMU start to first HTTP answer
 
 "$ROOT/scripts/build-test-guest.sh" "$OUT"
 OUT=$(cd "$OUT" && pwd)
