@@ -14,7 +14,8 @@
 # only host port is a hostfwd on 127.0.0.1, and the guest talks only to
 # itself and QEMU's DHCP server. Every QEMU started here is killed on exit;
 # writes go to throwaway overlays. Prints "N passed, N failed" and exits
-# non-zero on any failure. BOOT_TIMEOUT (seconds, default 120: a loaded 2-core machine has taken 42 s) bounds each boot.
+# non-zero on any failure. BOOT_TIMEOUT bounds each boot (seconds, default
+# 120: a loaded 2-core machine has taken 42 s).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
