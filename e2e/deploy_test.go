@@ -41,8 +41,12 @@ func guestImages(t *testing.T) string {
 	return dir
 }
 
-// netns is a throwaway network namespace.
-type netns struct{ name string }
+// netns is a throwaway network namespace, or (with pid set) the network
+// namespace of a process.
+type netns struct {
+	name string
+	pid  int
+}
 
 func newNetns(t *testing.T) *netns {
 	t.Helper()
@@ -80,6 +84,9 @@ func newNetns(t *testing.T) *netns {
 
 // exec returns argv that runs inside the namespace.
 func (n *netns) exec(argv ...string) []string {
+	if n.pid != 0 {
+		return append([]string{"nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", n.pid)}, argv...)
+	}
 	return append([]string{"ip", "netns", "exec", n.name}, argv...)
 }
 
@@ -113,10 +120,17 @@ func (n *netns) taps(t *testing.T) []string {
 
 // guest asks a guest's HTTP responder for path and parses key=value lines.
 func (n *netns) guest(ip, path string) (map[string]string, error) {
-	argv := n.exec("curl", "-sf", "--max-time", "3", "http://"+ip+path)
-	out, err := exec.Command(argv[0], argv[1:]...).Output()
+	limit := "3"
+	if path != "/" {
+		limit = "12" // /fetch and /ping wait for the guest's own request
+	}
+	argv := n.exec("curl", "-sf", "--max-time", limit, "http://"+ip+path)
+	var stderr strings.Builder
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("GET http://%s%s: %v", ip, path, err)
+		return nil, fmt.Errorf("GET http://%s%s: %v %s", ip, path, err, strings.TrimSpace(stderr.String()))
 	}
 	kv := map[string]string{}
 	for _, line := range strings.Split(string(out), "\n") {

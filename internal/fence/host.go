@@ -20,6 +20,7 @@ type Host struct {
 
 	mu      sync.Mutex
 	servers map[string]*DHCPServer // by network name
+	fences  map[string]*Fence      // by fence ID
 }
 
 // NewHost returns the plumbing of namespace ns (the daemon's: netns.Get()).
@@ -27,7 +28,7 @@ func NewHost(ns netns.NsHandle, log *slog.Logger) *Host {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Host{ns: ns, log: log, servers: map[string]*DHCPServer{}}
+	return &Host{ns: ns, log: log, servers: map[string]*DHCPServer{}, fences: map[string]*Fence{}}
 }
 
 // EnsureSegment makes sure the network's bridge exists and carries the
@@ -100,7 +101,64 @@ func (h *Host) DeleteTap(ctx context.Context, tap string) error {
 	return DeleteTap(ctx, h.ns, tap)
 }
 
-// Close stops every DHCP server. Bridges and taps stay.
+// SetupFence builds a fence (see Setup) and keeps it for the taps and the
+// teardown. It returns the fence's namespace name, for `ip netns exec`.
+func (h *Host) SetupFence(ctx context.Context, spec FenceSpec) (string, error) {
+	f, err := Setup(ctx, h.ns, spec)
+	if err != nil {
+		return "", err
+	}
+	h.mu.Lock()
+	h.fences[spec.ID] = f
+	h.mu.Unlock()
+	return NamespaceName(spec.ID), nil
+}
+
+// AdoptFence takes over a fence an earlier daemon set up (see Adopt).
+func (h *Host) AdoptFence(ctx context.Context, spec FenceSpec) (string, error) {
+	f, err := Adopt(ctx, h.ns, spec)
+	if err != nil {
+		return "", err
+	}
+	h.mu.Lock()
+	h.fences[spec.ID] = f
+	h.mu.Unlock()
+	return NamespaceName(spec.ID), nil
+}
+
+// TeardownFence removes a fence completely: its namespace with the VMs'
+// taps, its veths, rules and DHCP servers. A fence this Host does not hold
+// (one that could not be adopted) is removed from its spec. Missing parts
+// are fine.
+func (h *Host) TeardownFence(ctx context.Context, spec FenceSpec) error {
+	h.mu.Lock()
+	f := h.fences[spec.ID]
+	delete(h.fences, spec.ID)
+	h.mu.Unlock()
+	if f != nil {
+		return f.Teardown(ctx)
+	}
+	return Remove(ctx, h.ns, spec)
+}
+
+// CreateFencedTap creates a NIC's tap on the network's inside bridge of a
+// fence.
+func (h *Host) CreateFencedTap(ctx context.Context, fenceID, tap, network string) error {
+	h.mu.Lock()
+	f := h.fences[fenceID]
+	h.mu.Unlock()
+	if f == nil {
+		return fmt.Errorf("fence %q is not set up", fenceID)
+	}
+	bridge, err := f.InsideBridge(network)
+	if err != nil {
+		return err
+	}
+	return CreateTap(ctx, f.Namespace(), tap, bridge)
+}
+
+// Close stops every DHCP server, the fences' included. Bridges, taps and
+// fence namespaces stay for the next daemon to adopt.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

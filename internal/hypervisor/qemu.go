@@ -84,6 +84,13 @@ type Spec struct {
 
 	// Binary overrides the QEMU binary (default qemu-system-x86_64 on PATH).
 	Binary string
+
+	// Netns, when set, names the network namespace (as `ip netns` knows
+	// it) QEMU runs in: a tap is found by name in the namespace of the
+	// process that opens it, so a fenced VM's QEMU must run in its fence.
+	// QEMU is started through `ip netns exec`, which execs it in place, so
+	// the process is QEMU itself and Adopt recognises it as usual.
+	Netns string
 }
 
 // SerialLogPath is the file that records everything the guest writes to
@@ -294,6 +301,14 @@ func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
 	}
 
 	args := spec.Args()
+	if spec.Netns != "" {
+		ipPath, err := exec.LookPath("ip")
+		if err != nil {
+			return nil, errdefs.Unavailable("start vm %q in namespace %s: %w", spec.ID, spec.Netns, err)
+		}
+		args = append([]string{"netns", "exec", spec.Netns, binPath}, args...)
+		binPath = ipPath
+	}
 	cmd := exec.Command(binPath, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -160,6 +160,34 @@ func CheckManual(nw *store.Network, a netip.Addr) error {
 
 // PickFree returns the lowest address of the pools that is not in held.
 func PickFree(nw *store.Network, held map[netip.Addr]bool) (netip.Addr, error) {
+	return PickFreeAfter(nw, held, netip.Addr{})
+}
+
+// PickFreeAfter returns the first address of the pools, in pool order,
+// that comes after `after` and is not in held, wrapping around to the
+// start; with the zero `after` it is PickFree. Handing out addresses in
+// rotation keeps a just-released address (still in the neighbours' ARP
+// caches) from going straight to another MAC.
+func PickFreeAfter(nw *store.Network, held map[netip.Addr]bool, after netip.Addr) (netip.Addr, error) {
+	if after.IsValid() {
+		for _, r := range nw.Pools {
+			if r.Last.Less(after) || r.Last == after {
+				continue
+			}
+			a := r.First
+			if !after.Less(r.First) {
+				a = after.Next()
+			}
+			for ; ; a = a.Next() {
+				if !held[a] && a != nw.Gateway {
+					return a, nil
+				}
+				if a == r.Last {
+					break
+				}
+			}
+		}
+	}
 	for _, r := range nw.Pools {
 		for a := r.First; ; a = a.Next() {
 			if !held[a] && a != nw.Gateway {
@@ -176,6 +204,11 @@ func PickFree(nw *store.Network, held map[netip.Addr]bool) (netip.Addr, error) {
 // Allocate takes a free pool address of nw inside tx for kind and holder.
 // It must run in a store.Update so the read and the write are atomic.
 func Allocate(tx store.Tx, nw *store.Network, kind, holder string) (*store.Allocation, error) {
+	return AllocateAfter(tx, nw, kind, holder, netip.Addr{})
+}
+
+// AllocateAfter is Allocate with PickFreeAfter's rotation.
+func AllocateAfter(tx store.Tx, nw *store.Network, kind, holder string, after netip.Addr) (*store.Allocation, error) {
 	allocs, err := tx.ListAllocations(nw.ID)
 	if err != nil {
 		return nil, err
@@ -184,7 +217,7 @@ func Allocate(tx store.Tx, nw *store.Network, kind, holder string) (*store.Alloc
 	for _, a := range allocs {
 		held[a.IP] = true
 	}
-	ip, err := PickFree(nw, held)
+	ip, err := PickFreeAfter(nw, held, after)
 	if err != nil {
 		return nil, err
 	}

@@ -107,3 +107,20 @@ func TestDynamicRange(t *testing.T) {
 		t.Fatal("a subnet filled by gateway and pool has no dynamic range")
 	}
 }
+
+func TestPickFreeAfterRotates(t *testing.T) {
+	n, _ := ParseNetwork("10.1.0.0/24", "", []string{"10.1.0.10-10.1.0.12", "10.1.0.20-10.1.0.21"}, nil)
+	nw := &store.Network{Subnet: n.Subnet, Gateway: n.Gateway, Pools: n.Pools}
+	held := map[netip.Addr]bool{netip.MustParseAddr("10.1.0.21"): true}
+	for _, c := range []struct{ after, want string }{
+		{"10.1.0.10", "10.1.0.11"},
+		{"10.1.0.12", "10.1.0.20"}, // next range
+		{"10.1.0.20", "10.1.0.10"}, // .21 held: wrap around
+		{"10.1.0.15", "10.1.0.20"}, // between ranges
+	} {
+		got, err := PickFreeAfter(nw, held, netip.MustParseAddr(c.after))
+		if err != nil || got.String() != c.want {
+			t.Errorf("after %s: got %s %v, want %s", c.after, got, err, c.want)
+		}
+	}
+}

@@ -85,7 +85,10 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 			if err != nil {
 				return err
 			}
-			c.State, c.LastError, c.Fenced = store.StateUndeployed, reason, false
+			if err := releaseExternal(tx, c); err != nil {
+				return err
+			}
+			c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
 			if err := tx.UpdateConfig(c); err != nil {
 				return err
 			}
@@ -108,9 +111,16 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 			return err
 		}
 	}
+	if plan.fence != nil {
+		if _, err := s.net.AdoptFence(ctx, *plan.fence); err != nil {
+			lost = append(lost, fmt.Sprintf("fence %s: %v", plan.fence.ID, err))
+		} else {
+			s.log.Info("recover: re-adopted fence", "config", name, "fence", plan.fence.ID)
+		}
+	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
-			if n.ip.IsValid() {
+			if n.ip.IsValid() && plan.fence == nil {
 				if err := s.net.Reserve(n.network, n.mac, n.ip); err != nil {
 					return err
 				}

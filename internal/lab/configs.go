@@ -281,6 +281,7 @@ func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) 
 	}
 	netNames := map[int64]string{}
 	tmplNames := map[int64]string{}
+	external := externalIPs(tx, c)
 	for _, vm := range c.VMs {
 		vv := VMView{id: vm.ID, Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
 		if name, ok := tmplNames[vm.TemplateID]; ok {
@@ -313,6 +314,9 @@ func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) 
 			nv := NICView{Index: n.Index, Network: name, MAC: n.MAC, IPMode: n.IPMode}
 			if n.IP.IsValid() {
 				nv.IP = n.IP.String()
+			}
+			if a, ok := external[n.ID]; ok {
+				nv.ExternalIP = a.String()
 			}
 			vv.NICs = append(vv.NICs, nv)
 		}

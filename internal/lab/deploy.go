@@ -81,6 +81,7 @@ type deployPlan struct {
 	config   *store.Config
 	vms      []vmPlan
 	segments []segmentPlan
+	fence    *fence.FenceSpec // set for a fenced deployment
 }
 
 func (s *Service) vmID(id int64) string { return fmt.Sprintf("sh-%s-vm%d", s.hostKey, id) }
@@ -106,6 +107,13 @@ func (s *Service) planDeploy(tx store.Tx, c *store.Config) (*deployPlan, error) 
 		return nil, err
 	}
 	p := &deployPlan{config: c}
+	if c.Fenced {
+		spec, err := s.fenceSpec(tx, c)
+		if err != nil {
+			return nil, err
+		}
+		p.fence = &spec
+	}
 	segs := map[int64]bool{}
 	for _, vm := range c.VMs {
 		t, err := tx.GetTemplateByID(vm.TemplateID)
@@ -116,6 +124,9 @@ func (s *Service) planDeploy(tx store.Tx, c *store.Config) (*deployPlan, error) 
 			ID: s.vmID(vm.ID), CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Accel: s.accel,
 			RunDir: s.vmRunDir(vm.ID), Cmdline: t.Cmdline,
 		}}
+		if c.Fenced {
+			vp.spec.Netns = fence.NamespaceName(s.fenceID(c.ID))
+		}
 		if t.Kernel != "" {
 			vp.spec.Kernel = s.abs(t.Kernel)
 		}
@@ -207,8 +218,15 @@ func addressConflicts(tx store.Tx, c *store.Config) ([]string, error) {
 // configuration uses one of its addresses. If any step fails, everything
 // done is undone and the configuration is undeployed with the error.
 func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
+	if !opts.Fenced && opts.FencePolicy != "" {
+		return nil, errdefs.Invalid("deploy %q: --fence-policy needs --fenced", name)
+	}
 	if opts.Fenced {
-		return nil, errdefs.Unavailable("deploy %q: fenced deployment is not available in this version", name)
+		p, err := fence.ParsePolicy(opts.FencePolicy)
+		if err != nil {
+			return nil, errdefs.Invalid("deploy %q: %v", name, err)
+		}
+		opts.FencePolicy = string(p)
 	}
 	if err := s.requireRuntime("deploy", name); err != nil {
 		return nil, err
@@ -225,19 +243,28 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s; only an undeployed configuration can be deployed", name, c.State)
 		}
-		conflicts, err := addressConflicts(tx, c)
-		if err != nil {
+		if opts.Fenced {
+			// Inside its fence it keeps its addresses; outside it gets new
+			// ones, so it conflicts with nobody.
+			if err := s.allocateExternal(tx, c); err != nil {
+				return err
+			}
+		} else {
+			conflicts, err := addressConflicts(tx, c)
+			if err != nil {
+				return err
+			}
+			if len(conflicts) > 0 {
+				return errdefs.Conflict("duplicate addresses: %s; deploy it with --fenced, or give it new addresses with `stagehand config change-ips %s`",
+					strings.Join(conflicts, "; "), name)
+			}
+		}
+		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateDeploying, "", opts.Fenced, opts.FencePolicy
+		if err := tx.UpdateConfig(c); err != nil {
 			return err
 		}
-		if len(conflicts) > 0 {
-			return errdefs.Conflict("duplicate addresses: %s; deploy it with --fenced, or give it new addresses with `stagehand config change-ips %s`",
-				strings.Join(conflicts, "; "), name)
-		}
-		if plan, err = s.planDeploy(tx, c); err != nil {
-			return err
-		}
-		c.State, c.LastError = store.StateDeploying, ""
-		return tx.UpdateConfig(c)
+		plan, err = s.planDeploy(tx, c)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
@@ -259,8 +286,26 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 			return fail(err)
 		}
 	}
+	if plan.fence != nil {
+		if err := s.step(ctx, &store.Op{Kind: "deploy"}, "fence"); err != nil {
+			return fail(err)
+		}
+		if _, err := s.net.SetupFence(ctx, *plan.fence); err != nil {
+			return fail(err)
+		}
+		spec := *plan.fence
+		undo.add(func() { s.net.TeardownFence(context.WithoutCancel(ctx), spec) })
+	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
+			if plan.fence != nil {
+				// The fence's own DHCP serves the reservations inside; the
+				// tap goes with the fence's namespace at teardown.
+				if err := s.net.CreateFencedTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
+					return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
+				}
+				continue
+			}
 			if n.ip.IsValid() {
 				if err := s.net.Reserve(n.network, n.mac, n.ip); err != nil {
 					return fail(fmt.Errorf("VM %q: DHCP reservation: %w", vp.vm.Name, err))
@@ -293,7 +338,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if err != nil {
 			return err
 		}
-		c.State, c.Fenced, c.FencePolicy = store.StateDeployed, false, ""
+		c.State = store.StateDeployed
 		if err := tx.UpdateConfig(c); err != nil {
 			return err
 		}
@@ -316,7 +361,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 			removeFile(vp.spec.IncomingStateFile) // resumed: the state is in the running guest now
 		}
 	}
-	s.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", s.accel)
+	s.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", s.accel, "fenced", opts.Fenced)
 	return s.withRuntime(view), nil
 }
 
@@ -387,7 +432,10 @@ func (s *Service) setUndeployed(name, reason string) {
 		if err != nil {
 			return err
 		}
-		c.State, c.LastError = store.StateUndeployed, reason
+		if err := releaseExternal(tx, c); err != nil {
+			return err
+		}
+		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
 		return tx.UpdateConfig(c)
 	})
 }
@@ -474,6 +522,9 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		if err != nil {
 			return err
 		}
+		if err := releaseExternal(tx, c); err != nil {
+			return err
+		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, "", false, ""
 		if err := tx.UpdateConfig(c); err != nil {
 			return err
@@ -506,9 +557,16 @@ func indexOfVM(p *deployPlan, id int64) int {
 	return 0
 }
 
-// releasePlumbing removes the taps and DHCP reservations of a deployment.
+// releasePlumbing removes the taps and DHCP reservations of a deployment,
+// or its whole fence.
 func (s *Service) releasePlumbing(ctx context.Context, plan *deployPlan) {
 	ctx = context.WithoutCancel(ctx)
+	if plan.fence != nil {
+		if err := s.net.TeardownFence(ctx, *plan.fence); err != nil {
+			s.log.Warn("tear down fence", "fence", plan.fence.ID, "err", err)
+		}
+		return
+	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
 			if err := s.net.DeleteTap(ctx, n.tap); err != nil {

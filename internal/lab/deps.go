@@ -53,4 +53,11 @@ type Plumbing interface {
 	Unreserve(network, mac string) error
 	CreateTap(ctx context.Context, tap, network string) error
 	DeleteTap(ctx context.Context, tap string) error
+
+	// Fences: a namespace per fenced deployment (see fence.Setup). Setup
+	// and Adopt return the namespace name QEMU must run in.
+	SetupFence(ctx context.Context, spec fence.FenceSpec) (string, error)
+	AdoptFence(ctx context.Context, spec fence.FenceSpec) (string, error)
+	TeardownFence(ctx context.Context, spec fence.FenceSpec) error
+	CreateFencedTap(ctx context.Context, fenceID, tap, network string) error
 }

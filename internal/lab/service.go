@@ -65,6 +65,7 @@ type Service struct {
 	shutdownTimeout time.Duration
 	hostKey         string // distinguishes this data dir's VMs and taps on the host
 	vms             runningVMs
+	extCursor       externalCursor
 }
 
 // New returns a Service over opts. Call Recover before serving requests.

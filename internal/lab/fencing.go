@@ -1,0 +1,146 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/fence"
+	"stagehand/internal/ipam"
+	"stagehand/internal/store"
+)
+
+// fenceID names the fence of configuration id on this host.
+func (s *Service) fenceID(configID int64) string {
+	return fmt.Sprintf("%s-c%d", s.hostKey, configID)
+}
+
+// externalCursor remembers, per network, the last external address handed
+// out, so that each deploy takes the next free ones in rotation rather
+// than the addresses the previous deployment just returned. It lives in
+// memory: after a restart the rotation starts again from the pool's start.
+type externalCursor struct {
+	mu   sync.Mutex
+	last map[int64]netip.Addr
+}
+
+func (c *externalCursor) get(network int64) netip.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last[network]
+}
+
+func (c *externalCursor) set(network int64, a netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[int64]netip.Addr{}
+	}
+	c.last[network] = a
+}
+
+// allocateExternal gives, inside tx, every addressed NIC of c a new
+// external address from its network's pool, held by the deployment. The
+// pool being exhausted fails the whole transaction: nothing is held.
+func (s *Service) allocateExternal(tx store.Tx, c *store.Config) error {
+	for vi := range c.VMs {
+		vm := &c.VMs[vi]
+		for ni := range vm.NICs {
+			n := &vm.NICs[ni]
+			if !n.IP.IsValid() {
+				continue
+			}
+			nw, err := tx.GetNetworkByID(n.NetworkID)
+			if err != nil {
+				return err
+			}
+			a, err := ipam.AllocateAfter(tx, nw, store.AllocExternal, fmt.Sprintf("fence of %s (%s)", c.Name, vm.Name), s.extCursor.get(nw.ID))
+			if err != nil {
+				return fmt.Errorf("external address for VM %q: %w", vm.Name, err)
+			}
+			s.extCursor.set(nw.ID, a.IP)
+			n.ExternalAllocationID = a.ID
+			if err := tx.UpdateNIC(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// releaseExternal returns, inside tx, the external addresses of c's NICs to
+// their pools.
+func releaseExternal(tx store.Tx, c *store.Config) error {
+	for vi := range c.VMs {
+		for ni := range c.VMs[vi].NICs {
+			n := &c.VMs[vi].NICs[ni]
+			if n.ExternalAllocationID == 0 {
+				continue
+			}
+			id := n.ExternalAllocationID
+			n.ExternalAllocationID = 0
+			if err := tx.UpdateNIC(n); err != nil {
+				return err
+			}
+			if err := tx.DeleteAllocation(id); err != nil && !isNotFound(err) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func isNotFound(err error) bool { return errdefs.Kind(err) == errdefs.ErrNotFound }
+
+// fenceSpec describes c's fence: per network, the 1:1 mappings of its
+// NICs' internal addresses to their external ones.
+func (s *Service) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, error) {
+	policy, err := fence.ParsePolicy(c.FencePolicy)
+	if err != nil {
+		return fence.FenceSpec{}, errdefs.Invalid("fence policy %q: %v", c.FencePolicy, err)
+	}
+	spec := fence.FenceSpec{ID: s.fenceID(c.ID), Policy: policy}
+	byNet := map[int64]int{}
+	for _, vm := range c.VMs {
+		for _, n := range vm.NICs {
+			i, ok := byNet[n.NetworkID]
+			if !ok {
+				nw, err := tx.GetNetworkByID(n.NetworkID)
+				if err != nil {
+					return spec, err
+				}
+				spec.Networks = append(spec.Networks, fence.FenceNetwork{
+					Name: nw.Name, OutsideBridge: fence.BridgeName(nw.Name),
+					Subnet: nw.Subnet, Gateway: nw.Gateway, DNS: nw.DNS,
+				})
+				i = len(spec.Networks) - 1
+				byNet[n.NetworkID] = i
+			}
+			if n.ExternalAllocationID == 0 || !n.IP.IsValid() {
+				continue
+			}
+			a, err := tx.GetAllocation(n.ExternalAllocationID)
+			if err != nil {
+				return spec, err
+			}
+			spec.Networks[i].Mappings = append(spec.Networks[i].Mappings, fence.Mapping{Internal: n.IP, External: a.IP, MAC: n.MAC})
+		}
+	}
+	return spec, nil
+}
+
+// externalIPs maps NIC IDs to their external addresses, for views.
+func externalIPs(tx store.Tx, c *store.Config) map[int64]netip.Addr {
+	out := map[int64]netip.Addr{}
+	for _, vm := range c.VMs {
+		for _, n := range vm.NICs {
+			if n.ExternalAllocationID != 0 {
+				if a, err := tx.GetAllocation(n.ExternalAllocationID); err == nil {
+					out[n.ID] = a.IP
+				}
+			}
+		}
+	}
+	return out
+}
