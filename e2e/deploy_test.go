@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -160,9 +161,34 @@ func (n *netns) waitGuest(t *testing.T, ip string, timeout time.Duration) map[st
 // startDaemonIn runs the daemon inside ns.
 func startDaemonIn(t *testing.T, ns *netns, dataDir string, env ...string) *daemon {
 	t.Helper()
+	t.Cleanup(func() { killLeftovers(dataDir) })
 	d := startDaemonArgv(t, dataDir, ns.exec(binary, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"), env...)
 	d.wrap = ns.exec
 	return d
+}
+
+// killLeftovers kills every QEMU of a data dir (fenced VMs run in their
+// fence's namespace, not the test's, so a failed test could leave them)
+// and removes the data dir's fence namespaces.
+func killLeftovers(dataDir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), "qemu-system") || !strings.Contains(string(b), dataDir+"/") {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			if proc, err := os.FindProcess(pid); err == nil {
+				proc.Kill()
+			}
+		}
+	}
+	abs, _ := filepath.Abs(dataDir)
+	sum := sha256.Sum256([]byte(abs))
+	fences, _ := filepath.Glob("/run/netns/stagehand-fence-" + hex.EncodeToString(sum[:4]) + "-*")
+	for _, f := range fences {
+		exec.Command("ip", "netns", "del", filepath.Base(f)).Run()
+	}
 }
 
 // deployFixture imports the two test-guest templates (BIOS disk boot and
