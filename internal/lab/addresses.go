@@ -7,7 +7,6 @@ import (
 	"net/netip"
 
 	"stagehand/internal/errdefs"
-	"stagehand/internal/ipam"
 	"stagehand/internal/store"
 )
 
@@ -20,7 +19,7 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 	unlock := s.locks.lock(name)
 	defer unlock()
 	var view *ConfigView
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		c, err := loadUndeployed(tx, name, "change its addresses")
 		if err != nil {
 			return err
@@ -34,7 +33,7 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 					if err != nil {
 						return err
 					}
-					a, err := ipam.Allocate(tx, nw, store.AllocInternal, "")
+					a, err := s.alloc.Allocate(tx, nw, store.AllocInternal, "", netip.Addr{})
 					if err != nil {
 						return fmt.Errorf("VM %q: %w", vm.Name, err)
 					}
@@ -51,7 +50,7 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 				}
 			}
 		}
-		if err := releaseAllocations(tx, old); err != nil {
+		if err := s.releaseAllocations(tx, old); err != nil {
 			return err
 		}
 		view, err = s.configView(tx, c.reload(tx))
@@ -70,7 +69,7 @@ func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int
 	unlock := s.locks.lock(config)
 	defer unlock()
 	var view *ConfigView
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		c, err := loadUndeployed(tx, config, "change its addresses")
 		if err != nil {
 			return err
@@ -94,10 +93,10 @@ func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int
 		if err := tx.UpdateNIC(n); err != nil {
 			return err
 		}
-		if err := releaseAllocations(tx, []int64{old}); err != nil {
+		if err := s.releaseAllocations(tx, []int64{old}); err != nil {
 			return err
 		}
-		a, err := takeAddress(tx, nw, mode, addr)
+		a, err := s.takeAddress(tx, nw, mode, addr)
 		if err != nil {
 			return err
 		}

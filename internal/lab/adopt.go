@@ -80,12 +80,12 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 			reason = ""
 		}
 		s.log.Warn("recover: finished an interrupted "+strings.TrimSuffix(state, "ing")+" towards undeployed", "config", name)
-		return s.store.Update(ctx, func(tx store.Tx) error {
+		return s.update(ctx, func(tx store.Tx) error {
 			c, err := tx.GetConfig(name)
 			if err != nil {
 				return err
 			}
-			if err := releaseExternal(tx, c); err != nil {
+			if err := s.releaseExternal(tx, c); err != nil {
 				return err
 			}
 			c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
@@ -137,7 +137,7 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 	}
 	reason := "lost while the daemon was down: " + strings.Join(lost, "; ")
 	s.log.Error("recover: VMs are gone", "config", name, "detail", reason)
-	return s.store.Update(ctx, func(tx store.Tx) error {
+	return s.update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err

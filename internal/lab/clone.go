@@ -133,7 +133,7 @@ func (s *Service) LinkedClone(ctx context.Context, src, dst string) (*ConfigView
 		return fail(err)
 	}
 	var view *ConfigView
-	err = s.store.Update(ctx, func(tx store.Tx) error {
+	err = s.update(ctx, func(tx store.Tx) error {
 		clone, err := s.commitClone(tx, src, dst, func(tx store.Tx, p clonePlan) (int64, error) {
 			parentID := p.top.ID
 			if p.shortcut {
@@ -274,7 +274,7 @@ func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, 
 	if err := s.step(ctx, op, "commit"); err != nil {
 		return err
 	}
-	return s.store.Update(ctx, func(tx store.Tx) error {
+	return s.update(ctx, func(tx store.Tx) error {
 		_, err := s.commitClone(tx, src, dst, func(tx store.Tx, p clonePlan) (int64, error) {
 			l := &store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize}
 			if err := tx.CreateLayer(l); err != nil {

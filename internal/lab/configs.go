@@ -106,7 +106,7 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 		return fail(err)
 	}
 	var view *ConfigView
-	err = s.store.Update(ctx, func(tx store.Tx) error {
+	err = s.update(ctx, func(tx store.Tx) error {
 		c := &store.Config{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: store.StateUndeployed}
 		for _, p := range plan {
 			vm := store.VM{Name: p.spec.Name, TemplateID: p.tmpl.ID, CPUs: p.tmpl.CPUs, MemoryMiB: p.tmpl.MemoryMiB, State: store.StateUndeployed}
@@ -120,7 +120,7 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 			if p.nw != nil {
 				mode, ip, _ := parseIPMode(p.spec)
 				nic := store.NIC{Index: 0, NetworkID: p.nw.ID, MAC: newMAC(), IPMode: mode}
-				a, err := takeAddress(tx, p.nw, mode, ip)
+				a, err := s.takeAddress(tx, p.nw, mode, ip)
 				if err != nil {
 					return fmt.Errorf("VM %q: %w", p.spec.Name, err)
 				}
@@ -213,7 +213,7 @@ func (s *Service) DeleteConfig(ctx context.Context, name string) error {
 	defer unlock()
 	var op *store.Op
 	var vmIDs []int64
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		vmIDs = nil
 		c, err := tx.GetConfig(name)
 		if err != nil {
@@ -243,7 +243,7 @@ func (s *Service) DeleteConfig(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		if err := releaseAllocations(tx, allocs); err != nil {
+		if err := s.releaseAllocations(tx, allocs); err != nil {
 			return err
 		}
 		op = &store.Op{Kind: "delete", Subject: name}

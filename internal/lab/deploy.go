@@ -235,7 +235,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 	defer unlock()
 
 	var plan *deployPlan
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -333,7 +333,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		return fail(err)
 	}
 	var view *ConfigView
-	err = s.store.Update(ctx, func(tx store.Tx) error {
+	err = s.update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -408,7 +408,7 @@ func (s *Service) watch(config string, vm store.VM, rv *runningVM) {
 			return
 		}
 		s.log.Warn("VM exited on its own", "config", config, "vm", vm.Name)
-		s.store.Update(context.Background(), func(tx store.Tx) error {
+		s.update(context.Background(), func(tx store.Tx) error {
 			c, err := tx.GetConfigByID(vm.ConfigID)
 			if err != nil || c.State != store.StateDeployed {
 				return err
@@ -427,12 +427,12 @@ func (s *Service) watch(config string, vm store.VM, rv *runningVM) {
 // setUndeployed records a failed deploy: the configuration is undeployed
 // again, with the reason.
 func (s *Service) setUndeployed(name, reason string) {
-	s.store.Update(context.Background(), func(tx store.Tx) error {
+	s.update(context.Background(), func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
 		}
-		if err := releaseExternal(tx, c); err != nil {
+		if err := s.releaseExternal(tx, c); err != nil {
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
@@ -452,7 +452,7 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 	unlock := s.locks.lock(name)
 	defer unlock()
 	var plan *deployPlan
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -499,7 +499,7 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		err = fmt.Errorf("undeploy %q: %w", name, err)
-		s.store.Update(context.Background(), func(tx store.Tx) error {
+		s.update(context.Background(), func(tx store.Tx) error {
 			c, gerr := tx.GetConfig(name)
 			if gerr != nil {
 				return gerr
@@ -517,12 +517,12 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 	}
 	s.releasePlumbing(ctx, plan)
 	var view *ConfigView
-	err = s.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+	err = s.update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
 		}
-		if err := releaseExternal(tx, c); err != nil {
+		if err := s.releaseExternal(tx, c); err != nil {
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, "", false, ""
@@ -648,7 +648,7 @@ func (s *Service) VMAction(ctx context.Context, config, vmName, action string) (
 }
 
 func (s *Service) setVMState(ctx context.Context, id int64, state string) error {
-	return s.store.Update(ctx, func(tx store.Tx) error {
+	return s.update(ctx, func(tx store.Tx) error {
 		cs, err := tx.ListConfigs()
 		if err != nil {
 			return err

@@ -117,7 +117,7 @@ func (s *Service) StartConsolidate(ctx context.Context, config, vmName string, d
 		if err := s.step(ctx, op, "commit"); err != nil {
 			return fail(err)
 		}
-		err := s.store.Update(ctx, func(tx store.Tx) error {
+		err := s.update(ctx, func(tx store.Tx) error {
 			if _, err := loadUndeployed(tx, config, "consolidate its disks"); err != nil {
 				return err
 			}

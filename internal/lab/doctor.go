@@ -211,7 +211,7 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 			}
 			p := add(Problem{Kind: ProblemUnheldIP, Subject: a.IP.String(), Detail: fmt.Sprintf("address on network %q is allocated but no NIC carries it", nw.Name), Repairable: true})
 			if repair {
-				p.Repaired = s.store.Update(ctx, func(tx store.Tx) error { return releaseAllocations(tx, []int64{a.ID}) }) == nil
+				p.Repaired = s.update(ctx, func(tx store.Tx) error { return s.releaseAllocations(tx, []int64{a.ID}) }) == nil
 			}
 		}
 	}
@@ -253,7 +253,7 @@ func (s *Service) opRunning(op store.Op) bool {
 // leaves unreferenced) and its files.
 func (s *Service) releaseUnreferenced(ctx context.Context, id int64) error {
 	op := &store.Op{Kind: "release", Subject: fmt.Sprint(id)}
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		removed, err := releaseLayers(tx, []int64{id})
 		if err != nil {
 			return err

@@ -7,7 +7,6 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/fence"
-	"stagehand/internal/ipam"
 	"stagehand/internal/store"
 )
 
@@ -55,7 +54,7 @@ func (s *Service) allocateExternal(tx store.Tx, c *store.Config) error {
 			if err != nil {
 				return err
 			}
-			a, err := ipam.AllocateAfter(tx, nw, store.AllocExternal, fmt.Sprintf("fence of %s (%s)", c.Name, vm.Name), s.extCursor.get(nw.ID))
+			a, err := s.alloc.Allocate(tx, nw, store.AllocExternal, fmt.Sprintf("fence of %s (%s)", c.Name, vm.Name), s.extCursor.get(nw.ID))
 			if err != nil {
 				return fmt.Errorf("external address for VM %q: %w", vm.Name, err)
 			}
@@ -71,7 +70,7 @@ func (s *Service) allocateExternal(tx store.Tx, c *store.Config) error {
 
 // releaseExternal returns, inside tx, the external addresses of c's NICs to
 // their pools.
-func releaseExternal(tx store.Tx, c *store.Config) error {
+func (s *Service) releaseExternal(tx store.Tx, c *store.Config) error {
 	for vi := range c.VMs {
 		for ni := range c.VMs[vi].NICs {
 			n := &c.VMs[vi].NICs[ni]
@@ -83,9 +82,16 @@ func releaseExternal(tx store.Tx, c *store.Config) error {
 			if err := tx.UpdateNIC(n); err != nil {
 				return err
 			}
-			if err := tx.DeleteAllocation(id); err != nil && !isNotFound(err) {
+			a, err := tx.GetAllocation(id)
+			if isNotFound(err) {
+				continue
+			} else if err != nil {
 				return err
 			}
+			if err := tx.DeleteAllocation(id); err != nil {
+				return err
+			}
+			s.alloc.Released(a.NetworkID, a.IP)
 		}
 	}
 	return nil

@@ -28,7 +28,7 @@ import (
 // relative to the data dir.
 func (s *Service) beginOp(ctx context.Context, kind, subject string, created, frozen []string) (*store.Op, error) {
 	op := &store.Op{Kind: kind, Subject: subject, CreatedFiles: created, FrozenFiles: frozen}
-	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.CreateOp(op) }); err != nil {
+	if err := s.update(ctx, func(tx store.Tx) error { return tx.CreateOp(op) }); err != nil {
 		return nil, fmt.Errorf("%s %q: write journal: %w", kind, subject, err)
 	}
 	return op, nil
@@ -73,7 +73,7 @@ func (s *Service) rollbackOp(op *store.Op) error {
 		}
 	}
 	if len(errs) == 0 {
-		if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) }); err != nil {
+		if err := s.update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) }); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -96,7 +96,7 @@ func (s *Service) finishOp(op *store.Op) error {
 		}
 	}
 	if len(errs) == 0 {
-		if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) }); err != nil {
+		if err := s.update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) }); err != nil {
 			errs = append(errs, err)
 		}
 	}

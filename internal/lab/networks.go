@@ -22,7 +22,7 @@ func (s *Service) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network
 		return nil, fmt.Errorf("network %q: %w", spec.Name, err)
 	}
 	var view *NetworkView
-	err = s.store.Update(ctx, func(tx store.Tx) error {
+	err = s.update(ctx, func(tx store.Tx) error {
 		nw := &store.Network{Name: spec.Name, Subnet: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Pools: n.Pools}
 		if err := tx.CreateNetwork(nw); err != nil {
 			if errors.Is(err, errdefs.ErrConflict) {
@@ -86,7 +86,7 @@ func (s *Service) GetNetwork(ctx context.Context, name string) (*NetworkView, er
 
 // DeleteNetwork deletes a network no NIC uses.
 func (s *Service) DeleteNetwork(ctx context.Context, name string) error {
-	return s.store.Update(ctx, func(tx store.Tx) error {
+	return s.update(ctx, func(tx store.Tx) error {
 		nw, err := tx.GetNetwork(name)
 		if err != nil {
 			return err
@@ -188,10 +188,10 @@ func networkView(tx store.Tx, nw *store.Network, owners map[int64]nicOwner) (*Ne
 // takeAddress gives a NIC its internal address inside tx: a new pool
 // allocation for mode pool, the given address for mode manual (refused when
 // another family holds it). It returns the allocation (nil for dhcp).
-func takeAddress(tx store.Tx, nw *store.Network, mode string, ip netip.Addr) (*store.Allocation, error) {
+func (s *Service) takeAddress(tx store.Tx, nw *store.Network, mode string, ip netip.Addr) (*store.Allocation, error) {
 	switch mode {
 	case store.IPModePool:
-		return ipam.Allocate(tx, nw, store.AllocInternal, "")
+		return s.alloc.Allocate(tx, nw, store.AllocInternal, "", netip.Addr{})
 	case store.IPModeManual:
 		if err := ipam.CheckManual(nw, ip); err != nil {
 			return nil, err

@@ -5,6 +5,7 @@
 package lab
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"stagehand/internal/hypervisor"
+	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
 	"stagehand/internal/store"
 )
@@ -66,6 +68,18 @@ type Service struct {
 	hostKey         string // distinguishes this data dir's VMs and taps on the host
 	vms             runningVMs
 	extCursor       externalCursor
+	alloc           *ipam.Allocator
+}
+
+// update runs fn in a store transaction. When it does not commit, the
+// allocator's cache may hold addresses the transaction took or released,
+// so it is dropped (reloaded on the next allocation).
+func (s *Service) update(ctx context.Context, fn func(store.Tx) error) error {
+	err := s.store.Update(ctx, fn)
+	if err != nil {
+		s.alloc.Forget()
+	}
+	return err
 }
 
 // New returns a Service over opts. Call Recover before serving requests.
@@ -91,6 +105,7 @@ func New(opts Options) (*Service, error) {
 		log:        opts.Logger,
 		failAt:     opts.FailAt,
 	}
+	s.alloc = ipam.NewAllocator()
 	s.hv, s.net = opts.Hypervisor, opts.Plumbing
 	s.accel, s.accelReason = opts.Accel, opts.AccelReason
 	if s.accel == "" {

@@ -127,7 +127,7 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 		return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 	}
 	var view *TemplateView
-	err = s.store.Update(ctx, func(tx store.Tx) error {
+	err = s.update(ctx, func(tx store.Tx) error {
 		t := &store.Template{
 			Name: spec.Name, Description: spec.Description, CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB,
 			Kernel: kernel, Initrd: initrd, Cmdline: spec.Cmdline,
@@ -205,7 +205,7 @@ func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 	unlock := s.locks.lock("template/" + name)
 	defer unlock()
 	var op *store.Op
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		t, err := tx.GetTemplate(name)
 		if err != nil {
 			return err
