@@ -18,7 +18,6 @@ import (
 func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, error) {
 	unlock := s.locks.lock(name)
 	defer unlock()
-	var view *ConfigView
 	err := s.update(ctx, func(tx store.Tx) error {
 		c, err := loadUndeployed(tx, name, "change its addresses")
 		if err != nil {
@@ -50,16 +49,12 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 				}
 			}
 		}
-		if err := s.releaseAllocations(tx, old); err != nil {
-			return err
-		}
-		view, err = s.configView(tx, c.reload(tx))
-		return err
+		return s.releaseAllocations(tx, old)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("change addresses of %q: %w", name, err)
 	}
-	return view, nil
+	return s.GetConfig(ctx, name)
 }
 
 // SetIP sets one NIC's address: "pool" takes a new pool address, "dhcp"
@@ -68,7 +63,6 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int, ip string) (*ConfigView, error) {
 	unlock := s.locks.lock(config)
 	defer unlock()
-	var view *ConfigView
 	err := s.update(ctx, func(tx store.Tx) error {
 		c, err := loadUndeployed(tx, config, "change its addresses")
 		if err != nil {
@@ -103,29 +97,17 @@ func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int
 		if a != nil {
 			n.IP, n.AllocationID = a.IP, a.ID
 		}
-		if err := tx.UpdateNIC(n); err != nil {
-			return err
-		}
-		view, err = s.configView(tx, c.reload(tx))
-		return err
+		return tx.UpdateNIC(n)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set address of %s/%s NIC %d: %w", config, vmName, nicIndex, err)
 	}
-	return view, nil
+	// The view is read after the commit, outside the writer's turn.
+	return s.GetConfig(ctx, config)
 }
 
 // loadedConfig is a configuration read inside a transaction.
 type loadedConfig struct{ *store.Config }
-
-// reload re-reads the configuration after changes in the same transaction;
-// on error it returns the stale copy (the caller's view then errs visibly).
-func (c loadedConfig) reload(tx store.Tx) *store.Config {
-	if fresh, err := tx.GetConfig(c.Name); err == nil {
-		return fresh
-	}
-	return c.Config
-}
 
 // loadUndeployed reads a configuration that must be undeployed for what.
 func loadUndeployed(tx store.Tx, name, what string) (loadedConfig, error) {
