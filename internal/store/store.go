@@ -87,6 +87,29 @@ type Tx interface {
 	UpdateOp(o *Op) error
 	DeleteOp(id int64) error
 	ListOps() ([]Op, error)
+
+	// Archives. Name and Dir are unique.
+	CreateArchive(a *Archive) error
+	GetArchive(name string) (*Archive, error)
+	ListArchives() ([]Archive, error)
+	DeleteArchive(id int64) error
+
+	// Leases: at most one per configuration and one per archive; deleting
+	// the configuration or archive deletes its lease.
+	// PutLease inserts or replaces the lease of l.ConfigID or l.ArchiveID
+	// (exactly one is set) and sets l.ID.
+	PutLease(l *Lease) error
+	LeaseOfConfig(configID int64) (*Lease, error)
+	LeaseOfArchive(archiveID int64) (*Lease, error)
+	ListLeases() ([]Lease, error)
+
+	// Events, the log of state changes. AddEvent sets ID (increasing) and
+	// At when zero. ListEvents returns up to limit events with ID > afterID
+	// in ID order (limit <= 0: all). DeleteEventsBefore deletes events
+	// older than t and returns how many.
+	AddEvent(e *Event) error
+	ListEvents(afterID int64, limit int) ([]Event, error)
+	DeleteEventsBefore(t time.Time) (int64, error)
 }
 
 // Template is a read-only VM image: base layers plus hardware defaults.
@@ -167,10 +190,19 @@ const (
 	StateFailed      = "failed"
 )
 
+// Configuration kinds.
+const (
+	KindConfig  = "config"  // a workspace configuration
+	KindLibrary = "library" // a read-only library entry: never deployed or changed
+)
+
 // Config is a named group of VMs.
 type Config struct {
-	ID          int64
-	Name        string
+	ID   int64
+	Name string
+	// Kind is KindConfig or KindLibrary ("" is stored as KindConfig); it
+	// is set at creation and never changes.
+	Kind        string
 	Description string
 	Owner       string
 	State       string
@@ -244,4 +276,63 @@ type Op struct {
 	RemoveFiles  []string
 	Committed    bool
 	StartedAt    time.Time
+}
+
+// Archive is a consolidated, read-only copy of a configuration in the
+// archive storage. The lab owns the shape of Manifest (JSON): VMs, NICs,
+// networks, templates and a checksum per file.
+type Archive struct {
+	ID   int64
+	Name string
+	// Source is where it came from: a configuration's name, or the bundle
+	// file it was imported from.
+	Source string
+	// Dir is its directory, relative to the archive storage.
+	Dir       string
+	Manifest  []byte
+	Size      int64 // bytes of its files
+	CreatedAt time.Time
+}
+
+// Undeploy actions of a deployment lease that runs out.
+const (
+	UndeploySave    = "save"    // suspend the VMs to state files
+	UndeployDiscard = "discard" // power the VMs off
+)
+
+// Lease is the storage and deployment lease of one configuration or
+// library entry (ConfigID) or archive (ArchiveID); exactly one is set. A
+// zero time means none (never).
+type Lease struct {
+	ID        int64
+	ConfigID  int64
+	ArchiveID int64
+	// StorageExpires is when the storage lease runs out.
+	StorageExpires time.Time
+	// ExpiredAt is when the reaper found the storage lease run out; the
+	// grace period before deletion counts from it. Extending the lease
+	// clears it.
+	ExpiredAt time.Time
+	// DeployLease is the length of the deployment lease each deploy gets;
+	// 0 means deployments do not expire.
+	DeployLease time.Duration
+	// DeployExpires is when the current deployment is undeployed.
+	DeployExpires time.Time
+	// UndeployAction is UndeploySave or UndeployDiscard.
+	UndeployAction string
+	// LastUsed is the last deploy, undeploy, checkout, restore or export:
+	// what "idle" is measured from.
+	LastUsed time.Time
+}
+
+// Event is one entry of the log of state changes.
+type Event struct {
+	ID      int64
+	At      time.Time
+	Actor   string // who asked ("reaper" for the lab's own actions)
+	Action  string // "create", "clone", "deploy", "lease-expired", ...
+	Object  string // "config", "library", "archive", "template", "network"
+	Subject string // the object's name
+	Result  string // "ok" or "failed"
+	Detail  string
 }

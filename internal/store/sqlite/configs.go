@@ -9,14 +9,14 @@ import (
 	"stagehand/internal/store"
 )
 
-const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at"
+const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind"
 
 func scanConfig(s scanner) (store.Config, error) {
 	var (
 		c                store.Config
 		created, updated int64
 	)
-	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated)
+	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind)
 	c.CreatedAt, c.UpdatedAt = fromNanos(created), fromNanos(updated)
 	return c, err
 }
@@ -74,9 +74,12 @@ func (t *tx) CreateConfig(c *store.Config) error {
 		updated = created
 	}
 	err := t.savepoint(func() error {
-		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, created.UnixNano(), updated.UnixNano())
+		if c.Kind == "" {
+			c.Kind = store.KindConfig
+		}
+		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, created.UnixNano(), updated.UnixNano(), c.Kind)
 		switch {
 		case isUnique(err):
 			return errdefs.Conflict("configuration %q: already exists", c.Name)

@@ -31,7 +31,50 @@ ALTER TABLE nics ADD COLUMN external_allocation_id INTEGER REFERENCES allocation
 -- Deleting an allocation checks that no NIC maps it.
 CREATE INDEX nics_external_allocation ON nics(external_allocation_id);
 `},
+	{3, "library entries, archives, leases, events", schemaV3},
 }
+
+// schemaV3: a configuration's kind (library entries are configurations),
+// archives, leases of configurations and archives, and the event log.
+// Lease times are unix nanoseconds, 0 for none.
+const schemaV3 = `
+ALTER TABLE configs ADD COLUMN kind TEXT NOT NULL DEFAULT 'config';
+
+CREATE TABLE archives (
+	id         INTEGER PRIMARY KEY,
+	name       TEXT    NOT NULL UNIQUE,
+	source     TEXT    NOT NULL,
+	dir        TEXT    NOT NULL UNIQUE,
+	manifest   TEXT    NOT NULL, -- JSON, owned by the lab
+	size       INTEGER NOT NULL,
+	created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE leases (
+	id              INTEGER PRIMARY KEY,
+	config_id       INTEGER UNIQUE REFERENCES configs(id) ON DELETE CASCADE,
+	archive_id      INTEGER UNIQUE REFERENCES archives(id) ON DELETE CASCADE,
+	storage_expires INTEGER NOT NULL,
+	expired_at      INTEGER NOT NULL,
+	deploy_lease    INTEGER NOT NULL, -- nanoseconds
+	deploy_expires  INTEGER NOT NULL,
+	undeploy_action TEXT    NOT NULL,
+	last_used       INTEGER NOT NULL,
+	CHECK ((config_id IS NULL) <> (archive_id IS NULL))
+) STRICT;
+
+CREATE TABLE events (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT, -- ids never reused: followers resume after one
+	at      INTEGER NOT NULL,
+	actor   TEXT    NOT NULL,
+	action  TEXT    NOT NULL,
+	object  TEXT    NOT NULL,
+	subject TEXT    NOT NULL,
+	result  TEXT    NOT NULL,
+	detail  TEXT    NOT NULL
+) STRICT;
+CREATE INDEX events_at ON events(at);
+`
 
 // Times are unix nanoseconds (UTC); addresses and prefixes are their text
 // form, NULL when zero; lists are JSON arrays. STRICT makes SQLite refuse a
