@@ -413,3 +413,85 @@ func TestDaemonKillReadoptsVMs(t *testing.T) {
 		t.Errorf("QEMU left: %v", pids)
 	}
 }
+
+// TestVMActionsConsoleAndLostVM drives one VM at a time: its serial log
+// and console, ACPI stop and start, reset, a dhcp NIC, and a VM that dies
+// while the daemon is down.
+func TestVMActionsConsoleAndLostVM(t *testing.T) {
+	requireVMs(t)
+	guest := guestImages(t)
+	ns := newNetns(t)
+	data := t.TempDir()
+	d := startDaemonIn(t, ns, data)
+	deployFixture(t, d, guest, "10.74.0.0/24", "10.74.0.10-10.74.0.50")
+	d.ok("config", "create", "v", "--vm", "a=kguest,net=lan", "--vm", "dyn=kguest,net=lan,ip=dhcp")
+	d.ok("config", "deploy", "v")
+	c := d.config("v")
+	ip := c.VMs[0].NICs[0].IP
+	first := ns.waitGuest(t, ip, 90*time.Second)
+
+	// The serial log holds the guest's boot lines.
+	if out := d.ok("vm", "log", "v", "a"); !strings.Contains(out, "STAGEHAND-IP eth0 "+ip) {
+		t.Errorf("vm log lacks the guest's address line:\n%s", out)
+	}
+	// The dhcp NIC got a dynamic lease outside the pool (.10-.50) and the gateway.
+	deadline := time.Now().Add(90 * time.Second)
+	var dynIP string
+	for time.Now().Before(deadline) && dynIP == "" {
+		out := d.ok("vm", "log", "v", "dyn")
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "STAGEHAND-IP" {
+				dynIP = f[2]
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	if last, _ := strconv.Atoi(dynIP[strings.LastIndex(dynIP, ".")+1:]); !strings.HasPrefix(dynIP, "10.74.0.") || (last >= 1 && last <= 50) {
+		t.Errorf("dhcp NIC got %q, want an address of 10.74.0.0/24 outside the gateway and the pool", dynIP)
+	}
+	// The console is a byte stream: a pipe in, the guest's output out.
+	argv := ns.exec(binary, "--server", d.url, "vm", "console", "v", "a")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin = strings.NewReader("\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("vm console through a pipe: %v\n%s", err, out)
+	}
+
+	// Reset reboots the guest: a new boot id.
+	d.ok("vm", "reset", "v", "a")
+	time.Sleep(2 * time.Second)
+	if kv := ns.waitGuest(t, ip, 90*time.Second); kv["boot"] == first["boot"] {
+		t.Errorf("vm reset: boot id unchanged %q", kv["boot"])
+	}
+	// Stop is an ACPI power-off: the guest goes down and the VM is stopped.
+	d.ok("vm", "stop", "v", "a")
+	deadline = time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && d.config("v").VMs[0].State != "stopped" {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st := d.config("v").VMs[0].State; st != "stopped" {
+		t.Fatalf("after vm stop: state %s, want stopped", st)
+	}
+	d.ok("vm", "start", "v", "a")
+	ns.waitGuest(t, ip, 90*time.Second)
+
+	// A VM that dies while the daemon is down is reported, not hidden.
+	pid := vmPID(t, d, "v", 0)
+	d.kill()
+	if p, err := os.FindProcess(pid); err == nil {
+		p.Kill()
+	}
+	time.Sleep(500 * time.Millisecond)
+	d2 := startDaemonIn(t, ns, data)
+	c = d2.config("v")
+	if c.State != "failed" || c.VMs[0].State != "failed" || c.VMs[1].State != "running" {
+		t.Errorf("after restart with a dead VM: config %s, VMs %s/%s; want failed, failed/running", c.State, c.VMs[0].State, c.VMs[1].State)
+	}
+	d2.ok("config", "undeploy", "v")
+	if pids := ns.qemuPIDs(t); len(pids) != 0 {
+		t.Errorf("QEMU left: %v", pids)
+	}
+	if r := d2.run("doctor"); r.code != 0 {
+		t.Errorf("doctor: %s%s", r.stdout, r.stderr)
+	}
+}
