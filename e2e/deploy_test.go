@@ -407,6 +407,10 @@ func TestDaemonKillReadoptsVMs(t *testing.T) {
 			t.Errorf("%s: uptime %.1f → %.1f: the guest restarted", k, b.uptime, a.uptime)
 		}
 	}
+	// The doctor is clean while guests run (their tops are in use).
+	if r := d2.run("doctor"); r.code != 0 {
+		t.Errorf("doctor while deployed: %s%s", r.stdout, r.stderr)
+	}
 	d2.ok("config", "undeploy", "one")
 	d2.ok("config", "undeploy", "two")
 	if pids := ns.qemuPIDs(t); len(pids) != 0 {

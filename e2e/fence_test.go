@@ -108,6 +108,9 @@ func TestFencedClonesRunBesideTheOriginal(t *testing.T) {
 			}
 		}
 	}
+	if r := d.run("doctor"); r.code != 0 { // external addresses are all mapped
+		t.Errorf("doctor with fenced deployments: %s%s", r.stdout, r.stderr)
+	}
 	for _, ip := range ips { // the original still answers on its own addresses
 		if kv, err := client.guest(ip, "/"); err != nil || !strings.Contains(kv["ip"], ip) {
 			t.Errorf("original at %s: %v %v", ip, kv, err)

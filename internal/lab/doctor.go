@@ -97,10 +97,14 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 		}
 	}
 	tops := map[int64]bool{}
+	inUse := map[int64]bool{} // tops a running QEMU holds open for writing
 	for _, c := range configs {
 		for _, v := range c.VMs {
 			for _, d := range v.Disks {
 				tops[d.TopLayerID] = true
+				if c.State != store.StateUndeployed {
+					inUse[d.TopLayerID] = true
+				}
 			}
 		}
 	}
@@ -142,8 +146,13 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 		if filepath.Clean(info.BackingFile) != filepath.Clean(want) && !(want == "" && info.BackingFile == "") {
 			add(Problem{Kind: ProblemWrongBacking, Subject: path, Detail: fmt.Sprintf("backing file is %q, the store says %q", info.BackingFile, want)})
 		}
-		if err := s.disks.Check(ctx, path); err != nil {
-			add(Problem{Kind: ProblemCheckFailed, Subject: path, Detail: err.Error()})
+		// A running guest's top layer cannot be checked consistently
+		// (qemu-img refuses the write lock QEMU holds); it is checked once
+		// the configuration is undeployed.
+		if !inUse[l.ID] {
+			if err := s.disks.Check(ctx, path); err != nil {
+				add(Problem{Kind: ProblemCheckFailed, Subject: path, Detail: err.Error()})
+			}
 		}
 		if l.TemplateID == 0 && children[l.ID] == 0 && !tops[l.ID] {
 			p := add(Problem{Kind: ProblemUnreferenced, Subject: path, Detail: "no disk, child or template refers to it", Repairable: true})
@@ -184,6 +193,7 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 	// Addresses: every internal allocation is carried by at least one NIC,
 	// and every NIC's address is its allocation's.
 	carried := map[int64]int{}
+	mapped := map[int64]bool{} // external allocations a fenced NIC uses
 	type addrKey struct {
 		network int64
 		ip      netip.Addr
@@ -192,6 +202,9 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 	for _, c := range configs {
 		for _, v := range c.VMs {
 			for _, n := range v.NICs {
+				if n.ExternalAllocationID != 0 {
+					mapped[n.ExternalAllocationID] = true
+				}
 				if !n.IP.IsValid() {
 					continue
 				}
@@ -206,6 +219,15 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 	}
 	for _, nw := range networks {
 		for _, a := range allocs[nw.ID] {
+			if a.Kind == store.AllocExternal && !mapped[a.ID] {
+				p := add(Problem{Kind: ProblemUnheldIP, Subject: a.IP.String(), Detail: fmt.Sprintf("external address on network %q is held (%s) but no fenced NIC maps it", nw.Name, a.Holder), Repairable: true})
+				if repair {
+					id := a.ID
+					p.Repaired = s.update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(id) }) == nil
+					s.alloc.Forget()
+				}
+				continue
+			}
 			if a.Kind != store.AllocInternal || carried[a.ID] > 0 {
 				continue
 			}
