@@ -57,7 +57,8 @@ func TestFencedClonesRunBesideTheOriginal(t *testing.T) {
 	guest := guestImages(t)
 	ns := newNetns(t)
 	client := newNetns(t)
-	d := startDaemonIn(t, ns, t.TempDir())
+	data := t.TempDir()
+	d := startDaemonIn(t, ns, data)
 	deployFixture(t, d, guest, "10.80.0.0/24", "10.80.0.10-10.80.0.60")
 	d.ok("config", "create", "orig", "--vm", "a=kguest,net=lan", "--vm", "b=kguest,net=lan")
 
@@ -125,6 +126,18 @@ func TestFencedClonesRunBesideTheOriginal(t *testing.T) {
 	// And an in-out fenced VM reaches the client.
 	if kv, err := client.guest(linked.VMs[0].NICs[0].ExternalIP, "/fetch?url=http://10.80.0.200:8080/"); err != nil || kv["fetch"] != "ok" {
 		t.Errorf("in-out fenced VM cannot reach the client: %v %v", kv, err)
+	}
+
+	// A daemon killed with fences up re-adopts them with their VMs:
+	// nothing is torn down, the same QEMUs answer on the same addresses.
+	pidBefore := vmPID(t, d, "linked", 0)
+	d.kill()
+	d = startDaemonIn(t, ns, data)
+	if pid := vmPID(t, d, "linked", 0); pid != pidBefore {
+		t.Errorf("fenced VM's PID %d → %d across the daemon restart", pidBefore, pid)
+	}
+	if kv, err := client.guest(linked.VMs[0].NICs[0].ExternalIP, "/"); err != nil || !strings.Contains(kv["ip"], ips[0]) {
+		t.Errorf("fenced VM after the daemon restart: %v %v", kv, err)
 	}
 
 	// 5. Policies: out, then block. The outbound direction is driven from
@@ -231,4 +244,43 @@ func vmPID(t *testing.T, d *daemon, config string, i int) int {
 		t.Fatalf("%s: VM %d has no PID: %+v", config, i, c.VMs)
 	}
 	return c.VMs[i].PID
+}
+
+// TestFencedDeployFailureLeavesNothing: the pool cannot give the third
+// external address, so the fenced deploy is refused and nothing is held or
+// set up.
+func TestFencedDeployFailureLeavesNothing(t *testing.T) {
+	requireVMs(t)
+	guest := guestImages(t)
+	ns := newNetns(t)
+	d := startDaemonIn(t, ns, t.TempDir())
+	deployFixture(t, d, guest, "10.81.0.0/24", "10.81.0.10-10.81.0.14")
+	d.ok("config", "create", "three", "--vm", "a=kguest,net=lan", "--vm", "b=kguest,net=lan", "--vm", "c=kguest,net=lan")
+	// 3 of 5 pool addresses are held: a fenced deploy needs 3 more.
+	d.fails(4, "exhausted", "config", "deploy", "three", "--fenced")
+	c := d.config("three")
+	if c.State != "undeployed" || c.Fenced {
+		t.Errorf("after the refused deploy: state %s fenced %v", c.State, c.Fenced)
+	}
+	var nw struct {
+		Usage []struct {
+			Kind string `json:"kind"`
+		} `json:"usage"`
+	}
+	d.json(&nw, "network", "show", "lan")
+	for _, u := range nw.Usage {
+		if u.Kind != "internal" {
+			t.Errorf("an external address is still held: %+v", nw.Usage)
+		}
+	}
+	out, _ := exec.Command("ip", "-n", ns.name, "-o", "link").Output()
+	if strings.Contains(string(out), "sh-fo-") || strings.Contains(string(out), "sh-tap-") {
+		t.Errorf("fence veths or taps left:\n%s", out)
+	}
+	if pids := ns.qemuPIDs(t); len(pids) != 0 {
+		t.Errorf("QEMU left: %v", pids)
+	}
+	if r := d.run("doctor"); r.code != 0 {
+		t.Errorf("doctor: %s%s", r.stdout, r.stderr)
+	}
 }
