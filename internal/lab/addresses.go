@@ -54,6 +54,7 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 	if err != nil {
 		return nil, fmt.Errorf("change addresses of %q: %w", name, err)
 	}
+	s.record(ctx, ObjectConfig, "change-ips", name, "")
 	return s.GetConfig(ctx, name)
 }
 
@@ -102,6 +103,7 @@ func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int
 	if err != nil {
 		return nil, fmt.Errorf("set address of %s/%s NIC %d: %w", config, vmName, nicIndex, err)
 	}
+	s.record(ctx, ObjectConfig, "set-ip", config, fmt.Sprintf("VM %s NIC %d: %s", vmName, nicIndex, ip))
 	// The view is read after the commit, outside the writer's turn.
 	return s.GetConfig(ctx, config)
 }
@@ -117,6 +119,9 @@ func loadUndeployed(tx store.Tx, name, what string) (loadedConfig, error) {
 	}
 	if c.State != store.StateUndeployed {
 		return loadedConfig{}, errdefs.Conflict("configuration %q is %s; undeploy it to %s", name, c.State, what)
+	}
+	if err := checkKind(c, store.KindConfig, what); err != nil {
+		return loadedConfig{}, err
 	}
 	return loadedConfig{c}, nil
 }

@@ -59,6 +59,16 @@ func (s *Service) loadCloneSource(ctx context.Context, src, dst string) (*store.
 // or copied. The clone keeps the source's networks, IP modes and addresses
 // (joining their families) and gets new MACs.
 func (s *Service) LinkedClone(ctx context.Context, src, dst string) (*ConfigView, error) {
+	v, err := s.linkedClone(ctx, src, dst, store.KindConfig)
+	if err == nil {
+		s.record(ctx, ObjectConfig, "clone", dst, "linked clone of "+src)
+	}
+	return v, err
+}
+
+// linkedClone makes dst of kind (store.KindConfig or KindLibrary) from src
+// by linked clone.
+func (s *Service) linkedClone(ctx context.Context, src, dst, kind string) (*ConfigView, error) {
 	unlock := s.locks.lock(src, dst)
 	defer unlock()
 	c, idx, err := s.loadCloneSource(ctx, src, dst)
@@ -134,7 +144,7 @@ func (s *Service) LinkedClone(ctx context.Context, src, dst string) (*ConfigView
 	}
 	var view *ConfigView
 	err = s.update(ctx, func(tx store.Tx) error {
-		clone, err := s.commitClone(tx, src, dst, func(tx store.Tx, p clonePlan) (int64, error) {
+		clone, err := s.commitClone(tx, src, dst, kind, func(tx store.Tx, p clonePlan) (int64, error) {
 			parentID := p.top.ID
 			if p.shortcut {
 				parentID = p.top.ParentID
@@ -180,7 +190,7 @@ func (s *Service) LinkedClone(ctx context.Context, src, dst string) (*ConfigView
 // their source's address family), new MACs, and for each disk the top
 // layer that diskTop records. It re-reads the source so that it works on
 // the current records.
-func (s *Service) commitClone(tx store.Tx, src, dst string, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
+func (s *Service) commitClone(tx store.Tx, src, dst, kind string, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
 	c, err := tx.GetConfig(src)
 	if err != nil {
 		return nil, err
@@ -188,7 +198,7 @@ func (s *Service) commitClone(tx store.Tx, src, dst string, diskTop func(store.T
 	if c.State != store.StateUndeployed {
 		return nil, errdefs.Conflict("configuration %q changed state to %s during the clone", src, c.State)
 	}
-	clone := &store.Config{Name: dst, Description: c.Description, Owner: c.Owner, State: store.StateUndeployed}
+	clone := &store.Config{Name: dst, Kind: kind, Description: c.Description, Owner: c.Owner, State: store.StateUndeployed}
 	for _, vm := range c.VMs {
 		nv := store.VM{Name: vm.Name, TemplateID: vm.TemplateID, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, State: store.StateUndeployed}
 		nv.Disks = make([]store.Disk, len(vm.Disks))
@@ -236,7 +246,7 @@ func (s *Service) StartFullClone(ctx context.Context, src, dst string) (jobs.Job
 		unlock()
 		return jobs.Job{}, err
 	}
-	job := s.jobs.Start("full-clone", dst, func(ctx context.Context, progress func(done, total int64)) error {
+	job := s.jobs.StartFrom(ctx, "full-clone", dst, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
 		err := s.fullClone(ctx, op, src, dst, plans, progress)
 		if err != nil {
@@ -244,6 +254,7 @@ func (s *Service) StartFullClone(ctx context.Context, src, dst string) (jobs.Job
 		}
 		s.finishOp(op)
 		s.log.Info("full clone made", "config", dst, "source", src, "disks", len(plans))
+		s.record(ctx, ObjectConfig, "full-clone", dst, "full clone of "+src)
 		return nil
 	})
 	return job, nil
@@ -275,7 +286,7 @@ func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, 
 		return err
 	}
 	return s.update(ctx, func(tx store.Tx) error {
-		_, err := s.commitClone(tx, src, dst, func(tx store.Tx, p clonePlan) (int64, error) {
+		_, err := s.commitClone(tx, src, dst, store.KindConfig, func(tx store.Tx, p clonePlan) (int64, error) {
 			l := &store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize}
 			if err := tx.CreateLayer(l); err != nil {
 				return 0, err

@@ -146,6 +146,7 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 	}
 	s.finishOp(op)
 	s.log.Info("configuration created", "config", spec.Name, "vms", len(plan))
+	s.record(ctx, ObjectConfig, "create", spec.Name, "")
 	return view, nil
 }
 
@@ -180,6 +181,9 @@ func (s *Service) ListConfigs(ctx context.Context) ([]ConfigView, error) {
 			return err
 		}
 		for i := range cs {
+			if cs[i].Kind == store.KindLibrary {
+				continue // see ListLibrary
+			}
 			v, err := s.configView(tx, &cs[i])
 			if err != nil {
 				return err
@@ -209,6 +213,11 @@ func (s *Service) GetConfig(ctx context.Context, name string) (*ConfigView, erro
 // layers, then every frozen layer left without children, and the addresses
 // whose family it was the last member of.
 func (s *Service) DeleteConfig(ctx context.Context, name string) error {
+	return s.deleteConfig(ctx, name, store.KindConfig)
+}
+
+// deleteConfig deletes configuration name, which must be of kind.
+func (s *Service) deleteConfig(ctx context.Context, name, kind string) error {
 	unlock := s.locks.lock(name)
 	defer unlock()
 	var op *store.Op
@@ -221,6 +230,9 @@ func (s *Service) DeleteConfig(ctx context.Context, name string) error {
 		}
 		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s; undeploy it before deleting", name, c.State)
+		}
+		if err := checkKind(c, kind, "delete it with this command"); err != nil {
+			return err
 		}
 		var tops, allocs []int64
 		var extra []string // saved states
@@ -266,6 +278,7 @@ func (s *Service) DeleteConfig(ctx context.Context, name string) error {
 		return fmt.Errorf("delete configuration %q: %w", name, err)
 	}
 	s.log.Info("configuration deleted", "config", name, "files", len(op.RemoveFiles))
+	s.record(ctx, kindObject(kind), "delete", name, "")
 	return s.finishOp(op)
 }
 
@@ -278,6 +291,7 @@ func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) 
 		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
 		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError,
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+		Kind: c.Kind, Lease: s.configLeaseView(tx, c.ID),
 	}
 	netNames := map[int64]string{}
 	tmplNames := map[int64]string{}

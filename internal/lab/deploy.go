@@ -243,6 +243,9 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s; only an undeployed configuration can be deployed", name, c.State)
 		}
+		if err := checkKind(c, store.KindConfig, "deploy it (check it out into a configuration first)"); err != nil {
+			return err
+		}
 		if opts.Fenced {
 			// Inside its fence it keeps its addresses; outside it gets new
 			// ones, so it conflicts with nobody.
@@ -275,6 +278,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		err = fmt.Errorf("deploy %q: %w", name, err)
 		undo.run()
 		s.setUndeployed(name, err.Error())
+		s.recordFailure(ctx, ObjectConfig, "deploy", name, err)
 		s.log.Error("deploy failed and was rolled back", "config", name, "err", err)
 		return nil, err
 	}
@@ -362,6 +366,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		}
 	}
 	s.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", s.accel, "fenced", opts.Fenced)
+	s.record(ctx, ObjectConfig, "deploy", name, deployDetail(opts))
 	return s.withRuntime(view), nil
 }
 
@@ -545,6 +550,7 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		return nil, fmt.Errorf("undeploy %q: %w", name, err)
 	}
 	s.log.Info("configuration undeployed", "config", name, "saved_state", saveState)
+	s.record(ctx, ObjectConfig, "undeploy", name, undeployDetail(saveState))
 	return s.withRuntime(view), nil
 }
 

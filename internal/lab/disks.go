@@ -103,7 +103,7 @@ func (s *Service) StartConsolidate(ctx context.Context, config, vmName string, d
 		return jobs.Job{}, err
 	}
 	subject := fmt.Sprintf("%s/%s/%d", config, vmName, disk)
-	return s.jobs.Start("consolidate", subject, func(ctx context.Context, progress func(done, total int64)) error {
+	return s.jobs.StartFrom(ctx, "consolidate", subject, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
 		fail := func(err error) error {
 			return s.failOp(op, fmt.Errorf("consolidate %s: %w", subject, err))
@@ -138,6 +138,7 @@ func (s *Service) StartConsolidate(ctx context.Context, config, vmName string, d
 			return fail(err)
 		}
 		s.log.Info("disk consolidated", "config", config, "vm", vmName, "disk", disk, "released", len(op.RemoveFiles))
+		s.record(ctx, ObjectConfig, "consolidate", config, fmt.Sprintf("VM %s disk %d", vmName, disk))
 		return s.finishOp(op)
 	}), nil
 }

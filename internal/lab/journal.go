@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"stagehand/internal/store"
 )
@@ -110,6 +112,7 @@ func (s *Service) finishOp(op *store.Op) error {
 // failOp rolls op back and returns err, annotated when the rollback itself
 // failed.
 func (s *Service) failOp(op *store.Op, err error) error {
+	s.recordOpFailure(context.Background(), op, err)
 	if rbErr := s.rollbackOp(op); rbErr != nil {
 		return fmt.Errorf("%w (rollback incomplete: %v)", err, rbErr)
 	}
@@ -144,8 +147,14 @@ func (s *Service) Recover(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// A path ending in a separator is a directory the operation made (an
+// archive's): it goes with everything in it.
 func removeFile(path string) error {
-	err := os.Remove(path)
+	remove := os.Remove
+	if strings.HasSuffix(path, string(filepath.Separator)) {
+		remove = os.RemoveAll
+	}
+	err := remove(path)
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -60,7 +60,13 @@ func newMAC() string {
 }
 
 // abs turns a data-dir-relative path into an absolute one.
-func (s *Service) abs(rel string) string { return filepath.Join(s.dataDir, rel) }
+// Archive files, outside the data dir, are journalled with absolute paths.
+func (s *Service) abs(rel string) string {
+	if filepath.IsAbs(rel) {
+		return rel
+	}
+	return filepath.Join(s.dataDir, rel)
+}
 
 // rel turns an absolute path inside the data dir into a relative one.
 func (s *Service) rel(abs string) string {

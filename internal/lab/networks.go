@@ -38,6 +38,7 @@ func (s *Service) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network
 		return nil, err
 	}
 	s.log.Info("network created", "network", spec.Name, "subnet", n.Subnet)
+	s.record(ctx, ObjectNetwork, "create", spec.Name, spec.Subnet)
 	return view, nil
 }
 

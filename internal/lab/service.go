@@ -47,6 +47,13 @@ type Options struct {
 	// operation; a non-nil error fails that step. Tests use it to prove
 	// that each step rolls back.
 	FailAt func(op, step string) error
+	// Now is the clock of leases and events (default time.Now).
+	Now func() time.Time
+	// ArchiveDir holds the archives (default DATA/archive); it may be on
+	// another filesystem.
+	ArchiveDir string
+	// Leases are the lease defaults and the reaper's policy.
+	Leases LeasePolicy
 }
 
 // Service is the lab. It is safe for concurrent use.
@@ -69,6 +76,7 @@ type Service struct {
 	vms             runningVMs
 	extCursor       externalCursor
 	alloc           *ipam.Allocator
+	life            *lifecycle // library, archives, leases, events
 }
 
 // update runs fn in a store transaction. When it does not commit, the
@@ -106,6 +114,9 @@ func New(opts Options) (*Service, error) {
 		failAt:     opts.FailAt,
 	}
 	s.alloc = ipam.NewAllocator()
+	if s.life, err = newLifecycle(opts, abs); err != nil {
+		return nil, err
+	}
 	s.hv, s.net = opts.Hypervisor, opts.Plumbing
 	s.accel, s.accelReason = opts.Accel, opts.AccelReason
 	if s.accel == "" {

@@ -161,6 +161,7 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 	}
 	s.finishOp(op)
 	s.log.Info("template imported", "template", spec.Name, "disks", len(layerPaths))
+	s.record(ctx, ObjectTemplate, "import", spec.Name, "")
 	return view, nil
 }
 
@@ -248,6 +249,7 @@ func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("delete template %q: %w", name, err)
 	}
+	s.record(ctx, ObjectTemplate, "delete", name, "")
 	return s.finishOp(op)
 }
 

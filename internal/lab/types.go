@@ -100,7 +100,10 @@ type IPHolder struct {
 
 // ConfigView is a configuration as shown to users.
 type ConfigView struct {
-	Name        string
+	Name string
+	// Kind is store.KindConfig, or KindLibrary for a library entry.
+	Kind        string
+	Lease       LeaseView
 	Description string
 	Owner       string
 	State       string

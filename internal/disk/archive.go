@@ -1,0 +1,65 @@
+package disk
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"stagehand/internal/errdefs"
+)
+
+// ConsolidateCompressed is Consolidate for archive storage: the new
+// standalone qcow2 has every cluster compressed with zstd. Measured on a
+// 400 MiB image of binaries (docs/benchmarks.md): about the size zlib gives
+// (193 MiB against 200 MiB) in a sixth of the time, and still readable by
+// any QEMU since 5.1. A compressed image stays a normal qcow2: restoring
+// it is a plain convert.
+func (q *QemuImg) ConsolidateCompressed(ctx context.Context, top, dst string, progress func(done, total int64)) (err error) {
+	if top, err = absPath(top); err != nil {
+		return err
+	}
+	if dst, err = absPath(dst); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("compress %q into %q: %w", top, dst, err)
+		}
+	}()
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("%q: %w", dst, os.ErrExist)
+	}
+	total, err := qcow2VirtualSize(top)
+	if err != nil {
+		return err
+	}
+	progress(0, total)
+	args := append([]string{"convert", "-p", "-c", "-f", "qcow2", "-O", "qcow2", "-o", "compression_type=zstd"}, convertTuning()...)
+	if err := q.convertToTemp(ctx, dst, progressLine(total, progress), append(args, top)...); err != nil {
+		return err
+	}
+	progress(total, total)
+	return nil
+}
+
+// CheckStandalone checks that path is a qcow2 image that reads no other
+// file (no backing file, no external data file), needs no key and is not
+// corrupt: what an image from elsewhere (an imported archive) must be
+// before the lab converts it. Problems are errdefs.ErrInvalid.
+func (q *QemuImg) CheckStandalone(ctx context.Context, path string) error {
+	path, err := absPath(path)
+	if err != nil {
+		return err
+	}
+	ii, err := q.info(ctx, path, "-f", "qcow2")
+	if err != nil {
+		return errdefs.Invalid("%q is not a readable qcow2 image: %v", path, err)
+	}
+	if ii.Format != "qcow2" {
+		return errdefs.Invalid("%q is a %s image, not qcow2", path, ii.Format)
+	}
+	return q.checkStandaloneQcow2(ctx, path, ii)
+}

@@ -1,0 +1,794 @@
+package lab
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"stagehand/internal/disk"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/ipam"
+	"stagehand/internal/jobs"
+	"stagehand/internal/store"
+)
+
+// Archives: consolidated, read-only copies of configurations in the
+// archive storage (Options.ArchiveDir, which may be another filesystem).
+// An archive is not made of layers: each VM disk is one standalone,
+// compressed qcow2 in the archive's own directory, with the template's boot
+// files, described by a manifest (VMs, NICs, networks, template hardware,
+// a sha256 per file) kept in the store and beside the files. Restoring is
+// a full clone back into layers. Archives hold no addresses: the manifest
+// records them, and a restore takes them again (see restoreNIC).
+//
+// Every archive file lives in its directory, which an operation journals
+// as one entry (a path ending in a separator): a failure or a crash removes
+// the whole directory, and deleting the archive removes it.
+
+// archiveFormat and archiveVersion identify the manifest.
+const (
+	archiveFormat  = "stagehand-archive"
+	archiveVersion = 1
+)
+
+// manifest describes an archive; it is the manifest.json of a bundle.
+type manifest struct {
+	Format      string             `json:"format"`
+	Version     int                `json:"version"`
+	Name        string             `json:"name"`
+	Source      string             `json:"source"`
+	Description string             `json:"description"`
+	Owner       string             `json:"owner"`
+	CreatedAt   time.Time          `json:"created_at"`
+	Networks    []manifestNetwork  `json:"networks"`
+	Templates   []manifestTemplate `json:"templates"`
+	VMs         []manifestVM       `json:"vms"`
+}
+
+type manifestNetwork struct {
+	Name    string   `json:"name"`
+	Subnet  string   `json:"subnet"`
+	Gateway string   `json:"gateway"`
+	DNS     []string `json:"dns"`
+	Pools   []string `json:"pools"`
+}
+
+type manifestTemplate struct {
+	Name      string        `json:"name"`
+	CPUs      int           `json:"cpus"`
+	MemoryMiB int           `json:"memory_mib"`
+	Kernel    *manifestFile `json:"kernel,omitempty"`
+	Initrd    *manifestFile `json:"initrd,omitempty"`
+	Cmdline   string        `json:"cmdline"`
+}
+
+// manifestFile is one file of the archive: Path is relative to the
+// archive's directory and is the file's name in a bundle.
+type manifestFile struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+type manifestVM struct {
+	Name      string         `json:"name"`
+	Template  string         `json:"template"`
+	CPUs      int            `json:"cpus"`
+	MemoryMiB int            `json:"memory_mib"`
+	Disks     []manifestDisk `json:"disks"`
+	NICs      []manifestNIC  `json:"nics"`
+}
+
+type manifestDisk struct {
+	Index       int          `json:"index"`
+	VirtualSize int64        `json:"virtual_size"`
+	File        manifestFile `json:"file"`
+}
+
+type manifestNIC struct {
+	Index   int    `json:"index"`
+	Network string `json:"network"`
+	MAC     string `json:"mac"`
+	IPMode  string `json:"ip_mode"`
+	IP      string `json:"ip"`
+}
+
+// files lists every file of the archive in bundle order: disks, then boot
+// files.
+func (m *manifest) files() []*manifestFile {
+	var out []*manifestFile
+	for i := range m.VMs {
+		for j := range m.VMs[i].Disks {
+			out = append(out, &m.VMs[i].Disks[j].File)
+		}
+	}
+	for i := range m.Templates {
+		for _, f := range []*manifestFile{m.Templates[i].Kernel, m.Templates[i].Initrd} {
+			if f != nil {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+func (m *manifest) size() int64 {
+	var n int64
+	for _, f := range m.files() {
+		n += f.Size
+	}
+	return n
+}
+
+// archiveDisks is what archives need from disks beyond DiskTool;
+// disk.QemuImg has it. Without it archives are stored uncompressed and
+// checked with Info only.
+type archiveDisks interface {
+	ConsolidateCompressed(ctx context.Context, top, dst string, progress func(done, total int64)) error
+	CheckStandalone(ctx context.Context, path string) error
+}
+
+// ArchiveView is an archive as shown to users.
+type ArchiveView struct {
+	Name        string
+	Source      string
+	Dir         string // absolute
+	Description string
+	Owner       string
+	Size        int64 // bytes of its files
+	CreatedAt   time.Time
+	Networks    []string
+	VMs         []ArchiveVMView
+	Lease       LeaseView
+}
+
+// ArchiveVMView is one VM of an archive.
+type ArchiveVMView struct {
+	Name      string
+	Template  string
+	CPUs      int
+	MemoryMiB int
+	Disks     []ArchiveDiskView
+	NICs      []NICView
+}
+
+// ArchiveDiskView is one disk of an archived VM.
+type ArchiveDiskView struct {
+	Index       int
+	Path        string // absolute
+	VirtualSize int64
+	Size        int64 // bytes of the compressed file
+	SHA256      string
+}
+
+func (s *Service) archiveDirOf(a *store.Archive) string {
+	return filepath.Join(s.life.archiveDir, a.Dir)
+}
+
+// dirEntry is the journal entry of an archive directory (see removeFile).
+func dirEntry(abs string) string { return abs + string(filepath.Separator) }
+
+func (s *Service) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
+	m, err := parseManifest(a.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("archive %q: %w", a.Name, err)
+	}
+	dir := s.archiveDirOf(a)
+	v := &ArchiveView{Name: a.Name, Source: a.Source, Dir: dir, Description: m.Description, Owner: m.Owner, Size: a.Size, CreatedAt: a.CreatedAt}
+	for _, n := range m.Networks {
+		v.Networks = append(v.Networks, n.Name)
+	}
+	for _, vm := range m.VMs {
+		vv := ArchiveVMView{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
+		for _, d := range vm.Disks {
+			vv.Disks = append(vv.Disks, ArchiveDiskView{Index: d.Index, Path: filepath.Join(dir, d.File.Path), VirtualSize: d.VirtualSize, Size: d.File.Size, SHA256: d.File.SHA256})
+		}
+		for _, n := range vm.NICs {
+			vv.NICs = append(vv.NICs, NICView{Index: n.Index, Network: n.Network, MAC: n.MAC, IPMode: n.IPMode, IP: n.IP})
+		}
+		v.VMs = append(v.VMs, vv)
+	}
+	l, err := tx.LeaseOfArchive(a.ID)
+	if err != nil {
+		l = nil
+	}
+	v.Lease = s.leaseView(l)
+	return v, nil
+}
+
+// ListArchives returns every archive.
+func (s *Service) ListArchives(ctx context.Context) ([]ArchiveView, error) {
+	var out []ArchiveView
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		as, err := tx.ListArchives()
+		if err != nil {
+			return err
+		}
+		for i := range as {
+			v, err := s.archiveView(tx, &as[i])
+			if err != nil {
+				return err
+			}
+			out = append(out, *v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GetArchive returns one archive.
+func (s *Service) GetArchive(ctx context.Context, name string) (*ArchiveView, error) {
+	var out *ArchiveView
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		a, err := tx.GetArchive(name)
+		if err != nil {
+			return err
+		}
+		out, err = s.archiveView(tx, a)
+		return err
+	})
+	return out, err
+}
+
+// DeleteArchive deletes an archive and its directory.
+func (s *Service) DeleteArchive(ctx context.Context, name string) error {
+	unlock := s.locks.lock(name)
+	defer unlock()
+	var op *store.Op
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		a, err := tx.GetArchive(name)
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteArchive(a.ID); err != nil {
+			return err
+		}
+		op = &store.Op{Kind: "delete-archive", Subject: name}
+		if err := tx.CreateOp(op); err != nil {
+			return err
+		}
+		return commitOp(tx, op, []string{dirEntry(s.archiveDirOf(a))})
+	})
+	if err != nil {
+		return fmt.Errorf("delete archive %q: %w", name, err)
+	}
+	s.log.Info("archive deleted", "archive", name)
+	s.record(ctx, ObjectArchive, "delete", name, "")
+	return s.finishOp(op)
+}
+
+// StartArchive starts a job that copies an undeployed configuration (or
+// library entry) into archive name: one compressed standalone qcow2 per
+// disk, read from the whole chain, plus the templates' boot files and the
+// manifest. The configuration is only read, and stays locked (not
+// deployable, not deletable) until the job ends. A cancelled or failed job
+// leaves nothing behind.
+func (s *Service) StartArchive(ctx context.Context, config, name string) (jobs.Job, error) {
+	if err := checkName("archive", name); err != nil {
+		return jobs.Job{}, err
+	}
+	unlock := s.locks.lock(config, name)
+	var m *manifest
+	var tops []string // per disk, in manifest order
+	var boot []string // per boot file, in manifest order: source paths
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		if _, err := tx.GetArchive(name); err == nil {
+			return errdefs.Conflict("archive %q already exists", name)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		c, err := tx.GetConfig(config)
+		if err != nil {
+			return err
+		}
+		if c.State != store.StateUndeployed {
+			return errdefs.Conflict("configuration %q is %s: only an undeployed configuration can be archived (its disks must be quiescent); undeploy it first", config, c.State)
+		}
+		m, tops, boot, err = s.planManifest(tx, c, name)
+		return err
+	})
+	if err != nil {
+		unlock()
+		return jobs.Job{}, fmt.Errorf("archive %q as %q: %w", config, name, err)
+	}
+	dirName := "a-" + randomHex(8)
+	dir := filepath.Join(s.life.archiveDir, dirName)
+	op, err := s.beginOp(ctx, "archive", name, []string{dirEntry(dir)}, nil)
+	if err != nil {
+		unlock()
+		return jobs.Job{}, err
+	}
+	return s.jobs.StartFrom(ctx, "archive", name, func(ctx context.Context, progress func(done, total int64)) error {
+		defer unlock()
+		if err := s.writeArchive(ctx, op, m, dir, tops, boot, progress); err != nil {
+			return s.failOp(op, fmt.Errorf("archive %q as %q: %w", config, name, err))
+		}
+		raw, _ := json.Marshal(m)
+		err := s.store.Update(ctx, func(tx store.Tx) error {
+			a := &store.Archive{Name: name, Source: config, Dir: dirName, Manifest: raw, Size: m.size(), CreatedAt: m.CreatedAt}
+			if err := tx.CreateArchive(a); err != nil {
+				return err
+			}
+			return commitOp(tx, op, nil)
+		})
+		if err != nil {
+			return s.failOp(op, fmt.Errorf("archive %q as %q: %w", config, name, err))
+		}
+		s.finishOp(op)
+		s.log.Info("archive made", "archive", name, "config", config, "bytes", m.size())
+		s.record(ctx, ObjectArchive, "archive", name, "archived from "+config)
+		return nil
+	}), nil
+}
+
+// planManifest describes configuration c as archive name: everything but
+// the files' sizes and checksums, which writeArchive fills in. It returns
+// the absolute paths of the top layers (one per disk) and of the boot
+// files, in the manifest's file order.
+func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*manifest, []string, []string, error) {
+	idx, err := loadLayers(tx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m := &manifest{Format: archiveFormat, Version: archiveVersion, Name: name, Source: c.Name,
+		Description: c.Description, Owner: c.Owner, CreatedAt: s.now()}
+	var tops, boot []string
+	networks := map[int64]bool{}
+	templates := map[int64]string{}
+	var tmplOrder []*store.Template
+	for vi, vm := range c.VMs {
+		t, ok := templates[vm.TemplateID]
+		if !ok {
+			tmpl, err := tx.GetTemplateByID(vm.TemplateID)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
+			}
+			t = tmpl.Name
+			templates[vm.TemplateID] = t
+			tmplOrder = append(tmplOrder, tmpl)
+		}
+		mv := manifestVM{Name: vm.Name, Template: t, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
+		disks := append([]store.Disk(nil), vm.Disks...)
+		sort.Slice(disks, func(i, j int) bool { return disks[i].Index < disks[j].Index })
+		for _, d := range disks {
+			top, ok := idx[d.TopLayerID]
+			if !ok {
+				return nil, nil, nil, fmt.Errorf("VM %q disk %d: top layer %d missing from the store", vm.Name, d.Index, d.TopLayerID)
+			}
+			mv.Disks = append(mv.Disks, manifestDisk{Index: d.Index, VirtualSize: top.VirtualSize,
+				File: manifestFile{Path: fmt.Sprintf("disks/vm%d-disk%d.qcow2", vi, d.Index)}})
+			tops = append(tops, s.abs(top.Path))
+		}
+		for _, n := range vm.NICs {
+			nw, err := tx.GetNetworkByID(n.NetworkID)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if !networks[nw.ID] {
+				networks[nw.ID] = true
+				m.Networks = append(m.Networks, networkManifest(nw))
+			}
+			mn := manifestNIC{Index: n.Index, Network: nw.Name, MAC: n.MAC, IPMode: n.IPMode}
+			if n.IP.IsValid() {
+				mn.IP = n.IP.String()
+			}
+			mv.NICs = append(mv.NICs, mn)
+		}
+		m.VMs = append(m.VMs, mv)
+	}
+	for ti, t := range tmplOrder {
+		mt := manifestTemplate{Name: t.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, Cmdline: t.Cmdline}
+		if t.Kernel != "" {
+			mt.Kernel = &manifestFile{Path: fmt.Sprintf("boot/t%d-kernel", ti)}
+			boot = append(boot, s.abs(t.Kernel))
+		}
+		if t.Initrd != "" {
+			mt.Initrd = &manifestFile{Path: fmt.Sprintf("boot/t%d-initrd", ti)}
+			boot = append(boot, s.abs(t.Initrd))
+		}
+		m.Templates = append(m.Templates, mt)
+	}
+	return m, tops, boot, nil
+}
+
+func networkManifest(nw *store.Network) manifestNetwork {
+	mn := manifestNetwork{Name: nw.Name, Subnet: nw.Subnet.String(), DNS: []string{}, Pools: []string{}}
+	if nw.Gateway.IsValid() {
+		mn.Gateway = nw.Gateway.String()
+	}
+	for _, d := range nw.DNS {
+		mn.DNS = append(mn.DNS, d.String())
+	}
+	for _, p := range nw.Pools {
+		mn.Pools = append(mn.Pools, p.First.String()+"-"+p.Last.String())
+	}
+	return mn
+}
+
+// writeArchive writes the archive's files into dir and fills in their
+// sizes and checksums.
+func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *manifest, dir string, tops, boot []string, progress func(done, total int64)) error {
+	for _, sub := range []string{"disks", "boot"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	var total int64
+	for _, vm := range m.VMs {
+		for _, d := range vm.Disks {
+			total += d.VirtualSize
+		}
+	}
+	progress(0, total)
+	var done int64
+	compress := s.disks.Consolidate
+	if ad, ok := s.disks.(archiveDisks); ok {
+		compress = ad.ConsolidateCompressed
+	}
+	files := m.files()
+	i := 0
+	for _, vm := range m.VMs {
+		for _, d := range vm.Disks {
+			if err := s.step(ctx, op, "convert"); err != nil {
+				return err
+			}
+			dst := filepath.Join(dir, d.File.Path)
+			err := compress(ctx, tops[i], dst, func(n, _ int64) { progress(done+n, total) })
+			if err != nil {
+				return fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err)
+			}
+			done += d.VirtualSize
+			if err := sealFile(dst, files[i]); err != nil {
+				return err
+			}
+			i++
+		}
+	}
+	for j, src := range boot {
+		if err := s.step(ctx, op, "copy-boot-file"); err != nil {
+			return err
+		}
+		f := files[i+j]
+		dst := filepath.Join(dir, f.Path)
+		if err := copyFile(src, dst); err != nil {
+			return err
+		}
+		if err := sealFile(dst, f); err != nil {
+			return err
+		}
+	}
+	if err := writeManifestFile(dir, m); err != nil {
+		return err
+	}
+	if err := s.step(ctx, op, "commit"); err != nil {
+		return err
+	}
+	return syncDirs(dir, filepath.Join(dir, "disks"), filepath.Join(dir, "boot"), filepath.Dir(dir))
+}
+
+// sealFile records path's size and sha256 in f and makes it read-only.
+func sealFile(path string, f *manifestFile) error {
+	sum, size, err := hashFile(path)
+	if err != nil {
+		return err
+	}
+	f.SHA256, f.Size = sum, size
+	return os.Chmod(path, 0o444)
+}
+
+func hashFile(path string) (string, int64, error) {
+	in, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer in.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, in, make([]byte, copyBuffer))
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// copyBuffer is the buffer of archive and bundle copies: large enough that
+// the per-call overhead vanishes next to the hashing.
+const copyBuffer = 1 << 20
+
+// writeManifestFile leaves the manifest beside the files, so an archive
+// directory describes itself even without the store.
+func writeManifestFile(dir string, m *manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, "manifest.json")
+	if err := os.WriteFile(p, append(b, '\n'), 0o444); err != nil {
+		return err
+	}
+	return syncDirs(p)
+}
+
+// syncDirs fsyncs each path (files or directories).
+func syncDirs(paths ...string) error {
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func parseManifest(raw []byte) (*manifest, error) {
+	var m manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return &m, nil
+}
+
+// StartRestore starts a job that makes configuration config from an
+// archive by full clone: each archived disk becomes a new standalone
+// writable base (decompressed) in the layers directory. VMs keep their
+// names, hardware, networks and IP modes, get new MACs, and take their
+// addresses again as restoreNIC says. A template the archive names that
+// no longer exists is made again from the archive (hardware and boot
+// files, no base disks). The archive is only read. A cancelled or failed
+// job leaves nothing behind.
+func (s *Service) StartRestore(ctx context.Context, archive, config string) (jobs.Job, error) {
+	if err := checkName("configuration", config); err != nil {
+		return jobs.Job{}, err
+	}
+	unlock := s.locks.lock(archive, config)
+	var m *manifest
+	var dir string
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		a, err := tx.GetArchive(archive)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.GetConfig(config); err == nil {
+			return errdefs.Conflict("configuration %q already exists", config)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		if m, err = parseManifest(a.Manifest); err != nil {
+			return err
+		}
+		dir = s.archiveDirOf(a)
+		return checkNetworksExist(tx, m)
+	})
+	if err != nil {
+		unlock()
+		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
+	}
+	// One new layer per disk, and a copy of the boot files of every
+	// template that may have to be made again (decided at commit).
+	var created []string
+	layers := map[string]string{} // manifest file path -> new layer path
+	bootCopies := map[string]string{}
+	for _, vm := range m.VMs {
+		for _, d := range vm.Disks {
+			layers[d.File.Path] = newLayerPath()
+			created = append(created, layers[d.File.Path])
+		}
+	}
+	for _, t := range m.Templates {
+		for _, f := range []*manifestFile{t.Kernel, t.Initrd} {
+			if f != nil {
+				bootCopies[f.Path] = filepath.Join(filesDir, "t-"+randomHex(6)+"-"+filepath.Base(f.Path))
+				created = append(created, bootCopies[f.Path])
+			}
+		}
+	}
+	op, err := s.beginOp(ctx, "restore", config, created, nil)
+	if err != nil {
+		unlock()
+		return jobs.Job{}, err
+	}
+	return s.jobs.StartFrom(ctx, "restore", config, func(ctx context.Context, progress func(done, total int64)) error {
+		defer unlock()
+		fail := func(err error) error {
+			return s.failOp(op, fmt.Errorf("restore archive %q as %q: %w", archive, config, err))
+		}
+		var total, done int64
+		for _, vm := range m.VMs {
+			for _, d := range vm.Disks {
+				total += d.VirtualSize
+			}
+		}
+		progress(0, total)
+		for _, vm := range m.VMs {
+			for _, d := range vm.Disks {
+				if err := s.step(ctx, op, "convert"); err != nil {
+					return fail(err)
+				}
+				err := s.disks.Consolidate(ctx, filepath.Join(dir, d.File.Path), s.abs(layers[d.File.Path]), func(n, _ int64) { progress(done+n, total) })
+				if err != nil {
+					return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err))
+				}
+				done += d.VirtualSize
+			}
+		}
+		for src, dst := range bootCopies {
+			if err := s.step(ctx, op, "copy-boot-file"); err != nil {
+				return fail(err)
+			}
+			if err := copyFile(filepath.Join(dir, src), s.abs(dst)); err != nil {
+				return fail(err)
+			}
+		}
+		if err := s.step(ctx, op, "commit"); err != nil {
+			return fail(err)
+		}
+		err := s.update(ctx, func(tx store.Tx) error {
+			unused, err := s.commitRestore(tx, m, config, layers, bootCopies)
+			if err != nil {
+				return err
+			}
+			return commitOp(tx, op, unused)
+		})
+		if err != nil {
+			return fail(err)
+		}
+		s.finishOp(op)
+		s.log.Info("archive restored", "archive", archive, "config", config)
+		s.touch(ctx, ObjectArchive, archive)
+		s.record(ctx, ObjectConfig, "restore", config, "restored from archive "+archive)
+		return nil
+	}), nil
+}
+
+// checkNetworksExist refuses a manifest naming a network this server does
+// not have.
+func checkNetworksExist(tx store.Tx, m *manifest) error {
+	var missing []string
+	for _, n := range m.Networks {
+		if _, err := tx.GetNetwork(n.Name); errors.Is(err, errdefs.ErrNotFound) {
+			missing = append(missing, n.Name)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		return errdefs.NotFound("network(s) %s do not exist on this server: create them, or map them to others (archive import --map-network OLD=NEW)", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// commitRestore writes the restored configuration inside tx and returns
+// the boot file copies it did not need (their template exists).
+func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers, bootCopies map[string]string) ([]string, error) {
+	var unused []string
+	templateIDs := map[string]int64{}
+	for _, mt := range m.Templates {
+		t, err := tx.GetTemplate(mt.Name)
+		if err == nil {
+			templateIDs[mt.Name] = t.ID
+			for _, f := range []*manifestFile{mt.Kernel, mt.Initrd} {
+				if f != nil {
+					unused = append(unused, bootCopies[f.Path])
+				}
+			}
+			continue
+		}
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			return nil, err
+		}
+		nt := &store.Template{Name: mt.Name, Description: "made again from archive " + m.Name + " (hardware and boot files only)",
+			CPUs: mt.CPUs, MemoryMiB: mt.MemoryMiB, Cmdline: mt.Cmdline}
+		if mt.Kernel != nil {
+			nt.Kernel = bootCopies[mt.Kernel.Path]
+		}
+		if mt.Initrd != nil {
+			nt.Initrd = bootCopies[mt.Initrd.Path]
+		}
+		if err := tx.CreateTemplate(nt); err != nil {
+			return nil, err
+		}
+		templateIDs[mt.Name] = nt.ID
+	}
+	c := &store.Config{Name: config, Kind: store.KindConfig, Description: m.Description, Owner: m.Owner, State: store.StateUndeployed}
+	for _, mv := range m.VMs {
+		tid, ok := templateIDs[mv.Template]
+		if !ok {
+			return nil, fmt.Errorf("VM %q: template %q is not in the manifest", mv.Name, mv.Template)
+		}
+		vm := store.VM{Name: mv.Name, TemplateID: tid, CPUs: mv.CPUs, MemoryMiB: mv.MemoryMiB, State: store.StateUndeployed}
+		for _, d := range mv.Disks {
+			l := &store.Layer{Path: layers[d.File.Path], VirtualSize: d.VirtualSize}
+			if err := tx.CreateLayer(l); err != nil {
+				return nil, err
+			}
+			vm.Disks = append(vm.Disks, store.Disk{Index: d.Index, TopLayerID: l.ID})
+		}
+		for _, mn := range mv.NICs {
+			n, err := s.restoreNIC(tx, mn)
+			if err != nil {
+				return nil, fmt.Errorf("VM %q NIC %d: %w", mv.Name, mn.Index, err)
+			}
+			vm.NICs = append(vm.NICs, n)
+		}
+		c.VMs = append(c.VMs, vm)
+	}
+	if err := tx.CreateConfig(c); err != nil {
+		return nil, err
+	}
+	return unused, nil
+}
+
+// restoreNIC gives a restored NIC its network, IP mode and, where it can,
+// its address: an address whose family still exists on this server is
+// joined (the restored VM is a copy of that VM, like a clone); a free
+// address inside the network is taken again. An address that cannot be
+// kept (outside the subnet after a network mapping, or held as a fence's
+// external address) is replaced by a new pool address for a pool NIC and
+// cleared for a manual one (set it with config set-ip). A new MAC is made.
+func (s *Service) restoreNIC(tx store.Tx, mn manifestNIC) (store.NIC, error) {
+	nw, err := tx.GetNetwork(mn.Network)
+	if err != nil {
+		return store.NIC{}, err
+	}
+	n := store.NIC{Index: mn.Index, NetworkID: nw.ID, MAC: newMAC(), IPMode: mn.IPMode}
+	switch mn.IPMode {
+	case store.IPModePool, store.IPModeManual:
+	case store.IPModeDHCP:
+		return n, nil
+	default:
+		return store.NIC{}, errdefs.Invalid("IP mode %q is not pool, manual or dhcp", mn.IPMode)
+	}
+	if mn.IP != "" {
+		ip, err := netip.ParseAddr(mn.IP)
+		if err != nil {
+			return store.NIC{}, errdefs.Invalid("address %q: %v", mn.IP, err)
+		}
+		allocs, err := tx.ListAllocations(nw.ID)
+		if err != nil {
+			return store.NIC{}, err
+		}
+		held := false
+		for _, a := range allocs {
+			if a.IP == ip {
+				held = true
+				if a.Kind == store.AllocInternal {
+					n.IP, n.AllocationID = a.IP, a.ID
+					return n, nil
+				}
+			}
+		}
+		if !held && ipam.CheckManual(nw, ip) == nil {
+			a := &store.Allocation{NetworkID: nw.ID, IP: ip, Kind: store.AllocInternal}
+			if err := tx.CreateAllocation(a); err != nil {
+				return store.NIC{}, err
+			}
+			n.IP, n.AllocationID = a.IP, a.ID
+			return n, nil
+		}
+	}
+	if mn.IPMode == store.IPModePool {
+		a, err := s.alloc.Allocate(tx, nw, store.AllocInternal, "", netip.Addr{})
+		if err != nil {
+			return store.NIC{}, err
+		}
+		n.IP, n.AllocationID = a.IP, a.ID
+	}
+	return n, nil
+}
+
+// Ensure the disk package keeps what archives use.
+var _ archiveDisks = (*disk.QemuImg)(nil)

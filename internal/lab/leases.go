@@ -1,0 +1,555 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+// Storage and deployment leases, and the reaper that enforces them.
+//
+// Every configuration, library entry and archive may have a storage lease;
+// a configuration has a deployment lease length that each deploy starts.
+// The reaper looks at the store every ReapInterval: a deployment that
+// outlived its lease is undeployed (saving or discarding state as the
+// configuration says); an object whose storage lease ran out is marked
+// expired and, under the delete policy, deleted once the grace period has
+// passed. All its state is in the store, so a restart loses nothing: the
+// next pass does what is due. A deployed configuration is never deleted.
+
+// Cleanup policies.
+const (
+	CleanupNotify = "notify" // expired objects are marked and reported only
+	CleanupDelete = "delete" // expired objects are deleted after the grace period
+)
+
+// Defaults of LeasePolicy.
+const (
+	DefaultGrace          = 7 * 24 * time.Hour
+	DefaultReapInterval   = time.Minute
+	DefaultEventRetention = 90 * 24 * time.Hour
+)
+
+// LeasePolicy holds the daemon-wide lease defaults and the reaper's policy.
+type LeasePolicy struct {
+	// DefaultStorage is the storage lease of new configurations, library
+	// entries and archives; 0 means never.
+	DefaultStorage time.Duration
+	// DefaultDeploy is the deployment lease of new configurations; 0 means
+	// never.
+	DefaultDeploy time.Duration
+	// Cleanup is CleanupNotify (default) or CleanupDelete.
+	Cleanup string
+	// Grace is how long an expired object is kept before the delete policy
+	// deletes it (default DefaultGrace).
+	Grace time.Duration
+	// ReapInterval is how often the reaper runs (default
+	// DefaultReapInterval).
+	ReapInterval time.Duration
+	// EventRetention is how long events are kept (default
+	// DefaultEventRetention).
+	EventRetention time.Duration
+}
+
+// lifecycle is the Service's state for library, archives, leases and
+// events.
+type lifecycle struct {
+	now        func() time.Time
+	archiveDir string
+	policy     LeasePolicy
+	hub        eventHub
+	reaping    sync.Mutex // one Reap at a time
+}
+
+// newLifecycle checks the lease options and prepares the archive directory.
+func newLifecycle(opts Options, dataDir string) (*lifecycle, error) {
+	l := &lifecycle{now: opts.Now, archiveDir: opts.ArchiveDir, policy: opts.Leases}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.archiveDir == "" {
+		l.archiveDir = filepath.Join(dataDir, "archive")
+	}
+	abs, err := filepath.Abs(l.archiveDir)
+	if err != nil {
+		return nil, fmt.Errorf("lab: archive dir: %w", err)
+	}
+	l.archiveDir = abs
+	if err := os.MkdirAll(l.archiveDir, 0o755); err != nil {
+		return nil, fmt.Errorf("lab: create archive dir: %w", err)
+	}
+	p := &l.policy
+	switch p.Cleanup {
+	case "":
+		p.Cleanup = CleanupNotify
+	case CleanupNotify, CleanupDelete:
+	default:
+		return nil, fmt.Errorf("lab: cleanup policy %q is not %s or %s", p.Cleanup, CleanupNotify, CleanupDelete)
+	}
+	if p.DefaultStorage < 0 || p.DefaultDeploy < 0 || p.Grace < 0 || p.ReapInterval < 0 || p.EventRetention < 0 {
+		return nil, fmt.Errorf("lab: lease durations must not be negative")
+	}
+	if p.Grace == 0 {
+		p.Grace = DefaultGrace
+	}
+	if p.ReapInterval == 0 {
+		p.ReapInterval = DefaultReapInterval
+	}
+	if p.EventRetention == 0 {
+		p.EventRetention = DefaultEventRetention
+	}
+	return l, nil
+}
+
+func (s *Service) now() time.Time { return s.life.now().UTC() }
+
+// ArchiveDir returns the directory of archive storage.
+func (s *Service) ArchiveDir() string { return s.life.archiveDir }
+
+// LeasePolicy returns the lease defaults and cleanup policy in force.
+func (s *Service) LeasePolicy() LeasePolicy { return s.life.policy }
+
+// ParseLease reads a lease length: "never" (0), a number of days ("30d"),
+// weeks ("2w"), or a Go duration ("8h", "90m", "1h30m").
+func ParseLease(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "never" {
+		return 0, nil
+	}
+	bad := errdefs.Invalid("lease %q is not \"never\", a number of days (30d), weeks (2w) or a duration (8h, 90m)", s)
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		v, err := strconv.ParseFloat(n, 64)
+		if err != nil {
+			return 0, bad
+		}
+		d = time.Duration(v * float64(24*time.Hour))
+	} else if n, ok := strings.CutSuffix(s, "w"); ok {
+		v, err := strconv.ParseFloat(n, 64)
+		if err != nil {
+			return 0, bad
+		}
+		d = time.Duration(v * float64(7*24*time.Hour))
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, bad
+		}
+	}
+	if d <= 0 {
+		return 0, errdefs.Invalid("lease %q must be positive (or \"never\")", s)
+	}
+	return d, nil
+}
+
+// LeaseView is a lease as shown to users. Zero times mean none.
+type LeaseView struct {
+	StorageExpires time.Time
+	// ExpiredAt is when the storage lease was found run out.
+	ExpiredAt time.Time
+	// DeleteAt is when the delete policy deletes the expired object
+	// (zero under the notify policy).
+	DeleteAt       time.Time
+	DeployLease    time.Duration
+	DeployExpires  time.Time
+	UndeployAction string
+	LastUsed       time.Time
+}
+
+func (s *Service) leaseView(l *store.Lease) LeaseView {
+	if l == nil {
+		return LeaseView{UndeployAction: store.UndeploySave}
+	}
+	v := LeaseView{
+		StorageExpires: l.StorageExpires, ExpiredAt: l.ExpiredAt,
+		DeployLease: l.DeployLease, DeployExpires: l.DeployExpires,
+		UndeployAction: l.UndeployAction, LastUsed: l.LastUsed,
+	}
+	if !l.ExpiredAt.IsZero() && s.life.policy.Cleanup == CleanupDelete {
+		v.DeleteAt = l.ExpiredAt.Add(s.life.policy.Grace)
+	}
+	return v
+}
+
+// configLeaseView reads the lease of configuration id for a view.
+func (s *Service) configLeaseView(tx store.Tx, id int64) LeaseView {
+	l, err := tx.LeaseOfConfig(id)
+	if err != nil {
+		l = nil
+	}
+	return s.leaseView(l)
+}
+
+// LeaseChange is what SetLease changes; nil fields stay as they are.
+type LeaseChange struct {
+	// Storage is the new storage lease from now; 0 means never.
+	Storage *time.Duration
+	// Deploy is the new deployment lease length; a deployed configuration
+	// gets it from now. 0 means never.
+	Deploy *time.Duration
+	// UndeployAction is store.UndeploySave or UndeployDiscard, or "".
+	UndeployAction string
+}
+
+// SetLease changes the leases of a configuration or library entry. A new
+// storage lease clears an expiry mark.
+func (s *Service) SetLease(ctx context.Context, name string, ch LeaseChange) (*ConfigView, error) {
+	switch ch.UndeployAction {
+	case "", store.UndeploySave, store.UndeployDiscard:
+	default:
+		return nil, errdefs.Invalid("lease of %q: undeploy action %q is not %s or %s", name, ch.UndeployAction, store.UndeploySave, store.UndeployDiscard)
+	}
+	if ch.Deploy != nil && *ch.Deploy < 0 || ch.Storage != nil && *ch.Storage < 0 {
+		return nil, errdefs.Invalid("lease of %q: lease lengths must not be negative", name)
+	}
+	var view *ConfigView
+	var object string
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return err
+		}
+		object = configObject(c)
+		l, err := s.leaseOf(tx, object, name)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if ch.Storage != nil {
+			l.StorageExpires, l.ExpiredAt = time.Time{}, time.Time{}
+			if *ch.Storage > 0 {
+				l.StorageExpires = now.Add(*ch.Storage)
+			}
+		}
+		if ch.Deploy != nil {
+			if c.Kind == store.KindLibrary {
+				return errdefs.Invalid("library entry %q is never deployed: it has no deployment lease", name)
+			}
+			l.DeployLease = *ch.Deploy
+			l.DeployExpires = time.Time{}
+			if c.State == store.StateDeployed && l.DeployLease > 0 {
+				l.DeployExpires = now.Add(l.DeployLease)
+			}
+		}
+		if ch.UndeployAction != "" {
+			l.UndeployAction = ch.UndeployAction
+		}
+		if err := tx.PutLease(l); err != nil {
+			return err
+		}
+		view, err = s.configView(tx, c)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lease of %q: %w", name, err)
+	}
+	s.record(ctx, object, "lease", name, describeLeaseChange(ch))
+	return s.withRuntime(view), nil
+}
+
+// SetArchiveLease changes the storage lease of an archive; 0 means never.
+func (s *Service) SetArchiveLease(ctx context.Context, name string, storage time.Duration) (*ArchiveView, error) {
+	if storage < 0 {
+		return nil, errdefs.Invalid("lease of archive %q: the lease must not be negative", name)
+	}
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		l, err := s.leaseOf(tx, ObjectArchive, name)
+		if err != nil {
+			return err
+		}
+		l.StorageExpires, l.ExpiredAt = time.Time{}, time.Time{}
+		if storage > 0 {
+			l.StorageExpires = s.now().Add(storage)
+		}
+		return tx.PutLease(l)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lease of archive %q: %w", name, err)
+	}
+	s.record(ctx, ObjectArchive, "lease", name, describeLeaseChange(LeaseChange{Storage: &storage}))
+	return s.GetArchive(ctx, name)
+}
+
+func describeLeaseChange(ch LeaseChange) string {
+	var parts []string
+	show := func(d time.Duration) string {
+		if d == 0 {
+			return "never"
+		}
+		return d.String()
+	}
+	if ch.Storage != nil {
+		parts = append(parts, "storage "+show(*ch.Storage))
+	}
+	if ch.Deploy != nil {
+		parts = append(parts, "deploy "+show(*ch.Deploy))
+	}
+	if ch.UndeployAction != "" {
+		parts = append(parts, "on expiry "+ch.UndeployAction)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func configObject(c *store.Config) string {
+	if c.Kind == store.KindLibrary {
+		return ObjectLibrary
+	}
+	return ObjectConfig
+}
+
+// Reaper actions.
+const (
+	ReapUndeploy         = "undeploy"           // the deployment lease ran out
+	ReapMarkExpired      = "mark-expired"       // the storage lease ran out
+	ReapDelete           = "delete"             // expired and past the grace period, delete policy
+	ReapStartDeployLease = "start-deploy-lease" // deployed without a running lease (safety net)
+	ReapClearDeployLease = "clear-deploy-lease" // undeployed with a running lease (safety net)
+)
+
+// ReapAction is one thing the reaper decided to do.
+type ReapAction struct {
+	Action string
+	Object string // ObjectConfig, ObjectLibrary or ObjectArchive
+	Name   string
+	Save   bool   // ReapUndeploy: save the VMs' state
+	Err    string // set when doing it failed
+}
+
+// leased is what the reaper decides on: one object with its lease.
+type leased struct {
+	object string
+	name   string
+	state  string // configuration state; "" for archives
+	lease  store.Lease
+}
+
+// planReap decides what the reaper does at now. It is pure, so that its
+// rules are tested apart from the actions.
+func planReap(now time.Time, p LeasePolicy, items []leased) []ReapAction {
+	var out []ReapAction
+	for _, it := range items {
+		l := it.lease
+		act := func(action string) ReapAction { return ReapAction{Action: action, Object: it.object, Name: it.name} }
+		if it.object == ObjectConfig {
+			switch {
+			case (it.state == store.StateDeployed || it.state == store.StateFailed) && !l.DeployExpires.IsZero() && !now.Before(l.DeployExpires):
+				// A failed deployment (a save that failed, VMs lost in a
+				// restart) is undeployed discarding state: saving is what
+				// may have failed, and retrying it forever helps nobody.
+				a := act(ReapUndeploy)
+				a.Save = l.UndeployAction != store.UndeployDiscard && it.state == store.StateDeployed
+				out = append(out, a)
+			case it.state == store.StateDeployed && l.DeployExpires.IsZero() && l.DeployLease > 0:
+				out = append(out, act(ReapStartDeployLease))
+			case it.state == store.StateUndeployed && !l.DeployExpires.IsZero():
+				out = append(out, act(ReapClearDeployLease))
+			}
+		}
+		if l.StorageExpires.IsZero() || now.Before(l.StorageExpires) {
+			continue
+		}
+		switch {
+		case l.ExpiredAt.IsZero():
+			out = append(out, act(ReapMarkExpired))
+		case p.Cleanup == CleanupDelete && !now.Before(l.ExpiredAt.Add(p.Grace)):
+			// Never a deployed (or deploying, failed...) configuration:
+			// only an undeployed one, whose disks nothing runs on.
+			if it.state == "" || it.state == store.StateUndeployed {
+				out = append(out, act(ReapDelete))
+			}
+		}
+	}
+	return out
+}
+
+// Reap runs the reaper once and returns what it did. The daemon calls it
+// every ReapInterval (RunReaper); tests call it with an injected clock.
+func (s *Service) Reap(ctx context.Context) ([]ReapAction, error) {
+	s.life.reaping.Lock()
+	defer s.life.reaping.Unlock()
+	var items []leased
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		items, err = loadLeased(tx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reaper: %w", err)
+	}
+	now := s.now()
+	actions := planReap(now, s.life.policy, items)
+	ctx = WithActor(ctx, ActorReaper)
+	for i := range actions {
+		if err := s.reapOne(ctx, now, actions[i]); err != nil {
+			actions[i].Err = err.Error()
+			s.log.Warn("reaper", "action", actions[i].Action, "object", actions[i].Object, "name", actions[i].Name, "err", err)
+		}
+	}
+	if _, err := s.pruneEvents(ctx, now.Add(-s.life.policy.EventRetention)); err != nil {
+		s.log.Warn("reaper: prune events", "err", err)
+	}
+	return actions, nil
+}
+
+func (s *Service) pruneEvents(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = tx.DeleteEventsBefore(before)
+		return err
+	})
+	return n, err
+}
+
+// loadLeased reads every configuration, library entry and archive that has
+// a lease.
+func loadLeased(tx store.Tx) ([]leased, error) {
+	leases, err := tx.ListLeases()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := tx.ListConfigs()
+	if err != nil {
+		return nil, err
+	}
+	as, err := tx.ListArchives()
+	if err != nil {
+		return nil, err
+	}
+	configs := map[int64]store.Config{}
+	for _, c := range cs {
+		configs[c.ID] = c
+	}
+	archives := map[int64]store.Archive{}
+	for _, a := range as {
+		archives[a.ID] = a
+	}
+	var out []leased
+	for _, l := range leases {
+		if c, ok := configs[l.ConfigID]; ok {
+			out = append(out, leased{object: configObject(&c), name: c.Name, state: c.State, lease: l})
+		} else if a, ok := archives[l.ArchiveID]; ok {
+			out = append(out, leased{object: ObjectArchive, name: a.Name, lease: l})
+		}
+	}
+	return out, nil
+}
+
+// reapOne does one action, after checking again, inside the transaction
+// that records it, that it is still due (a user may have extended the lease
+// meanwhile).
+func (s *Service) reapOne(ctx context.Context, now time.Time, a ReapAction) error {
+	stillDue := func() (bool, error) {
+		var due bool
+		err := s.store.View(ctx, func(tx store.Tx) error {
+			items, err := loadLeased(tx)
+			if err != nil {
+				return err
+			}
+			for _, b := range planReap(now, s.life.policy, items) {
+				if b.Object == a.Object && b.Name == a.Name && b.Action == a.Action {
+					due = true
+				}
+			}
+			return nil
+		})
+		return due, err
+	}
+	switch a.Action {
+	case ReapUndeploy:
+		due, err := stillDue()
+		if err != nil || !due {
+			return err
+		}
+		how := "discarding state"
+		if a.Save {
+			how = "saving state"
+		}
+		s.record(ctx, a.Object, "deploy-lease-expired", a.Name, "undeploying, "+how)
+		_, err = s.Undeploy(ctx, a.Name, a.Save)
+		return err
+	case ReapMarkExpired:
+		err := s.store.Update(ctx, func(tx store.Tx) error {
+			l, err := s.leaseOf(tx, a.Object, a.Name)
+			if err != nil {
+				return err
+			}
+			if l.StorageExpires.IsZero() || now.Before(l.StorageExpires) || !l.ExpiredAt.IsZero() {
+				return errNotDue
+			}
+			l.ExpiredAt = now
+			return tx.PutLease(l)
+		})
+		if errors.Is(err, errNotDue) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		detail := "storage lease ran out; marked for cleanup (policy notify: not deleted)"
+		if s.life.policy.Cleanup == CleanupDelete {
+			detail = fmt.Sprintf("storage lease ran out; will be deleted at %s unless the lease is extended", now.Add(s.life.policy.Grace).Format(time.RFC3339))
+		}
+		s.record(ctx, a.Object, "storage-lease-expired", a.Name, detail)
+		return nil
+	case ReapDelete:
+		due, err := stillDue()
+		if err != nil || !due {
+			return err
+		}
+		return s.deleteObject(ctx, a.Object, a.Name)
+	case ReapStartDeployLease, ReapClearDeployLease:
+		return s.store.Update(ctx, func(tx store.Tx) error {
+			l, err := s.leaseOf(tx, a.Object, a.Name)
+			if err != nil {
+				return err
+			}
+			l.DeployExpires = time.Time{}
+			if a.Action == ReapStartDeployLease && l.DeployLease > 0 {
+				l.DeployExpires = now.Add(l.DeployLease)
+			}
+			return tx.PutLease(l)
+		})
+	}
+	return fmt.Errorf("unknown reaper action %q", a.Action)
+}
+
+var errNotDue = errors.New("no longer due")
+
+// deleteObject deletes a configuration, library entry or archive.
+func (s *Service) deleteObject(ctx context.Context, object, name string) error {
+	switch object {
+	case ObjectConfig:
+		return s.DeleteConfig(ctx, name)
+	case ObjectLibrary:
+		return s.DeleteLibraryEntry(ctx, name)
+	case ObjectArchive:
+		return s.DeleteArchive(ctx, name)
+	}
+	return errdefs.Invalid("cannot delete a %s", object)
+}
+
+// RunReaper runs Reap every ReapInterval until ctx ends, and returns then.
+func (s *Service) RunReaper(ctx context.Context) {
+	t := time.NewTicker(s.life.policy.ReapInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.Reap(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("reaper", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+// The library: read-only copies of configurations, made and used by linked
+// clone. A library entry is a configuration of kind library: it shares the
+// configurations' name space and records (VMs, NICs, layers, addresses), but
+// it is never deployed, never changed (addresses, consolidation) and never
+// cloned into; checking it out makes a new workspace configuration by
+// linked clone. Its disks' tops stay empty, so a checkout builds directly on
+// the layers the capture froze (the empty-delta shortcut), and deleting an
+// entry keeps every frozen layer a checkout still builds on.
+
+// Capture copies an undeployed configuration into the library as entry
+// name, by linked clone. Like any linked clone it freezes the configuration's
+// top layers (those holding data) and gives it new ones, and copies no data.
+func (s *Service) Capture(ctx context.Context, config, name string) (*ConfigView, error) {
+	if err := s.requireKind(ctx, config, store.KindConfig, "capture it (check the entry out first)"); err != nil {
+		return nil, fmt.Errorf("capture %q: %w", config, err)
+	}
+	v, err := s.linkedClone(ctx, config, name, store.KindLibrary)
+	if err != nil {
+		return nil, err
+	}
+	s.record(ctx, ObjectLibrary, "capture", name, "captured from "+config)
+	return v, nil
+}
+
+// Checkout makes a new workspace configuration from a library entry by
+// linked clone, and marks the entry used.
+func (s *Service) Checkout(ctx context.Context, entry, name string) (*ConfigView, error) {
+	if err := s.requireKind(ctx, entry, store.KindLibrary, "check it out (use config clone)"); err != nil {
+		return nil, fmt.Errorf("check out %q: %w", entry, err)
+	}
+	v, err := s.linkedClone(ctx, entry, name, store.KindConfig)
+	if err != nil {
+		return nil, err
+	}
+	s.touch(ctx, ObjectLibrary, entry)
+	s.record(ctx, ObjectConfig, "checkout", name, "checked out from library entry "+entry)
+	return v, nil
+}
+
+// ListLibrary returns every library entry.
+func (s *Service) ListLibrary(ctx context.Context) ([]ConfigView, error) {
+	var out []ConfigView
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		cs, err := tx.ListConfigs()
+		if err != nil {
+			return err
+		}
+		for i := range cs {
+			if cs[i].Kind != store.KindLibrary {
+				continue
+			}
+			v, err := s.configView(tx, &cs[i])
+			if err != nil {
+				return err
+			}
+			out = append(out, *v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GetLibraryEntry returns one library entry.
+func (s *Service) GetLibraryEntry(ctx context.Context, name string) (*ConfigView, error) {
+	var out *ConfigView
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return errdefs.NotFound("library entry %q not found", name)
+		}
+		if c.Kind != store.KindLibrary {
+			return errdefs.NotFound("library entry %q not found (%q is a configuration)", name, name)
+		}
+		out, err = s.configView(tx, c)
+		return err
+	})
+	return out, err
+}
+
+// DeleteLibraryEntry deletes a library entry: its own (empty) layers, and
+// the frozen layers nothing else builds on any more.
+func (s *Service) DeleteLibraryEntry(ctx context.Context, name string) error {
+	return s.deleteConfig(ctx, name, store.KindLibrary)
+}
+
+// requireKind checks that configuration name is of kind; what says what
+// the caller wanted to do, for the error.
+func (s *Service) requireKind(ctx context.Context, name, kind, what string) error {
+	return s.store.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			if kind == store.KindLibrary {
+				return errdefs.NotFound("library entry %q not found", name)
+			}
+			return err
+		}
+		return checkKind(c, kind, what)
+	})
+}
+
+// checkKind refuses c when it is not of kind.
+func checkKind(c *store.Config, kind, what string) error {
+	switch {
+	case c.Kind == kind:
+		return nil
+	case c.Kind == store.KindLibrary:
+		return errdefs.Conflict("%q is a library entry, which is read-only: cannot %s", c.Name, what)
+	default:
+		return errdefs.Conflict("%q is a configuration, not a library entry: cannot %s", c.Name, what)
+	}
+}
+
+// touch marks a configuration, library entry or archive used now.
+func (s *Service) touch(ctx context.Context, object, name string) {
+	err := s.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		l, err := s.leaseOf(tx, object, name)
+		if err != nil {
+			return err
+		}
+		l.LastUsed = s.now()
+		return tx.PutLease(l)
+	})
+	if err != nil {
+		s.log.Warn("mark used", "object", object, "name", name, "err", err)
+	}
+}
