@@ -320,7 +320,7 @@ func TestImportRefusesDamagedBundles(t *testing.T) {
 	manifest := string(good[manOff : manOff+manSize])
 
 	cases := map[string]func([]byte) []byte{
-		"flipped byte in a disk": func(b []byte) []byte { b[diskOff+diskSize/2] ^= 0x01; return b },
+		"flipped byte in a disk":       func(b []byte) []byte { b[diskOff+diskSize/2] ^= 0x01; return b },
 		"flipped byte in the manifest": func(b []byte) []byte { b[manOff+10] ^= 0x01; return b },
 		"truncated":                    func(b []byte) []byte { return b[:diskOff+diskSize/3] },
 		"truncated at the end":         func(b []byte) []byte { return b[:len(b)-3000] },
