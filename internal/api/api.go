@@ -55,6 +55,8 @@ type Lab interface {
 
 	// Jobs is the manager of the background operations the lab starts.
 	Jobs() *jobs.Manager
+
+	Lifecycle // library, archives, leases, cleanup, events (lifecycle.go)
 }
 
 var _ Lab = (*lab.Service)(nil)
@@ -128,7 +130,7 @@ type apiFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (h *Handler) handle(pattern string, fn apiFunc) {
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if err := fn(w, r); err != nil {
+		if err := fn(w, withActor(r)); err != nil {
 			h.writeError(w, r, err)
 		}
 	})
@@ -174,6 +176,7 @@ func (h *Handler) routes() {
 
 	h.handle("GET "+p+"/doctor", h.doctor)
 	h.handle("POST "+p+"/doctor/repair", h.doctorRepair)
+	h.lifecycleRoutes()
 }
 
 func (h *Handler) health(w http.ResponseWriter, r *http.Request) error {

@@ -92,6 +92,8 @@ func configToWire(c *lab.ConfigView) wire.Config {
 	}
 	return wire.Config{
 		Name:        c.Name,
+		Kind:        c.Kind,
+		Lease:       leaseToWire(c.Lease),
 		Description: c.Description,
 		Owner:       c.Owner,
 		State:       c.State,

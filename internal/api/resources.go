@@ -120,7 +120,11 @@ func (h *Handler) createConfig(w http.ResponseWriter, r *http.Request) error {
 	for _, v := range req.VMs {
 		spec.VMs = append(spec.VMs, lab.VMSpec{Name: v.Name, Template: v.Template, Network: v.Network, IP: v.IP})
 	}
-	c, err := h.lab.CreateConfig(r.Context(), spec)
+	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	if err != nil {
+		return err
+	}
+	c, err := h.lab.CreateConfig(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -164,16 +168,20 @@ func (h *Handler) cloneConfig(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	src := r.PathValue("name")
+	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	if err != nil {
+		return err
+	}
 	switch req.Mode {
 	case "", wire.CloneLinked:
-		c, err := h.lab.LinkedClone(r.Context(), src, req.Name)
+		c, err := h.lab.LinkedClone(ctx, src, req.Name)
 		if err != nil {
 			return err
 		}
 		w.Header().Set("Location", location("configs", c.Name))
 		return writeJSON(w, http.StatusCreated, configToWire(c))
 	case wire.CloneFull:
-		j, err := h.lab.StartFullClone(r.Context(), src, req.Name)
+		j, err := h.lab.StartFullClone(ctx, src, req.Name)
 		if err != nil {
 			return err
 		}

@@ -183,6 +183,10 @@ STAGEHAND_SERVER environment variable).`,
 		a.vmCommand(),
 		a.jobCommand(),
 		a.doctorCommand(),
+		a.libraryCommand(),
+		a.archiveCommand(),
+		a.cleanupCommand(),
+		a.eventsCommand(),
 	)
 	return root
 }
@@ -197,7 +201,7 @@ func (a *app) setup(cmd *cobra.Command, args []string) error {
 	if a.server == "" {
 		return usagef("--server is empty")
 	}
-	a.client = client.New(a.server)
+	a.client = client.New(a.server, client.WithUser(a.deps.Getenv("USER")))
 	return nil
 }
 

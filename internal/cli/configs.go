@@ -52,6 +52,7 @@ func (a *app) configCommand() *cobra.Command {
 			}),
 		},
 		a.configCloneCommand(),
+		a.configLeaseCommand(),
 		a.configDeployCommand(),
 		a.configUndeployCommand(),
 		&cobra.Command{
@@ -127,6 +128,7 @@ func (a *app) configCreateCommand() *cobra.Command {
 	f.StringArrayVar(&vmFlags, "vm", nil, "VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP] (repeatable)")
 	f.StringVar(&req.Description, "description", "", "description")
 	f.StringVar(&req.Owner, "owner", "", "owner (default $USER)")
+	f.StringVar(&req.StorageLease, "storage-lease", "", "storage lease: "+leaseHelp+" (default: the daemon's)")
 	return cmd
 }
 
@@ -134,9 +136,10 @@ func (a *app) configCloneCommand() *cobra.Command {
 	var (
 		mode   string
 		detach bool
+		lease  string
 	)
 	cmd := &cobra.Command{
-		Use:   "clone SRC NEW [--mode linked|full] [--detach]",
+		Use:   "clone SRC NEW [--mode linked|full] [--detach] [--storage-lease 30d|never]",
 		Short: "Clone a configuration (linked: instant, copy-on-write; full: standalone copy)",
 		Long: `Clone an undeployed configuration. The clone's VMs keep the source's networks,
 IP modes and addresses (use change-ips to give it its own).
@@ -154,13 +157,13 @@ IP modes and addresses (use change-ips to give it its own).
 				if detach {
 					return usagef("--detach applies to --mode full only (a linked clone is immediate)")
 				}
-				c, err := a.client.LinkedClone(ctx, src, dst)
+				c, err := a.client.LinkedCloneWith(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
 				if err != nil {
 					return err
 				}
 				return a.printConfig(c)
 			case wire.CloneFull:
-				job, err := a.client.StartFullClone(ctx, src, dst)
+				job, err := a.client.StartFullCloneWith(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
 				if err != nil {
 					return err
 				}
@@ -182,6 +185,7 @@ IP modes and addresses (use change-ips to give it its own).
 	}
 	cmd.Flags().StringVar(&mode, "mode", wire.CloneLinked, "clone mode: linked or full")
 	cmd.Flags().BoolVar(&detach, "detach", false, "full clone: print the job id and return at once")
+	cmd.Flags().StringVar(&lease, "storage-lease", "", "storage lease of the clone: "+leaseHelp)
 	return cmd
 }
 
@@ -209,6 +213,7 @@ func (a *app) printConfig(c *wire.Config) error {
 			row(w, "Last error:", c.LastError)
 		}
 		row(w, "Created:", when(c.CreatedAt))
+		printLease(w, c)
 		row(w)
 		row(w, "VM", "STATE", "PID", "TEMPLATE", "CPUS", "MEMORY")
 		for _, vm := range c.VMs {

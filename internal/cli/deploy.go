@@ -8,8 +8,9 @@ import (
 
 func (a *app) configDeployCommand() *cobra.Command {
 	var (
-		fenced bool
-		policy string
+		fenced      bool
+		policy      string
+		deployLease string
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy NAME [--fenced] [--fence-policy block|out|in-out]",
@@ -38,7 +39,7 @@ fenced, or give the configuration its own addresses with config change-ips.
 				}
 				policy = ""
 			}
-			c, err := a.client.Deploy(cmd.Context(), args[0], fenced, policy)
+			c, err := a.client.DeployWith(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease})
 			if err != nil {
 				return err
 			}
@@ -47,6 +48,7 @@ fenced, or give the configuration its own addresses with config change-ips.
 	}
 	cmd.Flags().BoolVar(&fenced, "fenced", false, "run the VMs behind a fence")
 	cmd.Flags().StringVar(&policy, "fence-policy", wire.FenceInOut, "with --fenced: block, out or in-out")
+	cmd.Flags().StringVar(&deployLease, "deploy-lease", "", "undeploy after this long: "+leaseHelp+" (default: the configuration's setting)")
 	return cmd
 }
 

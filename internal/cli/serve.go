@@ -34,6 +34,7 @@ type serveOptions struct {
 	chainLimit int
 	runtime    runtimeOptions
 	logLevel   string
+	leases     leaseFlags
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -67,6 +68,7 @@ cancelled and rolled back).`,
 	f.IntVar(&opts.chainLimit, "chain-limit", lab.DefaultChainLimit, "deepest disk chain a linked clone may produce")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	opts.runtime.flags(cmd)
+	opts.leases.flags(cmd)
 	return cmd
 }
 
@@ -125,6 +127,9 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 		Logger:     log,
 		FailAt:     failAt,
 	}
+	if err := opts.leases.apply(&labOpts); err != nil {
+		return err
+	}
 	closeRuntime, err := opts.runtime.apply(ctx, &labOpts, log)
 	if err != nil {
 		return err
@@ -139,6 +144,8 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 	if err := svc.Recover(ctx); err != nil {
 		log.Error("recover: some interrupted operations could not be undone; run stagehand doctor", "err", err)
 	}
+	stopReaper := startReaper(svc)
+	defer stopReaper() // before the jobs and the store close
 
 	ln, err := net.Listen("tcp", opts.listen)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 type Client struct {
 	base string // scheme://host[:port], no trailing slash
 	hc   *http.Client
+	user string // sent as wire.UserHeader when set
 }
 
 // Option configures a Client.
@@ -124,6 +125,7 @@ func (c *Client) do(ctx context.Context, method, p string, query url.Values, in,
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	c.setUser(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return c.unreachable(ctx, err)

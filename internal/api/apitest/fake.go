@@ -47,6 +47,7 @@ type Fake struct {
 	nextMAC   int
 	nextLayer int
 	nextPID   int
+	life      lifecycleState // library, archives, events (lifecycle.go)
 }
 
 // New returns an empty Fake. Close it to stop its jobs.

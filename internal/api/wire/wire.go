@@ -96,6 +96,8 @@ type ConfigRequest struct {
 	Description string      `json:"description,omitempty"`
 	Owner       string      `json:"owner,omitempty"`
 	VMs         []VMRequest `json:"vms"`
+	// StorageLease overrides the daemon's default storage lease.
+	StorageLease string `json:"storage_lease,omitempty"`
 }
 
 // VMRequest describes one VM of a new configuration.
@@ -118,6 +120,8 @@ const (
 type CloneRequest struct {
 	Name string `json:"name"`           // the new configuration
 	Mode string `json:"mode,omitempty"` // CloneLinked (default) or CloneFull
+	// StorageLease overrides the daemon's default storage lease.
+	StorageLease string `json:"storage_lease,omitempty"`
 }
 
 // SetIPRequest is the body of PUT /configs/{name}/vms/{vm}/nics/{nic}/ip.
@@ -137,6 +141,9 @@ const (
 type DeployRequest struct {
 	Fenced      bool   `json:"fenced"`
 	FencePolicy string `json:"fence_policy,omitempty"` // Fence*, only with fenced; "" means FenceInOut
+	// DeployLease is this deployment's lease (see Lease); it also becomes
+	// the configuration's setting. "" keeps the setting.
+	DeployLease string `json:"deploy_lease,omitempty"`
 }
 
 // UndeployRequest is the body of POST /configs/{name}/undeploy; an empty
@@ -172,7 +179,10 @@ const ConsoleProtocol = "stagehand-console"
 
 // Config is a configuration: a named group of VMs.
 type Config struct {
-	Name        string    `json:"name"`
+	Name string `json:"name"`
+	// Kind is KindConfig, or KindLibrary for a library entry.
+	Kind        string    `json:"kind"`
+	Lease       Lease     `json:"lease"`
 	Description string    `json:"description"`
 	Owner       string    `json:"owner"`
 	State       string    `json:"state"`
