@@ -134,7 +134,7 @@ func TestExportImportBetweenDaemons(t *testing.T) {
 	three := startDaemon(t, t.TempDir())
 	three.ok("network", "create", "lan", "--subnet", "10.62.0.0/24", "--pool", "10.62.0.10-10.62.0.20")
 	for name, damage := range map[string]func([]byte) []byte{
-		"flipped": func(b []byte) []byte { b[diskOff+diskSize/2] ^= 0x40; return b },
+		"flipped":   func(b []byte) []byte { b[diskOff+diskSize/2] ^= 0x40; return b },
 		"truncated": func(b []byte) []byte { return b[:diskOff+diskSize/2] },
 		"tampered": func(b []byte) []byte {
 			m := strings.Replace(string(b[manOff:manOff+manSize]), `"cpus":2`, `"cpus":9`, 1)
