@@ -1,0 +1,80 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLifecycleCommands(t *testing.T) {
+	e := newEnv(t)
+	ok := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := e.run(args...)
+		if code != 0 {
+			t.Fatalf("stagehand %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+		}
+		return out
+	}
+	fails := func(code int, want string, args ...string) {
+		t.Helper()
+		_, errOut, got := e.run(args...)
+		if got != code || !strings.Contains(errOut, want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("stagehand %s: exit %d %q, want exit %d and one line with %q", strings.Join(args, " "), got, errOut, code, want)
+		}
+	}
+
+	if out := ok("library", "capture", "web", "gold"); !strings.Contains(out, "library entry (read-only)") {
+		t.Errorf("capture output:\n%s", out)
+	}
+	if out := ok("library", "list"); !strings.Contains(out, "gold") {
+		t.Errorf("library list:\n%s", out)
+	}
+	ok("library", "checkout", "gold", "ws", "--storage-lease", "30d")
+	fails(3, "not found", "library", "show", "nope")
+	fails(2, "wants 2 argument(s)", "library", "capture", "web")
+
+	out := ok("config", "lease", "ws", "--storage", "60d", "--deploy", "4h", "--on-expiry", "discard-state")
+	if !strings.Contains(out, "Deploy lease:") || !strings.Contains(out, "4h0m0s") || !strings.Contains(out, "discard-state") {
+		t.Errorf("config lease output:\n%s", out)
+	}
+	fails(2, "--on-expiry", "config", "lease", "ws", "--on-expiry", "later")
+	fails(2, "give --storage", "config", "lease", "ws")
+	fails(2, "lease", "config", "lease", "ws", "--storage", "soon")
+
+	ok("archive", "create", "web", "arch")
+	if out := ok("archive", "list"); !strings.Contains(out, "arch") || !strings.Contains(out, "never") {
+		t.Errorf("archive list:\n%s", out)
+	}
+	bundle := filepath.Join(t.TempDir(), "arch.tar")
+	if out := ok("archive", "export", "arch", bundle); strings.TrimSpace(out) != bundle {
+		t.Errorf("export printed %q, want the bundle's path", out)
+	}
+	ok("archive", "import", bundle, "--name", "copy", "--map-network", "lan=lan")
+	fails(2, "OLD=NEW", "archive", "import", bundle, "--map-network", "lan")
+	ok("archive", "restore", "copy", "back")
+	if id := strings.TrimSpace(ok("archive", "create", "web", "arch2", "--detach")); id == "" {
+		t.Errorf("--detach printed no job id")
+	}
+
+	if out := ok("cleanup", "--idle-days", "1"); !strings.Contains(out, "TOTAL") || !strings.Contains(out, "Policy:") {
+		t.Errorf("cleanup:\n%s", out)
+	}
+	fails(2, "--dry-run goes with --apply", "cleanup", "--dry-run")
+	ok("cleanup", "--apply", "--dry-run")
+
+	var evs []struct {
+		Action  string `json:"action"`
+		Subject string `json:"subject"`
+	}
+	if err := json.Unmarshal([]byte(ok("events", "-o", "json")), &evs); err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) < 5 || evs[0].Action != "capture" || evs[0].Subject != "gold" {
+		t.Errorf("events: %+v", evs)
+	}
+	if out := ok("events", "--limit", "1"); strings.Count(out, "\n") != 2 {
+		t.Errorf("events --limit 1:\n%s", out)
+	}
+}
