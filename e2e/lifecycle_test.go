@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -353,4 +354,156 @@ func TestCleanupFreesWhatItSays(t *testing.T) {
 		t.Errorf("doctor: %s%s", r.stdout, r.stderr)
 	}
 	d.stop()
+}
+
+// TestDeployLeaseUndeploysRealGuest runs a real guest whose deployment
+// lease runs out: the daemon's reaper suspends it (the default on-expiry
+// action, save-state), and the next deploy resumes it.
+func TestDeployLeaseUndeploysRealGuest(t *testing.T) {
+	requireVMs(t)
+	guest := guestImages(t)
+	ns := newNetns(t)
+	data := t.TempDir()
+	t.Cleanup(func() { killLeftovers(data) })
+	d := startDaemonArgv(t, data, ns.exec(binary, "serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--reap-interval", "300ms"))
+	d.wrap = ns.exec
+	deployFixture(t, d, guest, "10.73.0.0/24", "10.73.0.10-10.73.0.50")
+	d.ok("config", "create", "s", "--vm", "a=kguest,net=lan")
+
+	var c struct {
+		State string `json:"state"`
+		Lease struct {
+			DeployLeaseSeconds int64  `json:"deploy_lease_seconds"`
+			DeployExpires      string `json:"deploy_expires"`
+		} `json:"lease"`
+		VMs []struct {
+			State string `json:"state"`
+		} `json:"vms"`
+	}
+	d.json(&c, "config", "deploy", "s", "--deploy-lease", "1h")
+	if c.State != "deployed" || c.Lease.DeployLeaseSeconds != 3600 || c.Lease.DeployExpires == "" {
+		t.Fatalf("deploy with a lease: %+v", c)
+	}
+	ip := ipsOf(d.config("s"))[0]
+	ns.waitGuest(t, ip, 90*time.Second)
+	before := ns.waitGuest(t, ip, 10*time.Second)
+
+	// Shorten the lease: the reaper undeploys within a pass or two.
+	d.ok("config", "lease", "s", "--deploy", "1s")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c.Lease.DeployExpires = "" // omitted when zero: not overwritten by a decode
+		d.json(&c, "config", "show", "s")
+		// The lease is cleared by the undeploy's event, a moment after
+		// the state changes.
+		if c.State == "undeployed" && c.Lease.DeployExpires == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %s (lease %+v) a minute after the deployment lease ran out; events:\n%s", c.State, c.Lease, d.ok("events"))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if c.VMs[0].State != "saved" || c.Lease.DeployExpires != "" {
+		t.Errorf("after the lease: VM %s, lease %+v; want saved and no running lease", c.VMs[0].State, c.Lease)
+	}
+	if pids := ns.qemuPIDs(t); len(pids) != 0 {
+		t.Errorf("QEMU left after the lease ran out: %v", pids)
+	}
+	var evs []eventJSON
+	d.json(&evs, "events")
+	var got []string
+	for _, e := range evs {
+		if e.Actor == "reaper" {
+			got = append(got, e.Action+":"+e.Result)
+		}
+	}
+	if strings.Join(got, " ") != "deploy-lease-expired:ok undeploy:ok" {
+		t.Errorf("reaper events: %v", got)
+	}
+
+	// The next deploy resumes the guest where it was, with a new lease.
+	d.ok("config", "deploy", "s")
+	after := ns.waitGuest(t, ip, 30*time.Second)
+	if cb, ca := atoi(before["counter"]), atoi(after["counter"]); ca < cb {
+		t.Errorf("guest restarted instead of resuming: counter %s→%s", before["counter"], after["counter"])
+	}
+	d.ok("config", "undeploy", "s")
+	d.stop()
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(strings.TrimSpace(s))
+	return n
+}
+
+// TestKilledMidArchiveOperationRecovers SIGKILLs the daemon in the middle
+// of each archive operation; the restarted daemon leaves nothing of it.
+func TestKilledMidArchiveOperationRecovers(t *testing.T) {
+	requireTools(t)
+	img := makeImage(t, t.TempDir())
+	out := t.TempDir()
+	for _, c := range []struct {
+		fault string
+		args  []string
+	}{
+		{"archive:convert", []string{"archive", "create", "web", "arch2", "--detach"}},
+		{"archive:commit", []string{"archive", "create", "web", "arch2", "--detach"}},
+		{"restore:commit", []string{"archive", "restore", "arch", "back", "--detach"}},
+		{"export:publish", []string{"archive", "export", "arch", filepath.Join(out, "x.tar"), "--detach"}},
+		{"archive-import:check", []string{"archive", "import", filepath.Join(out, "arch.tar"), "--name", "copy", "--detach"}},
+		{"delete-archive:x", []string{"archive", "delete", "arch"}}, // no pause: a plain delete
+	} {
+		t.Run(strings.ReplaceAll(c.fault, ":", "-"), func(t *testing.T) {
+			data := t.TempDir()
+			d0 := startDaemon(t, data)
+			d0.ok("template", "import", "linux", "--disk", img)
+			d0.ok("config", "create", "web", "--vm", "app=linux")
+			d0.ok("archive", "create", "web", "arch")
+			if _, err := os.Stat(filepath.Join(out, "arch.tar")); err != nil {
+				d0.ok("archive", "export", "arch", filepath.Join(out, "arch.tar"))
+			}
+			before := entriesIn(filepath.Join(data, "archive"))
+			d0.stop()
+
+			d := startDaemon(t, data, "STAGEHAND_TEST_FAULT="+c.fault+"=pause")
+			cli := exec.Command(binary, append([]string{"--server", d.url}, c.args...)...)
+			if err := cli.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasSuffix(c.fault, ":x") {
+				cli.Wait()
+			} else {
+				d.waitLog("test fault: pausing", 30*time.Second)
+			}
+			d.kill()
+			cli.Wait()
+
+			d2 := startDaemon(t, data)
+			after := entriesIn(filepath.Join(data, "archive"))
+			var archives []archiveJSON
+			d2.json(&archives, "archive", "list")
+			switch {
+			case strings.HasPrefix(c.fault, "delete-archive"):
+				if len(after) != 0 || len(archives) != 0 {
+					t.Errorf("after delete: dirs %v, archives %+v", after, archives)
+				}
+			default:
+				if strings.Join(after, " ") != strings.Join(before, " ") || len(archives) != 1 {
+					t.Errorf("archive dirs %v (before %v), archives %+v: want the interrupted operation gone", after, before, archives)
+				}
+			}
+			d2.fails(3, "not found", "config", "show", "back")
+			if left, _ := filepath.Glob(filepath.Join(out, ".x.tar*")); len(left) != 0 {
+				t.Errorf("export left %v", left)
+			}
+			if _, err := os.Stat(filepath.Join(out, "x.tar")); err == nil {
+				t.Errorf("an interrupted export published its bundle")
+			}
+			if r := d2.run("doctor"); r.code != 0 {
+				t.Errorf("doctor after recovery: %s%s", r.stdout, r.stderr)
+			}
+			d2.stop()
+		})
+	}
 }
