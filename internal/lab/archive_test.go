@@ -370,3 +370,44 @@ func TestImportRefusesDamagedBundles(t *testing.T) {
 	// The good one still imports.
 	e2.ok(e2.svc.StartImport(ctx, lab.ImportSpec{File: file}))
 }
+
+func TestDoctorChecksArchives(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.template("base")
+	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
+	e.ok(e.svc.StartArchive(ctx, "a", "arch"))
+	e.assertConsistent()
+	a, err := e.svc.GetArchive(ctx, "arch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(a.VMs[0].Disks[0].Path); err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(e.svc.ArchiveDir(), "a-0123456789abcdef")
+	notOurs := filepath.Join(e.svc.ArchiveDir(), "someone-elses")
+	for _, d := range []string{orphan, notOurs} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := e.svc.Doctor(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range r.Problems {
+		got = append(got, fmt.Sprintf("%s %s repaired=%v", p.Kind, filepath.Base(p.Subject), p.Repaired))
+	}
+	want := "missing-archive-file vm0-disk0.qcow2 repaired=false orphan-file a-0123456789abcdef repaired=true"
+	if strings.Join(got, " ") != want {
+		t.Errorf("doctor: %q, want %q", strings.Join(got, " "), want)
+	}
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphan archive dir kept: %v", err)
+	}
+	if _, err := os.Stat(notOurs); err != nil {
+		t.Errorf("a directory that is not the lab's was touched: %v", err)
+	}
+}

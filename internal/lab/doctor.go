@@ -256,6 +256,9 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 			add(Problem{Kind: ProblemSplitFamily, Subject: k.ip.String(), Detail: fmt.Sprintf("address is carried under %d different allocations (two families)", len(ids))})
 		}
 	}
+	if err := s.doctorArchives(ctx, repair, inFlight, add); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
