@@ -246,6 +246,7 @@ func (s *Service) leaseBookkeeping(ctx context.Context, tx store.Tx, e store.Eve
 		if l.ConfigID != 0 {
 			l.DeployLease = s.life.policy.DefaultDeploy
 		}
+		l.LastUsed = now // idle counts from creation until first used
 	}
 	if using {
 		l.LastUsed = now

@@ -270,3 +270,39 @@ func TestCleanupSpaceOnSharedTree(t *testing.T) {
 	verifyPattern(t, top(e.get("root"), "vm"), 0, 4<<20, 0x01)
 	e.assertConsistent()
 }
+
+func TestCleanupIdle(t *testing.T) {
+	clock := newClock()
+	e := newEnv(t, func(o *lab.Options) { o.Now = clock.Now })
+	ctx := context.Background()
+	e.template("base")
+	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
+	if _, err := e.svc.Capture(ctx, "a", "lib"); err != nil {
+		t.Fatal(err)
+	}
+	e.ok(e.svc.StartArchive(ctx, "a", "arch"))
+	clock.Advance(10 * day)
+	if _, err := e.svc.Checkout(ctx, "lib", "ws"); err != nil { // lib used now, ws new
+		t.Fatal(err)
+	}
+	names := func(r *lab.CleanupReport) string {
+		var out []string
+		for _, it := range r.Items {
+			out = append(out, it.Object+":"+it.Name+":"+strings.Join(it.Reasons, ","))
+		}
+		return strings.Join(out, " ")
+	}
+	rep, err := e.svc.Cleanup(ctx, lab.CleanupOptions{IdleDays: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(rep); got != "config:a:idle 10 days archive:arch:idle 10 days" {
+		t.Errorf("idle 7 days: %q", got)
+	}
+	if rep, _ = e.svc.Cleanup(ctx, lab.CleanupOptions{IdleDays: 11}); len(rep.Items) != 0 {
+		t.Errorf("idle 11 days: %q", names(rep))
+	}
+	if rep, _ = e.svc.Cleanup(ctx, lab.CleanupOptions{}); len(rep.Items) != 0 {
+		t.Errorf("without --idle-days nothing expired is listed: %q", names(rep))
+	}
+}

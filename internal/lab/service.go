@@ -1,7 +1,9 @@
 // Package lab is the domain service of Stagehand: templates, networks,
 // configurations, linked and full clones, deletion with layer and IP
-// release, consolidation and the doctor. It owns the rules of DOMAIN.md and
-// drives disks, the store and jobs through small interfaces.
+// release, consolidation, deployments, the library, archives and their
+// bundles, leases and their reaper, the cleanup view, the event log and the
+// doctor. It owns the rules of DOMAIN.md and drives disks, the store and
+// jobs through small interfaces.
 package lab
 
 import (

@@ -320,8 +320,8 @@ type Lease struct {
 	DeployExpires time.Time
 	// UndeployAction is UndeploySave or UndeployDiscard.
 	UndeployAction string
-	// LastUsed is the last deploy, undeploy, checkout, restore or export:
-	// what "idle" is measured from.
+	// LastUsed is the creation, or the last deploy, undeploy, checkout,
+	// restore or export since: what "idle" is measured from.
 	LastUsed time.Time
 }
 

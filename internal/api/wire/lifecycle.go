@@ -26,8 +26,10 @@ type Lease struct {
 	DeployExpires      time.Time `json:"deploy_expires,omitzero"`
 	// UndeployAction is what a deployment lease that runs out does:
 	// UndeploySave or UndeployDiscard.
-	UndeployAction string    `json:"undeploy_action"`
-	LastUsed       time.Time `json:"last_used,omitzero"`
+	UndeployAction string `json:"undeploy_action"`
+	// LastUsed is the creation, or the last deploy, undeploy, checkout,
+	// restore or export since: what idle is measured from.
+	LastUsed time.Time `json:"last_used,omitzero"`
 }
 
 // Undeploy actions of a deployment lease.
