@@ -87,7 +87,7 @@ func (s *Service) GetNetwork(ctx context.Context, name string) (*NetworkView, er
 
 // DeleteNetwork deletes a network no NIC uses.
 func (s *Service) DeleteNetwork(ctx context.Context, name string) error {
-	return s.update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		nw, err := tx.GetNetwork(name)
 		if err != nil {
 			return err
@@ -117,6 +117,10 @@ func (s *Service) DeleteNetwork(ctx context.Context, name string) error {
 		}
 		return tx.DeleteNetwork(nw.ID)
 	})
+	if err == nil {
+		s.record(ctx, ObjectNetwork, "delete", name, "")
+	}
+	return err
 }
 
 func vmUsesNetwork(v *store.VM, id int64) bool {
