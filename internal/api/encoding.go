@@ -81,3 +81,13 @@ func queryBool(r *http.Request, key string) (bool, error) {
 	}
 	return b, nil
 }
+
+// writeList answers 200 with items converted to their wire form, as a JSON
+// array ([] when empty, never null).
+func writeList[T, W any](w http.ResponseWriter, items []T, toWire func(*T) W) error {
+	out := make([]W, 0, len(items))
+	for i := range items {
+		out = append(out, toWire(&items[i]))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}

@@ -171,11 +171,7 @@ func (h *Handler) listLibrary(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Config, 0, len(cs))
-	for i := range cs {
-		out = append(out, configToWire(&cs[i]))
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeList(w, cs, configToWire)
 }
 
 func (h *Handler) getLibraryEntry(w http.ResponseWriter, r *http.Request) error {
@@ -259,11 +255,7 @@ func (h *Handler) listArchives(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Archive, 0, len(as))
-	for i := range as {
-		out = append(out, archiveToWire(&as[i]))
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeList(w, as, archiveToWire)
 }
 
 func (h *Handler) getArchive(w http.ResponseWriter, r *http.Request) error {

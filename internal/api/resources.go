@@ -41,11 +41,7 @@ func (h *Handler) listTemplates(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Template, 0, len(ts))
-	for i := range ts {
-		out = append(out, templateToWire(&ts[i]))
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeList(w, ts, templateToWire)
 }
 
 func (h *Handler) getTemplate(w http.ResponseWriter, r *http.Request) error {
@@ -88,11 +84,7 @@ func (h *Handler) listNetworks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Network, 0, len(ns))
-	for i := range ns {
-		out = append(out, networkToWire(&ns[i]))
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeList(w, ns, networkToWire)
 }
 
 func (h *Handler) getNetwork(w http.ResponseWriter, r *http.Request) error {
@@ -137,11 +129,7 @@ func (h *Handler) listConfigs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]wire.Config, 0, len(cs))
-	for i := range cs {
-		out = append(out, configToWire(&cs[i]))
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeList(w, cs, configToWire)
 }
 
 func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) error {
