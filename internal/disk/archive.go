@@ -2,8 +2,6 @@ package disk
 
 import (
 	"context"
-	"fmt"
-	"os"
 
 	"stagehand/internal/errdefs"
 )
@@ -14,35 +12,8 @@ import (
 // (193 MiB against 200 MiB) in a sixth of the time, and still readable by
 // any QEMU since 5.1. A compressed image stays a normal qcow2: restoring
 // it is a plain convert.
-func (q *QemuImg) ConsolidateCompressed(ctx context.Context, top, dst string, progress func(done, total int64)) (err error) {
-	if top, err = absPath(top); err != nil {
-		return err
-	}
-	if dst, err = absPath(dst); err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("compress %q into %q: %w", top, dst, err)
-		}
-	}()
-	if progress == nil {
-		progress = func(int64, int64) {}
-	}
-	if _, err := os.Lstat(dst); err == nil {
-		return fmt.Errorf("%q: %w", dst, os.ErrExist)
-	}
-	total, err := qcow2VirtualSize(top)
-	if err != nil {
-		return err
-	}
-	progress(0, total)
-	args := append([]string{"convert", "-p", "-c", "-f", "qcow2", "-O", "qcow2", "-o", "compression_type=zstd"}, convertTuning()...)
-	if err := q.convertToTemp(ctx, dst, progressLine(total, progress), append(args, top)...); err != nil {
-		return err
-	}
-	progress(total, total)
-	return nil
+func (q *QemuImg) ConsolidateCompressed(ctx context.Context, top, dst string, progress func(done, total int64)) error {
+	return q.convertChain(ctx, "compress", top, dst, progress, "-c", "-o", "compression_type=zstd")
 }
 
 // CheckStandalone checks that path is a qcow2 image that reads no other

@@ -31,7 +31,14 @@ func convertTuning() []string {
 // with bytes of the virtual size done so far and the total, ending with
 // done == total. On error or cancellation qemu-img is killed and nothing is
 // left at dst. The source layers are only read.
-func (q *QemuImg) Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) (err error) {
+func (q *QemuImg) Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) error {
+	return q.convertChain(ctx, "consolidate", top, dst, progress)
+}
+
+// convertChain converts the chain under top into one standalone qcow2 at
+// dst through a temporary file, with progress; extra are more qemu-img
+// convert options (compression, for archives).
+func (q *QemuImg) convertChain(ctx context.Context, verb, top, dst string, progress func(done, total int64), extra ...string) (err error) {
 	if top, err = absPath(top); err != nil {
 		return err
 	}
@@ -40,7 +47,7 @@ func (q *QemuImg) Consolidate(ctx context.Context, top, dst string, progress fun
 	}
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("consolidate %q into %q: %w", top, dst, err)
+			err = fmt.Errorf("%s %q into %q: %w", verb, top, dst, err)
 		}
 	}()
 	if progress == nil {
@@ -54,9 +61,8 @@ func (q *QemuImg) Consolidate(ctx context.Context, top, dst string, progress fun
 		return err
 	}
 	progress(0, total)
-	args := append([]string{"convert", "-p", "-f", "qcow2", "-O", "qcow2"}, convertTuning()...)
-	err = q.convertToTemp(ctx, dst, progressLine(total, progress), append(args, top)...)
-	if err != nil {
+	args := append(append([]string{"convert", "-p", "-f", "qcow2", "-O", "qcow2"}, extra...), convertTuning()...)
+	if err := q.convertToTemp(ctx, dst, progressLine(total, progress), append(args, top)...); err != nil {
 		return err
 	}
 	progress(total, total)
