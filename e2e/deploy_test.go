@@ -443,7 +443,8 @@ func TestVMActionsConsoleAndLostVM(t *testing.T) {
 	var dynIP string
 	for time.Now().Before(deadline) && dynIP == "" {
 		out := d.ok("vm", "log", "v", "dyn")
-		for _, line := range strings.Split(out, "\n") {
+		lines := strings.Split(out, "\n")
+		for _, line := range lines[:len(lines)-1] { // the last one may be half written
 			if f := strings.Fields(line); len(f) == 3 && f[0] == "STAGEHAND-IP" {
 				dynIP = f[2]
 			}

@@ -74,7 +74,7 @@ func TestDiskBootWithTap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	m := waitSerial(t, serial, 0, regexp.MustCompile(`STAGEHAND-BOOT [^\n]*`), 90*time.Second)
+	m := waitSerial(t, serial, 0, regexp.MustCompile(`STAGEHAND-BOOT [^\r\n]*\r?\n`), 90*time.Second)
 	t.Logf("disk boot → %q after %s", strings.TrimSpace(m[0]), time.Since(began).Round(time.Millisecond))
 	if !strings.Contains(m[0], "disk=vda") || !strings.Contains(m[0], "eth0") {
 		t.Fatalf("guest did not see its disk and NIC: %q", m[0])

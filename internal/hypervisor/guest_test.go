@@ -242,7 +242,7 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-var tickRe = regexp.MustCompile(`STAGEHAND-TICK (\d+) ([\d.]+)`)
+var tickRe = regexp.MustCompile(`STAGEHAND-TICK (\d+) ([\d.]+)\r?\n`)
 
 // lastTick returns the last counter value and guest uptime in the log.
 func lastTick(t *testing.T, path string) (int, float64) {
