@@ -20,6 +20,9 @@ import (
 
 func requireVMs(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no guests in the fast tier")
+	}
 	requireTools(t)
 	if os.Geteuid() != 0 {
 		t.Skip("deploy tests need root (bridges, taps, namespaces)")

@@ -65,6 +65,9 @@ var (
 // the test when QEMU (or what the guest is made of) is truly absent.
 func needGuest(t *testing.T) testGuest {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no guests in the fast tier")
+	}
 	guestOnce.Do(func() { guest, guestSkip, guestErr = buildTestGuest() })
 	if guestSkip != "" {
 		t.Skip(guestSkip)
