@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs what it needs, builds the test guest,
-# vets, and runs every test (unit, integration against real qemu-img, QEMU,
-# namespaces and nftables, and end-to-end against the built binary).
+# Runs the test suite: installs what it needs, builds the test guest, checks
+# formatting, vets, runs every test and the fuzz targets for a short time.
+#
+#   scripts/test.sh          the whole suite (what .ci/run runs): unit,
+#                            integration against real qemu-img, QEMU guests,
+#                            namespaces and nftables, end to end against the
+#                            built binary. A test that skips fails the run
+#                            unless .ci/allowed-skips lists it with a reason.
+#   scripts/test.sh -short   the fast tier: real SQLite and qemu-img, no
+#                            guests, no fuzzing (under 2 minutes on 2 cores).
+#
+# Extra arguments after -short (or alone) go to `go test`, e.g. -run X.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
+short=()
+if [[ ${1:-} == -short ]]; then short=(-short); shift; fi
+
 scripts/install-deps.sh
-if [[ -x scripts/build-test-guest.sh ]]; then
+if ((${#short[@]} == 0)); then
   scripts/build-test-guest.sh
 fi
 gofmt_out=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -14,4 +26,18 @@ if [[ -n $gofmt_out ]]; then
   echo "gofmt would change:"; echo "$gofmt_out"; exit 1
 fi
 go vet ./...
-go test -count=1 -timeout 50m "$@" ./...
+mkdir -p bin
+go build -o bin/testreport ./scripts/testreport
+
+began=$SECONDS
+if ((${#short[@]})); then
+  go test -json -count=1 -short -timeout 10m "$@" ./... | bin/testreport
+else
+  # Guests boot under TCG: 2 packages at a time, each running its parallel
+  # tests 2 at a time, keeps 2 cores busy without starving a guest's boot.
+  go test -json -count=1 -p 2 -parallel 2 -timeout 45m "$@" ./... | bin/testreport -allowed .ci/allowed-skips
+  if [[ -x scripts/fuzz.sh ]] && (($# == 0)); then
+    scripts/fuzz.sh 10s
+  fi
+fi
+echo "test.sh: $((SECONDS - began)) s of tests"
