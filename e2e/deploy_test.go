@@ -218,6 +218,7 @@ func ipsOf(c configJSON) []string {
 }
 
 func TestDeployGuestsReachEachOtherAndKeepData(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	guest := guestImages(t)
 	ns := newNetns(t)
@@ -289,6 +290,7 @@ func TestDeployGuestsReachEachOtherAndKeepData(t *testing.T) {
 }
 
 func TestSaveStateResumesGuest(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	guest := guestImages(t)
 	ns := newNetns(t)
@@ -326,6 +328,7 @@ func TestSaveStateResumesGuest(t *testing.T) {
 }
 
 func TestDeployFailureLeavesNothing(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	guest := guestImages(t)
 	ns := newNetns(t)
@@ -362,6 +365,7 @@ func TestDeployFailureLeavesNothing(t *testing.T) {
 }
 
 func TestDaemonKillReadoptsVMs(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	guest := guestImages(t)
 	ns := newNetns(t)
@@ -425,6 +429,7 @@ func TestDaemonKillReadoptsVMs(t *testing.T) {
 // and console, ACPI stop and start, reset, a dhcp NIC, and a VM that dies
 // while the daemon is down.
 func TestVMActionsConsoleAndLostVM(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	guest := guestImages(t)
 	ns := newNetns(t)
