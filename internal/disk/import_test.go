@@ -1,12 +1,16 @@
 package disk
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"stagehand/internal/errdefs"
 )
@@ -167,5 +171,219 @@ func TestMissingQemuImg(t *testing.T) {
 	}
 	if has, err := q.HasData(context.Background(), delta); err != nil || has {
 		t.Errorf("HasData without qemu-img = %v, %v; want false", has, err)
+	}
+}
+
+// TestImportSniffsTheFormat: the bytes decide, not the name. A text file
+// named *.qcow2 is refused naming what it is; a raw image must be whole
+// 512-byte sectors; an explicit format overrides the name's guess.
+func TestImportSniffsTheFormat(t *testing.T) {
+	requireQemu(t)
+	t.Parallel()
+	src := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := join(src, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	fake := write("fake.qcow2", []byte("this is not a disk image\n"))
+	text := write("notes.img", []byte(strings.Repeat("a line of text\n", 512))[:4096])
+	odd := write("odd.img", bytes.Repeat([]byte{0xeb, 0x3c}, 1000)) // 2000 bytes
+	tiny := write("tiny.img", []byte{0xeb, 0x3c, 0x90})
+	gz := write("disk.img.gz", append([]byte{0x1f, 0x8b, 0x08, 0}, make([]byte, 1020)...))
+	mbr := make([]byte, 1<<20)
+	mbr[510], mbr[511] = 0x55, 0xaa
+	rawNamedQcow2 := write("really-raw.qcow2", mbr)
+	vdi := join(src, "disk.vdi")
+	runTool(t, "qemu-img", "create", "-q", "-f", "vdi", vdi, "4M")
+	vhdx := join(src, "disk.vhdx")
+	runTool(t, "qemu-img", "create", "-q", "-f", "vhdx", vhdx, "4M")
+	iso := make([]byte, 64<<10)
+	copy(iso[0x8001:], "CD001")
+	isoPath := write("image.iso", iso)
+
+	refused := []struct {
+		name, src, format, msg string
+	}{
+		{"text named qcow2", fake, "", "is not a qcow2 image: it starts with text"},
+		{"text named qcow2, claimed qcow2", fake, "qcow2", "is not a qcow2 image: it starts with text"},
+		{"text detected", text, "", "is not a disk image: it starts with text"},
+		{"compressed", gz, "", "gzip"},
+		{"raw not whole sectors", odd, "", "not a whole number of 512-byte sectors"},
+		{"raw smaller than a sector", tiny, "raw", "less than one 512-byte sector"},
+		{"text claimed raw, smaller than a sector", fake, "raw", "less than one 512-byte sector"},
+		{"mbr named qcow2", rawNamedQcow2, "", "is not a qcow2 image: it is a raw disk with an MBR"},
+		{"iso claimed qcow2", isoPath, "qcow2", "is not a qcow2 image: it is an ISO 9660 image"},
+		{"vdi", vdi, "", "unsupported format vdi"},
+		{"vhdx claimed raw", vhdx, "raw", "given as raw but it is a vhdx image"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			_, err := New().ImportBase(context.Background(), tt.src, tt.format, join(dir, "base.qcow2"))
+			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.msg) || !strings.Contains(err.Error(), tt.src) {
+				t.Fatalf("err = %v, want ErrInvalid naming %s and saying %q", err, tt.src, tt.msg)
+			}
+			if names := dirNames(t, dir); len(names) != 0 {
+				t.Errorf("left %q", names)
+			}
+		})
+	}
+	accepted := []struct {
+		name, src, format string
+		size              int64
+	}{
+		{"explicit raw overrides the name", rawNamedQcow2, "raw", 1 << 20},
+		{"explicit raw overrides text", text, "raw", 4096},
+		{"iso detected as raw", isoPath, "", 64 << 10},
+	}
+	for _, tt := range accepted {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dst := join(t.TempDir(), "base.qcow2")
+			size, err := New().ImportBase(context.Background(), tt.src, tt.format, dst)
+			if err != nil || size != tt.size {
+				t.Fatalf("ImportBase = %d, %v; want %d", size, err, tt.size)
+			}
+			if eq, err := Compare(context.Background(), tt.src, dst); err != nil || !eq {
+				t.Errorf("Compare = %v, %v", eq, err)
+			}
+		})
+	}
+}
+
+// TestImportRefusesSpecialFilesAtOnce: a FIFO, a device, a symlink or a
+// directory as a source is refused at once; a FIFO never blocks the
+// caller (it used to hang in open(2) until a writer came).
+func TestImportRefusesSpecialFilesAtOnce(t *testing.T) {
+	requireQemu(t)
+	t.Parallel()
+	src := t.TempDir()
+	fifo := join(src, "fifo.qcow2")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := newQcow2(t, join(src, "good.qcow2"), "1M")
+	link := join(src, "link.qcow2")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, src, msg string }{
+		{"fifo", fifo, "not a regular file (a named pipe)"},
+		{"char device", "/dev/zero", "not a regular file (a device)"},
+		{"symlink", link, "symbolic link"},
+		{"directory", src, "not a regular file (a directory)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := New().ImportBase(context.Background(), tt.src, "", join(t.TempDir(), "base.qcow2"))
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.msg) {
+					t.Fatalf("err = %v, want ErrInvalid saying %q", err, tt.msg)
+				}
+			case <-time.After(5 * time.Second):
+				// Unblock the hung open so the test can end.
+				if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+					w.Close()
+				}
+				t.Fatalf("import of %s still blocked after 5 s", tt.src)
+			}
+		})
+	}
+}
+
+// TestImportSwapRace swaps a source between a standalone qcow2 and one
+// whose backing file is a secret, as fast as it can, while importing it
+// again and again: no imported base may ever hold the secret. Both the
+// last path component (a symlink, refused) and a directory component are
+// swapped. Before the fix (check a path, then convert the path again) a
+// swap between the two let the backing file through.
+func TestImportSwapRace(t *testing.T) {
+	requireQemu(t)
+	t.Parallel()
+	dir := t.TempDir()
+	secret := bytes.Repeat([]byte("SECRET-BYTES-0123456789-"), (1<<20)/24+1)[:1<<20]
+	secretPath := join(dir, "secret.raw")
+	if err := os.WriteFile(secretPath, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"good", "evil"} {
+		if err := os.Mkdir(join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newQcow2(t, filepath.Join(dir, "good", "disk.qcow2"), "1M")
+	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", secretPath, filepath.Join(dir, "evil", "disk.qcow2"), "1M")
+	if err := os.Symlink("good", join(dir, "cur")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "good", "disk.qcow2"), join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		defer func() { swapped <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			target := []string{"good", "evil"}[n%2]
+			for _, s := range []struct{ name, target string }{{"cur", target}, {"link", filepath.Join(dir, target, "disk.qcow2")}} {
+				tmp := join(dir, ".swap-"+s.name)
+				os.Remove(tmp)
+				if err := os.Symlink(s.target, tmp); err == nil {
+					os.Rename(tmp, join(dir, s.name))
+				}
+			}
+			n++
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+
+	var imported, refused int
+	deadline := time.Now().Add(8 * time.Second)
+	for i := 0; i < 40 && time.Now().Before(deadline); i++ {
+		src := filepath.Join(dir, "cur", "disk.qcow2")
+		if i%4 == 3 {
+			src = join(dir, "link")
+		}
+		dst := join(t.TempDir(), "base.qcow2")
+		_, err := New().ImportBase(context.Background(), src, "", dst)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				t.Errorf("import %d: %v, want ErrInvalid", i, err)
+			}
+			refused++
+			continue
+		}
+		imported++
+		b, err := os.ReadFile(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("SECRET-BYTES")) {
+			close(stop)
+			<-swapped
+			t.Fatalf("import %d of %s: the base holds the secret (backing file let through)", i, src)
+		}
+	}
+	close(stop)
+	n := <-swapped
+	t.Logf("%d imported, %d refused, %d swaps", imported, refused, n)
+	if imported == 0 {
+		t.Errorf("no import went through: the race was not exercised")
 	}
 }
