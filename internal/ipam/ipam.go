@@ -8,6 +8,7 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"stagehand/internal/errdefs"
@@ -22,10 +23,50 @@ type Network struct {
 	DNS     []netip.Addr
 }
 
+// Limits of a network definition. MinPrefixBits keeps a subnet from
+// swallowing a large part of IPv4 (a bridge holding 0.0.0.1/1 would take
+// over half the host's routing); MaxPools and MaxDNS bound the work a
+// single request can ask for.
+const (
+	MinPrefixBits = 8
+	MaxPrefixBits = 30
+	MaxPools      = 256
+	MaxDNS        = 8
+)
+
+// reserved are the IPv4 blocks a lab network must not use: "this network",
+// loopback, link-local, multicast and the reserved block with the limited
+// broadcast address. Putting one of them on a bridge in the daemon's
+// namespace would break the host's own networking.
+var reserved = []struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "\"this network\" (0.0.0.0/8)"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback (127.0.0.0/8)"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local (169.254.0.0/16)"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast (224.0.0.0/4)"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved (240.0.0.0/4, with broadcast 255.255.255.255)"},
+}
+
+// reservedBlock names the reserved block p overlaps, or "".
+func reservedBlock(p netip.Prefix) string {
+	for _, r := range reserved {
+		if r.prefix.Overlaps(p) {
+			return r.what
+		}
+	}
+	return ""
+}
+
 // ParseNetwork checks a subnet, an optional gateway (default: the first host
 // address), pool ranges ("FIRST-LAST" or a single address) and DNS servers.
-// Only IPv4 is supported. Pools must lie inside the subnet, must not contain
-// the gateway, the network or the broadcast address, and must not overlap.
+// Only IPv4 is supported: a subnet from /8 to /30 outside the reserved
+// blocks (loopback, link-local, multicast, 0/8, 240/4). Pools (at most
+// MaxPools) must lie inside the subnet, must not contain the gateway, the
+// network or the broadcast address, and must not overlap. DNS servers (at
+// most MaxDNS) must be unicast addresses outside the reserved blocks.
+// Overlap with other networks is the lab's check (it needs the store).
 func ParseNetwork(subnet, gateway string, pools, dns []string) (Network, error) {
 	var n Network
 	p, err := netip.ParsePrefix(strings.TrimSpace(subnet))
@@ -35,11 +76,17 @@ func ParseNetwork(subnet, gateway string, pools, dns []string) (Network, error) 
 	if !p.Addr().Is4() {
 		return n, errdefs.Invalid("subnet %q: only IPv4 subnets are supported", subnet)
 	}
-	if p.Bits() > 30 {
-		return n, errdefs.Invalid("subnet %q is too small: at most /30", subnet)
+	if p.Bits() > MaxPrefixBits {
+		return n, errdefs.Invalid("subnet %q is too small: at most /%d", subnet, MaxPrefixBits)
+	}
+	if p.Bits() < MinPrefixBits {
+		return n, errdefs.Invalid("subnet %q is too large: at least /%d", subnet, MinPrefixBits)
 	}
 	if p.Masked() != p {
 		return n, errdefs.Invalid("subnet %q has host bits set; did you mean %s?", subnet, p.Masked())
+	}
+	if what := reservedBlock(p); what != "" {
+		return n, errdefs.Invalid("subnet %s overlaps %s, which a lab network cannot use", p, what)
 	}
 	n.Subnet = p
 	if gateway == "" {
@@ -57,6 +104,9 @@ func ParseNetwork(subnet, gateway string, pools, dns []string) (Network, error) 
 	if len(pools) == 0 {
 		return n, errdefs.Invalid("network needs at least one --pool range")
 	}
+	if len(pools) > MaxPools {
+		return n, errdefs.Invalid("network has %d pool ranges, at most %d are allowed", len(pools), MaxPools)
+	}
 	for _, s := range pools {
 		r, err := ParseRange(s)
 		if err != nil {
@@ -68,21 +118,37 @@ func ParseNetwork(subnet, gateway string, pools, dns []string) (Network, error) 
 		if InRange(r, n.Gateway) {
 			return n, errdefs.Invalid("pool %s-%s contains the gateway %s", r.First, r.Last, n.Gateway)
 		}
-		for _, o := range n.Pools {
-			if InRange(o, r.First) || InRange(o, r.Last) || InRange(r, o.First) {
-				return n, errdefs.Invalid("pool %s-%s overlaps pool %s-%s", r.First, r.Last, o.First, o.Last)
-			}
-		}
 		n.Pools = append(n.Pools, r)
+	}
+	// Sort a copy and sweep: O(n log n), where comparing every pair was
+	// quadratic in a count the request chooses.
+	sorted := sortedRanges(n.Pools)
+	for i := 1; i < len(sorted); i++ {
+		if a, b := sorted[i-1], sorted[i]; !a.Last.Less(b.First) {
+			return n, errdefs.Invalid("pool %s-%s overlaps pool %s-%s", b.First, b.Last, a.First, a.Last)
+		}
+	}
+	if len(dns) > MaxDNS {
+		return n, errdefs.Invalid("network has %d DNS servers, at most %d are allowed", len(dns), MaxDNS)
 	}
 	for _, s := range dns {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))
 		if err != nil || !a.Is4() {
 			return n, errdefs.Invalid("DNS server %q is not an IPv4 address", s)
 		}
+		if what := reservedBlock(netip.PrefixFrom(a, 32)); what != "" {
+			return n, errdefs.Invalid("DNS server %s is in %s, which a guest cannot use as its DNS server", a, what)
+		}
 		n.DNS = append(n.DNS, a)
 	}
 	return n, nil
+}
+
+// sortedRanges returns a copy of rs sorted by first address.
+func sortedRanges(rs []store.IPRange) []store.IPRange {
+	out := append([]store.IPRange(nil), rs...)
+	slices.SortFunc(out, func(a, b store.IPRange) int { return a.First.Compare(b.First) })
+	return out
 }
 
 // ParseRange parses "FIRST-LAST" or a single address.
@@ -236,23 +302,42 @@ func u32(a netip.Addr) uint32 {
 // DynamicRange returns the longest run of host addresses of nw that lie in
 // no pool and are not the gateway: the range DHCP serves to NICs in dhcp
 // mode, so that a dynamic lease never takes a pool address. ok is false
-// when the pools leave no room.
+// when the pools leave no room. Ties go to the lowest run. It works on the
+// sorted pools, never on the subnet's addresses: O(p log p) for p pools
+// whatever the subnet's size, since it runs inside deploy transactions.
 func DynamicRange(nw *store.Network) (first, last netip.Addr, ok bool) {
-	var bestLen, curLen int
-	var cur netip.Addr
-	end := Broadcast(nw.Subnet)
-	for a := nw.Subnet.Masked().Addr().Next(); a.IsValid() && a != end; a = a.Next() {
-		if a == nw.Gateway || InPools(nw.Pools, a) {
-			curLen = 0
-			continue
-		}
-		if curLen == 0 {
-			cur = a
-		}
-		curLen++
-		if curLen > bestLen {
-			bestLen, first, last = curLen, cur, a
+	if !nw.Subnet.Addr().Is4() || nw.Subnet.Bits() > 30 {
+		return first, last, false
+	}
+	lo := uint64(u32(nw.Subnet.Masked().Addr())) + 1 // first host
+	hi := uint64(u32(Broadcast(nw.Subnet))) - 1      // last host
+	blocked := append(sortedRanges(nw.Pools), store.IPRange{First: nw.Gateway, Last: nw.Gateway})
+	slices.SortFunc(blocked, func(a, b store.IPRange) int { return a.First.Compare(b.First) })
+	var bestFirst, bestLen uint64
+	consider := func(from, to uint64) { // a free run [from, to], clipped to the hosts
+		from, to = max(from, lo), min(to, hi)
+		if from <= to && to-from+1 > bestLen {
+			bestFirst, bestLen = from, to-from+1
 		}
 	}
-	return first, last, bestLen > 0
+	next := lo // lowest address not yet known to be blocked
+	for _, b := range blocked {
+		if !b.First.Is4() || !b.Last.Is4() {
+			continue
+		}
+		f, l := uint64(u32(b.First)), uint64(u32(b.Last))
+		if f > next {
+			consider(next, f-1)
+		}
+		next = max(next, l+1)
+	}
+	consider(next, hi)
+	if bestLen == 0 {
+		return first, last, false
+	}
+	return addrOf(uint32(bestFirst)), addrOf(uint32(bestFirst + bestLen - 1)), true
+}
+
+func addrOf(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

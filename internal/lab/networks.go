@@ -23,6 +23,17 @@ func (s *Service) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network
 	}
 	var view *NetworkView
 	err = s.update(ctx, func(tx store.Tx) error {
+		// Two networks sharing addresses would put the same route on two
+		// bridges and hand one address to two VMs.
+		others, err := tx.ListNetworks()
+		if err != nil {
+			return err
+		}
+		for _, o := range others {
+			if o.Name != spec.Name && o.Subnet.Overlaps(n.Subnet) {
+				return errdefs.Conflict("network %q: subnet %s overlaps subnet %s of network %q", spec.Name, n.Subnet, o.Subnet, o.Name)
+			}
+		}
 		nw := &store.Network{Name: spec.Name, Subnet: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Pools: n.Pools}
 		if err := tx.CreateNetwork(nw); err != nil {
 			if errors.Is(err, errdefs.ErrConflict) {
@@ -30,7 +41,6 @@ func (s *Service) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network
 			}
 			return err
 		}
-		var err error
 		view, err = networkView(tx, nw, nil)
 		return err
 	})
