@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -340,19 +341,26 @@ func (f *Fence) ensure(ctx context.Context, hooks *setupHooks) error {
 	}
 	var nat []natLink
 	defaultRoute := false
-	for _, n := range f.spec.Networks {
+	for i, n := range f.spec.Networks {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if err := hooks.step("network " + n.Name); err != nil {
 			return wrap(err)
 		}
-		hasGW, err := f.ensureNetwork(dh, fh, n, !defaultRoute)
+		hasGW, err := f.ensureNetwork(dh, fh, i, n, !defaultRoute)
 		if err != nil {
 			return wrap(fmt.Errorf("network %q: %w", n.Name, err))
 		}
 		defaultRoute = defaultRoute || hasGW
-		nat = append(nat, natLink{ext: insideLinkName(n.Name), mappings: n.Mappings})
+		nat = append(nat, natLink{ext: insideLinkName(n.Name), bridge: BridgeName(n.Name), gateway: n.Gateway,
+			mark: returnMark(i), mappings: n.Mappings})
+	}
+	if err := hooks.step("return rules"); err != nil {
+		return wrap(err)
+	}
+	if err := ensureReturnRules(fh, len(f.spec.Networks)); err != nil {
+		return wrap(err)
 	}
 	if err := hooks.step("nftables"); err != nil {
 		return wrap(err)
@@ -366,10 +374,12 @@ func (f *Fence) ensure(ctx context.Context, hooks *setupHooks) error {
 	return f.startDHCP(ctx)
 }
 
-// ensureNetwork builds one network's part of the fence. With wantDefault
-// and an outside bridge that holds the gateway, it also routes everything
-// beyond the subnet to that gateway; it reports whether it did.
-func (f *Fence) ensureNetwork(dh, fh *netlink.Handle, n FenceNetwork, wantDefault bool) (bool, error) {
+// ensureNetwork builds network number i's part of the fence. With
+// wantDefault and an outside bridge that holds the gateway, it also routes
+// everything beyond the subnet to that gateway; it reports whether it did.
+// Its return table (returnTable(i)) routes the subnet, and beyond it when
+// the outside holds the gateway, out through this network's veth.
+func (f *Fence) ensureNetwork(dh, fh *netlink.Handle, i int, n FenceNetwork, wantDefault bool) (bool, error) {
 	br := BridgeName(n.Name)
 	ext := insideLinkName(n.Name)
 	out := f.outsideLinkName(n.Name)
@@ -429,10 +439,14 @@ func (f *Fence) ensureNetwork(dh, fh *netlink.Handle, n FenceNetwork, wantDefaul
 	// speaks with an inside address, so the fence cannot steal the
 	// gateway's address on the outside segment; the inside bridge answers
 	// for every address that is not in the fence (proxy ARP, at once).
+	// accept_local: packets from the lab host come from the gateway
+	// address, which is also the fence's own (on the inside bridge); the
+	// kernel would drop them as martians.
 	if err := setSysctls(f.ns, [][2]string{
 		{"net/ipv4/conf/" + ext + "/arp_ignore", "1"},
 		{"net/ipv4/conf/" + ext + "/arp_announce", "2"},
 		{"net/ipv4/conf/" + ext + "/rp_filter", "0"},
+		{"net/ipv4/conf/" + ext + "/accept_local", "1"},
 		{"net/ipv4/conf/" + br + "/proxy_arp", "1"},
 		{"net/ipv4/neigh/" + br + "/proxy_delay", "0"},
 		{"net/ipv4/conf/" + br + "/arp_ignore", "1"},
@@ -467,32 +481,154 @@ func (f *Fence) ensureNetwork(dh, fh *netlink.Handle, n FenceNetwork, wantDefaul
 			return false, fmt.Errorf("route %s via %s: %w", m.Internal, br, err)
 		}
 	}
-	subnet := &netlink.Route{LinkIndex: extLink.Attrs().Index, Dst: prefixToIPNet(n.Subnet), Scope: netlink.SCOPE_LINK}
+	var src net.IP
 	if len(n.Mappings) > 0 {
-		subnet.Src = n.Mappings[0].External.AsSlice()
+		src = n.Mappings[0].External.AsSlice()
 	}
-	if err := fh.RouteReplace(subnet); err != nil {
+	subnet := func(table int) *netlink.Route {
+		return &netlink.Route{Table: table, LinkIndex: extLink.Attrs().Index, Dst: prefixToIPNet(n.Subnet),
+			Scope: netlink.SCOPE_LINK, Src: src}
+	}
+	if err := fh.RouteReplace(subnet(unix.RT_TABLE_MAIN)); err != nil {
 		return false, fmt.Errorf("route %s via %s: %w", n.Subnet, ext, err)
 	}
 
-	if !wantDefault || len(n.Mappings) == 0 {
+	// Beyond the subnet: through the outside bridge, when it holds the
+	// gateway, reached at the link-local stand-in for the gateway.
+	returns := []*netlink.Route{subnet(returnTable(i))}
+	holds := false
+	if len(n.Mappings) > 0 {
+		if holds, err = holdsAddr(dh, outsideBr, n.Gateway); err != nil {
+			return false, err
+		}
+	}
+	var beyond func(table int) *netlink.Route
+	if holds {
+		neigh := &netlink.Neigh{LinkIndex: extLink.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+			IP: linkLocalNextHop.AsSlice(), HardwareAddr: outsideBr.Attrs().HardwareAddr}
+		if err := fh.NeighSet(neigh); err != nil {
+			return false, fmt.Errorf("neighbour for the outside gateway: %w", err)
+		}
+		beyond = func(table int) *netlink.Route {
+			return &netlink.Route{Table: table, LinkIndex: extLink.Attrs().Index, Gw: linkLocalNextHop.AsSlice(),
+				Flags: int(netlink.FLAG_ONLINK), Src: src}
+		}
+		returns = append(returns, beyond(returnTable(i)))
+	}
+	if err := setTableRoutes(fh, returnTable(i), returns); err != nil {
+		return false, fmt.Errorf("return table %d: %w", returnTable(i), err)
+	}
+	if !wantDefault || !holds {
 		return false, nil
 	}
-	holds, err := holdsAddr(dh, outsideBr, n.Gateway)
-	if err != nil || !holds {
-		return false, err
-	}
-	neigh := &netlink.Neigh{LinkIndex: extLink.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		IP: linkLocalNextHop.AsSlice(), HardwareAddr: outsideBr.Attrs().HardwareAddr}
-	if err := fh.NeighSet(neigh); err != nil {
-		return false, fmt.Errorf("neighbour for the outside gateway: %w", err)
-	}
-	def := &netlink.Route{LinkIndex: extLink.Attrs().Index, Gw: linkLocalNextHop.AsSlice(),
-		Flags: int(netlink.FLAG_ONLINK), Src: n.Mappings[0].External.AsSlice()}
-	if err := fh.RouteReplace(def); err != nil {
+	if err := fh.RouteReplace(beyond(unix.RT_TABLE_MAIN)); err != nil {
 		return false, fmt.Errorf("default route: %w", err)
 	}
 	return true, nil
+}
+
+// Return routing. Each network i of a fence has a routing table,
+// returnTable(i), that sends everything out through the network's veth,
+// and a packet mark, returnMark(i), that the ruleset puts on the packets
+// that must take it (see applyRuleset). The rules that select those tables
+// come before the local table's, since the gateway address they must
+// reach outside is local inside the fence:
+//
+//	pref 100: fwmark returnMark(i) lookup returnTable(i), one per network
+//	pref 200: lookup local (moved from 0)
+//	pref 32766: lookup main; 32767: lookup default
+const (
+	returnRulePref = 100
+	localRulePref  = 200
+)
+
+// returnMark is network i's packet and connection mark ("SH" and i+1).
+func returnMark(i int) uint32 { return 0x53480000 + uint32(i) + 1 }
+
+// returnTable is network i's return routing table.
+func returnTable(i int) int { return 1000 + i }
+
+// ensureReturnRules makes the fence namespace's IPv4 rules exactly those
+// above for networks networks. New rules are added before old ones go, so
+// the local table is never out of reach.
+func ensureReturnRules(h *netlink.Handle, networks int) error {
+	want := []*netlink.Rule{}
+	for i := range networks {
+		r := netlink.NewRule()
+		r.Priority, r.Mark, r.Table = returnRulePref, returnMark(i), returnTable(i)
+		want = append(want, r)
+	}
+	local := netlink.NewRule()
+	local.Priority, local.Table = localRulePref, unix.RT_TABLE_LOCAL
+	want = append(want, local)
+	main := netlink.NewRule()
+	main.Priority, main.Table = 32766, unix.RT_TABLE_MAIN
+	dflt := netlink.NewRule()
+	dflt.Priority, dflt.Table = 32767, unix.RT_TABLE_DEFAULT
+	keep := append(slices.Clone(want), main, dflt)
+
+	have, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	sameRule := func(a, b *netlink.Rule) bool {
+		return a.Priority == b.Priority && a.Table == b.Table && a.Mark == b.Mark
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(r netlink.Rule) bool { return sameRule(&r, w) }) {
+			w.Family = netlink.FAMILY_V4
+			if err := h.RuleAdd(w); err != nil {
+				return fmt.Errorf("add rule %s: %w", w, err)
+			}
+		}
+	}
+	for _, r := range have {
+		if slices.ContainsFunc(keep, func(k *netlink.Rule) bool { return sameRule(&r, k) }) {
+			continue
+		}
+		del := netlink.NewRule()
+		del.Family, del.Priority, del.Table, del.Mark = netlink.FAMILY_V4, r.Priority, r.Table, r.Mark
+		if r.Mask != nil {
+			del.Mask = r.Mask
+		}
+		if err := h.RuleDel(del); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete rule %s: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// setTableRoutes makes want exactly the IPv4 routes of table.
+func setTableRoutes(h *netlink.Handle, table int, want []*netlink.Route) error {
+	for _, r := range want {
+		if err := h.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s: %w", r, err)
+		}
+	}
+	have, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range have {
+		if !slices.ContainsFunc(want, func(w *netlink.Route) bool { return sameDst(w.Dst, r.Dst) }) {
+			if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("delete route %s: %w", r, err)
+			}
+		}
+	}
+	return nil
+}
+
+// sameDst compares route destinations; nil and 0.0.0.0/0 are both the
+// default.
+func sameDst(a, b *net.IPNet) bool {
+	norm := func(n *net.IPNet) string {
+		if n == nil {
+			return "0.0.0.0/0"
+		}
+		return n.String()
+	}
+	return norm(a) == norm(b)
 }
 
 // globalSysctls make the namespace a router that filters only with its own

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -314,6 +315,18 @@ func TestTwoFencesSameInternalIPs(t *testing.T) {
 			t.Errorf("VM %s -> host: %q, %v; want %q", vm.name, got, err, want)
 		}
 	}
+	// The lab host, at the gateway address both fences also carry inside,
+	// reaches each VM, and each VM reaches it as its own external address.
+	serveIdentity(t, b.daemonNS, "labhost", bedGateway)
+	for _, vm := range []*fakeVM{vmA, vmB} {
+		if got, err := dialFrom(b.daemonNS, vm.external); err != nil || got != vm.name+" saw 10.99.0.1" {
+			t.Errorf("lab host -> %s (%s): %q, %v", vm.external, vm.name, got, err)
+		}
+		want := "labhost saw " + vm.external.String()
+		if got, err := dialFrom(vm.ns, bedGateway); err != nil || got != want {
+			t.Errorf("VM %s -> lab host at the gateway: %q, %v; want %q", vm.name, got, err, want)
+		}
+	}
 	// Fence to fence, through the outside: A reaches B by B's external address.
 	if got, err := dialFrom(vmA.ns, vmB.external); err != nil || got != "B saw 10.99.0.50" {
 		t.Errorf("A -> B's external address: %q, %v", got, err)
@@ -383,7 +396,7 @@ func TestFenceSetupRollsBack(t *testing.T) {
 	requireNetAdmin(t)
 	b := newFenceBed(t)
 	ctx := context.Background()
-	steps := []string{"namespace", "sysctl", "network " + b.network, "nftables", "dhcp", "done"}
+	steps := []string{"namespace", "sysctl", "network " + b.network, "return rules", "nftables", "dhcp", "done"}
 	for _, step := range steps {
 		vm := &fakeVM{mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
 		spec := b.spec(PolicyInOut, vm)
@@ -551,6 +564,22 @@ func TestFenceTwoNetworks(t *testing.T) {
 	if got, err := dialFrom(b.hostNS, vm1.external); err != nil || got != "vm1 saw 10.99.0.20" {
 		t.Errorf("host -> vm1: %q, %v", got, err)
 	}
+	// The lab host holds both gateways: it reaches each VM from the
+	// gateway of the VM's network, and from beyond the second network's
+	// subnet, whose replies must leave through the second network's link
+	// (the fence's default route goes out through the first).
+	for _, x := range []struct {
+		vm   *fakeVM
+		from netip.Addr
+	}{{vm1, bedGateway}, {vm2, gw2}, {vm2, bedBeyond}} {
+		if got, err := dialFromAddr(b.daemonNS, x.from, x.vm.external); err != nil || got != x.vm.name+" saw "+x.from.String() {
+			t.Errorf("lab host from %s -> %s: %q, %v", x.from, x.vm.name, got, err)
+		}
+	}
+	serveIdentity(t, b.daemonNS, "labhost", gw2)
+	if got, err := dialFrom(vm2.ns, gw2); err != nil || got != "labhost saw 10.97.0.50" {
+		t.Errorf("vm2 -> lab host at its gateway: %q, %v", got, err)
+	}
 	if _, err := f.InsideBridge("nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("InsideBridge of an unknown network = %v", err)
 	}
@@ -558,4 +587,121 @@ func TestFenceTwoNetworks(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNoFence(t, b, spec)
+}
+
+// The lab host holds the network's gateway address on its bridge (the
+// daemon's namespace here), the same address every fence carries inside
+// as its VMs' router. The host still reaches a fenced VM on its external
+// address (in-out only), and a fenced VM reaches services on the host at
+// the gateway address (out and in-out), seen there as its external one.
+func TestFenceLabHostAtGateway(t *testing.T) {
+	t.Parallel()
+	requireNetAdmin(t)
+	for _, tc := range []struct {
+		policy   Policy
+		hostToVM bool // the lab host reaches the VM on its external address
+		vmToHost bool // the VM reaches a service on the gateway address
+	}{
+		{PolicyInOut, true, true},
+		{PolicyOut, false, true},
+		{PolicyBlock, false, false},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			t.Parallel()
+			b := newFenceBed(t)
+			vm := &fakeVM{name: "vm", mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+			b.setupFence(t, tc.policy, vm)
+			vm.configure(t)
+			serveIdentity(t, vm.ns, "vm", vm.internal)
+			serveIdentity(t, b.daemonNS, "labhost", bedGateway)
+
+			start := time.Now()
+			got, err := dialFrom(b.daemonNS, vm.external)
+			if tc.hostToVM {
+				if err != nil || got != "vm saw 10.99.0.1" {
+					t.Errorf("lab host -> external: %q, %v; want the VM to see the gateway address", got, err)
+				}
+			} else if err == nil {
+				t.Errorf("lab host -> external got through: %q", got)
+			}
+			got, err = dialFrom(vm.ns, bedGateway)
+			if tc.vmToHost {
+				if err != nil || got != "labhost saw 10.99.0.50" {
+					t.Errorf("vm -> lab host at the gateway: %q, %v; want the host to see the external address", got, err)
+				}
+			} else if err == nil {
+				t.Errorf("vm -> lab host at the gateway got through: %q", got)
+			}
+			if d := time.Since(start); d > 8*time.Second {
+				t.Errorf("the two attempts took %v; a refused one must fail within its dial timeout", d)
+			}
+			// The VM still reaches the outside host as before.
+			serveIdentity(t, b.hostNS, "host", bedHost)
+			if got, err := dialFrom(vm.ns, bedHost); (err == nil) != (tc.policy != PolicyBlock) {
+				t.Errorf("vm -> outside host: %q, %v", got, err)
+			}
+			// DHCP at the gateway address stays the fence's own: a
+			// renewal sent to it is answered inside.
+			if reply, from, err := renewUnicast(vm, bedGateway); err != nil {
+				t.Errorf("DHCP renewal to the gateway: %v", err)
+			} else if reply.MessageType() != dhcpv4.MessageTypeAck || !reply.YourIPAddr.Equal(vm.internal.AsSlice()) || from != bedGateway {
+				t.Errorf("DHCP renewal: %s for %s from %s, want ACK for %s from %s", reply.MessageType(), reply.YourIPAddr, from, vm.internal, bedGateway)
+			}
+		})
+	}
+}
+
+// renewUnicast sends, from vm's namespace, a DHCPREQUEST in the RENEWING
+// state (ciaddr set, unicast to server) and returns the reply and who sent
+// it.
+func renewUnicast(vm *fakeVM, server netip.Addr) (*dhcpv4.DHCPv4, netip.Addr, error) {
+	hw, err := net.ParseMAC(vm.mac)
+	if err != nil {
+		return nil, netip.Addr{}, err
+	}
+	req, err := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithClientIP(vm.internal.AsSlice()))
+	if err != nil {
+		return nil, netip.Addr{}, err
+	}
+	var reply *dhcpv4.DHCPv4
+	var from netip.Addr
+	err = inNamespace(vm.ns, func() error {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: vm.internal.AsSlice(), Port: dhcpv4.ClientPort})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.WriteTo(req.ToBytes(), &net.UDPAddr{IP: server.AsSlice(), Port: dhcpv4.ServerPort}); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 1500)
+		n, addr, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return err
+		}
+		from = addr.Addr().Unmap()
+		reply, err = dhcpv4.FromBytes(buf[:n])
+		return err
+	})
+	return reply, from, err
+}
+
+// dialFromAddr is dialFrom with the connection's local address chosen.
+func dialFromAddr(ns netns.NsHandle, local, addr netip.Addr) (string, error) {
+	var answer string
+	err := inNamespace(ns, func() error {
+		d := net.Dialer{Timeout: 1500 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: local.AsSlice()}}
+		c, err := d.Dial("tcp4", netip.AddrPortFrom(addr, 8080).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		b, err := io.ReadAll(c)
+		answer = string(b)
+		return err
+	})
+	return answer, err
 }

@@ -22,7 +22,10 @@ func ruleTag(id string) []byte { return []byte("stagehand:fence=" + id) }
 
 // natLink is one outside port of a fence and the 1:1 mappings behind it.
 type natLink struct {
-	ext      string // inside end of the veth to the outside bridge
+	ext      string     // inside end of the veth to the outside bridge
+	bridge   string     // the network's inside bridge, the VMs' segment
+	gateway  netip.Addr // the network's gateway: the inside bridge's address
+	mark     uint32     // routes a packet out through ext (see returnRules)
 	mappings []Mapping
 }
 
@@ -36,10 +39,24 @@ type natLink struct {
 //	                  oifname EXT ip saddr I accept; oifname EXT drop
 //	          in-out  as out, plus iifname EXT ct status dnat accept
 //	input:    iifname EXT ct state established,related accept; iifname EXT drop
+//	mark (prerouting, before NAT and routing):
+//	          iifname EXT ct state new ct mark set M
+//	          ct direction reply meta mark set ct mark
+//	          out, in-out: iifname BR ip daddr G udp dport 67 accept
+//	                       iifname BR ip daddr G meta mark set M
 //
 // Only mapped internal addresses may leave: a VM whose address was changed
 // by hand would otherwise appear on the outside with an internal address
 // that its original may be using there.
+//
+// The marks carry the return routing (see Fence.ensureReturnRouting): the
+// gateway address G is the fence's own on every inside bridge, yet the lab
+// host holds it outside too. A connection that came in through EXT (from G
+// or anyone) has its replies marked M, and so does a VM's packet to G
+// (except DHCP, which the fence itself serves): marked packets are routed
+// out through EXT before the local table is consulted. Under block the
+// gateway stays the fence's own: nothing is sent out, and the VMs' router
+// still answers them.
 func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) error {
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
@@ -62,6 +79,8 @@ func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) 
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 	input := c.AddChain(&nftables.Chain{Name: "input", Table: table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	mark := c.AddChain(&nftables.Chain{Name: "mark", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept})
 
 	add := func(chain *nftables.Chain, parts ...[]expr.Any) {
 		var exprs []expr.Any
@@ -71,8 +90,15 @@ func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) 
 		c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: exprs, UserData: tag})
 	}
 	established := matchCtBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
+	add(mark, matchCtReply(), restoreMark())
 	for _, l := range links {
 		in, out := matchIf(expr.MetaKeyIIFNAME, l.ext), matchIf(expr.MetaKeyOIFNAME, l.ext)
+		add(mark, in, matchCtBits(expr.CtKeySTATE, expr.CtStateBitNEW), setCtMark(l.mark))
+		if policy != PolicyBlock {
+			fromInside, toGateway := matchIf(expr.MetaKeyIIFNAME, l.bridge), matchAddr(16, l.gateway)
+			add(mark, fromInside, toGateway, matchUDPDstPort(dhcpServerPort), verdict(expr.VerdictAccept))
+			add(mark, fromInside, toGateway, setMetaMark(l.mark))
+		}
 		for _, m := range l.mappings {
 			add(pre, in, matchAddr(16, m.External), nat(expr.NATTypeDestNAT, m.Internal))
 			add(post, out, matchAddr(12, m.Internal), nat(expr.NATTypeSourceNAT, m.External))
@@ -136,6 +162,54 @@ func matchCtBits(key expr.CtKey, bits uint32) []expr.Any {
 		&expr.Ct{Key: key, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// dhcpServerPort is where the fence's own DHCP server listens on G.
+const dhcpServerPort = 67
+
+// ctDirReply is IP_CT_DIR_REPLY: the packet goes against the direction
+// of the connection's first packet.
+const ctDirReply = 1
+
+func matchCtReply() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ctDirReply}},
+	}
+}
+
+// setCtMark stores m in the packet's connection: ct mark set m.
+func setCtMark(m uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: binary.NativeEndian.AppendUint32(nil, m)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	}
+}
+
+// setMetaMark marks the packet itself, which routing sees: meta mark set m.
+func setMetaMark(m uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: binary.NativeEndian.AppendUint32(nil, m)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+	}
+}
+
+// restoreMark copies the connection's mark onto the packet: meta mark set
+// ct mark.
+func restoreMark() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+	}
+}
+
+func matchUDPDstPort(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
 	}
 }
 
