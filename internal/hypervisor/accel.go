@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -44,6 +47,90 @@ func ProbeAccel(ctx context.Context, kernel, initrd string, timeout time.Duratio
 		return AccelTCG, fmt.Sprintf("KVM guest did not reach userspace: %v", err)
 	}
 	return AccelKVM, fmt.Sprintf("KVM guest reached userspace in %s", elapsed.Round(time.Millisecond))
+}
+
+// BootProbe is the real ProbeFunc: ProbeAccel with kernel and initrd, or
+// with the newest /boot kernel when kernel is empty. timeout bounds the
+// guest's boot (the context given to the ProbeFunc bounds it too).
+func BootProbe(kernel, initrd string, timeout time.Duration) ProbeFunc {
+	return func(ctx context.Context) (string, string, error) {
+		k, i := kernel, initrd
+		if k == "" {
+			k, i = NewestBootKernel("/boot")
+		}
+		if k == "" {
+			if _, err := os.Stat("/dev/kvm"); err != nil {
+				return AccelTCG, "/dev/kvm absent", nil
+			}
+			return AccelTCG, "/dev/kvm exists but no kernel to probe it with (--probe-kernel)", nil
+		}
+		accel, reason := ProbeAccel(ctx, k, i, timeout)
+		return accel, reason, nil
+	}
+}
+
+// NewestBootKernel finds the newest dir/vmlinuz-VERSION, comparing
+// versions number by number (6.1.0-10 is newer than 6.1.0-9), and its
+// dir/initrd.img-VERSION when there is one.
+func NewestBootKernel(dir string) (kernel, initrd string) {
+	ks, _ := filepath.Glob(filepath.Join(dir, "vmlinuz-*"))
+	if len(ks) == 0 {
+		return "", ""
+	}
+	version := func(p string) string { return strings.TrimPrefix(filepath.Base(p), "vmlinuz-") }
+	sort.SliceStable(ks, func(i, j int) bool { return compareVersions(version(ks[i]), version(ks[j])) < 0 })
+	kernel = ks[len(ks)-1]
+	candidate := filepath.Join(dir, "initrd.img-"+version(kernel))
+	if _, err := os.Stat(candidate); err == nil {
+		initrd = candidate
+	}
+	return kernel, initrd
+}
+
+// compareVersions orders version strings the way humans read them: runs of
+// digits compare as numbers, everything else byte by byte.
+func compareVersions(a, b string) int {
+	for a != "" && b != "" {
+		da, db := isDigit(a[0]), isDigit(b[0])
+		switch {
+		case da && db:
+			na, ra := leadingDigits(a)
+			nb, rb := leadingDigits(b)
+			na, nb = strings.TrimLeft(na, "0"), strings.TrimLeft(nb, "0")
+			if len(na) != len(nb) {
+				return cmpInt(len(na), len(nb))
+			}
+			if c := strings.Compare(na, nb); c != 0 {
+				return c
+			}
+			a, b = ra, rb
+		case a[0] != b[0]:
+			return cmpInt(int(a[0]), int(b[0]))
+		default:
+			a, b = a[1:], b[1:]
+		}
+	}
+	return cmpInt(len(a), len(b))
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func leadingDigits(s string) (digits, rest string) {
+	i := 0
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+func cmpInt(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // bootProbe boots kernel+initrd under accel in a throwaway run directory
