@@ -9,11 +9,14 @@
 // namespace; where a socket or a tap must be created from inside it, that is
 // done on a dedicated OS thread that is never returned to the Go scheduler.
 //
-// A fence, for each network N of subnet S and gateway G:
+// A fence, for each network N (the i-th) of subnet S and gateway G:
 //
 //	daemon ns:  BridgeName(N) (G/len) ── sh-fo-… ┐ veth
-//	fence ns:   sh-fi-… (external IPs /32) ──────┘      routes: S dev sh-fi-…,
-//	            BridgeName(N) (G/32, proxy ARP) ── VM taps        VM IP/32 dev bridge
+//	fence ns:   sh-fi-… (external IPs /32) ──────┘      main: S dev sh-fi-…, VM IP/32 dev bridge
+//	            BridgeName(N) (G/32, proxy ARP) ── VM taps    table 1000+i: S and default out sh-fi-…
+//	rules:      100 fwmark "SH"+i+1 → table 1000+i;  200 local;  32766 main
+//	marks:      new connections in from sh-fi-… (ct mark), their replies,
+//	            and the VMs' packets to G (not DHCP, not under block)
 //
 // The VMs keep their addresses and gateway G, which the fence's inside
 // bridge answers for; the inside bridge answers ARP for every other address
@@ -25,4 +28,12 @@
 // each internal address to its external one (DNAT in, SNAT out) and
 // enforces the policy; a DHCP server on each inside bridge serves the VMs'
 // reservations.
+//
+// The lab host holds G on the outside bridge too, so inside the fence a
+// reply to the host, or a VM's packet to a service on the host, would be
+// delivered locally. Such packets are marked in prerouting and routed by a
+// rule consulted before the local table out through the network's own
+// link; the outside port accepts G as a source (accept_local). Replies to
+// every connection that came in through a network leave through it, so a
+// fence on several networks answers each on the link it was asked on.
 package fence

@@ -138,7 +138,9 @@ func (h *setupHooks) step(name string) error {
 // an inside bridge carrying the gateway, a veth to the outside bridge in
 // daemonNS whose fence end owns the external addresses, the routes and
 // ARP settings that let the VMs share their subnet with the outside, the
-// NAT ruleset, and a DHCP server with the VMs' reservations. On any
+// return routing that lets them reach (and be reached from) the lab host
+// at the gateway address, the NAT ruleset, and a DHCP server with the VMs'
+// reservations. On any
 // failure everything done is undone. A fence with the same ID already
 // there is a conflict (use Adopt or Teardown).
 func Setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec) (*Fence, error) {

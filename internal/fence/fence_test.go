@@ -456,12 +456,66 @@ func TestFenceAdopt(t *testing.T) {
 	if _, err := Adopt(ctx, b.daemonNS, FenceSpec{ID: "t" + randHex(10), Networks: spec.Networks}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Adopt of an unknown fence = %v, want not found", err)
 	}
+	// The fence was left by a daemon that did no return routing: the
+	// local table first, no return rules or table, no marks.
+	fh := mustNetlink(t, old.Namespace())
+	rules := ipRules(t, old)
+	if want := "100:fwmark 0x53480001 lookup 1000 200:lookup local 32766:lookup main 32767:lookup default"; rules != want {
+		t.Errorf("fence rules after Setup: %q, want %q", rules, want)
+	}
+	table := returnRoutes(t, old)
+	if want := "default via 169.254.0.1 dev " + insideLinkName(b.network) + " src 10.99.0.50 onlink|" +
+		"10.99.0.0/24 dev " + insideLinkName(b.network) + " scope link src 10.99.0.50"; table != want {
+		t.Errorf("return table after Setup: %q, want %q", table, want)
+	}
+	local := netlink.NewRule()
+	local.Family, local.Priority, local.Table = netlink.FAMILY_V4, 0, 255
+	if err := fh.RuleAdd(local); err != nil {
+		t.Fatal(err)
+	}
+	for _, pref := range []int{100, 200} {
+		r := netlink.NewRule()
+		r.Family, r.Priority = netlink.FAMILY_V4, pref
+		if err := fh.RuleDel(r); err != nil {
+			t.Fatalf("delete rule %d: %v", pref, err)
+		}
+	}
+	if out, err := exec.Command("ip", "-n", NamespaceName(spec.ID), "route", "flush", "table", fmt.Sprint(returnTable(0))).CombinedOutput(); err != nil {
+		t.Fatalf("flush the return table: %v\n%s", err, out)
+	}
+	if err := deleteRuleset(old.Namespace()); err != nil {
+		t.Fatal(err)
+	}
+	serveIdentity(t, b.daemonNS, "labhost", bedGateway)
+	if got, err := dialFrom(b.daemonNS, vm.external); err == nil {
+		t.Fatalf("lab host reached the VM in a fence without return routing: %q", got)
+	}
+
 	f, err := Adopt(ctx, b.daemonNS, spec)
 	if err != nil {
 		t.Fatalf("Adopt: %v", err)
 	}
+	if got := ipRules(t, f); got != rules {
+		t.Errorf("fence rules after Adopt: %q, want %q", got, rules)
+	}
 	if got, err := dialFrom(b.hostNS, vm.external); err != nil || got != "vm saw 10.99.0.20" {
 		t.Errorf("after Adopt, host -> VM: %q, %v", got, err)
+	}
+	if got, err := dialFrom(b.daemonNS, vm.external); err != nil || got != "vm saw 10.99.0.1" {
+		t.Errorf("after Adopt, lab host -> VM: %q, %v", got, err)
+	}
+	if got, err := dialFrom(vm.ns, bedGateway); err != nil || got != "labhost saw 10.99.0.50" {
+		t.Errorf("after Adopt, VM -> lab host at the gateway: %q, %v", got, err)
+	}
+	// Adopting again changes nothing.
+	if err := f.ensure(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := ipRules(t, f); got != rules {
+		t.Errorf("fence rules after a second ensure: %q, want %q", got, rules)
+	}
+	if got := returnRoutes(t, f); got != table {
+		t.Errorf("return table after Adopt and ensure: %q, want %q", got, table)
 	}
 	if _, err := os.Stat("/usr/bin/busybox"); err == nil {
 		if lease, err := runUDHCPC(t, vm.nsName, vm.ifname); err != nil || lease["ip"] != "10.99.0.10" {
@@ -704,4 +758,36 @@ func dialFromAddr(ns netns.NsHandle, local, addr netip.Addr) (string, error) {
 		return err
 	})
 	return answer, err
+}
+
+// ipRules lists the fence namespace's IPv4 rules as "PREF:SELECTOR lookup
+// TABLE", in order, as `ip rule` shows them.
+func ipRules(t *testing.T, f *Fence) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", NamespaceName(f.ID()), "-4", "rule", "show").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip rule: %v\n%s", err, out)
+	}
+	var rules []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pref, rule, _ := strings.Cut(line, ":")
+		rule = strings.TrimPrefix(strings.Join(strings.Fields(rule), " "), "from all ")
+		rules = append(rules, pref+":"+rule)
+	}
+	return strings.Join(rules, " ")
+}
+
+// returnRoutes lists the routes of the fence's first return table, one
+// per "|"-separated entry, as `ip route` shows them.
+func returnRoutes(t *testing.T, f *Fence) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", NamespaceName(f.ID()), "-4", "route", "show", "table", fmt.Sprint(returnTable(0))).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route: %v\n%s", err, out)
+	}
+	var routes []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		routes = append(routes, strings.Join(strings.Fields(line), " "))
+	}
+	return strings.Join(routes, "|")
 }
