@@ -1,7 +1,7 @@
 // Package command runs external programs (qemu-img, nft, ...) for the rest
 // of Stagehand: it logs each command, captures stderr into the error, and
-// kills the process when the context ends. It is the only place that
-// shells out.
+// kills the process when the context ends, or when the daemon itself dies.
+// It is the only place that shells out.
 package command
 
 import (
@@ -13,7 +13,9 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -102,6 +104,17 @@ func run(ctx context.Context, name string, args []string, wire func(*exec.Cmd) (
 
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.WaitDelay = waitDelay
+	// A child must not outlive the daemon: a qemu-img convert left running
+	// after a SIGKILL goes on writing a file that recovery has already
+	// cleaned up. The kernel sends Pdeathsig when the *thread* that forked
+	// the child exits, not the process, and Go ends a thread whenever a
+	// goroutine that locked it returns without unlocking (the netns code
+	// does so on purpose). Holding this goroutine on its thread from Start
+	// to Wait keeps any other goroutine from locking, and so ending, the
+	// thread the child is tied to.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	stderr := &prefixBuffer{limit: maxStderr}
 	cmd.Stderr = stderr
 	consume, err := wire(cmd)
