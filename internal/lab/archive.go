@@ -303,14 +303,15 @@ func (s *Service) StartArchive(ctx context.Context, config, name string) (jobs.J
 	}
 	dirName := "a-" + randomHex(8)
 	dir := filepath.Join(s.life.archiveDir, dirName)
-	op, err := s.beginOp(ctx, "archive", name, []string{dirEntry(dir)}, nil)
+	tmp := tempPath(dir)
+	op, err := s.beginOp(ctx, "archive", name, []string{dirEntry(tmp), dirEntry(dir)}, nil)
 	if err != nil {
 		unlock()
 		return jobs.Job{}, err
 	}
 	return s.jobs.StartFrom(ctx, "archive", name, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
-		if err := s.writeArchive(ctx, op, m, dir, tops, boot, progress); err != nil {
+		if err := s.writeArchive(ctx, op, m, tmp, dir, tops, boot, progress); err != nil {
 			return s.failOp(op, fmt.Errorf("archive %q as %q: %w", config, name, err))
 		}
 		raw, _ := json.Marshal(m)
@@ -415,13 +416,12 @@ func networkManifest(nw *store.Network) manifestNetwork {
 	return mn
 }
 
-// writeArchive writes the archive's files into dir and fills in their
-// sizes and checksums.
-func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *manifest, dir string, tops, boot []string, progress func(done, total int64)) error {
-	for _, sub := range []string{"disks", "boot"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			return err
-		}
+// writeArchive writes the archive's files into the directory tmp, fills
+// in their sizes and checksums, and renames tmp to dir when complete.
+func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *manifest, tmp, final string, tops, boot []string, progress func(done, total int64)) error {
+	dir := tmp
+	if err := makeArchiveDir(dir); err != nil {
+		return err
 	}
 	var total int64
 	for _, vm := range m.VMs {
@@ -460,7 +460,7 @@ func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *manifest, d
 		}
 		f := files[i+j]
 		dst := filepath.Join(dir, f.Path)
-		if err := copyFile(src, dst); err != nil {
+		if err := copyFile(ctx, src, dst, 0o400, maxBootFile); err != nil {
 			return err
 		}
 		if err := sealFile(dst, f); err != nil {
@@ -473,7 +473,37 @@ func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *manifest, d
 	if err := s.step(ctx, op, "commit"); err != nil {
 		return err
 	}
-	return syncDirs(dir, filepath.Join(dir, "disks"), filepath.Join(dir, "boot"), filepath.Dir(dir))
+	return publishArchiveDir(tmp, final)
+}
+
+// makeArchiveDir creates an archive directory being written and its
+// subdirectories, private to the daemon (archives hold guest data).
+func makeArchiveDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	for _, sub := range []string{"disks", "boot"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishArchiveDir makes the complete archive directory tmp durable and
+// gives it its name; both names are journaled, so a crash on either side
+// of the rename leaves nothing once recovered.
+func publishArchiveDir(tmp, final string) error {
+	if err := syncDirs(tmp, filepath.Join(tmp, "disks"), filepath.Join(tmp, "boot")); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(final); err == nil {
+		return fmt.Errorf("archive directory %s: %w", final, os.ErrExist)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	return syncDirs(filepath.Dir(final))
 }
 
 // sealFile records path's size and sha256 in f and makes it read-only.
@@ -483,7 +513,7 @@ func sealFile(path string, f *manifestFile) error {
 		return err
 	}
 	f.SHA256, f.Size = sum, size
-	return os.Chmod(path, 0o444)
+	return os.Chmod(path, 0o400)
 }
 
 func hashFile(path string) (string, int64, error) {
@@ -512,7 +542,7 @@ func writeManifestFile(dir string, m *manifest) error {
 		return err
 	}
 	p := filepath.Join(dir, "manifest.json")
-	if err := os.WriteFile(p, append(b, '\n'), 0o444); err != nil {
+	if err := os.WriteFile(p, append(b, '\n'), 0o400); err != nil {
 		return err
 	}
 	return syncDirs(p)
@@ -592,7 +622,7 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string) (job
 		for _, f := range []*manifestFile{t.Kernel, t.Initrd} {
 			if f != nil {
 				bootCopies[f.Path] = filepath.Join(filesDir, "t-"+randomHex(6)+"-"+filepath.Base(f.Path))
-				created = append(created, bootCopies[f.Path])
+				created = append(created, bootCopies[f.Path], tempPath(bootCopies[f.Path]))
 			}
 		}
 	}
@@ -629,7 +659,7 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string) (job
 			if err := s.step(ctx, op, "copy-boot-file"); err != nil {
 				return fail(err)
 			}
-			if err := copyFile(filepath.Join(dir, src), s.abs(dst)); err != nil {
+			if err := copyFile(ctx, filepath.Join(dir, src), s.abs(dst), 0o400, maxBootFile); err != nil {
 				return fail(err)
 			}
 		}

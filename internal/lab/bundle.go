@@ -11,13 +11,20 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
+	"syscall"
+	"unicode/utf8"
 
+	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
 	"stagehand/internal/store"
 )
@@ -59,8 +66,8 @@ var bundlePathRE = regexp.MustCompile(`^(disks/vm[0-9]+-disk[0-9]+\.qcow2|boot/t
 // appears under its name only when complete; each file's checksum is
 // checked on the way, so a damaged archive is not exported.
 func (s *Service) StartExport(ctx context.Context, name, file string) (jobs.Job, error) {
-	if !filepath.IsAbs(file) {
-		return jobs.Job{}, errdefs.Invalid("export %q: path %q must be absolute (the daemon writes it)", name, file)
+	if err := checkHostPath(file, "the daemon writes it"); err != nil {
+		return jobs.Job{}, fmt.Errorf("export %q: %w", name, err)
 	}
 	file = filepath.Clean(file)
 	if _, err := os.Lstat(file); err == nil {
@@ -108,7 +115,9 @@ func (s *Service) writeBundleFile(ctx context.Context, op *store.Op, tmp, file s
 	if err := s.step(ctx, op, "write"); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	// Private to root like the archive it carries: the user who asked
+	// for it can be given it (chown, chmod) on purpose.
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -223,13 +232,19 @@ type ImportSpec struct {
 // StartImport checks a bundle's manifest and starts a job that imports it
 // as a new archive (see the top of this file).
 func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
-	if !filepath.IsAbs(spec.File) {
-		return jobs.Job{}, errdefs.Invalid("import %q: path must be absolute (the daemon reads it)", spec.File)
+	if err := checkHostPath(spec.File, "the daemon reads it"); err != nil {
+		return jobs.Job{}, fmt.Errorf("import: %w", err)
 	}
 	head, err := readBundleHead(spec.File)
 	if err != nil {
 		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
 	}
+	started := false
+	defer func() {
+		if !started {
+			head.file.Close()
+		}
+	}()
 	m := head.manifest
 	if spec.Name != "" {
 		m.Name = spec.Name
@@ -258,19 +273,29 @@ func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 		unlock()
 		return jobs.Job{}, err
 	}
+	// The bundle holds every file whole (sparse members are refused), so
+	// the archive needs what the manifest says, which is at most the
+	// bundle's size.
+	if err := disk.CheckSpace(s.life.archiveDir, m.size()); err != nil {
+		unlock()
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
+	}
 	dirName := "a-" + randomHex(8)
 	dir := filepath.Join(s.life.archiveDir, dirName)
-	op, err := s.beginOp(ctx, "archive-import", m.Name, []string{dirEntry(dir)}, nil)
+	tmp := tempPath(dir)
+	op, err := s.beginOp(ctx, "archive-import", m.Name, []string{dirEntry(tmp), dirEntry(dir)}, nil)
 	if err != nil {
 		unlock()
 		return jobs.Job{}, err
 	}
+	started = true
 	return s.jobs.StartFrom(ctx, "import", m.Name, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
+		defer head.file.Close()
 		fail := func(err error) error {
 			return s.failOp(op, fmt.Errorf("import %s: %w", spec.File, err))
 		}
-		if err := s.extractBundle(ctx, op, spec.File, head, m, dir, progress); err != nil {
+		if err := s.extractBundle(ctx, op, head, m, tmp, dir, progress); err != nil {
 			return fail(err)
 		}
 		err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -290,35 +315,44 @@ func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 	}), nil
 }
 
-// bundleHead is what readBundleHead found: the manifest, checked.
+// bundleHead is what readBundleHead found: the manifest, checked, and
+// the bundle, open.
 type bundleHead struct {
 	raw      []byte // manifest.json as in the bundle
 	manifest *manifest
-	size     int64 // of the bundle file
+	size     int64    // of the bundle file
+	file     *os.File // the bundle, the only descriptor it is read through
 }
 
-// readBundleHead reads and checks the manifest of the bundle at file: its
-// checksum entry, its format and version, and its shape. Every problem is
-// of kind invalid.
+// readBundleHead opens the bundle at file once (a regular file, see
+// disk.OpenSource: a FIFO cannot block the request) and reads and checks
+// its manifest. The caller closes head.file. Every problem is of kind
+// invalid.
 func readBundleHead(file string) (*bundleHead, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, errdefs.Invalid("cannot read the bundle: %v", errors.Unwrap(err))
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	f, fi, err := disk.OpenSource(file)
 	if err != nil {
 		return nil, err
 	}
-	if !st.Mode().IsRegular() {
-		return nil, errdefs.Invalid("the bundle is not a regular file")
+	head, err := parseBundleHead(f, fi.Size())
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
-	tr := tar.NewReader(f)
-	raw, err := readSmallEntry(tr, bundleManifest)
+	head.file = f
+	return head, nil
+}
+
+// parseBundleHead reads and checks the manifest at the start of r, a
+// bundle of size bytes: its checksum entry, its format and version, its
+// shape, and that the files it lists fit in the bundle.
+func parseBundleHead(r io.Reader, size int64) (*bundleHead, error) {
+	counted := &countingReader{r: r}
+	tr := tar.NewReader(counted)
+	raw, err := readSmallEntry(tr, counted, bundleManifest)
 	if err != nil {
 		return nil, err
 	}
-	sumText, err := readSmallEntry(tr, bundleManifestSum)
+	sumText, err := readSmallEntry(tr, counted, bundleManifestSum)
 	if err != nil {
 		return nil, err
 	}
@@ -335,36 +369,91 @@ func readBundleHead(file string) (*bundleHead, error) {
 	if err := checkManifest(&m); err != nil {
 		return nil, errdefs.Invalid("the manifest is not valid: %w", err)
 	}
-	return &bundleHead{raw: raw, manifest: &m, size: st.Size()}, nil
+	// Each file is stored whole in the bundle, so together they cannot be
+	// larger than it: a manifest saying otherwise announces an expansion.
+	if total := m.size(); total > size {
+		return nil, errdefs.Invalid("the manifest lists %d bytes of files, more than the bundle's %d", total, size)
+	}
+	return &bundleHead{raw: raw, manifest: &m, size: size}, nil
 }
 
-func readSmallEntry(tr *tar.Reader, want string) ([]byte, error) {
+// readSmallEntry reads entry want (the manifest or its checksum), which
+// must come next in tr; counted is the reader under tr.
+func readSmallEntry(tr *tar.Reader, counted *countingReader, want string) ([]byte, error) {
 	h, err := tr.Next()
 	if err != nil {
 		return nil, errdefs.Invalid("not a Stagehand bundle (no %s): %v", want, err)
 	}
-	if h.Name != want || h.Typeflag != tar.TypeReg {
+	if h.Name != want {
 		return nil, errdefs.Invalid("not a Stagehand bundle: entry %q where %s should be", h.Name, want)
+	}
+	if err := checkPlainEntry(h); err != nil {
+		return nil, err
 	}
 	if h.Size > maxManifest {
 		return nil, errdefs.Invalid("%s is %d bytes, more than %d", want, h.Size, maxManifest)
 	}
-	b, err := io.ReadAll(tr)
+	start := counted.n
+	b, err := io.ReadAll(io.LimitReader(tr, maxManifest+1))
 	if err != nil {
 		return nil, errdefs.Invalid("%s: %v (truncated bundle?)", want, err)
+	}
+	if err := checkConsumed(h, int64(len(b)), counted.n-start); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
 
+// checkPlainEntry refuses a bundle entry that is not a plain regular
+// file. Above all a sparse one (old GNU sparse, or PAX GNU.sparse.*
+// records): Go's tar reader expands it, so a few KiB of bundle would
+// become as many zeroes as its header says. Stagehand never writes one.
+func checkPlainEntry(h *tar.Header) error {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return errdefs.Invalid("%q is a sparse member, which a Stagehand bundle never holds", h.Name)
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return errdefs.Invalid("%q is a sparse member (%s), which a Stagehand bundle never holds", h.Name, k)
+		}
+	}
+	if h.Typeflag != tar.TypeReg {
+		return errdefs.Invalid("%q is not a regular file entry (type %q)", h.Name, h.Typeflag)
+	}
+	return nil
+}
+
+// checkConsumed checks that an entry's read bytes came one for one from
+// the bundle: got bytes were read out of consumed bytes of the file, and
+// both must be the header's size. Whatever expansion the tar reader may
+// do, it cannot pass this.
+func checkConsumed(h *tar.Header, got, consumed int64) error {
+	if got != h.Size || consumed != h.Size {
+		return errdefs.Invalid("%q: %d bytes read from %d bytes of the bundle, its header says %d", h.Name, got, consumed, h.Size)
+	}
+	return nil
+}
+
+// maxManifestText bounds the free text of a manifest (description,
+// owner, source).
+const maxManifestText = 64 << 10
+
 // checkManifest checks a manifest from outside: known format and version,
-// valid names, unique VMs and files, file paths of the one allowed shape,
-// hex checksums, references that resolve.
+// valid names, unique VMs, templates, networks and files, file paths of
+// the one allowed shape, hex checksums, boot files of a sane size, disk
+// and NIC indexes 0..n-1 once each, kernel command lines, network
+// parameters and addresses that parse, references that resolve.
 func checkManifest(m *manifest) error {
 	if m.Format != archiveFormat || m.Version != archiveVersion {
 		return fmt.Errorf("format %q version %d, want %q version %d", m.Format, m.Version, archiveFormat, archiveVersion)
 	}
 	if err := checkName("archive", m.Name); err != nil {
 		return err
+	}
+	for _, t := range []string{m.Description, m.Owner, m.Source} {
+		if len(t) > maxManifestText || strings.ContainsRune(t, 0) || !utf8.ValidString(t) {
+			return fmt.Errorf("description, owner or source: longer than %d bytes, a NUL or not UTF-8", maxManifestText)
+		}
 	}
 	if len(m.VMs) == 0 {
 		return fmt.Errorf("no VMs")
@@ -390,15 +479,35 @@ func checkManifest(m *manifest) error {
 		if err := checkName("network", n.Name); err != nil {
 			return err
 		}
+		if nets[n.Name] {
+			return fmt.Errorf("network %q appears twice", n.Name)
+		}
 		nets[n.Name] = true
+		if _, err := ipam.ParseNetwork(n.Subnet, n.Gateway, n.Pools, n.DNS); err != nil {
+			return fmt.Errorf("network %q: %w", n.Name, err)
+		}
 	}
 	tmpls := map[string]bool{}
 	for _, t := range m.Templates {
 		if err := checkName("template", t.Name); err != nil {
 			return err
 		}
+		if tmpls[t.Name] {
+			return fmt.Errorf("template %q appears twice", t.Name)
+		}
 		if t.CPUs < 1 || t.CPUs > 64 || t.MemoryMiB < 16 || t.MemoryMiB > 1<<20 {
 			return fmt.Errorf("template %q: hardware out of range", t.Name)
+		}
+		if err := checkCmdline(t.Cmdline); err != nil {
+			return fmt.Errorf("template %q: %w", t.Name, err)
+		}
+		if t.Kernel == nil && (t.Initrd != nil || t.Cmdline != "") {
+			return fmt.Errorf("template %q: an initrd or a command line without a kernel", t.Name)
+		}
+		for _, f := range []*manifestFile{t.Kernel, t.Initrd} {
+			if f != nil && (f.Size > maxBootFile || f.Size == 0) {
+				return fmt.Errorf("template %q: boot file %q of %d bytes (want 1..%d)", t.Name, f.Path, f.Size, int64(maxBootFile))
+			}
 		}
 		tmpls[t.Name] = true
 	}
@@ -417,12 +526,35 @@ func checkManifest(m *manifest) error {
 		if vm.CPUs < 1 || vm.CPUs > 64 || vm.MemoryMiB < 16 || vm.MemoryMiB > 1<<20 {
 			return fmt.Errorf("VM %q: hardware out of range", vm.Name)
 		}
+		if len(vm.Disks) == 0 {
+			return fmt.Errorf("VM %q has no disk", vm.Name)
+		}
+		diskIdx := make([]bool, len(vm.Disks))
 		for _, d := range vm.Disks {
+			if d.Index < 0 || d.Index >= len(vm.Disks) || diskIdx[d.Index] {
+				return fmt.Errorf("VM %q: disk index %d out of 0..%d or used twice", vm.Name, d.Index, len(vm.Disks)-1)
+			}
+			diskIdx[d.Index] = true
 			if d.VirtualSize <= 0 {
 				return fmt.Errorf("VM %q disk %d: virtual size %d", vm.Name, d.Index, d.VirtualSize)
 			}
 		}
+		nicIdx := make([]bool, len(vm.NICs))
 		for _, n := range vm.NICs {
+			if n.Index < 0 || n.Index >= len(vm.NICs) || nicIdx[n.Index] {
+				return fmt.Errorf("VM %q: NIC index %d out of 0..%d or used twice", vm.Name, n.Index, len(vm.NICs)-1)
+			}
+			nicIdx[n.Index] = true
+			if n.IP != "" {
+				if a, err := netip.ParseAddr(n.IP); err != nil || !a.Is4() {
+					return fmt.Errorf("VM %q NIC %d: address %q is not an IPv4 address", vm.Name, n.Index, n.IP)
+				}
+			}
+			if n.MAC != "" {
+				if _, err := net.ParseMAC(n.MAC); err != nil {
+					return fmt.Errorf("VM %q NIC %d: MAC %q: %v", vm.Name, n.Index, n.MAC, err)
+				}
+			}
 			if !nets[n.Network] {
 				return fmt.Errorf("VM %q NIC %d: network %q is not in the manifest", vm.Name, n.Index, n.Network)
 			}
@@ -474,40 +606,38 @@ func mapNetworks(m *manifest, mapping map[string]string) error {
 	return nil
 }
 
-// extractBundle streams the bundle's files into dir, checking each against
-// the manifest, then checks the disks are standalone qcow2 images.
-func (s *Service) extractBundle(ctx context.Context, op *store.Op, file string, head *bundleHead, m *manifest, dir string, progress func(done, total int64)) error {
+// extractBundle streams the bundle's files into the directory tmp,
+// checking each against the manifest, checks the disks are standalone
+// qcow2 images, and renames tmp to final.
+func (s *Service) extractBundle(ctx context.Context, op *store.Op, head *bundleHead, m *manifest, tmp, final string, progress func(done, total int64)) error {
 	if err := s.step(ctx, op, "extract"); err != nil {
 		return err
 	}
-	f, err := os.Open(file)
-	if err != nil {
+	// The same descriptor the manifest was read from, from its start.
+	if _, err := head.file.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	defer f.Close()
-	counted := &countingReader{r: f}
+	counted := &countingReader{r: head.file}
 	progress(0, head.size)
 	tr := tar.NewReader(counted)
 	// The manifest again: the file must not have changed since it was
 	// checked.
-	raw, err := readSmallEntry(tr, bundleManifest)
+	raw, err := readSmallEntry(tr, counted, bundleManifest)
 	if err != nil {
 		return err
 	}
 	if !bytes.Equal(raw, head.raw) {
 		return errdefs.Invalid("the bundle changed while it was being imported")
 	}
-	if _, err := readSmallEntry(tr, bundleManifestSum); err != nil {
+	if _, err := readSmallEntry(tr, counted, bundleManifestSum); err != nil {
 		return err
 	}
 	expect := map[string]*manifestFile{}
 	for _, mf := range m.files() {
 		expect[mf.Path] = mf
 	}
-	for _, sub := range []string{"disks", "boot"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			return err
-		}
+	if err := makeArchiveDir(tmp); err != nil {
+		return err
 	}
 	buf := make([]byte, copyBuffer)
 	for {
@@ -523,10 +653,18 @@ func (s *Service) extractBundle(ctx context.Context, op *store.Op, file string, 
 			return errdefs.Invalid("the bundle holds %q, which the manifest does not list (or lists once)", h.Name)
 		}
 		delete(expect, h.Name)
-		if h.Typeflag != tar.TypeReg || h.Size != mf.Size {
+		if err := checkPlainEntry(h); err != nil {
+			return err
+		}
+		if h.Size != mf.Size {
 			return errdefs.Invalid("%s: %d bytes in the bundle, the manifest says %d", h.Name, h.Size, mf.Size)
 		}
-		if err := s.extractEntry(ctx, tr, filepath.Join(dir, mf.Path), mf, buf, func() { progress(counted.n, head.size) }); err != nil {
+		start := counted.n
+		n, err := s.extractEntry(ctx, tr, filepath.Join(tmp, mf.Path), mf, buf, func() { progress(counted.n, head.size) })
+		if err != nil {
+			return err
+		}
+		if err := checkConsumed(h, n, counted.n-start); err != nil {
 			return err
 		}
 	}
@@ -535,6 +673,7 @@ func (s *Service) extractBundle(ctx context.Context, op *store.Op, file string, 
 		for p := range expect {
 			missing = append(missing, p)
 		}
+		sort.Strings(missing)
 		return errdefs.Invalid("the bundle lacks %s (truncated?)", strings.Join(missing, ", "))
 	}
 	for _, vm := range m.VMs {
@@ -542,48 +681,54 @@ func (s *Service) extractBundle(ctx context.Context, op *store.Op, file string, 
 			if err := s.step(ctx, op, "check"); err != nil {
 				return err
 			}
-			if err := s.checkArchivedDisk(ctx, filepath.Join(dir, d.File.Path), d); err != nil {
+			if err := s.checkArchivedDisk(ctx, filepath.Join(tmp, d.File.Path), d); err != nil {
 				return fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err)
 			}
 		}
 	}
-	if err := writeManifestFile(dir, m); err != nil {
+	if err := writeManifestFile(tmp, m); err != nil {
 		return err
 	}
 	if err := s.step(ctx, op, "commit"); err != nil {
 		return err
 	}
+	if err := publishArchiveDir(tmp, final); err != nil {
+		return err
+	}
 	progress(head.size, head.size)
-	return syncDirs(dir, filepath.Join(dir, "disks"), filepath.Join(dir, "boot"), filepath.Dir(dir))
+	return nil
 }
 
-func (s *Service) extractEntry(ctx context.Context, tr *tar.Reader, dst string, mf *manifestFile, buf []byte, progress func()) error {
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+// extractEntry writes the current entry of tr to dst (0600 while written,
+// 0400 once checked) and returns the bytes read.
+func (s *Service) extractEntry(ctx context.Context, tr *tar.Reader, dst string, mf *manifestFile, buf []byte, progress func()) (int64, error) {
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer out.Close()
 	h := sha256.New()
-	n, err := copyHashing(ctx, out, tr, h, buf, func(int64) { progress() })
+	// Never more than the manifest says, whatever the reader yields.
+	n, err := copyHashing(ctx, out, io.LimitReader(tr, mf.Size+1), h, buf, func(int64) { progress() })
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return errdefs.Invalid("%s: the bundle is truncated", mf.Path)
+			return n, errdefs.Invalid("%s: the bundle is truncated", mf.Path)
 		}
-		return fmt.Errorf("%s: %w", mf.Path, err)
+		return n, fmt.Errorf("%s: %w", mf.Path, err)
 	}
 	if n != mf.Size {
-		return errdefs.Invalid("%s: %d bytes, the manifest says %d (truncated bundle?)", mf.Path, n, mf.Size)
+		return n, errdefs.Invalid("%s: %d bytes, the manifest says %d (truncated bundle?)", mf.Path, n, mf.Size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != mf.SHA256 {
-		return errdefs.Invalid("%s: sha256 %s, the manifest says %s: the bundle is damaged", mf.Path, got, mf.SHA256)
+		return n, errdefs.Invalid("%s: sha256 %s, the manifest says %s: the bundle is damaged", mf.Path, got, mf.SHA256)
 	}
 	if err := out.Sync(); err != nil {
-		return err
+		return n, err
 	}
 	if err := out.Close(); err != nil {
-		return err
+		return n, err
 	}
-	return os.Chmod(dst, 0o444)
+	return n, os.Chmod(dst, 0o400)
 }
 
 // checkArchivedDisk refuses a disk from outside that would read other

@@ -84,7 +84,7 @@ func newLifecycle(opts Options, dataDir string) (*lifecycle, error) {
 		return nil, fmt.Errorf("lab: archive dir: %w", err)
 	}
 	l.archiveDir = abs
-	if err := os.MkdirAll(l.archiveDir, 0o755); err != nil {
+	if err := os.MkdirAll(l.archiveDir, 0o700); err != nil {
 		return nil, fmt.Errorf("lab: create archive dir: %w", err)
 	}
 	p := &l.policy

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"stagehand/internal/errdefs"
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
@@ -38,10 +39,9 @@ type Options struct {
 	// unavailable (the lab still manages disks and addresses).
 	Hypervisor Hypervisor
 	Plumbing   Plumbing
-	// Accel is the accelerator for VMs ("kvm" or "tcg", default tcg) and
-	// AccelReason why it was chosen (shown by the doctor).
-	Accel       string
-	AccelReason string
+	// Accel chooses the accelerator for VMs; a deploy waits until it has
+	// chosen. Nil means TCG.
+	Accel Accelerator
 	// ShutdownTimeout bounds the ACPI power-off of a VM at undeploy before
 	// it is forced off (default 20s).
 	ShutdownTimeout time.Duration
@@ -58,6 +58,42 @@ type Options struct {
 	Leases LeasePolicy
 }
 
+// Accelerator is the choice of accelerator for VMs. The daemon probes it in
+// the background, so it may still be undecided when a deploy arrives.
+// *hypervisor.Accelerator is the real one.
+type Accelerator interface {
+	// Status returns the choice, or that it is still being probed.
+	Status() hypervisor.AccelStatus
+	// Wait returns the choice once it is made, or ctx's error.
+	Wait(ctx context.Context) (hypervisor.AccelStatus, error)
+}
+
+// waitAccel returns the accelerator VMs start with, waiting for the probe
+// when it still runs (bounded by ctx, and by the probe's own timeout).
+func (s *Service) waitAccel(ctx context.Context, what, name string) (string, error) {
+	st := s.accel.Status()
+	if st.Ready() {
+		return st.Accel, nil
+	}
+	s.log.Info(what+" waits for the accelerator probe", "config", name, "probing_for", time.Since(st.Since).Round(time.Millisecond))
+	st, err := s.accel.Wait(ctx)
+	if err != nil {
+		return "", errdefs.Unavailable("%s %q: the accelerator is still being probed (for %s): %w",
+			what, name, time.Since(st.Since).Round(time.Second), err)
+	}
+	return st.Accel, nil
+}
+
+// accelNow describes the accelerator for reports: the choice and why, or
+// "probing" and for how long.
+func (s *Service) accelNow() (accel, reason string) {
+	st := s.accel.Status()
+	if !st.Ready() {
+		return hypervisor.AccelProbing, fmt.Sprintf("%s, for %s", st.Reason, time.Since(st.Since).Round(time.Second))
+	}
+	return st.Accel, st.Reason
+}
+
 // Service is the lab. It is safe for concurrent use.
 type Service struct {
 	dataDir    string
@@ -71,8 +107,7 @@ type Service struct {
 
 	hv              Hypervisor
 	net             Plumbing
-	accel           string
-	accelReason     string
+	accel           Accelerator
 	shutdownTimeout time.Duration
 	hostKey         string // distinguishes this data dir's VMs and taps on the host
 	vms             runningVMs
@@ -102,7 +137,7 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("lab: data dir: %w", err)
 	}
 	for _, d := range []string{layersDir, filesDir} {
-		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
+		if err := makePrivateDir(filepath.Join(abs, d)); err != nil {
 			return nil, fmt.Errorf("lab: create %s: %w", d, err)
 		}
 	}
@@ -120,9 +155,9 @@ func New(opts Options) (*Service, error) {
 		return nil, err
 	}
 	s.hv, s.net = opts.Hypervisor, opts.Plumbing
-	s.accel, s.accelReason = opts.Accel, opts.AccelReason
-	if s.accel == "" {
-		s.accel, s.accelReason = hypervisor.AccelTCG, "default"
+	s.accel = opts.Accel
+	if s.accel == nil {
+		s.accel = hypervisor.FixedAccelerator(hypervisor.AccelTCG, "default")
 	}
 	s.shutdownTimeout = opts.ShutdownTimeout
 	if s.shutdownTimeout <= 0 {
@@ -131,7 +166,7 @@ func New(opts Options) (*Service, error) {
 	sum := sha256.Sum256([]byte(abs))
 	s.hostKey = hex.EncodeToString(sum[:4])
 	for _, d := range []string{runDir, stateDir} {
-		if err := os.MkdirAll(filepath.Join(abs, d), 0o755); err != nil {
+		if err := makePrivateDir(filepath.Join(abs, d)); err != nil {
 			return nil, fmt.Errorf("lab: create %s: %w", d, err)
 		}
 	}
@@ -145,6 +180,16 @@ func New(opts Options) (*Service, error) {
 		s.log = slog.Default()
 	}
 	return s, nil
+}
+
+// makePrivateDir creates dir, or makes an existing one (from an older
+// version) 0700: it holds guest disks, boot files, saved memory and
+// sockets, which no other local user may read.
+func makePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
 }
 
 // Jobs returns the job manager (GET/cancel/wait of background operations).

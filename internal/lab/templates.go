@@ -4,18 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"unicode"
+	"unicode/utf8"
 
+	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
 )
 
 // ImportTemplate converts each image into a frozen qcow2 base in the data
 // dir and records the template. Kernel and initrd, when given, are copied.
-// The source files are only read.
+// The source files are only read: each is opened once, as a regular file
+// (disk.OpenSource), and read only through that descriptor, so a path
+// swapped or turned into a FIFO meanwhile changes nothing.
 func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*TemplateView, error) {
 	if err := checkName("template", spec.Name); err != nil {
 		return nil, err
@@ -46,21 +50,40 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 	if spec.Kernel == "" && spec.Cmdline != "" {
 		return nil, errdefs.Invalid("template %q: --cmdline needs --kernel", spec.Name)
 	}
+	if err := checkCmdline(spec.Cmdline); err != nil {
+		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
+	}
 	for _, f := range append(append([]string(nil), spec.Disks...), spec.Kernel, spec.Initrd) {
 		if f == "" {
 			continue
 		}
-		if !filepath.IsAbs(f) {
-			return nil, errdefs.Invalid("template %q: path %q must be absolute (the daemon reads it)", spec.Name, f)
-		}
-		st, err := os.Stat(f)
-		if err != nil {
-			return nil, errdefs.Invalid("template %q: cannot read %s: %v", spec.Name, f, errors.Unwrap(err))
-		}
-		if !st.Mode().IsRegular() {
-			return nil, errdefs.Invalid("template %q: %s is not a regular file", spec.Name, f)
+		if err := checkHostPath(f, "the daemon reads it"); err != nil {
+			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
 		}
 	}
+	// A cheap look at each disk, to refuse a wrong path before anything
+	// is written; ImportBase opens it again and reads only what it opened.
+	for _, f := range spec.Disks {
+		in, _, err := disk.OpenSource(f)
+		if err != nil {
+			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
+		}
+		in.Close()
+	}
+	// The boot files are opened now and copied from these descriptors.
+	var boot []bootSource
+	for _, b := range []struct{ src, suffix string }{{spec.Kernel, "vmlinuz"}, {spec.Initrd, "initrd"}} {
+		if b.src == "" {
+			continue
+		}
+		in, size, err := openBootFile(b.src)
+		if err != nil {
+			closeBoot(boot)
+			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
+		}
+		boot = append(boot, bootSource{in: in, size: size, dst: filepath.Join(filesDir, "t-"+randomHex(6)+"-"+b.suffix)})
+	}
+	defer closeBoot(boot)
 
 	unlock := s.locks.lock("template/" + spec.Name)
 	defer unlock()
@@ -77,19 +100,22 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 		return nil, err
 	}
 
+	// Every file the import may create, temporary ones included, is in
+	// the journal before it exists.
 	layerPaths := make([]string, len(spec.Disks))
+	var created []string
 	for i := range layerPaths {
 		layerPaths[i] = newLayerPath()
+		created = append(created, layerPaths[i], disk.ImportCopyPath(layerPaths[i]))
 	}
-	created := append([]string(nil), layerPaths...)
 	var kernel, initrd string
-	if spec.Kernel != "" {
-		kernel = filepath.Join(filesDir, "t-"+randomHex(6)+"-vmlinuz")
-		created = append(created, kernel)
-	}
-	if spec.Initrd != "" {
-		initrd = filepath.Join(filesDir, "t-"+randomHex(6)+"-initrd")
-		created = append(created, initrd)
+	for i, b := range boot {
+		created = append(created, b.dst, tempPath(b.dst))
+		if i == 0 {
+			kernel = b.dst
+		} else {
+			initrd = b.dst
+		}
 	}
 	op, err := s.beginOp(ctx, "import", spec.Name, created, nil)
 	if err != nil {
@@ -112,14 +138,19 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 			return nil, s.failOp(op, fmt.Errorf("import template %q: freeze base: %w", spec.Name, err))
 		}
 	}
-	for _, cp := range [][2]string{{spec.Kernel, kernel}, {spec.Initrd, initrd}} {
-		if cp[0] == "" {
-			continue
-		}
+	for _, b := range boot {
 		if err := s.step(ctx, op, "copy-boot-file"); err != nil {
 			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
-		if err := copyFile(cp[0], s.abs(cp[1])); err != nil {
+		if err := disk.CheckSpace(s.abs(filesDir), b.size); err != nil {
+			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		}
+		if err := copyOpenFile(ctx, b.in, b.size, s.abs(b.dst), 0o400); err != nil {
+			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		}
+	}
+	if len(boot) > 0 {
+		if err := syncDirs(s.abs(filesDir)); err != nil {
 			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 	}
@@ -163,6 +194,132 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 	s.log.Info("template imported", "template", spec.Name, "disks", len(layerPaths))
 	s.record(ctx, ObjectTemplate, "import", spec.Name, "")
 	return view, nil
+}
+
+// bootSource is a kernel or initrd being imported: the open source, its
+// size, and where it goes (relative to the data dir).
+type bootSource struct {
+	in   *os.File
+	size int64
+	dst  string
+}
+
+func closeBoot(bs []bootSource) {
+	for _, b := range bs {
+		b.in.Close()
+	}
+}
+
+// maxBootFile bounds a kernel or initrd, imported or in a bundle: real
+// ones are tens of MiB; an initrd of a live system a few hundred.
+const maxBootFile = 1 << 30
+
+// openBootFile opens a kernel or initrd to import (see disk.OpenSource)
+// and refuses an empty or oversized one.
+func openBootFile(path string) (*os.File, int64, error) {
+	in, fi, err := disk.OpenSource(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case fi.Size() == 0:
+		in.Close()
+		return nil, 0, errdefs.Invalid("%q is empty", path)
+	case fi.Size() > maxBootFile:
+		in.Close()
+		return nil, 0, errdefs.Invalid("%q is %d bytes, more than the %d a kernel or initrd may be", path, fi.Size(), int64(maxBootFile))
+	}
+	return in, fi.Size(), nil
+}
+
+// maxPath and maxCmdline bound strings that reach the kernel (paths) and
+// QEMU (the kernel command line, which Linux caps at a few KiB anyway).
+const (
+	maxPath    = 4096
+	maxCmdline = 4096
+)
+
+// checkHostPath accepts an absolute path on the daemon's host, without
+// NUL or control characters (a NUL cannot reach a system call, so such a
+// path could be journaled but never removed), at most maxPath bytes.
+// why says what the daemon does with it.
+func checkHostPath(p, why string) error {
+	switch {
+	case len(p) > maxPath:
+		return errdefs.Invalid("path of %d bytes is longer than %d", len(p), maxPath)
+	case hasControl(p):
+		return errdefs.Invalid("path %q holds a NUL or control character", p)
+	case !filepath.IsAbs(p):
+		return errdefs.Invalid("path %q must be absolute (%s)", p, why)
+	}
+	return nil
+}
+
+// checkCmdline accepts a kernel command line: printable, at most
+// maxCmdline bytes. A NUL would make starting QEMU fail; other control
+// characters have no place in it.
+func checkCmdline(c string) error {
+	switch {
+	case len(c) > maxCmdline:
+		return errdefs.Invalid("kernel command line of %d bytes is longer than %d", len(c), maxCmdline)
+	case hasControl(c):
+		return errdefs.Invalid("kernel command line %q holds a NUL or control character", c)
+	}
+	return nil
+}
+
+// hasControl reports whether s holds a C0 or C1 control character (NUL,
+// newline, escape, ...) or is not valid UTF-8.
+func hasControl(s string) bool {
+	if !utf8.ValidString(s) {
+		return true
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// tempPath is the name dst is written under until it is complete: in the
+// same directory, a leading dot and a .tmp suffix, so that it can be
+// journaled before it exists and recovery and the doctor know it for a
+// leftover.
+func tempPath(dst string) string {
+	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
+}
+
+// copyOpenFile copies size bytes of the open source in to dst (absolute,
+// not existing) through tempPath(dst), honouring ctx, and leaves it with
+// mode perm. On failure neither name is left.
+func copyOpenFile(ctx context.Context, in *os.File, size int64, dst string, perm os.FileMode) error {
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("copy to %s: %w", dst, os.ErrExist)
+	}
+	tmp := tempPath(dst)
+	if err := disk.CopySource(ctx, in, size, tmp, perm); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// copyFile copies the file at src to dst as copyOpenFile does, refusing
+// anything but a regular file of at most limit bytes.
+func copyFile(ctx context.Context, src, dst string, perm os.FileMode, limit int64) error {
+	in, fi, err := disk.OpenSource(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if fi.Size() > limit {
+		return errdefs.Invalid("%s is %d bytes, more than %d", src, fi.Size(), limit)
+	}
+	return copyOpenFile(ctx, in, fi.Size(), dst, perm)
 }
 
 // ListTemplates returns every template.
@@ -291,30 +448,4 @@ func (s *Service) templateView(tx store.Tx, t *store.Template) (*TemplateView, e
 		v.Disks = append(v.Disks, LayerView{ID: l.ID, Path: s.abs(l.Path), Frozen: l.Frozen, VirtualSize: l.VirtualSize, Template: t.Name})
 	}
 	return v, nil
-}
-
-// copyFile copies src to dst (new file, 0644), fsynced; dst is removed on
-// failure.
-func copyFile(src, dst string) (err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return errdefs.Invalid("cannot read %s: %v", src, errors.Unwrap(err))
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(dst)
-		}
-	}()
-	if _, err = io.Copy(out, in); err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return out.Sync()
 }
