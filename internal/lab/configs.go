@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"stagehand/internal/errdefs"
@@ -36,7 +37,15 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 		}
 	}
 
-	unlock := s.locks.lock(spec.Name)
+	// The templates are locked with the configuration (keyedLocks sorts
+	// the keys, so no deadlock with other multi-key callers): a template
+	// cannot be deleted between reading its base layers and committing the
+	// deltas on them. DeleteTemplate takes the same template/NAME key.
+	keys := []string{spec.Name}
+	for _, v := range spec.VMs {
+		keys = append(keys, templateLockKey(v.Template))
+	}
+	unlock := s.locks.lock(keys...)
 	defer unlock()
 
 	// Resolve templates and networks, and plan one delta per template disk.
@@ -107,6 +116,14 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 	}
 	var view *ConfigView
 	err = s.update(ctx, func(tx store.Tx) error {
+		// The locks make this hold; checking it where the deltas are
+		// committed keeps a template deleted by any other path from
+		// leaving deltas on removed bases.
+		for _, p := range plan {
+			if err := checkTemplateUnchanged(tx, p.tmpl); err != nil {
+				return fmt.Errorf("VM %q: %w", p.spec.Name, err)
+			}
+		}
 		c := &store.Config{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: store.StateUndeployed}
 		for _, p := range plan {
 			vm := store.VM{Name: p.spec.Name, TemplateID: p.tmpl.ID, CPUs: p.tmpl.CPUs, MemoryMiB: p.tmpl.MemoryMiB, State: store.StateUndeployed}
@@ -148,6 +165,26 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 	s.log.Info("configuration created", "config", spec.Name, "vms", len(plan))
 	s.record(ctx, ObjectConfig, "create", spec.Name, "")
 	return view, nil
+}
+
+// templateLockKey is the keyedLocks key of template name, distinct from
+// configuration names (a template and a configuration may share a name).
+func templateLockKey(name string) string { return "template/" + name }
+
+// checkTemplateUnchanged returns a conflict when template t, read earlier,
+// is no longer in the store with the same base layers.
+func checkTemplateUnchanged(tx store.Tx, t *store.Template) error {
+	now, err := tx.GetTemplateByID(t.ID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return errdefs.Conflict("template %q was deleted meanwhile", t.Name)
+	}
+	if err != nil {
+		return err
+	}
+	if now.Name != t.Name || !slices.Equal(now.LayerIDs, t.LayerIDs) {
+		return errdefs.Conflict("template %q changed meanwhile", t.Name)
+	}
+	return nil
 }
 
 // parseIPMode reads a VMSpec's IP field.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -22,17 +23,181 @@ type migration struct {
 	version int
 	name    string
 	sql     string
+	// rebuild runs the migration with foreign keys off (SQLite's way to
+	// rebuild a table that others reference: with them on, dropping the
+	// old table would delete or refuse through its references) and checks
+	// every reference with PRAGMA foreign_key_check before committing.
+	rebuild bool
 }
 
 var migrations = []migration{
-	{1, "initial schema", schemaV1},
-	{2, "external addresses of fenced NICs", `
+	{1, "initial schema", schemaV1, false},
+	{version: 2, name: "external addresses of fenced NICs", sql: `
 ALTER TABLE nics ADD COLUMN external_allocation_id INTEGER REFERENCES allocations(id);
 -- Deleting an allocation checks that no NIC maps it.
 CREATE INDEX nics_external_allocation ON nics(external_allocation_id);
 `},
-	{3, "library entries, archives, leases, events", schemaV3},
+	{3, "library entries, archives, leases, events", schemaV3, false},
+	{4, "ids are never reused (AUTOINCREMENT)", schemaV4, true},
 }
+
+// schemaV4 rebuilds every table whose ids are kept elsewhere (in other
+// rows, in JSON lists, or on the host: VM run directories, tap and fence
+// names) with AUTOINCREMENT, so that a deleted row's id is never given to a
+// new row. Without it SQLite reuses the highest id after a delete: a new
+// delta took its deleted base's id and became its own parent. The copy
+// keeps every id; AUTOINCREMENT then starts after the highest one kept.
+// Each table is created under a new name, filled, the old one dropped, the
+// new one renamed, and its indexes made again (the 12-step procedure of
+// https://www.sqlite.org/lang_altertable.html#otheralter).
+const schemaV4 = `
+CREATE TABLE templates_v4 (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	name        TEXT    NOT NULL UNIQUE,
+	description TEXT    NOT NULL,
+	cpus        INTEGER NOT NULL,
+	memory_mib  INTEGER NOT NULL,
+	layer_ids   TEXT    NOT NULL, -- JSON array of layer ids, in disk order
+	kernel      TEXT    NOT NULL,
+	initrd      TEXT    NOT NULL,
+	cmdline     TEXT    NOT NULL,
+	created_at  INTEGER NOT NULL
+) STRICT;
+INSERT INTO templates_v4 (id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at)
+	SELECT id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at FROM templates;
+DROP TABLE templates;
+ALTER TABLE templates_v4 RENAME TO templates;
+
+CREATE TABLE layers_v4 (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	path         TEXT    NOT NULL UNIQUE,
+	-- A parent with children cannot be deleted.
+	parent_id    INTEGER REFERENCES layers(id) ON DELETE RESTRICT,
+	frozen       INTEGER NOT NULL,
+	-- No foreign key: the lab clears it before it deletes the template.
+	template_id  INTEGER,
+	virtual_size INTEGER NOT NULL,
+	created_at   INTEGER NOT NULL
+) STRICT;
+INSERT INTO layers_v4 (id, path, parent_id, frozen, template_id, virtual_size, created_at)
+	SELECT id, path, parent_id, frozen, template_id, virtual_size, created_at FROM layers;
+DROP TABLE layers;
+ALTER TABLE layers_v4 RENAME TO layers;
+CREATE INDEX layers_parent ON layers(parent_id);
+
+CREATE TABLE networks_v4 (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT    NOT NULL UNIQUE,
+	subnet     TEXT,
+	gateway    TEXT,
+	dns        TEXT    NOT NULL, -- JSON array of addresses
+	pools      TEXT    NOT NULL, -- JSON array of {"first","last"}
+	created_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO networks_v4 (id, name, subnet, gateway, dns, pools, created_at)
+	SELECT id, name, subnet, gateway, dns, pools, created_at FROM networks;
+DROP TABLE networks;
+ALTER TABLE networks_v4 RENAME TO networks;
+
+CREATE TABLE allocations_v4 (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	network_id INTEGER NOT NULL REFERENCES networks(id) ON DELETE RESTRICT,
+	ip         TEXT    NOT NULL,
+	kind       TEXT    NOT NULL,
+	holder     TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	UNIQUE (network_id, ip)
+) STRICT;
+INSERT INTO allocations_v4 (id, network_id, ip, kind, holder, created_at)
+	SELECT id, network_id, ip, kind, holder, created_at FROM allocations;
+DROP TABLE allocations;
+ALTER TABLE allocations_v4 RENAME TO allocations;
+CREATE INDEX allocations_network ON allocations(network_id);
+
+CREATE TABLE configs_v4 (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	name         TEXT    NOT NULL UNIQUE,
+	description  TEXT    NOT NULL,
+	owner        TEXT    NOT NULL,
+	state        TEXT    NOT NULL,
+	fenced       INTEGER NOT NULL,
+	fence_policy TEXT    NOT NULL,
+	last_error   TEXT    NOT NULL,
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL,
+	kind         TEXT    NOT NULL DEFAULT 'config'
+) STRICT;
+INSERT INTO configs_v4 (id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind)
+	SELECT id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind FROM configs;
+DROP TABLE configs;
+ALTER TABLE configs_v4 RENAME TO configs;
+
+CREATE TABLE vms_v4 (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	config_id   INTEGER NOT NULL REFERENCES configs(id) ON DELETE CASCADE,
+	name        TEXT    NOT NULL,
+	-- Informational once created: a template may go while its VMs stay.
+	template_id INTEGER,
+	cpus        INTEGER NOT NULL,
+	memory_mib  INTEGER NOT NULL,
+	state       TEXT    NOT NULL,
+	UNIQUE (config_id, name)
+) STRICT;
+INSERT INTO vms_v4 (id, config_id, name, template_id, cpus, memory_mib, state)
+	SELECT id, config_id, name, template_id, cpus, memory_mib, state FROM vms;
+DROP TABLE vms;
+ALTER TABLE vms_v4 RENAME TO vms;
+
+CREATE TABLE nics_v4 (
+	id                     INTEGER PRIMARY KEY AUTOINCREMENT,
+	vm_id                  INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+	idx                    INTEGER NOT NULL,
+	network_id             INTEGER NOT NULL REFERENCES networks(id) ON DELETE RESTRICT,
+	mac                    TEXT    NOT NULL UNIQUE,
+	ip_mode                TEXT    NOT NULL,
+	ip                     TEXT,
+	allocation_id          INTEGER REFERENCES allocations(id) ON DELETE RESTRICT,
+	external_allocation_id INTEGER REFERENCES allocations(id),
+	UNIQUE (vm_id, idx)
+) STRICT;
+INSERT INTO nics_v4 (id, vm_id, idx, network_id, mac, ip_mode, ip, allocation_id, external_allocation_id)
+	SELECT id, vm_id, idx, network_id, mac, ip_mode, ip, allocation_id, external_allocation_id FROM nics;
+DROP TABLE nics;
+ALTER TABLE nics_v4 RENAME TO nics;
+CREATE INDEX nics_network ON nics(network_id);
+CREATE INDEX nics_allocation ON nics(allocation_id);
+-- Deleting an allocation checks that no NIC maps it.
+CREATE INDEX nics_external_allocation ON nics(external_allocation_id);
+
+CREATE TABLE archives_v4 (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT    NOT NULL UNIQUE,
+	source     TEXT    NOT NULL,
+	dir        TEXT    NOT NULL UNIQUE,
+	manifest   TEXT    NOT NULL, -- JSON, owned by the lab
+	size       INTEGER NOT NULL,
+	created_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO archives_v4 (id, name, source, dir, manifest, size, created_at)
+	SELECT id, name, source, dir, manifest, size, created_at FROM archives;
+DROP TABLE archives;
+ALTER TABLE archives_v4 RENAME TO archives;
+
+CREATE TABLE ops_v4 (
+	id            INTEGER PRIMARY KEY AUTOINCREMENT,
+	kind          TEXT    NOT NULL,
+	subject       TEXT    NOT NULL,
+	created_files TEXT    NOT NULL, -- JSON arrays of paths
+	frozen_files  TEXT    NOT NULL,
+	remove_files  TEXT    NOT NULL,
+	committed     INTEGER NOT NULL,
+	started_at    INTEGER NOT NULL
+) STRICT;
+INSERT INTO ops_v4 (id, kind, subject, created_files, frozen_files, remove_files, committed, started_at)
+	SELECT id, kind, subject, created_files, frozen_files, remove_files, committed, started_at FROM ops;
+DROP TABLE ops;
+ALTER TABLE ops_v4 RENAME TO ops;
+`
 
 // schemaV3: a configuration's kind (library entries are configurations),
 // archives, leases of configurations and archives, and the event log.
@@ -239,7 +404,20 @@ func checkKnown(version, latest int) error {
 }
 
 func applyMigration(ctx context.Context, db *sql.DB, m migration, latest int) error {
-	tx, err := db.BeginTx(ctx, nil)
+	// One connection for the pragma and the transaction: foreign_keys is
+	// a per-connection setting, and a no-op inside a transaction.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+	}
+	defer conn.Close()
+	if m.rebuild {
+		if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON")
+	}
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 	}
@@ -260,12 +438,44 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, latest int) er
 	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 		return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 	}
+	if m.rebuild {
+		if err := checkForeignKeys(ctx, tx); err != nil {
+			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
 		m.version, m.name, time.Now().UnixNano()); err != nil {
 		return fmt.Errorf("migration %d (%s): record version: %w", m.version, m.name, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("migration %d (%s): commit: %w", m.version, m.name, err)
+	}
+	return nil
+}
+
+// checkForeignKeys fails when any reference in the database points at a
+// row that does not exist (what foreign_keys would have refused).
+func checkForeignKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return fmt.Errorf("foreign key check: %w", err)
+	}
+	defer rows.Close()
+	var broken []string
+	for rows.Next() {
+		var table, parent string
+		var rowid sql.NullInt64
+		var fkid int64
+		if err := rows.Scan(&table, &rowid, &parent, &fkid); err != nil {
+			return fmt.Errorf("foreign key check: %w", err)
+		}
+		broken = append(broken, fmt.Sprintf("%s row %d -> %s", table, rowid.Int64, parent))
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("foreign key check: %w", err)
+	}
+	if len(broken) > 0 {
+		return fmt.Errorf("foreign key check: %d broken reference(s): %s", len(broken), strings.Join(broken, "; "))
 	}
 	return nil
 }
