@@ -47,7 +47,7 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		plan, err = s.planDeploy(tx, c)
+		plan, err = s.planDeploy(tx, c, "") // re-adoption starts no VM
 		return err
 	}); err != nil {
 		return err

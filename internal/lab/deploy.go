@@ -100,8 +100,10 @@ func (s *Service) requireRuntime(what, name string) error {
 	return nil
 }
 
-// planDeploy reads everything a deployment of c needs inside tx.
-func (s *Service) planDeploy(tx store.Tx, c *store.Config) (*deployPlan, error) {
+// planDeploy reads everything a deployment of c needs inside tx. accel is
+// what its VMs start with; callers that start none (undeploy, re-adoption)
+// pass "".
+func (s *Service) planDeploy(tx store.Tx, c *store.Config, accel string) (*deployPlan, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, err
@@ -121,7 +123,7 @@ func (s *Service) planDeploy(tx store.Tx, c *store.Config) (*deployPlan, error) 
 			return nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
 		}
 		vp := vmPlan{vm: vm, spec: hypervisor.Spec{
-			ID: s.vmID(vm.ID), CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Accel: s.accel,
+			ID: s.vmID(vm.ID), CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Accel: accel,
 			RunDir: s.vmRunDir(vm.ID), Cmdline: t.Cmdline,
 		}}
 		if c.Fenced {
@@ -231,11 +233,16 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 	if err := s.requireRuntime("deploy", name); err != nil {
 		return nil, err
 	}
+	// Before the lock: a deploy that waits for the probe holds nothing.
+	accel, err := s.waitAccel(ctx, "deploy", name)
+	if err != nil {
+		return nil, err
+	}
 	unlock := s.locks.lock(name)
 	defer unlock()
 
 	var plan *deployPlan
-	err := s.update(ctx, func(tx store.Tx) error {
+	err = s.update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -266,7 +273,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if err := tx.UpdateConfig(c); err != nil {
 			return err
 		}
-		plan, err = s.planDeploy(tx, c)
+		plan, err = s.planDeploy(tx, c, accel)
 		return err
 	})
 	if err != nil {
@@ -365,7 +372,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 			removeFile(vp.spec.IncomingStateFile) // resumed: the state is in the running guest now
 		}
 	}
-	s.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", s.accel, "fenced", opts.Fenced)
+	s.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", accel, "fenced", opts.Fenced)
 	s.record(ctx, ObjectConfig, "deploy", name, deployDetail(opts))
 	return s.withRuntime(view), nil
 }
@@ -465,7 +472,7 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		if c.State == store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is not deployed", name)
 		}
-		if plan, err = s.planDeploy(tx, c); err != nil {
+		if plan, err = s.planDeploy(tx, c, ""); err != nil {
 			return err
 		}
 		c.State = store.StateUndeploying
@@ -596,6 +603,13 @@ func (s *Service) VMAction(ctx context.Context, config, vmName, action string) (
 	default:
 		return nil, errdefs.Invalid("unknown VM action %q: use stop, start or reset", action)
 	}
+	accel := ""
+	if action == VMActionStart {
+		var err error
+		if accel, err = s.waitAccel(ctx, "vm start", config); err != nil {
+			return nil, err
+		}
+	}
 	unlock := s.locks.lock(config)
 	defer unlock()
 	var plan *deployPlan
@@ -612,7 +626,7 @@ func (s *Service) VMAction(ctx context.Context, config, vmName, action string) (
 		if err != nil {
 			return err
 		}
-		if plan, err = s.planDeploy(tx, c); err != nil {
+		if plan, err = s.planDeploy(tx, c, accel); err != nil {
 			return err
 		}
 		vp = plan.vms[indexOfVM(plan, vm.ID)]

@@ -22,7 +22,8 @@ import (
 // file modes, removes orphan files and unreferenced layers, and releases
 // unheld addresses. It never deletes data something refers to.
 func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error) {
-	r := &DoctorReport{Accel: s.accel, AccelReason: s.accelReason}
+	r := &DoctorReport{}
+	r.Accel, r.AccelReason = s.accelNow() // "probing" while the daemon probes
 	add := func(p Problem) *Problem {
 		r.Problems = append(r.Problems, p)
 		return &r.Problems[len(r.Problems)-1]
