@@ -52,6 +52,9 @@ type Lab interface {
 	StartConsolidate(ctx context.Context, config, vm string, disk int) (jobs.Job, error)
 
 	Doctor(ctx context.Context, repair bool) (*lab.DoctorReport, error)
+	// Status counts what the lab holds and says where the accelerator
+	// choice stands; it never waits for the probe.
+	Status(ctx context.Context) (*lab.StatusView, error)
 
 	// Jobs is the manager of the background operations the lab starts.
 	Jobs() *jobs.Manager
@@ -75,6 +78,10 @@ type Handler struct {
 	stopDrain context.CancelFunc
 
 	consoles consoleSessions
+
+	limits   Limits    // see NewServer
+	daemon   Daemon    // see SetDaemon
+	recovery *recovery // see StartRecovery; nil: writes accepted at once
 }
 
 // NewHandler returns the API over l. A nil log means slog.Default().
@@ -82,15 +89,16 @@ func NewHandler(l Lab, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{lab: l, log: log, mux: http.NewServeMux()}
+	h := &Handler{lab: l, log: log, mux: http.NewServeMux(), limits: DefaultLimits}
 	h.drain, h.stopDrain = context.WithCancel(context.Background())
 	h.routes()
 	return h
 }
 
-// ServeHTTP logs the request and serves it.
+// ServeHTTP logs the request, reads its body within the body timeout,
+// holds it while the daemon recovers if it changes state, and serves it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.logRequests(http.HandlerFunc(h.route)).ServeHTTP(w, r)
+	h.logRequests(h.readBody(h.holdWrites(http.HandlerFunc(h.route)))).ServeHTTP(w, r)
 }
 
 // route serves r through the mux, answering unknown paths and methods with
@@ -129,17 +137,35 @@ func (h *Handler) Drain() { h.stopDrain() }
 type apiFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (h *Handler) handle(pattern string, fn apiFunc) {
+	stream := streamingRoutes[pattern]
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if stream {
+			w = newStreamWriter(w, h.limits.StreamWriteTimeout)
+		}
 		if err := fn(w, withActor(r)); err != nil {
 			h.writeError(w, r, err)
 		}
 	})
 }
 
+// streamingRoutes answer for as long as their client wants: the server's
+// write timeout would cut them, so each of their writes is bounded instead
+// (see streamWriter). Consoles clear their deadlines once hijacked.
+var streamingRoutes = map[string]bool{
+	"GET " + wire.APIPrefix + "/configs/{name}/vms/{vm}/log": true,
+	"GET " + wire.APIPrefix + "/events":                      true,
+	"GET " + wire.APIPrefix + "/jobs/{id}/wait":              true,
+}
+
 func (h *Handler) routes() {
 	p := wire.APIPrefix
+	// /healthz answers as soon as the daemon listens; /readyz once it
+	// accepts writes (recovery done).
 	h.handle("GET /healthz", h.health)
 	h.handle("GET "+p+"/healthz", h.health)
+	h.handle("GET /readyz", h.ready)
+	h.handle("GET "+p+"/readyz", h.ready)
+	h.handle("GET "+p+"/status", h.status)
 
 	h.handle("POST "+p+"/templates", h.importTemplate)
 	h.handle("GET "+p+"/templates", h.listTemplates)

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"stagehand/internal/api/wire"
@@ -134,39 +136,75 @@ func (h *Handler) vmConsole(w http.ResponseWriter, r *http.Request) error {
 
 // joinConsole copies bytes both ways until one side closes; it passes that
 // half-close on to the other side and gives the other direction
-// consoleLinger to drain before closing both. Shutdown closes both at once.
-// fromClient reads the client's connection, starting with the bytes the
-// HTTP server had already buffered.
+// consoleLinger to drain before closing both. Shutdown closes both at once,
+// and so does limits.ConsoleIdle without a byte either way, so that an
+// abandoned session does not keep the VM's only console. fromClient reads
+// the client's connection, starting with the bytes the HTTP server had
+// already buffered.
 func (h *Handler) joinConsole(client net.Conn, fromClient *bufio.Reader, console net.Conn) {
+	var lastActive atomic.Int64
+	lastActive.Store(time.Now().UnixNano())
 	done := make(chan struct{}, 2)
 	pipe := func(dst net.Conn, src io.Reader) {
-		_, _ = io.Copy(dst, src)
+		_, _ = io.Copy(dst, activityReader{src, &lastActive})
 		closeWrite(dst)
 		done <- struct{}{}
 	}
 	go pipe(console, fromClient)
 	go pipe(client, console)
 
+	idle := h.limits.ConsoleIdle
+	if idle <= 0 {
+		idle = time.Duration(math.MaxInt64)
+	}
+	idleTimer := time.NewTimer(idle)
+	defer idleTimer.Stop()
 	linger := time.NewTimer(consoleLinger)
 	defer linger.Stop()
 	ended := 0
-	select {
-	case <-done:
-		ended++
-		linger.Reset(consoleLinger)
+wait:
+	for {
 		select {
 		case <-done:
 			ended++
-		case <-linger.C:
+			linger.Reset(consoleLinger)
+			select {
+			case <-done:
+				ended++
+			case <-linger.C:
+			case <-h.drain.Done():
+			}
+			break wait
+		case <-idleTimer.C:
+			quiet := time.Since(time.Unix(0, lastActive.Load()))
+			if quiet >= idle {
+				h.log.Info("console session idle; closing it", "idle", quiet.Round(time.Second), "remote", client.RemoteAddr().String())
+				break wait
+			}
+			idleTimer.Reset(idle - quiet)
 		case <-h.drain.Done():
+			break wait
 		}
-	case <-h.drain.Done():
 	}
 	client.Close()
 	console.Close()
 	for ; ended < 2; ended++ {
 		<-done
 	}
+}
+
+// activityReader stamps the time of every read that carried bytes.
+type activityReader struct {
+	r    io.Reader
+	last *atomic.Int64
+}
+
+func (a activityReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.last.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // closeWrite half-closes c when it can (TCP and unix connections), so the

@@ -2,11 +2,18 @@ package api
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"time"
+
+	"golang.org/x/net/netutil"
 
 	"stagehand/internal/api/wire"
 )
@@ -76,5 +83,166 @@ func (h *Handler) logRequests(next http.Handler) http.Handler {
 				"remote", r.RemoteAddr)
 		}()
 		next.ServeHTTP(rec, r)
+	})
+}
+
+// Limits bound what one client can hold of the daemon: time to send a
+// request, time to take a response, idle connections, connections at once
+// and idle console sessions.
+type Limits struct {
+	// HeaderTimeout bounds the request line and headers.
+	HeaderTimeout time.Duration
+	// BodyTimeout bounds a request's body, counted from the start of the
+	// request. Bodies are JSON of at most maxBody bytes; a client that
+	// trickles one is answered 408 and disconnected.
+	BodyTimeout time.Duration
+	// WriteTimeout bounds a response, counted from the end of its request
+	// (a deploy answers once its VMs run). Streams (log follows, event
+	// streams, long-polled job waits) have no overall bound; each of their
+	// writes gets StreamWriteTimeout instead.
+	WriteTimeout       time.Duration
+	StreamWriteTimeout time.Duration
+	// IdleTimeout bounds a keep-alive connection between two requests.
+	IdleTimeout time.Duration
+	// MaxConns caps the connections served at once; further ones wait in
+	// the listen backlog until one closes.
+	MaxConns int
+	// ConsoleIdle ends a console session in which no byte went either way
+	// for that long, so that an abandoned one frees the VM's console.
+	ConsoleIdle time.Duration
+}
+
+// DefaultLimits are the daemon's limits.
+var DefaultLimits = Limits{
+	HeaderTimeout:      10 * time.Second,
+	BodyTimeout:        30 * time.Second,
+	WriteTimeout:       5 * time.Minute,
+	StreamWriteTimeout: time.Minute,
+	IdleTimeout:        2 * time.Minute,
+	MaxConns:           256,
+	ConsoleIdle:        30 * time.Minute,
+}
+
+// NewServer returns the http.Server of h with lim (which h also applies to
+// request bodies, streams and consoles). Serve it on LimitListener(ln,
+// lim.MaxConns). Call it before serving.
+func NewServer(h *Handler, lim Limits, log *slog.Logger) *http.Server {
+	h.limits = lim
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.HeaderTimeout,
+		// No ReadTimeout: past it, net/http cancels the context of a
+		// request still being served (a deploy). Bodies get their own
+		// deadline in readBody instead.
+		WriteTimeout: lim.WriteTimeout,
+		IdleTimeout:  lim.IdleTimeout,
+	}
+	if log != nil {
+		srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	}
+	srv.RegisterOnShutdown(h.Drain)
+	return srv
+}
+
+// LimitListener accepts at most n connections at once from ln (n <= 0:
+// no cap).
+func LimitListener(ln net.Listener, n int) net.Listener {
+	if n <= 0 {
+		return ln
+	}
+	return netutil.LimitListener(ln, n)
+}
+
+// readBody reads a request's body whole, within limits.BodyTimeout of the
+// request's start, before the handler runs; then it lifts the read
+// deadline, so that a long handler is not cut off. A body that does not
+// arrive in time is answered 408 and its connection closed.
+func (h *Handler) readBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody || h.limits.BodyTimeout <= 0 || isConsoleUpgrade(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(h.limits.BodyTimeout))
+		// One byte more than maxBody, so that decode still says "too
+		// large" rather than seeing a cut JSON value.
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		_ = rc.SetReadDeadline(time.Time{})
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				w.Header().Set("Connection", "close")
+				_ = writeJSON(w, http.StatusRequestTimeout, wire.Error{
+					Error: fmt.Sprintf("request body not received within %s", h.limits.BodyTimeout),
+					Kind:  wire.KindInvalid,
+				})
+				return
+			}
+			w.Header().Set("Connection", "close")
+			_ = writeJSON(w, http.StatusBadRequest, wire.Error{Error: fmt.Sprintf("read request body: %v", err), Kind: wire.KindInvalid})
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// streamWriter replaces the server's write timeout for a streaming answer
+// with a deadline per write: a stream may last as long as its client
+// reads, but a client that stops reading is cut off.
+type streamWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func newStreamWriter(w http.ResponseWriter, timeout time.Duration) *streamWriter {
+	s := &streamWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: timeout}
+	_ = s.rc.SetWriteDeadline(time.Time{})
+	return s
+}
+
+func (s *streamWriter) extend() { _ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout)) }
+
+func (s *streamWriter) WriteHeader(code int) {
+	s.extend()
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *streamWriter) Write(b []byte) (int, error) {
+	s.extend()
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *streamWriter) FlushError() error {
+	s.extend()
+	return s.rc.Flush()
+}
+
+func (s *streamWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// holdWrites makes a state-changing request wait while the daemon recovers
+// the operations a previous run left half done; reads go through. The wait
+// is bounded by the request's context and by recoveryWait, past which the
+// answer is 503 with Retry-After.
+func (h *Handler) holdWrites(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := h.recovery
+		if rec == nil || rec.wait(r.Context(), recoveryWait) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(recoveryRetryAfter/time.Second)))
+		_ = writeJSON(w, http.StatusServiceUnavailable, wire.Error{
+			Error: fmt.Sprintf("the daemon is recovering interrupted operations (for %s); this request changes state and must wait: retry in a few seconds",
+				time.Since(rec.began).Round(time.Second)),
+			Kind: wire.KindUnavailable,
+		})
 	})
 }

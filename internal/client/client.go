@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"stagehand/internal/api/wire"
@@ -445,6 +447,13 @@ func (c *Client) unreachable(ctx context.Context, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return errdefs.Unavailable("cannot reach the stagehand server at %s: no daemon is listening there (is `stagehand serve` running? see --server or STAGEHAND_SERVER): %v", c.base, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return errdefs.Unavailable("cannot reach the stagehand server at %s: it did not answer in time (the daemon may be overloaded or stopped): %v", c.base, err)
 	}
 	return errdefs.Unavailable("cannot reach the stagehand server at %s: %v", c.base, err)
 }
