@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,28 +15,51 @@ import (
 	"stagehand/internal/lab"
 )
 
+// accelCacheFile is the accelerator probe's cache inside the data dir.
+const accelCacheFile = "accel-probe.json"
+
 // runtimeOptions are the serve flags of the VM runtime.
 type runtimeOptions struct {
-	accel       string
-	probeKernel string
-	probeInitrd string
-	noVMs       bool
+	accel        string
+	probeKernel  string
+	probeInitrd  string
+	probeTimeout time.Duration
+	noVMs        bool
 }
 
 func (o *runtimeOptions) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto (KVM only if a probe guest really boots under it), kvm or tcg")
+	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto (KVM only if a probe guest really boots under it; probed in the background and cached in DATA/"+accelCacheFile+"), kvm or tcg")
 	f.StringVar(&o.probeKernel, "probe-kernel", "", "kernel for the KVM probe (default: the newest /boot/vmlinuz-*)")
 	f.StringVar(&o.probeInitrd, "probe-initrd", "", "initrd for the KVM probe (default: the matching /boot/initrd.img-*)")
+	f.DurationVar(&o.probeTimeout, "probe-timeout", hypervisor.DefaultProbeTimeout, "how long the KVM probe guest may take to boot before TCG is chosen")
 	f.BoolVar(&o.noVMs, "no-vms", false, "manage disks and addresses only: no deploy (for hosts without QEMU or root)")
 }
 
-// runtime builds the hypervisor, the network plumbing in the daemon's own
-// network namespace, and the accelerator choice. The returned close stops
-// the DHCP servers.
-func (o *runtimeOptions) apply(ctx context.Context, opts *lab.Options, log *slog.Logger) (func(), error) {
+// check refuses bad runtime flags before anything is started.
+func (o *runtimeOptions) check() error {
+	switch o.accel {
+	case "auto", hypervisor.AccelKVM, hypervisor.AccelTCG:
+	default:
+		return usagef("--accel %q is not auto, kvm or tcg", o.accel)
+	}
+	if o.probeTimeout <= 0 {
+		return usagef("--probe-timeout must be positive")
+	}
+	if o.probeInitrd != "" && o.probeKernel == "" {
+		return usagef("--probe-initrd needs --probe-kernel")
+	}
+	return nil
+}
+
+// apply builds the hypervisor, the network plumbing in the daemon's own
+// network namespace, and the accelerator, whose probe starts in the
+// background: apply does not wait for it. The returned close stops the
+// probe and the DHCP servers.
+func (o *runtimeOptions) apply(opts *lab.Options, dataDir string, log *slog.Logger) (func(), error) {
 	if o.noVMs {
 		log.Info("VM runtime disabled (--no-vms)")
+		opts.Accel = hypervisor.FixedAccelerator(hypervisor.AccelTCG, "no VMs are run (--no-vms)")
 		return func() {}, nil
 	}
 	ns, err := netns.Get()
@@ -47,45 +67,31 @@ func (o *runtimeOptions) apply(ctx context.Context, opts *lab.Options, log *slog
 		return nil, fmt.Errorf("open the daemon's network namespace: %w", err)
 	}
 	host := fence.NewHost(ns, log)
+	accel := o.accelerator(dataDir, log)
 	opts.Hypervisor = hypervisor.Host{}
 	opts.Plumbing = host
-	opts.Accel, opts.AccelReason = o.chooseAccel(ctx)
-	log.Info("accelerator", "accel", opts.Accel, "reason", opts.AccelReason)
-	return func() { host.Close(); ns.Close() }, nil
+	opts.Accel = accel
+	return func() { accel.Close(); host.Close(); ns.Close() }, nil
 }
 
-func (o *runtimeOptions) chooseAccel(ctx context.Context) (string, string) {
+// accelerator returns the operator's choice, or starts the probe.
+func (o *runtimeOptions) accelerator(dataDir string, log *slog.Logger) *hypervisor.Accelerator {
 	switch o.accel {
-	case "kvm":
-		return hypervisor.AccelKVM, "chosen with --accel kvm"
-	case "tcg":
-		return hypervisor.AccelTCG, "chosen with --accel tcg"
-	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return hypervisor.AccelTCG, "/dev/kvm absent"
+	case hypervisor.AccelKVM, hypervisor.AccelTCG:
+		log.Info("accelerator", "accel", o.accel, "reason", "chosen with --accel")
+		return hypervisor.FixedAccelerator(o.accel, "chosen with --accel "+o.accel)
 	}
 	kernel, initrd := o.probeKernel, o.probeInitrd
 	if kernel == "" {
-		kernel, initrd = newestBootKernel()
+		kernel, initrd = hypervisor.NewestBootKernel("/boot")
 	}
-	if kernel == "" {
-		return hypervisor.AccelTCG, "/dev/kvm exists but no kernel to probe it with (--probe-kernel)"
-	}
-	return hypervisor.ProbeAccel(ctx, kernel, initrd, 30*time.Second)
-}
-
-// newestBootKernel finds the newest /boot/vmlinuz-VERSION and its
-// /boot/initrd.img-VERSION.
-func newestBootKernel() (kernel, initrd string) {
-	ks, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(ks) == 0 {
-		return "", ""
-	}
-	sort.Strings(ks)
-	kernel = ks[len(ks)-1]
-	candidate := "/boot/initrd.img-" + strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
-	if _, err := os.Stat(candidate); err == nil {
-		initrd = candidate
-	}
-	return kernel, initrd
+	return hypervisor.StartAccelerator(hypervisor.AccelConfig{
+		Probe:     hypervisor.BootProbe(kernel, initrd, o.probeTimeout),
+		Timeout:   o.probeTimeout,
+		CacheFile: filepath.Join(dataDir, accelCacheFile),
+		Key: func(ctx context.Context) (hypervisor.ProbeKey, error) {
+			return hypervisor.HostProbeKey(ctx, kernel)
+		},
+		Log: log,
+	})
 }

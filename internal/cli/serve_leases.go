@@ -55,14 +55,20 @@ func (o *leaseFlags) apply(opts *lab.Options) error {
 	return nil
 }
 
-// startReaper runs the lab's reaper until the returned stop is called; stop
-// waits for a pass in progress to end.
-func startReaper(svc *lab.Service) (stop func()) {
+// startReaper runs the lab's reaper, once after is closed (the recovery is
+// done), until the returned stop is called; stop waits for a pass in
+// progress to end.
+func startReaper(svc *lab.Service, after <-chan struct{}) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		select {
+		case <-after:
+		case <-ctx.Done():
+			return
+		}
 		svc.RunReaper(ctx)
 	}()
 	return func() { cancel(); wg.Wait() }
