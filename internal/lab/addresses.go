@@ -3,8 +3,8 @@ package lab
 import (
 	"context"
 	"fmt"
-
 	"net/netip"
+	"strings"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
@@ -62,6 +62,11 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 // clears it, an address makes it manual (refused when another family holds
 // it). The NIC leaves its old family.
 func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int, ip string) (*ConfigView, error) {
+	// An empty ip is not a default here: it would silently re-address a
+	// NIC from the pool when a client merely forgot the field.
+	if strings.TrimSpace(ip) == "" {
+		return nil, errdefs.Invalid("set address of %s/%s NIC %d: ip is required (an IPv4 address, %q or %q)", config, vmName, nicIndex, store.IPModePool, store.IPModeDHCP)
+	}
 	unlock := s.locks.lock(config)
 	defer unlock()
 	err := s.update(ctx, func(tx store.Tx) error {

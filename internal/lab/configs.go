@@ -13,6 +13,11 @@ import (
 	"stagehand/internal/store"
 )
 
+// MaxVMs bounds the VMs of one configuration: each costs a qemu-img run
+// per disk at creation, so one request must not be able to ask for
+// thousands.
+const MaxVMs = 256
+
 // CreateConfig makes a configuration: for each VM, a writable delta on top
 // of each of its template's bases, a unique MAC and, on a network, an
 // address (from the pool, manual, or none for dhcp).
@@ -20,8 +25,17 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 	if err := checkName("configuration", spec.Name); err != nil {
 		return nil, err
 	}
+	if err := checkText("description", spec.Description, MaxDescription); err != nil {
+		return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
+	}
+	if err := checkText("owner", spec.Owner, MaxOwner); err != nil {
+		return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
+	}
 	if len(spec.VMs) == 0 {
 		return nil, errdefs.Invalid("configuration %q: at least one --vm is required", spec.Name)
+	}
+	if len(spec.VMs) > MaxVMs {
+		return nil, errdefs.Invalid("configuration %q: %d VMs, at most %d are allowed", spec.Name, len(spec.VMs), MaxVMs)
 	}
 	seen := map[string]bool{}
 	for _, v := range spec.VMs {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
@@ -203,9 +204,28 @@ func (s *Service) recordOpFailure(ctx context.Context, op *store.Op, err error) 
 	s.recordFailure(ctx, object, op.Kind, op.Subject, err)
 }
 
+// maxEventDetail bounds an event's detail (often an error message that
+// quotes what the user sent), so the log cannot be grown by a long input.
+const maxEventDetail = 2048
+
+// clip shortens s to at most n bytes, on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
 func (s *Service) appendEvent(ctx context.Context, e store.Event) {
 	ctx = context.WithoutCancel(ctx)
 	e.At = s.now()
+	e.Detail = clip(e.Detail, maxEventDetail)
+	e.Subject = clip(e.Subject, maxEventDetail)
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		if e.Result == ResultOK {
 			if err := s.leaseBookkeeping(ctx, tx, e); err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,4 +150,60 @@ func TestDeletedLayerIDIsNeverReused(t *testing.T) {
 	if got := maxID(); got <= top {
 		t.Fatalf("new delta has id %d, want above the deleted layer's %d", got, top)
 	}
+}
+
+// SetIP without an address is refused and leaves the NIC as it was (L5: a
+// PUT with {} re-addressed a manual NIC from the pool).
+func TestSetIPRequiresAnAddress(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.smallTemplate("t1")
+	e.network("lan", "10.9.0.0/24", "10.9.0.10-10.9.0.50")
+	e.config("c1", lab.VMSpec{Name: "vm1", Template: "t1", Network: "lan", IP: "10.9.0.33"})
+	for _, ip := range []string{"", "  "} {
+		if _, err := e.svc.SetIP(ctx, "c1", "vm1", 0, ip); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "ip is required") {
+			t.Errorf("SetIP(%q): want invalid naming ip, got %v", ip, err)
+		}
+	}
+	n := e.get("c1").VMs[0].NICs[0]
+	if n.IP != "10.9.0.33" || n.IPMode != "manual" {
+		t.Errorf("NIC after refused SetIP: %s %s, want manual 10.9.0.33", n.IPMode, n.IP)
+	}
+}
+
+// Free text and names that would reach a terminal raw, or hold "..", are
+// refused before anything is written (L2, L6, L8).
+func TestCreateConfigRefusesHostileText(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.smallTemplate("t1")
+	vm := []lab.VMSpec{{Name: "vm", Template: "t1"}}
+	many := make([]lab.VMSpec, lab.MaxVMs+1)
+	for i := range many {
+		many[i] = lab.VMSpec{Name: fmt.Sprintf("v%d", i), Template: "t1"}
+	}
+	for _, spec := range []lab.ConfigSpec{
+		{Name: "esc1", Description: "\x1b[2J\x1b]0;owned\x07", VMs: vm},
+		{Name: "nul1", Description: "a\x00b", VMs: vm},
+		{Name: "nl1", Owner: "me\nyou", VMs: vm},
+		{Name: "c1", Description: "\xff\xfe", VMs: vm},
+		{Name: "big1", Description: strings.Repeat("x", lab.MaxDescription+1), VMs: vm},
+		{Name: "big2", Owner: strings.Repeat("x", lab.MaxOwner+1), VMs: vm},
+		{Name: "a..b", VMs: vm},
+		{Name: "ok1", VMs: []lab.VMSpec{{Name: "x..y", Template: "t1"}}},
+		{Name: "many", VMs: many},
+	} {
+		if _, err := e.svc.CreateConfig(ctx, spec); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("config %q (description %q, owner %q, %d VMs): want invalid, got %v", spec.Name, spec.Description, spec.Owner, len(spec.VMs), err)
+		}
+	}
+	if cs, err := e.svc.ListConfigs(ctx); err != nil || len(cs) != 0 {
+		t.Errorf("configurations after refusals: %d (%v), want none", len(cs), err)
+	}
+	// Printable unicode stays allowed.
+	e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "uni", Description: "Prüfstand für Ünïcödé ✓", Owner: "Zoë", VMs: vm})
+	if c := e.get("uni"); c.Owner != "Zoë" {
+		t.Errorf("owner %q", c.Owner)
+	}
+	e.assertConsistent()
 }

@@ -6,20 +6,25 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"stagehand/internal/errdefs"
 )
 
 // checkName accepts names a user gives to templates, networks,
 // configurations and VMs: 1 to 63 characters of letters, digits, '.', '_'
-// and '-', starting with a letter or digit. That rules out '/', '..',
-// spaces and anything a shell or a path would misread.
+// and '-', starting with a letter or digit, without two dots in a row.
+// That rules out '/', '..', spaces and anything a shell or a path would
+// misread (docs/decisions.md, "Names").
 func checkName(kind, name string) error {
 	if name == "" {
 		return errdefs.Invalid("%s name is empty", kind)
 	}
 	if len(name) > 63 {
 		return errdefs.Invalid("%s name %q is longer than 63 characters", kind, name)
+	}
+	if strings.Contains(name, "..") {
+		return errdefs.Invalid("%s name %q is not allowed: it holds \"..\"", kind, name)
 	}
 	for i, r := range name {
 		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
@@ -29,6 +34,27 @@ func checkName(kind, name string) error {
 		if !ok {
 			return errdefs.Invalid("%s name %q is not allowed: use letters, digits, '.', '_' and '-', starting with a letter or digit", kind, name)
 		}
+	}
+	return nil
+}
+
+// Bounds of the free text users attach to things. They are shown in
+// tables and event lists, so they stay short enough to read, and a request
+// cannot make every later list carry megabytes.
+const (
+	MaxDescription = 1024
+	MaxOwner       = 128
+)
+
+// checkText accepts a free-text field (a description, an owner): at most
+// max bytes of valid UTF-8 without NUL or other control characters, which
+// would end up raw on a user's terminal or cut a C string short.
+func checkText(field, s string, max int) error {
+	switch {
+	case len(s) > max:
+		return errdefs.Invalid("%s of %d bytes is longer than %d", field, len(s), max)
+	case hasControl(s):
+		return errdefs.Invalid("%s %q holds a NUL or control character (or is not UTF-8)", field, s)
 	}
 	return nil
 }

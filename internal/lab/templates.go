@@ -53,6 +53,9 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 	if err := checkCmdline(spec.Cmdline); err != nil {
 		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
 	}
+	if err := checkText("description", spec.Description, MaxDescription); err != nil {
+		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
+	}
 	for _, f := range append(append([]string(nil), spec.Disks...), spec.Kernel, spec.Initrd) {
 		if f == "" {
 			continue
