@@ -45,7 +45,7 @@ func (q *QemuImg) CreateDelta(ctx context.Context, parent, dst string) (err erro
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, modeWritable)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (q *QemuImg) createDeltaQemuImg(ctx context.Context, parent, dst string) (e
 	}()
 	// Claim the name first: qemu-img create would silently truncate an
 	// existing layer.
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, modeWritable)
 	if err != nil {
 		return err
 	}
@@ -138,12 +138,13 @@ func backingName(parent, dst string) string {
 	return name
 }
 
-// SetReadOnly makes the layer file read-only (0444), as a frozen layer, or
-// writable (0644).
+// SetReadOnly makes the layer file read-only (0400), as a frozen layer, or
+// writable (0600). Either way only the owner (the daemon, and QEMU, both
+// root) may read it: a layer is guest data.
 func (q *QemuImg) SetReadOnly(path string, readOnly bool) error {
-	mode := os.FileMode(0o644)
+	mode := os.FileMode(modeWritable)
 	if readOnly {
-		mode = 0o444
+		mode = modeFrozen
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		return fmt.Errorf("set read-only=%t on %q: %w", readOnly, path, err)

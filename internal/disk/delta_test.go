@@ -186,7 +186,7 @@ func TestSetReadOnly(t *testing.T) {
 	for _, tt := range []struct {
 		readOnly bool
 		want     os.FileMode
-	}{{true, 0o444}, {false, 0o644}, {true, 0o444}} {
+	}{{true, 0o400}, {false, 0o600}, {true, 0o400}} {
 		if err := q.SetReadOnly(path, tt.readOnly); err != nil {
 			t.Fatal(err)
 		}

@@ -4,21 +4,47 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Output files are written under a temporary name in the destination's
 // directory and renamed into place once complete and synced, so a crash or
 // a failure never leaves a half-written layer under its real name.
+//
+// Layer files hold guest data: they are private to the daemon (root),
+// 0600 while writable and 0400 once frozen.
+const (
+	modeWritable = 0o600
+	modeFrozen   = 0o400
+)
 
-// reserveTemp creates an empty, uniquely named file beside dst, for
-// qemu-img to overwrite. The name starts with a dot and ends in ".tmp" so
-// a directory scan can tell leftovers from layers.
+// TempPath is the temporary name under which a file for dst is written:
+// ".NAME.tmp" beside it. It is a function of dst alone, so that a caller
+// can journal it before the file exists and recovery after a crash knows
+// what to remove; the leading dot and the ".tmp" suffix let a directory
+// scan (the doctor's) tell leftovers from real files.
+func TempPath(dst string) string {
+	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
+}
+
+// IsTempName reports whether a file name is one TempPath gives (or one the
+// lab gives its own temporary files and directories, by the same rule).
+func IsTempName(name string) bool {
+	return len(name) > len("..tmp") && strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".tmp")
+}
+
+// reserveTemp creates TempPath(dst), empty and private, for qemu-img to
+// overwrite. A leftover of an earlier attempt at the same dst is replaced:
+// the name belongs to dst, and dst does not exist yet.
 func reserveTemp(dst string) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	name := TempPath(dst)
+	if err := os.Remove(name); err != nil && !os.IsNotExist(err) {
+		return "", err
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, modeWritable)
 	if err != nil {
 		return "", err
 	}
-	name := f.Name()
 	if err := f.Close(); err != nil {
 		os.Remove(name)
 		return "", err
@@ -29,7 +55,7 @@ func reserveTemp(dst string) (string, error) {
 // publish makes tmp durable and renames it to dst. It refuses to replace
 // an existing dst: layers are never overwritten.
 func publish(tmp, dst string) error {
-	if err := os.Chmod(tmp, 0o644); err != nil {
+	if err := os.Chmod(tmp, modeWritable); err != nil {
 		return err
 	}
 	if err := syncPath(tmp); err != nil {

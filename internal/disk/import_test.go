@@ -57,8 +57,8 @@ func TestImportBase(t *testing.T) {
 			if eq, err := Compare(ctx, tt.src, dst); err != nil || !eq {
 				t.Errorf("Compare(src, dst) = %v, %v; want equal", eq, err)
 			}
-			if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o644 {
-				t.Errorf("dst mode = %v, %v; want 0644", fi.Mode(), err)
+			if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("dst mode = %v, %v; want 0600", fi.Mode(), err)
 			}
 		})
 	}
