@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
+	"stagehand/internal/client"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon's log writer and the
@@ -40,7 +45,13 @@ func TestServeAndShutdown(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img not installed")
 	}
-	dir := t.TempDir()
+	// A data dir made by serve, and one that others could read: both end
+	// up readable by root only.
+	dir := filepath.Join(t.TempDir(), "new", "data")
+	shared := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	logs := &syncBuffer{}
@@ -50,21 +61,7 @@ func TestServeAndShutdown(t *testing.T) {
 			deps(nil, &bytes.Buffer{}, logs, func(string) string { return "" }))
 	}()
 
-	addrRE := regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
-	var addr string
-	for deadline := time.Now().Add(20 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		select {
-		case code := <-exited:
-			t.Fatalf("serve exited with %d:\n%s", code, logs)
-		default:
-		}
-		if m := addrRE.FindStringSubmatch(logs.String()); m != nil {
-			addr = m[1]
-		}
-	}
-	if addr == "" {
-		t.Fatalf("daemon did not start:\n%s", logs)
-	}
+	addr := waitReady(t, logs, exited, 5*time.Second)
 
 	run := func(args ...string) (string, string, int) {
 		var out, errw bytes.Buffer
@@ -81,6 +78,23 @@ func TestServeAndShutdown(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "stagehand.db")); err != nil {
 		t.Errorf("store file: %v", err)
 	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir made by serve: %v %v, want 0700", fi.Mode(), err)
+	}
+	// The same binary on a data dir others can read: serve narrows it.
+	sctx, sstop := context.WithCancel(context.Background())
+	sexited := make(chan int, 1)
+	slogs := &syncBuffer{}
+	go func() {
+		sexited <- cli.Run(sctx, []string{"serve", "--data-dir", shared, "--listen", "127.0.0.1:0", "--no-vms"},
+			deps(nil, &bytes.Buffer{}, slogs, func(string) string { return "" }))
+	}()
+	waitReady(t, slogs, sexited, 5*time.Second)
+	sstop()
+	<-sexited
+	if fi, err := os.Stat(shared); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("shared data dir after serve: %v %v, want 0700", fi.Mode(), err)
+	}
 
 	stop()
 	select {
@@ -94,9 +108,10 @@ func TestServeAndShutdown(t *testing.T) {
 	if !strings.Contains(logs.String(), "msg=stopped") {
 		t.Errorf("no stop log:\n%s", logs)
 	}
-	// The daemon is gone: the CLI says so.
-	if _, _, code := run("config", "list"); code != cli.ExitUnavailable {
-		t.Errorf("after shutdown: exit %d, want %d", code, cli.ExitUnavailable)
+	// The daemon is gone: the CLI says so, naming where it looked.
+	if _, errOut, code := run("config", "list"); code != cli.ExitUnavailable ||
+		!strings.Contains(errOut, "cannot reach the stagehand server at http://"+addr+": no daemon is listening there") {
+		t.Errorf("after shutdown: exit %d, want %d: %s", code, cli.ExitUnavailable, errOut)
 	}
 }
 
@@ -112,20 +127,177 @@ func TestServeRefusesABusyAddress(t *testing.T) {
 			deps(nil, &bytes.Buffer{}, first, func(string) string { return "" }))
 	}()
 	t.Cleanup(func() { stop(); <-exited })
-	addrRE := regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
-	var addr string
-	for deadline := time.Now().Add(20 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if m := addrRE.FindStringSubmatch(first.String()); m != nil {
-			addr = m[1]
-		}
-	}
-	if addr == "" {
-		t.Fatalf("first daemon did not start:\n%s", first)
-	}
+	addr := waitReady(t, first, exited, 5*time.Second)
 	var errw syncBuffer
 	code := cli.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir(), "--listen", addr},
 		deps(nil, &bytes.Buffer{}, &errw, func(string) string { return "" }))
 	if code == 0 || !strings.Contains(errw.String(), "stagehand: listen on "+addr) {
 		t.Fatalf("second daemon: exit %d\n%s", code, errw.String())
+	}
+}
+
+// serveAddrRE finds the daemon's address in its log.
+var serveAddrRE = regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
+
+// waitReady waits up to timeout for the daemon writing logs to listen and
+// accept writes (GET /readyz), and returns its address. On failure it says
+// what it waited for and shows the last lines of the daemon's log.
+func waitReady(t *testing.T, logs *syncBuffer, exited <-chan int, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var addr string
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case code := <-exited:
+			t.Fatalf("serve exited with %d before it was ready; last lines of its log:\n%s", code, logTail(logs.String(), 30))
+		default:
+		}
+		if addr == "" {
+			if m := serveAddrRE.FindStringSubmatch(logs.String()); m != nil {
+				addr = m[1]
+			}
+		}
+		if addr != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			last = client.New(addr).Ready(ctx)
+			cancel()
+			if last == nil {
+				return addr
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	what := "to log its address"
+	if addr != "" {
+		what = fmt.Sprintf("at %s to be ready (last answer: %v)", addr, last)
+	}
+	t.Fatalf("waited %s for the daemon %s; last lines of its log:\n%s", timeout, what, logTail(logs.String(), 30))
+	return ""
+}
+
+// logTail returns the last n lines of log.
+func logTail(log string, n int) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestServeAnswersWhileProbing starts the daemon with an accelerator probe
+// that never decides (STAGEHAND_TEST_PROBE=hang: whether this host's KVM
+// hangs, fails at once or works, the probe hangs) and shows the API
+// (health, status, a write, the doctor) answering within a second of the
+// start, status and doctor saying "probing", and that stopping the daemon
+// stops the probe without caching anything.
+func TestServeAnswersWhileProbing(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	logs := &syncBuffer{}
+	exited := make(chan int, 1)
+	began := time.Now()
+	go func() {
+		exited <- cli.Run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--probe-timeout", "60s"},
+			deps(nil, &bytes.Buffer{}, logs, func(k string) string {
+				if k == "STAGEHAND_TEST_PROBE" {
+					return "hang"
+				}
+				return ""
+			}))
+	}()
+	var addr string
+	for addr == "" && time.Since(began) < 5*time.Second {
+		if m := serveAddrRE.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if addr == "" {
+		t.Fatalf("no address logged within 5s; log:\n%s", logTail(logs.String(), 30))
+	}
+	hc := &http.Client{Timeout: time.Second}
+	var healthAt time.Duration
+	for {
+		resp, err := hc.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				healthAt = time.Since(began)
+				break
+			}
+		}
+		if time.Since(began) > 5*time.Second {
+			t.Fatalf("/healthz did not answer within 5s (%v); log:\n%s", err, logTail(logs.String(), 30))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("/healthz answered %s after the start", healthAt.Round(time.Millisecond))
+	if !strings.Contains(logs.String(), "test probe armed (STAGEHAND_TEST_PROBE=hang)") {
+		t.Errorf("the test probe is not announced in the log:\n%s", logTail(logs.String(), 30))
+	}
+	if healthAt > time.Second {
+		t.Errorf("/healthz answered %s after the start, want within 1s", healthAt.Round(time.Millisecond))
+	}
+
+	run := func(args ...string) (string, string, int) {
+		var out, errw bytes.Buffer
+		code := cli.Run(context.Background(), append([]string{"--server", "http://" + addr}, args...),
+			deps(nil, &out, &errw, func(string) string { return "" }))
+		return out.String(), errw.String(), code
+	}
+	out, errOut, code := run("status", "-o", "json")
+	statusAt := time.Since(began)
+	var st wire.Status
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
+	}
+	t.Logf("status answered %s after the start: %+v", statusAt.Round(time.Millisecond), st.Accel)
+	if statusAt > time.Second {
+		t.Errorf("status answered %s after the start, want within 1s", statusAt.Round(time.Millisecond))
+	}
+	if st.Accel.State != wire.AccelProbing || st.Accel.Accel != "" {
+		t.Errorf("status accel = %+v, want probing", st.Accel)
+	}
+	if st.DataDir != dir || st.Store.Kind != "sqlite" || st.Store.Path != filepath.Join(dir, "stagehand.db") || st.Version == "" {
+		t.Errorf("status = %+v", st)
+	}
+	out, _, code = run("status")
+	if code != 0 || !regexp.MustCompile(`Accelerator:\s+probing for \d+s \(probing whether a guest boots under KVM\)`).MatchString(out) {
+		t.Errorf("status table: exit %d\n%s", code, out)
+	}
+	// Reads and writes are served while the probe runs; the doctor shows it.
+	if out, errOut, code := run("network", "create", "lan", "--subnet", "10.78.0.0/24", "--pool", "10.78.0.10-10.78.0.20"); code != 0 {
+		t.Fatalf("network create while probing: exit %d\n%s%s", code, out, errOut)
+	}
+	out, _, _ = run("doctor")
+	if !strings.Contains(out, "accelerator: probing (probing whether a guest boots under KVM, for ") {
+		t.Errorf("doctor while probing:\n%s", out)
+	}
+	// The probe really hangs: well past the answers above it still runs.
+	time.Sleep(time.Until(began.Add(2 * time.Second)))
+	out, _, _ = run("status", "-o", "json")
+	if json.Unmarshal([]byte(out), &st) != nil || st.Accel.State != wire.AccelProbing || st.Accel.ProbingSeconds < 1.5 {
+		t.Errorf("status 2s after the start: %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "accel-probe.json")); !os.IsNotExist(err) {
+		t.Errorf("probe cache written before the probe decided: %v", err)
+	}
+
+	stop()
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Fatalf("serve exit %d:\n%s", code, logTail(logs.String(), 30))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not stop:\n%s", logTail(logs.String(), 30))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "accel-probe.json")); !os.IsNotExist(err) {
+		t.Errorf("a stopped probe was cached: %v", err)
 	}
 }

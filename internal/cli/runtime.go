@@ -25,6 +25,11 @@ type runtimeOptions struct {
 	probeInitrd  string
 	probeTimeout time.Duration
 	noVMs        bool
+	// testProbe is STAGEHAND_TEST_PROBE: "hang" replaces the probe with
+	// one that never decides, so tests can show the daemon serving while
+	// a probe hangs on any host (whether this host's KVM hangs, fails or
+	// works). Logged loudly; never set in production.
+	testProbe string
 }
 
 func (o *runtimeOptions) flags(cmd *cobra.Command) {
@@ -48,6 +53,9 @@ func (o *runtimeOptions) check() error {
 	}
 	if o.probeInitrd != "" && o.probeKernel == "" {
 		return usagef("--probe-initrd needs --probe-kernel")
+	}
+	if o.testProbe != "" && o.testProbe != "hang" {
+		return usagef("STAGEHAND_TEST_PROBE=%q: the only test probe is \"hang\"", o.testProbe)
 	}
 	return nil
 }
@@ -80,6 +88,17 @@ func (o *runtimeOptions) accelerator(dataDir string, log *slog.Logger) *hypervis
 	case hypervisor.AccelKVM, hypervisor.AccelTCG:
 		log.Info("accelerator", "accel", o.accel, "reason", "chosen with --accel")
 		return hypervisor.FixedAccelerator(o.accel, "chosen with --accel "+o.accel)
+	}
+	if o.testProbe == "hang" {
+		log.Warn("test probe armed (STAGEHAND_TEST_PROBE=hang): the accelerator probe never decides; TCG after --probe-timeout", "probe_timeout", o.probeTimeout)
+		return hypervisor.StartAccelerator(hypervisor.AccelConfig{
+			Probe: func(ctx context.Context) (string, string, error) {
+				<-ctx.Done()
+				return "", "", fmt.Errorf("test probe (STAGEHAND_TEST_PROBE=hang) never answers: %w", ctx.Err())
+			},
+			Timeout: o.probeTimeout,
+			Log:     log,
+		})
 	}
 	kernel, initrd := o.probeKernel, o.probeInitrd
 	if kernel == "" {

@@ -90,6 +90,7 @@ func serve(ctx context.Context, opts serveOptions, deps Deps, log *slog.Logger) 
 	if deps.OpenStore == nil || deps.NewDiskTool == nil {
 		return errors.New("serve: this build has no store or disk tool")
 	}
+	opts.runtime.testProbe = deps.Getenv("STAGEHAND_TEST_PROBE")
 	if err := opts.runtime.check(); err != nil {
 		return err
 	}
