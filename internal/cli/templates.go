@@ -64,7 +64,11 @@ func (a *app) templateImportCommand() *cobra.Command {
 		Short: "Import disk images as a new template",
 		Long: `Import disk images (raw or qcow2) as a new read-only template. The daemon
 reads the files, so they must be readable on the daemon's host; relative
-paths are made absolute here.`,
+paths are made absolute here. Each file must be a regular file (not a
+symbolic link, FIFO or device). The format is read from the file's bytes:
+a file that is not what its name or --format says is refused, saying what
+it is; --format raw takes a file with no known image format as raw. A raw
+image must be a whole number of 512-byte sectors.`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -107,7 +111,7 @@ paths are made absolute here.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&req.Disks, "disk", nil, "disk image, in disk order (repeat for more disks)")
-	f.StringVar(&req.Format, "format", "", "image format: raw or qcow2 (default: detect)")
+	f.StringVar(&req.Format, "format", "", "image format: raw or qcow2 (default: detected from the file's bytes; a name ending in .qcow2 must be qcow2)")
 	f.IntVar(&req.CPUs, "cpus", 0, "virtual CPUs (default 1)")
 	f.IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB (default 256)")
 	f.StringVar(&req.Kernel, "kernel", "", "kernel for direct kernel boot")
