@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -213,7 +214,7 @@ const spaceReserve = 256 << 20
 // Allocated returns the bytes fi's file occupies on disk (less than its
 // size when it is sparse).
 func Allocated(fi fs.FileInfo) int64 {
-	if st, ok := fi.Sys().(*unix.Stat_t); ok {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return min(st.Blocks*512, fi.Size())
 	}
 	return fi.Size()
