@@ -77,22 +77,64 @@ func startDaemonArgv(t *testing.T, dataDir string, argv []string, env ...string)
 	}
 	logf.Close()
 	t.Cleanup(func() { d.kill() })
-	re := regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
-	deadline := time.Now().Add(20 * time.Second)
+	d.waitReady(readyWait)
+	return d
+}
+
+// readyWait bounds the wait for a daemon to accept writes: it listens at
+// once, and its recovery of a killed run's operations takes seconds.
+const readyWait = 30 * time.Second
+
+var (
+	servingRE   = regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
+	recoveredRE = regexp.MustCompile(`msg="recovery done; accepting writes"`)
+)
+
+// waitReady waits until the daemon logs its address and the end of its
+// recovery (from then on it accepts writes; its log is readable from any
+// network namespace, its address is not). On failure it says what it
+// waited for and shows the last lines of the daemon's log.
+func (d *daemon) waitReady(timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	what := "its address"
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(d.log)
-		if m := re.FindSubmatch(b); m != nil {
+		if m := servingRE.FindSubmatch(b); m != nil {
 			d.url = "http://" + string(m[1])
-			return d
+			what = "the end of its recovery (at " + d.url + ")"
+			if recoveredRE.Match(b) {
+				return
+			}
 		}
-		if d.cmd.ProcessState != nil {
-			break
+		if d.exited() {
+			d.cmd.Wait()
+			d.t.Fatalf("daemon exited (%v) before it was ready; last lines of %s:\n%s", d.cmd.ProcessState, d.log, d.logTail(30))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
+	d.t.Fatalf("daemon not ready: waited %s for %s; last lines of %s:\n%s", timeout, what, d.log, d.logTail(30))
+}
+
+// exited reports whether the daemon's process has ended (a zombie not yet
+// waited for, or gone), without waiting for it: kill and stop do that.
+func (d *daemon) exited() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid))
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(after, "Z")
+}
+
+// logTail returns the last n lines of the daemon's log.
+func (d *daemon) logTail(n int) string {
 	b, _ := os.ReadFile(d.log)
-	t.Fatalf("daemon did not start:\n%s", b)
-	return nil
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (d *daemon) kill() {
@@ -126,8 +168,7 @@ func (d *daemon) waitLog(s string, timeout time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	b, _ := os.ReadFile(d.log)
-	d.t.Fatalf("daemon log never said %q:\n%s", s, b)
+	d.t.Fatalf("daemon log never said %q within %s; last lines of %s:\n%s", s, timeout, d.log, d.logTail(30))
 }
 
 type result struct {
