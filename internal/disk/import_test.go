@@ -455,3 +455,25 @@ func TestCopySource(t *testing.T) {
 		t.Errorf("directory holds %q", names)
 	}
 }
+
+func TestSniff(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		head   []byte
+		format string
+	}{
+		{"text", []byte("this is not a disk image\n"), ""},
+		{"one printable byte repeated is a raw pattern", bytes.Repeat([]byte("Z"), 8192), "raw"},
+		{"printable without white space", []byte(strings.Repeat("abcdefgh", 512)), "raw"},
+		{"utf-8 text", []byte("Grüße, 世界\n"), ""},
+		{"blank", make([]byte, 4096), "raw"},
+		{"qcow2", []byte("QFI\xfb\x00\x00\x00\x03"), "qcow2"},
+		{"qcow1", []byte("QFI\xfb\x00\x00\x00\x01"), "qcow"},
+		{"vmdk descriptor", []byte("# Disk DescriptorFile\nversion=1\n"), "vmdk"},
+		{"xz", []byte("\xfd7zXZ\x00\x00"), ""},
+	} {
+		if got := sniff(tt.head, nil); got.format != tt.format {
+			t.Errorf("%s: sniffed %+v, want format %q", tt.name, got, tt.format)
+		}
+	}
+}

@@ -100,10 +100,12 @@ func sniff(head, tail []byte) sniffed {
 }
 
 // isText reports whether b's first 4 KiB are UTF-8 text: printable
-// characters and white space, no NUL.
+// characters and white space, no NUL. It must be words, not a pattern: a
+// raw disk filled with one printable byte (as test images are) has no
+// white space, so it is not text.
 func isText(b []byte) bool {
 	b = b[:min(len(b), 4096)]
-	if len(b) == 0 {
+	if len(b) == 0 || bytes.IndexAny(b, " \t\n") < 0 || len(bytes.Trim(b, string(b[:1]))) == 0 {
 		return false
 	}
 	for len(b) > 0 {
