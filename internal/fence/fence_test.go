@@ -664,10 +664,16 @@ func TestFenceLabHostAtGateway(t *testing.T) {
 			t.Parallel()
 			b := newFenceBed(t)
 			vm := &fakeVM{name: "vm", mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
-			b.setupFence(t, tc.policy, vm)
+			f, _ := b.setupFence(t, tc.policy, vm)
 			vm.configure(t)
 			serveIdentity(t, vm.ns, "vm", vm.internal)
 			serveIdentity(t, b.daemonNS, "labhost", bedGateway)
+			// The fence's own namespace still reaches its VMs from the
+			// gateway address, whatever the policy (the replies to it
+			// stay inside).
+			if got, err := dialFrom(f.Namespace(), vm.internal); err != nil || got != "vm saw 10.99.0.1" {
+				t.Errorf("fence namespace -> VM: %q, %v", got, err)
+			}
 
 			start := time.Now()
 			got, err := dialFrom(b.daemonNS, vm.external)

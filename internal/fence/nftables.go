@@ -43,20 +43,20 @@ type natLink struct {
 //	          iifname EXT ct state new ct mark set M
 //	          ct direction reply meta mark set ct mark
 //	          out, in-out: iifname BR ip daddr G udp dport 67 accept
-//	                       iifname BR ip daddr G meta mark set M
+//	                       iifname BR ip daddr G ct direction original meta mark set M
 //
 // Only mapped internal addresses may leave: a VM whose address was changed
 // by hand would otherwise appear on the outside with an internal address
 // that its original may be using there.
 //
-// The marks carry the return routing (see Fence.ensureReturnRouting): the
-// gateway address G is the fence's own on every inside bridge, yet the lab
-// host holds it outside too. A connection that came in through EXT (from G
-// or anyone) has its replies marked M, and so does a VM's packet to G
-// (except DHCP, which the fence itself serves): marked packets are routed
-// out through EXT before the local table is consulted. Under block the
-// gateway stays the fence's own: nothing is sent out, and the VMs' router
-// still answers them.
+// The marks carry the return routing (see ensureReturnRules): the gateway
+// address G is the fence's own on every inside bridge, yet the lab host
+// holds it outside too. A connection that came in through EXT (from G or
+// anyone) has its replies marked M, and so does a VM's packet to G (except
+// DHCP, which the fence itself serves, and replies to connections the
+// fence opened from G itself): marked packets are routed out through EXT
+// before the local table is consulted. Under block the gateway stays the
+// fence's own: nothing is sent out, and the VMs' router still answers.
 func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) error {
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
@@ -90,14 +90,16 @@ func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) 
 		c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: exprs, UserData: tag})
 	}
 	established := matchCtBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
-	add(mark, matchCtReply(), restoreMark())
+	add(mark, matchCtDir(ctDirReply), restoreMark())
 	for _, l := range links {
 		in, out := matchIf(expr.MetaKeyIIFNAME, l.ext), matchIf(expr.MetaKeyOIFNAME, l.ext)
 		add(mark, in, matchCtBits(expr.CtKeySTATE, expr.CtStateBitNEW), setCtMark(l.mark))
 		if policy != PolicyBlock {
+			// Only the VMs' own connections: a reply to one the fence
+			// opened from G itself must stay inside.
 			fromInside, toGateway := matchIf(expr.MetaKeyIIFNAME, l.bridge), matchAddr(16, l.gateway)
 			add(mark, fromInside, toGateway, matchUDPDstPort(dhcpServerPort), verdict(expr.VerdictAccept))
-			add(mark, fromInside, toGateway, setMetaMark(l.mark))
+			add(mark, fromInside, toGateway, matchCtDir(ctDirOriginal), setMetaMark(l.mark))
 		}
 		for _, m := range l.mappings {
 			add(pre, in, matchAddr(16, m.External), nat(expr.NATTypeDestNAT, m.Internal))
@@ -168,14 +170,17 @@ func matchCtBits(key expr.CtKey, bits uint32) []expr.Any {
 // dhcpServerPort is where the fence's own DHCP server listens on G.
 const dhcpServerPort = 67
 
-// ctDirReply is IP_CT_DIR_REPLY: the packet goes against the direction
-// of the connection's first packet.
-const ctDirReply = 1
+// A packet goes in the direction of its connection's first packet
+// (IP_CT_DIR_ORIGINAL) or against it (IP_CT_DIR_REPLY).
+const (
+	ctDirOriginal = 0
+	ctDirReply    = 1
+)
 
-func matchCtReply() []expr.Any {
+func matchCtDir(dir byte) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ctDirReply}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{dir}},
 	}
 }
 
