@@ -110,6 +110,10 @@ type Limits struct {
 	// ConsoleIdle ends a console session in which no byte went either way
 	// for that long, so that an abandoned one frees the VM's console.
 	ConsoleIdle time.Duration
+	// RecoveryWait bounds how long a state-changing request waits for the
+	// daemon's recovery (see Handler.StartRecovery) before it is answered
+	// 503 with Retry-After.
+	RecoveryWait time.Duration
 }
 
 // DefaultLimits are the daemon's limits.
@@ -121,6 +125,7 @@ var DefaultLimits = Limits{
 	IdleTimeout:        2 * time.Minute,
 	MaxConns:           256,
 	ConsoleIdle:        30 * time.Minute,
+	RecoveryWait:       10 * time.Second,
 }
 
 // NewServer returns the http.Server of h with lim (which h also applies to
@@ -224,8 +229,8 @@ func (s *streamWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // holdWrites makes a state-changing request wait while the daemon recovers
 // the operations a previous run left half done; reads go through. The wait
-// is bounded by the request's context and by recoveryWait, past which the
-// answer is 503 with Retry-After.
+// is bounded by the request's context and by limits.RecoveryWait, past
+// which the answer is 503 with Retry-After.
 func (h *Handler) holdWrites(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
@@ -234,7 +239,7 @@ func (h *Handler) holdWrites(next http.Handler) http.Handler {
 			return
 		}
 		rec := h.recovery
-		if rec == nil || rec.wait(r.Context(), recoveryWait) {
+		if rec == nil || rec.wait(r.Context(), h.limits.RecoveryWait) {
 			next.ServeHTTP(w, r)
 			return
 		}

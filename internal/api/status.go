@@ -13,13 +13,9 @@ import (
 	"stagehand/internal/lab"
 )
 
-// recoveryWait bounds how long a state-changing request waits for the
-// daemon's recovery before it is answered 503; recoveryRetryAfter is the
-// Retry-After of that answer.
-const (
-	recoveryWait       = 10 * time.Second
-	recoveryRetryAfter = 5 * time.Second
-)
+// recoveryRetryAfter is the Retry-After of a write refused while the
+// daemon recovers.
+const recoveryRetryAfter = 5 * time.Second
 
 // Daemon describes the process serving the API, for GET /status.
 type Daemon struct {
