@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -69,7 +70,7 @@ func printStatus(w io.Writer, s *wire.Status) {
 	uptime := (time.Duration(s.UptimeSeconds * float64(time.Second))).Round(time.Second)
 	row(w, "Uptime:", fmt.Sprintf("%s (since %s)", uptime, when(s.StartedAt)))
 	row(w, "Accelerator:", accelLine(s.Accel))
-	row(w, "Store:", s.Store.Kind+" "+s.Store.Path)
+	row(w, "Store:", orDash(strings.TrimSpace(s.Store.Kind+" "+s.Store.Path)))
 	row(w, "Data dir:", s.DataDir)
 	recovered := "yes"
 	switch {
