@@ -131,7 +131,7 @@ func doctorToWire(r *lab.DoctorReport) wire.DoctorReport {
 			Repairable: p.Repairable,
 		})
 	}
-	return wire.DoctorReport{Problems: problems, Checked: r.Checked, Accel: r.Accel, AccelReason: r.AccelReason}
+	return wire.DoctorReport{Problems: problems, Checked: r.Checked, ImageChecks: r.ImageChecks, Accel: r.Accel, AccelReason: r.AccelReason}
 }
 
 // nonNil copies s into a non-nil slice.

@@ -66,5 +66,6 @@ func printDoctor(w io.Writer, rep *wire.DoctorReport, remaining int) {
 		}
 		row(w)
 	}
-	row(w, fmt.Sprintf("Checked %d layers: %d problem(s), %d remaining.", rep.Checked, len(rep.Problems), remaining))
+	row(w, fmt.Sprintf("Checked %d layers (%d read by qemu-img check, the others unchanged since they passed or in use): %d problem(s), %d remaining.",
+		rep.Checked, rep.ImageChecks, len(rep.Problems), remaining))
 }

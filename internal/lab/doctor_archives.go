@@ -1,12 +1,13 @@
 package lab
 
 import (
-	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 
+	"stagehand/internal/disk"
 	"stagehand/internal/store"
 )
 
@@ -18,56 +19,83 @@ const ProblemMissingArchiveFile = "missing-archive-file"
 // storage; anything else there is not the lab's and is left alone.
 var archiveDirRE = regexp.MustCompile(`^a-[0-9a-f]{16}$`)
 
-// doctorArchives checks the archive storage against the store: every file
-// of every archive is there with its size, and every archive directory
-// belongs to an archive (or to an operation in flight). With repair it
-// removes orphan archive directories.
-func (s *Service) doctorArchives(ctx context.Context, repair bool, inFlight map[string]bool, add func(Problem) *Problem) error {
+// checkArchives checks the archive storage against the store: every file
+// of every archive is there with its size and nothing half-written is in
+// it; every archive directory belongs to an archive (or to an operation in
+// flight); no temporary file or directory (".NAME.tmp": an archive being
+// built, a bundle being imported) is left by an interrupted run. With
+// repair it removes orphan archive directories and the temporary ones.
+func (d *doctorRun) checkArchives() error {
+	root := d.s.life.archiveDir
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	// Read the records after listing, as checkLeftovers does.
 	var archives []store.Archive
-	if err := s.store.View(ctx, func(tx store.Tx) error {
+	if err := d.s.store.View(d.ctx, func(tx store.Tx) error {
 		var err error
 		archives, err = tx.ListArchives()
 		return err
 	}); err != nil {
 		return err
 	}
+	journalled, err := d.s.knownFiles(d.ctx)
+	if err != nil {
+		return err
+	}
 	known := map[string]bool{}
 	for i := range archives {
 		a := &archives[i]
 		known[a.Dir] = true
-		dir := s.archiveDirOf(a)
-		if inFlight[dirEntry(dir)] {
+		dir := d.s.archiveDirOf(a)
+		if d.inFlight[dirEntry(dir)] || journalled[dirEntry(dir)] {
 			continue
 		}
-		m, err := parseManifest(a.Manifest)
-		if err != nil {
-			add(Problem{Kind: ProblemCheckFailed, Subject: a.Name, Detail: err.Error()})
-			continue
-		}
-		for _, f := range m.files() {
-			p := filepath.Join(dir, f.Path)
-			st, err := os.Stat(p)
-			switch {
-			case err != nil:
-				add(Problem{Kind: ProblemMissingArchiveFile, Subject: p, Detail: fmt.Sprintf("archive %q: %v", a.Name, err)})
-			case st.Size() != f.Size:
-				add(Problem{Kind: ProblemMissingArchiveFile, Subject: p, Detail: fmt.Sprintf("archive %q: %d bytes, the manifest says %d", a.Name, st.Size(), f.Size)})
+		d.checkArchiveFiles(a, dir)
+	}
+	for _, e := range entries {
+		path := filepath.Join(root, e.Name())
+		switch {
+		case journalled[dirEntry(path)] || journalled[path] || d.reported[path]:
+		case disk.IsTempName(e.Name()):
+			d.leftover(path, e.IsDir(), "")
+		case e.IsDir() && archiveDirRE.MatchString(e.Name()) && !known[e.Name()]:
+			p := d.add(Problem{Kind: ProblemOrphanFile, Subject: path, Detail: "archive directory no archive refers to", Repairable: true})
+			if d.repair {
+				p.Repaired = os.RemoveAll(path) == nil
 			}
 		}
 	}
-	entries, err := os.ReadDir(s.life.archiveDir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		dir := filepath.Join(s.life.archiveDir, e.Name())
-		if !e.IsDir() || !archiveDirRE.MatchString(e.Name()) || known[e.Name()] || inFlight[dirEntry(dir)] {
-			continue
-		}
-		p := add(Problem{Kind: ProblemOrphanFile, Subject: dir, Detail: "archive directory no archive refers to", Repairable: true})
-		if repair {
-			p.Repaired = os.RemoveAll(dir) == nil
-		}
-	}
 	return nil
+}
+
+// checkArchiveFiles checks one archive's directory: each file its manifest
+// lists is there with its size, and no temporary file is inside.
+func (d *doctorRun) checkArchiveFiles(a *store.Archive, dir string) {
+	m, err := parseManifest(a.Manifest)
+	if err != nil {
+		d.add(Problem{Kind: ProblemCheckFailed, Subject: a.Name, Detail: err.Error()})
+		return
+	}
+	for _, f := range m.files() {
+		p := filepath.Join(dir, f.Path)
+		st, err := os.Stat(p)
+		switch {
+		case err != nil:
+			d.add(Problem{Kind: ProblemMissingArchiveFile, Subject: p, Detail: fmt.Sprintf("archive %q: %v", a.Name, err)})
+		case st.Size() != f.Size:
+			d.add(Problem{Kind: ProblemMissingArchiveFile, Subject: p, Detail: fmt.Sprintf("archive %q: %d bytes, the manifest says %d", a.Name, st.Size(), f.Size)})
+		}
+	}
+	_ = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || path == dir || !disk.IsTempName(e.Name()) {
+			return nil
+		}
+		d.leftover(path, e.IsDir(), "")
+		if e.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	})
 }

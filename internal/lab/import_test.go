@@ -213,9 +213,10 @@ func TestImportTemplateJournalsTemporaryFiles(t *testing.T) {
 			finals = append(finals, f)
 		}
 	}
-	// One layer and its import copy, the kernel and its temporary copy.
-	if len(finals) != 2 || len(temps) != 2 {
-		t.Fatalf("journal names %v, want 2 final files and 2 temporary ones", seen)
+	// One layer with its import copy and the converted file's temporary
+	// name (disk.TempPath), the kernel and its temporary copy.
+	if len(finals) != 2 || len(temps) != 3 {
+		t.Fatalf("journal names %v, want 2 final files and 3 temporary ones", seen)
 	}
 	for _, f := range finals {
 		want := filepath.Join(filepath.Dir(f), "."+filepath.Base(f))

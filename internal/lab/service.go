@@ -113,7 +113,8 @@ type Service struct {
 	vms             runningVMs
 	extCursor       externalCursor
 	alloc           *ipam.Allocator
-	life            *lifecycle // library, archives, leases, events
+	life            *lifecycle  // library, archives, leases, events
+	doctor          doctorState // one doctor run at a time; layers that passed
 }
 
 // update runs fn in a store transaction. When it does not commit, the

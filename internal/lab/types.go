@@ -150,6 +150,9 @@ type NICView struct {
 type DoctorReport struct {
 	Problems []Problem
 	Checked  int // layers checked
+	// ImageChecks is how many of them qemu-img check read; the others
+	// were unchanged since they last passed (or are in use by a guest).
+	ImageChecks int
 	// Accel is the accelerator VMs run with ("kvm" or "tcg") and
 	// AccelReason why it was chosen.
 	Accel       string

@@ -250,6 +250,9 @@ type Job struct {
 type DoctorReport struct {
 	Problems []Problem `json:"problems"`
 	Checked  int       `json:"checked"` // layers checked
+	// ImageChecks is how many of them qemu-img check read this time; the
+	// others were unchanged since they last passed.
+	ImageChecks int `json:"image_checks"`
 	// Accel is the accelerator VMs run with ("kvm" or "tcg") and
 	// AccelReason why the daemon chose it.
 	Accel       string `json:"accel"`
