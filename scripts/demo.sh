@@ -10,8 +10,9 @@
 # The daemon, its bridges, taps and guests run in a network namespace of
 # their own (stagehand-demo), so the demo leaves the host's network alone.
 #
-#   DATA=DIR   data directory (default: ./.data/demo, wiped first)
-#   KEEP=1     leave the daemon and the namespace at the end
+#   DATA=DIR      data directory (default: ./.data/demo, wiped first)
+#   KEEP=1        leave the daemon and the namespace at the end
+#   READY_WAIT=S  how long to wait for the daemon to be ready (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -46,9 +47,26 @@ in_ns() { ip netns exec $ns "$@"; }
 listen=127.0.0.1:${PORT:-7480}
 export STAGEHAND_SERVER=http://$listen
 in_ns "$sh" serve --data-dir "$DATA" --listen "$listen" >"$DATA/daemon.log" 2>&1 &
-for _ in $(seq 100); do in_ns curl -fsS "$STAGEHAND_SERVER/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+daemon=$!
+# The daemon answers at once and accepts writes once it has recovered what
+# a previous run left half done (GET /readyz); the accelerator probe goes
+# on in the background (deploys wait for it). The wait is bounded, and a
+# failure shows the daemon's own words.
+daemon_failed() {
+  echo "demo: $1; last lines of $DATA/daemon.log:" >&2
+  tail -n 30 "$DATA/daemon.log" >&2
+  exit 1
+}
+ready_wait=${READY_WAIT:-30}
+deadline=$((SECONDS + ready_wait))
+until in_ns curl -fsS --max-time 2 "$STAGEHAND_SERVER/readyz" >/dev/null 2>&1; do
+  kill -0 "$daemon" 2>/dev/null || daemon_failed "the daemon exited before it was ready"
+  ((SECONDS < deadline)) || daemon_failed "the daemon at $STAGEHAND_SERVER was not ready within ${ready_wait}s"
+  sleep 0.1
+done
 
 step() { printf '\n\033[1m$ stagehand %s\033[0m\n' "$*"; in_ns "$sh" "$@"; }
+step status
 # Guests are reached from a client namespace on the network, like any host.
 guest_get() { ip netns exec $client curl -fsS --max-time 3 "http://$1$2"; }
 wait_guest() { for _ in $(seq 300); do guest_get "$1" / >/dev/null 2>&1 && return 0; sleep 0.3; done; echo "guest $1 did not answer" >&2; return 1; }
@@ -91,5 +109,6 @@ step config undeploy web
 step config delete web
 step network show lan
 step doctor
+step status
 echo
 echo "demo done: data in $DATA, daemon log in $DATA/daemon.log"
