@@ -1,0 +1,72 @@
+package cli_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"stagehand/internal/api"
+	"stagehand/internal/cli"
+	"stagehand/internal/disk"
+	"stagehand/internal/jobs"
+	"stagehand/internal/lab"
+	"stagehand/internal/store/sqlite"
+)
+
+// realDaemon serves the API over the real lab (SQLite, qemu-img) in a
+// temporary data dir.
+func realDaemon(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	dir := t.TempDir()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "stagehand.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jm := jobs.NewManager()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := lab.New(lab.Options{DataDir: dir, Store: db, Disks: disk.New(), Jobs: jm, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.NewHandler(svc, quiet))
+	t.Cleanup(func() {
+		srv.Close()
+		jm.Close()
+		db.Close()
+	})
+	return srv.URL
+}
+
+// TestTemplateImportSniffsTheFormat: the fake.qcow2 is refused
+// through the whole stack with the reason on one line and exit code 2;
+// --format raw takes a raw image named .qcow2.
+func TestTemplateImportSniffsTheFormat(t *testing.T) {
+	url := realDaemon(t)
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake.qcow2")
+	os.WriteFile(fake, []byte("this is not a disk image"), 0o644)
+	_, stderr, code := runCLI(url, "template", "import", "t1", "--disk", fake)
+	if code != cli.ExitUsage || !strings.Contains(stderr, "is not a qcow2 image: it starts with text") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("import of fake.qcow2: exit %d, stderr %q; want exit %d and one line saying it starts with text", code, stderr, cli.ExitUsage)
+	}
+	raw := filepath.Join(dir, "raw.qcow2")
+	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCLI(url, "template", "import", "t2", "--disk", raw); code != cli.ExitUsage || !strings.Contains(stderr, "--format raw") {
+		t.Errorf("raw image named .qcow2: exit %d, stderr %q; want refused with a hint at --format raw", code, stderr)
+	}
+	if out, stderr, code := runCLI(url, "template", "import", "t2", "--disk", raw, "--format", "raw"); code != 0 {
+		t.Errorf("--format raw: exit %d, %s %s", code, out, stderr)
+	}
+}
