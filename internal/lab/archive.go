@@ -303,7 +303,7 @@ func (s *Service) StartArchive(ctx context.Context, config, name string) (jobs.J
 	}
 	dirName := "a-" + randomHex(8)
 	dir := filepath.Join(s.life.archiveDir, dirName)
-	tmp := tempPath(dir)
+	tmp := disk.TempPath(dir)
 	op, err := s.beginOp(ctx, "archive", name, []string{dirEntry(tmp), dirEntry(dir)}, nil)
 	if err != nil {
 		unlock()
@@ -622,7 +622,7 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string) (job
 		for _, f := range []*manifestFile{t.Kernel, t.Initrd} {
 			if f != nil {
 				bootCopies[f.Path] = filepath.Join(filesDir, "t-"+randomHex(6)+"-"+filepath.Base(f.Path))
-				created = append(created, bootCopies[f.Path], tempPath(bootCopies[f.Path]))
+				created = append(created, bootCopies[f.Path], disk.TempPath(bootCopies[f.Path]))
 			}
 		}
 	}

@@ -282,7 +282,7 @@ func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 	}
 	dirName := "a-" + randomHex(8)
 	dir := filepath.Join(s.life.archiveDir, dirName)
-	tmp := tempPath(dir)
+	tmp := disk.TempPath(dir)
 	op, err := s.beginOp(ctx, "archive-import", m.Name, []string{dirEntry(tmp), dirEntry(dir)}, nil)
 	if err != nil {
 		unlock()

@@ -113,7 +113,7 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 	}
 	var kernel, initrd string
 	for i, b := range boot {
-		created = append(created, b.dst, tempPath(b.dst))
+		created = append(created, b.dst, disk.TempPath(b.dst))
 		if i == 0 {
 			kernel = b.dst
 		} else {
@@ -285,22 +285,14 @@ func hasControl(s string) bool {
 	return false
 }
 
-// tempPath is the name dst is written under until it is complete: in the
-// same directory, a leading dot and a .tmp suffix, so that it can be
-// journaled before it exists and recovery and the doctor know it for a
-// leftover.
-func tempPath(dst string) string {
-	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
-}
-
 // copyOpenFile copies size bytes of the open source in to dst (absolute,
-// not existing) through tempPath(dst), honouring ctx, and leaves it with
+// not existing) through disk.TempPath(dst), honouring ctx, and leaves it with
 // mode perm. On failure neither name is left.
 func copyOpenFile(ctx context.Context, in *os.File, size int64, dst string, perm os.FileMode) error {
 	if _, err := os.Lstat(dst); err == nil {
 		return fmt.Errorf("copy to %s: %w", dst, os.ErrExist)
 	}
-	tmp := tempPath(dst)
+	tmp := disk.TempPath(dst)
 	if err := disk.CopySource(ctx, in, size, tmp, perm); err != nil {
 		return err
 	}
