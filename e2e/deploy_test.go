@@ -161,11 +161,14 @@ func (n *netns) waitGuest(t *testing.T, ip string, timeout time.Duration) map[st
 	return nil
 }
 
-// startDaemonIn runs the daemon inside ns.
+// startDaemonIn runs the daemon inside ns. Its guests run under TCG, as
+// on every machine these tests run on: an --accel auto probe per data dir
+// would cost each test up to the probe's timeout where a KVM guest hangs.
+// The probe itself is tested in accel_test.go and internal/hypervisor.
 func startDaemonIn(t *testing.T, ns *netns, dataDir string, env ...string) *daemon {
 	t.Helper()
 	t.Cleanup(func() { killLeftovers(dataDir) })
-	d := startDaemonArgv(t, dataDir, ns.exec(binary, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"), env...)
+	d := startDaemonArgv(t, dataDir, ns.exec(binary, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--accel", "tcg"), env...)
 	d.wrap = ns.exec
 	return d
 }
