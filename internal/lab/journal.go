@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"stagehand/internal/disk"
+	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
 )
 
@@ -147,10 +148,15 @@ func (s *Service) rollbackOp(op *store.Op) error {
 	return err
 }
 
-// forgetOp deletes op's journal entry.
+// forgetOp deletes op's journal entry. An entry already gone (cleared by
+// a doctor --repair meanwhile) is fine.
 func (s *Service) forgetOp(op *store.Op) error {
 	ctx := context.WithoutCancel(context.Background())
-	return s.update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) })
+	err := s.update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) })
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // releaseFiles removes the files a committed operation released.

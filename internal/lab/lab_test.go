@@ -201,7 +201,12 @@ func (e *env) assertConsistent() {
 	}); err != nil {
 		e.t.Fatal(err)
 	}
-	onDisk, _ := filepath.Glob(filepath.Join(e.dir, "layers", "*"))
+	var onDisk []string // every entry, dot files (temporary ones) included
+	for _, f := range dataFiles(e.t, e.dir) {
+		if strings.HasPrefix(f, "layers"+string(filepath.Separator)) {
+			onDisk = append(onDisk, filepath.Join(e.dir, f))
+		}
+	}
 	sort.Strings(inStore)
 	sort.Strings(onDisk)
 	if strings.Join(inStore, "\n") != strings.Join(onDisk, "\n") {
@@ -621,10 +626,7 @@ func (e *env) snapshot() string {
 	for _, n := range ns {
 		fmt.Fprintf(&b, "network %s %+v;", n.Name, n.Usage)
 	}
-	for _, d := range []string{"layers", "files"} {
-		fs, _ := filepath.Glob(filepath.Join(e.dir, d, "*"))
-		fmt.Fprintf(&b, "%s %v;", d, fs)
-	}
+	fmt.Fprintf(&b, "files %q;", dataFiles(e.t, e.dir)) // dot files included
 	return b.String()
 }
 
