@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -506,4 +507,128 @@ func TestKilledMidArchiveOperationRecovers(t *testing.T) {
 			d2.stop()
 		})
 	}
+}
+
+// processesMentioning returns the pids of live processes with s in their
+// command line (a zombie's command line is empty).
+func processesMentioning(s string) []int {
+	var pids []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			if pid != os.Getpid() {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// TestKilledMidFullCloneLeavesNothing is the review's reproduction: the
+// daemon is SIGKILLed while qemu-img convert writes a full clone of a
+// chain holding a few hundred MiB. The qemu-img child must die with the
+// daemon (it used to go on writing), and the restarted daemon must leave
+// no temporary or unreferenced file in layers/, with doctor clean.
+func TestKilledMidFullCloneLeavesNothing(t *testing.T) {
+	requireTools(t)
+	data := t.TempDir()
+	layers := filepath.Join(data, "layers")
+	src := filepath.Join(t.TempDir(), "big.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", src, "1G").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
+	}
+	qemuIO(t, src, "write -P 0x11 0 200M") // the rest stays sparse
+	d := startDaemon(t, data)
+	t.Cleanup(func() {
+		for _, pid := range processesMentioning(layers) {
+			syscall.Kill(pid, syscall.SIGKILL) // a surviving child of ours, by pid
+		}
+	})
+	d.ok("template", "import", "big", "--disk", src)
+	d.ok("config", "create", "c1", "--vm", "vm1=big")
+	qemuIO(t, d.config("c1").VMs[0].Disks[0].Path, "write -P 0x22 300M 200M")
+	d.ok("config", "clone", "c1", "c2") // freezes that layer: a chain of three
+	qemuIO(t, d.config("c1").VMs[0].Disks[0].Path, "write -P 0x33 600M 200M")
+
+	d.ok("config", "clone", "c1", "f1", "--mode", "full", "--detach")
+	var convert []int
+	deadline := time.Now().Add(30 * time.Second)
+	for len(convert) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-img convert never ran; daemon log:\n%s", readFile(d.log))
+		}
+		for _, pid := range processesMentioning(layers) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Contains(b, []byte("convert")) {
+				convert = append(convert, pid)
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let it write some of the new base
+	d.kill()
+
+	// The child goes with its parent at once, not when it is done: 600
+	// MiB take qemu-img about a second here, so a child that outlived the
+	// daemon would still be running (and its output growing) a quarter
+	// of a second later.
+	killed := time.Now()
+	for len(processesMentioning(layers)) > 0 {
+		if time.Since(killed) > 250*time.Millisecond {
+			t.Fatalf("qemu-img still runs %v after the daemon was killed: pids %v", time.Since(killed), processesMentioning(layers))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tempSizes := func() string {
+		var out []string
+		for _, n := range entriesIn(layers) {
+			if st, err := os.Stat(filepath.Join(layers, n)); err == nil && strings.HasSuffix(n, ".tmp") {
+				out = append(out, fmt.Sprintf("%s:%d", n, st.Size()))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	before := tempSizes()
+	time.Sleep(300 * time.Millisecond)
+	if after := tempSizes(); after != before {
+		t.Errorf("the new base still grows after the kill: %s, then %s", before, after)
+	}
+	var temps []string
+	for _, n := range entriesIn(layers) {
+		if strings.HasPrefix(n, ".") && strings.HasSuffix(n, ".tmp") {
+			temps = append(temps, n)
+		}
+	}
+	if len(temps) == 0 {
+		t.Fatalf("no temporary file after the kill: the conversion was not interrupted (layers: %v)", entriesIn(layers))
+	}
+	t.Logf("killed during qemu-img convert (pid %v), leaving %v", convert, temps)
+
+	d2 := startDaemon(t, data)
+	d2.fails(3, "not found", "config", "show", "f1")
+	referenced := map[string]bool{}
+	for _, name := range []string{"c1", "c2"} {
+		for _, vm := range d2.config(name).VMs {
+			for _, disk := range vm.Disks {
+				for _, p := range disk.Chain {
+					referenced[filepath.Base(p)] = true
+				}
+			}
+		}
+	}
+	for _, n := range entriesIn(layers) {
+		if !referenced[n] {
+			t.Errorf("layers/%s left after recovery (referenced: %v)", n, referenced)
+		}
+	}
+	if r := d2.run("doctor"); r.code != 0 || strings.Contains(r.stdout, "KIND") {
+		t.Errorf("doctor after recovery: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	d2.stop()
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
