@@ -20,14 +20,16 @@ type DiskTool interface {
 	// CreateDelta writes an empty qcow2 at dst whose backing file is parent
 	// (recorded relative to dst's directory when both share it).
 	CreateDelta(ctx context.Context, parent, dst string) error
-	// SetReadOnly makes the file read-only (0444) or writable (0644).
+	// SetReadOnly makes the file read-only (0400) or writable (0600).
 	SetReadOnly(path string, readOnly bool) error
 	// HasData reports whether the layer itself (not its backing chain) holds
 	// any written cluster, zeroes included.
 	HasData(ctx context.Context, path string) (bool, error)
 	// Consolidate reads the whole chain under top and writes one standalone,
 	// sparse qcow2 at dst, reporting progress in bytes. On error or
-	// cancellation dst is removed.
+	// cancellation dst is removed. Like ImportBase, it writes under
+	// disk.TempPath(dst) until the file is complete: the journal names that
+	// file (beginOp), so recovery removes it after a crash.
 	Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) error
 	// Info describes one layer file as qemu-img sees it.
 	Info(ctx context.Context, path string) (disk.Info, error)
