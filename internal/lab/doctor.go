@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"syscall"
@@ -82,7 +83,8 @@ type doctorState struct {
 // doctorFlight is one doctor run and the callers waiting for it.
 type doctorFlight struct {
 	done    chan struct{}
-	waiters int // callers that asked for this run (tests watch it)
+	waiters int  // callers that asked for this run (tests watch it)
+	started bool // the run has its turn (tests watch it)
 	report  *DoctorReport
 	err     error
 }
@@ -110,6 +112,9 @@ func (s *Service) runDoctor(ctx context.Context, repair bool, f *doctorFlight) {
 	d := &s.doctor
 	d.run.Lock()
 	defer d.run.Unlock()
+	d.mu.Lock()
+	f.started = true
+	d.mu.Unlock()
 	start := time.Now()
 	f.report, f.err = s.doctorOnce(ctx, repair)
 	d.mu.Lock()
@@ -263,6 +268,8 @@ func (d *doctorRun) checkLayers() error {
 		}
 	}
 	seen := map[string]bool{}
+	var images []imageJob
+	var present []store.Layer
 	for _, l := range d.layers {
 		if d.inFlight[l.Path] {
 			continue
@@ -281,11 +288,21 @@ func (d *doctorRun) checkLayers() error {
 		if l.ParentID != 0 {
 			want = s.abs(idx[l.ParentID].Path)
 		}
-		if err := d.checkImage(path, st, want, inUse[l.ID]); err != nil {
-			d.add(Problem{Kind: ProblemCheckFailed, Subject: path, Detail: err.Error()})
+		images = append(images, imageJob{path: path, st: st, want: want, inUse: inUse[l.ID]})
+		present = append(present, l)
+	}
+	for _, res := range d.checkImages(images) {
+		if res.read {
+			d.r.ImageChecks++
 		}
+		if res.problem != nil {
+			d.add(*res.problem)
+		}
+	}
+	// Releasing a layer removes files: only once every image is read.
+	for _, l := range present {
 		if l.TemplateID == 0 && children[l.ID] == 0 && !tops[l.ID] {
-			p := d.add(Problem{Kind: ProblemUnreferenced, Subject: path, Detail: "no disk, child or template refers to it", Repairable: true})
+			p := d.add(Problem{Kind: ProblemUnreferenced, Subject: s.abs(l.Path), Detail: "no disk, child or template refers to it", Repairable: true})
 			if d.repair {
 				p.Repaired = s.releaseUnreferenced(d.ctx, l.ID) == nil
 			}
@@ -316,37 +333,89 @@ func (d *doctorRun) checkMode(l store.Layer, path string, st os.FileInfo) {
 	}
 }
 
-// checkImage compares the layer's backing file with want and runs qemu-img
-// check on it, unless the file is unchanged since it last passed both. A
-// running guest's top layer cannot be checked consistently (qemu-img
-// refuses the write lock QEMU holds): it is checked once the
+// imageJob is one layer file whose image the doctor reads.
+type imageJob struct {
+	path  string
+	st    os.FileInfo
+	want  string // the backing file the store implies
+	inUse bool   // the top layer of a running guest
+}
+
+type imageResult struct {
+	read    bool // qemu-img check read it
+	problem *Problem
+}
+
+// checkImages runs checkImage on every job, a few at a time: each is
+// mostly the start of a qemu-img process, which a second CPU halves.
+func (d *doctorRun) checkImages(jobs []imageJob) []imageResult {
+	out := make([]imageResult, len(jobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(max(runtime.NumCPU(), 1), 4, len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				out[i] = d.checkImage(jobs[i])
+			}
+		}()
+	}
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+// backingReader is implemented by a DiskTool that reads a layer's backing
+// file without starting a process (disk.QemuImg).
+type backingReader interface {
+	BackingFile(ctx context.Context, path string) (string, error)
+}
+
+// checkImage compares the layer's backing file with the store's and runs
+// qemu-img check on it, unless the file is unchanged since it last passed
+// both. A running guest's top layer cannot be checked consistently
+// (qemu-img refuses the write lock QEMU holds): it is checked once the
 // configuration is undeployed.
-func (d *doctorRun) checkImage(path string, st os.FileInfo, want string, inUse bool) error {
-	stamp, stamped := stampOf(st)
-	backing, known := d.s.doctor.passedBacking(path, stamp)
+func (d *doctorRun) checkImage(j imageJob) imageResult {
+	failed := func(err error) imageResult {
+		return imageResult{problem: &Problem{Kind: ProblemCheckFailed, Subject: j.path, Detail: err.Error()}}
+	}
+	stamp, stamped := stampOf(j.st)
+	backing, known := d.s.doctor.passedBacking(j.path, stamp)
 	if !known {
-		info, err := d.s.disks.Info(d.ctx, path)
-		if err != nil {
-			return err
+		var err error
+		if br, ok := d.s.disks.(backingReader); ok {
+			backing, err = br.BackingFile(d.ctx, j.path)
+		} else {
+			var info disk.Info
+			info, err = d.s.disks.Info(d.ctx, j.path)
+			backing = info.BackingFile
 		}
-		backing = info.BackingFile
+		if err != nil {
+			return failed(err)
+		}
 	}
-	if filepath.Clean(backing) != filepath.Clean(want) && !(want == "" && backing == "") {
-		d.add(Problem{Kind: ProblemWrongBacking, Subject: path, Detail: fmt.Sprintf("backing file is %q, the store says %q", backing, want)})
-		return nil
+	if filepath.Clean(backing) != filepath.Clean(j.want) && !(j.want == "" && backing == "") {
+		return imageResult{problem: &Problem{Kind: ProblemWrongBacking, Subject: j.path,
+			Detail: fmt.Sprintf("backing file is %q, the store says %q", backing, j.want)}}
 	}
-	if known || inUse {
-		return nil
+	if known || j.inUse {
+		return imageResult{}
 	}
-	d.r.ImageChecks++
-	if err := d.s.disks.Check(d.ctx, path); err != nil {
-		return err
+	if err := d.s.disks.Check(d.ctx, j.path); err != nil {
+		r := failed(err)
+		r.read = true
+		return r
 	}
 	if stamped {
 		stamp.backing = backing
-		d.s.doctor.remember(path, stamp)
+		d.s.doctor.remember(j.path, stamp)
 	}
-	return nil
+	return imageResult{read: true}
 }
 
 // passedBacking returns the backing file recorded when path last passed,
