@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -351,6 +352,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
+	limit = lab.EventPageSize(limit)
 	follow, err := queryBool(r, "follow")
 	if err != nil {
 		return err
@@ -363,6 +365,11 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 		out := make([]wire.Event, 0, len(es))
 		for _, e := range es {
 			out = append(out, eventToWire(e))
+		}
+		if len(es) == limit {
+			// A full page: there may be more after its last event.
+			next := url.Values{"after": {strconv.FormatInt(es[len(es)-1].ID, 10)}, "limit": {strconv.Itoa(limit)}}
+			w.Header().Set("Link", "<"+wire.APIPrefix+"/events?"+next.Encode()+`>; rel="next"`)
 		}
 		return writeJSON(w, http.StatusOK, out)
 	}
@@ -382,7 +389,9 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 	// events seen in both are sent once (by id).
 	live, unsubscribe := h.lab.SubscribeEvents()
 	defer unsubscribe()
-	backlog, err := h.lab.ListEvents(ctx, after, 0)
+	// The backlog is read a page at a time, so a follower starting from
+	// an old id never holds the whole log in memory.
+	backlog, err := h.lab.ListEvents(ctx, after, lab.MaxEventPage)
 	if err != nil {
 		return err
 	}
@@ -405,13 +414,21 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 		}
 		return nil
 	}
-	for _, e := range backlog {
-		if err := send(e); err != nil {
+	for {
+		for _, e := range backlog {
+			if err := send(e); err != nil {
+				return nil
+			}
+		}
+		if err := rc.Flush(); err != nil {
 			return nil
 		}
-	}
-	if err := rc.Flush(); err != nil {
-		return nil
+		if len(backlog) < lab.MaxEventPage {
+			break
+		}
+		if backlog, err = h.lab.ListEvents(ctx, after, lab.MaxEventPage); err != nil {
+			return nil // headers are sent; the client resumes from its last id
+		}
 	}
 	ping := time.NewTicker(eventPing)
 	defer ping.Stop()

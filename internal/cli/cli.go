@@ -123,9 +123,10 @@ func isUsage(err error) bool {
 	return errors.As(err, &u)
 }
 
-// oneLine keeps error output to one line whatever the message holds.
+// oneLine keeps error output to one line whatever the message holds, with
+// control characters escaped (see printable).
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")), " ")
+	return printable(strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")), " "))
 }
 
 // app is the state shared by the commands of one Run.

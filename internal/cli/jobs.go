@@ -152,7 +152,7 @@ func (p *progressBar) draw(j wire.Job) {
 		fill = int(min(j.Done*barWidth/j.Total, barWidth))
 	}
 	bar := strings.Repeat("=", fill) + strings.Repeat(" ", barWidth-fill)
-	fmt.Fprintf(p.w, "\r%s %s [%s] %s\x1b[K", j.Kind, j.Subject, bar, progressText(j))
+	fmt.Fprintf(p.w, "\r%s %s [%s] %s\x1b[K", printable(j.Kind), printable(j.Subject), bar, progressText(j))
 	p.drawn = true
 }
 

@@ -166,7 +166,7 @@ writes FILE, so it is a path on the daemon's host (made absolute here).`,
 				if a.output == "json" {
 					return writeJSON(a.stdout, map[string]string{"archive": args[0], "file": file})
 				}
-				_, err := fmt.Fprintln(a.stdout, file)
+				_, err := fmt.Fprintln(a.stdout, printable(file))
 				return err
 			})
 		}),
@@ -444,7 +444,7 @@ line) until interrupted.`,
 		Args: exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			if !follow {
-				es, err := a.client.Events(cmd.Context(), after, limit)
+				es, err := a.events(cmd.Context(), after, limit)
 				if err != nil {
 					return err
 				}
@@ -475,6 +475,28 @@ line) until interrupted.`,
 	f.Int64Var(&after, "after", 0, "only events after this id")
 	f.IntVar(&limit, "limit", 0, "at most this many events (without --follow)")
 	return cmd
+}
+
+// events reads up to limit events after event id after (limit 0: all of
+// them), a page at a time: the daemon answers at most one page per request.
+func (a *app) events(ctx context.Context, after int64, limit int) ([]wire.Event, error) {
+	var all []wire.Event
+	for limit == 0 || len(all) < limit {
+		want := 0 // the daemon's page size
+		if limit > 0 {
+			want = limit - len(all)
+		}
+		page, err := a.client.Events(ctx, after, want)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].ID
+	}
+	return all, nil
 }
 
 func eventRow(w io.Writer, e wire.Event) {

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // print writes v as indented JSON with -o json, else calls table.
@@ -29,13 +32,49 @@ func writeJSON(w io.Writer, v any) error {
 	return err
 }
 
-// row writes one tab-separated line.
+// row writes one tab-separated line. Every cell is passed through
+// printable: cells show what the daemon stores (descriptions, owners,
+// event details, paths), which anyone who can reach the API may have
+// filled with terminal escape sequences.
 func row(w io.Writer, cols ...any) {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
-		parts[i] = fmt.Sprint(c)
+		parts[i] = printable(fmt.Sprint(c))
 	}
 	fmt.Fprintln(w, strings.Join(parts, "\t"))
+}
+
+// printable returns s with every character a terminal would act on instead
+// of showing (C0 and C1 controls such as ESC, BEL, CR, newline and tab,
+// DEL, other non-printing runes, invalid UTF-8) written as a Go escape
+// (\x1b, \n, \u200b), as strconv.Quote writes them; printable text,
+// non-ASCII letters included, stays as it is.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unicode.IsPrint(r):
+			b.WriteString(s[i : i+n])
+		default:
+			q := strconv.QuoteRune(r) // '\x1b', '\n', '\u200b'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // orDash shows an empty value as "-", so table columns stay aligned.

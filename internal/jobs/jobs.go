@@ -45,20 +45,68 @@ type entry struct {
 	done   chan struct{}
 }
 
-// Manager keeps the jobs of one daemon.
-type Manager struct {
-	mu     sync.Mutex
-	next   int
-	jobs   map[string]*entry
-	base   context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+// Retention bounds the finished jobs a manager remembers: a job that has
+// ended stays readable (state, error) for MaxAge, and only the newest
+// MaxFinished of them are kept, so a daemon that runs for months does not
+// list every job it ever ran. Running jobs are always kept.
+type Retention struct {
+	MaxFinished int
+	MaxAge      time.Duration
 }
 
-// NewManager returns an empty manager. Close cancels every running job.
+// DefaultRetention is what NewManager keeps.
+var DefaultRetention = Retention{MaxFinished: 256, MaxAge: 24 * time.Hour}
+
+// Manager keeps the jobs of one daemon.
+type Manager struct {
+	mu        sync.Mutex
+	next      int
+	jobs      map[string]*entry
+	order     []string // ids in start order
+	retention Retention
+	now       func() time.Time
+	base      context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// NewManager returns an empty manager with DefaultRetention. Close cancels
+// every running job.
 func NewManager() *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{jobs: map[string]*entry{}, base: ctx, cancel: cancel}
+	return &Manager{jobs: map[string]*entry{}, retention: DefaultRetention, now: time.Now, base: ctx, cancel: cancel}
+}
+
+// SetRetention changes how many finished jobs are kept, and for how long.
+func (m *Manager) SetRetention(r Retention) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.retention = r
+	m.pruneLocked()
+}
+
+// pruneLocked forgets the finished jobs beyond the retention, oldest
+// first. m.mu is held.
+func (m *Manager) pruneLocked() {
+	finished := 0
+	for _, id := range m.order {
+		if m.jobs[id].job.State != Running {
+			finished++
+		}
+	}
+	cutoff := m.now().Add(-m.retention.MaxAge)
+	kept := m.order[:0]
+	for _, id := range m.order {
+		e := m.jobs[id]
+		if e.job.State != Running && (finished > m.retention.MaxFinished || e.job.Ended.Before(cutoff)) {
+			delete(m.jobs, id)
+			finished--
+			continue
+		}
+		kept = append(kept, id)
+	}
+	clear(m.order[len(kept):])
+	m.order = kept
 }
 
 // Start runs fn in the background and returns the new job's snapshot.
@@ -67,11 +115,13 @@ func (m *Manager) Start(kind, subject string, fn Func) Job {
 	m.mu.Lock()
 	m.next++
 	e := &entry{
-		job:    Job{ID: strconv.Itoa(m.next), Kind: kind, Subject: subject, State: Running, Started: time.Now().UTC()},
+		job:    Job{ID: strconv.Itoa(m.next), Kind: kind, Subject: subject, State: Running, Started: m.now().UTC()},
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
 	m.jobs[e.job.ID] = e
+	m.order = append(m.order, e.job.ID)
+	m.pruneLocked()
 	snap := e.job
 	m.mu.Unlock()
 
@@ -85,7 +135,7 @@ func (m *Manager) Start(kind, subject string, fn Func) Job {
 			m.mu.Unlock()
 		})
 		m.mu.Lock()
-		e.job.Ended = time.Now().UTC()
+		e.job.Ended = m.now().UTC()
 		switch {
 		case err == nil:
 			e.job.State = Succeeded
@@ -97,6 +147,7 @@ func (m *Manager) Start(kind, subject string, fn Func) Job {
 			e.job.State = Failed
 			e.job.Error = err.Error()
 		}
+		m.pruneLocked()
 		m.mu.Unlock()
 		close(e.done)
 	}()
@@ -114,15 +165,14 @@ func (m *Manager) Get(id string) (Job, error) {
 	return e.job, nil
 }
 
-// List returns snapshots of every job, oldest first.
+// List returns snapshots of every job kept (see Retention), oldest first.
 func (m *Manager) List() []Job {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Job, 0, len(m.jobs))
-	for i := 1; i <= m.next; i++ {
-		if e, ok := m.jobs[strconv.Itoa(i)]; ok {
-			out = append(out, e.job)
-		}
+	m.pruneLocked()
+	out := make([]Job, 0, len(m.order))
+	for _, id := range m.order {
+		out = append(out, m.jobs[id].job)
 	}
 	return out
 }
@@ -137,7 +187,10 @@ func (m *Manager) Cancel(id string) error {
 	}
 	select {
 	case <-e.done:
-		return errdefs.Conflict("job %s already ended (%s)", id, e.job.State)
+		m.mu.Lock()
+		state := e.job.State
+		m.mu.Unlock()
+		return errdefs.Conflict("job %s already ended (%s)", id, state)
 	default:
 	}
 	e.cancel()
@@ -152,13 +205,19 @@ func (m *Manager) Wait(ctx context.Context, id string) (Job, error) {
 	if !ok {
 		return Job{}, errdefs.NotFound("job %q not found", id)
 	}
+	// The snapshot is read from the entry, not looked up again: a
+	// finished job may already have been pruned.
+	snapshot := func() Job {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return e.job
+	}
 	select {
 	case <-e.done:
 	case <-ctx.Done():
-		j, _ := m.Get(id)
-		return j, fmt.Errorf("wait for job %s: %w", id, ctx.Err())
+		return snapshot(), fmt.Errorf("wait for job %s: %w", id, ctx.Err())
 	}
-	return m.Get(id)
+	return snapshot(), nil
 }
 
 // Close cancels every running job and waits for them to end.

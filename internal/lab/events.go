@@ -144,9 +144,28 @@ func (s *Service) SubscribeEvents() (<-chan EventView, func()) {
 	return s.life.hub.subscribe()
 }
 
-// ListEvents returns up to limit events after the event with ID after,
-// oldest first (limit <= 0: all).
+// Pages of the event log: a list holds DefaultEventPage events unless the
+// caller asks for another count, and never more than MaxEventPage, so no
+// request (and no follower catching up) loads the whole log at once.
+const (
+	DefaultEventPage = 100
+	MaxEventPage     = 1000
+)
+
+// EventPageSize is the number of events a page asked with limit holds:
+// DefaultEventPage for limit <= 0, at most MaxEventPage.
+func EventPageSize(limit int) int {
+	if limit <= 0 {
+		return DefaultEventPage
+	}
+	return min(limit, MaxEventPage)
+}
+
+// ListEvents returns one page of the events after the event with ID after,
+// oldest first: EventPageSize(limit) events at most. The next page starts
+// after the last ID returned.
 func (s *Service) ListEvents(ctx context.Context, after int64, limit int) ([]EventView, error) {
+	limit = EventPageSize(limit)
 	var out []EventView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		es, err := tx.ListEvents(after, limit)
