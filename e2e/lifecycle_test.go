@@ -366,7 +366,7 @@ func TestDeployLeaseUndeploysRealGuest(t *testing.T) {
 	ns := newNetns(t)
 	data := t.TempDir()
 	t.Cleanup(func() { killLeftovers(data) })
-	d := startDaemonArgv(t, data, ns.exec(binary, "serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--reap-interval", "300ms"))
+	d := startDaemonArgv(t, data, ns.exec(binary, "serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--reap-interval", "300ms", "--accel", "tcg"))
 	d.wrap = ns.exec
 	deployFixture(t, d, guest, "10.73.0.0/24", "10.73.0.10-10.73.0.50")
 	d.ok("config", "create", "s", "--vm", "a=kguest,net=lan")
