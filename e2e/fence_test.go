@@ -50,6 +50,7 @@ func canOpen(ns *netns, ip string) bool {
 // The source page's scenario: the original and its clones running side by
 // side, the original unfenced and the clones fenced, then change-ips.
 func TestFencedClonesRunBesideTheOriginal(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	if _, err := exec.LookPath("busybox"); err != nil {
 		t.Skip("busybox not installed")
@@ -250,6 +251,7 @@ func vmPID(t *testing.T, d *daemon, config string, i int) int {
 // external address, so the fenced deploy is refused and nothing is held or
 // set up.
 func TestFencedDeployFailureLeavesNothing(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	guest := guestImages(t)
 	ns := newNetns(t)

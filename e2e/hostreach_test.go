@@ -42,6 +42,7 @@ func seenAddr(kv map[string]string) string {
 // there reaches a fenced VM (in-out), and the VM reaches a service on the
 // host at the gateway address, where it is seen as its external address.
 func TestLabHostReachesFencedVM(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	if _, err := exec.LookPath("busybox"); err != nil {
 		t.Skip("busybox not installed")

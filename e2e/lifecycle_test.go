@@ -361,6 +361,7 @@ func TestCleanupFreesWhatItSays(t *testing.T) {
 // lease runs out: the daemon's reaper suspends it (the default on-expiry
 // action, save-state), and the next deploy resumes it.
 func TestDeployLeaseUndeploysRealGuest(t *testing.T) {
+	t.Parallel() // own namespace, subnet and data dir
 	requireVMs(t)
 	guest := guestImages(t)
 	ns := newNetns(t)
