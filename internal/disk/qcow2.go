@@ -368,6 +368,13 @@ func mapsAnyCluster(ctx context.Context, f *os.File, h qcow2Header) (bool, error
 	}
 	be := binary.BigEndian
 	l2 := make([]byte, cs)
+	// L2 tables already walked and found to map nothing, with the number
+	// of entries walked. Several L1 entries may point at one table; QEMU
+	// would refuse such an image on check, but reading the table once per
+	// entry lets a file of a few MiB cost terabytes of reads. A repeat with
+	// no more entries (and, in the last cluster, a narrower subcluster
+	// mask) cannot map anything either, so the walk reads at most the file.
+	clean := map[uint64]uint64{}
 	for i := range l1Needed {
 		if err := ctx.Err(); err != nil {
 			return false, err
@@ -381,6 +388,9 @@ func mapsAnyCluster(ctx context.Context, f *os.File, h qcow2Header) (bool, error
 		}
 		first := i * l2Entries
 		n := min(l2Entries, clusters-first)
+		if walked, ok := clean[l2Offset]; ok && n <= walked {
+			continue
+		}
 		table := l2[:n*entrySize]
 		if err := readTable(f, table, l2Offset); err != nil {
 			return false, err
@@ -396,6 +406,7 @@ func mapsAnyCluster(ctx context.Context, f *os.File, h qcow2Header) (bool, error
 				return mapped, err
 			}
 		}
+		clean[l2Offset] = max(clean[l2Offset], n)
 	}
 	return false, nil
 }
