@@ -156,6 +156,18 @@ var routes = []string{
 	"DELETE /api/v1/configs/{name}", "DELETE /api/v1/networks/{name}", "DELETE /api/v1/templates/{name}",
 }
 
+// takesBody are the routes whose handler decodes a JSON body.
+var takesBody = map[string]bool{
+	"POST /api/v1/templates": true, "POST /api/v1/networks": true, "POST /api/v1/configs": true,
+	"POST /api/v1/configs/{name}/clone": true, "POST /api/v1/configs/{name}/deploy": true,
+	"POST /api/v1/configs/{name}/undeploy": true, "PUT /api/v1/configs/{name}/vms/{vm}/nics/{n}/ip": true,
+	"POST /api/v1/configs/{name}/lease": true, "POST /api/v1/library": true,
+	"POST /api/v1/library/{name}/checkout": true, "POST /api/v1/archives": true,
+	"POST /api/v1/archives/import": true, "POST /api/v1/archives/{name}/restore": true,
+	"POST /api/v1/archives/{name}/export": true, "POST /api/v1/archives/{name}/lease": true,
+	"POST /api/v1/cleanup": true,
+}
+
 // hostileSegments are path values, already escaped for the URL.
 var hostileSegments = []string{
 	"%00", "..", "%2e%2e", "a..b", "a%2Fb", "%2F", "%ff%fe", "%c3%9cn%c3%af", "-1", "99999999999999999999",
@@ -294,8 +306,8 @@ func TestHostileRequestsNeverGet500(t *testing.T) {
 	bodies := hostileBodies(l.dir)
 	for _, route := range routes {
 		method, target := fill(route, "c1", "vm1", "0")
-		if method == http.MethodGet || isDelete(route) {
-			continue
+		if !takesBody[route] {
+			continue // its body is ignored: the path values above covered it
 		}
 		for _, b := range bodies {
 			status, resp := l.do(method, target, b, map[string]string{"Content-Type": "application/json"})
