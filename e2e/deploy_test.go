@@ -157,8 +157,40 @@ func (n *netns) waitGuest(t *testing.T, ip string, timeout time.Duration) map[st
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("guest %s never answered: %v", ip, err)
+	t.Fatalf("guest %s never answered: %v\n%s", ip, err, n.diagnose())
 	return nil
+}
+
+// diagnose describes the namespace for a failed wait: its links and
+// neighbours, and the last lines of the serial console of every QEMU that
+// runs in it.
+func (n *netns) diagnose() string {
+	var b strings.Builder
+	for _, argv := range [][]string{{"ip", "-br", "link"}, {"ip", "-br", "addr"}, {"ip", "neigh"}} {
+		out, _ := exec.Command(argv[0], append([]string{"-n", n.name}, argv[1:]...)...).CombinedOutput()
+		fmt.Fprintf(&b, "$ ip -n %s %s\n%s", n.name, strings.Join(argv[1:], " "), out)
+	}
+	out, _ := exec.Command("ip", "netns", "pids", n.name).Output()
+	for _, pid := range strings.Fields(string(out)) {
+		cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+		if err != nil || !strings.Contains(string(cmdline), "qemu-system") {
+			continue
+		}
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			_, after, ok := strings.Cut(arg, "logfile=")
+			if !ok {
+				continue
+			}
+			path, _, _ := strings.Cut(after, ",")
+			log, _ := os.ReadFile(path)
+			lines := strings.Split(strings.TrimRight(string(log), "\n"), "\n")
+			if len(lines) > 15 {
+				lines = lines[len(lines)-15:]
+			}
+			fmt.Fprintf(&b, "--- last lines of %s (QEMU pid %s):\n%s\n", path, pid, strings.Join(lines, "\n"))
+		}
+	}
+	return b.String()
 }
 
 // startDaemonIn runs the daemon inside ns. Its guests run under TCG, as
