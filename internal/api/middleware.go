@@ -71,8 +71,11 @@ func (h *Handler) logRequests(next http.Handler) http.Handler {
 				}
 			}
 			level := slog.LevelInfo
-			if (r.Method == http.MethodGet || r.Method == http.MethodHead) && rec.status < 400 {
+			switch {
+			case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rec.status < 400:
 				level = slog.LevelDebug
+			case rec.status == StatusClientClosedRequest:
+				level = slog.LevelDebug // the client went away: nothing to act on
 			}
 			h.log.Log(r.Context(), level, "request",
 				"method", r.Method,

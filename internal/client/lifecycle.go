@@ -159,7 +159,8 @@ func (c *Client) ApplyCleanup(ctx context.Context, req wire.CleanupRequest) (*wi
 	return &r, nil
 }
 
-// Events returns up to limit events after event id after (limit 0: all).
+// Events returns up to limit events after event id after (limit 0: the
+// daemon's default page, 100; it returns at most 1000 at once).
 func (c *Client) Events(ctx context.Context, after int64, limit int) ([]wire.Event, error) {
 	var es []wire.Event
 	q := url.Values{}
