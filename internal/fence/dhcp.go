@@ -26,6 +26,13 @@ const DefaultLeaseTime = time.Hour
 // for it before the client's REQUEST.
 const offerHold = time.Minute
 
+// maxDynamicLeases bounds the dynamic leases and offers one server holds.
+// A guest can send DISCOVERs from as many made-up MACs as it likes; each
+// packet's work and the server's memory grow with the leases held, so past
+// this many live ones a new MAC gets no offer (expired ones are dropped
+// first).
+const maxDynamicLeases = 4096
+
 // AddrRange is an inclusive range of IPv4 addresses. The zero value is an
 // empty range.
 type AddrRange struct{ First, Last netip.Addr }
@@ -393,6 +400,17 @@ func (s *DHCPServer) addressFor(mac macKey, now time.Time, allocate bool, prefer
 	}
 	if !allocate {
 		return netip.Addr{}, false
+	}
+	if _, known := s.leases[mac]; !known && len(s.leases) >= maxDynamicLeases {
+		for k, l := range s.leases {
+			if !now.Before(l.expires) {
+				delete(s.leases, k)
+			}
+		}
+		if len(s.leases) >= maxDynamicLeases {
+			s.log.Warn("dhcp: too many dynamic clients; no offer for a new MAC", "mac", mac.String(), "held", len(s.leases))
+			return netip.Addr{}, false
+		}
 	}
 	busy := map[netip.Addr]bool{s.cfg.ServerIP: true, s.cfg.Router: true}
 	for _, a := range s.reserved {

@@ -3,6 +3,7 @@ package fence
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -217,6 +218,40 @@ func TestDynamicLeasesTrackedByMAC(t *testing.T) {
 	s.respond(packet(t, dhcpv4.MessageTypeRelease, "02:00:00:00:01:01", dhcpv4.WithClientIP(net.ParseIP(a))), now)
 	if c := get("02:00:00:00:01:03"); c != "10.66.0.100" {
 		t.Errorf("after release, new client got %q", c)
+	}
+}
+
+// A guest that sends DISCOVERs from made-up MACs gets offers for at most
+// maxDynamicLeases of them at once; once those offers expire, new MACs are
+// served again.
+func TestDynamicLeasesAreBounded(t *testing.T) {
+	t.Parallel()
+	cfg := testDHCPConfig("sh-br-test")
+	cfg.Subnet = netip.MustParsePrefix("10.64.0.0/16")
+	cfg.ServerIP, cfg.Router = netip.MustParseAddr("10.64.0.1"), netip.MustParseAddr("10.64.0.1")
+	cfg.DNS = nil
+	cfg.Dynamic = AddrRange{First: netip.MustParseAddr("10.64.1.0"), Last: netip.MustParseAddr("10.64.255.254")}
+	s, err := newDHCPServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	mac := func(i int) string { return fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff) }
+	offered := 0
+	for i := 0; i < maxDynamicLeases+100; i++ {
+		if s.respond(packet(t, dhcpv4.MessageTypeDiscover, mac(i)), now) != nil {
+			offered++
+		}
+	}
+	if offered != maxDynamicLeases {
+		t.Errorf("offers to %d made-up MACs: %d, want %d", maxDynamicLeases+100, offered, maxDynamicLeases)
+	}
+	if s.respond(packet(t, dhcpv4.MessageTypeDiscover, mac(0)), now) == nil {
+		t.Error("a MAC already holding an offer got none when the table was full")
+	}
+	later := now.Add(offerHold + time.Second)
+	if s.respond(packet(t, dhcpv4.MessageTypeDiscover, mac(maxDynamicLeases+200)), later) == nil {
+		t.Error("no offer for a new MAC after the held offers expired")
 	}
 }
 
