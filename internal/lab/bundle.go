@@ -20,7 +20,6 @@ import (
 	"sort"
 	"strings"
 	"syscall"
-	"unicode/utf8"
 
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
@@ -434,9 +433,6 @@ func checkConsumed(h *tar.Header, got, consumed int64) error {
 	return nil
 }
 
-// maxManifestText bounds the free text of a manifest (description,
-// owner, source).
-const maxManifestText = 64 << 10
 
 // checkManifest checks a manifest from outside: known format and version,
 // valid names, unique VMs, templates, networks and files, file paths of
@@ -450,9 +446,13 @@ func checkManifest(m *manifest) error {
 	if err := checkName("archive", m.Name); err != nil {
 		return err
 	}
-	for _, t := range []string{m.Description, m.Owner, m.Source} {
-		if len(t) > maxManifestText || strings.ContainsRune(t, 0) || !utf8.ValidString(t) {
-			return fmt.Errorf("description, owner or source: longer than %d bytes, a NUL or not UTF-8", maxManifestText)
+	// The same rules as the text a user types: these end up in tables.
+	for _, f := range []struct {
+		field, text string
+		max         int
+	}{{"description", m.Description, MaxDescription}, {"owner", m.Owner, MaxOwner}, {"source", m.Source, MaxDescription}} {
+		if err := checkText(f.field, f.text, f.max); err != nil {
+			return err
 		}
 	}
 	if len(m.VMs) == 0 {

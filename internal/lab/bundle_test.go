@@ -266,6 +266,8 @@ func TestImportRefusesBadManifests(t *testing.T) {
 		{"pool", "pool", func(m map[string]any) { path(m, "networks", 0)["pools"] = []any{"x-y"} }},
 		{"NIC address", "not an IPv4 address", func(m map[string]any) { path(m, "vms", 1, "nics", 0)["ip"] = "10.72.0.500" }},
 		{"boot file too large", "boot file", func(m map[string]any) { path(m, "templates", 0, "kernel")["size"] = 2 << 30 }},
+		{"description with an escape sequence", "control character", func(m map[string]any) { m["description"] = "\x1b[2J\x1b]0;owned\a" }},
+		{"owner too long", "longer than", func(m map[string]any) { m["owner"] = strings.Repeat("o", lab.MaxOwner+1) }},
 		{"template twice", "appears twice", func(m map[string]any) {
 			ts := m["templates"].([]any)
 			m["templates"] = append(ts, ts[0])
