@@ -433,7 +433,6 @@ func checkConsumed(h *tar.Header, got, consumed int64) error {
 	return nil
 }
 
-
 // checkManifest checks a manifest from outside: known format and version,
 // valid names, unique VMs, templates, networks and files, file paths of
 // the one allowed shape, hex checksums, boot files of a sane size, disk
