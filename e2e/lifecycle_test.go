@@ -424,8 +424,14 @@ func TestDeployLeaseUndeploysRealGuest(t *testing.T) {
 		t.Errorf("reaper events: %v", got)
 	}
 
-	// The next deploy resumes the guest where it was, with a new lease.
-	d.ok("config", "deploy", "s")
+	// The next deploy resumes the guest where it was, with a new lease. It
+	// names the lease: the configuration's own is still the 1s set above,
+	// under which the reaper would suspend the guest again before a slow
+	// machine's curl reaches it.
+	d.json(&c, "config", "deploy", "s", "--deploy-lease", "1h")
+	if c.Lease.DeployLeaseSeconds != 3600 {
+		t.Fatalf("redeploy with a lease: %+v", c.Lease)
+	}
 	after := ns.waitGuest(t, ip, 30*time.Second)
 	if cb, ca := atoi(before["counter"]), atoi(after["counter"]); ca < cb {
 		t.Errorf("guest restarted instead of resuming: counter %s→%s", before["counter"], after["counter"])
