@@ -68,12 +68,27 @@ func ExitCode(err error) int {
 	return -1
 }
 
+// Runner runs external programs and logs each command line, with its
+// duration and error, at debug level to Log: the daemon's logger, so that
+// `serve --log-level debug` shows every command run. A nil Log is
+// slog.Default().
+type Runner struct {
+	Log *slog.Logger
+}
+
+func (r Runner) logger() *slog.Logger {
+	if r.Log == nil {
+		return slog.Default()
+	}
+	return r.Log
+}
+
 // Run runs name with args and returns its stdout. Stdout is returned even
 // with an error, because some programs report results through their exit
 // code (qemu-img check prints its report and exits 2 or 3).
-func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
+func (r Runner) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	var stdout bytes.Buffer
-	err := run(ctx, name, args, func(cmd *exec.Cmd) (func() error, error) {
+	err := run(ctx, r.logger(), name, args, func(cmd *exec.Cmd) (func() error, error) {
 		cmd.Stdout = &stdout
 		return func() error { return nil }, nil
 	})
@@ -85,8 +100,8 @@ func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
 // meters that redraw one line with '\r' (qemu-img convert -p) are reported
 // step by step. Empty lines are skipped. onLine runs on the calling
 // goroutine.
-func RunLines(ctx context.Context, onLine func(line string), name string, args ...string) error {
-	return run(ctx, name, args, func(cmd *exec.Cmd) (func() error, error) {
+func (r Runner) RunLines(ctx context.Context, onLine func(line string), name string, args ...string) error {
+	return run(ctx, r.logger(), name, args, func(cmd *exec.Cmd) (func() error, error) {
 		pipe, err := cmd.StdoutPipe()
 		if err != nil {
 			return nil, err
@@ -97,8 +112,8 @@ func RunLines(ctx context.Context, onLine func(line string), name string, args .
 
 // run starts the command, lets wire attach stdout (and return a function
 // that consumes it before Wait), then waits and builds the error.
-func run(ctx context.Context, name string, args []string, wire func(*exec.Cmd) (func() error, error)) error {
-	log := slog.With("cmd", name, "args", args)
+func run(ctx context.Context, log *slog.Logger, name string, args []string, wire func(*exec.Cmd) (func() error, error)) error {
+	log = log.With("cmd", name, "args", args)
 	log.DebugContext(ctx, "run command")
 	start := time.Now()
 

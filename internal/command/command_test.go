@@ -35,7 +35,7 @@ func TestRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := Run(context.Background(), "sh", tt.args...)
+			out, err := Runner{}.Run(context.Background(), "sh", tt.args...)
 			if string(out) != tt.stdout {
 				t.Errorf("stdout = %q, want %q", out, tt.stdout)
 			}
@@ -56,7 +56,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunMissingBinary(t *testing.T) {
-	_, err := Run(context.Background(), "stagehand-no-such-binary", "x")
+	_, err := Runner{}.Run(context.Background(), "stagehand-no-such-binary", "x")
 	if err == nil || !strings.Contains(err.Error(), "stagehand-no-such-binary x:") {
 		t.Fatalf("err = %v, want one naming the command", err)
 	}
@@ -66,7 +66,7 @@ func TestRunMissingBinary(t *testing.T) {
 }
 
 func TestRunStderrBounded(t *testing.T) {
-	_, err := Run(context.Background(), "sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1")
+	_, err := Runner{}.Run(context.Background(), "sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1")
 	var e *Error
 	if !errors.As(err, &e) {
 		t.Fatalf("err = %v, want *Error", err)
@@ -94,11 +94,11 @@ func TestContextEndKillsProcess(t *testing.T) {
 	}
 	runners := map[string]func(context.Context) error{
 		"Run": func(ctx context.Context) error {
-			_, err := Run(ctx, "sleep", "30")
+			_, err := Runner{}.Run(ctx, "sleep", "30")
 			return err
 		},
 		"RunLines": func(ctx context.Context) error {
-			return RunLines(ctx, func(string) {}, "sh", "-c", "echo start; exec sleep 30")
+			return Runner{}.RunLines(ctx, func(string) {}, "sh", "-c", "echo start; exec sleep 30")
 		},
 	}
 	for _, tt := range tests {
@@ -134,7 +134,7 @@ func TestRunLines(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
-			err := RunLines(context.Background(), func(l string) { got = append(got, l) }, "sh", "-c", tt.script)
+			err := Runner{}.RunLines(context.Background(), func(l string) { got = append(got, l) }, "sh", "-c", tt.script)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func TestRunLines(t *testing.T) {
 
 func TestRunLinesError(t *testing.T) {
 	var got []string
-	err := RunLines(context.Background(), func(l string) { got = append(got, l) },
+	err := Runner{}.RunLines(context.Background(), func(l string) { got = append(got, l) },
 		"sh", "-c", "echo before; echo failed >&2; exit 4")
 	if ExitCode(err) != 4 || !strings.Contains(err.Error(), "exit status 4: failed") {
 		t.Fatalf("err = %v, want exit status 4 with stderr", err)
@@ -157,14 +157,12 @@ func TestRunLinesError(t *testing.T) {
 	}
 }
 
-// TestRunLogs is not parallel: it swaps the default logger.
+// TestRunLogs shows the command line logged at debug to the runner's own
+// logger, not the default one.
 func TestRunLogs(t *testing.T) {
 	var buf bytes.Buffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	t.Cleanup(func() { slog.SetDefault(old) })
-
-	if _, err := Run(context.Background(), "echo", "logged"); err != nil {
+	r := Runner{Log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if _, err := r.Run(context.Background(), "echo", "logged"); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"level=DEBUG", "msg=\"run command\"", "cmd=echo", "args=[logged]", "duration="} {

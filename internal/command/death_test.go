@@ -44,7 +44,7 @@ func TestHelperProcess(t *testing.T) {
 		churned := make(chan struct{})
 		go func() { churnThreads(dir); close(churned) }()
 		os.Setenv("STAGEHAND_HELPER", "child")
-		err := RunLines(context.Background(), func(string) {}, os.Args[0], "-test.run=^TestHelperProcess$")
+		err := Runner{}.RunLines(context.Background(), func(string) {}, os.Args[0], "-test.run=^TestHelperProcess$")
 		fmt.Fprintln(os.Stderr, "child ended:", err)
 		<-churned // the test looks at the child once the churn is over
 		os.Exit(0)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 )
@@ -197,7 +196,7 @@ func (q *QemuImg) HasData(ctx context.Context, path string) (bool, error) {
 	has, err := hasDataNative(ctx, path)
 	var u *unusualImage
 	if errors.As(err, &u) {
-		slog.DebugContext(ctx, "qcow2 layer read by qemu-img map", "layer", path, "reason", u.reason)
+		q.log().DebugContext(ctx, "qcow2 layer read by qemu-img map", "layer", path, "reason", u.reason)
 		return q.hasDataQemuImg(ctx, path)
 	}
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,18 @@ type QemuImg struct {
 	// Binary is the qemu-img executable. New finds it in $PATH; when it is
 	// empty every method fails with an error saying qemu-img is missing.
 	Binary string
+	// Log receives each qemu-img command line at debug level and the
+	// choices worth explaining; the daemon gives its own logger. Nil is
+	// slog.Default().
+	Log *slog.Logger
+}
+
+// log returns the logger of q's commands.
+func (q *QemuImg) log() *slog.Logger {
+	if q.Log == nil {
+		return slog.Default()
+	}
+	return q.Log
 }
 
 // errNoQemuImg is returned by every method when qemu-img was not found.
@@ -53,14 +66,14 @@ func (q *QemuImg) run(ctx context.Context, args ...string) ([]byte, error) {
 	if q.Binary == "" {
 		return nil, errNoQemuImg
 	}
-	return command.Run(ctx, q.Binary, args...)
+	return command.Runner{Log: q.Log}.Run(ctx, q.Binary, args...)
 }
 
 func (q *QemuImg) runLines(ctx context.Context, onLine func(string), args ...string) error {
 	if q.Binary == "" {
 		return errNoQemuImg
 	}
-	return command.RunLines(ctx, onLine, q.Binary, args...)
+	return command.Runner{Log: q.Log}.RunLines(ctx, onLine, q.Binary, args...)
 }
 
 // imageInfo is one object of `qemu-img info --output=json`.
