@@ -2,6 +2,7 @@ package fence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,31 +11,31 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Host is the plumbing of unfenced deployments in the daemon's own network
-// namespace: one bridge and one DHCP server per network, and a tap per VM
-// NIC. Bridges and taps outlive the daemon; DHCP servers live in it and are
-// started again by EnsureSegment after a restart.
-type Host struct {
+// Segments are the plumbing of unfenced deployments in the daemon's own
+// network namespace: one bridge and one DHCP server per network, and a tap
+// per VM NIC. Bridges and taps outlive the daemon; DHCP servers live in it
+// and are started again by EnsureSegment after a restart.
+type Segments struct {
 	ns  netns.NsHandle
 	log *slog.Logger
 
 	mu      sync.Mutex
 	servers map[string]*DHCPServer // by network name
-	fences  map[string]*Fence      // by fence ID
 }
 
-// NewHost returns the plumbing of namespace ns (the daemon's: netns.Get()).
-func NewHost(ns netns.NsHandle, log *slog.Logger) *Host {
+// NewSegments returns the plumbing of namespace ns (the daemon's:
+// netns.Get()).
+func NewSegments(ns netns.NsHandle, log *slog.Logger) *Segments {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Host{ns: ns, log: log, servers: map[string]*DHCPServer{}, fences: map[string]*Fence{}}
+	return &Segments{ns: ns, log: log, servers: map[string]*DHCPServer{}}
 }
 
 // EnsureSegment makes sure the network's bridge exists and carries the
 // gateway address, and that its DHCP server runs. dynamic, when valid, is
 // the range served to NICs in dhcp mode. Idempotent.
-func (h *Host) EnsureSegment(ctx context.Context, network string, gateway netip.Prefix, dns []netip.Addr, dynamic AddrRange) error {
+func (h *Segments) EnsureSegment(ctx context.Context, network string, gateway netip.Prefix, dns []netip.Addr, dynamic AddrRange) error {
 	bridge := BridgeName(network)
 	if err := EnsureBridge(ctx, h.ns, bridge, gateway); err != nil {
 		return fmt.Errorf("network %q: %w", network, err)
@@ -61,7 +62,7 @@ func (h *Host) EnsureSegment(ctx context.Context, network string, gateway netip.
 }
 
 // Reserve makes the network's DHCP server answer mac with ip.
-func (h *Host) Reserve(network, mac string, ip netip.Addr) error {
+func (h *Segments) Reserve(network, mac string, ip netip.Addr) error {
 	srv, err := h.server(network)
 	if err != nil {
 		return err
@@ -71,7 +72,7 @@ func (h *Host) Reserve(network, mac string, ip netip.Addr) error {
 
 // Unreserve forgets mac's reservation on the network. A network without a
 // running server has nothing to forget.
-func (h *Host) Unreserve(network, mac string) error {
+func (h *Segments) Unreserve(network, mac string) error {
 	h.mu.Lock()
 	srv := h.servers[network]
 	h.mu.Unlock()
@@ -81,7 +82,7 @@ func (h *Host) Unreserve(network, mac string) error {
 	return srv.RemoveReservation(mac)
 }
 
-func (h *Host) server(network string) (*DHCPServer, error) {
+func (h *Segments) server(network string) (*DHCPServer, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	srv := h.servers[network]
@@ -92,18 +93,52 @@ func (h *Host) server(network string) (*DHCPServer, error) {
 }
 
 // CreateTap creates the persistent tap for a NIC on the network's bridge.
-func (h *Host) CreateTap(ctx context.Context, tap, network string) error {
+func (h *Segments) CreateTap(ctx context.Context, tap, network string) error {
 	return CreateTap(ctx, h.ns, tap, BridgeName(network))
 }
 
 // DeleteTap removes a NIC's tap; a missing tap is fine.
-func (h *Host) DeleteTap(ctx context.Context, tap string) error {
+func (h *Segments) DeleteTap(ctx context.Context, tap string) error {
 	return DeleteTap(ctx, h.ns, tap)
 }
 
-// SetupFence builds a fence (see Setup) and keeps it for the taps and the
-// teardown. It returns the fence's namespace name, for `ip netns exec`.
-func (h *Host) SetupFence(ctx context.Context, spec FenceSpec) (string, error) {
+// Close stops every DHCP server. Bridges and taps stay for the next daemon.
+func (h *Segments) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	for name, srv := range h.servers {
+		if err := srv.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("network %q: DHCP server: %w", name, err))
+		}
+		delete(h.servers, name)
+	}
+	return errors.Join(errs...)
+}
+
+// Fences are the fences of fenced deployments that this daemon set up or
+// adopted (see Setup), kept by ID for their taps and teardown.
+type Fences struct {
+	ns  netns.NsHandle
+	log *slog.Logger
+
+	mu     sync.Mutex
+	fences map[string]*Fence // by fence ID
+}
+
+// NewFences returns the fences whose outside ends live in namespace ns
+// (the daemon's: netns.Get()).
+func NewFences(ns netns.NsHandle, log *slog.Logger) *Fences {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Fences{ns: ns, log: log, fences: map[string]*Fence{}}
+}
+
+// Setup builds a fence (see the package function Setup) and keeps it for
+// the taps and the teardown. It returns the fence's namespace name, for
+// `ip netns exec`.
+func (h *Fences) Setup(ctx context.Context, spec FenceSpec) (string, error) {
 	f, err := Setup(ctx, h.ns, spec)
 	if err != nil {
 		return "", err
@@ -114,8 +149,9 @@ func (h *Host) SetupFence(ctx context.Context, spec FenceSpec) (string, error) {
 	return NamespaceName(spec.ID), nil
 }
 
-// AdoptFence takes over a fence an earlier daemon set up (see Adopt).
-func (h *Host) AdoptFence(ctx context.Context, spec FenceSpec) (string, error) {
+// Adopt takes over a fence an earlier daemon set up (see the package
+// function Adopt).
+func (h *Fences) Adopt(ctx context.Context, spec FenceSpec) (string, error) {
 	f, err := Adopt(ctx, h.ns, spec)
 	if err != nil {
 		return "", err
@@ -126,11 +162,11 @@ func (h *Host) AdoptFence(ctx context.Context, spec FenceSpec) (string, error) {
 	return NamespaceName(spec.ID), nil
 }
 
-// TeardownFence removes a fence completely: its namespace with the VMs'
-// taps, its veths, rules and DHCP servers. A fence this Host does not hold
-// (one that could not be adopted) is removed from its spec. Missing parts
-// are fine.
-func (h *Host) TeardownFence(ctx context.Context, spec FenceSpec) error {
+// Teardown removes a fence completely: its namespace with the VMs' taps,
+// its veths, rules and DHCP servers. A fence this value does not hold (one
+// that could not be adopted) is removed from its spec. Missing parts are
+// fine.
+func (h *Fences) Teardown(ctx context.Context, spec FenceSpec) error {
 	h.mu.Lock()
 	f := h.fences[spec.ID]
 	delete(h.fences, spec.ID)
@@ -141,9 +177,8 @@ func (h *Host) TeardownFence(ctx context.Context, spec FenceSpec) error {
 	return Remove(ctx, h.ns, spec)
 }
 
-// CreateFencedTap creates a NIC's tap on the network's inside bridge of a
-// fence.
-func (h *Host) CreateFencedTap(ctx context.Context, fenceID, tap, network string) error {
+// CreateTap creates a NIC's tap on the network's inside bridge of a fence.
+func (h *Fences) CreateTap(ctx context.Context, fenceID, tap, network string) error {
 	h.mu.Lock()
 	f := h.fences[fenceID]
 	h.mu.Unlock()
@@ -157,17 +192,14 @@ func (h *Host) CreateFencedTap(ctx context.Context, fenceID, tap, network string
 	return CreateTap(ctx, f.Namespace(), tap, bridge)
 }
 
-// Close stops every DHCP server, the fences' included. Bridges, taps and
-// fence namespaces stay for the next daemon to adopt.
-func (h *Host) Close() error {
+// Close stops the fences' DHCP servers. Their namespaces, links and rules
+// stay for the next daemon to adopt.
+func (h *Fences) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var first error
-	for name, srv := range h.servers {
-		if err := srv.Stop(); err != nil && first == nil {
-			first = err
-		}
-		delete(h.servers, name)
+	for id, f := range h.fences {
+		f.stopDHCP()
+		delete(h.fences, id)
 	}
-	return first
+	return nil
 }

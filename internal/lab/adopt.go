@@ -15,7 +15,7 @@ import (
 // whose QEMU is gone is marked failed and reported, not hidden. A deploy or
 // undeploy that the restart interrupted is finished towards undeployed.
 func (s *Service) recoverDeployments(ctx context.Context) error {
-	if s.hv == nil || s.net == nil {
+	if s.hv == nil || s.segs == nil || s.fences == nil {
 		return nil
 	}
 	var configs []store.Config
@@ -107,12 +107,12 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 
 	// Deployed (or failed): keep what runs, serve DHCP again, report the lost.
 	for _, seg := range plan.segments {
-		if err := s.net.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
+		if err := s.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
 			return err
 		}
 	}
 	if plan.fence != nil {
-		if _, err := s.net.AdoptFence(ctx, *plan.fence); err != nil {
+		if _, err := s.fences.Adopt(ctx, *plan.fence); err != nil {
 			lost = append(lost, fmt.Sprintf("fence %s: %v", plan.fence.ID, err))
 		} else {
 			s.log.Info("recover: re-adopted fence", "config", name, "fence", plan.fence.ID)
@@ -121,7 +121,7 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
 			if n.ip.IsValid() && plan.fence == nil {
-				if err := s.net.Reserve(n.network, n.mac, n.ip); err != nil {
+				if err := s.segs.Reserve(n.network, n.mac, n.ip); err != nil {
 					return err
 				}
 			}

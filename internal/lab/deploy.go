@@ -27,7 +27,7 @@ type runningVMs struct {
 }
 
 type runningVM struct {
-	vm *hypervisor.VM
+	vm VM
 	// stopping is set when the lab itself ends the process (undeploy), so
 	// the watcher does not report the exit as the guest's own.
 	stopping atomic.Bool
@@ -94,7 +94,7 @@ func (s *Service) tapName(nicID int64) string {
 }
 
 func (s *Service) requireRuntime(what, name string) error {
-	if s.hv == nil || s.net == nil {
+	if s.hv == nil || s.segs == nil || s.fences == nil {
 		return errdefs.Unavailable("%s %q: this daemon runs without a hypervisor and network plumbing", what, name)
 	}
 	return nil
@@ -293,7 +293,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if err := s.step(ctx, &store.Op{Kind: "deploy"}, "segment"); err != nil {
 			return fail(err)
 		}
-		if err := s.net.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
+		if err := s.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
 			return fail(err)
 		}
 	}
@@ -301,32 +301,32 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if err := s.step(ctx, &store.Op{Kind: "deploy"}, "fence"); err != nil {
 			return fail(err)
 		}
-		if _, err := s.net.SetupFence(ctx, *plan.fence); err != nil {
+		if _, err := s.fences.Setup(ctx, *plan.fence); err != nil {
 			return fail(err)
 		}
 		spec := *plan.fence
-		undo.add(func() { s.net.TeardownFence(context.WithoutCancel(ctx), spec) })
+		undo.add(func() { s.fences.Teardown(context.WithoutCancel(ctx), spec) })
 	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
 			if plan.fence != nil {
 				// The fence's own DHCP serves the reservations inside; the
 				// tap goes with the fence's namespace at teardown.
-				if err := s.net.CreateFencedTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
+				if err := s.fences.CreateTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
 					return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
 				}
 				continue
 			}
 			if n.ip.IsValid() {
-				if err := s.net.Reserve(n.network, n.mac, n.ip); err != nil {
+				if err := s.segs.Reserve(n.network, n.mac, n.ip); err != nil {
 					return fail(fmt.Errorf("VM %q: DHCP reservation: %w", vp.vm.Name, err))
 				}
-				undo.add(func() { s.net.Unreserve(n.network, n.mac) })
+				undo.add(func() { s.segs.Unreserve(n.network, n.mac) })
 			}
-			if err := s.net.CreateTap(ctx, n.tap, n.network); err != nil {
+			if err := s.segs.CreateTap(ctx, n.tap, n.network); err != nil {
 				return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
 			}
-			undo.add(func() { s.net.DeleteTap(context.WithoutCancel(ctx), n.tap) })
+			undo.add(func() { s.segs.DeleteTap(context.WithoutCancel(ctx), n.tap) })
 		}
 	}
 	if err := s.step(ctx, &store.Op{Kind: "deploy"}, "start"); err != nil {
@@ -575,18 +575,18 @@ func indexOfVM(p *deployPlan, id int64) int {
 func (s *Service) releasePlumbing(ctx context.Context, plan *deployPlan) {
 	ctx = context.WithoutCancel(ctx)
 	if plan.fence != nil {
-		if err := s.net.TeardownFence(ctx, *plan.fence); err != nil {
+		if err := s.fences.Teardown(ctx, *plan.fence); err != nil {
 			s.log.Warn("tear down fence", "fence", plan.fence.ID, "err", err)
 		}
 		return
 	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
-			if err := s.net.DeleteTap(ctx, n.tap); err != nil {
+			if err := s.segs.DeleteTap(ctx, n.tap); err != nil {
 				s.log.Warn("delete tap", "tap", n.tap, "err", err)
 			}
 			if n.ip.IsValid() {
-				s.net.Unreserve(n.network, n.mac)
+				s.segs.Unreserve(n.network, n.mac)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"stagehand/internal/disk"
 	"stagehand/internal/fence"
@@ -39,27 +40,96 @@ type DiskTool interface {
 	Check(ctx context.Context, path string) error
 }
 
-// Hypervisor starts and re-adopts QEMU processes. hypervisor.Host is the
-// real implementation.
+// Hypervisor starts and re-adopts QEMU processes. QEMU is the real
+// implementation.
 type Hypervisor interface {
-	Start(ctx context.Context, spec hypervisor.Spec) (*hypervisor.VM, error)
-	Adopt(ctx context.Context, runDir, id string) (*hypervisor.VM, error)
+	// Start launches a VM; it is running when Start returns.
+	Start(ctx context.Context, spec hypervisor.Spec) (VM, error)
+	// Adopt takes over the VM id that an earlier daemon started in runDir,
+	// without touching the guest. It fails when that process is gone.
+	Adopt(ctx context.Context, runDir, id string) (VM, error)
 }
 
-// Plumbing is the layer 2 of unfenced deployments in the daemon's network
-// namespace: a bridge and DHCP server per network, a tap per NIC.
-// fence.Host is the real implementation.
-type Plumbing interface {
-	EnsureSegment(ctx context.Context, network string, gateway netip.Prefix, dns []netip.Addr, dynamic fence.AddrRange) error
-	Reserve(network, mac string, ip netip.Addr) error
-	Unreserve(network, mac string) error
-	CreateTap(ctx context.Context, tap, network string) error
-	DeleteTap(ctx context.Context, tap string) error
+// VM is one running QEMU process as the lab drives it. *hypervisor.VM is
+// the real one.
+type VM interface {
+	// Wait blocks until the process has exited or ctx ends.
+	Wait(ctx context.Context) error
+	// Kill ends the process at once and waits until it is gone.
+	Kill(ctx context.Context) error
+	// Close releases the handle; the process keeps running.
+	Close() error
+	// Shutdown powers the guest off (ACPI, forced after timeout) and
+	// returns once the process is gone.
+	Shutdown(ctx context.Context, timeout time.Duration) error
+	// PowerDown presses the ACPI power button and returns at once.
+	PowerDown(ctx context.Context) error
+	// SaveState suspends the guest to file and ends the process; on
+	// failure the guest runs on and no file is left.
+	SaveState(ctx context.Context, file string) error
+	// Continue resumes a paused guest.
+	Continue(ctx context.Context) error
+	// Reset is a hard reset of the guest.
+	Reset(ctx context.Context) error
+	// PID is the process's ID on this host.
+	PID() int
+	// ConsoleSocketPath is the unix socket of the serial console.
+	ConsoleSocketPath() string
+}
 
-	// Fences: a namespace per fenced deployment (see fence.Setup). Setup
-	// and Adopt return the namespace name QEMU must run in.
-	SetupFence(ctx context.Context, spec fence.FenceSpec) (string, error)
-	AdoptFence(ctx context.Context, spec fence.FenceSpec) (string, error)
-	TeardownFence(ctx context.Context, spec fence.FenceSpec) error
-	CreateFencedTap(ctx context.Context, fenceID, tap, network string) error
+var _ VM = (*hypervisor.VM)(nil)
+
+// QEMU is the real Hypervisor: QEMU processes on this machine, through the
+// hypervisor package. (Go has no covariant results, so this adapter lives
+// on the lab's side: hypervisor cannot name lab.VM.)
+type QEMU struct{}
+
+// Start launches a VM; see hypervisor.Start.
+func (QEMU) Start(ctx context.Context, spec hypervisor.Spec) (VM, error) {
+	v, err := hypervisor.Start(ctx, spec)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return v, nil
+}
+
+// Adopt takes over a running VM; see hypervisor.Adopt.
+func (QEMU) Adopt(ctx context.Context, runDir, id string) (VM, error) {
+	v, err := hypervisor.Adopt(ctx, runDir, id)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Segments is the layer 2 of unfenced deployments in the daemon's network
+// namespace: a bridge and DHCP server per network, a tap per NIC.
+// *fence.Segments is the real implementation.
+type Segments interface {
+	// EnsureSegment makes sure the network's bridge and DHCP server run.
+	// Idempotent.
+	EnsureSegment(ctx context.Context, network string, gateway netip.Prefix, dns []netip.Addr, dynamic fence.AddrRange) error
+	// Reserve makes the network's DHCP server answer mac with ip.
+	Reserve(network, mac string, ip netip.Addr) error
+	// Unreserve forgets mac's reservation on the network.
+	Unreserve(network, mac string) error
+	// CreateTap creates a NIC's tap on the network's bridge. Idempotent.
+	CreateTap(ctx context.Context, tap, network string) error
+	// DeleteTap removes a NIC's tap; a missing one is fine.
+	DeleteTap(ctx context.Context, tap string) error
+}
+
+// Fences are the namespaces of fenced deployments (see fence.Setup).
+// *fence.Fences is the real implementation.
+type Fences interface {
+	// Setup builds a fence; a fence with the same ID is a conflict. It
+	// returns the namespace name QEMU must run in.
+	Setup(ctx context.Context, spec fence.FenceSpec) (string, error)
+	// Adopt takes over a fence an earlier daemon set up.
+	Adopt(ctx context.Context, spec fence.FenceSpec) (string, error)
+	// Teardown removes a fence with its taps; missing parts are fine.
+	Teardown(ctx context.Context, spec fence.FenceSpec) error
+	// CreateTap creates a NIC's tap on the network's bridge inside a
+	// fence that is set up or adopted.
+	CreateTap(ctx context.Context, fenceID, tap, network string) error
 }

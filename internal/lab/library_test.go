@@ -3,7 +3,6 @@ package lab_test
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,38 +10,14 @@ import (
 	"testing"
 
 	"stagehand/internal/errdefs"
-	"stagehand/internal/fence"
-	"stagehand/internal/hypervisor"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/labtest"
 )
 
-// fakeHypervisor runs nothing: lifecycle tests put configurations in the
-// deployed state through the store and let the lab undeploy them.
-type fakeHypervisor struct{}
-
-func (fakeHypervisor) Start(context.Context, hypervisor.Spec) (*hypervisor.VM, error) {
-	return nil, errors.New("fake hypervisor: starts nothing")
-}
-
-func (fakeHypervisor) Adopt(context.Context, string, string) (*hypervisor.VM, error) {
-	return nil, errors.New("fake hypervisor: nothing to adopt")
-}
-
-// fakePlumbing implements what undeploy and recovery use; anything else
-// panics (the embedded interface is nil).
-type fakePlumbing struct{ lab.Plumbing }
-
-func (fakePlumbing) EnsureSegment(context.Context, string, netip.Prefix, []netip.Addr, fence.AddrRange) error {
-	return nil
-}
-func (fakePlumbing) Reserve(string, string, netip.Addr) error             { return nil }
-func (fakePlumbing) Unreserve(string, string) error                       { return nil }
-func (fakePlumbing) DeleteTap(context.Context, string) error              { return nil }
-func (fakePlumbing) TeardownFence(context.Context, fence.FenceSpec) error { return nil }
-
-func withFakeRuntime(o *lab.Options) {
-	o.Hypervisor, o.Plumbing = fakeHypervisor{}, fakePlumbing{}
-}
+// withFakeRuntime gives the lab a fake host: lifecycle tests put
+// configurations in the deployed state through the store and let the lab
+// undeploy them.
+func withFakeRuntime(o *lab.Options) { labtest.NewHost().Use(o) }
 
 // layerBytes returns the bytes allocated by every file in the layers dir.
 func layerBytes(t testing.TB, dir string) int64 {

@@ -35,10 +35,11 @@ type Options struct {
 	Jobs       *jobs.Manager
 	ChainLimit int // 0 means DefaultChainLimit
 	Logger     *slog.Logger
-	// Hypervisor and Plumbing run deployments; without them Deploy is
-	// unavailable (the lab still manages disks and addresses).
+	// Hypervisor, Segments and Fences run deployments; without them
+	// Deploy is unavailable (the lab still manages disks and addresses).
 	Hypervisor Hypervisor
-	Plumbing   Plumbing
+	Segments   Segments
+	Fences     Fences
 	// Accel chooses the accelerator for VMs; a deploy waits until it has
 	// chosen. Nil means TCG.
 	Accel Accelerator
@@ -106,7 +107,8 @@ type Service struct {
 	locks      keyedLocks
 
 	hv              Hypervisor
-	net             Plumbing
+	segs            Segments
+	fences          Fences
 	accel           Accelerator
 	shutdownTimeout time.Duration
 	hostKey         string // distinguishes this data dir's VMs and taps on the host
@@ -155,7 +157,7 @@ func New(opts Options) (*Service, error) {
 	if s.life, err = newLifecycle(opts, abs); err != nil {
 		return nil, err
 	}
-	s.hv, s.net = opts.Hypervisor, opts.Plumbing
+	s.hv, s.segs, s.fences = opts.Hypervisor, opts.Segments, opts.Fences
 	s.accel = opts.Accel
 	if s.accel == nil {
 		s.accel = hypervisor.FixedAccelerator(hypervisor.AccelTCG, "default")
