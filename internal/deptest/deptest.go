@@ -47,18 +47,48 @@ func Never(t TB, pkg string, forbidden ...string) {
 	}
 }
 
+// NeverImports fails t when pkg's own code (tests excluded) imports one of
+// forbidden (or a package below one of them). It is for a layer that may
+// reach a package only through the layer beneath: api uses the lab, which
+// drives the hypervisor, but never the hypervisor itself.
+func NeverImports(t TB, pkg string, forbidden ...string) {
+	t.Helper()
+	for _, imp := range goList(t, pkg, "-f", "{{join .Imports \"\\n\"}}") {
+		for _, f := range forbidden {
+			if imp == f || strings.HasPrefix(imp, f+"/") {
+				t.Errorf("%s imports %s, which it must not", pkg, imp)
+			}
+		}
+	}
+}
+
 // Deps lists the project packages pkg depends on, directly or not, pkg
 // excluded. A failing `go list` fails the test: a dependency rule that
 // cannot be checked has not passed.
 func Deps(t TB, pkg string) []string {
 	t.Helper()
-	out, err := exec.Command("go", "list", "-deps", pkg).Output()
+	return goList(t, pkg, "-deps")
+}
+
+// Packages lists the project packages that match pattern ("./..." style,
+// by import path: stagehand/internal/lab/...), for rules that hold for a
+// package and every package below it.
+func Packages(t TB, pattern string) []string {
+	t.Helper()
+	return goList(t, pattern)
+}
+
+// goList runs `go list FLAGS pkg` and returns the project packages it
+// prints, pkg excluded.
+func goList(t TB, pkg string, flags ...string) []string {
+	t.Helper()
+	out, err := exec.Command("go", append(append([]string{"list"}, flags...), pkg)...).Output()
 	if err != nil {
 		msg := ""
 		if ee, ok := err.(*exec.ExitError); ok {
 			msg = string(ee.Stderr)
 		}
-		t.Fatalf("go list -deps %s: %v %s", pkg, err, msg)
+		t.Fatalf("go list %s %s: %v %s", strings.Join(flags, " "), pkg, err, msg)
 	}
 	var deps []string
 	for _, dep := range strings.Fields(string(out)) {

@@ -38,6 +38,12 @@ func TestRulesReportViolations(t *testing.T) {
 		{"never: clean", func(r TB) { Never(r, "stagehand/internal/client", "stagehand/internal/lab") }, nil},
 		{"never: a parent prefix forbids its children", func(r TB) { Never(r, "stagehand/internal/client", "stagehand/internal/api") },
 			[]string{"stagehand/internal/api/wire, which it must not"}},
+		{"never imports: a direct import", func(r TB) { NeverImports(r, "stagehand/internal/client", "stagehand/internal/api") },
+			[]string{"imports stagehand/internal/api/wire"}},
+		// The daemon reaches ipam only through the lab.
+		{"never imports: an indirect dependency is not an import", func(r TB) {
+			NeverImports(r, "stagehand/internal/daemon", "stagehand/internal/ipam")
+		}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
