@@ -1,6 +1,6 @@
 // Command stagehand is the Stagehand daemon and command line. main only
-// builds the dependencies (the SQLite store, the qemu-img disk tool, the
-// signal context) and hands them to internal/cli.
+// builds the dependencies: `serve` becomes a daemon.Config run by
+// internal/daemon, every other command goes to internal/cli.
 package main
 
 import (
@@ -10,11 +10,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"stagehand/internal/cli"
-	"stagehand/internal/disk"
-	"stagehand/internal/lab"
-	"stagehand/internal/store"
-	"stagehand/internal/store/sqlite"
 )
 
 func main() {
@@ -30,20 +28,14 @@ func main() {
 	os.Exit(code)
 }
 
-// deps are the real implementations the CLI runs with.
+// deps are what the CLI runs with: the process's streams and environment,
+// and the serve command.
 func deps(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) cli.Deps {
 	return cli.Deps{
-		Stdin:  stdin,
-		Stdout: stdout,
-		Stderr: stderr,
-		Getenv: getenv,
-		OpenStore: func(ctx context.Context, path string) (store.Store, error) {
-			db, err := sqlite.Open(ctx, path)
-			if err != nil {
-				return nil, err
-			}
-			return db, nil
-		},
-		NewDiskTool: func() lab.DiskTool { return disk.New() },
+		Stdin:    stdin,
+		Stdout:   stdout,
+		Stderr:   stderr,
+		Getenv:   getenv,
+		Commands: []*cobra.Command{serveCommand(getenv)},
 	}
 }

@@ -1,6 +1,6 @@
 // Package cli is Stagehand's command line: cobra commands that talk to the
-// daemon through internal/client and print tables or JSON, plus `serve`,
-// which runs the daemon itself.
+// daemon through internal/client and print tables or JSON. `serve`, which
+// runs the daemon, is built by main and handed in (Deps.Commands).
 //
 // Exit codes: 0 success; 1 failure of no particular kind (an internal
 // error, a failed job, problems left by doctor); 2 bad command line or a
@@ -21,8 +21,6 @@ import (
 
 	"stagehand/internal/client"
 	"stagehand/internal/errdefs"
-	"stagehand/internal/lab"
-	"stagehand/internal/store"
 )
 
 // Exit codes of Run; see the package comment.
@@ -36,23 +34,27 @@ const (
 	ExitCanceled    = 6
 )
 
+// LeaseHelp is the help text of every flag that takes a lease, for serve's
+// flags, which main builds.
+const LeaseHelp = leaseHelp
+
 // DefaultServer is the daemon address when neither --server nor
 // STAGEHAND_SERVER is set.
 const DefaultServer = "http://127.0.0.1:7480"
 
 // Deps are what main hands the CLI: its streams and environment, and the
-// constructors `serve` needs (kept out of this package so that only main
-// picks the store and disk implementations).
+// commands built outside this package.
 type Deps struct {
 	// Stdin is what `vm console` sends to the VM; nil reads as empty.
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
-	// OpenStore opens (creating if needed) the store file at path.
-	OpenStore func(ctx context.Context, path string) (store.Store, error)
-	// NewDiskTool returns the qcow2 tool the lab drives.
-	NewDiskTool func() lab.DiskTool
+	// Commands join the root command: main gives `serve`, which runs the
+	// daemon and so must not be built here (cli talks only to the
+	// client). Their errors print and map to exit codes like any
+	// command's; a bad command line is a UsageError.
+	Commands []*cobra.Command
 }
 
 // Run runs the command line args (without the program name) and returns
@@ -118,6 +120,15 @@ func usagef(format string, args ...any) error {
 	return &usageError{err: fmt.Errorf(format, args...)}
 }
 
+// UsageError marks err as a bad command line: exit code 2, and the message
+// points to the command's --help. For the commands of Deps.Commands.
+func UsageError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &usageError{err: err}
+}
+
 func isUsage(err error) bool {
 	var u *usageError
 	return errors.As(err, &u)
@@ -175,8 +186,13 @@ STAGEHAND_SERVER environment variable).`,
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
 	root.CompletionOptions.DisableDefaultCmd = true
+	for _, c := range a.deps.Commands {
+		if c.RunE != nil {
+			c.RunE = a.run(c.RunE)
+		}
+		root.AddCommand(c)
+	}
 	root.AddCommand(
-		a.serveCommand(),
 		a.templateCommand(),
 		a.networkCommand(),
 		a.configCommand(),
@@ -224,6 +240,9 @@ func (a *app) group(use, short string, subs ...*cobra.Command) *cobra.Command {
 	c.AddCommand(subs...)
 	return c
 }
+
+// ExactArgs is exactArgs, for the commands of Deps.Commands.
+func ExactArgs(names ...string) cobra.PositionalArgs { return exactArgs(names...) }
 
 // exactArgs is cobra.ExactArgs with names in the message.
 func exactArgs(names ...string) cobra.PositionalArgs {

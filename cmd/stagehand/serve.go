@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/cli"
+	"stagehand/internal/daemon"
+	"stagehand/internal/lab"
+)
+
+// serveFlags are the serve flags that are not a daemon.Config field as
+// they stand: the log level and the leases, parsed in RunE.
+type serveFlags struct {
+	logLevel       string
+	defaultStorage string
+	defaultDeploy  string
+	grace          string
+}
+
+// serveCommand is `stagehand serve`: its flags become a daemon.Config, and
+// the test hooks come from getenv.
+func serveCommand(getenv func(string) string) *cobra.Command {
+	cfg := daemon.DefaultConfig()
+	var fl serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve --data-dir DIR [--listen ADDR] [--chain-limit N]",
+		Short: "Run the daemon (REST API under /api/v1)",
+		Long: `Run the daemon. DIR holds the store (stagehand.db) and every layer file.
+The API answers as soon as the daemon listens. In the background it
+probes the accelerator (deploys wait for the probe; the result is cached
+in DIR) and finishes or rolls back the operations a previous run left half
+done (reads are served meanwhile; writes wait for it: GET /readyz says
+when). SIGINT or SIGTERM stops it cleanly (running jobs are cancelled and
+rolled back).`,
+		Args: cli.ExactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(fl.logLevel)); err != nil {
+				return cli.UsageError(fmt.Errorf("--log-level %q is not debug, info, warn or error", fl.logLevel))
+			}
+			if err := fl.leases(&cfg.Leases); err != nil {
+				return cli.UsageError(err)
+			}
+			cfg.Version = cli.Version()
+			cfg.TestFault = getenv("STAGEHAND_TEST_FAULT")
+			cfg.TestProbe = getenv("STAGEHAND_TEST_PROBE")
+			if err := cfg.Check(); err != nil {
+				return cli.UsageError(err)
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			return daemon.Run(cmd.Context(), cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the store and the layer files")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to listen on (host:port; port 0 picks one)")
+	f.IntVar(&cfg.ChainLimit, "chain-limit", cfg.ChainLimit, "deepest disk chain a linked clone may produce")
+	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+
+	f.StringVar(&cfg.Accel, "accel", cfg.Accel, "accelerator: auto (KVM only if a probe guest really boots under it; probed in the background and cached in DATA/"+daemon.AccelCacheFile+"), kvm or tcg")
+	f.StringVar(&cfg.ProbeKernel, "probe-kernel", "", "kernel for the KVM probe (default: the newest /boot/vmlinuz-*)")
+	f.StringVar(&cfg.ProbeInitrd, "probe-initrd", "", "initrd for the KVM probe (default: the matching /boot/initrd.img-*)")
+	f.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "how long the KVM probe guest may take to boot before TCG is chosen")
+	f.BoolVar(&cfg.NoVMs, "no-vms", false, "manage disks and addresses only: no deploy (for hosts without QEMU or root)")
+
+	f.StringVar(&cfg.ArchiveDir, "archive-dir", "", "directory of archives, may be another filesystem (default DATA/archive)")
+	f.StringVar(&fl.defaultStorage, "default-storage-lease", "never", "storage lease of new configurations, library entries and archives: "+cli.LeaseHelp)
+	f.StringVar(&fl.defaultDeploy, "default-deploy-lease", "never", "deployment lease of new configurations: "+cli.LeaseHelp)
+	f.StringVar(&cfg.Leases.Cleanup, "cleanup-policy", cfg.Leases.Cleanup, "what happens when a storage lease runs out: notify (mark and report) or delete (after the grace period)")
+	f.StringVar(&fl.grace, "cleanup-grace", "7d", "with --cleanup-policy delete: how long an expired object is kept")
+	f.DurationVar(&cfg.Leases.ReapInterval, "reap-interval", cfg.Leases.ReapInterval, "how often leases are enforced")
+	return cmd
+}
+
+// leases parses the lease flags into p; the policy's other rules are
+// daemon.Config.Check's.
+func (fl serveFlags) leases(p *lab.LeasePolicy) error {
+	var err error
+	if p.DefaultStorage, err = lab.ParseLease(fl.defaultStorage); err != nil {
+		return fmt.Errorf("--default-storage-lease: %v", err)
+	}
+	if p.DefaultDeploy, err = lab.ParseLease(fl.defaultDeploy); err != nil {
+		return fmt.Errorf("--default-deploy-lease: %v", err)
+	}
+	if p.Grace, err = lab.ParseLease(fl.grace); err != nil {
+		return fmt.Errorf("--cleanup-grace %q is not a positive duration (7d, 12h)", fl.grace)
+	}
+	return nil
+}

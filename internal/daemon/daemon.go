@@ -1,0 +1,301 @@
+// Package daemon is `stagehand serve`: it builds the store, disk tool, jobs,
+// accelerator, plumbing, lab, reaper and HTTP server in order, and stops them.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"stagehand/internal/api"
+	"stagehand/internal/disk"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/hypervisor"
+	"stagehand/internal/jobs"
+	"stagehand/internal/lab"
+	"stagehand/internal/store/sqlite"
+)
+
+// DefaultListen is the daemon's address when Config.Listen is empty.
+const DefaultListen = "127.0.0.1:7480"
+
+// StoreFile is the store's file name inside the data directory, and
+// storeKind the kind of store the daemon opens there.
+const (
+	StoreFile = "stagehand.db"
+	storeKind = "sqlite"
+)
+
+// AccelCacheFile is the accelerator probe's cache inside the data dir.
+const AccelCacheFile = "accel-probe.json"
+
+// AccelAuto asks for the accelerator probe (Config.Accel).
+const AccelAuto = "auto"
+
+// shutdownGrace bounds how long in-flight requests may take once the
+// daemon is asked to stop.
+const shutdownGrace = 15 * time.Second
+
+// Config is everything `stagehand serve` takes. The comment of each field
+// names its flag; Check refuses a Config the daemon cannot run with.
+type Config struct {
+	DataDir    string // --data-dir: the store and every layer file
+	Listen     string // --listen: host:port, port 0 picks one
+	ChainLimit int    // --chain-limit: deepest disk chain a linked clone may produce
+
+	Accel        string        // --accel: AccelAuto (probe), hypervisor.AccelKVM or AccelTCG
+	ProbeKernel  string        // --probe-kernel: default the newest /boot/vmlinuz-*
+	ProbeInitrd  string        // --probe-initrd: default the kernel's initrd
+	ProbeTimeout time.Duration // --probe-timeout
+	NoVMs        bool          // --no-vms: disks and addresses only, no deploy
+
+	ArchiveDir string          // --archive-dir: default DATA/archive
+	Leases     lab.LeasePolicy // --default-*-lease, --cleanup-*, --reap-interval
+
+	// Version is the build's version, reported by GET /status.
+	Version string
+
+	// Test hooks, read from the environment by main; never set in
+	// production, and logged loudly when set.
+	//
+	// TestFault is STAGEHAND_TEST_FAULT (see lab.FaultHook).
+	TestFault string
+	// TestProbe is STAGEHAND_TEST_PROBE: "hang" replaces the accelerator
+	// probe with one that never decides, so tests can show the daemon
+	// serving while a probe hangs on any host.
+	TestProbe string
+}
+
+// DefaultConfig is a Config with the defaults of serve's flags; DataDir is
+// left for the caller.
+func DefaultConfig() Config {
+	return Config{
+		Listen:       DefaultListen,
+		ChainLimit:   lab.DefaultChainLimit,
+		Accel:        AccelAuto,
+		ProbeTimeout: hypervisor.DefaultProbeTimeout,
+		Leases: lab.LeasePolicy{
+			Cleanup:      lab.CleanupNotify,
+			Grace:        lab.DefaultGrace,
+			ReapInterval: lab.DefaultReapInterval,
+		},
+	}
+}
+
+// Check refuses a Config that Run cannot run with. Its errors are
+// errdefs.Invalid and name the serve flag (or variable) at fault.
+func (c Config) Check() error {
+	switch {
+	case c.DataDir == "":
+		return errdefs.Invalid("--data-dir DIR is required")
+	case c.ChainLimit < 0:
+		return errdefs.Invalid("--chain-limit must be positive")
+	}
+	switch c.Accel {
+	case AccelAuto, hypervisor.AccelKVM, hypervisor.AccelTCG:
+	default:
+		return errdefs.Invalid("--accel %q is not auto, kvm or tcg", c.Accel)
+	}
+	switch {
+	case c.ProbeTimeout <= 0:
+		return errdefs.Invalid("--probe-timeout must be positive")
+	case c.ProbeInitrd != "" && c.ProbeKernel == "":
+		return errdefs.Invalid("--probe-initrd needs --probe-kernel")
+	case c.TestProbe != "" && c.TestProbe != "hang":
+		return errdefs.Invalid("STAGEHAND_TEST_PROBE=%q: the only test probe is \"hang\"", c.TestProbe)
+	}
+	switch c.Leases.Cleanup {
+	case lab.CleanupNotify, lab.CleanupDelete:
+	default:
+		return errdefs.Invalid("--cleanup-policy %q is not notify or delete", c.Leases.Cleanup)
+	}
+	switch {
+	case c.Leases.Grace <= 0:
+		return errdefs.Invalid("--cleanup-grace must be a positive duration (7d, 12h)")
+	case c.Leases.ReapInterval <= 0:
+		return errdefs.Invalid("--reap-interval must be positive")
+	}
+	return nil
+}
+
+// Run runs the daemon until ctx ends, logging to log. It answers at once:
+// it listens first, then opens the store and serves, while the accelerator
+// probe and the recovery of interrupted operations run in the background
+// (reads are served meanwhile; writes wait for the recovery, deploys for
+// the probe). On ctx's end it stops accepting, lets requests finish,
+// cancels the jobs and closes the store.
+//
+// Construction order: data dir, listener, disk tool, store, jobs, lab
+// runtime (accelerator, segments, fences), lab, HTTP server, recovery,
+// reaper. Shutdown runs the other way: HTTP server, recovery, reaper,
+// runtime, jobs (rolled back through the store), store.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
+	started := time.Now()
+	if err := cfg.Check(); err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	if err := makePrivateDir(dataDir, log); err != nil {
+		return err
+	}
+
+	// Listen before anything slow: a busy address fails at once, and
+	// clients that connect from now on wait in the backlog, not refused.
+	listen := cfg.Listen
+	if listen == "" {
+		listen = DefaultListen
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	defer ln.Close()
+
+	disks := disk.New()
+	disks.Log = log
+	version, err := disks.Version(ctx)
+	if err != nil {
+		return fmt.Errorf("disk tool: %w", err)
+	}
+	log.Info("disk tool", "version", version)
+
+	storePath := filepath.Join(dataDir, StoreFile)
+	st, err := sqlite.Open(ctx, storePath)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil {
+			log.Error("close store", "err", cerr)
+			err = errors.Join(err, cerr)
+		}
+	}()
+	jm := jobs.NewManager()
+	defer jm.Close() // before the store closes: jobs roll back through it
+
+	failAt, err := lab.FaultHook(cfg.TestFault)
+	if err != nil {
+		return err
+	}
+	if failAt != nil {
+		log.Warn("test faults armed (STAGEHAND_TEST_FAULT)", "spec", cfg.TestFault)
+	}
+	labOpts := lab.Options{
+		DataDir:    dataDir,
+		Store:      st,
+		Disks:      disks,
+		Jobs:       jm,
+		ChainLimit: cfg.ChainLimit,
+		Logger:     log,
+		FailAt:     failAt,
+		ArchiveDir: cfg.ArchiveDir,
+		Leases:     cfg.Leases,
+	}
+	closeRuntime, err := startRuntime(cfg, &labOpts, dataDir, log)
+	if err != nil {
+		return err
+	}
+	defer closeRuntime() // stops a probe still running
+	svc, err := lab.New(labOpts)
+	if err != nil {
+		return err
+	}
+
+	h := api.NewHandler(svc, log)
+	h.SetDaemon(api.Daemon{Version: cfg.Version, Started: started, StoreKind: storeKind, StorePath: storePath})
+	finishRecovery := h.StartRecovery()
+	limits := api.DefaultLimits
+	srv := api.NewServer(h, limits, log)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(api.LimitListener(ln, limits.MaxConns)) }()
+	log.Info("stagehand serving", "addr", ln.Addr().String(), "data_dir", dataDir, "chain_limit", svc.ChainLimit(),
+		"accel", labOpts.Accel.Status().State, "started_in", time.Since(started).Round(time.Millisecond))
+
+	// Recovery runs while reads are served; the reaper starts after it.
+	// A failed recovery is reported, not fatal: the daemon must come up so
+	// that `stagehand doctor` can show and repair what is left.
+	recovered := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		began := time.Now()
+		rerr := svc.Recover(ctx)
+		if rerr != nil && ctx.Err() == nil {
+			log.Error("recover: some interrupted operations could not be undone; run stagehand doctor", "err", rerr)
+		}
+		finishRecovery(rerr)
+		close(recovered)
+		log.Info("recovery done; accepting writes", "took", time.Since(began).Round(time.Millisecond))
+	}()
+	stopReaper := startReaper(svc, recovered)
+	defer stopReaper() // before the jobs and the store close
+	defer wg.Wait()    // the recovery ends (ctx is done) before anything closes
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("requests still running at shutdown; closing their connections", "err", err)
+		srv.Close()
+	}
+	jm.Close()
+	log.Info("stopped")
+	return nil
+}
+
+// startReaper runs the lab's reaper, once after is closed (the recovery is
+// done), until the returned stop is called; stop waits for a pass in
+// progress to end.
+func startReaper(svc *lab.Service, after <-chan struct{}) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-after:
+		case <-ctx.Done():
+			return
+		}
+		svc.RunReaper(ctx)
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// makePrivateDir creates the data dir readable by root only (it holds the
+// store and every guest's disks), and narrows an existing one that others
+// can read.
+func makePrivateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("data dir %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("data dir was readable by other users; making it private", "dir", dir, "mode", fi.Mode().Perm())
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	return nil
+}
