@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/revert"
 )
 
 // Policy says what may cross a fence.
@@ -162,9 +163,9 @@ func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, hooks *
 	if err != nil {
 		return nil, err
 	}
-	undo := undoStack{}
-	defer undo.fail()
-	undo.add(func() { f.daemonNS.Close() })
+	undo := revert.New(f.log)
+	defer undo.Fail()
+	undo.Add("daemon namespace handle", f.daemonNS.Close)
 
 	if err := hooks.step("namespace"); err != nil {
 		return nil, fmt.Errorf("fence %q: %w", spec.ID, err)
@@ -177,26 +178,22 @@ func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, hooks *
 		return nil, fmt.Errorf("fence %q: %w", spec.ID, err)
 	}
 	f.ns = ns
-	undo.add(func() {
+	undo.Add("namespace "+name, func() error {
 		// Deleting the outside veth ends deletes the pairs at once;
 		// the namespace itself goes when its last handle closes.
-		if err := f.deleteOutsideLinks(); err != nil {
-			f.log.Warn("fence rollback: delete outside links", "err", err)
-		}
+		err := f.deleteOutsideLinks()
 		f.ns.Close()
-		if err := deleteNamedNamespace(name); err != nil {
-			f.log.Warn("fence rollback: delete namespace", "err", err)
-		}
+		return errors.Join(err, deleteNamedNamespace(name))
 	})
 
 	if err := f.ensure(ctx, hooks); err != nil {
 		return nil, err
 	}
-	undo.add(f.stopDHCP)
+	undo.Add("DHCP servers", func() error { f.stopDHCP(); return nil })
 	if err := hooks.step("done"); err != nil {
 		return nil, fmt.Errorf("fence %q: %w", spec.ID, err)
 	}
-	undo.success()
+	undo.Success()
 	f.log.Info("fence set up", "policy", spec.Policy, "networks", len(spec.Networks))
 	return f, nil
 }

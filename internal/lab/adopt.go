@@ -69,9 +69,11 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 	if state == store.StateDeploying || state == store.StateUndeploying {
 		// Interrupted halfway: finish towards undeployed. VMs a
 		// save-state undeploy already suspended keep their state file.
-		for _, rv := range adopted {
+		for id, rv := range adopted {
 			rv.stopping.Store(true)
-			rv.vm.Shutdown(ctx, s.shutdownTimeout)
+			if err := rv.vm.Shutdown(ctx, s.shutdownTimeout); err != nil {
+				s.log.Error("recover: power off a VM of an interrupted operation", "config", name, "vm_id", id, "err", err)
+			}
 			rv.vm.Close()
 		}
 		s.releasePlumbing(ctx, plan)

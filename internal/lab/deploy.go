@@ -16,6 +16,7 @@ import (
 	"stagehand/internal/fence"
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
+	"stagehand/internal/revert"
 	"stagehand/internal/store"
 )
 
@@ -221,12 +222,12 @@ func addressConflicts(tx store.Tx, c *store.Config) ([]string, error) {
 // done is undone and the configuration is undeployed with the error.
 func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
 	if !opts.Fenced && opts.FencePolicy != "" {
-		return nil, errdefs.Invalid("deploy %q: --fence-policy needs --fenced", name)
+		return nil, errdefs.Invalid("deploy %q: a fence policy needs a fenced deployment", name)
 	}
 	if opts.Fenced {
 		p, err := fence.ParsePolicy(opts.FencePolicy)
 		if err != nil {
-			return nil, errdefs.Invalid("deploy %q: %v", name, err)
+			return nil, fmt.Errorf("deploy %q: %w", name, err)
 		}
 		opts.FencePolicy = string(p)
 	}
@@ -265,8 +266,8 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 				return err
 			}
 			if len(conflicts) > 0 {
-				return errdefs.Conflict("duplicate addresses: %s; deploy it with --fenced, or give it new addresses with `stagehand config change-ips %s`",
-					strings.Join(conflicts, "; "), name)
+				return errdefs.Conflict("duplicate addresses: %s; deploy it fenced, or change its addresses",
+					strings.Join(conflicts, "; "))
 			}
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateDeploying, "", opts.Fenced, opts.FencePolicy
@@ -280,17 +281,33 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
 
-	undo := &undoList{}
+	// Each step changes the host; rev undoes the steps done, newest
+	// first, when a later one fails. It logs an undo that fails, and the
+	// deploy's error reports it.
+	rev := revert.New(s.log.With("op", "deploy", "config", name))
+	defer rev.Fail()
 	fail := func(err error) (*ConfigView, error) {
 		err = fmt.Errorf("deploy %q: %w", name, err)
-		undo.run()
-		s.setUndeployed(name, err.Error())
+		var incomplete []error
+		if uerr := rev.Fail(); uerr != nil {
+			incomplete = append(incomplete, uerr)
+		}
+		if uerr := s.setUndeployed(name, err.Error()); uerr != nil {
+			incomplete = append(incomplete, uerr)
+		}
+		if uerr := errors.Join(incomplete...); uerr != nil {
+			err = fmt.Errorf("%w; rollback incomplete: %v", err, uerr)
+			s.log.Error("deploy failed; rollback incomplete, doctor or a restart finishes it", "config", name, "err", err)
+		} else {
+			s.log.Error("deploy failed and was rolled back", "config", name, "err", err)
+		}
 		s.recordFailure(ctx, ObjectConfig, "deploy", name, err)
-		s.log.Error("deploy failed and was rolled back", "config", name, "err", err)
 		return nil, err
 	}
+	undoCtx := context.WithoutCancel(ctx)
 	for _, seg := range plan.segments {
-		if err := s.step(ctx, &store.Op{Kind: "deploy"}, "segment"); err != nil {
+		// A segment is shared and stays (as its bridge does): no undo.
+		if err := s.fault(ctx, "deploy", "segment"); err != nil {
 			return fail(err)
 		}
 		if err := s.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
@@ -298,49 +315,66 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		}
 	}
 	if plan.fence != nil {
-		if err := s.step(ctx, &store.Op{Kind: "deploy"}, "fence"); err != nil {
+		if err := s.fault(ctx, "deploy", "fence"); err != nil {
 			return fail(err)
 		}
-		if _, err := s.fences.Setup(ctx, *plan.fence); err != nil {
-			return fail(err)
-		}
+		// A fence that fails halfway undoes itself (fence.Setup).
 		spec := *plan.fence
-		undo.add(func() { s.fences.Teardown(context.WithoutCancel(ctx), spec) })
+		if _, err := s.fences.Setup(ctx, spec); err != nil {
+			return fail(err)
+		}
+		rev.Add("fence "+spec.ID, func() error { return s.fences.Teardown(undoCtx, spec) })
 	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
 			if plan.fence != nil {
 				// The fence's own DHCP serves the reservations inside; the
 				// tap goes with the fence's namespace at teardown.
+				if err := s.fault(ctx, "deploy", "tap"); err != nil {
+					return fail(err)
+				}
 				if err := s.fences.CreateTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
 					return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
 				}
 				continue
 			}
+			// Unreserve and DeleteTap accept what is not there, so each
+			// undo is added before its step: a step that fails halfway
+			// is undone too.
 			if n.ip.IsValid() {
+				if err := s.fault(ctx, "deploy", "reserve"); err != nil {
+					return fail(err)
+				}
+				rev.Add("DHCP reservation "+n.mac, func() error { return s.segs.Unreserve(n.network, n.mac) })
 				if err := s.segs.Reserve(n.network, n.mac, n.ip); err != nil {
 					return fail(fmt.Errorf("VM %q: DHCP reservation: %w", vp.vm.Name, err))
 				}
-				undo.add(func() { s.segs.Unreserve(n.network, n.mac) })
 			}
+			if err := s.fault(ctx, "deploy", "tap"); err != nil {
+				return fail(err)
+			}
+			rev.Add("tap "+n.tap, func() error { return s.segs.DeleteTap(undoCtx, n.tap) })
 			if err := s.segs.CreateTap(ctx, n.tap, n.network); err != nil {
 				return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
 			}
-			undo.add(func() { s.segs.DeleteTap(context.WithoutCancel(ctx), n.tap) })
 		}
 	}
-	if err := s.step(ctx, &store.Op{Kind: "deploy"}, "start"); err != nil {
+	if err := s.fault(ctx, "deploy", "start"); err != nil {
 		return fail(err)
 	}
 	started, err := s.startVMs(ctx, plan.vms)
 	for _, rv := range started {
-		undo.add(func() {
+		rev.Add(fmt.Sprintf("VM process %d", rv.vm.PID()), func() error {
 			rv.stopping.Store(true)
-			rv.vm.Kill(context.WithoutCancel(ctx))
+			err := rv.vm.Kill(undoCtx)
 			rv.vm.Close()
+			return err
 		})
 	}
 	if err != nil {
+		return fail(err)
+	}
+	if err := s.fault(ctx, "deploy", "commit"); err != nil {
 		return fail(err)
 	}
 	var view *ConfigView
@@ -365,11 +399,16 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 	if err != nil {
 		return fail(err)
 	}
+	rev.Success()
 	for i, vp := range plan.vms {
 		s.vms.put(vp.vm.ID, started[i])
 		s.watch(name, vp.vm, started[i])
 		if vp.spec.IncomingStateFile != "" {
-			removeFile(vp.spec.IncomingStateFile) // resumed: the state is in the running guest now
+			// Resumed: the state is in the running guest now. A file left
+			// would be resumed again by the next deploy: say so.
+			if err := removeFile(vp.spec.IncomingStateFile); err != nil {
+				s.log.Error("remove resumed state file", "config", name, "vm", vp.vm.Name, "err", err)
+			}
 		}
 	}
 	s.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", accel, "fenced", opts.Fenced)
@@ -420,7 +459,7 @@ func (s *Service) watch(config string, vm store.VM, rv *runningVM) {
 			return
 		}
 		s.log.Warn("VM exited on its own", "config", config, "vm", vm.Name)
-		s.update(context.Background(), func(tx store.Tx) error {
+		err := s.update(context.Background(), func(tx store.Tx) error {
 			c, err := tx.GetConfigByID(vm.ConfigID)
 			if err != nil || c.State != store.StateDeployed {
 				return err
@@ -433,13 +472,18 @@ func (s *Service) watch(config string, vm store.VM, rv *runningVM) {
 			}
 			return nil
 		})
+		if err != nil {
+			s.log.Error("record a VM that exited on its own", "config", config, "vm", vm.Name, "err", err)
+		}
 	}()
 }
 
 // setUndeployed records a failed deploy: the configuration is undeployed
-// again, with the reason.
-func (s *Service) setUndeployed(name, reason string) {
-	s.update(context.Background(), func(tx store.Tx) error {
+// again, with the reason, and its external addresses are returned. If it
+// fails, the configuration stays deploying, which the next start of the
+// daemon finishes.
+func (s *Service) setUndeployed(name, reason string) error {
+	err := s.update(context.Background(), func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -450,6 +494,10 @@ func (s *Service) setUndeployed(name, reason string) {
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
 		return tx.UpdateConfig(c)
 	})
+	if err != nil {
+		return fmt.Errorf("mark %q undeployed: %w", name, err)
+	}
+	return nil
 }
 
 // Undeploy powers every VM off (ACPI, then forced after the shutdown
@@ -489,6 +537,16 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		if rv == nil {
 			continue
 		}
+		step := "stop"
+		if saveState {
+			step = "save"
+		}
+		// In plan order, before the parallel part, so a test that fails
+		// the k-th step knows which VM it hits.
+		if err := s.fault(ctx, "undeploy", step); err != nil {
+			errs[i] = fmt.Errorf("VM %q: %w", vp.vm.Name, err)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -509,23 +567,38 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	// failed marks the configuration failed with err, keeping the states
+	// already saved: an undeploy again retries, a discard gives up.
+	failed := func(err error) (*ConfigView, error) {
 		err = fmt.Errorf("undeploy %q: %w", name, err)
-		s.update(context.Background(), func(tx store.Tx) error {
-			c, gerr := tx.GetConfig(name)
-			if gerr != nil {
-				return gerr
+		reason := err.Error()
+		uerr := s.update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+			c, err := tx.GetConfig(name)
+			if err != nil {
+				return err
 			}
 			for i := range c.VMs {
 				if saved[indexOfVM(plan, c.VMs[i].ID)] {
 					c.VMs[i].State = VMStateSaved
-					tx.UpdateVM(&c.VMs[i])
+					if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+						return err
+					}
 				}
 			}
-			c.State, c.LastError = store.StateFailed, err.Error()
+			c.State, c.LastError = store.StateFailed, reason
 			return tx.UpdateConfig(c)
 		})
+		if uerr != nil {
+			err = fmt.Errorf("%w; and marking it failed: %v", err, uerr)
+		}
+		s.log.Error("undeploy failed", "config", name, "err", err)
 		return nil, err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return failed(err)
+	}
+	if err := s.fault(ctx, "undeploy", "release"); err != nil {
+		return failed(err)
 	}
 	s.releasePlumbing(ctx, plan)
 	var view *ConfigView
@@ -542,8 +615,11 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 			return err
 		}
 		for i := range c.VMs {
+			// A state saved by an earlier, failed undeploy counts too.
+			keep := saved[indexOfVM(plan, c.VMs[i].ID)] ||
+				c.VMs[i].State == VMStateSaved && fileExists(s.abs(stateFileRel(c.VMs[i].ID)))
 			c.VMs[i].State = store.StateUndeployed
-			if saved[indexOfVM(plan, c.VMs[i].ID)] {
+			if keep {
 				c.VMs[i].State = VMStateSaved
 			}
 			if err := tx.UpdateVM(&c.VMs[i]); err != nil {
@@ -586,7 +662,9 @@ func (s *Service) releasePlumbing(ctx context.Context, plan *deployPlan) {
 				s.log.Warn("delete tap", "tap", n.tap, "err", err)
 			}
 			if n.ip.IsValid() {
-				s.segs.Unreserve(n.network, n.mac)
+				if err := s.segs.Unreserve(n.network, n.mac); err != nil {
+					s.log.Warn("remove DHCP reservation", "network", n.network, "mac", n.mac, "err", err)
+				}
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"time"
 
@@ -83,14 +82,11 @@ var _ VM = (*hypervisor.VM)(nil)
 // QEMU is the real Hypervisor: QEMU processes on this machine, through the
 // hypervisor package. (Go has no covariant results, so this adapter lives
 // on the lab's side: hypervisor cannot name lab.VM.)
-type QEMU struct {
-	// Log is where the VMs log (the daemon's logger).
-	Log *slog.Logger
-}
+type QEMU struct{}
 
 // Start launches a VM; see hypervisor.Start.
-func (q QEMU) Start(ctx context.Context, spec hypervisor.Spec) (VM, error) {
-	v, err := hypervisor.Start(ctx, spec, q.Log)
+func (QEMU) Start(ctx context.Context, spec hypervisor.Spec) (VM, error) {
+	v, err := hypervisor.Start(ctx, spec)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
@@ -98,8 +94,8 @@ func (q QEMU) Start(ctx context.Context, spec hypervisor.Spec) (VM, error) {
 }
 
 // Adopt takes over a running VM; see hypervisor.Adopt.
-func (q QEMU) Adopt(ctx context.Context, runDir, id string) (VM, error) {
-	v, err := hypervisor.Adopt(ctx, runDir, id, q.Log)
+func (QEMU) Adopt(ctx context.Context, runDir, id string) (VM, error) {
+	v, err := hypervisor.Adopt(ctx, runDir, id)
 	if err != nil {
 		return nil, err
 	}

@@ -132,4 +132,5 @@ func TestEveryStepRollsBack(t *testing.T) {
 			}
 		})
 	}
+	everyDeployStepRollsBack(t)
 }

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -39,4 +40,20 @@ func FaultHook(spec string) (func(op, step string) error, error) {
 		}
 		return fmt.Errorf("injected fault at %s:%s", op, step)
 	}, nil
+}
+
+// fault is called before every named step of a multi-step operation,
+// journalled or not (deploy and undeploy change processes and links, not
+// files): it honours cancellation and Options.FailAt, the hook that fails
+// chosen steps.
+func (s *Service) fault(ctx context.Context, op, step string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.failAt != nil {
+		if err := s.failAt(op, step); err != nil {
+			return fmt.Errorf("step %s: %w", step, err)
+		}
+	}
+	return nil
 }

@@ -56,15 +56,7 @@ func commitOp(tx store.Tx, op *store.Op, remove []string) error {
 // step is called before every step of a multi-step operation: it honours
 // cancellation and the test hook that fails chosen steps.
 func (s *Service) step(ctx context.Context, op *store.Op, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if s.failAt != nil {
-		if err := s.failAt(op.Kind, name); err != nil {
-			return fmt.Errorf("step %s: %w", name, err)
-		}
-	}
-	return nil
+	return s.fault(ctx, op.Kind, name)
 }
 
 // withTempPaths returns files with the temporary name of each regular file
