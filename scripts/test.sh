@@ -30,14 +30,19 @@ mkdir -p bin
 go build -o bin/testreport ./scripts/testreport
 
 began=$SECONDS
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
 if ((${#short[@]})); then
-  go test -json -count=1 -short -timeout 10m "$@" ./... | bin/testreport
+  go test -json -count=1 -short -timeout 10m "$@" ./... | bin/testreport | tee "$report"
 else
   # Guests boot under TCG: 2 packages at a time, each running its parallel
   # tests 2 at a time, keeps 2 cores busy without starving a guest's boot.
-  go test -json -count=1 -p 2 -parallel 2 -timeout 45m "$@" ./... | bin/testreport -allowed .ci/allowed-skips
+  go test -json -count=1 -p 2 -parallel 2 -timeout 45m "$@" ./... |
+    bin/testreport -allowed .ci/allowed-skips | tee "$report"
   if [[ -x scripts/fuzz.sh ]] && (($# == 0)); then
     scripts/fuzz.sh 10s
   fi
 fi
 echo "test.sh: $((SECONDS - began)) s of tests"
+# The test count stays the last line, after the fuzzers' output.
+tail -n 1 "$report"
