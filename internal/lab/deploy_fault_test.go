@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"stagehand/internal/errdefs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/labtest"
 )
@@ -319,4 +320,31 @@ func assertUndone(t *testing.T, step string, calls []string) {
 	if diff := cmp.Diff(want, calls[i:], cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("failed at %s: undo calls (-want +got):\n%s\nall calls: %q", step, diff, calls)
 	}
+}
+
+// TestDeployRefusesABadFencePolicy checks the lab's fence policy rules, the
+// only ones (the API and CLI pass the policy on): a policy without a
+// fence, or an unknown one, is invalid input in the domain's words, and
+// nothing reaches the host.
+func TestDeployRefusesABadFencePolicy(t *testing.T) {
+	e, host := deployEnv(t, nil)
+	for _, c := range []struct {
+		opts lab.DeployOptions
+		want string
+	}{
+		{lab.DeployOptions{FencePolicy: "out"}, `deploy "a": a fence policy needs a fenced deployment`},
+		{lab.DeployOptions{Fenced: true, FencePolicy: "open"}, `deploy "a": fence policy "open": want block, out or in-out`},
+	} {
+		_, err := e.svc.Deploy(context.Background(), "a", c.opts)
+		if !errors.Is(err, errdefs.ErrInvalid) || err.Error() != c.want {
+			t.Errorf("deploy %+v: %v, want invalid: %s", c.opts, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "--") {
+			t.Errorf("deploy %+v: %q speaks CLI flags", c.opts, err)
+		}
+	}
+	if calls := host.Calls.Take(); len(calls) > 0 {
+		t.Errorf("refused deploys called the host: %q", calls)
+	}
+	e.assertNothingDeployed(host, "refused deploys")
 }

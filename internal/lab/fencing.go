@@ -102,9 +102,9 @@ func isNotFound(err error) bool { return errdefs.Kind(err) == errdefs.ErrNotFoun
 // fenceSpec describes c's fence: per network, the 1:1 mappings of its
 // NICs' internal addresses to their external ones.
 func (s *Service) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, error) {
-	policy, err := fence.ParsePolicy(c.FencePolicy)
+	policy, err := fence.ParsePolicy(c.FencePolicy) // the one place a policy is read
 	if err != nil {
-		return fence.FenceSpec{}, errdefs.Invalid("fence policy %q: %v", c.FencePolicy, err)
+		return fence.FenceSpec{}, fmt.Errorf("configuration %q: %w", c.Name, err)
 	}
 	spec := fence.FenceSpec{ID: s.fenceID(c.ID), Policy: policy}
 	byNet := map[int64]int{}
