@@ -348,3 +348,61 @@ func TestDeployRefusesABadFencePolicy(t *testing.T) {
 	}
 	e.assertNothingDeployed(host, "refused deploys")
 }
+
+// TestRestartReadoptsDeployments restarts the daemon under a deployed
+// configuration, unfenced and fenced: the new one adopts the running VMs
+// and the fence and serves DHCP again, without starting anything; one
+// whose VM died meanwhile is failed with the reason; an undeploy after the
+// restart leaves nothing.
+func TestRestartReadoptsDeployments(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		opts  lab.DeployOptions
+		calls []string
+	}{
+		{"unfenced", lab.DeployOptions{}, []string{
+			"hv adopt vm1",
+			"hv adopt vm2",
+			"seg ensure lan 10.2.0.1/24 dhcp=10.2.0.31-10.2.0.254",
+			"seg reserve lan mac1 10.2.0.10",
+			"seg reserve lan mac2 10.2.0.11",
+		}},
+		{"fenced", lab.DeployOptions{Fenced: true}, []string{
+			"hv adopt vm1",
+			"hv adopt vm2",
+			"seg ensure lan 10.2.0.1/24 dhcp=10.2.0.31-10.2.0.254",
+			"fence adopt c1 policy=in-out lan[10.2.0.10=10.2.0.12,10.2.0.11=10.2.0.13]",
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			e, host := deployEnv(t, nil)
+			if _, err := e.svc.Deploy(ctx, "a", c.opts); err != nil {
+				t.Fatal(err)
+			}
+			host.Calls.Take()
+			host.Restart()
+			e.restart(host.Use)
+			if diff := cmp.Diff(c.calls, host.Calls.Take()); diff != "" {
+				t.Errorf("recovery calls (-want +got):\n%s", diff)
+			}
+			v := e.get("a")
+			if v.State != "deployed" || v.VMs[0].PID == 0 || v.VMs[1].PID == 0 {
+				t.Errorf("after the restart: %s, PIDs %d %d", v.State, v.VMs[0].PID, v.VMs[1].PID)
+			}
+
+			// A VM that dies while the daemon is down is reported.
+			host.Hypervisor.Crash("vm2")
+			host.Restart()
+			e.restart(host.Use)
+			host.Calls.Take()
+			if v := e.get("a"); v.State != "failed" || !strings.Contains(v.LastError, "lost while the daemon was down") {
+				t.Errorf("after losing vm2: %s (%q)", v.State, v.LastError)
+			}
+			if _, err := e.svc.Undeploy(ctx, "a", false); err != nil {
+				t.Fatal(err)
+			}
+			e.assertNothingDeployed(host, "undeploy after a restart")
+		})
+	}
+}

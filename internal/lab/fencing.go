@@ -102,7 +102,7 @@ func isNotFound(err error) bool { return errdefs.Kind(err) == errdefs.ErrNotFoun
 // fenceSpec describes c's fence: per network, the 1:1 mappings of its
 // NICs' internal addresses to their external ones.
 func (s *Service) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, error) {
-	policy, err := fence.ParsePolicy(c.FencePolicy) // the one place a policy is read
+	policy, err := fence.ParsePolicy(c.FencePolicy) // the policy's rules live there only
 	if err != nil {
 		return fence.FenceSpec{}, fmt.Errorf("configuration %q: %w", c.Name, err)
 	}
