@@ -33,8 +33,8 @@ type Lab interface {
 	ListConfigs(ctx context.Context) ([]lab.ConfigView, error)
 	GetConfig(ctx context.Context, name string) (*lab.ConfigView, error)
 	DeleteConfig(ctx context.Context, name string) error
-	LinkedClone(ctx context.Context, src, dst string) (*lab.ConfigView, error)
-	StartFullClone(ctx context.Context, src, dst string) (jobs.Job, error)
+	LinkedClone(ctx context.Context, src, dst string, opts lab.CreateOptions) (*lab.ConfigView, error)
+	StartFullClone(ctx context.Context, src, dst string, opts lab.CreateOptions) (jobs.Job, error)
 	ChangeIPs(ctx context.Context, name string) (*lab.ConfigView, error)
 	SetIP(ctx context.Context, config, vm string, nic int, ip string) (*lab.ConfigView, error)
 

@@ -368,7 +368,7 @@ func TestDrainEndsWaits(t *testing.T) {
 	ctx := context.Background()
 	fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/a"}})
 	fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl"}}})
-	j, err := fake.StartFullClone(ctx, "web", "web2")
+	j, err := fake.StartFullClone(ctx, "web", "web2", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,11 +112,11 @@ func (h *Handler) createConfig(w http.ResponseWriter, r *http.Request) error {
 	for _, v := range req.VMs {
 		spec.VMs = append(spec.VMs, lab.VMSpec{Name: v.Name, Template: v.Template, Network: v.Network, IP: v.IP})
 	}
-	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
-	if err != nil {
+	var err error
+	if spec.StorageLease, err = storageLease(req.StorageLease); err != nil {
 		return err
 	}
-	c, err := h.lab.CreateConfig(ctx, spec)
+	c, err := h.lab.CreateConfig(r.Context(), spec)
 	if err != nil {
 		return err
 	}
@@ -156,20 +156,20 @@ func (h *Handler) cloneConfig(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	src := r.PathValue("name")
-	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	opts, err := createOptions(req.StorageLease)
 	if err != nil {
 		return err
 	}
 	switch req.Mode {
 	case "", wire.CloneLinked:
-		c, err := h.lab.LinkedClone(ctx, src, req.Name)
+		c, err := h.lab.LinkedClone(r.Context(), src, req.Name, opts)
 		if err != nil {
 			return err
 		}
 		w.Header().Set("Location", location("configs", c.Name))
 		return writeJSON(w, http.StatusCreated, configToWire(c))
 	case wire.CloneFull:
-		j, err := h.lab.StartFullClone(ctx, src, req.Name)
+		j, err := h.lab.StartFullClone(r.Context(), src, req.Name, opts)
 		if err != nil {
 			return err
 		}

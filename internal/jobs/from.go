@@ -3,9 +3,9 @@ package jobs
 import "context"
 
 // StartFrom is Start for a job that a request starts: the job's context
-// carries parent's values (who asked, request-scoped options) but not its
-// cancellation, so the job outlives the request; Cancel and Close still end
-// it.
+// carries parent's values (who asked, which the event log names) but not
+// its cancellation, so the job outlives the request; Cancel and Close still
+// end it.
 func (m *Manager) StartFrom(parent context.Context, kind, subject string, fn Func) Job {
 	values := context.WithoutCancel(parent)
 	return m.Start(kind, subject, func(ctx context.Context, progress func(done, total int64)) error {

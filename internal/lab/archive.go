@@ -272,10 +272,13 @@ func (s *Service) DeleteArchive(ctx context.Context, name string) error {
 // disk, read from the whole chain, plus the templates' boot files and the
 // manifest. The configuration is only read, and stays locked (not
 // deployable, not deletable) until the job ends. A cancelled or failed job
-// leaves nothing behind.
-func (s *Service) StartArchive(ctx context.Context, config, name string) (jobs.Job, error) {
+// leaves nothing behind. The archive gets its storage lease as opts says.
+func (s *Service) StartArchive(ctx context.Context, config, name string, opts CreateOptions) (jobs.Job, error) {
 	if err := checkName("archive", name); err != nil {
 		return jobs.Job{}, err
+	}
+	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
+		return jobs.Job{}, fmt.Errorf("archive %q as %q: %w", config, name, err)
 	}
 	unlock := s.locks.lock(config, name)
 	var m *manifest
@@ -318,6 +321,9 @@ func (s *Service) StartArchive(ctx context.Context, config, name string) (jobs.J
 		err := s.store.Update(ctx, func(tx store.Tx) error {
 			a := &store.Archive{Name: name, Source: config, Dir: dirName, Manifest: raw, Size: m.size(), CreatedAt: m.CreatedAt}
 			if err := tx.CreateArchive(a); err != nil {
+				return err
+			}
+			if err := s.leases.started(tx, archiveLease(a.ID), opts.StorageLease); err != nil {
 				return err
 			}
 			return commitOp(tx, op, nil)
@@ -579,19 +585,25 @@ func parseManifest(raw []byte) (*manifest, error) {
 // addresses again as restoreNIC says. A template the archive names that
 // no longer exists is made again from the archive (hardware and boot
 // files, no base disks). The archive is only read. A cancelled or failed
-// job leaves nothing behind.
-func (s *Service) StartRestore(ctx context.Context, archive, config string) (jobs.Job, error) {
+// job leaves nothing behind. The configuration gets its storage lease as
+// opts says, and the archive is marked used.
+func (s *Service) StartRestore(ctx context.Context, archive, config string, opts CreateOptions) (jobs.Job, error) {
 	if err := checkName("configuration", config); err != nil {
 		return jobs.Job{}, err
+	}
+	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
+		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
 	}
 	unlock := s.locks.lock(archive, config)
 	var m *manifest
 	var dir string
+	var archiveID int64
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		a, err := tx.GetArchive(archive)
 		if err != nil {
 			return err
 		}
+		archiveID = a.ID
 		if _, err := tx.GetConfig(config); err == nil {
 			return errdefs.Conflict("configuration %q already exists", config)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
@@ -667,8 +679,15 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string) (job
 			return fail(err)
 		}
 		err := s.update(ctx, func(tx store.Tx) error {
-			unused, err := s.commitRestore(tx, m, config, layers, bootCopies)
+			c, unused, err := s.commitRestore(tx, m, config, layers, bootCopies)
 			if err != nil {
+				return err
+			}
+			if err := s.leases.started(tx, configLease(c.ID), opts.StorageLease); err != nil {
+				return err
+			}
+			// The archive is held by its lock, so it is still archiveID.
+			if err := s.leases.used(tx, archiveLease(archiveID)); err != nil {
 				return err
 			}
 			return commitOp(tx, op, unused)
@@ -678,7 +697,6 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string) (job
 		}
 		s.finishOp(op)
 		s.log.Info("archive restored", "archive", archive, "config", config)
-		s.touch(ctx, ObjectArchive, archive)
 		s.record(ctx, ObjectConfig, "restore", config, "restored from archive "+archive)
 		return nil
 	}), nil
@@ -702,8 +720,8 @@ func checkNetworksExist(tx store.Tx, m *manifest) error {
 }
 
 // commitRestore writes the restored configuration inside tx and returns
-// the boot file copies it did not need (their template exists).
-func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers, bootCopies map[string]string) ([]string, error) {
+// it, and the boot file copies it did not need (their template exists).
+func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers, bootCopies map[string]string) (*store.Config, []string, error) {
 	var unused []string
 	templateIDs := map[string]int64{}
 	for _, mt := range m.Templates {
@@ -718,7 +736,7 @@ func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers,
 			continue
 		}
 		if !errors.Is(err, errdefs.ErrNotFound) {
-			return nil, err
+			return nil, nil, err
 		}
 		nt := &store.Template{Name: mt.Name, Description: "made again from archive " + m.Name + " (hardware and boot files only)",
 			CPUs: mt.CPUs, MemoryMiB: mt.MemoryMiB, Cmdline: mt.Cmdline}
@@ -729,7 +747,7 @@ func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers,
 			nt.Initrd = bootCopies[mt.Initrd.Path]
 		}
 		if err := tx.CreateTemplate(nt); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		templateIDs[mt.Name] = nt.ID
 	}
@@ -737,29 +755,29 @@ func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers,
 	for _, mv := range m.VMs {
 		tid, ok := templateIDs[mv.Template]
 		if !ok {
-			return nil, fmt.Errorf("VM %q: template %q is not in the manifest", mv.Name, mv.Template)
+			return nil, nil, fmt.Errorf("VM %q: template %q is not in the manifest", mv.Name, mv.Template)
 		}
 		vm := store.VM{Name: mv.Name, TemplateID: tid, CPUs: mv.CPUs, MemoryMiB: mv.MemoryMiB, State: store.StateUndeployed}
 		for _, d := range mv.Disks {
 			l := &store.Layer{Path: layers[d.File.Path], VirtualSize: d.VirtualSize}
 			if err := tx.CreateLayer(l); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			vm.Disks = append(vm.Disks, store.Disk{Index: d.Index, TopLayerID: l.ID})
 		}
 		for _, mn := range mv.NICs {
 			n, err := s.restoreNIC(tx, mn)
 			if err != nil {
-				return nil, fmt.Errorf("VM %q NIC %d: %w", mv.Name, mn.Index, err)
+				return nil, nil, fmt.Errorf("VM %q NIC %d: %w", mv.Name, mn.Index, err)
 			}
 			vm.NICs = append(vm.NICs, n)
 		}
 		c.VMs = append(c.VMs, vm)
 	}
 	if err := tx.CreateConfig(c); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return unused, nil
+	return c, unused, nil
 }
 
 // restoreNIC gives a restored NIC its network, IP mode and, where it can,

@@ -86,7 +86,7 @@ func TestArchiveRestore(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	src, kernel := sourceFixture(t, e)
-	e.ok(e.svc.StartArchive(ctx, "src", "arch"))
+	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
 	a, err := e.svc.GetArchive(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestArchiveRestore(t *testing.T) {
 
 	// Restore: a full clone back, same network parameters, new MACs; the
 	// addresses rejoin their families (src2 still holds them).
-	e.ok(e.svc.StartRestore(ctx, "arch", "back"))
+	e.ok(e.svc.StartRestore(ctx, "arch", "back", lab.CreateOptions{}))
 	back := e.get("back")
 	for i, vm := range back.VMs {
 		if len(vm.Disks[0].Chain) != 1 || isReadOnly(t, vm.Disks[0].Path) {
@@ -155,7 +155,7 @@ func TestArchiveRestore(t *testing.T) {
 	if err := e.svc.DeleteTemplate(ctx, "kern"); err != nil {
 		t.Fatal(err)
 	}
-	e.ok(e.svc.StartRestore(ctx, "arch", "again"))
+	e.ok(e.svc.StartRestore(ctx, "arch", "again", lab.CreateOptions{}))
 	tv, err := e.svc.GetTemplate(ctx, "kern")
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +195,7 @@ func TestArchiveFailuresLeaveNothing(t *testing.T) {
 			sourceFixture(t, e)
 			op, _, _ := strings.Cut(step, ":")
 			if op != "archive" {
-				e.ok(e.svc.StartArchive(ctx, "src", "arch"))
+				e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
 			}
 			before := archiveDirs(t, e)
 			armed = true
@@ -204,9 +204,9 @@ func TestArchiveFailuresLeaveNothing(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "bundle.tar")
 			switch op {
 			case "archive":
-				j, err = e.svc.StartArchive(ctx, "src", "arch")
+				j, err = e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{})
 			case "restore":
-				j, err = e.svc.StartRestore(ctx, "arch", "back")
+				j, err = e.svc.StartRestore(ctx, "arch", "back", lab.CreateOptions{})
 			case "export":
 				j, err = e.svc.StartExport(ctx, "arch", out)
 			}
@@ -243,7 +243,7 @@ func bundleFixture(t *testing.T) (string, *lab.ConfigView, *lab.ArchiveView) {
 	e := newEnv(t)
 	ctx := context.Background()
 	src, _ := sourceFixture(t, e)
-	e.ok(e.svc.StartArchive(ctx, "src", "arch"))
+	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
 	file := filepath.Join(t.TempDir(), "arch.tar")
 	e.ok(e.svc.StartExport(ctx, "arch", file))
 	a, err := e.svc.GetArchive(ctx, "arch")
@@ -280,7 +280,7 @@ func TestExportImportOnAnotherLab(t *testing.T) {
 			t.Errorf("VM %s: imported disk differs", b.VMs[i].Name)
 		}
 	}
-	e2.ok(e2.svc.StartRestore(ctx, "moved", "here"))
+	e2.ok(e2.svc.StartRestore(ctx, "moved", "here", lab.CreateOptions{}))
 	here := e2.get("here")
 	for i, vm := range here.VMs {
 		compare(t, vm.Disks[0].Path, src.VMs[i].Disks[0].Path)
@@ -376,7 +376,7 @@ func TestDoctorChecksArchives(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	e.ok(e.svc.StartArchive(ctx, "a", "arch"))
+	e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
 	e.assertConsistent()
 	a, err := e.svc.GetArchive(ctx, "arch")
 	if err != nil {

@@ -54,7 +54,7 @@ func BenchmarkLinkedCloneDiskSize(b *testing.B) {
 			qemuIO(b, vm.Disks[0].Path, "write -P 0x11 0 64k")
 		}
 		start := time.Now()
-		if _, err := e.svc.LinkedClone(ctx, src, src+"-clone"); err != nil {
+		if _, err := e.svc.LinkedClone(ctx, src, src+"-clone", lab.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		return time.Since(start)

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
@@ -105,6 +106,7 @@ func (s *Service) StartExport(ctx context.Context, name, file string) (jobs.Job,
 		}
 		s.finishOp(op) // the temporary name is gone: nothing to undo
 		s.log.Info("archive exported", "archive", name, "file", file, "bytes", m.size())
+		s.touch(ctx, ObjectArchive, name)
 		s.record(ctx, ObjectArchive, "export", name, "to "+file)
 		return nil
 	}), nil
@@ -226,6 +228,9 @@ type ImportSpec struct {
 	// MapNetwork maps the bundle's network names to this server's; networks
 	// not in it keep their names.
 	MapNetwork map[string]string
+	// StorageLease is the archive's storage lease from its import: nil
+	// means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
+	StorageLease *time.Duration
 }
 
 // StartImport checks a bundle's manifest and starts a job that imports it
@@ -233,6 +238,9 @@ type ImportSpec struct {
 func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
 	if err := checkHostPath(spec.File, "the daemon reads it"); err != nil {
 		return jobs.Job{}, fmt.Errorf("import: %w", err)
+	}
+	if err := checkLeaseLength("storage", spec.StorageLease); err != nil {
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
 	}
 	head, err := readBundleHead(spec.File)
 	if err != nil {
@@ -300,6 +308,9 @@ func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 		err := s.store.Update(ctx, func(tx store.Tx) error {
 			a := &store.Archive{Name: m.Name, Source: "bundle " + spec.File, Dir: dirName, Manifest: raw, Size: m.size()}
 			if err := tx.CreateArchive(a); err != nil {
+				return err
+			}
+			if err := s.leases.started(tx, archiveLease(a.ID), spec.StorageLease); err != nil {
 				return err
 			}
 			return commitOp(tx, op, nil)

@@ -59,7 +59,7 @@ func BenchmarkBundleThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	e.config("src", lab.VMSpec{Name: "vm", Template: "base"})
-	e.ok(e.svc.StartArchive(ctx, "src", "arch"))
+	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
 	a, err := e.svc.GetArchive(ctx, "arch")
 	if err != nil {
 		b.Fatal(err)

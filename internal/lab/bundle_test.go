@@ -299,7 +299,7 @@ func TestBundlePathsRefuseControlCharacters(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	e.ok(e.svc.StartArchive(ctx, "a", "arch"))
+	e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
 	dir := t.TempDir()
 	for _, p := range []string{dir + "/x\x00y", dir + "/x\ny", dir + "/x\x1b[2Jy", "relative.tar", "/" + strings.Repeat("a", 5000)} {
 		if _, err := e.svc.StartExport(ctx, "arch", p); !errors.Is(err, errdefs.ErrInvalid) {
@@ -336,7 +336,7 @@ func TestArchiveFileModes(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	sourceFixture(t, e)
-	e.ok(e.svc.StartArchive(ctx, "src", "arch"))
+	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
 	a, err := e.svc.GetArchive(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +383,7 @@ func TestArchiveFileModes(t *testing.T) {
 	if err := e2.svc.DeleteArchive(ctx, "arch"); err != nil {
 		t.Fatal(err)
 	}
-	e.ok(e.svc.StartRestore(ctx, "arch", "back"))
+	e.ok(e.svc.StartRestore(ctx, "arch", "back", lab.CreateOptions{}))
 	for _, f := range mustGlob(t, filepath.Join(e.dir, "files", "*")) {
 		if got := mode(t, f); got != 0o400 {
 			t.Errorf("%s: mode %v, want 0400", f, got)

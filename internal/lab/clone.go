@@ -57,9 +57,10 @@ func (s *Service) loadCloneSource(ctx context.Context, src, dst string) (*store.
 // as it is and the clone builds on the parent instead (the empty-delta
 // shortcut), so repeated clones do not deepen chains. No guest data is read
 // or copied. The clone keeps the source's networks, IP modes and addresses
-// (joining their families) and gets new MACs.
-func (s *Service) LinkedClone(ctx context.Context, src, dst string) (*ConfigView, error) {
-	v, err := s.linkedClone(ctx, src, dst, store.KindConfig)
+// (joining their families) and gets new MACs, and its storage lease as
+// opts says.
+func (s *Service) LinkedClone(ctx context.Context, src, dst string, opts CreateOptions) (*ConfigView, error) {
+	v, err := s.linkedClone(ctx, src, dst, store.KindConfig, opts, false)
 	if err == nil {
 		s.record(ctx, ObjectConfig, "clone", dst, "linked clone of "+src)
 	}
@@ -67,8 +68,12 @@ func (s *Service) LinkedClone(ctx context.Context, src, dst string) (*ConfigView
 }
 
 // linkedClone makes dst of kind (store.KindConfig or KindLibrary) from src
-// by linked clone.
-func (s *Service) linkedClone(ctx context.Context, src, dst, kind string) (*ConfigView, error) {
+// by linked clone, with its storage lease as opts says; useSource marks
+// src used too (a checkout uses its library entry).
+func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts CreateOptions, useSource bool) (*ConfigView, error) {
+	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
+		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
+	}
 	unlock := s.locks.lock(src, dst)
 	defer unlock()
 	c, idx, err := s.loadCloneSource(ctx, src, dst)
@@ -171,6 +176,14 @@ func (s *Service) linkedClone(ctx context.Context, src, dst, kind string) (*Conf
 		if err != nil {
 			return err
 		}
+		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
+			return err
+		}
+		if useSource {
+			if err := s.leases.used(tx, configLease(c.ID)); err != nil {
+				return err
+			}
+		}
 		if err := commitOp(tx, op, nil); err != nil {
 			return err
 		}
@@ -224,8 +237,12 @@ func (s *Service) commitClone(tx store.Tx, src, dst, kind string, diskTop func(s
 // StartFullClone checks the request and starts a job that writes, for each
 // disk of src, one consolidated standalone qcow2 base for dst. The source is
 // only read; it stays locked (not deployable) until the job ends. A
-// cancelled or failed job leaves nothing behind.
-func (s *Service) StartFullClone(ctx context.Context, src, dst string) (jobs.Job, error) {
+// cancelled or failed job leaves nothing behind. dst gets its storage
+// lease as opts says.
+func (s *Service) StartFullClone(ctx context.Context, src, dst string, opts CreateOptions) (jobs.Job, error) {
+	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
+		return jobs.Job{}, fmt.Errorf("full clone %q to %q: %w", src, dst, err)
+	}
 	unlock := s.locks.lock(src, dst)
 	c, idx, err := s.loadCloneSource(ctx, src, dst)
 	if err != nil {
@@ -248,7 +265,7 @@ func (s *Service) StartFullClone(ctx context.Context, src, dst string) (jobs.Job
 	}
 	job := s.jobs.StartFrom(ctx, "full-clone", dst, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
-		err := s.fullClone(ctx, op, src, dst, plans, progress)
+		err := s.fullClone(ctx, op, src, dst, opts, plans, progress)
 		if err != nil {
 			return s.failOp(op, fmt.Errorf("full clone %q to %q: %w", src, dst, err))
 		}
@@ -260,7 +277,7 @@ func (s *Service) StartFullClone(ctx context.Context, src, dst string) (jobs.Job
 	return job, nil
 }
 
-func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, plans []clonePlan, progress func(done, total int64)) error {
+func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, opts CreateOptions, plans []clonePlan, progress func(done, total int64)) error {
 	var total int64
 	for _, p := range plans {
 		total += p.top.VirtualSize
@@ -286,7 +303,7 @@ func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, 
 		return err
 	}
 	return s.update(ctx, func(tx store.Tx) error {
-		_, err := s.commitClone(tx, src, dst, store.KindConfig, func(tx store.Tx, p clonePlan) (int64, error) {
+		clone, err := s.commitClone(tx, src, dst, store.KindConfig, func(tx store.Tx, p clonePlan) (int64, error) {
 			l := &store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize}
 			if err := tx.CreateLayer(l); err != nil {
 				return 0, err
@@ -294,6 +311,9 @@ func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, 
 			return l.ID, nil
 		}, plans)
 		if err != nil {
+			return err
+		}
+		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
 			return err
 		}
 		return commitOp(tx, op, nil)

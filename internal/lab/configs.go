@@ -31,6 +31,9 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 	if err := checkText("owner", spec.Owner, MaxOwner); err != nil {
 		return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
 	}
+	if err := checkLeaseLength("storage", spec.StorageLease); err != nil {
+		return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
+	}
 	if len(spec.VMs) == 0 {
 		return nil, errdefs.Invalid("configuration %q: at least one --vm is required", spec.Name)
 	}
@@ -163,6 +166,9 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 			c.VMs = append(c.VMs, vm)
 		}
 		if err := tx.CreateConfig(c); err != nil {
+			return err
+		}
+		if err := s.leases.started(tx, configLease(c.ID), spec.StorageLease); err != nil {
 			return err
 		}
 		if err := commitOp(tx, op, nil); err != nil {
@@ -342,7 +348,7 @@ func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) 
 		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
 		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError,
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
-		Kind: c.Kind, Lease: s.configLeaseView(tx, c.ID),
+		Kind: c.Kind, Lease: s.leases.view(tx, configLease(c.ID)),
 	}
 	netNames := map[int64]string{}
 	tmplNames := map[int64]string{}

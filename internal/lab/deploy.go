@@ -231,6 +231,9 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		}
 		opts.FencePolicy = string(p)
 	}
+	if err := checkLeaseLength("deployment", opts.DeployLease); err != nil {
+		return nil, fmt.Errorf("deploy %q: %w", name, err)
+	}
 	if err := s.requireRuntime("deploy", name); err != nil {
 		return nil, err
 	}
@@ -385,6 +388,9 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		}
 		c.State = store.StateDeployed
 		if err := tx.UpdateConfig(c); err != nil {
+			return err
+		}
+		if err := s.leases.deployed(tx, c.ID, opts.DeployLease); err != nil {
 			return err
 		}
 		for i := range c.VMs {
@@ -612,6 +618,9 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, "", false, ""
 		if err := tx.UpdateConfig(c); err != nil {
+			return err
+		}
+		if err := s.leases.undeployed(tx, c.ID); err != nil {
 			return err
 		}
 		for i := range c.VMs {

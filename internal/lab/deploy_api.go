@@ -1,5 +1,7 @@
 package lab
 
+import "time"
+
 // The deployment part of the Service API (issue: real VMs). Implemented in
 // deploy.go.
 
@@ -7,6 +9,10 @@ package lab
 type DeployOptions struct {
 	Fenced      bool
 	FencePolicy string // "block", "out" or "in-out" (default)
+	// DeployLease is this deployment's lease, which becomes the
+	// configuration's setting for later deploys: nil keeps its setting,
+	// 0 means none.
+	DeployLease *time.Duration
 }
 
 // VM actions of VMAction.

@@ -22,7 +22,7 @@ func TestDoctorReportsAndRepairsLeftovers(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm1", Template: "base"})
-	j, err := e.svc.StartArchive(ctx, "a", "arch")
+	j, err := e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

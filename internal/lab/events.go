@@ -2,23 +2,20 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 	"unicode/utf8"
 
-	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
 )
 
-// The event log: every operation that changes state ends with one call to
-// record (or recordFailure, from failOp), which appends an event to the
-// store and tells live followers. record also does the lease bookkeeping
-// that follows from the operation, in the same transaction: a new
-// configuration, library entry or archive gets its storage lease, a deploy
-// starts the deployment lease, and deploys, undeploys, checkouts, restores
-// and exports mark their subject used (what "idle" is measured from).
+// The event log: every operation that changes state ends by telling its
+// Recorder what it did (record, or recordFailure from failOp). The log
+// appends the event to the store and tells live followers. It keeps no
+// other state: leases are written by the operations themselves, in the
+// transaction that commits them (see leaseKeeper in leases.go).
 
 // Objects of events.
 const (
@@ -41,6 +38,24 @@ const (
 	ActorAnonymous = "anonymous"
 )
 
+// Event is what an operation tells the event log: what it did (Action) to
+// which Object and Subject, with which Result and Detail. The log adds who
+// asked (WithActor) and when.
+type Event struct {
+	Object  string
+	Action  string
+	Subject string
+	Result  string
+	Detail  string
+}
+
+// Recorder is the event log as the operations see it.
+type Recorder interface {
+	// Record appends e after the operation committed. It never fails the
+	// operation, which is done: a failure to record is logged.
+	Record(ctx context.Context, e Event)
+}
+
 // EventView is one entry of the event log.
 type EventView struct {
 	ID      int64
@@ -55,11 +70,7 @@ type EventView struct {
 
 type ctxKey int
 
-const (
-	actorKey ctxKey = iota
-	storageLeaseKey
-	deployLeaseKey
-)
+const actorKey ctxKey = iota
 
 // WithActor returns ctx carrying who asks for the operations done under it
 // (the API sets it from the request); events name them.
@@ -74,25 +85,93 @@ func actorOf(ctx context.Context) string {
 	return ActorAnonymous
 }
 
-// WithStorageLease returns ctx asking that what an operation under it
-// creates (configuration, library entry, archive) gets a storage lease of
-// d instead of the daemon's default; 0 means never. It is a request-scoped
-// option of every creating operation, so it rides on the context like the
-// actor rather than widening each signature.
-func WithStorageLease(ctx context.Context, d time.Duration) context.Context {
-	return context.WithValue(ctx, storageLeaseKey, d)
+// EventLog is the Recorder over the store: it appends events, pages
+// through them, prunes old ones and fans new ones out to live followers.
+type EventLog struct {
+	store store.Store
+	now   func() time.Time
+	log   *slog.Logger
+	hub   eventHub
 }
 
-// WithDeployLease returns ctx asking that a deploy under it gets a
-// deployment lease of d (0: none); it also becomes the configuration's
-// setting for later deploys.
-func WithDeployLease(ctx context.Context, d time.Duration) context.Context {
-	return context.WithValue(ctx, deployLeaseKey, d)
+// NewEventLog returns the event log over st; now stamps the events.
+func NewEventLog(st store.Store, now func() time.Time, log *slog.Logger) *EventLog {
+	return &EventLog{store: st, now: now, log: log}
 }
 
-func durationOf(ctx context.Context, key ctxKey) (time.Duration, bool) {
-	d, ok := ctx.Value(key).(time.Duration)
-	return d, ok
+var _ Recorder = (*EventLog)(nil)
+
+// maxEventDetail bounds an event's detail (often an error message that
+// quotes what the user sent), so the log cannot be grown by a long input.
+const maxEventDetail = 2048
+
+// Record appends e, by the actor of ctx, and publishes it to followers.
+func (l *EventLog) Record(ctx context.Context, e Event) {
+	se := store.Event{
+		At: l.now().UTC(), Actor: actorOf(ctx), Action: e.Action, Object: e.Object,
+		Subject: clip(e.Subject, maxEventDetail), Result: e.Result, Detail: clip(e.Detail, maxEventDetail),
+	}
+	err := l.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.AddEvent(&se) })
+	if err != nil {
+		l.log.Error("record event", "action", se.Action, "subject", se.Subject, "err", err)
+		return
+	}
+	l.hub.publish(eventView(se))
+}
+
+// Pages of the event log: a list holds DefaultEventPage events unless the
+// caller asks for another count, and never more than MaxEventPage, so no
+// request (and no follower catching up) loads the whole log at once.
+const (
+	DefaultEventPage = 100
+	MaxEventPage     = 1000
+)
+
+// EventPageSize is the number of events a page asked with limit holds:
+// DefaultEventPage for limit <= 0, at most MaxEventPage.
+func EventPageSize(limit int) int {
+	if limit <= 0 {
+		return DefaultEventPage
+	}
+	return min(limit, MaxEventPage)
+}
+
+// List returns one page of the events after the event with ID after,
+// oldest first: EventPageSize(limit) events at most. The next page starts
+// after the last ID returned.
+func (l *EventLog) List(ctx context.Context, after int64, limit int) ([]EventView, error) {
+	limit = EventPageSize(limit)
+	var out []EventView
+	err := l.store.View(ctx, func(tx store.Tx) error {
+		es, err := tx.ListEvents(after, limit)
+		for _, e := range es {
+			out = append(out, eventView(e))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return out, nil
+}
+
+// Subscribe returns a channel of the events recorded from now on and the
+// function that ends the subscription. The channel is closed when the
+// follower falls more than a buffer behind; it should then read what it
+// missed with List and subscribe again.
+func (l *EventLog) Subscribe() (<-chan EventView, func()) {
+	return l.hub.subscribe()
+}
+
+// Prune deletes the events recorded before before and returns how many.
+func (l *EventLog) Prune(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := l.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		n, err = tx.DeleteEventsBefore(before)
+		return err
+	})
+	return n, err
 }
 
 // eventHub fans new events out to live followers.
@@ -136,74 +215,43 @@ func (h *eventHub) publish(e EventView) {
 	}
 }
 
-// SubscribeEvents returns a channel of the events recorded from now on and
-// the function that ends the subscription. The channel is closed when the
-// follower falls more than a buffer behind; it should then read what it
-// missed with ListEvents and subscribe again.
-func (s *Service) SubscribeEvents() (<-chan EventView, func()) {
-	return s.life.hub.subscribe()
-}
-
-// Pages of the event log: a list holds DefaultEventPage events unless the
-// caller asks for another count, and never more than MaxEventPage, so no
-// request (and no follower catching up) loads the whole log at once.
-const (
-	DefaultEventPage = 100
-	MaxEventPage     = 1000
-)
-
-// EventPageSize is the number of events a page asked with limit holds:
-// DefaultEventPage for limit <= 0, at most MaxEventPage.
-func EventPageSize(limit int) int {
-	if limit <= 0 {
-		return DefaultEventPage
-	}
-	return min(limit, MaxEventPage)
-}
-
-// ListEvents returns one page of the events after the event with ID after,
-// oldest first: EventPageSize(limit) events at most. The next page starts
-// after the last ID returned.
-func (s *Service) ListEvents(ctx context.Context, after int64, limit int) ([]EventView, error) {
-	limit = EventPageSize(limit)
-	var out []EventView
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		es, err := tx.ListEvents(after, limit)
-		for _, e := range es {
-			out = append(out, eventView(e))
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	return out, nil
-}
-
 func eventView(e store.Event) EventView {
 	return EventView{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Object: e.Object, Subject: e.Subject, Result: e.Result, Detail: e.Detail}
 }
 
-// Actions whose success creates the subject, which then gets its storage
-// lease.
-var creatingActions = map[string]bool{
-	"create": true, "clone": true, "full-clone": true, "capture": true, "checkout": true,
-	"archive": true, "restore": true, "import": true,
+// clip shortens s to at most n bytes, on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
-// Actions that mark their subject used.
-var usingActions = map[string]bool{"deploy": true, "undeploy": true, "export": true}
+// SubscribeEvents returns a channel of the events recorded from now on and
+// the function that ends the subscription (see EventLog.Subscribe).
+func (s *Service) SubscribeEvents() (<-chan EventView, func()) {
+	return s.eventLog.Subscribe()
+}
 
-// record appends a successful event for what was done to subject and keeps
-// the lease bookkeeping that follows from it (see the top of this file).
-// Failing to record is logged, never returned: the operation is done.
+// ListEvents returns one page of the events after the event with ID after
+// (see EventLog.List).
+func (s *Service) ListEvents(ctx context.Context, after int64, limit int) ([]EventView, error) {
+	return s.eventLog.List(ctx, after, limit)
+}
+
+// record tells the Recorder that the operation did action to subject.
 func (s *Service) record(ctx context.Context, object, action, subject, detail string) {
-	s.appendEvent(ctx, store.Event{Actor: actorOf(ctx), Action: action, Object: object, Subject: subject, Result: ResultOK, Detail: detail})
+	s.events.Record(ctx, Event{Object: object, Action: action, Subject: subject, Result: ResultOK, Detail: detail})
 }
 
-// recordFailure appends a failed event.
+// recordFailure tells the Recorder that action on subject failed.
 func (s *Service) recordFailure(ctx context.Context, object, action, subject string, err error) {
-	s.appendEvent(ctx, store.Event{Actor: actorOf(ctx), Action: action, Object: object, Subject: subject, Result: ResultFailed, Detail: err.Error()})
+	s.events.Record(ctx, Event{Object: object, Action: action, Subject: subject, Result: ResultFailed, Detail: err.Error()})
 }
 
 // opObjects names the object of the journal's operation kinds, for the
@@ -221,119 +269,6 @@ func (s *Service) recordOpFailure(ctx context.Context, op *store.Op, err error) 
 		object = ObjectConfig
 	}
 	s.recordFailure(ctx, object, op.Kind, op.Subject, err)
-}
-
-// maxEventDetail bounds an event's detail (often an error message that
-// quotes what the user sent), so the log cannot be grown by a long input.
-const maxEventDetail = 2048
-
-// clip shortens s to at most n bytes, on a rune boundary, marking the cut.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const mark = "…"
-	cut := n - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
-}
-
-func (s *Service) appendEvent(ctx context.Context, e store.Event) {
-	ctx = context.WithoutCancel(ctx)
-	e.At = s.now()
-	e.Detail = clip(e.Detail, maxEventDetail)
-	e.Subject = clip(e.Subject, maxEventDetail)
-	err := s.store.Update(ctx, func(tx store.Tx) error {
-		if e.Result == ResultOK {
-			if err := s.leaseBookkeeping(ctx, tx, e); err != nil {
-				return err
-			}
-		}
-		return tx.AddEvent(&e)
-	})
-	if err != nil {
-		s.log.Error("record event", "action", e.Action, "subject", e.Subject, "err", err)
-		return
-	}
-	s.life.hub.publish(eventView(e))
-}
-
-// leaseBookkeeping updates the lease of e's subject for e.
-func (s *Service) leaseBookkeeping(ctx context.Context, tx store.Tx, e store.Event) error {
-	creating, using := creatingActions[e.Action], usingActions[e.Action]
-	if !creating && !using && e.Action != "deploy" && e.Action != "undeploy" {
-		return nil
-	}
-	l, err := s.leaseOf(tx, e.Object, e.Subject)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil // gone meanwhile (or a template): nothing to keep
-	}
-	if err != nil {
-		return err
-	}
-	now := e.At
-	if creating && l.ID == 0 {
-		storage := s.life.policy.DefaultStorage
-		if d, ok := durationOf(ctx, storageLeaseKey); ok {
-			storage = d
-		}
-		if storage > 0 {
-			l.StorageExpires = now.Add(storage)
-		}
-		if l.ConfigID != 0 {
-			l.DeployLease = s.life.policy.DefaultDeploy
-		}
-		l.LastUsed = now // idle counts from creation until first used
-	}
-	if using {
-		l.LastUsed = now
-	}
-	switch e.Action {
-	case "deploy":
-		if d, ok := durationOf(ctx, deployLeaseKey); ok {
-			l.DeployLease = d
-		}
-		l.DeployExpires = time.Time{}
-		if l.DeployLease > 0 {
-			l.DeployExpires = now.Add(l.DeployLease)
-		}
-	case "undeploy":
-		l.DeployExpires = time.Time{}
-	}
-	return tx.PutLease(l)
-}
-
-// leaseOf returns the lease of a configuration, library entry or archive by
-// name, or a new one (ID 0) with the defaults when it has none yet. Other
-// objects are ErrNotFound.
-func (s *Service) leaseOf(tx store.Tx, object, name string) (*store.Lease, error) {
-	var l *store.Lease
-	var err error
-	fresh := &store.Lease{UndeployAction: store.UndeploySave}
-	switch object {
-	case ObjectConfig, ObjectLibrary:
-		c, gerr := tx.GetConfig(name)
-		if gerr != nil {
-			return nil, gerr
-		}
-		fresh.ConfigID = c.ID
-		l, err = tx.LeaseOfConfig(c.ID)
-	case ObjectArchive:
-		a, gerr := tx.GetArchive(name)
-		if gerr != nil {
-			return nil, gerr
-		}
-		fresh.ArchiveID = a.ID
-		l, err = tx.LeaseOfArchive(a.ID)
-	default:
-		return nil, errdefs.NotFound("%s %q has no lease", object, name)
-	}
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return fresh, nil
-	}
-	return l, err
 }
 
 func kindObject(kind string) string {

@@ -62,11 +62,11 @@ func TestEveryStepRollsBack(t *testing.T) {
 			return err
 		}},
 		{"clone", func(e *env) error {
-			_, err := e.svc.LinkedClone(context.Background(), "a", "new")
+			_, err := e.svc.LinkedClone(context.Background(), "a", "new", lab.CreateOptions{})
 			return err
 		}},
 		{"full-clone", func(e *env) error {
-			j, err := e.svc.StartFullClone(context.Background(), "a", "new")
+			j, err := e.svc.StartFullClone(context.Background(), "a", "new", lab.CreateOptions{})
 			if err != nil {
 				return err
 			}

@@ -138,7 +138,7 @@ func (e *env) get(name string) *lab.ConfigView {
 
 func (e *env) linked(src, dst string) *lab.ConfigView {
 	e.t.Helper()
-	v, err := e.svc.LinkedClone(context.Background(), src, dst)
+	v, err := e.svc.LinkedClone(context.Background(), src, dst, lab.CreateOptions{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func (e *env) linked(src, dst string) *lab.ConfigView {
 
 func (e *env) full(src, dst string) jobs.Job {
 	e.t.Helper()
-	j, err := e.svc.StartFullClone(context.Background(), src, dst)
+	j, err := e.svc.StartFullClone(context.Background(), src, dst, lab.CreateOptions{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestLinkedCloneChainLimit(t *testing.T) {
 	for i := 1; i < 10; i++ {
 		qemuIO(t, top(e.get(prev), "vm"), fmt.Sprintf("write -P %d %dk 4k", i, i*4))
 		name := fmt.Sprintf("c%d", i)
-		_, err = e.svc.LinkedClone(context.Background(), prev, name)
+		_, err = e.svc.LinkedClone(context.Background(), prev, name, lab.CreateOptions{})
 		if err != nil {
 			break
 		}
@@ -438,7 +438,7 @@ func TestFullCloneCancelLeavesNothing(t *testing.T) {
 	})
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	j, err := e.svc.StartFullClone(context.Background(), "a", "b")
+	j, err := e.svc.StartFullClone(context.Background(), "a", "b", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,15 +542,15 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 			return err
 		}},
 		{"dotdot name", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.LinkedClone(ctx, "a", "..")
+			_, err := e.svc.LinkedClone(ctx, "a", "..", lab.CreateOptions{})
 			return err
 		}},
 		{"duplicate config", errdefs.ErrConflict, func() error {
 			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}})
 			return err
 		}},
-		{"clone onto existing", errdefs.ErrConflict, func() error { _, err := e.svc.LinkedClone(ctx, "a", "a"); return err }},
-		{"unknown source", errdefs.ErrNotFound, func() error { _, err := e.svc.LinkedClone(ctx, "nope", "z"); return err }},
+		{"clone onto existing", errdefs.ErrConflict, func() error { _, err := e.svc.LinkedClone(ctx, "a", "a", lab.CreateOptions{}); return err }},
+		{"unknown source", errdefs.ErrNotFound, func() error { _, err := e.svc.LinkedClone(ctx, "nope", "z", lab.CreateOptions{}); return err }},
 		{"unknown template", errdefs.ErrNotFound, func() error {
 			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "nope"}}})
 			return err
@@ -645,10 +645,10 @@ func TestDeployedSourceCannotBeClonedOrDeleted(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.LinkedClone(ctx, "a", "b"); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "undeploy") {
+	if _, err := e.svc.LinkedClone(ctx, "a", "b", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "undeploy") {
 		t.Errorf("linked clone of deployed: %v", err)
 	}
-	if _, err := e.svc.StartFullClone(ctx, "a", "b"); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.StartFullClone(ctx, "a", "b", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("full clone of deployed: %v", err)
 	}
 	if err := e.svc.DeleteConfig(ctx, "a"); !errors.Is(err, errdefs.ErrConflict) {
@@ -668,7 +668,7 @@ func TestConcurrentClonesOfOneSource(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, err := e.svc.LinkedClone(context.Background(), "src", fmt.Sprintf("c%d", i))
+			_, err := e.svc.LinkedClone(context.Background(), "src", fmt.Sprintf("c%d", i), lab.CreateOptions{})
 			errs <- err
 		}(i)
 	}

@@ -60,13 +60,12 @@ type LeasePolicy struct {
 	EventRetention time.Duration
 }
 
-// lifecycle is the Service's state for library, archives, leases and
-// events.
+// lifecycle is the Service's state for archives and leases.
 type lifecycle struct {
 	now        func() time.Time
 	archiveDir string
 	policy     LeasePolicy
-	hub        eventHub
+	book       *leaseBook
 	reaping    sync.Mutex // one Reap at a time
 }
 
@@ -107,6 +106,7 @@ func newLifecycle(opts Options, dataDir string) (*lifecycle, error) {
 	if p.EventRetention == 0 {
 		p.EventRetention = DefaultEventRetention
 	}
+	l.book = &leaseBook{policy: l.policy, now: l.now}
 	return l, nil
 }
 
@@ -165,7 +165,9 @@ type LeaseView struct {
 	LastUsed       time.Time
 }
 
-func (s *Service) leaseView(l *store.Lease) LeaseView {
+func (s *Service) leaseView(l *store.Lease) LeaseView { return viewLease(s.life.policy, l) }
+
+func viewLease(p LeasePolicy, l *store.Lease) LeaseView {
 	if l == nil {
 		return LeaseView{UndeployAction: store.UndeploySave}
 	}
@@ -174,19 +176,140 @@ func (s *Service) leaseView(l *store.Lease) LeaseView {
 		DeployLease: l.DeployLease, DeployExpires: l.DeployExpires,
 		UndeployAction: l.UndeployAction, LastUsed: l.LastUsed,
 	}
-	if !l.ExpiredAt.IsZero() && s.life.policy.Cleanup == CleanupDelete {
-		v.DeleteAt = l.ExpiredAt.Add(s.life.policy.Grace)
+	if !l.ExpiredAt.IsZero() && p.Cleanup == CleanupDelete {
+		v.DeleteAt = l.ExpiredAt.Add(p.Grace)
 	}
 	return v
 }
 
-// configLeaseView reads the lease of configuration id for a view.
-func (s *Service) configLeaseView(tx store.Tx, id int64) LeaseView {
-	l, err := tx.LeaseOfConfig(id)
+// leaseKeeper keeps the leases that follow from the operations. An
+// operation calls it inside the transaction that commits it, so that no
+// crash can leave a new object without its lease, and the view it returns
+// (built in the same transaction) shows the lease.
+type leaseKeeper interface {
+	// started gives a new configuration, library entry or archive its
+	// leases: a storage lease of storage from now (the policy's default
+	// when nil; none when 0), the default deployment lease for a
+	// configuration or entry, and now as its last use (idle counts from
+	// creation until it is first used).
+	started(tx store.Tx, h leaseHolder, storage *time.Duration) error
+	// used marks h used now.
+	used(tx store.Tx, h leaseHolder) error
+	// deployed marks configuration id used and starts its deployment
+	// lease: of length deploy when given (which becomes its setting for
+	// later deploys; 0 means none), else of its setting.
+	deployed(tx store.Tx, configID int64, deploy *time.Duration) error
+	// undeployed marks configuration id used and ends its deployment
+	// lease.
+	undeployed(tx store.Tx, configID int64) error
+	// view returns h's lease as shown to users.
+	view(tx store.Tx, h leaseHolder) LeaseView
+}
+
+// checkLeaseLength refuses a negative lease length an operation was asked
+// to give (kind: "storage" or "deployment"); nil is the default.
+func checkLeaseLength(kind string, d *time.Duration) error {
+	if d != nil && *d < 0 {
+		return errdefs.Invalid("the %s lease must not be negative", kind)
+	}
+	return nil
+}
+
+// leaseHolder is what a lease belongs to: a configuration (or library
+// entry) or an archive, by store ID.
+type leaseHolder struct {
+	configID  int64
+	archiveID int64
+}
+
+func configLease(id int64) leaseHolder  { return leaseHolder{configID: id} }
+func archiveLease(id int64) leaseHolder { return leaseHolder{archiveID: id} }
+
+// leaseBook is the leaseKeeper over the store's lease records.
+type leaseBook struct {
+	policy LeasePolicy
+	now    func() time.Time
+}
+
+var _ leaseKeeper = (*leaseBook)(nil)
+
+// get returns h's lease, or a new one (ID 0) when it has none yet.
+func (b *leaseBook) get(tx store.Tx, h leaseHolder) (*store.Lease, error) {
+	var l *store.Lease
+	var err error
+	if h.configID != 0 {
+		l, err = tx.LeaseOfConfig(h.configID)
+	} else {
+		l, err = tx.LeaseOfArchive(h.archiveID)
+	}
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &store.Lease{ConfigID: h.configID, ArchiveID: h.archiveID, UndeployAction: store.UndeploySave}, nil
+	}
+	return l, err
+}
+
+func (b *leaseBook) started(tx store.Tx, h leaseHolder, storage *time.Duration) error {
+	l, err := b.get(tx, h)
+	if err != nil || l.ID != 0 {
+		return err // a lease already there (none is, for a new object) is kept
+	}
+	now := b.now().UTC()
+	d := b.policy.DefaultStorage
+	if storage != nil {
+		d = *storage
+	}
+	if d > 0 {
+		l.StorageExpires = now.Add(d)
+	}
+	if h.configID != 0 {
+		l.DeployLease = b.policy.DefaultDeploy
+	}
+	l.LastUsed = now
+	return tx.PutLease(l)
+}
+
+func (b *leaseBook) used(tx store.Tx, h leaseHolder) error {
+	l, err := b.get(tx, h)
 	if err != nil {
+		return err
+	}
+	l.LastUsed = b.now().UTC()
+	return tx.PutLease(l)
+}
+
+func (b *leaseBook) deployed(tx store.Tx, configID int64, deploy *time.Duration) error {
+	l, err := b.get(tx, configLease(configID))
+	if err != nil {
+		return err
+	}
+	now := b.now().UTC()
+	l.LastUsed = now
+	if deploy != nil {
+		l.DeployLease = *deploy
+	}
+	l.DeployExpires = time.Time{}
+	if l.DeployLease > 0 {
+		l.DeployExpires = now.Add(l.DeployLease)
+	}
+	return tx.PutLease(l)
+}
+
+func (b *leaseBook) undeployed(tx store.Tx, configID int64) error {
+	l, err := b.get(tx, configLease(configID))
+	if err != nil {
+		return err
+	}
+	l.LastUsed = b.now().UTC()
+	l.DeployExpires = time.Time{}
+	return tx.PutLease(l)
+}
+
+func (b *leaseBook) view(tx store.Tx, h leaseHolder) LeaseView {
+	l, err := b.get(tx, h)
+	if err != nil || l.ID == 0 {
 		l = nil
 	}
-	return s.leaseView(l)
+	return viewLease(b.policy, l)
 }
 
 // LeaseChange is what SetLease changes; nil fields stay as they are.
@@ -299,6 +422,27 @@ func describeLeaseChange(ch LeaseChange) string {
 	return strings.Join(parts, ", ")
 }
 
+// leaseOf returns the lease of a configuration, library entry or archive by
+// name, or a new one (ID 0) with the defaults when it has none yet. Other
+// objects are ErrNotFound.
+func (s *Service) leaseOf(tx store.Tx, object, name string) (*store.Lease, error) {
+	switch object {
+	case ObjectConfig, ObjectLibrary:
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return nil, err
+		}
+		return s.life.book.get(tx, configLease(c.ID))
+	case ObjectArchive:
+		a, err := tx.GetArchive(name)
+		if err != nil {
+			return nil, err
+		}
+		return s.life.book.get(tx, archiveLease(a.ID))
+	}
+	return nil, errdefs.NotFound("%s %q has no lease", object, name)
+}
+
 func configObject(c *store.Config) string {
 	if c.Kind == store.KindLibrary {
 		return ObjectLibrary
@@ -394,20 +538,10 @@ func (s *Service) Reap(ctx context.Context) ([]ReapAction, error) {
 			s.log.Warn("reaper", "action", actions[i].Action, "object", actions[i].Object, "name", actions[i].Name, "err", err)
 		}
 	}
-	if _, err := s.pruneEvents(ctx, now.Add(-s.life.policy.EventRetention)); err != nil {
+	if _, err := s.eventLog.Prune(ctx, now.Add(-s.life.policy.EventRetention)); err != nil {
 		s.log.Warn("reaper: prune events", "err", err)
 	}
 	return actions, nil
-}
-
-func (s *Service) pruneEvents(ctx context.Context, before time.Time) (int64, error) {
-	var n int64
-	err := s.store.Update(ctx, func(tx store.Tx) error {
-		var err error
-		n, err = tx.DeleteEventsBefore(before)
-		return err
-	})
-	return n, err
 }
 
 // loadLeased reads every configuration, library entry and archive that has

@@ -2,12 +2,15 @@ package lab_test
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"stagehand/internal/disk"
+	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/store"
@@ -276,4 +279,279 @@ func TestParseLease(t *testing.T) {
 			t.Errorf("ParseLease(%q) = %v, %v; want %v ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
 	}
+}
+
+// TestOperationsAnswerWithTheirLease gives every operation that makes a
+// configuration, library entry or archive an explicit storage lease (and a
+// deploy its deployment lease) and checks that what it answers, or what
+// is read right after its job, shows that lease, and that an operation
+// without one gets the default.
+func TestOperationsAnswerWithTheirLease(t *testing.T) {
+	clock := newClock()
+	e := newEnv(t, withFakeRuntime, func(o *lab.Options) {
+		o.Now = clock.Now
+		o.Leases = lab.LeasePolicy{DefaultStorage: 30 * day, DefaultDeploy: 8 * time.Hour}
+	})
+	ctx := context.Background()
+	e.template("base")
+	e.network("lan", "10.73.0.0/24", "10.73.0.10-10.73.0.30")
+	lease := func(d time.Duration) lab.CreateOptions { return lab.CreateOptions{StorageLease: &d} }
+	storage := func(what string, got lab.LeaseView, want time.Duration) {
+		t.Helper()
+		if want == 0 && !got.StorageExpires.IsZero() || want != 0 && !got.StorageExpires.Equal(clock.Now().Add(want)) {
+			t.Errorf("%s: storage lease ends %v, want now + %v (%v)", what, got.StorageExpires, want, clock.Now())
+		}
+		if !got.LastUsed.Equal(clock.Now()) {
+			t.Errorf("%s: last used %v, want its creation %v", what, got.LastUsed, clock.Now())
+		}
+	}
+	vm := lab.VMSpec{Name: "vm", Template: "base", Network: "lan"}
+
+	two := 2 * day
+	c, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{vm}, StorageLease: &two})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage("create --storage-lease 2d", c.Lease, two)
+	if c.Lease.DeployLease != 8*time.Hour {
+		t.Errorf("create: deployment lease %v, want the default 8h", c.Lease.DeployLease)
+	}
+	storage("create", e.config("dflt", vm).Lease, 30*day)
+	never := time.Duration(0)
+	c, err = e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "never", VMs: []lab.VMSpec{vm}, StorageLease: &never})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage("create --storage-lease never", c.Lease, 0)
+	if _, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "neg", VMs: []lab.VMSpec{vm}, StorageLease: ptr(-day)}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("create with a negative lease: %v", err)
+	}
+
+	clock.Advance(time.Hour)
+	if c, err = e.svc.LinkedClone(ctx, "a", "b", lease(3*day)); err != nil {
+		t.Fatal(err)
+	}
+	storage("clone", c.Lease, 3*day)
+	if c, err = e.svc.Capture(ctx, "a", "lib", lease(4*day)); err != nil {
+		t.Fatal(err)
+	}
+	storage("capture", c.Lease, 4*day)
+	clock.Advance(time.Hour)
+	if c, err = e.svc.Checkout(ctx, "lib", "ws", lease(5*day)); err != nil {
+		t.Fatal(err)
+	}
+	storage("checkout", c.Lease, 5*day)
+	if lib, err := e.svc.GetLibraryEntry(ctx, "lib"); err != nil || !lib.Lease.LastUsed.Equal(clock.Now()) {
+		t.Errorf("library entry after checkout: %v, last used %v, want now", err, lib.Lease.LastUsed)
+	}
+	e.ok(e.svc.StartFullClone(ctx, "a", "full", lease(6*day)))
+	storage("full clone", e.get("full").Lease, 6*day)
+
+	e.ok(e.svc.StartArchive(ctx, "a", "arch", lease(7*day)))
+	a, err := e.svc.GetArchive(ctx, "arch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage("archive", a.Lease, 7*day)
+	clock.Advance(time.Hour)
+	e.ok(e.svc.StartRestore(ctx, "arch", "back", lease(8*day)))
+	storage("restore", e.get("back").Lease, 8*day)
+	if a, err = e.svc.GetArchive(ctx, "arch"); err != nil || !a.Lease.LastUsed.Equal(clock.Now()) {
+		t.Errorf("archive after restore: %v, last used %v, want now", err, a.Lease.LastUsed)
+	}
+	file := filepath.Join(t.TempDir(), "arch.tar")
+	e.ok(e.svc.StartExport(ctx, "arch", file))
+	e.ok(e.svc.StartImport(ctx, lab.ImportSpec{File: file, Name: "imported", StorageLease: ptr(9 * day)}))
+	if a, err = e.svc.GetArchive(ctx, "imported"); err != nil {
+		t.Fatal(err)
+	}
+	storage("import", a.Lease, 9*day)
+
+	clock.Advance(time.Hour)
+	if c, err = e.svc.Deploy(ctx, "b", lab.DeployOptions{DeployLease: ptr(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Lease.DeployLease != time.Hour || !c.Lease.DeployExpires.Equal(clock.Now().Add(time.Hour)) || !c.Lease.LastUsed.Equal(clock.Now()) {
+		t.Errorf("deploy --deploy-lease 1h answers %+v, want 1h from now (%v)", c.Lease, clock.Now())
+	}
+	clock.Advance(time.Minute)
+	if c, err = e.svc.Undeploy(ctx, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Lease.DeployExpires.IsZero() || !c.Lease.LastUsed.Equal(clock.Now()) {
+		t.Errorf("undeploy answers %+v, want no deployment lease running", c.Lease)
+	}
+	if c, err = e.svc.Deploy(ctx, "b", lab.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Lease.DeployLease != time.Hour || !c.Lease.DeployExpires.Equal(clock.Now().Add(time.Hour)) {
+		t.Errorf("second deploy answers %+v, want the 1h it was given before", c.Lease)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// dyingStore is a store whose daemon is killed right after the transaction
+// that commits a journalled operation of kind: that Update returns only
+// when the test ends, and every later call fails, as nothing runs in a
+// dead process.
+type dyingStore struct {
+	store.Store
+	kind    string
+	mu      sync.Mutex
+	dead    bool
+	died    chan struct{}
+	release chan struct{}
+}
+
+var errKilled = errors.New("the daemon was killed after the commit")
+
+func (d *dyingStore) isDead() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dead
+}
+
+func (d *dyingStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if d.isDead() {
+		return errKilled
+	}
+	committed := false
+	err := d.Store.Update(ctx, func(tx store.Tx) error {
+		return fn(&commitSpy{Tx: tx, kind: d.kind, committed: &committed})
+	})
+	if err == nil && committed {
+		d.mu.Lock()
+		d.dead = true
+		d.mu.Unlock()
+		close(d.died)
+		<-d.release
+		return errKilled
+	}
+	return err
+}
+
+func (d *dyingStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	if d.isDead() {
+		return errKilled
+	}
+	return d.Store.View(ctx, fn)
+}
+
+// commitSpy notes that the transaction commits a journalled operation of
+// kind.
+type commitSpy struct {
+	store.Tx
+	kind      string
+	committed *bool
+}
+
+func (c *commitSpy) UpdateOp(o *store.Op) error {
+	if o.Committed && o.Kind == c.kind {
+		*c.committed = true
+	}
+	return c.Tx.UpdateOp(o)
+}
+
+// TestKillAfterCommitKeepsTheLease kills the daemon right after each
+// creating operation committed, restarts it on the same store and checks
+// that the new object has the storage lease it was asked for: the lease
+// is written in the operation's own transaction, not after it.
+func TestKillAfterCommitKeepsTheLease(t *testing.T) {
+	const asked = 3 * day
+	lease := lab.CreateOptions{StorageLease: ptr(asked)}
+	for _, c := range []struct {
+		kind   string // the journal's
+		object string
+		name   string
+		run    func(ctx context.Context, e *env) error
+	}{
+		{"create", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
+			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "new", VMs: []lab.VMSpec{{Name: "v", Template: "base"}}, StorageLease: lease.StorageLease})
+			return err
+		}},
+		{"clone", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
+			_, err := e.svc.LinkedClone(ctx, "a", "new", lease)
+			return err
+		}},
+		{"clone", lab.ObjectLibrary, "new", func(ctx context.Context, e *env) error {
+			_, err := e.svc.Capture(ctx, "a", "new", lease)
+			return err
+		}},
+		{"clone", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
+			_, err := e.svc.Checkout(ctx, "lib", "new", lease)
+			return err
+		}},
+		{"full-clone", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
+			return e.finished(e.svc.StartFullClone(ctx, "a", "new", lease))
+		}},
+		{"archive", lab.ObjectArchive, "new", func(ctx context.Context, e *env) error {
+			return e.finished(e.svc.StartArchive(ctx, "a", "new", lease))
+		}},
+		{"restore", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
+			return e.finished(e.svc.StartRestore(ctx, "arch", "new", lease))
+		}},
+		{"archive-import", lab.ObjectArchive, "new", func(ctx context.Context, e *env) error {
+			return e.finished(e.svc.StartImport(ctx, lab.ImportSpec{File: filepath.Join(e.dir, "arch.tar"), Name: "new", StorageLease: lease.StorageLease}))
+		}},
+	} {
+		t.Run(c.object+"-"+c.kind, func(t *testing.T) {
+			clock := newClock()
+			e := newEnv(t, func(o *lab.Options) { o.Now = clock.Now })
+			ctx := context.Background()
+			e.template("base")
+			e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
+			if _, err := e.svc.Capture(ctx, "a", "lib", lab.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
+			e.ok(e.svc.StartExport(ctx, "arch", filepath.Join(e.dir, "arch.tar")))
+
+			dying := &dyingStore{Store: e.db, kind: c.kind, died: make(chan struct{}), release: make(chan struct{})}
+			doomed := e.restart(func(o *lab.Options) { o.Store, o.Now = dying, clock.Now })
+			dead := make(chan error, 1)
+			go func() { dead <- c.run(ctx, &env{t: t, svc: doomed, dir: e.dir, db: dying, jobs: doomed.Jobs()}) }()
+			t.Cleanup(func() {
+				close(dying.release)
+				<-dead
+			})
+			select {
+			case <-dying.died:
+			case err := <-dead:
+				t.Fatalf("the operation ended (%v) without committing", err)
+			case <-time.After(time.Minute):
+				t.Fatal("the operation never committed")
+			}
+
+			e.restart(func(o *lab.Options) { o.Now = clock.Now })
+			var got lab.LeaseView
+			switch c.object {
+			case lab.ObjectArchive:
+				a, err := e.svc.GetArchive(ctx, c.name)
+				if err != nil {
+					t.Fatalf("the committed archive is gone after the restart: %v", err)
+				}
+				got = a.Lease
+			case lab.ObjectLibrary:
+				v, err := e.svc.GetLibraryEntry(ctx, c.name)
+				if err != nil {
+					t.Fatalf("the committed entry is gone after the restart: %v", err)
+				}
+				got = v.Lease
+			default:
+				got = e.get(c.name).Lease
+			}
+			if want := clock.Now().Add(asked); !got.StorageExpires.Equal(want) {
+				t.Errorf("after a kill right after the commit: storage lease ends %v, want %v", got.StorageExpires, want)
+			}
+		})
+	}
+}
+
+// finished waits for the job a Start method started, when it did.
+func (e *env) finished(j jobs.Job, err error) error {
+	if err != nil {
+		return err
+	}
+	return waitJob(e, j)
 }

@@ -20,11 +20,12 @@ import (
 // Capture copies an undeployed configuration into the library as entry
 // name, by linked clone. Like any linked clone it freezes the configuration's
 // top layers (those holding data) and gives it new ones, and copies no data.
-func (s *Service) Capture(ctx context.Context, config, name string) (*ConfigView, error) {
+// The entry gets its storage lease as opts says.
+func (s *Service) Capture(ctx context.Context, config, name string, opts CreateOptions) (*ConfigView, error) {
 	if err := s.requireKind(ctx, config, store.KindConfig, "capture it (check the entry out first)"); err != nil {
 		return nil, fmt.Errorf("capture %q: %w", config, err)
 	}
-	v, err := s.linkedClone(ctx, config, name, store.KindLibrary)
+	v, err := s.linkedClone(ctx, config, name, store.KindLibrary, opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -33,16 +34,16 @@ func (s *Service) Capture(ctx context.Context, config, name string) (*ConfigView
 }
 
 // Checkout makes a new workspace configuration from a library entry by
-// linked clone, and marks the entry used.
-func (s *Service) Checkout(ctx context.Context, entry, name string) (*ConfigView, error) {
+// linked clone, with its storage lease as opts says, and marks the entry
+// used.
+func (s *Service) Checkout(ctx context.Context, entry, name string, opts CreateOptions) (*ConfigView, error) {
 	if err := s.requireKind(ctx, entry, store.KindLibrary, "check it out (use config clone)"); err != nil {
 		return nil, fmt.Errorf("check out %q: %w", entry, err)
 	}
-	v, err := s.linkedClone(ctx, entry, name, store.KindConfig)
+	v, err := s.linkedClone(ctx, entry, name, store.KindConfig, opts, true)
 	if err != nil {
 		return nil, err
 	}
-	s.touch(ctx, ObjectLibrary, entry)
 	s.record(ctx, ObjectConfig, "checkout", name, "checked out from library entry "+entry)
 	return v, nil
 }

@@ -44,7 +44,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 
 	// Capture: a linked clone, so only small files, whatever the data.
 	before := layerBytes(t, e.dir)
-	lib1, err := e.svc.Capture(ctx, "a", "lib1")
+	lib1, err := e.svc.Capture(ctx, "a", "lib1", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +80,10 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 	if err := e.svc.DeleteLibraryEntry(ctx, "a"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("library delete of a configuration: %v", err)
 	}
-	if _, err := e.svc.Capture(ctx, "lib1", "x"); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Capture(ctx, "lib1", "x", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("capture of a library entry: %v", err)
 	}
-	if _, err := e.svc.Checkout(ctx, "a", "x"); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Checkout(ctx, "a", "x", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("checkout of a configuration: %v", err)
 	}
 	cs, _ := e.svc.ListConfigs(ctx)
@@ -94,7 +94,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 
 	// Checkout: the entry's top is empty, so the workspace builds on the
 	// frozen layer the capture made (3 layers, not 4).
-	w, err := e.svc.Checkout(ctx, "lib1", "w")
+	w, err := e.svc.Checkout(ctx, "lib1", "w", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 	qemuIO(t, top(w, "vm"), "write -P 0x22 16M 1M")
 
 	// Capture again: w's data layer is frozen under the new entry.
-	lib2, err := e.svc.Capture(ctx, "w", "lib2")
+	lib2, err := e.svc.Capture(ctx, "w", "lib2", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 	}
 	verifyPattern(t, top(lib2, "vm"), 16<<20, 1<<20, 0x22)
 	verifyPattern(t, top(lib1, "vm"), 16<<20, 1<<20, 0x00)
-	w2, err := e.svc.Checkout(ctx, "lib2", "w2")
+	w2, err := e.svc.Checkout(ctx, "lib2", "w2", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestCleanupSpaceOnSharedTree(t *testing.T) {
 	e.linked("b", "d")
 	qemuIO(t, top(e.get("c"), "vm"), "write -P 0x03 8M 1M")
 	qemuIO(t, top(e.get("d"), "vm"), "write -P 0x04 8M 3M")
-	if _, err := e.svc.Capture(ctx, "c", "lib"); err != nil {
+	if _, err := e.svc.Capture(ctx, "c", "lib", lab.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"b", "c", "d", "lib"} {
@@ -252,12 +252,12 @@ func TestCleanupIdle(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	if _, err := e.svc.Capture(ctx, "a", "lib"); err != nil {
+	if _, err := e.svc.Capture(ctx, "a", "lib", lab.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e.ok(e.svc.StartArchive(ctx, "a", "arch"))
+	e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
 	clock.Advance(10 * day)
-	if _, err := e.svc.Checkout(ctx, "lib", "ws"); err != nil { // lib used now, ws new
+	if _, err := e.svc.Checkout(ctx, "lib", "ws", lab.CreateOptions{}); err != nil { // lib used now, ws new
 		t.Fatal(err)
 	}
 	names := func(r *lab.CleanupReport) string {

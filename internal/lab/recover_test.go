@@ -172,11 +172,11 @@ func TestRecoverAfterKillRemovesEveryTemporaryFile(t *testing.T) {
 			return err
 		}},
 		{"clone", "delta", func(e *env) error {
-			_, err := e.svc.LinkedClone(context.Background(), "a", "new")
+			_, err := e.svc.LinkedClone(context.Background(), "a", "new", lab.CreateOptions{})
 			return err
 		}},
 		{"full-clone", "consolidate", func(e *env) error {
-			j, err := e.svc.StartFullClone(context.Background(), "a", "new")
+			j, err := e.svc.StartFullClone(context.Background(), "a", "new", lab.CreateOptions{})
 			if err != nil {
 				return err
 			}

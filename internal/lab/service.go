@@ -115,7 +115,10 @@ type Service struct {
 	vms             runningVMs
 	extCursor       externalCursor
 	alloc           *ipam.Allocator
-	life            *lifecycle  // library, archives, leases, events
+	life            *lifecycle  // archives, leases and the reaper
+	leases          leaseKeeper // the leases operations start and end
+	events          Recorder    // what operations tell the event log
+	eventLog        *EventLog   // the events: listed, followed, pruned
 	doctor          doctorState // one doctor run at a time; layers that passed
 }
 
@@ -182,6 +185,9 @@ func New(opts Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.leases = s.life.book
+	s.eventLog = NewEventLog(s.store, s.life.now, s.log)
+	s.events = s.eventLog
 	return s, nil
 }
 

@@ -44,6 +44,18 @@ type ConfigSpec struct {
 	Description string
 	Owner       string
 	VMs         []VMSpec
+	// StorageLease is the configuration's storage lease from its creation:
+	// nil means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
+	StorageLease *time.Duration
+}
+
+// CreateOptions are the options of the operations that make a new
+// configuration, library entry or archive from another: linked and full
+// clone, capture, checkout, archive and restore.
+type CreateOptions struct {
+	// StorageLease is the new object's storage lease from its creation:
+	// nil means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
+	StorageLease *time.Duration
 }
 
 // TemplateView is a template as shown to users.

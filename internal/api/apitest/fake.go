@@ -379,7 +379,7 @@ func (f *Fake) copyConfig(src, dst string, linked bool) (*lab.ConfigView, error)
 }
 
 // LinkedClone copies src into dst at once.
-func (f *Fake) LinkedClone(ctx context.Context, src, dst string) (*lab.ConfigView, error) {
+func (f *Fake) LinkedClone(ctx context.Context, src, dst string, _ lab.CreateOptions) (*lab.ConfigView, error) {
 	if err := f.fail("LinkedClone"); err != nil {
 		return nil, err
 	}
@@ -390,7 +390,7 @@ func (f *Fake) LinkedClone(ctx context.Context, src, dst string) (*lab.ConfigVie
 
 // StartFullClone copies src into dst in a job that reports 4 steps of
 // progress (waiting on Gate when set).
-func (f *Fake) StartFullClone(ctx context.Context, src, dst string) (jobs.Job, error) {
+func (f *Fake) StartFullClone(ctx context.Context, src, dst string, _ lab.CreateOptions) (jobs.Job, error) {
 	if err := f.fail("StartFullClone"); err != nil {
 		return jobs.Job{}, err
 	}

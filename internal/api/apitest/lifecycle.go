@@ -72,7 +72,7 @@ func (f *Fake) SetLease(ctx context.Context, name string, ch lab.LeaseChange) (*
 }
 
 // Capture copies a configuration into the library.
-func (f *Fake) Capture(ctx context.Context, config, name string) (*lab.ConfigView, error) {
+func (f *Fake) Capture(ctx context.Context, config, name string, _ lab.CreateOptions) (*lab.ConfigView, error) {
 	if err := f.fail("Capture"); err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (f *Fake) Capture(ctx context.Context, config, name string) (*lab.ConfigVie
 }
 
 // Checkout makes a configuration from a library entry.
-func (f *Fake) Checkout(ctx context.Context, entry, name string) (*lab.ConfigView, error) {
+func (f *Fake) Checkout(ctx context.Context, entry, name string, _ lab.CreateOptions) (*lab.ConfigView, error) {
 	if err := f.fail("Checkout"); err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (f *Fake) DeleteLibraryEntry(ctx context.Context, name string) error {
 }
 
 // StartArchive archives a configuration in a job.
-func (f *Fake) StartArchive(ctx context.Context, config, name string) (jobs.Job, error) {
+func (f *Fake) StartArchive(ctx context.Context, config, name string, _ lab.CreateOptions) (jobs.Job, error) {
 	if err := f.fail("StartArchive"); err != nil {
 		return jobs.Job{}, err
 	}
@@ -195,7 +195,7 @@ func (f *Fake) StartArchive(ctx context.Context, config, name string) (jobs.Job,
 }
 
 // StartRestore makes a configuration from an archive in a job.
-func (f *Fake) StartRestore(ctx context.Context, archive, config string) (jobs.Job, error) {
+func (f *Fake) StartRestore(ctx context.Context, archive, config string, _ lab.CreateOptions) (jobs.Job, error) {
 	f.mu.Lock()
 	f.ensureLife()
 	a, ok := f.life.archives[archive]
