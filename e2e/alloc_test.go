@@ -51,7 +51,7 @@ func (l *allocLoad) run(t *testing.T, each int) (lat []time.Duration, wall time.
 			defer wg.Done()
 			for k := 0; k < each; k++ {
 				t0 := time.Now()
-				if _, err := l.c.SetIP(ctx, name, "vm", 0, "pool"); err != nil {
+				if _, err := l.c.SetIP(ctx, name, "vm", 0, wire.SetIPRequest{IP: "pool"}); err != nil {
 					t.Error(err)
 					return
 				}

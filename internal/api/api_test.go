@@ -20,28 +20,13 @@ import (
 	"stagehand/internal/lab"
 )
 
-// newServer serves a fake lab holding template "tmpl", network "lan" and
-// configuration "web" (VM "vm1" on lan).
-func newServer(t *testing.T) (*httptest.Server, *apitest.Fake) {
+// newServer serves a real lab holding template "tmpl", network "lan" and
+// configuration "web" (VM "vm1" on lan); see apitest.Lab.Seed.
+func newServer(t *testing.T) (*httptest.Server, *apitest.Lab) {
 	t.Helper()
-	fake := apitest.New()
-	ctx := context.Background()
-	if _, err := fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/img/a.qcow2"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fake.CreateNetwork(ctx, lab.NetworkSpec{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.99"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(api.NewHandler(fake, log))
-	t.Cleanup(func() {
-		srv.Close()
-		fake.Close()
-	})
-	return srv, fake
+	l := apitest.New(t).Seed(t)
+	srv, _ := apitest.Serve(t, l)
+	return srv, l
 }
 
 // call sends a request and returns the status, headers and body.
@@ -92,13 +77,8 @@ func TestErrorKindsMapToStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.err.Error(), func(t *testing.T) {
-			srv, fake := newServer(t)
-			fake.Fail = func(method string) error {
-				if method == "GetConfig" {
-					return tt.err
-				}
-				return nil
-			}
+			_, l := newServer(t)
+			srv, _ := apitest.Serve(t, &apitest.Failing{Lab: l, Method: "GetConfig", Err: tt.err})
 			status, hdr, body := call(t, srv, "GET", "/api/v1/configs/web", "")
 			if status != tt.status {
 				t.Fatalf("status = %d, want %d (body %s)", status, tt.status, body)
@@ -211,8 +191,8 @@ func TestLinkedCloneIs201(t *testing.T) {
 }
 
 func TestFullCloneIs202WithLocation(t *testing.T) {
-	srv, fake := newServer(t)
-	fake.Gate = make(chan struct{})
+	srv, l := newServer(t)
+	l.Disks.Hold()
 	status, hdr, body := call(t, srv, "POST", "/api/v1/configs/web/clone", `{"name": "web2", "mode": "full"}`)
 	if status != http.StatusAccepted {
 		t.Fatalf("status = %d (body %s)", status, body)
@@ -236,7 +216,7 @@ func TestFullCloneIs202WithLocation(t *testing.T) {
 		t.Errorf("wait took %v, want about 50ms", d)
 	}
 
-	close(fake.Gate)
+	l.Disks.Release()
 	status, _, body = call(t, srv, "GET", loc+"/wait?timeout=10s", "")
 	j = decodeAs[wire.Job](t, body)
 	if status != http.StatusOK || j.State != wire.JobSucceeded || j.Done != j.Total || j.Ended.IsZero() {
@@ -254,8 +234,8 @@ func TestFullCloneIs202WithLocation(t *testing.T) {
 func TestCancelJob(t *testing.T) {
 	for _, route := range []struct{ method, suffix string }{{"POST", "/cancel"}, {"DELETE", ""}} {
 		t.Run(route.method, func(t *testing.T) {
-			srv, fake := newServer(t)
-			fake.Gate = make(chan struct{})
+			srv, l := newServer(t)
+			l.Disks.Hold()
 			_, hdr, _ := call(t, srv, "POST", "/api/v1/configs/web/vms/vm1/disks/0/consolidate", "")
 			loc := hdr.Get("Location")
 			status, _, body := call(t, srv, route.method, loc+route.suffix, "")
@@ -291,13 +271,14 @@ func TestRoutes(t *testing.T) {
 		{"GET", "/healthz", "", 200},
 		{"GET", "/api/v1/templates", "", 200},
 		{"GET", "/api/v1/templates/tmpl", "", 200},
-		{"POST", "/api/v1/templates", `{"name": "t2", "disks": ["/img/b.raw"], "format": "raw", "cpus": 2, "memory_mib": 512}`, 201},
-		{"DELETE", "/api/v1/templates/tmpl", "", 204},
+		{"POST", "/api/v1/templates", `{"name": "t2", "disks": ["IMAGE"], "format": "raw", "cpus": 2, "memory_mib": 512}`, 201},
+		{"DELETE", "/api/v1/templates/tmpl", "", 409}, // web uses it
 		{"GET", "/api/v1/networks", "", 200},
 		{"GET", "/api/v1/networks/lan", "", 200},
 		{"POST", "/api/v1/networks", `{"name": "dmz", "subnet": "10.1.0.0/24", "pools": ["10.1.0.10-10.1.0.20"], "dns": ["10.1.0.1"]}`, 201},
-		{"POST", "/api/v1/networks", `{"name": "lan", "subnet": "10.1.0.0/24", "pools": []}`, 409},
-		{"DELETE", "/api/v1/networks/lan", "", 204},
+		{"POST", "/api/v1/networks", `{"name": "lan", "subnet": "10.1.0.0/24", "pools": ["10.1.0.10-10.1.0.20"]}`, 409},
+		{"DELETE", "/api/v1/networks/lan", "", 409}, // web uses it
+		{"DELETE", "/api/v1/networks/dmz", "", 404},
 		{"GET", "/api/v1/configs", "", 200},
 		{"DELETE", "/api/v1/configs/web", "", 204},
 		{"DELETE", "/api/v1/configs/nope", "", 404},
@@ -313,8 +294,9 @@ func TestRoutes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			srv, _ := newServer(t)
-			status, hdr, body := call(t, srv, tt.method, tt.path, tt.body)
+			srv, l := newServer(t)
+			reqBody := strings.ReplaceAll(tt.body, "IMAGE", l.RawImage(t, "b.raw", 1<<20))
+			status, hdr, body := call(t, srv, tt.method, tt.path, reqBody)
 			if status != tt.status {
 				t.Fatalf("status = %d, want %d (body %s)", status, tt.status, body)
 			}
@@ -348,31 +330,31 @@ func TestNetworkUsageShape(t *testing.T) {
 }
 
 func TestDoctorRepair(t *testing.T) {
-	srv, fake := newServer(t)
-	fake.Problems = []lab.Problem{
-		{Kind: lab.ProblemOrphanFile, Subject: "/x/l-1.qcow2", Repairable: true},
-		{Kind: lab.ProblemMissingLayer, Subject: "/x/l-2.qcow2"},
-	}
+	srv, l := newServer(t)
+	orphan := l.Orphan(t, "l-orphan.qcow2")
+	lost := l.LoseLayer(t, "web", "vm1", 0)
 	_, _, body := call(t, srv, "POST", "/api/v1/doctor/repair", "")
 	rep := decodeAs[wire.DoctorReport](t, body)
-	if len(rep.Problems) != 2 || !rep.Problems[0].Repaired || rep.Problems[1].Repaired {
-		t.Fatalf("report = %+v", rep)
+	repaired := map[string]bool{}
+	for _, p := range rep.Problems {
+		repaired[p.Kind+" "+p.Subject] = p.Repaired
+	}
+	if len(rep.Problems) != 2 || !repaired[lab.ProblemOrphanFile+" "+orphan] || repaired[lab.ProblemMissingLayer+" "+lost] {
+		t.Fatalf("report = %+v, want the orphan repaired and the missing layer not", rep)
+	}
+	if _, ok := repaired[lab.ProblemMissingLayer+" "+lost]; !ok {
+		t.Fatalf("report = %+v, want the missing layer %s", rep, lost)
 	}
 }
 
 func TestDrainEndsWaits(t *testing.T) {
-	fake := apitest.New()
-	t.Cleanup(fake.Close)
-	fake.Gate = make(chan struct{})
-	t.Cleanup(func() { close(fake.Gate) })
-	ctx := context.Background()
-	fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/a"}})
-	fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl"}}})
-	j, err := fake.StartFullClone(ctx, "web", "web2", lab.CreateOptions{})
+	l := apitest.New(t).Seed(t)
+	l.Disks.Hold()
+	j, err := l.StartFullClone(context.Background(), "web", "web2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := api.NewHandler(fake, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := api.NewHandler(l, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan *httptest.ResponseRecorder)
 	go func() {
 		rec := httptest.NewRecorder()

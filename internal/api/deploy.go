@@ -26,25 +26,21 @@ func (h *Handler) deploy(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	switch req.FencePolicy {
-	case "", wire.FenceBlock, wire.FenceOut, wire.FenceInOut:
-	default:
-		return errMalformed("fence policy %q is not %s, %s or %s", req.FencePolicy, wire.FenceBlock, wire.FenceOut, wire.FenceInOut)
-	}
-	if req.FencePolicy != "" && !req.Fenced {
-		return errMalformed("fence policy %q applies to a fenced deploy only (set fenced)", req.FencePolicy)
-	}
-	opts := lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy}
+	ctx := r.Context()
 	if req.DeployLease != "" {
 		d, err := lab.ParseLease(req.DeployLease)
 		if err != nil {
 			return err
 		}
-		opts.DeployLease = &d
+		ctx = lab.WithDeployLease(ctx, d)
 	}
-	c, err := h.lab.Deploy(r.Context(), r.PathValue("name"), opts)
+	c, err := h.lab.Deploy(ctx, r.PathValue("name"), lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy})
 	if err != nil {
 		return err
+	}
+	// Read again: the deployment lease starts once the deploy is done.
+	if fresh, err := h.lab.GetConfig(r.Context(), c.Name); err == nil {
+		c = fresh
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
 }

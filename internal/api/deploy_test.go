@@ -6,17 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"stagehand/internal/api"
 	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
 	"stagehand/internal/errdefs"
@@ -74,7 +71,7 @@ func TestDeployAndUndeploy(t *testing.T) {
 		t.Fatalf("deploy without body: %d %s", status, body)
 	}
 	status, _, body = call(t, srv, "POST", "/api/v1/configs/web/undeploy", "")
-	if c := decodeAs[wire.Config](t, body); status != http.StatusOK || c.VMs[0].HasSavedState || c.VMs[0].State != wire.VMStopped {
+	if c := decodeAs[wire.Config](t, body); status != http.StatusOK || c.VMs[0].HasSavedState || c.VMs[0].State != "undeployed" {
 		t.Fatalf("undeploy without body: %d %s", status, body)
 	}
 }
@@ -82,8 +79,6 @@ func TestDeployAndUndeploy(t *testing.T) {
 func TestDeployBodiesAreChecked(t *testing.T) {
 	tests := []struct{ name, path, body string }{
 		{"fenced not a bool", "/api/v1/configs/web/deploy", `{"fenced": "yes"}`},
-		{"unknown policy", "/api/v1/configs/web/deploy", `{"fenced": true, "fence_policy": "wide"}`},
-		{"policy without fence", "/api/v1/configs/web/deploy", `{"fence_policy": "block"}`},
 		{"unknown deploy field", "/api/v1/configs/web/deploy", `{"fence": true}`},
 		{"unknown undeploy field", "/api/v1/configs/web/undeploy", `{"save": true}`},
 		{"save_state not a bool", "/api/v1/configs/web/undeploy", `{"save_state": 1}`},
@@ -91,16 +86,45 @@ func TestDeployBodiesAreChecked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, fake := newServer(t)
-			fake.Fail = func(method string) error {
-				if method == "Deploy" || method == "Undeploy" {
-					t.Errorf("%s reached the lab", method)
-				}
-				return nil
+			_, l := newServer(t)
+			method := "Deploy"
+			if strings.HasSuffix(tt.path, "/undeploy") {
+				method = "Undeploy"
 			}
+			stub := &apitest.Failing{Lab: l, Method: method, Err: errors.New("reached the lab")}
+			srv, _ := apitest.Serve(t, stub)
 			status, _, body := call(t, srv, "POST", tt.path, tt.body)
 			if status != http.StatusBadRequest || decodeAs[wire.Error](t, body).Kind != wire.KindInvalid {
 				t.Fatalf("%d %s, want 400 invalid", status, body)
+			}
+			if stub.Calls != 0 {
+				t.Errorf("%s reached the lab", method)
+			}
+		})
+	}
+}
+
+// TestFencePolicyIsTheLabsToJudge: the API passes the policy on as sent;
+// the lab refuses an unknown one, or one without a fence, as invalid with
+// one line that names it, and nothing is deployed.
+func TestFencePolicyIsTheLabsToJudge(t *testing.T) {
+	tests := []struct{ name, body, want string }{
+		{"unknown policy", `{"fenced": true, "fence_policy": "wide"}`, `fence policy "wide"`},
+		{"policy without fence", `{"fence_policy": "block"}`, "fence policy needs a fenced deployment"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, l := newServer(t)
+			status, _, body := call(t, srv, "POST", "/api/v1/configs/web/deploy", tt.body)
+			e := decodeAs[wire.Error](t, body)
+			if status != http.StatusBadRequest || e.Kind != wire.KindInvalid || !strings.Contains(e.Error, tt.want) || strings.Contains(e.Error, "\n") {
+				t.Fatalf("%d %s, want 400 invalid naming %s", status, body, tt.want)
+			}
+			if c, err := l.GetConfig(t.Context(), "web"); err != nil || c.State != "undeployed" {
+				t.Errorf("after the refusal: %+v, %v", c, err)
+			}
+			if left := l.Host.Leftovers(); len(left) != 0 {
+				t.Errorf("the refused deploy left %v", left)
 			}
 		})
 	}
@@ -120,13 +144,8 @@ func TestDeployErrorsMapToStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+"/"+tt.err.Error(), func(t *testing.T) {
-			srv, fake := newServer(t)
-			fake.Fail = func(method string) error {
-				if method == tt.method {
-					return tt.err
-				}
-				return nil
-			}
+			_, l := newServer(t)
+			srv, _ := apitest.Serve(t, &apitest.Failing{Lab: l, Method: tt.method, Err: tt.err})
 			path := map[string]string{
 				"Deploy":   "/api/v1/configs/web/deploy",
 				"Undeploy": "/api/v1/configs/web/undeploy",
@@ -171,6 +190,11 @@ func TestVMActions(t *testing.T) {
 		if tt.state == "" {
 			continue
 		}
+		if tt.state == wire.VMStopped {
+			// Stop asks the guest to power off (ACPI): the VM is
+			// stopped once its process has ended.
+			body = waitVMState(t, srv, "web", wire.VMStopped)
+		}
 		vm := decodeAs[wire.Config](t, body).VMs[0]
 		if vm.State != tt.state || (vm.State == wire.VMRunning) != (vm.PID != 0) {
 			t.Errorf("%s %s: vm = %+v, want %s", tt.method, tt.path, vm, tt.state)
@@ -178,16 +202,36 @@ func TestVMActions(t *testing.T) {
 	}
 }
 
+// waitVMState polls a configuration until its first VM is in state, and
+// returns the configuration's JSON.
+func waitVMState(t *testing.T, srv *httptest.Server, config, state string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, body := call(t, srv, "GET", "/api/v1/configs/"+config, "")
+		if decodeAs[wire.Config](t, body).VMs[0].State == state {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VM of %s not %s within 5s: %s", config, state, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestVMLog(t *testing.T) {
-	srv, fake := newServer(t)
+	srv, l := newServer(t)
 	if status, _, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log", ""); status != http.StatusNotFound {
 		t.Fatalf("no log: %d %s", status, body)
 	}
-	fake.SerialLog = filepath.Join(t.TempDir(), "vm1.log")
-	if status, _, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log", ""); status != http.StatusNotFound || !strings.Contains(string(body), "no serial log yet") {
+	if status, _, body := call(t, srv, "POST", "/api/v1/configs/web/deploy", ""); status != http.StatusOK {
+		t.Fatalf("deploy: %d %s", status, body)
+	}
+	logFile := l.SerialLog(t, "web", "vm1")
+	if status, _, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log", ""); status != http.StatusNotFound || !strings.Contains(string(body), "no console log yet") {
 		t.Fatalf("log file not written yet: %d %s", status, body)
 	}
-	if err := os.WriteFile(fake.SerialLog, []byte("SeaBIOS\r\nLinux version 6.1\r\n"), 0o644); err != nil {
+	if err := os.WriteFile(logFile, []byte("SeaBIOS\r\nLinux version 6.1\r\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	status, hdr, body := call(t, srv, "GET", "/api/v1/configs/web/vms/vm1/log", "")
@@ -207,10 +251,20 @@ func TestVMLog(t *testing.T) {
 	}
 }
 
+// deployedServer is newServer with web deployed (on the fake host).
+func deployedServer(t *testing.T) (*httptest.Server, *apitest.Lab) {
+	t.Helper()
+	srv, l := newServer(t)
+	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return srv, l
+}
+
 func TestVMLogFollow(t *testing.T) {
-	srv, fake := newServer(t)
-	fake.SerialLog = filepath.Join(t.TempDir(), "vm1.log")
-	if err := os.WriteFile(fake.SerialLog, []byte("boot\n"), 0o644); err != nil {
+	srv, l := deployedServer(t)
+	logFile := l.SerialLog(t, "web", "vm1")
+	if err := os.WriteFile(logFile, []byte("boot\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := srv.Client().Get(srv.URL + "/api/v1/configs/web/vms/vm1/log?follow=1")
@@ -240,7 +294,7 @@ func TestVMLogFollow(t *testing.T) {
 	}
 	expectLine("boot\n")
 	appendLog := func(s string) {
-		f, err := os.OpenFile(fake.SerialLog, os.O_APPEND|os.O_WRONLY, 0)
+		f, err := os.OpenFile(logFile, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,10 +305,10 @@ func TestVMLogFollow(t *testing.T) {
 	appendLog("root\n")
 	expectLine("login: root\n")
 	// A new deploy replaces the log: it is followed from its start.
-	if err := os.WriteFile(fake.SerialLog+".new", []byte("second boot\n"), 0o644); err != nil {
+	if err := os.WriteFile(logFile+".new", []byte("second boot\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(fake.SerialLog+".new", fake.SerialLog); err != nil {
+	if err := os.Rename(logFile+".new", logFile); err != nil {
 		t.Fatal(err)
 	}
 	expectLine("second boot\n")
@@ -287,9 +341,8 @@ func dialConsole(t *testing.T, srv *httptest.Server, path string, headers map[st
 var upgrade = map[string]string{"Connection": "keep-alive, Upgrade", "Upgrade": "stagehand-console"}
 
 func TestConsoleUpgradeJoinsTheSocket(t *testing.T) {
-	srv, fake := newServer(t)
-	fake.EchoConsole(t)
-	call(t, srv, "POST", "/api/v1/configs/web/deploy", "")
+	srv, l := deployedServer(t)
+	l.EchoConsole(t, "web", "vm1")
 
 	conn, br, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
 	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != wire.ConsoleProtocol {
@@ -332,8 +385,7 @@ func TestConsoleUpgradeJoinsTheSocket(t *testing.T) {
 }
 
 func TestConsoleErrorsComeBeforeTheUpgrade(t *testing.T) {
-	srv, fake := newServer(t)
-	call(t, srv, "POST", "/api/v1/configs/web/deploy", "")
+	srv, l := deployedServer(t)
 	tests := []struct {
 		name    string
 		path    string
@@ -345,10 +397,11 @@ func TestConsoleErrorsComeBeforeTheUpgrade(t *testing.T) {
 		{"other protocol", "/api/v1/configs/web/vms/vm1/console", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket"}, nil, 400},
 		{"unknown VM", "/api/v1/configs/web/vms/nope/console", upgrade, nil, 404},
 		{"unknown config", "/api/v1/configs/nope/vms/vm1/console", upgrade, nil, 404},
-		{"no console", "/api/v1/configs/web/vms/vm1/console", upgrade, func() { fake.ConsoleSocket = "" }, 503},
-		{"socket gone", "/api/v1/configs/web/vms/vm1/console", upgrade, func() { fake.ConsoleSocket = filepath.Join(t.TempDir(), "gone.sock") }, 503},
+		// Nothing listens on the VM's console socket (QEMU gone or not
+		// there yet).
+		{"socket gone", "/api/v1/configs/web/vms/vm1/console", upgrade, nil, 503},
 		{"VM stopped", "/api/v1/configs/web/vms/vm1/console", upgrade, func() {
-			fake.EchoConsole(t)
+			l.EchoConsole(t, "web", "vm1")
 			call(t, srv, "POST", "/api/v1/configs/web/vms/vm1/stop", "")
 		}, 409},
 	}
@@ -370,16 +423,14 @@ func TestConsoleErrorsComeBeforeTheUpgrade(t *testing.T) {
 }
 
 func TestDrainEndsLogFollows(t *testing.T) {
-	fake := apitest.New()
-	t.Cleanup(fake.Close)
-	ctx := t.Context()
-	fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/a"}})
-	fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl"}}})
-	fake.SerialLog = filepath.Join(t.TempDir(), "vm1.log")
-	os.WriteFile(fake.SerialLog, []byte("boot\n"), 0o644)
-	h := api.NewHandler(fake, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
+	l := apitest.New(t).Seed(t)
+	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l.SerialLog(t, "web", "vm1"), []byte("boot\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, h := apitest.Serve(t, l)
 	resp, err := srv.Client().Get(srv.URL + "/api/v1/configs/web/vms/vm1/log?follow=true")
 	if err != nil {
 		t.Fatal(err)
@@ -402,18 +453,12 @@ func TestDrainEndsLogFollows(t *testing.T) {
 }
 
 func TestDrainClosesConsoles(t *testing.T) {
-	fake := apitest.New()
-	t.Cleanup(fake.Close)
-	ctx := t.Context()
-	fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/a"}})
-	fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl"}}})
-	fake.EchoConsole(t)
-	if _, err := fake.Deploy(ctx, "web", lab.DeployOptions{}); err != nil {
+	l := apitest.New(t).Seed(t)
+	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h := api.NewHandler(fake, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
+	l.EchoConsole(t, "web", "vm1")
+	srv, h := apitest.Serve(t, l)
 	conn, br, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("answer %s", resp.Status)

@@ -20,14 +20,14 @@ import (
 type Lifecycle interface {
 	SetLease(ctx context.Context, name string, ch lab.LeaseChange) (*lab.ConfigView, error)
 
-	Capture(ctx context.Context, config, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
-	Checkout(ctx context.Context, entry, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
+	Capture(ctx context.Context, config, name string) (*lab.ConfigView, error)
+	Checkout(ctx context.Context, entry, name string) (*lab.ConfigView, error)
 	ListLibrary(ctx context.Context) ([]lab.ConfigView, error)
 	GetLibraryEntry(ctx context.Context, name string) (*lab.ConfigView, error)
 	DeleteLibraryEntry(ctx context.Context, name string) error
 
-	StartArchive(ctx context.Context, config, name string, opts lab.CreateOptions) (jobs.Job, error)
-	StartRestore(ctx context.Context, archive, config string, opts lab.CreateOptions) (jobs.Job, error)
+	StartArchive(ctx context.Context, config, name string) (jobs.Job, error)
+	StartRestore(ctx context.Context, archive, config string) (jobs.Job, error)
 	StartExport(ctx context.Context, archive, file string) (jobs.Job, error)
 	StartImport(ctx context.Context, spec lab.ImportSpec) (jobs.Job, error)
 	ListArchives(ctx context.Context) ([]lab.ArchiveView, error)
@@ -80,23 +80,16 @@ func withActor(r *http.Request) *http.Request {
 	return r.WithContext(lab.WithActor(r.Context(), user))
 }
 
-// storageLease reads a request's storage lease: nil when not given (the
-// daemon's default applies).
-func storageLease(lease string) (*time.Duration, error) {
+// storageLeaseContext applies a request's storage lease, when given.
+func storageLeaseContext(ctx context.Context, lease string) (context.Context, error) {
 	if lease == "" {
-		return nil, nil
+		return ctx, nil
 	}
 	d, err := lab.ParseLease(lease)
 	if err != nil {
 		return nil, err
 	}
-	return &d, nil
-}
-
-// createOptions reads the options of a request that creates an object.
-func createOptions(lease string) (lab.CreateOptions, error) {
-	d, err := storageLease(lease)
-	return lab.CreateOptions{StorageLease: d}, err
+	return lab.WithStorageLease(ctx, d), nil
 }
 
 func parseLeaseField(name, v string) (*time.Duration, error) {
@@ -139,12 +132,15 @@ func (h *Handler) capture(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Capture(r.Context(), req.Config, req.Name, opts)
+	c, err := h.lab.Capture(ctx, req.Config, req.Name)
 	if err != nil {
+		return err
+	}
+	if c, err = h.lab.GetLibraryEntry(r.Context(), c.Name); err != nil {
 		return err
 	}
 	w.Header().Set("Location", location("library", c.Name))
@@ -156,12 +152,15 @@ func (h *Handler) checkout(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Checkout(r.Context(), r.PathValue("name"), req.Name, opts)
+	c, err := h.lab.Checkout(ctx, r.PathValue("name"), req.Name)
 	if err != nil {
+		return err
+	}
+	if c, err = h.lab.GetConfig(r.Context(), c.Name); err != nil {
 		return err
 	}
 	w.Header().Set("Location", location("configs", c.Name))
@@ -197,11 +196,11 @@ func (h *Handler) createArchive(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.StartArchive(r.Context(), req.Config, req.Name, opts)
+	j, err := h.lab.StartArchive(ctx, req.Config, req.Name)
 	if err != nil {
 		return err
 	}
@@ -213,11 +212,11 @@ func (h *Handler) restoreArchive(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.StartRestore(r.Context(), r.PathValue("name"), req.Name, opts)
+	j, err := h.lab.StartRestore(ctx, r.PathValue("name"), req.Name)
 	if err != nil {
 		return err
 	}
@@ -241,11 +240,11 @@ func (h *Handler) importArchive(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	lease, err := storageLease(req.StorageLease)
+	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.StartImport(r.Context(), lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork, StorageLease: lease})
+	j, err := h.lab.StartImport(ctx, lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork})
 	if err != nil {
 		return err
 	}
@@ -302,7 +301,7 @@ func (h *Handler) cleanupView(w http.ResponseWriter, r *http.Request) error {
 	days := 0
 	if s := r.URL.Query().Get("idle_days"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
+		if err != nil {
 			return errMalformed("idle_days %q is not a number of days", s)
 		}
 		days = n
@@ -318,9 +317,6 @@ func (h *Handler) cleanupApply(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CleanupRequest
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
-	}
-	if req.IdleDays < 0 {
-		return errMalformed("idle_days must not be negative")
 	}
 	rep, err := h.lab.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: req.IdleDays, Apply: true, DryRun: req.DryRun})
 	if err != nil {
@@ -348,7 +344,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
+		if err != nil {
 			return errMalformed("limit %q is not a count", s)
 		}
 		limit = n

@@ -21,18 +21,14 @@ import (
 	"stagehand/internal/lab"
 )
 
-// limitedServer serves a fake lab (network "lan", configuration "web"
-// deployed with VM "vm1") through api.NewServer with lim, on a listener
-// capped by api.LimitListener, as the daemon does.
-func limitedServer(t *testing.T, lim api.Limits) (*httptest.Server, *api.Handler, *apitest.Fake) {
+// limitedServer serves a real lab (apitest.Lab.Seed: network "lan",
+// configuration "web" with VM "vm1") through api.NewServer with lim, on a
+// listener capped by api.LimitListener, as the daemon does.
+func limitedServer(t *testing.T, lim api.Limits, opts ...apitest.Option) (*httptest.Server, *api.Handler, *apitest.Lab) {
 	t.Helper()
-	fake := apitest.New()
-	ctx := t.Context()
-	fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/img/a.qcow2"}})
-	fake.CreateNetwork(ctx, lab.NetworkSpec{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.99"}})
-	fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl", Network: "lan"}}})
+	l := apitest.New(t, opts...).Seed(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := api.NewHandler(fake, log)
+	h := api.NewHandler(l, log)
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config = api.NewServer(h, lim, log)
 	srv.Listener = api.LimitListener(srv.Listener, lim.MaxConns)
@@ -40,9 +36,8 @@ func limitedServer(t *testing.T, lim api.Limits) (*httptest.Server, *api.Handler
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
-		fake.Close()
 	})
-	return srv, h, fake
+	return srv, h, l
 }
 
 func testLimits() api.Limits {
@@ -202,11 +197,11 @@ func TestConnectionsBeyondTheCapWait(t *testing.T) {
 func TestConsoleIdleSessionIsClosed(t *testing.T) {
 	lim := testLimits()
 	lim.ConsoleIdle = 700 * time.Millisecond
-	srv, _, fake := limitedServer(t, lim)
-	fake.EchoConsole(t)
-	if _, err := fake.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	srv, _, l := limitedServer(t, lim)
+	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	l.EchoConsole(t, "web", "vm1")
 	conn, br, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("answer %s", resp.Status)
@@ -251,13 +246,12 @@ func TestStreamsOutliveTheWriteTimeout(t *testing.T) {
 	lim := testLimits()
 	lim.WriteTimeout = 500 * time.Millisecond
 	lim.StreamWriteTimeout = 5 * time.Second
-	srv, _, fake := limitedServer(t, lim)
-	logFile := t.TempDir() + "/serial.log"
-	if err := os.WriteFile(logFile, []byte("boot\n"), 0o644); err != nil {
+	srv, _, l := limitedServer(t, lim)
+	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	fake.SerialLog = logFile
-	if _, err := fake.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	logFile := l.SerialLog(t, "web", "vm1")
+	if err := os.WriteFile(logFile, []byte("boot\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -361,11 +355,10 @@ func TestWritesWaitForRecovery(t *testing.T) {
 
 // TestStatus: GET /status reports the daemon, the accelerator and counts.
 func TestStatus(t *testing.T) {
-	srv, h, fake := limitedServer(t, testLimits())
+	srv, h, l := limitedServer(t, testLimits(), apitest.Accel("chosen with --accel tcg"))
 	started := time.Now().Add(-90 * time.Second)
 	h.SetDaemon(api.Daemon{Version: "1.2.3", Started: started, StoreKind: "sqlite", StorePath: "/data/stagehand.db"})
-	fake.AccelReason = "chosen with --accel tcg"
-	if _, err := fake.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := srv.Client().Get(srv.URL + "/api/v1/status")
@@ -382,7 +375,7 @@ func TestStatus(t *testing.T) {
 		StartedAt: st.StartedAt,
 		Accel:     wire.Accel{State: wire.AccelReady, Accel: "tcg", Reason: "chosen with --accel tcg"},
 		Store:     wire.Store{Kind: "sqlite", Path: "/data/stagehand.db"},
-		DataDir:   "/fake",
+		DataDir:   l.DataDir(),
 		Counts:    wire.Counts{Templates: 1, Networks: 1, Configs: 1, Deployed: 1, RunningVMs: 1},
 		Recovered: true,
 	}

@@ -5,53 +5,57 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
-	"stagehand/internal/api"
 	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
-	"stagehand/internal/lab"
 )
 
-// env is a daemon backed by the fake lab, with template "tmpl", network
-// "lan" and configuration "web" (VM "vm1" on lan, pool address).
+// env is a daemon over a real lab (apitest.Lab.Seed): template "tmpl",
+// network "lan" and configuration "web" (VM "vm1" on lan, pool address).
 type env struct {
 	t     *testing.T
 	url   string
-	fake  *apitest.Fake
-	calls atomic.Int64 // lab calls that reached the fake
+	lab   *apitest.Lab
+	calls atomic.Int64 // requests that reached the daemon
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...apitest.Option) *env {
 	t.Helper()
-	e := &env{t: t, fake: apitest.New()}
-	ctx := context.Background()
-	if _, err := e.fake.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{"/img/a.qcow2"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.fake.CreateNetwork(ctx, lab.NetworkSpec{Name: "lan", Subnet: "10.0.0.0/24", Gateway: "10.0.0.1", Pools: []string{"10.0.0.10-10.0.0.99"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.fake.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
-		t.Fatal(err)
-	}
-	e.fake.Fail = func(string) error {
+	e := &env{t: t, lab: apitest.New(t, opts...).Seed(t)}
+	_, h := apitest.Serve(t, e.lab)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.calls.Add(1)
-		return nil
-	}
-	srv := httptest.NewServer(api.NewHandler(e.fake, slog.New(slog.NewTextHandler(io.Discard, nil))))
-	t.Cleanup(func() {
-		srv.Close()
-		e.fake.Close()
-	})
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
 	e.url = srv.URL
 	return e
+}
+
+// waitVM waits until the first VM of config is in state (a stop is an ACPI
+// request: the VM is stopped once the guest is off).
+func (e *env) waitVM(config, state string) {
+	e.t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err := e.lab.GetConfig(context.Background(), config)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if c.VMs[0].State == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("VM of %s is %s, not %s, after 5s", config, c.VMs[0].State, state)
+		}
+	}
 }
 
 // run runs the CLI with args against the env's daemon.
@@ -249,7 +253,7 @@ func TestTables(t *testing.T) {
 		{[]string{"config", "list"}, []string{"NAME", "web2", "undeployed"}},
 		{[]string{"config", "show", "web2"}, []string{"Name:", "web2", "10.0.0.10", "pool", "TOP LAYER"}},
 		{[]string{"network", "show", "lan"}, []string{"10.0.0.10", "web/vm1/nic0, web2/vm1/nic0"}},
-		{[]string{"network", "list"}, []string{"lan", "10.0.0.0/24", "1/100"}},
+		{[]string{"network", "list"}, []string{"lan", "10.0.0.0/24", "1/90"}},
 		{[]string{"template", "list"}, []string{"tmpl", "1 GiB", "disk"}},
 		{[]string{"disk", "chain", "web2", "vm1"}, []string{"DEPTH", "FROZEN", "yes", "1 GiB", "tmpl"}},
 		{[]string{"config", "set-ip", "web2", "vm1", "0", "10.0.0.60"}, []string{"manual", "10.0.0.60"}},
@@ -286,7 +290,7 @@ func TestFullClone(t *testing.T) {
 
 func TestFullCloneDetachAndCancel(t *testing.T) {
 	e := newEnv(t)
-	e.fake.Gate = make(chan struct{})
+	e.lab.Disks.Hold()
 	out, errOut, code := e.run("config", "clone", "web", "copy", "--mode", "full", "--detach")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -324,12 +328,10 @@ func TestDoctorExitsNonZeroWhenProblemsRemain(t *testing.T) {
 	if _, errOut, code := e.run("doctor"); code != 0 {
 		t.Fatalf("clean doctor: exit %d %s", code, errOut)
 	}
-	e.fake.Problems = []lab.Problem{
-		{Kind: lab.ProblemOrphanFile, Subject: "/x/l-1.qcow2", Detail: "no layer record", Repairable: true},
-		{Kind: lab.ProblemMissingLayer, Subject: "/x/l-2.qcow2", Detail: "file is gone"},
-	}
+	orphan := e.lab.Orphan(t, "l-orphan.qcow2")
+	e.lab.LoseLayer(t, "web", "vm1", 0)
 	out, errOut, code := e.run("doctor")
-	if code != cli.ExitFailure || !strings.Contains(out, "orphan-file") || !strings.Contains(errOut, "2 problem(s) remain") {
+	if code != cli.ExitFailure || !strings.Contains(out, "orphan-file") || !strings.Contains(out, "missing-layer") || !strings.Contains(errOut, "2 problem(s) remain") {
 		t.Fatalf("doctor: exit %d\n%s\n%s", code, out, errOut)
 	}
 	out, errOut, code = e.run("doctor", "--repair", "-o", "json")
@@ -337,12 +339,20 @@ func TestDoctorExitsNonZeroWhenProblemsRemain(t *testing.T) {
 		t.Fatalf("doctor --repair: exit %d %s", code, errOut)
 	}
 	var rep wire.DoctorReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Problems[0].Repaired {
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("report = %s, %v", out, err)
 	}
-	e.fake.Problems = nil
-	if _, _, code := e.run("doctor", "--repair"); code != 0 {
-		t.Fatalf("doctor after repair: exit %d", code)
+	for _, p := range rep.Problems {
+		if p.Repaired != (p.Subject == orphan) {
+			t.Errorf("problem %+v: repaired %v, want only the orphan %s repaired", p, p.Repaired, orphan)
+		}
+	}
+	// What remains is the lost layer: deleting its configuration settles it.
+	if _, errOut, code := e.run("config", "delete", "web"); code != 0 {
+		t.Fatalf("config delete: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := e.run("doctor", "--repair"); code != 0 {
+		t.Fatalf("doctor after repair: exit %d %s", code, errOut)
 	}
 }
 

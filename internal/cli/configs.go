@@ -83,7 +83,7 @@ can run unfenced beside the configurations it was cloned from or to.`,
 				if err != nil {
 					return err
 				}
-				c, err := a.client.SetIP(cmd.Context(), args[0], args[1], nic, ip)
+				c, err := a.client.SetIP(cmd.Context(), args[0], args[1], nic, wire.SetIPRequest{IP: ip})
 				if err != nil {
 					return err
 				}
@@ -157,13 +157,13 @@ IP modes and addresses (use change-ips to give it its own).
 				if detach {
 					return usagef("--detach applies to --mode full only (a linked clone is immediate)")
 				}
-				c, err := a.client.LinkedCloneWith(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
+				c, err := a.client.LinkedClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
 				if err != nil {
 					return err
 				}
 				return a.printConfig(c)
 			case wire.CloneFull:
-				job, err := a.client.StartFullCloneWith(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
+				job, err := a.client.StartFullClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
 				if err != nil {
 					return err
 				}

@@ -28,18 +28,9 @@ fenced, or give the configuration its own addresses with config change-ips.
   --fence-policy in-out  both ways, through the external addresses (default)`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			switch policy {
-			case wire.FenceBlock, wire.FenceOut, wire.FenceInOut:
-			default:
-				return usagef("--fence-policy %q is not %s, %s or %s", policy, wire.FenceBlock, wire.FenceOut, wire.FenceInOut)
-			}
-			if !fenced {
-				if cmd.Flags().Changed("fence-policy") {
-					return usagef("--fence-policy applies to --fenced deploys only")
-				}
-				policy = ""
-			}
-			c, err := a.client.DeployWith(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease})
+			// The daemon judges the policy (fence.ParsePolicy): the flag
+			// is sent as typed, and an unset one means its default.
+			c, err := a.client.Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease})
 			if err != nil {
 				return err
 			}
@@ -47,7 +38,7 @@ fenced, or give the configuration its own addresses with config change-ips.
 		}),
 	}
 	cmd.Flags().BoolVar(&fenced, "fenced", false, "run the VMs behind a fence")
-	cmd.Flags().StringVar(&policy, "fence-policy", wire.FenceInOut, "with --fenced: block, out or in-out")
+	cmd.Flags().StringVar(&policy, "fence-policy", "", "with --fenced: block, out or in-out (default in-out)")
 	cmd.Flags().StringVar(&deployLease, "deploy-lease", "", "undeploy after this long: "+leaseHelp+" (default: the configuration's setting)")
 	return cmd
 }
@@ -68,7 +59,7 @@ addresses, fence).
 			if save && discard {
 				return usagef("--save-state and --discard-state exclude each other")
 			}
-			c, err := a.client.Undeploy(cmd.Context(), args[0], save)
+			c, err := a.client.Undeploy(cmd.Context(), args[0], wire.UndeployRequest{SaveState: save})
 			if err != nil {
 				return err
 			}

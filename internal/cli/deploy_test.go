@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
 )
@@ -22,14 +23,16 @@ func TestDeployFlags(t *testing.T) {
 		code   int
 		fenced bool
 		policy string
+		daemon bool // a refusal comes from the daemon (the lab judges policies)
+		want   string
 	}{
-		{[]string{}, cli.ExitOK, false, ""},
-		{[]string{"--fenced"}, cli.ExitOK, true, wire.FenceInOut},
-		{[]string{"--fenced", "--fence-policy", "out"}, cli.ExitOK, true, wire.FenceOut},
-		{[]string{"--fence-policy=block", "--fenced"}, cli.ExitOK, true, wire.FenceBlock},
-		{[]string{"--fenced", "--fence-policy", "wide"}, cli.ExitUsage, false, ""},
-		{[]string{"--fence-policy", "block"}, cli.ExitUsage, false, ""},
-		{[]string{"--fenced=maybe"}, cli.ExitUsage, false, ""},
+		{[]string{}, cli.ExitOK, false, "", true, ""},
+		{[]string{"--fenced"}, cli.ExitOK, true, wire.FenceInOut, true, ""},
+		{[]string{"--fenced", "--fence-policy", "out"}, cli.ExitOK, true, wire.FenceOut, true, ""},
+		{[]string{"--fence-policy=block", "--fenced"}, cli.ExitOK, true, wire.FenceBlock, true, ""},
+		{[]string{"--fenced", "--fence-policy", "wide"}, cli.ExitUsage, false, "", true, `fence policy "wide"`},
+		{[]string{"--fence-policy", "block"}, cli.ExitUsage, false, "", true, "fence policy needs a fenced deployment"},
+		{[]string{"--fenced=maybe"}, cli.ExitUsage, false, "", false, "maybe"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -40,8 +43,14 @@ func TestDeployFlags(t *testing.T) {
 				t.Fatalf("exit %d, want %d (stderr %q)", code, tt.code, errOut)
 			}
 			if code != cli.ExitOK {
-				if e.calls.Load() != 0 || out != "" || strings.Count(errOut, "\n") != 1 {
-					t.Errorf("refused line reached the daemon or printed: calls %d stdout %q stderr %q", e.calls.Load(), out, errOut)
+				if out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tt.want) {
+					t.Errorf("refusal printed stdout %q stderr %q, want one line with %q", out, errOut, tt.want)
+				}
+				if reached := e.calls.Load() != 0; reached != tt.daemon {
+					t.Errorf("reached the daemon: %v, want %v", reached, tt.daemon)
+				}
+				if c, err := e.lab.GetConfig(t.Context(), "web"); err != nil || c.State != "undeployed" {
+					t.Errorf("after the refusal: %+v, %v", c, err)
 				}
 				return
 			}
@@ -105,14 +114,19 @@ func TestConfigShowHasVMStateAndPID(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deploy: %s", errOut)
 	}
-	for _, want := range []string{"deployed", "PID", "running", "4001"} {
+	c, err := e.lab.GetConfig(t.Context(), "web")
+	if err != nil || c.VMs[0].PID == 0 {
+		t.Fatalf("deployed: %+v, %v", c, err)
+	}
+	pid := strconv.Itoa(c.VMs[0].PID)
+	for _, want := range []string{"deployed", "PID", "running", pid} {
 		if !strings.Contains(out, want) {
 			t.Errorf("deploy output lacks %q:\n%s", want, out)
 		}
 	}
 	e.run("config", "undeploy", "web", "--save-state")
 	out, _, _ = e.run("config", "show", "web")
-	if !strings.Contains(out, "saved") || strings.Contains(out, "4001") {
+	if !strings.Contains(out, "saved") || strings.Contains(out, pid) {
 		t.Errorf("after undeploy --save-state:\n%s", out)
 	}
 }
@@ -128,7 +142,9 @@ func TestVMActionCommands(t *testing.T) {
 		code  int
 		state string
 	}{
-		{[]string{"vm", "stop", "web", "vm1"}, cli.ExitOK, wire.VMStopped},
+		// Stop asks the guest to power off and returns; the VM is
+		// stopped once it is off (waited for below).
+		{[]string{"vm", "stop", "web", "vm1"}, cli.ExitOK, ""},
 		{[]string{"vm", "start", "web", "vm1"}, cli.ExitOK, wire.VMRunning},
 		{[]string{"vm", "reset", "web", "vm1"}, cli.ExitOK, wire.VMRunning},
 		{[]string{"vm", "reset", "web", "nope"}, cli.ExitNotFound, ""},
@@ -140,6 +156,9 @@ func TestVMActionCommands(t *testing.T) {
 		if code != tt.code {
 			t.Errorf("%v: exit %d, want %d (stderr %q)", tt.args, code, tt.code, errOut)
 			continue
+		}
+		if tt.args[1] == "stop" && code == cli.ExitOK {
+			e.waitVM("web", wire.VMStopped)
 		}
 		if tt.state == "" {
 			continue
@@ -153,11 +172,11 @@ func TestVMActionCommands(t *testing.T) {
 
 func TestVMConsoleThroughAPipe(t *testing.T) {
 	e := newEnv(t)
-	e.fake.EchoConsole(t)
 	if _, _, code := e.run("vm", "console", "web", "vm1"); code != cli.ExitConflict {
 		t.Fatalf("console while undeployed: exit %d", code)
 	}
 	e.run("config", "deploy", "web")
+	e.lab.EchoConsole(t, "web", "vm1")
 
 	start := time.Now()
 	out, errOut, code := runCLIInput(e.url, strings.NewReader("echo hello\r\n"), "vm", "console", "web", "vm1")
@@ -209,8 +228,9 @@ func TestVMLogCommand(t *testing.T) {
 	if _, _, code := e.run("vm", "log", "web", "vm1"); code != cli.ExitNotFound {
 		t.Fatalf("no log: exit %d", code)
 	}
-	e.fake.SerialLog = filepath.Join(t.TempDir(), "serial.log")
-	if err := os.WriteFile(e.fake.SerialLog, []byte("SeaBIOS\r\nbooting\r\n"), 0o644); err != nil {
+	e.run("config", "deploy", "web")
+	logFile := e.lab.SerialLog(t, "web", "vm1")
+	if err := os.WriteFile(logFile, []byte("SeaBIOS\r\nbooting\r\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, errOut, code := e.run("vm", "log", "web", "vm1"); code != 0 || out != "SeaBIOS\r\nbooting\r\n" {
@@ -225,7 +245,7 @@ func TestVMLogCommand(t *testing.T) {
 	go func() {
 		exited <- cli.Run(ctx, []string{"--server", e.url, "vm", "log", "-f", "web", "vm1"}, cli.Deps{Stdout: &out, Stderr: &errw})
 	}()
-	f, err := os.OpenFile(e.fake.SerialLog, os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(logFile, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,8 +268,7 @@ func TestVMLogCommand(t *testing.T) {
 }
 
 func TestDoctorShowsTheAccelerator(t *testing.T) {
-	e := newEnv(t)
-	e.fake.AccelReason = "/dev/kvm absent"
+	e := newEnv(t, apitest.Accel("/dev/kvm absent"))
 	out, errOut, code := e.run("doctor")
 	if code != 0 || !strings.Contains(out, "accelerator: tcg (/dev/kvm absent)\n") {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)

@@ -158,7 +158,7 @@ writes FILE, so it is a path on the daemon's host (made absolute here).`,
 			if err != nil {
 				return err
 			}
-			j, err := a.client.StartExport(cmd.Context(), args[0], file)
+			j, err := a.client.StartExport(cmd.Context(), args[0], wire.ExportRequest{File: file})
 			if err != nil {
 				return err
 			}
@@ -214,7 +214,7 @@ damaged, truncated or edited bundle is refused and leaves nothing behind.`,
 			if leaseStorage == "" {
 				return usagef("--storage is required")
 			}
-			ar, err := a.client.SetArchiveLease(cmd.Context(), args[0], leaseStorage)
+			ar, err := a.client.SetArchiveLease(cmd.Context(), args[0], wire.LeaseRequest{Storage: leaseStorage})
 			if err != nil {
 				return err
 			}
@@ -364,9 +364,6 @@ free more than the sum of each alone (the TOTAL line).
   --apply --dry-run  say what --apply would delete, and free`,
 		Args: exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			if idleDays < 0 {
-				return usagef("--idle-days must not be negative")
-			}
 			if dryRun && !apply {
 				return usagef("--dry-run goes with --apply")
 			}

@@ -1,31 +1,38 @@
 package cli_test
 
 import (
-	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
-	"stagehand/internal/lab"
 )
 
 // Descriptions, owners and event details reach the terminal with their
 // control characters escaped (L4: config show printed a raw ESC [2J and
-// an OSC title sequence). The fake lab stores what it is given, as a
-// daemon from before the lab refused such text would have.
+// an OSC title sequence). Today's lab refuses such text, so the daemon
+// here is a stand-in that answers what a daemon from before that rule
+// would have stored: the CLI must not trust the daemon's text.
 func TestTablesEscapeControlCharacters(t *testing.T) {
-	e := newEnv(t)
 	// \u009b is the one-character CSI of C1; invalid UTF-8 does not get
 	// this far (JSON turns it into U+FFFD), printable() handles it anyway.
 	hostile := "\x1b[2J\x1b]0;owned\x07\r\nFORGED\x00\u009b31m\u200b"
-	if _, err := e.fake.CreateConfig(context.Background(), lab.ConfigSpec{
-		Name: "esc1", Description: hostile, Owner: "Zoë \x1b[32m",
-		VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl"}},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	cfg := wire.Config{Name: "esc1", Kind: wire.KindConfig, State: "undeployed", Description: hostile, Owner: "Zoë \x1b[32m",
+		VMs: []wire.VM{{Name: "vm1", State: wire.VMStopped}}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body any = cfg
+		if r.URL.Path == wire.APIPrefix+"/configs" {
+			body = []wire.Config{cfg}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(body)
+	}))
+	t.Cleanup(srv.Close)
 	for _, args := range [][]string{{"config", "show", "esc1"}, {"config", "list"}} {
-		out, errOut, code := e.run(args...)
+		out, errOut, code := runCLI(srv.URL, args...)
 		if code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, code, errOut)
 		}

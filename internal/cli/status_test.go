@@ -6,15 +6,15 @@ import (
 	"strings"
 	"testing"
 
+	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
 	"stagehand/internal/lab"
 )
 
 func TestStatus(t *testing.T) {
-	e := newEnv(t)
-	e.fake.AccelReason = "KVM guest did not reach userspace"
-	if _, err := e.fake.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	e := newEnv(t, apitest.Accel("KVM guest did not reach userspace"))
+	if _, err := e.lab.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, code := e.run("status")
@@ -23,8 +23,8 @@ func TestStatus(t *testing.T) {
 	}
 	for _, want := range []string{
 		`(?m)^Accelerator:\s+tcg \(KVM guest did not reach userspace\)$`,
-		`(?m)^Store:\s+-$`, // the fake lab's handler has no daemon description
-		`(?m)^Data dir:\s+/fake$`,
+		`(?m)^Store:\s+-$`, // the test's handler has no daemon description
+		`(?m)^Data dir:\s+` + regexp.QuoteMeta(e.lab.DataDir()) + `$`,
 		`(?m)^Recovered:\s+yes$`,
 		`(?m)^Templates:\s+1$`,
 		`(?m)^Networks:\s+1$`,

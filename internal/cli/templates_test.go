@@ -1,49 +1,19 @@
 package cli_test
 
 import (
-	"context"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"stagehand/internal/api"
+	"stagehand/internal/api/apitest"
 	"stagehand/internal/cli"
-	"stagehand/internal/disk"
-	"stagehand/internal/jobs"
-	"stagehand/internal/lab"
-	"stagehand/internal/store/sqlite"
 )
 
-// realDaemon serves the API over the real lab (SQLite, qemu-img) in a
-// temporary data dir.
+// realDaemon serves the API over an empty real lab.
 func realDaemon(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed")
-	}
-	dir := t.TempDir()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "stagehand.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jm := jobs.NewManager()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := lab.New(lab.Options{DataDir: dir, Store: db, Disks: disk.New(), Jobs: jm, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.NewHandler(svc, quiet))
-	t.Cleanup(func() {
-		srv.Close()
-		jm.Close()
-		db.Close()
-	})
+	srv, _ := apitest.Serve(t, apitest.New(t))
 	return srv.URL
 }
 

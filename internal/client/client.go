@@ -14,10 +14,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/errdefs"
@@ -35,6 +33,16 @@ type Option func(*Client)
 
 // WithHTTPClient makes the client send its requests through hc.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithUser makes the client name user in every request (the event log
+// records it).
+func WithUser(user string) Option { return func(c *Client) { c.user = user } }
+
+func (c *Client) setUser(req *http.Request) {
+	if c.user != "" {
+		req.Header.Set(wire.UserHeader, c.user)
+	}
+}
 
 // New returns a client of the daemon at baseURL (e.g.
 // "http://127.0.0.1:7480"; a bare "host:port" means http).
@@ -174,247 +182,20 @@ func decodeError(resp *http.Response) error {
 	}
 }
 
-// Health checks that the daemon answers.
-func (c *Client) Health(ctx context.Context) error {
-	var h wire.Health
-	return c.do(ctx, http.MethodGet, "/healthz", nil, nil, &h)
-}
-
-// ImportTemplate imports a template. Its paths are read by the daemon.
-func (c *Client) ImportTemplate(ctx context.Context, req wire.TemplateRequest) (*wire.Template, error) {
-	var t wire.Template
-	if err := c.do(ctx, http.MethodPost, path("templates"), nil, req, &t); err != nil {
+// call sends in (nil for none) to p and returns the decoded 2xx answer.
+// It is the body of every endpoint method that answers one object.
+func call[T any](ctx context.Context, c *Client, method, p string, query url.Values, in any) (*T, error) {
+	var out T
+	if err := c.do(ctx, method, p, query, in, &out); err != nil {
 		return nil, err
 	}
-	return &t, nil
+	return &out, nil
 }
 
-// ListTemplates returns every template.
-func (c *Client) ListTemplates(ctx context.Context) ([]wire.Template, error) {
-	var ts []wire.Template
-	return ts, c.do(ctx, http.MethodGet, path("templates"), nil, nil, &ts)
-}
-
-// GetTemplate returns one template.
-func (c *Client) GetTemplate(ctx context.Context, name string) (*wire.Template, error) {
-	var t wire.Template
-	if err := c.do(ctx, http.MethodGet, path("templates", name), nil, nil, &t); err != nil {
-		return nil, err
-	}
-	return &t, nil
-}
-
-// DeleteTemplate deletes a template.
-func (c *Client) DeleteTemplate(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, path("templates", name), nil, nil, nil)
-}
-
-// CreateNetwork creates a network.
-func (c *Client) CreateNetwork(ctx context.Context, req wire.NetworkRequest) (*wire.Network, error) {
-	var n wire.Network
-	if err := c.do(ctx, http.MethodPost, path("networks"), nil, req, &n); err != nil {
-		return nil, err
-	}
-	return &n, nil
-}
-
-// ListNetworks returns every network with its usage.
-func (c *Client) ListNetworks(ctx context.Context) ([]wire.Network, error) {
-	var ns []wire.Network
-	return ns, c.do(ctx, http.MethodGet, path("networks"), nil, nil, &ns)
-}
-
-// GetNetwork returns one network with its usage.
-func (c *Client) GetNetwork(ctx context.Context, name string) (*wire.Network, error) {
-	var n wire.Network
-	if err := c.do(ctx, http.MethodGet, path("networks", name), nil, nil, &n); err != nil {
-		return nil, err
-	}
-	return &n, nil
-}
-
-// DeleteNetwork deletes a network.
-func (c *Client) DeleteNetwork(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, path("networks", name), nil, nil, nil)
-}
-
-// CreateConfig creates a configuration.
-func (c *Client) CreateConfig(ctx context.Context, req wire.ConfigRequest) (*wire.Config, error) {
-	var cfg wire.Config
-	if err := c.do(ctx, http.MethodPost, path("configs"), nil, req, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// ListConfigs returns every configuration.
-func (c *Client) ListConfigs(ctx context.Context) ([]wire.Config, error) {
-	var cs []wire.Config
-	return cs, c.do(ctx, http.MethodGet, path("configs"), nil, nil, &cs)
-}
-
-// GetConfig returns one configuration.
-func (c *Client) GetConfig(ctx context.Context, name string) (*wire.Config, error) {
-	var cfg wire.Config
-	if err := c.do(ctx, http.MethodGet, path("configs", name), nil, nil, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// DeleteConfig deletes a configuration.
-func (c *Client) DeleteConfig(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, path("configs", name), nil, nil, nil)
-}
-
-// LinkedClone makes dst from src by linked clone and returns it.
-func (c *Client) LinkedClone(ctx context.Context, src, dst string) (*wire.Config, error) {
-	var cfg wire.Config
-	req := wire.CloneRequest{Name: dst, Mode: wire.CloneLinked}
-	if err := c.do(ctx, http.MethodPost, path("configs", src, "clone"), nil, req, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// StartFullClone starts a full clone of src into dst and returns its job.
-func (c *Client) StartFullClone(ctx context.Context, src, dst string) (*wire.Job, error) {
-	var j wire.Job
-	req := wire.CloneRequest{Name: dst, Mode: wire.CloneFull}
-	if err := c.do(ctx, http.MethodPost, path("configs", src, "clone"), nil, req, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-// ChangeIPs gives every pool NIC of a configuration a new address.
-func (c *Client) ChangeIPs(ctx context.Context, name string) (*wire.Config, error) {
-	var cfg wire.Config
-	if err := c.do(ctx, http.MethodPost, path("configs", name, "change-ips"), nil, nil, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// SetIP sets one NIC's address ("pool", "dhcp" or an address).
-func (c *Client) SetIP(ctx context.Context, config, vm string, nic int, ip string) (*wire.Config, error) {
-	var cfg wire.Config
-	p := path("configs", config, "vms", vm, "nics", strconv.Itoa(nic), "ip")
-	if err := c.do(ctx, http.MethodPut, p, nil, wire.SetIPRequest{IP: ip}, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// DiskChain returns a VM disk's layers, top first.
-func (c *Client) DiskChain(ctx context.Context, config, vm string, disk int) ([]wire.Layer, error) {
-	var ls []wire.Layer
-	p := path("configs", config, "vms", vm, "disks", strconv.Itoa(disk), "chain")
-	return ls, c.do(ctx, http.MethodGet, p, nil, nil, &ls)
-}
-
-// StartConsolidate starts rewriting a VM disk's chain into one base.
-func (c *Client) StartConsolidate(ctx context.Context, config, vm string, disk int) (*wire.Job, error) {
-	var j wire.Job
-	p := path("configs", config, "vms", vm, "disks", strconv.Itoa(disk), "consolidate")
-	if err := c.do(ctx, http.MethodPost, p, nil, nil, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-// ListJobs returns every job, oldest first.
-func (c *Client) ListJobs(ctx context.Context) ([]wire.Job, error) {
-	var js []wire.Job
-	return js, c.do(ctx, http.MethodGet, path("jobs"), nil, nil, &js)
-}
-
-// GetJob returns a job's snapshot.
-func (c *Client) GetJob(ctx context.Context, id string) (*wire.Job, error) {
-	var j wire.Job
-	if err := c.do(ctx, http.MethodGet, path("jobs", id), nil, nil, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-// WaitJob returns the job's snapshot once it ends or timeout passes,
-// whichever is first; look at its State.
-func (c *Client) WaitJob(ctx context.Context, id string, timeout time.Duration) (*wire.Job, error) {
-	var j wire.Job
-	q := url.Values{"timeout": {timeout.String()}}
-	if err := c.do(ctx, http.MethodGet, path("jobs", id, "wait"), q, nil, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-// CancelJob asks a job to stop and returns its snapshot; the job ends once
-// its work is rolled back.
-func (c *Client) CancelJob(ctx context.Context, id string) (*wire.Job, error) {
-	var j wire.Job
-	if err := c.do(ctx, http.MethodPost, path("jobs", id, "cancel"), nil, nil, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-// Doctor checks the store against the files; with repair it fixes what is
-// safe to fix.
-func (c *Client) Doctor(ctx context.Context, repair bool) (*wire.DoctorReport, error) {
-	var r wire.DoctorReport
-	method, p := http.MethodGet, path("doctor")
-	if repair {
-		method, p = http.MethodPost, path("doctor", "repair")
-	}
-	if err := c.do(ctx, method, p, nil, nil, &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
-}
-
-// Deploy starts a configuration's VMs and returns it once they run;
-// fenced runs them behind a fence with policy (a wire.Fence* value, "" for
-// the default).
-func (c *Client) Deploy(ctx context.Context, name string, fenced bool, policy string) (*wire.Config, error) {
-	var cfg wire.Config
-	req := wire.DeployRequest{Fenced: fenced, FencePolicy: policy}
-	if err := c.do(ctx, http.MethodPost, path("configs", name, "deploy"), nil, req, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// Undeploy stops a configuration's VMs: powered off, or with saveState
-// suspended to state files that the next Deploy resumes.
-func (c *Client) Undeploy(ctx context.Context, name string, saveState bool) (*wire.Config, error) {
-	var cfg wire.Config
-	req := wire.UndeployRequest{SaveState: saveState}
-	if err := c.do(ctx, http.MethodPost, path("configs", name, "undeploy"), nil, req, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// VMAction runs action (wire.VMStop, VMStart or VMReset) on one VM of a
-// deployed configuration.
-func (c *Client) VMAction(ctx context.Context, config, vm, action string) (*wire.Config, error) {
-	var cfg wire.Config
-	if err := c.do(ctx, http.MethodPost, path("configs", config, "vms", vm, action), nil, nil, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// VMLog returns a VM's serial log as it is now. Close it when done.
-func (c *Client) VMLog(ctx context.Context, config, vm string) (io.ReadCloser, error) {
-	return c.stream(ctx, path("configs", config, "vms", vm, "log"), nil)
-}
-
-// FollowVMLog returns a VM's serial log and then what the VM writes, until
-// ctx ends or the reader is closed.
-func (c *Client) FollowVMLog(ctx context.Context, config, vm string) (io.ReadCloser, error) {
-	return c.stream(ctx, path("configs", config, "vms", vm, "log"), url.Values{"follow": {"1"}})
+// list GETs p and returns the decoded list.
+func list[T any](ctx context.Context, c *Client, p string, query url.Values) ([]T, error) {
+	var out []T
+	return out, c.do(ctx, http.MethodGet, p, query, nil, &out)
 }
 
 // stream GETs p and returns the body of a 2xx answer unread.

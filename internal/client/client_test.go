@@ -3,39 +3,33 @@ package client_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
-	"stagehand/internal/api"
 	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
 	"stagehand/internal/client"
 	"stagehand/internal/errdefs"
 )
 
-func newClient(t *testing.T) (*client.Client, *apitest.Fake) {
+// newClient returns a client of the API over an empty real lab.
+func newClient(t *testing.T, opts ...apitest.Option) (*client.Client, *apitest.Lab) {
 	t.Helper()
-	fake := apitest.New()
-	srv := httptest.NewServer(api.NewHandler(fake, slog.New(slog.NewTextHandler(io.Discard, nil))))
-	t.Cleanup(func() {
-		srv.Close()
-		fake.Close()
-	})
-	return client.New(srv.URL), fake
+	l := apitest.New(t, opts...)
+	srv, _ := apitest.Serve(t, l)
+	return client.New(srv.URL), l
 }
 
 func TestRoundTrip(t *testing.T) {
-	c, fake := newClient(t)
+	c, l := newClient(t)
 	ctx := context.Background()
 	if err := c.Health(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{"/img/a.qcow2"}, CPUs: 2})
+	tmpl, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}, CPUs: 2})
 	if err != nil || tmpl.Name != "tmpl" || tmpl.CPUs != 2 || len(tmpl.Disks) != 1 {
 		t.Fatalf("ImportTemplate = %+v, %v", tmpl, err)
 	}
@@ -46,12 +40,14 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || len(cfg.VMs) != 1 || len(cfg.VMs[0].NICs) != 1 {
 		t.Fatalf("CreateConfig = %+v, %v", cfg, err)
 	}
-	linked, err := c.LinkedClone(ctx, "web", "web-2")
+	linked, err := c.LinkedClone(ctx, "web", wire.CloneRequest{Name: "web-2"})
 	if err != nil || linked.Name != "web-2" || linked.VMs[0].NICs[0].IP != cfg.VMs[0].NICs[0].IP {
 		t.Fatalf("LinkedClone = %+v, %v", linked, err)
 	}
 	chain, err := c.DiskChain(ctx, "web-2", "vm1", 0)
-	if err != nil || len(chain) != 3 || chain[0].Path != linked.VMs[0].Disks[0].Path || chain[0].Frozen {
+	// web's top layer holds no data, so the clone's delta sits on the base
+	// directly (the lab freezes a layer only when it holds data).
+	if err != nil || len(chain) != 2 || chain[0].Path != linked.VMs[0].Disks[0].Path || chain[0].Frozen || !chain[1].Frozen {
 		t.Fatalf("DiskChain = %+v, %v", chain, err)
 	}
 	n, err := c.GetNetwork(ctx, "lan")
@@ -62,12 +58,12 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || changed.VMs[0].NICs[0].IP == cfg.VMs[0].NICs[0].IP {
 		t.Fatalf("ChangeIPs = %+v, %v", changed, err)
 	}
-	set, err := c.SetIP(ctx, "web-2", "vm1", 0, "10.0.0.99")
+	set, err := c.SetIP(ctx, "web-2", "vm1", 0, wire.SetIPRequest{IP: "10.0.0.99"})
 	if err != nil || set.VMs[0].NICs[0].IPMode != "manual" {
 		t.Fatalf("SetIP = %+v, %v", set, err)
 	}
 
-	job, err := c.StartFullClone(ctx, "web", "web-full")
+	job, err := c.StartFullClone(ctx, "web", wire.CloneRequest{Name: "web-full"})
 	if err != nil || job.Kind != "full-clone" {
 		t.Fatalf("StartFullClone = %+v, %v", job, err)
 	}
@@ -85,7 +81,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("ListConfigs = %d, %v", len(cs), err)
 	}
 
-	fake.Gate = make(chan struct{})
+	l.Disks.Hold()
 	job, err = c.StartConsolidate(ctx, "web", "vm1", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +98,8 @@ func TestRoundTrip(t *testing.T) {
 	}
 	for _, del := range []func() error{
 		func() error { return c.DeleteConfig(ctx, "web-full") },
+		func() error { return c.DeleteConfig(ctx, "web-2") },
+		func() error { return c.DeleteConfig(ctx, "web") },
 		func() error { return c.DeleteNetwork(ctx, "lan") },
 		func() error { return c.DeleteTemplate(ctx, "tmpl") },
 	} {
@@ -115,7 +113,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestErrorsKeepTheirKind(t *testing.T) {
-	c, fake := newClient(t)
+	c, l := newClient(t)
 	ctx := context.Background()
 
 	_, err := c.GetConfig(ctx, "nope")
@@ -130,9 +128,13 @@ func TestErrorsKeepTheirKind(t *testing.T) {
 		t.Errorf("err = %#v", err)
 	}
 
+	// Kinds a healthy lab does not give on a list: a stub injects them.
+	failing := func(err error) *client.Client {
+		srv, _ := apitest.Serve(t, &apitest.Failing{Lab: l, Method: "ListConfigs", Err: err})
+		return client.New(srv.URL)
+	}
 	for _, kind := range []error{errdefs.ErrConflict, errdefs.ErrInvalid, errdefs.ErrUnavailable, errdefs.ErrCanceled} {
-		fake.Fail = func(string) error { return kind }
-		_, err := c.ListConfigs(ctx)
+		_, err := failing(kind).ListConfigs(ctx)
 		if !errors.Is(err, kind) {
 			t.Errorf("kind %v: got %v", kind, err)
 		}
@@ -142,8 +144,7 @@ func TestErrorsKeepTheirKind(t *testing.T) {
 			}
 		}
 	}
-	fake.Fail = func(string) error { return errors.New("boom") }
-	if _, err := c.ListConfigs(ctx); err == nil || errdefs.Kind(err) != nil || err.Error() != "boom" {
+	if _, err := failing(errors.New("boom")).ListConfigs(ctx); err == nil || errdefs.Kind(err) != nil || err.Error() != "boom" {
 		t.Errorf("internal error = %v (kind %v)", err, errdefs.Kind(err))
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,13 +18,13 @@ import (
 	"stagehand/internal/errdefs"
 )
 
-// newDeployable returns a client of a fake holding configuration "web"
-// with VM "vm1" on network "lan".
-func newDeployable(t *testing.T) (*client.Client, *apitest.Fake) {
+// newDeployable returns a client of a real lab holding configuration "web"
+// with VM "vm1" on network "lan", deployed on the lab's fake host.
+func newDeployable(t *testing.T) (*client.Client, *apitest.Lab) {
 	t.Helper()
-	c, fake := newClient(t)
+	c, l := newClient(t, apitest.Accel("fixed for the test"))
 	ctx := context.Background()
-	if _, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{"/img/a.qcow2"}}); err != nil {
+	if _, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.CreateNetwork(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}}); err != nil {
@@ -34,23 +33,43 @@ func newDeployable(t *testing.T) (*client.Client, *apitest.Fake) {
 	if _, err := c.CreateConfig(ctx, wire.ConfigRequest{Name: "web", VMs: []wire.VMRequest{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
 		t.Fatal(err)
 	}
-	fake.SerialLog = filepath.Join(t.TempDir(), "serial.log")
-	return c, fake
+	return c, l
+}
+
+// waitVM polls a configuration until its VM vm1 is in state.
+func waitVM(t *testing.T, c *client.Client, config, state string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		cfg, err := c.GetConfig(context.Background(), config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.VMs[0].State == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VM of %s is %s, not %s, after 5s", config, cfg.VMs[0].State, state)
+		}
+	}
 }
 
 func TestDeployLifecycle(t *testing.T) {
 	c, _ := newDeployable(t)
 	ctx := context.Background()
-	cfg, err := c.Deploy(ctx, "web", true, wire.FenceBlock)
+	cfg, err := c.Deploy(ctx, "web", wire.DeployRequest{Fenced: true, FencePolicy: wire.FenceBlock})
 	if err != nil || cfg.State != "deployed" || !cfg.Fenced || cfg.FencePolicy != wire.FenceBlock || cfg.VMs[0].PID == 0 {
 		t.Fatalf("Deploy = %+v, %v", cfg, err)
 	}
-	if _, err := c.Deploy(ctx, "web", false, ""); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := c.Deploy(ctx, "web", wire.DeployRequest{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("second Deploy: %v, want conflict", err)
 	}
-	cfg, err = c.VMAction(ctx, "web", "vm1", wire.VMStop)
-	if err != nil || cfg.VMs[0].State != wire.VMStopped || cfg.VMs[0].PID != 0 {
-		t.Fatalf("stop = %+v, %v", cfg, err)
+	if _, err = c.VMAction(ctx, "web", "vm1", wire.VMStop); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	// Stop asks the guest to power off: it is stopped once it is off.
+	waitVM(t, c, "web", wire.VMStopped)
+	if cfg, err = c.GetConfig(ctx, "web"); err != nil || cfg.VMs[0].PID != 0 {
+		t.Fatalf("stopped = %+v, %v", cfg, err)
 	}
 	cfg, err = c.VMAction(ctx, "web", "vm1", wire.VMStart)
 	if err != nil || cfg.VMs[0].State != wire.VMRunning {
@@ -59,7 +78,7 @@ func TestDeployLifecycle(t *testing.T) {
 	if _, err := c.VMAction(ctx, "web", "nope", wire.VMReset); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("reset of unknown VM: %v", err)
 	}
-	cfg, err = c.Undeploy(ctx, "web", true)
+	cfg, err = c.Undeploy(ctx, "web", wire.UndeployRequest{SaveState: true})
 	if err != nil || cfg.State != "undeployed" || !cfg.VMs[0].HasSavedState {
 		t.Fatalf("Undeploy = %+v, %v", cfg, err)
 	}
@@ -70,12 +89,15 @@ func TestDeployLifecycle(t *testing.T) {
 }
 
 func TestVMLog(t *testing.T) {
-	c, fake := newDeployable(t)
+	c, l := newDeployable(t)
 	ctx := context.Background()
 	if _, err := c.VMLog(ctx, "web", "vm1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("VMLog before any log: %v, want not found", err)
 	}
-	logPath := fake.SerialLog
+	if _, err := c.Deploy(ctx, "web", wire.DeployRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	logPath := l.SerialLog(t, "web", "vm1")
 	if err := os.WriteFile(logPath, []byte("one\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -111,15 +133,15 @@ func TestVMLog(t *testing.T) {
 }
 
 func TestVMConsoleEcho(t *testing.T) {
-	c, fake := newDeployable(t)
-	fake.EchoConsole(t)
+	c, l := newDeployable(t)
 	ctx := context.Background()
 	if _, err := c.VMConsole(ctx, "web", "vm1"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("console of an undeployed VM: %v, want conflict", err)
 	}
-	if _, err := c.Deploy(ctx, "web", false, ""); err != nil {
+	if _, err := c.Deploy(ctx, "web", wire.DeployRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	l.EchoConsole(t, "web", "vm1")
 	conn, err := c.VMConsole(ctx, "web", "vm1")
 	if err != nil {
 		t.Fatal(err)

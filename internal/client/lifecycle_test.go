@@ -12,12 +12,15 @@ import (
 )
 
 func TestLibraryArchivesEventsRoundTrip(t *testing.T) {
-	c, _ := newClient(t)
+	c, l := newClient(t)
 	ctx := context.Background()
-	if _, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{"/img/a.qcow2"}}); err != nil {
+	if _, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateConfig(ctx, wire.ConfigRequest{Name: "web", VMs: []wire.VMRequest{{Name: "vm1", Template: "tmpl"}}}); err != nil {
+	if _, err := c.CreateNetwork(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateConfig(ctx, wire.ConfigRequest{Name: "web", VMs: []wire.VMRequest{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -64,13 +67,13 @@ func TestLibraryArchivesEventsRoundTrip(t *testing.T) {
 		t.Fatalf("GetArchive = %+v, %v", a, err)
 	}
 	file := filepath.Join(t.TempDir(), "arch.tar")
-	if j, err = c.StartExport(ctx, "arch", file); err != nil {
+	if j, err = c.StartExport(ctx, "arch", wire.ExportRequest{File: file}); err != nil {
 		t.Fatal(err)
 	}
 	if j, err = c.WaitJob(ctx, j.ID, 10*time.Second); err != nil || j.State != wire.JobSucceeded {
 		t.Fatalf("export job = %+v, %v", j, err)
 	}
-	if j, err = c.StartImport(ctx, wire.ImportRequest{File: file, Name: "copy", MapNetwork: map[string]string{"a": "b"}}); err != nil {
+	if j, err = c.StartImport(ctx, wire.ImportRequest{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}}); err != nil {
 		t.Fatal(err)
 	}
 	if j, err = c.WaitJob(ctx, j.ID, 10*time.Second); err != nil || j.State != wire.JobSucceeded || j.Subject != "copy" {
@@ -88,7 +91,7 @@ func TestLibraryArchivesEventsRoundTrip(t *testing.T) {
 	}
 
 	// Every change reached the follower, in order, and the log lists them.
-	want := []string{"capture gold", "checkout ws", "lease ws", "archive arch", "import copy"}
+	want := []string{"import tmpl", "create lan", "create web", "capture gold", "checkout ws", "lease ws", "archive arch", "export arch", "import copy"}
 	for i, w := range want {
 		select {
 		case e := <-got:

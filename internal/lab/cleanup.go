@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
 )
 
@@ -71,7 +72,7 @@ type CleanupReport struct {
 // deletes the deletable ones. A deployed configuration is never deleted.
 func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupReport, error) {
 	if opts.IdleDays < 0 {
-		return nil, fmt.Errorf("cleanup: idle days must not be negative")
+		return nil, errdefs.Invalid("cleanup: idle days %d is negative", opts.IdleDays)
 	}
 	var model *spaceModel
 	var items []CleanupItem

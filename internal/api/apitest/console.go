@@ -1,29 +1,26 @@
 package apitest
 
 import (
+	"context"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"stagehand/internal/hypervisor"
 )
 
-// EchoConsole serves a unix socket that sends every byte it reads back,
-// like a serial console with echo on, makes it the fake's ConsoleSocket and
-// returns its path. An echo session ends when its client half-closes or
-// closes. Everything stops when the test ends.
-func (f *Fake) EchoConsole(tb testing.TB) string {
+// EchoConsole serves the console socket of a running VM (where QEMU would
+// listen) and sends every byte it reads back, like a serial console with
+// echo on. It returns the socket's path. An echo session ends when its
+// client half-closes or closes. Everything stops when the test ends.
+func (l *Lab) EchoConsole(tb testing.TB, config, vm string) string {
 	tb.Helper()
-	// A short directory: unix socket paths are limited to about 100 bytes.
-	dir, err := os.MkdirTemp("", "stagehand-console-")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sock := filepath.Join(dir, "console.sock")
+	sock := l.runFile(tb, config, vm, "")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		os.RemoveAll(dir)
 		tb.Fatal(err)
 	}
 	var (
@@ -61,10 +58,32 @@ func (f *Fake) EchoConsole(tb testing.TB) string {
 		}
 		mu.Unlock()
 		wg.Wait()
-		os.RemoveAll(dir)
+		os.Remove(sock)
 	})
-	f.mu.Lock()
-	f.ConsoleSocket = sock
-	f.mu.Unlock()
 	return sock
+}
+
+// SerialLog returns the file a deployed VM's serial log is written to (by
+// QEMU; here by the test), next to its console socket.
+func (l *Lab) SerialLog(tb testing.TB, config, vm string) string {
+	tb.Helper()
+	return l.runFile(tb, config, vm, "log")
+}
+
+// runFile returns the console socket (what "") or the serial log ("log")
+// of a running VM, creating its run directory as QEMU does.
+func (l *Lab) runFile(tb testing.TB, config, vm, what string) string {
+	tb.Helper()
+	sock, err := l.VMConsole(context.Background(), config, vm)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	spec := hypervisor.Spec{RunDir: filepath.Dir(sock)}
+	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	if what == "log" {
+		return spec.SerialLogPath()
+	}
+	return spec.ConsoleSocketPath()
 }

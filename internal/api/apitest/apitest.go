@@ -1,0 +1,184 @@
+// Package apitest serves the real API over the real lab for the api, client
+// and cli tests: lab.New on a temporary SQLite store and data dir, with real
+// qemu-img disks (wrapped so a test can hold jobs) and the labtest fakes at
+// the runtime seams (hypervisor, segments, fences). What the tests assert is
+// therefore what Stagehand does, not what a look-alike does.
+package apitest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"stagehand/internal/api"
+	"stagehand/internal/disk"
+	"stagehand/internal/hypervisor"
+	"stagehand/internal/jobs"
+	"stagehand/internal/lab"
+	"stagehand/internal/lab/labtest"
+	"stagehand/internal/store/sqlite"
+)
+
+// Lab is a real lab in a temporary directory. Its Service is what the API
+// serves; Disks holds its disk jobs while a test wants to see them running.
+type Lab struct {
+	*lab.Service
+	Dir   string // the temporary directory: the store, the data dir, images
+	Disks *Disks
+	Host  *labtest.Host // the fake machine deployments run on
+}
+
+// Option changes the lab's options before lab.New (an accelerator, a
+// runtime, a clock).
+type Option func(*lab.Options)
+
+// New returns an empty lab, recovered and ready. It needs qemu-img (the
+// fast tier installs it); everything it made goes when the test ends.
+func New(tb testing.TB, opts ...Option) *Lab {
+	tb.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		tb.Fatalf("qemu-img is needed by the API tests: %v", err)
+	}
+	// A short directory: console sockets live below it, and unix socket
+	// paths are limited to about 100 bytes.
+	dir, err := os.MkdirTemp("", "sh-api-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "stagehand.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	jm := jobs.NewManager()
+	d := &Disks{DiskTool: disk.New()}
+	host := labtest.NewHost()
+	o := lab.Options{
+		DataDir: filepath.Join(dir, "data"), Store: db, Disks: d, Jobs: jm,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	host.Use(&o)
+	for _, opt := range opts {
+		opt(&o)
+	}
+	svc, err := lab.New(o)
+	if err != nil {
+		db.Close()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		d.Release()
+		jm.Close()
+		db.Close()
+	})
+	if err := svc.Recover(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return &Lab{Service: svc, Dir: dir, Disks: d, Host: host}
+}
+
+// Image writes a qcow2 image of virtual size bytes (sparse, so a 1 GiB one
+// costs nothing) and returns its path, for template imports.
+func (l *Lab) Image(tb testing.TB, name string, size int64) string {
+	tb.Helper()
+	p := filepath.Join(l.Dir, "images", name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", p, itoa(size)).CombinedOutput(); err != nil {
+		tb.Fatalf("qemu-img create %s: %v: %s", p, err, out)
+	}
+	return p
+}
+
+// RawImage writes a raw image of size bytes and returns its path.
+func (l *Lab) RawImage(tb testing.TB, name string, size int64) string {
+	tb.Helper()
+	p := filepath.Join(l.Dir, "images", name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// Seed makes what most tests start from: template "tmpl" (one 1 GiB disk),
+// network "lan" (10.0.0.0/24, gateway 10.0.0.1, pool 10.0.0.10-99) and
+// configuration "web" (VM "vm1" from tmpl on lan, pool address 10.0.0.10).
+func (l *Lab) Seed(tb testing.TB) *Lab {
+	tb.Helper()
+	ctx := context.Background()
+	img := l.Image(tb, "tmpl.qcow2", 1<<30)
+	if _, err := l.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{img}}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := l.CreateNetwork(ctx, lab.NetworkSpec{Name: "lan", Subnet: "10.0.0.0/24", Gateway: "10.0.0.1", Pools: []string{"10.0.0.10-10.0.0.99"}}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := l.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
+
+// Serve serves the API over the lab (or over l, when a test wraps the lab
+// to inject errors) until the test ends, and returns the server and its
+// handler.
+func Serve(tb testing.TB, l api.Lab) (*httptest.Server, *api.Handler) {
+	tb.Helper()
+	h := api.NewHandler(l, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(h)
+	tb.Cleanup(func() {
+		h.Drain()
+		srv.Close()
+	})
+	return srv, h
+}
+
+// DataDir is the lab's data directory.
+func (l *Lab) DataDir() string { return filepath.Join(l.Dir, "data") }
+
+// Orphan leaves a file in the layers directory that no layer record names:
+// a problem the doctor reports and repairs (it removes the file).
+func (l *Lab) Orphan(tb testing.TB, name string) string {
+	tb.Helper()
+	p := filepath.Join(l.DataDir(), "layers", name)
+	if err := os.WriteFile(p, []byte("left behind"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// LoseLayer removes the top layer file of a configuration's VM disk: a
+// problem the doctor reports and cannot repair (the data is gone).
+func (l *Lab) LoseLayer(tb testing.TB, config, vm string, disk int) string {
+	tb.Helper()
+	c, err := l.GetConfig(context.Background(), config)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, v := range c.VMs {
+		if v.Name == vm {
+			p := v.Disks[disk].Path
+			if err := os.Remove(p); err != nil {
+				tb.Fatal(err)
+			}
+			return p
+		}
+	}
+	tb.Fatalf("configuration %q has no VM %q", config, vm)
+	return ""
+}
+
+// Accel makes the lab's accelerator a ready "tcg" chosen for reason.
+func Accel(reason string) Option {
+	return func(o *lab.Options) { o.Accel = hypervisor.FixedAccelerator(hypervisor.AccelTCG, reason) }
+}

@@ -1,0 +1,43 @@
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"stagehand/internal/api/wire"
+)
+
+// StartArchive starts archiving a configuration and returns the job.
+func (c *Client) StartArchive(ctx context.Context, req wire.ArchiveRequest) (*wire.Job, error) {
+	return call[wire.Job](ctx, c, http.MethodPost, path("archives"), nil, req)
+}
+
+// StartRestore starts restoring an archive into a new configuration.
+func (c *Client) StartRestore(ctx context.Context, archive string, req wire.RestoreRequest) (*wire.Job, error) {
+	return call[wire.Job](ctx, c, http.MethodPost, path("archives", archive, "restore"), nil, req)
+}
+
+// StartExport starts writing an archive as a bundle on the daemon's host.
+func (c *Client) StartExport(ctx context.Context, archive string, req wire.ExportRequest) (*wire.Job, error) {
+	return call[wire.Job](ctx, c, http.MethodPost, path("archives", archive, "export"), nil, req)
+}
+
+// StartImport starts importing a bundle on the daemon's host.
+func (c *Client) StartImport(ctx context.Context, req wire.ImportRequest) (*wire.Job, error) {
+	return call[wire.Job](ctx, c, http.MethodPost, path("archives", "import"), nil, req)
+}
+
+// ListArchives returns every archive.
+func (c *Client) ListArchives(ctx context.Context) ([]wire.Archive, error) {
+	return list[wire.Archive](ctx, c, path("archives"), nil)
+}
+
+// GetArchive returns one archive.
+func (c *Client) GetArchive(ctx context.Context, name string) (*wire.Archive, error) {
+	return call[wire.Archive](ctx, c, http.MethodGet, path("archives", name), nil, nil)
+}
+
+// DeleteArchive deletes an archive.
+func (c *Client) DeleteArchive(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, path("archives", name), nil, nil, nil)
+}

@@ -1,0 +1,28 @@
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"stagehand/internal/api/wire"
+)
+
+// ImportTemplate imports a template. Its paths are read by the daemon.
+func (c *Client) ImportTemplate(ctx context.Context, req wire.TemplateRequest) (*wire.Template, error) {
+	return call[wire.Template](ctx, c, http.MethodPost, path("templates"), nil, req)
+}
+
+// ListTemplates returns every template.
+func (c *Client) ListTemplates(ctx context.Context) ([]wire.Template, error) {
+	return list[wire.Template](ctx, c, path("templates"), nil)
+}
+
+// GetTemplate returns one template.
+func (c *Client) GetTemplate(ctx context.Context, name string) (*wire.Template, error) {
+	return call[wire.Template](ctx, c, http.MethodGet, path("templates", name), nil, nil)
+}
+
+// DeleteTemplate deletes a template.
+func (c *Client) DeleteTemplate(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, path("templates", name), nil, nil, nil)
+}
