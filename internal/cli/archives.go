@@ -1,0 +1,223 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+func (a *app) archiveCommand() *cobra.Command {
+	var (
+		detach                      bool
+		createLease, restoreLease   string
+		importName, importLease     string
+		mapNetworks                 []string
+		leaseStorage                string
+		createCmd, restoreCmd       *cobra.Command
+		exportCmd, importCmd, lease *cobra.Command
+	)
+	waitThen := func(ctx context.Context, j *wire.Job, then func() error) error {
+		if detach {
+			return a.printStartedJob(j)
+		}
+		if _, err := a.waitForJob(ctx, j); err != nil {
+			return err
+		}
+		return then()
+	}
+	createCmd = &cobra.Command{
+		Use:   "create CONFIG NAME [--storage-lease 30d|never] [--detach]",
+		Short: "Copy an undeployed configuration into archive storage (compressed, standalone disks)",
+		Long: `Copy an undeployed configuration into the archive storage as a job: each disk's
+whole chain becomes one compressed standalone qcow2, with the templates'
+boot files and a manifest. Shows progress until it ends, or prints the job
+id with --detach.`,
+		Args: exactArgs("CONFIG", "NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			j, err := a.client.StartArchive(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease})
+			if err != nil {
+				return err
+			}
+			return waitThen(cmd.Context(), j, func() error { return a.showArchive(cmd.Context(), args[1]) })
+		}),
+	}
+	createCmd.Flags().StringVar(&createLease, "storage-lease", "", "storage lease: "+leaseHelp)
+	restoreCmd = &cobra.Command{
+		Use:   "restore NAME NEWCONFIG [--storage-lease 30d|never] [--detach]",
+		Short: "Make a new configuration from an archive (full clone back)",
+		Args:  exactArgs("NAME", "NEWCONFIG"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			j, err := a.client.StartRestore(cmd.Context(), args[0], wire.RestoreRequest{Name: args[1], StorageLease: restoreLease})
+			if err != nil {
+				return err
+			}
+			return waitThen(cmd.Context(), j, func() error {
+				c, err := a.client.GetConfig(cmd.Context(), args[1])
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			})
+		}),
+	}
+	restoreCmd.Flags().StringVar(&restoreLease, "storage-lease", "", "storage lease of the new configuration: "+leaseHelp)
+	exportCmd = &cobra.Command{
+		Use:   "export NAME FILE [--detach]",
+		Short: "Write an archive as one bundle file (tar: manifest, checksums, disks)",
+		Long: `Write an archive as one bundle: a tar of its manifest (VMs, NICs, networks,
+template hardware, a sha256 per file) and its compressed disks. The daemon
+writes FILE, so it is a path on the daemon's host (made absolute here).`,
+		Args: exactArgs("NAME", "FILE"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			file, err := absPath(args[1])
+			if err != nil {
+				return err
+			}
+			j, err := a.client.StartExport(cmd.Context(), args[0], wire.ExportRequest{File: file})
+			if err != nil {
+				return err
+			}
+			return waitThen(cmd.Context(), j, func() error {
+				if a.output == "json" {
+					return writeJSON(a.stdout, map[string]string{"archive": args[0], "file": file})
+				}
+				_, err := fmt.Fprintln(a.stdout, printable(file))
+				return err
+			})
+		}),
+	}
+	importCmd = &cobra.Command{
+		Use:   "import FILE [--name NEW] [--map-network OLD=NEW]... [--detach]",
+		Short: "Import a bundle as a new archive, checking every checksum first",
+		Long: `Import a bundle written by archive export, on this or another server. The
+manifest and its checksum are checked, and every network it names must exist
+here (or be mapped with --map-network OLD=NEW), before anything is written;
+every file is checked against its sha256 before the archive is created. A
+damaged, truncated or edited bundle is refused and leaves nothing behind.`,
+		Args: exactArgs("FILE"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			file, err := absPath(args[0])
+			if err != nil {
+				return err
+			}
+			req := wire.ImportRequest{File: file, Name: importName, StorageLease: importLease}
+			for _, m := range mapNetworks {
+				old, nw, ok := strings.Cut(m, "=")
+				if !ok || old == "" || nw == "" {
+					return usagef("--map-network %q is not OLD=NEW", m)
+				}
+				if req.MapNetwork == nil {
+					req.MapNetwork = map[string]string{}
+				}
+				req.MapNetwork[old] = nw
+			}
+			j, err := a.client.StartImport(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return waitThen(cmd.Context(), j, func() error { return a.showArchive(cmd.Context(), j.Subject) })
+		}),
+	}
+	importCmd.Flags().StringVar(&importName, "name", "", "name of the new archive (default: the bundle's)")
+	importCmd.Flags().StringArrayVar(&mapNetworks, "map-network", nil, "use network NEW here for the bundle's network OLD (repeatable)")
+	importCmd.Flags().StringVar(&importLease, "storage-lease", "", "storage lease: "+leaseHelp)
+	lease = &cobra.Command{
+		Use:   "lease NAME --storage 60d|never",
+		Short: "Set an archive's storage lease (from now)",
+		Args:  exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if leaseStorage == "" {
+				return usagef("--storage is required")
+			}
+			ar, err := a.client.SetArchiveLease(cmd.Context(), args[0], wire.LeaseRequest{Storage: leaseStorage})
+			if err != nil {
+				return err
+			}
+			return a.printArchive(ar)
+		}),
+	}
+	lease.Flags().StringVar(&leaseStorage, "storage", "", "storage lease: "+leaseHelp)
+	for _, c := range []*cobra.Command{createCmd, restoreCmd, exportCmd, importCmd} {
+		c.Flags().BoolVar(&detach, "detach", false, "print the job id and return at once")
+	}
+	return a.group("archive", "Archive configurations; list, show, restore, export, import and delete archives",
+		createCmd,
+		&cobra.Command{
+			Use:   "list",
+			Short: "List archives",
+			Args:  exactArgs(),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				as, err := a.client.ListArchives(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.print(as, func(w io.Writer) {
+					row(w, "NAME", "SOURCE", "VMS", "SIZE", "CREATED", "STORAGE LEASE")
+					for _, ar := range as {
+						row(w, ar.Name, ar.Source, len(ar.VMs), size(ar.Size), when(ar.CreatedAt), storageLeaseText(ar.Lease))
+					}
+				})
+			}),
+		},
+		&cobra.Command{
+			Use:   "show NAME",
+			Short: "Show an archive: its VMs, NICs and disks",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return a.showArchive(cmd.Context(), args[0])
+			}),
+		},
+		&cobra.Command{
+			Use:   "delete NAME",
+			Short: "Delete an archive and its files",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return a.client.DeleteArchive(cmd.Context(), args[0])
+			}),
+		},
+		restoreCmd, exportCmd, importCmd, lease,
+	)
+}
+
+func (a *app) showArchive(ctx context.Context, name string) error {
+	ar, err := a.client.GetArchive(ctx, name)
+	if err != nil {
+		return err
+	}
+	return a.printArchive(ar)
+}
+
+func (a *app) printArchive(ar *wire.Archive) error {
+	return a.print(ar, func(w io.Writer) {
+		row(w, "Name:", ar.Name)
+		row(w, "Source:", ar.Source)
+		row(w, "Directory:", ar.Dir)
+		row(w, "Size:", size(ar.Size))
+		row(w, "Created:", when(ar.CreatedAt))
+		row(w, "Storage lease:", storageLeaseText(ar.Lease))
+		row(w)
+		row(w, "VM", "TEMPLATE", "CPUS", "MEMORY")
+		for _, vm := range ar.VMs {
+			row(w, vm.Name, vm.Template, vm.CPUs, fmt.Sprintf("%d MiB", vm.MemoryMiB))
+		}
+		row(w)
+		row(w, "VM", "NIC", "NETWORK", "MODE", "IP")
+		for _, vm := range ar.VMs {
+			for _, n := range vm.NICs {
+				row(w, vm.Name, n.Index, n.Network, n.IPMode, orDash(n.IP))
+			}
+		}
+		row(w)
+		row(w, "VM", "DISK", "VIRTUAL", "SIZE", "SHA256")
+		for _, vm := range ar.VMs {
+			for _, d := range vm.Disks {
+				row(w, vm.Name, d.Index, size(d.VirtualSize), size(d.Size), d.SHA256)
+			}
+		}
+	})
+}

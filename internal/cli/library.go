@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+func (a *app) libraryCommand() *cobra.Command {
+	var captureLease, checkoutLease string
+	capture := &cobra.Command{
+		Use:   "capture CONFIG NAME [--storage-lease 30d|never]",
+		Short: "Copy an undeployed configuration into the library (read-only, by linked clone)",
+		Long: `Copy an undeployed configuration into the library as a read-only entry. Like a
+linked clone it copies no data: the configuration's disks are frozen and
+shared. An entry is never deployed or changed; check it out to work on it.`,
+		Args: exactArgs("CONFIG", "NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			c, err := a.client.Capture(cmd.Context(), wire.CaptureRequest{Config: args[0], Name: args[1], StorageLease: captureLease})
+			if err != nil {
+				return err
+			}
+			return a.printConfig(c)
+		}),
+	}
+	capture.Flags().StringVar(&captureLease, "storage-lease", "", "storage lease: "+leaseHelp+" (default: the daemon's)")
+	checkout := &cobra.Command{
+		Use:   "checkout NAME NEWCONFIG [--storage-lease 30d|never]",
+		Short: "Make a new configuration from a library entry (linked clone)",
+		Args:  exactArgs("NAME", "NEWCONFIG"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			c, err := a.client.Checkout(cmd.Context(), args[0], wire.CheckoutRequest{Name: args[1], StorageLease: checkoutLease})
+			if err != nil {
+				return err
+			}
+			return a.printConfig(c)
+		}),
+	}
+	checkout.Flags().StringVar(&checkoutLease, "storage-lease", "", "storage lease of the new configuration: "+leaseHelp)
+	return a.group("library", "Capture configurations into the library, list, show, check out and delete entries",
+		capture,
+		&cobra.Command{
+			Use:   "list",
+			Short: "List library entries",
+			Args:  exactArgs(),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				cs, err := a.client.ListLibrary(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.print(cs, func(w io.Writer) {
+					row(w, "NAME", "VMS", "OWNER", "CREATED", "STORAGE LEASE", "DESCRIPTION")
+					for _, c := range cs {
+						row(w, c.Name, len(c.VMs), orDash(c.Owner), when(c.CreatedAt), storageLeaseText(c.Lease), orDash(c.Description))
+					}
+				})
+			}),
+		},
+		&cobra.Command{
+			Use:   "show NAME",
+			Short: "Show a library entry: its VMs, NICs and disk chains",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				c, err := a.client.GetLibraryEntry(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			}),
+		},
+		&cobra.Command{
+			Use:   "delete NAME",
+			Short: "Delete a library entry (layers checked-out configurations use stay)",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return a.client.DeleteLibraryEntry(cmd.Context(), args[0])
+			}),
+		},
+		checkout,
+	)
+}
