@@ -350,7 +350,7 @@ func TestDoctorRepair(t *testing.T) {
 func TestDrainEndsWaits(t *testing.T) {
 	l := apitest.New(t).Seed(t)
 	l.Disks.Hold()
-	j, err := l.StartFullClone(context.Background(), "web", "web2")
+	j, err := l.StartFullClone(context.Background(), "web", "web2", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

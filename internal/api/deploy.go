@@ -26,21 +26,17 @@ func (h *Handler) deploy(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	ctx := r.Context()
+	opts := lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy}
 	if req.DeployLease != "" {
 		d, err := lab.ParseLease(req.DeployLease)
 		if err != nil {
 			return err
 		}
-		ctx = lab.WithDeployLease(ctx, d)
+		opts.DeployLease = &d
 	}
-	c, err := h.lab.Deploy(ctx, r.PathValue("name"), lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy})
+	c, err := h.lab.Deploy(r.Context(), r.PathValue("name"), opts)
 	if err != nil {
 		return err
-	}
-	// Read again: the deployment lease starts once the deploy is done.
-	if fresh, err := h.lab.GetConfig(r.Context(), c.Name); err == nil {
-		c = fresh
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
 }

@@ -20,14 +20,14 @@ import (
 type Lifecycle interface {
 	SetLease(ctx context.Context, name string, ch lab.LeaseChange) (*lab.ConfigView, error)
 
-	Capture(ctx context.Context, config, name string) (*lab.ConfigView, error)
-	Checkout(ctx context.Context, entry, name string) (*lab.ConfigView, error)
+	Capture(ctx context.Context, config, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
+	Checkout(ctx context.Context, entry, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
 	ListLibrary(ctx context.Context) ([]lab.ConfigView, error)
 	GetLibraryEntry(ctx context.Context, name string) (*lab.ConfigView, error)
 	DeleteLibraryEntry(ctx context.Context, name string) error
 
-	StartArchive(ctx context.Context, config, name string) (jobs.Job, error)
-	StartRestore(ctx context.Context, archive, config string) (jobs.Job, error)
+	StartArchive(ctx context.Context, config, name string, opts lab.CreateOptions) (jobs.Job, error)
+	StartRestore(ctx context.Context, archive, config string, opts lab.CreateOptions) (jobs.Job, error)
 	StartExport(ctx context.Context, archive, file string) (jobs.Job, error)
 	StartImport(ctx context.Context, spec lab.ImportSpec) (jobs.Job, error)
 	ListArchives(ctx context.Context) ([]lab.ArchiveView, error)
@@ -80,16 +80,23 @@ func withActor(r *http.Request) *http.Request {
 	return r.WithContext(lab.WithActor(r.Context(), user))
 }
 
-// storageLeaseContext applies a request's storage lease, when given.
-func storageLeaseContext(ctx context.Context, lease string) (context.Context, error) {
+// storageLease reads a request's storage lease: nil when not given (the
+// daemon's default applies).
+func storageLease(lease string) (*time.Duration, error) {
 	if lease == "" {
-		return ctx, nil
+		return nil, nil
 	}
 	d, err := lab.ParseLease(lease)
 	if err != nil {
 		return nil, err
 	}
-	return lab.WithStorageLease(ctx, d), nil
+	return &d, nil
+}
+
+// createOptions reads the options of a request that creates an object.
+func createOptions(lease string) (lab.CreateOptions, error) {
+	d, err := storageLease(lease)
+	return lab.CreateOptions{StorageLease: d}, err
 }
 
 func parseLeaseField(name, v string) (*time.Duration, error) {
@@ -132,15 +139,12 @@ func (h *Handler) capture(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	opts, err := createOptions(req.StorageLease)
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Capture(ctx, req.Config, req.Name)
+	c, err := h.lab.Capture(r.Context(), req.Config, req.Name, opts)
 	if err != nil {
-		return err
-	}
-	if c, err = h.lab.GetLibraryEntry(r.Context(), c.Name); err != nil {
 		return err
 	}
 	w.Header().Set("Location", location("library", c.Name))
@@ -152,15 +156,12 @@ func (h *Handler) checkout(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	opts, err := createOptions(req.StorageLease)
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Checkout(ctx, r.PathValue("name"), req.Name)
+	c, err := h.lab.Checkout(r.Context(), r.PathValue("name"), req.Name, opts)
 	if err != nil {
-		return err
-	}
-	if c, err = h.lab.GetConfig(r.Context(), c.Name); err != nil {
 		return err
 	}
 	w.Header().Set("Location", location("configs", c.Name))
@@ -196,11 +197,11 @@ func (h *Handler) createArchive(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	opts, err := createOptions(req.StorageLease)
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.StartArchive(ctx, req.Config, req.Name)
+	j, err := h.lab.StartArchive(r.Context(), req.Config, req.Name, opts)
 	if err != nil {
 		return err
 	}
@@ -212,11 +213,11 @@ func (h *Handler) restoreArchive(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	opts, err := createOptions(req.StorageLease)
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.StartRestore(ctx, r.PathValue("name"), req.Name)
+	j, err := h.lab.StartRestore(r.Context(), r.PathValue("name"), req.Name, opts)
 	if err != nil {
 		return err
 	}
@@ -240,11 +241,11 @@ func (h *Handler) importArchive(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	ctx, err := storageLeaseContext(r.Context(), req.StorageLease)
+	lease, err := storageLease(req.StorageLease)
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.StartImport(ctx, lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork})
+	j, err := h.lab.StartImport(r.Context(), lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork, StorageLease: lease})
 	if err != nil {
 		return err
 	}
