@@ -15,7 +15,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,11 +23,9 @@ import (
 	"time"
 
 	"stagehand/internal/api"
+	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
-	"stagehand/internal/disk"
-	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
-	"stagehand/internal/store/sqlite"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -55,54 +52,33 @@ func (s *syncBuffer) String() string {
 type realLab struct {
 	srv  *httptest.Server
 	h    *api.Handler
-	svc  *lab.Service
+	svc  *apitest.Lab
 	dir  string
 	logs *syncBuffer
 }
 
 func newRealLab(t *testing.T) *realLab {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skipf("qemu-img not installed: %v", err)
-	}
-	dir := t.TempDir()
+	l := apitest.New(t, apitest.NoVMs())
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "stagehand.db"))
-	if err != nil {
+	img := l.RawImage(t, "base.raw", 1<<20)
+	if _, err := l.ImportTemplate(ctx, lab.TemplateSpec{Name: "t1", Disks: []string{img}, Format: "raw"}); err != nil {
 		t.Fatal(err)
 	}
-	jm := jobs.NewManager()
-	svc, err := lab.New(lab.Options{DataDir: filepath.Join(dir, "data"), Store: db, Disks: disk.New(), Jobs: jm,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
+	if _, err := l.CreateNetwork(ctx, lab.NetworkSpec{Name: "n1", Subnet: "10.9.0.0/24", Pools: []string{"10.9.0.10-10.9.0.50"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "base.raw")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "t1", Disks: []string{img}, Format: "raw"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.CreateNetwork(ctx, lab.NetworkSpec{Name: "n1", Subnet: "10.9.0.0/24", Pools: []string{"10.9.0.10-10.9.0.50"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.CreateConfig(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", Network: "n1"}}}); err != nil {
+	if _, err := l.CreateConfig(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", Network: "n1"}}}); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	h := api.NewHandler(svc, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	h := api.NewHandler(l, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		h.Drain()
 		srv.Close()
-		jm.Close()
-		db.Close()
 	})
-	return &realLab{srv: srv, h: h, svc: svc, dir: dir, logs: logs}
+	return &realLab{srv: srv, h: h, svc: l, dir: l.Dir, logs: logs}
 }
 
 // do sends one request with a bound on its time and returns the status

@@ -182,3 +182,9 @@ func (l *Lab) LoseLayer(tb testing.TB, config, vm string, disk int) string {
 func Accel(reason string) Option {
 	return func(o *lab.Options) { o.Accel = hypervisor.FixedAccelerator(hypervisor.AccelTCG, reason) }
 }
+
+// NoVMs leaves the lab without a runtime, as `serve --no-vms` does:
+// deploys and VM actions are unavailable (503).
+func NoVMs() Option {
+	return func(o *lab.Options) { o.Hypervisor, o.Segments, o.Fences = nil, nil, nil }
+}
