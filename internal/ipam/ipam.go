@@ -102,7 +102,7 @@ func ParseNetwork(subnet, gateway string, pools, dns []string) (Network, error) 
 		n.Gateway = gw
 	}
 	if len(pools) == 0 {
-		return n, errdefs.Invalid("network needs at least one --pool range")
+		return n, errdefs.Invalid("network needs at least one pool range")
 	}
 	if len(pools) > MaxPools {
 		return n, errdefs.Invalid("network has %d pool ranges, at most %d are allowed", len(pools), MaxPools)

@@ -714,7 +714,7 @@ func checkNetworksExist(tx store.Tx, m *manifest) error {
 		}
 	}
 	if len(missing) > 0 {
-		return errdefs.NotFound("network(s) %s do not exist on this server: create them, or map them to others (archive import --map-network OLD=NEW)", strings.Join(missing, ", "))
+		return errdefs.NotFound("network(s) %s do not exist on this server: create them, or map them to networks that do", strings.Join(missing, ", "))
 	}
 	return nil
 }

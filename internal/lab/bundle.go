@@ -265,7 +265,7 @@ func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 	unlock := s.locks.lock(m.Name)
 	err = s.store.View(ctx, func(tx store.Tx) error {
 		if _, err := tx.GetArchive(m.Name); err == nil {
-			return errdefs.Conflict("archive %q already exists; import it under another name (--name)", m.Name)
+			return errdefs.Conflict("archive %q already exists; import the bundle under another name", m.Name)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
@@ -586,7 +586,7 @@ func mapNetworks(m *manifest, mapping map[string]string) error {
 	}
 	for old, nw := range mapping {
 		if !known[old] {
-			return errdefs.Invalid("--map-network %s=%s: the bundle has no network %q", old, nw, old)
+			return errdefs.Invalid("network mapping %s=%s: the bundle has no network %q", old, nw, old)
 		}
 		if err := checkName("network", nw); err != nil {
 			return err

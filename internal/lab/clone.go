@@ -99,8 +99,8 @@ func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts C
 			}
 			if !p.shortcut {
 				if depth+1 > s.chainLimit {
-					return nil, errdefs.Conflict("clone %q: VM %q disk %d: chain would be %d layers deep, over the limit of %d; make a full clone (--mode full) or run `stagehand disk consolidate %s %s %d` first",
-						src, vm.Name, di, depth+1, s.chainLimit, src, vm.Name, di)
+					return nil, errdefs.Conflict("clone %q: VM %q disk %d: chain would be %d layers deep, over the limit of %d; make a full clone, or consolidate that disk first",
+						src, vm.Name, di, depth+1, s.chainLimit)
 				}
 				p.sourceDelta = newLayerPath()
 				created = append(created, p.sourceDelta)

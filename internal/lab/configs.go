@@ -35,7 +35,7 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 		return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
 	}
 	if len(spec.VMs) == 0 {
-		return nil, errdefs.Invalid("configuration %q: at least one --vm is required", spec.Name)
+		return nil, errdefs.Invalid("configuration %q: at least one VM is required", spec.Name)
 	}
 	if len(spec.VMs) > MaxVMs {
 		return nil, errdefs.Invalid("configuration %q: %d VMs, at most %d are allowed", spec.Name, len(spec.VMs), MaxVMs)

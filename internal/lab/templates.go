@@ -25,7 +25,7 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 		return nil, err
 	}
 	if len(spec.Disks) == 0 {
-		return nil, errdefs.Invalid("template %q: at least one --disk is required", spec.Name)
+		return nil, errdefs.Invalid("template %q: at least one disk is required", spec.Name)
 	}
 	switch spec.Format {
 	case "", "raw", "qcow2":
@@ -45,10 +45,10 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 		return nil, errdefs.Invalid("template %q: memory %d MiB out of range 16..1048576", spec.Name, spec.MemoryMiB)
 	}
 	if (spec.Kernel == "") != (spec.Initrd == "") && spec.Initrd != "" {
-		return nil, errdefs.Invalid("template %q: --initrd needs --kernel", spec.Name)
+		return nil, errdefs.Invalid("template %q: an initrd needs a kernel", spec.Name)
 	}
 	if spec.Kernel == "" && spec.Cmdline != "" {
-		return nil, errdefs.Invalid("template %q: --cmdline needs --kernel", spec.Name)
+		return nil, errdefs.Invalid("template %q: a kernel command line needs a kernel", spec.Name)
 	}
 	if err := checkCmdline(spec.Cmdline); err != nil {
 		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
