@@ -67,15 +67,13 @@ func BenchmarkFenceSetup(b *testing.B) {
 		})
 	}
 	// Two log lines per fence would bury the results.
-	defaultLogger := slog.Default()
-	slog.SetDefault(slog.New(slog.DiscardHandler))
-	b.Cleanup(func() { slog.SetDefault(defaultLogger) })
+	quiet := slog.New(slog.DiscardHandler)
 
 	// A fence whose Teardown did not finish is removed at the end.
 	var pending []FenceSpec
 	b.Cleanup(func() {
 		for _, spec := range pending {
-			_ = Remove(context.Background(), daemonNS, spec)
+			_ = Remove(context.Background(), daemonNS, spec, quiet)
 		}
 	})
 
@@ -97,7 +95,7 @@ func BenchmarkFenceSetup(b *testing.B) {
 			return nil
 		}}
 		start := time.Now()
-		f, err := setup(ctx, daemonNS, spec, hooks)
+		f, err := setup(ctx, daemonNS, spec, quiet, hooks)
 		if err != nil {
 			b.Fatalf("Setup: %v", err)
 		}

@@ -143,12 +143,13 @@ func (h *setupHooks) step(name string) error {
 // at the gateway address, the NAT ruleset, and a DHCP server with the VMs'
 // reservations. On any
 // failure everything done is undone. A fence with the same ID already
-// there is a conflict (use Adopt or Teardown).
-func Setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec) (*Fence, error) {
-	return setup(ctx, daemonNS, spec, nil)
+// there is a conflict (use Adopt or Teardown). The fence and its DHCP
+// servers log to log (the daemon's; nil is slog.Default()).
+func Setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger) (*Fence, error) {
+	return setup(ctx, daemonNS, spec, log, nil)
 }
 
-func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, hooks *setupHooks) (_ *Fence, err error) {
+func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger, hooks *setupHooks) (_ *Fence, err error) {
 	if spec, err = checkSpec(spec); err != nil {
 		return nil, err
 	}
@@ -159,7 +160,7 @@ func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, hooks *
 	if _, err := os.Lstat(filepath.Join(namedNSDir, name)); err == nil {
 		return nil, errdefs.Conflict("fence %q already exists (namespace %s)", spec.ID, name)
 	}
-	f, err := newFence(daemonNS, spec)
+	f, err := newFence(daemonNS, spec, log)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +204,7 @@ func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, hooks *
 // addresses, routes and the ruleset back to spec without disturbing the
 // VMs' taps, and starts the DHCP servers again. On failure the fence is
 // left as it was, to be retried or torn down.
-func Adopt(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec) (*Fence, error) {
+func Adopt(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger) (*Fence, error) {
 	spec, err := checkSpec(spec)
 	if err != nil {
 		return nil, err
@@ -218,7 +219,7 @@ func Adopt(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec) (*Fence
 		}
 		return nil, fmt.Errorf("fence %q: %w", spec.ID, err)
 	}
-	f, err := newFence(daemonNS, spec)
+	f, err := newFence(daemonNS, spec, log)
 	if err != nil {
 		ns.Close()
 		return nil, err
@@ -270,14 +271,14 @@ func (f *Fence) Teardown(ctx context.Context) error {
 // Remove tears down the fence spec.ID without a *Fence, for one a daemon
 // could not adopt: it deletes the outside veth ends in daemonNS and the
 // namespace. Missing parts are not an error.
-func Remove(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec) error {
+func Remove(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if !validID.MatchString(spec.ID) {
 		return errdefs.Invalid("fence id %q: want letters, digits, '.', '_' or '-'", spec.ID)
 	}
-	f := &Fence{spec: spec, daemonNS: daemonNS, log: slog.Default().With("fence", spec.ID)}
+	f := &Fence{spec: spec, daemonNS: daemonNS, log: orDefault(log).With("fence", spec.ID)}
 	var errs []error
 	if err := f.deleteOutsideLinks(); err != nil {
 		errs = append(errs, err)
@@ -291,7 +292,7 @@ func Remove(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec) error 
 	return nil
 }
 
-func newFence(daemonNS netns.NsHandle, spec FenceSpec) (*Fence, error) {
+func newFence(daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger) (*Fence, error) {
 	// Keep our own handle: the caller may close theirs.
 	fd, err := unix.FcntlInt(uintptr(daemonNS), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -301,7 +302,7 @@ func newFence(daemonNS netns.NsHandle, spec FenceSpec) (*Fence, error) {
 		spec:     spec,
 		daemonNS: netns.NsHandle(fd),
 		ns:       netns.None(),
-		log:      slog.Default().With("fence", spec.ID),
+		log:      orDefault(log).With("fence", spec.ID),
 		dhcp:     map[string]*DHCPServer{},
 	}, nil
 }
@@ -846,4 +847,12 @@ func checkSpec(spec FenceSpec) (FenceSpec, error) {
 		spec.Networks[i] = n
 	}
 	return spec, nil
+}
+
+// orDefault is log, or slog.Default() when log is nil.
+func orDefault(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.Default()
+	}
+	return log
 }

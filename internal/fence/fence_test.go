@@ -1,10 +1,12 @@
 package fence
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,7 +112,8 @@ func (b *fenceBed) spec(policy Policy, vms ...*fakeVM) FenceSpec {
 func (b *fenceBed) setupFence(t *testing.T, policy Policy, vms ...*fakeVM) (*Fence, FenceSpec) {
 	t.Helper()
 	spec := b.spec(policy, vms...)
-	f, err := Setup(context.Background(), b.daemonNS, spec)
+	logs := &lockedBuffer{}
+	f, err := Setup(context.Background(), b.daemonNS, spec, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("Setup: %v", err)
 	}
@@ -117,8 +121,12 @@ func (b *fenceBed) setupFence(t *testing.T, policy Policy, vms ...*fakeVM) (*Fen
 		if err := f.Teardown(context.Background()); err != nil {
 			t.Errorf("Teardown: %v", err)
 		}
-		_ = Remove(context.Background(), b.daemonNS, spec)
+		_ = Remove(context.Background(), b.daemonNS, spec, nil)
 	})
+	// The fence logs to the logger it was given (the daemon's).
+	if want := `msg="fence set up" fence=` + spec.ID; !strings.Contains(logs.String(), want) {
+		t.Errorf("the fence's log lacks %q:\n%s", want, logs)
+	}
 	br, err := f.InsideBridge(b.network)
 	if err != nil {
 		t.Fatal(err)
@@ -341,11 +349,11 @@ func TestFenceTeardownLeavesNothing(t *testing.T) {
 	b := newFenceBed(t)
 	vm := &fakeVM{mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
 	spec := b.spec(PolicyInOut, vm)
-	f, err := Setup(ctx, b.daemonNS, spec)
+	f, err := Setup(ctx, b.daemonNS, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec) })
+	t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec, nil) })
 	before := linkNames(t, b.daemonNS)
 	if !strings.Contains(before, fenceOutPrefix) {
 		t.Fatalf("no outside veth after Setup: %s", before)
@@ -400,9 +408,9 @@ func TestFenceSetupRollsBack(t *testing.T) {
 	for _, step := range steps {
 		vm := &fakeVM{mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
 		spec := b.spec(PolicyInOut, vm)
-		t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec) })
+		t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec, nil) })
 		injected := errors.New("injected at " + step)
-		_, err := setup(ctx, b.daemonNS, spec, &setupHooks{failAt: func(s string) error {
+		_, err := setup(ctx, b.daemonNS, spec, nil, &setupHooks{failAt: func(s string) error {
 			if s == step {
 				return injected
 			}
@@ -416,8 +424,8 @@ func TestFenceSetupRollsBack(t *testing.T) {
 	// A real failure: the outside bridge does not exist.
 	spec := b.spec(PolicyInOut)
 	spec.Networks[0].OutsideBridge = "sh-br-missing"
-	t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec) })
-	if _, err := Setup(ctx, b.daemonNS, spec); !errors.Is(err, errdefs.ErrNotFound) {
+	t.Cleanup(func() { _ = Remove(ctx, b.daemonNS, spec, nil) })
+	if _, err := Setup(ctx, b.daemonNS, spec, nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Setup with a missing outside bridge = %v, want not found", err)
 	}
 	assertNoFence(t, b, spec)
@@ -429,7 +437,7 @@ func TestFenceSetupTwiceIsConflict(t *testing.T) {
 	b := newFenceBed(t)
 	vm := &fakeVM{mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
 	_, spec := b.setupFence(t, PolicyInOut, vm)
-	if _, err := Setup(context.Background(), b.daemonNS, spec); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := Setup(context.Background(), b.daemonNS, spec, nil); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("second Setup = %v, want conflict", err)
 	}
 	// The failed Setup did not harm the first fence.
@@ -453,7 +461,7 @@ func TestFenceAdopt(t *testing.T) {
 	// namespace stays.
 	old.stopDHCP()
 
-	if _, err := Adopt(ctx, b.daemonNS, FenceSpec{ID: "t" + randHex(10), Networks: spec.Networks}); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := Adopt(ctx, b.daemonNS, FenceSpec{ID: "t" + randHex(10), Networks: spec.Networks}, nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Adopt of an unknown fence = %v, want not found", err)
 	}
 	// The fence was left by a daemon that did no return routing: the
@@ -491,7 +499,7 @@ func TestFenceAdopt(t *testing.T) {
 		t.Fatalf("lab host reached the VM in a fence without return routing: %q", got)
 	}
 
-	f, err := Adopt(ctx, b.daemonNS, spec)
+	f, err := Adopt(ctx, b.daemonNS, spec, nil)
 	if err != nil {
 		t.Fatalf("Adopt: %v", err)
 	}
@@ -593,11 +601,11 @@ func TestFenceTwoNetworks(t *testing.T) {
 	spec := b.spec(PolicyInOut, vm1)
 	spec.Networks = append(spec.Networks, FenceNetwork{Name: net2, OutsideBridge: br2, Subnet: subnet2, Gateway: gw2,
 		Mappings: []Mapping{{Internal: vm2.internal, External: vm2.external, MAC: vm2.mac}}})
-	f, err := Setup(ctx, b.daemonNS, spec)
+	f, err := Setup(ctx, b.daemonNS, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = f.Teardown(ctx); _ = Remove(ctx, b.daemonNS, spec) })
+	t.Cleanup(func() { _ = f.Teardown(ctx); _ = Remove(ctx, b.daemonNS, spec, nil) })
 	for _, x := range []struct {
 		vm      *fakeVM
 		network string
@@ -796,4 +804,23 @@ func returnRoutes(t *testing.T, f *Fence) string {
 		routes = append(routes, strings.Join(strings.Fields(line), " "))
 	}
 	return strings.Join(routes, "|")
+}
+
+// lockedBuffer is a bytes.Buffer that a fence's logger (its DHCP servers
+// log from their own goroutines) and the test can use at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -139,7 +139,7 @@ func NewFences(ns netns.NsHandle, log *slog.Logger) *Fences {
 // the taps and the teardown. It returns the fence's namespace name, for
 // `ip netns exec`.
 func (h *Fences) Setup(ctx context.Context, spec FenceSpec) (string, error) {
-	f, err := Setup(ctx, h.ns, spec)
+	f, err := Setup(ctx, h.ns, spec, h.log)
 	if err != nil {
 		return "", err
 	}
@@ -152,7 +152,7 @@ func (h *Fences) Setup(ctx context.Context, spec FenceSpec) (string, error) {
 // Adopt takes over a fence an earlier daemon set up (see the package
 // function Adopt).
 func (h *Fences) Adopt(ctx context.Context, spec FenceSpec) (string, error) {
-	f, err := Adopt(ctx, h.ns, spec)
+	f, err := Adopt(ctx, h.ns, spec, h.log)
 	if err != nil {
 		return "", err
 	}
@@ -174,7 +174,7 @@ func (h *Fences) Teardown(ctx context.Context, spec FenceSpec) error {
 	if f != nil {
 		return f.Teardown(ctx)
 	}
-	return Remove(ctx, h.ns, spec)
+	return Remove(ctx, h.ns, spec, h.log)
 }
 
 // CreateTap creates a NIC's tap on the network's inside bridge of a fence.
