@@ -202,7 +202,6 @@ func TestVMFlagErrorsStopBeforeTheServer(t *testing.T) {
 		{"web=tmpl,foo=1", `unknown key "foo"`},
 		{"web", "want VM=TEMPLATE"},
 		{"web=tmpl,net=lan,ip=nope", `ip "nope" is not pool, dhcp or an IP address`},
-		{"web=tmpl,ip=10.0.0.5", "needs net=NETWORK"},
 	}
 	for _, tt := range tests {
 		before := e.calls.Load()
@@ -217,9 +216,33 @@ func TestVMFlagErrorsStopBeforeTheServer(t *testing.T) {
 			t.Errorf("--vm %s: the daemon was called", tt.vm)
 		}
 	}
-	// Without any --vm.
-	if _, errOut, code := e.run("config", "create", "new"); code != cli.ExitUsage || !strings.Contains(errOut, "--vm") {
-		t.Errorf("no --vm: exit %d stderr %q", code, errOut)
+}
+
+// TestVMRulesAreTheLabs: what the VMs must be together is judged by the
+// daemon alone; the CLI shows its one-line refusal with exit code 2, and
+// nothing is created.
+func TestVMRulesAreTheLabs(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "at least one VM is required"},
+		{[]string{"--vm", "a=tmpl", "--vm", "a=tmpl"}, `VM name "a" appears twice`},
+		{[]string{"--vm", "a=tmpl,ip=10.0.0.5"}, `address "10.0.0.5" needs a network`},
+	}
+	for _, tt := range tests {
+		before := e.calls.Load()
+		out, errOut, code := e.run(append([]string{"config", "create", "new"}, tt.args...)...)
+		if code != cli.ExitUsage || out != "" || !strings.Contains(errOut, tt.want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%v: exit %d stdout %q stderr %q, want exit 2 and one line with %q", tt.args, code, out, errOut, tt.want)
+		}
+		if e.calls.Load() == before {
+			t.Errorf("%v: the daemon was not asked", tt.args)
+		}
+	}
+	if out, _, _ := e.run("config", "list"); strings.Contains(out, "new") {
+		t.Errorf("a refused configuration exists:\n%s", out)
 	}
 }
 

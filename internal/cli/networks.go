@@ -94,9 +94,6 @@ func checkNetworkFlags(req *wire.NetworkRequest) error {
 			return usagef("--gateway %q is not an IP address", req.Gateway)
 		}
 	}
-	if len(req.Pools) == 0 {
-		return usagef("at least one --pool FIRST-LAST is required")
-	}
 	for _, p := range req.Pools {
 		first, last, ok := strings.Cut(p, "-")
 		_, err1 := netip.ParseAddr(first)

@@ -71,21 +71,9 @@ it is; --format raw takes a file with no known image format as raw. A raw
 image must be a whole number of 512-byte sectors.`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			// The daemon judges the template (disks, format, sizes, a
+			// kernel for an initrd): one rule, one message.
 			req.Name = args[0]
-			if len(req.Disks) == 0 {
-				return usagef("at least one --disk FILE is required")
-			}
-			switch req.Format {
-			case "", "raw", "qcow2":
-			default:
-				return usagef("--format %q is not raw or qcow2", req.Format)
-			}
-			if req.CPUs < 0 || req.MemoryMiB < 0 {
-				return usagef("--cpus and --memory must be positive")
-			}
-			if req.Kernel == "" && (req.Initrd != "" || req.Cmdline != "") {
-				return usagef("--initrd and --cmdline need --kernel")
-			}
 			for i, d := range req.Disks {
 				abs, err := absPath(d)
 				if err != nil {

@@ -44,28 +44,19 @@ func parseVMFlag(s string) (wire.VMRequest, error) {
 			return vm, usagef("--vm %q: unknown key %q (keys: net, ip)", s, key)
 		}
 	}
-	if vm.IP != "" && vm.Network == "" {
-		return vm, usagef("--vm %q: ip=%s needs net=NETWORK", s, vm.IP)
-	}
 	return vm, nil
 }
 
-// parseVMFlags parses every --vm and refuses a VM name given twice.
+// parseVMFlags parses every --vm. What the VMs must be together (at least
+// one, distinct names, an address only on a network) is the daemon's to
+// judge.
 func parseVMFlags(values []string) ([]wire.VMRequest, error) {
-	if len(values) == 0 {
-		return nil, usagef("at least one --vm VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP] is required")
-	}
-	seen := map[string]bool{}
 	var vms []wire.VMRequest
 	for _, v := range values {
 		vm, err := parseVMFlag(v)
 		if err != nil {
 			return nil, err
 		}
-		if seen[vm.Name] {
-			return nil, usagef("--vm: VM %q given twice", vm.Name)
-		}
-		seen[vm.Name] = true
 		vms = append(vms, vm)
 	}
 	return vms, nil

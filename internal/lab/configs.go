@@ -212,7 +212,7 @@ func parseIPMode(v VMSpec) (string, netip.Addr, error) {
 	ip := strings.TrimSpace(v.IP)
 	if v.Network == "" {
 		if ip != "" {
-			return "", netip.Addr{}, errdefs.Invalid("VM %q: ip=%s needs net=NETWORK", v.Name, ip)
+			return "", netip.Addr{}, errdefs.Invalid("VM %q: address %q needs a network", v.Name, ip)
 		}
 		return "", netip.Addr{}, nil
 	}

@@ -38,6 +38,10 @@ func TestRefusalsSpeakTheDomain(t *testing.T) {
 			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "c1"})
 			return err
 		}, "at least one VM"},
+		{"address without network", func() error {
+			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", IP: "10.9.0.5"}}})
+			return err
+		}, `address "10.9.0.5" needs a network`},
 		{"network without pools", func() error {
 			_, err := e.svc.CreateNetwork(ctx, lab.NetworkSpec{Name: "n1", Subnet: "10.9.0.0/24"})
 			return err
