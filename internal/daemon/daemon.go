@@ -182,7 +182,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	jm := jobs.NewManager()
 	defer jm.Close() // before the store closes: jobs roll back through it
 
-	failAt, err := lab.FaultHook(cfg.TestFault)
+	failAt, err := lab.FaultHook(cfg.TestFault, log)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,8 @@ import (
 //	                daemon in the middle of the operation
 //
 // Several specifications are separated by commas. An empty spec returns nil.
-func FaultHook(spec string) (func(op, step string) error, error) {
+// A pause is announced on log (the daemon's).
+func FaultHook(spec string, log *slog.Logger) (func(op, step string) error, error) {
 	if strings.TrimSpace(spec) == "" {
 		return nil, nil
 	}
@@ -35,7 +36,7 @@ func FaultHook(spec string) (func(op, step string) error, error) {
 			return nil
 		}
 		if a.pause {
-			slog.Warn("test fault: pausing", "op", op, "step", step)
+			log.Warn("test fault: pausing", "op", op, "step", step)
 			time.Sleep(time.Hour)
 		}
 		return fmt.Errorf("injected fault at %s:%s", op, step)
