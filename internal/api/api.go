@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/jobs"
@@ -17,7 +18,7 @@ import (
 )
 
 // Lab is what the API needs from the domain service. *lab.Service is the
-// real one; tests use a fake (see apitest).
+// real one, which the tests use too (see apitest).
 type Lab interface {
 	ImportTemplate(ctx context.Context, spec lab.TemplateSpec) (*lab.TemplateView, error)
 	ListTemplates(ctx context.Context) ([]lab.TemplateView, error)
@@ -59,7 +60,31 @@ type Lab interface {
 	// Jobs is the manager of the background operations the lab starts.
 	Jobs() *jobs.Manager
 
-	Lifecycle // library, archives, leases, cleanup, events (lifecycle.go)
+	// Leases (leases.go), the library (library.go), archives (archives.go),
+	// cleanup (cleanup.go) and the event log (events.go).
+	SetLease(ctx context.Context, name string, ch lab.LeaseChange) (*lab.ConfigView, error)
+
+	Capture(ctx context.Context, config, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
+	Checkout(ctx context.Context, entry, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
+	ListLibrary(ctx context.Context) ([]lab.ConfigView, error)
+	GetLibraryEntry(ctx context.Context, name string) (*lab.ConfigView, error)
+	DeleteLibraryEntry(ctx context.Context, name string) error
+
+	StartArchive(ctx context.Context, config, name string, opts lab.CreateOptions) (jobs.Job, error)
+	StartRestore(ctx context.Context, archive, config string, opts lab.CreateOptions) (jobs.Job, error)
+	StartExport(ctx context.Context, archive, file string) (jobs.Job, error)
+	StartImport(ctx context.Context, spec lab.ImportSpec) (jobs.Job, error)
+	ListArchives(ctx context.Context) ([]lab.ArchiveView, error)
+	GetArchive(ctx context.Context, name string) (*lab.ArchiveView, error)
+	DeleteArchive(ctx context.Context, name string) error
+	SetArchiveLease(ctx context.Context, name string, storage time.Duration) (*lab.ArchiveView, error)
+
+	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
+
+	ListEvents(ctx context.Context, after int64, limit int) ([]lab.EventView, error)
+	// SubscribeEvents returns the events recorded from now on; the channel
+	// closes when the follower falls too far behind.
+	SubscribeEvents() (<-chan lab.EventView, func())
 }
 
 var _ Lab = (*lab.Service)(nil)
@@ -202,7 +227,28 @@ func (h *Handler) routes() {
 
 	h.handle("GET "+p+"/doctor", h.doctor)
 	h.handle("POST "+p+"/doctor/repair", h.doctorRepair)
-	h.lifecycleRoutes()
+
+	h.handle("POST "+p+"/configs/{name}/lease", h.setLease)
+
+	h.handle("POST "+p+"/library", h.capture)
+	h.handle("GET "+p+"/library", h.listLibrary)
+	h.handle("GET "+p+"/library/{name}", h.getLibraryEntry)
+	h.handle("DELETE "+p+"/library/{name}", h.deleteLibraryEntry)
+	h.handle("POST "+p+"/library/{name}/checkout", h.checkout)
+
+	h.handle("POST "+p+"/archives", h.createArchive)
+	h.handle("POST "+p+"/archives/import", h.importArchive)
+	h.handle("GET "+p+"/archives", h.listArchives)
+	h.handle("GET "+p+"/archives/{name}", h.getArchive)
+	h.handle("DELETE "+p+"/archives/{name}", h.deleteArchive)
+	h.handle("POST "+p+"/archives/{name}/restore", h.restoreArchive)
+	h.handle("POST "+p+"/archives/{name}/export", h.exportArchive)
+	h.handle("POST "+p+"/archives/{name}/lease", h.setArchiveLease)
+
+	h.handle("GET "+p+"/cleanup", h.cleanupView)
+	h.handle("POST "+p+"/cleanup", h.cleanupApply)
+
+	h.handle("GET "+p+"/events", h.events)
 }
 
 func (h *Handler) health(w http.ResponseWriter, r *http.Request) error {

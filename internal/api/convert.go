@@ -1,6 +1,8 @@
 package api
 
 import (
+	"time"
+
 	"stagehand/internal/api/wire"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
@@ -137,4 +139,51 @@ func doctorToWire(r *lab.DoctorReport) wire.DoctorReport {
 // nonNil copies s into a non-nil slice.
 func nonNil(s []string) []string {
 	return append(make([]string, 0, len(s)), s...)
+}
+
+func leaseToWire(l lab.LeaseView) wire.Lease {
+	return wire.Lease{
+		StorageExpires:     l.StorageExpires,
+		ExpiredAt:          l.ExpiredAt,
+		DeleteAt:           l.DeleteAt,
+		DeployLeaseSeconds: int64(l.DeployLease / time.Second),
+		DeployExpires:      l.DeployExpires,
+		UndeployAction:     l.UndeployAction,
+		LastUsed:           l.LastUsed,
+	}
+}
+
+func archiveToWire(a *lab.ArchiveView) wire.Archive {
+	out := wire.Archive{
+		Name: a.Name, Source: a.Source, Dir: a.Dir, Description: a.Description, Owner: a.Owner,
+		Size: a.Size, CreatedAt: a.CreatedAt, Networks: nonNil(a.Networks), VMs: []wire.ArchiveVM{},
+		Lease: leaseToWire(a.Lease),
+	}
+	for _, vm := range a.VMs {
+		wv := wire.ArchiveVM{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Disks: []wire.ArchiveDisk{}, NICs: []wire.NIC{}}
+		for _, d := range vm.Disks {
+			wv.Disks = append(wv.Disks, wire.ArchiveDisk{Index: d.Index, Path: d.Path, VirtualSize: d.VirtualSize, Size: d.Size, SHA256: d.SHA256})
+		}
+		for _, n := range vm.NICs {
+			wv.NICs = append(wv.NICs, wire.NIC{Index: n.Index, Network: n.Network, MAC: n.MAC, IPMode: n.IPMode, IP: n.IP})
+		}
+		out.VMs = append(out.VMs, wv)
+	}
+	return out
+}
+
+func cleanupToWire(r *lab.CleanupReport) wire.CleanupReport {
+	out := wire.CleanupReport{Items: []wire.CleanupItem{}, Frees: r.Frees, Applied: r.Applied, Freed: r.Freed,
+		Policy: r.Policy, GraceSeconds: int64(r.Grace / time.Second)}
+	for _, it := range r.Items {
+		out.Items = append(out.Items, wire.CleanupItem{
+			Object: it.Object, Name: it.Name, State: it.State, Reasons: nonNil(it.Reasons), Lease: leaseToWire(it.Lease),
+			IdleSince: it.IdleSince, Frees: it.Frees, Deletable: it.Deletable, Kept: it.Kept, Deleted: it.Deleted, Error: it.Error,
+		})
+	}
+	return out
+}
+
+func eventToWire(e lab.EventView) wire.Event {
+	return wire.Event{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Object: e.Object, Subject: e.Subject, Result: e.Result, Detail: e.Detail}
 }

@@ -1,0 +1,155 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"stagehand/internal/api/wire"
+	"stagehand/internal/lab"
+)
+
+// withActor puts who sent the request into its context, for the event log.
+func withActor(r *http.Request) *http.Request {
+	user := strings.TrimSpace(r.Header.Get(wire.UserHeader))
+	if len(user) > 64 {
+		user = user[:64]
+	}
+	if user == "" {
+		return r
+	}
+	return r.WithContext(lab.WithActor(r.Context(), user))
+}
+
+// eventPing is how often an idle event stream sends a comment, so proxies
+// and clients see the connection is alive.
+const eventPing = 15 * time.Second
+
+// events answers the event log: a JSON list, or with ?follow=1 (or Accept:
+// text/event-stream) server-sent events from ?after= (or Last-Event-ID)
+// on, live, until the client goes away or the daemon shuts down.
+func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	after, limit := int64(0), 0
+	if s := q.Get("after"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return errMalformed("after %q is not an event id", s)
+		}
+		after = n
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return errMalformed("limit %q is not a count", s)
+		}
+		limit = n
+	}
+	limit = lab.EventPageSize(limit)
+	follow, err := queryBool(r, "follow")
+	if err != nil {
+		return err
+	}
+	if !follow && !strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		es, err := h.lab.ListEvents(r.Context(), after, limit)
+		if err != nil {
+			return err
+		}
+		out := make([]wire.Event, 0, len(es))
+		for _, e := range es {
+			out = append(out, eventToWire(e))
+		}
+		if len(es) == limit {
+			// A full page: there may be more after its last event.
+			next := url.Values{"after": {strconv.FormatInt(es[len(es)-1].ID, 10)}, "limit": {strconv.Itoa(limit)}}
+			w.Header().Set("Link", "<"+wire.APIPrefix+"/events?"+next.Encode()+`>; rel="next"`)
+		}
+		return writeJSON(w, http.StatusOK, out)
+	}
+	if s := r.Header.Get("Last-Event-ID"); s != "" {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > after {
+			after = n
+		}
+	}
+	return h.streamEvents(w, r, after)
+}
+
+func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int64) error {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(h.drain, cancel)()
+	// Subscribe before reading the backlog, so nothing falls in between;
+	// events seen in both are sent once (by id).
+	live, unsubscribe := h.lab.SubscribeEvents()
+	defer unsubscribe()
+	// The backlog is read a page at a time, so a follower starting from
+	// an old id never holds the whole log in memory.
+	backlog, err := h.lab.ListEvents(ctx, after, lab.MaxEventPage)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(e lab.EventView) error {
+		if e.ID <= after {
+			return nil
+		}
+		after = e.ID
+		b, err := json.Marshal(eventToWire(e))
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.ID, b); err != nil {
+			return err
+		}
+		return nil
+	}
+	for {
+		for _, e := range backlog {
+			if err := send(e); err != nil {
+				return nil
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
+		if len(backlog) < lab.MaxEventPage {
+			break
+		}
+		if backlog, err = h.lab.ListEvents(ctx, after, lab.MaxEventPage); err != nil {
+			return nil // headers are sent; the client resumes from its last id
+		}
+	}
+	ping := time.NewTicker(eventPing)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ping.C:
+			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+				return nil
+			}
+		case e, ok := <-live:
+			if !ok {
+				// Too far behind: end the stream; the client resumes with
+				// Last-Event-ID and reads the rest from the store.
+				return nil
+			}
+			if err := send(e); err != nil {
+				return nil
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
+	}
+}
