@@ -1,0 +1,69 @@
+package wire
+
+import "time"
+
+// ArchiveRequest is the body of POST /archives: archive configuration
+// Config as Name (202, the Job).
+type ArchiveRequest struct {
+	Config       string `json:"config"`
+	Name         string `json:"name"`
+	StorageLease string `json:"storage_lease,omitempty"`
+}
+
+// RestoreRequest is the body of POST /archives/{name}/restore: a new
+// configuration Name by full clone from the archive (202, the Job).
+type RestoreRequest struct {
+	Name         string `json:"name"`
+	StorageLease string `json:"storage_lease,omitempty"`
+}
+
+// ExportRequest is the body of POST /archives/{name}/export: write the
+// archive as a bundle at File, an absolute path on the daemon's host that
+// must not exist (202, the Job).
+type ExportRequest struct {
+	File string `json:"file"`
+}
+
+// ImportRequest is the body of POST /archives/import: import the bundle at
+// File (absolute, on the daemon's host) as archive Name ("" keeps the
+// bundle's), with the bundle's networks renamed by MapNetwork (old ->
+// new) (202, the Job).
+type ImportRequest struct {
+	File         string            `json:"file"`
+	Name         string            `json:"name,omitempty"`
+	MapNetwork   map[string]string `json:"map_network,omitempty"`
+	StorageLease string            `json:"storage_lease,omitempty"`
+}
+
+// Archive is a consolidated, read-only copy of a configuration.
+type Archive struct {
+	Name        string      `json:"name"`
+	Source      string      `json:"source"`
+	Dir         string      `json:"dir"`
+	Description string      `json:"description"`
+	Owner       string      `json:"owner"`
+	Size        int64       `json:"size"` // bytes of its files
+	CreatedAt   time.Time   `json:"created_at"`
+	Networks    []string    `json:"networks"`
+	VMs         []ArchiveVM `json:"vms"`
+	Lease       Lease       `json:"lease"`
+}
+
+// ArchiveVM is one VM of an archive.
+type ArchiveVM struct {
+	Name      string        `json:"name"`
+	Template  string        `json:"template"`
+	CPUs      int           `json:"cpus"`
+	MemoryMiB int           `json:"memory_mib"`
+	Disks     []ArchiveDisk `json:"disks"`
+	NICs      []NIC         `json:"nics"`
+}
+
+// ArchiveDisk is one disk of an archived VM: a compressed standalone qcow2.
+type ArchiveDisk struct {
+	Index       int    `json:"index"`
+	Path        string `json:"path"`
+	VirtualSize int64  `json:"virtual_size"`
+	Size        int64  `json:"size"`
+	SHA256      string `json:"sha256"`
+}

@@ -1,0 +1,22 @@
+package wire
+
+// Configuration kinds (Config.Kind).
+const (
+	KindConfig  = "config"
+	KindLibrary = "library"
+)
+
+// CaptureRequest is the body of POST /library: capture configuration
+// Config as library entry Name (201, the entry as a Config).
+type CaptureRequest struct {
+	Config       string `json:"config"`
+	Name         string `json:"name"`
+	StorageLease string `json:"storage_lease,omitempty"`
+}
+
+// CheckoutRequest is the body of POST /library/{name}/checkout: a new
+// configuration Name from the entry (201, the Config).
+type CheckoutRequest struct {
+	Name         string `json:"name"`
+	StorageLease string `json:"storage_lease,omitempty"`
+}
