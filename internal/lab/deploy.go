@@ -269,8 +269,8 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 				return err
 			}
 			if len(conflicts) > 0 {
-				return errdefs.Conflict("duplicate addresses: %s; deploy it fenced, or change its addresses",
-					strings.Join(conflicts, "; "))
+				return errdefs.Conflict("duplicate addresses: %s; deploy it with --fenced, or give it new addresses with `stagehand config change-ips %s`",
+					strings.Join(conflicts, "; "), name)
 			}
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateDeploying, "", opts.Fenced, opts.FencePolicy
