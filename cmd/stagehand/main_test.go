@@ -301,3 +301,31 @@ func TestServeAnswersWhileProbing(t *testing.T) {
 		t.Errorf("a stopped probe was cached: %v", err)
 	}
 }
+
+// TestServeHelpListsTheFlags runs `stagehand serve --help` through the CLI
+// as a user does: the serve command main builds lists every flag of the
+// daemon with its default, beside the CLI's global ones.
+func TestServeHelpListsTheFlags(t *testing.T) {
+	var out, errw bytes.Buffer
+	code := cli.Run(context.Background(), []string{"serve", "--help"}, deps(nil, &out, &errw, func(string) string { return "" }))
+	if code != 0 {
+		t.Fatalf("serve --help: exit %d: %s", code, errw.String())
+	}
+	for _, want := range []string{
+		"--data-dir string", `address to listen on (host:port; port 0 picks one) (default "127.0.0.1:7480")`,
+		"--chain-limit int", "--log-level string", `--accel string`, "--probe-kernel string", "--probe-initrd string",
+		"--probe-timeout duration", "--no-vms", "--archive-dir string", `--default-storage-lease string`,
+		`--default-deploy-lease string`, `--cleanup-policy string`, `(default "7d")`, "--reap-interval duration",
+		"--server string", "-o, --output string",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("serve --help lacks %q:\n%s", want, out.String())
+		}
+	}
+	// A bad flag value is a usage error, before anything is started.
+	errw.Reset()
+	code = cli.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir(), "--accel", "xen"}, deps(nil, &out, &errw, func(string) string { return "" }))
+	if code != cli.ExitUsage || errw.String() != "stagehand: --accel \"xen\" is not auto, kvm or tcg; see 'stagehand serve --help'\n" {
+		t.Errorf("serve --accel xen: exit %d %q", code, errw.String())
+	}
+}

@@ -29,7 +29,7 @@ func startRuntime(cfg Config, opts *lab.Options, dataDir string, log *slog.Logge
 	}
 	segs, fences := fence.NewSegments(ns, log), fence.NewFences(ns, log)
 	accel := accelerator(cfg, dataDir, log)
-	opts.Hypervisor, opts.Segments, opts.Fences = lab.QEMU{}, segs, fences
+	opts.Hypervisor, opts.Segments, opts.Fences = lab.QEMU{Log: log}, segs, fences
 	opts.Accel = accel
 	return func() { accel.Close(); segs.Close(); fences.Close(); ns.Close() }, nil
 }
@@ -57,7 +57,7 @@ func accelerator(cfg Config, dataDir string, log *slog.Logger) *hypervisor.Accel
 		kernel, initrd = hypervisor.NewestBootKernel("/boot")
 	}
 	return hypervisor.StartAccelerator(hypervisor.AccelConfig{
-		Probe:     hypervisor.BootProbe(kernel, initrd, cfg.ProbeTimeout),
+		Probe:     hypervisor.BootProbe(kernel, initrd, cfg.ProbeTimeout, log),
 		Timeout:   cfg.ProbeTimeout,
 		CacheFile: filepath.Join(dataDir, AccelCacheFile),
 		Key: func(ctx context.Context) (hypervisor.ProbeKey, error) {

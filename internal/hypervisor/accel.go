@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -29,8 +30,8 @@ const probeCmdline = "console=ttyS0 panic=-1 loglevel=7"
 // picked only if kernel+initrd really boot under it to one of markers
 // (DefaultProbeMarkers when none are given) on the serial console within
 // timeout. It returns the accelerator and why it was chosen. No QEMU
-// process outlives the call.
-func ProbeAccel(ctx context.Context, kernel, initrd string, timeout time.Duration, markers ...string) (accel, reason string) {
+// process outlives the call. The probe's QEMU logs to log.
+func ProbeAccel(ctx context.Context, kernel, initrd string, timeout time.Duration, log *slog.Logger, markers ...string) (accel, reason string) {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return AccelTCG, "/dev/kvm absent"
@@ -42,7 +43,7 @@ func ProbeAccel(ctx context.Context, kernel, initrd string, timeout time.Duratio
 	if kernel == "" {
 		return AccelTCG, "/dev/kvm present but no probe kernel given to prove a guest boots under KVM"
 	}
-	elapsed, err := bootProbe(ctx, AccelKVM, kernel, initrd, timeout, markers)
+	elapsed, err := bootProbe(ctx, AccelKVM, kernel, initrd, timeout, markers, log)
 	if err != nil {
 		return AccelTCG, fmt.Sprintf("KVM guest did not reach userspace: %v", err)
 	}
@@ -51,8 +52,9 @@ func ProbeAccel(ctx context.Context, kernel, initrd string, timeout time.Duratio
 
 // BootProbe is the real ProbeFunc: ProbeAccel with kernel and initrd, or
 // with the newest /boot kernel when kernel is empty. timeout bounds the
-// guest's boot (the context given to the ProbeFunc bounds it too).
-func BootProbe(kernel, initrd string, timeout time.Duration) ProbeFunc {
+// guest's boot (the context given to the ProbeFunc bounds it too). The
+// probe's QEMU logs to log.
+func BootProbe(kernel, initrd string, timeout time.Duration, log *slog.Logger) ProbeFunc {
 	return func(ctx context.Context) (string, string, error) {
 		k, i := kernel, initrd
 		if k == "" {
@@ -64,7 +66,7 @@ func BootProbe(kernel, initrd string, timeout time.Duration) ProbeFunc {
 			}
 			return AccelTCG, "/dev/kvm exists but no kernel to probe it with (--probe-kernel)", nil
 		}
-		accel, reason := ProbeAccel(ctx, k, i, timeout)
+		accel, reason := ProbeAccel(ctx, k, i, timeout, log)
 		return accel, reason, nil
 	}
 }
@@ -136,7 +138,7 @@ func cmpInt(a, b int) int {
 // bootProbe boots kernel+initrd under accel in a throwaway run directory
 // and waits for a marker on the serial console. The QEMU is always killed
 // and the directory removed before it returns.
-func bootProbe(ctx context.Context, accel, kernel, initrd string, timeout time.Duration, markers []string) (time.Duration, error) {
+func bootProbe(ctx context.Context, accel, kernel, initrd string, timeout time.Duration, markers []string, log *slog.Logger) (time.Duration, error) {
 	if len(markers) == 0 {
 		markers = DefaultProbeMarkers
 	}
@@ -163,7 +165,7 @@ func bootProbe(ctx context.Context, accel, kernel, initrd string, timeout time.D
 		RunDir:    dir,
 	}
 	began := time.Now()
-	vm, err := Start(ctx, spec)
+	vm, err := Start(ctx, spec, log)
 	if err != nil {
 		return 0, err
 	}
@@ -176,14 +178,14 @@ func bootProbe(ctx context.Context, accel, kernel, initrd string, timeout time.D
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		log, _ := os.ReadFile(spec.SerialLogPath())
+		console, _ := os.ReadFile(spec.SerialLogPath())
 		for _, m := range markers {
-			if bytes.Contains(log, []byte(m)) {
+			if bytes.Contains(console, []byte(m)) {
 				return time.Since(began), nil
 			}
 		}
 		if !vm.Running() {
-			return 0, fmt.Errorf("qemu exited: %s; console: %s", qemuMessage(dir, ""), lastLine(log))
+			return 0, fmt.Errorf("qemu exited: %s; console: %s", qemuMessage(dir, ""), lastLine(console))
 		}
 		select {
 		case <-ctx.Done():
@@ -191,7 +193,7 @@ func bootProbe(ctx context.Context, accel, kernel, initrd string, timeout time.D
 			st, _ := vm.Status(sctx)
 			scancel()
 			return 0, fmt.Errorf("no %q on the console within %s (status %s); last console line: %q",
-				markers[0], timeout, st, lastLine(log))
+				markers[0], timeout, st, lastLine(console))
 		case <-t.C:
 		}
 	}

@@ -14,7 +14,7 @@ func TestProbeAccelWithoutKVM(t *testing.T) {
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		t.Skip("/dev/kvm exists here; the absent case cannot be shown")
 	}
-	accel, reason := ProbeAccel(context.Background(), "/nonexistent", "", time.Second)
+	accel, reason := ProbeAccel(context.Background(), "/nonexistent", "", time.Second, nil)
 	if accel != AccelTCG || reason != "/dev/kvm absent" {
 		t.Fatalf("ProbeAccel = %q, %q", accel, reason)
 	}
@@ -24,7 +24,7 @@ func TestProbeAccelWithoutKVM(t *testing.T) {
 func TestProbeAccelOnHost(t *testing.T) {
 	g := needGuest(t)
 	began := time.Now()
-	accel, reason := ProbeAccel(context.Background(), g.kernel, g.initrd, 30*time.Second)
+	accel, reason := ProbeAccel(context.Background(), g.kernel, g.initrd, 30*time.Second, nil)
 	t.Logf("ProbeAccel = %s (%s) in %s", accel, reason, time.Since(began).Round(time.Millisecond))
 	if accel != AccelKVM && accel != AccelTCG || reason == "" {
 		t.Fatalf("ProbeAccel = %q, %q", accel, reason)
@@ -38,7 +38,7 @@ func TestProbeAccelOnHost(t *testing.T) {
 func TestBootProbe(t *testing.T) {
 	g := needGuest(t)
 	ctx := context.Background()
-	took, err := bootProbe(ctx, AccelTCG, g.kernel, g.initrd, 60*time.Second, nil)
+	took, err := bootProbe(ctx, AccelTCG, g.kernel, g.initrd, 60*time.Second, nil, nil)
 	if err != nil {
 		t.Fatalf("bootProbe: %v", err)
 	}
@@ -46,7 +46,7 @@ func TestBootProbe(t *testing.T) {
 	assertNoProbeLeft(t)
 
 	began := time.Now()
-	_, err = bootProbe(ctx, AccelTCG, g.kernel, g.initrd, 2*time.Second, []string{"NEVER-PRINTED"})
+	_, err = bootProbe(ctx, AccelTCG, g.kernel, g.initrd, 2*time.Second, []string{"NEVER-PRINTED"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "NEVER-PRINTED") {
 		t.Fatalf("bootProbe without its marker = %v", err)
 	}

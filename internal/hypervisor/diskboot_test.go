@@ -70,7 +70,7 @@ func TestDiskBootWithTap(t *testing.T) {
 	defer cancel()
 	serial := spec.SerialLogPath()
 	began := time.Now()
-	vm, err := Start(ctx, spec)
+	vm, err := Start(ctx, spec, nil)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -94,7 +94,7 @@ func TestDiskBootWithTap(t *testing.T) {
 	from := fileSize(serial)
 	spec.IncomingStateFile = state
 	began = time.Now()
-	vm, err = Start(ctx, spec)
+	vm, err = Start(ctx, spec, nil)
 	if err != nil {
 		t.Fatalf("resume: %v", err)
 	}

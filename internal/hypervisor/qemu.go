@@ -263,12 +263,13 @@ func (v *VM) ConsoleSocketPath() string { return filepath.Join(v.runDir, console
 // IncomingStateFile, once its saved state is loaded and it runs again).
 // QEMU daemonizes into its own session, so it outlives the caller.
 // ctx bounds the start only, not the VM's life. On error no process is
-// left behind and the error carries QEMU's own message.
-func Start(ctx context.Context, spec Spec) (_ *VM, err error) {
+// left behind and the error carries QEMU's own message. The VM logs to log
+// (the daemon's; nil is slog.Default()).
+func Start(ctx context.Context, spec Spec, log *slog.Logger) (_ *VM, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	log := slog.Default().With("vm", spec.ID)
+	log = orDefault(log).With("vm", spec.ID)
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("start vm %q: "+format, append([]any{spec.ID}, args...)...)
 	}
@@ -455,8 +456,9 @@ func dialRunDirMonitor(ctx context.Context, runDir string) (*Monitor, error) {
 // run of the daemon) from its run directory: the PID in the pidfile is
 // trusted only if its command line is QEMU's with "-name id", and
 // reconnecting the monitor and querying its status is the re-adoption.
-// When the process is gone the error wraps ErrNotRunning.
-func Adopt(ctx context.Context, runDir, id string) (*VM, error) {
+// When the process is gone the error wraps ErrNotRunning. The VM logs to
+// log (nil is slog.Default()).
+func Adopt(ctx context.Context, runDir, id string, log *slog.Logger) (*VM, error) {
 	proc, err := qemuProcessFor(filepath.Join(runDir, pidfileName), id)
 	if err != nil {
 		return nil, fmt.Errorf("adopt vm %q: %w", id, err)
@@ -466,7 +468,7 @@ func Adopt(ctx context.Context, runDir, id string) (*VM, error) {
 		return nil, fmt.Errorf("adopt vm %q (pid %d): %w", id, proc.pid, err)
 	}
 	v := &VM{id: id, runDir: runDir, proc: proc, mon: mon,
-		log: slog.Default().With("vm", id, "pid", proc.pid)}
+		log: orDefault(log).With("vm", id, "pid", proc.pid)}
 	st, err := v.Status(ctx)
 	if err != nil {
 		mon.Close()
@@ -652,4 +654,12 @@ func (v *VM) closeMonitor() {
 func (v *VM) Close() error {
 	v.closeMonitor()
 	return nil
+}
+
+// orDefault is log, or slog.Default() when log is nil.
+func orDefault(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.Default()
+	}
+	return log
 }

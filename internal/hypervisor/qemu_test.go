@@ -1,8 +1,10 @@
 package hypervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -137,9 +139,13 @@ func TestVMLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	serial := spec.SerialLogPath()
+	// The VM logs to the logger it is given (the daemon's), not slog's
+	// default.
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 
 	began := time.Now()
-	vm, err := Start(ctx, spec)
+	vm, err := Start(ctx, spec, log)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -188,7 +194,7 @@ func TestVMLifecycle(t *testing.T) {
 	rspec := spec
 	rspec.IncomingStateFile = stateFile
 	began = time.Now()
-	vm2, err := Start(ctx, rspec)
+	vm2, err := Start(ctx, rspec, nil)
 	if err != nil {
 		t.Fatalf("Start from saved state: %v", err)
 	}
@@ -214,9 +220,14 @@ func TestVMLifecycle(t *testing.T) {
 	// process from its run directory.
 	pid := vm2.PID()
 	vm2.Close()
-	adopted, err := Adopt(ctx, spec.RunDir, spec.ID)
+	adopted, err := Adopt(ctx, spec.RunDir, spec.ID, log)
 	if err != nil {
 		t.Fatalf("Adopt: %v", err)
+	}
+	for _, want := range []string{`msg="starting qemu" vm=` + spec.ID, `msg="qemu running" vm=` + spec.ID, `msg="adopted qemu" vm=` + spec.ID} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the VM's log lacks %q:\n%s", want, logs)
+		}
 	}
 	if adopted.PID() != pid {
 		t.Fatalf("adopted pid %d, want %d", adopted.PID(), pid)
@@ -224,7 +235,7 @@ func TestVMLifecycle(t *testing.T) {
 	if st, err := adopted.Status(ctx); err != nil || st != StateRunning {
 		t.Fatalf("Status after Adopt = %q, %v", st, err)
 	}
-	if _, err := Adopt(ctx, spec.RunDir, spec.ID+"x"); !errors.Is(err, ErrNotRunning) {
+	if _, err := Adopt(ctx, spec.RunDir, spec.ID+"x", nil); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Adopt with another VM's ID = %v, want ErrNotRunning", err)
 	}
 
@@ -245,7 +256,7 @@ func TestVMLifecycle(t *testing.T) {
 	if _, err := adopted.Status(ctx); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Status after shutdown = %v, want ErrNotRunning", err)
 	}
-	if _, err := Adopt(ctx, spec.RunDir, spec.ID); !errors.Is(err, ErrNotRunning) {
+	if _, err := Adopt(ctx, spec.RunDir, spec.ID, nil); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Adopt after shutdown = %v, want ErrNotRunning", err)
 	}
 }
@@ -257,7 +268,7 @@ func TestShutdownGuestIgnoresACPI(t *testing.T) {
 	spec := testSpec(t, g, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	vm, err := Start(ctx, spec)
+	vm, err := Start(ctx, spec, nil)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -284,7 +295,7 @@ func TestStartFailure(t *testing.T) {
 	spec.Disks = []string{filepath.Join(spec.RunDir, "missing.qcow2")}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	vm, err := Start(ctx, spec)
+	vm, err := Start(ctx, spec, nil)
 	if err == nil {
 		vm.Kill(ctx)
 		t.Fatal("Start with a missing disk succeeded")
@@ -302,7 +313,7 @@ func TestStartFailure(t *testing.T) {
 	bad := filepath.Join(spec.RunDir, "bad-state")
 	os.WriteFile(bad, []byte("not a migration stream"), 0o600)
 	spec.IncomingStateFile = bad
-	if vm, err := Start(ctx, spec); err == nil {
+	if vm, err := Start(ctx, spec, nil); err == nil {
 		vm.Kill(ctx)
 		t.Fatal("Start from a bad state file succeeded")
 	} else {
@@ -336,7 +347,7 @@ func TestParallelStartAndAdoptGone(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			vms[i], errs[i] = Start(ctx, specs[i])
+			vms[i], errs[i] = Start(ctx, specs[i], nil)
 		}()
 	}
 	wg.Wait()
@@ -354,14 +365,14 @@ func TestParallelStartAndAdoptGone(t *testing.T) {
 	if len(pids) != n {
 		t.Fatalf("pids %v not distinct", pids)
 	}
-	if _, err := Start(ctx, specs[0]); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := Start(ctx, specs[0], nil); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("second Start of a running VM = %v, want conflict", err)
 	}
 
 	if err := vms[0].Kill(ctx); err != nil {
 		t.Fatalf("Kill: %v", err)
 	}
-	if _, err := Adopt(ctx, specs[0].RunDir, specs[0].ID); !errors.Is(err, ErrNotRunning) {
+	if _, err := Adopt(ctx, specs[0].RunDir, specs[0].ID, nil); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Adopt of a killed VM = %v, want ErrNotRunning", err)
 	}
 	if _, err := vms[0].Status(ctx); !errors.Is(err, ErrNotRunning) {
@@ -369,7 +380,7 @@ func TestParallelStartAndAdoptGone(t *testing.T) {
 	}
 	// A recycled PID: the pidfile names this test process.
 	os.WriteFile(filepath.Join(specs[0].RunDir, pidfileName), []byte(strconv.Itoa(os.Getpid())), 0o644)
-	if _, err := Adopt(ctx, specs[0].RunDir, specs[0].ID); !errors.Is(err, ErrNotRunning) {
+	if _, err := Adopt(ctx, specs[0].RunDir, specs[0].ID, nil); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Adopt with a foreign pid = %v, want ErrNotRunning", err)
 	}
 	for _, vm := range vms[1:] {
@@ -377,4 +388,23 @@ func TestParallelStartAndAdoptGone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a VM's logger and the test can use
+// at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -82,11 +83,14 @@ var _ VM = (*hypervisor.VM)(nil)
 // QEMU is the real Hypervisor: QEMU processes on this machine, through the
 // hypervisor package. (Go has no covariant results, so this adapter lives
 // on the lab's side: hypervisor cannot name lab.VM.)
-type QEMU struct{}
+type QEMU struct {
+	// Log is where the VMs log (the daemon's logger).
+	Log *slog.Logger
+}
 
 // Start launches a VM; see hypervisor.Start.
-func (QEMU) Start(ctx context.Context, spec hypervisor.Spec) (VM, error) {
-	v, err := hypervisor.Start(ctx, spec)
+func (q QEMU) Start(ctx context.Context, spec hypervisor.Spec) (VM, error) {
+	v, err := hypervisor.Start(ctx, spec, q.Log)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
@@ -94,8 +98,8 @@ func (QEMU) Start(ctx context.Context, spec hypervisor.Spec) (VM, error) {
 }
 
 // Adopt takes over a running VM; see hypervisor.Adopt.
-func (QEMU) Adopt(ctx context.Context, runDir, id string) (VM, error) {
-	v, err := hypervisor.Adopt(ctx, runDir, id)
+func (q QEMU) Adopt(ctx context.Context, runDir, id string) (VM, error) {
+	v, err := hypervisor.Adopt(ctx, runDir, id, q.Log)
 	if err != nil {
 		return nil, err
 	}
