@@ -37,12 +37,15 @@ type Lab struct {
 // runtime, a clock).
 type Option func(*lab.Options)
 
-// New returns an empty lab, recovered and ready. It needs qemu-img (the
-// fast tier installs it); everything it made goes when the test ends.
+// New returns an empty lab, recovered and ready, on a fake host (Host) that
+// runs deployments in memory. It needs qemu-img; everything it made goes
+// when the test ends.
 func New(tb testing.TB, opts ...Option) *Lab {
 	tb.Helper()
 	if _, err := exec.LookPath("qemu-img"); err != nil {
-		tb.Fatalf("qemu-img is needed by the API tests: %v", err)
+		// Not a skip: the api, client and cli tests would then pass
+		// with nothing tested.
+		tb.Fatalf("qemu-img is needed by the api, client and cli tests (apt-get install qemu-utils): %v", err)
 	}
 	// A short directory: console sockets live below it, and unix socket
 	// paths are limited to about 100 bytes.
