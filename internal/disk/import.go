@@ -58,7 +58,7 @@ func (q *QemuImg) ImportBase(ctx context.Context, src, format, dst string) (size
 		return 0, fmt.Errorf("import %q: %w", src, err)
 	}
 	cp := ImportCopyPath(dst)
-	if err := CopySource(ctx, f, fi.Size(), cp, 0o600); err != nil {
+	if err := CopySource(ctx, f, fi.Size(), cp, 0o600, false); err != nil {
 		return 0, fmt.Errorf("import %q: %w", src, err)
 	}
 	defer os.Remove(cp)

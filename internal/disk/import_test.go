@@ -411,7 +411,7 @@ func TestCopySource(t *testing.T) {
 	defer in.Close()
 	dst := join(dir, "copy")
 	start := time.Now()
-	if err := CopySource(context.Background(), in, fi.Size(), dst, 0o400); err != nil {
+	if err := CopySource(context.Background(), in, fi.Size(), dst, 0o400, true); err != nil {
 		t.Fatal(err)
 	}
 	out, err := os.Stat(dst)
@@ -433,7 +433,7 @@ func TestCopySource(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := CopySource(ctx, in, fi.Size(), join(dir, "cancelled"), 0o600); !errors.Is(err, context.Canceled) {
+	if err := CopySource(ctx, in, fi.Size(), join(dir, "cancelled"), 0o600, false); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled copy: %v, want context.Canceled", err)
 	}
 	// The source grows after its size was taken: only that many bytes are
@@ -448,7 +448,7 @@ func TestCopySource(t *testing.T) {
 	w, _ := os.OpenFile(grow, os.O_WRONLY|os.O_APPEND, 0)
 	w.Write(data)
 	w.Close()
-	if err := CopySource(context.Background(), g, gi.Size(), join(dir, "grown"), 0o600); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "changed size") {
+	if err := CopySource(context.Background(), g, gi.Size(), join(dir, "grown"), 0o600, false); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "changed size") {
 		t.Errorf("copy of a growing source: %v, want ErrInvalid saying it changed size", err)
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"copy", "grow", "sparse.img"}) {

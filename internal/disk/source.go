@@ -84,11 +84,14 @@ func fileKind(mode uint32) string {
 
 // CopySource copies the first size bytes of src (from OpenSource, whose
 // fstat gave size) into a new file dst, created with mode 0600 and
-// O_EXCL|O_NOFOLLOW, then sets dst's mode to perm and fsyncs it. Holes of
+// O_EXCL|O_NOFOLLOW, then sets dst's mode to perm, and fsyncs it when
+// durable (a file that is kept; a scratch copy that is deleted once used
+// need not pay for it: a crash leaves a journalled temporary file that
+// recovery removes). Holes of
 // src stay holes. The copy honours ctx between chunks and never reads more
 // than size bytes, whatever src grows to; a src that shrank or grew while
 // it was copied is refused (errdefs.ErrInvalid). On failure dst is removed.
-func CopySource(ctx context.Context, src *os.File, size int64, dst string, perm os.FileMode) (err error) {
+func CopySource(ctx context.Context, src *os.File, size int64, dst string, perm os.FileMode, durable bool) (err error) {
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", src.Name(), err)
@@ -111,6 +114,9 @@ func CopySource(ctx context.Context, src *os.File, size int64, dst string, perm 
 	}
 	if err := out.Chmod(perm); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return out.Sync()
 }

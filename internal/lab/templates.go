@@ -293,7 +293,7 @@ func copyOpenFile(ctx context.Context, in *os.File, size int64, dst string, perm
 		return fmt.Errorf("copy to %s: %w", dst, os.ErrExist)
 	}
 	tmp := disk.TempPath(dst)
-	if err := disk.CopySource(ctx, in, size, tmp, perm); err != nil {
+	if err := disk.CopySource(ctx, in, size, tmp, perm, true); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
