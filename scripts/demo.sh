@@ -19,7 +19,9 @@ export PATH="$PATH:/usr/local/go/bin"
 [[ $(id -u) -eq 0 ]] || { echo "demo: run as root (bridges, taps, namespaces)" >&2; exit 1; }
 scripts/install-deps.sh
 mkdir -p bin
-go build -o bin/stagehand ./cmd/stagehand
+# The version `stagehand status` shows: the commit (builds may run with -buildvcs=false).
+version=$(git describe --always --dirty 2>/dev/null || echo dev)
+go build -ldflags "-X stagehand/internal/cli.version=$version" -o bin/stagehand ./cmd/stagehand
 scripts/build-test-guest.sh >/dev/null
 guest=$PWD/testdata/guest/out
 sh=$PWD/bin/stagehand
