@@ -24,6 +24,9 @@ type Hypervisor struct {
 	mu      sync.Mutex
 	procs   map[string]*process // running, by VM ID
 	lastPID int
+	// died is closed when the daemon holding the current handles dies
+	// (Restart), so that their watchers see nothing any more.
+	died chan struct{}
 }
 
 var _ lab.Hypervisor = (*Hypervisor)(nil)
@@ -31,7 +34,7 @@ var _ lab.Hypervisor = (*Hypervisor)(nil)
 // NewHypervisor returns a Hypervisor that records its calls, and its VMs',
 // in calls.
 func NewHypervisor(calls *Calls) *Hypervisor {
-	return &Hypervisor{calls: calls, procs: map[string]*process{}, lastPID: 1000}
+	return &Hypervisor{calls: calls, procs: map[string]*process{}, lastPID: 1000, died: make(chan struct{})}
 }
 
 type process struct {
@@ -87,7 +90,7 @@ func (h *Hypervisor) Start(ctx context.Context, spec hypervisor.Spec) (lab.VM, e
 	h.lastPID++
 	p := &process{id: spec.ID, runDir: spec.RunDir, pid: h.lastPID, exited: make(chan struct{})}
 	h.procs[spec.ID] = p
-	return &VM{h: h, p: p}, nil
+	return &VM{h: h, p: p, died: h.died}, nil
 }
 
 // Adopt records "hv adopt vmN" and returns a new handle to the VM's
@@ -102,7 +105,17 @@ func (h *Hypervisor) Adopt(ctx context.Context, runDir, id string) (lab.VM, erro
 	if p == nil || !p.alive() || p.runDir != runDir {
 		return nil, fmt.Errorf("adopt vm %q: no QEMU process for it", id)
 	}
-	return &VM{h: h, p: p}, nil
+	return &VM{h: h, p: p, died: h.died}, nil
+}
+
+// Restart makes the handles given so far dead, as their daemon is: a
+// process that ends afterwards is noticed only by a daemon that adopts
+// it. Waits on them block until their context ends.
+func (h *Hypervisor) Restart() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.died)
+	h.died = make(chan struct{})
 }
 
 // Crash ends the process of VM vmN as if QEMU died, without a call from
@@ -135,8 +148,9 @@ func (h *Hypervisor) Running() []string {
 
 // VM is a handle to a fake VM's process.
 type VM struct {
-	h *Hypervisor
-	p *process
+	h    *Hypervisor
+	p    *process
+	died <-chan struct{} // closed when this handle's daemon died
 }
 
 var _ lab.VM = (*VM)(nil)
@@ -161,10 +175,17 @@ func (v *VM) running(what string) error {
 func (v *VM) Wait(ctx context.Context) error {
 	select {
 	case <-v.p.exited:
-		return nil
+		select {
+		case <-v.died: // a dead daemon's watcher sees nothing
+		default:
+			return nil
+		}
+	case <-v.died:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // Close releases the handle (not recorded); the process runs on.

@@ -139,9 +139,10 @@ func (h *Host) Use(o *lab.Options) {
 }
 
 // Restart forgets what lives only in the daemon (DHCP servers and their
-// reservations, the fences it holds), as a daemon that dies does. VMs,
-// bridges, taps and fence namespaces stay.
+// reservations, the fences it holds, its VM handles), as a daemon that
+// dies does. VMs, bridges, taps and fence namespaces stay.
 func (h *Host) Restart() {
+	h.Hypervisor.Restart()
 	h.Segments.Forget()
 	h.Fences.Forget()
 }
