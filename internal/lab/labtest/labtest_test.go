@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -78,8 +79,14 @@ func TestHostKeepsAHostsRules(t *testing.T) {
 	if _, err := os.Stat(state); err != nil {
 		t.Errorf("no state file after a save: %v", err)
 	}
-	if err := vm.Wait(ctx); err != nil {
+	if err := adopted.Wait(ctx); err != nil {
 		t.Errorf("wait after the save: %v", err)
+	}
+	// The dead daemon's handle sees nothing: its watcher is gone.
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := vm.Wait(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wait on a dead daemon's handle: %v, want it to see nothing", err)
 	}
 	if err := h.Fences.Teardown(ctx, spec); err != nil {
 		t.Fatal(err)
