@@ -403,6 +403,9 @@ func TestConsoleErrorsComeBeforeTheUpgrade(t *testing.T) {
 		{"VM stopped", "/api/v1/configs/web/vms/vm1/console", upgrade, func() {
 			l.EchoConsole(t, "web", "vm1")
 			call(t, srv, "POST", "/api/v1/configs/web/vms/vm1/stop", "")
+			// Stop asks the guest to power off: the VM is stopped
+			// once its process has ended.
+			waitVMState(t, srv, "web", wire.VMStopped)
 		}, 409},
 	}
 	for _, tt := range tests {
