@@ -19,6 +19,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/bundle"
 	"stagehand/internal/store"
 )
 
@@ -34,101 +35,6 @@ import (
 // Every archive file lives in its directory, which an operation journals
 // as one entry (a path ending in a separator): a failure or a crash removes
 // the whole directory, and deleting the archive removes it.
-
-// archiveFormat and archiveVersion identify the manifest.
-const (
-	archiveFormat  = "stagehand-archive"
-	archiveVersion = 1
-)
-
-// manifest describes an archive; it is the manifest.json of a bundle.
-type manifest struct {
-	Format      string             `json:"format"`
-	Version     int                `json:"version"`
-	Name        string             `json:"name"`
-	Source      string             `json:"source"`
-	Description string             `json:"description"`
-	Owner       string             `json:"owner"`
-	CreatedAt   time.Time          `json:"created_at"`
-	Networks    []manifestNetwork  `json:"networks"`
-	Templates   []manifestTemplate `json:"templates"`
-	VMs         []manifestVM       `json:"vms"`
-}
-
-type manifestNetwork struct {
-	Name    string   `json:"name"`
-	Subnet  string   `json:"subnet"`
-	Gateway string   `json:"gateway"`
-	DNS     []string `json:"dns"`
-	Pools   []string `json:"pools"`
-}
-
-type manifestTemplate struct {
-	Name      string        `json:"name"`
-	CPUs      int           `json:"cpus"`
-	MemoryMiB int           `json:"memory_mib"`
-	Kernel    *manifestFile `json:"kernel,omitempty"`
-	Initrd    *manifestFile `json:"initrd,omitempty"`
-	Cmdline   string        `json:"cmdline"`
-}
-
-// manifestFile is one file of the archive: Path is relative to the
-// archive's directory and is the file's name in a bundle.
-type manifestFile struct {
-	Path   string `json:"path"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
-}
-
-type manifestVM struct {
-	Name      string         `json:"name"`
-	Template  string         `json:"template"`
-	CPUs      int            `json:"cpus"`
-	MemoryMiB int            `json:"memory_mib"`
-	Disks     []manifestDisk `json:"disks"`
-	NICs      []manifestNIC  `json:"nics"`
-}
-
-type manifestDisk struct {
-	Index       int          `json:"index"`
-	VirtualSize int64        `json:"virtual_size"`
-	File        manifestFile `json:"file"`
-}
-
-type manifestNIC struct {
-	Index   int    `json:"index"`
-	Network string `json:"network"`
-	MAC     string `json:"mac"`
-	IPMode  string `json:"ip_mode"`
-	IP      string `json:"ip"`
-}
-
-// files lists every file of the archive in bundle order: disks, then boot
-// files.
-func (m *manifest) files() []*manifestFile {
-	var out []*manifestFile
-	for i := range m.VMs {
-		for j := range m.VMs[i].Disks {
-			out = append(out, &m.VMs[i].Disks[j].File)
-		}
-	}
-	for i := range m.Templates {
-		for _, f := range []*manifestFile{m.Templates[i].Kernel, m.Templates[i].Initrd} {
-			if f != nil {
-				out = append(out, f)
-			}
-		}
-	}
-	return out
-}
-
-func (m *manifest) size() int64 {
-	var n int64
-	for _, f := range m.files() {
-		n += f.Size
-	}
-	return n
-}
 
 // archiveDisks is what archives need from disks beyond DiskTool;
 // disk.QemuImg has it. Without it archives are stored uncompressed and
@@ -179,7 +85,7 @@ func (s *Service) archiveDirOf(a *store.Archive) string {
 func dirEntry(abs string) string { return abs + string(filepath.Separator) }
 
 func (s *Service) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
-	m, err := parseManifest(a.Manifest)
+	m, err := bundle.Parse(a.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("archive %q: %w", a.Name, err)
 	}
@@ -281,7 +187,7 @@ func (s *Service) StartArchive(ctx context.Context, config, name string, opts Cr
 		return jobs.Job{}, fmt.Errorf("archive %q as %q: %w", config, name, err)
 	}
 	unlock := s.locks.lock(config, name)
-	var m *manifest
+	var m *bundle.Manifest
 	var tops []string // per disk, in manifest order
 	var boot []string // per boot file, in manifest order: source paths
 	err := s.store.View(ctx, func(tx store.Tx) error {
@@ -319,7 +225,7 @@ func (s *Service) StartArchive(ctx context.Context, config, name string, opts Cr
 		}
 		raw, _ := json.Marshal(m)
 		err := s.store.Update(ctx, func(tx store.Tx) error {
-			a := &store.Archive{Name: name, Source: config, Dir: dirName, Manifest: raw, Size: m.size(), CreatedAt: m.CreatedAt}
+			a := &store.Archive{Name: name, Source: config, Dir: dirName, Manifest: raw, Size: m.Size(), CreatedAt: m.CreatedAt}
 			if err := tx.CreateArchive(a); err != nil {
 				return err
 			}
@@ -332,7 +238,7 @@ func (s *Service) StartArchive(ctx context.Context, config, name string, opts Cr
 			return s.failOp(op, fmt.Errorf("archive %q as %q: %w", config, name, err))
 		}
 		s.finishOp(op)
-		s.log.Info("archive made", "archive", name, "config", config, "bytes", m.size())
+		s.log.Info("archive made", "archive", name, "config", config, "bytes", m.Size())
 		s.record(ctx, ObjectArchive, "archive", name, "archived from "+config)
 		return nil
 	}), nil
@@ -342,12 +248,12 @@ func (s *Service) StartArchive(ctx context.Context, config, name string, opts Cr
 // the files' sizes and checksums, which writeArchive fills in. It returns
 // the absolute paths of the top layers (one per disk) and of the boot
 // files, in the manifest's file order.
-func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*manifest, []string, []string, error) {
+func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*bundle.Manifest, []string, []string, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	m := &manifest{Format: archiveFormat, Version: archiveVersion, Name: name, Source: c.Name,
+	m := &bundle.Manifest{Format: bundle.Format, Version: bundle.Version, Name: name, Source: c.Name,
 		Description: c.Description, Owner: c.Owner, CreatedAt: s.now()}
 	var tops, boot []string
 	networks := map[int64]bool{}
@@ -364,7 +270,7 @@ func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*mani
 			templates[vm.TemplateID] = t
 			tmplOrder = append(tmplOrder, tmpl)
 		}
-		mv := manifestVM{Name: vm.Name, Template: t, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
+		mv := bundle.VM{Name: vm.Name, Template: t, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
 		disks := append([]store.Disk(nil), vm.Disks...)
 		sort.Slice(disks, func(i, j int) bool { return disks[i].Index < disks[j].Index })
 		for _, d := range disks {
@@ -372,8 +278,8 @@ func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*mani
 			if !ok {
 				return nil, nil, nil, fmt.Errorf("VM %q disk %d: top layer %d missing from the store", vm.Name, d.Index, d.TopLayerID)
 			}
-			mv.Disks = append(mv.Disks, manifestDisk{Index: d.Index, VirtualSize: top.VirtualSize,
-				File: manifestFile{Path: fmt.Sprintf("disks/vm%d-disk%d.qcow2", vi, d.Index)}})
+			mv.Disks = append(mv.Disks, bundle.Disk{Index: d.Index, VirtualSize: top.VirtualSize,
+				File: bundle.File{Path: fmt.Sprintf("disks/vm%d-disk%d.qcow2", vi, d.Index)}})
 			tops = append(tops, s.abs(top.Path))
 		}
 		for _, n := range vm.NICs {
@@ -385,7 +291,7 @@ func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*mani
 				networks[nw.ID] = true
 				m.Networks = append(m.Networks, networkManifest(nw))
 			}
-			mn := manifestNIC{Index: n.Index, Network: nw.Name, MAC: n.MAC, IPMode: n.IPMode}
+			mn := bundle.NIC{Index: n.Index, Network: nw.Name, MAC: n.MAC, IPMode: n.IPMode}
 			if n.IP.IsValid() {
 				mn.IP = n.IP.String()
 			}
@@ -394,13 +300,13 @@ func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*mani
 		m.VMs = append(m.VMs, mv)
 	}
 	for ti, t := range tmplOrder {
-		mt := manifestTemplate{Name: t.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, Cmdline: t.Cmdline}
+		mt := bundle.Template{Name: t.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, Cmdline: t.Cmdline}
 		if t.Kernel != "" {
-			mt.Kernel = &manifestFile{Path: fmt.Sprintf("boot/t%d-kernel", ti)}
+			mt.Kernel = &bundle.File{Path: fmt.Sprintf("boot/t%d-kernel", ti)}
 			boot = append(boot, s.abs(t.Kernel))
 		}
 		if t.Initrd != "" {
-			mt.Initrd = &manifestFile{Path: fmt.Sprintf("boot/t%d-initrd", ti)}
+			mt.Initrd = &bundle.File{Path: fmt.Sprintf("boot/t%d-initrd", ti)}
 			boot = append(boot, s.abs(t.Initrd))
 		}
 		m.Templates = append(m.Templates, mt)
@@ -408,8 +314,8 @@ func (s *Service) planManifest(tx store.Tx, c *store.Config, name string) (*mani
 	return m, tops, boot, nil
 }
 
-func networkManifest(nw *store.Network) manifestNetwork {
-	mn := manifestNetwork{Name: nw.Name, Subnet: nw.Subnet.String(), DNS: []string{}, Pools: []string{}}
+func networkManifest(nw *store.Network) bundle.Network {
+	mn := bundle.Network{Name: nw.Name, Subnet: nw.Subnet.String(), DNS: []string{}, Pools: []string{}}
 	if nw.Gateway.IsValid() {
 		mn.Gateway = nw.Gateway.String()
 	}
@@ -424,7 +330,7 @@ func networkManifest(nw *store.Network) manifestNetwork {
 
 // writeArchive writes the archive's files into the directory tmp, fills
 // in their sizes and checksums, and renames tmp to dir when complete.
-func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *manifest, tmp, final string, tops, boot []string, progress func(done, total int64)) error {
+func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *bundle.Manifest, tmp, final string, tops, boot []string, progress func(done, total int64)) error {
 	dir := tmp
 	if err := makeArchiveDir(dir); err != nil {
 		return err
@@ -441,7 +347,7 @@ func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *manifest, t
 	if ad, ok := s.disks.(archiveDisks); ok {
 		compress = ad.ConsolidateCompressed
 	}
-	files := m.files()
+	files := m.Files()
 	i := 0
 	for _, vm := range m.VMs {
 		for _, d := range vm.Disks {
@@ -513,7 +419,7 @@ func publishArchiveDir(tmp, final string) error {
 }
 
 // sealFile records path's size and sha256 in f and makes it read-only.
-func sealFile(path string, f *manifestFile) error {
+func sealFile(path string, f *bundle.File) error {
 	sum, size, err := hashFile(path)
 	if err != nil {
 		return err
@@ -529,25 +435,21 @@ func hashFile(path string) (string, int64, error) {
 	}
 	defer in.Close()
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, in, make([]byte, copyBuffer))
+	n, err := io.CopyBuffer(h, in, make([]byte, bundle.CopyBuffer))
 	if err != nil {
 		return "", 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// copyBuffer is the buffer of archive and bundle copies: large enough that
-// the per-call overhead vanishes next to the hashing.
-const copyBuffer = 1 << 20
-
 // writeManifestFile leaves the manifest beside the files, so an archive
 // directory describes itself even without the store.
-func writeManifestFile(dir string, m *manifest) error {
+func writeManifestFile(dir string, m *bundle.Manifest) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(dir, "manifest.json")
+	p := filepath.Join(dir, bundle.ManifestName)
 	if err := os.WriteFile(p, append(b, '\n'), 0o400); err != nil {
 		return err
 	}
@@ -570,14 +472,6 @@ func syncDirs(paths ...string) error {
 	return nil
 }
 
-func parseManifest(raw []byte) (*manifest, error) {
-	var m manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	return &m, nil
-}
-
 // StartRestore starts a job that makes configuration config from an
 // archive by full clone: each archived disk becomes a new standalone
 // writable base (decompressed) in the layers directory. VMs keep their
@@ -595,7 +489,7 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string, opts
 		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
 	}
 	unlock := s.locks.lock(archive, config)
-	var m *manifest
+	var m *bundle.Manifest
 	var dir string
 	var archiveID int64
 	err := s.store.View(ctx, func(tx store.Tx) error {
@@ -609,7 +503,7 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string, opts
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
-		if m, err = parseManifest(a.Manifest); err != nil {
+		if m, err = bundle.Parse(a.Manifest); err != nil {
 			return err
 		}
 		dir = s.archiveDirOf(a)
@@ -631,7 +525,7 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string, opts
 		}
 	}
 	for _, t := range m.Templates {
-		for _, f := range []*manifestFile{t.Kernel, t.Initrd} {
+		for _, f := range []*bundle.File{t.Kernel, t.Initrd} {
 			if f != nil {
 				bootCopies[f.Path] = filepath.Join(filesDir, "t-"+randomHex(6)+"-"+filepath.Base(f.Path))
 				created = append(created, bootCopies[f.Path], disk.TempPath(bootCopies[f.Path]))
@@ -704,7 +598,7 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string, opts
 
 // checkNetworksExist refuses a manifest naming a network this server does
 // not have.
-func checkNetworksExist(tx store.Tx, m *manifest) error {
+func checkNetworksExist(tx store.Tx, m *bundle.Manifest) error {
 	var missing []string
 	for _, n := range m.Networks {
 		if _, err := tx.GetNetwork(n.Name); errors.Is(err, errdefs.ErrNotFound) {
@@ -721,14 +615,14 @@ func checkNetworksExist(tx store.Tx, m *manifest) error {
 
 // commitRestore writes the restored configuration inside tx and returns
 // it, and the boot file copies it did not need (their template exists).
-func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers, bootCopies map[string]string) (*store.Config, []string, error) {
+func (s *Service) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string) (*store.Config, []string, error) {
 	var unused []string
 	templateIDs := map[string]int64{}
 	for _, mt := range m.Templates {
 		t, err := tx.GetTemplate(mt.Name)
 		if err == nil {
 			templateIDs[mt.Name] = t.ID
-			for _, f := range []*manifestFile{mt.Kernel, mt.Initrd} {
+			for _, f := range []*bundle.File{mt.Kernel, mt.Initrd} {
 				if f != nil {
 					unused = append(unused, bootCopies[f.Path])
 				}
@@ -787,7 +681,7 @@ func (s *Service) commitRestore(tx store.Tx, m *manifest, config string, layers,
 // kept (outside the subnet after a network mapping, or held as a fence's
 // external address) is replaced by a new pool address for a pool NIC and
 // cleared for a manual one (set it with config set-ip). A new MAC is made.
-func (s *Service) restoreNIC(tx store.Tx, mn manifestNIC) (store.NIC, error) {
+func (s *Service) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
 	nw, err := tx.GetNetwork(mn.Network)
 	if err != nil {
 		return store.NIC{}, err

@@ -17,6 +17,7 @@ import (
 
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/bundle"
 	"stagehand/internal/store"
 	"stagehand/internal/store/sqlite"
 )
@@ -28,7 +29,7 @@ type bundleEntry struct {
 }
 
 // makeBundle writes a bundle: manifest.json, its checksum, then entries.
-func makeBundle(t testing.TB, m *manifest, entries ...bundleEntry) []byte {
+func makeBundle(t testing.TB, m *bundle.Manifest, entries ...bundleEntry) []byte {
 	t.Helper()
 	raw, err := json.Marshal(m)
 	if err != nil {
@@ -37,7 +38,7 @@ func makeBundle(t testing.TB, m *manifest, entries ...bundleEntry) []byte {
 	sum := sha256.Sum256(raw)
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
-	all := append([]bundleEntry{{bundleManifest, raw}, {bundleManifestSum, []byte(hex.EncodeToString(sum[:]) + "\n")}}, entries...)
+	all := append([]bundleEntry{{bundle.ManifestName, raw}, {"manifest.json.sha256", []byte(hex.EncodeToString(sum[:]) + "\n")}}, entries...)
 	for _, e := range all {
 		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o400, Size: int64(len(e.data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
 			t.Fatal(err)
@@ -52,9 +53,9 @@ func makeBundle(t testing.TB, m *manifest, entries ...bundleEntry) []byte {
 	return b.Bytes()
 }
 
-func fileOf(p string, data []byte) manifestFile {
+func fileOf(p string, data []byte) bundle.File {
 	sum := sha256.Sum256(data)
-	return manifestFile{Path: p, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+	return bundle.File{Path: p, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
 }
 
 // seedBundle is a valid bundle of one VM with one disk (disk, a qcow2 of
@@ -63,14 +64,14 @@ func seedBundle(t testing.TB, diskImage []byte, vsize int64) []byte {
 	kernel := []byte("kernelbytes")
 	d := fileOf("disks/vm0-disk0.qcow2", diskImage)
 	k := fileOf("boot/t0-kernel", kernel)
-	m := &manifest{
-		Format: archiveFormat, Version: archiveVersion, Name: "a1", Source: "c1",
+	m := &bundle.Manifest{
+		Format: bundle.Format, Version: bundle.Version, Name: "a1", Source: "c1",
 		Description: "seed", Owner: "fuzz", CreatedAt: time.Unix(0, 0).UTC(),
-		Networks:  []manifestNetwork{{Name: "lan", Subnet: "10.9.0.0/24", Gateway: "10.9.0.1", DNS: []string{}, Pools: []string{"10.9.0.10-10.9.0.50"}}},
-		Templates: []manifestTemplate{{Name: "t1", CPUs: 1, MemoryMiB: 64, Kernel: &k, Cmdline: "console=ttyS0"}},
-		VMs: []manifestVM{{Name: "vm1", Template: "t1", CPUs: 1, MemoryMiB: 64,
-			Disks: []manifestDisk{{Index: 0, VirtualSize: vsize, File: d}},
-			NICs:  []manifestNIC{{Index: 0, Network: "lan", MAC: "52:54:00:12:34:56", IPMode: store.IPModePool, IP: "10.9.0.10"}}}},
+		Networks:  []bundle.Network{{Name: "lan", Subnet: "10.9.0.0/24", Gateway: "10.9.0.1", DNS: []string{}, Pools: []string{"10.9.0.10-10.9.0.50"}}},
+		Templates: []bundle.Template{{Name: "t1", CPUs: 1, MemoryMiB: 64, Kernel: &k, Cmdline: "console=ttyS0"}},
+		VMs: []bundle.VM{{Name: "vm1", Template: "t1", CPUs: 1, MemoryMiB: 64,
+			Disks: []bundle.Disk{{Index: 0, VirtualSize: vsize, File: d}},
+			NICs:  []bundle.NIC{{Index: 0, Network: "lan", MAC: "52:54:00:12:34:56", IPMode: store.IPModePool, IP: "10.9.0.10"}}}},
 	}
 	return makeBundle(t, m, bundleEntry{d.Path, diskImage}, bundleEntry{k.Path, kernel})
 }
@@ -91,9 +92,9 @@ func dirBytes(dir string) int64 {
 
 // FuzzBundleImport feeds arbitrary bytes as a bundle file to what an
 // archive import runs on it before anything is recorded: the manifest and
-// checksum reader and checker (parseBundleHead), the extraction of every
-// member into a new archive directory (the real qemu-img checks the
-// disks), and the network mapping. Nothing may panic, every refusal is
+// checksum reader and checker (bundle.ParseHead with the server's rules),
+// the extraction of every member into a new archive directory (the real
+// qemu-img checks the disks), and the network mapping. Nothing may panic, every refusal is
 // of a known kind (an API 4xx), and the extraction never writes more
 // bytes than the bundle holds (the sparse-tar bomb of the security
 // review's M1 wrote 512 MiB from 210 KiB). The seed corpus holds a valid
@@ -127,7 +128,7 @@ func FuzzBundleImport(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		head, err := parseBundleHead(bytes.NewReader(data), int64(len(data)))
+		head, err := bundle.ParseHead(bytes.NewReader(data), int64(len(data)), checkManifestRules)
 		if err != nil {
 			if errdefs.Kind(err) == nil {
 				t.Fatalf("refusal of no known kind (a 500): %v", err)
@@ -141,18 +142,18 @@ func FuzzBundleImport(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer os.RemoveAll(work)
-		bundle := filepath.Join(work, "bundle.tar")
-		if err := os.WriteFile(bundle, data, 0o600); err != nil {
+		tarFile := filepath.Join(work, "bundle.tar")
+		if err := os.WriteFile(tarFile, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if head.file, err = os.Open(bundle); err != nil {
+		if head.File, err = os.Open(tarFile); err != nil {
 			t.Fatal(err)
 		}
-		defer head.file.Close()
+		defer head.File.Close()
 		tmp, final := filepath.Join(work, ".a.tmp"), filepath.Join(work, "a")
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		err = s.extractBundle(cctx, &store.Op{Kind: "archive-import", Subject: "a"}, head, head.manifest, tmp, final, func(int64, int64) {})
+		err = s.extractBundle(cctx, &store.Op{Kind: "archive-import", Subject: "a"}, head, head.Manifest, tmp, final, func(int64, int64) {})
 		written := dirBytes(tmp) + dirBytes(final)
 		manifestCopy := int64(0)
 		if err == nil {
@@ -167,7 +168,7 @@ func FuzzBundleImport(f *testing.F) {
 			t.Fatalf("extraction of a %d-byte bundle ran out of time", len(data))
 		}
 		// The import maps networks after the checks; a refusal is a 400.
-		if err := mapNetworks(head.manifest, map[string]string{"lan": "office"}); err != nil && errdefs.Kind(err) == nil {
+		if err := mapNetworks(head.Manifest, map[string]string{"lan": "office"}); err != nil && errdefs.Kind(err) == nil {
 			t.Fatalf("mapNetworks refusal of no known kind: %v", err)
 		}
 	})
@@ -190,18 +191,18 @@ func TestSeedBundleExtracts(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := seedBundle(t, img, 1<<20)
-	head, err := parseBundleHead(bytes.NewReader(data), int64(len(data)))
+	head, err := bundle.ParseHead(bytes.NewReader(data), int64(len(data)), checkManifestRules)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundle := filepath.Join(dir, "b.tar")
-	if err := os.WriteFile(bundle, data, 0o600); err != nil {
+	tarFile := filepath.Join(dir, "b.tar")
+	if err := os.WriteFile(tarFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if head.file, err = os.Open(bundle); err != nil {
+	if head.File, err = os.Open(tarFile); err != nil {
 		t.Fatal(err)
 	}
-	defer head.file.Close()
+	defer head.File.Close()
 	db, err := sqlite.Open(ctx, filepath.Join(dir, "stagehand.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +212,7 @@ func TestSeedBundleExtracts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.extractBundle(ctx, &store.Op{Kind: "archive-import"}, head, head.manifest, filepath.Join(dir, ".a.tmp"), filepath.Join(dir, "a"), func(int64, int64) {}); err != nil {
+	if err := s.extractBundle(ctx, &store.Op{Kind: "archive-import"}, head, head.Manifest, filepath.Join(dir, ".a.tmp"), filepath.Join(dir, "a"), func(int64, int64) {}); err != nil {
 		t.Fatalf("extract the seed: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 
 	"stagehand/internal/disk"
+	"stagehand/internal/lab/bundle"
 	"stagehand/internal/store"
 )
 
@@ -73,12 +74,12 @@ func (d *doctorRun) checkArchives() error {
 // checkArchiveFiles checks one archive's directory: each file its manifest
 // lists is there with its size, and no temporary file is inside.
 func (d *doctorRun) checkArchiveFiles(a *store.Archive, dir string) {
-	m, err := parseManifest(a.Manifest)
+	m, err := bundle.Parse(a.Manifest)
 	if err != nil {
 		d.add(Problem{Kind: ProblemCheckFailed, Subject: a.Name, Detail: err.Error()})
 		return
 	}
-	for _, f := range m.files() {
+	for _, f := range m.Files() {
 		p := filepath.Join(dir, f.Path)
 		st, err := os.Stat(p)
 		switch {
