@@ -15,6 +15,7 @@ import (
 	"stagehand/internal/api/wire"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/events"
 )
 
 // Lab is what the API needs from the domain service. *lab.Service is the
@@ -81,10 +82,10 @@ type Lab interface {
 
 	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
 
-	ListEvents(ctx context.Context, after int64, limit int) ([]lab.EventView, error)
+	ListEvents(ctx context.Context, after int64, limit int) ([]events.View, error)
 	// SubscribeEvents returns the events recorded from now on; the channel
 	// closes when the follower falls too far behind.
-	SubscribeEvents() (<-chan lab.EventView, func())
+	SubscribeEvents() (<-chan events.View, func())
 }
 
 var _ Lab = (*lab.Service)(nil)

@@ -6,6 +6,7 @@ import (
 	"stagehand/internal/api/wire"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/events"
 )
 
 // The converters below turn lab views into wire types. Slices are never nil,
@@ -184,6 +185,6 @@ func cleanupToWire(r *lab.CleanupReport) wire.CleanupReport {
 	return out
 }
 
-func eventToWire(e lab.EventView) wire.Event {
+func eventToWire(e events.View) wire.Event {
 	return wire.Event{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Object: e.Object, Subject: e.Subject, Result: e.Result, Detail: e.Detail}
 }

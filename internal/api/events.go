@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
-	"stagehand/internal/lab"
+	"stagehand/internal/lab/events"
 )
 
 // withActor puts who sent the request into its context, for the event log.
@@ -23,7 +23,7 @@ func withActor(r *http.Request) *http.Request {
 	if user == "" {
 		return r
 	}
-	return r.WithContext(lab.WithActor(r.Context(), user))
+	return r.WithContext(events.WithActor(r.Context(), user))
 }
 
 // eventPing is how often an idle event stream sends a comment, so proxies
@@ -50,7 +50,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
-	limit = lab.EventPageSize(limit)
+	limit = events.PageSize(limit)
 	follow, err := queryBool(r, "follow")
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 	defer unsubscribe()
 	// The backlog is read a page at a time, so a follower starting from
 	// an old id never holds the whole log in memory.
-	backlog, err := h.lab.ListEvents(ctx, after, lab.MaxEventPage)
+	backlog, err := h.lab.ListEvents(ctx, after, events.MaxPage)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	send := func(e lab.EventView) error {
+	send := func(e events.View) error {
 		if e.ID <= after {
 			return nil
 		}
@@ -121,10 +121,10 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 		if err := rc.Flush(); err != nil {
 			return nil
 		}
-		if len(backlog) < lab.MaxEventPage {
+		if len(backlog) < events.MaxPage {
 			break
 		}
-		if backlog, err = h.lab.ListEvents(ctx, after, lab.MaxEventPage); err != nil {
+		if backlog, err = h.lab.ListEvents(ctx, after, events.MaxPage); err != nil {
 			return nil // headers are sent; the client resumes from its last id
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/events"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -373,7 +374,7 @@ func TestEventsArePaged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	all, err := l.svc.ListEvents(ctx, 0, lab.MaxEventPage)
+	all, err := l.svc.ListEvents(ctx, 0, events.MaxPage)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,8 +396,8 @@ func TestEventsArePaged(t *testing.T) {
 		return es, resp.Header.Get("Link")
 	}
 	first, link := get("/api/v1/events")
-	if len(first) != lab.DefaultEventPage || link == "" {
-		t.Fatalf("default page: %d events, Link %q; want %d and a next link", len(first), link, lab.DefaultEventPage)
+	if len(first) != events.DefaultPage || link == "" {
+		t.Fatalf("default page: %d events, Link %q; want %d and a next link", len(first), link, events.DefaultPage)
 	}
 	seen := map[int64]bool{}
 	for _, e := range first {
@@ -423,7 +424,7 @@ func TestEventsArePaged(t *testing.T) {
 	if len(seen) != total {
 		t.Errorf("read %d events through the pages, want %d", len(seen), total)
 	}
-	if es, _ := get("/api/v1/events?limit=" + strconv.Itoa(1<<30)); len(es) != total || len(es) > lab.MaxEventPage {
-		t.Errorf("limit=2^30 gave %d events, want all %d (capped at %d)", len(es), total, lab.MaxEventPage)
+	if es, _ := get("/api/v1/events?limit=" + strconv.Itoa(1<<30)); len(es) != total || len(es) > events.MaxPage {
+		t.Errorf("limit=2^30 gave %d events, want all %d (capped at %d)", len(es), total, events.MaxPage)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/events"
 )
 
 // wait waits for a job and returns its final snapshot.
@@ -229,7 +230,7 @@ func TestArchiveFailuresLeaveNothing(t *testing.T) {
 			}
 			e.assertConsistent()
 			evs, _ := e.svc.ListEvents(ctx, 0, 0)
-			if last := evs[len(evs)-1]; last.Result != lab.ResultFailed {
+			if last := evs[len(evs)-1]; last.Result != events.ResultFailed {
 				t.Errorf("last event %+v, want the failure", last)
 			}
 		})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
 
@@ -531,7 +532,7 @@ func (s *Service) Reap(ctx context.Context) ([]ReapAction, error) {
 	}
 	now := s.now()
 	actions := planReap(now, s.life.policy, items)
-	ctx = WithActor(ctx, ActorReaper)
+	ctx = events.WithActor(ctx, ActorReaper)
 	for i := range actions {
 		if err := s.reapOne(ctx, now, actions[i]); err != nil {
 			actions[i].Err = err.Error()

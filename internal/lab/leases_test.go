@@ -13,6 +13,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
 
@@ -255,7 +256,7 @@ func TestDeployLeaseUndeploysAcrossRestart(t *testing.T) {
 	evs, _ := e.svc.ListEvents(ctx, 0, 0)
 	var n int
 	for _, ev := range evs {
-		if ev.Action == "undeploy" && ev.Actor == lab.ActorReaper && ev.Result == lab.ResultOK {
+		if ev.Action == "undeploy" && ev.Actor == lab.ActorReaper && ev.Result == events.ResultOK {
 			n++
 		}
 	}

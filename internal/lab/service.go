@@ -21,6 +21,7 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
 
@@ -118,7 +119,7 @@ type Service struct {
 	life            *lifecycle  // archives, leases and the reaper
 	leases          leaseKeeper // the leases operations start and end
 	events          Recorder    // what operations tell the event log
-	eventLog        *EventLog   // the events: listed, followed, pruned
+	eventLog        *events.Log // the events: listed, followed, pruned
 	doctor          doctorState // one doctor run at a time; layers that passed
 }
 
@@ -186,7 +187,7 @@ func New(opts Options) (*Service, error) {
 		s.log = slog.Default()
 	}
 	s.leases = s.life.book
-	s.eventLog = NewEventLog(s.store, s.life.now, s.log)
+	s.eventLog = events.New(s.store, s.life.now, s.log)
 	s.events = s.eventLog
 	return s, nil
 }

@@ -1,4 +1,4 @@
-package lab
+package events
 
 import (
 	"strings"
@@ -13,8 +13,8 @@ func TestClipEventText(t *testing.T) {
 		n  int
 	}{
 		{"short", 10},
-		{strings.Repeat("x", 5000), maxEventDetail},
-		{strings.Repeat("ü", 3000), maxEventDetail},
+		{strings.Repeat("x", 5000), maxDetail},
+		{strings.Repeat("ü", 3000), maxDetail},
 		{strings.Repeat("✓", 3000), 100},
 	} {
 		got := clip(c.in, c.n)
