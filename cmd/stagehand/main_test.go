@@ -10,8 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"stagehand/internal/syncbuf"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,25 +19,6 @@ import (
 	"stagehand/internal/cli"
 	"stagehand/internal/client"
 )
-
-// syncBuffer is a bytes.Buffer safe for the daemon's log writer and the
-// test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestServeAndShutdown runs the daemon with the real store and disk tool on
 // a free port, drives it with the CLI, then stops it as SIGTERM would.
@@ -54,7 +35,7 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	exited := make(chan int, 1)
 	go func() {
 		exited <- cli.Run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0"},
@@ -84,7 +65,7 @@ func TestServeAndShutdown(t *testing.T) {
 	// The same binary on a data dir others can read: serve narrows it.
 	sctx, sstop := context.WithCancel(context.Background())
 	sexited := make(chan int, 1)
-	slogs := &syncBuffer{}
+	slogs := &syncbuf.Buffer{}
 	go func() {
 		sexited <- cli.Run(sctx, []string{"serve", "--data-dir", shared, "--listen", "127.0.0.1:0", "--no-vms"},
 			deps(nil, &bytes.Buffer{}, slogs, func(string) string { return "" }))
@@ -119,7 +100,7 @@ func TestServeRefusesABusyAddress(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img not installed")
 	}
-	first := &syncBuffer{}
+	first := &syncbuf.Buffer{}
 	ctx, stop := context.WithCancel(context.Background())
 	exited := make(chan int, 1)
 	go func() {
@@ -128,7 +109,7 @@ func TestServeRefusesABusyAddress(t *testing.T) {
 	}()
 	t.Cleanup(func() { stop(); <-exited })
 	addr := waitReady(t, first, exited, 5*time.Second)
-	var errw syncBuffer
+	var errw syncbuf.Buffer
 	code := cli.Run(context.Background(), []string{"serve", "--data-dir", t.TempDir(), "--listen", addr},
 		deps(nil, &bytes.Buffer{}, &errw, func(string) string { return "" }))
 	if code == 0 || !strings.Contains(errw.String(), "stagehand: listen on "+addr) {
@@ -142,7 +123,7 @@ var serveAddrRE = regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
 // waitReady waits up to timeout for the daemon writing logs to listen and
 // accept writes (GET /readyz), and returns its address. On failure it says
 // what it waited for and shows the last lines of the daemon's log.
-func waitReady(t *testing.T, logs *syncBuffer, exited <-chan int, timeout time.Duration) string {
+func waitReady(t *testing.T, logs *syncbuf.Buffer, exited <-chan int, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var addr string
@@ -198,7 +179,7 @@ func TestServeAnswersWhileProbing(t *testing.T) {
 	dir := t.TempDir()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	exited := make(chan int, 1)
 	began := time.Now()
 	go func() {

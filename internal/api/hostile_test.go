@@ -16,9 +16,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"stagehand/internal/syncbuf"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,24 +29,6 @@ import (
 	"stagehand/internal/lab/events"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // realLab is the API over a real lab: template t1 (a 1 MiB raw disk),
 // network n1 and configuration c1 (VM vm1 on n1). It has no hypervisor,
 // so deploys are unavailable (503), as with `serve --no-vms`.
@@ -55,7 +37,7 @@ type realLab struct {
 	h    *api.Handler
 	svc  *apitest.Lab
 	dir  string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func newRealLab(t *testing.T) *realLab {
@@ -72,7 +54,7 @@ func newRealLab(t *testing.T) *realLab {
 	if _, err := l.CreateConfig(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", Network: "n1"}}}); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	h := api.NewHandler(l, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {

@@ -1,14 +1,13 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"os"
+	"stagehand/internal/syncbuf"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -205,24 +204,6 @@ func TestVMConsoleThroughAPipe(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that a command writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestVMLogCommand(t *testing.T) {
 	e := newEnv(t)
 	if _, _, code := e.run("vm", "log", "web", "vm1"); code != cli.ExitNotFound {
@@ -240,7 +221,7 @@ func TestVMLogCommand(t *testing.T) {
 	// -f goes on until interrupted, which is a normal end.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errw syncBuffer
+	var out, errw syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- cli.Run(ctx, []string{"--server", e.url, "vm", "log", "-f", "web", "vm1"}, cli.Deps{Stdout: &out, Stderr: &errw})

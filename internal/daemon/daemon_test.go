@@ -11,8 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"stagehand/internal/syncbuf"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,37 +53,18 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the daemon's log writer and the
-// test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var servingRE = regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
 
 // startDaemon runs the daemon on a temporary data dir, logging at level
 // into the returned buffer, and returns its address. It is stopped, and
 // must have stopped cleanly, at the end of the test.
-func startDaemon(t *testing.T, level slog.Level) (addr string, logs *syncBuffer) {
+func startDaemon(t *testing.T, level slog.Level) (addr string, logs *syncbuf.Buffer) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NoVMs = true
-	logs = &syncBuffer{}
+	logs = &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	ctx, stop := context.WithCancel(context.Background())
 	exited := make(chan error, 1)
