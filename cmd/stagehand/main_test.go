@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"stagehand/internal/syncbuf"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
 	"stagehand/internal/client"
+	"stagehand/internal/syncbuf"
 )
 
 // TestServeAndShutdown runs the daemon with the real store and disk tool on

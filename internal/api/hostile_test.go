@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"stagehand/internal/syncbuf"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,6 +26,7 @@ import (
 	"stagehand/internal/api/wire"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/events"
+	"stagehand/internal/syncbuf"
 )
 
 // realLab is the API over a real lab: template t1 (a 1 MiB raw disk),

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"stagehand/internal/syncbuf"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
+	"stagehand/internal/syncbuf"
 )
 
 func TestDeployFlags(t *testing.T) {

@@ -11,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"stagehand/internal/syncbuf"
 	"strings"
 	"testing"
 	"time"
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/syncbuf"
 )
 
 func TestConfigCheck(t *testing.T) {
