@@ -93,13 +93,12 @@ func TestConcurrentDoctorsRunTheCheckOnce(t *testing.T) {
 	// repair is queued behind it.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		s.doctor.mu.Lock()
-		check, repair := s.doctor.flights[false], s.doctor.flights[true]
-		joined := check != nil && check.waiters == 2 && repair != nil
-		if joined && repair.started {
+		callers, _, checking := s.doctor.Pending(false)
+		_, repairStarted, repairQueued := s.doctor.Pending(true)
+		joined := checking && callers == 2 && repairQueued
+		if joined && repairStarted {
 			t.Error("the repair started while the check ran")
 		}
-		s.doctor.mu.Unlock()
 		if joined {
 			break
 		}

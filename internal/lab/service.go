@@ -21,6 +21,7 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/doctor"
 	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
@@ -116,11 +117,11 @@ type Service struct {
 	vms             runningVMs
 	extCursor       externalCursor
 	alloc           *ipam.Allocator
-	life            *lifecycle  // archives, leases and the reaper
-	leases          leaseKeeper // the leases operations start and end
-	events          Recorder    // what operations tell the event log
-	eventLog        *events.Log // the events: listed, followed, pruned
-	doctor          doctorState // one doctor run at a time; layers that passed
+	life            *lifecycle     // archives, leases and the reaper
+	leases          leaseKeeper    // the leases operations start and end
+	events          Recorder       // what operations tell the event log
+	eventLog        *events.Log    // the events: listed, followed, pruned
+	doctor          *doctor.Doctor // one run at a time; layers that passed
 }
 
 // update runs fn in a store transaction. When it does not commit, the
@@ -189,6 +190,7 @@ func New(opts Options) (*Service, error) {
 	s.leases = s.life.book
 	s.eventLog = events.New(s.store, s.life.now, s.log)
 	s.events = s.eventLog
+	s.doctor = s.newDoctor()
 	return s, nil
 }
 
@@ -226,6 +228,14 @@ type keyedLocks struct {
 type keyedLock struct {
 	mu   sync.Mutex
 	refs int
+}
+
+// busy reports whether key is locked or waited for.
+func (k *keyedLocks) busy(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.locks[key]
+	return ok
 }
 
 // lock takes the locks of keys in sorted order (no deadlock between two

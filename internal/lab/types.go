@@ -1,6 +1,10 @@
 package lab
 
-import "time"
+import (
+	"time"
+
+	"stagehand/internal/lab/doctor"
+)
 
 // Clone modes.
 const (
@@ -159,38 +163,24 @@ type NICView struct {
 }
 
 // DoctorReport lists what disagrees between the store and the disk.
-type DoctorReport struct {
-	Problems []Problem
-	Checked  int // layers checked
-	// ImageChecks is how many of them qemu-img check read; the others
-	// were unchanged since they last passed (or are in use by a guest).
-	ImageChecks int
-	// Accel is the accelerator VMs run with ("kvm" or "tcg") and
-	// AccelReason why it was chosen.
-	Accel       string
-	AccelReason string
-}
+type DoctorReport = doctor.Report
+
+// Problem is one finding of Doctor.
+type Problem = doctor.Problem
 
 // Problem kinds found by Doctor.
 const (
-	ProblemMissingLayer   = "missing-layer"
-	ProblemOrphanFile     = "orphan-file"
-	ProblemWrongBacking   = "wrong-backing"
-	ProblemWritableFrozen = "writable-frozen"
-	ProblemReadOnlyTop    = "read-only-writable-layer"
-	ProblemCheckFailed    = "check-failed"
-	ProblemUnheldIP       = "unheld-ip"
-	ProblemSplitFamily    = "ip-held-twice"
-	ProblemUnfinishedOp   = "unfinished-operation"
-	ProblemUnreferenced   = "unreferenced-layer"
+	ProblemMissingLayer       = doctor.ProblemMissingLayer
+	ProblemOrphanFile         = doctor.ProblemOrphanFile
+	ProblemWrongBacking       = doctor.ProblemWrongBacking
+	ProblemWritableFrozen     = doctor.ProblemWritableFrozen
+	ProblemReadOnlyTop        = doctor.ProblemReadOnlyTop
+	ProblemCheckFailed        = doctor.ProblemCheckFailed
+	ProblemUnheldIP           = doctor.ProblemUnheldIP
+	ProblemSplitFamily        = doctor.ProblemSplitFamily
+	ProblemUnfinishedOp       = doctor.ProblemUnfinishedOp
+	ProblemUnreferenced       = doctor.ProblemUnreferenced
+	ProblemTempFile           = doctor.ProblemTempFile
+	ProblemLayerMode          = doctor.ProblemLayerMode
+	ProblemMissingArchiveFile = doctor.ProblemMissingArchiveFile
 )
-
-// Problem is one finding of Doctor.
-type Problem struct {
-	Kind     string
-	Subject  string // a path, an address or a name
-	Detail   string
-	Repaired bool
-	// Repairable says whether --repair can fix it safely.
-	Repairable bool
-}

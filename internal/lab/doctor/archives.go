@@ -1,4 +1,4 @@
-package lab
+package doctor
 
 import (
 	"fmt"
@@ -16,6 +16,10 @@ import (
 // missing or of another size.
 const ProblemMissingArchiveFile = "missing-archive-file"
 
+// dirEntry is the journal entry of an archive directory: the lab
+// journals a directory as its path with a trailing separator.
+func dirEntry(abs string) string { return abs + string(filepath.Separator) }
+
 // archiveDirRE matches the directories the lab makes in the archive
 // storage; anything else there is not the lab's and is left alone.
 var archiveDirRE = regexp.MustCompile(`^a-[0-9a-f]{16}$`)
@@ -26,22 +30,22 @@ var archiveDirRE = regexp.MustCompile(`^a-[0-9a-f]{16}$`)
 // flight); no temporary file or directory (".NAME.tmp": an archive being
 // built, a bundle being imported) is left by an interrupted run. With
 // repair it removes orphan archive directories and the temporary ones.
-func (d *doctorRun) checkArchives() error {
-	root := d.s.life.archiveDir
+func (d *run) checkArchives() error {
+	root := d.dr.cfg.ArchiveDir
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return err
 	}
 	// Read the records after listing, as checkLeftovers does.
 	var archives []store.Archive
-	if err := d.s.store.View(d.ctx, func(tx store.Tx) error {
+	if err := d.dr.cfg.Store.View(d.ctx, func(tx store.Tx) error {
 		var err error
 		archives, err = tx.ListArchives()
 		return err
 	}); err != nil {
 		return err
 	}
-	journalled, err := d.s.knownFiles(d.ctx)
+	journalled, err := d.dr.knownFiles(d.ctx)
 	if err != nil {
 		return err
 	}
@@ -49,7 +53,7 @@ func (d *doctorRun) checkArchives() error {
 	for i := range archives {
 		a := &archives[i]
 		known[a.Dir] = true
-		dir := d.s.archiveDirOf(a)
+		dir := filepath.Join(root, a.Dir)
 		if d.inFlight[dirEntry(dir)] || journalled[dirEntry(dir)] {
 			continue
 		}
@@ -73,7 +77,7 @@ func (d *doctorRun) checkArchives() error {
 
 // checkArchiveFiles checks one archive's directory: each file its manifest
 // lists is there with its size, and no temporary file is inside.
-func (d *doctorRun) checkArchiveFiles(a *store.Archive, dir string) {
+func (d *run) checkArchiveFiles(a *store.Archive, dir string) {
 	m, err := bundle.Parse(a.Manifest)
 	if err != nil {
 		d.add(Problem{Kind: ProblemCheckFailed, Subject: a.Name, Detail: err.Error()})
