@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/store"
 )
 
@@ -221,7 +222,7 @@ func (s *Service) loadSpaceModel(tx store.Tx) (*spaceModel, error) {
 	for _, c := range cs {
 		key := configObject(&c) + "/" + c.Name
 		for _, vm := range c.VMs {
-			if f := s.abs(stateFileRel(vm.ID)); fileExists(f) {
+			if f := s.abs(deploy.StateFile(vm.ID)); fileExists(f) {
 				m.stateFiles[key] = append(m.stateFiles[key], f)
 			}
 			for _, d := range vm.Disks {

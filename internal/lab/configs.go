@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/store"
 )
 
@@ -294,8 +295,8 @@ func (s *Service) deleteConfig(ctx context.Context, name, kind string) error {
 		var tops, allocs []int64
 		var extra []string // saved states
 		for _, v := range c.VMs {
-			if fileExists(s.abs(stateFileRel(v.ID))) {
-				extra = append(extra, stateFileRel(v.ID))
+			if fileExists(s.abs(deploy.StateFile(v.ID))) {
+				extra = append(extra, deploy.StateFile(v.ID))
 			}
 			vmIDs = append(vmIDs, v.ID)
 			for _, d := range v.Disks {
@@ -328,7 +329,7 @@ func (s *Service) deleteConfig(ctx context.Context, name, kind string) error {
 		return fmt.Errorf("delete configuration %q: %w", name, err)
 	}
 	for _, id := range vmIDs {
-		os.RemoveAll(s.vmRunDir(id)) // sockets and console logs
+		os.RemoveAll(s.deploys.VMRunDir(id)) // sockets and console logs
 	}
 	if err := s.step(ctx, op, "remove-files"); err != nil {
 		// The records are gone; the files are removed by the next Recover.
@@ -352,7 +353,7 @@ func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) 
 	}
 	netNames := map[int64]string{}
 	tmplNames := map[int64]string{}
-	external := externalIPs(tx, c)
+	external := deploy.ExternalIPs(tx, c)
 	for _, vm := range c.VMs {
 		vv := VMView{id: vm.ID, Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
 		if name, ok := tmplNames[vm.TemplateID]; ok {

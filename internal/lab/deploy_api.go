@@ -1,9 +1,17 @@
 package lab
 
-import "time"
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
 
-// The deployment part of the Service API (issue: real VMs). Implemented in
-// deploy.go.
+	"stagehand/internal/lab/deploy"
+	"stagehand/internal/lab/events"
+	"stagehand/internal/store"
+)
+
+// The deployment part of the Service API; internal/lab/deploy runs it.
 
 // DeployOptions are the options of Deploy.
 type DeployOptions struct {
@@ -17,14 +25,121 @@ type DeployOptions struct {
 
 // VM actions of VMAction.
 const (
-	VMActionStop  = "stop"  // ACPI power-off request; the guest shuts down
-	VMActionStart = "start" // start a stopped VM (or continue a paused one)
-	VMActionReset = "reset" // hard reset
+	VMActionStop  = deploy.VMActionStop
+	VMActionStart = deploy.VMActionStart
+	VMActionReset = deploy.VMActionReset
 )
 
 // VM states beyond the configuration states.
 const (
-	VMStateRunning = "running"
-	VMStateStopped = "stopped" // powered off while its configuration is deployed
-	VMStateSaved   = "saved"   // suspended to a state file; the next deploy resumes it
+	VMStateRunning = deploy.VMStateRunning
+	VMStateStopped = deploy.VMStateStopped
+	VMStateSaved   = deploy.VMStateSaved
 )
+
+// Deploy starts the VMs of an undeployed configuration (see
+// deploy.Deployments.Deploy) with its deployment lease, written in the
+// transaction that marks it deployed.
+func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
+	policy, err := deploy.CheckPolicy(name, opts.Fenced, opts.FencePolicy)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLeaseLength("deployment", opts.DeployLease); err != nil {
+		return nil, fmt.Errorf("deploy %q: %w", name, err)
+	}
+	var view *ConfigView
+	err = s.deploys.Deploy(ctx, name, deploy.Options{
+		Fenced: opts.Fenced, FencePolicy: policy,
+		Commit: func(tx store.Tx, c *store.Config) error {
+			if err := s.leases.deployed(tx, c.ID, opts.DeployLease); err != nil {
+				return err
+			}
+			var err error
+			view, err = s.configView(tx, c)
+			return err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.withRuntime(view), nil
+}
+
+// Undeploy powers off or saves every VM and removes the deployment's
+// plumbing (see deploy.Deployments.Undeploy); its lease ends with it.
+func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*ConfigView, error) {
+	var view *ConfigView
+	err := s.deploys.Undeploy(ctx, name, saveState, func(tx store.Tx, c *store.Config) error {
+		if err := s.leases.undeployed(tx, c.ID); err != nil {
+			return err
+		}
+		var err error
+		view, err = s.configView(tx, c)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.withRuntime(view), nil
+}
+
+// VMAction stops (ACPI power-off), starts or resets one VM of a deployed
+// configuration.
+func (s *Service) VMAction(ctx context.Context, config, vmName, action string) (*ConfigView, error) {
+	if err := s.deploys.VMAction(ctx, config, vmName, action); err != nil {
+		return nil, err
+	}
+	return s.GetConfig(ctx, config)
+}
+
+// VMConsole returns the unix socket of a running VM's serial console.
+func (s *Service) VMConsole(ctx context.Context, config, vmName string) (string, error) {
+	return s.deploys.VMConsole(ctx, config, vmName)
+}
+
+// VMLog returns the path of a VM's serial console log (kept across runs).
+func (s *Service) VMLog(ctx context.Context, config, vmName string) (string, error) {
+	return s.deploys.VMLog(ctx, config, vmName)
+}
+
+// withRuntime adds what only the running daemon knows (PIDs, saved
+// states) to a view.
+func (s *Service) withRuntime(v *ConfigView) *ConfigView {
+	if v == nil {
+		return nil
+	}
+	for i := range v.VMs {
+		vm := &v.VMs[i]
+		vm.PID = s.deploys.PID(vm.id)
+		vm.HasSavedState = fileExists(s.abs(deploy.StateFile(vm.id)))
+	}
+	return v
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// deployLab is what deployments ask of the lab: its transactions, locks,
+// rules, accelerator, fault hook and event log.
+type deployLab struct{ s *Service }
+
+func (l deployLab) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return l.s.update(ctx, fn)
+}
+
+func (l deployLab) Lock(name string) func() { return l.s.locks.lock(name) }
+
+func (l deployLab) WaitAccel(ctx context.Context, what, name string) (string, error) {
+	return l.s.waitAccel(ctx, what, name)
+}
+
+func (l deployLab) Fault(ctx context.Context, op, step string) error { return l.s.fault(ctx, op, step) }
+
+func (l deployLab) Deployable(c *store.Config) error {
+	return checkKind(c, store.KindConfig, "deploy it (check it out into a configuration first)")
+}
+
+func (l deployLab) Record(ctx context.Context, e events.Event) { l.s.events.Record(ctx, e) }

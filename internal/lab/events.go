@@ -80,17 +80,3 @@ func kindObject(kind string) string {
 	}
 	return ObjectConfig
 }
-
-func deployDetail(opts DeployOptions) string {
-	if opts.Fenced {
-		return "fenced, policy " + opts.FencePolicy
-	}
-	return "unfenced"
-}
-
-func undeployDetail(saveState bool) string {
-	if saveState {
-		return "state saved"
-	}
-	return "state discarded"
-}

@@ -207,7 +207,7 @@ func (s *Service) Recover(ctx context.Context) error {
 			errs = append(errs, s.rollbackOp(op))
 		}
 	}
-	if err := s.recoverDeployments(ctx); err != nil {
+	if err := s.deploys.Recover(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("recover deployments: %w", err))
 	}
 	return errors.Join(errs...)

@@ -1,9 +1,9 @@
 // Package lab is the domain service of Stagehand: templates, networks,
 // configurations, linked and full clones, deletion with layer and IP
-// release, consolidation, deployments, the library, archives and their
-// bundles, leases and their reaper, the cleanup view, the event log and the
-// doctor. It owns the rules of DOMAIN.md and drives disks, the store and
-// jobs through small interfaces.
+// release, consolidation, deployments (run by internal/lab/deploy), the
+// library, archives and their bundles, leases and their reaper, the cleanup
+// view, the event log and the doctor. It owns the rules of DOMAIN.md and
+// drives disks, the store and jobs through small interfaces.
 package lab
 
 import (
@@ -21,6 +21,7 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/doctor"
 	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
@@ -108,20 +109,14 @@ type Service struct {
 	failAt     func(op, step string) error
 	locks      keyedLocks
 
-	hv              Hypervisor
-	segs            Segments
-	fences          Fences
-	accel           Accelerator
-	shutdownTimeout time.Duration
-	hostKey         string // distinguishes this data dir's VMs and taps on the host
-	vms             runningVMs
-	extCursor       externalCursor
-	alloc           *ipam.Allocator
-	life            *lifecycle     // archives, leases and the reaper
-	leases          leaseKeeper    // the leases operations start and end
-	events          Recorder       // what operations tell the event log
-	eventLog        *events.Log    // the events: listed, followed, pruned
-	doctor          *doctor.Doctor // one run at a time; layers that passed
+	accel    Accelerator
+	alloc    *ipam.Allocator
+	deploys  *deploy.Deployments // deployments, their VMs and fences
+	life     *lifecycle          // archives, leases and the reaper
+	leases   leaseKeeper         // the leases operations start and end
+	events   Recorder            // what operations tell the event log
+	eventLog *events.Log         // the events: listed, followed, pruned
+	doctor   *doctor.Doctor      // one run at a time; layers that passed
 }
 
 // update runs fn in a store transaction. When it does not commit, the
@@ -162,17 +157,15 @@ func New(opts Options) (*Service, error) {
 	if s.life, err = newLifecycle(opts, abs); err != nil {
 		return nil, err
 	}
-	s.hv, s.segs, s.fences = opts.Hypervisor, opts.Segments, opts.Fences
 	s.accel = opts.Accel
 	if s.accel == nil {
 		s.accel = hypervisor.FixedAccelerator(hypervisor.AccelTCG, "default")
 	}
-	s.shutdownTimeout = opts.ShutdownTimeout
-	if s.shutdownTimeout <= 0 {
-		s.shutdownTimeout = 20 * time.Second
+	shutdownTimeout := opts.ShutdownTimeout
+	if shutdownTimeout <= 0 {
+		shutdownTimeout = 20 * time.Second
 	}
 	sum := sha256.Sum256([]byte(abs))
-	s.hostKey = hex.EncodeToString(sum[:4])
 	for _, d := range []string{runDir, stateDir} {
 		if err := makePrivateDir(filepath.Join(abs, d)); err != nil {
 			return nil, fmt.Errorf("lab: create %s: %w", d, err)
@@ -191,6 +184,11 @@ func New(opts Options) (*Service, error) {
 	s.eventLog = events.New(s.store, s.life.now, s.log)
 	s.events = s.eventLog
 	s.doctor = s.newDoctor()
+	s.deploys = deploy.New(deploy.Config{
+		Store: s.store, Lab: deployLab{s}, Alloc: s.alloc,
+		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences,
+		DataDir: abs, HostKey: hex.EncodeToString(sum[:4]), ShutdownTimeout: shutdownTimeout, Log: s.log,
+	})
 	return s, nil
 }
 
@@ -214,8 +212,8 @@ func (s *Service) ChainLimit() int { return s.chainLimit }
 const (
 	layersDir = "layers" // every qcow2 layer, flat, so backing files are relative names
 	filesDir  = "files"  // template kernels and initrds
-	runDir    = "run"    // per-VM QEMU run directories (sockets, pidfile, logs)
-	stateDir  = "state"  // saved VM states
+	runDir    = deploy.RunDir
+	stateDir  = deploy.StateDir
 )
 
 // keyedLocks serialises work per key (a configuration name) while different

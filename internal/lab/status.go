@@ -53,8 +53,6 @@ func (s *Service) Status(ctx context.Context) (*StatusView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	s.vms.mu.Lock()
-	v.RunningVMs = len(s.vms.m)
-	s.vms.mu.Unlock()
+	v.RunningVMs = s.deploys.Running()
 	return v, nil
 }

@@ -1,4 +1,4 @@
-package lab
+package deploy
 
 import (
 	"context"
@@ -9,17 +9,17 @@ import (
 	"stagehand/internal/store"
 )
 
-// recoverDeployments re-adopts, after a daemon restart, every VM the store
+// Recover re-adopts, after a daemon restart, every VM the store
 // says is running: through its pidfile and QMP socket, without touching the
 // guest. It starts the DHCP servers of the networks in use again. A VM
 // whose QEMU is gone is marked failed and reported, not hidden. A deploy or
 // undeploy that the restart interrupted is finished towards undeployed.
-func (s *Service) recoverDeployments(ctx context.Context) error {
-	if s.hv == nil || s.segs == nil || s.fences == nil {
+func (d *Deployments) Recover(ctx context.Context) error {
+	if d.hv == nil || d.segs == nil || d.fences == nil {
 		return nil
 	}
 	var configs []store.Config
-	if err := s.store.View(ctx, func(tx store.Tx) error {
+	if err := d.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		configs, err = tx.ListConfigs()
 		return err
@@ -31,23 +31,23 @@ func (s *Service) recoverDeployments(ctx context.Context) error {
 		if c.State == store.StateUndeployed {
 			continue
 		}
-		if err := s.recoverConfig(ctx, c.Name); err != nil {
+		if err := d.recoverConfig(ctx, c.Name); err != nil {
 			errs = append(errs, fmt.Errorf("configuration %q: %w", c.Name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Service) recoverConfig(ctx context.Context, name string) error {
-	unlock := s.locks.lock(name)
+func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
+	unlock := d.lab.Lock(name)
 	defer unlock()
 	var plan *deployPlan
-	if err := s.store.View(ctx, func(tx store.Tx) error {
+	if err := d.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
 		}
-		plan, err = s.planDeploy(tx, c, "") // re-adoption starts no VM
+		plan, err = d.planDeploy(tx, c, "") // re-adoption starts no VM
 		return err
 	}); err != nil {
 		return err
@@ -56,7 +56,7 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 	adopted := map[int64]*runningVM{}
 	var lost []string
 	for _, vp := range plan.vms {
-		v, err := s.hv.Adopt(ctx, vp.spec.RunDir, vp.spec.ID)
+		v, err := d.hv.Adopt(ctx, vp.spec.RunDir, vp.spec.ID)
 		if err != nil {
 			if vp.vm.State == VMStateRunning {
 				lost = append(lost, fmt.Sprintf("VM %s: %v", vp.vm.Name, err))
@@ -71,23 +71,23 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 		// save-state undeploy already suspended keep their state file.
 		for id, rv := range adopted {
 			rv.stopping.Store(true)
-			if err := rv.vm.Shutdown(ctx, s.shutdownTimeout); err != nil {
-				s.log.Error("recover: power off a VM of an interrupted operation", "config", name, "vm_id", id, "err", err)
+			if err := rv.vm.Shutdown(ctx, d.shutdownTimeout); err != nil {
+				d.log.Error("recover: power off a VM of an interrupted operation", "config", name, "vm_id", id, "err", err)
 			}
 			rv.vm.Close()
 		}
-		s.releasePlumbing(ctx, plan)
+		d.releasePlumbing(ctx, plan)
 		reason := "deploy interrupted by a daemon restart; rolled back"
 		if state == store.StateUndeploying {
 			reason = ""
 		}
-		s.log.Warn("recover: finished an interrupted "+strings.TrimSuffix(state, "ing")+" towards undeployed", "config", name)
-		return s.update(ctx, func(tx store.Tx) error {
+		d.log.Warn("recover: finished an interrupted "+strings.TrimSuffix(state, "ing")+" towards undeployed", "config", name)
+		return d.lab.Update(ctx, func(tx store.Tx) error {
 			c, err := tx.GetConfig(name)
 			if err != nil {
 				return err
 			}
-			if err := s.releaseExternal(tx, c); err != nil {
+			if err := d.releaseExternal(tx, c); err != nil {
 				return err
 			}
 			c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
@@ -96,7 +96,7 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 			}
 			for i := range c.VMs {
 				c.VMs[i].State = store.StateUndeployed
-				if fileExists(s.abs(stateFileRel(c.VMs[i].ID))) {
+				if fileExists(d.abs(StateFile(c.VMs[i].ID))) {
 					c.VMs[i].State = VMStateSaved
 				}
 				if err := tx.UpdateVM(&c.VMs[i]); err != nil {
@@ -109,37 +109,37 @@ func (s *Service) recoverConfig(ctx context.Context, name string) error {
 
 	// Deployed (or failed): keep what runs, serve DHCP again, report the lost.
 	for _, seg := range plan.segments {
-		if err := s.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
+		if err := d.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
 			return err
 		}
 	}
 	if plan.fence != nil {
-		if _, err := s.fences.Adopt(ctx, *plan.fence); err != nil {
+		if _, err := d.fences.Adopt(ctx, *plan.fence); err != nil {
 			lost = append(lost, fmt.Sprintf("fence %s: %v", plan.fence.ID, err))
 		} else {
-			s.log.Info("recover: re-adopted fence", "config", name, "fence", plan.fence.ID)
+			d.log.Info("recover: re-adopted fence", "config", name, "fence", plan.fence.ID)
 		}
 	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
 			if n.ip.IsValid() && plan.fence == nil {
-				if err := s.segs.Reserve(n.network, n.mac, n.ip); err != nil {
+				if err := d.segs.Reserve(n.network, n.mac, n.ip); err != nil {
 					return err
 				}
 			}
 		}
 		if rv := adopted[vp.vm.ID]; rv != nil {
-			s.vms.put(vp.vm.ID, rv)
-			s.watch(name, vp.vm, rv)
-			s.log.Info("recover: re-adopted VM", "config", name, "vm", vp.vm.Name, "pid", rv.vm.PID())
+			d.vms.put(vp.vm.ID, rv)
+			d.watch(name, vp.vm, rv)
+			d.log.Info("recover: re-adopted VM", "config", name, "vm", vp.vm.Name, "pid", rv.vm.PID())
 		}
 	}
 	if len(lost) == 0 {
 		return nil
 	}
 	reason := "lost while the daemon was down: " + strings.Join(lost, "; ")
-	s.log.Error("recover: VMs are gone", "config", name, "detail", reason)
-	return s.update(ctx, func(tx store.Tx) error {
+	d.log.Error("recover: VMs are gone", "config", name, "detail", reason)
+	return d.lab.Update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err

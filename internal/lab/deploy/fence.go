@@ -1,4 +1,4 @@
-package lab
+package deploy
 
 import (
 	"fmt"
@@ -11,8 +11,8 @@ import (
 )
 
 // fenceID names the fence of configuration id on this host.
-func (s *Service) fenceID(configID int64) string {
-	return fmt.Sprintf("%s-c%d", s.hostKey, configID)
+func (d *Deployments) fenceID(configID int64) string {
+	return fmt.Sprintf("%s-c%d", d.hostKey, configID)
 }
 
 // externalCursor remembers, per network, the last external address handed
@@ -42,7 +42,7 @@ func (c *externalCursor) set(network int64, a netip.Addr) {
 // allocateExternal gives, inside tx, every addressed NIC of c a new
 // external address from its network's pool, held by the deployment. The
 // pool being exhausted fails the whole transaction: nothing is held.
-func (s *Service) allocateExternal(tx store.Tx, c *store.Config) error {
+func (d *Deployments) allocateExternal(tx store.Tx, c *store.Config) error {
 	for vi := range c.VMs {
 		vm := &c.VMs[vi]
 		for ni := range vm.NICs {
@@ -54,11 +54,11 @@ func (s *Service) allocateExternal(tx store.Tx, c *store.Config) error {
 			if err != nil {
 				return err
 			}
-			a, err := s.alloc.Allocate(tx, nw, store.AllocExternal, fmt.Sprintf("fence of %s (%s)", c.Name, vm.Name), s.extCursor.get(nw.ID))
+			a, err := d.alloc.Allocate(tx, nw, store.AllocExternal, fmt.Sprintf("fence of %s (%s)", c.Name, vm.Name), d.extCursor.get(nw.ID))
 			if err != nil {
 				return fmt.Errorf("external address for VM %q: %w", vm.Name, err)
 			}
-			s.extCursor.set(nw.ID, a.IP)
+			d.extCursor.set(nw.ID, a.IP)
 			n.ExternalAllocationID = a.ID
 			if err := tx.UpdateNIC(n); err != nil {
 				return err
@@ -70,7 +70,7 @@ func (s *Service) allocateExternal(tx store.Tx, c *store.Config) error {
 
 // releaseExternal returns, inside tx, the external addresses of c's NICs to
 // their pools.
-func (s *Service) releaseExternal(tx store.Tx, c *store.Config) error {
+func (d *Deployments) releaseExternal(tx store.Tx, c *store.Config) error {
 	for vi := range c.VMs {
 		for ni := range c.VMs[vi].NICs {
 			n := &c.VMs[vi].NICs[ni]
@@ -91,7 +91,7 @@ func (s *Service) releaseExternal(tx store.Tx, c *store.Config) error {
 			if err := tx.DeleteAllocation(id); err != nil {
 				return err
 			}
-			s.alloc.Released(a.NetworkID, a.IP)
+			d.alloc.Released(a.NetworkID, a.IP)
 		}
 	}
 	return nil
@@ -101,12 +101,12 @@ func isNotFound(err error) bool { return errdefs.Kind(err) == errdefs.ErrNotFoun
 
 // fenceSpec describes c's fence: per network, the 1:1 mappings of its
 // NICs' internal addresses to their external ones.
-func (s *Service) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, error) {
+func (d *Deployments) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, error) {
 	policy, err := fence.ParsePolicy(c.FencePolicy) // the policy's rules live there only
 	if err != nil {
 		return fence.FenceSpec{}, fmt.Errorf("configuration %q: %w", c.Name, err)
 	}
-	spec := fence.FenceSpec{ID: s.fenceID(c.ID), Policy: policy}
+	spec := fence.FenceSpec{ID: d.fenceID(c.ID), Policy: policy}
 	byNet := map[int64]int{}
 	for _, vm := range c.VMs {
 		for _, n := range vm.NICs {
@@ -136,8 +136,8 @@ func (s *Service) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, erro
 	return spec, nil
 }
 
-// externalIPs maps NIC IDs to their external addresses, for views.
-func externalIPs(tx store.Tx, c *store.Config) map[int64]netip.Addr {
+// ExternalIPs maps NIC IDs to their external addresses, for views.
+func ExternalIPs(tx store.Tx, c *store.Config) map[int64]netip.Addr {
 	out := map[int64]netip.Addr{}
 	for _, vm := range c.VMs {
 		for _, n := range vm.NICs {

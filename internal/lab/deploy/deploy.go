@@ -1,12 +1,12 @@
-package lab
+package deploy
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -85,33 +85,17 @@ type deployPlan struct {
 	fence    *fence.FenceSpec // set for a fenced deployment
 }
 
-func (s *Service) vmID(id int64) string { return fmt.Sprintf("sh-%s-vm%d", s.hostKey, id) }
-func (s *Service) vmRunDir(id int64) string {
-	return filepath.Join(s.dataDir, runDir, fmt.Sprintf("vm-%d", id))
-}
-func stateFileRel(id int64) string { return filepath.Join(stateDir, fmt.Sprintf("vm-%d.state", id)) }
-func (s *Service) tapName(nicID int64) string {
-	return fence.TapName(fmt.Sprintf("%s/nic-%d", s.hostKey, nicID))
-}
-
-func (s *Service) requireRuntime(what, name string) error {
-	if s.hv == nil || s.segs == nil || s.fences == nil {
-		return errdefs.Unavailable("%s %q: this daemon runs without a hypervisor and network plumbing", what, name)
-	}
-	return nil
-}
-
 // planDeploy reads everything a deployment of c needs inside tx. accel is
 // what its VMs start with; callers that start none (undeploy, re-adoption)
 // pass "".
-func (s *Service) planDeploy(tx store.Tx, c *store.Config, accel string) (*deployPlan, error) {
-	idx, err := loadLayers(tx)
+func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*deployPlan, error) {
+	idx, err := layerIndex(tx)
 	if err != nil {
 		return nil, err
 	}
 	p := &deployPlan{config: c}
 	if c.Fenced {
-		spec, err := s.fenceSpec(tx, c)
+		spec, err := d.fenceSpec(tx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -124,33 +108,33 @@ func (s *Service) planDeploy(tx store.Tx, c *store.Config, accel string) (*deplo
 			return nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
 		}
 		vp := vmPlan{vm: vm, spec: hypervisor.Spec{
-			ID: s.vmID(vm.ID), CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Accel: accel,
-			RunDir: s.vmRunDir(vm.ID), Cmdline: t.Cmdline,
+			ID: d.vmID(vm.ID), CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Accel: accel,
+			RunDir: d.VMRunDir(vm.ID), Cmdline: t.Cmdline,
 		}}
 		if c.Fenced {
-			vp.spec.Netns = fence.NamespaceName(s.fenceID(c.ID))
+			vp.spec.Netns = fence.NamespaceName(d.fenceID(c.ID))
 		}
 		if t.Kernel != "" {
-			vp.spec.Kernel = s.abs(t.Kernel)
+			vp.spec.Kernel = d.abs(t.Kernel)
 		}
 		if t.Initrd != "" {
-			vp.spec.Initrd = s.abs(t.Initrd)
+			vp.spec.Initrd = d.abs(t.Initrd)
 		}
 		disks := append([]store.Disk(nil), vm.Disks...)
 		sort.Slice(disks, func(i, j int) bool { return disks[i].Index < disks[j].Index })
-		for _, d := range disks {
-			l, ok := idx[d.TopLayerID]
+		for _, dk := range disks {
+			l, ok := idx[dk.TopLayerID]
 			if !ok {
-				return nil, fmt.Errorf("VM %q disk %d: top layer %d missing from the store", vm.Name, d.Index, d.TopLayerID)
+				return nil, fmt.Errorf("VM %q disk %d: top layer %d missing from the store", vm.Name, dk.Index, dk.TopLayerID)
 			}
-			vp.spec.Disks = append(vp.spec.Disks, s.abs(l.Path))
+			vp.spec.Disks = append(vp.spec.Disks, d.abs(l.Path))
 		}
 		for _, n := range vm.NICs {
 			nw, err := tx.GetNetworkByID(n.NetworkID)
 			if err != nil {
 				return nil, err
 			}
-			np := nicPlan{network: nw.Name, mac: n.MAC, ip: n.IP, tap: s.tapName(n.ID)}
+			np := nicPlan{network: nw.Name, mac: n.MAC, ip: n.IP, tap: d.tapName(n.ID)}
 			vp.nics = append(vp.nics, np)
 			vp.spec.NICs = append(vp.spec.NICs, hypervisor.NIC{Tap: np.tap, MAC: n.MAC})
 			if !segs[nw.ID] {
@@ -163,7 +147,7 @@ func (s *Service) planDeploy(tx store.Tx, c *store.Config, accel string) (*deplo
 			}
 		}
 		if vm.State == VMStateSaved {
-			if f := s.abs(stateFileRel(vm.ID)); fileExists(f) {
+			if f := d.abs(StateFile(vm.ID)); fileExists(f) {
 				vp.spec.IncomingStateFile = f
 			}
 		}
@@ -220,33 +204,25 @@ func addressConflicts(tx store.Tx, c *store.Config) ([]string, error) {
 // state. An unfenced deploy is refused while another deployed
 // configuration uses one of its addresses. If any step fails, everything
 // done is undone and the configuration is undeployed with the error.
-func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
-	if !opts.Fenced && opts.FencePolicy != "" {
-		return nil, errdefs.Invalid("deploy %q: a fence policy needs a fenced deployment", name)
+func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) error {
+	policy, err := CheckPolicy(name, opts.Fenced, opts.FencePolicy)
+	if err != nil {
+		return err
 	}
-	if opts.Fenced {
-		p, err := fence.ParsePolicy(opts.FencePolicy)
-		if err != nil {
-			return nil, fmt.Errorf("deploy %q: %w", name, err)
-		}
-		opts.FencePolicy = string(p)
-	}
-	if err := checkLeaseLength("deployment", opts.DeployLease); err != nil {
-		return nil, fmt.Errorf("deploy %q: %w", name, err)
-	}
-	if err := s.requireRuntime("deploy", name); err != nil {
-		return nil, err
+	opts.FencePolicy = policy
+	if err := d.requireRuntime("deploy", name); err != nil {
+		return err
 	}
 	// Before the lock: a deploy that waits for the probe holds nothing.
-	accel, err := s.waitAccel(ctx, "deploy", name)
+	accel, err := d.lab.WaitAccel(ctx, "deploy", name)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	unlock := s.locks.lock(name)
+	unlock := d.lab.Lock(name)
 	defer unlock()
 
 	var plan *deployPlan
-	err = s.update(ctx, func(tx store.Tx) error {
+	err = d.lab.Update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -254,13 +230,13 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s; only an undeployed configuration can be deployed", name, c.State)
 		}
-		if err := checkKind(c, store.KindConfig, "deploy it (check it out into a configuration first)"); err != nil {
+		if err := d.lab.Deployable(c); err != nil {
 			return err
 		}
 		if opts.Fenced {
 			// Inside its fence it keeps its addresses; outside it gets new
 			// ones, so it conflicts with nobody.
-			if err := s.allocateExternal(tx, c); err != nil {
+			if err := d.allocateExternal(tx, c); err != nil {
 				return err
 			}
 		} else {
@@ -277,66 +253,66 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if err := tx.UpdateConfig(c); err != nil {
 			return err
 		}
-		plan, err = s.planDeploy(tx, c, accel)
+		plan, err = d.planDeploy(tx, c, accel)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("deploy %q: %w", name, err)
+		return fmt.Errorf("deploy %q: %w", name, err)
 	}
 
 	// Each step changes the host; rev undoes the steps done, newest
 	// first, when a later one fails. It logs an undo that fails, and the
 	// deploy's error reports it.
-	rev := revert.New(s.log.With("op", "deploy", "config", name))
+	rev := revert.New(d.log.With("op", "deploy", "config", name))
 	defer rev.Fail()
-	fail := func(err error) (*ConfigView, error) {
+	fail := func(err error) error {
 		err = fmt.Errorf("deploy %q: %w", name, err)
 		var incomplete []error
 		if uerr := rev.Fail(); uerr != nil {
 			incomplete = append(incomplete, uerr)
 		}
-		if uerr := s.setUndeployed(name, err.Error()); uerr != nil {
+		if uerr := d.setUndeployed(name, err.Error()); uerr != nil {
 			incomplete = append(incomplete, uerr)
 		}
 		if uerr := errors.Join(incomplete...); uerr != nil {
 			err = fmt.Errorf("%w; rollback incomplete: %v", err, uerr)
-			s.log.Error("deploy failed; rollback incomplete, doctor or a restart finishes it", "config", name, "err", err)
+			d.log.Error("deploy failed; rollback incomplete, doctor or a restart finishes it", "config", name, "err", err)
 		} else {
-			s.log.Error("deploy failed and was rolled back", "config", name, "err", err)
+			d.log.Error("deploy failed and was rolled back", "config", name, "err", err)
 		}
-		s.recordFailure(ctx, ObjectConfig, "deploy", name, err)
-		return nil, err
+		d.recordFailure(ctx, "deploy", name, err)
+		return err
 	}
 	undoCtx := context.WithoutCancel(ctx)
 	for _, seg := range plan.segments {
 		// A segment is shared and stays (as its bridge does): no undo.
-		if err := s.fault(ctx, "deploy", "segment"); err != nil {
+		if err := d.lab.Fault(ctx, "deploy", "segment"); err != nil {
 			return fail(err)
 		}
-		if err := s.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
+		if err := d.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
 			return fail(err)
 		}
 	}
 	if plan.fence != nil {
-		if err := s.fault(ctx, "deploy", "fence"); err != nil {
+		if err := d.lab.Fault(ctx, "deploy", "fence"); err != nil {
 			return fail(err)
 		}
 		// A fence that fails halfway undoes itself (fence.Setup).
 		spec := *plan.fence
-		if _, err := s.fences.Setup(ctx, spec); err != nil {
+		if _, err := d.fences.Setup(ctx, spec); err != nil {
 			return fail(err)
 		}
-		rev.Add("fence "+spec.ID, func() error { return s.fences.Teardown(undoCtx, spec) })
+		rev.Add("fence "+spec.ID, func() error { return d.fences.Teardown(undoCtx, spec) })
 	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
 			if plan.fence != nil {
 				// The fence's own DHCP serves the reservations inside; the
 				// tap goes with the fence's namespace at teardown.
-				if err := s.fault(ctx, "deploy", "tap"); err != nil {
+				if err := d.lab.Fault(ctx, "deploy", "tap"); err != nil {
 					return fail(err)
 				}
-				if err := s.fences.CreateTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
+				if err := d.fences.CreateTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
 					return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
 				}
 				continue
@@ -345,27 +321,27 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 			// undo is added before its step: a step that fails halfway
 			// is undone too.
 			if n.ip.IsValid() {
-				if err := s.fault(ctx, "deploy", "reserve"); err != nil {
+				if err := d.lab.Fault(ctx, "deploy", "reserve"); err != nil {
 					return fail(err)
 				}
-				rev.Add("DHCP reservation "+n.mac, func() error { return s.segs.Unreserve(n.network, n.mac) })
-				if err := s.segs.Reserve(n.network, n.mac, n.ip); err != nil {
+				rev.Add("DHCP reservation "+n.mac, func() error { return d.segs.Unreserve(n.network, n.mac) })
+				if err := d.segs.Reserve(n.network, n.mac, n.ip); err != nil {
 					return fail(fmt.Errorf("VM %q: DHCP reservation: %w", vp.vm.Name, err))
 				}
 			}
-			if err := s.fault(ctx, "deploy", "tap"); err != nil {
+			if err := d.lab.Fault(ctx, "deploy", "tap"); err != nil {
 				return fail(err)
 			}
-			rev.Add("tap "+n.tap, func() error { return s.segs.DeleteTap(undoCtx, n.tap) })
-			if err := s.segs.CreateTap(ctx, n.tap, n.network); err != nil {
+			rev.Add("tap "+n.tap, func() error { return d.segs.DeleteTap(undoCtx, n.tap) })
+			if err := d.segs.CreateTap(ctx, n.tap, n.network); err != nil {
 				return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
 			}
 		}
 	}
-	if err := s.fault(ctx, "deploy", "start"); err != nil {
+	if err := d.lab.Fault(ctx, "deploy", "start"); err != nil {
 		return fail(err)
 	}
-	started, err := s.startVMs(ctx, plan.vms)
+	started, err := d.startVMs(ctx, plan.vms)
 	for _, rv := range started {
 		rev.Add(fmt.Sprintf("VM process %d", rv.vm.PID()), func() error {
 			rv.stopping.Store(true)
@@ -377,11 +353,10 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 	if err != nil {
 		return fail(err)
 	}
-	if err := s.fault(ctx, "deploy", "commit"); err != nil {
+	if err := d.lab.Fault(ctx, "deploy", "commit"); err != nil {
 		return fail(err)
 	}
-	var view *ConfigView
-	err = s.update(ctx, func(tx store.Tx) error {
+	err = d.lab.Update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -390,42 +365,43 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 		if err := tx.UpdateConfig(c); err != nil {
 			return err
 		}
-		if err := s.leases.deployed(tx, c.ID, opts.DeployLease); err != nil {
-			return err
-		}
 		for i := range c.VMs {
 			c.VMs[i].State = VMStateRunning
 			if err := tx.UpdateVM(&c.VMs[i]); err != nil {
 				return err
 			}
 		}
-		view, err = s.configView(tx, c)
-		return err
+		// The lab writes the lease and reads its view here, in the
+		// transaction that makes the deployment real.
+		if opts.Commit != nil {
+			return opts.Commit(tx, c)
+		}
+		return nil
 	})
 	if err != nil {
 		return fail(err)
 	}
 	rev.Success()
 	for i, vp := range plan.vms {
-		s.vms.put(vp.vm.ID, started[i])
-		s.watch(name, vp.vm, started[i])
+		d.vms.put(vp.vm.ID, started[i])
+		d.watch(name, vp.vm, started[i])
 		if vp.spec.IncomingStateFile != "" {
 			// Resumed: the state is in the running guest now. A file left
 			// would be resumed again by the next deploy: say so.
-			if err := removeFile(vp.spec.IncomingStateFile); err != nil {
-				s.log.Error("remove resumed state file", "config", name, "vm", vp.vm.Name, "err", err)
+			if err := os.Remove(vp.spec.IncomingStateFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				d.log.Error("remove resumed state file", "config", name, "vm", vp.vm.Name, "err", err)
 			}
 		}
 	}
-	s.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", accel, "fenced", opts.Fenced)
-	s.record(ctx, ObjectConfig, "deploy", name, deployDetail(opts))
-	return s.withRuntime(view), nil
+	d.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", accel, "fenced", opts.Fenced)
+	d.record(ctx, "deploy", name, deployDetail(opts))
+	return nil
 }
 
 // startVMs starts every VM in parallel. It returns the handles in plan
 // order; on error, the handles of those that did start (nil for others are
 // left out) so the caller can stop them.
-func (s *Service) startVMs(ctx context.Context, vms []vmPlan) ([]*runningVM, error) {
+func (d *Deployments) startVMs(ctx context.Context, vms []vmPlan) ([]*runningVM, error) {
 	out := make([]*runningVM, len(vms))
 	errs := make([]error, len(vms))
 	var wg sync.WaitGroup
@@ -433,7 +409,7 @@ func (s *Service) startVMs(ctx context.Context, vms []vmPlan) ([]*runningVM, err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := s.hv.Start(ctx, vp.spec)
+			v, err := d.hv.Start(ctx, vp.spec)
 			if err != nil {
 				errs[i] = fmt.Errorf("VM %q: %w", vp.vm.Name, err)
 				return
@@ -456,16 +432,16 @@ func (s *Service) startVMs(ctx context.Context, vms []vmPlan) ([]*runningVM, err
 
 // watch marks a VM stopped when its QEMU exits without the lab asking
 // (the guest powered itself off, or the process died).
-func (s *Service) watch(config string, vm store.VM, rv *runningVM) {
+func (d *Deployments) watch(config string, vm store.VM, rv *runningVM) {
 	go func() {
 		rv.vm.Wait(context.Background())
-		s.vms.drop(vm.ID, rv)
+		d.vms.drop(vm.ID, rv)
 		rv.vm.Close()
 		if rv.stopping.Load() {
 			return
 		}
-		s.log.Warn("VM exited on its own", "config", config, "vm", vm.Name)
-		err := s.update(context.Background(), func(tx store.Tx) error {
+		d.log.Warn("VM exited on its own", "config", config, "vm", vm.Name)
+		err := d.lab.Update(context.Background(), func(tx store.Tx) error {
 			c, err := tx.GetConfigByID(vm.ConfigID)
 			if err != nil || c.State != store.StateDeployed {
 				return err
@@ -479,7 +455,7 @@ func (s *Service) watch(config string, vm store.VM, rv *runningVM) {
 			return nil
 		})
 		if err != nil {
-			s.log.Error("record a VM that exited on its own", "config", config, "vm", vm.Name, "err", err)
+			d.log.Error("record a VM that exited on its own", "config", config, "vm", vm.Name, "err", err)
 		}
 	}()
 }
@@ -488,13 +464,13 @@ func (s *Service) watch(config string, vm store.VM, rv *runningVM) {
 // again, with the reason, and its external addresses are returned. If it
 // fails, the configuration stays deploying, which the next start of the
 // daemon finishes.
-func (s *Service) setUndeployed(name, reason string) error {
-	err := s.update(context.Background(), func(tx store.Tx) error {
+func (d *Deployments) setUndeployed(name, reason string) error {
+	err := d.lab.Update(context.Background(), func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
 		}
-		if err := s.releaseExternal(tx, c); err != nil {
+		if err := d.releaseExternal(tx, c); err != nil {
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
@@ -511,14 +487,14 @@ func (s *Service) setUndeployed(name, reason string) error {
 // Deploy resumes; then removes the taps and DHCP reservations. If a save
 // fails, that VM keeps running and the configuration is marked failed with
 // the reason: undeploy again to retry, or discard.
-func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*ConfigView, error) {
-	if err := s.requireRuntime("undeploy", name); err != nil {
-		return nil, err
+func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool, commit func(store.Tx, *store.Config) error) error {
+	if err := d.requireRuntime("undeploy", name); err != nil {
+		return err
 	}
-	unlock := s.locks.lock(name)
+	unlock := d.lab.Lock(name)
 	defer unlock()
 	var plan *deployPlan
-	err := s.update(ctx, func(tx store.Tx) error {
+	err := d.lab.Update(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
@@ -526,20 +502,20 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		if c.State == store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is not deployed", name)
 		}
-		if plan, err = s.planDeploy(tx, c, ""); err != nil {
+		if plan, err = d.planDeploy(tx, c, ""); err != nil {
 			return err
 		}
 		c.State = store.StateUndeploying
 		return tx.UpdateConfig(c)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("undeploy %q: %w", name, err)
+		return fmt.Errorf("undeploy %q: %w", name, err)
 	}
 	saved := make([]bool, len(plan.vms))
 	errs := make([]error, len(plan.vms))
 	var wg sync.WaitGroup
 	for i, vp := range plan.vms {
-		rv := s.vms.get(vp.vm.ID)
+		rv := d.vms.get(vp.vm.ID)
 		if rv == nil {
 			continue
 		}
@@ -549,7 +525,7 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		}
 		// In plan order, before the parallel part, so a test that fails
 		// the k-th step knows which VM it hits.
-		if err := s.fault(ctx, "undeploy", step); err != nil {
+		if err := d.lab.Fault(ctx, "undeploy", step); err != nil {
 			errs[i] = fmt.Errorf("VM %q: %w", vp.vm.Name, err)
 			continue
 		}
@@ -558,27 +534,27 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 			defer wg.Done()
 			rv.stopping.Store(true)
 			if saveState {
-				f := s.abs(stateFileRel(vp.vm.ID))
+				f := d.abs(StateFile(vp.vm.ID))
 				if err := rv.vm.SaveState(ctx, f); err != nil {
 					rv.stopping.Store(false)
 					errs[i] = fmt.Errorf("VM %q: save state: %w", vp.vm.Name, err)
 					return
 				}
 				saved[i] = true
-			} else if err := rv.vm.Shutdown(ctx, s.shutdownTimeout); err != nil {
+			} else if err := rv.vm.Shutdown(ctx, d.shutdownTimeout); err != nil {
 				errs[i] = fmt.Errorf("VM %q: power off: %w", vp.vm.Name, err)
 				return
 			}
-			s.vms.drop(vp.vm.ID, rv)
+			d.vms.drop(vp.vm.ID, rv)
 		}()
 	}
 	wg.Wait()
 	// failed marks the configuration failed with err, keeping the states
 	// already saved: an undeploy again retries, a discard gives up.
-	failed := func(err error) (*ConfigView, error) {
+	failed := func(err error) error {
 		err = fmt.Errorf("undeploy %q: %w", name, err)
 		reason := err.Error()
-		uerr := s.update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		uerr := d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 			c, err := tx.GetConfig(name)
 			if err != nil {
 				return err
@@ -597,36 +573,32 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 		if uerr != nil {
 			err = fmt.Errorf("%w; and marking it failed: %v", err, uerr)
 		}
-		s.log.Error("undeploy failed", "config", name, "err", err)
-		return nil, err
+		d.log.Error("undeploy failed", "config", name, "err", err)
+		return err
 	}
 	if err := errors.Join(errs...); err != nil {
 		return failed(err)
 	}
-	if err := s.fault(ctx, "undeploy", "release"); err != nil {
+	if err := d.lab.Fault(ctx, "undeploy", "release"); err != nil {
 		return failed(err)
 	}
-	s.releasePlumbing(ctx, plan)
-	var view *ConfigView
-	err = s.update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+	d.releasePlumbing(ctx, plan)
+	err = d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
 			return err
 		}
-		if err := s.releaseExternal(tx, c); err != nil {
+		if err := d.releaseExternal(tx, c); err != nil {
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, "", false, ""
 		if err := tx.UpdateConfig(c); err != nil {
 			return err
 		}
-		if err := s.leases.undeployed(tx, c.ID); err != nil {
-			return err
-		}
 		for i := range c.VMs {
 			// A state saved by an earlier, failed undeploy counts too.
 			keep := saved[indexOfVM(plan, c.VMs[i].ID)] ||
-				c.VMs[i].State == VMStateSaved && fileExists(s.abs(stateFileRel(c.VMs[i].ID)))
+				c.VMs[i].State == VMStateSaved && fileExists(d.abs(StateFile(c.VMs[i].ID)))
 			c.VMs[i].State = store.StateUndeployed
 			if keep {
 				c.VMs[i].State = VMStateSaved
@@ -635,15 +607,18 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 				return err
 			}
 		}
-		view, err = s.configView(tx, c)
-		return err
+		// The lab ends the lease and reads its view here.
+		if commit != nil {
+			return commit(tx, c)
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("undeploy %q: %w", name, err)
+		return fmt.Errorf("undeploy %q: %w", name, err)
 	}
-	s.log.Info("configuration undeployed", "config", name, "saved_state", saveState)
-	s.record(ctx, ObjectConfig, "undeploy", name, undeployDetail(saveState))
-	return s.withRuntime(view), nil
+	d.log.Info("configuration undeployed", "config", name, "saved_state", saveState)
+	d.record(ctx, "undeploy", name, undeployDetail(saveState))
+	return nil
 }
 
 func indexOfVM(p *deployPlan, id int64) int {
@@ -657,22 +632,22 @@ func indexOfVM(p *deployPlan, id int64) int {
 
 // releasePlumbing removes the taps and DHCP reservations of a deployment,
 // or its whole fence.
-func (s *Service) releasePlumbing(ctx context.Context, plan *deployPlan) {
+func (d *Deployments) releasePlumbing(ctx context.Context, plan *deployPlan) {
 	ctx = context.WithoutCancel(ctx)
 	if plan.fence != nil {
-		if err := s.fences.Teardown(ctx, *plan.fence); err != nil {
-			s.log.Warn("tear down fence", "fence", plan.fence.ID, "err", err)
+		if err := d.fences.Teardown(ctx, *plan.fence); err != nil {
+			d.log.Warn("tear down fence", "fence", plan.fence.ID, "err", err)
 		}
 		return
 	}
 	for _, vp := range plan.vms {
 		for _, n := range vp.nics {
-			if err := s.segs.DeleteTap(ctx, n.tap); err != nil {
-				s.log.Warn("delete tap", "tap", n.tap, "err", err)
+			if err := d.segs.DeleteTap(ctx, n.tap); err != nil {
+				d.log.Warn("delete tap", "tap", n.tap, "err", err)
 			}
 			if n.ip.IsValid() {
-				if err := s.segs.Unreserve(n.network, n.mac); err != nil {
-					s.log.Warn("remove DHCP reservation", "network", n.network, "mac", n.mac, "err", err)
+				if err := d.segs.Unreserve(n.network, n.mac); err != nil {
+					d.log.Warn("remove DHCP reservation", "network", n.network, "mac", n.mac, "err", err)
 				}
 			}
 		}
@@ -681,27 +656,27 @@ func (s *Service) releasePlumbing(ctx context.Context, plan *deployPlan) {
 
 // VMAction stops (ACPI power-off), starts or resets one VM of a deployed
 // configuration.
-func (s *Service) VMAction(ctx context.Context, config, vmName, action string) (*ConfigView, error) {
-	if err := s.requireRuntime("vm "+action, config); err != nil {
-		return nil, err
+func (d *Deployments) VMAction(ctx context.Context, config, vmName, action string) error {
+	if err := d.requireRuntime("vm "+action, config); err != nil {
+		return err
 	}
 	switch action {
 	case VMActionStop, VMActionStart, VMActionReset:
 	default:
-		return nil, errdefs.Invalid("unknown VM action %q: use stop, start or reset", action)
+		return errdefs.Invalid("unknown VM action %q: use stop, start or reset", action)
 	}
 	accel := ""
 	if action == VMActionStart {
 		var err error
-		if accel, err = s.waitAccel(ctx, "vm start", config); err != nil {
-			return nil, err
+		if accel, err = d.lab.WaitAccel(ctx, "vm start", config); err != nil {
+			return err
 		}
 	}
-	unlock := s.locks.lock(config)
+	unlock := d.lab.Lock(config)
 	defer unlock()
 	var plan *deployPlan
 	var vp vmPlan
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	err := d.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(config)
 		if err != nil {
 			return err
@@ -709,53 +684,53 @@ func (s *Service) VMAction(ctx context.Context, config, vmName, action string) (
 		if c.State != store.StateDeployed {
 			return errdefs.Conflict("configuration %q is %s; VM actions need it deployed", config, c.State)
 		}
-		vm, err := findVM(c, vmName)
+		vm, err := vmNamed(c, vmName)
 		if err != nil {
 			return err
 		}
-		if plan, err = s.planDeploy(tx, c, accel); err != nil {
+		if plan, err = d.planDeploy(tx, c, accel); err != nil {
 			return err
 		}
 		vp = plan.vms[indexOfVM(plan, vm.ID)]
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	rv := s.vms.get(vp.vm.ID)
+	rv := d.vms.get(vp.vm.ID)
 	switch {
 	case action == VMActionStart && rv == nil:
 		vp.spec.IncomingStateFile = ""
-		v, err := s.hv.Start(ctx, vp.spec)
+		v, err := d.hv.Start(ctx, vp.spec)
 		if err != nil {
-			return nil, fmt.Errorf("start VM %q of %q: %w", vmName, config, err)
+			return fmt.Errorf("start VM %q of %q: %w", vmName, config, err)
 		}
 		rv = &runningVM{vm: v}
-		s.vms.put(vp.vm.ID, rv)
-		s.watch(config, vp.vm, rv)
-		if err := s.setVMState(ctx, vp.vm.ID, VMStateRunning); err != nil {
-			return nil, err
+		d.vms.put(vp.vm.ID, rv)
+		d.watch(config, vp.vm, rv)
+		if err := d.setVMState(ctx, vp.vm.ID, VMStateRunning); err != nil {
+			return err
 		}
 	case rv == nil:
-		return nil, errdefs.Conflict("VM %q of %q is not running", vmName, config)
+		return errdefs.Conflict("VM %q of %q is not running", vmName, config)
 	case action == VMActionStart:
 		if err := rv.vm.Continue(ctx); err != nil {
-			return nil, fmt.Errorf("continue VM %q of %q: %w", vmName, config, err)
+			return fmt.Errorf("continue VM %q of %q: %w", vmName, config, err)
 		}
 	case action == VMActionStop:
 		if err := rv.vm.PowerDown(ctx); err != nil {
-			return nil, fmt.Errorf("stop VM %q of %q: %w", vmName, config, err)
+			return fmt.Errorf("stop VM %q of %q: %w", vmName, config, err)
 		}
 	case action == VMActionReset:
 		if err := rv.vm.Reset(ctx); err != nil {
-			return nil, fmt.Errorf("reset VM %q of %q: %w", vmName, config, err)
+			return fmt.Errorf("reset VM %q of %q: %w", vmName, config, err)
 		}
 	}
-	return s.GetConfig(ctx, config)
+	return nil
 }
 
-func (s *Service) setVMState(ctx context.Context, id int64, state string) error {
-	return s.update(ctx, func(tx store.Tx) error {
+func (d *Deployments) setVMState(ctx context.Context, id int64, state string) error {
+	return d.lab.Update(ctx, func(tx store.Tx) error {
 		cs, err := tx.ListConfigs()
 		if err != nil {
 			return err
@@ -773,12 +748,12 @@ func (s *Service) setVMState(ctx context.Context, id int64, state string) error 
 }
 
 // VMConsole returns the unix socket of a running VM's serial console.
-func (s *Service) VMConsole(ctx context.Context, config, vmName string) (string, error) {
-	id, err := s.vmStoreID(ctx, config, vmName)
+func (d *Deployments) VMConsole(ctx context.Context, config, vmName string) (string, error) {
+	id, err := d.vmStoreID(ctx, config, vmName)
 	if err != nil {
 		return "", err
 	}
-	rv := s.vms.get(id)
+	rv := d.vms.get(id)
 	if rv == nil {
 		return "", errdefs.Conflict("VM %q of %q is not running", vmName, config)
 	}
@@ -786,26 +761,26 @@ func (s *Service) VMConsole(ctx context.Context, config, vmName string) (string,
 }
 
 // VMLog returns the path of a VM's serial console log (kept across runs).
-func (s *Service) VMLog(ctx context.Context, config, vmName string) (string, error) {
-	id, err := s.vmStoreID(ctx, config, vmName)
+func (d *Deployments) VMLog(ctx context.Context, config, vmName string) (string, error) {
+	id, err := d.vmStoreID(ctx, config, vmName)
 	if err != nil {
 		return "", err
 	}
-	p := hypervisor.Spec{RunDir: s.vmRunDir(id)}.SerialLogPath()
+	p := hypervisor.Spec{RunDir: d.VMRunDir(id)}.SerialLogPath()
 	if !fileExists(p) {
 		return "", errdefs.NotFound("VM %q of %q has no console log yet (never deployed)", vmName, config)
 	}
 	return p, nil
 }
 
-func (s *Service) vmStoreID(ctx context.Context, config, vmName string) (int64, error) {
+func (d *Deployments) vmStoreID(ctx context.Context, config, vmName string) (int64, error) {
 	var id int64
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	err := d.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(config)
 		if err != nil {
 			return err
 		}
-		vm, err := findVM(c, vmName)
+		vm, err := vmNamed(c, vmName)
 		if err != nil {
 			return err
 		}
@@ -815,23 +790,40 @@ func (s *Service) vmStoreID(ctx context.Context, config, vmName string) (int64, 
 	return id, err
 }
 
-// withRuntime adds what only the running daemon knows (PIDs, saved
-// states) to a view.
-func (s *Service) withRuntime(v *ConfigView) *ConfigView {
-	if v == nil {
-		return nil
-	}
-	for i := range v.VMs {
-		vm := &v.VMs[i]
-		if rv := s.vms.get(vm.id); rv != nil {
-			vm.PID = rv.vm.PID()
+func vmNamed(c *store.Config, name string) (*store.VM, error) {
+	for i := range c.VMs {
+		if c.VMs[i].Name == name {
+			return &c.VMs[i], nil
 		}
-		vm.HasSavedState = fileExists(s.abs(stateFileRel(vm.id)))
 	}
-	return v
+	return nil, errdefs.NotFound("configuration %q has no VM %q", c.Name, name)
 }
 
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+// CheckPolicy checks a deployment's fence options and returns the policy
+// in its canonical spelling ("" for an unfenced deployment).
+func CheckPolicy(name string, fenced bool, policy string) (string, error) {
+	if !fenced && policy != "" {
+		return "", errdefs.Invalid("deploy %q: a fence policy needs a fenced deployment", name)
+	}
+	if !fenced {
+		return policy, nil
+	}
+	p, err := fence.ParsePolicy(policy)
+	if err != nil {
+		return "", fmt.Errorf("deploy %q: %w", name, err)
+	}
+	return string(p), nil
+}
+
+// layerIndex is every layer by ID, for the disks' top layers.
+func layerIndex(tx store.Tx) (map[int64]store.Layer, error) {
+	ls, err := tx.ListLayers()
+	if err != nil {
+		return nil, err
+	}
+	idx := make(map[int64]store.Layer, len(ls))
+	for _, l := range ls {
+		idx[l.ID] = l
+	}
+	return idx, nil
 }
