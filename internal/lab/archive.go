@@ -12,13 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/store"
 )
@@ -77,12 +77,14 @@ type ArchiveDiskView struct {
 	SHA256      string
 }
 
-func (s *Service) archiveDirOf(a *store.Archive) string {
-	return filepath.Join(s.life.archiveDir, a.Dir)
-}
+func (s *Service) archiveDirOf(a *store.Archive) string { return s.archives.DirOf(a) }
 
-// dirEntry is the journal entry of an archive directory (see removeFile).
-func dirEntry(abs string) string { return abs + string(filepath.Separator) }
+// syncDirs fsyncs each path (files or directories).
+var syncDirs = archive.SyncPaths
+
+// checkNetworksExist refuses a manifest naming a network this server does
+// not have.
+var checkNetworksExist = archive.CheckNetworksExist
 
 func (s *Service) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
 	m, err := bundle.Parse(a.Manifest)
@@ -146,33 +148,6 @@ func (s *Service) GetArchive(ctx context.Context, name string) (*ArchiveView, er
 	return out, err
 }
 
-// DeleteArchive deletes an archive and its directory.
-func (s *Service) DeleteArchive(ctx context.Context, name string) error {
-	unlock := s.locks.lock(name)
-	defer unlock()
-	var op *store.Op
-	err := s.store.Update(ctx, func(tx store.Tx) error {
-		a, err := tx.GetArchive(name)
-		if err != nil {
-			return err
-		}
-		if err := tx.DeleteArchive(a.ID); err != nil {
-			return err
-		}
-		op = &store.Op{Kind: "delete-archive", Subject: name}
-		if err := tx.CreateOp(op); err != nil {
-			return err
-		}
-		return commitOp(tx, op, []string{dirEntry(s.archiveDirOf(a))})
-	})
-	if err != nil {
-		return fmt.Errorf("delete archive %q: %w", name, err)
-	}
-	s.log.Info("archive deleted", "archive", name)
-	s.record(ctx, ObjectArchive, "delete", name, "")
-	return s.finishOp(op)
-}
-
 // StartArchive starts a job that copies an undeployed configuration (or
 // library entry) into archive name: one compressed standalone qcow2 per
 // disk, read from the whole chain, plus the templates' boot files and the
@@ -210,10 +185,10 @@ func (s *Service) StartArchive(ctx context.Context, config, name string, opts Cr
 		unlock()
 		return jobs.Job{}, fmt.Errorf("archive %q as %q: %w", config, name, err)
 	}
-	dirName := "a-" + randomHex(8)
+	dirName := archive.NewDirName()
 	dir := filepath.Join(s.life.archiveDir, dirName)
 	tmp := disk.TempPath(dir)
-	op, err := s.beginOp(ctx, "archive", name, []string{dirEntry(tmp), dirEntry(dir)}, nil)
+	op, err := s.beginOp(ctx, "archive", name, []string{archive.DirEntry(tmp), archive.DirEntry(dir)}, nil)
 	if err != nil {
 		unlock()
 		return jobs.Job{}, err
@@ -332,7 +307,7 @@ func networkManifest(nw *store.Network) bundle.Network {
 // in their sizes and checksums, and renames tmp to dir when complete.
 func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *bundle.Manifest, tmp, final string, tops, boot []string, progress func(done, total int64)) error {
 	dir := tmp
-	if err := makeArchiveDir(dir); err != nil {
+	if err := archive.MakeDir(dir); err != nil {
 		return err
 	}
 	var total int64
@@ -379,43 +354,13 @@ func (s *Service) writeArchive(ctx context.Context, op *store.Op, m *bundle.Mani
 			return err
 		}
 	}
-	if err := writeManifestFile(dir, m); err != nil {
+	if err := archive.WriteManifest(dir, m); err != nil {
 		return err
 	}
 	if err := s.step(ctx, op, "commit"); err != nil {
 		return err
 	}
-	return publishArchiveDir(tmp, final)
-}
-
-// makeArchiveDir creates an archive directory being written and its
-// subdirectories, private to the daemon (archives hold guest data).
-func makeArchiveDir(dir string) error {
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return err
-	}
-	for _, sub := range []string{"disks", "boot"} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// publishArchiveDir makes the complete archive directory tmp durable and
-// gives it its name; both names are journaled, so a crash on either side
-// of the rename leaves nothing once recovered.
-func publishArchiveDir(tmp, final string) error {
-	if err := syncDirs(tmp, filepath.Join(tmp, "disks"), filepath.Join(tmp, "boot")); err != nil {
-		return err
-	}
-	if _, err := os.Lstat(final); err == nil {
-		return fmt.Errorf("archive directory %s: %w", final, os.ErrExist)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return syncDirs(filepath.Dir(final))
+	return archive.Publish(tmp, final)
 }
 
 // sealFile records path's size and sha256 in f and makes it read-only.
@@ -440,36 +385,6 @@ func hashFile(path string) (string, int64, error) {
 		return "", 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// writeManifestFile leaves the manifest beside the files, so an archive
-// directory describes itself even without the store.
-func writeManifestFile(dir string, m *bundle.Manifest) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	p := filepath.Join(dir, bundle.ManifestName)
-	if err := os.WriteFile(p, append(b, '\n'), 0o400); err != nil {
-		return err
-	}
-	return syncDirs(p)
-}
-
-// syncDirs fsyncs each path (files or directories).
-func syncDirs(paths ...string) error {
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", p, err)
-		}
-	}
-	return nil
 }
 
 // StartRestore starts a job that makes configuration config from an
@@ -594,23 +509,6 @@ func (s *Service) StartRestore(ctx context.Context, archive, config string, opts
 		s.record(ctx, ObjectConfig, "restore", config, "restored from archive "+archive)
 		return nil
 	}), nil
-}
-
-// checkNetworksExist refuses a manifest naming a network this server does
-// not have.
-func checkNetworksExist(tx store.Tx, m *bundle.Manifest) error {
-	var missing []string
-	for _, n := range m.Networks {
-		if _, err := tx.GetNetwork(n.Name); errors.Is(err, errdefs.ErrNotFound) {
-			missing = append(missing, n.Name)
-		} else if err != nil {
-			return err
-		}
-	}
-	if len(missing) > 0 {
-		return errdefs.NotFound("network(s) %s do not exist on this server: create them, or map them to networks that do", strings.Join(missing, ", "))
-	}
-	return nil
 }
 
 // commitRestore writes the restored configuration inside tx and returns

@@ -153,7 +153,7 @@ func FuzzBundleImport(f *testing.F) {
 		tmp, final := filepath.Join(work, ".a.tmp"), filepath.Join(work, "a")
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		err = s.extractBundle(cctx, &store.Op{Kind: "archive-import", Subject: "a"}, head, head.Manifest, tmp, final, func(int64, int64) {})
+		err = s.archives.Extract(cctx, &store.Op{Kind: "archive-import", Subject: "a"}, head, head.Manifest, tmp, final, func(int64, int64) {})
 		written := dirBytes(tmp) + dirBytes(final)
 		manifestCopy := int64(0)
 		if err == nil {
@@ -168,7 +168,7 @@ func FuzzBundleImport(f *testing.F) {
 			t.Fatalf("extraction of a %d-byte bundle ran out of time", len(data))
 		}
 		// The import maps networks after the checks; a refusal is a 400.
-		if err := mapNetworks(head.Manifest, map[string]string{"lan": "office"}); err != nil && errdefs.Kind(err) == nil {
+		if err := s.archives.MapNetworks(head.Manifest, map[string]string{"lan": "office"}); err != nil && errdefs.Kind(err) == nil {
 			t.Fatalf("mapNetworks refusal of no known kind: %v", err)
 		}
 	})
@@ -212,7 +212,7 @@ func TestSeedBundleExtracts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.extractBundle(ctx, &store.Op{Kind: "archive-import"}, head, head.Manifest, filepath.Join(dir, ".a.tmp"), filepath.Join(dir, "a"), func(int64, int64) {}); err != nil {
+	if err := s.archives.Extract(ctx, &store.Op{Kind: "archive-import"}, head, head.Manifest, filepath.Join(dir, ".a.tmp"), filepath.Join(dir, "a"), func(int64, int64) {}); err != nil {
 		t.Fatalf("extract the seed: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/doctor"
 	"stagehand/internal/lab/events"
@@ -117,6 +118,7 @@ type Service struct {
 	events   Recorder            // what operations tell the event log
 	eventLog *events.Log         // the events: listed, followed, pruned
 	doctor   *doctor.Doctor      // one run at a time; layers that passed
+	archives *archive.Archives   // bundles out and in; deleting archives
 }
 
 // update runs fn in a store transaction. When it does not commit, the
@@ -184,6 +186,9 @@ func New(opts Options) (*Service, error) {
 	s.eventLog = events.New(s.store, s.life.now, s.log)
 	s.events = s.eventLog
 	s.doctor = s.newDoctor()
+	s.archives = archive.New(archive.Config{
+		Store: s.store, Disks: s.disks, Jobs: s.jobs, Dir: s.life.archiveDir, Lab: archiveLab{s}, Log: s.log,
+	})
 	s.deploys = deploy.New(deploy.Config{
 		Store: s.store, Lab: deployLab{s}, Alloc: s.alloc,
 		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences,

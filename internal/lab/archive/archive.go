@@ -1,0 +1,209 @@
+// Package archive moves archives in and out of the lab: it exports an
+// archive as a bundle, imports a bundle as a new archive, and deletes one.
+// It owns the archive directory's files; what only the lab knows (locks,
+// the journal, leases, events, this server's rules) it asks through Lab.
+package archive
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"stagehand/internal/disk"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/jobs"
+	"stagehand/internal/lab/bundle"
+	"stagehand/internal/store"
+)
+
+// Lab is what archives ask of the lab.
+type Lab interface {
+	// Lock holds the names until the returned func is called.
+	Lock(names ...string) (unlock func())
+	// BeginOp journals an operation that creates the files (a directory
+	// ends in a separator); Step runs before each of its steps (cancel
+	// and the fault hook); Commit marks it committed inside tx, removing
+	// remove once finished; FinishOp and FailOp end it.
+	BeginOp(ctx context.Context, kind, subject string, created []string) (*store.Op, error)
+	Step(ctx context.Context, op *store.Op, step string) error
+	Commit(tx store.Tx, op *store.Op, remove []string) error
+	FinishOp(op *store.Op) error
+	FailOp(op *store.Op, err error) error
+	// StartLease gives a new archive its storage lease inside tx; Touch
+	// marks an archive used.
+	StartLease(tx store.Tx, archiveID int64, d *time.Duration) error
+	Touch(ctx context.Context, archive string)
+	// Record tells the event log that action was done to archive.
+	Record(ctx context.Context, action, archive, detail string)
+	// This server's rules: names, host paths, lease lengths and a
+	// manifest from outside (see bundle.ParseHead).
+	CheckName(kind, name string) error
+	CheckHostPath(p, why string) error
+	CheckLeaseLength(kind string, d *time.Duration) error
+	CheckManifest(m *bundle.Manifest) error
+}
+
+// Disks is what archives need of the disk tool. A tool that also has
+// CheckStandalone (disk.QemuImg) has imported disks checked with it.
+type Disks interface {
+	Info(ctx context.Context, path string) (disk.Info, error)
+}
+
+type standaloneChecker interface {
+	CheckStandalone(ctx context.Context, path string) error
+}
+
+// Config is what Archives run on.
+type Config struct {
+	Store store.Store
+	Disks Disks
+	Jobs  *jobs.Manager
+	Dir   string // the archive storage, absolute
+	Lab   Lab
+	Log   *slog.Logger
+}
+
+// Archives exports, imports and deletes archives.
+type Archives struct {
+	store store.Store
+	disks Disks
+	jobs  *jobs.Manager
+	dir   string
+	lab   Lab
+	log   *slog.Logger
+}
+
+// New returns Archives over cfg.
+func New(cfg Config) *Archives {
+	return &Archives{store: cfg.Store, disks: cfg.Disks, jobs: cfg.Jobs, dir: cfg.Dir, lab: cfg.Lab, log: cfg.Log}
+}
+
+// DirOf is the absolute directory of archive a.
+func (x *Archives) DirOf(a *store.Archive) string { return filepath.Join(x.dir, a.Dir) }
+
+// NewDirName returns a fresh name for an archive directory.
+func NewDirName() string { return "a-" + randomHex(8) }
+
+// DirEntry is the journal entry of an archive directory: a path ending in
+// a separator, removed with everything in it.
+func DirEntry(abs string) string { return abs + string(filepath.Separator) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}
+
+// Delete deletes an archive and its directory.
+func (x *Archives) Delete(ctx context.Context, name string) error {
+	unlock := x.lab.Lock(name)
+	defer unlock()
+	var op *store.Op
+	err := x.store.Update(ctx, func(tx store.Tx) error {
+		a, err := tx.GetArchive(name)
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteArchive(a.ID); err != nil {
+			return err
+		}
+		op = &store.Op{Kind: "delete-archive", Subject: name}
+		if err := tx.CreateOp(op); err != nil {
+			return err
+		}
+		return x.lab.Commit(tx, op, []string{DirEntry(x.DirOf(a))})
+	})
+	if err != nil {
+		return fmt.Errorf("delete archive %q: %w", name, err)
+	}
+	x.log.Info("archive deleted", "archive", name)
+	x.lab.Record(ctx, "delete", name, "")
+	return x.lab.FinishOp(op)
+}
+
+// CheckNetworksExist refuses a manifest naming a network this server does
+// not have.
+func CheckNetworksExist(tx store.Tx, m *bundle.Manifest) error {
+	var missing []string
+	for _, n := range m.Networks {
+		if _, err := tx.GetNetwork(n.Name); errors.Is(err, errdefs.ErrNotFound) {
+			missing = append(missing, n.Name)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		return errdefs.NotFound("network(s) %s do not exist on this server: create them, or map them to networks that do", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// MakeDir creates an archive directory being written and its
+// subdirectories, private to the daemon (archives hold guest data).
+func MakeDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	for _, sub := range []string{"disks", "boot"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Publish makes the complete archive directory tmp durable and gives it
+// its name; both names are journaled, so a crash on either side of the
+// rename leaves nothing once recovered.
+func Publish(tmp, final string) error {
+	if err := SyncPaths(tmp, filepath.Join(tmp, "disks"), filepath.Join(tmp, "boot")); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(final); err == nil {
+		return fmt.Errorf("archive directory %s: %w", final, os.ErrExist)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	return SyncPaths(filepath.Dir(final))
+}
+
+// WriteManifest leaves the manifest beside the files, so an archive
+// directory describes itself even without the store.
+func WriteManifest(dir string, m *bundle.Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, bundle.ManifestName)
+	if err := os.WriteFile(p, append(b, '\n'), 0o400); err != nil {
+		return err
+	}
+	return SyncPaths(p)
+}
+
+// SyncPaths fsyncs each path (files or directories).
+func SyncPaths(paths ...string) error {
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+	}
+	return nil
+}
