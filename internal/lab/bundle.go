@@ -127,6 +127,10 @@ func (l archiveLab) Record(ctx context.Context, action, name, detail string) {
 	l.s.record(ctx, ObjectArchive, action, name, detail)
 }
 
+func (archiveLab) CopyBootFile(ctx context.Context, src, dst string) error {
+	return copyFile(ctx, src, dst, 0o400, maxBootFile)
+}
+
 func (archiveLab) CheckName(kind, name string) error      { return checkName(kind, name) }
 func (archiveLab) CheckHostPath(p, why string) error      { return checkHostPath(p, why) }
 func (archiveLab) CheckManifest(m *bundle.Manifest) error { return checkManifestRules(m) }

@@ -118,7 +118,7 @@ type Service struct {
 	events   Recorder            // what operations tell the event log
 	eventLog *events.Log         // the events: listed, followed, pruned
 	doctor   *doctor.Doctor      // one run at a time; layers that passed
-	archives *archive.Archives   // bundles out and in; deleting archives
+	archives *archive.Archives   // making, exporting, importing, deleting
 }
 
 // update runs fn in a store transaction. When it does not commit, the
@@ -187,7 +187,8 @@ func New(opts Options) (*Service, error) {
 	s.events = s.eventLog
 	s.doctor = s.newDoctor()
 	s.archives = archive.New(archive.Config{
-		Store: s.store, Disks: s.disks, Jobs: s.jobs, Dir: s.life.archiveDir, Lab: archiveLab{s}, Log: s.log,
+		Store: s.store, Disks: s.disks, Jobs: s.jobs, Dir: s.life.archiveDir,
+		DataDir: s.dataDir, Now: s.life.now, Lab: archiveLab{s}, Log: s.log,
 	})
 	s.deploys = deploy.New(deploy.Config{
 		Store: s.store, Lab: deployLab{s}, Alloc: s.alloc,

@@ -1,5 +1,6 @@
-// Package archive moves archives in and out of the lab: it exports an
-// archive as a bundle, imports a bundle as a new archive, and deletes one.
+// Package archive moves archives in and out of the lab: it makes an
+// archive of a configuration, exports an archive as a bundle, imports a
+// bundle as a new archive, and deletes one.
 // It owns the archive directory's files; what only the lab knows (locks,
 // the journal, leases, events, this server's rules) it asks through Lab.
 package archive
@@ -49,11 +50,16 @@ type Lab interface {
 	CheckHostPath(p, why string) error
 	CheckLeaseLength(kind string, d *time.Duration) error
 	CheckManifest(m *bundle.Manifest) error
+	// CopyBootFile copies a template's boot file (kernel or initrd) to
+	// dst, read-only, within the lab's size bound.
+	CopyBootFile(ctx context.Context, src, dst string) error
 }
 
 // Disks is what archives need of the disk tool. A tool that also has
-// CheckStandalone (disk.QemuImg) has imported disks checked with it.
+// CheckStandalone and ConsolidateCompressed (disk.QemuImg) has imported
+// disks checked and archived disks compressed with them.
 type Disks interface {
+	Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) error
 	Info(ctx context.Context, path string) (disk.Info, error)
 }
 
@@ -67,23 +73,28 @@ type Config struct {
 	Disks Disks
 	Jobs  *jobs.Manager
 	Dir   string // the archive storage, absolute
-	Lab   Lab
-	Log   *slog.Logger
+	// DataDir resolves the layer and boot file paths the store records.
+	DataDir string
+	Now     func() time.Time
+	Lab     Lab
+	Log     *slog.Logger
 }
 
-// Archives exports, imports and deletes archives.
+// Archives makes, exports, imports and deletes archives.
 type Archives struct {
-	store store.Store
-	disks Disks
-	jobs  *jobs.Manager
-	dir   string
-	lab   Lab
-	log   *slog.Logger
+	store   store.Store
+	disks   Disks
+	jobs    *jobs.Manager
+	dir     string
+	dataDir string
+	now     func() time.Time
+	lab     Lab
+	log     *slog.Logger
 }
 
 // New returns Archives over cfg.
 func New(cfg Config) *Archives {
-	return &Archives{store: cfg.Store, disks: cfg.Disks, jobs: cfg.Jobs, dir: cfg.Dir, lab: cfg.Lab, log: cfg.Log}
+	return &Archives{store: cfg.Store, disks: cfg.Disks, jobs: cfg.Jobs, dir: cfg.Dir, dataDir: cfg.DataDir, now: cfg.Now, lab: cfg.Lab, log: cfg.Log}
 }
 
 // DirOf is the absolute directory of archive a.
