@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
@@ -67,10 +66,6 @@ func (s *Service) archiveDirOf(a *store.Archive) string { return s.archives.DirO
 
 // syncDirs fsyncs each path (files or directories).
 var syncDirs = archive.SyncPaths
-
-// checkNetworksExist refuses a manifest naming a network this server does
-// not have.
-var checkNetworksExist = archive.CheckNetworksExist
 
 func (s *Service) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
 	m, err := bundle.Parse(a.Manifest)
@@ -142,127 +137,29 @@ func (s *Service) StartArchive(ctx context.Context, config, name string, opts Cr
 }
 
 // StartRestore starts a job that makes configuration config from an
-// archive by full clone: each archived disk becomes a new standalone
-// writable base (decompressed) in the layers directory. VMs keep their
-// names, hardware, networks and IP modes, get new MACs, and take their
-// addresses again as restoreNIC says. A template the archive names that
-// no longer exists is made again from the archive (hardware and boot
-// files, no base disks). The archive is only read. A cancelled or failed
-// job leaves nothing behind. The configuration gets its storage lease as
-// opts says, and the archive is marked used.
+// archive by full clone (see archive.Archives.StartRestore); the records
+// are written by restoreRecords. The configuration gets its storage lease
+// as opts says, and the archive is marked used.
 func (s *Service) StartRestore(ctx context.Context, archive, config string, opts CreateOptions) (jobs.Job, error) {
-	if err := checkName("configuration", config); err != nil {
-		return jobs.Job{}, err
-	}
-	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
-		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
-	}
-	unlock := s.locks.lock(archive, config)
-	var m *bundle.Manifest
-	var dir string
-	var archiveID int64
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		a, err := tx.GetArchive(archive)
-		if err != nil {
-			return err
-		}
-		archiveID = a.ID
-		if _, err := tx.GetConfig(config); err == nil {
-			return errdefs.Conflict("configuration %q already exists", config)
-		} else if !errors.Is(err, errdefs.ErrNotFound) {
-			return err
-		}
-		if m, err = bundle.Parse(a.Manifest); err != nil {
-			return err
-		}
-		dir = s.archiveDirOf(a)
-		return checkNetworksExist(tx, m)
-	})
+	return s.archives.StartRestore(ctx, archive, config, opts.StorageLease)
+}
+
+// restoreRecords writes a restored configuration inside tx: commitRestore,
+// the configuration's storage lease, and the archive marked used. It
+// returns the boot file copies it did not need.
+func (s *Service) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error) {
+	c, unused, err := s.commitRestore(tx, m, config, layers, bootCopies)
 	if err != nil {
-		unlock()
-		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
+		return nil, err
 	}
-	// One new layer per disk, and a copy of the boot files of every
-	// template that may have to be made again (decided at commit).
-	var created []string
-	layers := map[string]string{} // manifest file path -> new layer path
-	bootCopies := map[string]string{}
-	for _, vm := range m.VMs {
-		for _, d := range vm.Disks {
-			layers[d.File.Path] = newLayerPath()
-			created = append(created, layers[d.File.Path])
-		}
+	if err := s.leases.started(tx, configLease(c.ID), storageLease); err != nil {
+		return nil, err
 	}
-	for _, t := range m.Templates {
-		for _, f := range []*bundle.File{t.Kernel, t.Initrd} {
-			if f != nil {
-				bootCopies[f.Path] = filepath.Join(filesDir, "t-"+randomHex(6)+"-"+filepath.Base(f.Path))
-				created = append(created, bootCopies[f.Path], disk.TempPath(bootCopies[f.Path]))
-			}
-		}
+	// The archive is held by its lock, so it is still archiveID.
+	if err := s.leases.used(tx, archiveLease(archiveID)); err != nil {
+		return nil, err
 	}
-	op, err := s.beginOp(ctx, "restore", config, created, nil)
-	if err != nil {
-		unlock()
-		return jobs.Job{}, err
-	}
-	return s.jobs.StartFrom(ctx, "restore", config, func(ctx context.Context, progress func(done, total int64)) error {
-		defer unlock()
-		fail := func(err error) error {
-			return s.failOp(op, fmt.Errorf("restore archive %q as %q: %w", archive, config, err))
-		}
-		var total, done int64
-		for _, vm := range m.VMs {
-			for _, d := range vm.Disks {
-				total += d.VirtualSize
-			}
-		}
-		progress(0, total)
-		for _, vm := range m.VMs {
-			for _, d := range vm.Disks {
-				if err := s.step(ctx, op, "convert"); err != nil {
-					return fail(err)
-				}
-				err := s.disks.Consolidate(ctx, filepath.Join(dir, d.File.Path), s.abs(layers[d.File.Path]), func(n, _ int64) { progress(done+n, total) })
-				if err != nil {
-					return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err))
-				}
-				done += d.VirtualSize
-			}
-		}
-		for src, dst := range bootCopies {
-			if err := s.step(ctx, op, "copy-boot-file"); err != nil {
-				return fail(err)
-			}
-			if err := copyFile(ctx, filepath.Join(dir, src), s.abs(dst), 0o400, maxBootFile); err != nil {
-				return fail(err)
-			}
-		}
-		if err := s.step(ctx, op, "commit"); err != nil {
-			return fail(err)
-		}
-		err := s.update(ctx, func(tx store.Tx) error {
-			c, unused, err := s.commitRestore(tx, m, config, layers, bootCopies)
-			if err != nil {
-				return err
-			}
-			if err := s.leases.started(tx, configLease(c.ID), opts.StorageLease); err != nil {
-				return err
-			}
-			// The archive is held by its lock, so it is still archiveID.
-			if err := s.leases.used(tx, archiveLease(archiveID)); err != nil {
-				return err
-			}
-			return commitOp(tx, op, unused)
-		})
-		if err != nil {
-			return fail(err)
-		}
-		s.finishOp(op)
-		s.log.Info("archive restored", "archive", archive, "config", config)
-		s.record(ctx, ObjectConfig, "restore", config, "restored from archive "+archive)
-		return nil
-	}), nil
+	return unused, nil
 }
 
 // commitRestore writes the restored configuration inside tx and returns

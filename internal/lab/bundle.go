@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"stagehand/internal/ipam"
@@ -125,6 +126,24 @@ func (l archiveLab) Touch(ctx context.Context, name string) { l.s.touch(ctx, Obj
 
 func (l archiveLab) Record(ctx context.Context, action, name, detail string) {
 	l.s.record(ctx, ObjectArchive, action, name, detail)
+}
+
+func (l archiveLab) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return l.s.update(ctx, fn)
+}
+
+func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error) {
+	return l.s.restoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease)
+}
+
+func (archiveLab) NewLayerPath() string { return newLayerPath() }
+
+func (archiveLab) NewBootPath(base string) string {
+	return filepath.Join(filesDir, "t-"+randomHex(6)+"-"+base)
+}
+
+func (l archiveLab) RecordRestore(ctx context.Context, config, archive string) {
+	l.s.record(ctx, ObjectConfig, "restore", config, "restored from archive "+archive)
 }
 
 func (archiveLab) CopyBootFile(ctx context.Context, src, dst string) error {

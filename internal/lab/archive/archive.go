@@ -1,5 +1,5 @@
 // Package archive moves archives in and out of the lab: it makes an
-// archive of a configuration, exports an archive as a bundle, imports a
+// archive of a configuration, restores one as a new configuration, exports an archive as a bundle, imports a
 // bundle as a new archive, and deletes one.
 // It owns the archive directory's files; what only the lab knows (locks,
 // the journal, leases, events, this server's rules) it asks through Lab.
@@ -50,6 +50,19 @@ type Lab interface {
 	CheckHostPath(p, why string) error
 	CheckLeaseLength(kind string, d *time.Duration) error
 	CheckManifest(m *bundle.Manifest) error
+	// Update runs fn in a store transaction of the lab's (which forgets
+	// the addresses it cached when fn fails).
+	Update(ctx context.Context, fn func(store.Tx) error) error
+	// RestoreRecords writes configuration config from manifest m inside
+	// tx: templates made again, one layer per disk (layers: manifest file
+	// -> new layer path), VMs and their addresses, its storage lease, and
+	// archive archiveID marked used. It returns the boot file copies it
+	// did not need. NewLayerPath and NewBootPath name the files a restore
+	// writes (relative to the data dir); RecordRestore tells the event log.
+	RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error)
+	NewLayerPath() string
+	NewBootPath(base string) string
+	RecordRestore(ctx context.Context, config, archive string)
 	// CopyBootFile copies a template's boot file (kernel or initrd) to
 	// dst, read-only, within the lab's size bound.
 	CopyBootFile(ctx context.Context, src, dst string) error
@@ -80,7 +93,7 @@ type Config struct {
 	Log     *slog.Logger
 }
 
-// Archives makes, exports, imports and deletes archives.
+// Archives makes, restores, exports, imports and deletes archives.
 type Archives struct {
 	store   store.Store
 	disks   Disks
