@@ -28,6 +28,11 @@ import (
 // Every archive file lives in its directory, which an operation journals
 // as one entry (a path ending in a separator): a failure or a crash removes
 // the whole directory, and deleting the archive removes it.
+//
+// Making, restoring, exporting, importing and deleting archives run in
+// internal/lab/archive; the lab keeps how archives are shown (their lease
+// is the lab's) and the records a restore writes (templates, layers,
+// addresses), which that package asks for through archiveLab.
 
 // ArchiveView is an archive as shown to users.
 type ArchiveView struct {

@@ -13,9 +13,9 @@ import (
 	"stagehand/internal/store"
 )
 
-// Bundles, their export and import, and the deletion of archives live in
-// internal/lab/archive; the lab gives them its locks, journal, leases,
-// events and rules through archiveLab.
+// Bundles, their export and import, live in internal/lab/archive with the
+// rest of the archives' operations; the lab gives them its locks, journal,
+// leases, events, rules and a restore's records through archiveLab.
 
 // ImportSpec is the input of StartImport.
 type ImportSpec = archive.ImportSpec
