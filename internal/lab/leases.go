@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/lab/events"
+	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
 )
 
@@ -27,39 +27,24 @@ import (
 // passed. All its state is in the store, so a restart loses nothing: the
 // next pass does what is due. A deployed configuration is never deleted.
 
+// The lease rules (lengths, policy, the reaper's plan) are in package
+// lease; the lab keeps the leases' records and carries the plan out.
+
 // Cleanup policies.
 const (
-	CleanupNotify = "notify" // expired objects are marked and reported only
-	CleanupDelete = "delete" // expired objects are deleted after the grace period
+	CleanupNotify = lease.CleanupNotify
+	CleanupDelete = lease.CleanupDelete
 )
 
 // Defaults of LeasePolicy.
 const (
-	DefaultGrace          = 7 * 24 * time.Hour
-	DefaultReapInterval   = time.Minute
-	DefaultEventRetention = 90 * 24 * time.Hour
+	DefaultGrace          = lease.DefaultGrace
+	DefaultReapInterval   = lease.DefaultReapInterval
+	DefaultEventRetention = lease.DefaultEventRetention
 )
 
 // LeasePolicy holds the daemon-wide lease defaults and the reaper's policy.
-type LeasePolicy struct {
-	// DefaultStorage is the storage lease of new configurations, library
-	// entries and archives; 0 means never.
-	DefaultStorage time.Duration
-	// DefaultDeploy is the deployment lease of new configurations; 0 means
-	// never.
-	DefaultDeploy time.Duration
-	// Cleanup is CleanupNotify (default) or CleanupDelete.
-	Cleanup string
-	// Grace is how long an expired object is kept before the delete policy
-	// deletes it (default DefaultGrace).
-	Grace time.Duration
-	// ReapInterval is how often the reaper runs (default
-	// DefaultReapInterval).
-	ReapInterval time.Duration
-	// EventRetention is how long events are kept (default
-	// DefaultEventRetention).
-	EventRetention time.Duration
-}
+type LeasePolicy = lease.Policy
 
 // lifecycle is the Service's state for archives and leases.
 type lifecycle struct {
@@ -87,26 +72,11 @@ func newLifecycle(opts Options, dataDir string) (*lifecycle, error) {
 	if err := os.MkdirAll(l.archiveDir, 0o700); err != nil {
 		return nil, fmt.Errorf("lab: create archive dir: %w", err)
 	}
-	p := &l.policy
-	switch p.Cleanup {
-	case "":
-		p.Cleanup = CleanupNotify
-	case CleanupNotify, CleanupDelete:
-	default:
-		return nil, fmt.Errorf("lab: cleanup policy %q is not %s or %s", p.Cleanup, CleanupNotify, CleanupDelete)
+	p, err := l.policy.WithDefaults()
+	if err != nil {
+		return nil, err
 	}
-	if p.DefaultStorage < 0 || p.DefaultDeploy < 0 || p.Grace < 0 || p.ReapInterval < 0 || p.EventRetention < 0 {
-		return nil, fmt.Errorf("lab: lease durations must not be negative")
-	}
-	if p.Grace == 0 {
-		p.Grace = DefaultGrace
-	}
-	if p.ReapInterval == 0 {
-		p.ReapInterval = DefaultReapInterval
-	}
-	if p.EventRetention == 0 {
-		p.EventRetention = DefaultEventRetention
-	}
+	l.policy = p
 	l.book = &leaseBook{policy: l.policy, now: l.now}
 	return l, nil
 }
@@ -121,36 +91,7 @@ func (s *Service) LeasePolicy() LeasePolicy { return s.life.policy }
 
 // ParseLease reads a lease length: "never" (0), a number of days ("30d"),
 // weeks ("2w"), or a Go duration ("8h", "90m", "1h30m").
-func ParseLease(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if s == "never" {
-		return 0, nil
-	}
-	bad := errdefs.Invalid("lease %q is not \"never\", a number of days (30d), weeks (2w) or a duration (8h, 90m)", s)
-	var d time.Duration
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		v, err := strconv.ParseFloat(n, 64)
-		if err != nil {
-			return 0, bad
-		}
-		d = time.Duration(v * float64(24*time.Hour))
-	} else if n, ok := strings.CutSuffix(s, "w"); ok {
-		v, err := strconv.ParseFloat(n, 64)
-		if err != nil {
-			return 0, bad
-		}
-		d = time.Duration(v * float64(7*24*time.Hour))
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, bad
-		}
-	}
-	if d <= 0 {
-		return 0, errdefs.Invalid("lease %q must be positive (or \"never\")", s)
-	}
-	return d, nil
-}
+func ParseLease(s string) (time.Duration, error) { return lease.Parse(s) }
 
 // LeaseView is a lease as shown to users. Zero times mean none.
 type LeaseView struct {
@@ -453,85 +394,32 @@ func configObject(c *store.Config) string {
 
 // Reaper actions.
 const (
-	ReapUndeploy         = "undeploy"           // the deployment lease ran out
-	ReapMarkExpired      = "mark-expired"       // the storage lease ran out
-	ReapDelete           = "delete"             // expired and past the grace period, delete policy
-	ReapStartDeployLease = "start-deploy-lease" // deployed without a running lease (safety net)
-	ReapClearDeployLease = "clear-deploy-lease" // undeployed with a running lease (safety net)
+	ReapUndeploy         = lease.ReapUndeploy
+	ReapMarkExpired      = lease.ReapMarkExpired
+	ReapDelete           = lease.ReapDelete
+	ReapStartDeployLease = lease.ReapStartDeployLease
+	ReapClearDeployLease = lease.ReapClearDeployLease
 )
 
 // ReapAction is one thing the reaper decided to do.
-type ReapAction struct {
-	Action string
-	Object string // ObjectConfig, ObjectLibrary or ObjectArchive
-	Name   string
-	Save   bool   // ReapUndeploy: save the VMs' state
-	Err    string // set when doing it failed
-}
-
-// leased is what the reaper decides on: one object with its lease.
-type leased struct {
-	object string
-	name   string
-	state  string // configuration state; "" for archives
-	lease  store.Lease
-}
-
-// planReap decides what the reaper does at now. It is pure, so that its
-// rules are tested apart from the actions.
-func planReap(now time.Time, p LeasePolicy, items []leased) []ReapAction {
-	var out []ReapAction
-	for _, it := range items {
-		l := it.lease
-		act := func(action string) ReapAction { return ReapAction{Action: action, Object: it.object, Name: it.name} }
-		if it.object == ObjectConfig {
-			switch {
-			case (it.state == store.StateDeployed || it.state == store.StateFailed) && !l.DeployExpires.IsZero() && !now.Before(l.DeployExpires):
-				// A failed deployment (a save that failed, VMs lost in a
-				// restart) is undeployed discarding state: saving is what
-				// may have failed, and retrying it forever helps nobody.
-				a := act(ReapUndeploy)
-				a.Save = l.UndeployAction != store.UndeployDiscard && it.state == store.StateDeployed
-				out = append(out, a)
-			case it.state == store.StateDeployed && l.DeployExpires.IsZero() && l.DeployLease > 0:
-				out = append(out, act(ReapStartDeployLease))
-			case it.state == store.StateUndeployed && !l.DeployExpires.IsZero():
-				out = append(out, act(ReapClearDeployLease))
-			}
-		}
-		if l.StorageExpires.IsZero() || now.Before(l.StorageExpires) {
-			continue
-		}
-		switch {
-		case l.ExpiredAt.IsZero():
-			out = append(out, act(ReapMarkExpired))
-		case p.Cleanup == CleanupDelete && !now.Before(l.ExpiredAt.Add(p.Grace)):
-			// Never a deployed (or deploying, failed...) configuration:
-			// only an undeployed one, whose disks nothing runs on.
-			if it.state == "" || it.state == store.StateUndeployed {
-				out = append(out, act(ReapDelete))
-			}
-		}
-	}
-	return out
-}
+type ReapAction = lease.ReapAction
 
 // Reap runs the reaper once and returns what it did. The daemon calls it
 // every ReapInterval (RunReaper); tests call it with an injected clock.
 func (s *Service) Reap(ctx context.Context) ([]ReapAction, error) {
 	s.life.reaping.Lock()
 	defer s.life.reaping.Unlock()
-	var items []leased
+	var items []lease.Leased
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		items, err = loadLeased(tx)
+		items, err = lease.Load(tx)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reaper: %w", err)
 	}
 	now := s.now()
-	actions := planReap(now, s.life.policy, items)
+	actions := lease.Plan(now, s.life.policy, items)
 	ctx = events.WithActor(ctx, ActorReaper)
 	for i := range actions {
 		if err := s.reapOne(ctx, now, actions[i]); err != nil {
@@ -545,40 +433,6 @@ func (s *Service) Reap(ctx context.Context) ([]ReapAction, error) {
 	return actions, nil
 }
 
-// loadLeased reads every configuration, library entry and archive that has
-// a lease.
-func loadLeased(tx store.Tx) ([]leased, error) {
-	leases, err := tx.ListLeases()
-	if err != nil {
-		return nil, err
-	}
-	cs, err := tx.ListConfigs()
-	if err != nil {
-		return nil, err
-	}
-	as, err := tx.ListArchives()
-	if err != nil {
-		return nil, err
-	}
-	configs := map[int64]store.Config{}
-	for _, c := range cs {
-		configs[c.ID] = c
-	}
-	archives := map[int64]store.Archive{}
-	for _, a := range as {
-		archives[a.ID] = a
-	}
-	var out []leased
-	for _, l := range leases {
-		if c, ok := configs[l.ConfigID]; ok {
-			out = append(out, leased{object: configObject(&c), name: c.Name, state: c.State, lease: l})
-		} else if a, ok := archives[l.ArchiveID]; ok {
-			out = append(out, leased{object: ObjectArchive, name: a.Name, lease: l})
-		}
-	}
-	return out, nil
-}
-
 // reapOne does one action, after checking again, inside the transaction
 // that records it, that it is still due (a user may have extended the lease
 // meanwhile).
@@ -586,11 +440,11 @@ func (s *Service) reapOne(ctx context.Context, now time.Time, a ReapAction) erro
 	stillDue := func() (bool, error) {
 		var due bool
 		err := s.store.View(ctx, func(tx store.Tx) error {
-			items, err := loadLeased(tx)
+			items, err := lease.Load(tx)
 			if err != nil {
 				return err
 			}
-			for _, b := range planReap(now, s.life.policy, items) {
+			for _, b := range lease.Plan(now, s.life.policy, items) {
 				if b.Object == a.Object && b.Name == a.Name && b.Action == a.Action {
 					due = true
 				}
