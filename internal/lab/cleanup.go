@@ -3,15 +3,11 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"sort"
-	"syscall"
 	"time"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/lab/deploy"
+	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
 )
 
@@ -20,10 +16,10 @@ import (
 // each with the space deleting it would really free. Layers are shared, so
 // that is not the size of its chains: a layer is freed only when every
 // disk and child that keeps it goes too, exactly as releaseLayers decides
-// at deletion. The view simulates that rule on the layer tree, for each
-// item alone and for all the deletable items together (which can free more
-// than the sum: two clones sharing a frozen layer each free nothing of it
-// alone, both together free it).
+// at deletion. The view simulates that rule on the layer tree (lease.Space),
+// for each item alone and for all the deletable items together (which can
+// free more than the sum: two clones sharing a frozen layer each free
+// nothing of it alone, both together free it).
 
 // CleanupOptions are the options of Cleanup.
 type CleanupOptions struct {
@@ -75,12 +71,12 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 	if opts.IdleDays < 0 {
 		return nil, errdefs.Invalid("cleanup: idle days %d is negative", opts.IdleDays)
 	}
-	var model *spaceModel
+	var model *lease.Space
 	var items []CleanupItem
 	now := s.now()
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		if model, err = s.loadSpaceModel(tx); err != nil {
+		if model, err = s.loadSpace(tx); err != nil {
 			return err
 		}
 		items, err = s.cleanupCandidates(tx, now, opts.IdleDays)
@@ -93,14 +89,14 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 	var all []CleanupItem
 	for i := range items {
 		it := &items[i]
-		if it.Frees, err = model.frees(ctx, s, []CleanupItem{*it}); err != nil {
+		if it.Frees, err = s.frees(ctx, model, []CleanupItem{*it}); err != nil {
 			return nil, fmt.Errorf("cleanup: %w", err)
 		}
 		if it.Deletable {
 			all = append(all, *it)
 		}
 	}
-	if rep.Frees, err = model.frees(ctx, s, all); err != nil {
+	if rep.Frees, err = s.frees(ctx, model, all); err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}
 	rep.Items = items
@@ -121,7 +117,7 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 		it.Deleted = true
 		deleted = append(deleted, *it)
 	}
-	if rep.Freed, err = model.frees(ctx, s, deleted); err != nil {
+	if rep.Freed, err = s.frees(ctx, model, deleted); err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}
 	return rep, nil
@@ -191,43 +187,27 @@ func (s *Service) cleanupCandidates(tx store.Tx, now time.Time, idleDays int) ([
 	return out, nil
 }
 
-// spaceModel is a snapshot of the layer tree and of what refers to each
-// layer, to compute what deleting a set of objects frees.
-type spaceModel struct {
-	layers     layerIndex
-	children   map[int64]int
-	topRefs    map[int64]int // disks whose top the layer is
-	configTops map[string][]int64
-	stateFiles map[string][]string // saved states, deleted with the configuration
-	archives   map[string]string   // archive name -> directory
-	sizes      map[int64]int64     // allocated bytes of layers, filled lazily
-}
-
-func (s *Service) loadSpaceModel(tx store.Tx) (*spaceModel, error) {
+// loadSpace fills the cleanup view's space model from the store: the
+// layer tree, each configuration's disks and saved states, each archive's
+// directory.
+func (s *Service) loadSpace(tx store.Tx) (*lease.Space, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, err
 	}
-	m := &spaceModel{layers: idx, children: map[int64]int{}, topRefs: map[int64]int{},
-		configTops: map[string][]int64{}, stateFiles: map[string][]string{}, archives: map[string]string{}, sizes: map[int64]int64{}}
-	for _, l := range idx {
-		if l.ParentID != 0 {
-			m.children[l.ParentID]++
-		}
-	}
+	m := lease.NewSpace(idx)
 	cs, err := tx.ListConfigs()
 	if err != nil {
 		return nil, err
 	}
 	for _, c := range cs {
-		key := configObject(&c) + "/" + c.Name
+		object := configObject(&c)
 		for _, vm := range c.VMs {
 			if f := s.abs(deploy.StateFile(vm.ID)); fileExists(f) {
-				m.stateFiles[key] = append(m.stateFiles[key], f)
+				m.AddStateFile(object, c.Name, f)
 			}
 			for _, d := range vm.Disks {
-				m.topRefs[d.TopLayerID]++
-				m.configTops[key] = append(m.configTops[key], d.TopLayerID)
+				m.AddDisk(object, c.Name, d.TopLayerID)
 			}
 		}
 	}
@@ -236,92 +216,25 @@ func (s *Service) loadSpaceModel(tx store.Tx) (*spaceModel, error) {
 		return nil, err
 	}
 	for i := range as {
-		m.archives[as[i].Name] = s.archiveDirOf(&as[i])
+		m.AddArchive(as[i].Name, s.archiveDirOf(&as[i]))
 	}
 	return m, nil
 }
 
-// freedLayers returns the layers deleting the configurations keys would
-// release, by the rule of releaseLayers.
-func (m *spaceModel) freedLayers(keys []string) []int64 {
-	topRefs := map[int64]int{}
-	children := map[int64]int{}
-	var queue []int64
-	for _, k := range keys {
-		for _, id := range m.configTops[k] {
-			topRefs[id]--
-			queue = append(queue, id)
-		}
+// frees returns the bytes deleting items together frees, by the model m.
+func (s *Service) frees(ctx context.Context, m *lease.Space, items []CleanupItem) (int64, error) {
+	refs := make([]lease.Ref, len(items))
+	for i, it := range items {
+		refs[i] = lease.Ref{Object: it.Object, Name: it.Name}
 	}
-	freed := map[int64]bool{}
-	var out []int64
-	for len(queue) > 0 {
-		id := queue[0]
-		queue = queue[1:]
-		l, ok := m.layers[id]
-		if !ok || freed[id] || l.TemplateID != 0 {
-			continue
-		}
-		if m.topRefs[id]+topRefs[id] > 0 || m.children[id]+children[id] > 0 {
-			continue
-		}
-		freed[id] = true
-		out = append(out, id)
-		if l.ParentID != 0 {
-			children[l.ParentID]--
-			queue = append(queue, l.ParentID)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
+	return m.Frees(ctx, s.layerSize, refs)
 }
 
-// frees returns the bytes deleting items together frees.
-func (m *spaceModel) frees(ctx context.Context, s *Service, items []CleanupItem) (int64, error) {
-	var keys []string
-	var total int64
-	for _, it := range items {
-		if it.Object == ObjectArchive {
-			total += allocatedBytes(m.archives[it.Name])
-			continue
-		}
-		key := it.Object + "/" + it.Name
-		keys = append(keys, key)
-		for _, f := range m.stateFiles[key] {
-			total += allocatedBytes(f)
-		}
+// layerSize returns the bytes a layer's file takes on disk.
+func (s *Service) layerSize(ctx context.Context, path string) (int64, error) {
+	info, err := s.disks.Info(ctx, s.abs(path))
+	if err != nil {
+		return 0, err
 	}
-	for _, id := range m.freedLayers(keys) {
-		size, ok := m.sizes[id]
-		if !ok {
-			info, err := s.disks.Info(ctx, s.abs(m.layers[id].Path))
-			if err != nil {
-				return 0, fmt.Errorf("size of layer %s: %w", m.layers[id].Path, err)
-			}
-			size = info.ActualSize
-			m.sizes[id] = size
-		}
-		total += size
-	}
-	return total, nil
-}
-
-// allocatedBytes returns the bytes path (a file, or a directory with all
-// it holds) takes on its filesystem.
-func allocatedBytes(path string) int64 {
-	var total int64
-	filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		st, err := os.Lstat(p)
-		if err != nil {
-			return nil
-		}
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && !st.IsDir() {
-			total += sys.Blocks * 512
-		}
-		return nil
-	})
-	return total
+	return info.ActualSize, nil
 }
