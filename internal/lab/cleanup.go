@@ -89,14 +89,14 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 	var all []CleanupItem
 	for i := range items {
 		it := &items[i]
-		if it.Frees, err = s.frees(ctx, model, []CleanupItem{*it}); err != nil {
+		if it.Frees, err = frees(ctx, s, model, []CleanupItem{*it}); err != nil {
 			return nil, fmt.Errorf("cleanup: %w", err)
 		}
 		if it.Deletable {
 			all = append(all, *it)
 		}
 	}
-	if rep.Frees, err = s.frees(ctx, model, all); err != nil {
+	if rep.Frees, err = frees(ctx, s, model, all); err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}
 	rep.Items = items
@@ -117,7 +117,7 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 		it.Deleted = true
 		deleted = append(deleted, *it)
 	}
-	if rep.Freed, err = s.frees(ctx, model, deleted); err != nil {
+	if rep.Freed, err = frees(ctx, s, model, deleted); err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}
 	return rep, nil
@@ -221,20 +221,19 @@ func (s *Service) loadSpace(tx store.Tx) (*lease.Space, error) {
 	return m, nil
 }
 
-// frees returns the bytes deleting items together frees, by the model m.
-func (s *Service) frees(ctx context.Context, m *lease.Space, items []CleanupItem) (int64, error) {
+// frees returns the bytes deleting items together frees, by the model m;
+// it measures a freed layer's file through the lab's disk tool.
+func frees(ctx context.Context, s *Service, m *lease.Space, items []CleanupItem) (int64, error) {
 	refs := make([]lease.Ref, len(items))
 	for i, it := range items {
 		refs[i] = lease.Ref{Object: it.Object, Name: it.Name}
 	}
-	return m.Frees(ctx, s.layerSize, refs)
-}
-
-// layerSize returns the bytes a layer's file takes on disk.
-func (s *Service) layerSize(ctx context.Context, path string) (int64, error) {
-	info, err := s.disks.Info(ctx, s.abs(path))
-	if err != nil {
-		return 0, err
+	size := func(ctx context.Context, path string) (int64, error) {
+		info, err := s.disks.Info(ctx, s.abs(path))
+		if err != nil {
+			return 0, err
+		}
+		return info.ActualSize, nil
 	}
-	return info.ActualSize, nil
+	return m.Frees(ctx, size, refs)
 }
