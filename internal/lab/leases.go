@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"stagehand/internal/errdefs"
@@ -27,8 +26,10 @@ import (
 // passed. All its state is in the store, so a restart loses nothing: the
 // next pass does what is due. A deployed configuration is never deleted.
 
-// The lease rules (lengths, policy, the reaper's plan) are in package
-// lease; the lab keeps the leases' records and carries the plan out.
+// The lease rules (lengths, policy, the reaper's plan and loop) are in
+// package lease; the lab keeps the leases' records, written in each
+// operation's own transaction (leaseKeeper), and does what the reaper asks
+// through reaperLab.
 
 // Cleanup policies.
 const (
@@ -52,7 +53,7 @@ type lifecycle struct {
 	archiveDir string
 	policy     LeasePolicy
 	book       *leaseBook
-	reaping    sync.Mutex // one Reap at a time
+	reaper     *lease.Reaper
 }
 
 // newLifecycle checks the lease options and prepares the archive directory.
@@ -407,109 +408,72 @@ type ReapAction = lease.ReapAction
 // Reap runs the reaper once and returns what it did. The daemon calls it
 // every ReapInterval (RunReaper); tests call it with an injected clock.
 func (s *Service) Reap(ctx context.Context) ([]ReapAction, error) {
-	s.life.reaping.Lock()
-	defer s.life.reaping.Unlock()
+	return s.life.reaper.Reap(events.WithActor(ctx, ActorReaper))
+}
+
+// reaperLab is the lab as the reaper (lease.Reaper) sees it.
+type reaperLab struct{ s *Service }
+
+var _ lease.Lab = reaperLab{}
+
+func (l reaperLab) Leased(ctx context.Context) ([]lease.Leased, error) {
 	var items []lease.Leased
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	err := l.s.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		items, err = lease.Load(tx)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("reaper: %w", err)
-	}
-	now := s.now()
-	actions := lease.Plan(now, s.life.policy, items)
-	ctx = events.WithActor(ctx, ActorReaper)
-	for i := range actions {
-		if err := s.reapOne(ctx, now, actions[i]); err != nil {
-			actions[i].Err = err.Error()
-			s.log.Warn("reaper", "action", actions[i].Action, "object", actions[i].Object, "name", actions[i].Name, "err", err)
-		}
-	}
-	if _, err := s.eventLog.Prune(ctx, now.Add(-s.life.policy.EventRetention)); err != nil {
-		s.log.Warn("reaper: prune events", "err", err)
-	}
-	return actions, nil
+	return items, err
 }
 
-// reapOne does one action, after checking again, inside the transaction
-// that records it, that it is still due (a user may have extended the lease
-// meanwhile).
-func (s *Service) reapOne(ctx context.Context, now time.Time, a ReapAction) error {
-	stillDue := func() (bool, error) {
-		var due bool
-		err := s.store.View(ctx, func(tx store.Tx) error {
-			items, err := lease.Load(tx)
-			if err != nil {
-				return err
-			}
-			for _, b := range lease.Plan(now, s.life.policy, items) {
-				if b.Object == a.Object && b.Name == a.Name && b.Action == a.Action {
-					due = true
-				}
-			}
-			return nil
-		})
-		return due, err
-	}
-	switch a.Action {
-	case ReapUndeploy:
-		due, err := stillDue()
-		if err != nil || !due {
-			return err
-		}
-		how := "discarding state"
-		if a.Save {
-			how = "saving state"
-		}
-		s.record(ctx, a.Object, "deploy-lease-expired", a.Name, "undeploying, "+how)
-		_, err = s.Undeploy(ctx, a.Name, a.Save)
-		return err
-	case ReapMarkExpired:
-		err := s.store.Update(ctx, func(tx store.Tx) error {
-			l, err := s.leaseOf(tx, a.Object, a.Name)
-			if err != nil {
-				return err
-			}
-			if l.StorageExpires.IsZero() || now.Before(l.StorageExpires) || !l.ExpiredAt.IsZero() {
-				return errNotDue
-			}
-			l.ExpiredAt = now
-			return tx.PutLease(l)
-		})
-		if errors.Is(err, errNotDue) {
-			return nil
-		}
+func (l reaperLab) Undeploy(ctx context.Context, name string, save bool) error {
+	_, err := l.s.Undeploy(ctx, name, save)
+	return err
+}
+
+func (l reaperLab) Delete(ctx context.Context, object, name string) error {
+	return l.s.deleteObject(ctx, object, name)
+}
+
+func (l reaperLab) MarkExpired(ctx context.Context, object, name string, now time.Time) (bool, error) {
+	err := l.s.store.Update(ctx, func(tx store.Tx) error {
+		ls, err := l.s.leaseOf(tx, object, name)
 		if err != nil {
 			return err
 		}
-		detail := "storage lease ran out; marked for cleanup (policy notify: not deleted)"
-		if s.life.policy.Cleanup == CleanupDelete {
-			detail = fmt.Sprintf("storage lease ran out; will be deleted at %s unless the lease is extended", now.Add(s.life.policy.Grace).Format(time.RFC3339))
+		if ls.StorageExpires.IsZero() || now.Before(ls.StorageExpires) || !ls.ExpiredAt.IsZero() {
+			return errNotDue
 		}
-		s.record(ctx, a.Object, "storage-lease-expired", a.Name, detail)
-		return nil
-	case ReapDelete:
-		due, err := stillDue()
-		if err != nil || !due {
+		ls.ExpiredAt = now
+		return tx.PutLease(ls)
+	})
+	if errors.Is(err, errNotDue) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (l reaperLab) SetDeployExpires(ctx context.Context, object, name string, start bool, now time.Time) error {
+	return l.s.store.Update(ctx, func(tx store.Tx) error {
+		ls, err := l.s.leaseOf(tx, object, name)
+		if err != nil {
 			return err
 		}
-		return s.deleteObject(ctx, a.Object, a.Name)
-	case ReapStartDeployLease, ReapClearDeployLease:
-		return s.store.Update(ctx, func(tx store.Tx) error {
-			l, err := s.leaseOf(tx, a.Object, a.Name)
-			if err != nil {
-				return err
-			}
-			l.DeployExpires = time.Time{}
-			if a.Action == ReapStartDeployLease && l.DeployLease > 0 {
-				l.DeployExpires = now.Add(l.DeployLease)
-			}
-			return tx.PutLease(l)
-		})
-	}
-	return fmt.Errorf("unknown reaper action %q", a.Action)
+		ls.DeployExpires = time.Time{}
+		if start && ls.DeployLease > 0 {
+			ls.DeployExpires = now.Add(ls.DeployLease)
+		}
+		return tx.PutLease(ls)
+	})
+}
+
+func (l reaperLab) Record(ctx context.Context, object, action, subject, detail string) {
+	l.s.record(ctx, object, action, subject, detail)
+}
+
+func (l reaperLab) PruneEvents(ctx context.Context, before time.Time) error {
+	_, err := l.s.eventLog.Prune(ctx, before)
+	return err
 }
 
 var errNotDue = errors.New("no longer due")
@@ -529,16 +493,5 @@ func (s *Service) deleteObject(ctx context.Context, object, name string) error {
 
 // RunReaper runs Reap every ReapInterval until ctx ends, and returns then.
 func (s *Service) RunReaper(ctx context.Context) {
-	t := time.NewTicker(s.life.policy.ReapInterval)
-	defer t.Stop()
-	for {
-		if _, err := s.Reap(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("reaper", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	s.life.reaper.Run(events.WithActor(ctx, ActorReaper))
 }

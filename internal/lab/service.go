@@ -25,6 +25,7 @@ import (
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/doctor"
 	"stagehand/internal/lab/events"
+	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
 )
 
@@ -183,6 +184,7 @@ func New(opts Options) (*Service, error) {
 		s.log = slog.Default()
 	}
 	s.leases = s.life.book
+	s.life.reaper = lease.NewReaper(reaperLab{s}, s.life.policy, s.now, s.log)
 	s.eventLog = events.New(s.store, s.life.now, s.log)
 	s.events = s.eventLog
 	s.doctor = s.newDoctor()
