@@ -203,8 +203,8 @@ func (s *Service) loadSpace(tx store.Tx) (*lease.Space, error) {
 	for _, c := range cs {
 		object := configObject(&c)
 		for _, vm := range c.VMs {
-			if f := s.abs(deploy.StateFile(vm.ID)); fileExists(f) {
-				m.AddStateFile(object, c.Name, f)
+			if s.deploys.HasSavedState(vm.ID) {
+				m.AddStateFile(object, c.Name, s.abs(deploy.StateFile(vm.ID)))
 			}
 			for _, d := range vm.Disks {
 				m.AddDisk(object, c.Name, d.TopLayerID)

@@ -295,7 +295,7 @@ func (s *Service) deleteConfig(ctx context.Context, name, kind string) error {
 		var tops, allocs []int64
 		var extra []string // saved states
 		for _, v := range c.VMs {
-			if fileExists(s.abs(deploy.StateFile(v.ID))) {
+			if s.deploys.HasSavedState(v.ID) {
 				extra = append(extra, deploy.StateFile(v.ID))
 			}
 			vmIDs = append(vmIDs, v.ID)

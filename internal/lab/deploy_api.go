@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"stagehand/internal/lab/deploy"
@@ -112,14 +111,9 @@ func (s *Service) withRuntime(v *ConfigView) *ConfigView {
 	for i := range v.VMs {
 		vm := &v.VMs[i]
 		vm.PID = s.deploys.PID(vm.id)
-		vm.HasSavedState = fileExists(s.abs(deploy.StateFile(vm.id)))
+		vm.HasSavedState = s.deploys.HasSavedState(vm.id)
 	}
 	return v
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // deployLab is what deployments ask of the lab: its transactions, locks,

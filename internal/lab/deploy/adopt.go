@@ -96,7 +96,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 			}
 			for i := range c.VMs {
 				c.VMs[i].State = store.StateUndeployed
-				if fileExists(d.abs(StateFile(c.VMs[i].ID))) {
+				if d.HasSavedState(c.VMs[i].ID) {
 					c.VMs[i].State = VMStateSaved
 				}
 				if err := tx.UpdateVM(&c.VMs[i]); err != nil {

@@ -598,7 +598,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 		for i := range c.VMs {
 			// A state saved by an earlier, failed undeploy counts too.
 			keep := saved[indexOfVM(plan, c.VMs[i].ID)] ||
-				c.VMs[i].State == VMStateSaved && fileExists(d.abs(StateFile(c.VMs[i].ID)))
+				c.VMs[i].State == VMStateSaved && d.HasSavedState(c.VMs[i].ID)
 			c.VMs[i].State = store.StateUndeployed
 			if keep {
 				c.VMs[i].State = VMStateSaved

@@ -145,6 +145,12 @@ func (d *Deployments) recordFailure(ctx context.Context, action, subject string,
 	d.lab.Record(ctx, events.Event{Object: ObjectConfig, Action: action, Subject: subject, Result: events.ResultFailed, Detail: err.Error()})
 }
 
+// HasSavedState reports whether the VM has a saved state that its next
+// start resumes.
+func (d *Deployments) HasSavedState(vmID int64) bool {
+	return fileExists(d.abs(StateFile(vmID)))
+}
+
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
