@@ -371,11 +371,17 @@ func TestConsoleUpgradeJoinsTheSocket(t *testing.T) {
 		t.Fatalf("after half-close: %q, %v", rest, err)
 	}
 	// Once the session is over, the console can be attached again.
+	waitConsoleFree(t, srv)
+}
+
+// waitConsoleFree waits until vm1's console can be attached again.
+func waitConsoleFree(t *testing.T, srv *httptest.Server) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, _, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
 		if resp.StatusCode == http.StatusSwitchingProtocols {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("console still busy: %s", resp.Status)

@@ -226,17 +226,7 @@ func TestConsoleIdleSessionIsClosed(t *testing.T) {
 		t.Errorf("idle session closed after %s (idle timeout %s)", d, lim.ConsoleIdle)
 	}
 	// The console is free again.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, _, resp := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
-		if resp.StatusCode == http.StatusSwitchingProtocols {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("console still busy after the idle session: %s", resp.Status)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitConsoleFree(t, srv)
 }
 
 // TestStreamsOutliveTheWriteTimeout: a followed serial log keeps streaming

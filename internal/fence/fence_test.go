@@ -1,7 +1,6 @@
 package fence
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/syncbuf"
 )
 
 // The fence tests build, in throwaway namespaces only:
@@ -112,7 +111,7 @@ func (b *fenceBed) spec(policy Policy, vms ...*fakeVM) FenceSpec {
 func (b *fenceBed) setupFence(t *testing.T, policy Policy, vms ...*fakeVM) (*Fence, FenceSpec) {
 	t.Helper()
 	spec := b.spec(policy, vms...)
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	f, err := Setup(context.Background(), b.daemonNS, spec, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("Setup: %v", err)
@@ -804,23 +803,4 @@ func returnRoutes(t *testing.T, f *Fence) string {
 		routes = append(routes, strings.Join(strings.Fields(line), " "))
 	}
 	return strings.Join(routes, "|")
-}
-
-// lockedBuffer is a bytes.Buffer that a fence's logger (its DHCP servers
-// log from their own goroutines) and the test can use at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

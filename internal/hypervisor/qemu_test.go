@@ -1,7 +1,6 @@
 package hypervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/syncbuf"
 )
 
 func TestSpecValidate(t *testing.T) {
@@ -141,7 +141,7 @@ func TestVMLifecycle(t *testing.T) {
 	serial := spec.SerialLogPath()
 	// The VM logs to the logger it is given (the daemon's), not slog's
 	// default.
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
 	began := time.Now()
@@ -388,23 +388,4 @@ func TestParallelStartAndAdoptGone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that a VM's logger and the test can use
-// at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
