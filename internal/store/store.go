@@ -30,6 +30,11 @@ type Store interface {
 // Tx is one transaction. Create* methods set the ID (and CreatedAt when zero)
 // of the record they are given. List* methods return records ordered by ID.
 type Tx interface {
+	// Directory: organizations, workspaces, users, groups, memberships,
+	// tokens, shares, quotas, and the lists filtered by who may see them
+	// (identity.go).
+	Directory
+
 	// Templates. DeleteTemplate does not touch the template's layers.
 	CreateTemplate(t *Template) error
 	GetTemplate(name string) (*Template, error)
@@ -127,6 +132,11 @@ type Template struct {
 	Initrd    string
 	Cmdline   string
 	CreatedAt time.Time
+	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
+	// none (an object made before workspaces existed, or the system's).
+	// Create* writes them; SetOwnership changes them.
+	WorkspaceID int64
+	OwnerID     int64
 }
 
 // Layer is one qcow2 file of a disk chain.
@@ -154,6 +164,11 @@ type Network struct {
 	DNS       []netip.Addr
 	Pools     []IPRange
 	CreatedAt time.Time
+	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
+	// none (an object made before workspaces existed, or the system's).
+	// Create* writes them; SetOwnership changes them.
+	WorkspaceID int64
+	OwnerID     int64
 }
 
 // IPRange is an inclusive range of addresses.
@@ -213,6 +228,11 @@ type Config struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	VMs       []VM
+	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
+	// none (an object made before workspaces existed, or the system's).
+	// Create* writes them; SetOwnership changes them.
+	WorkspaceID int64
+	OwnerID     int64
 }
 
 // VM is one machine of a configuration.
@@ -292,6 +312,11 @@ type Archive struct {
 	Manifest  []byte
 	Size      int64 // bytes of its files
 	CreatedAt time.Time
+	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
+	// none (an object made before workspaces existed, or the system's).
+	// Create* writes them; SetOwnership changes them.
+	WorkspaceID int64
+	OwnerID     int64
 }
 
 // Undeploy actions of a deployment lease that runs out.

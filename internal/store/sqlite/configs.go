@@ -9,15 +9,17 @@ import (
 	"stagehand/internal/store"
 )
 
-const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind"
+const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id"
 
 func scanConfig(s scanner) (store.Config, error) {
 	var (
 		c                store.Config
 		created, updated int64
+		ws, own          sql.NullInt64
 	)
-	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind)
+	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind, &ws, &own)
 	c.CreatedAt, c.UpdatedAt = fromNanos(created), fromNanos(updated)
+	c.WorkspaceID, c.OwnerID = ws.Int64, own.Int64
 	return c, err
 }
 
@@ -77,12 +79,15 @@ func (t *tx) CreateConfig(c *store.Config) error {
 		if c.Kind == "" {
 			c.Kind = store.KindConfig
 		}
-		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, created.UnixNano(), updated.UnixNano(), c.Kind)
+		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, created.UnixNano(), updated.UnixNano(), c.Kind,
+			nullID(c.WorkspaceID), nullID(c.OwnerID))
 		switch {
 		case isUnique(err):
 			return errdefs.Conflict("configuration %q: already exists", c.Name)
+		case isForeignKey(err):
+			return errdefs.Conflict("configuration %q: %s", c.Name, t.missingOwnership(c.WorkspaceID, c.OwnerID))
 		case err != nil:
 			return fmt.Errorf("create configuration %q: %w", c.Name, err)
 		}

@@ -12,26 +12,30 @@ import (
 
 // Archives, leases and the event log (schema version 3).
 
-const archiveCols = "id, name, source, dir, manifest, size, created_at"
+const archiveCols = "id, name, source, dir, manifest, size, created_at, workspace_id, owner_id"
 
 func scanArchive(s scanner) (store.Archive, error) {
 	var (
 		a        store.Archive
 		manifest string
 		created  int64
+		ws, own  sql.NullInt64
 	)
-	err := s.Scan(&a.ID, &a.Name, &a.Source, &a.Dir, &manifest, &a.Size, &created)
+	err := s.Scan(&a.ID, &a.Name, &a.Source, &a.Dir, &manifest, &a.Size, &created, &ws, &own)
 	a.Manifest, a.CreatedAt = []byte(manifest), fromNanos(created)
+	a.WorkspaceID, a.OwnerID = ws.Int64, own.Int64
 	return a, err
 }
 
 func (t *tx) CreateArchive(a *store.Archive) error {
 	created := stamp(a.CreatedAt)
-	id, err := t.insert(`INSERT INTO archives (name, source, dir, manifest, size, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		a.Name, a.Source, a.Dir, string(a.Manifest), a.Size, created.UnixNano())
+	id, err := t.insert(`INSERT INTO archives (name, source, dir, manifest, size, created_at, workspace_id, owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.Name, a.Source, a.Dir, string(a.Manifest), a.Size, created.UnixNano(), nullID(a.WorkspaceID), nullID(a.OwnerID))
 	switch {
 	case isUnique(err):
 		return errdefs.Conflict("archive %q: already exists", a.Name)
+	case isForeignKey(err):
+		return errdefs.Conflict("archive %q: %s", a.Name, t.missingOwnership(a.WorkspaceID, a.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create archive %q: %w", a.Name, err)
 	}

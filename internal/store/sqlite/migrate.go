@@ -39,7 +39,165 @@ CREATE INDEX nics_external_allocation ON nics(external_allocation_id);
 `},
 	{3, "library entries, archives, leases, events", schemaV3, false},
 	{4, "ids are never reused (AUTOINCREMENT)", schemaV4, true},
+	{5, "organizations, workspaces, users, tokens, shares, quotas; ownership", schemaV5, false},
 }
+
+// schemaV5: who is who (organizations, workspaces, users, groups,
+// memberships, organization administrators, tokens), sharing, quotas, and
+// the workspace and owner of every template, network, configuration and
+// archive. It makes the organization 'default' with its shared workspace
+// 'main' and places every existing object there, owned by nobody (the
+// system).
+//
+// Shares and quotas name their object or scope by kind and id, which no
+// foreign key can express; triggers delete them with what they name. Ids
+// are never reused (AUTOINCREMENT), so a share left behind could not
+// reach a new object anyway, but it would linger in lists.
+//
+// The indexes serve the visibility filter (visible.go): objects by
+// workspace (and owner, for private workspaces), by owner (user quotas,
+// DeleteUser), and shares by grantee. A user's memberships are found
+// through the primary key (user_id first); shares of an object through
+// the unique (object_kind, object_id, grantee) keys.
+const schemaV5 = `
+CREATE TABLE organizations (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	name       TEXT    NOT NULL UNIQUE,
+	created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE workspaces (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	-- An organization with workspaces cannot be deleted.
+	org_id     INTEGER NOT NULL REFERENCES organizations(id) ON DELETE RESTRICT,
+	name       TEXT    NOT NULL,
+	kind       TEXT    NOT NULL CHECK (kind IN ('shared', 'private')),
+	created_at INTEGER NOT NULL,
+	UNIQUE (org_id, name)
+) STRICT;
+
+CREATE TABLE users (
+	id            INTEGER PRIMARY KEY AUTOINCREMENT,
+	name          TEXT    NOT NULL UNIQUE,
+	email         TEXT    UNIQUE COLLATE NOCASE, -- NULL: none
+	display_name  TEXT    NOT NULL,
+	password_hash TEXT,                          -- NULL: no password login
+	disabled      INTEGER NOT NULL,
+	system_admin  INTEGER NOT NULL,
+	default_workspace_id INTEGER REFERENCES workspaces(id) ON DELETE SET NULL,
+	created_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE groups (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	org_id     INTEGER NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+	name       TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	UNIQUE (org_id, name)
+) STRICT;
+
+CREATE TABLE group_members (
+	group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+	user_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	PRIMARY KEY (group_id, user_id)
+) STRICT;
+CREATE INDEX group_members_user ON group_members(user_id);
+
+CREATE TABLE memberships (
+	user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+	role         TEXT    NOT NULL CHECK (role <> ''),
+	PRIMARY KEY (user_id, workspace_id)
+) STRICT;
+CREATE INDEX memberships_workspace ON memberships(workspace_id);
+
+CREATE TABLE org_admins (
+	org_id  INTEGER NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+	user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	PRIMARY KEY (org_id, user_id)
+) STRICT;
+CREATE INDEX org_admins_user ON org_admins(user_id);
+
+-- Times are unix nanoseconds; NULL for never/none.
+CREATE TABLE tokens (
+	id                    TEXT    PRIMARY KEY CHECK (id <> ''),
+	user_id               INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	hash                  BLOB    NOT NULL,
+	kind                  TEXT    NOT NULL CHECK (kind IN ('api', 'session')),
+	name                  TEXT    NOT NULL,
+	created_at            INTEGER NOT NULL,
+	expires_at            INTEGER,
+	last_used_at          INTEGER,
+	revoked_at            INTEGER,
+	-- A token must not outlive the workspace it is restricted to: were the
+	-- restriction cleared instead, the token would act everywhere.
+	restrict_workspace_id INTEGER REFERENCES workspaces(id) ON DELETE CASCADE,
+	restrict_role         TEXT
+) STRICT;
+CREATE INDEX tokens_user ON tokens(user_id);
+CREATE INDEX tokens_expires ON tokens(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX tokens_restrict_workspace ON tokens(restrict_workspace_id) WHERE restrict_workspace_id IS NOT NULL;
+
+CREATE TABLE shares (
+	id               INTEGER PRIMARY KEY AUTOINCREMENT,
+	object_kind      TEXT    NOT NULL CHECK (object_kind IN ('config', 'template', 'network', 'archive')),
+	object_id        INTEGER NOT NULL,
+	grantee_user_id  INTEGER REFERENCES users(id) ON DELETE CASCADE,
+	grantee_group_id INTEGER REFERENCES groups(id) ON DELETE CASCADE,
+	level            TEXT    NOT NULL CHECK (level IN ('full', 'change', 'read', 'console')),
+	created_at       INTEGER NOT NULL,
+	CHECK ((grantee_user_id IS NULL) <> (grantee_group_id IS NULL)),
+	UNIQUE (object_kind, object_id, grantee_user_id),
+	UNIQUE (object_kind, object_id, grantee_group_id)
+) STRICT;
+CREATE INDEX shares_user ON shares(grantee_user_id, object_kind, object_id) WHERE grantee_user_id IS NOT NULL;
+CREATE INDEX shares_group ON shares(grantee_group_id, object_kind, object_id) WHERE grantee_group_id IS NOT NULL;
+
+CREATE TABLE quotas (
+	scope        TEXT    NOT NULL CHECK (scope IN ('user', 'workspace')),
+	scope_id     INTEGER NOT NULL,
+	stored_vms   INTEGER NOT NULL,
+	deployed_vms INTEGER NOT NULL,
+	vcpus        INTEGER NOT NULL,
+	memory_mib   INTEGER NOT NULL,
+	disk_gib     INTEGER NOT NULL,
+	PRIMARY KEY (scope, scope_id)
+) STRICT;
+
+-- Ownership. Neither a workspace nor a user can be deleted while an object
+-- refers to it (the lab moves or deletes the objects first).
+ALTER TABLE templates ADD COLUMN workspace_id INTEGER REFERENCES workspaces(id);
+ALTER TABLE templates ADD COLUMN owner_id     INTEGER REFERENCES users(id);
+ALTER TABLE networks  ADD COLUMN workspace_id INTEGER REFERENCES workspaces(id);
+ALTER TABLE networks  ADD COLUMN owner_id     INTEGER REFERENCES users(id);
+ALTER TABLE configs   ADD COLUMN workspace_id INTEGER REFERENCES workspaces(id);
+ALTER TABLE configs   ADD COLUMN owner_id     INTEGER REFERENCES users(id);
+ALTER TABLE archives  ADD COLUMN workspace_id INTEGER REFERENCES workspaces(id);
+ALTER TABLE archives  ADD COLUMN owner_id     INTEGER REFERENCES users(id);
+CREATE INDEX templates_workspace ON templates(workspace_id, owner_id);
+CREATE INDEX templates_owner     ON templates(owner_id);
+CREATE INDEX networks_workspace  ON networks(workspace_id, owner_id);
+CREATE INDEX networks_owner      ON networks(owner_id);
+CREATE INDEX configs_workspace   ON configs(workspace_id, owner_id);
+CREATE INDEX configs_owner       ON configs(owner_id);
+CREATE INDEX archives_workspace  ON archives(workspace_id, owner_id);
+CREATE INDEX archives_owner      ON archives(owner_id);
+
+CREATE TRIGGER configs_unshare   AFTER DELETE ON configs   BEGIN DELETE FROM shares WHERE object_kind = 'config'   AND object_id = OLD.id; END;
+CREATE TRIGGER templates_unshare AFTER DELETE ON templates BEGIN DELETE FROM shares WHERE object_kind = 'template' AND object_id = OLD.id; END;
+CREATE TRIGGER networks_unshare  AFTER DELETE ON networks  BEGIN DELETE FROM shares WHERE object_kind = 'network'  AND object_id = OLD.id; END;
+CREATE TRIGGER archives_unshare  AFTER DELETE ON archives  BEGIN DELETE FROM shares WHERE object_kind = 'archive'  AND object_id = OLD.id; END;
+CREATE TRIGGER users_unquota      AFTER DELETE ON users      BEGIN DELETE FROM quotas WHERE scope = 'user'      AND scope_id = OLD.id; END;
+CREATE TRIGGER workspaces_unquota AFTER DELETE ON workspaces BEGIN DELETE FROM quotas WHERE scope = 'workspace' AND scope_id = OLD.id; END;
+
+INSERT INTO organizations (name, created_at) VALUES ('default', CAST(unixepoch('subsec') * 1e9 AS INTEGER));
+INSERT INTO workspaces (org_id, name, kind, created_at)
+	SELECT id, 'main', 'shared', created_at FROM organizations WHERE name = 'default';
+UPDATE templates SET workspace_id = (SELECT id FROM workspaces WHERE name = 'main');
+UPDATE networks  SET workspace_id = (SELECT id FROM workspaces WHERE name = 'main');
+UPDATE configs   SET workspace_id = (SELECT id FROM workspaces WHERE name = 'main');
+UPDATE archives  SET workspace_id = (SELECT id FROM workspaces WHERE name = 'main');
+`
 
 // schemaV4 rebuilds every table whose ids are kept elsewhere (in other
 // rows, in JSON lists, or on the host: VM run directories, tap and fence

@@ -11,7 +11,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const networkCols = "id, name, subnet, gateway, dns, pools, created_at"
+const networkCols = "id, name, subnet, gateway, dns, pools, created_at, workspace_id, owner_id"
 
 // ipRange is the JSON form of a store.IPRange in the pools column, with
 // names of its own so that renaming the Go fields cannot change the data.
@@ -26,10 +26,12 @@ func scanNetwork(s scanner) (store.Network, error) {
 		subnet, gateway sql.NullString
 		dns, pools      string
 		created         int64
+		ws, own         sql.NullInt64
 	)
-	if err := s.Scan(&n.ID, &n.Name, &subnet, &gateway, &dns, &pools, &created); err != nil {
+	if err := s.Scan(&n.ID, &n.Name, &subnet, &gateway, &dns, &pools, &created, &ws, &own); err != nil {
 		return n, err
 	}
+	n.WorkspaceID, n.OwnerID = ws.Int64, own.Int64
 	var err error
 	if n.Subnet, err = parsePrefix(subnet); err != nil {
 		return n, fmt.Errorf("network %q: subnet: %w", n.Name, err)
@@ -65,11 +67,13 @@ func (t *tx) CreateNetwork(n *store.Network) error {
 		return fmt.Errorf("network %q: pools: %w", n.Name, err)
 	}
 	created := stamp(n.CreatedAt)
-	id, err := t.insert(`INSERT INTO networks (name, subnet, gateway, dns, pools, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		n.Name, prefixText(n.Subnet), addrText(n.Gateway), dns, pools, created.UnixNano())
+	id, err := t.insert(`INSERT INTO networks (name, subnet, gateway, dns, pools, created_at, workspace_id, owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		n.Name, prefixText(n.Subnet), addrText(n.Gateway), dns, pools, created.UnixNano(), nullID(n.WorkspaceID), nullID(n.OwnerID))
 	switch {
 	case isUnique(err):
 		return errdefs.Conflict("network %q: already exists", n.Name)
+	case isForeignKey(err):
+		return errdefs.Conflict("network %q: %s", n.Name, t.missingOwnership(n.WorkspaceID, n.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create network %q: %w", n.Name, err)
 	}

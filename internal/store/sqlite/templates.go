@@ -9,17 +9,19 @@ import (
 	"stagehand/internal/store"
 )
 
-const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at"
+const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id"
 
 func scanTemplate(s scanner) (store.Template, error) {
 	var (
 		t        store.Template
 		layerIDs string
 		created  int64
+		ws, own  sql.NullInt64
 	)
-	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, &layerIDs, &t.Kernel, &t.Initrd, &t.Cmdline, &created); err != nil {
+	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, &layerIDs, &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own); err != nil {
 		return t, err
 	}
+	t.WorkspaceID, t.OwnerID = ws.Int64, own.Int64
 	ids, err := parseList[int64](layerIDs)
 	if err != nil {
 		return t, fmt.Errorf("template %q: layer ids: %w", t.Name, err)
@@ -34,12 +36,14 @@ func (t *tx) CreateTemplate(tm *store.Template) error {
 		return fmt.Errorf("template %q: %w", tm.Name, err)
 	}
 	created := stamp(tm.CreatedAt)
-	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano())
+	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano(), nullID(tm.WorkspaceID), nullID(tm.OwnerID))
 	switch {
 	case isUnique(err):
 		return errdefs.Conflict("template %q: already exists", tm.Name)
+	case isForeignKey(err):
+		return errdefs.Conflict("template %q: %s", tm.Name, t.missingOwnership(tm.WorkspaceID, tm.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create template %q: %w", tm.Name, err)
 	}
