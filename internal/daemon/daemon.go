@@ -4,10 +4,12 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,9 +23,6 @@ import (
 	"stagehand/internal/lab"
 	"stagehand/internal/store/sqlite"
 )
-
-// DefaultListen is the daemon's address when Config.Listen is empty.
-const DefaultListen = "127.0.0.1:7480"
 
 // StoreFile is the store's file name inside the data directory, and
 // storeKind the kind of store the daemon opens there.
@@ -45,9 +44,15 @@ const shutdownGrace = 15 * time.Second
 // Config is everything `stagehand serve` takes. The comment of each field
 // names its flag; Check refuses a Config the daemon cannot run with.
 type Config struct {
-	DataDir    string // --data-dir: the store and every layer file
-	Listen     string // --listen: host:port, port 0 picks one
+	DataDir    string // --data-dir: the store, every layer file and the socket (SocketFile)
 	ChainLimit int    // --chain-limit: deepest disk chain a linked clone may produce
+
+	// Listen is --listen: a TCP host:port (port 0 picks one) besides the
+	// socket, which is always there; empty for none. A non-loopback
+	// address serves HTTPS only (see listenTCP).
+	Listen  string
+	TLSCert string // --tls-cert: the TCP listener's certificate (PEM)
+	TLSKey  string // --tls-key: its private key (PEM)
 
 	Accel        string        // --accel: AccelAuto (probe), hypervisor.AccelKVM or AccelTCG
 	ProbeKernel  string        // --probe-kernel: default the newest /boot/vmlinuz-*
@@ -70,13 +75,17 @@ type Config struct {
 	// probe with one that never decides, so tests can show the daemon
 	// serving while a probe hangs on any host.
 	TestProbe string
+
+	// socketGroup replaces SocketGroup, and wrapHandler wraps the API's
+	// handler: for this package's tests only.
+	socketGroup string
+	wrapHandler func(http.Handler) http.Handler
 }
 
 // DefaultConfig is a Config with the defaults of serve's flags; DataDir is
 // left for the caller.
 func DefaultConfig() Config {
 	return Config{
-		Listen:       DefaultListen,
 		ChainLimit:   lab.DefaultChainLimit,
 		Accel:        AccelAuto,
 		ProbeTimeout: hypervisor.DefaultProbeTimeout,
@@ -96,6 +105,17 @@ func (c Config) Check() error {
 		return errdefs.Invalid("--data-dir DIR is required")
 	case c.ChainLimit < 0:
 		return errdefs.Invalid("--chain-limit must be positive")
+	case c.TLSCert != "" && c.TLSKey == "":
+		return errdefs.Invalid("--tls-cert needs --tls-key, the file of the certificate's private key")
+	case c.TLSKey != "" && c.TLSCert == "":
+		return errdefs.Invalid("--tls-key needs --tls-cert, the file of its certificate")
+	case c.TLSCert != "" && c.Listen == "":
+		return errdefs.Invalid("--tls-cert is for the TCP listener: give --listen too")
+	}
+	if c.Listen != "" {
+		if _, err := parseListen(c.Listen); err != nil {
+			return err
+		}
 	}
 	switch c.Accel {
 	case AccelAuto, hypervisor.AccelKVM, hypervisor.AccelTCG:
@@ -131,7 +151,10 @@ func (c Config) Check() error {
 // the probe). On ctx's end it stops accepting, lets requests finish,
 // cancels the jobs and closes the store.
 //
-// Construction order: data dir, listener, disk tool, store, jobs, lab
+// It always listens on the unix socket DATA/SocketFile, and on TCP when
+// cfg.Listen is set.
+//
+// Construction order: data dir, listeners, disk tool, store, jobs, lab
 // runtime (accelerator, segments, fences), lab, HTTP server, recovery,
 // reaper. Shutdown runs the other way: HTTP server, recovery, reaper,
 // runtime, jobs (rolled back through the store), store.
@@ -144,21 +167,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	if err := makePrivateDir(dataDir, log); err != nil {
+	access := lookupSocketAccess(cfg.socketGroup)
+	if err := makeDataDir(dataDir, access, log); err != nil {
 		return err
 	}
 
 	// Listen before anything slow: a busy address fails at once, and
 	// clients that connect from now on wait in the backlog, not refused.
-	listen := cfg.Listen
-	if listen == "" {
-		listen = DefaultListen
-	}
-	ln, err := net.Listen("tcp", listen)
+	socketPath := filepath.Join(dataDir, SocketFile)
+	sock, err := listenSocket(ctx, socketPath, access, log)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", listen, err)
+		return err
 	}
-	defer ln.Close()
+	defer sock.Close()
+	var tcp net.Listener
+	var tlsConf *tls.Config
+	if cfg.Listen != "" {
+		tcp, tlsConf, err = listenTCP(cfg, dataDir, log)
+		if err != nil {
+			return err
+		}
+		defer tcp.Close()
+	}
 
 	disks := disk.New()
 	disks.Log = log
@@ -173,6 +203,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	narrowStoreFiles(storePath, log)
 	defer func() {
 		if cerr := st.Close(); cerr != nil {
 			log.Error("close store", "err", cerr)
@@ -215,10 +246,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	finishRecovery := h.StartRecovery()
 	limits := api.DefaultLimits
 	srv := api.NewServer(h, limits, log)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(api.LimitListener(ln, limits.MaxConns)) }()
-	log.Info("stagehand serving", "addr", ln.Addr().String(), "data_dir", dataDir, "chain_limit", svc.ChainLimit(),
-		"accel", labOpts.Accel.Status().State, "started_in", time.Since(started).Round(time.Millisecond))
+	srv.ConnContext = connContext
+	if cfg.wrapHandler != nil {
+		srv.Handler = cfg.wrapHandler(srv.Handler)
+	}
+	served := make(chan error, 2)
+	go func() { served <- srv.Serve(api.LimitListener(sock, limits.MaxConns)) }()
+	var where []any
+	if tcp != nil {
+		ln, scheme := api.LimitListener(tcp, limits.MaxConns), "http"
+		if tlsConf != nil {
+			ln, scheme = tls.NewListener(ln, tlsConf), "https"
+		}
+		go func() { served <- srv.Serve(ln) }()
+		where = append(where, "addr", tcp.Addr().String(), "url", scheme+"://"+tcp.Addr().String())
+	}
+	where = append(where, "socket", socketPath)
+	log.Info("stagehand serving", append(where, "data_dir", dataDir, "chain_limit", svc.ChainLimit(),
+		"accel", labOpts.Accel.Status().State, "started_in", time.Since(started).Round(time.Millisecond))...)
 
 	// Recovery runs while reads are served; the reaper starts after it.
 	// A failed recovery is reported, not fatal: the daemon must come up so
@@ -277,10 +322,12 @@ func startReaper(svc *lab.Service, after <-chan struct{}) (stop func()) {
 	return func() { cancel(); wg.Wait() }
 }
 
-// makePrivateDir creates the data dir readable by root only (it holds the
+// makeDataDir creates the data dir readable by root only (it holds the
 // store and every guest's disks), and narrows an existing one that others
-// can read.
-func makePrivateDir(dir string, log *slog.Logger) error {
+// can read. When the socket's group exists, the group may pass through it
+// (0710) to reach the socket, and still not list or read what is inside.
+func makeDataDir(dir string, access socketAccess, log *slog.Logger) error {
+	mode := access.dataDirMode()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -291,11 +338,33 @@ func makePrivateDir(dir string, log *slog.Logger) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("data dir %s is not a directory", dir)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("data dir was readable by other users; making it private", "dir", dir, "mode", fi.Mode().Perm())
-		if err := os.Chmod(dir, 0o700); err != nil {
+	if access.shared() {
+		if err := os.Chown(dir, os.Getuid(), access.gid); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	if fi.Mode().Perm() != mode {
+		if fi.Mode().Perm()&^mode != 0 {
+			log.Warn("data dir was readable by other users; making it private", "dir", dir, "mode", fi.Mode().Perm(), "now", mode)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}
 	return nil
+}
+
+// narrowStoreFiles makes the store's files readable by root only, whatever
+// mode the store created them with: the data dir may let the socket's
+// group pass through.
+func narrowStoreFiles(storePath string, log *slog.Logger) {
+	for _, p := range []string{storePath, storePath + "-wal", storePath + "-shm", storePath + "-journal"} {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 == 0 {
+			continue
+		}
+		if err := os.Chmod(p, fi.Mode().Perm()&0o700); err != nil {
+			log.Warn("store file readable by other users", "file", p, "err", err)
+		}
+	}
 }

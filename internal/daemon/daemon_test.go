@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,10 @@ func TestConfigCheck(t *testing.T) {
 		{"unknown cleanup policy", func(c *Config) { c.Leases.Cleanup = "archive" }, `--cleanup-policy "archive"`},
 		{"no grace", func(c *Config) { c.Leases.Grace = 0 }, "--cleanup-grace"},
 		{"no reap interval", func(c *Config) { c.Leases.ReapInterval = 0 }, "--reap-interval"},
+		{"cert without key", func(c *Config) { c.Listen = "10.0.0.1:7480"; c.TLSCert = "/etc/cert.pem" }, "--tls-cert needs --tls-key"},
+		{"key without cert", func(c *Config) { c.Listen = "10.0.0.1:7480"; c.TLSKey = "/etc/key.pem" }, "--tls-key needs --tls-cert"},
+		{"cert without listen", func(c *Config) { c.TLSCert, c.TLSKey = "/etc/cert.pem", "/etc/key.pem" }, "give --listen too"},
+		{"listen without port", func(c *Config) { c.Listen = "10.0.0.1" }, `--listen "10.0.0.1" is not host:port`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,26 +65,49 @@ var servingRE = regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
 // must have stopped cleanly, at the end of the test.
 func startDaemon(t *testing.T, level slog.Level) (addr string, logs *syncbuf.Buffer) {
 	t.Helper()
+	d := runDaemon(t, level, nil)
+	return d.addr, d.logs
+}
+
+// testDaemon is a daemon a test runs.
+type testDaemon struct {
+	cfg  Config
+	addr string // its TCP address
+	logs *syncbuf.Buffer
+	stop func() // stops it, and fails the test unless it stopped cleanly
+}
+
+// runDaemon runs the daemon on a temporary data dir and 127.0.0.1:0, with
+// change applied to its config, and waits until it serves.
+func runDaemon(t *testing.T, level slog.Level, change func(*Config)) *testDaemon {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NoVMs = true
-	logs = &syncbuf.Buffer{}
+	if change != nil {
+		change(&cfg)
+	}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	exited := make(chan error, 1)
 	go func() { exited <- Run(ctx, cfg, log) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("daemon: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Errorf("daemon: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("daemon did not stop within 30s; log:\n%s", logs)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("daemon did not stop within 30s; log:\n%s", logs)
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -88,12 +116,12 @@ func startDaemon(t *testing.T, level slog.Level) (addr string, logs *syncbuf.Buf
 		default:
 		}
 		if m := servingRE.FindStringSubmatch(logs.String()); m != nil {
-			return m[1], logs
+			return &testDaemon{cfg: cfg, addr: m[1], logs: logs, stop: stop}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("daemon did not log its address within 10s; log:\n%s", logs)
-	return "", nil
+	return nil
 }
 
 // TestDebugLogShowsQemuImgCommands runs the daemon at debug level, imports
