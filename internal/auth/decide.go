@@ -235,17 +235,11 @@ func (d *decision) decide(in *Input) {
 // for an outsider); it only steers which share is named.
 func bestShare(in *Input, usable actionSet) (actionSet, string) {
 	var union actionSet
-	via, bestN := "", -1
+	best, bestN := -1, -1
 	bit := actionBit[in.Action]
 	for i := range in.Object.Shares {
 		s := &in.Object.Shares[i]
-		var who string
-		switch {
-		case s.UserID != 0 && s.UserID == in.Actor.UserID:
-			who = "user"
-		case s.GroupID != 0 && slices.Contains(in.Groups, s.GroupID):
-			who = fmt.Sprintf("group %d", s.GroupID)
-		default:
+		if !reaches(s, in) {
 			continue
 		}
 		set := shareSets[s.Level]
@@ -256,10 +250,24 @@ func bestShare(in *Input, usable actionSet) (actionSet, string) {
 			n += 64
 		}
 		if n > bestN {
-			bestN, via = n, fmt.Sprintf("share %s with %s", s.Level, who)
+			best, bestN = i, n
 		}
 	}
-	return union, via
+	if best < 0 {
+		return 0, ""
+	}
+	s := &in.Object.Shares[best]
+	if s.UserID != 0 && s.UserID == in.Actor.UserID {
+		return union, fmt.Sprintf("share %s with user", s.Level)
+	}
+	return union, fmt.Sprintf("share %s with group %d", s.Level, s.GroupID)
+}
+
+// reaches reports whether share s is the actor's, directly or through one
+// of their groups. Id 0 is nobody.
+func reaches(s *Share, in *Input) bool {
+	return s.UserID != 0 && s.UserID == in.Actor.UserID ||
+		s.GroupID != 0 && slices.Contains(in.Groups, s.GroupID)
 }
 
 func subject(obj *Object) string {
