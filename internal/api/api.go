@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/jobs"
@@ -18,77 +17,30 @@ import (
 	"stagehand/internal/lab/events"
 )
 
-// Lab is what the API needs from the domain service. *lab.Service is the
-// real one, which the tests use too (see apitest).
-type Lab interface {
-	ImportTemplate(ctx context.Context, spec lab.TemplateSpec) (*lab.TemplateView, error)
-	ListTemplates(ctx context.Context) ([]lab.TemplateView, error)
-	GetTemplate(ctx context.Context, name string) (*lab.TemplateView, error)
-	DeleteTemplate(ctx context.Context, name string) error
-
-	CreateNetwork(ctx context.Context, spec lab.NetworkSpec) (*lab.NetworkView, error)
-	ListNetworks(ctx context.Context) ([]lab.NetworkView, error)
-	GetNetwork(ctx context.Context, name string) (*lab.NetworkView, error)
-	DeleteNetwork(ctx context.Context, name string) error
-
-	CreateConfig(ctx context.Context, spec lab.ConfigSpec) (*lab.ConfigView, error)
-	ListConfigs(ctx context.Context) ([]lab.ConfigView, error)
-	GetConfig(ctx context.Context, name string) (*lab.ConfigView, error)
-	DeleteConfig(ctx context.Context, name string) error
-	LinkedClone(ctx context.Context, src, dst string, opts lab.CreateOptions) (*lab.ConfigView, error)
-	StartFullClone(ctx context.Context, src, dst string, opts lab.CreateOptions) (jobs.Job, error)
-	ChangeIPs(ctx context.Context, name string) (*lab.ConfigView, error)
-	SetIP(ctx context.Context, config, vm string, nic int, ip string) (*lab.ConfigView, error)
-
-	Deploy(ctx context.Context, name string, opts lab.DeployOptions) (*lab.ConfigView, error)
-	Undeploy(ctx context.Context, name string, saveState bool) (*lab.ConfigView, error)
-	// VMAction runs lab.VMActionStop, VMActionStart or VMActionReset.
-	VMAction(ctx context.Context, config, vm, action string) (*lab.ConfigView, error)
-	// VMConsole returns the unix socket of a running VM's serial console,
-	// a raw byte stream the API joins to the client's connection.
-	VMConsole(ctx context.Context, config, vm string) (socketPath string, err error)
-	// VMLog returns the path of a VM's serial log file.
-	VMLog(ctx context.Context, config, vm string) (path string, err error)
-
-	DiskChain(ctx context.Context, config, vm string, disk int) ([]lab.LayerView, error)
-	StartConsolidate(ctx context.Context, config, vm string, disk int) (jobs.Job, error)
-
-	Doctor(ctx context.Context, repair bool) (*lab.DoctorReport, error)
-	// Status counts what the lab holds and says where the accelerator
-	// choice stands; it never waits for the probe.
-	Status(ctx context.Context) (*lab.StatusView, error)
-
-	// Jobs is the manager of the background operations the lab starts.
-	Jobs() *jobs.Manager
-
-	// Leases (leases.go), the library (library.go), archives (archives.go),
-	// cleanup (cleanup.go) and the event log (events.go).
-	SetLease(ctx context.Context, name string, ch lab.LeaseChange) (*lab.ConfigView, error)
-
-	Capture(ctx context.Context, config, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
-	Checkout(ctx context.Context, entry, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
-	ListLibrary(ctx context.Context) ([]lab.ConfigView, error)
-	GetLibraryEntry(ctx context.Context, name string) (*lab.ConfigView, error)
-	DeleteLibraryEntry(ctx context.Context, name string) error
-
-	StartArchive(ctx context.Context, config, name string, opts lab.CreateOptions) (jobs.Job, error)
-	StartRestore(ctx context.Context, archive, config string, opts lab.CreateOptions) (jobs.Job, error)
-	StartExport(ctx context.Context, archive, file string) (jobs.Job, error)
-	StartImport(ctx context.Context, spec lab.ImportSpec) (jobs.Job, error)
-	ListArchives(ctx context.Context) ([]lab.ArchiveView, error)
-	GetArchive(ctx context.Context, name string) (*lab.ArchiveView, error)
-	DeleteArchive(ctx context.Context, name string) error
-	SetArchiveLease(ctx context.Context, name string, storage time.Duration) (*lab.ArchiveView, error)
-
-	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
-
-	ListEvents(ctx context.Context, after int64, limit int) ([]events.View, error)
-	// SubscribeEvents returns the events recorded from now on; the channel
-	// closes when the follower falls too far behind.
-	SubscribeEvents() (<-chan events.View, func())
+// Lab is what the API serves: the lab's resources, each behind the small
+// interface the handler file that serves it defines. LabOf gives the real
+// lab's; tests may wrap one to inject errors (see apitest.Failing).
+type Lab struct {
+	Templates   Templates
+	Networks    Networks
+	Configs     Configs
+	Deployments Deployments
+	Library     Library
+	Archives    Archives
+	Leases      Leases
+	Checks      Checks
+	Events      *events.Log   // listed and followed (events.go)
+	Jobs        *jobs.Manager // the background operations the lab starts
 }
 
-var _ Lab = (*lab.Service)(nil)
+// LabOf returns the resources of svc.
+func LabOf(svc *lab.Service) Lab {
+	return Lab{
+		Templates: svc.Templates, Networks: svc.Networks, Configs: svc.Configs,
+		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
+		Leases: svc.Leases, Checks: svc, Events: svc.Events, Jobs: svc.Jobs(),
+	}
+}
 
 // Handler is the http.Handler of the API.
 type Handler struct {
@@ -110,8 +62,12 @@ type Handler struct {
 	recovery *recovery // see StartRecovery; nil: writes accepted at once
 }
 
-// NewHandler returns the API over l. A nil log means slog.Default().
-func NewHandler(l Lab, log *slog.Logger) *Handler {
+// NewHandler returns the API over the lab svc. A nil log means
+// slog.Default().
+func NewHandler(svc *lab.Service, log *slog.Logger) *Handler { return NewLabHandler(LabOf(svc), log) }
+
+// NewLabHandler returns the API over l's resources.
+func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}

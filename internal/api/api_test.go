@@ -350,11 +350,11 @@ func TestDoctorRepair(t *testing.T) {
 func TestDrainEndsWaits(t *testing.T) {
 	l := apitest.New(t).Seed(t)
 	l.Disks.Hold()
-	j, err := l.StartFullClone(context.Background(), "web", "web2", lab.CreateOptions{})
+	j, err := l.Configs.StartFullClone(context.Background(), "web", "web2", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := api.NewHandler(l, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := api.NewHandler(l.Service, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan *httptest.ResponseRecorder)
 	go func() {
 		rec := httptest.NewRecorder()

@@ -17,7 +17,7 @@ func (h *Handler) cleanupView(w http.ResponseWriter, r *http.Request) error {
 		}
 		days = n
 	}
-	rep, err := h.lab.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: days})
+	rep, err := h.lab.Leases.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: days})
 	if err != nil {
 		return err
 	}
@@ -29,7 +29,7 @@ func (h *Handler) cleanupApply(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	rep, err := h.lab.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: req.IdleDays, Apply: true, DryRun: req.DryRun})
+	rep, err := h.lab.Leases.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: req.IdleDays, Apply: true, DryRun: req.DryRun})
 	if err != nil {
 		return err
 	}

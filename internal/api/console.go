@@ -95,7 +95,7 @@ func (h *Handler) vmConsole(w http.ResponseWriter, r *http.Request) error {
 		return errMalformed("the console is reached by an HTTP upgrade: send \"Connection: Upgrade\" and \"Upgrade: %s\"", wire.ConsoleProtocol)
 	}
 	config, vm := r.PathValue("name"), r.PathValue("vm")
-	socket, err := h.lab.VMConsole(r.Context(), config, vm)
+	socket, err := h.lab.Deployments.VMConsole(r.Context(), config, vm)
 	if err != nil {
 		return err
 	}

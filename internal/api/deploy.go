@@ -14,6 +14,20 @@ import (
 	"stagehand/internal/lab"
 )
 
+// Deployments is what the deploy, VM and console endpoints need
+// (lab.Deployments).
+type Deployments interface {
+	Deploy(ctx context.Context, name string, opts lab.DeployOptions) (*lab.ConfigView, error)
+	Undeploy(ctx context.Context, name string, saveState bool) (*lab.ConfigView, error)
+	// VMAction runs lab.VMActionStop, VMActionStart or VMActionReset.
+	VMAction(ctx context.Context, config, vm, action string) (*lab.ConfigView, error)
+	// VMConsole returns the unix socket of a running VM's serial console,
+	// a raw byte stream the API joins to the client's connection.
+	VMConsole(ctx context.Context, config, vm string) (socketPath string, err error)
+	// VMLog returns the path of a VM's serial log file.
+	VMLog(ctx context.Context, config, vm string) (path string, err error)
+}
+
 // logPoll is how often a followed serial log is checked for new bytes.
 const logPoll = 250 * time.Millisecond
 
@@ -34,7 +48,7 @@ func (h *Handler) deploy(w http.ResponseWriter, r *http.Request) error {
 		}
 		opts.DeployLease = &d
 	}
-	c, err := h.lab.Deploy(r.Context(), r.PathValue("name"), opts)
+	c, err := h.lab.Deployments.Deploy(r.Context(), r.PathValue("name"), opts)
 	if err != nil {
 		return err
 	}
@@ -46,7 +60,7 @@ func (h *Handler) undeploy(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	c, err := h.lab.Undeploy(r.Context(), r.PathValue("name"), req.SaveState)
+	c, err := h.lab.Deployments.Undeploy(r.Context(), r.PathValue("name"), req.SaveState)
 	if err != nil {
 		return err
 	}
@@ -65,7 +79,7 @@ var vmActions = map[string]string{
 func (h *Handler) vmAction(action string) apiFunc {
 	labAction := vmActions[action]
 	return func(w http.ResponseWriter, r *http.Request) error {
-		c, err := h.lab.VMAction(r.Context(), r.PathValue("name"), r.PathValue("vm"), labAction)
+		c, err := h.lab.Deployments.VMAction(r.Context(), r.PathValue("name"), r.PathValue("vm"), labAction)
 		if err != nil {
 			return err
 		}
@@ -83,7 +97,7 @@ func (h *Handler) vmLog(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	config, vm := r.PathValue("name"), r.PathValue("vm")
-	p, err := h.lab.VMLog(r.Context(), config, vm)
+	p, err := h.lab.Deployments.VMLog(r.Context(), config, vm)
 	if err != nil {
 		return err
 	}

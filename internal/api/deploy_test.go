@@ -120,7 +120,7 @@ func TestFencePolicyIsTheLabsToJudge(t *testing.T) {
 			if status != http.StatusBadRequest || e.Kind != wire.KindInvalid || !strings.Contains(e.Error, tt.want) || strings.Contains(e.Error, "\n") {
 				t.Fatalf("%d %s, want 400 invalid naming %s", status, body, tt.want)
 			}
-			if c, err := l.GetConfig(t.Context(), "web"); err != nil || c.State != "undeployed" {
+			if c, err := l.Configs.Get(t.Context(), "web"); err != nil || c.State != "undeployed" {
 				t.Errorf("after the refusal: %+v, %v", c, err)
 			}
 			if left := l.Host.Leftovers(); len(left) != 0 {
@@ -255,7 +255,7 @@ func TestVMLog(t *testing.T) {
 func deployedServer(t *testing.T) (*httptest.Server, *apitest.Lab) {
 	t.Helper()
 	srv, l := newServer(t)
-	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	if _, err := l.Deployments.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return srv, l
@@ -433,7 +433,7 @@ func TestConsoleErrorsComeBeforeTheUpgrade(t *testing.T) {
 
 func TestDrainEndsLogFollows(t *testing.T) {
 	l := apitest.New(t).Seed(t)
-	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	if _, err := l.Deployments.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(l.SerialLog(t, "web", "vm1"), []byte("boot\n"), 0o644); err != nil {
@@ -463,7 +463,7 @@ func TestDrainEndsLogFollows(t *testing.T) {
 
 func TestDrainClosesConsoles(t *testing.T) {
 	l := apitest.New(t).Seed(t)
-	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	if _, err := l.Deployments.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	l.EchoConsole(t, "web", "vm1")

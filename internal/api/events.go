@@ -56,7 +56,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !follow && !strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
-		es, err := h.lab.ListEvents(r.Context(), after, limit)
+		es, err := h.lab.Events.List(r.Context(), after, limit)
 		if err != nil {
 			return err
 		}
@@ -85,11 +85,11 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 	defer context.AfterFunc(h.drain, cancel)()
 	// Subscribe before reading the backlog, so nothing falls in between;
 	// events seen in both are sent once (by id).
-	live, unsubscribe := h.lab.SubscribeEvents()
+	live, unsubscribe := h.lab.Events.Subscribe()
 	defer unsubscribe()
 	// The backlog is read a page at a time, so a follower starting from
 	// an old id never holds the whole log in memory.
-	backlog, err := h.lab.ListEvents(ctx, after, events.MaxPage)
+	backlog, err := h.lab.Events.List(ctx, after, events.MaxPage)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 		if len(backlog) < events.MaxPage {
 			break
 		}
-		if backlog, err = h.lab.ListEvents(ctx, after, events.MaxPage); err != nil {
+		if backlog, err = h.lab.Events.List(ctx, after, events.MaxPage); err != nil {
 			return nil // headers are sent; the client resumes from its last id
 		}
 	}

@@ -45,17 +45,17 @@ func newRealLab(t *testing.T) *realLab {
 	l := apitest.New(t, apitest.NoVMs())
 	ctx := context.Background()
 	img := l.RawImage(t, "base.raw", 1<<20)
-	if _, err := l.ImportTemplate(ctx, lab.TemplateSpec{Name: "t1", Disks: []string{img}, Format: "raw"}); err != nil {
+	if _, err := l.Templates.Import(ctx, lab.TemplateSpec{Name: "t1", Disks: []string{img}, Format: "raw"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.CreateNetwork(ctx, lab.NetworkSpec{Name: "n1", Subnet: "10.9.0.0/24", Pools: []string{"10.9.0.10-10.9.0.50"}}); err != nil {
+	if _, err := l.Networks.Create(ctx, lab.NetworkSpec{Name: "n1", Subnet: "10.9.0.0/24", Pools: []string{"10.9.0.10-10.9.0.50"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.CreateConfig(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", Network: "n1"}}}); err != nil {
+	if _, err := l.Configs.Create(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", Network: "n1"}}}); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncbuf.Buffer{}
-	h := api.NewHandler(l, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	h := api.NewHandler(l.Service, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		h.Drain()
@@ -352,11 +352,11 @@ func TestEventsArePaged(t *testing.T) {
 	l := newRealLab(t)
 	ctx := context.Background()
 	for i := 0; i < 130; i++ {
-		if _, err := l.svc.CreateNetwork(ctx, lab.NetworkSpec{Name: fmt.Sprintf("p%d", i), Subnet: fmt.Sprintf("10.%d.%d.0/24", 100+i/200, i%200), Pools: []string{fmt.Sprintf("10.%d.%d.10", 100+i/200, i%200)}}); err != nil {
+		if _, err := l.svc.Networks.Create(ctx, lab.NetworkSpec{Name: fmt.Sprintf("p%d", i), Subnet: fmt.Sprintf("10.%d.%d.0/24", 100+i/200, i%200), Pools: []string{fmt.Sprintf("10.%d.%d.10", 100+i/200, i%200)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	all, err := l.svc.ListEvents(ctx, 0, events.MaxPage)
+	all, err := l.svc.Events.List(ctx, 0, events.MaxPage)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func writeAccepted(w http.ResponseWriter, j wire.Job) error {
 }
 
 func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) error {
-	js := h.lab.Jobs().List()
+	js := h.lab.Jobs.List()
 	out := make([]wire.Job, 0, len(js))
 	for _, j := range js {
 		out = append(out, jobToWire(j))
@@ -32,7 +32,7 @@ func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) getJob(w http.ResponseWriter, r *http.Request) error {
-	j, err := h.lab.Jobs().Get(r.PathValue("id"))
+	j, err := h.lab.Jobs.Get(r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func (h *Handler) waitJob(w http.ResponseWriter, r *http.Request) error {
 	defer stop()
 
 	id := r.PathValue("id")
-	j, err := h.lab.Jobs().Wait(ctx, id)
+	j, err := h.lab.Jobs.Wait(ctx, id)
 	if err != nil {
 		stillRunning := errdefs.Kind(err) == nil &&
 			(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled))
@@ -74,10 +74,10 @@ func (h *Handler) waitJob(w http.ResponseWriter, r *http.Request) error {
 // ends (state canceled) once its rollback is done.
 func (h *Handler) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	if err := h.lab.Jobs().Cancel(id); err != nil {
+	if err := h.lab.Jobs.Cancel(id); err != nil {
 		return err
 	}
-	j, err := h.lab.Jobs().Get(id)
+	j, err := h.lab.Jobs.Get(id)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,19 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/lab"
 )
+
+// Leases is what the lease and cleanup endpoints need (lab.Leases).
+type Leases interface {
+	Set(ctx context.Context, name string, ch lab.LeaseChange) (*lab.ConfigView, error)
+	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
+}
 
 // storageLease reads a request's storage lease: nil when not given (the
 // daemon's default applies).
@@ -55,7 +62,7 @@ func (h *Handler) setLease(w http.ResponseWriter, r *http.Request) error {
 	if ch.Storage == nil && ch.Deploy == nil && ch.UndeployAction == "" {
 		return errMalformed("give storage, deploy or undeploy_action")
 	}
-	c, err := h.lab.SetLease(r.Context(), r.PathValue("name"), ch)
+	c, err := h.lab.Leases.Set(r.Context(), r.PathValue("name"), ch)
 	if err != nil {
 		return err
 	}
@@ -77,7 +84,7 @@ func (h *Handler) setArchiveLease(w http.ResponseWriter, r *http.Request) error 
 	if d == nil {
 		return errMalformed("give storage")
 	}
-	a, err := h.lab.SetArchiveLease(r.Context(), r.PathValue("name"), *d)
+	a, err := h.lab.Archives.SetLease(r.Context(), r.PathValue("name"), *d)
 	if err != nil {
 		return err
 	}

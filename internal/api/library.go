@@ -1,10 +1,21 @@
 package api
 
 import (
+	"context"
 	"net/http"
+	"stagehand/internal/lab"
 
 	"stagehand/internal/api/wire"
 )
+
+// Library is what the library endpoints need (lab.Library).
+type Library interface {
+	Capture(ctx context.Context, config, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
+	Checkout(ctx context.Context, entry, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
+	List(ctx context.Context) ([]lab.ConfigView, error)
+	Get(ctx context.Context, name string) (*lab.ConfigView, error)
+	Delete(ctx context.Context, name string) error
+}
 
 func (h *Handler) capture(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CaptureRequest
@@ -15,7 +26,7 @@ func (h *Handler) capture(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Capture(r.Context(), req.Config, req.Name, opts)
+	c, err := h.lab.Library.Capture(r.Context(), req.Config, req.Name, opts)
 	if err != nil {
 		return err
 	}
@@ -32,7 +43,7 @@ func (h *Handler) checkout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Checkout(r.Context(), r.PathValue("name"), req.Name, opts)
+	c, err := h.lab.Library.Checkout(r.Context(), r.PathValue("name"), req.Name, opts)
 	if err != nil {
 		return err
 	}
@@ -41,7 +52,7 @@ func (h *Handler) checkout(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) listLibrary(w http.ResponseWriter, r *http.Request) error {
-	cs, err := h.lab.ListLibrary(r.Context())
+	cs, err := h.lab.Library.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -49,7 +60,7 @@ func (h *Handler) listLibrary(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) getLibraryEntry(w http.ResponseWriter, r *http.Request) error {
-	c, err := h.lab.GetLibraryEntry(r.Context(), r.PathValue("name"))
+	c, err := h.lab.Library.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -57,7 +68,7 @@ func (h *Handler) getLibraryEntry(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (h *Handler) deleteLibraryEntry(w http.ResponseWriter, r *http.Request) error {
-	if err := h.lab.DeleteLibraryEntry(r.Context(), r.PathValue("name")); err != nil {
+	if err := h.lab.Library.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -28,7 +28,7 @@ func limitedServer(t *testing.T, lim api.Limits, opts ...apitest.Option) (*httpt
 	t.Helper()
 	l := apitest.New(t, opts...).Seed(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := api.NewHandler(l, log)
+	h := api.NewHandler(l.Service, log)
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config = api.NewServer(h, lim, log)
 	srv.Listener = api.LimitListener(srv.Listener, lim.MaxConns)
@@ -198,7 +198,7 @@ func TestConsoleIdleSessionIsClosed(t *testing.T) {
 	lim := testLimits()
 	lim.ConsoleIdle = 700 * time.Millisecond
 	srv, _, l := limitedServer(t, lim)
-	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	if _, err := l.Deployments.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	l.EchoConsole(t, "web", "vm1")
@@ -237,7 +237,7 @@ func TestStreamsOutliveTheWriteTimeout(t *testing.T) {
 	lim.WriteTimeout = 500 * time.Millisecond
 	lim.StreamWriteTimeout = 5 * time.Second
 	srv, _, l := limitedServer(t, lim)
-	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	if _, err := l.Deployments.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	logFile := l.SerialLog(t, "web", "vm1")
@@ -348,7 +348,7 @@ func TestStatus(t *testing.T) {
 	srv, h, l := limitedServer(t, testLimits(), apitest.Accel("chosen with --accel tcg"))
 	started := time.Now().Add(-90 * time.Second)
 	h.SetDaemon(api.Daemon{Version: "1.2.3", Started: started, StoreKind: "sqlite", StorePath: "/data/stagehand.db"})
-	if _, err := l.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
+	if _, err := l.Deployments.Deploy(t.Context(), "web", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := srv.Client().Get(srv.URL + "/api/v1/status")

@@ -108,7 +108,7 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) error {
 // status answers GET /status: version, uptime, accelerator, store, data
 // dir, counts and recovery.
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) error {
-	v, err := h.lab.Status(r.Context())
+	v, err := h.lab.Checks.Status(r.Context())
 	if err != nil {
 		return err
 	}

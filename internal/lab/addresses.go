@@ -15,7 +15,7 @@ import (
 // SetIP). The NICs leave their old families, so the configuration can run
 // unfenced beside them; an old address returns to the pool when its family
 // has no member left.
-func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, error) {
+func (s Networks) ChangeIPs(ctx context.Context, name string) (*ConfigView, error) {
 	unlock := s.locks.lock(name)
 	defer unlock()
 	err := s.update(ctx, func(tx store.Tx) error {
@@ -55,13 +55,13 @@ func (s *Service) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 		return nil, fmt.Errorf("change addresses of %q: %w", name, err)
 	}
 	s.record(ctx, ObjectConfig, "change-ips", name, "")
-	return s.GetConfig(ctx, name)
+	return Configs{s.core}.Get(ctx, name)
 }
 
 // SetIP sets one NIC's address: "pool" takes a new pool address, "dhcp"
 // clears it, an address makes it manual (refused when another family holds
 // it). The NIC leaves its old family.
-func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int, ip string) (*ConfigView, error) {
+func (s Networks) SetIP(ctx context.Context, config, vmName string, nicIndex int, ip string) (*ConfigView, error) {
 	// An empty ip is not a default here: it would silently re-address a
 	// NIC from the pool when a client merely forgot the field.
 	if strings.TrimSpace(ip) == "" {
@@ -110,7 +110,7 @@ func (s *Service) SetIP(ctx context.Context, config, vmName string, nicIndex int
 	}
 	s.record(ctx, ObjectConfig, "set-ip", config, fmt.Sprintf("VM %s NIC %d: %s", vmName, nicIndex, ip))
 	// The view is read after the commit, outside the writer's turn.
-	return s.GetConfig(ctx, config)
+	return Configs{s.core}.Get(ctx, config)
 }
 
 // loadedConfig is a configuration read inside a transaction.

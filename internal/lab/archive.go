@@ -67,17 +67,15 @@ type ArchiveDiskView struct {
 	SHA256      string
 }
 
-func (s *Service) archiveDirOf(a *store.Archive) string { return s.archives.DirOf(a) }
-
 // syncDirs fsyncs each path (files or directories).
 var syncDirs = archive.SyncPaths
 
-func (s *Service) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
+func (s *core) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
 	m, err := bundle.Parse(a.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("archive %q: %w", a.Name, err)
 	}
-	dir := s.archiveDirOf(a)
+	dir := s.archives.DirOf(a)
 	v := &ArchiveView{Name: a.Name, Source: a.Source, Dir: dir, Description: m.Description, Owner: m.Owner, Size: a.Size, CreatedAt: a.CreatedAt}
 	for _, n := range m.Networks {
 		v.Networks = append(v.Networks, n.Name)
@@ -101,7 +99,7 @@ func (s *Service) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, erro
 }
 
 // ListArchives returns every archive.
-func (s *Service) ListArchives(ctx context.Context) ([]ArchiveView, error) {
+func (s Archives) List(ctx context.Context) ([]ArchiveView, error) {
 	var out []ArchiveView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		as, err := tx.ListArchives()
@@ -121,7 +119,7 @@ func (s *Service) ListArchives(ctx context.Context) ([]ArchiveView, error) {
 }
 
 // GetArchive returns one archive.
-func (s *Service) GetArchive(ctx context.Context, name string) (*ArchiveView, error) {
+func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 	var out *ArchiveView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		a, err := tx.GetArchive(name)
@@ -137,7 +135,7 @@ func (s *Service) GetArchive(ctx context.Context, name string) (*ArchiveView, er
 // StartArchive starts a job that copies an undeployed configuration (or
 // library entry) into archive name (see archive.Archives.StartCreate). The
 // archive gets its storage lease as opts says.
-func (s *Service) StartArchive(ctx context.Context, config, name string, opts CreateOptions) (jobs.Job, error) {
+func (s Archives) StartCreate(ctx context.Context, config, name string, opts CreateOptions) (jobs.Job, error) {
 	return s.archives.StartCreate(ctx, config, name, opts.StorageLease)
 }
 
@@ -145,14 +143,14 @@ func (s *Service) StartArchive(ctx context.Context, config, name string, opts Cr
 // archive by full clone (see archive.Archives.StartRestore); the records
 // are written by restoreRecords. The configuration gets its storage lease
 // as opts says, and the archive is marked used.
-func (s *Service) StartRestore(ctx context.Context, archive, config string, opts CreateOptions) (jobs.Job, error) {
+func (s Archives) StartRestore(ctx context.Context, archive, config string, opts CreateOptions) (jobs.Job, error) {
 	return s.archives.StartRestore(ctx, archive, config, opts.StorageLease)
 }
 
 // restoreRecords writes a restored configuration inside tx: commitRestore,
 // the configuration's storage lease, and the archive marked used. It
 // returns the boot file copies it did not need.
-func (s *Service) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error) {
+func (s *core) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error) {
 	c, unused, err := s.commitRestore(tx, m, config, layers, bootCopies)
 	if err != nil {
 		return nil, err
@@ -169,7 +167,7 @@ func (s *Service) restoreRecords(tx store.Tx, m *bundle.Manifest, config string,
 
 // commitRestore writes the restored configuration inside tx and returns
 // it, and the boot file copies it did not need (their template exists).
-func (s *Service) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string) (*store.Config, []string, error) {
+func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string) (*store.Config, []string, error) {
 	var unused []string
 	templateIDs := map[string]int64{}
 	for _, mt := range m.Templates {
@@ -235,7 +233,7 @@ func (s *Service) commitRestore(tx store.Tx, m *bundle.Manifest, config string, 
 // kept (outside the subnet after a network mapping, or held as a fence's
 // external address) is replaced by a new pool address for a pool NIC and
 // cleared for a manual one (set it with config set-ip). A new MAC is made.
-func (s *Service) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
+func (s *core) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
 	nw, err := tx.GetNetwork(mn.Network)
 	if err != nil {
 		return store.NIC{}, err

@@ -58,7 +58,7 @@ func compare(t testing.TB, a, b string) {
 // archiveDirs lists the archive directories on disk.
 func archiveDirs(t testing.TB, e *env) []string {
 	t.Helper()
-	ds, _ := filepath.Glob(filepath.Join(e.svc.ArchiveDir(), "*"))
+	ds, _ := filepath.Glob(filepath.Join(e.svc.Archives.Dir(), "*"))
 	return ds
 }
 
@@ -70,7 +70,7 @@ func sourceFixture(t *testing.T, e *env) (*lab.ConfigView, string) {
 	kernel, initrd := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd")
 	os.WriteFile(kernel, bytes.Repeat([]byte("kernel"), 1000), 0o644)
 	os.WriteFile(initrd, bytes.Repeat([]byte("initrd"), 2000), 0o644)
-	if _, err := e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: "kern", Disks: []string{makeImage(t, 64)},
+	if _, err := e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: "kern", Disks: []string{makeImage(t, 64)},
 		Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0", CPUs: 2, MemoryMiB: 384}); err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +87,8 @@ func TestArchiveRestore(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	src, kernel := sourceFixture(t, e)
-	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
-	a, err := e.svc.GetArchive(ctx, "arch")
+	e.ok(e.svc.Archives.StartCreate(ctx, "src", "arch", lab.CreateOptions{}))
+	a, err := e.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestArchiveRestore(t *testing.T) {
 	var chainBytes int64
 	for i, vm := range a.VMs {
 		d := vm.Disks[0]
-		if !strings.HasPrefix(d.Path, e.svc.ArchiveDir()) || !isReadOnly(t, d.Path) {
+		if !strings.HasPrefix(d.Path, e.svc.Archives.Dir()) || !isReadOnly(t, d.Path) {
 			t.Errorf("archive disk %s: outside the archive dir or writable", d.Path)
 		}
 		info, err := disk.New().Info(ctx, d.Path)
@@ -117,13 +117,13 @@ func TestArchiveRestore(t *testing.T) {
 	if a.Size >= chainBytes {
 		t.Errorf("archive is %d bytes, the chains %d: want it compressed", a.Size, chainBytes)
 	}
-	if err := e.svc.DeleteConfig(ctx, "src"); !errors.Is(err, nil) {
+	if err := e.svc.Configs.Delete(ctx, "src"); !errors.Is(err, nil) {
 		t.Fatal(err)
 	}
 
 	// Restore: a full clone back, same network parameters, new MACs; the
 	// addresses rejoin their families (src2 still holds them).
-	e.ok(e.svc.StartRestore(ctx, "arch", "back", lab.CreateOptions{}))
+	e.ok(e.svc.Archives.StartRestore(ctx, "arch", "back", lab.CreateOptions{}))
 	back := e.get("back")
 	for i, vm := range back.VMs {
 		if len(vm.Disks[0].Chain) != 1 || isReadOnly(t, vm.Disks[0].Path) {
@@ -139,7 +139,7 @@ func TestArchiveRestore(t *testing.T) {
 			t.Errorf("%s hardware: %+v", vm.Name, vm)
 		}
 	}
-	nw, _ := e.svc.GetNetwork(ctx, "lan")
+	nw, _ := e.svc.Networks.Get(ctx, "lan")
 	for _, u := range nw.Usage {
 		if len(u.Holders) != 2 {
 			t.Errorf("%s held by %+v, want src2 and back (one family)", u.IP, u.Holders)
@@ -149,15 +149,15 @@ func TestArchiveRestore(t *testing.T) {
 	// With the template and every holder gone, a restore makes the
 	// template again (hardware and boot files) and takes the addresses.
 	for _, n := range []string{"back", "src2"} {
-		if err := e.svc.DeleteConfig(ctx, n); err != nil {
+		if err := e.svc.Configs.Delete(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := e.svc.DeleteTemplate(ctx, "kern"); err != nil {
+	if err := e.svc.Templates.Delete(ctx, "kern"); err != nil {
 		t.Fatal(err)
 	}
-	e.ok(e.svc.StartRestore(ctx, "arch", "again", lab.CreateOptions{}))
-	tv, err := e.svc.GetTemplate(ctx, "kern")
+	e.ok(e.svc.Archives.StartRestore(ctx, "arch", "again", lab.CreateOptions{}))
+	tv, err := e.svc.Templates.Get(ctx, "kern")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestArchiveRestore(t *testing.T) {
 	e.assertConsistent()
 
 	// Delete: the archive's directory goes.
-	if err := e.svc.DeleteArchive(ctx, "arch"); err != nil {
+	if err := e.svc.Archives.Delete(ctx, "arch"); err != nil {
 		t.Fatal(err)
 	}
 	if ds := archiveDirs(t, e); len(ds) != 0 {
@@ -196,7 +196,7 @@ func TestArchiveFailuresLeaveNothing(t *testing.T) {
 			sourceFixture(t, e)
 			op, _, _ := strings.Cut(step, ":")
 			if op != "archive" {
-				e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
+				e.ok(e.svc.Archives.StartCreate(ctx, "src", "arch", lab.CreateOptions{}))
 			}
 			before := archiveDirs(t, e)
 			armed = true
@@ -205,11 +205,11 @@ func TestArchiveFailuresLeaveNothing(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "bundle.tar")
 			switch op {
 			case "archive":
-				j, err = e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{})
+				j, err = e.svc.Archives.StartCreate(ctx, "src", "arch", lab.CreateOptions{})
 			case "restore":
-				j, err = e.svc.StartRestore(ctx, "arch", "back", lab.CreateOptions{})
+				j, err = e.svc.Archives.StartRestore(ctx, "arch", "back", lab.CreateOptions{})
 			case "export":
-				j, err = e.svc.StartExport(ctx, "arch", out)
+				j, err = e.svc.Archives.StartExport(ctx, "arch", out)
 			}
 			if j = e.wait(j, err); j.State != jobs.Failed || !strings.Contains(j.Error, "injected") {
 				t.Fatalf("job: %s %s", j.State, j.Error)
@@ -217,11 +217,11 @@ func TestArchiveFailuresLeaveNothing(t *testing.T) {
 			if after := archiveDirs(t, e); strings.Join(after, " ") != strings.Join(before, " ") {
 				t.Errorf("archive dirs %v, before %v", after, before)
 			}
-			if _, err := e.svc.GetConfig(ctx, "back"); !errors.Is(err, errdefs.ErrNotFound) {
+			if _, err := e.svc.Configs.Get(ctx, "back"); !errors.Is(err, errdefs.ErrNotFound) {
 				t.Errorf("restored configuration exists: %v", err)
 			}
 			if op == "archive" {
-				if _, err := e.svc.GetArchive(ctx, "arch"); !errors.Is(err, errdefs.ErrNotFound) {
+				if _, err := e.svc.Archives.Get(ctx, "arch"); !errors.Is(err, errdefs.ErrNotFound) {
 					t.Errorf("archive exists: %v", err)
 				}
 			}
@@ -229,7 +229,7 @@ func TestArchiveFailuresLeaveNothing(t *testing.T) {
 				t.Errorf("export left %v", left)
 			}
 			e.assertConsistent()
-			evs, _ := e.svc.ListEvents(ctx, 0, 0)
+			evs, _ := e.svc.Events.List(ctx, 0, 0)
 			if last := evs[len(evs)-1]; last.Result != events.ResultFailed {
 				t.Errorf("last event %+v, want the failure", last)
 			}
@@ -244,15 +244,15 @@ func bundleFixture(t *testing.T) (string, *lab.ConfigView, *lab.ArchiveView) {
 	e := newEnv(t)
 	ctx := context.Background()
 	src, _ := sourceFixture(t, e)
-	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
+	e.ok(e.svc.Archives.StartCreate(ctx, "src", "arch", lab.CreateOptions{}))
 	file := filepath.Join(t.TempDir(), "arch.tar")
-	e.ok(e.svc.StartExport(ctx, "arch", file))
-	a, err := e.svc.GetArchive(ctx, "arch")
+	e.ok(e.svc.Archives.StartExport(ctx, "arch", file))
+	a, err := e.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Exporting again to the same file is refused.
-	if _, err := e.svc.StartExport(ctx, "arch", file); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Archives.StartExport(ctx, "arch", file); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("export over an existing file: %v", err)
 	}
 	return file, src, a
@@ -268,11 +268,11 @@ func TestExportImportOnAnotherLab(t *testing.T) {
 	e2.network("office", "10.72.0.0/24", "10.72.0.30-10.72.0.40")
 
 	// A network the bundle needs is missing: refused before anything.
-	if _, err := e2.svc.StartImport(ctx, lab.ImportSpec{File: file}); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "lan") {
+	if _, err := e2.svc.Archives.StartImport(ctx, lab.ImportSpec{File: file}); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "lan") {
 		t.Errorf("import without network lan: %v", err)
 	}
-	e2.ok(e2.svc.StartImport(ctx, lab.ImportSpec{File: file, Name: "moved", MapNetwork: map[string]string{"lan": "office"}}))
-	b, err := e2.svc.GetArchive(ctx, "moved")
+	e2.ok(e2.svc.Archives.StartImport(ctx, lab.ImportSpec{File: file, Name: "moved", MapNetwork: map[string]string{"lan": "office"}}))
+	b, err := e2.svc.Archives.Get(ctx, "moved")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestExportImportOnAnotherLab(t *testing.T) {
 			t.Errorf("VM %s: imported disk differs", b.VMs[i].Name)
 		}
 	}
-	e2.ok(e2.svc.StartRestore(ctx, "moved", "here", lab.CreateOptions{}))
+	e2.ok(e2.svc.Archives.StartRestore(ctx, "moved", "here", lab.CreateOptions{}))
 	here := e2.get("here")
 	for i, vm := range here.VMs {
 		compare(t, vm.Disks[0].Path, src.VMs[i].Disks[0].Path)
@@ -351,7 +351,7 @@ func TestImportRefusesDamagedBundles(t *testing.T) {
 			if err := os.WriteFile(bad, damage(append([]byte(nil), good...)), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			j, err := e2.svc.StartImport(ctx, lab.ImportSpec{File: bad})
+			j, err := e2.svc.Archives.StartImport(ctx, lab.ImportSpec{File: bad})
 			if err == nil {
 				j = e2.wait(j, nil)
 				if j.State != jobs.Failed {
@@ -360,7 +360,7 @@ func TestImportRefusesDamagedBundles(t *testing.T) {
 				err = errors.New(j.Error)
 			}
 			t.Logf("refused: %v", err)
-			if as, _ := e2.svc.ListArchives(ctx); len(as) != 0 {
+			if as, _ := e2.svc.Archives.List(ctx); len(as) != 0 {
 				t.Errorf("archives after a refused import: %+v", as)
 			}
 			if ds := archiveDirs(t, e2); len(ds) != 0 {
@@ -369,7 +369,7 @@ func TestImportRefusesDamagedBundles(t *testing.T) {
 		})
 	}
 	// The good one still imports.
-	e2.ok(e2.svc.StartImport(ctx, lab.ImportSpec{File: file}))
+	e2.ok(e2.svc.Archives.StartImport(ctx, lab.ImportSpec{File: file}))
 }
 
 func TestDoctorChecksArchives(t *testing.T) {
@@ -377,17 +377,17 @@ func TestDoctorChecksArchives(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
+	e.ok(e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{}))
 	e.assertConsistent()
-	a, err := e.svc.GetArchive(ctx, "arch")
+	a, err := e.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(a.VMs[0].Disks[0].Path); err != nil {
 		t.Fatal(err)
 	}
-	orphan := filepath.Join(e.svc.ArchiveDir(), "a-0123456789abcdef")
-	notOurs := filepath.Join(e.svc.ArchiveDir(), "someone-elses")
+	orphan := filepath.Join(e.svc.Archives.Dir(), "a-0123456789abcdef")
+	notOurs := filepath.Join(e.svc.Archives.Dir(), "someone-elses")
 	for _, d := range []string{orphan, notOurs} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)

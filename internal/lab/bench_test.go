@@ -21,7 +21,7 @@ func importSized(b testing.TB, e *env, name string, sizeMiB, dataMiB int) {
 	p := filepath.Join(b.TempDir(), name+".qcow2")
 	run(b, "qemu-img", "create", "-q", "-f", "qcow2", p, fmt.Sprintf("%dM", sizeMiB))
 	run(b, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0xaa 0 %dM", dataMiB), p)
-	if _, err := e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: name, Disks: []string{p}}); err != nil {
+	if _, err := e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: name, Disks: []string{p}}); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -54,7 +54,7 @@ func BenchmarkLinkedCloneDiskSize(b *testing.B) {
 			qemuIO(b, vm.Disks[0].Path, "write -P 0x11 0 64k")
 		}
 		start := time.Now()
-		if _, err := e.svc.LinkedClone(ctx, src, src+"-clone", lab.CreateOptions{}); err != nil {
+		if _, err := e.svc.Configs.LinkedClone(ctx, src, src+"-clone", lab.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		return time.Since(start)

@@ -10,6 +10,7 @@ import (
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/bundle"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -22,18 +23,18 @@ type ImportSpec = archive.ImportSpec
 
 // StartExport starts a job that writes archive name as a bundle at file
 // (see archive.Archives.StartExport).
-func (s *Service) StartExport(ctx context.Context, name, file string) (jobs.Job, error) {
+func (s Archives) StartExport(ctx context.Context, name, file string) (jobs.Job, error) {
 	return s.archives.StartExport(ctx, name, file)
 }
 
 // StartImport checks a bundle's manifest and starts a job that imports it
 // as a new archive (see archive.Archives.StartImport).
-func (s *Service) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
+func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
 	return s.archives.StartImport(ctx, spec)
 }
 
 // DeleteArchive deletes an archive and its directory.
-func (s *Service) DeleteArchive(ctx context.Context, name string) error {
+func (s Archives) Delete(ctx context.Context, name string) error {
 	return s.archives.Delete(ctx, name)
 }
 
@@ -99,24 +100,24 @@ func checkManifestRules(m *bundle.Manifest) error {
 
 // archiveLab is what archives ask of the lab: its locks, journal, leases,
 // events and rules.
-type archiveLab struct{ s *Service }
+type archiveLab struct{ s *core }
 
 func (l archiveLab) Lock(names ...string) func() { return l.s.locks.lock(names...) }
 
 func (l archiveLab) BeginOp(ctx context.Context, kind, subject string, created []string) (*store.Op, error) {
-	return l.s.beginOp(ctx, kind, subject, created, nil)
+	return l.s.journal.Begin(ctx, kind, subject, created, nil)
 }
 
 func (l archiveLab) Step(ctx context.Context, op *store.Op, step string) error {
-	return l.s.step(ctx, op, step)
+	return l.s.journal.Step(ctx, op, step)
 }
 
 func (l archiveLab) Commit(tx store.Tx, op *store.Op, remove []string) error {
-	return commitOp(tx, op, remove)
+	return journal.Commit(tx, op, remove)
 }
 
-func (l archiveLab) FinishOp(op *store.Op) error          { return l.s.finishOp(op) }
-func (l archiveLab) FailOp(op *store.Op, err error) error { return l.s.failOp(op, err) }
+func (l archiveLab) FinishOp(op *store.Op) error          { return l.s.journal.Finish(op) }
+func (l archiveLab) FailOp(op *store.Op, err error) error { return l.s.journal.Fail(op, err) }
 
 func (l archiveLab) StartLease(tx store.Tx, archiveID int64, d *time.Duration) error {
 	return l.s.leases.started(tx, archiveLease(archiveID), d)

@@ -55,12 +55,12 @@ func BenchmarkBundleThroughput(b *testing.B) {
 	}
 	e := newEnv(b)
 	ctx := context.Background()
-	if _, err := e.svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "base", Disks: []string{mixedImage(b, sizeMiB)}, Format: "raw"}); err != nil {
+	if _, err := e.svc.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{mixedImage(b, sizeMiB)}, Format: "raw"}); err != nil {
 		b.Fatal(err)
 	}
 	e.config("src", lab.VMSpec{Name: "vm", Template: "base"})
-	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
-	a, err := e.svc.GetArchive(ctx, "arch")
+	e.ok(e.svc.Archives.StartCreate(ctx, "src", "arch", lab.CreateOptions{}))
+	a, err := e.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -89,13 +89,13 @@ func BenchmarkBundleThroughput(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		bundle := filepath.Join(out, fmt.Sprintf("b%d.tar", i))
-		exp += timed(func() { e.ok(e.svc.StartExport(ctx, "arch", bundle)) })
+		exp += timed(func() { e.ok(e.svc.Archives.StartExport(ctx, "arch", bundle)) })
 		ref := filepath.Join(out, fmt.Sprintf("ref%d.tar", i))
 		tarc += timed(func() {
 			sh(fmt.Sprintf("cd %s && tar -cf %s manifest.json disks boot && sha256sum disks/* >/dev/null", a.Dir, ref))
 		})
 		name := fmt.Sprintf("imp%d", i)
-		imp += timed(func() { e2.ok(e2.svc.StartImport(ctx, lab.ImportSpec{File: bundle, Name: name})) })
+		imp += timed(func() { e2.ok(e2.svc.Archives.StartImport(ctx, lab.ImportSpec{File: bundle, Name: name})) })
 		dir := filepath.Join(out, fmt.Sprintf("x%d", i))
 		os.Mkdir(dir, 0o755)
 		tarx += timed(func() {
@@ -105,7 +105,7 @@ func BenchmarkBundleThroughput(b *testing.B) {
 		os.Remove(bundle)
 		os.Remove(ref)
 		os.RemoveAll(dir)
-		if err := e2.svc.DeleteArchive(ctx, name); err != nil {
+		if err := e2.svc.Archives.Delete(ctx, name); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -108,7 +108,7 @@ func path(v any, keys ...any) map[string]any {
 // its job), or nil when it was imported.
 func importErr(t *testing.T, e *env, file string) error {
 	t.Helper()
-	j, err := e.svc.StartImport(context.Background(), lab.ImportSpec{File: file})
+	j, err := e.svc.Archives.StartImport(context.Background(), lab.ImportSpec{File: file})
 	if err != nil {
 		return err
 	}
@@ -122,10 +122,10 @@ func importErr(t *testing.T, e *env, file string) error {
 // directory (temporary ones included), no journal entry.
 func assertNoArchive(t *testing.T, e *env) {
 	t.Helper()
-	if as, _ := e.svc.ListArchives(context.Background()); len(as) != 0 {
+	if as, _ := e.svc.Archives.List(context.Background()); len(as) != 0 {
 		t.Errorf("archives after a refused import: %d", len(as))
 	}
-	if ents, _ := os.ReadDir(e.svc.ArchiveDir()); len(ents) != 0 {
+	if ents, _ := os.ReadDir(e.svc.Archives.Dir()); len(ents) != 0 {
 		t.Errorf("archive dir holds %v after a refused import", ents)
 	}
 	var ops []store.Op
@@ -277,7 +277,7 @@ func TestImportRefusesBadManifests(t *testing.T) {
 		t.Run(strings.ReplaceAll(c.name, " ", "-"), func(t *testing.T) {
 			bad := filepath.Join(t.TempDir(), "bad.tar")
 			writeEntries(t, bad, withManifest(t, good, c.edit))
-			_, err := e2.svc.StartImport(context.Background(), lab.ImportSpec{File: bad})
+			_, err := e2.svc.Archives.StartImport(context.Background(), lab.ImportSpec{File: bad})
 			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("import: %v, want ErrInvalid saying %q", err, c.msg)
 			}
@@ -299,13 +299,13 @@ func TestBundlePathsRefuseControlCharacters(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
+	e.ok(e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{}))
 	dir := t.TempDir()
 	for _, p := range []string{dir + "/x\x00y", dir + "/x\ny", dir + "/x\x1b[2Jy", "relative.tar", "/" + strings.Repeat("a", 5000)} {
-		if _, err := e.svc.StartExport(ctx, "arch", p); !errors.Is(err, errdefs.ErrInvalid) {
+		if _, err := e.svc.Archives.StartExport(ctx, "arch", p); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("export to %q: %v, want ErrInvalid", p, err)
 		}
-		if _, err := e.svc.StartImport(ctx, lab.ImportSpec{File: p}); !errors.Is(err, errdefs.ErrInvalid) {
+		if _, err := e.svc.Archives.StartImport(ctx, lab.ImportSpec{File: p}); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("import of %q: %v, want ErrInvalid", p, err)
 		}
 	}
@@ -336,21 +336,21 @@ func TestArchiveFileModes(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	sourceFixture(t, e)
-	e.ok(e.svc.StartArchive(ctx, "src", "arch", lab.CreateOptions{}))
-	a, err := e.svc.GetArchive(ctx, "arch")
+	e.ok(e.svc.Archives.StartCreate(ctx, "src", "arch", lab.CreateOptions{}))
+	a, err := e.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
 	}
 	bundle := filepath.Join(t.TempDir(), "arch.tar")
-	e.ok(e.svc.StartExport(ctx, "arch", bundle))
+	e.ok(e.svc.Archives.StartExport(ctx, "arch", bundle))
 	e2 := newEnv(t)
 	e2.network("lan", "10.72.0.0/24", "10.72.0.10-10.72.0.20")
-	e2.ok(e2.svc.StartImport(ctx, lab.ImportSpec{File: bundle}))
-	b, err := e2.svc.GetArchive(ctx, "arch")
+	e2.ok(e2.svc.Archives.StartImport(ctx, lab.ImportSpec{File: bundle}))
+	b, err := e2.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := e.svc.GetTemplate(ctx, "kern")
+	tmpl, err := e.svc.Templates.Get(ctx, "kern")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func TestArchiveFileModes(t *testing.T) {
 		filepath.Join(e.dir, "files"):  0o700,
 		filepath.Join(e.dir, "run"):    0o700,
 		filepath.Join(e.dir, "state"):  0o700,
-		e.svc.ArchiveDir():             0o700,
+		e.svc.Archives.Dir():             0o700,
 		tmpl.Kernel:                    0o400,
 		tmpl.Initrd:                    0o400,
 		bundle:                         0o600,
@@ -380,10 +380,10 @@ func TestArchiveFileModes(t *testing.T) {
 		}
 	}
 	// Restored boot files too.
-	if err := e2.svc.DeleteArchive(ctx, "arch"); err != nil {
+	if err := e2.svc.Archives.Delete(ctx, "arch"); err != nil {
 		t.Fatal(err)
 	}
-	e.ok(e.svc.StartRestore(ctx, "arch", "back", lab.CreateOptions{}))
+	e.ok(e.svc.Archives.StartRestore(ctx, "arch", "back", lab.CreateOptions{}))
 	for _, f := range mustGlob(t, filepath.Join(e.dir, "files", "*")) {
 		if got := mode(t, f); got != 0o400 {
 			t.Errorf("%s: mode %v, want 0400", f, got)

@@ -67,7 +67,7 @@ type CleanupReport struct {
 // Cleanup lists the expired and idle configurations, library entries and
 // archives with the space each would free; with Apply (and not DryRun) it
 // deletes the deletable ones. A deployed configuration is never deleted.
-func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupReport, error) {
+func (s Leases) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupReport, error) {
 	if opts.IdleDays < 0 {
 		return nil, errdefs.Invalid("cleanup: idle days %d is negative", opts.IdleDays)
 	}
@@ -89,14 +89,14 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 	var all []CleanupItem
 	for i := range items {
 		it := &items[i]
-		if it.Frees, err = frees(ctx, s, model, []CleanupItem{*it}); err != nil {
+		if it.Frees, err = frees(ctx, s.core, model, []CleanupItem{*it}); err != nil {
 			return nil, fmt.Errorf("cleanup: %w", err)
 		}
 		if it.Deletable {
 			all = append(all, *it)
 		}
 	}
-	if rep.Frees, err = frees(ctx, s, model, all); err != nil {
+	if rep.Frees, err = frees(ctx, s.core, model, all); err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}
 	rep.Items = items
@@ -117,14 +117,14 @@ func (s *Service) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 		it.Deleted = true
 		deleted = append(deleted, *it)
 	}
-	if rep.Freed, err = frees(ctx, s, model, deleted); err != nil {
+	if rep.Freed, err = frees(ctx, s.core, model, deleted); err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}
 	return rep, nil
 }
 
 // cleanupCandidates lists what is expired or idle.
-func (s *Service) cleanupCandidates(tx store.Tx, now time.Time, idleDays int) ([]CleanupItem, error) {
+func (s Leases) cleanupCandidates(tx store.Tx, now time.Time, idleDays int) ([]CleanupItem, error) {
 	leases, err := tx.ListLeases()
 	if err != nil {
 		return nil, err
@@ -190,7 +190,7 @@ func (s *Service) cleanupCandidates(tx store.Tx, now time.Time, idleDays int) ([
 // loadSpace fills the cleanup view's space model from the store: the
 // layer tree, each configuration's disks and saved states, each archive's
 // directory.
-func (s *Service) loadSpace(tx store.Tx) (*lease.Space, error) {
+func (s Leases) loadSpace(tx store.Tx) (*lease.Space, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, err
@@ -216,14 +216,14 @@ func (s *Service) loadSpace(tx store.Tx) (*lease.Space, error) {
 		return nil, err
 	}
 	for i := range as {
-		m.AddArchive(as[i].Name, s.archiveDirOf(&as[i]))
+		m.AddArchive(as[i].Name, s.archives.DirOf(&as[i]))
 	}
 	return m, nil
 }
 
 // frees returns the bytes deleting items together frees, by the model m;
 // it measures a freed layer's file through the lab's disk tool.
-func frees(ctx context.Context, s *Service, m *lease.Space, items []CleanupItem) (int64, error) {
+func frees(ctx context.Context, s *core, m *lease.Space, items []CleanupItem) (int64, error) {
 	refs := make([]lease.Ref, len(items))
 	for i, it := range items {
 		refs[i] = lease.Ref{Object: it.Object, Name: it.Name}

@@ -7,6 +7,7 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -23,7 +24,7 @@ type clonePlan struct {
 }
 
 // loadCloneSource checks that src can be cloned into dst and returns src.
-func (s *Service) loadCloneSource(ctx context.Context, src, dst string) (*store.Config, layerIndex, error) {
+func (s *core) loadCloneSource(ctx context.Context, src, dst string) (*store.Config, layerIndex, error) {
 	if err := checkName("configuration", dst); err != nil {
 		return nil, nil, err
 	}
@@ -59,7 +60,7 @@ func (s *Service) loadCloneSource(ctx context.Context, src, dst string) (*store.
 // or copied. The clone keeps the source's networks, IP modes and addresses
 // (joining their families) and gets new MACs, and its storage lease as
 // opts says.
-func (s *Service) LinkedClone(ctx context.Context, src, dst string, opts CreateOptions) (*ConfigView, error) {
+func (s Configs) LinkedClone(ctx context.Context, src, dst string, opts CreateOptions) (*ConfigView, error) {
 	v, err := s.linkedClone(ctx, src, dst, store.KindConfig, opts, false)
 	if err == nil {
 		s.record(ctx, ObjectConfig, "clone", dst, "linked clone of "+src)
@@ -70,7 +71,7 @@ func (s *Service) LinkedClone(ctx context.Context, src, dst string, opts CreateO
 // linkedClone makes dst of kind (store.KindConfig or KindLibrary) from src
 // by linked clone, with its storage lease as opts says; useSource marks
 // src used too (a checkout uses its library entry).
-func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts CreateOptions, useSource bool) (*ConfigView, error) {
+func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts CreateOptions, useSource bool) (*ConfigView, error) {
 	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
 		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
 	}
@@ -111,12 +112,12 @@ func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts C
 		}
 	}
 
-	op, err := s.beginOp(ctx, "clone", dst, created, frozen)
+	op, err := s.journal.Begin(ctx, "clone", dst, created, frozen)
 	if err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*ConfigView, error) {
-		return nil, s.failOp(op, fmt.Errorf("clone %q to %q: %w", src, dst, err))
+		return nil, s.journal.Fail(op, fmt.Errorf("clone %q to %q: %w", src, dst, err))
 	}
 	for _, p := range plans {
 		vm := c.VMs[p.vm]
@@ -124,27 +125,27 @@ func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts C
 		if p.shortcut {
 			parent = s.abs(idx[p.top.ParentID].Path)
 		} else {
-			if err := s.step(ctx, op, "freeze"); err != nil {
+			if err := s.journal.Step(ctx, op, "freeze"); err != nil {
 				return fail(err)
 			}
 			if err := s.disks.SetReadOnly(parent, true); err != nil {
 				return fail(fmt.Errorf("VM %q disk %d: freeze: %w", vm.Name, p.disk, err))
 			}
-			if err := s.step(ctx, op, "source-delta"); err != nil {
+			if err := s.journal.Step(ctx, op, "source-delta"); err != nil {
 				return fail(err)
 			}
 			if err := s.disks.CreateDelta(ctx, parent, s.abs(p.sourceDelta)); err != nil {
 				return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, p.disk, err))
 			}
 		}
-		if err := s.step(ctx, op, "clone-delta"); err != nil {
+		if err := s.journal.Step(ctx, op, "clone-delta"); err != nil {
 			return fail(err)
 		}
 		if err := s.disks.CreateDelta(ctx, parent, s.abs(p.cloneDelta)); err != nil {
 			return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, p.disk, err))
 		}
 	}
-	if err := s.step(ctx, op, "commit"); err != nil {
+	if err := s.journal.Step(ctx, op, "commit"); err != nil {
 		return fail(err)
 	}
 	var view *ConfigView
@@ -184,7 +185,7 @@ func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts C
 				return err
 			}
 		}
-		if err := commitOp(tx, op, nil); err != nil {
+		if err := journal.Commit(tx, op, nil); err != nil {
 			return err
 		}
 		view, err = s.configView(tx, clone)
@@ -193,7 +194,7 @@ func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts C
 	if err != nil {
 		return fail(err)
 	}
-	s.finishOp(op)
+	s.journal.Finish(op)
 	s.log.Info("linked clone made", "config", dst, "source", src, "disks", len(plans))
 	return view, nil
 }
@@ -203,7 +204,7 @@ func (s *Service) linkedClone(ctx context.Context, src, dst, kind string, opts C
 // their source's address family), new MACs, and for each disk the top
 // layer that diskTop records. It re-reads the source so that it works on
 // the current records.
-func (s *Service) commitClone(tx store.Tx, src, dst, kind string, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
+func (s *core) commitClone(tx store.Tx, src, dst, kind string, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
 	c, err := tx.GetConfig(src)
 	if err != nil {
 		return nil, err
@@ -239,7 +240,7 @@ func (s *Service) commitClone(tx store.Tx, src, dst, kind string, diskTop func(s
 // only read; it stays locked (not deployable) until the job ends. A
 // cancelled or failed job leaves nothing behind. dst gets its storage
 // lease as opts says.
-func (s *Service) StartFullClone(ctx context.Context, src, dst string, opts CreateOptions) (jobs.Job, error) {
+func (s Configs) StartFullClone(ctx context.Context, src, dst string, opts CreateOptions) (jobs.Job, error) {
 	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
 		return jobs.Job{}, fmt.Errorf("full clone %q to %q: %w", src, dst, err)
 	}
@@ -258,7 +259,7 @@ func (s *Service) StartFullClone(ctx context.Context, src, dst string, opts Crea
 			created = append(created, p.base)
 		}
 	}
-	op, err := s.beginOp(ctx, "full-clone", dst, created, nil)
+	op, err := s.journal.Begin(ctx, "full-clone", dst, created, nil)
 	if err != nil {
 		unlock()
 		return jobs.Job{}, err
@@ -267,9 +268,9 @@ func (s *Service) StartFullClone(ctx context.Context, src, dst string, opts Crea
 		defer unlock()
 		err := s.fullClone(ctx, op, src, dst, opts, plans, progress)
 		if err != nil {
-			return s.failOp(op, fmt.Errorf("full clone %q to %q: %w", src, dst, err))
+			return s.journal.Fail(op, fmt.Errorf("full clone %q to %q: %w", src, dst, err))
 		}
-		s.finishOp(op)
+		s.journal.Finish(op)
 		s.log.Info("full clone made", "config", dst, "source", src, "disks", len(plans))
 		s.record(ctx, ObjectConfig, "full-clone", dst, "full clone of "+src)
 		return nil
@@ -277,7 +278,7 @@ func (s *Service) StartFullClone(ctx context.Context, src, dst string, opts Crea
 	return job, nil
 }
 
-func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, opts CreateOptions, plans []clonePlan, progress func(done, total int64)) error {
+func (s Configs) fullClone(ctx context.Context, op *store.Op, src, dst string, opts CreateOptions, plans []clonePlan, progress func(done, total int64)) error {
 	var total int64
 	for _, p := range plans {
 		total += p.top.VirtualSize
@@ -286,7 +287,7 @@ func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, 
 	var done int64
 	sizes := make([]int64, len(plans))
 	for i, p := range plans {
-		if err := s.step(ctx, op, "consolidate"); err != nil {
+		if err := s.journal.Step(ctx, op, "consolidate"); err != nil {
 			return err
 		}
 		err := s.disks.Consolidate(ctx, s.abs(p.top.Path), s.abs(p.base), func(d, _ int64) {
@@ -299,7 +300,7 @@ func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, 
 		sizes[i] = p.top.VirtualSize
 		progress(done, total)
 	}
-	if err := s.step(ctx, op, "commit"); err != nil {
+	if err := s.journal.Step(ctx, op, "commit"); err != nil {
 		return err
 	}
 	return s.update(ctx, func(tx store.Tx) error {
@@ -316,6 +317,6 @@ func (s *Service) fullClone(ctx context.Context, op *store.Op, src, dst string, 
 		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
 			return err
 		}
-		return commitOp(tx, op, nil)
+		return journal.Commit(tx, op, nil)
 	})
 }

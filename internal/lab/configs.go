@@ -11,6 +11,7 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/lab/deploy"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -22,7 +23,7 @@ const MaxVMs = 256
 // CreateConfig makes a configuration: for each VM, a writable delta on top
 // of each of its template's bases, a unique MAC and, on a network, an
 // address (from the pool, manual, or none for dhcp).
-func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigView, error) {
+func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, error) {
 	if err := checkName("configuration", spec.Name); err != nil {
 		return nil, err
 	}
@@ -112,16 +113,16 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 	for _, p := range plan {
 		created = append(created, p.deltas...)
 	}
-	op, err := s.beginOp(ctx, "create", spec.Name, created, nil)
+	op, err := s.journal.Begin(ctx, "create", spec.Name, created, nil)
 	if err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*ConfigView, error) {
-		return nil, s.failOp(op, fmt.Errorf("create configuration %q: %w", spec.Name, err))
+		return nil, s.journal.Fail(op, fmt.Errorf("create configuration %q: %w", spec.Name, err))
 	}
 	for _, p := range plan {
 		for i, base := range p.bases {
-			if err := s.step(ctx, op, "create-delta"); err != nil {
+			if err := s.journal.Step(ctx, op, "create-delta"); err != nil {
 				return fail(err)
 			}
 			if err := s.disks.CreateDelta(ctx, s.abs(base.Path), s.abs(p.deltas[i])); err != nil {
@@ -129,7 +130,7 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 			}
 		}
 	}
-	if err := s.step(ctx, op, "commit"); err != nil {
+	if err := s.journal.Step(ctx, op, "commit"); err != nil {
 		return fail(err)
 	}
 	var view *ConfigView
@@ -172,7 +173,7 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 		if err := s.leases.started(tx, configLease(c.ID), spec.StorageLease); err != nil {
 			return err
 		}
-		if err := commitOp(tx, op, nil); err != nil {
+		if err := journal.Commit(tx, op, nil); err != nil {
 			return err
 		}
 		var err error
@@ -182,7 +183,7 @@ func (s *Service) CreateConfig(ctx context.Context, spec ConfigSpec) (*ConfigVie
 	if err != nil {
 		return fail(err)
 	}
-	s.finishOp(op)
+	s.journal.Finish(op)
 	s.log.Info("configuration created", "config", spec.Name, "vms", len(plan))
 	s.record(ctx, ObjectConfig, "create", spec.Name, "")
 	return view, nil
@@ -231,7 +232,7 @@ func parseIPMode(v VMSpec) (string, netip.Addr, error) {
 }
 
 // ListConfigs returns every configuration.
-func (s *Service) ListConfigs(ctx context.Context) ([]ConfigView, error) {
+func (s Configs) List(ctx context.Context) ([]ConfigView, error) {
 	var out []ConfigView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		cs, err := tx.ListConfigs()
@@ -254,7 +255,7 @@ func (s *Service) ListConfigs(ctx context.Context) ([]ConfigView, error) {
 }
 
 // GetConfig returns one configuration.
-func (s *Service) GetConfig(ctx context.Context, name string) (*ConfigView, error) {
+func (s Configs) Get(ctx context.Context, name string) (*ConfigView, error) {
 	var out *ConfigView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
@@ -270,12 +271,12 @@ func (s *Service) GetConfig(ctx context.Context, name string) (*ConfigView, erro
 // DeleteConfig deletes an undeployed configuration: its VMs' writable
 // layers, then every frozen layer left without children, and the addresses
 // whose family it was the last member of.
-func (s *Service) DeleteConfig(ctx context.Context, name string) error {
+func (s Configs) Delete(ctx context.Context, name string) error {
 	return s.deleteConfig(ctx, name, store.KindConfig)
 }
 
 // deleteConfig deletes configuration name, which must be of kind.
-func (s *Service) deleteConfig(ctx context.Context, name, kind string) error {
+func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 	unlock := s.locks.lock(name)
 	defer unlock()
 	var op *store.Op
@@ -317,13 +318,13 @@ func (s *Service) deleteConfig(ctx context.Context, name, kind string) error {
 			return err
 		}
 		op = &store.Op{Kind: "delete", Subject: name}
-		if err := s.step(ctx, op, "commit"); err != nil {
+		if err := s.journal.Step(ctx, op, "commit"); err != nil {
 			return err
 		}
 		if err := tx.CreateOp(op); err != nil {
 			return err
 		}
-		return commitOp(tx, op, append(removed, extra...))
+		return journal.Commit(tx, op, append(removed, extra...))
 	})
 	if err != nil {
 		return fmt.Errorf("delete configuration %q: %w", name, err)
@@ -331,16 +332,16 @@ func (s *Service) deleteConfig(ctx context.Context, name, kind string) error {
 	for _, id := range vmIDs {
 		os.RemoveAll(s.deploys.VMRunDir(id)) // sockets and console logs
 	}
-	if err := s.step(ctx, op, "remove-files"); err != nil {
+	if err := s.journal.Step(ctx, op, "remove-files"); err != nil {
 		// The records are gone; the files are removed by the next Recover.
 		return fmt.Errorf("delete configuration %q: %w", name, err)
 	}
 	s.log.Info("configuration deleted", "config", name, "files", len(op.RemoveFiles))
 	s.record(ctx, kindObject(kind), "delete", name, "")
-	return s.finishOp(op)
+	return s.journal.Finish(op)
 }
 
-func (s *Service) configView(tx store.Tx, c *store.Config) (*ConfigView, error) {
+func (s *core) configView(tx store.Tx, c *store.Config) (*ConfigView, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ const (
 // Deploy starts the VMs of an undeployed configuration (see
 // deploy.Deployments.Deploy) with its deployment lease, written in the
 // transaction that marks it deployed.
-func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
+func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
 	policy, err := deploy.CheckPolicy(name, opts.Fenced, opts.FencePolicy)
 	if err != nil {
 		return nil, err
@@ -67,7 +67,7 @@ func (s *Service) Deploy(ctx context.Context, name string, opts DeployOptions) (
 
 // Undeploy powers off or saves every VM and removes the deployment's
 // plumbing (see deploy.Deployments.Undeploy); its lease ends with it.
-func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*ConfigView, error) {
+func (s Deployments) Undeploy(ctx context.Context, name string, saveState bool) (*ConfigView, error) {
 	var view *ConfigView
 	err := s.deploys.Undeploy(ctx, name, saveState, func(tx store.Tx, c *store.Config) error {
 		if err := s.leases.undeployed(tx, c.ID); err != nil {
@@ -85,26 +85,26 @@ func (s *Service) Undeploy(ctx context.Context, name string, saveState bool) (*C
 
 // VMAction stops (ACPI power-off), starts or resets one VM of a deployed
 // configuration.
-func (s *Service) VMAction(ctx context.Context, config, vmName, action string) (*ConfigView, error) {
+func (s Deployments) VMAction(ctx context.Context, config, vmName, action string) (*ConfigView, error) {
 	if err := s.deploys.VMAction(ctx, config, vmName, action); err != nil {
 		return nil, err
 	}
-	return s.GetConfig(ctx, config)
+	return Configs{s.core}.Get(ctx, config)
 }
 
 // VMConsole returns the unix socket of a running VM's serial console.
-func (s *Service) VMConsole(ctx context.Context, config, vmName string) (string, error) {
+func (s Deployments) VMConsole(ctx context.Context, config, vmName string) (string, error) {
 	return s.deploys.VMConsole(ctx, config, vmName)
 }
 
 // VMLog returns the path of a VM's serial console log (kept across runs).
-func (s *Service) VMLog(ctx context.Context, config, vmName string) (string, error) {
+func (s Deployments) VMLog(ctx context.Context, config, vmName string) (string, error) {
 	return s.deploys.VMLog(ctx, config, vmName)
 }
 
 // withRuntime adds what only the running daemon knows (PIDs, saved
 // states) to a view.
-func (s *Service) withRuntime(v *ConfigView) *ConfigView {
+func (s *core) withRuntime(v *ConfigView) *ConfigView {
 	if v == nil {
 		return nil
 	}
@@ -118,7 +118,7 @@ func (s *Service) withRuntime(v *ConfigView) *ConfigView {
 
 // deployLab is what deployments ask of the lab: its transactions, locks,
 // rules, accelerator, fault hook and event log.
-type deployLab struct{ s *Service }
+type deployLab struct{ s *core }
 
 func (l deployLab) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return l.s.update(ctx, fn)
@@ -130,7 +130,9 @@ func (l deployLab) WaitAccel(ctx context.Context, what, name string) (string, er
 	return l.s.waitAccel(ctx, what, name)
 }
 
-func (l deployLab) Fault(ctx context.Context, op, step string) error { return l.s.fault(ctx, op, step) }
+func (l deployLab) Fault(ctx context.Context, op, step string) error {
+	return l.s.journal.Fault(ctx, op, step)
+}
 
 func (l deployLab) Deployable(c *store.Config) error {
 	return checkKind(c, store.KindConfig, "deploy it (check it out into a configuration first)")

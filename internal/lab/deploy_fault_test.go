@@ -85,7 +85,7 @@ func everyDeployStepRollsBack(t *testing.T) {
 				e, host := deployEnv(t, f)
 				before := e.snapshot()
 				f.arm("deploy", k)
-				_, err := e.svc.Deploy(context.Background(), "a", d.opts)
+				_, err := e.svc.Deployments.Deploy(context.Background(), "a", d.opts)
 				f.mu.Lock()
 				seen, steps := f.seen, f.steps
 				f.mu.Unlock()
@@ -143,7 +143,7 @@ func everyDeployStepRollsBack(t *testing.T) {
 				before := e.snapshot()
 				done := make(chan error, 1)
 				go func() {
-					_, err := e.svc.Deploy(context.Background(), "a", d.opts)
+					_, err := e.svc.Deployments.Deploy(context.Background(), "a", d.opts)
 					done <- err
 				}()
 				var step string
@@ -187,12 +187,12 @@ func everyDeployStepRollsBack(t *testing.T) {
 			for k := 1; ; k++ {
 				e, host := deployEnv(t, f)
 				ctx := context.Background()
-				if _, err := e.svc.Deploy(ctx, "a", lab.DeployOptions{}); err != nil {
+				if _, err := e.svc.Deployments.Deploy(ctx, "a", lab.DeployOptions{}); err != nil {
 					t.Fatal(err)
 				}
 				host.Calls.Take()
 				f.arm("undeploy", k)
-				_, err := e.svc.Undeploy(ctx, "a", save)
+				_, err := e.svc.Deployments.Undeploy(ctx, "a", save)
 				f.mu.Lock()
 				seen, steps := f.seen, f.steps
 				f.mu.Unlock()
@@ -212,7 +212,7 @@ func everyDeployStepRollsBack(t *testing.T) {
 				}
 				host.Calls.Take()
 				// Undeploy again: it finishes, and keeps what was saved.
-				v, err := e.svc.Undeploy(ctx, "a", save)
+				v, err := e.svc.Deployments.Undeploy(ctx, "a", save)
 				if err != nil {
 					t.Fatalf("step %d (%s): undeploy again: %v", k, steps[k-1], err)
 				}
@@ -228,7 +228,7 @@ func everyDeployStepRollsBack(t *testing.T) {
 				}
 				// The next deploy resumes every saved VM.
 				host.Calls.Take()
-				if _, err := e.svc.Deploy(ctx, "a", lab.DeployOptions{}); err != nil {
+				if _, err := e.svc.Deployments.Deploy(ctx, "a", lab.DeployOptions{}); err != nil {
 					t.Fatal(err)
 				}
 				want := append([]string(nil), deployCalls...)
@@ -253,7 +253,7 @@ func everyDeployStepRollsBack(t *testing.T) {
 			return nil
 		}
 		before := e.snapshot()
-		if _, err := e.svc.Deploy(context.Background(), "a", lab.DeployOptions{}); !errors.Is(err, errInjected) {
+		if _, err := e.svc.Deployments.Deploy(context.Background(), "a", lab.DeployOptions{}); !errors.Is(err, errInjected) {
 			t.Fatalf("deploy: %v, want the failed start", err)
 		}
 		want := append(append([]string(nil), deployCalls...),
@@ -335,7 +335,7 @@ func TestDeployRefusesABadFencePolicy(t *testing.T) {
 		{lab.DeployOptions{FencePolicy: "out"}, `deploy "a": a fence policy needs a fenced deployment`},
 		{lab.DeployOptions{Fenced: true, FencePolicy: "open"}, `deploy "a": fence policy "open": want block, out or in-out`},
 	} {
-		_, err := e.svc.Deploy(context.Background(), "a", c.opts)
+		_, err := e.svc.Deployments.Deploy(context.Background(), "a", c.opts)
 		if !errors.Is(err, errdefs.ErrInvalid) || err.Error() != c.want {
 			t.Errorf("deploy %+v: %v, want invalid: %s", c.opts, err, c.want)
 		}
@@ -377,7 +377,7 @@ func TestRestartReadoptsDeployments(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			e, host := deployEnv(t, nil)
-			if _, err := e.svc.Deploy(ctx, "a", c.opts); err != nil {
+			if _, err := e.svc.Deployments.Deploy(ctx, "a", c.opts); err != nil {
 				t.Fatal(err)
 			}
 			host.Calls.Take()
@@ -399,7 +399,7 @@ func TestRestartReadoptsDeployments(t *testing.T) {
 			if v := e.get("a"); v.State != "failed" || !strings.Contains(v.LastError, "lost while the daemon was down") {
 				t.Errorf("after losing vm2: %s (%q)", v.State, v.LastError)
 			}
-			if _, err := e.svc.Undeploy(ctx, "a", false); err != nil {
+			if _, err := e.svc.Deployments.Undeploy(ctx, "a", false); err != nil {
 				t.Fatal(err)
 			}
 			e.assertNothingDeployed(host, "undeploy after a restart")

@@ -6,12 +6,13 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
 // DiskChain lists the layers of one VM disk, top first, with their
 // allocated size on the host.
-func (s *Service) DiskChain(ctx context.Context, config, vmName string, disk int) ([]LayerView, error) {
+func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int) ([]LayerView, error) {
 	var chain []store.Layer
 	tmplNames := map[int64]string{}
 	err := s.store.View(ctx, func(tx store.Tx) error {
@@ -72,7 +73,7 @@ func findDisk(tx store.Tx, config, vmName string, index int) (*store.Disk, error
 // standalone base, which becomes the disk's writable top. The old layers
 // are then released like any others: those other disks still build on are
 // kept. The configuration stays locked until the job ends.
-func (s *Service) StartConsolidate(ctx context.Context, config, vmName string, disk int) (jobs.Job, error) {
+func (s Configs) StartConsolidate(ctx context.Context, config, vmName string, disk int) (jobs.Job, error) {
 	unlock := s.locks.lock(config)
 	var top store.Layer
 	var diskID int64
@@ -97,7 +98,7 @@ func (s *Service) StartConsolidate(ctx context.Context, config, vmName string, d
 		return jobs.Job{}, fmt.Errorf("consolidate %s/%s disk %d: %w", config, vmName, disk, err)
 	}
 	base := newLayerPath()
-	op, err := s.beginOp(ctx, "consolidate", config, []string{base}, nil)
+	op, err := s.journal.Begin(ctx, "consolidate", config, []string{base}, nil)
 	if err != nil {
 		unlock()
 		return jobs.Job{}, err
@@ -106,15 +107,15 @@ func (s *Service) StartConsolidate(ctx context.Context, config, vmName string, d
 	return s.jobs.StartFrom(ctx, "consolidate", subject, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
 		fail := func(err error) error {
-			return s.failOp(op, fmt.Errorf("consolidate %s: %w", subject, err))
+			return s.journal.Fail(op, fmt.Errorf("consolidate %s: %w", subject, err))
 		}
-		if err := s.step(ctx, op, "consolidate"); err != nil {
+		if err := s.journal.Step(ctx, op, "consolidate"); err != nil {
 			return fail(err)
 		}
 		if err := s.disks.Consolidate(ctx, s.abs(top.Path), s.abs(base), progress); err != nil {
 			return fail(err)
 		}
-		if err := s.step(ctx, op, "commit"); err != nil {
+		if err := s.journal.Step(ctx, op, "commit"); err != nil {
 			return fail(err)
 		}
 		err := s.update(ctx, func(tx store.Tx) error {
@@ -132,13 +133,13 @@ func (s *Service) StartConsolidate(ctx context.Context, config, vmName string, d
 			if err != nil {
 				return err
 			}
-			return commitOp(tx, op, removed)
+			return journal.Commit(tx, op, removed)
 		})
 		if err != nil {
 			return fail(err)
 		}
 		s.log.Info("disk consolidated", "config", config, "vm", vmName, "disk", disk, "released", len(op.RemoveFiles))
 		s.record(ctx, ObjectConfig, "consolidate", config, fmt.Sprintf("VM %s disk %d", vmName, disk))
-		return s.finishOp(op)
+		return s.journal.Finish(op)
 	}), nil
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"stagehand/internal/lab/doctor"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -14,18 +14,9 @@ func (s *Service) Doctor(ctx context.Context, repair bool) (*DoctorReport, error
 	return s.doctor.Run(ctx, repair)
 }
 
-// newDoctor builds the doctor over the lab's store, disks and directories.
-func (s *Service) newDoctor() *doctor.Doctor {
-	return doctor.New(doctor.Config{
-		Store: s.store, Disks: s.disks, Lab: doctorLab{s},
-		DataDir: s.dataDir, FileDirs: []string{layersDir, filesDir}, ArchiveDir: s.life.archiveDir,
-		Log: s.log,
-	})
-}
-
 // doctorLab is what the doctor asks of the lab: its lock table and the
 // repairs that follow the lab's rules.
-type doctorLab struct{ s *Service }
+type doctorLab struct{ s *core }
 
 // Busy reports whether op's subject is locked by an operation of this
 // process (a template's operations lock "template/NAME").
@@ -36,19 +27,14 @@ func (l doctorLab) Busy(subject string) bool {
 // Settle rolls op forward (committed) or back and clears its entry even
 // when a file could not be removed, so that one bad path cannot keep the
 // entry forever (L1).
-func (l doctorLab) Settle(op *store.Op) ([]doctor.FileFailure, error) {
-	var failed []fileFailure
+func (l doctorLab) Settle(op *store.Op) ([]journal.FileFailure, error) {
+	var failed []journal.FileFailure
 	if op.Committed {
-		failed = l.s.releaseFiles(op)
+		failed = l.s.journal.ReleaseFiles(op)
 	} else {
-		failed = l.s.undoFiles(op)
+		failed = l.s.journal.UndoFiles(op)
 	}
-	err := l.s.forgetOp(op)
-	out := make([]doctor.FileFailure, len(failed))
-	for i, f := range failed {
-		out[i] = doctor.FileFailure{Path: f.path, Err: f.err}
-	}
-	return out, err
+	return failed, l.s.journal.Forget(op)
 }
 
 // ReleaseLayer deletes an unreferenced layer (and the parents it leaves
@@ -64,12 +50,12 @@ func (l doctorLab) ReleaseLayer(ctx context.Context, id int64) error {
 		if err := tx.CreateOp(op); err != nil {
 			return err
 		}
-		return commitOp(tx, op, removed)
+		return journal.Commit(tx, op, removed)
 	})
 	if err != nil {
 		return err
 	}
-	return s.finishOp(op)
+	return s.journal.Finish(op)
 }
 
 // ReleaseAddress gives back an allocation nothing carries: an external one

@@ -62,10 +62,10 @@ func TestConcurrentDoctorsRunTheCheckOnce(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if _, err := s.ImportTemplate(ctx, TemplateSpec{Name: "base", Disks: []string{img}}); err != nil {
+	if _, err := s.Templates.Import(ctx, TemplateSpec{Name: "base", Disks: []string{img}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateConfig(ctx, ConfigSpec{Name: "a", VMs: []VMSpec{{Name: "v1", Template: "base"}, {Name: "v2", Template: "base"}}}); err != nil {
+	if _, err := s.Configs.Create(ctx, ConfigSpec{Name: "a", VMs: []VMSpec{{Name: "v1", Template: "base"}, {Name: "v2", Template: "base"}}}); err != nil {
 		t.Fatal(err)
 	}
 	g.mu.Lock()

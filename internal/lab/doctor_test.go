@@ -22,18 +22,18 @@ func TestDoctorReportsAndRepairsLeftovers(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm1", Template: "base"})
-	j, err := e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{})
+	j, err := e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := waitJob(e, j); err != nil {
 		t.Fatal(err)
 	}
-	arch, err := e.svc.GetArchive(ctx, "arch")
+	arch, err := e.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
 	}
-	archiveRoot := e.svc.ArchiveDir()
+	archiveRoot := e.svc.Archives.Dir()
 	outside := t.TempDir() // where a user exported a bundle to
 	layer := top(e.get("a"), "vm1")
 
@@ -143,7 +143,7 @@ func TestDoctorReportsAndRepairsLeftovers(t *testing.T) {
 	for _, p := range r.Problems {
 		t.Errorf("after --repair: %s %s: %s", p.Kind, p.Subject, p.Detail)
 	}
-	if _, err := e.svc.GetArchive(ctx, "arch"); err != nil {
+	if _, err := e.svc.Archives.Get(ctx, "arch"); err != nil {
 		t.Errorf("the archive itself: %v", err)
 	}
 }

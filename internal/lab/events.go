@@ -35,25 +35,13 @@ type Recorder interface {
 
 var _ Recorder = (*events.Log)(nil)
 
-// SubscribeEvents returns a channel of the events recorded from now on and
-// the function that ends the subscription (see events.Log.Subscribe).
-func (s *Service) SubscribeEvents() (<-chan events.View, func()) {
-	return s.eventLog.Subscribe()
-}
-
-// ListEvents returns one page of the events after the event with ID after
-// (see events.Log.List).
-func (s *Service) ListEvents(ctx context.Context, after int64, limit int) ([]events.View, error) {
-	return s.eventLog.List(ctx, after, limit)
-}
-
 // record tells the Recorder that the operation did action to subject.
-func (s *Service) record(ctx context.Context, object, action, subject, detail string) {
+func (s *core) record(ctx context.Context, object, action, subject, detail string) {
 	s.events.Record(ctx, events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultOK, Detail: detail})
 }
 
 // recordFailure tells the Recorder that action on subject failed.
-func (s *Service) recordFailure(ctx context.Context, object, action, subject string, err error) {
+func (s *core) recordFailure(ctx context.Context, object, action, subject string, err error) {
 	s.events.Record(ctx, events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultFailed, Detail: err.Error()})
 }
 
@@ -66,7 +54,7 @@ var opObjects = map[string]string{
 }
 
 // recordOpFailure records the failure of a journalled operation.
-func (s *Service) recordOpFailure(ctx context.Context, op *store.Op, err error) {
+func (s *core) recordOpFailure(ctx context.Context, op *store.Op, err error) {
 	object := opObjects[op.Kind]
 	if object == "" {
 		object = ObjectConfig

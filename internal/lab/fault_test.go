@@ -53,20 +53,20 @@ func TestEveryStepRollsBack(t *testing.T) {
 	}
 	ops := []operation{
 		{"import", func(e *env) error {
-			_, err := e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: "t2", Disks: []string{makeImage(t, 8), makeImage(t, 8)}})
+			_, err := e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: "t2", Disks: []string{makeImage(t, 8), makeImage(t, 8)}})
 			return err
 		}},
 		{"create", func(e *env) error {
-			_, err := e.svc.CreateConfig(context.Background(), lab.ConfigSpec{Name: "new", VMs: []lab.VMSpec{
+			_, err := e.svc.Configs.Create(context.Background(), lab.ConfigSpec{Name: "new", VMs: []lab.VMSpec{
 				{Name: "v1", Template: "base", Network: "lan"}, {Name: "v2", Template: "base", Network: "lan"}}})
 			return err
 		}},
 		{"clone", func(e *env) error {
-			_, err := e.svc.LinkedClone(context.Background(), "a", "new", lab.CreateOptions{})
+			_, err := e.svc.Configs.LinkedClone(context.Background(), "a", "new", lab.CreateOptions{})
 			return err
 		}},
 		{"full-clone", func(e *env) error {
-			j, err := e.svc.StartFullClone(context.Background(), "a", "new", lab.CreateOptions{})
+			j, err := e.svc.Configs.StartFullClone(context.Background(), "a", "new", lab.CreateOptions{})
 			if err != nil {
 				return err
 			}
@@ -76,9 +76,9 @@ func TestEveryStepRollsBack(t *testing.T) {
 			}
 			return nil
 		}},
-		{"delete", func(e *env) error { return e.svc.DeleteConfig(context.Background(), "a") }},
+		{"delete", func(e *env) error { return e.svc.Configs.Delete(context.Background(), "a") }},
 		{"consolidate", func(e *env) error {
-			j, err := e.svc.StartConsolidate(context.Background(), "a", "vm1", 0)
+			j, err := e.svc.Configs.StartConsolidate(context.Background(), "a", "vm1", 0)
 			if err != nil {
 				return err
 			}

@@ -39,7 +39,7 @@ func within(t *testing.T, d time.Duration, f func() error) error {
 func assertNothingImported(t *testing.T, e *env, name string) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := e.svc.GetTemplate(ctx, name); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := e.svc.Templates.Get(ctx, name); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("template %q: %v, want not found", name, err)
 	}
 	for _, d := range []string{"layers", "files"} {
@@ -109,7 +109,7 @@ func TestImportTemplateRefusesBadInput(t *testing.T) {
 		t.Run(strings.ReplaceAll(c.name, " ", "-"), func(t *testing.T) {
 			c.spec.Name = fmt.Sprintf("t%d", i)
 			err := within(t, 5*time.Second, func() error {
-				_, err := e.svc.ImportTemplate(context.Background(), c.spec)
+				_, err := e.svc.Templates.Import(context.Background(), c.spec)
 				return err
 			})
 			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), c.msg) {
@@ -148,7 +148,7 @@ func TestImportTemplateReadsWhatItOpened(t *testing.T) {
 	var v *lab.TemplateView
 	err := within(t, 60*time.Second, func() error {
 		var err error
-		v, err = e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: "k", Disks: []string{makeImage(t, 8), makeImage(t, 8)},
+		v, err = e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: "k", Disks: []string{makeImage(t, 8), makeImage(t, 8)},
 			Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0"})
 		return err
 	})
@@ -201,7 +201,7 @@ func TestImportTemplateJournalsTemporaryFiles(t *testing.T) {
 			return errors.New("injected")
 		}
 	})
-	_, err := e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: "j", Disks: []string{makeImage(t, 8)}, Kernel: kernel})
+	_, err := e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: "j", Disks: []string{makeImage(t, 8)}, Kernel: kernel})
 	if err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Fatalf("import: %v, want the injected failure", err)
 	}

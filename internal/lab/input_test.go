@@ -38,12 +38,12 @@ func TestCreateNetworkRefusesOverlapAndReservedSubnets(t *testing.T) {
 		{lab.NetworkSpec{Name: "z2", Subnet: "127.0.0.0/8", Pools: []string{"127.0.0.10-127.0.0.20"}}, errdefs.ErrInvalid},
 		{lab.NetworkSpec{Name: "z3", Subnet: "224.0.0.0/4", Pools: []string{"224.0.0.10-224.0.0.20"}}, errdefs.ErrInvalid},
 	} {
-		_, err := e.svc.CreateNetwork(ctx, c.spec)
+		_, err := e.svc.Networks.Create(ctx, c.spec)
 		if !errors.Is(err, c.kind) {
 			t.Errorf("network %s %s: want %v, got %v", c.spec.Name, c.spec.Subnet, c.kind, err)
 		}
 	}
-	ns, err := e.svc.ListNetworks(ctx)
+	ns, err := e.svc.Networks.List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func (e *env) smallTemplate(name string) {
 	if err := os.WriteFile(p, make([]byte, 1<<20), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: name, Disks: []string{p}, Format: "raw"}); err != nil {
+	if _, err := e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: name, Disks: []string{p}, Format: "raw"}); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -94,13 +94,13 @@ func TestCreateConfigRacesTemplateDelete(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			_, createErr = e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: cfg, VMs: vms})
+			_, createErr = e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: cfg, VMs: vms})
 		}()
 		go func() {
 			defer wg.Done()
 			<-start
 			time.Sleep(time.Duration(r%5) * 2 * time.Millisecond)
-			deleteErr = e.svc.DeleteTemplate(ctx, tmpl)
+			deleteErr = e.svc.Templates.Delete(ctx, tmpl)
 		}()
 		close(start)
 		wg.Wait()
@@ -143,7 +143,7 @@ func TestDeletedLayerIDIsNeverReused(t *testing.T) {
 	e.smallTemplate("t1")
 	e.config("c1", lab.VMSpec{Name: "vm", Template: "t1"})
 	top := maxID() // c1's delta, the newest layer
-	if err := e.svc.DeleteConfig(ctx, "c1"); err != nil {
+	if err := e.svc.Configs.Delete(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
 	e.config("c2", lab.VMSpec{Name: "vm", Template: "t1"})
@@ -161,7 +161,7 @@ func TestSetIPRequiresAnAddress(t *testing.T) {
 	e.network("lan", "10.9.0.0/24", "10.9.0.10-10.9.0.50")
 	e.config("c1", lab.VMSpec{Name: "vm1", Template: "t1", Network: "lan", IP: "10.9.0.33"})
 	for _, ip := range []string{"", "  "} {
-		if _, err := e.svc.SetIP(ctx, "c1", "vm1", 0, ip); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "ip is required") {
+		if _, err := e.svc.Networks.SetIP(ctx, "c1", "vm1", 0, ip); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "ip is required") {
 			t.Errorf("SetIP(%q): want invalid naming ip, got %v", ip, err)
 		}
 	}
@@ -193,15 +193,15 @@ func TestCreateConfigRefusesHostileText(t *testing.T) {
 		{Name: "ok1", VMs: []lab.VMSpec{{Name: "x..y", Template: "t1"}}},
 		{Name: "many", VMs: many},
 	} {
-		if _, err := e.svc.CreateConfig(ctx, spec); !errors.Is(err, errdefs.ErrInvalid) {
+		if _, err := e.svc.Configs.Create(ctx, spec); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("config %q (description %q, owner %q, %d VMs): want invalid, got %v", spec.Name, spec.Description, spec.Owner, len(spec.VMs), err)
 		}
 	}
-	if cs, err := e.svc.ListConfigs(ctx); err != nil || len(cs) != 0 {
+	if cs, err := e.svc.Configs.List(ctx); err != nil || len(cs) != 0 {
 		t.Errorf("configurations after refusals: %d (%v), want none", len(cs), err)
 	}
 	// Printable unicode stays allowed.
-	e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "uni", Description: "Prüfstand für Ünïcödé ✓", Owner: "Zoë", VMs: vm})
+	e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "uni", Description: "Prüfstand für Ünïcödé ✓", Owner: "Zoë", VMs: vm})
 	if c := e.get("uni"); c.Owner != "Zoë" {
 		t.Errorf("owner %q", c.Owner)
 	}

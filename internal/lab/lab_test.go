@@ -106,21 +106,21 @@ func makeImage(t testing.TB, sizeMiB int) string {
 
 func (e *env) template(name string) {
 	e.t.Helper()
-	if _, err := e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: name, Disks: []string{makeImage(e.t, 64)}}); err != nil {
+	if _, err := e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: name, Disks: []string{makeImage(e.t, 64)}}); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
 func (e *env) network(name, subnet string, pools ...string) {
 	e.t.Helper()
-	if _, err := e.svc.CreateNetwork(context.Background(), lab.NetworkSpec{Name: name, Subnet: subnet, Pools: pools}); err != nil {
+	if _, err := e.svc.Networks.Create(context.Background(), lab.NetworkSpec{Name: name, Subnet: subnet, Pools: pools}); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
 func (e *env) config(name string, vms ...lab.VMSpec) *lab.ConfigView {
 	e.t.Helper()
-	v, err := e.svc.CreateConfig(context.Background(), lab.ConfigSpec{Name: name, VMs: vms})
+	v, err := e.svc.Configs.Create(context.Background(), lab.ConfigSpec{Name: name, VMs: vms})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func (e *env) config(name string, vms ...lab.VMSpec) *lab.ConfigView {
 
 func (e *env) get(name string) *lab.ConfigView {
 	e.t.Helper()
-	v, err := e.svc.GetConfig(context.Background(), name)
+	v, err := e.svc.Configs.Get(context.Background(), name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func (e *env) get(name string) *lab.ConfigView {
 
 func (e *env) linked(src, dst string) *lab.ConfigView {
 	e.t.Helper()
-	v, err := e.svc.LinkedClone(context.Background(), src, dst, lab.CreateOptions{})
+	v, err := e.svc.Configs.LinkedClone(context.Background(), src, dst, lab.CreateOptions{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func (e *env) linked(src, dst string) *lab.ConfigView {
 
 func (e *env) full(src, dst string) jobs.Job {
 	e.t.Helper()
-	j, err := e.svc.StartFullClone(context.Background(), src, dst, lab.CreateOptions{})
+	j, err := e.svc.Configs.StartFullClone(context.Background(), src, dst, lab.CreateOptions{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestLinkedCloneChainLimit(t *testing.T) {
 	for i := 1; i < 10; i++ {
 		qemuIO(t, top(e.get(prev), "vm"), fmt.Sprintf("write -P %d %dk 4k", i, i*4))
 		name := fmt.Sprintf("c%d", i)
-		_, err = e.svc.LinkedClone(context.Background(), prev, name, lab.CreateOptions{})
+		_, err = e.svc.Configs.LinkedClone(context.Background(), prev, name, lab.CreateOptions{})
 		if err != nil {
 			break
 		}
@@ -438,7 +438,7 @@ func TestFullCloneCancelLeavesNothing(t *testing.T) {
 	})
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	j, err := e.svc.StartFullClone(context.Background(), "a", "b", lab.CreateOptions{})
+	j, err := e.svc.Configs.StartFullClone(context.Background(), "a", "b", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +449,7 @@ func TestFullCloneCancelLeavesNothing(t *testing.T) {
 	if j.State != jobs.Canceled {
 		t.Fatalf("job state %s (%s), want canceled", j.State, j.Error)
 	}
-	if _, err := e.svc.GetConfig(context.Background(), "b"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := e.svc.Configs.Get(context.Background(), "b"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("cancelled clone exists: %v", err)
 	}
 	e.assertConsistent()
@@ -472,7 +472,7 @@ func TestCloneKeepsNetworkParametersAndFamiliesHoldIPs(t *testing.T) {
 			t.Errorf("VM %s: clone kept MAC %s", a.VMs[i].Name, na.MAC)
 		}
 	}
-	nw, err := e.svc.GetNetwork(context.Background(), "lan")
+	nw, err := e.svc.Networks.Get(context.Background(), "lan")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,11 +498,11 @@ func TestDeleteInEveryOrderReleasesLayersAndIPs(t *testing.T) {
 			ip := e.get("a").VMs[0].NICs[0].IP
 			e.assertConsistent()
 			for i, name := range order {
-				if err := e.svc.DeleteConfig(context.Background(), name); err != nil {
+				if err := e.svc.Configs.Delete(context.Background(), name); err != nil {
 					t.Fatal(err)
 				}
 				e.assertConsistent()
-				nw, err := e.svc.GetNetwork(context.Background(), "lan")
+				nw, err := e.svc.Networks.Get(context.Background(), "lan")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -538,59 +538,59 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		run  func() error
 	}{
 		{"slash in name", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "x/y", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "x/y", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}})
 			return err
 		}},
 		{"dotdot name", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.LinkedClone(ctx, "a", "..", lab.CreateOptions{})
+			_, err := e.svc.Configs.LinkedClone(ctx, "a", "..", lab.CreateOptions{})
 			return err
 		}},
 		{"duplicate config", errdefs.ErrConflict, func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}})
 			return err
 		}},
-		{"clone onto existing", errdefs.ErrConflict, func() error { _, err := e.svc.LinkedClone(ctx, "a", "a", lab.CreateOptions{}); return err }},
-		{"unknown source", errdefs.ErrNotFound, func() error { _, err := e.svc.LinkedClone(ctx, "nope", "z", lab.CreateOptions{}); return err }},
+		{"clone onto existing", errdefs.ErrConflict, func() error { _, err := e.svc.Configs.LinkedClone(ctx, "a", "a", lab.CreateOptions{}); return err }},
+		{"unknown source", errdefs.ErrNotFound, func() error { _, err := e.svc.Configs.LinkedClone(ctx, "nope", "z", lab.CreateOptions{}); return err }},
 		{"unknown template", errdefs.ErrNotFound, func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "nope"}}})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "nope"}}})
 			return err
 		}},
 		{"unknown network", errdefs.ErrNotFound, func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "base", Network: "nope"}}})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "base", Network: "nope"}}})
 			return err
 		}},
 		{"ip outside subnet", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "base", Network: "lan", IP: "10.5.0.5"}}})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "base", Network: "lan", IP: "10.5.0.5"}}})
 			return err
 		}},
 		{"ip is gateway", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "base", Network: "lan", IP: "10.6.0.1"}}})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{{Name: "vm", Template: "base", Network: "lan", IP: "10.6.0.1"}}})
 			return err
 		}},
 		{"pool exhausted", errdefs.ErrConflict, func() error {
 			// One address is left: two pool VMs need two.
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "z", VMs: []lab.VMSpec{
 				{Name: "v1", Template: "base", Network: "lan"}, {Name: "v2", Template: "base", Network: "lan"}}})
 			return err
 		}},
 		{"text file as qcow2", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "t2", Disks: []string{text}, Format: "qcow2"})
+			_, err := e.svc.Templates.Import(ctx, lab.TemplateSpec{Name: "t2", Disks: []string{text}, Format: "qcow2"})
 			return err
 		}},
 		{"missing disk file", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "t3", Disks: []string{"/nonexistent/disk.img"}})
+			_, err := e.svc.Templates.Import(ctx, lab.TemplateSpec{Name: "t3", Disks: []string{"/nonexistent/disk.img"}})
 			return err
 		}},
 		{"duplicate template", errdefs.ErrConflict, func() error {
-			_, err := e.svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}})
+			_, err := e.svc.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}})
 			return err
 		}},
 		{"pool with gateway", errdefs.ErrInvalid, func() error {
-			_, err := e.svc.CreateNetwork(ctx, lab.NetworkSpec{Name: "n2", Subnet: "10.4.0.0/24", Pools: []string{"10.4.0.1-10.4.0.5"}})
+			_, err := e.svc.Networks.Create(ctx, lab.NetworkSpec{Name: "n2", Subnet: "10.4.0.0/24", Pools: []string{"10.4.0.1-10.4.0.5"}})
 			return err
 		}},
-		{"delete unknown", errdefs.ErrNotFound, func() error { return e.svc.DeleteConfig(ctx, "nope") }},
-		{"template in use", errdefs.ErrConflict, func() error { return e.svc.DeleteTemplate(ctx, "base") }},
+		{"delete unknown", errdefs.ErrNotFound, func() error { return e.svc.Configs.Delete(ctx, "nope") }},
+		{"template in use", errdefs.ErrConflict, func() error { return e.svc.Templates.Delete(ctx, "base") }},
 	}
 	before := e.snapshot()
 	for _, c := range cases {
@@ -611,18 +611,18 @@ func (e *env) snapshot() string {
 	e.t.Helper()
 	ctx := context.Background()
 	var b strings.Builder
-	cs, _ := e.svc.ListConfigs(ctx)
+	cs, _ := e.svc.Configs.List(ctx)
 	for _, c := range cs {
 		fmt.Fprintf(&b, "config %s %s;", c.Name, c.State)
 		for _, v := range c.VMs {
 			fmt.Fprintf(&b, " %s %v %v;", v.Name, v.Disks, v.NICs)
 		}
 	}
-	ts, _ := e.svc.ListTemplates(ctx)
+	ts, _ := e.svc.Templates.List(ctx)
 	for _, t := range ts {
 		fmt.Fprintf(&b, "template %s;", t.Name)
 	}
-	ns, _ := e.svc.ListNetworks(ctx)
+	ns, _ := e.svc.Networks.List(ctx)
 	for _, n := range ns {
 		fmt.Fprintf(&b, "network %s %+v;", n.Name, n.Usage)
 	}
@@ -645,13 +645,13 @@ func TestDeployedSourceCannotBeClonedOrDeleted(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.LinkedClone(ctx, "a", "b", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "undeploy") {
+	if _, err := e.svc.Configs.LinkedClone(ctx, "a", "b", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "undeploy") {
 		t.Errorf("linked clone of deployed: %v", err)
 	}
-	if _, err := e.svc.StartFullClone(ctx, "a", "b", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Configs.StartFullClone(ctx, "a", "b", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("full clone of deployed: %v", err)
 	}
-	if err := e.svc.DeleteConfig(ctx, "a"); !errors.Is(err, errdefs.ErrConflict) {
+	if err := e.svc.Configs.Delete(ctx, "a"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("delete of deployed: %v", err)
 	}
 }
@@ -668,7 +668,7 @@ func TestConcurrentClonesOfOneSource(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, err := e.svc.LinkedClone(context.Background(), "src", fmt.Sprintf("c%d", i), lab.CreateOptions{})
+			_, err := e.svc.Configs.LinkedClone(context.Background(), "src", fmt.Sprintf("c%d", i), lab.CreateOptions{})
 			errs <- err
 		}(i)
 	}

@@ -100,7 +100,7 @@ func layerInUse(tx store.Tx, l *store.Layer) (bool, error) {
 // releaseAllocations deletes the internal allocations of ids that no NIC
 // carries any more: the address goes back to the pool when the last member
 // of its family is gone.
-func (s *Service) releaseAllocations(tx store.Tx, ids []int64) error {
+func (s *core) releaseAllocations(tx store.Tx, ids []int64) error {
 	for _, id := range ids {
 		if id == 0 {
 			continue

@@ -82,13 +82,13 @@ func newLifecycle(opts Options, dataDir string) (*lifecycle, error) {
 	return l, nil
 }
 
-func (s *Service) now() time.Time { return s.life.now().UTC() }
+func (s *core) now() time.Time { return s.life.now().UTC() }
 
 // ArchiveDir returns the directory of archive storage.
-func (s *Service) ArchiveDir() string { return s.life.archiveDir }
+func (s Archives) Dir() string { return s.life.archiveDir }
 
 // LeasePolicy returns the lease defaults and cleanup policy in force.
-func (s *Service) LeasePolicy() LeasePolicy { return s.life.policy }
+func (s Leases) Policy() LeasePolicy { return s.life.policy }
 
 // ParseLease reads a lease length: "never" (0), a number of days ("30d"),
 // weeks ("2w"), or a Go duration ("8h", "90m", "1h30m").
@@ -108,7 +108,7 @@ type LeaseView struct {
 	LastUsed       time.Time
 }
 
-func (s *Service) leaseView(l *store.Lease) LeaseView { return viewLease(s.life.policy, l) }
+func (s *core) leaseView(l *store.Lease) LeaseView { return viewLease(s.life.policy, l) }
 
 func viewLease(p LeasePolicy, l *store.Lease) LeaseView {
 	if l == nil {
@@ -268,7 +268,7 @@ type LeaseChange struct {
 
 // SetLease changes the leases of a configuration or library entry. A new
 // storage lease clears an expiry mark.
-func (s *Service) SetLease(ctx context.Context, name string, ch LeaseChange) (*ConfigView, error) {
+func (s Leases) Set(ctx context.Context, name string, ch LeaseChange) (*ConfigView, error) {
 	switch ch.UndeployAction {
 	case "", store.UndeploySave, store.UndeployDiscard:
 	default:
@@ -323,7 +323,7 @@ func (s *Service) SetLease(ctx context.Context, name string, ch LeaseChange) (*C
 }
 
 // SetArchiveLease changes the storage lease of an archive; 0 means never.
-func (s *Service) SetArchiveLease(ctx context.Context, name string, storage time.Duration) (*ArchiveView, error) {
+func (s Archives) SetLease(ctx context.Context, name string, storage time.Duration) (*ArchiveView, error) {
 	if storage < 0 {
 		return nil, errdefs.Invalid("lease of archive %q: the lease must not be negative", name)
 	}
@@ -342,7 +342,7 @@ func (s *Service) SetArchiveLease(ctx context.Context, name string, storage time
 		return nil, fmt.Errorf("lease of archive %q: %w", name, err)
 	}
 	s.record(ctx, ObjectArchive, "lease", name, describeLeaseChange(LeaseChange{Storage: &storage}))
-	return s.GetArchive(ctx, name)
+	return s.Get(ctx, name)
 }
 
 func describeLeaseChange(ch LeaseChange) string {
@@ -368,7 +368,7 @@ func describeLeaseChange(ch LeaseChange) string {
 // leaseOf returns the lease of a configuration, library entry or archive by
 // name, or a new one (ID 0) with the defaults when it has none yet. Other
 // objects are ErrNotFound.
-func (s *Service) leaseOf(tx store.Tx, object, name string) (*store.Lease, error) {
+func (s *core) leaseOf(tx store.Tx, object, name string) (*store.Lease, error) {
 	switch object {
 	case ObjectConfig, ObjectLibrary:
 		c, err := tx.GetConfig(name)
@@ -407,12 +407,12 @@ type ReapAction = lease.ReapAction
 
 // Reap runs the reaper once and returns what it did. The daemon calls it
 // every ReapInterval (RunReaper); tests call it with an injected clock.
-func (s *Service) Reap(ctx context.Context) ([]ReapAction, error) {
+func (s Leases) Reap(ctx context.Context) ([]ReapAction, error) {
 	return s.life.reaper.Reap(events.WithActor(ctx, ActorReaper))
 }
 
 // reaperLab is the lab as the reaper (lease.Reaper) sees it.
-type reaperLab struct{ s *Service }
+type reaperLab struct{ s *core }
 
 var _ lease.Lab = reaperLab{}
 
@@ -427,7 +427,7 @@ func (l reaperLab) Leased(ctx context.Context) ([]lease.Leased, error) {
 }
 
 func (l reaperLab) Undeploy(ctx context.Context, name string, save bool) error {
-	_, err := l.s.Undeploy(ctx, name, save)
+	_, err := Deployments{l.s}.Undeploy(ctx, name, save)
 	return err
 }
 
@@ -479,14 +479,14 @@ func (l reaperLab) PruneEvents(ctx context.Context, before time.Time) error {
 var errNotDue = errors.New("no longer due")
 
 // deleteObject deletes a configuration, library entry or archive.
-func (s *Service) deleteObject(ctx context.Context, object, name string) error {
+func (s *core) deleteObject(ctx context.Context, object, name string) error {
 	switch object {
 	case ObjectConfig:
-		return s.DeleteConfig(ctx, name)
+		return Configs{s}.Delete(ctx, name)
 	case ObjectLibrary:
-		return s.DeleteLibraryEntry(ctx, name)
+		return Library{s}.Delete(ctx, name)
 	case ObjectArchive:
-		return s.DeleteArchive(ctx, name)
+		return Archives{s}.Delete(ctx, name)
 	}
 	return errdefs.Invalid("cannot delete a %s", object)
 }

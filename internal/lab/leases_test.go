@@ -100,7 +100,7 @@ func actions(as []lab.ReapAction) string {
 
 func (e *env) reap() string {
 	e.t.Helper()
-	as, err := e.svc.Reap(context.Background())
+	as, err := e.svc.Leases.Reap(context.Background())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestStorageLeaseMarksThenDeletesAcrossRestart(t *testing.T) {
 	e.config("kept", lab.VMSpec{Name: "vm", Template: "base"})
 	e.config("running", lab.VMSpec{Name: "vm", Template: "base"})
 	never := time.Duration(0)
-	if _, err := e.svc.SetLease(ctx, "kept", lab.LeaseChange{Storage: &never}); err != nil {
+	if _, err := e.svc.Leases.Set(ctx, "kept", lab.LeaseChange{Storage: &never}); err != nil {
 		t.Fatal(err)
 	}
 	e.markDeployed("running")
@@ -149,7 +149,7 @@ func TestStorageLeaseMarksThenDeletesAcrossRestart(t *testing.T) {
 	if got := e.reap(); got != "delete:old" {
 		t.Errorf("after the grace period: reaper did %q, want only old deleted (running is not undeployed)", got)
 	}
-	if _, err := e.svc.GetConfig(ctx, "old"); err == nil {
+	if _, err := e.svc.Configs.Get(ctx, "old"); err == nil {
 		t.Errorf("old still exists")
 	}
 	if c := e.get("running"); c.State == store.StateUndeployed {
@@ -162,7 +162,7 @@ func TestStorageLeaseMarksThenDeletesAcrossRestart(t *testing.T) {
 
 	// Extending the lease clears the mark.
 	ext := 10 * day
-	c, err := e.svc.SetLease(ctx, "running", lab.LeaseChange{Storage: &ext})
+	c, err := e.svc.Leases.Set(ctx, "running", lab.LeaseChange{Storage: &ext})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestStorageLeaseMarksThenDeletesAcrossRestart(t *testing.T) {
 		t.Errorf("extended lease still marked expired: %+v", c.Lease)
 	}
 
-	evs, _ := e.svc.ListEvents(ctx, 0, 0)
+	evs, _ := e.svc.Events.List(ctx, 0, 0)
 	var log []string
 	for _, ev := range evs {
 		if ev.Actor == lab.ActorReaper {
@@ -214,14 +214,14 @@ func TestDeployLeaseUndeploysAcrossRestart(t *testing.T) {
 	e.markDeployed("web")
 	e.markDeployed("db")
 	four, discard := 4*time.Hour, store.UndeployDiscard
-	c, err := e.svc.SetLease(ctx, "web", lab.LeaseChange{Deploy: &four})
+	c, err := e.svc.Leases.Set(ctx, "web", lab.LeaseChange{Deploy: &four})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !c.Lease.DeployExpires.Equal(clock.Now().Add(4*time.Hour)) || c.Lease.UndeployAction != store.UndeploySave {
 		t.Fatalf("deploy lease: %+v", c.Lease)
 	}
-	if _, err := e.svc.SetLease(ctx, "db", lab.LeaseChange{Deploy: &four, UndeployAction: discard}); err != nil {
+	if _, err := e.svc.Leases.Set(ctx, "db", lab.LeaseChange{Deploy: &four, UndeployAction: discard}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(3 * time.Hour)
@@ -242,7 +242,7 @@ func TestDeployLeaseUndeploysAcrossRestart(t *testing.T) {
 	// the store. (The fake hypervisor cannot re-adopt, so the restart
 	// marks the deployment failed, which the reaper undeploys too.)
 	e.markDeployed("web")
-	if _, err := e.svc.SetLease(ctx, "web", lab.LeaseChange{Deploy: &four}); err != nil {
+	if _, err := e.svc.Leases.Set(ctx, "web", lab.LeaseChange{Deploy: &four}); err != nil {
 		t.Fatal(err)
 	}
 	e.restart(opts, withFakeRuntime)
@@ -253,7 +253,7 @@ func TestDeployLeaseUndeploysAcrossRestart(t *testing.T) {
 	if c := e.get("web"); c.State != store.StateUndeployed {
 		t.Errorf("web after restart and expiry: %s", c.State)
 	}
-	evs, _ := e.svc.ListEvents(ctx, 0, 0)
+	evs, _ := e.svc.Events.List(ctx, 0, 0)
 	var n int
 	for _, ev := range evs {
 		if ev.Action == "undeploy" && ev.Actor == lab.ActorReaper && ev.Result == events.ResultOK {
@@ -309,7 +309,7 @@ func TestOperationsAnswerWithTheirLease(t *testing.T) {
 	vm := lab.VMSpec{Name: "vm", Template: "base", Network: "lan"}
 
 	two := 2 * day
-	c, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{vm}, StorageLease: &two})
+	c, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{vm}, StorageLease: &two})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,70 +319,70 @@ func TestOperationsAnswerWithTheirLease(t *testing.T) {
 	}
 	storage("create", e.config("dflt", vm).Lease, 30*day)
 	never := time.Duration(0)
-	c, err = e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "never", VMs: []lab.VMSpec{vm}, StorageLease: &never})
+	c, err = e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "never", VMs: []lab.VMSpec{vm}, StorageLease: &never})
 	if err != nil {
 		t.Fatal(err)
 	}
 	storage("create --storage-lease never", c.Lease, 0)
-	if _, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "neg", VMs: []lab.VMSpec{vm}, StorageLease: ptr(-day)}); !errors.Is(err, errdefs.ErrInvalid) {
+	if _, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "neg", VMs: []lab.VMSpec{vm}, StorageLease: ptr(-day)}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("create with a negative lease: %v", err)
 	}
 
 	clock.Advance(time.Hour)
-	if c, err = e.svc.LinkedClone(ctx, "a", "b", lease(3*day)); err != nil {
+	if c, err = e.svc.Configs.LinkedClone(ctx, "a", "b", lease(3*day)); err != nil {
 		t.Fatal(err)
 	}
 	storage("clone", c.Lease, 3*day)
-	if c, err = e.svc.Capture(ctx, "a", "lib", lease(4*day)); err != nil {
+	if c, err = e.svc.Library.Capture(ctx, "a", "lib", lease(4*day)); err != nil {
 		t.Fatal(err)
 	}
 	storage("capture", c.Lease, 4*day)
 	clock.Advance(time.Hour)
-	if c, err = e.svc.Checkout(ctx, "lib", "ws", lease(5*day)); err != nil {
+	if c, err = e.svc.Library.Checkout(ctx, "lib", "ws", lease(5*day)); err != nil {
 		t.Fatal(err)
 	}
 	storage("checkout", c.Lease, 5*day)
-	if lib, err := e.svc.GetLibraryEntry(ctx, "lib"); err != nil || !lib.Lease.LastUsed.Equal(clock.Now()) {
+	if lib, err := e.svc.Library.Get(ctx, "lib"); err != nil || !lib.Lease.LastUsed.Equal(clock.Now()) {
 		t.Errorf("library entry after checkout: %v, last used %v, want now", err, lib.Lease.LastUsed)
 	}
-	e.ok(e.svc.StartFullClone(ctx, "a", "full", lease(6*day)))
+	e.ok(e.svc.Configs.StartFullClone(ctx, "a", "full", lease(6*day)))
 	storage("full clone", e.get("full").Lease, 6*day)
 
-	e.ok(e.svc.StartArchive(ctx, "a", "arch", lease(7*day)))
-	a, err := e.svc.GetArchive(ctx, "arch")
+	e.ok(e.svc.Archives.StartCreate(ctx, "a", "arch", lease(7*day)))
+	a, err := e.svc.Archives.Get(ctx, "arch")
 	if err != nil {
 		t.Fatal(err)
 	}
 	storage("archive", a.Lease, 7*day)
 	clock.Advance(time.Hour)
-	e.ok(e.svc.StartRestore(ctx, "arch", "back", lease(8*day)))
+	e.ok(e.svc.Archives.StartRestore(ctx, "arch", "back", lease(8*day)))
 	storage("restore", e.get("back").Lease, 8*day)
-	if a, err = e.svc.GetArchive(ctx, "arch"); err != nil || !a.Lease.LastUsed.Equal(clock.Now()) {
+	if a, err = e.svc.Archives.Get(ctx, "arch"); err != nil || !a.Lease.LastUsed.Equal(clock.Now()) {
 		t.Errorf("archive after restore: %v, last used %v, want now", err, a.Lease.LastUsed)
 	}
 	file := filepath.Join(t.TempDir(), "arch.tar")
-	e.ok(e.svc.StartExport(ctx, "arch", file))
-	e.ok(e.svc.StartImport(ctx, lab.ImportSpec{File: file, Name: "imported", StorageLease: ptr(9 * day)}))
-	if a, err = e.svc.GetArchive(ctx, "imported"); err != nil {
+	e.ok(e.svc.Archives.StartExport(ctx, "arch", file))
+	e.ok(e.svc.Archives.StartImport(ctx, lab.ImportSpec{File: file, Name: "imported", StorageLease: ptr(9 * day)}))
+	if a, err = e.svc.Archives.Get(ctx, "imported"); err != nil {
 		t.Fatal(err)
 	}
 	storage("import", a.Lease, 9*day)
 
 	clock.Advance(time.Hour)
-	if c, err = e.svc.Deploy(ctx, "b", lab.DeployOptions{DeployLease: ptr(time.Hour)}); err != nil {
+	if c, err = e.svc.Deployments.Deploy(ctx, "b", lab.DeployOptions{DeployLease: ptr(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if c.Lease.DeployLease != time.Hour || !c.Lease.DeployExpires.Equal(clock.Now().Add(time.Hour)) || !c.Lease.LastUsed.Equal(clock.Now()) {
 		t.Errorf("deploy --deploy-lease 1h answers %+v, want 1h from now (%v)", c.Lease, clock.Now())
 	}
 	clock.Advance(time.Minute)
-	if c, err = e.svc.Undeploy(ctx, "b", false); err != nil {
+	if c, err = e.svc.Deployments.Undeploy(ctx, "b", false); err != nil {
 		t.Fatal(err)
 	}
 	if !c.Lease.DeployExpires.IsZero() || !c.Lease.LastUsed.Equal(clock.Now()) {
 		t.Errorf("undeploy answers %+v, want no deployment lease running", c.Lease)
 	}
-	if c, err = e.svc.Deploy(ctx, "b", lab.DeployOptions{}); err != nil {
+	if c, err = e.svc.Deployments.Deploy(ctx, "b", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if c.Lease.DeployLease != time.Hour || !c.Lease.DeployExpires.Equal(clock.Now().Add(time.Hour)) {
@@ -468,32 +468,32 @@ func TestKillAfterCommitKeepsTheLease(t *testing.T) {
 		run    func(ctx context.Context, e *env) error
 	}{
 		{"create", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "new", VMs: []lab.VMSpec{{Name: "v", Template: "base"}}, StorageLease: lease.StorageLease})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "new", VMs: []lab.VMSpec{{Name: "v", Template: "base"}}, StorageLease: lease.StorageLease})
 			return err
 		}},
 		{"clone", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
-			_, err := e.svc.LinkedClone(ctx, "a", "new", lease)
+			_, err := e.svc.Configs.LinkedClone(ctx, "a", "new", lease)
 			return err
 		}},
 		{"clone", lab.ObjectLibrary, "new", func(ctx context.Context, e *env) error {
-			_, err := e.svc.Capture(ctx, "a", "new", lease)
+			_, err := e.svc.Library.Capture(ctx, "a", "new", lease)
 			return err
 		}},
 		{"clone", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
-			_, err := e.svc.Checkout(ctx, "lib", "new", lease)
+			_, err := e.svc.Library.Checkout(ctx, "lib", "new", lease)
 			return err
 		}},
 		{"full-clone", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
-			return e.finished(e.svc.StartFullClone(ctx, "a", "new", lease))
+			return e.finished(e.svc.Configs.StartFullClone(ctx, "a", "new", lease))
 		}},
 		{"archive", lab.ObjectArchive, "new", func(ctx context.Context, e *env) error {
-			return e.finished(e.svc.StartArchive(ctx, "a", "new", lease))
+			return e.finished(e.svc.Archives.StartCreate(ctx, "a", "new", lease))
 		}},
 		{"restore", lab.ObjectConfig, "new", func(ctx context.Context, e *env) error {
-			return e.finished(e.svc.StartRestore(ctx, "arch", "new", lease))
+			return e.finished(e.svc.Archives.StartRestore(ctx, "arch", "new", lease))
 		}},
 		{"archive-import", lab.ObjectArchive, "new", func(ctx context.Context, e *env) error {
-			return e.finished(e.svc.StartImport(ctx, lab.ImportSpec{File: filepath.Join(e.dir, "arch.tar"), Name: "new", StorageLease: lease.StorageLease}))
+			return e.finished(e.svc.Archives.StartImport(ctx, lab.ImportSpec{File: filepath.Join(e.dir, "arch.tar"), Name: "new", StorageLease: lease.StorageLease}))
 		}},
 	} {
 		t.Run(c.object+"-"+c.kind, func(t *testing.T) {
@@ -502,11 +502,11 @@ func TestKillAfterCommitKeepsTheLease(t *testing.T) {
 			ctx := context.Background()
 			e.template("base")
 			e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-			if _, err := e.svc.Capture(ctx, "a", "lib", lab.CreateOptions{}); err != nil {
+			if _, err := e.svc.Library.Capture(ctx, "a", "lib", lab.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
-			e.ok(e.svc.StartExport(ctx, "arch", filepath.Join(e.dir, "arch.tar")))
+			e.ok(e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{}))
+			e.ok(e.svc.Archives.StartExport(ctx, "arch", filepath.Join(e.dir, "arch.tar")))
 
 			dying := &dyingStore{Store: e.db, kind: c.kind, died: make(chan struct{}), release: make(chan struct{})}
 			doomed := e.restart(func(o *lab.Options) { o.Store, o.Now = dying, clock.Now })
@@ -528,13 +528,13 @@ func TestKillAfterCommitKeepsTheLease(t *testing.T) {
 			var got lab.LeaseView
 			switch c.object {
 			case lab.ObjectArchive:
-				a, err := e.svc.GetArchive(ctx, c.name)
+				a, err := e.svc.Archives.Get(ctx, c.name)
 				if err != nil {
 					t.Fatalf("the committed archive is gone after the restart: %v", err)
 				}
 				got = a.Lease
 			case lab.ObjectLibrary:
-				v, err := e.svc.GetLibraryEntry(ctx, c.name)
+				v, err := e.svc.Library.Get(ctx, c.name)
 				if err != nil {
 					t.Fatalf("the committed entry is gone after the restart: %v", err)
 				}

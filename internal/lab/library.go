@@ -21,7 +21,7 @@ import (
 // name, by linked clone. Like any linked clone it freezes the configuration's
 // top layers (those holding data) and gives it new ones, and copies no data.
 // The entry gets its storage lease as opts says.
-func (s *Service) Capture(ctx context.Context, config, name string, opts CreateOptions) (*ConfigView, error) {
+func (s Library) Capture(ctx context.Context, config, name string, opts CreateOptions) (*ConfigView, error) {
 	if err := s.requireKind(ctx, config, store.KindConfig, "capture it (check the entry out first)"); err != nil {
 		return nil, fmt.Errorf("capture %q: %w", config, err)
 	}
@@ -36,7 +36,7 @@ func (s *Service) Capture(ctx context.Context, config, name string, opts CreateO
 // Checkout makes a new workspace configuration from a library entry by
 // linked clone, with its storage lease as opts says, and marks the entry
 // used.
-func (s *Service) Checkout(ctx context.Context, entry, name string, opts CreateOptions) (*ConfigView, error) {
+func (s Library) Checkout(ctx context.Context, entry, name string, opts CreateOptions) (*ConfigView, error) {
 	if err := s.requireKind(ctx, entry, store.KindLibrary, "check it out (use config clone)"); err != nil {
 		return nil, fmt.Errorf("check out %q: %w", entry, err)
 	}
@@ -49,7 +49,7 @@ func (s *Service) Checkout(ctx context.Context, entry, name string, opts CreateO
 }
 
 // ListLibrary returns every library entry.
-func (s *Service) ListLibrary(ctx context.Context) ([]ConfigView, error) {
+func (s Library) List(ctx context.Context) ([]ConfigView, error) {
 	var out []ConfigView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		cs, err := tx.ListConfigs()
@@ -72,7 +72,7 @@ func (s *Service) ListLibrary(ctx context.Context) ([]ConfigView, error) {
 }
 
 // GetLibraryEntry returns one library entry.
-func (s *Service) GetLibraryEntry(ctx context.Context, name string) (*ConfigView, error) {
+func (s Library) Get(ctx context.Context, name string) (*ConfigView, error) {
 	var out *ConfigView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
@@ -90,13 +90,13 @@ func (s *Service) GetLibraryEntry(ctx context.Context, name string) (*ConfigView
 
 // DeleteLibraryEntry deletes a library entry: its own (empty) layers, and
 // the frozen layers nothing else builds on any more.
-func (s *Service) DeleteLibraryEntry(ctx context.Context, name string) error {
+func (s Library) Delete(ctx context.Context, name string) error {
 	return s.deleteConfig(ctx, name, store.KindLibrary)
 }
 
 // requireKind checks that configuration name is of kind; what says what
 // the caller wanted to do, for the error.
-func (s *Service) requireKind(ctx context.Context, name, kind, what string) error {
+func (s *core) requireKind(ctx context.Context, name, kind, what string) error {
 	return s.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(name)
 		if err != nil {
@@ -122,7 +122,7 @@ func checkKind(c *store.Config, kind, what string) error {
 }
 
 // touch marks a configuration, library entry or archive used now.
-func (s *Service) touch(ctx context.Context, object, name string) {
+func (s *core) touch(ctx context.Context, object, name string) {
 	err := s.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 		l, err := s.leaseOf(tx, object, name)
 		if err != nil {

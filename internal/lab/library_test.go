@@ -44,7 +44,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 
 	// Capture: a linked clone, so only small files, whatever the data.
 	before := layerBytes(t, e.dir)
-	lib1, err := e.svc.Capture(ctx, "a", "lib1", lab.CreateOptions{})
+	lib1, err := e.svc.Library.Capture(ctx, "a", "lib1", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,36 +65,36 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 
 	// Read-only: no deploy, no address change, no consolidation, no
 	// config delete; and config list does not show it.
-	if _, err := e.svc.Deploy(ctx, "lib1", lab.DeployOptions{}); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "library entry") {
+	if _, err := e.svc.Deployments.Deploy(ctx, "lib1", lab.DeployOptions{}); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "library entry") {
 		t.Errorf("deploy of a library entry: %v, want a conflict naming the library entry", err)
 	}
-	if _, err := e.svc.ChangeIPs(ctx, "lib1"); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Networks.ChangeIPs(ctx, "lib1"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("change-ips of a library entry: %v", err)
 	}
-	if _, err := e.svc.StartConsolidate(ctx, "lib1", "vm", 0); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Configs.StartConsolidate(ctx, "lib1", "vm", 0); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("consolidate of a library entry: %v", err)
 	}
-	if err := e.svc.DeleteConfig(ctx, "lib1"); !errors.Is(err, errdefs.ErrConflict) {
+	if err := e.svc.Configs.Delete(ctx, "lib1"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("config delete of a library entry: %v", err)
 	}
-	if err := e.svc.DeleteLibraryEntry(ctx, "a"); !errors.Is(err, errdefs.ErrConflict) {
+	if err := e.svc.Library.Delete(ctx, "a"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("library delete of a configuration: %v", err)
 	}
-	if _, err := e.svc.Capture(ctx, "lib1", "x", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Library.Capture(ctx, "lib1", "x", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("capture of a library entry: %v", err)
 	}
-	if _, err := e.svc.Checkout(ctx, "a", "x", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := e.svc.Library.Checkout(ctx, "a", "x", lab.CreateOptions{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("checkout of a configuration: %v", err)
 	}
-	cs, _ := e.svc.ListConfigs(ctx)
-	ls, _ := e.svc.ListLibrary(ctx)
+	cs, _ := e.svc.Configs.List(ctx)
+	ls, _ := e.svc.Library.List(ctx)
 	if len(cs) != 1 || cs[0].Name != "a" || len(ls) != 1 || ls[0].Name != "lib1" {
 		t.Errorf("config list %d, library list %d: want a and lib1 apart", len(cs), len(ls))
 	}
 
 	// Checkout: the entry's top is empty, so the workspace builds on the
 	// frozen layer the capture made (3 layers, not 4).
-	w, err := e.svc.Checkout(ctx, "lib1", "w", lab.CreateOptions{})
+	w, err := e.svc.Library.Checkout(ctx, "lib1", "w", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 	qemuIO(t, top(w, "vm"), "write -P 0x22 16M 1M")
 
 	// Capture again: w's data layer is frozen under the new entry.
-	lib2, err := e.svc.Capture(ctx, "w", "lib2", lab.CreateOptions{})
+	lib2, err := e.svc.Library.Capture(ctx, "w", "lib2", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 	}
 	verifyPattern(t, top(lib2, "vm"), 16<<20, 1<<20, 0x22)
 	verifyPattern(t, top(lib1, "vm"), 16<<20, 1<<20, 0x00)
-	w2, err := e.svc.Checkout(ctx, "lib2", "w2", lab.CreateOptions{})
+	w2, err := e.svc.Library.Checkout(ctx, "lib2", "w2", lab.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 	// Space: deleting lib1 frees only its own empty delta; the 8 MiB layer
 	// stays (a, w, lib2 and w2 build on it). Cleanup predicts it exactly.
 	dataLayer := chainOf(lib1, "vm")[1]
-	rep, err := e.svc.Cleanup(ctx, lab.CleanupOptions{IdleDays: 0})
+	rep, err := e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{IdleDays: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 		t.Errorf("nothing expired, yet cleanup lists %+v", rep.Items)
 	}
 	before = layerBytes(t, e.dir)
-	if err := e.svc.DeleteLibraryEntry(ctx, "lib1"); err != nil {
+	if err := e.svc.Library.Delete(ctx, "lib1"); err != nil {
 		t.Fatal(err)
 	}
 	if freed := before - layerBytes(t, e.dir); freed <= 0 || freed > 1<<20 {
@@ -142,14 +142,14 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 		t.Errorf("shared data layer gone with lib1: %v", err)
 	}
 	for _, n := range []string{"a", "w", "w2"} {
-		if err := e.svc.DeleteConfig(ctx, n); err != nil {
+		if err := e.svc.Configs.Delete(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := os.Stat(dataLayer); err != nil {
 		t.Errorf("data layer gone while lib2 still builds on it: %v", err)
 	}
-	if err := e.svc.DeleteLibraryEntry(ctx, "lib2"); err != nil {
+	if err := e.svc.Library.Delete(ctx, "lib2"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dataLayer); !errors.Is(err, os.ErrNotExist) {
@@ -158,7 +158,7 @@ func TestCaptureCheckoutModifyCapture(t *testing.T) {
 	e.assertConsistent()
 
 	// Every operation is in the event log.
-	evs, err := e.svc.ListEvents(ctx, 0, 0)
+	evs, err := e.svc.Events.List(ctx, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,18 +190,18 @@ func TestCleanupSpaceOnSharedTree(t *testing.T) {
 	e.linked("b", "d")
 	qemuIO(t, top(e.get("c"), "vm"), "write -P 0x03 8M 1M")
 	qemuIO(t, top(e.get("d"), "vm"), "write -P 0x04 8M 3M")
-	if _, err := e.svc.Capture(ctx, "c", "lib", lab.CreateOptions{}); err != nil {
+	if _, err := e.svc.Library.Capture(ctx, "c", "lib", lab.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"b", "c", "d", "lib"} {
 		d := day
-		if _, err := e.svc.SetLease(ctx, n, lab.LeaseChange{Storage: &d}); err != nil {
+		if _, err := e.svc.Leases.Set(ctx, n, lab.LeaseChange{Storage: &d}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	clock.Advance(2 * day)
 
-	rep, err := e.svc.Cleanup(ctx, lab.CleanupOptions{})
+	rep, err := e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,19 +217,19 @@ func TestCleanupSpaceOnSharedTree(t *testing.T) {
 	if rep.Frees <= sum {
 		t.Errorf("together %d bytes, alone %d in all: shared layers should count only together", rep.Frees, sum)
 	}
-	dry, err := e.svc.Cleanup(ctx, lab.CleanupOptions{Apply: true, DryRun: true})
+	dry, err := e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{Apply: true, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if dry.Applied || dry.Frees != rep.Frees {
 		t.Errorf("dry run: applied %v, frees %d (view %d)", dry.Applied, dry.Frees, rep.Frees)
 	}
-	if _, err := e.svc.GetConfig(ctx, "b"); err != nil {
+	if _, err := e.svc.Configs.Get(ctx, "b"); err != nil {
 		t.Errorf("dry run deleted b: %v", err)
 	}
 
 	before := layerBytes(t, e.dir)
-	done, err := e.svc.Cleanup(ctx, lab.CleanupOptions{Apply: true})
+	done, err := e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{Apply: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,12 +252,12 @@ func TestCleanupIdle(t *testing.T) {
 	ctx := context.Background()
 	e.template("base")
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
-	if _, err := e.svc.Capture(ctx, "a", "lib", lab.CreateOptions{}); err != nil {
+	if _, err := e.svc.Library.Capture(ctx, "a", "lib", lab.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e.ok(e.svc.StartArchive(ctx, "a", "arch", lab.CreateOptions{}))
+	e.ok(e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{}))
 	clock.Advance(10 * day)
-	if _, err := e.svc.Checkout(ctx, "lib", "ws", lab.CreateOptions{}); err != nil { // lib used now, ws new
+	if _, err := e.svc.Library.Checkout(ctx, "lib", "ws", lab.CreateOptions{}); err != nil { // lib used now, ws new
 		t.Fatal(err)
 	}
 	names := func(r *lab.CleanupReport) string {
@@ -267,17 +267,17 @@ func TestCleanupIdle(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	rep, err := e.svc.Cleanup(ctx, lab.CleanupOptions{IdleDays: 7})
+	rep, err := e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{IdleDays: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := names(rep); got != "config:a:idle 10 days archive:arch:idle 10 days" {
 		t.Errorf("idle 7 days: %q", got)
 	}
-	if rep, _ = e.svc.Cleanup(ctx, lab.CleanupOptions{IdleDays: 11}); len(rep.Items) != 0 {
+	if rep, _ = e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{IdleDays: 11}); len(rep.Items) != 0 {
 		t.Errorf("idle 11 days: %q", names(rep))
 	}
-	if rep, _ = e.svc.Cleanup(ctx, lab.CleanupOptions{}); len(rep.Items) != 0 {
+	if rep, _ = e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{}); len(rep.Items) != 0 {
 		t.Errorf("without --idle-days nothing expired is listed: %q", names(rep))
 	}
 }

@@ -87,7 +87,7 @@ func newMAC() string {
 
 // abs turns a data-dir-relative path into an absolute one.
 // Archive files, outside the data dir, are journalled with absolute paths.
-func (s *Service) abs(rel string) string {
+func (s *core) abs(rel string) string {
 	if filepath.IsAbs(rel) {
 		return rel
 	}
@@ -95,7 +95,7 @@ func (s *Service) abs(rel string) string {
 }
 
 // rel turns an absolute path inside the data dir into a relative one.
-func (s *Service) rel(abs string) string {
+func (s *core) rel(abs string) string {
 	r, err := filepath.Rel(s.dataDir, abs)
 	if err != nil {
 		return abs

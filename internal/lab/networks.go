@@ -13,7 +13,7 @@ import (
 )
 
 // CreateNetwork records a network and its pool.
-func (s *Service) CreateNetwork(ctx context.Context, spec NetworkSpec) (*NetworkView, error) {
+func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, error) {
 	if err := checkName("network", spec.Name); err != nil {
 		return nil, err
 	}
@@ -53,7 +53,7 @@ func (s *Service) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network
 }
 
 // ListNetworks returns every network with its usage.
-func (s *Service) ListNetworks(ctx context.Context) ([]NetworkView, error) {
+func (s Networks) List(ctx context.Context) ([]NetworkView, error) {
 	var out []NetworkView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		nws, err := tx.ListNetworks()
@@ -78,7 +78,7 @@ func (s *Service) ListNetworks(ctx context.Context) ([]NetworkView, error) {
 
 // GetNetwork returns one network with its pool usage: every held address
 // and who holds it.
-func (s *Service) GetNetwork(ctx context.Context, name string) (*NetworkView, error) {
+func (s Networks) Get(ctx context.Context, name string) (*NetworkView, error) {
 	var out *NetworkView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		nw, err := tx.GetNetwork(name)
@@ -96,7 +96,7 @@ func (s *Service) GetNetwork(ctx context.Context, name string) (*NetworkView, er
 }
 
 // DeleteNetwork deletes a network no NIC uses.
-func (s *Service) DeleteNetwork(ctx context.Context, name string) error {
+func (s Networks) Delete(ctx context.Context, name string) error {
 	err := s.update(ctx, func(tx store.Tx) error {
 		nw, err := tx.GetNetwork(name)
 		if err != nil {
@@ -203,7 +203,7 @@ func networkView(tx store.Tx, nw *store.Network, owners map[int64]nicOwner) (*Ne
 // takeAddress gives a NIC its internal address inside tx: a new pool
 // allocation for mode pool, the given address for mode manual (refused when
 // another family holds it). It returns the allocation (nil for dhcp).
-func (s *Service) takeAddress(tx store.Tx, nw *store.Network, mode string, ip netip.Addr) (*store.Allocation, error) {
+func (s *core) takeAddress(tx store.Tx, nw *store.Network, mode string, ip netip.Addr) (*store.Allocation, error) {
 	switch mode {
 	case store.IPModePool:
 		return s.alloc.Allocate(tx, nw, store.AllocInternal, "", netip.Addr{})

@@ -164,32 +164,32 @@ func TestRecoverAfterKillRemovesEveryTemporaryFile(t *testing.T) {
 		run   func(e *env) error
 	}{
 		{"import", "import", func(e *env) error {
-			_, err := e.svc.ImportTemplate(context.Background(), lab.TemplateSpec{Name: "t2", Disks: []string{makeImage(t, 8)}})
+			_, err := e.svc.Templates.Import(context.Background(), lab.TemplateSpec{Name: "t2", Disks: []string{makeImage(t, 8)}})
 			return err
 		}},
 		{"create", "delta", func(e *env) error {
-			_, err := e.svc.CreateConfig(context.Background(), lab.ConfigSpec{Name: "new", VMs: []lab.VMSpec{{Name: "v", Template: "base", Network: "lan"}}})
+			_, err := e.svc.Configs.Create(context.Background(), lab.ConfigSpec{Name: "new", VMs: []lab.VMSpec{{Name: "v", Template: "base", Network: "lan"}}})
 			return err
 		}},
 		{"clone", "delta", func(e *env) error {
-			_, err := e.svc.LinkedClone(context.Background(), "a", "new", lab.CreateOptions{})
+			_, err := e.svc.Configs.LinkedClone(context.Background(), "a", "new", lab.CreateOptions{})
 			return err
 		}},
 		{"full-clone", "consolidate", func(e *env) error {
-			j, err := e.svc.StartFullClone(context.Background(), "a", "new", lab.CreateOptions{})
+			j, err := e.svc.Configs.StartFullClone(context.Background(), "a", "new", lab.CreateOptions{})
 			if err != nil {
 				return err
 			}
 			return waitJob(e, j)
 		}},
 		{"consolidate", "consolidate", func(e *env) error {
-			j, err := e.svc.StartConsolidate(context.Background(), "a", "vm1", 0)
+			j, err := e.svc.Configs.StartConsolidate(context.Background(), "a", "vm1", 0)
 			if err != nil {
 				return err
 			}
 			return waitJob(e, j)
 		}},
-		{"delete", "", func(e *env) error { return e.svc.DeleteConfig(context.Background(), "a") }},
+		{"delete", "", func(e *env) error { return e.svc.Configs.Delete(context.Background(), "a") }},
 	} {
 		t.Run(c.op, func(t *testing.T) {
 			cd := newCrashDisks()
@@ -266,7 +266,7 @@ func TestRecoverAfterKillRemovesEveryTemporaryFile(t *testing.T) {
 				t.Errorf("journal after recovery: %+v", journal(t, e2))
 			}
 			if c.op == "delete" {
-				if _, err := e2.svc.GetConfig(context.Background(), "a"); err == nil {
+				if _, err := e2.svc.Configs.Get(context.Background(), "a"); err == nil {
 					t.Error("deleted configuration is back")
 				}
 			} else if after := e2.snapshot(); after != before {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/doctor"
 	"stagehand/internal/lab/events"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
 )
@@ -76,7 +78,7 @@ type Accelerator interface {
 
 // waitAccel returns the accelerator VMs start with, waiting for the probe
 // when it still runs (bounded by ctx, and by the probe's own timeout).
-func (s *Service) waitAccel(ctx context.Context, what, name string) (string, error) {
+func (s *core) waitAccel(ctx context.Context, what, name string) (string, error) {
 	st := s.accel.Status()
 	if st.Ready() {
 		return st.Accel, nil
@@ -92,7 +94,7 @@ func (s *Service) waitAccel(ctx context.Context, what, name string) (string, err
 
 // accelNow describes the accelerator for reports: the choice and why, or
 // "probing" and for how long.
-func (s *Service) accelNow() (accel, reason string) {
+func (s *core) accelNow() (accel, reason string) {
 	st := s.accel.Status()
 	if !st.Ready() {
 		return hypervisor.AccelProbing, fmt.Sprintf("%s, for %s", st.Reason, time.Since(st.Since).Round(time.Second))
@@ -100,15 +102,54 @@ func (s *Service) accelNow() (accel, reason string) {
 	return st.Accel, st.Reason
 }
 
-// Service is the lab. It is safe for concurrent use.
+// Service is the lab: one type per resource, all over one shared core. It
+// is safe for concurrent use.
 type Service struct {
+	*core
+	Templates   Templates
+	Networks    Networks
+	Configs     Configs
+	Deployments Deployments
+	Library     Library
+	Archives    Archives
+	Leases      Leases
+	Events      *events.Log // the events: listed, followed, pruned
+}
+
+// The resources of the lab. Each is a view of the shared core; their
+// zero values are not usable (they come from New).
+type (
+	// Templates imports, lists, shows and deletes templates.
+	Templates struct{ *core }
+	// Networks creates, lists, shows and deletes networks, and hands out
+	// the addresses of configurations' NICs.
+	Networks struct{ *core }
+	// Configs creates, lists, shows, deletes and clones configurations,
+	// and shows and consolidates their disks' chains.
+	Configs struct{ *core }
+	// Deployments deploys and undeploys configurations and acts on their
+	// VMs (run by internal/lab/deploy).
+	Deployments struct{ *core }
+	// Library captures configurations into read-only entries and checks
+	// them out.
+	Library struct{ *core }
+	// Archives makes, restores, exports, imports and deletes archives.
+	Archives struct{ *core }
+	// Leases changes leases, reaps what they let go and shows the cleanup
+	// view.
+	Leases struct{ *core }
+)
+
+// core is the state every resource shares: store, disks, locks, allocator,
+// journal, event recorder, clock and the sub-packages that do the work.
+type core struct {
 	dataDir    string
 	store      store.Store
 	disks      DiskTool
 	jobs       *jobs.Manager
 	chainLimit int
 	log        *slog.Logger
-	failAt     func(op, step string) error
+	journal    *journal.Journal // the intent of every file-touching operation
 	locks      keyedLocks
 
 	accel    Accelerator
@@ -125,7 +166,7 @@ type Service struct {
 // update runs fn in a store transaction. When it does not commit, the
 // allocator's cache may hold addresses the transaction took or released,
 // so it is dropped (reloaded on the next allocation).
-func (s *Service) update(ctx context.Context, fn func(store.Tx) error) error {
+func (s *core) update(ctx context.Context, fn func(store.Tx) error) error {
 	err := s.store.Update(ctx, fn)
 	if err != nil {
 		s.alloc.Forget()
@@ -147,14 +188,13 @@ func New(opts Options) (*Service, error) {
 			return nil, fmt.Errorf("lab: create %s: %w", d, err)
 		}
 	}
-	s := &Service{
+	s := &core{
 		dataDir:    abs,
 		store:      opts.Store,
 		disks:      opts.Disks,
 		jobs:       opts.Jobs,
 		chainLimit: opts.ChainLimit,
 		log:        opts.Logger,
-		failAt:     opts.FailAt,
 	}
 	s.alloc = ipam.NewAllocator()
 	if s.life, err = newLifecycle(opts, abs); err != nil {
@@ -183,11 +223,19 @@ func New(opts Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.journal = journal.New(journal.Config{
+		Store: s.store, Disks: s.disks, DataDir: s.dataDir, Log: s.log, FailAt: opts.FailAt,
+		OnFailure: s.recordOpFailure,
+	})
 	s.leases = s.life.book
 	s.life.reaper = lease.NewReaper(reaperLab{s}, s.life.policy, s.now, s.log)
 	s.eventLog = events.New(s.store, s.life.now, s.log)
 	s.events = s.eventLog
-	s.doctor = s.newDoctor()
+	s.doctor = doctor.New(doctor.Config{
+		Store: s.store, Disks: s.disks, Lab: doctorLab{s},
+		DataDir: s.dataDir, FileDirs: []string{layersDir, filesDir}, ArchiveDir: s.life.archiveDir,
+		Log: s.log,
+	})
 	s.archives = archive.New(archive.Config{
 		Store: s.store, Disks: s.disks, Jobs: s.jobs, Dir: s.life.archiveDir,
 		DataDir: s.dataDir, Now: s.life.now, Lab: archiveLab{s}, Log: s.log,
@@ -197,7 +245,11 @@ func New(opts Options) (*Service, error) {
 		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences,
 		DataDir: abs, HostKey: hex.EncodeToString(sum[:4]), ShutdownTimeout: shutdownTimeout, Log: s.log,
 	})
-	return s, nil
+	return &Service{
+		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
+		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s},
+		Events: s.eventLog,
+	}, nil
 }
 
 // makePrivateDir creates dir, or makes an existing one (from an older
@@ -275,4 +327,19 @@ func (k *keyedLocks) lock(keys ...string) func() {
 			k.mu.Unlock()
 		}
 	}
+}
+
+// FaultHook parses a fault specification for Options.FailAt (see
+// journal.FaultHook).
+var FaultHook = journal.FaultHook
+
+// Recover finishes or rolls back every operation a previous run left in the
+// journal, then finishes interrupted deployments. Call it once at start,
+// before serving.
+func (s *Service) Recover(ctx context.Context) error {
+	err := s.journal.Recover(ctx)
+	if derr := s.deploys.Recover(ctx); derr != nil {
+		err = errors.Join(err, fmt.Errorf("recover deployments: %w", derr))
+	}
+	return err
 }

@@ -12,6 +12,7 @@ import (
 
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -20,7 +21,7 @@ import (
 // The source files are only read: each is opened once, as a regular file
 // (disk.OpenSource), and read only through that descriptor, so a path
 // swapped or turned into a FIFO meanwhile changes nothing.
-func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*TemplateView, error) {
+func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView, error) {
 	if err := checkName("template", spec.Name); err != nil {
 		return nil, err
 	}
@@ -120,45 +121,45 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 			initrd = b.dst
 		}
 	}
-	op, err := s.beginOp(ctx, "import", spec.Name, created, nil)
+	op, err := s.journal.Begin(ctx, "import", spec.Name, created, nil)
 	if err != nil {
 		return nil, err
 	}
 	sizes := make([]int64, len(spec.Disks))
 	for i, src := range spec.Disks {
-		if err := s.step(ctx, op, "convert"); err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		if err := s.journal.Step(ctx, op, "convert"); err != nil {
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 		size, err := s.disks.ImportBase(ctx, src, spec.Format, s.abs(layerPaths[i]))
 		if err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 		sizes[i] = size
-		if err := s.step(ctx, op, "freeze"); err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		if err := s.journal.Step(ctx, op, "freeze"); err != nil {
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 		if err := s.disks.SetReadOnly(s.abs(layerPaths[i]), true); err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: freeze base: %w", spec.Name, err))
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: freeze base: %w", spec.Name, err))
 		}
 	}
 	for _, b := range boot {
-		if err := s.step(ctx, op, "copy-boot-file"); err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		if err := s.journal.Step(ctx, op, "copy-boot-file"); err != nil {
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 		if err := disk.CheckSpace(s.abs(filesDir), b.size); err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 		if err := copyOpenFile(ctx, b.in, b.size, s.abs(b.dst), 0o400); err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 	}
 	if len(boot) > 0 {
 		if err := syncDirs(s.abs(filesDir)); err != nil {
-			return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 	}
-	if err := s.step(ctx, op, "commit"); err != nil {
-		return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+	if err := s.journal.Step(ctx, op, "commit"); err != nil {
+		return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 	}
 	var view *TemplateView
 	err = s.update(ctx, func(tx store.Tx) error {
@@ -183,7 +184,7 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 				return err
 			}
 		}
-		if err := commitOp(tx, op, nil); err != nil {
+		if err := journal.Commit(tx, op, nil); err != nil {
 			return err
 		}
 		v, err := s.templateView(tx, t)
@@ -191,9 +192,9 @@ func (s *Service) ImportTemplate(ctx context.Context, spec TemplateSpec) (*Templ
 		return err
 	})
 	if err != nil {
-		return nil, s.failOp(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 	}
-	s.finishOp(op)
+	s.journal.Finish(op)
 	s.log.Info("template imported", "template", spec.Name, "disks", len(layerPaths))
 	s.record(ctx, ObjectTemplate, "import", spec.Name, "")
 	return view, nil
@@ -318,7 +319,7 @@ func copyFile(ctx context.Context, src, dst string, perm os.FileMode, limit int6
 }
 
 // ListTemplates returns every template.
-func (s *Service) ListTemplates(ctx context.Context) ([]TemplateView, error) {
+func (s Templates) List(ctx context.Context) ([]TemplateView, error) {
 	var out []TemplateView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		ts, err := tx.ListTemplates()
@@ -338,7 +339,7 @@ func (s *Service) ListTemplates(ctx context.Context) ([]TemplateView, error) {
 }
 
 // GetTemplate returns one template.
-func (s *Service) GetTemplate(ctx context.Context, name string) (*TemplateView, error) {
+func (s Templates) Get(ctx context.Context, name string) (*TemplateView, error) {
 	var out *TemplateView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		t, err := tx.GetTemplate(name)
@@ -354,7 +355,7 @@ func (s *Service) GetTemplate(ctx context.Context, name string) (*TemplateView, 
 // DeleteTemplate deletes a template that no VM was made from. Its base
 // layers go with it (they have no children, since every VM that builds on
 // them came from the template).
-func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
+func (s Templates) Delete(ctx context.Context, name string) error {
 	unlock := s.locks.lock("template/" + name)
 	defer unlock()
 	var op *store.Op
@@ -396,13 +397,13 @@ func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 		if err := tx.CreateOp(op); err != nil {
 			return err
 		}
-		return commitOp(tx, op, removed)
+		return journal.Commit(tx, op, removed)
 	})
 	if err != nil {
 		return fmt.Errorf("delete template %q: %w", name, err)
 	}
 	s.record(ctx, ObjectTemplate, "delete", name, "")
-	return s.finishOp(op)
+	return s.journal.Finish(op)
 }
 
 // templateUsers names the configurations with a VM made from template id.
@@ -424,7 +425,7 @@ func templateUsers(tx store.Tx, id int64) ([]string, error) {
 	return names, nil
 }
 
-func (s *Service) templateView(tx store.Tx, t *store.Template) (*TemplateView, error) {
+func (s *core) templateView(tx store.Tx, t *store.Template) (*TemplateView, error) {
 	v := &TemplateView{
 		Name: t.Name, Description: t.Description, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB,
 		Cmdline: t.Cmdline, CreatedAt: t.CreatedAt,

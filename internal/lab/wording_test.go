@@ -23,31 +23,31 @@ func TestRefusalsSpeakTheDomain(t *testing.T) {
 		want string
 	}{
 		{"template without disks", func() error {
-			_, err := e.svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "t2"})
+			_, err := e.svc.Templates.Import(ctx, lab.TemplateSpec{Name: "t2"})
 			return err
 		}, "at least one disk"},
 		{"initrd without kernel", func() error {
-			_, err := e.svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "t2", Disks: []string{"/nonexistent"}, Initrd: "/boot/initrd"})
+			_, err := e.svc.Templates.Import(ctx, lab.TemplateSpec{Name: "t2", Disks: []string{"/nonexistent"}, Initrd: "/boot/initrd"})
 			return err
 		}, "an initrd needs a kernel"},
 		{"cmdline without kernel", func() error {
-			_, err := e.svc.ImportTemplate(ctx, lab.TemplateSpec{Name: "t2", Disks: []string{"/nonexistent"}, Cmdline: "console=ttyS0"})
+			_, err := e.svc.Templates.Import(ctx, lab.TemplateSpec{Name: "t2", Disks: []string{"/nonexistent"}, Cmdline: "console=ttyS0"})
 			return err
 		}, "a kernel command line needs a kernel"},
 		{"configuration without VMs", func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "c1"})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "c1"})
 			return err
 		}, "at least one VM"},
 		{"address without network", func() error {
-			_, err := e.svc.CreateConfig(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", IP: "10.9.0.5"}}})
+			_, err := e.svc.Configs.Create(ctx, lab.ConfigSpec{Name: "c1", VMs: []lab.VMSpec{{Name: "vm1", Template: "t1", IP: "10.9.0.5"}}})
 			return err
 		}, `address "10.9.0.5" needs a network`},
 		{"network without pools", func() error {
-			_, err := e.svc.CreateNetwork(ctx, lab.NetworkSpec{Name: "n1", Subnet: "10.9.0.0/24"})
+			_, err := e.svc.Networks.Create(ctx, lab.NetworkSpec{Name: "n1", Subnet: "10.9.0.0/24"})
 			return err
 		}, "at least one pool range"},
 		{"negative idle days", func() error {
-			_, err := e.svc.Cleanup(ctx, lab.CleanupOptions{IdleDays: -1})
+			_, err := e.svc.Leases.Cleanup(ctx, lab.CleanupOptions{IdleDays: -1})
 			return err
 		}, "idle days -1 is negative"},
 	}

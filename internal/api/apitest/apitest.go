@@ -120,24 +120,44 @@ func (l *Lab) Seed(tb testing.TB) *Lab {
 	tb.Helper()
 	ctx := context.Background()
 	img := l.Image(tb, "tmpl.qcow2", 1<<30)
-	if _, err := l.ImportTemplate(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{img}}); err != nil {
+	if _, err := l.Templates.Import(ctx, lab.TemplateSpec{Name: "tmpl", Disks: []string{img}}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := l.CreateNetwork(ctx, lab.NetworkSpec{Name: "lan", Subnet: "10.0.0.0/24", Gateway: "10.0.0.1", Pools: []string{"10.0.0.10-10.0.0.99"}}); err != nil {
+	if _, err := l.Networks.Create(ctx, lab.NetworkSpec{Name: "lan", Subnet: "10.0.0.0/24", Gateway: "10.0.0.1", Pools: []string{"10.0.0.10-10.0.0.99"}}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := l.CreateConfig(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
+	if _, err := l.Configs.Create(ctx, lab.ConfigSpec{Name: "web", VMs: []lab.VMSpec{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
 		tb.Fatal(err)
 	}
 	return l
 }
 
-// Serve serves the API over the lab (or over l, when a test wraps the lab
-// to inject errors) until the test ends, and returns the server and its
+// Served is what Serve serves: a Lab, or a Failing that wraps one.
+type Served interface {
+	// API returns the resources the handler serves.
+	API() api.Lab
+}
+
+// API returns the lab's resources, as the daemon serves them.
+func (l *Lab) API() api.Lab { return api.LabOf(l.Service) }
+
+// GetConfig returns a configuration, for tests that check what a request
+// left behind.
+func (l *Lab) GetConfig(ctx context.Context, name string) (*lab.ConfigView, error) {
+	return l.Configs.Get(ctx, name)
+}
+
+// Deploy deploys a configuration, for tests that start from a deployed one.
+func (l *Lab) Deploy(ctx context.Context, name string, opts lab.DeployOptions) (*lab.ConfigView, error) {
+	return l.Deployments.Deploy(ctx, name, opts)
+}
+
+// Serve serves the API over l (the lab, or a Failing that wraps it to
+// inject errors) until the test ends, and returns the server and its
 // handler.
-func Serve(tb testing.TB, l api.Lab) (*httptest.Server, *api.Handler) {
+func Serve(tb testing.TB, l Served) (*httptest.Server, *api.Handler) {
 	tb.Helper()
-	h := api.NewHandler(l, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := api.NewLabHandler(l.API(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv := httptest.NewServer(h)
 	tb.Cleanup(func() {
 		h.Drain()
@@ -164,7 +184,7 @@ func (l *Lab) Orphan(tb testing.TB, name string) string {
 // problem the doctor reports and cannot repair (the data is gone).
 func (l *Lab) LoseLayer(tb testing.TB, config, vm string, disk int) string {
 	tb.Helper()
-	c, err := l.GetConfig(context.Background(), config)
+	c, err := l.Configs.Get(context.Background(), config)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func (l *Lab) SerialLog(tb testing.TB, config, vm string) string {
 // of a running VM, creating its run directory as QEMU does.
 func (l *Lab) runFile(tb testing.TB, config, vm, what string) string {
 	tb.Helper()
-	sock, err := l.VMConsole(context.Background(), config, vm)
+	sock, err := l.Deployments.VMConsole(context.Background(), config, vm)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"stagehand/internal/disk"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -69,12 +70,6 @@ type Disks interface {
 	Check(ctx context.Context, path string) error
 }
 
-// FileFailure is a file a rollback could not remove or unfreeze.
-type FileFailure struct {
-	Path string
-	Err  error
-}
-
 // Lab is what only the lab knows or may do: which subjects its running
 // operations hold, and the repairs that follow its rules.
 type Lab interface {
@@ -84,7 +79,7 @@ type Lab interface {
 	// Settle rolls op forward (committed) or back and clears its journal
 	// entry. It returns the files it could not remove, and whether
 	// clearing the entry failed.
-	Settle(op *store.Op) ([]FileFailure, error)
+	Settle(op *store.Op) ([]journal.FileFailure, error)
 	// ReleaseLayer deletes an unreferenced layer (and the parents it
 	// leaves unreferenced) and its files.
 	ReleaseLayer(ctx context.Context, id int64) error
@@ -351,12 +346,6 @@ func (dr *Doctor) rel(abs string) string {
 		return abs
 	}
 	return r
-}
-
-// gone reports whether err says the file cannot exist (see the lab's
-// journal: the same errors count as removed).
-func gone(err error) bool {
-	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EINVAL)
 }
 
 // checkJournal reports operations an earlier run left unfinished, and with

@@ -11,6 +11,7 @@ import (
 	"sort"
 
 	"stagehand/internal/disk"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -63,7 +64,7 @@ func (d *run) leftover(path string, isDir bool, orphanDetail string) {
 		remove = os.RemoveAll // a half-written directory (an archive's)
 	}
 	err := remove(path)
-	pp.Repaired = err == nil || gone(err)
+	pp.Repaired = err == nil || journal.Gone(err)
 }
 
 // knownFiles returns every data-dir file the store refers to (layers,
