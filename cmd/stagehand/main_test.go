@@ -17,6 +17,7 @@ import (
 	"stagehand/internal/api/wire"
 	"stagehand/internal/cli"
 	"stagehand/internal/client"
+	"stagehand/internal/daemon"
 	"stagehand/internal/syncbuf"
 )
 
@@ -55,6 +56,16 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	if _, errOut, code := run("config", "show", "nope"); code != cli.ExitNotFound || errOut != "stagehand: configuration \"nope\" not found\n" {
 		t.Fatalf("config show nope: exit %d %q", code, errOut)
+	}
+	// Without --server, the CLI finds the daemon's socket in the data dir.
+	var out, errw bytes.Buffer
+	if code := cli.Run(context.Background(), []string{"network", "list"}, deps(nil, &out, &errw, func(k string) string {
+		if k == "STAGEHAND_DATA_DIR" {
+			return dir
+		}
+		return ""
+	})); code != 0 || !strings.Contains(out.String(), "lan") {
+		t.Errorf("network list over the default socket: exit %d\n%s%s", code, out.String(), errw.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "stagehand.db")); err != nil {
 		t.Errorf("store file: %v", err)
@@ -114,6 +125,14 @@ func TestServeRefusesABusyAddress(t *testing.T) {
 		deps(nil, &bytes.Buffer{}, &errw, func(string) string { return "" }))
 	if code == 0 || !strings.Contains(errw.String(), "stagehand: listen on "+addr) {
 		t.Fatalf("second daemon: exit %d\n%s", code, errw.String())
+	}
+}
+
+// TestSocketNamesAgree: the CLI looks for the socket where the daemon
+// makes it.
+func TestSocketNamesAgree(t *testing.T) {
+	if cli.SocketFile != daemon.SocketFile {
+		t.Errorf("the CLI looks for %s, the daemon makes %s", cli.SocketFile, daemon.SocketFile)
 	}
 }
 
@@ -293,7 +312,7 @@ func TestServeHelpListsTheFlags(t *testing.T) {
 		t.Fatalf("serve --help: exit %d: %s", code, errw.String())
 	}
 	for _, want := range []string{
-		"--data-dir string", `address to listen on (host:port; port 0 picks one) (default "127.0.0.1:7480")`,
+		`--data-dir string`, `(default "` + cli.DefaultDataDir + `")`, "--listen string", "--tls-cert string", "--tls-key string",
 		"--chain-limit int", "--log-level string", `--accel string`, "--probe-kernel string", "--probe-initrd string",
 		"--probe-timeout duration", "--no-vms", "--archive-dir string", `--default-storage-lease string`,
 		`--default-deploy-lease string`, `--cleanup-policy string`, `(default "7d")`, "--reap-interval duration",

@@ -26,9 +26,15 @@ func serveCommand(getenv func(string) string) *cobra.Command {
 	cfg := daemon.DefaultConfig()
 	var fl serveFlags
 	cmd := &cobra.Command{
-		Use:   "serve --data-dir DIR [--listen ADDR] [--chain-limit N]",
+		Use:   "serve [--data-dir DIR] [--listen ADDR [--tls-cert FILE --tls-key FILE]] [--chain-limit N]",
 		Short: "Run the daemon (REST API under /api/v1)",
 		Long: `Run the daemon. DIR holds the store (stagehand.db) and every layer file.
+The API is served on the unix socket DIR/` + daemon.SocketFile + ` (0660 root:` + daemon.SocketGroup + ` when
+that group exists, else 0600 root only), and, with --listen, on TCP: plain
+HTTP on a loopback address, HTTPS only on any other (--tls-cert/--tls-key,
+or a self-signed certificate made at the first start in DIR/` + daemon.TLSDir + `, whose
+fingerprint the log shows and clients pin). --listen 0.0.0.0:PORT binds
+IPv4 only, [::]:PORT IPv6 only, :PORT both.
 The API answers as soon as the daemon listens. In the background it
 probes the accelerator (deploys wait for the probe; the result is cached
 in DIR) and finishes or rolls back the operations a previous run left half
@@ -55,8 +61,10 @@ rolled back).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the store and the layer files")
-	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to listen on (host:port; port 0 picks one)")
+	f.StringVar(&cfg.DataDir, "data-dir", cli.DataDir(getenv), "directory of the store, the layer files and the socket (env STAGEHAND_DATA_DIR)")
+	f.StringVar(&cfg.Listen, "listen", "", "TCP address to listen on besides the socket (host:port; port 0 picks one); HTTPS unless loopback")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate (PEM) of the TCP listener (default: self-signed, made in DATA/"+daemon.TLSDir+")")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	f.IntVar(&cfg.ChainLimit, "chain-limit", cfg.ChainLimit, "deepest disk chain a linked clone may produce")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 

@@ -15,6 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -39,8 +42,40 @@ const (
 const LeaseHelp = leaseHelp
 
 // DefaultServer is the daemon address when neither --server nor
-// STAGEHAND_SERVER is set.
+// STAGEHAND_SERVER is set and there is no socket in the data dir.
 const DefaultServer = "http://127.0.0.1:7480"
+
+// DefaultDataDir is the daemon's data dir when neither serve's --data-dir
+// nor STAGEHAND_DATA_DIR is set; the CLI looks for the daemon's socket
+// there.
+const DefaultDataDir = "/var/lib/stagehand"
+
+// SocketFile is the daemon's socket in its data dir (daemon.SocketFile;
+// this package may not import the daemon).
+const SocketFile = "stagehand.sock"
+
+// DataDir is the data dir of the daemon on this host: STAGEHAND_DATA_DIR,
+// else DefaultDataDir.
+func DataDir(getenv func(string) string) string {
+	if d := getenv("STAGEHAND_DATA_DIR"); d != "" {
+		return d
+	}
+	return DefaultDataDir
+}
+
+// defaultServer is the daemon the CLI talks to without --server:
+// STAGEHAND_SERVER, else the socket in the data dir when there is one
+// (the socket says who the caller is; TCP does not), else DefaultServer.
+func defaultServer(getenv func(string) string) string {
+	if s := getenv("STAGEHAND_SERVER"); s != "" {
+		return s
+	}
+	sock := filepath.Join(DataDir(getenv), SocketFile)
+	if fi, err := os.Stat(sock); err == nil && fi.Mode().Type() == fs.ModeSocket {
+		return "unix://" + sock
+	}
+	return DefaultServer
+}
 
 // Deps are what main hands the CLI: its streams and environment, and the
 // commands built outside this package.
@@ -147,8 +182,9 @@ type app struct {
 	stdout io.Writer
 	stderr io.Writer
 
-	server string // --server
-	output string // -o
+	server    string // --server
+	output    string // -o
+	tokenFile string // --token-file
 
 	client *client.Client
 	// reached is set when a command's own code starts: errors before that
@@ -172,17 +208,20 @@ func (a *app) rootCommand() *cobra.Command {
 and full clones with copy-on-write disk chains, IP pools, and deployments
 of configurations as running VMs, fenced or not.
 
-Every command but serve talks to a running daemon (--server, or the
-STAGEHAND_SERVER environment variable).`,
+Every command but serve talks to a running daemon: --server, or the
+STAGEHAND_SERVER environment variable, else the daemon's socket in its data
+dir (STAGEHAND_DATA_DIR, default ` + DefaultDataDir + `) when it is there, else
+` + DefaultServer + `. A token for the daemon comes from --token-file or
+STAGEHAND_TOKEN. An https server whose certificate no CA vouches for is
+trusted on first use: its fingerprint is pinned in
+~/.config/stagehand/known_servers and any other certificate is refused.`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: a.setup,
 	}
-	server := a.deps.Getenv("STAGEHAND_SERVER")
-	if server == "" {
-		server = DefaultServer
-	}
-	root.PersistentFlags().StringVar(&a.server, "server", server, "daemon URL (env STAGEHAND_SERVER)")
+	root.PersistentFlags().StringVar(&a.server, "server", defaultServer(a.deps.Getenv),
+		"daemon URL: unix:///path/to/"+SocketFile+", https://host:port or http://host:port (env STAGEHAND_SERVER)")
+	root.PersistentFlags().StringVar(&a.tokenFile, "token-file", "", "file holding the token to send the daemon (env STAGEHAND_TOKEN holds the token itself)")
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
 	root.CompletionOptions.DisableDefaultCmd = true
@@ -219,8 +258,38 @@ func (a *app) setup(cmd *cobra.Command, args []string) error {
 	if a.server == "" {
 		return usagef("--server is empty")
 	}
-	a.client = client.New(a.server, client.WithUser(a.deps.Getenv("USER")))
+	opts, err := a.clientOptions()
+	if err != nil {
+		return err
+	}
+	a.client = client.New(a.server, opts...)
 	return nil
+}
+
+// clientOptions are the token (--token-file, else STAGEHAND_TOKEN) and the
+// known servers file of the client. The token itself is never printed.
+func (a *app) clientOptions() ([]client.Option, error) {
+	var opts []client.Option
+	token := a.deps.Getenv("STAGEHAND_TOKEN")
+	if a.tokenFile != "" {
+		b, err := os.ReadFile(a.tokenFile)
+		if err != nil {
+			return nil, usagef("--token-file: %v", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return nil, usagef("--token-file %s is empty", a.tokenFile)
+		}
+	}
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	if file, err := client.KnownServersFile(a.deps.Getenv); err == nil {
+		opts = append(opts, client.WithKnownServers(file, func(server, fingerprint string) {
+			fmt.Fprintf(a.stderr, "stagehand: trusting %s with fingerprint %s (pinned in %s)\n", server, fingerprint, file)
+		}))
+	}
+	return opts, nil
 }
 
 // group returns a command that only holds subcommands: without one it

@@ -23,42 +23,81 @@ import (
 
 // Client talks to one Stagehand daemon. It is safe for concurrent use.
 type Client struct {
-	base string // scheme://host[:port], no trailing slash
-	hc   *http.Client
-	user string // sent as wire.UserHeader when set
+	server string // the server URL as given, for messages
+	target target
+	base   string // what request URLs start with: scheme://host[:port]
+	err    error  // a server URL New could not use; every call returns it
+	hc     *http.Client
+	token  string        // sent as a bearer token when set
+	pins   *knownServers // nil: a certificate must be CA-verified
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient makes the client send its requests through hc.
+// WithHTTPClient makes the client send its requests through hc, which
+// then decides how to reach the server (the socket and pinning are
+// not set up).
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
-// WithUser makes the client name user in every request (the event log
-// records it).
-func WithUser(user string) Option { return func(c *Client) { c.user = user } }
+// WithToken makes the client send token in every request
+// (Authorization: Bearer).
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
-func (c *Client) setUser(req *http.Request) {
-	if c.user != "" {
-		req.Header.Set(wire.UserHeader, c.user)
-	}
+// WithKnownServers lets an https server whose certificate no CA vouches
+// for be trusted by its fingerprint, pinned in file (0600, one line per
+// server): the first connection pins it and calls trusted (may be nil),
+// later ones refuse any other certificate with a *PinError.
+func WithKnownServers(file string, trusted func(server, fingerprint string)) Option {
+	return func(c *Client) { c.pins = &knownServers{file: file, trusted: trusted} }
 }
 
-// New returns a client of the daemon at baseURL (e.g.
-// "http://127.0.0.1:7480"; a bare "host:port" means http).
-func New(baseURL string, opts ...Option) *Client {
-	if !strings.Contains(baseURL, "://") {
-		baseURL = "http://" + baseURL
+// New returns a client of the daemon at server: unix:///path/to/stagehand.sock,
+// https://host:port, http://host:port, or a bare host:port (http). A
+// server URL it cannot use is the error of every call.
+func New(server string, opts ...Option) *Client {
+	t, server, err := parseServer(server)
+	c := &Client{server: server, target: t, err: err}
+	switch t.scheme {
+	case "unix":
+		c.base = "http://" + unixHost
+	case "https", "http":
+		c.base = t.scheme + "://" + t.host
 	}
-	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: http.DefaultClient}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.hc == nil {
+		c.hc = c.httpClient()
 	}
 	return c
 }
 
-// BaseURL returns the daemon's address as the client uses it.
-func (c *Client) BaseURL() string { return c.base }
+// BaseURL returns the daemon's address as the client was given it.
+func (c *Client) BaseURL() string { return c.server }
+
+// newRequest is a request to the daemon with the client's credentials.
+func (c *Client) newRequest(ctx context.Context, method, p string, query url.Values, body io.Reader) (*http.Request, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	u := c.base + p
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, p, err)
+	}
+	c.authorize(req.Header)
+	return req, nil
+}
+
+func (c *Client) authorize(h http.Header) {
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+}
 
 // Error is an error answer of the daemon.
 type Error struct {
@@ -123,19 +162,14 @@ func (c *Client) do(ctx context.Context, method, p string, query url.Values, in,
 		}
 		body = bytes.NewReader(b)
 	}
-	u := c.base + p
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	req, err := c.newRequest(ctx, method, p, query, body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, p, err)
+		return err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	c.setUser(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return c.unreachable(ctx, err)
@@ -200,13 +234,9 @@ func list[T any](ctx context.Context, c *Client, p string, query url.Values) ([]
 
 // stream GETs p and returns the body of a 2xx answer unread.
 func (c *Client) stream(ctx context.Context, p string, query url.Values) (io.ReadCloser, error) {
-	u := c.base + p
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, p, query, nil)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", p, err)
+		return nil, err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -229,12 +259,20 @@ func (c *Client) unreachable(ctx context.Context, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	var pe *PinError
+	if errors.As(err, &pe) {
+		return pe
+	}
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return errdefs.Unavailable("cannot reach the stagehand server at %s: no daemon is listening there (is `stagehand serve` running? see --server or STAGEHAND_SERVER): %v", c.base, err)
+		return errdefs.Unavailable("cannot reach the stagehand server at %s: no daemon is listening there (is `stagehand serve` running? see --server or STAGEHAND_SERVER): %v", c.server, err)
+	case c.target.scheme == "unix" && errors.Is(err, syscall.ENOENT):
+		return errdefs.Unavailable("cannot reach the stagehand server at %s: there is no socket there (is `stagehand serve` running on that data dir? see --server or STAGEHAND_SERVER)", c.server)
+	case c.target.scheme == "unix" && errors.Is(err, syscall.EACCES):
+		return errdefs.Unavailable("cannot reach the stagehand server at %s: permission denied (the socket is for root and the %q group)", c.server, "stagehand")
 	case errors.As(err, &ne) && ne.Timeout():
-		return errdefs.Unavailable("cannot reach the stagehand server at %s: it did not answer in time (the daemon may be overloaded or stopped): %v", c.base, err)
+		return errdefs.Unavailable("cannot reach the stagehand server at %s: it did not answer in time (the daemon may be overloaded or stopped): %v", c.server, err)
 	}
-	return errdefs.Unavailable("cannot reach the stagehand server at %s: %v", c.base, err)
+	return errdefs.Unavailable("cannot reach the stagehand server at %s: %v", c.server, err)
 }

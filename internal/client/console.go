@@ -15,38 +15,34 @@ import (
 	"stagehand/internal/errdefs"
 )
 
-// VMConsole attaches to a running VM's serial console. It opens a TCP
-// connection to the daemon, asks for an upgrade to wire.ConsoleProtocol
-// and, on 101 Switching Protocols, returns the connection: what is written
-// to it reaches the VM's serial port, what is read from it comes from
-// there. Close it to detach; CloseWrite, where the connection has it, tells
-// the daemon no more input comes. ctx bounds the handshake only. An answer
+// VMConsole attaches to a running VM's serial console. It opens a
+// connection to the daemon (over its socket, TCP or TLS, as the client's
+// server URL says), asks for an upgrade to wire.ConsoleProtocol and, on
+// 101 Switching Protocols, returns the connection: what is written to it
+// reaches the VM's serial port, what is read from it comes from there.
+// Close it to detach; CloseWrite, where the connection has it, tells the
+// daemon no more input comes. ctx bounds the handshake only. An answer
 // other than 101 is the daemon's error, with its kind (not found,
 // conflict, ...).
 //
-// The console does not go through the client's http.Client: it dials the
-// daemon's host directly, so the server URL must be http://.
+// The console does not go through the client's http.Client (an upgraded
+// connection is not an HTTP exchange): it dials the daemon itself.
 func (c *Client) VMConsole(ctx context.Context, config, vm string) (net.Conn, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
 	p := path("configs", config, "vms", vm, "console")
 	u, err := url.Parse(c.base + p)
 	if err != nil {
-		return nil, errdefs.Invalid("server URL %q: %v", c.base, err)
+		return nil, errdefs.Invalid("server URL %q: %v", c.server, err)
 	}
-	if u.Scheme != "http" {
-		return nil, errdefs.Invalid("server URL %s: the console needs http://", c.base)
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "80")
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := c.dialServer(ctx)
 	if err != nil {
 		return nil, c.unreachable(ctx, err)
 	}
 	// Cancelling ctx unblocks the handshake.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	br, err := upgradeToConsole(conn, u)
+	br, err := c.upgradeToConsole(conn, u)
 	if !stop() {
 		conn.Close()
 		return nil, ctx.Err()
@@ -65,7 +61,7 @@ func (c *Client) VMConsole(ctx context.Context, config, vm string) (net.Conn, er
 // upgradeToConsole writes the upgrade request for u on conn and reads the
 // answer. It returns the reader that holds what the daemon sent after its
 // answer, or the daemon's error.
-func upgradeToConsole(conn net.Conn, u *url.URL) (*bufio.Reader, error) {
+func (c *Client) upgradeToConsole(conn net.Conn, u *url.URL) (*bufio.Reader, error) {
 	req := &http.Request{
 		Method:     http.MethodGet,
 		URL:        u,
@@ -79,6 +75,7 @@ func upgradeToConsole(conn net.Conn, u *url.URL) (*bufio.Reader, error) {
 			"Accept":     {"application/json"}, // for error answers
 		},
 	}
+	c.authorize(req.Header)
 	if err := req.Write(conn); err != nil {
 		return nil, fmt.Errorf("send upgrade: %w", err)
 	}

@@ -179,6 +179,13 @@ func rawServer(t *testing.T, fn func(conn net.Conn, req *http.Request)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rawServerOn(t, ln, fn)
+	return "http://" + ln.Addr().String()
+}
+
+// rawServerOn is rawServer on ln.
+func rawServerOn(t *testing.T, ln net.Listener, fn func(conn net.Conn, req *http.Request)) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -198,7 +205,6 @@ func rawServer(t *testing.T, fn func(conn net.Conn, req *http.Request)) string {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	return "http://" + ln.Addr().String()
 }
 
 func TestVMConsoleDrainsBytesSentWithThe101(t *testing.T) {
@@ -250,8 +256,8 @@ func TestVMConsoleFailures(t *testing.T) {
 		t.Errorf("502: %v", err)
 	}
 
-	if _, err := client.New("https://example.invalid").VMConsole(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrInvalid) {
-		t.Errorf("https: %v, want invalid", err)
+	if _, err := client.New("ftp://127.0.0.1:21").VMConsole(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("ftp: %v, want invalid", err)
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

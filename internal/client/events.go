@@ -46,8 +46,7 @@ func (c *Client) FollowEvents(ctx context.Context, after int64, fn func(wire.Eve
 // followOnce reads one event stream until it ends and returns the last id
 // seen.
 func (c *Client) followOnce(ctx context.Context, after int64, fn func(wire.Event) error) (int64, error) {
-	u := c.base + path("events") + "?follow=1"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, path("events"), url.Values{"follow": {"1"}}, nil)
 	if err != nil {
 		return after, err
 	}
@@ -55,7 +54,6 @@ func (c *Client) followOnce(ctx context.Context, after int64, fn func(wire.Event
 	if after > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(after, 10))
 	}
-	c.setUser(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return after, c.unreachable(ctx, err)

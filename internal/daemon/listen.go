@@ -41,7 +41,7 @@ func parseListen(listen string) (tcpAddress, error) {
 // over it still need a token once the API checks them). Any other address
 // serves HTTPS only, with --tls-cert/--tls-key or a self-signed
 // certificate (serverCertificate); so does loopback when --tls-cert is
-// given. The returned scheme is http or https.
+// given. tlsConf is nil for plain HTTP.
 func listenTCP(cfg Config, dataDir string, log *slog.Logger) (ln net.Listener, tlsConf *tls.Config, err error) {
 	a, err := parseListen(cfg.Listen)
 	if err != nil {
