@@ -11,7 +11,8 @@ import (
 // WorkspaceKind says who sees whose objects in a workspace: in a shared
 // one every member sees (and, as far as the role allows, acts on) every
 // object; in a private one each member sees their own and what is shared
-// with them.
+// with them. Any other value (an unset one included) counts as private,
+// the side that shows less.
 type WorkspaceKind string
 
 const (
