@@ -14,7 +14,13 @@
 //     not exist;
 //   - CreateConfig is all or nothing even if fn goes on after its error;
 //   - UpdateConfig stamps UpdatedAt with the current time;
-//   - View rejects writes; a context that ends inside Update commits nothing.
+//   - View rejects writes; a context that ends inside Update commits nothing;
+//   - a new store holds the organization store.DefaultOrg with its shared
+//     workspace store.MainWorkspace (and nothing else of the directory);
+//   - a share or quota goes with the object, user or workspace it names; a
+//     token goes with its user and with the workspace it is restricted to;
+//   - every visibility rule of store.Directory holds for every kind of
+//     object, in the lists and in ObjectVisible alike.
 package storetest
 
 import (
@@ -67,6 +73,16 @@ func Run(t *testing.T, open Open) {
 		{"ViewIsReadOnly", testViewIsReadOnly},
 		{"ViewSeesCommittedSnapshot", testViewSeesCommittedSnapshot},
 		{"Context", testContext},
+		{"DefaultWorkspace", testDefaultWorkspace},
+		{"OrgsAndWorkspaces", testOrgsAndWorkspaces},
+		{"Users", testUsers},
+		{"GroupsAndAdmins", testGroupsAndAdmins},
+		{"Memberships", testMemberships},
+		{"Tokens", testTokens},
+		{"Shares", testShares},
+		{"Quotas", testQuotas},
+		{"Ownership", testOwnership},
+		{"Visibility", testVisibility},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
