@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/store"
 )
 
@@ -131,17 +132,8 @@ func loadUndeployed(tx store.Tx, name, what string) (loadedConfig, error) {
 	return loadedConfig{c}, nil
 }
 
-func findVM(c *store.Config, name string) (*store.VM, error) {
-	for i := range c.VMs {
-		if c.VMs[i].Name == name {
-			return &c.VMs[i], nil
-		}
-	}
-	return nil, errdefs.NotFound("configuration %q has no VM %q", c.Name, name)
-}
-
 func findNIC(c *store.Config, vmName string, index int) (*store.NIC, error) {
-	vm, err := findVM(c, vmName)
+	vm, err := deploy.VMNamed(c, vmName)
 	if err != nil {
 		return nil, err
 	}

@@ -140,7 +140,7 @@ func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config strin
 func (archiveLab) NewLayerPath() string { return newLayerPath() }
 
 func (archiveLab) NewBootPath(base string) string {
-	return filepath.Join(filesDir, "t-"+randomHex(6)+"-"+base)
+	return filepath.Join(filesDir, "t-"+journal.RandomHex(6)+"-"+base)
 }
 
 func (l archiveLab) RecordRestore(ctx context.Context, config, archive string) {

@@ -359,7 +359,7 @@ func TestArchiveFileModes(t *testing.T) {
 		filepath.Join(e.dir, "files"):  0o700,
 		filepath.Join(e.dir, "run"):    0o700,
 		filepath.Join(e.dir, "state"):  0o700,
-		e.svc.Archives.Dir():             0o700,
+		e.svc.Archives.Dir():           0o700,
 		tmpl.Kernel:                    0o400,
 		tmpl.Initrd:                    0o400,
 		bundle:                         0o600,

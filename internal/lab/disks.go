@@ -6,6 +6,7 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
@@ -57,7 +58,7 @@ func findDisk(tx store.Tx, config, vmName string, index int) (*store.Disk, error
 	if err != nil {
 		return nil, err
 	}
-	vm, err := findVM(c, vmName)
+	vm, err := deploy.VMNamed(c, vmName)
 	if err != nil {
 		return nil, err
 	}

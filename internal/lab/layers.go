@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/store"
 )
 
@@ -11,15 +12,8 @@ import (
 type layerIndex map[int64]store.Layer
 
 func loadLayers(tx store.Tx) (layerIndex, error) {
-	ls, err := tx.ListLayers()
-	if err != nil {
-		return nil, err
-	}
-	idx := make(layerIndex, len(ls))
-	for _, l := range ls {
-		idx[l.ID] = l
-	}
-	return idx, nil
+	idx, err := deploy.LayerIndex(tx)
+	return layerIndex(idx), err
 }
 
 // chain returns the layers from top down to the base.

@@ -2,13 +2,13 @@ package lab
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/journal"
 )
 
 // checkName accepts names a user gives to templates, networks,
@@ -59,20 +59,11 @@ func checkText(field, s string, max int) error {
 	return nil
 }
 
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
-}
-
 // newLayerPath returns a fresh layer path relative to the data dir. Layers
 // live flat in one directory so that backing files are recorded as bare
 // file names and the data dir can move.
 func newLayerPath() string {
-	return filepath.Join(layersDir, "l-"+randomHex(8)+".qcow2")
+	return filepath.Join(layersDir, "l-"+journal.RandomHex(8)+".qcow2")
 }
 
 // newMAC returns a random locally administered unicast MAC address (first
@@ -87,21 +78,10 @@ func newMAC() string {
 
 // abs turns a data-dir-relative path into an absolute one.
 // Archive files, outside the data dir, are journalled with absolute paths.
-func (s *core) abs(rel string) string {
-	if filepath.IsAbs(rel) {
-		return rel
-	}
-	return filepath.Join(s.dataDir, rel)
-}
+func (s *core) abs(rel string) string { return journal.Abs(s.dataDir, rel) }
 
 // rel turns an absolute path inside the data dir into a relative one.
-func (s *core) rel(abs string) string {
-	r, err := filepath.Rel(s.dataDir, abs)
-	if err != nil {
-		return abs
-	}
-	return r
-}
+func (s *core) rel(abs string) string { return journal.Rel(s.dataDir, abs) }
 
 func sortedUnique(keys []string) []string {
 	sort.Strings(keys)

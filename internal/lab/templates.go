@@ -85,7 +85,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 			closeBoot(boot)
 			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
 		}
-		boot = append(boot, bootSource{in: in, size: size, dst: filepath.Join(filesDir, "t-"+randomHex(6)+"-"+b.suffix)})
+		boot = append(boot, bootSource{in: in, size: size, dst: filepath.Join(filesDir, "t-"+journal.RandomHex(6)+"-"+b.suffix)})
 	}
 	defer closeBoot(boot)
 

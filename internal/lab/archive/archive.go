@@ -7,8 +7,6 @@ package archive
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +20,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab/bundle"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -114,19 +113,7 @@ func New(cfg Config) *Archives {
 func (x *Archives) DirOf(a *store.Archive) string { return filepath.Join(x.dir, a.Dir) }
 
 // NewDirName returns a fresh name for an archive directory.
-func NewDirName() string { return "a-" + randomHex(8) }
-
-// DirEntry is the journal entry of an archive directory: a path ending in
-// a separator, removed with everything in it.
-func DirEntry(abs string) string { return abs + string(filepath.Separator) }
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
-}
+func NewDirName() string { return "a-" + journal.RandomHex(8) }
 
 // Delete deletes an archive and its directory.
 func (x *Archives) Delete(ctx context.Context, name string) error {
@@ -145,7 +132,7 @@ func (x *Archives) Delete(ctx context.Context, name string) error {
 		if err := tx.CreateOp(op); err != nil {
 			return err
 		}
-		return x.lab.Commit(tx, op, []string{DirEntry(x.DirOf(a))})
+		return x.lab.Commit(tx, op, []string{journal.DirEntry(x.DirOf(a))})
 	})
 	if err != nil {
 		return fmt.Errorf("delete archive %q: %w", name, err)

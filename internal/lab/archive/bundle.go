@@ -14,6 +14,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab/bundle"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -58,7 +59,7 @@ func (x *Archives) StartExport(ctx context.Context, name, file string) (jobs.Job
 		unlock()
 		return jobs.Job{}, fmt.Errorf("export %q: %w", name, err)
 	}
-	tmp := filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+"."+randomHex(6)+".tmp")
+	tmp := filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+"."+journal.RandomHex(6)+".tmp")
 	op, err := x.lab.BeginOp(ctx, "export", name, []string{tmp})
 	if err != nil {
 		unlock()
@@ -179,7 +180,7 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 	dirName := NewDirName()
 	dir := filepath.Join(x.dir, dirName)
 	tmp := disk.TempPath(dir)
-	op, err := x.lab.BeginOp(ctx, "archive-import", m.Name, []string{DirEntry(tmp), DirEntry(dir)})
+	op, err := x.lab.BeginOp(ctx, "archive-import", m.Name, []string{journal.DirEntry(tmp), journal.DirEntry(dir)})
 	if err != nil {
 		unlock()
 		return jobs.Job{}, err

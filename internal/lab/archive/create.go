@@ -17,6 +17,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab/bundle"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -30,12 +31,7 @@ type compressor interface {
 var _ compressor = (*disk.QemuImg)(nil)
 
 // abs resolves a path the store records relative to the data dir.
-func (x *Archives) abs(rel string) string {
-	if filepath.IsAbs(rel) {
-		return rel
-	}
-	return filepath.Join(x.dataDir, rel)
-}
+func (x *Archives) abs(rel string) string { return journal.Abs(x.dataDir, rel) }
 
 // StartCreate starts a job that copies an undeployed configuration (or
 // library entry) into archive name: one compressed standalone qcow2 per
@@ -77,7 +73,7 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 	dirName := NewDirName()
 	dir := filepath.Join(x.dir, dirName)
 	tmp := disk.TempPath(dir)
-	op, err := x.lab.BeginOp(ctx, "archive", name, []string{DirEntry(tmp), DirEntry(dir)})
+	op, err := x.lab.BeginOp(ctx, "archive", name, []string{journal.DirEntry(tmp), journal.DirEntry(dir)})
 	if err != nil {
 		unlock()
 		return jobs.Job{}, err

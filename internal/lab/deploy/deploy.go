@@ -89,7 +89,7 @@ type deployPlan struct {
 // what its VMs start with; callers that start none (undeploy, re-adoption)
 // pass "".
 func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*deployPlan, error) {
-	idx, err := layerIndex(tx)
+	idx, err := LayerIndex(tx)
 	if err != nil {
 		return nil, err
 	}
@@ -684,7 +684,7 @@ func (d *Deployments) VMAction(ctx context.Context, config, vmName, action strin
 		if c.State != store.StateDeployed {
 			return errdefs.Conflict("configuration %q is %s; VM actions need it deployed", config, c.State)
 		}
-		vm, err := vmNamed(c, vmName)
+		vm, err := VMNamed(c, vmName)
 		if err != nil {
 			return err
 		}
@@ -780,7 +780,7 @@ func (d *Deployments) vmStoreID(ctx context.Context, config, vmName string) (int
 		if err != nil {
 			return err
 		}
-		vm, err := vmNamed(c, vmName)
+		vm, err := VMNamed(c, vmName)
 		if err != nil {
 			return err
 		}
@@ -790,7 +790,8 @@ func (d *Deployments) vmStoreID(ctx context.Context, config, vmName string) (int
 	return id, err
 }
 
-func vmNamed(c *store.Config, name string) (*store.VM, error) {
+// VMNamed returns the VM of c called name, or a not-found error.
+func VMNamed(c *store.Config, name string) (*store.VM, error) {
 	for i := range c.VMs {
 		if c.VMs[i].Name == name {
 			return &c.VMs[i], nil
@@ -815,8 +816,9 @@ func CheckPolicy(name string, fenced bool, policy string) (string, error) {
 	return string(p), nil
 }
 
-// layerIndex is every layer by ID, for the disks' top layers.
-func layerIndex(tx store.Tx) (map[int64]store.Layer, error) {
+// LayerIndex returns every layer by ID: one query, then chains are walked
+// in memory.
+func LayerIndex(tx store.Tx) (map[int64]store.Layer, error) {
 	ls, err := tx.ListLayers()
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"stagehand/internal/fence"
 	"stagehand/internal/ipam"
 	"stagehand/internal/lab/events"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
@@ -123,12 +124,7 @@ func (d *Deployments) tapName(nicID int64) string {
 }
 
 // abs turns a data-dir-relative path into an absolute one.
-func (d *Deployments) abs(rel string) string {
-	if filepath.IsAbs(rel) {
-		return rel
-	}
-	return filepath.Join(d.dataDir, rel)
-}
+func (d *Deployments) abs(rel string) string { return journal.Abs(d.dataDir, rel) }
 
 func (d *Deployments) requireRuntime(what, name string) error {
 	if d.hv == nil || d.segs == nil || d.fences == nil {

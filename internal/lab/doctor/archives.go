@@ -9,16 +9,13 @@ import (
 
 	"stagehand/internal/disk"
 	"stagehand/internal/lab/bundle"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
 
 // ProblemMissingArchiveFile is a file an archive's manifest lists that is
 // missing or of another size.
 const ProblemMissingArchiveFile = "missing-archive-file"
-
-// dirEntry is the journal entry of an archive directory: the lab
-// journals a directory as its path with a trailing separator.
-func dirEntry(abs string) string { return abs + string(filepath.Separator) }
 
 // archiveDirRE matches the directories the lab makes in the archive
 // storage; anything else there is not the lab's and is left alone.
@@ -54,7 +51,7 @@ func (d *run) checkArchives() error {
 		a := &archives[i]
 		known[a.Dir] = true
 		dir := filepath.Join(root, a.Dir)
-		if d.inFlight[dirEntry(dir)] || journalled[dirEntry(dir)] {
+		if d.inFlight[journal.DirEntry(dir)] || journalled[journal.DirEntry(dir)] {
 			continue
 		}
 		d.checkArchiveFiles(a, dir)
@@ -62,7 +59,7 @@ func (d *run) checkArchives() error {
 	for _, e := range entries {
 		path := filepath.Join(root, e.Name())
 		switch {
-		case journalled[dirEntry(path)] || journalled[path] || d.reported[path]:
+		case journalled[journal.DirEntry(path)] || journalled[path] || d.reported[path]:
 		case disk.IsTempName(e.Name()):
 			d.leftover(path, e.IsDir(), "")
 		case e.IsDir() && archiveDirRE.MatchString(e.Name()) && !known[e.Name()]:

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -332,21 +331,10 @@ func opFiles(op store.Op) []string {
 
 // abs turns a data-dir-relative path into an absolute one, as the lab
 // does. Archive files, outside the data dir, are journalled absolute.
-func (dr *Doctor) abs(rel string) string {
-	if filepath.IsAbs(rel) {
-		return rel
-	}
-	return filepath.Join(dr.cfg.DataDir, rel)
-}
+func (dr *Doctor) abs(rel string) string { return journal.Abs(dr.cfg.DataDir, rel) }
 
 // rel turns an absolute path inside the data dir into a relative one.
-func (dr *Doctor) rel(abs string) string {
-	r, err := filepath.Rel(dr.cfg.DataDir, abs)
-	if err != nil {
-		return abs
-	}
-	return r
-}
+func (dr *Doctor) rel(abs string) string { return journal.Rel(dr.cfg.DataDir, abs) }
 
 // checkJournal reports operations an earlier run left unfinished, and with
 // repair rolls them forward (committed) or back. An entry is always

@@ -5,6 +5,8 @@ package journal
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -129,6 +131,16 @@ func withTempPaths(files []string) []string {
 	return out
 }
 
+// RandomHex returns n random bytes as hex, for the names of new files
+// (layers, boot files, archive directories, temporary files).
+func RandomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}
+
 // FileFailure is a file an undo could not remove or unfreeze.
 type FileFailure struct {
 	Path string
@@ -143,14 +155,31 @@ func joinFailures(fs []FileFailure) error {
 	return errors.Join(errs...)
 }
 
-// abs turns a data-dir-relative path into an absolute one. Archive files,
-// outside the data dir, are journalled with absolute paths.
-func (j *Journal) abs(rel string) string {
+// Abs turns a path as the store and the journal record it into an
+// absolute one: relative paths are below dataDir; archive files, outside
+// it, are recorded absolute.
+func Abs(dataDir, rel string) string {
 	if filepath.IsAbs(rel) {
 		return rel
 	}
-	return filepath.Join(j.c.DataDir, rel)
+	return filepath.Join(dataDir, rel)
 }
+
+// Rel turns an absolute path inside dataDir into the relative one the
+// store records (any other path is kept as it is).
+func Rel(dataDir, abs string) string {
+	r, err := filepath.Rel(dataDir, abs)
+	if err != nil {
+		return abs
+	}
+	return r
+}
+
+// DirEntry is the entry of a directory an operation makes: its path with a
+// trailing separator, removed with everything in it.
+func DirEntry(abs string) string { return abs + string(filepath.Separator) }
+
+func (j *Journal) abs(rel string) string { return Abs(j.c.DataDir, rel) }
 
 // UndoFiles removes op's created files, with every temporary file made for
 // them (journalled or not: an entry written by an older daemon names none),
