@@ -304,7 +304,7 @@ func (t *tx) GetUserByID(id int64) (*store.User, error) {
 // GetUserByEmail compares without case (the column's collation).
 func (t *tx) GetUserByEmail(email string) (*store.User, error) {
 	if email == "" {
-		return nil, errdefs.NotFound("user with no e-mail address: not found")
+		return nil, errdefs.NotFound(`user with e-mail address "" not found`)
 	}
 	return getOne(t, scanUser, fmt.Sprintf("user with e-mail address %q", email), "SELECT "+userCols+" FROM users WHERE email = ?", email)
 }
