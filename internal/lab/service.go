@@ -1,9 +1,8 @@
-// Package lab is the domain service of Stagehand: templates, networks,
-// configurations, linked and full clones, deletion with layer and IP
-// release, consolidation, deployments (run by internal/lab/deploy), the
-// library, archives and their bundles, leases and their reaper, the cleanup
-// view, the event log and the doctor. It owns the rules of DOMAIN.md and
-// drives disks, the store and jobs through small interfaces.
+// Package lab is the domain of Stagehand: templates, networks,
+// configurations and clones, the library, archives, leases and
+// deployments, one type per resource over one shared core that owns the
+// rules of DOMAIN.md; the concerns that grew are packages below it
+// (journal, deploy, archive, bundle, lease, events, doctor).
 package lab
 
 import (
