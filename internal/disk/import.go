@@ -34,17 +34,37 @@ func (q *QemuImg) ImportBase(ctx context.Context, src, format, dst string) (size
 	if src, err = absPath(src); err != nil {
 		return 0, errdefs.Invalid("import: %w", err)
 	}
+	f, _, err := OpenSource(src)
+	if err != nil {
+		return 0, fmt.Errorf("import: %w", err)
+	}
+	defer f.Close()
+	return q.ImportFile(ctx, f, src, false, format, dst)
+}
+
+// ImportFile is ImportBase of a source already open: f, from OpenSource
+// (a regular file, opened once), named name in messages and in the format
+// hint of a name ending in .qcow2. When private is true, f is a file only
+// the daemon can change (an upload it received into its data directory,
+// whose path f.Name() is): it is checked and converted where it is.
+// Otherwise its bytes are first copied into a private file beside dst
+// (ImportCopyPath(dst)), and every check and the conversion read that copy.
+// f is not closed.
+func (q *QemuImg) ImportFile(ctx context.Context, f *os.File, name string, private bool, format, dst string) (size int64, err error) {
+	src := name
 	if dst, err = absPath(dst); err != nil {
 		return 0, err
 	}
 	if format != "" && format != "raw" && format != "qcow2" {
 		return 0, errdefs.Invalid("import %q: unsupported format %q (want raw or qcow2)", src, format)
 	}
-	f, fi, err := OpenSource(src)
+	fi, err := f.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("import: %w", err)
+		return 0, fmt.Errorf("import %q: %w", src, err)
 	}
-	defer f.Close()
+	if !fi.Mode().IsRegular() {
+		return 0, errdefs.Invalid("import %q: not a regular file", src)
+	}
 	// A first look at the source itself refuses the wrong file before
 	// anything is copied; the decision that counts is made on the copy.
 	if _, err := sniffSource(src, format, f, fi.Size()); err != nil {
@@ -54,14 +74,21 @@ func (q *QemuImg) ImportBase(ctx context.Context, src, format, dst string) (size
 		return 0, fmt.Errorf("import %q into %q: %w", src, dst, os.ErrExist)
 	}
 	// The copy, then the converted base: about twice what src holds.
-	if err := CheckSpace(filepath.Dir(dst), 2*Allocated(fi)); err != nil {
+	need := 2 * Allocated(fi)
+	if private {
+		need = Allocated(fi)
+	}
+	if err := CheckSpace(filepath.Dir(dst), need); err != nil {
 		return 0, fmt.Errorf("import %q: %w", src, err)
 	}
-	cp := ImportCopyPath(dst)
-	if err := CopySource(ctx, f, fi.Size(), cp, 0o600, false); err != nil {
-		return 0, fmt.Errorf("import %q: %w", src, err)
+	cp := f.Name()
+	if !private {
+		cp = ImportCopyPath(dst)
+		if err := CopySource(ctx, f, fi.Size(), cp, 0o600, false); err != nil {
+			return 0, fmt.Errorf("import %q: %w", src, err)
+		}
+		defer os.Remove(cp)
 	}
-	defer os.Remove(cp)
 	format, err = q.checkCopy(ctx, src, format, cp, fi.Size())
 	if err != nil {
 		return 0, err
