@@ -34,6 +34,10 @@ type Job struct {
 	Error   string
 	Started time.Time
 	Ended   time.Time
+	// UserID is the user who started it (the starting request's
+	// identity, see StartFrom); 0 for the system. Authorization lets the
+	// starter read and cancel it.
+	UserID int64
 }
 
 // Func is the work of a job. It reports progress and must honour ctx.
@@ -111,11 +115,15 @@ func (m *Manager) pruneLocked() {
 
 // Start runs fn in the background and returns the new job's snapshot.
 func (m *Manager) Start(kind, subject string, fn Func) Job {
+	return m.start(kind, subject, 0, fn)
+}
+
+func (m *Manager) start(kind, subject string, userID int64, fn Func) Job {
 	ctx, cancel := context.WithCancel(m.base)
 	m.mu.Lock()
 	m.next++
 	e := &entry{
-		job:    Job{ID: strconv.Itoa(m.next), Kind: kind, Subject: subject, State: Running, Started: m.now().UTC()},
+		job:    Job{ID: strconv.Itoa(m.next), Kind: kind, Subject: subject, State: Running, Started: m.now().UTC(), UserID: userID},
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
