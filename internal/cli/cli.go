@@ -244,6 +244,7 @@ trusted on first use: its fingerprint is pinned in
 		a.archiveCommand(),
 		a.cleanupCommand(),
 		a.eventsCommand(),
+		a.userCommand(), a.orgCommand(), a.workspaceCommand(), a.groupCommand(), a.tokenCommand(), a.authCommand(),
 	)
 	return root
 }

@@ -55,6 +55,7 @@ func (a *app) configCommand() *cobra.Command {
 		a.configLeaseCommand(),
 		a.configDeployCommand(),
 		a.configUndeployCommand(),
+		a.configShareCommand(), a.configUnshareCommand(), a.configSharesCommand(),
 		&cobra.Command{
 			Use:   "change-ips NAME",
 			Short: "Give every pool NIC a new address (and clear manual ones)",
