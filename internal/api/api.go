@@ -42,23 +42,30 @@ func LabOf(svc *lab.Service) Lab {
 	}
 }
 
-// Handler is the http.Handler of the API.
+// Handler is the http.Handler of the API. It holds the wiring, the
+// middleware and the error mapping; each resource's endpoints are served by
+// a small handler of their own (templatesHandler, configsHandler, …), in
+// the file named after the resource.
 type Handler struct {
-	lab Lab
+	*env
+	mux   *http.ServeMux
+	table []RouteInfo
+
+	stopDrain context.CancelFunc
+	status    *statusHandler // see SetDaemon
+}
+
+// env is what the resource handlers share with Handler.
+type env struct {
 	log *slog.Logger
-	mux *http.ServeMux
 
 	// drain ends long-polling waits, log follows and console sessions when
 	// the server shuts down, so that http.Server.Shutdown does not sit out
 	// their timeouts (and hijacked consoles, which Shutdown does not track,
 	// are closed).
-	drain     context.Context
-	stopDrain context.CancelFunc
-
-	consoles consoleSessions
+	drain context.Context
 
 	limits   Limits    // see NewServer
-	daemon   Daemon    // see SetDaemon
 	recovery *recovery // see StartRecovery; nil: writes accepted at once
 }
 
@@ -71,21 +78,45 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{lab: l, log: log, mux: http.NewServeMux(), limits: DefaultLimits}
+	e := &env{log: log, limits: DefaultLimits}
+	h := &Handler{env: e, mux: http.NewServeMux()}
 	h.drain, h.stopDrain = context.WithCancel(context.Background())
-	h.routes()
+	h.status = &statusHandler{env: e, lab: l.Checks}
+	r := &router{mux: h.mux, serve: h.endpoint}
+	for _, res := range []interface{ register(*router) }{
+		h.status,
+		templatesHandler{lab: l.Templates},
+		networksHandler{lab: l.Networks},
+		configsHandler{lab: l.Configs},
+		deployHandler{env: e, lab: l.Deployments},
+		consoleHandler{env: e, lab: l.Deployments, sessions: &consoleSessions{}},
+		disksHandler{lab: l.Configs},
+		leasesHandler{lab: l.Leases},
+		libraryHandler{lab: l.Library},
+		archivesHandler{lab: l.Archives},
+		jobsHandler{env: e, lab: l.Jobs},
+		doctorHandler{lab: l.Checks},
+		eventsHandler{env: e, lab: l.Events},
+	} {
+		res.register(r)
+	}
+	h.table = r.routes
 	return h
 }
+
+// Routes returns the route table: every route the API serves, with the
+// action it performs and how its object is named.
+func (h *Handler) Routes() []RouteInfo { return append([]RouteInfo(nil), h.table...) }
 
 // ServeHTTP logs the request, reads its body within the body timeout,
 // holds it while the daemon recovers if it changes state, and serves it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.logRequests(h.readBody(h.holdWrites(http.HandlerFunc(h.route)))).ServeHTTP(w, r)
+	h.logRequests(h.readBody(h.holdWrites(http.HandlerFunc(h.serveMux)))).ServeHTTP(w, r)
 }
 
-// route serves r through the mux, answering unknown paths and methods with
+// serveMux serves r through the mux, answering unknown paths and methods with
 // the JSON error body rather than the mux's plain text.
-func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveMux(w http.ResponseWriter, r *http.Request) {
 	if _, pattern := h.mux.Handler(r); pattern != "" {
 		h.mux.ServeHTTP(w, r)
 		return
@@ -118,16 +149,18 @@ func (h *Handler) Drain() { h.stopDrain() }
 // error for writeError to map.
 type apiFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (h *Handler) handle(pattern string, fn apiFunc) {
-	stream := streamingRoutes[pattern]
-	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+// endpoint is the handler of the route ri: it bounds the writes of a
+// stream and maps fn's error to its answer.
+func (h *Handler) endpoint(ri RouteInfo, fn apiFunc) http.HandlerFunc {
+	stream := streamingRoutes[ri.Pattern]
+	return func(w http.ResponseWriter, r *http.Request) {
 		if stream {
 			w = newStreamWriter(w, h.limits.StreamWriteTimeout)
 		}
 		if err := fn(w, withActor(r)); err != nil {
 			h.writeError(w, r, err)
 		}
-	})
+	}
 }
 
 // streamingRoutes answer for as long as their client wants: the server's
@@ -137,77 +170,4 @@ var streamingRoutes = map[string]bool{
 	"GET " + wire.APIPrefix + "/configs/{name}/vms/{vm}/log": true,
 	"GET " + wire.APIPrefix + "/events":                      true,
 	"GET " + wire.APIPrefix + "/jobs/{id}/wait":              true,
-}
-
-func (h *Handler) routes() {
-	p := wire.APIPrefix
-	// /healthz answers as soon as the daemon listens; /readyz once it
-	// accepts writes (recovery done).
-	h.handle("GET /healthz", h.health)
-	h.handle("GET "+p+"/healthz", h.health)
-	h.handle("GET /readyz", h.ready)
-	h.handle("GET "+p+"/readyz", h.ready)
-	h.handle("GET "+p+"/status", h.status)
-
-	h.handle("POST "+p+"/templates", h.importTemplate)
-	h.handle("GET "+p+"/templates", h.listTemplates)
-	h.handle("GET "+p+"/templates/{name}", h.getTemplate)
-	h.handle("DELETE "+p+"/templates/{name}", h.deleteTemplate)
-
-	h.handle("POST "+p+"/networks", h.createNetwork)
-	h.handle("GET "+p+"/networks", h.listNetworks)
-	h.handle("GET "+p+"/networks/{name}", h.getNetwork)
-	h.handle("DELETE "+p+"/networks/{name}", h.deleteNetwork)
-
-	h.handle("POST "+p+"/configs", h.createConfig)
-	h.handle("GET "+p+"/configs", h.listConfigs)
-	h.handle("GET "+p+"/configs/{name}", h.getConfig)
-	h.handle("DELETE "+p+"/configs/{name}", h.deleteConfig)
-	h.handle("POST "+p+"/configs/{name}/clone", h.cloneConfig)
-	h.handle("POST "+p+"/configs/{name}/change-ips", h.changeIPs)
-	h.handle("POST "+p+"/configs/{name}/deploy", h.deploy)
-	h.handle("POST "+p+"/configs/{name}/undeploy", h.undeploy)
-	for _, action := range []string{wire.VMStop, wire.VMStart, wire.VMReset} {
-		h.handle("POST "+p+"/configs/{name}/vms/{vm}/"+action, h.vmAction(action))
-	}
-	h.handle("GET "+p+"/configs/{name}/vms/{vm}/log", h.vmLog)
-	h.handle("GET "+p+"/configs/{name}/vms/{vm}/console", h.vmConsole)
-	h.handle("PUT "+p+"/configs/{name}/vms/{vm}/nics/{nic}/ip", h.setIP)
-	h.handle("GET "+p+"/configs/{name}/vms/{vm}/disks/{disk}/chain", h.diskChain)
-	h.handle("POST "+p+"/configs/{name}/vms/{vm}/disks/{disk}/consolidate", h.consolidate)
-
-	h.handle("GET "+p+"/jobs", h.listJobs)
-	h.handle("GET "+p+"/jobs/{id}", h.getJob)
-	h.handle("GET "+p+"/jobs/{id}/wait", h.waitJob)
-	h.handle("POST "+p+"/jobs/{id}/cancel", h.cancelJob)
-	h.handle("DELETE "+p+"/jobs/{id}", h.cancelJob)
-
-	h.handle("GET "+p+"/doctor", h.doctor)
-	h.handle("POST "+p+"/doctor/repair", h.doctorRepair)
-
-	h.handle("POST "+p+"/configs/{name}/lease", h.setLease)
-
-	h.handle("POST "+p+"/library", h.capture)
-	h.handle("GET "+p+"/library", h.listLibrary)
-	h.handle("GET "+p+"/library/{name}", h.getLibraryEntry)
-	h.handle("DELETE "+p+"/library/{name}", h.deleteLibraryEntry)
-	h.handle("POST "+p+"/library/{name}/checkout", h.checkout)
-
-	h.handle("POST "+p+"/archives", h.createArchive)
-	h.handle("POST "+p+"/archives/import", h.importArchive)
-	h.handle("GET "+p+"/archives", h.listArchives)
-	h.handle("GET "+p+"/archives/{name}", h.getArchive)
-	h.handle("DELETE "+p+"/archives/{name}", h.deleteArchive)
-	h.handle("POST "+p+"/archives/{name}/restore", h.restoreArchive)
-	h.handle("POST "+p+"/archives/{name}/export", h.exportArchive)
-	h.handle("POST "+p+"/archives/{name}/lease", h.setArchiveLease)
-
-	h.handle("GET "+p+"/cleanup", h.cleanupView)
-	h.handle("POST "+p+"/cleanup", h.cleanupApply)
-
-	h.handle("GET "+p+"/events", h.events)
-}
-
-func (h *Handler) health(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, wire.Health{Status: "ok"})
 }

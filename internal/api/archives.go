@@ -3,10 +3,11 @@ package api
 import (
 	"context"
 	"net/http"
-	"stagehand/internal/jobs"
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
+	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 )
 
@@ -22,7 +23,26 @@ type Archives interface {
 	SetLease(ctx context.Context, name string, storage time.Duration) (*lab.ArchiveView, error)
 }
 
-func (h *Handler) createArchive(w http.ResponseWriter, r *http.Request) error {
+// archivesHandler serves the archive endpoints.
+type archivesHandler struct{ lab Archives }
+
+// register adds the archive routes. Creating an archive names the
+// configuration archived in its body (see auth.ArchiveCreate). An
+// archive's storage lease says when it is deleted, so setting it takes
+// archive.delete (auth has no archive.edit).
+func (h archivesHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("POST "+p+"/archives", auth.ArchiveCreate, noObject, h.create)
+	r.route("POST "+p+"/archives/import", auth.ArchiveImport, noObject, h.importFile)
+	r.route("GET "+p+"/archives", auth.ArchiveRead, noObject, h.list)
+	r.route("GET "+p+"/archives/{name}", auth.ArchiveRead, object("archive", "name"), h.get)
+	r.route("DELETE "+p+"/archives/{name}", auth.ArchiveDelete, object("archive", "name"), h.delete)
+	r.route("POST "+p+"/archives/{name}/restore", auth.ArchiveRestore, object("archive", "name"), h.restore)
+	r.route("POST "+p+"/archives/{name}/export", auth.ArchiveExport, object("archive", "name"), h.export)
+	r.route("POST "+p+"/archives/{name}/lease", auth.ArchiveDelete, object("archive", "name"), h.setLease)
+}
+
+func (h archivesHandler) create(w http.ResponseWriter, r *http.Request) error {
 	var req wire.ArchiveRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -31,14 +51,14 @@ func (h *Handler) createArchive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.Archives.StartCreate(r.Context(), req.Config, req.Name, opts)
+	j, err := h.lab.StartCreate(r.Context(), req.Config, req.Name, opts)
 	if err != nil {
 		return err
 	}
 	return writeAccepted(w, jobToWire(j))
 }
 
-func (h *Handler) restoreArchive(w http.ResponseWriter, r *http.Request) error {
+func (h archivesHandler) restore(w http.ResponseWriter, r *http.Request) error {
 	var req wire.RestoreRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -47,26 +67,26 @@ func (h *Handler) restoreArchive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.Archives.StartRestore(r.Context(), r.PathValue("name"), req.Name, opts)
+	j, err := h.lab.StartRestore(r.Context(), r.PathValue("name"), req.Name, opts)
 	if err != nil {
 		return err
 	}
 	return writeAccepted(w, jobToWire(j))
 }
 
-func (h *Handler) exportArchive(w http.ResponseWriter, r *http.Request) error {
+func (h archivesHandler) export(w http.ResponseWriter, r *http.Request) error {
 	var req wire.ExportRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	j, err := h.lab.Archives.StartExport(r.Context(), r.PathValue("name"), req.File)
+	j, err := h.lab.StartExport(r.Context(), r.PathValue("name"), req.File)
 	if err != nil {
 		return err
 	}
 	return writeAccepted(w, jobToWire(j))
 }
 
-func (h *Handler) importArchive(w http.ResponseWriter, r *http.Request) error {
+func (h archivesHandler) importFile(w http.ResponseWriter, r *http.Request) error {
 	var req wire.ImportRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -75,33 +95,55 @@ func (h *Handler) importArchive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.Archives.StartImport(r.Context(), lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork, StorageLease: lease})
+	j, err := h.lab.StartImport(r.Context(), lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork, StorageLease: lease})
 	if err != nil {
 		return err
 	}
 	return writeAccepted(w, jobToWire(j))
 }
 
-func (h *Handler) listArchives(w http.ResponseWriter, r *http.Request) error {
-	as, err := h.lab.Archives.List(r.Context())
+func (h archivesHandler) list(w http.ResponseWriter, r *http.Request) error {
+	as, err := h.lab.List(r.Context())
 	if err != nil {
 		return err
 	}
 	return writeList(w, as, archiveToWire)
 }
 
-func (h *Handler) getArchive(w http.ResponseWriter, r *http.Request) error {
-	a, err := h.lab.Archives.Get(r.Context(), r.PathValue("name"))
+func (h archivesHandler) get(w http.ResponseWriter, r *http.Request) error {
+	a, err := h.lab.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, archiveToWire(a))
 }
 
-func (h *Handler) deleteArchive(w http.ResponseWriter, r *http.Request) error {
-	if err := h.lab.Archives.Delete(r.Context(), r.PathValue("name")); err != nil {
+func (h archivesHandler) delete(w http.ResponseWriter, r *http.Request) error {
+	if err := h.lab.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+func (h archivesHandler) setLease(w http.ResponseWriter, r *http.Request) error {
+	var req wire.LeaseRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Deploy != "" || req.UndeployAction != "" {
+		return errMalformed("an archive has only a storage lease")
+	}
+	d, err := parseLeaseField("storage", req.Storage)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return errMalformed("give storage")
+	}
+	a, err := h.lab.SetLease(r.Context(), r.PathValue("name"), *d)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, archiveToWire(a))
 }

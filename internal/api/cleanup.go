@@ -8,7 +8,7 @@ import (
 	"stagehand/internal/lab"
 )
 
-func (h *Handler) cleanupView(w http.ResponseWriter, r *http.Request) error {
+func (h leasesHandler) cleanupView(w http.ResponseWriter, r *http.Request) error {
 	days := 0
 	if s := r.URL.Query().Get("idle_days"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -17,19 +17,19 @@ func (h *Handler) cleanupView(w http.ResponseWriter, r *http.Request) error {
 		}
 		days = n
 	}
-	rep, err := h.lab.Leases.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: days})
+	rep, err := h.lab.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: days})
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, cleanupToWire(rep))
 }
 
-func (h *Handler) cleanupApply(w http.ResponseWriter, r *http.Request) error {
+func (h leasesHandler) cleanupApply(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CleanupRequest
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	rep, err := h.lab.Leases.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: req.IdleDays, Apply: true, DryRun: req.DryRun})
+	rep, err := h.lab.Cleanup(r.Context(), lab.CleanupOptions{IdleDays: req.IdleDays, Apply: true, DryRun: req.DryRun})
 	if err != nil {
 		return err
 	}

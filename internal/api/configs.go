@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 )
@@ -22,7 +23,19 @@ type Configs interface {
 	StartConsolidate(ctx context.Context, config, vm string, disk int) (jobs.Job, error)
 }
 
-func (h *Handler) createConfig(w http.ResponseWriter, r *http.Request) error {
+// configsHandler serves the configuration and clone endpoints.
+type configsHandler struct{ lab Configs }
+
+func (h configsHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("POST "+p+"/configs", auth.ConfigCreate, noObject, h.create)
+	r.route("GET "+p+"/configs", auth.ConfigRead, noObject, h.list)
+	r.route("GET "+p+"/configs/{name}", auth.ConfigRead, object("config", "name"), h.get)
+	r.route("DELETE "+p+"/configs/{name}", auth.ConfigDelete, object("config", "name"), h.delete)
+	r.route("POST "+p+"/configs/{name}/clone", auth.ConfigClone, object("config", "name"), h.clone)
+}
+
+func (h configsHandler) create(w http.ResponseWriter, r *http.Request) error {
 	var req wire.ConfigRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -35,7 +48,7 @@ func (h *Handler) createConfig(w http.ResponseWriter, r *http.Request) error {
 	if spec.StorageLease, err = storageLease(req.StorageLease); err != nil {
 		return err
 	}
-	c, err := h.lab.Configs.Create(r.Context(), spec)
+	c, err := h.lab.Create(r.Context(), spec)
 	if err != nil {
 		return err
 	}
@@ -43,33 +56,33 @@ func (h *Handler) createConfig(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusCreated, configToWire(c))
 }
 
-func (h *Handler) listConfigs(w http.ResponseWriter, r *http.Request) error {
-	cs, err := h.lab.Configs.List(r.Context())
+func (h configsHandler) list(w http.ResponseWriter, r *http.Request) error {
+	cs, err := h.lab.List(r.Context())
 	if err != nil {
 		return err
 	}
 	return writeList(w, cs, configToWire)
 }
 
-func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) error {
-	c, err := h.lab.Configs.Get(r.Context(), r.PathValue("name"))
+func (h configsHandler) get(w http.ResponseWriter, r *http.Request) error {
+	c, err := h.lab.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
 }
 
-func (h *Handler) deleteConfig(w http.ResponseWriter, r *http.Request) error {
-	if err := h.lab.Configs.Delete(r.Context(), r.PathValue("name")); err != nil {
+func (h configsHandler) delete(w http.ResponseWriter, r *http.Request) error {
+	if err := h.lab.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-// cloneConfig answers a linked clone with 201 and the new configuration, and
+// clone answers a linked clone with 201 and the new configuration, and
 // a full clone with 202, the job and its Location.
-func (h *Handler) cloneConfig(w http.ResponseWriter, r *http.Request) error {
+func (h configsHandler) clone(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CloneRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -81,14 +94,14 @@ func (h *Handler) cloneConfig(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch req.Mode {
 	case "", wire.CloneLinked:
-		c, err := h.lab.Configs.LinkedClone(r.Context(), src, req.Name, opts)
+		c, err := h.lab.LinkedClone(r.Context(), src, req.Name, opts)
 		if err != nil {
 			return err
 		}
 		w.Header().Set("Location", location("configs", c.Name))
 		return writeJSON(w, http.StatusCreated, configToWire(c))
 	case wire.CloneFull:
-		j, err := h.lab.Configs.StartFullClone(r.Context(), src, req.Name, opts)
+		j, err := h.lab.StartFullClone(r.Context(), src, req.Name, opts)
 		if err != nil {
 			return err
 		}
@@ -96,28 +109,4 @@ func (h *Handler) cloneConfig(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return errMalformed("clone mode %q is not %s or %s", req.Mode, wire.CloneLinked, wire.CloneFull)
 	}
-}
-
-func (h *Handler) diskChain(w http.ResponseWriter, r *http.Request) error {
-	disk, err := pathIndex(r, "disk")
-	if err != nil {
-		return err
-	}
-	ls, err := h.lab.Configs.DiskChain(r.Context(), r.PathValue("name"), r.PathValue("vm"), disk)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, layersToWire(ls))
-}
-
-func (h *Handler) consolidate(w http.ResponseWriter, r *http.Request) error {
-	disk, err := pathIndex(r, "disk")
-	if err != nil {
-		return err
-	}
-	j, err := h.lab.Configs.StartConsolidate(r.Context(), r.PathValue("name"), r.PathValue("vm"), disk)
-	if err != nil {
-		return err
-	}
-	return writeAccepted(w, jobToWire(j))
 }

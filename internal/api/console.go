@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 )
 
@@ -24,6 +25,18 @@ const consoleLinger = 2 * time.Second
 // to end: a client that detached a moment ago leaves a session that is
 // still closing.
 const consoleBusyWait = consoleLinger + time.Second
+
+// consoleHandler serves the console endpoint: one session per VM at a
+// time.
+type consoleHandler struct {
+	*env
+	lab      Deployments
+	sessions *consoleSessions
+}
+
+func (h consoleHandler) register(r *router) {
+	r.route("GET "+wire.APIPrefix+"/configs/{name}/vms/{vm}/console", auth.ConfigConsole, object("config", "name"), h.vmConsole)
+}
 
 // consoleSessions remembers which VMs have a console attached: a QEMU
 // serial socket serves one client at a time and leaves any other one
@@ -90,16 +103,16 @@ func headerHasToken(h http.Header, key, token string) bool {
 // console socket. Everything that can fail (bad request, unknown or stopped
 // VM, console busy or unreachable) fails before the upgrade, as a JSON
 // error answer.
-func (h *Handler) vmConsole(w http.ResponseWriter, r *http.Request) error {
+func (h consoleHandler) vmConsole(w http.ResponseWriter, r *http.Request) error {
 	if !isConsoleUpgrade(r) {
 		return errMalformed("the console is reached by an HTTP upgrade: send \"Connection: Upgrade\" and \"Upgrade: %s\"", wire.ConsoleProtocol)
 	}
 	config, vm := r.PathValue("name"), r.PathValue("vm")
-	socket, err := h.lab.Deployments.VMConsole(r.Context(), config, vm)
+	socket, err := h.lab.VMConsole(r.Context(), config, vm)
 	if err != nil {
 		return err
 	}
-	release, err := h.consoles.attach(r.Context(), config, vm)
+	release, err := h.sessions.attach(r.Context(), config, vm)
 	if err != nil {
 		return err
 	}
@@ -129,19 +142,19 @@ func (h *Handler) vmConsole(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	h.log.Info("console attached", "config", config, "vm", vm, "remote", r.RemoteAddr)
-	h.joinConsole(client, rw.Reader, console)
+	h.join(client, rw.Reader, console)
 	h.log.Info("console detached", "config", config, "vm", vm, "remote", r.RemoteAddr)
 	return nil
 }
 
-// joinConsole copies bytes both ways until one side closes; it passes that
+// join copies bytes both ways until one side closes; it passes that
 // half-close on to the other side and gives the other direction
 // consoleLinger to drain before closing both. Shutdown closes both at once,
 // and so does limits.ConsoleIdle without a byte either way, so that an
 // abandoned session does not keep the VM's only console. fromClient reads
 // the client's connection, starting with the bytes the HTTP server had
 // already buffered.
-func (h *Handler) joinConsole(client net.Conn, fromClient *bufio.Reader, console net.Conn) {
+func (h consoleHandler) join(client net.Conn, fromClient *bufio.Reader, console net.Conn) {
 	var lastActive atomic.Int64
 	lastActive.Store(time.Now().UnixNano())
 	done := make(chan struct{}, 2)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/lab"
 )
@@ -28,6 +29,26 @@ type Deployments interface {
 	VMLog(ctx context.Context, config, vm string) (path string, err error)
 }
 
+// deployHandler serves the deploy, undeploy, VM power and serial log
+// endpoints.
+type deployHandler struct {
+	*env
+	lab Deployments
+}
+
+// register adds the routes of deploying a configuration and of its VMs.
+// A VM's serial log is what its console printed, so reading it takes the
+// console's action.
+func (h deployHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("POST "+p+"/configs/{name}/deploy", auth.ConfigDeploy, object("config", "name"), h.deploy)
+	r.route("POST "+p+"/configs/{name}/undeploy", auth.ConfigUndeploy, object("config", "name"), h.undeploy)
+	for _, action := range []string{wire.VMStop, wire.VMStart, wire.VMReset} {
+		r.route("POST "+p+"/configs/{name}/vms/{vm}/"+action, auth.ConfigPower, object("config", "name"), h.vmAction(action))
+	}
+	r.route("GET "+p+"/configs/{name}/vms/{vm}/log", auth.ConfigConsole, object("config", "name"), h.vmLog)
+}
+
 // logPoll is how often a followed serial log is checked for new bytes.
 const logPoll = 250 * time.Millisecond
 
@@ -35,7 +56,7 @@ const logPoll = 250 * time.Millisecond
 // It takes seconds; the daemon's server has no write timeout for that
 // reason. The lab works under the request's context: a client that goes
 // away cancels (and so rolls back) the deploy.
-func (h *Handler) deploy(w http.ResponseWriter, r *http.Request) error {
+func (h deployHandler) deploy(w http.ResponseWriter, r *http.Request) error {
 	var req wire.DeployRequest
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
@@ -48,19 +69,19 @@ func (h *Handler) deploy(w http.ResponseWriter, r *http.Request) error {
 		}
 		opts.DeployLease = &d
 	}
-	c, err := h.lab.Deployments.Deploy(r.Context(), r.PathValue("name"), opts)
+	c, err := h.lab.Deploy(r.Context(), r.PathValue("name"), opts)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
 }
 
-func (h *Handler) undeploy(w http.ResponseWriter, r *http.Request) error {
+func (h deployHandler) undeploy(w http.ResponseWriter, r *http.Request) error {
 	var req wire.UndeployRequest
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	c, err := h.lab.Deployments.Undeploy(r.Context(), r.PathValue("name"), req.SaveState)
+	c, err := h.lab.Undeploy(r.Context(), r.PathValue("name"), req.SaveState)
 	if err != nil {
 		return err
 	}
@@ -76,10 +97,10 @@ var vmActions = map[string]string{
 
 // vmAction returns the endpoint of one VM action (one route per action, so
 // that an unknown action is a 404 or 405 like any unknown path).
-func (h *Handler) vmAction(action string) apiFunc {
+func (h deployHandler) vmAction(action string) apiFunc {
 	labAction := vmActions[action]
 	return func(w http.ResponseWriter, r *http.Request) error {
-		c, err := h.lab.Deployments.VMAction(r.Context(), r.PathValue("name"), r.PathValue("vm"), labAction)
+		c, err := h.lab.VMAction(r.Context(), r.PathValue("name"), r.PathValue("vm"), labAction)
 		if err != nil {
 			return err
 		}
@@ -91,13 +112,13 @@ func (h *Handler) vmAction(action string) apiFunc {
 // goes on sending what the VM writes until the client goes away or the
 // daemon shuts down. A log that is truncated or replaced (a new deploy) is
 // followed from its new start.
-func (h *Handler) vmLog(w http.ResponseWriter, r *http.Request) error {
+func (h deployHandler) vmLog(w http.ResponseWriter, r *http.Request) error {
 	follow, err := queryBool(r, "follow")
 	if err != nil {
 		return err
 	}
 	config, vm := r.PathValue("name"), r.PathValue("vm")
-	p, err := h.lab.Deployments.VMLog(r.Context(), config, vm)
+	p, err := h.lab.VMLog(r.Context(), config, vm)
 	if err != nil {
 		return err
 	}

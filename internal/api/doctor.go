@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 
+	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/lab"
 )
 
@@ -15,16 +17,25 @@ type Checks interface {
 	Doctor(ctx context.Context, repair bool) (*lab.DoctorReport, error)
 }
 
-func (h *Handler) doctor(w http.ResponseWriter, r *http.Request) error {
-	rep, err := h.lab.Checks.Doctor(r.Context(), false)
+// doctorHandler serves the doctor's check and repair.
+type doctorHandler struct{ lab Checks }
+
+func (h doctorHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("GET "+p+"/doctor", auth.DoctorRead, noObject, h.check)
+	r.route("POST "+p+"/doctor/repair", auth.DoctorRepair, noObject, h.repair)
+}
+
+func (h doctorHandler) check(w http.ResponseWriter, r *http.Request) error {
+	rep, err := h.lab.Doctor(r.Context(), false)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, doctorToWire(rep))
 }
 
-func (h *Handler) doctorRepair(w http.ResponseWriter, r *http.Request) error {
-	rep, err := h.lab.Checks.Doctor(r.Context(), true)
+func (h doctorHandler) repair(w http.ResponseWriter, r *http.Request) error {
+	rep, err := h.lab.Doctor(r.Context(), true)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/lab/events"
 )
 
@@ -30,10 +31,20 @@ func withActor(r *http.Request) *http.Request {
 // and clients see the connection is alive.
 const eventPing = 15 * time.Second
 
-// events answers the event log: a JSON list, or with ?follow=1 (or Accept:
+// eventsHandler serves the event log, listed and followed.
+type eventsHandler struct {
+	*env
+	lab *events.Log
+}
+
+func (h eventsHandler) register(r *router) {
+	r.route("GET "+wire.APIPrefix+"/events", auth.EventRead, noObject, h.list)
+}
+
+// list answers the event log: a JSON list, or with ?follow=1 (or Accept:
 // text/event-stream) server-sent events from ?after= (or Last-Event-ID)
 // on, live, until the client goes away or the daemon shuts down.
-func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
+func (h eventsHandler) list(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	after, limit := int64(0), 0
 	if s := q.Get("after"); s != "" {
@@ -56,7 +67,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !follow && !strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
-		es, err := h.lab.Events.List(r.Context(), after, limit)
+		es, err := h.lab.List(r.Context(), after, limit)
 		if err != nil {
 			return err
 		}
@@ -76,20 +87,20 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) error {
 			after = n
 		}
 	}
-	return h.streamEvents(w, r, after)
+	return h.stream(w, r, after)
 }
 
-func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int64) error {
+func (h eventsHandler) stream(w http.ResponseWriter, r *http.Request, after int64) error {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(h.drain, cancel)()
 	// Subscribe before reading the backlog, so nothing falls in between;
 	// events seen in both are sent once (by id).
-	live, unsubscribe := h.lab.Events.Subscribe()
+	live, unsubscribe := h.lab.Subscribe()
 	defer unsubscribe()
 	// The backlog is read a page at a time, so a follower starting from
 	// an old id never holds the whole log in memory.
-	backlog, err := h.lab.Events.List(ctx, after, events.MaxPage)
+	backlog, err := h.lab.List(ctx, after, events.MaxPage)
 	if err != nil {
 		return err
 	}
@@ -124,7 +135,7 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request, after int
 		if len(backlog) < events.MaxPage {
 			break
 		}
-		if backlog, err = h.lab.Events.List(ctx, after, events.MaxPage); err != nil {
+		if backlog, err = h.lab.List(ctx, after, events.MaxPage); err != nil {
 			return nil // headers are sent; the client resumes from its last id
 		}
 	}

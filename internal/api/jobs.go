@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/jobs"
 )
 
 // Bounds of GET /jobs/{id}/wait?timeout=.
@@ -16,14 +18,29 @@ const (
 	maxWait     = 10 * time.Minute
 )
 
+// jobsHandler serves the endpoints of the lab's background operations.
+type jobsHandler struct {
+	*env
+	lab *jobs.Manager
+}
+
+func (h jobsHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("GET "+p+"/jobs", auth.JobRead, noObject, h.list)
+	r.route("GET "+p+"/jobs/{id}", auth.JobRead, object("job", "id"), h.get)
+	r.route("GET "+p+"/jobs/{id}/wait", auth.JobRead, object("job", "id"), h.wait)
+	r.route("POST "+p+"/jobs/{id}/cancel", auth.JobCancel, object("job", "id"), h.cancel)
+	r.route("DELETE "+p+"/jobs/{id}", auth.JobCancel, object("job", "id"), h.cancel)
+}
+
 // writeAccepted answers a started job with 202, its body and its Location.
 func writeAccepted(w http.ResponseWriter, j wire.Job) error {
 	w.Header().Set("Location", location("jobs", j.ID))
 	return writeJSON(w, http.StatusAccepted, j)
 }
 
-func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) error {
-	js := h.lab.Jobs.List()
+func (h jobsHandler) list(w http.ResponseWriter, r *http.Request) error {
+	js := h.lab.List()
 	out := make([]wire.Job, 0, len(js))
 	for _, j := range js {
 		out = append(out, jobToWire(j))
@@ -31,17 +48,17 @@ func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (h *Handler) getJob(w http.ResponseWriter, r *http.Request) error {
-	j, err := h.lab.Jobs.Get(r.PathValue("id"))
+func (h jobsHandler) get(w http.ResponseWriter, r *http.Request) error {
+	j, err := h.lab.Get(r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, jobToWire(j))
 }
 
-// waitJob answers when the job ends or the timeout passes, whichever comes
+// wait answers when the job ends or the timeout passes, whichever comes
 // first, with the job's snapshot: the caller looks at its state.
-func (h *Handler) waitJob(w http.ResponseWriter, r *http.Request) error {
+func (h jobsHandler) wait(w http.ResponseWriter, r *http.Request) error {
 	timeout := defaultWait
 	if s := r.URL.Query().Get("timeout"); s != "" {
 		d, err := time.ParseDuration(s)
@@ -56,7 +73,7 @@ func (h *Handler) waitJob(w http.ResponseWriter, r *http.Request) error {
 	defer stop()
 
 	id := r.PathValue("id")
-	j, err := h.lab.Jobs.Wait(ctx, id)
+	j, err := h.lab.Wait(ctx, id)
 	if err != nil {
 		stillRunning := errdefs.Kind(err) == nil &&
 			(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled))
@@ -70,14 +87,14 @@ func (h *Handler) waitJob(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, jobToWire(j))
 }
 
-// cancelJob asks a job to stop and answers 202 with its snapshot: the job
+// cancel asks a job to stop and answers 202 with its snapshot: the job
 // ends (state canceled) once its rollback is done.
-func (h *Handler) cancelJob(w http.ResponseWriter, r *http.Request) error {
+func (h jobsHandler) cancel(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	if err := h.lab.Jobs.Cancel(id); err != nil {
+	if err := h.lab.Cancel(id); err != nil {
 		return err
 	}
-	j, err := h.lab.Jobs.Get(id)
+	j, err := h.lab.Get(id)
 	if err != nil {
 		return err
 	}

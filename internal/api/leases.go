@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/lab"
 )
 
@@ -13,6 +14,20 @@ import (
 type Leases interface {
 	Set(ctx context.Context, name string, ch lab.LeaseChange) (*lab.ConfigView, error)
 	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
+}
+
+// leasesHandler serves the lease and cleanup endpoints.
+type leasesHandler struct{ lab Leases }
+
+// register adds the lease route of a configuration and the cleanup
+// routes. Applying a cleanup deletes what expired in every workspace, so
+// it takes the system administrator's doctor.repair (auth has no
+// cleanup.apply action).
+func (h leasesHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("POST "+p+"/configs/{name}/lease", auth.ConfigEdit, object("config", "name"), h.set)
+	r.route("GET "+p+"/cleanup", auth.CleanupRead, noObject, h.cleanupView)
+	r.route("POST "+p+"/cleanup", auth.DoctorRepair, noObject, h.cleanupApply)
 }
 
 // storageLease reads a request's storage lease: nil when not given (the
@@ -45,7 +60,7 @@ func parseLeaseField(name, v string) (*time.Duration, error) {
 	return &d, nil
 }
 
-func (h *Handler) setLease(w http.ResponseWriter, r *http.Request) error {
+func (h leasesHandler) set(w http.ResponseWriter, r *http.Request) error {
 	var req wire.LeaseRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -62,31 +77,9 @@ func (h *Handler) setLease(w http.ResponseWriter, r *http.Request) error {
 	if ch.Storage == nil && ch.Deploy == nil && ch.UndeployAction == "" {
 		return errMalformed("give storage, deploy or undeploy_action")
 	}
-	c, err := h.lab.Leases.Set(r.Context(), r.PathValue("name"), ch)
+	c, err := h.lab.Set(r.Context(), r.PathValue("name"), ch)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
-}
-
-func (h *Handler) setArchiveLease(w http.ResponseWriter, r *http.Request) error {
-	var req wire.LeaseRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
-	if req.Deploy != "" || req.UndeployAction != "" {
-		return errMalformed("an archive has only a storage lease")
-	}
-	d, err := parseLeaseField("storage", req.Storage)
-	if err != nil {
-		return err
-	}
-	if d == nil {
-		return errMalformed("give storage")
-	}
-	a, err := h.lab.Archives.SetLease(r.Context(), r.PathValue("name"), *d)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, archiveToWire(a))
 }

@@ -3,9 +3,10 @@ package api
 import (
 	"context"
 	"net/http"
-	"stagehand/internal/lab"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
+	"stagehand/internal/lab"
 )
 
 // Library is what the library endpoints need (lab.Library).
@@ -17,7 +18,22 @@ type Library interface {
 	Delete(ctx context.Context, name string) error
 }
 
-func (h *Handler) capture(w http.ResponseWriter, r *http.Request) error {
+// libraryHandler serves the library endpoints.
+type libraryHandler struct{ lab Library }
+
+// register adds the library routes. A capture names the configuration
+// it captures in its body, not its path: its action is decided on that
+// configuration (see auth.LibraryCapture).
+func (h libraryHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("POST "+p+"/library", auth.LibraryCapture, noObject, h.capture)
+	r.route("GET "+p+"/library", auth.LibraryRead, noObject, h.list)
+	r.route("GET "+p+"/library/{name}", auth.LibraryRead, object("library", "name"), h.get)
+	r.route("DELETE "+p+"/library/{name}", auth.LibraryDelete, object("library", "name"), h.delete)
+	r.route("POST "+p+"/library/{name}/checkout", auth.LibraryCheckout, object("library", "name"), h.checkout)
+}
+
+func (h libraryHandler) capture(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CaptureRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -26,7 +42,7 @@ func (h *Handler) capture(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Library.Capture(r.Context(), req.Config, req.Name, opts)
+	c, err := h.lab.Capture(r.Context(), req.Config, req.Name, opts)
 	if err != nil {
 		return err
 	}
@@ -34,7 +50,7 @@ func (h *Handler) capture(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusCreated, configToWire(c))
 }
 
-func (h *Handler) checkout(w http.ResponseWriter, r *http.Request) error {
+func (h libraryHandler) checkout(w http.ResponseWriter, r *http.Request) error {
 	var req wire.CheckoutRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -43,7 +59,7 @@ func (h *Handler) checkout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.lab.Library.Checkout(r.Context(), r.PathValue("name"), req.Name, opts)
+	c, err := h.lab.Checkout(r.Context(), r.PathValue("name"), req.Name, opts)
 	if err != nil {
 		return err
 	}
@@ -51,24 +67,24 @@ func (h *Handler) checkout(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusCreated, configToWire(c))
 }
 
-func (h *Handler) listLibrary(w http.ResponseWriter, r *http.Request) error {
-	cs, err := h.lab.Library.List(r.Context())
+func (h libraryHandler) list(w http.ResponseWriter, r *http.Request) error {
+	cs, err := h.lab.List(r.Context())
 	if err != nil {
 		return err
 	}
 	return writeList(w, cs, configToWire)
 }
 
-func (h *Handler) getLibraryEntry(w http.ResponseWriter, r *http.Request) error {
-	c, err := h.lab.Library.Get(r.Context(), r.PathValue("name"))
+func (h libraryHandler) get(w http.ResponseWriter, r *http.Request) error {
+	c, err := h.lab.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
 }
 
-func (h *Handler) deleteLibraryEntry(w http.ResponseWriter, r *http.Request) error {
-	if err := h.lab.Library.Delete(r.Context(), r.PathValue("name")); err != nil {
+func (h libraryHandler) delete(w http.ResponseWriter, r *http.Request) error {
+	if err := h.lab.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/lab"
 )
 
@@ -18,12 +19,27 @@ type Networks interface {
 	SetIP(ctx context.Context, config, vm string, nic int, ip string) (*lab.ConfigView, error)
 }
 
-func (h *Handler) createNetwork(w http.ResponseWriter, r *http.Request) error {
+// networksHandler serves the network and address endpoints.
+type networksHandler struct{ lab Networks }
+
+// register adds the network routes, and the address routes of a
+// configuration, whose addresses come from its networks' pools.
+func (h networksHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("POST "+p+"/networks", auth.NetworkCreate, noObject, h.create)
+	r.route("GET "+p+"/networks", auth.NetworkRead, noObject, h.list)
+	r.route("GET "+p+"/networks/{name}", auth.NetworkRead, object("network", "name"), h.get)
+	r.route("DELETE "+p+"/networks/{name}", auth.NetworkDelete, object("network", "name"), h.delete)
+	r.route("POST "+p+"/configs/{name}/change-ips", auth.ConfigEdit, object("config", "name"), h.changeIPs)
+	r.route("PUT "+p+"/configs/{name}/vms/{vm}/nics/{nic}/ip", auth.ConfigEdit, object("config", "name"), h.setIP)
+}
+
+func (h networksHandler) create(w http.ResponseWriter, r *http.Request) error {
 	var req wire.NetworkRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	n, err := h.lab.Networks.Create(r.Context(), lab.NetworkSpec{
+	n, err := h.lab.Create(r.Context(), lab.NetworkSpec{
 		Name:    req.Name,
 		Subnet:  req.Subnet,
 		Gateway: req.Gateway,
@@ -37,39 +53,39 @@ func (h *Handler) createNetwork(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusCreated, networkToWire(n))
 }
 
-func (h *Handler) listNetworks(w http.ResponseWriter, r *http.Request) error {
-	ns, err := h.lab.Networks.List(r.Context())
+func (h networksHandler) list(w http.ResponseWriter, r *http.Request) error {
+	ns, err := h.lab.List(r.Context())
 	if err != nil {
 		return err
 	}
 	return writeList(w, ns, networkToWire)
 }
 
-func (h *Handler) getNetwork(w http.ResponseWriter, r *http.Request) error {
-	n, err := h.lab.Networks.Get(r.Context(), r.PathValue("name"))
+func (h networksHandler) get(w http.ResponseWriter, r *http.Request) error {
+	n, err := h.lab.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, networkToWire(n))
 }
 
-func (h *Handler) deleteNetwork(w http.ResponseWriter, r *http.Request) error {
-	if err := h.lab.Networks.Delete(r.Context(), r.PathValue("name")); err != nil {
+func (h networksHandler) delete(w http.ResponseWriter, r *http.Request) error {
+	if err := h.lab.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (h *Handler) changeIPs(w http.ResponseWriter, r *http.Request) error {
-	c, err := h.lab.Networks.ChangeIPs(r.Context(), r.PathValue("name"))
+func (h networksHandler) changeIPs(w http.ResponseWriter, r *http.Request) error {
+	c, err := h.lab.ChangeIPs(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
 }
 
-func (h *Handler) setIP(w http.ResponseWriter, r *http.Request) error {
+func (h networksHandler) setIP(w http.ResponseWriter, r *http.Request) error {
 	nic, err := pathIndex(r, "nic")
 	if err != nil {
 		return err
@@ -78,7 +94,7 @@ func (h *Handler) setIP(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	c, err := h.lab.Networks.SetIP(r.Context(), r.PathValue("name"), r.PathValue("vm"), nic, req.IP)
+	c, err := h.lab.SetIP(r.Context(), r.PathValue("name"), r.PathValue("vm"), nic, req.IP)
 	if err != nil {
 		return err
 	}

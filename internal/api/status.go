@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/lab"
 )
@@ -27,7 +28,7 @@ type Daemon struct {
 
 // SetDaemon sets what GET /status says about the daemon. Call it before
 // serving.
-func (h *Handler) SetDaemon(d Daemon) { h.daemon = d }
+func (h *Handler) SetDaemon(d Daemon) { h.status.daemon = d }
 
 // recovery is the daemon's recovery of interrupted operations, which runs
 // while the API already answers reads.
@@ -57,7 +58,12 @@ func (r *recovery) wait(ctx context.Context, max time.Duration) bool {
 	return false
 }
 
+// state reports whether writes are accepted (always without a recovery),
+// and the error of a recovery that did not undo everything.
 func (r *recovery) state() (done bool, err error) {
+	if r == nil {
+		return true, nil
+	}
 	select {
 	case <-r.done:
 		r.mu.Lock()
@@ -86,19 +92,33 @@ func (h *Handler) StartRecovery() (finish func(error)) {
 	}
 }
 
-// recovered reports whether writes are accepted, and the error of a
-// recovery that did not undo everything.
-func (h *Handler) recovered() (bool, error) {
-	if h.recovery == nil {
-		return true, nil
-	}
-	return h.recovery.state()
+// statusHandler serves the daemon's health, readiness and status.
+type statusHandler struct {
+	*env
+	lab    Checks
+	daemon Daemon // see Handler.SetDaemon
+}
+
+// register adds the status routes. /healthz answers as soon as the daemon
+// listens, /readyz once it accepts writes (recovery done); both are
+// public, for probes that hold no credentials.
+func (h *statusHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.public("GET /healthz", h.health)
+	r.public("GET "+p+"/healthz", h.health)
+	r.public("GET /readyz", h.ready)
+	r.public("GET "+p+"/readyz", h.ready)
+	r.route("GET "+p+"/status", auth.StatusRead, noObject, h.status)
+}
+
+func (h *statusHandler) health(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, wire.Health{Status: "ok"})
 }
 
 // ready answers GET /readyz: 200 once the daemon accepts writes, 503 while
 // it still recovers.
-func (h *Handler) ready(w http.ResponseWriter, r *http.Request) error {
-	if ok, _ := h.recovered(); !ok {
+func (h *statusHandler) ready(w http.ResponseWriter, r *http.Request) error {
+	if ok, _ := h.recovery.state(); !ok {
 		w.Header().Set("Retry-After", "1")
 		return errdefs.Unavailable("recovering interrupted operations (for %s)", time.Since(h.recovery.began).Round(time.Second))
 	}
@@ -107,13 +127,13 @@ func (h *Handler) ready(w http.ResponseWriter, r *http.Request) error {
 
 // status answers GET /status: version, uptime, accelerator, store, data
 // dir, counts and recovery.
-func (h *Handler) status(w http.ResponseWriter, r *http.Request) error {
-	v, err := h.lab.Checks.Status(r.Context())
+func (h *statusHandler) status(w http.ResponseWriter, r *http.Request) error {
+	v, err := h.lab.Status(r.Context())
 	if err != nil {
 		return err
 	}
 	s := statusToWire(v, h.daemon, time.Now())
-	done, rerr := h.recovered()
+	done, rerr := h.recovery.state()
 	s.Recovered = done
 	if rerr != nil {
 		s.RecoveryError = rerr.Error()

@@ -6,6 +6,7 @@ import (
 	"net/url"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/lab"
 )
 
@@ -22,12 +23,23 @@ func location(collection, name string) string {
 	return wire.APIPrefix + "/" + collection + "/" + url.PathEscape(name)
 }
 
-func (h *Handler) importTemplate(w http.ResponseWriter, r *http.Request) error {
+// templatesHandler serves the template endpoints.
+type templatesHandler struct{ lab Templates }
+
+func (h templatesHandler) register(r *router) {
+	p := wire.APIPrefix
+	r.route("POST "+p+"/templates", auth.TemplateCreate, noObject, h.importTemplate)
+	r.route("GET "+p+"/templates", auth.TemplateRead, noObject, h.list)
+	r.route("GET "+p+"/templates/{name}", auth.TemplateRead, object("template", "name"), h.get)
+	r.route("DELETE "+p+"/templates/{name}", auth.TemplateDelete, object("template", "name"), h.delete)
+}
+
+func (h templatesHandler) importTemplate(w http.ResponseWriter, r *http.Request) error {
 	var req wire.TemplateRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	t, err := h.lab.Templates.Import(r.Context(), lab.TemplateSpec{
+	t, err := h.lab.Import(r.Context(), lab.TemplateSpec{
 		Name:        req.Name,
 		Description: req.Description,
 		Disks:       req.Disks,
@@ -45,24 +57,24 @@ func (h *Handler) importTemplate(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusCreated, templateToWire(t))
 }
 
-func (h *Handler) listTemplates(w http.ResponseWriter, r *http.Request) error {
-	ts, err := h.lab.Templates.List(r.Context())
+func (h templatesHandler) list(w http.ResponseWriter, r *http.Request) error {
+	ts, err := h.lab.List(r.Context())
 	if err != nil {
 		return err
 	}
 	return writeList(w, ts, templateToWire)
 }
 
-func (h *Handler) getTemplate(w http.ResponseWriter, r *http.Request) error {
-	t, err := h.lab.Templates.Get(r.Context(), r.PathValue("name"))
+func (h templatesHandler) get(w http.ResponseWriter, r *http.Request) error {
+	t, err := h.lab.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, templateToWire(t))
 }
 
-func (h *Handler) deleteTemplate(w http.ResponseWriter, r *http.Request) error {
-	if err := h.lab.Templates.Delete(r.Context(), r.PathValue("name")); err != nil {
+func (h templatesHandler) delete(w http.ResponseWriter, r *http.Request) error {
+	if err := h.lab.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
