@@ -74,6 +74,8 @@ func TestErrorKindsMapToStatus(t *testing.T) {
 		{fmt.Errorf("clone %q: %w", "x", errdefs.ErrCanceled), 409, wire.KindCanceled},
 		{errors.New("disk on fire"), 500, wire.KindInternal},
 		{fmt.Errorf("clone %q: freeze layer 7: %w", "x", errdefs.Conflict("layer busy")), 409, wire.KindConflict},
+		{errdefs.Unauthenticated("no credentials"), 401, wire.KindUnauthenticated},
+		{fmt.Errorf("configuration %q: %w", "x", errdefs.Forbidden("may not deploy")), 403, wire.KindForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.err.Error(), func(t *testing.T) {
@@ -89,6 +91,10 @@ func TestErrorKindsMapToStatus(t *testing.T) {
 			e := decodeAs[wire.Error](t, body)
 			if e.Kind != tt.kind || e.Error != tt.err.Error() {
 				t.Errorf("body = %+v, want kind %q error %q", e, tt.kind, tt.err.Error())
+			}
+			// A 401 names the scheme that would do (RFC 9110 §11.6.1).
+			if got, want := hdr.Get("WWW-Authenticate"), `Bearer realm="stagehand"`; (status == 401) != (got == want) {
+				t.Errorf("WWW-Authenticate = %q on a %d", got, status)
 			}
 		})
 	}

@@ -29,6 +29,10 @@ func statusOf(r *http.Request, err error) (int, string) {
 		return http.StatusServiceUnavailable, wire.KindUnavailable
 	case errdefs.ErrCanceled:
 		return http.StatusConflict, wire.KindCanceled
+	case errdefs.ErrUnauthenticated:
+		return http.StatusUnauthorized, wire.KindUnauthenticated
+	case errdefs.ErrForbidden:
+		return http.StatusForbidden, wire.KindForbidden
 	}
 	cancelled := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 	switch {
@@ -40,6 +44,10 @@ func statusOf(r *http.Request, err error) (int, string) {
 	return http.StatusInternalServerError, wire.KindInternal
 }
 
+// wwwAuthenticate is the challenge of a 401: a bearer token (sht_…) or a
+// session.
+const wwwAuthenticate = `Bearer realm="stagehand"`
+
 // writeError answers with err's status and the error body. Internal errors
 // are logged here, since they are bugs or environment failures the user
 // cannot fix by changing the request; a client that went away is only
@@ -47,6 +55,9 @@ func statusOf(r *http.Request, err error) (int, string) {
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, kind := statusOf(r, err)
 	switch status {
+	case http.StatusUnauthorized:
+		// RFC 9110 §11.6.1: a 401 names the scheme that would do.
+		w.Header().Set("WWW-Authenticate", wwwAuthenticate)
 	case http.StatusInternalServerError:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	case StatusClientClosedRequest:

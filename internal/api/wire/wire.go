@@ -280,7 +280,11 @@ const (
 	KindInvalid     = "invalid"
 	KindUnavailable = "unavailable"
 	KindCanceled    = "canceled"
-	KindInternal    = "internal"
+	// KindUnauthenticated: no valid credentials (401); KindForbidden: the
+	// caller may see the object but not do this to it (403).
+	KindUnauthenticated = "unauthenticated"
+	KindForbidden       = "forbidden"
+	KindInternal        = "internal"
 )
 
 // Error is the body of every error response.
