@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"os"
 
 	"stagehand/internal/disk"
 	"stagehand/internal/lab/deploy"
@@ -10,11 +11,13 @@ import (
 // DiskTool is what the lab needs from qcow2 files. Every path is absolute.
 // internal/disk.QemuImg is the real implementation.
 type DiskTool interface {
-	// ImportBase checks that src really is an image of format ("raw",
-	// "qcow2", or "" to detect; a qcow2 with a backing file is refused) and
-	// writes a standalone qcow2 base at dst. It returns the virtual size.
-	// On failure nothing is left at dst.
-	ImportBase(ctx context.Context, src, format, dst string) (int64, error)
+	// ImportFile checks that f, a source opened once (named name in
+	// messages), really is an image of format ("raw", "qcow2", or "" to
+	// detect; a qcow2 with a backing file is refused) and writes a
+	// standalone qcow2 base at dst. private says only the daemon can change
+	// f (an upload), so it need not be copied first. It returns the
+	// virtual size. On failure nothing is left at dst.
+	ImportFile(ctx context.Context, f *os.File, name string, private bool, format, dst string) (int64, error)
 	// CreateDelta writes an empty qcow2 at dst whose backing file is parent
 	// (recorded relative to dst's directory when both share it).
 	CreateDelta(ctx context.Context, parent, dst string) error
@@ -25,7 +28,7 @@ type DiskTool interface {
 	HasData(ctx context.Context, path string) (bool, error)
 	// Consolidate reads the whole chain under top and writes one standalone,
 	// sparse qcow2 at dst, reporting progress in bytes. On error or
-	// cancellation dst is removed. Like ImportBase, it writes under
+	// cancellation dst is removed. Like ImportFile, it writes under
 	// disk.TempPath(dst) until the file is complete: the journal names that
 	// file (beginOp), so recovery removes it after a crash.
 	Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) error

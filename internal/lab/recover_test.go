@@ -76,12 +76,12 @@ func (c *crashDisks) die(partial ...string) error {
 	return errDead
 }
 
-func (c *crashDisks) ImportBase(ctx context.Context, src, format, dst string) (int64, error) {
+func (c *crashDisks) ImportFile(ctx context.Context, f *os.File, name string, private bool, format, dst string) (int64, error) {
 	if c.take("import") {
 		// Killed while qemu-img converted the private copy of the source.
 		return 0, c.die(disk.ImportCopyPath(dst), disk.TempPath(dst))
 	}
-	return c.DiskTool.ImportBase(ctx, src, format, dst)
+	return c.DiskTool.ImportFile(ctx, f, name, private, format, dst)
 }
 
 func (c *crashDisks) CreateDelta(ctx context.Context, parent, dst string) error {

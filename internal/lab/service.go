@@ -63,6 +63,14 @@ type Options struct {
 	ArchiveDir string
 	// Leases are the lease defaults and the reaper's policy.
 	Leases LeasePolicy
+	// ImportDirs are the directories (serve --import-dir) under which the
+	// system administrator, on the unix socket, may name files on the
+	// daemon's host to import; nobody else ever may (see sources.go).
+	// Their symbolic links are resolved once, by New.
+	ImportDirs []string
+	// MaxUpload bounds each file a caller uploads (default
+	// DefaultMaxUpload).
+	MaxUpload int64
 }
 
 // Accelerator is the choice of accelerator for VMs. The daemon probes it in
@@ -112,6 +120,7 @@ type Service struct {
 	Library     Library
 	Archives    Archives
 	Leases      Leases
+	Uploads     Uploads
 	Events      *events.Log // the events: listed, followed, pruned
 }
 
@@ -160,6 +169,10 @@ type core struct {
 	eventLog *events.Log         // the events: listed, followed, pruned
 	doctor   *doctor.Doctor      // one run at a time; layers that passed
 	archives *archive.Archives   // making, exporting, importing, deleting
+
+	importDirs  []string // Options.ImportDirs, resolved
+	importNames []string // the same, as given (absolute) and resolved
+	maxUpload   int64
 }
 
 // update runs fn in a store transaction. When it does not commit, the
@@ -182,7 +195,7 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: data dir: %w", err)
 	}
-	for _, d := range []string{layersDir, filesDir} {
+	for _, d := range []string{layersDir, filesDir, uploadsDir} {
 		if err := makePrivateDir(filepath.Join(abs, d)); err != nil {
 			return nil, fmt.Errorf("lab: create %s: %w", d, err)
 		}
@@ -194,6 +207,13 @@ func New(opts Options) (*Service, error) {
 		jobs:       opts.Jobs,
 		chainLimit: opts.ChainLimit,
 		log:        opts.Logger,
+		maxUpload:  opts.MaxUpload,
+	}
+	if s.maxUpload <= 0 {
+		s.maxUpload = DefaultMaxUpload
+	}
+	if s.importDirs, s.importNames, err = resolveImportDirs(opts.ImportDirs); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
 	}
 	s.alloc = ipam.NewAllocator()
 	if s.life, err = newLifecycle(opts, abs); err != nil {
@@ -247,7 +267,7 @@ func New(opts Options) (*Service, error) {
 	return &Service{
 		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
 		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s},
-		Events: s.eventLog,
+		Uploads: Uploads{s}, Events: s.eventLog,
 	}, nil
 }
 

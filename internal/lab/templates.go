@@ -18,15 +18,22 @@ import (
 
 // ImportTemplate converts each image into a frozen qcow2 base in the data
 // dir and records the template. Kernel and initrd, when given, are copied.
-// The source files are only read: each is opened once, as a regular file
-// (disk.OpenSource), and read only through that descriptor, so a path
-// swapped or turned into a FIFO meanwhile changes nothing.
+// The images and boot files are uploads (Uploads.Receive) or, for the
+// system administrator on the unix socket only, files under an import
+// directory (see sources.go). Each is opened once, as a regular file, and
+// read only through that descriptor, so a path swapped or turned into a
+// FIFO meanwhile changes nothing. Import closes the uploads it is given.
 func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView, error) {
+	defer closeUploads(spec)
 	if err := checkName("template", spec.Name); err != nil {
 		return nil, err
 	}
-	if len(spec.Disks) == 0 {
+	switch {
+	case len(spec.Disks) == 0 && len(spec.DiskUploads) == 0:
 		return nil, errdefs.Invalid("template %q: at least one disk is required", spec.Name)
+	case len(spec.Disks) > 0 && len(spec.DiskUploads) > 0,
+		spec.Kernel != "" && spec.KernelUpload != nil, spec.Initrd != "" && spec.InitrdUpload != nil:
+		return nil, errdefs.Invalid("template %q: give each file as a path or as an upload, not both", spec.Name)
 	}
 	switch spec.Format {
 	case "", "raw", "qcow2":
@@ -45,10 +52,12 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 	if spec.MemoryMiB < 16 || spec.MemoryMiB > 1<<20 {
 		return nil, errdefs.Invalid("template %q: memory %d MiB out of range 16..1048576", spec.Name, spec.MemoryMiB)
 	}
-	if (spec.Kernel == "") != (spec.Initrd == "") && spec.Initrd != "" {
+	hasKernel := spec.Kernel != "" || spec.KernelUpload != nil
+	hasInitrd := spec.Initrd != "" || spec.InitrdUpload != nil
+	if hasInitrd && !hasKernel {
 		return nil, errdefs.Invalid("template %q: an initrd needs a kernel", spec.Name)
 	}
-	if spec.Kernel == "" && spec.Cmdline != "" {
+	if !hasKernel && spec.Cmdline != "" {
 		return nil, errdefs.Invalid("template %q: a kernel command line needs a kernel", spec.Name)
 	}
 	if err := checkCmdline(spec.Cmdline); err != nil {
@@ -57,37 +66,37 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 	if err := checkText("description", spec.Description, MaxDescription); err != nil {
 		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
 	}
-	for _, f := range append(append([]string(nil), spec.Disks...), spec.Kernel, spec.Initrd) {
-		if f == "" {
-			continue
-		}
-		if err := checkHostPath(f, "the daemon reads it"); err != nil {
-			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
-		}
+	// Every source is opened now, once, and read only through these
+	// descriptors until the import ends.
+	disks, err := s.openSources(ctx, spec.Disks, spec.DiskUploads, "a template disk")
+	defer closeSources(disks)
+	if err != nil {
+		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
 	}
-	// A cheap look at each disk, to refuse a wrong path before anything
-	// is written; ImportBase opens it again and reads only what it opened.
-	for _, f := range spec.Disks {
-		in, _, err := disk.OpenSource(f)
-		if err != nil {
-			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
-		}
-		in.Close()
-	}
-	// The boot files are opened now and copied from these descriptors.
 	var boot []bootSource
-	for _, b := range []struct{ src, suffix string }{{spec.Kernel, "vmlinuz"}, {spec.Initrd, "initrd"}} {
-		if b.src == "" {
+	defer func() {
+		for _, b := range boot {
+			b.in.close()
+		}
+	}()
+	for _, b := range []struct {
+		path   string
+		up     *Upload
+		suffix string
+	}{{spec.Kernel, spec.KernelUpload, "vmlinuz"}, {spec.Initrd, spec.InitrdUpload, "initrd"}} {
+		if b.path == "" && b.up == nil {
 			continue
 		}
-		in, size, err := openBootFile(b.src)
+		srcs, err := s.openSources(ctx, nonEmpty(b.path), nonNil(b.up), "a template's "+b.suffix)
 		if err != nil {
-			closeBoot(boot)
 			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
 		}
-		boot = append(boot, bootSource{in: in, size: size, dst: filepath.Join(filesDir, "t-"+journal.RandomHex(6)+"-"+b.suffix)})
+		in := srcs[0]
+		boot = append(boot, bootSource{in: in, size: in.size, dst: filepath.Join(filesDir, "t-"+journal.RandomHex(6)+"-"+b.suffix)})
+		if err := checkBootSize(in.name, in.size); err != nil {
+			return nil, fmt.Errorf("template %q: %w", spec.Name, err)
+		}
 	}
-	defer closeBoot(boot)
 
 	unlock := s.locks.lock("template/" + spec.Name)
 	defer unlock()
@@ -106,7 +115,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 
 	// Every file the import may create, temporary ones included, is in
 	// the journal before it exists.
-	layerPaths := make([]string, len(spec.Disks))
+	layerPaths := make([]string, len(disks))
 	var created []string
 	for i := range layerPaths {
 		layerPaths[i] = newLayerPath()
@@ -125,12 +134,12 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 	if err != nil {
 		return nil, err
 	}
-	sizes := make([]int64, len(spec.Disks))
-	for i, src := range spec.Disks {
+	sizes := make([]int64, len(disks))
+	for i, src := range disks {
 		if err := s.journal.Step(ctx, op, "convert"); err != nil {
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
-		size, err := s.disks.ImportBase(ctx, src, spec.Format, s.abs(layerPaths[i]))
+		size, err := s.disks.ImportFile(ctx, src.f, src.name, src.private, spec.Format, s.abs(layerPaths[i]))
 		if err != nil {
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
@@ -149,7 +158,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		if err := disk.CheckSpace(s.abs(filesDir), b.size); err != nil {
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
-		if err := copyOpenFile(ctx, b.in, b.size, s.abs(b.dst), 0o400); err != nil {
+		if err := copyOpenFile(ctx, b.in.f, b.size, s.abs(b.dst), 0o400); err != nil {
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 	}
@@ -203,37 +212,73 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 // bootSource is a kernel or initrd being imported: the open source, its
 // size, and where it goes (relative to the data dir).
 type bootSource struct {
-	in   *os.File
+	in   source
 	size int64
 	dst  string
 }
 
-func closeBoot(bs []bootSource) {
-	for _, b := range bs {
-		b.in.Close()
+// openSources opens the files an import reads: each path with
+// openHostSource (what says what it is for), or each upload as it is.
+func (s *core) openSources(ctx context.Context, paths []string, uploads []*Upload, what string) ([]source, error) {
+	var out []source
+	for _, p := range paths {
+		f, size, err := s.openHostSource(ctx, p, what)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, source{name: p, f: f, size: size, owned: true})
 	}
+	for _, u := range uploads {
+		if u == nil {
+			return out, errdefs.Invalid("%s: an empty upload", what)
+		}
+		out = append(out, u.source())
+	}
+	return out, nil
+}
+
+func closeSources(srcs []source) {
+	for _, src := range srcs {
+		src.close()
+	}
+}
+
+// closeUploads removes the uploads of spec, once the import is over.
+func closeUploads(spec TemplateSpec) {
+	for _, u := range append(append([]*Upload(nil), spec.DiskUploads...), spec.KernelUpload, spec.InitrdUpload) {
+		if u != nil {
+			u.Close()
+		}
+	}
+}
+
+func nonEmpty(p string) []string {
+	if p == "" {
+		return nil
+	}
+	return []string{p}
+}
+
+func nonNil(u *Upload) []*Upload {
+	if u == nil {
+		return nil
+	}
+	return []*Upload{u}
 }
 
 // maxBootFile bounds a kernel or initrd, imported or in a bundle: real
 // ones are tens of MiB; an initrd of a live system a few hundred.
 const maxBootFile = 1 << 30
 
-// openBootFile opens a kernel or initrd to import (see disk.OpenSource)
-// and refuses an empty or oversized one.
-func openBootFile(path string) (*os.File, int64, error) {
-	in, fi, err := disk.OpenSource(path)
-	if err != nil {
-		return nil, 0, err
-	}
+// checkBootSize refuses an empty or oversized kernel or initrd.
+func checkBootSize(name string, size int64) error {
 	switch {
-	case fi.Size() == 0:
-		in.Close()
-		return nil, 0, errdefs.Invalid("%q is empty", path)
-	case fi.Size() > maxBootFile:
-		in.Close()
-		return nil, 0, errdefs.Invalid("%q is %d bytes, more than the %d a kernel or initrd may be", path, fi.Size(), int64(maxBootFile))
+	case size == 0:
+		return errdefs.Invalid("%q is empty", name)
+	case size > maxBootFile:
+		return errdefs.Invalid("%q is %d bytes, more than the %d a kernel or initrd may be", name, size, int64(maxBootFile))
 	}
-	return in, fi.Size(), nil
+	return nil
 }
 
 // maxPath and maxCmdline bound strings that reach the kernel (paths) and

@@ -23,6 +23,13 @@ type TemplateSpec struct {
 	Kernel      string   // direct kernel boot: host path of the kernel (optional)
 	Initrd      string   // host path of the initrd (optional)
 	Cmdline     string   // kernel command line (optional)
+	// Uploaded files, given instead of the host paths above (which only
+	// the system administrator on the unix socket may name, under an
+	// import directory; see sources.go): the disks in disk order, the
+	// kernel and the initrd. Import closes them.
+	DiskUploads  []*Upload
+	KernelUpload *Upload
+	InitrdUpload *Upload
 }
 
 // NetworkSpec is the input of CreateNetwork.
