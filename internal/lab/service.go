@@ -21,6 +21,7 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/doctor"
@@ -122,6 +123,9 @@ type Service struct {
 	Leases      Leases
 	Uploads     Uploads
 	Events      *events.Log // the events: listed, followed, pruned
+	// Access decides who may do what (the api checks every route with
+	// it); the lab uses it to place new objects and filter lists.
+	Access *access.Checker
 }
 
 // The resources of the lab. Each is a view of the shared core; their
@@ -169,6 +173,7 @@ type core struct {
 	eventLog *events.Log         // the events: listed, followed, pruned
 	doctor   *doctor.Doctor      // one run at a time; layers that passed
 	archives *archive.Archives   // making, exporting, importing, deleting
+	access   *access.Checker     // placement of new objects, filtered lists
 
 	importDirs  []string // Options.ImportDirs, resolved
 	importNames []string // the same, as given (absolute) and resolved
@@ -242,6 +247,7 @@ func New(opts Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.access = access.New(s.store, s.log).WithJobs(s.jobs)
 	s.journal = journal.New(journal.Config{
 		Store: s.store, Disks: s.disks, DataDir: s.dataDir, Log: s.log, FailAt: opts.FailAt,
 		OnFailure: s.recordOpFailure,
@@ -267,7 +273,7 @@ func New(opts Options) (*Service, error) {
 	return &Service{
 		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
 		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s},
-		Uploads: Uploads{s}, Events: s.eventLog,
+		Uploads: Uploads{s}, Events: s.eventLog, Access: s.access,
 	}, nil
 }
 

@@ -39,6 +39,8 @@ type NetworkSpec struct {
 	Gateway string   // default: the first host address of the subnet
 	Pools   []string // "FIRST-LAST" ranges inside the subnet
 	DNS     []string
+	// Workspace is where the network goes (see TemplateSpec.Workspace).
+	Workspace string
 }
 
 // VMSpec describes one VM of a new configuration.
@@ -58,6 +60,9 @@ type ConfigSpec struct {
 	// StorageLease is the configuration's storage lease from its creation:
 	// nil means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
 	StorageLease *time.Duration
+	// Workspace is where the configuration goes (see
+	// TemplateSpec.Workspace).
+	Workspace string
 }
 
 // CreateOptions are the options of the operations that make a new
@@ -67,6 +72,9 @@ type CreateOptions struct {
 	// StorageLease is the new object's storage lease from its creation:
 	// nil means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
 	StorageLease *time.Duration
+	// Workspace is where the new object goes ("ws" or "org/ws"); "" is
+	// the workspace of the object it is made from.
+	Workspace string
 }
 
 // TemplateView is a template as shown to users.
@@ -80,6 +88,11 @@ type TemplateView struct {
 	Initrd      string
 	Cmdline     string
 	CreatedAt   time.Time
+	// Workspace is its workspace ("ws" in organization default, else
+	// "org/ws"; "" for none) and Owner its owner's user name ("" for the
+	// system's).
+	Workspace string
+	Owner     string
 }
 
 // LayerView is one layer of a chain.
@@ -103,6 +116,8 @@ type NetworkView struct {
 	PoolUsed  int
 	Usage     []IPUsage // every held address, in address order
 	CreatedAt time.Time
+	Workspace string // see TemplateView
+	Owner     string
 }
 
 // IPUsage says who holds one address of a network.
@@ -128,7 +143,12 @@ type ConfigView struct {
 	Kind        string
 	Lease       LeaseView
 	Description string
-	Owner       string
+	// Owner is the owning user's name; for an object without one (made
+	// before users existed, or by the system) the owner text it was
+	// given.
+	Owner string
+	// Workspace is its workspace (see TemplateView).
+	Workspace   string
 	State       string
 	Fenced      bool
 	FencePolicy string
