@@ -10,8 +10,10 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
@@ -98,6 +100,10 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		}
 	}
 
+	place, err := s.place(ctx, auth.TemplateCreate, access.KindTemplate, spec.Workspace, 0)
+	if err != nil {
+		return nil, fmt.Errorf("import template %q: %w", spec.Name, err)
+	}
 	unlock := s.locks.lock("template/" + spec.Name)
 	defer unlock()
 	if err := s.store.View(ctx, func(tx store.Tx) error {
@@ -175,6 +181,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		t := &store.Template{
 			Name: spec.Name, Description: spec.Description, CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB,
 			Kernel: kernel, Initrd: initrd, Cmdline: spec.Cmdline,
+			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID,
 		}
 		layers := make([]*store.Layer, len(layerPaths))
 		for i, p := range layerPaths {
@@ -363,11 +370,15 @@ func copyFile(ctx context.Context, src, dst string, perm os.FileMode, limit int6
 	return copyOpenFile(ctx, in, fi.Size(), dst, perm)
 }
 
-// ListTemplates returns every template.
+// ListTemplates returns the templates the caller may see.
 func (s Templates) List(ctx context.Context) ([]TemplateView, error) {
+	sc, err := s.access.Scope(ctx, access.KindTemplate)
+	if err != nil {
+		return nil, err
+	}
 	var out []TemplateView
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		ts, err := tx.ListTemplates()
+	err = s.store.View(ctx, func(tx store.Tx) error {
+		ts, err := listTemplates(tx, sc)
 		if err != nil {
 			return err
 		}
@@ -475,6 +486,7 @@ func (s *core) templateView(tx store.Tx, t *store.Template) (*TemplateView, erro
 		Name: t.Name, Description: t.Description, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB,
 		Cmdline: t.Cmdline, CreatedAt: t.CreatedAt,
 	}
+	v.Workspace, v.Owner = owned(access.NewNames(tx), t.WorkspaceID, t.OwnerID, "")
 	if t.Kernel != "" {
 		v.Kernel = s.abs(t.Kernel)
 	}

@@ -30,6 +30,9 @@ type TemplateSpec struct {
 	DiskUploads  []*Upload
 	KernelUpload *Upload
 	InitrdUpload *Upload
+	// Workspace is where the template goes ("ws" in organization default,
+	// or "org/ws"); "" is the caller's default workspace, else default/main.
+	Workspace string
 }
 
 // NetworkSpec is the input of CreateNetwork.
