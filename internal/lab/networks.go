@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"sort"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/store"
 )
 
@@ -23,6 +25,10 @@ func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, e
 	}
 	var view *NetworkView
 	err = s.update(ctx, func(tx store.Tx) error {
+		place, err := s.access.Place(ctx, tx, auth.NetworkCreate, access.KindNetwork, spec.Workspace, 0)
+		if err != nil {
+			return fmt.Errorf("network %q: %w", spec.Name, err)
+		}
 		// Two networks sharing addresses would put the same route on two
 		// bridges and hand one address to two VMs.
 		others, err := tx.ListNetworks()
@@ -34,7 +40,8 @@ func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, e
 				return errdefs.Conflict("network %q: subnet %s overlaps subnet %s of network %q", spec.Name, n.Subnet, o.Subnet, o.Name)
 			}
 		}
-		nw := &store.Network{Name: spec.Name, Subnet: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Pools: n.Pools}
+		nw := &store.Network{Name: spec.Name, Subnet: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Pools: n.Pools,
+			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
 		if err := tx.CreateNetwork(nw); err != nil {
 			if errors.Is(err, errdefs.ErrConflict) {
 				return errdefs.Conflict("network %q already exists", spec.Name)
@@ -52,11 +59,15 @@ func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, e
 	return view, nil
 }
 
-// ListNetworks returns every network with its usage.
+// ListNetworks returns the networks the caller may see, with their usage.
 func (s Networks) List(ctx context.Context) ([]NetworkView, error) {
+	sc, err := s.access.Scope(ctx, access.KindNetwork)
+	if err != nil {
+		return nil, err
+	}
 	var out []NetworkView
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		nws, err := tx.ListNetworks()
+	err = s.store.View(ctx, func(tx store.Tx) error {
+		nws, err := listNetworks(tx, sc)
 		if err != nil {
 			return err
 		}
@@ -169,6 +180,7 @@ func networkView(tx store.Tx, nw *store.Network, owners map[int64]nicOwner) (*Ne
 		Name: nw.Name, Subnet: nw.Subnet.String(), Gateway: nw.Gateway.String(),
 		PoolSize: ipam.PoolSize(nw.Pools), CreatedAt: nw.CreatedAt,
 	}
+	v.Workspace, v.Owner = owned(access.NewNames(tx), nw.WorkspaceID, nw.OwnerID, "")
 	for _, d := range nw.DNS {
 		v.DNS = append(v.DNS, d.String())
 	}
