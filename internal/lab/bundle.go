@@ -3,9 +3,11 @@ package lab
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"time"
 
+	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab/archive"
@@ -19,18 +21,55 @@ import (
 // leases, events, rules and a restore's records through archiveLab.
 
 // ImportSpec is the input of StartImport.
-type ImportSpec = archive.ImportSpec
+type ImportSpec struct {
+	// The bundle: an upload (Uploads.Receive), which StartImport closes
+	// once the import is over, or a file on the daemon's host, which only
+	// the system administrator on the unix socket may name, under an
+	// import directory (see sources.go).
+	Upload *Upload
+	File   string
+	Name   string // the new archive's name; "" keeps the bundle's
+	// MapNetwork maps the bundle's network names to this server's; networks
+	// not in it keep their names.
+	MapNetwork map[string]string
+	// StorageLease is the archive's storage lease from its import: nil
+	// means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
+	StorageLease *time.Duration
+}
 
-// StartExport starts a job that writes archive name as a bundle at file
-// (see archive.Archives.StartExport).
+// Export writes archive name as a bundle to w, a stream to the caller
+// (see archive.Archives.Export): the daemon writes no file for it.
+func (s Archives) Export(ctx context.Context, name string, w io.Writer) error {
+	return s.archives.Export(ctx, name, w)
+}
+
+// StartExport is what export was: a job writing the bundle at a path on
+// the daemon's host, which let callers create files as root anywhere (C3).
+// It is refused; the bundle is downloaded (Export).
 func (s Archives) StartExport(ctx context.Context, name, file string) (jobs.Job, error) {
-	return s.archives.StartExport(ctx, name, file)
+	return jobs.Job{}, errdefs.Forbidden("export %q: the server writes no file for an export any more: download the bundle (GET /api/v1/archives/%s/bundle, stagehand archive export NAME FILE)", name, name)
 }
 
 // StartImport checks a bundle's manifest and starts a job that imports it
 // as a new archive (see archive.Archives.StartImport).
 func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
-	return s.archives.StartImport(ctx, spec)
+	as := archive.ImportSpec{Name: spec.Name, MapNetwork: spec.MapNetwork, StorageLease: spec.StorageLease}
+	switch {
+	case spec.Upload != nil && spec.File != "":
+		spec.Upload.Close()
+		return jobs.Job{}, errdefs.Invalid("import: give the bundle as a path or as an upload, not both")
+	case spec.Upload != nil:
+		as.File, as.Source, as.Release = spec.Upload.file, "upload "+spec.Upload.Name, spec.Upload.Close
+	case spec.File == "":
+		return jobs.Job{}, errdefs.Invalid("import: no bundle given")
+	default:
+		f, _, err := s.openHostSource(ctx, spec.File, "the bundle to import")
+		if err != nil {
+			return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
+		}
+		as.File, as.Source = f, spec.File
+	}
+	return s.archives.StartImport(ctx, as)
 }
 
 // DeleteArchive deletes an archive and its directory.
@@ -152,7 +191,6 @@ func (archiveLab) CopyBootFile(ctx context.Context, src, dst string) error {
 }
 
 func (archiveLab) CheckName(kind, name string) error      { return checkName(kind, name) }
-func (archiveLab) CheckHostPath(p, why string) error      { return checkHostPath(p, why) }
 func (archiveLab) CheckManifest(m *bundle.Manifest) error { return checkManifestRules(m) }
 func (archiveLab) CheckLeaseLength(kind string, d *time.Duration) error {
 	return checkLeaseLength(kind, d)

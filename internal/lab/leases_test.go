@@ -361,7 +361,7 @@ func TestOperationsAnswerWithTheirLease(t *testing.T) {
 		t.Errorf("archive after restore: %v, last used %v, want now", err, a.Lease.LastUsed)
 	}
 	file := filepath.Join(t.TempDir(), "arch.tar")
-	e.ok(e.svc.Archives.StartExport(ctx, "arch", file))
+	exportBundle(t, e.svc, "arch", file)
 	e.ok(e.svc.Archives.StartImport(ctx, lab.ImportSpec{File: file, Name: "imported", StorageLease: ptr(9 * day)}))
 	if a, err = e.svc.Archives.Get(ctx, "imported"); err != nil {
 		t.Fatal(err)
@@ -506,7 +506,7 @@ func TestKillAfterCommitKeepsTheLease(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.ok(e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{}))
-			e.ok(e.svc.Archives.StartExport(ctx, "arch", filepath.Join(e.dir, "arch.tar")))
+			exportBundle(t, e.svc, "arch", filepath.Join(e.dir, "arch.tar"))
 
 			dying := &dyingStore{Store: e.db, kind: c.kind, died: make(chan struct{}), release: make(chan struct{})}
 			doomed := e.restart(func(o *lab.Options) { o.Store, o.Now = dying, clock.Now })

@@ -43,10 +43,9 @@ type Lab interface {
 	Touch(ctx context.Context, archive string)
 	// Record tells the event log that action was done to archive.
 	Record(ctx context.Context, action, archive, detail string)
-	// This server's rules: names, host paths, lease lengths and a
-	// manifest from outside (see bundle.ParseHead).
+	// This server's rules: names, lease lengths and a manifest from
+	// outside (see bundle.ParseHead).
 	CheckName(kind, name string) error
-	CheckHostPath(p, why string) error
 	CheckLeaseLength(kind string, d *time.Duration) error
 	CheckManifest(m *bundle.Manifest) error
 	// Update runs fn in a store transaction of the lab's (which forgets

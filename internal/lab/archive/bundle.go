@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"stagehand/internal/disk"
@@ -28,22 +28,44 @@ import (
 // else fails the import, and the directory is removed: nothing is left
 // behind.
 
-// StartExport starts a job that writes archive name as a bundle at file, an
-// absolute path on the daemon's host that must not exist yet. The bundle
-// appears under its name only when complete; each file's checksum is
-// checked on the way, so a damaged archive is not exported.
-func (x *Archives) StartExport(ctx context.Context, name, file string) (jobs.Job, error) {
-	if err := x.lab.CheckHostPath(file, "the daemon writes it"); err != nil {
-		return jobs.Job{}, fmt.Errorf("export %q: %w", name, err)
+// Export writes archive name as a bundle to w: a stream to the caller (a
+// download), never a file on the daemon's host. The archive's files are
+// opened first, under its lock, which is then released: deleting the
+// archive meanwhile does not cut the stream, and a slow reader holds no
+// lock. Each file's size and checksum are checked on the way, so a damaged
+// archive fails the stream rather than being exported.
+func (x *Archives) Export(ctx context.Context, name string, w io.Writer) error {
+	files, raw, m, err := x.openForExport(ctx, name)
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("export %q: %w", name, err)
 	}
-	file = filepath.Clean(file)
-	if _, err := os.Lstat(file); err == nil {
-		return jobs.Job{}, errdefs.Conflict("export %q: %s already exists", name, file)
+	open := func(mf *bundle.File) (io.ReadCloser, error) {
+		f := files[mf.Path]
+		delete(files, mf.Path) // WriteFrom closes it
+		if f == nil {
+			return nil, fmt.Errorf("%s: not opened", mf.Path)
+		}
+		return f, nil
 	}
-	if st, err := os.Stat(filepath.Dir(file)); err != nil || !st.IsDir() {
-		return jobs.Job{}, errdefs.Invalid("export %q: directory %s does not exist", name, filepath.Dir(file))
+	if err := bundle.WriteFrom(ctx, w, raw, m, open, func(done, total int64) {}); err != nil {
+		x.log.Info("archive export ended early", "archive", name, "err", err)
+		return fmt.Errorf("export %q: %w", name, err)
 	}
+	x.log.Info("archive exported", "archive", name, "bytes", m.Size())
+	x.lab.Touch(ctx, name)
+	x.lab.Record(ctx, "export", name, "downloaded")
+	return nil
+}
+
+// openForExport opens every file of archive name, under its lock.
+func (x *Archives) openForExport(ctx context.Context, name string) (map[string]*os.File, []byte, *bundle.Manifest, error) {
 	unlock := x.lab.Lock(name)
+	defer unlock()
 	var a *store.Archive
 	err := x.store.View(ctx, func(tx store.Tx) error {
 		var err error
@@ -51,70 +73,33 @@ func (x *Archives) StartExport(ctx context.Context, name, file string) (jobs.Job
 		return err
 	})
 	if err != nil {
-		unlock()
-		return jobs.Job{}, fmt.Errorf("export %q: %w", name, err)
+		return nil, nil, nil, err
 	}
 	m, err := bundle.Parse(a.Manifest)
 	if err != nil {
-		unlock()
-		return jobs.Job{}, fmt.Errorf("export %q: %w", name, err)
+		return nil, nil, nil, err
 	}
-	tmp := filepath.Join(filepath.Dir(file), "."+filepath.Base(file)+"."+journal.RandomHex(6)+".tmp")
-	op, err := x.lab.BeginOp(ctx, "export", name, []string{tmp})
-	if err != nil {
-		unlock()
-		return jobs.Job{}, err
-	}
-	dir := x.DirOf(a)
-	return x.jobs.StartFrom(ctx, "export", name, func(ctx context.Context, progress func(done, total int64)) error {
-		defer unlock()
-		if err := x.writeBundleFile(ctx, op, tmp, file, a.Manifest, m, dir, progress); err != nil {
-			return x.lab.FailOp(op, fmt.Errorf("export %q to %s: %w", name, file, err))
+	files := map[string]*os.File{}
+	for _, mf := range m.Files() {
+		f, err := os.Open(filepath.Join(x.DirOf(a), mf.Path))
+		if err != nil {
+			return files, nil, nil, fmt.Errorf("archive file %s: %w", mf.Path, err)
 		}
-		x.lab.FinishOp(op) // the temporary name is gone: nothing to undo
-		x.log.Info("archive exported", "archive", name, "file", file, "bytes", m.Size())
-		x.lab.Touch(ctx, name)
-		x.lab.Record(ctx, "export", name, "to "+file)
-		return nil
-	}), nil
-}
-
-func (x *Archives) writeBundleFile(ctx context.Context, op *store.Op, tmp, file string, raw []byte, m *bundle.Manifest, dir string, progress func(done, total int64)) error {
-	if err := x.lab.Step(ctx, op, "write"); err != nil {
-		return err
+		files[mf.Path] = f
 	}
-	// Private to root like the archive it carries: the user who asked
-	// for it can be given it (chown, chmod) on purpose.
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := bundle.Write(ctx, f, raw, m, dir, progress); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := x.lab.Step(ctx, op, "publish"); err != nil {
-		return err
-	}
-	if _, err := os.Lstat(file); err == nil {
-		return errdefs.Conflict("%s appeared meanwhile", file)
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		return err
-	}
-	return SyncPaths(filepath.Dir(file))
+	return files, a.Manifest, m, nil
 }
 
 // ImportSpec is the input of StartImport.
 type ImportSpec struct {
-	File string // absolute path of the bundle on the daemon's host
-	Name string // the new archive's name; "" keeps the bundle's
+	// File is the bundle, opened once by the lab (an upload, or a file
+	// the system administrator named); Source names it in the archive's
+	// source and in messages. StartImport owns it: it closes it and calls
+	// Release (when set) once the import is over, whatever its outcome.
+	File    *os.File
+	Source  string
+	Release func()
+	Name    string // the new archive's name; "" keeps the bundle's
 	// MapNetwork maps the bundle's network names to this server's; networks
 	// not in it keep their names.
 	MapNetwork map[string]string
@@ -126,31 +111,34 @@ type ImportSpec struct {
 // StartImport checks a bundle's manifest and starts a job that imports it
 // as a new archive (see the top of this file).
 func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
-	if err := x.lab.CheckHostPath(spec.File, "the daemon reads it"); err != nil {
-		return jobs.Job{}, fmt.Errorf("import: %w", err)
-	}
-	if err := x.lab.CheckLeaseLength("storage", spec.StorageLease); err != nil {
-		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
-	}
-	head, err := bundle.ReadHead(spec.File, x.lab.CheckManifest)
-	if err != nil {
-		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
-	}
 	started := false
+	done := func() {
+		spec.File.Close()
+		if spec.Release != nil {
+			spec.Release()
+		}
+	}
 	defer func() {
 		if !started {
-			head.File.Close()
+			done()
 		}
 	}()
+	if err := x.lab.CheckLeaseLength("storage", spec.StorageLease); err != nil {
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.Source, err)
+	}
+	head, err := bundle.ReadHeadFrom(spec.File, x.lab.CheckManifest)
+	if err != nil {
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.Source, err)
+	}
 	m := head.Manifest
 	if spec.Name != "" {
 		m.Name = spec.Name
 	}
 	if err := x.lab.CheckName("archive", m.Name); err != nil {
-		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.Source, err)
 	}
 	if err := x.MapNetworks(m, spec.MapNetwork); err != nil {
-		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.Source, err)
 	}
 	unlock := x.lab.Lock(m.Name)
 	err = x.store.View(ctx, func(tx store.Tx) error {
@@ -163,7 +151,7 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 	})
 	if err != nil {
 		unlock()
-		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.Source, err)
 	}
 	raw, err := json.Marshal(m)
 	if err != nil {
@@ -175,7 +163,7 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 	// bundle's size.
 	if err := disk.CheckSpace(x.dir, m.Size()); err != nil {
 		unlock()
-		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.File, err)
+		return jobs.Job{}, fmt.Errorf("import %s: %w", spec.Source, err)
 	}
 	dirName := NewDirName()
 	dir := filepath.Join(x.dir, dirName)
@@ -188,15 +176,15 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 	started = true
 	return x.jobs.StartFrom(ctx, "import", m.Name, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
-		defer head.File.Close()
+		defer done()
 		fail := func(err error) error {
-			return x.lab.FailOp(op, fmt.Errorf("import %s: %w", spec.File, err))
+			return x.lab.FailOp(op, fmt.Errorf("import %s: %w", spec.Source, err))
 		}
 		if err := x.Extract(ctx, op, head, m, tmp, dir, progress); err != nil {
 			return fail(err)
 		}
 		err := x.store.Update(ctx, func(tx store.Tx) error {
-			a := &store.Archive{Name: m.Name, Source: "bundle " + spec.File, Dir: dirName, Manifest: raw, Size: m.Size()}
+			a := &store.Archive{Name: m.Name, Source: "bundle " + spec.Source, Dir: dirName, Manifest: raw, Size: m.Size()}
 			if err := tx.CreateArchive(a); err != nil {
 				return err
 			}
@@ -209,8 +197,8 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 			return fail(err)
 		}
 		x.lab.FinishOp(op)
-		x.log.Info("archive imported", "archive", m.Name, "file", spec.File, "bytes", m.Size())
-		x.lab.Record(ctx, "import", m.Name, "from "+spec.File)
+		x.log.Info("archive imported", "archive", m.Name, "source", spec.Source, "bytes", m.Size())
+		x.lab.Record(ctx, "import", m.Name, "from "+spec.Source)
 		return nil
 	}), nil
 }

@@ -51,6 +51,14 @@ const CopyBuffer = 1 << 20
 // decoded), to w. Each file's size and checksum are checked on the way, so
 // a damaged archive is not exported.
 func Write(ctx context.Context, w io.Writer, raw []byte, m *Manifest, dir string, progress func(done, total int64)) error {
+	return WriteFrom(ctx, w, raw, m, func(mf *File) (io.ReadCloser, error) {
+		return os.Open(filepath.Join(dir, mf.Path))
+	}, progress)
+}
+
+// WriteFrom is Write with each of the manifest's files read from what open
+// returns for it (a file opened earlier, say).
+func WriteFrom(ctx context.Context, w io.Writer, raw []byte, m *Manifest, open func(*File) (io.ReadCloser, error), progress func(done, total int64)) error {
 	total := m.Size()
 	progress(0, total)
 	tw := tar.NewWriter(w)
@@ -69,7 +77,13 @@ func Write(ctx context.Context, w io.Writer, raw []byte, m *Manifest, dir string
 	buf := make([]byte, CopyBuffer)
 	var done int64
 	for _, mf := range m.Files() {
-		if err := writeEntry(ctx, tw, filepath.Join(dir, mf.Path), mf, m, buf, func(n int64) { progress(done+n, total) }); err != nil {
+		in, err := open(mf)
+		if err != nil {
+			return fmt.Errorf("archive file %s: %w", mf.Path, err)
+		}
+		err = writeEntry(ctx, tw, in, mf, m, buf, func(n int64) { progress(done+n, total) })
+		in.Close()
+		if err != nil {
 			return err
 		}
 		done += mf.Size
@@ -77,12 +91,7 @@ func Write(ctx context.Context, w io.Writer, raw []byte, m *Manifest, dir string
 	return tw.Close()
 }
 
-func writeEntry(ctx context.Context, tw *tar.Writer, src string, mf *File, m *Manifest, buf []byte, progress func(int64)) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("archive file %s: %w", mf.Path, err)
-	}
-	defer in.Close()
+func writeEntry(ctx context.Context, tw *tar.Writer, in io.Reader, mf *File, m *Manifest, buf []byte, progress func(int64)) error {
 	if err := tw.WriteHeader(&tar.Header{Name: mf.Path, Mode: 0o444, Size: mf.Size, ModTime: m.CreatedAt, Format: tar.FormatPAX}); err != nil {
 		return err
 	}
@@ -140,13 +149,33 @@ type Head struct {
 // its manifest (see ParseHead). The caller closes head.File. Every problem
 // is of kind invalid.
 func ReadHead(file string, rules func(*Manifest) error) (*Head, error) {
-	f, fi, err := disk.OpenSource(file)
+	f, _, err := disk.OpenSource(file)
 	if err != nil {
+		return nil, err
+	}
+	head, err := ReadHeadFrom(f, rules)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return head, nil
+}
+
+// ReadHeadFrom is ReadHead of a bundle already open (from its start; a
+// regular file), which becomes head.File. It does not close f.
+func ReadHeadFrom(f *os.File, rules func(*Manifest) error) (*Head, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errdefs.Invalid("the bundle is not a regular file")
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
 	head, err := ParseHead(f, fi.Size(), rules)
 	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	head.File = f
