@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strings"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
@@ -67,6 +69,11 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 	unlock := s.locks.lock(keys...)
 	defer unlock()
 
+	place, err := s.place(ctx, auth.ConfigCreate, access.KindConfig, spec.Workspace, 0)
+	if err != nil {
+		return nil, fmt.Errorf("create configuration %q: %w", spec.Name, err)
+	}
+
 	// Resolve templates and networks, and plan one delta per template disk.
 	type plannedVM struct {
 		spec   VMSpec
@@ -76,7 +83,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 		bases  []store.Layer
 	}
 	var plan []plannedVM
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	err = s.store.View(ctx, func(tx store.Tx) error {
 		if _, err := tx.GetConfig(spec.Name); err == nil {
 			return errdefs.Conflict("configuration %q already exists", spec.Name)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
@@ -143,7 +150,17 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 				return fmt.Errorf("VM %q: %w", p.spec.Name, err)
 			}
 		}
-		c := &store.Config{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: store.StateUndeployed}
+		c := &store.Config{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: store.StateUndeployed,
+			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
+		var diskBytes int64
+		for _, p := range plan {
+			for _, base := range p.bases {
+				diskBytes += base.VirtualSize
+			}
+		}
+		if err := storedQuota(tx, place, len(plan), diskBytes); err != nil {
+			return fmt.Errorf("create configuration %q: %w", spec.Name, err)
+		}
 		for _, p := range plan {
 			vm := store.VM{Name: p.spec.Name, TemplateID: p.tmpl.ID, CPUs: p.tmpl.CPUs, MemoryMiB: p.tmpl.MemoryMiB, State: store.StateUndeployed}
 			for i, base := range p.bases {
@@ -231,19 +248,24 @@ func parseIPMode(v VMSpec) (string, netip.Addr, error) {
 	return store.IPModeManual, a, nil
 }
 
-// ListConfigs returns every configuration.
+// ListConfigs returns the configurations the caller may see.
 func (s Configs) List(ctx context.Context) ([]ConfigView, error) {
+	sc, err := s.access.Scope(ctx, access.KindConfig)
+	if err != nil {
+		return nil, err
+	}
 	var out []ConfigView
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		cs, err := tx.ListConfigs()
+	err = s.store.View(ctx, func(tx store.Tx) error {
+		cs, err := listConfigs(tx, sc)
 		if err != nil {
 			return err
 		}
+		names := access.NewNames(tx)
 		for i := range cs {
 			if cs[i].Kind == store.KindLibrary {
 				continue // see ListLibrary
 			}
-			v, err := s.configView(tx, &cs[i])
+			v, err := s.configViewNamed(tx, &cs[i], names)
 			if err != nil {
 				return err
 			}
@@ -342,6 +364,12 @@ func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 }
 
 func (s *core) configView(tx store.Tx, c *store.Config) (*ConfigView, error) {
+	return s.configViewNamed(tx, c, access.NewNames(tx))
+}
+
+// configViewNamed is configView with the workspace and user names of a
+// list read once.
+func (s *core) configViewNamed(tx store.Tx, c *store.Config, names *access.Names) (*ConfigView, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, err
@@ -352,6 +380,7 @@ func (s *core) configView(tx store.Tx, c *store.Config) (*ConfigView, error) {
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
 		Kind: c.Kind, Lease: s.leases.view(tx, configLease(c.ID)),
 	}
+	v.Workspace, v.Owner = owned(names, c.WorkspaceID, c.OwnerID, c.Owner)
 	netNames := map[int64]string{}
 	tmplNames := map[int64]string{}
 	external := deploy.ExternalIPs(tx, c)
