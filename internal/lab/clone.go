@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
@@ -81,6 +83,14 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	if err != nil {
 		return nil, err
 	}
+	action, objKind := auth.ConfigCreate, access.KindConfig
+	if kind == store.KindLibrary {
+		action, objKind = auth.LibraryCapture, access.KindLibrary
+	}
+	place, err := s.place(ctx, action, objKind, opts.Workspace, c.WorkspaceID)
+	if err != nil {
+		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
+	}
 	var plans []clonePlan
 	var created, frozen []string
 	for vi, vm := range c.VMs {
@@ -150,7 +160,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	}
 	var view *ConfigView
 	err = s.update(ctx, func(tx store.Tx) error {
-		clone, err := s.commitClone(tx, src, dst, kind, func(tx store.Tx, p clonePlan) (int64, error) {
+		clone, err := s.commitClone(tx, src, dst, kind, place, func(tx store.Tx, p clonePlan) (int64, error) {
 			parentID := p.top.ID
 			if p.shortcut {
 				parentID = p.top.ParentID
@@ -203,8 +213,9 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 // memory, networks, IP modes and addresses as the source (the NICs join
 // their source's address family), new MACs, and for each disk the top
 // layer that diskTop records. It re-reads the source so that it works on
-// the current records.
-func (s *core) commitClone(tx store.Tx, src, dst, kind string, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
+// the current records. The clone goes where place says, within its
+// owner's and workspace's quotas.
+func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Placement, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
 	c, err := tx.GetConfig(src)
 	if err != nil {
 		return nil, err
@@ -212,7 +223,15 @@ func (s *core) commitClone(tx store.Tx, src, dst, kind string, diskTop func(stor
 	if c.State != store.StateUndeployed {
 		return nil, errdefs.Conflict("configuration %q changed state to %s during the clone", src, c.State)
 	}
-	clone := &store.Config{Name: dst, Kind: kind, Description: c.Description, Owner: c.Owner, State: store.StateUndeployed}
+	var diskBytes int64
+	for _, p := range plans {
+		diskBytes += p.top.VirtualSize
+	}
+	if err := storedQuota(tx, place, len(c.VMs), diskBytes); err != nil {
+		return nil, err
+	}
+	clone := &store.Config{Name: dst, Kind: kind, Description: c.Description, Owner: c.Owner, State: store.StateUndeployed,
+		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
 	for _, vm := range c.VMs {
 		nv := store.VM{Name: vm.Name, TemplateID: vm.TemplateID, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, State: store.StateUndeployed}
 		nv.Disks = make([]store.Disk, len(vm.Disks))
@@ -250,6 +269,11 @@ func (s Configs) StartFullClone(ctx context.Context, src, dst string, opts Creat
 		unlock()
 		return jobs.Job{}, err
 	}
+	place, err := s.place(ctx, auth.ConfigCreate, access.KindConfig, opts.Workspace, c.WorkspaceID)
+	if err != nil {
+		unlock()
+		return jobs.Job{}, fmt.Errorf("full clone %q to %q: %w", src, dst, err)
+	}
 	var plans []clonePlan
 	var created []string
 	for vi, vm := range c.VMs {
@@ -266,7 +290,7 @@ func (s Configs) StartFullClone(ctx context.Context, src, dst string, opts Creat
 	}
 	job := s.jobs.StartFrom(ctx, "full-clone", dst, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
-		err := s.fullClone(ctx, op, src, dst, opts, plans, progress)
+		err := s.fullClone(ctx, op, src, dst, opts, place, plans, progress)
 		if err != nil {
 			return s.journal.Fail(op, fmt.Errorf("full clone %q to %q: %w", src, dst, err))
 		}
@@ -278,7 +302,7 @@ func (s Configs) StartFullClone(ctx context.Context, src, dst string, opts Creat
 	return job, nil
 }
 
-func (s Configs) fullClone(ctx context.Context, op *store.Op, src, dst string, opts CreateOptions, plans []clonePlan, progress func(done, total int64)) error {
+func (s Configs) fullClone(ctx context.Context, op *store.Op, src, dst string, opts CreateOptions, place access.Placement, plans []clonePlan, progress func(done, total int64)) error {
 	var total int64
 	for _, p := range plans {
 		total += p.top.VirtualSize
@@ -304,7 +328,7 @@ func (s Configs) fullClone(ctx context.Context, op *store.Op, src, dst string, o
 		return err
 	}
 	return s.update(ctx, func(tx store.Tx) error {
-		clone, err := s.commitClone(tx, src, dst, store.KindConfig, func(tx store.Tx, p clonePlan) (int64, error) {
+		clone, err := s.commitClone(tx, src, dst, store.KindConfig, place, func(tx store.Tx, p clonePlan) (int64, error) {
 			l := &store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize}
 			if err := tx.CreateLayer(l); err != nil {
 				return 0, err
