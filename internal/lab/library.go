@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/store"
 )
 
@@ -48,19 +49,24 @@ func (s Library) Checkout(ctx context.Context, entry, name string, opts CreateOp
 	return v, nil
 }
 
-// ListLibrary returns every library entry.
+// ListLibrary returns the library entries the caller may see.
 func (s Library) List(ctx context.Context) ([]ConfigView, error) {
+	sc, err := s.access.Scope(ctx, access.KindLibrary)
+	if err != nil {
+		return nil, err
+	}
 	var out []ConfigView
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		cs, err := tx.ListConfigs()
+	err = s.store.View(ctx, func(tx store.Tx) error {
+		cs, err := listConfigs(tx, sc)
 		if err != nil {
 			return err
 		}
+		names := access.NewNames(tx)
 		for i := range cs {
 			if cs[i].Kind != store.KindLibrary {
 				continue
 			}
-			v, err := s.configView(tx, &cs[i])
+			v, err := s.configViewNamed(tx, &cs[i], names)
 			if err != nil {
 				return err
 			}
