@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/store"
@@ -40,12 +42,15 @@ type ArchiveView struct {
 	Source      string
 	Dir         string // absolute
 	Description string
-	Owner       string
-	Size        int64 // bytes of its files
-	CreatedAt   time.Time
-	Networks    []string
-	VMs         []ArchiveVMView
-	Lease       LeaseView
+	// Owner is the owning user's name; for an archive without one, the
+	// owner its configuration had.
+	Owner     string
+	Workspace string // see TemplateView
+	Size      int64  // bytes of its files
+	CreatedAt time.Time
+	Networks  []string
+	VMs       []ArchiveVMView
+	Lease     LeaseView
 }
 
 // ArchiveVMView is one VM of an archive.
@@ -71,12 +76,17 @@ type ArchiveDiskView struct {
 var syncDirs = archive.SyncPaths
 
 func (s *core) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
+	return s.archiveViewNamed(tx, a, access.NewNames(tx))
+}
+
+func (s *core) archiveViewNamed(tx store.Tx, a *store.Archive, names *access.Names) (*ArchiveView, error) {
 	m, err := bundle.Parse(a.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("archive %q: %w", a.Name, err)
 	}
 	dir := s.archives.DirOf(a)
 	v := &ArchiveView{Name: a.Name, Source: a.Source, Dir: dir, Description: m.Description, Owner: m.Owner, Size: a.Size, CreatedAt: a.CreatedAt}
+	v.Workspace, v.Owner = owned(names, a.WorkspaceID, a.OwnerID, m.Owner)
 	for _, n := range m.Networks {
 		v.Networks = append(v.Networks, n.Name)
 	}
@@ -98,16 +108,21 @@ func (s *core) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) 
 	return v, nil
 }
 
-// ListArchives returns every archive.
+// ListArchives returns the archives the caller may see.
 func (s Archives) List(ctx context.Context) ([]ArchiveView, error) {
+	sc, err := s.access.Scope(ctx, access.KindArchive)
+	if err != nil {
+		return nil, err
+	}
 	var out []ArchiveView
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		as, err := tx.ListArchives()
+	err = s.store.View(ctx, func(tx store.Tx) error {
+		as, err := listArchives(tx, sc)
 		if err != nil {
 			return err
 		}
+		names := access.NewNames(tx)
 		for i := range as {
-			v, err := s.archiveView(tx, &as[i])
+			v, err := s.archiveViewNamed(tx, &as[i], names)
 			if err != nil {
 				return err
 			}
@@ -135,23 +150,58 @@ func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 // StartArchive starts a job that copies an undeployed configuration (or
 // library entry) into archive name (see archive.Archives.StartCreate). The
 // archive gets its storage lease as opts says.
+//
+// The archive goes to opts.Workspace, else the configuration's workspace
+// (archive.create checked there), owned by the caller.
 func (s Archives) StartCreate(ctx context.Context, config, name string, opts CreateOptions) (jobs.Job, error) {
-	return s.archives.StartCreate(ctx, config, name, opts.StorageLease)
+	place, err := s.placeFrom(ctx, auth.ArchiveCreate, access.KindArchive, opts.Workspace, func(tx store.Tx) (int64, error) {
+		c, err := tx.GetConfig(config)
+		if err != nil {
+			return 0, err
+		}
+		return c.WorkspaceID, nil
+	})
+	if err != nil {
+		return jobs.Job{}, fmt.Errorf("archive %q as %q: %w", config, name, err)
+	}
+	return s.archives.StartCreate(ctx, config, name, opts.StorageLease, place)
 }
 
 // StartRestore starts a job that makes configuration config from an
 // archive by full clone (see archive.Archives.StartRestore); the records
 // are written by restoreRecords. The configuration gets its storage lease
 // as opts says, and the archive is marked used.
+//
+// The configuration goes to opts.Workspace, else the archive's workspace
+// (config.create checked there), owned by the caller, within quotas.
 func (s Archives) StartRestore(ctx context.Context, archive, config string, opts CreateOptions) (jobs.Job, error) {
-	return s.archives.StartRestore(ctx, archive, config, opts.StorageLease)
+	place, err := s.placeFrom(ctx, auth.ConfigCreate, access.KindConfig, opts.Workspace, func(tx store.Tx) (int64, error) {
+		a, err := tx.GetArchive(archive)
+		if err != nil {
+			return 0, err
+		}
+		return a.WorkspaceID, nil
+	})
+	if err != nil {
+		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
+	}
+	return s.archives.StartRestore(ctx, archive, config, opts.StorageLease, place)
 }
 
 // restoreRecords writes a restored configuration inside tx: commitRestore,
 // the configuration's storage lease, and the archive marked used. It
 // returns the boot file copies it did not need.
-func (s *core) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error) {
-	c, unused, err := s.commitRestore(tx, m, config, layers, bootCopies)
+func (s *core) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error) {
+	var diskBytes int64
+	for _, vm := range m.VMs {
+		for _, d := range vm.Disks {
+			diskBytes += d.VirtualSize
+		}
+	}
+	if err := storedQuota(tx, place, len(m.VMs), diskBytes); err != nil {
+		return nil, err
+	}
+	c, unused, err := s.commitRestore(tx, m, config, layers, bootCopies, place)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +217,8 @@ func (s *core) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, ar
 
 // commitRestore writes the restored configuration inside tx and returns
 // it, and the boot file copies it did not need (their template exists).
-func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string) (*store.Config, []string, error) {
+// The configuration, and the templates made again, go where place says.
+func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string, place access.Placement) (*store.Config, []string, error) {
 	var unused []string
 	templateIDs := map[string]int64{}
 	for _, mt := range m.Templates {
@@ -185,7 +236,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 			return nil, nil, err
 		}
 		nt := &store.Template{Name: mt.Name, Description: "made again from archive " + m.Name + " (hardware and boot files only)",
-			CPUs: mt.CPUs, MemoryMiB: mt.MemoryMiB, Cmdline: mt.Cmdline}
+			CPUs: mt.CPUs, MemoryMiB: mt.MemoryMiB, Cmdline: mt.Cmdline, WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
 		if mt.Kernel != nil {
 			nt.Kernel = bootCopies[mt.Kernel.Path]
 		}
@@ -197,7 +248,8 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 		}
 		templateIDs[mt.Name] = nt.ID
 	}
-	c := &store.Config{Name: config, Kind: store.KindConfig, Description: m.Description, Owner: m.Owner, State: store.StateUndeployed}
+	c := &store.Config{Name: config, Kind: store.KindConfig, Description: m.Description, Owner: m.Owner, State: store.StateUndeployed,
+		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
 	for _, mv := range m.VMs {
 		tid, ok := templateIDs[mv.Template]
 		if !ok {

@@ -10,6 +10,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/lab/journal"
@@ -172,8 +173,8 @@ func (l archiveLab) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return l.s.update(ctx, fn)
 }
 
-func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error) {
-	return l.s.restoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease)
+func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error) {
+	return l.s.restoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease, place)
 }
 
 func (archiveLab) NewLayerPath() string { return newLayerPath() }

@@ -28,6 +28,21 @@ func (s *core) place(ctx context.Context, action auth.Action, kind, workspace st
 	return p, err
 }
 
+// placeFrom is place with the fallback workspace read by source in the
+// same transaction (the workspace of the object an operation copies).
+func (s *core) placeFrom(ctx context.Context, action auth.Action, kind, workspace string, source func(store.Tx) (int64, error)) (access.Placement, error) {
+	var p access.Placement
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		fallback, err := source(tx)
+		if err != nil {
+			return err
+		}
+		p, err = s.access.Place(ctx, tx, action, kind, workspace, fallback)
+		return err
+	})
+	return p, err
+}
+
 // storedQuota checks, inside the transaction that writes them, that vms
 // new stored VMs whose disks add diskBytes fit the quotas of p's owner and
 // workspace.

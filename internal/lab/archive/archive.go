@@ -19,6 +19,7 @@ import (
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
@@ -57,7 +58,8 @@ type Lab interface {
 	// archive archiveID marked used. It returns the boot file copies it
 	// did not need. NewLayerPath and NewBootPath name the files a restore
 	// writes (relative to the data dir); RecordRestore tells the event log.
-	RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration) ([]string, error)
+	// The configuration goes where place says, within its quotas.
+	RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error)
 	NewLayerPath() string
 	NewBootPath(base string) string
 	RecordRestore(ctx context.Context, config, archive string)

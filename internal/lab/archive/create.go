@@ -16,6 +16,7 @@ import (
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
@@ -38,8 +39,9 @@ func (x *Archives) abs(rel string) string { return journal.Abs(x.dataDir, rel) }
 // disk, read from the whole chain, plus the templates' boot files and the
 // manifest. The configuration is only read, and stays locked (not
 // deployable, not deletable) until the job ends. A cancelled or failed job
-// leaves nothing behind. The archive gets its storage lease as storageLease says.
-func (x *Archives) StartCreate(ctx context.Context, config, name string, storageLease *time.Duration) (jobs.Job, error) {
+// leaves nothing behind. The archive gets its storage lease as storageLease
+// says, and goes to the workspace and owner of place.
+func (x *Archives) StartCreate(ctx context.Context, config, name string, storageLease *time.Duration, place access.Placement) (jobs.Job, error) {
 	if err := x.lab.CheckName("archive", name); err != nil {
 		return jobs.Job{}, err
 	}
@@ -85,7 +87,8 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 		}
 		raw, _ := json.Marshal(m)
 		err := x.store.Update(ctx, func(tx store.Tx) error {
-			a := &store.Archive{Name: name, Source: config, Dir: dirName, Manifest: raw, Size: m.Size(), CreatedAt: m.CreatedAt}
+			a := &store.Archive{Name: name, Source: config, Dir: dirName, Manifest: raw, Size: m.Size(), CreatedAt: m.CreatedAt,
+				WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
 			if err := tx.CreateArchive(a); err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/store"
 )
@@ -22,8 +23,9 @@ import (
 // no longer exists is made again from the archive (hardware and boot
 // files, no base disks). The archive is only read. A cancelled or failed
 // job leaves nothing behind. The configuration gets its storage lease as
-// storageLease says, and the archive is marked used.
-func (x *Archives) StartRestore(ctx context.Context, archive, config string, storageLease *time.Duration) (jobs.Job, error) {
+// storageLease says and goes where place says (RestoreRecords checks its
+// quotas there), and the archive is marked used.
+func (x *Archives) StartRestore(ctx context.Context, archive, config string, storageLease *time.Duration, place access.Placement) (jobs.Job, error) {
 	if err := x.lab.CheckName("configuration", config); err != nil {
 		return jobs.Job{}, err
 	}
@@ -115,7 +117,7 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 			return fail(err)
 		}
 		err := x.lab.Update(ctx, func(tx store.Tx) error {
-			unused, err := x.lab.RestoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease)
+			unused, err := x.lab.RestoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease, place)
 			if err != nil {
 				return err
 			}
