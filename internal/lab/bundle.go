@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
@@ -36,6 +37,9 @@ type ImportSpec struct {
 	// StorageLease is the archive's storage lease from its import: nil
 	// means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
 	StorageLease *time.Duration
+	// Workspace is where the archive goes ("ws" or "org/ws"); "" is the
+	// caller's default workspace, else default/main.
+	Workspace string
 }
 
 // Export writes archive name as a bundle to w, a stream to the caller
@@ -54,7 +58,14 @@ func (s Archives) StartExport(ctx context.Context, name, file string) (jobs.Job,
 // StartImport checks a bundle's manifest and starts a job that imports it
 // as a new archive (see archive.Archives.StartImport).
 func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
-	as := archive.ImportSpec{Name: spec.Name, MapNetwork: spec.MapNetwork, StorageLease: spec.StorageLease}
+	place, err := s.place(ctx, auth.ArchiveImport, access.KindArchive, spec.Workspace, 0)
+	if err != nil {
+		if spec.Upload != nil {
+			spec.Upload.Close()
+		}
+		return jobs.Job{}, fmt.Errorf("import: %w", err)
+	}
+	as := archive.ImportSpec{Name: spec.Name, MapNetwork: spec.MapNetwork, StorageLease: spec.StorageLease, Place: place}
 	switch {
 	case spec.Upload != nil && spec.File != "":
 		spec.Upload.Close()

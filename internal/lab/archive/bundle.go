@@ -13,6 +13,7 @@ import (
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
@@ -106,6 +107,8 @@ type ImportSpec struct {
 	// StorageLease is the archive's storage lease from its import: nil
 	// means the daemon's default (LeasePolicy.DefaultStorage), 0 never.
 	StorageLease *time.Duration
+	// Place is the archive's workspace and owner, decided by the lab.
+	Place access.Placement
 }
 
 // StartImport checks a bundle's manifest and starts a job that imports it
@@ -184,7 +187,7 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 			return fail(err)
 		}
 		err := x.store.Update(ctx, func(tx store.Tx) error {
-			a := &store.Archive{Name: m.Name, Source: "bundle " + spec.Source, Dir: dirName, Manifest: raw, Size: m.Size()}
+			a := &store.Archive{Name: m.Name, Source: "bundle " + spec.Source, Dir: dirName, Manifest: raw, Size: m.Size(), WorkspaceID: spec.Place.WorkspaceID, OwnerID: spec.Place.OwnerID}
 			if err := tx.CreateArchive(a); err != nil {
 				return err
 			}
