@@ -38,7 +38,9 @@ const (
 
 // Deploy starts the VMs of an undeployed configuration (see
 // deploy.Deployments.Deploy) with its deployment lease, written in the
-// transaction that marks it deployed.
+// transaction that marks it deployed. Its VMs, vCPUs and memory are
+// checked against its owner's and its workspace's quotas in the
+// transaction that marks it deploying.
 func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
 	policy, err := deploy.CheckPolicy(name, opts.Fenced, opts.FencePolicy)
 	if err != nil {
@@ -50,6 +52,7 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 	var view *ConfigView
 	err = s.deploys.Deploy(ctx, name, deploy.Options{
 		Fenced: opts.Fenced, FencePolicy: policy,
+		Admit: deployQuota,
 		Commit: func(tx store.Tx, c *store.Config) error {
 			if err := s.leases.deployed(tx, c.ID, opts.DeployLease); err != nil {
 				return err

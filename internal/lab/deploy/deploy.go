@@ -233,6 +233,11 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		if err := d.lab.Deployable(c); err != nil {
 			return err
 		}
+		if opts.Admit != nil {
+			if err := opts.Admit(tx, c); err != nil {
+				return err
+			}
+		}
 		if opts.Fenced {
 			// Inside its fence it keeps its addresses; outside it gets new
 			// ones, so it conflicts with nobody.

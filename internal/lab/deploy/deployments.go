@@ -159,6 +159,10 @@ type Options struct {
 	// Commit runs inside the transaction that marks the configuration
 	// deployed, after its VMs: the lab writes the deployment's lease there.
 	Commit func(tx store.Tx, c *store.Config) error
+	// Admit, when set, runs inside the transaction that marks the
+	// configuration deploying, before anything starts: the lab checks
+	// quotas there, so two deploys cannot both take the last room.
+	Admit func(tx store.Tx, c *store.Config) error
 }
 
 // VM actions of VMAction.
