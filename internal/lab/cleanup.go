@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
@@ -71,19 +73,35 @@ func (s Leases) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRepor
 	if opts.IdleDays < 0 {
 		return nil, errdefs.Invalid("cleanup: idle days %d is negative", opts.IdleDays)
 	}
+	// The view lists what the caller may see; --apply deletes what the
+	// caller may delete. The space model is the whole layer tree, since
+	// what a deletion frees depends on every disk.
+	sc, err := s.access.Scope(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("cleanup: %w", err)
+	}
 	var model *lease.Space
 	var items []CleanupItem
 	now := s.now()
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	err = s.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if model, err = s.loadSpace(tx); err != nil {
 			return err
 		}
-		items, err = s.cleanupCandidates(tx, now, opts.IdleDays)
+		items, err = s.cleanupCandidates(tx, sc, now, opts.IdleDays)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
+	}
+	for i := range items {
+		it := &items[i]
+		if !it.Deletable {
+			continue
+		}
+		if err := s.access.Check(ctx, deleteAction[it.Object], access.Ref{Kind: it.Object, Name: it.Name}); err != nil {
+			it.Deletable, it.Kept = false, "not yours to delete: "+err.Error()
+		}
 	}
 	rep := &CleanupReport{Policy: s.life.policy.Cleanup, Grace: s.life.policy.Grace}
 	var all []CleanupItem
@@ -123,8 +141,14 @@ func (s Leases) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRepor
 	return rep, nil
 }
 
-// cleanupCandidates lists what is expired or idle.
-func (s Leases) cleanupCandidates(tx store.Tx, now time.Time, idleDays int) ([]CleanupItem, error) {
+// deleteAction is the action deleting a cleanup item of each object kind
+// needs.
+var deleteAction = map[string]auth.Action{
+	ObjectConfig: auth.ConfigDelete, ObjectLibrary: auth.LibraryDelete, ObjectArchive: auth.ArchiveDelete,
+}
+
+// cleanupCandidates lists what is expired or idle among what sc shows.
+func (s Leases) cleanupCandidates(tx store.Tx, sc access.Scope, now time.Time, idleDays int) ([]CleanupItem, error) {
 	leases, err := tx.ListLeases()
 	if err != nil {
 		return nil, err
@@ -161,7 +185,7 @@ func (s Leases) cleanupCandidates(tx store.Tx, now time.Time, idleDays int) ([]C
 		return &it
 	}
 	var out []CleanupItem
-	cs, err := tx.ListConfigs()
+	cs, err := listConfigs(tx, sc)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +198,7 @@ func (s Leases) cleanupCandidates(tx store.Tx, now time.Time, idleDays int) ([]C
 			out = append(out, *got)
 		}
 	}
-	as, err := tx.ListArchives()
+	as, err := listArchives(tx, sc)
 	if err != nil {
 		return nil, err
 	}
