@@ -58,6 +58,15 @@ func (s Archives) StartExport(ctx context.Context, name, file string) (jobs.Job,
 // StartImport checks a bundle's manifest and starts a job that imports it
 // as a new archive (see archive.Archives.StartImport).
 func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
+	// A caller who may not name a path is told to upload, whatever else.
+	if spec.File != "" {
+		if err := s.mayNamePaths(ctx, "the bundle to import"); err != nil {
+			if spec.Upload != nil {
+				spec.Upload.Close()
+			}
+			return jobs.Job{}, fmt.Errorf("import: %w", err)
+		}
+	}
 	place, err := s.place(ctx, auth.ArchiveImport, access.KindArchive, spec.Workspace, 0)
 	if err != nil {
 		if spec.Upload != nil {
