@@ -67,14 +67,7 @@ func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 			return jobs.Job{}, fmt.Errorf("import: %w", err)
 		}
 	}
-	place, err := s.place(ctx, auth.ArchiveImport, access.KindArchive, spec.Workspace, 0)
-	if err != nil {
-		if spec.Upload != nil {
-			spec.Upload.Close()
-		}
-		return jobs.Job{}, fmt.Errorf("import: %w", err)
-	}
-	as := archive.ImportSpec{Name: spec.Name, MapNetwork: spec.MapNetwork, StorageLease: spec.StorageLease, Place: place}
+	as := archive.ImportSpec{Name: spec.Name, MapNetwork: spec.MapNetwork, StorageLease: spec.StorageLease}
 	switch {
 	case spec.Upload != nil && spec.File != "":
 		spec.Upload.Close()
@@ -90,6 +83,15 @@ func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 		}
 		as.File, as.Source = f, spec.File
 	}
+	place, err := s.place(ctx, auth.ArchiveImport, access.KindArchive, spec.Workspace, 0)
+	if err != nil {
+		as.File.Close()
+		if as.Release != nil {
+			as.Release()
+		}
+		return jobs.Job{}, fmt.Errorf("import %s: %w", as.Source, err)
+	}
+	as.Place = place
 	return s.archives.StartImport(ctx, as)
 }
 
