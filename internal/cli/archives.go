@@ -9,11 +9,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/client"
 )
 
 func (a *app) archiveCommand() *cobra.Command {
 	var (
-		detach                      bool
+		detach, importServerPath    bool
 		createLease, restoreLease   string
 		importName, importLease     string
 		mapNetworks                 []string
@@ -67,62 +68,75 @@ id with --detach.`,
 	}
 	restoreCmd.Flags().StringVar(&restoreLease, "storage-lease", "", "storage lease of the new configuration: "+leaseHelp)
 	exportCmd = &cobra.Command{
-		Use:   "export NAME FILE [--detach]",
-		Short: "Write an archive as one bundle file (tar: manifest, checksums, disks)",
-		Long: `Write an archive as one bundle: a tar of its manifest (VMs, NICs, networks,
+		Use:   "export NAME FILE",
+		Short: "Download an archive as one bundle file (tar: manifest, checksums, disks)",
+		Long: `Download an archive as one bundle: a tar of its manifest (VMs, NICs, networks,
 template hardware, a sha256 per file) and its compressed disks. The daemon
-writes FILE, so it is a path on the daemon's host (made absolute here).`,
+streams it; FILE is on this machine and must not exist. It is written to a
+private temporary file beside FILE (0600) and appears under its name only
+once the whole bundle arrived with the checksum the daemon sent; on any
+failure nothing is left. The daemon writes no file for an export.`,
 		Args: exactArgs("NAME", "FILE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			file, err := absPath(args[1])
 			if err != nil {
 				return err
 			}
-			j, err := a.client.StartExport(cmd.Context(), args[0], wire.ExportRequest{File: file})
+			n, err := a.client.DownloadBundle(cmd.Context(), args[0], file)
 			if err != nil {
 				return err
 			}
-			return waitThen(cmd.Context(), j, func() error {
-				if a.output == "json" {
-					return writeJSON(a.stdout, map[string]string{"archive": args[0], "file": file})
-				}
-				_, err := fmt.Fprintln(a.stdout, printable(file))
-				return err
-			})
+			if a.output == "json" {
+				return writeJSON(a.stdout, map[string]any{"archive": args[0], "file": file, "bytes": n})
+			}
+			_, err = fmt.Fprintln(a.stdout, printable(file))
+			return err
 		}),
 	}
 	importCmd = &cobra.Command{
 		Use:   "import FILE [--name NEW] [--map-network OLD=NEW]... [--detach]",
 		Short: "Import a bundle as a new archive, checking every checksum first",
-		Long: `Import a bundle written by archive export, on this or another server. The
-manifest and its checksum are checked, and every network it names must exist
-here (or be mapped with --map-network OLD=NEW), before anything is written;
-every file is checked against its sha256 before the archive is created. A
-damaged, truncated or edited bundle is refused and leaves nothing behind.`,
+		Long: `Import a bundle written by archive export, on this or another server. FILE is
+on this machine: it is uploaded with its sha256, which the daemon checks.
+The manifest and its checksum are checked, and every network it names must
+exist here (or be mapped with --map-network OLD=NEW), before anything is
+written; every file is checked against its sha256 before the archive is
+created. A damaged, truncated or edited bundle is refused and leaves nothing
+behind.
+
+With --server-path FILE is not uploaded: it is a path on the daemon's host,
+which only the system administrator on the unix socket may name, under a
+directory given with serve --import-dir.`,
 		Args: exactArgs("FILE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			file, err := absPath(args[0])
 			if err != nil {
 				return err
 			}
-			req := wire.ImportRequest{File: file, Name: importName, StorageLease: importLease}
+			var mapping map[string]string
 			for _, m := range mapNetworks {
 				old, nw, ok := strings.Cut(m, "=")
 				if !ok || old == "" || nw == "" {
 					return usagef("--map-network %q is not OLD=NEW", m)
 				}
-				if req.MapNetwork == nil {
-					req.MapNetwork = map[string]string{}
+				if mapping == nil {
+					mapping = map[string]string{}
 				}
-				req.MapNetwork[old] = nw
+				mapping[old] = nw
 			}
-			j, err := a.client.StartImport(cmd.Context(), req)
+			var j *wire.Job
+			if importServerPath {
+				j, err = a.client.StartImport(cmd.Context(), wire.ImportRequest{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping})
+			} else {
+				j, err = a.client.UploadBundle(cmd.Context(), client.BundleUpload{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping})
+			}
 			if err != nil {
 				return err
 			}
 			return waitThen(cmd.Context(), j, func() error { return a.showArchive(cmd.Context(), j.Subject) })
 		}),
 	}
+	importCmd.Flags().BoolVar(&importServerPath, "server-path", false, "FILE is on the daemon's host, under its --import-dir (system administrator on the unix socket only)")
 	importCmd.Flags().StringVar(&importName, "name", "", "name of the new archive (default: the bundle's)")
 	importCmd.Flags().StringArrayVar(&mapNetworks, "map-network", nil, "use network NEW here for the bundle's network OLD (repeatable)")
 	importCmd.Flags().StringVar(&importLease, "storage-lease", "", "storage lease: "+leaseHelp)
@@ -142,7 +156,7 @@ damaged, truncated or edited bundle is refused and leaves nothing behind.`,
 		}),
 	}
 	lease.Flags().StringVar(&leaseStorage, "storage", "", "storage lease: "+leaseHelp)
-	for _, c := range []*cobra.Command{createCmd, restoreCmd, exportCmd, importCmd} {
+	for _, c := range []*cobra.Command{createCmd, restoreCmd, importCmd} {
 		c.Flags().BoolVar(&detach, "detach", false, "print the job id and return at once")
 	}
 	return a.group("archive", "Archive configurations; list, show, restore, export, import and delete archives",

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/client"
 )
 
 func (a *app) templateCommand() *cobra.Command {
@@ -58,17 +59,24 @@ func (a *app) templateCommand() *cobra.Command {
 }
 
 func (a *app) templateImportCommand() *cobra.Command {
-	var req wire.TemplateRequest
+	var (
+		req        client.TemplateUpload
+		serverPath bool
+	)
 	cmd := &cobra.Command{
-		Use:   "import NAME --disk FILE [--disk FILE]...",
+		Use:   "import NAME --disk FILE [--disk FILE]... [--kernel FILE [--initrd FILE]]",
 		Short: "Import disk images as a new template",
-		Long: `Import disk images (raw or qcow2) as a new read-only template. The daemon
-reads the files, so they must be readable on the daemon's host; relative
-paths are made absolute here. Each file must be a regular file (not a
-symbolic link, FIFO or device). The format is read from the file's bytes:
-a file that is not what its name or --format says is refused, saying what
-it is; --format raw takes a file with no known image format as raw. A raw
-image must be a whole number of 512-byte sectors.`,
+		Long: `Import disk images (raw or qcow2) as a new read-only template. The files are
+on this machine: each is read once to take its sha256, then uploaded to the
+daemon with it, which refuses a file that arrives different (or larger than
+its limit, serve --max-upload). Each must be a regular file. The format is
+read from the file's bytes: a file that is not what its name or --format
+says is refused, saying what it is; --format raw takes a file with no known
+image format as raw. A raw image must be a whole number of 512-byte sectors.
+
+With --server-path the files are not uploaded: they are paths on the daemon's
+host, which only the system administrator on the unix socket may name, under
+a directory given with serve --import-dir (no copy crosses the socket).`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			// The daemon judges the template (disks, format, sizes, a
@@ -90,7 +98,16 @@ image must be a whole number of 512-byte sectors.`,
 					*p = abs
 				}
 			}
-			t, err := a.client.ImportTemplate(cmd.Context(), req)
+			var t *wire.Template
+			var err error
+			if serverPath {
+				t, err = a.client.ImportTemplate(cmd.Context(), wire.TemplateRequest{
+					Name: req.Name, Description: req.Description, Disks: req.Disks, Format: req.Format,
+					CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
+				})
+			} else {
+				t, err = a.client.UploadTemplate(cmd.Context(), req)
+			}
 			if err != nil {
 				return err
 			}
@@ -106,6 +123,7 @@ image must be a whole number of 512-byte sectors.`,
 	f.StringVar(&req.Initrd, "initrd", "", "initrd for direct kernel boot")
 	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line for direct kernel boot")
 	f.StringVar(&req.Description, "description", "", "description")
+	f.BoolVar(&serverPath, "server-path", false, "the files are on the daemon's host, under its --import-dir (system administrator on the unix socket only)")
 	return cmd
 }
 

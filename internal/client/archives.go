@@ -17,12 +17,10 @@ func (c *Client) StartRestore(ctx context.Context, archive string, req wire.Rest
 	return call[wire.Job](ctx, c, http.MethodPost, path("archives", archive, "restore"), nil, req)
 }
 
-// StartExport starts writing an archive as a bundle on the daemon's host.
-func (c *Client) StartExport(ctx context.Context, archive string, req wire.ExportRequest) (*wire.Job, error) {
-	return call[wire.Job](ctx, c, http.MethodPost, path("archives", archive, "export"), nil, req)
-}
-
-// StartImport starts importing a bundle on the daemon's host.
+// StartImport starts importing a bundle on the daemon's host, which only
+// the system administrator on the unix socket may name, under a directory
+// given with serve --import-dir. Others upload it (UploadBundle); an
+// export is a download (DownloadBundle).
 func (c *Client) StartImport(ctx context.Context, req wire.ImportRequest) (*wire.Job, error) {
 	return call[wire.Job](ctx, c, http.MethodPost, path("archives", "import"), nil, req)
 }

@@ -7,7 +7,10 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-// ImportTemplate imports a template. Its paths are read by the daemon.
+// ImportTemplate imports a template from files on the daemon's host, which
+// only the system administrator on the unix socket may name, under a
+// directory given with serve --import-dir. Others upload the files
+// (UploadTemplate).
 func (c *Client) ImportTemplate(ctx context.Context, req wire.TemplateRequest) (*wire.Template, error) {
 	return call[wire.Template](ctx, c, http.MethodPost, path("templates"), nil, req)
 }
