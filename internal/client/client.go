@@ -116,11 +116,13 @@ func (e *Error) Is(target error) bool {
 
 // kindErrors turns a wire kind back into the errdefs kind the server mapped.
 var kindErrors = map[string]error{
-	wire.KindNotFound:    errdefs.ErrNotFound,
-	wire.KindConflict:    errdefs.ErrConflict,
-	wire.KindInvalid:     errdefs.ErrInvalid,
-	wire.KindUnavailable: errdefs.ErrUnavailable,
-	wire.KindCanceled:    errdefs.ErrCanceled,
+	wire.KindNotFound:        errdefs.ErrNotFound,
+	wire.KindConflict:        errdefs.ErrConflict,
+	wire.KindInvalid:         errdefs.ErrInvalid,
+	wire.KindUnavailable:     errdefs.ErrUnavailable,
+	wire.KindCanceled:        errdefs.ErrCanceled,
+	wire.KindUnauthenticated: errdefs.ErrUnauthenticated,
+	wire.KindForbidden:       errdefs.ErrForbidden,
 }
 
 // kindOfStatus guesses the kind of an answer without an error body (from a
