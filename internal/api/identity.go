@@ -1208,13 +1208,14 @@ func ParseLifetime(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// tokenOwner returns whose token a request manages: name ("" for the
-// caller's own), another user's for the system administrator only. A
-// restricted token manages no token: a new one could shed its
-// restriction. The unix peer root has no user and must name one.
-func (h directoryHandler) tokenOwner(ctx context.Context, tx store.Tx, name string) (*store.User, error) {
+// tokenOwner returns whose tokens a request reads or (change) makes or
+// revokes: name ("" for the caller's own), another user's for the system
+// administrator only. A restricted token lists its user's tokens but
+// changes none: a new one could shed its restriction. The unix peer root
+// has no user and must name one.
+func (h directoryHandler) tokenOwner(ctx context.Context, tx store.Tx, name string, change bool) (*store.User, error) {
 	c := callerOf(ctx)
-	if !c.system && c.id.Restrict != nil {
+	if change && !c.system && c.id.Restrict != nil {
 		return nil, errdefs.Forbidden("a token restricted to one workspace cannot manage tokens")
 	}
 	if name == "" {
@@ -1260,7 +1261,7 @@ func (h directoryHandler) createToken(w http.ResponseWriter, r *http.Request) er
 		ExpiresAt: now.Add(life), RestrictRole: string(role)}
 	var out wire.NewToken
 	err = h.store.Update(r.Context(), func(tx store.Tx) error {
-		u, err := h.tokenOwner(r.Context(), tx, req.User)
+		u, err := h.tokenOwner(r.Context(), tx, req.User, true)
 		if err != nil {
 			return err
 		}
@@ -1321,7 +1322,7 @@ func (h directoryHandler) listTokens(w http.ResponseWriter, r *http.Request) err
 				return err
 			}
 		} else {
-			u, err := h.tokenOwner(r.Context(), tx, user)
+			u, err := h.tokenOwner(r.Context(), tx, user, false)
 			if err != nil {
 				return err
 			}
