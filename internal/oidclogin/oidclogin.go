@@ -231,6 +231,10 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// CallbackPath is the path of Config.RedirectURL: the route on which the
+// caller serves Finish (and to which the flow cookie is scoped).
+func (p *Provider) CallbackPath() string { return p.cookiePath }
+
 // Begin starts a login: it sets the flow cookie (state, nonce and PKCE
 // verifier, signed) and redirects the browser to the issuer. Serve it on a
 // GET route of the same host as Config.RedirectURL.

@@ -226,6 +226,9 @@ func TestLoginRoundTrip(t *testing.T) {
 	if d := cmp.Diff(want, body); d != "" {
 		t.Errorf("callback body (-want +got):\n%s", d)
 	}
+	if got := h.p.CallbackPath(); got != callbackPath {
+		t.Errorf("CallbackPath() = %q, want %q", got, callbackPath)
+	}
 	wantGrants := []RoleGrant{{Workspace: "main", Role: "admin"}, {Workspace: "team", Role: "author"}}
 	if d := cmp.Diff(wantGrants, h.p.Roles(h.claims)); d != "" {
 		t.Errorf("Roles (-want +got):\n%s", d)
