@@ -15,6 +15,7 @@ import (
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/events"
+	"stagehand/internal/store"
 )
 
 // Lab is what the API serves: the lab's resources, each behind the small
@@ -31,6 +32,7 @@ type Lab struct {
 	Checks      Checks
 	Events      *events.Log   // listed and followed (events.go)
 	Jobs        *jobs.Manager // the background operations the lab starts
+	Directory   store.Store   // users, workspaces, tokens, shares (identity.go); nil: not served
 }
 
 // LabOf returns the resources of svc.
@@ -97,6 +99,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		jobsHandler{env: e, lab: l.Jobs},
 		doctorHandler{lab: l.Checks},
 		eventsHandler{env: e, lab: l.Events},
+		directoryHandler{env: e, store: l.Directory},
 	} {
 		res.register(r)
 	}
