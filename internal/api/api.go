@@ -12,8 +12,10 @@ import (
 	"strings"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
@@ -33,15 +35,28 @@ type Lab struct {
 	Events      *events.Log   // listed and followed (events.go)
 	Jobs        *jobs.Manager // the background operations the lab starts
 	Directory   store.Store   // users, workspaces, tokens, shares (identity.go); nil: not served
+	// Access decides every route's action (Handler.authorize); nil
+	// refuses every route but the public ones.
+	Access Access
+}
+
+// Access is what the api asks of the lab's authorization (access.Checker).
+type Access interface {
+	Check(ctx context.Context, action auth.Action, obj access.Ref) error
 }
 
 // LabOf returns the resources of svc.
 func LabOf(svc *lab.Service) Lab {
-	return Lab{
+	l := Lab{
 		Templates: svc.Templates, Networks: svc.Networks, Configs: svc.Configs,
 		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
 		Leases: svc.Leases, Checks: svc, Events: svc.Events, Jobs: svc.Jobs(),
+		Directory: svc.Store(),
 	}
+	if svc.Access != nil { // a nil *Checker must stay a nil Access
+		l.Access = svc.Access
+	}
+	return l
 }
 
 // Handler is the http.Handler of the API. It holds the wiring, the
@@ -50,8 +65,12 @@ func LabOf(svc *lab.Service) Lab {
 // the file named after the resource.
 type Handler struct {
 	*env
-	mux   *http.ServeMux
-	table []RouteInfo
+	mux    *http.ServeMux
+	table  []RouteInfo
+	public map[string]bool // patterns of the public routes
+
+	auth  *authenticator
+	hosts *hostCheck // see SetAllowedHosts
 
 	stopDrain context.CancelFunc
 	status    *statusHandler // see SetDaemon
@@ -69,6 +88,7 @@ type env struct {
 
 	limits   Limits    // see NewServer
 	recovery *recovery // see StartRecovery; nil: writes accepted at once
+	access   Access    // nil: every non-public route is unavailable
 }
 
 // NewHandler returns the API over the lab svc. A nil log means
@@ -80,8 +100,8 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &env{log: log, limits: DefaultLimits}
-	h := &Handler{env: e, mux: http.NewServeMux()}
+	e := &env{log: log, limits: DefaultLimits, access: l.Access}
+	h := &Handler{env: e, mux: http.NewServeMux(), auth: newAuthenticator(l.Directory), hosts: newHostCheck()}
 	h.drain, h.stopDrain = context.WithCancel(context.Background())
 	h.status = &statusHandler{env: e, lab: l.Checks}
 	r := &router{mux: h.mux, serve: h.endpoint}
@@ -100,10 +120,17 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		doctorHandler{lab: l.Checks},
 		eventsHandler{env: e, lab: l.Events},
 		directoryHandler{env: e, store: l.Directory},
+		newLoginHandler(e, l.Directory),
 	} {
 		res.register(r)
 	}
 	h.table = r.routes
+	h.public = map[string]bool{}
+	for _, ri := range h.table {
+		if ri.Public {
+			h.public[ri.Pattern] = true
+		}
+	}
 	return h
 }
 
@@ -111,10 +138,12 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 // action it performs and how its object is named.
 func (h *Handler) Routes() []RouteInfo { return append([]RouteInfo(nil), h.table...) }
 
-// ServeHTTP logs the request, reads its body within the body timeout,
-// holds it while the daemon recovers if it changes state, and serves it.
+// ServeHTTP logs the request, refuses it when a browser sends it from
+// another site or under a foreign host name, authenticates it, reads its
+// body within the body timeout, holds it while the daemon recovers if it
+// changes state, and serves it (authorizing it first: endpoint).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.logRequests(h.readBody(h.holdWrites(http.HandlerFunc(h.serveMux)))).ServeHTTP(w, r)
+	h.logRequests(h.browserSafe(h.authenticate(h.readBody(h.holdWrites(http.HandlerFunc(h.serveMux)))))).ServeHTTP(w, r)
 }
 
 // serveMux serves r through the mux, answering unknown paths and methods with
@@ -152,11 +181,16 @@ func (h *Handler) Drain() { h.stopDrain() }
 // error for writeError to map.
 type apiFunc func(w http.ResponseWriter, r *http.Request) error
 
-// endpoint is the handler of the route ri: it bounds the writes of a
+// endpoint is the handler of the route ri: it decides whether the caller
+// may do ri's action (authorize) before fn runs, bounds the writes of a
 // stream and maps fn's error to its answer.
 func (h *Handler) endpoint(ri RouteInfo, fn apiFunc) http.HandlerFunc {
 	stream := streamingRoutes[ri.Pattern]
 	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h.authorize(r, ri); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
 		if stream {
 			w = newStreamWriter(w, h.limits.StreamWriteTimeout)
 		}

@@ -361,10 +361,11 @@ func TestDrainEndsWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := api.NewHandler(l.Service, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.TrustRequestsWithoutCredentials(apitest.Root)
 	done := make(chan *httptest.ResponseRecorder)
 	go func() {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/jobs/"+j.ID+"/wait?timeout=1m", nil))
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "http://localhost/api/v1/jobs/"+j.ID+"/wait?timeout=1m", nil))
 		done <- rec
 	}()
 	time.Sleep(20 * time.Millisecond)

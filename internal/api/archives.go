@@ -32,7 +32,7 @@ type archivesHandler struct{ lab Archives }
 // archive.delete (auth has no archive.edit).
 func (h archivesHandler) register(r *router) {
 	p := wire.APIPrefix
-	r.route("POST "+p+"/archives", auth.ArchiveCreate, noObject, h.create)
+	r.route("POST "+p+"/archives", auth.ArchiveCreate, bodyObject("config", "config"), h.create)
 	r.route("POST "+p+"/archives/import", auth.ArchiveImport, noObject, h.importFile)
 	r.route("GET "+p+"/archives", auth.ArchiveRead, noObject, h.list)
 	r.route("GET "+p+"/archives/{name}", auth.ArchiveRead, object("archive", "name"), h.get)

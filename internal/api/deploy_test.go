@@ -322,7 +322,7 @@ func dialConsole(t *testing.T, srv *httptest.Server, path string, headers map[st
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	req := "GET " + path + " HTTP/1.1\r\nHost: stagehand\r\n"
+	req := "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n"
 	for k, v := range headers {
 		req += k + ": " + v + "\r\n"
 	}

@@ -15,16 +15,14 @@ import (
 	"stagehand/internal/lab/events"
 )
 
-// withActor puts who sent the request into its context, for the event log.
+// withActor puts who sent the request, as its authentication established
+// (never a header the client chose), into its context, for the event log.
 func withActor(r *http.Request) *http.Request {
-	user := strings.TrimSpace(r.Header.Get(wire.UserHeader))
-	if len(user) > 64 {
-		user = user[:64]
-	}
-	if user == "" {
+	id, ok := auth.FromContext(r.Context())
+	if !ok || id.Name == "" {
 		return r
 	}
-	return r.WithContext(events.WithActor(r.Context(), user))
+	return r.WithContext(events.WithActor(r.Context(), id.Name))
 }
 
 // eventPing is how often an idle event stream sends a comment, so proxies

@@ -10,6 +10,7 @@ import (
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab/access"
 )
 
 // Bounds of GET /jobs/{id}/wait?timeout=.
@@ -39,10 +40,21 @@ func writeAccepted(w http.ResponseWriter, j wire.Job) error {
 	return writeJSON(w, http.StatusAccepted, j)
 }
 
+// list answers the jobs the caller may read. Jobs live in memory and are
+// few, so each is decided on its own (its object, or its starter).
 func (h jobsHandler) list(w http.ResponseWriter, r *http.Request) error {
 	js := h.lab.List()
 	out := make([]wire.Job, 0, len(js))
 	for _, j := range js {
+		if h.access != nil {
+			err := h.access.Check(r.Context(), auth.JobRead, access.Ref{Kind: access.KindJob, Name: j.ID})
+			if k := errdefs.Kind(err); k == errdefs.ErrNotFound || k == errdefs.ErrForbidden {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
 		out = append(out, jobToWire(j))
 	}
 	return writeJSON(w, http.StatusOK, out)

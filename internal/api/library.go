@@ -26,7 +26,7 @@ type libraryHandler struct{ lab Library }
 // configuration (see auth.LibraryCapture).
 func (h libraryHandler) register(r *router) {
 	p := wire.APIPrefix
-	r.route("POST "+p+"/library", auth.LibraryCapture, noObject, h.capture)
+	r.route("POST "+p+"/library", auth.LibraryCapture, bodyObject("config", "config"), h.capture)
 	r.route("GET "+p+"/library", auth.LibraryRead, noObject, h.list)
 	r.route("GET "+p+"/library/{name}", auth.LibraryRead, object("library", "name"), h.get)
 	r.route("DELETE "+p+"/library/{name}", auth.LibraryDelete, object("library", "name"), h.delete)

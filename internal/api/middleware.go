@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -253,4 +255,103 @@ func (h *Handler) holdWrites(next http.Handler) http.Handler {
 			Kind: wire.KindUnavailable,
 		})
 	})
+}
+
+// hostCheck is the set of host names the API answers to. A browser
+// tricked by DNS rebinding sends the attacker's name as Host, so any name
+// not listed is refused; IP literals pass (rebinding needs a name).
+type hostCheck struct {
+	names map[string]bool // lower case, no port
+}
+
+func newHostCheck() *hostCheck {
+	return &hostCheck{names: map[string]bool{"localhost": true}}
+}
+
+// SetAllowedHosts adds names (host or host:port; the daemon's --listen
+// host and serve --allowed-host) to those the API answers to besides IP
+// literals and localhost. Call it before serving.
+func (h *Handler) SetAllowedHosts(names ...string) {
+	for _, n := range names {
+		if host, _, err := net.SplitHostPort(n); err == nil {
+			n = host
+		}
+		n = strings.ToLower(strings.Trim(n, "[]"))
+		if n != "" {
+			h.hosts.names[n] = true
+		}
+	}
+}
+
+// allows reports whether a request's Host header names this server.
+func (c *hostCheck) allows(hostport string) bool {
+	if hostport == "" {
+		return true // HTTP/1.0 without Host: no browser sends that
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	return net.ParseIP(host) != nil || c.names[host] || strings.HasSuffix(host, ".localhost")
+}
+
+// browserSafe refuses what a web page in the user's browser could make
+// the browser send: a request under a host name that is not this
+// server's (DNS rebinding, 421), a state-changing request from another
+// origin (http.CrossOriginProtection: Sec-Fetch-Site, else Origin against
+// Host; 403), and a console upgrade from another origin (403; an upgrade
+// is a GET, which CrossOriginProtection lets through).
+func (h *Handler) browserSafe(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = writeJSON(w, http.StatusForbidden, wire.Error{
+			Error: fmt.Sprintf("cross-origin %s refused: a web page of another site may not change state here (Origin %q, Sec-Fetch-Site %q)",
+				r.Method, r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")),
+			Kind: wire.KindForbidden,
+		})
+	}))
+	protected := cop.Handler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.hosts.allows(r.Host) {
+			w.Header().Set("Connection", "close")
+			_ = writeJSON(w, http.StatusMisdirectedRequest, wire.Error{
+				Error: fmt.Sprintf("host %q is not a name of this server (a DNS rebinding attempt?); serve --allowed-host NAME allows it", printableHost(r.Host)),
+				Kind:  wire.KindForbidden,
+			})
+			return
+		}
+		if isConsoleUpgrade(r) && crossOrigin(r) {
+			_ = writeJSON(w, http.StatusForbidden, wire.Error{
+				Error: fmt.Sprintf("console upgrade from origin %q refused: only the server's own origin may open a console", r.Header.Get("Origin")),
+				Kind:  wire.KindForbidden,
+			})
+			return
+		}
+		protected.ServeHTTP(w, r)
+	})
+}
+
+// crossOrigin reports whether a browser says r comes from another site
+// or origin. Clients that are not browsers send neither header.
+func crossOrigin(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return true
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	return err != nil || !strings.EqualFold(u.Host, r.Host)
+}
+
+// printableHost cuts a Host header for a message.
+func printableHost(h string) string {
+	if len(h) > 100 {
+		h = h[:100] + "…"
+	}
+	return strings.ToValidUTF8(h, "?")
 }

@@ -33,11 +33,13 @@ type recorder struct {
 	calls atomic.Int64
 	auth  atomic.Value
 	h     http.Handler
+	lab   *apitest.Lab
 }
 
 func newRecorder(t *testing.T) *recorder {
-	_, h := apitest.Serve(t, apitest.New(t).Seed(t))
-	r := &recorder{h: h}
+	l := apitest.New(t).Seed(t)
+	_, h := apitest.Serve(t, l)
+	r := &recorder{h: h, lab: l}
 	r.auth.Store("")
 	return r
 }
@@ -95,20 +97,21 @@ func TestToken(t *testing.T) {
 	rec := newRecorder(t)
 	srv := httptest.NewServer(rec)
 	t.Cleanup(srv.Close)
-	env := map[string]string{"STAGEHAND_SERVER": srv.URL, "STAGEHAND_TOKEN": "from-env-7f3a"}
+	fromEnv, fromFile := rec.lab.AdminToken(t), rec.lab.AdminToken(t)
+	env := map[string]string{"STAGEHAND_SERVER": srv.URL, "STAGEHAND_TOKEN": fromEnv}
 	out, errOut, code := runEnv(env, "config", "show", "nope")
-	if code != cli.ExitNotFound || rec.auth.Load() != "Bearer from-env-7f3a" {
+	if code != cli.ExitNotFound || rec.auth.Load() != "Bearer "+fromEnv {
 		t.Errorf("with STAGEHAND_TOKEN: exit %d, Authorization %q", code, rec.auth.Load())
 	}
-	if strings.Contains(out+errOut, "from-env-7f3a") {
+	if strings.Contains(out+errOut, fromEnv) {
 		t.Errorf("the token was printed: %q %q", out, errOut)
 	}
 
 	file := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(file, []byte("from-file-9c1d\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(fromFile+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, errOut, code := runEnv(env, "--token-file", file, "config", "list"); code != 0 || rec.auth.Load() != "Bearer from-file-9c1d" {
+	if _, errOut, code := runEnv(env, "--token-file", file, "config", "list"); code != 0 || rec.auth.Load() != "Bearer "+fromFile {
 		t.Errorf("with --token-file: exit %d %s, Authorization %q", code, errOut, rec.auth.Load())
 	}
 	empty := filepath.Join(t.TempDir(), "empty")

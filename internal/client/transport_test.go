@@ -51,15 +51,16 @@ func serveUnix(t *testing.T, dir string, h http.Handler) string {
 // naming the socket.
 func TestUnixSocket(t *testing.T) {
 	l := apitest.New(t)
-	_, h := apitest.Serve(t, l)
+	_, h := apitest.ServeStrict(t, l)
+	tok := l.AdminToken(t)
 	var auth, host, user atomic.Value
 	sock := serveUnix(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth.Store(r.Header.Get("Authorization"))
 		host.Store(r.Host)
-		user.Store(r.Header.Get(wire.UserHeader))
+		user.Store(r.Header.Get("X-Stagehand-User"))
 		h.ServeHTTP(w, r)
 	}))
-	c := client.New("unix://"+sock, client.WithToken("s3cret"))
+	c := client.New("unix://"+sock, client.WithToken(tok))
 	if c.BaseURL() != "unix://"+sock {
 		t.Errorf("BaseURL = %q", c.BaseURL())
 	}
@@ -74,8 +75,8 @@ func TestUnixSocket(t *testing.T) {
 	if _, err := c.GetNetwork(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("GetNetwork nope = %v, want not found", err)
 	}
-	if auth.Load() != "Bearer s3cret" || host.Load() != "localhost" || user.Load() != "" {
-		t.Errorf("request had Authorization %q, Host %q, %s %q", auth.Load(), host.Load(), wire.UserHeader, user.Load())
+	if auth.Load() != "Bearer "+tok || host.Load() != "localhost" || user.Load() != "" {
+		t.Errorf("request had Authorization %q, Host %q, X-Stagehand-User %q", auth.Load(), host.Load(), user.Load())
 	}
 
 	gone := client.New("unix://" + filepath.Join(t.TempDir(), "stagehand.sock"))

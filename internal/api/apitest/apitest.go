@@ -154,10 +154,12 @@ func (l *Lab) Deploy(ctx context.Context, name string, opts lab.DeployOptions) (
 
 // Serve serves the API over l (the lab, or a Failing that wraps it to
 // inject errors) until the test ends, and returns the server and its
-// handler.
+// handler. Requests without credentials act as Root; see ServeStrict for
+// the daemon's behaviour.
 func Serve(tb testing.TB, l Served) (*httptest.Server, *api.Handler) {
 	tb.Helper()
 	h := api.NewLabHandler(l.API(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.TrustRequestsWithoutCredentials(Root)
 	srv := httptest.NewServer(h)
 	tb.Cleanup(func() {
 		h.Drain()

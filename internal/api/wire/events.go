@@ -2,10 +2,6 @@ package wire
 
 import "time"
 
-// UserHeader names who sends a request; the event log records it. The CLI
-// sends $USER.
-const UserHeader = "X-Stagehand-User"
-
 // Objects of events and cleanup items.
 const (
 	ObjectConfig   = "config"
