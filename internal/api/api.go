@@ -31,6 +31,7 @@ type Lab struct {
 	Library     Library
 	Archives    Archives
 	Leases      Leases
+	Uploads     Uploads // files callers send (uploads.go)
 	Checks      Checks
 	Events      *events.Log   // listed and followed (events.go)
 	Jobs        *jobs.Manager // the background operations the lab starts
@@ -50,7 +51,7 @@ func LabOf(svc *lab.Service) Lab {
 	l := Lab{
 		Templates: svc.Templates, Networks: svc.Networks, Configs: svc.Configs,
 		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
-		Leases: svc.Leases, Checks: svc, Events: svc.Events, Jobs: svc.Jobs(),
+		Leases: svc.Leases, Uploads: svc.Uploads, Checks: svc, Events: svc.Events, Jobs: svc.Jobs(),
 		Directory: svc.Store(),
 	}
 	if svc.Access != nil { // a nil *Checker must stay a nil Access
@@ -107,7 +108,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 	r := &router{mux: h.mux, serve: h.endpoint}
 	for _, res := range []interface{ register(*router) }{
 		h.status,
-		templatesHandler{lab: l.Templates},
+		templatesHandler{lab: l.Templates, uploads: l.Uploads},
 		networksHandler{lab: l.Networks},
 		configsHandler{lab: l.Configs},
 		deployHandler{env: e, lab: l.Deployments},
@@ -115,7 +116,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		disksHandler{lab: l.Configs},
 		leasesHandler{lab: l.Leases},
 		libraryHandler{lab: l.Library},
-		archivesHandler{lab: l.Archives},
+		archivesHandler{lab: l.Archives, uploads: l.Uploads},
 		jobsHandler{env: e, lab: l.Jobs},
 		doctorHandler{lab: l.Checks},
 		eventsHandler{env: e, lab: l.Events},

@@ -94,7 +94,7 @@ func (l *realLab) do(method, target string, body []byte, header map[string]strin
 // that the seeded objects serve the other routes first.
 var routes = []string{
 	"GET /healthz", "GET /api/v1/healthz", "GET /readyz", "GET /api/v1/status",
-	"POST /api/v1/templates", "GET /api/v1/templates", "GET /api/v1/templates/{name}",
+	"POST /api/v1/templates", "POST /api/v1/templates/upload", "GET /api/v1/templates", "GET /api/v1/templates/{name}",
 	"POST /api/v1/networks", "GET /api/v1/networks", "GET /api/v1/networks/{name}",
 	"POST /api/v1/configs", "GET /api/v1/configs", "GET /api/v1/configs/{name}",
 	"POST /api/v1/configs/{name}/clone", "POST /api/v1/configs/{name}/change-ips",
@@ -109,8 +109,8 @@ var routes = []string{
 	"GET /api/v1/jobs", "GET /api/v1/jobs/{n}", "GET /api/v1/jobs/{n}/wait", "POST /api/v1/jobs/{n}/cancel",
 	"GET /api/v1/doctor", "POST /api/v1/doctor/repair",
 	"POST /api/v1/library", "GET /api/v1/library", "GET /api/v1/library/{name}", "POST /api/v1/library/{name}/checkout",
-	"POST /api/v1/archives", "POST /api/v1/archives/import", "GET /api/v1/archives", "GET /api/v1/archives/{name}",
-	"POST /api/v1/archives/{name}/restore", "POST /api/v1/archives/{name}/export", "POST /api/v1/archives/{name}/lease",
+	"POST /api/v1/archives", "POST /api/v1/archives/import", "POST /api/v1/archives/upload", "GET /api/v1/archives", "GET /api/v1/archives/{name}",
+	"POST /api/v1/archives/{name}/restore", "GET /api/v1/archives/{name}/bundle", "POST /api/v1/archives/{name}/lease",
 	"GET /api/v1/cleanup", "POST /api/v1/cleanup", "GET /api/v1/events",
 	"DELETE /api/v1/jobs/{n}", "DELETE /api/v1/library/{name}", "DELETE /api/v1/archives/{name}",
 	"DELETE /api/v1/configs/{name}", "DELETE /api/v1/networks/{name}", "DELETE /api/v1/templates/{name}",
@@ -124,7 +124,7 @@ var takesBody = map[string]bool{
 	"POST /api/v1/configs/{name}/lease": true, "POST /api/v1/library": true,
 	"POST /api/v1/library/{name}/checkout": true, "POST /api/v1/archives": true,
 	"POST /api/v1/archives/import": true, "POST /api/v1/archives/{name}/restore": true,
-	"POST /api/v1/archives/{name}/export": true, "POST /api/v1/archives/{name}/lease": true,
+	"POST /api/v1/archives/{name}/lease": true,
 	"POST /api/v1/cleanup": true,
 }
 

@@ -169,7 +169,8 @@ func LimitListener(ln net.Listener, n int) net.Listener {
 // arrive in time is answered 408 and its connection closed.
 func (h *Handler) readBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody || h.limits.BodyTimeout <= 0 || isConsoleUpgrade(r) {
+		// An upload's body is a file its handler streams (uploads.go).
+		if r.Body == nil || r.Body == http.NoBody || h.limits.BodyTimeout <= 0 || isConsoleUpgrade(r) || isUpload(r) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -2,8 +2,11 @@ package api
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/auth"
@@ -24,11 +27,15 @@ func location(collection, name string) string {
 }
 
 // templatesHandler serves the template endpoints.
-type templatesHandler struct{ lab Templates }
+type templatesHandler struct {
+	lab     Templates
+	uploads Uploads
+}
 
 func (h templatesHandler) register(r *router) {
 	p := wire.APIPrefix
 	r.route("POST "+p+"/templates", auth.TemplateCreate, noObject, h.importTemplate)
+	r.route("POST "+p+"/templates/upload", auth.TemplateCreate, noObject, h.upload)
 	r.route("GET "+p+"/templates", auth.TemplateRead, noObject, h.list)
 	r.route("GET "+p+"/templates/{name}", auth.TemplateRead, object("template", "name"), h.get)
 	r.route("DELETE "+p+"/templates/{name}", auth.TemplateDelete, object("template", "name"), h.delete)
@@ -50,6 +57,87 @@ func (h templatesHandler) importTemplate(w http.ResponseWriter, r *http.Request)
 		Initrd:      req.Initrd,
 		Cmdline:     req.Cmdline,
 	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", location("templates", t.Name))
+	return writeJSON(w, http.StatusCreated, templateToWire(t))
+}
+
+// maxTemplateParts bounds the files of one template upload.
+const maxTemplateParts = 16
+
+// upload imports a template from the files in the request: a multipart
+// body, its parts (disks, then kernel and initrd) each streamed into an
+// upload as it arrives (see wire/uploads.go). The parameters are in the
+// query.
+func (h templatesHandler) upload(w http.ResponseWriter, r *http.Request) error {
+	body, done := startUpload(w, r)
+	defer done()
+	q := r.URL.Query()
+	spec := lab.TemplateSpec{
+		Name: q.Get("name"), Description: q.Get("description"), Format: q.Get("format"),
+		Cmdline: q.Get("cmdline"), Workspace: q.Get("workspace"),
+	}
+	for _, f := range []struct {
+		key string
+		to  *int
+	}{{"cpus", &spec.CPUs}, {"memory_mib", &spec.MemoryMiB}} {
+		if v := q.Get(f.key); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return errMalformed("%s %q is not a number", f.key, v)
+			}
+			*f.to = n
+		}
+	}
+	// Import closes the uploads; this is for the refusals before it.
+	defer func() {
+		for _, u := range append(append([]*lab.Upload(nil), spec.DiskUploads...), spec.KernelUpload, spec.InitrdUpload) {
+			if u != nil {
+				u.Close()
+			}
+		}
+	}()
+	r.Body = io.NopCloser(body)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return errMalformed("a template upload is a multipart/form-data body of parts %q, %q and %q: %v", wire.PartDisk, wire.PartKernel, wire.PartInitrd, err)
+	}
+	for n := 0; ; n++ {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return errMalformed("template upload: %v", err)
+		}
+		if n == maxTemplateParts {
+			return errMalformed("template upload: more than %d files", maxTemplateParts)
+		}
+		field := part.FormName()
+		switch {
+		case field != wire.PartDisk && field != wire.PartKernel && field != wire.PartInitrd:
+			return errMalformed("template upload: part %q is not %q, %q or %q", field, wire.PartDisk, wire.PartKernel, wire.PartInitrd)
+		case field == wire.PartDisk && (spec.KernelUpload != nil || spec.InitrdUpload != nil),
+			field == wire.PartKernel && spec.KernelUpload != nil, field == wire.PartInitrd && spec.InitrdUpload != nil:
+			return errMalformed("template upload: the disks come first, then at most one kernel and one initrd")
+		}
+		u, err := h.uploads.Receive(r.Context(), part.FileName(), part, declaredSize(part.Header), wantSHA256(part.Header))
+		if err != nil {
+			return uploadError(w, err)
+		}
+		switch field {
+		case wire.PartDisk:
+			spec.DiskUploads = append(spec.DiskUploads, u)
+		case wire.PartKernel:
+			spec.KernelUpload = u
+		case wire.PartInitrd:
+			spec.InitrdUpload = u
+		}
+	}
+	t, err := h.lab.Import(r.Context(), spec)
+	done()
 	if err != nil {
 		return err
 	}

@@ -48,13 +48,6 @@ func (s Archives) Export(ctx context.Context, name string, w io.Writer) error {
 	return s.archives.Export(ctx, name, w)
 }
 
-// StartExport is what export was: a job writing the bundle at a path on
-// the daemon's host, which let callers create files as root anywhere (C3).
-// It is refused; the bundle is downloaded (Export).
-func (s Archives) StartExport(ctx context.Context, name, file string) (jobs.Job, error) {
-	return jobs.Job{}, errdefs.Forbidden("export %q: the server writes no file for an export any more: download the bundle (GET /api/v1/archives/%s/bundle, stagehand archive export NAME FILE)", name, name)
-}
-
 // StartImport checks a bundle's manifest and starts a job that imports it
 // as a new archive (see archive.Archives.StartImport).
 func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, error) {
