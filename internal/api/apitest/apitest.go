@@ -65,6 +65,10 @@ func New(tb testing.TB, opts ...Option) *Lab {
 	o := lab.Options{
 		DataDir: filepath.Join(dir, "data"), Store: db, Disks: d, Jobs: jm,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Root (Serve's identity for requests without credentials) may
+		// name the test's files on the server: images, kernels, bundles
+		// in temporary directories.
+		ImportDirs: []string{os.TempDir()},
 	}
 	host.Use(&o)
 	for _, opt := range opts {
