@@ -47,7 +47,7 @@ func TestServeAndShutdown(t *testing.T) {
 
 	run := func(args ...string) (string, string, int) {
 		var out, errw bytes.Buffer
-		code := cli.Run(context.Background(), append([]string{"--server", "http://" + addr}, args...),
+		code := cli.Run(context.Background(), append([]string{"--server", "http://" + addr, "--token-file", filepath.Join(dir, daemon.AdminTokenFile)}, args...),
 			deps(nil, &out, &errw, func(string) string { return "" }))
 		return out.String(), errw.String(), code
 	}
@@ -246,7 +246,7 @@ func TestServeAnswersWhileProbing(t *testing.T) {
 
 	run := func(args ...string) (string, string, int) {
 		var out, errw bytes.Buffer
-		code := cli.Run(context.Background(), append([]string{"--server", "http://" + addr}, args...),
+		code := cli.Run(context.Background(), append([]string{"--server", "http://" + addr, "--token-file", filepath.Join(dir, daemon.AdminTokenFile)}, args...),
 			deps(nil, &out, &errw, func(string) string { return "" }))
 		return out.String(), errw.String(), code
 	}

@@ -65,6 +65,7 @@ rolled back).`,
 	f.StringVar(&cfg.Listen, "listen", "", "TCP address to listen on besides the socket (host:port; port 0 picks one); HTTPS unless loopback")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate (PEM) of the TCP listener (default: self-signed, made in DATA/"+daemon.TLSDir+")")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	f.StringArrayVar(&cfg.AllowedHosts, "allowed-host", nil, "a host name clients reach the daemon by, besides IP addresses, localhost and the --listen host (repeatable); requests naming any other Host are refused")
 	f.IntVar(&cfg.ChainLimit, "chain-limit", cfg.ChainLimit, "deepest disk chain a linked clone may produce")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 

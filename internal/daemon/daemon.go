@@ -53,6 +53,10 @@ type Config struct {
 	Listen  string
 	TLSCert string // --tls-cert: the TCP listener's certificate (PEM)
 	TLSKey  string // --tls-key: its private key (PEM)
+	// AllowedHosts are --allowed-host: host names the API answers to
+	// besides IP literals, localhost and the --listen host (a request
+	// under any other Host is refused: DNS rebinding).
+	AllowedHosts []string
 
 	Accel        string        // --accel: AccelAuto (probe), hypervisor.AccelKVM or AccelTCG
 	ProbeKernel  string        // --probe-kernel: default the newest /boot/vmlinuz-*
@@ -210,6 +214,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 			err = errors.Join(err, cerr)
 		}
 	}()
+	if err := ensureAdmin(ctx, st, dataDir, log); err != nil {
+		return err
+	}
 	jm := jobs.NewManager()
 	defer jm.Close() // before the store closes: jobs roll back through it
 
@@ -243,6 +250,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 
 	h := api.NewHandler(svc, log)
 	h.SetDaemon(api.Daemon{Version: cfg.Version, Started: started, StoreKind: storeKind, StorePath: storePath})
+	h.SetAllowedHosts(append([]string{cfg.Listen}, cfg.AllowedHosts...)...)
 	finishRecovery := h.StartRecovery()
 	limits := api.DefaultLimits
 	srv := api.NewServer(h, limits, log)

@@ -66,7 +66,22 @@ var servingRE = regexp.MustCompile(`msg="stagehand serving" addr=(\S+)`)
 func startDaemon(t *testing.T, level slog.Level) (addr string, logs *syncbuf.Buffer) {
 	t.Helper()
 	d := runDaemon(t, level, nil)
+	adminTokens[d.addr] = d.adminToken(t)
 	return d.addr, d.logs
+}
+
+// adminTokens are the admin tokens of the daemons startDaemon ran, by
+// address.
+var adminTokens = map[string]string{}
+
+// adminToken reads the token the first start wrote to DATA/admin.token.
+func (d *testDaemon) adminToken(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.cfg.DataDir, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // testDaemon is a daemon a test runs.
@@ -139,7 +154,10 @@ func TestDebugLogShowsQemuImgCommands(t *testing.T) {
 	importTemplate := func(t *testing.T, addr, name string) {
 		t.Helper()
 		body, _ := json.Marshal(wire.TemplateRequest{Name: name, Disks: []string{src}, Format: "raw"})
-		resp, err := http.Post("http://"+addr+wire.APIPrefix+"/templates", "application/json", bytes.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+wire.APIPrefix+"/templates", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+adminTokens[addr])
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
