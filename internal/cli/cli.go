@@ -212,7 +212,7 @@ Every command but serve talks to a running daemon: --server, or the
 STAGEHAND_SERVER environment variable, else the daemon's socket in its data
 dir (STAGEHAND_DATA_DIR, default ` + DefaultDataDir + `) when it is there, else
 ` + DefaultServer + `. A token for the daemon comes from --token-file or
-STAGEHAND_TOKEN. An https server whose certificate no CA vouches for is
+STAGEHAND_TOKEN, else from stagehand login. An https server whose certificate no CA vouches for is
 trusted on first use: its fingerprint is pinned in
 ~/.config/stagehand/known_servers and any other certificate is refused.`,
 		SilenceUsage:      true,
@@ -245,6 +245,7 @@ trusted on first use: its fingerprint is pinned in
 		a.cleanupCommand(),
 		a.eventsCommand(),
 		a.userCommand(), a.orgCommand(), a.workspaceCommand(), a.groupCommand(), a.tokenCommand(), a.authCommand(),
+		a.loginCommand(), a.logoutCommand(),
 	)
 	return root
 }
@@ -267,7 +268,8 @@ func (a *app) setup(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// clientOptions are the token (--token-file, else STAGEHAND_TOKEN) and the
+// clientOptions are the token (--token-file, else STAGEHAND_TOKEN, else
+// the session of stagehand login) and the
 // known servers file of the client. The token itself is never printed.
 func (a *app) clientOptions() ([]client.Option, error) {
 	var opts []client.Option
@@ -280,6 +282,14 @@ func (a *app) clientOptions() ([]client.Option, error) {
 		token = strings.TrimSpace(string(b))
 		if token == "" {
 			return nil, usagef("--token-file %s is empty", a.tokenFile)
+		}
+	}
+	if token == "" {
+		// The session of `stagehand login`, when there is one.
+		if file, err := client.TokenFile(a.deps.Getenv); err == nil {
+			if t, err := readTokenFile(file); err == nil {
+				token = t
+			}
 		}
 	}
 	if token != "" {

@@ -135,6 +135,12 @@ func kindOfStatus(status int) string {
 		return wire.KindNotFound
 	case http.StatusConflict:
 		return wire.KindConflict
+	case http.StatusUnauthorized:
+		return wire.KindUnauthenticated
+	case http.StatusForbidden, http.StatusMisdirectedRequest:
+		return wire.KindForbidden
+	case http.StatusTooManyRequests:
+		return wire.KindUnavailable
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return wire.KindUnavailable
 	default:
