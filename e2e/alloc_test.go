@@ -27,7 +27,7 @@ func newAllocLoad(t *testing.T, clients int) *allocLoad {
 	d := startDaemon(t, t.TempDir())
 	d.ok("template", "import", "base", "--disk", makeImage(t, t.TempDir()))
 	d.ok("network", "create", "big", "--subnet", "10.90.0.0/16", "--pool", "10.90.0.10-10.90.250.250")
-	c := client.New(d.url)
+	c := client.New(d.url, client.WithToken(d.token()))
 	for i := 0; i < clients; i++ {
 		req := wire.ConfigRequest{Name: fmt.Sprintf("c%d", i), VMs: []wire.VMRequest{{Name: "vm", Template: "base", Network: "big"}}}
 		if _, err := c.CreateConfig(context.Background(), req); err != nil {

@@ -498,7 +498,7 @@ func TestVMActionsConsoleAndLostVM(t *testing.T) {
 		t.Errorf("dhcp NIC got %q, want an address of 10.74.0.0/24 outside the gateway and the pool", dynIP)
 	}
 	// The console is a byte stream: a pipe in, the guest's output out.
-	argv := ns.exec(binary, "--server", d.url, "vm", "console", "v", "a")
+	argv := ns.exec(binary, "--server", d.url, "--token-file", d.tokenFile(), "vm", "console", "v", "a")
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin = strings.NewReader("\n")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -144,6 +144,20 @@ func (d *daemon) kill() {
 	}
 }
 
+// tokenFile is the file of the API token the daemon's first start made
+// for the system administrator: every request over TCP needs a token.
+func (d *daemon) tokenFile() string { return filepath.Join(d.dataDir, "admin.token") }
+
+// token is the content of tokenFile.
+func (d *daemon) token() string {
+	d.t.Helper()
+	b, err := os.ReadFile(d.tokenFile())
+	if err != nil {
+		d.t.Fatalf("admin token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // stop ends the daemon gracefully.
 func (d *daemon) stop() {
 	d.cmd.Process.Signal(syscall.SIGTERM)
@@ -179,7 +193,7 @@ type result struct {
 // run runs a CLI command against the daemon.
 func (d *daemon) run(args ...string) result {
 	d.t.Helper()
-	argv := append([]string{binary, "--server", d.url}, args...)
+	argv := append([]string{binary, "--server", d.url, "--token-file", d.tokenFile()}, args...)
 	if d.wrap != nil {
 		argv = d.wrap(argv...)
 	}
@@ -441,7 +455,7 @@ func TestKilledMidOperationRecovers(t *testing.T) {
 			// The same data dir under a daemon armed to pause mid-operation.
 			d := startDaemon(t, data, "STAGEHAND_TEST_FAULT="+c.fault+"=pause")
 
-			args := append([]string{"--server", d.url}, c.args...)
+			args := append([]string{"--server", d.url, "--token-file", d.tokenFile()}, c.args...)
 			for i, a := range args {
 				if a == "IMG" {
 					args[i] = img

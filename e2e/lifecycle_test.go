@@ -286,6 +286,7 @@ func followEvents(t *testing.T, d *daemon) *http.Response {
 		t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+d.token())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -475,7 +476,7 @@ func TestKilledMidArchiveOperationRecovers(t *testing.T) {
 			d0.stop()
 
 			d := startDaemon(t, data, "STAGEHAND_TEST_FAULT="+c.fault+"=pause")
-			cli := exec.Command(binary, append([]string{"--server", d.url}, c.args...)...)
+			cli := exec.Command(binary, append([]string{"--server", d.url, "--token-file", d.tokenFile()}, c.args...)...)
 			if err := cli.Start(); err != nil {
 				t.Fatal(err)
 			}

@@ -46,9 +46,11 @@ ip -n $ns link set lo up
 trap cleanup EXIT
 in_ns() { ip netns exec $ns "$@"; }
 
-listen=127.0.0.1:${PORT:-7480}
-export STAGEHAND_SERVER=http://$listen
-in_ns "$sh" serve --data-dir "$DATA" --listen "$listen" >"$DATA/daemon.log" 2>&1 &
+# The CLI talks to the daemon over its unix socket: as root there, it is
+# the system administrator, with no token to pass around.
+sock=$DATA/stagehand.sock
+export STAGEHAND_SERVER=unix://$sock
+in_ns "$sh" serve --data-dir "$DATA" >"$DATA/daemon.log" 2>&1 &
 daemon=$!
 # The daemon answers at once and accepts writes once it has recovered what
 # a previous run left half done (GET /readyz); the accelerator probe goes
@@ -61,7 +63,7 @@ daemon_failed() {
 }
 ready_wait=${READY_WAIT:-30}
 deadline=$((SECONDS + ready_wait))
-until in_ns curl -fsS --max-time 2 "$STAGEHAND_SERVER/readyz" >/dev/null 2>&1; do
+until in_ns curl -fsS --max-time 2 --unix-socket "$sock" http://localhost/readyz >/dev/null 2>&1; do
   kill -0 "$daemon" 2>/dev/null || daemon_failed "the daemon exited before it was ready"
   ((SECONDS < deadline)) || daemon_failed "the daemon at $STAGEHAND_SERVER was not ready within ${ready_wait}s"
   sleep 0.1
