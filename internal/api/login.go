@@ -90,21 +90,32 @@ func (h *loginHandler) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.throttle.Succeed(user, addr)
 
-	plain, id, hash := auth.NewSessionToken()
-	now := h.now()
-	tk := &store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: store.TokenSession,
-		Name: "login from " + addr, ExpiresAt: now.Add(SessionLifetime)}
-	if err := h.store.Update(r.Context(), func(tx store.Tx) error { return tx.CreateToken(tk) }); err != nil {
-		return fmt.Errorf("login of %q: create session: %w", u.Name, err)
+	plain, tk, err := startSession(w, r, h.store, u, "login from "+addr, h.now())
+	if err != nil {
+		return fmt.Errorf("login of %q: %w", u.Name, err)
 	}
-	h.log.Info("login", "user", u.Name, "session", id, "remote", addr)
+	h.log.Info("login", "user", u.Name, "session", tk.ID, "remote", addr)
+	return writeJSON(w, http.StatusOK, wire.LoginResponse{User: u.Name, Token: plain, ExpiresAt: tk.ExpiresAt})
+}
+
+// startSession makes a session token for u (store kind session, named
+// name, lasting SessionLifetime from now), sets it as the session cookie
+// and returns its plaintext. The password login and the OIDC login both
+// end here, so their sessions are alike.
+func startSession(w http.ResponseWriter, r *http.Request, st store.Store, u *store.User, name string, now time.Time) (plain string, tk *store.Token, err error) {
+	plain, id, hash := auth.NewSessionToken()
+	tk = &store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: store.TokenSession,
+		Name: name, ExpiresAt: now.Add(SessionLifetime)}
+	if err := st.Update(r.Context(), func(tx store.Tx) error { return tx.CreateToken(tk) }); err != nil {
+		return "", nil, fmt.Errorf("create session: %w", err)
+	}
 	http.SetCookie(w, &http.Cookie{
 		Name: SessionCookie, Value: plain, Path: "/",
 		Expires: tk.ExpiresAt, MaxAge: int(SessionLifetime / time.Second),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
 	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusOK, wire.LoginResponse{User: u.Name, Token: plain, ExpiresAt: tk.ExpiresAt})
+	return plain, tk, nil
 }
 
 // checkPassword returns the user named user when password is theirs. A
