@@ -120,6 +120,9 @@ func (a *authenticator) verify(ctx context.Context, plaintext, kind string) (aut
 			return errdefs.Unauthenticated("%s %s: user %q is disabled", what, tokID, u.Name)
 		}
 		id = auth.Identity{UserID: u.ID, Name: u.Name, SystemAdmin: u.SystemAdmin, Via: via, TokenID: tk.ID}
+		if kind == store.TokenSession && isOIDCSession(tk) {
+			id.Via = auth.ViaOIDC
+		}
 		if tk.RestrictWorkspaceID != 0 || tk.RestrictRole != "" {
 			role := auth.Role(tk.RestrictRole)
 			if role == "" {
