@@ -139,6 +139,19 @@ func callerOf(ctx context.Context) caller {
 	return caller{id: id, system: !ok}
 }
 
+// record writes the event of a directory change in the change's own
+// transaction: the log says who changed who may do what, and a change
+// without its event is not committed. Followers of the live stream do not
+// see these (the events.Log hub is the lab's); listing shows them.
+func record(tx store.Tx, c caller, object, action, subject, detail string) error {
+	actor := c.id.Name
+	if c.system || actor == "" {
+		actor = "system"
+	}
+	return tx.AddEvent(&store.Event{At: time.Now().UTC(), Actor: actor, Action: action, Object: object,
+		Subject: subject, Result: "ok", Detail: detail})
+}
+
 // admin reports whether c may do everything without asking: the system,
 // or an unrestricted system administrator.
 func (c caller) admin() bool { return c.system || c.id.SystemAdmin && c.id.Restrict == nil }
@@ -412,6 +425,9 @@ func (h directoryHandler) createUser(w http.ResponseWriter, r *http.Request) err
 		if err := tx.CreateUser(&u); err != nil {
 			return err
 		}
+		if err := record(tx, callerOf(r.Context()), "user", "create", u.Name, fmt.Sprintf("system admin: %t", u.SystemAdmin)); err != nil {
+			return err
+		}
 		var err error
 		out, err = userToWire(namesIn(tx), &u)
 		return err
@@ -560,7 +576,10 @@ func (h directoryHandler) deleteUser(w http.ResponseWriter, r *http.Request) err
 			// administrator; another administrator can do it.
 			return errdefs.Conflict("user %q: you cannot delete yourself", u.Name)
 		}
-		return tx.DeleteUser(u.ID)
+		if err := tx.DeleteUser(u.ID); err != nil {
+			return err
+		}
+		return record(tx, c, "user", "delete", u.Name, "")
 	})
 	if err != nil {
 		return err
@@ -621,7 +640,10 @@ func (h directoryHandler) setPassword(w http.ResponseWriter, r *http.Request) er
 			return errdefs.Conflict("user %q: the password changed meanwhile; try again", name)
 		}
 		u.PasswordHash = hash
-		return tx.UpdateUser(u)
+		if err := tx.UpdateUser(u); err != nil {
+			return err
+		}
+		return record(tx, c, "user", "set-password", u.Name, "")
 	})
 	if err != nil {
 		return err
@@ -652,6 +674,9 @@ func (h directoryHandler) createOrg(w http.ResponseWriter, r *http.Request) erro
 		// Every organization has its shared workspace main (the issue's
 		// rule; default/main is the store's own).
 		if err := tx.CreateWorkspace(&store.Workspace{OrgID: o.ID, Name: store.MainWorkspace, Kind: store.WorkspaceShared}); err != nil {
+			return err
+		}
+		if err := record(tx, callerOf(r.Context()), "org", "create", o.Name, ""); err != nil {
 			return err
 		}
 		var err error
@@ -727,19 +752,19 @@ func (h directoryHandler) addOrgAdmin(w http.ResponseWriter, r *http.Request) er
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	return h.orgAdmins(w, r, req.User, func(tx store.Tx, o *store.Org, u *store.User) error {
+	return h.orgAdmins(w, r, req.User, "add-admin", func(tx store.Tx, o *store.Org, u *store.User) error {
 		return tx.AddOrgAdmin(o.ID, u.ID)
 	})
 }
 
 func (h directoryHandler) removeOrgAdmin(w http.ResponseWriter, r *http.Request) error {
-	return h.orgAdmins(w, r, r.PathValue("user"), func(tx store.Tx, o *store.Org, u *store.User) error {
+	return h.orgAdmins(w, r, r.PathValue("user"), "remove-admin", func(tx store.Tx, o *store.Org, u *store.User) error {
 		return tx.RemoveOrgAdmin(o.ID, u.ID)
 	})
 }
 
 // orgAdmins changes the admins of organization {org}, as its admin.
-func (h directoryHandler) orgAdmins(w http.ResponseWriter, r *http.Request, user string, change func(store.Tx, *store.Org, *store.User) error) error {
+func (h directoryHandler) orgAdmins(w http.ResponseWriter, r *http.Request, user, action string, change func(store.Tx, *store.Org, *store.User) error) error {
 	c := callerOf(r.Context())
 	err := h.store.Update(r.Context(), func(tx store.Tx) error {
 		o, err := orgNamed(tx, r.PathValue("org"))
@@ -753,7 +778,10 @@ func (h directoryHandler) orgAdmins(w http.ResponseWriter, r *http.Request, user
 		if err != nil {
 			return err
 		}
-		return change(tx, o, u)
+		if err := change(tx, o, u); err != nil {
+			return err
+		}
+		return record(tx, c, "org", action, o.Name, "user "+u.Name)
 	})
 	if err != nil {
 		return err
@@ -791,6 +819,9 @@ func (h directoryHandler) createWorkspace(w http.ResponseWriter, r *http.Request
 		}
 		ws := store.Workspace{OrgID: o.ID, Name: req.Name, Kind: req.Kind}
 		if err := tx.CreateWorkspace(&ws); err != nil {
+			return err
+		}
+		if err := record(tx, c, "workspace", "create", o.Name+"/"+ws.Name, "kind "+ws.Kind); err != nil {
 			return err
 		}
 		out = wire.Workspace{Org: o.Name, Name: ws.Name, Kind: ws.Kind, CreatedAt: ws.CreatedAt}
@@ -906,7 +937,10 @@ func (h directoryHandler) deleteWorkspace(w http.ResponseWriter, r *http.Request
 		if o.Name == store.DefaultOrg && ws.Name == store.MainWorkspace {
 			return errdefs.Conflict("workspace %q: the default workspace cannot be deleted", pathWorkspace(r))
 		}
-		return tx.DeleteWorkspace(ws.ID)
+		if err := tx.DeleteWorkspace(ws.ID); err != nil {
+			return err
+		}
+		return record(tx, callerOf(r.Context()), "workspace", "delete", pathWorkspace(r), "")
 	})
 	if err != nil {
 		return err
@@ -936,7 +970,10 @@ func (h directoryHandler) addMember(w http.ResponseWriter, r *http.Request) erro
 		if err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(role)})
+		if err := tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(role)}); err != nil {
+			return err
+		}
+		return record(tx, callerOf(r.Context()), "workspace", "add-member", pathWorkspace(r), fmt.Sprintf("user %s, role %s", u.Name, role))
 	})
 	if err != nil {
 		return err
@@ -962,7 +999,10 @@ func (h directoryHandler) removeMember(w http.ResponseWriter, r *http.Request) e
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.NotFound("user %q is not a member of workspace %q", u.Name, pathWorkspace(r))
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return record(tx, callerOf(r.Context()), "workspace", "remove-member", pathWorkspace(r), "user "+u.Name)
 	})
 	if err != nil {
 		return err
@@ -980,6 +1020,9 @@ func (h directoryHandler) setQuota(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	l := req.QuotaLimits
+	if req.Target == "" {
+		return errdefs.Invalid("quota: target is required (a user, or a workspace org/ws)")
+	}
 	if l.StoredVMs < 0 || l.DeployedVMs < 0 || l.VCPUs < 0 || l.MemoryMiB < 0 || l.DiskGiB < 0 {
 		return errdefs.Invalid("quota of %s %q: a limit is 0 (none) or more", req.Scope, req.Target)
 	}
@@ -1010,15 +1053,21 @@ func (h directoryHandler) setQuota(w http.ResponseWriter, r *http.Request) error
 			}
 			id = u.ID
 		}
+		var err error
 		if l == (wire.QuotaLimits{}) {
-			err := tx.DeleteQuota(req.Scope, id)
-			if errors.Is(err, errdefs.ErrNotFound) {
-				return nil
+			if err = tx.DeleteQuota(req.Scope, id); errors.Is(err, errdefs.ErrNotFound) {
+				err = nil
 			}
+		} else {
+			err = tx.SetQuota(&store.Quota{Scope: req.Scope, ScopeID: id, StoredVMs: l.StoredVMs, DeployedVMs: l.DeployedVMs,
+				VCPUs: l.VCPUs, MemoryMiB: l.MemoryMiB, DiskGiB: l.DiskGiB})
+		}
+		if err != nil {
 			return err
 		}
-		return tx.SetQuota(&store.Quota{Scope: req.Scope, ScopeID: id, StoredVMs: l.StoredVMs, DeployedVMs: l.DeployedVMs,
-			VCPUs: l.VCPUs, MemoryMiB: l.MemoryMiB, DiskGiB: l.DiskGiB})
+		return record(tx, callerOf(r.Context()), req.Scope, "set-quota", req.Target,
+			fmt.Sprintf("stored VMs %d, deployed VMs %d, vCPUs %d, memory %d MiB, disk %d GiB (0: no limit)",
+				l.StoredVMs, l.DeployedVMs, l.VCPUs, l.MemoryMiB, l.DiskGiB))
 	})
 	if err != nil {
 		return err
@@ -1048,6 +1097,9 @@ func (h directoryHandler) createGroup(w http.ResponseWriter, r *http.Request) er
 		}
 		g := store.Group{OrgID: o.ID, Name: req.Name}
 		if err := tx.CreateGroup(&g); err != nil {
+			return err
+		}
+		if err := record(tx, c, "group", "create", o.Name+"/"+g.Name, ""); err != nil {
 			return err
 		}
 		out = wire.Group{Org: o.Name, Name: g.Name, Members: []string{}, CreatedAt: g.CreatedAt}
@@ -1126,7 +1178,7 @@ func groupToWire(tx store.Tx, g *store.Group) (wire.Group, error) {
 
 // changeGroup runs change on group {org}/{name}, as its organization's
 // admin.
-func (h directoryHandler) changeGroup(w http.ResponseWriter, r *http.Request, change func(store.Tx, *store.Group) error) error {
+func (h directoryHandler) changeGroup(w http.ResponseWriter, r *http.Request, action string, change func(store.Tx, *store.Group) (detail string, err error)) error {
 	c := callerOf(r.Context())
 	err := h.store.Update(r.Context(), func(tx store.Tx) error {
 		o, err := orgNamed(tx, r.PathValue("org"))
@@ -1143,7 +1195,11 @@ func (h directoryHandler) changeGroup(w http.ResponseWriter, r *http.Request, ch
 		if err != nil {
 			return err
 		}
-		return change(tx, g)
+		detail, err := change(tx, g)
+		if err != nil {
+			return err
+		}
+		return record(tx, c, "group", action, o.Name+"/"+g.Name, detail)
 	})
 	if err != nil {
 		return err
@@ -1153,7 +1209,7 @@ func (h directoryHandler) changeGroup(w http.ResponseWriter, r *http.Request, ch
 }
 
 func (h directoryHandler) deleteGroup(w http.ResponseWriter, r *http.Request) error {
-	return h.changeGroup(w, r, func(tx store.Tx, g *store.Group) error { return tx.DeleteGroup(g.ID) })
+	return h.changeGroup(w, r, "delete", func(tx store.Tx, g *store.Group) (string, error) { return "", tx.DeleteGroup(g.ID) })
 }
 
 func (h directoryHandler) addGroupMember(w http.ResponseWriter, r *http.Request) error {
@@ -1161,22 +1217,22 @@ func (h directoryHandler) addGroupMember(w http.ResponseWriter, r *http.Request)
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	return h.changeGroup(w, r, func(tx store.Tx, g *store.Group) error {
+	return h.changeGroup(w, r, "add-member", func(tx store.Tx, g *store.Group) (string, error) {
 		u, err := userNamed(tx, req.User)
 		if err != nil {
-			return err
+			return "", err
 		}
-		return tx.AddGroupMember(g.ID, u.ID)
+		return "user " + u.Name, tx.AddGroupMember(g.ID, u.ID)
 	})
 }
 
 func (h directoryHandler) removeGroupMember(w http.ResponseWriter, r *http.Request) error {
-	return h.changeGroup(w, r, func(tx store.Tx, g *store.Group) error {
+	return h.changeGroup(w, r, "remove-member", func(tx store.Tx, g *store.Group) (string, error) {
 		u, err := userNamed(tx, r.PathValue("user"))
 		if err != nil {
-			return err
+			return "", err
 		}
-		return tx.RemoveGroupMember(g.ID, u.ID)
+		return "user " + u.Name, tx.RemoveGroupMember(g.ID, u.ID)
 	})
 }
 
@@ -1276,6 +1332,10 @@ func (h directoryHandler) createToken(w http.ResponseWriter, r *http.Request) er
 		if err := tx.CreateToken(&tk); err != nil {
 			return err
 		}
+		if err := record(tx, callerOf(r.Context()), "token", "create", tk.ID,
+			fmt.Sprintf("%q of user %s, expires %s", tk.Name, u.Name, tk.ExpiresAt.UTC().Format(time.RFC3339))); err != nil {
+			return err
+		}
 		rec, err := tokenToWire(namesIn(tx), &tk, now)
 		out = wire.NewToken{Token: plaintext, Record: rec}
 		return err
@@ -1369,7 +1429,10 @@ func (h directoryHandler) revokeToken(w http.ResponseWriter, r *http.Request) er
 		if err != nil {
 			return err
 		}
-		return tx.RevokeToken(id, time.Now())
+		if err := tx.RevokeToken(id, time.Now()); err != nil {
+			return err
+		}
+		return record(tx, c, "token", "revoke", id, "")
 	})
 	if err != nil {
 		return err
@@ -1461,6 +1524,9 @@ func (h directoryHandler) share(w http.ResponseWriter, r *http.Request) error {
 		if err := tx.PutShare(&s); err != nil {
 			return err
 		}
+		if err := record(tx, callerOf(r.Context()), "config", "share", name, fmt.Sprintf("with %s, level %s", req.With, level)); err != nil {
+			return err
+		}
 		out, err = shareToWire(namesIn(tx), &s)
 		return err
 	})
@@ -1529,7 +1595,10 @@ func (h directoryHandler) unshare(w http.ResponseWriter, r *http.Request) error 
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.NotFound("configuration %q is not shared with %s", name, with)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return record(tx, callerOf(r.Context()), "config", "unshare", name, "with "+with)
 	})
 	if err != nil {
 		return err
