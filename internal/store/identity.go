@@ -187,6 +187,16 @@ type ViewerWorkspace struct {
 	Role  string
 }
 
+// ObjectRef is what deciding an action on one object needs of it: where it
+// is and who owns it, without the object itself.
+type ObjectRef struct {
+	ID            int64
+	WorkspaceID   int64  // 0: in no workspace
+	OrgID         int64  // the workspace's organization; 0 with no workspace
+	OwnerID       int64  // 0: no owner (the system's)
+	WorkspaceKind string // WorkspaceShared or WorkspacePrivate; "" with no workspace
+}
+
 // Directory is the part of Tx that keeps identities, ownership, sharing
 // and quotas. Conventions are Tx's: Create* sets ID and CreatedAt, a
 // missing record is ErrNotFound, a taken name or a reference to a missing
@@ -289,6 +299,12 @@ type Directory interface {
 
 	// LoadViewer reads what the visibility rule needs of a user.
 	LoadViewer(userID int64) (*Viewer, error)
+
+	// ObjectRef looks up the object of objectKind (Object*; library
+	// entries are ObjectConfig) named name: ErrNotFound when there is none,
+	// ErrInvalid for an unknown kind. It reads one row, where Get* would
+	// read the whole object (a configuration's VMs, disks and NICs).
+	ObjectRef(objectKind, name string) (ObjectRef, error)
 
 	// Lists filtered, in their query, to what v may see, ordered by ID
 	// like their unfiltered forms. An object is visible to v when v is a

@@ -103,8 +103,17 @@ func (t *tx) CreateOrg(o *store.Org) error {
 	return nil
 }
 
+// The lookups of a request's user and of the workspace it names (hot
+// statements, stmts.go).
+var (
+	qOrgByName       = hot("SELECT " + orgCols + " FROM organizations WHERE name = ?")
+	qWorkspaceByName = hot("SELECT " + workspaceCols + " FROM workspaces WHERE org_id = ? AND name = ?")
+	qWorkspaceByID   = hot("SELECT " + workspaceCols + " FROM workspaces WHERE id = ?")
+	qUserByID        = hot("SELECT " + userCols + " FROM users WHERE id = ?")
+)
+
 func (t *tx) GetOrg(name string) (*store.Org, error) {
-	return getOne(t, scanOrg, fmt.Sprintf("organization %q", name), "SELECT "+orgCols+" FROM organizations WHERE name = ?", name)
+	return getOne(t, scanOrg, fmt.Sprintf("organization %q", name), qOrgByName, name)
 }
 
 func (t *tx) GetOrgByID(id int64) (*store.Org, error) {
@@ -192,11 +201,11 @@ func (t *tx) CreateWorkspace(w *store.Workspace) error {
 
 func (t *tx) GetWorkspace(orgID int64, name string) (*store.Workspace, error) {
 	return getOne(t, scanWorkspace, fmt.Sprintf("workspace %q of organization %d", name, orgID),
-		"SELECT "+workspaceCols+" FROM workspaces WHERE org_id = ? AND name = ?", orgID, name)
+		qWorkspaceByName, orgID, name)
 }
 
 func (t *tx) GetWorkspaceByID(id int64) (*store.Workspace, error) {
-	return getOne(t, scanWorkspace, fmt.Sprintf("workspace %d", id), "SELECT "+workspaceCols+" FROM workspaces WHERE id = ?", id)
+	return getOne(t, scanWorkspace, fmt.Sprintf("workspace %d", id), qWorkspaceByID, id)
 }
 
 func (t *tx) ListWorkspaces(orgID int64) ([]store.Workspace, error) {
@@ -298,7 +307,7 @@ func (t *tx) GetUser(name string) (*store.User, error) {
 }
 
 func (t *tx) GetUserByID(id int64) (*store.User, error) {
-	return getOne(t, scanUser, fmt.Sprintf("user %d", id), "SELECT "+userCols+" FROM users WHERE id = ?", id)
+	return getOne(t, scanUser, fmt.Sprintf("user %d", id), qUserByID, id)
 }
 
 // GetUserByEmail compares without case (the column's collation).

@@ -92,8 +92,11 @@ func (t *tx) RemoveShare(objectKind string, objectID, userID, groupID int64) err
 	return nil
 }
 
+// qSharesOf runs in every authorization of an action on one object.
+var qSharesOf = hot("SELECT " + shareCols + " FROM shares WHERE object_kind = ? AND object_id = ? ORDER BY id")
+
 func (t *tx) ListSharesOf(objectKind string, objectID int64) ([]store.Share, error) {
-	ss, err := queryAll(t, scanShare, "SELECT "+shareCols+" FROM shares WHERE object_kind = ? AND object_id = ? ORDER BY id", objectKind, objectID)
+	ss, err := queryAll(t, scanShare, qSharesOf, objectKind, objectID)
 	if err != nil {
 		return nil, fmt.Errorf("shares of %s %d: %w", objectKind, objectID, err)
 	}

@@ -44,6 +44,8 @@ type DB struct {
 	write *sql.DB // exactly one connection; BEGIN IMMEDIATE
 	read  *sql.DB // query_only connections for View
 	ckpt  *checkpointer
+	// The hot statements (stmts.go) prepared on write and on read.
+	writeHot, readHot stmtCache
 
 	// writeTurn holds one token while an Update runs. Goroutines blocked
 	// sending on a channel are woken in FIFO order, which keeps the tail
@@ -85,6 +87,12 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		d.write.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	// After the migrations: a statement compiled against an older schema
+	// would be compiled again at its first run.
+	if d.writeHot, err = prepareHot(ctx, d.write); err != nil {
+		d.write.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
 
 	d.read, err = sql.Open("sqlite", dsn(abs, true))
 	if err != nil {
@@ -102,6 +110,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	d.read.SetConnMaxLifetime(0)
 	d.read.SetConnMaxIdleTime(0)
 	if err := d.read.PingContext(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	if d.readHot, err = prepareHot(ctx, d.read); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
@@ -160,7 +172,7 @@ func (d *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 		return fmt.Errorf("store update: %w", ctx.Err())
 	}
 	defer func() { <-d.writeTurn }()
-	if err := run(ctx, d.write, nil, true, fn); err != nil {
+	if err := run(ctx, d.write, d.writeHot, nil, true, fn); err != nil {
 		return err
 	}
 	d.ckpt.poke()
@@ -169,13 +181,13 @@ func (d *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 
 // View implements store.Store.
 func (d *DB) View(ctx context.Context, fn func(store.Tx) error) error {
-	return run(ctx, d.read, &sql.TxOptions{ReadOnly: true}, false, fn)
+	return run(ctx, d.read, d.readHot, &sql.TxOptions{ReadOnly: true}, false, fn)
 }
 
 // run runs fn in a transaction of db, committing only when write is set and
 // fn returned nil. A panic in fn rolls back (the deferred rollback runs
 // while the panic unwinds) and then continues to the caller.
-func run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, write bool, fn func(store.Tx) error) error {
+func run(ctx context.Context, db *sql.DB, hot stmtCache, opts *sql.TxOptions, write bool, fn func(store.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store transaction: %w", err)
 	}
@@ -189,7 +201,7 @@ func run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, write bool, fn fu
 			_ = sqlTx.Rollback()
 		}
 	}()
-	if err := fn(&tx{ctx: ctx, tx: sqlTx}); err != nil {
+	if err := fn(&tx{ctx: ctx, tx: sqlTx, hot: hot}); err != nil {
 		return err
 	}
 	done = true
@@ -212,9 +224,9 @@ func (d *DB) Close() error {
 			errs = append(errs, d.ckpt.stop())
 		}
 		if d.read != nil {
-			errs = append(errs, d.read.Close())
+			errs = append(errs, d.readHot.close(), d.read.Close())
 		}
-		errs = append(errs, d.write.Close())
+		errs = append(errs, d.writeHot.close(), d.write.Close())
 		if err := errors.Join(errs...); err != nil {
 			d.closeErr = fmt.Errorf("close store %s: %w", d.path, err)
 		}

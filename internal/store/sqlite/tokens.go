@@ -72,9 +72,12 @@ func (t *tx) CreateToken(tk *store.Token) error {
 	return nil
 }
 
+// qTokenByID runs on every request that carries a token.
+var qTokenByID = hot("SELECT " + tokenCols + " FROM tokens WHERE id = ?")
+
 // GetToken's errors do not repeat the id: it is half of a credential.
 func (t *tx) GetToken(id string) (*store.Token, error) {
-	tk, err := queryOne(t, scanToken, "SELECT "+tokenCols+" FROM tokens WHERE id = ?", id)
+	tk, err := queryOne(t, scanToken, qTokenByID, id)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, errdefs.NotFound("token not found")

@@ -21,6 +21,10 @@ import (
 type tx struct {
 	ctx context.Context
 	tx  *sql.Tx
+	// hot are the prepared hot statements of the DB tx runs on, stmts
+	// the transaction's handles on those it used (stmts.go).
+	hot   stmtCache
+	stmts map[string]*sql.Stmt
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -37,7 +41,15 @@ func (t *tx) query(query string, args ...any) (*sql.Rows, error) {
 	if err := t.ctx.Err(); err != nil {
 		return nil, err
 	}
-	rows, err := t.tx.QueryContext(t.ctx, query, args...)
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if s := t.stmt(query); s != nil {
+		rows, err = s.QueryContext(t.ctx, args...)
+	} else {
+		rows, err = t.tx.QueryContext(t.ctx, query, args...)
+	}
 	return rows, ctxErr(t.ctx, err)
 }
 
@@ -48,7 +60,13 @@ func queryOne[T any](t *tx, scan func(scanner) (T, error), query string, args ..
 	if err := t.ctx.Err(); err != nil {
 		return zero, err
 	}
-	v, err := scan(t.tx.QueryRowContext(t.ctx, query, args...))
+	var row *sql.Row
+	if s := t.stmt(query); s != nil {
+		row = s.QueryRowContext(t.ctx, args...)
+	} else {
+		row = t.tx.QueryRowContext(t.ctx, query, args...)
+	}
+	v, err := scan(row)
 	return v, ctxErr(t.ctx, err)
 }
 

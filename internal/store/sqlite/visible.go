@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
+	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
 )
 
@@ -67,35 +70,100 @@ func visibleWhere(alias, objectKind string, v store.Viewer) (string, []any) {
 	return "(" + strings.Join(terms, " OR ") + ")", args
 }
 
+// qViewer reads everything LoadViewer returns in one statement (it runs
+// on nearly every request): the user's row, then the organizations it
+// administers, its groups and its memberships, each row tagged with what
+// it is.
+var qViewer = hot(`SELECT 0, id, system_admin, '', '' FROM users WHERE id = ?
+	UNION ALL SELECT 1, org_id, 0, '', '' FROM org_admins WHERE user_id = ?
+	UNION ALL SELECT 2, group_id, 0, '', '' FROM group_members WHERE user_id = ?
+	UNION ALL SELECT 3, w.id, w.org_id, w.kind, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = ?
+	ORDER BY 1, 2`)
+
+// Tags of qViewer's rows.
+const (
+	viewerUser = iota
+	viewerOrgAdmin
+	viewerGroup
+	viewerMembership
+)
+
 // LoadViewer reads the user's flag, organizations administered,
 // memberships (with each workspace's organization and kind) and groups.
 func (t *tx) LoadViewer(userID int64) (*store.Viewer, error) {
-	u, err := t.GetUserByID(userID)
+	rows, err := t.query(qViewer, userID, userID, userID, userID)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("viewer of user %d: %w", userID, err)
 	}
-	v := &store.Viewer{UserID: u.ID, SystemAdmin: u.SystemAdmin}
-	scanID := func(s scanner) (int64, error) {
-		var id int64
-		err := s.Scan(&id)
-		return id, err
+	defer rows.Close()
+	var (
+		v     *store.Viewer
+		tag   int
+		id    int64
+		other int64 // system_admin, or a membership's org_id
+		kind  string
+		role  string
+	)
+	for rows.Next() {
+		if err := rows.Scan(&tag, &id, &other, &kind, &role); err != nil {
+			return nil, fmt.Errorf("viewer of user %d: %w", userID, err)
+		}
+		if v == nil { // the user's row sorts first
+			if tag != viewerUser {
+				break
+			}
+			v = &store.Viewer{UserID: id, SystemAdmin: other != 0}
+			continue
+		}
+		switch tag {
+		case viewerOrgAdmin:
+			v.AdminOfOrgs = append(v.AdminOfOrgs, id)
+		case viewerGroup:
+			v.GroupIDs = append(v.GroupIDs, id)
+		case viewerMembership:
+			v.Workspaces = append(v.Workspaces, store.ViewerWorkspace{ID: id, OrgID: other, Kind: kind, Role: role})
+		}
 	}
-	if v.AdminOfOrgs, err = queryAll(t, scanID, "SELECT org_id FROM org_admins WHERE user_id = ? ORDER BY org_id", userID); err != nil {
-		return nil, fmt.Errorf("viewer %q: organizations: %w", u.Name, err)
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("viewer of user %d: %w", userID, ctxErr(t.ctx, err))
 	}
-	if v.GroupIDs, err = queryAll(t, scanID, "SELECT group_id FROM group_members WHERE user_id = ? ORDER BY group_id", userID); err != nil {
-		return nil, fmt.Errorf("viewer %q: groups: %w", u.Name, err)
-	}
-	v.Workspaces, err = queryAll(t, func(s scanner) (store.ViewerWorkspace, error) {
-		var w store.ViewerWorkspace
-		err := s.Scan(&w.ID, &w.OrgID, &w.Kind, &w.Role)
-		return w, err
-	}, `SELECT w.id, w.org_id, w.kind, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
-		WHERE m.user_id = ? ORDER BY w.id`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("viewer %q: workspaces: %w", u.Name, err)
+	if v == nil {
+		return nil, errdefs.NotFound("user %d not found", userID)
 	}
 	return v, nil
+}
+
+// objectRefQueries are ObjectRef's statements by object kind, with what
+// their kind is called in a "not found".
+var objectRefQueries = map[string]struct{ query, what string }{
+	store.ObjectConfig:   {objectRefQuery("configs"), "configuration"},
+	store.ObjectTemplate: {objectRefQuery("templates"), "template"},
+	store.ObjectNetwork:  {objectRefQuery("networks"), "network"},
+	store.ObjectArchive:  {objectRefQuery("archives"), "archive"},
+}
+
+func objectRefQuery(table string) string {
+	return hot(`SELECT o.id, coalesce(o.workspace_id, 0), coalesce(w.org_id, 0), coalesce(o.owner_id, 0), coalesce(w.kind, '')
+		FROM ` + table + ` o LEFT JOIN workspaces w ON w.id = o.workspace_id WHERE o.name = ?`)
+}
+
+func (t *tx) ObjectRef(objectKind, name string) (store.ObjectRef, error) {
+	q, ok := objectRefQueries[objectKind]
+	if !ok {
+		return store.ObjectRef{}, errdefs.Invalid("object kind %q: want config, template, network or archive", objectKind)
+	}
+	r, err := queryOne(t, func(s scanner) (store.ObjectRef, error) {
+		var r store.ObjectRef
+		err := s.Scan(&r.ID, &r.WorkspaceID, &r.OrgID, &r.OwnerID, &r.WorkspaceKind)
+		return r, err
+	}, q.query, name)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ObjectRef{}, errdefs.NotFound("%s %q not found", q.what, name)
+	case err != nil:
+		return store.ObjectRef{}, fmt.Errorf("look up %s %q: %w", q.what, name, err)
+	}
+	return r, nil
 }
 
 func (t *tx) ListConfigsVisible(v store.Viewer) ([]store.Config, error) {

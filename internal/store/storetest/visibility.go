@@ -234,6 +234,45 @@ func testVisibility(t *testing.T, s store.Store) {
 		})
 	}
 
+	// ObjectRef finds each object by name with its workspace, the
+	// workspace's organization and kind, and its owner; zeros for none.
+	view(t, s, func(tx store.Tx) error {
+		for _, kind := range kinds {
+			for _, o := range visibilityObjects {
+				want := store.ObjectRef{ID: ids[kind][o.name]}
+				if w := wss[o.workspace]; w != nil {
+					want.WorkspaceID, want.OrgID, want.WorkspaceKind = w.ID, w.OrgID, w.Kind
+				}
+				if o.owner != "" {
+					want.OwnerID = users[o.owner].ID
+				}
+				got, err := tx.ObjectRef(kind, o.name)
+				if err != nil {
+					t.Errorf("ObjectRef(%s, %s): %v", kind, o.name, err)
+					continue
+				}
+				diff(t, fmt.Sprintf("ObjectRef(%s, %s)", kind, o.name), want, got)
+			}
+			_, err := tx.ObjectRef(kind, "missing")
+			wantKind(t, "ObjectRef of a missing "+kind, err, errdefs.ErrNotFound, `"missing"`)
+		}
+		_, err := tx.ObjectRef("vm", "team-olga")
+		wantKind(t, "ObjectRef of kind vm", err, errdefs.ErrInvalid, `"vm"`)
+		return nil
+	})
+	// Names are per kind: a template's name is not a configuration's.
+	update(t, s, func(tx store.Tx) error {
+		return tx.CreateTemplate(&store.Template{Name: "only-a-template", CPUs: 1, MemoryMiB: 64})
+	})
+	view(t, s, func(tx store.Tx) error {
+		if _, err := tx.ObjectRef(store.ObjectTemplate, "only-a-template"); err != nil {
+			t.Errorf("ObjectRef(template, only-a-template): %v", err)
+		}
+		_, err := tx.ObjectRef(store.ObjectConfig, "only-a-template")
+		wantKind(t, "ObjectRef(config) of a template's name", err, errdefs.ErrNotFound)
+		return nil
+	})
+
 	// The configurations come with their VMs, like ListConfigs.
 	update(t, s, func(tx store.Tx) error {
 		return tx.CreateConfig(&store.Config{Name: "with-vms", State: store.StateUndeployed, WorkspaceID: wss["team"].ID,

@@ -1,0 +1,81 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Prepared statements of the hot path.
+//
+// database/sql prepares, runs and finalizes a statement on every call that
+// is not made through a *sql.Stmt, and with SQLite preparing means parsing
+// and planning the SQL text: for the short lookups that authenticate and
+// authorize every API request that was most of their cost (and since
+// SQLite 3.54 a fresh statement whose plan depends on a bound value is
+// prepared a second time at its first step). The statements registered
+// with hot are therefore prepared once per *sql.DB at Open; a transaction
+// runs them through sql.Tx.StmtContext, which reuses what SQLite compiled
+// on the transaction's connection (preparing it there the first time).
+// Every other statement is prepared per call as before: registering all of
+// them would keep hundreds of compiled statements per connection for code
+// that runs rarely.
+
+// hotQueries holds the text of every statement registered with hot.
+var hotQueries = map[string]bool{}
+
+// hot registers query as a statement worth preparing once and returns it.
+// Call it only from package-level variable declarations, so the set is
+// complete before any DB opens.
+func hot(query string) string {
+	hotQueries[query] = true
+	return query
+}
+
+// stmtCache is a DB's prepared hot statements by text. It is filled at
+// Open and only read afterwards, so concurrent transactions share it
+// without a lock.
+type stmtCache map[string]*sql.Stmt
+
+// prepareHot prepares every hot statement on db.
+func prepareHot(ctx context.Context, db *sql.DB) (stmtCache, error) {
+	c := make(stmtCache, len(hotQueries))
+	for q := range hotQueries {
+		s, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			c.close()
+			return nil, fmt.Errorf("prepare %q: %w", q, err)
+		}
+		c[q] = s
+	}
+	return c, nil
+}
+
+func (c stmtCache) close() error {
+	var errs []error
+	for _, s := range c {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// stmt returns the transaction's handle on the hot statement query, or nil
+// when query is not one. A transaction keeps the handles it asked for, so
+// a statement run many times in one transaction is looked up once; they
+// are released when the transaction ends.
+func (t *tx) stmt(query string) *sql.Stmt {
+	shared, ok := t.hot[query]
+	if !ok {
+		return nil
+	}
+	if s, ok := t.stmts[query]; ok {
+		return s
+	}
+	s := t.tx.StmtContext(t.ctx, shared)
+	if t.stmts == nil {
+		t.stmts = make(map[string]*sql.Stmt, 4)
+	}
+	t.stmts[query] = s
+	return s
+}
