@@ -57,6 +57,8 @@ type Config struct {
 	// besides IP literals, localhost and the --listen host (a request
 	// under any other Host is refused: DNS rebinding).
 	AllowedHosts []string
+	// OIDC is --oidc-*: sign-in through an OpenID Connect issuer (oidc.go).
+	OIDC OIDCConfig
 
 	Accel        string        // --accel: AccelAuto (probe), hypervisor.AccelKVM or AccelTCG
 	ProbeKernel  string        // --probe-kernel: default the newest /boot/vmlinuz-*
@@ -120,6 +122,9 @@ func (c Config) Check() error {
 		if _, err := parseListen(c.Listen); err != nil {
 			return err
 		}
+	}
+	if err := c.OIDC.check(c.Listen); err != nil {
+		return err
 	}
 	switch c.Accel {
 	case AccelAuto, hypervisor.AccelKVM, hypervisor.AccelTCG:
@@ -251,6 +256,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	h := api.NewHandler(svc, log)
 	h.SetDaemon(api.Daemon{Version: cfg.Version, Started: started, StoreKind: storeKind, StorePath: storePath})
 	h.SetAllowedHosts(append([]string{cfg.Listen}, cfg.AllowedHosts...)...)
+	stopOIDC, err := startOIDC(ctx, cfg, dataDir, tcp, tlsConf != nil, h, log)
+	if err != nil {
+		return err
+	}
+	defer stopOIDC()
 	finishRecovery := h.StartRecovery()
 	limits := api.DefaultLimits
 	srv := api.NewServer(h, limits, log)
