@@ -66,6 +66,12 @@ rolled back).`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate (PEM) of the TCP listener (default: self-signed, made in DATA/"+daemon.TLSDir+")")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	f.StringArrayVar(&cfg.AllowedHosts, "allowed-host", nil, "a host name clients reach the daemon by, besides IP addresses, localhost and the --listen host (repeatable); requests naming any other Host are refused")
+	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL: browsers sign in at /auth/oidc/login, as the user registered with their verified e-mail")
+	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "client id registered at --oidc-issuer")
+	f.StringVar(&cfg.OIDC.ClientSecretFile, "oidc-client-secret-file", "", "file holding the client secret (none: a public client, PKCE only)")
+	f.StringVar(&cfg.OIDC.RedirectURL, "oidc-redirect-url", "", "callback URL registered at the issuer (default: the --listen URL + /auth/oidc/callback)")
+	f.StringArrayVar(&cfg.OIDC.GroupRoles, "oidc-group-role", nil, "GROUP=WORKSPACE:ROLE: members of the issuer's GROUP get ROLE in WORKSPACE (ws or org/ws) at each sign-in (repeatable)")
+	f.StringArrayVar(&cfg.OIDC.Scopes, "oidc-scope", nil, "scope asked for besides openid (repeatable; default email and profile; Dex and Keycloak want groups too)")
 	f.IntVar(&cfg.ChainLimit, "chain-limit", cfg.ChainLimit, "deepest disk chain a linked clone may produce")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 
