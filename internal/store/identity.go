@@ -279,6 +279,9 @@ type Directory interface {
 	ListSharesOf(objectKind string, objectID int64) ([]Share, error)
 	ListSharesToUser(userID int64) ([]Share, error)
 	ListSharesToGroup(groupID int64) ([]Share, error)
+	// ListSharesReaching lists the shares of an object that name userID
+	// or a group userID is a member of, ordered by ID.
+	ListSharesReaching(objectKind string, objectID, userID int64) ([]Share, error)
 
 	// Quotas. GetQuota of a scope without one is ErrNotFound (no limit).
 	// SetQuota inserts or replaces. QuotaUse counts, for a user the
@@ -298,7 +301,12 @@ type Directory interface {
 	SetOwnership(objectKind string, objectID, workspaceID, ownerID int64) error
 
 	// LoadViewer reads what the visibility rule needs of a user.
+	// LoadViewerIn reads the same but keeps in Workspaces only the
+	// membership in workspaceID (if any): what a decision on one object
+	// of that workspace reads, whatever the number of the user's
+	// memberships.
 	LoadViewer(userID int64) (*Viewer, error)
+	LoadViewerIn(userID, workspaceID int64) (*Viewer, error)
 
 	// ObjectRef looks up the object of objectKind (Object*; library
 	// entries are ObjectConfig) named name: ErrNotFound when there is none,

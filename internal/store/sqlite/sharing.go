@@ -95,6 +95,19 @@ func (t *tx) RemoveShare(objectKind string, objectID, userID, groupID int64) err
 // qSharesOf runs in every authorization of an action on one object.
 var qSharesOf = hot("SELECT " + shareCols + " FROM shares WHERE object_kind = ? AND object_id = ? ORDER BY id")
 
+// qSharesReaching runs in every authorization of an action on one
+// object: of its shares, only those that can decide for the user.
+var qSharesReaching = hot("SELECT " + shareCols + ` FROM shares WHERE object_kind = ? AND object_id = ?
+	AND (grantee_user_id = ? OR grantee_group_id IN (SELECT group_id FROM group_members WHERE user_id = ?)) ORDER BY id`)
+
+func (t *tx) ListSharesReaching(objectKind string, objectID, userID int64) ([]store.Share, error) {
+	ss, err := queryAll(t, scanShare, qSharesReaching, objectKind, objectID, userID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("shares of %s %d reaching user %d: %w", objectKind, objectID, userID, err)
+	}
+	return ss, nil
+}
+
 func (t *tx) ListSharesOf(objectKind string, objectID int64) ([]store.Share, error) {
 	ss, err := queryAll(t, scanShare, qSharesOf, objectKind, objectID)
 	if err != nil {

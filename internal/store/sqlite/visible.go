@@ -1,10 +1,12 @@
 package sqlite
 
 import (
+	"cmp"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"stagehand/internal/errdefs"
@@ -70,17 +72,22 @@ func visibleWhere(alias, objectKind string, v store.Viewer) (string, []any) {
 	return "(" + strings.Join(terms, " OR ") + ")", args
 }
 
-// qViewer reads everything LoadViewer returns in one statement (it runs
-// on nearly every request): the user's row, then the organizations it
-// administers, its groups and its memberships, each row tagged with what
-// it is.
-var qViewer = hot(`SELECT 0, id, system_admin, '', '' FROM users WHERE id = ?
+// The viewer's statements read everything LoadViewer returns in one
+// statement (they run on nearly every request): the user's row, the
+// organizations it administers, its groups and its memberships, each row
+// tagged with what it is. No ORDER BY: sorting the few ids in Go is
+// cheaper than SQLite's sorter.
+const viewerBranches = `SELECT 0, id, system_admin, '', '' FROM users WHERE id = ?
 	UNION ALL SELECT 1, org_id, 0, '', '' FROM org_admins WHERE user_id = ?
 	UNION ALL SELECT 2, group_id, 0, '', '' FROM group_members WHERE user_id = ?
-	UNION ALL SELECT 3, w.id, w.org_id, w.kind, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = ?
-	ORDER BY 1, 2`)
+	UNION ALL SELECT 3, w.id, w.org_id, w.kind, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = ?`
 
-// Tags of qViewer's rows.
+var (
+	qViewer   = hot(viewerBranches)
+	qViewerIn = hot(viewerBranches + " AND m.workspace_id = ?")
+)
+
+// Tags of the viewer statements' rows.
 const (
 	viewerUser = iota
 	viewerOrgAdmin
@@ -91,13 +98,22 @@ const (
 // LoadViewer reads the user's flag, organizations administered,
 // memberships (with each workspace's organization and kind) and groups.
 func (t *tx) LoadViewer(userID int64) (*store.Viewer, error) {
-	rows, err := t.query(qViewer, userID, userID, userID, userID)
+	return t.loadViewer(qViewer, userID, userID, userID, userID, userID)
+}
+
+func (t *tx) LoadViewerIn(userID, workspaceID int64) (*store.Viewer, error) {
+	return t.loadViewer(qViewerIn, userID, userID, userID, userID, userID, workspaceID)
+}
+
+func (t *tx) loadViewer(query string, userID int64, args ...any) (*store.Viewer, error) {
+	rows, err := t.query(query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("viewer of user %d: %w", userID, err)
 	}
 	defer rows.Close()
 	var (
-		v     *store.Viewer
+		v     = store.Viewer{UserID: userID}
+		found bool
 		tag   int
 		id    int64
 		other int64 // system_admin, or a membership's org_id
@@ -108,14 +124,9 @@ func (t *tx) LoadViewer(userID int64) (*store.Viewer, error) {
 		if err := rows.Scan(&tag, &id, &other, &kind, &role); err != nil {
 			return nil, fmt.Errorf("viewer of user %d: %w", userID, err)
 		}
-		if v == nil { // the user's row sorts first
-			if tag != viewerUser {
-				break
-			}
-			v = &store.Viewer{UserID: id, SystemAdmin: other != 0}
-			continue
-		}
 		switch tag {
+		case viewerUser:
+			found, v.SystemAdmin = true, other != 0
 		case viewerOrgAdmin:
 			v.AdminOfOrgs = append(v.AdminOfOrgs, id)
 		case viewerGroup:
@@ -127,10 +138,13 @@ func (t *tx) LoadViewer(userID int64) (*store.Viewer, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("viewer of user %d: %w", userID, ctxErr(t.ctx, err))
 	}
-	if v == nil {
+	if !found {
 		return nil, errdefs.NotFound("user %d not found", userID)
 	}
-	return v, nil
+	slices.Sort(v.AdminOfOrgs)
+	slices.Sort(v.GroupIDs)
+	slices.SortFunc(v.Workspaces, func(a, b store.ViewerWorkspace) int { return cmp.Compare(a.ID, b.ID) })
+	return &v, nil
 }
 
 // objectRefQueries are ObjectRef's statements by object kind, with what

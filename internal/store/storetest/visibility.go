@@ -203,6 +203,63 @@ func testVisibility(t *testing.T, s store.Store) {
 	}, viewers["vic"])
 	diff(t, "LoadViewer(ada)", store.Viewer{UserID: users["ada"].ID, AdminOfOrgs: []int64{wss["team"].OrgID}}, viewers["ada"])
 	diff(t, "LoadViewer(sam)", store.Viewer{UserID: users["sam"].ID, SystemAdmin: true}, viewers["sam"])
+
+	// LoadViewerIn is LoadViewer with only the membership in one
+	// workspace; ListSharesReaching lists the shares of an object that
+	// name the user or one of its groups.
+	view(t, s, func(tx store.Tx) error {
+		for _, name := range []string{"vic", "olga", "ada", "sam"} {
+			for _, wsName := range []string{"team", "priv", "far", "ext", ""} {
+				var wsID int64
+				if w := wss[wsName]; w != nil {
+					wsID = w.ID
+				}
+				want := viewers[name]
+				want.Workspaces = nil
+				for _, w := range viewers[name].Workspaces {
+					if w.ID == wsID {
+						want.Workspaces = append(want.Workspaces, w)
+					}
+				}
+				got, err := tx.LoadViewerIn(users[name].ID, wsID)
+				if err != nil {
+					return err
+				}
+				diff(t, fmt.Sprintf("LoadViewerIn(%s, %q)", name, wsName), want, *got)
+			}
+		}
+		_, err := tx.LoadViewerIn(987654, wss["team"].ID)
+		wantKind(t, "LoadViewerIn of a missing user", err, errdefs.ErrNotFound)
+
+		reached := 0
+		for _, kind := range kinds {
+			for _, o := range visibilityObjects {
+				all, err := tx.ListSharesOf(kind, ids[kind][o.name])
+				if err != nil {
+					return err
+				}
+				for _, name := range []string{"vic", "olga", "ada", "sam"} {
+					var want []store.Share
+					for _, sh := range all {
+						if sh.UserID == users[name].ID || sh.GroupID != 0 && slices.Contains(viewers[name].GroupIDs, sh.GroupID) {
+							want = append(want, sh)
+						}
+					}
+					reached += len(want)
+					got, err := tx.ListSharesReaching(kind, ids[kind][o.name], users[name].ID)
+					if err != nil {
+						return err
+					}
+					diff(t, fmt.Sprintf("ListSharesReaching(%s %s, %s)", kind, o.name, name), want, got)
+				}
+			}
+		}
+		// vic: priv-olga-shared, ext-shared (by name), far-crew (by group crew).
+		if want := 3 * len(kinds); reached != want {
+			t.Errorf("%d shares reach someone, want %d", reached, want)
+		}
+		return nil
+	})
 	narrowed := viewers["vic"]
 	narrowed.Workspaces, narrowed.GroupIDs = narrowed.Workspaces[:1], nil
 	viewers["vic-in-team"] = narrowed
