@@ -153,16 +153,12 @@ func (c *Checker) Explain(ctx context.Context, user string, action auth.Action, 
 
 // orgOf returns the organization obj is in (0: none, or unknown).
 func orgOf(tx store.Tx, id auth.Identity, obj Ref) int64 {
-	in := &auth.Input{Memberships: map[int64]auth.Role{}}
+	in := &auth.Input{}
 	c := &Checker{}
-	if err := c.object(tx, id, obj, in); err != nil || in.Object.WorkspaceID == 0 {
-		return in.Object.OrgID
-	}
-	ws, err := tx.GetWorkspaceByID(in.Object.WorkspaceID)
-	if err != nil {
+	if err := c.object(tx, id, obj, in); err != nil {
 		return 0
 	}
-	return ws.OrgID
+	return in.Object.OrgID
 }
 
 // Viewer returns the viewer the store's List*Visible filter by for the
@@ -206,7 +202,7 @@ func (c *Checker) Scope(ctx context.Context, kind string) (Scope, error) {
 	}
 	var s Scope
 	err := c.store.View(ctx, func(tx store.Tx) error {
-		v, err := c.viewer(tx, id)
+		v, err := c.viewer(id, tx.LoadViewer)
 		if err != nil {
 			return err
 		}
@@ -242,13 +238,14 @@ func (c *Checker) Scope(ctx context.Context, kind string) (Scope, error) {
 	return s, err
 }
 
-// viewer loads the identity's viewer; the unix peer root (no user) is a
-// viewer with only the identity's flag.
-func (c *Checker) viewer(tx store.Tx, id auth.Identity) (*store.Viewer, error) {
+// viewer loads the identity's viewer with load (LoadViewer, or
+// LoadViewerIn of one workspace); the unix peer root (no user) is a viewer
+// with only the identity's flag.
+func (c *Checker) viewer(id auth.Identity, load func(userID int64) (*store.Viewer, error)) (*store.Viewer, error) {
 	if id.UserID == 0 {
 		return &store.Viewer{SystemAdmin: id.SystemAdmin}, nil
 	}
-	v, err := tx.LoadViewer(id.UserID)
+	v, err := load(id.UserID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, errdefs.Unauthenticated("user %q no longer exists", id.Name)
 	}
@@ -259,50 +256,50 @@ func (c *Checker) viewer(tx store.Tx, id auth.Identity) (*store.Viewer, error) {
 	return v, nil
 }
 
-// input builds Decide's input for id doing action on obj, inside tx.
+// input builds Decide's input for id doing action on obj, inside tx: the
+// object first, then the actor (see actor).
 func (c *Checker) input(tx store.Tx, id auth.Identity, action auth.Action, obj Ref) (*auth.Input, error) {
-	v, err := c.viewer(tx, id)
+	in := &auth.Input{Action: action}
+	err := c.object(tx, id, obj, in)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errStarter) {
+		return nil, err
+	}
+	// A user deleted since the request was authenticated is told so
+	// rather than that the object is missing.
+	if aerr := c.actor(tx, id, in); aerr != nil {
+		return nil, aerr
+	}
 	if err != nil {
 		return nil, err
-	}
-	in := &auth.Input{Actor: id.Actor(v.AdminOfOrgs), Action: action, Groups: v.GroupIDs,
-		Memberships: make(map[int64]auth.Role, len(v.Workspaces))}
-	in.Actor.SystemAdmin = v.SystemAdmin
-	for _, w := range v.Workspaces {
-		in.Memberships[w.ID] = auth.Role(w.Role)
-	}
-	if err := c.object(tx, id, obj, in); err != nil {
-		return nil, err
-	}
-	if in.Object.WorkspaceID != 0 {
-		kind := ""
-		for _, w := range v.Workspaces {
-			if w.ID == in.Object.WorkspaceID {
-				kind = w.Kind
-			}
-		}
-		if kind == "" { // not a member: the workspace itself says
-			ws, err := tx.GetWorkspaceByID(in.Object.WorkspaceID)
-			if err != nil {
-				return nil, err
-			}
-			kind = ws.Kind
-			if in.Object.OrgID == 0 {
-				in.Object.OrgID = ws.OrgID
-			}
-		} else if in.Object.OrgID == 0 {
-			for _, w := range v.Workspaces {
-				if w.ID == in.Object.WorkspaceID {
-					in.Object.OrgID = w.OrgID
-				}
-			}
-		}
-		in.WorkspaceKind = auth.WorkspaceKind(kind)
 	}
 	return in, nil
 }
 
-// object fills in.Object (and its shares) for obj.
+// actor fills in the actor of in, whose object is known: its flag,
+// organizations, groups and, of its memberships, the one in the object's
+// workspace, the only one Decide reads (a user with many memberships
+// costs no more than one with a single membership).
+func (c *Checker) actor(tx store.Tx, id auth.Identity, in *auth.Input) error {
+	v, err := c.viewer(id, func(userID int64) (*store.Viewer, error) {
+		return tx.LoadViewerIn(userID, in.Object.WorkspaceID)
+	})
+	if err != nil {
+		return err
+	}
+	in.Actor = id.Actor(v.AdminOfOrgs)
+	in.Actor.SystemAdmin = v.SystemAdmin
+	in.Groups = v.GroupIDs
+	in.Memberships = make(map[int64]auth.Role, len(v.Workspaces))
+	for _, w := range v.Workspaces {
+		in.Memberships[w.ID] = auth.Role(w.Role)
+	}
+	return nil
+}
+
+// object fills in.Object (with its organization and shares) and
+// in.WorkspaceKind for obj. An object is looked up by name with
+// store.ObjectRef, which reads one row and its workspace's, not the
+// object itself (a configuration would bring every VM, disk and NIC).
 func (c *Checker) object(tx store.Tx, id auth.Identity, obj Ref, in *auth.Input) error {
 	o := &in.Object
 	o.Kind, o.Name = obj.Kind, obj.Name
@@ -315,47 +312,43 @@ func (c *Checker) object(tx store.Tx, id auth.Identity, obj Ref, in *auth.Input)
 			return err
 		}
 		o.WorkspaceID, o.OrgID = ws.ID, ws.OrgID
+		in.WorkspaceKind = auth.WorkspaceKind(ws.Kind)
 		return nil
 	}
-	var shareKind string
+	var storeKind string
 	switch obj.Kind {
 	case KindTemplate:
-		t, err := tx.GetTemplate(obj.Name)
-		if err != nil {
-			return err
-		}
-		o.ID, o.WorkspaceID, o.OwnerID, shareKind = t.ID, t.WorkspaceID, t.OwnerID, store.ObjectTemplate
+		storeKind = store.ObjectTemplate
 	case KindNetwork:
-		n, err := tx.GetNetwork(obj.Name)
-		if err != nil {
-			return err
-		}
-		o.ID, o.WorkspaceID, o.OwnerID, shareKind = n.ID, n.WorkspaceID, n.OwnerID, store.ObjectNetwork
+		storeKind = store.ObjectNetwork
 	case KindConfig, KindLibrary:
-		cf, err := tx.GetConfig(obj.Name)
-		if err != nil {
-			if obj.Kind == KindLibrary && errors.Is(err, errdefs.ErrNotFound) {
-				return errdefs.NotFound("library entry %q not found", obj.Name)
-			}
-			return err
-		}
-		o.ID, o.WorkspaceID, o.OwnerID, shareKind = cf.ID, cf.WorkspaceID, cf.OwnerID, store.ObjectConfig
+		storeKind = store.ObjectConfig
 	case KindArchive:
-		a, err := tx.GetArchive(obj.Name)
-		if err != nil {
-			return err
-		}
-		o.ID, o.WorkspaceID, o.OwnerID, shareKind = a.ID, a.WorkspaceID, a.OwnerID, store.ObjectArchive
+		storeKind = store.ObjectArchive
 	case KindJob:
 		return c.jobObject(tx, id, obj.Name, in)
 	default:
 		return errdefs.Invalid("unknown object kind %q", obj.Kind)
 	}
-	return c.shares(tx, shareKind, in)
+	r, err := tx.ObjectRef(storeKind, obj.Name)
+	if err != nil {
+		if obj.Kind == KindLibrary && errors.Is(err, errdefs.ErrNotFound) {
+			return errdefs.NotFound("library entry %q not found", obj.Name)
+		}
+		return err
+	}
+	o.ID, o.WorkspaceID, o.OrgID, o.OwnerID = r.ID, r.WorkspaceID, r.OrgID, r.OwnerID
+	in.WorkspaceKind = auth.WorkspaceKind(r.WorkspaceKind)
+	return c.shares(tx, storeKind, id.UserID, in)
 }
 
-func (c *Checker) shares(tx store.Tx, kind string, in *auth.Input) error {
-	ss, err := tx.ListSharesOf(kind, in.Object.ID)
+// shares fills in the object's shares that reach the user (by name or
+// through a group): Decide looks at no other.
+func (c *Checker) shares(tx store.Tx, kind string, userID int64, in *auth.Input) error {
+	if userID == 0 {
+		return nil // no user, no groups: no share reaches
+	}
+	ss, err := tx.ListSharesReaching(kind, in.Object.ID, userID)
 	if err != nil {
 		return err
 	}

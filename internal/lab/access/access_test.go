@@ -139,6 +139,27 @@ func TestCheck(t *testing.T) {
 		acme, _ := tx.GetOrg("acme")
 		return tx.AddOrgAdmin(acme.ID, w.users["olga"])
 	})
+	// A group share reaches its members: pat's group may read web, a
+	// group pat is not in may change it.
+	w.update(func(tx store.Tx) error {
+		def, err := tx.GetOrg(store.DefaultOrg)
+		if err != nil {
+			return err
+		}
+		crew, others := &store.Group{OrgID: def.ID, Name: "crew"}, &store.Group{OrgID: def.ID, Name: "others"}
+		for _, g := range []*store.Group{crew, others} {
+			if err := tx.CreateGroup(g); err != nil {
+				return err
+			}
+		}
+		if err := tx.AddGroupMember(crew.ID, w.users["pat"]); err != nil {
+			return err
+		}
+		if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: web, GroupID: crew.ID, Level: store.ShareRead}); err != nil {
+			return err
+		}
+		return tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: web, GroupID: others.ID, Level: store.ShareFull})
+	})
 	restricted := auth.WithIdentity(context.Background(), auth.Identity{UserID: w.users["alice"], Name: "alice", Via: auth.ViaToken,
 		Restrict: &auth.Restriction{WorkspaceID: w.ws["priv"].ID, MaxRole: auth.RoleViewer}})
 	gone := auth.WithIdentity(context.Background(), auth.Identity{UserID: 9999, Name: "ghost", Via: auth.ViaToken})
@@ -162,6 +183,8 @@ func TestCheck(t *testing.T) {
 		{"outside its workspace a change share is at most read", w.as("olga"), auth.ConfigClone, access.Ref{Kind: "config", Name: "web"}, "forbidden"},
 		{"outsider with change share reads", w.as("olga"), auth.ConfigRead, access.Ref{Kind: "config", Name: "web"}, "allowed"},
 		{"outsider may not delete", w.as("olga"), auth.ConfigDelete, access.Ref{Kind: "config", Name: "web"}, "forbidden"},
+		{"a group share reaches its member", w.as("pat"), auth.ConfigRead, access.Ref{Kind: "config", Name: "web"}, "allowed"},
+		{"another group's share does not", w.as("pat"), auth.ConfigDelete, access.Ref{Kind: "config", Name: "web"}, "forbidden"},
 		{"missing object", w.as("alice"), auth.ConfigRead, access.Ref{Kind: "config", Name: "nope"}, "not found"},
 		{"create in own default (main)", w.as("alice"), auth.ConfigCreate, access.Ref{Kind: "config"}, "allowed"},
 		{"create in another org's ws", w.as("alice"), auth.ConfigCreate, access.Ref{Kind: "config", Workspace: "acme/lab"}, "not found"},
@@ -294,6 +317,68 @@ func BenchmarkCheck(b *testing.B) {
 	for b.Loop() {
 		if err := w.chk.Check(ctx, auth.ConfigDeploy, ref); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestPlace: a create is decided on the workspace it goes to (named, or
+// the source's), with the caller's role there, whatever their default
+// workspace.
+func TestPlace(t *testing.T) {
+	w := newWorld(t)
+	w.user("pat", map[string]auth.Role{"priv": auth.RoleUser})
+	w.user("vera", map[string]auth.Role{"main": auth.RoleViewer, "priv": auth.RoleAuthor})
+	w.user("olga", nil)
+	w.update(func(tx store.Tx) error {
+		acme, err := tx.GetOrg("acme")
+		if err != nil {
+			return err
+		}
+		return tx.AddOrgAdmin(acme.ID, w.users["olga"])
+	})
+	for _, c := range []struct {
+		who       string
+		workspace string
+		fallback  string // the source's workspace
+		want      string // the workspace placed in, or the kind of error
+	}{
+		{"pat", "priv", "", "priv"},
+		{"pat", "", "priv", "priv"},
+		{"pat", "", "", "not found"},      // default/main, where pat is not a member
+		{"pat", "main", "", "not found"},  // not a member
+		{"vera", "main", "", "forbidden"}, // a viewer
+		{"vera", "", "main", "forbidden"},
+		{"vera", "priv", "", "priv"},
+		{"vera", "", "priv", "priv"},
+		{"olga", "acme/lab", "", "acme/lab"},
+		{"olga", "", "acme/lab", "acme/lab"},
+		{"olga", "priv", "", "not found"},
+	} {
+		var fallback int64
+		if c.fallback != "" {
+			fallback = w.ws[c.fallback].ID
+		}
+		var got string
+		err := w.db.View(context.Background(), func(tx store.Tx) error {
+			p, err := w.chk.Place(w.as(c.who), tx, auth.ConfigCreate, access.KindConfig, c.workspace, fallback)
+			if err != nil {
+				return err
+			}
+			if p.OwnerID != w.users[c.who] {
+				t.Errorf("%s in %q (source in %q): owner %d, want %d", c.who, c.workspace, c.fallback, p.OwnerID, w.users[c.who])
+			}
+			for name, ws := range w.ws {
+				if ws.ID == p.WorkspaceID {
+					got = name
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			got = kindOf(err)
+		}
+		if got != c.want {
+			t.Errorf("%s in %q (source in %q): %s (%v), want %s", c.who, c.workspace, c.fallback, got, err, c.want)
 		}
 	}
 }

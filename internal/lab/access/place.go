@@ -45,11 +45,11 @@ func (c *Checker) Place(ctx context.Context, tx store.Tx, action auth.Action, ki
 	if !hasID || id.SystemAdmin && id.Restrict == nil {
 		return p, nil
 	}
-	in, err := c.input(tx, id, action, Ref{Kind: kind})
-	if err != nil {
+	in := &auth.Input{Action: action, WorkspaceKind: auth.WorkspaceKind(ws.Kind),
+		Object: auth.Object{Kind: kind, WorkspaceID: ws.ID, OrgID: ws.OrgID}}
+	if err := c.actor(tx, id, in); err != nil {
 		return Placement{}, err
 	}
-	in.Object.WorkspaceID, in.Object.OrgID, in.WorkspaceKind = ws.ID, ws.OrgID, auth.WorkspaceKind(ws.Kind)
 	if d := auth.Decide(*in); !d.Allowed {
 		return Placement{}, fmt.Errorf("in workspace %q: %w", workspaceName(tx, ws), d.Err())
 	}
