@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -30,6 +31,13 @@ func TestHotStatements(t *testing.T) {
 			if c[q] == nil {
 				t.Errorf("%s pool: %q not prepared", name, q)
 			}
+		}
+	}
+
+	for q := range hotQueries {
+		upper := strings.ToUpper(q)
+		if strings.Contains(upper, "JOIN") || strings.Contains(upper, "ORDER BY") {
+			t.Errorf("hot statement %q breaks the rule (%s): binding 0 or 1 after another value would compile it again", q, hotStatementRule)
 		}
 	}
 

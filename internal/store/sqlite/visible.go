@@ -75,12 +75,14 @@ func visibleWhere(alias, objectKind string, v store.Viewer) (string, []any) {
 // The viewer's statements read everything LoadViewer returns in one
 // statement (they run on nearly every request): the user's row, the
 // organizations it administers, its groups and its memberships, each row
-// tagged with what it is. No ORDER BY: sorting the few ids in Go is
-// cheaper than SQLite's sorter.
+// tagged with what it is. A membership's workspace is read by subqueries
+// rather than a join, and the rows are sorted in Go rather than by ORDER
+// BY: see hotStatementRule.
 const viewerBranches = `SELECT 0, id, system_admin, '', '' FROM users WHERE id = ?
 	UNION ALL SELECT 1, org_id, 0, '', '' FROM org_admins WHERE user_id = ?
 	UNION ALL SELECT 2, group_id, 0, '', '' FROM group_members WHERE user_id = ?
-	UNION ALL SELECT 3, w.id, w.org_id, w.kind, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id WHERE m.user_id = ?`
+	UNION ALL SELECT 3, m.workspace_id, (SELECT org_id FROM workspaces WHERE id = m.workspace_id),
+		(SELECT kind FROM workspaces WHERE id = m.workspace_id), m.role FROM memberships m WHERE m.user_id = ?`
 
 var (
 	qViewer   = hot(viewerBranches)
@@ -156,9 +158,12 @@ var objectRefQueries = map[string]struct{ query, what string }{
 	store.ObjectArchive:  {objectRefQuery("archives"), "archive"},
 }
 
+// objectRefQuery reads the workspace by subqueries, not a join: see
+// hotStatementRule.
 func objectRefQuery(table string) string {
-	return hot(`SELECT o.id, coalesce(o.workspace_id, 0), coalesce(w.org_id, 0), coalesce(o.owner_id, 0), coalesce(w.kind, '')
-		FROM ` + table + ` o LEFT JOIN workspaces w ON w.id = o.workspace_id WHERE o.name = ?`)
+	return hot(`SELECT o.id, coalesce(o.workspace_id, 0), coalesce((SELECT org_id FROM workspaces WHERE id = o.workspace_id), 0),
+		coalesce(o.owner_id, 0), coalesce((SELECT kind FROM workspaces WHERE id = o.workspace_id), '')
+		FROM ` + table + ` o WHERE o.name = ?`)
 }
 
 func (t *tx) ObjectRef(objectKind, name string) (store.ObjectRef, error) {
