@@ -268,6 +268,38 @@ func TestExplain(t *testing.T) {
 // BenchmarkCheck: one Check of config.deploy by a user with 20
 // memberships on a configuration with 10 shares, over a temp SQLite store.
 func BenchmarkCheck(b *testing.B) {
+	w := newCheckBench(b)
+	benchCheck(b, w, w.as("bench"))
+}
+
+// BenchmarkCheckRequestContext is BenchmarkCheck with a context that can
+// be canceled, as a request's can: the SQLite driver then watches it
+// during every statement (a goroutine each), and database/sql during the
+// transaction.
+func BenchmarkCheckRequestContext(b *testing.B) {
+	w := newCheckBench(b)
+	ctx, cancel := context.WithCancel(w.as("bench"))
+	defer cancel()
+	benchCheck(b, w, ctx)
+}
+
+func benchCheck(b *testing.B, w *world, ctx context.Context) {
+	ref := access.Ref{Kind: "config", Name: "web"}
+	if err := w.chk.Check(ctx, auth.ConfigDeploy, ref); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if err := w.chk.Check(ctx, auth.ConfigDeploy, ref); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// newCheckBench makes BenchmarkCheck's world: user bench is a member
+// (user) of 20 private workspaces; configuration web, in the last one,
+// is owner's, shared with 9 other users (read) and with bench (change).
+func newCheckBench(b *testing.B) *world {
 	w := newWorld(b)
 	var cfg int64
 	w.update(func(tx store.Tx) error {
@@ -308,17 +340,7 @@ func BenchmarkCheck(b *testing.B) {
 		}
 		return tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: cfg, UserID: u.ID, Level: store.ShareChange})
 	})
-	ctx := w.as("bench")
-	ref := access.Ref{Kind: "config", Name: "web"}
-	if err := w.chk.Check(ctx, auth.ConfigDeploy, ref); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		if err := w.chk.Check(ctx, auth.ConfigDeploy, ref); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return w
 }
 
 // TestPlace: a create is decided on the workspace it goes to (named, or
