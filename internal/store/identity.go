@@ -197,6 +197,18 @@ type ObjectRef struct {
 	WorkspaceKind string // WorkspaceShared or WorkspacePrivate; "" with no workspace
 }
 
+// Access is what deciding an action of one user on one object reads
+// (Directory.LoadAccess).
+type Access struct {
+	Object ObjectRef
+	// Viewer has, of the user's memberships, only the one in the
+	// object's workspace (if any).
+	Viewer Viewer
+	// Shares are the object's shares that reach the user: by name or
+	// through one of its groups.
+	Shares []Share
+}
+
 // Directory is the part of Tx that keeps identities, ownership, sharing
 // and quotas. Conventions are Tx's: Create* sets ID and CreatedAt, a
 // missing record is ErrNotFound, a taken name or a reference to a missing
@@ -279,9 +291,6 @@ type Directory interface {
 	ListSharesOf(objectKind string, objectID int64) ([]Share, error)
 	ListSharesToUser(userID int64) ([]Share, error)
 	ListSharesToGroup(groupID int64) ([]Share, error)
-	// ListSharesReaching lists the shares of an object that name userID
-	// or a group userID is a member of, ordered by ID.
-	ListSharesReaching(objectKind string, objectID, userID int64) ([]Share, error)
 
 	// Quotas. GetQuota of a scope without one is ErrNotFound (no limit).
 	// SetQuota inserts or replaces. QuotaUse counts, for a user the
@@ -313,6 +322,13 @@ type Directory interface {
 	// ErrInvalid for an unknown kind. It reads one row, where Get* would
 	// read the whole object (a configuration's VMs, disks and NICs).
 	ObjectRef(objectKind, name string) (ObjectRef, error)
+	// LoadAccess reads, in one statement, what deciding an action of
+	// userID on the object of objectKind named name reads: the object as
+	// ObjectRef finds it, the user's viewer as LoadViewerIn(userID, the
+	// object's workspace) loads it, and the object's shares that name
+	// the user or one of its groups, ordered by ID. ErrNotFound when the
+	// object or the user does not exist; ErrInvalid for an unknown kind.
+	LoadAccess(userID int64, objectKind, name string) (*Access, error)
 
 	// Lists filtered, in their query, to what v may see, ordered by ID
 	// like their unfiltered forms. An object is visible to v when v is a

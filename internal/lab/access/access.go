@@ -155,7 +155,7 @@ func (c *Checker) Explain(ctx context.Context, user string, action auth.Action, 
 func orgOf(tx store.Tx, id auth.Identity, obj Ref) int64 {
 	in := &auth.Input{}
 	c := &Checker{}
-	if err := c.object(tx, id, obj, in); err != nil {
+	if _, err := c.object(tx, id, obj, in); err != nil {
 		return 0
 	}
 	return in.Object.OrgID
@@ -257,35 +257,38 @@ func (c *Checker) viewer(id auth.Identity, load func(userID int64) (*store.Viewe
 }
 
 // input builds Decide's input for id doing action on obj, inside tx: the
-// object first, then the actor (see actor).
+// object first, then the actor (read along with a named object).
 func (c *Checker) input(tx store.Tx, id auth.Identity, action auth.Action, obj Ref) (*auth.Input, error) {
 	in := &auth.Input{Action: action}
-	err := c.object(tx, id, obj, in)
+	v, err := c.object(tx, id, obj, in)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errStarter) {
 		return nil, err
 	}
-	// A user deleted since the request was authenticated is told so
-	// rather than that the object is missing.
-	if aerr := c.actor(tx, id, in); aerr != nil {
-		return nil, aerr
+	if v == nil {
+		// Not read with the object; or the object (or the user) is
+		// missing, and a user deleted since the request was
+		// authenticated is told so rather than that the object is.
+		var verr error
+		if v, verr = c.viewerIn(tx, id, in.Object.WorkspaceID); verr != nil {
+			return nil, verr
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
+	setActor(in, id, v)
 	return in, nil
 }
 
-// actor fills in the actor of in, whose object is known: its flag,
-// organizations, groups and, of its memberships, the one in the object's
-// workspace, the only one Decide reads (a user with many memberships
-// costs no more than one with a single membership).
-func (c *Checker) actor(tx store.Tx, id auth.Identity, in *auth.Input) error {
-	v, err := c.viewer(id, func(userID int64) (*store.Viewer, error) {
-		return tx.LoadViewerIn(userID, in.Object.WorkspaceID)
-	})
-	if err != nil {
-		return err
-	}
+// viewerIn loads the identity's viewer with, of its memberships, only the
+// one in workspace ws: the only one Decide reads for an object in ws (a
+// user with many memberships costs no more than one with one).
+func (c *Checker) viewerIn(tx store.Tx, id auth.Identity, ws int64) (*store.Viewer, error) {
+	return c.viewer(id, func(userID int64) (*store.Viewer, error) { return tx.LoadViewerIn(userID, ws) })
+}
+
+// setActor fills in the actor of in from the identity and its viewer.
+func setActor(in *auth.Input, id auth.Identity, v *store.Viewer) {
 	in.Actor = id.Actor(v.AdminOfOrgs)
 	in.Actor.SystemAdmin = v.SystemAdmin
 	in.Groups = v.GroupIDs
@@ -293,27 +296,28 @@ func (c *Checker) actor(tx store.Tx, id auth.Identity, in *auth.Input) error {
 	for _, w := range v.Workspaces {
 		in.Memberships[w.ID] = auth.Role(w.Role)
 	}
-	return nil
 }
 
-// object fills in.Object (with its organization and shares) and
-// in.WorkspaceKind for obj. An object is looked up by name with
-// store.ObjectRef, which reads one row and its workspace's, not the
-// object itself (a configuration would bring every VM, disk and NIC).
-func (c *Checker) object(tx store.Tx, id auth.Identity, obj Ref, in *auth.Input) error {
+// object fills in.Object (with its organization and the shares that
+// reach the identity's user) and in.WorkspaceKind for obj. A named object
+// of a user is read with store.LoadAccess: one statement brings the
+// object's row (not the object: a configuration would bring every VM,
+// disk and NIC), the user's viewer, returned, and the shares Decide looks
+// at. Otherwise the viewer is left to the caller (nil).
+func (c *Checker) object(tx store.Tx, id auth.Identity, obj Ref, in *auth.Input) (*store.Viewer, error) {
 	o := &in.Object
 	o.Kind, o.Name = obj.Kind, obj.Name
 	if obj.Kind == KindSystem {
-		return nil
+		return nil, nil
 	}
 	if obj.Name == "" {
 		ws, err := ResolveWorkspace(tx, id.UserID, obj.Workspace)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		o.WorkspaceID, o.OrgID = ws.ID, ws.OrgID
 		in.WorkspaceKind = auth.WorkspaceKind(ws.Kind)
-		return nil
+		return nil, nil
 	}
 	var storeKind string
 	switch obj.Kind {
@@ -328,65 +332,69 @@ func (c *Checker) object(tx store.Tx, id auth.Identity, obj Ref, in *auth.Input)
 	case KindJob:
 		return c.jobObject(tx, id, obj.Name, in)
 	default:
-		return errdefs.Invalid("unknown object kind %q", obj.Kind)
+		return nil, errdefs.Invalid("unknown object kind %q", obj.Kind)
 	}
-	r, err := tx.ObjectRef(storeKind, obj.Name)
+	var (
+		r   store.ObjectRef
+		a   *store.Access
+		err error
+	)
+	if id.UserID == 0 {
+		// The unix peer root: no user, so no viewer to read and no
+		// share that reaches it.
+		r, err = tx.ObjectRef(storeKind, obj.Name)
+	} else if a, err = tx.LoadAccess(id.UserID, storeKind, obj.Name); err == nil {
+		r = a.Object
+	}
 	if err != nil {
 		if obj.Kind == KindLibrary && errors.Is(err, errdefs.ErrNotFound) {
-			return errdefs.NotFound("library entry %q not found", obj.Name)
+			return nil, errdefs.NotFound("library entry %q not found", obj.Name)
 		}
-		return err
+		return nil, err
 	}
 	o.ID, o.WorkspaceID, o.OrgID, o.OwnerID = r.ID, r.WorkspaceID, r.OrgID, r.OwnerID
 	in.WorkspaceKind = auth.WorkspaceKind(r.WorkspaceKind)
-	return c.shares(tx, storeKind, id.UserID, in)
-}
-
-// shares fills in the object's shares that reach the user (by name or
-// through a group): Decide looks at no other.
-func (c *Checker) shares(tx store.Tx, kind string, userID int64, in *auth.Input) error {
-	if userID == 0 {
-		return nil // no user, no groups: no share reaches
+	if a == nil {
+		return nil, nil
 	}
-	ss, err := tx.ListSharesReaching(kind, in.Object.ID, userID)
-	if err != nil {
-		return err
+	for _, s := range a.Shares {
+		o.Shares = append(o.Shares, auth.Share{UserID: s.UserID, GroupID: s.GroupID, Level: auth.ShareLevel(s.Level)})
 	}
-	for _, s := range ss {
-		in.Object.Shares = append(in.Object.Shares, auth.Share{UserID: s.UserID, GroupID: s.GroupID, Level: auth.ShareLevel(s.Level)})
-	}
-	return nil
+	v := &a.Viewer
+	v.SystemAdmin = v.SystemAdmin || id.SystemAdmin
+	return v, nil
 }
 
 // jobObject decides a job on the object its operation names. Its starter
 // may read and cancel it whatever that object is; while the object does
 // not exist yet (a clone being made), nobody else but the system
 // administrator sees the job.
-func (c *Checker) jobObject(tx store.Tx, id auth.Identity, jobID string, in *auth.Input) error {
+func (c *Checker) jobObject(tx store.Tx, id auth.Identity, jobID string, in *auth.Input) (*store.Viewer, error) {
 	notFound := errdefs.NotFound("job %q not found", jobID)
 	if c.jobs == nil {
-		return notFound
+		return nil, notFound
 	}
 	j, err := c.jobs.Get(jobID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if j.UserID != 0 && j.UserID == id.UserID {
-		return errStarter
+		return nil, errStarter
 	}
 	kind, name := JobObject(j)
 	ref := Ref{Kind: kind, Name: name}
 	if kind == "" {
-		return notFound
+		return nil, notFound
 	}
-	if err := c.object(tx, id, ref, in); err != nil {
+	v, err := c.object(tx, id, ref, in)
+	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
-			return notFound
+			return nil, notFound
 		}
-		return err
+		return nil, err
 	}
 	in.Object.Kind, in.Object.Name = KindJob, jobID
-	return nil
+	return v, nil
 }
 
 // errStarter tells decide that the caller started the job asked about.

@@ -47,9 +47,11 @@ func (c *Checker) Place(ctx context.Context, tx store.Tx, action auth.Action, ki
 	}
 	in := &auth.Input{Action: action, WorkspaceKind: auth.WorkspaceKind(ws.Kind),
 		Object: auth.Object{Kind: kind, WorkspaceID: ws.ID, OrgID: ws.OrgID}}
-	if err := c.actor(tx, id, in); err != nil {
+	v, err := c.viewerIn(tx, id, ws.ID)
+	if err != nil {
 		return Placement{}, err
 	}
+	setActor(in, id, v)
 	if d := auth.Decide(*in); !d.Allowed {
 		return Placement{}, fmt.Errorf("in workspace %q: %w", workspaceName(tx, ws), d.Err())
 	}

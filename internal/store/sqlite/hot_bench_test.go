@@ -87,7 +87,8 @@ func newHotBench(b *testing.B) *hotBench {
 
 // BenchmarkHotLookups measures each statement of the per-request path on
 // its own, one read transaction per operation (Empty: the transaction
-// alone). The context can be canceled, like a request's: the driver then
+// alone). LoadAccess is what access.Checker.Check reads; GetConfig is
+// what it read before (with ListSharesOf and LoadViewer). The context can be canceled, like a request's: the driver then
 // watches it during every statement.
 func BenchmarkHotLookups(b *testing.B) {
 	hb := newHotBench(b)
@@ -108,6 +109,13 @@ func BenchmarkHotLookups(b *testing.B) {
 			return err
 		}},
 		{"ObjectRef", func(tx store.Tx) error { _, err := tx.ObjectRef(store.ObjectConfig, "web"); return err }},
+		{"LoadAccess", func(tx store.Tx) error {
+			a, err := tx.LoadAccess(hb.userID, store.ObjectConfig, "web")
+			if err == nil && (len(a.Viewer.Workspaces) != 1 || len(a.Shares) != 1) {
+				err = fmt.Errorf("%d memberships and %d shares, want 1 and 1", len(a.Viewer.Workspaces), len(a.Shares))
+			}
+			return err
+		}},
 		{"ListSharesOf", func(tx store.Tx) error {
 			ss, err := tx.ListSharesOf(store.ObjectConfig, hb.configID)
 			if err == nil && len(ss) != 10 {

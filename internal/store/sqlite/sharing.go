@@ -1,11 +1,9 @@
 package sqlite
 
 import (
-	"cmp"
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
@@ -92,24 +90,6 @@ func (t *tx) RemoveShare(objectKind string, objectID, userID, groupID int64) err
 		return errdefs.NotFound("%s %d is not shared with %s", objectKind, objectID, grantee(userID, groupID))
 	}
 	return nil
-}
-
-// qSharesReaching runs in every authorization of an action on one
-// object: of its shares, only those that can decide for the user. Two
-// branches, each answered from a unique index (object, grantee user;
-// object, grantee group) without reading the object's other shares;
-// sorted in Go, which is cheaper than SQLite's sorter for a few rows.
-var qSharesReaching = hot("SELECT " + shareCols + ` FROM shares WHERE object_kind = ? AND object_id = ? AND grantee_user_id = ?
-	UNION ALL SELECT ` + shareCols + ` FROM shares WHERE object_kind = ? AND object_id = ?
-	AND grantee_group_id IN (SELECT group_id FROM group_members WHERE user_id = ?)`)
-
-func (t *tx) ListSharesReaching(objectKind string, objectID, userID int64) ([]store.Share, error) {
-	ss, err := queryAll(t, scanShare, qSharesReaching, objectKind, objectID, userID, objectKind, objectID, userID)
-	if err != nil {
-		return nil, fmt.Errorf("shares of %s %d reaching user %d: %w", objectKind, objectID, userID, err)
-	}
-	slices.SortFunc(ss, func(a, b store.Share) int { return cmp.Compare(a.ID, b.ID) })
-	return ss, nil
 }
 
 func (t *tx) ListSharesOf(objectKind string, objectID int64) ([]store.Share, error) {

@@ -118,6 +118,13 @@ func TestHotStatements(t *testing.T) {
 					if ref.OwnerID != ids[i] || ref.WorkspaceID != v.Workspaces[0].ID || ref.WorkspaceKind != store.WorkspacePrivate {
 						return fmt.Errorf("ObjectRef(c%d) = %+v, viewer %+v", i, ref, v)
 					}
+					a, err := tx.LoadAccess(ids[i], store.ObjectConfig, fmt.Sprintf("c%d", i))
+					if err != nil {
+						return err
+					}
+					if a.Object != ref || len(a.Viewer.Workspaces) != 1 || a.Viewer.Workspaces[0] != v.Workspaces[0] {
+						return fmt.Errorf("LoadAccess(u%d, c%d) = %+v, want object %+v and viewer %+v", i, i, a, ref, v)
+					}
 					u, err := tx.GetUserByID(ids[i])
 					if err != nil {
 						return err

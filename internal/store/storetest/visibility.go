@@ -205,8 +205,7 @@ func testVisibility(t *testing.T, s store.Store) {
 	diff(t, "LoadViewer(sam)", store.Viewer{UserID: users["sam"].ID, SystemAdmin: true}, viewers["sam"])
 
 	// LoadViewerIn is LoadViewer with only the membership in one
-	// workspace; ListSharesReaching lists the shares of an object that
-	// name the user or one of its groups.
+	// workspace.
 	view(t, s, func(tx store.Tx) error {
 		for _, name := range []string{"vic", "olga", "ada", "sam"} {
 			for _, wsName := range []string{"team", "priv", "far", "ext", ""} {
@@ -231,33 +230,49 @@ func testVisibility(t *testing.T, s store.Store) {
 		_, err := tx.LoadViewerIn(987654, wss["team"].ID)
 		wantKind(t, "LoadViewerIn of a missing user", err, errdefs.ErrNotFound)
 
+		// LoadAccess: ObjectRef, LoadViewerIn of the object's workspace and
+		// the shares that name the user or one of its groups, at once.
 		reached := 0
 		for _, kind := range kinds {
 			for _, o := range visibilityObjects {
-				all, err := tx.ListSharesOf(kind, ids[kind][o.name])
+				ref, err := tx.ObjectRef(kind, o.name)
+				if err != nil {
+					return err
+				}
+				all, err := tx.ListSharesOf(kind, ref.ID)
 				if err != nil {
 					return err
 				}
 				for _, name := range []string{"vic", "olga", "ada", "sam"} {
-					var want []store.Share
-					for _, sh := range all {
-						if sh.UserID == users[name].ID || sh.GroupID != 0 && slices.Contains(viewers[name].GroupIDs, sh.GroupID) {
-							want = append(want, sh)
-						}
-					}
-					reached += len(want)
-					got, err := tx.ListSharesReaching(kind, ids[kind][o.name], users[name].ID)
+					v, err := tx.LoadViewerIn(users[name].ID, ref.WorkspaceID)
 					if err != nil {
 						return err
 					}
-					diff(t, fmt.Sprintf("ListSharesReaching(%s %s, %s)", kind, o.name, name), want, got)
+					want := store.Access{Object: ref, Viewer: *v}
+					for _, sh := range all {
+						if sh.UserID == users[name].ID || sh.GroupID != 0 && slices.Contains(v.GroupIDs, sh.GroupID) {
+							want.Shares = append(want.Shares, sh)
+						}
+					}
+					reached += len(want.Shares)
+					got, err := tx.LoadAccess(users[name].ID, kind, o.name)
+					if err != nil {
+						return err
+					}
+					diff(t, fmt.Sprintf("LoadAccess(%s, %s %s)", name, kind, o.name), want, *got)
 				}
 			}
+			_, err := tx.LoadAccess(users["vic"].ID, kind, "missing")
+			wantKind(t, "LoadAccess of a missing "+kind, err, errdefs.ErrNotFound, `"missing"`)
+			_, err = tx.LoadAccess(987654, kind, "team-olga")
+			wantKind(t, "LoadAccess of a missing user", err, errdefs.ErrNotFound, "987654")
 		}
 		// vic: priv-olga-shared, ext-shared (by name), far-crew (by group crew).
 		if want := 3 * len(kinds); reached != want {
 			t.Errorf("%d shares reach someone, want %d", reached, want)
 		}
+		_, err = tx.LoadAccess(users["vic"].ID, "vm", "team-olga")
+		wantKind(t, "LoadAccess of kind vm", err, errdefs.ErrInvalid, `"vm"`)
 		return nil
 	})
 	narrowed := viewers["vic"]
