@@ -164,6 +164,9 @@ func TestCheck(t *testing.T) {
 		Restrict: &auth.Restriction{WorkspaceID: w.ws["priv"].ID, MaxRole: auth.RoleViewer}})
 	gone := auth.WithIdentity(context.Background(), auth.Identity{UserID: 9999, Name: "ghost", Via: auth.ViaToken})
 	root := auth.WithIdentity(context.Background(), auth.Identity{Name: "root", SystemAdmin: true, Via: auth.ViaUnixPeer})
+	// No user behind it (so no viewer or share to read), restricted.
+	rootInMain := auth.WithIdentity(context.Background(), auth.Identity{Name: "root", SystemAdmin: true, Via: auth.ViaUnixPeer,
+		Restrict: &auth.Restriction{WorkspaceID: w.ws["main"].ID, MaxRole: auth.RoleViewer}})
 
 	cases := []struct {
 		name   string
@@ -197,6 +200,12 @@ func TestCheck(t *testing.T) {
 		{"status for anyone", w.as("vera"), auth.StatusRead, access.Ref{}, "allowed"},
 		{"doctor for the system admin only", w.as("alice"), auth.DoctorRead, access.Ref{}, "forbidden"},
 		{"a deleted user", gone, auth.StatusRead, access.Ref{}, "unauthenticated"},
+		{"a deleted user on an object", gone, auth.ConfigRead, access.Ref{Kind: "config", Name: "web"}, "unauthenticated"},
+		{"a deleted user on a missing object", gone, auth.ConfigRead, access.Ref{Kind: "config", Name: "nope"}, "unauthenticated"},
+		{"a deleted user on a workspace", gone, auth.ConfigCreate, access.Ref{Kind: "config", Workspace: "main"}, "unauthenticated"},
+		{"restricted root reads in its workspace", rootInMain, auth.ConfigRead, access.Ref{Kind: "config", Name: "web"}, "allowed"},
+		{"restricted root, beyond its role", rootInMain, auth.ConfigDelete, access.Ref{Kind: "config", Name: "web"}, "forbidden"},
+		{"restricted root, outside its workspace", rootInMain, auth.ConfigRead, access.Ref{Kind: "config", Name: "secret"}, "not found"},
 	}
 	for _, c := range cases {
 		err := w.chk.Check(c.ctx, c.action, c.obj)
