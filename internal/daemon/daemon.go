@@ -255,7 +255,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 
 	h := api.NewHandler(svc, log)
 	h.SetDaemon(api.Daemon{Version: cfg.Version, Started: started, StoreKind: storeKind, StorePath: storePath})
-	h.SetAllowedHosts(append([]string{cfg.Listen}, cfg.AllowedHosts...)...)
+	hosts := append([]string{cfg.Listen}, cfg.AllowedHosts...)
+	if name, err := os.Hostname(); err == nil {
+		hosts = append(hosts, name) // this machine's own name is no rebinding
+	}
+	h.SetAllowedHosts(hosts...)
 	stopOIDC, err := startOIDC(ctx, cfg, dataDir, tcp, tlsConf != nil, h, log)
 	if err != nil {
 		return err
