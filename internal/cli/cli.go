@@ -5,9 +5,12 @@
 // Exit codes: 0 success; 1 failure of no particular kind (an internal
 // error, a failed job, problems left by doctor); 2 bad command line or a
 // request the daemon found invalid; 3 not found; 4 conflict (exists
-// already, deployed, busy); 5 daemon unreachable or unavailable; 6 job
-// canceled or waiting interrupted. An error is one line on stderr,
-// "stagehand: <message>".
+// already, deployed, busy, over quota); 5 daemon unreachable or
+// unavailable; 6 job canceled or waiting interrupted; 7 not authenticated
+// (no credentials, or a token that is bad, expired or revoked: log in or
+// give another token); 8 forbidden (authenticated, but not allowed: asking
+// again will not help). An error is one line on stderr, "stagehand:
+// <message>".
 package cli
 
 import (
@@ -35,6 +38,10 @@ const (
 	ExitConflict    = 4
 	ExitUnavailable = 5
 	ExitCanceled    = 6
+	// ExitUnauthenticated and ExitForbidden tell a script "sign in" from
+	// "you may not", which the daemon answers 401 and 403.
+	ExitUnauthenticated = 7
+	ExitForbidden       = 8
 )
 
 // LeaseHelp is the help text of every flag that takes a lease, for serve's
@@ -138,6 +145,10 @@ func exitCode(err error) int {
 		return ExitUnavailable
 	case errdefs.ErrCanceled:
 		return ExitCanceled
+	case errdefs.ErrUnauthenticated:
+		return ExitUnauthenticated
+	case errdefs.ErrForbidden:
+		return ExitForbidden
 	}
 	if errors.Is(err, context.Canceled) {
 		return ExitCanceled

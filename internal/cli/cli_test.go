@@ -15,7 +15,9 @@ import (
 
 	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
+	"stagehand/internal/auth"
 	"stagehand/internal/cli"
+	"stagehand/internal/store"
 )
 
 // env is a daemon over a real lab (apitest.Lab.Seed): template "tmpl",
@@ -193,6 +195,65 @@ func TestExitCodes(t *testing.T) {
 				t.Errorf("stderr is not one line without usage: %q", errOut)
 			}
 		})
+	}
+}
+
+// TestExitCodesOfRefusals: against a daemon that authenticates, a request
+// without credentials or with a revoked token exits 7 (sign in), one the
+// caller's role does not allow exits 8 (you may not), and an object the
+// caller cannot see stays 3, like any object that is not there.
+func TestExitCodesOfRefusals(t *testing.T) {
+	l := apitest.New(t).Seed(t)
+	srv, _ := apitest.ServeStrict(t, l)
+	alice := l.User(t, "alice", false)
+	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
+		org, err := tx.GetOrg(store.DefaultOrg)
+		if err != nil {
+			return err
+		}
+		ws, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		if err != nil {
+			return err
+		}
+		return tx.PutMembership(&store.Membership{UserID: alice.ID, WorkspaceID: ws.ID, Role: string(auth.RoleViewer)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	viewer := l.Token(t, "alice", apitest.TokenOptions{})
+	bob := l.Token(t, "bob", apitest.TokenOptions{}) // a member of nothing
+	revoked := l.Token(t, "alice", apitest.TokenOptions{Revoked: true})
+	config := t.TempDir() // no kept session
+	tests := []struct {
+		name, token string
+		args        []string
+		code        int
+	}{
+		{"no credentials", "", []string{"config", "list"}, cli.ExitUnauthenticated},
+		{"revoked token", revoked, []string{"config", "list"}, cli.ExitUnauthenticated},
+		{"viewer deletes", viewer, []string{"config", "delete", "web"}, cli.ExitForbidden},
+		{"user runs doctor", viewer, []string{"doctor"}, cli.ExitForbidden},
+		{"viewer reads", viewer, []string{"config", "show", "web"}, cli.ExitOK},
+		{"outsider reads", bob, []string{"config", "show", "web"}, cli.ExitNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errw bytes.Buffer
+			code := cli.Run(context.Background(), tt.args, cli.Deps{
+				Stdout: &out, Stderr: &errw,
+				Getenv: func(k string) string {
+					return map[string]string{"STAGEHAND_SERVER": srv.URL, "STAGEHAND_TOKEN": tt.token, "XDG_CONFIG_HOME": config, "USER": "tester"}[k]
+				},
+			})
+			if code != tt.code {
+				t.Fatalf("%v: exit %d, want %d (stderr %q)", tt.args, code, tt.code, errw.String())
+			}
+			if code != 0 && strings.Count(errw.String(), "\n") != 1 {
+				t.Errorf("stderr is not one line: %q", errw.String())
+			}
+		})
+	}
+	if _, err := l.GetConfig(context.Background(), "web"); err != nil {
+		t.Errorf("a refused delete deleted web: %v", err)
 	}
 }
 
