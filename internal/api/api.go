@@ -120,7 +120,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		jobsHandler{env: e, lab: l.Jobs},
 		doctorHandler{lab: l.Checks},
 		eventsHandler{env: e, lab: l.Events},
-		directoryHandler{env: e, store: l.Directory},
+		directoryHandler{env: e, store: l.Directory, jobs: l.Jobs},
 		newLoginHandler(e, l.Directory),
 	} {
 		res.register(r)

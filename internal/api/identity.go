@@ -13,6 +13,7 @@ import (
 	"stagehand/internal/api/wire"
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/jobs"
 	"stagehand/internal/lab/access"
 	"stagehand/internal/store"
 )
@@ -55,6 +56,9 @@ const (
 type directoryHandler struct {
 	*env
 	store store.Store // nil: the directory is not served (503)
+	// jobs lets auth explain decide on jobs (job/ID); nil: they are not
+	// found.
+	jobs *jobs.Manager
 }
 
 func (h directoryHandler) register(r *router) {
@@ -124,7 +128,13 @@ func (h directoryHandler) served(fn apiFunc) apiFunc {
 	}
 }
 
-func (h directoryHandler) checker() *access.Checker { return access.New(h.store, h.log) }
+func (h directoryHandler) checker() *access.Checker {
+	c := access.New(h.store, h.log)
+	if h.jobs != nil { // a nil *jobs.Manager must stay a nil access.Jobs
+		c.WithJobs(h.jobs)
+	}
+	return c
+}
 
 // --- who asks -------------------------------------------------------------
 
