@@ -136,6 +136,9 @@ func holders(u wire.IPUsage) string {
 	parts := make([]string, len(u.Holders))
 	for i, h := range u.Holders {
 		parts[i] = fmt.Sprintf("%s/%s/nic%d", h.Config, h.VM, h.NIC)
+		if h.VM == "" { // a configuration the caller may not see: "(hidden)"
+			parts[i] = h.Config
+		}
 	}
 	return strings.Join(parts, ", ")
 }

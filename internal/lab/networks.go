@@ -65,13 +65,17 @@ func (s Networks) List(ctx context.Context) ([]NetworkView, error) {
 	if err != nil {
 		return nil, err
 	}
+	cs, err := s.access.Scope(ctx, access.KindConfig)
+	if err != nil {
+		return nil, err
+	}
 	var out []NetworkView
 	err = s.store.View(ctx, func(tx store.Tx) error {
 		nws, err := listNetworks(tx, sc)
 		if err != nil {
 			return err
 		}
-		owners, err := loadNICOwners(tx)
+		owners, err := loadNICOwners(tx, cs)
 		if err != nil {
 			return err
 		}
@@ -88,15 +92,20 @@ func (s Networks) List(ctx context.Context) ([]NetworkView, error) {
 }
 
 // GetNetwork returns one network with its pool usage: every held address
-// and who holds it.
+// and who holds it (HiddenName for a configuration the caller may not
+// see).
 func (s Networks) Get(ctx context.Context, name string) (*NetworkView, error) {
+	cs, err := s.access.Scope(ctx, access.KindConfig)
+	if err != nil {
+		return nil, err
+	}
 	var out *NetworkView
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	err = s.store.View(ctx, func(tx store.Tx) error {
 		nw, err := tx.GetNetwork(name)
 		if err != nil {
 			return err
 		}
-		owners, err := loadNICOwners(tx)
+		owners, err := loadNICOwners(tx, cs)
 		if err != nil {
 			return err
 		}
@@ -108,8 +117,16 @@ func (s Networks) Get(ctx context.Context, name string) (*NetworkView, error) {
 
 // DeleteNetwork deletes a network no NIC uses.
 func (s Networks) Delete(ctx context.Context, name string) error {
-	err := s.update(ctx, func(tx store.Tx) error {
+	sc, err := s.access.Scope(ctx, access.KindConfig)
+	if err != nil {
+		return err
+	}
+	err = s.update(ctx, func(tx store.Tx) error {
 		nw, err := tx.GetNetwork(name)
+		if err != nil {
+			return err
+		}
+		owners, err := loadNICOwners(tx, sc)
 		if err != nil {
 			return err
 		}
@@ -121,7 +138,9 @@ func (s Networks) Delete(ctx context.Context, name string) error {
 		for _, c := range cs {
 			for _, v := range c.VMs {
 				if vmUsesNetwork(&v, nw.ID) {
-					users = append(users, c.Name)
+					// A configuration the caller may not see is
+					// HiddenName (vmUsesNetwork: it has a NIC).
+					users = append(users, owners.nics[v.NICs[0].ID].config)
 					break
 				}
 			}
@@ -153,29 +172,68 @@ func vmUsesNetwork(v *store.VM, id int64) bool {
 	return false
 }
 
+// HiddenName stands, in a network's usage, for a configuration the caller
+// may not see: its addresses are listed (they are taken all the same, and
+// the pool's count includes them) but not who holds them, since a
+// configuration's name is what its workspace keeps to itself.
+const HiddenName = "(hidden)"
+
 // nicOwner locates a NIC for pool-usage views.
 type nicOwner struct {
 	config, vm string
 	index      int
 }
 
-func loadNICOwners(tx store.Tx) (map[int64]nicOwner, error) {
+// nicOwners locates, for the pool-usage views of one caller, every NIC and
+// the external address each NIC's fence holds.
+type nicOwners struct {
+	nics     map[int64]nicOwner // by NIC id
+	external map[int64]nicOwner // by external allocation id
+	// all: the caller sees every configuration; else an external address
+	// no visible NIC maps is hidden too (its holder text names a
+	// configuration).
+	all bool
+}
+
+// loadNICOwners reads who holds the addresses of every network, naming
+// only the configurations sc shows: the others are HiddenName.
+func loadNICOwners(tx store.Tx, sc access.Scope) (*nicOwners, error) {
 	cs, err := tx.ListConfigs()
 	if err != nil {
 		return nil, err
 	}
-	owners := map[int64]nicOwner{}
+	var visible map[int64]bool
+	if !sc.All {
+		vs, err := listConfigs(tx, sc)
+		if err != nil {
+			return nil, err
+		}
+		visible = make(map[int64]bool, len(vs))
+		for _, c := range vs {
+			visible[c.ID] = true
+		}
+	}
+	o := &nicOwners{nics: map[int64]nicOwner{}, external: map[int64]nicOwner{}, all: sc.All}
 	for _, c := range cs {
 		for _, v := range c.VMs {
 			for _, n := range v.NICs {
-				owners[n.ID] = nicOwner{config: c.Name, vm: v.Name, index: n.Index}
+				owner := nicOwner{config: c.Name, vm: v.Name, index: n.Index}
+				if !sc.All && !visible[c.ID] {
+					owner = nicOwner{config: HiddenName}
+				}
+				o.nics[n.ID] = owner
+				if n.ExternalAllocationID != 0 {
+					o.external[n.ExternalAllocationID] = owner
+				}
 			}
 		}
 	}
-	return owners, nil
+	return o, nil
 }
 
-func networkView(tx store.Tx, nw *store.Network, owners map[int64]nicOwner) (*NetworkView, error) {
+// networkView describes nw with its usage; owners nil (a network just
+// made) lists no holders.
+func networkView(tx store.Tx, nw *store.Network, owners *nicOwners) (*NetworkView, error) {
 	v := &NetworkView{
 		Name: nw.Name, Subnet: nw.Subnet.String(), Gateway: nw.Gateway.String(),
 		PoolSize: ipam.PoolSize(nw.Pools), CreatedAt: nw.CreatedAt,
@@ -197,14 +255,24 @@ func networkView(tx store.Tx, nw *store.Network, owners map[int64]nicOwner) (*Ne
 		if u.InPool {
 			v.PoolUsed++
 		}
-		if a.Kind == store.AllocInternal {
+		switch {
+		case owners == nil:
+		case a.Kind == store.AllocInternal:
 			nics, err := tx.NICsWithAllocation(a.ID)
 			if err != nil {
 				return nil, err
 			}
 			for _, n := range nics {
-				o := owners[n.ID]
-				u.Holders = append(u.Holders, IPHolder{Config: o.config, VM: o.vm, NIC: n.Index})
+				o := owners.nics[n.ID]
+				h := IPHolder{Config: o.config, VM: o.vm, NIC: n.Index}
+				if o.config == HiddenName {
+					h = IPHolder{Config: HiddenName}
+				}
+				u.Holders = append(u.Holders, h)
+			}
+		case !owners.all:
+			if o, ok := owners.external[a.ID]; !ok || o.config == HiddenName {
+				u.Holder = HiddenName
 			}
 		}
 		v.Usage = append(v.Usage, u)
