@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/client"
 	"stagehand/internal/errdefs"
 )
 
@@ -67,13 +68,10 @@ func TestLibraryArchivesEventsRoundTrip(t *testing.T) {
 		t.Fatalf("GetArchive = %+v, %v", a, err)
 	}
 	file := filepath.Join(t.TempDir(), "arch.tar")
-	if j, err = c.StartExport(ctx, "arch", wire.ExportRequest{File: file}); err != nil {
+	if _, err = c.DownloadBundle(ctx, "arch", file); err != nil {
 		t.Fatal(err)
 	}
-	if j, err = c.WaitJob(ctx, j.ID, 10*time.Second); err != nil || j.State != wire.JobSucceeded {
-		t.Fatalf("export job = %+v, %v", j, err)
-	}
-	if j, err = c.StartImport(ctx, wire.ImportRequest{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}}); err != nil {
+	if j, err = c.UploadBundle(ctx, client.BundleUpload{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}}); err != nil {
 		t.Fatal(err)
 	}
 	if j, err = c.WaitJob(ctx, j.ID, 10*time.Second); err != nil || j.State != wire.JobSucceeded || j.Subject != "copy" {
