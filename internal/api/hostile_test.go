@@ -125,7 +125,7 @@ var takesBody = map[string]bool{
 	"POST /api/v1/library/{name}/checkout": true, "POST /api/v1/archives": true,
 	"POST /api/v1/archives/import": true, "POST /api/v1/archives/{name}/restore": true,
 	"POST /api/v1/archives/{name}/lease": true,
-	"POST /api/v1/cleanup": true,
+	"POST /api/v1/cleanup":               true,
 }
 
 // hostileSegments are path values, already escaped for the URL.
