@@ -72,6 +72,8 @@ rolled back).`,
 	f.StringVar(&cfg.OIDC.RedirectURL, "oidc-redirect-url", "", "callback URL registered at the issuer (default: the --listen URL + /auth/oidc/callback)")
 	f.StringArrayVar(&cfg.OIDC.GroupRoles, "oidc-group-role", nil, "GROUP=WORKSPACE:ROLE: members of the issuer's GROUP get ROLE in WORKSPACE (ws or org/ws) at each sign-in (repeatable)")
 	f.StringArrayVar(&cfg.OIDC.Scopes, "oidc-scope", nil, "scope asked for besides openid (repeatable; default email and profile; Dex and Keycloak want groups too)")
+	f.StringArrayVar(&cfg.ImportDirs, "import-dir", nil, "directory under which the system administrator, on the unix socket only, may name files on this host to import (template import --server-path, archive import --server-path); repeatable; everyone else uploads")
+	f.Int64Var(&cfg.MaxUpload, "max-upload", lab.DefaultMaxUpload, "largest file a client may upload (template disks, boot files, bundles), in bytes; larger ones are refused with 413")
 	f.IntVar(&cfg.ChainLimit, "chain-limit", cfg.ChainLimit, "deepest disk chain a linked clone may produce")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 

@@ -67,6 +67,8 @@ type Config struct {
 	NoVMs        bool          // --no-vms: disks and addresses only, no deploy
 
 	ArchiveDir string          // --archive-dir: default DATA/archive
+	ImportDirs []string        // --import-dir: where the admin on the socket may name files to import (lab.Options.ImportDirs)
+	MaxUpload  int64           // --max-upload: bytes of one uploaded file (0: lab.DefaultMaxUpload)
 	Leases     lab.LeasePolicy // --default-*-lease, --cleanup-*, --reap-interval
 
 	// Version is the build's version, reported by GET /status.
@@ -241,6 +243,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		Logger:     log,
 		FailAt:     failAt,
 		ArchiveDir: cfg.ArchiveDir,
+		ImportDirs: cfg.ImportDirs,
+		MaxUpload:  cfg.MaxUpload,
 		Leases:     cfg.Leases,
 	}
 	closeRuntime, err := startRuntime(cfg, &labOpts, dataDir, log)
