@@ -74,6 +74,7 @@ func (h directoryHandler) register(r *router) {
 	dir("POST "+p+"/users", auth.UserAdmin, "user", "", h.createUser)
 	dir("GET "+p+"/users", auth.UserAdmin, "user", "", h.listUsers)
 	dir("GET "+p+"/users/{name}", auth.UserAdmin, "user", "name", h.getUser)
+	dir("PATCH "+p+"/users/{name}", auth.UserAdmin, "user", "name", h.updateUser)
 	dir("DELETE "+p+"/users/{name}", auth.UserAdmin, "user", "name", h.deleteUser)
 	dir("PUT "+p+"/users/{name}/password", auth.UserAdmin, "user", "name", h.setPassword)
 
@@ -596,6 +597,112 @@ func (h directoryHandler) deleteUser(w http.ResponseWriter, r *http.Request) err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// updateUser changes the fields of a user the request gives (PATCH: the
+// others stay). The system administrator changes anyone's; a user their
+// own e-mail, display name and default workspace (one they are a member
+// of). Disabling and making or unmaking a system administrator are the
+// system administrator's, who cannot do either to themselves (someone
+// must be left to undo it). A restricted token changes nothing: the change
+// would outlive its restriction. A disabled user's tokens and sessions
+// are refused from the next request on: authentication reads the user
+// every time.
+func (h directoryHandler) updateUser(w http.ResponseWriter, r *http.Request) error {
+	var req wire.UserUpdate
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	ctx, name := r.Context(), r.PathValue("name")
+	c := callerOf(ctx)
+	if !c.system && c.id.Restrict != nil {
+		return errdefs.Forbidden("a token restricted to one workspace cannot change users")
+	}
+	if req.Email != nil {
+		if err := checkDirText("email", *req.Email); err != nil {
+			return err
+		}
+		if *req.Email != "" && !strings.Contains(*req.Email, "@") {
+			return errdefs.Invalid("email %q is not an address", *req.Email)
+		}
+	}
+	if req.DisplayName != nil {
+		if err := checkDirText("display name", *req.DisplayName); err != nil {
+			return err
+		}
+	}
+	if req.Email == nil && req.DisplayName == nil && req.DefaultWorkspace == nil && req.Disabled == nil && req.SystemAdmin == nil {
+		return errdefs.Invalid("user %q: nothing to change: give email, display_name, default_workspace, disabled or system_admin", name)
+	}
+	var out wire.User
+	err := h.store.Update(ctx, func(tx store.Tx) error {
+		u, err := h.userFor(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		if req.Disabled != nil || req.SystemAdmin != nil {
+			if err := h.needSystemAdmin(ctx, auth.UserAdmin); err != nil {
+				return fmt.Errorf("user %q: disabling and system administration are the system administrator's: %w", name, err)
+			}
+			if c.is(u.ID) && (req.Disabled != nil && *req.Disabled || req.SystemAdmin != nil && !*req.SystemAdmin) {
+				return errdefs.Conflict("user %q: you cannot disable yourself or give up your own system administration; another administrator can", name)
+			}
+		}
+		var changed []string
+		if req.Email != nil {
+			u.Email = *req.Email
+			changed = append(changed, "email")
+		}
+		if req.DisplayName != nil {
+			u.DisplayName = *req.DisplayName
+			changed = append(changed, "display name")
+		}
+		if req.DefaultWorkspace != nil {
+			u.DefaultWorkspaceID = 0
+			if ref := *req.DefaultWorkspace; ref != "" {
+				ws, err := access.ResolveWorkspace(tx, 0, ref)
+				if err != nil {
+					return err
+				}
+				if !c.admin() {
+					// Checked on the checker's own read: a member of
+					// the workspace (or an admin of its organization).
+					if err := h.checkWorkspace(ctx, auth.StatusRead, ref); err != nil {
+						return err
+					}
+				}
+				u.DefaultWorkspaceID = ws.ID
+			}
+			changed = append(changed, "default workspace "+orNone(*req.DefaultWorkspace))
+		}
+		if req.Disabled != nil {
+			u.Disabled = *req.Disabled
+			changed = append(changed, fmt.Sprintf("disabled: %t", u.Disabled))
+		}
+		if req.SystemAdmin != nil {
+			u.SystemAdmin = *req.SystemAdmin
+			changed = append(changed, fmt.Sprintf("system admin: %t", u.SystemAdmin))
+		}
+		if err := tx.UpdateUser(u); err != nil {
+			return err
+		}
+		if err := record(tx, c, "user", "update", u.Name, strings.Join(changed, ", ")); err != nil {
+			return err
+		}
+		out, err = userToWire(namesIn(tx), u)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }
 
 // setPassword sets a user's password: one's own with the current one, or

@@ -107,6 +107,34 @@ func TestUserCommands(t *testing.T) {
 	e.fails(cli.ExitNotFound, "", "user", "show", "bob")
 }
 
+// TestUserSet: user set changes only the flags given (a bool flag
+// alone is true, =false turns it off), a command with none is a usage
+// error that never reaches the daemon, an unknown user is not found.
+func TestUserSet(t *testing.T) {
+	e := newEnv(t)
+	e.okIn("", "user", "create", "alice", "--no-password", "--display-name", "Alice")
+	out := e.okIn("", "user", "set", "alice", "--email", "a@example.com", "--default-workspace", "main")
+	if !strings.Contains(out, "a@example.com") || !strings.Contains(out, "default/main") || !strings.Contains(out, "Alice") {
+		t.Errorf("user set --email --default-workspace printed:\n%s", out)
+	}
+	var u wire.User
+	if err := json.Unmarshal([]byte(e.okIn("", "user", "set", "alice", "--disabled", "-o", "json")), &u); err != nil || !u.Disabled || u.Email != "a@example.com" {
+		t.Errorf("user set --disabled: %+v, %v", u, err)
+	}
+	if err := json.Unmarshal([]byte(e.okIn("", "user", "set", "alice", "--disabled=false", "--default-workspace", "", "-o", "json")), &u); err != nil ||
+		u.Disabled || u.DefaultWorkspace != "" || u.DisplayName != "Alice" {
+		t.Errorf("user set --disabled=false --default-workspace \"\": %+v, %v", u, err)
+	}
+	before := e.calls.Load()
+	if msg := e.fails(cli.ExitUsage, "", "user", "set", "alice"); !strings.Contains(msg, "nothing to change") {
+		t.Errorf("user set without flags: stderr %q", msg)
+	}
+	if e.calls.Load() != before {
+		t.Errorf("user set without flags called the daemon")
+	}
+	e.fails(cli.ExitNotFound, "", "user", "set", "nobody", "--disabled")
+}
+
 func TestWorkspaceCommands(t *testing.T) {
 	e := newEnv(t)
 	e.okIn("", "user", "create", "alice", "--no-password")

@@ -54,8 +54,60 @@ func (a *app) userCommand() *cobra.Command {
 				return a.client.DeleteUser(cmd.Context(), args[0])
 			}),
 		},
+		a.userSetCommand(),
 		a.userSetPasswordCommand(),
 	)
+}
+
+func (a *app) userSetCommand() *cobra.Command {
+	var (
+		email, display, workspace string
+		disabled, systemAdmin     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "set NAME [--email ADDR] [--display-name TEXT] [--default-workspace WS] [--disabled=true|false] [--system-admin=true|false]",
+		Short: "Change a user: only the flags given change",
+		Long: `Change a user; only the flags given change. You change your own e-mail,
+display name and default workspace (one you are a member of; "" for
+none); --disabled and --system-admin are the system administrator's, who
+changes anyone's. A disabled user's tokens and sessions stop working at
+their next request.`,
+		Args: exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			var req wire.UserUpdate
+			f := cmd.Flags()
+			if f.Changed("email") {
+				req.Email = &email
+			}
+			if f.Changed("display-name") {
+				req.DisplayName = &display
+			}
+			if f.Changed("default-workspace") {
+				req.DefaultWorkspace = &workspace
+			}
+			if f.Changed("disabled") {
+				req.Disabled = &disabled
+			}
+			if f.Changed("system-admin") {
+				req.SystemAdmin = &systemAdmin
+			}
+			if req == (wire.UserUpdate{}) {
+				return usagef("nothing to change: give --email, --display-name, --default-workspace, --disabled or --system-admin")
+			}
+			u, err := a.client.UpdateUser(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			return a.printUser(u)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&email, "email", "", "e-mail address (unique; \"\" for none)")
+	f.StringVar(&display, "display-name", "", "name shown for people")
+	f.StringVar(&workspace, "default-workspace", "", "workspace (org/ws, or ws of organization default) of the user's new objects; \"\" for none")
+	f.BoolVar(&disabled, "disabled", false, "disable (true) or enable (false) the user")
+	f.BoolVar(&systemAdmin, "system-admin", false, "make (true) or unmake (false) a system administrator")
+	return cmd
 }
 
 func (a *app) userCreateCommand() *cobra.Command {

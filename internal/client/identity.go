@@ -27,6 +27,12 @@ func (c *Client) GetUser(ctx context.Context, name string) (*wire.User, error) {
 	return call[wire.User](ctx, c, http.MethodGet, path("users", name), nil, nil)
 }
 
+// UpdateUser changes the fields of a user that req gives (the others stay)
+// and returns the user.
+func (c *Client) UpdateUser(ctx context.Context, name string, req wire.UserUpdate) (*wire.User, error) {
+	return call[wire.User](ctx, c, http.MethodPatch, path("users", name), nil, req)
+}
+
 // DeleteUser deletes a user who owns nothing.
 func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, path("users", name), nil, nil, nil)

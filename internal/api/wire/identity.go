@@ -49,6 +49,19 @@ type Membership struct {
 	Role      string `json:"role"`
 }
 
+// UserUpdate is the body of PATCH /users/{name} (200, the User): the
+// fields given change, the others stay. A user changes their own Email,
+// DisplayName and DefaultWorkspace ("" clears it; else a workspace they
+// are a member of); Disabled and SystemAdmin are the system
+// administrator's, who changes anyone's.
+type UserUpdate struct {
+	Email            *string `json:"email,omitempty"`
+	DisplayName      *string `json:"display_name,omitempty"`
+	DefaultWorkspace *string `json:"default_workspace,omitempty"`
+	Disabled         *bool   `json:"disabled,omitempty"`
+	SystemAdmin      *bool   `json:"system_admin,omitempty"`
+}
+
 // PasswordRequest is the body of PUT /users/{name}/password (204). A user
 // changing their own password gives the old one; a system administrator
 // setting someone else's does not.
