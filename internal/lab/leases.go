@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -70,7 +69,9 @@ func newLifecycle(opts Options, dataDir string) (*lifecycle, error) {
 		return nil, fmt.Errorf("lab: archive dir: %w", err)
 	}
 	l.archiveDir = abs
-	if err := os.MkdirAll(l.archiveDir, 0o700); err != nil {
+	// Archives hold guest data: an archive dir an older version made
+	// readable by others is narrowed too (M5).
+	if err := makePrivateDir(l.archiveDir); err != nil {
 		return nil, fmt.Errorf("lab: create archive dir: %w", err)
 	}
 	p, err := l.policy.WithDefaults()

@@ -364,7 +364,12 @@ func TestUploadedBundle(t *testing.T) {
 // under the data and archive dirs is 0700 and no file can be read, let
 // alone written, by anyone but root.
 func TestDataIsPrivate(t *testing.T) {
-	e := newEnv(t)
+	// An archive dir an older version made 0755 is narrowed.
+	archives := filepath.Join(t.TempDir(), "archives")
+	if err := os.Mkdir(archives, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(o *lab.Options) { o.ArchiveDir = archives })
 	ctx := context.Background()
 	sourceFixture(t, e)
 	e.ok(e.svc.Archives.StartCreate(ctx, "src", "arch", lab.CreateOptions{}))
@@ -379,22 +384,27 @@ func TestDataIsPrivate(t *testing.T) {
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm()&0o077 != 0 {
 		t.Errorf("the downloaded bundle as the test wrote it: %v %v", fi.Mode(), err)
 	}
-	filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			t.Fatal(err)
-		}
-		fi, err := d.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch rel, _ := filepath.Rel(e.dir, p); {
-		case strings.HasPrefix(rel, "stagehand.db"), rel == ".":
-			// the store's, and the test's temporary dir: the daemon's
-		case fi.IsDir() && fi.Mode().Perm() != 0o700:
-			t.Errorf("%s: %v, want 0700", rel, fi.Mode())
-		case !fi.IsDir() && fi.Mode().Perm()&0o077 != 0:
-			t.Errorf("%s: %v, readable by others", rel, fi.Mode())
-		}
-		return nil
-	})
+	if fi, err := os.Stat(archives); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("archive dir: %v %v, want 0700", fi.Mode(), err)
+	}
+	for _, root := range []string{e.dir, archives} {
+		filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, err := d.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch rel, _ := filepath.Rel(root, p); {
+			case strings.HasPrefix(rel, "stagehand.db"), rel == ".":
+				// the store's, and the test's temporary dir: the daemon's
+			case fi.IsDir() && fi.Mode().Perm() != 0o700:
+				t.Errorf("%s: %v, want 0700", p, fi.Mode())
+			case !fi.IsDir() && fi.Mode().Perm()&0o077 != 0:
+				t.Errorf("%s: %v, readable by others", p, fi.Mode())
+			}
+			return nil
+		})
+	}
 }
