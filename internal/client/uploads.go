@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -52,7 +53,7 @@ type localFile struct {
 func openLocal(path string) (*localFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, errdefs.Invalid("cannot read %s: %v", path, pathReason(err))
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -75,10 +76,25 @@ func openLocal(path string) (*localFile, error) {
 	return &localFile{f: f, name: filepath.Base(path), size: fi.Size(), sum: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
+// pathReason drops the path from an *fs.PathError (the message names it).
+func pathReason(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // UploadTemplate imports a template from files on this machine: each is
 // read once to hash it, then streamed to the daemon with its sha256, in
 // one multipart request.
 func (c *Client) UploadTemplate(ctx context.Context, req TemplateUpload) (*wire.Template, error) {
+	// Refused here before files are read (the daemon refuses it too).
+	switch req.Format {
+	case "", "raw", "qcow2":
+	default:
+		return nil, errdefs.Invalid("template %q: format %q is not raw or qcow2", req.Name, req.Format)
+	}
 	type part struct {
 		field string
 		file  *localFile
