@@ -387,6 +387,12 @@ func (m *matrix) cells(routes []api.RouteInfo) []cell {
 				body = "{" + probe + "}"
 			}
 			switch {
+			case ri.Filtered:
+				// Decided item by item by the lab: every caller is
+				// answered with what they may see (events_test.go,
+				// the lab's cleanup tests).
+				method, path := fillObject(ri.Pattern, "", "")
+				addCell("filtered", "", method, path, body, nil)
 			case api.DirectoryKinds[ri.Kind] || ri.Kind == "" && (kind == "user" || kind == "org" || kind == "workspace"):
 				// Decided by the directory's handlers: only who is
 				// authenticated is the gate's.

@@ -20,14 +20,15 @@ type Leases interface {
 type leasesHandler struct{ lab Leases }
 
 // register adds the lease route of a configuration and the cleanup
-// routes. Applying a cleanup deletes what expired in every workspace, so
-// it takes the system administrator's doctor.repair (auth has no
-// cleanup.apply action).
+// routes. The cleanup view is filtered: each caller sees the candidates
+// they may see, and applying it deletes only those of them the caller may
+// delete (the lab decides each item's delete action), so both take
+// cleanup.read.
 func (h leasesHandler) register(r *router) {
 	p := wire.APIPrefix
 	r.route("POST "+p+"/configs/{name}/lease", auth.ConfigEdit, object("config", "name"), h.set)
-	r.route("GET "+p+"/cleanup", auth.CleanupRead, noObject, h.cleanupView)
-	r.route("POST "+p+"/cleanup", auth.DoctorRepair, noObject, h.cleanupApply)
+	r.filtered("GET "+p+"/cleanup", auth.CleanupRead, h.cleanupView)
+	r.filtered("POST "+p+"/cleanup", auth.CleanupRead, h.cleanupApply)
 }
 
 // storageLease reads a request's storage lease: nil when not given (the

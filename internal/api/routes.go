@@ -32,6 +32,13 @@ type RouteInfo struct {
 	// routes whose path does not (a capture and an archive name the
 	// configuration they read: "config").
 	Body string
+	// Filtered routes answer each caller with what they may see or do,
+	// decided by the lab item by item (the events whose object they may
+	// read; the cleanup candidates they may see, deleting only those
+	// they may delete): the gate only makes sure the caller is
+	// authenticated. Action still names what the route does; the lab
+	// counts only the workspaces where the caller's role has it.
+	Filtered bool
 	// Public routes are answered without an authorization check: the
 	// probes (/healthz, /readyz), login (which makes credentials) and
 	// logout (which ends the session it is sent with).
@@ -64,6 +71,12 @@ func (r *router) route(pattern string, action auth.Action, obj objectRef, fn api
 	r.add(RouteInfo{Pattern: pattern, Action: action, Kind: obj.kind, Param: obj.param, Body: obj.body}, fn)
 }
 
+// filtered registers fn at pattern, performing action on what the lab
+// lets each caller see (RouteInfo.Filtered).
+func (r *router) filtered(pattern string, action auth.Action, fn apiFunc) {
+	r.add(RouteInfo{Pattern: pattern, Action: action, Filtered: true}, fn)
+}
+
 // public registers fn at pattern, served without credentials.
 func (r *router) public(pattern string, fn apiFunc) {
 	r.add(RouteInfo{Pattern: pattern, Public: true}, fn)
@@ -93,6 +106,8 @@ var directoryActions = map[auth.Action]bool{auth.UserAdmin: true, auth.OrgAdmin:
 func refOf(r *http.Request, ri RouteInfo) (ref access.Ref, check bool, err error) {
 	kind, verb, _ := strings.Cut(string(ri.Action), ".")
 	switch {
+	case ri.Filtered:
+		return access.Ref{}, false, nil // the lab decides item by item
 	case DirectoryKinds[ri.Kind] || ri.Kind == "" && directoryActions[ri.Action]:
 		// The directory's records are not the lab's objects: their
 		// handlers decide on them (identity.go).

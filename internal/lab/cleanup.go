@@ -73,10 +73,12 @@ func (s Leases) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRepor
 	if opts.IdleDays < 0 {
 		return nil, errdefs.Invalid("cleanup: idle days %d is negative", opts.IdleDays)
 	}
-	// The view lists what the caller may see; --apply deletes what the
-	// caller may delete. The space model is the whole layer tree, since
-	// what a deletion frees depends on every disk.
-	sc, err := s.access.Scope(ctx, "")
+	// The view lists what the caller may see, in the workspaces where
+	// their role has cleanup.read (and what is shared with them); --apply
+	// deletes what the caller may delete, decided item by item. The space
+	// model is the whole layer tree, since what a deletion frees depends
+	// on every disk.
+	sc, err := s.access.ScopeFor(ctx, auth.CleanupRead)
 	if err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}

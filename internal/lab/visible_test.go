@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"stagehand/internal/auth"
 	"stagehand/internal/lab"
 	"stagehand/internal/store"
 )
@@ -112,5 +113,100 @@ func TestNetworkUsageHidesConfigsOfOthers(t *testing.T) {
 	err = e.svc.Networks.Delete(alice, "tlan")
 	if err == nil || strings.Contains(err.Error(), "bobs") || !strings.Contains(err.Error(), "web") || !strings.Contains(err.Error(), lab.HiddenName) {
 		t.Errorf("alice deleting tlan: %v; want a conflict naming web and %s, not bobs", err, lab.HiddenName)
+	}
+}
+
+// expiredConfig makes, as the system, a configuration of base in
+// workspace ws owned by owner (0: none) whose storage lease has a day to
+// run.
+func (p *people) expiredConfig(t *testing.T, name, ws string, owner int64) {
+	t.Helper()
+	d := day
+	if _, err := p.e.svc.Configs.Create(context.Background(), lab.ConfigSpec{Name: name, Workspace: ws, StorageLease: &d, VMs: []lab.VMSpec{vm("a", "base", "")}}); err != nil {
+		t.Fatal(err)
+	}
+	err := p.e.db.Update(context.Background(), func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return err
+		}
+		return tx.SetOwnership(store.ObjectConfig, c.ID, p.ws[ws], owner)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCleanupShowsOnlyWhatTheCallerSees: three configurations whose
+// storage leases ran out, in team (shared), other (shared) and priv
+// (private, pat's). Each caller's cleanup view lists only those they may
+// see where their role has cleanup.read (a token restricted to
+// console-only sees nothing); a viewer sees team's but may delete
+// nothing, and applying the
+// cleanup as them deletes nothing; applied by bob it deletes only other's;
+// the system sees all three.
+func TestCleanupShowsOnlyWhatTheCallerSees(t *testing.T) {
+	clock := newClock()
+	e := newEnv(t, func(o *lab.Options) { o.Now = clock.Now })
+	p := newPeople(t, e)
+	e.template("base")
+	p.expiredConfig(t, "team-a", "team", p.users["alice"])
+	p.expiredConfig(t, "other-b", "other", p.users["bob"])
+	p.expiredConfig(t, "priv-p", "priv", p.users["pat"])
+	clock.Advance(2 * day)
+
+	view := func(ctx context.Context, opts lab.CleanupOptions) (names, deletable string) {
+		t.Helper()
+		rep, err := e.svc.Leases.Cleanup(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n, d []string
+		for _, it := range rep.Items {
+			n = append(n, it.Name)
+			if it.Deletable {
+				d = append(d, it.Name)
+			}
+		}
+		return strings.Join(n, " "), strings.Join(d, " ")
+	}
+	for _, c := range []struct{ who, names, deletable string }{
+		{"alice", "team-a", "team-a"}, // admin of team; author in priv, where priv-p is pat's
+		{"vera", "team-a", ""},        // a viewer deletes nothing
+		{"pat", "priv-p", "priv-p"},
+		{"bob", "other-b", "other-b"},
+	} {
+		if names, deletable := view(p.as(c.who), lab.CleanupOptions{}); names != c.names || deletable != c.deletable {
+			t.Errorf("%s's cleanup view: %q, deletable %q; want %q, %q", c.who, names, deletable, c.names, c.deletable)
+		}
+	}
+	// alice's tokens restricted to team: as a viewer she sees team's and
+	// deletes nothing; console-only has no cleanup.read.
+	for _, c := range []struct {
+		role             auth.Role
+		names, deletable string
+	}{{auth.RoleViewer, "team-a", ""}, {auth.RoleConsoleOnly, "", ""}} {
+		tok := auth.WithIdentity(context.Background(), auth.Identity{UserID: p.users["alice"], Name: "alice", Via: auth.ViaToken,
+			Restrict: &auth.Restriction{WorkspaceID: p.ws["team"], MaxRole: c.role}})
+		if names, deletable := view(tok, lab.CleanupOptions{}); names != c.names || deletable != c.deletable {
+			t.Errorf("alice's token restricted to team as %s: %q, deletable %q; want %q, %q", c.role, names, deletable, c.names, c.deletable)
+		}
+	}
+	if names, _ := view(context.Background(), lab.CleanupOptions{}); names != "team-a other-b priv-p" {
+		t.Errorf("the system's cleanup view: %q", names)
+	}
+
+	view(p.as("vera"), lab.CleanupOptions{Apply: true})
+	view(p.as("bob"), lab.CleanupOptions{Apply: true})
+	left := ""
+	cs, err := e.svc.Configs.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		left += c.Name + " "
+	}
+	if left != "team-a priv-p " {
+		t.Errorf("after vera's and bob's cleanup --apply the lab holds %q, want team-a and priv-p", left)
 	}
 }

@@ -238,6 +238,30 @@ func (c *Checker) Scope(ctx context.Context, kind string) (Scope, error) {
 	return s, err
 }
 
+// ScopeFor returns what a view whose items are decided one by one shows
+// the caller of ctx when the view itself takes action (event.read,
+// cleanup.read): Scope(ctx, "") without the memberships whose role lacks
+// action, so a workspace counts only where the caller's role may use the
+// view there; objects shared with the caller still count. A restricted
+// token whose role lacks action sees nothing.
+func (c *Checker) ScopeFor(ctx context.Context, action auth.Action) (Scope, error) {
+	s, err := c.Scope(ctx, "")
+	if err != nil || s.All {
+		return s, err
+	}
+	if id, _ := auth.FromContext(ctx); id.Restrict != nil && !id.Restrict.MaxRole.Allows(action) {
+		s.Nothing = true
+	}
+	var kept []store.ViewerWorkspace
+	for _, w := range s.Viewer.Workspaces {
+		if auth.Role(w.Role).Allows(action) {
+			kept = append(kept, w)
+		}
+	}
+	s.Viewer.Workspaces = kept
+	return s, nil
+}
+
 // viewer loads the identity's viewer with load (LoadViewer, or
 // LoadViewerIn of one workspace); the unix peer root (no user) is a viewer
 // with only the identity's flag.
