@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 [[ $(id -u) -eq 0 ]] || { echo "demo: run as root (bridges, taps, namespaces)" >&2; exit 1; }
 scripts/install-deps.sh
+scripts/build-web.sh # the web console's JavaScript, embedded by the Go build
 mkdir -p bin
 # The version `stagehand status` shows: the commit (builds may run with -buildvcs=false).
 version=$(git describe --always --dirty 2>/dev/null || echo dev)

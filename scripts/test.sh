@@ -18,6 +18,7 @@ short=()
 if [[ ${1:-} == -short ]]; then short=(-short); shift; fi
 
 scripts/install-deps.sh
+scripts/build-web.sh # the web console's JavaScript, embedded by the Go build
 if ((${#short[@]} == 0)); then
   scripts/build-test-guest.sh
 fi
