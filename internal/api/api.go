@@ -16,7 +16,6 @@ import (
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/access"
-	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
 
@@ -33,7 +32,7 @@ type Lab struct {
 	Leases      Leases
 	Uploads     Uploads // files callers send (uploads.go)
 	Checks      Checks
-	Events      *events.Log   // listed and followed (events.go)
+	Events      Events        // listed and followed (events.go)
 	Jobs        *jobs.Manager // the background operations the lab starts
 	Directory   store.Store   // users, workspaces, tokens, shares (identity.go); nil: not served
 	// Access decides every route's action (Handler.authorize); nil
@@ -51,7 +50,7 @@ func LabOf(svc *lab.Service) Lab {
 	l := Lab{
 		Templates: svc.Templates, Networks: svc.Networks, Configs: svc.Configs,
 		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
-		Leases: svc.Leases, Uploads: svc.Uploads, Checks: svc, Events: svc.Events, Jobs: svc.Jobs(),
+		Leases: svc.Leases, Uploads: svc.Uploads, Checks: svc, Events: svc.EventReader, Jobs: svc.Jobs(),
 		Directory: svc.Store(),
 	}
 	if svc.Access != nil { // a nil *Checker must stay a nil Access

@@ -29,14 +29,23 @@ func withActor(r *http.Request) *http.Request {
 // and clients see the connection is alive.
 const eventPing = 15 * time.Second
 
+// Events is what the event endpoint needs (lab.Service.EventReader):
+// the events the caller of ctx may read, listed and followed.
+type Events interface {
+	List(ctx context.Context, after int64, limit int) ([]events.View, error)
+	Follow(ctx context.Context) (*events.Follower, error)
+}
+
 // eventsHandler serves the event log, listed and followed.
 type eventsHandler struct {
 	*env
-	lab *events.Log
+	lab Events
 }
 
+// register adds the event route: filtered, each caller reads the events
+// they caused and those of the objects they may see (the lab decides).
 func (h eventsHandler) register(r *router) {
-	r.route("GET "+wire.APIPrefix+"/events", auth.EventRead, noObject, h.list)
+	r.filtered("GET "+wire.APIPrefix+"/events", auth.EventRead, h.list)
 }
 
 // list answers the event log: a JSON list, or with ?follow=1 (or Accept:
@@ -94,8 +103,11 @@ func (h eventsHandler) stream(w http.ResponseWriter, r *http.Request, after int6
 	defer context.AfterFunc(h.drain, cancel)()
 	// Subscribe before reading the backlog, so nothing falls in between;
 	// events seen in both are sent once (by id).
-	live, unsubscribe := h.lab.Subscribe()
-	defer unsubscribe()
+	live, err := h.lab.Follow(ctx)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
 	// The backlog is read a page at a time, so a follower starting from
 	// an old id never holds the whole log in memory.
 	backlog, err := h.lab.List(ctx, after, events.MaxPage)
@@ -147,11 +159,19 @@ func (h eventsHandler) stream(w http.ResponseWriter, r *http.Request, after int6
 			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
 				return nil
 			}
-		case e, ok := <-live:
+		case e, ok := <-live.C:
 			if !ok {
 				// Too far behind: end the stream; the client resumes with
 				// Last-Event-ID and reads the rest from the store.
 				return nil
+			}
+			shown, err := live.Shows(ctx, e)
+			if err != nil {
+				h.log.Warn("event stream ended", "err", err)
+				return nil // headers are sent; the client resumes from its last id
+			}
+			if !shown {
+				continue
 			}
 			if err := send(e); err != nil {
 				return nil

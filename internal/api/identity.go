@@ -14,7 +14,9 @@ import (
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
+	"stagehand/internal/lab"
 	"stagehand/internal/lab/access"
+	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
 
@@ -282,6 +284,13 @@ func checkDirName(kind, name string) error {
 	return nil
 }
 
+// reservedUserNames are the actors the event log names besides users:
+// the unix socket's root, the system (the directory changed without a
+// request), the lab's reaper and a context without actor. A user of one
+// of these names would read their events as their own (event.read shows
+// each reader the events they caused).
+var reservedUserNames = map[string]bool{"root": true, "system": true, lab.ActorReaper: true, events.ActorAnonymous: true}
+
 // checkDirText accepts a free-text field of the directory (e-mail,
 // display name): at most 254 bytes, no control characters.
 func checkDirText(field, s string) error {
@@ -404,6 +413,9 @@ func (h directoryHandler) createUser(w http.ResponseWriter, r *http.Request) err
 	}
 	if err := checkDirName("user", req.Name); err != nil {
 		return err
+	}
+	if reservedUserNames[req.Name] {
+		return errdefs.Invalid("user name %q is reserved: the event log names the daemon's own actions by it", req.Name)
 	}
 	if err := checkDirText("email", req.Email); err != nil {
 		return err

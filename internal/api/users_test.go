@@ -143,3 +143,16 @@ func TestUpdateUser(t *testing.T) {
 		t.Errorf("update events:\n%s\nwant\n%s", strings.Join(updates, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestReservedUserNames: the actors the event log names besides users
+// cannot be made users, who would read those events as their own.
+func TestReservedUserNames(t *testing.T) {
+	l := apitest.New(t)
+	srv, _ := apitest.ServeStrict(t, l)
+	hdr := map[string]string{"Authorization": "Bearer " + l.AdminToken(t), "Content-Type": "application/json"}
+	for _, name := range []string{"root", "system", "reaper", "anonymous"} {
+		if status, _, body := sendAs(t, srv, http.MethodPost, "/api/v1/users", `{"name":"`+name+`"}`, hdr); status != http.StatusBadRequest || !strings.Contains(body, "reserved") {
+			t.Errorf("user %s: %d %s, want 400 reserved", name, status, body)
+		}
+	}
+}

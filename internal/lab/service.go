@@ -123,6 +123,9 @@ type Service struct {
 	Leases      Leases
 	Uploads     Uploads
 	Events      *events.Log // the events: listed, followed, pruned
+	// EventReader is the event log as each caller reads it: the events
+	// they may see (access.Checker.EventFilter).
+	EventReader *events.Reader
 	// Access decides who may do what (the api checks every route with
 	// it); the lab uses it to place new objects and filter lists.
 	Access *access.Checker
@@ -273,7 +276,7 @@ func New(opts Options) (*Service, error) {
 	return &Service{
 		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
 		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s},
-		Uploads: Uploads{s}, Events: s.eventLog, Access: s.access,
+		Uploads: Uploads{s}, Events: s.eventLog, EventReader: s.eventLog.Reader(s.access.EventFilter), Access: s.access,
 	}, nil
 }
 

@@ -342,4 +342,26 @@ type Directory interface {
 	ListNetworksVisible(v Viewer) ([]Network, error)
 	ListArchivesVisible(v Viewer) ([]Archive, error)
 	ObjectVisible(v Viewer, objectKind string, objectID int64) (bool, error)
+
+	// ListEventsVisible is ListEvents filtered, in its query, to the
+	// events f selects; EventVisible answers the same for the event with
+	// id (false when there is none).
+	ListEventsVisible(f EventFilter, afterID int64, limit int) ([]Event, error)
+	EventVisible(f EventFilter, id int64) (bool, error)
+}
+
+// EventFilter selects the events one reader sees: those Actor caused, and
+// those whose object (Event.Object "config" or "library", "template",
+// "network" or "archive", named by Event.Subject) exists and is visible to
+// Viewer by the rule of the List*Visible. An event names its object, not
+// its id: the events of a deleted object are Actor's only, and those of an
+// object deleted and made again under its name go with the new one.
+type EventFilter struct {
+	Actor  string // "": none
+	Viewer Viewer
+	// Workspace, when not 0, keeps only objects in that workspace (a
+	// restricted token).
+	Workspace int64
+	// NoObjects selects no event by its object: only Actor's.
+	NoObjects bool
 }

@@ -262,6 +262,26 @@ func (c *Checker) ScopeFor(ctx context.Context, action auth.Action) (Scope, erro
 	return s, nil
 }
 
+// EventFilter returns which events the caller of ctx may read (all:
+// every one, for the system and an unrestricted system administrator):
+// those they caused, and those whose object they may see in the
+// workspaces where their role has event.read, or through a share
+// (ScopeFor). The events of a deleted object are then its actor's and the
+// administrators' only. A restricted token reads only the events of the
+// objects of its workspace, not its user's own elsewhere.
+func (c *Checker) EventFilter(ctx context.Context) (f store.EventFilter, all bool, err error) {
+	s, err := c.ScopeFor(ctx, auth.EventRead)
+	if err != nil || s.All {
+		return store.EventFilter{}, s.All, err
+	}
+	id, _ := auth.FromContext(ctx)
+	f = store.EventFilter{Viewer: s.Viewer, Workspace: s.Workspace, NoObjects: s.Nothing}
+	if id.Restrict == nil {
+		f.Actor = id.Name
+	}
+	return f, false, nil
+}
+
 // viewer loads the identity's viewer with load (LoadViewer, or
 // LoadViewerIn of one workspace); the unix peer root (no user) is a viewer
 // with only the identity's flag.

@@ -141,6 +141,112 @@ func (l *Log) Subscribe() (<-chan View, func()) {
 	return l.hub.subscribe()
 }
 
+// Audience says which events the caller of a context may read: all of
+// them, or those f selects (the lab's access.Checker.EventFilter).
+type Audience func(ctx context.Context) (f store.EventFilter, all bool, err error)
+
+// Reader is the log as each caller reads it: only the events their
+// Audience lets them. It is safe for concurrent use.
+type Reader struct {
+	log      *Log
+	audience Audience
+}
+
+// Reader returns the log read through a.
+func (l *Log) Reader(a Audience) *Reader { return &Reader{log: l, audience: a} }
+
+// List is Log.List of the events the caller of ctx may read, filtered in
+// the store's query: a page holds PageSize(limit) of them at most.
+func (r *Reader) List(ctx context.Context, after int64, limit int) ([]View, error) {
+	f, all, err := r.audience(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	if all {
+		return r.log.List(ctx, after, limit)
+	}
+	limit = PageSize(limit)
+	var out []View
+	err = r.log.store.View(ctx, func(tx store.Tx) error {
+		es, err := tx.ListEventsVisible(f, after, limit)
+		for _, e := range es {
+			out = append(out, view(e))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return out, nil
+}
+
+// followerRefresh bounds how long a follower's filter is kept: a
+// membership or share taken away stops showing events within it.
+const followerRefresh = 30 * time.Second
+
+// Follower is a subscription (Log.Subscribe) of one caller: C carries
+// every new event, Shows says which of them the caller may read.
+type Follower struct {
+	C      <-chan View
+	stop   func()
+	r      *Reader
+	filter store.EventFilter
+	all    bool
+	loaded time.Time
+}
+
+// Follow subscribes the caller of ctx to the events recorded from now on
+// (see Subscribe), with the caller's filter loaded once.
+func (r *Reader) Follow(ctx context.Context) (*Follower, error) {
+	f, all, err := r.audience(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("follow events: %w", err)
+	}
+	ch, stop := r.log.Subscribe()
+	return &Follower{C: ch, stop: stop, r: r, filter: f, all: all, loaded: time.Now()}, nil
+}
+
+// Shows reports whether the follower's caller may read e: always the
+// events they caused; others by the object as it is now (an object made
+// after Follow counts), through the filter loaded at Follow and reloaded
+// every followerRefresh. The store answers with the query of List, so a
+// follower and a list agree. An error ends the follow (the caller's user
+// deleted, the store failing).
+func (f *Follower) Shows(ctx context.Context, e View) (bool, error) {
+	if f.all {
+		return true, nil
+	}
+	if time.Since(f.loaded) >= followerRefresh {
+		filter, all, err := f.r.audience(ctx)
+		if err != nil {
+			return false, fmt.Errorf("follow events: %w", err)
+		}
+		f.filter, f.all, f.loaded = filter, all, time.Now()
+		if all {
+			return true, nil
+		}
+	}
+	if f.filter.Actor != "" && e.Actor == f.filter.Actor {
+		return true, nil
+	}
+	if f.filter.NoObjects {
+		return false, nil
+	}
+	var ok bool
+	err := f.r.log.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		ok, err = tx.EventVisible(f.filter, e.ID)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("follow events: event %d: %w", e.ID, err)
+	}
+	return ok, nil
+}
+
+// Close ends the subscription.
+func (f *Follower) Close() { f.stop() }
+
 // Prune deletes the events recorded before before and returns how many.
 func (l *Log) Prune(ctx context.Context, before time.Time) (int64, error) {
 	var n int64

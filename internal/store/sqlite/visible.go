@@ -346,3 +346,75 @@ func (t *tx) LoadAccess(userID int64, objectKind, name string) (*store.Access, e
 	slices.SortFunc(a.Shares, func(x, y store.Share) int { return cmp.Compare(x.ID, y.ID) })
 	return &a, nil
 }
+
+// eventTables are the tables that hold the objects events name, with
+// the Event.Object values that name them and their share kind.
+var eventTables = []struct {
+	table, kind string
+	objects     []any
+}{
+	{"configs", store.ObjectConfig, []any{"config", "library"}},
+	{"templates", store.ObjectTemplate, []any{"template"}},
+	{"networks", store.ObjectNetwork, []any{"network"}},
+	{"archives", store.ObjectArchive, []any{"archive"}},
+}
+
+// eventWhere returns the filter of f on alias e (a row of events): the
+// actor, or for each table an EXISTS of the object the event names
+// under visibleWhere, which SQLite answers from the object's name index.
+func eventWhere(f store.EventFilter) (string, []any) {
+	var (
+		terms []string
+		args  []any
+	)
+	if f.Actor != "" {
+		terms = append(terms, "e.actor = ?")
+		args = append(args, f.Actor)
+	}
+	for _, t := range eventTables {
+		if f.NoObjects {
+			break
+		}
+		where, wargs := visibleWhere("a", t.kind, f.Viewer)
+		if where == "0" {
+			continue
+		}
+		term := "(e.object IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(t.objects)), ", ") + ") AND EXISTS (SELECT 1 FROM " +
+			t.table + " a WHERE a.name = e.subject AND " + where
+		args = append(append(args, t.objects...), wargs...)
+		if f.Workspace != 0 {
+			term += " AND a.workspace_id = ?"
+			args = append(args, f.Workspace)
+		}
+		terms = append(terms, term+"))")
+	}
+	if len(terms) == 0 {
+		return "0", nil
+	}
+	return "(" + strings.Join(terms, " OR ") + ")", args
+}
+
+func (t *tx) ListEventsVisible(f store.EventFilter, afterID int64, limit int) ([]store.Event, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	where, args := eventWhere(f)
+	args = append([]any{afterID}, args...)
+	es, err := queryAll(t, scanEvent, "SELECT "+prefixed("e", eventCols)+" FROM events e WHERE e.id > ? AND "+where+" ORDER BY e.id LIMIT ?",
+		append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("list events visible to user %d: %w", f.Viewer.UserID, err)
+	}
+	return es, nil
+}
+
+func (t *tx) EventVisible(f store.EventFilter, id int64) (bool, error) {
+	where, args := eventWhere(f)
+	var visible bool
+	err := t.tx.QueryRowContext(t.ctx, "SELECT EXISTS (SELECT 1 FROM events e WHERE e.id = ? AND "+where+")",
+		append([]any{id}, args...)...).Scan(&visible)
+	if err != nil {
+		return false, fmt.Errorf("is event %d visible to user %d: %w", id, f.Viewer.UserID, ctxErr(t.ctx, err))
+	}
+	return visible, nil
+}
