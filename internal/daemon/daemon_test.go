@@ -1,12 +1,9 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"stagehand/internal/api/wire"
+	"stagehand/internal/client"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/syncbuf"
 )
@@ -151,19 +148,13 @@ func TestDebugLogShowsQemuImgCommands(t *testing.T) {
 	if err := os.WriteFile(src, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The file is uploaded, as any remote caller must (naming a server path
+	// is for root on the socket only).
 	importTemplate := func(t *testing.T, addr, name string) {
 		t.Helper()
-		body, _ := json.Marshal(wire.TemplateRequest{Name: name, Disks: []string{src}, Format: "raw"})
-		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+wire.APIPrefix+"/templates", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+adminTokens[addr])
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			t.Fatalf("import template: %s", resp.Status)
+		c := client.New("http://"+addr, client.WithToken(adminTokens[addr]))
+		if _, err := c.UploadTemplate(context.Background(), client.TemplateUpload{Name: name, Disks: []string{src}, Format: "raw"}); err != nil {
+			t.Fatalf("import template: %v", err)
 		}
 	}
 	// A text-handler line of the runner: level, message, the binary and
