@@ -39,6 +39,7 @@ const (
 const (
 	qmpSocketName     = "qmp.sock"
 	consoleSocketName = "console.sock"
+	vncSocketName     = "vnc.sock"
 	pidfileName       = "qemu.pid"
 	serialLogName     = "serial.log"
 	qemuLogName       = "qemu.log"
@@ -73,8 +74,8 @@ type Spec struct {
 	Initrd  string
 	Cmdline string
 
-	// RunDir holds qmp.sock, console.sock, qemu.pid, serial.log and
-	// qemu.log. It is created if missing. Keep it short: socket paths
+	// RunDir holds qmp.sock, console.sock, vnc.sock, qemu.pid,
+	// serial.log and qemu.log. It is created if missing. Keep it short: socket paths
 	// must fit in 108 bytes.
 	RunDir string
 
@@ -100,6 +101,10 @@ func (s Spec) SerialLogPath() string { return filepath.Join(s.RunDir, serialLogN
 // ConsoleSocketPath is the unix socket a console client connects to for
 // interactive access to the serial port.
 func (s Spec) ConsoleSocketPath() string { return filepath.Join(s.RunDir, consoleSocketName) }
+
+// VNCSocketPath is the unix socket of the VM's screen, keyboard and mouse
+// (RFB, the VNC protocol), shared by any number of clients.
+func (s Spec) VNCSocketPath() string { return filepath.Join(s.RunDir, vncSocketName) }
 
 func (s Spec) accel() string {
 	if s.Accel == "" {
@@ -135,7 +140,7 @@ func (s Spec) Validate() error {
 	if !filepath.IsAbs(s.RunDir) {
 		return bad("run directory %q is not an absolute path", s.RunDir)
 	}
-	for _, name := range []string{qmpSocketName, consoleSocketName} {
+	for _, name := range []string{qmpSocketName, consoleSocketName, vncSocketName} {
 		if p := filepath.Join(s.RunDir, name); len(p) >= unixPathMax {
 			return bad("socket path %s is longer than %d bytes; use a shorter run directory", p, unixPathMax-1)
 		}
@@ -189,7 +194,13 @@ func (s Spec) Args() []string {
 		"-smp", strconv.Itoa(s.CPUs),
 		"-m", strconv.Itoa(s.MemoryMiB),
 		"-nodefaults", "-no-user-config",
+		// No window on the host; the screen is a standard VGA card shown
+		// over VNC on a unix socket (the daemon proxies it to browsers),
+		// shared by all its clients at once rather than one taking it
+		// from the other.
 		"-display", "none",
+		"-device", "VGA",
+		"-vnc", "unix:"+escapeOpt(run(vncSocketName))+",share=force-shared",
 		// The serial port is a socket a console client can attach to at
 		// any time, and everything is logged whether or not one is.
 		"-chardev", "socket,id=serial0,path="+escapeOpt(run(consoleSocketName))+
@@ -259,6 +270,9 @@ func (v *VM) SerialLogPath() string { return filepath.Join(v.runDir, serialLogNa
 // ConsoleSocketPath returns the serial console socket.
 func (v *VM) ConsoleSocketPath() string { return filepath.Join(v.runDir, consoleSocketName) }
 
+// VNCSocketPath returns the VNC socket of the VM's screen.
+func (v *VM) VNCSocketPath() string { return filepath.Join(v.runDir, vncSocketName) }
+
 // Start launches QEMU for spec and returns once the guest runs (or, with
 // IncomingStateFile, once its saved state is loaded and it runs again).
 // QEMU daemonizes into its own session, so it outlives the caller.
@@ -295,7 +309,7 @@ func Start(ctx context.Context, spec Spec, log *slog.Logger) (_ *VM, err error) 
 		return nil, errdefs.Conflict("start vm %q: already running as pid %d", spec.ID, p.pid)
 	}
 	// Leftovers of a previous run that did not exit cleanly.
-	for _, name := range []string{pidfileName, qmpSocketName, consoleSocketName} {
+	for _, name := range []string{pidfileName, qmpSocketName, consoleSocketName, vncSocketName} {
 		if err := os.Remove(filepath.Join(spec.RunDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fail("%w", err)
 		}

@@ -70,6 +70,7 @@ func TestSpecArgs(t *testing.T) {
 	for _, want := range []string{
 		"-name cfg-web/vm-db ",
 		"-machine q35 -accel kvm -cpu host -smp 2 -m 256 -nodefaults -no-user-config -display none",
+		"-display none -device VGA -vnc unix:/run/sh/x/vnc.sock,share=force-shared ",
 		"-chardev socket,id=serial0,path=/run/sh/x/console.sock,server=on,wait=off,logfile=/run/sh/x/serial.log,logappend=on -serial chardev:serial0",
 		"-chardev socket,id=qmp,path=/run/sh/x/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control",
 		"-pidfile /run/sh/x/qemu.pid -daemonize -S",
