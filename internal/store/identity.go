@@ -33,6 +33,7 @@ const (
 const (
 	TokenAPI     = "api"     // made by `token create`, for scripts and the CLI
 	TokenSession = "session" // made by a login, carried in a cookie
+	TokenConsole = "console" // a console link: the consoles of one VM only
 )
 
 // Share levels, from most to least.
@@ -127,6 +128,12 @@ type Token struct {
 	// workspace deletes the tokens restricted to it.
 	RestrictWorkspaceID int64
 	RestrictRole        string
+	// A console token (TokenConsole, a console link) opens the consoles
+	// of VM ConsoleVM of configuration ConsoleConfigID and nothing else;
+	// both are set on it and only on it. Deleting the configuration
+	// deletes its links.
+	ConsoleConfigID int64
+	ConsoleVM       string
 }
 
 // Share gives a user (UserID) or a group (GroupID), exactly one of them,

@@ -40,7 +40,39 @@ CREATE INDEX nics_external_allocation ON nics(external_allocation_id);
 	{3, "library entries, archives, leases, events", schemaV3, false},
 	{4, "ids are never reused (AUTOINCREMENT)", schemaV4, true},
 	{5, "organizations, workspaces, users, tokens, shares, quotas; ownership", schemaV5, false},
+	{6, "console links (tokens of kind console)", schemaV6, false},
 }
+
+// schemaV6 lets a token be a console link: kind 'console', naming the
+// configuration (deleted with it) and the VM whose consoles it opens. The
+// kind's CHECK cannot be altered in place, so the table is made again;
+// nothing references tokens.
+const schemaV6 = `
+CREATE TABLE tokens_v6 (
+	id                    TEXT    PRIMARY KEY CHECK (id <> ''),
+	user_id               INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	hash                  BLOB    NOT NULL,
+	kind                  TEXT    NOT NULL CHECK (kind IN ('api', 'session', 'console')),
+	name                  TEXT    NOT NULL,
+	created_at            INTEGER NOT NULL,
+	expires_at            INTEGER,
+	last_used_at          INTEGER,
+	revoked_at            INTEGER,
+	restrict_workspace_id INTEGER REFERENCES workspaces(id) ON DELETE CASCADE,
+	restrict_role         TEXT,
+	console_config_id     INTEGER REFERENCES configs(id) ON DELETE CASCADE,
+	console_vm            TEXT,
+	CHECK ((kind = 'console') = (console_config_id IS NOT NULL AND console_vm IS NOT NULL))
+) STRICT;
+INSERT INTO tokens_v6 (id, user_id, hash, kind, name, created_at, expires_at, last_used_at, revoked_at, restrict_workspace_id, restrict_role)
+	SELECT id, user_id, hash, kind, name, created_at, expires_at, last_used_at, revoked_at, restrict_workspace_id, restrict_role FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v6 RENAME TO tokens;
+CREATE INDEX tokens_user ON tokens(user_id);
+CREATE INDEX tokens_expires ON tokens(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX tokens_restrict_workspace ON tokens(restrict_workspace_id) WHERE restrict_workspace_id IS NOT NULL;
+CREATE INDEX tokens_console_config ON tokens(console_config_id) WHERE console_config_id IS NOT NULL;
+`
 
 // schemaV5: who is who (organizations, workspaces, users, groups,
 // memberships, organization administrators, tokens), sharing, quotas, and

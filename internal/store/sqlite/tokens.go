@@ -10,10 +10,10 @@ import (
 	"stagehand/internal/store"
 )
 
-// Tokens (schema version 5). Times are unix nanoseconds, NULL for
-// never/none.
+// Tokens (schema version 5; console links since 6). Times are unix
+// nanoseconds, NULL for never/none.
 
-const tokenCols = "id, user_id, hash, kind, name, created_at, expires_at, last_used_at, revoked_at, restrict_workspace_id, restrict_role"
+const tokenCols = "id, user_id, hash, kind, name, created_at, expires_at, last_used_at, revoked_at, restrict_workspace_id, restrict_role, console_config_id, console_vm"
 
 func nullTime(t time.Time) any {
 	if t.IsZero() {
@@ -34,13 +34,14 @@ func scanToken(s scanner) (store.Token, error) {
 		tk                     store.Token
 		created                int64
 		expires, used, revoked sql.NullInt64
-		restrictWS             sql.NullInt64
-		restrictRole           sql.NullString
+		restrictWS, consoleCfg sql.NullInt64
+		restrictRole, vm       sql.NullString
 	)
-	err := s.Scan(&tk.ID, &tk.UserID, &tk.Hash, &tk.Kind, &tk.Name, &created, &expires, &used, &revoked, &restrictWS, &restrictRole)
+	err := s.Scan(&tk.ID, &tk.UserID, &tk.Hash, &tk.Kind, &tk.Name, &created, &expires, &used, &revoked, &restrictWS, &restrictRole, &consoleCfg, &vm)
 	tk.CreatedAt = fromNanos(created)
 	tk.ExpiresAt, tk.LastUsedAt, tk.RevokedAt = fromNullNanos(expires), fromNullNanos(used), fromNullNanos(revoked)
 	tk.RestrictWorkspaceID, tk.RestrictRole = restrictWS.Int64, restrictRole.String
+	tk.ConsoleConfigID, tk.ConsoleVM = consoleCfg.Int64, vm.String
 	return tk, err
 }
 
@@ -50,19 +51,25 @@ func (t *tx) CreateToken(tk *store.Token) error {
 		return errdefs.Invalid("token %q: an id is required", tk.Name)
 	case len(tk.Hash) == 0:
 		return errdefs.Invalid("token %q: a hash is required", tk.Name)
-	case tk.Kind != store.TokenAPI && tk.Kind != store.TokenSession:
-		return errdefs.Invalid("token %q: kind %q: want api or session", tk.Name, tk.Kind)
+	case tk.Kind != store.TokenAPI && tk.Kind != store.TokenSession && tk.Kind != store.TokenConsole:
+		return errdefs.Invalid("token %q: kind %q: want api, session or console", tk.Name, tk.Kind)
+	case (tk.Kind == store.TokenConsole) != (tk.ConsoleConfigID != 0 && tk.ConsoleVM != ""):
+		return errdefs.Invalid("token %q: a console token, and only one, names a configuration and a VM", tk.Name)
 	}
 	created := stamp(tk.CreatedAt)
-	_, err := t.exec(`INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(`INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		tk.ID, tk.UserID, tk.Hash, tk.Kind, tk.Name, created.UnixNano(), nullTime(tk.ExpiresAt), nullTime(tk.LastUsedAt),
-		nullTime(tk.RevokedAt), nullID(tk.RestrictWorkspaceID), nullText(tk.RestrictRole))
+		nullTime(tk.RevokedAt), nullID(tk.RestrictWorkspaceID), nullText(tk.RestrictRole),
+		nullID(tk.ConsoleConfigID), nullText(tk.ConsoleVM))
 	switch {
 	case isUnique(err):
 		return errdefs.Conflict("token %q: id already in use", tk.Name)
 	case isForeignKey(err):
 		if !t.exists("users", tk.UserID) {
 			return errdefs.Conflict("token %q: user %d does not exist", tk.Name, tk.UserID)
+		}
+		if tk.ConsoleConfigID != 0 && !t.exists("configs", tk.ConsoleConfigID) {
+			return errdefs.Conflict("token %q: configuration %d does not exist", tk.Name, tk.ConsoleConfigID)
 		}
 		return errdefs.Conflict("token %q: workspace %d does not exist", tk.Name, tk.RestrictWorkspaceID)
 	case err != nil:

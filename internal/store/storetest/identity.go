@@ -712,6 +712,44 @@ func testTokens(t *testing.T, s store.Store) {
 		wantKind(t, "GetToken restricted to a deleted workspace", err, errdefs.ErrNotFound)
 		return nil
 	})
+
+	// A console link names its configuration and VM, and goes with the
+	// configuration.
+	var link store.Token
+	update(t, s, func(tx store.Tx) error {
+		c := store.Config{Name: "linked", State: store.StateUndeployed}
+		if err := tx.CreateConfig(&c); err != nil {
+			return err
+		}
+		link = store.Token{ID: "t-link", UserID: ann.ID, Hash: []byte("h"), Kind: store.TokenConsole, Name: "console of linked/vm1",
+			CreatedAt: someTime, ExpiresAt: future, ConsoleConfigID: c.ID, ConsoleVM: "vm1"}
+		return tx.CreateToken(&link)
+	})
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetToken("t-link")
+		if err != nil {
+			return err
+		}
+		diff(t, "GetToken of a console link", &link, got)
+		return nil
+	})
+	for _, c := range []struct {
+		what string
+		kind error
+		tk   store.Token
+	}{
+		{"a console token without its VM", errdefs.ErrInvalid, store.Token{ID: "x", UserID: ann.ID, Hash: []byte("h"), Kind: store.TokenConsole, ConsoleConfigID: link.ConsoleConfigID}},
+		{"an API token naming a VM", errdefs.ErrInvalid, store.Token{ID: "x", UserID: ann.ID, Hash: []byte("h"), Kind: store.TokenAPI, ConsoleConfigID: link.ConsoleConfigID, ConsoleVM: "vm1"}},
+		{"a console token of a missing configuration", errdefs.ErrConflict, store.Token{ID: "x", UserID: ann.ID, Hash: []byte("h"), Kind: store.TokenConsole, ConsoleConfigID: 987654, ConsoleVM: "vm1"}},
+	} {
+		wantKind(t, c.what, s.Update(ctx, func(tx store.Tx) error { return tx.CreateToken(&c.tk) }), c.kind)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.DeleteConfig(link.ConsoleConfigID) })
+	view(t, s, func(tx store.Tx) error {
+		_, err := tx.GetToken("t-link")
+		wantKind(t, "GetToken of the link of a deleted configuration", err, errdefs.ErrNotFound)
+		return nil
+	})
 }
 
 func testShares(t *testing.T, s store.Store) {
