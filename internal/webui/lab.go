@@ -1,0 +1,230 @@
+package webui
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"stagehand/internal/auth"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/lab"
+	"stagehand/internal/lab/access"
+	"stagehand/internal/lab/events"
+	"stagehand/internal/store"
+)
+
+// Lab is what the pages read, each part behind the small interface it is
+// read through; LabOf gives the real lab's. Every read runs with the
+// request's context, so the lab filters and decides for the signed-in
+// user exactly as it does for the API.
+type Lab struct {
+	Configs   Configs
+	Library   Library
+	Templates Templates
+	Networks  Networks
+	Access    Access
+	// Store gives the names of the user's workspaces (the switcher) and
+	// the event log (an object's history).
+	Store store.Store
+}
+
+// Configs is what the pages read of configurations (lab.Configs).
+type Configs interface {
+	List(ctx context.Context) ([]lab.ConfigView, error)
+	Get(ctx context.Context, name string) (*lab.ConfigView, error)
+	DiskChain(ctx context.Context, config, vm string, disk int) ([]lab.LayerView, error)
+}
+
+// Templates is what the pages read of templates (lab.Templates).
+type Templates interface {
+	List(ctx context.Context) ([]lab.TemplateView, error)
+}
+
+// Networks is what the pages read of networks (lab.Networks).
+type Networks interface {
+	List(ctx context.Context) ([]lab.NetworkView, error)
+}
+
+// Library is what the pages read of the library (lab.Library).
+type Library interface {
+	List(ctx context.Context) ([]lab.ConfigView, error)
+}
+
+// Access decides, for the caller of ctx, what a page shows and offers
+// (access.Checker).
+type Access interface {
+	Check(ctx context.Context, action auth.Action, obj access.Ref) error
+	Viewer(ctx context.Context) (v store.Viewer, all bool, err error)
+}
+
+// LabOf returns the parts of svc the console reads.
+func LabOf(svc *lab.Service) Lab {
+	l := Lab{Configs: svc.Configs, Library: svc.Library, Templates: svc.Templates, Networks: svc.Networks, Store: svc.Store()}
+	if svc.Access != nil { // a nil *Checker must stay a nil Access
+		l.Access = svc.Access
+	}
+	return l
+}
+
+// allowed reports whether the caller of ctx may do action on obj. A
+// refusal (not found, forbidden) is a plain false; any other failure is
+// returned, so that a page does not silently hide what the store failed
+// to decide.
+func (l Lab) allowed(ctx context.Context, action auth.Action, obj access.Ref) (bool, error) {
+	if l.Access == nil {
+		return false, nil
+	}
+	err := l.Access.Check(ctx, action, obj)
+	switch errdefs.Kind(err) {
+	case nil:
+		if err == nil {
+			return true, nil
+		}
+	case errdefs.ErrNotFound, errdefs.ErrForbidden, errdefs.ErrUnauthenticated:
+		return false, nil
+	}
+	return false, err
+}
+
+// workspaces returns the names of the workspaces the caller of ctx is a
+// member of ("ws" in organization default, "org/ws" elsewhere), sorted;
+// every workspace for the system administrator.
+func (l Lab) workspaces(ctx context.Context) ([]string, error) {
+	if l.Access == nil || l.Store == nil {
+		return nil, nil
+	}
+	v, all, err := l.Access.Viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	err = l.Store.View(ctx, func(tx store.Tx) error {
+		names := access.NewNames(tx)
+		if all {
+			ws, err := tx.ListWorkspaces(0)
+			if err != nil {
+				return err
+			}
+			for _, w := range ws {
+				out = append(out, names.Workspace(w.ID))
+			}
+			return nil
+		}
+		for _, w := range v.Workspaces {
+			if n := names.Workspace(w.ID); n != "" {
+				out = append(out, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workspaces of the signed-in user: %w", err)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Bounds of an object's history: the events are read backwards from the
+// newest in windows of historyWindow, at most historyWindows of them, and
+// the newest historyMax events about the object are kept. The log has no
+// index by object, so a page reads a bounded tail of it.
+const (
+	historyWindow  = 1000
+	historyWindows = 10
+	historyMax     = 30
+)
+
+// history returns the newest events about object kind/name (Event.Object
+// and Subject), newest first, among the last historyWindow ×
+// historyWindows events; and the id of the newest event of all, from
+// which the page's live updates follow. The caller has checked that the
+// object is visible: its events are then readable (see
+// store.EventFilter).
+func (l Lab) history(ctx context.Context, kind, name string) (out []events.View, latest int64, err error) {
+	if l.Store == nil {
+		return nil, 0, nil
+	}
+	err = l.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		if latest, err = latestEventID(tx); err != nil {
+			return err
+		}
+		for hi := latest; hi > 0 && len(out) < historyMax && latest-hi < historyWindow*historyWindows; hi -= historyWindow {
+			es, err := tx.ListEvents(max(hi-historyWindow, 0), historyWindow)
+			if err != nil {
+				return err
+			}
+			for i := len(es) - 1; i >= 0 && len(out) < historyMax; i-- {
+				e := es[i]
+				if e.ID <= hi && e.Object == kind && e.Subject == name {
+					out = append(out, events.View{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action,
+						Object: e.Object, Subject: e.Subject, Result: e.Result, Detail: e.Detail})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("history of %s %q: %w", kind, name, err)
+	}
+	return out, latest, nil
+}
+
+// latestEvent returns the id of the newest event (0: none), from which a
+// page's event stream starts: the stream then sends only what happens
+// after the page was made.
+func (l Lab) latestEvent(ctx context.Context) (int64, error) {
+	if l.Store == nil {
+		return 0, nil
+	}
+	var id int64
+	err := l.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		id, err = latestEventID(tx)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("newest event: %w", err)
+	}
+	return id, nil
+}
+
+// latestEventID finds the newest event's id with the only query the log
+// has, "the first event after id k" (ListEvents(k, 1), an indexed
+// lookup): ids increase, so a doubling search then a bisection find it in
+// about 2·log2(id) lookups.
+func latestEventID(tx store.Tx) (int64, error) {
+	// after(k) reports whether an event with an id above k exists: true
+	// exactly for k below the newest id.
+	after := func(k int64) (bool, error) {
+		es, err := tx.ListEvents(k, 1)
+		return len(es) > 0, err
+	}
+	if ok, err := after(0); err != nil || !ok {
+		return 0, err
+	}
+	lo, hi := int64(0), int64(1) // after(lo) holds; find hi where it does not
+	for {
+		ok, err := after(hi)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			break
+		}
+		lo, hi = hi, hi*2
+	}
+	for hi-lo > 1 { // after(lo) holds, after(hi) does not: newest id in (lo, hi]
+		mid := lo + (hi-lo)/2
+		ok, err := after(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return hi, nil
+}

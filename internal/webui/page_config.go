@@ -1,0 +1,413 @@
+package webui
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+
+	"stagehand/internal/auth"
+	"stagehand/internal/errdefs"
+	"stagehand/internal/lab"
+	"stagehand/internal/lab/access"
+	"stagehand/internal/lab/events"
+	"stagehand/internal/store"
+)
+
+// configData is the configuration page: every part of it, each also
+// served alone (configPart) for live updates.
+type configData struct {
+	C       *lab.ConfigView
+	Actions []Action
+	VMs     []vmRow
+	Fence   []fenceRow
+	Disks   diskTree
+	History []events.View
+	// After is the newest event's id: the page's event stream starts
+	// after it.
+	After int64
+	// Console: the user may open the VMs' consoles.
+	Console bool
+}
+
+// vmRow is one VM with what its row links to.
+type vmRow struct {
+	lab.VMView
+	ConsoleURL string // the console page; "" when not offered
+	ScreenURL  string // the thumbnail's source (API); "" when not running
+}
+
+// fenceRow is one NIC of the fence map.
+type fenceRow struct {
+	VM       string
+	NIC      lab.NICView
+	Policy   string
+	Deployed bool
+}
+
+// configParts are the parts of the page served alone, by name: each is a
+// template of config.html named "part-NAME".
+var configParts = map[string]bool{"summary": true, "vms": true, "disks": true, "history": true}
+
+// configPage shows one configuration. An invisible one is 404, as in the
+// API.
+func (h *Handler) configPage(w http.ResponseWriter, r *http.Request) {
+	d, err := h.configData(r, "")
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	f, err := h.frameFor(r, d.C.Name, "configs")
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	f.Page = d
+	h.render(w, r, "config.html", f)
+}
+
+// configPart answers one part of the page, for a live update.
+func (h *Handler) configPart(w http.ResponseWriter, r *http.Request) {
+	part := r.PathValue("part")
+	if !configParts[part] {
+		h.fail(w, r, errdefs.NotFound("no part %q of a configuration page", part))
+		return
+	}
+	d, err := h.configData(r, part)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.fragment(w, r, "config.html", "part-"+part, d)
+}
+
+// configData reads what the page (or only its part; "" for all) shows,
+// as the signed-in user.
+func (h *Handler) configData(r *http.Request, part string) (*configData, error) {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	ref := access.Ref{Kind: access.KindConfig, Name: name}
+	if err := h.lab.Access.Check(ctx, auth.ConfigRead, ref); err != nil {
+		return nil, err
+	}
+	c, err := h.lab.Configs.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if c.Kind == store.KindLibrary {
+		return nil, errdefs.NotFound("configuration %q not found (it is a library entry)", name)
+	}
+	d := &configData{C: c}
+	all := part == ""
+	if all || part == "summary" {
+		if d.Actions, err = h.configActions(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	if all || part == "vms" {
+		if d.Console, err = h.lab.allowed(ctx, auth.ConfigConsole, ref); err != nil {
+			return nil, err
+		}
+		for _, v := range c.VMs {
+			row := vmRow{VMView: v}
+			base := "/configs/" + url.PathEscape(c.Name) + "/vms/" + url.PathEscape(v.Name)
+			if d.Console {
+				row.ConsoleURL = "/ui" + base + "/console"
+				if v.State == "running" {
+					row.ScreenURL = "/api/v1" + base + "/screen.png"
+				}
+			}
+			d.VMs = append(d.VMs, row)
+			for _, n := range v.NICs {
+				d.Fence = append(d.Fence, fenceRow{VM: v.Name, NIC: n, Policy: c.FencePolicy, Deployed: c.State == "deployed"})
+			}
+		}
+	}
+	if all || part == "disks" {
+		if d.Disks, err = h.diskTree(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	if all || part == "history" {
+		if d.History, d.After, err = h.lab.history(ctx, lab.ObjectConfig, c.Name); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// configActions are the actions the user may do on c in its state.
+func (h *Handler) configActions(ctx context.Context, c *lab.ConfigView) ([]Action, error) {
+	name := c.Name
+	ref := access.Ref{Kind: access.KindConfig, Name: name}
+	api := "/api/v1/configs/" + url.PathEscape(name)
+	q := shellQuote(name)
+	undeployed := c.State == "undeployed" || c.State == "failed"
+	deployed := c.State == "deployed"
+	o := h.offers(ctx)
+	if undeployed {
+		o.add(auth.ConfigDeploy, ref, Action{
+			Name: "config.deploy", Label: "Deploy", Method: http.MethodPost, Path: api + "/deploy",
+			CLI:     "stagehand config deploy " + q,
+			Confirm: "Start the VMs of " + name + ". Fenced, they run behind a router with new external addresses, beside their clones.",
+			Fields: []Field{
+				{Name: "fenced", Label: "Fenced", Kind: FieldBool, Flag: "--fenced"},
+				{Name: "fence_policy", Label: "Fence policy", Kind: FieldSelect, Options: []string{"in-out", "out", "block"},
+					Value: "in-out", Flag: "--fence-policy", Requires: "fenced",
+					Help: "in-out: both ways through the external IPs; out: the VMs reach outside only; block: nothing crosses"},
+				{Name: "deploy_lease", Label: "Deployment lease (e.g. 4h, never; empty keeps the setting)", Flag: "--deploy-lease"},
+			},
+		})
+	}
+	if deployed {
+		o.add(auth.ConfigUndeploy, ref, Action{
+			Name: "config.undeploy", Label: "Undeploy", Method: http.MethodPost, Path: api + "/undeploy",
+			CLI:     "stagehand config undeploy " + q,
+			Confirm: "Stop the VMs of " + name + ". Saving their state lets the next deploy resume them; discarding powers them off.",
+			Fields: []Field{
+				{Name: "save_state", Label: "Save the VMs' state", Kind: FieldBool, Value: "true", Flag: "--save-state", FlagOff: "--discard-state"},
+			},
+		})
+		o.add(auth.ConfigEdit, ref, Action{
+			Name: "config.lease.deploy", Label: "Extend deployment", Method: http.MethodPost, Path: api + "/lease",
+			CLI:     "stagehand config lease " + q,
+			Confirm: "Give the deployment a new lease, counted from now.",
+			Fields:  []Field{{Name: "deploy", Label: "Deployment lease (e.g. 4h, never)", Value: "4h", Required: true, Flag: "--deploy"}},
+		})
+	}
+	o.add(auth.ConfigClone, ref, Action{
+		Name: "config.clone", Label: "Clone", Method: http.MethodPost, Path: api + "/clone",
+		CLI:     "stagehand config clone " + q + " {name}",
+		Confirm: "A linked clone shares " + name + "'s disks (instant, small); a full clone copies them (a job, independent). Only an undeployed configuration can be cloned.",
+		Fields: []Field{
+			{Name: "name", Label: "New name", Required: true, Value: name + "-2"},
+			{Name: "mode", Label: "Mode", Kind: FieldSelect, Options: []string{"linked", "full"}, Value: "linked", Flag: "--mode"},
+		},
+		Then: "/ui/configs/{name}",
+	})
+	if undeployed {
+		o.add(auth.ConfigEdit, ref, Action{
+			Name: "config.change-ips", Label: "Change IPs", Method: http.MethodPost, Path: api + "/change-ips",
+			CLI:     "stagehand config change-ips " + q,
+			Confirm: "Give every pool NIC of " + name + " a new address from its network's pool (manual addresses are cleared), so it can run unfenced beside its family.",
+		})
+	}
+	o.add(auth.ConfigEdit, ref, Action{
+		Name: "config.lease.storage", Label: "Extend storage", Method: http.MethodPost, Path: api + "/lease",
+		CLI:     "stagehand config lease " + q,
+		Confirm: "Give " + name + " a new storage lease, counted from now.",
+		Fields:  []Field{{Name: "storage", Label: "Storage lease (e.g. 30d, never)", Value: "30d", Required: true, Flag: "--storage"}},
+	})
+	if undeployed {
+		o.add(auth.LibraryCapture, ref, Action{
+			Name: "config.capture", Label: "Capture", Method: http.MethodPost, Path: "/api/v1/library",
+			CLI:     "stagehand library capture " + q + " {name}",
+			Confirm: "Copy " + name + " into the library, read-only (a linked clone: small and instant).",
+			Fields: []Field{
+				{Name: "config", Kind: FieldHidden, Value: name},
+				{Name: "name", Label: "Library entry name", Required: true, Value: name + "-lib"},
+			},
+		})
+		o.add(auth.ArchiveCreate, ref, Action{
+			Name: "config.archive", Label: "Archive", Method: http.MethodPost, Path: "/api/v1/archives",
+			CLI:     "stagehand archive create " + q + " {name}",
+			Confirm: "Copy " + name + " into archive storage, consolidated and portable (a job).",
+			Fields: []Field{
+				{Name: "config", Kind: FieldHidden, Value: name},
+				{Name: "name", Label: "Archive name", Required: true, Value: name + "-archive"},
+			},
+		})
+	}
+	o.add(auth.ConfigShare, ref, Action{
+		Name: "config.share", Label: "Share", Method: http.MethodPost, Path: api + "/shares",
+		CLI:     "stagehand config share " + q,
+		Confirm: "Let a user or a group (group:ORG/NAME) use " + name + ".",
+		Fields: []Field{
+			{Name: "with", Label: "User or group:ORG/NAME", Required: true, Flag: "--with"},
+			{Name: "level", Label: "Level", Kind: FieldSelect, Options: []string{"read", "console", "change", "full"}, Value: "read", Flag: "--level",
+				Help: "read: see it; console: also its consoles; change: also deploy and edit; full: also delete and share"},
+		},
+	})
+	if undeployed {
+		o.add(auth.ConfigDelete, ref, Action{
+			Name: "config.delete", Label: "Delete", Method: http.MethodDelete, Path: api, Danger: true,
+			CLI:     "stagehand config delete " + q,
+			Confirm: "Delete " + name + " and its VMs' disks. Layers its clones or library entries still build on are kept. This cannot be undone.",
+			Fields:  []Field{{Name: "confirm", Label: "Type the name to confirm", Kind: FieldConfirm, Value: name, Required: true}},
+			Then:    "/ui/configs",
+		})
+	}
+	return o.result()
+}
+
+// diskTree is the configuration's disk layers drawn as a tree, bases at
+// the top, each VM disk's writable top at the bottom.
+type diskTree struct {
+	Nodes         []diskNode
+	Edges         []diskEdge
+	Width, Height int
+}
+
+type diskNode struct {
+	lab.LayerView
+	X, Y     int
+	Label    string   // template name or file name
+	Disks    []string // "vm1 disk 0": the disks whose top this is
+	SharedBy []string // other configurations and library entries reading it
+}
+
+type diskEdge struct{ X1, Y1, X2, Y2 int }
+
+// Drawing sizes of the tree, in SVG units.
+const (
+	nodeW, nodeH = 210, 58
+	gapX, gapY   = 16, 30
+	treeMargin   = 4
+)
+
+// diskTree reads the chain of every disk of c and lays the layers out as
+// a tree: layers shared by several disks of c appear once. SharedBy names
+// the other configurations and library entries the user may see whose
+// chains hold the layer.
+func (h *Handler) diskTree(ctx context.Context, c *lab.ConfigView) (diskTree, error) {
+	type node struct {
+		diskNode
+		parent   string
+		children []string
+	}
+	nodes := map[string]*node{}
+	var roots []string
+	for _, v := range c.VMs {
+		for _, dk := range v.Disks {
+			chain, err := h.lab.Configs.DiskChain(ctx, c.Name, v.Name, dk.Index)
+			if err != nil {
+				return diskTree{}, fmt.Errorf("disk chain of %s/%s disk %d: %w", c.Name, v.Name, dk.Index, err)
+			}
+			for i, l := range chain {
+				n, seen := nodes[l.Path]
+				if !seen {
+					n = &node{diskNode: diskNode{LayerView: l, Label: l.Template}}
+					if n.Label == "" {
+						n.Label = baseName(l.Path)
+					}
+					nodes[l.Path] = n
+				}
+				if i == 0 {
+					n.Disks = append(n.Disks, fmt.Sprintf("%s disk %d", v.Name, dk.Index))
+				}
+				if i+1 < len(chain) {
+					parent := chain[i+1].Path
+					if n.parent == "" {
+						n.parent = parent
+					}
+				} else if !seen {
+					roots = append(roots, l.Path)
+				}
+			}
+		}
+	}
+	for p, n := range nodes {
+		if n.parent != "" {
+			if parent, ok := nodes[n.parent]; ok {
+				parent.children = append(parent.children, p)
+			}
+		}
+	}
+	// Who else reads each layer: the chains of the configurations and
+	// library entries the user may see.
+	others, err := h.lab.Configs.List(ctx)
+	if err != nil {
+		return diskTree{}, err
+	}
+	if h.lab.Library != nil {
+		lib, err := h.lab.Library.List(ctx)
+		if err != nil {
+			return diskTree{}, err
+		}
+		others = append(others, lib...)
+	}
+	for _, o := range others {
+		if o.Name == c.Name {
+			continue
+		}
+		seen := map[string]bool{}
+		for _, v := range o.VMs {
+			for _, dk := range v.Disks {
+				for _, p := range dk.Chain {
+					if n, ok := nodes[p]; ok && !seen[p] {
+						seen[p] = true
+						label := o.Name
+						if o.Kind == store.KindLibrary {
+							label = "library " + o.Name
+						}
+						n.SharedBy = append(n.SharedBy, label)
+					}
+				}
+			}
+		}
+	}
+	// Lay out: leaves left to right in a depth-first walk, a parent
+	// centred over its children.
+	var t diskTree
+	leaf := 0
+	maxDepth := 0
+	var place func(p string, depth int) int
+	place = func(p string, depth int) int {
+		n := nodes[p]
+		sort.Strings(n.children)
+		sort.Strings(n.SharedBy)
+		n.Y = treeMargin + depth*(nodeH+gapY)
+		maxDepth = max(maxDepth, depth)
+		if len(n.children) == 0 {
+			n.X = treeMargin + leaf*(nodeW+gapX)
+			leaf++
+		} else {
+			first, last := 0, 0
+			for i, ch := range n.children {
+				x := place(ch, depth+1)
+				if i == 0 {
+					first = x
+				}
+				last = x
+			}
+			n.X = (first + last) / 2
+		}
+		return n.X
+	}
+	sort.Strings(roots)
+	for _, r := range roots {
+		place(r, 0)
+	}
+	var paths []string
+	for p := range nodes {
+		paths = append(paths, p)
+	}
+	sort.Slice(paths, func(i, j int) bool {
+		a, b := nodes[paths[i]], nodes[paths[j]]
+		if a.Y != b.Y {
+			return a.Y < b.Y
+		}
+		return a.X < b.X
+	})
+	for _, p := range paths {
+		n := nodes[p]
+		t.Nodes = append(t.Nodes, n.diskNode)
+		if parent, ok := nodes[n.parent]; ok {
+			t.Edges = append(t.Edges, diskEdge{X1: parent.X + nodeW/2, Y1: parent.Y + nodeH, X2: n.X + nodeW/2, Y2: n.Y})
+		}
+	}
+	t.Width = 2*treeMargin + max(leaf, 1)*(nodeW+gapX) - gapX
+	t.Height = 2*treeMargin + (maxDepth+1)*(nodeH+gapY) - gapY
+	return t, nil
+}
+
+// baseName is the last element of a path.
+func baseName(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[i+1:]
+		}
+	}
+	return p
+}

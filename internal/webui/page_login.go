@@ -1,0 +1,32 @@
+package webui
+
+import (
+	"net/http"
+
+	"stagehand/internal/auth"
+)
+
+// OIDCLoginPath is the API's route that starts a single sign-on
+// (api.OIDCLoginPath; not imported, so that the api may import this
+// package's handler type through its own interface).
+const OIDCLoginPath = "/auth/oidc/login"
+
+type signInData struct {
+	OIDC     bool
+	OIDCPath string
+	Next     string
+	SignedIn string // the user already signed in, if any
+}
+
+// signInPage is the sign-in form: app.js posts the user and password to
+// POST /api/v1/login, which sets the session cookie, then goes to next.
+// With OIDC configured, a link starts the single sign-on.
+func (h *Handler) signInPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	d := signInData{OIDC: h.opts.OIDC, OIDCPath: OIDCLoginPath, Next: safeNext(r.URL.Query().Get("next"))}
+	if id, ok := auth.FromContext(r.Context()); ok {
+		d.SignedIn = id.Name
+	}
+	f := frame{Title: "Sign in", AssetsMissing: h.assets.Missing(), Asset: h.assets.URL, Page: d}
+	h.render(w, r, "login.html", f)
+}
