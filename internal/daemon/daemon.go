@@ -22,6 +22,7 @@ import (
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/store/sqlite"
+	"stagehand/internal/webui"
 )
 
 // StoreFile is the store's file name inside the data directory, and
@@ -264,6 +265,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		hosts = append(hosts, name) // this machine's own name is no rebinding
 	}
 	h.SetAllowedHosts(hosts...)
+	h.ServeUI(webui.New(webui.LabOf(svc), webui.Options{OIDC: cfg.OIDC.set(), Log: log}))
 	stopOIDC, err := startOIDC(ctx, cfg, dataDir, tcp, tlsConf != nil, h, log)
 	if err != nil {
 		return err
