@@ -20,7 +20,8 @@ type Archives interface {
 	StartRestore(ctx context.Context, archive, config string, opts lab.CreateOptions) (jobs.Job, error)
 	Export(ctx context.Context, archive string, w io.Writer) error
 	StartImport(ctx context.Context, spec lab.ImportSpec) (jobs.Job, error)
-	List(ctx context.Context) ([]lab.ArchiveView, error)
+	// ListIn lists one workspace ("ws" or "org/ws"), or all for "".
+	ListIn(ctx context.Context, workspace string) ([]lab.ArchiveView, error)
 	Get(ctx context.Context, name string) (*lab.ArchiveView, error)
 	Delete(ctx context.Context, name string) error
 	SetLease(ctx context.Context, name string, storage time.Duration) (*lab.ArchiveView, error)
@@ -54,7 +55,7 @@ func (h archivesHandler) create(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	opts, err := createOptions(req.StorageLease, req.Workspace)
 	if err != nil {
 		return err
 	}
@@ -70,7 +71,7 @@ func (h archivesHandler) restore(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	opts, err := createOptions(req.StorageLease, req.Workspace)
 	if err != nil {
 		return err
 	}
@@ -149,7 +150,7 @@ func (h archivesHandler) importFile(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	j, err := h.lab.StartImport(r.Context(), lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork, StorageLease: lease})
+	j, err := h.lab.StartImport(r.Context(), lab.ImportSpec{File: req.File, Name: req.Name, MapNetwork: req.MapNetwork, StorageLease: lease, Workspace: req.Workspace})
 	if err != nil {
 		return err
 	}
@@ -157,7 +158,7 @@ func (h archivesHandler) importFile(w http.ResponseWriter, r *http.Request) erro
 }
 
 func (h archivesHandler) list(w http.ResponseWriter, r *http.Request) error {
-	as, err := h.lab.List(r.Context())
+	as, err := h.lab.ListIn(r.Context(), r.URL.Query().Get("workspace"))
 	if err != nil {
 		return err
 	}

@@ -422,8 +422,15 @@ func (m *matrix) cells(routes []api.RouteInfo) []cell {
 			case objectKinds[kind]:
 				for _, ws := range []string{"", "w1", "w2", "other/o1"} {
 					method, path := fillObject(ri.Pattern, "", "")
-					if ws != "" {
+					b := body
+					// A list and an upload name the workspace in the
+					// query, a JSON create in its body (routes.go).
+					switch {
+					case ws == "":
+					case verb == "read" || strings.HasSuffix(path, "/upload"):
 						path += "?workspace=" + url.QueryEscape(ws)
+					default:
+						b = fmt.Sprintf(`{"workspace":%q,%s}`, ws, probe)
 					}
 					if verb == "read" && ws == "" {
 						addCell("list", "", method, path, body, nil) // the lab filters it
@@ -440,7 +447,7 @@ func (m *matrix) cells(routes []api.RouteInfo) []cell {
 					if label == "" {
 						label = "default-ws"
 					}
-					addCell(label, "", method, path, body, func() (int, string) {
+					addCell(label, "", method, path, b, func() (int, string) {
 						d := auth.Decide(m.input(p, ri.Action, obj))
 						return expect(d), d.Reason
 					})

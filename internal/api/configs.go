@@ -14,7 +14,8 @@ import (
 // (lab.Configs).
 type Configs interface {
 	Create(ctx context.Context, spec lab.ConfigSpec) (*lab.ConfigView, error)
-	List(ctx context.Context) ([]lab.ConfigView, error)
+	// ListIn lists one workspace ("ws" or "org/ws"), or all for "".
+	ListIn(ctx context.Context, workspace string) ([]lab.ConfigView, error)
 	Get(ctx context.Context, name string) (*lab.ConfigView, error)
 	Delete(ctx context.Context, name string) error
 	LinkedClone(ctx context.Context, src, dst string, opts lab.CreateOptions) (*lab.ConfigView, error)
@@ -40,7 +41,7 @@ func (h configsHandler) create(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	spec := lab.ConfigSpec{Name: req.Name, Description: req.Description, Owner: req.Owner}
+	spec := lab.ConfigSpec{Name: req.Name, Description: req.Description, Owner: req.Owner, Workspace: req.Workspace}
 	for _, v := range req.VMs {
 		spec.VMs = append(spec.VMs, lab.VMSpec{Name: v.Name, Template: v.Template, Network: v.Network, IP: v.IP})
 	}
@@ -57,7 +58,7 @@ func (h configsHandler) create(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h configsHandler) list(w http.ResponseWriter, r *http.Request) error {
-	cs, err := h.lab.List(r.Context())
+	cs, err := h.lab.ListIn(r.Context(), r.URL.Query().Get("workspace"))
 	if err != nil {
 		return err
 	}
@@ -88,7 +89,7 @@ func (h configsHandler) clone(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	src := r.PathValue("name")
-	opts, err := createOptions(req.StorageLease)
+	opts, err := createOptions(req.StorageLease, req.Workspace)
 	if err != nil {
 		return err
 	}

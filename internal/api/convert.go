@@ -23,6 +23,8 @@ func templateToWire(t *lab.TemplateView) wire.Template {
 		Initrd:      t.Initrd,
 		Cmdline:     t.Cmdline,
 		CreatedAt:   t.CreatedAt,
+		Workspace:   t.Workspace,
+		Owner:       t.Owner,
 	}
 }
 
@@ -60,6 +62,8 @@ func networkToWire(n *lab.NetworkView) wire.Network {
 		PoolUsed:  n.PoolUsed,
 		Usage:     usage,
 		CreatedAt: n.CreatedAt,
+		Workspace: n.Workspace,
+		Owner:     n.Owner,
 	}
 }
 
@@ -99,6 +103,7 @@ func configToWire(c *lab.ConfigView) wire.Config {
 		Lease:       leaseToWire(c.Lease),
 		Description: c.Description,
 		Owner:       c.Owner,
+		Workspace:   c.Workspace,
 		State:       c.State,
 		Fenced:      c.Fenced,
 		FencePolicy: c.FencePolicy,
@@ -157,7 +162,8 @@ func leaseToWire(l lab.LeaseView) wire.Lease {
 func archiveToWire(a *lab.ArchiveView) wire.Archive {
 	out := wire.Archive{
 		Name: a.Name, Source: a.Source, Dir: a.Dir, Description: a.Description, Owner: a.Owner,
-		Size: a.Size, CreatedAt: a.CreatedAt, Networks: nonNil(a.Networks), VMs: []wire.ArchiveVM{},
+		Workspace: a.Workspace,
+		Size:      a.Size, CreatedAt: a.CreatedAt, Networks: nonNil(a.Networks), VMs: []wire.ArchiveVM{},
 		Lease: leaseToWire(a.Lease),
 	}
 	for _, vm := range a.VMs {

@@ -44,10 +44,11 @@ func storageLease(lease string) (*time.Duration, error) {
 	return &d, nil
 }
 
-// createOptions reads the options of a request that creates an object.
-func createOptions(lease string) (lab.CreateOptions, error) {
+// createOptions reads the options of a request that makes an object from
+// another: its storage lease and its workspace ("" is the source's).
+func createOptions(lease, workspace string) (lab.CreateOptions, error) {
 	d, err := storageLease(lease)
-	return lab.CreateOptions{StorageLease: d}, err
+	return lab.CreateOptions{StorageLease: d, Workspace: workspace}, err
 }
 
 func parseLeaseField(name, v string) (*time.Duration, error) {

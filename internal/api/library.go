@@ -13,7 +13,8 @@ import (
 type Library interface {
 	Capture(ctx context.Context, config, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
 	Checkout(ctx context.Context, entry, name string, opts lab.CreateOptions) (*lab.ConfigView, error)
-	List(ctx context.Context) ([]lab.ConfigView, error)
+	// ListIn lists one workspace ("ws" or "org/ws"), or all for "".
+	ListIn(ctx context.Context, workspace string) ([]lab.ConfigView, error)
 	Get(ctx context.Context, name string) (*lab.ConfigView, error)
 	Delete(ctx context.Context, name string) error
 }
@@ -38,7 +39,7 @@ func (h libraryHandler) capture(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	opts, err := createOptions(req.StorageLease, req.Workspace)
 	if err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func (h libraryHandler) checkout(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	opts, err := createOptions(req.StorageLease)
+	opts, err := createOptions(req.StorageLease, req.Workspace)
 	if err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func (h libraryHandler) checkout(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h libraryHandler) list(w http.ResponseWriter, r *http.Request) error {
-	cs, err := h.lab.List(r.Context())
+	cs, err := h.lab.ListIn(r.Context(), r.URL.Query().Get("workspace"))
 	if err != nil {
 		return err
 	}

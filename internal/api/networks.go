@@ -12,7 +12,8 @@ import (
 // Networks is what the network and address endpoints need (lab.Networks).
 type Networks interface {
 	Create(ctx context.Context, spec lab.NetworkSpec) (*lab.NetworkView, error)
-	List(ctx context.Context) ([]lab.NetworkView, error)
+	// ListIn lists one workspace ("ws" or "org/ws"), or all for "".
+	ListIn(ctx context.Context, workspace string) ([]lab.NetworkView, error)
 	Get(ctx context.Context, name string) (*lab.NetworkView, error)
 	Delete(ctx context.Context, name string) error
 	ChangeIPs(ctx context.Context, config string) (*lab.ConfigView, error)
@@ -40,11 +41,12 @@ func (h networksHandler) create(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	n, err := h.lab.Create(r.Context(), lab.NetworkSpec{
-		Name:    req.Name,
-		Subnet:  req.Subnet,
-		Gateway: req.Gateway,
-		Pools:   req.Pools,
-		DNS:     req.DNS,
+		Name:      req.Name,
+		Subnet:    req.Subnet,
+		Gateway:   req.Gateway,
+		Pools:     req.Pools,
+		DNS:       req.DNS,
+		Workspace: req.Workspace,
 	})
 	if err != nil {
 		return err
@@ -54,7 +56,7 @@ func (h networksHandler) create(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h networksHandler) list(w http.ResponseWriter, r *http.Request) error {
-	ns, err := h.lab.List(r.Context())
+	ns, err := h.lab.ListIn(r.Context(), r.URL.Query().Get("workspace"))
 	if err != nil {
 		return err
 	}

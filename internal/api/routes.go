@@ -124,14 +124,25 @@ func refOf(r *http.Request, ri RouteInfo) (ref access.Ref, check bool, err error
 	if !objectKinds[kind] {
 		return access.Ref{Kind: access.KindSystem}, true, nil
 	}
-	ws := r.URL.Query().Get("workspace")
+	// The workspace is read where the handler reads it, and only there
+	// (wire.TemplateRequest): a list's and an upload's in the query, a
+	// JSON create's in the body. A create naming one in the query is
+	// refused rather than decided on a workspace its handler would not
+	// use.
+	q := r.URL.Query()
 	if verb == "read" {
+		ws := q.Get("workspace")
 		return access.Ref{Kind: kind, Workspace: ws}, ws != "", nil
 	}
-	if ws == "" {
-		if ws, err = bodyField(r, "workspace"); err != nil {
-			return access.Ref{}, false, err
-		}
+	if isUpload(r) {
+		return access.Ref{Kind: kind, Workspace: q.Get("workspace")}, true, nil
+	}
+	if q.Has("workspace") {
+		return access.Ref{}, false, errMalformed("%s: give the workspace in the body's \"workspace\" field, not in the query", r.URL.Path)
+	}
+	ws, err := bodyField(r, "workspace")
+	if err != nil {
+		return access.Ref{}, false, err
 	}
 	return access.Ref{Kind: kind, Workspace: ws}, true, nil
 }
@@ -158,8 +169,22 @@ func bodyField(r *http.Request, field string) (string, error) {
 	if json.Unmarshal(b, &fields) != nil {
 		return "", nil
 	}
+	// The handler's decode matches a struct's field names without regard
+	// to case ("Workspace", "WORKSPACE"): the gate must read the value the
+	// handler will use, so a field spelled twice is refused.
+	var raw json.RawMessage
+	found := false
+	for k, v := range fields {
+		if !strings.EqualFold(k, field) {
+			continue
+		}
+		if found {
+			return "", errMalformed("request body: field %q is given more than once (spelled in other cases)", field)
+		}
+		found, raw = true, v
+	}
 	var v string
-	if json.Unmarshal(fields[field], &v) != nil {
+	if json.Unmarshal(raw, &v) != nil {
 		return "", nil
 	}
 	return v, nil

@@ -16,7 +16,8 @@ import (
 // Templates is what the template endpoints need (lab.Templates).
 type Templates interface {
 	Import(ctx context.Context, spec lab.TemplateSpec) (*lab.TemplateView, error)
-	List(ctx context.Context) ([]lab.TemplateView, error)
+	// ListIn lists one workspace ("ws" or "org/ws"), or all for "".
+	ListIn(ctx context.Context, workspace string) ([]lab.TemplateView, error)
 	Get(ctx context.Context, name string) (*lab.TemplateView, error)
 	Delete(ctx context.Context, name string) error
 }
@@ -56,6 +57,7 @@ func (h templatesHandler) importTemplate(w http.ResponseWriter, r *http.Request)
 		Kernel:      req.Kernel,
 		Initrd:      req.Initrd,
 		Cmdline:     req.Cmdline,
+		Workspace:   req.Workspace,
 	})
 	if err != nil {
 		return err
@@ -146,7 +148,7 @@ func (h templatesHandler) upload(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h templatesHandler) list(w http.ResponseWriter, r *http.Request) error {
-	ts, err := h.lab.List(r.Context())
+	ts, err := h.lab.ListIn(r.Context(), r.URL.Query().Get("workspace"))
 	if err != nil {
 		return err
 	}

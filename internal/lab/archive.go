@@ -109,7 +109,11 @@ func (s *core) archiveViewNamed(tx store.Tx, a *store.Archive, names *access.Nam
 }
 
 // ListArchives returns the archives the caller may see.
-func (s Archives) List(ctx context.Context) ([]ArchiveView, error) {
+func (s Archives) List(ctx context.Context) ([]ArchiveView, error) { return s.ListIn(ctx, "") }
+
+// ListIn returns the archives the caller may see in workspace ("ws" or
+// "org/ws"; "" every workspace).
+func (s Archives) ListIn(ctx context.Context, workspace string) ([]ArchiveView, error) {
 	sc, err := s.access.Scope(ctx, access.KindArchive)
 	if err != nil {
 		return nil, err
@@ -117,6 +121,9 @@ func (s Archives) List(ctx context.Context) ([]ArchiveView, error) {
 	var out []ArchiveView
 	err = s.store.View(ctx, func(tx store.Tx) error {
 		as, err := listArchives(tx, sc)
+		if err == nil {
+			as, err = inWorkspace(tx, workspace, as, func(a *store.Archive) int64 { return a.WorkspaceID })
+		}
 		if err != nil {
 			return err
 		}

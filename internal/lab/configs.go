@@ -249,7 +249,11 @@ func parseIPMode(v VMSpec) (string, netip.Addr, error) {
 }
 
 // ListConfigs returns the configurations the caller may see.
-func (s Configs) List(ctx context.Context) ([]ConfigView, error) {
+func (s Configs) List(ctx context.Context) ([]ConfigView, error) { return s.ListIn(ctx, "") }
+
+// ListIn returns the configurations the caller may see in workspace ("ws"
+// or "org/ws"; "" every workspace).
+func (s Configs) ListIn(ctx context.Context, workspace string) ([]ConfigView, error) {
 	sc, err := s.access.Scope(ctx, access.KindConfig)
 	if err != nil {
 		return nil, err
@@ -257,6 +261,9 @@ func (s Configs) List(ctx context.Context) ([]ConfigView, error) {
 	var out []ConfigView
 	err = s.store.View(ctx, func(tx store.Tx) error {
 		cs, err := listConfigs(tx, sc)
+		if err == nil {
+			cs, err = inWorkspace(tx, workspace, cs, func(c *store.Config) int64 { return c.WorkspaceID })
+		}
 		if err != nil {
 			return err
 		}

@@ -50,7 +50,11 @@ func (s Library) Checkout(ctx context.Context, entry, name string, opts CreateOp
 }
 
 // ListLibrary returns the library entries the caller may see.
-func (s Library) List(ctx context.Context) ([]ConfigView, error) {
+func (s Library) List(ctx context.Context) ([]ConfigView, error) { return s.ListIn(ctx, "") }
+
+// ListIn returns the library entries the caller may see in workspace
+// ("ws" or "org/ws"; "" every workspace).
+func (s Library) ListIn(ctx context.Context, workspace string) ([]ConfigView, error) {
 	sc, err := s.access.Scope(ctx, access.KindLibrary)
 	if err != nil {
 		return nil, err
@@ -58,6 +62,9 @@ func (s Library) List(ctx context.Context) ([]ConfigView, error) {
 	var out []ConfigView
 	err = s.store.View(ctx, func(tx store.Tx) error {
 		cs, err := listConfigs(tx, sc)
+		if err == nil {
+			cs, err = inWorkspace(tx, workspace, cs, func(c *store.Config) int64 { return c.WorkspaceID })
+		}
 		if err != nil {
 			return err
 		}

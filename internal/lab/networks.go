@@ -60,7 +60,11 @@ func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, e
 }
 
 // ListNetworks returns the networks the caller may see, with their usage.
-func (s Networks) List(ctx context.Context) ([]NetworkView, error) {
+func (s Networks) List(ctx context.Context) ([]NetworkView, error) { return s.ListIn(ctx, "") }
+
+// ListIn returns the networks the caller may see in workspace ("ws" or
+// "org/ws"; "" every workspace), with their usage.
+func (s Networks) ListIn(ctx context.Context, workspace string) ([]NetworkView, error) {
 	sc, err := s.access.Scope(ctx, access.KindNetwork)
 	if err != nil {
 		return nil, err
@@ -72,6 +76,9 @@ func (s Networks) List(ctx context.Context) ([]NetworkView, error) {
 	var out []NetworkView
 	err = s.store.View(ctx, func(tx store.Tx) error {
 		nws, err := listNetworks(tx, sc)
+		if err == nil {
+			nws, err = inWorkspace(tx, workspace, nws, func(n *store.Network) int64 { return n.WorkspaceID })
+		}
 		if err != nil {
 			return err
 		}

@@ -106,3 +106,17 @@ func listArchives(tx store.Tx, sc access.Scope) ([]store.Archive, error) {
 	as, err := tx.ListArchivesVisible(sc.Viewer)
 	return slices.DeleteFunc(as, func(a store.Archive) bool { return !sc.Keep(a.WorkspaceID) }), err
 }
+
+// inWorkspace keeps the items of a list in the workspace named name ("ws"
+// in organization default, or "org/ws"; "" keeps every item), which must
+// exist. wsOf is an item's workspace id.
+func inWorkspace[T any](tx store.Tx, name string, items []T, wsOf func(*T) int64) ([]T, error) {
+	if name == "" {
+		return items, nil
+	}
+	ws, err := access.ResolveWorkspace(tx, 0, name)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(items, func(it T) bool { return wsOf(&it) != ws.ID }), nil
+}

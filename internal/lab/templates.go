@@ -371,7 +371,11 @@ func copyFile(ctx context.Context, src, dst string, perm os.FileMode, limit int6
 }
 
 // ListTemplates returns the templates the caller may see.
-func (s Templates) List(ctx context.Context) ([]TemplateView, error) {
+func (s Templates) List(ctx context.Context) ([]TemplateView, error) { return s.ListIn(ctx, "") }
+
+// ListIn returns the templates the caller may see in workspace ("ws" or
+// "org/ws"; "" every workspace).
+func (s Templates) ListIn(ctx context.Context, workspace string) ([]TemplateView, error) {
 	sc, err := s.access.Scope(ctx, access.KindTemplate)
 	if err != nil {
 		return nil, err
@@ -379,6 +383,9 @@ func (s Templates) List(ctx context.Context) ([]TemplateView, error) {
 	var out []TemplateView
 	err = s.store.View(ctx, func(tx store.Tx) error {
 		ts, err := listTemplates(tx, sc)
+		if err == nil {
+			ts, err = inWorkspace(tx, workspace, ts, func(t *store.Template) int64 { return t.WorkspaceID })
+		}
 		if err != nil {
 			return err
 		}

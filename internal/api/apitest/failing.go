@@ -48,11 +48,11 @@ func (c failingConfigs) Get(ctx context.Context, name string) (*lab.ConfigView, 
 	return c.Configs.Get(ctx, name)
 }
 
-func (c failingConfigs) List(ctx context.Context) ([]lab.ConfigView, error) {
+func (c failingConfigs) ListIn(ctx context.Context, workspace string) ([]lab.ConfigView, error) {
 	if err := c.f.fail("ListConfigs"); err != nil {
 		return nil, err
 	}
-	return c.Configs.List(ctx)
+	return c.Configs.ListIn(ctx, workspace)
 }
 
 type failingDeployments struct {

@@ -8,6 +8,8 @@ type ArchiveRequest struct {
 	Config       string `json:"config"`
 	Name         string `json:"name"`
 	StorageLease string `json:"storage_lease,omitempty"`
+	// Workspace is where the archive goes; "" is the configuration's.
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // RestoreRequest is the body of POST /archives/{name}/restore: a new
@@ -15,6 +17,8 @@ type ArchiveRequest struct {
 type RestoreRequest struct {
 	Name         string `json:"name"`
 	StorageLease string `json:"storage_lease,omitempty"`
+	// Workspace is where the configuration goes; "" is the archive's.
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // ExportRequest is the body of POST /archives/{name}/export: write the
@@ -33,6 +37,8 @@ type ImportRequest struct {
 	Name         string            `json:"name,omitempty"`
 	MapNetwork   map[string]string `json:"map_network,omitempty"`
 	StorageLease string            `json:"storage_lease,omitempty"`
+	// Workspace is where the archive goes (see TemplateRequest).
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // Archive is a consolidated, read-only copy of a configuration.
@@ -42,7 +48,8 @@ type Archive struct {
 	Dir         string      `json:"dir"`
 	Description string      `json:"description"`
 	Owner       string      `json:"owner"`
-	Size        int64       `json:"size"` // bytes of its files
+	Workspace   string      `json:"workspace"` // see Template
+	Size        int64       `json:"size"`      // bytes of its files
 	CreatedAt   time.Time   `json:"created_at"`
 	Networks    []string    `json:"networks"`
 	VMs         []ArchiveVM `json:"vms"`

@@ -12,6 +12,8 @@ type CaptureRequest struct {
 	Config       string `json:"config"`
 	Name         string `json:"name"`
 	StorageLease string `json:"storage_lease,omitempty"`
+	// Workspace is where the entry goes; "" is the configuration's.
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // CheckoutRequest is the body of POST /library/{name}/checkout: a new
@@ -19,4 +21,6 @@ type CaptureRequest struct {
 type CheckoutRequest struct {
 	Name         string `json:"name"`
 	StorageLease string `json:"storage_lease,omitempty"`
+	// Workspace is where the configuration goes; "" is the entry's.
+	Workspace string `json:"workspace,omitempty"`
 }

@@ -9,6 +9,14 @@ import "time"
 // APIPrefix is the path prefix of every endpoint.
 const APIPrefix = "/api/v1"
 
+// Workspaces: every object a request makes goes to the workspace its
+// request names in "workspace" ("ws" in organization default, or
+// "org/ws"): the body's field for a JSON request, the query parameter
+// for an upload (wire/uploads.go), never both. Empty is the caller's
+// default workspace (else default/main) for a new object, the source's
+// workspace for a copy (clone, capture, checkout, archive, restore).
+// Lists take ?workspace= to show one workspace.
+
 // TemplateRequest is the body of POST /templates. Paths are read by the
 // daemon, so they must be absolute on the daemon's host.
 type TemplateRequest struct {
@@ -21,6 +29,7 @@ type TemplateRequest struct {
 	Kernel      string   `json:"kernel,omitempty"`
 	Initrd      string   `json:"initrd,omitempty"`
 	Cmdline     string   `json:"cmdline,omitempty"`
+	Workspace   string   `json:"workspace,omitempty"`
 }
 
 // Template is a read-only VM image.
@@ -34,6 +43,11 @@ type Template struct {
 	Initrd      string    `json:"initrd"`
 	Cmdline     string    `json:"cmdline"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Workspace is the workspace it belongs to ("ws" in organization
+	// default, else "org/ws"; "" for none) and Owner its owner's user
+	// name ("" for the system's).
+	Workspace string `json:"workspace"`
+	Owner     string `json:"owner"`
 }
 
 // Layer is one qcow2 file of a disk chain.
@@ -53,6 +67,8 @@ type NetworkRequest struct {
 	Gateway string   `json:"gateway,omitempty"`
 	Pools   []string `json:"pools"` // "FIRST-LAST"
 	DNS     []string `json:"dns,omitempty"`
+	// Workspace is where the network goes (see TemplateRequest).
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // Network is an L2 segment with its pool usage.
@@ -66,6 +82,8 @@ type Network struct {
 	PoolUsed  int       `json:"pool_used"`
 	Usage     []IPUsage `json:"usage"` // every held address, in address order
 	CreatedAt time.Time `json:"created_at"`
+	Workspace string    `json:"workspace"` // see Template
+	Owner     string    `json:"owner"`
 }
 
 // IP usage kinds.
@@ -98,6 +116,8 @@ type ConfigRequest struct {
 	VMs         []VMRequest `json:"vms"`
 	// StorageLease overrides the daemon's default storage lease.
 	StorageLease string `json:"storage_lease,omitempty"`
+	// Workspace is where the configuration goes (see TemplateRequest).
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // VMRequest describes one VM of a new configuration.
@@ -122,6 +142,8 @@ type CloneRequest struct {
 	Mode string `json:"mode,omitempty"` // CloneLinked (default) or CloneFull
 	// StorageLease overrides the daemon's default storage lease.
 	StorageLease string `json:"storage_lease,omitempty"`
+	// Workspace is where the clone goes; "" is the source's workspace.
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // SetIPRequest is the body of PUT /configs/{name}/vms/{vm}/nics/{nic}/ip.
@@ -185,6 +207,7 @@ type Config struct {
 	Lease       Lease     `json:"lease"`
 	Description string    `json:"description"`
 	Owner       string    `json:"owner"`
+	Workspace   string    `json:"workspace"` // see Template
 	State       string    `json:"state"`
 	Fenced      bool      `json:"fenced"`
 	FencePolicy string    `json:"fence_policy"`
