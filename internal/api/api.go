@@ -111,7 +111,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		networksHandler{lab: l.Networks},
 		configsHandler{lab: l.Configs},
 		deployHandler{env: e, lab: l.Deployments},
-		consoleHandler{env: e, lab: l.Deployments, sessions: &consoleSessions{}},
+		consoleHandler{env: e, lab: l.Deployments, directory: l.Directory},
 		disksHandler{lab: l.Configs},
 		leasesHandler{lab: l.Leases},
 		libraryHandler{lab: l.Library},

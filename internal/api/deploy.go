@@ -22,9 +22,8 @@ type Deployments interface {
 	Undeploy(ctx context.Context, name string, saveState bool) (*lab.ConfigView, error)
 	// VMAction runs lab.VMActionStop, VMActionStart or VMActionReset.
 	VMAction(ctx context.Context, config, vm, action string) (*lab.ConfigView, error)
-	// VMConsole returns the unix socket of a running VM's serial console,
-	// a raw byte stream the API joins to the client's connection.
-	VMConsole(ctx context.Context, config, vm string) (socketPath string, err error)
+	// Consoles are the VM's serial console, screen and keys (console.go).
+	Consoles
 	// VMLog returns the path of a VM's serial log file.
 	VMLog(ctx context.Context, config, vm string) (path string, err error)
 }

@@ -356,10 +356,30 @@ func TestConsoleUpgradeJoinsTheSocket(t *testing.T) {
 		}
 	}
 
-	// One session per VM: a second one is refused before the upgrade.
-	_, _, resp2 := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
-	if resp2.StatusCode != http.StatusConflict {
+	// A second session shares the console (the daemon's hub holds QEMU's
+	// one connection) and takes the keyboard; the first watches.
+	conn2, br2, resp2 := dialConsole(t, srv, "/api/v1/configs/web/vms/vm1/console", upgrade)
+	if resp2.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("second session: %s", resp2.Status)
+	}
+	io.WriteString(conn2, "from two\r")
+	for i, r := range []*bufio.Reader{br2, br} {
+		got := make([]byte, len("from two\r"))
+		if _, err := io.ReadFull(r, got); err != nil || string(got) != "from two\r" {
+			t.Fatalf("session %d: echo of the second's input: %q, %v", 2-i, got, err)
+		}
+	}
+	conn2.Close()
+	// The keyboard is free again once its holder has left: the first
+	// session types on.
+	hub, err := l.Deployments.VMConsole(t.Context(), "web", "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); hub.Viewers() > 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second session never left")
+		}
 	}
 
 	// The client's half-close ends the session; trailing bytes still come

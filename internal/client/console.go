@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,14 +28,25 @@ import (
 //
 // The console does not go through the client's http.Client (an upgraded
 // connection is not an HTTP exchange): it dials the daemon itself.
-func (c *Client) VMConsole(ctx context.Context, config, vm string) (net.Conn, error) {
+//
+// Any number of sessions and web viewers share a console; the session
+// takes the keyboard when it attaches (the others watch) and gives it up
+// when it half-closes.
+func (c *Client) VMConsole(ctx context.Context, config, vm string, opts ...ConsoleOption) (net.Conn, error) {
 	if c.err != nil {
 		return nil, c.err
+	}
+	var o consoleOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
 	p := path("configs", config, "vms", vm, "console")
 	u, err := url.Parse(c.base + p)
 	if err != nil {
 		return nil, errdefs.Invalid("server URL %q: %v", c.server, err)
+	}
+	if o.replay {
+		u.RawQuery = "replay=true"
 	}
 	conn, err := c.dialServer(ctx)
 	if err != nil {
@@ -56,6 +68,58 @@ func (c *Client) VMConsole(ctx context.Context, config, vm string) (net.Conn, er
 		return nil, fmt.Errorf("GET %s: %w", p, err)
 	}
 	return &upgradedConn{Conn: conn, buffered: br}, nil
+}
+
+// ConsoleOption changes how VMConsole attaches.
+type ConsoleOption func(*consoleOptions)
+
+type consoleOptions struct{ replay bool }
+
+// ConsoleReplay starts the session with the console's last output (up to
+// 64 KiB, from a line start), so that it shows the screen as it is.
+func ConsoleReplay() ConsoleOption { return func(o *consoleOptions) { o.replay = true } }
+
+// VMScreen returns a PNG of a running VM's screen and when it was taken
+// (the daemon takes at most one screendump per VM every 2 s).
+func (c *Client) VMScreen(ctx context.Context, config, vm string) ([]byte, time.Time, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, path("configs", config, "vms", vm, "screen.png"), nil, nil)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, time.Time{}, c.unreachable(ctx, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, time.Time{}, decodeError(resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("screen of %s/%s: %w", config, vm, err)
+	}
+	taken, _ := time.Parse(time.RFC3339Nano, resp.Header.Get(wire.ScreenTakenHeader))
+	return b, taken, nil
+}
+
+// CreateConsoleLink makes a link that opens the consoles of one VM, and
+// nothing else, until it expires (expiresIn: "30m", "8h", "7d"; "" for 1
+// hour) or is revoked. Its Token and URL are given this once.
+func (c *Client) CreateConsoleLink(ctx context.Context, config, vm, expiresIn string) (*wire.ConsoleLink, error) {
+	return call[wire.ConsoleLink](ctx, c, http.MethodPost, path("configs", config, "vms", vm, "console-links"), nil,
+		wire.ConsoleLinkRequest{ExpiresIn: expiresIn})
+}
+
+// ListConsoleLinks returns the caller's console links (everyone's for a
+// system administrator).
+func (c *Client) ListConsoleLinks(ctx context.Context) ([]wire.ConsoleLink, error) {
+	return list[wire.ConsoleLink](ctx, c, path("console-links"), nil)
+}
+
+// RevokeConsoleLink revokes a console link at once: its open sessions
+// end at their next request, new ones are refused.
+func (c *Client) RevokeConsoleLink(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, path("console-links", id), nil, nil, nil)
 }
 
 // upgradeToConsole writes the upgrade request for u on conn and reads the

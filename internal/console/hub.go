@@ -214,23 +214,33 @@ func (h *Hub) Close() error {
 	return nil
 }
 
+// AttachOptions say how a viewer attaches.
+type AttachOptions struct {
+	// Take takes the keyboard from whoever holds it; without it the
+	// viewer holds the keyboard only when nobody else does.
+	Take bool
+	// NoReplay starts the viewer's output at what the console prints next,
+	// instead of with the ring's content (the screen as it is).
+	NoReplay bool
+}
+
 // Attach adds a viewer named name (shown to the others as the keyboard's
 // holder). Its first output is the ring's content, so it sees the screen
-// as it is. It holds the keyboard when take is set or nobody holds it. An
-// ended hub refuses with ErrConsoleClosed (errdefs Unavailable).
-func (h *Hub) Attach(name string, take bool) (*Viewer, error) {
+// as it is. An ended hub refuses with ErrConsoleClosed (errdefs
+// Unavailable).
+func (h *Hub) Attach(name string, opts AttachOptions) (*Viewer, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ended != nil {
 		return nil, errdefs.Unavailable("attach to the console: %w", h.ended)
 	}
 	v := &Viewer{hub: h, name: name, wakeCh: make(chan struct{}, 1), statusDirty: true}
-	if replay := h.ring.replay(); len(replay) > 0 {
+	if replay := h.ring.replay(); len(replay) > 0 && !opts.NoReplay {
 		v.pending = [][]byte{replay}
 		v.pendingBytes = len(replay)
 	}
 	h.viewers[v] = struct{}{}
-	if take || h.holder == nil {
+	if opts.Take || h.holder == nil {
 		h.holder = v
 	}
 	h.statusChangedLocked()
@@ -252,7 +262,8 @@ func (h *Hub) statusChangedLocked() {
 	}
 }
 
-// detachLocked removes v with reason, passing the keyboard on to nobody.
+// detachLocked removes v with reason. The keyboard it held is free: the
+// next viewer to type or take it holds it.
 func (h *Hub) detachLocked(v *Viewer, reason error) {
 	if _, ok := h.viewers[v]; !ok {
 		return
@@ -265,9 +276,14 @@ func (h *Hub) detachLocked(v *Viewer, reason error) {
 	h.statusChangedLocked()
 }
 
-// input writes p to the console for v, when v holds the keyboard.
+// input writes p to the console for v, when v holds the keyboard or
+// nobody does (then v takes it: the first to type after a holder left).
 func (h *Hub) input(v *Viewer, p []byte) error {
 	h.mu.Lock()
+	if h.holder == nil && h.ended == nil && v.err == nil {
+		h.holder = v
+		h.statusChangedLocked()
+	}
 	holds, ended := h.holder == v, h.ended
 	h.mu.Unlock()
 	switch {
@@ -376,8 +392,20 @@ func (v *Viewer) Take() error {
 	return nil
 }
 
-// Write types p on the console when v holds the keyboard, and refuses
-// with ErrNotHolder otherwise.
+// Release gives up the keyboard if v holds it (a viewer whose input has
+// ended, still reading the output).
+func (v *Viewer) Release() {
+	h := v.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.holder == v {
+		h.holder = nil
+		h.statusChangedLocked()
+	}
+}
+
+// Write types p on the console when v holds the keyboard (or takes it,
+// when nobody holds it), and refuses with ErrNotHolder otherwise.
 func (v *Viewer) Write(p []byte) (int, error) {
 	if err := v.hub.input(v, p); err != nil {
 		return 0, err

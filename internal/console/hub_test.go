@@ -123,7 +123,7 @@ func (w *watcher) endsWith(t *testing.T, want error) {
 
 func attach(t *testing.T, h *Hub, name string) *watcher {
 	t.Helper()
-	v, err := h.Attach(name, false)
+	v, err := h.Attach(name, AttachOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,9 +186,17 @@ func TestHubSharesOneConsole(t *testing.T) {
 	carol := attach(t, h, "carol")
 	carol.readUntil(t, "earlier boot\r\nlogin: echo hi\r\nhi\r\n")
 
-	// The holder leaves: the keyboard is free until someone takes it.
+	// The holder leaves: the keyboard is free, and the first to type
+	// holds it.
 	bob.Close()
 	alice.statusIs(t, Status{Viewers: 2})
+	if _, err := carol.Write([]byte("z")); err != nil {
+		t.Errorf("carol typing on a free keyboard: %v", err)
+	}
+	alice.statusIs(t, Status{Holder: "carol", Viewers: 2})
+	if _, err := alice.Write([]byte("x")); !errors.Is(err, ErrNotHolder) {
+		t.Errorf("alice's input after carol took the free keyboard: %v", err)
+	}
 
 	// The VM stops: every viewer ends with the reason, the hub is done.
 	qemu.Close()
@@ -199,7 +207,7 @@ func TestHubSharesOneConsole(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("hub not done")
 	}
-	if _, err := h.Attach("dave", false); !errors.Is(err, ErrConsoleClosed) {
+	if _, err := h.Attach("dave", AttachOptions{}); !errors.Is(err, ErrConsoleClosed) {
 		t.Errorf("attach to an ended hub: %v", err)
 	}
 }
@@ -214,8 +222,8 @@ func TestHubDropsASlowViewer(t *testing.T) {
 	}
 	defer h.Close()
 	qemu := f.client(t)
-	fast, _ := h.Attach("fast", false)
-	slow, _ := h.Attach("slow", false)
+	fast, _ := h.Attach("fast", AttachOptions{})
+	slow, _ := h.Attach("slow", AttachOptions{})
 
 	// Faster than any serial port (6 MB/s), in bursts.
 	const total = 2 << 20

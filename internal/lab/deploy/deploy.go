@@ -32,6 +32,7 @@ type runningVM struct {
 	// stopping is set when the lab itself ends the process (undeploy), so
 	// the watcher does not report the exit as the guest's own.
 	stopping atomic.Bool
+	consoles vmConsoles
 }
 
 func (r *runningVMs) get(id int64) *runningVM {
@@ -441,6 +442,7 @@ func (d *Deployments) watch(config string, vm store.VM, rv *runningVM) {
 	go func() {
 		rv.vm.Wait(context.Background())
 		d.vms.drop(vm.ID, rv)
+		rv.consoles.close()
 		rv.vm.Close()
 		if rv.stopping.Load() {
 			return
@@ -551,6 +553,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 				return
 			}
 			d.vms.drop(vp.vm.ID, rv)
+			rv.consoles.close()
 		}()
 	}
 	wg.Wait()
@@ -750,19 +753,6 @@ func (d *Deployments) setVMState(ctx context.Context, id int64, state string) er
 		}
 		return errdefs.NotFound("VM %d not found", id)
 	})
-}
-
-// VMConsole returns the unix socket of a running VM's serial console.
-func (d *Deployments) VMConsole(ctx context.Context, config, vmName string) (string, error) {
-	id, err := d.vmStoreID(ctx, config, vmName)
-	if err != nil {
-		return "", err
-	}
-	rv := d.vms.get(id)
-	if rv == nil {
-		return "", errdefs.Conflict("VM %q of %q is not running", vmName, config)
-	}
-	return rv.vm.ConsoleSocketPath(), nil
 }
 
 // VMLog returns the path of a VM's serial console log (kept across runs).
