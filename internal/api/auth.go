@@ -174,6 +174,15 @@ func (a *authenticator) touch(ctx context.Context, tokID string, now time.Time) 
 // ignored (a stale cookie must not stop a login).
 func (h *Handler) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hasConsoleLink(r) { // console_links.go
+			linked, err := h.auth.consoleLink(r)
+			if err != nil {
+				h.writeError(w, r, err)
+				return
+			}
+			next.ServeHTTP(w, linked)
+			return
+		}
 		id, ok, err := h.auth.authenticate(r)
 		if ok {
 			r = r.WithContext(auth.WithIdentity(r.Context(), id))
@@ -210,6 +219,13 @@ func (h *Handler) TrustRequestsWithoutCredentials(id auth.Identity) {
 // archive), the workspace a create or a list names, or the system. Lists
 // without a workspace pass: the lab filters them for the caller.
 func (h *Handler) authorize(r *http.Request, ri RouteInfo) error {
+	if scope, ok := consoleLinkScopeOf(r.Context()); ok {
+		// A console link reaches its VM's consoles only (console_links.go);
+		// there its creator's rights are checked below as usual.
+		if err := h.authorizeConsoleLink(r, ri, scope); err != nil {
+			return err
+		}
+	}
 	if ri.Public {
 		return nil
 	}
