@@ -19,6 +19,8 @@ func (a *app) archiveCommand() *cobra.Command {
 		importName, importLease     string
 		mapNetworks                 []string
 		leaseStorage                string
+		createIn, restoreIn         string
+		importIn, listIn            string
 		createCmd, restoreCmd       *cobra.Command
 		exportCmd, importCmd, lease *cobra.Command
 	)
@@ -32,7 +34,7 @@ func (a *app) archiveCommand() *cobra.Command {
 		return then()
 	}
 	createCmd = &cobra.Command{
-		Use:   "create CONFIG NAME [--storage-lease 30d|never] [--detach]",
+		Use:   "create CONFIG NAME [--storage-lease 30d|never] [--workspace W] [--detach]",
 		Short: "Copy an undeployed configuration into archive storage (compressed, standalone disks)",
 		Long: `Copy an undeployed configuration into the archive storage as a job: each disk's
 whole chain becomes one compressed standalone qcow2, with the templates'
@@ -40,7 +42,7 @@ boot files and a manifest. Shows progress until it ends, or prints the job
 id with --detach.`,
 		Args: exactArgs("CONFIG", "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			j, err := a.client.StartArchive(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease})
+			j, err := a.client.StartArchive(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease, Workspace: createIn})
 			if err != nil {
 				return err
 			}
@@ -48,12 +50,13 @@ id with --detach.`,
 		}),
 	}
 	createCmd.Flags().StringVar(&createLease, "storage-lease", "", "storage lease: "+leaseHelp)
+	createCmd.Flags().StringVar(&createIn, "workspace", "", workspaceCopyHelp)
 	restoreCmd = &cobra.Command{
-		Use:   "restore NAME NEWCONFIG [--storage-lease 30d|never] [--detach]",
+		Use:   "restore NAME NEWCONFIG [--storage-lease 30d|never] [--workspace W] [--detach]",
 		Short: "Make a new configuration from an archive (full clone back)",
 		Args:  exactArgs("NAME", "NEWCONFIG"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			j, err := a.client.StartRestore(cmd.Context(), args[0], wire.RestoreRequest{Name: args[1], StorageLease: restoreLease})
+			j, err := a.client.StartRestore(cmd.Context(), args[0], wire.RestoreRequest{Name: args[1], StorageLease: restoreLease, Workspace: restoreIn})
 			if err != nil {
 				return err
 			}
@@ -67,6 +70,7 @@ id with --detach.`,
 		}),
 	}
 	restoreCmd.Flags().StringVar(&restoreLease, "storage-lease", "", "storage lease of the new configuration: "+leaseHelp)
+	restoreCmd.Flags().StringVar(&restoreIn, "workspace", "", workspaceCopyHelp)
 	exportCmd = &cobra.Command{
 		Use:   "export NAME FILE",
 		Short: "Download an archive as one bundle file (tar: manifest, checksums, disks)",
@@ -94,7 +98,7 @@ failure nothing is left. The daemon writes no file for an export.`,
 		}),
 	}
 	importCmd = &cobra.Command{
-		Use:   "import FILE [--name NEW] [--map-network OLD=NEW]... [--detach]",
+		Use:   "import FILE [--name NEW] [--map-network OLD=NEW]... [--workspace W] [--detach]",
 		Short: "Import a bundle as a new archive, checking every checksum first",
 		Long: `Import a bundle written by archive export, on this or another server. FILE is
 on this machine: it is uploaded with its sha256, which the daemon checks.
@@ -126,9 +130,9 @@ directory given with serve --import-dir.`,
 			}
 			var j *wire.Job
 			if importServerPath {
-				j, err = a.client.StartImport(cmd.Context(), wire.ImportRequest{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping})
+				j, err = a.client.StartImport(cmd.Context(), wire.ImportRequest{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
 			} else {
-				j, err = a.client.UploadBundle(cmd.Context(), client.BundleUpload{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping})
+				j, err = a.client.UploadBundle(cmd.Context(), client.BundleUpload{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
 			}
 			if err != nil {
 				return err
@@ -140,6 +144,7 @@ directory given with serve --import-dir.`,
 	importCmd.Flags().StringVar(&importName, "name", "", "name of the new archive (default: the bundle's)")
 	importCmd.Flags().StringArrayVar(&mapNetworks, "map-network", nil, "use network NEW here for the bundle's network OLD (repeatable)")
 	importCmd.Flags().StringVar(&importLease, "storage-lease", "", "storage lease: "+leaseHelp)
+	importCmd.Flags().StringVar(&importIn, "workspace", "", workspaceNewHelp)
 	lease = &cobra.Command{
 		Use:   "lease NAME --storage 60d|never",
 		Short: "Set an archive's storage lease (from now)",
@@ -159,25 +164,27 @@ directory given with serve --import-dir.`,
 	for _, c := range []*cobra.Command{createCmd, restoreCmd, importCmd} {
 		c.Flags().BoolVar(&detach, "detach", false, "print the job id and return at once")
 	}
+	list := &cobra.Command{
+		Use:   "list [--workspace W]",
+		Short: "List archives",
+		Args:  exactArgs(),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			as, err := a.client.ListArchivesIn(cmd.Context(), listIn)
+			if err != nil {
+				return err
+			}
+			return a.print(as, func(w io.Writer) {
+				row(w, "NAME", "WORKSPACE", "OWNER", "SOURCE", "VMS", "SIZE", "CREATED", "STORAGE LEASE")
+				for _, ar := range as {
+					row(w, ar.Name, orDash(ar.Workspace), orDash(ar.Owner), ar.Source, len(ar.VMs), size(ar.Size), when(ar.CreatedAt), storageLeaseText(ar.Lease))
+				}
+			})
+		}),
+	}
+	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("archive", "Archive configurations; list, show, restore, export, import and delete archives",
 		createCmd,
-		&cobra.Command{
-			Use:   "list",
-			Short: "List archives",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				as, err := a.client.ListArchives(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(as, func(w io.Writer) {
-					row(w, "NAME", "SOURCE", "VMS", "SIZE", "CREATED", "STORAGE LEASE")
-					for _, ar := range as {
-						row(w, ar.Name, ar.Source, len(ar.VMs), size(ar.Size), when(ar.CreatedAt), storageLeaseText(ar.Lease))
-					}
-				})
-			}),
-		},
+		list,
 		&cobra.Command{
 			Use:   "show NAME",
 			Short: "Show an archive: its VMs, NICs and disks",
@@ -209,6 +216,8 @@ func (a *app) showArchive(ctx context.Context, name string) error {
 func (a *app) printArchive(ar *wire.Archive) error {
 	return a.print(ar, func(w io.Writer) {
 		row(w, "Name:", ar.Name)
+		row(w, "Workspace:", orDash(ar.Workspace))
+		row(w, "Owner:", orDash(ar.Owner))
 		row(w, "Source:", ar.Source)
 		row(w, "Directory:", ar.Dir)
 		row(w, "Size:", size(ar.Size))

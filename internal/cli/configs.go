@@ -11,26 +11,37 @@ import (
 	"stagehand/internal/api/wire"
 )
 
+// The help of --workspace: on a create, on a copy (clone, capture,
+// checkout, archive, restore), on a list.
+const (
+	workspaceNewHelp  = `workspace it goes to ("ws" of organization default, or "org/ws"; default: your default workspace)`
+	workspaceCopyHelp = `workspace it goes to ("ws" of organization default, or "org/ws"; default: the source's)`
+	workspaceListHelp = `list only this workspace ("ws" of organization default, or "org/ws")`
+)
+
 func (a *app) configCommand() *cobra.Command {
+	var listIn string
+	list := &cobra.Command{
+		Use:   "list [--workspace W]",
+		Short: "List configurations",
+		Args:  exactArgs(),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			cs, err := a.client.ListConfigsIn(cmd.Context(), listIn)
+			if err != nil {
+				return err
+			}
+			return a.print(cs, func(w io.Writer) {
+				row(w, "NAME", "WORKSPACE", "OWNER", "STATE", "FENCED", "VMS", "DESCRIPTION")
+				for _, c := range cs {
+					row(w, c.Name, orDash(c.Workspace), orDash(c.Owner), c.State, yesNo(c.Fenced), len(c.VMs), orDash(c.Description))
+				}
+			})
+		}),
+	}
+	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("config", "Create, clone, deploy, undeploy, list, show and delete configurations",
 		a.configCreateCommand(),
-		&cobra.Command{
-			Use:   "list",
-			Short: "List configurations",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				cs, err := a.client.ListConfigs(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(cs, func(w io.Writer) {
-					row(w, "NAME", "STATE", "FENCED", "VMS", "OWNER", "DESCRIPTION")
-					for _, c := range cs {
-						row(w, c.Name, c.State, yesNo(c.Fenced), len(c.VMs), orDash(c.Owner), orDash(c.Description))
-					}
-				})
-			}),
-		},
+		list,
 		&cobra.Command{
 			Use:   "show NAME",
 			Short: "Show a configuration: its VMs, NICs and disk chains",
@@ -130,17 +141,19 @@ func (a *app) configCreateCommand() *cobra.Command {
 	f.StringVar(&req.Description, "description", "", "description")
 	f.StringVar(&req.Owner, "owner", "", "owner (default $USER)")
 	f.StringVar(&req.StorageLease, "storage-lease", "", "storage lease: "+leaseHelp+" (default: the daemon's)")
+	f.StringVar(&req.Workspace, "workspace", "", workspaceNewHelp)
 	return cmd
 }
 
 func (a *app) configCloneCommand() *cobra.Command {
 	var (
-		mode   string
-		detach bool
-		lease  string
+		mode      string
+		detach    bool
+		lease     string
+		workspace string
 	)
 	cmd := &cobra.Command{
-		Use:   "clone SRC NEW [--mode linked|full] [--detach] [--storage-lease 30d|never]",
+		Use:   "clone SRC NEW [--mode linked|full] [--detach] [--storage-lease 30d|never] [--workspace W]",
 		Short: "Clone a configuration (linked: instant, copy-on-write; full: standalone copy)",
 		Long: `Clone an undeployed configuration. The clone's VMs keep the source's networks,
 IP modes and addresses (use change-ips to give it its own).
@@ -158,13 +171,13 @@ IP modes and addresses (use change-ips to give it its own).
 				if detach {
 					return usagef("--detach applies to --mode full only (a linked clone is immediate)")
 				}
-				c, err := a.client.LinkedClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
+				c, err := a.client.LinkedClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
 				if err != nil {
 					return err
 				}
 				return a.printConfig(c)
 			case wire.CloneFull:
-				job, err := a.client.StartFullClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease})
+				job, err := a.client.StartFullClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
 				if err != nil {
 					return err
 				}
@@ -187,6 +200,7 @@ IP modes and addresses (use change-ips to give it its own).
 	cmd.Flags().StringVar(&mode, "mode", wire.CloneLinked, "clone mode: linked or full")
 	cmd.Flags().BoolVar(&detach, "detach", false, "full clone: print the job id and return at once")
 	cmd.Flags().StringVar(&lease, "storage-lease", "", "storage lease of the clone: "+leaseHelp)
+	cmd.Flags().StringVar(&workspace, "workspace", "", workspaceCopyHelp)
 	return cmd
 }
 
@@ -208,6 +222,7 @@ func (a *app) printConfig(c *wire.Config) error {
 			fenced += " (" + c.FencePolicy + ")"
 		}
 		row(w, "Fenced:", fenced)
+		row(w, "Workspace:", orDash(c.Workspace))
 		row(w, "Owner:", orDash(c.Owner))
 		row(w, "Description:", orDash(c.Description))
 		if c.LastError != "" {

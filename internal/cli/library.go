@@ -9,16 +9,16 @@ import (
 )
 
 func (a *app) libraryCommand() *cobra.Command {
-	var captureLease, checkoutLease string
+	var captureLease, checkoutLease, captureIn, checkoutIn, listIn string
 	capture := &cobra.Command{
-		Use:   "capture CONFIG NAME [--storage-lease 30d|never]",
+		Use:   "capture CONFIG NAME [--storage-lease 30d|never] [--workspace W]",
 		Short: "Copy an undeployed configuration into the library (read-only, by linked clone)",
 		Long: `Copy an undeployed configuration into the library as a read-only entry. Like a
 linked clone it copies no data: the configuration's disks are frozen and
 shared. An entry is never deployed or changed; check it out to work on it.`,
 		Args: exactArgs("CONFIG", "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			c, err := a.client.Capture(cmd.Context(), wire.CaptureRequest{Config: args[0], Name: args[1], StorageLease: captureLease})
+			c, err := a.client.Capture(cmd.Context(), wire.CaptureRequest{Config: args[0], Name: args[1], StorageLease: captureLease, Workspace: captureIn})
 			if err != nil {
 				return err
 			}
@@ -26,12 +26,13 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 		}),
 	}
 	capture.Flags().StringVar(&captureLease, "storage-lease", "", "storage lease: "+leaseHelp+" (default: the daemon's)")
+	capture.Flags().StringVar(&captureIn, "workspace", "", workspaceCopyHelp)
 	checkout := &cobra.Command{
-		Use:   "checkout NAME NEWCONFIG [--storage-lease 30d|never]",
+		Use:   "checkout NAME NEWCONFIG [--storage-lease 30d|never] [--workspace W]",
 		Short: "Make a new configuration from a library entry (linked clone)",
 		Args:  exactArgs("NAME", "NEWCONFIG"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			c, err := a.client.Checkout(cmd.Context(), args[0], wire.CheckoutRequest{Name: args[1], StorageLease: checkoutLease})
+			c, err := a.client.Checkout(cmd.Context(), args[0], wire.CheckoutRequest{Name: args[1], StorageLease: checkoutLease, Workspace: checkoutIn})
 			if err != nil {
 				return err
 			}
@@ -39,25 +40,28 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 		}),
 	}
 	checkout.Flags().StringVar(&checkoutLease, "storage-lease", "", "storage lease of the new configuration: "+leaseHelp)
+	checkout.Flags().StringVar(&checkoutIn, "workspace", "", workspaceCopyHelp)
+	list := &cobra.Command{
+		Use:   "list [--workspace W]",
+		Short: "List library entries",
+		Args:  exactArgs(),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			cs, err := a.client.ListLibraryIn(cmd.Context(), listIn)
+			if err != nil {
+				return err
+			}
+			return a.print(cs, func(w io.Writer) {
+				row(w, "NAME", "WORKSPACE", "OWNER", "VMS", "CREATED", "STORAGE LEASE", "DESCRIPTION")
+				for _, c := range cs {
+					row(w, c.Name, orDash(c.Workspace), orDash(c.Owner), len(c.VMs), when(c.CreatedAt), storageLeaseText(c.Lease), orDash(c.Description))
+				}
+			})
+		}),
+	}
+	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("library", "Capture configurations into the library, list, show, check out and delete entries",
 		capture,
-		&cobra.Command{
-			Use:   "list",
-			Short: "List library entries",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				cs, err := a.client.ListLibrary(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(cs, func(w io.Writer) {
-					row(w, "NAME", "VMS", "OWNER", "CREATED", "STORAGE LEASE", "DESCRIPTION")
-					for _, c := range cs {
-						row(w, c.Name, len(c.VMs), orDash(c.Owner), when(c.CreatedAt), storageLeaseText(c.Lease), orDash(c.Description))
-					}
-				})
-			}),
-		},
+		list,
 		&cobra.Command{
 			Use:   "show NAME",
 			Short: "Show a library entry: its VMs, NICs and disk chains",

@@ -12,25 +12,28 @@ import (
 )
 
 func (a *app) networkCommand() *cobra.Command {
+	var listIn string
+	list := &cobra.Command{
+		Use:   "list [--workspace W]",
+		Short: "List networks with their pool usage",
+		Args:  exactArgs(),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			ns, err := a.client.ListNetworksIn(cmd.Context(), listIn)
+			if err != nil {
+				return err
+			}
+			return a.print(ns, func(w io.Writer) {
+				row(w, "NAME", "WORKSPACE", "OWNER", "SUBNET", "GATEWAY", "POOLS", "USED")
+				for _, n := range ns {
+					row(w, n.Name, orDash(n.Workspace), orDash(n.Owner), n.Subnet, orDash(n.Gateway), strings.Join(n.Pools, ","), fmt.Sprintf("%d/%d", n.PoolUsed, n.PoolSize))
+				}
+			})
+		}),
+	}
+	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("network", "Create, list, show and delete networks and their IP pools",
 		a.networkCreateCommand(),
-		&cobra.Command{
-			Use:   "list",
-			Short: "List networks with their pool usage",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				ns, err := a.client.ListNetworks(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(ns, func(w io.Writer) {
-					row(w, "NAME", "SUBNET", "GATEWAY", "POOLS", "USED")
-					for _, n := range ns {
-						row(w, n.Name, n.Subnet, orDash(n.Gateway), strings.Join(n.Pools, ","), fmt.Sprintf("%d/%d", n.PoolUsed, n.PoolSize))
-					}
-				})
-			}),
-		},
+		list,
 		&cobra.Command{
 			Use:   "show NAME",
 			Short: "Show a network and who holds each of its addresses",
@@ -77,6 +80,7 @@ func (a *app) networkCreateCommand() *cobra.Command {
 	f.StringVar(&req.Gateway, "gateway", "", "gateway address (default: the subnet's first host)")
 	f.StringArrayVar(&req.Pools, "pool", nil, "address range FIRST-LAST inside the subnet (repeatable)")
 	f.StringArrayVar(&req.DNS, "dns", nil, "DNS server address (repeatable)")
+	f.StringVar(&req.Workspace, "workspace", "", workspaceNewHelp)
 	return cmd
 }
 
@@ -113,6 +117,8 @@ func checkNetworkFlags(req *wire.NetworkRequest) error {
 func (a *app) printNetwork(n *wire.Network) error {
 	return a.print(n, func(w io.Writer) {
 		row(w, "Name:", n.Name)
+		row(w, "Workspace:", orDash(n.Workspace))
+		row(w, "Owner:", orDash(n.Owner))
 		row(w, "Subnet:", n.Subnet)
 		row(w, "Gateway:", orDash(n.Gateway))
 		row(w, "DNS:", orDash(strings.Join(n.DNS, ", ")))

@@ -12,29 +12,32 @@ import (
 )
 
 func (a *app) templateCommand() *cobra.Command {
+	var listIn string
+	list := &cobra.Command{
+		Use:   "list [--workspace W]",
+		Short: "List templates",
+		Args:  exactArgs(),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			ts, err := a.client.ListTemplatesIn(cmd.Context(), listIn)
+			if err != nil {
+				return err
+			}
+			return a.print(ts, func(w io.Writer) {
+				row(w, "NAME", "WORKSPACE", "OWNER", "CPUS", "MEMORY", "DISKS", "VIRTUAL SIZE", "BOOT", "DESCRIPTION")
+				for _, t := range ts {
+					var virtual int64
+					for _, d := range t.Disks {
+						virtual += d.VirtualSize
+					}
+					row(w, t.Name, orDash(t.Workspace), orDash(t.Owner), t.CPUs, fmt.Sprintf("%d MiB", t.MemoryMiB), len(t.Disks), size(virtual), bootMethod(t), orDash(t.Description))
+				}
+			})
+		}),
+	}
+	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("template", "Import, list, show and delete VM templates",
 		a.templateImportCommand(),
-		&cobra.Command{
-			Use:   "list",
-			Short: "List templates",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				ts, err := a.client.ListTemplates(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(ts, func(w io.Writer) {
-					row(w, "NAME", "CPUS", "MEMORY", "DISKS", "VIRTUAL SIZE", "BOOT", "DESCRIPTION")
-					for _, t := range ts {
-						var virtual int64
-						for _, d := range t.Disks {
-							virtual += d.VirtualSize
-						}
-						row(w, t.Name, t.CPUs, fmt.Sprintf("%d MiB", t.MemoryMiB), len(t.Disks), size(virtual), bootMethod(t), orDash(t.Description))
-					}
-				})
-			}),
-		},
+		list,
 		&cobra.Command{
 			Use:   "show NAME",
 			Short: "Show a template and its base disks",
@@ -104,6 +107,7 @@ a directory given with serve --import-dir (no copy crosses the socket).`,
 				t, err = a.client.ImportTemplate(cmd.Context(), wire.TemplateRequest{
 					Name: req.Name, Description: req.Description, Disks: req.Disks, Format: req.Format,
 					CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
+					Workspace: req.Workspace,
 				})
 			} else {
 				t, err = a.client.UploadTemplate(cmd.Context(), req)
@@ -123,6 +127,7 @@ a directory given with serve --import-dir (no copy crosses the socket).`,
 	f.StringVar(&req.Initrd, "initrd", "", "initrd for direct kernel boot")
 	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line for direct kernel boot")
 	f.StringVar(&req.Description, "description", "", "description")
+	f.StringVar(&req.Workspace, "workspace", "", workspaceNewHelp)
 	f.BoolVar(&serverPath, "server-path", false, "the files are on the daemon's host, under its --import-dir (system administrator on the unix socket only)")
 	return cmd
 }
@@ -145,6 +150,8 @@ func bootMethod(t wire.Template) string {
 func (a *app) printTemplate(t *wire.Template) error {
 	return a.print(t, func(w io.Writer) {
 		row(w, "Name:", t.Name)
+		row(w, "Workspace:", orDash(t.Workspace))
+		row(w, "Owner:", orDash(t.Owner))
 		row(w, "Description:", orDash(t.Description))
 		row(w, "CPUs:", t.CPUs)
 		row(w, "Memory:", fmt.Sprintf("%d MiB", t.MemoryMiB))

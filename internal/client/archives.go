@@ -27,7 +27,13 @@ func (c *Client) StartImport(ctx context.Context, req wire.ImportRequest) (*wire
 
 // ListArchives returns every archive.
 func (c *Client) ListArchives(ctx context.Context) ([]wire.Archive, error) {
-	return list[wire.Archive](ctx, c, path("archives"), nil)
+	return c.ListArchivesIn(ctx, "")
+}
+
+// ListArchivesIn returns every archive the caller may see in
+// workspace ("ws" or "org/ws"; "" every workspace).
+func (c *Client) ListArchivesIn(ctx context.Context, workspace string) ([]wire.Archive, error) {
+	return list[wire.Archive](ctx, c, path("archives"), workspaceQuery(workspace))
 }
 
 // GetArchive returns one archive.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"stagehand/internal/api/wire"
@@ -15,7 +16,13 @@ func (c *Client) CreateConfig(ctx context.Context, req wire.ConfigRequest) (*wir
 
 // ListConfigs returns every configuration.
 func (c *Client) ListConfigs(ctx context.Context) ([]wire.Config, error) {
-	return list[wire.Config](ctx, c, path("configs"), nil)
+	return c.ListConfigsIn(ctx, "")
+}
+
+// ListConfigsIn returns every configuration the caller may see in
+// workspace ("ws" or "org/ws"; "" every workspace).
+func (c *Client) ListConfigsIn(ctx context.Context, workspace string) ([]wire.Config, error) {
+	return list[wire.Config](ctx, c, path("configs"), workspaceQuery(workspace))
 }
 
 // GetConfig returns one configuration.
@@ -60,4 +67,12 @@ func (c *Client) DiskChain(ctx context.Context, config, vm string, disk int) ([]
 // StartConsolidate starts rewriting a VM disk's chain into one base.
 func (c *Client) StartConsolidate(ctx context.Context, config, vm string, disk int) (*wire.Job, error) {
 	return call[wire.Job](ctx, c, http.MethodPost, path("configs", config, "vms", vm, "disks", strconv.Itoa(disk), "consolidate"), nil, nil)
+}
+
+// workspaceQuery is the query that limits a list to workspace; nil for "".
+func workspaceQuery(workspace string) url.Values {
+	if workspace == "" {
+		return nil
+	}
+	return url.Values{"workspace": {workspace}}
 }

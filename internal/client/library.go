@@ -19,7 +19,13 @@ func (c *Client) Checkout(ctx context.Context, entry string, req wire.CheckoutRe
 
 // ListLibrary returns every library entry.
 func (c *Client) ListLibrary(ctx context.Context) ([]wire.Config, error) {
-	return list[wire.Config](ctx, c, path("library"), nil)
+	return c.ListLibraryIn(ctx, "")
+}
+
+// ListLibraryIn returns every library entry the caller may see in
+// workspace ("ws" or "org/ws"; "" every workspace).
+func (c *Client) ListLibraryIn(ctx context.Context, workspace string) ([]wire.Config, error) {
+	return list[wire.Config](ctx, c, path("library"), workspaceQuery(workspace))
 }
 
 // GetLibraryEntry returns one library entry.

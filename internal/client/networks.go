@@ -14,7 +14,13 @@ func (c *Client) CreateNetwork(ctx context.Context, req wire.NetworkRequest) (*w
 
 // ListNetworks returns every network with its usage.
 func (c *Client) ListNetworks(ctx context.Context) ([]wire.Network, error) {
-	return list[wire.Network](ctx, c, path("networks"), nil)
+	return c.ListNetworksIn(ctx, "")
+}
+
+// ListNetworksIn returns every network the caller may see in
+// workspace ("ws" or "org/ws"; "" every workspace).
+func (c *Client) ListNetworksIn(ctx context.Context, workspace string) ([]wire.Network, error) {
+	return list[wire.Network](ctx, c, path("networks"), workspaceQuery(workspace))
 }
 
 // GetNetwork returns one network with its usage.

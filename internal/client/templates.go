@@ -17,7 +17,13 @@ func (c *Client) ImportTemplate(ctx context.Context, req wire.TemplateRequest) (
 
 // ListTemplates returns every template.
 func (c *Client) ListTemplates(ctx context.Context) ([]wire.Template, error) {
-	return list[wire.Template](ctx, c, path("templates"), nil)
+	return c.ListTemplatesIn(ctx, "")
+}
+
+// ListTemplatesIn returns every template the caller may see in
+// workspace ("ws" or "org/ws"; "" every workspace).
+func (c *Client) ListTemplatesIn(ctx context.Context, workspace string) ([]wire.Template, error) {
+	return list[wire.Template](ctx, c, path("templates"), workspaceQuery(workspace))
 }
 
 // GetTemplate returns one template.
