@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/auth"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/access"
+	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
 
@@ -35,6 +37,10 @@ type Lab struct {
 	Events      Events        // listed and followed (events.go)
 	Jobs        *jobs.Manager // the background operations the lab starts
 	Directory   store.Store   // users, workspaces, tokens, shares (identity.go); nil: not served
+	// EventLog records the directory's changes in their own transactions
+	// and tells live followers (events --follow) once they commit; nil:
+	// a log over Directory that no follower reads.
+	EventLog EventAppender
 	// Access decides every route's action (Handler.authorize); nil
 	// refuses every route but the public ones.
 	Access Access
@@ -52,6 +58,9 @@ func LabOf(svc *lab.Service) Lab {
 		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
 		Leases: svc.Leases, Uploads: svc.Uploads, Checks: svc, Events: svc.EventReader, Jobs: svc.Jobs(),
 		Directory: svc.Store(),
+	}
+	if svc.Events != nil { // a nil *events.Log must stay a nil EventAppender
+		l.EventLog = svc.Events
 	}
 	if svc.Access != nil { // a nil *Checker must stay a nil Access
 		l.Access = svc.Access
@@ -89,6 +98,7 @@ type env struct {
 	limits   Limits    // see NewServer
 	recovery *recovery // see StartRecovery; nil: writes accepted at once
 	access   Access    // nil: every non-public route is unavailable
+	events   EventAppender
 }
 
 // NewHandler returns the API over the lab svc. A nil log means
@@ -100,7 +110,10 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &env{log: log, limits: DefaultLimits, access: l.Access}
+	e := &env{log: log, limits: DefaultLimits, access: l.Access, events: l.EventLog}
+	if e.events == nil && l.Directory != nil {
+		e.events = events.New(l.Directory, time.Now, log)
+	}
 	h := &Handler{env: e, mux: http.NewServeMux(), auth: newAuthenticator(l.Directory), hosts: newHostCheck()}
 	h.drain, h.stopDrain = context.WithCancel(context.Background())
 	h.status = &statusHandler{env: e, lab: l.Checks}

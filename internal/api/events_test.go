@@ -76,9 +76,8 @@ func follow(t *testing.T, url, tok, until string) <-chan []wire.Event {
 // network of w1 the system administrator made after she began to follow;
 // the events of an object deleted are its actor's and the
 // administrators' only, so once it is deleted she no longer lists it; the
-// system administrator reads every event. (The directory's events, a
-// share, are listed but not followed: identity.go records them outside
-// the lab's live stream.)
+// system administrator reads every event. The directory's events (a
+// share) are followed as they are listed (TestDirectoryEventsAreFollowed).
 func TestEventsVisibleToTheirReader(t *testing.T) {
 	l := apitest.New(t).Seed(t)
 	srv, _ := apitest.ServeStrict(t, l)
@@ -182,9 +181,6 @@ func TestEventsVisibleToTheirReader(t *testing.T) {
 	for _, who := range []string{"alice", "bob"} {
 		for what, got := range map[string][]string{"list": listed[who], "follow": followed[who]} {
 			for _, w := range want[who] {
-				if what == "follow" && strings.Contains(w, " share ") {
-					continue // the directory's events are listed, not followed (identity.go)
-				}
 				if !slices.Contains(got, w) {
 					t.Errorf("%s's %s lacks %q: %q", who, what, w, got)
 				}
@@ -211,8 +207,74 @@ func TestEventsVisibleToTheirReader(t *testing.T) {
 		}
 	}
 	for _, w := range append(want["alice"], want["bob"]...) {
-		if !slices.Contains(followed["admin"], w) && !strings.Contains(w, " share ") {
+		if !slices.Contains(followed["admin"], w) {
 			t.Errorf("the system administrator's stream lacks %q", w)
 		}
+	}
+}
+
+// TestDirectoryEventsAreFollowed: the directory's changes (a user, a
+// workspace and its member, a token, a share; identity.go) reach the live
+// stream as they commit, with the ids, actors and details the list shows,
+// so `events --follow` and `events` agree; a refused change shows in
+// neither.
+func TestDirectoryEventsAreFollowed(t *testing.T) {
+	l := apitest.New(t).Seed(t)
+	srv, _ := apitest.ServeStrict(t, l)
+	admin := l.AdminToken(t)
+	stream := follow(t, srv.URL, admin, "end")
+	do := func(method, path, body string, want int) {
+		t.Helper()
+		hdr := map[string]string{"Authorization": "Bearer " + admin, "Content-Type": "application/json"}
+		if status, _, b := sendAs(t, srv, method, path, body, hdr); status != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, status, b, want)
+		}
+	}
+	do(http.MethodPost, "/api/v1/users", `{"name":"dora"}`, http.StatusCreated)
+	do(http.MethodPost, "/api/v1/users", `{"name":"dora"}`, http.StatusConflict) // refused: no event
+	do(http.MethodPost, "/api/v1/workspaces", `{"name":"lab-ws"}`, http.StatusCreated)
+	do(http.MethodPost, "/api/v1/workspaces/default/lab-ws/members", `{"user":"dora","role":"author"}`, http.StatusNoContent)
+	do(http.MethodPost, "/api/v1/tokens", `{"name":"ci","user":"dora"}`, http.StatusCreated)
+	do(http.MethodPost, "/api/v1/users", `{"name":"carol"}`, http.StatusCreated)
+	do(http.MethodPost, "/api/v1/configs/web/shares", `{"with":"carol","level":"read"}`, http.StatusOK)
+	do(http.MethodPost, "/api/v1/users", `{"name":"end"}`, http.StatusCreated)
+
+	var followed []wire.Event
+	select {
+	case followed = <-stream:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream did not show user end")
+	}
+	status, _, b := sendAs(t, srv, http.MethodGet, "/api/v1/events?limit=1000", "", bearer(admin))
+	var listed []wire.Event
+	if status != http.StatusOK || json.Unmarshal([]byte(b), &listed) != nil {
+		t.Fatalf("list events: %d %s", status, b)
+	}
+	// The stream replays the log from its start, then follows it: the
+	// lab's seed (template, network, configuration) comes first.
+	ofDirectory := func(es []wire.Event) []wire.Event {
+		return slices.DeleteFunc(es, func(e wire.Event) bool { return e.Actor == "anonymous" })
+	}
+	directory, followed := ofDirectory(listed), ofDirectory(followed)
+	if got, want := eventSubjects(directory), []string{
+		"admin create user/dora", "admin create workspace/default/lab-ws", "admin add-member workspace/default/lab-ws",
+		"admin create token/" + directory[min(3, len(directory)-1)].Subject, "admin create user/carol", "admin share config/web", "admin create user/end",
+	}; !slices.Equal(got, want) {
+		t.Fatalf("listed directory events %q, want %q", got, want)
+	}
+	// The stream began before the first change: it holds each of them,
+	// the same event (id, time, actor, detail) as the list.
+	for _, e := range directory {
+		i := slices.IndexFunc(followed, func(f wire.Event) bool { return f.ID == e.ID })
+		if i < 0 {
+			t.Errorf("the stream lacks event %d %q", e.ID, eventSubjects([]wire.Event{e}))
+			continue
+		}
+		if f := followed[i]; !f.At.Equal(e.At) || f.Actor != e.Actor || f.Action != e.Action || f.Subject != e.Subject || f.Detail != e.Detail || f.Result != e.Result {
+			t.Errorf("followed %+v, listed %+v", f, e)
+		}
+	}
+	if len(followed) != len(directory) {
+		t.Errorf("followed %q, listed %q", eventSubjects(followed), eventSubjects(directory))
 	}
 }

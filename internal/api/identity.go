@@ -152,17 +152,65 @@ func callerOf(ctx context.Context) caller {
 	return caller{id: id, system: !ok}
 }
 
+// EventAppender is where the directory's changes are recorded
+// (*events.Log): in the change's own transaction, told to the live
+// followers once it has committed.
+type EventAppender interface {
+	Append(ctx context.Context, tx store.Tx, e events.Event) (publish func(), err error)
+}
+
+// directoryTx is a write transaction of updateDirectory: the store's, and
+// what record needs to append its events and publish them after the
+// commit.
+type directoryTx struct {
+	store.Tx
+	ctx     context.Context
+	log     EventAppender
+	publish *[]func()
+}
+
+// updateDirectory runs fn in a write transaction of st in which record
+// appends the change's event (events.Log.Append): the change and its
+// event commit together, and once they have, the event goes to the live
+// followers (events --follow) as the lab's own events do, so following
+// shows what listing shows.
+func (e *env) updateDirectory(ctx context.Context, st store.Store, fn func(tx store.Tx) error) error {
+	var publish []func()
+	err := st.Update(ctx, func(tx store.Tx) error {
+		publish = publish[:0] // a transaction run again records again
+		return fn(directoryTx{Tx: tx, ctx: ctx, log: e.events, publish: &publish})
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range publish {
+		p()
+	}
+	return nil
+}
+
 // record writes the event of a directory change in the change's own
 // transaction: the log says who changed who may do what, and a change
-// without its event is not committed. Followers of the live stream do not
-// see these (the events.Log hub is the lab's); listing shows them.
+// without its event is not committed. In a transaction of
+// updateDirectory the event is published to followers after the commit;
+// in any other it is only written (listed, not followed).
 func record(tx store.Tx, c caller, object, action, subject, detail string) error {
 	actor := c.id.Name
 	if c.system || actor == "" {
 		actor = "system"
 	}
-	return tx.AddEvent(&store.Event{At: time.Now().UTC(), Actor: actor, Action: action, Object: object,
-		Subject: subject, Result: "ok", Detail: detail})
+	e := events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultOK, Detail: detail}
+	dt, ok := tx.(directoryTx)
+	if !ok || dt.log == nil {
+		return tx.AddEvent(&store.Event{At: time.Now().UTC(), Actor: actor, Action: e.Action, Object: e.Object,
+			Subject: e.Subject, Result: e.Result, Detail: e.Detail})
+	}
+	publish, err := dt.log.Append(events.WithActor(dt.ctx, actor), dt.Tx, e)
+	if err != nil {
+		return err
+	}
+	*dt.publish = append(*dt.publish, publish)
+	return nil
 }
 
 // admin reports whether c may do everything without asking: the system,
@@ -437,7 +485,7 @@ func (h directoryHandler) createUser(w http.ResponseWriter, r *http.Request) err
 		u.PasswordHash = hash
 	}
 	var out wire.User
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		if req.DefaultWorkspace != "" {
 			ws, err := access.ResolveWorkspace(tx, 0, req.DefaultWorkspace)
 			if err != nil {
@@ -589,7 +637,7 @@ func (h directoryHandler) deleteUser(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	c := callerOf(r.Context())
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		u, err := userNamed(tx, r.PathValue("name"))
 		if err != nil {
 			return err
@@ -647,7 +695,7 @@ func (h directoryHandler) updateUser(w http.ResponseWriter, r *http.Request) err
 		return errdefs.Invalid("user %q: nothing to change: give email, display_name, default_workspace, disabled or system_admin", name)
 	}
 	var out wire.User
-	err := h.store.Update(ctx, func(tx store.Tx) error {
+	err := h.updateDirectory(ctx, h.store, func(tx store.Tx) error {
 		u, err := h.userFor(ctx, tx, name)
 		if err != nil {
 			return err
@@ -760,7 +808,7 @@ func (h directoryHandler) setPassword(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return fmt.Errorf("user %q: %w", name, err)
 	}
-	err = h.store.Update(r.Context(), func(tx store.Tx) error {
+	err = h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		u, err := userNamed(tx, name)
 		if err != nil {
 			return err
@@ -795,7 +843,7 @@ func (h directoryHandler) createOrg(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	var out wire.Org
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		o := store.Org{Name: req.Name}
 		if err := tx.CreateOrg(&o); err != nil {
 			return err
@@ -895,7 +943,7 @@ func (h directoryHandler) removeOrgAdmin(w http.ResponseWriter, r *http.Request)
 // orgAdmins changes the admins of organization {org}, as its admin.
 func (h directoryHandler) orgAdmins(w http.ResponseWriter, r *http.Request, user, action string, change func(store.Tx, *store.Org, *store.User) error) error {
 	c := callerOf(r.Context())
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		o, err := orgNamed(tx, r.PathValue("org"))
 		if err != nil {
 			return err
@@ -938,7 +986,7 @@ func (h directoryHandler) createWorkspace(w http.ResponseWriter, r *http.Request
 	}
 	c := callerOf(r.Context())
 	var out wire.Workspace
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		o, err := orgNamed(tx, req.Org)
 		if err != nil {
 			return err
@@ -1058,7 +1106,7 @@ func (h directoryHandler) deleteWorkspace(w http.ResponseWriter, r *http.Request
 	if err := h.checkWorkspace(r.Context(), auth.OrgAdmin, pathWorkspace(r)); err != nil {
 		return err
 	}
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		o, ws, err := workspaceAt(tx, r)
 		if err != nil {
 			return err
@@ -1090,7 +1138,7 @@ func (h directoryHandler) addMember(w http.ResponseWriter, r *http.Request) erro
 	if err := h.checkWorkspace(r.Context(), auth.WorkspaceAdmin, pathWorkspace(r)); err != nil {
 		return err
 	}
-	err = h.store.Update(r.Context(), func(tx store.Tx) error {
+	err = h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		_, ws, err := workspaceAt(tx, r)
 		if err != nil {
 			return err
@@ -1115,7 +1163,7 @@ func (h directoryHandler) removeMember(w http.ResponseWriter, r *http.Request) e
 	if err := h.checkWorkspace(r.Context(), auth.WorkspaceAdmin, pathWorkspace(r)); err != nil {
 		return err
 	}
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		_, ws, err := workspaceAt(tx, r)
 		if err != nil {
 			return err
@@ -1167,7 +1215,7 @@ func (h directoryHandler) setQuota(w http.ResponseWriter, r *http.Request) error
 	default:
 		return errdefs.Invalid("quota scope %q: want user or workspace", req.Scope)
 	}
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		var id int64
 		if req.Scope == wire.QuotaWorkspace {
 			ws, err := access.ResolveWorkspace(tx, 0, req.Target)
@@ -1216,7 +1264,7 @@ func (h directoryHandler) createGroup(w http.ResponseWriter, r *http.Request) er
 	}
 	c := callerOf(r.Context())
 	var out wire.Group
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		o, err := orgNamed(tx, req.Org)
 		if err != nil {
 			return err
@@ -1309,7 +1357,7 @@ func groupToWire(tx store.Tx, g *store.Group) (wire.Group, error) {
 // admin.
 func (h directoryHandler) changeGroup(w http.ResponseWriter, r *http.Request, action string, change func(store.Tx, *store.Group) (detail string, err error)) error {
 	c := callerOf(r.Context())
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		o, err := orgNamed(tx, r.PathValue("org"))
 		if err != nil {
 			return err
@@ -1445,7 +1493,7 @@ func (h directoryHandler) createToken(w http.ResponseWriter, r *http.Request) er
 	tk := store.Token{ID: id, Hash: hash, Kind: store.TokenAPI, Name: req.Name, CreatedAt: now,
 		ExpiresAt: now.Add(life), RestrictRole: string(role)}
 	var out wire.NewToken
-	err = h.store.Update(r.Context(), func(tx store.Tx) error {
+	err = h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		u, err := h.tokenOwner(r.Context(), tx, req.User, true)
 		if err != nil {
 			return err
@@ -1547,7 +1595,7 @@ func (h directoryHandler) listTokens(w http.ResponseWriter, r *http.Request) err
 func (h directoryHandler) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	c := callerOf(r.Context())
 	id := r.PathValue("id")
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		if !c.system && c.id.Restrict != nil {
 			return errdefs.Forbidden("a token restricted to one workspace cannot manage tokens")
 		}
@@ -1640,7 +1688,7 @@ func (h directoryHandler) share(w http.ResponseWriter, r *http.Request) error {
 	}
 	name := r.PathValue("name")
 	var out wire.Share
-	err = h.store.Update(r.Context(), func(tx store.Tx) error {
+	err = h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		cfg, org, err := configAndOrg(tx, name)
 		if err != nil {
 			return err
@@ -1711,7 +1759,7 @@ func (h directoryHandler) listShares(w http.ResponseWriter, r *http.Request) err
 
 func (h directoryHandler) unshare(w http.ResponseWriter, r *http.Request) error {
 	name, with := r.PathValue("name"), r.PathValue("grantee")
-	err := h.store.Update(r.Context(), func(tx store.Tx) error {
+	err := h.updateDirectory(r.Context(), h.store, func(tx store.Tx) error {
 		cfg, org, err := configAndOrg(tx, name)
 		if err != nil {
 			return err

@@ -97,6 +97,25 @@ func (l *Log) Record(ctx context.Context, e Event) {
 	l.hub.publish(view(se))
 }
 
+// Append adds e, by the actor of ctx, in tx: the transaction of the change
+// it records, so that the change and its event commit together or not at
+// all (the directory's changes: users, workspaces, tokens, shares). Once
+// tx has committed, publish tells the live followers, as Record does; if
+// tx did not commit, drop publish.
+func (l *Log) Append(ctx context.Context, tx store.Tx, e Event) (publish func(), err error) {
+	se := store.Event{
+		At: l.now().UTC(), Actor: actorOf(ctx), Action: e.Action, Object: e.Object,
+		Subject: clip(e.Subject, maxDetail), Result: e.Result, Detail: clip(e.Detail, maxDetail),
+	}
+	if se.Result == "" {
+		se.Result = ResultOK
+	}
+	if err := tx.AddEvent(&se); err != nil {
+		return nil, err
+	}
+	return func() { l.hub.publish(view(se)) }, nil
+}
+
 // Pages of the event log: a list holds DefaultPage events unless the
 // caller asks for another count, and never more than MaxPage, so no
 // request (and no follower catching up) loads the whole log at once.
