@@ -198,7 +198,7 @@ func (h consoleHandler) createLink(w http.ResponseWriter, r *http.Request) error
 	now := time.Now()
 	tk := store.Token{ID: tokID, UserID: id.UserID, Hash: hash, Kind: store.TokenConsole,
 		Name: "console of " + config + "/" + vm, CreatedAt: now, ExpiresAt: now.Add(life), ConsoleVM: vm}
-	err = h.directory.Update(r.Context(), func(tx store.Tx) error {
+	err = h.updateDirectory(r.Context(), h.directory, func(tx store.Tx) error {
 		c, err := tx.GetConfig(config)
 		if err != nil {
 			return err
@@ -289,7 +289,7 @@ func (h consoleHandler) revokeLink(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	linkID := r.PathValue("id")
-	err = h.directory.Update(r.Context(), func(tx store.Tx) error {
+	err = h.updateDirectory(r.Context(), h.directory, func(tx store.Tx) error {
 		tk, err := tx.GetToken(linkID)
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
