@@ -40,3 +40,20 @@ func TestTemplateImportSniffsTheFormat(t *testing.T) {
 		t.Errorf("--format raw: exit %d, %s %s", code, out, stderr)
 	}
 }
+
+// TestTemplateImportRefusesTheFormatFirst: an unknown --format is a usage
+// error (exit 2) said before any file is read: the disk named does not
+// exist, yet the message is the format's, not the missing file's, and no
+// request reaches the daemon.
+func TestTemplateImportRefusesTheFormatFirst(t *testing.T) {
+	e := newEnv(t)
+	missing := filepath.Join(t.TempDir(), "a.img")
+	before := e.calls.Load()
+	_, stderr, code := e.run("template", "import", "t2", "--disk", missing, "--format", "vmdk")
+	if code != cli.ExitUsage || !strings.Contains(stderr, `format "vmdk" is not raw or qcow2`) || strings.Contains(stderr, "a.img") {
+		t.Errorf("exit %d, stderr %q; want exit %d naming the format, not the file", code, stderr, cli.ExitUsage)
+	}
+	if n := e.calls.Load() - before; n != 0 {
+		t.Errorf("%d requests reached the daemon", n)
+	}
+}
