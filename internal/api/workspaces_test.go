@@ -75,7 +75,8 @@ func as(t *testing.T, srv *httptest.Server, tok, method, path, body string, out 
 // body's field spelled twice: the gate decides on the workspace the
 // handler uses, and nothing is made by a refused request. A clone goes to
 // its source's workspace, or where --workspace says when she may create
-// there; capture and checkout likewise. Lists take ?workspace=.
+// there; capture and checkout, archive and restore likewise. Lists take
+// ?workspace=.
 func TestCreatesNameTheirWorkspace(t *testing.T) {
 	l := apitest.New(t).Seed(t)
 	srv, _ := apitest.ServeStrict(t, l)
@@ -180,6 +181,42 @@ func TestCreatesNameTheirWorkspace(t *testing.T) {
 	}
 	if status, b := as(t, srv, ann, http.MethodGet, "/api/v1/configs?workspace=nope", "", nil); status != http.StatusNotFound {
 		t.Errorf("list of an unknown workspace: %d %s; want 404", status, b)
+	}
+
+	// Archives: one goes where it is named, a restore to the archive's
+	// workspace or the one named.
+	wait := func(what, b string) {
+		t.Helper()
+		var j wire.Job
+		json.Unmarshal([]byte(b), &j)
+		if status, b := as(t, srv, ann, http.MethodGet, "/api/v1/jobs/"+j.ID+"/wait?timeout=60s", "", &j); status != http.StatusOK || j.State != wire.JobSucceeded {
+			t.Fatalf("%s: job %d %s", what, status, b)
+		}
+	}
+	status, b := as(t, srv, ann, http.MethodPost, "/api/v1/archives", `{"config":"c2","name":"a1","workspace":"w1"}`, nil)
+	if status != http.StatusAccepted {
+		t.Fatalf("archive c2 into w1: %d %s", status, b)
+	}
+	wait("archive", b)
+	var a wire.Archive
+	if status, b := as(t, srv, ann, http.MethodGet, "/api/v1/archives/a1", "", &a); status != http.StatusOK || a.Workspace != "w1" || a.Owner != "ann" {
+		t.Errorf("archive a1: %d %s; want in w1, owned by ann", status, b)
+	}
+	if status, b := as(t, srv, ann, http.MethodPost, "/api/v1/archives/a1/restore", `{"name":"r1","workspace":"main"}`, nil); status != http.StatusForbidden {
+		t.Errorf("restore into main: %d %s; want 403", status, b)
+	}
+	for _, tc := range []struct{ body, name, want string }{
+		{`{"name":"r1"}`, "r1", "w1"},
+		{`{"name":"r2","workspace":"w2"}`, "r2", "w2"},
+	} {
+		status, b := as(t, srv, ann, http.MethodPost, "/api/v1/archives/a1/restore", tc.body, nil)
+		if status != http.StatusAccepted {
+			t.Fatalf("restore %s: %d %s", tc.body, status, b)
+		}
+		wait("restore", b)
+		if status, b := as(t, srv, ann, http.MethodGet, "/api/v1/configs/"+tc.name, "", &c); status != http.StatusOK || c.Workspace != tc.want {
+			t.Errorf("restored %s: %d %s; want in %s", tc.name, status, b, tc.want)
+		}
 	}
 }
 
