@@ -378,7 +378,9 @@
     $$("img[data-screen]", root).forEach((img) => {
       if (img.dataset.watched) return;
       img.dataset.watched = "1";
-      img.addEventListener("error", () => { img.alt = "no screen"; });
+      // A failed screendump leaves the box's "no screen" showing.
+      img.addEventListener("error", () => { img.hidden = true; });
+      img.addEventListener("load", () => { img.hidden = false; });
       if (observer) observer.observe(img); else refresh(img);
     });
   }
