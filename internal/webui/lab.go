@@ -66,6 +66,15 @@ func LabOf(svc *lab.Service) Lab {
 	return l
 }
 
+// check returns nil when the caller of ctx may do action on obj, else the
+// checker's refusal (errdefs NotFound for an invisible object, Forbidden).
+func (l Lab) check(ctx context.Context, action auth.Action, obj access.Ref) error {
+	if l.Access == nil {
+		return errdefs.Unavailable("authorization is not configured on this server")
+	}
+	return l.Access.Check(ctx, action, obj)
+}
+
 // allowed reports whether the caller of ctx may do action on obj. A
 // refusal (not found, forbidden) is a plain false; any other failure is
 // returned, so that a page does not silently hide what the store failed

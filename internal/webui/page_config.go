@@ -88,7 +88,7 @@ func (h *Handler) configData(r *http.Request, part string) (*configData, error) 
 	ctx := r.Context()
 	name := r.PathValue("name")
 	ref := access.Ref{Kind: access.KindConfig, Name: name}
-	if err := h.lab.Access.Check(ctx, auth.ConfigRead, ref); err != nil {
+	if err := h.lab.check(ctx, auth.ConfigRead, ref); err != nil {
 		return nil, err
 	}
 	c, err := h.lab.Configs.Get(ctx, name)

@@ -91,7 +91,7 @@ func (h *Handler) configsPage(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) configRow(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := h.lab.Access.Check(ctx, auth.ConfigRead, access.Ref{Kind: access.KindConfig, Name: name}); err != nil {
+	if err := h.lab.check(ctx, auth.ConfigRead, access.Ref{Kind: access.KindConfig, Name: name}); err != nil {
 		h.fail(w, r, err)
 		return
 	}

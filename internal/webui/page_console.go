@@ -26,7 +26,7 @@ type consoleData struct {
 func (h *Handler) consolePage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name, vm := r.PathValue("name"), r.PathValue("vm")
-	if err := h.lab.Access.Check(ctx, auth.ConfigConsole, access.Ref{Kind: access.KindConfig, Name: name}); err != nil {
+	if err := h.lab.check(ctx, auth.ConfigConsole, access.Ref{Kind: access.KindConfig, Name: name}); err != nil {
 		h.fail(w, r, err)
 		return
 	}
