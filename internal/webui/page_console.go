@@ -13,10 +13,10 @@ type consoleData struct {
 	Config, VM string
 	State      string // the VM's
 	// SerialWS and VNCWS are the API's websocket paths (the browser
-	// makes them absolute); KeysPath takes key chords.
-	SerialWS, VNCWS, KeysPath string
-	ConfigURL                 string
-	Missing                   string // the vendored JavaScript is not built
+	// makes them absolute).
+	SerialWS, VNCWS string
+	ConfigURL       string
+	Missing         string // the vendored JavaScript is not built
 }
 
 // consolePage is one VM's consoles: serial in xterm.js and graphical in
@@ -47,7 +47,7 @@ func (h *Handler) consolePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := "/api/v1/configs/" + url.PathEscape(name) + "/vms/" + url.PathEscape(vm)
-	d.SerialWS, d.VNCWS, d.KeysPath = base+"/serial/ws", base+"/vnc/ws", base+"/keys"
+	d.SerialWS, d.VNCWS = base+"/serial/ws", base+"/vnc/ws"
 	f, err := h.frameFor(r, vm+" of "+name, "configs")
 	if err != nil {
 		h.fail(w, r, err)

@@ -1,13 +1,13 @@
 // Stagehand VM console page: the serial console in xterm.js and the
 // graphical one in noVNC, each over a websocket of the API on this origin.
 //
-// Serial websocket (…/serial/ws): binary frames carry the console's bytes
-// both ways (output replayed from the VM's ring first); text frames carry
-// JSON control messages: the server sends {"type":"status",…} with who
-// holds the keyboard, the page sends {"type":"take"} to take it. Input
-// from a viewer that does not hold the keyboard is refused by the server.
-// Graphical websocket (…/vnc/ws): the VM's raw VNC stream, which noVNC
-// speaks. Both reconnect with backoff when the connection drops.
+// The protocols are the API's (internal/api/wire/console.go). Serial
+// websocket (…/serial/ws, subprotocol "binary"): binary frames carry the
+// console's bytes both ways (the last output replayed first); text frames
+// carry JSON controls: the server's "status" (who holds the keyboard) and
+// "error", the page's "take" and "type". Graphical websocket (…/vnc/ws):
+// the VM's raw RFB stream, which noVNC speaks. Both reconnect with backoff
+// when the connection drops.
 import RFB from "./vendor/novnc/core/rfb.js";
 
 const root = document.querySelector("[data-console]");
@@ -34,7 +34,7 @@ const serial = { ws: null, tries: 0, holder: false, closed: false };
 const encoder = new TextEncoder();
 
 function connectSerial() {
-  const ws = new WebSocket(wsURL(root.dataset.serialWs));
+  const ws = new WebSocket(wsURL(root.dataset.serialWs), ["binary"]);
   ws.binaryType = "arraybuffer";
   serial.ws = ws;
   setStatus("serial: connecting…");
@@ -70,7 +70,7 @@ term.onData((data) => sendSerial(encoder.encode(data)));
 
 // ---- graphical -------------------------------------------------------------
 
-const vnc = { rfb: null, tries: 0, keyboard: false };
+const vnc = { rfb: null, tries: 0, keyboard: false, connected: false, pending: null };
 
 function connectVNC() {
   const target = root.querySelector("[data-vnc]");
@@ -79,9 +79,16 @@ function connectVNC() {
   rfb.scaleViewport = true;
   rfb.viewOnly = !vnc.keyboard;
   vnc.rfb = rfb;
-  rfb.addEventListener("connect", () => { vnc.tries = 0; setError(""); setStatus(vnc.keyboard ? "graphical: you type" : "graphical: watching"); });
+  rfb.addEventListener("connect", () => {
+    vnc.tries = 0;
+    vnc.connected = true;
+    setError("");
+    if (tab === "vnc") setStatus(vnc.keyboard ? "graphical: you type" : "graphical: watching");
+    if (vnc.pending) { const f = vnc.pending; vnc.pending = null; f(); }
+  });
   rfb.addEventListener("disconnect", () => {
     if (vnc.rfb !== rfb) return;
+    vnc.connected = false;
     const wait = backoff(vnc.tries++);
     setStatus(`graphical: disconnected; reconnecting in ${Math.round(wait / 1000)} s`);
     setTimeout(() => { if (vnc.rfb === rfb) connectVNC(); }, wait);
@@ -121,11 +128,11 @@ async function typeVNC(text) {
 }
 
 async function typeSerial(text) {
-  // A UART takes a few hundred bytes at a time: type in small pieces.
-  const bytes = encoder.encode(text.replace(/\r?\n/g, "\r"));
-  for (let i = 0; i < bytes.length; i += 64) {
-    sendSerial(bytes.slice(i, i + 64));
-    await new Promise((r) => setTimeout(r, 20));
+  // The server types the text at the guest's pace ("type" control, at
+  // most 4096 bytes each).
+  if (!serial.ws || serial.ws.readyState !== WebSocket.OPEN) { setError("the serial console is not connected"); return; }
+  for (let i = 0; i < text.length; i += 4096) {
+    serial.ws.send(JSON.stringify({ type: "type", text: text.slice(i, i + 4096) }));
   }
 }
 
@@ -146,8 +153,10 @@ root.addEventListener("click", (ev) => {
       }
       break;
     case "console.ctrl-alt-del":
-      if (tab === "vnc" && vnc.rfb) vnc.rfb.sendCtrlAltDel();
-      else sendKeys(["ctrl-alt-delete"]);
+      // The keys go to the VM's keyboard, which the graphical console
+      // reaches (the serial line has none).
+      if (vnc.rfb && vnc.connected) vnc.rfb.sendCtrlAltDel();
+      else { vnc.pending = () => vnc.rfb.sendCtrlAltDel(); if (!vnc.rfb) connectVNC(); }
       break;
     case "console.reconnect":
       if (tab === "serial") { if (serial.ws) serial.ws.close(); }
@@ -155,25 +164,6 @@ root.addEventListener("click", (ev) => {
       break;
   }
 });
-
-// sendKeys presses key chords through the API (the serial console has no
-// Ctrl-Alt-Del of its own: it goes to the VM's keyboard).
-async function sendKeys(chords) {
-  try {
-    const res = await fetch(root.dataset.keys, {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ keys: chords }),
-    });
-    if (!res.ok) {
-      let msg = res.status + " " + res.statusText;
-      try { msg = (await res.json()).error || msg; } catch (_) { /* not JSON */ }
-      setError(msg);
-    }
-  } catch (e) {
-    setError("the daemon cannot be reached: " + e.message);
-  }
-}
 
 const pasteDialog = document.getElementById("dlg-console-paste");
 pasteDialog.querySelector("form").addEventListener("submit", async (ev) => {
