@@ -125,7 +125,8 @@ type oidcHandler struct {
 	now   func() time.Time
 }
 
-// begin starts a login: the flow cookie and a redirect to the issuer.
+// begin starts a login: the flow cookie and a redirect to the issuer;
+// ?next= names the page of this site to land on once signed in.
 // The browser must have come under the redirect URL's host name, since the
 // flow cookie is set for it; no redirect fixes that here, because behind a
 // proxy that rewrites Host it would loop.
@@ -135,15 +136,33 @@ func (h *oidcHandler) begin(w http.ResponseWriter, r *http.Request) error {
 		h.answerError(w, r, err)
 		return nil
 	}
+	// The page to land on afterwards rides beside the flow, in a cookie
+	// of the callback's path: only a path of this site is kept.
+	if next := r.URL.Query().Get("next"); safeLanding(next) {
+		http.SetCookie(w, &http.Cookie{Name: oidcNextCookie, Value: url.QueryEscape(next), Path: h.o.redirect.Path,
+			MaxAge: int(oidclogin.FlowLifetime / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	}
 	p.Begin(w, r)
 	return nil
+}
+
+// oidcNextCookie carries the page a login started from to its callback.
+const oidcNextCookie = "stagehand_oidc_next"
+
+// safeLanding reports whether next is a path of this site (never another
+// site's address: the callback must not become an open redirect).
+func safeLanding(next string) bool {
+	u, err := url.Parse(next)
+	return err == nil && strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") &&
+		!strings.Contains(next, "\\") && u.Scheme == "" && u.Host == "" && u.User == nil
 }
 
 // finish ends a login on the callback: the provider checks the flow and
 // the ID token, the verified e-mail names the user, the group mapping
 // grants its roles, and a session (auth.ViaOIDC) is set as the cookie.
-// A browser is then sent to "/" (303); a client that asked for JSON gets
-// the session as the password login returns it.
+// A browser then gets a page of this origin that goes on to the page the
+// login started from (begin's ?next=, else "/"); a client that asked for
+// JSON gets the session as the password login returns it.
 func (h *oidcHandler) finish(w http.ResponseWriter, r *http.Request) error {
 	p, err := h.o.current()
 	if err != nil {
@@ -178,11 +197,28 @@ func (h *oidcHandler) finish(w http.ResponseWriter, r *http.Request) error {
 	if wantsJSON(r) {
 		return writeJSON(w, http.StatusOK, wire.LoginResponse{User: u.Name, Token: plain, ExpiresAt: tk.ExpiresAt})
 	}
-	// 303: the browser GETs "/" whatever brought it here. The session
-	// cookie is SameSite=Strict and this redirect ends a chain that began
-	// at the issuer, so the browser may hold it back on this one
-	// navigation; the web console's own requests from "/" carry it.
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	// Not a redirect: this navigation began at the issuer's site, so a
+	// redirect from here is still cross-site and the browser would not
+	// send the SameSite=Strict session cookie with it, landing the user
+	// on the sign-in page again. A page of this origin that navigates
+	// on makes a same-site request, which carries the cookie.
+	next := "/"
+	if c, err := r.Cookie(oidcNextCookie); err == nil {
+		if v, err := url.QueryUnescape(c.Value); err == nil && safeLanding(v) {
+			next = v
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: oidcNextCookie, Value: "", Path: h.o.redirect.Path, MaxAge: -1,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Referrer-Policy", "same-origin")
+	w.WriteHeader(http.StatusOK)
+	next = html.EscapeString(next)
+	fmt.Fprintf(w, "<!doctype html>\n<meta charset=\"utf-8\">\n<meta http-equiv=\"refresh\" content=\"0;url=%s\">\n"+
+		"<title>Stagehand: signed in</title>\n<p>Signed in as %s. <a href=\"%s\">Continue</a></p>\n",
+		next, html.EscapeString(u.Name), next)
 	return nil
 }
 

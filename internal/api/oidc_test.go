@@ -241,8 +241,8 @@ func TestOIDCLoginSignsInARegisteredUser(t *testing.T) {
 	}
 
 	resp, body := rig.signIn(t, "")
-	if resp.Request.URL.Path != "/" {
-		t.Fatalf("sign-in ended at %s (%d %s), want /", resp.Request.URL, resp.StatusCode, body)
+	if resp.Request.URL.Path != api.OIDCCallbackPath || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `content="0;url=/"`) {
+		t.Fatalf("sign-in ended at %s (%d %s), want the callback's page going on to /", resp.Request.URL, resp.StatusCode, body)
 	}
 	if c := rig.cookie(api.SessionCookie, "/"); c == nil || !strings.HasPrefix(c.Value, "shs_") {
 		t.Fatalf("no session cookie %s after the sign-in: %v", api.SessionCookie, c)
@@ -436,5 +436,42 @@ func TestOIDCLoginRefusalMakesNoSession(t *testing.T) {
 	}
 	if ss := rig.sessions(t); len(ss) != 0 {
 		t.Errorf("sessions made: %+v", ss)
+	}
+}
+
+// TestOIDCCallbackGoesOnToNext: the callback answers a page of the
+// daemon's origin (200, not a redirect: a redirect would still be part of
+// the issuer's cross-site navigation, which leaves the SameSite=Strict
+// session cookie behind) that goes on to the login's ?next= page; a next
+// that is not a path of this site goes to "/"; the next cookie is used
+// once.
+func TestOIDCCallbackGoesOnToNext(t *testing.T) {
+	rig := newOIDCRig(t, true)
+	rig.register(t, "alice", "alice@example.test", false)
+	for next, want := range map[string]string{
+		"/ui/configs/web?x=1":    "/ui/configs/web?x=1",
+		"//evil.example/x":       "/",
+		"https://evil.example/x": "/",
+		"":                       "/",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, rig.srv.URL+api.OIDCLoginPath+"?next="+url.QueryEscape(next), nil)
+		resp, body := rig.do(t, req)
+		if resp.Request.URL.Path != api.OIDCCallbackPath || resp.StatusCode != http.StatusOK {
+			t.Fatalf("next %q: sign-in ended at %s (%d %s), want the callback's page", next, resp.Request.URL, resp.StatusCode, body)
+		}
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+			t.Errorf("next %q: callback page of type %q", next, ct)
+		}
+		esc := strings.ReplaceAll(want, "&", "&amp;")
+		if !strings.Contains(string(body), `<meta http-equiv="refresh" content="0;url=`+esc+`">`) ||
+			!strings.Contains(string(body), `<a href="`+esc+`">`) {
+			t.Errorf("next %q: the page does not go on to %q:\n%s", next, want, body)
+		}
+		if c := rig.cookie(api.SessionCookie, "/"); c == nil || !strings.HasPrefix(c.Value, "shs_") {
+			t.Errorf("next %q: no session cookie", next)
+		}
+		if c := rig.cookie("stagehand_oidc_next", api.OIDCCallbackPath); c != nil {
+			t.Errorf("next %q: the next cookie outlives the callback: %v", next, c)
+		}
 	}
 }

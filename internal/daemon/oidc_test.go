@@ -214,8 +214,8 @@ func TestServeOIDCSignIn(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.Request.URL.Path != "/" {
-		t.Fatalf("sign-in ended at %s: %d %s\nlog:\n%s", resp.Request.URL, resp.StatusCode, b, d.logs)
+	if resp.Request.URL.Path != api.OIDCCallbackPath || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `content="0;url=/"`) {
+		t.Fatalf("sign-in ended at %s: %d %s (want the callback's page going on to /)\nlog:\n%s", resp.Request.URL, resp.StatusCode, b, d.logs)
 	}
 	if got, want := issuer.LastAuthorize().Get("redirect_uri"), base+api.OIDCCallbackPath; got != want {
 		t.Errorf("redirect_uri %q, want %q (the --listen URL)", got, want)
