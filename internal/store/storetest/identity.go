@@ -97,6 +97,16 @@ func testOrgsAndWorkspaces(t *testing.T, s store.Store) {
 			return err
 		}
 		diff(t, "GetOrgByID", &empty, got)
+		def, err := tx.GetOrg(store.DefaultOrg)
+		if err != nil {
+			return err
+		}
+		orgs, err := tx.ListOrgs()
+		if err != nil {
+			return err
+		}
+		// By id: acme's CreatedAt (given, in 2024) is before the others'.
+		diff(t, "ListOrgs", []store.Org{*def, acme, empty}, orgs)
 		w, err := tx.GetWorkspace(acme.ID, "priv")
 		if err != nil {
 			return err

@@ -160,6 +160,9 @@ func testConcurrentAllocations(t *testing.T, h harness) {
 	check(h.fresh(t), "after reopening")
 }
 
+// errPoolExhausted is allocateLowest's answer when no address is free.
+var errPoolExhausted = errors.New("pool exhausted")
+
 // allocateLowest takes the lowest free address of nw's first pool, the way
 // ipam.Allocate does.
 func allocateLowest(tx store.Tx, nw *store.Network, holder string) error {
@@ -177,7 +180,7 @@ func allocateLowest(tx store.Tx, nw *store.Network, holder string) error {
 			return tx.CreateAllocation(&store.Allocation{NetworkID: nw.ID, IP: ip, Kind: store.AllocExternal, Holder: holder})
 		}
 		if ip == r.Last {
-			return errors.New("pool exhausted")
+			return errPoolExhausted
 		}
 	}
 }

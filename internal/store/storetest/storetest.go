@@ -49,49 +49,120 @@ import (
 type Open func(t *testing.T) store.Store
 
 // Run runs the whole suite. Subtests get a database each, so they may run
-// in parallel; the two load tests run first, one at a time, so that their
+// in parallel; the load tests run first, one at a time, so that their
 // timings (logged with t.Logf) are not disturbed by the others.
+// MethodCoverage checks that every store method has a case (coverage.go).
 func Run(t *testing.T, open Open) {
-	h := harness{open: open}
-	t.Run("ConcurrentAllocations", func(t *testing.T) { testConcurrentAllocations(t, h) })
-	t.Run("ConcurrentSmallUpdates", func(t *testing.T) { testConcurrentSmallUpdates(t, h) })
-
-	for _, tc := range []struct {
-		name string
-		fn   func(*testing.T, store.Store)
-	}{
-		{"Templates", testTemplates},
-		{"Layers", testLayers},
-		{"Networks", testNetworks},
-		{"Allocations", testAllocations},
-		{"Configs", testConfigs},
-		{"ConfigUpdates", testConfigUpdates},
-		{"ConfigDeleteCascades", testConfigDeleteCascades},
-		{"Ops", testOps},
-		{"RollbackOnError", testRollbackOnError},
-		{"RollbackOnPanic", testRollbackOnPanic},
-		{"ViewIsReadOnly", testViewIsReadOnly},
-		{"ViewSeesCommittedSnapshot", testViewSeesCommittedSnapshot},
-		{"Context", testContext},
-		{"DefaultWorkspace", testDefaultWorkspace},
-		{"OrgsAndWorkspaces", testOrgsAndWorkspaces},
-		{"Users", testUsers},
-		{"GroupsAndAdmins", testGroupsAndAdmins},
-		{"Memberships", testMemberships},
-		{"Tokens", testTokens},
-		{"Shares", testShares},
-		{"Quotas", testQuotas},
-		{"Ownership", testOwnership},
-		{"Visibility", testVisibility},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.fn(t, h.fresh(t))
-		})
+	cases := suiteCases()
+	t.Run("MethodCoverage", func(t *testing.T) { testMethodCoverage(t, cases) })
+	for _, c := range cases {
+		if c.serial {
+			t.Run(c.name, func(t *testing.T) { c.run(t, open) })
+		}
+	}
+	for _, c := range cases {
+		if !c.serial {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				c.run(t, open)
+			})
+		}
 	}
 }
 
-type harness struct{ open Open }
+// suiteCase is one test of the suite and the store methods it tests.
+type suiteCase struct {
+	name string
+	// covers names the methods of store.Store and store.Tx whose contract
+	// the case asserts (not those it merely calls to set up).
+	covers []string
+	// fn runs on a fresh store; load runs with the harness, to open its
+	// store (and reopen it) itself.
+	fn     func(*testing.T, store.Store)
+	load   func(*testing.T, harness)
+	serial bool
+}
+
+func (c suiteCase) run(t *testing.T, open Open) {
+	h := harness{open: open, rec: newRecorder()}
+	if c.load != nil {
+		c.load(t, h)
+	} else {
+		c.fn(t, h.fresh(t))
+	}
+	// Reached only when the case did not stop the test (t.Fatal).
+	h.rec.checkCalled(t, c.covers)
+}
+
+// suiteCases lists the cases of Run.
+func suiteCases() []suiteCase {
+	return []suiteCase{
+		{name: "ConcurrentAllocations", load: testConcurrentAllocations, serial: true,
+			covers: []string{"Update", "View", "Close", "CreateAllocation", "ListAllocations"}},
+		{name: "ConcurrentSmallUpdates", load: testConcurrentSmallUpdates, serial: true,
+			covers: []string{"Update", "CreateOp", "ListOps"}},
+
+		{name: "Templates", fn: testTemplates,
+			covers: []string{"CreateTemplate", "GetTemplate", "GetTemplateByID", "ListTemplates", "DeleteTemplate"}},
+		{name: "Layers", fn: testLayers,
+			covers: []string{"CreateLayer", "GetLayer", "ListLayers", "UpdateLayer", "DeleteLayer", "LayerChildren", "DisksWithTop"}},
+		{name: "Networks", fn: testNetworks,
+			covers: []string{"CreateNetwork", "GetNetwork", "GetNetworkByID", "ListNetworks", "DeleteNetwork"}},
+		{name: "Allocations", fn: testAllocations,
+			covers: []string{"CreateAllocation", "GetAllocation", "ListAllocations", "DeleteAllocation", "NICsWithAllocation"}},
+		{name: "Configs", fn: testConfigs,
+			covers: []string{"CreateConfig", "GetConfig", "GetConfigByID", "ListConfigs"}},
+		{name: "ConfigUpdates", fn: testConfigUpdates,
+			covers: []string{"UpdateConfig", "UpdateVM", "SetDiskTop", "UpdateNIC"}},
+		{name: "ConfigDeleteCascades", fn: testConfigDeleteCascades,
+			covers: []string{"DeleteConfig"}},
+		{name: "Ops", fn: testOps,
+			covers: []string{"CreateOp", "UpdateOp", "DeleteOp", "ListOps"}},
+		{name: "RollbackOnError", fn: testRollbackOnError, covers: []string{"Update"}},
+		{name: "RollbackOnPanic", fn: testRollbackOnPanic, covers: []string{"Update"}},
+		{name: "ViewIsReadOnly", fn: testViewIsReadOnly, covers: []string{"View"}},
+		{name: "ViewSeesCommittedSnapshot", fn: testViewSeesCommittedSnapshot, covers: []string{"Update", "View"}},
+		{name: "Context", fn: testContext, covers: []string{"Update", "View"}},
+
+		{name: "DefaultWorkspace", fn: testDefaultWorkspace, covers: []string{"ListOrgs", "GetWorkspace"}},
+		{name: "OrgsAndWorkspaces", fn: testOrgsAndWorkspaces,
+			covers: []string{"CreateOrg", "GetOrg", "GetOrgByID", "ListOrgs", "DeleteOrg",
+				"CreateWorkspace", "GetWorkspace", "GetWorkspaceByID", "ListWorkspaces", "UpdateWorkspace", "DeleteWorkspace"}},
+		{name: "Users", fn: testUsers,
+			covers: []string{"CreateUser", "GetUser", "GetUserByID", "GetUserByEmail", "ListUsers", "UpdateUser", "DeleteUser"}},
+		{name: "GroupsAndAdmins", fn: testGroupsAndAdmins,
+			covers: []string{"CreateGroup", "GetGroup", "GetGroupByID", "ListGroups", "DeleteGroup", "AddGroupMember",
+				"RemoveGroupMember", "ListGroupMembers", "ListGroupsOfUser", "AddOrgAdmin", "RemoveOrgAdmin", "ListOrgAdmins", "ListOrgsAdministeredBy"}},
+		{name: "Memberships", fn: testMemberships,
+			covers: []string{"PutMembership", "GetMembership", "DeleteMembership", "ListMembershipsOfUser", "ListMembershipsOfWorkspace"}},
+		{name: "Tokens", fn: testTokens,
+			covers: []string{"CreateToken", "GetToken", "ListTokens", "RevokeToken", "TouchToken", "DeleteExpiredTokens"}},
+		{name: "Shares", fn: testShares,
+			covers: []string{"PutShare", "RemoveShare", "ListSharesOf", "ListSharesToUser", "ListSharesToGroup"}},
+		{name: "Quotas", fn: testQuotas,
+			covers: []string{"SetQuota", "GetQuota", "DeleteQuota", "QuotaUse"}},
+		{name: "Ownership", fn: testOwnership, covers: []string{"SetOwnership"}},
+		{name: "Archives", fn: testArchives,
+			covers: []string{"CreateArchive", "GetArchive", "ListArchives", "DeleteArchive"}},
+		{name: "Leases", fn: testLeases,
+			covers: []string{"PutLease", "LeaseOfConfig", "LeaseOfArchive", "ListLeases"}},
+		{name: "Events", load: testEvents,
+			covers: []string{"AddEvent", "ListEvents", "DeleteEventsBefore"}},
+		{name: "EventsFollowed", fn: testEventsFollowed, covers: []string{"Update", "AddEvent", "ListEvents"}},
+		{name: "EventsVisible", fn: testEventsVisible, covers: []string{"ListEventsVisible", "EventVisible"}},
+		{name: "LastFreeAddress", fn: testLastFreeAddress, covers: []string{"Update", "CreateAllocation", "ListAllocations"}},
+		{name: "RefusedWriteKeepsTx", fn: testRefusedWriteKeepsTx, covers: []string{"Update"}},
+
+		{name: "Visibility", fn: testVisibility,
+			covers: []string{"LoadViewer", "LoadViewerIn", "ObjectRef", "LoadAccess", "ObjectVisible",
+				"ListConfigsVisible", "ListTemplatesVisible", "ListNetworksVisible", "ListArchivesVisible"}},
+	}
+}
+
+type harness struct {
+	open Open
+	rec  *recorder // the methods the case calls
+}
 
 // fresh opens the test's store and closes it when the test ends.
 func (h harness) fresh(t *testing.T) store.Store {
@@ -108,7 +179,7 @@ func (h harness) fresh(t *testing.T) store.Store {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	return closingStore{Store: s, close: closeStore}
+	return recordingStore{Store: closingStore{Store: s, close: closeStore}, rec: h.rec}
 }
 
 // closingStore makes Close idempotent for the suite, which closes a store

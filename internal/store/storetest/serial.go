@@ -1,0 +1,153 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+// What the lab relies on of Update beyond commit and rollback: writers that
+// do not interleave, and a transaction that goes on after a refused write.
+
+// testLastFreeAddress: goroutines race for the one free address of a pool,
+// the way ipam allocates (read the held addresses, take the lowest free
+// one, in one Update). Exactly one wins; the others find the pool full
+// (they ran after it, not beside it) rather than failing on the unique
+// index or on a busy database. Then the same race without the read: the
+// unique index lets exactly one through and refuses the others with
+// ErrConflict.
+func testLastFreeAddress(t *testing.T, s store.Store) {
+	const racers, rounds = 8, 5
+	race := func(fn func(tx store.Tx, i int) error) []error {
+		gate := make(chan struct{})
+		results := make(chan error, racers)
+		for i := range racers {
+			go func() {
+				<-gate
+				results <- s.Update(context.Background(), func(tx store.Tx) error { return fn(tx, i) })
+			}()
+		}
+		close(gate)
+		errs := make([]error, racers)
+		for i := range errs {
+			errs[i] = <-results
+		}
+		return errs
+	}
+	for round := range rounds {
+		ip := mustAddr(fmt.Sprintf("10.9.%d.10", round))
+		nw := &store.Network{Name: fmt.Sprintf("tiny-%d", round), Subnet: mustPrefix(fmt.Sprintf("10.9.%d.0/24", round)),
+			Pools: []store.IPRange{{First: ip, Last: ip}}}
+		update(t, s, func(tx store.Tx) error { return tx.CreateNetwork(nw) })
+
+		won, full := 0, 0
+		for _, err := range race(func(tx store.Tx, i int) error { return allocateLowest(tx, nw, fmt.Sprintf("racer %d", i)) }) {
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, errPoolExhausted):
+				full++
+			default:
+				t.Errorf("round %d: allocation of the last free address failed with %v, want success or a full pool", round, err)
+			}
+		}
+		if won != 1 || full != racers-1 {
+			t.Errorf("round %d: %d of %d allocations of the last free address succeeded and %d found the pool full; want 1 and %d",
+				round, won, racers, full, racers-1)
+		}
+
+		blind := mustAddr(fmt.Sprintf("10.9.%d.20", round))
+		won = 0
+		for _, err := range race(func(tx store.Tx, i int) error {
+			return tx.CreateAllocation(&store.Allocation{NetworkID: nw.ID, IP: blind, Kind: store.AllocExternal, Holder: fmt.Sprintf("racer %d", i)})
+		}) {
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, errdefs.ErrConflict):
+			default:
+				t.Errorf("round %d: a racing CreateAllocation of %s failed with %v, want ErrConflict", round, blind, err)
+			}
+		}
+		if won != 1 {
+			t.Errorf("round %d: %d racing CreateAllocation of %s succeeded, want 1", round, won, blind)
+		}
+		view(t, s, func(tx store.Tx) error {
+			as, err := tx.ListAllocations(nw.ID)
+			if err != nil {
+				return err
+			}
+			var got []netip.Addr
+			for _, a := range as {
+				got = append(got, a.IP)
+			}
+			diff(t, fmt.Sprintf("round %d: addresses held", round), []netip.Addr{ip, blind}, got)
+			return nil
+		})
+	}
+}
+
+// testRefusedWriteKeepsTx: a write the store refuses (a taken address or
+// name, a missing parent, a record still in use, an invalid lease) fails
+// alone; the transaction goes on and commits what fn did after it. The
+// ipam allocator relies on it: a refused address is retried in the same
+// transaction.
+func testRefusedWriteKeepsTx(t *testing.T, s store.Store) {
+	lan := createNetwork(t, s, "lan", "10.0.0.0/24")
+	held := store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal}
+	update(t, s, func(tx store.Tx) error { return tx.CreateAllocation(&held) })
+
+	var next store.Allocation
+	update(t, s, func(tx store.Tx) error {
+		err := tx.CreateAllocation(&store.Allocation{NetworkID: lan.ID, IP: held.IP, Kind: store.AllocInternal})
+		wantKind(t, "CreateAllocation of a held address", err, errdefs.ErrConflict, "10.0.0.10")
+		err = tx.CreateNetwork(&store.Network{Name: "lan"})
+		wantKind(t, "CreateNetwork with a taken name", err, errdefs.ErrConflict, "lan")
+		err = tx.CreateLayer(&store.Layer{Path: "layers/orphan.qcow2", ParentID: 987654})
+		wantKind(t, "CreateLayer with a missing parent", err, errdefs.ErrConflict)
+		err = tx.DeleteNetwork(lan.ID)
+		wantKind(t, "DeleteNetwork with held addresses", err, errdefs.ErrConflict, "lan")
+		err = tx.PutLease(&store.Lease{})
+		wantKind(t, "PutLease of nothing", err, errdefs.ErrInvalid)
+		_, err = tx.GetTemplate("nope")
+		wantKind(t, "GetTemplate of a missing name", err, errdefs.ErrNotFound, "nope")
+
+		// The retry of the allocator, and more writes after it.
+		next = store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.11"), Kind: store.AllocInternal}
+		if err := tx.CreateAllocation(&next); err != nil {
+			return fmt.Errorf("CreateAllocation after refused writes: %w", err)
+		}
+		if err := tx.CreateNetwork(&store.Network{Name: "after"}); err != nil {
+			return fmt.Errorf("CreateNetwork after refused writes: %w", err)
+		}
+		return tx.AddEvent(&store.Event{Actor: "test", Action: "create", Object: "network", Subject: "after", Result: "ok"})
+	})
+	view(t, s, func(tx store.Tx) error {
+		as, err := tx.ListAllocations(lan.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "allocations committed after refused writes", []store.Allocation{held, next}, as)
+		if _, err := tx.GetNetwork("after"); err != nil {
+			t.Errorf("network created after refused writes: %v", err)
+		}
+		ls, err := tx.ListLayers()
+		if err != nil {
+			return err
+		}
+		diff(t, "layers left by a refused CreateLayer", []store.Layer(nil), ls)
+		es, err := tx.ListEvents(0, 0)
+		if err != nil {
+			return err
+		}
+		if len(es) != 1 {
+			t.Errorf("events after refused writes: %+v, want the one added", es)
+		}
+		return nil
+	})
+}
