@@ -26,8 +26,10 @@ const RingSize = 64 << 10
 
 // DefaultQueueBytes bounds the output waiting for one viewer. A viewer
 // that falls further behind is dropped (ErrTooSlow) rather than holding
-// the others back or the daemon's memory.
-const DefaultQueueBytes = 1 << 20
+// the others back or the daemon's memory. A serial port under TCG prints
+// about 50 KB/s, so this is seconds of output: a viewer that far behind
+// is gone or stuck, and reconnecting replays the screen anyway.
+const DefaultQueueBytes = 256 << 10
 
 // inputTimeout bounds one write to the console socket: a guest that reads
 // nothing from its serial port (stopped CPUs, no driver) fills the socket,

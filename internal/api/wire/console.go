@@ -22,7 +22,7 @@ import "time"
 //     the number of viewers changes.
 //   - the first viewer, or whoever sends "take", holds the keyboard; the
 //     CLI's `vm console` (GET .../console) always takes it when it attaches.
-//   - the server pings every 20 s; a viewer that falls 1 MiB behind the
+//   - the server pings every 20 s; a viewer that falls 256 KiB behind the
 //     output is closed with code 1008 and the reason; when the VM stops the
 //     server closes with 1000 and "the VM's console closed (the VM
 //     stopped)"; when the daemon shuts down, 1001.
