@@ -7,10 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"stagehand/internal/client"
 )
 
 // detachKey (Ctrl-]) ends an interactive console session, as in telnet.
@@ -26,10 +29,16 @@ const (
 )
 
 func (a *app) vmConsoleCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "console CONFIG VM",
+	var replay bool
+	cmd := &cobra.Command{
+		Use:   "console CONFIG VM [--replay]",
 		Short: "Attach to a running VM's serial console (Ctrl-] detaches)",
 		Long: `Attach to the serial console of a running VM.
+
+Any number of sessions (and web console viewers) share a console; this one
+takes the keyboard when it attaches, and the others watch until they take
+it back. --replay starts with the console's last output (up to 64 KiB), so
+the screen shows as it is.
 
 In a terminal, the terminal goes into raw mode so that every key, Ctrl-C
 included, reaches the VM; Ctrl-] detaches and restores the terminal.
@@ -42,7 +51,11 @@ been quiet for a second (10 seconds at most) and exits, so scripts can run
 		Args: exactArgs("CONFIG", "VM"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			conn, err := a.client.VMConsole(ctx, args[0], args[1])
+			var opts []client.ConsoleOption
+			if replay {
+				opts = append(opts, client.ConsoleReplay())
+			}
+			conn, err := a.client.VMConsole(ctx, args[0], args[1], opts...)
 			if err != nil {
 				return err
 			}
@@ -54,6 +67,104 @@ been quiet for a second (10 seconds at most) and exits, so scripts can run
 			return nil
 		}),
 	}
+	cmd.Flags().BoolVar(&replay, "replay", false, "start with the console's last output")
+	return cmd
+}
+
+// vmScreenshotCommand is `vm screenshot CONFIG VM FILE`: the VM's screen
+// as a PNG, written to a new FILE ("-": stdout).
+func (a *app) vmScreenshotCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "screenshot CONFIG VM FILE",
+		Short: "Save a running VM's screen as a PNG (FILE - for stdout)",
+		Long: `Save a PNG of a running VM's screen (its VGA display, what the web
+console's VNC viewer shows). The daemon takes at most one screendump per VM
+every 2 seconds and serves the last one meanwhile. FILE must not exist.`,
+		Args: exactArgs("CONFIG", "VM", "FILE"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			png, _, err := a.client.VMScreen(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			if args[2] == "-" {
+				_, err = a.stdout.Write(png)
+				return err
+			}
+			f, err := os.OpenFile(args[2], os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+			if err != nil {
+				return usagef("screenshot: %v", err)
+			}
+			if _, err := f.Write(png); err != nil {
+				f.Close()
+				os.Remove(args[2])
+				return fmt.Errorf("screenshot %s: %w", args[2], err)
+			}
+			if err := f.Close(); err != nil {
+				return fmt.Errorf("screenshot %s: %w", args[2], err)
+			}
+			return a.done(fmt.Sprintf("Screen of %s/%s saved to %s (%d bytes).", args[0], args[1], args[2], len(png)))
+		}),
+	}
+}
+
+// vmConsoleLinkCommand is `vm console-link create|list|revoke`.
+func (a *app) vmConsoleLinkCommand() *cobra.Command {
+	var expiresIn string
+	create := &cobra.Command{
+		Use:   "create CONFIG VM [--expires-in 1h]",
+		Short: "Make a link that opens this VM's consoles, and nothing else, for a while",
+		Long: `Make a time-limited, revocable link to the consoles (serial, screen,
+VNC) of one VM: whoever has it can use them, with your rights, and nothing
+else. It expires after --expires-in (default 1h, at most 30d); revoke it
+sooner with "vm console-link revoke ID". The link is printed once.`,
+		Args: exactArgs("CONFIG", "VM"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			l, err := a.client.CreateConsoleLink(cmd.Context(), args[0], args[1], expiresIn)
+			if err != nil {
+				return err
+			}
+			l.URL = strings.TrimSuffix(a.server, "/") + l.URL
+			return a.print(l, func(w io.Writer) {
+				row(w, "URL:", l.URL)
+				row(w, "ID:", l.ID)
+				row(w, "VM:", l.Config+"/"+l.VM)
+				row(w, "Expires:", when(l.ExpiresAt))
+				fmt.Fprintln(w, "The link is not shown again; revoke it with: stagehand vm console-link revoke "+l.ID)
+			})
+		}),
+	}
+	create.Flags().StringVar(&expiresIn, "expires-in", "", "how long the link works (30m, 8h, 7d; default 1h)")
+	return a.group("console-link", "Make, list and revoke links to one VM's consoles",
+		create,
+		&cobra.Command{
+			Use:   "list",
+			Short: "List your console links (everyone's for a system administrator)",
+			Args:  exactArgs(),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				ls, err := a.client.ListConsoleLinks(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.print(ls, func(w io.Writer) {
+					row(w, "ID", "VM", "USER", "STATE", "EXPIRES")
+					for _, l := range ls {
+						row(w, l.ID, l.Config+"/"+l.VM, l.User, l.State, when(l.ExpiresAt))
+					}
+				})
+			}),
+		},
+		&cobra.Command{
+			Use:   "revoke ID",
+			Short: "Revoke a console link: it stops working at once",
+			Args:  exactArgs("ID"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				if err := a.client.RevokeConsoleLink(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				return a.done(fmt.Sprintf("Console link %s revoked.", args[0]))
+			}),
+		},
+	)
 }
 
 // interactiveConsole joins the terminal to the console in raw mode until

@@ -15,6 +15,8 @@ func (a *app) vmCommand() *cobra.Command {
 		a.vmActionCommand(wire.VMStart, "Start a stopped VM"),
 		a.vmActionCommand(wire.VMReset, "Reset a running VM, as the reset button does"),
 		a.vmConsoleCommand(),
+		a.vmScreenshotCommand(),
+		a.vmConsoleLinkCommand(),
 		a.vmLogCommand(),
 	)
 }
