@@ -589,3 +589,69 @@ func testEventsVisible(t *testing.T, s store.Store) {
 		"sam, no actor": {1, 2, 3, 4, 5, 6, 7, 12},
 	})
 }
+
+// testLibrary: library entries are configurations of Kind KindLibrary, in
+// the same table and name space; "" is stored as KindConfig, and the kind
+// never changes.
+func testLibrary(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	f := newConfigFixture(t, s)
+	plain := store.Config{Name: "web", State: store.StateUndeployed}
+	entry := f.webConfig()
+	entry.Name, entry.Kind, entry.Description = "web-v1", store.KindLibrary, "checked in from web"
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateConfig(&plain); err != nil {
+			return err
+		}
+		return tx.CreateConfig(&entry)
+	})
+	if plain.Kind != store.KindConfig {
+		t.Errorf("CreateConfig of kind \"\": Kind %q, want %q", plain.Kind, store.KindConfig)
+	}
+	entry = sorted(entry)
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetConfig("web")
+		if err != nil {
+			return err
+		}
+		diff(t, "GetConfig of a configuration made with kind \"\"", &plain, got)
+		got, err = tx.GetConfigByID(entry.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetConfigByID of a library entry", &entry, got)
+		all, err := tx.ListConfigs()
+		if err != nil {
+			return err
+		}
+		diff(t, "ListConfigs: configurations and library entries, by id", []store.Config{plain, entry}, all)
+		return nil
+	})
+	err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateConfig(&store.Config{Name: "web-v1", State: store.StateUndeployed})
+	})
+	wantKind(t, "CreateConfig with a library entry's name", err, errdefs.ErrConflict, "web-v1")
+
+	update(t, s, func(tx store.Tx) error {
+		c := plain
+		c.Kind, c.Description = store.KindLibrary, "still a configuration"
+		if err := tx.UpdateConfig(&c); err != nil {
+			return err
+		}
+		e := entry
+		e.Kind, e.Description = store.KindConfig, "still a library entry"
+		return tx.UpdateConfig(&e)
+	})
+	view(t, s, func(tx store.Tx) error {
+		for name, want := range map[string]string{"web": store.KindConfig, "web-v1": store.KindLibrary} {
+			got, err := tx.GetConfig(name)
+			if err != nil {
+				return err
+			}
+			if got.Kind != want {
+				t.Errorf("%s: Kind %q after UpdateConfig, want %q (the kind never changes)", name, got.Kind, want)
+			}
+		}
+		return nil
+	})
+}

@@ -20,7 +20,19 @@
 //   - a share or quota goes with the object, user or workspace it names; a
 //     token goes with its user and with the workspace it is restricted to;
 //   - every visibility rule of store.Directory holds for every kind of
-//     object, in the lists and in ObjectVisible alike.
+//     object, in the lists and in ObjectVisible alike, and for events in
+//     ListEventsVisible and EventVisible;
+//   - times read back are in UTC, zero ones zero;
+//   - event ids are never reused (not after the log was pruned to nothing,
+//     nor after a reopen) and increase in commit order, so that a reader
+//     paging after the last id it saw misses nothing;
+//   - a write the store refuses inside Update (ErrConflict, ErrInvalid)
+//     fails alone: fn may go on, and what it writes next is committed;
+//   - writers are serialised: of goroutines racing to allocate the last
+//     free address (read, then write), one wins and the others see it.
+//
+// MethodCoverage fails when a method of store.Store or store.Tx has no
+// case (see coverage.go).
 package storetest
 
 import (
@@ -28,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -142,6 +155,8 @@ func suiteCases() []suiteCase {
 		{name: "Quotas", fn: testQuotas,
 			covers: []string{"SetQuota", "GetQuota", "DeleteQuota", "QuotaUse"}},
 		{name: "Ownership", fn: testOwnership, covers: []string{"SetOwnership"}},
+		{name: "Library", fn: testLibrary,
+			covers: []string{"CreateConfig", "GetConfig", "GetConfigByID", "ListConfigs", "UpdateConfig"}},
 		{name: "Archives", fn: testArchives,
 			covers: []string{"CreateArchive", "GetArchive", "ListArchives", "DeleteArchive"}},
 		{name: "Leases", fn: testLeases,
@@ -230,10 +245,42 @@ var cmpOpts = cmp.Options{
 	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
 }
 
+// diff compares what the store returned (got) with want, and checks that
+// every time in got is in UTC.
 func diff(t *testing.T, what string, want, got any) {
 	t.Helper()
 	if d := cmp.Diff(want, got, cmpOpts); d != "" {
 		t.Errorf("%s mismatch (-want +got):\n%s", what, d)
+	}
+	checkUTC(t, what, reflect.ValueOf(got), "")
+}
+
+// checkUTC fails for each time in v (a record, a pointer to one, or a list
+// of them) that is not in UTC: the store gives times back in UTC, whatever
+// zone they were written in, so that the API and the logs show one zone.
+func checkUTC(t *testing.T, what string, v reflect.Value, path string) {
+	t.Helper()
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			checkUTC(t, what, v.Elem(), path)
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			checkUTC(t, what, v.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.Struct:
+		if tm, ok := v.Interface().(time.Time); ok {
+			if tm.Location() != time.UTC {
+				t.Errorf("%s: %s = %v is not in UTC", what, path, tm)
+			}
+			return
+		}
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				checkUTC(t, what, v.Field(i), path+"."+v.Type().Field(i).Name)
+			}
+		}
 	}
 }
 
@@ -1135,7 +1182,8 @@ func testOps(t *testing.T, s store.Store) {
 	wantKind(t, "UpdateOp of a missing id", err, errdefs.ErrNotFound)
 }
 
-// writeSome writes one record of several kinds inside tx.
+// writeSome writes one record of several kinds inside tx: a network, a
+// template, an operation, an archive with its lease, and an event.
 func writeSome(tx store.Tx, name string) error {
 	if err := tx.CreateNetwork(&store.Network{Name: name, Subnet: mustPrefix("10.7.0.0/24")}); err != nil {
 		return err
@@ -1143,7 +1191,17 @@ func writeSome(tx store.Tx, name string) error {
 	if err := tx.CreateTemplate(&store.Template{Name: name, CPUs: 1, MemoryMiB: 64}); err != nil {
 		return err
 	}
-	return tx.CreateOp(&store.Op{Kind: "test", Subject: name})
+	if err := tx.CreateOp(&store.Op{Kind: "test", Subject: name}); err != nil {
+		return err
+	}
+	a := store.Archive{Name: name, Dir: "archives/" + name, Manifest: []byte("{}")}
+	if err := tx.CreateArchive(&a); err != nil {
+		return err
+	}
+	if err := tx.PutLease(&store.Lease{ArchiveID: a.ID, StorageExpires: someTime}); err != nil {
+		return err
+	}
+	return tx.AddEvent(&store.Event{Actor: "test", Action: "create", Object: "archive", Subject: name, Result: "ok"})
 }
 
 // wantNothing fails unless nothing named name was written.
@@ -1154,6 +1212,8 @@ func wantNothing(t *testing.T, s store.Store, name string) {
 		wantKind(t, "network written by a rolled back transaction", err, errdefs.ErrNotFound)
 		_, err = tx.GetTemplate(name)
 		wantKind(t, "template written by a rolled back transaction", err, errdefs.ErrNotFound)
+		_, err = tx.GetArchive(name)
+		wantKind(t, "archive written by a rolled back transaction", err, errdefs.ErrNotFound)
 		ops, err := tx.ListOps()
 		if err != nil {
 			return err
@@ -1161,6 +1221,29 @@ func wantNothing(t *testing.T, s store.Store, name string) {
 		for _, o := range ops {
 			if o.Subject == name {
 				t.Errorf("operation written by a rolled back transaction: %+v", o)
+			}
+		}
+		es, err := tx.ListEvents(0, 0)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			if e.Subject == name {
+				t.Errorf("event written by a rolled back transaction: %+v", e)
+			}
+		}
+		// A lease of an archive that is not there was written with it.
+		ls, err := tx.ListLeases()
+		if err != nil {
+			return err
+		}
+		as, err := tx.ListArchives()
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			if l.ArchiveID != 0 && !slices.ContainsFunc(as, func(a store.Archive) bool { return a.ID == l.ArchiveID }) {
+				t.Errorf("lease written by a rolled back transaction: %+v", l)
 			}
 		}
 		return nil
