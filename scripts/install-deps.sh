@@ -12,6 +12,10 @@ want=(
   busybox-static:/bin/busybox
   cpio:cpio
   curl:curl
+  # The web console's tests drive Debian's Chromium headless (chromedp talks
+  # to it over a pipe: no chromedriver); a font so pages render text.
+  chromium:/usr/bin/chromium
+  fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 )
 missing=()
 for pair in "${want[@]}"; do
