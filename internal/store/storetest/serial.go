@@ -14,6 +14,25 @@ import (
 // What the lab relies on of Update beyond commit and rollback: writers that
 // do not interleave, and a transaction that goes on after a refused write.
 
+// raceUpdates starts n Updates at once, the i-th running fn(tx, i), and
+// returns their errors.
+func raceUpdates(s store.Store, n int, fn func(tx store.Tx, i int) error) []error {
+	gate := make(chan struct{})
+	results := make(chan error, n)
+	for i := range n {
+		go func() {
+			<-gate
+			results <- s.Update(context.Background(), func(tx store.Tx) error { return fn(tx, i) })
+		}()
+	}
+	close(gate)
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = <-results
+	}
+	return errs
+}
+
 // testLastFreeAddress: goroutines race for the one free address of a pool,
 // the way ipam allocates (read the held addresses, take the lowest free
 // one, in one Update). Exactly one wins; the others find the pool full
@@ -23,22 +42,7 @@ import (
 // ErrConflict.
 func testLastFreeAddress(t *testing.T, s store.Store) {
 	const racers, rounds = 8, 5
-	race := func(fn func(tx store.Tx, i int) error) []error {
-		gate := make(chan struct{})
-		results := make(chan error, racers)
-		for i := range racers {
-			go func() {
-				<-gate
-				results <- s.Update(context.Background(), func(tx store.Tx) error { return fn(tx, i) })
-			}()
-		}
-		close(gate)
-		errs := make([]error, racers)
-		for i := range errs {
-			errs[i] = <-results
-		}
-		return errs
-	}
+	race := func(fn func(tx store.Tx, i int) error) []error { return raceUpdates(s, racers, fn) }
 	for round := range rounds {
 		ip := mustAddr(fmt.Sprintf("10.9.%d.10", round))
 		nw := &store.Network{Name: fmt.Sprintf("tiny-%d", round), Subnet: mustPrefix(fmt.Sprintf("10.9.%d.0/24", round)),
@@ -150,4 +154,55 @@ func testRefusedWriteKeepsTx(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+}
+
+// errOverQuota is testQuotaRace's refusal.
+var errOverQuota = errors.New("over quota")
+
+// testQuotaRace: goroutines race to create a configuration each while the
+// owner's stored VMs are under a limit, reading QuotaUse and then writing,
+// the way the lab enforces quotas. No unique index stands between them, so
+// only serialised writers keep the count at the limit (a snapshot that
+// does not see the others' writes lets them all through).
+func testQuotaRace(t *testing.T, s store.Store) {
+	const racers, limit, rounds = 8, 3, 3
+	for round := range rounds {
+		var owner *store.User
+		update(t, s, func(tx store.Tx) error {
+			owner = mustUser(t, tx, fmt.Sprintf("owner-%d", round))
+			return nil
+		})
+		created, refused := 0, 0
+		for _, err := range raceUpdates(s, racers, func(tx store.Tx, i int) error {
+			use, err := tx.QuotaUse(store.QuotaScopeUser, owner.ID)
+			if err != nil {
+				return err
+			}
+			if use.StoredVMs+1 > limit {
+				return errOverQuota
+			}
+			return tx.CreateConfig(&store.Config{Name: fmt.Sprintf("c-%d-%d", round, i), State: store.StateUndeployed, OwnerID: owner.ID,
+				VMs: []store.VM{{Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed}}})
+		}) {
+			switch {
+			case err == nil:
+				created++
+			case errors.Is(err, errOverQuota):
+				refused++
+			default:
+				t.Errorf("round %d: a create under quota failed with %v, want success or the quota's refusal", round, err)
+			}
+		}
+		view(t, s, func(tx store.Tx) error {
+			use, err := tx.QuotaUse(store.QuotaScopeUser, owner.ID)
+			if err != nil {
+				return err
+			}
+			if created != limit || refused != racers-limit || use.StoredVMs != limit {
+				t.Errorf("round %d: %d racing creates under a limit of %d stored VMs succeeded, %d were refused, %d VMs stored; want %d, %d, %d",
+					round, created, limit, refused, use.StoredVMs, limit, racers-limit, limit)
+			}
+			return nil
+		})
+	}
 }

@@ -166,6 +166,7 @@ func suiteCases() []suiteCase {
 		{name: "EventsFollowed", fn: testEventsFollowed, covers: []string{"Update", "AddEvent", "ListEvents"}},
 		{name: "EventsVisible", fn: testEventsVisible, covers: []string{"ListEventsVisible", "EventVisible"}},
 		{name: "LastFreeAddress", fn: testLastFreeAddress, covers: []string{"Update", "CreateAllocation", "ListAllocations"}},
+		{name: "QuotaRace", fn: testQuotaRace, covers: []string{"Update", "QuotaUse"}},
 		{name: "RefusedWriteKeepsTx", fn: testRefusedWriteKeepsTx, covers: []string{"Update"}},
 
 		{name: "Visibility", fn: testVisibility,
@@ -623,9 +624,13 @@ func testAllocations(t *testing.T, s store.Store) {
 	a1 := store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal}
 	a2 := store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.11"), Kind: store.AllocExternal, Holder: "fence of web", CreatedAt: someTime}
 	a3 := store.Allocation{NetworkID: other.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal}
+	// Below a1's address but made after it: lists are by id, not address.
+	low := store.Allocation{NetworkID: other.ID, IP: mustAddr("10.0.0.2"), Kind: store.AllocExternal, Holder: "fence of db"}
+	v6 := createNetwork(t, s, "v6", "fd00:1::/120")
+	a6 := store.Allocation{NetworkID: v6.ID, IP: mustAddr("fd00:1::10"), Kind: store.AllocInternal}
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
-		for _, a := range []*store.Allocation{&a1, &a2, &a3} {
+		for _, a := range []*store.Allocation{&a1, &a2, &a3, &low, &a6} {
 			if err := tx.CreateAllocation(a); err != nil {
 				return err
 			}
@@ -649,7 +654,12 @@ func testAllocations(t *testing.T, s store.Store) {
 		if err != nil {
 			return err
 		}
-		diff(t, "ListAllocations(other): same address on another network", []store.Allocation{a3}, as)
+		diff(t, "ListAllocations(other): same address on another network, by id", []store.Allocation{a3, low}, as)
+		got, err = tx.GetAllocation(a6.ID)
+		if err != nil {
+			return err
+		}
+		diff(t, "GetAllocation (IPv6)", &a6, got)
 		as, err = tx.ListAllocations(987654)
 		if err != nil {
 			return err
