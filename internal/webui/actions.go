@@ -2,6 +2,8 @@ package webui
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
 	"strings"
 
 	"stagehand/internal/auth"
@@ -28,7 +30,24 @@ type Action struct {
 	// Then is where the browser goes on success, {field} placeholders
 	// filled; "" reloads the page.
 	Then string
+	// Key tells apart the dialogs of one action offered on several
+	// objects of a page (a cancel per job): its dialog's id.
+	Key string
+	// Upload sends files rather than JSON: UploadMultipart (each file a
+	// part named by its field's Part), UploadRaw (the one file is the
+	// body). The other fields go in the query; app.js sends each file's
+	// SHA-256 (wire.HeaderContentSHA256) and shows the upload's progress.
+	Upload string
+	// Show names a field of the API's answer the dialog shows once
+	// instead of going on (a new token's secret).
+	Show string
 }
+
+// Upload modes of an action (Action.Upload).
+const (
+	UploadMultipart = "multipart"
+	UploadRaw       = "raw"
+)
 
 // Field kinds.
 const (
@@ -40,6 +59,15 @@ const (
 	// FieldConfirm must be typed equal to Value before the action is
 	// sent (the name of what a delete destroys); it is not sent.
 	FieldConfirm = "confirm"
+	// FieldNumber is sent as a JSON number.
+	FieldNumber = "number"
+	// FieldPassword is a text typed unseen; it never appears in the CLI
+	// line.
+	FieldPassword = "password"
+	// FieldFile picks files on the user's machine for an upload (Part
+	// names their multipart part; Multiple allows several, sent in the
+	// order picked).
+	FieldFile = "file"
 )
 
 // Field is one input of an action's dialog.
@@ -63,11 +91,28 @@ type Field struct {
 	// CLI line) only while that one is checked (a fence policy only with
 	// a fenced deploy).
 	Requires string
+	// Part is a file field's multipart part (wire.PartDisk, …).
+	Part     string
+	Multiple bool
 }
 
 // DialogID is the id of the action's dialog element.
 func (a Action) DialogID() string {
-	return "dlg-" + strings.NewReplacer(".", "-", "/", "-").Replace(a.Name)
+	id := "dlg-" + strings.NewReplacer(".", "-", "/", "-").Replace(a.Name)
+	if a.Key != "" {
+		// Keys are object names: any character, so the id takes a hash
+		// of the key, kept readable by the key's safe characters.
+		h := fnv.New32a()
+		h.Write([]byte(a.Key))
+		safe := strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+				return r
+			}
+			return '_'
+		}, a.Key)
+		id += fmt.Sprintf("--%s-%08x", safe, h.Sum32())
+	}
+	return id
 }
 
 // offers builds the actions a page shows: each one only if the caller may

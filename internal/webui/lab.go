@@ -7,6 +7,7 @@ import (
 
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/events"
@@ -22,7 +23,13 @@ type Lab struct {
 	Library   Library
 	Templates Templates
 	Networks  Networks
-	Access    Access
+	Archives  Archives
+	Cleanup   Cleanup
+	Jobs      Jobs
+	// Events is the event log as the caller of ctx may read it (the
+	// activity page).
+	Events EventLog
+	Access Access
 	// Store gives the names of the user's workspaces (the switcher) and
 	// the event log (an object's history).
 	Store store.Store
@@ -38,16 +45,46 @@ type Configs interface {
 // Templates is what the pages read of templates (lab.Templates).
 type Templates interface {
 	List(ctx context.Context) ([]lab.TemplateView, error)
+	Get(ctx context.Context, name string) (*lab.TemplateView, error)
 }
 
-// Networks is what the pages read of networks (lab.Networks).
+// Networks is what the pages read of networks (lab.Networks): a network's
+// usage names only the configurations the caller may see.
 type Networks interface {
 	List(ctx context.Context) ([]lab.NetworkView, error)
+	Get(ctx context.Context, name string) (*lab.NetworkView, error)
 }
 
 // Library is what the pages read of the library (lab.Library).
 type Library interface {
 	List(ctx context.Context) ([]lab.ConfigView, error)
+	Get(ctx context.Context, name string) (*lab.ConfigView, error)
+}
+
+// Archives is what the pages read of archives (lab.Archives).
+type Archives interface {
+	List(ctx context.Context) ([]lab.ArchiveView, error)
+	Get(ctx context.Context, name string) (*lab.ArchiveView, error)
+}
+
+// Cleanup is the cleanup view (lab.Leases): what the caller may see that
+// expired or is idle, and what deleting it frees. The pages only read it
+// (no Apply); applying is the API's POST /cleanup.
+type Cleanup interface {
+	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
+}
+
+// Jobs is what the pages read of the background operations
+// (jobs.Manager); each is shown only when access allows job.read on it.
+type Jobs interface {
+	List() []jobs.Job
+	Get(id string) (jobs.Job, error)
+}
+
+// EventLog is the event log as the caller of ctx reads it
+// (events.Reader): the events they may see after id after.
+type EventLog interface {
+	List(ctx context.Context, after int64, limit int) ([]events.View, error)
 }
 
 // Access decides, for the caller of ctx, what a page shows and offers
@@ -59,7 +96,14 @@ type Access interface {
 
 // LabOf returns the parts of svc the console reads.
 func LabOf(svc *lab.Service) Lab {
-	l := Lab{Configs: svc.Configs, Library: svc.Library, Templates: svc.Templates, Networks: svc.Networks, Store: svc.Store()}
+	l := Lab{Configs: svc.Configs, Library: svc.Library, Templates: svc.Templates, Networks: svc.Networks,
+		Archives: svc.Archives, Cleanup: svc.Leases, Store: svc.Store()}
+	if j := svc.Jobs(); j != nil {
+		l.Jobs = j
+	}
+	if svc.EventReader != nil {
+		l.Events = svc.EventReader
+	}
 	if svc.Access != nil { // a nil *Checker must stay a nil Access
 		l.Access = svc.Access
 	}

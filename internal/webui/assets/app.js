@@ -53,11 +53,17 @@
 
   // ---- action dialogs ----------------------------------------------------
 
-  function fieldsOf(form) { return $$("[data-field]", form); }
+  // fieldsOf returns the inputs of an action's form (not the box that
+  // shows an answer).
+  function fieldsOf(form) { return $$("[data-field]", form).filter((el) => !el.hasAttribute("data-result")); }
 
   function fieldValue(el) {
     if (el.dataset.kind === "bool") return el.checked;
-    return el.value.trim();
+    if (el.dataset.kind === "file") return Array.from(el.files || []).map((f) => f.name).join(" ");
+    if (el.dataset.kind === "password") return el.value;
+    const v = el.value.trim();
+    if (el.dataset.kind === "number" && v !== "") return Number(v);
+    return v;
   }
 
   // active reports whether a field counts: one that requires a bool field
@@ -89,6 +95,10 @@
       if (el.dataset.kind === "bool") {
         if (el.checked && flag) line += " " + flag;
         else if (!el.checked && el.dataset.flagOff) line += " " + el.dataset.flagOff;
+      } else if (el.dataset.kind === "file") {
+        Array.from(el.files || []).forEach((f) => { line += " " + (flag ? flag + " " : "") + quote(f.name); });
+      } else if (el.dataset.kind === "password") {
+        // never shown
       } else if (flag && fieldValue(el) !== "") {
         line += " " + flag + " " + quote(fieldValue(el));
       }
@@ -106,19 +116,25 @@
     const body = {};
     for (const el of fieldsOf(form)) {
       if (!active(form, el)) continue;
+      if (el.dataset.kind === "file") {
+        if (el.required && !(el.files && el.files.length)) throw new Error(labelOf(el) + " is required");
+        continue; // sent as the upload's body
+      }
       const v = fieldValue(el);
       if (el.dataset.kind === "confirm") {
         if (v !== el.dataset.confirmValue) throw new Error(`type "${el.dataset.confirmValue}" to confirm`);
         continue;
       }
-      if (el.required && v === "") {
-        const label = el.closest("label");
-        throw new Error((label ? label.firstChild.textContent.trim() : el.dataset.field) + " is required");
-      }
+      if (el.required && v === "") throw new Error(labelOf(el) + " is required");
       if (v === "" && el.type !== "hidden") continue; // the API's default
       setPath(body, el.dataset.field, v);
     }
     return body;
+  }
+
+  function labelOf(el) {
+    const label = el.closest("label");
+    return label ? label.firstChild.textContent.trim() : el.dataset.field;
   }
 
   function thenURL(form, body) {
@@ -169,9 +185,15 @@
     buttons.forEach((b) => { b.disabled = true; });
     try {
       const method = form.dataset.apiMethod;
-      const res = await api(method, form.dataset.apiPath, method === "DELETE" ? undefined : body);
+      const res = form.dataset.upload
+        ? await upload(form, body)
+        : await api(method, form.dataset.apiPath, method === "DELETE" ? undefined : body);
       if (res.status === 202 && res.data && res.data.id && res.data.state) {
         await followJob(form, res.data);
+      }
+      if (form.dataset.show && res.data && res.data[form.dataset.show]) {
+        showOnce(form, res.data[form.dataset.show]);
+        return;
       }
       const to = thenURL(form, body);
       if (to) location.assign(to); else location.reload();
@@ -180,6 +202,195 @@
       buttons.forEach((b) => { b.disabled = false; });
     }
   }
+
+  // showOnce shows an answer given once (a token's secret) in place of
+  // the dialog's fields; closing the dialog then reloads the page.
+  function showOnce(form, value) {
+    const box = $("[data-result-box]", form);
+    const out = $("[data-result]", form);
+    out.value = value;
+    box.hidden = false;
+    $$("label, .cli, [data-progress-box]", form).forEach((el) => { if (!box.contains(el)) el.hidden = true; });
+    const submit = $("button[type=submit]", form);
+    submit.hidden = true;
+    const cancel = $('[data-action="dialog.cancel"]', form);
+    cancel.disabled = false;
+    cancel.textContent = "Done";
+    form.closest("dialog").dataset.reloadOnClose = "1";
+    out.focus();
+    out.select();
+  }
+
+  // ---- uploads --------------------------------------------------------------
+
+  // sha256 returns a file's SHA-256 in hex, which the API checks
+  // (X-Content-SHA256). crypto.subtle digests a whole buffer at once, so
+  // a file too large to hold in memory is hashed in slices by sha256js.
+  const wholeFileLimit = 256 * 1024 * 1024;
+  async function sha256(file, onProgress) {
+    if (window.crypto && crypto.subtle && file.size <= wholeFileLimit) {
+      const d = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+      onProgress(file.size);
+      return hex(new Uint8Array(d));
+    }
+    const h = sha256js();
+    const slice = 8 * 1024 * 1024;
+    for (let off = 0; off < file.size; off += slice) {
+      h.update(new Uint8Array(await file.slice(off, off + slice).arrayBuffer()));
+      onProgress(Math.min(off + slice, file.size));
+    }
+    return hex(h.digest());
+  }
+
+  function hex(bytes) { return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(""); }
+
+  // sha256js is an incremental SHA-256 (FIPS 180-4).
+  function sha256js() {
+    const K = new Uint32Array([
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]);
+    const H = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+    const W = new Uint32Array(64);
+    const block = new Uint8Array(64);
+    let fill = 0, length = 0;
+    const rotr = (x, n) => (x >>> n) | (x << (32 - n));
+    function compress(b) {
+      for (let i = 0; i < 16; i++) W[i] = (b[4 * i] << 24) | (b[4 * i + 1] << 16) | (b[4 * i + 2] << 8) | b[4 * i + 3];
+      for (let i = 16; i < 64; i++) {
+        const s0 = rotr(W[i - 15], 7) ^ rotr(W[i - 15], 18) ^ (W[i - 15] >>> 3);
+        const s1 = rotr(W[i - 2], 17) ^ rotr(W[i - 2], 19) ^ (W[i - 2] >>> 10);
+        W[i] = (W[i - 16] + s0 + W[i - 7] + s1) | 0;
+      }
+      let [a, b2, c, d, e, f, g, h] = H;
+      for (let i = 0; i < 64; i++) {
+        const t1 = (h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + W[i]) | 0;
+        const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b2) ^ (a & c) ^ (b2 & c))) | 0;
+        h = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b2; b2 = a; a = (t1 + t2) | 0;
+      }
+      H[0] += a; H[1] += b2; H[2] += c; H[3] += d; H[4] += e; H[5] += f; H[6] += g; H[7] += h;
+    }
+    return {
+      update(data) {
+        length += data.length;
+        let i = 0;
+        if (fill > 0) {
+          const n = Math.min(64 - fill, data.length);
+          block.set(data.subarray(0, n), fill);
+          fill += n; i = n;
+          if (fill < 64) return;
+          compress(block); fill = 0;
+        }
+        for (; i + 64 <= data.length; i += 64) compress(data.subarray(i, i + 64));
+        block.set(data.subarray(i), 0);
+        fill = data.length - i;
+      },
+      digest() {
+        const bits = length * 8;
+        const pad = new Uint8Array((fill < 56 ? 56 : 120) - fill + 8);
+        pad[0] = 0x80;
+        const hi = Math.floor(bits / 0x100000000), lo = bits >>> 0;
+        const n = pad.length;
+        pad[n - 8] = hi >>> 24; pad[n - 7] = hi >>> 16; pad[n - 6] = hi >>> 8; pad[n - 5] = hi;
+        pad[n - 4] = lo >>> 24; pad[n - 3] = lo >>> 16; pad[n - 2] = lo >>> 8; pad[n - 1] = lo;
+        this.update(pad);
+        const out = new Uint8Array(32);
+        H.forEach((w, i) => { out[4 * i] = w >>> 24; out[4 * i + 1] = w >>> 16; out[4 * i + 2] = w >>> 8; out[4 * i + 3] = w; });
+        return out;
+      },
+    };
+  }
+
+  // headerSafe keeps a file name to the characters a header or a
+  // multipart header may carry.
+  function headerSafe(name) { return name.replace(/[^\x20-\x7e]|["\\]/g, "_"); }
+
+  // upload sends the form's files to its API path as wire/uploads.go
+  // says: the other fields in the query; each file with its SHA-256,
+  // hashed here first; a multipart body (one part per file, named by its
+  // field's part, in order) or the one file as the body. The upload's
+  // progress shows in the dialog; the answer is as api()'s.
+  async function upload(form, fields) {
+    const box = $("[data-progress-box]", form);
+    const bar = $("[data-progress]", form);
+    const text = $("[data-progress-text]", form);
+    box.hidden = false;
+    const files = [];
+    fieldsOf(form).filter((el) => el.dataset.kind === "file").forEach((el) => {
+      Array.from(el.files || []).forEach((f) => files.push({ part: el.dataset.part, file: f }));
+    });
+    if (!files.length) throw new Error("choose a file to upload");
+    const total = files.reduce((n, f) => n + f.file.size, 0);
+    let hashed = 0;
+    for (const f of files) {
+      const before = hashed;
+      f.sha = await sha256(f.file, (done) => {
+        bar.max = total || 1; bar.value = before + done;
+        text.textContent = `hashing ${f.file.name}`;
+      });
+      hashed += f.file.size;
+    }
+    const q = new URLSearchParams();
+    const flat = (prefix, v) => {
+      if (Array.isArray(v)) v.forEach((x) => flat(prefix, x));
+      else if (v !== null && typeof v === "object") Object.keys(v).forEach((k) => flat(k, v[k]));
+      else q.append(prefix, String(v));
+    };
+    Object.keys(fields).forEach((k) => flat(k, fields[k]));
+    const url = form.dataset.apiPath + (q.toString() ? "?" + q.toString() : "");
+    const headers = { Accept: "application/json" };
+    let body;
+    if (form.dataset.upload === "multipart") {
+      const boundary = "stagehand-" + hex(crypto.getRandomValues(new Uint8Array(16)));
+      const parts = [];
+      files.forEach((f) => {
+        parts.push(`--${boundary}\r\nContent-Disposition: form-data; name="${f.part}"; filename="${headerSafe(f.file.name)}"\r\n` +
+          `Content-Type: application/octet-stream\r\nX-Content-SHA256: ${f.sha}\r\nContent-Length: ${f.file.size}\r\n\r\n`);
+        parts.push(f.file, "\r\n");
+      });
+      parts.push(`--${boundary}--\r\n`);
+      body = new Blob(parts);
+      headers["Content-Type"] = "multipart/form-data; boundary=" + boundary;
+    } else {
+      body = files[0].file;
+      headers["Content-Type"] = "application/x-tar";
+      headers["X-Content-SHA256"] = files[0].sha;
+      headers["X-File-Name"] = headerSafe(files[0].file.name);
+    }
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open(form.dataset.apiMethod || "POST", url);
+      xhr.withCredentials = true;
+      Object.keys(headers).forEach((k) => xhr.setRequestHeader(k, headers[k]));
+      xhr.upload.addEventListener("progress", (ev) => {
+        bar.max = ev.total || total || 1; bar.value = ev.loaded;
+        text.textContent = `uploading ${Math.floor((100 * ev.loaded) / (ev.total || total || 1))} %`;
+      });
+      xhr.addEventListener("error", () => reject(new Error("the daemon cannot be reached: the upload was cut")));
+      xhr.addEventListener("load", () => {
+        let data = null;
+        try { data = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch (_) { data = null; }
+        if (xhr.status < 200 || xhr.status > 299) {
+          const err = new Error(data && data.error ? data.error : (xhr.responseText.trim() || String(xhr.status)));
+          err.status = xhr.status;
+          reject(err);
+          return;
+        }
+        text.textContent = "uploaded";
+        resolve({ status: xhr.status, data });
+      });
+      xhr.send(body);
+    });
+  }
+
+  document.addEventListener("close", (ev) => {
+    if (ev.target.matches && ev.target.matches("dialog[data-reload-on-close]")) location.reload();
+  }, true);
 
   document.addEventListener("click", (ev) => {
     const opener = ev.target.closest("[data-dialog]");
@@ -308,6 +519,11 @@
     if (msg.lastEventId) lastEventID = Math.max(lastEventID, Number(msg.lastEventId) || 0);
     let e;
     try { e = JSON.parse(msg.data); } catch (_) { return; }
+    const log = $("[data-live-log]");
+    if (log) addLogRow(log, e);
+    $$("[data-live-refresh]").forEach((el) => {
+      if (el.dataset.liveRefresh.split(",").includes(e.object)) refreshPart(el);
+    });
     if (e.object !== "config") return;
     const subject = String(e.subject || "").split("/")[0];
     const list = $('[data-live-list="config"]');
@@ -355,6 +571,97 @@
     filterList();
   }
 
+  // addLogRow puts a new event at the top of the activity log, when it
+  // passes the page's filters (object, actor, subject).
+  function addLogRow(table, e) {
+    const f = table.dataset;
+    if ((f.filterObject && e.object !== f.filterObject) || (f.filterActor && e.actor !== f.filterActor) ||
+        (f.filterSubject && e.subject !== f.filterSubject)) return;
+    const tbody = $("tbody", table);
+    if ($$("tr[data-name]", tbody).some((tr) => tr.dataset.name === String(e.id))) return;
+    const tr = document.createElement("tr");
+    tr.dataset.name = String(e.id);
+    tr.dataset.search = [e.actor, e.action, e.object, e.subject, e.detail].join(" ");
+    const at = new Date(e.at);
+    const cells = [
+      ["At", at.toLocaleString()], ["Actor", e.actor], ["Action", e.action], ["Object", e.object],
+      ["Subject", e.subject], ["Result", e.result], ["Detail", e.detail || ""],
+    ];
+    cells.forEach(([label, v]) => {
+      const td = document.createElement("td");
+      td.dataset.label = label;
+      td.textContent = v == null ? "" : String(v);
+      if (label === "Result" && v === "failed") td.className = "error";
+      tr.appendChild(td);
+    });
+    tr.classList.add("fresh");
+    tbody.insertBefore(tr, tbody.firstChild);
+    const max = Number(f.max || 500);
+    const rows = $$("tr[data-name]", tbody);
+    rows.slice(max).forEach((r) => r.remove());
+    const empty = $("[data-empty]");
+    if (empty) empty.hidden = true;
+    filterList();
+  }
+
+  // refreshPart fetches the page again and swaps in its element of the
+  // same id, at most twice a second: a list kept current by the events
+  // about its kind of object.
+  const refreshing = new Map();
+  function refreshPart(el) {
+    if (!el.id || refreshing.has(el.id)) return;
+    refreshing.set(el.id, setTimeout(async () => {
+      refreshing.delete(el.id);
+      try {
+        const res = await fetch(location.href, { credentials: "same-origin" });
+        if (!res.ok) return;
+        const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+        const fresh = doc.getElementById(el.id);
+        const cur = document.getElementById(el.id);
+        if (fresh && cur && !cur.querySelector("dialog[open]")) {
+          cur.replaceWith(document.importNode(fresh, true));
+          tick();
+          filterList();
+          pollJobs();
+        }
+      } catch (_) { /* the next event tries again */ }
+    }, 500));
+  }
+
+  // ---- jobs: progress while some run -------------------------------------------
+
+  // pollJobs updates the progress of the running jobs on the page once a
+  // second, and stops when none runs (the job API has no stream).
+  let pollingJobs = false;
+  async function pollJobs() {
+    if (pollingJobs) return;
+    pollingJobs = true;
+    try {
+      for (;;) {
+        const running = $$('tr[data-job][data-state="running"]');
+        if (!running.length) break;
+        await new Promise((r) => setTimeout(r, 1000));
+        if (document.hidden) continue;
+        let list;
+        try { list = (await api("GET", "/api/v1/jobs")).data || []; } catch (_) { continue; }
+        const byID = new Map(list.map((j) => [j.id, j]));
+        let ended = false;
+        running.forEach((tr) => {
+          const j = byID.get(tr.dataset.job);
+          if (!j) return;
+          const bar = $("progress", tr);
+          if (bar && j.total > 0) { bar.max = j.total; bar.value = j.done; }
+          const pct = $("[data-percent]", tr);
+          if (pct && j.total > 0) pct.textContent = Math.floor((100 * j.done) / j.total) + " %";
+          if (j.state !== "running") ended = true;
+        });
+        if (ended) { const t = $("[data-live-refresh]"); if (t) refreshPart(t); await new Promise((r) => setTimeout(r, 800)); }
+      }
+    } finally {
+      pollingJobs = false;
+    }
+  }
+
   document.addEventListener("htmx:sseMessage", (ev) => {
     const msg = ev.detail;
     if (msg && typeof msg.data === "string") onEvent(msg);
@@ -399,5 +706,6 @@
     tick();
     filterList();
     watchThumbnails(document);
+    pollJobs();
   });
 })();
