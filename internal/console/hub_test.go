@@ -289,3 +289,26 @@ func TestRingReplaysFromALineStart(t *testing.T) {
 		t.Errorf("replay of %d bytes starts %q", len(got), got[:20])
 	}
 }
+
+// A viewer whose input has ended gives the keyboard up and still reads.
+func TestHubReleaseFreesTheKeyboard(t *testing.T) {
+	f := newFakeSerial(t)
+	h, err := Open(t.Context(), f.path, "", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	qemu := f.client(t)
+	cli, _ := h.Attach("cli", AttachOptions{Take: true, NoReplay: true})
+	web := attach(t, h, "web")
+	web.statusIs(t, Status{Holder: "cli", Viewers: 2})
+	cli.Release()
+	web.statusIs(t, Status{Viewers: 2})
+	if _, err := web.Write([]byte("w")); err != nil {
+		t.Fatalf("typing on the released keyboard: %v", err)
+	}
+	web.statusIs(t, Status{Holder: "web", Viewers: 2, YouHold: true})
+	qemu.Write([]byte("still read\n"))
+	w := &watcher{Viewer: cli}
+	w.readUntil(t, "still read\n")
+}
