@@ -1143,7 +1143,7 @@ func testConfigDeleteCascades(t *testing.T, s store.Store) {
 }
 
 func testOps(t *testing.T, s store.Store) {
-	clone := store.Op{Kind: "clone", Subject: "web", CreatedFiles: []string{"layers/a.qcow2", "layers/b.qcow2"}, FrozenFiles: []string{"layers/t.qcow2"}}
+	clone := store.Op{Kind: "clone", Subject: "web", CreatedFiles: []string{"layers/a.qcow2", "layers/b c,\"ü\".qcow2"}, FrozenFiles: []string{"layers/t.qcow2"}}
 	bare := store.Op{Kind: "delete", Subject: "old"}
 	dated := store.Op{Kind: "import", Subject: "debian", StartedAt: someTime, RemoveFiles: []string{"x"}, Committed: true}
 	before := time.Now()
