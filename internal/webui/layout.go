@@ -2,6 +2,7 @@ package webui
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"fmt"
 	"html/template"
@@ -23,9 +24,24 @@ import (
 var templateFS embed.FS
 
 // navItems are the top-level pages, in the order the navigation shows
-// them.
-var navItems = []struct{ Name, Label, Path string }{
-	{"configs", "Configurations", "/ui/configs"},
+// them. A page with Need is shown only to whom it answers true.
+var navItems = []struct {
+	Name, Label, Path string
+	Need              func(ctx context.Context, l Lab) (bool, error)
+}{
+	{"configs", "Configurations", "/ui/configs", nil},
+	{"templates", "Templates", "/ui/templates", nil},
+	{"networks", "Networks", "/ui/networks", nil},
+	{"library", "Library", "/ui/library", nil},
+	{"archives", "Archives", "/ui/archives", nil},
+	{"cleanup", "Cleanup", "/ui/cleanup", nil},
+	{"jobs", "Jobs", "/ui/jobs", nil},
+	{"activity", "Activity", "/ui/activity", nil},
+	{"tokens", "Tokens", "/ui/tokens", nil},
+	{"admin", "Admin", "/ui/admin", func(ctx context.Context, l Lab) (bool, error) {
+		s, err := l.adminSections(ctx)
+		return len(s) > 0, err
+	}},
 }
 
 // layoutFiles are parsed into every page.
@@ -104,6 +120,15 @@ func (h *Handler) frameFor(r *http.Request, title, active string) (frame, error)
 		f.Workspaces = ws
 		f.Workspace = chosenWorkspace(r, ws)
 		for _, n := range navItems {
+			if n.Need != nil {
+				ok, err := n.Need(r.Context(), h.lab)
+				if err != nil {
+					return f, err
+				}
+				if !ok {
+					continue
+				}
+			}
 			f.Nav = append(f.Nav, navLink{Name: n.Name, Label: n.Label, Path: n.Path, Active: n.Name == active})
 		}
 	}

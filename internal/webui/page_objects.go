@@ -1,0 +1,52 @@
+package webui
+
+import (
+	"net/http"
+	"net/url"
+
+	"stagehand/internal/auth"
+	"stagehand/internal/lab/access"
+)
+
+// Pieces the object pages (templates, networks, library, archives) share.
+
+// workspaceField is a create's workspace, the switcher's choice by
+// default; empty, the API puts the object in the user's default
+// workspace.
+func workspaceField(ws string) Field {
+	return Field{Name: "workspace", Label: "Workspace (empty: your default)", Value: ws, Flag: "--workspace"}
+}
+
+// deleteAction is the delete of one object of kind (its CLI group) at
+// the API path, with the typed name as confirmation; then goes to list.
+func deleteAction(kind, name, apiPath, list, consequence string) Action {
+	return Action{
+		Name: kind + ".delete", Label: "Delete", Method: http.MethodDelete, Path: apiPath, Danger: true,
+		CLI:     "stagehand " + kind + " delete " + shellQuote(name),
+		Confirm: "Delete " + name + ". " + consequence + " This cannot be undone.",
+		Fields:  []Field{{Name: "confirm", Label: "Type the name to confirm", Kind: FieldConfirm, Value: name, Required: true}},
+		Then:    list,
+	}
+}
+
+// objectPath is the API path of one object: /api/v1/KIND/NAME.
+func objectPath(coll, name string) string { return "/api/v1/" + coll + "/" + url.PathEscape(name) }
+
+// inWorkspace reports whether an object of workspace ws is shown when
+// the switcher chose chosen ("" shows all).
+func inWorkspace(chosen, ws string) bool { return chosen == "" || chosen == ws }
+
+// checkRead answers the object page's refusal as the API does: 404 when
+// the object is invisible, 403 when forbidden.
+func (h *Handler) checkRead(r *http.Request, action auth.Action, kind, name string) error {
+	return h.lab.check(r.Context(), action, access.Ref{Kind: kind, Name: name})
+}
+
+// sizeOf is the bytes of a list of layers on the host.
+func sizeOf(sizes ...int64) int64 {
+	var n int64
+	for _, s := range sizes {
+		n += s
+	}
+	return n
+}
