@@ -2,6 +2,7 @@ package webui
 
 import (
 	"net/http"
+	"net/url"
 
 	"stagehand/internal/auth"
 )
@@ -23,7 +24,10 @@ type signInData struct {
 // With OIDC configured, a link starts the single sign-on.
 func (h *Handler) signInPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	d := signInData{OIDC: h.opts.OIDC, OIDCPath: OIDCLoginPath, Next: safeNext(r.URL.Query().Get("next"))}
+	d := signInData{OIDC: h.opts.OIDC, Next: safeNext(r.URL.Query().Get("next"))}
+	// The single sign-on comes back to the same page (the callback's
+	// ?next=).
+	d.OIDCPath = OIDCLoginPath + "?next=" + url.QueryEscape(d.Next)
 	if id, ok := auth.FromContext(r.Context()); ok {
 		d.SignedIn = id.Name
 	}

@@ -301,7 +301,7 @@ func TestSignInRequired(t *testing.T) {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("sign-in page = %d", res.StatusCode)
 	}
-	if !strings.Contains(body, `data-next="/ui/configs/web"`) || !strings.Contains(body, `href="/auth/oidc/login"`) {
+	if !strings.Contains(body, `data-next="/ui/configs/web"`) || !strings.Contains(body, `href="/auth/oidc/login?next=%2Fui%2Fconfigs%2Fweb"`) {
 		t.Errorf("sign-in page lacks its next or its OIDC link:\n%s", body)
 	}
 	// next must stay on this site.
