@@ -109,6 +109,23 @@ func (a *authenticator) consoleLink(r *http.Request) (*http.Request, error) {
 	return r.WithContext(ctx), nil
 }
 
+// consoleLinkRequest authenticates a request that presents a console
+// link, on its VM's console routes only: a public route (a web console
+// page, the sign-in) is served as to anyone, without the link's identity,
+// and any other route is refused, so that no page or endpoint ever acts
+// with the link creator's identity beyond the consoles (the UI's pages do
+// not pass through authorize).
+func (h *Handler) consoleLinkRequest(r *http.Request) (*http.Request, error) {
+	_, pattern := h.mux.Handler(r)
+	switch {
+	case consoleLinkRoutes[pattern]:
+		return h.auth.consoleLink(r)
+	case h.public[pattern]:
+		return r, nil
+	}
+	return nil, errdefs.Forbidden("a console link opens only the serial console, the screen and the VNC console of its VM")
+}
+
 // authorizeConsoleLink lets a request authenticated by a console link
 // reach only the consoles of the link's VM; there its creator's right to
 // the console is checked as for any request.

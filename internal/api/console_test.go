@@ -527,6 +527,11 @@ func TestConsolesOfARealGuest(t *testing.T) {
 				t.Errorf("GET %s through the link: %s, want 403", p, resp.Status)
 			}
 		}
+		// A public route is served as to anyone: the link lends its
+		// creator's identity to nothing but the consoles.
+		if resp, err := srv.Client().Get(srv.URL + "/healthz?console_link=" + link.Token); err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("a public route with the link: %v %v", resp, err)
+		}
 		if _, resp, err := tryViewer(t, srv, "other VM", "/api/v1/configs/other/vms/v/serial/ws", link.Token, true, nil); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 			t.Errorf("another VM's serial console through the link: %v", err)
 		}
