@@ -175,7 +175,7 @@ func (a *authenticator) touch(ctx context.Context, tokID string, now time.Time) 
 func (h *Handler) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hasConsoleLink(r) { // console_links.go
-			linked, err := h.auth.consoleLink(r)
+			linked, err := h.consoleLinkRequest(r)
 			if err != nil {
 				h.writeError(w, r, err)
 				return
