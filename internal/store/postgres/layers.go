@@ -1,0 +1,125 @@
+package postgres
+
+import (
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+const layerCols = "id, path, parent_id, frozen, template_id, virtual_size, created_at"
+
+func scanLayer(s scanner) (store.Layer, error) {
+	var (
+		l                  store.Layer
+		parent, templateID sql.NullInt64
+		created            int64
+	)
+	if err := s.Scan(&l.ID, &l.Path, &parent, &l.Frozen, &templateID, &l.VirtualSize, &created); err != nil {
+		return l, err
+	}
+	l.ParentID, l.TemplateID, l.CreatedAt = parent.Int64, templateID.Int64, fromNanos(created)
+	return l, nil
+}
+
+func (t *tx) CreateLayer(l *store.Layer) error {
+	created := stamp(l.CreatedAt)
+	id, err := t.insert(`INSERT INTO layers (path, parent_id, frozen, template_id, virtual_size, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`,
+		l.Path, nullID(l.ParentID), l.Frozen, nullID(l.TemplateID), l.VirtualSize, created.UnixNano())
+	switch {
+	case isUnique(err):
+		return errdefs.Conflict("layer %q: already exists", l.Path)
+	case isForeignKey(err):
+		return errdefs.Conflict("layer %q: parent layer %d does not exist", l.Path, l.ParentID)
+	case err != nil:
+		return fmt.Errorf("create layer %q: %w", l.Path, err)
+	}
+	l.ID, l.CreatedAt = id, created
+	return nil
+}
+
+func (t *tx) GetLayer(id int64) (*store.Layer, error) {
+	l, err := queryOne(t, scanLayer, "SELECT "+layerCols+" FROM layers WHERE id = ?", id)
+	switch {
+	case noRows(err):
+		return nil, errdefs.NotFound("layer %d not found", id)
+	case err != nil:
+		return nil, fmt.Errorf("get layer %d: %w", id, err)
+	}
+	return &l, nil
+}
+
+func (t *tx) ListLayers() ([]store.Layer, error) {
+	ls, err := queryAll(t, scanLayer, "SELECT "+layerCols+" FROM layers ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("list layers: %w", err)
+	}
+	return ls, nil
+}
+
+func (t *tx) UpdateLayer(l *store.Layer) error {
+	found, err := t.changeOne("UPDATE layers SET frozen = ?, template_id = ?, virtual_size = ? WHERE id = ?",
+		l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.ID)
+	switch {
+	case err != nil:
+		return fmt.Errorf("update layer %d: %w", l.ID, err)
+	case !found:
+		return errdefs.NotFound("layer %d not found", l.ID)
+	}
+	return nil
+}
+
+func (t *tx) DeleteLayer(id int64) error {
+	found, err := t.changeOne("DELETE FROM layers WHERE id = ?", id)
+	switch {
+	case isForeignKey(err):
+		return t.layerInUse(id)
+	case err != nil:
+		return fmt.Errorf("delete layer %d: %w", id, err)
+	case !found:
+		return errdefs.NotFound("layer %d not found", id)
+	}
+	return nil
+}
+
+// layerInUse explains why layer id cannot be deleted.
+func (t *tx) layerInUse(id int64) error {
+	var (
+		path          string
+		kids, onDisks int
+	)
+	err := t.row(`SELECT path,
+		(SELECT count(*) FROM layers WHERE parent_id = l.id),
+		(SELECT count(*) FROM disks WHERE top_layer_id = l.id)
+		FROM layers l WHERE id = ?`, id).Scan(&path, &kids, &onDisks)
+	if err != nil {
+		return errdefs.Conflict("layer %d is still in use", id)
+	}
+	var users []string
+	if kids > 0 {
+		users = append(users, fmt.Sprintf("%d child layer(s)", kids))
+	}
+	if onDisks > 0 {
+		users = append(users, fmt.Sprintf("%d disk(s) as their top layer", onDisks))
+	}
+	return errdefs.Conflict("layer %d %q is still in use by %s", id, path, strings.Join(users, " and "))
+}
+
+func (t *tx) LayerChildren(id int64) ([]store.Layer, error) {
+	ls, err := queryAll(t, scanLayer, "SELECT "+layerCols+" FROM layers WHERE parent_id = ? ORDER BY id", id)
+	if err != nil {
+		return nil, fmt.Errorf("children of layer %d: %w", id, err)
+	}
+	return ls, nil
+}
+
+func (t *tx) DisksWithTop(id int64) ([]store.Disk, error) {
+	ds, err := queryAll(t, scanDisk, "SELECT "+diskCols+" FROM disks d WHERE top_layer_id = ? ORDER BY id", id)
+	if err != nil {
+		return nil, fmt.Errorf("disks on layer %d: %w", id, err)
+	}
+	return ds, nil
+}

@@ -1,0 +1,84 @@
+package postgres
+
+import (
+	"database/sql"
+	"fmt"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id"
+
+func scanTemplate(s scanner) (store.Template, error) {
+	var (
+		t        store.Template
+		created  int64
+		ws, own  sql.NullInt64
+	)
+	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, &t.LayerIDs, &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own); err != nil {
+		return t, err
+	}
+	t.WorkspaceID, t.OwnerID = ws.Int64, own.Int64
+	t.LayerIDs, t.CreatedAt = orNil(t.LayerIDs), fromNanos(created)
+	return t, nil
+}
+
+func (t *tx) CreateTemplate(tm *store.Template) error {
+	ids := nonNil(tm.LayerIDs)
+	created := stamp(tm.CreatedAt)
+	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano(), nullID(tm.WorkspaceID), nullID(tm.OwnerID))
+	switch {
+	case isUnique(err):
+		return errdefs.Conflict("template %q: already exists", tm.Name)
+	case isForeignKey(err):
+		return errdefs.Conflict("template %q: %s", tm.Name, t.missingOwnership(tm.WorkspaceID, tm.OwnerID))
+	case err != nil:
+		return fmt.Errorf("create template %q: %w", tm.Name, err)
+	}
+	tm.ID, tm.CreatedAt = id, created
+	return nil
+}
+
+func (t *tx) GetTemplate(name string) (*store.Template, error) {
+	tm, err := queryOne(t, scanTemplate, "SELECT "+templateCols+" FROM templates WHERE name = ?", name)
+	switch {
+	case noRows(err):
+		return nil, errdefs.NotFound("template %q not found", name)
+	case err != nil:
+		return nil, fmt.Errorf("get template %q: %w", name, err)
+	}
+	return &tm, nil
+}
+
+func (t *tx) GetTemplateByID(id int64) (*store.Template, error) {
+	tm, err := queryOne(t, scanTemplate, "SELECT "+templateCols+" FROM templates WHERE id = ?", id)
+	switch {
+	case noRows(err):
+		return nil, errdefs.NotFound("template %d not found", id)
+	case err != nil:
+		return nil, fmt.Errorf("get template %d: %w", id, err)
+	}
+	return &tm, nil
+}
+
+func (t *tx) ListTemplates() ([]store.Template, error) {
+	ts, err := queryAll(t, scanTemplate, "SELECT "+templateCols+" FROM templates ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("list templates: %w", err)
+	}
+	return ts, nil
+}
+
+func (t *tx) DeleteTemplate(id int64) error {
+	found, err := t.changeOne("DELETE FROM templates WHERE id = ?", id)
+	switch {
+	case err != nil:
+		return fmt.Errorf("delete template %d: %w", id, err)
+	case !found:
+		return errdefs.NotFound("template %d not found", id)
+	}
+	return nil
+}
