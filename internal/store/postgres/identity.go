@@ -263,7 +263,6 @@ func scanUser(s scanner) (store.User, error) {
 	return u, err
 }
 
-
 // userConflict tells a taken name from a taken e-mail address after a
 // unique violation.
 func (t *tx) userConflict(u *store.User) error {

@@ -17,9 +17,9 @@ const archiveCols = "id, name, source, dir, manifest, size, created_at, workspac
 
 func scanArchive(s scanner) (store.Archive, error) {
 	var (
-		a        store.Archive
-		created  int64
-		ws, own  sql.NullInt64
+		a       store.Archive
+		created int64
+		ws, own sql.NullInt64
 	)
 	err := s.Scan(&a.ID, &a.Name, &a.Source, &a.Dir, &a.Manifest, &a.Size, &created, &ws, &own)
 	a.CreatedAt = fromNanos(created)

@@ -21,7 +21,7 @@ type ipRange struct {
 
 func scanNetwork(s scanner) (store.Network, error) {
 	var (
-		n               store.Network
+		n       store.Network
 		rs      []ipRange
 		created int64
 		ws, own sql.NullInt64

@@ -44,4 +44,3 @@ func TestStore(t *testing.T) {
 	}
 	storetest.Run(t, func(t *testing.T) store.Store { return openTest(t) })
 }
-

@@ -12,9 +12,9 @@ const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel
 
 func scanTemplate(s scanner) (store.Template, error) {
 	var (
-		t        store.Template
-		created  int64
-		ws, own  sql.NullInt64
+		t       store.Template
+		created int64
+		ws, own sql.NullInt64
 	)
 	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, &t.LayerIDs, &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own); err != nil {
 		return t, err
