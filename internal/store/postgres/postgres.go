@@ -31,13 +31,17 @@ import (
 )
 
 // Retries of an Update whose transaction PostgreSQL aborted to keep it
-// serialisable (or to break a deadlock). The wait before attempt n is
-// random in [0, min(retryMaxWait, retryBaseWait<<n)) ("full jitter"), so
-// that writers that collided do not collide again in step.
+// serialisable (or to break a deadlock). The first attempt runs
+// optimistically beside every other writer. Each later one first takes the
+// write turn (an EXCLUSIVE lock on table write_turn, before its snapshot),
+// so the writers that collided queue instead of colliding again: backing
+// off alone let 50 writers allocating from one pool retry each other into
+// seconds of latency. A short random wait ("jitter", below retryMaxWait)
+// before queueing keeps writers that failed together from arriving in
+// step.
 const (
-	maxAttempts   = 30
-	retryBaseWait = 500 * time.Microsecond
-	retryMaxWait  = 50 * time.Millisecond
+	maxAttempts  = 10
+	retryMaxWait = 2 * time.Millisecond
 )
 
 // Store is a Stagehand store in a PostgreSQL database. It is safe for
@@ -132,7 +136,11 @@ var errRetry = errors.New("transaction aborted for serialisation; retry")
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	var last error
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
-		err := s.run(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable}, true, fn)
+		opts := pgx.TxOptions{IsoLevel: pgx.Serializable}
+		if attempt > 1 {
+			opts.BeginQuery = "BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE write_turn IN EXCLUSIVE MODE"
+		}
+		err := s.run(ctx, opts, true, fn)
 		if !errors.Is(err, errRetry) {
 			return err
 		}
@@ -140,11 +148,10 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 		s.mu.Lock()
 		s.retries++
 		s.mu.Unlock()
-		wait := min(retryMaxWait, retryBaseWait<<min(attempt, 16))
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("store update: %w", ctx.Err())
-		case <-time.After(rand.N(wait)):
+		case <-time.After(rand.N(retryMaxWait)):
 		}
 	}
 	s.log.Warn("store update gave up", "store", s.where, "attempts", maxAttempts, "err", last)
