@@ -17,8 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
-	"strings"
+	"regexp"
 	"sync"
 	"time"
 
@@ -92,23 +91,17 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
-// redact returns dsn without its password, for messages.
+// redact returns dsn without its password, for messages: in a URL's user
+// part (even a URL that does not parse) and in a password= field.
 func redact(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-		return u.String()
-	}
-	var parts []string
-	for _, f := range strings.Fields(dsn) {
-		if strings.HasPrefix(f, "password=") {
-			f = "password=xxxxx"
-		}
-		parts = append(parts, f)
-	}
-	return strings.Join(parts, " ")
+	dsn = urlPassword.ReplaceAllString(dsn, "${1}xxxxx@")
+	return fieldPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }
+
+var (
+	urlPassword   = regexp.MustCompile(`(://[^:/@]*:)[^@]*@`)
+	fieldPassword = regexp.MustCompile(`(password=)\S*`)
+)
 
 // Where names the database (user, host, database), without a password.
 func (s *Store) Where() string { return s.where }
