@@ -16,17 +16,26 @@ want=(
   # to it over a pipe: no chromedriver); a font so pages render text.
   chromium:/usr/bin/chromium
   fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+  # The PostgreSQL server the store/postgres tests start in a temporary
+  # directory (internal/store/postgres/pgtest); whichever version Debian ships.
+  postgresql:/usr/lib/postgresql/*/bin/initdb
 )
 missing=()
 for pair in "${want[@]}"; do
   pkg=${pair%%:*} cmd=${pair#*:}
-  if [[ $cmd == /* ]]; then [[ -e $cmd ]] || missing+=("$pkg")
+  if [[ $cmd == /* ]]; then compgen -G "$cmd" >/dev/null || missing+=("$pkg")
   else command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
   export DEBIAN_FRONTEND=noninteractive
+  # The tests start their own PostgreSQL: the package must not make and
+  # start a cluster of its own on port 5432.
+  if [[ " ${missing[*]} " == *" postgresql "* && ! -e /etc/postgresql-common/createcluster.conf ]]; then
+    $sudo mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
