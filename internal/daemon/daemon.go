@@ -21,7 +21,6 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
-	"stagehand/internal/store/sqlite"
 	"stagehand/internal/webui"
 )
 
@@ -46,6 +45,7 @@ const shutdownGrace = 15 * time.Second
 // names its flag; Check refuses a Config the daemon cannot run with.
 type Config struct {
 	DataDir    string // --data-dir: the store, every layer file and the socket (SocketFile)
+	Store      string // --store: a postgres:// URL; empty: SQLite in DataDir (store.go)
 	ChainLimit int    // --chain-limit: deepest disk chain a linked clone may produce
 
 	// Listen is --listen: a TCP host:port (port 0 picks one) besides the
@@ -210,12 +210,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	}
 	log.Info("disk tool", "version", version)
 
-	storePath := filepath.Join(dataDir, StoreFile)
-	st, err := sqlite.Open(ctx, storePath)
+	st, err := openStore(ctx, cfg, dataDir, log)
 	if err != nil {
 		return err
 	}
-	narrowStoreFiles(storePath, log)
 	defer func() {
 		if cerr := st.Close(); cerr != nil {
 			log.Error("close store", "err", cerr)
@@ -259,7 +257,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	}
 
 	h := api.NewHandler(svc, log)
-	h.SetDaemon(api.Daemon{Version: cfg.Version, Started: started, StoreKind: storeKind, StorePath: storePath})
+	h.SetDaemon(api.Daemon{Version: cfg.Version, Started: started, StoreKind: st.kind, StorePath: st.where})
 	hosts := append([]string{cfg.Listen}, cfg.AllowedHosts...)
 	if name, err := os.Hostname(); err == nil {
 		hosts = append(hosts, name) // this machine's own name is no rebinding
