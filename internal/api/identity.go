@@ -306,32 +306,6 @@ func (h directoryHandler) needSystemAdmin(ctx context.Context, action auth.Actio
 
 // --- names ----------------------------------------------------------------
 
-// checkDirName accepts the names of users, organizations, workspaces and
-// groups: 1 to 63 letters, digits, '.', '_' and '-', starting with a
-// letter or digit, no "..". No '/' (it separates org/ws) and no ':' (it
-// marks group:G).
-func checkDirName(kind, name string) error {
-	if name == "" {
-		return errdefs.Invalid("%s name is empty", kind)
-	}
-	if len(name) > 63 {
-		return errdefs.Invalid("%s name %q is longer than 63 characters", kind, name)
-	}
-	if strings.Contains(name, "..") {
-		return errdefs.Invalid("%s name %q is not allowed: it holds \"..\"", kind, name)
-	}
-	for i, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
-		if i > 0 {
-			ok = ok || r == '.' || r == '_' || r == '-'
-		}
-		if !ok {
-			return errdefs.Invalid("%s name %q is not allowed: use letters, digits, '.', '_' and '-', starting with a letter or digit", kind, name)
-		}
-	}
-	return nil
-}
-
 // reservedUserNames are the actors the event log names besides users:
 // the unix socket's root, the system (the directory changed without a
 // request), the lab's reaper and a context without actor. A user of one
@@ -459,7 +433,7 @@ func (h directoryHandler) createUser(w http.ResponseWriter, r *http.Request) err
 	if err := h.needSystemAdmin(r.Context(), auth.UserAdmin); err != nil {
 		return err
 	}
-	if err := checkDirName("user", req.Name); err != nil {
+	if err := lab.CheckName("user", req.Name); err != nil {
 		return err
 	}
 	if reservedUserNames[req.Name] {
@@ -839,7 +813,7 @@ func (h directoryHandler) createOrg(w http.ResponseWriter, r *http.Request) erro
 	if err := h.needSystemAdmin(r.Context(), auth.OrgAdmin); err != nil {
 		return err
 	}
-	if err := checkDirName("organization", req.Name); err != nil {
+	if err := lab.CheckName("organization", req.Name); err != nil {
 		return err
 	}
 	var out wire.Org
@@ -974,7 +948,7 @@ func (h directoryHandler) createWorkspace(w http.ResponseWriter, r *http.Request
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if err := checkDirName("workspace", req.Name); err != nil {
+	if err := lab.CheckName("workspace", req.Name); err != nil {
 		return err
 	}
 	switch req.Kind {
@@ -1259,7 +1233,7 @@ func (h directoryHandler) createGroup(w http.ResponseWriter, r *http.Request) er
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if err := checkDirName("group", req.Name); err != nil {
+	if err := lab.CheckName("group", req.Name); err != nil {
 		return err
 	}
 	c := callerOf(r.Context())

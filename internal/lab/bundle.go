@@ -99,7 +99,7 @@ func (s Archives) Delete(ctx context.Context, name string) error {
 // boot files of a sane size, network parameters that parse, known IP
 // modes.
 func checkManifestRules(m *bundle.Manifest) error {
-	if err := checkName("archive", m.Name); err != nil {
+	if err := CheckName("archive", m.Name); err != nil {
 		return err
 	}
 	// The same rules as the text a user types: these end up in tables.
@@ -112,7 +112,7 @@ func checkManifestRules(m *bundle.Manifest) error {
 		}
 	}
 	for _, n := range m.Networks {
-		if err := checkName("network", n.Name); err != nil {
+		if err := CheckName("network", n.Name); err != nil {
 			return err
 		}
 		if _, err := ipam.ParseNetwork(n.Subnet, n.Gateway, n.Pools, n.DNS); err != nil {
@@ -120,7 +120,7 @@ func checkManifestRules(m *bundle.Manifest) error {
 		}
 	}
 	for _, t := range m.Templates {
-		if err := checkName("template", t.Name); err != nil {
+		if err := CheckName("template", t.Name); err != nil {
 			return err
 		}
 		if t.CPUs < 1 || t.CPUs > 64 || t.MemoryMiB < 16 || t.MemoryMiB > 1<<20 {
@@ -136,7 +136,7 @@ func checkManifestRules(m *bundle.Manifest) error {
 		}
 	}
 	for _, vm := range m.VMs {
-		if err := checkName("VM", vm.Name); err != nil {
+		if err := CheckName("VM", vm.Name); err != nil {
 			return err
 		}
 		if vm.CPUs < 1 || vm.CPUs > 64 || vm.MemoryMiB < 16 || vm.MemoryMiB > 1<<20 {
@@ -206,7 +206,7 @@ func (archiveLab) CopyBootFile(ctx context.Context, src, dst string) error {
 	return copyFile(ctx, src, dst, 0o400, maxBootFile)
 }
 
-func (archiveLab) CheckName(kind, name string) error      { return checkName(kind, name) }
+func (archiveLab) CheckName(kind, name string) error      { return CheckName(kind, name) }
 func (archiveLab) CheckManifest(m *bundle.Manifest) error { return checkManifestRules(m) }
 func (archiveLab) CheckLeaseLength(kind string, d *time.Duration) error {
 	return checkLeaseLength(kind, d)

@@ -27,7 +27,7 @@ type clonePlan struct {
 
 // loadCloneSource checks that src can be cloned into dst and returns src.
 func (s *core) loadCloneSource(ctx context.Context, src, dst string) (*store.Config, layerIndex, error) {
-	if err := checkName("configuration", dst); err != nil {
+	if err := CheckName("configuration", dst); err != nil {
 		return nil, nil, err
 	}
 	var c *store.Config

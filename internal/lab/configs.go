@@ -26,7 +26,7 @@ const MaxVMs = 256
 // of each of its template's bases, a unique MAC and, on a network, an
 // address (from the pool, manual, or none for dhcp).
 func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, error) {
-	if err := checkName("configuration", spec.Name); err != nil {
+	if err := CheckName("configuration", spec.Name); err != nil {
 		return nil, err
 	}
 	if err := checkText("description", spec.Description, MaxDescription); err != nil {
@@ -46,7 +46,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 	}
 	seen := map[string]bool{}
 	for _, v := range spec.VMs {
-		if err := checkName("VM", v.Name); err != nil {
+		if err := CheckName("VM", v.Name); err != nil {
 			return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
 		}
 		if seen[v.Name] {

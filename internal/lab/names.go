@@ -11,12 +11,14 @@ import (
 	"stagehand/internal/lab/journal"
 )
 
-// checkName accepts names a user gives to templates, networks,
-// configurations and VMs: 1 to 63 characters of letters, digits, '.', '_'
-// and '-', starting with a letter or digit, without two dots in a row.
-// That rules out '/', '..', spaces and anything a shell or a path would
-// misread (docs/decisions.md, "Names").
-func checkName(kind, name string) error {
+// CheckName accepts the names users give to things: templates,
+// networks, configurations, VMs and archives, and the directory's users,
+// organizations, workspaces and groups. 1 to 63 characters of letters,
+// digits, '.', '_' and '-', starting with a letter or digit, without two
+// dots in a row. That rules out '/' (it separates org/ws), ':' (it marks
+// group:G), '..', spaces and anything a shell or a path would misread
+// (docs/decisions.md, "Names").
+func CheckName(kind, name string) error {
 	if name == "" {
 		return errdefs.Invalid("%s name is empty", kind)
 	}

@@ -16,7 +16,7 @@ import (
 
 // CreateNetwork records a network and its pool.
 func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, error) {
-	if err := checkName("network", spec.Name); err != nil {
+	if err := CheckName("network", spec.Name); err != nil {
 		return nil, err
 	}
 	n, err := ipam.ParseNetwork(spec.Subnet, spec.Gateway, spec.Pools, spec.DNS)

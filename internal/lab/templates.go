@@ -27,7 +27,7 @@ import (
 // FIFO meanwhile changes nothing. Import closes the uploads it is given.
 func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView, error) {
 	defer closeUploads(spec)
-	if err := checkName("template", spec.Name); err != nil {
+	if err := CheckName("template", spec.Name); err != nil {
 		return nil, err
 	}
 	switch {
