@@ -31,17 +31,29 @@ import (
 
 // Retries of an Update whose transaction PostgreSQL aborted to keep it
 // serialisable (or to break a deadlock). The first attempt runs
-// optimistically beside every other writer. Each later one first takes the
-// write turn (an EXCLUSIVE lock on table write_turn, before its snapshot),
-// so the writers that collided queue instead of colliding again: backing
-// off alone let 50 writers allocating from one pool retry each other into
-// seconds of latency. A short random wait ("jitter", below retryMaxWait)
+// optimistically beside every other writer, holding table write_turn in
+// ROW SHARE mode (which only EXCLUSIVE conflicts with). Each later one
+// first takes write_turn in EXCLUSIVE mode, before its snapshot: it waits
+// for the writers in flight to end, runs alone, and new writers wait for
+// it (PostgreSQL queues them behind it), so a second attempt does not
+// collide again. Backing off alone let 50 writers allocating from one
+// pool retry each other into seconds of latency; queueing retriers only
+// behind each other still let fresh writers beat one ten times. A short random wait ("jitter", below retryMaxWait)
 // before queueing keeps writers that failed together from arriving in
 // step.
 const (
 	maxAttempts  = 10
 	retryMaxWait = 2 * time.Millisecond
 )
+
+// beginUpdate starts an Update's transaction. lock_timeout bounds a wait
+// on a row, key or lock: a writer that waits in PostgreSQL while holding a
+// lock of this process that the other writer needs (ipam.Allocator holds
+// its mutex across CreateAllocation, which waits for a concurrent insert
+// of the same address) would otherwise wait forever, unseen by
+// PostgreSQL's deadlock detector. The timeout (55P03) is retried like a
+// deadlock.
+const beginUpdate = "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL lock_timeout = '10s'"
 
 // Store is a Stagehand store in a PostgreSQL database. It is safe for
 // concurrent use, also by several processes on several hosts.
@@ -129,9 +141,9 @@ var errRetry = errors.New("transaction aborted for serialisation; retry")
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	var last error
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
-		opts := pgx.TxOptions{IsoLevel: pgx.Serializable}
+		opts := pgx.TxOptions{IsoLevel: pgx.Serializable, BeginQuery: beginUpdate + "; LOCK TABLE write_turn IN ROW SHARE MODE"}
 		if attempt > 1 {
-			opts.BeginQuery = "BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE write_turn IN EXCLUSIVE MODE"
+			opts.BeginQuery = beginUpdate + "; LOCK TABLE write_turn IN EXCLUSIVE MODE"
 		}
 		err := s.run(ctx, opts, true, fn)
 		if !errors.Is(err, errRetry) {
@@ -201,10 +213,11 @@ func (s *Store) run(ctx context.Context, opts pgx.TxOptions, write bool, fn func
 	return nil
 }
 
-// retryable reports a serialization failure or a deadlock.
+// retryable reports a serialization failure, a deadlock or a lock wait
+// that timed out.
 func retryable(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "55P03")
 }
 
 // Close closes the pool. Running transactions must have ended. It is safe

@@ -1,6 +1,6 @@
--- write_turn holds no rows: an Update that PostgreSQL aborted for
--- serialisation runs again holding an EXCLUSIVE lock on it, taken before
--- the transaction's first query (so before its snapshot). Updates run
--- again one at a time, across every host, the way SQLite's single writer
--- runs them all; first attempts stay optimistic and concurrent.
+-- write_turn holds no rows, only a lock: an Update's first attempt holds
+-- it in ROW SHARE mode, beside the others; an Update that PostgreSQL
+-- aborted for serialisation runs again holding it in EXCLUSIVE mode, taken
+-- before the transaction's first query (so before its snapshot): alone,
+-- across every host, the way SQLite's single writer runs them all.
 CREATE TABLE write_turn (id INTEGER PRIMARY KEY);
