@@ -268,11 +268,15 @@ func (s Configs) ListIn(ctx context.Context, workspace string) ([]ConfigView, er
 			return err
 		}
 		names := access.NewNames(tx)
+		idx, err := loadLayers(tx)
+		if err != nil {
+			return err
+		}
 		for i := range cs {
 			if cs[i].Kind == store.KindLibrary {
 				continue // see ListLibrary
 			}
-			v, err := s.configViewNamed(tx, &cs[i], names)
+			v, err := s.configViewNamed(tx, &cs[i], names, idx)
 			if err != nil {
 				return err
 			}
@@ -371,16 +375,17 @@ func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 }
 
 func (s *core) configView(tx store.Tx, c *store.Config) (*ConfigView, error) {
-	return s.configViewNamed(tx, c, access.NewNames(tx))
-}
-
-// configViewNamed is configView with the workspace and user names of a
-// list read once.
-func (s *core) configViewNamed(tx store.Tx, c *store.Config, names *access.Names) (*ConfigView, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, err
 	}
+	return s.configViewNamed(tx, c, access.NewNames(tx), idx)
+}
+
+// configViewNamed is configView with the workspace and user names and the
+// layers of a list read once (a layer index per configuration made a list
+// of N configurations read N times every layer).
+func (s *core) configViewNamed(tx store.Tx, c *store.Config, names *access.Names, idx layerIndex) (*ConfigView, error) {
 	v := &ConfigView{
 		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
 		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError,

@@ -69,11 +69,15 @@ func (s Library) ListIn(ctx context.Context, workspace string) ([]ConfigView, er
 			return err
 		}
 		names := access.NewNames(tx)
+		idx, err := loadLayers(tx)
+		if err != nil {
+			return err
+		}
 		for i := range cs {
 			if cs[i].Kind != store.KindLibrary {
 				continue
 			}
-			v, err := s.configViewNamed(tx, &cs[i], names)
+			v, err := s.configViewNamed(tx, &cs[i], names, idx)
 			if err != nil {
 				return err
 			}
