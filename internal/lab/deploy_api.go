@@ -97,41 +97,41 @@ func (s Deployments) VMAction(ctx context.Context, config, vmName, action string
 }
 
 // VMConsole returns the serial console hub of a running VM (see
-// deploy.Deployments.VMConsole).
+// deploy.Consoles.Serial).
 func (s Deployments) VMConsole(ctx context.Context, config, vmName string) (*console.Hub, error) {
-	return s.deploys.VMConsole(ctx, config, vmName)
+	return s.deploys.Consoles().Serial(ctx, config, vmName)
 }
 
 // VMConsoleSocket returns the unix socket of a running VM's serial
 // console, where QEMU listens.
 func (s Deployments) VMConsoleSocket(ctx context.Context, config, vmName string) (string, error) {
-	return s.deploys.VMConsoleSocket(ctx, config, vmName)
+	return s.deploys.Consoles().SerialSocket(ctx, config, vmName)
 }
 
 // VMVNC returns the unix socket of a running VM's VNC server.
 func (s Deployments) VMVNC(ctx context.Context, config, vmName string) (string, error) {
-	return s.deploys.VMVNC(ctx, config, vmName)
+	return s.deploys.Consoles().VNC(ctx, config, vmName)
 }
 
 // VMScreen returns a PNG of a running VM's screen and when it was taken
 // (at most one screendump per VM every deploy.ScreenEvery).
 func (s Deployments) VMScreen(ctx context.Context, config, vmName string) ([]byte, time.Time, error) {
-	return s.deploys.VMScreen(ctx, config, vmName)
+	return s.deploys.Consoles().Screen(ctx, config, vmName)
 }
 
 // VMSendKeys presses key chords ("ctrl-alt-del") on a running VM.
 func (s Deployments) VMSendKeys(ctx context.Context, config, vmName string, chords []string) error {
-	return s.deploys.VMSendKeys(ctx, config, vmName, chords)
+	return s.deploys.Consoles().SendKeys(ctx, config, vmName, chords)
 }
 
 // VMTypeText types ASCII text on a running VM's keyboard (US layout).
 func (s Deployments) VMTypeText(ctx context.Context, config, vmName, text string) error {
-	return s.deploys.VMTypeText(ctx, config, vmName, text)
+	return s.deploys.Consoles().TypeText(ctx, config, vmName, text)
 }
 
 // VMLog returns the path of a VM's serial console log (kept across runs).
 func (s Deployments) VMLog(ctx context.Context, config, vmName string) (string, error) {
-	return s.deploys.VMLog(ctx, config, vmName)
+	return s.deploys.Consoles().SerialLog(ctx, config, vmName)
 }
 
 // withRuntime adds what only the running daemon knows (PIDs, saved

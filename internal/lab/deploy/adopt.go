@@ -87,7 +87,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 			if err != nil {
 				return err
 			}
-			if err := d.releaseExternal(tx, c); err != nil {
+			if err := d.external.release(tx, c); err != nil {
 				return err
 			}
 			c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""

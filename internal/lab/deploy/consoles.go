@@ -3,12 +3,14 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"stagehand/internal/console"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/hypervisor"
+	"stagehand/internal/store"
 )
 
 // ScreenEvery is the least time between two screendumps of one VM: a
@@ -54,26 +56,36 @@ func (c *vmConsoles) close() {
 	}
 }
 
-// runningVMNamed returns the running VM config/vmName with its store ID,
-// or a conflict when it is not running.
-func (d *Deployments) runningVMNamed(ctx context.Context, config, vmName string) (*runningVM, int64, error) {
-	id, err := d.vmStoreID(ctx, config, vmName)
+// Consoles are the consoles and screens of the running VMs of a lab's
+// deployments: the serial console (a hub every viewer shares, and its
+// log), VNC, screendumps and keys. Safe for concurrent use.
+type Consoles struct {
+	store store.Store
+	vms   *runningVMs // the deployments' own
+	host  hostNames
+	log   *slog.Logger
+}
+
+// running returns the running VM config/vmName with its store ID, or a
+// conflict when it is not running.
+func (cs *Consoles) running(ctx context.Context, config, vmName string) (*runningVM, int64, error) {
+	id, err := vmStoreID(ctx, cs.store, config, vmName)
 	if err != nil {
 		return nil, 0, err
 	}
-	rv := d.vms.get(id)
+	rv := cs.vms.get(id)
 	if rv == nil {
 		return nil, 0, errdefs.Conflict("VM %q of %q is not running", vmName, config)
 	}
 	return rv, id, nil
 }
 
-// VMConsole returns the serial console hub of a running VM, connecting it
+// Serial returns the serial console hub of a running VM, connecting it
 // to QEMU's console socket on first use (and again after a connection
 // that ended while the VM runs on). The hub ends when the VM stops. Its
 // ring starts with the tail of the VM's serial log.
-func (d *Deployments) VMConsole(ctx context.Context, config, vmName string) (*console.Hub, error) {
-	rv, id, err := d.runningVMNamed(ctx, config, vmName)
+func (cs *Consoles) Serial(ctx context.Context, config, vmName string) (*console.Hub, error) {
+	rv, id, err := cs.running(ctx, config, vmName)
 	if err != nil {
 		return nil, err
 	}
@@ -87,9 +99,9 @@ func (d *Deployments) VMConsole(ctx context.Context, config, vmName string) (*co
 			return c.hub, nil
 		}
 	}
-	logFile := hypervisor.Spec{RunDir: d.VMRunDir(id)}.SerialLogPath()
+	logFile := hypervisor.Spec{RunDir: cs.host.runDir(id)}.SerialLogPath()
 	hub, err := console.Open(ctx, rv.vm.ConsoleSocketPath(), logFile,
-		console.Options{Log: d.log.With("config", config, "vm", vmName)})
+		console.Options{Log: cs.log.With("config", config, "vm", vmName)})
 	if err != nil {
 		return nil, fmt.Errorf("console of VM %q of %q: %w", vmName, config, err)
 	}
@@ -97,10 +109,10 @@ func (d *Deployments) VMConsole(ctx context.Context, config, vmName string) (*co
 	return hub, nil
 }
 
-// VMConsoleSocket returns the unix socket of a running VM's serial
-// console (where QEMU listens; the hub is its one client).
-func (d *Deployments) VMConsoleSocket(ctx context.Context, config, vmName string) (string, error) {
-	rv, _, err := d.runningVMNamed(ctx, config, vmName)
+// SerialSocket returns the unix socket of a running VM's serial console
+// (where QEMU listens; the hub is its one client).
+func (cs *Consoles) SerialSocket(ctx context.Context, config, vmName string) (string, error) {
+	rv, _, err := cs.running(ctx, config, vmName)
 	if err != nil {
 		return "", err
 	}
@@ -108,8 +120,8 @@ func (d *Deployments) VMConsoleSocket(ctx context.Context, config, vmName string
 }
 
 // display returns the display of a running VM.
-func (d *Deployments) display(ctx context.Context, config, vmName string) (*runningVM, Display, error) {
-	rv, _, err := d.runningVMNamed(ctx, config, vmName)
+func (cs *Consoles) display(ctx context.Context, config, vmName string) (*runningVM, Display, error) {
+	rv, _, err := cs.running(ctx, config, vmName)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -120,11 +132,11 @@ func (d *Deployments) display(ctx context.Context, config, vmName string) (*runn
 	return rv, disp, nil
 }
 
-// VMVNC returns the unix socket of a running VM's VNC server: raw RFB,
+// VNC returns the unix socket of a running VM's VNC server: raw RFB,
 // shared by every client. A VM started by a version without VNC has none
 // until it is started again.
-func (d *Deployments) VMVNC(ctx context.Context, config, vmName string) (string, error) {
-	_, disp, err := d.display(ctx, config, vmName)
+func (cs *Consoles) VNC(ctx context.Context, config, vmName string) (string, error) {
+	_, disp, err := cs.display(ctx, config, vmName)
 	if err != nil {
 		return "", err
 	}
@@ -135,11 +147,11 @@ func (d *Deployments) VMVNC(ctx context.Context, config, vmName string) (string,
 	return sock, nil
 }
 
-// VMScreen returns a PNG of a running VM's screen and when it was taken:
+// Screen returns a PNG of a running VM's screen and when it was taken:
 // a new screendump at most once per ScreenEvery per VM, the last one in
 // between.
-func (d *Deployments) VMScreen(ctx context.Context, config, vmName string) ([]byte, time.Time, error) {
-	rv, disp, err := d.display(ctx, config, vmName)
+func (cs *Consoles) Screen(ctx context.Context, config, vmName string) ([]byte, time.Time, error) {
+	rv, disp, err := cs.display(ctx, config, vmName)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -157,9 +169,9 @@ func (d *Deployments) VMScreen(ctx context.Context, config, vmName string) ([]by
 	return png, c.screenAt, nil
 }
 
-// VMSendKeys presses each chord ("ctrl-alt-del", "f2") on a running VM's
+// SendKeys presses each chord ("ctrl-alt-del", "f2") on a running VM's
 // keyboard, in order. Every chord is checked before the first is sent.
-func (d *Deployments) VMSendKeys(ctx context.Context, config, vmName string, chords []string) error {
+func (cs *Consoles) SendKeys(ctx context.Context, config, vmName string, chords []string) error {
 	parsed := make([][]string, 0, len(chords))
 	for _, ch := range chords {
 		keys, err := hypervisor.ParseChord(ch)
@@ -168,7 +180,7 @@ func (d *Deployments) VMSendKeys(ctx context.Context, config, vmName string, cho
 		}
 		parsed = append(parsed, keys)
 	}
-	_, disp, err := d.display(ctx, config, vmName)
+	_, disp, err := cs.display(ctx, config, vmName)
 	if err != nil {
 		return err
 	}
@@ -180,13 +192,13 @@ func (d *Deployments) VMSendKeys(ctx context.Context, config, vmName string, cho
 	return nil
 }
 
-// VMTypeText types text on a running VM's keyboard (printable ASCII,
+// TypeText types text on a running VM's keyboard (printable ASCII,
 // newline and tab, US layout; see hypervisor.TypeText).
-func (d *Deployments) VMTypeText(ctx context.Context, config, vmName, text string) error {
+func (cs *Consoles) TypeText(ctx context.Context, config, vmName, text string) error {
 	if _, err := hypervisor.TextChords(text); err != nil {
 		return err
 	}
-	_, disp, err := d.display(ctx, config, vmName)
+	_, disp, err := cs.display(ctx, config, vmName)
 	if err != nil {
 		return err
 	}
@@ -194,4 +206,36 @@ func (d *Deployments) VMTypeText(ctx context.Context, config, vmName, text strin
 		return fmt.Errorf("type on VM %q of %q: %w", vmName, config, err)
 	}
 	return nil
+}
+
+// SerialLog returns the path of a VM's serial console log (kept across
+// runs).
+func (cs *Consoles) SerialLog(ctx context.Context, config, vmName string) (string, error) {
+	id, err := vmStoreID(ctx, cs.store, config, vmName)
+	if err != nil {
+		return "", err
+	}
+	p := hypervisor.Spec{RunDir: cs.host.runDir(id)}.SerialLogPath()
+	if !fileExists(p) {
+		return "", errdefs.NotFound("VM %q of %q has no console log yet (never deployed)", vmName, config)
+	}
+	return p, nil
+}
+
+// vmStoreID returns the store's ID of VM vmName of configuration config.
+func vmStoreID(ctx context.Context, st store.Store, config, vmName string) (int64, error) {
+	var id int64
+	err := st.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(config)
+		if err != nil {
+			return err
+		}
+		vm, err := VMNamed(c, vmName)
+		if err != nil {
+			return err
+		}
+		id = vm.ID
+		return nil
+	})
+	return id, err
 }

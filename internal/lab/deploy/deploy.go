@@ -109,17 +109,17 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 			return nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
 		}
 		vp := vmPlan{vm: vm, spec: hypervisor.Spec{
-			ID: d.vmID(vm.ID), CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Accel: accel,
-			RunDir: d.VMRunDir(vm.ID), Cmdline: t.Cmdline,
+			ID: d.host.vm(vm.ID), CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Accel: accel,
+			RunDir: d.host.runDir(vm.ID), Cmdline: t.Cmdline,
 		}}
 		if c.Fenced {
-			vp.spec.Netns = fence.NamespaceName(d.fenceID(c.ID))
+			vp.spec.Netns = fence.NamespaceName(d.host.fence(c.ID))
 		}
 		if t.Kernel != "" {
-			vp.spec.Kernel = d.abs(t.Kernel)
+			vp.spec.Kernel = d.host.abs(t.Kernel)
 		}
 		if t.Initrd != "" {
-			vp.spec.Initrd = d.abs(t.Initrd)
+			vp.spec.Initrd = d.host.abs(t.Initrd)
 		}
 		disks := append([]store.Disk(nil), vm.Disks...)
 		sort.Slice(disks, func(i, j int) bool { return disks[i].Index < disks[j].Index })
@@ -128,14 +128,14 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 			if !ok {
 				return nil, fmt.Errorf("VM %q disk %d: top layer %d missing from the store", vm.Name, dk.Index, dk.TopLayerID)
 			}
-			vp.spec.Disks = append(vp.spec.Disks, d.abs(l.Path))
+			vp.spec.Disks = append(vp.spec.Disks, d.host.abs(l.Path))
 		}
 		for _, n := range vm.NICs {
 			nw, err := tx.GetNetworkByID(n.NetworkID)
 			if err != nil {
 				return nil, err
 			}
-			np := nicPlan{network: nw.Name, mac: n.MAC, ip: n.IP, tap: d.tapName(n.ID)}
+			np := nicPlan{network: nw.Name, mac: n.MAC, ip: n.IP, tap: d.host.tap(n.ID)}
 			vp.nics = append(vp.nics, np)
 			vp.spec.NICs = append(vp.spec.NICs, hypervisor.NIC{Tap: np.tap, MAC: n.MAC})
 			if !segs[nw.ID] {
@@ -148,7 +148,7 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 			}
 		}
 		if vm.State == VMStateSaved {
-			if f := d.abs(StateFile(vm.ID)); fileExists(f) {
+			if f := d.host.abs(StateFile(vm.ID)); fileExists(f) {
 				vp.spec.IncomingStateFile = f
 			}
 		}
@@ -242,7 +242,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		if opts.Fenced {
 			// Inside its fence it keeps its addresses; outside it gets new
 			// ones, so it conflicts with nobody.
-			if err := d.allocateExternal(tx, c); err != nil {
+			if err := d.external.allocate(tx, c); err != nil {
 				return err
 			}
 		} else {
@@ -477,7 +477,7 @@ func (d *Deployments) setUndeployed(name, reason string) error {
 		if err != nil {
 			return err
 		}
-		if err := d.releaseExternal(tx, c); err != nil {
+		if err := d.external.release(tx, c); err != nil {
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
@@ -541,7 +541,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 			defer wg.Done()
 			rv.stopping.Store(true)
 			if saveState {
-				f := d.abs(StateFile(vp.vm.ID))
+				f := d.host.abs(StateFile(vp.vm.ID))
 				if err := rv.vm.SaveState(ctx, f); err != nil {
 					rv.stopping.Store(false)
 					errs[i] = fmt.Errorf("VM %q: save state: %w", vp.vm.Name, err)
@@ -596,7 +596,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 		if err != nil {
 			return err
 		}
-		if err := d.releaseExternal(tx, c); err != nil {
+		if err := d.external.release(tx, c); err != nil {
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, "", false, ""
@@ -753,36 +753,6 @@ func (d *Deployments) setVMState(ctx context.Context, id int64, state string) er
 		}
 		return errdefs.NotFound("VM %d not found", id)
 	})
-}
-
-// VMLog returns the path of a VM's serial console log (kept across runs).
-func (d *Deployments) VMLog(ctx context.Context, config, vmName string) (string, error) {
-	id, err := d.vmStoreID(ctx, config, vmName)
-	if err != nil {
-		return "", err
-	}
-	p := hypervisor.Spec{RunDir: d.VMRunDir(id)}.SerialLogPath()
-	if !fileExists(p) {
-		return "", errdefs.NotFound("VM %q of %q has no console log yet (never deployed)", vmName, config)
-	}
-	return p, nil
-}
-
-func (d *Deployments) vmStoreID(ctx context.Context, config, vmName string) (int64, error) {
-	var id int64
-	err := d.store.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(config)
-		if err != nil {
-			return err
-		}
-		vm, err := VMNamed(c, vmName)
-		if err != nil {
-			return err
-		}
-		id = vm.ID
-		return nil
-	})
-	return id, err
 }
 
 // VMNamed returns the VM of c called name, or a not-found error.

@@ -1,6 +1,7 @@
 // Package deploy runs a lab's deployments: it deploys and undeploys
 // configurations as QEMU processes on segments or inside fences, drives
-// their VMs, and re-adopts them after a daemon restart.
+// their VMs and their consoles (Consoles), and re-adopts them after a
+// daemon restart.
 package deploy
 
 import (
@@ -73,34 +74,36 @@ type Config struct {
 type Deployments struct {
 	store           store.Store
 	lab             Lab
-	alloc           *ipam.Allocator
+	external        externalAddrs
 	hv              Hypervisor
 	segs            Segments
 	fences          Fences
-	dataDir         string
-	hostKey         string
+	host            hostNames
 	shutdownTimeout time.Duration
 	log             *slog.Logger
 	vms             runningVMs
-	extCursor       externalCursor
+	consoles        *Consoles
 }
 
 // New returns the deployments of cfg.
 func New(cfg Config) *Deployments {
-	return &Deployments{
-		store: cfg.Store, lab: cfg.Lab, alloc: cfg.Alloc,
+	d := &Deployments{
+		store: cfg.Store, lab: cfg.Lab, external: externalAddrs{alloc: cfg.Alloc},
 		hv: cfg.Hypervisor, segs: cfg.Segments, fences: cfg.Fences,
-		dataDir: cfg.DataDir, hostKey: cfg.HostKey, shutdownTimeout: cfg.ShutdownTimeout, log: cfg.Log,
+		host: hostNames{key: cfg.HostKey, dataDir: cfg.DataDir}, shutdownTimeout: cfg.ShutdownTimeout, log: cfg.Log,
 	}
+	d.consoles = &Consoles{store: d.store, vms: &d.vms, host: d.host, log: d.log}
+	return d
 }
+
+// Consoles returns the consoles and screens of the deployments' VMs.
+func (d *Deployments) Consoles() *Consoles { return d.consoles }
 
 // StateFile is the data-dir-relative path of VM id's saved state.
 func StateFile(id int64) string { return filepath.Join(StateDir, fmt.Sprintf("vm-%d.state", id)) }
 
 // VMRunDir is the run directory of VM id (sockets, pidfile, console log).
-func (d *Deployments) VMRunDir(id int64) string {
-	return filepath.Join(d.dataDir, RunDir, fmt.Sprintf("vm-%d", id))
-}
+func (d *Deployments) VMRunDir(id int64) string { return d.host.runDir(id) }
 
 // PID is the process ID of VM id, or 0 when it does not run.
 func (d *Deployments) PID(id int64) int {
@@ -117,14 +120,30 @@ func (d *Deployments) Running() int {
 	return len(d.vms.m)
 }
 
-func (d *Deployments) vmID(id int64) string { return fmt.Sprintf("sh-%s-vm%d", d.hostKey, id) }
-
-func (d *Deployments) tapName(nicID int64) string {
-	return fence.TapName(fmt.Sprintf("%s/nic-%d", d.hostKey, nicID))
+// hostNames names this data dir's files, VMs, taps and fences on the host.
+type hostNames struct {
+	key     string // distinguishes this data dir's VMs, taps and fences
+	dataDir string // absolute
 }
 
+// vm is the hypervisor's ID of VM id.
+func (h hostNames) vm(id int64) string { return fmt.Sprintf("sh-%s-vm%d", h.key, id) }
+
+// tap is the tap device of NIC nicID.
+func (h hostNames) tap(nicID int64) string {
+	return fence.TapName(fmt.Sprintf("%s/nic-%d", h.key, nicID))
+}
+
+// fence names the fence of configuration id.
+func (h hostNames) fence(configID int64) string { return fmt.Sprintf("%s-c%d", h.key, configID) }
+
 // abs turns a data-dir-relative path into an absolute one.
-func (d *Deployments) abs(rel string) string { return journal.Abs(d.dataDir, rel) }
+func (h hostNames) abs(rel string) string { return journal.Abs(h.dataDir, rel) }
+
+// runDir is the run directory of VM id.
+func (h hostNames) runDir(id int64) string {
+	return filepath.Join(h.dataDir, RunDir, fmt.Sprintf("vm-%d", id))
+}
 
 func (d *Deployments) requireRuntime(what, name string) error {
 	if d.hv == nil || d.segs == nil || d.fences == nil {
@@ -144,7 +163,7 @@ func (d *Deployments) recordFailure(ctx context.Context, action, subject string,
 // HasSavedState reports whether the VM has a saved state that its next
 // start resumes.
 func (d *Deployments) HasSavedState(vmID int64) bool {
-	return fileExists(d.abs(StateFile(vmID)))
+	return fileExists(d.host.abs(StateFile(vmID)))
 }
 
 func fileExists(p string) bool {

@@ -7,12 +7,15 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/fence"
+	"stagehand/internal/ipam"
 	"stagehand/internal/store"
 )
 
-// fenceID names the fence of configuration id on this host.
-func (d *Deployments) fenceID(configID int64) string {
-	return fmt.Sprintf("%s-c%d", d.hostKey, configID)
+// externalAddrs hands out and takes back the external addresses of fenced
+// deployments.
+type externalAddrs struct {
+	alloc  *ipam.Allocator
+	cursor externalCursor
 }
 
 // externalCursor remembers, per network, the last external address handed
@@ -39,10 +42,10 @@ func (c *externalCursor) set(network int64, a netip.Addr) {
 	c.last[network] = a
 }
 
-// allocateExternal gives, inside tx, every addressed NIC of c a new
+// allocate gives, inside tx, every addressed NIC of c a new
 // external address from its network's pool, held by the deployment. The
 // pool being exhausted fails the whole transaction: nothing is held.
-func (d *Deployments) allocateExternal(tx store.Tx, c *store.Config) error {
+func (x *externalAddrs) allocate(tx store.Tx, c *store.Config) error {
 	for vi := range c.VMs {
 		vm := &c.VMs[vi]
 		for ni := range vm.NICs {
@@ -54,11 +57,11 @@ func (d *Deployments) allocateExternal(tx store.Tx, c *store.Config) error {
 			if err != nil {
 				return err
 			}
-			a, err := d.alloc.Allocate(tx, nw, store.AllocExternal, fmt.Sprintf("fence of %s (%s)", c.Name, vm.Name), d.extCursor.get(nw.ID))
+			a, err := x.alloc.Allocate(tx, nw, store.AllocExternal, fmt.Sprintf("fence of %s (%s)", c.Name, vm.Name), x.cursor.get(nw.ID))
 			if err != nil {
 				return fmt.Errorf("external address for VM %q: %w", vm.Name, err)
 			}
-			d.extCursor.set(nw.ID, a.IP)
+			x.cursor.set(nw.ID, a.IP)
 			n.ExternalAllocationID = a.ID
 			if err := tx.UpdateNIC(n); err != nil {
 				return err
@@ -68,9 +71,9 @@ func (d *Deployments) allocateExternal(tx store.Tx, c *store.Config) error {
 	return nil
 }
 
-// releaseExternal returns, inside tx, the external addresses of c's NICs to
+// release returns, inside tx, the external addresses of c's NICs to
 // their pools.
-func (d *Deployments) releaseExternal(tx store.Tx, c *store.Config) error {
+func (x *externalAddrs) release(tx store.Tx, c *store.Config) error {
 	for vi := range c.VMs {
 		for ni := range c.VMs[vi].NICs {
 			n := &c.VMs[vi].NICs[ni]
@@ -91,7 +94,7 @@ func (d *Deployments) releaseExternal(tx store.Tx, c *store.Config) error {
 			if err := tx.DeleteAllocation(id); err != nil {
 				return err
 			}
-			d.alloc.Released(a.NetworkID, a.IP)
+			x.alloc.Released(a.NetworkID, a.IP)
 		}
 	}
 	return nil
@@ -106,7 +109,7 @@ func (d *Deployments) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, 
 	if err != nil {
 		return fence.FenceSpec{}, fmt.Errorf("configuration %q: %w", c.Name, err)
 	}
-	spec := fence.FenceSpec{ID: d.fenceID(c.ID), Policy: policy}
+	spec := fence.FenceSpec{ID: d.host.fence(c.ID), Policy: policy}
 	byNet := map[int64]int{}
 	for _, vm := range c.VMs {
 		for _, n := range vm.NICs {
