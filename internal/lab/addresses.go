@@ -55,7 +55,7 @@ func (s Networks) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 	if err != nil {
 		return nil, fmt.Errorf("change addresses of %q: %w", name, err)
 	}
-	s.record(ctx, ObjectConfig, "change-ips", name, "")
+	s.events.record(ctx, ObjectConfig, "change-ips", name, "")
 	return Configs{s.core}.Get(ctx, name)
 }
 
@@ -109,7 +109,7 @@ func (s Networks) SetIP(ctx context.Context, config, vmName string, nicIndex int
 	if err != nil {
 		return nil, fmt.Errorf("set address of %s/%s NIC %d: %w", config, vmName, nicIndex, err)
 	}
-	s.record(ctx, ObjectConfig, "set-ip", config, fmt.Sprintf("VM %s NIC %d: %s", vmName, nicIndex, ip))
+	s.events.record(ctx, ObjectConfig, "set-ip", config, fmt.Sprintf("VM %s NIC %d: %s", vmName, nicIndex, ip))
 	// The view is read after the commit, outside the writer's turn.
 	return Configs{s.core}.Get(ctx, config)
 }

@@ -75,16 +75,16 @@ type ArchiveDiskView struct {
 // syncDirs fsyncs each path (files or directories).
 var syncDirs = archive.SyncPaths
 
-func (s *core) archiveView(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
-	return s.archiveViewNamed(tx, a, access.NewNames(tx))
+func (vs views) archive(tx store.Tx, a *store.Archive) (*ArchiveView, error) {
+	return vs.archiveNamed(tx, a, access.NewNames(tx))
 }
 
-func (s *core) archiveViewNamed(tx store.Tx, a *store.Archive, names *access.Names) (*ArchiveView, error) {
+func (vs views) archiveNamed(tx store.Tx, a *store.Archive, names *access.Names) (*ArchiveView, error) {
 	m, err := bundle.Parse(a.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("archive %q: %w", a.Name, err)
 	}
-	dir := s.archives.DirOf(a)
+	dir := vs.archives.DirOf(a)
 	v := &ArchiveView{Name: a.Name, Source: a.Source, Dir: dir, Description: m.Description, Owner: m.Owner, Size: a.Size, CreatedAt: a.CreatedAt}
 	v.Workspace, v.Owner = owned(names, a.WorkspaceID, a.OwnerID, m.Owner)
 	for _, n := range m.Networks {
@@ -104,7 +104,7 @@ func (s *core) archiveViewNamed(tx store.Tx, a *store.Archive, names *access.Nam
 	if err != nil {
 		l = nil
 	}
-	v.Lease = s.leaseView(l)
+	v.Lease = vs.lease(l)
 	return v, nil
 }
 
@@ -129,7 +129,7 @@ func (s Archives) ListIn(ctx context.Context, workspace string) ([]ArchiveView, 
 		}
 		names := access.NewNames(tx)
 		for i := range as {
-			v, err := s.archiveViewNamed(tx, &as[i], names)
+			v, err := s.views.archiveNamed(tx, &as[i], names)
 			if err != nil {
 				return err
 			}
@@ -148,7 +148,7 @@ func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 		if err != nil {
 			return err
 		}
-		out, err = s.archiveView(tx, a)
+		out, err = s.views.archive(tx, a)
 		return err
 	})
 	return out, err
@@ -161,7 +161,7 @@ func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 // The archive goes to opts.Workspace, else the configuration's workspace
 // (archive.create checked there), owned by the caller.
 func (s Archives) StartCreate(ctx context.Context, config, name string, opts CreateOptions) (jobs.Job, error) {
-	place, err := s.placeFrom(ctx, auth.ArchiveCreate, access.KindArchive, opts.Workspace, func(tx store.Tx) (int64, error) {
+	place, err := s.placer.placeFrom(ctx, auth.ArchiveCreate, access.KindArchive, opts.Workspace, func(tx store.Tx) (int64, error) {
 		c, err := tx.GetConfig(config)
 		if err != nil {
 			return 0, err
@@ -182,7 +182,7 @@ func (s Archives) StartCreate(ctx context.Context, config, name string, opts Cre
 // The configuration goes to opts.Workspace, else the archive's workspace
 // (config.create checked there), owned by the caller, within quotas.
 func (s Archives) StartRestore(ctx context.Context, archive, config string, opts CreateOptions) (jobs.Job, error) {
-	place, err := s.placeFrom(ctx, auth.ConfigCreate, access.KindConfig, opts.Workspace, func(tx store.Tx) (int64, error) {
+	place, err := s.placer.placeFrom(ctx, auth.ConfigCreate, access.KindConfig, opts.Workspace, func(tx store.Tx) (int64, error) {
 		a, err := tx.GetArchive(archive)
 		if err != nil {
 			return 0, err

@@ -76,7 +76,7 @@ func (s Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, e
 		}
 		as.File, as.Source = f, spec.File
 	}
-	place, err := s.place(ctx, auth.ArchiveImport, access.KindArchive, spec.Workspace, 0)
+	place, err := s.placer.place(ctx, auth.ArchiveImport, access.KindArchive, spec.Workspace, 0)
 	if err != nil {
 		as.File.Close()
 		if as.Release != nil {
@@ -181,7 +181,7 @@ func (l archiveLab) StartLease(tx store.Tx, archiveID int64, d *time.Duration) e
 func (l archiveLab) Touch(ctx context.Context, name string) { l.s.touch(ctx, ObjectArchive, name) }
 
 func (l archiveLab) Record(ctx context.Context, action, name, detail string) {
-	l.s.record(ctx, ObjectArchive, action, name, detail)
+	l.s.events.record(ctx, ObjectArchive, action, name, detail)
 }
 
 func (l archiveLab) Update(ctx context.Context, fn func(store.Tx) error) error {
@@ -199,7 +199,7 @@ func (archiveLab) NewBootPath(base string) string {
 }
 
 func (l archiveLab) RecordRestore(ctx context.Context, config, archive string) {
-	l.s.record(ctx, ObjectConfig, "restore", config, "restored from archive "+archive)
+	l.s.events.record(ctx, ObjectConfig, "restore", config, "restored from archive "+archive)
 }
 
 func (archiveLab) CopyBootFile(ctx context.Context, src, dst string) error {

@@ -165,7 +165,7 @@ func (s Leases) cleanupCandidates(tx store.Tx, sc access.Scope, now time.Time, i
 	}
 	idleFor := time.Duration(idleDays) * 24 * time.Hour
 	consider := func(it CleanupItem, l *store.Lease, created time.Time, idleCounts bool) *CleanupItem {
-		it.Lease = s.leaseView(l)
+		it.Lease = s.views.lease(l)
 		it.IdleSince = created
 		if l != nil {
 			if !l.LastUsed.IsZero() {

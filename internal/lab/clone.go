@@ -65,7 +65,7 @@ func (s *core) loadCloneSource(ctx context.Context, src, dst string) (*store.Con
 func (s Configs) LinkedClone(ctx context.Context, src, dst string, opts CreateOptions) (*ConfigView, error) {
 	v, err := s.linkedClone(ctx, src, dst, store.KindConfig, opts, false)
 	if err == nil {
-		s.record(ctx, ObjectConfig, "clone", dst, "linked clone of "+src)
+		s.events.record(ctx, ObjectConfig, "clone", dst, "linked clone of "+src)
 	}
 	return v, err
 }
@@ -87,7 +87,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	if kind == store.KindLibrary {
 		action, objKind = auth.LibraryCapture, access.KindLibrary
 	}
-	place, err := s.place(ctx, action, objKind, opts.Workspace, c.WorkspaceID)
+	place, err := s.placer.place(ctx, action, objKind, opts.Workspace, c.WorkspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
 	}
@@ -198,7 +198,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 		if err := journal.Commit(tx, op, nil); err != nil {
 			return err
 		}
-		view, err = s.configView(tx, clone)
+		view, err = s.views.config(tx, clone)
 		return err
 	})
 	if err != nil {
@@ -269,7 +269,7 @@ func (s Configs) StartFullClone(ctx context.Context, src, dst string, opts Creat
 		unlock()
 		return jobs.Job{}, err
 	}
-	place, err := s.place(ctx, auth.ConfigCreate, access.KindConfig, opts.Workspace, c.WorkspaceID)
+	place, err := s.placer.place(ctx, auth.ConfigCreate, access.KindConfig, opts.Workspace, c.WorkspaceID)
 	if err != nil {
 		unlock()
 		return jobs.Job{}, fmt.Errorf("full clone %q to %q: %w", src, dst, err)
@@ -296,7 +296,7 @@ func (s Configs) StartFullClone(ctx context.Context, src, dst string, opts Creat
 		}
 		s.journal.Finish(op)
 		s.log.Info("full clone made", "config", dst, "source", src, "disks", len(plans))
-		s.record(ctx, ObjectConfig, "full-clone", dst, "full clone of "+src)
+		s.events.record(ctx, ObjectConfig, "full-clone", dst, "full clone of "+src)
 		return nil
 	})
 	return job, nil

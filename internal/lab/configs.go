@@ -69,7 +69,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 	unlock := s.locks.lock(keys...)
 	defer unlock()
 
-	place, err := s.place(ctx, auth.ConfigCreate, access.KindConfig, spec.Workspace, 0)
+	place, err := s.placer.place(ctx, auth.ConfigCreate, access.KindConfig, spec.Workspace, 0)
 	if err != nil {
 		return nil, fmt.Errorf("create configuration %q: %w", spec.Name, err)
 	}
@@ -194,7 +194,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 			return err
 		}
 		var err error
-		view, err = s.configView(tx, c)
+		view, err = s.views.config(tx, c)
 		return err
 	})
 	if err != nil {
@@ -202,7 +202,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 	}
 	s.journal.Finish(op)
 	s.log.Info("configuration created", "config", spec.Name, "vms", len(plan))
-	s.record(ctx, ObjectConfig, "create", spec.Name, "")
+	s.events.record(ctx, ObjectConfig, "create", spec.Name, "")
 	return view, nil
 }
 
@@ -276,11 +276,11 @@ func (s Configs) ListIn(ctx context.Context, workspace string) ([]ConfigView, er
 			if cs[i].Kind == store.KindLibrary {
 				continue // see ListLibrary
 			}
-			v, err := s.configViewNamed(tx, &cs[i], names, idx)
+			v, err := s.views.configNamed(tx, &cs[i], names, idx)
 			if err != nil {
 				return err
 			}
-			out = append(out, *s.withRuntime(v))
+			out = append(out, *s.views.withRuntime(v))
 		}
 		return nil
 	})
@@ -295,10 +295,10 @@ func (s Configs) Get(ctx context.Context, name string) (*ConfigView, error) {
 		if err != nil {
 			return err
 		}
-		out, err = s.configView(tx, c)
+		out, err = s.views.config(tx, c)
 		return err
 	})
-	return s.withRuntime(out), err
+	return s.views.withRuntime(out), err
 }
 
 // DeleteConfig deletes an undeployed configuration: its VMs' writable
@@ -370,27 +370,27 @@ func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 		return fmt.Errorf("delete configuration %q: %w", name, err)
 	}
 	s.log.Info("configuration deleted", "config", name, "files", len(op.RemoveFiles))
-	s.record(ctx, kindObject(kind), "delete", name, "")
+	s.events.record(ctx, kindObject(kind), "delete", name, "")
 	return s.journal.Finish(op)
 }
 
-func (s *core) configView(tx store.Tx, c *store.Config) (*ConfigView, error) {
+func (vs views) config(tx store.Tx, c *store.Config) (*ConfigView, error) {
 	idx, err := loadLayers(tx)
 	if err != nil {
 		return nil, err
 	}
-	return s.configViewNamed(tx, c, access.NewNames(tx), idx)
+	return vs.configNamed(tx, c, access.NewNames(tx), idx)
 }
 
 // configViewNamed is configView with the workspace and user names and the
 // layers of a list read once (a layer index per configuration made a list
 // of N configurations read N times every layer).
-func (s *core) configViewNamed(tx store.Tx, c *store.Config, names *access.Names, idx layerIndex) (*ConfigView, error) {
+func (vs views) configNamed(tx store.Tx, c *store.Config, names *access.Names, idx layerIndex) (*ConfigView, error) {
 	v := &ConfigView{
 		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
 		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError,
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
-		Kind: c.Kind, Lease: s.leases.view(tx, configLease(c.ID)),
+		Kind: c.Kind, Lease: vs.leases.view(tx, configLease(c.ID)),
 	}
 	v.Workspace, v.Owner = owned(names, c.WorkspaceID, c.OwnerID, c.Owner)
 	netNames := map[int64]string{}
@@ -409,9 +409,9 @@ func (s *core) configViewNamed(tx store.Tx, c *store.Config, names *access.Names
 			if err != nil {
 				return nil, fmt.Errorf("configuration %q VM %q disk %d: %w", c.Name, vm.Name, d.Index, err)
 			}
-			dv := DiskView{Index: d.Index, Path: s.abs(chain[0].Path)}
+			dv := DiskView{Index: d.Index, Path: vs.abs(chain[0].Path)}
 			for _, l := range chain {
-				dv.Chain = append(dv.Chain, s.abs(l.Path))
+				dv.Chain = append(dv.Chain, vs.abs(l.Path))
 			}
 			vv.Disks = append(vv.Disks, dv)
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"stagehand/internal/console"
+	"stagehand/internal/errdefs"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
@@ -59,14 +60,14 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 				return err
 			}
 			var err error
-			view, err = s.configView(tx, c)
+			view, err = s.views.config(tx, c)
 			return err
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.withRuntime(view), nil
+	return s.views.withRuntime(view), nil
 }
 
 // Undeploy powers off or saves every VM and removes the deployment's
@@ -78,13 +79,13 @@ func (s Deployments) Undeploy(ctx context.Context, name string, saveState bool) 
 			return err
 		}
 		var err error
-		view, err = s.configView(tx, c)
+		view, err = s.views.config(tx, c)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.withRuntime(view), nil
+	return s.views.withRuntime(view), nil
 }
 
 // VMAction stops (ACPI power-off), starts or resets one VM of a deployed
@@ -136,14 +137,14 @@ func (s Deployments) VMLog(ctx context.Context, config, vmName string) (string, 
 
 // withRuntime adds what only the running daemon knows (PIDs, saved
 // states) to a view.
-func (s *core) withRuntime(v *ConfigView) *ConfigView {
+func (vs views) withRuntime(v *ConfigView) *ConfigView {
 	if v == nil {
 		return nil
 	}
 	for i := range v.VMs {
 		vm := &v.VMs[i]
-		vm.PID = s.deploys.PID(vm.id)
-		vm.HasSavedState = s.deploys.HasSavedState(vm.id)
+		vm.PID = vs.deploys.PID(vm.id)
+		vm.HasSavedState = vs.deploys.HasSavedState(vm.id)
 	}
 	return v
 }
@@ -158,8 +159,20 @@ func (l deployLab) Update(ctx context.Context, fn func(store.Tx) error) error {
 
 func (l deployLab) Lock(name string) func() { return l.s.locks.lock(name) }
 
+// WaitAccel returns the accelerator VMs start with, waiting for the probe
+// when it still runs (bounded by ctx, and by the probe's own timeout).
 func (l deployLab) WaitAccel(ctx context.Context, what, name string) (string, error) {
-	return l.s.waitAccel(ctx, what, name)
+	st := l.s.accel.Status()
+	if st.Ready() {
+		return st.Accel, nil
+	}
+	l.s.log.Info(what+" waits for the accelerator probe", "config", name, "probing_for", time.Since(st.Since).Round(time.Millisecond))
+	st, err := l.s.accel.Wait(ctx)
+	if err != nil {
+		return "", errdefs.Unavailable("%s %q: the accelerator is still being probed (for %s): %w",
+			what, name, time.Since(st.Since).Round(time.Second), err)
+	}
+	return st.Accel, nil
 }
 
 func (l deployLab) Fault(ctx context.Context, op, step string) error {

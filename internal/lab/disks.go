@@ -140,7 +140,7 @@ func (s Configs) StartConsolidate(ctx context.Context, config, vmName string, di
 			return fail(err)
 		}
 		s.log.Info("disk consolidated", "config", config, "vm", vmName, "disk", disk, "released", len(op.RemoveFiles))
-		s.record(ctx, ObjectConfig, "consolidate", config, fmt.Sprintf("VM %s disk %d", vmName, disk))
+		s.events.record(ctx, ObjectConfig, "consolidate", config, fmt.Sprintf("VM %s disk %d", vmName, disk))
 		return s.journal.Finish(op)
 	}), nil
 }

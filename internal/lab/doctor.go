@@ -3,7 +3,9 @@ package lab
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"stagehand/internal/hypervisor"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
@@ -70,5 +72,12 @@ func (l doctorLab) ReleaseAddress(ctx context.Context, a store.Allocation) error
 	return s.update(ctx, func(tx store.Tx) error { return s.releaseAllocations(tx, []int64{a.ID}) })
 }
 
-// Accel describes the accelerator for the report.
-func (l doctorLab) Accel() (accel, reason string) { return l.s.accelNow() }
+// Accel describes the accelerator for the report: the choice and why, or
+// "probing" and for how long.
+func (l doctorLab) Accel() (accel, reason string) {
+	st := l.s.accel.Status()
+	if !st.Ready() {
+		return hypervisor.AccelProbing, fmt.Sprintf("%s, for %s", st.Reason, time.Since(st.Since).Round(time.Second))
+	}
+	return st.Accel, st.Reason
+}

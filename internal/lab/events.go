@@ -35,14 +35,17 @@ type Recorder interface {
 
 var _ Recorder = (*events.Log)(nil)
 
+// recorder is what the operations tell their Recorder, in the lab's words.
+type recorder struct{ Recorder }
+
 // record tells the Recorder that the operation did action to subject.
-func (s *core) record(ctx context.Context, object, action, subject, detail string) {
-	s.events.Record(ctx, events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultOK, Detail: detail})
+func (r recorder) record(ctx context.Context, object, action, subject, detail string) {
+	r.Record(ctx, events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultOK, Detail: detail})
 }
 
 // recordFailure tells the Recorder that action on subject failed.
-func (s *core) recordFailure(ctx context.Context, object, action, subject string, err error) {
-	s.events.Record(ctx, events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultFailed, Detail: err.Error()})
+func (r recorder) recordFailure(ctx context.Context, object, action, subject string, err error) {
+	r.Record(ctx, events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultFailed, Detail: err.Error()})
 }
 
 // opObjects names the object of the journal's operation kinds, for the
@@ -54,12 +57,12 @@ var opObjects = map[string]string{
 }
 
 // recordOpFailure records the failure of a journalled operation.
-func (s *core) recordOpFailure(ctx context.Context, op *store.Op, err error) {
+func (r recorder) recordOpFailure(ctx context.Context, op *store.Op, err error) {
 	object := opObjects[op.Kind]
 	if object == "" {
 		object = ObjectConfig
 	}
-	s.recordFailure(ctx, object, op.Kind, op.Subject, err)
+	r.recordFailure(ctx, object, op.Kind, op.Subject, err)
 }
 
 func kindObject(kind string) string {

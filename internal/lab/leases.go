@@ -109,7 +109,7 @@ type LeaseView struct {
 	LastUsed       time.Time
 }
 
-func (s *core) leaseView(l *store.Lease) LeaseView { return viewLease(s.life.policy, l) }
+func (vs views) lease(l *store.Lease) LeaseView { return viewLease(vs.policy, l) }
 
 func viewLease(p LeasePolicy, l *store.Lease) LeaseView {
 	if l == nil {
@@ -313,14 +313,14 @@ func (s Leases) Set(ctx context.Context, name string, ch LeaseChange) (*ConfigVi
 		if err := tx.PutLease(l); err != nil {
 			return err
 		}
-		view, err = s.configView(tx, c)
+		view, err = s.views.config(tx, c)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lease of %q: %w", name, err)
 	}
-	s.record(ctx, object, "lease", name, describeLeaseChange(ch))
-	return s.withRuntime(view), nil
+	s.events.record(ctx, object, "lease", name, describeLeaseChange(ch))
+	return s.views.withRuntime(view), nil
 }
 
 // SetArchiveLease changes the storage lease of an archive; 0 means never.
@@ -342,7 +342,7 @@ func (s Archives) SetLease(ctx context.Context, name string, storage time.Durati
 	if err != nil {
 		return nil, fmt.Errorf("lease of archive %q: %w", name, err)
 	}
-	s.record(ctx, ObjectArchive, "lease", name, describeLeaseChange(LeaseChange{Storage: &storage}))
+	s.events.record(ctx, ObjectArchive, "lease", name, describeLeaseChange(LeaseChange{Storage: &storage}))
 	return s.Get(ctx, name)
 }
 
@@ -469,7 +469,7 @@ func (l reaperLab) SetDeployExpires(ctx context.Context, object, name string, st
 }
 
 func (l reaperLab) Record(ctx context.Context, object, action, subject, detail string) {
-	l.s.record(ctx, object, action, subject, detail)
+	l.s.events.record(ctx, object, action, subject, detail)
 }
 
 func (l reaperLab) PruneEvents(ctx context.Context, before time.Time) error {

@@ -30,7 +30,7 @@ func (s Library) Capture(ctx context.Context, config, name string, opts CreateOp
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, ObjectLibrary, "capture", name, "captured from "+config)
+	s.events.record(ctx, ObjectLibrary, "capture", name, "captured from "+config)
 	return v, nil
 }
 
@@ -45,7 +45,7 @@ func (s Library) Checkout(ctx context.Context, entry, name string, opts CreateOp
 	if err != nil {
 		return nil, err
 	}
-	s.record(ctx, ObjectConfig, "checkout", name, "checked out from library entry "+entry)
+	s.events.record(ctx, ObjectConfig, "checkout", name, "checked out from library entry "+entry)
 	return v, nil
 }
 
@@ -77,7 +77,7 @@ func (s Library) ListIn(ctx context.Context, workspace string) ([]ConfigView, er
 			if cs[i].Kind != store.KindLibrary {
 				continue
 			}
-			v, err := s.configViewNamed(tx, &cs[i], names, idx)
+			v, err := s.views.configNamed(tx, &cs[i], names, idx)
 			if err != nil {
 				return err
 			}
@@ -99,7 +99,7 @@ func (s Library) Get(ctx context.Context, name string) (*ConfigView, error) {
 		if c.Kind != store.KindLibrary {
 			return errdefs.NotFound("library entry %q not found (%q is a configuration)", name, name)
 		}
-		out, err = s.configView(tx, c)
+		out, err = s.views.config(tx, c)
 		return err
 	})
 	return out, err

@@ -82,9 +82,6 @@ func newMAC() string {
 // Archive files, outside the data dir, are journalled with absolute paths.
 func (s *core) abs(rel string) string { return journal.Abs(s.dataDir, rel) }
 
-// rel turns an absolute path inside the data dir into a relative one.
-func (s *core) rel(abs string) string { return journal.Rel(s.dataDir, abs) }
-
 func sortedUnique(keys []string) []string {
 	sort.Strings(keys)
 	out := keys[:0]

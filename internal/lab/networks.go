@@ -55,7 +55,7 @@ func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, e
 		return nil, err
 	}
 	s.log.Info("network created", "network", spec.Name, "subnet", n.Subnet)
-	s.record(ctx, ObjectNetwork, "create", spec.Name, spec.Subnet)
+	s.events.record(ctx, ObjectNetwork, "create", spec.Name, spec.Subnet)
 	return view, nil
 }
 
@@ -165,7 +165,7 @@ func (s Networks) Delete(ctx context.Context, name string) error {
 		return tx.DeleteNetwork(nw.ID)
 	})
 	if err == nil {
-		s.record(ctx, ObjectNetwork, "delete", name, "")
+		s.events.record(ctx, ObjectNetwork, "delete", name, "")
 	}
 	return err
 }

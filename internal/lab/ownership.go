@@ -14,33 +14,33 @@ import (
 // the caller may create there); the operation writes both on the record
 // it creates, in its own transaction, with the quotas checked there too.
 
-// place decides, in a read transaction of its own, where an object the
-// caller of ctx makes goes; fallback is the workspace of the object it is
-// made from (0: none). Operations call it before they touch a file, so a
-// refused create costs nothing.
-func (s *core) place(ctx context.Context, action auth.Action, kind, workspace string, fallback int64) (access.Placement, error) {
-	var p access.Placement
-	err := s.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		p, err = s.access.Place(ctx, tx, action, kind, workspace, fallback)
-		return err
-	})
-	return p, err
+// placer decides, in a read transaction of its own, where an object the
+// caller of ctx makes goes (access.Checker.Place). Operations ask it
+// before they touch a file, so a refused create costs nothing.
+type placer struct {
+	store  store.Store
+	access *access.Checker
+}
+
+// place decides where an object goes; fallback is the workspace of the
+// object it is made from (0: none).
+func (p placer) place(ctx context.Context, action auth.Action, kind, workspace string, fallback int64) (access.Placement, error) {
+	return p.placeFrom(ctx, action, kind, workspace, func(store.Tx) (int64, error) { return fallback, nil })
 }
 
 // placeFrom is place with the fallback workspace read by source in the
 // same transaction (the workspace of the object an operation copies).
-func (s *core) placeFrom(ctx context.Context, action auth.Action, kind, workspace string, source func(store.Tx) (int64, error)) (access.Placement, error) {
-	var p access.Placement
-	err := s.store.View(ctx, func(tx store.Tx) error {
+func (p placer) placeFrom(ctx context.Context, action auth.Action, kind, workspace string, source func(store.Tx) (int64, error)) (access.Placement, error) {
+	var pl access.Placement
+	err := p.store.View(ctx, func(tx store.Tx) error {
 		fallback, err := source(tx)
 		if err != nil {
 			return err
 		}
-		p, err = s.access.Place(ctx, tx, action, kind, workspace, fallback)
+		pl, err = p.access.Place(ctx, tx, action, kind, workspace, fallback)
 		return err
 	})
-	return p, err
+	return pl, err
 }
 
 // storedQuota checks, inside the transaction that writes them, that vms

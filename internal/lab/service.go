@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"stagehand/internal/errdefs"
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/jobs"
@@ -84,32 +83,6 @@ type Accelerator interface {
 	Wait(ctx context.Context) (hypervisor.AccelStatus, error)
 }
 
-// waitAccel returns the accelerator VMs start with, waiting for the probe
-// when it still runs (bounded by ctx, and by the probe's own timeout).
-func (s *core) waitAccel(ctx context.Context, what, name string) (string, error) {
-	st := s.accel.Status()
-	if st.Ready() {
-		return st.Accel, nil
-	}
-	s.log.Info(what+" waits for the accelerator probe", "config", name, "probing_for", time.Since(st.Since).Round(time.Millisecond))
-	st, err := s.accel.Wait(ctx)
-	if err != nil {
-		return "", errdefs.Unavailable("%s %q: the accelerator is still being probed (for %s): %w",
-			what, name, time.Since(st.Since).Round(time.Second), err)
-	}
-	return st.Accel, nil
-}
-
-// accelNow describes the accelerator for reports: the choice and why, or
-// "probing" and for how long.
-func (s *core) accelNow() (accel, reason string) {
-	st := s.accel.Status()
-	if !st.Ready() {
-		return hypervisor.AccelProbing, fmt.Sprintf("%s, for %s", st.Reason, time.Since(st.Since).Round(time.Second))
-	}
-	return st.Accel, st.Reason
-}
-
 // Service is the lab: one type per resource, all over one shared core. It
 // is safe for concurrent use.
 type Service struct {
@@ -172,16 +145,31 @@ type core struct {
 	deploys  *deploy.Deployments // deployments, their VMs and fences
 	life     *lifecycle          // archives, leases and the reaper
 	leases   leaseKeeper         // the leases operations start and end
-	events   Recorder            // what operations tell the event log
+	events   recorder            // what operations tell the event log
 	eventLog *events.Log         // the events: listed, followed, pruned
 	doctor   *doctor.Doctor      // one run at a time; layers that passed
 	archives *archive.Archives   // making, exporting, importing, deleting
 	access   *access.Checker     // placement of new objects, filtered lists
+	views    views               // what users see of the records
+	placer   placer              // where the objects callers make go
 
 	importDirs  []string // Options.ImportDirs, resolved
 	importNames []string // the same, as given (absolute) and resolved
 	maxUpload   int64
 }
+
+// views turns records into what users see: paths made absolute, names for
+// ids, leases, and what only the running daemon knows (PIDs, saved states).
+type views struct {
+	dataDir  string
+	leases   leaseKeeper
+	policy   LeasePolicy
+	archives *archive.Archives
+	deploys  *deploy.Deployments
+}
+
+// abs turns a data-dir-relative path into an absolute one.
+func (vs views) abs(rel string) string { return journal.Abs(vs.dataDir, rel) }
 
 // update runs fn in a store transaction. When it does not commit, the
 // allocator's cache may hold addresses the transaction took or released,
@@ -251,14 +239,16 @@ func New(opts Options) (*Service, error) {
 		s.log = slog.Default()
 	}
 	s.access = access.New(s.store, s.log).WithJobs(s.jobs)
+	s.placer = placer{store: s.store, access: s.access}
 	s.journal = journal.New(journal.Config{
 		Store: s.store, Disks: s.disks, DataDir: s.dataDir, Log: s.log, FailAt: opts.FailAt,
-		OnFailure: s.recordOpFailure,
+		// s.events is set below: read it when an operation fails.
+		OnFailure: func(ctx context.Context, op *store.Op, err error) { s.events.recordOpFailure(ctx, op, err) },
 	})
 	s.leases = s.life.book
 	s.life.reaper = lease.NewReaper(reaperLab{s}, s.life.policy, s.now, s.log)
 	s.eventLog = events.New(s.store, s.life.now, s.log)
-	s.events = s.eventLog
+	s.events = recorder{s.eventLog}
 	s.doctor = doctor.New(doctor.Config{
 		Store: s.store, Disks: s.disks, Lab: doctorLab{s},
 		DataDir: s.dataDir, FileDirs: []string{layersDir, filesDir}, ArchiveDir: s.life.archiveDir,
@@ -273,6 +263,7 @@ func New(opts Options) (*Service, error) {
 		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences,
 		DataDir: abs, HostKey: hex.EncodeToString(sum[:4]), ShutdownTimeout: shutdownTimeout, Log: s.log,
 	})
+	s.views = views{dataDir: s.dataDir, leases: s.leases, policy: s.life.policy, archives: s.archives, deploys: s.deploys}
 	return &Service{
 		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
 		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s},

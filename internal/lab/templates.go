@@ -100,7 +100,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		}
 	}
 
-	place, err := s.place(ctx, auth.TemplateCreate, access.KindTemplate, spec.Workspace, 0)
+	place, err := s.placer.place(ctx, auth.TemplateCreate, access.KindTemplate, spec.Workspace, 0)
 	if err != nil {
 		return nil, fmt.Errorf("import template %q: %w", spec.Name, err)
 	}
@@ -203,7 +203,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		if err := journal.Commit(tx, op, nil); err != nil {
 			return err
 		}
-		v, err := s.templateView(tx, t)
+		v, err := s.views.template(tx, t)
 		view = v
 		return err
 	})
@@ -212,7 +212,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 	}
 	s.journal.Finish(op)
 	s.log.Info("template imported", "template", spec.Name, "disks", len(layerPaths))
-	s.record(ctx, ObjectTemplate, "import", spec.Name, "")
+	s.events.record(ctx, ObjectTemplate, "import", spec.Name, "")
 	return view, nil
 }
 
@@ -390,7 +390,7 @@ func (s Templates) ListIn(ctx context.Context, workspace string) ([]TemplateView
 			return err
 		}
 		for i := range ts {
-			v, err := s.templateView(tx, &ts[i])
+			v, err := s.views.template(tx, &ts[i])
 			if err != nil {
 				return err
 			}
@@ -409,7 +409,7 @@ func (s Templates) Get(ctx context.Context, name string) (*TemplateView, error) 
 		if err != nil {
 			return err
 		}
-		out, err = s.templateView(tx, t)
+		out, err = s.views.template(tx, t)
 		return err
 	})
 	return out, err
@@ -465,7 +465,7 @@ func (s Templates) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("delete template %q: %w", name, err)
 	}
-	s.record(ctx, ObjectTemplate, "delete", name, "")
+	s.events.record(ctx, ObjectTemplate, "delete", name, "")
 	return s.journal.Finish(op)
 }
 
@@ -488,24 +488,24 @@ func templateUsers(tx store.Tx, id int64) ([]string, error) {
 	return names, nil
 }
 
-func (s *core) templateView(tx store.Tx, t *store.Template) (*TemplateView, error) {
+func (vs views) template(tx store.Tx, t *store.Template) (*TemplateView, error) {
 	v := &TemplateView{
 		Name: t.Name, Description: t.Description, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB,
 		Cmdline: t.Cmdline, CreatedAt: t.CreatedAt,
 	}
 	v.Workspace, v.Owner = owned(access.NewNames(tx), t.WorkspaceID, t.OwnerID, "")
 	if t.Kernel != "" {
-		v.Kernel = s.abs(t.Kernel)
+		v.Kernel = vs.abs(t.Kernel)
 	}
 	if t.Initrd != "" {
-		v.Initrd = s.abs(t.Initrd)
+		v.Initrd = vs.abs(t.Initrd)
 	}
 	for _, id := range t.LayerIDs {
 		l, err := tx.GetLayer(id)
 		if err != nil {
 			return nil, err
 		}
-		v.Disks = append(v.Disks, LayerView{ID: l.ID, Path: s.abs(l.Path), Frozen: l.Frozen, VirtualSize: l.VirtualSize, Template: t.Name})
+		v.Disks = append(v.Disks, LayerView{ID: l.ID, Path: vs.abs(l.Path), Frozen: l.Frozen, VirtualSize: l.VirtualSize, Template: t.Name})
 	}
 	return v, nil
 }
