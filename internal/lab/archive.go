@@ -118,40 +118,28 @@ func (s Archives) ListIn(ctx context.Context, workspace string) ([]ArchiveView, 
 	if err != nil {
 		return nil, err
 	}
-	var out []ArchiveView
-	err = s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) ([]ArchiveView, error) {
 		as, err := listArchives(tx, sc)
 		if err == nil {
 			as, err = inWorkspace(tx, workspace, as, func(a *store.Archive) int64 { return a.WorkspaceID })
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		names := access.NewNames(tx)
-		for i := range as {
-			v, err := s.views.archiveNamed(tx, &as[i], names)
-			if err != nil {
-				return err
-			}
-			out = append(out, *v)
-		}
-		return nil
+		return viewsOf(as, func(a *store.Archive) (*ArchiveView, error) { return s.views.archiveNamed(tx, a, names) })
 	})
-	return out, err
 }
 
 // GetArchive returns one archive.
 func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
-	var out *ArchiveView
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) (*ArchiveView, error) {
 		a, err := tx.GetArchive(name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out, err = s.views.archive(tx, a)
-		return err
+		return s.views.archive(tx, a)
 	})
-	return out, err
 }
 
 // StartArchive starts a job that copies an undeployed configuration (or

@@ -254,49 +254,53 @@ func (s Configs) List(ctx context.Context) ([]ConfigView, error) { return s.List
 // ListIn returns the configurations the caller may see in workspace ("ws"
 // or "org/ws"; "" every workspace).
 func (s Configs) ListIn(ctx context.Context, workspace string) ([]ConfigView, error) {
-	sc, err := s.access.Scope(ctx, access.KindConfig)
+	return s.listIn(ctx, workspace, false)
+}
+
+// listIn returns the configurations (library false; with what the running
+// daemon knows of their VMs) or the library entries (library true) the
+// caller may see in workspace.
+func (s Configs) listIn(ctx context.Context, workspace string, library bool) ([]ConfigView, error) {
+	kind := access.KindConfig
+	if library {
+		kind = access.KindLibrary
+	}
+	sc, err := s.access.Scope(ctx, kind)
 	if err != nil {
 		return nil, err
 	}
-	var out []ConfigView
-	err = s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) ([]ConfigView, error) {
 		cs, err := listConfigs(tx, sc)
 		if err == nil {
 			cs, err = inWorkspace(tx, workspace, cs, func(c *store.Config) int64 { return c.WorkspaceID })
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
+		cs = slices.DeleteFunc(cs, func(c store.Config) bool { return (c.Kind == store.KindLibrary) != library })
 		names := access.NewNames(tx)
-		idx, err := loadLayers(tx)
+		idx, err := loadLayers(tx) // once for the whole list
 		if err != nil {
-			return err
+			return nil, err
 		}
-		for i := range cs {
-			if cs[i].Kind == store.KindLibrary {
-				continue // see ListLibrary
+		return viewsOf(cs, func(c *store.Config) (*ConfigView, error) {
+			v, err := s.views.configNamed(tx, c, names, idx)
+			if err != nil || library {
+				return v, err
 			}
-			v, err := s.views.configNamed(tx, &cs[i], names, idx)
-			if err != nil {
-				return err
-			}
-			out = append(out, *s.views.withRuntime(v))
-		}
-		return nil
+			return s.views.withRuntime(v), nil
+		})
 	})
-	return out, err
 }
 
 // GetConfig returns one configuration.
 func (s Configs) Get(ctx context.Context, name string) (*ConfigView, error) {
-	var out *ConfigView
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	out, err := viewIn(ctx, s.store, func(tx store.Tx) (*ConfigView, error) {
 		c, err := tx.GetConfig(name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out, err = s.views.config(tx, c)
-		return err
+		return s.views.config(tx, c)
 	})
 	return s.views.withRuntime(out), err
 }

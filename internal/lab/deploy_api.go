@@ -51,31 +51,32 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 	if err := checkLeaseLength("deployment", opts.DeployLease); err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
-	var view *ConfigView
-	err = s.deploys.Deploy(ctx, name, deploy.Options{
-		Fenced: opts.Fenced, FencePolicy: policy,
-		Admit: deployQuota,
-		Commit: func(tx store.Tx, c *store.Config) error {
-			if err := s.leases.deployed(tx, c.ID, opts.DeployLease); err != nil {
-				return err
-			}
-			var err error
-			view, err = s.views.config(tx, c)
-			return err
-		},
+	lease := func(tx store.Tx, id int64) error { return s.leases.deployed(tx, id, opts.DeployLease) }
+	return s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {
+		return s.deploys.Deploy(ctx, name, deploy.Options{
+			Fenced: opts.Fenced, FencePolicy: policy,
+			Admit:  deployQuota,
+			Commit: commit,
+		})
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s.views.withRuntime(view), nil
 }
 
 // Undeploy powers off or saves every VM and removes the deployment's
 // plumbing (see deploy.Deployments.Undeploy); its lease ends with it.
 func (s Deployments) Undeploy(ctx context.Context, name string, saveState bool) (*ConfigView, error) {
+	return s.committed(s.leases.undeployed, func(commit func(store.Tx, *store.Config) error) error {
+		return s.deploys.Undeploy(ctx, name, saveState, commit)
+	})
+}
+
+// committed runs op (a deploy or undeploy) with the commit hook it calls
+// in the transaction that marks the configuration deployed or undeployed:
+// there lease writes the change of its deployment lease and the view is
+// read. It returns that view with what the running daemon knows.
+func (s Deployments) committed(lease func(tx store.Tx, configID int64) error, op func(commit func(store.Tx, *store.Config) error) error) (*ConfigView, error) {
 	var view *ConfigView
-	err := s.deploys.Undeploy(ctx, name, saveState, func(tx store.Tx, c *store.Config) error {
-		if err := s.leases.undeployed(tx, c.ID); err != nil {
+	err := op(func(tx store.Tx, c *store.Config) error {
+		if err := lease(tx, c.ID); err != nil {
 			return err
 		}
 		var err error

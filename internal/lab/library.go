@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"stagehand/internal/errdefs"
-	"stagehand/internal/lab/access"
 	"stagehand/internal/store"
 )
 
@@ -55,54 +54,21 @@ func (s Library) List(ctx context.Context) ([]ConfigView, error) { return s.List
 // ListIn returns the library entries the caller may see in workspace
 // ("ws" or "org/ws"; "" every workspace).
 func (s Library) ListIn(ctx context.Context, workspace string) ([]ConfigView, error) {
-	sc, err := s.access.Scope(ctx, access.KindLibrary)
-	if err != nil {
-		return nil, err
-	}
-	var out []ConfigView
-	err = s.store.View(ctx, func(tx store.Tx) error {
-		cs, err := listConfigs(tx, sc)
-		if err == nil {
-			cs, err = inWorkspace(tx, workspace, cs, func(c *store.Config) int64 { return c.WorkspaceID })
-		}
-		if err != nil {
-			return err
-		}
-		names := access.NewNames(tx)
-		idx, err := loadLayers(tx)
-		if err != nil {
-			return err
-		}
-		for i := range cs {
-			if cs[i].Kind != store.KindLibrary {
-				continue
-			}
-			v, err := s.views.configNamed(tx, &cs[i], names, idx)
-			if err != nil {
-				return err
-			}
-			out = append(out, *v)
-		}
-		return nil
-	})
-	return out, err
+	return Configs{s.core}.listIn(ctx, workspace, true)
 }
 
 // GetLibraryEntry returns one library entry.
 func (s Library) Get(ctx context.Context, name string) (*ConfigView, error) {
-	var out *ConfigView
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) (*ConfigView, error) {
 		c, err := tx.GetConfig(name)
 		if err != nil {
-			return errdefs.NotFound("library entry %q not found", name)
+			return nil, errdefs.NotFound("library entry %q not found", name)
 		}
 		if c.Kind != store.KindLibrary {
-			return errdefs.NotFound("library entry %q not found (%q is a configuration)", name, name)
+			return nil, errdefs.NotFound("library entry %q not found (%q is a configuration)", name, name)
 		}
-		out, err = s.views.config(tx, c)
-		return err
+		return s.views.config(tx, c)
 	})
-	return out, err
 }
 
 // DeleteLibraryEntry deletes a library entry: its own (empty) layers, and

@@ -73,29 +73,20 @@ func (s Networks) ListIn(ctx context.Context, workspace string) ([]NetworkView, 
 	if err != nil {
 		return nil, err
 	}
-	var out []NetworkView
-	err = s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) ([]NetworkView, error) {
 		nws, err := listNetworks(tx, sc)
 		if err == nil {
 			nws, err = inWorkspace(tx, workspace, nws, func(n *store.Network) int64 { return n.WorkspaceID })
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		owners, err := loadNICOwners(tx, cs)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		for i := range nws {
-			v, err := networkView(tx, &nws[i], owners)
-			if err != nil {
-				return err
-			}
-			out = append(out, *v)
-		}
-		return nil
+		return viewsOf(nws, func(n *store.Network) (*NetworkView, error) { return networkView(tx, n, owners) })
 	})
-	return out, err
 }
 
 // GetNetwork returns one network with its pool usage: every held address
@@ -106,20 +97,17 @@ func (s Networks) Get(ctx context.Context, name string) (*NetworkView, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out *NetworkView
-	err = s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) (*NetworkView, error) {
 		nw, err := tx.GetNetwork(name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		owners, err := loadNICOwners(tx, cs)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out, err = networkView(tx, nw, owners)
-		return err
+		return networkView(tx, nw, owners)
 	})
-	return out, err
 }
 
 // DeleteNetwork deletes a network no NIC uses.

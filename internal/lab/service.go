@@ -158,19 +158,6 @@ type core struct {
 	maxUpload   int64
 }
 
-// views turns records into what users see: paths made absolute, names for
-// ids, leases, and what only the running daemon knows (PIDs, saved states).
-type views struct {
-	dataDir  string
-	leases   leaseKeeper
-	policy   LeasePolicy
-	archives *archive.Archives
-	deploys  *deploy.Deployments
-}
-
-// abs turns a data-dir-relative path into an absolute one.
-func (vs views) abs(rel string) string { return journal.Abs(vs.dataDir, rel) }
-
 // update runs fn in a store transaction. When it does not commit, the
 // allocator's cache may hold addresses the transaction took or released,
 // so it is dropped (reloaded on the next allocation).

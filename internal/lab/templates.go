@@ -380,39 +380,27 @@ func (s Templates) ListIn(ctx context.Context, workspace string) ([]TemplateView
 	if err != nil {
 		return nil, err
 	}
-	var out []TemplateView
-	err = s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) ([]TemplateView, error) {
 		ts, err := listTemplates(tx, sc)
 		if err == nil {
 			ts, err = inWorkspace(tx, workspace, ts, func(t *store.Template) int64 { return t.WorkspaceID })
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
-		for i := range ts {
-			v, err := s.views.template(tx, &ts[i])
-			if err != nil {
-				return err
-			}
-			out = append(out, *v)
-		}
-		return nil
+		return viewsOf(ts, func(t *store.Template) (*TemplateView, error) { return s.views.template(tx, t) })
 	})
-	return out, err
 }
 
 // GetTemplate returns one template.
 func (s Templates) Get(ctx context.Context, name string) (*TemplateView, error) {
-	var out *TemplateView
-	err := s.store.View(ctx, func(tx store.Tx) error {
+	return viewIn(ctx, s.store, func(tx store.Tx) (*TemplateView, error) {
 		t, err := tx.GetTemplate(name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out, err = s.views.template(tx, t)
-		return err
+		return s.views.template(tx, t)
 	})
-	return out, err
 }
 
 // DeleteTemplate deletes a template that no VM was made from. Its base
