@@ -38,6 +38,40 @@ type TemplateUpload struct {
 	Disks       []string // local paths, in disk order
 	Kernel      string   // local path (optional)
 	Initrd      string   // local path (optional)
+	// Progress, when set, is told the bytes of the files sent so far out
+	// of their total (see Progress).
+	Progress Progress
+}
+
+// Progress is told how far a transfer is: done bytes out of total (0 while
+// unknown). It is called from the goroutine that moves the bytes, once per
+// read (often: keep it cheap), and may be called concurrently with the
+// caller's own code.
+type Progress func(done, total int64)
+
+// countingReader tells progress the bytes read through it, counted from
+// base (the bytes of the files before it), out of total.
+type countingReader struct {
+	r              io.Reader
+	base, n, total int64
+	progress       Progress
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n += int64(n)
+		c.progress(c.base+c.n, c.total)
+	}
+	return n, err
+}
+
+// counted returns r reporting to progress, or r itself when progress is nil.
+func counted(r io.Reader, base, total int64, progress Progress) io.Reader {
+	if progress == nil {
+		return r
+	}
+	return &countingReader{r: r, base: base, total: total, progress: progress}
 }
 
 // localFile is a file to upload, opened once, with its size and sha256.
@@ -140,10 +174,18 @@ func (c *Client) UploadTemplate(ctx context.Context, req TemplateUpload) (*wire.
 	if req.MemoryMiB != 0 {
 		q.Set("memory_mib", strconv.Itoa(req.MemoryMiB))
 	}
+	var total int64
+	for _, p := range parts {
+		total += p.file.size
+	}
+	if req.Progress != nil {
+		req.Progress(0, total)
+	}
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	go func() {
 		var err error
+		var sent int64 // bytes of the parts before this one
 		for _, p := range parts {
 			h := textproto.MIMEHeader{}
 			h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q; filename=%q`, p.field, p.file.name))
@@ -154,9 +196,10 @@ func (c *Client) UploadTemplate(ctx context.Context, req TemplateUpload) (*wire.
 			if w, err = mw.CreatePart(h); err != nil {
 				break
 			}
-			if _, err = io.Copy(w, p.file.f); err != nil {
+			if _, err = io.Copy(w, counted(p.file.f, sent, total, req.Progress)); err != nil {
 				break
 			}
+			sent += p.file.size
 		}
 		if err == nil {
 			err = mw.Close()
@@ -180,6 +223,9 @@ type BundleUpload struct {
 	MapNetwork   map[string]string // the bundle's networks renamed (old -> new)
 	StorageLease string
 	Workspace    string
+	// Progress, when set, is told the bytes of the bundle sent so far (see
+	// Progress).
+	Progress Progress
 }
 
 // UploadBundle sends a bundle on this machine to the daemon, which
@@ -203,8 +249,12 @@ func (c *Client) UploadBundle(ctx context.Context, req BundleUpload) (*wire.Job,
 	h.Set("Content-Type", wire.ContentTypeBundle)
 	h.Set(wire.HeaderContentSHA256, lf.sum)
 	h.Set(wire.HeaderFileName, lf.name)
+	if req.Progress != nil {
+		req.Progress(0, lf.size)
+	}
 	var out wire.Job
-	if err := c.send(ctx, http.MethodPost, path("archives", "upload"), q, h, io.NopCloser(lf.f), lf.size, &out); err != nil {
+	body := io.NopCloser(counted(lf.f, 0, lf.size, req.Progress))
+	if err := c.send(ctx, http.MethodPost, path("archives", "upload"), q, h, body, lf.size, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -242,7 +292,15 @@ func (c *Client) send(ctx context.Context, method, p string, query url.Values, h
 // whole bundle arrived and its sha256 equals the one the daemon sent
 // last. On any failure, cancellation included, nothing is left. It
 // returns the bundle's size.
-func (c *Client) DownloadBundle(ctx context.Context, archive, file string) (n int64, err error) {
+func (c *Client) DownloadBundle(ctx context.Context, archive, file string) (int64, error) {
+	return c.DownloadBundleProgress(ctx, archive, file, nil)
+}
+
+// DownloadBundleProgress is DownloadBundle telling progress (when not nil)
+// the bytes received so far, out of the answer's Content-Length (0 when the
+// server streams without one, as it does for bundles: the caller may know
+// the size better, e.g. the archive's).
+func (c *Client) DownloadBundleProgress(ctx context.Context, archive, file string, progress Progress) (n int64, err error) {
 	if _, err := os.Lstat(file); err == nil {
 		return 0, errdefs.Conflict("%s already exists", file)
 	}
@@ -273,7 +331,11 @@ func (c *Client) DownloadBundle(ctx context.Context, archive, file string) (n in
 		return 0, err
 	}
 	h := sha256.New()
-	n, err = io.Copy(io.MultiWriter(tmp, h), resp.Body)
+	total := max(resp.ContentLength, 0)
+	if progress != nil {
+		progress(0, total)
+	}
+	n, err = io.Copy(io.MultiWriter(tmp, h), counted(resp.Body, 0, total, progress))
 	if err != nil {
 		if ctx.Err() != nil {
 			return n, ctx.Err()

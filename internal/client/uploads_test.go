@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +125,75 @@ func TestDownloadOfADamagedArchiveLeavesNothing(t *testing.T) {
 		t.Fatal("a damaged archive was downloaded")
 	}
 	assertOnly(t, dir)
+}
+
+// progressLog records what a client.Progress was told.
+type progressLog struct {
+	mu      sync.Mutex
+	samples [][2]int64
+}
+
+func (p *progressLog) record(done, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.samples = append(p.samples, [2]int64{done, total})
+}
+
+// check asserts the samples start at 0, never go back, and end at
+// wantLast (done, total).
+func (p *progressLog) check(t *testing.T, what string, wantLast [2]int64) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.samples) < 3 {
+		t.Fatalf("%s: %d progress samples, want a start, steps and an end: %v", what, len(p.samples), p.samples)
+	}
+	if p.samples[0][0] != 0 {
+		t.Errorf("%s: first sample %v, want 0 done", what, p.samples[0])
+	}
+	for i := 1; i < len(p.samples); i++ {
+		if p.samples[i][0] < p.samples[i-1][0] {
+			t.Errorf("%s: progress went back: %v then %v", what, p.samples[i-1], p.samples[i])
+		}
+	}
+	if last := p.samples[len(p.samples)-1]; last != wantLast {
+		t.Errorf("%s: last sample %v, want %v", what, last, wantLast)
+	}
+}
+
+// TestTransferProgress: uploads tell their Progress the file bytes sent out
+// of the files' total (two template files in one request; a bundle), and a
+// download the bytes received, ending at the size written.
+func TestTransferProgress(t *testing.T) {
+	c, _ := newClient(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	disk, kernel := filepath.Join(dir, "disk.img"), filepath.Join(dir, "vmlinuz")
+	os.WriteFile(disk, make([]byte, 1<<20), 0o600)
+	os.WriteFile(kernel, bytes.Repeat([]byte("k"), 300_000), 0o600)
+	var up progressLog
+	if _, err := c.UploadTemplate(ctx, client.TemplateUpload{Name: "tmpl", Disks: []string{disk}, Format: "raw", Kernel: kernel, Progress: up.record}); err != nil {
+		t.Fatal(err)
+	}
+	up.check(t, "template upload", [2]int64{1<<20 + 300_000, 1<<20 + 300_000})
+
+	seedArchive(t, c)
+	file := filepath.Join(dir, "arch.tar")
+	var down progressLog
+	n, err := c.DownloadBundleProgress(ctx, "arch", file, down.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The daemon streams the bundle without a Content-Length.
+	down.check(t, "download", [2]int64{n, 0})
+
+	var bundle progressLog
+	j, err := c.UploadBundle(ctx, client.BundleUpload{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}, Progress: bundle.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = c.WaitJob(ctx, j.ID, time.Minute); err != nil || j.State != wire.JobSucceeded {
+		t.Fatalf("import job = %+v, %v", j, err)
+	}
+	bundle.check(t, "bundle upload", [2]int64{n, n})
 }
