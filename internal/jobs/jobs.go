@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/metrics"
 )
 
 // Job states.
@@ -155,6 +156,7 @@ func (m *Manager) start(kind, subject string, userID int64, fn Func) Job {
 			e.job.State = Failed
 			e.job.Error = err.Error()
 		}
+		metrics.ObserveJob(e.job.Kind, e.job.State, e.job.Ended.Sub(e.job.Started).Seconds())
 		m.pruneLocked()
 		m.mu.Unlock()
 		close(e.done)
