@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"stagehand/internal/metrics"
 )
 
 // Lab is what the reaper asks of the lab that keeps the leases: their
@@ -59,7 +61,9 @@ func (r *Reaper) Reap(ctx context.Context) ([]ReapAction, error) {
 	now := r.now()
 	actions := Plan(now, r.policy, items)
 	for i := range actions {
-		if err := r.do(ctx, now, actions[i]); err != nil {
+		err := r.do(ctx, now, actions[i])
+		metrics.CountReaperAction(actions[i].Action, err != nil)
+		if err != nil {
 			actions[i].Err = err.Error()
 			r.log.Warn("reaper", "action", actions[i].Action, "object", actions[i].Object, "name", actions[i].Name, "err", err)
 		}
