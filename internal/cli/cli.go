@@ -257,7 +257,9 @@ trusted on first use: its fingerprint is pinned in
 		a.eventsCommand(),
 		a.userCommand(), a.orgCommand(), a.workspaceCommand(), a.groupCommand(), a.tokenCommand(), a.authCommand(),
 		a.loginCommand(), a.logoutCommand(),
+		a.completionCommand(),
 	)
+	a.registerCompletions(root)
 	return root
 }
 

@@ -86,7 +86,7 @@ at most one role's rights there (--workspace with --max-role).`,
 	f := cmd.Flags()
 	f.StringVar(&req.ExpiresIn, "expires-in", "", "lifetime: 90d (default), 12h, 720h, ...")
 	f.StringVar(&req.Workspace, "workspace", "", "restrict the token to this workspace (ORG/NAME or NAME)")
-	f.StringVar(&req.MaxRole, "max-role", "", "with --workspace: at most this role's rights there")
+	f.StringVar(&req.MaxRole, "max-role", "", "with --workspace: at most this role's rights there (admin, template-creator, author, user, console-only or viewer)")
 	f.StringVar(&req.User, "user", "", "make the token for another user (system administrators)")
 	return cmd
 }
