@@ -32,6 +32,9 @@ import (
 // is made the first time a sub-benchmark needs it.
 
 const (
+	// firstRows is how many rows /ui/configs holds before its marker
+	// (webui's firstRows).
+	firstRows     = 50
 	benchUser     = "bench"
 	benchPassword = "bench password 42"
 	benchConfigs  = 1000
@@ -78,6 +81,7 @@ func BenchmarkWebConsole(b *testing.B) {
 	b.Run("SerialEcho/qemu-socket", l.benchEchoDirect)
 	b.Run("SerialEcho/websocket", l.benchEchoWebsocket)
 	b.Run("ConfigsPage1000/server", l.benchConfigsServer)
+	b.Run("ConfigsPage1000/rows-fragment", l.benchConfigsRows)
 	b.Run("ConfigsPage1000/api-list", l.benchConfigsAPI)
 	b.Run("ConfigsPage1000/first-paint", l.benchConfigsFirstPaint)
 	b.Run("EventToDOM", l.benchEventToDOM)
@@ -153,8 +157,10 @@ func (l *benchLab) benchConfigsServer(b *testing.B) {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			b.Fatalf("GET /ui/configs: %d %v", resp.StatusCode, err)
 		}
-		if n := bytes.Count(body, []byte(`<tr data-name="bench-`)); n != benchConfigs {
-			b.Fatalf("GET /ui/configs has %d rows, want %d", n, benchConfigs)
+		// The page holds the first screenful of rows and a marker for
+		// the rest, which the browser loads as the user scrolls.
+		if n := bytes.Count(body, []byte(`<tr data-name="bench-`)); n != firstRows || !bytes.Contains(body, []byte(`data-more=`)) {
+			b.Fatalf("GET /ui/configs has %d rows (marker: %v), want %d and a marker", n, bytes.Contains(body, []byte(`data-more=`)), firstRows)
 		}
 		size = len(body)
 		return d
@@ -168,6 +174,32 @@ func (l *benchLab) benchConfigsServer(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(ms(median(times)), "p50-ms")
 	b.ReportMetric(float64(size)/1024, "KiB")
+}
+
+// benchConfigsRows times the marker's fragment after the page's rows (the
+// next 200 rows), which the browser loads when the marker nears the
+// screen.
+func (l *benchLab) benchConfigsRows(b *testing.B) {
+	l.makeConfigs()
+	const path = "/ui/config-rows?after=bench-0049"
+	var times []time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		resp, err := l.http.Get(l.d.url + path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		if n := bytes.Count(body, []byte(`<tr data-name="bench-`)); n != 200 {
+			b.Fatalf("GET %s has %d rows, want 200", path, n)
+		}
+		times = append(times, time.Since(t0))
+	}
+	b.ReportMetric(ms(median(times)), "p50-ms")
 }
 
 // benchConfigsAPI times GET /api/v1/configs as the same user: the lab's
@@ -201,7 +233,8 @@ func (l *benchLab) benchConfigsFirstPaint(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		run(b, l.tab, "load the configurations", time.Minute,
 			chromedp.Navigate(l.br.url+"/ui/configs"),
-			chromedp.WaitVisible(chromedp.CSS(`tr[data-name="bench-0999"]`)))
+			chromedp.WaitVisible(chromedp.CSS(`tr[data-name="bench-0000"]`)),
+			chromedp.WaitReady(chromedp.CSS(`tr[data-more]`)))
 		p := value(b, l.tab, "read the paint timing", 30*time.Second, chromedp.Poll[struct{ FCP, Load float64 }](`(() => {
   const fcp = performance.getEntriesByName("first-contentful-paint")[0];
   const nav = performance.getEntriesByType("navigation")[0];
@@ -215,6 +248,14 @@ func (l *benchLab) benchConfigsFirstPaint(b *testing.B) {
 	b.ReportMetric(fcps[len(fcps)-1], "fcp-max-ms")
 	b.ReportMetric(loads[len(loads)/2], "load-p50-ms")
 }
+
+// loadAllRowsJS scrolls to the list's marker until none is left: true
+// once every row is loaded.
+const loadAllRowsJS = `(() => {
+  const m = document.querySelector("tr[data-more]");
+  if (m) { m.scrollIntoView(); return false; }
+  return document.querySelectorAll("#configs tbody tr[data-name]").length > 0;
+})()`
 
 // eventToDOMJS changes a configuration's storage lease through the API from
 // the page and waits for its row to be replaced from the event stream:
@@ -245,7 +286,10 @@ func (l *benchLab) benchEventToDOM(b *testing.B) {
 	l.makeConfigs()
 	run(b, l.tab, "load the configurations", time.Minute,
 		chromedp.Navigate(l.br.url+"/ui/configs"),
-		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="bench-0999"]`)))
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="bench-0000"]`)))
+	// All 1,000 rows, as a user who scrolled to the end has them: the
+	// changes below reach rows across the list.
+	value(b, l.tab, "scroll to the end of the list", time.Minute, chromedp.Poll[bool](loadAllRowsJS))
 	var fromAnswer, fromRequest []float64
 	type times struct{ Request, Answer, Row float64 }
 	// The first change waits for the page's event stream to be open.

@@ -2,7 +2,9 @@ package webui
 
 import (
 	"net/http"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
 
 	"stagehand/internal/auth"
@@ -34,6 +36,14 @@ func rowOf(c *lab.ConfigView) configRow {
 	return row
 }
 
+// The list shows its first screenful of rows in the page and loads the
+// rest as the user scrolls (configsRows): a page of 1,000 rows took
+// Chromium longer to lay out than the daemon took to make it.
+const (
+	firstRows = 50  // rows in the page itself: more than a tall screen holds
+	moreRows  = 200 // rows per fragment after those
+)
+
 type configsData struct {
 	Rows      []configRow
 	States    []string // the states present, for the filter
@@ -42,10 +52,109 @@ type configsData struct {
 	// After is the newest event's id: the page's event stream starts
 	// after it.
 	After int64
+	// Filter is the filter the rows were chosen by (the page's
+	// ?q=&state=), shown in its inputs.
+	Filter configsFilter
+	// More is the rows that follow Rows, to be loaded.
+	More configsMore
+}
+
+// configsFilter is the list's search: every word of Q in a row's name,
+// owner, workspace or description (case-insensitive), and its State.
+// app.js applies the same test to the rows it holds.
+type configsFilter struct {
+	Q, State string
+	words    []string
+}
+
+func filterOf(r *http.Request) configsFilter {
+	q := r.URL.Query()
+	f := configsFilter{Q: q.Get("q"), State: q.Get("state")}
+	f.words = strings.Fields(strings.ToLower(f.Q))
+	return f
+}
+
+// Empty reports whether the filter lets every row through.
+func (f configsFilter) Empty() bool { return len(f.words) == 0 && f.State == "" }
+
+func (f configsFilter) match(row *configRow) bool {
+	if f.State != "" && row.State != f.State {
+		return false
+	}
+	if len(f.words) == 0 {
+		return true
+	}
+	hay := strings.ToLower(row.search())
+	for _, w := range f.words {
+		if !strings.Contains(hay, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// search is the text the filter searches (the row's data-search).
+func (row configRow) search() string {
+	return row.Name + " " + row.Owner + " " + row.Workspace + " " + row.Description
+}
+
+// configsMore is the marker row after a part of the list: how many rows
+// follow, and the fragment that brings the next of them.
+type configsMore struct {
+	Left int
+	URL  string
+}
+
+// configsList reads the configurations of the chosen workspace that pass
+// f, sorted by name, and the states of all of them.
+func (h *Handler) configsList(r *http.Request, workspace string, f configsFilter) (rows []configRow, states []string, err error) {
+	cs, err := h.lab.Configs.List(r.Context())
+	if err != nil {
+		return nil, nil, err
+	}
+	seen := map[string]bool{}
+	for i := range cs {
+		if workspace != "" && cs[i].Workspace != workspace {
+			continue
+		}
+		row := rowOf(&cs[i])
+		if !seen[row.State] {
+			seen[row.State] = true
+			states = append(states, row.State)
+		}
+		if f.match(&row) {
+			rows = append(rows, row)
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	sort.Strings(states)
+	return rows, states, nil
+}
+
+// page cuts rows after the row named after (all when ""), n of them, and
+// says what follows.
+func pageOf(rows []configRow, after string, n int, workspace string, f configsFilter) ([]configRow, configsMore) {
+	start := sort.Search(len(rows), func(i int) bool { return rows[i].Name > after })
+	rows = rows[start:]
+	if len(rows) <= n {
+		return rows, configsMore{}
+	}
+	q := url.Values{"after": {rows[n-1].Name}}
+	if f.Q != "" {
+		q.Set("q", f.Q)
+	}
+	if f.State != "" {
+		q.Set("state", f.State)
+	}
+	if workspace != "" {
+		q.Set("workspace", workspace)
+	}
+	return rows[:n], configsMore{Left: len(rows) - n, URL: "/ui/config-rows?" + q.Encode()}
 }
 
 // configsPage lists the configurations the user may see (in the chosen
-// workspace), kept current from the event stream.
+// workspace), kept current from the event stream: the first rows, and a
+// marker from which app.js loads the others.
 func (h *Handler) configsPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	f, err := h.frameFor(r, "Configurations", "configs")
@@ -58,31 +167,42 @@ func (h *Handler) configsPage(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	cs, err := h.lab.Configs.List(ctx)
+	d := configsData{Workspace: f.Workspace, After: after, Filter: filterOf(r)}
+	rows, states, err := h.configsList(r, f.Workspace, d.Filter)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	d := configsData{Workspace: f.Workspace, After: after}
-	states := map[string]bool{}
-	for i := range cs {
-		if f.Workspace != "" && cs[i].Workspace != f.Workspace {
-			continue
-		}
-		d.Rows = append(d.Rows, rowOf(&cs[i]))
-		states[cs[i].State] = true
-	}
-	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
-	for s := range states {
-		d.States = append(d.States, s)
-	}
-	sort.Strings(d.States)
+	d.States = states
+	d.Rows, d.More = pageOf(rows, "", firstRows, f.Workspace, d.Filter)
 	if d.Actions, err = h.createActions(r, f.Workspace); err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	f.Page = d
 	h.render(w, r, "configs.html", f)
+}
+
+// configsRows answers the rows of the list after ?after= (all from the
+// first when empty) that pass ?q= and ?state=, in ?workspace= ("" for
+// all): the next part of the list, or the whole list again when its
+// filter changed, with its own marker when more follow.
+func (h *Handler) configsRows(w http.ResponseWriter, r *http.Request) {
+	ws := r.URL.Query().Get("workspace")
+	filter := filterOf(r)
+	rows, _, err := h.configsList(r, ws, filter)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	after := r.URL.Query().Get("after")
+	n := moreRows
+	if after == "" {
+		n = firstRows
+	}
+	var d configsData
+	d.Rows, d.More = pageOf(rows, after, n, ws, filter)
+	h.fragment(w, r, "configs.html", "config-rows", d)
 }
 
 // configRow answers one row of the list, for a live update; 404 when the

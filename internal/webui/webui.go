@@ -82,6 +82,7 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET "+SignInPath, h.signInPage)
 	h.mux.Handle("GET "+AssetsPath, h.assets)
 	h.page("GET /ui/configs", h.configsPage)
+	h.page("GET /ui/config-rows", h.configsRows) // not under /ui/configs/: "rows" may name a configuration
 	h.page("GET /ui/configs/{name}", h.configPage)
 	h.page("GET /ui/configs/{name}/row", h.configRow)
 	h.page("GET /ui/configs/{name}/part/{part}", h.configPart)

@@ -30,7 +30,7 @@ type console struct {
 	srv *httptest.Server
 }
 
-func newConsole(t *testing.T, opts webui.Options) *console {
+func newConsole(t testing.TB, opts webui.Options) *console {
 	t.Helper()
 	l := apitest.New(t).Seed(t)
 	h := api.NewLabHandler(l.API(), slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -45,7 +45,7 @@ func newConsole(t *testing.T, opts webui.Options) *console {
 
 // member makes user a member of default/main with role and returns a
 // session token of theirs.
-func (c *console) member(t *testing.T, user, role string) string {
+func (c *console) member(t testing.TB, user, role string) string {
 	t.Helper()
 	u := c.User(t, user, false)
 	err := c.Store().Update(context.Background(), func(tx store.Tx) error {
@@ -67,7 +67,7 @@ func (c *console) member(t *testing.T, user, role string) string {
 
 // get sends GET path with the session cookie session ("" for none),
 // without following redirects.
-func (c *console) get(t *testing.T, session, path string) (*http.Response, string) {
+func (c *console) get(t testing.TB, session, path string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, c.srv.URL+path, nil)
 	if err != nil {

@@ -414,12 +414,12 @@
   document.addEventListener("input", (ev) => {
     const form = ev.target.closest("form[data-api-path]");
     if (form) updateCLI(form);
-    if (ev.target.matches("[data-filter-text]")) filterList();
+    if (ev.target.matches("[data-filter-text]")) filterChanged();
   });
   document.addEventListener("change", (ev) => {
     const form = ev.target.closest("form[data-api-path]");
     if (form) updateCLI(form);
-    if (ev.target.matches("[data-filter-state]")) filterList();
+    if (ev.target.matches("[data-filter-state]")) filterChanged();
     if (ev.target.matches('[data-action="workspace.switch"]')) switchWorkspace(ev.target.value);
   });
   document.addEventListener("submit", (ev) => {
@@ -463,12 +463,16 @@
     location.assign(u.toString());
   }
 
-  // ---- list filter (client side) -------------------------------------------
+  // ---- list filter -----------------------------------------------------------
 
+  function filterText() { return ($("[data-filter-text]") || {}).value || ""; }
+  function filterState() { return ($("[data-filter-state]") || {}).value || ""; }
+
+  // filterList hides the rows the filter does not pass, among those the
+  // page holds (the server's test for a filtered list: configsFilter).
   function filterList() {
-    const text = ($("[data-filter-text]") || {}).value || "";
-    const state = ($("[data-filter-state]") || {}).value || "";
-    const words = text.toLowerCase().split(/\s+/).filter(Boolean);
+    const state = filterState();
+    const words = filterText().toLowerCase().split(/\s+/).filter(Boolean);
     let shown = 0;
     $$("[data-live-list] tbody tr[data-name]").forEach((tr) => {
       const hay = (tr.dataset.search || tr.dataset.name).toLowerCase();
@@ -477,8 +481,124 @@
       if (ok) shown++;
     });
     const empty = $("[data-empty]");
-    if (empty) empty.hidden = shown > 0;
+    if (empty) empty.hidden = shown > 0 || !!$("[data-live-list] tr[data-more]");
   }
+
+  // filterChanged applies a new filter: at once to the rows the page
+  // holds, and, when the list holds only part of the configurations (more
+  // to load, or loaded under another filter), by loading the list again
+  // with the filter from the server.
+  let filterTimer = null;
+  function filterChanged() {
+    filterList();
+    const list = $('[data-live-list="config"]');
+    if (!list) return;
+    const partial = !!$("tr[data-more]", list) || list.dataset.loadedQ || list.dataset.loadedState;
+    clearTimeout(filterTimer);
+    if (partial) filterTimer = setTimeout(() => reloadRows(list), 200);
+  }
+
+  // ---- long lists: the rest of the rows as the user scrolls -------------------
+
+  // rowsOf parses a fragment of table rows.
+  function rowsOf(html) {
+    const tmpl = document.createElement("template");
+    tmpl.innerHTML = html.trim();
+    return Array.from(tmpl.content.children).filter((el) => el.tagName === "TR");
+  }
+
+  function listError(msg) {
+    const box = $("[data-list-error]");
+    if (box) box.textContent = msg || "";
+  }
+
+  async function getRows(url) {
+    let res;
+    try {
+      res = await fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } });
+    } catch (e) {
+      throw new Error("the daemon cannot be reached: " + e.message);
+    }
+    const text = await res.text();
+    if (!res.ok) throw new Error(text.trim() || res.status + " " + res.statusText);
+    return rowsOf(text);
+  }
+
+  // loadMore replaces a marker row with the rows it stands for (and the
+  // next marker, if more follow).
+  async function loadMore(marker) {
+    if (marker.dataset.loading) return;
+    marker.dataset.loading = "1";
+    let rows;
+    try {
+      rows = await getRows(marker.dataset.more);
+    } catch (e) {
+      listError(e.message);
+      delete marker.dataset.loading;
+      return;
+    }
+    if (!marker.isConnected) return; // the list was loaded again meanwhile
+    listError("");
+    // A live update may have put one of these rows in already.
+    const have = new Set($$("tr[data-name]", marker.parentNode).map((tr) => tr.dataset.name));
+    marker.replaceWith(...rows.filter((tr) => !tr.dataset.name || !have.has(tr.dataset.name)));
+    afterRows();
+  }
+
+  // reloadRows loads the list again from its start under the current
+  // filter; an answer overtaken by a newer filter is dropped.
+  let reloadSeq = 0;
+  async function reloadRows(list) {
+    const seq = ++reloadSeq;
+    const q = filterText().trim(), state = filterState();
+    const params = new URLSearchParams();
+    if (q) params.set("q", q);
+    if (state) params.set("state", state);
+    if (list.dataset.workspace) params.set("workspace", list.dataset.workspace);
+    let rows;
+    try {
+      rows = await getRows("/ui/config-rows?" + params.toString());
+    } catch (e) {
+      if (seq === reloadSeq) listError(e.message);
+      return;
+    }
+    if (seq !== reloadSeq) return;
+    listError("");
+    $("tbody", list).replaceChildren(...rows);
+    list.dataset.loadedQ = q;
+    list.dataset.loadedState = state;
+    // The address keeps the filter: a reload or a shared link shows the
+    // same list.
+    const u = new URL(location.href);
+    if (q) u.searchParams.set("q", q); else u.searchParams.delete("q");
+    if (state) u.searchParams.set("state", state); else u.searchParams.delete("state");
+    history.replaceState(null, "", u.pathname + u.search + u.hash);
+    afterRows();
+  }
+
+  function afterRows() {
+    tick();
+    filterList();
+    watchMore();
+  }
+
+  // Markers are loaded when they come within a screen of the viewport.
+  const moreObserver = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    entries.forEach((en) => { if (en.isIntersecting) loadMore(en.target); });
+  }, { rootMargin: "100% 0px" }) : null;
+
+  function watchMore() {
+    $$("tr[data-more]").forEach((tr) => {
+      if (tr.dataset.watched) return;
+      tr.dataset.watched = "1";
+      if (moreObserver) moreObserver.observe(tr);
+    });
+  }
+
+  document.addEventListener("click", (ev) => {
+    const more = ev.target.closest('[data-action="configs.more"]');
+    if (more) loadMore(more.closest("tr[data-more]"));
+  });
 
   // ---- countdowns ------------------------------------------------------------
 
@@ -539,7 +659,8 @@
   }
 
   // updateRow fetches the row of the configuration an event is about and
-  // puts it in place (new rows in name order); a 404 drops the row.
+  // puts it in place (new rows in name order); a 404 drops the row. A new
+  // row past the rows loaded so far is left to the marker that loads them.
   async function updateRow(list, name, e) {
     const tbody = $("tbody", list);
     const row = $$("tr[data-name]", tbody).find((tr) => tr.dataset.name === name);
@@ -557,14 +678,15 @@
       return;
     }
     if (!res.ok) return;
-    const tmpl = document.createElement("template");
-    tmpl.innerHTML = (await res.text()).trim();
-    const fresh = tmpl.content.querySelector("tr");
+    const fresh = rowsOf(await res.text())[0];
     if (!fresh) return;
-    if (row) {
-      row.replaceWith(fresh);
+    const cur = $$("tr[data-name]", tbody).find((tr) => tr.dataset.name === name);
+    if (cur) {
+      cur.replaceWith(fresh);
     } else {
       const after = $$("tr[data-name]", tbody).find((tr) => tr.dataset.name > name);
+      const marker = $("tr[data-more]", tbody);
+      if (!after && marker) return;
       tbody.insertBefore(fresh, after || null);
     }
     tick();
@@ -705,6 +827,7 @@
     }
     tick();
     filterList();
+    watchMore();
     watchThumbnails(document);
     pollJobs();
   });
