@@ -83,6 +83,7 @@ func TestDecide(t *testing.T) {
 		// 1. the system administrator
 		{"sysadmin deletes in another org", root, ConfigDelete, dCfg, allow, "system administrator"},
 		{"sysadmin repairs", root, DoctorRepair, Object{}, allow, "system administrator"},
+		{"sysadmin scrapes metrics", root, MetricsRead, Object{}, allow, "system administrator"},
 		// 2. an organization's admin
 		{"org admin deletes in a private workspace of their org", erin, ConfigDelete, aPriv, allow, "admin of organization 1"},
 		{"org admin administers the org", erin, OrgAdmin, Object{Kind: "org", OrgID: org1}, allow, "admin of organization 1"},
@@ -91,6 +92,8 @@ func TestDecide(t *testing.T) {
 		// 3. system-wide actions
 		{"anyone reads status", bob, StatusRead, Object{}, allow, "status.read is open"},
 		{"user may not repair", bob, DoctorRepair, Object{}, forbidden, "system administrator"},
+		{"user may not scrape metrics", bob, MetricsRead, Object{}, forbidden, "system administrator"},
+		{"org admin may not scrape metrics", erin, MetricsRead, Object{}, forbidden, "the rest is the system administrator's"},
 		{"user may not administer users", bob, UserAdmin, Object{Kind: "user", Name: "carol", ID: 3}, forbidden, "system administrator"},
 		{"member is not org admin", bob, OrgAdmin, Object{Kind: "org", OrgID: org1}, forbidden, "not an admin of organization 1"},
 		// 4. the workspace itself: create and list
@@ -133,6 +136,7 @@ func TestDecide(t *testing.T) {
 		{"restricted sysadmin: inside, beyond role", root.restricted(wsShared, RoleUser), ConfigEdit, aWeb, forbidden, "token restricted to role user"},
 		{"restricted sysadmin: other workspace", root.restricted(wsShared, RoleAdmin), ConfigRead, dCfg, notFound, "token restricted to workspace 10"},
 		{"restricted sysadmin: no system actions", root.restricted(wsShared, RoleAdmin), DoctorRepair, Object{}, forbidden, "token restricted to role admin in workspace 10"},
+		{"restricted sysadmin: no metrics", root.restricted(wsShared, RoleAdmin), MetricsRead, Object{}, forbidden, "token restricted to role admin in workspace 10"},
 		{"restricted: status still answers", bob.restricted(wsShared, RoleViewer), StatusRead, Object{}, allow, "token restricted"},
 		{"restricted org admin: no org actions", erin.restricted(wsShared, RoleAdmin), OrgAdmin, Object{Kind: "org", OrgID: org1}, forbidden, "token restricted"},
 		// odd inputs

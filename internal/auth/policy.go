@@ -53,6 +53,10 @@ const (
 	DoctorRepair Action = "doctor.repair"
 	CleanupRead  Action = "cleanup.read"
 	StatusRead   Action = "status.read"
+	// MetricsRead is scraping /metrics: counts over every workspace (the
+	// names of configurations, networks and VMs as labels), so it is the
+	// system administrator's, in no role row.
+	MetricsRead Action = "metrics.read"
 
 	UserAdmin      Action = "user.admin"
 	OrgAdmin       Action = "org.admin"
@@ -71,6 +75,7 @@ var allActions = []Action{
 	JobRead, JobCancel,
 	EventRead, DoctorRead, DoctorRepair, CleanupRead, StatusRead,
 	UserAdmin, OrgAdmin, WorkspaceAdmin,
+	MetricsRead,
 }
 
 // Actions returns every action, for the route table's completeness test
