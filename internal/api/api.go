@@ -82,7 +82,8 @@ type Handler struct {
 	hosts *hostCheck // see SetAllowedHosts
 
 	stopDrain context.CancelFunc
-	status    *statusHandler // see SetDaemon
+	status    *statusHandler  // see SetDaemon
+	metrics   *metricsHandler // GET /metrics and the request histogram (metrics.go)
 }
 
 // env is what the resource handlers share with Handler.
@@ -117,9 +118,11 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 	h := &Handler{env: e, mux: http.NewServeMux(), auth: newAuthenticator(l.Directory), hosts: newHostCheck()}
 	h.drain, h.stopDrain = context.WithCancel(context.Background())
 	h.status = &statusHandler{env: e, lab: l.Checks}
+	h.metrics = newMetricsHandler(e, l)
 	r := &router{mux: h.mux, serve: h.endpoint}
 	for _, res := range []interface{ register(*router) }{
 		h.status,
+		h.metrics,
 		templatesHandler{lab: l.Templates, uploads: l.Uploads},
 		networksHandler{lab: l.Networks},
 		configsHandler{lab: l.Configs},

@@ -72,6 +72,8 @@ func (h *Handler) logRequests(next http.Handler) http.Handler {
 					_ = writeJSON(rec, http.StatusInternalServerError, wire.Error{Error: "internal error (see the daemon log)", Kind: wire.KindInternal})
 				}
 			}
+			_, route := h.mux.Handler(r) // the pattern, never the raw path: one series per route
+			h.metrics.observe(route, rec.status, time.Since(start))
 			level := slog.LevelInfo
 			switch {
 			case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rec.status < 400:
