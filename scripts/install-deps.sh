@@ -12,6 +12,10 @@ want=(
   busybox-static:/bin/busybox
   cpio:cpio
   curl:curl
+  # man(1) renders the generated manual pages in cmd/stagehand's test;
+  # dpkg-deb builds the Debian package (scripts/build-deb.sh).
+  man-db:man
+  dpkg:dpkg-deb
   # The web console's tests drive Debian's Chromium headless (chromedp talks
   # to it over a pipe: no chromedriver); a font so pages render text.
   chromium:/usr/bin/chromium

@@ -36,6 +36,6 @@ func deps(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string)
 		Stdout:   stdout,
 		Stderr:   stderr,
 		Getenv:   getenv,
-		Commands: []*cobra.Command{serveCommand(getenv)},
+		Commands: []*cobra.Command{serveCommand(getenv), manCommand()},
 	}
 }
