@@ -2,9 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,8 +13,9 @@ import (
 	"stagehand/internal/errdefs"
 )
 
-// pollWait is how long one /wait request may last: short, so the progress
-// bar moves.
+// pollWait is how long one /wait request may last: the daemon answers at
+// once when the job ends, else after pollWait with the job's progress, so
+// the display moves about once a second without polling in a tight loop.
 const pollWait = time.Second
 
 func (a *app) jobCommand() *cobra.Command {
@@ -57,7 +58,7 @@ func (a *app) jobCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				j, err = a.waitForJob(cmd.Context(), j)
+				j, err = a.followJob(cmd.Context(), j, false)
 				if j != nil {
 					if perr := a.printJob(j); perr != nil && err == nil {
 						err = perr
@@ -103,62 +104,75 @@ func progressText(j wire.Job) string {
 	return fmt.Sprintf("%d%% (%s of %s)", j.Done*100/j.Total, size(j.Done), size(j.Total))
 }
 
-// waitForJob polls the job until it ends, drawing a progress bar on stderr
-// when stderr is a terminal. It returns the final snapshot, and an error
-// when the job did not succeed. Interrupting the wait leaves the job
-// running on the daemon.
+// waitForJob follows a job this command started until it ends, showing
+// its progress, and returns its final snapshot, with an error when it did
+// not succeed. An interrupt (Ctrl-C) asks the daemon to cancel the job,
+// then waits for the job to roll back and end; a second one exits at once
+// (main restores the signal's default action after the first).
 func (a *app) waitForJob(ctx context.Context, j *wire.Job) (*wire.Job, error) {
-	bar := &progressBar{w: a.stderr, on: isTerminal(a.stderr)}
+	return a.followJob(ctx, j, true)
+}
+
+// followJob waits for job j to end, long-polling its /wait endpoint and
+// showing its progress on stderr. With cancelOnInterrupt, ctx ending
+// cancels the job and the wait goes on until it ended; without, the wait
+// stops and the job goes on (job wait: the job is not this command's).
+func (a *app) followJob(ctx context.Context, j *wire.Job, cancelOnInterrupt bool) (*wire.Job, error) {
+	p := a.progress(j.Kind + " " + j.Subject)
+	interrupted := false
 	for j.State == wire.JobRunning {
-		bar.draw(*j)
+		p.update(j.Done, j.Total)
 		next, err := a.client.WaitJob(ctx, j.ID, pollWait)
-		if err != nil {
-			bar.clear()
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("stopped waiting; job %s goes on (stagehand job wait %s, stagehand job cancel %s): %w",
-					j.ID, j.ID, j.ID, errdefs.ErrCanceled)
-			}
+		if err == nil {
+			j = next
+			continue
+		}
+		if ctx.Err() == nil || interrupted {
+			p.finish(j.Done, j.Total, "failed")
 			return nil, err
 		}
-		j = next
+		if !cancelOnInterrupt {
+			p.finish(j.Done, j.Total, "interrupted")
+			return nil, fmt.Errorf("stopped waiting; job %s goes on (stagehand job wait %s, stagehand job cancel %s): %w",
+				j.ID, j.ID, j.ID, errdefs.ErrCanceled)
+		}
+		interrupted = true
+		p.note(fmt.Sprintf("stagehand: canceling job %s (%s %s); waiting for it to roll back (Ctrl-C again to stop waiting)",
+			j.ID, printable(j.Kind), printable(j.Subject)))
+		ctx = context.WithoutCancel(ctx)
+		if err := a.cancelJob(ctx, j.ID); err != nil {
+			p.finish(j.Done, j.Total, "interrupted")
+			return nil, err
+		}
 	}
-	bar.clear()
 	switch j.State {
 	case wire.JobSucceeded:
+		p.finish(j.Done, j.Total, "")
+		if interrupted {
+			return j, fmt.Errorf("interrupted, but job %s (%s %s) had already succeeded: %w", j.ID, j.Kind, j.Subject, errdefs.ErrCanceled)
+		}
 		return j, nil
 	case wire.JobCanceled:
+		p.finish(j.Done, j.Total, "canceled")
 		return j, fmt.Errorf("job %s (%s %s) was canceled: %w", j.ID, j.Kind, j.Subject, errdefs.ErrCanceled)
 	default:
+		p.finish(j.Done, j.Total, j.State)
 		return j, fmt.Errorf("job %s (%s %s) %s: %s", j.ID, j.Kind, j.Subject, j.State, oneLine(j.Error))
 	}
 }
 
-// progressBar redraws one line with \r; it stays silent when off (stderr
-// is not a terminal) so logs and captured output hold no control noise.
-type progressBar struct {
-	w     io.Writer
-	on    bool
-	drawn bool
-}
+// cancelTimeout bounds the cancel request sent after an interrupt (the
+// wait that follows has none: a second interrupt ends it).
+const cancelTimeout = 30 * time.Second
 
-const barWidth = 30
-
-func (p *progressBar) draw(j wire.Job) {
-	if !p.on {
-		return
+// cancelJob asks the daemon to cancel job id; a job that already ended
+// is no failure (its final state tells what happened).
+func (a *app) cancelJob(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
+	defer cancel()
+	_, err := a.client.CancelJob(ctx, id)
+	if err != nil && !errors.Is(err, errdefs.ErrConflict) {
+		return fmt.Errorf("cancel job %s: %w", id, err)
 	}
-	fill := 0
-	if j.Total > 0 {
-		fill = int(min(j.Done*barWidth/j.Total, barWidth))
-	}
-	bar := strings.Repeat("=", fill) + strings.Repeat(" ", barWidth-fill)
-	fmt.Fprintf(p.w, "\r%s %s [%s] %s\x1b[K", printable(j.Kind), printable(j.Subject), bar, progressText(j))
-	p.drawn = true
-}
-
-func (p *progressBar) clear() {
-	if p.drawn {
-		fmt.Fprint(p.w, "\r\x1b[K")
-		p.drawn = false
-	}
+	return nil
 }
