@@ -86,7 +86,7 @@ failure nothing is left. The daemon writes no file for an export.`,
 			if err != nil {
 				return err
 			}
-			n, err := a.client.DownloadBundle(cmd.Context(), args[0], file)
+			n, err := a.downloadBundle(cmd.Context(), args[0], file)
 			if err != nil {
 				return err
 			}
@@ -132,7 +132,7 @@ directory given with serve --import-dir.`,
 			if importServerPath {
 				j, err = a.client.StartImport(cmd.Context(), wire.ImportRequest{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
 			} else {
-				j, err = a.client.UploadBundle(cmd.Context(), client.BundleUpload{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
+				j, err = a.uploadBundle(cmd.Context(), client.BundleUpload{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
 			}
 			if err != nil {
 				return err

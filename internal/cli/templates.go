@@ -110,7 +110,7 @@ a directory given with serve --import-dir (no copy crosses the socket).`,
 					Workspace: req.Workspace,
 				})
 			} else {
-				t, err = a.client.UploadTemplate(cmd.Context(), req)
+				t, err = a.uploadTemplate(cmd.Context(), req)
 			}
 			if err != nil {
 				return err
