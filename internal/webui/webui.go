@@ -49,6 +49,9 @@ type Options struct {
 	// Assets replaces the embedded static files (tests: a tree without
 	// the vendored JavaScript); nil: the embedded ones.
 	Assets fs.FS
+	// ConsoleLinks checks the console links whose page (LinkPathPrefix)
+	// the console serves; nil: every link's page is not found.
+	ConsoleLinks ConsoleLinks
 }
 
 // Handler serves the console's pages. Mount it with api.Handler.ServeUI,
@@ -81,6 +84,7 @@ func (h *Handler) routes() {
 	})
 	h.mux.HandleFunc("GET "+SignInPath, h.signInPage)
 	h.mux.Handle("GET "+AssetsPath, h.assets)
+	h.mux.HandleFunc("GET "+LinkPathPrefix+"{config}/{vm}", h.linkPage)
 	h.page("GET /ui/configs", h.configsPage)
 	h.page("GET /ui/config-rows", h.configsRows) // not under /ui/configs/: "rows" may name a configuration
 	h.page("GET /ui/configs/{name}", h.configPage)
@@ -110,9 +114,10 @@ func (h *Handler) routes() {
 }
 
 // PublicPatterns are the routes a browser reaches without a session: the
-// sign-in page and the static files (ServeMux patterns).
+// sign-in page, the static files and a console link's page, which checks
+// its link itself (ServeMux patterns).
 func (h *Handler) PublicPatterns() []string {
-	return []string{"GET " + SignInPath, "GET " + AssetsPath}
+	return []string{"GET " + SignInPath, "GET " + AssetsPath, "GET " + LinkPathPrefix + "{config}/{vm}"}
 }
 
 // SignIn is the sign-in page's path, where a request without a session

@@ -34,6 +34,9 @@ func newConsole(t testing.TB, opts webui.Options) *console {
 	t.Helper()
 	l := apitest.New(t).Seed(t)
 	h := api.NewLabHandler(l.API(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if opts.ConsoleLinks == nil {
+		opts.ConsoleLinks = h // as the daemon wires it
+	}
 	h.ServeUI(webui.New(webui.LabOf(l.Service), opts))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {

@@ -208,7 +208,8 @@
   function showOnce(form, value) {
     const box = $("[data-result-box]", form);
     const out = $("[data-result]", form);
-    out.value = value;
+    // A path (a console link's) is shown as the address to hand out.
+    out.value = String(value).startsWith("/") ? location.origin + value : value;
     box.hidden = false;
     $$("label, .cli, [data-progress-box]", form).forEach((el) => { if (!box.contains(el)) el.hidden = true; });
     const submit = $("button[type=submit]", form);

@@ -8,12 +8,22 @@
 // "error", the page's "take" and "type". Graphical websocket (…/vnc/ws):
 // the VM's raw RFB stream, which noVNC speaks. Both reconnect with backoff
 // when the connection drops.
+//
+// On a console link's page (/console/CONFIG/VM?console_link=…) the visitor
+// has no session: the link itself goes with every request to the API
+// (websockets and screen.png), which accepts it on this VM's consoles only.
 import RFB from "./vendor/novnc/core/rfb.js";
 
 const root = document.querySelector("[data-console]");
 const statusBox = root.querySelector("[data-console-status]");
 const errorBox = root.querySelector("[data-error]");
-const wsURL = (path) => (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+const consoleLink = new URLSearchParams(location.search).get("console_link");
+// withLink adds the page's console link, if any, to an API path.
+function withLink(path) {
+  if (!consoleLink) return path;
+  return path + (path.includes("?") ? "&" : "?") + "console_link=" + encodeURIComponent(consoleLink);
+}
+const wsURL = (path) => (location.protocol === "https:" ? "wss://" : "ws://") + location.host + withLink(path);
 
 function setStatus(text) { statusBox.textContent = text; }
 function setError(text) { errorBox.textContent = text || ""; }
