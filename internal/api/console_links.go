@@ -152,6 +152,32 @@ func (h *Handler) authorizeConsoleLink(r *http.Request, ri RouteInfo, scope cons
 	return nil
 }
 
+// CheckConsoleLink returns nil when token is a console link, good now,
+// to the consoles of VM vm of configuration config, whose creator may
+// still open them: the decision a request of the link to that VM's serial
+// console gets. The web console asks it before it serves a link's page,
+// which is public (its visitor has no account). The error is the
+// request's: Unauthenticated, Forbidden, NotFound.
+func (h *Handler) CheckConsoleLink(ctx context.Context, token, config, vm string) error {
+	pattern := "GET " + wire.APIPrefix + "/configs/{name}/vms/{vm}/serial/ws"
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, "/?"+url.Values{wire.ConsoleLinkParam: {token}}.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	r.SetPathValue("name", config)
+	r.SetPathValue("vm", vm)
+	linked, err := h.auth.consoleLink(r)
+	if err != nil {
+		return err
+	}
+	for _, ri := range h.table {
+		if ri.Pattern == pattern {
+			return h.authorize(linked, ri)
+		}
+	}
+	return errdefs.Unavailable("no console route %s", pattern)
+}
+
 func (h consoleHandler) registerLinks(r *router) {
 	p := wire.APIPrefix
 	// Making a link shares the VM's console: the action of a share.

@@ -263,7 +263,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		hosts = append(hosts, name) // this machine's own name is no rebinding
 	}
 	h.SetAllowedHosts(hosts...)
-	h.ServeUI(webui.New(webui.LabOf(svc), webui.Options{OIDC: cfg.OIDC.set(), Log: log}))
+	h.ServeUI(webui.New(webui.LabOf(svc), webui.Options{OIDC: cfg.OIDC.set(), Log: log, ConsoleLinks: h}))
 	stopOIDC, err := startOIDC(ctx, cfg, dataDir, tcp, tlsConf != nil, h, log)
 	if err != nil {
 		return err
