@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -11,79 +10,156 @@ import (
 )
 
 // Allocator hands out pool addresses without reading every held address of
-// the network at each allocation: it keeps each network's held set in
-// memory, loaded from the store the first time, and the lowest address that
-// may be free. The store stays the arbiter: its unique index refuses a
-// second allocation of an address, and a refused pick reloads the set from
-// the store and tries again, so a stale cache can cost a retry but never a
-// duplicate. Allocate must run inside a store.Update; the store serialises
-// writers, so the mutex here is never waited on while a writer waits.
+// the network at each allocation. It keeps, per network, a hint: the
+// addresses not worth trying (held when the hint was loaded from the
+// store, or picked since) and the lowest address that may be free.
+//
+// The store is the truth, not the hint: its unique index refuses a second
+// allocation of an address, and a refused pick is marked and the next
+// address tried. So the hint may be stale in both directions and still
+// never hands out an address twice: other daemons allocating from the
+// same database (it says free, the store refuses), a transaction that
+// picked and then rolled back, or one that PostgreSQL runs again (it says
+// held, the address is free). Before saying a pool is exhausted the
+// allocator reloads the hint from the transaction, so stale entries can
+// waste an address for a while but never make a pool look full.
+//
+// The mutex guards the hint only and is never held across a store call: a
+// transaction waiting in PostgreSQL for an address another transaction of
+// this process inserted must not keep that transaction from allocating
+// (a wait the database's deadlock detector cannot see).
 type Allocator struct {
-	mu     sync.Mutex
-	held   map[int64]map[netip.Addr]bool
-	lowest map[int64]netip.Addr // no free address below it (lowest-first picks)
+	mu    sync.Mutex
+	hints map[int64]*hint
 }
+
+// hint is one network's cached view.
+type hint struct {
+	held   map[netip.Addr]bool
+	lowest netip.Addr // no free address below it, as far as the hint knows; zero: unknown
+}
+
+// maxTakenInARow bounds the picks one Allocate tries that the store
+// refuses before it reloads the hint from the store (and again, before it
+// gives up): a hint that fell far behind another daemon is cheaper to
+// reload than to walk, and a refusal that is not about the address (the
+// network is gone) must not walk the whole pool.
+const maxTakenInARow = 32
 
 // NewAllocator returns an empty allocator.
 func NewAllocator() *Allocator {
-	return &Allocator{held: map[int64]map[netip.Addr]bool{}, lowest: map[int64]netip.Addr{}}
+	return &Allocator{hints: map[int64]*hint{}}
 }
 
 // Allocate takes a free pool address of nw for kind and holder inside tx:
 // the lowest free one, or with a valid after, the next free one after it in
-// rotation (see PickFreeAfter).
+// rotation (see PickFreeAfter). It must run in a store.Update.
 func (al *Allocator) Allocate(tx store.Tx, nw *store.Network, kind, holder string, after netip.Addr) (*store.Allocation, error) {
-	al.mu.Lock()
-	defer al.mu.Unlock()
-	held, ok := al.held[nw.ID]
-	if !ok {
-		var err error
-		if held, err = al.load(tx, nw.ID); err != nil {
-			return nil, err
-		}
-	}
-	for attempt := 0; ; attempt++ {
-		start := after
-		if !start.IsValid() {
-			if low, ok := al.lowest[nw.ID]; ok {
-				start = low.Prev()
+	reloaded := false
+	taken := 0 // refused picks since the last (re)load
+	for {
+		ip, loaded, err := al.pick(nw, after)
+		switch {
+		case !loaded || (err != nil && !reloaded) || taken == maxTakenInARow && !reloaded:
+			// No hint yet, or it says the pool is full, or it is far
+			// behind: read what the store holds, in this transaction.
+			if err := al.reload(tx, nw.ID); err != nil {
+				return nil, err
 			}
-		}
-		ip, err := PickFreeAfter(nw, held, start)
-		if err != nil {
-			return nil, err
+			reloaded, taken = true, 0
+			continue
+		case err != nil:
+			return nil, err // exhausted, also by the store's own account
 		}
 		a := &store.Allocation{NetworkID: nw.ID, IP: ip, Kind: kind, Holder: holder}
 		err = tx.CreateAllocation(a)
 		if err == nil {
-			held[ip] = true
-			if !after.IsValid() {
-				al.lowest[nw.ID] = ip.Next()
-			}
 			return a, nil
 		}
-		if !errors.Is(err, errdefs.ErrConflict) || attempt > 0 {
+		if errdefs.Kind(err) != errdefs.ErrConflict || taken == maxTakenInARow {
+			if errdefs.Kind(err) != errdefs.ErrConflict {
+				al.unpick(nw.ID, ip) // not inserted: it is as free as before
+			}
 			return nil, fmt.Errorf("allocate %s on network %q: %w", ip, nw.Name, err)
 		}
-		// Someone else holds it: the cache was stale. Reload and retry.
-		if held, err = al.load(tx, nw.ID); err != nil {
-			return nil, err
+		// Held in the store (or being inserted by a transaction in
+		// flight): the pick left it marked held. The first refusal says
+		// another writer has been allocating: learn what it holds.
+		if taken == 0 {
+			if err := al.learn(tx, nw.ID); err != nil {
+				return nil, err
+			}
 		}
+		taken++
 	}
 }
 
-func (al *Allocator) load(tx store.Tx, networkID int64) (map[netip.Addr]bool, error) {
+// pick chooses an address from nw's hint and marks it held, so that
+// concurrent transactions of this process try others. loaded is false
+// when there is no hint for nw yet.
+func (al *Allocator) pick(nw *store.Network, after netip.Addr) (ip netip.Addr, loaded bool, err error) {
+	al.mu.Lock()
+	defer al.mu.Unlock()
+	h, ok := al.hints[nw.ID]
+	if !ok {
+		return ip, false, nil
+	}
+	start := after
+	if !start.IsValid() && h.lowest.IsValid() {
+		start = h.lowest.Prev()
+	}
+	ip, err = PickFreeAfter(nw, h.held, start)
+	if err != nil {
+		return ip, true, err
+	}
+	h.held[ip] = true
+	if !after.IsValid() {
+		h.lowest = ip.Next()
+	}
+	return ip, true, nil
+}
+
+// unpick undoes a pick whose insert did not happen.
+func (al *Allocator) unpick(networkID int64, ip netip.Addr) {
+	al.Released(networkID, ip)
+}
+
+// reload replaces the hint of a network by what tx sees held. The store is
+// read without the mutex; picks other transactions of this process made in
+// the meantime drop out of the hint, which costs them at most a refused
+// insert.
+func (al *Allocator) reload(tx store.Tx, networkID int64) error {
 	allocs, err := tx.ListAllocations(networkID)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	held := make(map[netip.Addr]bool, len(allocs))
 	for _, a := range allocs {
 		held[a.IP] = true
 	}
-	al.held[networkID] = held
-	delete(al.lowest, networkID)
-	return held, nil
+	al.mu.Lock()
+	defer al.mu.Unlock()
+	al.hints[networkID] = &hint{held: held}
+	return nil
+}
+
+// learn adds to the hint of a network what tx sees held, keeping the
+// picks of this process (some in transactions still in flight).
+func (al *Allocator) learn(tx store.Tx, networkID int64) error {
+	allocs, err := tx.ListAllocations(networkID)
+	if err != nil {
+		return err
+	}
+	al.mu.Lock()
+	defer al.mu.Unlock()
+	h, ok := al.hints[networkID]
+	if !ok {
+		return nil
+	}
+	for _, a := range allocs {
+		h.held[a.IP] = true
+	}
+	return nil
 }
 
 // Released tells the allocator that ip of a network is free again (its
@@ -91,19 +167,21 @@ func (al *Allocator) load(tx store.Tx, networkID int64) (map[netip.Addr]bool, er
 func (al *Allocator) Released(networkID int64, ip netip.Addr) {
 	al.mu.Lock()
 	defer al.mu.Unlock()
-	if held, ok := al.held[networkID]; ok {
-		delete(held, ip)
+	h, ok := al.hints[networkID]
+	if !ok {
+		return
 	}
-	if low, ok := al.lowest[networkID]; ok && ip.Less(low) {
-		al.lowest[networkID] = ip
+	delete(h.held, ip)
+	if h.lowest.IsValid() && ip.Less(h.lowest) {
+		h.lowest = ip
 	}
 }
 
-// Forget drops every cached set; call it when a transaction that
-// allocated or released addresses did not commit.
+// Forget drops every hint; call it when a transaction that allocated or
+// released addresses did not commit, so that the next allocation starts
+// from what the store holds.
 func (al *Allocator) Forget() {
 	al.mu.Lock()
 	defer al.mu.Unlock()
-	al.held = map[int64]map[netip.Addr]bool{}
-	al.lowest = map[int64]netip.Addr{}
+	al.hints = map[int64]*hint{}
 }

@@ -48,10 +48,10 @@ const (
 
 // beginUpdate starts an Update's transaction. lock_timeout bounds a wait
 // on a row, key or lock: a writer that waits in PostgreSQL while holding a
-// lock of this process that the other writer needs (ipam.Allocator holds
-// its mutex across CreateAllocation, which waits for a concurrent insert
-// of the same address) would otherwise wait forever, unseen by
-// PostgreSQL's deadlock detector. The timeout (55P03) is retried like a
+// lock of its process that the other writer needs would otherwise wait
+// forever, unseen by PostgreSQL's deadlock detector (ipam.Allocator once
+// held its mutex across CreateAllocation; TestAllocatorHoldsNoLockAcrossStoreCalls
+// keeps it from doing so again). The timeout (55P03) is retried like a
 // deadlock.
 const beginUpdate = "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL lock_timeout = '10s'"
 
