@@ -21,6 +21,7 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
+	"stagehand/internal/metrics"
 	"stagehand/internal/webui"
 )
 
@@ -258,6 +259,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 
 	h := api.NewHandler(svc, log)
 	h.SetDaemon(api.Daemon{Version: cfg.Version, Started: started, StoreKind: st.kind, StorePath: st.where})
+	// GET /metrics: each QEMU's CPU time from /proc, and the layer files'
+	// allocated bytes (the lab keeps every layer in <data dir>/layers),
+	// summed at most every 30 s.
+	h.SetMetricsSources(api.MetricsSources{
+		GuestCPU:   hypervisor.ProcessCPUTime,
+		LayerBytes: metrics.NewDirBytes(filepath.Join(dataDir, "layers"), ".qcow2", 30*time.Second).Bytes,
+	})
 	hosts := append([]string{cfg.Listen}, cfg.AllowedHosts...)
 	if name, err := os.Hostname(); err == nil {
 		hosts = append(hosts, name) // this machine's own name is no rebinding
