@@ -172,7 +172,7 @@ func (a *app) cancelJob(ctx context.Context, id string) error {
 	defer cancel()
 	_, err := a.client.CancelJob(ctx, id)
 	if err != nil && !errors.Is(err, errdefs.ErrConflict) {
-		return fmt.Errorf("cancel job %s: %w", id, err)
+		return fmt.Errorf("cancel job %s (it may go on: stagehand job show %s): %w", id, id, err)
 	}
 	return nil
 }

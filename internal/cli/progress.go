@@ -68,7 +68,9 @@ type progress struct {
 	lineEvery time.Duration
 
 	mu        sync.Mutex
-	started   time.Time
+	created   time.Time // showAfter counts from here
+	started   time.Time // the first sample: the transfer or job began
+	sampled   bool
 	done      int64
 	total     int64
 	rate      float64 // bytes/s, smoothed; valid when rated
@@ -87,7 +89,7 @@ type progress struct {
 func newProgress(w io.Writer, mode progressMode, label string, now func() time.Time, width int) *progress {
 	t := now()
 	return &progress{w: w, mode: mode, label: label, now: now, width: width, showAfter: showAfter, lineEvery: lineEvery,
-		started: t, rateAt: t, lineTenth: -1}
+		created: t, lineTenth: -1}
 }
 
 // progress returns the progress display of this command for label: none
@@ -129,7 +131,7 @@ func (p *progress) update(done, total int64) {
 	}
 	now := p.now()
 	p.record(now, done, total)
-	if !p.shown && now.Sub(p.started) < p.showAfter {
+	if !p.shown && now.Sub(p.created) < p.showAfter {
 		return
 	}
 	p.shown = true
@@ -190,6 +192,10 @@ func (p *progress) finish(done, total int64, outcome string) {
 		tail := "in " + shortDuration(elapsed)
 		if outcome != "" {
 			tail = outcome
+		} else if secs := elapsed.Seconds(); secs > 0 {
+			// The average, not the last rate: a transfer's end waits for
+			// the daemon's answer while no byte moves.
+			p.rate, p.rated = float64(p.done)/secs, true
 		}
 		p.redraw(now, p.barLine(now, tail))
 		fmt.Fprintln(p.w)
@@ -209,8 +215,12 @@ func (p *progress) finish(done, total int64, outcome string) {
 }
 
 // record takes a sample: the rate is a moving average of the rates over
-// successive windows of at least rateWindow.
+// successive windows of at least rateWindow, from the first sample (an
+// upload's first comes once its files are hashed).
 func (p *progress) record(now time.Time, done, total int64) {
+	if !p.sampled {
+		p.sampled, p.started, p.rateAt, p.rateDone = true, now, now, done
+	}
 	if done < p.rateDone {
 		// Fewer bytes than before (another phase): the rate starts over.
 		p.rateAt, p.rateDone, p.rated = now, done, false

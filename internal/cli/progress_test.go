@@ -63,7 +63,7 @@ func TestProgressTerminal(t *testing.T) {
 	if !strings.HasPrefix(s, "\r") || !strings.HasSuffix(s, "\n") || strings.Count(s, "\n") != 1 {
 		t.Fatalf("finish wrote %q: want one redraw ending with a newline", s)
 	}
-	if !strings.Contains(s, "[========================] 100% 100 MiB / 100 MiB") || !strings.Contains(s, "in 10s") {
+	if !strings.Contains(s, "[========================] 100% 100 MiB / 100 MiB  10 MiB/s  in 10s") {
 		t.Errorf("final line %q", s)
 	}
 	out.Reset()
@@ -193,6 +193,29 @@ func TestProgressShowsOnlyWhatLasts(t *testing.T) {
 		if s := out.String(); !strings.Contains(s, "20%") || !strings.Contains(s, "2 MiB") {
 			t.Errorf("mode %d: first line at showAfter %q, want 20%% (2 MiB ...)", mode, s)
 		}
+	}
+}
+
+// TestProgressRateFromFirstSample: the rate and the time taken count from
+// the first sample (an upload's, once its files are hashed), and at the
+// end the average is shown, not the last rate (the daemon's answer may
+// come seconds after the last byte).
+func TestProgressRateFromFirstSample(t *testing.T) {
+	p, out, clk := testProgress(progressTerminal, 0)
+	clk.advance(5 * time.Second) // hashing: no sample
+	p.update(0, 40*mib)
+	clk.advance(time.Second)
+	p.update(20*mib, 40*mib)
+	if s := out.String(); !strings.HasSuffix(s, "50% 20 MiB / 40 MiB  20 MiB/s  ETA 1s\x1b[K") {
+		t.Errorf("after 1 s of transfer: %q", s)
+	}
+	clk.advance(time.Second)
+	p.update(40*mib, 40*mib)
+	clk.advance(2 * time.Second) // the daemon's answer
+	out.Reset()
+	p.finish(40*mib, 40*mib, "")
+	if s := out.String(); !strings.HasSuffix(s, "100% 40 MiB / 40 MiB  10 MiB/s  in 4s\x1b[K\n") {
+		t.Errorf("end: %q", s)
 	}
 }
 
