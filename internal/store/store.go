@@ -115,6 +115,21 @@ type Tx interface {
 	AddEvent(e *Event) error
 	ListEvents(afterID int64, limit int) ([]Event, error)
 	DeleteEventsBefore(t time.Time) (int64, error)
+
+	// Hosts: the daemons sharing the store, one per name (see Host).
+	// RegisterHost inserts h, or updates the host of that name: its
+	// advertise URL, capacity, StartedAt and LastSeen; a removed host that
+	// registers again is active, an active or draining one keeps its
+	// state. It sets h.ID, h.State and h.CreatedAt.
+	RegisterHost(h *Host) error
+	GetHost(name string) (*Host, error)
+	// ListHosts returns every host, removed ones too, ordered by ID.
+	ListHosts() ([]Host, error)
+	// TouchHost sets the host's LastSeen (its heartbeat).
+	TouchHost(name string, at time.Time) error
+	// SetHostState sets the host's State: HostActive, HostDraining or
+	// HostRemoved (anything else is ErrInvalid).
+	SetHostState(name, state string) error
 }
 
 // Template is a read-only VM image: base layers plus hardware defaults.
@@ -233,6 +248,11 @@ type Config struct {
 	// Create* writes them; SetOwnership changes them.
 	WorkspaceID int64
 	OwnerID     int64
+	// Host is the name of the host (see Host) the configuration was last
+	// deployed on: where its VMs run while it is deployed, and its saved
+	// states and writable layers stay. "" is never deployed, or deployed
+	// before hosts were recorded. Create and UpdateConfig write it.
+	Host string
 }
 
 // VM is one machine of a configuration.
@@ -360,4 +380,34 @@ type Event struct {
 	Subject string // the object's name
 	Result  string // "ok" or "failed"
 	Detail  string
+}
+
+// Host states.
+const (
+	HostActive   = "active"   // takes new deployments
+	HostDraining = "draining" // keeps what runs there; placement skips it
+	HostRemoved  = "removed"  // gone from the installation until it registers again
+)
+
+// ValidHostState reports whether s is one of the host states.
+func ValidHostState(s string) bool {
+	return s == HostActive || s == HostDraining || s == HostRemoved
+}
+
+// Host is one daemon of an installation whose hosts share the store. It
+// registers at start and refreshes LastSeen at each heartbeat; whether it
+// is online is the reader's judgement of LastSeen (cluster.Offline).
+type Host struct {
+	ID   int64
+	Name string
+	// AdvertiseURL is where the other hosts and clients reach its API.
+	AdvertiseURL string
+	State        string
+	// Capacity: the memory and processors it offers to guests.
+	MemoryMiB int
+	CPUs      int
+	// StartedAt is when its daemon last started; LastSeen its last heartbeat.
+	StartedAt time.Time
+	LastSeen  time.Time
+	CreatedAt time.Time
 }

@@ -9,7 +9,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id"
+const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host"
 
 func scanConfig(s scanner) (store.Config, error) {
 	var (
@@ -17,7 +17,7 @@ func scanConfig(s scanner) (store.Config, error) {
 		created, updated int64
 		ws, own          sql.NullInt64
 	)
-	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind, &ws, &own)
+	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind, &ws, &own, &c.Host)
 	c.CreatedAt, c.UpdatedAt = fromNanos(created), fromNanos(updated)
 	c.WorkspaceID, c.OwnerID = ws.Int64, own.Int64
 	return c, err
@@ -79,10 +79,10 @@ func (t *tx) CreateConfig(c *store.Config) error {
 		if c.Kind == "" {
 			c.Kind = store.KindConfig
 		}
-		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, created.UnixNano(), updated.UnixNano(), c.Kind,
-			nullID(c.WorkspaceID), nullID(c.OwnerID))
+			nullID(c.WorkspaceID), nullID(c.OwnerID), c.Host)
 		switch {
 		case isUnique(err):
 			return errdefs.Conflict("configuration %q: already exists", c.Name)
@@ -264,8 +264,8 @@ func (t *tx) attachVMs(cs []store.Config, where string, args ...any) error {
 func (t *tx) UpdateConfig(c *store.Config) error {
 	updated := now()
 	found, err := t.changeOne(`UPDATE configs SET name = ?, description = ?, owner = ?, state = ?, fenced = ?,
-		fence_policy = ?, last_error = ?, updated_at = ? WHERE id = ?`,
-		c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, updated.UnixNano(), c.ID)
+		fence_policy = ?, last_error = ?, updated_at = ?, host = ? WHERE id = ?`,
+		c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, updated.UnixNano(), c.Host, c.ID)
 	switch {
 	case isUnique(err):
 		return errdefs.Conflict("configuration %q: already exists", c.Name)

@@ -41,7 +41,26 @@ CREATE INDEX nics_external_allocation ON nics(external_allocation_id);
 	{4, "ids are never reused (AUTOINCREMENT)", schemaV4, true},
 	{5, "organizations, workspaces, users, tokens, shares, quotas; ownership", schemaV5, false},
 	{6, "console links (tokens of kind console)", schemaV6, false},
+	{7, "hosts; the host a configuration is deployed on", schemaV7, false},
 }
+
+// schemaV7 records the daemons sharing a store (one per host) and, on each
+// configuration, the name of the host it was last deployed on.
+const schemaV7 = `
+CREATE TABLE hosts (
+	id            INTEGER PRIMARY KEY AUTOINCREMENT,
+	name          TEXT    NOT NULL UNIQUE CHECK (name <> ''),
+	advertise_url TEXT    NOT NULL,
+	state         TEXT    NOT NULL CHECK (state IN ('active', 'draining', 'removed')),
+	memory_mib    INTEGER NOT NULL,
+	cpus          INTEGER NOT NULL,
+	started_at    INTEGER NOT NULL,
+	last_seen     INTEGER NOT NULL,
+	created_at    INTEGER NOT NULL
+) STRICT;
+ALTER TABLE configs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+CREATE INDEX configs_host ON configs(host) WHERE host <> '';
+`
 
 // schemaV6 lets a token be a console link: kind 'console', naming the
 // configuration (deleted with it) and the VM whose consoles it opens. The

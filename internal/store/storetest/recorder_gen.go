@@ -198,6 +198,11 @@ func (r recordingTx) GetGroupByID(a0 int64) (*store.Group, error) {
 	return r.Tx.GetGroupByID(a0)
 }
 
+func (r recordingTx) GetHost(a0 string) (*store.Host, error) {
+	r.rec.called("GetHost")
+	return r.Tx.GetHost(a0)
+}
+
 func (r recordingTx) GetLayer(a0 int64) (*store.Layer, error) {
 	r.rec.called("GetLayer")
 	return r.Tx.GetLayer(a0)
@@ -336,6 +341,11 @@ func (r recordingTx) ListGroups(a0 int64) ([]store.Group, error) {
 func (r recordingTx) ListGroupsOfUser(a0 int64) ([]store.Group, error) {
 	r.rec.called("ListGroupsOfUser")
 	return r.Tx.ListGroupsOfUser(a0)
+}
+
+func (r recordingTx) ListHosts() ([]store.Host, error) {
+	r.rec.called("ListHosts")
+	return r.Tx.ListHosts()
 }
 
 func (r recordingTx) ListLayers() ([]store.Layer, error) {
@@ -478,6 +488,11 @@ func (r recordingTx) QuotaUse(a0 string, a1 int64) (store.QuotaUsage, error) {
 	return r.Tx.QuotaUse(a0, a1)
 }
 
+func (r recordingTx) RegisterHost(a0 *store.Host) error {
+	r.rec.called("RegisterHost")
+	return r.Tx.RegisterHost(a0)
+}
+
 func (r recordingTx) RemoveGroupMember(a0 int64, a1 int64) error {
 	r.rec.called("RemoveGroupMember")
 	return r.Tx.RemoveGroupMember(a0, a1)
@@ -503,6 +518,11 @@ func (r recordingTx) SetDiskTop(a0 int64, a1 int64) error {
 	return r.Tx.SetDiskTop(a0, a1)
 }
 
+func (r recordingTx) SetHostState(a0 string, a1 string) error {
+	r.rec.called("SetHostState")
+	return r.Tx.SetHostState(a0, a1)
+}
+
 func (r recordingTx) SetOwnership(a0 string, a1 int64, a2 int64, a3 int64) error {
 	r.rec.called("SetOwnership")
 	return r.Tx.SetOwnership(a0, a1, a2, a3)
@@ -511,6 +531,11 @@ func (r recordingTx) SetOwnership(a0 string, a1 int64, a2 int64, a3 int64) error
 func (r recordingTx) SetQuota(a0 *store.Quota) error {
 	r.rec.called("SetQuota")
 	return r.Tx.SetQuota(a0)
+}
+
+func (r recordingTx) TouchHost(a0 string, a1 time.Time) error {
+	r.rec.called("TouchHost")
+	return r.Tx.TouchHost(a0, a1)
 }
 
 func (r recordingTx) TouchToken(a0 string, a1 time.Time) error {

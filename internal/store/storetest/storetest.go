@@ -169,6 +169,9 @@ func suiteCases() []suiteCase {
 		{name: "QuotaRace", fn: testQuotaRace, covers: []string{"Update", "QuotaUse"}},
 		{name: "RefusedWriteKeepsTx", fn: testRefusedWriteKeepsTx, covers: []string{"Update"}},
 
+		{name: "Hosts", fn: testHosts,
+			covers: []string{"RegisterHost", "GetHost", "ListHosts", "TouchHost", "SetHostState"}},
+
 		{name: "Visibility", fn: testVisibility,
 			covers: []string{"LoadViewer", "LoadViewerIn", "ObjectRef", "LoadAccess", "ObjectVisible",
 				"ListConfigsVisible", "ListTemplatesVisible", "ListNetworksVisible", "ListArchivesVisible"}},
@@ -827,7 +830,7 @@ func sorted(c store.Config) store.Config {
 func testConfigs(t *testing.T, s store.Store) {
 	f := newConfigFixture(t, s)
 	web := f.webConfig()
-	empty := store.Config{Name: "empty", State: store.StateFailed, LastError: "boom", Fenced: true, FencePolicy: "block", CreatedAt: someTime}
+	empty := store.Config{Name: "empty", State: store.StateFailed, LastError: "boom", Fenced: true, FencePolicy: "block", CreatedAt: someTime, Host: "host-a"}
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
 		if err := tx.CreateConfig(&web); err != nil {
@@ -965,6 +968,7 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		c := web
 		c.Name, c.Description, c.Owner = "web-renamed", "new text", "bob"
 		c.State, c.Fenced, c.FencePolicy, c.LastError = store.StateFailed, true, "block", "deploy: qemu exited"
+		c.Host = "host-b"
 		c.VMs = nil
 		if err := tx.UpdateConfig(&c); err != nil {
 			return err

@@ -1,0 +1,99 @@
+package sqlite
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"stagehand/internal/errdefs"
+	"stagehand/internal/store"
+)
+
+const hostCols = "id, name, advertise_url, state, memory_mib, cpus, started_at, last_seen, created_at"
+
+func scanHost(s scanner) (store.Host, error) {
+	var (
+		h                        store.Host
+		started, seen, createdAt int64
+	)
+	err := s.Scan(&h.ID, &h.Name, &h.AdvertiseURL, &h.State, &h.MemoryMiB, &h.CPUs, &started, &seen, &createdAt)
+	h.StartedAt, h.LastSeen, h.CreatedAt = fromNanos(started), fromNanos(seen), fromNanos(createdAt)
+	return h, err
+}
+
+// RegisterHost inserts the host or updates the one of that name in one
+// statement, so that two daemons registering the same name at once do not
+// race between a read and a write.
+func (t *tx) RegisterHost(h *store.Host) error {
+	if h.Name == "" {
+		return errdefs.Invalid("host: no name")
+	}
+	started, seen, created := stamp(h.StartedAt), stamp(h.LastSeen), now()
+	type result struct {
+		id      int64
+		state   string
+		created int64
+	}
+	r, err := queryOne(t, func(s scanner) (result, error) {
+		var r result
+		err := s.Scan(&r.id, &r.state, &r.created)
+		return r, err
+	}, `INSERT INTO hosts (name, advertise_url, state, memory_mib, cpus, started_at, last_seen, created_at)
+		VALUES (?, ?, 'active', ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET advertise_url = excluded.advertise_url, memory_mib = excluded.memory_mib,
+			cpus = excluded.cpus, started_at = excluded.started_at, last_seen = excluded.last_seen,
+			state = CASE hosts.state WHEN 'removed' THEN 'active' ELSE hosts.state END
+		RETURNING id, state, created_at`,
+		h.Name, h.AdvertiseURL, h.MemoryMiB, h.CPUs, started.UnixNano(), seen.UnixNano(), created.UnixNano())
+	if err != nil {
+		return fmt.Errorf("register host %q: %w", h.Name, err)
+	}
+	h.ID, h.State, h.CreatedAt = r.id, r.state, fromNanos(r.created)
+	h.StartedAt, h.LastSeen = started.UTC(), seen.UTC()
+	return nil
+}
+
+func (t *tx) GetHost(name string) (*store.Host, error) {
+	h, err := queryOne(t, scanHost, "SELECT "+hostCols+" FROM hosts WHERE name = ?", name)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, errdefs.NotFound("host %q not found", name)
+	case err != nil:
+		return nil, fmt.Errorf("get host %q: %w", name, err)
+	}
+	return &h, nil
+}
+
+func (t *tx) ListHosts() ([]store.Host, error) {
+	hs, err := queryAll(t, scanHost, "SELECT "+hostCols+" FROM hosts ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return hs, nil
+}
+
+func (t *tx) TouchHost(name string, at time.Time) error {
+	found, err := t.changeOne("UPDATE hosts SET last_seen = ? WHERE name = ?", at.UnixNano(), name)
+	switch {
+	case err != nil:
+		return fmt.Errorf("heartbeat of host %q: %w", name, err)
+	case !found:
+		return errdefs.NotFound("host %q not found", name)
+	}
+	return nil
+}
+
+func (t *tx) SetHostState(name, state string) error {
+	if !store.ValidHostState(state) {
+		return errdefs.Invalid("host %q: state %q is not active, draining or removed", name, state)
+	}
+	found, err := t.changeOne("UPDATE hosts SET state = ? WHERE name = ?", state, name)
+	switch {
+	case err != nil:
+		return fmt.Errorf("set state of host %q: %w", name, err)
+	case !found:
+		return errdefs.NotFound("host %q not found", name)
+	}
+	return nil
+}
