@@ -88,7 +88,9 @@ func testHosts(t *testing.T, s store.Store) {
 		}
 		return err
 	})
-	update(t, s, func(tx store.Tx) error { return tx.RegisterHost(&store.Host{Name: "host-b", AdvertiseURL: b.AdvertiseURL}) })
+	update(t, s, func(tx store.Tx) error {
+		return tx.RegisterHost(&store.Host{Name: "host-b", AdvertiseURL: b.AdvertiseURL})
+	})
 	view(t, s, func(tx store.Tx) error {
 		got, err := tx.GetHost("host-b")
 		if err == nil && (got.State != store.HostActive || got.ID != b.ID) {
