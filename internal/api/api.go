@@ -123,6 +123,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 	for _, res := range []interface{ register(*router) }{
 		h.status,
 		h.metrics,
+		&openapiHandler{h: h},
 		templatesHandler{lab: l.Templates, uploads: l.Uploads},
 		networksHandler{lab: l.Networks},
 		configsHandler{lab: l.Configs},
