@@ -154,6 +154,12 @@ func TestOpenAPIRefusesAnUndescribedRoute(t *testing.T) {
 	if _, err := api.OpenAPIOf(routes, "test"); err == nil || !strings.Contains(err.Error(), "GET /api/v1/gadgets") {
 		t.Errorf("a route without a description: %v, want an error naming it", err)
 	}
+	// The OIDC routes exist when the daemon signs in with OIDC: the
+	// callback's path is the configured redirect URL's.
+	oidc := append(h.Routes(), api.RouteInfo{Pattern: "GET " + api.OIDCLoginPath, Public: true}, api.RouteInfo{Pattern: "GET /sso/done", Public: true})
+	if b, err := api.OpenAPIOf(oidc, "test"); err != nil || !strings.Contains(string(b), `"/sso/done"`) {
+		t.Errorf("with OIDC routes: %v", err)
+	}
 	var fewer []api.RouteInfo
 	for _, ri := range h.Routes() {
 		if ri.Pattern != "GET /api/v1/configs/{name}" {
