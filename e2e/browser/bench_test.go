@@ -229,19 +229,24 @@ func (l *benchLab) benchConfigsAPI(b *testing.B) {
 // contentful paint from the Performance API (from navigation start).
 func (l *benchLab) benchConfigsFirstPaint(b *testing.B) {
 	l.makeConfigs()
-	var fcps, loads []float64
+	var fcps, loads, resps, dcls []float64
 	for i := 0; i < b.N; i++ {
 		run(b, l.tab, "load the configurations", time.Minute,
 			chromedp.Navigate(l.br.url+"/ui/configs"),
 			chromedp.WaitVisible(chromedp.CSS(`tr[data-name="bench-0000"]`)),
 			chromedp.WaitReady(chromedp.CSS(`tr[data-more]`)))
-		p := value(b, l.tab, "read the paint timing", 30*time.Second, chromedp.Poll[struct{ FCP, Load float64 }](`(() => {
+		p := value(b, l.tab, "read the paint timing", 30*time.Second, chromedp.Poll[struct{ FCP, Load, Response, DCL float64 }](`(() => {
   const fcp = performance.getEntriesByName("first-contentful-paint")[0];
   const nav = performance.getEntriesByType("navigation")[0];
-  return fcp && nav && nav.loadEventEnd > 0 && {FCP: fcp.startTime, Load: nav.loadEventEnd};
+  return fcp && nav && nav.loadEventEnd > 0 && {FCP: fcp.startTime, Load: nav.loadEventEnd, Response: nav.responseEnd, DCL: nav.domContentLoadedEventEnd};
 })()`))
 		fcps, loads = append(fcps, p.FCP), append(loads, p.Load)
+		resps, dcls = append(resps, p.Response), append(dcls, p.DCL)
 	}
+	sort.Float64s(resps)
+	sort.Float64s(dcls)
+	b.ReportMetric(resps[len(resps)/2], "response-p50-ms")
+	b.ReportMetric(dcls[len(dcls)/2], "dcl-p50-ms")
 	sort.Float64s(fcps)
 	sort.Float64s(loads)
 	b.ReportMetric(fcps[len(fcps)/2], "fcp-p50-ms")

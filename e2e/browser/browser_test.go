@@ -257,6 +257,73 @@ func TestWebConsole(t *testing.T) {
 		screenshot(t, alice, "console-graphical")
 	})
 
+	step("ConsoleLink", func(t *testing.T) {
+		// Alice makes a link to web-2/vm1's consoles on its console page.
+		run(t, alice, "create a console link", 30*time.Second,
+			chromedp.Navigate(consolePath),
+			chromedp.WaitVisible(chromedp.CSS(`.xterm-rows`)),
+			chromedp.Click(chromedp.CSS(`[data-action="console.link"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#dlg-console-link`)),
+			chromedp.SendKeys(chromedp.CSS(`#dlg-console-link [data-field="expires_in"]`), "2h"),
+			chromedp.Click(chromedp.CSS(`[data-action="console.link.confirm"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#dlg-console-link [data-result]`)),
+		)
+		link := value(t, alice, "read the link", 10*time.Second, chromedp.Value(chromedp.CSS(`#dlg-console-link [data-result]`)))
+		if !strings.HasPrefix(link, b.url+"/console/web-2/vm1?console_link=") {
+			t.Fatalf("the dialog shows %q, want %s/console/web-2/vm1?console_link=…", link, b.url)
+		}
+		// A fresh browser context: no session, only the link.
+		guest := b.session(t)
+		run(t, guest, "open the link", 30*time.Second,
+			chromedp.Navigate(link),
+			chromedp.WaitVisible(chromedp.CSS(`.xterm-rows`)),
+		)
+		waitRows(t, guest, "the serial output through the link", 30*time.Second, func(rows []string) bool {
+			return containsLine(rows, "echo hi", false) && containsLine(rows, "hi", true)
+		})
+		if n := value(t, guest, "look for the console's other pages", 10*time.Second, chromedp.Evaluate[int](
+			`document.querySelectorAll('header nav a, header .session, [data-action="console.link"], [data-console-links]').length`)); n != 0 {
+			t.Errorf("the link's page shows %d of the console's navigation, session or links", n)
+		}
+		// Alice revokes it from the console page; the link then opens nothing.
+		run(t, alice, "revoke the link", 30*time.Second,
+			chromedp.Navigate(consolePath),
+			chromedp.WaitVisible(chromedp.CSS(`[data-console-links] tr[data-state="active"] [data-action="console.link.revoke"]`)),
+			chromedp.Click(chromedp.CSS(`[data-console-links] tr[data-state="active"] [data-action="console.link.revoke"]`)),
+			chromedp.Click(chromedp.CSS(`dialog[open] [data-action="console.link.revoke.confirm"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`[data-console-links] tr[data-state="revoked"]`)),
+		)
+		status := value(t, guest, "open the revoked link", 30*time.Second, chromedp.Evaluate[int](
+			fmt.Sprintf(`fetch(%q).then(r => r.status)`, link), chromedp.EvalAwaitPromise))
+		if status != 404 {
+			t.Errorf("the revoked link's page: %d, want 404", status)
+		}
+	})
+
+	step("PhoneWidthAndKeyboard", func(t *testing.T) {
+		// Alice (in her second browser) at a phone's width: nothing
+		// wider than the screen, and every action reachable by Tab, with
+		// a visible focus.
+		run(t, bob, "phone width", 10*time.Second,
+			chromedp.EmulateViewport(phoneW, phoneH, chromedp.EmulateMobile, chromedp.EmulateScale(1)))
+		defer run(t, bob, "desktop width", 10*time.Second, chromedp.EmulateViewport(desktopW, desktopH))
+		for _, p := range []struct{ path, ready string }{
+			{"/ui/configs", `tr[data-name="web-2"]`},
+			{"/ui/configs/web-2", `table.fence`},
+		} {
+			run(t, bob, "open "+p.path, 30*time.Second,
+				chromedp.Navigate(b.url+p.path), chromedp.WaitVisible(chromedp.CSS(p.ready)))
+			type widths struct{ Scroll, Inner int }
+			w := value(t, bob, "measure "+p.path, 10*time.Second, chromedp.Evaluate[widths](
+				`({Scroll: document.scrollingElement.scrollWidth, Inner: window.innerWidth})`))
+			if w.Inner != phoneW || w.Scroll > w.Inner {
+				t.Errorf("%s at %dpx: scrollWidth %d, innerWidth %d; want no horizontal overflow", p.path, phoneW, w.Scroll, w.Inner)
+				t.Logf("wider than the screen: %v", value(t, bob, "find what overflows", 10*time.Second, chromedp.Evaluate[[]string](overflowingJS)))
+			}
+			tabThrough(t, bob, p.path)
+		}
+	})
+
 	step("ViewerSeesNoForbiddenAction", func(t *testing.T) {
 		vera := b.session(t)
 		b.signIn(t, vera, "vera", viewerPassword)
@@ -318,6 +385,76 @@ func TestWebConsole(t *testing.T) {
 			t.Errorf("after undeploy: state %s, VM %s, external IP %q; want undeployed, not saved, none", c.State, c.VMs[0].State, c.VMs[0].NICs[0].ExternalIP)
 		}
 	})
+}
+
+// focusablesJS marks the page's focusable elements that are shown (not
+// in a closed dialog, not disabled) and returns how each is named.
+const focusablesJS = `(() => {
+  const sel = "a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex='-1'])";
+  return Array.from(document.querySelectorAll(sel)).filter((el) => {
+    if (el.disabled || el.closest("dialog:not([open])") || el.closest("[hidden]")) return false;
+    return el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
+  }).map((el, i) => {
+    el.dataset.tabCheck = String(i);
+    return el.dataset.action || el.dataset.field || el.tagName.toLowerCase() + " " + (el.textContent || "").trim().slice(0, 30);
+  });
+})()`
+
+// focusedJS names the focused element's mark, and whether its focus is
+// drawn (an outline or a box shadow).
+const focusedJS = `(() => {
+  const el = document.activeElement;
+  if (!el || el === document.body) return {Mark: "", Drawn: false};
+  const st = getComputedStyle(el);
+  const outline = st.outlineStyle !== "none" && parseFloat(st.outlineWidth) > 0;
+  return {Mark: el.dataset.tabCheck || "", Drawn: outline || st.boxShadow !== "none"};
+})()`
+
+// overflowingJS names the innermost elements whose right edge is past
+// the phone's width.
+var overflowingJS = fmt.Sprintf(`Array.from(document.querySelectorAll("body *")).filter((el) => el.getBoundingClientRect().right > %d + 0.5 &&
+    !Array.from(el.children).some((c) => c.getBoundingClientRect().right > %d + 0.5))
+  .slice(0, 10).map((el) => el.tagName.toLowerCase() + (el.className ? "." + String(el.className).replace(/ /g, ".") : "") +
+    (el.dataset.action ? "[" + el.dataset.action + "]" : "") + " " + Math.round(el.getBoundingClientRect().right))`, phoneW, phoneW)
+
+// tabThrough presses Tab from the top of the page until the focus has
+// been on every focusable element shown, each drawn with a visible focus
+// style; it fails naming the elements Tab never reached.
+func tabThrough(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	names := value(t, ctx, "list the focusable elements of "+page, 10*time.Second, chromedp.Evaluate[[]string](focusablesJS))
+	if len(names) == 0 {
+		t.Fatalf("%s: nothing to focus", page)
+	}
+	run(t, ctx, "blur", 10*time.Second, chromedp.Evaluate[chromedp.Void](`document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)`))
+	reached := map[string]bool{}
+	type focused struct {
+		Mark  string
+		Drawn bool
+	}
+	for i := 0; i < len(names)+5 && len(reached) < len(names); i++ {
+		run(t, ctx, "press Tab", 10*time.Second, chromedp.KeyEvent(kb.Tab))
+		f := value(t, ctx, "read the focus", 10*time.Second, chromedp.Evaluate[focused](focusedJS))
+		if f.Mark == "" {
+			continue
+		}
+		reached[f.Mark] = true
+		if !f.Drawn {
+			var n int
+			fmt.Sscan(f.Mark, &n)
+			t.Errorf("%s: %s has no visible focus style", page, names[n])
+		}
+	}
+	var missed []string
+	for i, n := range names {
+		if !reached[fmt.Sprint(i)] {
+			missed = append(missed, n)
+		}
+	}
+	if len(missed) > 0 {
+		t.Errorf("%s: Tab never reached %d of %d elements: %v", page, len(missed), len(names), missed)
+	}
+	t.Logf("%s: Tab reached %d of %d focusable elements", page, len(names)-len(missed), len(names))
 }
 
 // typeKeys types s into the focused element as a keyboard does: per key
