@@ -7,6 +7,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"stagehand/internal/lab"
 	"stagehand/internal/webui"
@@ -34,25 +37,31 @@ func listRows(t *testing.T, page string) (names []string, more string) {
 	return names, more
 }
 
+// longList is the seeded console with 79 more configurations, lab-000 …
+// lab-078, described "even one" or "odd one": 80 in all.
+func longList(t *testing.T) *console {
+	t.Helper()
+	c := newConsole(t, webui.Options{})
+	for i := 0; i < 79; i++ {
+		desc := "even"
+		if i%2 == 1 {
+			desc = "odd"
+		}
+		if _, err := c.Configs.Create(context.Background(), lab.ConfigSpec{Name: fmt.Sprintf("lab-%03d", i), Description: desc + " one",
+			VMs: []lab.VMSpec{{Name: "vm", Template: "tmpl"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
 // TestConfigsListLoadsInParts: with more configurations than the first
 // screenful, /ui/configs holds the first 50 by name and a marker whose
 // fragment holds the rest, once each and in order; a filter (?q=, ?state=)
 // is applied by the server to the page and to its fragments, and shown in
 // the filter's inputs.
 func TestConfigsListLoadsInParts(t *testing.T) {
-	c := newConsole(t, webui.Options{})
-	ctx := context.Background()
-	const n = 79 // with the seeded web: 80
-	for i := 0; i < n; i++ {
-		desc := "even"
-		if i%2 == 1 {
-			desc = "odd"
-		}
-		if _, err := c.Configs.Create(ctx, lab.ConfigSpec{Name: fmt.Sprintf("lab-%03d", i), Description: desc + " one",
-			VMs: []lab.VMSpec{{Name: "vm", Template: "tmpl"}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := longList(t)
 	session := c.member(t, "author", "author")
 
 	page := c.page(t, session, "/ui/configs")
@@ -93,4 +102,83 @@ func TestConfigsListLoadsInParts(t *testing.T) {
 	if u, _ := url.Parse(html.UnescapeString(more)); u == nil || u.Query().Get("state") != "undeployed" || u.Query().Get("after") != "lab-049" {
 		t.Errorf("the filtered marker %q does not carry the filter and the last row", more)
 	}
+}
+
+// TestConfigsListInTheBrowser: in Chromium, the list shows its first 50
+// rows and loads the other 30 when its marker is scrolled into view; a new
+// configuration among the loaded rows appears in its place from the event
+// stream, one past them is left to the marker; typing in the search box
+// loads the list again filtered by the server (and the address keeps the
+// filter), and clearing it brings the first part back.
+func TestConfigsListInTheBrowser(t *testing.T) {
+	c := longList(t)
+	session := c.member(t, "author", "author")
+	ctx := browse(t, c, session)
+	rowsJS := `Array.from(document.querySelectorAll("#configs tbody tr[data-name]:not([hidden])")).map((tr) => tr.dataset.name)`
+	count := func(what string, want int, more bool) []string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			names, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](rowsJS))
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			marker, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.querySelector("#configs tr[data-more]")`))
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if len(names) == want && marker == more {
+				return names
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d rows shown (marker %v), want %d (marker %v)", what, len(names), marker, want, more)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(c.srv.URL+"/ui/configs"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="lab-000"]`))); err != nil {
+		t.Fatal(err)
+	}
+	count("the page", 50, true)
+
+	// Live: one among the loaded rows, one past them.
+	for _, name := range []string{"lab-000a", "zz-last"} {
+		if _, err := c.Configs.Create(context.Background(), lab.ConfigSpec{Name: name, VMs: []lab.VMSpec{{Name: "vm", Template: "tmpl"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := count("after two creates", 51, true)
+	if names[1] != "lab-000a" {
+		t.Errorf("the new row is at %v, want second", names[:3])
+	}
+
+	if err := chromedp.Do(ctx, chromedp.ScrollIntoView(chromedp.CSS(`tr[data-more]`))); err != nil {
+		t.Fatal(err)
+	}
+	names = count("scrolled to the end", 82, false)
+	if names[80] != "web" || names[81] != "zz-last" {
+		t.Errorf("the list ends %v, want web, zz-last", names[78:])
+	}
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(c.srv.URL+"/ui/configs"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="lab-000"]`)),
+		chromedp.SendKeys(chromedp.CSS(`[data-filter-text]`), "odd")); err != nil {
+		t.Fatal(err)
+	}
+	names = count("filtered by odd", 39, false)
+	if names[0] != "lab-001" || names[38] != "lab-077" {
+		t.Errorf("filtered: %s … %s, want lab-001 … lab-077", names[0], names[38])
+	}
+	if loc, err := chromedp.Run(ctx, chromedp.Location()); err != nil || !strings.Contains(loc, "q=odd") {
+		t.Errorf("the address %q does not keep the filter (%v)", loc, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+  const el = document.querySelector("[data-filter-text]");
+  el.value = "";
+  el.dispatchEvent(new Event("input", {bubbles: true}));
+})()`)); err != nil {
+		t.Fatal(err)
+	}
+	count("the filter cleared", 50, true)
 }
