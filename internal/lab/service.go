@@ -71,6 +71,8 @@ type Options struct {
 	// MaxUpload bounds each file a caller uploads (default
 	// DefaultMaxUpload).
 	MaxUpload int64
+	// HostName is this daemon's host, recorded on what it deploys.
+	HostName string
 }
 
 // Accelerator is the choice of accelerator for VMs. The daemon probes it in
@@ -248,7 +250,7 @@ func New(opts Options) (*Service, error) {
 	s.deploys = deploy.New(deploy.Config{
 		Store: s.store, Lab: deployLab{s}, Alloc: s.alloc,
 		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences,
-		DataDir: abs, HostKey: hex.EncodeToString(sum[:4]), ShutdownTimeout: shutdownTimeout, Log: s.log,
+		DataDir: abs, HostKey: hex.EncodeToString(sum[:4]), HostName: opts.HostName, ShutdownTimeout: shutdownTimeout, Log: s.log,
 	})
 	s.views = views{dataDir: s.dataDir, leases: s.leases, policy: s.life.policy, archives: s.archives, deploys: s.deploys}
 	return &Service{

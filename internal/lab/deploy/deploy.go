@@ -256,6 +256,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 			}
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateDeploying, "", opts.Fenced, opts.FencePolicy
+		c.Host = d.hostName // where it runs, written before anything starts there
 		if err := tx.UpdateConfig(c); err != nil {
 			return err
 		}

@@ -64,6 +64,9 @@ type Config struct {
 	DataDir    string // absolute
 	// HostKey distinguishes this data dir's VMs, taps and fences on the host.
 	HostKey string
+	// HostName is this daemon's host (cluster.Member), recorded on each
+	// configuration it deploys (store.Config.Host).
+	HostName string
 	// ShutdownTimeout bounds the ACPI power-off of a VM at undeploy.
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
@@ -79,6 +82,7 @@ type Deployments struct {
 	segs            Segments
 	fences          Fences
 	host            hostNames
+	hostName        string
 	shutdownTimeout time.Duration
 	log             *slog.Logger
 	vms             runningVMs
@@ -90,7 +94,7 @@ func New(cfg Config) *Deployments {
 	d := &Deployments{
 		store: cfg.Store, lab: cfg.Lab, external: externalAddrs{alloc: cfg.Alloc},
 		hv: cfg.Hypervisor, segs: cfg.Segments, fences: cfg.Fences,
-		host: hostNames{key: cfg.HostKey, dataDir: cfg.DataDir}, shutdownTimeout: cfg.ShutdownTimeout, log: cfg.Log,
+		host: hostNames{key: cfg.HostKey, dataDir: cfg.DataDir}, hostName: cfg.HostName, shutdownTimeout: cfg.ShutdownTimeout, log: cfg.Log,
 	}
 	d.consoles = &Consoles{store: d.store, vms: &d.vms, host: d.host, log: d.log}
 	return d
