@@ -94,6 +94,9 @@ func TestDecide(t *testing.T) {
 		{"user may not repair", bob, DoctorRepair, Object{}, forbidden, "system administrator"},
 		{"user may not scrape metrics", bob, MetricsRead, Object{}, forbidden, "system administrator"},
 		{"org admin may not scrape metrics", erin, MetricsRead, Object{}, forbidden, "the rest is the system administrator's"},
+		{"sysadmin drains a host", root, HostAdmin, Object{}, allow, "system administrator"},
+		{"user may not list hosts", bob, HostRead, Object{}, forbidden, "system administrator"},
+		{"org admin may not drain a host", erin, HostAdmin, Object{}, forbidden, "the rest is the system administrator's"},
 		{"user may not administer users", bob, UserAdmin, Object{Kind: "user", Name: "carol", ID: 3}, forbidden, "system administrator"},
 		{"member is not org admin", bob, OrgAdmin, Object{Kind: "org", OrgID: org1}, forbidden, "not an admin of organization 1"},
 		// 4. the workspace itself: create and list
@@ -137,6 +140,7 @@ func TestDecide(t *testing.T) {
 		{"restricted sysadmin: other workspace", root.restricted(wsShared, RoleAdmin), ConfigRead, dCfg, notFound, "token restricted to workspace 10"},
 		{"restricted sysadmin: no system actions", root.restricted(wsShared, RoleAdmin), DoctorRepair, Object{}, forbidden, "token restricted to role admin in workspace 10"},
 		{"restricted sysadmin: no metrics", root.restricted(wsShared, RoleAdmin), MetricsRead, Object{}, forbidden, "token restricted to role admin in workspace 10"},
+		{"restricted sysadmin: no hosts", root.restricted(wsShared, RoleAdmin), HostAdmin, Object{}, forbidden, "token restricted to role admin in workspace 10"},
 		{"restricted: status still answers", bob.restricted(wsShared, RoleViewer), StatusRead, Object{}, allow, "token restricted"},
 		{"restricted org admin: no org actions", erin.restricted(wsShared, RoleAdmin), OrgAdmin, Object{Kind: "org", OrgID: org1}, forbidden, "token restricted"},
 		// odd inputs

@@ -57,6 +57,11 @@ const (
 	// names of configurations, networks and VMs as labels), so it is the
 	// system administrator's, in no role row.
 	MetricsRead Action = "metrics.read"
+	// HostRead and HostAdmin are the hosts of the installation (listing
+	// them; draining, undraining, removing one): the system
+	// administrator's, in no role row.
+	HostRead  Action = "host.read"
+	HostAdmin Action = "host.admin"
 
 	UserAdmin      Action = "user.admin"
 	OrgAdmin       Action = "org.admin"
@@ -76,6 +81,7 @@ var allActions = []Action{
 	EventRead, DoctorRead, DoctorRepair, CleanupRead, StatusRead,
 	UserAdmin, OrgAdmin, WorkspaceAdmin,
 	MetricsRead,
+	HostRead, HostAdmin,
 }
 
 // Actions returns every action, for the route table's completeness test

@@ -51,7 +51,7 @@ func TestRoleTable(t *testing.T) {
 		}
 	}
 	// Only these are in no role row: the system's, and the organization's.
-	want := []Action{DoctorRead, DoctorRepair, UserAdmin, OrgAdmin, MetricsRead}
+	want := []Action{DoctorRead, DoctorRepair, UserAdmin, OrgAdmin, MetricsRead, HostRead, HostAdmin}
 	if got := sysOnlySet.list(); !slices.Equal(got, want) {
 		t.Errorf("actions in no role row: %v, want %v", got, want)
 	}
@@ -122,7 +122,7 @@ func TestParseNames(t *testing.T) {
 			t.Errorf("parse %s %q: %v, want invalid", tc.name, tc.s, err)
 		}
 	}
-	if len(Actions()) != 37 {
-		t.Errorf("%d actions; the brief lists 36, and issue 14 adds metrics.read", len(Actions()))
+	if len(Actions()) != 39 {
+		t.Errorf("%d actions; the brief lists 36, issue 14 adds metrics.read, issue 13 host.read and host.admin", len(Actions()))
 	}
 }
