@@ -14,6 +14,7 @@ import (
 
 	"stagehand/internal/api/wire"
 	"stagehand/internal/auth"
+	"stagehand/internal/cluster"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/access"
@@ -44,6 +45,8 @@ type Lab struct {
 	// Access decides every route's action (Handler.authorize); nil
 	// refuses every route but the public ones.
 	Access Access
+	// Hosts are the installation's hosts (hosts.go); nil: not served.
+	Hosts Hosts
 }
 
 // Access is what the api asks of the lab's authorization (access.Checker).
@@ -57,7 +60,7 @@ func LabOf(svc *lab.Service) Lab {
 		Templates: svc.Templates, Networks: svc.Networks, Configs: svc.Configs,
 		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
 		Leases: svc.Leases, Uploads: svc.Uploads, Checks: svc, Events: svc.EventReader, Jobs: svc.Jobs(),
-		Directory: svc.Store(),
+		Directory: svc.Store(), Hosts: cluster.NewHosts(svc.Store()),
 	}
 	if svc.Events != nil { // a nil *events.Log must stay a nil EventAppender
 		l.EventLog = svc.Events
@@ -135,6 +138,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		archivesHandler{lab: l.Archives, uploads: l.Uploads},
 		jobsHandler{env: e, lab: l.Jobs},
 		doctorHandler{lab: l.Checks},
+		hostsHandler{lab: l.Hosts},
 		eventsHandler{env: e, lab: l.Events},
 		directoryHandler{env: e, store: l.Directory, jobs: l.Jobs},
 		newLoginHandler(e, l.Directory),

@@ -90,6 +90,10 @@ func newMatrix(t *testing.T) *matrix {
 		if m.ws["main"], err = tx.GetWorkspace(def.ID, store.MainWorkspace); err != nil {
 			return err
 		}
+		// The host the system's host routes name (fillObject's "x").
+		if err := tx.RegisterHost(&store.Host{Name: "x", AdvertiseURL: "http://127.0.0.1:1"}); err != nil {
+			return err
+		}
 		other := &store.Org{Name: "other"}
 		if err := tx.CreateOrg(other); err != nil {
 			return err

@@ -141,6 +141,13 @@ var opDocs = func() map[string]opDoc {
 		"GET " + p + "/configs/{name}/shares":              {summary: "A configuration's shares", ok: []okResponse{ok([]wire.Share{})}},
 		"DELETE " + p + "/configs/{name}/shares/{grantee}": {summary: "Stop sharing a configuration", ok: []okResponse{noContentOK}},
 
+		// Hosts of the installation.
+		"GET " + p + "/hosts":                 {summary: "The hosts sharing the store: state, online, capacity, what is deployed", ok: []okResponse{ok([]wire.Host{})}},
+		"GET " + p + "/hosts/{name}":          {summary: "Show a host", ok: []okResponse{ok(wire.Host{})}},
+		"POST " + p + "/hosts/{name}/drain":   {summary: "Mark a host draining (placement skips it); answers what is still deployed there", ok: []okResponse{ok(wire.Host{})}},
+		"POST " + p + "/hosts/{name}/undrain": {summary: "Make a draining host active again", ok: []okResponse{ok(wire.Host{})}},
+		"DELETE " + p + "/hosts/{name}":       {summary: "Remove a host (refused while configurations are deployed there)", ok: []okResponse{noContentOK}},
+
 		// Library and archives.
 		"POST " + p + "/library":                 {summary: "Capture a configuration into the library", request: wire.CaptureRequest{}, ok: []okResponse{created(wire.Config{})}},
 		"GET " + p + "/library":                  {summary: "List library entries", query: []queryParam{qWorkspace}, ok: []okResponse{ok([]wire.Config{})}},

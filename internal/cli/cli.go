@@ -255,6 +255,7 @@ trusted on first use: its fingerprint is pinned in
 		a.archiveCommand(),
 		a.cleanupCommand(),
 		a.eventsCommand(),
+		a.hostCommand(),
 		a.userCommand(), a.orgCommand(), a.workspaceCommand(), a.groupCommand(), a.tokenCommand(), a.authCommand(),
 		a.loginCommand(), a.logoutCommand(),
 		a.completionCommand(),

@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"stagehand/internal/api/wire"
+)
+
+// hostCommand is `stagehand host`: the daemons of an installation whose
+// hosts share one PostgreSQL store.
+func (a *app) hostCommand() *cobra.Command {
+	one := func(use, short string, fn func(cmd *cobra.Command, name string) (*wire.Host, error)) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " NAME", Short: short, Args: exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				h, err := fn(cmd, args[0])
+				if err != nil {
+					return err
+				}
+				return a.printHost(h)
+			}),
+		}
+	}
+	return a.group("host", "List the hosts of the installation; drain, undrain and remove one (system administrator)",
+		&cobra.Command{
+			Use:   "list",
+			Short: "List the hosts: state, online, capacity, deployed configurations",
+			Args:  exactArgs(),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				hs, err := a.client.ListHosts(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.print(hs, func(w io.Writer) {
+					row(w, "NAME", "STATE", "ONLINE", "MEMORY", "CPUS", "DEPLOYED", "LAST SEEN", "ADVERTISE")
+					for _, h := range hs {
+						row(w, h.Name, h.State, yesNo(h.Online), fmt.Sprintf("%d MiB", h.MemoryMiB), h.CPUs,
+							len(h.Deployed), when(h.LastSeen), h.AdvertiseURL)
+					}
+				})
+			}),
+		},
+		one("show", "Show a host and the configurations deployed on it", func(cmd *cobra.Command, name string) (*wire.Host, error) {
+			return a.client.GetHost(cmd.Context(), name)
+		}),
+		one("drain", "Mark a host draining: new deployments go elsewhere; shows what still runs there", func(cmd *cobra.Command, name string) (*wire.Host, error) {
+			return a.client.DrainHost(cmd.Context(), name)
+		}),
+		one("undrain", "Make a draining host take new deployments again", func(cmd *cobra.Command, name string) (*wire.Host, error) {
+			return a.client.UndrainHost(cmd.Context(), name)
+		}),
+		&cobra.Command{
+			Use:   "remove NAME",
+			Short: "Remove a host from the installation (refused while configurations are deployed there)",
+			Args:  exactArgs("NAME"),
+			RunE: a.run(func(cmd *cobra.Command, args []string) error {
+				return a.client.RemoveHost(cmd.Context(), args[0])
+			}),
+		},
+	)
+}
+
+func (a *app) printHost(h *wire.Host) error {
+	return a.print(h, func(w io.Writer) {
+		row(w, "Name:", h.Name)
+		row(w, "State:", h.State)
+		row(w, "Online:", yesNo(h.Online))
+		row(w, "Advertise:", h.AdvertiseURL)
+		row(w, "Memory:", fmt.Sprintf("%d MiB", h.MemoryMiB))
+		row(w, "CPUs:", h.CPUs)
+		row(w, "Started:", when(h.StartedAt))
+		row(w, "Last seen:", when(h.LastSeen))
+		row(w, "Deployed:", orDash(strings.Join(h.Deployed, ", ")))
+	})
+}
