@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"stagehand/internal/api"
+	"stagehand/internal/cluster"
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/hypervisor"
@@ -48,6 +49,12 @@ type Config struct {
 	DataDir    string // --data-dir: the store, every layer file and the socket (SocketFile)
 	Store      string // --store: a postgres:// URL; empty: SQLite in DataDir (store.go)
 	ChainLimit int    // --chain-limit: deepest disk chain a linked clone may produce
+	// HostName is --host-name: this daemon's host among those sharing the
+	// store (default: the machine's host name). Advertise is --advertise:
+	// the URL the other hosts and clients reach its API at (default: the
+	// --listen URL, else the socket's unix:// path).
+	HostName  string
+	Advertise string
 
 	// Listen is --listen: a TCP host:port (port 0 picks one) besides the
 	// socket, which is always there; empty for none. A non-loopback
@@ -224,6 +231,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if err := ensureAdmin(ctx, st, dataDir, log); err != nil {
 		return err
 	}
+	member, err := joinCluster(ctx, cfg, st, advertiseURL(cfg, socketPath, tcp, tlsConf != nil), log)
+	if err != nil {
+		return err
+	}
+	stopHeartbeat := runInBackground(member.Run)
+	defer stopHeartbeat() // before the store closes
 	jm := jobs.NewManager()
 	defer jm.Close() // before the store closes: jobs roll back through it
 
@@ -246,6 +259,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		ImportDirs: cfg.ImportDirs,
 		MaxUpload:  cfg.MaxUpload,
 		Leases:     cfg.Leases,
+		HostName:   member.Host().Name,
 	}
 	closeRuntime, err := startRuntime(cfg, &labOpts, dataDir, log)
 	if err != nil {
@@ -316,7 +330,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		close(recovered)
 		log.Info("recovery done; accepting writes", "took", time.Since(began).Round(time.Millisecond))
 	}()
-	stopReaper := startReaper(svc, recovered)
+	stopReaper := startReaper(svc, recovered, st.leadership)
 	defer stopReaper() // before the jobs and the store close
 	defer wg.Wait()    // the recovery ends (ctx is done) before anything closes
 
@@ -337,21 +351,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	return nil
 }
 
-// startReaper runs the lab's reaper, once after is closed (the recovery is
-// done), until the returned stop is called; stop waits for a pass in
-// progress to end.
-func startReaper(svc *lab.Service, after <-chan struct{}) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+// startReaper runs the lab's reaper (lease expiry and cleanup), once after
+// is closed (the recovery is done), while this daemon leads the
+// installation (always on SQLite; on PostgreSQL while it holds the
+// reaper's lock: one reaper for all hosts), until the returned stop is
+// called; stop waits for a pass in progress to end.
+func startReaper(svc *lab.Service, after <-chan struct{}, lead cluster.Leadership) (stop func()) {
+	return runInBackground(func(ctx context.Context) {
 		select {
 		case <-after:
 		case <-ctx.Done():
 			return
 		}
-		svc.RunReaper(ctx)
+		lead.Run(ctx, svc.RunReaper)
+	})
+}
+
+// runInBackground runs fn in a goroutine until the returned stop is
+// called; stop cancels fn's context and waits for fn to return.
+func runInBackground(fn func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fn(ctx)
 	}()
 	return func() { cancel(); wg.Wait() }
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"stagehand/internal/cluster"
 	"stagehand/internal/store"
 	"stagehand/internal/store/postgres"
 	"stagehand/internal/store/sqlite"
@@ -18,6 +19,10 @@ type openedStore struct {
 	store.Store
 	kind  string // "sqlite" or "postgres"
 	where string // the SQLite file, or the PostgreSQL database (no password)
+	// leadership decides where the installation's single loops (the
+	// reaper) run: the one daemon of a SQLite store, or the holder of the
+	// reaper's advisory lock among the daemons of a PostgreSQL database.
+	leadership cluster.Leadership
 }
 
 // isPostgresURL reports whether --store names a PostgreSQL database.
@@ -34,7 +39,8 @@ func openStore(ctx context.Context, cfg Config, dataDir string, log *slog.Logger
 		if err != nil {
 			return nil, err
 		}
-		return &openedStore{Store: st, kind: "postgres", where: st.Where()}, nil
+		return &openedStore{Store: st, kind: "postgres", where: st.Where(),
+			leadership: cluster.NewLeader(cfg.Store, cluster.ReaperLock, log)}, nil
 	}
 	if cfg.Store != "" {
 		return nil, fmt.Errorf("--store %q: want a postgres:// URL, or nothing for SQLite in the data dir", cfg.Store)
@@ -45,5 +51,5 @@ func openStore(ctx context.Context, cfg Config, dataDir string, log *slog.Logger
 		return nil, err
 	}
 	narrowStoreFiles(path, log)
-	return &openedStore{Store: st, kind: storeKind, where: path}, nil
+	return &openedStore{Store: st, kind: storeKind, where: path, leadership: cluster.Always{}}, nil
 }
