@@ -278,13 +278,12 @@ func (s Configs) listIn(ctx context.Context, workspace string, library bool) ([]
 			return nil, err
 		}
 		cs = slices.DeleteFunc(cs, func(c store.Config) bool { return (c.Kind == store.KindLibrary) != library })
-		names := access.NewNames(tx)
-		idx, err := loadLayers(tx) // once for the whole list
+		shared, err := listShared(tx) // once for the whole list
 		if err != nil {
 			return nil, err
 		}
 		return viewsOf(cs, func(c *store.Config) (*ConfigView, error) {
-			v, err := s.views.configNamed(tx, c, names, idx)
+			v, err := s.views.configIn(tx, c, shared)
 			if err != nil || library {
 				return v, err
 			}
@@ -383,33 +382,91 @@ func (vs views) config(tx store.Tx, c *store.Config) (*ConfigView, error) {
 	if err != nil {
 		return nil, err
 	}
-	return vs.configNamed(tx, c, access.NewNames(tx), idx)
+	return vs.configIn(tx, c, &configShared{names: access.NewNames(tx), layers: idx})
 }
 
-// configViewNamed is configView with the workspace and user names and the
-// layers of a list read once (a layer index per configuration made a list
-// of N configurations read N times every layer).
-func (vs views) configNamed(tx store.Tx, c *store.Config, names *access.Names, idx layerIndex) (*ConfigView, error) {
+// configShared is what the views of a list of configurations read once
+// for all of them: a layer index, a lease or a template read per
+// configuration made a list of N configurations cost N reads of every
+// layer, then 2 × N queries.
+type configShared struct {
+	names  *access.Names
+	layers layerIndex
+	// listed: leases holds every configuration's lease (by configuration
+	// id) and templates every template's name (by id); else (one
+	// configuration's view) the view reads its own lease and its VMs'
+	// templates.
+	listed    bool
+	leases    map[int64]*store.Lease
+	templates map[int64]string
+}
+
+// listShared reads what a list of configuration views shares.
+func listShared(tx store.Tx) (*configShared, error) {
+	idx, err := loadLayers(tx)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := tx.ListLeases()
+	if err != nil {
+		return nil, err
+	}
+	leases := make(map[int64]*store.Lease, len(ls))
+	for i := range ls {
+		if ls[i].ConfigID != 0 {
+			leases[ls[i].ConfigID] = &ls[i]
+		}
+	}
+	ts, err := tx.ListTemplates()
+	if err != nil {
+		return nil, err
+	}
+	templates := make(map[int64]string, len(ts))
+	for _, t := range ts {
+		templates[t.ID] = t.Name
+	}
+	return &configShared{names: access.NewNames(tx), layers: idx, listed: true, leases: leases, templates: templates}, nil
+}
+
+// configLease returns configuration id's lease as users see it.
+func (vs views) configLease(tx store.Tx, id int64, sh *configShared) LeaseView {
+	if !sh.listed {
+		return vs.leases.view(tx, configLease(id))
+	}
+	return vs.lease(sh.leases[id]) // none: nil, the defaults, as leases.view shows it
+}
+
+// templateName returns the name of template id, "" when it is gone.
+func (sh *configShared) templateName(tx store.Tx, id int64) string {
+	if sh.templates == nil {
+		sh.templates = map[int64]string{}
+	}
+	name, ok := sh.templates[id]
+	if !ok && !sh.listed {
+		if t, err := tx.GetTemplateByID(id); err == nil {
+			name = t.Name
+		}
+		sh.templates[id] = name
+	}
+	return name
+}
+
+// configIn is config with what a list shares read once (see configShared).
+func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*ConfigView, error) {
 	v := &ConfigView{
 		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
 		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError,
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
-		Kind: c.Kind, Lease: vs.leases.view(tx, configLease(c.ID)),
+		Kind: c.Kind, Lease: vs.configLease(tx, c.ID, sh),
 	}
-	v.Workspace, v.Owner = owned(names, c.WorkspaceID, c.OwnerID, c.Owner)
+	v.Workspace, v.Owner = owned(sh.names, c.WorkspaceID, c.OwnerID, c.Owner)
 	netNames := map[int64]string{}
-	tmplNames := map[int64]string{}
 	external := deploy.ExternalIPs(tx, c)
 	for _, vm := range c.VMs {
-		vv := VMView{id: vm.ID, Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
-		if name, ok := tmplNames[vm.TemplateID]; ok {
-			vv.Template = name
-		} else if t, err := tx.GetTemplateByID(vm.TemplateID); err == nil {
-			tmplNames[vm.TemplateID] = t.Name
-			vv.Template = t.Name
-		}
+		vv := VMView{id: vm.ID, Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB,
+			Template: sh.templateName(tx, vm.TemplateID)}
 		for _, d := range vm.Disks {
-			chain, err := idx.chain(d.TopLayerID)
+			chain, err := sh.layers.chain(d.TopLayerID)
 			if err != nil {
 				return nil, fmt.Errorf("configuration %q VM %q disk %d: %w", c.Name, vm.Name, d.Index, err)
 			}

@@ -81,6 +81,9 @@ func (s Networks) ListIn(ctx context.Context, workspace string) ([]NetworkView, 
 		if err != nil {
 			return nil, err
 		}
+		if len(nws) == 0 {
+			return nil, nil // no usage to show: the configurations are not read
+		}
 		owners, err := loadNICOwners(tx, cs)
 		if err != nil {
 			return nil, err
@@ -135,7 +138,7 @@ func (s Networks) Delete(ctx context.Context, name string) error {
 				if vmUsesNetwork(&v, nw.ID) {
 					// A configuration the caller may not see is
 					// HiddenName (vmUsesNetwork: it has a NIC).
-					users = append(users, owners.nics[v.NICs[0].ID].config)
+					users = append(users, owners.nic(v.NICs[0].ID).config)
 					break
 				}
 			}
@@ -179,8 +182,9 @@ type nicOwner struct {
 	index      int
 }
 
-// nicOwners locates, for the pool-usage views of one caller, every NIC and
-// the external address each NIC's fence holds.
+// nicOwners locates, for the pool-usage views of one caller, every NIC of
+// a configuration the caller may see and the external address each such
+// NIC's fence holds; any other NIC or external address is HiddenName's.
 type nicOwners struct {
 	nics     map[int64]nicOwner // by NIC id
 	external map[int64]nicOwner // by external allocation id
@@ -190,32 +194,29 @@ type nicOwners struct {
 	all bool
 }
 
+// nic returns who holds NIC id: HiddenName for a configuration the caller
+// may not see.
+func (o *nicOwners) nic(id int64) nicOwner {
+	if n, ok := o.nics[id]; ok {
+		return n
+	}
+	return nicOwner{config: HiddenName}
+}
+
 // loadNICOwners reads who holds the addresses of every network, naming
-// only the configurations sc shows: the others are HiddenName.
+// only the configurations sc shows: the others are HiddenName. It reads
+// the configurations sc shows and only those, once (the visible ones and
+// then every one, to mark the rest hidden, read them twice).
 func loadNICOwners(tx store.Tx, sc access.Scope) (*nicOwners, error) {
-	cs, err := tx.ListConfigs()
+	cs, err := listConfigs(tx, sc)
 	if err != nil {
 		return nil, err
-	}
-	var visible map[int64]bool
-	if !sc.All {
-		vs, err := listConfigs(tx, sc)
-		if err != nil {
-			return nil, err
-		}
-		visible = make(map[int64]bool, len(vs))
-		for _, c := range vs {
-			visible[c.ID] = true
-		}
 	}
 	o := &nicOwners{nics: map[int64]nicOwner{}, external: map[int64]nicOwner{}, all: sc.All}
 	for _, c := range cs {
 		for _, v := range c.VMs {
 			for _, n := range v.NICs {
 				owner := nicOwner{config: c.Name, vm: v.Name, index: n.Index}
-				if !sc.All && !visible[c.ID] {
-					owner = nicOwner{config: HiddenName}
-				}
 				o.nics[n.ID] = owner
 				if n.ExternalAllocationID != 0 {
 					o.external[n.ExternalAllocationID] = owner
@@ -258,7 +259,7 @@ func networkView(tx store.Tx, nw *store.Network, owners *nicOwners) (*NetworkVie
 				return nil, err
 			}
 			for _, n := range nics {
-				o := owners.nics[n.ID]
+				o := owners.nic(n.ID)
 				h := IPHolder{Config: o.config, VM: o.vm, NIC: n.Index}
 				if o.config == HiddenName {
 					h = IPHolder{Config: HiddenName}
@@ -266,7 +267,7 @@ func networkView(tx store.Tx, nw *store.Network, owners *nicOwners) (*NetworkVie
 				u.Holders = append(u.Holders, h)
 			}
 		case !owners.all:
-			if o, ok := owners.external[a.ID]; !ok || o.config == HiddenName {
+			if _, ok := owners.external[a.ID]; !ok {
 				u.Holder = HiddenName
 			}
 		}
