@@ -108,6 +108,7 @@ func configToWire(c *lab.ConfigView) wire.Config {
 		Fenced:      c.Fenced,
 		FencePolicy: c.FencePolicy,
 		LastError:   c.LastError,
+		Host:        c.Host,
 		CreatedAt:   c.CreatedAt,
 		UpdatedAt:   c.UpdatedAt,
 		VMs:         vms,

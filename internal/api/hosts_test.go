@@ -9,6 +9,7 @@ import (
 
 	"stagehand/internal/api/apitest"
 	"stagehand/internal/api/wire"
+	"stagehand/internal/lab"
 	"stagehand/internal/store"
 )
 
@@ -60,5 +61,31 @@ func TestHosts(t *testing.T) {
 	}
 	if status, _, body = call(t, srv, http.MethodGet, p+"/hosts/zz", ""); status != http.StatusNotFound {
 		t.Errorf("show zz: %d %s, want 404", status, body)
+	}
+}
+
+// TestDeployRecordsTheHost: a deploy writes the daemon's host on the
+// configuration, and the host then lists it as deployed there; config
+// show and list carry it (JSON "host").
+func TestDeployRecordsTheHost(t *testing.T) {
+	l := apitest.New(t, func(o *lab.Options) { o.HostName = "host-a" }).Seed(t)
+	srv, _ := apitest.Serve(t, l)
+	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
+		return tx.RegisterHost(&store.Host{Name: "host-a", AdvertiseURL: "http://10.0.0.1:7080"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := wire.APIPrefix
+	status, _, body := call(t, srv, http.MethodPost, p+"/configs/web/deploy", "")
+	if status != http.StatusOK || decodeAs[wire.Config](t, body).Host != "host-a" {
+		t.Fatalf("deploy: %d %s; want host host-a", status, body)
+	}
+	status, _, body = call(t, srv, http.MethodGet, p+"/configs", "")
+	if status != http.StatusOK || !strings.Contains(string(body), `"host":"host-a"`) {
+		t.Errorf("config list: %d %s", status, body)
+	}
+	status, _, body = call(t, srv, http.MethodGet, p+"/hosts/host-a", "")
+	if h := decodeAs[wire.Host](t, body); status != http.StatusOK || len(h.Deployed) != 1 || h.Deployed[0] != "web" {
+		t.Errorf("host-a after deploying web: %d %s", status, body)
 	}
 }

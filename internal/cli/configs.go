@@ -31,9 +31,9 @@ func (a *app) configCommand() *cobra.Command {
 				return err
 			}
 			return a.print(cs, func(w io.Writer) {
-				row(w, "NAME", "WORKSPACE", "OWNER", "STATE", "FENCED", "VMS", "DESCRIPTION")
+				row(w, "NAME", "WORKSPACE", "OWNER", "STATE", "HOST", "FENCED", "VMS", "DESCRIPTION")
 				for _, c := range cs {
-					row(w, c.Name, orDash(c.Workspace), orDash(c.Owner), c.State, yesNo(c.Fenced), len(c.VMs), orDash(c.Description))
+					row(w, c.Name, orDash(c.Workspace), orDash(c.Owner), c.State, orDash(c.Host), yesNo(c.Fenced), len(c.VMs), orDash(c.Description))
 				}
 			})
 		}),
@@ -217,6 +217,7 @@ func (a *app) printConfig(c *wire.Config) error {
 	return a.print(c, func(w io.Writer) {
 		row(w, "Name:", c.Name)
 		row(w, "State:", c.State)
+		row(w, "Host:", orDash(c.Host))
 		fenced := yesNo(c.Fenced)
 		if c.Fenced && c.FencePolicy != "" {
 			fenced += " (" + c.FencePolicy + ")"

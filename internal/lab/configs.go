@@ -455,7 +455,7 @@ func (sh *configShared) templateName(tx store.Tx, id int64) string {
 func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*ConfigView, error) {
 	v := &ConfigView{
 		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
-		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError,
+		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError, Host: c.Host,
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
 		Kind: c.Kind, Lease: vs.configLease(tx, c.ID, sh),
 	}

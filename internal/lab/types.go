@@ -159,6 +159,8 @@ type ConfigView struct {
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	VMs         []VMView
+	// Host is the host it was last deployed on (store.Config.Host).
+	Host string
 }
 
 // VMView is one VM of a configuration.

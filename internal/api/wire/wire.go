@@ -212,6 +212,7 @@ type Config struct {
 	Fenced      bool      `json:"fenced"`
 	FencePolicy string    `json:"fence_policy"`
 	LastError   string    `json:"last_error"`
+	Host        string    `json:"host"` // the host it was last deployed on; "" never deployed
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	VMs         []VM      `json:"vms"`
