@@ -232,24 +232,49 @@ func (v *viewer) read() {
 // wait waits until cond (called under the viewer's lock) holds.
 func (v *viewer) wait(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.After(timeout)
+	v.waitUntil(t, what, timeout, false, cond)
+}
+
+// waitFlowing waits until cond holds for as long as the console's output
+// keeps coming: it fails once quiet passes without a byte of output. A
+// flood's duration depends on the machine's load (a serial port under TCG
+// on a busy host), a stall does not.
+func (v *viewer) waitFlowing(t *testing.T, what string, quiet time.Duration, cond func() bool) {
+	t.Helper()
+	v.waitUntil(t, what, quiet, true, cond)
+}
+
+func (v *viewer) waitUntil(t *testing.T, what string, timeout time.Duration, onProgress bool, cond func() bool) {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	began, lastLen := time.Now(), -1
 	for {
 		v.mu.Lock()
-		ok := cond()
+		ok, n := cond(), v.out.Len()
 		v.mu.Unlock()
 		if ok {
 			return
 		}
+		if onProgress && n != lastLen {
+			lastLen = n
+			timer.Reset(timeout)
+		}
 		select {
 		case <-v.changed:
-		case <-deadline:
+		case <-timer.C:
 			v.mu.Lock()
 			defer v.mu.Unlock()
 			tail := v.out.String()
 			if len(tail) > 600 {
 				tail = tail[len(tail)-600:]
 			}
-			t.Fatalf("%s: %s never came (closed: %v); last status %+v, errors %+v; output ends %q", v.name, what, v.closed, v.lastStatus(), v.errs, tail)
+			why := fmt.Sprintf("after %s", time.Since(began).Round(time.Millisecond))
+			if onProgress {
+				why = fmt.Sprintf("after %s, the last %s without output", time.Since(began).Round(time.Millisecond), timeout)
+			}
+			t.Fatalf("%s: %s never came %s (closed: %v); last status %+v, every error since it attached %+v; output (%d bytes) ends %q",
+				v.name, what, why, v.closed, v.lastStatus(), v.errs, v.out.Len(), tail)
 		}
 	}
 }
@@ -422,13 +447,32 @@ func TestConsolesOfARealGuest(t *testing.T) {
 		}
 		b.waitStatus(t, wire.ConsoleStatusMessage{Holder: "bob", Viewers: 3, YouHold: true})
 		before := 2
-		// 350 KB of output: more than the slow viewer's queue
-		// (console.DefaultQueueBytes) and every buffer on its way.
+		b.mu.Lock()
+		errsBefore := len(b.errs)
+		b.mu.Unlock()
+		// More output than the slow viewer's queue (console.DefaultQueueBytes,
+		// 256 KiB) and every buffer on its way (the replay it was sent
+		// first, its socket's): 5500 lines of 64 bytes with the tty's \r\n,
+		// 344 KiB. yes and head make them in a blink; busybox seq, which
+		// the test used before, formats each number with emulated floating
+		// point and took 23 s for 350 KB at load 7 (92 s+ at load 10).
+		const line, lines = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd", 5500
+		const flood = lines * (len(line) + 2)
 		began := time.Now()
-		b.typeBytes(t, "seq 1 60000; echo done-$((5*5))\n")
-		b.waitOutput(t, "done-25")
-		a.waitOutput(t, "done-25")
-		t.Logf("350 KB through the serial console to two viewers in %s", time.Since(began).Round(time.Millisecond))
+		b.typeBytes(t, fmt.Sprintf("yes %s | head -n %d; echo done-$((5*5))\n", line, lines))
+		// The others are not stalled: their output keeps coming until the
+		// end, however long the serial port takes on a loaded machine.
+		b.waitFlowing(t, `output "done-25"`, 30*time.Second, func() bool { return strings.Contains(b.out.String(), "done-25") })
+		a.waitFlowing(t, `output "done-25"`, 30*time.Second, func() bool { return strings.Contains(a.out.String(), "done-25") })
+		b.mu.Lock()
+		if refused := b.errs[errsBefore:]; len(refused) > 0 {
+			t.Errorf("bob's input after his take was acknowledged was refused: %+v", refused)
+		}
+		b.mu.Unlock()
+		if got := strings.Count(b.output(), line+"\r\n"); got != lines {
+			t.Errorf("bob got %d of the %d lines", got, lines)
+		}
+		t.Logf("%d KiB through the serial console to two viewers in %s", flood>>10, time.Since(began).Round(time.Millisecond))
 		if n := hub.Viewers(); n != before {
 			t.Errorf("%d viewers after the flood, want %d: the slow one was not dropped", n, before)
 		}
