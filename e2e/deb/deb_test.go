@@ -32,8 +32,8 @@ const (
 
 // TestDebianPackage: the package installs with apt-get (its Depends met by
 // this host), brings the binary, the unit (KillMode=process, the state
-// directory 0710), man pages and completions, and makes the socket's
-// group; the unit's ExecStart, run as systemd would (its EnvironmentFile
+// directory 0710; systemd-analyze verify finds nothing wrong), man pages
+// and completions, and makes the socket's group; the unit's ExecStart, run as systemd would (its EnvironmentFile
 // read, $STAGEHAND_OPTS split into words) in a network namespace of its
 // own, serves the installed CLI on the socket: a template imported by
 // upload, a configuration made of it and cloned linked, names completed
@@ -121,6 +121,11 @@ func TestDebianPackage(t *testing.T) {
 		if unit[key] != want {
 			t.Errorf("unit %s=%q, want %q", key, unit[key], want)
 		}
+	}
+	// systemd's own reading of the unit: its keys, its ExecStart binary
+	// and its Documentation pages (man) must all be there.
+	if out, err := exec.Command("systemd-analyze", "verify", unitFile).CombinedOutput(); err != nil || len(out) != 0 {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", unitFile, err, out)
 	}
 	if _, err := os.Lstat(enabled); err != nil {
 		t.Errorf("postinst did not enable the unit: %v", err)
