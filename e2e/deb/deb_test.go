@@ -33,13 +33,14 @@ const (
 // TestDebianPackage: the package installs with apt-get (its Depends met by
 // this host), brings the binary, the unit (KillMode=process, the state
 // directory 0710; systemd-analyze verify finds nothing wrong), man pages
-// and completions, and makes the socket's group; the unit's ExecStart, run as systemd would (its EnvironmentFile
-// read, $STAGEHAND_OPTS split into words) in a network namespace of its
-// own, serves the installed CLI on the socket: a template imported by
-// upload, a configuration made of it and cloned linked, names completed
-// from the daemon; SIGTERM stops it cleanly. apt-get remove takes the
-// binary and keeps the data and the configuration; purge takes the
-// configuration and the unit's enablement and still keeps the data.
+// and completions, and makes the socket's group; the unit's ExecStart, run
+// as systemd would (its EnvironmentFile read, $STAGEHAND_OPTS split into
+// words) in a network namespace of its own, serves the installed CLI on
+// the socket: a template imported by upload, a configuration made of it
+// and cloned linked, names completed from the daemon; SIGTERM stops it
+// cleanly. apt-get remove takes the binary and keeps the data and the
+// configuration; purge takes the configuration and the unit's enablement
+// and still keeps the data.
 func TestDebianPackage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the package test installs a package: run it as root")
