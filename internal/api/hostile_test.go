@@ -105,7 +105,7 @@ var routes = []string{
 	"PUT /api/v1/configs/{name}/vms/{vm}/nics/{n}/ip",
 	"GET /api/v1/configs/{name}/vms/{vm}/disks/{n}/chain",
 	"POST /api/v1/configs/{name}/vms/{vm}/disks/{n}/consolidate",
-	"POST /api/v1/configs/{name}/lease",
+	"POST /api/v1/configs/{name}/lease", "GET /api/v1/configs/{name}/space",
 	"GET /api/v1/jobs", "GET /api/v1/jobs/{n}", "GET /api/v1/jobs/{n}/wait", "POST /api/v1/jobs/{n}/cancel",
 	"GET /api/v1/doctor", "POST /api/v1/doctor/repair",
 	"POST /api/v1/library", "GET /api/v1/library", "GET /api/v1/library/{name}", "POST /api/v1/library/{name}/checkout",

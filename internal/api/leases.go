@@ -14,6 +14,7 @@ import (
 type Leases interface {
 	Set(ctx context.Context, name string, ch lab.LeaseChange) (*lab.ConfigView, error)
 	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
+	Space(ctx context.Context, name string) (*lab.ConfigSpace, error)
 }
 
 // leasesHandler serves the lease and cleanup endpoints.
@@ -27,6 +28,7 @@ type leasesHandler struct{ lab Leases }
 func (h leasesHandler) register(r *router) {
 	p := wire.APIPrefix
 	r.route("POST "+p+"/configs/{name}/lease", auth.ConfigEdit, object("config", "name"), h.set)
+	r.route("GET "+p+"/configs/{name}/space", auth.ConfigRead, object("config", "name"), h.space)
 	r.filtered("GET "+p+"/cleanup", auth.CleanupRead, h.cleanupView)
 	r.filtered("POST "+p+"/cleanup", auth.CleanupRead, h.cleanupApply)
 }
@@ -84,4 +86,17 @@ func (h leasesHandler) set(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, configToWire(c))
+}
+
+// space answers what deleting one configuration would free.
+func (h leasesHandler) space(w http.ResponseWriter, r *http.Request) error {
+	sp, err := h.lab.Space(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	out := wire.ConfigSpace{FreesBytes: sp.Frees, Layers: []wire.FreedLayer{}}
+	for _, l := range sp.Layers {
+		out.Layers = append(out.Layers, wire.FreedLayer{ID: l.ID, Path: l.Path, Bytes: l.Bytes})
+	}
+	return writeJSON(w, http.StatusOK, out)
 }

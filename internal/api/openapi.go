@@ -115,6 +115,7 @@ var opDocs = func() map[string]opDoc {
 		"POST " + p + "/configs/{name}/change-ips":         {summary: "Give a configuration's pool addresses new ones", ok: []okResponse{ok(wire.Config{})}},
 		"PUT " + vm + "/nics/{nic}/ip":                     {summary: "Set one NIC's address (an address, pool or dhcp)", request: wire.SetIPRequest{}, ok: []okResponse{ok(wire.Config{})}},
 		"POST " + p + "/configs/{name}/lease":              {summary: "Set a configuration's leases", request: wire.LeaseRequest{}, ok: []okResponse{ok(wire.Config{})}},
+		"GET " + p + "/configs/{name}/space":               {summary: "What deleting this configuration alone would free (bytes and layers, as the cleanup view counts)", ok: []okResponse{ok(wire.ConfigSpace{})}},
 		"GET " + p + "/cleanup":                            {summary: "What the cleanup would free (the caller's own view)", query: []queryParam{{name: "idle_days", typ: "integer", desc: "Also idle configurations older than this"}}, ok: []okResponse{ok(wire.CleanupReport{})}},
 		"POST " + p + "/cleanup":                           {summary: "Delete what the cleanup lists (of what the caller may delete)", request: wire.CleanupRequest{}, optional: true, ok: []okResponse{ok(wire.CleanupReport{})}},
 		"POST " + p + "/configs":                           {summary: "Create a configuration", request: wire.ConfigRequest{}, ok: []okResponse{created(wire.Config{})}},

@@ -247,6 +247,52 @@ func (s Leases) loadSpace(tx store.Tx) (*lease.Space, error) {
 	return m, nil
 }
 
+// ConfigSpace is what deleting one configuration would free: the bytes,
+// counted as the cleanup view counts them, and the layers released.
+type ConfigSpace struct {
+	Frees  int64
+	Layers []FreedLayer
+}
+
+// FreedLayer is a layer deleting a configuration would release.
+type FreedLayer struct {
+	ID    int64
+	Path  string // absolute
+	Bytes int64
+}
+
+// Space says what deleting the configuration name alone would free, by
+// the cleanup view's model (shared layers are kept: a linked clone frees
+// only its own tops). The route checks config.read on name.
+func (s Leases) Space(ctx context.Context, name string) (*ConfigSpace, error) {
+	var model *lease.Space
+	var object string
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		c, err := tx.GetConfig(name)
+		if err != nil {
+			return err
+		}
+		if c.Kind == store.KindLibrary {
+			return errdefs.NotFound("configuration %q not found (it is a library entry)", name)
+		}
+		object = configObject(c)
+		model, err = s.loadSpace(tx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("space of %q: %w", name, err)
+	}
+	total, layers, err := model.FreesLayers(ctx, s.core.layerSizer(), []lease.Ref{{Object: object, Name: name}})
+	if err != nil {
+		return nil, fmt.Errorf("space of %q: %w", name, err)
+	}
+	out := &ConfigSpace{Frees: total, Layers: []FreedLayer{}}
+	for _, l := range layers {
+		out.Layers = append(out.Layers, FreedLayer{ID: l.ID, Path: s.abs(l.Path), Bytes: l.Bytes})
+	}
+	return out, nil
+}
+
 // frees returns the bytes deleting items together frees, by the model m;
 // it measures a freed layer's file through the lab's disk tool.
 func frees(ctx context.Context, s *core, m *lease.Space, items []CleanupItem) (int64, error) {
@@ -254,12 +300,17 @@ func frees(ctx context.Context, s *core, m *lease.Space, items []CleanupItem) (i
 	for i, it := range items {
 		refs[i] = lease.Ref{Object: it.Object, Name: it.Name}
 	}
-	size := func(ctx context.Context, path string) (int64, error) {
+	return m.Frees(ctx, s.layerSizer(), refs)
+}
+
+// layerSizer measures a layer's file (a path as the store keeps it)
+// through the lab's disk tool.
+func (s *core) layerSizer() lease.LayerSizer {
+	return func(ctx context.Context, path string) (int64, error) {
 		info, err := s.disks.Info(ctx, s.abs(path))
 		if err != nil {
 			return 0, err
 		}
 		return info.ActualSize, nil
 	}
-	return m.Frees(ctx, size, refs)
 }

@@ -40,3 +40,18 @@ type CleanupReport struct {
 	Policy       string `json:"policy"`
 	GraceSeconds int64  `json:"grace_seconds"`
 }
+
+// ConfigSpace is GET /configs/{name}/space: what deleting the
+// configuration alone would free, counted as the cleanup view counts it
+// (a layer its clones or library entries still build on is kept).
+type ConfigSpace struct {
+	FreesBytes int64        `json:"frees_bytes"`
+	Layers     []FreedLayer `json:"layers"`
+}
+
+// FreedLayer is one layer the deletion would release.
+type FreedLayer struct {
+	ID    int64  `json:"id"`
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+}

@@ -105,9 +105,23 @@ func (m *Space) freedLayers(keys []string) []int64 {
 	return out
 }
 
+// FreedLayer is one layer a deletion would release, with its size.
+type FreedLayer struct {
+	ID    int64
+	Path  string // as the store keeps it
+	Bytes int64
+}
+
 // Frees returns the bytes deleting objects together frees; size measures
 // a freed layer (once: the model remembers it).
 func (m *Space) Frees(ctx context.Context, size LayerSizer, objects []Ref) (int64, error) {
+	total, _, err := m.FreesLayers(ctx, size, objects)
+	return total, err
+}
+
+// FreesLayers is Frees with the layers it counts: the bytes deleting
+// objects together frees, and which layers (by ID) are released.
+func (m *Space) FreesLayers(ctx context.Context, size LayerSizer, objects []Ref) (int64, []FreedLayer, error) {
 	var keys []string
 	var total int64
 	for _, o := range objects {
@@ -121,18 +135,20 @@ func (m *Space) Frees(ctx context.Context, size LayerSizer, objects []Ref) (int6
 			total += AllocatedBytes(f)
 		}
 	}
+	var layers []FreedLayer
 	for _, id := range m.freedLayers(keys) {
 		n, ok := m.sizes[id]
 		if !ok {
 			var err error
 			if n, err = size(ctx, m.layers[id].Path); err != nil {
-				return 0, fmt.Errorf("size of layer %s: %w", m.layers[id].Path, err)
+				return 0, nil, fmt.Errorf("size of layer %s: %w", m.layers[id].Path, err)
 			}
 			m.sizes[id] = n
 		}
 		total += n
+		layers = append(layers, FreedLayer{ID: id, Path: m.layers[id].Path, Bytes: n})
 	}
-	return total, nil
+	return total, layers, nil
 }
 
 // AllocatedBytes returns the bytes path (a file, or a directory with all
