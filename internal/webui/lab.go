@@ -72,6 +72,9 @@ type Archives interface {
 // (no Apply); applying is the API's POST /cleanup.
 type Cleanup interface {
 	Cleanup(ctx context.Context, opts lab.CleanupOptions) (*lab.CleanupReport, error)
+	// Space is what deleting one configuration alone frees, by the same
+	// model (GET /configs/{name}/space).
+	Space(ctx context.Context, name string) (*lab.ConfigSpace, error)
 }
 
 // Jobs is what the pages read of the background operations

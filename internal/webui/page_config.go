@@ -44,6 +44,8 @@ type fenceRow struct {
 	NIC      lab.NICView
 	Policy   string
 	Deployed bool
+	// Actions: the NIC's own (config.set-ip), when the user may edit.
+	Actions []Action
 }
 
 // configParts are the parts of the page served alone, by name: each is a
@@ -109,6 +111,11 @@ func (h *Handler) configData(r *http.Request, part string) (*configData, error) 
 		if d.Console, err = h.lab.allowed(ctx, auth.ConfigConsole, ref); err != nil {
 			return nil, err
 		}
+		setIP, err := h.lab.allowed(ctx, auth.ConfigEdit, ref)
+		if err != nil {
+			return nil, err
+		}
+		setIP = setIP && (c.State == "undeployed" || c.State == "failed")
 		for _, v := range c.VMs {
 			row := vmRow{VMView: v}
 			base := "/configs/" + url.PathEscape(c.Name) + "/vms/" + url.PathEscape(v.Name)
@@ -120,7 +127,11 @@ func (h *Handler) configData(r *http.Request, part string) (*configData, error) 
 			}
 			d.VMs = append(d.VMs, row)
 			for _, n := range v.NICs {
-				d.Fence = append(d.Fence, fenceRow{VM: v.Name, NIC: n, Policy: c.FencePolicy, Deployed: c.State == "deployed"})
+				f := fenceRow{VM: v.Name, NIC: n, Policy: c.FencePolicy, Deployed: c.State == "deployed"}
+				if setIP {
+					f.Actions = []Action{setIPAction(c.Name, v.Name, n)}
+				}
+				d.Fence = append(d.Fence, f)
 			}
 		}
 	}
@@ -135,6 +146,24 @@ func (h *Handler) configData(r *http.Request, part string) (*configData, error) 
 		}
 	}
 	return d, nil
+}
+
+// setIPAction sets one NIC's address, as `config set-ip`: an address of
+// its network, "pool" (a new one from the pool) or "dhcp".
+func setIPAction(config, vm string, n lab.NICView) Action {
+	idx := fmt.Sprint(n.Index)
+	ip := n.IPMode
+	if ip != "pool" && ip != "dhcp" {
+		ip = n.IP
+	}
+	return Action{
+		Name: "config.set-ip", Label: "Set IP", Method: http.MethodPut, Key: vm + "-" + idx,
+		Path: "/api/v1/configs/" + url.PathEscape(config) + "/vms/" + url.PathEscape(vm) + "/nics/" + idx + "/ip",
+		CLI:  "stagehand config set-ip " + shellQuote(config) + " " + shellQuote(vm) + " " + idx + " {ip}",
+		Confirm: "Give NIC " + idx + " of " + vm + " (network " + n.Network + ") a new address: pool takes a free one from the network's pool, " +
+			"dhcp leaves it to the guest, or type an address of the network. Only an undeployed configuration changes addresses.",
+		Fields: []Field{{Name: "ip", Label: "pool, dhcp or an address", Required: true, Value: ip}},
+	}
 }
 
 // configActions are the actions the user may do on c in its state.
@@ -247,6 +276,9 @@ type diskTree struct {
 	Nodes         []diskNode
 	Edges         []diskEdge
 	Width, Height int
+	// Frees is the bytes deleting the configuration alone would free
+	// (the cleanup view's count: layers others build on are kept).
+	Frees int64
 }
 
 type diskNode struct {
@@ -255,6 +287,7 @@ type diskNode struct {
 	Label    string   // template name or file name
 	Disks    []string // "vm1 disk 0": the disks whose top this is
 	SharedBy []string // other configurations and library entries reading it
+	Freed    bool     // deleting the configuration would release it
 }
 
 type diskEdge struct{ X1, Y1, X2, Y2 int }
@@ -347,9 +380,25 @@ func (h *Handler) diskTree(ctx context.Context, c *lab.ConfigView) (diskTree, er
 			}
 		}
 	}
+	// What a delete frees, by the lab's rule (shared layers are kept).
+	var frees int64
+	if h.lab.Cleanup != nil {
+		sp, err := h.lab.Cleanup.Space(ctx, c.Name)
+		if err != nil {
+			return diskTree{}, err
+		}
+		freed := map[int64]bool{}
+		for _, l := range sp.Layers {
+			freed[l.ID] = true
+		}
+		for _, n := range nodes {
+			n.Freed = freed[n.ID]
+		}
+		frees = sp.Frees
+	}
 	// Lay out: leaves left to right in a depth-first walk, a parent
 	// centred over its children.
-	var t diskTree
+	t := diskTree{Frees: frees}
 	leaf := 0
 	maxDepth := 0
 	var place func(p string, depth int) int
