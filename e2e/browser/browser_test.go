@@ -385,6 +385,59 @@ func TestWebConsole(t *testing.T) {
 			t.Errorf("after undeploy: state %s, VM %s, external IP %q; want undeployed, not saved, none", c.State, c.VMs[0].State, c.VMs[0].NICs[0].ExternalIP)
 		}
 	})
+
+	// The console's other pages, only for the screenshots (a normal run
+	// spends no time on them): a system administrator sees every one,
+	// each with something in it.
+	if screenshotsWanted {
+		step("OtherPagesScreenshots", func(t *testing.T) {
+			otherPagesScreenshots(t, b, d)
+		})
+	}
+}
+
+// otherPagesScreenshots fills the lab's other pages cheaply through the
+// CLI (a library entry, an archive, an organization, a token) and writes
+// each page's screenshot at the desktop size, as user ada, a system
+// administrator.
+func otherPagesScreenshots(t *testing.T, b *browser, d *daemon) {
+	const adminPassword = "admin battery staple"
+	if out, errOut, code := d.run(adminPassword+"\n", "user", "create", "ada", "--system-admin", "--display-name", "Ada Admin", "--password-stdin"); code != 0 {
+		t.Fatalf("user create ada: exit %d\n%s%s", code, out, errOut)
+	}
+	d.ok("library", "capture", "web", "web-golden")
+	d.ok("archive", "create", "web-2", "web-2-fenced")
+	d.ok("org", "create", "research")
+	d.ok("workspace", "create", "research/sandbox")
+	d.ok("token", "create", "ci", "--user", "ada", "--expires-in", "30d")
+	for _, p := range []struct{ name, path, ready string }{
+		{"templates", "/ui/templates", `tr[data-name="guest"]`},
+		{"networks", "/ui/networks", `tr[data-name="lan"]`},
+		{"network", "/ui/networks/lan", `.pool-grid`},
+		{"library", "/ui/library", `tr[data-name="web-golden"]`},
+		{"archives", "/ui/archives", `tr[data-name="web-2-fenced"]`},
+		{"cleanup", "/ui/cleanup", `table.list`},
+		{"jobs", "/ui/jobs", `#jobs-list table`},
+		{"activity", "/ui/activity", `table.log tbody tr`},
+		{"tokens", "/ui/tokens", `table.list`},
+		{"admin-users", "/ui/admin/users", `table.list`},
+		{"admin-orgs", "/ui/admin/orgs", `table.list`},
+		{"admin-workspaces", "/ui/admin/workspaces", `table.list`},
+	} {
+		// A browser context per page: in one tab, every page left keeps
+		// its event stream's connection open, and the seventh page waits
+		// forever for one of chromium's six connections to the host.
+		ada := b.session(t)
+		b.signIn(t, ada, "ada", adminPassword)
+		run(t, ada, "open "+p.path, 30*time.Second,
+			chromedp.Navigate(b.url+p.path), chromedp.WaitVisible(chromedp.CSS(p.ready)))
+		if n := value(t, ada, "look for an error on "+p.path, 10*time.Second,
+			chromedp.Evaluate[int](`document.querySelectorAll(".error-page").length`)); n != 0 {
+			t.Errorf("%s shows an error page", p.path)
+			continue
+		}
+		screenshot(t, ada, p.name)
+	}
 }
 
 // focusablesJS marks the page's focusable elements that are shown (not
