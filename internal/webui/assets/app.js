@@ -636,6 +636,24 @@
     return u.pathname + u.search;
   }
 
+  // streams are the open event streams. Leaving the page closes them: an
+  // open one holds one of the browser's six connections to the daemon
+  // after the page is gone, and a page kept in the back/forward cache
+  // would hold it until evicted. Coming back from that cache reopens them
+  // through the extension's own reconnect (its onerror on a closed
+  // stream), which resumes after the last event seen.
+  const streams = new Set();
+  let paused = [];
+  window.addEventListener("pagehide", () => {
+    paused = [...streams].filter((s) => s.readyState !== EventSource.CLOSED);
+    paused.forEach((s) => s.close());
+  });
+  window.addEventListener("pageshow", (ev) => {
+    const again = paused;
+    paused = [];
+    if (ev.persisted) again.forEach((s) => { if (s.onerror) s.onerror(new Event("error")); });
+  });
+
   function onEvent(msg) {
     if (msg.lastEventId) lastEventID = Math.max(lastEventID, Number(msg.lastEventId) || 0);
     let e;
@@ -824,7 +842,12 @@
     if (window.htmx) {
       // Replaces the extension's factory: a stream it opens again after an
       // error resumes from the last event seen.
-      window.htmx.createEventSource = (url) => new EventSource(withAfter(url), { withCredentials: true });
+      window.htmx.createEventSource = (url) => {
+        streams.forEach((s) => { if (s.readyState === EventSource.CLOSED) streams.delete(s); });
+        const s = new EventSource(withAfter(url), { withCredentials: true });
+        streams.add(s);
+        return s;
+      };
     }
     tick();
     filterList();

@@ -183,5 +183,23 @@ pasteDialog.querySelector("form").addEventListener("submit", async (ev) => {
   if (tab === "vnc") await typeVNC(text); else await typeSerial(text);
 });
 
+// Leaving the page closes both websockets, so they do not hold browser
+// connections (or the keyboard) for a page that is gone; coming back from
+// the back/forward cache opens them again.
+window.addEventListener("pagehide", () => {
+  serial.closed = true;
+  if (serial.ws) serial.ws.close();
+  const old = vnc.rfb;
+  vnc.rfb = null;
+  if (old) old.disconnect();
+});
+window.addEventListener("pageshow", (ev) => {
+  if (!ev.persisted) return;
+  serial.closed = false;
+  serial.tries = 0;
+  connectSerial();
+  if (tab === "vnc") connectVNC();
+});
+
 connectSerial();
 show("serial");
