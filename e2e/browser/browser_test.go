@@ -177,16 +177,10 @@ func TestWebConsole(t *testing.T) {
 	bob := b.session(t) // alice again, in a second browser
 
 	step("SerialConsole", func(t *testing.T) {
-		run(t, alice, "open the console", 30*time.Second,
-			chromedp.Navigate(consolePath),
-			chromedp.WaitVisible(chromedp.CSS(`.xterm-rows`)),
-		)
+		navigate(t, alice, "open the console", consolePath, `.xterm-rows`, 30*time.Second)
 		waitStatus(t, alice, "you hold the keyboard")
 		b.signIn(t, bob, "alice", authorPassword)
-		run(t, bob, "open the console in a second browser", 30*time.Second,
-			chromedp.Navigate(consolePath),
-			chromedp.WaitVisible(chromedp.CSS(`.xterm-rows`)),
-		)
+		navigate(t, bob, "open the console in a second browser", consolePath, `.xterm-rows`, 30*time.Second)
 		waitStatus(t, bob, "watching")
 		// The guest's shell starts with its services: wait for its boot
 		// line, then type until the shell answers (keys typed before the

@@ -494,3 +494,24 @@ func screenshot(tb testing.TB, ctx context.Context, name string) {
 	}
 	tb.Logf("wrote docs/screenshots/%s.png", name)
 }
+
+// navigate loads url and waits for ready. Chromium here shares the
+// daemon's network namespace, so a fence deploy's new bridges, taps and
+// veths fire its network-change notifier, and it aborts loads under way
+// with net::ERR_NETWORK_CHANGED; a user's browser is not in that
+// namespace. Such a load is retried (at most 3 times, logged); any other
+// failure fails the test.
+func navigate(tb testing.TB, ctx context.Context, what, url, ready string, timeout time.Duration) {
+	tb.Helper()
+	for try := 1; ; try++ {
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := chromedp.Run(tctx, chromedp.Navigate(url))
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") || try == 3 {
+			break
+		}
+		tb.Logf("%s: load %d aborted by a network change in the daemon's namespace, again: %v", what, try, err)
+		time.Sleep(500 * time.Millisecond)
+	}
+	run(tb, ctx, what, timeout, chromedp.WaitVisible(chromedp.CSS(ready)))
+}
