@@ -498,20 +498,25 @@ func screenshot(tb testing.TB, ctx context.Context, name string) {
 // navigate loads url and waits for ready. Chromium here shares the
 // daemon's network namespace, so a fence deploy's new bridges, taps and
 // veths fire its network-change notifier, and it aborts loads under way
-// with net::ERR_NETWORK_CHANGED; a user's browser is not in that
-// namespace. Such a load is retried (at most 3 times, logged); any other
-// failure fails the test.
+// with net::ERR_NETWORK_CHANGED — the page itself, or one of its scripts,
+// after which the page never becomes ready; a user's browser is not in
+// that namespace. So the load and the wait are tried again as a whole, at
+// most 3 times, each failure logged with its error; a page that is not
+// ready after the third fails the test.
 func navigate(tb testing.TB, ctx context.Context, what, url, ready string, timeout time.Duration) {
 	tb.Helper()
-	for try := 1; ; try++ {
+	var err error
+	for try := 1; try <= 3; try++ {
 		tctx, cancel := context.WithTimeout(ctx, timeout)
-		_, err := chromedp.Run(tctx, chromedp.Navigate(url))
+		_, err = chromedp.Run(tctx, chromedp.Steps(chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(ready))))
 		cancel()
-		if err == nil || !strings.Contains(err.Error(), "ERR_NETWORK_CHANGED") || try == 3 {
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
 			break
 		}
-		tb.Logf("%s: load %d aborted by a network change in the daemon's namespace, again: %v", what, try, err)
-		time.Sleep(500 * time.Millisecond)
+		tb.Logf("%s: load %d did not become ready (%s), again: %v", what, try, ready, err)
 	}
-	run(tb, ctx, what, timeout, chromedp.WaitVisible(chromedp.CSS(ready)))
+	tb.Fatalf("%s: %s never became ready: %v", what, url, err)
 }
