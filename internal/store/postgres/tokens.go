@@ -45,15 +45,8 @@ func scanToken(s scanner) (store.Token, error) {
 }
 
 func (t *tx) CreateToken(tk *store.Token) error {
-	switch {
-	case tk.ID == "":
-		return errdefs.Invalid("token %q: an id is required", tk.Name)
-	case len(tk.Hash) == 0:
-		return errdefs.Invalid("token %q: a hash is required", tk.Name)
-	case tk.Kind != store.TokenAPI && tk.Kind != store.TokenSession && tk.Kind != store.TokenConsole:
-		return errdefs.Invalid("token %q: kind %q: want api, session or console", tk.Name, tk.Kind)
-	case (tk.Kind == store.TokenConsole) != (tk.ConsoleConfigID != 0 && tk.ConsoleVM != ""):
-		return errdefs.Invalid("token %q: a console token, and only one, names a configuration and a VM", tk.Name)
+	if err := tk.Check(); err != nil {
+		return err
 	}
 	created := stamp(tk.CreatedAt)
 	_, err := t.guarded(nil, `INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,

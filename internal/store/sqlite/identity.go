@@ -66,13 +66,6 @@ func (t *tx) ownedCounts(col string, id int64) string {
 	return strings.Join(parts, ", ")
 }
 
-func needName(what, name string) error {
-	if strings.TrimSpace(name) == "" {
-		return errdefs.Invalid("%s: a name is required", what)
-	}
-	return nil
-}
-
 // Organizations.
 
 const orgCols = "id, name, created_at"
@@ -88,7 +81,7 @@ func scanOrg(s scanner) (store.Org, error) {
 }
 
 func (t *tx) CreateOrg(o *store.Org) error {
-	if err := needName("organization", o.Name); err != nil {
+	if err := store.NeedName("organization", o.Name); err != nil {
 		return err
 	}
 	created := stamp(o.CreatedAt)
@@ -170,18 +163,8 @@ func scanWorkspace(s scanner) (store.Workspace, error) {
 	return w, err
 }
 
-func checkWorkspace(w *store.Workspace) error {
-	if err := needName("workspace", w.Name); err != nil {
-		return err
-	}
-	if w.Kind != store.WorkspaceShared && w.Kind != store.WorkspacePrivate {
-		return errdefs.Invalid("workspace %q: kind %q: want shared or private", w.Name, w.Kind)
-	}
-	return nil
-}
-
 func (t *tx) CreateWorkspace(w *store.Workspace) error {
-	if err := checkWorkspace(w); err != nil {
+	if err := w.Check(); err != nil {
 		return err
 	}
 	created := stamp(w.CreatedAt)
@@ -217,7 +200,7 @@ func (t *tx) ListWorkspaces(orgID int64) ([]store.Workspace, error) {
 }
 
 func (t *tx) UpdateWorkspace(w *store.Workspace) error {
-	if err := checkWorkspace(w); err != nil {
+	if err := w.Check(); err != nil {
 		return err
 	}
 	found, err := t.changeOne("UPDATE workspaces SET name = ?, kind = ? WHERE id = ?", w.Name, w.Kind, w.ID)
@@ -283,7 +266,7 @@ func (t *tx) userConflict(u *store.User) error {
 }
 
 func (t *tx) CreateUser(u *store.User) error {
-	if err := needName("user", u.Name); err != nil {
+	if err := store.NeedName("user", u.Name); err != nil {
 		return err
 	}
 	created := stamp(u.CreatedAt)
@@ -327,7 +310,7 @@ func (t *tx) ListUsers() ([]store.User, error) {
 }
 
 func (t *tx) UpdateUser(u *store.User) error {
-	if err := needName("user", u.Name); err != nil {
+	if err := store.NeedName("user", u.Name); err != nil {
 		return err
 	}
 	found, err := t.changeOne(`UPDATE users SET name = ?, email = ?, display_name = ?, password_hash = ?, disabled = ?,
@@ -376,7 +359,7 @@ func scanGroup(s scanner) (store.Group, error) {
 }
 
 func (t *tx) CreateGroup(g *store.Group) error {
-	if err := needName("group", g.Name); err != nil {
+	if err := store.NeedName("group", g.Name); err != nil {
 		return err
 	}
 	created := stamp(g.CreatedAt)
