@@ -125,7 +125,7 @@ type offers struct {
 	err  error
 }
 
-func (h *Handler) offers(ctx context.Context) *offers { return &offers{ctx: ctx, lab: h.lab} }
+func (v *view) offers(ctx context.Context) *offers { return &offers{ctx: ctx, lab: v.lab} }
 
 // add offers a when the caller may do perm on obj.
 func (o *offers) add(perm auth.Action, obj access.Ref, a Action) {

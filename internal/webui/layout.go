@@ -109,11 +109,11 @@ func chosenWorkspace(r *http.Request, ws []string) string {
 
 // frameFor returns the frame of a page of r, titled title, whose nav item
 // is active.
-func (h *Handler) frameFor(r *http.Request, title, active string) (frame, error) {
-	f := frame{Title: title, AssetsMissing: h.assets.Missing(), Asset: h.assets.URL}
+func (v *view) frameFor(r *http.Request, title, active string) (frame, error) {
+	f := frame{Title: title, AssetsMissing: v.assets.Missing(), Asset: v.assets.URL}
 	if id, ok := auth.FromContext(r.Context()); ok {
 		f.User = id.Name
-		ws, err := h.lab.workspaces(r.Context())
+		ws, err := v.lab.workspaces(r.Context())
 		if err != nil {
 			return f, err
 		}
@@ -121,7 +121,7 @@ func (h *Handler) frameFor(r *http.Request, title, active string) (frame, error)
 		f.Workspace = chosenWorkspace(r, ws)
 		for _, n := range navItems {
 			if n.Need != nil {
-				ok, err := n.Need(r.Context(), h.lab)
+				ok, err := n.Need(r.Context(), v.lab)
 				if err != nil {
 					return f, err
 				}
@@ -136,42 +136,42 @@ func (h *Handler) frameFor(r *http.Request, title, active string) (frame, error)
 }
 
 // render writes the page file (a file of templates/) in its frame.
-func (h *Handler) render(w http.ResponseWriter, r *http.Request, file string, f frame) {
-	h.renderStatus(w, r, http.StatusOK, file, f)
+func (v *view) render(w http.ResponseWriter, r *http.Request, file string, f frame) {
+	v.renderStatus(w, r, http.StatusOK, file, f)
 }
 
 // renderStatus writes page file with status. data is the frame, or the
 // page's data alone (wrapped in a bare frame).
-func (h *Handler) renderStatus(w http.ResponseWriter, r *http.Request, status int, file string, data any) {
+func (v *view) renderStatus(w http.ResponseWriter, r *http.Request, status int, file string, data any) {
 	f, ok := data.(frame)
 	if !ok {
-		f, _ = h.frameFor(r, "", "")
+		f, _ = v.frameFor(r, "", "")
 		f.Page = data
 		if ep, isErr := data.(errorPage); isErr {
 			f.Title = ep.StatusText
 		}
 	}
-	h.execute(w, r, status, file, "layout.html", f)
+	v.execute(w, r, status, file, "layout.html", f)
 }
 
 // fragment writes the template name of page file alone: the piece of a
 // page htmx swaps in on a live update.
-func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, file, name string, data any) {
-	h.execute(w, r, http.StatusOK, file, name, data)
+func (v *view) fragment(w http.ResponseWriter, r *http.Request, file, name string, data any) {
+	v.execute(w, r, http.StatusOK, file, name, data)
 }
 
 // execute renders into a buffer first, so that a template failing half
 // way sends an error page rather than half a page.
-func (h *Handler) execute(w http.ResponseWriter, r *http.Request, status int, file, name string, data any) {
-	t, ok := h.pages[file]
+func (v *view) execute(w http.ResponseWriter, r *http.Request, status int, file, name string, data any) {
+	t, ok := v.pages[file]
 	if !ok {
-		h.log.Error("web console: no page template", "file", file)
+		v.log.Error("web console: no page template", "file", file)
 		http.Error(w, "internal error (see the daemon log)", http.StatusInternalServerError)
 		return
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, name, data); err != nil {
-		h.log.Error("web console: render", "file", file, "template", name, "path", r.URL.Path, "err", err)
+		v.log.Error("web console: render", "file", file, "template", name, "path", r.URL.Path, "err", err)
 		http.Error(w, "internal error (see the daemon log)", http.StatusInternalServerError)
 		return
 	}

@@ -30,26 +30,26 @@ var activityObjects = []string{"config", "template", "network", "library", "arch
 // activityPage is the event log as the user may read it (the events they
 // caused and those of objects they may see), newest first, filtered by
 // object, actor and subject, kept current from the event stream.
-func (h *Handler) activityPage(w http.ResponseWriter, r *http.Request) {
+func (p *operationPages) activityPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if h.lab.Events == nil {
-		h.fail(w, r, errdefs.Unavailable("the event log is not served by this daemon"))
+	if p.lab.Events == nil {
+		p.fail(w, r, errdefs.Unavailable("the event log is not served by this daemon"))
 		return
 	}
 	q := r.URL.Query()
 	d := activityData{Object: q.Get("object"), Actor: q.Get("actor"), Subject: q.Get("subject"), Objects: activityObjects, Max: activityMax}
 	var err error
-	if d.After, err = h.lab.latestEvent(ctx); err != nil {
-		h.fail(w, r, err)
+	if d.After, err = p.lab.latestEvent(ctx); err != nil {
+		p.fail(w, r, err)
 		return
 	}
 	// The reader lists forwards from an id: read the tail of the log a
 	// page at a time, keeping the newest matches.
 	var kept []events.View
 	for from := max(d.After-activityScan, 0); from < d.After; {
-		es, err := h.lab.Events.List(ctx, from, events.MaxPage)
+		es, err := p.lab.Events.List(ctx, from, events.MaxPage)
 		if err != nil {
-			h.fail(w, r, err)
+			p.fail(w, r, err)
 			return
 		}
 		if len(es) == 0 {
@@ -68,11 +68,11 @@ func (h *Handler) activityPage(w http.ResponseWriter, r *http.Request) {
 	for i := len(kept) - 1; i >= 0; i-- {
 		d.Rows = append(d.Rows, kept[i])
 	}
-	f, err := h.frameFor(r, "Activity", "activity")
+	f, err := p.frameFor(r, "Activity", "activity")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "activity.html", f)
+	p.render(w, r, "activity.html", f)
 }

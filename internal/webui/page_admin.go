@@ -14,6 +14,10 @@ import (
 	"stagehand/internal/store"
 )
 
+// adminPages are the administration's: users, organizations and
+// workspaces, each shown to whom may administer it.
+type adminPages struct{ *view }
+
 // The admin pages: users (the system administrator's), organizations
 // (their admins'), workspaces with their members and quotas (their
 // organization's admins', and a workspace's admins for its members).
@@ -111,31 +115,31 @@ type adminFrame struct {
 
 // adminRender renders an admin page with the tabs of the sections the
 // user may use.
-func (h *Handler) adminRender(w http.ResponseWriter, r *http.Request, file, title, active string, page any) {
-	f, err := h.frameFor(r, title, "admin")
+func (p *adminPages) adminRender(w http.ResponseWriter, r *http.Request, file, title, active string, page any) {
+	f, err := p.frameFor(r, title, "admin")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	s, err := h.lab.adminSections(r.Context())
+	s, err := p.lab.adminSections(r.Context())
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = adminFrame{Sections: s, Active: active, Page: page}
-	h.render(w, r, file, f)
+	p.render(w, r, file, f)
 }
 
 // adminPage leads to the first admin page the user may use; 403 when
 // none.
-func (h *Handler) adminPage(w http.ResponseWriter, r *http.Request) {
-	s, err := h.lab.adminSections(r.Context())
+func (p *adminPages) adminPage(w http.ResponseWriter, r *http.Request) {
+	s, err := p.lab.adminSections(r.Context())
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if len(s) == 0 {
-		h.fail(w, r, errdefs.Forbidden("the admin pages are for the administrators of the system, an organization or a workspace"))
+		p.fail(w, r, errdefs.Forbidden("the admin pages are for the administrators of the system, an organization or a workspace"))
 		return
 	}
 	http.Redirect(w, r, s[0].Path, http.StatusSeeOther)
@@ -155,15 +159,15 @@ type usersData struct {
 }
 
 // usersPage lists the users, for the system administrator only.
-func (h *Handler) usersPage(w http.ResponseWriter, r *http.Request) {
+func (p *adminPages) usersPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if err := h.lab.check(ctx, auth.UserAdmin, access.Ref{Kind: access.KindSystem}); err != nil {
-		h.fail(w, r, err)
+	if err := p.lab.check(ctx, auth.UserAdmin, access.Ref{Kind: access.KindSystem}); err != nil {
+		p.fail(w, r, err)
 		return
 	}
 	me, _ := auth.FromContext(ctx)
 	var d usersData
-	err := h.lab.Store.View(ctx, func(tx store.Tx) error {
+	err := p.lab.Store.View(ctx, func(tx store.Tx) error {
 		us, err := tx.ListUsers()
 		if err != nil {
 			return err
@@ -177,7 +181,7 @@ func (h *Handler) usersPage(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
@@ -204,9 +208,9 @@ func (h *Handler) usersPage(w http.ResponseWriter, r *http.Request) {
 			})
 		}
 	}
-	ws, err := h.lab.workspaces(ctx)
+	ws, err := p.lab.workspaces(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d.Actions = []Action{{
@@ -222,7 +226,7 @@ func (h *Handler) usersPage(w http.ResponseWriter, r *http.Request) {
 			{Name: "system_admin", Label: "System administrator", Kind: FieldBool, Flag: "--system-admin"},
 		},
 	}}
-	h.adminRender(w, r, "admin_users.html", "Users", "users", d)
+	p.adminRender(w, r, "admin_users.html", "Users", "users", d)
 }
 
 // --- organizations ------------------------------------------------------------
@@ -241,19 +245,19 @@ type orgsData struct {
 
 // orgsPage lists the organizations the user administers (all for the
 // system administrator), with their admins and workspaces.
-func (h *Handler) orgsPage(w http.ResponseWriter, r *http.Request) {
+func (p *adminPages) orgsPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	a, err := h.lab.adminOf(ctx)
+	a, err := p.lab.adminOf(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if !a.system && len(a.orgs) == 0 {
-		h.fail(w, r, errdefs.Forbidden("organizations are their admins' and the system administrator's"))
+		p.fail(w, r, errdefs.Forbidden("organizations are their admins' and the system administrator's"))
 		return
 	}
 	var d orgsData
-	err = h.lab.Store.View(ctx, func(tx store.Tx) error {
+	err = p.lab.Store.View(ctx, func(tx store.Tx) error {
 		orgs, err := tx.ListOrgs()
 		if err != nil {
 			return err
@@ -288,7 +292,7 @@ func (h *Handler) orgsPage(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if a.system {
@@ -299,7 +303,7 @@ func (h *Handler) orgsPage(w http.ResponseWriter, r *http.Request) {
 			Fields:  []Field{{Name: "name", Label: "Name", Required: true}},
 		}}
 	}
-	h.adminRender(w, r, "admin_orgs.html", "Organizations", "orgs", d)
+	p.adminRender(w, r, "admin_orgs.html", "Organizations", "orgs", d)
 }
 
 // --- workspaces -----------------------------------------------------------------
@@ -318,20 +322,20 @@ type workspacesData struct {
 // workspacesPage lists the workspaces the user administers: all of their
 // organizations' (all for the system administrator) and those they are
 // an admin of.
-func (h *Handler) workspacesPage(w http.ResponseWriter, r *http.Request) {
+func (p *adminPages) workspacesPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	a, err := h.lab.adminOf(ctx)
+	a, err := p.lab.adminOf(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if !a.system && len(a.orgs) == 0 && len(a.workspaces) == 0 {
-		h.fail(w, r, errdefs.Forbidden("workspaces are managed by their admins and their organization's"))
+		p.fail(w, r, errdefs.Forbidden("workspaces are managed by their admins and their organization's"))
 		return
 	}
 	var d workspacesData
 	var orgNames []string
-	err = h.lab.Store.View(ctx, func(tx store.Tx) error {
+	err = p.lab.Store.View(ctx, func(tx store.Tx) error {
 		wss, err := tx.ListWorkspaces(0)
 		if err != nil {
 			return err
@@ -370,7 +374,7 @@ func (h *Handler) workspacesPage(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Org+"/"+d.Rows[i].Name < d.Rows[j].Org+"/"+d.Rows[j].Name })
@@ -388,7 +392,7 @@ func (h *Handler) workspacesPage(w http.ResponseWriter, r *http.Request) {
 			Then: "/ui/admin/workspaces/{org}/{name}",
 		}}
 	}
-	h.adminRender(w, r, "admin_workspaces.html", "Workspaces", "workspaces", d)
+	p.adminRender(w, r, "admin_workspaces.html", "Workspaces", "workspaces", d)
 }
 
 type memberRow struct {
@@ -408,7 +412,7 @@ type workspaceData struct {
 // managed by its admins (workspace.admin), the quota and the delete by
 // its organization's (org.admin). Invisible: 404; visible, not
 // administered: 403.
-func (h *Handler) workspaceAdminPage(w http.ResponseWriter, r *http.Request) {
+func (p *adminPages) workspaceAdminPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	org, name := r.PathValue("org"), r.PathValue("name")
 	ref := name
@@ -416,20 +420,20 @@ func (h *Handler) workspaceAdminPage(w http.ResponseWriter, r *http.Request) {
 		ref = org + "/" + name
 	}
 	wsRef := access.Ref{Kind: "workspace", Workspace: org + "/" + name}
-	if err := h.lab.check(ctx, auth.WorkspaceAdmin, wsRef); err != nil {
+	if err := p.lab.check(ctx, auth.WorkspaceAdmin, wsRef); err != nil {
 		if errdefs.Kind(err) == errdefs.ErrNotFound {
 			err = errdefs.NotFound("workspace %q not found", org+"/"+name)
 		}
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	orgAdmin, err := h.lab.allowed(ctx, auth.OrgAdmin, wsRef)
+	orgAdmin, err := p.lab.allowed(ctx, auth.OrgAdmin, wsRef)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := workspaceData{Org: org, Name: name, Ref: ref}
-	err = h.lab.Store.View(ctx, func(tx store.Tx) error {
+	err = p.lab.Store.View(ctx, func(tx store.Tx) error {
 		o, err := tx.GetOrg(org)
 		if err != nil {
 			return err
@@ -459,7 +463,7 @@ func (h *Handler) workspaceAdminPage(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	sort.Slice(d.Members, func(i, j int) bool { return d.Members[i].User < d.Members[j].User })
@@ -511,5 +515,5 @@ func (h *Handler) workspaceAdminPage(w http.ResponseWriter, r *http.Request) {
 			d.Actions = append(d.Actions, a)
 		}
 	}
-	h.adminRender(w, r, "admin_workspace.html", org+"/"+name, "workspaces", d)
+	p.adminRender(w, r, "admin_workspace.html", org+"/"+name, "workspaces", d)
 }

@@ -18,21 +18,21 @@ type archivesData struct {
 
 // archivesPage lists the archives the user may see, with archiving a
 // configuration and importing a bundle (an upload) when allowed.
-func (h *Handler) archivesPage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) archivesPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := h.frameFor(r, "Archives", "archives")
+	f, err := p.frameFor(r, "Archives", "archives")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := archivesData{Workspace: f.Workspace}
-	if d.After, err = h.lab.latestEvent(ctx); err != nil {
-		h.fail(w, r, err)
+	if d.After, err = p.lab.latestEvent(ctx); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	as, err := h.lab.Archives.List(ctx)
+	as, err := p.lab.Archives.List(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	for _, a := range as {
@@ -41,9 +41,9 @@ func (h *Handler) archivesPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
-	srcs, err := h.undeployedWith(ctx, auth.ArchiveCreate, f.Workspace)
+	srcs, err := p.undeployedWith(ctx, auth.ArchiveCreate, f.Workspace)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if len(srcs) > 0 {
@@ -60,7 +60,7 @@ func (h *Handler) archivesPage(w http.ResponseWriter, r *http.Request) {
 			Then: "/ui/archives/{name}",
 		})
 	}
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.ArchiveImport, access.Ref{Kind: access.KindArchive, Workspace: f.Workspace}, Action{
 		Name: "archive.import", Label: "Import a bundle", Method: http.MethodPost, Path: "/api/v1/archives/upload",
 		Upload:  UploadRaw,
@@ -76,12 +76,12 @@ func (h *Handler) archivesPage(w http.ResponseWriter, r *http.Request) {
 	})
 	more, err := o.result()
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d.Actions = append(d.Actions, more...)
 	f.Page = d
-	h.render(w, r, "archives.html", f)
+	p.render(w, r, "archives.html", f)
 }
 
 type archiveData struct {
@@ -93,22 +93,22 @@ type archiveData struct {
 
 // archivePage shows one archive; restore, export (a browser download)
 // and delete when allowed.
-func (h *Handler) archivePage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) archivePage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := h.checkRead(r, auth.ArchiveRead, access.KindArchive, name); err != nil {
-		h.fail(w, r, err)
+	if err := p.checkRead(r, auth.ArchiveRead, access.KindArchive, name); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	a, err := h.lab.Archives.Get(ctx, name)
+	a, err := p.lab.Archives.Get(ctx, name)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := archiveData{A: a}
 	ref := access.Ref{Kind: access.KindArchive, Name: name}
 	q := shellQuote(name)
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.ArchiveRestore, ref, Action{
 		Name: "archive.restore", Label: "Restore", Method: http.MethodPost, Path: objectPath("archives", name) + "/restore",
 		CLI:     "stagehand archive restore " + q + " {name}",
@@ -123,22 +123,22 @@ func (h *Handler) archivePage(w http.ResponseWriter, r *http.Request) {
 	o.add(auth.ArchiveDelete, ref, deleteAction("archive", name, objectPath("archives", name), "/ui/archives",
 		"Its files in archive storage are removed."))
 	if d.Actions, err = o.result(); err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	ok, err := h.lab.allowed(ctx, auth.ArchiveExport, ref)
+	ok, err := p.lab.allowed(ctx, auth.ArchiveExport, ref)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if ok {
 		d.Export = objectPath("archives", name) + "/bundle"
 	}
-	f, err := h.frameFor(r, name, "archives")
+	f, err := p.frameFor(r, name, "archives")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "archive.html", f)
+	p.render(w, r, "archive.html", f)
 }

@@ -27,24 +27,24 @@ var deletePerm = map[string]auth.Action{
 // cleanupPage shows what expired or is idle among what the user may
 // see, what deleting each frees and all together; the apply deletes the
 // deletable ones the user may delete (the API decides item by item).
-func (h *Handler) cleanupPage(w http.ResponseWriter, r *http.Request) {
+func (p *operationPages) cleanupPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	d := cleanupData{}
 	if s := r.URL.Query().Get("idle_days"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
-			h.fail(w, r, errdefs.Invalid("idle days %q is not a count of days", s))
+			p.fail(w, r, errdefs.Invalid("idle days %q is not a count of days", s))
 			return
 		}
 		d.IdleDays = n
 	}
-	if h.lab.Cleanup == nil {
-		h.fail(w, r, errdefs.Unavailable("the cleanup view is not served by this daemon"))
+	if p.lab.Cleanup == nil {
+		p.fail(w, r, errdefs.Unavailable("the cleanup view is not served by this daemon"))
 		return
 	}
-	rep, err := h.lab.Cleanup.Cleanup(ctx, lab.CleanupOptions{IdleDays: d.IdleDays})
+	rep, err := p.lab.Cleanup.Cleanup(ctx, lab.CleanupOptions{IdleDays: d.IdleDays})
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d.R = rep
@@ -59,9 +59,9 @@ func (h *Handler) cleanupPage(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			continue
 		}
-		may, err := h.lab.allowed(ctx, perm, access.Ref{Kind: it.Object, Name: it.Name})
+		may, err := p.lab.allowed(ctx, perm, access.Ref{Kind: it.Object, Name: it.Name})
 		if err != nil {
-			h.fail(w, r, err)
+			p.fail(w, r, err)
 			return
 		}
 		if may {
@@ -80,11 +80,11 @@ func (h *Handler) cleanupPage(w http.ResponseWriter, r *http.Request) {
 			},
 		}}
 	}
-	f, err := h.frameFor(r, "Cleanup", "cleanup")
+	f, err := p.frameFor(r, "Cleanup", "cleanup")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "cleanup.html", f)
+	p.render(w, r, "cleanup.html", f)
 }

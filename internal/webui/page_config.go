@@ -54,46 +54,46 @@ var configParts = map[string]bool{"summary": true, "vms": true, "disks": true, "
 
 // configPage shows one configuration. An invisible one is 404, as in the
 // API.
-func (h *Handler) configPage(w http.ResponseWriter, r *http.Request) {
-	d, err := h.configData(r, "")
+func (p *configPages) configPage(w http.ResponseWriter, r *http.Request) {
+	d, err := p.configData(r, "")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	f, err := h.frameFor(r, d.C.Name, "configs")
+	f, err := p.frameFor(r, d.C.Name, "configs")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "config.html", f)
+	p.render(w, r, "config.html", f)
 }
 
 // configPart answers one part of the page, for a live update.
-func (h *Handler) configPart(w http.ResponseWriter, r *http.Request) {
+func (p *configPages) configPart(w http.ResponseWriter, r *http.Request) {
 	part := r.PathValue("part")
 	if !configParts[part] {
-		h.fail(w, r, errdefs.NotFound("no part %q of a configuration page", part))
+		p.fail(w, r, errdefs.NotFound("no part %q of a configuration page", part))
 		return
 	}
-	d, err := h.configData(r, part)
+	d, err := p.configData(r, part)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	h.fragment(w, r, "config.html", "part-"+part, d)
+	p.fragment(w, r, "config.html", "part-"+part, d)
 }
 
 // configData reads what the page (or only its part; "" for all) shows,
 // as the signed-in user.
-func (h *Handler) configData(r *http.Request, part string) (*configData, error) {
+func (p *configPages) configData(r *http.Request, part string) (*configData, error) {
 	ctx := r.Context()
 	name := r.PathValue("name")
 	ref := access.Ref{Kind: access.KindConfig, Name: name}
-	if err := h.lab.check(ctx, auth.ConfigRead, ref); err != nil {
+	if err := p.lab.check(ctx, auth.ConfigRead, ref); err != nil {
 		return nil, err
 	}
-	c, err := h.lab.Configs.Get(ctx, name)
+	c, err := p.lab.Configs.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -103,15 +103,15 @@ func (h *Handler) configData(r *http.Request, part string) (*configData, error) 
 	d := &configData{C: c}
 	all := part == ""
 	if all || part == "summary" {
-		if d.Actions, err = h.configActions(ctx, c); err != nil {
+		if d.Actions, err = p.configActions(ctx, c); err != nil {
 			return nil, err
 		}
 	}
 	if all || part == "vms" {
-		if d.Console, err = h.lab.allowed(ctx, auth.ConfigConsole, ref); err != nil {
+		if d.Console, err = p.lab.allowed(ctx, auth.ConfigConsole, ref); err != nil {
 			return nil, err
 		}
-		setIP, err := h.lab.allowed(ctx, auth.ConfigEdit, ref)
+		setIP, err := p.lab.allowed(ctx, auth.ConfigEdit, ref)
 		if err != nil {
 			return nil, err
 		}
@@ -136,12 +136,12 @@ func (h *Handler) configData(r *http.Request, part string) (*configData, error) 
 		}
 	}
 	if all || part == "disks" {
-		if d.Disks, err = h.diskTree(ctx, c); err != nil {
+		if d.Disks, err = p.diskTree(ctx, c); err != nil {
 			return nil, err
 		}
 	}
 	if all || part == "history" {
-		if d.History, d.After, err = h.lab.history(ctx, lab.ObjectConfig, c.Name); err != nil {
+		if d.History, d.After, err = p.lab.history(ctx, lab.ObjectConfig, c.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -167,14 +167,14 @@ func setIPAction(config, vm string, n lab.NICView) Action {
 }
 
 // configActions are the actions the user may do on c in its state.
-func (h *Handler) configActions(ctx context.Context, c *lab.ConfigView) ([]Action, error) {
+func (p *configPages) configActions(ctx context.Context, c *lab.ConfigView) ([]Action, error) {
 	name := c.Name
 	ref := access.Ref{Kind: access.KindConfig, Name: name}
 	api := "/api/v1/configs/" + url.PathEscape(name)
 	q := shellQuote(name)
 	undeployed := c.State == "undeployed" || c.State == "failed"
 	deployed := c.State == "deployed"
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	if undeployed {
 		o.add(auth.ConfigDeploy, ref, Action{
 			Name: "config.deploy", Label: "Deploy", Method: http.MethodPost, Path: api + "/deploy",
@@ -303,7 +303,7 @@ const (
 // a tree: layers shared by several disks of c appear once. SharedBy names
 // the other configurations and library entries the user may see whose
 // chains hold the layer.
-func (h *Handler) diskTree(ctx context.Context, c *lab.ConfigView) (diskTree, error) {
+func (p *configPages) diskTree(ctx context.Context, c *lab.ConfigView) (diskTree, error) {
 	type node struct {
 		diskNode
 		parent   string
@@ -313,7 +313,7 @@ func (h *Handler) diskTree(ctx context.Context, c *lab.ConfigView) (diskTree, er
 	var roots []string
 	for _, v := range c.VMs {
 		for _, dk := range v.Disks {
-			chain, err := h.lab.Configs.DiskChain(ctx, c.Name, v.Name, dk.Index)
+			chain, err := p.lab.Configs.DiskChain(ctx, c.Name, v.Name, dk.Index)
 			if err != nil {
 				return diskTree{}, fmt.Errorf("disk chain of %s/%s disk %d: %w", c.Name, v.Name, dk.Index, err)
 			}
@@ -349,12 +349,12 @@ func (h *Handler) diskTree(ctx context.Context, c *lab.ConfigView) (diskTree, er
 	}
 	// Who else reads each layer: the chains of the configurations and
 	// library entries the user may see.
-	others, err := h.lab.Configs.List(ctx)
+	others, err := p.lab.Configs.List(ctx)
 	if err != nil {
 		return diskTree{}, err
 	}
-	if h.lab.Library != nil {
-		lib, err := h.lab.Library.List(ctx)
+	if p.lab.Library != nil {
+		lib, err := p.lab.Library.List(ctx)
 		if err != nil {
 			return diskTree{}, err
 		}
@@ -382,8 +382,8 @@ func (h *Handler) diskTree(ctx context.Context, c *lab.ConfigView) (diskTree, er
 	}
 	// What a delete frees, by the lab's rule (shared layers are kept).
 	var frees int64
-	if h.lab.Cleanup != nil {
-		sp, err := h.lab.Cleanup.Space(ctx, c.Name)
+	if p.lab.Cleanup != nil {
+		sp, err := p.lab.Cleanup.Space(ctx, c.Name)
 		if err != nil {
 			return diskTree{}, err
 		}

@@ -14,6 +14,10 @@ import (
 	"stagehand/internal/store"
 )
 
+// configPages are the configurations' pages: the list (with its live
+// rows), one configuration and its parts.
+type configPages struct{ *view }
+
 // configRow is one configuration of the list.
 type configRow struct {
 	Name, Description, State, Owner, Workspace string
@@ -107,8 +111,8 @@ type configsMore struct {
 
 // configsList reads the configurations of the chosen workspace that pass
 // f, sorted by name, and the states of all of them.
-func (h *Handler) configsList(r *http.Request, workspace string, f configsFilter) (rows []configRow, states []string, err error) {
-	cs, err := h.lab.Configs.List(r.Context())
+func (p *configPages) configsList(r *http.Request, workspace string, f configsFilter) (rows []configRow, states []string, err error) {
+	cs, err := p.lab.Configs.List(r.Context())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -155,44 +159,44 @@ func pageOf(rows []configRow, after string, n int, workspace string, f configsFi
 // configsPage lists the configurations the user may see (in the chosen
 // workspace), kept current from the event stream: the first rows, and a
 // marker from which app.js loads the others.
-func (h *Handler) configsPage(w http.ResponseWriter, r *http.Request) {
+func (p *configPages) configsPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := h.frameFor(r, "Configurations", "configs")
+	f, err := p.frameFor(r, "Configurations", "configs")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	after, err := h.lab.latestEvent(ctx)
+	after, err := p.lab.latestEvent(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := configsData{Workspace: f.Workspace, After: after, Filter: filterOf(r)}
-	rows, states, err := h.configsList(r, f.Workspace, d.Filter)
+	rows, states, err := p.configsList(r, f.Workspace, d.Filter)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d.States = states
 	d.Rows, d.More = pageOf(rows, "", firstRows, f.Workspace, d.Filter)
-	if d.Actions, err = h.createActions(r, f.Workspace); err != nil {
-		h.fail(w, r, err)
+	if d.Actions, err = p.createActions(r, f.Workspace); err != nil {
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "configs.html", f)
+	p.render(w, r, "configs.html", f)
 }
 
 // configsRows answers the rows of the list after ?after= (all from the
 // first when empty) that pass ?q= and ?state=, in ?workspace= ("" for
 // all): the next part of the list, or the whole list again when its
 // filter changed, with its own marker when more follow.
-func (h *Handler) configsRows(w http.ResponseWriter, r *http.Request) {
+func (p *configPages) configsRows(w http.ResponseWriter, r *http.Request) {
 	ws := r.URL.Query().Get("workspace")
 	filter := filterOf(r)
-	rows, _, err := h.configsList(r, ws, filter)
+	rows, _, err := p.configsList(r, ws, filter)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	after := r.URL.Query().Get("after")
@@ -202,44 +206,44 @@ func (h *Handler) configsRows(w http.ResponseWriter, r *http.Request) {
 	}
 	var d configsData
 	d.Rows, d.More = pageOf(rows, after, n, ws, filter)
-	h.fragment(w, r, "configs.html", "config-rows", d)
+	p.fragment(w, r, "configs.html", "config-rows", d)
 }
 
 // configRow answers one row of the list, for a live update; 404 when the
 // configuration is gone, invisible, or outside the chosen workspace (the
 // list then drops the row).
-func (h *Handler) configRow(w http.ResponseWriter, r *http.Request) {
+func (p *configPages) configRow(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := h.lab.check(ctx, auth.ConfigRead, access.Ref{Kind: access.KindConfig, Name: name}); err != nil {
-		h.fail(w, r, err)
+	if err := p.lab.check(ctx, auth.ConfigRead, access.Ref{Kind: access.KindConfig, Name: name}); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	c, err := h.lab.Configs.Get(ctx, name)
+	c, err := p.lab.Configs.Get(ctx, name)
 	if err == nil && c.Kind == store.KindLibrary {
 		err = errdefs.NotFound("configuration %q not found (it is a library entry)", name)
 	}
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if ws := r.URL.Query().Get("workspace"); ws != "" && c.Workspace != ws {
-		h.fail(w, r, errdefs.NotFound("configuration %q is not in workspace %q", name, ws))
+		p.fail(w, r, errdefs.NotFound("configuration %q is not in workspace %q", name, ws))
 		return
 	}
-	h.fragment(w, r, "configs.html", "config-row", rowOf(c))
+	p.fragment(w, r, "configs.html", "config-row", rowOf(c))
 }
 
 // createActions are the list's actions: a new configuration, when the
 // user may create one in the chosen workspace (else in their default
 // one, where a create without a workspace goes).
-func (h *Handler) createActions(r *http.Request, ws string) ([]Action, error) {
+func (p *configPages) createActions(r *http.Request, ws string) ([]Action, error) {
 	ctx := r.Context()
-	tmpls, nets, err := h.choices(r)
+	tmpls, nets, err := p.choices(r)
 	if err != nil {
 		return nil, err
 	}
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.ConfigCreate, access.Ref{Kind: access.KindConfig, Workspace: ws}, Action{
 		Name: "config.create", Label: "New configuration", Method: http.MethodPost, Path: "/api/v1/configs",
 		CLI:     "stagehand config create {name} --vm {vms[0].name}={vms[0].template},net={vms[0].network},ip={vms[0].ip}",
@@ -259,9 +263,9 @@ func (h *Handler) createActions(r *http.Request, ws string) ([]Action, error) {
 
 // choices are the names of the templates and networks the user may see,
 // for a create's selects.
-func (h *Handler) choices(r *http.Request) (tmpls, nets []string, err error) {
-	if h.lab.Templates != nil {
-		ts, err := h.lab.Templates.List(r.Context())
+func (p *configPages) choices(r *http.Request) (tmpls, nets []string, err error) {
+	if p.lab.Templates != nil {
+		ts, err := p.lab.Templates.List(r.Context())
 		if err != nil {
 			return nil, nil, err
 		}
@@ -269,8 +273,8 @@ func (h *Handler) choices(r *http.Request) (tmpls, nets []string, err error) {
 			tmpls = append(tmpls, t.Name)
 		}
 	}
-	if h.lab.Networks != nil {
-		ns, err := h.lab.Networks.List(r.Context())
+	if p.lab.Networks != nil {
+		ns, err := p.lab.Networks.List(r.Context())
 		if err != nil {
 			return nil, nil, err
 		}

@@ -14,6 +14,13 @@ import (
 	"stagehand/internal/store"
 )
 
+// consolePages are a VM's console page and a console link's page; links
+// checks the links (nil: every link's page is not found).
+type consolePages struct {
+	*view
+	links ConsoleLinks
+}
+
 type consoleData struct {
 	Config, VM string
 	State      string // the VM's; "" on a link's page (no one to read it as)
@@ -44,20 +51,20 @@ type linkRow struct {
 // who may share the configuration, their console links to the VM. A user
 // who may not open the console gets the API's answer (404 invisible, 403
 // forbidden).
-func (h *Handler) consolePage(w http.ResponseWriter, r *http.Request) {
+func (p *consolePages) consolePage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name, vm := r.PathValue("name"), r.PathValue("vm")
 	ref := access.Ref{Kind: access.KindConfig, Name: name}
-	if err := h.lab.check(ctx, auth.ConfigConsole, ref); err != nil {
-		h.fail(w, r, err)
+	if err := p.lab.check(ctx, auth.ConfigConsole, ref); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	c, err := h.lab.Configs.Get(ctx, name)
+	c, err := p.lab.Configs.Get(ctx, name)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	d := consoleOf(name, vm, h.assets.Missing())
+	d := consoleOf(name, vm, p.assets.Missing())
 	found := false
 	for _, v := range c.VMs {
 		if v.Name == vm {
@@ -65,11 +72,11 @@ func (h *Handler) consolePage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !found {
-		h.fail(w, r, errdefs.NotFound("configuration %q has no VM %q", name, vm))
+		p.fail(w, r, errdefs.NotFound("configuration %q has no VM %q", name, vm))
 		return
 	}
-	if d.Share, err = h.lab.allowed(ctx, auth.ConfigShare, ref); err != nil {
-		h.fail(w, r, err)
+	if d.Share, err = p.lab.allowed(ctx, auth.ConfigShare, ref); err != nil {
+		p.fail(w, r, err)
 		return
 	}
 	if d.Share {
@@ -83,17 +90,17 @@ func (h *Handler) consolePage(w http.ResponseWriter, r *http.Request) {
 			},
 		}}
 	}
-	if d.Links, err = h.consoleLinks(ctx, name, vm); err != nil {
-		h.fail(w, r, err)
+	if d.Links, err = p.consoleLinks(ctx, name, vm); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	f, err := h.frameFor(r, vm+" of "+name, "configs")
+	f, err := p.frameFor(r, vm+" of "+name, "configs")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "console.html", f)
+	p.render(w, r, "console.html", f)
 }
 
 func consoleOf(config, vm, missing string) consoleData {
@@ -106,14 +113,14 @@ func consoleOf(config, vm, missing string) consoleData {
 // config (everyone's, for a system administrator, as GET
 // /api/v1/console-links answers), newest first, with a revoke on each
 // active one.
-func (h *Handler) consoleLinks(ctx context.Context, config, vm string) ([]linkRow, error) {
+func (p *consolePages) consoleLinks(ctx context.Context, config, vm string) ([]linkRow, error) {
 	id, _ := auth.FromContext(ctx)
-	if id.UserID == 0 || h.lab.Store == nil {
+	if id.UserID == 0 || p.lab.Store == nil {
 		return nil, nil
 	}
 	var out []linkRow
 	now := time.Now()
-	err := h.lab.Store.View(ctx, func(tx store.Tx) error {
+	err := p.lab.Store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.GetConfig(config)
 		if err != nil {
 			return err
@@ -174,29 +181,29 @@ const LinkPathPrefix = "/console/"
 // and no session: the VM's consoles and nothing else. The link is checked
 // before anything is shown; a bad, revoked or expired link, or a path the
 // link does not open, is a page that says only that (404).
-func (h *Handler) linkPage(w http.ResponseWriter, r *http.Request) {
+func (p *consolePages) linkPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	name, vm := r.PathValue("config"), r.PathValue("vm")
 	token := r.URL.Query().Get(wire.ConsoleLinkParam)
-	if token == "" || h.opts.ConsoleLinks == nil {
-		h.linkNotFound(w, r)
+	if token == "" || p.links == nil {
+		p.linkNotFound(w, r)
 		return
 	}
-	if err := h.opts.ConsoleLinks.CheckConsoleLink(r.Context(), token, name, vm); err != nil {
-		h.log.Info("web console: console link refused", "config", name, "vm", vm, "err", err)
-		h.linkNotFound(w, r)
+	if err := p.links.CheckConsoleLink(r.Context(), token, name, vm); err != nil {
+		p.log.Info("web console: console link refused", "config", name, "vm", vm, "err", err)
+		p.linkNotFound(w, r)
 		return
 	}
-	d := consoleOf(name, vm, h.assets.Missing())
+	d := consoleOf(name, vm, p.assets.Missing())
 	d.Link = true
-	f := frame{Title: vm + " of " + name, AssetsMissing: d.Missing, Asset: h.assets.URL, Page: d}
-	h.render(w, r, "console.html", f)
+	f := frame{Title: vm + " of " + name, AssetsMissing: d.Missing, Asset: p.assets.URL, Page: d}
+	p.render(w, r, "console.html", f)
 }
 
 // linkNotFound answers a link that opens nothing, naming nothing: not
 // the configuration, not why.
-func (h *Handler) linkNotFound(w http.ResponseWriter, r *http.Request) {
+func (p *consolePages) linkNotFound(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusNotFound
-	h.execute(w, r, status, "error.html", "layout.html", frame{Title: http.StatusText(status), Asset: h.assets.URL,
+	p.execute(w, r, status, "error.html", "layout.html", frame{Title: http.StatusText(status), Asset: p.assets.URL,
 		Page: errorPage{Status: status, StatusText: http.StatusText(status), Message: "This console link does not exist, expired or was revoked."}})
 }

@@ -10,6 +10,10 @@ import (
 	"stagehand/internal/lab/access"
 )
 
+// operationPages show what the lab does and did: cleanup, jobs and
+// activity.
+type operationPages struct{ *view }
+
 type jobsData struct {
 	Rows  []jobRow
 	After int64
@@ -24,23 +28,23 @@ type jobRow struct {
 // jobsPage lists the background jobs the user may read, with progress
 // bars (app.js keeps them moving while a job runs) and a cancel on each
 // running job they may cancel.
-func (h *Handler) jobsPage(w http.ResponseWriter, r *http.Request) {
+func (p *operationPages) jobsPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if h.lab.Jobs == nil {
-		h.fail(w, r, errdefs.Unavailable("jobs are not served by this daemon"))
+	if p.lab.Jobs == nil {
+		p.fail(w, r, errdefs.Unavailable("jobs are not served by this daemon"))
 		return
 	}
 	d := jobsData{}
 	var err error
-	if d.After, err = h.lab.latestEvent(ctx); err != nil {
-		h.fail(w, r, err)
+	if d.After, err = p.lab.latestEvent(ctx); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	for _, j := range h.lab.Jobs.List() {
+	for _, j := range p.lab.Jobs.List() {
 		ref := access.Ref{Kind: access.KindJob, Name: j.ID}
-		ok, err := h.lab.allowed(ctx, auth.JobRead, ref)
+		ok, err := p.lab.allowed(ctx, auth.JobRead, ref)
 		if err != nil {
-			h.fail(w, r, err)
+			p.fail(w, r, err)
 			return
 		}
 		if !ok {
@@ -51,7 +55,7 @@ func (h *Handler) jobsPage(w http.ResponseWriter, r *http.Request) {
 			row.Percent = int(100 * j.Done / j.Total)
 		}
 		if j.State == "running" {
-			o := h.offers(ctx)
+			o := p.offers(ctx)
 			o.add(auth.JobCancel, ref, Action{
 				Name: "job.cancel", Label: "Cancel", Method: http.MethodPost, Path: "/api/v1/jobs/" + j.ID + "/cancel", Danger: true,
 				Key:     j.ID,
@@ -59,18 +63,18 @@ func (h *Handler) jobsPage(w http.ResponseWriter, r *http.Request) {
 				Confirm: "Stop " + j.Kind + " of " + j.Subject + ". What it made so far is rolled back.",
 			})
 			if row.Cancel, err = o.result(); err != nil {
-				h.fail(w, r, err)
+				p.fail(w, r, err)
 				return
 			}
 		}
 		d.Rows = append(d.Rows, row)
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Started.After(d.Rows[j].Started) })
-	f, err := h.frameFor(r, "Jobs", "jobs")
+	f, err := p.frameFor(r, "Jobs", "jobs")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "jobs.html", f)
+	p.render(w, r, "jobs.html", f)
 }

@@ -19,21 +19,21 @@ type libraryData struct {
 
 // libraryPage lists the library entries the user may see, with capture
 // (from the configurations they may capture).
-func (h *Handler) libraryPage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) libraryPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := h.frameFor(r, "Library", "library")
+	f, err := p.frameFor(r, "Library", "library")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := libraryData{Workspace: f.Workspace}
-	if d.After, err = h.lab.latestEvent(ctx); err != nil {
-		h.fail(w, r, err)
+	if d.After, err = p.lab.latestEvent(ctx); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	es, err := h.lab.Library.List(ctx)
+	es, err := p.lab.Library.List(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	for i := range es {
@@ -42,9 +42,9 @@ func (h *Handler) libraryPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
-	srcs, err := h.undeployedWith(ctx, auth.LibraryCapture, f.Workspace)
+	srcs, err := p.undeployedWith(ctx, auth.LibraryCapture, f.Workspace)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if len(srcs) > 0 {
@@ -62,14 +62,14 @@ func (h *Handler) libraryPage(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	f.Page = d
-	h.render(w, r, "library.html", f)
+	p.render(w, r, "library.html", f)
 }
 
 // undeployedWith returns the names of the undeployed configurations (in
 // workspace ws; "" all) on which the user may do action: the sources a
 // capture or an archive offers.
-func (h *Handler) undeployedWith(ctx context.Context, action auth.Action, ws string) ([]string, error) {
-	cs, err := h.lab.Configs.List(ctx)
+func (p *objectPages) undeployedWith(ctx context.Context, action auth.Action, ws string) ([]string, error) {
+	cs, err := p.lab.Configs.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func (h *Handler) undeployedWith(ctx context.Context, action auth.Action, ws str
 		if c.State != "undeployed" && c.State != "failed" || !inWorkspace(ws, c.Workspace) {
 			continue
 		}
-		ok, err := h.lab.allowed(ctx, action, access.Ref{Kind: access.KindConfig, Name: c.Name})
+		ok, err := p.lab.allowed(ctx, action, access.Ref{Kind: access.KindConfig, Name: c.Name})
 		if err != nil {
 			return nil, err
 		}
@@ -98,22 +98,22 @@ type libraryEntryData struct {
 
 // libraryEntryPage shows one library entry: its VMs and disks; check out
 // and delete when allowed.
-func (h *Handler) libraryEntryPage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) libraryEntryPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := h.checkRead(r, auth.LibraryRead, access.KindLibrary, name); err != nil {
-		h.fail(w, r, err)
+	if err := p.checkRead(r, auth.LibraryRead, access.KindLibrary, name); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	e, err := h.lab.Library.Get(ctx, name)
+	e, err := p.lab.Library.Get(ctx, name)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := libraryEntryData{E: e}
 	ref := access.Ref{Kind: access.KindLibrary, Name: name}
 	q := shellQuote(name)
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.LibraryCheckout, ref, Action{
 		Name: "library.checkout", Label: "Check out", Method: http.MethodPost, Path: objectPath("library", name) + "/checkout",
 		CLI:     "stagehand library checkout " + q + " {name}",
@@ -128,14 +128,14 @@ func (h *Handler) libraryEntryPage(w http.ResponseWriter, r *http.Request) {
 	o.add(auth.LibraryDelete, ref, deleteAction("library", name, objectPath("library", name), "/ui/library",
 		"Layers that checked-out configurations still build on are kept."))
 	if d.Actions, err = o.result(); err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	f, err := h.frameFor(r, name, "library")
+	f, err := p.frameFor(r, name, "library")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "library_entry.html", f)
+	p.render(w, r, "library_entry.html", f)
 }

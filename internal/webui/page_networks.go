@@ -22,21 +22,21 @@ type networksData struct {
 
 // networksPage lists the networks the user may see with their pool use,
 // and the create when allowed.
-func (h *Handler) networksPage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) networksPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := h.frameFor(r, "Networks", "networks")
+	f, err := p.frameFor(r, "Networks", "networks")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := networksData{Workspace: f.Workspace}
-	if d.After, err = h.lab.latestEvent(ctx); err != nil {
-		h.fail(w, r, err)
+	if d.After, err = p.lab.latestEvent(ctx); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	ns, err := h.lab.Networks.List(ctx)
+	ns, err := p.lab.Networks.List(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	for _, n := range ns {
@@ -45,7 +45,7 @@ func (h *Handler) networksPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.NetworkCreate, access.Ref{Kind: access.KindNetwork, Workspace: f.Workspace}, Action{
 		Name: "network.create", Label: "New network", Method: http.MethodPost, Path: "/api/v1/networks",
 		CLI:     "stagehand network create {name}",
@@ -61,11 +61,11 @@ func (h *Handler) networksPage(w http.ResponseWriter, r *http.Request) {
 		Then: "/ui/networks/{name}",
 	})
 	if d.Actions, err = o.result(); err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "networks.html", f)
+	p.render(w, r, "networks.html", f)
 }
 
 type networkData struct {
@@ -203,50 +203,50 @@ func lastPart(ip string) string {
 // networkPage shows one network: its pool as a grid of addresses (free,
 // held by which family, hidden, external) and the table of the held
 // ones; delete when allowed.
-func (h *Handler) networkPage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) networkPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := h.checkRead(r, auth.NetworkRead, access.KindNetwork, name); err != nil {
-		h.fail(w, r, err)
+	if err := p.checkRead(r, auth.NetworkRead, access.KindNetwork, name); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	n, err := h.lab.Networks.Get(ctx, name)
+	n, err := p.lab.Networks.Get(ctx, name)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	if n == nil {
-		h.fail(w, r, errdefs.NotFound("network %q not found", name))
+		p.fail(w, r, errdefs.NotFound("network %q not found", name))
 		return
 	}
 	d := networkData{N: n, Grid: gridOf(n), Library: map[string]bool{}}
-	if h.lab.Library != nil {
-		es, err := h.lab.Library.List(ctx)
+	if p.lab.Library != nil {
+		es, err := p.lab.Library.List(ctx)
 		if err != nil {
-			h.fail(w, r, err)
+			p.fail(w, r, err)
 			return
 		}
 		for _, e := range es {
 			d.Library[e.Name] = true
 		}
 	}
-	if d.After, err = h.lab.latestEvent(ctx); err != nil {
-		h.fail(w, r, err)
+	if d.After, err = p.lab.latestEvent(ctx); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.NetworkDelete, access.Ref{Kind: access.KindNetwork, Name: name},
 		deleteAction("network", name, objectPath("networks", name), "/ui/networks",
 			"A network that NICs still use, or with addresses held, is refused."))
 	if d.Actions, err = o.result(); err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	f, err := h.frameFor(r, name, "networks")
+	f, err := p.frameFor(r, name, "networks")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "network.html", f)
+	p.render(w, r, "network.html", f)
 }

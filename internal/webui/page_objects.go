@@ -8,6 +8,10 @@ import (
 	"stagehand/internal/lab/access"
 )
 
+// objectPages are the pages of the objects beside configurations:
+// templates, networks, the library and archives.
+type objectPages struct{ *view }
+
 // Pieces the object pages (templates, networks, library, archives) share.
 
 // workspaceField is a create's workspace, the switcher's choice by
@@ -38,8 +42,8 @@ func inWorkspace(chosen, ws string) bool { return chosen == "" || chosen == ws }
 
 // checkRead answers the object page's refusal as the API does: 404 when
 // the object is invisible, 403 when forbidden.
-func (h *Handler) checkRead(r *http.Request, action auth.Action, kind, name string) error {
-	return h.lab.check(r.Context(), action, access.Ref{Kind: kind, Name: name})
+func (v *view) checkRead(r *http.Request, action auth.Action, kind, name string) error {
+	return v.lab.check(r.Context(), action, access.Ref{Kind: kind, Name: name})
 }
 
 // sizeOf is the bytes of a list of layers on the host.

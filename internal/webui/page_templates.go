@@ -32,21 +32,21 @@ func templateRowOf(t lab.TemplateView) templateRow {
 
 // templatesPage lists the templates the user may see, with the import
 // (an upload from the browser) when they may create one.
-func (h *Handler) templatesPage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) templatesPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := h.frameFor(r, "Templates", "templates")
+	f, err := p.frameFor(r, "Templates", "templates")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := templatesData{Workspace: f.Workspace}
-	if d.After, err = h.lab.latestEvent(ctx); err != nil {
-		h.fail(w, r, err)
+	if d.After, err = p.lab.latestEvent(ctx); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	ts, err := h.lab.Templates.List(ctx)
+	ts, err := p.lab.Templates.List(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	for _, t := range ts {
@@ -55,7 +55,7 @@ func (h *Handler) templatesPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.TemplateCreate, access.Ref{Kind: access.KindTemplate, Workspace: f.Workspace}, Action{
 		Name: "template.import", Label: "Import template", Method: http.MethodPost, Path: "/api/v1/templates/upload",
 		Upload:  UploadMultipart,
@@ -77,11 +77,11 @@ func (h *Handler) templatesPage(w http.ResponseWriter, r *http.Request) {
 		Then: "/ui/templates/{name}",
 	})
 	if d.Actions, err = o.result(); err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "templates.html", f)
+	p.render(w, r, "templates.html", f)
 }
 
 type templateData struct {
@@ -95,22 +95,22 @@ type templateData struct {
 
 // templatePage shows one template: its base layers, boot settings and
 // who uses it; delete when allowed.
-func (h *Handler) templatePage(w http.ResponseWriter, r *http.Request) {
+func (p *objectPages) templatePage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := h.checkRead(r, auth.TemplateRead, access.KindTemplate, name); err != nil {
-		h.fail(w, r, err)
+	if err := p.checkRead(r, auth.TemplateRead, access.KindTemplate, name); err != nil {
+		p.fail(w, r, err)
 		return
 	}
-	t, err := h.lab.Templates.Get(ctx, name)
+	t, err := p.lab.Templates.Get(ctx, name)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	d := templateData{T: t, Size: templateRowOf(*t).Size}
-	cs, err := h.lab.Configs.List(ctx)
+	cs, err := p.lab.Configs.List(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	for _, c := range cs {
@@ -122,19 +122,19 @@ func (h *Handler) templatePage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sort.Strings(d.UsedBy)
-	o := h.offers(ctx)
+	o := p.offers(ctx)
 	o.add(auth.TemplateDelete, access.Ref{Kind: access.KindTemplate, Name: name},
 		deleteAction("template", name, objectPath("templates", name), "/ui/templates",
 			"A template that configurations or library entries still build on is refused."))
 	if d.Actions, err = o.result(); err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
-	f, err := h.frameFor(r, name, "templates")
+	f, err := p.frameFor(r, name, "templates")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "template.html", f)
+	p.render(w, r, "template.html", f)
 }

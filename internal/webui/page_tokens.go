@@ -24,13 +24,13 @@ type tokensData struct {
 
 // tokensPage lists the signed-in user's own API tokens (never their
 // secrets), with create (the secret shown once) and revoke.
-func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request) {
+func (p *accountPages) tokensPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id, _ := auth.FromContext(ctx)
 	d := tokensData{User: id.Name}
-	if id.UserID != 0 && h.lab.Store != nil {
+	if id.UserID != 0 && p.lab.Store != nil {
 		now := time.Now()
-		err := h.lab.Store.View(ctx, func(tx store.Tx) error {
+		err := p.lab.Store.View(ctx, func(tx store.Tx) error {
 			tks, err := tx.ListTokens(id.UserID)
 			if err != nil {
 				return err
@@ -60,14 +60,14 @@ func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request) {
 			return nil
 		})
 		if err != nil {
-			h.fail(w, r, err)
+			p.fail(w, r, err)
 			return
 		}
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Created.After(d.Rows[j].Created) })
-	ws, err := h.lab.workspaces(ctx)
+	ws, err := p.lab.workspaces(ctx)
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	roles := []string{""}
@@ -85,11 +85,11 @@ func (h *Handler) tokensPage(w http.ResponseWriter, r *http.Request) {
 			{Name: "max_role", Label: "At most the role (with a workspace)", Kind: FieldSelect, Options: roles, Flag: "--max-role"},
 		},
 	}}
-	f, err := h.frameFor(r, "Tokens", "tokens")
+	f, err := p.frameFor(r, "Tokens", "tokens")
 	if err != nil {
-		h.fail(w, r, err)
+		p.fail(w, r, err)
 		return
 	}
 	f.Page = d
-	h.render(w, r, "tokens.html", f)
+	p.render(w, r, "tokens.html", f)
 }

@@ -7,11 +7,16 @@
 // takes is a request to the REST API under /api/v1, the same the CLI
 // sends, so authorization, validation and error messages are the API's.
 //
-// Adding a page: write page_NAME.go with a handler method on *Handler that
-// builds the page's data and calls h.render, write templates/NAME.html
-// defining "title" and "content", register the route in (*Handler).routes
-// and, for a top-level page, add it to navItems (layout.go). Actions are
-// built with the helpers of actions.go.
+// Handler only routes; the pages are methods of small types that each
+// embed the shared renderer (*view: the lab, the templates, the assets)
+// and hold only what else they need: configPages, consolePages,
+// objectPages (templates, networks, library, archives), operationPages
+// (cleanup, jobs, activity), accountPages (sign-in, tokens) and
+// adminPages. Adding a page: write page_NAME.go with a handler method on
+// the type of its group that builds the page's data and calls render,
+// write templates/NAME.html defining "title" and "content", register the
+// route in (*Handler).routes and, for a top-level page, add it to
+// navItems (layout.go). Actions are built with the helpers of actions.go.
 package webui
 
 import (
@@ -58,10 +63,14 @@ type Options struct {
 // which authenticates requests as the API does: a page then finds the
 // caller's identity in the request's context.
 type Handler struct {
+	mux *http.ServeMux
+}
+
+// view renders the console's pages: what every page type shares. It
+// reads the lab, fills the frame (layout.go) and answers failures (fail).
+type view struct {
 	lab    Lab
-	opts   Options
 	log    *slog.Logger
-	mux    *http.ServeMux
 	pages  map[string]*template.Template // by template file name
 	assets *assetServer
 }
@@ -71,45 +80,54 @@ func New(l Lab, opts Options) *Handler {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	h := &Handler{lab: l, opts: opts, log: opts.Log, mux: http.NewServeMux(), pages: parsePages(), assets: newAssetServer(opts.Assets)}
-	h.routes()
+	v := &view{lab: l, log: opts.Log, pages: parsePages(), assets: newAssetServer(opts.Assets)}
+	h := &Handler{mux: http.NewServeMux()}
+	h.routes(v, opts)
 	return h
 }
 
 // routes registers every page. Each handler is a GET; actions are the
 // API's.
-func (h *Handler) routes() {
+func (h *Handler) routes(v *view, opts Options) {
+	var (
+		configs    = &configPages{v}
+		consoles   = &consolePages{view: v, links: opts.ConsoleLinks}
+		objects    = &objectPages{v}
+		operations = &operationPages{v}
+		account    = &accountPages{view: v, oidc: opts.OIDC}
+		admin      = &adminPages{v}
+	)
 	h.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, homePath, http.StatusSeeOther)
 	})
-	h.mux.HandleFunc("GET "+SignInPath, h.signInPage)
-	h.mux.Handle("GET "+AssetsPath, h.assets)
-	h.mux.HandleFunc("GET "+LinkPathPrefix+"{config}/{vm}", h.linkPage)
-	h.page("GET /ui/configs", h.configsPage)
-	h.page("GET /ui/config-rows", h.configsRows) // not under /ui/configs/: "rows" may name a configuration
-	h.page("GET /ui/configs/{name}", h.configPage)
-	h.page("GET /ui/configs/{name}/row", h.configRow)
-	h.page("GET /ui/configs/{name}/part/{part}", h.configPart)
-	h.page("GET /ui/configs/{name}/vms/{vm}/console", h.consolePage)
-	h.page("GET /ui/templates", h.templatesPage)
-	h.page("GET /ui/templates/{name}", h.templatePage)
-	h.page("GET /ui/networks", h.networksPage)
-	h.page("GET /ui/networks/{name}", h.networkPage)
-	h.page("GET /ui/library", h.libraryPage)
-	h.page("GET /ui/library/{name}", h.libraryEntryPage)
-	h.page("GET /ui/archives", h.archivesPage)
-	h.page("GET /ui/archives/{name}", h.archivePage)
-	h.page("GET /ui/cleanup", h.cleanupPage)
-	h.page("GET /ui/jobs", h.jobsPage)
-	h.page("GET /ui/activity", h.activityPage)
-	h.page("GET /ui/tokens", h.tokensPage)
-	h.page("GET /ui/admin", h.adminPage)
-	h.page("GET /ui/admin/users", h.usersPage)
-	h.page("GET /ui/admin/orgs", h.orgsPage)
-	h.page("GET /ui/admin/workspaces", h.workspacesPage)
-	h.page("GET /ui/admin/workspaces/{org}/{name}", h.workspaceAdminPage)
+	h.mux.HandleFunc("GET "+SignInPath, account.signInPage)
+	h.mux.Handle("GET "+AssetsPath, v.assets)
+	h.mux.HandleFunc("GET "+LinkPathPrefix+"{config}/{vm}", consoles.linkPage)
+	h.page("GET /ui/configs", configs.configsPage)
+	h.page("GET /ui/config-rows", configs.configsRows) // not under /ui/configs/: "rows" may name a configuration
+	h.page("GET /ui/configs/{name}", configs.configPage)
+	h.page("GET /ui/configs/{name}/row", configs.configRow)
+	h.page("GET /ui/configs/{name}/part/{part}", configs.configPart)
+	h.page("GET /ui/configs/{name}/vms/{vm}/console", consoles.consolePage)
+	h.page("GET /ui/templates", objects.templatesPage)
+	h.page("GET /ui/templates/{name}", objects.templatePage)
+	h.page("GET /ui/networks", objects.networksPage)
+	h.page("GET /ui/networks/{name}", objects.networkPage)
+	h.page("GET /ui/library", objects.libraryPage)
+	h.page("GET /ui/library/{name}", objects.libraryEntryPage)
+	h.page("GET /ui/archives", objects.archivesPage)
+	h.page("GET /ui/archives/{name}", objects.archivePage)
+	h.page("GET /ui/cleanup", operations.cleanupPage)
+	h.page("GET /ui/jobs", operations.jobsPage)
+	h.page("GET /ui/activity", operations.activityPage)
+	h.page("GET /ui/tokens", account.tokensPage)
+	h.page("GET /ui/admin", admin.adminPage)
+	h.page("GET /ui/admin/users", admin.usersPage)
+	h.page("GET /ui/admin/orgs", admin.orgsPage)
+	h.page("GET /ui/admin/workspaces", admin.workspacesPage)
+	h.page("GET /ui/admin/workspaces/{org}/{name}", admin.workspaceAdminPage)
 	h.mux.HandleFunc("GET /ui/", func(w http.ResponseWriter, r *http.Request) {
-		h.fail(w, r, errdefs.NotFound("no page %s", r.URL.Path))
+		v.fail(w, r, errdefs.NotFound("no page %s", r.URL.Path))
 	})
 }
 
@@ -202,7 +220,7 @@ func statusOf(err error) int {
 // fail answers a page that could not be made: the error page with the
 // lab's one-line message, or the sign-in page when the user is gone. An
 // unexpected error is logged and shown without its details.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (v *view) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(err)
 	msg := err.Error()
 	switch {
@@ -213,7 +231,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if errors.Is(err, r.Context().Err()) && r.Context().Err() != nil {
 			return // the browser went away
 		}
-		h.log.Error("web console page", "path", r.URL.Path, "err", err)
+		v.log.Error("web console page", "path", r.URL.Path, "err", err)
 		msg = "internal error (see the daemon log)"
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -223,7 +241,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		_, _ = w.Write([]byte(msg))
 		return
 	}
-	h.renderStatus(w, r, status, "error.html", errorPage{Status: status, StatusText: http.StatusText(status), Message: msg})
+	v.renderStatus(w, r, status, "error.html", errorPage{Status: status, StatusText: http.StatusText(status), Message: msg})
 }
 
 type errorPage struct {
