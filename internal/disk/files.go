@@ -54,8 +54,12 @@ func reserveTemp(dst string) (string, error) {
 
 // publish makes tmp durable and renames it to dst. It refuses to replace
 // an existing dst: layers are never overwritten.
-func publish(tmp, dst string) error {
-	if err := os.Chmod(tmp, modeWritable); err != nil {
+func publish(tmp, dst string) error { return publishAs(tmp, dst, modeWritable) }
+
+// publishAs is publish giving dst the file mode mode first, so that a
+// frozen layer never appears writable under its real name.
+func publishAs(tmp, dst string, mode os.FileMode) error {
+	if err := os.Chmod(tmp, mode); err != nil {
 		return err
 	}
 	if err := syncPath(tmp); err != nil {
