@@ -2,6 +2,7 @@ package fence
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,6 +66,10 @@ type DHCPConfig struct {
 	// Dynamic, when valid, is the range served to MACs that have no
 	// reservation (NICs in ip=dhcp mode). When not, such MACs are ignored.
 	Dynamic AddrRange
+	// MTU, when positive, is handed out as the interface MTU (option 26):
+	// the segment of a fence spread over hosts is a VXLAN, whose frames
+	// must fit the underlay with the encapsulation.
+	MTU int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -141,6 +146,9 @@ func newDHCPServer(cfg DHCPConfig) (*DHCPServer, error) {
 		if !cfg.Dynamic.IsValid() || !cfg.Subnet.Contains(cfg.Dynamic.First) || !cfg.Subnet.Contains(cfg.Dynamic.Last) {
 			return nil, errdefs.Invalid("dhcp on %q: dynamic range %v-%v is not inside %s", cfg.Interface, cfg.Dynamic.First, cfg.Dynamic.Last, cfg.Subnet)
 		}
+	}
+	if cfg.MTU != 0 && (cfg.MTU < minMTU || cfg.MTU > 0xffff) {
+		return nil, errdefs.Invalid("dhcp on %q: MTU %d is not between %d and 65535", cfg.Interface, cfg.MTU, minMTU)
 	}
 	if cfg.LeaseTime <= 0 {
 		cfg.LeaseTime = DefaultLeaseTime
@@ -479,6 +487,10 @@ func (s *DHCPServer) reply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, addr neti
 			dns = append(dns, d.AsSlice())
 		}
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(dns...)))
+	}
+	if s.cfg.MTU > 0 {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU,
+			binary.BigEndian.AppendUint16(nil, uint16(s.cfg.MTU)))))
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {

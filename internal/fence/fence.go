@@ -65,6 +65,9 @@ type FenceSpec struct {
 	ID       string // names the namespace; letters, digits, '.', '_', '-'
 	Policy   Policy // "" means in-out
 	Networks []FenceNetwork
+	// Span, when set, spreads the fence over hosts with a VXLAN per
+	// network; nil keeps it on this host alone.
+	Span *Span
 }
 
 // linkLocalNextHop stands in for the outside gateway as the fence's next
@@ -84,6 +87,7 @@ type Fence struct {
 	daemonNS netns.NsHandle // our own duplicate of the caller's handle
 	ns       netns.NsHandle
 	log      *slog.Logger
+	mtu      int // of the inside segments of a spread fence; 0 otherwise
 
 	mu       sync.Mutex
 	dhcp     map[string]*DHCPServer // by network name
@@ -183,6 +187,9 @@ func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *sl
 		// Deleting the outside veth ends deletes the pairs at once;
 		// the namespace itself goes when its last handle closes.
 		err := f.deleteOutsideLinks()
+		if f.spec.Span != nil {
+			err = errors.Join(err, deleteVXLANs(f.daemonNS, f.ns, f.spec))
+		}
 		f.ns.Close()
 		return errors.Join(err, deleteNamedNamespace(name))
 	})
@@ -195,7 +202,12 @@ func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *sl
 		return nil, fmt.Errorf("fence %q: %w", spec.ID, err)
 	}
 	undo.Success()
-	f.log.Info("fence set up", "policy", spec.Policy, "networks", len(spec.Networks))
+	if spec.Span != nil {
+		f.log.Info("fence set up", "policy", spec.Policy, "networks", len(spec.Networks),
+			"router", spec.Span.Router, "local", spec.Span.Local, "peers", spec.Span.Peers, "mtu", f.mtu)
+	} else {
+		f.log.Info("fence set up", "policy", spec.Policy, "networks", len(spec.Networks))
+	}
 	return f, nil
 }
 
@@ -252,6 +264,11 @@ func (f *Fence) Teardown(ctx context.Context) error {
 	if err := f.deleteOutsideLinks(); err != nil {
 		errs = append(errs, err)
 	}
+	if f.spec.Span != nil {
+		if err := deleteVXLANs(f.daemonNS, f.ns, f.spec); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := deleteRuleset(f.ns); err != nil {
 		f.log.Debug("fence teardown: ruleset", "err", err)
 	}
@@ -269,8 +286,8 @@ func (f *Fence) Teardown(ctx context.Context) error {
 }
 
 // Remove tears down the fence spec.ID without a *Fence, for one a daemon
-// could not adopt: it deletes the outside veth ends in daemonNS and the
-// namespace. Missing parts are not an error.
+// could not adopt: it deletes the outside veth ends in daemonNS, a spread
+// fence's VXLANs and the namespace. Missing parts are not an error.
 func Remove(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -282,6 +299,11 @@ func Remove(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *s
 	var errs []error
 	if err := f.deleteOutsideLinks(); err != nil {
 		errs = append(errs, err)
+	}
+	if spec.Span != nil {
+		if err := removeVXLANs(daemonNS, spec); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := deleteNamedNamespace(NamespaceName(spec.ID)); err != nil {
 		errs = append(errs, err)
@@ -339,6 +361,15 @@ func (f *Fence) ensure(ctx context.Context, hooks *setupHooks) error {
 			return wrap(fmt.Errorf("loopback up: %w", err))
 		}
 	}
+	span := f.spec.Span
+	if span != nil {
+		if f.mtu, err = spanMTU(dh, span); err != nil {
+			return wrap(err)
+		}
+	}
+	// A member host of a spread fence has only the inside bridges, with
+	// no address, joined to the router host's by the VXLANs.
+	member := span != nil && !span.Router
 	var nat []natLink
 	defaultRoute := false
 	for i, n := range f.spec.Networks {
@@ -348,13 +379,31 @@ func (f *Fence) ensure(ctx context.Context, hooks *setupHooks) error {
 		if err := hooks.step("network " + n.Name); err != nil {
 			return wrap(err)
 		}
-		hasGW, err := f.ensureNetwork(dh, fh, i, n, !defaultRoute)
-		if err != nil {
-			return wrap(fmt.Errorf("network %q: %w", n.Name, err))
+		if member {
+			// Not the router's MAC, which the member's bridge would
+			// otherwise share (both named for the network): frames its
+			// VMs send to the gateway would stop at it.
+			mac := stableMAC("fence-member/" + f.spec.ID + "/" + n.Name)
+			if err := ensureBridgeMAC(fh, BridgeName(n.Name), netip.Prefix{}, mac); err != nil {
+				return wrap(fmt.Errorf("network %q: inside bridge: %w", n.Name, err))
+			}
+		} else {
+			hasGW, err := f.ensureNetwork(dh, fh, i, n, !defaultRoute)
+			if err != nil {
+				return wrap(fmt.Errorf("network %q: %w", n.Name, err))
+			}
+			defaultRoute = defaultRoute || hasGW
+			nat = append(nat, natLink{ext: insideLinkName(n.Name), bridge: BridgeName(n.Name), gateway: n.Gateway,
+				mark: returnMark(i), mappings: n.Mappings})
 		}
-		defaultRoute = defaultRoute || hasGW
-		nat = append(nat, natLink{ext: insideLinkName(n.Name), bridge: BridgeName(n.Name), gateway: n.Gateway,
-			mark: returnMark(i), mappings: n.Mappings})
+		if span != nil {
+			if err := f.ensureVXLAN(dh, fh, n, hooks); err != nil {
+				return wrap(fmt.Errorf("network %q: %w", n.Name, err))
+			}
+		}
+	}
+	if member {
+		return nil
 	}
 	if err := hooks.step("return rules"); err != nil {
 		return wrap(err)
@@ -722,6 +771,7 @@ func (f *Fence) startDHCP(ctx context.Context) error {
 			Subnet:    n.Subnet,
 			Router:    n.Gateway,
 			DNS:       n.DNS,
+			MTU:       f.mtu,
 			Logger:    f.log.With("network", n.Name),
 		}, res)
 		if err != nil {
@@ -845,6 +895,13 @@ func checkSpec(spec FenceSpec) (FenceSpec, error) {
 			}
 		}
 		spec.Networks[i] = n
+	}
+	if spec.Span != nil {
+		span, err := checkSpan(spec)
+		if err != nil {
+			return spec, err
+		}
+		spec.Span = span
 	}
 	return spec, nil
 }

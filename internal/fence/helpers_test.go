@@ -139,7 +139,7 @@ func runUDHCPC(t *testing.T, nsName, ifname string, extra ...string) (dhcpLease,
 	dir := t.TempDir()
 	script := filepath.Join(dir, "script.sh")
 	body := "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\n" +
-		"echo \"ip=$ip\"; echo \"subnet=$subnet\"; echo \"router=$router\"; echo \"dns=$dns\"; echo \"lease=$lease\"; echo \"serverid=$serverid\"\n"
+		"echo \"ip=$ip\"; echo \"subnet=$subnet\"; echo \"router=$router\"; echo \"dns=$dns\"; echo \"lease=$lease\"; echo \"serverid=$serverid\"; echo \"mtu=$mtu\"\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}

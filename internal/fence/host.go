@@ -177,19 +177,32 @@ func (h *Fences) Teardown(ctx context.Context, spec FenceSpec) error {
 	return Remove(ctx, h.ns, spec, h.log)
 }
 
-// CreateTap creates a NIC's tap on the network's inside bridge of a fence.
+// CreateTap creates a NIC's tap on the network's inside bridge of a fence
+// (with the fence's MTU when it is spread).
 func (h *Fences) CreateTap(ctx context.Context, fenceID, tap, network string) error {
-	h.mu.Lock()
-	f := h.fences[fenceID]
-	h.mu.Unlock()
-	if f == nil {
-		return fmt.Errorf("fence %q is not set up", fenceID)
-	}
-	bridge, err := f.InsideBridge(network)
+	f, err := h.fence(fenceID)
 	if err != nil {
 		return err
 	}
-	return CreateTap(ctx, f.Namespace(), tap, bridge)
+	return f.CreateTap(ctx, tap, network)
+}
+
+// SetPeers changes the hosts a spread fence reaches (see Fence.SetPeers).
+func (h *Fences) SetPeers(ctx context.Context, fenceID string, peers []netip.Addr) error {
+	f, err := h.fence(fenceID)
+	if err != nil {
+		return err
+	}
+	return f.SetPeers(ctx, peers)
+}
+
+func (h *Fences) fence(id string) (*Fence, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f := h.fences[id]; f != nil {
+		return f, nil
+	}
+	return nil, fmt.Errorf("fence %q is not set up", id)
 }
 
 // Close stops the fences' DHCP servers. Their namespaces, links and rules

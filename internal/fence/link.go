@@ -41,12 +41,17 @@ func EnsureBridge(ctx context.Context, ns netns.NsHandle, name string, gateway n
 }
 
 func ensureBridge(h *netlink.Handle, name string, gateway netip.Prefix) error {
+	return ensureBridgeMAC(h, name, gateway, stableMAC(name))
+}
+
+// ensureBridgeMAC is ensureBridge with the bridge's MAC given.
+func ensureBridgeMAC(h *netlink.Handle, name string, gateway netip.Prefix, mac net.HardwareAddr) error {
 	link, err := h.LinkByName(name)
 	switch {
 	case isLinkNotFound(err):
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = name
-		attrs.HardwareAddr = stableMAC(name)
+		attrs.HardwareAddr = mac
 		if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add: %w", err)
 		}
@@ -59,7 +64,7 @@ func ensureBridge(h *netlink.Handle, name string, gateway netip.Prefix) error {
 	if link.Type() != "bridge" {
 		return errdefs.Conflict("%q exists and is a %s, not a bridge", name, link.Type())
 	}
-	if mac := stableMAC(name); link.Attrs().HardwareAddr.String() != mac.String() {
+	if link.Attrs().HardwareAddr.String() != mac.String() {
 		if err := h.LinkSetHardwareAddr(link, mac); err != nil {
 			return fmt.Errorf("set MAC: %w", err)
 		}

@@ -23,11 +23,13 @@ const maxIfNameLen = 15
 //	TapName("cfg/vm/0")          sh-tap-<8 hex>  tap of one VM NIC
 //	outside veth of a fence      sh-fo-<9 hex>   key: fence ID + network
 //	inside veth of a fence       sh-fi-<9 hex>   key: network (in the fence)
+//	VXLAN of a spread fence      sh-vx-<9 hex>   key: fence ID + network
 const (
 	bridgePrefix     = "sh-br-"
 	tapPrefix        = "sh-tap-"
 	fenceOutPrefix   = "sh-fo-"
 	fenceInnerPrefix = "sh-fi-"
+	vxlanPrefix      = "sh-vx-"
 )
 
 // BridgeName is the name of the Linux bridge of the network called network.
