@@ -27,6 +27,7 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
+	"stagehand/internal/store/sqlstore"
 )
 
 // Retries of an Update whose transaction PostgreSQL aborted to keep it
@@ -189,7 +190,7 @@ func (s *Store) run(ctx context.Context, opts pgx.TxOptions, write bool, fn func
 			_ = ptx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	ferr := fn(t)
+	ferr := fn(sqlstore.New(t, dialect))
 	if t.aborted != nil {
 		return fmt.Errorf("%w: %v", errRetry, t.aborted)
 	}

@@ -5,18 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
+	"stagehand/internal/store/sqlstore"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"stagehand/internal/store"
 )
 
-// tx implements store.Tx over one pgx transaction. Every statement runs with
+// tx is one pgx transaction, as sqlstore runs its statements on it
+// (sqlstore.Conn). Every statement runs with
 // the context the transaction was started with.
 //
 // PostgreSQL aborts a whole transaction at a statement's error, where
@@ -30,11 +30,11 @@ type tx struct {
 	// aborted is the first serialization failure or deadlock a statement
 	// met: the transaction must run again, whatever fn does with the error.
 	aborted error
-	// eventLocked: the transaction holds the events' lock (AddEvent).
+	// eventLocked: the transaction holds the events' lock (LockEvents).
 	eventLocked bool
 }
 
-var _ store.Tx = (*tx)(nil)
+var _ sqlstore.Conn = (*tx)(nil)
 
 // note records err when it asks for the transaction to run again, and
 // returns it (with the context's error first, see ctxErr).
@@ -74,65 +74,22 @@ func rebind(query string) string {
 	return q
 }
 
-func (t *tx) exec(query string, args ...any) (pgconn.CommandTag, error) {
+func (t *tx) Exec(query string, args ...any) (int64, error) {
 	if err := t.ctx.Err(); err != nil {
-		return pgconn.CommandTag{}, err
+		return 0, err
 	}
 	tag, err := t.tx.Exec(t.ctx, rebind(query), args...)
-	return tag, t.note(err)
+	return tag.RowsAffected(), t.note(err)
 }
 
-// queryOne runs a query expected to return at most one row and scans it
-// with scan. It reports pgx.ErrNoRows when there is none.
-func queryOne[T any](t *tx, scan func(scanner) (T, error), query string, args ...any) (T, error) {
-	var zero T
-	if err := t.ctx.Err(); err != nil {
-		return zero, err
-	}
-	v, err := scan(t.tx.QueryRow(t.ctx, rebind(query), args...))
-	return v, t.note(err)
-}
-
-// queryAll runs query and scans every row with scan.
-func queryAll[T any](t *tx, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
-	if err := t.ctx.Err(); err != nil {
-		return nil, err
-	}
-	rows, err := t.tx.Query(t.ctx, rebind(query), args...)
-	if err != nil {
-		return nil, t.note(err)
-	}
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, t.note(err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, t.note(err)
-	}
-	return out, nil
-}
-
-// scalar reads one value.
-func (t *tx) scalar(dest any, query string, args ...any) error {
-	if err := t.ctx.Err(); err != nil {
-		return err
-	}
-	return t.note(t.tx.QueryRow(t.ctx, rebind(query), args...).Scan(dest))
-}
-
-// guarded runs one statement that may fail on a constraint between
+// Guarded runs one statement that may fail on a constraint between
 // SAVEPOINT and RELEASE, the three in one round trip, and rolls back to
 // the savepoint when it fails, so the transaction goes on. scan reads the
 // statement's row (RETURNING); with a nil scan the statement is executed
-// and its command tag returned.
-func (t *tx) guarded(scan func(pgx.Row) error, query string, args ...any) (pgconn.CommandTag, error) {
+// and the number of rows it changed returned.
+func (t *tx) Guarded(scan func(sqlstore.Scanner) error, query string, args ...any) (int64, error) {
 	if err := t.ctx.Err(); err != nil {
-		return pgconn.CommandTag{}, err
+		return 0, err
 	}
 	b := &pgx.Batch{}
 	b.Queue("SAVEPOINT guard")
@@ -155,36 +112,29 @@ func (t *tx) guarded(scan func(pgx.Row) error, query string, args ...any) (pgcon
 		err = cerr
 	}
 	if err == nil {
-		return tag, nil
+		return tag.RowsAffected(), nil
 	}
 	err = t.note(err)
 	if t.ctx.Err() == nil {
 		if _, rbErr := t.tx.Exec(t.ctx, "ROLLBACK TO SAVEPOINT guard; RELEASE SAVEPOINT guard"); rbErr != nil {
-			return tag, errors.Join(err, fmt.Errorf("roll back to savepoint: %w", t.note(rbErr)))
+			return 0, errors.Join(err, fmt.Errorf("roll back to savepoint: %w", t.note(rbErr)))
 		}
 	}
-	return tag, err
+	return 0, err
 }
 
-// insert runs an INSERT … RETURNING id, guarded, and returns the id.
-func (t *tx) insert(query string, args ...any) (int64, error) {
+// Insert runs an INSERT … RETURNING id, guarded, and returns the id.
+func (t *tx) Insert(query string, args ...any) (int64, error) {
 	var id int64
-	_, err := t.guarded(func(r pgx.Row) error { return r.Scan(&id) }, query+" RETURNING id", args...)
+	_, err := t.Guarded(func(r sqlstore.Scanner) error { return r.Scan(&id) }, query+" RETURNING id", args...)
 	return id, err
 }
 
-// changeOne runs an UPDATE or DELETE of one row, guarded, and reports
-// whether the row existed.
-func (t *tx) changeOne(query string, args ...any) (bool, error) {
-	tag, err := t.guarded(nil, query, args...)
-	return tag.RowsAffected() > 0, err
-}
-
-// savepoint runs fn so that its statements take effect together or not at
+// Savepoint runs fn so that its statements take effect together or not at
 // all, even when the caller goes on with the transaction after an error
 // (for aggregates written by several statements).
-func (t *tx) savepoint(fn func() error) error {
-	if _, err := t.exec("SAVEPOINT aggregate"); err != nil {
+func (t *tx) Savepoint(fn func() error) error {
+	if _, err := t.Exec("SAVEPOINT aggregate"); err != nil {
 		return err
 	}
 	if err := fn(); err != nil {
@@ -196,92 +146,75 @@ func (t *tx) savepoint(fn func() error) error {
 		}
 		return err
 	}
-	_, err := t.exec("RELEASE SAVEPOINT aggregate")
+	_, err := t.Exec("RELEASE SAVEPOINT aggregate")
 	return err
 }
 
-// scanner is a pgx.Row or pgx.Rows.
-type scanner interface{ Scan(dest ...any) error }
+func (t *tx) Failed(err error) error { return t.note(err) }
 
-// The kinds of constraint failure callers are told about.
-func pgCode(err error) (code, constraint string) {
+// dialect is PostgreSQL's spelling (see sqlstore.Dialect): INET and
+// CIDR columns, arrays and JSONB, ids compared by = ANY(array).
+var dialect = &sqlstore.Dialect{
+	NoRows:        func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
+	IsUnique:      func(err error) bool { return pgCode(err) == "23505" },
+	IsForeignKey:  func(err error) bool { return pgCode(err) == "23503" },
+	True:          "TRUE",
+	False:         "FALSE",
+	Int:           func(p string) string { return p + "::bigint" },
+	IsNotDistinct: func(col string) string { return col + " IS NOT DISTINCT FROM ?::bigint" },
+	EqualFold:     func(col string) string { return "lower(" + col + ") = lower(?)" }, // the unique index is on lower(email)
+	HostOf:        func(col string) string { return "host(" + col + ")" },
+	InIDs: func(ids []int64, args []any) (string, []any) {
+		return "= ANY(?::bigint[])", append(args, ids)
+	},
+	IDArray: func(ids []int64) (string, any, error) { return "= ANY(?::bigint[])", ids, nil },
+	Limit: func(limit int) any {
+		if limit <= 0 {
+			return nil // no limit
+		}
+		return limit
+	},
+	Addr: func(a netip.Addr) any {
+		if !a.IsValid() {
+			return nil
+		}
+		return a
+	},
+	ScanAddr: func(a *netip.Addr) any { return a },
+	Prefix: func(p netip.Prefix) any {
+		if !p.IsValid() {
+			return nil
+		}
+		return p
+	},
+	ScanPrefix: func(p *netip.Prefix) any { return p },
+	// pgx writes a nil slice as NULL, and list columns are NOT NULL.
+	List: func(v any) (any, error) {
+		if rv := reflect.ValueOf(v); rv.Len() == 0 {
+			return reflect.MakeSlice(rv.Type(), 0, 0).Interface(), nil
+		}
+		return v, nil
+	},
+	ScanList: func(dest any) any { return dest },
+	Bytes: func(b []byte) any {
+		if b == nil {
+			return []byte{}
+		}
+		return b
+	},
+}
+
+// pgCode is the SQLSTATE of err, "" when it has none.
+func pgCode(err error) string {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		return pe.Code, pe.ConstraintName
+		return pe.Code
 	}
-	return "", ""
+	return ""
 }
 
-func isUnique(err error) bool     { c, _ := pgCode(err); return c == "23505" }
-func isForeignKey(err error) bool { c, _ := pgCode(err); return c == "23503" }
-
-// noRows reports a query that found nothing.
-func noRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
-
-// Column encodings (those of store/sqlite, in PostgreSQL types).
-
-// now is the time records are stamped with: UTC, no monotonic reading.
-func now() time.Time { return time.Now().UTC() }
-
-// stamp returns t, or now when t is zero.
-func stamp(t time.Time) time.Time {
-	if t.IsZero() {
-		return now()
-	}
-	return t
-}
-
-func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
-
-// nullID stores the "none" id 0 as NULL, so that foreign keys hold.
-func nullID(id int64) any {
-	if id == 0 {
-		return nil
-	}
-	return id
-}
-
-// nullText stores "" as NULL, so that unique columns allow many "none".
-func nullText(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-func addrArg(a netip.Addr) any {
-	if !a.IsValid() {
-		return nil
-	}
-	return a
-}
-
-func prefixArg(p netip.Prefix) any {
-	if !p.IsValid() {
-		return nil
-	}
-	return p
-}
-
-// nonNil makes a nil slice empty: pgx writes a nil slice as NULL, and list
-// columns are NOT NULL.
-func nonNil[T any](v []T) []T {
-	if v == nil {
-		return []T{}
-	}
-	return v
-}
-
-// orNil reads an empty list back as nil, as store/sqlite does.
-func orNil[T any](v []T) []T {
-	if len(v) == 0 {
-		return nil
-	}
-	return v
-}
-
-// row runs a query of one row; its Scan records an abort (see note).
-func (t *tx) row(query string, args ...any) scanner {
+// Row runs a query of one row; its Scan records an abort (see note).
+func (t *tx) Row(query string, args ...any) sqlstore.Scanner {
 	return notingRow{t: t, row: t.tx.QueryRow(t.ctx, rebind(query), args...)}
 }
 
@@ -292,28 +225,45 @@ type notingRow struct {
 
 func (r notingRow) Scan(dest ...any) error { return r.t.note(r.row.Scan(dest...)) }
 
-// query runs a query of many rows.
-func (t *tx) query(query string, args ...any) (pgx.Rows, error) {
+// Query runs a query of many rows.
+func (t *tx) Query(query string, args ...any) (sqlstore.Rows, error) {
 	if err := t.ctx.Err(); err != nil {
 		return nil, err
 	}
 	rows, err := t.tx.Query(t.ctx, rebind(query), args...)
-	return rows, t.note(err)
-}
-
-// visibleRow reports whether query finds a row in the transaction's
-// snapshot.
-func (t *tx) visibleRow(query string, args ...any) bool {
-	var one int
-	return t.row(query, args...).Scan(&one) == nil
-}
-
-// concurrentWrite marks the transaction for running again: a unique
-// violation with a row it cannot see is a write it raced with, which
-// PostgreSQL reports as a serialisation failure only when the transaction
-// had read through the same index.
-func (t *tx) concurrentWrite(err error) {
-	if t.aborted == nil {
-		t.aborted = err
+	if err != nil {
+		return nil, t.note(err)
 	}
+	return rows, nil
+}
+
+// Raced marks the transaction for running again when query finds no row
+// in its snapshot: a unique violation with a row it cannot see is a write
+// it raced with, which PostgreSQL reports as a serialisation failure only
+// when the transaction had read through the same index.
+func (t *tx) Raced(cause error, query string, args ...any) {
+	var one int
+	if t.Row(query, args...).Scan(&one) != nil && t.aborted == nil {
+		t.aborted = cause
+	}
+}
+
+// eventLock is the key of the transaction advisory lock LockEvents takes.
+// An identity is drawn at the insert, not at the commit, so without it a
+// transaction could commit event 115 after another committed 116, and a
+// follower that had read up to 116 would never see 115. Holding the lock
+// from the insert to the commit makes ids increase in commit order; the
+// lock is taken late in an Update (events are written last), so writers
+// wait on each other only for the end of their transactions.
+const eventLock int64 = 0x73746167650001
+
+func (t *tx) LockEvents() error {
+	if t.eventLocked {
+		return nil
+	}
+	if _, err := t.Exec("SELECT pg_advisory_xact_lock(?)", eventLock); err != nil {
+		return err
+	}
+	t.eventLocked = true
+	return nil
 }

@@ -23,6 +23,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"stagehand/internal/store"
+	"stagehand/internal/store/sqlstore"
 )
 
 // busyTimeoutMS bounds how long a connection waits for a lock held by
@@ -201,7 +202,7 @@ func run(ctx context.Context, db *sql.DB, hot stmtCache, opts *sql.TxOptions, wr
 			_ = sqlTx.Rollback()
 		}
 	}()
-	if err := fn(&tx{ctx: ctx, tx: sqlTx, hot: hot}); err != nil {
+	if err := fn(sqlstore.New(&tx{ctx: ctx, tx: sqlTx, hot: hot}, dialect)); err != nil {
 		return err
 	}
 	done = true

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"stagehand/internal/store/sqlstore"
 )
 
 // Prepared statements of the hot path.
@@ -14,8 +15,8 @@ import (
 // and planning the SQL text: for the short lookups that authenticate and
 // authorize every API request that was most of their cost (and since
 // SQLite 3.54 a fresh statement whose plan depends on a bound value is
-// prepared a second time at its first step). The statements registered
-// with hot are therefore prepared once per *sql.DB at Open; a transaction
+// prepared a second time at its first step). The statements sqlstore
+// registers as hot are therefore prepared once per *sql.DB at Open; a transaction
 // runs them through sql.Tx.StmtContext, which reuses what SQLite compiled
 // on the transaction's connection (preparing it there the first time).
 // Every other statement is prepared per call as before: registering all of
@@ -33,16 +34,14 @@ import (
 // few rows in Go. TestHotStatements checks the rule.
 const hotStatementRule = "no JOIN, no ORDER BY"
 
-// hotQueries holds the text of every statement registered with hot.
-var hotQueries = map[string]bool{}
-
-// hot registers query as a statement worth preparing once and returns it.
-// Call it only from package-level variable declarations, so the set is
-// complete before any DB opens.
-func hot(query string) string {
-	hotQueries[query] = true
-	return query
-}
+// hotQueries holds the text of every hot statement (sqlstore.HotQueries).
+var hotQueries = func() map[string]bool {
+	m := map[string]bool{}
+	for _, q := range sqlstore.HotQueries() {
+		m[q] = true
+	}
+	return m
+}()
 
 // stmtCache is a DB's prepared hot statements by text. It is filled at
 // Open and only read afterwards, so concurrent transactions share it

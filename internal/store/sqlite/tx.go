@@ -7,17 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
+	"stagehand/internal/store/sqlstore"
 	"strings"
-	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
-
-	"stagehand/internal/store"
 )
 
-// tx implements store.Tx over one database/sql transaction. Every statement
-// runs with the context the transaction was started with.
+// tx is one database/sql transaction, as sqlstore runs its statements on
+// it (sqlstore.Conn). Every statement runs with the context the
+// transaction was started with.
 type tx struct {
 	ctx context.Context
 	tx  *sql.Tx
@@ -27,107 +27,112 @@ type tx struct {
 	stmts map[string]*sql.Stmt
 }
 
-var _ store.Tx = (*tx)(nil)
+var _ sqlstore.Conn = (*tx)(nil)
 
-func (t *tx) exec(query string, args ...any) (sql.Result, error) {
+func (t *tx) Exec(query string, args ...any) (int64, error) {
 	if err := t.ctx.Err(); err != nil {
-		return nil, err
+		return 0, err
 	}
 	res, err := t.tx.ExecContext(t.ctx, query, args...)
-	return res, ctxErr(t.ctx, err)
-}
-
-func (t *tx) query(query string, args ...any) (*sql.Rows, error) {
-	if err := t.ctx.Err(); err != nil {
-		return nil, err
-	}
-	var (
-		rows *sql.Rows
-		err  error
-	)
-	if s := t.stmt(query); s != nil {
-		rows, err = s.QueryContext(t.ctx, args...)
-	} else {
-		rows, err = t.tx.QueryContext(t.ctx, query, args...)
-	}
-	return rows, ctxErr(t.ctx, err)
-}
-
-// queryOne runs a query expected to return at most one row and scans it
-// with scan. It reports sql.ErrNoRows when there is none.
-func queryOne[T any](t *tx, scan func(scanner) (T, error), query string, args ...any) (T, error) {
-	var zero T
-	if err := t.ctx.Err(); err != nil {
-		return zero, err
-	}
-	var row *sql.Row
-	if s := t.stmt(query); s != nil {
-		row = s.QueryRowContext(t.ctx, args...)
-	} else {
-		row = t.tx.QueryRowContext(t.ctx, query, args...)
-	}
-	v, err := scan(row)
-	return v, ctxErr(t.ctx, err)
-}
-
-// queryAll runs query and scans every row with scan.
-func queryAll[T any](t *tx, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
-	rows, err := t.query(query, args...)
 	if err != nil {
-		return nil, err
+		return 0, ctxErr(t.ctx, err)
 	}
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, ctxErr(t.ctx, err)
-	}
-	return out, nil
+	return res.RowsAffected()
 }
 
-// insert runs an INSERT and returns the new row's id.
-func (t *tx) insert(query string, args ...any) (int64, error) {
-	res, err := t.exec(query, args...)
-	if err != nil {
+// Guarded is Exec, or a query of one row with scan: SQLite fails the
+// statement alone, and the transaction goes on.
+func (t *tx) Guarded(scan func(sqlstore.Scanner) error, query string, args ...any) (int64, error) {
+	if scan == nil {
+		return t.Exec(query, args...)
+	}
+	return 0, scan(t.Row(query, args...))
+}
+
+func (t *tx) Insert(query string, args ...any) (int64, error) {
+	if err := t.ctx.Err(); err != nil {
 		return 0, err
+	}
+	res, err := t.tx.ExecContext(t.ctx, query, args...)
+	if err != nil {
+		return 0, ctxErr(t.ctx, err)
 	}
 	return res.LastInsertId()
 }
 
-// changeOne runs an UPDATE or DELETE of one row by id and reports whether
-// the row existed.
-func (t *tx) changeOne(query string, args ...any) (bool, error) {
-	res, err := t.exec(query, args...)
-	if err != nil {
-		return false, err
+func (t *tx) Row(query string, args ...any) sqlstore.Scanner {
+	if err := t.ctx.Err(); err != nil {
+		return failedRow{err}
 	}
-	n, err := res.RowsAffected()
-	return n > 0, err
+	if s := t.stmt(query); s != nil {
+		return ctxRow{t.ctx, s.QueryRowContext(t.ctx, args...)}
+	}
+	return ctxRow{t.ctx, t.tx.QueryRowContext(t.ctx, query, args...)}
 }
 
-// savepoint runs fn so that its statements take effect together or not at
+func (t *tx) Query(query string, args ...any) (sqlstore.Rows, error) {
+	if err := t.ctx.Err(); err != nil {
+		return nil, err
+	}
+	var (
+		r   *sql.Rows
+		err error
+	)
+	if s := t.stmt(query); s != nil {
+		r, err = s.QueryContext(t.ctx, args...)
+	} else {
+		r, err = t.tx.QueryContext(t.ctx, query, args...)
+	}
+	if err != nil {
+		return nil, ctxErr(t.ctx, err)
+	}
+	return rows{r}, nil
+}
+
+func (t *tx) Failed(err error) error { return ctxErr(t.ctx, err) }
+
+// Raced does nothing: this process's writers run one at a time.
+func (t *tx) Raced(error, string, ...any) {}
+
+// LockEvents does nothing: writers run one at a time, so event ids
+// increase in commit order.
+func (t *tx) LockEvents() error { return nil }
+
+// ctxRow is a row whose Scan reports the context's error first.
+type ctxRow struct {
+	ctx context.Context
+	row *sql.Row
+}
+
+func (r ctxRow) Scan(dest ...any) error { return ctxErr(r.ctx, r.row.Scan(dest...)) }
+
+// failedRow is the row of a statement not run.
+type failedRow struct{ err error }
+
+func (r failedRow) Scan(...any) error { return r.err }
+
+// rows adapts *sql.Rows to sqlstore.Rows.
+type rows struct{ *sql.Rows }
+
+func (r rows) Close() { _ = r.Rows.Close() }
+
+// Savepoint runs fn so that its statements take effect together or not at
 // all, even when the caller goes on with the transaction after an error
 // (for aggregates written by several statements).
-func (t *tx) savepoint(fn func() error) error {
-	if _, err := t.exec("SAVEPOINT aggregate"); err != nil {
+func (t *tx) Savepoint(fn func() error) error {
+	if _, err := t.Exec("SAVEPOINT aggregate"); err != nil {
 		return err
 	}
 	if err := fn(); err != nil {
-		if _, rbErr := t.exec("ROLLBACK TO aggregate"); rbErr != nil {
+		if _, rbErr := t.Exec("ROLLBACK TO aggregate"); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("roll back to savepoint: %w", rbErr))
 		}
-		if _, rbErr := t.exec("RELEASE aggregate"); rbErr != nil {
+		if _, rbErr := t.Exec("RELEASE aggregate"); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("release savepoint: %w", rbErr))
 		}
 		return err
 	}
-	_, err := t.exec("RELEASE aggregate")
+	_, err := t.Exec("RELEASE aggregate")
 	return err
 }
 
@@ -141,8 +146,87 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-// scanner is a *sql.Row or *sql.Rows.
-type scanner interface{ Scan(dest ...any) error }
+// dialect is SQLite's spelling (see sqlstore.Dialect): addresses and
+// prefixes as text, lists as JSON text, ids compared by IN lists.
+var dialect = &sqlstore.Dialect{
+	NoRows:        func(err error) bool { return errors.Is(err, sql.ErrNoRows) },
+	IsUnique:      isUnique,
+	IsForeignKey:  isForeignKey,
+	True:          "1",
+	False:         "0",
+	Int:           func(p string) string { return p },
+	IsNotDistinct: func(col string) string { return col + " IS ?" },
+	EqualFold:     func(col string) string { return col + " = ?" }, // the column's collation is NOCASE
+	HostOf:        func(col string) string { return col },
+	InIDs: func(ids []int64, args []any) (string, []any) {
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		return "IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + ")", args
+	},
+	IDArray: func(ids []int64) (string, any, error) {
+		list, err := json.Marshal(ids)
+		return "IN (SELECT value FROM json_each(?))", string(list), err
+	},
+	Limit: func(limit int) any {
+		if limit <= 0 {
+			return -1 // no limit
+		}
+		return limit
+	},
+	Addr: func(a netip.Addr) any {
+		if !a.IsValid() {
+			return nil
+		}
+		return a.String()
+	},
+	ScanAddr: func(a *netip.Addr) any {
+		return textScanner(func(s string) (err error) { *a, err = netip.ParseAddr(s); return })
+	},
+	Prefix: func(p netip.Prefix) any {
+		if !p.IsValid() {
+			return nil
+		}
+		return p.String()
+	},
+	ScanPrefix: func(p *netip.Prefix) any {
+		return textScanner(func(s string) (err error) { *p, err = netip.ParsePrefix(s); return })
+	},
+	// A list is JSON text; nil and empty both become "[]".
+	List: func(v any) (any, error) {
+		if reflect.ValueOf(v).Len() == 0 {
+			return "[]", nil
+		}
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
+	ScanList: func(dest any) any {
+		return textScanner(func(s string) error { return json.Unmarshal([]byte(s), dest) })
+	},
+	Bytes: func(b []byte) any { return string(b) },
+}
+
+// textScanner decodes a text column with its func; NULL and "" leave the
+// destination as it is (the zero value).
+type textScanner func(string) error
+
+func (f textScanner) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		return nil
+	case string:
+		if v == "" {
+			return nil
+		}
+		return f(v)
+	case []byte:
+		if len(v) == 0 {
+			return nil
+		}
+		return f(string(v))
+	}
+	return fmt.Errorf("text column: unexpected %T", src)
+}
 
 // The kinds of constraint failure callers are told about.
 func isUnique(err error) bool {
@@ -159,76 +243,4 @@ func isForeignKey(err error) bool {
 	}
 	return e.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY ||
 		e.Code() == sqlite3.SQLITE_CONSTRAINT_TRIGGER && strings.Contains(e.Error(), "FOREIGN KEY")
-}
-
-// Column encodings.
-
-// now is the time records are stamped with: UTC, no monotonic reading.
-func now() time.Time { return time.Now().UTC() }
-
-// stamp returns t, or now when t is zero.
-func stamp(t time.Time) time.Time {
-	if t.IsZero() {
-		return now()
-	}
-	return t
-}
-
-func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
-
-// nullID stores the "none" id 0 as NULL, so that foreign keys hold.
-func nullID(id int64) any {
-	if id == 0 {
-		return nil
-	}
-	return id
-}
-
-func addrText(a netip.Addr) any {
-	if !a.IsValid() {
-		return nil
-	}
-	return a.String()
-}
-
-func parseAddr(s sql.NullString) (netip.Addr, error) {
-	if !s.Valid || s.String == "" {
-		return netip.Addr{}, nil
-	}
-	return netip.ParseAddr(s.String)
-}
-
-func prefixText(p netip.Prefix) any {
-	if !p.IsValid() {
-		return nil
-	}
-	return p.String()
-}
-
-func parsePrefix(s sql.NullString) (netip.Prefix, error) {
-	if !s.Valid || s.String == "" {
-		return netip.Prefix{}, nil
-	}
-	return netip.ParsePrefix(s.String)
-}
-
-// jsonList encodes a list column; nil and empty both become "[]".
-func jsonList[T any](v []T) (string, error) {
-	if len(v) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(v)
-	return string(b), err
-}
-
-// parseList decodes a list column; an empty list reads back as nil.
-func parseList[T any](s string) ([]T, error) {
-	var v []T
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		return nil, err
-	}
-	if len(v) == 0 {
-		return nil, nil
-	}
-	return v, nil
 }

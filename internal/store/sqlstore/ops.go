@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"fmt"
@@ -9,12 +9,12 @@ import (
 
 const opCols = "id, kind, subject, created_files, frozen_files, remove_files, committed, started_at"
 
-func scanOp(s scanner) (store.Op, error) {
+func (d *Dialect) scanOp(s Scanner) (store.Op, error) {
 	var (
 		o       store.Op
 		started int64
 	)
-	if err := s.Scan(&o.ID, &o.Kind, &o.Subject, &o.CreatedFiles, &o.FrozenFiles, &o.RemoveFiles, &o.Committed, &started); err != nil {
+	if err := s.Scan(&o.ID, &o.Kind, &o.Subject, d.ScanList(&o.CreatedFiles), d.ScanList(&o.FrozenFiles), d.ScanList(&o.RemoveFiles), &o.Committed, &started); err != nil {
 		return o, err
 	}
 	o.CreatedFiles, o.FrozenFiles, o.RemoveFiles = orNil(o.CreatedFiles), orNil(o.FrozenFiles), orNil(o.RemoveFiles)
@@ -23,13 +23,20 @@ func scanOp(s scanner) (store.Op, error) {
 }
 
 // opFiles encodes the three file lists of o.
-func opFiles(o *store.Op) (created, frozen, remove []string, err error) {
-	return nonNil(o.CreatedFiles), nonNil(o.FrozenFiles), nonNil(o.RemoveFiles), nil
+func (t *Tx) opFiles(o *store.Op) (created, frozen, remove any, err error) {
+	if created, err = t.d.List(o.CreatedFiles); err != nil {
+		return
+	}
+	if frozen, err = t.d.List(o.FrozenFiles); err != nil {
+		return
+	}
+	remove, err = t.d.List(o.RemoveFiles)
+	return
 }
 
 // CreateOp records o and sets its ID (and StartedAt when zero).
-func (t *tx) CreateOp(o *store.Op) error {
-	created, frozen, remove, err := opFiles(o)
+func (t *Tx) CreateOp(o *store.Op) error {
+	created, frozen, remove, err := t.opFiles(o)
 	if err != nil {
 		return fmt.Errorf("%s %q: journal: %w", o.Kind, o.Subject, err)
 	}
@@ -46,8 +53,8 @@ func (t *tx) CreateOp(o *store.Op) error {
 
 // UpdateOp writes every field of o but StartedAt, which is the time the
 // operation was first recorded.
-func (t *tx) UpdateOp(o *store.Op) error {
-	created, frozen, remove, err := opFiles(o)
+func (t *Tx) UpdateOp(o *store.Op) error {
+	created, frozen, remove, err := t.opFiles(o)
 	if err != nil {
 		return fmt.Errorf("%s %q: journal: %w", o.Kind, o.Subject, err)
 	}
@@ -63,7 +70,7 @@ func (t *tx) UpdateOp(o *store.Op) error {
 	return nil
 }
 
-func (t *tx) DeleteOp(id int64) error {
+func (t *Tx) DeleteOp(id int64) error {
 	found, err := t.changeOne("DELETE FROM ops WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -74,8 +81,8 @@ func (t *tx) DeleteOp(id int64) error {
 	return nil
 }
 
-func (t *tx) ListOps() ([]store.Op, error) {
-	os, err := queryAll(t, scanOp, "SELECT "+opCols+" FROM ops ORDER BY id")
+func (t *Tx) ListOps() ([]store.Op, error) {
+	os, err := queryAll(t, t.d.scanOp, "SELECT "+opCols+" FROM ops ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list operations: %w", err)
 	}

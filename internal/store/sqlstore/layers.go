@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -12,7 +11,7 @@ import (
 
 const layerCols = "id, path, parent_id, frozen, template_id, virtual_size, created_at"
 
-func scanLayer(s scanner) (store.Layer, error) {
+func scanLayer(s Scanner) (store.Layer, error) {
 	var (
 		l                  store.Layer
 		parent, templateID sql.NullInt64
@@ -25,15 +24,15 @@ func scanLayer(s scanner) (store.Layer, error) {
 	return l, nil
 }
 
-func (t *tx) CreateLayer(l *store.Layer) error {
+func (t *Tx) CreateLayer(l *store.Layer) error {
 	created := stamp(l.CreatedAt)
 	id, err := t.insert(`INSERT INTO layers (path, parent_id, frozen, template_id, virtual_size, created_at)
 		VALUES (?, ?, ?, ?, ?, ?)`,
 		l.Path, nullID(l.ParentID), l.Frozen, nullID(l.TemplateID), l.VirtualSize, created.UnixNano())
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("layer %q: already exists", l.Path)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("layer %q: parent layer %d does not exist", l.Path, l.ParentID)
 	case err != nil:
 		return fmt.Errorf("create layer %q: %w", l.Path, err)
@@ -42,10 +41,10 @@ func (t *tx) CreateLayer(l *store.Layer) error {
 	return nil
 }
 
-func (t *tx) GetLayer(id int64) (*store.Layer, error) {
+func (t *Tx) GetLayer(id int64) (*store.Layer, error) {
 	l, err := queryOne(t, scanLayer, "SELECT "+layerCols+" FROM layers WHERE id = ?", id)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("layer %d not found", id)
 	case err != nil:
 		return nil, fmt.Errorf("get layer %d: %w", id, err)
@@ -53,7 +52,7 @@ func (t *tx) GetLayer(id int64) (*store.Layer, error) {
 	return &l, nil
 }
 
-func (t *tx) ListLayers() ([]store.Layer, error) {
+func (t *Tx) ListLayers() ([]store.Layer, error) {
 	ls, err := queryAll(t, scanLayer, "SELECT "+layerCols+" FROM layers ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list layers: %w", err)
@@ -61,7 +60,7 @@ func (t *tx) ListLayers() ([]store.Layer, error) {
 	return ls, nil
 }
 
-func (t *tx) UpdateLayer(l *store.Layer) error {
+func (t *Tx) UpdateLayer(l *store.Layer) error {
 	found, err := t.changeOne("UPDATE layers SET frozen = ?, template_id = ?, virtual_size = ? WHERE id = ?",
 		l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.ID)
 	switch {
@@ -73,10 +72,10 @@ func (t *tx) UpdateLayer(l *store.Layer) error {
 	return nil
 }
 
-func (t *tx) DeleteLayer(id int64) error {
+func (t *Tx) DeleteLayer(id int64) error {
 	found, err := t.changeOne("DELETE FROM layers WHERE id = ?", id)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return t.layerInUse(id)
 	case err != nil:
 		return fmt.Errorf("delete layer %d: %w", id, err)
@@ -87,12 +86,12 @@ func (t *tx) DeleteLayer(id int64) error {
 }
 
 // layerInUse explains why layer id cannot be deleted.
-func (t *tx) layerInUse(id int64) error {
+func (t *Tx) layerInUse(id int64) error {
 	var (
 		path          string
 		kids, onDisks int
 	)
-	err := t.tx.QueryRowContext(t.ctx, `SELECT path,
+	err := t.c.Row(`SELECT path,
 		(SELECT count(*) FROM layers WHERE parent_id = l.id),
 		(SELECT count(*) FROM disks WHERE top_layer_id = l.id)
 		FROM layers l WHERE id = ?`, id).Scan(&path, &kids, &onDisks)
@@ -109,7 +108,7 @@ func (t *tx) layerInUse(id int64) error {
 	return errdefs.Conflict("layer %d %q is still in use by %s", id, path, strings.Join(users, " and "))
 }
 
-func (t *tx) LayerChildren(id int64) ([]store.Layer, error) {
+func (t *Tx) LayerChildren(id int64) ([]store.Layer, error) {
 	ls, err := queryAll(t, scanLayer, "SELECT "+layerCols+" FROM layers WHERE parent_id = ? ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("children of layer %d: %w", id, err)
@@ -117,7 +116,7 @@ func (t *tx) LayerChildren(id int64) ([]store.Layer, error) {
 	return ls, nil
 }
 
-func (t *tx) DisksWithTop(id int64) ([]store.Disk, error) {
+func (t *Tx) DisksWithTop(id int64) ([]store.Disk, error) {
 	ds, err := queryAll(t, scanDisk, "SELECT "+diskCols+" FROM disks d WHERE top_layer_id = ? ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("disks on layer %d: %w", id, err)

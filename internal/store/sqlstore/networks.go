@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"database/sql"
@@ -19,14 +19,14 @@ type ipRange struct {
 	Last  netip.Addr `json:"last"`
 }
 
-func scanNetwork(s scanner) (store.Network, error) {
+func (d *Dialect) scanNetwork(s Scanner) (store.Network, error) {
 	var (
 		n       store.Network
 		rs      []ipRange
 		created int64
 		ws, own sql.NullInt64
 	)
-	if err := s.Scan(&n.ID, &n.Name, &n.Subnet, &n.Gateway, &n.DNS, &rs, &created, &ws, &own); err != nil {
+	if err := s.Scan(&n.ID, &n.Name, d.ScanPrefix(&n.Subnet), d.ScanAddr(&n.Gateway), d.ScanList(&n.DNS), d.ScanList(&rs), &created, &ws, &own); err != nil {
 		return n, err
 	}
 	n.WorkspaceID, n.OwnerID = ws.Int64, own.Int64
@@ -38,19 +38,26 @@ func scanNetwork(s scanner) (store.Network, error) {
 	return n, nil
 }
 
-func (t *tx) CreateNetwork(n *store.Network) error {
-	dns := nonNil(n.DNS)
-	pools := make([]ipRange, len(n.Pools))
+func (t *Tx) CreateNetwork(n *store.Network) error {
+	dns, err := t.list(fmt.Sprintf("network %q: dns", n.Name), n.DNS)
+	if err != nil {
+		return err
+	}
+	rs := make([]ipRange, len(n.Pools))
 	for i, r := range n.Pools {
-		pools[i] = ipRange{First: r.First, Last: r.Last}
+		rs[i] = ipRange{First: r.First, Last: r.Last}
+	}
+	pools, err := t.list(fmt.Sprintf("network %q: pools", n.Name), rs)
+	if err != nil {
+		return err
 	}
 	created := stamp(n.CreatedAt)
 	id, err := t.insert(`INSERT INTO networks (name, subnet, gateway, dns, pools, created_at, workspace_id, owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		n.Name, prefixArg(n.Subnet), addrArg(n.Gateway), dns, pools, created.UnixNano(), nullID(n.WorkspaceID), nullID(n.OwnerID))
+		n.Name, t.d.Prefix(n.Subnet), t.d.Addr(n.Gateway), dns, pools, created.UnixNano(), nullID(n.WorkspaceID), nullID(n.OwnerID))
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("network %q: already exists", n.Name)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("network %q: %s", n.Name, t.missingOwnership(n.WorkspaceID, n.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create network %q: %w", n.Name, err)
@@ -59,10 +66,10 @@ func (t *tx) CreateNetwork(n *store.Network) error {
 	return nil
 }
 
-func (t *tx) GetNetwork(name string) (*store.Network, error) {
-	n, err := queryOne(t, scanNetwork, "SELECT "+networkCols+" FROM networks WHERE name = ?", name)
+func (t *Tx) GetNetwork(name string) (*store.Network, error) {
+	n, err := queryOne(t, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks WHERE name = ?", name)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("network %q not found", name)
 	case err != nil:
 		return nil, fmt.Errorf("get network %q: %w", name, err)
@@ -70,10 +77,10 @@ func (t *tx) GetNetwork(name string) (*store.Network, error) {
 	return &n, nil
 }
 
-func (t *tx) GetNetworkByID(id int64) (*store.Network, error) {
-	n, err := queryOne(t, scanNetwork, "SELECT "+networkCols+" FROM networks WHERE id = ?", id)
+func (t *Tx) GetNetworkByID(id int64) (*store.Network, error) {
+	n, err := queryOne(t, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks WHERE id = ?", id)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("network %d not found", id)
 	case err != nil:
 		return nil, fmt.Errorf("get network %d: %w", id, err)
@@ -81,18 +88,18 @@ func (t *tx) GetNetworkByID(id int64) (*store.Network, error) {
 	return &n, nil
 }
 
-func (t *tx) ListNetworks() ([]store.Network, error) {
-	ns, err := queryAll(t, scanNetwork, "SELECT "+networkCols+" FROM networks ORDER BY id")
+func (t *Tx) ListNetworks() ([]store.Network, error) {
+	ns, err := queryAll(t, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
 	return ns, nil
 }
 
-func (t *tx) DeleteNetwork(id int64) error {
+func (t *Tx) DeleteNetwork(id int64) error {
 	found, err := t.changeOne("DELETE FROM networks WHERE id = ?", id)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return t.networkInUse(id)
 	case err != nil:
 		return fmt.Errorf("delete network %d: %w", id, err)
@@ -103,12 +110,12 @@ func (t *tx) DeleteNetwork(id int64) error {
 }
 
 // networkInUse explains why network id cannot be deleted.
-func (t *tx) networkInUse(id int64) error {
+func (t *Tx) networkInUse(id int64) error {
 	var (
 		name         string
 		allocs, nics int
 	)
-	err := t.row(`SELECT name,
+	err := t.c.Row(`SELECT name,
 		(SELECT count(*) FROM allocations WHERE network_id = n.id),
 		(SELECT count(*) FROM nics WHERE network_id = n.id)
 		FROM networks n WHERE id = ?`, id).Scan(&name, &allocs, &nics)
@@ -127,36 +134,35 @@ func (t *tx) networkInUse(id int64) error {
 
 const allocationCols = "id, network_id, ip, kind, holder, created_at"
 
-func scanAllocation(s scanner) (store.Allocation, error) {
+func (d *Dialect) scanAllocation(s Scanner) (store.Allocation, error) {
 	var (
 		a       store.Allocation
 		created int64
 	)
-	if err := s.Scan(&a.ID, &a.NetworkID, &a.IP, &a.Kind, &a.Holder, &created); err != nil {
+	if err := s.Scan(&a.ID, &a.NetworkID, d.ScanAddr(&a.IP), &a.Kind, &a.Holder, &created); err != nil {
 		return a, err
 	}
 	a.CreatedAt = fromNanos(created)
 	return a, nil
 }
 
-func (t *tx) CreateAllocation(a *store.Allocation) error {
+func (t *Tx) CreateAllocation(a *store.Allocation) error {
 	if !a.IP.IsValid() {
 		return errdefs.Invalid("allocation on network %d: no address", a.NetworkID)
 	}
 	created := stamp(a.CreatedAt)
 	id, err := t.insert(`INSERT INTO allocations (network_id, ip, kind, holder, created_at) VALUES (?, ?, ?, ?, ?)`,
-		a.NetworkID, a.IP, a.Kind, a.Holder, created.UnixNano())
+		a.NetworkID, t.d.Addr(a.IP), a.Kind, a.Holder, created.UnixNano())
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		// Held by a transaction this one cannot see: a writer on another
 		// connection took it after this one read the free addresses.
 		// Serialised, this one would have read it as held and picked
 		// another, so the transaction runs again rather than failing.
-		if !t.visibleRow("SELECT 1 FROM allocations WHERE network_id = ? AND ip = ?", a.NetworkID, a.IP) {
-			t.concurrentWrite(fmt.Errorf("address %s on network %d: allocated by a concurrent transaction", a.IP, a.NetworkID))
-		}
+		t.c.Raced(fmt.Errorf("address %s on network %d: allocated by a concurrent transaction", a.IP, a.NetworkID),
+			"SELECT 1 FROM allocations WHERE network_id = ? AND ip = ?", a.NetworkID, t.d.Addr(a.IP))
 		return errdefs.Conflict("address %s on network %d: already allocated", a.IP, a.NetworkID)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("address %s: network %d does not exist", a.IP, a.NetworkID)
 	case err != nil:
 		return fmt.Errorf("allocate %s on network %d: %w", a.IP, a.NetworkID, err)
@@ -165,10 +171,10 @@ func (t *tx) CreateAllocation(a *store.Allocation) error {
 	return nil
 }
 
-func (t *tx) GetAllocation(id int64) (*store.Allocation, error) {
-	a, err := queryOne(t, scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE id = ?", id)
+func (t *Tx) GetAllocation(id int64) (*store.Allocation, error) {
+	a, err := queryOne(t, t.d.scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE id = ?", id)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("allocation %d not found", id)
 	case err != nil:
 		return nil, fmt.Errorf("get allocation %d: %w", id, err)
@@ -176,18 +182,18 @@ func (t *tx) GetAllocation(id int64) (*store.Allocation, error) {
 	return &a, nil
 }
 
-func (t *tx) ListAllocations(networkID int64) ([]store.Allocation, error) {
-	as, err := queryAll(t, scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE network_id = ? ORDER BY id", networkID)
+func (t *Tx) ListAllocations(networkID int64) ([]store.Allocation, error) {
+	as, err := queryAll(t, t.d.scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE network_id = ? ORDER BY id", networkID)
 	if err != nil {
 		return nil, fmt.Errorf("list allocations of network %d: %w", networkID, err)
 	}
 	return as, nil
 }
 
-func (t *tx) DeleteAllocation(id int64) error {
+func (t *Tx) DeleteAllocation(id int64) error {
 	found, err := t.changeOne("DELETE FROM allocations WHERE id = ?", id)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return t.allocationInUse(id)
 	case err != nil:
 		return fmt.Errorf("delete allocation %d: %w", id, err)
@@ -198,12 +204,12 @@ func (t *tx) DeleteAllocation(id int64) error {
 }
 
 // allocationInUse explains why allocation id cannot be deleted.
-func (t *tx) allocationInUse(id int64) error {
+func (t *Tx) allocationInUse(id int64) error {
 	var (
 		ip                string
 		carried, external int
 	)
-	err := t.row(`SELECT host(ip),
+	err := t.c.Row(`SELECT `+t.d.HostOf("ip")+`,
 		(SELECT count(*) FROM nics WHERE allocation_id = a.id),
 		(SELECT count(*) FROM nics WHERE external_allocation_id = a.id)
 		FROM allocations a WHERE id = ?`, id).Scan(&ip, &carried, &external)
@@ -220,8 +226,8 @@ func (t *tx) allocationInUse(id int64) error {
 	return errdefs.Conflict("address %s (allocation %d) is still %s", ip, id, strings.Join(users, " and "))
 }
 
-func (t *tx) NICsWithAllocation(id int64) ([]store.NIC, error) {
-	ns, err := queryAll(t, scanNIC, "SELECT "+nicCols+" FROM nics n WHERE allocation_id = ? ORDER BY id", id)
+func (t *Tx) NICsWithAllocation(id int64) ([]store.NIC, error) {
+	ns, err := queryAll(t, t.d.scanNIC, "SELECT "+nicCols+" FROM nics n WHERE allocation_id = ? ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("NICs carrying allocation %d: %w", id, err)
 	}

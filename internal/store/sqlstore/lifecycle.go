@@ -1,11 +1,9 @@
-package postgres
+package sqlstore
 
 import (
 	"database/sql"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
@@ -15,7 +13,7 @@ import (
 
 const archiveCols = "id, name, source, dir, manifest, size, created_at, workspace_id, owner_id"
 
-func scanArchive(s scanner) (store.Archive, error) {
+func scanArchive(s Scanner) (store.Archive, error) {
 	var (
 		a       store.Archive
 		created int64
@@ -27,14 +25,14 @@ func scanArchive(s scanner) (store.Archive, error) {
 	return a, err
 }
 
-func (t *tx) CreateArchive(a *store.Archive) error {
+func (t *Tx) CreateArchive(a *store.Archive) error {
 	created := stamp(a.CreatedAt)
 	id, err := t.insert(`INSERT INTO archives (name, source, dir, manifest, size, created_at, workspace_id, owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		a.Name, a.Source, a.Dir, nonNil(a.Manifest), a.Size, created.UnixNano(), nullID(a.WorkspaceID), nullID(a.OwnerID))
+		a.Name, a.Source, a.Dir, t.d.Bytes(a.Manifest), a.Size, created.UnixNano(), nullID(a.WorkspaceID), nullID(a.OwnerID))
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("archive %q: already exists", a.Name)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("archive %q: %s", a.Name, t.missingOwnership(a.WorkspaceID, a.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create archive %q: %w", a.Name, err)
@@ -43,10 +41,10 @@ func (t *tx) CreateArchive(a *store.Archive) error {
 	return nil
 }
 
-func (t *tx) GetArchive(name string) (*store.Archive, error) {
+func (t *Tx) GetArchive(name string) (*store.Archive, error) {
 	a, err := queryOne(t, scanArchive, "SELECT "+archiveCols+" FROM archives WHERE name = ?", name)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("archive %q not found", name)
 	case err != nil:
 		return nil, fmt.Errorf("get archive %q: %w", name, err)
@@ -54,7 +52,7 @@ func (t *tx) GetArchive(name string) (*store.Archive, error) {
 	return &a, nil
 }
 
-func (t *tx) ListArchives() ([]store.Archive, error) {
+func (t *Tx) ListArchives() ([]store.Archive, error) {
 	as, err := queryAll(t, scanArchive, "SELECT "+archiveCols+" FROM archives ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list archives: %w", err)
@@ -62,7 +60,7 @@ func (t *tx) ListArchives() ([]store.Archive, error) {
 	return as, nil
 }
 
-func (t *tx) DeleteArchive(id int64) error {
+func (t *Tx) DeleteArchive(id int64) error {
 	found, err := t.changeOne("DELETE FROM archives WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -90,7 +88,7 @@ func fromLeaseTime(n int64) time.Time {
 	return fromNanos(n)
 }
 
-func scanLease(s scanner) (store.Lease, error) {
+func scanLease(s Scanner) (store.Lease, error) {
 	var (
 		l                                        store.Lease
 		configID, archiveID                      sql.NullInt64
@@ -106,7 +104,7 @@ func scanLease(s scanner) (store.Lease, error) {
 
 // PutLease writes the lease of one configuration or archive, replacing the
 // one it had.
-func (t *tx) PutLease(l *store.Lease) error {
+func (t *Tx) PutLease(l *store.Lease) error {
 	if (l.ConfigID == 0) == (l.ArchiveID == 0) {
 		return errdefs.Invalid("lease: exactly one of configuration and archive must be set (got %d and %d)", l.ConfigID, l.ArchiveID)
 	}
@@ -117,14 +115,14 @@ func (t *tx) PutLease(l *store.Lease) error {
 		conflict = "archive_id"
 	}
 	var id int64
-	_, err := t.guarded(func(r pgx.Row) error { return r.Scan(&id) }, `INSERT INTO leases (config_id, archive_id, storage_expires, expired_at, deploy_lease, deploy_expires, undeploy_action, last_used)
+	_, err := t.c.Guarded(func(r Scanner) error { return r.Scan(&id) }, `INSERT INTO leases (config_id, archive_id, storage_expires, expired_at, deploy_lease, deploy_expires, undeploy_action, last_used)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (`+conflict+`) DO UPDATE SET storage_expires = excluded.storage_expires, expired_at = excluded.expired_at,
 			deploy_lease = excluded.deploy_lease, deploy_expires = excluded.deploy_expires,
 			undeploy_action = excluded.undeploy_action, last_used = excluded.last_used
 		RETURNING id`, args...)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("lease: configuration %d or archive %d does not exist", l.ConfigID, l.ArchiveID)
 	case err != nil:
 		return fmt.Errorf("put lease: %w", err)
@@ -133,18 +131,18 @@ func (t *tx) PutLease(l *store.Lease) error {
 	return nil
 }
 
-func (t *tx) LeaseOfConfig(configID int64) (*store.Lease, error) {
+func (t *Tx) LeaseOfConfig(configID int64) (*store.Lease, error) {
 	return t.leaseWhere("config_id", configID, "configuration")
 }
 
-func (t *tx) LeaseOfArchive(archiveID int64) (*store.Lease, error) {
+func (t *Tx) LeaseOfArchive(archiveID int64) (*store.Lease, error) {
 	return t.leaseWhere("archive_id", archiveID, "archive")
 }
 
-func (t *tx) leaseWhere(col string, id int64, what string) (*store.Lease, error) {
+func (t *Tx) leaseWhere(col string, id int64, what string) (*store.Lease, error) {
 	l, err := queryOne(t, scanLease, "SELECT "+leaseCols+" FROM leases WHERE "+col+" = ?", id)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("%s %d has no lease", what, id)
 	case err != nil:
 		return nil, fmt.Errorf("get lease of %s %d: %w", what, id, err)
@@ -152,7 +150,7 @@ func (t *tx) leaseWhere(col string, id int64, what string) (*store.Lease, error)
 	return &l, nil
 }
 
-func (t *tx) ListLeases() ([]store.Lease, error) {
+func (t *Tx) ListLeases() ([]store.Lease, error) {
 	ls, err := queryAll(t, scanLease, "SELECT "+leaseCols+" FROM leases ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
@@ -162,7 +160,7 @@ func (t *tx) ListLeases() ([]store.Lease, error) {
 
 const eventCols = "id, at, actor, action, object, subject, result, detail"
 
-func scanEvent(s scanner) (store.Event, error) {
+func scanEvent(s Scanner) (store.Event, error) {
 	var (
 		e  store.Event
 		at int64
@@ -172,23 +170,11 @@ func scanEvent(s scanner) (store.Event, error) {
 	return e, err
 }
 
-// eventLock is the key of the transaction advisory lock AddEvent takes.
-// An identity is drawn at the insert, not at the commit, so without it a
-// transaction could commit event 115 after another committed 116, and a
-// follower that had read up to 116 would never see 115. Holding the lock
-// from the insert to the commit makes ids increase in commit order; the
-// lock is taken late in an Update (events are written last), so writers
-// wait on each other only for the end of their transactions.
-const eventLock int64 = 0x73746167650001
-
-func (t *tx) AddEvent(e *store.Event) error {
-	at := stamp(e.At)
-	if !t.eventLocked {
-		if _, err := t.exec("SELECT pg_advisory_xact_lock(?)", eventLock); err != nil {
-			return fmt.Errorf("add event %s %q: %w", e.Action, e.Subject, err)
-		}
-		t.eventLocked = true
+func (t *Tx) AddEvent(e *store.Event) error {
+	if err := t.c.LockEvents(); err != nil {
+		return fmt.Errorf("add event %s %q: %w", e.Action, e.Subject, err)
 	}
+	at := stamp(e.At)
 	id, err := t.insert(`INSERT INTO events (at, actor, action, object, subject, result, detail) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		at.UnixNano(), e.Actor, e.Action, e.Object, e.Subject, e.Result, e.Detail)
 	if err != nil {
@@ -198,26 +184,18 @@ func (t *tx) AddEvent(e *store.Event) error {
 	return nil
 }
 
-func (t *tx) ListEvents(afterID int64, limit int) ([]store.Event, error) {
-	es, err := queryAll(t, scanEvent, "SELECT "+eventCols+" FROM events WHERE id > ? ORDER BY id LIMIT ?", afterID, limitArg(limit))
+func (t *Tx) ListEvents(afterID int64, limit int) ([]store.Event, error) {
+	es, err := queryAll(t, scanEvent, "SELECT "+eventCols+" FROM events WHERE id > ? ORDER BY id LIMIT ?", afterID, t.d.Limit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	return es, nil
 }
 
-func (t *tx) DeleteEventsBefore(before time.Time) (int64, error) {
-	res, err := t.exec("DELETE FROM events WHERE at < ?", before.UnixNano())
+func (t *Tx) DeleteEventsBefore(before time.Time) (int64, error) {
+	n, err := t.exec("DELETE FROM events WHERE at < ?", before.UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("delete events: %w", err)
 	}
-	return res.RowsAffected(), nil
-}
-
-// limitArg is LIMIT's argument: NULL (no limit) for limit <= 0.
-func limitArg(limit int) any {
-	if limit <= 0 {
-		return nil
-	}
-	return limit
+	return n, nil
 }

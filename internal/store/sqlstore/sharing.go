@@ -1,10 +1,8 @@
-package postgres
+package sqlstore
 
 import (
 	"database/sql"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
@@ -14,7 +12,7 @@ import (
 
 const shareCols = "id, object_kind, object_id, grantee_user_id, grantee_group_id, level, created_at"
 
-func scanShare(s scanner) (store.Share, error) {
+func scanShare(s Scanner) (store.Share, error) {
 	var (
 		sh          store.Share
 		user, group sql.NullInt64
@@ -33,7 +31,7 @@ func grantee(userID, groupID int64) string {
 	return fmt.Sprintf("group %d", groupID)
 }
 
-func (t *tx) PutShare(s *store.Share) error {
+func (t *Tx) PutShare(s *store.Share) error {
 	table, err := objectTable(s.ObjectKind)
 	if err != nil {
 		return err
@@ -59,13 +57,13 @@ func (t *tx) PutShare(s *store.Share) error {
 		id      int64
 		created int64
 	)
-	_, err = t.guarded(func(r pgx.Row) error { return r.Scan(&id, &created) }, `INSERT INTO shares (object_kind, object_id, grantee_user_id, grantee_group_id, level, created_at)
+	_, err = t.c.Guarded(func(r Scanner) error { return r.Scan(&id, &created) }, `INSERT INTO shares (object_kind, object_id, grantee_user_id, grantee_group_id, level, created_at)
 		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (object_kind, object_id, `+conflict+`) DO UPDATE SET level = excluded.level
 		RETURNING id, created_at`,
 		s.ObjectKind, s.ObjectID, nullID(s.UserID), nullID(s.GroupID), s.Level, stamp(s.CreatedAt).UnixNano())
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("%s: %s does not exist", what, grantee(s.UserID, s.GroupID))
 	case err != nil:
 		return fmt.Errorf("put %s: %w", what, err)
@@ -74,7 +72,7 @@ func (t *tx) PutShare(s *store.Share) error {
 	return nil
 }
 
-func (t *tx) RemoveShare(objectKind string, objectID, userID, groupID int64) error {
+func (t *Tx) RemoveShare(objectKind string, objectID, userID, groupID int64) error {
 	if _, err := objectTable(objectKind); err != nil {
 		return err
 	}
@@ -82,7 +80,7 @@ func (t *tx) RemoveShare(objectKind string, objectID, userID, groupID int64) err
 		return errdefs.Invalid("remove share of %s %d: exactly one of user and group must be set (got %d and %d)", objectKind, objectID, userID, groupID)
 	}
 	found, err := t.changeOne(`DELETE FROM shares WHERE object_kind = ? AND object_id = ?
-		AND grantee_user_id IS NOT DISTINCT FROM ?::bigint AND grantee_group_id IS NOT DISTINCT FROM ?::bigint`, objectKind, objectID, nullID(userID), nullID(groupID))
+		AND `+t.d.IsNotDistinct("grantee_user_id")+` AND `+t.d.IsNotDistinct("grantee_group_id"), objectKind, objectID, nullID(userID), nullID(groupID))
 	switch {
 	case err != nil:
 		return fmt.Errorf("remove share of %s %d with %s: %w", objectKind, objectID, grantee(userID, groupID), err)
@@ -92,7 +90,7 @@ func (t *tx) RemoveShare(objectKind string, objectID, userID, groupID int64) err
 	return nil
 }
 
-func (t *tx) ListSharesOf(objectKind string, objectID int64) ([]store.Share, error) {
+func (t *Tx) ListSharesOf(objectKind string, objectID int64) ([]store.Share, error) {
 	ss, err := queryAll(t, scanShare, "SELECT "+shareCols+" FROM shares WHERE object_kind = ? AND object_id = ? ORDER BY id", objectKind, objectID)
 	if err != nil {
 		return nil, fmt.Errorf("shares of %s %d: %w", objectKind, objectID, err)
@@ -100,7 +98,7 @@ func (t *tx) ListSharesOf(objectKind string, objectID int64) ([]store.Share, err
 	return ss, nil
 }
 
-func (t *tx) ListSharesToUser(userID int64) ([]store.Share, error) {
+func (t *Tx) ListSharesToUser(userID int64) ([]store.Share, error) {
 	ss, err := queryAll(t, scanShare, "SELECT "+shareCols+" FROM shares WHERE grantee_user_id = ? ORDER BY id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("shares with user %d: %w", userID, err)
@@ -108,7 +106,7 @@ func (t *tx) ListSharesToUser(userID int64) ([]store.Share, error) {
 	return ss, nil
 }
 
-func (t *tx) ListSharesToGroup(groupID int64) ([]store.Share, error) {
+func (t *Tx) ListSharesToGroup(groupID int64) ([]store.Share, error) {
 	ss, err := queryAll(t, scanShare, "SELECT "+shareCols+" FROM shares WHERE grantee_group_id = ? ORDER BY id", groupID)
 	if err != nil {
 		return nil, fmt.Errorf("shares with group %d: %w", groupID, err)
@@ -120,7 +118,7 @@ func (t *tx) ListSharesToGroup(groupID int64) ([]store.Share, error) {
 
 const quotaCols = "scope, scope_id, stored_vms, deployed_vms, vcpus, memory_mib, disk_gib"
 
-func scanQuota(s scanner) (store.Quota, error) {
+func scanQuota(s Scanner) (store.Quota, error) {
 	var q store.Quota
 	err := s.Scan(&q.Scope, &q.ScopeID, &q.StoredVMs, &q.DeployedVMs, &q.VCPUs, &q.MemoryMiB, &q.DiskGiB)
 	return q, err
@@ -137,7 +135,7 @@ func quotaOwnerColumn(scope string) (string, error) {
 	return "", errdefs.Invalid("quota scope %q: want user or workspace", scope)
 }
 
-func (t *tx) SetQuota(q *store.Quota) error {
+func (t *Tx) SetQuota(q *store.Quota) error {
 	if _, err := quotaOwnerColumn(q.Scope); err != nil {
 		return err
 	}
@@ -149,7 +147,7 @@ func (t *tx) SetQuota(q *store.Quota) error {
 	if !t.exists(table, q.ScopeID) {
 		return errdefs.Conflict("quota of %s %d: %s %d does not exist", q.Scope, q.ScopeID, q.Scope, q.ScopeID)
 	}
-	_, err := t.guarded(nil, `INSERT INTO quotas (`+quotaCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)
+	_, err := t.guarded(`INSERT INTO quotas (`+quotaCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (scope, scope_id) DO UPDATE SET stored_vms = excluded.stored_vms, deployed_vms = excluded.deployed_vms,
 			vcpus = excluded.vcpus, memory_mib = excluded.memory_mib, disk_gib = excluded.disk_gib`,
 		q.Scope, q.ScopeID, q.StoredVMs, q.DeployedVMs, q.VCPUs, q.MemoryMiB, q.DiskGiB)
@@ -159,10 +157,10 @@ func (t *tx) SetQuota(q *store.Quota) error {
 	return nil
 }
 
-func (t *tx) GetQuota(scope string, scopeID int64) (*store.Quota, error) {
+func (t *Tx) GetQuota(scope string, scopeID int64) (*store.Quota, error) {
 	q, err := queryOne(t, scanQuota, "SELECT "+quotaCols+" FROM quotas WHERE scope = ? AND scope_id = ?", scope, scopeID)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("%s %d has no quota", scope, scopeID)
 	case err != nil:
 		return nil, fmt.Errorf("get quota of %s %d: %w", scope, scopeID, err)
@@ -170,7 +168,7 @@ func (t *tx) GetQuota(scope string, scopeID int64) (*store.Quota, error) {
 	return &q, nil
 }
 
-func (t *tx) DeleteQuota(scope string, scopeID int64) error {
+func (t *Tx) DeleteQuota(scope string, scopeID int64) error {
 	found, err := t.changeOne("DELETE FROM quotas WHERE scope = ? AND scope_id = ?", scope, scopeID)
 	switch {
 	case err != nil:
@@ -186,14 +184,14 @@ const gib = 1 << 30
 // QuotaUse counts in one statement what store.Directory documents. A
 // configuration in any state but undeployed and failed may have its VMs on
 // the host, so deploying and undeploying count as deployed.
-func (t *tx) QuotaUse(scope string, scopeID int64) (store.QuotaUsage, error) {
+func (t *Tx) QuotaUse(scope string, scopeID int64) (store.QuotaUsage, error) {
 	col, err := quotaOwnerColumn(scope)
 	if err != nil {
 		return store.QuotaUsage{}, err
 	}
 	var u store.QuotaUsage
 	var layerBytes, archiveBytes int64
-	err = t.row(`SELECT
+	err = t.c.Row(`SELECT
 		(SELECT count(*) FROM vms v JOIN configs c ON c.id = v.config_id WHERE c.`+col+` = ?1),
 		(SELECT count(*) FROM vms v JOIN configs c ON c.id = v.config_id WHERE c.`+col+` = ?1 AND c.state IN (?2, ?3, ?4)),
 		(SELECT coalesce(sum(v.cpus), 0) FROM vms v JOIN configs c ON c.id = v.config_id WHERE c.`+col+` = ?1 AND c.state IN (?2, ?3, ?4)),
@@ -204,7 +202,7 @@ func (t *tx) QuotaUse(scope string, scopeID int64) (store.QuotaUsage, error) {
 		scopeID, store.StateDeploying, store.StateDeployed, store.StateUndeploying).Scan(
 		&u.StoredVMs, &u.DeployedVMs, &u.VCPUs, &u.MemoryMiB, &layerBytes, &archiveBytes)
 	if err != nil {
-		return store.QuotaUsage{}, fmt.Errorf("quota use of %s %d: %w", scope, scopeID, t.note(err))
+		return store.QuotaUsage{}, fmt.Errorf("quota use of %s %d: %w", scope, scopeID, t.c.Failed(err))
 	}
 	u.DiskBytes = layerBytes + archiveBytes
 	u.DiskGiB = (u.DiskBytes + gib - 1) / gib
@@ -213,14 +211,14 @@ func (t *tx) QuotaUse(scope string, scopeID int64) (store.QuotaUsage, error) {
 
 // Ownership.
 
-func (t *tx) SetOwnership(objectKind string, objectID, workspaceID, ownerID int64) error {
+func (t *Tx) SetOwnership(objectKind string, objectID, workspaceID, ownerID int64) error {
 	table, err := objectTable(objectKind)
 	if err != nil {
 		return err
 	}
 	found, err := t.changeOne("UPDATE "+table+" SET workspace_id = ?, owner_id = ? WHERE id = ?", nullID(workspaceID), nullID(ownerID), objectID)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("%s %d: %s", objectKind, objectID, t.missingOwnership(workspaceID, ownerID))
 	case err != nil:
 		return fmt.Errorf("set workspace and owner of %s %d: %w", objectKind, objectID, err)

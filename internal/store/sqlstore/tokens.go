@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -29,7 +28,7 @@ func fromNullNanos(n sql.NullInt64) time.Time {
 	return fromNanos(n.Int64)
 }
 
-func scanToken(s scanner) (store.Token, error) {
+func scanToken(s Scanner) (store.Token, error) {
 	var (
 		tk                     store.Token
 		created                int64
@@ -45,19 +44,19 @@ func scanToken(s scanner) (store.Token, error) {
 	return tk, err
 }
 
-func (t *tx) CreateToken(tk *store.Token) error {
+func (t *Tx) CreateToken(tk *store.Token) error {
 	if err := tk.Check(); err != nil {
 		return err
 	}
 	created := stamp(tk.CreatedAt)
-	_, err := t.exec(`INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.guarded(`INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		tk.ID, tk.UserID, tk.Hash, tk.Kind, tk.Name, created.UnixNano(), nullTime(tk.ExpiresAt), nullTime(tk.LastUsedAt),
 		nullTime(tk.RevokedAt), nullID(tk.RestrictWorkspaceID), nullText(tk.RestrictRole),
 		nullID(tk.ConsoleConfigID), nullText(tk.ConsoleVM))
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("token %q: id already in use", tk.Name)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		if !t.exists("users", tk.UserID) {
 			return errdefs.Conflict("token %q: user %d does not exist", tk.Name, tk.UserID)
 		}
@@ -76,10 +75,10 @@ func (t *tx) CreateToken(tk *store.Token) error {
 var qTokenByID = hot("SELECT " + tokenCols + " FROM tokens WHERE id = ?")
 
 // GetToken's errors do not repeat the id: it is half of a credential.
-func (t *tx) GetToken(id string) (*store.Token, error) {
+func (t *Tx) GetToken(id string) (*store.Token, error) {
 	tk, err := queryOne(t, scanToken, qTokenByID, id)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("token not found")
 	case err != nil:
 		return nil, fmt.Errorf("get token: %w", err)
@@ -87,7 +86,7 @@ func (t *tx) GetToken(id string) (*store.Token, error) {
 	return &tk, nil
 }
 
-func (t *tx) ListTokens(userID int64) ([]store.Token, error) {
+func (t *Tx) ListTokens(userID int64) ([]store.Token, error) {
 	ts, err := queryAll(t, scanToken, "SELECT "+tokenCols+" FROM tokens WHERE user_id = ? ORDER BY created_at, id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("tokens of user %d: %w", userID, err)
@@ -95,7 +94,7 @@ func (t *tx) ListTokens(userID int64) ([]store.Token, error) {
 	return ts, nil
 }
 
-func (t *tx) RevokeToken(id string, at time.Time) error {
+func (t *Tx) RevokeToken(id string, at time.Time) error {
 	found, err := t.changeOne("UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", stamp(at).UnixNano(), id)
 	switch {
 	case err != nil:
@@ -106,7 +105,7 @@ func (t *tx) RevokeToken(id string, at time.Time) error {
 	return nil
 }
 
-func (t *tx) TouchToken(id string, at time.Time) error {
+func (t *Tx) TouchToken(id string, at time.Time) error {
 	found, err := t.changeOne("UPDATE tokens SET last_used_at = ? WHERE id = ?", stamp(at).UnixNano(), id)
 	switch {
 	case err != nil:
@@ -117,10 +116,10 @@ func (t *tx) TouchToken(id string, at time.Time) error {
 	return nil
 }
 
-func (t *tx) DeleteExpiredTokens(now time.Time) (int64, error) {
-	res, err := t.exec("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", now.UnixNano())
+func (t *Tx) DeleteExpiredTokens(now time.Time) (int64, error) {
+	n, err := t.exec("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", now.UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("delete expired tokens: %w", err)
 	}
-	return res.RowsAffected()
+	return n, nil
 }

@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 
 	"stagehand/internal/errdefs"
@@ -11,38 +10,33 @@ import (
 
 const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id"
 
-func scanTemplate(s scanner) (store.Template, error) {
+func (d *Dialect) scanTemplate(s Scanner) (store.Template, error) {
 	var (
-		t        store.Template
-		layerIDs string
-		created  int64
-		ws, own  sql.NullInt64
+		t       store.Template
+		created int64
+		ws, own sql.NullInt64
 	)
-	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, &layerIDs, &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own); err != nil {
+	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, d.ScanList(&t.LayerIDs), &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own); err != nil {
 		return t, err
 	}
 	t.WorkspaceID, t.OwnerID = ws.Int64, own.Int64
-	ids, err := parseList[int64](layerIDs)
-	if err != nil {
-		return t, fmt.Errorf("template %q: layer ids: %w", t.Name, err)
-	}
-	t.LayerIDs, t.CreatedAt = ids, fromNanos(created)
+	t.LayerIDs, t.CreatedAt = orNil(t.LayerIDs), fromNanos(created)
 	return t, nil
 }
 
-func (t *tx) CreateTemplate(tm *store.Template) error {
-	ids, err := jsonList(tm.LayerIDs)
+func (t *Tx) CreateTemplate(tm *store.Template) error {
+	ids, err := t.list(fmt.Sprintf("template %q", tm.Name), tm.LayerIDs)
 	if err != nil {
-		return fmt.Errorf("template %q: %w", tm.Name, err)
+		return err
 	}
 	created := stamp(tm.CreatedAt)
 	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano(), nullID(tm.WorkspaceID), nullID(tm.OwnerID))
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("template %q: already exists", tm.Name)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("template %q: %s", tm.Name, t.missingOwnership(tm.WorkspaceID, tm.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create template %q: %w", tm.Name, err)
@@ -51,10 +45,10 @@ func (t *tx) CreateTemplate(tm *store.Template) error {
 	return nil
 }
 
-func (t *tx) GetTemplate(name string) (*store.Template, error) {
-	tm, err := queryOne(t, scanTemplate, "SELECT "+templateCols+" FROM templates WHERE name = ?", name)
+func (t *Tx) GetTemplate(name string) (*store.Template, error) {
+	tm, err := queryOne(t, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates WHERE name = ?", name)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("template %q not found", name)
 	case err != nil:
 		return nil, fmt.Errorf("get template %q: %w", name, err)
@@ -62,10 +56,10 @@ func (t *tx) GetTemplate(name string) (*store.Template, error) {
 	return &tm, nil
 }
 
-func (t *tx) GetTemplateByID(id int64) (*store.Template, error) {
-	tm, err := queryOne(t, scanTemplate, "SELECT "+templateCols+" FROM templates WHERE id = ?", id)
+func (t *Tx) GetTemplateByID(id int64) (*store.Template, error) {
+	tm, err := queryOne(t, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates WHERE id = ?", id)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("template %d not found", id)
 	case err != nil:
 		return nil, fmt.Errorf("get template %d: %w", id, err)
@@ -73,15 +67,15 @@ func (t *tx) GetTemplateByID(id int64) (*store.Template, error) {
 	return &tm, nil
 }
 
-func (t *tx) ListTemplates() ([]store.Template, error) {
-	ts, err := queryAll(t, scanTemplate, "SELECT "+templateCols+" FROM templates ORDER BY id")
+func (t *Tx) ListTemplates() ([]store.Template, error) {
+	ts, err := queryAll(t, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list templates: %w", err)
 	}
 	return ts, nil
 }
 
-func (t *tx) DeleteTemplate(id int64) error {
+func (t *Tx) DeleteTemplate(id int64) error {
 	found, err := t.changeOne("DELETE FROM templates WHERE id = ?", id)
 	switch {
 	case err != nil:

@@ -1,8 +1,6 @@
-package sqlite
+package sqlstore
 
 import (
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +10,7 @@ import (
 
 const hostCols = "id, name, advertise_url, state, memory_mib, cpus, started_at, last_seen, created_at"
 
-func scanHost(s scanner) (store.Host, error) {
+func scanHost(s Scanner) (store.Host, error) {
 	var (
 		h                        store.Host
 		started, seen, createdAt int64
@@ -25,7 +23,7 @@ func scanHost(s scanner) (store.Host, error) {
 // RegisterHost inserts the host or updates the one of that name in one
 // statement, so that two daemons registering the same name at once do not
 // race between a read and a write.
-func (t *tx) RegisterHost(h *store.Host) error {
+func (t *Tx) RegisterHost(h *store.Host) error {
 	if h.Name == "" {
 		return errdefs.Invalid("host: no name")
 	}
@@ -35,7 +33,7 @@ func (t *tx) RegisterHost(h *store.Host) error {
 		state   string
 		created int64
 	}
-	r, err := queryOne(t, func(s scanner) (result, error) {
+	r, err := queryOne(t, func(s Scanner) (result, error) {
 		var r result
 		err := s.Scan(&r.id, &r.state, &r.created)
 		return r, err
@@ -54,10 +52,10 @@ func (t *tx) RegisterHost(h *store.Host) error {
 	return nil
 }
 
-func (t *tx) GetHost(name string) (*store.Host, error) {
+func (t *Tx) GetHost(name string) (*store.Host, error) {
 	h, err := queryOne(t, scanHost, "SELECT "+hostCols+" FROM hosts WHERE name = ?", name)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("host %q not found", name)
 	case err != nil:
 		return nil, fmt.Errorf("get host %q: %w", name, err)
@@ -65,7 +63,7 @@ func (t *tx) GetHost(name string) (*store.Host, error) {
 	return &h, nil
 }
 
-func (t *tx) ListHosts() ([]store.Host, error) {
+func (t *Tx) ListHosts() ([]store.Host, error) {
 	hs, err := queryAll(t, scanHost, "SELECT "+hostCols+" FROM hosts ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
@@ -73,7 +71,7 @@ func (t *tx) ListHosts() ([]store.Host, error) {
 	return hs, nil
 }
 
-func (t *tx) TouchHost(name string, at time.Time) error {
+func (t *Tx) TouchHost(name string, at time.Time) error {
 	found, err := t.changeOne("UPDATE hosts SET last_seen = ? WHERE name = ?", at.UnixNano(), name)
 	switch {
 	case err != nil:
@@ -84,7 +82,7 @@ func (t *tx) TouchHost(name string, at time.Time) error {
 	return nil
 }
 
-func (t *tx) SetHostState(name, state string) error {
+func (t *Tx) SetHostState(name, state string) error {
 	if !store.ValidHostState(state) {
 		return errdefs.Invalid("host %q: state %q is not active, draining or removed", name, state)
 	}

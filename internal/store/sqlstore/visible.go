@@ -1,10 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"cmp"
-	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,32 +13,34 @@ import (
 // Lists filtered to what a viewer may see, in the query (the rule is
 // store.Directory's).
 //
-// The filter is an OR of terms of the form "a.column IN (...)", each of
-// which SQLite can answer from an index (workspace_id, owner_id, the
-// rowid, shares by grantee), so it may read only the rows that pass
-// rather than every row; a system administrator gets no filter at all.
+// The filter is an OR of terms of the form "a.column IN (...)" (SQLite)
+// or "a.column = ANY(array)" (PostgreSQL, one parameter, so that the
+// statement's text and cached plan do not change with the number of ids),
+// each of which the database can answer from an index (workspace_id,
+// owner_id, the primary key, shares by grantee), so it may read only the
+// rows that pass rather than every row; a system administrator gets no
+// filter at all.
 // The viewer's memberships, organizations and groups arrive as
 // parameters: the caller built them with LoadViewer (and may have
 // narrowed them), and the workspace kind travels with each membership.
 
-// visibleWhere returns the filter on alias (a row of the table of
+// VisibleWhere returns the filter on alias (a row of the table of
 // objectKind) and its arguments.
-func visibleWhere(alias, objectKind string, v store.Viewer) (string, []any) {
+func (d *Dialect) VisibleWhere(alias, objectKind string, v store.Viewer) (string, []any) {
 	if v.SystemAdmin {
-		return "1", nil
+		return d.True, nil
 	}
 	var (
 		terms []string
 		args  []any
 	)
 	in := func(ids []int64) string {
-		for _, id := range ids {
-			args = append(args, id)
-		}
-		return "(" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + ")"
+		var cond string
+		cond, args = d.InIDs(ids, args)
+		return cond
 	}
 	if len(v.AdminOfOrgs) > 0 {
-		terms = append(terms, alias+".workspace_id IN (SELECT id FROM workspaces WHERE org_id IN "+in(v.AdminOfOrgs)+")")
+		terms = append(terms, alias+".workspace_id IN (SELECT id FROM workspaces WHERE org_id "+in(v.AdminOfOrgs)+")")
 	}
 	var shared, private []int64
 	for _, w := range v.Workspaces {
@@ -52,22 +51,22 @@ func visibleWhere(alias, objectKind string, v store.Viewer) (string, []any) {
 		}
 	}
 	if len(shared) > 0 {
-		terms = append(terms, alias+".workspace_id IN "+in(shared))
+		terms = append(terms, alias+".workspace_id "+in(shared))
 	}
 	if len(private) > 0 && v.UserID != 0 {
 		args = append(args, v.UserID) // the owner's ? comes before the ids'
-		terms = append(terms, "("+alias+".owner_id = ? AND "+alias+".workspace_id IN "+in(private)+")")
+		terms = append(terms, "("+alias+".owner_id = ? AND "+alias+".workspace_id "+in(private)+")")
 	}
 	if v.UserID != 0 {
 		terms = append(terms, alias+".id IN (SELECT object_id FROM shares WHERE grantee_user_id = ? AND object_kind = ?)")
 		args = append(args, v.UserID, objectKind)
 	}
 	if len(v.GroupIDs) > 0 {
-		terms = append(terms, alias+".id IN (SELECT object_id FROM shares WHERE grantee_group_id IN "+in(v.GroupIDs)+" AND object_kind = ?)")
+		terms = append(terms, alias+".id IN (SELECT object_id FROM shares WHERE grantee_group_id "+in(v.GroupIDs)+" AND object_kind = ?)")
 		args = append(args, objectKind)
 	}
 	if len(terms) == 0 {
-		return "0", nil
+		return d.False, nil
 	}
 	return "(" + strings.Join(terms, " OR ") + ")", args
 }
@@ -77,8 +76,8 @@ func visibleWhere(alias, objectKind string, v store.Viewer) (string, []any) {
 // organizations it administers, its groups and its memberships, each row
 // tagged with what it is. A membership's workspace is read by subqueries
 // rather than a join, and the rows are sorted in Go rather than by ORDER
-// BY: see hotStatementRule.
-const viewerBranches = `SELECT 0, id, system_admin, '', '' FROM users WHERE id = ?
+// BY (see the hot statement rule of store/sqlite).
+const viewerBranches = `SELECT 0, id, CAST(system_admin AS INTEGER), '', '' FROM users WHERE id = ?
 	UNION ALL SELECT 1, org_id, 0, '', '' FROM org_admins WHERE user_id = ?
 	UNION ALL SELECT 2, group_id, 0, '', '' FROM group_members WHERE user_id = ?
 	UNION ALL SELECT 3, m.workspace_id, (SELECT org_id FROM workspaces WHERE id = m.workspace_id),
@@ -99,16 +98,16 @@ const (
 
 // LoadViewer reads the user's flag, organizations administered,
 // memberships (with each workspace's organization and kind) and groups.
-func (t *tx) LoadViewer(userID int64) (*store.Viewer, error) {
+func (t *Tx) LoadViewer(userID int64) (*store.Viewer, error) {
 	return t.loadViewer(qViewer, userID, userID, userID, userID, userID)
 }
 
-func (t *tx) LoadViewerIn(userID, workspaceID int64) (*store.Viewer, error) {
+func (t *Tx) LoadViewerIn(userID, workspaceID int64) (*store.Viewer, error) {
 	return t.loadViewer(qViewerIn, userID, userID, userID, userID, userID, workspaceID)
 }
 
-func (t *tx) loadViewer(query string, userID int64, args ...any) (*store.Viewer, error) {
-	rows, err := t.query(query, args...)
+func (t *Tx) loadViewer(query string, userID int64, args ...any) (*store.Viewer, error) {
+	rows, err := t.c.Query(query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("viewer of user %d: %w", userID, err)
 	}
@@ -138,7 +137,7 @@ func (t *tx) loadViewer(query string, userID int64, args ...any) (*store.Viewer,
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("viewer of user %d: %w", userID, ctxErr(t.ctx, err))
+		return nil, fmt.Errorf("viewer of user %d: %w", userID, t.c.Failed(err))
 	}
 	if !found {
 		return nil, errdefs.NotFound("user %d not found", userID)
@@ -158,26 +157,26 @@ var objectRefQueries = map[string]struct{ query, access, what string }{
 	store.ObjectArchive:  {objectRefQuery("archives"), accessQuery("archives", store.ObjectArchive), "archive"},
 }
 
-// objectRefQuery reads the workspace by subqueries, not a join: see
-// hotStatementRule.
+// objectRefQuery reads the workspace by subqueries, not a join (see the
+// hot statement rule of store/sqlite).
 func objectRefQuery(table string) string {
 	return hot(`SELECT o.id, coalesce(o.workspace_id, 0), coalesce((SELECT org_id FROM workspaces WHERE id = o.workspace_id), 0),
 		coalesce(o.owner_id, 0), coalesce((SELECT kind FROM workspaces WHERE id = o.workspace_id), '')
 		FROM ` + table + ` o WHERE o.name = ?`)
 }
 
-func (t *tx) ObjectRef(objectKind, name string) (store.ObjectRef, error) {
+func (t *Tx) ObjectRef(objectKind, name string) (store.ObjectRef, error) {
 	q, ok := objectRefQueries[objectKind]
 	if !ok {
 		return store.ObjectRef{}, errdefs.Invalid("object kind %q: want config, template, network or archive", objectKind)
 	}
-	r, err := queryOne(t, func(s scanner) (store.ObjectRef, error) {
+	r, err := queryOne(t, func(s Scanner) (store.ObjectRef, error) {
 		var r store.ObjectRef
 		err := s.Scan(&r.ID, &r.WorkspaceID, &r.OrgID, &r.OwnerID, &r.WorkspaceKind)
 		return r, err
 	}, q.query, name)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return store.ObjectRef{}, errdefs.NotFound("%s %q not found", q.what, name)
 	case err != nil:
 		return store.ObjectRef{}, fmt.Errorf("look up %s %q: %w", q.what, name, err)
@@ -185,8 +184,8 @@ func (t *tx) ObjectRef(objectKind, name string) (store.ObjectRef, error) {
 	return r, nil
 }
 
-func (t *tx) ListConfigsVisible(v store.Viewer) ([]store.Config, error) {
-	where, args := visibleWhere("a", store.ObjectConfig, v)
+func (t *Tx) ListConfigsVisible(v store.Viewer) ([]store.Config, error) {
+	where, args := t.d.VisibleWhere("a", store.ObjectConfig, v)
 	cs, err := queryAll(t, scanConfig, "SELECT "+prefixed("a", configCols)+" FROM configs a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list configurations visible to user %d: %w", v.UserID, err)
@@ -203,11 +202,11 @@ func (t *tx) ListConfigsVisible(v store.Viewer) ([]store.Config, error) {
 		for i, c := range cs {
 			ids[i] = c.ID
 		}
-		list, err := json.Marshal(ids)
+		cond, arg, err := t.d.IDArray(ids)
 		if err != nil {
 			return nil, err
 		}
-		vmsOf, vmArgs = "WHERE v.config_id IN (SELECT value FROM json_each(?))", []any{string(list)}
+		vmsOf, vmArgs = "WHERE v.config_id "+cond, []any{arg}
 	}
 	if err := t.attachVMs(cs, vmsOf, vmArgs...); err != nil {
 		return nil, fmt.Errorf("list configurations visible to user %d: %w", v.UserID, err)
@@ -215,26 +214,26 @@ func (t *tx) ListConfigsVisible(v store.Viewer) ([]store.Config, error) {
 	return cs, nil
 }
 
-func (t *tx) ListTemplatesVisible(v store.Viewer) ([]store.Template, error) {
-	where, args := visibleWhere("a", store.ObjectTemplate, v)
-	ts, err := queryAll(t, scanTemplate, "SELECT "+prefixed("a", templateCols)+" FROM templates a WHERE "+where+" ORDER BY a.id", args...)
+func (t *Tx) ListTemplatesVisible(v store.Viewer) ([]store.Template, error) {
+	where, args := t.d.VisibleWhere("a", store.ObjectTemplate, v)
+	ts, err := queryAll(t, t.d.scanTemplate, "SELECT "+prefixed("a", templateCols)+" FROM templates a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list templates visible to user %d: %w", v.UserID, err)
 	}
 	return ts, nil
 }
 
-func (t *tx) ListNetworksVisible(v store.Viewer) ([]store.Network, error) {
-	where, args := visibleWhere("a", store.ObjectNetwork, v)
-	ns, err := queryAll(t, scanNetwork, "SELECT "+prefixed("a", networkCols)+" FROM networks a WHERE "+where+" ORDER BY a.id", args...)
+func (t *Tx) ListNetworksVisible(v store.Viewer) ([]store.Network, error) {
+	where, args := t.d.VisibleWhere("a", store.ObjectNetwork, v)
+	ns, err := queryAll(t, t.d.scanNetwork, "SELECT "+prefixed("a", networkCols)+" FROM networks a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list networks visible to user %d: %w", v.UserID, err)
 	}
 	return ns, nil
 }
 
-func (t *tx) ListArchivesVisible(v store.Viewer) ([]store.Archive, error) {
-	where, args := visibleWhere("a", store.ObjectArchive, v)
+func (t *Tx) ListArchivesVisible(v store.Viewer) ([]store.Archive, error) {
+	where, args := t.d.VisibleWhere("a", store.ObjectArchive, v)
 	as, err := queryAll(t, scanArchive, "SELECT "+prefixed("a", archiveCols)+" FROM archives a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list archives visible to user %d: %w", v.UserID, err)
@@ -242,17 +241,17 @@ func (t *tx) ListArchivesVisible(v store.Viewer) ([]store.Archive, error) {
 	return as, nil
 }
 
-func (t *tx) ObjectVisible(v store.Viewer, objectKind string, objectID int64) (bool, error) {
+func (t *Tx) ObjectVisible(v store.Viewer, objectKind string, objectID int64) (bool, error) {
 	table, err := objectTable(objectKind)
 	if err != nil {
 		return false, err
 	}
-	where, args := visibleWhere("a", objectKind, v)
+	where, args := t.d.VisibleWhere("a", objectKind, v)
 	var visible bool
-	err = t.tx.QueryRowContext(t.ctx, "SELECT EXISTS (SELECT 1 FROM "+table+" a WHERE a.id = ? AND "+where+")",
+	err = t.c.Row("SELECT EXISTS (SELECT 1 FROM "+table+" a WHERE a.id = ? AND "+where+")",
 		append([]any{objectID}, args...)...).Scan(&visible)
 	if err != nil {
-		return false, fmt.Errorf("is %s %d visible to user %d: %w", objectKind, objectID, v.UserID, ctxErr(t.ctx, err))
+		return false, fmt.Errorf("is %s %d visible to user %d: %w", objectKind, objectID, v.UserID, t.c.Failed(err))
 	}
 	return visible, nil
 }
@@ -274,7 +273,7 @@ const (
 // unique indexes of shares (object and grantee user; object and grantee
 // group). ?1 is the object's name, ?2 the user's id. Columns: tag, id,
 // three numbers, two texts, a time; what each means depends on the tag.
-// Subqueries rather than joins, no ORDER BY: see hotStatementRule.
+// Subqueries rather than joins, no ORDER BY (see the hot statement rule of store/sqlite).
 func accessQuery(table, objectKind string) string {
 	object := `(SELECT id FROM ` + table + ` WHERE name = ?1)`
 	share := `SELECT 5, id, coalesce(grantee_user_id, 0), coalesce(grantee_group_id, 0), 0, level, '', created_at FROM shares
@@ -282,7 +281,7 @@ func accessQuery(table, objectKind string) string {
 	return hot(`SELECT 0, o.id, coalesce(o.workspace_id, 0), coalesce((SELECT org_id FROM workspaces WHERE id = o.workspace_id), 0),
 		coalesce(o.owner_id, 0), coalesce((SELECT kind FROM workspaces WHERE id = o.workspace_id), ''), '', 0
 		FROM ` + table + ` o WHERE o.name = ?1
-	UNION ALL SELECT 1, id, system_admin, 0, 0, '', '', 0 FROM users WHERE id = ?2
+	UNION ALL SELECT 1, id, CAST(system_admin AS INTEGER), 0, 0, '', '', 0 FROM users WHERE id = ?2
 	UNION ALL SELECT 2, org_id, 0, 0, 0, '', '', 0 FROM org_admins WHERE user_id = ?2
 	UNION ALL SELECT 3, group_id, 0, 0, 0, '', '', 0 FROM group_members WHERE user_id = ?2
 	UNION ALL SELECT 4, m.workspace_id, (SELECT org_id FROM workspaces WHERE id = m.workspace_id), 0, 0,
@@ -292,12 +291,12 @@ func accessQuery(table, objectKind string) string {
 	UNION ALL ` + share + ` AND grantee_group_id IN (SELECT group_id FROM group_members WHERE user_id = ?2)`)
 }
 
-func (t *tx) LoadAccess(userID int64, objectKind, name string) (*store.Access, error) {
+func (t *Tx) LoadAccess(userID int64, objectKind, name string) (*store.Access, error) {
 	q, ok := objectRefQueries[objectKind]
 	if !ok {
 		return nil, errdefs.Invalid("object kind %q: want config, template, network or archive", objectKind)
 	}
-	rows, err := t.query(q.access, name, userID)
+	rows, err := t.c.Query(q.access, name, userID)
 	if err != nil {
 		return nil, fmt.Errorf("access of user %d to %s %q: %w", userID, q.what, name, err)
 	}
@@ -330,7 +329,7 @@ func (t *tx) LoadAccess(userID int64, objectKind, name string) (*store.Access, e
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("access of user %d to %s %q: %w", userID, q.what, name, ctxErr(t.ctx, err))
+		return nil, fmt.Errorf("access of user %d to %s %q: %w", userID, q.what, name, t.c.Failed(err))
 	}
 	switch {
 	case !object:
@@ -361,8 +360,8 @@ var eventTables = []struct {
 
 // eventWhere returns the filter of f on alias e (a row of events): the
 // actor, or for each table an EXISTS of the object the event names
-// under visibleWhere, which SQLite answers from the object's name index.
-func eventWhere(f store.EventFilter) (string, []any) {
+// under VisibleWhere, which the database answers from the object's name index.
+func (d *Dialect) eventWhere(f store.EventFilter) (string, []any) {
 	var (
 		terms []string
 		args  []any
@@ -375,8 +374,8 @@ func eventWhere(f store.EventFilter) (string, []any) {
 		if f.NoObjects {
 			break
 		}
-		where, wargs := visibleWhere("a", t.kind, f.Viewer)
-		if where == "0" {
+		where, wargs := d.VisibleWhere("a", t.kind, f.Viewer)
+		if where == d.False {
 			continue
 		}
 		term := "(e.object IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(t.objects)), ", ") + ") AND EXISTS (SELECT 1 FROM " +
@@ -389,32 +388,29 @@ func eventWhere(f store.EventFilter) (string, []any) {
 		terms = append(terms, term+"))")
 	}
 	if len(terms) == 0 {
-		return "0", nil
+		return d.False, nil
 	}
 	return "(" + strings.Join(terms, " OR ") + ")", args
 }
 
-func (t *tx) ListEventsVisible(f store.EventFilter, afterID int64, limit int) ([]store.Event, error) {
-	if limit <= 0 {
-		limit = -1 // SQLite: no limit
-	}
-	where, args := eventWhere(f)
+func (t *Tx) ListEventsVisible(f store.EventFilter, afterID int64, limit int) ([]store.Event, error) {
+	where, args := t.d.eventWhere(f)
 	args = append([]any{afterID}, args...)
 	es, err := queryAll(t, scanEvent, "SELECT "+prefixed("e", eventCols)+" FROM events e WHERE e.id > ? AND "+where+" ORDER BY e.id LIMIT ?",
-		append(args, limit)...)
+		append(args, t.d.Limit(limit))...)
 	if err != nil {
 		return nil, fmt.Errorf("list events visible to user %d: %w", f.Viewer.UserID, err)
 	}
 	return es, nil
 }
 
-func (t *tx) EventVisible(f store.EventFilter, id int64) (bool, error) {
-	where, args := eventWhere(f)
+func (t *Tx) EventVisible(f store.EventFilter, id int64) (bool, error) {
+	where, args := t.d.eventWhere(f)
 	var visible bool
-	err := t.tx.QueryRowContext(t.ctx, "SELECT EXISTS (SELECT 1 FROM events e WHERE e.id = ? AND "+where+")",
+	err := t.c.Row("SELECT EXISTS (SELECT 1 FROM events e WHERE e.id = ? AND "+where+")",
 		append([]any{id}, args...)...).Scan(&visible)
 	if err != nil {
-		return false, fmt.Errorf("is event %d visible to user %d: %w", id, f.Viewer.UserID, ctxErr(t.ctx, err))
+		return false, fmt.Errorf("is event %d visible to user %d: %w", id, f.Viewer.UserID, t.c.Failed(err))
 	}
 	return visible, nil
 }

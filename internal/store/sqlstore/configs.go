@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"database/sql"
@@ -10,7 +10,7 @@ import (
 
 const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host"
 
-func scanConfig(s scanner) (store.Config, error) {
+func scanConfig(s Scanner) (store.Config, error) {
 	var (
 		c                store.Config
 		created, updated int64
@@ -31,7 +31,7 @@ const (
 	nicCols  = "n.id, n.vm_id, n.idx, n.network_id, n.mac, n.ip_mode, n.ip, n.allocation_id, n.external_allocation_id"
 )
 
-func scanVM(s scanner) (store.VM, error) {
+func scanVM(s Scanner) (store.VM, error) {
 	var (
 		v          store.VM
 		templateID sql.NullInt64
@@ -41,19 +41,19 @@ func scanVM(s scanner) (store.VM, error) {
 	return v, err
 }
 
-func scanDisk(s scanner) (store.Disk, error) {
+func scanDisk(s Scanner) (store.Disk, error) {
 	var d store.Disk
 	err := s.Scan(&d.ID, &d.VMID, &d.Index, &d.TopLayerID)
 	return d, err
 }
 
-func scanNIC(s scanner) (store.NIC, error) {
+func (d *Dialect) scanNIC(s Scanner) (store.NIC, error) {
 	var (
 		n     store.NIC
 		alloc sql.NullInt64
 		ext   sql.NullInt64
 	)
-	if err := s.Scan(&n.ID, &n.VMID, &n.Index, &n.NetworkID, &n.MAC, &n.IPMode, &n.IP, &alloc, &ext); err != nil {
+	if err := s.Scan(&n.ID, &n.VMID, &n.Index, &n.NetworkID, &n.MAC, &n.IPMode, d.ScanAddr(&n.IP), &alloc, &ext); err != nil {
 		return n, err
 	}
 	n.AllocationID = alloc.Int64
@@ -63,7 +63,7 @@ func scanNIC(s scanner) (store.NIC, error) {
 
 // CreateConfig writes the configuration with its VMs, disks and NICs, all
 // or nothing, and sets every ID and back-reference in c.
-func (t *tx) CreateConfig(c *store.Config) error {
+func (t *Tx) CreateConfig(c *store.Config) error {
 	created := stamp(c.CreatedAt)
 	updated := c.UpdatedAt
 	if updated.IsZero() {
@@ -78,9 +78,9 @@ func (t *tx) CreateConfig(c *store.Config) error {
 			c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, created.UnixNano(), updated.UnixNano(), c.Kind,
 			nullID(c.WorkspaceID), nullID(c.OwnerID), c.Host)
 		switch {
-		case isUnique(err):
+		case t.d.IsUnique(err):
 			return errdefs.Conflict("configuration %q: already exists", c.Name)
-		case isForeignKey(err):
+		case t.d.IsForeignKey(err):
 			return errdefs.Conflict("configuration %q: %s", c.Name, t.missingOwnership(c.WorkspaceID, c.OwnerID))
 		case err != nil:
 			return fmt.Errorf("create configuration %q: %w", c.Name, err)
@@ -100,12 +100,12 @@ func (t *tx) CreateConfig(c *store.Config) error {
 	return nil
 }
 
-func (t *tx) createVM(c *store.Config, v *store.VM) error {
+func (t *Tx) createVM(c *store.Config, v *store.VM) error {
 	v.ConfigID = c.ID
 	id, err := t.insert(`INSERT INTO vms (config_id, name, template_id, cpus, memory_mib, state) VALUES (?, ?, ?, ?, ?, ?)`,
 		v.ConfigID, v.Name, nullID(v.TemplateID), v.CPUs, v.MemoryMiB, v.State)
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("configuration %q: VM %q: already exists", c.Name, v.Name)
 	case err != nil:
 		return fmt.Errorf("create configuration %q: VM %q: %w", c.Name, v.Name, err)
@@ -116,9 +116,9 @@ func (t *tx) createVM(c *store.Config, v *store.VM) error {
 		d.VMID = v.ID
 		id, err := t.insert(`INSERT INTO disks (vm_id, idx, top_layer_id) VALUES (?, ?, ?)`, d.VMID, d.Index, d.TopLayerID)
 		switch {
-		case isUnique(err):
+		case t.d.IsUnique(err):
 			return errdefs.Conflict("configuration %q: VM %q: disk %d: index used twice", c.Name, v.Name, d.Index)
-		case isForeignKey(err):
+		case t.d.IsForeignKey(err):
 			return errdefs.Conflict("configuration %q: VM %q: disk %d: layer %d does not exist", c.Name, v.Name, d.Index, d.TopLayerID)
 		case err != nil:
 			return fmt.Errorf("create configuration %q: VM %q: disk %d: %w", c.Name, v.Name, d.Index, err)
@@ -129,14 +129,14 @@ func (t *tx) createVM(c *store.Config, v *store.VM) error {
 		n := &v.NICs[i]
 		n.VMID = v.ID
 		id, err := t.insert(`INSERT INTO nics (vm_id, idx, network_id, mac, ip_mode, ip, allocation_id, external_allocation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			n.VMID, n.Index, n.NetworkID, n.MAC, n.IPMode, addrArg(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID))
+			n.VMID, n.Index, n.NetworkID, n.MAC, n.IPMode, t.d.Addr(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID))
 		switch {
-		case isUnique(err):
+		case t.d.IsUnique(err):
 			if t.macInUse(n.MAC) {
 				return errdefs.Conflict("configuration %q: VM %q: MAC %s is already in use", c.Name, v.Name, n.MAC)
 			}
 			return errdefs.Conflict("configuration %q: VM %q: NIC %d: index used twice", c.Name, v.Name, n.Index)
-		case isForeignKey(err):
+		case t.d.IsForeignKey(err):
 			return errdefs.Conflict("configuration %q: VM %q: NIC %d: %s", c.Name, v.Name, n.Index, t.missingNICRef(n))
 		case err != nil:
 			return fmt.Errorf("create configuration %q: VM %q: NIC %d: %w", c.Name, v.Name, n.Index, err)
@@ -148,10 +148,10 @@ func (t *tx) createVM(c *store.Config, v *store.VM) error {
 
 // missingNICRef names what a NIC refers to that does not exist, after a
 // foreign key violation.
-func (t *tx) missingNICRef(n *store.NIC) string {
+func (t *Tx) missingNICRef(n *store.NIC) string {
 	exists := func(table string, id int64) bool {
 		var one int
-		return t.row("SELECT 1 FROM "+table+" WHERE id = ?", id).Scan(&one) == nil
+		return t.c.Row("SELECT 1 FROM "+table+" WHERE id = ?", id).Scan(&one) == nil
 	}
 	switch {
 	case !exists("networks", n.NetworkID):
@@ -166,16 +166,16 @@ func (t *tx) missingNICRef(n *store.NIC) string {
 
 // macInUse tells a duplicate MAC from a duplicate NIC index after a unique
 // violation (SQLite's error names the constraint only in its text).
-func (t *tx) macInUse(mac string) bool {
+func (t *Tx) macInUse(mac string) bool {
 	var one int
-	err := t.row("SELECT 1 FROM nics WHERE mac = ?", mac).Scan(&one)
+	err := t.c.Row("SELECT 1 FROM nics WHERE mac = ?", mac).Scan(&one)
 	return err == nil
 }
 
-func (t *tx) GetConfig(name string) (*store.Config, error) {
+func (t *Tx) GetConfig(name string) (*store.Config, error) {
 	c, err := queryOne(t, scanConfig, "SELECT "+configCols+" FROM configs WHERE name = ?", name)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("configuration %q not found", name)
 	case err != nil:
 		return nil, fmt.Errorf("get configuration %q: %w", name, err)
@@ -187,10 +187,10 @@ func (t *tx) GetConfig(name string) (*store.Config, error) {
 	return &cs[0], nil
 }
 
-func (t *tx) GetConfigByID(id int64) (*store.Config, error) {
+func (t *Tx) GetConfigByID(id int64) (*store.Config, error) {
 	c, err := queryOne(t, scanConfig, "SELECT "+configCols+" FROM configs WHERE id = ?", id)
 	switch {
-	case noRows(err):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("configuration %d not found", id)
 	case err != nil:
 		return nil, fmt.Errorf("get configuration %d: %w", id, err)
@@ -204,7 +204,7 @@ func (t *tx) GetConfigByID(id int64) (*store.Config, error) {
 
 // ListConfigs reads every configuration with four queries in all (configs,
 // VMs, disks, NICs), whatever their number.
-func (t *tx) ListConfigs() ([]store.Config, error) {
+func (t *Tx) ListConfigs() ([]store.Config, error) {
 	cs, err := queryAll(t, scanConfig, "SELECT "+configCols+" FROM configs ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list configurations: %w", err)
@@ -218,7 +218,7 @@ func (t *tx) ListConfigs() ([]store.Config, error) {
 // attachVMs reads the VMs selected by where (a clause on v, the vms table)
 // with their disks and NICs, and hangs them on their configurations in cs.
 // VMs come in id order, disks and NICs in index order.
-func (t *tx) attachVMs(cs []store.Config, where string, args ...any) error {
+func (t *Tx) attachVMs(cs []store.Config, where string, args ...any) error {
 	vms, err := queryAll(t, scanVM, "SELECT "+vmCols+" FROM vms v "+where+" ORDER BY v.id", args...)
 	if err != nil {
 		return fmt.Errorf("VMs: %w", err)
@@ -230,7 +230,7 @@ func (t *tx) attachVMs(cs []store.Config, where string, args ...any) error {
 	if err != nil {
 		return fmt.Errorf("disks: %w", err)
 	}
-	nics, err := queryAll(t, scanNIC, "SELECT "+nicCols+" FROM nics n JOIN vms v ON v.id = n.vm_id "+where+" ORDER BY n.vm_id, n.idx", args...)
+	nics, err := queryAll(t, t.d.scanNIC, "SELECT "+nicCols+" FROM nics n JOIN vms v ON v.id = n.vm_id "+where+" ORDER BY n.vm_id, n.idx", args...)
 	if err != nil {
 		return fmt.Errorf("NICs: %w", err)
 	}
@@ -255,13 +255,13 @@ func (t *tx) attachVMs(cs []store.Config, where string, args ...any) error {
 
 // UpdateConfig writes the configuration's own fields and stamps UpdatedAt
 // with the current time (c.UpdatedAt is set to it).
-func (t *tx) UpdateConfig(c *store.Config) error {
+func (t *Tx) UpdateConfig(c *store.Config) error {
 	updated := now()
 	found, err := t.changeOne(`UPDATE configs SET name = ?, description = ?, owner = ?, state = ?, fenced = ?,
 		fence_policy = ?, last_error = ?, updated_at = ?, host = ? WHERE id = ?`,
 		c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, updated.UnixNano(), c.Host, c.ID)
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("configuration %q: already exists", c.Name)
 	case err != nil:
 		return fmt.Errorf("update configuration %q: %w", c.Name, err)
@@ -272,7 +272,7 @@ func (t *tx) UpdateConfig(c *store.Config) error {
 	return nil
 }
 
-func (t *tx) DeleteConfig(id int64) error {
+func (t *Tx) DeleteConfig(id int64) error {
 	found, err := t.changeOne("DELETE FROM configs WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -283,7 +283,7 @@ func (t *tx) DeleteConfig(id int64) error {
 	return nil
 }
 
-func (t *tx) UpdateVM(v *store.VM) error {
+func (t *Tx) UpdateVM(v *store.VM) error {
 	found, err := t.changeOne("UPDATE vms SET state = ?, cpus = ?, memory_mib = ? WHERE id = ?",
 		v.State, v.CPUs, v.MemoryMiB, v.ID)
 	switch {
@@ -295,10 +295,10 @@ func (t *tx) UpdateVM(v *store.VM) error {
 	return nil
 }
 
-func (t *tx) SetDiskTop(diskID, layerID int64) error {
+func (t *Tx) SetDiskTop(diskID, layerID int64) error {
 	found, err := t.changeOne("UPDATE disks SET top_layer_id = ? WHERE id = ?", layerID, diskID)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("disk %d: layer %d does not exist", diskID, layerID)
 	case err != nil:
 		return fmt.Errorf("disk %d: set top layer %d: %w", diskID, layerID, err)
@@ -308,13 +308,13 @@ func (t *tx) SetDiskTop(diskID, layerID int64) error {
 	return nil
 }
 
-func (t *tx) UpdateNIC(n *store.NIC) error {
+func (t *Tx) UpdateNIC(n *store.NIC) error {
 	found, err := t.changeOne("UPDATE nics SET mac = ?, ip_mode = ?, ip = ?, allocation_id = ?, external_allocation_id = ? WHERE id = ?",
-		n.MAC, n.IPMode, addrArg(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID), n.ID)
+		n.MAC, n.IPMode, t.d.Addr(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID), n.ID)
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("NIC %d: MAC %s is already in use", n.ID, n.MAC)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("NIC %d: %s", n.ID, t.missingNICRef(n))
 	case err != nil:
 		return fmt.Errorf("update NIC %d: %w", n.ID, err)

@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -14,14 +13,14 @@ import (
 // administrators (schema version 5).
 
 // exists reports whether table has a row with id.
-func (t *tx) exists(table string, id int64) bool {
+func (t *Tx) exists(table string, id int64) bool {
 	var one int
-	return t.tx.QueryRowContext(t.ctx, "SELECT 1 FROM "+table+" WHERE id = ?", id).Scan(&one) == nil
+	return t.c.Row("SELECT 1 FROM "+table+" WHERE id = ?", id).Scan(&one) == nil
 }
 
 // missingOwnership names the workspace or owner an object refers to that
 // does not exist, after a foreign key violation.
-func (t *tx) missingOwnership(workspaceID, ownerID int64) string {
+func (t *Tx) missingOwnership(workspaceID, ownerID int64) string {
 	switch {
 	case workspaceID != 0 && !t.exists("workspaces", workspaceID):
 		return fmt.Sprintf("workspace %d does not exist", workspaceID)
@@ -50,7 +49,7 @@ func objectTable(kind string) (string, error) {
 
 // ownedCounts says how many objects of each kind have col = id, for the
 // message of a refused delete ("" when none).
-func (t *tx) ownedCounts(col string, id int64) string {
+func (t *Tx) ownedCounts(col string, id int64) string {
 	var parts []string
 	for _, k := range []struct{ table, what string }{
 		{"configs", "configuration(s) or library entr(ies)"},
@@ -59,7 +58,7 @@ func (t *tx) ownedCounts(col string, id int64) string {
 		{"archives", "archive(s)"},
 	} {
 		var n int
-		if err := t.tx.QueryRowContext(t.ctx, "SELECT count(*) FROM "+k.table+" WHERE "+col+" = ?", id).Scan(&n); err == nil && n > 0 {
+		if err := t.c.Row("SELECT count(*) FROM "+k.table+" WHERE "+col+" = ?", id).Scan(&n); err == nil && n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, k.what))
 		}
 	}
@@ -70,7 +69,7 @@ func (t *tx) ownedCounts(col string, id int64) string {
 
 const orgCols = "id, name, created_at"
 
-func scanOrg(s scanner) (store.Org, error) {
+func scanOrg(s Scanner) (store.Org, error) {
 	var (
 		o       store.Org
 		created int64
@@ -80,14 +79,14 @@ func scanOrg(s scanner) (store.Org, error) {
 	return o, err
 }
 
-func (t *tx) CreateOrg(o *store.Org) error {
+func (t *Tx) CreateOrg(o *store.Org) error {
 	if err := store.NeedName("organization", o.Name); err != nil {
 		return err
 	}
 	created := stamp(o.CreatedAt)
 	id, err := t.insert("INSERT INTO organizations (name, created_at) VALUES (?, ?)", o.Name, created.UnixNano())
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("organization %q: already exists", o.Name)
 	case err != nil:
 		return fmt.Errorf("create organization %q: %w", o.Name, err)
@@ -105,15 +104,15 @@ var (
 	qUserByID        = hot("SELECT " + userCols + " FROM users WHERE id = ?")
 )
 
-func (t *tx) GetOrg(name string) (*store.Org, error) {
+func (t *Tx) GetOrg(name string) (*store.Org, error) {
 	return getOne(t, scanOrg, fmt.Sprintf("organization %q", name), qOrgByName, name)
 }
 
-func (t *tx) GetOrgByID(id int64) (*store.Org, error) {
+func (t *Tx) GetOrgByID(id int64) (*store.Org, error) {
 	return getOne(t, scanOrg, fmt.Sprintf("organization %d", id), "SELECT "+orgCols+" FROM organizations WHERE id = ?", id)
 }
 
-func (t *tx) ListOrgs() ([]store.Org, error) {
+func (t *Tx) ListOrgs() ([]store.Org, error) {
 	orgs, err := queryAll(t, scanOrg, "SELECT "+orgCols+" FROM organizations ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list organizations: %w", err)
@@ -121,13 +120,13 @@ func (t *tx) ListOrgs() ([]store.Org, error) {
 	return orgs, nil
 }
 
-func (t *tx) DeleteOrg(id int64) error {
+func (t *Tx) DeleteOrg(id int64) error {
 	found, err := t.changeOne("DELETE FROM organizations WHERE id = ?", id)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		var name string
 		var n int
-		_ = t.tx.QueryRowContext(t.ctx, "SELECT name, (SELECT count(*) FROM workspaces WHERE org_id = o.id) FROM organizations o WHERE id = ?", id).Scan(&name, &n)
+		_ = t.c.Row("SELECT name, (SELECT count(*) FROM workspaces WHERE org_id = o.id) FROM organizations o WHERE id = ?", id).Scan(&name, &n)
 		return errdefs.Conflict("organization %q still has %d workspace(s)", name, n)
 	case err != nil:
 		return fmt.Errorf("delete organization %d: %w", id, err)
@@ -138,10 +137,10 @@ func (t *tx) DeleteOrg(id int64) error {
 }
 
 // getOne reads one record; what names it in the errors.
-func getOne[T any](t *tx, scan func(scanner) (T, error), what, query string, args ...any) (*T, error) {
+func getOne[T any](t *Tx, scan func(Scanner) (T, error), what, query string, args ...any) (*T, error) {
 	v, err := queryOne(t, scan, query, args...)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("%s not found", what)
 	case err != nil:
 		return nil, fmt.Errorf("get %s: %w", what, err)
@@ -153,7 +152,7 @@ func getOne[T any](t *tx, scan func(scanner) (T, error), what, query string, arg
 
 const workspaceCols = "id, org_id, name, kind, created_at"
 
-func scanWorkspace(s scanner) (store.Workspace, error) {
+func scanWorkspace(s Scanner) (store.Workspace, error) {
 	var (
 		w       store.Workspace
 		created int64
@@ -163,7 +162,7 @@ func scanWorkspace(s scanner) (store.Workspace, error) {
 	return w, err
 }
 
-func (t *tx) CreateWorkspace(w *store.Workspace) error {
+func (t *Tx) CreateWorkspace(w *store.Workspace) error {
 	if err := w.Check(); err != nil {
 		return err
 	}
@@ -171,9 +170,9 @@ func (t *tx) CreateWorkspace(w *store.Workspace) error {
 	id, err := t.insert("INSERT INTO workspaces (org_id, name, kind, created_at) VALUES (?, ?, ?, ?)",
 		w.OrgID, w.Name, w.Kind, created.UnixNano())
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("workspace %q: already exists in organization %d", w.Name, w.OrgID)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("workspace %q: organization %d does not exist", w.Name, w.OrgID)
 	case err != nil:
 		return fmt.Errorf("create workspace %q: %w", w.Name, err)
@@ -182,30 +181,30 @@ func (t *tx) CreateWorkspace(w *store.Workspace) error {
 	return nil
 }
 
-func (t *tx) GetWorkspace(orgID int64, name string) (*store.Workspace, error) {
+func (t *Tx) GetWorkspace(orgID int64, name string) (*store.Workspace, error) {
 	return getOne(t, scanWorkspace, fmt.Sprintf("workspace %q of organization %d", name, orgID),
 		qWorkspaceByName, orgID, name)
 }
 
-func (t *tx) GetWorkspaceByID(id int64) (*store.Workspace, error) {
+func (t *Tx) GetWorkspaceByID(id int64) (*store.Workspace, error) {
 	return getOne(t, scanWorkspace, fmt.Sprintf("workspace %d", id), qWorkspaceByID, id)
 }
 
-func (t *tx) ListWorkspaces(orgID int64) ([]store.Workspace, error) {
-	ws, err := queryAll(t, scanWorkspace, "SELECT "+workspaceCols+" FROM workspaces WHERE ? = 0 OR org_id = ? ORDER BY id", orgID, orgID)
+func (t *Tx) ListWorkspaces(orgID int64) ([]store.Workspace, error) {
+	ws, err := queryAll(t, scanWorkspace, "SELECT "+workspaceCols+" FROM workspaces WHERE "+t.d.Int("?")+" = 0 OR org_id = ? ORDER BY id", orgID, orgID)
 	if err != nil {
 		return nil, fmt.Errorf("list workspaces: %w", err)
 	}
 	return ws, nil
 }
 
-func (t *tx) UpdateWorkspace(w *store.Workspace) error {
+func (t *Tx) UpdateWorkspace(w *store.Workspace) error {
 	if err := w.Check(); err != nil {
 		return err
 	}
 	found, err := t.changeOne("UPDATE workspaces SET name = ?, kind = ? WHERE id = ?", w.Name, w.Kind, w.ID)
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("workspace %q: already exists in its organization", w.Name)
 	case err != nil:
 		return fmt.Errorf("update workspace %q: %w", w.Name, err)
@@ -215,12 +214,12 @@ func (t *tx) UpdateWorkspace(w *store.Workspace) error {
 	return nil
 }
 
-func (t *tx) DeleteWorkspace(id int64) error {
+func (t *Tx) DeleteWorkspace(id int64) error {
 	found, err := t.changeOne("DELETE FROM workspaces WHERE id = ?", id)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		var name string
-		_ = t.tx.QueryRowContext(t.ctx, "SELECT name FROM workspaces WHERE id = ?", id).Scan(&name)
+		_ = t.c.Row("SELECT name FROM workspaces WHERE id = ?", id).Scan(&name)
 		return errdefs.Conflict("workspace %q still holds %s", name, t.ownedCounts("workspace_id", id))
 	case err != nil:
 		return fmt.Errorf("delete workspace %d: %w", id, err)
@@ -234,7 +233,7 @@ func (t *tx) DeleteWorkspace(id int64) error {
 
 const userCols = "id, name, email, display_name, password_hash, disabled, system_admin, default_workspace_id, created_at"
 
-func scanUser(s scanner) (store.User, error) {
+func scanUser(s Scanner) (store.User, error) {
 	var (
 		u               store.User
 		email, password sql.NullString
@@ -247,25 +246,17 @@ func scanUser(s scanner) (store.User, error) {
 	return u, err
 }
 
-// nullText stores "" as NULL, so that unique columns allow many "none".
-func nullText(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 // userConflict tells a taken name from a taken e-mail address after a
 // unique violation.
-func (t *tx) userConflict(u *store.User) error {
+func (t *Tx) userConflict(u *store.User) error {
 	var id int64
-	if t.tx.QueryRowContext(t.ctx, "SELECT id FROM users WHERE name = ?", u.Name).Scan(&id) == nil && id != u.ID {
+	if t.c.Row("SELECT id FROM users WHERE name = ?", u.Name).Scan(&id) == nil && id != u.ID {
 		return errdefs.Conflict("user %q: already exists", u.Name)
 	}
 	return errdefs.Conflict("user %q: e-mail address %q is already in use", u.Name, u.Email)
 }
 
-func (t *tx) CreateUser(u *store.User) error {
+func (t *Tx) CreateUser(u *store.User) error {
 	if err := store.NeedName("user", u.Name); err != nil {
 		return err
 	}
@@ -274,9 +265,9 @@ func (t *tx) CreateUser(u *store.User) error {
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		u.Name, nullText(u.Email), u.DisplayName, nullText(u.PasswordHash), u.Disabled, u.SystemAdmin, nullID(u.DefaultWorkspaceID), created.UnixNano())
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return t.userConflict(u)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("user %q: default workspace %d does not exist", u.Name, u.DefaultWorkspaceID)
 	case err != nil:
 		return fmt.Errorf("create user %q: %w", u.Name, err)
@@ -285,23 +276,24 @@ func (t *tx) CreateUser(u *store.User) error {
 	return nil
 }
 
-func (t *tx) GetUser(name string) (*store.User, error) {
+func (t *Tx) GetUser(name string) (*store.User, error) {
 	return getOne(t, scanUser, fmt.Sprintf("user %q", name), "SELECT "+userCols+" FROM users WHERE name = ?", name)
 }
 
-func (t *tx) GetUserByID(id int64) (*store.User, error) {
+func (t *Tx) GetUserByID(id int64) (*store.User, error) {
 	return getOne(t, scanUser, fmt.Sprintf("user %d", id), qUserByID, id)
 }
 
-// GetUserByEmail compares without case (the column's collation).
-func (t *tx) GetUserByEmail(email string) (*store.User, error) {
+// GetUserByEmail compares without case (SQLite: the column's collation;
+// PostgreSQL: the unique index is on lower(email)).
+func (t *Tx) GetUserByEmail(email string) (*store.User, error) {
 	if email == "" {
 		return nil, errdefs.NotFound(`user with e-mail address "" not found`)
 	}
-	return getOne(t, scanUser, fmt.Sprintf("user with e-mail address %q", email), "SELECT "+userCols+" FROM users WHERE email = ?", email)
+	return getOne(t, scanUser, fmt.Sprintf("user with e-mail address %q", email), "SELECT "+userCols+" FROM users WHERE "+t.d.EqualFold("email"), email)
 }
 
-func (t *tx) ListUsers() ([]store.User, error) {
+func (t *Tx) ListUsers() ([]store.User, error) {
 	us, err := queryAll(t, scanUser, "SELECT "+userCols+" FROM users ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
@@ -309,7 +301,7 @@ func (t *tx) ListUsers() ([]store.User, error) {
 	return us, nil
 }
 
-func (t *tx) UpdateUser(u *store.User) error {
+func (t *Tx) UpdateUser(u *store.User) error {
 	if err := store.NeedName("user", u.Name); err != nil {
 		return err
 	}
@@ -317,9 +309,9 @@ func (t *tx) UpdateUser(u *store.User) error {
 		system_admin = ?, default_workspace_id = ? WHERE id = ?`,
 		u.Name, nullText(u.Email), u.DisplayName, nullText(u.PasswordHash), u.Disabled, u.SystemAdmin, nullID(u.DefaultWorkspaceID), u.ID)
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return t.userConflict(u)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("user %q: default workspace %d does not exist", u.Name, u.DefaultWorkspaceID)
 	case err != nil:
 		return fmt.Errorf("update user %q: %w", u.Name, err)
@@ -329,12 +321,12 @@ func (t *tx) UpdateUser(u *store.User) error {
 	return nil
 }
 
-func (t *tx) DeleteUser(id int64) error {
+func (t *Tx) DeleteUser(id int64) error {
 	found, err := t.changeOne("DELETE FROM users WHERE id = ?", id)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		var name string
-		_ = t.tx.QueryRowContext(t.ctx, "SELECT name FROM users WHERE id = ?", id).Scan(&name)
+		_ = t.c.Row("SELECT name FROM users WHERE id = ?", id).Scan(&name)
 		return errdefs.Conflict("user %q still owns %s", name, t.ownedCounts("owner_id", id))
 	case err != nil:
 		return fmt.Errorf("delete user %d: %w", id, err)
@@ -348,7 +340,7 @@ func (t *tx) DeleteUser(id int64) error {
 
 const groupCols = "id, org_id, name, created_at"
 
-func scanGroup(s scanner) (store.Group, error) {
+func scanGroup(s Scanner) (store.Group, error) {
 	var (
 		g       store.Group
 		created int64
@@ -358,16 +350,16 @@ func scanGroup(s scanner) (store.Group, error) {
 	return g, err
 }
 
-func (t *tx) CreateGroup(g *store.Group) error {
+func (t *Tx) CreateGroup(g *store.Group) error {
 	if err := store.NeedName("group", g.Name); err != nil {
 		return err
 	}
 	created := stamp(g.CreatedAt)
 	id, err := t.insert("INSERT INTO groups (org_id, name, created_at) VALUES (?, ?, ?)", g.OrgID, g.Name, created.UnixNano())
 	switch {
-	case isUnique(err):
+	case t.d.IsUnique(err):
 		return errdefs.Conflict("group %q: already exists in organization %d", g.Name, g.OrgID)
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("group %q: organization %d does not exist", g.Name, g.OrgID)
 	case err != nil:
 		return fmt.Errorf("create group %q: %w", g.Name, err)
@@ -376,24 +368,24 @@ func (t *tx) CreateGroup(g *store.Group) error {
 	return nil
 }
 
-func (t *tx) GetGroup(orgID int64, name string) (*store.Group, error) {
+func (t *Tx) GetGroup(orgID int64, name string) (*store.Group, error) {
 	return getOne(t, scanGroup, fmt.Sprintf("group %q of organization %d", name, orgID),
 		"SELECT "+groupCols+" FROM groups WHERE org_id = ? AND name = ?", orgID, name)
 }
 
-func (t *tx) GetGroupByID(id int64) (*store.Group, error) {
+func (t *Tx) GetGroupByID(id int64) (*store.Group, error) {
 	return getOne(t, scanGroup, fmt.Sprintf("group %d", id), "SELECT "+groupCols+" FROM groups WHERE id = ?", id)
 }
 
-func (t *tx) ListGroups(orgID int64) ([]store.Group, error) {
-	gs, err := queryAll(t, scanGroup, "SELECT "+groupCols+" FROM groups WHERE ? = 0 OR org_id = ? ORDER BY id", orgID, orgID)
+func (t *Tx) ListGroups(orgID int64) ([]store.Group, error) {
+	gs, err := queryAll(t, scanGroup, "SELECT "+groupCols+" FROM groups WHERE "+t.d.Int("?")+" = 0 OR org_id = ? ORDER BY id", orgID, orgID)
 	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
 	}
 	return gs, nil
 }
 
-func (t *tx) DeleteGroup(id int64) error {
+func (t *Tx) DeleteGroup(id int64) error {
 	found, err := t.changeOne("DELETE FROM groups WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -404,10 +396,10 @@ func (t *tx) DeleteGroup(id int64) error {
 	return nil
 }
 
-func (t *tx) AddGroupMember(groupID, userID int64) error {
-	_, err := t.exec("INSERT INTO group_members (group_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING", groupID, userID)
+func (t *Tx) AddGroupMember(groupID, userID int64) error {
+	_, err := t.guarded("INSERT INTO group_members (group_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING", groupID, userID)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("add user %d to group %d: %s", userID, groupID, t.missingPair("groups", groupID, "group", userID))
 	case err != nil:
 		return fmt.Errorf("add user %d to group %d: %w", userID, groupID, err)
@@ -416,7 +408,7 @@ func (t *tx) AddGroupMember(groupID, userID int64) error {
 }
 
 // missingPair names which of a (thing, user) pair does not exist.
-func (t *tx) missingPair(table string, id int64, what string, userID int64) string {
+func (t *Tx) missingPair(table string, id int64, what string, userID int64) string {
 	if !t.exists(table, id) {
 		return fmt.Sprintf("%s %d does not exist", what, id)
 	}
@@ -426,7 +418,7 @@ func (t *tx) missingPair(table string, id int64, what string, userID int64) stri
 	return "refers to a record that does not exist"
 }
 
-func (t *tx) RemoveGroupMember(groupID, userID int64) error {
+func (t *Tx) RemoveGroupMember(groupID, userID int64) error {
 	found, err := t.changeOne("DELETE FROM group_members WHERE group_id = ? AND user_id = ?", groupID, userID)
 	switch {
 	case err != nil:
@@ -437,7 +429,7 @@ func (t *tx) RemoveGroupMember(groupID, userID int64) error {
 	return nil
 }
 
-func (t *tx) ListGroupMembers(groupID int64) ([]store.User, error) {
+func (t *Tx) ListGroupMembers(groupID int64) ([]store.User, error) {
 	us, err := queryAll(t, scanUser, "SELECT "+prefixed("u", userCols)+" FROM users u JOIN group_members m ON m.user_id = u.id WHERE m.group_id = ? ORDER BY u.id", groupID)
 	if err != nil {
 		return nil, fmt.Errorf("members of group %d: %w", groupID, err)
@@ -445,7 +437,7 @@ func (t *tx) ListGroupMembers(groupID int64) ([]store.User, error) {
 	return us, nil
 }
 
-func (t *tx) ListGroupsOfUser(userID int64) ([]store.Group, error) {
+func (t *Tx) ListGroupsOfUser(userID int64) ([]store.Group, error) {
 	gs, err := queryAll(t, scanGroup, "SELECT "+prefixed("g", groupCols)+" FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ? ORDER BY g.id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("groups of user %d: %w", userID, err)
@@ -466,20 +458,20 @@ func prefixed(alias, cols string) string {
 
 const membershipCols = "user_id, workspace_id, role"
 
-func scanMembership(s scanner) (store.Membership, error) {
+func scanMembership(s Scanner) (store.Membership, error) {
 	var m store.Membership
 	err := s.Scan(&m.UserID, &m.WorkspaceID, &m.Role)
 	return m, err
 }
 
-func (t *tx) PutMembership(m *store.Membership) error {
+func (t *Tx) PutMembership(m *store.Membership) error {
 	if m.Role == "" {
 		return errdefs.Invalid("membership of user %d in workspace %d: a role is required", m.UserID, m.WorkspaceID)
 	}
-	_, err := t.exec(`INSERT INTO memberships (user_id, workspace_id, role) VALUES (?, ?, ?)
+	_, err := t.guarded(`INSERT INTO memberships (user_id, workspace_id, role) VALUES (?, ?, ?)
 		ON CONFLICT (user_id, workspace_id) DO UPDATE SET role = excluded.role`, m.UserID, m.WorkspaceID, m.Role)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("membership of user %d in workspace %d: %s", m.UserID, m.WorkspaceID,
 			t.missingPair("workspaces", m.WorkspaceID, "workspace", m.UserID))
 	case err != nil:
@@ -488,10 +480,10 @@ func (t *tx) PutMembership(m *store.Membership) error {
 	return nil
 }
 
-func (t *tx) GetMembership(userID, workspaceID int64) (*store.Membership, error) {
+func (t *Tx) GetMembership(userID, workspaceID int64) (*store.Membership, error) {
 	m, err := queryOne(t, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE user_id = ? AND workspace_id = ?", userID, workspaceID)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("user %d is not a member of workspace %d", userID, workspaceID)
 	case err != nil:
 		return nil, fmt.Errorf("get membership of user %d in workspace %d: %w", userID, workspaceID, err)
@@ -499,7 +491,7 @@ func (t *tx) GetMembership(userID, workspaceID int64) (*store.Membership, error)
 	return &m, nil
 }
 
-func (t *tx) DeleteMembership(userID, workspaceID int64) error {
+func (t *Tx) DeleteMembership(userID, workspaceID int64) error {
 	found, err := t.changeOne("DELETE FROM memberships WHERE user_id = ? AND workspace_id = ?", userID, workspaceID)
 	switch {
 	case err != nil:
@@ -510,7 +502,7 @@ func (t *tx) DeleteMembership(userID, workspaceID int64) error {
 	return nil
 }
 
-func (t *tx) ListMembershipsOfUser(userID int64) ([]store.Membership, error) {
+func (t *Tx) ListMembershipsOfUser(userID int64) ([]store.Membership, error) {
 	ms, err := queryAll(t, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE user_id = ? ORDER BY workspace_id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("memberships of user %d: %w", userID, err)
@@ -518,7 +510,7 @@ func (t *tx) ListMembershipsOfUser(userID int64) ([]store.Membership, error) {
 	return ms, nil
 }
 
-func (t *tx) ListMembershipsOfWorkspace(workspaceID int64) ([]store.Membership, error) {
+func (t *Tx) ListMembershipsOfWorkspace(workspaceID int64) ([]store.Membership, error) {
 	ms, err := queryAll(t, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE workspace_id = ? ORDER BY user_id", workspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("members of workspace %d: %w", workspaceID, err)
@@ -528,10 +520,10 @@ func (t *tx) ListMembershipsOfWorkspace(workspaceID int64) ([]store.Membership, 
 
 // Organization administrators.
 
-func (t *tx) AddOrgAdmin(orgID, userID int64) error {
-	_, err := t.exec("INSERT INTO org_admins (org_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING", orgID, userID)
+func (t *Tx) AddOrgAdmin(orgID, userID int64) error {
+	_, err := t.guarded("INSERT INTO org_admins (org_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING", orgID, userID)
 	switch {
-	case isForeignKey(err):
+	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("make user %d administrator of organization %d: %s", userID, orgID,
 			t.missingPair("organizations", orgID, "organization", userID))
 	case err != nil:
@@ -540,7 +532,7 @@ func (t *tx) AddOrgAdmin(orgID, userID int64) error {
 	return nil
 }
 
-func (t *tx) RemoveOrgAdmin(orgID, userID int64) error {
+func (t *Tx) RemoveOrgAdmin(orgID, userID int64) error {
 	found, err := t.changeOne("DELETE FROM org_admins WHERE org_id = ? AND user_id = ?", orgID, userID)
 	switch {
 	case err != nil:
@@ -551,7 +543,7 @@ func (t *tx) RemoveOrgAdmin(orgID, userID int64) error {
 	return nil
 }
 
-func (t *tx) ListOrgAdmins(orgID int64) ([]store.User, error) {
+func (t *Tx) ListOrgAdmins(orgID int64) ([]store.User, error) {
 	us, err := queryAll(t, scanUser, "SELECT "+prefixed("u", userCols)+" FROM users u JOIN org_admins a ON a.user_id = u.id WHERE a.org_id = ? ORDER BY u.id", orgID)
 	if err != nil {
 		return nil, fmt.Errorf("administrators of organization %d: %w", orgID, err)
@@ -559,7 +551,7 @@ func (t *tx) ListOrgAdmins(orgID int64) ([]store.User, error) {
 	return us, nil
 }
 
-func (t *tx) ListOrgsAdministeredBy(userID int64) ([]store.Org, error) {
+func (t *Tx) ListOrgsAdministeredBy(userID int64) ([]store.Org, error) {
 	orgs, err := queryAll(t, scanOrg, "SELECT "+prefixed("o", orgCols)+" FROM organizations o JOIN org_admins a ON a.org_id = o.id WHERE a.user_id = ? ORDER BY o.id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("organizations administered by user %d: %w", userID, err)

@@ -1,0 +1,237 @@
+// Package sqlstore holds the record code of the SQL stores once: every
+// method of store.Tx written over a Conn (one transaction of one database)
+// and a Dialect (what the SQL and the column types of that database spell
+// differently). store/sqlite and store/postgres keep only what is theirs:
+// opening the database, beginning, committing and retrying transactions,
+// migrations, prepared statements, and their Conn and Dialect.
+//
+// Statements are written with SQLite's ? placeholders; a Conn that needs
+// others (PostgreSQL's $N) rewrites them.
+package sqlstore
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"stagehand/internal/store"
+)
+
+// Conn is one transaction of one database, as the record code uses it.
+// Every method runs with the context the transaction was started with and
+// fails at once when it has ended.
+type Conn interface {
+	// Exec runs a statement that no constraint can fail, and returns how
+	// many rows it changed.
+	Exec(query string, args ...any) (int64, error)
+	// Guarded runs a statement that may fail on a constraint so that the
+	// transaction goes on after the failure (PostgreSQL aborts the whole
+	// transaction at a failed statement, SQLite only the statement).
+	// scan, when not nil, reads the statement's row (RETURNING);
+	// otherwise Guarded returns how many rows the statement changed.
+	Guarded(scan func(Scanner) error, query string, args ...any) (int64, error)
+	// Insert runs an INSERT, guarded, and returns the new row's id.
+	Insert(query string, args ...any) (int64, error)
+	// Row runs a query of at most one row; its Scan reports the
+	// Dialect's no-rows error when there is none.
+	Row(query string, args ...any) Scanner
+	// Query runs a query of many rows.
+	Query(query string, args ...any) (Rows, error)
+	// Savepoint runs fn so that its statements take effect together or
+	// not at all, even when the caller goes on after an error.
+	Savepoint(fn func() error) error
+	// Failed is err as the caller is told it: the context's error first
+	// when the context has ended (the driver's message then hides the
+	// cause), and noted by a Conn that retries aborted transactions.
+	Failed(err error) error
+	// Raced is told of a unique violation of an insert whose conflicting
+	// row the transaction does not see, found by query: a Conn whose
+	// writers run concurrently marks the transaction to run again.
+	Raced(cause error, query string, args ...any)
+	// LockEvents is called before an event is added: a Conn whose
+	// writers run concurrently makes event ids increase in commit order.
+	LockEvents() error
+}
+
+// Scanner is one row.
+type Scanner interface{ Scan(dest ...any) error }
+
+// Rows is the result of Query.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Tx implements store.Tx over a Conn in a Dialect.
+type Tx struct {
+	c Conn
+	d *Dialect
+}
+
+var _ store.Tx = (*Tx)(nil)
+
+// New returns the store.Tx of one transaction.
+func New(c Conn, d *Dialect) *Tx { return &Tx{c: c, d: d} }
+
+// Conn returns the transaction the Tx runs on.
+func (t *Tx) Conn() Conn { return t.c }
+
+func (t *Tx) exec(query string, args ...any) (int64, error) { return t.c.Exec(query, args...) }
+
+func (t *Tx) insert(query string, args ...any) (int64, error) { return t.c.Insert(query, args...) }
+
+// guarded runs a statement that may fail on a constraint (see Conn.Guarded).
+func (t *Tx) guarded(query string, args ...any) (int64, error) {
+	return t.c.Guarded(nil, query, args...)
+}
+
+// changeOne runs an UPDATE or DELETE of one row, guarded, and reports
+// whether the row existed.
+func (t *Tx) changeOne(query string, args ...any) (bool, error) {
+	n, err := t.c.Guarded(nil, query, args...)
+	return n > 0, err
+}
+
+func (t *Tx) savepoint(fn func() error) error { return t.c.Savepoint(fn) }
+
+// queryOne runs a query expected to return at most one row and scans it
+// with scan. It reports the Dialect's no-rows error when there is none.
+func queryOne[T any](t *Tx, scan func(Scanner) (T, error), query string, args ...any) (T, error) {
+	return scan(t.c.Row(query, args...))
+}
+
+// queryAll runs query and scans every row with scan.
+func queryAll[T any](t *Tx, scan func(Scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := t.c.Query(query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, t.c.Failed(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, t.c.Failed(err)
+	}
+	return out, nil
+}
+
+// Dialect is what the SQL of one database spells differently.
+type Dialect struct {
+	// NoRows reports a query of one row that found none; IsUnique and
+	// IsForeignKey the constraint failures callers are told about
+	// (errdefs.ErrConflict).
+	NoRows, IsUnique, IsForeignKey func(error) bool
+
+	// True and False are the boolean literals; Int casts a parameter
+	// compared with an integer where its type is not inferred ("?" or
+	// "?::bigint"); BoolInt reads a boolean column as 0 or 1;
+	// IsNotDistinct compares a nullable id column with a parameter that
+	// may be NULL; EqualFold compares a text column with a parameter
+	// without case; HostOf reads an address column as text.
+	True, False   string
+	Int           func(param string) string
+	BoolInt       func(col string) string
+	IsNotDistinct func(col string) string
+	EqualFold     func(col string) string
+	HostOf        func(col string) string
+	// InIDs returns the condition "is one of ids" on a column (without
+	// the column) and appends its arguments.
+	InIDs func(ids []int64, args []any) (string, []any)
+	// IDArray returns the condition "is one of ids" with the ids in one
+	// parameter, for lists too long to spell one parameter an id.
+	IDArray func(ids []int64) (string, any, error)
+	// Limit is LIMIT's argument for limit; limit <= 0 means none.
+	Limit func(limit int) any
+
+	// Column encodings: an address or prefix (zero: NULL), a list (JSON
+	// text, or an array), bytes; Scan* return the scan destination that
+	// fills the value.
+	Addr       func(netip.Addr) any
+	ScanAddr   func(*netip.Addr) any
+	Prefix     func(netip.Prefix) any
+	ScanPrefix func(*netip.Prefix) any
+	// List encodes a slice (nil and empty alike); ScanList decodes into
+	// a pointer to a slice.
+	List     func(v any) (any, error)
+	ScanList func(dest any) any
+	Bytes    func([]byte) any
+}
+
+// hotQueries are the statements worth preparing once per connection
+// (store/sqlite prepares them; see hot).
+var hotQueries = map[string]bool{}
+
+// hot registers query as a hot statement and returns it. Only package
+// variable declarations call it, so the set is complete before any store
+// opens.
+func hot(query string) string {
+	hotQueries[query] = true
+	return query
+}
+
+// HotQueries returns the statements of the hot path: the short lookups
+// that authenticate and authorize every request. A store whose preparing
+// costs may prepare them once.
+func HotQueries() []string {
+	qs := make([]string, 0, len(hotQueries))
+	for q := range hotQueries {
+		qs = append(qs, q)
+	}
+	return qs
+}
+
+// Column encodings.
+
+// now is the time records are stamped with: UTC, no monotonic reading.
+func now() time.Time { return time.Now().UTC() }
+
+// stamp returns t, or now when t is zero.
+func stamp(t time.Time) time.Time {
+	if t.IsZero() {
+		return now()
+	}
+	return t
+}
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// nullID stores the "none" id 0 as NULL, so that foreign keys hold.
+func nullID(id int64) any {
+	if id == 0 {
+		return nil
+	}
+	return id
+}
+
+// nullText stores "" as NULL, so that unique columns allow many "none".
+func nullText(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// orNil reads an empty list back as nil.
+func orNil[T any](v []T) []T {
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+// list encodes a list column in the dialect.
+func (t *Tx) list(what string, v any) (any, error) {
+	enc, err := t.d.List(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return enc, nil
+}
