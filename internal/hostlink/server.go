@@ -197,7 +197,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, layer string, err 
 	case errdefs.ErrForbidden:
 		status = http.StatusForbidden
 	}
-	s.log.Warn("host link request refused", "path", r.URL.Path, "from", r.RemoteAddr, "host", caller(r), "layer", layer, "status", status, "err", err)
+	// A 404 or 409 is a normal answer (a puller asks its peers in turn);
+	// a refused credential or a failure is worth an operator's look.
+	level := slog.LevelWarn
+	if status == http.StatusNotFound || status == http.StatusConflict {
+		level = slog.LevelInfo
+	}
+	s.log.Log(r.Context(), level, "host link request refused", "path", r.URL.Path, "from", r.RemoteAddr, "host", caller(r), "layer", layer, "status", status, "err", err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
 		msg = "internal error serving the layer; see the serving host's log"
