@@ -30,7 +30,7 @@ func newAllocLoad(t *testing.T, clients int) *allocLoad {
 	c := client.New(d.url, client.WithToken(d.token()))
 	for i := 0; i < clients; i++ {
 		req := wire.ConfigRequest{Name: fmt.Sprintf("c%d", i), VMs: []wire.VMRequest{{Name: "vm", Template: "base", Network: "big"}}}
-		if _, err := c.CreateConfig(context.Background(), req); err != nil {
+		if _, err := c.Configs().Create(context.Background(), req); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +51,7 @@ func (l *allocLoad) run(t *testing.T, each int) (lat []time.Duration, wall time.
 			defer wg.Done()
 			for k := 0; k < each; k++ {
 				t0 := time.Now()
-				if _, err := l.c.SetIP(ctx, name, "vm", 0, wire.SetIPRequest{IP: "pool"}); err != nil {
+				if _, err := l.c.VMs().SetIP(ctx, name, "vm", 0, wire.SetIPRequest{IP: "pool"}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -72,7 +72,7 @@ func (l *allocLoad) run(t *testing.T, each int) (lat []time.Duration, wall time.
 func (l *allocLoad) checkExclusive(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	configs, err := l.c.ListConfigs(ctx)
+	configs, err := l.c.Configs().List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func (l *allocLoad) checkExclusive(t *testing.T) {
 		}
 		seen[ip] = cfg.Name
 	}
-	nw, err := l.c.GetNetwork(ctx, "big")
+	nw, err := l.c.Networks().Get(ctx, "big")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,7 +162,7 @@ func waitReady(t *testing.T, logs *syncbuf.Buffer, exited <-chan int, timeout ti
 		}
 		if addr != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			last = client.New(addr).Ready(ctx)
+			last = client.New(addr).Server().Ready(ctx)
 			cancel()
 			if last == nil {
 				return addr

@@ -61,7 +61,7 @@ func BenchmarkWebConsole(b *testing.B) {
 	l.d.addUser(benchUser, benchPassword, "author")
 	l.http = ns.httpClient()
 	c := client.New(l.d.url, client.WithHTTPClient(l.http))
-	tok, err := c.Login(context.Background(), benchUser, benchPassword)
+	tok, err := c.Auth().Login(context.Background(), benchUser, benchPassword)
 	if err != nil {
 		b.Fatalf("login: %v", err)
 	}
@@ -112,7 +112,7 @@ func (l *benchLab) makeConfigs() {
 			go func() {
 				defer wg.Done()
 				for name := range names {
-					if _, err := c.CreateConfig(context.Background(), wire.ConfigRequest{Name: name, Owner: benchUser,
+					if _, err := c.Configs().Create(context.Background(), wire.ConfigRequest{Name: name, Owner: benchUser,
 						Description: "benchmark configuration " + name,
 						VMs:         []wire.VMRequest{{Name: "vm", Template: "tiny"}}}); err != nil {
 						errs <- fmt.Errorf("create %s: %w", name, err)
@@ -327,7 +327,7 @@ func (l *benchLab) startEchoGuest() {
 		b := l.b
 		labFixture(b, l.d)
 		c := l.d.client()
-		if _, err := c.CreateConfig(context.Background(), wire.ConfigRequest{Name: "echo", Owner: benchUser,
+		if _, err := c.Configs().Create(context.Background(), wire.ConfigRequest{Name: "echo", Owner: benchUser,
 			VMs: []wire.VMRequest{{Name: "vm", Template: "guest"}}}); err != nil {
 			b.Fatal(err)
 		}

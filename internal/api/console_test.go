@@ -401,7 +401,7 @@ func TestConsolesOfARealGuest(t *testing.T) {
 
 	t.Run("the CLI's console works beside the websockets", func(t *testing.T) {
 		c := client.New(srv.URL, client.WithToken(admin))
-		conn, err := c.VMConsole(context.Background(), "c", "v")
+		conn, err := c.VMs().Console(context.Background(), "c", "v")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -236,7 +236,7 @@ func TestObjectsShowTheirWorkspace(t *testing.T) {
 	if status, b := as(t, srv, admin, http.MethodGet, "/api/v1/networks?workspace=w2", "", &ns); status != http.StatusOK || len(ns) != 1 || ns[0].Name != "n2" || ns[0].Workspace != "w2" || ns[0].Owner != "admin" {
 		t.Errorf("networks of w2: %d %s", status, b)
 	}
-	up, err := client.New(srv.URL, client.WithToken(admin)).UploadTemplate(context.Background(),
+	up, err := client.New(srv.URL, client.WithToken(admin)).Templates().Upload(context.Background(),
 		client.TemplateUpload{Name: "t2", Disks: []string{l.Image(t, "t2.qcow2", 1<<20)}, Workspace: "w2"})
 	if err != nil || up.Workspace != "w2" || up.Owner != "admin" {
 		t.Fatalf("upload into w2: %+v, %v", up, err)

@@ -42,7 +42,7 @@ boot files and a manifest. Shows progress until it ends, or prints the job
 id with --detach.`,
 		Args: exactArgs("CONFIG", "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			j, err := a.client.StartArchive(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease, Workspace: createIn})
+			j, err := a.client.Archives().Start(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease, Workspace: createIn})
 			if err != nil {
 				return err
 			}
@@ -56,12 +56,12 @@ id with --detach.`,
 		Short: "Make a new configuration from an archive (full clone back)",
 		Args:  exactArgs("NAME", "NEWCONFIG"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			j, err := a.client.StartRestore(cmd.Context(), args[0], wire.RestoreRequest{Name: args[1], StorageLease: restoreLease, Workspace: restoreIn})
+			j, err := a.client.Archives().StartRestore(cmd.Context(), args[0], wire.RestoreRequest{Name: args[1], StorageLease: restoreLease, Workspace: restoreIn})
 			if err != nil {
 				return err
 			}
 			return waitThen(cmd.Context(), j, func() error {
-				c, err := a.client.GetConfig(cmd.Context(), args[1])
+				c, err := a.client.Configs().Get(cmd.Context(), args[1])
 				if err != nil {
 					return err
 				}
@@ -130,7 +130,7 @@ directory given with serve --import-dir.`,
 			}
 			var j *wire.Job
 			if importServerPath {
-				j, err = a.client.StartImport(cmd.Context(), wire.ImportRequest{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
+				j, err = a.client.Archives().StartImport(cmd.Context(), wire.ImportRequest{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
 			} else {
 				j, err = a.uploadBundle(cmd.Context(), client.BundleUpload{File: file, Name: importName, StorageLease: importLease, MapNetwork: mapping, Workspace: importIn})
 			}
@@ -153,7 +153,7 @@ directory given with serve --import-dir.`,
 			if leaseStorage == "" {
 				return usagef("--storage is required")
 			}
-			ar, err := a.client.SetArchiveLease(cmd.Context(), args[0], wire.LeaseRequest{Storage: leaseStorage})
+			ar, err := a.client.Archives().SetLease(cmd.Context(), args[0], wire.LeaseRequest{Storage: leaseStorage})
 			if err != nil {
 				return err
 			}
@@ -169,7 +169,7 @@ directory given with serve --import-dir.`,
 		Short: "List archives",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			as, err := a.client.ListArchivesIn(cmd.Context(), listIn)
+			as, err := a.client.Archives().ListIn(cmd.Context(), listIn)
 			if err != nil {
 				return err
 			}
@@ -198,7 +198,7 @@ directory given with serve --import-dir.`,
 			Short: "Delete an archive and its files",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteArchive(cmd.Context(), args[0])
+				return a.client.Archives().Delete(cmd.Context(), args[0])
 			}),
 		},
 		restoreCmd, exportCmd, importCmd, lease,
@@ -206,7 +206,7 @@ directory given with serve --import-dir.`,
 }
 
 func (a *app) showArchive(ctx context.Context, name string) error {
-	ar, err := a.client.GetArchive(ctx, name)
+	ar, err := a.client.Archives().Get(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -37,9 +37,9 @@ free more than the sum of each alone (the TOTAL line).
 			var rep *wire.CleanupReport
 			var err error
 			if apply {
-				rep, err = a.client.ApplyCleanup(cmd.Context(), wire.CleanupRequest{IdleDays: idleDays, DryRun: dryRun})
+				rep, err = a.client.Server().ApplyCleanup(cmd.Context(), wire.CleanupRequest{IdleDays: idleDays, DryRun: dryRun})
 			} else {
-				rep, err = a.client.Cleanup(cmd.Context(), idleDays)
+				rep, err = a.client.Server().Cleanup(cmd.Context(), idleDays)
 			}
 			if err != nil {
 				return err

@@ -323,7 +323,7 @@ func (a *app) names(ctx context.Context, c *client.Client, kind argKind, args []
 	}
 	switch kind {
 	case configName:
-		cs, _ := c.ListConfigs(ctx)
+		cs, _ := c.Configs().List(ctx)
 		for _, x := range cs {
 			add(x.Name, x.State, x.Description)
 		}
@@ -331,7 +331,7 @@ func (a *app) names(ctx context.Context, c *client.Client, kind argKind, args []
 		if len(args) == 0 {
 			return nil
 		}
-		cfg, err := c.GetConfig(ctx, args[0])
+		cfg, err := c.Configs().Get(ctx, args[0])
 		if err != nil {
 			return nil
 		}
@@ -339,52 +339,52 @@ func (a *app) names(ctx context.Context, c *client.Client, kind argKind, args []
 			add(vm.Name, vm.State, vm.Template)
 		}
 	case templateName:
-		ts, _ := c.ListTemplates(ctx)
+		ts, _ := c.Templates().List(ctx)
 		for _, x := range ts {
 			add(x.Name, x.Description)
 		}
 	case networkName:
-		ns, _ := c.ListNetworks(ctx)
+		ns, _ := c.Networks().List(ctx)
 		for _, x := range ns {
 			add(x.Name, x.Subnet)
 		}
 	case libraryName:
-		ls, _ := c.ListLibrary(ctx)
+		ls, _ := c.Library().List(ctx)
 		for _, x := range ls {
 			add(x.Name, x.Description)
 		}
 	case archiveName:
-		as, _ := c.ListArchives(ctx)
+		as, _ := c.Archives().List(ctx)
 		for _, x := range as {
 			add(x.Name, "of "+x.Source)
 		}
 	case workspaceName:
-		ws, _ := c.ListWorkspaces(ctx, "")
+		ws, _ := c.Workspaces().List(ctx, "")
 		for _, x := range ws {
 			add(orgRef(x.Org, x.Name), x.Kind)
 		}
 	case groupName:
-		gs, _ := c.ListGroups(ctx, "")
+		gs, _ := c.Groups().List(ctx, "")
 		for _, x := range gs {
 			add(orgRef(x.Org, x.Name), fmt.Sprintf("%d members", len(x.Members)))
 		}
 	case userName:
-		us, _ := c.ListUsers(ctx)
+		us, _ := c.Users().List(ctx)
 		for _, x := range us {
 			add(x.Name, x.DisplayName)
 		}
 	case orgName:
-		orgs, _ := c.ListOrgs(ctx)
+		orgs, _ := c.Orgs().List(ctx)
 		for _, x := range orgs {
 			add(x.Name)
 		}
 	case jobID:
-		js, _ := c.ListJobs(ctx)
+		js, _ := c.Jobs().List(ctx)
 		for _, x := range js {
 			add(x.ID, x.Kind, x.Subject, x.State)
 		}
 	case tokenID:
-		ts, _ := c.ListTokens(ctx, "")
+		ts, _ := c.Tokens().List(ctx, "")
 		for _, x := range ts {
 			add(x.ID, x.Name, x.State)
 		}

@@ -26,7 +26,7 @@ func (a *app) configCommand() *cobra.Command {
 		Short: "List configurations",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			cs, err := a.client.ListConfigsIn(cmd.Context(), listIn)
+			cs, err := a.client.Configs().ListIn(cmd.Context(), listIn)
 			if err != nil {
 				return err
 			}
@@ -47,7 +47,7 @@ func (a *app) configCommand() *cobra.Command {
 			Short: "Show a configuration: its VMs, NICs and disk chains",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				c, err := a.client.GetConfig(cmd.Context(), args[0])
+				c, err := a.client.Configs().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -59,7 +59,7 @@ func (a *app) configCommand() *cobra.Command {
 			Short: "Delete an undeployed configuration and the layers only it used",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteConfig(cmd.Context(), args[0])
+				return a.client.Configs().Delete(cmd.Context(), args[0])
 			}),
 		},
 		a.configCloneCommand(),
@@ -75,7 +75,7 @@ pool, and clear manual addresses until set again, so that the configuration
 can run unfenced beside the configurations it was cloned from or to.`,
 			Args: exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				c, err := a.client.ChangeIPs(cmd.Context(), args[0])
+				c, err := a.client.Configs().ChangeIPs(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -95,7 +95,7 @@ can run unfenced beside the configurations it was cloned from or to.`,
 				if err != nil {
 					return err
 				}
-				c, err := a.client.SetIP(cmd.Context(), args[0], args[1], nic, wire.SetIPRequest{IP: ip})
+				c, err := a.client.VMs().SetIP(cmd.Context(), args[0], args[1], nic, wire.SetIPRequest{IP: ip})
 				if err != nil {
 					return err
 				}
@@ -129,7 +129,7 @@ func (a *app) configCreateCommand() *cobra.Command {
 			if req.Owner == "" {
 				req.Owner = a.deps.Getenv("USER")
 			}
-			c, err := a.client.CreateConfig(cmd.Context(), req)
+			c, err := a.client.Configs().Create(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -171,13 +171,13 @@ IP modes and addresses (use change-ips to give it its own).
 				if detach {
 					return usagef("--detach applies to --mode full only (a linked clone is immediate)")
 				}
-				c, err := a.client.LinkedClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
+				c, err := a.client.Configs().LinkedClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
 				if err != nil {
 					return err
 				}
 				return a.printConfig(c)
 			case wire.CloneFull:
-				job, err := a.client.StartFullClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
+				job, err := a.client.Configs().StartFullClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
 				if err != nil {
 					return err
 				}
@@ -187,7 +187,7 @@ IP modes and addresses (use change-ips to give it its own).
 				if _, err := a.waitForJob(ctx, job); err != nil {
 					return err
 				}
-				c, err := a.client.GetConfig(ctx, dst)
+				c, err := a.client.Configs().Get(ctx, dst)
 				if err != nil {
 					return err
 				}

@@ -55,7 +55,7 @@ been quiet for a second (10 seconds at most) and exits, so scripts can run
 			if replay {
 				opts = append(opts, client.ConsoleReplay())
 			}
-			conn, err := a.client.VMConsole(ctx, args[0], args[1], opts...)
+			conn, err := a.client.VMs().Console(ctx, args[0], args[1], opts...)
 			if err != nil {
 				return err
 			}
@@ -82,7 +82,7 @@ console's VNC viewer shows). The daemon takes at most one screendump per VM
 every 2 seconds and serves the last one meanwhile. FILE must not exist.`,
 		Args: exactArgs("CONFIG", "VM", "FILE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			png, _, err := a.client.VMScreen(cmd.Context(), args[0], args[1])
+			png, _, err := a.client.VMs().Screen(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -119,7 +119,7 @@ else. It expires after --expires-in (default 1h, at most 30d); revoke it
 sooner with "vm console-link revoke ID". The link is printed once.`,
 		Args: exactArgs("CONFIG", "VM"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			l, err := a.client.CreateConsoleLink(cmd.Context(), args[0], args[1], expiresIn)
+			l, err := a.client.ConsoleLinks().Create(cmd.Context(), args[0], args[1], expiresIn)
 			if err != nil {
 				return err
 			}
@@ -141,7 +141,7 @@ sooner with "vm console-link revoke ID". The link is printed once.`,
 			Short: "List your console links (everyone's for a system administrator)",
 			Args:  exactArgs(),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				ls, err := a.client.ListConsoleLinks(cmd.Context())
+				ls, err := a.client.ConsoleLinks().List(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -158,7 +158,7 @@ sooner with "vm console-link revoke ID". The link is printed once.`,
 			Short: "Revoke a console link: it stops working at once",
 			Args:  exactArgs("ID"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.RevokeConsoleLink(cmd.Context(), args[0]); err != nil {
+				if err := a.client.ConsoleLinks().Revoke(cmd.Context(), args[0]); err != nil {
 					return err
 				}
 				return a.done(fmt.Sprintf("Console link %s revoked.", args[0]))

@@ -30,7 +30,7 @@ fenced, or give the configuration its own addresses with config change-ips.
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			// The daemon judges the policy (fence.ParsePolicy): the flag
 			// is sent as typed, and an unset one means its default.
-			c, err := a.client.Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease})
+			c, err := a.client.Configs().Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease})
 			if err != nil {
 				return err
 			}
@@ -59,7 +59,7 @@ addresses, fence).
 			if save && discard {
 				return usagef("--save-state and --discard-state exclude each other")
 			}
-			c, err := a.client.Undeploy(cmd.Context(), args[0], wire.UndeployRequest{SaveState: save})
+			c, err := a.client.Configs().Undeploy(cmd.Context(), args[0], wire.UndeployRequest{SaveState: save})
 			if err != nil {
 				return err
 			}

@@ -18,7 +18,7 @@ func (a *app) diskCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			job, err := a.client.StartConsolidate(ctx, args[0], args[1], disk)
+			job, err := a.client.VMs().StartConsolidate(ctx, args[0], args[1], disk)
 			if err != nil {
 				return err
 			}
@@ -58,7 +58,7 @@ func diskArg(args []string) (int, error) {
 }
 
 func (a *app) printChain(cmd *cobra.Command, config, vm string, disk int) error {
-	ls, err := a.client.DiskChain(cmd.Context(), config, vm, disk)
+	ls, err := a.client.VMs().DiskChain(cmd.Context(), config, vm, disk)
 	if err != nil {
 		return err
 	}

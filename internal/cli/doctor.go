@@ -16,7 +16,7 @@ func (a *app) doctorCommand() *cobra.Command {
 		Short: "Check the store against the layer files and show the VM accelerator; exit non-zero when problems remain",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			rep, err := a.client.Doctor(cmd.Context(), repair)
+			rep, err := a.client.Server().Doctor(cmd.Context(), repair)
 			if err != nil {
 				return err
 			}

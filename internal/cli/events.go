@@ -38,7 +38,7 @@ line) until interrupted.`,
 					}
 				})
 			}
-			err := a.client.FollowEvents(cmd.Context(), after, func(e wire.Event) error {
+			err := a.client.Events().Follow(cmd.Context(), after, func(e wire.Event) error {
 				if a.output == "json" {
 					return writeJSONLine(a.stdout, e)
 				}
@@ -69,7 +69,7 @@ func (a *app) events(ctx context.Context, after int64, limit int) ([]wire.Event,
 		if limit > 0 {
 			want = limit - len(all)
 		}
-		page, err := a.client.Events(ctx, after, want)
+		page, err := a.client.Events().List(ctx, after, want)
 		if err != nil {
 			return nil, err
 		}

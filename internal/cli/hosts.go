@@ -31,7 +31,7 @@ func (a *app) hostCommand() *cobra.Command {
 			Short: "List the hosts: state, online, capacity, deployed configurations",
 			Args:  exactArgs(),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				hs, err := a.client.ListHosts(cmd.Context())
+				hs, err := a.client.Hosts().List(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -45,20 +45,20 @@ func (a *app) hostCommand() *cobra.Command {
 			}),
 		},
 		one("show", "Show a host and the configurations deployed on it", func(cmd *cobra.Command, name string) (*wire.Host, error) {
-			return a.client.GetHost(cmd.Context(), name)
+			return a.client.Hosts().Get(cmd.Context(), name)
 		}),
 		one("drain", "Mark a host draining: new deployments go elsewhere; shows what still runs there", func(cmd *cobra.Command, name string) (*wire.Host, error) {
-			return a.client.DrainHost(cmd.Context(), name)
+			return a.client.Hosts().Drain(cmd.Context(), name)
 		}),
 		one("undrain", "Make a draining host take new deployments again", func(cmd *cobra.Command, name string) (*wire.Host, error) {
-			return a.client.UndrainHost(cmd.Context(), name)
+			return a.client.Hosts().Undrain(cmd.Context(), name)
 		}),
 		&cobra.Command{
 			Use:   "remove NAME",
 			Short: "Remove a host from the installation (refused while configurations are deployed there)",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.RemoveHost(cmd.Context(), args[0])
+				return a.client.Hosts().Remove(cmd.Context(), args[0])
 			}),
 		},
 	)

@@ -25,7 +25,7 @@ func (a *app) jobCommand() *cobra.Command {
 			Short: "List jobs",
 			Args:  exactArgs(),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				js, err := a.client.ListJobs(cmd.Context())
+				js, err := a.client.Jobs().List(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -42,7 +42,7 @@ func (a *app) jobCommand() *cobra.Command {
 			Short: "Show a job",
 			Args:  exactArgs("ID"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				j, err := a.client.GetJob(cmd.Context(), args[0])
+				j, err := a.client.Jobs().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -54,7 +54,7 @@ func (a *app) jobCommand() *cobra.Command {
 			Short: "Wait for a job to end; fails when the job fails",
 			Args:  exactArgs("ID"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				j, err := a.client.GetJob(cmd.Context(), args[0])
+				j, err := a.client.Jobs().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -72,7 +72,7 @@ func (a *app) jobCommand() *cobra.Command {
 			Short: "Ask a job to stop; it rolls back what it did",
 			Args:  exactArgs("ID"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				j, err := a.client.CancelJob(cmd.Context(), args[0])
+				j, err := a.client.Jobs().Cancel(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -122,7 +122,7 @@ func (a *app) followJob(ctx context.Context, j *wire.Job, cancelOnInterrupt bool
 	interrupted := false
 	for j.State == wire.JobRunning {
 		p.update(j.Done, j.Total)
-		next, err := a.client.WaitJob(ctx, j.ID, pollWait)
+		next, err := a.client.Jobs().Wait(ctx, j.ID, pollWait)
 		if err == nil {
 			j = next
 			continue
@@ -170,7 +170,7 @@ const cancelTimeout = 30 * time.Second
 func (a *app) cancelJob(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 	defer cancel()
-	_, err := a.client.CancelJob(ctx, id)
+	_, err := a.client.Jobs().Cancel(ctx, id)
 	if err != nil && !errors.Is(err, errdefs.ErrConflict) {
 		return fmt.Errorf("cancel job %s (it may go on: stagehand job show %s): %w", id, id, err)
 	}

@@ -42,7 +42,7 @@ func (a *app) configLeaseCommand() *cobra.Command {
 			if req.Storage == "" && req.Deploy == "" && req.UndeployAction == "" {
 				return usagef("give --storage, --deploy or --on-expiry")
 			}
-			c, err := a.client.SetLease(cmd.Context(), args[0], req)
+			c, err := a.client.Configs().SetLease(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
 			}

@@ -18,7 +18,7 @@ linked clone it copies no data: the configuration's disks are frozen and
 shared. An entry is never deployed or changed; check it out to work on it.`,
 		Args: exactArgs("CONFIG", "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			c, err := a.client.Capture(cmd.Context(), wire.CaptureRequest{Config: args[0], Name: args[1], StorageLease: captureLease, Workspace: captureIn})
+			c, err := a.client.Library().Capture(cmd.Context(), wire.CaptureRequest{Config: args[0], Name: args[1], StorageLease: captureLease, Workspace: captureIn})
 			if err != nil {
 				return err
 			}
@@ -32,7 +32,7 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 		Short: "Make a new configuration from a library entry (linked clone)",
 		Args:  exactArgs("NAME", "NEWCONFIG"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			c, err := a.client.Checkout(cmd.Context(), args[0], wire.CheckoutRequest{Name: args[1], StorageLease: checkoutLease, Workspace: checkoutIn})
+			c, err := a.client.Library().Checkout(cmd.Context(), args[0], wire.CheckoutRequest{Name: args[1], StorageLease: checkoutLease, Workspace: checkoutIn})
 			if err != nil {
 				return err
 			}
@@ -46,7 +46,7 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 		Short: "List library entries",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			cs, err := a.client.ListLibraryIn(cmd.Context(), listIn)
+			cs, err := a.client.Library().ListIn(cmd.Context(), listIn)
 			if err != nil {
 				return err
 			}
@@ -67,7 +67,7 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 			Short: "Show a library entry: its VMs, NICs and disk chains",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				c, err := a.client.GetLibraryEntry(cmd.Context(), args[0])
+				c, err := a.client.Library().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -79,7 +79,7 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 			Short: "Delete a library entry (layers checked-out configurations use stay)",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteLibraryEntry(cmd.Context(), args[0])
+				return a.client.Library().Delete(cmd.Context(), args[0])
 			}),
 		},
 		checkout,

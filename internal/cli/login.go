@@ -47,7 +47,7 @@ terminal without echo, or read from the first line of stdin with
 			if err != nil {
 				return err
 			}
-			tok, err := a.client.Login(cmd.Context(), user, pw)
+			tok, err := a.client.Auth().Login(cmd.Context(), user, pw)
 			if err != nil {
 				return err
 			}
@@ -83,7 +83,7 @@ func (a *app) logoutCommand() *cobra.Command {
 			}
 			opts, _ := a.clientOptions()
 			c := client.New(a.server, append(opts, client.WithToken(tok))...)
-			lerr := c.Logout(cmd.Context())
+			lerr := c.Auth().Logout(cmd.Context())
 			if lerr != nil && !errors.Is(lerr, errdefs.ErrUnauthenticated) {
 				return lerr // the daemon could not end it: keep the token to try again
 			}

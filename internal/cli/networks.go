@@ -18,7 +18,7 @@ func (a *app) networkCommand() *cobra.Command {
 		Short: "List networks with their pool usage",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ns, err := a.client.ListNetworksIn(cmd.Context(), listIn)
+			ns, err := a.client.Networks().ListIn(cmd.Context(), listIn)
 			if err != nil {
 				return err
 			}
@@ -39,7 +39,7 @@ func (a *app) networkCommand() *cobra.Command {
 			Short: "Show a network and who holds each of its addresses",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				n, err := a.client.GetNetwork(cmd.Context(), args[0])
+				n, err := a.client.Networks().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -51,7 +51,7 @@ func (a *app) networkCommand() *cobra.Command {
 			Short: "Delete a network no VM uses",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteNetwork(cmd.Context(), args[0])
+				return a.client.Networks().Delete(cmd.Context(), args[0])
 			}),
 		},
 	)
@@ -68,7 +68,7 @@ func (a *app) networkCreateCommand() *cobra.Command {
 			if err := checkNetworkFlags(&req); err != nil {
 				return err
 			}
-			n, err := a.client.CreateNetwork(cmd.Context(), req)
+			n, err := a.client.Networks().Create(cmd.Context(), req)
 			if err != nil {
 				return err
 			}

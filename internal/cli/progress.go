@@ -344,7 +344,7 @@ func shortDuration(d time.Duration) string {
 func (a *app) uploadTemplate(ctx context.Context, req client.TemplateUpload) (*wire.Template, error) {
 	p := a.progress("upload template " + req.Name)
 	req.Progress = p.update
-	t, err := a.client.UploadTemplate(ctx, req)
+	t, err := a.client.Templates().Upload(ctx, req)
 	p.finishTransfer(err)
 	return t, err
 }
@@ -353,7 +353,7 @@ func (a *app) uploadTemplate(ctx context.Context, req client.TemplateUpload) (*w
 func (a *app) uploadBundle(ctx context.Context, req client.BundleUpload) (*wire.Job, error) {
 	p := a.progress("upload " + req.File)
 	req.Progress = p.update
-	j, err := a.client.UploadBundle(ctx, req)
+	j, err := a.client.Archives().Upload(ctx, req)
 	p.finishTransfer(err)
 	return j, err
 }
@@ -363,12 +363,12 @@ func (a *app) uploadBundle(ctx context.Context, req client.BundleUpload) (*wire.
 // stream itself has no length: the bundle adds a few KiB of tar headers
 // and the manifest to the archive's files).
 func (a *app) downloadBundle(ctx context.Context, archive, file string) (int64, error) {
-	ar, err := a.client.GetArchive(ctx, archive)
+	ar, err := a.client.Archives().Get(ctx, archive)
 	if err != nil {
 		return 0, err
 	}
 	p := a.progress("export " + archive)
-	n, err := a.client.DownloadBundleProgress(ctx, archive, file, func(done, total int64) {
+	n, err := a.client.Archives().DownloadProgress(ctx, archive, file, func(done, total int64) {
 		p.update(done, max(total, ar.Size, done))
 	})
 	p.finishTransfer(err)

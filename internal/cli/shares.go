@@ -26,7 +26,7 @@ allows; outside the configuration's workspace it gives at most read.`,
 			if req.With == "" || req.Level == "" {
 				return usagef("--with USER|group:GROUP and --level read|change|full|console are required")
 			}
-			s, err := a.client.ShareConfig(cmd.Context(), args[0], req)
+			s, err := a.client.Configs().Share(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
 			}
@@ -51,7 +51,7 @@ func (a *app) configUnshareCommand() *cobra.Command {
 			if with == "" {
 				return usagef("--with USER|group:GROUP is required")
 			}
-			if err := a.client.UnshareConfig(cmd.Context(), args[0], with); err != nil {
+			if err := a.client.Configs().Unshare(cmd.Context(), args[0], with); err != nil {
 				return err
 			}
 			return a.done(fmt.Sprintf("Configuration %s is no longer shared with %s.", args[0], with))
@@ -67,7 +67,7 @@ func (a *app) configSharesCommand() *cobra.Command {
 		Short: "List who a configuration is shared with",
 		Args:  exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ss, err := a.client.ListShares(cmd.Context(), args[0])
+			ss, err := a.client.Configs().Shares(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -100,7 +100,7 @@ workspace.admin, ...`,
 			if req.Object != "system" && !strings.Contains(req.Object, "/") {
 				return usagef("--object %q is not KIND/NAME (e.g. config/web), workspace/ORG/NAME or system", req.Object)
 			}
-			e, err := a.client.Explain(cmd.Context(), req)
+			e, err := a.client.Auth().Explain(cmd.Context(), req)
 			if err != nil {
 				return err
 			}

@@ -56,7 +56,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show the daemon: version, uptime, accelerator (or that it is being probed), store, data dir, counts, recovery",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			s, err := a.client.Status(cmd.Context())
+			s, err := a.client.Server().Status(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -18,7 +18,7 @@ func (a *app) templateCommand() *cobra.Command {
 		Short: "List templates",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ts, err := a.client.ListTemplatesIn(cmd.Context(), listIn)
+			ts, err := a.client.Templates().ListIn(cmd.Context(), listIn)
 			if err != nil {
 				return err
 			}
@@ -43,7 +43,7 @@ func (a *app) templateCommand() *cobra.Command {
 			Short: "Show a template and its base disks",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				t, err := a.client.GetTemplate(cmd.Context(), args[0])
+				t, err := a.client.Templates().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -55,7 +55,7 @@ func (a *app) templateCommand() *cobra.Command {
 			Short: "Delete a template no configuration was made from",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteTemplate(cmd.Context(), args[0])
+				return a.client.Templates().Delete(cmd.Context(), args[0])
 			}),
 		},
 	)
@@ -104,7 +104,7 @@ a directory given with serve --import-dir (no copy crosses the socket).`,
 			var t *wire.Template
 			var err error
 			if serverPath {
-				t, err = a.client.ImportTemplate(cmd.Context(), wire.TemplateRequest{
+				t, err = a.client.Templates().Import(cmd.Context(), wire.TemplateRequest{
 					Name: req.Name, Description: req.Description, Disks: req.Disks, Format: req.Format,
 					CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
 					Workspace: req.Workspace,

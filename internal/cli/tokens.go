@@ -20,7 +20,7 @@ func (a *app) tokenCommand() *cobra.Command {
 		Short: "List API tokens (never their secrets), revoked and expired ones included",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ts, err := a.client.ListTokens(cmd.Context(), user)
+			ts, err := a.client.Tokens().List(cmd.Context(), user)
 			if err != nil {
 				return err
 			}
@@ -41,7 +41,7 @@ func (a *app) tokenCommand() *cobra.Command {
 			Short: "Revoke a token: it stops working at once and stays listed as revoked",
 			Args:  exactArgs("ID"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.RevokeToken(cmd.Context(), args[0]); err != nil {
+				if err := a.client.Tokens().Revoke(cmd.Context(), args[0]); err != nil {
 					return err
 				}
 				return a.done(fmt.Sprintf("Token %s revoked.", args[0]))
@@ -65,7 +65,7 @@ at most one role's rights there (--workspace with --max-role).`,
 			if (req.Workspace == "") != (req.MaxRole == "") {
 				return usagef("--workspace and --max-role go together: a token restricted to a workspace acts there with at most that role")
 			}
-			nt, err := a.client.CreateToken(cmd.Context(), req)
+			nt, err := a.client.Tokens().Create(cmd.Context(), req)
 			if err != nil {
 				return err
 			}

@@ -22,7 +22,7 @@ func (a *app) userCommand() *cobra.Command {
 			Short: "List users",
 			Args:  exactArgs(),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				us, err := a.client.ListUsers(cmd.Context())
+				us, err := a.client.Users().List(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -39,7 +39,7 @@ func (a *app) userCommand() *cobra.Command {
 			Short: "Show a user: memberships, groups, organizations administered, quota",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				u, err := a.client.GetUser(cmd.Context(), args[0])
+				u, err := a.client.Users().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -51,7 +51,7 @@ func (a *app) userCommand() *cobra.Command {
 			Short: "Delete a user who owns no object (their tokens, memberships and shares go too)",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteUser(cmd.Context(), args[0])
+				return a.client.Users().Delete(cmd.Context(), args[0])
 			}),
 		},
 		a.userSetCommand(),
@@ -94,7 +94,7 @@ their next request.`,
 			if req == (wire.UserUpdate{}) {
 				return usagef("nothing to change: give --email, --display-name, --default-workspace, --disabled or --system-admin")
 			}
-			u, err := a.client.UpdateUser(cmd.Context(), args[0], req)
+			u, err := a.client.Users().Update(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
 			}
@@ -134,7 +134,7 @@ from the command line, where other users of the machine could see it.
 				}
 				req.Password = pw
 			}
-			u, err := a.client.CreateUser(cmd.Context(), req)
+			u, err := a.client.Users().Create(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -178,7 +178,7 @@ and the new one on the second.`,
 				return err
 			}
 			req.Password = pw
-			if err := a.client.SetPassword(cmd.Context(), args[0], req); err != nil {
+			if err := a.client.Users().SetPassword(cmd.Context(), args[0], req); err != nil {
 				return err
 			}
 			return a.done(fmt.Sprintf("Password of %s set.", args[0]))

@@ -29,7 +29,7 @@ func (a *app) vmActionCommand(action, short string) *cobra.Command {
 		Short: short,
 		Args:  exactArgs("CONFIG", "VM"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			c, err := a.client.VMAction(cmd.Context(), args[0], args[1], action)
+			c, err := a.client.VMs().Action(cmd.Context(), args[0], args[1], action)
 			if err != nil {
 				return err
 			}
@@ -51,9 +51,9 @@ func (a *app) vmLogCommand() *cobra.Command {
 				err error
 			)
 			if follow {
-				r, err = a.client.FollowVMLog(ctx, args[0], args[1])
+				r, err = a.client.VMs().FollowLog(ctx, args[0], args[1])
 			} else {
-				r, err = a.client.VMLog(ctx, args[0], args[1])
+				r, err = a.client.VMs().Log(ctx, args[0], args[1])
 			}
 			if err != nil {
 				return err

@@ -21,7 +21,7 @@ func (a *app) orgCommand() *cobra.Command {
 			Short: "Create an organization (with its shared workspace main)",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				o, err := a.client.CreateOrg(cmd.Context(), wire.OrgRequest{Name: args[0]})
+				o, err := a.client.Orgs().Create(cmd.Context(), wire.OrgRequest{Name: args[0]})
 				if err != nil {
 					return err
 				}
@@ -33,7 +33,7 @@ func (a *app) orgCommand() *cobra.Command {
 			Short: "List organizations with their administrators, workspaces and groups",
 			Args:  exactArgs(),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				orgs, err := a.client.ListOrgs(cmd.Context())
+				orgs, err := a.client.Orgs().List(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -45,7 +45,7 @@ func (a *app) orgCommand() *cobra.Command {
 			Short: "Make a user an administrator of an organization",
 			Args:  exactArgs("ORG", "USER"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.AddOrgAdmin(cmd.Context(), args[0], args[1]); err != nil {
+				if err := a.client.Orgs().AddAdmin(cmd.Context(), args[0], args[1]); err != nil {
 					return err
 				}
 				return a.done(fmt.Sprintf("%s administers organization %s.", args[1], args[0]))
@@ -56,7 +56,7 @@ func (a *app) orgCommand() *cobra.Command {
 			Short: "Remove a user from an organization's administrators",
 			Args:  exactArgs("ORG", "USER"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.RemoveOrgAdmin(cmd.Context(), args[0], args[1]); err != nil {
+				if err := a.client.Orgs().RemoveAdmin(cmd.Context(), args[0], args[1]); err != nil {
 					return err
 				}
 				return a.done(fmt.Sprintf("%s no longer administers organization %s.", args[1], args[0]))
@@ -93,7 +93,7 @@ func (a *app) workspaceCommand() *cobra.Command {
 		Args:  exactArgs("WORKSPACE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			o, n := client.SplitRef(args[0])
-			ws, err := a.client.CreateWorkspace(cmd.Context(), wire.WorkspaceRequest{Org: o, Name: n, Kind: kind})
+			ws, err := a.client.Workspaces().Create(cmd.Context(), wire.WorkspaceRequest{Org: o, Name: n, Kind: kind})
 			if err != nil {
 				return err
 			}
@@ -106,7 +106,7 @@ func (a *app) workspaceCommand() *cobra.Command {
 		Short: "List workspaces",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ws, err := a.client.ListWorkspaces(cmd.Context(), org)
+			ws, err := a.client.Workspaces().List(cmd.Context(), org)
 			if err != nil {
 				return err
 			}
@@ -126,7 +126,7 @@ func (a *app) workspaceCommand() *cobra.Command {
 			Short: "Show a workspace: members with roles, quota and usage",
 			Args:  exactArgs("WORKSPACE"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				ws, err := a.client.GetWorkspace(cmd.Context(), args[0])
+				ws, err := a.client.Workspaces().Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
@@ -138,7 +138,7 @@ func (a *app) workspaceCommand() *cobra.Command {
 			Short: "Delete a workspace that holds no object",
 			Args:  exactArgs("WORKSPACE"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteWorkspace(cmd.Context(), args[0])
+				return a.client.Workspaces().Delete(cmd.Context(), args[0])
 			}),
 		},
 		a.workspaceAddMemberCommand(),
@@ -147,7 +147,7 @@ func (a *app) workspaceCommand() *cobra.Command {
 			Short: "Remove a user from a workspace",
 			Args:  exactArgs("WORKSPACE", "USER"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.RemoveMember(cmd.Context(), args[0], args[1]); err != nil {
+				if err := a.client.Workspaces().RemoveMember(cmd.Context(), args[0], args[1]); err != nil {
 					return err
 				}
 				return a.done(fmt.Sprintf("%s is no longer a member of %s.", args[1], args[0]))
@@ -170,7 +170,7 @@ viewer.`,
 			if role == "" {
 				return usagef("--role is required: admin, template-creator, author, user, console-only or viewer")
 			}
-			if err := a.client.AddMember(cmd.Context(), args[0], wire.MemberRequest{User: args[1], Role: role}); err != nil {
+			if err := a.client.Workspaces().AddMember(cmd.Context(), args[0], wire.MemberRequest{User: args[1], Role: role}); err != nil {
 				return err
 			}
 			return a.done(fmt.Sprintf("%s is a member of %s with role %s.", args[1], args[0], role))
@@ -210,7 +210,7 @@ the use and the limit.`,
 					return usagef("%s %d: a limit is 0 (none) or more", name, v)
 				}
 			}
-			got, err := a.client.SetQuota(cmd.Context(), req)
+			got, err := a.client.Workspaces().SetQuota(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -261,7 +261,7 @@ func (a *app) groupCommand() *cobra.Command {
 		Short: "List groups with their members",
 		Args:  exactArgs(),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			gs, err := a.client.ListGroups(cmd.Context(), org)
+			gs, err := a.client.Groups().List(cmd.Context(), org)
 			if err != nil {
 				return err
 			}
@@ -281,7 +281,7 @@ func (a *app) groupCommand() *cobra.Command {
 			Args:  exactArgs("GROUP"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
 				o, n := client.SplitRef(args[0])
-				g, err := a.client.CreateGroup(cmd.Context(), wire.GroupRequest{Org: o, Name: n})
+				g, err := a.client.Groups().Create(cmd.Context(), wire.GroupRequest{Org: o, Name: n})
 				if err != nil {
 					return err
 				}
@@ -297,7 +297,7 @@ func (a *app) groupCommand() *cobra.Command {
 			Short: "Delete a group and the shares made to it",
 			Args:  exactArgs("GROUP"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.DeleteGroup(cmd.Context(), args[0])
+				return a.client.Groups().Delete(cmd.Context(), args[0])
 			}),
 		},
 		&cobra.Command{
@@ -305,7 +305,7 @@ func (a *app) groupCommand() *cobra.Command {
 			Short: "Add a user to a group",
 			Args:  exactArgs("GROUP", "USER"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.AddGroupMember(cmd.Context(), args[0], args[1]); err != nil {
+				if err := a.client.Groups().AddMember(cmd.Context(), args[0], args[1]); err != nil {
 					return err
 				}
 				return a.done(fmt.Sprintf("%s is a member of group %s.", args[1], args[0]))
@@ -316,7 +316,7 @@ func (a *app) groupCommand() *cobra.Command {
 			Short: "Remove a user from a group",
 			Args:  exactArgs("GROUP", "USER"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.RemoveGroupMember(cmd.Context(), args[0], args[1]); err != nil {
+				if err := a.client.Groups().RemoveMember(cmd.Context(), args[0], args[1]); err != nil {
 					return err
 				}
 				return a.done(fmt.Sprintf("%s is no longer a member of group %s.", args[1], args[0]))

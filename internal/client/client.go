@@ -21,8 +21,10 @@ import (
 	"stagehand/internal/errdefs"
 )
 
-// Client talks to one Stagehand daemon. It is safe for concurrent use.
-type Client struct {
+// transport is how every sub-client reaches the daemon: the server's
+// address, the http.Client and the credentials, and the one place a
+// request is built, sent and its answer decoded.
+type transport struct {
 	server string // the server URL as given, for messages
 	target target
 	base   string // what request URLs start with: scheme://host[:port]
@@ -33,23 +35,23 @@ type Client struct {
 }
 
 // Option configures a Client.
-type Option func(*Client)
+type Option func(*transport)
 
 // WithHTTPClient makes the client send its requests through hc, which
 // then decides how to reach the server (the socket and pinning are
 // not set up).
-func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+func WithHTTPClient(hc *http.Client) Option { return func(c *transport) { c.hc = hc } }
 
 // WithToken makes the client send token in every request
 // (Authorization: Bearer).
-func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+func WithToken(token string) Option { return func(c *transport) { c.token = token } }
 
 // WithKnownServers lets an https server whose certificate no CA vouches
 // for be trusted by its fingerprint, pinned in file (0600, one line per
 // server): the first connection pins it and calls trusted (may be nil),
 // later ones refuse any other certificate with a *PinError.
 func WithKnownServers(file string, trusted func(server, fingerprint string)) Option {
-	return func(c *Client) { c.pins = &knownServers{file: file, trusted: trusted} }
+	return func(c *transport) { c.pins = &knownServers{file: file, trusted: trusted} }
 }
 
 // New returns a client of the daemon at server: unix:///path/to/stagehand.sock,
@@ -57,7 +59,7 @@ func WithKnownServers(file string, trusted func(server, fingerprint string)) Opt
 // server URL it cannot use is the error of every call.
 func New(server string, opts ...Option) *Client {
 	t, server, err := parseServer(server)
-	c := &Client{server: server, target: t, err: err}
+	c := &transport{server: server, target: t, err: err}
 	switch t.scheme {
 	case "unix":
 		c.base = "http://" + unixHost
@@ -70,14 +72,11 @@ func New(server string, opts ...Option) *Client {
 	if c.hc == nil {
 		c.hc = c.httpClient()
 	}
-	return c
+	return &Client{t: c}
 }
 
-// BaseURL returns the daemon's address as the client was given it.
-func (c *Client) BaseURL() string { return c.server }
-
 // newRequest is a request to the daemon with the client's credentials.
-func (c *Client) newRequest(ctx context.Context, method, p string, query url.Values, body io.Reader) (*http.Request, error) {
+func (c *transport) newRequest(ctx context.Context, method, p string, query url.Values, body io.Reader) (*http.Request, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
@@ -93,7 +92,7 @@ func (c *Client) newRequest(ctx context.Context, method, p string, query url.Val
 	return req, nil
 }
 
-func (c *Client) authorize(h http.Header) {
+func (c *transport) authorize(h http.Header) {
 	if c.token != "" {
 		h.Set("Authorization", "Bearer "+c.token)
 	}
@@ -161,7 +160,7 @@ func path(segments ...string) string {
 
 // do sends in (when non-nil) as JSON and decodes a 2xx answer into out
 // (when non-nil). Any other answer becomes an *Error.
-func (c *Client) do(ctx context.Context, method, p string, query url.Values, in, out any) error {
+func (c *transport) do(ctx context.Context, method, p string, query url.Values, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -226,7 +225,7 @@ func decodeError(resp *http.Response) error {
 
 // call sends in (nil for none) to p and returns the decoded 2xx answer.
 // It is the body of every endpoint method that answers one object.
-func call[T any](ctx context.Context, c *Client, method, p string, query url.Values, in any) (*T, error) {
+func call[T any](ctx context.Context, c *transport, method, p string, query url.Values, in any) (*T, error) {
 	var out T
 	if err := c.do(ctx, method, p, query, in, &out); err != nil {
 		return nil, err
@@ -235,13 +234,13 @@ func call[T any](ctx context.Context, c *Client, method, p string, query url.Val
 }
 
 // list GETs p and returns the decoded list.
-func list[T any](ctx context.Context, c *Client, p string, query url.Values) ([]T, error) {
+func list[T any](ctx context.Context, c *transport, p string, query url.Values) ([]T, error) {
 	var out []T
 	return out, c.do(ctx, http.MethodGet, p, query, nil, &out)
 }
 
 // stream GETs p and returns the body of a 2xx answer unread.
-func (c *Client) stream(ctx context.Context, p string, query url.Values) (io.ReadCloser, error) {
+func (c *transport) stream(ctx context.Context, p string, query url.Values) (io.ReadCloser, error) {
 	req, err := c.newRequest(ctx, http.MethodGet, p, query, nil)
 	if err != nil {
 		return nil, err
@@ -259,7 +258,7 @@ func (c *Client) stream(ctx context.Context, p string, query url.Values) (io.Rea
 
 // unreachable turns a failure to send a request into the caller's context
 // error or an unavailable error.
-func (c *Client) unreachable(ctx context.Context, err error) error {
+func (c *transport) unreachable(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -16,7 +16,7 @@ import (
 	"stagehand/internal/errdefs"
 )
 
-// VMConsole attaches to a running VM's serial console. It opens a
+// Console attaches to a running VM's serial console. It opens a
 // connection to the daemon (over its socket, TCP or TLS, as the client's
 // server URL says), asks for an upgrade to wire.ConsoleProtocol and, on
 // 101 Switching Protocols, returns the connection: what is written to it
@@ -32,29 +32,29 @@ import (
 // Any number of sessions and web viewers share a console; the session
 // takes the keyboard when it attaches (the others watch) and gives it up
 // when it half-closes.
-func (c *Client) VMConsole(ctx context.Context, config, vm string, opts ...ConsoleOption) (net.Conn, error) {
-	if c.err != nil {
-		return nil, c.err
+func (c VMs) Console(ctx context.Context, config, vm string, opts ...ConsoleOption) (net.Conn, error) {
+	if c.t.err != nil {
+		return nil, c.t.err
 	}
 	var o consoleOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	p := path("configs", config, "vms", vm, "console")
-	u, err := url.Parse(c.base + p)
+	u, err := url.Parse(c.t.base + p)
 	if err != nil {
-		return nil, errdefs.Invalid("server URL %q: %v", c.server, err)
+		return nil, errdefs.Invalid("server URL %q: %v", c.t.server, err)
 	}
 	if o.replay {
 		u.RawQuery = "replay=true"
 	}
-	conn, err := c.dialServer(ctx)
+	conn, err := c.t.dialServer(ctx)
 	if err != nil {
-		return nil, c.unreachable(ctx, err)
+		return nil, c.t.unreachable(ctx, err)
 	}
 	// Cancelling ctx unblocks the handshake.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	br, err := c.upgradeToConsole(conn, u)
+	br, err := c.t.upgradeToConsole(conn, u)
 	if !stop() {
 		conn.Close()
 		return nil, ctx.Err()
@@ -79,16 +79,16 @@ type consoleOptions struct{ replay bool }
 // 64 KiB, from a line start), so that it shows the screen as it is.
 func ConsoleReplay() ConsoleOption { return func(o *consoleOptions) { o.replay = true } }
 
-// VMScreen returns a PNG of a running VM's screen and when it was taken
+// Screen returns a PNG of a running VM's screen and when it was taken
 // (the daemon takes at most one screendump per VM every 2 s).
-func (c *Client) VMScreen(ctx context.Context, config, vm string) ([]byte, time.Time, error) {
-	req, err := c.newRequest(ctx, http.MethodGet, path("configs", config, "vms", vm, "screen.png"), nil, nil)
+func (c VMs) Screen(ctx context.Context, config, vm string) ([]byte, time.Time, error) {
+	req, err := c.t.newRequest(ctx, http.MethodGet, path("configs", config, "vms", vm, "screen.png"), nil, nil)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.t.hc.Do(req)
 	if err != nil {
-		return nil, time.Time{}, c.unreachable(ctx, err)
+		return nil, time.Time{}, c.t.unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -102,30 +102,30 @@ func (c *Client) VMScreen(ctx context.Context, config, vm string) ([]byte, time.
 	return b, taken, nil
 }
 
-// CreateConsoleLink makes a link that opens the consoles of one VM, and
+// Create makes a link that opens the consoles of one VM, and
 // nothing else, until it expires (expiresIn: "30m", "8h", "7d"; "" for 1
 // hour) or is revoked. Its Token and URL are given this once.
-func (c *Client) CreateConsoleLink(ctx context.Context, config, vm, expiresIn string) (*wire.ConsoleLink, error) {
-	return call[wire.ConsoleLink](ctx, c, http.MethodPost, path("configs", config, "vms", vm, "console-links"), nil,
+func (c ConsoleLinks) Create(ctx context.Context, config, vm, expiresIn string) (*wire.ConsoleLink, error) {
+	return call[wire.ConsoleLink](ctx, c.t, http.MethodPost, path("configs", config, "vms", vm, "console-links"), nil,
 		wire.ConsoleLinkRequest{ExpiresIn: expiresIn})
 }
 
-// ListConsoleLinks returns the caller's console links (everyone's for a
+// List returns the caller's console links (everyone's for a
 // system administrator).
-func (c *Client) ListConsoleLinks(ctx context.Context) ([]wire.ConsoleLink, error) {
-	return list[wire.ConsoleLink](ctx, c, path("console-links"), nil)
+func (c ConsoleLinks) List(ctx context.Context) ([]wire.ConsoleLink, error) {
+	return list[wire.ConsoleLink](ctx, c.t, path("console-links"), nil)
 }
 
-// RevokeConsoleLink revokes a console link at once: its open sessions
+// Revoke revokes a console link at once: its open sessions
 // end at their next request, new ones are refused.
-func (c *Client) RevokeConsoleLink(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodDelete, path("console-links", id), nil, nil, nil)
+func (c ConsoleLinks) Revoke(ctx context.Context, id string) error {
+	return c.t.do(ctx, http.MethodDelete, path("console-links", id), nil, nil, nil)
 }
 
 // upgradeToConsole writes the upgrade request for u on conn and reads the
 // answer. It returns the reader that holds what the daemon sent after its
 // answer, or the daemon's error.
-func (c *Client) upgradeToConsole(conn net.Conn, u *url.URL) (*bufio.Reader, error) {
+func (c *transport) upgradeToConsole(conn net.Conn, u *url.URL) (*bufio.Reader, error) {
 	req := &http.Request{
 		Method:     http.MethodGet,
 		URL:        u,

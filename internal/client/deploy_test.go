@@ -24,13 +24,13 @@ func newDeployable(t *testing.T) (*client.Client, *apitest.Lab) {
 	t.Helper()
 	c, l := newClient(t, apitest.Accel("fixed for the test"))
 	ctx := context.Background()
-	if _, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}}); err != nil {
+	if _, err := c.Templates().Import(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateNetwork(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}}); err != nil {
+	if _, err := c.Networks().Create(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateConfig(ctx, wire.ConfigRequest{Name: "web", VMs: []wire.VMRequest{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
+	if _, err := c.Configs().Create(ctx, wire.ConfigRequest{Name: "web", VMs: []wire.VMRequest{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
 		t.Fatal(err)
 	}
 	return c, l
@@ -40,7 +40,7 @@ func newDeployable(t *testing.T) (*client.Client, *apitest.Lab) {
 func waitVM(t *testing.T, c *client.Client, config, state string) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		cfg, err := c.GetConfig(context.Background(), config)
+		cfg, err := c.Configs().Get(context.Background(), config)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,33 +56,33 @@ func waitVM(t *testing.T, c *client.Client, config, state string) {
 func TestDeployLifecycle(t *testing.T) {
 	c, _ := newDeployable(t)
 	ctx := context.Background()
-	cfg, err := c.Deploy(ctx, "web", wire.DeployRequest{Fenced: true, FencePolicy: wire.FenceBlock})
+	cfg, err := c.Configs().Deploy(ctx, "web", wire.DeployRequest{Fenced: true, FencePolicy: wire.FenceBlock})
 	if err != nil || cfg.State != "deployed" || !cfg.Fenced || cfg.FencePolicy != wire.FenceBlock || cfg.VMs[0].PID == 0 {
 		t.Fatalf("Deploy = %+v, %v", cfg, err)
 	}
-	if _, err := c.Deploy(ctx, "web", wire.DeployRequest{}); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := c.Configs().Deploy(ctx, "web", wire.DeployRequest{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("second Deploy: %v, want conflict", err)
 	}
-	if _, err = c.VMAction(ctx, "web", "vm1", wire.VMStop); err != nil {
+	if _, err = c.VMs().Action(ctx, "web", "vm1", wire.VMStop); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	// Stop asks the guest to power off: it is stopped once it is off.
 	waitVM(t, c, "web", wire.VMStopped)
-	if cfg, err = c.GetConfig(ctx, "web"); err != nil || cfg.VMs[0].PID != 0 {
+	if cfg, err = c.Configs().Get(ctx, "web"); err != nil || cfg.VMs[0].PID != 0 {
 		t.Fatalf("stopped = %+v, %v", cfg, err)
 	}
-	cfg, err = c.VMAction(ctx, "web", "vm1", wire.VMStart)
+	cfg, err = c.VMs().Action(ctx, "web", "vm1", wire.VMStart)
 	if err != nil || cfg.VMs[0].State != wire.VMRunning {
 		t.Fatalf("start = %+v, %v", cfg, err)
 	}
-	if _, err := c.VMAction(ctx, "web", "nope", wire.VMReset); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := c.VMs().Action(ctx, "web", "nope", wire.VMReset); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("reset of unknown VM: %v", err)
 	}
-	cfg, err = c.Undeploy(ctx, "web", wire.UndeployRequest{SaveState: true})
+	cfg, err = c.Configs().Undeploy(ctx, "web", wire.UndeployRequest{SaveState: true})
 	if err != nil || cfg.State != "undeployed" || !cfg.VMs[0].HasSavedState {
 		t.Fatalf("Undeploy = %+v, %v", cfg, err)
 	}
-	rep, err := c.Doctor(ctx, false)
+	rep, err := c.Server().Doctor(ctx, false)
 	if err != nil || rep.Accel != "tcg" || rep.AccelReason == "" {
 		t.Fatalf("Doctor = %+v, %v", rep, err)
 	}
@@ -91,17 +91,17 @@ func TestDeployLifecycle(t *testing.T) {
 func TestVMLog(t *testing.T) {
 	c, l := newDeployable(t)
 	ctx := context.Background()
-	if _, err := c.VMLog(ctx, "web", "vm1"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := c.VMs().Log(ctx, "web", "vm1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("VMLog before any log: %v, want not found", err)
 	}
-	if _, err := c.Deploy(ctx, "web", wire.DeployRequest{}); err != nil {
+	if _, err := c.Configs().Deploy(ctx, "web", wire.DeployRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	logPath := l.SerialLog(t, "web", "vm1")
 	if err := os.WriteFile(logPath, []byte("one\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r, err := c.VMLog(ctx, "web", "vm1")
+	r, err := c.VMs().Log(ctx, "web", "vm1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestVMLog(t *testing.T) {
 	}
 
 	fctx, cancel := context.WithCancel(ctx)
-	r, err = c.FollowVMLog(fctx, "web", "vm1")
+	r, err = c.VMs().FollowLog(fctx, "web", "vm1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,14 +135,14 @@ func TestVMLog(t *testing.T) {
 func TestVMConsoleEcho(t *testing.T) {
 	c, l := newDeployable(t)
 	ctx := context.Background()
-	if _, err := c.VMConsole(ctx, "web", "vm1"); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := c.VMs().Console(ctx, "web", "vm1"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("console of an undeployed VM: %v, want conflict", err)
 	}
-	if _, err := c.Deploy(ctx, "web", wire.DeployRequest{}); err != nil {
+	if _, err := c.Configs().Deploy(ctx, "web", wire.DeployRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	l.EchoConsole(t, "web", "vm1")
-	conn, err := c.VMConsole(ctx, "web", "vm1")
+	conn, err := c.VMs().Console(ctx, "web", "vm1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestVMConsoleEcho(t *testing.T) {
 		t.Fatalf("after CloseWrite: %q, %v", rest, err)
 	}
 	// Asked to, a session starts with what the console printed.
-	conn3, err := c.VMConsole(ctx, "web", "vm1", client.ConsoleReplay())
+	conn3, err := c.VMs().Console(ctx, "web", "vm1", client.ConsoleReplay())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestVMConsoleEcho(t *testing.T) {
 	if _, err := io.ReadFull(conn3, replay); err != nil || string(replay) != "ls /\rexit\r" {
 		t.Fatalf("replay = %q, %v", replay, err)
 	}
-	if _, err := c.VMConsole(ctx, "web", "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := c.VMs().Console(ctx, "web", "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("console of unknown VM: %v, want not found", err)
 	}
 }
@@ -223,7 +223,7 @@ func TestVMConsoleDrainsBytesSentWithThe101(t *testing.T) {
 		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: stagehand-console\r\n\r\nwelcome\r\n")
 		io.Copy(conn, conn)
 	})
-	conn, err := client.New(url).VMConsole(context.Background(), "a b", "vm1")
+	conn, err := client.New(url).VMs().Console(context.Background(), "a b", "vm1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,25 +245,25 @@ func TestVMConsoleFailures(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if _, err := client.New(silent).VMConsole(ctx, "web", "vm1"); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+	if _, err := client.New(silent).VMs().Console(ctx, "web", "vm1"); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
 		t.Errorf("silent server: %v after %v, want the context's deadline", err, time.Since(start))
 	}
 
 	wrong := rawServer(t, func(conn net.Conn, req *http.Request) {
 		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	})
-	if _, err := client.New(wrong).VMConsole(context.Background(), "web", "vm1"); err == nil || !strings.Contains(err.Error(), "websocket") {
+	if _, err := client.New(wrong).VMs().Console(context.Background(), "web", "vm1"); err == nil || !strings.Contains(err.Error(), "websocket") {
 		t.Errorf("wrong protocol: %v", err)
 	}
 
 	plain := rawServer(t, func(conn net.Conn, req *http.Request) {
 		io.WriteString(conn, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 13\r\n\r\nupstream down")
 	})
-	if _, err := client.New(plain).VMConsole(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "upstream down") {
+	if _, err := client.New(plain).VMs().Console(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "upstream down") {
 		t.Errorf("502: %v", err)
 	}
 
-	if _, err := client.New("ftp://127.0.0.1:21").VMConsole(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrInvalid) {
+	if _, err := client.New("ftp://127.0.0.1:21").VMs().Console(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("ftp: %v, want invalid", err)
 	}
 
@@ -273,7 +273,7 @@ func TestVMConsoleFailures(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	if _, err := client.New(addr).VMConsole(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrUnavailable) {
+	if _, err := client.New(addr).VMs().Console(context.Background(), "web", "vm1"); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Errorf("unreachable: %v, want unavailable", err)
 	}
 }

@@ -13,9 +13,9 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-// Events returns up to limit events after event id after (limit 0: the
+// List returns up to limit events after event id after (limit 0: the
 // daemon's default page, 100; it returns at most 1000 at once).
-func (c *Client) Events(ctx context.Context, after int64, limit int) ([]wire.Event, error) {
+func (c Events) List(ctx context.Context, after int64, limit int) ([]wire.Event, error) {
 	q := url.Values{}
 	if after > 0 {
 		q.Set("after", strconv.FormatInt(after, 10))
@@ -23,14 +23,14 @@ func (c *Client) Events(ctx context.Context, after int64, limit int) ([]wire.Eve
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	return list[wire.Event](ctx, c, path("events"), q)
+	return list[wire.Event](ctx, c.t, path("events"), q)
 }
 
-// FollowEvents calls fn with every event after event id after, then with
+// Follow calls fn with every event after event id after, then with
 // each new one as it is recorded, until ctx ends or fn fails. A stream the
 // daemon ends (a follower too far behind) is resumed from the last event
 // seen; a daemon that goes away ends it with an error.
-func (c *Client) FollowEvents(ctx context.Context, after int64, fn func(wire.Event) error) error {
+func (c Events) Follow(ctx context.Context, after int64, fn func(wire.Event) error) error {
 	for {
 		last, err := c.followOnce(ctx, after, fn)
 		if ctx.Err() != nil {
@@ -45,8 +45,8 @@ func (c *Client) FollowEvents(ctx context.Context, after int64, fn func(wire.Eve
 
 // followOnce reads one event stream until it ends and returns the last id
 // seen.
-func (c *Client) followOnce(ctx context.Context, after int64, fn func(wire.Event) error) (int64, error) {
-	req, err := c.newRequest(ctx, http.MethodGet, path("events"), url.Values{"follow": {"1"}}, nil)
+func (c Events) followOnce(ctx context.Context, after int64, fn func(wire.Event) error) (int64, error) {
+	req, err := c.t.newRequest(ctx, http.MethodGet, path("events"), url.Values{"follow": {"1"}}, nil)
 	if err != nil {
 		return after, err
 	}
@@ -54,9 +54,9 @@ func (c *Client) followOnce(ctx context.Context, after int64, fn func(wire.Event
 	if after > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(after, 10))
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.t.hc.Do(req)
 	if err != nil {
-		return after, c.unreachable(ctx, err)
+		return after, c.t.unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -7,29 +7,29 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-// ListHosts returns the hosts of the installation.
-func (c *Client) ListHosts(ctx context.Context) ([]wire.Host, error) {
-	return list[wire.Host](ctx, c, path("hosts"), nil)
+// List returns the hosts of the installation.
+func (c Hosts) List(ctx context.Context) ([]wire.Host, error) {
+	return list[wire.Host](ctx, c.t, path("hosts"), nil)
 }
 
-// GetHost returns one host with what is deployed on it.
-func (c *Client) GetHost(ctx context.Context, name string) (*wire.Host, error) {
-	return call[wire.Host](ctx, c, http.MethodGet, path("hosts", name), nil, nil)
+// Get returns one host with what is deployed on it.
+func (c Hosts) Get(ctx context.Context, name string) (*wire.Host, error) {
+	return call[wire.Host](ctx, c.t, http.MethodGet, path("hosts", name), nil, nil)
 }
 
-// DrainHost marks a host draining: placement skips it; what runs there
+// Drain marks a host draining: placement skips it; what runs there
 // stays (Deployed says what).
-func (c *Client) DrainHost(ctx context.Context, name string) (*wire.Host, error) {
-	return call[wire.Host](ctx, c, http.MethodPost, path("hosts", name, "drain"), nil, nil)
+func (c Hosts) Drain(ctx context.Context, name string) (*wire.Host, error) {
+	return call[wire.Host](ctx, c.t, http.MethodPost, path("hosts", name, "drain"), nil, nil)
 }
 
-// UndrainHost makes a draining host active again.
-func (c *Client) UndrainHost(ctx context.Context, name string) (*wire.Host, error) {
-	return call[wire.Host](ctx, c, http.MethodPost, path("hosts", name, "undrain"), nil, nil)
+// Undrain makes a draining host active again.
+func (c Hosts) Undrain(ctx context.Context, name string) (*wire.Host, error) {
+	return call[wire.Host](ctx, c.t, http.MethodPost, path("hosts", name, "undrain"), nil, nil)
 }
 
-// RemoveHost marks a host removed; refused while configurations are
+// Remove marks a host removed; refused while configurations are
 // deployed there.
-func (c *Client) RemoveHost(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, path("hosts", name), nil, nil, nil)
+func (c Hosts) Remove(ctx context.Context, name string) error {
+	return c.t.do(ctx, http.MethodDelete, path("hosts", name), nil, nil, nil)
 }

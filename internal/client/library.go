@@ -8,32 +8,32 @@ import (
 )
 
 // Capture copies a configuration into the library.
-func (c *Client) Capture(ctx context.Context, req wire.CaptureRequest) (*wire.Config, error) {
-	return call[wire.Config](ctx, c, http.MethodPost, path("library"), nil, req)
+func (c Library) Capture(ctx context.Context, req wire.CaptureRequest) (*wire.Config, error) {
+	return call[wire.Config](ctx, c.t, http.MethodPost, path("library"), nil, req)
 }
 
 // Checkout makes a configuration from a library entry.
-func (c *Client) Checkout(ctx context.Context, entry string, req wire.CheckoutRequest) (*wire.Config, error) {
-	return call[wire.Config](ctx, c, http.MethodPost, path("library", entry, "checkout"), nil, req)
+func (c Library) Checkout(ctx context.Context, entry string, req wire.CheckoutRequest) (*wire.Config, error) {
+	return call[wire.Config](ctx, c.t, http.MethodPost, path("library", entry, "checkout"), nil, req)
 }
 
-// ListLibrary returns every library entry.
-func (c *Client) ListLibrary(ctx context.Context) ([]wire.Config, error) {
-	return c.ListLibraryIn(ctx, "")
+// List returns every library entry.
+func (c Library) List(ctx context.Context) ([]wire.Config, error) {
+	return c.ListIn(ctx, "")
 }
 
-// ListLibraryIn returns every library entry the caller may see in
+// ListIn returns every library entry the caller may see in
 // workspace ("ws" or "org/ws"; "" every workspace).
-func (c *Client) ListLibraryIn(ctx context.Context, workspace string) ([]wire.Config, error) {
-	return list[wire.Config](ctx, c, path("library"), workspaceQuery(workspace))
+func (c Library) ListIn(ctx context.Context, workspace string) ([]wire.Config, error) {
+	return list[wire.Config](ctx, c.t, path("library"), workspaceQuery(workspace))
 }
 
-// GetLibraryEntry returns one library entry.
-func (c *Client) GetLibraryEntry(ctx context.Context, name string) (*wire.Config, error) {
-	return call[wire.Config](ctx, c, http.MethodGet, path("library", name), nil, nil)
+// Get returns one library entry.
+func (c Library) Get(ctx context.Context, name string) (*wire.Config, error) {
+	return call[wire.Config](ctx, c.t, http.MethodGet, path("library", name), nil, nil)
 }
 
-// DeleteLibraryEntry deletes a library entry.
-func (c *Client) DeleteLibraryEntry(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, path("library", name), nil, nil, nil)
+// Delete deletes a library entry.
+func (c Library) Delete(ctx context.Context, name string) error {
+	return c.t.do(ctx, http.MethodDelete, path("library", name), nil, nil, nil)
 }

@@ -13,8 +13,8 @@ import (
 // send as a bearer token (WithToken) until it expires or Logout. A wrong
 // user or password is errdefs.ErrUnauthenticated; too many failed tries
 // from this address is errdefs.ErrUnavailable naming the wait.
-func (c *Client) Login(ctx context.Context, user, password string) (string, error) {
-	resp, err := call[wire.LoginResponse](ctx, c, http.MethodPost, path("login"), nil, wire.LoginRequest{User: user, Password: password})
+func (c Auth) Login(ctx context.Context, user, password string) (string, error) {
+	resp, err := call[wire.LoginResponse](ctx, c.t, http.MethodPost, path("login"), nil, wire.LoginRequest{User: user, Password: password})
 	if err != nil {
 		return "", err
 	}
@@ -23,8 +23,8 @@ func (c *Client) Login(ctx context.Context, user, password string) (string, erro
 
 // Logout ends the session the client sends (WithToken of a Login's
 // token): the daemon revokes it.
-func (c *Client) Logout(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, path("logout"), nil, nil, nil)
+func (c Auth) Logout(ctx context.Context) error {
+	return c.t.do(ctx, http.MethodPost, path("logout"), nil, nil, nil)
 }
 
 // TokenFile is where `stagehand login` keeps its session:

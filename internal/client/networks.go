@@ -7,28 +7,28 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-// CreateNetwork creates a network.
-func (c *Client) CreateNetwork(ctx context.Context, req wire.NetworkRequest) (*wire.Network, error) {
-	return call[wire.Network](ctx, c, http.MethodPost, path("networks"), nil, req)
+// Create creates a network.
+func (c Networks) Create(ctx context.Context, req wire.NetworkRequest) (*wire.Network, error) {
+	return call[wire.Network](ctx, c.t, http.MethodPost, path("networks"), nil, req)
 }
 
-// ListNetworks returns every network with its usage.
-func (c *Client) ListNetworks(ctx context.Context) ([]wire.Network, error) {
-	return c.ListNetworksIn(ctx, "")
+// List returns every network with its usage.
+func (c Networks) List(ctx context.Context) ([]wire.Network, error) {
+	return c.ListIn(ctx, "")
 }
 
-// ListNetworksIn returns every network the caller may see in
+// ListIn returns every network the caller may see in
 // workspace ("ws" or "org/ws"; "" every workspace).
-func (c *Client) ListNetworksIn(ctx context.Context, workspace string) ([]wire.Network, error) {
-	return list[wire.Network](ctx, c, path("networks"), workspaceQuery(workspace))
+func (c Networks) ListIn(ctx context.Context, workspace string) ([]wire.Network, error) {
+	return list[wire.Network](ctx, c.t, path("networks"), workspaceQuery(workspace))
 }
 
-// GetNetwork returns one network with its usage.
-func (c *Client) GetNetwork(ctx context.Context, name string) (*wire.Network, error) {
-	return call[wire.Network](ctx, c, http.MethodGet, path("networks", name), nil, nil)
+// Get returns one network with its usage.
+func (c Networks) Get(ctx context.Context, name string) (*wire.Network, error) {
+	return call[wire.Network](ctx, c.t, http.MethodGet, path("networks", name), nil, nil)
 }
 
-// DeleteNetwork deletes a network.
-func (c *Client) DeleteNetwork(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, path("networks", name), nil, nil, nil)
+// Delete deletes a network.
+func (c Networks) Delete(ctx context.Context, name string) error {
+	return c.t.do(ctx, http.MethodDelete, path("networks", name), nil, nil, nil)
 }

@@ -8,30 +8,30 @@ import (
 )
 
 // Health checks that the daemon answers.
-func (c *Client) Health(ctx context.Context) error {
-	_, err := call[wire.Health](ctx, c, http.MethodGet, "/healthz", nil, nil)
+func (c Server) Health(ctx context.Context) error {
+	_, err := call[wire.Health](ctx, c.t, http.MethodGet, "/healthz", nil, nil)
 	return err
 }
 
 // Ready reports whether the daemon accepts writes (its recovery of
 // interrupted operations is done); while it recovers the error is of kind
 // unavailable.
-func (c *Client) Ready(ctx context.Context) error {
-	_, err := call[wire.Ready](ctx, c, http.MethodGet, "/readyz", nil, nil)
+func (c Server) Ready(ctx context.Context) error {
+	_, err := call[wire.Ready](ctx, c.t, http.MethodGet, "/readyz", nil, nil)
 	return err
 }
 
 // Status returns the daemon at a glance: version, uptime, accelerator (or
 // that it is being probed), store, data dir, counts and recovery.
-func (c *Client) Status(ctx context.Context) (*wire.Status, error) {
-	return call[wire.Status](ctx, c, http.MethodGet, path("status"), nil, nil)
+func (c Server) Status(ctx context.Context) (*wire.Status, error) {
+	return call[wire.Status](ctx, c.t, http.MethodGet, path("status"), nil, nil)
 }
 
 // Doctor checks the store against the files; with repair it fixes what is
 // safe to fix.
-func (c *Client) Doctor(ctx context.Context, repair bool) (*wire.DoctorReport, error) {
+func (c Server) Doctor(ctx context.Context, repair bool) (*wire.DoctorReport, error) {
 	if repair {
-		return call[wire.DoctorReport](ctx, c, http.MethodPost, path("doctor", "repair"), nil, nil)
+		return call[wire.DoctorReport](ctx, c.t, http.MethodPost, path("doctor", "repair"), nil, nil)
 	}
-	return call[wire.DoctorReport](ctx, c, http.MethodGet, path("doctor"), nil, nil)
+	return call[wire.DoctorReport](ctx, c.t, http.MethodGet, path("doctor"), nil, nil)
 }

@@ -7,31 +7,31 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-// ImportTemplate imports a template from files on the daemon's host, which
+// Import imports a template from files on the daemon's host, which
 // only the system administrator on the unix socket may name, under a
 // directory given with serve --import-dir. Others upload the files
 // (UploadTemplate).
-func (c *Client) ImportTemplate(ctx context.Context, req wire.TemplateRequest) (*wire.Template, error) {
-	return call[wire.Template](ctx, c, http.MethodPost, path("templates"), nil, req)
+func (c Templates) Import(ctx context.Context, req wire.TemplateRequest) (*wire.Template, error) {
+	return call[wire.Template](ctx, c.t, http.MethodPost, path("templates"), nil, req)
 }
 
-// ListTemplates returns every template.
-func (c *Client) ListTemplates(ctx context.Context) ([]wire.Template, error) {
-	return c.ListTemplatesIn(ctx, "")
+// List returns every template.
+func (c Templates) List(ctx context.Context) ([]wire.Template, error) {
+	return c.ListIn(ctx, "")
 }
 
-// ListTemplatesIn returns every template the caller may see in
+// ListIn returns every template the caller may see in
 // workspace ("ws" or "org/ws"; "" every workspace).
-func (c *Client) ListTemplatesIn(ctx context.Context, workspace string) ([]wire.Template, error) {
-	return list[wire.Template](ctx, c, path("templates"), workspaceQuery(workspace))
+func (c Templates) ListIn(ctx context.Context, workspace string) ([]wire.Template, error) {
+	return list[wire.Template](ctx, c.t, path("templates"), workspaceQuery(workspace))
 }
 
-// GetTemplate returns one template.
-func (c *Client) GetTemplate(ctx context.Context, name string) (*wire.Template, error) {
-	return call[wire.Template](ctx, c, http.MethodGet, path("templates", name), nil, nil)
+// Get returns one template.
+func (c Templates) Get(ctx context.Context, name string) (*wire.Template, error) {
+	return call[wire.Template](ctx, c.t, http.MethodGet, path("templates", name), nil, nil)
 }
 
-// DeleteTemplate deletes a template.
-func (c *Client) DeleteTemplate(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, path("templates", name), nil, nil, nil)
+// Delete deletes a template.
+func (c Templates) Delete(ctx context.Context, name string) error {
+	return c.t.do(ctx, http.MethodDelete, path("templates", name), nil, nil, nil)
 }

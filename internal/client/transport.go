@@ -85,7 +85,7 @@ func dialSocket(ctx context.Context, path string) (net.Conn, error) {
 
 // dialServer opens a connection to the server, TLS done for https, for
 // what does not go through the http.Client (the console's upgrade).
-func (c *Client) dialServer(ctx context.Context) (net.Conn, error) {
+func (c *transport) dialServer(ctx context.Context) (net.Conn, error) {
 	switch c.target.scheme {
 	case "unix":
 		return dialSocket(ctx, c.target.socket)
@@ -101,7 +101,7 @@ func (c *Client) dialServer(ctx context.Context) (net.Conn, error) {
 }
 
 // transport returns the http.Client of the client's target.
-func (c *Client) httpClient() *http.Client {
+func (c *transport) httpClient() *http.Client {
 	switch c.target.scheme {
 	case "unix":
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -121,7 +121,7 @@ func (c *Client) httpClient() *http.Client {
 // tlsConfig verifies the server's certificate against the system's CAs
 // and, when that fails and the client has a known_servers file, against
 // the fingerprint pinned there (pinning it on first use).
-func (c *Client) tlsConfig() *tls.Config {
+func (c *transport) tlsConfig() *tls.Config {
 	host, _, _ := net.SplitHostPort(c.target.host)
 	if c.pins == nil {
 		return &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}

@@ -65,14 +65,14 @@ func TestUnixSocket(t *testing.T) {
 		t.Errorf("BaseURL = %q", c.BaseURL())
 	}
 	ctx := context.Background()
-	if err := c.Health(ctx); err != nil {
+	if err := c.Server().Health(ctx); err != nil {
 		t.Fatal(err)
 	}
-	n, err := c.CreateNetwork(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}})
+	n, err := c.Networks().Create(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}})
 	if err != nil || n.Name != "lan" {
 		t.Fatalf("CreateNetwork over the socket = %+v, %v", n, err)
 	}
-	if _, err := c.GetNetwork(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := c.Networks().Get(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("GetNetwork nope = %v, want not found", err)
 	}
 	if auth.Load() != "Bearer "+tok || host.Load() != "localhost" || user.Load() != "" {
@@ -80,7 +80,7 @@ func TestUnixSocket(t *testing.T) {
 	}
 
 	gone := client.New("unix://" + filepath.Join(t.TempDir(), "stagehand.sock"))
-	if err := gone.Health(ctx); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no socket there") {
+	if err := gone.Server().Health(ctx); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no socket there") {
 		t.Errorf("missing socket: %v", err)
 	}
 }
@@ -104,14 +104,14 @@ func TestUnixSocketWithALongPath(t *testing.T) {
 	if len(sock) <= 108 {
 		t.Fatalf("socket path %d bytes: not long", len(sock))
 	}
-	if err := client.New("unix://" + sock).Health(context.Background()); err != nil {
+	if err := client.New("unix://" + sock).Server().Health(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestServerURLs(t *testing.T) {
 	for _, bad := range []string{"ftp://host:21", "unix://relative/path", "https://host:1/some/path"} {
-		if err := client.New(bad).Health(context.Background()); !errors.Is(err, errdefs.ErrInvalid) {
+		if err := client.New(bad).Server().Health(context.Background()); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("New(%q).Health = %v, want invalid", bad, err)
 		}
 	}
@@ -129,14 +129,14 @@ func TestTLSPinOnFirstUse(t *testing.T) {
 	addr := first.Listener.Addr().String()
 	server := "https://" + addr
 
-	if err := client.New(server).Health(ctx); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "certificate") {
+	if err := client.New(server).Server().Health(ctx); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("without known servers: %v, want a refused certificate", err)
 	}
 
 	file := filepath.Join(t.TempDir(), "config", "stagehand", "known_servers")
 	var trusted []string
 	c := client.New(server, client.WithKnownServers(file, func(s, fp string) { trusted = append(trusted, s+" "+fp) }))
-	if err := c.Health(ctx); err != nil {
+	if err := c.Server().Health(ctx); err != nil {
 		t.Fatalf("first use: %v", err)
 	}
 	want := addr + " " + client.Fingerprint(first.Certificate().Raw)
@@ -152,7 +152,7 @@ func TestTLSPinOnFirstUse(t *testing.T) {
 		t.Errorf("known_servers = %q, want a line starting %q", pinned, want)
 	}
 	// A new client (a new CLI run) trusts the pin without asking again.
-	if err := client.New(server, client.WithKnownServers(file, func(s, fp string) { trusted = append(trusted, s) })).Health(ctx); err != nil || len(trusted) != 1 {
+	if err := client.New(server, client.WithKnownServers(file, func(s, fp string) { trusted = append(trusted, s) })).Server().Health(ctx); err != nil || len(trusted) != 1 {
 		t.Fatalf("second use: %v, trusted %q", err, trusted)
 	}
 	first.Close()
@@ -171,7 +171,7 @@ func TestTLSPinOnFirstUse(t *testing.T) {
 	if client.Fingerprint(second.Certificate().Raw) == client.Fingerprint(first.Certificate().Raw) {
 		t.Fatal("the second server has the first one's certificate")
 	}
-	err = client.New(server, client.WithKnownServers(file, func(s, fp string) { trusted = append(trusted, s) })).Health(ctx)
+	err = client.New(server, client.WithKnownServers(file, func(s, fp string) { trusted = append(trusted, s) })).Server().Health(ctx)
 	var pe *client.PinError
 	if !errors.As(err, &pe) || pe.File != file || pe.Server != addr ||
 		pe.Got != client.Fingerprint(second.Certificate().Raw) || !strings.Contains(err.Error(), "delete the line of "+addr+" from "+file) {
@@ -235,7 +235,7 @@ func TestVMConsoleOverSocketAndTLS(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var auth atomic.Value
 			rawServerOn(t, tc.ln, echo(&auth))
-			conn, err := client.New(tc.server, client.WithToken("tok"), client.WithKnownServers(known, nil)).VMConsole(context.Background(), "web", "vm1")
+			conn, err := client.New(tc.server, client.WithToken("tok"), client.WithKnownServers(known, nil)).VMs().Console(context.Background(), "web", "vm1")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -119,10 +119,10 @@ func pathReason(err error) error {
 	return err
 }
 
-// UploadTemplate imports a template from files on this machine: each is
+// Upload imports a template from files on this machine: each is
 // read once to hash it, then streamed to the daemon with its sha256, in
 // one multipart request.
-func (c *Client) UploadTemplate(ctx context.Context, req TemplateUpload) (*wire.Template, error) {
+func (c Templates) Upload(ctx context.Context, req TemplateUpload) (*wire.Template, error) {
 	// Refused here before files are read (the daemon refuses it too).
 	switch req.Format {
 	case "", "raw", "qcow2":
@@ -210,7 +210,7 @@ func (c *Client) UploadTemplate(ctx context.Context, req TemplateUpload) (*wire.
 	var out wire.Template
 	h := http.Header{}
 	h.Set("Content-Type", mw.FormDataContentType())
-	if err := c.send(ctx, http.MethodPost, path("templates", "upload"), q, h, pr, -1, &out); err != nil {
+	if err := c.t.send(ctx, http.MethodPost, path("templates", "upload"), q, h, pr, -1, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -228,9 +228,9 @@ type BundleUpload struct {
 	Progress Progress
 }
 
-// UploadBundle sends a bundle on this machine to the daemon, which
+// Upload sends a bundle on this machine to the daemon, which
 // imports it as a new archive in a job.
-func (c *Client) UploadBundle(ctx context.Context, req BundleUpload) (*wire.Job, error) {
+func (c Archives) Upload(ctx context.Context, req BundleUpload) (*wire.Job, error) {
 	lf, err := openLocal(req.File)
 	if err != nil {
 		return nil, err
@@ -254,7 +254,7 @@ func (c *Client) UploadBundle(ctx context.Context, req BundleUpload) (*wire.Job,
 	}
 	var out wire.Job
 	body := io.NopCloser(counted(lf.f, 0, lf.size, req.Progress))
-	if err := c.send(ctx, http.MethodPost, path("archives", "upload"), q, h, body, lf.size, &out); err != nil {
+	if err := c.t.send(ctx, http.MethodPost, path("archives", "upload"), q, h, body, lf.size, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -262,7 +262,7 @@ func (c *Client) UploadBundle(ctx context.Context, req BundleUpload) (*wire.Job,
 
 // send sends body (size bytes, -1 unknown) with header h and decodes a
 // 2xx answer into out; any other answer becomes an *Error.
-func (c *Client) send(ctx context.Context, method, p string, query url.Values, h http.Header, body io.Reader, size int64, out any) error {
+func (c *transport) send(ctx context.Context, method, p string, query url.Values, h http.Header, body io.Reader, size int64, out any) error {
 	req, err := c.newRequest(ctx, method, p, query, body)
 	if err != nil {
 		return err
@@ -286,32 +286,32 @@ func (c *Client) send(ctx context.Context, method, p string, query url.Values, h
 	return nil
 }
 
-// DownloadBundle writes archive's bundle, as the daemon streams it, to
+// Download writes archive's bundle, as the daemon streams it, to
 // file on this machine, which must not exist: first into a private
 // temporary file beside it (0600), which becomes file only once the
 // whole bundle arrived and its sha256 equals the one the daemon sent
 // last. On any failure, cancellation included, nothing is left. It
 // returns the bundle's size.
-func (c *Client) DownloadBundle(ctx context.Context, archive, file string) (int64, error) {
-	return c.DownloadBundleProgress(ctx, archive, file, nil)
+func (c Archives) Download(ctx context.Context, archive, file string) (int64, error) {
+	return c.DownloadProgress(ctx, archive, file, nil)
 }
 
-// DownloadBundleProgress is DownloadBundle telling progress (when not nil)
+// DownloadProgress is DownloadBundle telling progress (when not nil)
 // the bytes received so far, out of the answer's Content-Length (0 when the
 // server streams without one, as it does for bundles: the caller may know
 // the size better, e.g. the archive's).
-func (c *Client) DownloadBundleProgress(ctx context.Context, archive, file string, progress Progress) (n int64, err error) {
+func (c Archives) DownloadProgress(ctx context.Context, archive, file string, progress Progress) (n int64, err error) {
 	if _, err := os.Lstat(file); err == nil {
 		return 0, errdefs.Conflict("%s already exists", file)
 	}
 	dir := filepath.Dir(file)
-	req, err := c.newRequest(ctx, http.MethodGet, path("archives", archive, "bundle"), nil, nil)
+	req, err := c.t.newRequest(ctx, http.MethodGet, path("archives", archive, "bundle"), nil, nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.t.hc.Do(req)
 	if err != nil {
-		return 0, c.unreachable(ctx, err)
+		return 0, c.t.unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {

@@ -25,16 +25,16 @@ func TestUploadAndDownload(t *testing.T) {
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "vmlinuz")
 	os.WriteFile(kernel, bytes.Repeat([]byte("k"), 4096), 0o600)
-	tmpl, err := c.UploadTemplate(ctx, client.TemplateUpload{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}, Kernel: kernel, CPUs: 2})
+	tmpl, err := c.Templates().Upload(ctx, client.TemplateUpload{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}, Kernel: kernel, CPUs: 2})
 	if err != nil || tmpl.CPUs != 2 || len(tmpl.Disks) != 1 || tmpl.Kernel == "" {
 		t.Fatalf("UploadTemplate = %+v, %v", tmpl, err)
 	}
-	if _, err := c.UploadTemplate(ctx, client.TemplateUpload{Name: "t2", Disks: []string{filepath.Join(dir, "missing")}}); err == nil {
+	if _, err := c.Templates().Upload(ctx, client.TemplateUpload{Name: "t2", Disks: []string{filepath.Join(dir, "missing")}}); err == nil {
 		t.Error("a missing local file was uploaded")
 	}
 	seedArchive(t, c)
 	file := filepath.Join(dir, "arch.tar")
-	n, err := c.DownloadBundle(ctx, "arch", file)
+	n, err := c.Archives().Download(ctx, "arch", file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,17 +43,17 @@ func TestUploadAndDownload(t *testing.T) {
 		t.Fatalf("bundle %v %v (%d bytes announced)", fi, err, n)
 	}
 	os.WriteFile(filepath.Join(dir, "other"), []byte("mine"), 0o600)
-	if _, err := c.DownloadBundle(ctx, "arch", filepath.Join(dir, "other")); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := c.Archives().Download(ctx, "arch", filepath.Join(dir, "other")); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("download over an existing file: %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "other")); string(b) != "mine" {
 		t.Errorf("the existing file was changed")
 	}
-	j, err := c.UploadBundle(ctx, client.BundleUpload{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}})
+	j, err := c.Archives().Upload(ctx, client.BundleUpload{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j, err = c.WaitJob(ctx, j.ID, time.Minute); err != nil || j.State != wire.JobSucceeded || j.Subject != "copy" {
+	if j, err = c.Jobs().Wait(ctx, j.ID, time.Minute); err != nil || j.State != wire.JobSucceeded || j.Subject != "copy" {
 		t.Fatalf("import job = %+v, %v", j, err)
 	}
 	assertOnly(t, dir, "arch.tar", "other", "vmlinuz")
@@ -62,17 +62,17 @@ func TestUploadAndDownload(t *testing.T) {
 func seedArchive(t *testing.T, c *client.Client) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := c.CreateNetwork(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}}); err != nil {
+	if _, err := c.Networks().Create(ctx, wire.NetworkRequest{Name: "lan", Subnet: "10.0.0.0/24", Pools: []string{"10.0.0.10-10.0.0.20"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateConfig(ctx, wire.ConfigRequest{Name: "web", VMs: []wire.VMRequest{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
+	if _, err := c.Configs().Create(ctx, wire.ConfigRequest{Name: "web", VMs: []wire.VMRequest{{Name: "vm1", Template: "tmpl", Network: "lan"}}}); err != nil {
 		t.Fatal(err)
 	}
-	j, err := c.StartArchive(ctx, wire.ArchiveRequest{Config: "web", Name: "arch"})
+	j, err := c.Archives().Start(ctx, wire.ArchiveRequest{Config: "web", Name: "arch"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j, err = c.WaitJob(ctx, j.ID, time.Minute); err != nil || j.State != wire.JobSucceeded {
+	if j, err = c.Jobs().Wait(ctx, j.ID, time.Minute); err != nil || j.State != wire.JobSucceeded {
 		t.Fatalf("archive job = %+v, %v", j, err)
 	}
 }
@@ -102,7 +102,7 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 func TestDownloadOfADamagedArchiveLeavesNothing(t *testing.T) {
 	c, l := newClient(t)
 	ctx := context.Background()
-	if _, err := c.ImportTemplate(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}}); err != nil {
+	if _, err := c.Templates().Import(ctx, wire.TemplateRequest{Name: "tmpl", Disks: []string{l.Image(t, "a.qcow2", 1<<30)}}); err != nil {
 		t.Fatal(err)
 	}
 	seedArchive(t, c)
@@ -121,7 +121,7 @@ func TestDownloadOfADamagedArchiveLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if _, err := c.DownloadBundle(ctx, "arch", filepath.Join(dir, "arch.tar")); err == nil {
+	if _, err := c.Archives().Download(ctx, "arch", filepath.Join(dir, "arch.tar")); err == nil {
 		t.Fatal("a damaged archive was downloaded")
 	}
 	assertOnly(t, dir)
@@ -172,7 +172,7 @@ func TestTransferProgress(t *testing.T) {
 	os.WriteFile(disk, make([]byte, 1<<20), 0o600)
 	os.WriteFile(kernel, bytes.Repeat([]byte("k"), 300_000), 0o600)
 	var up progressLog
-	if _, err := c.UploadTemplate(ctx, client.TemplateUpload{Name: "tmpl", Disks: []string{disk}, Format: "raw", Kernel: kernel, Progress: up.record}); err != nil {
+	if _, err := c.Templates().Upload(ctx, client.TemplateUpload{Name: "tmpl", Disks: []string{disk}, Format: "raw", Kernel: kernel, Progress: up.record}); err != nil {
 		t.Fatal(err)
 	}
 	up.check(t, "template upload", [2]int64{1<<20 + 300_000, 1<<20 + 300_000})
@@ -180,7 +180,7 @@ func TestTransferProgress(t *testing.T) {
 	seedArchive(t, c)
 	file := filepath.Join(dir, "arch.tar")
 	var down progressLog
-	n, err := c.DownloadBundleProgress(ctx, "arch", file, down.record)
+	n, err := c.Archives().DownloadProgress(ctx, "arch", file, down.record)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,11 +188,11 @@ func TestTransferProgress(t *testing.T) {
 	down.check(t, "download", [2]int64{n, 0})
 
 	var bundle progressLog
-	j, err := c.UploadBundle(ctx, client.BundleUpload{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}, Progress: bundle.record})
+	j, err := c.Archives().Upload(ctx, client.BundleUpload{File: file, Name: "copy", MapNetwork: map[string]string{"lan": "lan"}, Progress: bundle.record})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j, err = c.WaitJob(ctx, j.ID, time.Minute); err != nil || j.State != wire.JobSucceeded {
+	if j, err = c.Jobs().Wait(ctx, j.ID, time.Minute); err != nil || j.State != wire.JobSucceeded {
 		t.Fatalf("import job = %+v, %v", j, err)
 	}
 	bundle.check(t, "bundle upload", [2]int64{n, n})

@@ -153,7 +153,7 @@ func TestDebugLogShowsQemuImgCommands(t *testing.T) {
 	importTemplate := func(t *testing.T, addr, name string) {
 		t.Helper()
 		c := client.New("http://"+addr, client.WithToken(adminTokens[addr]))
-		if _, err := c.UploadTemplate(context.Background(), client.TemplateUpload{Name: name, Disks: []string{src}, Format: "raw"}); err != nil {
+		if _, err := c.Templates().Upload(context.Background(), client.TemplateUpload{Name: name, Disks: []string{src}, Format: "raw"}); err != nil {
 			t.Fatalf("import template: %v", err)
 		}
 	}

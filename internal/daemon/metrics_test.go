@@ -33,10 +33,10 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := client.New("http://"+d.addr, client.WithToken(token))
-	if _, err := c.UploadTemplate(context.Background(), client.TemplateUpload{Name: "base", Disks: []string{src}, Format: "raw"}); err != nil {
+	if _, err := c.Templates().Upload(context.Background(), client.TemplateUpload{Name: "base", Disks: []string{src}, Format: "raw"}); err != nil {
 		t.Fatal(err)
 	}
-	tm, err := c.GetTemplate(context.Background(), "base")
+	tm, err := c.Templates().Get(context.Background(), "base")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func TestConsoleLinkPage(t *testing.T) {
 		t.Errorf("the console.link dialog does not show its CLI line")
 	}
 
-	link, err := api.CreateConsoleLink(ctx, "web", "vm1", "1h")
+	link, err := api.ConsoleLinks().Create(ctx, "web", "vm1", "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestConsoleLinkPage(t *testing.T) {
 	if !rowNames(t, page)[link.ID] || !actions(t, page)["console.link.revoke"] {
 		t.Errorf("the console page does not list link %s with a revoke", link.ID)
 	}
-	if err := api.RevokeConsoleLink(ctx, link.ID); err != nil {
+	if err := api.ConsoleLinks().Revoke(ctx, link.ID); err != nil {
 		t.Fatal(err)
 	}
 	notFound("a revoked link", link.URL)
@@ -97,7 +97,7 @@ func TestConsoleLinkPage(t *testing.T) {
 		t.Errorf("a revoked link is still offered a revoke")
 	}
 
-	short, err := api.CreateConsoleLink(ctx, "web", "vm1", "1s")
+	short, err := api.ConsoleLinks().Create(ctx, "web", "vm1", "1s")
 	if err != nil {
 		t.Fatal(err)
 	}
