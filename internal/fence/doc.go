@@ -36,4 +36,24 @@
 // link; the outside port accepts G as a source (accept_local). Replies to
 // every connection that came in through a network leave through it, so a
 // fence on several networks answers each on the link it was asked on.
+//
+// A fence can be spread over hosts (FenceSpec.Span). Every host that runs
+// VMs of the fence has its namespace with the inside bridges; a VXLAN per
+// network (sh-vx-…, the network's VNI, UDP 4789, learning off, one
+// all-zeros forwarding entry per peer host: broadcasts and unknown
+// unicast are copied to each, head-end replication) joins the inside
+// bridges of all of them into one segment. Exactly one host, the router,
+// holds what is described above: outside veths, NAT, policy, return
+// routing and the DHCP servers, which serve the VMs of every host across
+// the VXLAN. A member host holds only the bridges (no address, a MAC of
+// their own so that frames to the gateway pass on to the router) and the
+// VXLANs: its VMs reach the outside, and are reached at their external
+// addresses, through the router. The VXLAN is made in the daemon's
+// namespace and then moved into the fence's: a VXLAN's UDP socket stays in
+// the namespace it was made in, which is the one with the underlay
+// address and routes, while the fence's namespace has neither (and a VM
+// cannot reach the underlay from inside). The VXLANs, inside bridges and
+// taps get the underlay link's MTU less the encapsulation (50 bytes over
+// IPv4, 70 over IPv6), and the DHCP servers hand that MTU to the guests
+// (option 26). Peers change on a running fence with SetPeers.
 package fence

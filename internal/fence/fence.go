@@ -145,8 +145,9 @@ func (h *setupHooks) step(name string) error {
 // ARP settings that let the VMs share their subnet with the outside, the
 // return routing that lets them reach (and be reached from) the lab host
 // at the gateway address, the NAT ruleset, and a DHCP server with the VMs'
-// reservations. On any
-// failure everything done is undone. A fence with the same ID already
+// reservations. A spread fence (spec.Span) gets a VXLAN per network, and
+// on a member host only the inside bridges and VXLANs (see the package
+// comment). On any failure everything done is undone. A fence with the same ID already
 // there is a conflict (use Adopt or Teardown). The fence and its DHCP
 // servers log to log (the daemon's; nil is slog.Default()).
 func Setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger) (*Fence, error) {
@@ -214,7 +215,9 @@ func setup(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *sl
 // Adopt takes over the fence spec.ID that an earlier daemon set up: it
 // checks the namespace is there (not found otherwise), brings links,
 // addresses, routes and the ruleset back to spec without disturbing the
-// VMs' taps, and starts the DHCP servers again. On failure the fence is
+// VMs' taps, and starts the DHCP servers again. A spread fence's VXLANs
+// are kept when they match the spec (their flood entries made the
+// spec's peers) and made again when not. On failure the fence is
 // left as it was, to be retried or torn down.
 func Adopt(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *slog.Logger) (*Fence, error) {
 	spec, err := checkSpec(spec)
@@ -248,7 +251,7 @@ func Adopt(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *sl
 }
 
 // Teardown stops the DHCP servers, deletes the veths to the outside
-// bridges and the fence's namespace. It is idempotent. QEMU processes
+// bridges, a spread fence's VXLANs and the fence's namespace. It is idempotent. QEMU processes
 // still running in the namespace keep it alive, unnamed, until they exit.
 func (f *Fence) Teardown(ctx context.Context) error {
 	f.mu.Lock()
@@ -336,7 +339,8 @@ func (f *Fence) outsideLinkName(network string) string {
 func insideLinkName(network string) string { return shortName(fenceInnerPrefix, network) }
 
 // ensure brings the fence's namespace to spec. Every step is idempotent;
-// the DHCP servers are (re)started last.
+// the DHCP servers are (re)started last. A spread fence's networks get
+// their VXLANs too; on a member host they are all there is.
 func (f *Fence) ensure(ctx context.Context, hooks *setupHooks) error {
 	wrap := func(err error) error { return fmt.Errorf("fence %q: %w", f.spec.ID, err) }
 	dh, err := netlinkAt(f.daemonNS)

@@ -359,11 +359,21 @@ func TestSpreadFenceAdoptAndSetPeers(t *testing.T) {
 	leaseAndConfigure(t, vmB)
 	serveIdentity(t, vmA.ns, "A", vmA.internal)
 
-	// The daemons die; meanwhile A's flood entry for B is lost.
+	// The daemons die; meanwhile A's flood entry for B is lost, and B's
+	// VXLAN is as a crash between making and moving it would leave it: in
+	// the daemon's namespace, holding the VNI.
 	oldA.stopDHCP()
 	oldB.stopDHCP()
 	vxBefore := vxlanOf(t, oldA, b.network)
 	if err := setFloodList(mustNetlink(t, oldA.Namespace()), vxBefore, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := deleteLinkIn(mustNetlink(t, oldB.Namespace()), vxlanName(specB.ID, b.network)); err != nil {
+		t.Fatal(err)
+	}
+	stray := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: vxlanName(specB.ID, b.network)}, VxlanId: testVNI,
+		SrcAddr: b.hosts[1].addr.AsSlice(), Port: VXLANPort}
+	if err := mustNetlink(t, b.hosts[1].ns).LinkAdd(stray); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := dialFrom(vmB.ns, vmA.internal); err == nil {
@@ -383,6 +393,12 @@ func TestSpreadFenceAdoptAndSetPeers(t *testing.T) {
 	}
 	if got, want := peersOf(t, fA, b.network), "[10.200.0.2]"; got != want {
 		t.Errorf("after Adopt, A floods to %s, want %s", got, want)
+	}
+	if got, want := peersOf(t, fB, b.network), "[10.200.0.1]"; got != want {
+		t.Errorf("after Adopt, B floods to %s, want %s", got, want)
+	}
+	if links := linkNames(t, b.hosts[1].ns); strings.Contains(links, vxlanPrefix) {
+		t.Errorf("after Adopt, B's daemon namespace still holds a VXLAN: %s", links)
 	}
 	if fA.MTU() != spreadMTU || fB.MTU() != spreadMTU {
 		t.Errorf("after Adopt, MTU %d and %d, want %d", fA.MTU(), fB.MTU(), spreadMTU)
