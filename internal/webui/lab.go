@@ -35,37 +35,31 @@ type Lab struct {
 	Store store.Store
 }
 
+// Objects is what the pages read of one kind of object: those the caller
+// of ctx may see, and one of them by name.
+type Objects[V any] interface {
+	List(ctx context.Context) ([]V, error)
+	Get(ctx context.Context, name string) (*V, error)
+}
+
 // Configs is what the pages read of configurations (lab.Configs).
 type Configs interface {
-	List(ctx context.Context) ([]lab.ConfigView, error)
-	Get(ctx context.Context, name string) (*lab.ConfigView, error)
+	Objects[lab.ConfigView]
 	DiskChain(ctx context.Context, config, vm string, disk int) ([]lab.LayerView, error)
 }
 
 // Templates is what the pages read of templates (lab.Templates).
-type Templates interface {
-	List(ctx context.Context) ([]lab.TemplateView, error)
-	Get(ctx context.Context, name string) (*lab.TemplateView, error)
-}
+type Templates = Objects[lab.TemplateView]
 
 // Networks is what the pages read of networks (lab.Networks): a network's
 // usage names only the configurations the caller may see.
-type Networks interface {
-	List(ctx context.Context) ([]lab.NetworkView, error)
-	Get(ctx context.Context, name string) (*lab.NetworkView, error)
-}
+type Networks = Objects[lab.NetworkView]
 
 // Library is what the pages read of the library (lab.Library).
-type Library interface {
-	List(ctx context.Context) ([]lab.ConfigView, error)
-	Get(ctx context.Context, name string) (*lab.ConfigView, error)
-}
+type Library = Objects[lab.ConfigView]
 
 // Archives is what the pages read of archives (lab.Archives).
-type Archives interface {
-	List(ctx context.Context) ([]lab.ArchiveView, error)
-	Get(ctx context.Context, name string) (*lab.ArchiveView, error)
-}
+type Archives = Objects[lab.ArchiveView]
 
 // Cleanup is the cleanup view (lab.Leases): what the caller may see that
 // expired or is idle, and what deleting it frees. The pages only read it

@@ -135,6 +135,28 @@ func (v *view) frameFor(r *http.Request, title, active string) (frame, error) {
 	return f, nil
 }
 
+// listFrame returns the frame of a list page and the id of the newest
+// event, from which the list's live updates follow.
+func (v *view) listFrame(r *http.Request, title, active string) (f frame, after int64, err error) {
+	if f, err = v.frameFor(r, title, active); err != nil {
+		return f, 0, err
+	}
+	after, err = v.lab.latestEvent(r.Context())
+	return f, after, err
+}
+
+// show writes the page file with data page in its frame, titled title,
+// whose nav item is active.
+func (v *view) show(w http.ResponseWriter, r *http.Request, file, title, active string, page any) {
+	f, err := v.frameFor(r, title, active)
+	if err != nil {
+		v.fail(w, r, err)
+		return
+	}
+	f.Page = page
+	v.render(w, r, file, f)
+}
+
 // render writes the page file (a file of templates/) in its frame.
 func (v *view) render(w http.ResponseWriter, r *http.Request, file string, f frame) {
 	v.renderStatus(w, r, http.StatusOK, file, f)

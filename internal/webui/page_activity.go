@@ -68,11 +68,5 @@ func (p *operationPages) activityPage(w http.ResponseWriter, r *http.Request) {
 	for i := len(kept) - 1; i >= 0; i-- {
 		d.Rows = append(d.Rows, kept[i])
 	}
-	f, err := p.frameFor(r, "Activity", "activity")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "activity.html", f)
+	p.show(w, r, "activity.html", "Activity", "activity", d)
 }

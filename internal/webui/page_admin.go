@@ -116,18 +116,12 @@ type adminFrame struct {
 // adminRender renders an admin page with the tabs of the sections the
 // user may use.
 func (p *adminPages) adminRender(w http.ResponseWriter, r *http.Request, file, title, active string, page any) {
-	f, err := p.frameFor(r, title, "admin")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
 	s, err := p.lab.adminSections(r.Context())
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
-	f.Page = adminFrame{Sections: s, Active: active, Page: page}
-	p.render(w, r, file, f)
+	p.show(w, r, file, title, "admin", adminFrame{Sections: s, Active: active, Page: page})
 }
 
 // adminPage leads to the first admin page the user may use; 403 when

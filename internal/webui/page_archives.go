@@ -20,16 +20,12 @@ type archivesData struct {
 // configuration and importing a bundle (an upload) when allowed.
 func (p *objectPages) archivesPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := p.frameFor(r, "Archives", "archives")
+	f, after, err := p.listFrame(r, "Archives", "archives")
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
-	d := archivesData{Workspace: f.Workspace}
-	if d.After, err = p.lab.latestEvent(ctx); err != nil {
-		p.fail(w, r, err)
-		return
-	}
+	d := archivesData{Workspace: f.Workspace, After: after}
 	as, err := p.lab.Archives.List(ctx)
 	if err != nil {
 		p.fail(w, r, err)
@@ -96,11 +92,7 @@ type archiveData struct {
 func (p *objectPages) archivePage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := p.checkRead(r, auth.ArchiveRead, access.KindArchive, name); err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	a, err := p.lab.Archives.Get(ctx, name)
+	a, err := readObject(r, p.lab, p.lab.Archives, auth.ArchiveRead, access.KindArchive, name)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -134,11 +126,5 @@ func (p *objectPages) archivePage(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		d.Export = objectPath("archives", name) + "/bundle"
 	}
-	f, err := p.frameFor(r, name, "archives")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "archive.html", f)
+	p.show(w, r, "archive.html", name, "archives", d)
 }

@@ -80,11 +80,5 @@ func (p *operationPages) cleanupPage(w http.ResponseWriter, r *http.Request) {
 			},
 		}}
 	}
-	f, err := p.frameFor(r, "Cleanup", "cleanup")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "cleanup.html", f)
+	p.show(w, r, "cleanup.html", "Cleanup", "cleanup", d)
 }

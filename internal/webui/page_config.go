@@ -60,13 +60,7 @@ func (p *configPages) configPage(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	f, err := p.frameFor(r, d.C.Name, "configs")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "config.html", f)
+	p.show(w, r, "config.html", d.C.Name, "configs", d)
 }
 
 // configPart answers one part of the page, for a live update.

@@ -160,13 +160,7 @@ func pageOf(rows []configRow, after string, n int, workspace string, f configsFi
 // workspace), kept current from the event stream: the first rows, and a
 // marker from which app.js loads the others.
 func (p *configPages) configsPage(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	f, err := p.frameFor(r, "Configurations", "configs")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	after, err := p.lab.latestEvent(ctx)
+	f, after, err := p.listFrame(r, "Configurations", "configs")
 	if err != nil {
 		p.fail(w, r, err)
 		return

@@ -94,13 +94,7 @@ func (p *consolePages) consolePage(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	f, err := p.frameFor(r, vm+" of "+name, "configs")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "console.html", f)
+	p.show(w, r, "console.html", vm+" of "+name, "configs", d)
 }
 
 func consoleOf(config, vm, missing string) consoleData {

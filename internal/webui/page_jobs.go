@@ -70,11 +70,5 @@ func (p *operationPages) jobsPage(w http.ResponseWriter, r *http.Request) {
 		d.Rows = append(d.Rows, row)
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Started.After(d.Rows[j].Started) })
-	f, err := p.frameFor(r, "Jobs", "jobs")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "jobs.html", f)
+	p.show(w, r, "jobs.html", "Jobs", "jobs", d)
 }

@@ -21,16 +21,12 @@ type libraryData struct {
 // (from the configurations they may capture).
 func (p *objectPages) libraryPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := p.frameFor(r, "Library", "library")
+	f, after, err := p.listFrame(r, "Library", "library")
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
-	d := libraryData{Workspace: f.Workspace}
-	if d.After, err = p.lab.latestEvent(ctx); err != nil {
-		p.fail(w, r, err)
-		return
-	}
+	d := libraryData{Workspace: f.Workspace, After: after}
 	es, err := p.lab.Library.List(ctx)
 	if err != nil {
 		p.fail(w, r, err)
@@ -101,11 +97,7 @@ type libraryEntryData struct {
 func (p *objectPages) libraryEntryPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := p.checkRead(r, auth.LibraryRead, access.KindLibrary, name); err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	e, err := p.lab.Library.Get(ctx, name)
+	e, err := readObject(r, p.lab, p.lab.Library, auth.LibraryRead, access.KindLibrary, name)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -131,11 +123,5 @@ func (p *objectPages) libraryEntryPage(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	f, err := p.frameFor(r, name, "library")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "library_entry.html", f)
+	p.show(w, r, "library_entry.html", name, "library", d)
 }

@@ -24,16 +24,12 @@ type networksData struct {
 // and the create when allowed.
 func (p *objectPages) networksPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := p.frameFor(r, "Networks", "networks")
+	f, after, err := p.listFrame(r, "Networks", "networks")
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
-	d := networksData{Workspace: f.Workspace}
-	if d.After, err = p.lab.latestEvent(ctx); err != nil {
-		p.fail(w, r, err)
-		return
-	}
+	d := networksData{Workspace: f.Workspace, After: after}
 	ns, err := p.lab.Networks.List(ctx)
 	if err != nil {
 		p.fail(w, r, err)
@@ -206,11 +202,7 @@ func lastPart(ip string) string {
 func (p *objectPages) networkPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := p.checkRead(r, auth.NetworkRead, access.KindNetwork, name); err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	n, err := p.lab.Networks.Get(ctx, name)
+	n, err := readObject(r, p.lab, p.lab.Networks, auth.NetworkRead, access.KindNetwork, name)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -242,11 +234,5 @@ func (p *objectPages) networkPage(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	f, err := p.frameFor(r, name, "networks")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "network.html", f)
+	p.show(w, r, "network.html", name, "networks", d)
 }

@@ -40,10 +40,15 @@ func objectPath(coll, name string) string { return "/api/v1/" + coll + "/" + url
 // the switcher chose chosen ("" shows all).
 func inWorkspace(chosen, ws string) bool { return chosen == "" || chosen == ws }
 
-// checkRead answers the object page's refusal as the API does: 404 when
-// the object is invisible, 403 when forbidden.
-func (v *view) checkRead(r *http.Request, action auth.Action, kind, name string) error {
-	return v.lab.check(r.Context(), action, access.Ref{Kind: kind, Name: name})
+// readObject reads the object name of objs for its page, after the
+// check that the caller may do action (its kind's read) on it: refused,
+// it answers as the API does, 404 when the object is invisible, 403 when
+// forbidden.
+func readObject[V any](r *http.Request, l Lab, objs Objects[V], action auth.Action, kind, name string) (*V, error) {
+	if err := l.check(r.Context(), action, access.Ref{Kind: kind, Name: name}); err != nil {
+		return nil, err
+	}
+	return objs.Get(r.Context(), name)
 }
 
 // sizeOf is the bytes of a list of layers on the host.

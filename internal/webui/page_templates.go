@@ -34,16 +34,12 @@ func templateRowOf(t lab.TemplateView) templateRow {
 // (an upload from the browser) when they may create one.
 func (p *objectPages) templatesPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	f, err := p.frameFor(r, "Templates", "templates")
+	f, after, err := p.listFrame(r, "Templates", "templates")
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
-	d := templatesData{Workspace: f.Workspace}
-	if d.After, err = p.lab.latestEvent(ctx); err != nil {
-		p.fail(w, r, err)
-		return
-	}
+	d := templatesData{Workspace: f.Workspace, After: after}
 	ts, err := p.lab.Templates.List(ctx)
 	if err != nil {
 		p.fail(w, r, err)
@@ -98,11 +94,7 @@ type templateData struct {
 func (p *objectPages) templatePage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	if err := p.checkRead(r, auth.TemplateRead, access.KindTemplate, name); err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	t, err := p.lab.Templates.Get(ctx, name)
+	t, err := readObject(r, p.lab, p.lab.Templates, auth.TemplateRead, access.KindTemplate, name)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -130,11 +122,5 @@ func (p *objectPages) templatePage(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	f, err := p.frameFor(r, name, "templates")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "template.html", f)
+	p.show(w, r, "template.html", name, "templates", d)
 }

@@ -85,11 +85,5 @@ func (p *accountPages) tokensPage(w http.ResponseWriter, r *http.Request) {
 			{Name: "max_role", Label: "At most the role (with a workspace)", Kind: FieldSelect, Options: roles, Flag: "--max-role"},
 		},
 	}}
-	f, err := p.frameFor(r, "Tokens", "tokens")
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	f.Page = d
-	p.render(w, r, "tokens.html", f)
+	p.show(w, r, "tokens.html", "Tokens", "tokens", d)
 }
