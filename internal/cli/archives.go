@@ -12,7 +12,10 @@ import (
 	"stagehand/internal/client"
 )
 
-func (a *app) archiveCommand() *cobra.Command {
+// archiveCmds builds `stagehand archive`: archives, restores and bundles. Its methods share the app's client, flags and output.
+type archiveCmds struct{ *app }
+
+func (a archiveCmds) command() *cobra.Command {
 	var (
 		detach, importServerPath    bool
 		createLease, restoreLease   string
@@ -46,7 +49,7 @@ id with --detach.`,
 			if err != nil {
 				return err
 			}
-			return waitThen(cmd.Context(), j, func() error { return a.showArchive(cmd.Context(), args[1]) })
+			return waitThen(cmd.Context(), j, func() error { return a.show(cmd.Context(), args[1]) })
 		}),
 	}
 	createCmd.Flags().StringVar(&createLease, "storage-lease", "", "storage lease: "+leaseHelp)
@@ -137,7 +140,7 @@ directory given with serve --import-dir.`,
 			if err != nil {
 				return err
 			}
-			return waitThen(cmd.Context(), j, func() error { return a.showArchive(cmd.Context(), j.Subject) })
+			return waitThen(cmd.Context(), j, func() error { return a.show(cmd.Context(), j.Subject) })
 		}),
 	}
 	importCmd.Flags().BoolVar(&importServerPath, "server-path", false, "FILE is on the daemon's host, under its --import-dir (system administrator on the unix socket only)")
@@ -190,7 +193,7 @@ directory given with serve --import-dir.`,
 			Short: "Show an archive: its VMs, NICs and disks",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.showArchive(cmd.Context(), args[0])
+				return a.show(cmd.Context(), args[0])
 			}),
 		},
 		&cobra.Command{
@@ -205,7 +208,7 @@ directory given with serve --import-dir.`,
 	)
 }
 
-func (a *app) showArchive(ctx context.Context, name string) error {
+func (a archiveCmds) show(ctx context.Context, name string) error {
 	ar, err := a.client.Archives().Get(ctx, name)
 	if err != nil {
 		return err
@@ -213,7 +216,7 @@ func (a *app) showArchive(ctx context.Context, name string) error {
 	return a.printArchive(ar)
 }
 
-func (a *app) printArchive(ar *wire.Archive) error {
+func (a archiveCmds) printArchive(ar *wire.Archive) error {
 	return a.print(ar, func(w io.Writer) {
 		row(w, "Name:", ar.Name)
 		row(w, "Workspace:", orDash(ar.Workspace))

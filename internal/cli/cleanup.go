@@ -11,7 +11,10 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) cleanupCommand() *cobra.Command {
+// serverCmds builds the commands about the daemon as a whole: `status`, `doctor` and `cleanup`. Its methods share the app's client, flags and output.
+type serverCmds struct{ *app }
+
+func (a serverCmds) cleanup() *cobra.Command {
 	var (
 		idleDays      int
 		apply, dryRun bool

@@ -243,24 +243,24 @@ trusted on first use: its fingerprint is pinned in
 		root.AddCommand(c)
 	}
 	root.AddCommand(
-		a.templateCommand(),
-		a.networkCommand(),
-		a.configCommand(),
-		a.diskCommand(),
-		a.vmCommand(),
-		a.jobCommand(),
-		a.doctorCommand(),
-		a.statusCommand(),
-		a.libraryCommand(),
-		a.archiveCommand(),
-		a.cleanupCommand(),
-		a.eventsCommand(),
-		a.hostCommand(),
-		a.userCommand(), a.orgCommand(), a.workspaceCommand(), a.groupCommand(), a.tokenCommand(), a.authCommand(),
-		a.loginCommand(), a.logoutCommand(),
-		a.completionCommand(),
+		templateCmds{a}.command(),
+		networkCmds{a}.command(),
+		configCmds{a}.command(),
+		diskCmds{a}.command(),
+		vmCmds{a}.command(),
+		jobCmds{a}.command(),
+		serverCmds{a}.doctor(),
+		serverCmds{a}.status(),
+		libraryCmds{a}.command(),
+		archiveCmds{a}.command(),
+		serverCmds{a}.cleanup(),
+		eventCmds{a}.command(),
+		hostCmds{a}.command(),
+		userCmds{a}.command(), orgCmds{a}.command(), workspaceCmds{a}.command(), groupCmds{a}.command(), tokenCmds{a}.command(), sessionCmds{a}.auth(),
+		sessionCmds{a}.login(), sessionCmds{a}.logout(),
+		completer{a}.command(),
 	)
-	a.registerCompletions(root)
+	completer{a}.register(root)
 	return root
 }
 

@@ -19,7 +19,10 @@ import (
 // that is down or slow must cost the shell a moment, never a hang.
 const completionTimeout = 2 * time.Second
 
-func (a *app) completionCommand() *cobra.Command {
+// completer builds `stagehand completion` and completes the arguments and flags of every command from the daemon. Its methods share the app's client, flags and output.
+type completer struct{ *app }
+
+func (a completer) command() *cobra.Command {
 	return &cobra.Command{
 		Use:   "completion bash|zsh|fish",
 		Short: "Print the shell completion script for bash, zsh or fish",
@@ -159,7 +162,7 @@ type flagCompletion struct {
 	names   argKind  // else names of this kind from the daemon
 	// compose completes a value built of parts (--vm VM=TEMPLATE,net=…),
 	// given what is typed so far.
-	compose func(ctx context.Context, a *app, c *client.Client, typed string) []string
+	compose func(ctx context.Context, a completer, c *client.Client, typed string) []string
 }
 
 // flagCompletions are the completions of flags by name, on every command
@@ -185,9 +188,9 @@ var flagCompletions = map[string]flagCompletion{
 // roles are the workspace roles, most to least.
 var roles = []string{"admin", "template-creator", "author", "user", "console-only", "viewer"}
 
-// registerCompletions gives every command of root's tree the completions
+// register gives every command of root's tree the completions
 // of its arguments (argCompletions) and flags (flagCompletions).
-func (a *app) registerCompletions(root *cobra.Command) {
+func (a completer) register(root *cobra.Command) {
 	walkCommands(root, func(cmd *cobra.Command) {
 		if kinds, ok := argCompletions[commandPath(cmd)]; ok {
 			cmd.ValidArgsFunction = a.completeArgs(kinds)
@@ -220,7 +223,7 @@ func commandPath(cmd *cobra.Command) string {
 }
 
 // completeArgs completes the argument at the position after args.
-func (a *app) completeArgs(kinds []argKind) cobra.CompletionFunc {
+func (a completer) completeArgs(kinds []argKind) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if len(args) >= len(kinds) {
 			return nil, cobra.ShellCompDirectiveNoFileComp
@@ -239,7 +242,7 @@ func (a *app) completeArgs(kinds []argKind) cobra.CompletionFunc {
 	}
 }
 
-func (a *app) completeFlag(fc flagCompletion) cobra.CompletionFunc {
+func (a completer) completeFlag(fc flagCompletion) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		if fc.choices != nil {
 			return withPrefix(fc.choices, toComplete), cobra.ShellCompDirectiveNoFileComp
@@ -272,7 +275,7 @@ func withPrefix(comps []string, typed string) []cobra.Completion {
 // command line being completed gives it, the same token) that pins no new
 // certificate: a TAB must not trust a server silently. Known servers are
 // read from a private copy of the file, removed by done.
-func (a *app) completionClient() (c *client.Client, done func()) {
+func (a completer) completionClient() (c *client.Client, done func()) {
 	done = func() {}
 	opts, err := a.clientOptions()
 	if err != nil {
@@ -289,7 +292,7 @@ func (a *app) completionClient() (c *client.Client, done func()) {
 
 // knownServersCopy copies the known servers file (or nothing, when there
 // is none) to a temporary file the client may pin into.
-func (a *app) knownServersCopy() (string, func(), error) {
+func (a completer) knownServersCopy() (string, func(), error) {
 	var known []byte
 	if file, err := client.KnownServersFile(a.deps.Getenv); err == nil {
 		if b, err := os.ReadFile(file); err == nil {
@@ -313,7 +316,7 @@ func (a *app) knownServersCopy() (string, func(), error) {
 // names are the names of kind the daemon shows the caller, each followed by
 // a TAB and a few words the shell may show beside it; nothing on any
 // error (a completion has nowhere to say it).
-func (a *app) names(ctx context.Context, c *client.Client, kind argKind, args []string) []string {
+func (a completer) names(ctx context.Context, c *client.Client, kind argKind, args []string) []string {
 	var out []string
 	add := func(name string, about ...string) {
 		if d := strings.Join(nonEmpty(about), ", "); d != "" {
@@ -414,7 +417,7 @@ func nonEmpty(ss []string) []string {
 // completeVMSpec completes --vm VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP]
 // part by part: templates after "VM=", networks after ",net=", the IP
 // modes after ",ip=".
-func completeVMSpec(ctx context.Context, a *app, c *client.Client, typed string) []string {
+func completeVMSpec(ctx context.Context, a completer, c *client.Client, typed string) []string {
 	i := strings.LastIndexAny(typed, "=,")
 	if i < 0 || typed[i] == ',' {
 		// The VM's name, or the start of a part's key.
@@ -439,7 +442,7 @@ func completeVMSpec(ctx context.Context, a *app, c *client.Client, typed string)
 
 // completeNetworkMap completes --map-network OLD=NEW: NEW is a network
 // here; OLD is the bundle's, which the daemon does not know yet.
-func completeNetworkMap(ctx context.Context, a *app, c *client.Client, typed string) []string {
+func completeNetworkMap(ctx context.Context, a completer, c *client.Client, typed string) []string {
 	old, _, ok := strings.Cut(typed, "=")
 	if !ok {
 		return nil
@@ -448,7 +451,7 @@ func completeNetworkMap(ctx context.Context, a *app, c *client.Client, typed str
 }
 
 // completeGrantee completes --with USER|group:GROUP.
-func completeGrantee(ctx context.Context, a *app, c *client.Client, typed string) []string {
+func completeGrantee(ctx context.Context, a completer, c *client.Client, typed string) []string {
 	if strings.HasPrefix(typed, "group:") {
 		return prefixed("group:", a.names(ctx, c, groupName, nil))
 	}

@@ -19,7 +19,10 @@ const (
 	workspaceListHelp = `list only this workspace ("ws" of organization default, or "org/ws")`
 )
 
-func (a *app) configCommand() *cobra.Command {
+// configCmds builds `stagehand config`: configurations, their clones, deployments, leases and shares. Its methods share the app's client, flags and output.
+type configCmds struct{ *app }
+
+func (a configCmds) command() *cobra.Command {
 	var listIn string
 	list := &cobra.Command{
 		Use:   "list [--workspace W]",
@@ -40,7 +43,7 @@ func (a *app) configCommand() *cobra.Command {
 	}
 	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("config", "Create, clone, deploy, undeploy, list, show and delete configurations",
-		a.configCreateCommand(),
+		a.create(),
 		list,
 		&cobra.Command{
 			Use:   "show NAME",
@@ -62,11 +65,11 @@ func (a *app) configCommand() *cobra.Command {
 				return a.client.Configs().Delete(cmd.Context(), args[0])
 			}),
 		},
-		a.configCloneCommand(),
-		a.configLeaseCommand(),
-		a.configDeployCommand(),
-		a.configUndeployCommand(),
-		a.configShareCommand(), a.configUnshareCommand(), a.configSharesCommand(),
+		a.clone(),
+		a.lease(),
+		a.deploy(),
+		a.undeploy(),
+		a.share(), a.unshare(), a.shares(),
 		&cobra.Command{
 			Use:   "change-ips NAME",
 			Short: "Give every pool NIC a new address (and clear manual ones)",
@@ -105,7 +108,7 @@ can run unfenced beside the configurations it was cloned from or to.`,
 	)
 }
 
-func (a *app) configCreateCommand() *cobra.Command {
+func (a configCmds) create() *cobra.Command {
 	var (
 		vmFlags []string
 		req     wire.ConfigRequest
@@ -145,7 +148,7 @@ func (a *app) configCreateCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *app) configCloneCommand() *cobra.Command {
+func (a configCmds) clone() *cobra.Command {
 	var (
 		mode      string
 		detach    bool

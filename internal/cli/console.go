@@ -28,7 +28,10 @@ const (
 	consoleLingerMax = 10 * time.Second
 )
 
-func (a *app) vmConsoleCommand() *cobra.Command {
+// vmCmds builds `stagehand vm`: power, logs and consoles of a configuration's VMs. Its methods share the app's client, flags and output.
+type vmCmds struct{ *app }
+
+func (a vmCmds) console() *cobra.Command {
 	var replay bool
 	cmd := &cobra.Command{
 		Use:   "console CONFIG VM [--replay]",
@@ -71,9 +74,9 @@ been quiet for a second (10 seconds at most) and exits, so scripts can run
 	return cmd
 }
 
-// vmScreenshotCommand is `vm screenshot CONFIG VM FILE`: the VM's screen
+// screenshot is `vm screenshot CONFIG VM FILE`: the VM's screen
 // as a PNG, written to a new FILE ("-": stdout).
-func (a *app) vmScreenshotCommand() *cobra.Command {
+func (a vmCmds) screenshot() *cobra.Command {
 	return &cobra.Command{
 		Use:   "screenshot CONFIG VM FILE",
 		Short: "Save a running VM's screen as a PNG (FILE - for stdout)",
@@ -107,8 +110,8 @@ every 2 seconds and serves the last one meanwhile. FILE must not exist.`,
 	}
 }
 
-// vmConsoleLinkCommand is `vm console-link create|list|revoke`.
-func (a *app) vmConsoleLinkCommand() *cobra.Command {
+// consoleLink is `vm console-link create|list|revoke`.
+func (a vmCmds) consoleLink() *cobra.Command {
 	var expiresIn string
 	create := &cobra.Command{
 		Use:   "create CONFIG VM [--expires-in 1h]",
@@ -169,7 +172,7 @@ sooner with "vm console-link revoke ID". The link is printed once.`,
 
 // interactiveConsole joins the terminal to the console in raw mode until
 // Ctrl-], the console closing or ctx ending.
-func (a *app) interactiveConsole(ctx context.Context, conn net.Conn, in *os.File, name string) error {
+func (a vmCmds) interactiveConsole(ctx context.Context, conn net.Conn, in *os.File, name string) error {
 	fd := int(in.Fd())
 	saved, err := term.MakeRaw(fd)
 	if err != nil {
@@ -232,7 +235,7 @@ func copyUntilDetach(dst io.Writer, src io.Reader) error {
 // pipedConsole sends stdin to the console and the console to stdout; after
 // stdin ends it waits for the console to be quiet (see consoleQuiet). It
 // ends early when the console closes or ctx ends.
-func (a *app) pipedConsole(ctx context.Context, conn net.Conn) {
+func (a vmCmds) pipedConsole(ctx context.Context, conn net.Conn) {
 	activity := make(chan struct{}, 1)
 	out := make(chan struct{})
 	go func() {

@@ -6,7 +6,7 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) configDeployCommand() *cobra.Command {
+func (a configCmds) deploy() *cobra.Command {
 	var (
 		fenced      bool
 		policy      string
@@ -43,7 +43,7 @@ fenced, or give the configuration its own addresses with config change-ips.
 	return cmd
 }
 
-func (a *app) configUndeployCommand() *cobra.Command {
+func (a configCmds) undeploy() *cobra.Command {
 	var save, discard bool
 	cmd := &cobra.Command{
 		Use:   "undeploy NAME [--save-state|--discard-state]",

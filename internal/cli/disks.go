@@ -6,7 +6,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func (a *app) diskCommand() *cobra.Command {
+// diskCmds builds `stagehand disk`: a VM disk's chain of layers. Its methods share the app's client, flags and output.
+type diskCmds struct{ *app }
+
+func (a diskCmds) command() *cobra.Command {
 	var detach bool
 	consolidate := &cobra.Command{
 		Use:   "consolidate CONFIG VM [DISK] [--detach]",
@@ -57,7 +60,7 @@ func diskArg(args []string) (int, error) {
 	return indexArg("DISK", args[2])
 }
 
-func (a *app) printChain(cmd *cobra.Command, config, vm string, disk int) error {
+func (a diskCmds) printChain(cmd *cobra.Command, config, vm string, disk int) error {
 	ls, err := a.client.VMs().DiskChain(cmd.Context(), config, vm, disk)
 	if err != nil {
 		return err

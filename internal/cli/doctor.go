@@ -9,7 +9,7 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) doctorCommand() *cobra.Command {
+func (a serverCmds) doctor() *cobra.Command {
 	var repair bool
 	cmd := &cobra.Command{
 		Use:   "doctor [--repair]",

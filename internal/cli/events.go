@@ -11,7 +11,10 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) eventsCommand() *cobra.Command {
+// eventCmds builds `stagehand events`. Its methods share the app's client, flags and output.
+type eventCmds struct{ *app }
+
+func (a eventCmds) command() *cobra.Command {
 	var (
 		follow bool
 		after  int64
@@ -62,7 +65,7 @@ line) until interrupted.`,
 
 // events reads up to limit events after event id after (limit 0: all of
 // them), a page at a time: the daemon answers at most one page per request.
-func (a *app) events(ctx context.Context, after int64, limit int) ([]wire.Event, error) {
+func (a eventCmds) events(ctx context.Context, after int64, limit int) ([]wire.Event, error) {
 	var all []wire.Event
 	for limit == 0 || len(all) < limit {
 		want := 0 // the daemon's page size

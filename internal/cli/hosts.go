@@ -10,9 +10,12 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-// hostCommand is `stagehand host`: the daemons of an installation whose
+// hostCmds builds `stagehand host`. Its methods share the app's client, flags and output.
+type hostCmds struct{ *app }
+
+// command is `stagehand host`: the daemons of an installation whose
 // hosts share one PostgreSQL store.
-func (a *app) hostCommand() *cobra.Command {
+func (a hostCmds) command() *cobra.Command {
 	one := func(use, short string, fn func(cmd *cobra.Command, name string) (*wire.Host, error)) *cobra.Command {
 		return &cobra.Command{
 			Use: use + " NAME", Short: short, Args: exactArgs("NAME"),
@@ -64,7 +67,7 @@ func (a *app) hostCommand() *cobra.Command {
 	)
 }
 
-func (a *app) printHost(h *wire.Host) error {
+func (a hostCmds) printHost(h *wire.Host) error {
 	return a.print(h, func(w io.Writer) {
 		row(w, "Name:", h.Name)
 		row(w, "State:", h.State)

@@ -18,7 +18,10 @@ import (
 // the display moves about once a second without polling in a tight loop.
 const pollWait = time.Second
 
-func (a *app) jobCommand() *cobra.Command {
+// jobCmds builds `stagehand job`. Its methods share the app's client, flags and output.
+type jobCmds struct{ *app }
+
+func (a jobCmds) command() *cobra.Command {
 	return a.group("job", "List, show, wait for and cancel background jobs",
 		&cobra.Command{
 			Use:   "list",
@@ -82,7 +85,7 @@ func (a *app) jobCommand() *cobra.Command {
 	)
 }
 
-func (a *app) printJob(j *wire.Job) error {
+func (a jobCmds) printJob(j *wire.Job) error {
 	return a.print(j, func(w io.Writer) {
 		row(w, "ID:", j.ID)
 		row(w, "Kind:", j.Kind)

@@ -14,7 +14,7 @@ import (
 // deployment runs (deploy).
 const leaseHelp = `"never", days (30d), weeks (2w) or a duration (8h, 90m)`
 
-func (a *app) configLeaseCommand() *cobra.Command {
+func (a configCmds) lease() *cobra.Command {
 	var req wire.LeaseRequest
 	cmd := &cobra.Command{
 		Use:   "lease NAME [--storage 60d|never] [--deploy 4h|never] [--on-expiry save-state|discard-state]",

@@ -8,7 +8,10 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) libraryCommand() *cobra.Command {
+// libraryCmds builds `stagehand library`. Its methods share the app's client, flags and output.
+type libraryCmds struct{ *app }
+
+func (a libraryCmds) command() *cobra.Command {
 	var captureLease, checkoutLease, captureIn, checkoutIn, listIn string
 	capture := &cobra.Command{
 		Use:   "capture CONFIG NAME [--storage-lease 30d|never] [--workspace W]",

@@ -15,10 +15,13 @@ import (
 	"stagehand/internal/errdefs"
 )
 
-// loginCommand is `stagehand login`: a password login whose session token
+// sessionCmds builds `stagehand login`, `logout` and `auth`: who the CLI is and what it may do. Its methods share the app's client, flags and output.
+type sessionCmds struct{ *app }
+
+// login is `stagehand login`: a password login whose session token
 // is kept in client.TokenFile and sent by later commands that are given
 // no other token.
-func (a *app) loginCommand() *cobra.Command {
+func (a sessionCmds) login() *cobra.Command {
 	var user string
 	var fromStdin bool
 	cmd := &cobra.Command{
@@ -62,9 +65,9 @@ terminal without echo, or read from the first line of stdin with
 	return cmd
 }
 
-// logoutCommand is `stagehand logout`: the daemon revokes the kept
+// logout is `stagehand logout`: the daemon revokes the kept
 // session and the file goes.
-func (a *app) logoutCommand() *cobra.Command {
+func (a sessionCmds) logout() *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
 		Short: "End the session of stagehand login and forget its token",

@@ -11,7 +11,10 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) networkCommand() *cobra.Command {
+// networkCmds builds `stagehand network`. Its methods share the app's client, flags and output.
+type networkCmds struct{ *app }
+
+func (a networkCmds) command() *cobra.Command {
 	var listIn string
 	list := &cobra.Command{
 		Use:   "list [--workspace W]",
@@ -32,7 +35,7 @@ func (a *app) networkCommand() *cobra.Command {
 	}
 	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("network", "Create, list, show and delete networks and their IP pools",
-		a.networkCreateCommand(),
+		a.create(),
 		list,
 		&cobra.Command{
 			Use:   "show NAME",
@@ -57,7 +60,7 @@ func (a *app) networkCommand() *cobra.Command {
 	)
 }
 
-func (a *app) networkCreateCommand() *cobra.Command {
+func (a networkCmds) create() *cobra.Command {
 	var req wire.NetworkRequest
 	cmd := &cobra.Command{
 		Use:   "create NAME --subnet CIDR [--gateway IP] --pool FIRST-LAST [--pool ...] [--dns IP]...",
@@ -114,7 +117,7 @@ func checkNetworkFlags(req *wire.NetworkRequest) error {
 	return nil
 }
 
-func (a *app) printNetwork(n *wire.Network) error {
+func (a networkCmds) printNetwork(n *wire.Network) error {
 	return a.print(n, func(w io.Writer) {
 		row(w, "Name:", n.Name)
 		row(w, "Workspace:", orDash(n.Workspace))

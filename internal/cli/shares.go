@@ -10,7 +10,7 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) configShareCommand() *cobra.Command {
+func (a configCmds) share() *cobra.Command {
 	var req wire.ShareRequest
 	cmd := &cobra.Command{
 		Use:   "share NAME --with USER|group:GROUP --level read|change|full|console",
@@ -41,7 +41,7 @@ allows; outside the configuration's workspace it gives at most read.`,
 	return cmd
 }
 
-func (a *app) configUnshareCommand() *cobra.Command {
+func (a configCmds) unshare() *cobra.Command {
 	var with string
 	cmd := &cobra.Command{
 		Use:   "unshare NAME --with USER|group:GROUP",
@@ -61,7 +61,7 @@ func (a *app) configUnshareCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *app) configSharesCommand() *cobra.Command {
+func (a configCmds) shares() *cobra.Command {
 	return &cobra.Command{
 		Use:   "shares NAME",
 		Short: "List who a configuration is shared with",
@@ -81,7 +81,7 @@ func (a *app) configSharesCommand() *cobra.Command {
 	}
 }
 
-func (a *app) authCommand() *cobra.Command {
+func (a sessionCmds) auth() *cobra.Command {
 	var req wire.ExplainRequest
 	explain := &cobra.Command{
 		Use:   "explain --user USER --action ACTION --object KIND/NAME",

@@ -50,7 +50,7 @@ func Version() string {
 	return v
 }
 
-func (a *app) statusCommand() *cobra.Command {
+func (a serverCmds) status() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the daemon: version, uptime, accelerator (or that it is being probed), store, data dir, counts, recovery",

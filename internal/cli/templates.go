@@ -11,7 +11,10 @@ import (
 	"stagehand/internal/client"
 )
 
-func (a *app) templateCommand() *cobra.Command {
+// templateCmds builds `stagehand template`. Its methods share the app's client, flags and output.
+type templateCmds struct{ *app }
+
+func (a templateCmds) command() *cobra.Command {
 	var listIn string
 	list := &cobra.Command{
 		Use:   "list [--workspace W]",
@@ -36,7 +39,7 @@ func (a *app) templateCommand() *cobra.Command {
 	}
 	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
 	return a.group("template", "Import, list, show and delete VM templates",
-		a.templateImportCommand(),
+		a.importTemplate(),
 		list,
 		&cobra.Command{
 			Use:   "show NAME",
@@ -61,7 +64,7 @@ func (a *app) templateCommand() *cobra.Command {
 	)
 }
 
-func (a *app) templateImportCommand() *cobra.Command {
+func (a templateCmds) importTemplate() *cobra.Command {
 	var (
 		req        client.TemplateUpload
 		serverPath bool
@@ -147,7 +150,7 @@ func bootMethod(t wire.Template) string {
 	return "disk"
 }
 
-func (a *app) printTemplate(t *wire.Template) error {
+func (a templateCmds) printTemplate(t *wire.Template) error {
 	return a.print(t, func(w io.Writer) {
 		row(w, "Name:", t.Name)
 		row(w, "Workspace:", orDash(t.Workspace))

@@ -13,7 +13,10 @@ import (
 // its hash, so this is the one chance to copy it.
 const tokenNotShownAgain = "This token is not shown again: store it now (the daemon keeps only its hash)."
 
-func (a *app) tokenCommand() *cobra.Command {
+// tokenCmds builds `stagehand token`. Its methods share the app's client, flags and output.
+type tokenCmds struct{ *app }
+
+func (a tokenCmds) command() *cobra.Command {
 	var user string
 	list := &cobra.Command{
 		Use:   "list [--user USER]",
@@ -34,7 +37,7 @@ func (a *app) tokenCommand() *cobra.Command {
 	}
 	list.Flags().StringVar(&user, "user", "", "another user's tokens (system administrators)")
 	return a.group("token", "Create, list and revoke API tokens",
-		a.tokenCreateCommand(),
+		a.create(),
 		list,
 		&cobra.Command{
 			Use:   "revoke ID",
@@ -50,7 +53,7 @@ func (a *app) tokenCommand() *cobra.Command {
 	)
 }
 
-func (a *app) tokenCreateCommand() *cobra.Command {
+func (a tokenCmds) create() *cobra.Command {
 	var req wire.TokenRequest
 	cmd := &cobra.Command{
 		Use:   "create NAME [--expires-in 30d] [--workspace WS --max-role ROLE] [--user USER]",

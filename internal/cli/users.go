@@ -14,9 +14,12 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) userCommand() *cobra.Command {
+// userCmds builds `stagehand user`. Its methods share the app's client, flags and output.
+type userCmds struct{ *app }
+
+func (a userCmds) command() *cobra.Command {
 	return a.group("user", "Create, list, show and delete users and set their passwords",
-		a.userCreateCommand(),
+		a.create(),
 		&cobra.Command{
 			Use:   "list",
 			Short: "List users",
@@ -54,12 +57,12 @@ func (a *app) userCommand() *cobra.Command {
 				return a.client.Users().Delete(cmd.Context(), args[0])
 			}),
 		},
-		a.userSetCommand(),
-		a.userSetPasswordCommand(),
+		a.set(),
+		a.setPassword(),
 	)
 }
 
-func (a *app) userSetCommand() *cobra.Command {
+func (a userCmds) set() *cobra.Command {
 	var (
 		email, display, workspace string
 		disabled, systemAdmin     bool
@@ -110,7 +113,7 @@ their next request.`,
 	return cmd
 }
 
-func (a *app) userCreateCommand() *cobra.Command {
+func (a userCmds) create() *cobra.Command {
 	var req wire.UserRequest
 	var fromStdin, none bool
 	cmd := &cobra.Command{
@@ -152,7 +155,7 @@ from the command line, where other users of the machine could see it.
 	return cmd
 }
 
-func (a *app) userSetPasswordCommand() *cobra.Command {
+func (a userCmds) setPassword() *cobra.Command {
 	var fromStdin, current bool
 	cmd := &cobra.Command{
 		Use:   "set-password NAME [--current] [--password-stdin]",
@@ -199,7 +202,7 @@ type passwordInput struct {
 // newPassword reads a new password: from stdin once, or from the terminal
 // twice, the second time to catch a typing mistake nobody could see.
 // other names the alternative to mention when there is no terminal.
-func (a *app) newPassword(in passwordInput, prompt, other string) (string, error) {
+func (a userCmds) newPassword(in passwordInput, prompt, other string) (string, error) {
 	pw, err := a.readPassword(in, prompt)
 	if err != nil {
 		if other != "" && errors.Is(err, errNoTerminal) {
@@ -249,7 +252,7 @@ func (a *app) readPassword(in passwordInput, prompt string) (string, error) {
 	return string(b), nil
 }
 
-func (a *app) printUser(u *wire.User) error {
+func (a userCmds) printUser(u *wire.User) error {
 	return a.print(u, func(w io.Writer) {
 		row(w, "Name:", u.Name)
 		row(w, "Email:", orDash(u.Email))

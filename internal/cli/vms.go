@@ -9,21 +9,21 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-func (a *app) vmCommand() *cobra.Command {
+func (a vmCmds) command() *cobra.Command {
 	return a.group("vm", "Stop, start and reset deployed VMs; attach to their console; read their serial log",
-		a.vmActionCommand(wire.VMStop, "Ask a VM to power off (ACPI shutdown)"),
-		a.vmActionCommand(wire.VMStart, "Start a stopped VM"),
-		a.vmActionCommand(wire.VMReset, "Reset a running VM, as the reset button does"),
-		a.vmConsoleCommand(),
-		a.vmScreenshotCommand(),
-		a.vmConsoleLinkCommand(),
-		a.vmLogCommand(),
+		a.action(wire.VMStop, "Ask a VM to power off (ACPI shutdown)"),
+		a.action(wire.VMStart, "Start a stopped VM"),
+		a.action(wire.VMReset, "Reset a running VM, as the reset button does"),
+		a.console(),
+		a.screenshot(),
+		a.consoleLink(),
+		a.log(),
 	)
 }
 
-// vmActionCommand is `vm stop|start|reset CONFIG VM`: it shows the
+// action is `vm stop|start|reset CONFIG VM`: it shows the
 // configuration afterwards.
-func (a *app) vmActionCommand(action, short string) *cobra.Command {
+func (a vmCmds) action(action, short string) *cobra.Command {
 	return &cobra.Command{
 		Use:   action + " CONFIG VM",
 		Short: short,
@@ -38,7 +38,7 @@ func (a *app) vmActionCommand(action, short string) *cobra.Command {
 	}
 }
 
-func (a *app) vmLogCommand() *cobra.Command {
+func (a vmCmds) log() *cobra.Command {
 	var follow bool
 	cmd := &cobra.Command{
 		Use:   "log CONFIG VM [-f]",

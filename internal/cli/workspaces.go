@@ -14,7 +14,10 @@ import (
 // workspaceRefHelp says how the commands name a workspace or a group.
 const workspaceRefHelp = "ORG/NAME, or NAME for one of organization default"
 
-func (a *app) orgCommand() *cobra.Command {
+// orgCmds builds `stagehand org`. Its methods share the app's client, flags and output.
+type orgCmds struct{ *app }
+
+func (a orgCmds) command() *cobra.Command {
 	return a.group("org", "Create and list organizations and name their administrators",
 		&cobra.Command{
 			Use:   "create NAME",
@@ -65,7 +68,7 @@ func (a *app) orgCommand() *cobra.Command {
 	)
 }
 
-func (a *app) printOrgs(orgs []wire.Org, v any) error {
+func (a orgCmds) printOrgs(orgs []wire.Org, v any) error {
 	return a.print(v, func(w io.Writer) {
 		row(w, "NAME", "ADMINS", "WORKSPACES", "GROUPS", "CREATED")
 		for _, o := range orgs {
@@ -85,7 +88,10 @@ func (a *app) done(msg string) error {
 	return nil
 }
 
-func (a *app) workspaceCommand() *cobra.Command {
+// workspaceCmds builds `stagehand workspace`: workspaces, their members and quotas. Its methods share the app's client, flags and output.
+type workspaceCmds struct{ *app }
+
+func (a workspaceCmds) command() *cobra.Command {
 	var kind, org string
 	create := &cobra.Command{
 		Use:   "create WORKSPACE [--kind shared|private]",
@@ -141,7 +147,7 @@ func (a *app) workspaceCommand() *cobra.Command {
 				return a.client.Workspaces().Delete(cmd.Context(), args[0])
 			}),
 		},
-		a.workspaceAddMemberCommand(),
+		a.addMember(),
 		&cobra.Command{
 			Use:   "remove-member WORKSPACE USER",
 			Short: "Remove a user from a workspace",
@@ -153,11 +159,11 @@ func (a *app) workspaceCommand() *cobra.Command {
 				return a.done(fmt.Sprintf("%s is no longer a member of %s.", args[1], args[0]))
 			}),
 		},
-		a.workspaceSetQuotaCommand(),
+		a.setQuota(),
 	)
 }
 
-func (a *app) workspaceAddMemberCommand() *cobra.Command {
+func (a workspaceCmds) addMember() *cobra.Command {
 	var role string
 	cmd := &cobra.Command{
 		Use:   "add-member WORKSPACE USER --role ROLE",
@@ -180,7 +186,7 @@ viewer.`,
 	return cmd
 }
 
-func (a *app) workspaceSetQuotaCommand() *cobra.Command {
+func (a workspaceCmds) setQuota() *cobra.Command {
 	var user string
 	var q wire.QuotaLimits
 	cmd := &cobra.Command{
@@ -240,7 +246,7 @@ the use and the limit.`,
 	return cmd
 }
 
-func (a *app) printWorkspace(ws *wire.Workspace) error {
+func (a workspaceCmds) printWorkspace(ws *wire.Workspace) error {
 	return a.print(ws, func(w io.Writer) {
 		row(w, "Workspace:", ws.Org+"/"+ws.Name)
 		row(w, "Kind:", ws.Kind)
@@ -254,7 +260,10 @@ func (a *app) printWorkspace(ws *wire.Workspace) error {
 	})
 }
 
-func (a *app) groupCommand() *cobra.Command {
+// groupCmds builds `stagehand group`. Its methods share the app's client, flags and output.
+type groupCmds struct{ *app }
+
+func (a groupCmds) command() *cobra.Command {
 	var org string
 	list := &cobra.Command{
 		Use:   "list [--org ORG]",
