@@ -99,19 +99,9 @@ func (p *objectPages) archivePage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := archiveData{A: a}
 	ref := access.Ref{Kind: access.KindArchive, Name: name}
-	q := shellQuote(name)
 	o := p.offers(ctx)
-	o.add(auth.ArchiveRestore, ref, Action{
-		Name: "archive.restore", Label: "Restore", Method: http.MethodPost, Path: objectPath("archives", name) + "/restore",
-		CLI:     "stagehand archive restore " + q + " {name}",
-		Confirm: "Make a new configuration from " + name + " by copying its disks back (a job).",
-		Fields: []Field{
-			{Name: "name", Label: "New configuration name", Required: true, Value: a.Source + "-restored"},
-			{Name: "storage_lease", Label: "Storage lease (e.g. 30d, never; empty: the default)", Flag: "--storage-lease"},
-			{Name: "workspace", Label: "Workspace (empty: the archive's)", Flag: "--workspace"},
-		},
-		Then: "/ui/configs/{name}",
-	})
+	o.add(auth.ArchiveRestore, ref, newConfigAction("archive", "restore", "Restore", objectPath("archives", name)+"/restore",
+		name, a.Source+"-restored", "archive", "by copying its disks back (a job)."))
 	o.add(auth.ArchiveDelete, ref, deleteAction("archive", name, objectPath("archives", name), "/ui/archives",
 		"Its files in archive storage are removed."))
 	if d.Actions, err = o.result(); err != nil {

@@ -104,19 +104,9 @@ func (p *objectPages) libraryEntryPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := libraryEntryData{E: e}
 	ref := access.Ref{Kind: access.KindLibrary, Name: name}
-	q := shellQuote(name)
 	o := p.offers(ctx)
-	o.add(auth.LibraryCheckout, ref, Action{
-		Name: "library.checkout", Label: "Check out", Method: http.MethodPost, Path: objectPath("library", name) + "/checkout",
-		CLI:     "stagehand library checkout " + q + " {name}",
-		Confirm: "Make a new configuration from " + name + " (a linked clone of the entry: small and instant).",
-		Fields: []Field{
-			{Name: "name", Label: "New configuration name", Required: true, Value: name + "-1"},
-			{Name: "storage_lease", Label: "Storage lease (e.g. 30d, never; empty: the default)", Flag: "--storage-lease"},
-			{Name: "workspace", Label: "Workspace (empty: the entry's)", Flag: "--workspace"},
-		},
-		Then: "/ui/configs/{name}",
-	})
+	o.add(auth.LibraryCheckout, ref, newConfigAction("library", "checkout", "Check out", objectPath("library", name)+"/checkout", name, name+"-1", "entry",
+		"(a linked clone of the entry: small and instant)."))
 	o.add(auth.LibraryDelete, ref, deleteAction("library", name, objectPath("library", name), "/ui/library",
 		"Layers that checked-out configurations still build on are kept."))
 	if d.Actions, err = o.result(); err != nil {

@@ -33,6 +33,24 @@ func deleteAction(kind, name, apiPath, list, consequence string) Action {
 	}
 }
 
+// newConfigAction makes a new configuration from the object name of kind
+// (its CLI group) by verb, a POST to apiPath: its fields are the new
+// configuration's name (suggested), storage lease and workspace (empty:
+// the object's, called what). how ends the dialog's question.
+func newConfigAction(kind, verb, label, apiPath, name, suggested, what, how string) Action {
+	return Action{
+		Name: kind + "." + verb, Label: label, Method: http.MethodPost, Path: apiPath,
+		CLI:     "stagehand " + kind + " " + verb + " " + shellQuote(name) + " {name}",
+		Confirm: "Make a new configuration from " + name + " " + how,
+		Fields: []Field{
+			{Name: "name", Label: "New configuration name", Required: true, Value: suggested},
+			{Name: "storage_lease", Label: "Storage lease (e.g. 30d, never; empty: the default)", Flag: "--storage-lease"},
+			{Name: "workspace", Label: "Workspace (empty: the " + what + "'s)", Flag: "--workspace"},
+		},
+		Then: "/ui/configs/{name}",
+	}
+}
+
 // objectPath is the API path of one object: /api/v1/KIND/NAME.
 func objectPath(coll, name string) string { return "/api/v1/" + coll + "/" + url.PathEscape(name) }
 
