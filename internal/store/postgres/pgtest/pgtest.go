@@ -31,6 +31,7 @@ const startTimeout = 60 * time.Second
 // Server is a running private PostgreSQL server.
 type Server struct {
 	dir  string // the temporary directory: data/, the socket, server.log
+	addr string // the TCP address it listens on too, or ""
 	bin  string
 	cmd  *exec.Cmd
 	exit chan error // the server's exit status, once
@@ -74,7 +75,13 @@ func findBin() (string, error) {
 // server. As root it runs initdb and the server as the postgres user
 // (initdb refuses root); the server gets SIGQUIT (immediate shutdown) if
 // the test process dies without calling Stop.
-func Start(ctx context.Context) (*Server, error) {
+func Start(ctx context.Context) (*Server, error) { return StartListening(ctx, "") }
+
+// StartListening is Start with the server also listening on TCP at addr
+// (port 5432) and trusting every client of addr's subnet ("" is Start):
+// for tests whose clients reach it over a network, e.g. e2e's underlay.
+// The server runs in the network namespace of the calling thread.
+func StartListening(ctx context.Context, addr string) (*Server, error) {
 	bin, err := findBin()
 	if err != nil {
 		return nil, err
@@ -83,7 +90,7 @@ func Start(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	s := &Server{dir: dir, bin: bin, dbs: map[string]string{}}
+	s := &Server{dir: dir, addr: addr, bin: bin, dbs: map[string]string{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -103,6 +110,16 @@ func Start(ctx context.Context) (*Server, error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pgtest: initdb in %s: %w\n%s", dir, err, tail(string(out), 20))
 	}
+	if addr != "" {
+		hba, err := os.OpenFile(filepath.Join(s.dataDir(), "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, err = hba.WriteString("host all all samenet trust\n")
+			hba.Close()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pgtest: pg_hba.conf: %w", err)
+		}
+	}
 
 	logf, err := os.Create(s.logPath())
 	if err != nil {
@@ -110,7 +127,7 @@ func Start(ctx context.Context) (*Server, error) {
 	}
 	defer logf.Close()
 	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", s.dataDir(),
-		"-c", "listen_addresses=", // the unix socket only
+		"-c", "listen_addresses="+addr, // "": the unix socket only
 		"-c", "unix_socket_directories="+dir,
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "max_connections=300", "-c", "shared_buffers=64MB",
@@ -172,6 +189,12 @@ func (s *Server) DSN(db string) string {
 // URL is the same as a postgres:// URL (what `serve --store` takes).
 func (s *Server) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@/%s?host=%s&sslmode=disable", db, s.dir)
+}
+
+// TCPURL is the postgres:// URL of database db over TCP at the address
+// given to StartListening.
+func (s *Server) TCPURL(db string) string {
+	return fmt.Sprintf("postgres://postgres@%s:5432/%s?sslmode=disable", s.addr, db)
 }
 
 // LogTail returns the last n lines of the server's log.
