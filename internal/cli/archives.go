@@ -23,7 +23,7 @@ func (a archiveCmds) command() *cobra.Command {
 		mapNetworks                 []string
 		leaseStorage                string
 		createIn, restoreIn         string
-		importIn, listIn            string
+		importIn                    string
 		createCmd, restoreCmd       *cobra.Command
 		exportCmd, importCmd, lease *cobra.Command
 	)
@@ -167,24 +167,17 @@ directory given with serve --import-dir.`,
 	for _, c := range []*cobra.Command{createCmd, restoreCmd, importCmd} {
 		c.Flags().BoolVar(&detach, "detach", false, "print the job id and return at once")
 	}
-	list := &cobra.Command{
-		Use:   "list [--workspace W]",
-		Short: "List archives",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			as, err := a.client.Archives().ListIn(cmd.Context(), listIn)
-			if err != nil {
-				return err
-			}
-			return a.print(as, func(w io.Writer) {
-				row(w, "NAME", "WORKSPACE", "OWNER", "SOURCE", "VMS", "SIZE", "CREATED", "STORAGE LEASE")
-				for _, ar := range as {
-					row(w, ar.Name, orDash(ar.Workspace), orDash(ar.Owner), ar.Source, len(ar.VMs), size(ar.Size), when(ar.CreatedAt), storageLeaseText(ar.Lease))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
+	list := lister[wire.Archive]{
+		use: "list [--workspace W]", short: "List archives",
+		flag: "workspace", flagHelp: workspaceListHelp,
+		fetch: func(ctx context.Context, filter string) ([]wire.Archive, error) {
+			return a.client.Archives().ListIn(ctx, filter)
+		},
+		header: []any{"NAME", "WORKSPACE", "OWNER", "SOURCE", "VMS", "SIZE", "CREATED", "STORAGE LEASE"},
+		row: func(ar wire.Archive) []any {
+			return []any{ar.Name, orDash(ar.Workspace), orDash(ar.Owner), ar.Source, len(ar.VMs), size(ar.Size), when(ar.CreatedAt), storageLeaseText(ar.Lease)}
+		},
+	}.command(a.app)
 	return a.group("archive", "Archive configurations; list, show, restore, export, import and delete archives",
 		createCmd,
 		list,

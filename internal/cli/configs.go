@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -23,25 +24,17 @@ const (
 type configCmds struct{ *app }
 
 func (a configCmds) command() *cobra.Command {
-	var listIn string
-	list := &cobra.Command{
-		Use:   "list [--workspace W]",
-		Short: "List configurations",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			cs, err := a.client.Configs().ListIn(cmd.Context(), listIn)
-			if err != nil {
-				return err
-			}
-			return a.print(cs, func(w io.Writer) {
-				row(w, "NAME", "WORKSPACE", "OWNER", "STATE", "HOST", "FENCED", "VMS", "DESCRIPTION")
-				for _, c := range cs {
-					row(w, c.Name, orDash(c.Workspace), orDash(c.Owner), c.State, orDash(c.Host), yesNo(c.Fenced), len(c.VMs), orDash(c.Description))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
+	list := lister[wire.Config]{
+		use: "list [--workspace W]", short: "List configurations",
+		flag: "workspace", flagHelp: workspaceListHelp,
+		fetch: func(ctx context.Context, filter string) ([]wire.Config, error) {
+			return a.client.Configs().ListIn(ctx, filter)
+		},
+		header: []any{"NAME", "WORKSPACE", "OWNER", "STATE", "HOST", "FENCED", "VMS", "DESCRIPTION"},
+		row: func(c wire.Config) []any {
+			return []any{c.Name, orDash(c.Workspace), orDash(c.Owner), c.State, orDash(c.Host), yesNo(c.Fenced), len(c.VMs), orDash(c.Description)}
+		},
+	}.command(a.app)
 	return a.group("config", "Create, clone, deploy, undeploy, list, show and delete configurations",
 		a.create(),
 		list,

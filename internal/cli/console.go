@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"stagehand/internal/api/wire"
 	"stagehand/internal/client"
 )
 
@@ -139,23 +140,16 @@ sooner with "vm console-link revoke ID". The link is printed once.`,
 	create.Flags().StringVar(&expiresIn, "expires-in", "", "how long the link works (30m, 8h, 7d; default 1h)")
 	return a.group("console-link", "Make, list and revoke links to one VM's consoles",
 		create,
-		&cobra.Command{
-			Use:   "list",
-			Short: "List your console links (everyone's for a system administrator)",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				ls, err := a.client.ConsoleLinks().List(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(ls, func(w io.Writer) {
-					row(w, "ID", "VM", "USER", "STATE", "EXPIRES")
-					for _, l := range ls {
-						row(w, l.ID, l.Config+"/"+l.VM, l.User, l.State, when(l.ExpiresAt))
-					}
-				})
-			}),
-		},
+		lister[wire.ConsoleLink]{
+			use: "list", short: "List your console links (everyone's for a system administrator)",
+			fetch: func(ctx context.Context, _ string) ([]wire.ConsoleLink, error) {
+				return a.client.ConsoleLinks().List(ctx)
+			},
+			header: []any{"ID", "VM", "USER", "STATE", "EXPIRES"},
+			row: func(l wire.ConsoleLink) []any {
+				return []any{l.ID, l.Config + "/" + l.VM, l.User, l.State, when(l.ExpiresAt)}
+			},
+		}.command(a.app),
 		&cobra.Command{
 			Use:   "revoke ID",
 			Short: "Revoke a console link: it stops working at once",

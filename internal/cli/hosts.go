@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -29,24 +30,16 @@ func (a hostCmds) command() *cobra.Command {
 		}
 	}
 	return a.group("host", "List the hosts of the installation; drain, undrain and remove one (system administrator)",
-		&cobra.Command{
-			Use:   "list",
-			Short: "List the hosts: state, online, capacity, deployed configurations",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				hs, err := a.client.Hosts().List(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(hs, func(w io.Writer) {
-					row(w, "NAME", "STATE", "ONLINE", "MEMORY", "CPUS", "DEPLOYED", "LAST SEEN", "ADVERTISE")
-					for _, h := range hs {
-						row(w, h.Name, h.State, yesNo(h.Online), fmt.Sprintf("%d MiB", h.MemoryMiB), h.CPUs,
-							len(h.Deployed), when(h.LastSeen), h.AdvertiseURL)
-					}
-				})
-			}),
-		},
+		lister[wire.Host]{
+			use: "list", short: "List the hosts: state, online, capacity, deployed configurations",
+			fetch: func(ctx context.Context, _ string) ([]wire.Host, error) {
+				return a.client.Hosts().List(ctx)
+			},
+			header: []any{"NAME", "STATE", "ONLINE", "MEMORY", "CPUS", "DEPLOYED", "LAST SEEN", "ADVERTISE"},
+			row: func(h wire.Host) []any {
+				return []any{h.Name, h.State, yesNo(h.Online), fmt.Sprintf("%d MiB", h.MemoryMiB), h.CPUs, len(h.Deployed), when(h.LastSeen), h.AdvertiseURL}
+			},
+		}.command(a.app),
 		one("show", "Show a host and the configurations deployed on it", func(cmd *cobra.Command, name string) (*wire.Host, error) {
 			return a.client.Hosts().Get(cmd.Context(), name)
 		}),

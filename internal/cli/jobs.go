@@ -23,23 +23,16 @@ type jobCmds struct{ *app }
 
 func (a jobCmds) command() *cobra.Command {
 	return a.group("job", "List, show, wait for and cancel background jobs",
-		&cobra.Command{
-			Use:   "list",
-			Short: "List jobs",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				js, err := a.client.Jobs().List(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(js, func(w io.Writer) {
-					row(w, "ID", "KIND", "SUBJECT", "STATE", "PROGRESS", "STARTED", "ERROR")
-					for _, j := range js {
-						row(w, j.ID, j.Kind, j.Subject, j.State, progressText(j), when(j.Started), orDash(oneLine(j.Error)))
-					}
-				})
-			}),
-		},
+		lister[wire.Job]{
+			use: "list", short: "List jobs",
+			fetch: func(ctx context.Context, _ string) ([]wire.Job, error) {
+				return a.client.Jobs().List(ctx)
+			},
+			header: []any{"ID", "KIND", "SUBJECT", "STATE", "PROGRESS", "STARTED", "ERROR"},
+			row: func(j wire.Job) []any {
+				return []any{j.ID, j.Kind, j.Subject, j.State, progressText(j), when(j.Started), orDash(oneLine(j.Error))}
+			},
+		}.command(a.app),
 		&cobra.Command{
 			Use:   "show ID",
 			Short: "Show a job",

@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"io"
+	"context"
 
 	"github.com/spf13/cobra"
 
@@ -12,7 +12,7 @@ import (
 type libraryCmds struct{ *app }
 
 func (a libraryCmds) command() *cobra.Command {
-	var captureLease, checkoutLease, captureIn, checkoutIn, listIn string
+	var captureLease, checkoutLease, captureIn, checkoutIn string
 	capture := &cobra.Command{
 		Use:   "capture CONFIG NAME [--storage-lease 30d|never] [--workspace W]",
 		Short: "Copy an undeployed configuration into the library (read-only, by linked clone)",
@@ -44,24 +44,17 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 	}
 	checkout.Flags().StringVar(&checkoutLease, "storage-lease", "", "storage lease of the new configuration: "+leaseHelp)
 	checkout.Flags().StringVar(&checkoutIn, "workspace", "", workspaceCopyHelp)
-	list := &cobra.Command{
-		Use:   "list [--workspace W]",
-		Short: "List library entries",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			cs, err := a.client.Library().ListIn(cmd.Context(), listIn)
-			if err != nil {
-				return err
-			}
-			return a.print(cs, func(w io.Writer) {
-				row(w, "NAME", "WORKSPACE", "OWNER", "VMS", "CREATED", "STORAGE LEASE", "DESCRIPTION")
-				for _, c := range cs {
-					row(w, c.Name, orDash(c.Workspace), orDash(c.Owner), len(c.VMs), when(c.CreatedAt), storageLeaseText(c.Lease), orDash(c.Description))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
+	list := lister[wire.Config]{
+		use: "list [--workspace W]", short: "List library entries",
+		flag: "workspace", flagHelp: workspaceListHelp,
+		fetch: func(ctx context.Context, filter string) ([]wire.Config, error) {
+			return a.client.Library().ListIn(ctx, filter)
+		},
+		header: []any{"NAME", "WORKSPACE", "OWNER", "VMS", "CREATED", "STORAGE LEASE", "DESCRIPTION"},
+		row: func(c wire.Config) []any {
+			return []any{c.Name, orDash(c.Workspace), orDash(c.Owner), len(c.VMs), when(c.CreatedAt), storageLeaseText(c.Lease), orDash(c.Description)}
+		},
+	}.command(a.app)
 	return a.group("library", "Capture configurations into the library, list, show, check out and delete entries",
 		capture,
 		list,

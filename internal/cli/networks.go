@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -15,25 +16,17 @@ import (
 type networkCmds struct{ *app }
 
 func (a networkCmds) command() *cobra.Command {
-	var listIn string
-	list := &cobra.Command{
-		Use:   "list [--workspace W]",
-		Short: "List networks with their pool usage",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ns, err := a.client.Networks().ListIn(cmd.Context(), listIn)
-			if err != nil {
-				return err
-			}
-			return a.print(ns, func(w io.Writer) {
-				row(w, "NAME", "WORKSPACE", "OWNER", "SUBNET", "GATEWAY", "POOLS", "USED")
-				for _, n := range ns {
-					row(w, n.Name, orDash(n.Workspace), orDash(n.Owner), n.Subnet, orDash(n.Gateway), strings.Join(n.Pools, ","), fmt.Sprintf("%d/%d", n.PoolUsed, n.PoolSize))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
+	list := lister[wire.Network]{
+		use: "list [--workspace W]", short: "List networks with their pool usage",
+		flag: "workspace", flagHelp: workspaceListHelp,
+		fetch: func(ctx context.Context, filter string) ([]wire.Network, error) {
+			return a.client.Networks().ListIn(ctx, filter)
+		},
+		header: []any{"NAME", "WORKSPACE", "OWNER", "SUBNET", "GATEWAY", "POOLS", "USED"},
+		row: func(n wire.Network) []any {
+			return []any{n.Name, orDash(n.Workspace), orDash(n.Owner), n.Subnet, orDash(n.Gateway), strings.Join(n.Pools, ","), fmt.Sprintf("%d/%d", n.PoolUsed, n.PoolSize)}
+		},
+	}.command(a.app)
 	return a.group("network", "Create, list, show and delete networks and their IP pools",
 		a.create(),
 		list,

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/spf13/cobra"
 )
 
 // print writes v as indented JSON with -o json, else calls table.
@@ -116,4 +119,60 @@ func when(t time.Time) string {
 		return "-"
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// lister is a `list` command: the items fetch returns, one row each under
+// header, or all as JSON with -o json. flag, when set, names the one flag
+// that narrows the list (--workspace, --org, --user); fetch is given its
+// value.
+type lister[T any] struct {
+	use, short     string
+	flag, flagHelp string
+	fetch          func(ctx context.Context, filter string) ([]T, error)
+	header         []any
+	row            func(T) []any
+}
+
+func (l lister[T]) command(a *app) *cobra.Command {
+	var filter string
+	cmd := &cobra.Command{
+		Use:   l.use,
+		Short: l.short,
+		Args:  exactArgs(),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			items, err := l.fetch(cmd.Context(), filter)
+			if err != nil {
+				return err
+			}
+			return a.print(items, func(w io.Writer) {
+				row(w, l.header...)
+				for _, it := range items {
+					row(w, l.row(it)...)
+				}
+			})
+		}),
+	}
+	if l.flag != "" {
+		cmd.Flags().StringVar(&filter, l.flag, "", l.flagHelp)
+	}
+	return cmd
+}
+
+// showCommand is `use ARG` (ARG, the last word of use, is the one
+// argument): get fetches or changes the object ARG names and show prints
+// the answer.
+func showCommand[T any](a *app, use, short string, get func(ctx context.Context, arg string) (*T, error), show func(*T) error) *cobra.Command {
+	words := strings.Fields(use)
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(words[len(words)-1]),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			v, err := get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return show(v)
+		}),
+	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -15,29 +16,21 @@ import (
 type templateCmds struct{ *app }
 
 func (a templateCmds) command() *cobra.Command {
-	var listIn string
-	list := &cobra.Command{
-		Use:   "list [--workspace W]",
-		Short: "List templates",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ts, err := a.client.Templates().ListIn(cmd.Context(), listIn)
-			if err != nil {
-				return err
+	list := lister[wire.Template]{
+		use: "list [--workspace W]", short: "List templates",
+		flag: "workspace", flagHelp: workspaceListHelp,
+		fetch: func(ctx context.Context, filter string) ([]wire.Template, error) {
+			return a.client.Templates().ListIn(ctx, filter)
+		},
+		header: []any{"NAME", "WORKSPACE", "OWNER", "CPUS", "MEMORY", "DISKS", "VIRTUAL SIZE", "BOOT", "DESCRIPTION"},
+		row: func(t wire.Template) []any {
+			var virtual int64
+			for _, d := range t.Disks {
+				virtual += d.VirtualSize
 			}
-			return a.print(ts, func(w io.Writer) {
-				row(w, "NAME", "WORKSPACE", "OWNER", "CPUS", "MEMORY", "DISKS", "VIRTUAL SIZE", "BOOT", "DESCRIPTION")
-				for _, t := range ts {
-					var virtual int64
-					for _, d := range t.Disks {
-						virtual += d.VirtualSize
-					}
-					row(w, t.Name, orDash(t.Workspace), orDash(t.Owner), t.CPUs, fmt.Sprintf("%d MiB", t.MemoryMiB), len(t.Disks), size(virtual), bootMethod(t), orDash(t.Description))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&listIn, "workspace", "", workspaceListHelp)
+			return []any{t.Name, orDash(t.Workspace), orDash(t.Owner), t.CPUs, fmt.Sprintf("%d MiB", t.MemoryMiB), len(t.Disks), size(virtual), bootMethod(t), orDash(t.Description)}
+		},
+	}.command(a.app)
 	return a.group("template", "Import, list, show and delete VM templates",
 		a.importTemplate(),
 		list,

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 
@@ -17,25 +18,17 @@ const tokenNotShownAgain = "This token is not shown again: store it now (the dae
 type tokenCmds struct{ *app }
 
 func (a tokenCmds) command() *cobra.Command {
-	var user string
-	list := &cobra.Command{
-		Use:   "list [--user USER]",
-		Short: "List API tokens (never their secrets), revoked and expired ones included",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ts, err := a.client.Tokens().List(cmd.Context(), user)
-			if err != nil {
-				return err
-			}
-			return a.print(ts, func(w io.Writer) {
-				row(w, "ID", "NAME", "USER", "STATE", "WORKSPACE", "MAX ROLE", "EXPIRES", "LAST USED")
-				for _, t := range ts {
-					row(w, t.ID, t.Name, t.User, t.State, orDash(t.Workspace), orDash(t.MaxRole), when(t.ExpiresAt), when(t.LastUsedAt))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&user, "user", "", "another user's tokens (system administrators)")
+	list := lister[wire.Token]{
+		use: "list [--user USER]", short: "List API tokens (never their secrets), revoked and expired ones included",
+		flag: "user", flagHelp: "another user's tokens (system administrators)",
+		fetch: func(ctx context.Context, filter string) ([]wire.Token, error) {
+			return a.client.Tokens().List(ctx, filter)
+		},
+		header: []any{"ID", "NAME", "USER", "STATE", "WORKSPACE", "MAX ROLE", "EXPIRES", "LAST USED"},
+		row: func(t wire.Token) []any {
+			return []any{t.ID, t.Name, t.User, t.State, orDash(t.Workspace), orDash(t.MaxRole), when(t.ExpiresAt), when(t.LastUsedAt)}
+		},
+	}.command(a.app)
 	return a.group("token", "Create, list and revoke API tokens",
 		a.create(),
 		list,

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,23 +21,16 @@ type userCmds struct{ *app }
 func (a userCmds) command() *cobra.Command {
 	return a.group("user", "Create, list, show and delete users and set their passwords",
 		a.create(),
-		&cobra.Command{
-			Use:   "list",
-			Short: "List users",
-			Args:  exactArgs(),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				us, err := a.client.Users().List(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.print(us, func(w io.Writer) {
-					row(w, "NAME", "EMAIL", "DISPLAY NAME", "SYSTEM ADMIN", "DISABLED", "PASSWORD", "DEFAULT WORKSPACE")
-					for _, u := range us {
-						row(w, u.Name, orDash(u.Email), orDash(u.DisplayName), yesNo(u.SystemAdmin), yesNo(u.Disabled), yesNo(u.HasPassword), orDash(u.DefaultWorkspace))
-					}
-				})
-			}),
-		},
+		lister[wire.User]{
+			use: "list", short: "List users",
+			fetch: func(ctx context.Context, _ string) ([]wire.User, error) {
+				return a.client.Users().List(ctx)
+			},
+			header: []any{"NAME", "EMAIL", "DISPLAY NAME", "SYSTEM ADMIN", "DISABLED", "PASSWORD", "DEFAULT WORKSPACE"},
+			row: func(u wire.User) []any {
+				return []any{u.Name, orDash(u.Email), orDash(u.DisplayName), yesNo(u.SystemAdmin), yesNo(u.Disabled), yesNo(u.HasPassword), orDash(u.DefaultWorkspace)}
+			},
+		}.command(a.app),
 		&cobra.Command{
 			Use:   "show NAME",
 			Short: "Show a user: memberships, groups, organizations administered, quota",

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -92,7 +93,7 @@ func (a *app) done(msg string) error {
 type workspaceCmds struct{ *app }
 
 func (a workspaceCmds) command() *cobra.Command {
-	var kind, org string
+	var kind string
 	create := &cobra.Command{
 		Use:   "create WORKSPACE [--kind shared|private]",
 		Short: "Create a workspace (" + workspaceRefHelp + ")",
@@ -107,24 +108,15 @@ func (a workspaceCmds) command() *cobra.Command {
 		}),
 	}
 	create.Flags().StringVar(&kind, "kind", wire.WorkspaceShared, "shared (members see each other's objects) or private (each sees their own)")
-	list := &cobra.Command{
-		Use:   "list [--org ORG]",
-		Short: "List workspaces",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			ws, err := a.client.Workspaces().List(cmd.Context(), org)
-			if err != nil {
-				return err
-			}
-			return a.print(ws, func(w io.Writer) {
-				row(w, "WORKSPACE", "KIND", "CREATED")
-				for _, x := range ws {
-					row(w, x.Org+"/"+x.Name, x.Kind, when(x.CreatedAt))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&org, "org", "", "only the workspaces of this organization")
+	list := lister[wire.Workspace]{
+		use: "list [--org ORG]", short: "List workspaces",
+		flag: "org", flagHelp: "only the workspaces of this organization",
+		fetch: func(ctx context.Context, filter string) ([]wire.Workspace, error) {
+			return a.client.Workspaces().List(ctx, filter)
+		},
+		header: []any{"WORKSPACE", "KIND", "CREATED"},
+		row:    func(x wire.Workspace) []any { return []any{x.Org + "/" + x.Name, x.Kind, when(x.CreatedAt)} },
+	}.command(a.app)
 	return a.group("workspace", "Create, list, show and delete workspaces, their members and quotas",
 		create, list,
 		&cobra.Command{
@@ -264,25 +256,17 @@ func (a workspaceCmds) printWorkspace(ws *wire.Workspace) error {
 type groupCmds struct{ *app }
 
 func (a groupCmds) command() *cobra.Command {
-	var org string
-	list := &cobra.Command{
-		Use:   "list [--org ORG]",
-		Short: "List groups with their members",
-		Args:  exactArgs(),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			gs, err := a.client.Groups().List(cmd.Context(), org)
-			if err != nil {
-				return err
-			}
-			return a.print(gs, func(w io.Writer) {
-				row(w, "GROUP", "MEMBERS", "CREATED")
-				for _, g := range gs {
-					row(w, g.Org+"/"+g.Name, orDash(strings.Join(g.Members, ",")), when(g.CreatedAt))
-				}
-			})
-		}),
-	}
-	list.Flags().StringVar(&org, "org", "", "only the groups of this organization")
+	list := lister[wire.Group]{
+		use: "list [--org ORG]", short: "List groups with their members",
+		flag: "org", flagHelp: "only the groups of this organization",
+		fetch: func(ctx context.Context, filter string) ([]wire.Group, error) {
+			return a.client.Groups().List(ctx, filter)
+		},
+		header: []any{"GROUP", "MEMBERS", "CREATED"},
+		row: func(g wire.Group) []any {
+			return []any{g.Org + "/" + g.Name, orDash(strings.Join(g.Members, ",")), when(g.CreatedAt)}
+		},
+	}.command(a.app)
 	return a.group("group", "Create, list and delete groups of users, to share with them at once",
 		&cobra.Command{
 			Use:   "create GROUP",
