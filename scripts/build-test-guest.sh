@@ -31,6 +31,9 @@ CMDLINE="console=ttyS0 quiet panic=1 mitigations=off cryptomgr.notests"
 # button + evdev make the ACPI power button readable for system_powerdown.
 MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
 	failover net_failover virtio_net virtio_blk button evdev)
+# Loaded only when a cloud-init seed (a cidata ISO 9660 disk) is attached, so
+# a boot without one costs nothing more.
+SEED_MODULES=(cdrom isofs)
 
 DISK_MIB=64 # bootable disk
 DATA_MIB=16 # data-only disk
@@ -89,8 +92,27 @@ copy_module() {
 	esac
 }
 
+# add_modules STAGE LIST MODULE... copies the modules into the initramfs and
+# writes their load order to STAGE/lib/modules/LIST, leaving out those the
+# kernel has built in.
+add_modules() {
+	local stage=$1 list=$2 m f
+	shift 2
+	: >"$stage/lib/modules/$list"
+	for m in "$@"; do
+		if grep -Eq "/(${m}|${m//_/-})\.ko" "/lib/modules/$KVER/modules.builtin" 2>/dev/null; then
+			log "module $m is built into $KVER"
+			continue
+		fi
+		f=$(find_module "$m")
+		[ -n "$f" ] || die "module $m not found in /lib/modules/$KVER"
+		copy_module "$f" "$stage/lib/modules/$KVER/$m.ko"
+		echo "$m" >>"$stage/lib/modules/$list"
+	done
+}
+
 build_initrd() {
-	local stage=$1 dst=$2 p m f
+	local stage=$1 dst=$2 p
 	mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,run,tmp,root,var/log,lib/modules/"$KVER"}
 	cp /bin/busybox "$stage/bin/busybox"
 	# One symlink per applet, at the path busybox itself names.
@@ -104,17 +126,8 @@ build_initrd() {
 	chmod 0755 "$stage/init" "$stage/sbin/stagehand-service" "$stage/sbin/stagehand-http" "$stage/etc/udhcpc.script"
 	chmod 1777 "$stage/tmp"
 
-	: >"$stage/lib/modules/stagehand.order"
-	for m in "${MODULES[@]}"; do
-		if grep -Eq "/(${m}|${m//_/-})\.ko" "/lib/modules/$KVER/modules.builtin" 2>/dev/null; then
-			log "module $m is built into $KVER"
-			continue
-		fi
-		f=$(find_module "$m")
-		[ -n "$f" ] || die "module $m not found in /lib/modules/$KVER"
-		copy_module "$f" "$stage/lib/modules/$KVER/$m.ko"
-		echo "$m" >>"$stage/lib/modules/stagehand.order"
-	done
+	add_modules "$stage" stagehand.order "${MODULES[@]}"
+	add_modules "$stage" stagehand.seed.order "${SEED_MODULES[@]}"
 
 	# The kernel opens /dev/console for PID 1 before devtmpfs is mounted.
 	# Without root there are no nodes: /init then gets its console only
@@ -173,8 +186,10 @@ main() {
 	exec 9>"$OUT/.lock"
 	flock 9
 
+	# genisoimage is not part of the guest: check-test-guest.sh makes a
+	# reference cloud-init seed with it.
 	ensure_packages linux-image-cloud-amd64 busybox-static cpio syslinux syslinux-common \
-		mtools dosfstools fdisk qemu-utils
+		mtools dosfstools fdisk qemu-utils genisoimage
 
 	KVER=$(newest_cloud_kernel)
 	[ -n "$KVER" ] || die "no cloud kernel in /boot with modules in /lib/modules"

@@ -6,7 +6,11 @@
 #      that the write reached the overlay but not data.qcow2;
 #   2. disk boot through SeaBIOS of disk.qcow2 on virtio-blk, hostname and
 #      marker set from the host with scripts/guest-marker.sh;
-#   3. disk boot with a plain `-drive file=` (AHCI): boots, answers, no disk.
+#   3. disk boot with a plain `-drive file=` (AHCI): boots, answers, no disk;
+#   4. direct kernel boot with a cloud-init NoCloud seed made by genisoimage
+#      (the reference tool: Rock Ridge + Joliet) as a second virtio disk:
+#      hostname and instance-id from the seed, the seed's hostname winning
+#      over the marker's.
 #
 # Usage: scripts/check-test-guest.sh [OUTDIR]   (default testdata/guest/out)
 #
@@ -187,6 +191,8 @@ if start_vm k -kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" \
 	done
 	expect "ip.eth1" "$(field "$body" ip.eth1)" 10.0.3.15
 	expect "ip" "$(field "$body" ip)" "10.0.2.15 10.0.3.15"
+	expect "instance-id (no seed)" "$(field "$body" instance-id)" ""
+	expect "/identity seed" "$(field "$(get "$PORT" /identity)" seed)" none
 	c1=$(field "$body" counter)
 	up=$(field "$body" uptime)
 	[[ "$up" =~ ^[0-9]+\.[0-9]+$ ]] && pass "uptime = $up" || fail "uptime: '$up'"
@@ -261,6 +267,31 @@ if start_vm p -drive "file=$TMP/p.qcow2" && wait_http p; then
 else
 	fail "disk boot (plain): no HTTP answer within $BOOT_TIMEOUT s"
 	dump p
+fi
+
+# --- 4. cloud-init seed ---------------------------------------------------------
+say "4. direct kernel boot with a NoCloud seed (genisoimage, label cidata) on vdb"
+qemu-img create -q -f qcow2 -b "$OUT/data.qcow2" -F qcow2 "$TMP/s.qcow2"
+"$ROOT/scripts/guest-marker.sh" write "$TMP/s.qcow2" seeded from-marker
+mkdir "$TMP/seed"
+iid=i-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+printf 'instance-id: %s\nlocal-hostname: seeded-1\n' "$iid" >"$TMP/seed/meta-data"
+printf '#cloud-config\nhostname: seeded-1\n' >"$TMP/seed/user-data"
+genisoimage -quiet -output "$TMP/seed.iso" -volid cidata -joliet -rock "$TMP/seed/meta-data" "$TMP/seed/user-data"
+if start_vm s -kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" -append "$CMDLINE" \
+	-drive "file=$TMP/s.qcow2,if=virtio" -drive "file=$TMP/seed.iso,if=virtio,format=raw,readonly=on" &&
+	wait_http s; then
+	pass "seed boot: STAGEHAND-IP after $IP_MS ms, first HTTP answer after $HTTP_MS ms"
+	body=$(get "$PORT" /identity) || true
+	expect "hostname (seed over marker)" "$(field "$body" hostname)" seeded-1
+	expect "instance-id" "$(field "$body" instance-id)" "$iid"
+	expect "seed" "$(field "$body" seed)" vdb
+	body=$(cat "$TMP/last")
+	expect "GET / instance-id" "$(field "$body" instance-id)" "$iid"
+	expect "marker disk still vda" "$(field "$body" disk) $(field "$body" marker)" "vda seeded"
+else
+	fail "seed boot: no HTTP answer within $BOOT_TIMEOUT s"
+	dump s
 fi
 
 echo "$passed passed, $failed failed"

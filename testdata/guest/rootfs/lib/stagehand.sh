@@ -81,6 +81,32 @@ eth_ifaces() {
 	done | sort -t h -k 2 -n
 }
 
+# find_seed prints the first virtio disk holding a cloud-init NoCloud seed:
+# an ISO 9660 volume labelled cidata (any case), as internal/seed writes. It
+# reads two short fields of the volume descriptor at 32 KiB (no module, no
+# mount), so a guest without a seed pays one dd per disk.
+find_seed() {
+	local d dev i label
+	for d in /sys/block/vd*; do
+		[ -e "$d" ] || continue
+		dev=/dev/${d##*/}
+		i=0
+		while [ ! -b "$dev" ] && [ $i -lt 50 ]; do usleep 20000; i=$((i + 1)); done
+		[ "$(dd if="$dev" bs=1 skip=32769 count=5 2>/dev/null)" = CD001 ] || continue
+		label=$(dd if="$dev" bs=1 skip=32808 count=7 2>/dev/null)
+		case "$label" in cidata" " | CIDATA" ") ;; *) continue ;; esac
+		echo "$dev"
+		return 0
+	done
+	return 1
+}
+
+# seed_value FILE KEY prints KEY's value from a "key: value" line of FILE
+# (meta-data is YAML; quotes are dropped), kept to [0-9A-Za-z._-].
+seed_value() {
+	sed -n "s/^$2:[[:space:]]*//p" "$1" 2>/dev/null | head -n 1 | tr -cd '0-9A-Za-z._-' | head -c 128
+}
+
 # cmdline_value KEY prints the value of KEY=... on the kernel command line.
 cmdline_value() {
 	local w
