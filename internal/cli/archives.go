@@ -189,14 +189,9 @@ directory given with serve --import-dir.`,
 				return a.show(cmd.Context(), args[0])
 			}),
 		},
-		&cobra.Command{
-			Use:   "delete NAME",
-			Short: "Delete an archive and its files",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Archives().Delete(cmd.Context(), args[0])
-			}),
-		},
+		argCommand(a.app, "delete NAME", "Delete an archive and its files", func(ctx context.Context, name string) error {
+			return a.client.Archives().Delete(ctx, name)
+		}),
 		restoreCmd, exportCmd, importCmd, lease,
 	)
 }

@@ -38,26 +38,12 @@ func (a configCmds) command() *cobra.Command {
 	return a.group("config", "Create, clone, deploy, undeploy, list, show and delete configurations",
 		a.create(),
 		list,
-		&cobra.Command{
-			Use:   "show NAME",
-			Short: "Show a configuration: its VMs, NICs and disk chains",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				c, err := a.client.Configs().Get(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printConfig(c)
-			}),
-		},
-		&cobra.Command{
-			Use:   "delete NAME",
-			Short: "Delete an undeployed configuration and the layers only it used",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Configs().Delete(cmd.Context(), args[0])
-			}),
-		},
+		showCommand(a.app, "show NAME", "Show a configuration: its VMs, NICs and disk chains", func(ctx context.Context, name string) (*wire.Config, error) {
+			return a.client.Configs().Get(ctx, name)
+		}, a.printConfig),
+		argCommand(a.app, "delete NAME", "Delete an undeployed configuration and the layers only it used", func(ctx context.Context, name string) error {
+			return a.client.Configs().Delete(ctx, name)
+		}),
 		a.clone(),
 		a.lease(),
 		a.deploy(),

@@ -17,18 +17,6 @@ type hostCmds struct{ *app }
 // command is `stagehand host`: the daemons of an installation whose
 // hosts share one PostgreSQL store.
 func (a hostCmds) command() *cobra.Command {
-	one := func(use, short string, fn func(cmd *cobra.Command, name string) (*wire.Host, error)) *cobra.Command {
-		return &cobra.Command{
-			Use: use + " NAME", Short: short, Args: exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				h, err := fn(cmd, args[0])
-				if err != nil {
-					return err
-				}
-				return a.printHost(h)
-			}),
-		}
-	}
 	return a.group("host", "List the hosts of the installation; drain, undrain and remove one (system administrator)",
 		lister[wire.Host]{
 			use: "list", short: "List the hosts: state, online, capacity, deployed configurations",
@@ -40,23 +28,18 @@ func (a hostCmds) command() *cobra.Command {
 				return []any{h.Name, h.State, yesNo(h.Online), fmt.Sprintf("%d MiB", h.MemoryMiB), h.CPUs, len(h.Deployed), when(h.LastSeen), h.AdvertiseURL}
 			},
 		}.command(a.app),
-		one("show", "Show a host and the configurations deployed on it", func(cmd *cobra.Command, name string) (*wire.Host, error) {
-			return a.client.Hosts().Get(cmd.Context(), name)
+		showCommand(a.app, "show NAME", "Show a host and the configurations deployed on it", func(ctx context.Context, name string) (*wire.Host, error) {
+			return a.client.Hosts().Get(ctx, name)
+		}, a.printHost),
+		showCommand(a.app, "drain NAME", "Mark a host draining: new deployments go elsewhere; shows what still runs there", func(ctx context.Context, name string) (*wire.Host, error) {
+			return a.client.Hosts().Drain(ctx, name)
+		}, a.printHost),
+		showCommand(a.app, "undrain NAME", "Make a draining host take new deployments again", func(ctx context.Context, name string) (*wire.Host, error) {
+			return a.client.Hosts().Undrain(ctx, name)
+		}, a.printHost),
+		argCommand(a.app, "remove NAME", "Remove a host from the installation (refused while configurations are deployed there)", func(ctx context.Context, name string) error {
+			return a.client.Hosts().Remove(ctx, name)
 		}),
-		one("drain", "Mark a host draining: new deployments go elsewhere; shows what still runs there", func(cmd *cobra.Command, name string) (*wire.Host, error) {
-			return a.client.Hosts().Drain(cmd.Context(), name)
-		}),
-		one("undrain", "Make a draining host take new deployments again", func(cmd *cobra.Command, name string) (*wire.Host, error) {
-			return a.client.Hosts().Undrain(cmd.Context(), name)
-		}),
-		&cobra.Command{
-			Use:   "remove NAME",
-			Short: "Remove a host from the installation (refused while configurations are deployed there)",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Hosts().Remove(cmd.Context(), args[0])
-			}),
-		},
 	)
 }
 

@@ -33,18 +33,9 @@ func (a jobCmds) command() *cobra.Command {
 				return []any{j.ID, j.Kind, j.Subject, j.State, progressText(j), when(j.Started), orDash(oneLine(j.Error))}
 			},
 		}.command(a.app),
-		&cobra.Command{
-			Use:   "show ID",
-			Short: "Show a job",
-			Args:  exactArgs("ID"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				j, err := a.client.Jobs().Get(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printJob(j)
-			}),
-		},
+		showCommand(a.app, "show ID", "Show a job", func(ctx context.Context, name string) (*wire.Job, error) {
+			return a.client.Jobs().Get(ctx, name)
+		}, a.printJob),
 		&cobra.Command{
 			Use:   "wait ID",
 			Short: "Wait for a job to end; fails when the job fails",
@@ -63,18 +54,9 @@ func (a jobCmds) command() *cobra.Command {
 				return err
 			}),
 		},
-		&cobra.Command{
-			Use:   "cancel ID",
-			Short: "Ask a job to stop; it rolls back what it did",
-			Args:  exactArgs("ID"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				j, err := a.client.Jobs().Cancel(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printJob(j)
-			}),
-		},
+		showCommand(a.app, "cancel ID", "Ask a job to stop; it rolls back what it did", func(ctx context.Context, name string) (*wire.Job, error) {
+			return a.client.Jobs().Cancel(ctx, name)
+		}, a.printJob),
 	)
 }
 

@@ -58,26 +58,12 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 	return a.group("library", "Capture configurations into the library, list, show, check out and delete entries",
 		capture,
 		list,
-		&cobra.Command{
-			Use:   "show NAME",
-			Short: "Show a library entry: its VMs, NICs and disk chains",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				c, err := a.client.Library().Get(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printConfig(c)
-			}),
-		},
-		&cobra.Command{
-			Use:   "delete NAME",
-			Short: "Delete a library entry (layers checked-out configurations use stay)",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Library().Delete(cmd.Context(), args[0])
-			}),
-		},
+		showCommand(a.app, "show NAME", "Show a library entry: its VMs, NICs and disk chains", func(ctx context.Context, name string) (*wire.Config, error) {
+			return a.client.Library().Get(ctx, name)
+		}, a.printConfig),
+		argCommand(a.app, "delete NAME", "Delete a library entry (layers checked-out configurations use stay)", func(ctx context.Context, name string) error {
+			return a.client.Library().Delete(ctx, name)
+		}),
 		checkout,
 	)
 }

@@ -30,26 +30,12 @@ func (a networkCmds) command() *cobra.Command {
 	return a.group("network", "Create, list, show and delete networks and their IP pools",
 		a.create(),
 		list,
-		&cobra.Command{
-			Use:   "show NAME",
-			Short: "Show a network and who holds each of its addresses",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				n, err := a.client.Networks().Get(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printNetwork(n)
-			}),
-		},
-		&cobra.Command{
-			Use:   "delete NAME",
-			Short: "Delete a network no VM uses",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Networks().Delete(cmd.Context(), args[0])
-			}),
-		},
+		showCommand(a.app, "show NAME", "Show a network and who holds each of its addresses", func(ctx context.Context, name string) (*wire.Network, error) {
+			return a.client.Networks().Get(ctx, name)
+		}, a.printNetwork),
+		argCommand(a.app, "delete NAME", "Delete a network no VM uses", func(ctx context.Context, name string) error {
+			return a.client.Networks().Delete(ctx, name)
+		}),
 	)
 }
 

@@ -176,3 +176,17 @@ func showCommand[T any](a *app, use, short string, get func(ctx context.Context,
 		}),
 	}
 }
+
+// argCommand is `use ARG` (ARG, the last word of use, is the one
+// argument) that does fn to the object ARG names and prints nothing.
+func argCommand(a *app, use, short string, fn func(ctx context.Context, arg string) error) *cobra.Command {
+	words := strings.Fields(use)
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(words[len(words)-1]),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			return fn(cmd.Context(), args[0])
+		}),
+	}
+}

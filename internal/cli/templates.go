@@ -34,26 +34,12 @@ func (a templateCmds) command() *cobra.Command {
 	return a.group("template", "Import, list, show and delete VM templates",
 		a.importTemplate(),
 		list,
-		&cobra.Command{
-			Use:   "show NAME",
-			Short: "Show a template and its base disks",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				t, err := a.client.Templates().Get(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printTemplate(t)
-			}),
-		},
-		&cobra.Command{
-			Use:   "delete NAME",
-			Short: "Delete a template no configuration was made from",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Templates().Delete(cmd.Context(), args[0])
-			}),
-		},
+		showCommand(a.app, "show NAME", "Show a template and its base disks", func(ctx context.Context, name string) (*wire.Template, error) {
+			return a.client.Templates().Get(ctx, name)
+		}, a.printTemplate),
+		argCommand(a.app, "delete NAME", "Delete a template no configuration was made from", func(ctx context.Context, name string) error {
+			return a.client.Templates().Delete(ctx, name)
+		}),
 	)
 }
 

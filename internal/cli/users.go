@@ -31,26 +31,12 @@ func (a userCmds) command() *cobra.Command {
 				return []any{u.Name, orDash(u.Email), orDash(u.DisplayName), yesNo(u.SystemAdmin), yesNo(u.Disabled), yesNo(u.HasPassword), orDash(u.DefaultWorkspace)}
 			},
 		}.command(a.app),
-		&cobra.Command{
-			Use:   "show NAME",
-			Short: "Show a user: memberships, groups, organizations administered, quota",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				u, err := a.client.Users().Get(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printUser(u)
-			}),
-		},
-		&cobra.Command{
-			Use:   "delete NAME",
-			Short: "Delete a user who owns no object (their tokens, memberships and shares go too)",
-			Args:  exactArgs("NAME"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Users().Delete(cmd.Context(), args[0])
-			}),
-		},
+		showCommand(a.app, "show NAME", "Show a user: memberships, groups, organizations administered, quota", func(ctx context.Context, name string) (*wire.User, error) {
+			return a.client.Users().Get(ctx, name)
+		}, a.printUser),
+		argCommand(a.app, "delete NAME", "Delete a user who owns no object (their tokens, memberships and shares go too)", func(ctx context.Context, name string) error {
+			return a.client.Users().Delete(ctx, name)
+		}),
 		a.set(),
 		a.setPassword(),
 	)

@@ -119,26 +119,12 @@ func (a workspaceCmds) command() *cobra.Command {
 	}.command(a.app)
 	return a.group("workspace", "Create, list, show and delete workspaces, their members and quotas",
 		create, list,
-		&cobra.Command{
-			Use:   "show WORKSPACE",
-			Short: "Show a workspace: members with roles, quota and usage",
-			Args:  exactArgs("WORKSPACE"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				ws, err := a.client.Workspaces().Get(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				return a.printWorkspace(ws)
-			}),
-		},
-		&cobra.Command{
-			Use:   "delete WORKSPACE",
-			Short: "Delete a workspace that holds no object",
-			Args:  exactArgs("WORKSPACE"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Workspaces().Delete(cmd.Context(), args[0])
-			}),
-		},
+		showCommand(a.app, "show WORKSPACE", "Show a workspace: members with roles, quota and usage", func(ctx context.Context, name string) (*wire.Workspace, error) {
+			return a.client.Workspaces().Get(ctx, name)
+		}, a.printWorkspace),
+		argCommand(a.app, "delete WORKSPACE", "Delete a workspace that holds no object", func(ctx context.Context, name string) error {
+			return a.client.Workspaces().Delete(ctx, name)
+		}),
 		a.addMember(),
 		&cobra.Command{
 			Use:   "remove-member WORKSPACE USER",
@@ -285,14 +271,9 @@ func (a groupCmds) command() *cobra.Command {
 			}),
 		},
 		list,
-		&cobra.Command{
-			Use:   "delete GROUP",
-			Short: "Delete a group and the shares made to it",
-			Args:  exactArgs("GROUP"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				return a.client.Groups().Delete(cmd.Context(), args[0])
-			}),
-		},
+		argCommand(a.app, "delete GROUP", "Delete a group and the shares made to it", func(ctx context.Context, name string) error {
+			return a.client.Groups().Delete(ctx, name)
+		}),
 		&cobra.Command{
 			Use:   "add-member GROUP USER",
 			Short: "Add a user to a group",
