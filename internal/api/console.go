@@ -284,13 +284,27 @@ type wsSession struct {
 	writeTimeout time.Duration
 }
 
-func (h consoleHandler) newSession(c *websocket.Conn) *wsSession {
+// startSession accepts the websocket of r as a session of the viewer of
+// console name ("serial console", "VNC") of VM vm of config, logs the
+// viewer attached and keeps the session pinged. Nil when the handshake
+// failed: websocket.Accept has answered the client already. The caller
+// cancels the session.
+func (h consoleHandler) startSession(w http.ResponseWriter, r *http.Request, name, config, vm, viewer string) (*wsSession, *slog.Logger) {
+	c, err := acceptWebsocket(w, r)
+	if err != nil {
+		h.log.Debug(name+" websocket", "config", config, "vm", vm, "err", err)
+		return nil, nil
+	}
 	ctx, cancel := context.WithCancel(h.drain)
 	wt := h.limits.StreamWriteTimeout
 	if wt <= 0 {
 		wt = time.Minute
 	}
-	return &wsSession{c: c, ctx: ctx, cancel: cancel, writeTimeout: wt}
+	s := &wsSession{c: c, ctx: ctx, cancel: cancel, writeTimeout: wt}
+	log := h.log.With("config", config, "vm", vm, "remote", r.RemoteAddr, "viewer", viewer)
+	log.Info(name + " viewer attached")
+	go s.pings()
+	return s, log
 }
 
 func (s *wsSession) write(typ websocket.MessageType, p []byte) error {
@@ -366,16 +380,11 @@ func (h consoleHandler) serialWebsocket(w http.ResponseWriter, r *http.Request) 
 		return err
 	}
 	defer viewer.Close()
-	c, err := acceptWebsocket(w, r)
-	if err != nil {
-		h.log.Debug("serial websocket", "config", config, "vm", vm, "err", err)
+	s, log := h.startSession(w, r, "serial console", config, vm, viewer.Name())
+	if s == nil {
 		return nil
 	}
-	s := h.newSession(c)
 	defer s.cancel()
-	log := h.log.With("config", config, "vm", vm, "remote", r.RemoteAddr, "viewer", viewer.Name())
-	log.Info("serial console viewer attached")
-	go s.pings()
 	go h.serialInput(s, viewer)
 
 	for {
@@ -470,16 +479,11 @@ func (h consoleHandler) vncWebsocket(w http.ResponseWriter, r *http.Request) err
 		return errdefs.Unavailable("screen of VM %q of %q: %w", vm, config, err)
 	}
 	defer vnc.Close()
-	c, err := acceptWebsocket(w, r)
-	if err != nil {
-		h.log.Debug("vnc websocket", "config", config, "vm", vm, "err", err)
+	s, log := h.startSession(w, r, "VNC", config, vm, viewerName(r))
+	if s == nil {
 		return nil
 	}
-	s := h.newSession(c)
 	defer s.cancel()
-	log := h.log.With("config", config, "vm", vm, "remote", r.RemoteAddr, "viewer", viewerName(r))
-	log.Info("VNC viewer attached")
-	go s.pings()
 	// The session's end (client gone, daemon draining) closes the VNC
 	// connection, which ends the copy below.
 	stop := context.AfterFunc(s.ctx, func() { vnc.Close() })
