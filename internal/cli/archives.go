@@ -27,15 +27,6 @@ func (a archiveCmds) command() *cobra.Command {
 		createCmd, restoreCmd       *cobra.Command
 		exportCmd, importCmd, lease *cobra.Command
 	)
-	waitThen := func(ctx context.Context, j *wire.Job, then func() error) error {
-		if detach {
-			return a.printStartedJob(j)
-		}
-		if _, err := a.waitForJob(ctx, j); err != nil {
-			return err
-		}
-		return then()
-	}
 	createCmd = &cobra.Command{
 		Use:   "create CONFIG NAME [--storage-lease 30d|never] [--workspace W] [--detach]",
 		Short: "Copy an undeployed configuration into archive storage (compressed, standalone disks)",
@@ -49,7 +40,7 @@ id with --detach.`,
 			if err != nil {
 				return err
 			}
-			return waitThen(cmd.Context(), j, func() error { return a.show(cmd.Context(), args[1]) })
+			return a.jobThen(cmd.Context(), j, detach, func() error { return a.show(cmd.Context(), args[1]) })
 		}),
 	}
 	createCmd.Flags().StringVar(&createLease, "storage-lease", "", "storage lease: "+leaseHelp)
@@ -63,7 +54,7 @@ id with --detach.`,
 			if err != nil {
 				return err
 			}
-			return waitThen(cmd.Context(), j, func() error {
+			return a.jobThen(cmd.Context(), j, detach, func() error {
 				c, err := a.client.Configs().Get(cmd.Context(), args[1])
 				if err != nil {
 					return err
@@ -140,7 +131,7 @@ directory given with serve --import-dir.`,
 			if err != nil {
 				return err
 			}
-			return waitThen(cmd.Context(), j, func() error { return a.show(cmd.Context(), j.Subject) })
+			return a.jobThen(cmd.Context(), j, detach, func() error { return a.show(cmd.Context(), j.Subject) })
 		}),
 	}
 	importCmd.Flags().BoolVar(&importServerPath, "server-path", false, "FILE is on the daemon's host, under its --import-dir (system administrator on the unix socket only)")

@@ -163,17 +163,13 @@ IP modes and addresses (use change-ips to give it its own).
 				if err != nil {
 					return err
 				}
-				if detach {
-					return a.printStartedJob(job)
-				}
-				if _, err := a.waitForJob(ctx, job); err != nil {
-					return err
-				}
-				c, err := a.client.Configs().Get(ctx, dst)
-				if err != nil {
-					return err
-				}
-				return a.printConfig(c)
+				return a.jobThen(ctx, job, detach, func() error {
+					c, err := a.client.Configs().Get(ctx, dst)
+					if err != nil {
+						return err
+					}
+					return a.printConfig(c)
+				})
 			default:
 				return usagef("--mode %q is not linked or full", mode)
 			}

@@ -25,13 +25,7 @@ func (a diskCmds) command() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if detach {
-				return a.printStartedJob(job)
-			}
-			if _, err := a.waitForJob(ctx, job); err != nil {
-				return err
-			}
-			return a.printChain(cmd, args[0], args[1], disk)
+			return a.jobThen(ctx, job, detach, func() error { return a.printChain(cmd, args[0], args[1], disk) })
 		}),
 	}
 	consolidate.Flags().BoolVar(&detach, "detach", false, "print the job id and return at once")

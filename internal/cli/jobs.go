@@ -91,6 +91,19 @@ func (a *app) waitForJob(ctx context.Context, j *wire.Job) (*wire.Job, error) {
 	return a.followJob(ctx, j, true)
 }
 
+// jobThen ends a command that started job j: with --detach it prints the
+// job, else it waits for the job (waitForJob) and, when it succeeded,
+// calls then to print what the job made.
+func (a *app) jobThen(ctx context.Context, j *wire.Job, detach bool, then func() error) error {
+	if detach {
+		return a.printStartedJob(j)
+	}
+	if _, err := a.waitForJob(ctx, j); err != nil {
+		return err
+	}
+	return then()
+}
+
 // followJob waits for job j to end, long-polling its /wait endpoint and
 // showing its progress on stderr. With cancelOnInterrupt, ctx ending
 // cancels the job and the wait goes on until it ended; without, the wait

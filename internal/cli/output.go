@@ -162,19 +162,13 @@ func (l lister[T]) command(a *app) *cobra.Command {
 // argument): get fetches or changes the object ARG names and show prints
 // the answer.
 func showCommand[T any](a *app, use, short string, get func(ctx context.Context, arg string) (*T, error), show func(*T) error) *cobra.Command {
-	words := strings.Fields(use)
-	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  exactArgs(words[len(words)-1]),
-		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			v, err := get(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return show(v)
-		}),
-	}
+	return argCommand(a, use, short, func(ctx context.Context, arg string) error {
+		v, err := get(ctx, arg)
+		if err != nil {
+			return err
+		}
+		return show(v)
+	})
 }
 
 // argCommand is `use ARG` (ARG, the last word of use, is the one

@@ -118,17 +118,27 @@ func terminalWidth(w io.Writer) (int, bool) {
 	return cols, true
 }
 
+// lockLive takes p's lock and reports true, unless p shows nothing or has
+// finished: then it reports false without the lock.
+func (p *progress) lockLive() bool {
+	if p.mode == progressOff {
+		return false
+	}
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return false
+	}
+	return true
+}
+
 // update records that done bytes of total (0: unknown) are done, and shows
 // it when it is time to.
 func (p *progress) update(done, total int64) {
-	if p.mode == progressOff {
+	if !p.lockLive() {
 		return
 	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.finished {
-		return
-	}
 	now := p.now()
 	p.record(now, done, total)
 	if !p.shown && now.Sub(p.created) < p.showAfter {
@@ -172,14 +182,10 @@ func (p *progress) note(msg string) {
 // shown (the operation did not last showAfter). The terminal's line ends
 // with a newline, so what follows starts on a line of its own.
 func (p *progress) finish(done, total int64, outcome string) {
-	if p.mode == progressOff {
+	if !p.lockLive() {
 		return
 	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.finished {
-		return
-	}
 	p.finished = true
 	now := p.now()
 	p.record(now, done, total)
