@@ -262,16 +262,17 @@ func acceptWebsocket(w http.ResponseWriter, r *http.Request) (*websocket.Conn, e
 	return c, nil
 }
 
-// checkWebsocketRequest refuses, with a JSON error before anything is
-// looked up, what cannot become a console websocket.
-func checkWebsocketRequest(r *http.Request) error {
+// websocketVM returns the configuration and VM whose console r asks
+// for; it refuses, with a JSON error before anything is looked up, what
+// cannot become a console websocket.
+func websocketVM(r *http.Request) (config, vm string, err error) {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Connection", "upgrade") {
-		return errMalformed("this console is a websocket: send a websocket upgrade (Connection: Upgrade, Upgrade: websocket)")
+		return "", "", errMalformed("this console is a websocket: send a websocket upgrade (Connection: Upgrade, Upgrade: websocket)")
 	}
 	if crossOrigin(r) {
-		return errdefs.Forbidden("console websocket from origin %q refused: only the server's own origin may open a console", r.Header.Get("Origin"))
+		return "", "", errdefs.Forbidden("console websocket from origin %q refused: only the server's own origin may open a console", r.Header.Get("Origin"))
 	}
-	return nil
+	return r.PathValue("name"), r.PathValue("vm"), nil
 }
 
 // wsSession is one console websocket: its connection, its context (ended
@@ -367,10 +368,10 @@ func (s *wsSession) closeWith(code websocket.StatusCode, reason string) {
 // serialWebsocket serves the serial console as a websocket for the web
 // console (see wire.ConsoleSubprotocol for the protocol).
 func (h consoleHandler) serialWebsocket(w http.ResponseWriter, r *http.Request) error {
-	if err := checkWebsocketRequest(r); err != nil {
+	config, vm, err := websocketVM(r)
+	if err != nil {
 		return err
 	}
-	config, vm := r.PathValue("name"), r.PathValue("vm")
 	hub, err := h.lab.VMConsole(r.Context(), config, vm)
 	if err != nil {
 		return err
@@ -465,10 +466,10 @@ func (h consoleHandler) serialInput(s *wsSession, viewer *console.Viewer) {
 // vncWebsocket proxies the VM's VNC server (raw RFB) over a websocket, as
 // noVNC expects; text frames are keys and typing (wire.ConsoleControl).
 func (h consoleHandler) vncWebsocket(w http.ResponseWriter, r *http.Request) error {
-	if err := checkWebsocketRequest(r); err != nil {
+	config, vm, err := websocketVM(r)
+	if err != nil {
 		return err
 	}
-	config, vm := r.PathValue("name"), r.PathValue("vm")
 	sock, err := h.lab.VMVNC(r.Context(), config, vm)
 	if err != nil {
 		return err
