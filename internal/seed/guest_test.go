@@ -50,7 +50,7 @@ type bootedGuest struct {
 // bootWithSeed boots the guest by direct kernel boot with disk on virtio-blk
 // and the seed as a second, read-only virtio-blk disk, waits for its first
 // address, and kills QEMU when the test ends.
-func bootWithSeed(t *testing.T, out, disk, seedPath, mac string) bootedGuest {
+func bootWithSeed(t *testing.T, out, disk, seedPath, mac, appendArgs string) bootedGuest {
 	t.Helper()
 	cmdline, err := os.ReadFile(filepath.Join(out, "cmdline"))
 	if err != nil {
@@ -66,7 +66,7 @@ func bootWithSeed(t *testing.T, out, disk, seedPath, mac string) bootedGuest {
 		cmd := exec.Command("qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "256",
 			"-nodefaults", "-no-reboot", "-display", "none", "-serial", "file:"+serial,
 			"-kernel", filepath.Join(out, "vmlinuz"), "-initrd", filepath.Join(out, "initrd.img"),
-			"-append", strings.TrimSpace(string(cmdline)),
+			"-append", strings.TrimSpace(string(cmdline)+" "+appendArgs),
 			"-drive", "file="+disk+",if=virtio,format=qcow2",
 			"-drive", "file="+seedPath+",if=virtio,format=raw,readonly=on",
 			"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:80", port),
@@ -164,8 +164,9 @@ func qemuImg(t *testing.T, args ...string) {
 
 // TestGuestReadsSeed boots a VM and then a clone of it (a new overlay on the
 // same base, a new seed with a new instance-id and hostname) and checks that
-// each guest reports its own seed's identity, and that the seed's hostname
-// wins over the one in the disk's marker block.
+// each guest reports its own seed's instance-id, that the seed's hostname
+// wins over the one in the disk's marker block, and that stagehand.hostname=
+// on the kernel command line wins over the seed's (the clone's boot).
 func TestGuestReadsSeed(t *testing.T) {
 	out := guestOut(t)
 	root := filepath.Dir(filepath.Dir(filepath.Dir(out))) // out is ROOT/testdata/guest/out
@@ -176,9 +177,10 @@ func TestGuestReadsSeed(t *testing.T) {
 	vms := []struct {
 		name, hostname, mac string
 		instanceID          string
+		cmdlineHostname     string // stagehand.hostname=, when not empty
 	}{
-		{"source", "web-1", "52:54:00:5e:ed:01", NewInstanceID()},
-		{"clone", "web-1-clone", "52:54:00:5e:ed:02", NewInstanceID()},
+		{"source", "web-1", "52:54:00:5e:ed:01", NewInstanceID(), ""},
+		{"clone", "web-1-clone", "52:54:00:5e:ed:02", NewInstanceID(), "from-cmdline"},
 	}
 	if vms[0].instanceID == vms[1].instanceID {
 		t.Fatalf("two NewInstanceID calls gave %s", vms[0].instanceID)
@@ -203,19 +205,23 @@ func TestGuestReadsSeed(t *testing.T) {
 			}
 
 			began := time.Now()
-			g := bootWithSeed(t, out, disk, seedPath, vm.mac)
+			appendArgs, wantHostname := "", vm.hostname
+			if vm.cmdlineHostname != "" {
+				appendArgs, wantHostname = "stagehand.hostname="+vm.cmdlineHostname, vm.cmdlineHostname
+			}
+			g := bootWithSeed(t, out, disk, seedPath, vm.mac, appendArgs)
 			id := g.get(t, "/identity")
 			t.Logf("%s: /identity %v after %s", vm.name, id, time.Since(began).Round(time.Millisecond))
-			want := map[string]string{"hostname": vm.hostname, "instance-id": vm.instanceID, "seed": "vdb"}
+			want := map[string]string{"hostname": wantHostname, "instance-id": vm.instanceID, "seed": "vdb"}
 			for k, v := range want {
 				if id[k] != v {
 					t.Errorf("%s: /identity %s = %q, want %q", vm.name, k, id[k], v)
 				}
 			}
 			status := g.get(t, "/")
-			if status["instance-id"] != vm.instanceID || status["hostname"] != vm.hostname {
+			if status["instance-id"] != vm.instanceID || status["hostname"] != wantHostname {
 				t.Errorf("%s: GET / hostname=%q instance-id=%q, want %q %q",
-					vm.name, status["hostname"], status["instance-id"], vm.hostname, vm.instanceID)
+					vm.name, status["hostname"], status["instance-id"], wantHostname, vm.instanceID)
 			}
 			// The marker disk is still vda, untouched by the seed beside it.
 			if status["disk"] != "vda" || status["marker"] != "seeded" {
