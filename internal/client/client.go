@@ -161,30 +161,39 @@ func path(segments ...string) string {
 // do sends in (when non-nil) as JSON and decodes a 2xx answer into out
 // (when non-nil). Any other answer becomes an *Error.
 func (c *transport) do(ctx context.Context, method, p string, query url.Values, in, out any) error {
-	var body io.Reader
+	var (
+		body io.Reader
+		size int64
+		h    http.Header
+	)
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("%s %s: encode request: %w", method, p, err)
 		}
-		body = bytes.NewReader(b)
+		body, size = bytes.NewReader(b), int64(len(b))
+		h = http.Header{"Content-Type": {"application/json"}}
 	}
+	return c.send(ctx, method, p, query, h, body, size, out)
+}
+
+// send sends body (size bytes, -1 unknown) with header h and decodes a
+// 2xx answer into out (when non-nil); any other answer becomes an *Error.
+func (c *transport) send(ctx context.Context, method, p string, query url.Values, h http.Header, body io.Reader, size int64, out any) error {
 	req, err := c.newRequest(ctx, method, p, query, body)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	for k, vs := range h {
+		req.Header[k] = vs
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.hc.Do(req)
+	req.ContentLength = size
+	resp, err := c.roundTrip(ctx, req)
 	if err != nil {
-		return c.unreachable(ctx, err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return decodeError(resp)
-	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
@@ -193,6 +202,35 @@ func (c *transport) do(ctx context.Context, method, p string, query url.Values, 
 		return fmt.Errorf("%s %s: decode answer: %w", method, p, err)
 	}
 	return nil
+}
+
+// get GETs p with the extra header h (may be nil) and returns the 2xx
+// answer for the caller to read and close; any other answer becomes an
+// *Error.
+func (c *transport) get(ctx context.Context, p string, query url.Values, h http.Header) (*http.Response, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, p, query, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range h {
+		req.Header[k] = vs
+	}
+	return c.roundTrip(ctx, req)
+}
+
+// roundTrip sends req and returns its 2xx answer: a failure to send is
+// unreachable's error, any other answer an *Error. It is where every
+// request of the client goes out but the console's upgrade.
+func (c *transport) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.unreachable(ctx, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
 }
 
 // decodeError reads an error answer: the wire.Error body when there is one,
@@ -241,17 +279,9 @@ func list[T any](ctx context.Context, c *transport, p string, query url.Values) 
 
 // stream GETs p and returns the body of a 2xx answer unread.
 func (c *transport) stream(ctx context.Context, p string, query url.Values) (io.ReadCloser, error) {
-	req, err := c.newRequest(ctx, http.MethodGet, p, query, nil)
+	resp, err := c.get(ctx, p, query, nil)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.unreachable(ctx, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
 	}
 	return resp.Body, nil
 }

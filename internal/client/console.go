@@ -82,18 +82,11 @@ func ConsoleReplay() ConsoleOption { return func(o *consoleOptions) { o.replay =
 // Screen returns a PNG of a running VM's screen and when it was taken
 // (the daemon takes at most one screendump per VM every 2 s).
 func (c VMs) Screen(ctx context.Context, config, vm string) ([]byte, time.Time, error) {
-	req, err := c.t.newRequest(ctx, http.MethodGet, path("configs", config, "vms", vm, "screen.png"), nil, nil)
+	resp, err := c.t.get(ctx, path("configs", config, "vms", vm, "screen.png"), nil, nil)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	resp, err := c.t.hc.Do(req)
-	if err != nil {
-		return nil, time.Time{}, c.t.unreachable(ctx, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, time.Time{}, decodeError(resp)
-	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("screen of %s/%s: %w", config, vm, err)

@@ -46,22 +46,15 @@ func (c Events) Follow(ctx context.Context, after int64, fn func(wire.Event) err
 // followOnce reads one event stream until it ends and returns the last id
 // seen.
 func (c Events) followOnce(ctx context.Context, after int64, fn func(wire.Event) error) (int64, error) {
-	req, err := c.t.newRequest(ctx, http.MethodGet, path("events"), url.Values{"follow": {"1"}}, nil)
+	h := http.Header{"Accept": {"text/event-stream"}}
+	if after > 0 {
+		h.Set("Last-Event-ID", strconv.FormatInt(after, 10))
+	}
+	resp, err := c.t.get(ctx, path("events"), url.Values{"follow": {"1"}}, h)
 	if err != nil {
 		return after, err
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	if after > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatInt(after, 10))
-	}
-	resp, err := c.t.hc.Do(req)
-	if err != nil {
-		return after, c.t.unreachable(ctx, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return after, decodeError(resp)
-	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	var data strings.Builder

@@ -48,7 +48,7 @@ func (d *directory) record(name string) *store.User {
 	var u *store.User
 	err := d.lab.Store().View(context.Background(), func(tx store.Tx) error {
 		var err error
-		u, err = tx.GetUser(name)
+		u, err = tx.Users().Get(name)
 		return err
 	})
 	if err != nil {
@@ -305,7 +305,7 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("ParseToken = %q, %v; record id %q", id, err, nt.Record.ID)
 	}
 	err = d.lab.Store().View(ctx, func(tx store.Tx) error {
-		tk, err := tx.GetToken(id)
+		tk, err := tx.Tokens().Get(id)
 		if err != nil {
 			return err
 		}

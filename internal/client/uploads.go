@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -260,32 +259,6 @@ func (c Archives) Upload(ctx context.Context, req BundleUpload) (*wire.Job, erro
 	return &out, nil
 }
 
-// send sends body (size bytes, -1 unknown) with header h and decodes a
-// 2xx answer into out; any other answer becomes an *Error.
-func (c *transport) send(ctx context.Context, method, p string, query url.Values, h http.Header, body io.Reader, size int64, out any) error {
-	req, err := c.newRequest(ctx, method, p, query, body)
-	if err != nil {
-		return err
-	}
-	for k, vs := range h {
-		req.Header[k] = vs
-	}
-	req.Header.Set("Accept", "application/json")
-	req.ContentLength = size
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return c.unreachable(ctx, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return decodeError(resp)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode answer: %w", method, p, err)
-	}
-	return nil
-}
-
 // Download writes archive's bundle, as the daemon streams it, to
 // file on this machine, which must not exist: first into a private
 // temporary file beside it (0600), which becomes file only once the
@@ -305,18 +278,11 @@ func (c Archives) DownloadProgress(ctx context.Context, archive, file string, pr
 		return 0, errdefs.Conflict("%s already exists", file)
 	}
 	dir := filepath.Dir(file)
-	req, err := c.t.newRequest(ctx, http.MethodGet, path("archives", archive, "bundle"), nil, nil)
+	resp, err := c.t.get(ctx, path("archives", archive, "bundle"), nil, nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.t.hc.Do(req)
-	if err != nil {
-		return 0, c.t.unreachable(ctx, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return 0, decodeError(resp)
-	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".*.part")
 	if err != nil {
 		return 0, err
