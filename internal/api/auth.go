@@ -92,7 +92,7 @@ func (a *authenticator) verify(ctx context.Context, plaintext, kind string) (aut
 	now := a.now()
 	var id auth.Identity
 	err = a.store.View(ctx, func(tx store.Tx) error {
-		tk, err := tx.GetToken(tokID)
+		tk, err := tx.Tokens().Get(tokID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.Unauthenticated("%s %s is unknown", what, tokID)
 		}
@@ -109,7 +109,7 @@ func (a *authenticator) verify(ctx context.Context, plaintext, kind string) (aut
 		case !tk.ExpiresAt.IsZero() && !now.Before(tk.ExpiresAt):
 			return errdefs.Unauthenticated("%s %s expired on %s", what, tokID, tk.ExpiresAt.UTC().Format(time.RFC3339))
 		}
-		u, err := tx.GetUserByID(tk.UserID)
+		u, err := tx.Users().GetByID(tk.UserID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.Unauthenticated("%s %s: its user no longer exists", what, tokID)
 		}
@@ -164,7 +164,7 @@ func (a *authenticator) touch(ctx context.Context, tokID string, now time.Time) 
 	if !due {
 		return
 	}
-	_ = a.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.TouchToken(tokID, now) })
+	_ = a.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.Tokens().Touch(tokID, now) })
 }
 
 // authenticate is the middleware that puts the request's identity into

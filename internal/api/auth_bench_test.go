@@ -43,19 +43,19 @@ func BenchmarkGate(b *testing.B) {
 	member := l.Token(b, "bench-author", apitest.TokenOptions{})
 	ctx := context.Background()
 	if err := l.Store().Update(ctx, func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		ws, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
-		u, err := tx.GetUser("bench-author")
+		u, err := tx.Users().Get("bench-author")
 		if err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleAuthor)})
+		return tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleAuthor)})
 	}); err != nil {
 		b.Fatal(err)
 	}

@@ -137,12 +137,12 @@ func TestBadCredentialsAre401NamingWhy(t *testing.T) {
 	l.User(t, "dora", false)
 	disabled := l.Token(t, "dora", apitest.TokenOptions{})
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		u, err := tx.GetUser("dora")
+		u, err := tx.Users().Get("dora")
 		if err != nil {
 			return err
 		}
 		u.Disabled = true
-		return tx.UpdateUser(u)
+		return tx.Users().Update(u)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestBadCredentialsAre401NamingWhy(t *testing.T) {
 	lastUse := func() time.Time {
 		var at time.Time
 		l.Store().View(context.Background(), func(tx store.Tx) error {
-			tk, err := tx.GetToken(tokID)
+			tk, err := tx.Tokens().Get(tokID)
 			if err == nil {
 				at = tk.LastUsedAt
 			}
@@ -325,12 +325,12 @@ func setPassword(t *testing.T, l *apitest.Lab, name, pw string, systemAdmin bool
 		t.Fatal(err)
 	}
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		u, err := tx.GetUser(name)
+		u, err := tx.Users().Get(name)
 		if err != nil {
 			return err
 		}
 		u.PasswordHash = hash
-		return tx.UpdateUser(u)
+		return tx.Users().Update(u)
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -82,20 +82,20 @@ func newMatrix(t *testing.T) *matrix {
 		objects: map[string][]fixtureObject{}, own: map[string]fixtureObject{},
 		kinds: map[int64]auth.WorkspaceKind{}, orgOf: map[int64]int64{}, remake: map[string]func(){}}
 	m.update(func(tx store.Tx) error {
-		def, err := tx.GetOrg(store.DefaultOrg)
+		def, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
 		m.orgDef = def.ID
-		if m.ws["main"], err = tx.GetWorkspace(def.ID, store.MainWorkspace); err != nil {
+		if m.ws["main"], err = tx.Workspaces().Get(def.ID, store.MainWorkspace); err != nil {
 			return err
 		}
 		// The host the system's host routes name (fillObject's "x").
-		if err := tx.RegisterHost(&store.Host{Name: "x", AdvertiseURL: "http://127.0.0.1:1"}); err != nil {
+		if err := tx.Hosts().Register(&store.Host{Name: "x", AdvertiseURL: "http://127.0.0.1:1"}); err != nil {
 			return err
 		}
 		other := &store.Org{Name: "other"}
-		if err := tx.CreateOrg(other); err != nil {
+		if err := tx.Orgs().Create(other); err != nil {
 			return err
 		}
 		m.orgOther = other.ID
@@ -106,7 +106,7 @@ func newMatrix(t *testing.T) *matrix {
 		}{{"w1", def.ID, store.WorkspacePrivate}, {"w2", def.ID, store.WorkspaceShared}, {"other/o1", other.ID, store.WorkspaceShared}} {
 			name := w.key[strings.LastIndex(w.key, "/")+1:]
 			ws := &store.Workspace{OrgID: w.org, Name: name, Kind: w.kind}
-			if err := tx.CreateWorkspace(ws); err != nil {
+			if err := tx.Workspaces().Create(ws); err != nil {
 				return err
 			}
 			m.ws[w.key] = ws
@@ -123,17 +123,17 @@ func newMatrix(t *testing.T) *matrix {
 		u := l.User(t, name, sys)
 		m.update(func(tx store.Tx) error {
 			for ws, r := range members {
-				if err := tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws, Role: string(r)}); err != nil {
+				if err := tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws, Role: string(r)}); err != nil {
 					return err
 				}
 			}
 			if orgAdmin {
-				if err := tx.AddOrgAdmin(m.orgDef, u.ID); err != nil {
+				if err := tx.Orgs().AddAdmin(m.orgDef, u.ID); err != nil {
 					return err
 				}
 			}
 			u.DefaultWorkspaceID = def
-			return tx.UpdateUser(u)
+			return tx.Users().Update(u)
 		})
 		m.users[name] = u
 		p := &persona{name: name, token: l.Token(t, name, apitest.TokenOptions{}), members: members, defaultWS: def,
@@ -166,13 +166,13 @@ func newMatrix(t *testing.T) *matrix {
 
 // place moves an object to a workspace and owner.
 func (m *matrix) place(kind string, id, ws, owner int64) {
-	m.update(func(tx store.Tx) error { return tx.SetOwnership(kind, id, ws, owner) })
+	m.update(func(tx store.Tx) error { return tx.Objects().SetOwnership(kind, id, ws, owner) })
 }
 
 func (m *matrix) configID(name string) int64 {
 	var id int64
 	m.l.Store().View(context.Background(), func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err == nil {
 			id = c.ID
 		}
@@ -203,7 +203,7 @@ func (m *matrix) makeObjects() {
 				t.Fatal(err)
 			}
 			var tid int64
-			m.l.Store().View(ctx, func(tx store.Tx) error { tt, err := tx.GetTemplate(tname); tid = tt.ID; return err })
+			m.l.Store().View(ctx, func(tx store.Tx) error { tt, err := tx.Templates().Get(tname); tid = tt.ID; return err })
 			m.place(store.ObjectTemplate, tid, ws, owners[ws])
 			return tid
 		}
@@ -215,7 +215,7 @@ func (m *matrix) makeObjects() {
 				t.Fatal(err)
 			}
 			var nid int64
-			m.l.Store().View(ctx, func(tx store.Tx) error { n, err := tx.GetNetwork(nname); nid = n.ID; return err })
+			m.l.Store().View(ctx, func(tx store.Tx) error { n, err := tx.Networks().Get(nname); nid = n.ID; return err })
 			m.place(store.ObjectNetwork, nid, ws, owners[ws])
 			return nid
 		}
@@ -232,7 +232,7 @@ func (m *matrix) makeObjects() {
 		m.place(store.ObjectConfig, id, ws, owner)
 		m.update(func(tx store.Tx) error {
 			for _, s := range shares {
-				if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: id, UserID: s.UserID, Level: string(s.Level)}); err != nil {
+				if err := tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: id, UserID: s.UserID, Level: string(s.Level)}); err != nil {
 					return err
 				}
 			}
@@ -297,7 +297,7 @@ func (m *matrix) makeObjects() {
 				t.Fatalf("archive job: %+v %v", j, err)
 			}
 			var aid int64
-			m.l.Store().View(ctx, func(tx store.Tx) error { a, err := tx.GetArchive(aname); aid = a.ID; return err })
+			m.l.Store().View(ctx, func(tx store.Tx) error { a, err := tx.Archives().Get(aname); aid = a.ID; return err })
 			m.place(store.ObjectArchive, aid, ws, owners[ws])
 			return j.ID, aid
 		}

@@ -72,7 +72,7 @@ func (a *authenticator) consoleLink(r *http.Request) (*http.Request, error) {
 		scope consoleLinkScope
 	)
 	err = a.store.View(r.Context(), func(tx store.Tx) error {
-		tk, err := tx.GetToken(tokID)
+		tk, err := tx.Tokens().Get(tokID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.Unauthenticated("console link %s is unknown", tokID)
 		}
@@ -87,7 +87,7 @@ func (a *authenticator) consoleLink(r *http.Request) (*http.Request, error) {
 		case !tk.ExpiresAt.IsZero() && !now.Before(tk.ExpiresAt):
 			return errdefs.Unauthenticated("console link %s expired on %s", tokID, tk.ExpiresAt.UTC().Format(time.RFC3339))
 		}
-		u, err := tx.GetUserByID(tk.UserID)
+		u, err := tx.Users().GetByID(tk.UserID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.Unauthenticated("console link %s: its user no longer exists", tokID)
 		}
@@ -136,7 +136,7 @@ func (h *Handler) authorizeConsoleLink(r *http.Request, ri RouteInfo, scope cons
 	config, vm := r.PathValue("name"), r.PathValue("vm")
 	var configID int64
 	err := h.auth.store.View(r.Context(), func(tx store.Tx) error {
-		c, err := tx.GetConfig(config)
+		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return err
 		}
@@ -242,7 +242,7 @@ func (h consoleHandler) createLink(w http.ResponseWriter, r *http.Request) error
 	tk := store.Token{ID: tokID, UserID: id.UserID, Hash: hash, Kind: store.TokenConsole,
 		Name: "console of " + config + "/" + vm, CreatedAt: now, ExpiresAt: now.Add(life), ConsoleVM: vm}
 	err = h.updateDirectory(r.Context(), h.directory, func(tx store.Tx) error {
-		c, err := tx.GetConfig(config)
+		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return err
 		}
@@ -254,7 +254,7 @@ func (h consoleHandler) createLink(w http.ResponseWriter, r *http.Request) error
 			return errdefs.NotFound("configuration %q has no VM %q", config, vm)
 		}
 		tk.ConsoleConfigID = c.ID
-		if err := tx.CreateToken(&tk); err != nil {
+		if err := tx.Tokens().Create(&tk); err != nil {
 			return err
 		}
 		return record(tx, callerOf(r.Context()), "config", "console-link create", config,
@@ -293,14 +293,14 @@ func (h consoleHandler) listLinks(w http.ResponseWriter, r *http.Request) error 
 	err = h.directory.View(r.Context(), func(tx store.Tx) error {
 		users := []store.User{{ID: id.UserID, Name: id.Name}}
 		if id.SystemAdmin && id.Restrict == nil {
-			all, err := tx.ListUsers()
+			all, err := tx.Users().List()
 			if err != nil {
 				return err
 			}
 			users = all
 		}
 		for _, u := range users {
-			tks, err := tx.ListTokens(u.ID)
+			tks, err := tx.Tokens().List(u.ID)
 			if err != nil {
 				return err
 			}
@@ -308,7 +308,7 @@ func (h consoleHandler) listLinks(w http.ResponseWriter, r *http.Request) error 
 				if tks[i].Kind != store.TokenConsole {
 					continue
 				}
-				c, err := tx.GetConfigByID(tks[i].ConsoleConfigID)
+				c, err := tx.Configs().GetByID(tks[i].ConsoleConfigID)
 				if err != nil {
 					return err
 				}
@@ -333,17 +333,17 @@ func (h consoleHandler) revokeLink(w http.ResponseWriter, r *http.Request) error
 	}
 	linkID := r.PathValue("id")
 	err = h.updateDirectory(r.Context(), h.directory, func(tx store.Tx) error {
-		tk, err := tx.GetToken(linkID)
+		tk, err := tx.Tokens().Get(linkID)
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 		if err != nil || tk.Kind != store.TokenConsole || (tk.UserID != id.UserID && !(id.SystemAdmin && id.Restrict == nil)) {
 			return errdefs.NotFound("console link %q not found", linkID)
 		}
-		if err := tx.RevokeToken(linkID, time.Now()); err != nil {
+		if err := tx.Tokens().Revoke(linkID, time.Now()); err != nil {
 			return err
 		}
-		c, err := tx.GetConfigByID(tk.ConsoleConfigID)
+		c, err := tx.Configs().GetByID(tk.ConsoleConfigID)
 		if err != nil {
 			return err
 		}

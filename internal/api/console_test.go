@@ -84,19 +84,19 @@ func guestLab(t *testing.T) (srv *httptest.Server, l *apitest.Lab, admin, bob st
 	bob = l.Token(t, "bob", apitest.TokenOptions{})
 	// Bob may use the consoles of the shared workspace, nothing more.
 	err := l.Store().Update(ctx, func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		ws, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
-		u, err := tx.GetUser("bob")
+		u, err := tx.Users().Get("bob")
 		if err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleConsoleOnly)})
+		return tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleConsoleOnly)})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -84,21 +84,21 @@ func TestEventsVisibleToTheirReader(t *testing.T) {
 	admin := l.AdminToken(t)
 	users := map[string]*store.User{"alice": l.User(t, "alice", false), "bob": l.User(t, "bob", false)}
 	err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
 		for _, m := range []struct{ user, ws string }{{"alice", "w1"}, {"bob", "w2"}} {
 			ws := &store.Workspace{OrgID: org.ID, Name: m.ws, Kind: store.WorkspaceShared}
-			if err := tx.CreateWorkspace(ws); err != nil {
+			if err := tx.Workspaces().Create(ws); err != nil {
 				return err
 			}
 			u := users[m.user]
-			if err := tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleAdmin)}); err != nil {
+			if err := tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleAdmin)}); err != nil {
 				return err
 			}
 			u.DefaultWorkspaceID = ws.ID
-			if err := tx.UpdateUser(u); err != nil {
+			if err := tx.Users().Update(u); err != nil {
 				return err
 			}
 		}
@@ -121,12 +121,12 @@ func TestEventsVisibleToTheirReader(t *testing.T) {
 	// The system administrator's networks go to w1: alice reads the
 	// event of n-sys while it exists, not once it is deleted.
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		u, err := tx.GetUser("admin")
+		u, err := tx.Users().Get("admin")
 		if err != nil {
 			return err
 		}
 		u.DefaultWorkspaceID = users["alice"].DefaultWorkspaceID
-		return tx.UpdateUser(u)
+		return tx.Users().Update(u)
 	}); err != nil {
 		t.Fatal(err)
 	}

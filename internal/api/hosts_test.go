@@ -22,11 +22,11 @@ func TestHosts(t *testing.T) {
 	srv, _ := apitest.Serve(t, l)
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
 		for _, h := range []store.Host{{Name: "a", AdvertiseURL: "http://10.0.0.1:7080", MemoryMiB: 4096, CPUs: 4}, {Name: "b", AdvertiseURL: "http://10.0.0.2:7080"}} {
-			if err := tx.RegisterHost(&h); err != nil {
+			if err := tx.Hosts().Register(&h); err != nil {
 				return err
 			}
 		}
-		return tx.CreateConfig(&store.Config{Name: "web", State: store.StateDeployed, Host: "a"})
+		return tx.Configs().Create(&store.Config{Name: "web", State: store.StateDeployed, Host: "a"})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestDeployRecordsTheHost(t *testing.T) {
 	l := apitest.New(t, func(o *lab.Options) { o.HostName = "host-a" }).Seed(t)
 	srv, _ := apitest.Serve(t, l)
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		return tx.RegisterHost(&store.Host{Name: "host-a", AdvertiseURL: "http://10.0.0.1:7080"})
+		return tx.Hosts().Register(&store.Host{Name: "host-a", AdvertiseURL: "http://10.0.0.1:7080"})
 	}); err != nil {
 		t.Fatal(err)
 	}

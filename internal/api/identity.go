@@ -202,7 +202,7 @@ func record(tx store.Tx, c caller, object, action, subject, detail string) error
 	e := events.Event{Object: object, Action: action, Subject: subject, Result: events.ResultOK, Detail: detail}
 	dt, ok := tx.(directoryTx)
 	if !ok || dt.log == nil {
-		return tx.AddEvent(&store.Event{At: time.Now().UTC(), Actor: actor, Action: e.Action, Object: e.Object,
+		return tx.Events().Add(&store.Event{At: time.Now().UTC(), Actor: actor, Action: e.Action, Object: e.Object,
 			Subject: e.Subject, Result: e.Result, Detail: e.Detail})
 	}
 	publish, err := dt.log.Append(events.WithActor(dt.ctx, actor), dt.Tx, e)
@@ -231,7 +231,7 @@ func decideOrg(tx store.Tx, c caller, o *store.Org) error {
 	}
 	var adminOf []int64
 	if c.id.UserID != 0 {
-		orgs, err := tx.ListOrgsAdministeredBy(c.id.UserID)
+		orgs, err := tx.Orgs().AdministeredBy(c.id.UserID)
 		if err != nil {
 			return err
 		}
@@ -265,7 +265,7 @@ func orgVisible(tx store.Tx, c caller, o *store.Org) (bool, error) {
 	if c.id.UserID == 0 {
 		return false, nil
 	}
-	v, err := tx.LoadViewer(c.id.UserID)
+	v, err := tx.Viewers().Load(c.id.UserID)
 	if err != nil {
 		return false, err
 	}
@@ -361,7 +361,7 @@ func (n *names) org(id int64) (string, error) {
 	if s, ok := n.orgs[id]; ok {
 		return s, nil
 	}
-	o, err := n.tx.GetOrgByID(id)
+	o, err := n.tx.Orgs().GetByID(id)
 	if err != nil {
 		return "", err
 	}
@@ -377,7 +377,7 @@ func (n *names) workspace(id int64) (string, error) {
 	if s, ok := n.ws[id]; ok {
 		return s, nil
 	}
-	w, err := n.tx.GetWorkspaceByID(id)
+	w, err := n.tx.Workspaces().GetByID(id)
 	if err != nil {
 		return "", err
 	}
@@ -393,7 +393,7 @@ func (n *names) user(id int64) (string, error) {
 	if s, ok := n.usrs[id]; ok {
 		return s, nil
 	}
-	u, err := n.tx.GetUserByID(id)
+	u, err := n.tx.Users().GetByID(id)
 	if err != nil {
 		return "", err
 	}
@@ -404,14 +404,14 @@ func (n *names) user(id int64) (string, error) {
 // workspaceAt returns the workspace of path values {org} and {name}.
 func workspaceAt(tx store.Tx, r *http.Request) (*store.Org, *store.Workspace, error) {
 	org, name := r.PathValue("org"), r.PathValue("name")
-	o, err := tx.GetOrg(org)
+	o, err := tx.Orgs().Get(org)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, nil, errdefs.NotFound("workspace %q not found (no organization %q)", org+"/"+name, org)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := tx.GetWorkspace(o.ID, name)
+	w, err := tx.Workspaces().Get(o.ID, name)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, nil, errdefs.NotFound("workspace %q not found", org+"/"+name)
 	}
@@ -423,7 +423,7 @@ func orgNamed(tx store.Tx, name string) (*store.Org, error) {
 	if name == "" {
 		name = store.DefaultOrg
 	}
-	o, err := tx.GetOrg(name)
+	o, err := tx.Orgs().Get(name)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, errdefs.NotFound("organization %q not found", name)
 	}
@@ -461,7 +461,7 @@ func userNamed(tx store.Tx, name string) (*store.User, error) {
 	if name == "" {
 		return nil, errdefs.Invalid("a user name is required")
 	}
-	u, err := tx.GetUser(name)
+	u, err := tx.Users().Get(name)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, errdefs.NotFound("user %q not found", name)
 	}
@@ -471,14 +471,14 @@ func userNamed(tx store.Tx, name string) (*store.User, error) {
 // quotaOf returns the quota of a scope (nil: none) and its use.
 func quotaOf(tx store.Tx, scope string, id int64) (*wire.QuotaLimits, *wire.QuotaUsage, error) {
 	var lim *wire.QuotaLimits
-	q, err := tx.GetQuota(scope, id)
+	q, err := tx.Quotas().Get(scope, id)
 	switch {
 	case err == nil:
 		lim = &wire.QuotaLimits{StoredVMs: q.StoredVMs, DeployedVMs: q.DeployedVMs, VCPUs: q.VCPUs, MemoryMiB: q.MemoryMiB, DiskGiB: q.DiskGiB}
 	case !errors.Is(err, errdefs.ErrNotFound):
 		return nil, nil, err
 	}
-	u, err := tx.QuotaUse(scope, id)
+	u, err := tx.Quotas().Use(scope, id)
 	if err != nil {
 		return nil, nil, err
 	}

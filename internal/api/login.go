@@ -106,7 +106,7 @@ func startSession(w http.ResponseWriter, r *http.Request, st store.Store, u *sto
 	plain, id, hash := auth.NewSessionToken()
 	tk = &store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: store.TokenSession,
 		Name: name, ExpiresAt: now.Add(SessionLifetime)}
-	if err := st.Update(r.Context(), func(tx store.Tx) error { return tx.CreateToken(tk) }); err != nil {
+	if err := st.Update(r.Context(), func(tx store.Tx) error { return tx.Tokens().Create(tk) }); err != nil {
 		return "", nil, fmt.Errorf("create session: %w", err)
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -124,7 +124,7 @@ func (h *loginHandler) checkPassword(r *http.Request, user, password string) (*s
 	var u *store.User
 	err := h.store.View(r.Context(), func(tx store.Tx) error {
 		var err error
-		u, err = tx.GetUser(user)
+		u, err = tx.Users().Get(user)
 		return err
 	})
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
@@ -165,7 +165,7 @@ func (h *loginHandler) logout(w http.ResponseWriter, r *http.Request) error {
 	if id.Via != auth.ViaSession && id.Via != auth.ViaOIDC {
 		return errMalformed("logout ends a login session; this request was authenticated by %s (revoke API tokens with stagehand token revoke)", id.Via)
 	}
-	if err := h.store.Update(r.Context(), func(tx store.Tx) error { return tx.RevokeToken(id.TokenID, h.now()) }); err != nil {
+	if err := h.store.Update(r.Context(), func(tx store.Tx) error { return tx.Tokens().Revoke(id.TokenID, h.now()) }); err != nil {
 		return fmt.Errorf("logout of %q: %w", id.Name, err)
 	}
 	h.log.Info("logout", "user", id.Name, "session", id.TokenID)

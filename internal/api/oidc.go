@@ -229,7 +229,7 @@ func (h *oidcHandler) signIn(r *http.Request, claims oidclogin.Claims, grants []
 	var applied []string
 	err := h.store.Update(r.Context(), func(tx store.Tx) error {
 		var err error
-		u, err = tx.GetUserByEmail(claims.Email)
+		u, err = tx.Users().GetByEmail(claims.Email)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.Forbidden("oidc login refused: the e-mail %q is not registered with Stagehand (users are registered by e-mail beforehand: ask an administrator to run stagehand user create --email)", claims.Email)
 		}
@@ -302,7 +302,7 @@ func (h *oidcHandler) applyGrants(tx store.Tx, u *store.User, grants []oidclogin
 	var applied []string
 	for _, id := range order {
 		b := best[id]
-		old, err := tx.GetMembership(u.ID, id)
+		old, err := tx.Memberships().Get(u.ID, id)
 		switch {
 		case err == nil && old.Role == string(b.role):
 			continue
@@ -313,7 +313,7 @@ func (h *oidcHandler) applyGrants(tx store.Tx, u *store.User, grants []oidclogin
 		default:
 			return nil, fmt.Errorf("oidc grant %s:%s to %q: %w", b.name, b.role, u.Name, err)
 		}
-		if err := tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: id, Role: string(b.role)}); err != nil {
+		if err := tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: id, Role: string(b.role)}); err != nil {
 			return nil, fmt.Errorf("oidc grant %s:%s to %q: %w", b.name, b.role, u.Name, err)
 		}
 	}

@@ -131,7 +131,7 @@ func (rig *oidcRig) register(t *testing.T, name, email string, disabled bool) *s
 	t.Helper()
 	u := rig.l.User(t, name, false)
 	u.Email, u.Disabled = email, disabled
-	if err := rig.l.Store().Update(context.Background(), func(tx store.Tx) error { return tx.UpdateUser(u) }); err != nil {
+	if err := rig.l.Store().Update(context.Background(), func(tx store.Tx) error { return tx.Users().Update(u) }); err != nil {
 		t.Fatal(err)
 	}
 	return u
@@ -142,12 +142,12 @@ func (rig *oidcRig) sessions(t *testing.T) []store.Token {
 	t.Helper()
 	var out []store.Token
 	err := rig.l.Store().View(context.Background(), func(tx store.Tx) error {
-		us, err := tx.ListUsers()
+		us, err := tx.Users().List()
 		if err != nil {
 			return err
 		}
 		for _, u := range us {
-			ts, err := tx.ListTokens(u.ID)
+			ts, err := tx.Tokens().List(u.ID)
 			if err != nil {
 				return err
 			}
@@ -170,12 +170,12 @@ func (rig *oidcRig) workspace(t *testing.T, name string) *store.Workspace {
 	t.Helper()
 	ws := &store.Workspace{Name: name, Kind: store.WorkspaceShared}
 	err := rig.l.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
 		ws.OrgID = org.ID
-		return tx.CreateWorkspace(ws)
+		return tx.Workspaces().Create(ws)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -187,15 +187,15 @@ func (rig *oidcRig) membership(t *testing.T, userID int64, ws string) string {
 	t.Helper()
 	var role string
 	err := rig.l.Store().View(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		w, err := tx.GetWorkspace(org.ID, ws)
+		w, err := tx.Workspaces().Get(org.ID, ws)
 		if err != nil {
 			return err
 		}
-		m, err := tx.GetMembership(userID, w.ID)
+		m, err := tx.Memberships().Get(userID, w.ID)
 		if err != nil {
 			return err
 		}
@@ -211,7 +211,7 @@ func (rig *oidcRig) membership(t *testing.T, userID int64, ws string) string {
 func (rig *oidcRig) putMembership(t *testing.T, userID, wsID int64, role string) {
 	t.Helper()
 	err := rig.l.Store().Update(context.Background(), func(tx store.Tx) error {
-		return tx.PutMembership(&store.Membership{UserID: userID, WorkspaceID: wsID, Role: role})
+		return tx.Memberships().Put(&store.Membership{UserID: userID, WorkspaceID: wsID, Role: role})
 	})
 	if err != nil {
 		t.Fatal(err)

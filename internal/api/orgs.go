@@ -29,12 +29,12 @@ func (h orgsHandler) createOrg(w http.ResponseWriter, r *http.Request) error {
 	}
 	out, err := updated(r.Context(), h.directory, func(tx store.Tx) (wire.Org, error) {
 		o := store.Org{Name: req.Name}
-		if err := tx.CreateOrg(&o); err != nil {
+		if err := tx.Orgs().Create(&o); err != nil {
 			return wire.Org{}, err
 		}
 		// Every organization has its shared workspace main (the issue's
 		// rule; default/main is the store's own).
-		if err := tx.CreateWorkspace(&store.Workspace{OrgID: o.ID, Name: store.MainWorkspace, Kind: store.WorkspaceShared}); err != nil {
+		if err := tx.Workspaces().Create(&store.Workspace{OrgID: o.ID, Name: store.MainWorkspace, Kind: store.WorkspaceShared}); err != nil {
 			return wire.Org{}, err
 		}
 		if err := record(tx, callerOf(r.Context()), "org", "create", o.Name, ""); err != nil {
@@ -51,21 +51,21 @@ func (h orgsHandler) createOrg(w http.ResponseWriter, r *http.Request) error {
 
 func orgToWire(tx store.Tx, o *store.Org) (wire.Org, error) {
 	out := wire.Org{Name: o.Name, CreatedAt: o.CreatedAt, Admins: []string{}, Workspaces: []string{}, Groups: []string{}}
-	admins, err := tx.ListOrgAdmins(o.ID)
+	admins, err := tx.Orgs().Admins(o.ID)
 	if err != nil {
 		return out, err
 	}
 	for _, u := range admins {
 		out.Admins = append(out.Admins, u.Name)
 	}
-	wss, err := tx.ListWorkspaces(o.ID)
+	wss, err := tx.Workspaces().List(o.ID)
 	if err != nil {
 		return out, err
 	}
 	for _, ws := range wss {
 		out.Workspaces = append(out.Workspaces, ws.Name)
 	}
-	gs, err := tx.ListGroups(o.ID)
+	gs, err := tx.Groups().List(o.ID)
 	if err != nil {
 		return out, err
 	}
@@ -80,7 +80,7 @@ func orgToWire(tx store.Tx, o *store.Org) (wire.Org, error) {
 func (h orgsHandler) listOrgs(w http.ResponseWriter, r *http.Request) error {
 	c := callerOf(r.Context())
 	return viewJSON(w, r, h.store, func(tx store.Tx) ([]wire.Org, error) {
-		orgs, err := tx.ListOrgs()
+		orgs, err := tx.Orgs().List()
 		if err != nil {
 			return nil, err
 		}
@@ -108,13 +108,13 @@ func (h orgsHandler) addOrgAdmin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return h.changeAdmins(w, r, req.User, "add-admin", func(tx store.Tx, o *store.Org, u *store.User) error {
-		return tx.AddOrgAdmin(o.ID, u.ID)
+		return tx.Orgs().AddAdmin(o.ID, u.ID)
 	})
 }
 
 func (h orgsHandler) removeOrgAdmin(w http.ResponseWriter, r *http.Request) error {
 	return h.changeAdmins(w, r, r.PathValue("user"), "remove-admin", func(tx store.Tx, o *store.Org, u *store.User) error {
-		return tx.RemoveOrgAdmin(o.ID, u.ID)
+		return tx.Orgs().RemoveAdmin(o.ID, u.ID)
 	})
 }
 
@@ -159,7 +159,7 @@ func (h groupsHandler) createGroup(w http.ResponseWriter, r *http.Request) error
 			return wire.Group{}, err
 		}
 		g := store.Group{OrgID: o.ID, Name: req.Name}
-		if err := tx.CreateGroup(&g); err != nil {
+		if err := tx.Groups().Create(&g); err != nil {
 			return wire.Group{}, err
 		}
 		if err := record(tx, c, "group", "create", o.Name+"/"+g.Name, ""); err != nil {
@@ -183,7 +183,7 @@ func (h groupsHandler) listGroups(w http.ResponseWriter, r *http.Request) error 
 		if err != nil {
 			return nil, err
 		}
-		gs, err := tx.ListGroups(orgID)
+		gs, err := tx.Groups().List(orgID)
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +192,7 @@ func (h groupsHandler) listGroups(w http.ResponseWriter, r *http.Request) error 
 		for _, g := range gs {
 			ok, seen := visible[g.OrgID]
 			if !seen {
-				o, err := tx.GetOrgByID(g.OrgID)
+				o, err := tx.Orgs().GetByID(g.OrgID)
 				if err != nil {
 					return nil, err
 				}
@@ -215,12 +215,12 @@ func (h groupsHandler) listGroups(w http.ResponseWriter, r *http.Request) error 
 }
 
 func groupToWire(tx store.Tx, g *store.Group) (wire.Group, error) {
-	o, err := tx.GetOrgByID(g.OrgID)
+	o, err := tx.Orgs().GetByID(g.OrgID)
 	if err != nil {
 		return wire.Group{}, err
 	}
 	out := wire.Group{Org: o.Name, Name: g.Name, Members: []string{}, CreatedAt: g.CreatedAt}
-	us, err := tx.ListGroupMembers(g.ID)
+	us, err := tx.Groups().Members(g.ID)
 	if err != nil {
 		return out, err
 	}
@@ -239,7 +239,7 @@ func (h groupsHandler) changeGroup(w http.ResponseWriter, r *http.Request, actio
 		if err != nil {
 			return err
 		}
-		g, err := tx.GetGroup(o.ID, r.PathValue("name"))
+		g, err := tx.Groups().Get(o.ID, r.PathValue("name"))
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.NotFound("group %q not found", o.Name+"/"+r.PathValue("name"))
 		}
@@ -255,7 +255,7 @@ func (h groupsHandler) changeGroup(w http.ResponseWriter, r *http.Request, actio
 }
 
 func (h groupsHandler) deleteGroup(w http.ResponseWriter, r *http.Request) error {
-	return h.changeGroup(w, r, "delete", func(tx store.Tx, g *store.Group) (string, error) { return "", tx.DeleteGroup(g.ID) })
+	return h.changeGroup(w, r, "delete", func(tx store.Tx, g *store.Group) (string, error) { return "", tx.Groups().Delete(g.ID) })
 }
 
 func (h groupsHandler) addGroupMember(w http.ResponseWriter, r *http.Request) error {
@@ -268,7 +268,7 @@ func (h groupsHandler) addGroupMember(w http.ResponseWriter, r *http.Request) er
 		if err != nil {
 			return "", err
 		}
-		return "user " + u.Name, tx.AddGroupMember(g.ID, u.ID)
+		return "user " + u.Name, tx.Groups().AddMember(g.ID, u.ID)
 	})
 }
 
@@ -278,6 +278,6 @@ func (h groupsHandler) removeGroupMember(w http.ResponseWriter, r *http.Request)
 		if err != nil {
 			return "", err
 		}
-		return "user " + u.Name, tx.RemoveGroupMember(g.ID, u.ID)
+		return "user " + u.Name, tx.Groups().RemoveMember(g.ID, u.ID)
 	})
 }

@@ -42,7 +42,7 @@ func grantee(tx store.Tx, with string, cfgOrg int64) (userID, groupID int64, err
 		}
 		orgID = d.ID
 	}
-	g, err := tx.GetGroup(orgID, name)
+	g, err := tx.Groups().Get(orgID, name)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return 0, 0, errdefs.NotFound("group %q not found", with)
 	}
@@ -57,13 +57,13 @@ func grantee(tx store.Tx, with string, cfgOrg int64) (userID, groupID int64, err
 // configuration's organization, or of the default one when the
 // configuration belongs to no workspace).
 func configAndGrantee(tx store.Tx, name, with string) (cfg *store.Config, userID, groupID int64, err error) {
-	cfg, err = tx.GetConfig(name)
+	cfg, err = tx.Configs().Get(name)
 	if err != nil {
 		return nil, 0, 0, err
 	}
 	var org int64
 	if cfg.WorkspaceID != 0 {
-		ws, err := tx.GetWorkspaceByID(cfg.WorkspaceID)
+		ws, err := tx.Workspaces().GetByID(cfg.WorkspaceID)
 		if err != nil {
 			return nil, 0, 0, err
 		}
@@ -92,7 +92,7 @@ func (h sharesHandler) share(w http.ResponseWriter, r *http.Request) error {
 			return wire.Share{}, err
 		}
 		s := store.Share{ObjectKind: store.ObjectConfig, ObjectID: cfg.ID, UserID: uid, GroupID: gid, Level: string(level)}
-		if err := tx.PutShare(&s); err != nil {
+		if err := tx.Shares().Put(&s); err != nil {
 			return wire.Share{}, err
 		}
 		if err := record(tx, callerOf(r.Context()), "config", "share", name, fmt.Sprintf("with %s, level %s", req.With, level)); err != nil {
@@ -113,7 +113,7 @@ func shareToWire(n *names, s *store.Share) (wire.Share, error) {
 		out.With = u
 		return out, err
 	}
-	g, err := n.tx.GetGroupByID(s.GroupID)
+	g, err := n.tx.Groups().GetByID(s.GroupID)
 	if err != nil {
 		return out, err
 	}
@@ -125,11 +125,11 @@ func shareToWire(n *names, s *store.Share) (wire.Share, error) {
 func (h sharesHandler) listShares(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	return viewJSON(w, r, h.store, func(tx store.Tx) ([]wire.Share, error) {
-		cfg, err := tx.GetConfig(name)
+		cfg, err := tx.Configs().Get(name)
 		if err != nil {
 			return nil, err
 		}
-		ss, err := tx.ListSharesOf(store.ObjectConfig, cfg.ID)
+		ss, err := tx.Shares().Of(store.ObjectConfig, cfg.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +145,7 @@ func (h sharesHandler) unshare(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		err = tx.RemoveShare(store.ObjectConfig, cfg.ID, uid, gid)
+		err = tx.Shares().Remove(store.ObjectConfig, cfg.ID, uid, gid)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return errdefs.NotFound("configuration %q is not shared with %s", name, with)
 		}

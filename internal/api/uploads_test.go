@@ -56,15 +56,15 @@ func templateCreator(t *testing.T, l *apitest.Lab) string {
 	t.Helper()
 	u := l.User(t, "tc", false)
 	err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg("default")
+		org, err := tx.Orgs().Get("default")
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(org.ID, "main")
+		ws, err := tx.Workspaces().Get(org.ID, "main")
 		if err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "admin"})
+		return tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "admin"})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +308,7 @@ func TestUploadLimitAndCancel(t *testing.T) {
 	waitFor(t, "the upload's file to go", func() bool { return len(files(t, uploads)) == 0 })
 	waitFor(t, "the upload's journal entry to go", func() bool {
 		var ops []store.Op
-		l.Store().View(context.Background(), func(tx store.Tx) (err error) { ops, err = tx.ListOps(); return })
+		l.Store().View(context.Background(), func(tx store.Tx) (err error) { ops, err = tx.Ops().List(); return })
 		return len(ops) == 0
 	})
 }

@@ -59,7 +59,7 @@ func (h usersHandler) createUser(w http.ResponseWriter, r *http.Request) error {
 			}
 			u.DefaultWorkspaceID = ws.ID
 		}
-		if err := tx.CreateUser(&u); err != nil {
+		if err := tx.Users().Create(&u); err != nil {
 			return wire.User{}, err
 		}
 		if err := record(tx, callerOf(r.Context()), "user", "create", u.Name, fmt.Sprintf("system admin: %t", u.SystemAdmin)); err != nil {
@@ -91,7 +91,7 @@ func (h usersHandler) listUsers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return viewJSON(w, r, h.store, func(tx store.Tx) ([]wire.User, error) {
-		us, err := tx.ListUsers()
+		us, err := tx.Users().List()
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +110,7 @@ func (h usersHandler) getUser(w http.ResponseWriter, r *http.Request) error {
 		if out, err = userToWire(n, u); err != nil {
 			return out, err
 		}
-		ms, err := tx.ListMembershipsOfUser(u.ID)
+		ms, err := tx.Memberships().OfUser(u.ID)
 		if err != nil {
 			return out, err
 		}
@@ -121,7 +121,7 @@ func (h usersHandler) getUser(w http.ResponseWriter, r *http.Request) error {
 			}
 			out.Memberships = append(out.Memberships, wire.Membership{Workspace: ws, User: u.Name, Role: m.Role})
 		}
-		gs, err := tx.ListGroupsOfUser(u.ID)
+		gs, err := tx.Groups().OfUser(u.ID)
 		if err != nil {
 			return out, err
 		}
@@ -132,7 +132,7 @@ func (h usersHandler) getUser(w http.ResponseWriter, r *http.Request) error {
 			}
 			out.Groups = append(out.Groups, o+"/"+g.Name)
 		}
-		orgs, err := tx.ListOrgsAdministeredBy(u.ID)
+		orgs, err := tx.Orgs().AdministeredBy(u.ID)
 		if err != nil {
 			return out, err
 		}
@@ -159,7 +159,7 @@ func (h usersHandler) deleteUser(w http.ResponseWriter, r *http.Request) error {
 			// administrator; another administrator can do it.
 			return errdefs.Conflict("user %q: you cannot delete yourself", u.Name)
 		}
-		if err := tx.DeleteUser(u.ID); err != nil {
+		if err := tx.Users().Delete(u.ID); err != nil {
 			return err
 		}
 		return record(tx, c, "user", "delete", u.Name, "")
@@ -247,7 +247,7 @@ func (h usersHandler) updateUser(w http.ResponseWriter, r *http.Request) error {
 			u.SystemAdmin = *req.SystemAdmin
 			changed = append(changed, fmt.Sprintf("system admin: %t", u.SystemAdmin))
 		}
-		if err := tx.UpdateUser(u); err != nil {
+		if err := tx.Users().Update(u); err != nil {
 			return err
 		}
 		if err := record(tx, c, "user", "update", u.Name, strings.Join(changed, ", ")); err != nil {
@@ -332,7 +332,7 @@ func (h usersHandler) setPassword(w http.ResponseWriter, r *http.Request) error 
 			return errdefs.Conflict("user %q: the password changed meanwhile; try again", name)
 		}
 		u.PasswordHash = hash
-		if err := tx.UpdateUser(u); err != nil {
+		if err := tx.Users().Update(u); err != nil {
 			return err
 		}
 		return record(tx, c, "user", "set-password", u.Name, "")
@@ -392,7 +392,7 @@ func (h tokensHandler) tokenOwner(ctx context.Context, tx store.Tx, name string,
 		if c.system || c.id.UserID == 0 {
 			return nil, errdefs.Invalid("you are not a user of the directory (the unix socket's root): name the user whose tokens these are")
 		}
-		u, err := tx.GetUserByID(c.id.UserID)
+		u, err := tx.Users().GetByID(c.id.UserID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return nil, errdefs.Unauthenticated("user %q no longer exists", c.id.Name)
 		}
@@ -442,7 +442,7 @@ func (h tokensHandler) createToken(w http.ResponseWriter, r *http.Request) error
 			}
 			tk.RestrictWorkspaceID = ws.ID
 		}
-		if err := tx.CreateToken(&tk); err != nil {
+		if err := tx.Tokens().Create(&tk); err != nil {
 			return wire.NewToken{}, err
 		}
 		if err := record(tx, callerOf(r.Context()), "token", "create", tk.ID,
@@ -489,7 +489,7 @@ func (h tokensHandler) listTokens(w http.ResponseWriter, r *http.Request) error 
 		var users []store.User
 		if user == "" && c.admin() && c.id.UserID == 0 {
 			var err error
-			if users, err = tx.ListUsers(); err != nil {
+			if users, err = tx.Users().List(); err != nil {
 				return nil, err
 			}
 		} else {
@@ -502,7 +502,7 @@ func (h tokensHandler) listTokens(w http.ResponseWriter, r *http.Request) error 
 		n, now := namesIn(tx), time.Now()
 		out := []wire.Token{}
 		for _, u := range users {
-			tks, err := tx.ListTokens(u.ID)
+			tks, err := tx.Tokens().List(u.ID)
 			if err != nil {
 				return nil, err
 			}
@@ -530,14 +530,14 @@ func (h tokensHandler) revokeToken(w http.ResponseWriter, r *http.Request) error
 		if !c.system && c.id.Restrict != nil {
 			return errdefs.Forbidden("a token restricted to one workspace cannot manage tokens")
 		}
-		tk, err := tx.GetToken(id)
+		tk, err := tx.Tokens().Get(id)
 		if errors.Is(err, errdefs.ErrNotFound) || err == nil && !c.admin() && !c.is(tk.UserID) {
 			return errdefs.NotFound("token %q not found", id)
 		}
 		if err != nil {
 			return err
 		}
-		if err := tx.RevokeToken(id, time.Now()); err != nil {
+		if err := tx.Tokens().Revoke(id, time.Now()); err != nil {
 			return err
 		}
 		return record(tx, c, "token", "revoke", id, "")

@@ -29,19 +29,19 @@ func TestUpdateUser(t *testing.T) {
 	l.User(t, "bob", false)
 	var mainWS int64
 	err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		ws, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
 		mainWS = ws.ID
-		if err := tx.CreateWorkspace(&store.Workspace{OrgID: org.ID, Name: "elsewhere", Kind: store.WorkspaceShared}); err != nil {
+		if err := tx.Workspaces().Create(&store.Workspace{OrgID: org.ID, Name: "elsewhere", Kind: store.WorkspaceShared}); err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: alice.ID, WorkspaceID: ws.ID, Role: string(auth.RoleViewer)})
+		return tx.Memberships().Put(&store.Membership{UserID: alice.ID, WorkspaceID: ws.ID, Role: string(auth.RoleViewer)})
 	})
 	if err != nil {
 		t.Fatal(err)

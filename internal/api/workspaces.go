@@ -42,7 +42,7 @@ func (h workspacesHandler) createWorkspace(w http.ResponseWriter, r *http.Reques
 			return wire.Workspace{}, err
 		}
 		ws := store.Workspace{OrgID: o.ID, Name: req.Name, Kind: req.Kind}
-		if err := tx.CreateWorkspace(&ws); err != nil {
+		if err := tx.Workspaces().Create(&ws); err != nil {
 			return wire.Workspace{}, err
 		}
 		if err := record(tx, c, "workspace", "create", o.Name+"/"+ws.Name, "kind "+ws.Kind); err != nil {
@@ -67,7 +67,7 @@ func (h workspacesHandler) listWorkspaces(w http.ResponseWriter, r *http.Request
 		if err != nil {
 			return nil, err
 		}
-		wss, err := tx.ListWorkspaces(orgID)
+		wss, err := tx.Workspaces().List(orgID)
 		if err != nil {
 			return nil, err
 		}
@@ -75,7 +75,7 @@ func (h workspacesHandler) listWorkspaces(w http.ResponseWriter, r *http.Request
 		if !c.admin() {
 			v := &store.Viewer{}
 			if c.id.UserID != 0 {
-				if v, err = tx.LoadViewer(c.id.UserID); err != nil {
+				if v, err = tx.Viewers().Load(c.id.UserID); err != nil {
 					return nil, err
 				}
 			}
@@ -118,7 +118,7 @@ func (h workspacesHandler) getWorkspace(w http.ResponseWriter, r *http.Request) 
 			return out, err
 		}
 		out = wire.Workspace{Org: o.Name, Name: ws.Name, Kind: ws.Kind, CreatedAt: ws.CreatedAt, Members: []wire.Membership{}}
-		ms, err := tx.ListMembershipsOfWorkspace(ws.ID)
+		ms, err := tx.Memberships().OfWorkspace(ws.ID)
 		if err != nil {
 			return out, err
 		}
@@ -147,7 +147,7 @@ func (h workspacesHandler) deleteWorkspace(w http.ResponseWriter, r *http.Reques
 		if o.Name == store.DefaultOrg && ws.Name == store.MainWorkspace {
 			return errdefs.Conflict("workspace %q: the default workspace cannot be deleted", pathWorkspace(r))
 		}
-		if err := tx.DeleteWorkspace(ws.ID); err != nil {
+		if err := tx.Workspaces().Delete(ws.ID); err != nil {
 			return err
 		}
 		return record(tx, callerOf(r.Context()), "workspace", "delete", pathWorkspace(r), "")
@@ -164,13 +164,13 @@ func (h workspacesHandler) addMember(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	return h.changeMember(w, r, req.User, "add-member", func(tx store.Tx, ws *store.Workspace, u *store.User) (string, error) {
-		return fmt.Sprintf("user %s, role %s", u.Name, role), tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(role)})
+		return fmt.Sprintf("user %s, role %s", u.Name, role), tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(role)})
 	})
 }
 
 func (h workspacesHandler) removeMember(w http.ResponseWriter, r *http.Request) error {
 	return h.changeMember(w, r, r.PathValue("user"), "remove-member", func(tx store.Tx, ws *store.Workspace, u *store.User) (string, error) {
-		err := tx.DeleteMembership(u.ID, ws.ID)
+		err := tx.Memberships().Delete(u.ID, ws.ID)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return "", errdefs.NotFound("user %q is not a member of workspace %q", u.Name, pathWorkspace(r))
 		}
@@ -245,11 +245,11 @@ func (h workspacesHandler) setQuota(w http.ResponseWriter, r *http.Request) erro
 		}
 		var err error
 		if l == (wire.QuotaLimits{}) {
-			if err = tx.DeleteQuota(req.Scope, id); errors.Is(err, errdefs.ErrNotFound) {
+			if err = tx.Quotas().Delete(req.Scope, id); errors.Is(err, errdefs.ErrNotFound) {
 				err = nil
 			}
 		} else {
-			err = tx.SetQuota(&store.Quota{Scope: req.Scope, ScopeID: id, StoredVMs: l.StoredVMs, DeployedVMs: l.DeployedVMs,
+			err = tx.Quotas().Set(&store.Quota{Scope: req.Scope, ScopeID: id, StoredVMs: l.StoredVMs, DeployedVMs: l.DeployedVMs,
 				VCPUs: l.VCPUs, MemoryMiB: l.MemoryMiB, DiskGiB: l.DiskGiB})
 		}
 		if err != nil {

@@ -207,15 +207,15 @@ func TestExitCodesOfRefusals(t *testing.T) {
 	srv, _ := apitest.ServeStrict(t, l)
 	alice := l.User(t, "alice", false)
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		ws, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: alice.ID, WorkspaceID: ws.ID, Role: string(auth.RoleViewer)})
+		return tx.Memberships().Put(&store.Membership{UserID: alice.ID, WorkspaceID: ws.ID, Role: string(auth.RoleViewer)})
 	}); err != nil {
 		t.Fatal(err)
 	}

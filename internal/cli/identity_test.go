@@ -44,7 +44,7 @@ func (e *env) passwordHash(name string) string {
 	e.t.Helper()
 	var hash string
 	err := e.lab.Store().View(context.Background(), func(tx store.Tx) error {
-		u, err := tx.GetUser(name)
+		u, err := tx.Users().Get(name)
 		if err == nil {
 			hash = u.PasswordHash
 		}

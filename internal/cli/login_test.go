@@ -29,12 +29,12 @@ func TestLoginKeepsTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		u, err := tx.GetUser("alice")
+		u, err := tx.Users().Get("alice")
 		if err != nil {
 			return err
 		}
 		u.PasswordHash = hash
-		return tx.UpdateUser(u)
+		return tx.Users().Update(u)
 	}); err != nil {
 		t.Fatal(err)
 	}

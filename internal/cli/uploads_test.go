@@ -50,15 +50,15 @@ func TestTemplateImportUploads(t *testing.T) {
 	// refusal is the file rule's, not the role's.
 	u := l.User(t, "someone", false)
 	if err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg("default")
+		org, err := tx.Orgs().Get("default")
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(org.ID, "main")
+		ws, err := tx.Workspaces().Get(org.ID, "main")
 		if err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "admin"})
+		return tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "admin"})
 	}); err != nil {
 		t.Fatal(err)
 	}

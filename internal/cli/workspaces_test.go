@@ -25,30 +25,30 @@ func TestWorkspaceFlag(t *testing.T) {
 	srv, _ := apitest.ServeStrict(t, l)
 	ann := l.User(t, "ann", false)
 	err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		main, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		main, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
-		if err := tx.PutMembership(&store.Membership{UserID: ann.ID, WorkspaceID: main.ID, Role: string(auth.RoleViewer)}); err != nil {
+		if err := tx.Memberships().Put(&store.Membership{UserID: ann.ID, WorkspaceID: main.ID, Role: string(auth.RoleViewer)}); err != nil {
 			return err
 		}
 		for _, name := range []string{"w1", "w2"} {
 			ws := &store.Workspace{OrgID: org.ID, Name: name, Kind: store.WorkspaceShared}
-			if err := tx.CreateWorkspace(ws); err != nil {
+			if err := tx.Workspaces().Create(ws); err != nil {
 				return err
 			}
-			if err := tx.PutMembership(&store.Membership{UserID: ann.ID, WorkspaceID: ws.ID, Role: string(auth.RoleAuthor)}); err != nil {
+			if err := tx.Memberships().Put(&store.Membership{UserID: ann.ID, WorkspaceID: ws.ID, Role: string(auth.RoleAuthor)}); err != nil {
 				return err
 			}
 			if name == "w1" {
 				ann.DefaultWorkspaceID = ws.ID
 			}
 		}
-		return tx.UpdateUser(ann)
+		return tx.Users().Update(ann)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,7 @@ func NewHosts(st store.Store) *Hosts { return &Hosts{store: st, now: time.Now} }
 func (h *Hosts) List(ctx context.Context) ([]HostView, error) {
 	var out []HostView
 	err := h.store.View(ctx, func(tx store.Tx) error {
-		hs, err := tx.ListHosts()
+		hs, err := tx.Hosts().List()
 		if err != nil {
 			return err
 		}
@@ -64,7 +64,7 @@ func (h *Hosts) Get(ctx context.Context, name string) (*HostView, error) {
 }
 
 func (h *Hosts) view(tx store.Tx, name string) (*HostView, error) {
-	x, err := tx.GetHost(name)
+	x, err := tx.Hosts().Get(name)
 	if err != nil {
 		return nil, err
 	}
@@ -90,14 +90,14 @@ func (h *Hosts) Undrain(ctx context.Context, name string) (*HostView, error) {
 func (h *Hosts) setState(ctx context.Context, name, state string) (*HostView, error) {
 	var v *HostView
 	err := h.store.Update(ctx, func(tx store.Tx) error {
-		x, err := tx.GetHost(name)
+		x, err := tx.Hosts().Get(name)
 		if err != nil {
 			return err
 		}
 		if x.State == store.HostRemoved {
 			return errdefs.Conflict("host %q is removed; it comes back, active, when its daemon starts again", name)
 		}
-		if err := tx.SetHostState(name, state); err != nil {
+		if err := tx.Hosts().SetState(name, state); err != nil {
 			return err
 		}
 		v, err = h.view(tx, name)
@@ -111,7 +111,7 @@ func (h *Hosts) setState(ctx context.Context, name, state string) (*HostView, er
 // or looks after.
 func (h *Hosts) Remove(ctx context.Context, name string) error {
 	return h.store.Update(ctx, func(tx store.Tx) error {
-		if _, err := tx.GetHost(name); err != nil {
+		if _, err := tx.Hosts().Get(name); err != nil {
 			return err
 		}
 		on, err := deployedByHost(tx)
@@ -122,14 +122,14 @@ func (h *Hosts) Remove(ctx context.Context, name string) error {
 			return errdefs.Conflict("host %q still has %d deployed configuration(s): %s; undeploy them (or drain the host and move them) first",
 				name, len(d), strings.Join(d, ", "))
 		}
-		return tx.SetHostState(name, store.HostRemoved)
+		return tx.Hosts().SetState(name, store.HostRemoved)
 	})
 }
 
 // deployedByHost maps each host name to the configurations deployed on
 // it, sorted by name.
 func deployedByHost(tx store.Tx) (map[string][]string, error) {
-	cs, err := tx.ListConfigs()
+	cs, err := tx.Configs().List()
 	if err != nil {
 		return nil, fmt.Errorf("configurations by host: %w", err)
 	}

@@ -60,10 +60,10 @@ func TestMemberAndHosts(t *testing.T) {
 
 	// A configuration deployed on a, another undeployed there.
 	if err := st.Update(ctx, func(tx store.Tx) error {
-		if err := tx.CreateConfig(&store.Config{Name: "web", State: store.StateDeployed, Host: "a"}); err != nil {
+		if err := tx.Configs().Create(&store.Config{Name: "web", State: store.StateDeployed, Host: "a"}); err != nil {
 			return err
 		}
-		return tx.CreateConfig(&store.Config{Name: "old", State: store.StateUndeployed, Host: "a"})
+		return tx.Configs().Create(&store.Config{Name: "old", State: store.StateUndeployed, Host: "a"})
 	}); err != nil {
 		t.Fatal(err)
 	}

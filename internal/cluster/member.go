@@ -38,7 +38,7 @@ func Join(ctx context.Context, st store.Store, h store.Host, log *slog.Logger) (
 
 func (m *Member) register(ctx context.Context) error {
 	h := m.host
-	if err := m.store.Update(ctx, func(tx store.Tx) error { h = m.host; return tx.RegisterHost(&h) }); err != nil {
+	if err := m.store.Update(ctx, func(tx store.Tx) error { h = m.host; return tx.Hosts().Register(&h) }); err != nil {
 		return fmt.Errorf("register host %q: %w", m.host.Name, err)
 	}
 	m.host = h
@@ -69,7 +69,7 @@ func (m *Member) Run(ctx context.Context) {
 // Heartbeat marks the host seen now.
 func (m *Member) Heartbeat(ctx context.Context) error {
 	now := time.Now()
-	err := m.store.Update(ctx, func(tx store.Tx) error { return tx.TouchHost(m.host.Name, now) })
+	err := m.store.Update(ctx, func(tx store.Tx) error { return tx.Hosts().Touch(m.host.Name, now) })
 	if errdefs.Kind(err) == errdefs.ErrNotFound {
 		m.host.LastSeen = now
 		return m.register(ctx)

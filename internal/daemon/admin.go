@@ -32,25 +32,25 @@ func ensureAdmin(ctx context.Context, st store.Store, dataDir string, log *slog.
 	file := filepath.Join(dataDir, AdminTokenFile)
 	made := false
 	err := st.Update(ctx, func(tx store.Tx) error {
-		if _, err := tx.GetUser(AdminUser); err == nil {
+		if _, err := tx.Users().Get(AdminUser); err == nil {
 			return nil
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return fmt.Errorf("organization %s: %w", store.DefaultOrg, err)
 		}
-		ws, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		ws, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return fmt.Errorf("workspace %s/%s: %w", store.DefaultOrg, store.MainWorkspace, err)
 		}
 		u := &store.User{Name: AdminUser, DisplayName: "Administrator", SystemAdmin: true, DefaultWorkspaceID: ws.ID}
-		if err := tx.CreateUser(u); err != nil {
+		if err := tx.Users().Create(u); err != nil {
 			return err
 		}
 		plain, id, hash := auth.NewToken()
-		if err := tx.CreateToken(&store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: store.TokenAPI,
+		if err := tx.Tokens().Create(&store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: store.TokenAPI,
 			Name: "first start (" + AdminTokenFile + ")", ExpiresAt: time.Now().Add(api.MaxTokenLifetime)}); err != nil {
 			return err
 		}

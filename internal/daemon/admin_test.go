@@ -96,7 +96,7 @@ func TestFirstStartMakesTheAdminToken(t *testing.T) {
 	defer st.Close()
 	users, tokens := 0, 0
 	err = st.View(context.Background(), func(tx store.Tx) error {
-		us, err := tx.ListUsers()
+		us, err := tx.Users().List()
 		if err != nil {
 			return err
 		}
@@ -106,7 +106,7 @@ func TestFirstStartMakesTheAdminToken(t *testing.T) {
 				if !u.SystemAdmin || u.PasswordHash != "" {
 					t.Errorf("admin: system admin %v, password set %v; want a system admin without a password", u.SystemAdmin, u.PasswordHash != "")
 				}
-				ts, err := tx.ListTokens(u.ID)
+				ts, err := tx.Tokens().List(u.ID)
 				if err != nil {
 					return err
 				}

@@ -25,7 +25,7 @@ func TestOpenStore(t *testing.T) {
 			t.Errorf("store %s at %q, want %s at %q", st.kind, st.where, kind, where)
 		}
 		if err := st.View(ctx, func(tx store.Tx) error {
-			_, err := tx.GetOrg(store.DefaultOrg)
+			_, err := tx.Orgs().Get(store.DefaultOrg)
 			return err
 		}); err != nil {
 			t.Errorf("%s: %v", kind, err)

@@ -72,7 +72,7 @@ func (al *Allocator) Allocate(tx store.Tx, nw *store.Network, kind, holder strin
 			return nil, err // exhausted, also by the store's own account
 		}
 		a := &store.Allocation{NetworkID: nw.ID, IP: ip, Kind: kind, Holder: holder}
-		err = tx.CreateAllocation(a)
+		err = tx.Allocations().Create(a)
 		if err == nil {
 			return a, nil
 		}
@@ -129,7 +129,7 @@ func (al *Allocator) unpick(networkID int64, ip netip.Addr) {
 // the meantime drop out of the hint, which costs them at most a refused
 // insert.
 func (al *Allocator) reload(tx store.Tx, networkID int64) error {
-	allocs, err := tx.ListAllocations(networkID)
+	allocs, err := tx.Allocations().List(networkID)
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func (al *Allocator) reload(tx store.Tx, networkID int64) error {
 // learn adds to the hint of a network what tx sees held, keeping the
 // picks of this process (some in transactions still in flight).
 func (al *Allocator) learn(tx store.Tx, networkID int64) error {
-	allocs, err := tx.ListAllocations(networkID)
+	allocs, err := tx.Allocations().List(networkID)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ func openNetwork(t *testing.T, pool string) (store.Store, *store.Network) {
 		t.Fatal(err)
 	}
 	nw := &store.Network{Name: "lan", Subnet: n.Subnet, Gateway: n.Gateway, Pools: n.Pools}
-	if err := db.Update(context.Background(), func(tx store.Tx) error { return tx.CreateNetwork(nw) }); err != nil {
+	if err := db.Update(context.Background(), func(tx store.Tx) error { return tx.Networks().Create(nw) }); err != nil {
 		t.Fatal(err)
 	}
 	return db, nw
@@ -106,7 +106,7 @@ func TestAllocatorStaleCacheNeverDuplicates(t *testing.T) {
 	}
 	// Another writer takes .11 directly.
 	if err := db.Update(ctx, func(tx store.Tx) error {
-		return tx.CreateAllocation(&store.Allocation{NetworkID: nw.ID, IP: netip.MustParseAddr("10.20.0.11"), Kind: store.AllocInternal})
+		return tx.Allocations().Create(&store.Allocation{NetworkID: nw.ID, IP: netip.MustParseAddr("10.20.0.11"), Kind: store.AllocInternal})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +120,10 @@ func TestAllocatorStaleCacheNeverDuplicates(t *testing.T) {
 	// A release makes the address available again at once.
 	al.Released(nw.ID, first)
 	if err := db.Update(ctx, func(tx store.Tx) error {
-		as, _ := tx.ListAllocations(nw.ID)
+		as, _ := tx.Allocations().List(nw.ID)
 		for _, a := range as {
 			if a.IP == first {
-				return tx.DeleteAllocation(a.ID)
+				return tx.Allocations().Delete(a.ID)
 			}
 		}
 		return nil

@@ -275,7 +275,7 @@ func Allocate(tx store.Tx, nw *store.Network, kind, holder string) (*store.Alloc
 
 // AllocateAfter is Allocate with PickFreeAfter's rotation.
 func AllocateAfter(tx store.Tx, nw *store.Network, kind, holder string, after netip.Addr) (*store.Allocation, error) {
-	allocs, err := tx.ListAllocations(nw.ID)
+	allocs, err := tx.Allocations().List(nw.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +288,7 @@ func AllocateAfter(tx store.Tx, nw *store.Network, kind, holder string, after ne
 		return nil, err
 	}
 	a := &store.Allocation{NetworkID: nw.ID, IP: ip, Kind: kind, Holder: holder}
-	if err := tx.CreateAllocation(a); err != nil {
+	if err := tx.Allocations().Create(a); err != nil {
 		return nil, fmt.Errorf("allocate %s on network %q: %w", ip, nw.Name, err)
 	}
 	return a, nil

@@ -29,7 +29,7 @@ func (s Networks) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 			for _, n := range vm.NICs {
 				switch n.IPMode {
 				case store.IPModePool:
-					nw, err := tx.GetNetworkByID(n.NetworkID)
+					nw, err := tx.Networks().GetByID(n.NetworkID)
 					if err != nil {
 						return err
 					}
@@ -45,7 +45,7 @@ func (s Networks) ChangeIPs(ctx context.Context, name string) (*ConfigView, erro
 				default:
 					continue
 				}
-				if err := tx.UpdateNIC(&n); err != nil {
+				if err := tx.Configs().UpdateNIC(&n); err != nil {
 					return err
 				}
 			}
@@ -79,7 +79,7 @@ func (s Networks) SetIP(ctx context.Context, config, vmName string, nicIndex int
 		if err != nil {
 			return err
 		}
-		nw, err := tx.GetNetworkByID(n.NetworkID)
+		nw, err := tx.Networks().GetByID(n.NetworkID)
 		if err != nil {
 			return err
 		}
@@ -91,7 +91,7 @@ func (s Networks) SetIP(ctx context.Context, config, vmName string, nicIndex int
 		// Release first so that setting the address a NIC already holds
 		// alone works; the transaction keeps it atomic.
 		n.IP, n.AllocationID, n.IPMode = netip.Addr{}, 0, mode
-		if err := tx.UpdateNIC(n); err != nil {
+		if err := tx.Configs().UpdateNIC(n); err != nil {
 			return err
 		}
 		if err := s.releaseAllocations(tx, []int64{old}); err != nil {
@@ -104,7 +104,7 @@ func (s Networks) SetIP(ctx context.Context, config, vmName string, nicIndex int
 		if a != nil {
 			n.IP, n.AllocationID = a.IP, a.ID
 		}
-		return tx.UpdateNIC(n)
+		return tx.Configs().UpdateNIC(n)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set address of %s/%s NIC %d: %w", config, vmName, nicIndex, err)
@@ -119,7 +119,7 @@ type loadedConfig struct{ *store.Config }
 
 // loadUndeployed reads a configuration that must be undeployed for what.
 func loadUndeployed(tx store.Tx, name, what string) (loadedConfig, error) {
-	c, err := tx.GetConfig(name)
+	c, err := tx.Configs().Get(name)
 	if err != nil {
 		return loadedConfig{}, err
 	}

@@ -100,7 +100,7 @@ func (vs views) archiveNamed(tx store.Tx, a *store.Archive, names *access.Names)
 		}
 		v.VMs = append(v.VMs, vv)
 	}
-	l, err := tx.LeaseOfArchive(a.ID)
+	l, err := tx.Leases().OfArchive(a.ID)
 	if err != nil {
 		l = nil
 	}
@@ -134,7 +134,7 @@ func (s Archives) ListIn(ctx context.Context, workspace string) ([]ArchiveView, 
 // GetArchive returns one archive.
 func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 	return viewIn(ctx, s.store, func(tx store.Tx) (*ArchiveView, error) {
-		a, err := tx.GetArchive(name)
+		a, err := tx.Archives().Get(name)
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +150,7 @@ func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 // (archive.create checked there), owned by the caller.
 func (s Archives) StartCreate(ctx context.Context, config, name string, opts CreateOptions) (jobs.Job, error) {
 	place, err := s.placer.placeFrom(ctx, auth.ArchiveCreate, access.KindArchive, opts.Workspace, func(tx store.Tx) (int64, error) {
-		c, err := tx.GetConfig(config)
+		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return 0, err
 		}
@@ -171,7 +171,7 @@ func (s Archives) StartCreate(ctx context.Context, config, name string, opts Cre
 // (config.create checked there), owned by the caller, within quotas.
 func (s Archives) StartRestore(ctx context.Context, archive, config string, opts CreateOptions) (jobs.Job, error) {
 	place, err := s.placer.placeFrom(ctx, auth.ConfigCreate, access.KindConfig, opts.Workspace, func(tx store.Tx) (int64, error) {
-		a, err := tx.GetArchive(archive)
+		a, err := tx.Archives().Get(archive)
 		if err != nil {
 			return 0, err
 		}
@@ -217,7 +217,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 	var unused []string
 	templateIDs := map[string]int64{}
 	for _, mt := range m.Templates {
-		t, err := tx.GetTemplate(mt.Name)
+		t, err := tx.Templates().Get(mt.Name)
 		if err == nil {
 			templateIDs[mt.Name] = t.ID
 			for _, f := range []*bundle.File{mt.Kernel, mt.Initrd} {
@@ -238,7 +238,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 		if mt.Initrd != nil {
 			nt.Initrd = bootCopies[mt.Initrd.Path]
 		}
-		if err := tx.CreateTemplate(nt); err != nil {
+		if err := tx.Templates().Create(nt); err != nil {
 			return nil, nil, err
 		}
 		templateIDs[mt.Name] = nt.ID
@@ -253,7 +253,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 		vm := store.VM{Name: mv.Name, TemplateID: tid, CPUs: mv.CPUs, MemoryMiB: mv.MemoryMiB, State: store.StateUndeployed}
 		for _, d := range mv.Disks {
 			l := &store.Layer{Path: layers[d.File.Path], VirtualSize: d.VirtualSize}
-			if err := tx.CreateLayer(l); err != nil {
+			if err := tx.Layers().Create(l); err != nil {
 				return nil, nil, err
 			}
 			vm.Disks = append(vm.Disks, store.Disk{Index: d.Index, TopLayerID: l.ID})
@@ -267,7 +267,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 		}
 		c.VMs = append(c.VMs, vm)
 	}
-	if err := tx.CreateConfig(c); err != nil {
+	if err := tx.Configs().Create(c); err != nil {
 		return nil, nil, err
 	}
 	return c, unused, nil
@@ -281,7 +281,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 // external address) is replaced by a new pool address for a pool NIC and
 // cleared for a manual one (set it with config set-ip). A new MAC is made.
 func (s *core) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
-	nw, err := tx.GetNetwork(mn.Network)
+	nw, err := tx.Networks().Get(mn.Network)
 	if err != nil {
 		return store.NIC{}, err
 	}
@@ -298,7 +298,7 @@ func (s *core) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
 		if err != nil {
 			return store.NIC{}, errdefs.Invalid("address %q: %v", mn.IP, err)
 		}
-		allocs, err := tx.ListAllocations(nw.ID)
+		allocs, err := tx.Allocations().List(nw.ID)
 		if err != nil {
 			return store.NIC{}, err
 		}
@@ -314,7 +314,7 @@ func (s *core) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
 		}
 		if !held && ipam.CheckManual(nw, ip) == nil {
 			a := &store.Allocation{NetworkID: nw.ID, IP: ip, Kind: store.AllocInternal}
-			if err := tx.CreateAllocation(a); err != nil {
+			if err := tx.Allocations().Create(a); err != nil {
 				return store.NIC{}, err
 			}
 			n.IP, n.AllocationID = a.IP, a.ID

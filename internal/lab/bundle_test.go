@@ -131,7 +131,7 @@ func assertNoArchive(t *testing.T, e *env) {
 	var ops []store.Op
 	e.db.View(context.Background(), func(tx store.Tx) error {
 		var err error
-		ops, err = tx.ListOps()
+		ops, err = tx.Ops().List()
 		return err
 	})
 	if len(ops) != 0 {

@@ -151,7 +151,7 @@ var deleteAction = map[string]auth.Action{
 
 // cleanupCandidates lists what is expired or idle among what sc shows.
 func (s Leases) cleanupCandidates(tx store.Tx, sc access.Scope, now time.Time, idleDays int) ([]CleanupItem, error) {
-	leases, err := tx.ListLeases()
+	leases, err := tx.Leases().List()
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +222,7 @@ func (s Leases) loadSpace(tx store.Tx) (*lease.Space, error) {
 		return nil, err
 	}
 	m := lease.NewSpace(idx)
-	cs, err := tx.ListConfigs()
+	cs, err := tx.Configs().List()
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +237,7 @@ func (s Leases) loadSpace(tx store.Tx) (*lease.Space, error) {
 			}
 		}
 	}
-	as, err := tx.ListArchives()
+	as, err := tx.Archives().List()
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +268,7 @@ func (s Leases) Space(ctx context.Context, name string) (*ConfigSpace, error) {
 	var model *lease.Space
 	var object string
 	err := s.store.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}

@@ -34,13 +34,13 @@ func (s *core) loadCloneSource(ctx context.Context, src, dst string) (*store.Con
 	var idx layerIndex
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		if c, err = tx.GetConfig(src); err != nil {
+		if c, err = tx.Configs().Get(src); err != nil {
 			return err
 		}
 		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s: only an undeployed configuration can be cloned (its disks must be quiescent); undeploy it first", src, c.State)
 		}
-		if _, err := tx.GetConfig(dst); err == nil {
+		if _, err := tx.Configs().Get(dst); err == nil {
 			return errdefs.Conflict("configuration %q already exists", dst)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
@@ -167,19 +167,19 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 			} else {
 				top := p.top
 				top.Frozen = true
-				if err := tx.UpdateLayer(&top); err != nil {
+				if err := tx.Layers().Update(&top); err != nil {
 					return 0, err
 				}
 				sl := &store.Layer{Path: p.sourceDelta, ParentID: top.ID, VirtualSize: top.VirtualSize}
-				if err := tx.CreateLayer(sl); err != nil {
+				if err := tx.Layers().Create(sl); err != nil {
 					return 0, err
 				}
-				if err := tx.SetDiskTop(c.VMs[p.vm].Disks[p.disk].ID, sl.ID); err != nil {
+				if err := tx.Configs().SetDiskTop(c.VMs[p.vm].Disks[p.disk].ID, sl.ID); err != nil {
 					return 0, err
 				}
 			}
 			cl := &store.Layer{Path: p.cloneDelta, ParentID: parentID, VirtualSize: p.top.VirtualSize}
-			if err := tx.CreateLayer(cl); err != nil {
+			if err := tx.Layers().Create(cl); err != nil {
 				return 0, err
 			}
 			return cl.ID, nil
@@ -216,7 +216,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 // the current records. The clone goes where place says, within its
 // owner's and workspace's quotas.
 func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Placement, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
-	c, err := tx.GetConfig(src)
+	c, err := tx.Configs().Get(src)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +248,7 @@ func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Plac
 		}
 		clone.VMs[p.vm].Disks[p.disk] = store.Disk{Index: c.VMs[p.vm].Disks[p.disk].Index, TopLayerID: id}
 	}
-	if err := tx.CreateConfig(clone); err != nil {
+	if err := tx.Configs().Create(clone); err != nil {
 		return nil, err
 	}
 	return clone, nil
@@ -330,7 +330,7 @@ func (s Configs) fullClone(ctx context.Context, op *store.Op, src, dst string, o
 	return s.update(ctx, func(tx store.Tx) error {
 		clone, err := s.commitClone(tx, src, dst, store.KindConfig, place, func(tx store.Tx, p clonePlan) (int64, error) {
 			l := &store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize}
-			if err := tx.CreateLayer(l); err != nil {
+			if err := tx.Layers().Create(l); err != nil {
 				return 0, err
 			}
 			return l.ID, nil

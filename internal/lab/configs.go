@@ -84,24 +84,24 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 	}
 	var plan []plannedVM
 	err = s.store.View(ctx, func(tx store.Tx) error {
-		if _, err := tx.GetConfig(spec.Name); err == nil {
+		if _, err := tx.Configs().Get(spec.Name); err == nil {
 			return errdefs.Conflict("configuration %q already exists", spec.Name)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 		for _, v := range spec.VMs {
-			t, err := tx.GetTemplate(v.Template)
+			t, err := tx.Templates().Get(v.Template)
 			if err != nil {
 				return fmt.Errorf("VM %q: %w", v.Name, err)
 			}
 			p := plannedVM{spec: v, tmpl: t}
 			if v.Network != "" {
-				if p.nw, err = tx.GetNetwork(v.Network); err != nil {
+				if p.nw, err = tx.Networks().Get(v.Network); err != nil {
 					return fmt.Errorf("VM %q: %w", v.Name, err)
 				}
 			}
 			for _, id := range t.LayerIDs {
-				l, err := tx.GetLayer(id)
+				l, err := tx.Layers().Get(id)
 				if err != nil {
 					return err
 				}
@@ -165,7 +165,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 			vm := store.VM{Name: p.spec.Name, TemplateID: p.tmpl.ID, CPUs: p.tmpl.CPUs, MemoryMiB: p.tmpl.MemoryMiB, State: store.StateUndeployed}
 			for i, base := range p.bases {
 				l := &store.Layer{Path: p.deltas[i], ParentID: base.ID, VirtualSize: base.VirtualSize}
-				if err := tx.CreateLayer(l); err != nil {
+				if err := tx.Layers().Create(l); err != nil {
 					return err
 				}
 				vm.Disks = append(vm.Disks, store.Disk{Index: i, TopLayerID: l.ID})
@@ -184,7 +184,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 			}
 			c.VMs = append(c.VMs, vm)
 		}
-		if err := tx.CreateConfig(c); err != nil {
+		if err := tx.Configs().Create(c); err != nil {
 			return err
 		}
 		if err := s.leases.started(tx, configLease(c.ID), spec.StorageLease); err != nil {
@@ -213,7 +213,7 @@ func templateLockKey(name string) string { return "template/" + name }
 // checkTemplateUnchanged returns a conflict when template t, read earlier,
 // is no longer in the store with the same base layers.
 func checkTemplateUnchanged(tx store.Tx, t *store.Template) error {
-	now, err := tx.GetTemplateByID(t.ID)
+	now, err := tx.Templates().GetByID(t.ID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return errdefs.Conflict("template %q was deleted meanwhile", t.Name)
 	}
@@ -295,7 +295,7 @@ func (s Configs) listIn(ctx context.Context, workspace string, library bool) ([]
 // GetConfig returns one configuration.
 func (s Configs) Get(ctx context.Context, name string) (*ConfigView, error) {
 	out, err := viewIn(ctx, s.store, func(tx store.Tx) (*ConfigView, error) {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return nil, err
 		}
@@ -319,7 +319,7 @@ func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 	var vmIDs []int64
 	err := s.update(ctx, func(tx store.Tx) error {
 		vmIDs = nil
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
@@ -343,7 +343,7 @@ func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 				allocs = append(allocs, n.AllocationID)
 			}
 		}
-		if err := tx.DeleteConfig(c.ID); err != nil {
+		if err := tx.Configs().Delete(c.ID); err != nil {
 			return err
 		}
 		removed, err := releaseLayers(tx, tops)
@@ -357,7 +357,7 @@ func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 		if err := s.journal.Step(ctx, op, "commit"); err != nil {
 			return err
 		}
-		if err := tx.CreateOp(op); err != nil {
+		if err := tx.Ops().Create(op); err != nil {
 			return err
 		}
 		return journal.Commit(tx, op, append(removed, extra...))
@@ -407,7 +407,7 @@ func listShared(tx store.Tx) (*configShared, error) {
 	if err != nil {
 		return nil, err
 	}
-	ls, err := tx.ListLeases()
+	ls, err := tx.Leases().List()
 	if err != nil {
 		return nil, err
 	}
@@ -417,7 +417,7 @@ func listShared(tx store.Tx) (*configShared, error) {
 			leases[ls[i].ConfigID] = &ls[i]
 		}
 	}
-	ts, err := tx.ListTemplates()
+	ts, err := tx.Templates().List()
 	if err != nil {
 		return nil, err
 	}
@@ -443,7 +443,7 @@ func (sh *configShared) templateName(tx store.Tx, id int64) string {
 	}
 	name, ok := sh.templates[id]
 	if !ok && !sh.listed {
-		if t, err := tx.GetTemplateByID(id); err == nil {
+		if t, err := tx.Templates().GetByID(id); err == nil {
 			name = t.Name
 		}
 		sh.templates[id] = name
@@ -479,7 +479,7 @@ func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*Confi
 		for _, n := range vm.NICs {
 			name, ok := netNames[n.NetworkID]
 			if !ok {
-				nw, err := tx.GetNetworkByID(n.NetworkID)
+				nw, err := tx.Networks().GetByID(n.NetworkID)
 				if err != nil {
 					return nil, err
 				}

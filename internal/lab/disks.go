@@ -30,7 +30,7 @@ func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int)
 		}
 		for _, l := range chain {
 			if l.TemplateID != 0 {
-				if t, err := tx.GetTemplateByID(l.TemplateID); err == nil {
+				if t, err := tx.Templates().GetByID(l.TemplateID); err == nil {
 					tmplNames[l.TemplateID] = t.Name
 				}
 			}
@@ -54,7 +54,7 @@ func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int)
 }
 
 func findDisk(tx store.Tx, config, vmName string, index int) (*store.Disk, error) {
-	c, err := tx.GetConfig(config)
+	c, err := tx.Configs().Get(config)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (s Configs) StartConsolidate(ctx context.Context, config, vmName string, di
 			return err
 		}
 		diskID = d.ID
-		l, err := tx.GetLayer(d.TopLayerID)
+		l, err := tx.Layers().Get(d.TopLayerID)
 		if err != nil {
 			return err
 		}
@@ -124,10 +124,10 @@ func (s Configs) StartConsolidate(ctx context.Context, config, vmName string, di
 				return err
 			}
 			l := &store.Layer{Path: base, VirtualSize: top.VirtualSize}
-			if err := tx.CreateLayer(l); err != nil {
+			if err := tx.Layers().Create(l); err != nil {
 				return err
 			}
-			if err := tx.SetDiskTop(diskID, l.ID); err != nil {
+			if err := tx.Configs().SetDiskTop(diskID, l.ID); err != nil {
 				return err
 			}
 			removed, err := releaseLayers(tx, []int64{top.ID})

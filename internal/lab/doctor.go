@@ -49,7 +49,7 @@ func (l doctorLab) ReleaseLayer(ctx context.Context, id int64) error {
 		if err != nil {
 			return err
 		}
-		if err := tx.CreateOp(op); err != nil {
+		if err := tx.Ops().Create(op); err != nil {
 			return err
 		}
 		return journal.Commit(tx, op, removed)
@@ -65,7 +65,7 @@ func (l doctorLab) ReleaseLayer(ctx context.Context, id int64) error {
 func (l doctorLab) ReleaseAddress(ctx context.Context, a store.Allocation) error {
 	s := l.s
 	if a.Kind == store.AllocExternal {
-		err := s.update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a.ID) })
+		err := s.update(ctx, func(tx store.Tx) error { return tx.Allocations().Delete(a.ID) })
 		s.alloc.Forget()
 		return err
 	}

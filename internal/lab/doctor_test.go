@@ -80,7 +80,7 @@ func TestDoctorReportsAndRepairsLeftovers(t *testing.T) {
 		{Kind: "export", Subject: "nul", CreatedFiles: []string{filepath.Join(outside, ".x\x00y.tmp")}},
 		{Kind: "clone", Subject: "stuck", CreatedFiles: []string{stuck}},
 	} {
-		if err := e.db.Update(ctx, func(tx store.Tx) error { return tx.CreateOp(op) }); err != nil {
+		if err := e.db.Update(ctx, func(tx store.Tx) error { return tx.Ops().Create(op) }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -57,7 +57,7 @@ func journal(t *testing.T, e *env) []store.Op {
 	var ops []store.Op
 	if err := e.db.View(context.Background(), func(tx store.Tx) error {
 		var err error
-		ops, err = tx.ListOps()
+		ops, err = tx.Ops().List()
 		return err
 	}); err != nil {
 		t.Fatal(err)

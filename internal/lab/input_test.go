@@ -130,7 +130,7 @@ func TestDeletedLayerIDIsNeverReused(t *testing.T) {
 	maxID := func() int64 {
 		var m int64
 		if err := e.db.View(ctx, func(tx store.Tx) error {
-			ls, err := tx.ListLayers()
+			ls, err := tx.Layers().List()
 			for _, l := range ls {
 				m = max(m, l.ID)
 			}

@@ -193,7 +193,7 @@ func (e *env) assertConsistent() {
 	}
 	var inStore []string
 	if err := e.db.View(ctx, func(tx store.Tx) error {
-		ls, err := tx.ListLayers()
+		ls, err := tx.Layers().List()
 		for _, l := range ls {
 			inStore = append(inStore, filepath.Join(e.dir, l.Path))
 		}
@@ -636,12 +636,12 @@ func TestDeployedSourceCannotBeClonedOrDeleted(t *testing.T) {
 	e.config("a", lab.VMSpec{Name: "vm", Template: "base"})
 	ctx := context.Background()
 	if err := e.db.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig("a")
+		c, err := tx.Configs().Get("a")
 		if err != nil {
 			return err
 		}
 		c.State = store.StateDeployed
-		return tx.UpdateConfig(c)
+		return tx.Configs().Update(c)
 	}); err != nil {
 		t.Fatal(err)
 	}

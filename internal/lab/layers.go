@@ -50,7 +50,7 @@ func releaseLayers(tx store.Tx, ids []int64) ([]string, error) {
 	for len(queue) > 0 {
 		id := queue[0]
 		queue = queue[1:]
-		l, err := tx.GetLayer(id)
+		l, err := tx.Layers().Get(id)
 		if err != nil {
 			continue // already released through another path
 		}
@@ -61,7 +61,7 @@ func releaseLayers(tx store.Tx, ids []int64) ([]string, error) {
 		if used {
 			continue
 		}
-		if err := tx.DeleteLayer(id); err != nil {
+		if err := tx.Layers().Delete(id); err != nil {
 			return nil, fmt.Errorf("release layer %s: %w", l.Path, err)
 		}
 		removed = append(removed, l.Path)
@@ -77,14 +77,14 @@ func layerInUse(tx store.Tx, l *store.Layer) (bool, error) {
 	if l.TemplateID != 0 {
 		return true, nil
 	}
-	kids, err := tx.LayerChildren(l.ID)
+	kids, err := tx.Layers().Children(l.ID)
 	if err != nil {
 		return false, err
 	}
 	if len(kids) > 0 {
 		return true, nil
 	}
-	disks, err := tx.DisksWithTop(l.ID)
+	disks, err := tx.Layers().DisksWithTop(l.ID)
 	if err != nil {
 		return false, err
 	}
@@ -99,21 +99,21 @@ func (s *core) releaseAllocations(tx store.Tx, ids []int64) error {
 		if id == 0 {
 			continue
 		}
-		nics, err := tx.NICsWithAllocation(id)
+		nics, err := tx.Allocations().NICs(id)
 		if err != nil {
 			return err
 		}
 		if len(nics) > 0 {
 			continue
 		}
-		a, err := tx.GetAllocation(id)
+		a, err := tx.Allocations().Get(id)
 		if err != nil {
 			continue
 		}
 		if a.Kind != store.AllocInternal {
 			continue
 		}
-		if err := tx.DeleteAllocation(id); err != nil {
+		if err := tx.Allocations().Delete(id); err != nil {
 			return fmt.Errorf("release address %s: %w", a.IP, err)
 		}
 		s.alloc.Released(a.NetworkID, a.IP)

@@ -182,9 +182,9 @@ func (b *leaseBook) get(tx store.Tx, h leaseHolder) (*store.Lease, error) {
 	var l *store.Lease
 	var err error
 	if h.configID != 0 {
-		l, err = tx.LeaseOfConfig(h.configID)
+		l, err = tx.Leases().OfConfig(h.configID)
 	} else {
-		l, err = tx.LeaseOfArchive(h.archiveID)
+		l, err = tx.Leases().OfArchive(h.archiveID)
 	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return &store.Lease{ConfigID: h.configID, ArchiveID: h.archiveID, UndeployAction: store.UndeploySave}, nil
@@ -209,7 +209,7 @@ func (b *leaseBook) started(tx store.Tx, h leaseHolder, storage *time.Duration) 
 		l.DeployLease = b.policy.DefaultDeploy
 	}
 	l.LastUsed = now
-	return tx.PutLease(l)
+	return tx.Leases().Put(l)
 }
 
 func (b *leaseBook) used(tx store.Tx, h leaseHolder) error {
@@ -218,7 +218,7 @@ func (b *leaseBook) used(tx store.Tx, h leaseHolder) error {
 		return err
 	}
 	l.LastUsed = b.now().UTC()
-	return tx.PutLease(l)
+	return tx.Leases().Put(l)
 }
 
 func (b *leaseBook) deployed(tx store.Tx, configID int64, deploy *time.Duration) error {
@@ -235,7 +235,7 @@ func (b *leaseBook) deployed(tx store.Tx, configID int64, deploy *time.Duration)
 	if l.DeployLease > 0 {
 		l.DeployExpires = now.Add(l.DeployLease)
 	}
-	return tx.PutLease(l)
+	return tx.Leases().Put(l)
 }
 
 func (b *leaseBook) undeployed(tx store.Tx, configID int64) error {
@@ -245,7 +245,7 @@ func (b *leaseBook) undeployed(tx store.Tx, configID int64) error {
 	}
 	l.LastUsed = b.now().UTC()
 	l.DeployExpires = time.Time{}
-	return tx.PutLease(l)
+	return tx.Leases().Put(l)
 }
 
 func (b *leaseBook) view(tx store.Tx, h leaseHolder) LeaseView {
@@ -281,7 +281,7 @@ func (s Leases) Set(ctx context.Context, name string, ch LeaseChange) (*ConfigVi
 	var view *ConfigView
 	var object string
 	err := s.store.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
@@ -310,7 +310,7 @@ func (s Leases) Set(ctx context.Context, name string, ch LeaseChange) (*ConfigVi
 		if ch.UndeployAction != "" {
 			l.UndeployAction = ch.UndeployAction
 		}
-		if err := tx.PutLease(l); err != nil {
+		if err := tx.Leases().Put(l); err != nil {
 			return err
 		}
 		view, err = s.views.config(tx, c)
@@ -337,7 +337,7 @@ func (s Archives) SetLease(ctx context.Context, name string, storage time.Durati
 		if storage > 0 {
 			l.StorageExpires = s.now().Add(storage)
 		}
-		return tx.PutLease(l)
+		return tx.Leases().Put(l)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lease of archive %q: %w", name, err)
@@ -372,13 +372,13 @@ func describeLeaseChange(ch LeaseChange) string {
 func (s *core) leaseOf(tx store.Tx, object, name string) (*store.Lease, error) {
 	switch object {
 	case ObjectConfig, ObjectLibrary:
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return nil, err
 		}
 		return s.life.book.get(tx, configLease(c.ID))
 	case ObjectArchive:
-		a, err := tx.GetArchive(name)
+		a, err := tx.Archives().Get(name)
 		if err != nil {
 			return nil, err
 		}
@@ -446,7 +446,7 @@ func (l reaperLab) MarkExpired(ctx context.Context, object, name string, now tim
 			return errNotDue
 		}
 		ls.ExpiredAt = now
-		return tx.PutLease(ls)
+		return tx.Leases().Put(ls)
 	})
 	if errors.Is(err, errNotDue) {
 		return false, nil
@@ -464,7 +464,7 @@ func (l reaperLab) SetDeployExpires(ctx context.Context, object, name string, st
 		if start && ls.DeployLease > 0 {
 			ls.DeployExpires = now.Add(ls.DeployLease)
 		}
-		return tx.PutLease(ls)
+		return tx.Leases().Put(ls)
 	})
 }
 

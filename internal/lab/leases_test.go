@@ -65,17 +65,17 @@ func (e *env) restart(opts ...envOpt) *lab.Service {
 func (e *env) markDeployed(name string) {
 	e.t.Helper()
 	err := e.db.Update(context.Background(), func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
 		c.State = store.StateDeployed
-		if err := tx.UpdateConfig(c); err != nil {
+		if err := tx.Configs().Update(c); err != nil {
 			return err
 		}
 		for i := range c.VMs {
 			c.VMs[i].State = lab.VMStateRunning
-			if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+			if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
 				return err
 			}
 		}
@@ -447,11 +447,19 @@ type commitSpy struct {
 	committed *bool
 }
 
-func (c *commitSpy) UpdateOp(o *store.Op) error {
-	if o.Committed && o.Kind == c.kind {
-		*c.committed = true
+func (c *commitSpy) Ops() store.Ops { return opsSpy{Ops: c.Tx.Ops(), spy: c} }
+
+// opsSpy is the journal of a commitSpy's transaction.
+type opsSpy struct {
+	store.Ops
+	spy *commitSpy
+}
+
+func (o opsSpy) Update(op *store.Op) error {
+	if op.Committed && op.Kind == o.spy.kind {
+		*o.spy.committed = true
 	}
-	return c.Tx.UpdateOp(o)
+	return o.Ops.Update(op)
 }
 
 // TestKillAfterCommitKeepsTheLease kills the daemon right after each

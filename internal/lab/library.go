@@ -60,7 +60,7 @@ func (s Library) ListIn(ctx context.Context, workspace string) ([]ConfigView, er
 // GetLibraryEntry returns one library entry.
 func (s Library) Get(ctx context.Context, name string) (*ConfigView, error) {
 	return viewIn(ctx, s.store, func(tx store.Tx) (*ConfigView, error) {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return nil, errdefs.NotFound("library entry %q not found", name)
 		}
@@ -81,7 +81,7 @@ func (s Library) Delete(ctx context.Context, name string) error {
 // the caller wanted to do, for the error.
 func (s *core) requireKind(ctx context.Context, name, kind, what string) error {
 	return s.store.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			if kind == store.KindLibrary {
 				return errdefs.NotFound("library entry %q not found", name)
@@ -112,7 +112,7 @@ func (s *core) touch(ctx context.Context, object, name string) {
 			return err
 		}
 		l.LastUsed = s.now()
-		return tx.PutLease(l)
+		return tx.Leases().Put(l)
 	})
 	if err != nil {
 		s.log.Warn("mark used", "object", object, "name", name, "err", err)

@@ -31,7 +31,7 @@ func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, e
 		}
 		// Two networks sharing addresses would put the same route on two
 		// bridges and hand one address to two VMs.
-		others, err := tx.ListNetworks()
+		others, err := tx.Networks().List()
 		if err != nil {
 			return err
 		}
@@ -42,7 +42,7 @@ func (s Networks) Create(ctx context.Context, spec NetworkSpec) (*NetworkView, e
 		}
 		nw := &store.Network{Name: spec.Name, Subnet: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Pools: n.Pools,
 			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
-		if err := tx.CreateNetwork(nw); err != nil {
+		if err := tx.Networks().Create(nw); err != nil {
 			if errors.Is(err, errdefs.ErrConflict) {
 				return errdefs.Conflict("network %q already exists", spec.Name)
 			}
@@ -101,7 +101,7 @@ func (s Networks) Get(ctx context.Context, name string) (*NetworkView, error) {
 		return nil, err
 	}
 	return viewIn(ctx, s.store, func(tx store.Tx) (*NetworkView, error) {
-		nw, err := tx.GetNetwork(name)
+		nw, err := tx.Networks().Get(name)
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +120,7 @@ func (s Networks) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	err = s.update(ctx, func(tx store.Tx) error {
-		nw, err := tx.GetNetwork(name)
+		nw, err := tx.Networks().Get(name)
 		if err != nil {
 			return err
 		}
@@ -128,7 +128,7 @@ func (s Networks) Delete(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		cs, err := tx.ListConfigs()
+		cs, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}
@@ -146,14 +146,14 @@ func (s Networks) Delete(ctx context.Context, name string) error {
 		if len(users) > 0 {
 			return errdefs.Conflict("network %q is in use by configuration(s) %v", name, users)
 		}
-		allocs, err := tx.ListAllocations(nw.ID)
+		allocs, err := tx.Allocations().List(nw.ID)
 		if err != nil {
 			return err
 		}
 		if len(allocs) > 0 {
 			return errdefs.Conflict("network %q still has %d held address(es)", name, len(allocs))
 		}
-		return tx.DeleteNetwork(nw.ID)
+		return tx.Networks().Delete(nw.ID)
 	})
 	if err == nil {
 		s.events.record(ctx, ObjectNetwork, "delete", name, "")
@@ -241,7 +241,7 @@ func networkView(tx store.Tx, nw *store.Network, owners *nicOwners) (*NetworkVie
 	for _, p := range nw.Pools {
 		v.Pools = append(v.Pools, p.First.String()+"-"+p.Last.String())
 	}
-	allocs, err := tx.ListAllocations(nw.ID)
+	allocs, err := tx.Allocations().List(nw.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +254,7 @@ func networkView(tx store.Tx, nw *store.Network, owners *nicOwners) (*NetworkVie
 		switch {
 		case owners == nil:
 		case a.Kind == store.AllocInternal:
-			nics, err := tx.NICsWithAllocation(a.ID)
+			nics, err := tx.Allocations().NICs(a.ID)
 			if err != nil {
 				return nil, err
 			}
@@ -288,7 +288,7 @@ func (s *core) takeAddress(tx store.Tx, nw *store.Network, mode string, ip netip
 			return nil, err
 		}
 		a := &store.Allocation{NetworkID: nw.ID, IP: ip, Kind: store.AllocInternal}
-		if err := tx.CreateAllocation(a); err != nil {
+		if err := tx.Allocations().Create(a); err != nil {
 			if errors.Is(err, errdefs.ErrConflict) {
 				return nil, errdefs.Conflict("address %s on network %q is already held (see network show %s)", ip, nw.Name, nw.Name)
 			}

@@ -77,33 +77,33 @@ func owned(names *access.Names, workspaceID, ownerID int64, text string) (worksp
 
 func listTemplates(tx store.Tx, sc access.Scope) ([]store.Template, error) {
 	if sc.All {
-		return tx.ListTemplates()
+		return tx.Templates().List()
 	}
-	ts, err := tx.ListTemplatesVisible(sc.Viewer)
+	ts, err := tx.Visible().Templates(sc.Viewer)
 	return slices.DeleteFunc(ts, func(t store.Template) bool { return !sc.Keep(t.WorkspaceID) }), err
 }
 
 func listNetworks(tx store.Tx, sc access.Scope) ([]store.Network, error) {
 	if sc.All {
-		return tx.ListNetworks()
+		return tx.Networks().List()
 	}
-	ns, err := tx.ListNetworksVisible(sc.Viewer)
+	ns, err := tx.Visible().Networks(sc.Viewer)
 	return slices.DeleteFunc(ns, func(n store.Network) bool { return !sc.Keep(n.WorkspaceID) }), err
 }
 
 func listConfigs(tx store.Tx, sc access.Scope) ([]store.Config, error) {
 	if sc.All {
-		return tx.ListConfigs()
+		return tx.Configs().List()
 	}
-	cs, err := tx.ListConfigsVisible(sc.Viewer)
+	cs, err := tx.Visible().Configs(sc.Viewer)
 	return slices.DeleteFunc(cs, func(c store.Config) bool { return !sc.Keep(c.WorkspaceID) }), err
 }
 
 func listArchives(tx store.Tx, sc access.Scope) ([]store.Archive, error) {
 	if sc.All {
-		return tx.ListArchives()
+		return tx.Archives().List()
 	}
-	as, err := tx.ListArchivesVisible(sc.Viewer)
+	as, err := tx.Visible().Archives(sc.Viewer)
 	return slices.DeleteFunc(as, func(a store.Archive) bool { return !sc.Keep(a.WorkspaceID) }), err
 }
 

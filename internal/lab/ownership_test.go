@@ -36,18 +36,18 @@ func newPeople(t *testing.T, e *env) *people {
 	t.Helper()
 	p := &people{e: e, users: map[string]int64{}, ws: map[string]int64{}}
 	err := e.db.Update(context.Background(), func(tx store.Tx) error {
-		def, err := tx.GetOrg(store.DefaultOrg)
+		def, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		main, err := tx.GetWorkspace(def.ID, store.MainWorkspace)
+		main, err := tx.Workspaces().Get(def.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
 		p.ws["main"] = main.ID
 		for _, w := range []struct{ name, kind string }{{"team", store.WorkspaceShared}, {"priv", store.WorkspacePrivate}, {"other", store.WorkspaceShared}} {
 			ws := &store.Workspace{OrgID: def.ID, Name: w.name, Kind: w.kind}
-			if err := tx.CreateWorkspace(ws); err != nil {
+			if err := tx.Workspaces().Create(ws); err != nil {
 				return err
 			}
 			p.ws[w.name] = ws.ID
@@ -65,12 +65,12 @@ func newPeople(t *testing.T, e *env) *people {
 			if u.name == "alice" {
 				user.DefaultWorkspaceID = p.ws["team"]
 			}
-			if err := tx.CreateUser(user); err != nil {
+			if err := tx.Users().Create(user); err != nil {
 				return err
 			}
 			p.users[u.name] = user.ID
 			for ws, r := range u.roles {
-				if err := tx.PutMembership(&store.Membership{UserID: user.ID, WorkspaceID: p.ws[ws], Role: string(r)}); err != nil {
+				if err := tx.Memberships().Put(&store.Membership{UserID: user.ID, WorkspaceID: p.ws[ws], Role: string(r)}); err != nil {
 					return err
 				}
 			}
@@ -94,25 +94,25 @@ func (p *people) placed(t *testing.T, kind, name string) (ws, owner int64) {
 	err := p.e.db.View(context.Background(), func(tx store.Tx) error {
 		switch kind {
 		case "template":
-			o, err := tx.GetTemplate(name)
+			o, err := tx.Templates().Get(name)
 			if err != nil {
 				return err
 			}
 			ws, owner = o.WorkspaceID, o.OwnerID
 		case "network":
-			o, err := tx.GetNetwork(name)
+			o, err := tx.Networks().Get(name)
 			if err != nil {
 				return err
 			}
 			ws, owner = o.WorkspaceID, o.OwnerID
 		case "config":
-			o, err := tx.GetConfig(name)
+			o, err := tx.Configs().Get(name)
 			if err != nil {
 				return err
 			}
 			ws, owner = o.WorkspaceID, o.OwnerID
 		case "archive":
-			o, err := tx.GetArchive(name)
+			o, err := tx.Archives().Get(name)
 			if err != nil {
 				return err
 			}
@@ -263,11 +263,11 @@ func TestVisibilityAndSharing(t *testing.T) {
 		t.Errorf("pat clones secret before the share: %v, want not found", err)
 	}
 	if err := e.db.Update(context.Background(), func(tx store.Tx) error {
-		c, err := tx.GetConfig("secret")
+		c, err := tx.Configs().Get("secret")
 		if err != nil {
 			return err
 		}
-		return tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: p.users["pat"], Level: store.ShareChange})
+		return tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: p.users["pat"], Level: store.ShareChange})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -309,15 +309,15 @@ func counts(t *testing.T, e *env) string {
 	t.Helper()
 	var s string
 	err := e.db.View(context.Background(), func(tx store.Tx) error {
-		cs, err := tx.ListConfigs()
+		cs, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}
-		ls, err := tx.ListLayers()
+		ls, err := tx.Layers().List()
 		if err != nil {
 			return err
 		}
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		if err != nil {
 			return err
 		}
@@ -349,7 +349,7 @@ func TestQuotaRefusalChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := e.db.Update(context.Background(), func(tx store.Tx) error {
-		return tx.SetQuota(&store.Quota{Scope: store.QuotaScopeUser, ScopeID: p.users["alice"], StoredVMs: 3})
+		return tx.Quotas().Set(&store.Quota{Scope: store.QuotaScopeUser, ScopeID: p.users["alice"], StoredVMs: 3})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestConcurrentCreatesAtQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := e.db.Update(context.Background(), func(tx store.Tx) error {
-		return tx.SetQuota(&store.Quota{Scope: store.QuotaScopeWorkspace, ScopeID: p.ws["team"], StoredVMs: 2})
+		return tx.Quotas().Set(&store.Quota{Scope: store.QuotaScopeWorkspace, ScopeID: p.ws["team"], StoredVMs: 2})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -444,11 +444,11 @@ func TestDeployQuota(t *testing.T) {
 	setQuota := func(n int64) {
 		t.Helper()
 		if err := e.db.Update(context.Background(), func(tx store.Tx) error {
-			c, err := tx.GetConfig("a")
+			c, err := tx.Configs().Get("a")
 			if err != nil {
 				return err
 			}
-			return tx.SetQuota(&store.Quota{Scope: store.QuotaScopeWorkspace, ScopeID: c.WorkspaceID, DeployedVMs: n, VCPUs: 8})
+			return tx.Quotas().Set(&store.Quota{Scope: store.QuotaScopeWorkspace, ScopeID: c.WorkspaceID, DeployedVMs: n, VCPUs: 8})
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -327,7 +327,7 @@ func TestRollbackRemovesTemporaryFilesOfAnOlderDaemon(t *testing.T) {
 func putOp(t *testing.T, e *env, kind, subject string, created ...string) {
 	t.Helper()
 	if err := e.db.Update(context.Background(), func(tx store.Tx) error {
-		return tx.CreateOp(&store.Op{Kind: kind, Subject: subject, CreatedFiles: created})
+		return tx.Ops().Create(&store.Op{Kind: kind, Subject: subject, CreatedFiles: created})
 	}); err != nil {
 		t.Fatal(err)
 	}

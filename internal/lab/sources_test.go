@@ -59,7 +59,7 @@ func everyFile(t testing.TB, dir string) []string {
 func (e *env) noOps() {
 	e.t.Helper()
 	e.db.View(context.Background(), func(tx store.Tx) error {
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -297,7 +297,7 @@ func TestUploadCancelledLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		var ops []store.Op
-		e.db.View(context.Background(), func(tx store.Tx) (err error) { ops, err = tx.ListOps(); return })
+		e.db.View(context.Background(), func(tx store.Tx) (err error) { ops, err = tx.Ops().List(); return })
 		left := everyFile(t, filepath.Join(e.dir, "uploads"))
 		if len(ops) != 1 || ops[0].Kind != "upload" || len(left) != 1 || !containsSuffix(ops[0].CreatedFiles, left[0]) {
 			t.Fatalf("while uploading: journal %+v, files %v", ops, left)

@@ -25,15 +25,15 @@ type StatusView struct {
 func (s *Service) Status(ctx context.Context) (*StatusView, error) {
 	v := &StatusView{DataDir: s.dataDir, Accel: s.accel.Status()}
 	err := s.store.View(ctx, func(tx store.Tx) error {
-		ts, err := tx.ListTemplates()
+		ts, err := tx.Templates().List()
 		if err != nil {
 			return err
 		}
-		ns, err := tx.ListNetworks()
+		ns, err := tx.Networks().List()
 		if err != nil {
 			return err
 		}
-		cs, err := tx.ListConfigs()
+		cs, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}

@@ -107,7 +107,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 	unlock := s.locks.lock("template/" + spec.Name)
 	defer unlock()
 	if err := s.store.View(ctx, func(tx store.Tx) error {
-		_, err := tx.GetTemplate(spec.Name)
+		_, err := tx.Templates().Get(spec.Name)
 		if err == nil {
 			return errdefs.Conflict("template %q already exists", spec.Name)
 		}
@@ -186,17 +186,17 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		layers := make([]*store.Layer, len(layerPaths))
 		for i, p := range layerPaths {
 			layers[i] = &store.Layer{Path: p, Frozen: true, VirtualSize: sizes[i]}
-			if err := tx.CreateLayer(layers[i]); err != nil {
+			if err := tx.Layers().Create(layers[i]); err != nil {
 				return err
 			}
 			t.LayerIDs = append(t.LayerIDs, layers[i].ID)
 		}
-		if err := tx.CreateTemplate(t); err != nil {
+		if err := tx.Templates().Create(t); err != nil {
 			return err
 		}
 		for _, l := range layers {
 			l.TemplateID = t.ID
-			if err := tx.UpdateLayer(l); err != nil {
+			if err := tx.Layers().Update(l); err != nil {
 				return err
 			}
 		}
@@ -395,7 +395,7 @@ func (s Templates) ListIn(ctx context.Context, workspace string) ([]TemplateView
 // GetTemplate returns one template.
 func (s Templates) Get(ctx context.Context, name string) (*TemplateView, error) {
 	return viewIn(ctx, s.store, func(tx store.Tx) (*TemplateView, error) {
-		t, err := tx.GetTemplate(name)
+		t, err := tx.Templates().Get(name)
 		if err != nil {
 			return nil, err
 		}
@@ -411,7 +411,7 @@ func (s Templates) Delete(ctx context.Context, name string) error {
 	defer unlock()
 	var op *store.Op
 	err := s.update(ctx, func(tx store.Tx) error {
-		t, err := tx.GetTemplate(name)
+		t, err := tx.Templates().Get(name)
 		if err != nil {
 			return err
 		}
@@ -422,16 +422,16 @@ func (s Templates) Delete(ctx context.Context, name string) error {
 		if len(users) > 0 {
 			return errdefs.Conflict("template %q is in use by configuration(s) %v; delete them first", name, users)
 		}
-		if err := tx.DeleteTemplate(t.ID); err != nil {
+		if err := tx.Templates().Delete(t.ID); err != nil {
 			return err
 		}
 		for _, id := range t.LayerIDs {
-			l, err := tx.GetLayer(id)
+			l, err := tx.Layers().Get(id)
 			if err != nil {
 				return err
 			}
 			l.TemplateID = 0
-			if err := tx.UpdateLayer(l); err != nil {
+			if err := tx.Layers().Update(l); err != nil {
 				return err
 			}
 		}
@@ -445,7 +445,7 @@ func (s Templates) Delete(ctx context.Context, name string) error {
 			}
 		}
 		op = &store.Op{Kind: "delete-template", Subject: name}
-		if err := tx.CreateOp(op); err != nil {
+		if err := tx.Ops().Create(op); err != nil {
 			return err
 		}
 		return journal.Commit(tx, op, removed)
@@ -459,7 +459,7 @@ func (s Templates) Delete(ctx context.Context, name string) error {
 
 // templateUsers names the configurations with a VM made from template id.
 func templateUsers(tx store.Tx, id int64) ([]string, error) {
-	cs, err := tx.ListConfigs()
+	cs, err := tx.Configs().List()
 	if err != nil {
 		return nil, err
 	}
@@ -489,7 +489,7 @@ func (vs views) template(tx store.Tx, t *store.Template) (*TemplateView, error) 
 		v.Initrd = vs.abs(t.Initrd)
 	}
 	for _, id := range t.LayerIDs {
-		l, err := tx.GetLayer(id)
+		l, err := tx.Layers().Get(id)
 		if err != nil {
 			return nil, err
 		}

@@ -53,22 +53,22 @@ func TestNetworkUsageHidesConfigsOfOthers(t *testing.T) {
 	// The external addresses a deployment's fences would hold, written
 	// as the deployment writes them (allocation, then the NIC's link).
 	err := e.db.Update(context.Background(), func(tx store.Tx) error {
-		nw, err := tx.GetNetwork("tlan")
+		nw, err := tx.Networks().Get("tlan")
 		if err != nil {
 			return err
 		}
 		for i, name := range []string{"web", "bobs"} {
-			c, err := tx.GetConfig(name)
+			c, err := tx.Configs().Get(name)
 			if err != nil {
 				return err
 			}
 			a := &store.Allocation{NetworkID: nw.ID, IP: netip.AddrFrom4([4]byte{10, 9, 0, byte(40 + i)}), Kind: store.AllocExternal, Holder: "fence of " + name + " (a)"}
-			if err := tx.CreateAllocation(a); err != nil {
+			if err := tx.Allocations().Create(a); err != nil {
 				return err
 			}
 			n := c.VMs[0].NICs[0]
 			n.ExternalAllocationID = a.ID
-			if err := tx.UpdateNIC(&n); err != nil {
+			if err := tx.Configs().UpdateNIC(&n); err != nil {
 				return err
 			}
 		}
@@ -126,11 +126,11 @@ func (p *people) expiredConfig(t *testing.T, name, ws string, owner int64) {
 		t.Fatal(err)
 	}
 	err := p.e.db.Update(context.Background(), func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
-		return tx.SetOwnership(store.ObjectConfig, c.ID, p.ws[ws], owner)
+		return tx.Objects().SetOwnership(store.ObjectConfig, c.ID, p.ws[ws], owner)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -171,7 +171,7 @@ type QuotaUsage struct {
 	DiskBytes   int64
 }
 
-// Viewer is who a list is filtered for. LoadViewer builds it from the
+// Viewer is who a list is filtered for. Viewers.Load builds it from the
 // records; a caller may narrow it (a token restricted to one workspace
 // keeps only that workspace) but must not widen it.
 type Viewer struct {
@@ -205,7 +205,7 @@ type ObjectRef struct {
 }
 
 // Access is what deciding an action of one user on one object reads
-// (Directory.LoadAccess).
+// (Objects.Access).
 type Access struct {
 	Object ObjectRef
 	// Viewer has, of the user's memberships, only the one in the
@@ -216,151 +216,168 @@ type Access struct {
 	Shares []Share
 }
 
-// Directory is the part of Tx that keeps identities, ownership, sharing
-// and quotas. Conventions are Tx's: Create* sets ID and CreatedAt, a
-// missing record is ErrNotFound, a taken name or a reference to a missing
-// record is ErrConflict, and deleting what is still referred to is
-// ErrConflict naming what refers to it.
-type Directory interface {
-	// Organizations. DeleteOrg refuses while it has workspaces; its
-	// groups and administrators go with it.
-	CreateOrg(o *Org) error
-	GetOrg(name string) (*Org, error)
-	GetOrgByID(id int64) (*Org, error)
-	ListOrgs() ([]Org, error)
-	DeleteOrg(id int64) error
+// The directory's accessors of Tx. Conventions are Tx's.
 
-	// Workspaces. ListWorkspaces(0) lists those of every organization.
-	// UpdateWorkspace writes Name and Kind. DeleteWorkspace refuses while
-	// an object belongs to it; its memberships go with it.
-	CreateWorkspace(w *Workspace) error
-	GetWorkspace(orgID int64, name string) (*Workspace, error)
-	GetWorkspaceByID(id int64) (*Workspace, error)
-	ListWorkspaces(orgID int64) ([]Workspace, error)
-	UpdateWorkspace(w *Workspace) error
-	DeleteWorkspace(id int64) error
+// Orgs: organizations and their administrators. Delete refuses while the
+// organization has workspaces; its groups and administrators go with it.
+// AddAdmin of an admin is a no-op.
+type Orgs interface {
+	Create(o *Org) error
+	Get(name string) (*Org, error)
+	GetByID(id int64) (*Org, error)
+	List() ([]Org, error)
+	Delete(id int64) error
+	AddAdmin(orgID, userID int64) error
+	RemoveAdmin(orgID, userID int64) error
+	// Admins are the users who administer orgID; AdministeredBy the
+	// organizations userID administers.
+	Admins(orgID int64) ([]User, error)
+	AdministeredBy(userID int64) ([]Org, error)
+}
 
-	// Users. UpdateUser writes every field but ID and CreatedAt.
-	// DeleteUser refuses while the user owns objects; the user's
-	// memberships, group memberships, administrations, tokens, shares and
-	// quota go with them.
-	CreateUser(u *User) error
-	GetUser(name string) (*User, error)
-	GetUserByID(id int64) (*User, error)
-	GetUserByEmail(email string) (*User, error)
-	ListUsers() ([]User, error)
-	UpdateUser(u *User) error
-	DeleteUser(id int64) error
+// Workspaces. List(0) lists those of every organization. Update writes
+// Name and Kind. Delete refuses while an object belongs to the workspace;
+// its memberships go with it.
+type Workspaces interface {
+	Create(w *Workspace) error
+	Get(orgID int64, name string) (*Workspace, error)
+	GetByID(id int64) (*Workspace, error)
+	List(orgID int64) ([]Workspace, error)
+	Update(w *Workspace) error
+	Delete(id int64) error
+}
 
-	// Groups and their members. ListGroups(0) lists those of every
-	// organization. AddGroupMember of a member is a no-op.
-	CreateGroup(g *Group) error
-	GetGroup(orgID int64, name string) (*Group, error)
-	GetGroupByID(id int64) (*Group, error)
-	ListGroups(orgID int64) ([]Group, error)
-	DeleteGroup(id int64) error
-	AddGroupMember(groupID, userID int64) error
-	RemoveGroupMember(groupID, userID int64) error
-	ListGroupMembers(groupID int64) ([]User, error)
-	ListGroupsOfUser(userID int64) ([]Group, error)
+// Users. Update writes every field but ID and CreatedAt. Delete refuses
+// while the user owns objects; the user's memberships, group memberships,
+// administrations, tokens, shares and quota go with them.
+type Users interface {
+	Create(u *User) error
+	Get(name string) (*User, error)
+	GetByID(id int64) (*User, error)
+	GetByEmail(email string) (*User, error)
+	List() ([]User, error)
+	Update(u *User) error
+	Delete(id int64) error
+}
 
-	// Memberships: one per (user, workspace). PutMembership inserts it or
-	// replaces its role. Lists are ordered by workspace id (of a user) or
-	// user id (of a workspace).
-	PutMembership(m *Membership) error
-	GetMembership(userID, workspaceID int64) (*Membership, error)
-	DeleteMembership(userID, workspaceID int64) error
-	ListMembershipsOfUser(userID int64) ([]Membership, error)
-	ListMembershipsOfWorkspace(workspaceID int64) ([]Membership, error)
+// Groups and their members. List(0) lists those of every organization.
+// AddMember of a member is a no-op.
+type Groups interface {
+	Create(g *Group) error
+	Get(orgID int64, name string) (*Group, error)
+	GetByID(id int64) (*Group, error)
+	List(orgID int64) ([]Group, error)
+	Delete(id int64) error
+	AddMember(groupID, userID int64) error
+	RemoveMember(groupID, userID int64) error
+	// Members are the users of groupID; OfUser the groups of userID.
+	Members(groupID int64) ([]User, error)
+	OfUser(userID int64) ([]Group, error)
+}
 
-	// Organization administrators. AddOrgAdmin of an admin is a no-op.
-	AddOrgAdmin(orgID, userID int64) error
-	RemoveOrgAdmin(orgID, userID int64) error
-	ListOrgAdmins(orgID int64) ([]User, error)
-	ListOrgsAdministeredBy(userID int64) ([]Org, error)
+// Memberships: one per (user, workspace). Put inserts it or replaces its
+// role. Lists are ordered by workspace id (OfUser) or user id
+// (OfWorkspace).
+type Memberships interface {
+	Put(m *Membership) error
+	Get(userID, workspaceID int64) (*Membership, error)
+	Delete(userID, workspaceID int64) error
+	OfUser(userID int64) ([]Membership, error)
+	OfWorkspace(workspaceID int64) ([]Membership, error)
+}
 
-	// Tokens, ordered by CreatedAt then ID in ListTokens. RevokeToken
-	// keeps the first revocation time; TouchToken sets LastUsedAt.
-	// DeleteExpiredTokens deletes the tokens whose ExpiresAt is set and
-	// not after now, and returns how many.
-	CreateToken(tk *Token) error
-	GetToken(id string) (*Token, error)
-	ListTokens(userID int64) ([]Token, error)
-	RevokeToken(id string, at time.Time) error
-	TouchToken(id string, at time.Time) error
-	DeleteExpiredTokens(now time.Time) (int64, error)
+// Tokens, ordered by CreatedAt then ID in List. Revoke keeps the first
+// revocation time; Touch sets LastUsedAt. DeleteExpired deletes the
+// tokens whose ExpiresAt is set and not after now, and returns how many.
+type Tokens interface {
+	Create(tk *Token) error
+	Get(id string) (*Token, error)
+	List(userID int64) ([]Token, error)
+	Revoke(id string, at time.Time) error
+	Touch(id string, at time.Time) error
+	DeleteExpired(now time.Time) (int64, error)
+}
 
-	// Shares. PutShare inserts the share or replaces the level of the one
-	// the grantee has on the object, and sets s.ID (and CreatedAt when
-	// new). RemoveShare takes exactly one of userID and groupID.
-	PutShare(s *Share) error
-	RemoveShare(objectKind string, objectID, userID, groupID int64) error
-	ListSharesOf(objectKind string, objectID int64) ([]Share, error)
-	ListSharesToUser(userID int64) ([]Share, error)
-	ListSharesToGroup(groupID int64) ([]Share, error)
+// Shares. Put inserts the share or replaces the level of the one the
+// grantee has on the object, and sets s.ID (and CreatedAt when new).
+// Remove takes exactly one of userID and groupID.
+type Shares interface {
+	Put(s *Share) error
+	Remove(objectKind string, objectID, userID, groupID int64) error
+	// Of lists the shares of one object; ToUser and ToGroup those that
+	// name a grantee.
+	Of(objectKind string, objectID int64) ([]Share, error)
+	ToUser(userID int64) ([]Share, error)
+	ToGroup(groupID int64) ([]Share, error)
+}
 
-	// Quotas. GetQuota of a scope without one is ErrNotFound (no limit).
-	// SetQuota inserts or replaces. QuotaUse counts, for a user the
-	// objects they own and for a workspace the objects in it: stored VMs
-	// (the VMs of configurations and library entries), deployed VMs and
-	// their vCPUs and memory (VMs of configurations deploying, deployed or
-	// undeploying), and disk: the virtual sizes of the stored VMs' disks
-	// (their top layers; the store does not know allocated bytes) plus the
-	// sizes of archives.
-	SetQuota(q *Quota) error
-	GetQuota(scope string, scopeID int64) (*Quota, error)
-	DeleteQuota(scope string, scopeID int64) error
-	QuotaUse(scope string, scopeID int64) (QuotaUsage, error)
+// Quotas. Get of a scope without one is ErrNotFound (no limit). Set
+// inserts or replaces. Use counts, for a user the objects they own and for
+// a workspace the objects in it: stored VMs (the VMs of configurations
+// and library entries), deployed VMs and their vCPUs and memory (VMs of
+// configurations deploying, deployed or undeploying), and disk: the
+// virtual sizes of the stored VMs' disks (their top layers; the store
+// does not know allocated bytes) plus the sizes of archives.
+type Quotas interface {
+	Set(q *Quota) error
+	Get(scope string, scopeID int64) (*Quota, error)
+	Delete(scope string, scopeID int64) error
+	Use(scope string, scopeID int64) (QuotaUsage, error)
+}
 
-	// SetOwnership moves an object (Object*) to a workspace and owner
-	// (0: none).
+// Viewers read what the visibility rule needs of a user. LoadIn reads the
+// same as Load but keeps in Workspaces only the membership in workspaceID
+// (if any): what a decision on one object of that workspace reads,
+// whatever the number of the user's memberships.
+type Viewers interface {
+	Load(userID int64) (*Viewer, error)
+	LoadIn(userID, workspaceID int64) (*Viewer, error)
+}
+
+// Objects are the objects of a workspace (Object*; library entries are
+// ObjectConfig) as placement and permission decisions see them.
+type Objects interface {
+	// SetOwnership moves an object to a workspace and owner (0: none).
 	SetOwnership(objectKind string, objectID, workspaceID, ownerID int64) error
+	// Ref looks up the object of objectKind named name: ErrNotFound
+	// when there is none, ErrInvalid for an unknown kind. It reads one
+	// row, where a Get would read the whole object (a configuration's
+	// VMs, disks and NICs).
+	Ref(objectKind, name string) (ObjectRef, error)
+	// Access reads, in one statement, what deciding an action of userID
+	// on the object of objectKind named name reads: the object as Ref
+	// finds it, the user's viewer as Viewers.LoadIn(userID, the object's
+	// workspace) loads it, and the object's shares that name the user or
+	// one of its groups, ordered by ID. ErrNotFound when the object or
+	// the user does not exist; ErrInvalid for an unknown kind.
+	Access(userID int64, objectKind, name string) (*Access, error)
+	// Visible answers the rule of the Visible lists for one object
+	// (false when it does not exist).
+	Visible(v Viewer, objectKind string, objectID int64) (bool, error)
+}
 
-	// LoadViewer reads what the visibility rule needs of a user.
-	// LoadViewerIn reads the same but keeps in Workspaces only the
-	// membership in workspaceID (if any): what a decision on one object
-	// of that workspace reads, whatever the number of the user's
-	// memberships.
-	LoadViewer(userID int64) (*Viewer, error)
-	LoadViewerIn(userID, workspaceID int64) (*Viewer, error)
-
-	// ObjectRef looks up the object of objectKind (Object*; library
-	// entries are ObjectConfig) named name: ErrNotFound when there is none,
-	// ErrInvalid for an unknown kind. It reads one row, where Get* would
-	// read the whole object (a configuration's VMs, disks and NICs).
-	ObjectRef(objectKind, name string) (ObjectRef, error)
-	// LoadAccess reads, in one statement, what deciding an action of
-	// userID on the object of objectKind named name reads: the object as
-	// ObjectRef finds it, the user's viewer as LoadViewerIn(userID, the
-	// object's workspace) loads it, and the object's shares that name
-	// the user or one of its groups, ordered by ID. ErrNotFound when the
-	// object or the user does not exist; ErrInvalid for an unknown kind.
-	LoadAccess(userID int64, objectKind, name string) (*Access, error)
-
-	// Lists filtered, in their query, to what v may see, ordered by ID
-	// like their unfiltered forms. An object is visible to v when v is a
-	// system administrator; or administers the organization of the
-	// object's workspace; or is a member of the object's workspace and the
-	// workspace is shared or v owns the object; or a share on the object
-	// names v or one of v's groups. ObjectVisible answers the same rule
-	// for one object (false when it does not exist).
-	ListConfigsVisible(v Viewer) ([]Config, error)
-	ListTemplatesVisible(v Viewer) ([]Template, error)
-	ListNetworksVisible(v Viewer) ([]Network, error)
-	ListArchivesVisible(v Viewer) ([]Archive, error)
-	ObjectVisible(v Viewer, objectKind string, objectID int64) (bool, error)
-
-	// ListEventsVisible is ListEvents filtered, in its query, to the
-	// events f selects; EventVisible answers the same for the event with
-	// id (false when there is none).
-	ListEventsVisible(f EventFilter, afterID int64, limit int) ([]Event, error)
-	EventVisible(f EventFilter, id int64) (bool, error)
+// Visible lists are filtered, in their query, to what v may see, ordered
+// by ID like their unfiltered forms. An object is visible to v when v is
+// a system administrator; or administers the organization of the object's
+// workspace; or is a member of the object's workspace and the workspace is
+// shared or v owns the object; or a share on the object names v or one of
+// v's groups.
+type Visible interface {
+	Configs(v Viewer) ([]Config, error)
+	Templates(v Viewer) ([]Template, error)
+	Networks(v Viewer) ([]Network, error)
+	Archives(v Viewer) ([]Archive, error)
+	// Events is Events.List filtered, in its query, to the events f
+	// selects; Event answers the same for the event with id (false when
+	// there is none).
+	Events(f EventFilter, afterID int64, limit int) ([]Event, error)
+	Event(f EventFilter, id int64) (bool, error)
 }
 
 // EventFilter selects the events one reader sees: those Actor caused, and
 // those whose object (Event.Object "config" or "library", "template",
 // "network" or "archive", named by Event.Subject) exists and is visible to
-// Viewer by the rule of the List*Visible. An event names its object, not
+// Viewer by the rule of Visible. An event names its object, not
 // its id: the events of a deleted object are Actor's only, and those of an
 // object deleted and made again under its name go with the new one.
 type EventFilter struct {

@@ -7,6 +7,10 @@
 // Errors: a missing record is errdefs.ErrNotFound; a unique constraint
 // violation (duplicate name, IP, MAC, path) is errdefs.ErrConflict. Both are
 // wrapped with the name of the thing.
+//
+// store/sqlstore holds the record code of both SQL stores once, over a
+// connection and a dialect; store/storetest is the conformance suite every
+// implementation passes.
 package store
 
 import (
@@ -27,109 +31,155 @@ type Store interface {
 	Close() error
 }
 
-// Tx is one transaction. Create* methods set the ID (and CreatedAt when zero)
-// of the record they are given. List* methods return records ordered by ID.
+// Tx is one transaction: an accessor a kind of record, each a small
+// interface (tx.Templates().Get(name), tx.Configs().UpdateNIC(n)).
+// Conventions of every accessor: Create sets the ID (and CreatedAt when
+// zero) of the record it is given; List returns records ordered by ID; a
+// missing record is ErrNotFound; a taken name or a reference to a
+// missing record is ErrConflict, and deleting what is still referred to
+// is ErrConflict naming what refers to it.
 type Tx interface {
-	// Directory: organizations, workspaces, users, groups, memberships,
-	// tokens, shares, quotas, and the lists filtered by who may see them
-	// (identity.go).
-	Directory
+	Templates() Templates
+	Layers() Layers
+	Networks() Networks
+	Allocations() Allocations
+	Configs() Configs
+	Ops() Ops
+	Archives() Archives
+	Leases() Leases
+	Events() Events
+	Hosts() Hosts
 
-	// Templates. DeleteTemplate does not touch the template's layers.
-	CreateTemplate(t *Template) error
-	GetTemplate(name string) (*Template, error)
-	GetTemplateByID(id int64) (*Template, error)
-	ListTemplates() ([]Template, error)
-	DeleteTemplate(id int64) error
+	// The directory: who is who, and who may see what (identity.go).
+	Orgs() Orgs
+	Workspaces() Workspaces
+	Users() Users
+	Groups() Groups
+	Memberships() Memberships
+	Tokens() Tokens
+	Shares() Shares
+	Quotas() Quotas
+	Viewers() Viewers
+	Objects() Objects
+	Visible() Visible
+}
 
-	// Layers. Path is unique.
-	CreateLayer(l *Layer) error
-	GetLayer(id int64) (*Layer, error)
-	ListLayers() ([]Layer, error)
-	// UpdateLayer writes Frozen, TemplateID and VirtualSize.
-	UpdateLayer(l *Layer) error
-	DeleteLayer(id int64) error
-	// LayerChildren returns the layers whose ParentID is id.
-	LayerChildren(id int64) ([]Layer, error)
+// Templates. Delete does not touch the template's layers.
+type Templates interface {
+	Create(t *Template) error
+	Get(name string) (*Template, error)
+	GetByID(id int64) (*Template, error)
+	List() ([]Template, error)
+	Delete(id int64) error
+}
+
+// Layers. Path is unique.
+type Layers interface {
+	Create(l *Layer) error
+	Get(id int64) (*Layer, error)
+	List() ([]Layer, error)
+	// Update writes Frozen, TemplateID and VirtualSize.
+	Update(l *Layer) error
+	Delete(id int64) error
+	// Children returns the layers whose ParentID is id.
+	Children(id int64) ([]Layer, error)
 	// DisksWithTop returns the disks whose TopLayerID is id.
 	DisksWithTop(id int64) ([]Disk, error)
+}
 
-	// Networks. Name is unique.
-	CreateNetwork(n *Network) error
-	GetNetwork(name string) (*Network, error)
-	GetNetworkByID(id int64) (*Network, error)
-	ListNetworks() ([]Network, error)
-	DeleteNetwork(id int64) error
+// Networks. Name is unique.
+type Networks interface {
+	Create(n *Network) error
+	Get(name string) (*Network, error)
+	GetByID(id int64) (*Network, error)
+	List() ([]Network, error)
+	Delete(id int64) error
+}
 
-	// IP allocations: (NetworkID, IP) is unique, so a second allocation of a
-	// held address fails with ErrConflict.
-	CreateAllocation(a *Allocation) error
-	GetAllocation(id int64) (*Allocation, error)
-	ListAllocations(networkID int64) ([]Allocation, error)
-	DeleteAllocation(id int64) error
-	// NICsWithAllocation returns the NICs that carry allocation id (its family).
-	NICsWithAllocation(id int64) ([]NIC, error)
+// Allocations of IP addresses: (NetworkID, IP) is unique, so a second
+// allocation of a held address fails with ErrConflict.
+type Allocations interface {
+	Create(a *Allocation) error
+	Get(id int64) (*Allocation, error)
+	// List returns the allocations of one network.
+	List(networkID int64) ([]Allocation, error)
+	Delete(id int64) error
+	// NICs returns the NICs that carry allocation id (its family).
+	NICs(id int64) ([]NIC, error)
+}
 
-	// Configurations are aggregates: Create and Get include VMs with their
-	// disks and NICs. Name is unique; MAC is unique over all NICs.
-	CreateConfig(c *Config) error
-	GetConfig(name string) (*Config, error)
-	GetConfigByID(id int64) (*Config, error)
-	ListConfigs() ([]Config, error)
-	// UpdateConfig writes the configuration's own fields (not its VMs).
-	UpdateConfig(c *Config) error
-	// DeleteConfig deletes the configuration with its VMs, disks and NICs.
-	DeleteConfig(id int64) error
+// Configs: configurations are aggregates: Create and Get include VMs with
+// their disks and NICs. Name is unique; MAC is unique over all NICs.
+type Configs interface {
+	Create(c *Config) error
+	Get(name string) (*Config, error)
+	GetByID(id int64) (*Config, error)
+	List() ([]Config, error)
+	// Update writes the configuration's own fields (not its VMs).
+	Update(c *Config) error
+	// Delete deletes the configuration with its VMs, disks and NICs.
+	Delete(id int64) error
 	// UpdateVM writes the VM's own fields (state, CPUs, memory).
 	UpdateVM(v *VM) error
 	// SetDiskTop points a disk at a new top layer.
 	SetDiskTop(diskID, layerID int64) error
 	// UpdateNIC writes MAC, IPMode, IP, AllocationID and ExternalAllocationID.
 	UpdateNIC(n *NIC) error
+}
 
-	// The operation journal (see Op).
-	CreateOp(o *Op) error
-	UpdateOp(o *Op) error
-	DeleteOp(id int64) error
-	ListOps() ([]Op, error)
+// Ops is the operation journal (see Op).
+type Ops interface {
+	Create(o *Op) error
+	Update(o *Op) error
+	Delete(id int64) error
+	List() ([]Op, error)
+}
 
-	// Archives. Name and Dir are unique.
-	CreateArchive(a *Archive) error
-	GetArchive(name string) (*Archive, error)
-	ListArchives() ([]Archive, error)
-	DeleteArchive(id int64) error
+// Archives. Name and Dir are unique.
+type Archives interface {
+	Create(a *Archive) error
+	Get(name string) (*Archive, error)
+	List() ([]Archive, error)
+	Delete(id int64) error
+}
 
-	// Leases: at most one per configuration and one per archive; deleting
-	// the configuration or archive deletes its lease.
-	// PutLease inserts or replaces the lease of l.ConfigID or l.ArchiveID
+// Leases: at most one per configuration and one per archive; deleting the
+// configuration or archive deletes its lease.
+type Leases interface {
+	// Put inserts or replaces the lease of l.ConfigID or l.ArchiveID
 	// (exactly one is set) and sets l.ID.
-	PutLease(l *Lease) error
-	LeaseOfConfig(configID int64) (*Lease, error)
-	LeaseOfArchive(archiveID int64) (*Lease, error)
-	ListLeases() ([]Lease, error)
+	Put(l *Lease) error
+	OfConfig(configID int64) (*Lease, error)
+	OfArchive(archiveID int64) (*Lease, error)
+	List() ([]Lease, error)
+}
 
-	// Events, the log of state changes. AddEvent sets ID (increasing) and
-	// At when zero. ListEvents returns up to limit events with ID > afterID
-	// in ID order (limit <= 0: all). DeleteEventsBefore deletes events
-	// older than t and returns how many.
-	AddEvent(e *Event) error
-	ListEvents(afterID int64, limit int) ([]Event, error)
-	DeleteEventsBefore(t time.Time) (int64, error)
+// Events, the log of state changes.
+type Events interface {
+	// Add sets ID (increasing) and At when zero.
+	Add(e *Event) error
+	// List returns up to limit events with ID > afterID in ID order
+	// (limit <= 0: all).
+	List(afterID int64, limit int) ([]Event, error)
+	// DeleteBefore deletes events older than t and returns how many.
+	DeleteBefore(t time.Time) (int64, error)
+}
 
-	// Hosts: the daemons sharing the store, one per name (see Host).
-	// RegisterHost inserts h, or updates the host of that name: its
+// Hosts: the daemons sharing the store, one per name (see Host).
+type Hosts interface {
+	// Register inserts h, or updates the host of that name: its
 	// advertise URL, capacity, StartedAt and LastSeen; a removed host that
 	// registers again is active, an active or draining one keeps its
 	// state. It sets h.ID, h.State and h.CreatedAt.
-	RegisterHost(h *Host) error
-	GetHost(name string) (*Host, error)
-	// ListHosts returns every host, removed ones too, ordered by ID.
-	ListHosts() ([]Host, error)
-	// TouchHost sets the host's LastSeen (its heartbeat).
-	TouchHost(name string, at time.Time) error
-	// SetHostState sets the host's State: HostActive, HostDraining or
+	Register(h *Host) error
+	Get(name string) (*Host, error)
+	// List returns every host, removed ones too, ordered by ID.
+	List() ([]Host, error)
+	// Touch sets the host's LastSeen (its heartbeat).
+	Touch(name string, at time.Time) error
+	// SetState sets the host's State: HostActive, HostDraining or
 	// HostRemoved (anything else is ErrInvalid).
-	SetHostState(name, state string) error
+	SetState(name, state string) error
 }
 
 // Template is a read-only VM image: base layers plus hardware defaults.
@@ -149,7 +199,7 @@ type Template struct {
 	CreatedAt time.Time
 	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
 	// none (an object made before workspaces existed, or the system's).
-	// Create* writes them; SetOwnership changes them.
+	// Create writes them; Objects.SetOwnership changes them.
 	WorkspaceID int64
 	OwnerID     int64
 }
@@ -181,7 +231,7 @@ type Network struct {
 	CreatedAt time.Time
 	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
 	// none (an object made before workspaces existed, or the system's).
-	// Create* writes them; SetOwnership changes them.
+	// Create writes them; Objects.SetOwnership changes them.
 	WorkspaceID int64
 	OwnerID     int64
 }
@@ -245,13 +295,13 @@ type Config struct {
 	VMs       []VM
 	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
 	// none (an object made before workspaces existed, or the system's).
-	// Create* writes them; SetOwnership changes them.
+	// Create writes them; Objects.SetOwnership changes them.
 	WorkspaceID int64
 	OwnerID     int64
 	// Host is the name of the host (see Host) the configuration was last
 	// deployed on: where its VMs run while it is deployed, and its saved
 	// states and writable layers stay. "" is never deployed, or deployed
-	// before hosts were recorded. Create and UpdateConfig write it.
+	// before hosts were recorded. Configs.Create and Configs.Update write it.
 	Host string
 }
 
@@ -334,7 +384,7 @@ type Archive struct {
 	CreatedAt time.Time
 	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
 	// none (an object made before workspaces existed, or the system's).
-	// Create* writes them; SetOwnership changes them.
+	// Create writes them; Objects.SetOwnership changes them.
 	WorkspaceID int64
 	OwnerID     int64
 }

@@ -151,7 +151,7 @@ func (l Lab) workspaces(ctx context.Context) ([]string, error) {
 	err = l.Store.View(ctx, func(tx store.Tx) error {
 		names := access.NewNames(tx)
 		if all {
-			ws, err := tx.ListWorkspaces(0)
+			ws, err := tx.Workspaces().List(0)
 			if err != nil {
 				return err
 			}
@@ -200,7 +200,7 @@ func (l Lab) history(ctx context.Context, kind, name string) (out []events.View,
 			return err
 		}
 		for hi := latest; hi > 0 && len(out) < historyMax && latest-hi < historyWindow*historyWindows; hi -= historyWindow {
-			es, err := tx.ListEvents(max(hi-historyWindow, 0), historyWindow)
+			es, err := tx.Events().List(max(hi-historyWindow, 0), historyWindow)
 			if err != nil {
 				return err
 			}
@@ -247,7 +247,7 @@ func latestEventID(tx store.Tx) (int64, error) {
 	// after(k) reports whether an event with an id above k exists: true
 	// exactly for k below the newest id.
 	after := func(k int64) (bool, error) {
-		es, err := tx.ListEvents(k, 1)
+		es, err := tx.Events().List(k, 1)
 		return len(es) > 0, err
 	}
 	if ok, err := after(0); err != nil || !ok {

@@ -162,7 +162,7 @@ func (p *adminPages) usersPage(w http.ResponseWriter, r *http.Request) {
 	me, _ := auth.FromContext(ctx)
 	var d usersData
 	err := p.lab.Store.View(ctx, func(tx store.Tx) error {
-		us, err := tx.ListUsers()
+		us, err := tx.Users().List()
 		if err != nil {
 			return err
 		}
@@ -252,7 +252,7 @@ func (p *adminPages) orgsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var d orgsData
 	err = p.lab.Store.View(ctx, func(tx store.Tx) error {
-		orgs, err := tx.ListOrgs()
+		orgs, err := tx.Orgs().List()
 		if err != nil {
 			return err
 		}
@@ -261,14 +261,14 @@ func (p *adminPages) orgsPage(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			row := orgRow{Name: o.Name}
-			admins, err := tx.ListOrgAdmins(o.ID)
+			admins, err := tx.Orgs().Admins(o.ID)
 			if err != nil {
 				return err
 			}
 			for _, u := range admins {
 				row.Admins = append(row.Admins, u.Name)
 			}
-			wss, err := tx.ListWorkspaces(o.ID)
+			wss, err := tx.Workspaces().List(o.ID)
 			if err != nil {
 				return err
 			}
@@ -330,7 +330,7 @@ func (p *adminPages) workspacesPage(w http.ResponseWriter, r *http.Request) {
 	var d workspacesData
 	var orgNames []string
 	err = p.lab.Store.View(ctx, func(tx store.Tx) error {
-		wss, err := tx.ListWorkspaces(0)
+		wss, err := tx.Workspaces().List(0)
 		if err != nil {
 			return err
 		}
@@ -341,11 +341,11 @@ func (p *adminPages) workspacesPage(w http.ResponseWriter, r *http.Request) {
 			if !orgAdmin && !slices.Contains(a.workspaces, ws.ID) {
 				continue
 			}
-			o, err := tx.GetOrgByID(ws.OrgID)
+			o, err := tx.Orgs().GetByID(ws.OrgID)
 			if err != nil {
 				return err
 			}
-			ms, err := tx.ListMembershipsOfWorkspace(ws.ID)
+			ms, err := tx.Memberships().OfWorkspace(ws.ID)
 			if err != nil {
 				return err
 			}
@@ -356,7 +356,7 @@ func (p *adminPages) workspacesPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if a.system { // every organization, even one without workspaces
-			orgs, err := tx.ListOrgs()
+			orgs, err := tx.Orgs().List()
 			if err != nil {
 				return err
 			}
@@ -428,32 +428,32 @@ func (p *adminPages) workspaceAdminPage(w http.ResponseWriter, r *http.Request) 
 	}
 	d := workspaceData{Org: org, Name: name, Ref: ref}
 	err = p.lab.Store.View(ctx, func(tx store.Tx) error {
-		o, err := tx.GetOrg(org)
+		o, err := tx.Orgs().Get(org)
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(o.ID, name)
+		ws, err := tx.Workspaces().Get(o.ID, name)
 		if err != nil {
 			return err
 		}
 		d.Kind = ws.Kind
-		ms, err := tx.ListMembershipsOfWorkspace(ws.ID)
+		ms, err := tx.Memberships().OfWorkspace(ws.ID)
 		if err != nil {
 			return err
 		}
 		for _, m := range ms {
-			u, err := tx.GetUserByID(m.UserID)
+			u, err := tx.Users().GetByID(m.UserID)
 			if err != nil {
 				return err
 			}
 			d.Members = append(d.Members, memberRow{User: u.Name, Role: m.Role})
 		}
-		if q, err := tx.GetQuota(store.QuotaScopeWorkspace, ws.ID); err == nil {
+		if q, err := tx.Quotas().Get(store.QuotaScopeWorkspace, ws.ID); err == nil {
 			d.Quota = q
 		} else if errdefs.Kind(err) != errdefs.ErrNotFound {
 			return err
 		}
-		d.Usage, err = tx.QuotaUse(store.QuotaScopeWorkspace, ws.ID)
+		d.Usage, err = tx.Quotas().Use(store.QuotaScopeWorkspace, ws.ID)
 		return err
 	})
 	if err != nil {

@@ -115,18 +115,18 @@ func (p *consolePages) consoleLinks(ctx context.Context, config, vm string) ([]l
 	var out []linkRow
 	now := time.Now()
 	err := p.lab.Store.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(config)
+		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return err
 		}
 		users := []store.User{{ID: id.UserID, Name: id.Name}}
 		if id.SystemAdmin && id.Restrict == nil {
-			if users, err = tx.ListUsers(); err != nil {
+			if users, err = tx.Users().List(); err != nil {
 				return err
 			}
 		}
 		for _, u := range users {
-			tks, err := tx.ListTokens(u.ID)
+			tks, err := tx.Tokens().List(u.ID)
 			if err != nil {
 				return err
 			}

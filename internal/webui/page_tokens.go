@@ -31,7 +31,7 @@ func (p *accountPages) tokensPage(w http.ResponseWriter, r *http.Request) {
 	if id.UserID != 0 && p.lab.Store != nil {
 		now := time.Now()
 		err := p.lab.Store.View(ctx, func(tx store.Tx) error {
-			tks, err := tx.ListTokens(id.UserID)
+			tks, err := tx.Tokens().List(id.UserID)
 			if err != nil {
 				return err
 			}

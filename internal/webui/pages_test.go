@@ -43,11 +43,11 @@ func objectLab(t *testing.T) *console {
 		t.Fatalf("archive web-arch: %v %+v", err, j)
 	}
 	err = c.Store().Update(ctx, func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		return tx.CreateWorkspace(&store.Workspace{OrgID: org.ID, Name: "w2", Kind: store.WorkspaceShared})
+		return tx.Workspaces().Create(&store.Workspace{OrgID: org.ID, Name: "w2", Kind: store.WorkspaceShared})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -429,7 +429,7 @@ func TestOIDCSignInLandsOnNext(t *testing.T) {
 	l := apitest.New(t).Seed(t)
 	u := l.User(t, "alice", true)
 	u.Email = "alice@example.test"
-	if err := l.Store().Update(context.Background(), func(tx store.Tx) error { return tx.UpdateUser(u) }); err != nil {
+	if err := l.Store().Update(context.Background(), func(tx store.Tx) error { return tx.Users().Update(u) }); err != nil {
 		t.Fatal(err)
 	}
 	h := api.NewLabHandler(l.API(), slog.New(slog.NewTextHandler(io.Discard, nil)))

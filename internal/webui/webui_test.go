@@ -52,15 +52,15 @@ func (c *console) member(t testing.TB, user, role string) string {
 	t.Helper()
 	u := c.User(t, user, false)
 	err := c.Store().Update(context.Background(), func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		ws, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		ws, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
-		return tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: role})
+		return tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: role})
 	})
 	if err != nil {
 		t.Fatal(err)

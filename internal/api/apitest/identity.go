@@ -48,11 +48,11 @@ func (l *Lab) User(tb testing.TB, name string, systemAdmin bool) *store.User {
 	var u *store.User
 	err := l.Store().Update(context.Background(), func(tx store.Tx) error {
 		var err error
-		if u, err = tx.GetUser(name); err == nil {
+		if u, err = tx.Users().Get(name); err == nil {
 			return nil
 		}
 		u = &store.User{Name: name, SystemAdmin: systemAdmin}
-		return tx.CreateUser(u)
+		return tx.Users().Create(u)
 	})
 	if err != nil {
 		tb.Fatalf("user %s: %v", name, err)
@@ -74,11 +74,11 @@ func (l *Lab) Token(tb testing.TB, user string, o TokenOptions) string {
 	tk := &store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: kind, Name: "test", ExpiresAt: o.Expires,
 		RestrictWorkspaceID: o.Workspace, RestrictRole: o.Role}
 	err := l.Store().Update(context.Background(), func(tx store.Tx) error {
-		if err := tx.CreateToken(tk); err != nil {
+		if err := tx.Tokens().Create(tk); err != nil {
 			return err
 		}
 		if o.Revoked {
-			return tx.RevokeToken(id, time.Now())
+			return tx.Tokens().Revoke(id, time.Now())
 		}
 		return nil
 	})

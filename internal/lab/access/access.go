@@ -125,7 +125,7 @@ func (c *Checker) Explain(ctx context.Context, user string, action auth.Action, 
 	caller, hasCaller := auth.FromContext(ctx)
 	var d auth.Decision
 	err := c.store.View(ctx, func(tx store.Tx) error {
-		u, err := tx.GetUser(user)
+		u, err := tx.Users().Get(user)
 		if err != nil {
 			return err
 		}
@@ -202,7 +202,7 @@ func (c *Checker) Scope(ctx context.Context, kind string) (Scope, error) {
 	}
 	var s Scope
 	err := c.store.View(ctx, func(tx store.Tx) error {
-		v, err := c.viewer(id, tx.LoadViewer)
+		v, err := c.viewer(id, tx.Viewers().Load)
 		if err != nil {
 			return err
 		}
@@ -215,7 +215,7 @@ func (c *Checker) Scope(ctx context.Context, kind string) (Scope, error) {
 			// Only the one workspace: as an admin of it (the system's, its
 			// organization's or its own admin) every object in it, else
 			// the membership as it is.
-			ws, err := tx.GetWorkspaceByID(r.WorkspaceID)
+			ws, err := tx.Workspaces().GetByID(r.WorkspaceID)
 			if err != nil {
 				s.Nothing = true
 				return nil
@@ -328,7 +328,7 @@ func (c *Checker) input(tx store.Tx, id auth.Identity, action auth.Action, obj R
 // one in workspace ws: the only one Decide reads for an object in ws (a
 // user with many memberships costs no more than one with one).
 func (c *Checker) viewerIn(tx store.Tx, id auth.Identity, ws int64) (*store.Viewer, error) {
-	return c.viewer(id, func(userID int64) (*store.Viewer, error) { return tx.LoadViewerIn(userID, ws) })
+	return c.viewer(id, func(userID int64) (*store.Viewer, error) { return tx.Viewers().LoadIn(userID, ws) })
 }
 
 // setActor fills in the actor of in from the identity and its viewer.
@@ -386,8 +386,8 @@ func (c *Checker) object(tx store.Tx, id auth.Identity, obj Ref, in *auth.Input)
 	if id.UserID == 0 {
 		// The unix peer root: no user, so no viewer to read and no
 		// share that reaches it.
-		r, err = tx.ObjectRef(storeKind, obj.Name)
-	} else if a, err = tx.LoadAccess(id.UserID, storeKind, obj.Name); err == nil {
+		r, err = tx.Objects().Ref(storeKind, obj.Name)
+	} else if a, err = tx.Objects().Access(id.UserID, storeKind, obj.Name); err == nil {
 		r = a.Object
 	}
 	if err != nil {
@@ -483,12 +483,12 @@ func JobObject(j jobs.Job) (kind, name string) {
 func ResolveWorkspace(tx store.Tx, userID int64, name string) (*store.Workspace, error) {
 	if name == "" {
 		if userID != 0 {
-			u, err := tx.GetUserByID(userID)
+			u, err := tx.Users().GetByID(userID)
 			if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 				return nil, err
 			}
 			if u != nil && u.DefaultWorkspaceID != 0 {
-				ws, err := tx.GetWorkspaceByID(u.DefaultWorkspaceID)
+				ws, err := tx.Workspaces().GetByID(u.DefaultWorkspaceID)
 				if err == nil {
 					return ws, nil
 				}
@@ -503,14 +503,14 @@ func ResolveWorkspace(tx store.Tx, userID int64, name string) (*store.Workspace,
 	if !ok {
 		orgName, wsName = store.DefaultOrg, name
 	}
-	org, err := tx.GetOrg(orgName)
+	org, err := tx.Orgs().Get(orgName)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, errdefs.NotFound("workspace %q not found (no organization %q)", name, orgName)
 	}
 	if err != nil {
 		return nil, err
 	}
-	ws, err := tx.GetWorkspace(org.ID, wsName)
+	ws, err := tx.Workspaces().Get(org.ID, wsName)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, errdefs.NotFound("workspace %q not found", name)
 	}

@@ -40,23 +40,23 @@ func newWorld(t testing.TB) *world {
 	t.Cleanup(jm.Close)
 	w := &world{t: t, db: db, chk: access.New(db, nil).WithJobs(jm), jobs: jm, users: map[string]int64{}, ws: map[string]*store.Workspace{}}
 	w.update(func(tx store.Tx) error {
-		def, err := tx.GetOrg(store.DefaultOrg)
+		def, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		if w.ws["main"], err = tx.GetWorkspace(def.ID, store.MainWorkspace); err != nil {
+		if w.ws["main"], err = tx.Workspaces().Get(def.ID, store.MainWorkspace); err != nil {
 			return err
 		}
 		w.ws["priv"] = &store.Workspace{OrgID: def.ID, Name: "priv", Kind: store.WorkspacePrivate}
-		if err := tx.CreateWorkspace(w.ws["priv"]); err != nil {
+		if err := tx.Workspaces().Create(w.ws["priv"]); err != nil {
 			return err
 		}
 		acme := &store.Org{Name: "acme"}
-		if err := tx.CreateOrg(acme); err != nil {
+		if err := tx.Orgs().Create(acme); err != nil {
 			return err
 		}
 		w.ws["acme/lab"] = &store.Workspace{OrgID: acme.ID, Name: "lab", Kind: store.WorkspaceShared}
-		return tx.CreateWorkspace(w.ws["acme/lab"])
+		return tx.Workspaces().Create(w.ws["acme/lab"])
 	})
 	return w
 }
@@ -73,12 +73,12 @@ func (w *world) user(name string, roles map[string]auth.Role) int64 {
 	w.t.Helper()
 	w.update(func(tx store.Tx) error {
 		u := &store.User{Name: name}
-		if err := tx.CreateUser(u); err != nil {
+		if err := tx.Users().Create(u); err != nil {
 			return err
 		}
 		w.users[name] = u.ID
 		for ws, r := range roles {
-			if err := tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: w.ws[ws].ID, Role: string(r)}); err != nil {
+			if err := tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: w.ws[ws].ID, Role: string(r)}); err != nil {
 				return err
 			}
 		}
@@ -93,7 +93,7 @@ func (w *world) config(name, ws, owner string) int64 {
 	var id int64
 	w.update(func(tx store.Tx) error {
 		c := &store.Config{Name: name, State: store.StateUndeployed, WorkspaceID: w.ws[ws].ID, OwnerID: w.users[owner]}
-		err := tx.CreateConfig(c)
+		err := tx.Configs().Create(c)
 		id = c.ID
 		return err
 	})
@@ -103,7 +103,7 @@ func (w *world) config(name, ws, owner string) int64 {
 func (w *world) share(configID int64, user string, level string) {
 	w.t.Helper()
 	w.update(func(tx store.Tx) error {
-		return tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: configID, UserID: w.users[user], Level: level})
+		return tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: configID, UserID: w.users[user], Level: level})
 	})
 }
 
@@ -136,29 +136,29 @@ func TestCheck(t *testing.T) {
 	w.share(web, "olga", store.ShareChange)
 	w.share(secret, "pat", store.ShareRead)
 	w.update(func(tx store.Tx) error {
-		acme, _ := tx.GetOrg("acme")
-		return tx.AddOrgAdmin(acme.ID, w.users["olga"])
+		acme, _ := tx.Orgs().Get("acme")
+		return tx.Orgs().AddAdmin(acme.ID, w.users["olga"])
 	})
 	// A group share reaches its members: pat's group may read web, a
 	// group pat is not in may change it.
 	w.update(func(tx store.Tx) error {
-		def, err := tx.GetOrg(store.DefaultOrg)
+		def, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
 		crew, others := &store.Group{OrgID: def.ID, Name: "crew"}, &store.Group{OrgID: def.ID, Name: "others"}
 		for _, g := range []*store.Group{crew, others} {
-			if err := tx.CreateGroup(g); err != nil {
+			if err := tx.Groups().Create(g); err != nil {
 				return err
 			}
 		}
-		if err := tx.AddGroupMember(crew.ID, w.users["pat"]); err != nil {
+		if err := tx.Groups().AddMember(crew.ID, w.users["pat"]); err != nil {
 			return err
 		}
-		if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: web, GroupID: crew.ID, Level: store.ShareRead}); err != nil {
+		if err := tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: web, GroupID: crew.ID, Level: store.ShareRead}); err != nil {
 			return err
 		}
-		return tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: web, GroupID: others.ID, Level: store.ShareFull})
+		return tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: web, GroupID: others.ID, Level: store.ShareFull})
 	})
 	restricted := auth.WithIdentity(context.Background(), auth.Identity{UserID: w.users["alice"], Name: "alice", Via: auth.ViaToken,
 		Restrict: &auth.Restriction{WorkspaceID: w.ws["priv"].ID, MaxRole: auth.RoleViewer}})
@@ -255,8 +255,8 @@ func TestExplain(t *testing.T) {
 	w.user("vera", map[string]auth.Role{"main": auth.RoleViewer})
 	w.user("olga", nil)
 	w.update(func(tx store.Tx) error {
-		def, _ := tx.GetOrg(store.DefaultOrg)
-		return tx.AddOrgAdmin(def.ID, w.users["olga"])
+		def, _ := tx.Orgs().Get(store.DefaultOrg)
+		return tx.Orgs().AddAdmin(def.ID, w.users["olga"])
 	})
 	w.config("web", "main", "alice")
 	ref := access.Ref{Kind: "config", Name: "web"}
@@ -312,42 +312,42 @@ func newCheckBench(b *testing.B) *world {
 	w := newWorld(b)
 	var cfg int64
 	w.update(func(tx store.Tx) error {
-		def, _ := tx.GetOrg(store.DefaultOrg)
+		def, _ := tx.Orgs().Get(store.DefaultOrg)
 		u := &store.User{Name: "bench"}
-		if err := tx.CreateUser(u); err != nil {
+		if err := tx.Users().Create(u); err != nil {
 			return err
 		}
 		w.users["bench"] = u.ID
 		var last int64
 		for i := range 20 {
 			ws := &store.Workspace{OrgID: def.ID, Name: fmt.Sprintf("w%d", i), Kind: store.WorkspacePrivate}
-			if err := tx.CreateWorkspace(ws); err != nil {
+			if err := tx.Workspaces().Create(ws); err != nil {
 				return err
 			}
-			if err := tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleUser)}); err != nil {
+			if err := tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: string(auth.RoleUser)}); err != nil {
 				return err
 			}
 			last = ws.ID
 		}
 		owner := &store.User{Name: "owner"}
-		if err := tx.CreateUser(owner); err != nil {
+		if err := tx.Users().Create(owner); err != nil {
 			return err
 		}
 		c := &store.Config{Name: "web", State: store.StateUndeployed, WorkspaceID: last, OwnerID: owner.ID}
-		if err := tx.CreateConfig(c); err != nil {
+		if err := tx.Configs().Create(c); err != nil {
 			return err
 		}
 		cfg = c.ID
 		for i := range 9 {
 			o := &store.User{Name: fmt.Sprintf("other%d", i)}
-			if err := tx.CreateUser(o); err != nil {
+			if err := tx.Users().Create(o); err != nil {
 				return err
 			}
-			if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: cfg, UserID: o.ID, Level: store.ShareRead}); err != nil {
+			if err := tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: cfg, UserID: o.ID, Level: store.ShareRead}); err != nil {
 				return err
 			}
 		}
-		return tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: cfg, UserID: u.ID, Level: store.ShareChange})
+		return tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: cfg, UserID: u.ID, Level: store.ShareChange})
 	})
 	return w
 }
@@ -361,11 +361,11 @@ func TestPlace(t *testing.T) {
 	w.user("vera", map[string]auth.Role{"main": auth.RoleViewer, "priv": auth.RoleAuthor})
 	w.user("olga", nil)
 	w.update(func(tx store.Tx) error {
-		acme, err := tx.GetOrg("acme")
+		acme, err := tx.Orgs().Get("acme")
 		if err != nil {
 			return err
 		}
-		return tx.AddOrgAdmin(acme.ID, w.users["olga"])
+		return tx.Orgs().AddAdmin(acme.ID, w.users["olga"])
 	})
 	for _, c := range []struct {
 		who       string

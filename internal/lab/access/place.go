@@ -30,7 +30,7 @@ func (c *Checker) Place(ctx context.Context, tx store.Tx, action auth.Action, ki
 	var ws *store.Workspace
 	var err error
 	if workspace == "" && fallback != 0 {
-		ws, err = tx.GetWorkspaceByID(fallback)
+		ws, err = tx.Workspaces().GetByID(fallback)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			ws, err = nil, nil // the source predates workspaces: as if none
 		}
@@ -73,14 +73,14 @@ func CheckQuota(tx store.Tx, p Placement, add auth.Quota, addDiskBytes int64) er
 		if sc.id == 0 {
 			continue
 		}
-		q, err := tx.GetQuota(sc.scope, sc.id)
+		q, err := tx.Quotas().Get(sc.scope, sc.id)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		use, err := tx.QuotaUse(sc.scope, sc.id)
+		use, err := tx.Quotas().Use(sc.scope, sc.id)
 		if err != nil {
 			return err
 		}
@@ -102,19 +102,19 @@ func CheckQuota(tx store.Tx, p Placement, add auth.Quota, addDiskBytes int64) er
 
 func scopeName(tx store.Tx, scope string, id int64) string {
 	if scope == store.QuotaScopeUser {
-		if u, err := tx.GetUserByID(id); err == nil {
+		if u, err := tx.Users().GetByID(id); err == nil {
 			return fmt.Sprintf("user %q", u.Name)
 		}
 		return fmt.Sprintf("user %d", id)
 	}
-	if ws, err := tx.GetWorkspaceByID(id); err == nil {
+	if ws, err := tx.Workspaces().GetByID(id); err == nil {
 		return fmt.Sprintf("workspace %q", workspaceName(tx, ws))
 	}
 	return fmt.Sprintf("workspace %d", id)
 }
 
 func workspaceName(tx store.Tx, ws *store.Workspace) string {
-	org, err := tx.GetOrgByID(ws.OrgID)
+	org, err := tx.Orgs().GetByID(ws.OrgID)
 	if err != nil {
 		return ws.Name
 	}
@@ -144,7 +144,7 @@ func (n *Names) Workspace(id int64) string {
 		return s
 	}
 	s := ""
-	if ws, err := n.tx.GetWorkspaceByID(id); err == nil {
+	if ws, err := n.tx.Workspaces().GetByID(id); err == nil {
 		s = workspaceName(n.tx, ws)
 	}
 	n.workspaces[id] = s
@@ -160,7 +160,7 @@ func (n *Names) User(id int64) string {
 		return s
 	}
 	s := ""
-	if u, err := n.tx.GetUserByID(id); err == nil {
+	if u, err := n.tx.Users().GetByID(id); err == nil {
 		s = u.Name
 	}
 	n.users[id] = s

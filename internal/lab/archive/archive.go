@@ -122,15 +122,15 @@ func (x *Archives) Delete(ctx context.Context, name string) error {
 	defer unlock()
 	var op *store.Op
 	err := x.store.Update(ctx, func(tx store.Tx) error {
-		a, err := tx.GetArchive(name)
+		a, err := tx.Archives().Get(name)
 		if err != nil {
 			return err
 		}
-		if err := tx.DeleteArchive(a.ID); err != nil {
+		if err := tx.Archives().Delete(a.ID); err != nil {
 			return err
 		}
 		op = &store.Op{Kind: "delete-archive", Subject: name}
-		if err := tx.CreateOp(op); err != nil {
+		if err := tx.Ops().Create(op); err != nil {
 			return err
 		}
 		return x.lab.Commit(tx, op, []string{journal.DirEntry(x.DirOf(a))})
@@ -148,7 +148,7 @@ func (x *Archives) Delete(ctx context.Context, name string) error {
 func CheckNetworksExist(tx store.Tx, m *bundle.Manifest) error {
 	var missing []string
 	for _, n := range m.Networks {
-		if _, err := tx.GetNetwork(n.Name); errors.Is(err, errdefs.ErrNotFound) {
+		if _, err := tx.Networks().Get(n.Name); errors.Is(err, errdefs.ErrNotFound) {
 			missing = append(missing, n.Name)
 		} else if err != nil {
 			return err

@@ -70,7 +70,7 @@ func (x *Archives) openForExport(ctx context.Context, name string) (map[string]*
 	var a *store.Archive
 	err := x.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		a, err = tx.GetArchive(name)
+		a, err = tx.Archives().Get(name)
 		return err
 	})
 	if err != nil {
@@ -145,7 +145,7 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 	}
 	unlock := x.lab.Lock(m.Name)
 	err = x.store.View(ctx, func(tx store.Tx) error {
-		if _, err := tx.GetArchive(m.Name); err == nil {
+		if _, err := tx.Archives().Get(m.Name); err == nil {
 			return errdefs.Conflict("archive %q already exists; import the bundle under another name", m.Name)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
@@ -188,7 +188,7 @@ func (x *Archives) StartImport(ctx context.Context, spec ImportSpec) (jobs.Job, 
 		}
 		err := x.store.Update(ctx, func(tx store.Tx) error {
 			a := &store.Archive{Name: m.Name, Source: "bundle " + spec.Source, Dir: dirName, Manifest: raw, Size: m.Size(), WorkspaceID: spec.Place.WorkspaceID, OwnerID: spec.Place.OwnerID}
-			if err := tx.CreateArchive(a); err != nil {
+			if err := tx.Archives().Create(a); err != nil {
 				return err
 			}
 			if err := x.lab.StartLease(tx, a.ID, spec.StorageLease); err != nil {

@@ -53,12 +53,12 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 	var tops []string // per disk, in manifest order
 	var boot []string // per boot file, in manifest order: source paths
 	err := x.store.View(ctx, func(tx store.Tx) error {
-		if _, err := tx.GetArchive(name); err == nil {
+		if _, err := tx.Archives().Get(name); err == nil {
 			return errdefs.Conflict("archive %q already exists", name)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
-		c, err := tx.GetConfig(config)
+		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return err
 		}
@@ -89,7 +89,7 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 		err := x.store.Update(ctx, func(tx store.Tx) error {
 			a := &store.Archive{Name: name, Source: config, Dir: dirName, Manifest: raw, Size: m.Size(), CreatedAt: m.CreatedAt,
 				WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
-			if err := tx.CreateArchive(a); err != nil {
+			if err := tx.Archives().Create(a); err != nil {
 				return err
 			}
 			if err := x.lab.StartLease(tx, a.ID, storageLease); err != nil {
@@ -112,7 +112,7 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 // the absolute paths of the top layers (one per disk) and of the boot
 // files, in the manifest's file order.
 func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bundle.Manifest, []string, []string, error) {
-	ls, err := tx.ListLayers()
+	ls, err := tx.Layers().List()
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -129,7 +129,7 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bun
 	for vi, vm := range c.VMs {
 		t, ok := templates[vm.TemplateID]
 		if !ok {
-			tmpl, err := tx.GetTemplateByID(vm.TemplateID)
+			tmpl, err := tx.Templates().GetByID(vm.TemplateID)
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
 			}
@@ -150,7 +150,7 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bun
 			tops = append(tops, x.abs(top.Path))
 		}
 		for _, n := range vm.NICs {
-			nw, err := tx.GetNetworkByID(n.NetworkID)
+			nw, err := tx.Networks().GetByID(n.NetworkID)
 			if err != nil {
 				return nil, nil, nil, err
 			}

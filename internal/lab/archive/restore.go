@@ -37,12 +37,12 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 	var dir string
 	var archiveID int64
 	err := x.store.View(ctx, func(tx store.Tx) error {
-		a, err := tx.GetArchive(archive)
+		a, err := tx.Archives().Get(archive)
 		if err != nil {
 			return err
 		}
 		archiveID = a.ID
-		if _, err := tx.GetConfig(config); err == nil {
+		if _, err := tx.Configs().Get(config); err == nil {
 			return errdefs.Conflict("configuration %q already exists", config)
 		} else if !errors.Is(err, errdefs.ErrNotFound) {
 			return err

@@ -21,7 +21,7 @@ func (d *Deployments) Recover(ctx context.Context) error {
 	var configs []store.Config
 	if err := d.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		configs, err = tx.ListConfigs()
+		configs, err = tx.Configs().List()
 		return err
 	}); err != nil {
 		return err
@@ -43,7 +43,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 	defer unlock()
 	var plan *deployPlan
 	if err := d.store.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 		}
 		d.log.Warn("recover: finished an interrupted "+strings.TrimSuffix(state, "ing")+" towards undeployed", "config", name)
 		return d.lab.Update(ctx, func(tx store.Tx) error {
-			c, err := tx.GetConfig(name)
+			c, err := tx.Configs().Get(name)
 			if err != nil {
 				return err
 			}
@@ -91,7 +91,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 				return err
 			}
 			c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
-			if err := tx.UpdateConfig(c); err != nil {
+			if err := tx.Configs().Update(c); err != nil {
 				return err
 			}
 			for i := range c.VMs {
@@ -99,7 +99,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 				if d.HasSavedState(c.VMs[i].ID) {
 					c.VMs[i].State = VMStateSaved
 				}
-				if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+				if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
 					return err
 				}
 			}
@@ -140,19 +140,19 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 	reason := "lost while the daemon was down: " + strings.Join(lost, "; ")
 	d.log.Error("recover: VMs are gone", "config", name, "detail", reason)
 	return d.lab.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
 		for i := range c.VMs {
 			if adopted[c.VMs[i].ID] == nil && c.VMs[i].State == VMStateRunning {
 				c.VMs[i].State = store.StateFailed
-				if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+				if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
 					return err
 				}
 			}
 		}
 		c.State, c.LastError = store.StateFailed, reason
-		return tx.UpdateConfig(c)
+		return tx.Configs().Update(c)
 	})
 }

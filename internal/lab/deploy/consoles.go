@@ -226,7 +226,7 @@ func (cs *Consoles) SerialLog(ctx context.Context, config, vmName string) (strin
 func vmStoreID(ctx context.Context, st store.Store, config, vmName string) (int64, error) {
 	var id int64
 	err := st.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(config)
+		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return err
 		}

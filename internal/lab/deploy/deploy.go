@@ -104,7 +104,7 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 	}
 	segs := map[int64]bool{}
 	for _, vm := range c.VMs {
-		t, err := tx.GetTemplateByID(vm.TemplateID)
+		t, err := tx.Templates().GetByID(vm.TemplateID)
 		if err != nil {
 			return nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
 		}
@@ -131,7 +131,7 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 			vp.spec.Disks = append(vp.spec.Disks, d.host.abs(l.Path))
 		}
 		for _, n := range vm.NICs {
-			nw, err := tx.GetNetworkByID(n.NetworkID)
+			nw, err := tx.Networks().GetByID(n.NetworkID)
 			if err != nil {
 				return nil, err
 			}
@@ -160,7 +160,7 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 // addressConflicts lists the addresses of c that a VM of another deployed,
 // unfenced configuration uses on the same network.
 func addressConflicts(tx store.Tx, c *store.Config) ([]string, error) {
-	all, err := tx.ListConfigs()
+	all, err := tx.Configs().List()
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func addressConflicts(tx store.Tx, c *store.Config) ([]string, error) {
 	for _, vm := range c.VMs {
 		for _, n := range vm.NICs {
 			if holder, ok := inUse[key{n.NetworkID, n.IP}]; ok && n.IP.IsValid() {
-				nw, err := tx.GetNetworkByID(n.NetworkID)
+				nw, err := tx.Networks().GetByID(n.NetworkID)
 				if err != nil {
 					return nil, err
 				}
@@ -224,7 +224,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 
 	var plan *deployPlan
 	err = d.lab.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
@@ -257,7 +257,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateDeploying, "", opts.Fenced, opts.FencePolicy
 		c.Host = d.hostName // where it runs, written before anything starts there
-		if err := tx.UpdateConfig(c); err != nil {
+		if err := tx.Configs().Update(c); err != nil {
 			return err
 		}
 		plan, err = d.planDeploy(tx, c, accel)
@@ -364,17 +364,17 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		return fail(err)
 	}
 	err = d.lab.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
 		c.State = store.StateDeployed
-		if err := tx.UpdateConfig(c); err != nil {
+		if err := tx.Configs().Update(c); err != nil {
 			return err
 		}
 		for i := range c.VMs {
 			c.VMs[i].State = VMStateRunning
-			if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+			if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
 				return err
 			}
 		}
@@ -450,14 +450,14 @@ func (d *Deployments) watch(config string, vm store.VM, rv *runningVM) {
 		}
 		d.log.Warn("VM exited on its own", "config", config, "vm", vm.Name)
 		err := d.lab.Update(context.Background(), func(tx store.Tx) error {
-			c, err := tx.GetConfigByID(vm.ConfigID)
+			c, err := tx.Configs().GetByID(vm.ConfigID)
 			if err != nil || c.State != store.StateDeployed {
 				return err
 			}
 			for i := range c.VMs {
 				if c.VMs[i].ID == vm.ID && c.VMs[i].State == VMStateRunning {
 					c.VMs[i].State = VMStateStopped
-					return tx.UpdateVM(&c.VMs[i])
+					return tx.Configs().UpdateVM(&c.VMs[i])
 				}
 			}
 			return nil
@@ -474,7 +474,7 @@ func (d *Deployments) watch(config string, vm store.VM, rv *runningVM) {
 // daemon finishes.
 func (d *Deployments) setUndeployed(name, reason string) error {
 	err := d.lab.Update(context.Background(), func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
@@ -482,7 +482,7 @@ func (d *Deployments) setUndeployed(name, reason string) error {
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
-		return tx.UpdateConfig(c)
+		return tx.Configs().Update(c)
 	})
 	if err != nil {
 		return fmt.Errorf("mark %q undeployed: %w", name, err)
@@ -503,7 +503,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 	defer unlock()
 	var plan *deployPlan
 	err := d.lab.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
@@ -514,7 +514,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 			return err
 		}
 		c.State = store.StateUndeploying
-		return tx.UpdateConfig(c)
+		return tx.Configs().Update(c)
 	})
 	if err != nil {
 		return fmt.Errorf("undeploy %q: %w", name, err)
@@ -564,20 +564,20 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 		err = fmt.Errorf("undeploy %q: %w", name, err)
 		reason := err.Error()
 		uerr := d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
-			c, err := tx.GetConfig(name)
+			c, err := tx.Configs().Get(name)
 			if err != nil {
 				return err
 			}
 			for i := range c.VMs {
 				if saved[indexOfVM(plan, c.VMs[i].ID)] {
 					c.VMs[i].State = VMStateSaved
-					if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+					if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
 						return err
 					}
 				}
 			}
 			c.State, c.LastError = store.StateFailed, reason
-			return tx.UpdateConfig(c)
+			return tx.Configs().Update(c)
 		})
 		if uerr != nil {
 			err = fmt.Errorf("%w; and marking it failed: %v", err, uerr)
@@ -593,7 +593,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 	}
 	d.releasePlumbing(ctx, plan)
 	err = d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
-		c, err := tx.GetConfig(name)
+		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
@@ -601,7 +601,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 			return err
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, "", false, ""
-		if err := tx.UpdateConfig(c); err != nil {
+		if err := tx.Configs().Update(c); err != nil {
 			return err
 		}
 		for i := range c.VMs {
@@ -612,7 +612,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 			if keep {
 				c.VMs[i].State = VMStateSaved
 			}
-			if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+			if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
 				return err
 			}
 		}
@@ -686,7 +686,7 @@ func (d *Deployments) VMAction(ctx context.Context, config, vmName, action strin
 	var plan *deployPlan
 	var vp vmPlan
 	err := d.store.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(config)
+		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return err
 		}
@@ -740,7 +740,7 @@ func (d *Deployments) VMAction(ctx context.Context, config, vmName, action strin
 
 func (d *Deployments) setVMState(ctx context.Context, id int64, state string) error {
 	return d.lab.Update(ctx, func(tx store.Tx) error {
-		cs, err := tx.ListConfigs()
+		cs, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}
@@ -748,7 +748,7 @@ func (d *Deployments) setVMState(ctx context.Context, id int64, state string) er
 			for i := range c.VMs {
 				if c.VMs[i].ID == id {
 					c.VMs[i].State = state
-					return tx.UpdateVM(&c.VMs[i])
+					return tx.Configs().UpdateVM(&c.VMs[i])
 				}
 			}
 		}
@@ -785,7 +785,7 @@ func CheckPolicy(name string, fenced bool, policy string) (string, error) {
 // LayerIndex returns every layer by ID: one query, then chains are walked
 // in memory.
 func LayerIndex(tx store.Tx) (map[int64]store.Layer, error) {
-	ls, err := tx.ListLayers()
+	ls, err := tx.Layers().List()
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func (x *externalAddrs) allocate(tx store.Tx, c *store.Config) error {
 			if !n.IP.IsValid() {
 				continue
 			}
-			nw, err := tx.GetNetworkByID(n.NetworkID)
+			nw, err := tx.Networks().GetByID(n.NetworkID)
 			if err != nil {
 				return err
 			}
@@ -63,7 +63,7 @@ func (x *externalAddrs) allocate(tx store.Tx, c *store.Config) error {
 			}
 			x.cursor.set(nw.ID, a.IP)
 			n.ExternalAllocationID = a.ID
-			if err := tx.UpdateNIC(n); err != nil {
+			if err := tx.Configs().UpdateNIC(n); err != nil {
 				return err
 			}
 		}
@@ -82,16 +82,16 @@ func (x *externalAddrs) release(tx store.Tx, c *store.Config) error {
 			}
 			id := n.ExternalAllocationID
 			n.ExternalAllocationID = 0
-			if err := tx.UpdateNIC(n); err != nil {
+			if err := tx.Configs().UpdateNIC(n); err != nil {
 				return err
 			}
-			a, err := tx.GetAllocation(id)
+			a, err := tx.Allocations().Get(id)
 			if isNotFound(err) {
 				continue
 			} else if err != nil {
 				return err
 			}
-			if err := tx.DeleteAllocation(id); err != nil {
+			if err := tx.Allocations().Delete(id); err != nil {
 				return err
 			}
 			x.alloc.Released(a.NetworkID, a.IP)
@@ -115,7 +115,7 @@ func (d *Deployments) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, 
 		for _, n := range vm.NICs {
 			i, ok := byNet[n.NetworkID]
 			if !ok {
-				nw, err := tx.GetNetworkByID(n.NetworkID)
+				nw, err := tx.Networks().GetByID(n.NetworkID)
 				if err != nil {
 					return spec, err
 				}
@@ -129,7 +129,7 @@ func (d *Deployments) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, 
 			if n.ExternalAllocationID == 0 || !n.IP.IsValid() {
 				continue
 			}
-			a, err := tx.GetAllocation(n.ExternalAllocationID)
+			a, err := tx.Allocations().Get(n.ExternalAllocationID)
 			if err != nil {
 				return spec, err
 			}
@@ -145,7 +145,7 @@ func ExternalIPs(tx store.Tx, c *store.Config) map[int64]netip.Addr {
 	for _, vm := range c.VMs {
 		for _, n := range vm.NICs {
 			if n.ExternalAllocationID != 0 {
-				if a, err := tx.GetAllocation(n.ExternalAllocationID); err == nil {
+				if a, err := tx.Allocations().Get(n.ExternalAllocationID); err == nil {
 					out[n.ID] = a.IP
 				}
 			}

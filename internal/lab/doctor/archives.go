@@ -37,7 +37,7 @@ func (d *run) checkArchives() error {
 	var archives []store.Archive
 	if err := d.dr.cfg.Store.View(d.ctx, func(tx store.Tx) error {
 		var err error
-		archives, err = tx.ListArchives()
+		archives, err = tx.Archives().List()
 		return err
 	}); err != nil {
 		return err

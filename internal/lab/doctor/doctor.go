@@ -298,7 +298,7 @@ func (d *run) load() error {
 	d.allocs = map[int64][]store.Allocation{}
 	return d.dr.cfg.Store.View(d.ctx, func(tx store.Tx) error {
 		var err error
-		if d.ops, err = tx.ListOps(); err != nil {
+		if d.ops, err = tx.Ops().List(); err != nil {
 			return err
 		}
 		for _, op := range d.ops {
@@ -306,17 +306,17 @@ func (d *run) load() error {
 				d.inFlight[f] = true
 			}
 		}
-		if d.layers, err = tx.ListLayers(); err != nil {
+		if d.layers, err = tx.Layers().List(); err != nil {
 			return err
 		}
-		if d.configs, err = tx.ListConfigs(); err != nil {
+		if d.configs, err = tx.Configs().List(); err != nil {
 			return err
 		}
-		if d.networks, err = tx.ListNetworks(); err != nil {
+		if d.networks, err = tx.Networks().List(); err != nil {
 			return err
 		}
 		for _, n := range d.networks {
-			if d.allocs[n.ID], err = tx.ListAllocations(n.ID); err != nil {
+			if d.allocs[n.ID], err = tx.Allocations().List(n.ID); err != nil {
 				return err
 			}
 		}

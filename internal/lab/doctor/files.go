@@ -73,21 +73,21 @@ func (d *run) leftover(path string, isDir bool, orphanDetail string) {
 func (dr *Doctor) knownFiles(ctx context.Context) (map[string]bool, error) {
 	known := map[string]bool{}
 	err := dr.cfg.Store.View(ctx, func(tx store.Tx) error {
-		ls, err := tx.ListLayers()
+		ls, err := tx.Layers().List()
 		if err != nil {
 			return err
 		}
 		for _, l := range ls {
 			known[l.Path] = true
 		}
-		ts, err := tx.ListTemplates()
+		ts, err := tx.Templates().List()
 		if err != nil {
 			return err
 		}
 		for _, t := range ts {
 			known[t.Kernel], known[t.Initrd] = true, true
 		}
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		if err != nil {
 			return err
 		}

@@ -89,7 +89,7 @@ func (l *Log) Record(ctx context.Context, e Event) {
 		At: l.now().UTC(), Actor: actorOf(ctx), Action: e.Action, Object: e.Object,
 		Subject: clip(e.Subject, maxDetail), Result: e.Result, Detail: clip(e.Detail, maxDetail),
 	}
-	err := l.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.AddEvent(&se) })
+	err := l.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.Events().Add(&se) })
 	if err != nil {
 		l.log.Error("record event", "action", se.Action, "subject", se.Subject, "err", err)
 		return
@@ -110,7 +110,7 @@ func (l *Log) Append(ctx context.Context, tx store.Tx, e Event) (publish func(),
 	if se.Result == "" {
 		se.Result = ResultOK
 	}
-	if err := tx.AddEvent(&se); err != nil {
+	if err := tx.Events().Add(&se); err != nil {
 		return nil, err
 	}
 	return func() { l.hub.publish(view(se)) }, nil
@@ -140,7 +140,7 @@ func (l *Log) List(ctx context.Context, after int64, limit int) ([]View, error) 
 	limit = PageSize(limit)
 	var out []View
 	err := l.store.View(ctx, func(tx store.Tx) error {
-		es, err := tx.ListEvents(after, limit)
+		es, err := tx.Events().List(after, limit)
 		for _, e := range es {
 			out = append(out, view(e))
 		}
@@ -187,7 +187,7 @@ func (r *Reader) List(ctx context.Context, after int64, limit int) ([]View, erro
 	limit = PageSize(limit)
 	var out []View
 	err = r.log.store.View(ctx, func(tx store.Tx) error {
-		es, err := tx.ListEventsVisible(f, after, limit)
+		es, err := tx.Visible().Events(f, after, limit)
 		for _, e := range es {
 			out = append(out, view(e))
 		}
@@ -254,7 +254,7 @@ func (f *Follower) Shows(ctx context.Context, e View) (bool, error) {
 	var ok bool
 	err := f.r.log.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		ok, err = tx.EventVisible(f.filter, e.ID)
+		ok, err = tx.Visible().Event(f.filter, e.ID)
 		return err
 	})
 	if err != nil {
@@ -271,7 +271,7 @@ func (l *Log) Prune(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
 	err := l.store.Update(ctx, func(tx store.Tx) error {
 		var err error
-		n, err = tx.DeleteEventsBefore(before)
+		n, err = tx.Events().DeleteBefore(before)
 		return err
 	})
 	return n, err

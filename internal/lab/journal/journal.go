@@ -75,7 +75,7 @@ func New(c Config) *Journal {
 // temporary name of each file added.
 func (j *Journal) Begin(ctx context.Context, kind, subject string, created, frozen []string) (*store.Op, error) {
 	op := &store.Op{Kind: kind, Subject: subject, CreatedFiles: withTempPaths(created), FrozenFiles: frozen}
-	if err := j.c.Store.Update(ctx, func(tx store.Tx) error { return tx.CreateOp(op) }); err != nil {
+	if err := j.c.Store.Update(ctx, func(tx store.Tx) error { return tx.Ops().Create(op) }); err != nil {
 		return nil, fmt.Errorf("%s %q: write journal: %w", kind, subject, err)
 	}
 	return op, nil
@@ -86,7 +86,7 @@ func (j *Journal) Begin(ctx context.Context, kind, subject string, created, froz
 func Commit(tx store.Tx, op *store.Op, remove []string) error {
 	op.Committed = true
 	op.RemoveFiles = remove
-	return tx.UpdateOp(op)
+	return tx.Ops().Update(op)
 }
 
 // Step is called before every step of a journalled operation: it honours
@@ -231,7 +231,7 @@ func (j *Journal) rollback(op *store.Op) error {
 // doctor --repair meanwhile) is fine.
 func (j *Journal) Forget(op *store.Op) error {
 	ctx := context.WithoutCancel(context.Background())
-	err := j.c.Store.Update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) })
+	err := j.c.Store.Update(ctx, func(tx store.Tx) error { return tx.Ops().Delete(op.ID) })
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
@@ -280,7 +280,7 @@ func (j *Journal) Recover(ctx context.Context) error {
 	var ops []store.Op
 	if err := j.c.Store.View(ctx, func(tx store.Tx) error {
 		var err error
-		ops, err = tx.ListOps()
+		ops, err = tx.Ops().List()
 		return err
 	}); err != nil {
 		return fmt.Errorf("recover: read journal: %w", err)

@@ -74,15 +74,15 @@ func Plan(now time.Time, p Policy, items []Leased) []ReapAction {
 // Load reads every configuration, library entry and archive that has a
 // lease.
 func Load(tx store.Tx) ([]Leased, error) {
-	leases, err := tx.ListLeases()
+	leases, err := tx.Leases().List()
 	if err != nil {
 		return nil, err
 	}
-	cs, err := tx.ListConfigs()
+	cs, err := tx.Configs().List()
 	if err != nil {
 		return nil, err
 	}
-	as, err := tx.ListArchives()
+	as, err := tx.Archives().List()
 	if err != nil {
 		return nil, err
 	}

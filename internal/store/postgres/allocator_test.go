@@ -79,7 +79,7 @@ func TestAllocatorsOfTwoDaemons(t *testing.T) {
 	)
 	nw := &store.Network{Name: "lan", Subnet: netip.MustParsePrefix("10.30.0.0/16"), Gateway: netip.MustParseAddr("10.30.0.1"),
 		Pools: []store.IPRange{{First: netip.MustParseAddr("10.30.0.10"), Last: lastOf(netip.MustParseAddr("10.30.0.10"), poolSize)}}}
-	if err := ds[0].s.Update(ctx, func(tx store.Tx) error { return tx.CreateNetwork(nw) }); err != nil {
+	if err := ds[0].s.Update(ctx, func(tx store.Tx) error { return tx.Networks().Create(nw) }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -140,13 +140,13 @@ func TestAllocatorsOfTwoDaemons(t *testing.T) {
 	slices.SortFunc(all, netip.Addr.Compare)
 	freed := all[100:105]
 	if err := ds[1].s.Update(ctx, func(tx store.Tx) error {
-		as, err := tx.ListAllocations(nw.ID)
+		as, err := tx.Allocations().List(nw.ID)
 		if err != nil {
 			return err
 		}
 		for _, a := range as {
 			if slices.Contains(freed, a.IP) {
-				if err := tx.DeleteAllocation(a.ID); err != nil {
+				if err := tx.Allocations().Delete(a.ID); err != nil {
 					return err
 				}
 				ds[1].al.Released(nw.ID, a.IP)
@@ -207,13 +207,13 @@ func TestAllocatorHoldsNoLockAcrossStoreCalls(t *testing.T) {
 	}
 	nw := &store.Network{Name: "lan", Subnet: netip.MustParsePrefix("10.30.0.0/24"), Gateway: netip.MustParseAddr("10.30.0.1"),
 		Pools: []store.IPRange{{First: netip.MustParseAddr("10.30.0.10"), Last: netip.MustParseAddr("10.30.0.40")}}}
-	if err := ds[0].s.Update(ctx, func(tx store.Tx) error { return tx.CreateNetwork(nw) }); err != nil {
+	if err := ds[0].s.Update(ctx, func(tx store.Tx) error { return tx.Networks().Create(nw) }); err != nil {
 		t.Fatal(err)
 	}
 	take := func(ip string) { // daemon 1, behind daemon 0's back
 		t.Helper()
 		if err := ds[1].s.Update(ctx, func(tx store.Tx) error {
-			return tx.CreateAllocation(&store.Allocation{NetworkID: nw.ID, IP: netip.MustParseAddr(ip), Kind: store.AllocInternal})
+			return tx.Allocations().Create(&store.Allocation{NetworkID: nw.ID, IP: netip.MustParseAddr(ip), Kind: store.AllocInternal})
 		}); err != nil {
 			t.Fatal(err)
 		}

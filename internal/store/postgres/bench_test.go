@@ -48,7 +48,7 @@ func mustUpdate(b *testing.B, s store.Store, fn func(store.Tx) error) {
 func benchNetwork(b *testing.B, s store.Store, name string) *store.Network {
 	nw := &store.Network{Name: name, Subnet: netip.MustParsePrefix("10.20.0.0/16"), Gateway: netip.MustParseAddr("10.20.0.1"),
 		Pools: []store.IPRange{{First: netip.MustParseAddr("10.20.0.10"), Last: netip.MustParseAddr("10.20.255.250")}}}
-	mustUpdate(b, s, func(tx store.Tx) error { return tx.CreateNetwork(nw) })
+	mustUpdate(b, s, func(tx store.Tx) error { return tx.Networks().Create(nw) })
 	return nw
 }
 
@@ -59,11 +59,11 @@ func sourceConfig(b *testing.B, s store.Store, al *ipam.Allocator, nw *store.Net
 		c := store.Config{Name: name, State: store.StateUndeployed}
 		for i := range vms {
 			base := &store.Layer{Path: fmt.Sprintf("layers/%s-base-%d.qcow2", name, i), Frozen: true, VirtualSize: 1 << 30}
-			if err := tx.CreateLayer(base); err != nil {
+			if err := tx.Layers().Create(base); err != nil {
 				return err
 			}
 			top := &store.Layer{Path: fmt.Sprintf("layers/%s-top-%d.qcow2", name, i), ParentID: base.ID, VirtualSize: 1 << 30}
-			if err := tx.CreateLayer(top); err != nil {
+			if err := tx.Layers().Create(top); err != nil {
 				return err
 			}
 			a, err := al.Allocate(tx, nw, store.AllocInternal, "", netip.Addr{})
@@ -74,7 +74,7 @@ func sourceConfig(b *testing.B, s store.Store, al *ipam.Allocator, nw *store.Net
 				Disks: []store.Disk{{TopLayerID: top.ID}},
 				NICs:  []store.NIC{{NetworkID: nw.ID, MAC: fmt.Sprintf("52:54:%s:00:%02x", macOf(name), i), IPMode: store.IPModePool, IP: a.IP, AllocationID: a.ID}}})
 		}
-		return tx.CreateConfig(&c)
+		return tx.Configs().Create(&c)
 	})
 }
 
@@ -94,11 +94,11 @@ func macOf(name string) string {
 func linkedClone(s store.Store, al *ipam.Allocator, nw *store.Network, src, name string, seq int) error {
 	ctx := context.Background()
 	op := &store.Op{Kind: "clone", Subject: name}
-	if err := s.Update(ctx, func(tx store.Tx) error { return tx.CreateOp(op) }); err != nil {
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Ops().Create(op) }); err != nil {
 		return err
 	}
 	err := s.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig(src)
+		c, err := tx.Configs().Get(src)
 		if err != nil {
 			return err
 		}
@@ -106,23 +106,23 @@ func linkedClone(s store.Store, al *ipam.Allocator, nw *store.Network, src, name
 		for i, vm := range c.VMs {
 			cv := store.VM{Name: vm.Name, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, State: "stopped"}
 			for _, d := range vm.Disks {
-				top, err := tx.GetLayer(d.TopLayerID)
+				top, err := tx.Layers().Get(d.TopLayerID)
 				if err != nil {
 					return err
 				}
 				top.Frozen = true
-				if err := tx.UpdateLayer(top); err != nil {
+				if err := tx.Layers().Update(top); err != nil {
 					return err
 				}
 				srcTop := &store.Layer{Path: fmt.Sprintf("layers/%s-%d-%d-src.qcow2", name, i, d.Index), ParentID: top.ID, VirtualSize: top.VirtualSize}
 				cloneTop := &store.Layer{Path: fmt.Sprintf("layers/%s-%d-%d.qcow2", name, i, d.Index), ParentID: top.ID, VirtualSize: top.VirtualSize}
-				if err := tx.CreateLayer(srcTop); err != nil {
+				if err := tx.Layers().Create(srcTop); err != nil {
 					return err
 				}
-				if err := tx.CreateLayer(cloneTop); err != nil {
+				if err := tx.Layers().Create(cloneTop); err != nil {
 					return err
 				}
-				if err := tx.SetDiskTop(d.ID, srcTop.ID); err != nil {
+				if err := tx.Configs().SetDiskTop(d.ID, srcTop.ID); err != nil {
 					return err
 				}
 				cv.Disks = append(cv.Disks, store.Disk{Index: d.Index, TopLayerID: cloneTop.ID})
@@ -137,23 +137,23 @@ func linkedClone(s store.Store, al *ipam.Allocator, nw *store.Network, src, name
 			}
 			clone.VMs = append(clone.VMs, cv)
 		}
-		if err := tx.CreateConfig(&clone); err != nil {
+		if err := tx.Configs().Create(&clone); err != nil {
 			return err
 		}
-		if err := tx.PutLease(&store.Lease{ConfigID: clone.ID, StorageExpires: time.Now().Add(24 * time.Hour), UndeployAction: store.UndeploySave, LastUsed: time.Now()}); err != nil {
+		if err := tx.Leases().Put(&store.Lease{ConfigID: clone.ID, StorageExpires: time.Now().Add(24 * time.Hour), UndeployAction: store.UndeploySave, LastUsed: time.Now()}); err != nil {
 			return err
 		}
-		if err := tx.AddEvent(&store.Event{Actor: "bench", Action: "clone", Object: "config", Subject: name, Result: "ok"}); err != nil {
+		if err := tx.Events().Add(&store.Event{Actor: "bench", Action: "clone", Object: "config", Subject: name, Result: "ok"}); err != nil {
 			return err
 		}
 		op.Committed = true
-		return tx.UpdateOp(op)
+		return tx.Ops().Update(op)
 	})
 	if err != nil {
 		al.Forget()
 		return err
 	}
-	return s.Update(ctx, func(tx store.Tx) error { return tx.DeleteOp(op.ID) })
+	return s.Update(ctx, func(tx store.Tx) error { return tx.Ops().Delete(op.ID) })
 }
 
 // deployCycle is the bookkeeping of deploying name and undeploying it:
@@ -163,33 +163,33 @@ func deployCycle(s store.Store, name string) error {
 	ctx := context.Background()
 	setState := func(state, vmState, action string, lease bool) error {
 		return s.Update(ctx, func(tx store.Tx) error {
-			c, err := tx.GetConfig(name)
+			c, err := tx.Configs().Get(name)
 			if err != nil {
 				return err
 			}
 			c.State = state
-			if err := tx.UpdateConfig(c); err != nil {
+			if err := tx.Configs().Update(c); err != nil {
 				return err
 			}
 			if vmState != "" {
 				for i := range c.VMs {
 					c.VMs[i].State = vmState
-					if err := tx.UpdateVM(&c.VMs[i]); err != nil {
+					if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
 						return err
 					}
 				}
 			}
 			if lease {
-				l, err := tx.LeaseOfConfig(c.ID)
+				l, err := tx.Leases().OfConfig(c.ID)
 				if err != nil {
 					l = &store.Lease{ConfigID: c.ID, UndeployAction: store.UndeploySave, DeployLease: time.Hour}
 				}
 				l.DeployExpires, l.LastUsed = time.Now().Add(l.DeployLease), time.Now()
-				if err := tx.PutLease(l); err != nil {
+				if err := tx.Leases().Put(l); err != nil {
 					return err
 				}
 			}
-			return tx.AddEvent(&store.Event{Actor: "bench", Action: action, Object: "config", Subject: name, Result: "ok"})
+			return tx.Events().Add(&store.Event{Actor: "bench", Action: action, Object: "config", Subject: name, Result: "ok"})
 		})
 	}
 	if err := setState(store.StateDeploying, "", "deploy", false); err != nil {

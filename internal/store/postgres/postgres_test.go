@@ -133,7 +133,7 @@ func TestUpdateRunsAgainAfterSerializationFailure(t *testing.T) {
 	update := func(s *Store, name string) error {
 		return s.Update(context.Background(), func(tx store.Tx) error {
 			runs.Add(1)
-			ops, err := tx.ListOps()
+			ops, err := tx.Ops().List()
 			if err != nil {
 				return err
 			}
@@ -141,7 +141,7 @@ func TestUpdateRunsAgainAfterSerializationFailure(t *testing.T) {
 				read.Done()
 				read.Wait() // both have read before either writes
 			}
-			return tx.CreateOp(&store.Op{Kind: "count", Subject: strconv.Itoa(len(ops))})
+			return tx.Ops().Create(&store.Op{Kind: "count", Subject: strconv.Itoa(len(ops))})
 		})
 	}
 	errs := make(chan error, 2)
@@ -154,7 +154,7 @@ func TestUpdateRunsAgainAfterSerializationFailure(t *testing.T) {
 	}
 	var subjects []string
 	if err := a.View(context.Background(), func(tx store.Tx) error {
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		for _, o := range ops {
 			subjects = append(subjects, o.Subject)
 		}

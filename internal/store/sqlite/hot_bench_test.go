@@ -36,48 +36,48 @@ func newHotBench(b *testing.B) *hotBench {
 	plaintext, id, hash := auth.NewToken()
 	hb.tokenID, hb.plaintext = id, plaintext
 	err = db.Update(ctx, func(tx store.Tx) error {
-		def, err := tx.GetOrg(store.DefaultOrg)
+		def, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
 		u := &store.User{Name: "bench"}
-		if err := tx.CreateUser(u); err != nil {
+		if err := tx.Users().Create(u); err != nil {
 			return err
 		}
 		hb.userID = u.ID
-		if err := tx.CreateToken(&store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: store.TokenAPI, Name: "bench"}); err != nil {
+		if err := tx.Tokens().Create(&store.Token{ID: id, UserID: u.ID, Hash: hash, Kind: store.TokenAPI, Name: "bench"}); err != nil {
 			return err
 		}
 		var last int64
 		for i := range 20 {
 			ws := &store.Workspace{OrgID: def.ID, Name: fmt.Sprintf("w%d", i), Kind: store.WorkspacePrivate}
-			if err := tx.CreateWorkspace(ws); err != nil {
+			if err := tx.Workspaces().Create(ws); err != nil {
 				return err
 			}
-			if err := tx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "user"}); err != nil {
+			if err := tx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "user"}); err != nil {
 				return err
 			}
 			last = ws.ID
 		}
 		owner := &store.User{Name: "owner"}
-		if err := tx.CreateUser(owner); err != nil {
+		if err := tx.Users().Create(owner); err != nil {
 			return err
 		}
 		c := &store.Config{Name: "web", State: store.StateUndeployed, WorkspaceID: last, OwnerID: owner.ID}
-		if err := tx.CreateConfig(c); err != nil {
+		if err := tx.Configs().Create(c); err != nil {
 			return err
 		}
 		hb.configID = c.ID
 		for i := range 9 {
 			o := &store.User{Name: fmt.Sprintf("other%d", i)}
-			if err := tx.CreateUser(o); err != nil {
+			if err := tx.Users().Create(o); err != nil {
 				return err
 			}
-			if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: o.ID, Level: store.ShareRead}); err != nil {
+			if err := tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: o.ID, Level: store.ShareRead}); err != nil {
 				return err
 			}
 		}
-		return tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: u.ID, Level: store.ShareChange})
+		return tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: u.ID, Level: store.ShareChange})
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -99,31 +99,31 @@ func BenchmarkHotLookups(b *testing.B) {
 		fn   func(tx store.Tx) error
 	}{
 		{"Empty", func(store.Tx) error { return nil }},
-		{"GetToken", func(tx store.Tx) error { _, err := tx.GetToken(hb.tokenID); return err }},
-		{"GetUserByID", func(tx store.Tx) error { _, err := tx.GetUserByID(hb.userID); return err }},
+		{"GetToken", func(tx store.Tx) error { _, err := tx.Tokens().Get(hb.tokenID); return err }},
+		{"GetUserByID", func(tx store.Tx) error { _, err := tx.Users().GetByID(hb.userID); return err }},
 		{"LoadViewer", func(tx store.Tx) error {
-			v, err := tx.LoadViewer(hb.userID)
+			v, err := tx.Viewers().Load(hb.userID)
 			if err == nil && len(v.Workspaces) != 20 {
 				err = fmt.Errorf("%d memberships, want 20", len(v.Workspaces))
 			}
 			return err
 		}},
-		{"ObjectRef", func(tx store.Tx) error { _, err := tx.ObjectRef(store.ObjectConfig, "web"); return err }},
+		{"ObjectRef", func(tx store.Tx) error { _, err := tx.Objects().Ref(store.ObjectConfig, "web"); return err }},
 		{"LoadAccess", func(tx store.Tx) error {
-			a, err := tx.LoadAccess(hb.userID, store.ObjectConfig, "web")
+			a, err := tx.Objects().Access(hb.userID, store.ObjectConfig, "web")
 			if err == nil && (len(a.Viewer.Workspaces) != 1 || len(a.Shares) != 1) {
 				err = fmt.Errorf("%d memberships and %d shares, want 1 and 1", len(a.Viewer.Workspaces), len(a.Shares))
 			}
 			return err
 		}},
 		{"ListSharesOf", func(tx store.Tx) error {
-			ss, err := tx.ListSharesOf(store.ObjectConfig, hb.configID)
+			ss, err := tx.Shares().Of(store.ObjectConfig, hb.configID)
 			if err == nil && len(ss) != 10 {
 				err = fmt.Errorf("%d shares, want 10", len(ss))
 			}
 			return err
 		}},
-		{"GetConfig", func(tx store.Tx) error { _, err := tx.GetConfig("web"); return err }},
+		{"GetConfig", func(tx store.Tx) error { _, err := tx.Configs().Get("web"); return err }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
@@ -154,7 +154,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 		}
 		var user *store.User
 		err = hb.db.View(ctx, func(tx store.Tx) error {
-			tk, err := tx.GetToken(id)
+			tk, err := tx.Tokens().Get(id)
 			if err != nil {
 				return err
 			}
@@ -166,7 +166,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 			case !tk.ExpiresAt.IsZero() && !now.Before(tk.ExpiresAt):
 				return errors.New("expired")
 			}
-			user, err = tx.GetUserByID(tk.UserID)
+			user, err = tx.Users().GetByID(tk.UserID)
 			return err
 		})
 		if err != nil {

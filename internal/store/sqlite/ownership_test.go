@@ -42,11 +42,11 @@ func TestMigrateToOwnershipKeepsData(t *testing.T) {
 	}
 	defer db.Close()
 	err = db.View(ctx, func(tx store.Tx) error {
-		org, err := tx.GetOrg(store.DefaultOrg)
+		org, err := tx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
-		main, err := tx.GetWorkspace(org.ID, store.MainWorkspace)
+		main, err := tx.Workspaces().Get(org.ID, store.MainWorkspace)
 		if err != nil {
 			return err
 		}
@@ -59,24 +59,24 @@ func TestMigrateToOwnershipKeepsData(t *testing.T) {
 			keptAnother bool
 		}
 		var got []placed
-		tm, err := tx.GetTemplate("linux")
+		tm, err := tx.Templates().Get("linux")
 		if err != nil {
 			return err
 		}
 		got = append(got, placed{"template", tm.WorkspaceID, tm.OwnerID, tm.ID == 3 && tm.MemoryMiB == 64})
-		n, err := tx.GetNetwork("lan")
+		n, err := tx.Networks().Get("lan")
 		if err != nil {
 			return err
 		}
 		got = append(got, placed{"network", n.WorkspaceID, n.OwnerID, n.ID == 2 && n.Gateway.String() == "10.0.0.1"})
-		cs, err := tx.ListConfigs()
+		cs, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}
 		for _, c := range cs {
 			got = append(got, placed{c.Kind + " " + c.Name, c.WorkspaceID, c.OwnerID, c.Owner == "me" || c.Kind == store.KindLibrary})
 		}
-		as, err := tx.ListArchives()
+		as, err := tx.Archives().List()
 		if err != nil {
 			return err
 		}

@@ -107,7 +107,7 @@ func TestMigrateKeepsData(t *testing.T) {
 	}
 	defer db.Close()
 	err = db.View(ctx, func(tx store.Tx) error {
-		c, err := tx.GetConfig("web")
+		c, err := tx.Configs().Get("web")
 		if err != nil {
 			return err
 		}
@@ -169,7 +169,7 @@ func TestOpenOddPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := db.Update(context.Background(), func(tx store.Tx) error {
-		return tx.CreateOp(&store.Op{Kind: "test"})
+		return tx.Ops().Create(&store.Op{Kind: "test"})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func BenchmarkSmallUpdate(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if err := db.Update(context.Background(), func(tx store.Tx) error {
-				return tx.CreateOp(&store.Op{Kind: "bench", Subject: "x"})
+				return tx.Ops().Create(&store.Op{Kind: "bench", Subject: "x"})
 			}); err != nil {
 				b.Error(err)
 			}

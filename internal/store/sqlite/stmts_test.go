@@ -45,24 +45,24 @@ func TestHotStatements(t *testing.T) {
 	const readers, users = 8, 16
 	ids := make([]int64, users)
 	err = db.Update(ctx, func(stx store.Tx) error {
-		def, err := stx.GetOrg(store.DefaultOrg)
+		def, err := stx.Orgs().Get(store.DefaultOrg)
 		if err != nil {
 			return err
 		}
 		for i := range users {
 			u := &store.User{Name: fmt.Sprintf("u%d", i)}
-			if err := stx.CreateUser(u); err != nil {
+			if err := stx.Users().Create(u); err != nil {
 				return err
 			}
 			ids[i] = u.ID
 			ws := &store.Workspace{OrgID: def.ID, Name: fmt.Sprintf("w%d", i), Kind: store.WorkspacePrivate}
-			if err := stx.CreateWorkspace(ws); err != nil {
+			if err := stx.Workspaces().Create(ws); err != nil {
 				return err
 			}
-			if err := stx.PutMembership(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "user"}); err != nil {
+			if err := stx.Memberships().Put(&store.Membership{UserID: u.ID, WorkspaceID: ws.ID, Role: "user"}); err != nil {
 				return err
 			}
-			if err := stx.CreateConfig(&store.Config{Name: fmt.Sprintf("c%d", i), State: store.StateUndeployed, WorkspaceID: ws.ID, OwnerID: u.ID}); err != nil {
+			if err := stx.Configs().Create(&store.Config{Name: fmt.Sprintf("c%d", i), State: store.StateUndeployed, WorkspaceID: ws.ID, OwnerID: u.ID}); err != nil {
 				return err
 			}
 		}
@@ -70,7 +70,7 @@ func TestHotStatements(t *testing.T) {
 		t := stx.(*sqlstore.Tx).Conn().(*tx)
 		before := len(t.stmts)
 		for range 50 {
-			if _, err := stx.GetUserByID(ids[0]); err != nil {
+			if _, err := stx.Users().GetByID(ids[0]); err != nil {
 				return err
 			}
 		}
@@ -96,7 +96,7 @@ func TestHotStatements(t *testing.T) {
 		defer wg.Done()
 		for i := range 50 {
 			err := db.Update(ctx, func(tx store.Tx) error {
-				return tx.CreateUser(&store.User{Name: fmt.Sprintf("new%d", i)})
+				return tx.Users().Create(&store.User{Name: fmt.Sprintf("new%d", i)})
 			})
 			if err != nil {
 				errs <- err
@@ -111,28 +111,28 @@ func TestHotStatements(t *testing.T) {
 			for n := range 100 {
 				i := (r + n) % users
 				err := db.View(ctx, func(tx store.Tx) error {
-					v, err := tx.LoadViewer(ids[i])
+					v, err := tx.Viewers().Load(ids[i])
 					if err != nil {
 						return err
 					}
 					if v.UserID != ids[i] || len(v.Workspaces) != 1 || v.Workspaces[0].Role != "user" {
 						return fmt.Errorf("LoadViewer(u%d) = %+v", i, v)
 					}
-					ref, err := tx.ObjectRef(store.ObjectConfig, fmt.Sprintf("c%d", i))
+					ref, err := tx.Objects().Ref(store.ObjectConfig, fmt.Sprintf("c%d", i))
 					if err != nil {
 						return err
 					}
 					if ref.OwnerID != ids[i] || ref.WorkspaceID != v.Workspaces[0].ID || ref.WorkspaceKind != store.WorkspacePrivate {
 						return fmt.Errorf("ObjectRef(c%d) = %+v, viewer %+v", i, ref, v)
 					}
-					a, err := tx.LoadAccess(ids[i], store.ObjectConfig, fmt.Sprintf("c%d", i))
+					a, err := tx.Objects().Access(ids[i], store.ObjectConfig, fmt.Sprintf("c%d", i))
 					if err != nil {
 						return err
 					}
 					if a.Object != ref || len(a.Viewer.Workspaces) != 1 || a.Viewer.Workspaces[0] != v.Workspaces[0] {
 						return fmt.Errorf("LoadAccess(u%d, c%d) = %+v, want object %+v and viewer %+v", i, i, a, ref, v)
 					}
-					u, err := tx.GetUserByID(ids[i])
+					u, err := tx.Users().GetByID(ids[i])
 					if err != nil {
 						return err
 					}

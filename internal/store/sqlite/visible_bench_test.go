@@ -40,13 +40,13 @@ func newVisibleBench(b *testing.B) *visibleBench {
 	vb := &visibleBench{db: db}
 	err = db.Update(ctx, func(tx store.Tx) error {
 		org := store.Org{Name: "bench"}
-		if err := tx.CreateOrg(&org); err != nil {
+		if err := tx.Orgs().Create(&org); err != nil {
 			return err
 		}
 		var users []store.User
 		for i := range benchOwners {
 			u := store.User{Name: fmt.Sprintf("u%d", i)}
-			if err := tx.CreateUser(&u); err != nil {
+			if err := tx.Users().Create(&u); err != nil {
 				return err
 			}
 			users = append(users, u)
@@ -58,23 +58,23 @@ func newVisibleBench(b *testing.B) *visibleBench {
 			if i%2 == 1 {
 				w.Kind = store.WorkspacePrivate
 			}
-			if err := tx.CreateWorkspace(&w); err != nil {
+			if err := tx.Workspaces().Create(&w); err != nil {
 				return err
 			}
 			wss = append(wss, w)
 		}
 		for _, w := range wss[:3] {
-			if err := tx.PutMembership(&store.Membership{UserID: viewer.ID, WorkspaceID: w.ID, Role: "author"}); err != nil {
+			if err := tx.Memberships().Put(&store.Membership{UserID: viewer.ID, WorkspaceID: w.ID, Role: "author"}); err != nil {
 				return err
 			}
 		}
 		nw := store.Network{Name: "lan"}
-		if err := tx.CreateNetwork(&nw); err != nil {
+		if err := tx.Networks().Create(&nw); err != nil {
 			return err
 		}
 		for i := range benchConfigs {
 			l := store.Layer{Path: fmt.Sprintf("layers/l%d.qcow2", i), VirtualSize: 1 << 30}
-			if err := tx.CreateLayer(&l); err != nil {
+			if err := tx.Layers().Create(&l); err != nil {
 				return err
 			}
 			c := store.Config{
@@ -86,22 +86,22 @@ func newVisibleBench(b *testing.B) *visibleBench {
 					NICs:  []store.NIC{{NetworkID: nw.ID, MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff), IPMode: store.IPModeDHCP}},
 				}},
 			}
-			if err := tx.CreateConfig(&c); err != nil {
+			if err := tx.Configs().Create(&c); err != nil {
 				return err
 			}
 			// Five configurations in workspaces the viewer is not in.
 			if i%benchWorkspaces >= 50 && i%1999 == 0 {
-				if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: viewer.ID, Level: store.ShareRead}); err != nil {
+				if err := tx.Shares().Put(&store.Share{ObjectKind: store.ObjectConfig, ObjectID: c.ID, UserID: viewer.ID, Level: store.ShareRead}); err != nil {
 					return err
 				}
 			}
 		}
-		v, err := tx.LoadViewer(viewer.ID)
+		v, err := tx.Viewers().Load(viewer.ID)
 		if err != nil {
 			return err
 		}
 		vb.viewer = *v
-		shares, err := tx.ListSharesToUser(viewer.ID)
+		shares, err := tx.Shares().ToUser(viewer.ID)
 		if err != nil {
 			return err
 		}
@@ -114,7 +114,7 @@ func newVisibleBench(b *testing.B) *visibleBench {
 		b.Fatal(err)
 	}
 	err = db.View(ctx, func(tx store.Tx) error {
-		cs, err := tx.ListConfigsVisible(vb.viewer)
+		cs, err := tx.Visible().Configs(vb.viewer)
 		for _, c := range cs {
 			vb.visible = append(vb.visible, c.ID)
 		}
@@ -169,7 +169,7 @@ func BenchmarkListConfigsVisible(b *testing.B) {
 	}
 	b.Run("ListConfigs", func(b *testing.B) {
 		run(b, "ListConfigs", benchConfigs, func(tx store.Tx) (int, error) {
-			cs, err := tx.ListConfigs()
+			cs, err := tx.Configs().List()
 			return len(cs), err
 		})
 	})
@@ -209,14 +209,14 @@ func BenchmarkListConfigsVisible(b *testing.B) {
 	})
 	b.Run("Visible/user", func(b *testing.B) {
 		run(b, "Visible/user", len(vb.visible), func(tx store.Tx) (int, error) {
-			cs, err := tx.ListConfigsVisible(vb.viewer)
+			cs, err := tx.Visible().Configs(vb.viewer)
 			return len(cs), err
 		})
 		ratio(b, "Visible/user", "ListConfigs", "SameRowsByID")
 	})
 	b.Run("Visible/systemadmin", func(b *testing.B) {
 		run(b, "Visible/systemadmin", benchConfigs, func(tx store.Tx) (int, error) {
-			cs, err := tx.ListConfigsVisible(store.Viewer{UserID: vb.viewer.UserID, SystemAdmin: true})
+			cs, err := tx.Visible().Configs(store.Viewer{UserID: vb.viewer.UserID, SystemAdmin: true})
 			return len(cs), err
 		})
 		ratio(b, "Visible/systemadmin", "ListConfigs")

@@ -61,9 +61,9 @@ func (d *Dialect) scanNIC(s Scanner) (store.NIC, error) {
 	return n, nil
 }
 
-// CreateConfig writes the configuration with its VMs, disks and NICs, all
+// Create writes the configuration with its VMs, disks and NICs, all
 // or nothing, and sets every ID and back-reference in c.
-func (t *Tx) CreateConfig(c *store.Config) error {
+func (t configs) Create(c *store.Config) error {
 	created := stamp(c.CreatedAt)
 	updated := c.UpdatedAt
 	if updated.IsZero() {
@@ -81,13 +81,13 @@ func (t *Tx) CreateConfig(c *store.Config) error {
 		case t.d.IsUnique(err):
 			return errdefs.Conflict("configuration %q: already exists", c.Name)
 		case t.d.IsForeignKey(err):
-			return errdefs.Conflict("configuration %q: %s", c.Name, t.missingOwnership(c.WorkspaceID, c.OwnerID))
+			return errdefs.Conflict("configuration %q: %s", c.Name, missingOwnership(t.db, c.WorkspaceID, c.OwnerID))
 		case err != nil:
 			return fmt.Errorf("create configuration %q: %w", c.Name, err)
 		}
 		c.ID = id
 		for i := range c.VMs {
-			if err := t.createVM(c, &c.VMs[i]); err != nil {
+			if err := createVM(t.db, c, &c.VMs[i]); err != nil {
 				return err
 			}
 		}
@@ -100,7 +100,7 @@ func (t *Tx) CreateConfig(c *store.Config) error {
 	return nil
 }
 
-func (t *Tx) createVM(c *store.Config, v *store.VM) error {
+func createVM(t *db, c *store.Config, v *store.VM) error {
 	v.ConfigID = c.ID
 	id, err := t.insert(`INSERT INTO vms (config_id, name, template_id, cpus, memory_mib, state) VALUES (?, ?, ?, ?, ?, ?)`,
 		v.ConfigID, v.Name, nullID(v.TemplateID), v.CPUs, v.MemoryMiB, v.State)
@@ -132,12 +132,12 @@ func (t *Tx) createVM(c *store.Config, v *store.VM) error {
 			n.VMID, n.Index, n.NetworkID, n.MAC, n.IPMode, t.d.Addr(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID))
 		switch {
 		case t.d.IsUnique(err):
-			if t.macInUse(n.MAC) {
+			if macInUse(t, n.MAC) {
 				return errdefs.Conflict("configuration %q: VM %q: MAC %s is already in use", c.Name, v.Name, n.MAC)
 			}
 			return errdefs.Conflict("configuration %q: VM %q: NIC %d: index used twice", c.Name, v.Name, n.Index)
 		case t.d.IsForeignKey(err):
-			return errdefs.Conflict("configuration %q: VM %q: NIC %d: %s", c.Name, v.Name, n.Index, t.missingNICRef(n))
+			return errdefs.Conflict("configuration %q: VM %q: NIC %d: %s", c.Name, v.Name, n.Index, missingNICRef(t, n))
 		case err != nil:
 			return fmt.Errorf("create configuration %q: VM %q: NIC %d: %w", c.Name, v.Name, n.Index, err)
 		}
@@ -148,7 +148,7 @@ func (t *Tx) createVM(c *store.Config, v *store.VM) error {
 
 // missingNICRef names what a NIC refers to that does not exist, after a
 // foreign key violation.
-func (t *Tx) missingNICRef(n *store.NIC) string {
+func missingNICRef(t *db, n *store.NIC) string {
 	exists := func(table string, id int64) bool {
 		var one int
 		return t.c.Row("SELECT 1 FROM "+table+" WHERE id = ?", id).Scan(&one) == nil
@@ -166,14 +166,14 @@ func (t *Tx) missingNICRef(n *store.NIC) string {
 
 // macInUse tells a duplicate MAC from a duplicate NIC index after a unique
 // violation (SQLite's error names the constraint only in its text).
-func (t *Tx) macInUse(mac string) bool {
+func macInUse(t *db, mac string) bool {
 	var one int
 	err := t.c.Row("SELECT 1 FROM nics WHERE mac = ?", mac).Scan(&one)
 	return err == nil
 }
 
-func (t *Tx) GetConfig(name string) (*store.Config, error) {
-	c, err := queryOne(t, scanConfig, "SELECT "+configCols+" FROM configs WHERE name = ?", name)
+func (t configs) Get(name string) (*store.Config, error) {
+	c, err := queryOne(t.db, scanConfig, "SELECT "+configCols+" FROM configs WHERE name = ?", name)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("configuration %q not found", name)
@@ -181,14 +181,14 @@ func (t *Tx) GetConfig(name string) (*store.Config, error) {
 		return nil, fmt.Errorf("get configuration %q: %w", name, err)
 	}
 	cs := []store.Config{c}
-	if err := t.attachVMs(cs, "WHERE v.config_id = ?", c.ID); err != nil {
+	if err := attachVMs(t.db, cs, "WHERE v.config_id = ?", c.ID); err != nil {
 		return nil, fmt.Errorf("get configuration %q: %w", name, err)
 	}
 	return &cs[0], nil
 }
 
-func (t *Tx) GetConfigByID(id int64) (*store.Config, error) {
-	c, err := queryOne(t, scanConfig, "SELECT "+configCols+" FROM configs WHERE id = ?", id)
+func (t configs) GetByID(id int64) (*store.Config, error) {
+	c, err := queryOne(t.db, scanConfig, "SELECT "+configCols+" FROM configs WHERE id = ?", id)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("configuration %d not found", id)
@@ -196,20 +196,20 @@ func (t *Tx) GetConfigByID(id int64) (*store.Config, error) {
 		return nil, fmt.Errorf("get configuration %d: %w", id, err)
 	}
 	cs := []store.Config{c}
-	if err := t.attachVMs(cs, "WHERE v.config_id = ?", c.ID); err != nil {
+	if err := attachVMs(t.db, cs, "WHERE v.config_id = ?", c.ID); err != nil {
 		return nil, fmt.Errorf("get configuration %q: %w", c.Name, err)
 	}
 	return &cs[0], nil
 }
 
-// ListConfigs reads every configuration with four queries in all (configs,
+// List reads every configuration with four queries in all (configs,
 // VMs, disks, NICs), whatever their number.
-func (t *Tx) ListConfigs() ([]store.Config, error) {
-	cs, err := queryAll(t, scanConfig, "SELECT "+configCols+" FROM configs ORDER BY id")
+func (t configs) List() ([]store.Config, error) {
+	cs, err := queryAll(t.db, scanConfig, "SELECT "+configCols+" FROM configs ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list configurations: %w", err)
 	}
-	if err := t.attachVMs(cs, ""); err != nil {
+	if err := attachVMs(t.db, cs, ""); err != nil {
 		return nil, fmt.Errorf("list configurations: %w", err)
 	}
 	return cs, nil
@@ -218,7 +218,7 @@ func (t *Tx) ListConfigs() ([]store.Config, error) {
 // attachVMs reads the VMs selected by where (a clause on v, the vms table)
 // with their disks and NICs, and hangs them on their configurations in cs.
 // VMs come in id order, disks and NICs in index order.
-func (t *Tx) attachVMs(cs []store.Config, where string, args ...any) error {
+func attachVMs(t *db, cs []store.Config, where string, args ...any) error {
 	vms, err := queryAll(t, scanVM, "SELECT "+vmCols+" FROM vms v "+where+" ORDER BY v.id", args...)
 	if err != nil {
 		return fmt.Errorf("VMs: %w", err)
@@ -253,9 +253,9 @@ func (t *Tx) attachVMs(cs []store.Config, where string, args ...any) error {
 	return nil
 }
 
-// UpdateConfig writes the configuration's own fields and stamps UpdatedAt
+// Update writes the configuration's own fields and stamps UpdatedAt
 // with the current time (c.UpdatedAt is set to it).
-func (t *Tx) UpdateConfig(c *store.Config) error {
+func (t configs) Update(c *store.Config) error {
 	updated := now()
 	found, err := t.changeOne(`UPDATE configs SET name = ?, description = ?, owner = ?, state = ?, fenced = ?,
 		fence_policy = ?, last_error = ?, updated_at = ?, host = ? WHERE id = ?`,
@@ -272,7 +272,7 @@ func (t *Tx) UpdateConfig(c *store.Config) error {
 	return nil
 }
 
-func (t *Tx) DeleteConfig(id int64) error {
+func (t configs) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM configs WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -283,7 +283,7 @@ func (t *Tx) DeleteConfig(id int64) error {
 	return nil
 }
 
-func (t *Tx) UpdateVM(v *store.VM) error {
+func (t configs) UpdateVM(v *store.VM) error {
 	found, err := t.changeOne("UPDATE vms SET state = ?, cpus = ?, memory_mib = ? WHERE id = ?",
 		v.State, v.CPUs, v.MemoryMiB, v.ID)
 	switch {
@@ -295,7 +295,7 @@ func (t *Tx) UpdateVM(v *store.VM) error {
 	return nil
 }
 
-func (t *Tx) SetDiskTop(diskID, layerID int64) error {
+func (t configs) SetDiskTop(diskID, layerID int64) error {
 	found, err := t.changeOne("UPDATE disks SET top_layer_id = ? WHERE id = ?", layerID, diskID)
 	switch {
 	case t.d.IsForeignKey(err):
@@ -308,14 +308,14 @@ func (t *Tx) SetDiskTop(diskID, layerID int64) error {
 	return nil
 }
 
-func (t *Tx) UpdateNIC(n *store.NIC) error {
+func (t configs) UpdateNIC(n *store.NIC) error {
 	found, err := t.changeOne("UPDATE nics SET mac = ?, ip_mode = ?, ip = ?, allocation_id = ?, external_allocation_id = ? WHERE id = ?",
 		n.MAC, n.IPMode, t.d.Addr(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID), n.ID)
 	switch {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("NIC %d: MAC %s is already in use", n.ID, n.MAC)
 	case t.d.IsForeignKey(err):
-		return errdefs.Conflict("NIC %d: %s", n.ID, t.missingNICRef(n))
+		return errdefs.Conflict("NIC %d: %s", n.ID, missingNICRef(t.db, n))
 	case err != nil:
 		return fmt.Errorf("update NIC %d: %w", n.ID, err)
 	case !found:

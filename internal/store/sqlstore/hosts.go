@@ -20,10 +20,10 @@ func scanHost(s Scanner) (store.Host, error) {
 	return h, err
 }
 
-// RegisterHost inserts the host or updates the one of that name in one
+// Register inserts the host or updates the one of that name in one
 // statement, so that two daemons registering the same name at once do not
 // race between a read and a write.
-func (t *Tx) RegisterHost(h *store.Host) error {
+func (t hosts) Register(h *store.Host) error {
 	if h.Name == "" {
 		return errdefs.Invalid("host: no name")
 	}
@@ -33,7 +33,7 @@ func (t *Tx) RegisterHost(h *store.Host) error {
 		state   string
 		created int64
 	}
-	r, err := queryOne(t, func(s Scanner) (result, error) {
+	r, err := queryOne(t.db, func(s Scanner) (result, error) {
 		var r result
 		err := s.Scan(&r.id, &r.state, &r.created)
 		return r, err
@@ -52,8 +52,8 @@ func (t *Tx) RegisterHost(h *store.Host) error {
 	return nil
 }
 
-func (t *Tx) GetHost(name string) (*store.Host, error) {
-	h, err := queryOne(t, scanHost, "SELECT "+hostCols+" FROM hosts WHERE name = ?", name)
+func (t hosts) Get(name string) (*store.Host, error) {
+	h, err := queryOne(t.db, scanHost, "SELECT "+hostCols+" FROM hosts WHERE name = ?", name)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("host %q not found", name)
@@ -63,15 +63,15 @@ func (t *Tx) GetHost(name string) (*store.Host, error) {
 	return &h, nil
 }
 
-func (t *Tx) ListHosts() ([]store.Host, error) {
-	hs, err := queryAll(t, scanHost, "SELECT "+hostCols+" FROM hosts ORDER BY id")
+func (t hosts) List() ([]store.Host, error) {
+	hs, err := queryAll(t.db, scanHost, "SELECT "+hostCols+" FROM hosts ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
 	return hs, nil
 }
 
-func (t *Tx) TouchHost(name string, at time.Time) error {
+func (t hosts) Touch(name string, at time.Time) error {
 	found, err := t.changeOne("UPDATE hosts SET last_seen = ? WHERE name = ?", at.UnixNano(), name)
 	switch {
 	case err != nil:
@@ -82,7 +82,7 @@ func (t *Tx) TouchHost(name string, at time.Time) error {
 	return nil
 }
 
-func (t *Tx) SetHostState(name, state string) error {
+func (t hosts) SetState(name, state string) error {
 	if !store.ValidHostState(state) {
 		return errdefs.Invalid("host %q: state %q is not active, draining or removed", name, state)
 	}

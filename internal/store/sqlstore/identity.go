@@ -13,18 +13,18 @@ import (
 // administrators (schema version 5).
 
 // exists reports whether table has a row with id.
-func (t *Tx) exists(table string, id int64) bool {
+func exists(t *db, table string, id int64) bool {
 	var one int
 	return t.c.Row("SELECT 1 FROM "+table+" WHERE id = ?", id).Scan(&one) == nil
 }
 
 // missingOwnership names the workspace or owner an object refers to that
 // does not exist, after a foreign key violation.
-func (t *Tx) missingOwnership(workspaceID, ownerID int64) string {
+func missingOwnership(t *db, workspaceID, ownerID int64) string {
 	switch {
-	case workspaceID != 0 && !t.exists("workspaces", workspaceID):
+	case workspaceID != 0 && !exists(t, "workspaces", workspaceID):
 		return fmt.Sprintf("workspace %d does not exist", workspaceID)
-	case ownerID != 0 && !t.exists("users", ownerID):
+	case ownerID != 0 && !exists(t, "users", ownerID):
 		return fmt.Sprintf("owner (user %d) does not exist", ownerID)
 	}
 	return "refers to a record that does not exist"
@@ -49,7 +49,7 @@ func objectTable(kind string) (string, error) {
 
 // ownedCounts says how many objects of each kind have col = id, for the
 // message of a refused delete ("" when none).
-func (t *Tx) ownedCounts(col string, id int64) string {
+func ownedCounts(t *db, col string, id int64) string {
 	var parts []string
 	for _, k := range []struct{ table, what string }{
 		{"configs", "configuration(s) or library entr(ies)"},
@@ -79,7 +79,7 @@ func scanOrg(s Scanner) (store.Org, error) {
 	return o, err
 }
 
-func (t *Tx) CreateOrg(o *store.Org) error {
+func (t orgs) Create(o *store.Org) error {
 	if err := store.NeedName("organization", o.Name); err != nil {
 		return err
 	}
@@ -104,23 +104,23 @@ var (
 	qUserByID        = hot("SELECT " + userCols + " FROM users WHERE id = ?")
 )
 
-func (t *Tx) GetOrg(name string) (*store.Org, error) {
-	return getOne(t, scanOrg, fmt.Sprintf("organization %q", name), qOrgByName, name)
+func (t orgs) Get(name string) (*store.Org, error) {
+	return getOne(t.db, scanOrg, fmt.Sprintf("organization %q", name), qOrgByName, name)
 }
 
-func (t *Tx) GetOrgByID(id int64) (*store.Org, error) {
-	return getOne(t, scanOrg, fmt.Sprintf("organization %d", id), "SELECT "+orgCols+" FROM organizations WHERE id = ?", id)
+func (t orgs) GetByID(id int64) (*store.Org, error) {
+	return getOne(t.db, scanOrg, fmt.Sprintf("organization %d", id), "SELECT "+orgCols+" FROM organizations WHERE id = ?", id)
 }
 
-func (t *Tx) ListOrgs() ([]store.Org, error) {
-	orgs, err := queryAll(t, scanOrg, "SELECT "+orgCols+" FROM organizations ORDER BY id")
+func (t orgs) List() ([]store.Org, error) {
+	orgs, err := queryAll(t.db, scanOrg, "SELECT "+orgCols+" FROM organizations ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list organizations: %w", err)
 	}
 	return orgs, nil
 }
 
-func (t *Tx) DeleteOrg(id int64) error {
+func (t orgs) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM organizations WHERE id = ?", id)
 	switch {
 	case t.d.IsForeignKey(err):
@@ -137,7 +137,7 @@ func (t *Tx) DeleteOrg(id int64) error {
 }
 
 // getOne reads one record; what names it in the errors.
-func getOne[T any](t *Tx, scan func(Scanner) (T, error), what, query string, args ...any) (*T, error) {
+func getOne[T any](t *db, scan func(Scanner) (T, error), what, query string, args ...any) (*T, error) {
 	v, err := queryOne(t, scan, query, args...)
 	switch {
 	case t.d.NoRows(err):
@@ -162,7 +162,7 @@ func scanWorkspace(s Scanner) (store.Workspace, error) {
 	return w, err
 }
 
-func (t *Tx) CreateWorkspace(w *store.Workspace) error {
+func (t workspaces) Create(w *store.Workspace) error {
 	if err := w.Check(); err != nil {
 		return err
 	}
@@ -181,24 +181,24 @@ func (t *Tx) CreateWorkspace(w *store.Workspace) error {
 	return nil
 }
 
-func (t *Tx) GetWorkspace(orgID int64, name string) (*store.Workspace, error) {
-	return getOne(t, scanWorkspace, fmt.Sprintf("workspace %q of organization %d", name, orgID),
+func (t workspaces) Get(orgID int64, name string) (*store.Workspace, error) {
+	return getOne(t.db, scanWorkspace, fmt.Sprintf("workspace %q of organization %d", name, orgID),
 		qWorkspaceByName, orgID, name)
 }
 
-func (t *Tx) GetWorkspaceByID(id int64) (*store.Workspace, error) {
-	return getOne(t, scanWorkspace, fmt.Sprintf("workspace %d", id), qWorkspaceByID, id)
+func (t workspaces) GetByID(id int64) (*store.Workspace, error) {
+	return getOne(t.db, scanWorkspace, fmt.Sprintf("workspace %d", id), qWorkspaceByID, id)
 }
 
-func (t *Tx) ListWorkspaces(orgID int64) ([]store.Workspace, error) {
-	ws, err := queryAll(t, scanWorkspace, "SELECT "+workspaceCols+" FROM workspaces WHERE "+t.d.Int("?")+" = 0 OR org_id = ? ORDER BY id", orgID, orgID)
+func (t workspaces) List(orgID int64) ([]store.Workspace, error) {
+	ws, err := queryAll(t.db, scanWorkspace, "SELECT "+workspaceCols+" FROM workspaces WHERE "+t.d.Int("?")+" = 0 OR org_id = ? ORDER BY id", orgID, orgID)
 	if err != nil {
 		return nil, fmt.Errorf("list workspaces: %w", err)
 	}
 	return ws, nil
 }
 
-func (t *Tx) UpdateWorkspace(w *store.Workspace) error {
+func (t workspaces) Update(w *store.Workspace) error {
 	if err := w.Check(); err != nil {
 		return err
 	}
@@ -214,13 +214,13 @@ func (t *Tx) UpdateWorkspace(w *store.Workspace) error {
 	return nil
 }
 
-func (t *Tx) DeleteWorkspace(id int64) error {
+func (t workspaces) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM workspaces WHERE id = ?", id)
 	switch {
 	case t.d.IsForeignKey(err):
 		var name string
 		_ = t.c.Row("SELECT name FROM workspaces WHERE id = ?", id).Scan(&name)
-		return errdefs.Conflict("workspace %q still holds %s", name, t.ownedCounts("workspace_id", id))
+		return errdefs.Conflict("workspace %q still holds %s", name, ownedCounts(t.db, "workspace_id", id))
 	case err != nil:
 		return fmt.Errorf("delete workspace %d: %w", id, err)
 	case !found:
@@ -248,7 +248,7 @@ func scanUser(s Scanner) (store.User, error) {
 
 // userConflict tells a taken name from a taken e-mail address after a
 // unique violation.
-func (t *Tx) userConflict(u *store.User) error {
+func userConflict(t *db, u *store.User) error {
 	var id int64
 	if t.c.Row("SELECT id FROM users WHERE name = ?", u.Name).Scan(&id) == nil && id != u.ID {
 		return errdefs.Conflict("user %q: already exists", u.Name)
@@ -256,7 +256,7 @@ func (t *Tx) userConflict(u *store.User) error {
 	return errdefs.Conflict("user %q: e-mail address %q is already in use", u.Name, u.Email)
 }
 
-func (t *Tx) CreateUser(u *store.User) error {
+func (t users) Create(u *store.User) error {
 	if err := store.NeedName("user", u.Name); err != nil {
 		return err
 	}
@@ -266,7 +266,7 @@ func (t *Tx) CreateUser(u *store.User) error {
 		u.Name, nullText(u.Email), u.DisplayName, nullText(u.PasswordHash), u.Disabled, u.SystemAdmin, nullID(u.DefaultWorkspaceID), created.UnixNano())
 	switch {
 	case t.d.IsUnique(err):
-		return t.userConflict(u)
+		return userConflict(t.db, u)
 	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("user %q: default workspace %d does not exist", u.Name, u.DefaultWorkspaceID)
 	case err != nil:
@@ -276,32 +276,32 @@ func (t *Tx) CreateUser(u *store.User) error {
 	return nil
 }
 
-func (t *Tx) GetUser(name string) (*store.User, error) {
-	return getOne(t, scanUser, fmt.Sprintf("user %q", name), "SELECT "+userCols+" FROM users WHERE name = ?", name)
+func (t users) Get(name string) (*store.User, error) {
+	return getOne(t.db, scanUser, fmt.Sprintf("user %q", name), "SELECT "+userCols+" FROM users WHERE name = ?", name)
 }
 
-func (t *Tx) GetUserByID(id int64) (*store.User, error) {
-	return getOne(t, scanUser, fmt.Sprintf("user %d", id), qUserByID, id)
+func (t users) GetByID(id int64) (*store.User, error) {
+	return getOne(t.db, scanUser, fmt.Sprintf("user %d", id), qUserByID, id)
 }
 
-// GetUserByEmail compares without case (SQLite: the column's collation;
+// GetByEmail compares without case (SQLite: the column's collation;
 // PostgreSQL: the unique index is on lower(email)).
-func (t *Tx) GetUserByEmail(email string) (*store.User, error) {
+func (t users) GetByEmail(email string) (*store.User, error) {
 	if email == "" {
 		return nil, errdefs.NotFound(`user with e-mail address "" not found`)
 	}
-	return getOne(t, scanUser, fmt.Sprintf("user with e-mail address %q", email), "SELECT "+userCols+" FROM users WHERE "+t.d.EqualFold("email"), email)
+	return getOne(t.db, scanUser, fmt.Sprintf("user with e-mail address %q", email), "SELECT "+userCols+" FROM users WHERE "+t.d.EqualFold("email"), email)
 }
 
-func (t *Tx) ListUsers() ([]store.User, error) {
-	us, err := queryAll(t, scanUser, "SELECT "+userCols+" FROM users ORDER BY id")
+func (t users) List() ([]store.User, error) {
+	us, err := queryAll(t.db, scanUser, "SELECT "+userCols+" FROM users ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
 	return us, nil
 }
 
-func (t *Tx) UpdateUser(u *store.User) error {
+func (t users) Update(u *store.User) error {
 	if err := store.NeedName("user", u.Name); err != nil {
 		return err
 	}
@@ -310,7 +310,7 @@ func (t *Tx) UpdateUser(u *store.User) error {
 		u.Name, nullText(u.Email), u.DisplayName, nullText(u.PasswordHash), u.Disabled, u.SystemAdmin, nullID(u.DefaultWorkspaceID), u.ID)
 	switch {
 	case t.d.IsUnique(err):
-		return t.userConflict(u)
+		return userConflict(t.db, u)
 	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("user %q: default workspace %d does not exist", u.Name, u.DefaultWorkspaceID)
 	case err != nil:
@@ -321,13 +321,13 @@ func (t *Tx) UpdateUser(u *store.User) error {
 	return nil
 }
 
-func (t *Tx) DeleteUser(id int64) error {
+func (t users) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM users WHERE id = ?", id)
 	switch {
 	case t.d.IsForeignKey(err):
 		var name string
 		_ = t.c.Row("SELECT name FROM users WHERE id = ?", id).Scan(&name)
-		return errdefs.Conflict("user %q still owns %s", name, t.ownedCounts("owner_id", id))
+		return errdefs.Conflict("user %q still owns %s", name, ownedCounts(t.db, "owner_id", id))
 	case err != nil:
 		return fmt.Errorf("delete user %d: %w", id, err)
 	case !found:
@@ -350,7 +350,7 @@ func scanGroup(s Scanner) (store.Group, error) {
 	return g, err
 }
 
-func (t *Tx) CreateGroup(g *store.Group) error {
+func (t groups) Create(g *store.Group) error {
 	if err := store.NeedName("group", g.Name); err != nil {
 		return err
 	}
@@ -368,24 +368,24 @@ func (t *Tx) CreateGroup(g *store.Group) error {
 	return nil
 }
 
-func (t *Tx) GetGroup(orgID int64, name string) (*store.Group, error) {
-	return getOne(t, scanGroup, fmt.Sprintf("group %q of organization %d", name, orgID),
+func (t groups) Get(orgID int64, name string) (*store.Group, error) {
+	return getOne(t.db, scanGroup, fmt.Sprintf("group %q of organization %d", name, orgID),
 		"SELECT "+groupCols+" FROM groups WHERE org_id = ? AND name = ?", orgID, name)
 }
 
-func (t *Tx) GetGroupByID(id int64) (*store.Group, error) {
-	return getOne(t, scanGroup, fmt.Sprintf("group %d", id), "SELECT "+groupCols+" FROM groups WHERE id = ?", id)
+func (t groups) GetByID(id int64) (*store.Group, error) {
+	return getOne(t.db, scanGroup, fmt.Sprintf("group %d", id), "SELECT "+groupCols+" FROM groups WHERE id = ?", id)
 }
 
-func (t *Tx) ListGroups(orgID int64) ([]store.Group, error) {
-	gs, err := queryAll(t, scanGroup, "SELECT "+groupCols+" FROM groups WHERE "+t.d.Int("?")+" = 0 OR org_id = ? ORDER BY id", orgID, orgID)
+func (t groups) List(orgID int64) ([]store.Group, error) {
+	gs, err := queryAll(t.db, scanGroup, "SELECT "+groupCols+" FROM groups WHERE "+t.d.Int("?")+" = 0 OR org_id = ? ORDER BY id", orgID, orgID)
 	if err != nil {
 		return nil, fmt.Errorf("list groups: %w", err)
 	}
 	return gs, nil
 }
 
-func (t *Tx) DeleteGroup(id int64) error {
+func (t groups) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM groups WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -396,11 +396,11 @@ func (t *Tx) DeleteGroup(id int64) error {
 	return nil
 }
 
-func (t *Tx) AddGroupMember(groupID, userID int64) error {
+func (t groups) AddMember(groupID, userID int64) error {
 	_, err := t.guarded("INSERT INTO group_members (group_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING", groupID, userID)
 	switch {
 	case t.d.IsForeignKey(err):
-		return errdefs.Conflict("add user %d to group %d: %s", userID, groupID, t.missingPair("groups", groupID, "group", userID))
+		return errdefs.Conflict("add user %d to group %d: %s", userID, groupID, missingPair(t.db, "groups", groupID, "group", userID))
 	case err != nil:
 		return fmt.Errorf("add user %d to group %d: %w", userID, groupID, err)
 	}
@@ -408,17 +408,17 @@ func (t *Tx) AddGroupMember(groupID, userID int64) error {
 }
 
 // missingPair names which of a (thing, user) pair does not exist.
-func (t *Tx) missingPair(table string, id int64, what string, userID int64) string {
-	if !t.exists(table, id) {
+func missingPair(t *db, table string, id int64, what string, userID int64) string {
+	if !exists(t, table, id) {
 		return fmt.Sprintf("%s %d does not exist", what, id)
 	}
-	if !t.exists("users", userID) {
+	if !exists(t, "users", userID) {
 		return fmt.Sprintf("user %d does not exist", userID)
 	}
 	return "refers to a record that does not exist"
 }
 
-func (t *Tx) RemoveGroupMember(groupID, userID int64) error {
+func (t groups) RemoveMember(groupID, userID int64) error {
 	found, err := t.changeOne("DELETE FROM group_members WHERE group_id = ? AND user_id = ?", groupID, userID)
 	switch {
 	case err != nil:
@@ -429,16 +429,16 @@ func (t *Tx) RemoveGroupMember(groupID, userID int64) error {
 	return nil
 }
 
-func (t *Tx) ListGroupMembers(groupID int64) ([]store.User, error) {
-	us, err := queryAll(t, scanUser, "SELECT "+prefixed("u", userCols)+" FROM users u JOIN group_members m ON m.user_id = u.id WHERE m.group_id = ? ORDER BY u.id", groupID)
+func (t groups) Members(groupID int64) ([]store.User, error) {
+	us, err := queryAll(t.db, scanUser, "SELECT "+prefixed("u", userCols)+" FROM users u JOIN group_members m ON m.user_id = u.id WHERE m.group_id = ? ORDER BY u.id", groupID)
 	if err != nil {
 		return nil, fmt.Errorf("members of group %d: %w", groupID, err)
 	}
 	return us, nil
 }
 
-func (t *Tx) ListGroupsOfUser(userID int64) ([]store.Group, error) {
-	gs, err := queryAll(t, scanGroup, "SELECT "+prefixed("g", groupCols)+" FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ? ORDER BY g.id", userID)
+func (t groups) OfUser(userID int64) ([]store.Group, error) {
+	gs, err := queryAll(t.db, scanGroup, "SELECT "+prefixed("g", groupCols)+" FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ? ORDER BY g.id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("groups of user %d: %w", userID, err)
 	}
@@ -464,7 +464,7 @@ func scanMembership(s Scanner) (store.Membership, error) {
 	return m, err
 }
 
-func (t *Tx) PutMembership(m *store.Membership) error {
+func (t memberships) Put(m *store.Membership) error {
 	if m.Role == "" {
 		return errdefs.Invalid("membership of user %d in workspace %d: a role is required", m.UserID, m.WorkspaceID)
 	}
@@ -473,15 +473,15 @@ func (t *Tx) PutMembership(m *store.Membership) error {
 	switch {
 	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("membership of user %d in workspace %d: %s", m.UserID, m.WorkspaceID,
-			t.missingPair("workspaces", m.WorkspaceID, "workspace", m.UserID))
+			missingPair(t.db, "workspaces", m.WorkspaceID, "workspace", m.UserID))
 	case err != nil:
 		return fmt.Errorf("put membership of user %d in workspace %d: %w", m.UserID, m.WorkspaceID, err)
 	}
 	return nil
 }
 
-func (t *Tx) GetMembership(userID, workspaceID int64) (*store.Membership, error) {
-	m, err := queryOne(t, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE user_id = ? AND workspace_id = ?", userID, workspaceID)
+func (t memberships) Get(userID, workspaceID int64) (*store.Membership, error) {
+	m, err := queryOne(t.db, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE user_id = ? AND workspace_id = ?", userID, workspaceID)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("user %d is not a member of workspace %d", userID, workspaceID)
@@ -491,7 +491,7 @@ func (t *Tx) GetMembership(userID, workspaceID int64) (*store.Membership, error)
 	return &m, nil
 }
 
-func (t *Tx) DeleteMembership(userID, workspaceID int64) error {
+func (t memberships) Delete(userID, workspaceID int64) error {
 	found, err := t.changeOne("DELETE FROM memberships WHERE user_id = ? AND workspace_id = ?", userID, workspaceID)
 	switch {
 	case err != nil:
@@ -502,16 +502,16 @@ func (t *Tx) DeleteMembership(userID, workspaceID int64) error {
 	return nil
 }
 
-func (t *Tx) ListMembershipsOfUser(userID int64) ([]store.Membership, error) {
-	ms, err := queryAll(t, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE user_id = ? ORDER BY workspace_id", userID)
+func (t memberships) OfUser(userID int64) ([]store.Membership, error) {
+	ms, err := queryAll(t.db, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE user_id = ? ORDER BY workspace_id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("memberships of user %d: %w", userID, err)
 	}
 	return ms, nil
 }
 
-func (t *Tx) ListMembershipsOfWorkspace(workspaceID int64) ([]store.Membership, error) {
-	ms, err := queryAll(t, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE workspace_id = ? ORDER BY user_id", workspaceID)
+func (t memberships) OfWorkspace(workspaceID int64) ([]store.Membership, error) {
+	ms, err := queryAll(t.db, scanMembership, "SELECT "+membershipCols+" FROM memberships WHERE workspace_id = ? ORDER BY user_id", workspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("members of workspace %d: %w", workspaceID, err)
 	}
@@ -520,19 +520,19 @@ func (t *Tx) ListMembershipsOfWorkspace(workspaceID int64) ([]store.Membership, 
 
 // Organization administrators.
 
-func (t *Tx) AddOrgAdmin(orgID, userID int64) error {
+func (t orgs) AddAdmin(orgID, userID int64) error {
 	_, err := t.guarded("INSERT INTO org_admins (org_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING", orgID, userID)
 	switch {
 	case t.d.IsForeignKey(err):
 		return errdefs.Conflict("make user %d administrator of organization %d: %s", userID, orgID,
-			t.missingPair("organizations", orgID, "organization", userID))
+			missingPair(t.db, "organizations", orgID, "organization", userID))
 	case err != nil:
 		return fmt.Errorf("make user %d administrator of organization %d: %w", userID, orgID, err)
 	}
 	return nil
 }
 
-func (t *Tx) RemoveOrgAdmin(orgID, userID int64) error {
+func (t orgs) RemoveAdmin(orgID, userID int64) error {
 	found, err := t.changeOne("DELETE FROM org_admins WHERE org_id = ? AND user_id = ?", orgID, userID)
 	switch {
 	case err != nil:
@@ -543,16 +543,16 @@ func (t *Tx) RemoveOrgAdmin(orgID, userID int64) error {
 	return nil
 }
 
-func (t *Tx) ListOrgAdmins(orgID int64) ([]store.User, error) {
-	us, err := queryAll(t, scanUser, "SELECT "+prefixed("u", userCols)+" FROM users u JOIN org_admins a ON a.user_id = u.id WHERE a.org_id = ? ORDER BY u.id", orgID)
+func (t orgs) Admins(orgID int64) ([]store.User, error) {
+	us, err := queryAll(t.db, scanUser, "SELECT "+prefixed("u", userCols)+" FROM users u JOIN org_admins a ON a.user_id = u.id WHERE a.org_id = ? ORDER BY u.id", orgID)
 	if err != nil {
 		return nil, fmt.Errorf("administrators of organization %d: %w", orgID, err)
 	}
 	return us, nil
 }
 
-func (t *Tx) ListOrgsAdministeredBy(userID int64) ([]store.Org, error) {
-	orgs, err := queryAll(t, scanOrg, "SELECT "+prefixed("o", orgCols)+" FROM organizations o JOIN org_admins a ON a.org_id = o.id WHERE a.user_id = ? ORDER BY o.id", userID)
+func (t orgs) AdministeredBy(userID int64) ([]store.Org, error) {
+	orgs, err := queryAll(t.db, scanOrg, "SELECT "+prefixed("o", orgCols)+" FROM organizations o JOIN org_admins a ON a.org_id = o.id WHERE a.user_id = ? ORDER BY o.id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("organizations administered by user %d: %w", userID, err)
 	}

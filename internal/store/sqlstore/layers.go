@@ -24,7 +24,7 @@ func scanLayer(s Scanner) (store.Layer, error) {
 	return l, nil
 }
 
-func (t *Tx) CreateLayer(l *store.Layer) error {
+func (t layers) Create(l *store.Layer) error {
 	created := stamp(l.CreatedAt)
 	id, err := t.insert(`INSERT INTO layers (path, parent_id, frozen, template_id, virtual_size, created_at)
 		VALUES (?, ?, ?, ?, ?, ?)`,
@@ -41,8 +41,8 @@ func (t *Tx) CreateLayer(l *store.Layer) error {
 	return nil
 }
 
-func (t *Tx) GetLayer(id int64) (*store.Layer, error) {
-	l, err := queryOne(t, scanLayer, "SELECT "+layerCols+" FROM layers WHERE id = ?", id)
+func (t layers) Get(id int64) (*store.Layer, error) {
+	l, err := queryOne(t.db, scanLayer, "SELECT "+layerCols+" FROM layers WHERE id = ?", id)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("layer %d not found", id)
@@ -52,15 +52,15 @@ func (t *Tx) GetLayer(id int64) (*store.Layer, error) {
 	return &l, nil
 }
 
-func (t *Tx) ListLayers() ([]store.Layer, error) {
-	ls, err := queryAll(t, scanLayer, "SELECT "+layerCols+" FROM layers ORDER BY id")
+func (t layers) List() ([]store.Layer, error) {
+	ls, err := queryAll(t.db, scanLayer, "SELECT "+layerCols+" FROM layers ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list layers: %w", err)
 	}
 	return ls, nil
 }
 
-func (t *Tx) UpdateLayer(l *store.Layer) error {
+func (t layers) Update(l *store.Layer) error {
 	found, err := t.changeOne("UPDATE layers SET frozen = ?, template_id = ?, virtual_size = ? WHERE id = ?",
 		l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.ID)
 	switch {
@@ -72,11 +72,11 @@ func (t *Tx) UpdateLayer(l *store.Layer) error {
 	return nil
 }
 
-func (t *Tx) DeleteLayer(id int64) error {
+func (t layers) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM layers WHERE id = ?", id)
 	switch {
 	case t.d.IsForeignKey(err):
-		return t.layerInUse(id)
+		return layerInUse(t.db, id)
 	case err != nil:
 		return fmt.Errorf("delete layer %d: %w", id, err)
 	case !found:
@@ -86,7 +86,7 @@ func (t *Tx) DeleteLayer(id int64) error {
 }
 
 // layerInUse explains why layer id cannot be deleted.
-func (t *Tx) layerInUse(id int64) error {
+func layerInUse(t *db, id int64) error {
 	var (
 		path          string
 		kids, onDisks int
@@ -108,16 +108,16 @@ func (t *Tx) layerInUse(id int64) error {
 	return errdefs.Conflict("layer %d %q is still in use by %s", id, path, strings.Join(users, " and "))
 }
 
-func (t *Tx) LayerChildren(id int64) ([]store.Layer, error) {
-	ls, err := queryAll(t, scanLayer, "SELECT "+layerCols+" FROM layers WHERE parent_id = ? ORDER BY id", id)
+func (t layers) Children(id int64) ([]store.Layer, error) {
+	ls, err := queryAll(t.db, scanLayer, "SELECT "+layerCols+" FROM layers WHERE parent_id = ? ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("children of layer %d: %w", id, err)
 	}
 	return ls, nil
 }
 
-func (t *Tx) DisksWithTop(id int64) ([]store.Disk, error) {
-	ds, err := queryAll(t, scanDisk, "SELECT "+diskCols+" FROM disks d WHERE top_layer_id = ? ORDER BY id", id)
+func (t layers) DisksWithTop(id int64) ([]store.Disk, error) {
+	ds, err := queryAll(t.db, scanDisk, "SELECT "+diskCols+" FROM disks d WHERE top_layer_id = ? ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("disks on layer %d: %w", id, err)
 	}

@@ -25,7 +25,7 @@ func scanArchive(s Scanner) (store.Archive, error) {
 	return a, err
 }
 
-func (t *Tx) CreateArchive(a *store.Archive) error {
+func (t archives) Create(a *store.Archive) error {
 	created := stamp(a.CreatedAt)
 	id, err := t.insert(`INSERT INTO archives (name, source, dir, manifest, size, created_at, workspace_id, owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.Name, a.Source, a.Dir, t.d.Bytes(a.Manifest), a.Size, created.UnixNano(), nullID(a.WorkspaceID), nullID(a.OwnerID))
@@ -33,7 +33,7 @@ func (t *Tx) CreateArchive(a *store.Archive) error {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("archive %q: already exists", a.Name)
 	case t.d.IsForeignKey(err):
-		return errdefs.Conflict("archive %q: %s", a.Name, t.missingOwnership(a.WorkspaceID, a.OwnerID))
+		return errdefs.Conflict("archive %q: %s", a.Name, missingOwnership(t.db, a.WorkspaceID, a.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create archive %q: %w", a.Name, err)
 	}
@@ -41,8 +41,8 @@ func (t *Tx) CreateArchive(a *store.Archive) error {
 	return nil
 }
 
-func (t *Tx) GetArchive(name string) (*store.Archive, error) {
-	a, err := queryOne(t, scanArchive, "SELECT "+archiveCols+" FROM archives WHERE name = ?", name)
+func (t archives) Get(name string) (*store.Archive, error) {
+	a, err := queryOne(t.db, scanArchive, "SELECT "+archiveCols+" FROM archives WHERE name = ?", name)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("archive %q not found", name)
@@ -52,15 +52,15 @@ func (t *Tx) GetArchive(name string) (*store.Archive, error) {
 	return &a, nil
 }
 
-func (t *Tx) ListArchives() ([]store.Archive, error) {
-	as, err := queryAll(t, scanArchive, "SELECT "+archiveCols+" FROM archives ORDER BY id")
+func (t archives) List() ([]store.Archive, error) {
+	as, err := queryAll(t.db, scanArchive, "SELECT "+archiveCols+" FROM archives ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list archives: %w", err)
 	}
 	return as, nil
 }
 
-func (t *Tx) DeleteArchive(id int64) error {
+func (t archives) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM archives WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -102,9 +102,9 @@ func scanLease(s Scanner) (store.Lease, error) {
 	return l, err
 }
 
-// PutLease writes the lease of one configuration or archive, replacing the
+// Put writes the lease of one configuration or archive, replacing the
 // one it had.
-func (t *Tx) PutLease(l *store.Lease) error {
+func (t leases) Put(l *store.Lease) error {
 	if (l.ConfigID == 0) == (l.ArchiveID == 0) {
 		return errdefs.Invalid("lease: exactly one of configuration and archive must be set (got %d and %d)", l.ConfigID, l.ArchiveID)
 	}
@@ -131,15 +131,15 @@ func (t *Tx) PutLease(l *store.Lease) error {
 	return nil
 }
 
-func (t *Tx) LeaseOfConfig(configID int64) (*store.Lease, error) {
-	return t.leaseWhere("config_id", configID, "configuration")
+func (t leases) OfConfig(configID int64) (*store.Lease, error) {
+	return leaseWhere(t.db, "config_id", configID, "configuration")
 }
 
-func (t *Tx) LeaseOfArchive(archiveID int64) (*store.Lease, error) {
-	return t.leaseWhere("archive_id", archiveID, "archive")
+func (t leases) OfArchive(archiveID int64) (*store.Lease, error) {
+	return leaseWhere(t.db, "archive_id", archiveID, "archive")
 }
 
-func (t *Tx) leaseWhere(col string, id int64, what string) (*store.Lease, error) {
+func leaseWhere(t *db, col string, id int64, what string) (*store.Lease, error) {
 	l, err := queryOne(t, scanLease, "SELECT "+leaseCols+" FROM leases WHERE "+col+" = ?", id)
 	switch {
 	case t.d.NoRows(err):
@@ -150,8 +150,8 @@ func (t *Tx) leaseWhere(col string, id int64, what string) (*store.Lease, error)
 	return &l, nil
 }
 
-func (t *Tx) ListLeases() ([]store.Lease, error) {
-	ls, err := queryAll(t, scanLease, "SELECT "+leaseCols+" FROM leases ORDER BY id")
+func (t leases) List() ([]store.Lease, error) {
+	ls, err := queryAll(t.db, scanLease, "SELECT "+leaseCols+" FROM leases ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
@@ -170,7 +170,7 @@ func scanEvent(s Scanner) (store.Event, error) {
 	return e, err
 }
 
-func (t *Tx) AddEvent(e *store.Event) error {
+func (t events) Add(e *store.Event) error {
 	if err := t.c.LockEvents(); err != nil {
 		return fmt.Errorf("add event %s %q: %w", e.Action, e.Subject, err)
 	}
@@ -184,15 +184,15 @@ func (t *Tx) AddEvent(e *store.Event) error {
 	return nil
 }
 
-func (t *Tx) ListEvents(afterID int64, limit int) ([]store.Event, error) {
-	es, err := queryAll(t, scanEvent, "SELECT "+eventCols+" FROM events WHERE id > ? ORDER BY id LIMIT ?", afterID, t.d.Limit(limit))
+func (t events) List(afterID int64, limit int) ([]store.Event, error) {
+	es, err := queryAll(t.db, scanEvent, "SELECT "+eventCols+" FROM events WHERE id > ? ORDER BY id LIMIT ?", afterID, t.d.Limit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	return es, nil
 }
 
-func (t *Tx) DeleteEventsBefore(before time.Time) (int64, error) {
+func (t events) DeleteBefore(before time.Time) (int64, error) {
 	n, err := t.exec("DELETE FROM events WHERE at < ?", before.UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("delete events: %w", err)

@@ -38,7 +38,7 @@ func (d *Dialect) scanNetwork(s Scanner) (store.Network, error) {
 	return n, nil
 }
 
-func (t *Tx) CreateNetwork(n *store.Network) error {
+func (t networks) Create(n *store.Network) error {
 	dns, err := t.list(fmt.Sprintf("network %q: dns", n.Name), n.DNS)
 	if err != nil {
 		return err
@@ -58,7 +58,7 @@ func (t *Tx) CreateNetwork(n *store.Network) error {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("network %q: already exists", n.Name)
 	case t.d.IsForeignKey(err):
-		return errdefs.Conflict("network %q: %s", n.Name, t.missingOwnership(n.WorkspaceID, n.OwnerID))
+		return errdefs.Conflict("network %q: %s", n.Name, missingOwnership(t.db, n.WorkspaceID, n.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create network %q: %w", n.Name, err)
 	}
@@ -66,8 +66,8 @@ func (t *Tx) CreateNetwork(n *store.Network) error {
 	return nil
 }
 
-func (t *Tx) GetNetwork(name string) (*store.Network, error) {
-	n, err := queryOne(t, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks WHERE name = ?", name)
+func (t networks) Get(name string) (*store.Network, error) {
+	n, err := queryOne(t.db, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks WHERE name = ?", name)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("network %q not found", name)
@@ -77,8 +77,8 @@ func (t *Tx) GetNetwork(name string) (*store.Network, error) {
 	return &n, nil
 }
 
-func (t *Tx) GetNetworkByID(id int64) (*store.Network, error) {
-	n, err := queryOne(t, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks WHERE id = ?", id)
+func (t networks) GetByID(id int64) (*store.Network, error) {
+	n, err := queryOne(t.db, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks WHERE id = ?", id)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("network %d not found", id)
@@ -88,19 +88,19 @@ func (t *Tx) GetNetworkByID(id int64) (*store.Network, error) {
 	return &n, nil
 }
 
-func (t *Tx) ListNetworks() ([]store.Network, error) {
-	ns, err := queryAll(t, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks ORDER BY id")
+func (t networks) List() ([]store.Network, error) {
+	ns, err := queryAll(t.db, t.d.scanNetwork, "SELECT "+networkCols+" FROM networks ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
 	return ns, nil
 }
 
-func (t *Tx) DeleteNetwork(id int64) error {
+func (t networks) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM networks WHERE id = ?", id)
 	switch {
 	case t.d.IsForeignKey(err):
-		return t.networkInUse(id)
+		return networkInUse(t.db, id)
 	case err != nil:
 		return fmt.Errorf("delete network %d: %w", id, err)
 	case !found:
@@ -110,7 +110,7 @@ func (t *Tx) DeleteNetwork(id int64) error {
 }
 
 // networkInUse explains why network id cannot be deleted.
-func (t *Tx) networkInUse(id int64) error {
+func networkInUse(t *db, id int64) error {
 	var (
 		name         string
 		allocs, nics int
@@ -146,7 +146,7 @@ func (d *Dialect) scanAllocation(s Scanner) (store.Allocation, error) {
 	return a, nil
 }
 
-func (t *Tx) CreateAllocation(a *store.Allocation) error {
+func (t allocations) Create(a *store.Allocation) error {
 	if !a.IP.IsValid() {
 		return errdefs.Invalid("allocation on network %d: no address", a.NetworkID)
 	}
@@ -171,8 +171,8 @@ func (t *Tx) CreateAllocation(a *store.Allocation) error {
 	return nil
 }
 
-func (t *Tx) GetAllocation(id int64) (*store.Allocation, error) {
-	a, err := queryOne(t, t.d.scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE id = ?", id)
+func (t allocations) Get(id int64) (*store.Allocation, error) {
+	a, err := queryOne(t.db, t.d.scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE id = ?", id)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("allocation %d not found", id)
@@ -182,19 +182,19 @@ func (t *Tx) GetAllocation(id int64) (*store.Allocation, error) {
 	return &a, nil
 }
 
-func (t *Tx) ListAllocations(networkID int64) ([]store.Allocation, error) {
-	as, err := queryAll(t, t.d.scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE network_id = ? ORDER BY id", networkID)
+func (t allocations) List(networkID int64) ([]store.Allocation, error) {
+	as, err := queryAll(t.db, t.d.scanAllocation, "SELECT "+allocationCols+" FROM allocations WHERE network_id = ? ORDER BY id", networkID)
 	if err != nil {
 		return nil, fmt.Errorf("list allocations of network %d: %w", networkID, err)
 	}
 	return as, nil
 }
 
-func (t *Tx) DeleteAllocation(id int64) error {
+func (t allocations) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM allocations WHERE id = ?", id)
 	switch {
 	case t.d.IsForeignKey(err):
-		return t.allocationInUse(id)
+		return allocationInUse(t.db, id)
 	case err != nil:
 		return fmt.Errorf("delete allocation %d: %w", id, err)
 	case !found:
@@ -204,7 +204,7 @@ func (t *Tx) DeleteAllocation(id int64) error {
 }
 
 // allocationInUse explains why allocation id cannot be deleted.
-func (t *Tx) allocationInUse(id int64) error {
+func allocationInUse(t *db, id int64) error {
 	var (
 		ip                string
 		carried, external int
@@ -226,8 +226,8 @@ func (t *Tx) allocationInUse(id int64) error {
 	return errdefs.Conflict("address %s (allocation %d) is still %s", ip, id, strings.Join(users, " and "))
 }
 
-func (t *Tx) NICsWithAllocation(id int64) ([]store.NIC, error) {
-	ns, err := queryAll(t, t.d.scanNIC, "SELECT "+nicCols+" FROM nics n WHERE allocation_id = ? ORDER BY id", id)
+func (t allocations) NICs(id int64) ([]store.NIC, error) {
+	ns, err := queryAll(t.db, t.d.scanNIC, "SELECT "+nicCols+" FROM nics n WHERE allocation_id = ? ORDER BY id", id)
 	if err != nil {
 		return nil, fmt.Errorf("NICs carrying allocation %d: %w", id, err)
 	}

@@ -23,7 +23,7 @@ func (d *Dialect) scanOp(s Scanner) (store.Op, error) {
 }
 
 // opFiles encodes the three file lists of o.
-func (t *Tx) opFiles(o *store.Op) (created, frozen, remove any, err error) {
+func opFiles(t *db, o *store.Op) (created, frozen, remove any, err error) {
 	if created, err = t.d.List(o.CreatedFiles); err != nil {
 		return
 	}
@@ -34,9 +34,9 @@ func (t *Tx) opFiles(o *store.Op) (created, frozen, remove any, err error) {
 	return
 }
 
-// CreateOp records o and sets its ID (and StartedAt when zero).
-func (t *Tx) CreateOp(o *store.Op) error {
-	created, frozen, remove, err := t.opFiles(o)
+// Create records o and sets its ID (and StartedAt when zero).
+func (t ops) Create(o *store.Op) error {
+	created, frozen, remove, err := opFiles(t.db, o)
 	if err != nil {
 		return fmt.Errorf("%s %q: journal: %w", o.Kind, o.Subject, err)
 	}
@@ -51,10 +51,10 @@ func (t *Tx) CreateOp(o *store.Op) error {
 	return nil
 }
 
-// UpdateOp writes every field of o but StartedAt, which is the time the
+// Update writes every field of o but StartedAt, which is the time the
 // operation was first recorded.
-func (t *Tx) UpdateOp(o *store.Op) error {
-	created, frozen, remove, err := t.opFiles(o)
+func (t ops) Update(o *store.Op) error {
+	created, frozen, remove, err := opFiles(t.db, o)
 	if err != nil {
 		return fmt.Errorf("%s %q: journal: %w", o.Kind, o.Subject, err)
 	}
@@ -70,7 +70,7 @@ func (t *Tx) UpdateOp(o *store.Op) error {
 	return nil
 }
 
-func (t *Tx) DeleteOp(id int64) error {
+func (t ops) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM ops WHERE id = ?", id)
 	switch {
 	case err != nil:
@@ -81,8 +81,8 @@ func (t *Tx) DeleteOp(id int64) error {
 	return nil
 }
 
-func (t *Tx) ListOps() ([]store.Op, error) {
-	os, err := queryAll(t, t.d.scanOp, "SELECT "+opCols+" FROM ops ORDER BY id")
+func (t ops) List() ([]store.Op, error) {
+	os, err := queryAll(t.db, t.d.scanOp, "SELECT "+opCols+" FROM ops ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list operations: %w", err)
 	}

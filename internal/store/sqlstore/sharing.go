@@ -31,7 +31,7 @@ func grantee(userID, groupID int64) string {
 	return fmt.Sprintf("group %d", groupID)
 }
 
-func (t *Tx) PutShare(s *store.Share) error {
+func (t shares) Put(s *store.Share) error {
 	table, err := objectTable(s.ObjectKind)
 	if err != nil {
 		return err
@@ -46,7 +46,7 @@ func (t *Tx) PutShare(s *store.Share) error {
 		return errdefs.Invalid("share of %s %d: exactly one of user and group must be set (got %d and %d)", s.ObjectKind, s.ObjectID, s.UserID, s.GroupID)
 	}
 	// The object cannot be a foreign key (its table depends on the kind).
-	if !t.exists(table, s.ObjectID) {
+	if !exists(t.db, table, s.ObjectID) {
 		return errdefs.Conflict("%s: %s %d does not exist", what, s.ObjectKind, s.ObjectID)
 	}
 	conflict := "grantee_user_id"
@@ -72,7 +72,7 @@ func (t *Tx) PutShare(s *store.Share) error {
 	return nil
 }
 
-func (t *Tx) RemoveShare(objectKind string, objectID, userID, groupID int64) error {
+func (t shares) Remove(objectKind string, objectID, userID, groupID int64) error {
 	if _, err := objectTable(objectKind); err != nil {
 		return err
 	}
@@ -90,24 +90,24 @@ func (t *Tx) RemoveShare(objectKind string, objectID, userID, groupID int64) err
 	return nil
 }
 
-func (t *Tx) ListSharesOf(objectKind string, objectID int64) ([]store.Share, error) {
-	ss, err := queryAll(t, scanShare, "SELECT "+shareCols+" FROM shares WHERE object_kind = ? AND object_id = ? ORDER BY id", objectKind, objectID)
+func (t shares) Of(objectKind string, objectID int64) ([]store.Share, error) {
+	ss, err := queryAll(t.db, scanShare, "SELECT "+shareCols+" FROM shares WHERE object_kind = ? AND object_id = ? ORDER BY id", objectKind, objectID)
 	if err != nil {
 		return nil, fmt.Errorf("shares of %s %d: %w", objectKind, objectID, err)
 	}
 	return ss, nil
 }
 
-func (t *Tx) ListSharesToUser(userID int64) ([]store.Share, error) {
-	ss, err := queryAll(t, scanShare, "SELECT "+shareCols+" FROM shares WHERE grantee_user_id = ? ORDER BY id", userID)
+func (t shares) ToUser(userID int64) ([]store.Share, error) {
+	ss, err := queryAll(t.db, scanShare, "SELECT "+shareCols+" FROM shares WHERE grantee_user_id = ? ORDER BY id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("shares with user %d: %w", userID, err)
 	}
 	return ss, nil
 }
 
-func (t *Tx) ListSharesToGroup(groupID int64) ([]store.Share, error) {
-	ss, err := queryAll(t, scanShare, "SELECT "+shareCols+" FROM shares WHERE grantee_group_id = ? ORDER BY id", groupID)
+func (t shares) ToGroup(groupID int64) ([]store.Share, error) {
+	ss, err := queryAll(t.db, scanShare, "SELECT "+shareCols+" FROM shares WHERE grantee_group_id = ? ORDER BY id", groupID)
 	if err != nil {
 		return nil, fmt.Errorf("shares with group %d: %w", groupID, err)
 	}
@@ -135,7 +135,7 @@ func quotaOwnerColumn(scope string) (string, error) {
 	return "", errdefs.Invalid("quota scope %q: want user or workspace", scope)
 }
 
-func (t *Tx) SetQuota(q *store.Quota) error {
+func (t quotas) Set(q *store.Quota) error {
 	if _, err := quotaOwnerColumn(q.Scope); err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func (t *Tx) SetQuota(q *store.Quota) error {
 	}
 	// The scope cannot be a foreign key (its table depends on the scope).
 	table := map[string]string{store.QuotaScopeUser: "users", store.QuotaScopeWorkspace: "workspaces"}[q.Scope]
-	if !t.exists(table, q.ScopeID) {
+	if !exists(t.db, table, q.ScopeID) {
 		return errdefs.Conflict("quota of %s %d: %s %d does not exist", q.Scope, q.ScopeID, q.Scope, q.ScopeID)
 	}
 	_, err := t.guarded(`INSERT INTO quotas (`+quotaCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -157,8 +157,8 @@ func (t *Tx) SetQuota(q *store.Quota) error {
 	return nil
 }
 
-func (t *Tx) GetQuota(scope string, scopeID int64) (*store.Quota, error) {
-	q, err := queryOne(t, scanQuota, "SELECT "+quotaCols+" FROM quotas WHERE scope = ? AND scope_id = ?", scope, scopeID)
+func (t quotas) Get(scope string, scopeID int64) (*store.Quota, error) {
+	q, err := queryOne(t.db, scanQuota, "SELECT "+quotaCols+" FROM quotas WHERE scope = ? AND scope_id = ?", scope, scopeID)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("%s %d has no quota", scope, scopeID)
@@ -168,7 +168,7 @@ func (t *Tx) GetQuota(scope string, scopeID int64) (*store.Quota, error) {
 	return &q, nil
 }
 
-func (t *Tx) DeleteQuota(scope string, scopeID int64) error {
+func (t quotas) Delete(scope string, scopeID int64) error {
 	found, err := t.changeOne("DELETE FROM quotas WHERE scope = ? AND scope_id = ?", scope, scopeID)
 	switch {
 	case err != nil:
@@ -181,10 +181,10 @@ func (t *Tx) DeleteQuota(scope string, scopeID int64) error {
 
 const gib = 1 << 30
 
-// QuotaUse counts in one statement what store.Directory documents. A
+// Use counts in one statement what store.Directory documents. A
 // configuration in any state but undeployed and failed may have its VMs on
 // the host, so deploying and undeploying count as deployed.
-func (t *Tx) QuotaUse(scope string, scopeID int64) (store.QuotaUsage, error) {
+func (t quotas) Use(scope string, scopeID int64) (store.QuotaUsage, error) {
 	col, err := quotaOwnerColumn(scope)
 	if err != nil {
 		return store.QuotaUsage{}, err
@@ -211,7 +211,7 @@ func (t *Tx) QuotaUse(scope string, scopeID int64) (store.QuotaUsage, error) {
 
 // Ownership.
 
-func (t *Tx) SetOwnership(objectKind string, objectID, workspaceID, ownerID int64) error {
+func (t objects) SetOwnership(objectKind string, objectID, workspaceID, ownerID int64) error {
 	table, err := objectTable(objectKind)
 	if err != nil {
 		return err
@@ -219,7 +219,7 @@ func (t *Tx) SetOwnership(objectKind string, objectID, workspaceID, ownerID int6
 	found, err := t.changeOne("UPDATE "+table+" SET workspace_id = ?, owner_id = ? WHERE id = ?", nullID(workspaceID), nullID(ownerID), objectID)
 	switch {
 	case t.d.IsForeignKey(err):
-		return errdefs.Conflict("%s %d: %s", objectKind, objectID, t.missingOwnership(workspaceID, ownerID))
+		return errdefs.Conflict("%s %d: %s", objectKind, objectID, missingOwnership(t.db, workspaceID, ownerID))
 	case err != nil:
 		return fmt.Errorf("set workspace and owner of %s %d: %w", objectKind, objectID, err)
 	case !found:

@@ -64,46 +64,97 @@ type Rows interface {
 	Close()
 }
 
-// Tx implements store.Tx over a Conn in a Dialect.
-type Tx struct {
-	c Conn
-	d *Dialect
-}
+// Tx implements store.Tx over a Conn in a Dialect: each accessor returns
+// the records of one kind, written in the file of that name.
+type Tx struct{ db *db }
 
 var _ store.Tx = (*Tx)(nil)
 
 // New returns the store.Tx of one transaction.
-func New(c Conn, d *Dialect) *Tx { return &Tx{c: c, d: d} }
+func New(c Conn, d *Dialect) *Tx { return &Tx{db: &db{c: c, d: d}} }
 
 // Conn returns the transaction the Tx runs on.
-func (t *Tx) Conn() Conn { return t.c }
+func (t *Tx) Conn() Conn { return t.db.c }
 
-func (t *Tx) exec(query string, args ...any) (int64, error) { return t.c.Exec(query, args...) }
+func (t *Tx) Templates() store.Templates     { return templates{t.db} }
+func (t *Tx) Layers() store.Layers           { return layers{t.db} }
+func (t *Tx) Networks() store.Networks       { return networks{t.db} }
+func (t *Tx) Allocations() store.Allocations { return allocations{t.db} }
+func (t *Tx) Configs() store.Configs         { return configs{t.db} }
+func (t *Tx) Ops() store.Ops                 { return ops{t.db} }
+func (t *Tx) Archives() store.Archives       { return archives{t.db} }
+func (t *Tx) Leases() store.Leases           { return leases{t.db} }
+func (t *Tx) Events() store.Events           { return events{t.db} }
+func (t *Tx) Hosts() store.Hosts             { return hosts{t.db} }
+func (t *Tx) Orgs() store.Orgs               { return orgs{t.db} }
+func (t *Tx) Workspaces() store.Workspaces   { return workspaces{t.db} }
+func (t *Tx) Users() store.Users             { return users{t.db} }
+func (t *Tx) Groups() store.Groups           { return groups{t.db} }
+func (t *Tx) Memberships() store.Memberships { return memberships{t.db} }
+func (t *Tx) Tokens() store.Tokens           { return tokens{t.db} }
+func (t *Tx) Shares() store.Shares           { return shares{t.db} }
+func (t *Tx) Quotas() store.Quotas           { return quotas{t.db} }
+func (t *Tx) Viewers() store.Viewers         { return viewers{t.db} }
+func (t *Tx) Objects() store.Objects         { return objects{t.db} }
+func (t *Tx) Visible() store.Visible         { return visible{t.db} }
 
-func (t *Tx) insert(query string, args ...any) (int64, error) { return t.c.Insert(query, args...) }
+// The kinds of record, each a store interface of the same name.
+type (
+	templates   struct{ *db }
+	layers      struct{ *db }
+	networks    struct{ *db }
+	allocations struct{ *db }
+	configs     struct{ *db }
+	ops         struct{ *db }
+	archives    struct{ *db }
+	leases      struct{ *db }
+	events      struct{ *db }
+	hosts       struct{ *db }
+	orgs        struct{ *db }
+	workspaces  struct{ *db }
+	users       struct{ *db }
+	groups      struct{ *db }
+	memberships struct{ *db }
+	tokens      struct{ *db }
+	shares      struct{ *db }
+	quotas      struct{ *db }
+	viewers     struct{ *db }
+	objects     struct{ *db }
+	visible     struct{ *db }
+)
+
+// db is the transaction and its dialect, as every kind of record uses them.
+type db struct {
+	c Conn
+	d *Dialect
+}
+
+func (t *db) exec(query string, args ...any) (int64, error) { return t.c.Exec(query, args...) }
+
+func (t *db) insert(query string, args ...any) (int64, error) { return t.c.Insert(query, args...) }
 
 // guarded runs a statement that may fail on a constraint (see Conn.Guarded).
-func (t *Tx) guarded(query string, args ...any) (int64, error) {
+func (t *db) guarded(query string, args ...any) (int64, error) {
 	return t.c.Guarded(nil, query, args...)
 }
 
 // changeOne runs an UPDATE or DELETE of one row, guarded, and reports
 // whether the row existed.
-func (t *Tx) changeOne(query string, args ...any) (bool, error) {
+func (t *db) changeOne(query string, args ...any) (bool, error) {
 	n, err := t.c.Guarded(nil, query, args...)
 	return n > 0, err
 }
 
-func (t *Tx) savepoint(fn func() error) error { return t.c.Savepoint(fn) }
+func (t *db) savepoint(fn func() error) error { return t.c.Savepoint(fn) }
 
 // queryOne runs a query expected to return at most one row and scans it
 // with scan. It reports the Dialect's no-rows error when there is none.
-func queryOne[T any](t *Tx, scan func(Scanner) (T, error), query string, args ...any) (T, error) {
+func queryOne[T any](t *db, scan func(Scanner) (T, error), query string, args ...any) (T, error) {
 	return scan(t.c.Row(query, args...))
 }
 
 // queryAll runs query and scans every row with scan.
-func queryAll[T any](t *Tx, scan func(Scanner) (T, error), query string, args ...any) ([]T, error) {
+func queryAll[T any](t *db, scan func(Scanner) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := t.c.Query(query, args...)
 	if err != nil {
 		return nil, err
@@ -228,7 +279,7 @@ func orNil[T any](v []T) []T {
 }
 
 // list encodes a list column in the dialect.
-func (t *Tx) list(what string, v any) (any, error) {
+func (t *db) list(what string, v any) (any, error) {
 	enc, err := t.d.List(v)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)

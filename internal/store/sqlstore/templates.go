@@ -24,7 +24,7 @@ func (d *Dialect) scanTemplate(s Scanner) (store.Template, error) {
 	return t, nil
 }
 
-func (t *Tx) CreateTemplate(tm *store.Template) error {
+func (t templates) Create(tm *store.Template) error {
 	ids, err := t.list(fmt.Sprintf("template %q", tm.Name), tm.LayerIDs)
 	if err != nil {
 		return err
@@ -37,7 +37,7 @@ func (t *Tx) CreateTemplate(tm *store.Template) error {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("template %q: already exists", tm.Name)
 	case t.d.IsForeignKey(err):
-		return errdefs.Conflict("template %q: %s", tm.Name, t.missingOwnership(tm.WorkspaceID, tm.OwnerID))
+		return errdefs.Conflict("template %q: %s", tm.Name, missingOwnership(t.db, tm.WorkspaceID, tm.OwnerID))
 	case err != nil:
 		return fmt.Errorf("create template %q: %w", tm.Name, err)
 	}
@@ -45,8 +45,8 @@ func (t *Tx) CreateTemplate(tm *store.Template) error {
 	return nil
 }
 
-func (t *Tx) GetTemplate(name string) (*store.Template, error) {
-	tm, err := queryOne(t, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates WHERE name = ?", name)
+func (t templates) Get(name string) (*store.Template, error) {
+	tm, err := queryOne(t.db, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates WHERE name = ?", name)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("template %q not found", name)
@@ -56,8 +56,8 @@ func (t *Tx) GetTemplate(name string) (*store.Template, error) {
 	return &tm, nil
 }
 
-func (t *Tx) GetTemplateByID(id int64) (*store.Template, error) {
-	tm, err := queryOne(t, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates WHERE id = ?", id)
+func (t templates) GetByID(id int64) (*store.Template, error) {
+	tm, err := queryOne(t.db, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates WHERE id = ?", id)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("template %d not found", id)
@@ -67,15 +67,15 @@ func (t *Tx) GetTemplateByID(id int64) (*store.Template, error) {
 	return &tm, nil
 }
 
-func (t *Tx) ListTemplates() ([]store.Template, error) {
-	ts, err := queryAll(t, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates ORDER BY id")
+func (t templates) List() ([]store.Template, error) {
+	ts, err := queryAll(t.db, t.d.scanTemplate, "SELECT "+templateCols+" FROM templates ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list templates: %w", err)
 	}
 	return ts, nil
 }
 
-func (t *Tx) DeleteTemplate(id int64) error {
+func (t templates) Delete(id int64) error {
 	found, err := t.changeOne("DELETE FROM templates WHERE id = ?", id)
 	switch {
 	case err != nil:

@@ -44,7 +44,7 @@ func scanToken(s Scanner) (store.Token, error) {
 	return tk, err
 }
 
-func (t *Tx) CreateToken(tk *store.Token) error {
+func (t tokens) Create(tk *store.Token) error {
 	if err := tk.Check(); err != nil {
 		return err
 	}
@@ -57,10 +57,10 @@ func (t *Tx) CreateToken(tk *store.Token) error {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("token %q: id already in use", tk.Name)
 	case t.d.IsForeignKey(err):
-		if !t.exists("users", tk.UserID) {
+		if !exists(t.db, "users", tk.UserID) {
 			return errdefs.Conflict("token %q: user %d does not exist", tk.Name, tk.UserID)
 		}
-		if tk.ConsoleConfigID != 0 && !t.exists("configs", tk.ConsoleConfigID) {
+		if tk.ConsoleConfigID != 0 && !exists(t.db, "configs", tk.ConsoleConfigID) {
 			return errdefs.Conflict("token %q: configuration %d does not exist", tk.Name, tk.ConsoleConfigID)
 		}
 		return errdefs.Conflict("token %q: workspace %d does not exist", tk.Name, tk.RestrictWorkspaceID)
@@ -75,8 +75,8 @@ func (t *Tx) CreateToken(tk *store.Token) error {
 var qTokenByID = hot("SELECT " + tokenCols + " FROM tokens WHERE id = ?")
 
 // GetToken's errors do not repeat the id: it is half of a credential.
-func (t *Tx) GetToken(id string) (*store.Token, error) {
-	tk, err := queryOne(t, scanToken, qTokenByID, id)
+func (t tokens) Get(id string) (*store.Token, error) {
+	tk, err := queryOne(t.db, scanToken, qTokenByID, id)
 	switch {
 	case t.d.NoRows(err):
 		return nil, errdefs.NotFound("token not found")
@@ -86,15 +86,15 @@ func (t *Tx) GetToken(id string) (*store.Token, error) {
 	return &tk, nil
 }
 
-func (t *Tx) ListTokens(userID int64) ([]store.Token, error) {
-	ts, err := queryAll(t, scanToken, "SELECT "+tokenCols+" FROM tokens WHERE user_id = ? ORDER BY created_at, id", userID)
+func (t tokens) List(userID int64) ([]store.Token, error) {
+	ts, err := queryAll(t.db, scanToken, "SELECT "+tokenCols+" FROM tokens WHERE user_id = ? ORDER BY created_at, id", userID)
 	if err != nil {
 		return nil, fmt.Errorf("tokens of user %d: %w", userID, err)
 	}
 	return ts, nil
 }
 
-func (t *Tx) RevokeToken(id string, at time.Time) error {
+func (t tokens) Revoke(id string, at time.Time) error {
 	found, err := t.changeOne("UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", stamp(at).UnixNano(), id)
 	switch {
 	case err != nil:
@@ -105,7 +105,7 @@ func (t *Tx) RevokeToken(id string, at time.Time) error {
 	return nil
 }
 
-func (t *Tx) TouchToken(id string, at time.Time) error {
+func (t tokens) Touch(id string, at time.Time) error {
 	found, err := t.changeOne("UPDATE tokens SET last_used_at = ? WHERE id = ?", stamp(at).UnixNano(), id)
 	switch {
 	case err != nil:
@@ -116,7 +116,7 @@ func (t *Tx) TouchToken(id string, at time.Time) error {
 	return nil
 }
 
-func (t *Tx) DeleteExpiredTokens(now time.Time) (int64, error) {
+func (t tokens) DeleteExpired(now time.Time) (int64, error) {
 	n, err := t.exec("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", now.UnixNano())
 	if err != nil {
 		return 0, fmt.Errorf("delete expired tokens: %w", err)

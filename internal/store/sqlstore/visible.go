@@ -96,17 +96,17 @@ const (
 	viewerMembership
 )
 
-// LoadViewer reads the user's flag, organizations administered,
+// Load reads the user's flag, organizations administered,
 // memberships (with each workspace's organization and kind) and groups.
-func (t *Tx) LoadViewer(userID int64) (*store.Viewer, error) {
-	return t.loadViewer(qViewer, userID, userID, userID, userID, userID)
+func (t viewers) Load(userID int64) (*store.Viewer, error) {
+	return loadViewer(t.db, qViewer, userID, userID, userID, userID, userID)
 }
 
-func (t *Tx) LoadViewerIn(userID, workspaceID int64) (*store.Viewer, error) {
-	return t.loadViewer(qViewerIn, userID, userID, userID, userID, userID, workspaceID)
+func (t viewers) LoadIn(userID, workspaceID int64) (*store.Viewer, error) {
+	return loadViewer(t.db, qViewerIn, userID, userID, userID, userID, userID, workspaceID)
 }
 
-func (t *Tx) loadViewer(query string, userID int64, args ...any) (*store.Viewer, error) {
+func loadViewer(t *db, query string, userID int64, args ...any) (*store.Viewer, error) {
 	rows, err := t.c.Query(query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("viewer of user %d: %w", userID, err)
@@ -165,12 +165,12 @@ func objectRefQuery(table string) string {
 		FROM ` + table + ` o WHERE o.name = ?`)
 }
 
-func (t *Tx) ObjectRef(objectKind, name string) (store.ObjectRef, error) {
+func (t objects) Ref(objectKind, name string) (store.ObjectRef, error) {
 	q, ok := objectRefQueries[objectKind]
 	if !ok {
 		return store.ObjectRef{}, errdefs.Invalid("object kind %q: want config, template, network or archive", objectKind)
 	}
-	r, err := queryOne(t, func(s Scanner) (store.ObjectRef, error) {
+	r, err := queryOne(t.db, func(s Scanner) (store.ObjectRef, error) {
 		var r store.ObjectRef
 		err := s.Scan(&r.ID, &r.WorkspaceID, &r.OrgID, &r.OwnerID, &r.WorkspaceKind)
 		return r, err
@@ -184,9 +184,9 @@ func (t *Tx) ObjectRef(objectKind, name string) (store.ObjectRef, error) {
 	return r, nil
 }
 
-func (t *Tx) ListConfigsVisible(v store.Viewer) ([]store.Config, error) {
+func (t visible) Configs(v store.Viewer) ([]store.Config, error) {
 	where, args := t.d.VisibleWhere("a", store.ObjectConfig, v)
-	cs, err := queryAll(t, scanConfig, "SELECT "+prefixed("a", configCols)+" FROM configs a WHERE "+where+" ORDER BY a.id", args...)
+	cs, err := queryAll(t.db, scanConfig, "SELECT "+prefixed("a", configCols)+" FROM configs a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list configurations visible to user %d: %w", v.UserID, err)
 	}
@@ -208,40 +208,40 @@ func (t *Tx) ListConfigsVisible(v store.Viewer) ([]store.Config, error) {
 		}
 		vmsOf, vmArgs = "WHERE v.config_id "+cond, []any{arg}
 	}
-	if err := t.attachVMs(cs, vmsOf, vmArgs...); err != nil {
+	if err := attachVMs(t.db, cs, vmsOf, vmArgs...); err != nil {
 		return nil, fmt.Errorf("list configurations visible to user %d: %w", v.UserID, err)
 	}
 	return cs, nil
 }
 
-func (t *Tx) ListTemplatesVisible(v store.Viewer) ([]store.Template, error) {
+func (t visible) Templates(v store.Viewer) ([]store.Template, error) {
 	where, args := t.d.VisibleWhere("a", store.ObjectTemplate, v)
-	ts, err := queryAll(t, t.d.scanTemplate, "SELECT "+prefixed("a", templateCols)+" FROM templates a WHERE "+where+" ORDER BY a.id", args...)
+	ts, err := queryAll(t.db, t.d.scanTemplate, "SELECT "+prefixed("a", templateCols)+" FROM templates a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list templates visible to user %d: %w", v.UserID, err)
 	}
 	return ts, nil
 }
 
-func (t *Tx) ListNetworksVisible(v store.Viewer) ([]store.Network, error) {
+func (t visible) Networks(v store.Viewer) ([]store.Network, error) {
 	where, args := t.d.VisibleWhere("a", store.ObjectNetwork, v)
-	ns, err := queryAll(t, t.d.scanNetwork, "SELECT "+prefixed("a", networkCols)+" FROM networks a WHERE "+where+" ORDER BY a.id", args...)
+	ns, err := queryAll(t.db, t.d.scanNetwork, "SELECT "+prefixed("a", networkCols)+" FROM networks a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list networks visible to user %d: %w", v.UserID, err)
 	}
 	return ns, nil
 }
 
-func (t *Tx) ListArchivesVisible(v store.Viewer) ([]store.Archive, error) {
+func (t visible) Archives(v store.Viewer) ([]store.Archive, error) {
 	where, args := t.d.VisibleWhere("a", store.ObjectArchive, v)
-	as, err := queryAll(t, scanArchive, "SELECT "+prefixed("a", archiveCols)+" FROM archives a WHERE "+where+" ORDER BY a.id", args...)
+	as, err := queryAll(t.db, scanArchive, "SELECT "+prefixed("a", archiveCols)+" FROM archives a WHERE "+where+" ORDER BY a.id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list archives visible to user %d: %w", v.UserID, err)
 	}
 	return as, nil
 }
 
-func (t *Tx) ObjectVisible(v store.Viewer, objectKind string, objectID int64) (bool, error) {
+func (t objects) Visible(v store.Viewer, objectKind string, objectID int64) (bool, error) {
 	table, err := objectTable(objectKind)
 	if err != nil {
 		return false, err
@@ -291,7 +291,7 @@ func accessQuery(table, objectKind string) string {
 	UNION ALL ` + share + ` AND grantee_group_id IN (SELECT group_id FROM group_members WHERE user_id = ?2)`)
 }
 
-func (t *Tx) LoadAccess(userID int64, objectKind, name string) (*store.Access, error) {
+func (t objects) Access(userID int64, objectKind, name string) (*store.Access, error) {
 	q, ok := objectRefQueries[objectKind]
 	if !ok {
 		return nil, errdefs.Invalid("object kind %q: want config, template, network or archive", objectKind)
@@ -393,10 +393,10 @@ func (d *Dialect) eventWhere(f store.EventFilter) (string, []any) {
 	return "(" + strings.Join(terms, " OR ") + ")", args
 }
 
-func (t *Tx) ListEventsVisible(f store.EventFilter, afterID int64, limit int) ([]store.Event, error) {
+func (t visible) Events(f store.EventFilter, afterID int64, limit int) ([]store.Event, error) {
 	where, args := t.d.eventWhere(f)
 	args = append([]any{afterID}, args...)
-	es, err := queryAll(t, scanEvent, "SELECT "+prefixed("e", eventCols)+" FROM events e WHERE e.id > ? AND "+where+" ORDER BY e.id LIMIT ?",
+	es, err := queryAll(t.db, scanEvent, "SELECT "+prefixed("e", eventCols)+" FROM events e WHERE e.id > ? AND "+where+" ORDER BY e.id LIMIT ?",
 		append(args, t.d.Limit(limit))...)
 	if err != nil {
 		return nil, fmt.Errorf("list events visible to user %d: %w", f.Viewer.UserID, err)
@@ -404,7 +404,7 @@ func (t *Tx) ListEventsVisible(f store.EventFilter, afterID int64, limit int) ([
 	return es, nil
 }
 
-func (t *Tx) EventVisible(f store.EventFilter, id int64) (bool, error) {
+func (t visible) Event(f store.EventFilter, id int64) (bool, error) {
 	where, args := t.d.eventWhere(f)
 	var visible bool
 	err := t.c.Row("SELECT EXISTS (SELECT 1 FROM events e WHERE e.id = ? AND "+where+")",

@@ -12,7 +12,8 @@ import (
 	"stagehand/internal/store"
 )
 
-// Every method of store.Store and store.Tx has a case that tests it. Each
+// Every method of store.Store and of each of store.Tx's accessors (named
+// "Templates.Get") has a case that tests it. Each
 // case of Run names the methods it covers; MethodCoverage fails when a
 // method is named by no case (a method added to the interface without a
 // conformance case), or a name is not a method. A case's store records the
@@ -72,21 +73,29 @@ func (s recordingStore) Close() error {
 	return s.Store.Close()
 }
 
-// recordingTx notes each call of a method that recorder_gen.go wraps; a
-// method it does not wrap (one added to store.Tx since the file was
+// recordingTx returns from each accessor a wrapper (recorder_gen.go) that
+// notes each call of a method of the accessor's interface; a method or
+// accessor it does not wrap (one added to store.Tx since the file was
 // generated) reaches the embedded Tx unrecorded.
 type recordingTx struct {
 	store.Tx
 	rec *recorder
 }
 
-// interfaceMethods returns the method names of store.Store and store.Tx
-// (with the methods of the interfaces Tx embeds).
+// interfaceMethods returns the method names of store.Store and those of
+// the interface of each accessor of store.Tx, as "Accessor.Method".
 func interfaceMethods() []string {
 	var names []string
-	for _, typ := range []reflect.Type{reflect.TypeFor[store.Store](), reflect.TypeFor[store.Tx]()} {
-		for i := range typ.NumMethod() {
-			names = append(names, typ.Method(i).Name)
+	st := reflect.TypeFor[store.Store]()
+	for i := range st.NumMethod() {
+		names = append(names, st.Method(i).Name)
+	}
+	tx := reflect.TypeFor[store.Tx]()
+	for i := range tx.NumMethod() {
+		acc := tx.Method(i)
+		iface := acc.Type.Out(0)
+		for j := range iface.NumMethod() {
+			names = append(names, acc.Name+"."+iface.Method(j).Name)
 		}
 	}
 	slices.Sort(names)

@@ -1,10 +1,13 @@
 //go:build ignore
 
-// gen_recorder writes recorder_gen.go: a method on recordingTx for every
-// method of store.Tx, which notes the call and passes it on. Run it (go
-// generate ./internal/store/storetest) after adding a method to store.Tx;
-// until then the new method reaches the store unrecorded and the suite's
-// MethodCoverage check reports it as covered by no case.
+// gen_recorder writes recorder_gen.go: for every accessor of store.Tx
+// (Templates, Configs, ...) a method on recordingTx that returns a
+// recording wrapper of the accessor's interface, and on that wrapper a
+// method for every method of the interface, which notes the call
+// ("Templates.Get") and passes it on. Run it (go generate
+// ./internal/store/storetest) after adding a method or an accessor to
+// store.Tx; until then the new method reaches the store unrecorded and the
+// suite's MethodCoverage check reports it as covered by no case.
 package main
 
 import (
@@ -27,28 +30,16 @@ func main() {
 	imports := map[string]bool{"stagehand/internal/store": true}
 	var body bytes.Buffer
 	for i := range txType.NumMethod() {
-		m := txType.Method(i)
-		ft := m.Type
-		var params, args, results []string
-		for j := range ft.NumIn() {
-			typ := typeName(ft.In(j), imports)
-			if ft.IsVariadic() && j == ft.NumIn()-1 {
-				typ = "..." + typeName(ft.In(j).Elem(), imports)
-				args = append(args, fmt.Sprintf("a%d...", j))
-			} else {
-				args = append(args, fmt.Sprintf("a%d", j))
-			}
-			params = append(params, fmt.Sprintf("a%d %s", j, typ))
+		acc := txType.Method(i)
+		iface := acc.Type.Out(0)
+		wrapper := "recording" + acc.Name
+		fmt.Fprintf(&body, "func (r recordingTx) %s() store.%s {\n\treturn %s{%s: r.Tx.%s(), rec: r.rec}\n}\n\n",
+			acc.Name, iface.Name(), wrapper, iface.Name(), acc.Name)
+		fmt.Fprintf(&body, "type %s struct {\n\tstore.%s\n\trec *recorder\n}\n\n", wrapper, iface.Name())
+		for j := range iface.NumMethod() {
+			m := iface.Method(j)
+			writeMethod(&body, wrapper, acc.Name, iface.Name(), m, imports)
 		}
-		for j := range ft.NumOut() {
-			results = append(results, typeName(ft.Out(j), imports))
-		}
-		res := strings.Join(results, ", ")
-		if len(results) > 1 {
-			res = "(" + res + ")"
-		}
-		fmt.Fprintf(&body, "func (r recordingTx) %s(%s) %s {\n\tr.rec.called(%q)\n\treturn r.Tx.%s(%s)\n}\n\n",
-			m.Name, strings.Join(params, ", "), res, m.Name, m.Name, strings.Join(args, ", "))
 	}
 
 	var out bytes.Buffer
@@ -82,6 +73,32 @@ func main() {
 	if err := os.WriteFile("recorder_gen.go", src, 0o644); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// writeMethod writes the method m of the wrapper of accessor acc
+// (interface iface): it notes "acc.m" and passes the call on.
+func writeMethod(body *bytes.Buffer, wrapper, acc, iface string, m reflect.Method, imports map[string]bool) {
+	ft := m.Type
+	var params, args, results []string
+	for j := range ft.NumIn() {
+		typ := typeName(ft.In(j), imports)
+		if ft.IsVariadic() && j == ft.NumIn()-1 {
+			typ = "..." + typeName(ft.In(j).Elem(), imports)
+			args = append(args, fmt.Sprintf("a%d...", j))
+		} else {
+			args = append(args, fmt.Sprintf("a%d", j))
+		}
+		params = append(params, fmt.Sprintf("a%d %s", j, typ))
+	}
+	for j := range ft.NumOut() {
+		results = append(results, typeName(ft.Out(j), imports))
+	}
+	res := strings.Join(results, ", ")
+	if len(results) > 1 {
+		res = "(" + res + ")"
+	}
+	fmt.Fprintf(body, "func (r %s) %s(%s) %s {\n\tr.rec.called(%q)\n\treturn r.%s.%s(%s)\n}\n\n",
+		wrapper, m.Name, strings.Join(params, ", "), res, acc+"."+m.Name, iface, m.Name, strings.Join(args, ", "))
 }
 
 // typeName spells t as Go source in package storetest and notes the

@@ -30,7 +30,7 @@ func testArchives(t *testing.T, s store.Store) {
 		bare = store.Archive{Name: "bare", Dir: "archives/a-2", Manifest: []byte("{}")}
 		dated = store.Archive{Name: "a-dated", Source: "/tmp/web.stagehand.tar", Dir: "archives/a-0", Manifest: []byte("{}"), CreatedAt: someTime}
 		for _, a := range []*store.Archive{&full, &bare, &dated} {
-			if err := tx.CreateArchive(a); err != nil {
+			if err := tx.Archives().Create(a); err != nil {
 				return err
 			}
 		}
@@ -45,18 +45,18 @@ func testArchives(t *testing.T, s store.Store) {
 	}
 	view(t, s, func(tx store.Tx) error {
 		for _, want := range []store.Archive{full, bare, dated} {
-			got, err := tx.GetArchive(want.Name)
+			got, err := tx.Archives().Get(want.Name)
 			if err != nil {
 				return err
 			}
 			diff(t, "GetArchive("+want.Name+")", &want, got)
 		}
-		all, err := tx.ListArchives()
+		all, err := tx.Archives().List()
 		if err != nil {
 			return err
 		}
 		diff(t, "ListArchives, by id", []store.Archive{full, bare, dated}, all)
-		_, err = tx.GetArchive("nope")
+		_, err = tx.Archives().Get("nope")
 		wantKind(t, "GetArchive of a missing name", err, errdefs.ErrNotFound, "nope")
 		return nil
 	})
@@ -71,7 +71,7 @@ func testArchives(t *testing.T, s store.Store) {
 		{"CreateArchive with a taken directory", errdefs.ErrConflict, "", store.Archive{Name: "other", Dir: "archives/a-1", Manifest: []byte("{}")}},
 		{"CreateArchive in a missing workspace", errdefs.ErrConflict, "", store.Archive{Name: "other", Dir: "archives/other", Manifest: []byte("{}"), WorkspaceID: 987654}},
 	} {
-		err := s.Update(ctx, func(tx store.Tx) error { return tx.CreateArchive(&c.a) })
+		err := s.Update(ctx, func(tx store.Tx) error { return tx.Archives().Create(&c.a) })
 		if c.mention != "" {
 			wantKind(t, c.what, err, c.kind, c.mention)
 		} else {
@@ -82,35 +82,35 @@ func testArchives(t *testing.T, s store.Store) {
 	// Deleting an archive deletes its lease and its shares, and frees its
 	// name and directory.
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.PutLease(&store.Lease{ArchiveID: full.ID, StorageExpires: someTime, UndeployAction: store.UndeploySave}); err != nil {
+		if err := tx.Leases().Put(&store.Lease{ArchiveID: full.ID, StorageExpires: someTime, UndeployAction: store.UndeploySave}); err != nil {
 			return err
 		}
-		if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectArchive, ObjectID: full.ID, UserID: ann.ID, Level: store.ShareRead}); err != nil {
+		if err := tx.Shares().Put(&store.Share{ObjectKind: store.ObjectArchive, ObjectID: full.ID, UserID: ann.ID, Level: store.ShareRead}); err != nil {
 			return err
 		}
-		return tx.DeleteArchive(full.ID)
+		return tx.Archives().Delete(full.ID)
 	})
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetArchive("web-2024")
+		_, err := tx.Archives().Get("web-2024")
 		wantKind(t, "GetArchive after delete", err, errdefs.ErrNotFound, "web-2024")
-		_, err = tx.LeaseOfArchive(full.ID)
+		_, err = tx.Leases().OfArchive(full.ID)
 		wantKind(t, "LeaseOfArchive of a deleted archive", err, errdefs.ErrNotFound)
-		ss, err := tx.ListSharesToUser(ann.ID)
+		ss, err := tx.Shares().ToUser(ann.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "shares of a deleted archive", []store.Share(nil), ss)
-		all, err := tx.ListArchives()
+		all, err := tx.Archives().List()
 		if err != nil {
 			return err
 		}
 		diff(t, "ListArchives after delete", []store.Archive{bare, dated}, all)
 		return nil
 	})
-	err := s.Update(ctx, func(tx store.Tx) error { return tx.DeleteArchive(full.ID) })
+	err := s.Update(ctx, func(tx store.Tx) error { return tx.Archives().Delete(full.ID) })
 	wantKind(t, "DeleteArchive of a missing id", err, errdefs.ErrNotFound)
 	update(t, s, func(tx store.Tx) error {
-		return tx.CreateArchive(&store.Archive{Name: "web-2024", Dir: "archives/a-1", Manifest: []byte("{}")})
+		return tx.Archives().Create(&store.Archive{Name: "web-2024", Dir: "archives/a-1", Manifest: []byte("{}")})
 	})
 }
 
@@ -122,12 +122,12 @@ func testLeases(t *testing.T, s store.Store) {
 		web = store.Config{Name: "web", State: store.StateUndeployed}
 		lib = store.Config{Name: "lib", Kind: store.KindLibrary, State: store.StateUndeployed}
 		for _, c := range []*store.Config{&web, &lib} {
-			if err := tx.CreateConfig(c); err != nil {
+			if err := tx.Configs().Create(c); err != nil {
 				return err
 			}
 		}
 		arch = store.Archive{Name: "arch", Dir: "archives/a-1", Manifest: []byte("{}")}
-		return tx.CreateArchive(&arch)
+		return tx.Archives().Create(&arch)
 	})
 
 	// Every field, times with nanoseconds and a zone; zero times are none.
@@ -138,7 +138,7 @@ func testLeases(t *testing.T, s store.Store) {
 	ofLibrary := store.Lease{ConfigID: lib.ID}
 	update(t, s, func(tx store.Tx) error {
 		for _, l := range []*store.Lease{&ofArchive, &ofConfig, &ofLibrary} {
-			if err := tx.PutLease(l); err != nil {
+			if err := tx.Leases().Put(l); err != nil {
 				return err
 			}
 		}
@@ -148,12 +148,12 @@ func testLeases(t *testing.T, s store.Store) {
 		t.Fatalf("PutLease set ids %d, %d, %d", ofArchive.ID, ofConfig.ID, ofLibrary.ID)
 	}
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.LeaseOfConfig(web.ID)
+		got, err := tx.Leases().OfConfig(web.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "LeaseOfConfig (every field)", &ofConfig, got)
-		got, err = tx.LeaseOfConfig(lib.ID)
+		got, err = tx.Leases().OfConfig(lib.ID)
 		if err != nil {
 			return err
 		}
@@ -164,19 +164,19 @@ func testLeases(t *testing.T, s store.Store) {
 				t.Errorf("zero %s read back as %v", what, tm)
 			}
 		}
-		got, err = tx.LeaseOfArchive(arch.ID)
+		got, err = tx.Leases().OfArchive(arch.ID)
 		if err != nil {
 			return err
 		}
-		diff(t, "LeaseOfArchive", &ofArchive, got)
-		all, err := tx.ListLeases()
+		diff(t, "Leases.OfArchive", &ofArchive, got)
+		all, err := tx.Leases().List()
 		if err != nil {
 			return err
 		}
 		diff(t, "ListLeases, by id", []store.Lease{ofArchive, ofConfig, ofLibrary}, all)
-		_, err = tx.LeaseOfConfig(987654)
+		_, err = tx.Leases().OfConfig(987654)
 		wantKind(t, "LeaseOfConfig of a configuration without one", err, errdefs.ErrNotFound)
-		_, err = tx.LeaseOfArchive(987654)
+		_, err = tx.Leases().OfArchive(987654)
 		wantKind(t, "LeaseOfArchive of an archive without one", err, errdefs.ErrNotFound)
 		return nil
 	})
@@ -185,14 +185,14 @@ func testLeases(t *testing.T, s store.Store) {
 	// (times cleared included), whatever ID the caller gives.
 	extended := store.Lease{ConfigID: web.ID, StorageExpires: someTime.Add(60 * 24 * time.Hour), UndeployAction: store.UndeployDiscard,
 		LastUsed: someTime}
-	update(t, s, func(tx store.Tx) error { return tx.PutLease(&extended) })
+	update(t, s, func(tx store.Tx) error { return tx.Leases().Put(&extended) })
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.LeaseOfConfig(web.ID)
+		got, err := tx.Leases().OfConfig(web.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "LeaseOfConfig after PutLease replaced it", &extended, got)
-		all, err := tx.ListLeases()
+		all, err := tx.Leases().List()
 		if err != nil {
 			return err
 		}
@@ -212,22 +212,22 @@ func testLeases(t *testing.T, s store.Store) {
 		{"PutLease of a missing configuration", errdefs.ErrConflict, store.Lease{ConfigID: 987654}},
 		{"PutLease of a missing archive", errdefs.ErrConflict, store.Lease{ArchiveID: 987654}},
 	} {
-		wantKind(t, c.what, s.Update(ctx, func(tx store.Tx) error { return tx.PutLease(&c.l) }), c.kind)
+		wantKind(t, c.what, s.Update(ctx, func(tx store.Tx) error { return tx.Leases().Put(&c.l) }), c.kind)
 	}
 
 	// Deleting the configuration or archive deletes its lease.
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.DeleteConfig(web.ID); err != nil {
+		if err := tx.Configs().Delete(web.ID); err != nil {
 			return err
 		}
-		return tx.DeleteArchive(arch.ID)
+		return tx.Archives().Delete(arch.ID)
 	})
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.LeaseOfConfig(web.ID)
+		_, err := tx.Leases().OfConfig(web.ID)
 		wantKind(t, "LeaseOfConfig of a deleted configuration", err, errdefs.ErrNotFound)
-		_, err = tx.LeaseOfArchive(arch.ID)
+		_, err = tx.Leases().OfArchive(arch.ID)
 		wantKind(t, "LeaseOfArchive of a deleted archive", err, errdefs.ErrNotFound)
-		all, err := tx.ListLeases()
+		all, err := tx.Leases().List()
 		if err != nil {
 			return err
 		}
@@ -249,7 +249,7 @@ func testEvents(t *testing.T, h harness) {
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
 		for _, e := range []*store.Event{&e1, &e2, &e3, &e4} {
-			if err := tx.AddEvent(e); err != nil {
+			if err := tx.Events().Add(e); err != nil {
 				return err
 			}
 		}
@@ -277,7 +277,7 @@ func testEvents(t *testing.T, h harness) {
 			{e3.ID, 100, all[3:]},
 			{e4.ID, 0, nil},
 		} {
-			got, err := tx.ListEvents(c.after, c.limit)
+			got, err := tx.Events().List(c.after, c.limit)
 			if err != nil {
 				return err
 			}
@@ -290,7 +290,7 @@ func testEvents(t *testing.T, h harness) {
 	prune := func(before time.Time, want int64) {
 		t.Helper()
 		update(t, s, func(tx store.Tx) error {
-			n, err := tx.DeleteEventsBefore(before)
+			n, err := tx.Events().DeleteBefore(before)
 			if err == nil && n != want {
 				t.Errorf("DeleteEventsBefore(%v) deleted %d, want %d", before, n, want)
 			}
@@ -300,7 +300,7 @@ func testEvents(t *testing.T, h harness) {
 	prune(someTime, 0)
 	prune(someTime.Add(time.Nanosecond), 1)
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.ListEvents(0, 0)
+		got, err := tx.Events().List(0, 0)
 		if err != nil {
 			return err
 		}
@@ -320,7 +320,7 @@ func testEvents(t *testing.T, h harness) {
 			s = h.fresh(t)
 		}
 		e := store.Event{Actor: "alice", Action: "create", Object: "config", Subject: "again", Result: "ok"}
-		update(t, s, func(tx store.Tx) error { return tx.AddEvent(&e) })
+		update(t, s, func(tx store.Tx) error { return tx.Events().Add(&e) })
 		if e.ID <= last {
 			t.Errorf("event added after the log was emptied (reopened: %v) got id %d, not above %d: ids are reused", reopen, e.ID, last)
 		}
@@ -347,7 +347,7 @@ func testEventsFollowed(t *testing.T, s store.Store) {
 			defer wg.Done()
 			for i := range perWriter {
 				err := s.Update(context.Background(), func(tx store.Tx) error {
-					if err := tx.AddEvent(&store.Event{Actor: fmt.Sprintf("w%d", w), Action: "create", Object: "config", Subject: fmt.Sprint(i), Result: "ok"}); err != nil {
+					if err := tx.Events().Add(&store.Event{Actor: fmt.Sprintf("w%d", w), Action: "create", Object: "config", Subject: fmt.Sprint(i), Result: "ok"}); err != nil {
 						return err
 					}
 					// Hold the transaction open a little after taking an
@@ -368,7 +368,7 @@ func testEventsFollowed(t *testing.T, s store.Store) {
 	after := int64(0)
 	follow := func() {
 		view(t, s, func(tx store.Tx) error {
-			es, err := tx.ListEvents(after, 7)
+			es, err := tx.Events().List(after, 7)
 			for _, e := range es {
 				seen = append(seen, e.ID)
 				after = e.ID
@@ -394,7 +394,7 @@ func testEventsFollowed(t *testing.T, s store.Store) {
 	}
 	var ids []int64
 	view(t, s, func(tx store.Tx) error {
-		es, err := tx.ListEvents(0, 0)
+		es, err := tx.Events().List(0, 0)
 		for _, e := range es {
 			ids = append(ids, e.ID)
 		}
@@ -425,43 +425,43 @@ func testEventsVisible(t *testing.T, s store.Store) {
 		other = mustWorkspace(t, tx, org.ID, "other", store.WorkspaceShared)
 		vic, olga, sam = mustUser(t, tx, "vic"), mustUser(t, tx, "olga"), mustUser(t, tx, "sam")
 		sam.SystemAdmin = true
-		if err := tx.UpdateUser(sam); err != nil {
+		if err := tx.Users().Update(sam); err != nil {
 			return err
 		}
 		for _, m := range []store.Membership{
 			{UserID: vic.ID, WorkspaceID: team.ID, Role: "user"}, {UserID: vic.ID, WorkspaceID: priv.ID, Role: "user"},
 			{UserID: olga.ID, WorkspaceID: team.ID, Role: "user"}, {UserID: olga.ID, WorkspaceID: priv.ID, Role: "user"},
 		} {
-			if err := tx.PutMembership(&m); err != nil {
+			if err := tx.Memberships().Put(&m); err != nil {
 				return err
 			}
 		}
 		web = store.Config{Name: "web", State: store.StateUndeployed, WorkspaceID: team.ID, OwnerID: olga.ID}
-		if err := tx.CreateConfig(&web); err != nil {
+		if err := tx.Configs().Create(&web); err != nil {
 			return err
 		}
-		if err := tx.CreateConfig(&store.Config{Name: "lib", Kind: store.KindLibrary, State: store.StateUndeployed, WorkspaceID: team.ID, OwnerID: olga.ID}); err != nil {
+		if err := tx.Configs().Create(&store.Config{Name: "lib", Kind: store.KindLibrary, State: store.StateUndeployed, WorkspaceID: team.ID, OwnerID: olga.ID}); err != nil {
 			return err
 		}
 		for _, tm := range []store.Template{
 			{Name: "tmpl", CPUs: 1, MemoryMiB: 64, WorkspaceID: priv.ID, OwnerID: olga.ID},
 			{Name: "mine", CPUs: 1, MemoryMiB: 64, WorkspaceID: priv.ID, OwnerID: vic.ID},
 		} {
-			if err := tx.CreateTemplate(&tm); err != nil {
+			if err := tx.Templates().Create(&tm); err != nil {
 				return err
 			}
 		}
 		lan := store.Network{Name: "lan", WorkspaceID: other.ID, OwnerID: olga.ID}
 		shared := store.Network{Name: "shared-lan", WorkspaceID: other.ID, OwnerID: olga.ID}
 		for _, n := range []*store.Network{&lan, &shared} {
-			if err := tx.CreateNetwork(n); err != nil {
+			if err := tx.Networks().Create(n); err != nil {
 				return err
 			}
 		}
-		if err := tx.PutShare(&store.Share{ObjectKind: store.ObjectNetwork, ObjectID: shared.ID, UserID: vic.ID, Level: store.ShareRead}); err != nil {
+		if err := tx.Shares().Put(&store.Share{ObjectKind: store.ObjectNetwork, ObjectID: shared.ID, UserID: vic.ID, Level: store.ShareRead}); err != nil {
 			return err
 		}
-		return tx.CreateArchive(&store.Archive{Name: "arch", Dir: "archives/arch", Manifest: []byte("{}"), WorkspaceID: team.ID, OwnerID: olga.ID})
+		return tx.Archives().Create(&store.Archive{Name: "arch", Dir: "archives/arch", Manifest: []byte("{}"), WorkspaceID: team.ID, OwnerID: olga.ID})
 	})
 
 	// The events, numbered from 1 in the order added.
@@ -481,7 +481,7 @@ func testEventsVisible(t *testing.T, s store.Store) {
 	update(t, s, func(tx store.Tx) error {
 		for i := range added {
 			added[i].Result = "ok"
-			if err := tx.AddEvent(&added[i]); err != nil {
+			if err := tx.Events().Add(&added[i]); err != nil {
 				return err
 			}
 		}
@@ -493,7 +493,7 @@ func testEventsVisible(t *testing.T, s store.Store) {
 			u *store.User
 			v *store.Viewer
 		}{{vic, &vv}, {olga, &ov}, {sam, &sv}} {
-			v, err := tx.LoadViewer(x.u.ID)
+			v, err := tx.Viewers().Load(x.u.ID)
 			if err != nil {
 				return err
 			}
@@ -519,13 +519,13 @@ func testEventsVisible(t *testing.T, s store.Store) {
 				for _, n := range want[name] {
 					wantEvents = append(wantEvents, added[n-1])
 				}
-				got, err := tx.ListEventsVisible(f, 0, 0)
+				got, err := tx.Visible().Events(f, 0, 0)
 				if err != nil {
 					return err
 				}
 				diff(t, fmt.Sprintf("%s: ListEventsVisible(%s)", when, name), wantEvents, got)
 				for _, e := range added {
-					ok, err := tx.EventVisible(f, e.ID)
+					ok, err := tx.Visible().Event(f, e.ID)
 					if err != nil {
 						return err
 					}
@@ -533,13 +533,13 @@ func testEventsVisible(t *testing.T, s store.Store) {
 						t.Errorf("%s: EventVisible(%s, %s %s %q by %s) = %v, want %v", when, name, e.Action, e.Object, e.Subject, e.Actor, ok, in)
 					}
 				}
-				if ok, err := tx.EventVisible(f, 987654); err != nil || ok {
+				if ok, err := tx.Visible().Event(f, 987654); err != nil || ok {
 					t.Errorf("%s: EventVisible(%s) of a missing event = %v, %v; want false", when, name, ok, err)
 				}
 				// Pages: after an id and with a limit that counts the
 				// selected events only.
 				if len(wantEvents) >= 3 {
-					got, err := tx.ListEventsVisible(f, wantEvents[0].ID, 2)
+					got, err := tx.Visible().Events(f, wantEvents[0].ID, 2)
 					if err != nil {
 						return err
 					}
@@ -561,15 +561,15 @@ func testEventsVisible(t *testing.T, s store.Store) {
 	// An event names its object, not its id: when web is deleted and made
 	// again under its name, web's events go with the new one.
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.DeleteConfig(web.ID); err != nil {
+		if err := tx.Configs().Delete(web.ID); err != nil {
 			return err
 		}
 		web = store.Config{Name: "web", State: store.StateUndeployed, WorkspaceID: priv.ID, OwnerID: olga.ID}
-		if err := tx.CreateConfig(&web); err != nil {
+		if err := tx.Configs().Create(&web); err != nil {
 			return err
 		}
 		added = append(added, store.Event{Actor: "olga", Action: "create", Object: "config", Subject: "web", Result: "ok"}) // 12
-		return tx.AddEvent(&added[len(added)-1])
+		return tx.Events().Add(&added[len(added)-1])
 	})
 	check("web made again in priv, olga's", map[string][]int{
 		"vic":           {2, 4, 6, 7, 9},
@@ -579,7 +579,7 @@ func testEventsVisible(t *testing.T, s store.Store) {
 		"olga":          {1, 2, 3, 5, 6, 7, 8, 10, 11, 12},
 		"sam, no actor": {1, 2, 3, 4, 5, 6, 7, 12},
 	})
-	update(t, s, func(tx store.Tx) error { return tx.SetOwnership(store.ObjectConfig, web.ID, priv.ID, vic.ID) })
+	update(t, s, func(tx store.Tx) error { return tx.Objects().SetOwnership(store.ObjectConfig, web.ID, priv.ID, vic.ID) })
 	check("web given to vic", map[string][]int{
 		"vic":           {1, 2, 4, 6, 7, 9, 12},
 		"vic in team":   {2, 4, 7, 9},
@@ -600,27 +600,27 @@ func testLibrary(t *testing.T, s store.Store) {
 	entry := f.webConfig()
 	entry.Name, entry.Kind, entry.Description = "web-v1", store.KindLibrary, "checked in from web"
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.CreateConfig(&plain); err != nil {
+		if err := tx.Configs().Create(&plain); err != nil {
 			return err
 		}
-		return tx.CreateConfig(&entry)
+		return tx.Configs().Create(&entry)
 	})
 	if plain.Kind != store.KindConfig {
 		t.Errorf("CreateConfig of kind \"\": Kind %q, want %q", plain.Kind, store.KindConfig)
 	}
 	entry = sorted(entry)
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.GetConfig("web")
+		got, err := tx.Configs().Get("web")
 		if err != nil {
 			return err
 		}
 		diff(t, "GetConfig of a configuration made with kind \"\"", &plain, got)
-		got, err = tx.GetConfigByID(entry.ID)
+		got, err = tx.Configs().GetByID(entry.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetConfigByID of a library entry", &entry, got)
-		all, err := tx.ListConfigs()
+		all, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}
@@ -628,23 +628,23 @@ func testLibrary(t *testing.T, s store.Store) {
 		return nil
 	})
 	err := s.Update(ctx, func(tx store.Tx) error {
-		return tx.CreateConfig(&store.Config{Name: "web-v1", State: store.StateUndeployed})
+		return tx.Configs().Create(&store.Config{Name: "web-v1", State: store.StateUndeployed})
 	})
 	wantKind(t, "CreateConfig with a library entry's name", err, errdefs.ErrConflict, "web-v1")
 
 	update(t, s, func(tx store.Tx) error {
 		c := plain
 		c.Kind, c.Description = store.KindLibrary, "still a configuration"
-		if err := tx.UpdateConfig(&c); err != nil {
+		if err := tx.Configs().Update(&c); err != nil {
 			return err
 		}
 		e := entry
 		e.Kind, e.Description = store.KindConfig, "still a library entry"
-		return tx.UpdateConfig(&e)
+		return tx.Configs().Update(&e)
 	})
 	view(t, s, func(tx store.Tx) error {
 		for name, want := range map[string]string{"web": store.KindConfig, "web-v1": store.KindLibrary} {
-			got, err := tx.GetConfig(name)
+			got, err := tx.Configs().Get(name)
 			if err != nil {
 				return err
 			}

@@ -73,7 +73,7 @@ func testConcurrentAllocations(t *testing.T, h harness) {
 		defer close(readerDone)
 		for {
 			err := s.View(context.Background(), func(tx store.Tx) error {
-				as, err := tx.ListAllocations(nw.ID)
+				as, err := tx.Allocations().List(nw.ID)
 				if err != nil {
 					return err
 				}
@@ -127,7 +127,7 @@ func testConcurrentAllocations(t *testing.T, h harness) {
 	check := func(s store.Store, when string) {
 		t.Helper()
 		view(t, s, func(tx store.Tx) error {
-			as, err := tx.ListAllocations(nw.ID)
+			as, err := tx.Allocations().List(nw.ID)
 			if err != nil {
 				return err
 			}
@@ -166,7 +166,7 @@ var errPoolExhausted = errors.New("pool exhausted")
 // allocateLowest takes the lowest free address of nw's first pool, the way
 // ipam.Allocate does.
 func allocateLowest(tx store.Tx, nw *store.Network, holder string) error {
-	as, err := tx.ListAllocations(nw.ID)
+	as, err := tx.Allocations().List(nw.ID)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func allocateLowest(tx store.Tx, nw *store.Network, holder string) error {
 	r := nw.Pools[0]
 	for ip := r.First; ; ip = ip.Next() {
 		if !held[ip] {
-			return tx.CreateAllocation(&store.Allocation{NetworkID: nw.ID, IP: ip, Kind: store.AllocExternal, Holder: holder})
+			return tx.Allocations().Create(&store.Allocation{NetworkID: nw.ID, IP: ip, Kind: store.AllocExternal, Holder: holder})
 		}
 		if ip == r.Last {
 			return errPoolExhausted
@@ -228,7 +228,7 @@ func testConcurrentSmallUpdates(t *testing.T, h harness) {
 				for i := range per {
 					t0 := time.Now()
 					err := s.Update(context.Background(), func(tx store.Tx) error {
-						return tx.CreateOp(&store.Op{Kind: name, Subject: fmt.Sprintf("%d-%d", g, i), CreatedFiles: []string{"layers/x.qcow2"}})
+						return tx.Ops().Create(&store.Op{Kind: name, Subject: fmt.Sprintf("%d-%d", g, i), CreatedFiles: []string{"layers/x.qcow2"}})
 					})
 					lat.add(time.Since(t0))
 					if err != nil {
@@ -252,7 +252,7 @@ func testConcurrentSmallUpdates(t *testing.T, h harness) {
 	run("steady", 50)
 
 	view(t, s, func(tx store.Tx) error {
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		if err != nil {
 			return err
 		}

@@ -8,572 +8,761 @@ import (
 	"stagehand/internal/store"
 )
 
-func (r recordingTx) AddEvent(a0 *store.Event) error {
-	r.rec.called("AddEvent")
-	return r.Tx.AddEvent(a0)
+func (r recordingTx) Allocations() store.Allocations {
+	return recordingAllocations{Allocations: r.Tx.Allocations(), rec: r.rec}
 }
 
-func (r recordingTx) AddGroupMember(a0 int64, a1 int64) error {
-	r.rec.called("AddGroupMember")
-	return r.Tx.AddGroupMember(a0, a1)
+type recordingAllocations struct {
+	store.Allocations
+	rec *recorder
 }
 
-func (r recordingTx) AddOrgAdmin(a0 int64, a1 int64) error {
-	r.rec.called("AddOrgAdmin")
-	return r.Tx.AddOrgAdmin(a0, a1)
+func (r recordingAllocations) Create(a0 *store.Allocation) error {
+	r.rec.called("Allocations.Create")
+	return r.Allocations.Create(a0)
 }
 
-func (r recordingTx) CreateAllocation(a0 *store.Allocation) error {
-	r.rec.called("CreateAllocation")
-	return r.Tx.CreateAllocation(a0)
+func (r recordingAllocations) Delete(a0 int64) error {
+	r.rec.called("Allocations.Delete")
+	return r.Allocations.Delete(a0)
 }
 
-func (r recordingTx) CreateArchive(a0 *store.Archive) error {
-	r.rec.called("CreateArchive")
-	return r.Tx.CreateArchive(a0)
+func (r recordingAllocations) Get(a0 int64) (*store.Allocation, error) {
+	r.rec.called("Allocations.Get")
+	return r.Allocations.Get(a0)
 }
 
-func (r recordingTx) CreateConfig(a0 *store.Config) error {
-	r.rec.called("CreateConfig")
-	return r.Tx.CreateConfig(a0)
+func (r recordingAllocations) List(a0 int64) ([]store.Allocation, error) {
+	r.rec.called("Allocations.List")
+	return r.Allocations.List(a0)
 }
 
-func (r recordingTx) CreateGroup(a0 *store.Group) error {
-	r.rec.called("CreateGroup")
-	return r.Tx.CreateGroup(a0)
+func (r recordingAllocations) NICs(a0 int64) ([]store.NIC, error) {
+	r.rec.called("Allocations.NICs")
+	return r.Allocations.NICs(a0)
 }
 
-func (r recordingTx) CreateLayer(a0 *store.Layer) error {
-	r.rec.called("CreateLayer")
-	return r.Tx.CreateLayer(a0)
+func (r recordingTx) Archives() store.Archives {
+	return recordingArchives{Archives: r.Tx.Archives(), rec: r.rec}
 }
 
-func (r recordingTx) CreateNetwork(a0 *store.Network) error {
-	r.rec.called("CreateNetwork")
-	return r.Tx.CreateNetwork(a0)
+type recordingArchives struct {
+	store.Archives
+	rec *recorder
 }
 
-func (r recordingTx) CreateOp(a0 *store.Op) error {
-	r.rec.called("CreateOp")
-	return r.Tx.CreateOp(a0)
+func (r recordingArchives) Create(a0 *store.Archive) error {
+	r.rec.called("Archives.Create")
+	return r.Archives.Create(a0)
 }
 
-func (r recordingTx) CreateOrg(a0 *store.Org) error {
-	r.rec.called("CreateOrg")
-	return r.Tx.CreateOrg(a0)
+func (r recordingArchives) Delete(a0 int64) error {
+	r.rec.called("Archives.Delete")
+	return r.Archives.Delete(a0)
 }
 
-func (r recordingTx) CreateTemplate(a0 *store.Template) error {
-	r.rec.called("CreateTemplate")
-	return r.Tx.CreateTemplate(a0)
+func (r recordingArchives) Get(a0 string) (*store.Archive, error) {
+	r.rec.called("Archives.Get")
+	return r.Archives.Get(a0)
 }
 
-func (r recordingTx) CreateToken(a0 *store.Token) error {
-	r.rec.called("CreateToken")
-	return r.Tx.CreateToken(a0)
+func (r recordingArchives) List() ([]store.Archive, error) {
+	r.rec.called("Archives.List")
+	return r.Archives.List()
 }
 
-func (r recordingTx) CreateUser(a0 *store.User) error {
-	r.rec.called("CreateUser")
-	return r.Tx.CreateUser(a0)
+func (r recordingTx) Configs() store.Configs {
+	return recordingConfigs{Configs: r.Tx.Configs(), rec: r.rec}
 }
 
-func (r recordingTx) CreateWorkspace(a0 *store.Workspace) error {
-	r.rec.called("CreateWorkspace")
-	return r.Tx.CreateWorkspace(a0)
+type recordingConfigs struct {
+	store.Configs
+	rec *recorder
 }
 
-func (r recordingTx) DeleteAllocation(a0 int64) error {
-	r.rec.called("DeleteAllocation")
-	return r.Tx.DeleteAllocation(a0)
+func (r recordingConfigs) Create(a0 *store.Config) error {
+	r.rec.called("Configs.Create")
+	return r.Configs.Create(a0)
 }
 
-func (r recordingTx) DeleteArchive(a0 int64) error {
-	r.rec.called("DeleteArchive")
-	return r.Tx.DeleteArchive(a0)
+func (r recordingConfigs) Delete(a0 int64) error {
+	r.rec.called("Configs.Delete")
+	return r.Configs.Delete(a0)
 }
 
-func (r recordingTx) DeleteConfig(a0 int64) error {
-	r.rec.called("DeleteConfig")
-	return r.Tx.DeleteConfig(a0)
+func (r recordingConfigs) Get(a0 string) (*store.Config, error) {
+	r.rec.called("Configs.Get")
+	return r.Configs.Get(a0)
 }
 
-func (r recordingTx) DeleteEventsBefore(a0 time.Time) (int64, error) {
-	r.rec.called("DeleteEventsBefore")
-	return r.Tx.DeleteEventsBefore(a0)
+func (r recordingConfigs) GetByID(a0 int64) (*store.Config, error) {
+	r.rec.called("Configs.GetByID")
+	return r.Configs.GetByID(a0)
 }
 
-func (r recordingTx) DeleteExpiredTokens(a0 time.Time) (int64, error) {
-	r.rec.called("DeleteExpiredTokens")
-	return r.Tx.DeleteExpiredTokens(a0)
+func (r recordingConfigs) List() ([]store.Config, error) {
+	r.rec.called("Configs.List")
+	return r.Configs.List()
 }
 
-func (r recordingTx) DeleteGroup(a0 int64) error {
-	r.rec.called("DeleteGroup")
-	return r.Tx.DeleteGroup(a0)
+func (r recordingConfigs) SetDiskTop(a0 int64, a1 int64) error {
+	r.rec.called("Configs.SetDiskTop")
+	return r.Configs.SetDiskTop(a0, a1)
 }
 
-func (r recordingTx) DeleteLayer(a0 int64) error {
-	r.rec.called("DeleteLayer")
-	return r.Tx.DeleteLayer(a0)
+func (r recordingConfigs) Update(a0 *store.Config) error {
+	r.rec.called("Configs.Update")
+	return r.Configs.Update(a0)
 }
 
-func (r recordingTx) DeleteMembership(a0 int64, a1 int64) error {
-	r.rec.called("DeleteMembership")
-	return r.Tx.DeleteMembership(a0, a1)
+func (r recordingConfigs) UpdateNIC(a0 *store.NIC) error {
+	r.rec.called("Configs.UpdateNIC")
+	return r.Configs.UpdateNIC(a0)
 }
 
-func (r recordingTx) DeleteNetwork(a0 int64) error {
-	r.rec.called("DeleteNetwork")
-	return r.Tx.DeleteNetwork(a0)
+func (r recordingConfigs) UpdateVM(a0 *store.VM) error {
+	r.rec.called("Configs.UpdateVM")
+	return r.Configs.UpdateVM(a0)
 }
 
-func (r recordingTx) DeleteOp(a0 int64) error {
-	r.rec.called("DeleteOp")
-	return r.Tx.DeleteOp(a0)
+func (r recordingTx) Events() store.Events {
+	return recordingEvents{Events: r.Tx.Events(), rec: r.rec}
 }
 
-func (r recordingTx) DeleteOrg(a0 int64) error {
-	r.rec.called("DeleteOrg")
-	return r.Tx.DeleteOrg(a0)
+type recordingEvents struct {
+	store.Events
+	rec *recorder
 }
 
-func (r recordingTx) DeleteQuota(a0 string, a1 int64) error {
-	r.rec.called("DeleteQuota")
-	return r.Tx.DeleteQuota(a0, a1)
+func (r recordingEvents) Add(a0 *store.Event) error {
+	r.rec.called("Events.Add")
+	return r.Events.Add(a0)
 }
 
-func (r recordingTx) DeleteTemplate(a0 int64) error {
-	r.rec.called("DeleteTemplate")
-	return r.Tx.DeleteTemplate(a0)
+func (r recordingEvents) DeleteBefore(a0 time.Time) (int64, error) {
+	r.rec.called("Events.DeleteBefore")
+	return r.Events.DeleteBefore(a0)
 }
 
-func (r recordingTx) DeleteUser(a0 int64) error {
-	r.rec.called("DeleteUser")
-	return r.Tx.DeleteUser(a0)
+func (r recordingEvents) List(a0 int64, a1 int) ([]store.Event, error) {
+	r.rec.called("Events.List")
+	return r.Events.List(a0, a1)
 }
 
-func (r recordingTx) DeleteWorkspace(a0 int64) error {
-	r.rec.called("DeleteWorkspace")
-	return r.Tx.DeleteWorkspace(a0)
+func (r recordingTx) Groups() store.Groups {
+	return recordingGroups{Groups: r.Tx.Groups(), rec: r.rec}
 }
 
-func (r recordingTx) DisksWithTop(a0 int64) ([]store.Disk, error) {
-	r.rec.called("DisksWithTop")
-	return r.Tx.DisksWithTop(a0)
+type recordingGroups struct {
+	store.Groups
+	rec *recorder
 }
 
-func (r recordingTx) EventVisible(a0 store.EventFilter, a1 int64) (bool, error) {
-	r.rec.called("EventVisible")
-	return r.Tx.EventVisible(a0, a1)
+func (r recordingGroups) AddMember(a0 int64, a1 int64) error {
+	r.rec.called("Groups.AddMember")
+	return r.Groups.AddMember(a0, a1)
 }
 
-func (r recordingTx) GetAllocation(a0 int64) (*store.Allocation, error) {
-	r.rec.called("GetAllocation")
-	return r.Tx.GetAllocation(a0)
+func (r recordingGroups) Create(a0 *store.Group) error {
+	r.rec.called("Groups.Create")
+	return r.Groups.Create(a0)
 }
 
-func (r recordingTx) GetArchive(a0 string) (*store.Archive, error) {
-	r.rec.called("GetArchive")
-	return r.Tx.GetArchive(a0)
+func (r recordingGroups) Delete(a0 int64) error {
+	r.rec.called("Groups.Delete")
+	return r.Groups.Delete(a0)
 }
 
-func (r recordingTx) GetConfig(a0 string) (*store.Config, error) {
-	r.rec.called("GetConfig")
-	return r.Tx.GetConfig(a0)
+func (r recordingGroups) Get(a0 int64, a1 string) (*store.Group, error) {
+	r.rec.called("Groups.Get")
+	return r.Groups.Get(a0, a1)
 }
 
-func (r recordingTx) GetConfigByID(a0 int64) (*store.Config, error) {
-	r.rec.called("GetConfigByID")
-	return r.Tx.GetConfigByID(a0)
+func (r recordingGroups) GetByID(a0 int64) (*store.Group, error) {
+	r.rec.called("Groups.GetByID")
+	return r.Groups.GetByID(a0)
 }
 
-func (r recordingTx) GetGroup(a0 int64, a1 string) (*store.Group, error) {
-	r.rec.called("GetGroup")
-	return r.Tx.GetGroup(a0, a1)
+func (r recordingGroups) List(a0 int64) ([]store.Group, error) {
+	r.rec.called("Groups.List")
+	return r.Groups.List(a0)
 }
 
-func (r recordingTx) GetGroupByID(a0 int64) (*store.Group, error) {
-	r.rec.called("GetGroupByID")
-	return r.Tx.GetGroupByID(a0)
+func (r recordingGroups) Members(a0 int64) ([]store.User, error) {
+	r.rec.called("Groups.Members")
+	return r.Groups.Members(a0)
 }
 
-func (r recordingTx) GetHost(a0 string) (*store.Host, error) {
-	r.rec.called("GetHost")
-	return r.Tx.GetHost(a0)
+func (r recordingGroups) OfUser(a0 int64) ([]store.Group, error) {
+	r.rec.called("Groups.OfUser")
+	return r.Groups.OfUser(a0)
 }
 
-func (r recordingTx) GetLayer(a0 int64) (*store.Layer, error) {
-	r.rec.called("GetLayer")
-	return r.Tx.GetLayer(a0)
+func (r recordingGroups) RemoveMember(a0 int64, a1 int64) error {
+	r.rec.called("Groups.RemoveMember")
+	return r.Groups.RemoveMember(a0, a1)
 }
 
-func (r recordingTx) GetMembership(a0 int64, a1 int64) (*store.Membership, error) {
-	r.rec.called("GetMembership")
-	return r.Tx.GetMembership(a0, a1)
+func (r recordingTx) Hosts() store.Hosts {
+	return recordingHosts{Hosts: r.Tx.Hosts(), rec: r.rec}
 }
 
-func (r recordingTx) GetNetwork(a0 string) (*store.Network, error) {
-	r.rec.called("GetNetwork")
-	return r.Tx.GetNetwork(a0)
+type recordingHosts struct {
+	store.Hosts
+	rec *recorder
 }
 
-func (r recordingTx) GetNetworkByID(a0 int64) (*store.Network, error) {
-	r.rec.called("GetNetworkByID")
-	return r.Tx.GetNetworkByID(a0)
+func (r recordingHosts) Get(a0 string) (*store.Host, error) {
+	r.rec.called("Hosts.Get")
+	return r.Hosts.Get(a0)
 }
 
-func (r recordingTx) GetOrg(a0 string) (*store.Org, error) {
-	r.rec.called("GetOrg")
-	return r.Tx.GetOrg(a0)
+func (r recordingHosts) List() ([]store.Host, error) {
+	r.rec.called("Hosts.List")
+	return r.Hosts.List()
 }
 
-func (r recordingTx) GetOrgByID(a0 int64) (*store.Org, error) {
-	r.rec.called("GetOrgByID")
-	return r.Tx.GetOrgByID(a0)
+func (r recordingHosts) Register(a0 *store.Host) error {
+	r.rec.called("Hosts.Register")
+	return r.Hosts.Register(a0)
 }
 
-func (r recordingTx) GetQuota(a0 string, a1 int64) (*store.Quota, error) {
-	r.rec.called("GetQuota")
-	return r.Tx.GetQuota(a0, a1)
+func (r recordingHosts) SetState(a0 string, a1 string) error {
+	r.rec.called("Hosts.SetState")
+	return r.Hosts.SetState(a0, a1)
 }
 
-func (r recordingTx) GetTemplate(a0 string) (*store.Template, error) {
-	r.rec.called("GetTemplate")
-	return r.Tx.GetTemplate(a0)
+func (r recordingHosts) Touch(a0 string, a1 time.Time) error {
+	r.rec.called("Hosts.Touch")
+	return r.Hosts.Touch(a0, a1)
 }
 
-func (r recordingTx) GetTemplateByID(a0 int64) (*store.Template, error) {
-	r.rec.called("GetTemplateByID")
-	return r.Tx.GetTemplateByID(a0)
+func (r recordingTx) Layers() store.Layers {
+	return recordingLayers{Layers: r.Tx.Layers(), rec: r.rec}
 }
 
-func (r recordingTx) GetToken(a0 string) (*store.Token, error) {
-	r.rec.called("GetToken")
-	return r.Tx.GetToken(a0)
+type recordingLayers struct {
+	store.Layers
+	rec *recorder
 }
 
-func (r recordingTx) GetUser(a0 string) (*store.User, error) {
-	r.rec.called("GetUser")
-	return r.Tx.GetUser(a0)
+func (r recordingLayers) Children(a0 int64) ([]store.Layer, error) {
+	r.rec.called("Layers.Children")
+	return r.Layers.Children(a0)
 }
 
-func (r recordingTx) GetUserByEmail(a0 string) (*store.User, error) {
-	r.rec.called("GetUserByEmail")
-	return r.Tx.GetUserByEmail(a0)
+func (r recordingLayers) Create(a0 *store.Layer) error {
+	r.rec.called("Layers.Create")
+	return r.Layers.Create(a0)
 }
 
-func (r recordingTx) GetUserByID(a0 int64) (*store.User, error) {
-	r.rec.called("GetUserByID")
-	return r.Tx.GetUserByID(a0)
+func (r recordingLayers) Delete(a0 int64) error {
+	r.rec.called("Layers.Delete")
+	return r.Layers.Delete(a0)
 }
 
-func (r recordingTx) GetWorkspace(a0 int64, a1 string) (*store.Workspace, error) {
-	r.rec.called("GetWorkspace")
-	return r.Tx.GetWorkspace(a0, a1)
+func (r recordingLayers) DisksWithTop(a0 int64) ([]store.Disk, error) {
+	r.rec.called("Layers.DisksWithTop")
+	return r.Layers.DisksWithTop(a0)
 }
 
-func (r recordingTx) GetWorkspaceByID(a0 int64) (*store.Workspace, error) {
-	r.rec.called("GetWorkspaceByID")
-	return r.Tx.GetWorkspaceByID(a0)
+func (r recordingLayers) Get(a0 int64) (*store.Layer, error) {
+	r.rec.called("Layers.Get")
+	return r.Layers.Get(a0)
 }
 
-func (r recordingTx) LayerChildren(a0 int64) ([]store.Layer, error) {
-	r.rec.called("LayerChildren")
-	return r.Tx.LayerChildren(a0)
+func (r recordingLayers) List() ([]store.Layer, error) {
+	r.rec.called("Layers.List")
+	return r.Layers.List()
 }
 
-func (r recordingTx) LeaseOfArchive(a0 int64) (*store.Lease, error) {
-	r.rec.called("LeaseOfArchive")
-	return r.Tx.LeaseOfArchive(a0)
+func (r recordingLayers) Update(a0 *store.Layer) error {
+	r.rec.called("Layers.Update")
+	return r.Layers.Update(a0)
 }
 
-func (r recordingTx) LeaseOfConfig(a0 int64) (*store.Lease, error) {
-	r.rec.called("LeaseOfConfig")
-	return r.Tx.LeaseOfConfig(a0)
+func (r recordingTx) Leases() store.Leases {
+	return recordingLeases{Leases: r.Tx.Leases(), rec: r.rec}
 }
 
-func (r recordingTx) ListAllocations(a0 int64) ([]store.Allocation, error) {
-	r.rec.called("ListAllocations")
-	return r.Tx.ListAllocations(a0)
+type recordingLeases struct {
+	store.Leases
+	rec *recorder
 }
 
-func (r recordingTx) ListArchives() ([]store.Archive, error) {
-	r.rec.called("ListArchives")
-	return r.Tx.ListArchives()
+func (r recordingLeases) List() ([]store.Lease, error) {
+	r.rec.called("Leases.List")
+	return r.Leases.List()
 }
 
-func (r recordingTx) ListArchivesVisible(a0 store.Viewer) ([]store.Archive, error) {
-	r.rec.called("ListArchivesVisible")
-	return r.Tx.ListArchivesVisible(a0)
+func (r recordingLeases) OfArchive(a0 int64) (*store.Lease, error) {
+	r.rec.called("Leases.OfArchive")
+	return r.Leases.OfArchive(a0)
 }
 
-func (r recordingTx) ListConfigs() ([]store.Config, error) {
-	r.rec.called("ListConfigs")
-	return r.Tx.ListConfigs()
+func (r recordingLeases) OfConfig(a0 int64) (*store.Lease, error) {
+	r.rec.called("Leases.OfConfig")
+	return r.Leases.OfConfig(a0)
 }
 
-func (r recordingTx) ListConfigsVisible(a0 store.Viewer) ([]store.Config, error) {
-	r.rec.called("ListConfigsVisible")
-	return r.Tx.ListConfigsVisible(a0)
+func (r recordingLeases) Put(a0 *store.Lease) error {
+	r.rec.called("Leases.Put")
+	return r.Leases.Put(a0)
 }
 
-func (r recordingTx) ListEvents(a0 int64, a1 int) ([]store.Event, error) {
-	r.rec.called("ListEvents")
-	return r.Tx.ListEvents(a0, a1)
+func (r recordingTx) Memberships() store.Memberships {
+	return recordingMemberships{Memberships: r.Tx.Memberships(), rec: r.rec}
 }
 
-func (r recordingTx) ListEventsVisible(a0 store.EventFilter, a1 int64, a2 int) ([]store.Event, error) {
-	r.rec.called("ListEventsVisible")
-	return r.Tx.ListEventsVisible(a0, a1, a2)
+type recordingMemberships struct {
+	store.Memberships
+	rec *recorder
 }
 
-func (r recordingTx) ListGroupMembers(a0 int64) ([]store.User, error) {
-	r.rec.called("ListGroupMembers")
-	return r.Tx.ListGroupMembers(a0)
+func (r recordingMemberships) Delete(a0 int64, a1 int64) error {
+	r.rec.called("Memberships.Delete")
+	return r.Memberships.Delete(a0, a1)
 }
 
-func (r recordingTx) ListGroups(a0 int64) ([]store.Group, error) {
-	r.rec.called("ListGroups")
-	return r.Tx.ListGroups(a0)
+func (r recordingMemberships) Get(a0 int64, a1 int64) (*store.Membership, error) {
+	r.rec.called("Memberships.Get")
+	return r.Memberships.Get(a0, a1)
 }
 
-func (r recordingTx) ListGroupsOfUser(a0 int64) ([]store.Group, error) {
-	r.rec.called("ListGroupsOfUser")
-	return r.Tx.ListGroupsOfUser(a0)
+func (r recordingMemberships) OfUser(a0 int64) ([]store.Membership, error) {
+	r.rec.called("Memberships.OfUser")
+	return r.Memberships.OfUser(a0)
 }
 
-func (r recordingTx) ListHosts() ([]store.Host, error) {
-	r.rec.called("ListHosts")
-	return r.Tx.ListHosts()
+func (r recordingMemberships) OfWorkspace(a0 int64) ([]store.Membership, error) {
+	r.rec.called("Memberships.OfWorkspace")
+	return r.Memberships.OfWorkspace(a0)
 }
 
-func (r recordingTx) ListLayers() ([]store.Layer, error) {
-	r.rec.called("ListLayers")
-	return r.Tx.ListLayers()
+func (r recordingMemberships) Put(a0 *store.Membership) error {
+	r.rec.called("Memberships.Put")
+	return r.Memberships.Put(a0)
 }
 
-func (r recordingTx) ListLeases() ([]store.Lease, error) {
-	r.rec.called("ListLeases")
-	return r.Tx.ListLeases()
+func (r recordingTx) Networks() store.Networks {
+	return recordingNetworks{Networks: r.Tx.Networks(), rec: r.rec}
 }
 
-func (r recordingTx) ListMembershipsOfUser(a0 int64) ([]store.Membership, error) {
-	r.rec.called("ListMembershipsOfUser")
-	return r.Tx.ListMembershipsOfUser(a0)
+type recordingNetworks struct {
+	store.Networks
+	rec *recorder
 }
 
-func (r recordingTx) ListMembershipsOfWorkspace(a0 int64) ([]store.Membership, error) {
-	r.rec.called("ListMembershipsOfWorkspace")
-	return r.Tx.ListMembershipsOfWorkspace(a0)
+func (r recordingNetworks) Create(a0 *store.Network) error {
+	r.rec.called("Networks.Create")
+	return r.Networks.Create(a0)
 }
 
-func (r recordingTx) ListNetworks() ([]store.Network, error) {
-	r.rec.called("ListNetworks")
-	return r.Tx.ListNetworks()
+func (r recordingNetworks) Delete(a0 int64) error {
+	r.rec.called("Networks.Delete")
+	return r.Networks.Delete(a0)
 }
 
-func (r recordingTx) ListNetworksVisible(a0 store.Viewer) ([]store.Network, error) {
-	r.rec.called("ListNetworksVisible")
-	return r.Tx.ListNetworksVisible(a0)
+func (r recordingNetworks) Get(a0 string) (*store.Network, error) {
+	r.rec.called("Networks.Get")
+	return r.Networks.Get(a0)
 }
 
-func (r recordingTx) ListOps() ([]store.Op, error) {
-	r.rec.called("ListOps")
-	return r.Tx.ListOps()
+func (r recordingNetworks) GetByID(a0 int64) (*store.Network, error) {
+	r.rec.called("Networks.GetByID")
+	return r.Networks.GetByID(a0)
 }
 
-func (r recordingTx) ListOrgAdmins(a0 int64) ([]store.User, error) {
-	r.rec.called("ListOrgAdmins")
-	return r.Tx.ListOrgAdmins(a0)
+func (r recordingNetworks) List() ([]store.Network, error) {
+	r.rec.called("Networks.List")
+	return r.Networks.List()
 }
 
-func (r recordingTx) ListOrgs() ([]store.Org, error) {
-	r.rec.called("ListOrgs")
-	return r.Tx.ListOrgs()
+func (r recordingTx) Objects() store.Objects {
+	return recordingObjects{Objects: r.Tx.Objects(), rec: r.rec}
 }
 
-func (r recordingTx) ListOrgsAdministeredBy(a0 int64) ([]store.Org, error) {
-	r.rec.called("ListOrgsAdministeredBy")
-	return r.Tx.ListOrgsAdministeredBy(a0)
+type recordingObjects struct {
+	store.Objects
+	rec *recorder
 }
 
-func (r recordingTx) ListSharesOf(a0 string, a1 int64) ([]store.Share, error) {
-	r.rec.called("ListSharesOf")
-	return r.Tx.ListSharesOf(a0, a1)
+func (r recordingObjects) Access(a0 int64, a1 string, a2 string) (*store.Access, error) {
+	r.rec.called("Objects.Access")
+	return r.Objects.Access(a0, a1, a2)
 }
 
-func (r recordingTx) ListSharesToGroup(a0 int64) ([]store.Share, error) {
-	r.rec.called("ListSharesToGroup")
-	return r.Tx.ListSharesToGroup(a0)
+func (r recordingObjects) Ref(a0 string, a1 string) (store.ObjectRef, error) {
+	r.rec.called("Objects.Ref")
+	return r.Objects.Ref(a0, a1)
 }
 
-func (r recordingTx) ListSharesToUser(a0 int64) ([]store.Share, error) {
-	r.rec.called("ListSharesToUser")
-	return r.Tx.ListSharesToUser(a0)
+func (r recordingObjects) SetOwnership(a0 string, a1 int64, a2 int64, a3 int64) error {
+	r.rec.called("Objects.SetOwnership")
+	return r.Objects.SetOwnership(a0, a1, a2, a3)
 }
 
-func (r recordingTx) ListTemplates() ([]store.Template, error) {
-	r.rec.called("ListTemplates")
-	return r.Tx.ListTemplates()
+func (r recordingObjects) Visible(a0 store.Viewer, a1 string, a2 int64) (bool, error) {
+	r.rec.called("Objects.Visible")
+	return r.Objects.Visible(a0, a1, a2)
 }
 
-func (r recordingTx) ListTemplatesVisible(a0 store.Viewer) ([]store.Template, error) {
-	r.rec.called("ListTemplatesVisible")
-	return r.Tx.ListTemplatesVisible(a0)
+func (r recordingTx) Ops() store.Ops {
+	return recordingOps{Ops: r.Tx.Ops(), rec: r.rec}
 }
 
-func (r recordingTx) ListTokens(a0 int64) ([]store.Token, error) {
-	r.rec.called("ListTokens")
-	return r.Tx.ListTokens(a0)
+type recordingOps struct {
+	store.Ops
+	rec *recorder
 }
 
-func (r recordingTx) ListUsers() ([]store.User, error) {
-	r.rec.called("ListUsers")
-	return r.Tx.ListUsers()
+func (r recordingOps) Create(a0 *store.Op) error {
+	r.rec.called("Ops.Create")
+	return r.Ops.Create(a0)
 }
 
-func (r recordingTx) ListWorkspaces(a0 int64) ([]store.Workspace, error) {
-	r.rec.called("ListWorkspaces")
-	return r.Tx.ListWorkspaces(a0)
+func (r recordingOps) Delete(a0 int64) error {
+	r.rec.called("Ops.Delete")
+	return r.Ops.Delete(a0)
 }
 
-func (r recordingTx) LoadAccess(a0 int64, a1 string, a2 string) (*store.Access, error) {
-	r.rec.called("LoadAccess")
-	return r.Tx.LoadAccess(a0, a1, a2)
+func (r recordingOps) List() ([]store.Op, error) {
+	r.rec.called("Ops.List")
+	return r.Ops.List()
 }
 
-func (r recordingTx) LoadViewer(a0 int64) (*store.Viewer, error) {
-	r.rec.called("LoadViewer")
-	return r.Tx.LoadViewer(a0)
+func (r recordingOps) Update(a0 *store.Op) error {
+	r.rec.called("Ops.Update")
+	return r.Ops.Update(a0)
 }
 
-func (r recordingTx) LoadViewerIn(a0 int64, a1 int64) (*store.Viewer, error) {
-	r.rec.called("LoadViewerIn")
-	return r.Tx.LoadViewerIn(a0, a1)
+func (r recordingTx) Orgs() store.Orgs {
+	return recordingOrgs{Orgs: r.Tx.Orgs(), rec: r.rec}
 }
 
-func (r recordingTx) NICsWithAllocation(a0 int64) ([]store.NIC, error) {
-	r.rec.called("NICsWithAllocation")
-	return r.Tx.NICsWithAllocation(a0)
+type recordingOrgs struct {
+	store.Orgs
+	rec *recorder
 }
 
-func (r recordingTx) ObjectRef(a0 string, a1 string) (store.ObjectRef, error) {
-	r.rec.called("ObjectRef")
-	return r.Tx.ObjectRef(a0, a1)
+func (r recordingOrgs) AddAdmin(a0 int64, a1 int64) error {
+	r.rec.called("Orgs.AddAdmin")
+	return r.Orgs.AddAdmin(a0, a1)
 }
 
-func (r recordingTx) ObjectVisible(a0 store.Viewer, a1 string, a2 int64) (bool, error) {
-	r.rec.called("ObjectVisible")
-	return r.Tx.ObjectVisible(a0, a1, a2)
+func (r recordingOrgs) AdministeredBy(a0 int64) ([]store.Org, error) {
+	r.rec.called("Orgs.AdministeredBy")
+	return r.Orgs.AdministeredBy(a0)
 }
 
-func (r recordingTx) PutLease(a0 *store.Lease) error {
-	r.rec.called("PutLease")
-	return r.Tx.PutLease(a0)
+func (r recordingOrgs) Admins(a0 int64) ([]store.User, error) {
+	r.rec.called("Orgs.Admins")
+	return r.Orgs.Admins(a0)
 }
 
-func (r recordingTx) PutMembership(a0 *store.Membership) error {
-	r.rec.called("PutMembership")
-	return r.Tx.PutMembership(a0)
+func (r recordingOrgs) Create(a0 *store.Org) error {
+	r.rec.called("Orgs.Create")
+	return r.Orgs.Create(a0)
 }
 
-func (r recordingTx) PutShare(a0 *store.Share) error {
-	r.rec.called("PutShare")
-	return r.Tx.PutShare(a0)
+func (r recordingOrgs) Delete(a0 int64) error {
+	r.rec.called("Orgs.Delete")
+	return r.Orgs.Delete(a0)
 }
 
-func (r recordingTx) QuotaUse(a0 string, a1 int64) (store.QuotaUsage, error) {
-	r.rec.called("QuotaUse")
-	return r.Tx.QuotaUse(a0, a1)
+func (r recordingOrgs) Get(a0 string) (*store.Org, error) {
+	r.rec.called("Orgs.Get")
+	return r.Orgs.Get(a0)
 }
 
-func (r recordingTx) RegisterHost(a0 *store.Host) error {
-	r.rec.called("RegisterHost")
-	return r.Tx.RegisterHost(a0)
+func (r recordingOrgs) GetByID(a0 int64) (*store.Org, error) {
+	r.rec.called("Orgs.GetByID")
+	return r.Orgs.GetByID(a0)
 }
 
-func (r recordingTx) RemoveGroupMember(a0 int64, a1 int64) error {
-	r.rec.called("RemoveGroupMember")
-	return r.Tx.RemoveGroupMember(a0, a1)
+func (r recordingOrgs) List() ([]store.Org, error) {
+	r.rec.called("Orgs.List")
+	return r.Orgs.List()
 }
 
-func (r recordingTx) RemoveOrgAdmin(a0 int64, a1 int64) error {
-	r.rec.called("RemoveOrgAdmin")
-	return r.Tx.RemoveOrgAdmin(a0, a1)
+func (r recordingOrgs) RemoveAdmin(a0 int64, a1 int64) error {
+	r.rec.called("Orgs.RemoveAdmin")
+	return r.Orgs.RemoveAdmin(a0, a1)
 }
 
-func (r recordingTx) RemoveShare(a0 string, a1 int64, a2 int64, a3 int64) error {
-	r.rec.called("RemoveShare")
-	return r.Tx.RemoveShare(a0, a1, a2, a3)
+func (r recordingTx) Quotas() store.Quotas {
+	return recordingQuotas{Quotas: r.Tx.Quotas(), rec: r.rec}
 }
 
-func (r recordingTx) RevokeToken(a0 string, a1 time.Time) error {
-	r.rec.called("RevokeToken")
-	return r.Tx.RevokeToken(a0, a1)
+type recordingQuotas struct {
+	store.Quotas
+	rec *recorder
 }
 
-func (r recordingTx) SetDiskTop(a0 int64, a1 int64) error {
-	r.rec.called("SetDiskTop")
-	return r.Tx.SetDiskTop(a0, a1)
+func (r recordingQuotas) Delete(a0 string, a1 int64) error {
+	r.rec.called("Quotas.Delete")
+	return r.Quotas.Delete(a0, a1)
 }
 
-func (r recordingTx) SetHostState(a0 string, a1 string) error {
-	r.rec.called("SetHostState")
-	return r.Tx.SetHostState(a0, a1)
+func (r recordingQuotas) Get(a0 string, a1 int64) (*store.Quota, error) {
+	r.rec.called("Quotas.Get")
+	return r.Quotas.Get(a0, a1)
 }
 
-func (r recordingTx) SetOwnership(a0 string, a1 int64, a2 int64, a3 int64) error {
-	r.rec.called("SetOwnership")
-	return r.Tx.SetOwnership(a0, a1, a2, a3)
+func (r recordingQuotas) Set(a0 *store.Quota) error {
+	r.rec.called("Quotas.Set")
+	return r.Quotas.Set(a0)
 }
 
-func (r recordingTx) SetQuota(a0 *store.Quota) error {
-	r.rec.called("SetQuota")
-	return r.Tx.SetQuota(a0)
+func (r recordingQuotas) Use(a0 string, a1 int64) (store.QuotaUsage, error) {
+	r.rec.called("Quotas.Use")
+	return r.Quotas.Use(a0, a1)
 }
 
-func (r recordingTx) TouchHost(a0 string, a1 time.Time) error {
-	r.rec.called("TouchHost")
-	return r.Tx.TouchHost(a0, a1)
+func (r recordingTx) Shares() store.Shares {
+	return recordingShares{Shares: r.Tx.Shares(), rec: r.rec}
 }
 
-func (r recordingTx) TouchToken(a0 string, a1 time.Time) error {
-	r.rec.called("TouchToken")
-	return r.Tx.TouchToken(a0, a1)
+type recordingShares struct {
+	store.Shares
+	rec *recorder
 }
 
-func (r recordingTx) UpdateConfig(a0 *store.Config) error {
-	r.rec.called("UpdateConfig")
-	return r.Tx.UpdateConfig(a0)
+func (r recordingShares) Of(a0 string, a1 int64) ([]store.Share, error) {
+	r.rec.called("Shares.Of")
+	return r.Shares.Of(a0, a1)
 }
 
-func (r recordingTx) UpdateLayer(a0 *store.Layer) error {
-	r.rec.called("UpdateLayer")
-	return r.Tx.UpdateLayer(a0)
+func (r recordingShares) Put(a0 *store.Share) error {
+	r.rec.called("Shares.Put")
+	return r.Shares.Put(a0)
 }
 
-func (r recordingTx) UpdateNIC(a0 *store.NIC) error {
-	r.rec.called("UpdateNIC")
-	return r.Tx.UpdateNIC(a0)
+func (r recordingShares) Remove(a0 string, a1 int64, a2 int64, a3 int64) error {
+	r.rec.called("Shares.Remove")
+	return r.Shares.Remove(a0, a1, a2, a3)
 }
 
-func (r recordingTx) UpdateOp(a0 *store.Op) error {
-	r.rec.called("UpdateOp")
-	return r.Tx.UpdateOp(a0)
+func (r recordingShares) ToGroup(a0 int64) ([]store.Share, error) {
+	r.rec.called("Shares.ToGroup")
+	return r.Shares.ToGroup(a0)
 }
 
-func (r recordingTx) UpdateUser(a0 *store.User) error {
-	r.rec.called("UpdateUser")
-	return r.Tx.UpdateUser(a0)
+func (r recordingShares) ToUser(a0 int64) ([]store.Share, error) {
+	r.rec.called("Shares.ToUser")
+	return r.Shares.ToUser(a0)
 }
 
-func (r recordingTx) UpdateVM(a0 *store.VM) error {
-	r.rec.called("UpdateVM")
-	return r.Tx.UpdateVM(a0)
+func (r recordingTx) Templates() store.Templates {
+	return recordingTemplates{Templates: r.Tx.Templates(), rec: r.rec}
 }
 
-func (r recordingTx) UpdateWorkspace(a0 *store.Workspace) error {
-	r.rec.called("UpdateWorkspace")
-	return r.Tx.UpdateWorkspace(a0)
+type recordingTemplates struct {
+	store.Templates
+	rec *recorder
+}
+
+func (r recordingTemplates) Create(a0 *store.Template) error {
+	r.rec.called("Templates.Create")
+	return r.Templates.Create(a0)
+}
+
+func (r recordingTemplates) Delete(a0 int64) error {
+	r.rec.called("Templates.Delete")
+	return r.Templates.Delete(a0)
+}
+
+func (r recordingTemplates) Get(a0 string) (*store.Template, error) {
+	r.rec.called("Templates.Get")
+	return r.Templates.Get(a0)
+}
+
+func (r recordingTemplates) GetByID(a0 int64) (*store.Template, error) {
+	r.rec.called("Templates.GetByID")
+	return r.Templates.GetByID(a0)
+}
+
+func (r recordingTemplates) List() ([]store.Template, error) {
+	r.rec.called("Templates.List")
+	return r.Templates.List()
+}
+
+func (r recordingTx) Tokens() store.Tokens {
+	return recordingTokens{Tokens: r.Tx.Tokens(), rec: r.rec}
+}
+
+type recordingTokens struct {
+	store.Tokens
+	rec *recorder
+}
+
+func (r recordingTokens) Create(a0 *store.Token) error {
+	r.rec.called("Tokens.Create")
+	return r.Tokens.Create(a0)
+}
+
+func (r recordingTokens) DeleteExpired(a0 time.Time) (int64, error) {
+	r.rec.called("Tokens.DeleteExpired")
+	return r.Tokens.DeleteExpired(a0)
+}
+
+func (r recordingTokens) Get(a0 string) (*store.Token, error) {
+	r.rec.called("Tokens.Get")
+	return r.Tokens.Get(a0)
+}
+
+func (r recordingTokens) List(a0 int64) ([]store.Token, error) {
+	r.rec.called("Tokens.List")
+	return r.Tokens.List(a0)
+}
+
+func (r recordingTokens) Revoke(a0 string, a1 time.Time) error {
+	r.rec.called("Tokens.Revoke")
+	return r.Tokens.Revoke(a0, a1)
+}
+
+func (r recordingTokens) Touch(a0 string, a1 time.Time) error {
+	r.rec.called("Tokens.Touch")
+	return r.Tokens.Touch(a0, a1)
+}
+
+func (r recordingTx) Users() store.Users {
+	return recordingUsers{Users: r.Tx.Users(), rec: r.rec}
+}
+
+type recordingUsers struct {
+	store.Users
+	rec *recorder
+}
+
+func (r recordingUsers) Create(a0 *store.User) error {
+	r.rec.called("Users.Create")
+	return r.Users.Create(a0)
+}
+
+func (r recordingUsers) Delete(a0 int64) error {
+	r.rec.called("Users.Delete")
+	return r.Users.Delete(a0)
+}
+
+func (r recordingUsers) Get(a0 string) (*store.User, error) {
+	r.rec.called("Users.Get")
+	return r.Users.Get(a0)
+}
+
+func (r recordingUsers) GetByEmail(a0 string) (*store.User, error) {
+	r.rec.called("Users.GetByEmail")
+	return r.Users.GetByEmail(a0)
+}
+
+func (r recordingUsers) GetByID(a0 int64) (*store.User, error) {
+	r.rec.called("Users.GetByID")
+	return r.Users.GetByID(a0)
+}
+
+func (r recordingUsers) List() ([]store.User, error) {
+	r.rec.called("Users.List")
+	return r.Users.List()
+}
+
+func (r recordingUsers) Update(a0 *store.User) error {
+	r.rec.called("Users.Update")
+	return r.Users.Update(a0)
+}
+
+func (r recordingTx) Viewers() store.Viewers {
+	return recordingViewers{Viewers: r.Tx.Viewers(), rec: r.rec}
+}
+
+type recordingViewers struct {
+	store.Viewers
+	rec *recorder
+}
+
+func (r recordingViewers) Load(a0 int64) (*store.Viewer, error) {
+	r.rec.called("Viewers.Load")
+	return r.Viewers.Load(a0)
+}
+
+func (r recordingViewers) LoadIn(a0 int64, a1 int64) (*store.Viewer, error) {
+	r.rec.called("Viewers.LoadIn")
+	return r.Viewers.LoadIn(a0, a1)
+}
+
+func (r recordingTx) Visible() store.Visible {
+	return recordingVisible{Visible: r.Tx.Visible(), rec: r.rec}
+}
+
+type recordingVisible struct {
+	store.Visible
+	rec *recorder
+}
+
+func (r recordingVisible) Archives(a0 store.Viewer) ([]store.Archive, error) {
+	r.rec.called("Visible.Archives")
+	return r.Visible.Archives(a0)
+}
+
+func (r recordingVisible) Configs(a0 store.Viewer) ([]store.Config, error) {
+	r.rec.called("Visible.Configs")
+	return r.Visible.Configs(a0)
+}
+
+func (r recordingVisible) Event(a0 store.EventFilter, a1 int64) (bool, error) {
+	r.rec.called("Visible.Event")
+	return r.Visible.Event(a0, a1)
+}
+
+func (r recordingVisible) Events(a0 store.EventFilter, a1 int64, a2 int) ([]store.Event, error) {
+	r.rec.called("Visible.Events")
+	return r.Visible.Events(a0, a1, a2)
+}
+
+func (r recordingVisible) Networks(a0 store.Viewer) ([]store.Network, error) {
+	r.rec.called("Visible.Networks")
+	return r.Visible.Networks(a0)
+}
+
+func (r recordingVisible) Templates(a0 store.Viewer) ([]store.Template, error) {
+	r.rec.called("Visible.Templates")
+	return r.Visible.Templates(a0)
+}
+
+func (r recordingTx) Workspaces() store.Workspaces {
+	return recordingWorkspaces{Workspaces: r.Tx.Workspaces(), rec: r.rec}
+}
+
+type recordingWorkspaces struct {
+	store.Workspaces
+	rec *recorder
+}
+
+func (r recordingWorkspaces) Create(a0 *store.Workspace) error {
+	r.rec.called("Workspaces.Create")
+	return r.Workspaces.Create(a0)
+}
+
+func (r recordingWorkspaces) Delete(a0 int64) error {
+	r.rec.called("Workspaces.Delete")
+	return r.Workspaces.Delete(a0)
+}
+
+func (r recordingWorkspaces) Get(a0 int64, a1 string) (*store.Workspace, error) {
+	r.rec.called("Workspaces.Get")
+	return r.Workspaces.Get(a0, a1)
+}
+
+func (r recordingWorkspaces) GetByID(a0 int64) (*store.Workspace, error) {
+	r.rec.called("Workspaces.GetByID")
+	return r.Workspaces.GetByID(a0)
+}
+
+func (r recordingWorkspaces) List(a0 int64) ([]store.Workspace, error) {
+	r.rec.called("Workspaces.List")
+	return r.Workspaces.List(a0)
+}
+
+func (r recordingWorkspaces) Update(a0 *store.Workspace) error {
+	r.rec.called("Workspaces.Update")
+	return r.Workspaces.Update(a0)
 }

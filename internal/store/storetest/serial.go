@@ -47,7 +47,7 @@ func testLastFreeAddress(t *testing.T, s store.Store) {
 		ip := mustAddr(fmt.Sprintf("10.9.%d.10", round))
 		nw := &store.Network{Name: fmt.Sprintf("tiny-%d", round), Subnet: mustPrefix(fmt.Sprintf("10.9.%d.0/24", round)),
 			Pools: []store.IPRange{{First: ip, Last: ip}}}
-		update(t, s, func(tx store.Tx) error { return tx.CreateNetwork(nw) })
+		update(t, s, func(tx store.Tx) error { return tx.Networks().Create(nw) })
 
 		won, full := 0, 0
 		for _, err := range race(func(tx store.Tx, i int) error { return allocateLowest(tx, nw, fmt.Sprintf("racer %d", i)) }) {
@@ -68,7 +68,7 @@ func testLastFreeAddress(t *testing.T, s store.Store) {
 		blind := mustAddr(fmt.Sprintf("10.9.%d.20", round))
 		won = 0
 		for _, err := range race(func(tx store.Tx, i int) error {
-			return tx.CreateAllocation(&store.Allocation{NetworkID: nw.ID, IP: blind, Kind: store.AllocExternal, Holder: fmt.Sprintf("racer %d", i)})
+			return tx.Allocations().Create(&store.Allocation{NetworkID: nw.ID, IP: blind, Kind: store.AllocExternal, Holder: fmt.Sprintf("racer %d", i)})
 		}) {
 			switch {
 			case err == nil:
@@ -82,7 +82,7 @@ func testLastFreeAddress(t *testing.T, s store.Store) {
 			t.Errorf("round %d: %d racing CreateAllocation of %s succeeded, want 1", round, won, blind)
 		}
 		view(t, s, func(tx store.Tx) error {
-			as, err := tx.ListAllocations(nw.ID)
+			as, err := tx.Allocations().List(nw.ID)
 			if err != nil {
 				return err
 			}
@@ -104,48 +104,48 @@ func testLastFreeAddress(t *testing.T, s store.Store) {
 func testRefusedWriteKeepsTx(t *testing.T, s store.Store) {
 	lan := createNetwork(t, s, "lan", "10.0.0.0/24")
 	held := store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal}
-	update(t, s, func(tx store.Tx) error { return tx.CreateAllocation(&held) })
+	update(t, s, func(tx store.Tx) error { return tx.Allocations().Create(&held) })
 
 	var next store.Allocation
 	update(t, s, func(tx store.Tx) error {
-		err := tx.CreateAllocation(&store.Allocation{NetworkID: lan.ID, IP: held.IP, Kind: store.AllocInternal})
+		err := tx.Allocations().Create(&store.Allocation{NetworkID: lan.ID, IP: held.IP, Kind: store.AllocInternal})
 		wantKind(t, "CreateAllocation of a held address", err, errdefs.ErrConflict, "10.0.0.10")
-		err = tx.CreateNetwork(&store.Network{Name: "lan"})
+		err = tx.Networks().Create(&store.Network{Name: "lan"})
 		wantKind(t, "CreateNetwork with a taken name", err, errdefs.ErrConflict, "lan")
-		err = tx.CreateLayer(&store.Layer{Path: "layers/orphan.qcow2", ParentID: 987654})
+		err = tx.Layers().Create(&store.Layer{Path: "layers/orphan.qcow2", ParentID: 987654})
 		wantKind(t, "CreateLayer with a missing parent", err, errdefs.ErrConflict)
-		err = tx.DeleteNetwork(lan.ID)
+		err = tx.Networks().Delete(lan.ID)
 		wantKind(t, "DeleteNetwork with held addresses", err, errdefs.ErrConflict, "lan")
-		err = tx.PutLease(&store.Lease{})
+		err = tx.Leases().Put(&store.Lease{})
 		wantKind(t, "PutLease of nothing", err, errdefs.ErrInvalid)
-		_, err = tx.GetTemplate("nope")
+		_, err = tx.Templates().Get("nope")
 		wantKind(t, "GetTemplate of a missing name", err, errdefs.ErrNotFound, "nope")
 
 		// The retry of the allocator, and more writes after it.
 		next = store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.11"), Kind: store.AllocInternal}
-		if err := tx.CreateAllocation(&next); err != nil {
+		if err := tx.Allocations().Create(&next); err != nil {
 			return fmt.Errorf("CreateAllocation after refused writes: %w", err)
 		}
-		if err := tx.CreateNetwork(&store.Network{Name: "after"}); err != nil {
+		if err := tx.Networks().Create(&store.Network{Name: "after"}); err != nil {
 			return fmt.Errorf("CreateNetwork after refused writes: %w", err)
 		}
-		return tx.AddEvent(&store.Event{Actor: "test", Action: "create", Object: "network", Subject: "after", Result: "ok"})
+		return tx.Events().Add(&store.Event{Actor: "test", Action: "create", Object: "network", Subject: "after", Result: "ok"})
 	})
 	view(t, s, func(tx store.Tx) error {
-		as, err := tx.ListAllocations(lan.ID)
+		as, err := tx.Allocations().List(lan.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "allocations committed after refused writes", []store.Allocation{held, next}, as)
-		if _, err := tx.GetNetwork("after"); err != nil {
+		if _, err := tx.Networks().Get("after"); err != nil {
 			t.Errorf("network created after refused writes: %v", err)
 		}
-		ls, err := tx.ListLayers()
+		ls, err := tx.Layers().List()
 		if err != nil {
 			return err
 		}
 		diff(t, "layers left by a refused CreateLayer", []store.Layer(nil), ls)
-		es, err := tx.ListEvents(0, 0)
+		es, err := tx.Events().List(0, 0)
 		if err != nil {
 			return err
 		}
@@ -174,14 +174,14 @@ func testQuotaRace(t *testing.T, s store.Store) {
 		})
 		created, refused := 0, 0
 		for _, err := range raceUpdates(s, racers, func(tx store.Tx, i int) error {
-			use, err := tx.QuotaUse(store.QuotaScopeUser, owner.ID)
+			use, err := tx.Quotas().Use(store.QuotaScopeUser, owner.ID)
 			if err != nil {
 				return err
 			}
 			if use.StoredVMs+1 > limit {
 				return errOverQuota
 			}
-			return tx.CreateConfig(&store.Config{Name: fmt.Sprintf("c-%d-%d", round, i), State: store.StateUndeployed, OwnerID: owner.ID,
+			return tx.Configs().Create(&store.Config{Name: fmt.Sprintf("c-%d-%d", round, i), State: store.StateUndeployed, OwnerID: owner.ID,
 				VMs: []store.VM{{Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed}}})
 		}) {
 			switch {
@@ -194,7 +194,7 @@ func testQuotaRace(t *testing.T, s store.Store) {
 			}
 		}
 		view(t, s, func(tx store.Tx) error {
-			use, err := tx.QuotaUse(store.QuotaScopeUser, owner.ID)
+			use, err := tx.Quotas().Use(store.QuotaScopeUser, owner.ID)
 			if err != nil {
 				return err
 			}

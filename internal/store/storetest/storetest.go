@@ -111,70 +111,70 @@ func (c suiteCase) run(t *testing.T, open Open) {
 func suiteCases() []suiteCase {
 	return []suiteCase{
 		{name: "ConcurrentAllocations", load: testConcurrentAllocations, serial: true,
-			covers: []string{"Update", "View", "Close", "CreateAllocation", "ListAllocations"}},
+			covers: []string{"Update", "View", "Close", "Allocations.Create", "Allocations.List"}},
 		{name: "ConcurrentSmallUpdates", load: testConcurrentSmallUpdates, serial: true,
-			covers: []string{"Update", "CreateOp", "ListOps"}},
+			covers: []string{"Update", "Ops.Create", "Ops.List"}},
 
 		{name: "Templates", fn: testTemplates,
-			covers: []string{"CreateTemplate", "GetTemplate", "GetTemplateByID", "ListTemplates", "DeleteTemplate"}},
+			covers: []string{"Templates.Create", "Templates.Get", "Templates.GetByID", "Templates.List", "Templates.Delete"}},
 		{name: "Layers", fn: testLayers,
-			covers: []string{"CreateLayer", "GetLayer", "ListLayers", "UpdateLayer", "DeleteLayer", "LayerChildren", "DisksWithTop"}},
+			covers: []string{"Layers.Create", "Layers.Get", "Layers.List", "Layers.Update", "Layers.Delete", "Layers.Children", "Layers.DisksWithTop"}},
 		{name: "Networks", fn: testNetworks,
-			covers: []string{"CreateNetwork", "GetNetwork", "GetNetworkByID", "ListNetworks", "DeleteNetwork"}},
+			covers: []string{"Networks.Create", "Networks.Get", "Networks.GetByID", "Networks.List", "Networks.Delete"}},
 		{name: "Allocations", fn: testAllocations,
-			covers: []string{"CreateAllocation", "GetAllocation", "ListAllocations", "DeleteAllocation", "NICsWithAllocation"}},
+			covers: []string{"Allocations.Create", "Allocations.Get", "Allocations.List", "Allocations.Delete", "Allocations.NICs"}},
 		{name: "Configs", fn: testConfigs,
-			covers: []string{"CreateConfig", "GetConfig", "GetConfigByID", "ListConfigs"}},
+			covers: []string{"Configs.Create", "Configs.Get", "Configs.GetByID", "Configs.List"}},
 		{name: "ConfigUpdates", fn: testConfigUpdates,
-			covers: []string{"UpdateConfig", "UpdateVM", "SetDiskTop", "UpdateNIC"}},
+			covers: []string{"Configs.Update", "Configs.UpdateVM", "Configs.SetDiskTop", "Configs.UpdateNIC"}},
 		{name: "ConfigDeleteCascades", fn: testConfigDeleteCascades,
-			covers: []string{"DeleteConfig"}},
+			covers: []string{"Configs.Delete"}},
 		{name: "Ops", fn: testOps,
-			covers: []string{"CreateOp", "UpdateOp", "DeleteOp", "ListOps"}},
+			covers: []string{"Ops.Create", "Ops.Update", "Ops.Delete", "Ops.List"}},
 		{name: "RollbackOnError", fn: testRollbackOnError, covers: []string{"Update"}},
 		{name: "RollbackOnPanic", fn: testRollbackOnPanic, covers: []string{"Update"}},
 		{name: "ViewIsReadOnly", fn: testViewIsReadOnly, covers: []string{"View"}},
 		{name: "ViewSeesCommittedSnapshot", fn: testViewSeesCommittedSnapshot, covers: []string{"Update", "View"}},
 		{name: "Context", fn: testContext, covers: []string{"Update", "View"}},
 
-		{name: "DefaultWorkspace", fn: testDefaultWorkspace, covers: []string{"ListOrgs", "GetWorkspace"}},
+		{name: "DefaultWorkspace", fn: testDefaultWorkspace, covers: []string{"Orgs.List", "Workspaces.Get"}},
 		{name: "OrgsAndWorkspaces", fn: testOrgsAndWorkspaces,
-			covers: []string{"CreateOrg", "GetOrg", "GetOrgByID", "ListOrgs", "DeleteOrg",
-				"CreateWorkspace", "GetWorkspace", "GetWorkspaceByID", "ListWorkspaces", "UpdateWorkspace", "DeleteWorkspace"}},
+			covers: []string{"Orgs.Create", "Orgs.Get", "Orgs.GetByID", "Orgs.List", "Orgs.Delete",
+				"Workspaces.Create", "Workspaces.Get", "Workspaces.GetByID", "Workspaces.List", "Workspaces.Update", "Workspaces.Delete"}},
 		{name: "Users", fn: testUsers,
-			covers: []string{"CreateUser", "GetUser", "GetUserByID", "GetUserByEmail", "ListUsers", "UpdateUser", "DeleteUser"}},
+			covers: []string{"Users.Create", "Users.Get", "Users.GetByID", "Users.GetByEmail", "Users.List", "Users.Update", "Users.Delete"}},
 		{name: "GroupsAndAdmins", fn: testGroupsAndAdmins,
-			covers: []string{"CreateGroup", "GetGroup", "GetGroupByID", "ListGroups", "DeleteGroup", "AddGroupMember",
-				"RemoveGroupMember", "ListGroupMembers", "ListGroupsOfUser", "AddOrgAdmin", "RemoveOrgAdmin", "ListOrgAdmins", "ListOrgsAdministeredBy"}},
+			covers: []string{"Groups.Create", "Groups.Get", "Groups.GetByID", "Groups.List", "Groups.Delete", "Groups.AddMember",
+				"Groups.RemoveMember", "Groups.Members", "Groups.OfUser", "Orgs.AddAdmin", "Orgs.RemoveAdmin", "Orgs.Admins", "Orgs.AdministeredBy"}},
 		{name: "Memberships", fn: testMemberships,
-			covers: []string{"PutMembership", "GetMembership", "DeleteMembership", "ListMembershipsOfUser", "ListMembershipsOfWorkspace"}},
+			covers: []string{"Memberships.Put", "Memberships.Get", "Memberships.Delete", "Memberships.OfUser", "Memberships.OfWorkspace"}},
 		{name: "Tokens", fn: testTokens,
-			covers: []string{"CreateToken", "GetToken", "ListTokens", "RevokeToken", "TouchToken", "DeleteExpiredTokens"}},
+			covers: []string{"Tokens.Create", "Tokens.Get", "Tokens.List", "Tokens.Revoke", "Tokens.Touch", "Tokens.DeleteExpired"}},
 		{name: "Shares", fn: testShares,
-			covers: []string{"PutShare", "RemoveShare", "ListSharesOf", "ListSharesToUser", "ListSharesToGroup"}},
+			covers: []string{"Shares.Put", "Shares.Remove", "Shares.Of", "Shares.ToUser", "Shares.ToGroup"}},
 		{name: "Quotas", fn: testQuotas,
-			covers: []string{"SetQuota", "GetQuota", "DeleteQuota", "QuotaUse"}},
-		{name: "Ownership", fn: testOwnership, covers: []string{"SetOwnership"}},
+			covers: []string{"Quotas.Set", "Quotas.Get", "Quotas.Delete", "Quotas.Use"}},
+		{name: "Ownership", fn: testOwnership, covers: []string{"Objects.SetOwnership"}},
 		{name: "Library", fn: testLibrary,
-			covers: []string{"CreateConfig", "GetConfig", "GetConfigByID", "ListConfigs", "UpdateConfig"}},
+			covers: []string{"Configs.Create", "Configs.Get", "Configs.GetByID", "Configs.List", "Configs.Update"}},
 		{name: "Archives", fn: testArchives,
-			covers: []string{"CreateArchive", "GetArchive", "ListArchives", "DeleteArchive"}},
+			covers: []string{"Archives.Create", "Archives.Get", "Archives.List", "Archives.Delete"}},
 		{name: "Leases", fn: testLeases,
-			covers: []string{"PutLease", "LeaseOfConfig", "LeaseOfArchive", "ListLeases"}},
+			covers: []string{"Leases.Put", "Leases.OfConfig", "Leases.OfArchive", "Leases.List"}},
 		{name: "Events", load: testEvents,
-			covers: []string{"AddEvent", "ListEvents", "DeleteEventsBefore"}},
-		{name: "EventsFollowed", fn: testEventsFollowed, covers: []string{"Update", "AddEvent", "ListEvents"}},
-		{name: "EventsVisible", fn: testEventsVisible, covers: []string{"ListEventsVisible", "EventVisible"}},
-		{name: "LastFreeAddress", fn: testLastFreeAddress, covers: []string{"Update", "CreateAllocation", "ListAllocations"}},
-		{name: "QuotaRace", fn: testQuotaRace, covers: []string{"Update", "QuotaUse"}},
+			covers: []string{"Events.Add", "Events.List", "Events.DeleteBefore"}},
+		{name: "EventsFollowed", fn: testEventsFollowed, covers: []string{"Update", "Events.Add", "Events.List"}},
+		{name: "EventsVisible", fn: testEventsVisible, covers: []string{"Visible.Events", "Visible.Event"}},
+		{name: "LastFreeAddress", fn: testLastFreeAddress, covers: []string{"Update", "Allocations.Create", "Allocations.List"}},
+		{name: "QuotaRace", fn: testQuotaRace, covers: []string{"Update", "Quotas.Use"}},
 		{name: "RefusedWriteKeepsTx", fn: testRefusedWriteKeepsTx, covers: []string{"Update"}},
 
 		{name: "Hosts", fn: testHosts,
-			covers: []string{"RegisterHost", "GetHost", "ListHosts", "TouchHost", "SetHostState"}},
+			covers: []string{"Hosts.Register", "Hosts.Get", "Hosts.List", "Hosts.Touch", "Hosts.SetState"}},
 
 		{name: "Visibility", fn: testVisibility,
-			covers: []string{"LoadViewer", "LoadViewerIn", "ObjectRef", "LoadAccess", "ObjectVisible",
-				"ListConfigsVisible", "ListTemplatesVisible", "ListNetworksVisible", "ListArchivesVisible"}},
+			covers: []string{"Viewers.Load", "Viewers.LoadIn", "Objects.Ref", "Objects.Access", "Objects.Visible",
+				"Visible.Configs", "Visible.Templates", "Visible.Networks", "Visible.Archives"}},
 	}
 }
 
@@ -311,7 +311,7 @@ func testTemplates(t *testing.T, s store.Store) {
 		l1 := &store.Layer{Path: "layers/t1.qcow2", Frozen: true}
 		l2 := &store.Layer{Path: "layers/t2.qcow2", Frozen: true}
 		for _, l := range []*store.Layer{l1, l2} {
-			if err := tx.CreateLayer(l); err != nil {
+			if err := tx.Layers().Create(l); err != nil {
 				return err
 			}
 		}
@@ -323,7 +323,7 @@ func testTemplates(t *testing.T, s store.Store) {
 		empty = store.Template{Name: "bare", CPUs: 1, MemoryMiB: 64}
 		dated = store.Template{Name: "dated", CPUs: 1, MemoryMiB: 64, LayerIDs: []int64{l1.ID}, CreatedAt: someTime}
 		for _, tm := range []*store.Template{&full, &empty, &dated} {
-			if err := tx.CreateTemplate(tm); err != nil {
+			if err := tx.Templates().Create(tm); err != nil {
 				return err
 			}
 		}
@@ -339,46 +339,46 @@ func testTemplates(t *testing.T, s store.Store) {
 	}
 
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.GetTemplate("debian")
+		got, err := tx.Templates().Get("debian")
 		if err != nil {
 			return err
 		}
-		diff(t, "GetTemplate", &full, got)
-		got, err = tx.GetTemplateByID(empty.ID)
+		diff(t, "Templates.Get", &full, got)
+		got, err = tx.Templates().GetByID(empty.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetTemplateByID (empty lists, zero boot files)", &empty, got)
-		all, err := tx.ListTemplates()
+		all, err := tx.Templates().List()
 		if err != nil {
 			return err
 		}
-		diff(t, "ListTemplates", []store.Template{full, empty, dated}, all)
+		diff(t, "Templates.List", []store.Template{full, empty, dated}, all)
 
-		_, err = tx.GetTemplate("nope")
+		_, err = tx.Templates().Get("nope")
 		wantKind(t, "GetTemplate of a missing name", err, errdefs.ErrNotFound, "nope")
-		_, err = tx.GetTemplateByID(987654)
+		_, err = tx.Templates().GetByID(987654)
 		wantKind(t, "GetTemplateByID of a missing id", err, errdefs.ErrNotFound)
 		return nil
 	})
 
 	err := s.Update(context.Background(), func(tx store.Tx) error {
-		return tx.CreateTemplate(&store.Template{Name: "debian", CPUs: 1, MemoryMiB: 64})
+		return tx.Templates().Create(&store.Template{Name: "debian", CPUs: 1, MemoryMiB: 64})
 	})
 	wantKind(t, "CreateTemplate with a taken name", err, errdefs.ErrConflict, "debian")
 
-	update(t, s, func(tx store.Tx) error { return tx.DeleteTemplate(full.ID) })
+	update(t, s, func(tx store.Tx) error { return tx.Templates().Delete(full.ID) })
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetTemplate("debian")
+		_, err := tx.Templates().Get("debian")
 		wantKind(t, "GetTemplate after delete", err, errdefs.ErrNotFound, "debian")
 		for _, id := range full.LayerIDs {
-			if _, err := tx.GetLayer(id); err != nil {
+			if _, err := tx.Layers().Get(id); err != nil {
 				t.Errorf("DeleteTemplate touched layer %d: %v", id, err)
 			}
 		}
 		return nil
 	})
-	err = s.Update(context.Background(), func(tx store.Tx) error { return tx.DeleteTemplate(full.ID) })
+	err = s.Update(context.Background(), func(tx store.Tx) error { return tx.Templates().Delete(full.ID) })
 	wantKind(t, "DeleteTemplate of a missing id", err, errdefs.ErrNotFound)
 }
 
@@ -388,58 +388,58 @@ func testLayers(t *testing.T, s store.Store) {
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
 		base = store.Layer{Path: "layers/base.qcow2", Frozen: true, VirtualSize: 10 << 30}
-		if err := tx.CreateLayer(&base); err != nil {
+		if err := tx.Layers().Create(&base); err != nil {
 			return err
 		}
 		tm = store.Template{Name: "tmpl", CPUs: 1, MemoryMiB: 64, LayerIDs: []int64{base.ID}}
-		if err := tx.CreateTemplate(&tm); err != nil {
+		if err := tx.Templates().Create(&tm); err != nil {
 			return err
 		}
 		base.TemplateID = tm.ID
-		if err := tx.UpdateLayer(&base); err != nil {
+		if err := tx.Layers().Update(&base); err != nil {
 			return err
 		}
 		mid = store.Layer{Path: "layers/mid.qcow2", ParentID: base.ID, Frozen: true, VirtualSize: 10 << 30, CreatedAt: someTime}
-		if err := tx.CreateLayer(&mid); err != nil {
+		if err := tx.Layers().Create(&mid); err != nil {
 			return err
 		}
 		a = store.Layer{Path: "layers/a.qcow2", ParentID: mid.ID, VirtualSize: 10 << 30}
 		b = store.Layer{Path: "layers/b.qcow2", ParentID: mid.ID, VirtualSize: 10 << 30}
-		if err := tx.CreateLayer(&a); err != nil {
+		if err := tx.Layers().Create(&a); err != nil {
 			return err
 		}
-		return tx.CreateLayer(&b)
+		return tx.Layers().Create(&b)
 	})
 	after := time.Now()
 	checkStamped(t, "CreatedAt", a.CreatedAt, before, after)
 
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.GetLayer(base.ID)
+		got, err := tx.Layers().Get(base.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetLayer (base, template)", &base, got)
-		got, err = tx.GetLayer(mid.ID)
+		got, err = tx.Layers().Get(mid.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetLayer (delta)", &mid, got)
-		all, err := tx.ListLayers()
+		all, err := tx.Layers().List()
 		if err != nil {
 			return err
 		}
-		diff(t, "ListLayers", []store.Layer{base, mid, a, b}, all)
-		kids, err := tx.LayerChildren(mid.ID)
+		diff(t, "Layers.List", []store.Layer{base, mid, a, b}, all)
+		kids, err := tx.Layers().Children(mid.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "LayerChildren(mid)", []store.Layer{a, b}, kids)
-		kids, err = tx.LayerChildren(a.ID)
+		kids, err = tx.Layers().Children(a.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "LayerChildren(leaf)", []store.Layer(nil), kids)
-		_, err = tx.GetLayer(987654)
+		_, err = tx.Layers().Get(987654)
 		wantKind(t, "GetLayer of a missing id", err, errdefs.ErrNotFound)
 		return nil
 	})
@@ -449,20 +449,20 @@ func testLayers(t *testing.T, s store.Store) {
 		changed := a
 		changed.Frozen, changed.TemplateID, changed.VirtualSize = true, tm.ID, 20<<30
 		changed.Path, changed.ParentID = "layers/elsewhere.qcow2", 0
-		if err := tx.UpdateLayer(&changed); err != nil {
+		if err := tx.Layers().Update(&changed); err != nil {
 			return err
 		}
 		a.Frozen, a.TemplateID, a.VirtualSize = true, tm.ID, 20<<30
-		got, err := tx.GetLayer(a.ID)
+		got, err := tx.Layers().Get(a.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetLayer after UpdateLayer", &a, got)
 		a.TemplateID = 0
-		if err := tx.UpdateLayer(&a); err != nil {
+		if err := tx.Layers().Update(&a); err != nil {
 			return err
 		}
-		got, err = tx.GetLayer(a.ID)
+		got, err = tx.Layers().Get(a.ID)
 		if err != nil {
 			return err
 		}
@@ -471,18 +471,18 @@ func testLayers(t *testing.T, s store.Store) {
 	})
 
 	ctx := context.Background()
-	err := s.Update(ctx, func(tx store.Tx) error { return tx.CreateLayer(&store.Layer{Path: "layers/a.qcow2"}) })
+	err := s.Update(ctx, func(tx store.Tx) error { return tx.Layers().Create(&store.Layer{Path: "layers/a.qcow2"}) })
 	wantKind(t, "CreateLayer with a taken path", err, errdefs.ErrConflict, "layers/a.qcow2")
 	err = s.Update(ctx, func(tx store.Tx) error {
-		return tx.CreateLayer(&store.Layer{Path: "layers/orphan.qcow2", ParentID: 987654})
+		return tx.Layers().Create(&store.Layer{Path: "layers/orphan.qcow2", ParentID: 987654})
 	})
 	wantKind(t, "CreateLayer with a missing parent", err, errdefs.ErrConflict)
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateLayer(&store.Layer{ID: 987654}) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Layers().Update(&store.Layer{ID: 987654}) })
 	wantKind(t, "UpdateLayer of a missing id", err, errdefs.ErrNotFound)
 
 	// A parent with children cannot go; neither can a disk's top layer.
 	for _, l := range []store.Layer{mid, base} {
-		err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteLayer(l.ID) })
+		err = s.Update(ctx, func(tx store.Tx) error { return tx.Layers().Delete(l.ID) })
 		wantKind(t, "DeleteLayer of a parent", err, errdefs.ErrConflict)
 	}
 	nw := createNetwork(t, s, "lan", "10.0.0.0/24")
@@ -493,22 +493,22 @@ func testLayers(t *testing.T, s store.Store) {
 			Disks: []store.Disk{{Index: 0, TopLayerID: a.ID}},
 			NICs:  []store.NIC{{NetworkID: nw.ID, MAC: "52:54:00:00:00:01", IPMode: store.IPModeDHCP}},
 		}}}
-		return tx.CreateConfig(&c)
+		return tx.Configs().Create(&c)
 	})
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteLayer(a.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Layers().Delete(a.ID) })
 	wantKind(t, "DeleteLayer of a disk's top", err, errdefs.ErrConflict)
 	view(t, s, func(tx store.Tx) error {
-		ds, err := tx.DisksWithTop(a.ID)
+		ds, err := tx.Layers().DisksWithTop(a.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "DisksWithTop(a)", c.VMs[0].Disks, ds)
-		ds, err = tx.DisksWithTop(b.ID)
+		ds, err = tx.Layers().DisksWithTop(b.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "DisksWithTop(b)", []store.Disk(nil), ds)
-		if _, err := tx.GetLayer(mid.ID); err != nil {
+		if _, err := tx.Layers().Get(mid.ID); err != nil {
 			t.Errorf("refused DeleteLayer removed the layer anyway: %v", err)
 		}
 		return nil
@@ -516,22 +516,22 @@ func testLayers(t *testing.T, s store.Store) {
 
 	// Released from the top down, the whole chain goes.
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.DeleteConfig(c.ID); err != nil {
+		if err := tx.Configs().Delete(c.ID); err != nil {
 			return err
 		}
 		for _, id := range []int64{a.ID, b.ID, mid.ID, base.ID} {
-			if err := tx.DeleteLayer(id); err != nil {
+			if err := tx.Layers().Delete(id); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetLayer(b.ID)
+		_, err := tx.Layers().Get(b.ID)
 		wantKind(t, "GetLayer after delete", err, errdefs.ErrNotFound)
 		return nil
 	})
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteLayer(b.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Layers().Delete(b.ID) })
 	wantKind(t, "DeleteLayer of a missing id", err, errdefs.ErrNotFound)
 }
 
@@ -545,7 +545,7 @@ func createNetwork(t *testing.T, s store.Store, name, subnet string) *store.Netw
 		last = n
 	}
 	nw := &store.Network{Name: name, Subnet: p, Gateway: p.Addr().Next(), Pools: []store.IPRange{{First: first, Last: last}}}
-	update(t, s, func(tx store.Tx) error { return tx.CreateNetwork(nw) })
+	update(t, s, func(tx store.Tx) error { return tx.Networks().Create(nw) })
 	return nw
 }
 
@@ -567,7 +567,7 @@ func testNetworks(t *testing.T, s store.Store) {
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
 		for _, n := range []*store.Network{&lan, &bare, &v6} {
-			if err := tx.CreateNetwork(n); err != nil {
+			if err := tx.Networks().Create(n); err != nil {
 				return err
 			}
 		}
@@ -576,48 +576,48 @@ func testNetworks(t *testing.T, s store.Store) {
 	checkStamped(t, "CreatedAt", lan.CreatedAt, before, time.Now())
 
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.GetNetwork("lan")
+		got, err := tx.Networks().Get("lan")
 		if err != nil {
 			return err
 		}
-		diff(t, "GetNetwork", &lan, got)
-		got, err = tx.GetNetworkByID(bare.ID)
+		diff(t, "Networks.Get", &lan, got)
+		got, err = tx.Networks().GetByID(bare.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetNetworkByID (zero gateway, no DNS, no pools)", &bare, got)
-		all, err := tx.ListNetworks()
+		all, err := tx.Networks().List()
 		if err != nil {
 			return err
 		}
-		diff(t, "ListNetworks", []store.Network{lan, bare, v6}, all)
-		_, err = tx.GetNetwork("wan")
+		diff(t, "Networks.List", []store.Network{lan, bare, v6}, all)
+		_, err = tx.Networks().Get("wan")
 		wantKind(t, "GetNetwork of a missing name", err, errdefs.ErrNotFound, "wan")
-		_, err = tx.GetNetworkByID(987654)
+		_, err = tx.Networks().GetByID(987654)
 		wantKind(t, "GetNetworkByID of a missing id", err, errdefs.ErrNotFound)
 		return nil
 	})
 
 	ctx := context.Background()
 	err := s.Update(ctx, func(tx store.Tx) error {
-		return tx.CreateNetwork(&store.Network{Name: "lan", Subnet: mustPrefix("10.9.0.0/24")})
+		return tx.Networks().Create(&store.Network{Name: "lan", Subnet: mustPrefix("10.9.0.0/24")})
 	})
 	wantKind(t, "CreateNetwork with a taken name", err, errdefs.ErrConflict, "lan")
 
 	update(t, s, func(tx store.Tx) error {
-		return tx.CreateAllocation(&store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal})
+		return tx.Allocations().Create(&store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal})
 	})
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteNetwork(lan.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Networks().Delete(lan.ID) })
 	wantKind(t, "DeleteNetwork with held addresses", err, errdefs.ErrConflict, "lan")
 
-	update(t, s, func(tx store.Tx) error { return tx.DeleteNetwork(bare.ID) })
+	update(t, s, func(tx store.Tx) error { return tx.Networks().Delete(bare.ID) })
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetNetwork("bare")
+		_, err := tx.Networks().Get("bare")
 		wantKind(t, "GetNetwork after delete", err, errdefs.ErrNotFound, "bare")
-		_, err = tx.GetNetwork("lan")
+		_, err = tx.Networks().Get("lan")
 		return err
 	})
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteNetwork(bare.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Networks().Delete(bare.ID) })
 	wantKind(t, "DeleteNetwork of a missing id", err, errdefs.ErrNotFound)
 }
 
@@ -634,7 +634,7 @@ func testAllocations(t *testing.T, s store.Store) {
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
 		for _, a := range []*store.Allocation{&a1, &a2, &a3, &low, &a6} {
-			if err := tx.CreateAllocation(a); err != nil {
+			if err := tx.Allocations().Create(a); err != nil {
 				return err
 			}
 		}
@@ -643,43 +643,43 @@ func testAllocations(t *testing.T, s store.Store) {
 	checkStamped(t, "CreatedAt", a1.CreatedAt, before, time.Now())
 
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.GetAllocation(a2.ID)
+		got, err := tx.Allocations().Get(a2.ID)
 		if err != nil {
 			return err
 		}
-		diff(t, "GetAllocation", &a2, got)
-		as, err := tx.ListAllocations(lan.ID)
+		diff(t, "Allocations.Get", &a2, got)
+		as, err := tx.Allocations().List(lan.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "ListAllocations(lan)", []store.Allocation{a1, a2}, as)
-		as, err = tx.ListAllocations(other.ID)
+		as, err = tx.Allocations().List(other.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "ListAllocations(other): same address on another network, by id", []store.Allocation{a3, low}, as)
-		got, err = tx.GetAllocation(a6.ID)
+		got, err = tx.Allocations().Get(a6.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetAllocation (IPv6)", &a6, got)
-		as, err = tx.ListAllocations(987654)
+		as, err = tx.Allocations().List(987654)
 		if err != nil {
 			return err
 		}
 		diff(t, "ListAllocations(missing network)", []store.Allocation(nil), as)
-		_, err = tx.GetAllocation(987654)
+		_, err = tx.Allocations().Get(987654)
 		wantKind(t, "GetAllocation of a missing id", err, errdefs.ErrNotFound)
 		return nil
 	})
 
 	ctx := context.Background()
 	err := s.Update(ctx, func(tx store.Tx) error {
-		return tx.CreateAllocation(&store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocExternal})
+		return tx.Allocations().Create(&store.Allocation{NetworkID: lan.ID, IP: mustAddr("10.0.0.10"), Kind: store.AllocExternal})
 	})
 	wantKind(t, "CreateAllocation of a held address", err, errdefs.ErrConflict, "10.0.0.10")
 	err = s.Update(ctx, func(tx store.Tx) error {
-		return tx.CreateAllocation(&store.Allocation{NetworkID: 987654, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal})
+		return tx.Allocations().Create(&store.Allocation{NetworkID: 987654, IP: mustAddr("10.0.0.10"), Kind: store.AllocInternal})
 	})
 	wantKind(t, "CreateAllocation on a missing network", err, errdefs.ErrConflict)
 
@@ -695,54 +695,54 @@ func testAllocations(t *testing.T, s store.Store) {
 			if i == 0 {
 				c.VMs[0].NICs[0].ExternalAllocationID = a2.ID
 			}
-			if err := tx.CreateConfig(c); err != nil {
+			if err := tx.Configs().Create(c); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	view(t, s, func(tx store.Tx) error {
-		nics, err := tx.NICsWithAllocation(a1.ID)
+		nics, err := tx.Allocations().NICs(a1.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "NICsWithAllocation(a1)", []store.NIC{c1.VMs[0].NICs[0], c2.VMs[0].NICs[0]}, nics)
-		nics, err = tx.NICsWithAllocation(a2.ID)
+		nics, err = tx.Allocations().NICs(a2.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "NICsWithAllocation(a2)", []store.NIC(nil), nics)
 		return nil
 	})
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a1.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Allocations().Delete(a1.ID) })
 	wantKind(t, "DeleteAllocation carried by NICs", err, errdefs.ErrConflict, "10.0.0.10")
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a2.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Allocations().Delete(a2.ID) })
 	wantKind(t, "DeleteAllocation mapped to a NIC by a fence", err, errdefs.ErrConflict, "10.0.0.11")
 
 	update(t, s, func(tx store.Tx) error {
 		for _, c := range []*store.Config{&c1, &c2} {
 			n := c.VMs[0].NICs[0]
 			n.IP, n.AllocationID, n.ExternalAllocationID, n.IPMode = netip.Addr{}, 0, 0, store.IPModeDHCP
-			if err := tx.UpdateNIC(&n); err != nil {
+			if err := tx.Configs().UpdateNIC(&n); err != nil {
 				return err
 			}
 		}
-		if err := tx.DeleteAllocation(a2.ID); err != nil {
+		if err := tx.Allocations().Delete(a2.ID); err != nil {
 			return err
 		}
-		return tx.DeleteAllocation(a1.ID)
+		return tx.Allocations().Delete(a1.ID)
 	})
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetAllocation(a2.ID)
+		_, err := tx.Allocations().Get(a2.ID)
 		wantKind(t, "GetAllocation after delete", err, errdefs.ErrNotFound)
-		as, err := tx.ListAllocations(lan.ID)
+		as, err := tx.Allocations().List(lan.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "ListAllocations(lan) after deletes", []store.Allocation(nil), as)
 		return nil
 	})
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteAllocation(a2.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Allocations().Delete(a2.ID) })
 	wantKind(t, "DeleteAllocation of a missing id", err, errdefs.ErrNotFound)
 }
 
@@ -760,30 +760,30 @@ func newConfigFixture(t *testing.T, s store.Store) *configFixture {
 	f := &configFixture{lan: createNetwork(t, s, "lan", "10.0.0.0/24")}
 	update(t, s, func(tx store.Tx) error {
 		base := store.Layer{Path: "layers/base.qcow2", Frozen: true, VirtualSize: 1 << 30}
-		if err := tx.CreateLayer(&base); err != nil {
+		if err := tx.Layers().Create(&base); err != nil {
 			return err
 		}
 		f.tmpl = store.Template{Name: "tmpl", CPUs: 1, MemoryMiB: 256, LayerIDs: []int64{base.ID}}
-		if err := tx.CreateTemplate(&f.tmpl); err != nil {
+		if err := tx.Templates().Create(&f.tmpl); err != nil {
 			return err
 		}
 		f.layers = append(f.layers, base)
 		for i := range 6 {
 			l := store.Layer{Path: fmt.Sprintf("layers/delta-%d.qcow2", i), ParentID: base.ID, VirtualSize: 1 << 30}
-			if err := tx.CreateLayer(&l); err != nil {
+			if err := tx.Layers().Create(&l); err != nil {
 				return err
 			}
 			f.layers = append(f.layers, l)
 		}
 		for i := range 4 {
 			a := store.Allocation{NetworkID: f.lan.ID, IP: mustAddr(fmt.Sprintf("10.0.0.%d", 10+i)), Kind: store.AllocInternal}
-			if err := tx.CreateAllocation(&a); err != nil {
+			if err := tx.Allocations().Create(&a); err != nil {
 				return err
 			}
 			f.allocs = append(f.allocs, a)
 		}
 		f.external = store.Allocation{NetworkID: f.lan.ID, IP: mustAddr("10.0.0.200"), Kind: store.AllocExternal, Holder: "fence of web"}
-		return tx.CreateAllocation(&f.external)
+		return tx.Allocations().Create(&f.external)
 	})
 	return f
 }
@@ -833,10 +833,10 @@ func testConfigs(t *testing.T, s store.Store) {
 	empty := store.Config{Name: "empty", State: store.StateFailed, LastError: "boom", Fenced: true, FencePolicy: "block", CreatedAt: someTime, Host: "host-a"}
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.CreateConfig(&web); err != nil {
+		if err := tx.Configs().Create(&web); err != nil {
 			return err
 		}
-		return tx.CreateConfig(&empty)
+		return tx.Configs().Create(&empty)
 	})
 	checkStamped(t, "CreatedAt", web.CreatedAt, before, time.Now())
 	if !web.UpdatedAt.Equal(web.CreatedAt) {
@@ -870,43 +870,43 @@ func testConfigs(t *testing.T, s store.Store) {
 
 	want := sorted(web)
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.GetConfig("web")
+		got, err := tx.Configs().Get("web")
 		if err != nil {
 			return err
 		}
-		diff(t, "GetConfig", &want, got)
-		got, err = tx.GetConfigByID(web.ID)
+		diff(t, "Configs.Get", &want, got)
+		got, err = tx.Configs().GetByID(web.ID)
 		if err != nil {
 			return err
 		}
-		diff(t, "GetConfigByID", &want, got)
-		got, err = tx.GetConfig("empty")
+		diff(t, "Configs.GetByID", &want, got)
+		got, err = tx.Configs().Get("empty")
 		if err != nil {
 			return err
 		}
 		diff(t, "GetConfig (no VMs)", &empty, got)
-		all, err := tx.ListConfigs()
+		all, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}
-		diff(t, "ListConfigs", []store.Config{want, empty}, all)
+		diff(t, "Configs.List", []store.Config{want, empty}, all)
 
-		_, err = tx.GetConfig("x")
+		_, err = tx.Configs().Get("x")
 		wantKind(t, "GetConfig of a missing name", err, errdefs.ErrNotFound, `configuration "x" not found`)
-		_, err = tx.GetConfigByID(987654)
+		_, err = tx.Configs().GetByID(987654)
 		wantKind(t, "GetConfigByID of a missing id", err, errdefs.ErrNotFound)
 		return nil
 	})
 
 	ctx := context.Background()
 	err := s.Update(ctx, func(tx store.Tx) error {
-		return tx.CreateConfig(&store.Config{Name: "web", State: store.StateUndeployed})
+		return tx.Configs().Create(&store.Config{Name: "web", State: store.StateUndeployed})
 	})
 	wantKind(t, "CreateConfig with a taken name", err, errdefs.ErrConflict, "web")
 
 	// A VM name is unique in its configuration only.
 	update(t, s, func(tx store.Tx) error {
-		return tx.CreateConfig(&store.Config{Name: "web2", State: store.StateUndeployed, VMs: []store.VM{{Name: "db", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed}}})
+		return tx.Configs().Create(&store.Config{Name: "web2", State: store.StateUndeployed, VMs: []store.VM{{Name: "db", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed}}})
 	})
 
 	// A failed CreateConfig writes nothing, even if fn goes on and commits.
@@ -928,14 +928,14 @@ func testConfigs(t *testing.T, s store.Store) {
 	for _, b := range bad {
 		var createErr error
 		update(t, s, func(tx store.Tx) error {
-			createErr = tx.CreateConfig(&b.c)
+			createErr = tx.Configs().Create(&b.c)
 			return nil
 		})
 		wantKind(t, "CreateConfig with "+b.what, createErr, errdefs.ErrConflict, b.mention)
 		view(t, s, func(tx store.Tx) error {
-			_, err := tx.GetConfig(b.c.Name)
+			_, err := tx.Configs().Get(b.c.Name)
 			wantKind(t, "GetConfig after a failed CreateConfig", err, errdefs.ErrNotFound, b.c.Name)
-			ds, err := tx.DisksWithTop(f.layers[4].ID)
+			ds, err := tx.Layers().DisksWithTop(f.layers[4].ID)
 			if err != nil {
 				return err
 			}
@@ -953,10 +953,10 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		NICs: []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:bb:00:01", IPMode: store.IPModeDHCP}},
 	}}}
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.CreateConfig(&web); err != nil {
+		if err := tx.Configs().Create(&web); err != nil {
 			return err
 		}
-		return tx.CreateConfig(&other)
+		return tx.Configs().Create(&other)
 	})
 	web = sorted(web)
 
@@ -970,14 +970,14 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		c.State, c.Fenced, c.FencePolicy, c.LastError = store.StateFailed, true, "block", "deploy: qemu exited"
 		c.Host = "host-b"
 		c.VMs = nil
-		if err := tx.UpdateConfig(&c); err != nil {
+		if err := tx.Configs().Update(&c); err != nil {
 			return err
 		}
 		checkStamped(t, "UpdatedAt after UpdateConfig", c.UpdatedAt, before, time.Now())
 		if !c.UpdatedAt.After(web.UpdatedAt) {
 			t.Errorf("UpdateConfig: UpdatedAt %v not after %v", c.UpdatedAt, web.UpdatedAt)
 		}
-		got, err := tx.GetConfig("web-renamed")
+		got, err := tx.Configs().Get("web-renamed")
 		if err != nil {
 			return err
 		}
@@ -991,10 +991,10 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 	err := s.Update(ctx, func(tx store.Tx) error {
 		c := web
 		c.Name = "other"
-		return tx.UpdateConfig(&c)
+		return tx.Configs().Update(&c)
 	})
 	wantKind(t, "UpdateConfig to a taken name", err, errdefs.ErrConflict, "other")
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateConfig(&store.Config{ID: 987654, Name: "ghost"}) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Configs().Update(&store.Config{ID: 987654, Name: "ghost"}) })
 	wantKind(t, "UpdateConfig of a missing id", err, errdefs.ErrNotFound)
 
 	// UpdateVM writes state, CPUs and memory.
@@ -1002,23 +1002,23 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		v := web.VMs[0]
 		v.State, v.CPUs, v.MemoryMiB = store.StateDeployed, 4, 4096
 		v.Name, v.TemplateID, v.Disks, v.NICs = "renamed", 0, nil, nil
-		if err := tx.UpdateVM(&v); err != nil {
+		if err := tx.Configs().UpdateVM(&v); err != nil {
 			return err
 		}
 		web.VMs[0].State, web.VMs[0].CPUs, web.VMs[0].MemoryMiB = store.StateDeployed, 4, 4096
 		return nil
 	})
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateVM(&store.VM{ID: 987654}) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Configs().UpdateVM(&store.VM{ID: 987654}) })
 	wantKind(t, "UpdateVM of a missing id", err, errdefs.ErrNotFound)
 
 	// SetDiskTop moves a disk to a new layer.
 	disk := web.VMs[0].Disks[1]
 	newTop := f.layers[5]
-	update(t, s, func(tx store.Tx) error { return tx.SetDiskTop(disk.ID, newTop.ID) })
+	update(t, s, func(tx store.Tx) error { return tx.Configs().SetDiskTop(disk.ID, newTop.ID) })
 	web.VMs[0].Disks[1].TopLayerID = newTop.ID
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.SetDiskTop(987654, newTop.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Configs().SetDiskTop(987654, newTop.ID) })
 	wantKind(t, "SetDiskTop of a missing disk", err, errdefs.ErrNotFound)
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.SetDiskTop(disk.ID, 987654) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Configs().SetDiskTop(disk.ID, 987654) })
 	wantKind(t, "SetDiskTop to a missing layer", err, errdefs.ErrConflict)
 
 	// UpdateNIC writes MAC, IP mode, IP, allocation and external
@@ -1026,13 +1026,13 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 	update(t, s, func(tx store.Tx) error {
 		n := web.VMs[0].NICs[0]
 		n.MAC, n.IPMode, n.IP, n.AllocationID, n.ExternalAllocationID = "52:54:00:cc:00:01", store.IPModeDHCP, netip.Addr{}, 0, 0
-		if err := tx.UpdateNIC(&n); err != nil {
+		if err := tx.Configs().UpdateNIC(&n); err != nil {
 			return err
 		}
 		web.VMs[0].NICs[0] = n
 		m := web.VMs[0].NICs[1]
 		m.IPMode, m.IP, m.AllocationID, m.ExternalAllocationID = store.IPModeManual, f.allocs[2].IP, f.allocs[2].ID, f.external.ID
-		if err := tx.UpdateNIC(&m); err != nil {
+		if err := tx.Configs().UpdateNIC(&m); err != nil {
 			return err
 		}
 		web.VMs[0].NICs[1] = m
@@ -1041,31 +1041,31 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 	err = s.Update(ctx, func(tx store.Tx) error {
 		n := web.VMs[1].NICs[0]
 		n.MAC = "52:54:00:bb:00:01"
-		return tx.UpdateNIC(&n)
+		return tx.Configs().UpdateNIC(&n)
 	})
 	wantKind(t, "UpdateNIC to a MAC in use", err, errdefs.ErrConflict, "52:54:00:bb:00:01")
 	err = s.Update(ctx, func(tx store.Tx) error {
 		n := web.VMs[1].NICs[0]
 		n.AllocationID = 987654
-		return tx.UpdateNIC(&n)
+		return tx.Configs().UpdateNIC(&n)
 	})
 	wantKind(t, "UpdateNIC to a missing allocation", err, errdefs.ErrConflict)
 	err = s.Update(ctx, func(tx store.Tx) error {
 		n := web.VMs[1].NICs[0]
 		n.ExternalAllocationID = 987654
-		return tx.UpdateNIC(&n)
+		return tx.Configs().UpdateNIC(&n)
 	})
 	wantKind(t, "UpdateNIC to a missing external allocation", err, errdefs.ErrConflict)
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateNIC(&store.NIC{ID: 987654, MAC: "x"}) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Configs().UpdateNIC(&store.NIC{ID: 987654, MAC: "x"}) })
 	wantKind(t, "UpdateNIC of a missing id", err, errdefs.ErrNotFound)
 
 	view(t, s, func(tx store.Tx) error {
-		got, err := tx.GetConfigByID(web.ID)
+		got, err := tx.Configs().GetByID(web.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "GetConfig after VM, disk and NIC updates", &web, got)
-		nics, err := tx.NICsWithAllocation(f.allocs[2].ID)
+		nics, err := tx.Allocations().NICs(f.allocs[2].ID)
 		if err != nil {
 			return err
 		}
@@ -1083,45 +1083,45 @@ func testConfigDeleteCascades(t *testing.T, s store.Store) {
 		NICs:  []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:dd:00:01", IPMode: store.IPModePool, IP: f.allocs[0].IP, AllocationID: f.allocs[0].ID}},
 	}}}
 	update(t, s, func(tx store.Tx) error {
-		if err := tx.CreateConfig(&web); err != nil {
+		if err := tx.Configs().Create(&web); err != nil {
 			return err
 		}
-		return tx.CreateConfig(&keep)
+		return tx.Configs().Create(&keep)
 	})
-	update(t, s, func(tx store.Tx) error { return tx.DeleteConfig(web.ID) })
+	update(t, s, func(tx store.Tx) error { return tx.Configs().Delete(web.ID) })
 
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetConfig("web")
+		_, err := tx.Configs().Get("web")
 		wantKind(t, "GetConfig after delete", err, errdefs.ErrNotFound, "web")
-		_, err = tx.GetConfigByID(web.ID)
+		_, err = tx.Configs().GetByID(web.ID)
 		wantKind(t, "GetConfigByID after delete", err, errdefs.ErrNotFound)
 		for _, l := range f.layers[1:4] {
-			ds, err := tx.DisksWithTop(l.ID)
+			ds, err := tx.Layers().DisksWithTop(l.ID)
 			if err != nil {
 				return err
 			}
 			diff(t, fmt.Sprintf("disks on layer %d after delete", l.ID), []store.Disk(nil), ds)
 			// The layers themselves are the caller's to release.
-			if _, err := tx.GetLayer(l.ID); err != nil {
+			if _, err := tx.Layers().Get(l.ID); err != nil {
 				t.Errorf("DeleteConfig removed layer %d: %v", l.ID, err)
 			}
 		}
-		nics, err := tx.NICsWithAllocation(f.allocs[1].ID)
+		nics, err := tx.Allocations().NICs(f.allocs[1].ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "NICs of a deleted VM", []store.NIC(nil), nics)
-		nics, err = tx.NICsWithAllocation(f.allocs[0].ID)
+		nics, err = tx.Allocations().NICs(f.allocs[0].ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "NICs of the family that remains", keep.VMs[0].NICs, nics)
-		as, err := tx.ListAllocations(f.lan.ID)
+		as, err := tx.Allocations().List(f.lan.ID)
 		if err != nil {
 			return err
 		}
 		diff(t, "allocations (released by the caller, not the store)", append(slices.Clone(f.allocs), f.external), as)
-		all, err := tx.ListConfigs()
+		all, err := tx.Configs().List()
 		if err != nil {
 			return err
 		}
@@ -1130,19 +1130,19 @@ func testConfigDeleteCascades(t *testing.T, s store.Store) {
 	})
 	// Its VMs are gone: updates to them find nothing.
 	ctx := context.Background()
-	err := s.Update(ctx, func(tx store.Tx) error { v := web.VMs[0]; return tx.UpdateVM(&v) })
+	err := s.Update(ctx, func(tx store.Tx) error { v := web.VMs[0]; return tx.Configs().UpdateVM(&v) })
 	wantKind(t, "UpdateVM of a deleted VM", err, errdefs.ErrNotFound)
-	err = s.Update(ctx, func(tx store.Tx) error { n := web.VMs[0].NICs[0]; return tx.UpdateNIC(&n) })
+	err = s.Update(ctx, func(tx store.Tx) error { n := web.VMs[0].NICs[0]; return tx.Configs().UpdateNIC(&n) })
 	wantKind(t, "UpdateNIC of a deleted NIC", err, errdefs.ErrNotFound)
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.SetDiskTop(web.VMs[0].Disks[0].ID, f.layers[5].ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Configs().SetDiskTop(web.VMs[0].Disks[0].ID, f.layers[5].ID) })
 	wantKind(t, "SetDiskTop of a deleted disk", err, errdefs.ErrNotFound)
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.DeleteConfig(web.ID) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Configs().Delete(web.ID) })
 	wantKind(t, "DeleteConfig of a missing id", err, errdefs.ErrNotFound)
 
 	// Its MACs and names are free again.
 	update(t, s, func(tx store.Tx) error {
 		again := f.webConfig()
-		return tx.CreateConfig(&again)
+		return tx.Configs().Create(&again)
 	})
 }
 
@@ -1153,7 +1153,7 @@ func testOps(t *testing.T, s store.Store) {
 	before := time.Now()
 	update(t, s, func(tx store.Tx) error {
 		for _, o := range []*store.Op{&clone, &bare, &dated} {
-			if err := tx.CreateOp(o); err != nil {
+			if err := tx.Ops().Create(o); err != nil {
 				return err
 			}
 		}
@@ -1164,11 +1164,11 @@ func testOps(t *testing.T, s store.Store) {
 		t.Errorf("StartedAt given as %v became %v", someTime, dated.StartedAt)
 	}
 	view(t, s, func(tx store.Tx) error {
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		if err != nil {
 			return err
 		}
-		diff(t, "ListOps", []store.Op{clone, bare, dated}, ops)
+		diff(t, "Ops.List", []store.Op{clone, bare, dated}, ops)
 		return nil
 	})
 
@@ -1176,13 +1176,13 @@ func testOps(t *testing.T, s store.Store) {
 		clone.Committed = true
 		clone.RemoveFiles = []string{"layers/old.qcow2"}
 		clone.FrozenFiles = nil
-		if err := tx.UpdateOp(&clone); err != nil {
+		if err := tx.Ops().Update(&clone); err != nil {
 			return err
 		}
-		return tx.DeleteOp(bare.ID)
+		return tx.Ops().Delete(bare.ID)
 	})
 	view(t, s, func(tx store.Tx) error {
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		if err != nil {
 			return err
 		}
@@ -1190,45 +1190,45 @@ func testOps(t *testing.T, s store.Store) {
 		return nil
 	})
 	ctx := context.Background()
-	err := s.Update(ctx, func(tx store.Tx) error { return tx.DeleteOp(bare.ID) })
+	err := s.Update(ctx, func(tx store.Tx) error { return tx.Ops().Delete(bare.ID) })
 	wantKind(t, "DeleteOp of a missing id", err, errdefs.ErrNotFound)
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateOp(&bare) })
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Ops().Update(&bare) })
 	wantKind(t, "UpdateOp of a missing id", err, errdefs.ErrNotFound)
 }
 
 // writeSome writes one record of several kinds inside tx: a network, a
 // template, an operation, an archive with its lease, and an event.
 func writeSome(tx store.Tx, name string) error {
-	if err := tx.CreateNetwork(&store.Network{Name: name, Subnet: mustPrefix("10.7.0.0/24")}); err != nil {
+	if err := tx.Networks().Create(&store.Network{Name: name, Subnet: mustPrefix("10.7.0.0/24")}); err != nil {
 		return err
 	}
-	if err := tx.CreateTemplate(&store.Template{Name: name, CPUs: 1, MemoryMiB: 64}); err != nil {
+	if err := tx.Templates().Create(&store.Template{Name: name, CPUs: 1, MemoryMiB: 64}); err != nil {
 		return err
 	}
-	if err := tx.CreateOp(&store.Op{Kind: "test", Subject: name}); err != nil {
+	if err := tx.Ops().Create(&store.Op{Kind: "test", Subject: name}); err != nil {
 		return err
 	}
 	a := store.Archive{Name: name, Dir: "archives/" + name, Manifest: []byte("{}")}
-	if err := tx.CreateArchive(&a); err != nil {
+	if err := tx.Archives().Create(&a); err != nil {
 		return err
 	}
-	if err := tx.PutLease(&store.Lease{ArchiveID: a.ID, StorageExpires: someTime}); err != nil {
+	if err := tx.Leases().Put(&store.Lease{ArchiveID: a.ID, StorageExpires: someTime}); err != nil {
 		return err
 	}
-	return tx.AddEvent(&store.Event{Actor: "test", Action: "create", Object: "archive", Subject: name, Result: "ok"})
+	return tx.Events().Add(&store.Event{Actor: "test", Action: "create", Object: "archive", Subject: name, Result: "ok"})
 }
 
 // wantNothing fails unless nothing named name was written.
 func wantNothing(t *testing.T, s store.Store, name string) {
 	t.Helper()
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetNetwork(name)
+		_, err := tx.Networks().Get(name)
 		wantKind(t, "network written by a rolled back transaction", err, errdefs.ErrNotFound)
-		_, err = tx.GetTemplate(name)
+		_, err = tx.Templates().Get(name)
 		wantKind(t, "template written by a rolled back transaction", err, errdefs.ErrNotFound)
-		_, err = tx.GetArchive(name)
+		_, err = tx.Archives().Get(name)
 		wantKind(t, "archive written by a rolled back transaction", err, errdefs.ErrNotFound)
-		ops, err := tx.ListOps()
+		ops, err := tx.Ops().List()
 		if err != nil {
 			return err
 		}
@@ -1237,7 +1237,7 @@ func wantNothing(t *testing.T, s store.Store, name string) {
 				t.Errorf("operation written by a rolled back transaction: %+v", o)
 			}
 		}
-		es, err := tx.ListEvents(0, 0)
+		es, err := tx.Events().List(0, 0)
 		if err != nil {
 			return err
 		}
@@ -1247,11 +1247,11 @@ func wantNothing(t *testing.T, s store.Store, name string) {
 			}
 		}
 		// A lease of an archive that is not there was written with it.
-		ls, err := tx.ListLeases()
+		ls, err := tx.Leases().List()
 		if err != nil {
 			return err
 		}
-		as, err := tx.ListArchives()
+		as, err := tx.Archives().List()
 		if err != nil {
 			return err
 		}
@@ -1271,7 +1271,7 @@ func testRollbackOnError(t *testing.T, s store.Store) {
 			return err
 		}
 		// Inside the transaction its own writes are visible.
-		if _, err := tx.GetNetwork("doomed"); err != nil {
+		if _, err := tx.Networks().Get("doomed"); err != nil {
 			return err
 		}
 		return fmt.Errorf("step 3: %w", errStop)
@@ -1282,12 +1282,12 @@ func testRollbackOnError(t *testing.T, s store.Store) {
 	wantNothing(t, s, "doomed")
 
 	// A failed Create inside fn, returned by fn, also leaves nothing.
-	update(t, s, func(tx store.Tx) error { return tx.CreateNetwork(&store.Network{Name: "taken"}) })
+	update(t, s, func(tx store.Tx) error { return tx.Networks().Create(&store.Network{Name: "taken"}) })
 	err = s.Update(context.Background(), func(tx store.Tx) error {
 		if err := writeSome(tx, "doomed2"); err != nil {
 			return err
 		}
-		return tx.CreateNetwork(&store.Network{Name: "taken"})
+		return tx.Networks().Create(&store.Network{Name: "taken"})
 	})
 	wantKind(t, "Update whose fn failed on a conflict", err, errdefs.ErrConflict, "taken")
 	wantNothing(t, s, "doomed2")
@@ -1358,7 +1358,7 @@ func testViewSeesCommittedSnapshot(t *testing.T, s store.Store) {
 	viewDone := make(chan error, 1)
 	go func() {
 		viewDone <- s.View(ctx, func(tx store.Tx) error {
-			_, err := tx.GetNetwork("pending")
+			_, err := tx.Networks().Get("pending")
 			if !errors.Is(err, errdefs.ErrNotFound) {
 				return fmt.Errorf("View saw an uncommitted network (err %v)", err)
 			}
@@ -1378,7 +1378,7 @@ func testViewSeesCommittedSnapshot(t *testing.T, s store.Store) {
 		t.Fatalf("Update: %v", err)
 	}
 	view(t, s, func(tx store.Tx) error {
-		_, err := tx.GetNetwork("pending")
+		_, err := tx.Networks().Get("pending")
 		return err
 	})
 }
@@ -1390,7 +1390,7 @@ func testContext(t *testing.T, s store.Store) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Update with a canceled context: %v, want context.Canceled", err)
 	}
-	err = s.View(canceled, func(tx store.Tx) error { _, err := tx.ListNetworks(); return err })
+	err = s.View(canceled, func(tx store.Tx) error { _, err := tx.Networks().List(); return err })
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("View with a canceled context: %v, want context.Canceled", err)
 	}
@@ -1403,7 +1403,7 @@ func testContext(t *testing.T, s store.Store) {
 			return err
 		}
 		cancel()
-		if err := tx.CreateOp(&store.Op{Kind: "test", Subject: "interrupted"}); err == nil {
+		if err := tx.Ops().Create(&store.Op{Kind: "test", Subject: "interrupted"}); err == nil {
 			t.Error("CreateOp after the context ended succeeded")
 		}
 		return nil

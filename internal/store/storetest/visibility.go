@@ -61,19 +61,19 @@ func createObject(tx store.Tx, kind, name string, ws, owner int64) (int64, error
 		if name == "team-olga" {
 			c.Kind = store.KindLibrary
 		}
-		err := tx.CreateConfig(&c)
+		err := tx.Configs().Create(&c)
 		return c.ID, err
 	case store.ObjectTemplate:
 		tm := store.Template{Name: name, CPUs: 1, MemoryMiB: 64, WorkspaceID: ws, OwnerID: owner}
-		err := tx.CreateTemplate(&tm)
+		err := tx.Templates().Create(&tm)
 		return tm.ID, err
 	case store.ObjectNetwork:
 		n := store.Network{Name: name, WorkspaceID: ws, OwnerID: owner}
-		err := tx.CreateNetwork(&n)
+		err := tx.Networks().Create(&n)
 		return n.ID, err
 	case store.ObjectArchive:
 		a := store.Archive{Name: name, Dir: "dir-" + name, Manifest: []byte("{}"), WorkspaceID: ws, OwnerID: owner}
-		err := tx.CreateArchive(&a)
+		err := tx.Archives().Create(&a)
 		return a.ID, err
 	}
 	return 0, fmt.Errorf("unknown kind %q", kind)
@@ -84,25 +84,25 @@ func listVisible(tx store.Tx, kind string, v store.Viewer) ([]string, error) {
 	var names []string
 	switch kind {
 	case store.ObjectConfig:
-		cs, err := tx.ListConfigsVisible(v)
+		cs, err := tx.Visible().Configs(v)
 		for _, c := range cs {
 			names = append(names, c.Name)
 		}
 		return names, err
 	case store.ObjectTemplate:
-		ts, err := tx.ListTemplatesVisible(v)
+		ts, err := tx.Visible().Templates(v)
 		for _, t := range ts {
 			names = append(names, t.Name)
 		}
 		return names, err
 	case store.ObjectNetwork:
-		ns, err := tx.ListNetworksVisible(v)
+		ns, err := tx.Visible().Networks(v)
 		for _, n := range ns {
 			names = append(names, n.Name)
 		}
 		return names, err
 	case store.ObjectArchive:
-		as, err := tx.ListArchivesVisible(v)
+		as, err := tx.Visible().Archives(v)
 		for _, a := range as {
 			names = append(names, a.Name)
 		}
@@ -127,25 +127,25 @@ func testVisibility(t *testing.T, s store.Store) {
 			users[name] = mustUser(t, tx, name)
 		}
 		users["sam"].SystemAdmin = true
-		if err := tx.UpdateUser(users["sam"]); err != nil {
+		if err := tx.Users().Update(users["sam"]); err != nil {
 			return err
 		}
 		for _, m := range []struct{ user, ws, role string }{
 			{"vic", "team", "author"}, {"vic", "priv", "user"},
 			{"olga", "team", "admin"}, {"olga", "priv", "author"}, {"olga", "far", "viewer"},
 		} {
-			if err := tx.PutMembership(&store.Membership{UserID: users[m.user].ID, WorkspaceID: wss[m.ws].ID, Role: m.role}); err != nil {
+			if err := tx.Memberships().Put(&store.Membership{UserID: users[m.user].ID, WorkspaceID: wss[m.ws].ID, Role: m.role}); err != nil {
 				return err
 			}
 		}
 		crew = store.Group{OrgID: acme.ID, Name: "crew"}
-		if err := tx.CreateGroup(&crew); err != nil {
+		if err := tx.Groups().Create(&crew); err != nil {
 			return err
 		}
-		if err := tx.AddGroupMember(crew.ID, users["vic"].ID); err != nil {
+		if err := tx.Groups().AddMember(crew.ID, users["vic"].ID); err != nil {
 			return err
 		}
-		if err := tx.AddOrgAdmin(acme.ID, users["ada"].ID); err != nil {
+		if err := tx.Orgs().AddAdmin(acme.ID, users["ada"].ID); err != nil {
 			return err
 		}
 		for _, kind := range kinds {
@@ -172,7 +172,7 @@ func testVisibility(t *testing.T, s store.Store) {
 				default:
 					continue
 				}
-				if err := tx.PutShare(&sh); err != nil {
+				if err := tx.Shares().Put(&sh); err != nil {
 					return err
 				}
 			}
@@ -183,13 +183,13 @@ func testVisibility(t *testing.T, s store.Store) {
 	viewers := map[string]store.Viewer{"nobody": {}}
 	view(t, s, func(tx store.Tx) error {
 		for _, name := range []string{"vic", "olga", "ada", "sam"} {
-			v, err := tx.LoadViewer(users[name].ID)
+			v, err := tx.Viewers().Load(users[name].ID)
 			if err != nil {
 				return err
 			}
 			viewers[name] = *v
 		}
-		_, err := tx.LoadViewer(987654)
+		_, err := tx.Viewers().Load(987654)
 		wantKind(t, "LoadViewer of a missing user", err, errdefs.ErrNotFound)
 		return nil
 	})
@@ -220,14 +220,14 @@ func testVisibility(t *testing.T, s store.Store) {
 						want.Workspaces = append(want.Workspaces, w)
 					}
 				}
-				got, err := tx.LoadViewerIn(users[name].ID, wsID)
+				got, err := tx.Viewers().LoadIn(users[name].ID, wsID)
 				if err != nil {
 					return err
 				}
 				diff(t, fmt.Sprintf("LoadViewerIn(%s, %q)", name, wsName), want, *got)
 			}
 		}
-		_, err := tx.LoadViewerIn(987654, wss["team"].ID)
+		_, err := tx.Viewers().LoadIn(987654, wss["team"].ID)
 		wantKind(t, "LoadViewerIn of a missing user", err, errdefs.ErrNotFound)
 
 		// LoadAccess: ObjectRef, LoadViewerIn of the object's workspace and
@@ -235,16 +235,16 @@ func testVisibility(t *testing.T, s store.Store) {
 		reached := 0
 		for _, kind := range kinds {
 			for _, o := range visibilityObjects {
-				ref, err := tx.ObjectRef(kind, o.name)
+				ref, err := tx.Objects().Ref(kind, o.name)
 				if err != nil {
 					return err
 				}
-				all, err := tx.ListSharesOf(kind, ref.ID)
+				all, err := tx.Shares().Of(kind, ref.ID)
 				if err != nil {
 					return err
 				}
 				for _, name := range []string{"vic", "olga", "ada", "sam"} {
-					v, err := tx.LoadViewerIn(users[name].ID, ref.WorkspaceID)
+					v, err := tx.Viewers().LoadIn(users[name].ID, ref.WorkspaceID)
 					if err != nil {
 						return err
 					}
@@ -255,23 +255,23 @@ func testVisibility(t *testing.T, s store.Store) {
 						}
 					}
 					reached += len(want.Shares)
-					got, err := tx.LoadAccess(users[name].ID, kind, o.name)
+					got, err := tx.Objects().Access(users[name].ID, kind, o.name)
 					if err != nil {
 						return err
 					}
 					diff(t, fmt.Sprintf("LoadAccess(%s, %s %s)", name, kind, o.name), want, *got)
 				}
 			}
-			_, err := tx.LoadAccess(users["vic"].ID, kind, "missing")
+			_, err := tx.Objects().Access(users["vic"].ID, kind, "missing")
 			wantKind(t, "LoadAccess of a missing "+kind, err, errdefs.ErrNotFound, `"missing"`)
-			_, err = tx.LoadAccess(987654, kind, "team-olga")
+			_, err = tx.Objects().Access(987654, kind, "team-olga")
 			wantKind(t, "LoadAccess of a missing user", err, errdefs.ErrNotFound, "987654")
 		}
 		// vic: priv-olga-shared, ext-shared (by name), far-crew (by group crew).
 		if want := 3 * len(kinds); reached != want {
 			t.Errorf("%d shares reach someone, want %d", reached, want)
 		}
-		_, err = tx.LoadAccess(users["vic"].ID, "vm", "team-olga")
+		_, err = tx.Objects().Access(users["vic"].ID, "vm", "team-olga")
 		wantKind(t, "LoadAccess of kind vm", err, errdefs.ErrInvalid, `"vm"`)
 		return nil
 	})
@@ -289,7 +289,7 @@ func testVisibility(t *testing.T, s store.Store) {
 					}
 					diff(t, fmt.Sprintf("%ss visible to %s", kind, name), wantVisible[name], got)
 					for _, o := range visibilityObjects {
-						ok, err := tx.ObjectVisible(v, kind, ids[kind][o.name])
+						ok, err := tx.Objects().Visible(v, kind, ids[kind][o.name])
 						if err != nil {
 							return err
 						}
@@ -297,7 +297,7 @@ func testVisibility(t *testing.T, s store.Store) {
 							t.Errorf("ObjectVisible(%s, %s %s) = %v, want %v", name, kind, o.name, ok, want)
 						}
 					}
-					if ok, err := tx.ObjectVisible(v, kind, 987654); err != nil || ok {
+					if ok, err := tx.Objects().Visible(v, kind, 987654); err != nil || ok {
 						t.Errorf("ObjectVisible(%s, a missing %s) = %v, %v; want false", name, kind, ok, err)
 					}
 				}
@@ -318,45 +318,45 @@ func testVisibility(t *testing.T, s store.Store) {
 				if o.owner != "" {
 					want.OwnerID = users[o.owner].ID
 				}
-				got, err := tx.ObjectRef(kind, o.name)
+				got, err := tx.Objects().Ref(kind, o.name)
 				if err != nil {
 					t.Errorf("ObjectRef(%s, %s): %v", kind, o.name, err)
 					continue
 				}
 				diff(t, fmt.Sprintf("ObjectRef(%s, %s)", kind, o.name), want, got)
 			}
-			_, err := tx.ObjectRef(kind, "missing")
+			_, err := tx.Objects().Ref(kind, "missing")
 			wantKind(t, "ObjectRef of a missing "+kind, err, errdefs.ErrNotFound, `"missing"`)
 		}
-		_, err := tx.ObjectRef("vm", "team-olga")
+		_, err := tx.Objects().Ref("vm", "team-olga")
 		wantKind(t, "ObjectRef of kind vm", err, errdefs.ErrInvalid, `"vm"`)
 		return nil
 	})
 	// Names are per kind: a template's name is not a configuration's.
 	update(t, s, func(tx store.Tx) error {
-		return tx.CreateTemplate(&store.Template{Name: "only-a-template", CPUs: 1, MemoryMiB: 64})
+		return tx.Templates().Create(&store.Template{Name: "only-a-template", CPUs: 1, MemoryMiB: 64})
 	})
 	view(t, s, func(tx store.Tx) error {
-		if _, err := tx.ObjectRef(store.ObjectTemplate, "only-a-template"); err != nil {
+		if _, err := tx.Objects().Ref(store.ObjectTemplate, "only-a-template"); err != nil {
 			t.Errorf("ObjectRef(template, only-a-template): %v", err)
 		}
-		_, err := tx.ObjectRef(store.ObjectConfig, "only-a-template")
+		_, err := tx.Objects().Ref(store.ObjectConfig, "only-a-template")
 		wantKind(t, "ObjectRef(config) of a template's name", err, errdefs.ErrNotFound)
 		return nil
 	})
 
 	// The configurations come with their VMs, like ListConfigs.
 	update(t, s, func(tx store.Tx) error {
-		return tx.CreateConfig(&store.Config{Name: "with-vms", State: store.StateUndeployed, WorkspaceID: wss["team"].ID,
+		return tx.Configs().Create(&store.Config{Name: "with-vms", State: store.StateUndeployed, WorkspaceID: wss["team"].ID,
 			VMs: []store.VM{{Name: "a", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed}, {Name: "b", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed}}})
 	})
 	view(t, s, func(tx store.Tx) error {
 		for _, name := range []string{"vic", "sam"} {
-			cs, err := tx.ListConfigsVisible(viewers[name])
+			cs, err := tx.Visible().Configs(viewers[name])
 			if err != nil {
 				return err
 			}
-			all, err := tx.ListConfigs()
+			all, err := tx.Configs().List()
 			if err != nil {
 				return err
 			}
