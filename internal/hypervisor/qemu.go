@@ -217,8 +217,12 @@ func (s Spec) Args() []string {
 		if i == 0 && s.Kernel == "" {
 			dev += ",bootindex=0"
 		}
+		// The top layer's nodes are named (driveN-fmt, driveN-file) so that
+		// SwitchBacking can reopen the top: QEMU refuses blockdev-reopen on
+		// a node whose name it generated itself.
 		args = append(args,
-			"-drive", fmt.Sprintf("if=none,id=drive%d,format=qcow2,discard=unmap,file=%s", i, escapeOpt(d)),
+			"-drive", fmt.Sprintf("if=none,id=drive%d,node-name=%s,file.node-name=%s,format=qcow2,discard=unmap,file=%s",
+				i, topNodeName(i), topFileNodeName(i), escapeOpt(d)),
 			"-device", dev)
 	}
 	for i, n := range s.NICs {

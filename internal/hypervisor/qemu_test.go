@@ -74,8 +74,8 @@ func TestSpecArgs(t *testing.T) {
 		"-chardev socket,id=serial0,path=/run/sh/x/console.sock,server=on,wait=off,logfile=/run/sh/x/serial.log,logappend=on -serial chardev:serial0",
 		"-chardev socket,id=qmp,path=/run/sh/x/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control",
 		"-pidfile /run/sh/x/qemu.pid -daemonize -S",
-		"-drive if=none,id=drive0,format=qcow2,discard=unmap,file=/d/a,,b.qcow2 -device virtio-blk-pci,drive=drive0,id=disk0,bootindex=0",
-		"-drive if=none,id=drive1,format=qcow2,discard=unmap,file=/d/c.qcow2 -device virtio-blk-pci,drive=drive1,id=disk1 ",
+		"-drive if=none,id=drive0,node-name=drive0-fmt,file.node-name=drive0-file,format=qcow2,discard=unmap,file=/d/a,,b.qcow2 -device virtio-blk-pci,drive=drive0,id=disk0,bootindex=0",
+		"-drive if=none,id=drive1,node-name=drive1-fmt,file.node-name=drive1-file,format=qcow2,discard=unmap,file=/d/c.qcow2 -device virtio-blk-pci,drive=drive1,id=disk1 ",
 		"-netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:00:00:01,romfile=",
 	} {
 		if !strings.Contains(args+" ", want) {
