@@ -145,8 +145,8 @@ func (v *VM) SwitchBacking(ctx context.Context, disk int, child, shortcut string
 		return err
 	}
 	got := after.Inserted.Image.chain()
-	if idx+1 >= len(got) || got[idx+1] != shortcut || len(got) >= len(chain) {
-		return fmt.Errorf("after the switch the disk reads through %q, want %q then %q and fewer than %d layers", got, got[:idx+1], shortcut, len(chain))
+	if idx+1 >= len(got) || !slices.Equal(got[:idx+1], chain[:idx+1]) || got[idx+1] != shortcut || len(got) >= len(chain) {
+		return fmt.Errorf("after the switch the disk reads through %q, want %q then %q and fewer than %d layers", got, chain[:idx+1], shortcut, len(chain))
 	}
 	v.log.Info("disk switched to a shortcut layer", "disk", disk, "layer", child, "shortcut", shortcut,
 		"depth_before", len(chain), "depth_after", len(got), "header_rewritten", idx == 0)
