@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strconv"
 
 	"stagehand/internal/api/wire"
@@ -12,27 +11,6 @@ import (
 // Create creates a configuration.
 func (c Configs) Create(ctx context.Context, req wire.ConfigRequest) (*wire.Config, error) {
 	return call[wire.Config](ctx, c.t, http.MethodPost, path("configs"), nil, req)
-}
-
-// List returns every configuration.
-func (c Configs) List(ctx context.Context) ([]wire.Config, error) {
-	return c.ListIn(ctx, "")
-}
-
-// ListIn returns every configuration the caller may see in
-// workspace ("ws" or "org/ws"; "" every workspace).
-func (c Configs) ListIn(ctx context.Context, workspace string) ([]wire.Config, error) {
-	return list[wire.Config](ctx, c.t, path("configs"), workspaceQuery(workspace))
-}
-
-// Get returns one configuration.
-func (c Configs) Get(ctx context.Context, name string) (*wire.Config, error) {
-	return call[wire.Config](ctx, c.t, http.MethodGet, path("configs", name), nil, nil)
-}
-
-// Delete deletes a configuration.
-func (c Configs) Delete(ctx context.Context, name string) error {
-	return c.t.do(ctx, http.MethodDelete, path("configs", name), nil, nil, nil)
 }
 
 // LinkedClone makes req.Name from src by linked clone and returns it (the
@@ -67,12 +45,4 @@ func (c VMs) DiskChain(ctx context.Context, config, vm string, disk int) ([]wire
 // StartConsolidate starts rewriting a VM disk's chain into one base.
 func (c VMs) StartConsolidate(ctx context.Context, config, vm string, disk int) (*wire.Job, error) {
 	return call[wire.Job](ctx, c.t, http.MethodPost, path("configs", config, "vms", vm, "disks", strconv.Itoa(disk), "consolidate"), nil, nil)
-}
-
-// workspaceQuery is the query that limits a list to workspace; nil for "".
-func workspaceQuery(workspace string) url.Values {
-	if workspace == "" {
-		return nil
-	}
-	return url.Values{"workspace": {workspace}}
 }

@@ -1,5 +1,13 @@
 package client
 
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"stagehand/internal/api/wire"
+)
+
 // Client talks to one Stagehand daemon. It is safe for concurrent use.
 // Its endpoints are grouped by resource: c.Configs().Get(ctx, name),
 // c.Jobs().Wait(ctx, id, d) and so on. Every group is a small value over
@@ -11,10 +19,10 @@ type Client struct{ t *transport }
 func (c *Client) BaseURL() string { return c.t.server }
 
 // Configs are configurations: create, clone, deploy, lease and share them.
-type Configs struct{ t *transport }
+type Configs struct{ named[wire.Config] }
 
 // Configs returns the endpoints of configurations.
-func (c *Client) Configs() Configs { return Configs{c.t} }
+func (c *Client) Configs() Configs { return Configs{named[wire.Config]{c.t, "configs"}} }
 
 // VMs are the virtual machines of a configuration: power, logs,
 // console, screen, addresses and disks.
@@ -30,28 +38,28 @@ type ConsoleLinks struct{ t *transport }
 func (c *Client) ConsoleLinks() ConsoleLinks { return ConsoleLinks{c.t} }
 
 // Templates are the disk images configurations are made from.
-type Templates struct{ t *transport }
+type Templates struct{ named[wire.Template] }
 
 // Templates returns the endpoints of templates.
-func (c *Client) Templates() Templates { return Templates{c.t} }
+func (c *Client) Templates() Templates { return Templates{named[wire.Template]{c.t, "templates"}} }
 
 // Networks are the virtual networks VMs attach to.
-type Networks struct{ t *transport }
+type Networks struct{ named[wire.Network] }
 
 // Networks returns the endpoints of networks.
-func (c *Client) Networks() Networks { return Networks{c.t} }
+func (c *Client) Networks() Networks { return Networks{named[wire.Network]{c.t, "networks"}} }
 
 // Library holds captured configurations to check out again.
-type Library struct{ t *transport }
+type Library struct{ named[wire.Config] }
 
 // Library returns the endpoints of the library.
-func (c *Client) Library() Library { return Library{c.t} }
+func (c *Client) Library() Library { return Library{named[wire.Config]{c.t, "library"}} }
 
 // Archives are configurations stored away from the lab, and their bundles.
-type Archives struct{ t *transport }
+type Archives struct{ named[wire.Archive] }
 
 // Archives returns the endpoints of archives.
-func (c *Client) Archives() Archives { return Archives{c.t} }
+func (c *Client) Archives() Archives { return Archives{named[wire.Archive]{c.t, "archives"}} }
 
 // Jobs are the daemon's long-running operations.
 type Jobs struct{ t *transport }
@@ -112,3 +120,39 @@ type Server struct{ t *transport }
 
 // Server returns the endpoints about the daemon itself.
 func (c *Client) Server() Server { return Server{c.t} }
+
+// named holds the endpoints every kind of named object in a workspace
+// has alike (configurations, templates, networks, library entries,
+// archives): list them, get and delete one by name, under the API path
+// of its kind.
+type named[T any] struct {
+	t    *transport
+	kind string // the path segment: configs, templates, ...
+}
+
+// List returns every object of the kind the caller may see.
+func (n named[T]) List(ctx context.Context) ([]T, error) { return n.ListIn(ctx, "") }
+
+// ListIn returns every object of the kind the caller may see in
+// workspace ("ws" or "org/ws"; "" every workspace).
+func (n named[T]) ListIn(ctx context.Context, workspace string) ([]T, error) {
+	return list[T](ctx, n.t, path(n.kind), workspaceQuery(workspace))
+}
+
+// Get returns the object called name.
+func (n named[T]) Get(ctx context.Context, name string) (*T, error) {
+	return call[T](ctx, n.t, http.MethodGet, path(n.kind, name), nil, nil)
+}
+
+// Delete deletes the object called name.
+func (n named[T]) Delete(ctx context.Context, name string) error {
+	return n.t.do(ctx, http.MethodDelete, path(n.kind, name), nil, nil, nil)
+}
+
+// workspaceQuery narrows a list to workspace ("" none).
+func workspaceQuery(workspace string) url.Values {
+	if workspace == "" {
+		return nil
+	}
+	return url.Values{"workspace": {workspace}}
+}
