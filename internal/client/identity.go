@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"stagehand/internal/api/wire"
@@ -79,11 +78,7 @@ func (c Workspaces) Create(ctx context.Context, req wire.WorkspaceRequest) (*wir
 
 // List returns the workspaces of org ("" for every organization).
 func (c Workspaces) List(ctx context.Context, org string) ([]wire.Workspace, error) {
-	var q url.Values
-	if org != "" {
-		q = url.Values{"org": {org}}
-	}
-	return list[wire.Workspace](ctx, c.t, path("workspaces"), q)
+	return list[wire.Workspace](ctx, c.t, path("workspaces"), filter("org", org))
 }
 
 // Get returns a workspace ("org/ws" or "ws") with its members,
@@ -126,11 +121,7 @@ func (c Tokens) Create(ctx context.Context, req wire.TokenRequest) (*wire.NewTok
 // List returns the API tokens of user ("" for the caller's own),
 // revoked and expired ones included.
 func (c Tokens) List(ctx context.Context, user string) ([]wire.Token, error) {
-	var q url.Values
-	if user != "" {
-		q = url.Values{"user": {user}}
-	}
-	return list[wire.Token](ctx, c.t, path("tokens"), q)
+	return list[wire.Token](ctx, c.t, path("tokens"), filter("user", user))
 }
 
 // Revoke revokes a token by its id.
@@ -162,11 +153,7 @@ func (c Groups) Create(ctx context.Context, req wire.GroupRequest) (*wire.Group,
 // List returns the groups of org ("" for every organization) with
 // their members.
 func (c Groups) List(ctx context.Context, org string) ([]wire.Group, error) {
-	var q url.Values
-	if org != "" {
-		q = url.Values{"org": {org}}
-	}
-	return list[wire.Group](ctx, c.t, path("groups"), q)
+	return list[wire.Group](ctx, c.t, path("groups"), filter("org", org))
 }
 
 // Delete deletes a group ("org/group" or "group") and its shares.

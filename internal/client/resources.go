@@ -150,9 +150,13 @@ func (n named[T]) Delete(ctx context.Context, name string) error {
 }
 
 // workspaceQuery narrows a list to workspace ("" none).
-func workspaceQuery(workspace string) url.Values {
-	if workspace == "" {
+func workspaceQuery(workspace string) url.Values { return filter("workspace", workspace) }
+
+// filter is the query that narrows a list by key=value: none when value
+// is "".
+func filter(key, value string) url.Values {
+	if value == "" {
 		return nil
 	}
-	return url.Values{"workspace": {workspace}}
+	return url.Values{key: {value}}
 }
