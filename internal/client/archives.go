@@ -24,3 +24,9 @@ func (c Archives) StartRestore(ctx context.Context, archive string, req wire.Res
 func (c Archives) StartImport(ctx context.Context, req wire.ImportRequest) (*wire.Job, error) {
 	return call[wire.Job](ctx, c.t, http.MethodPost, path("archives", "import"), nil, req)
 }
+
+// SetLease changes an archive's storage lease (req.Storage; the
+// other fields do not apply to archives).
+func (c Archives) SetLease(ctx context.Context, name string, req wire.LeaseRequest) (*wire.Archive, error) {
+	return call[wire.Archive](ctx, c.t, http.MethodPost, path("archives", name, "lease"), nil, req)
+}

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	"stagehand/internal/api/wire"
 )
@@ -32,17 +31,35 @@ func (c Configs) ChangeIPs(ctx context.Context, name string) (*wire.Config, erro
 	return call[wire.Config](ctx, c.t, http.MethodPost, path("configs", name, "change-ips"), nil, nil)
 }
 
-// SetIP sets one NIC's address ("pool", "dhcp" or an address).
-func (c VMs) SetIP(ctx context.Context, config, vm string, nic int, req wire.SetIPRequest) (*wire.Config, error) {
-	return call[wire.Config](ctx, c.t, http.MethodPut, path("configs", config, "vms", vm, "nics", strconv.Itoa(nic), "ip"), nil, req)
+// Deploy starts a configuration's VMs and returns it once they run (fenced
+// or not, with a deployment lease, as req says).
+func (c Configs) Deploy(ctx context.Context, name string, req wire.DeployRequest) (*wire.Config, error) {
+	return call[wire.Config](ctx, c.t, http.MethodPost, path("configs", name, "deploy"), nil, req)
 }
 
-// DiskChain returns a VM disk's layers, top first.
-func (c VMs) DiskChain(ctx context.Context, config, vm string, disk int) ([]wire.Layer, error) {
-	return list[wire.Layer](ctx, c.t, path("configs", config, "vms", vm, "disks", strconv.Itoa(disk), "chain"), nil)
+// Undeploy stops a configuration's VMs: powered off, or with
+// req.SaveState suspended to state files that the next Deploy resumes.
+func (c Configs) Undeploy(ctx context.Context, name string, req wire.UndeployRequest) (*wire.Config, error) {
+	return call[wire.Config](ctx, c.t, http.MethodPost, path("configs", name, "undeploy"), nil, req)
 }
 
-// StartConsolidate starts rewriting a VM disk's chain into one base.
-func (c VMs) StartConsolidate(ctx context.Context, config, vm string, disk int) (*wire.Job, error) {
-	return call[wire.Job](ctx, c.t, http.MethodPost, path("configs", config, "vms", vm, "disks", strconv.Itoa(disk), "consolidate"), nil, nil)
+// SetLease changes a configuration's (or library entry's) leases.
+func (c Configs) SetLease(ctx context.Context, name string, req wire.LeaseRequest) (*wire.Config, error) {
+	return call[wire.Config](ctx, c.t, http.MethodPost, path("configs", name, "lease"), nil, req)
+}
+
+// Share shares a configuration with a user or "group:G", or changes
+// that grantee's level.
+func (c Configs) Share(ctx context.Context, config string, req wire.ShareRequest) (*wire.Share, error) {
+	return call[wire.Share](ctx, c.t, http.MethodPost, path("configs", config, "shares"), nil, req)
+}
+
+// Unshare removes a grantee's share of a configuration.
+func (c Configs) Unshare(ctx context.Context, config, with string) error {
+	return c.t.do(ctx, http.MethodDelete, path("configs", config, "shares", with), nil, nil, nil)
+}
+
+// Shares returns the shares of a configuration.
+func (c Configs) Shares(ctx context.Context, config string) ([]wire.Share, error) {
+	return list[wire.Share](ctx, c.t, path("configs", config, "shares"), nil)
 }

@@ -129,22 +129,6 @@ func (c Tokens) Revoke(ctx context.Context, id string) error {
 	return c.t.do(ctx, http.MethodDelete, path("tokens", id), nil, nil, nil)
 }
 
-// Share shares a configuration with a user or "group:G", or changes
-// that grantee's level.
-func (c Configs) Share(ctx context.Context, config string, req wire.ShareRequest) (*wire.Share, error) {
-	return call[wire.Share](ctx, c.t, http.MethodPost, path("configs", config, "shares"), nil, req)
-}
-
-// Unshare removes a grantee's share of a configuration.
-func (c Configs) Unshare(ctx context.Context, config, with string) error {
-	return c.t.do(ctx, http.MethodDelete, path("configs", config, "shares", with), nil, nil, nil)
-}
-
-// Shares returns the shares of a configuration.
-func (c Configs) Shares(ctx context.Context, config string) ([]wire.Share, error) {
-	return list[wire.Share](ctx, c.t, path("configs", config, "shares"), nil)
-}
-
 // Create creates a group.
 func (c Groups) Create(ctx context.Context, req wire.GroupRequest) (*wire.Group, error) {
 	return call[wire.Group](ctx, c.t, http.MethodPost, path("groups"), nil, req)
@@ -172,10 +156,4 @@ func (c Groups) AddMember(ctx context.Context, ref, user string) error {
 func (c Groups) RemoveMember(ctx context.Context, ref, user string) error {
 	org, name := SplitRef(ref)
 	return c.t.do(ctx, http.MethodDelete, path("groups", org, name, "members", user), nil, nil, nil)
-}
-
-// Explain says whether a user may do an action to an object ("kind/name")
-// and which row decided.
-func (c Auth) Explain(ctx context.Context, req wire.ExplainRequest) (*wire.Explanation, error) {
-	return call[wire.Explanation](ctx, c.t, http.MethodPost, path("auth", "explain"), nil, req)
 }

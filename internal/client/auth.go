@@ -36,3 +36,9 @@ func TokenFile(getenv func(string) string) (string, error) {
 	}
 	return filepath.Join(filepath.Dir(known), "token"), nil
 }
+
+// Explain says whether a user may do an action to an object ("kind/name")
+// and which row decided.
+func (c Auth) Explain(ctx context.Context, req wire.ExplainRequest) (*wire.Explanation, error) {
+	return call[wire.Explanation](ctx, c.t, http.MethodPost, path("auth", "explain"), nil, req)
+}
