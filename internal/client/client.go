@@ -1,7 +1,10 @@
-// Package client is the typed Go client of Stagehand's REST API. Each method
-// is one endpoint and returns wire types; an error answer becomes an *Error
-// that errors.Is the matching errdefs kind, so callers test for
-// errdefs.ErrNotFound rather than status codes.
+// Package client is the typed Go client of Stagehand's REST API. Its
+// endpoints are grouped by resource (c.Configs().Get, c.Jobs().Wait, ...);
+// each method is one endpoint and returns wire types; an error answer
+// becomes an *Error that errors.Is the matching errdefs kind, so callers
+// test for errdefs.ErrNotFound rather than status codes. Every group is a
+// value over the client's one transport (client.go, transport.go), where
+// requests are built, sent and their answers decoded.
 package client
 
 import (
