@@ -21,21 +21,23 @@ const ReaperLock int64 = 0x7374616765726561
 // stopped before the next one starts. A follower tries to take the lock
 // every HeartbeatInterval, so the lock changes hands within
 // HeartbeatInterval+checkEvery+checkTimeout (7 s) of the server releasing
-// it, inside OfflineAfter. The server releases the lock when the session
-// ends: at once for a closed connection or a dead process, after TCP
-// keepalive (keepaliveSettings, about 11 s) for a host cut off the
-// network.
+// it. The server releases the lock when the session ends: at once for a
+// closed connection or a dead process, after TCP keepalive
+// (keepaliveSettings, about 5 s) for a host cut off the network. So a cut
+// leader's lock changes hands within about 13 s, inside OfflineAfter (e2e
+// TestPartitionedHost; with 11 s of keepalive it took 15.1 s, over it).
 const (
 	checkEvery   = time.Second
 	checkTimeout = time.Second
 )
 
 // keepaliveSettings make the server notice a peer gone from the network
-// within about 11 s (5 s idle, then 3 probes 2 s apart), instead of the
+// within about 5 s (2 s idle, then 3 probes 1 s apart), instead of the
 // system default of hours, so that a partitioned leader's lock is
-// released. They do nothing on a unix socket, where a dead peer is seen
-// at once.
-const keepaliveSettings = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3"
+// released. A live leader pings every checkEvery, so its connection is
+// never idle that long. They do nothing on a unix socket, where a dead
+// peer is seen at once.
+const keepaliveSettings = "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3"
 
 // Leader is leadership by a PostgreSQL session advisory lock held on a
 // connection of its own (not the store's pool, whose connections come and
