@@ -184,3 +184,22 @@ func argCommand(a *app, use, short string, fn func(ctx context.Context, arg stri
 		}),
 	}
 }
+
+// memberCommand is `use OF USER` (OF and USER, the last two words of
+// use): fn adds user to, or removes user from, what OF names (an
+// organization's administrators, a workspace, a group); then done, a
+// format of the user and OF, is printed.
+func memberCommand(a *app, use, short string, fn func(ctx context.Context, of, user string) error, done string) *cobra.Command {
+	words := strings.Fields(use)
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(words[len(words)-2:]...),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if err := fn(cmd.Context(), args[0], args[1]); err != nil {
+				return err
+			}
+			return a.done(fmt.Sprintf(done, args[1], args[0]))
+		}),
+	}
+}

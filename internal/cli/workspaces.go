@@ -44,28 +44,12 @@ func (a orgCmds) command() *cobra.Command {
 				return a.printOrgs(orgs, orgs)
 			}),
 		},
-		&cobra.Command{
-			Use:   "add-admin ORG USER",
-			Short: "Make a user an administrator of an organization",
-			Args:  exactArgs("ORG", "USER"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.Orgs().AddAdmin(cmd.Context(), args[0], args[1]); err != nil {
-					return err
-				}
-				return a.done(fmt.Sprintf("%s administers organization %s.", args[1], args[0]))
-			}),
-		},
-		&cobra.Command{
-			Use:   "remove-admin ORG USER",
-			Short: "Remove a user from an organization's administrators",
-			Args:  exactArgs("ORG", "USER"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.Orgs().RemoveAdmin(cmd.Context(), args[0], args[1]); err != nil {
-					return err
-				}
-				return a.done(fmt.Sprintf("%s no longer administers organization %s.", args[1], args[0]))
-			}),
-		},
+		memberCommand(a.app, "add-admin ORG USER", "Make a user an administrator of an organization", func(ctx context.Context, of, user string) error {
+			return a.client.Orgs().AddAdmin(ctx, of, user)
+		}, "%s administers organization %s."),
+		memberCommand(a.app, "remove-admin ORG USER", "Remove a user from an organization's administrators", func(ctx context.Context, of, user string) error {
+			return a.client.Orgs().RemoveAdmin(ctx, of, user)
+		}, "%s no longer administers organization %s."),
 	)
 }
 
@@ -126,17 +110,9 @@ func (a workspaceCmds) command() *cobra.Command {
 			return a.client.Workspaces().Delete(ctx, name)
 		}),
 		a.addMember(),
-		&cobra.Command{
-			Use:   "remove-member WORKSPACE USER",
-			Short: "Remove a user from a workspace",
-			Args:  exactArgs("WORKSPACE", "USER"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.Workspaces().RemoveMember(cmd.Context(), args[0], args[1]); err != nil {
-					return err
-				}
-				return a.done(fmt.Sprintf("%s is no longer a member of %s.", args[1], args[0]))
-			}),
-		},
+		memberCommand(a.app, "remove-member WORKSPACE USER", "Remove a user from a workspace", func(ctx context.Context, of, user string) error {
+			return a.client.Workspaces().RemoveMember(ctx, of, user)
+		}, "%s is no longer a member of %s."),
 		a.setQuota(),
 	)
 }
@@ -274,27 +250,11 @@ func (a groupCmds) command() *cobra.Command {
 		argCommand(a.app, "delete GROUP", "Delete a group and the shares made to it", func(ctx context.Context, name string) error {
 			return a.client.Groups().Delete(ctx, name)
 		}),
-		&cobra.Command{
-			Use:   "add-member GROUP USER",
-			Short: "Add a user to a group",
-			Args:  exactArgs("GROUP", "USER"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.Groups().AddMember(cmd.Context(), args[0], args[1]); err != nil {
-					return err
-				}
-				return a.done(fmt.Sprintf("%s is a member of group %s.", args[1], args[0]))
-			}),
-		},
-		&cobra.Command{
-			Use:   "remove-member GROUP USER",
-			Short: "Remove a user from a group",
-			Args:  exactArgs("GROUP", "USER"),
-			RunE: a.run(func(cmd *cobra.Command, args []string) error {
-				if err := a.client.Groups().RemoveMember(cmd.Context(), args[0], args[1]); err != nil {
-					return err
-				}
-				return a.done(fmt.Sprintf("%s is no longer a member of group %s.", args[1], args[0]))
-			}),
-		},
+		memberCommand(a.app, "add-member GROUP USER", "Add a user to a group", func(ctx context.Context, of, user string) error {
+			return a.client.Groups().AddMember(ctx, of, user)
+		}, "%s is a member of group %s."),
+		memberCommand(a.app, "remove-member GROUP USER", "Remove a user from a group", func(ctx context.Context, of, user string) error {
+			return a.client.Groups().RemoveMember(ctx, of, user)
+		}, "%s is no longer a member of group %s."),
 	)
 }
