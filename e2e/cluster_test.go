@@ -23,7 +23,7 @@ package e2e
 //	c := newCluster(t, 3)      // underlay, PostgreSQL, 3 daemons, all ready
 //	c.host(i).ok(args...)      // also run, fails, json, config, waitLog, logTail (the daemon's)
 //	c.host(i).ns, .name, .addr, .dataDir, .url
-//	c.hostList(i)              // `host list` through host i, by host name
+//	c.hostList(i)              // `host list` through host i, by host name (tryHostList: error, no fail)
 //	c.waitListed(i, name, online, timeout) // until host i lists name online (or offline)
 //	c.cut(i), c.heal(i)        // underlay link of host i down / up
 //	c.kill9(i), c.restart(i)   // SIGKILL its daemon; start it again on the same data dir
