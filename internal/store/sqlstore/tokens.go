@@ -74,7 +74,7 @@ func (t tokens) Create(tk *store.Token) error {
 // qTokenByID runs on every request that carries a token.
 var qTokenByID = hot("SELECT " + tokenCols + " FROM tokens WHERE id = ?")
 
-// GetToken's errors do not repeat the id: it is half of a credential.
+// Get's errors do not repeat the id: it is half of a credential.
 func (t tokens) Get(id string) (*store.Token, error) {
 	tk, err := queryOne(t.db, scanToken, qTokenByID, id)
 	switch {

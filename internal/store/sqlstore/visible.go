@@ -21,7 +21,7 @@ import (
 // rows that pass rather than every row; a system administrator gets no
 // filter at all.
 // The viewer's memberships, organizations and groups arrive as
-// parameters: the caller built them with LoadViewer (and may have
+// parameters: the caller built them with Viewers.Load (and may have
 // narrowed them), and the workspace kind travels with each membership.
 
 // VisibleWhere returns the filter on alias (a row of the table of
@@ -71,7 +71,7 @@ func (d *Dialect) VisibleWhere(alias, objectKind string, v store.Viewer) (string
 	return "(" + strings.Join(terms, " OR ") + ")", args
 }
 
-// The viewer's statements read everything LoadViewer returns in one
+// The viewer's statements read everything Viewers.Load returns in one
 // statement (they run on nearly every request): the user's row, the
 // organizations it administers, its groups and its memberships, each row
 // tagged with what it is. A membership's workspace is read by subqueries
@@ -148,7 +148,7 @@ func loadViewer(t *db, query string, userID int64, args ...any) (*store.Viewer, 
 	return &v, nil
 }
 
-// objectRefQueries are ObjectRef's and LoadAccess's statements by object
+// objectRefQueries are Objects.Ref's and Objects.Access's statements by object
 // kind, with what their kind is called in a "not found".
 var objectRefQueries = map[string]struct{ query, access, what string }{
 	store.ObjectConfig:   {objectRefQuery("configs"), accessQuery("configs", store.ObjectConfig), "configuration"},
@@ -266,7 +266,7 @@ const (
 	accessShare
 )
 
-// accessQuery is LoadAccess's statement for the objects of table (kind
+// accessQuery is Objects.Access's statement for the objects of table (kind
 // objectKind): the object's row (tag 0), then the viewer's rows as in
 // viewerBranches (tags 1 to 4, the membership only in the object's
 // workspace), then the shares that reach the user (tag 5), from the two
