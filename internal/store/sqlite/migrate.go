@@ -3,8 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,7 +35,41 @@ type migration struct {
 	rebuild bool
 }
 
-var migrations = []migration{
+// migrations are the ones written in Go below, then the files
+// migrations/NNNN_name.sql (from 0008 on; numbers follow without a gap).
+// A file whose first line is "-- rebuild" runs as a rebuild migration.
+var migrations = append(builtinMigrations, mustLoadMigrations(len(builtinMigrations))...)
+
+//go:embed migrations
+var migrationFiles embed.FS
+
+// mustLoadMigrations reads the embedded migration files, numbered from
+// after+1 on without a gap; a misnumbered file is a programming error the
+// first test run reports.
+func mustLoadMigrations(after int) []migration {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		panic(err)
+	}
+	sort.Strings(names)
+	var ms []migration
+	for i, n := range names {
+		num, name, _ := strings.Cut(strings.TrimSuffix(path.Base(n), ".sql"), "_")
+		if v, err := strconv.Atoi(num); err != nil || v != after+i+1 {
+			panic(fmt.Sprintf("sqlite migration file %s: want number %04d", n, after+i+1))
+		}
+		b, err := migrationFiles.ReadFile(n)
+		if err != nil {
+			panic(err)
+		}
+		text := string(b)
+		ms = append(ms, migration{version: after + i + 1, name: strings.ReplaceAll(name, "_", " "), sql: text,
+			rebuild: strings.HasPrefix(text, "-- rebuild\n")})
+	}
+	return ms
+}
+
+var builtinMigrations = []migration{
 	{1, "initial schema", schemaV1, false},
 	{version: 2, name: "external addresses of fenced NICs", sql: `
 ALTER TABLE nics ADD COLUMN external_allocation_id INTEGER REFERENCES allocations(id);
