@@ -64,7 +64,7 @@ func (v *VM) SwitchBacking(ctx context.Context, disk int, child, shortcut string
 	if !filepath.IsAbs(child) || !filepath.IsAbs(shortcut) {
 		return errdefs.Invalid("layer paths must be absolute")
 	}
-	dev, err := v.queryDisk(ctx, disk)
+	dev, err := queryDisk(ctx, v, disk)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (v *VM) SwitchBacking(ctx context.Context, disk int, child, shortcut string
 		if _, err := v.execute(ctx, "blockdev-add", opts); err != nil {
 			return fmt.Errorf("open %q: %w", path, err)
 		}
-		undo = append(undo, func() { v.deleteNode(node) })
+		undo = append(undo, func() { deleteNode(v, node) })
 		return nil
 	}
 	// The shortcut's own chain is opened from its header, as the next
@@ -120,11 +120,11 @@ func (v *VM) SwitchBacking(ctx context.Context, disk int, child, shortcut string
 	}
 	if idx == 0 {
 		top, old := chain[0], dev.Inserted.Image.BackingFilename
-		if err := v.setBackingName(ctx, disk, backingName(shortcut, top)); err != nil {
+		if err := setBackingName(ctx, v, disk, backingName(shortcut, top)); err != nil {
 			return err
 		}
 		undo = append(undo, func() {
-			if err := v.setBackingName(context.WithoutCancel(ctx), disk, old); err != nil {
+			if err := setBackingName(context.WithoutCancel(ctx), v, disk, old); err != nil {
 				v.log.Error("cannot restore the top's backing file name", "disk", disk, "layer", top, "backing", old, "err", err)
 			}
 		})
@@ -140,7 +140,7 @@ func (v *VM) SwitchBacking(ctx context.Context, disk int, child, shortcut string
 
 	// What the guest now reads through: child's layers, the shortcut, and
 	// the shortcut's own chain.
-	after, err := v.queryDisk(ctx, disk)
+	after, err := queryDisk(ctx, v, disk)
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ type qmpBlock struct {
 }
 
 // queryDisk returns query-block's entry for disk number disk.
-func (v *VM) queryDisk(ctx context.Context, disk int) (qmpBlock, error) {
+func queryDisk(ctx context.Context, v *VM, disk int) (qmpBlock, error) {
 	ret, err := v.execute(ctx, "query-block", nil)
 	if err != nil {
 		return qmpBlock{}, err
@@ -219,7 +219,7 @@ func (v *VM) queryDisk(ctx context.Context, disk int) (qmpBlock, error) {
 
 // setBackingName rewrites the backing file name in the header of disk's
 // top layer; the node graph does not change.
-func (v *VM) setBackingName(ctx context.Context, disk int, name string) error {
+func setBackingName(ctx context.Context, v *VM, disk int, name string) error {
 	_, err := v.execute(ctx, "change-backing-file", map[string]any{
 		"device": fmt.Sprintf("drive%d", disk), "image-node-name": topNodeName(disk), "backing-file": name,
 	})
@@ -231,7 +231,7 @@ func (v *VM) setBackingName(ctx context.Context, disk int, name string) error {
 
 // deleteNode removes a node added by blockdev-add, for undo; a failure is
 // only logged (the node then stays open until QEMU exits).
-func (v *VM) deleteNode(node string) {
+func deleteNode(v *VM, node string) {
 	_, err := v.execute(context.Background(), "blockdev-del", map[string]any{"node-name": node})
 	var qe *QMPError
 	if err != nil && !errors.As(err, &qe) {

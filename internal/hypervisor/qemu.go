@@ -397,7 +397,7 @@ func Start(ctx context.Context, spec Spec, log *slog.Logger) (_ *VM, err error) 
 	}()
 
 	if spec.IncomingStateFile != "" {
-		if err := v.loadState(ctx, spec.IncomingStateFile); err != nil {
+		if err := loadState(ctx, v, spec.IncomingStateFile); err != nil {
 			return nil, fail("resume from %s: %w", spec.IncomingStateFile, err)
 		}
 	}

@@ -82,7 +82,7 @@ func (v *VM) SaveState(ctx context.Context, file string) (err error) {
 	if _, err := v.execute(ctx, "migrate", map[string]any{"uri": uri}); err != nil {
 		return fail(err)
 	}
-	if err := v.waitMigration(ctx); err != nil {
+	if err := waitMigration(ctx, v); err != nil {
 		return fail(err)
 	}
 	if err := syncFile(partial); err != nil {
@@ -108,7 +108,7 @@ func (v *VM) SaveState(ctx context.Context, file string) (err error) {
 }
 
 // waitMigration polls query-migrate until the migration completes or fails.
-func (v *VM) waitMigration(ctx context.Context) error {
+func waitMigration(ctx context.Context, v *VM) error {
 	const query = "query-migrate"
 	t := time.NewTicker(migratePoll)
 	defer t.Stop()
@@ -143,7 +143,7 @@ func (v *VM) waitMigration(ctx context.Context) error {
 
 // loadState feeds a saved state into a QEMU started with -incoming defer
 // and waits until it is loaded; the caller then continues the guest.
-func (v *VM) loadState(ctx context.Context, file string) error {
+func loadState(ctx context.Context, v *VM, file string) error {
 	began := time.Now()
 	uri := "exec:cat " + shellQuote(file)
 	if _, err := v.execute(ctx, "migrate-incoming", map[string]any{"uri": uri}); err != nil {
