@@ -172,7 +172,9 @@ func (p *Puller) fetch(ctx context.Context, peer Peer, urlPath, destRel, wantSum
 		return 0, "", errdefs.Unavailable("%s: the peer sends %d bytes, the layer has %d", what, total, wantSize)
 	}
 
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dest)+".pull-*")
+	// The name ends in .tmp: the journal removes such siblings of a file
+	// it names when it rolls back (a crash in the middle of a pull).
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dest)+".pull-*.tmp")
 	if err != nil {
 		return 0, "", fmt.Errorf("%s: %w", what, err)
 	}
