@@ -49,6 +49,10 @@ type Tx interface {
 	Leases() Leases
 	Events() Events
 	Hosts() Hosts
+	// Many hosts (cluster.go).
+	HostLayers() HostLayers
+	Work() Work
+	FenceVNIs() FenceVNIs
 
 	// The directory: who is who, and who may see what (identity.go).
 	Orgs() Orgs
@@ -78,13 +82,16 @@ type Layers interface {
 	Create(l *Layer) error
 	Get(id int64) (*Layer, error)
 	List() ([]Layer, error)
-	// Update writes Frozen, TemplateID and VirtualSize.
+	// Update writes Frozen, TemplateID, VirtualSize, SHA256 and Size.
 	Update(l *Layer) error
 	Delete(id int64) error
 	// Children returns the layers whose ParentID is id.
 	Children(id int64) ([]Layer, error)
 	// DisksWithTop returns the disks whose TopLayerID is id.
 	DisksWithTop(id int64) ([]Disk, error)
+	// BySHA256 returns the frozen layer whose content has that digest
+	// (the oldest when several have); ErrNotFound when none.
+	BySHA256(sum string) (*Layer, error)
 }
 
 // Networks. Name is unique.
@@ -119,7 +126,7 @@ type Configs interface {
 	Update(c *Config) error
 	// Delete deletes the configuration with its VMs, disks and NICs.
 	Delete(id int64) error
-	// UpdateVM writes the VM's own fields (state, CPUs, memory).
+	// UpdateVM writes the VM's own fields (state, CPUs, memory, host).
 	UpdateVM(v *VM) error
 	// SetDiskTop points a disk at a new top layer.
 	SetDiskTop(diskID, layerID int64) error
@@ -168,7 +175,8 @@ type Events interface {
 // Hosts: the daemons sharing the store, one per name (see Host).
 type Hosts interface {
 	// Register inserts h, or updates the host of that name: its
-	// advertise URL, capacity, StartedAt and LastSeen; a removed host that
+	// advertise URL, capacity, StartedAt, LastSeen, SecretHash,
+	// CertFingerprint and Underlay; a removed host that
 	// registers again is active, an active or draining one keeps its
 	// state. It sets h.ID, h.State and h.CreatedAt.
 	Register(h *Host) error
@@ -180,6 +188,10 @@ type Hosts interface {
 	// SetState sets the host's State: HostActive, HostDraining or
 	// HostRemoved (anything else is ErrInvalid).
 	SetState(name, state string) error
+	// SecretHash returns the SHA-256 of the host's credential secret
+	// (empty when it registered none): what a peer's request is checked
+	// against, on every request, so it reads one column.
+	SecretHash(name string) ([]byte, error)
 }
 
 // Template is a read-only VM image: base layers plus hardware defaults.
@@ -217,7 +229,12 @@ type Layer struct {
 	// TemplateID is set on a template's base layer while the template exists.
 	TemplateID  int64
 	VirtualSize int64
-	CreatedAt   time.Time
+	// SHA256 is the hex digest of a frozen layer's file (hostlink.HashFile),
+	// by which hosts pull it from each other; Size is the file's length in
+	// bytes. Both are zero for a writable layer, and set when it is frozen.
+	SHA256    string
+	Size      int64
+	CreatedAt time.Time
 }
 
 // Network is an L2 segment with a subnet and an IP pool.
@@ -314,8 +331,11 @@ type VM struct {
 	CPUs       int
 	MemoryMiB  int
 	State      string
-	Disks      []Disk
-	NICs       []NIC
+	// Host is the host the VM runs on in a spread deployment; "" is the
+	// configuration's own host.
+	Host  string
+	Disks []Disk
+	NICs  []NIC
 }
 
 // Disk is one virtual disk of a VM; its content is the chain from TopLayerID
@@ -460,4 +480,11 @@ type Host struct {
 	StartedAt time.Time
 	LastSeen  time.Time
 	CreatedAt time.Time
+	// SecretHash is the SHA-256 of its host credential's secret;
+	// CertFingerprint its TLS certificate's ("SHA256:hex"), which peers
+	// pin; Underlay the address its VXLAN tunnels of spread fences use
+	// ("" when it has none).
+	SecretHash      []byte
+	CertFingerprint string
+	Underlay        string
 }

@@ -167,7 +167,8 @@ var dialect = &sqlstore.Dialect{
 	InIDs: func(ids []int64, args []any) (string, []any) {
 		return "= ANY(?::bigint[])", append(args, ids)
 	},
-	IDArray: func(ids []int64) (string, any, error) { return "= ANY(?::bigint[])", ids, nil },
+	IDArray:    func(ids []int64) (string, any, error) { return "= ANY(?::bigint[])", ids, nil },
+	SkipLocked: " FOR UPDATE SKIP LOCKED",
 	Limit: func(limit int) any {
 		if limit <= 0 {
 			return nil // no limit
@@ -266,4 +267,11 @@ func (t *tx) LockEvents() error {
 	}
 	t.eventLocked = true
 	return nil
+}
+
+// Notify runs pg_notify, which PostgreSQL delivers when the transaction
+// commits (and never when it rolls back, so a retried Update notifies once).
+func (t *tx) Notify(channel, payload string) error {
+	_, err := t.Exec("SELECT pg_notify(?, ?)", channel, payload)
+	return err
 }

@@ -98,6 +98,9 @@ func (t *tx) Raced(error, string, ...any) {}
 // increase in commit order.
 func (t *tx) LockEvents() error { return nil }
 
+// Notify does nothing: the one daemon publishes its own changes.
+func (t *tx) Notify(string, string) error { return nil }
+
 // ctxRow is a row whose Scan reports the context's error first.
 type ctxRow struct {
 	ctx context.Context

@@ -8,15 +8,16 @@ import (
 	"stagehand/internal/store"
 )
 
-const hostCols = "id, name, advertise_url, state, memory_mib, cpus, started_at, last_seen, created_at"
+const hostCols = "id, name, advertise_url, state, memory_mib, cpus, started_at, last_seen, created_at, secret_hash, cert_fingerprint, underlay"
 
 func scanHost(s Scanner) (store.Host, error) {
 	var (
 		h                        store.Host
 		started, seen, createdAt int64
 	)
-	err := s.Scan(&h.ID, &h.Name, &h.AdvertiseURL, &h.State, &h.MemoryMiB, &h.CPUs, &started, &seen, &createdAt)
+	err := s.Scan(&h.ID, &h.Name, &h.AdvertiseURL, &h.State, &h.MemoryMiB, &h.CPUs, &started, &seen, &createdAt, &h.SecretHash, &h.CertFingerprint, &h.Underlay)
 	h.StartedAt, h.LastSeen, h.CreatedAt = fromNanos(started), fromNanos(seen), fromNanos(createdAt)
+	h.SecretHash = orNil(h.SecretHash)
 	return h, err
 }
 
@@ -37,13 +38,16 @@ func (t hosts) Register(h *store.Host) error {
 		var r result
 		err := s.Scan(&r.id, &r.state, &r.created)
 		return r, err
-	}, `INSERT INTO hosts (name, advertise_url, state, memory_mib, cpus, started_at, last_seen, created_at)
-		VALUES (?, ?, 'active', ?, ?, ?, ?, ?)
+	}, `INSERT INTO hosts (name, advertise_url, state, memory_mib, cpus, started_at, last_seen, created_at,
+			secret_hash, cert_fingerprint, underlay)
+		VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET advertise_url = excluded.advertise_url, memory_mib = excluded.memory_mib,
 			cpus = excluded.cpus, started_at = excluded.started_at, last_seen = excluded.last_seen,
+			secret_hash = excluded.secret_hash, cert_fingerprint = excluded.cert_fingerprint, underlay = excluded.underlay,
 			state = CASE hosts.state WHEN 'removed' THEN 'active' ELSE hosts.state END
 		RETURNING id, state, created_at`,
-		h.Name, h.AdvertiseURL, h.MemoryMiB, h.CPUs, started.UnixNano(), seen.UnixNano(), created.UnixNano())
+		h.Name, h.AdvertiseURL, h.MemoryMiB, h.CPUs, started.UnixNano(), seen.UnixNano(), created.UnixNano(),
+		blob(h.SecretHash), h.CertFingerprint, h.Underlay)
 	if err != nil {
 		return fmt.Errorf("register host %q: %w", h.Name, err)
 	}
@@ -94,4 +98,18 @@ func (t hosts) SetState(name, state string) error {
 		return errdefs.NotFound("host %q not found", name)
 	}
 	return nil
+}
+
+var secretHashQuery = hot("SELECT secret_hash FROM hosts WHERE name = ?")
+
+func (t hosts) SecretHash(name string) ([]byte, error) {
+	var sum []byte
+	err := t.c.Row(secretHashQuery, name).Scan(&sum)
+	switch {
+	case t.d.NoRows(err):
+		return nil, errdefs.NotFound("host %q not found", name)
+	case err != nil:
+		return nil, fmt.Errorf("secret hash of host %q: %w", name, err)
+	}
+	return orNil(sum), nil
 }

@@ -9,7 +9,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const layerCols = "id, path, parent_id, frozen, template_id, virtual_size, created_at"
+const layerCols = "id, path, parent_id, frozen, template_id, virtual_size, sha256, size, created_at"
 
 func scanLayer(s Scanner) (store.Layer, error) {
 	var (
@@ -17,7 +17,7 @@ func scanLayer(s Scanner) (store.Layer, error) {
 		parent, templateID sql.NullInt64
 		created            int64
 	)
-	if err := s.Scan(&l.ID, &l.Path, &parent, &l.Frozen, &templateID, &l.VirtualSize, &created); err != nil {
+	if err := s.Scan(&l.ID, &l.Path, &parent, &l.Frozen, &templateID, &l.VirtualSize, &l.SHA256, &l.Size, &created); err != nil {
 		return l, err
 	}
 	l.ParentID, l.TemplateID, l.CreatedAt = parent.Int64, templateID.Int64, fromNanos(created)
@@ -26,9 +26,9 @@ func scanLayer(s Scanner) (store.Layer, error) {
 
 func (t layers) Create(l *store.Layer) error {
 	created := stamp(l.CreatedAt)
-	id, err := t.insert(`INSERT INTO layers (path, parent_id, frozen, template_id, virtual_size, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`,
-		l.Path, nullID(l.ParentID), l.Frozen, nullID(l.TemplateID), l.VirtualSize, created.UnixNano())
+	id, err := t.insert(`INSERT INTO layers (path, parent_id, frozen, template_id, virtual_size, sha256, size, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		l.Path, nullID(l.ParentID), l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.SHA256, l.Size, created.UnixNano())
 	switch {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("layer %q: already exists", l.Path)
@@ -61,8 +61,8 @@ func (t layers) List() ([]store.Layer, error) {
 }
 
 func (t layers) Update(l *store.Layer) error {
-	found, err := t.changeOne("UPDATE layers SET frozen = ?, template_id = ?, virtual_size = ? WHERE id = ?",
-		l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.ID)
+	found, err := t.changeOne("UPDATE layers SET frozen = ?, template_id = ?, virtual_size = ?, sha256 = ?, size = ? WHERE id = ?",
+		l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.SHA256, l.Size, l.ID)
 	switch {
 	case err != nil:
 		return fmt.Errorf("update layer %d: %w", l.ID, err)
@@ -122,4 +122,18 @@ func (t layers) DisksWithTop(id int64) ([]store.Disk, error) {
 		return nil, fmt.Errorf("disks on layer %d: %w", id, err)
 	}
 	return ds, nil
+}
+
+func (t layers) BySHA256(sum string) (*store.Layer, error) {
+	if sum == "" {
+		return nil, errdefs.Invalid("layer by SHA-256: no digest")
+	}
+	l, err := queryOne(t.db, scanLayer, "SELECT "+layerCols+" FROM layers WHERE sha256 = ? AND frozen = "+t.d.True+" ORDER BY id LIMIT 1", sum)
+	switch {
+	case t.d.NoRows(err):
+		return nil, errdefs.NotFound("no frozen layer has SHA-256 %s", sum)
+	case err != nil:
+		return nil, fmt.Errorf("layer by SHA-256 %s: %w", sum, err)
+	}
+	return &l, nil
 }

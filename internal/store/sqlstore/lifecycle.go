@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"database/sql"
 	"fmt"
+	"strconv"
 	"time"
 
 	"stagehand/internal/errdefs"
@@ -179,6 +180,9 @@ func (t events) Add(e *store.Event) error {
 		at.UnixNano(), e.Actor, e.Action, e.Object, e.Subject, e.Result, e.Detail)
 	if err != nil {
 		return fmt.Errorf("add event %s %q: %w", e.Action, e.Subject, err)
+	}
+	if err := t.c.Notify(store.EventsChannel, strconv.FormatInt(id, 10)); err != nil {
+		return fmt.Errorf("add event %s %q: notify: %w", e.Action, e.Subject, err)
 	}
 	e.ID, e.At = id, at
 	return nil

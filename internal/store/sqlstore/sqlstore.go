@@ -51,6 +51,10 @@ type Conn interface {
 	// LockEvents is called before an event is added: a Conn whose
 	// writers run concurrently makes event ids increase in commit order.
 	LockEvents() error
+	// Notify tells the other hosts' listeners payload on channel when the
+	// transaction commits (store.Listener); a store with one daemon does
+	// nothing.
+	Notify(channel, payload string) error
 }
 
 // Scanner is one row.
@@ -97,6 +101,9 @@ func (t *Tx) Quotas() store.Quotas           { return quotas{t.db} }
 func (t *Tx) Viewers() store.Viewers         { return viewers{t.db} }
 func (t *Tx) Objects() store.Objects         { return objects{t.db} }
 func (t *Tx) Visible() store.Visible         { return visible{t.db} }
+func (t *Tx) HostLayers() store.HostLayers   { return hostLayers{t.db} }
+func (t *Tx) Work() store.Work               { return work{t.db} }
+func (t *Tx) FenceVNIs() store.FenceVNIs     { return fenceVNIs{t.db} }
 
 // The kinds of record, each a store interface of the same name.
 type (
@@ -121,6 +128,9 @@ type (
 	viewers     struct{ *db }
 	objects     struct{ *db }
 	visible     struct{ *db }
+	hostLayers  struct{ *db }
+	work        struct{ *db }
+	fenceVNIs   struct{ *db }
 )
 
 // db is the transaction and its dialect, as every kind of record uses them.
@@ -201,6 +211,10 @@ type Dialect struct {
 	IDArray func(ids []int64) (string, any, error)
 	// Limit is LIMIT's argument for limit; limit <= 0 means none.
 	Limit func(limit int) any
+	// SkipLocked ends a SELECT of rows to change so that it skips rows
+	// other transactions have locked and locks the rest (" FOR UPDATE
+	// SKIP LOCKED"); "" where writers run one at a time.
+	SkipLocked string
 
 	// Column encodings: an address or prefix (zero: NULL), a list (JSON
 	// text, or an array), bytes; Scan* return the scan destination that
@@ -268,6 +282,15 @@ func nullText(s string) any {
 		return nil
 	}
 	return s
+}
+
+// blob stores nil bytes as empty ones in a NOT NULL bytes column (a
+// driver writes nil as NULL).
+func blob(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }
 
 // orNil reads an empty list back as nil.

@@ -149,6 +149,30 @@ func (r recordingEvents) List(a0 int64, a1 int) ([]store.Event, error) {
 	return r.Events.List(a0, a1)
 }
 
+func (r recordingTx) FenceVNIs() store.FenceVNIs {
+	return recordingFenceVNIs{FenceVNIs: r.Tx.FenceVNIs(), rec: r.rec}
+}
+
+type recordingFenceVNIs struct {
+	store.FenceVNIs
+	rec *recorder
+}
+
+func (r recordingFenceVNIs) Allocate(a0 int64, a1 int64) (int, error) {
+	r.rec.called("FenceVNIs.Allocate")
+	return r.FenceVNIs.Allocate(a0, a1)
+}
+
+func (r recordingFenceVNIs) Free(a0 int64) (int64, error) {
+	r.rec.called("FenceVNIs.Free")
+	return r.FenceVNIs.Free(a0)
+}
+
+func (r recordingFenceVNIs) OfConfig(a0 int64) ([]store.FenceVNI, error) {
+	r.rec.called("FenceVNIs.OfConfig")
+	return r.FenceVNIs.OfConfig(a0)
+}
+
 func (r recordingTx) Groups() store.Groups {
 	return recordingGroups{Groups: r.Tx.Groups(), rec: r.rec}
 }
@@ -203,6 +227,35 @@ func (r recordingGroups) RemoveMember(a0 int64, a1 int64) error {
 	return r.Groups.RemoveMember(a0, a1)
 }
 
+func (r recordingTx) HostLayers() store.HostLayers {
+	return recordingHostLayers{HostLayers: r.Tx.HostLayers(), rec: r.rec}
+}
+
+type recordingHostLayers struct {
+	store.HostLayers
+	rec *recorder
+}
+
+func (r recordingHostLayers) Add(a0 int64, a1 int64) error {
+	r.rec.called("HostLayers.Add")
+	return r.HostLayers.Add(a0, a1)
+}
+
+func (r recordingHostLayers) Holders(a0 int64) ([]store.Host, error) {
+	r.rec.called("HostLayers.Holders")
+	return r.HostLayers.Holders(a0)
+}
+
+func (r recordingHostLayers) OfHost(a0 int64) ([]int64, error) {
+	r.rec.called("HostLayers.OfHost")
+	return r.HostLayers.OfHost(a0)
+}
+
+func (r recordingHostLayers) Remove(a0 int64, a1 int64) error {
+	r.rec.called("HostLayers.Remove")
+	return r.HostLayers.Remove(a0, a1)
+}
+
 func (r recordingTx) Hosts() store.Hosts {
 	return recordingHosts{Hosts: r.Tx.Hosts(), rec: r.rec}
 }
@@ -227,6 +280,11 @@ func (r recordingHosts) Register(a0 *store.Host) error {
 	return r.Hosts.Register(a0)
 }
 
+func (r recordingHosts) SecretHash(a0 string) ([]uint8, error) {
+	r.rec.called("Hosts.SecretHash")
+	return r.Hosts.SecretHash(a0)
+}
+
 func (r recordingHosts) SetState(a0 string, a1 string) error {
 	r.rec.called("Hosts.SetState")
 	return r.Hosts.SetState(a0, a1)
@@ -244,6 +302,11 @@ func (r recordingTx) Layers() store.Layers {
 type recordingLayers struct {
 	store.Layers
 	rec *recorder
+}
+
+func (r recordingLayers) BySHA256(a0 string) (*store.Layer, error) {
+	r.rec.called("Layers.BySHA256")
+	return r.Layers.BySHA256(a0)
 }
 
 func (r recordingLayers) Children(a0 int64) ([]store.Layer, error) {
@@ -726,6 +789,50 @@ func (r recordingVisible) Networks(a0 store.Viewer) ([]store.Network, error) {
 func (r recordingVisible) Templates(a0 store.Viewer) ([]store.Template, error) {
 	r.rec.called("Visible.Templates")
 	return r.Visible.Templates(a0)
+}
+
+func (r recordingTx) Work() store.Work {
+	return recordingWork{Work: r.Tx.Work(), rec: r.rec}
+}
+
+type recordingWork struct {
+	store.Work
+	rec *recorder
+}
+
+func (r recordingWork) Claim(a0 int64, a1 time.Time) (*store.WorkItem, error) {
+	r.rec.called("Work.Claim")
+	return r.Work.Claim(a0, a1)
+}
+
+func (r recordingWork) Enqueue(a0 *store.WorkItem) error {
+	r.rec.called("Work.Enqueue")
+	return r.Work.Enqueue(a0)
+}
+
+func (r recordingWork) Finish(a0 int64, a1 string) error {
+	r.rec.called("Work.Finish")
+	return r.Work.Finish(a0, a1)
+}
+
+func (r recordingWork) Get(a0 int64) (*store.WorkItem, error) {
+	r.rec.called("Work.Get")
+	return r.Work.Get(a0)
+}
+
+func (r recordingWork) OfHost(a0 int64) ([]store.WorkItem, error) {
+	r.rec.called("Work.OfHost")
+	return r.Work.OfHost(a0)
+}
+
+func (r recordingWork) OfSubject(a0 string) ([]store.WorkItem, error) {
+	r.rec.called("Work.OfSubject")
+	return r.Work.OfSubject(a0)
+}
+
+func (r recordingWork) Requeue(a0 int64, a1 time.Time) (int64, error) {
+	r.rec.called("Work.Requeue")
+	return r.Work.Requeue(a0, a1)
 }
 
 func (r recordingTx) Workspaces() store.Workspaces {

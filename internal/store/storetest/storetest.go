@@ -109,6 +109,10 @@ func (c suiteCase) run(t *testing.T, open Open) {
 
 // suiteCases lists the cases of Run.
 func suiteCases() []suiteCase {
+	return append(baseCases(), clusterCases()...)
+}
+
+func baseCases() []suiteCase {
 	return []suiteCase{
 		{name: "ConcurrentAllocations", load: testConcurrentAllocations, serial: true,
 			covers: []string{"Update", "View", "Close", "Allocations.Create", "Allocations.List"}},
