@@ -1,0 +1,95 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"stagehand/internal/store"
+)
+
+var _ store.Listener = (*Store)(nil)
+
+// Backoff of a listener that lost its connection.
+const (
+	listenMinBackoff = 100 * time.Millisecond
+	listenMaxBackoff = 5 * time.Second
+)
+
+// Listen implements store.Listener on a connection of its own (a pooled
+// one would be handed to transactions, and LISTEN belongs to a session).
+// When the connection fails it logs, waits (doubling from 100 ms to 5 s)
+// and listens again on a new one; the first notification after that is
+// Resumed, since what was notified in between is lost.
+func (s *Store) Listen(ctx context.Context, channels ...string) <-chan store.Notification {
+	out := make(chan store.Notification, 64)
+	go func() {
+		defer close(out)
+		backoff := listenMinBackoff
+		for first := true; ; first = false {
+			conn, err := s.listenConn(ctx, channels)
+			if err == nil {
+				backoff = listenMinBackoff
+				if !first && !send(ctx, out, store.Notification{Resumed: true}) {
+					conn.Close(context.WithoutCancel(ctx))
+					return
+				}
+				err = relay(ctx, conn, out)
+				conn.Close(context.WithoutCancel(ctx))
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("store listener lost its connection; listening again", "store", s.where,
+				"channels", channels, "retry_in", backoff, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, listenMaxBackoff)
+		}
+	}()
+	return out
+}
+
+// listenConn opens a connection that listens on channels.
+func (s *Store) listenConn(ctx context.Context, channels []string) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("listen: connect: %w", ctxErr(ctx, err))
+	}
+	for _, ch := range channels {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("listen on %s: %w", ch, ctxErr(ctx, err))
+		}
+	}
+	s.log.Debug("store listening", "store", s.where, "channels", channels)
+	return conn, nil
+}
+
+// relay passes conn's notifications to out until the connection fails or
+// ctx ends.
+func relay(ctx context.Context, conn *pgx.Conn, out chan<- store.Notification) error {
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("listen: %w", ctxErr(ctx, err))
+		}
+		if !send(ctx, out, store.Notification{Channel: n.Channel, Payload: n.Payload}) {
+			return ctx.Err()
+		}
+	}
+}
+
+func send(ctx context.Context, out chan<- store.Notification, n store.Notification) bool {
+	select {
+	case out <- n:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
