@@ -12,11 +12,16 @@ import (
 
 var _ store.Listener = (*Store)(nil)
 
-// Backoff of a listener that lost its connection.
+// Backoff of a listener that lost its connection. A connection quiet for
+// listenIdle is pinged (bounded by listenPing): a host cut off the network
+// would otherwise wait for a notification forever on a dead socket.
 const (
 	listenMinBackoff = 100 * time.Millisecond
 	listenMaxBackoff = 5 * time.Second
+	listenPing       = 5 * time.Second
 )
+
+var listenIdle = 15 * time.Second // a variable for the tests
 
 // Listen implements store.Listener on a connection of its own (a pooled
 // one would be handed to transactions, and LISTEN belongs to a session).
@@ -75,7 +80,20 @@ func (s *Store) listenConn(ctx context.Context, channels []string) (*pgx.Conn, e
 // ctx ends.
 func relay(ctx context.Context, conn *pgx.Conn, out chan<- store.Notification) error {
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, listenIdle)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+			// Quiet, not broken: a timed-out wait leaves the connection
+			// usable (pgconn closes it on any other error).
+			pctx, cancel := context.WithTimeout(ctx, listenPing)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("listen: ping: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("listen: %w", ctxErr(ctx, err))
 		}

@@ -17,6 +17,8 @@ func TestListenNotifiesCommittedIDs(t *testing.T) {
 	if server == nil {
 		t.Skip("no PostgreSQL server")
 	}
+	defer func(d time.Duration) { listenIdle = d }(listenIdle)
+	listenIdle = 100 * time.Millisecond
 	dsn := server.Database(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -80,6 +82,16 @@ func TestListenNotifiesCommittedIDs(t *testing.T) {
 		t.Fatalf("after the connection was killed: %+v, want Resumed", n)
 	}
 	waitListening(t, writer, notes)
+
+	// Quiet for several idle periods: the pings keep the connection, and
+	// a notification after them still arrives on it (no Resumed).
+	time.Sleep(5 * listenIdle)
+	if err := writer.Update(ctx, func(tx store.Tx) error { ev = store.Event{Action: "late"}; return tx.Events().Add(&ev) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, notes); n != (store.Notification{Channel: store.EventsChannel, Payload: strconv.FormatInt(ev.ID, 10)}) {
+		t.Fatalf("after a quiet time: %+v, want event %d", n, ev.ID)
+	}
 	stop()
 	for range notes { // closed when the context ends
 	}
