@@ -49,6 +49,8 @@ type Tx interface {
 	Leases() Leases
 	Events() Events
 	Hosts() Hosts
+	// Snapshot trees of configurations (snapshots.go).
+	Snapshots() Snapshots
 	// Many hosts (cluster.go).
 	HostLayers() HostLayers
 	Work() Work

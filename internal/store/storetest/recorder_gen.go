@@ -616,6 +616,45 @@ func (r recordingShares) ToUser(a0 int64) ([]store.Share, error) {
 	return r.Shares.ToUser(a0)
 }
 
+func (r recordingTx) Snapshots() store.Snapshots {
+	return recordingSnapshots{Snapshots: r.Tx.Snapshots(), rec: r.rec}
+}
+
+type recordingSnapshots struct {
+	store.Snapshots
+	rec *recorder
+}
+
+func (r recordingSnapshots) Create(a0 *store.Snapshot) error {
+	r.rec.called("Snapshots.Create")
+	return r.Snapshots.Create(a0)
+}
+
+func (r recordingSnapshots) Delete(a0 int64) error {
+	r.rec.called("Snapshots.Delete")
+	return r.Snapshots.Delete(a0)
+}
+
+func (r recordingSnapshots) Get(a0 int64, a1 string) (*store.Snapshot, error) {
+	r.rec.called("Snapshots.Get")
+	return r.Snapshots.Get(a0, a1)
+}
+
+func (r recordingSnapshots) List(a0 int64) ([]store.Snapshot, error) {
+	r.rec.called("Snapshots.List")
+	return r.Snapshots.List(a0)
+}
+
+func (r recordingSnapshots) SetParent(a0 int64, a1 int64) error {
+	r.rec.called("Snapshots.SetParent")
+	return r.Snapshots.SetParent(a0, a1)
+}
+
+func (r recordingSnapshots) WithLayer(a0 int64) ([]store.Snapshot, error) {
+	r.rec.called("Snapshots.WithLayer")
+	return r.Snapshots.WithLayer(a0)
+}
+
 func (r recordingTx) Templates() store.Templates {
 	return recordingTemplates{Templates: r.Tx.Templates(), rec: r.rec}
 }

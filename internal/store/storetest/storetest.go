@@ -175,6 +175,8 @@ func baseCases() []suiteCase {
 
 		{name: "Hosts", fn: testHosts,
 			covers: []string{"Hosts.Register", "Hosts.Get", "Hosts.List", "Hosts.Touch", "Hosts.SetState"}},
+		{name: "Snapshots", fn: testSnapshots,
+			covers: []string{"Snapshots.Create", "Snapshots.Get", "Snapshots.List", "Snapshots.SetParent", "Snapshots.Delete", "Snapshots.WithLayer"}},
 
 		{name: "Visibility", fn: testVisibility,
 			covers: []string{"Viewers.Load", "Viewers.LoadIn", "Objects.Ref", "Objects.Access", "Objects.Visible",
