@@ -23,6 +23,9 @@ const (
 
 var listenIdle = 15 * time.Second // a variable for the tests
 
+// listenerName is the application_name of a listener's connection.
+const listenerName = "stagehand listener"
+
 // Listen implements store.Listener on a connection of its own (a pooled
 // one would be handed to transactions, and LISTEN belongs to a session).
 // When the connection fails it logs, waits (doubling from 100 ms to 5 s)
@@ -62,7 +65,10 @@ func (s *Store) Listen(ctx context.Context, channels ...string) <-chan store.Not
 
 // listenConn opens a connection that listens on channels.
 func (s *Store) listenConn(ctx context.Context, channels []string) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	cfg := s.pool.Config().ConnConfig.Copy()
+	// Named, so that an operator (and a test) tells it in pg_stat_activity.
+	cfg.RuntimeParams["application_name"] = listenerName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("listen: connect: %w", ctxErr(ctx, err))
 	}

@@ -75,7 +75,7 @@ func TestListenNotifiesCommittedIDs(t *testing.T) {
 
 	// Kill the listener's connection: it listens again and says so.
 	if _, err := writer.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE pid <> pg_backend_pid() AND datname = current_database() AND query LIKE 'LISTEN%'`); err != nil {
+		WHERE pid <> pg_backend_pid() AND datname = current_database() AND application_name = $1`, listenerName); err != nil {
 		t.Fatal(err)
 	}
 	if n := next(t, notes); !n.Resumed {
