@@ -194,6 +194,22 @@ func (e *PinError) Error() string {
 	return fmt.Sprintf("peer %q presented certificate %s, but the installation pins %s for it (someone in between, or its certificate was replaced: update the host's fingerprint)", e.Peer, e.Got, e.Want)
 }
 
+// ForwardTransport is the transport another host's API requests are
+// forwarded over (api's gate): pinned as a pull's, but with no bound on
+// the wait for the answer's headers, since a forwarded deploy answers
+// once its VMs run and a job wait long-polls, and with HTTP/1.1 only,
+// since a console is an HTTP/1.1 upgrade.
+func ForwardTransport(p Peer) (*http.Transport, error) {
+	if _, err := checkPeerURL(p); err != nil {
+		return nil, err
+	}
+	tr := newTransport(p)
+	tr.ResponseHeaderTimeout = 0
+	tr.ForceAttemptHTTP2 = false
+	tr.MaxIdleConnsPerHost = 16
+	return tr, nil
+}
+
 // newTransport is the transport to one peer: TLS verified only against
 // the pinned fingerprint (no system CA, no trust on first use, no name
 // check: the pin names exactly one certificate), no proxy.
