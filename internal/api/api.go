@@ -83,6 +83,7 @@ type Handler struct {
 
 	auth  *authenticator
 	hosts *hostCheck // see SetAllowedHosts
+	fwd   *forwarder // see SetHostLink; nil: one host, everything served here
 
 	stopDrain context.CancelFunc
 	status    *statusHandler  // see SetDaemon
@@ -208,8 +209,23 @@ type apiFunc func(w http.ResponseWriter, r *http.Request) error
 func (h *Handler) endpoint(ri RouteInfo, fn apiFunc) http.HandlerFunc {
 	stream := streamingRoutes[ri.Pattern]
 	return func(w http.ResponseWriter, r *http.Request) {
+		if h.fwd != nil {
+			w.Header().Set(HostHeader, h.fwd.link.Self)
+		}
+		if host := h.fwd.jobHost(r, ri); host != "" { // forward.go: that host authorizes
+			h.fwd.forward(w, r, host, "job "+r.PathValue(ri.Param))
+			return
+		}
 		if err := h.authorize(r, ri); err != nil {
 			h.writeError(w, r, err)
+			return
+		}
+		if home, err := h.fwd.home(r, ri); err != nil || home != "" {
+			if err != nil {
+				h.writeError(w, r, err)
+			} else {
+				h.fwd.forward(w, r, home, "configuration "+configNameOf(r, ri))
+			}
 			return
 		}
 		if stream {

@@ -11,6 +11,7 @@ import (
 
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/hostlink"
 	"stagehand/internal/peer"
 	"stagehand/internal/store"
 )
@@ -36,6 +37,10 @@ type authenticator struct {
 	// anonymous is who a request without any credentials is; nil: nobody
 	// (the daemon). See Handler.TrustRequestsWithoutCredentials.
 	anonymous *auth.Identity
+
+	// hosts verifies peers' host credentials (forward.go); nil: none is
+	// accepted.
+	hosts hostlink.Verifier
 }
 
 func newAuthenticator(st store.Store) *authenticator {
@@ -174,6 +179,19 @@ func (a *authenticator) touch(ctx context.Context, tokID string, now time.Time) 
 // ignored (a stale cookie must not stop a login).
 func (h *Handler) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if presentsHostCredential(r) { // forward.go
+			fr, id, err := h.auth.hostIdentity(r)
+			if err != nil {
+				h.writeError(w, r, err)
+				return
+			}
+			next.ServeHTTP(w, fr.WithContext(auth.WithIdentity(fr.Context(), id)))
+			return
+		}
+		if r.Header.Get(ActingUserHeader) != "" || r.Header.Get(ActingRestrictionHeader) != "" {
+			h.writeError(w, r, errActingForged)
+			return
+		}
 		if hasConsoleLink(r) { // console_links.go
 			linked, err := h.consoleLinkRequest(r)
 			if err != nil {

@@ -21,6 +21,7 @@ import (
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/labtest"
+	"stagehand/internal/store"
 	"stagehand/internal/store/sqlite"
 )
 
@@ -54,11 +55,31 @@ func New(tb testing.TB, opts ...Option) *Lab {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "stagehand.db"))
+	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "stagehand.db"))
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { db.Close() })
+	return open(tb, dir, db, opts...)
+}
+
+// OtherHost returns another lab over l's store, in a directory of its
+// own, as the daemon of host name serves it: two hosts of one
+// installation, in one process.
+func (l *Lab) OtherHost(tb testing.TB, name string) *Lab {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "sh-api-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return open(tb, dir, l.Store(), func(o *lab.Options) { o.HostName = name })
+}
+
+// open builds the lab in dir over db and recovers it.
+func open(tb testing.TB, dir string, db store.Store, opts ...Option) *Lab {
+	tb.Helper()
+	ctx := context.Background()
 	jm := jobs.NewManager()
 	d := &Disks{DiskTool: disk.New()}
 	host := labtest.NewHost()
@@ -76,13 +97,11 @@ func New(tb testing.TB, opts ...Option) *Lab {
 	}
 	svc, err := lab.New(o)
 	if err != nil {
-		db.Close()
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		d.Release()
 		jm.Close()
-		db.Close()
 	})
 	if err := svc.Recover(ctx); err != nil {
 		tb.Fatal(err)
