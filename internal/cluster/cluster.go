@@ -5,7 +5,9 @@
 // (the reaper, lease expiry) run only on the host holding a PostgreSQL
 // advisory lock on a dedicated connection (Leader). On SQLite the single
 // daemon always leads (Always). Hosts serves the operator's view of them:
-// list, show, drain, undrain, remove.
+// list, show, drain, undrain, remove. Work that one host decides and
+// another must carry out goes through the store's work queue, which each
+// host's Worker drains.
 package cluster
 
 import (
