@@ -21,6 +21,9 @@ type clonePlan struct {
 	shortcut    bool   // top is empty: the clone builds on top's parent
 	sourceDelta string // new top of the source (not with shortcut)
 	cloneDelta  string // new top of the clone
+	// fromSnapshot: top is a snapshot's frozen layer, the clone's
+	// delta builds on it and the source is not touched.
+	fromSnapshot bool
 	// Full clone.
 	base string // new standalone base of the clone
 }
@@ -220,7 +223,8 @@ func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Plac
 	if err != nil {
 		return nil, err
 	}
-	if c.State != store.StateUndeployed {
+	// A snapshot's layers are frozen: its source may run meanwhile.
+	if c.State != store.StateUndeployed && (len(plans) == 0 || !plans[0].fromSnapshot) {
 		return nil, errdefs.Conflict("configuration %q changed state to %s during the clone", src, c.State)
 	}
 	var diskBytes int64

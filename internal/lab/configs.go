@@ -343,6 +343,13 @@ func (s *core) deleteConfig(ctx context.Context, name, kind string) error {
 				allocs = append(allocs, n.AllocationID)
 			}
 		}
+		// Its snapshots go with it (the store cascades): their layers are
+		// released like the tops, their state files removed.
+		snapLayers, snapFiles, err := snapshotFiles(tx, c.ID)
+		if err != nil {
+			return err
+		}
+		tops, extra = append(tops, snapLayers...), append(extra, snapFiles...)
 		if err := tx.Configs().Delete(c.ID); err != nil {
 			return err
 		}

@@ -40,7 +40,8 @@ func (idx layerIndex) depth(top int64) (int, error) {
 }
 
 // releaseLayers deletes, inside tx, every layer of ids that nothing refers
-// to any more (no child, not a disk's top, not a template's base), and then
+// to any more (no child, not a disk's top, not a template's base, not in a
+// snapshot), and then
 // its parent by the same rule, cascading towards the base. It returns the
 // paths of the deleted layers; the caller removes the files once the
 // transaction has committed.
@@ -88,7 +89,14 @@ func layerInUse(tx store.Tx, l *store.Layer) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return len(disks) > 0, nil
+	if len(disks) > 0 {
+		return true, nil
+	}
+	snaps, err := tx.Snapshots().WithLayer(l.ID)
+	if err != nil {
+		return false, err
+	}
+	return len(snaps) > 0, nil
 }
 
 // releaseAllocations deletes the internal allocations of ids that no NIC

@@ -96,6 +96,7 @@ type Service struct {
 	Library     Library
 	Archives    Archives
 	Leases      Leases
+	Snapshots   Snapshots
 	Uploads     Uploads
 	Events      *events.Log // the events: listed, followed, pruned
 	// EventReader is the event log as each caller reads it: the events
@@ -128,6 +129,9 @@ type (
 	// Leases changes leases, reaps what they let go and shows the cleanup
 	// view.
 	Leases struct{ *core }
+	// Snapshots takes, lists, reverts and deletes the snapshots of
+	// configurations (snapshots.go).
+	Snapshots struct{ *core }
 )
 
 // core is the state every resource shares: store, disks, locks, allocator,
@@ -255,7 +259,7 @@ func New(opts Options) (*Service, error) {
 	s.views = views{dataDir: s.dataDir, leases: s.leases, policy: s.life.policy, archives: s.archives, deploys: s.deploys}
 	return &Service{
 		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
-		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s},
+		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s}, Snapshots: Snapshots{s},
 		Uploads: Uploads{s}, Events: s.eventLog, EventReader: s.eventLog.Reader(s.access.EventFilter), Access: s.access,
 	}, nil
 }

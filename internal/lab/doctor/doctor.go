@@ -264,10 +264,12 @@ type run struct {
 
 	ops      []store.Op
 	inFlight map[string]bool // files of journalled operations
-	layers   []store.Layer
-	configs  []store.Config
-	networks []store.Network
-	allocs   map[int64][]store.Allocation
+	// snapshots keep their layers as a child or a disk's top would.
+	snapshots []store.Snapshot
+	layers    []store.Layer
+	configs   []store.Config
+	networks  []store.Network
+	allocs    map[int64][]store.Allocation
 }
 
 func (d *run) add(p Problem) *Problem {
@@ -310,6 +312,9 @@ func (d *run) load() error {
 			return err
 		}
 		if d.configs, err = tx.Configs().List(); err != nil {
+			return err
+		}
+		if d.snapshots, err = tx.Snapshots().List(0); err != nil {
 			return err
 		}
 		if d.networks, err = tx.Networks().List(); err != nil {

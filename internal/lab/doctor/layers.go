@@ -35,6 +35,12 @@ func (d *run) checkLayers() error {
 			}
 		}
 	}
+	inSnapshot := map[int64]string{} // layer → a snapshot naming it
+	for _, sn := range d.snapshots {
+		for _, sd := range sn.Disks {
+			inSnapshot[sd.LayerID] = sn.Name
+		}
+	}
 	seen := map[string]bool{}
 	var images []imageJob
 	var present []store.Layer
@@ -48,7 +54,11 @@ func (d *run) checkLayers() error {
 		d.reported[path] = true
 		st, err := os.Stat(path)
 		if err != nil {
-			d.add(Problem{Kind: ProblemMissingLayer, Subject: path, Detail: err.Error()})
+			detail := err.Error()
+			if name, ok := inSnapshot[l.ID]; ok {
+				detail = fmt.Sprintf("layer of snapshot %q: %s", name, detail)
+			}
+			d.add(Problem{Kind: ProblemMissingLayer, Subject: path, Detail: detail})
 			continue
 		}
 		d.checkMode(l, path, st)
@@ -69,7 +79,7 @@ func (d *run) checkLayers() error {
 	}
 	// Releasing a layer removes files: only once every image is read.
 	for _, l := range present {
-		if l.TemplateID == 0 && children[l.ID] == 0 && !tops[l.ID] {
+		if l.TemplateID == 0 && children[l.ID] == 0 && !tops[l.ID] && inSnapshot[l.ID] == "" {
 			p := d.add(Problem{Kind: ProblemUnreferenced, Subject: d.dr.abs(l.Path), Detail: "no disk, child or template refers to it", Repairable: true})
 			if d.repair {
 				p.Repaired = d.dr.cfg.Lab.ReleaseLayer(d.ctx, l.ID) == nil

@@ -1,0 +1,91 @@
+package hypervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// SnapshotDisks moves every disk of the VM onto a new writable top while
+// the guest runs (or is paused): overlays[i] is an existing empty qcow2
+// whose backing file is disk i's current top (disk.CreateDelta writes it
+// beside the top, naming it relatively, as every delta does). One QMP
+// transaction of blockdev-snapshot-sync in "existing" mode switches all
+// the disks at one instant or none; the old tops are reopened read-only
+// and stay in the chain. The new tops' node names are generated here, so
+// a later SwitchBacking of this process refuses (it needs the names of the
+// command line) and waits for the next deploy.
+func (v *VM) SnapshotDisks(ctx context.Context, overlays []string) error {
+	actions := make([]map[string]any, 0, len(overlays))
+	for i, file := range overlays {
+		if !filepath.IsAbs(file) {
+			return fmt.Errorf("vm %q: snapshot disk %d: overlay %q is not an absolute path", v.id, i, file)
+		}
+		dev, err := queryDisk(ctx, v, i)
+		if err != nil {
+			return fmt.Errorf("vm %q: snapshot disk %d: %w", v.id, i, err)
+		}
+		actions = append(actions, map[string]any{
+			"type": "blockdev-snapshot-sync",
+			"data": map[string]any{
+				"node-name":          dev.Inserted.NodeName,
+				"snapshot-file":      file,
+				"snapshot-node-name": fmt.Sprintf("drive%d-s%d", i, time.Now().UnixNano()),
+				"format":             "qcow2",
+				"mode":               "existing",
+			},
+		})
+	}
+	if _, err := v.execute(ctx, "transaction", map[string]any{"actions": actions}); err != nil {
+		return fmt.Errorf("vm %q: snapshot %d disks: %w", v.id, len(overlays), err)
+	}
+	return nil
+}
+
+// WriteState writes the paused guest's whole state (memory, devices,
+// clocks) to file and keeps the process: unlike SaveState it does not
+// quit, so Continue resumes the guest where it was (QEMU allows cont after
+// a completed migration and takes its disks back). The state matches the
+// disks as they are at this instant, so it is only valid with layers
+// frozen while the guest stays paused. On failure no file is left.
+func (v *VM) WriteState(ctx context.Context, file string) (err error) {
+	if !filepath.IsAbs(file) {
+		return fmt.Errorf("write state of vm %q: %q is not an absolute path", v.id, file)
+	}
+	began := time.Now()
+	partial := file + ".partial"
+	defer func() {
+		if err != nil {
+			os.Remove(partial)
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			v.execute(cctx, "migrate_cancel", nil) // nothing to cancel when it never started
+			err = fmt.Errorf("write state of vm %q to %s: %w", v.id, file, err)
+		}
+	}()
+	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if _, err := v.execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}); err != nil {
+		return err
+	}
+	if _, err := v.execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(partial)}); err != nil {
+		return err
+	}
+	if err := waitMigration(ctx, v); err != nil {
+		return err
+	}
+	if err := syncFile(partial); err != nil {
+		return err
+	}
+	if err := os.Rename(partial, file); err != nil {
+		return err
+	}
+	syncFile(filepath.Dir(file))
+	v.log.Info("wrote state", "file", file, "elapsed", time.Since(began).Round(time.Millisecond))
+	return nil
+}
