@@ -70,6 +70,7 @@ type Log struct {
 	now   func() time.Time
 	log   *slog.Logger
 	hub   hub
+	own   ownIDs // the events this daemon recorded (Relay skips them)
 }
 
 // New returns the event log over st; now stamps the events.
@@ -89,7 +90,13 @@ func (l *Log) Record(ctx context.Context, e Event) {
 		At: l.now().UTC(), Actor: actorOf(ctx), Action: e.Action, Object: e.Object,
 		Subject: clip(e.Subject, maxDetail), Result: e.Result, Detail: clip(e.Detail, maxDetail),
 	}
-	err := l.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error { return tx.Events().Add(&se) })
+	err := l.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		if err := tx.Events().Add(&se); err != nil {
+			return err
+		}
+		l.own.add(se.ID)
+		return nil
+	})
 	if err != nil {
 		l.log.Error("record event", "action", se.Action, "subject", se.Subject, "err", err)
 		return
@@ -113,6 +120,7 @@ func (l *Log) Append(ctx context.Context, tx store.Tx, e Event) (publish func(),
 	if err := tx.Events().Add(&se); err != nil {
 		return nil, err
 	}
+	l.own.add(se.ID)
 	return func() { l.hub.publish(view(se)) }, nil
 }
 
