@@ -47,6 +47,7 @@ type Tx interface {
 	Ops() Ops
 	Archives() Archives
 	Leases() Leases
+	LeasePolicies() LeasePolicies
 	Events() Events
 	Hosts() Hosts
 	// Snapshot trees of configurations (snapshots.go).
@@ -440,6 +441,14 @@ type Lease struct {
 	// LastUsed is the creation, or the last deploy, undeploy, checkout,
 	// restore or export since: what "idle" is measured from.
 	LastUsed time.Time
+	// LadderStep is the last step of a graduated lease policy the
+	// reaper took for the current (or last) deployment ("" none);
+	// LadderExpires the expiry the ladder counts from (zero: the running
+	// DeployExpires, or, with a step, cancelled by an extension); LadderAt
+	// when the step was taken.
+	LadderStep    string
+	LadderExpires time.Time
+	LadderAt      time.Time
 }
 
 // Event is one entry of the log of state changes.

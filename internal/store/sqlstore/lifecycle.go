@@ -72,7 +72,7 @@ func (t archives) Delete(id int64) error {
 	return nil
 }
 
-const leaseCols = "id, config_id, archive_id, storage_expires, expired_at, deploy_lease, deploy_expires, undeploy_action, last_used"
+const leaseCols = "id, config_id, archive_id, storage_expires, expired_at, deploy_lease, deploy_expires, undeploy_action, last_used, ladder_step, ladder_expires, ladder_at"
 
 // Lease times are stored as unix nanoseconds with 0 for the zero time.
 func leaseTime(t time.Time) int64 {
@@ -94,8 +94,11 @@ func scanLease(s Scanner) (store.Lease, error) {
 		l                                        store.Lease
 		configID, archiveID                      sql.NullInt64
 		storage, expired, deploy, dexp, lastUsed int64
+		ladderExpires, ladderAt                  int64
 	)
-	err := s.Scan(&l.ID, &configID, &archiveID, &storage, &expired, &deploy, &dexp, &l.UndeployAction, &lastUsed)
+	err := s.Scan(&l.ID, &configID, &archiveID, &storage, &expired, &deploy, &dexp, &l.UndeployAction, &lastUsed,
+		&l.LadderStep, &ladderExpires, &ladderAt)
+	l.LadderExpires, l.LadderAt = fromLeaseTime(ladderExpires), fromLeaseTime(ladderAt)
 	l.ConfigID, l.ArchiveID = configID.Int64, archiveID.Int64
 	l.StorageExpires, l.ExpiredAt = fromLeaseTime(storage), fromLeaseTime(expired)
 	l.DeployLease, l.DeployExpires = time.Duration(deploy), fromLeaseTime(dexp)
@@ -110,17 +113,20 @@ func (t leases) Put(l *store.Lease) error {
 		return errdefs.Invalid("lease: exactly one of configuration and archive must be set (got %d and %d)", l.ConfigID, l.ArchiveID)
 	}
 	args := []any{nullID(l.ConfigID), nullID(l.ArchiveID), leaseTime(l.StorageExpires), leaseTime(l.ExpiredAt),
-		int64(l.DeployLease), leaseTime(l.DeployExpires), l.UndeployAction, leaseTime(l.LastUsed)}
+		int64(l.DeployLease), leaseTime(l.DeployExpires), l.UndeployAction, leaseTime(l.LastUsed),
+		l.LadderStep, leaseTime(l.LadderExpires), leaseTime(l.LadderAt)}
 	conflict := "config_id"
 	if l.ArchiveID != 0 {
 		conflict = "archive_id"
 	}
 	var id int64
-	_, err := t.c.Guarded(func(r Scanner) error { return r.Scan(&id) }, `INSERT INTO leases (config_id, archive_id, storage_expires, expired_at, deploy_lease, deploy_expires, undeploy_action, last_used)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := t.c.Guarded(func(r Scanner) error { return r.Scan(&id) }, `INSERT INTO leases (config_id, archive_id, storage_expires, expired_at, deploy_lease, deploy_expires, undeploy_action, last_used,
+			ladder_step, ladder_expires, ladder_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (`+conflict+`) DO UPDATE SET storage_expires = excluded.storage_expires, expired_at = excluded.expired_at,
 			deploy_lease = excluded.deploy_lease, deploy_expires = excluded.deploy_expires,
-			undeploy_action = excluded.undeploy_action, last_used = excluded.last_used
+			undeploy_action = excluded.undeploy_action, last_used = excluded.last_used,
+			ladder_step = excluded.ladder_step, ladder_expires = excluded.ladder_expires, ladder_at = excluded.ladder_at
 		RETURNING id`, args...)
 	switch {
 	case t.d.IsForeignKey(err):

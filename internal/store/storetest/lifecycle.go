@@ -134,7 +134,7 @@ func testLeases(t *testing.T, s store.Store) {
 	ofArchive := store.Lease{ArchiveID: arch.ID, StorageExpires: someTime, UndeployAction: store.UndeployDiscard}
 	ofConfig := store.Lease{ConfigID: web.ID, StorageExpires: someTime.Add(30 * 24 * time.Hour), ExpiredAt: someTime.Add(time.Hour),
 		DeployLease: 90*time.Minute + time.Nanosecond, DeployExpires: someTime.Add(2 * time.Hour), UndeployAction: store.UndeploySave,
-		LastUsed: someTime.Add(-time.Hour)}
+		LastUsed: someTime.Add(-time.Hour), LadderStep: "suspend", LadderExpires: someTime.Add(time.Hour), LadderAt: someTime.Add(time.Hour + time.Second)}
 	ofLibrary := store.Lease{ConfigID: lib.ID}
 	update(t, s, func(tx store.Tx) error {
 		for _, l := range []*store.Lease{&ofArchive, &ofConfig, &ofLibrary} {
@@ -159,7 +159,7 @@ func testLeases(t *testing.T, s store.Store) {
 		}
 		diff(t, "LeaseOfConfig of a library entry (zero times)", &ofLibrary, got)
 		for what, tm := range map[string]time.Time{"StorageExpires": got.StorageExpires, "ExpiredAt": got.ExpiredAt,
-			"DeployExpires": got.DeployExpires, "LastUsed": got.LastUsed} {
+			"DeployExpires": got.DeployExpires, "LastUsed": got.LastUsed, "LadderExpires": got.LadderExpires, "LadderAt": got.LadderAt} {
 			if !tm.IsZero() {
 				t.Errorf("zero %s read back as %v", what, tm)
 			}

@@ -344,6 +344,35 @@ func (r recordingLayers) Update(a0 *store.Layer) error {
 	return r.Layers.Update(a0)
 }
 
+func (r recordingTx) LeasePolicies() store.LeasePolicies {
+	return recordingLeasePolicies{LeasePolicies: r.Tx.LeasePolicies(), rec: r.rec}
+}
+
+type recordingLeasePolicies struct {
+	store.LeasePolicies
+	rec *recorder
+}
+
+func (r recordingLeasePolicies) Delete(a0 int64) error {
+	r.rec.called("LeasePolicies.Delete")
+	return r.LeasePolicies.Delete(a0)
+}
+
+func (r recordingLeasePolicies) Get(a0 int64) (*store.LeasePolicy, error) {
+	r.rec.called("LeasePolicies.Get")
+	return r.LeasePolicies.Get(a0)
+}
+
+func (r recordingLeasePolicies) List() ([]store.LeasePolicy, error) {
+	r.rec.called("LeasePolicies.List")
+	return r.LeasePolicies.List()
+}
+
+func (r recordingLeasePolicies) Put(a0 *store.LeasePolicy) error {
+	r.rec.called("LeasePolicies.Put")
+	return r.LeasePolicies.Put(a0)
+}
+
 func (r recordingTx) Leases() store.Leases {
 	return recordingLeases{Leases: r.Tx.Leases(), rec: r.rec}
 }

@@ -165,6 +165,8 @@ func baseCases() []suiteCase {
 			covers: []string{"Archives.Create", "Archives.Get", "Archives.List", "Archives.Delete"}},
 		{name: "Leases", fn: testLeases,
 			covers: []string{"Leases.Put", "Leases.OfConfig", "Leases.OfArchive", "Leases.List"}},
+		{name: "LeasePolicies", fn: testLeasePolicies,
+			covers: []string{"LeasePolicies.Put", "LeasePolicies.Get", "LeasePolicies.Delete", "LeasePolicies.List"}},
 		{name: "Events", load: testEvents,
 			covers: []string{"Events.Add", "Events.List", "Events.DeleteBefore"}},
 		{name: "EventsFollowed", fn: testEventsFollowed, covers: []string{"Update", "Events.Add", "Events.List"}},
