@@ -65,6 +65,7 @@ rolled back).`,
 	f.StringVar(&cfg.Store, "store", "", "a postgres:// URL: keep the state in that PostgreSQL database, shared by every daemon that names it (default: SQLite in the data dir)")
 	f.StringVar(&cfg.HostName, "host-name", "", "this daemon's host among the daemons sharing a --store (default: the machine's host name)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "URL at which the other hosts and clients reach this daemon's API (default: the --listen URL)")
+	f.StringVar(&cfg.Underlay, "underlay", "", "address of this host on the network joining the hosts, used by the VXLAN tunnels of spread fences (default: the --advertise address when it is an IP)")
 	f.StringVar(&cfg.Listen, "listen", "", "TCP address to listen on besides the socket (host:port; port 0 picks one); HTTPS unless loopback")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate (PEM) of the TCP listener (default: self-signed, made in DATA/"+daemon.TLSDir+")")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert")

@@ -38,20 +38,31 @@ func advertiseURL(cfg Config, socketPath string, tcp net.Listener, isTLS bool) s
 	return "unix://" + socketPath
 }
 
-// joinCluster registers this daemon's host in the store with its capacity
-// (cluster.Member); the caller runs its heartbeat.
-func joinCluster(ctx context.Context, cfg Config, st store.Store, advertise string, log *slog.Logger) (*cluster.Member, error) {
+// joinCluster registers this daemon's host in the store with its
+// capacity (cluster.Member), its credential's hash, the fingerprint of the
+// certificate peers pin (empty without TLS) and its underlay address; the
+// caller runs its heartbeat. It returns this host's credential.
+func joinCluster(ctx context.Context, cfg Config, st store.Store, dataDir, advertise, fingerprint string, log *slog.Logger) (*cluster.Member, string, error) {
 	name, err := hostName(cfg)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	credential, secretHash, err := hostCredential(dataDir, name, log)
+	if err != nil {
+		return nil, "", err
+	}
+	underlay := cfg.Underlay
+	if underlay == "" {
+		underlay = defaultUnderlay(advertise)
 	}
 	mem, cpus, err := cluster.LocalCapacity()
 	if err != nil {
 		log.Warn("host capacity unknown; registering memory 0", "err", err)
 	}
-	m, err := cluster.Join(ctx, st, store.Host{Name: name, AdvertiseURL: advertise, MemoryMiB: mem, CPUs: cpus}, log)
+	m, err := cluster.Join(ctx, st, store.Host{Name: name, AdvertiseURL: advertise, MemoryMiB: mem, CPUs: cpus,
+		SecretHash: secretHash, CertFingerprint: fingerprint, Underlay: underlay}, log)
 	if err != nil {
-		return nil, fmt.Errorf("join the installation as host %q: %w", name, err)
+		return nil, "", fmt.Errorf("join the installation as host %q: %w", name, err)
 	}
-	return m, nil
+	return m, credential, nil
 }
