@@ -19,6 +19,10 @@ const WorkPoll = 5 * time.Second
 // kills the daemon would otherwise be requeued by every restart.
 const MaxWorkAttempts = 3
 
+// WorkPing is the kind every Worker handles by doing nothing: an item of
+// it shows that a host's worker runs (a test, an operator's check).
+const WorkPing = "ping"
+
 // Handler carries out one work item on this host. Its error fails the
 // item (store.Work.Finish); a handler interrupted by the end of ctx
 // leaves it claimed, and the next start of this host's daemon requeues it.
@@ -49,7 +53,8 @@ func NewWorker(st store.Store, listener store.Listener, hostID int64, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{store: st, listener: listener, hostID: hostID, poll: WorkPoll, log: log, started: time.Now(),
-		handlers: map[string]Handler{}, wake: make(chan struct{}, 1)}
+		handlers: map[string]Handler{WorkPing: func(context.Context, store.WorkItem) error { return nil }},
+		wake:     make(chan struct{}, 1)}
 }
 
 // Handle sets the handler of kind.

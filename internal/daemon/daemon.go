@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"stagehand/internal/cluster"
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
-	"stagehand/internal/hostlink"
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
@@ -57,9 +55,6 @@ type Config struct {
 	// --listen URL, else the socket's unix:// path).
 	HostName  string
 	Advertise string
-	// Underlay is --underlay: the address this host's VXLAN tunnels (a
-	// spread fence) use (default: --advertise's address when it is an IP).
-	Underlay string
 
 	// Listen is --listen: a TCP host:port (port 0 picks one) besides the
 	// socket, which is always there; empty for none. A non-loopback
@@ -236,12 +231,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if err := ensureAdmin(ctx, st, dataDir, log); err != nil {
 		return err
 	}
-	var fingerprint string // what peers pin; none without TLS (loopback tests)
-	if tlsConf != nil {
-		fingerprint = Fingerprint(tlsConf.Certificates[0].Certificate[0])
-	}
-	advertise := advertiseURL(cfg, socketPath, tcp, tlsConf != nil)
-	member, credential, err := joinCluster(ctx, cfg, st, dataDir, advertise, fingerprint, log)
+	member, err := joinCluster(ctx, cfg, st, advertiseURL(cfg, socketPath, tcp, tlsConf != nil), log)
 	if err != nil {
 		return err
 	}
@@ -291,9 +281,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		LayerBytes: metrics.NewDirBytes(filepath.Join(dataDir, "layers"), ".qcow2", 30*time.Second).Bytes,
 	})
 	hosts := append([]string{cfg.Listen}, cfg.AllowedHosts...)
-	if u, err := url.Parse(advertise); err == nil && u.Host != "" {
-		hosts = append(hosts, u.Host) // peers forward to this name
-	}
 	if name, err := os.Hostname(); err == nil {
 		hosts = append(hosts, name) // this machine's own name is no rebinding
 	}
@@ -304,20 +291,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		return err
 	}
 	defer stopOIDC()
-	if st.shared() {
-		// Many hosts on one store: a configuration's requests go to its
-		// home host. On SQLite this host is every configuration's home.
-		if err := h.SetHostLink(hostLink(member.Host().Name, credential, st)); err != nil {
-			return err
-		}
-	}
 	finishRecovery := h.StartRecovery()
 	limits := api.DefaultLimits
 	srv := api.NewServer(h, limits, log)
 	srv.ConnContext = connContext
-	// Peers pull layers from /internal/v1/ with their host credentials.
-	links := hostlink.NewServer(dataDir, storeLayers{store: st, dataDir: dataDir}, storeVerifier(st), log)
-	srv.Handler = withHostLink(srv.Handler, links)
 	if cfg.wrapHandler != nil {
 		srv.Handler = cfg.wrapHandler(srv.Handler)
 	}
