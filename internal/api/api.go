@@ -33,7 +33,8 @@ type Lab struct {
 	Library     Library
 	Archives    Archives
 	Leases      Leases
-	Uploads     Uploads // files callers send (uploads.go)
+	Snapshots   Snapshots // snapshot trees (snapshots.go)
+	Uploads     Uploads   // files callers send (uploads.go)
 	Checks      Checks
 	Events      Events        // listed and followed (events.go)
 	Jobs        *jobs.Manager // the background operations the lab starts
@@ -59,7 +60,7 @@ func LabOf(svc *lab.Service) Lab {
 	l := Lab{
 		Templates: svc.Templates, Networks: svc.Networks, Configs: svc.Configs,
 		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
-		Leases: svc.Leases, Uploads: svc.Uploads, Checks: svc, Events: svc.EventReader, Jobs: svc.Jobs(),
+		Leases: svc.Leases, Snapshots: SnapshotsOf(svc.Snapshots, svc.Configs), Uploads: svc.Uploads, Checks: svc, Events: svc.EventReader, Jobs: svc.Jobs(),
 		Directory: svc.Store(), Hosts: cluster.NewHosts(svc.Store()),
 	}
 	if svc.Events != nil { // a nil *events.Log must stay a nil EventAppender
@@ -135,6 +136,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		consoleHandler{env: e, lab: l.Deployments, directory: l.Directory},
 		disksHandler{lab: l.Configs},
 		leasesHandler{lab: l.Leases},
+		snapshotsHandler{lab: l.Snapshots},
 		libraryHandler{lab: l.Library},
 		archivesHandler{lab: l.Archives, uploads: l.Uploads},
 		jobsHandler{env: e, lab: l.Jobs},
