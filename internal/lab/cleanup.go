@@ -196,6 +196,13 @@ func (s Leases) cleanupCandidates(tx store.Tx, sc access.Scope, now time.Time, i
 		if !it.Deletable {
 			it.Kept = "configuration is " + c.State + ": never deleted while not undeployed"
 		}
+		if l := byConfig[c.ID]; l != nil && l.LadderStep != "" && l.LadderStep != lease.StepWarn {
+			// One the ladder suspended or undeployed; not one whose
+			// lease was extended since (its later steps are cancelled).
+			if st := s.views.ladderOf(tx, &c); !st.Cancelled {
+				it.Reasons = append(it.Reasons, ladderReason(st))
+			}
+		}
 		if got := consider(it, byConfig[c.ID], c.CreatedAt, c.State == store.StateUndeployed); got != nil {
 			out = append(out, *got)
 		}
@@ -211,6 +218,16 @@ func (s Leases) cleanupCandidates(tx store.Tx, sc access.Scope, now time.Time, i
 		}
 	}
 	return out, nil
+}
+
+// ladderReason says where a configuration is on its lease ladder, past
+// the warning: the cleanup view lists it for that.
+func ladderReason(st LadderState) string {
+	r := fmt.Sprintf("lease ladder (policy %s): step %s at %s", st.Policy, st.Step, st.At.Format(time.RFC3339))
+	if st.Next != "" {
+		r += fmt.Sprintf("; next %s at %s", st.Next, st.NextAt.Format(time.RFC3339))
+	}
+	return r
 }
 
 // loadSpace fills the cleanup view's space model from the store: the

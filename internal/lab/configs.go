@@ -466,6 +466,9 @@ func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*Confi
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
 		Kind: c.Kind, Lease: vs.configLease(tx, c.ID, sh),
 	}
+	if !sh.listed {
+		v.Lease.Ladder = vs.ladderOf(tx, c)
+	}
 	v.Workspace, v.Owner = owned(sh.names, c.WorkspaceID, c.OwnerID, c.Owner)
 	netNames := map[int64]string{}
 	external := deploy.ExternalIPs(tx, c)

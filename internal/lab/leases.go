@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"stagehand/internal/errdefs"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/events"
 	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
@@ -107,6 +110,25 @@ type LeaseView struct {
 	DeployExpires  time.Time
 	UndeployAction string
 	LastUsed       time.Time
+	// Ladder is where the deployment is on its graduated lease policy
+	// (shown for one configuration, not in lists; zero: no ladder).
+	Ladder LadderState
+}
+
+// LadderState is where a configuration's deployment is on its lease
+// ladder: the step taken and the next one with its time.
+type LadderState = lease.LadderState
+
+// Ladder is a graduated lease policy (see package lease).
+type Ladder = lease.Ladder
+
+// ladderOf returns where configuration c is on its ladder.
+func (vs views) ladderOf(tx store.Tx, c *store.Config) LadderState {
+	it, err := lease.LoadConfig(tx, c, vs.policy.Ladder)
+	if err != nil {
+		return LadderState{} // no lease yet: no ladder running
+	}
+	return it.LadderState()
 }
 
 func (vs views) lease(l *store.Lease) LeaseView { return viewLease(vs.policy, l) }
@@ -235,6 +257,8 @@ func (b *leaseBook) deployed(tx store.Tx, configID int64, deploy *time.Duration)
 	if l.DeployLease > 0 {
 		l.DeployExpires = now.Add(l.DeployLease)
 	}
+	// A new deployment starts a new ladder.
+	l.LadderStep, l.LadderExpires, l.LadderAt = "", time.Time{}, time.Time{}
 	return tx.Leases().Put(l)
 }
 
@@ -310,6 +334,9 @@ func (s Leases) Set(ctx context.Context, name string, ch LeaseChange) (*ConfigVi
 		if ch.UndeployAction != "" {
 			l.UndeployAction = ch.UndeployAction
 		}
+		if ch.Storage != nil || ch.Deploy != nil {
+			extendLadder(l)
+		}
 		if err := tx.Leases().Put(l); err != nil {
 			return err
 		}
@@ -321,6 +348,20 @@ func (s Leases) Set(ctx context.Context, name string, ch LeaseChange) (*ConfigVi
 	}
 	s.events.record(ctx, object, "lease", name, describeLeaseChange(ch))
 	return s.views.withRuntime(view), nil
+}
+
+// extendLadder applies a lease extension to the ladder the configuration
+// is on. Before the ladder suspended (or undeployed) it, the ladder starts
+// again from the deployment lease as it now is (a warning already given is
+// given again before the new expiry); after, the configuration stays as
+// the last step left it and the later steps are cancelled: nothing more
+// happens until it is deployed again, which starts a new ladder.
+func extendLadder(l *store.Lease) {
+	if l.LadderStep == "" || l.LadderStep == lease.StepWarn {
+		l.LadderStep, l.LadderExpires, l.LadderAt = "", time.Time{}, time.Time{}
+		return
+	}
+	l.LadderExpires = time.Time{} // a step taken and no expiry: cancelled
 }
 
 // SetArchiveLease changes the storage lease of an archive; 0 means never.
@@ -421,7 +462,7 @@ func (l reaperLab) Leased(ctx context.Context) ([]lease.Leased, error) {
 	var items []lease.Leased
 	err := l.s.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		items, err = lease.Load(tx)
+		items, err = lease.Load(tx, l.s.life.policy.Ladder)
 		return err
 	})
 	return items, err
@@ -477,7 +518,95 @@ func (l reaperLab) PruneEvents(ctx context.Context, before time.Time) error {
 	return err
 }
 
+func (l reaperLab) RecordFailure(ctx context.Context, object, action, subject string, err error) {
+	l.s.events.recordFailure(ctx, object, action, subject, err)
+}
+
+func (l reaperLab) ClaimStep(ctx context.Context, name string, claim func(lease.Leased) (store.Lease, bool)) (bool, error) {
+	claimed := false
+	err := l.s.store.Update(ctx, func(tx store.Tx) error {
+		c, err := tx.Configs().Get(name)
+		if err != nil {
+			return err
+		}
+		it, err := lease.LoadConfig(tx, c, l.s.life.policy.Ladder)
+		if err != nil {
+			return err
+		}
+		ls, ok := claim(it)
+		if !ok {
+			return nil
+		}
+		claimed = true
+		return tx.Leases().Put(&ls)
+	})
+	return claimed && err == nil, err
+}
+
+func (l reaperLab) DiscardState(ctx context.Context, name string) error {
+	return l.s.discardSavedState(ctx, name)
+}
+
+func (l reaperLab) Archive(ctx context.Context, config, name string) error {
+	if _, err := (Archives{l.s}).Get(ctx, name); err == nil {
+		return nil // made by an earlier try of this step
+	}
+	job, err := Archives{l.s}.StartCreate(ctx, config, name, CreateOptions{})
+	if err != nil {
+		return err
+	}
+	job, err = l.s.jobs.Wait(ctx, job.ID)
+	if err != nil {
+		return err
+	}
+	if job.Error != "" {
+		return fmt.Errorf("archive %q as %q: %s", config, name, job.Error)
+	}
+	return nil
+}
+
 var errNotDue = errors.New("no longer due")
+
+// discardSavedState deletes the saved states of undeployed configuration
+// name: its VMs are marked powered off in the store first, then the files
+// go, so that a crash between the two leaves a stray file (which the next
+// discard or the configuration's deletion removes), never a VM that would
+// resume from a state that is gone.
+func (s *core) discardSavedState(ctx context.Context, name string) error {
+	unlock := s.locks.lock(name)
+	defer unlock()
+	var files []string
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		files = nil
+		c, err := tx.Configs().Get(name)
+		if err != nil {
+			return err
+		}
+		if c.State != store.StateUndeployed {
+			return errdefs.Conflict("configuration %q is %s: only an undeployed one's saved state is discarded", name, c.State)
+		}
+		for i := range c.VMs {
+			files = append(files, s.views.abs(deploy.StateFile(c.VMs[i].ID)))
+			if c.VMs[i].State != VMStateSaved {
+				continue
+			}
+			c.VMs[i].State = store.StateUndeployed
+			if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("discard saved state of %q: %w", name, err)
+	}
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("discard saved state of %q: %w", name, err)
+		}
+	}
+	return nil
+}
 
 // deleteObject deletes a configuration, library entry or archive.
 func (s *core) deleteObject(ctx context.Context, object, name string) error {

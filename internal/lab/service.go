@@ -28,6 +28,7 @@ import (
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
+	"stagehand/internal/webhook"
 )
 
 // DefaultChainLimit is the deepest chain a linked clone may produce.
@@ -63,6 +64,9 @@ type Options struct {
 	ArchiveDir string
 	// Leases are the lease defaults and the reaper's policy.
 	Leases LeasePolicy
+	// Webhooks posts the lease ladders' steps to their webhooks (default:
+	// a webhook.Sender that refuses loopback addresses).
+	Webhooks lease.Notifier
 	// ImportDirs are the directories (serve --import-dir) under which the
 	// system administrator, on the unix socket, may name files on the
 	// daemon's host to import; nobody else ever may (see sources.go).
@@ -240,6 +244,10 @@ func New(opts Options) (*Service, error) {
 	})
 	s.leases = s.life.book
 	s.life.reaper = lease.NewReaper(reaperLab{s}, s.life.policy, s.now, s.log)
+	if opts.Webhooks == nil {
+		opts.Webhooks = webhook.New(webhook.Options{}, s.log)
+	}
+	s.life.reaper.SetNotifier(opts.Webhooks)
 	s.eventLog = events.New(s.store, s.life.now, s.log)
 	s.events = recorder{s.eventLog}
 	s.doctor = doctor.New(doctor.Config{

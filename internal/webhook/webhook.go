@@ -62,6 +62,7 @@ type Sender struct {
 	client *http.Client
 	queue  chan delivery
 	stop   chan struct{}
+	start  sync.Once // the workers start with the first Send
 	once   sync.Once
 	wg     sync.WaitGroup
 }
@@ -71,8 +72,8 @@ type delivery struct {
 	body        []byte
 }
 
-// New returns a Sender with opts (defaults filled in) and starts its
-// workers; Close stops them.
+// New returns a Sender with opts (defaults filled in); its workers start
+// with the first Send, and Close stops them.
 func New(opts Options, log *slog.Logger) *Sender {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -98,10 +99,6 @@ func New(opts Options, log *slog.Logger) *Sender {
 			// A redirect could lead anywhere; the answer counts as is.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}}
-	for range workers {
-		s.wg.Add(1)
-		go s.work()
-	}
 	return s
 }
 
@@ -132,6 +129,12 @@ func (s *Sender) Send(url, secret string, body []byte) {
 		return
 	default:
 	}
+	s.start.Do(func() {
+		for range workers {
+			s.wg.Add(1)
+			go s.work()
+		}
+	})
 	select {
 	case s.queue <- delivery{url: url, secret: secret, body: body}:
 	default:
@@ -142,6 +145,7 @@ func (s *Sender) Send(url, secret string, body []byte) {
 // Close stops the workers; notices still queued or being retried are
 // dropped.
 func (s *Sender) Close() {
+	s.start.Do(func() {}) // no worker starts after Close
 	s.once.Do(func() { close(s.stop) })
 	s.wg.Wait()
 }

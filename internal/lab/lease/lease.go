@@ -52,6 +52,10 @@ type Policy struct {
 	// EventRetention is how long events are kept (default
 	// DefaultEventRetention).
 	EventRetention time.Duration
+	// Ladder is the daemon's graduated lease policy: the steps of
+	// workspaces without their own, and the webhook of those without
+	// their own (zero: the one-step rule, no webhook).
+	Ladder Ladder
 }
 
 // WithDefaults checks p and returns it with the defaults filled in.
@@ -65,6 +69,9 @@ func (p Policy) WithDefaults() (Policy, error) {
 	}
 	if p.DefaultStorage < 0 || p.DefaultDeploy < 0 || p.Grace < 0 || p.ReapInterval < 0 || p.EventRetention < 0 {
 		return p, fmt.Errorf("lab: lease durations must not be negative")
+	}
+	if err := p.Ladder.Check(); err != nil {
+		return p, fmt.Errorf("lab: daemon lease policy: %w", err)
 	}
 	if p.Grace == 0 {
 		p.Grace = DefaultGrace

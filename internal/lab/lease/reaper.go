@@ -2,12 +2,14 @@ package lease
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"stagehand/internal/metrics"
+	"stagehand/internal/store"
 )
 
 // Lab is what the reaper asks of the lab that keeps the leases: their
@@ -31,6 +33,40 @@ type Lab interface {
 	Record(ctx context.Context, object, action, subject, detail string)
 	// PruneEvents deletes events older than before.
 	PruneEvents(ctx context.Context, before time.Time) error
+
+	// The ladder's steps.
+
+	// ClaimStep reads configuration name as LoadConfig does and, in the
+	// same transaction, writes the lease claim returns when it returns
+	// true; it reports whether it wrote it. The transaction makes a step
+	// happen once however many passes or hosts try it.
+	ClaimStep(ctx context.Context, name string, claim func(Leased) (store.Lease, bool)) (bool, error)
+	// DiscardState deletes the saved state of an undeployed configuration.
+	DiscardState(ctx context.Context, name string) error
+	// Archive archives configuration config as archive and waits for it;
+	// an archive of that name already there is taken as done.
+	Archive(ctx context.Context, config, archive string) error
+	// RecordFailure writes a failed event of the reaper.
+	RecordFailure(ctx context.Context, object, action, subject string, err error)
+}
+
+// Notifier posts a step's notice to a webhook without making the reaper
+// wait: retries, timeouts and their failures are its own (package webhook).
+type Notifier interface {
+	Send(url, secret string, body []byte)
+}
+
+// Notice is the JSON body a ladder's webhook receives for each step.
+type Notice struct {
+	Event     string    `json:"event"` // the event's action: lease-warn, lease-suspend, ...
+	Config    string    `json:"config"`
+	Workspace string    `json:"workspace"`
+	Step      string    `json:"step"`
+	Policy    string    `json:"policy"`
+	At        time.Time `json:"at"`      // when the step was taken
+	Expires   time.Time `json:"expires"` // the deployment lease's expiry the ladder counts from
+	Next      string    `json:"next,omitempty"`
+	NextAt    time.Time `json:"next_at,omitzero"`
 }
 
 // Reaper enforces the leases: every ReapInterval it plans what is due and
@@ -41,8 +77,12 @@ type Reaper struct {
 	policy Policy
 	now    func() time.Time
 	log    *slog.Logger
+	notify Notifier   // nil: webhooks are not posted
 	mu     sync.Mutex // one Reap at a time
 }
+
+// SetNotifier has the ladder's steps posted to their webhooks through n.
+func (r *Reaper) SetNotifier(n Notifier) { r.notify = n }
 
 // NewReaper returns the reaper of lab under policy (with its defaults in),
 // reading the time from now.
@@ -118,10 +158,90 @@ func (r *Reaper) do(ctx context.Context, now time.Time, a ReapAction) error {
 			return err
 		}
 		return r.lab.Delete(ctx, a.Object, a.Name)
+	case ReapWarn, ReapSuspend, ReapLadderUndeploy, ReapArchive, ReapLadderDelete:
+		return r.step(ctx, now, a)
 	case ReapStartDeployLease, ReapClearDeployLease:
 		return r.lab.SetDeployExpires(ctx, a.Object, a.Name, a.Action == ReapStartDeployLease, now)
 	}
 	return fmt.Errorf("unknown reaper action %q", a.Action)
+}
+
+// step takes one step of a ladder: it claims it in the store (so that it
+// happens once), does it, and records it; a step that fails gives its claim
+// back, so the next pass tries it again.
+func (r *Reaper) step(ctx context.Context, now time.Time, a ReapAction) error {
+	var before, after Leased
+	claimed, err := r.lab.ClaimStep(ctx, a.Name, func(it Leased) (store.Lease, bool) {
+		b, ok := planLadder(now, it)
+		if !ok || b.Step != a.Step || b.From != a.From || !b.Expires.Equal(a.Expires) {
+			return store.Lease{}, false // extended, undeployed or taken meanwhile
+		}
+		before, after = it, it
+		after.Lease.LadderStep, after.Lease.LadderExpires, after.Lease.LadderAt = a.Step, a.Expires, now
+		return after.Lease, true
+	})
+	if err != nil || !claimed {
+		return err
+	}
+	if err := r.takeStep(ctx, a); err != nil {
+		_, uerr := r.lab.ClaimStep(ctx, a.Name, func(it Leased) (store.Lease, bool) {
+			l := it.Lease
+			if l.LadderStep != a.Step || !l.LadderAt.Equal(now) {
+				return l, false
+			}
+			l.LadderStep, l.LadderExpires, l.LadderAt = before.Lease.LadderStep, before.Lease.LadderExpires, before.Lease.LadderAt
+			return l, true
+		})
+		if uerr != nil {
+			r.log.Warn("reaper: give back a lease step", "config", a.Name, "step", a.Step, "err", uerr)
+		}
+		err = fmt.Errorf("policy %s, step %s: %w", a.Policy, a.Step, err)
+		r.lab.RecordFailure(ctx, a.Object, a.Action, a.Name, err)
+		return err
+	}
+	// After an undeploy or a delete the configuration's state is not the
+	// one read before; the next step is the ladder's all the same.
+	next := after.LadderState()
+	if a.Step == StepSuspend || a.Step == StepUndeploy {
+		after.State = store.StateUndeployed
+		next = after.LadderState()
+	}
+	detail := fmt.Sprintf("policy %s: step %s (deployment lease expires %s)", a.Policy, a.Step, a.Expires.Format(time.RFC3339))
+	if a.Step != StepWarn {
+		detail = fmt.Sprintf("policy %s: step %s (deployment lease expired %s)", a.Policy, a.Step, a.Expires.Format(time.RFC3339))
+	}
+	if next.Next != "" {
+		detail += fmt.Sprintf("; next %s at %s unless the lease is extended", next.Next, next.NextAt.Format(time.RFC3339))
+	}
+	r.lab.Record(ctx, a.Object, a.Action, a.Name, detail)
+	if hook := after.Ladder.Webhook; hook.URL != "" && r.notify != nil {
+		body, err := json.Marshal(Notice{Event: a.Action, Config: a.Name, Workspace: after.Workspace, Step: a.Step,
+			Policy: a.Policy, At: now, Expires: a.Expires, Next: next.Next, NextAt: next.NextAt})
+		if err == nil {
+			r.notify.Send(hook.URL, hook.Secret, body)
+		}
+	}
+	return nil
+}
+
+// takeStep does what step a.Step does to its configuration.
+func (r *Reaper) takeStep(ctx context.Context, a ReapAction) error {
+	switch a.Step {
+	case StepWarn:
+		return nil // the event and the webhook are the warning
+	case StepSuspend:
+		return r.lab.Undeploy(ctx, a.Name, a.Save)
+	case StepUndeploy:
+		if a.From == "" || a.From == StepWarn {
+			return r.lab.Undeploy(ctx, a.Name, false) // no suspend: still deployed
+		}
+		return r.lab.DiscardState(ctx, a.Name)
+	case StepArchive:
+		return r.lab.Archive(ctx, a.Name, ArchiveName(a.Name, a.Expires))
+	case StepDelete:
+		return r.lab.Delete(ctx, a.Object, a.Name)
+	}
+	return fmt.Errorf("unknown lease step %q", a.Step)
 }
 
 // Run runs Reap every ReapInterval until ctx ends, and returns then.

@@ -34,6 +34,12 @@ func (l *scriptedLab) SetDeployExpires(context.Context, string, string, bool, ti
 }
 func (l *scriptedLab) Record(context.Context, string, string, string, string) {}
 func (l *scriptedLab) PruneEvents(context.Context, time.Time) error           { return nil }
+func (l *scriptedLab) ClaimStep(context.Context, string, func(Leased) (store.Lease, bool)) (bool, error) {
+	return false, nil
+}
+func (l *scriptedLab) DiscardState(context.Context, string) error                   { return nil }
+func (l *scriptedLab) Archive(context.Context, string, string) error                { return nil }
+func (l *scriptedLab) RecordFailure(context.Context, string, string, string, error) {}
 
 // TestReaperCountsItsActions: each action a pass carries out is counted
 // under its name and outcome, a failed one as an error.
