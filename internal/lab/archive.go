@@ -244,7 +244,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 		templateIDs[mt.Name] = nt.ID
 	}
 	c := &store.Config{Name: config, Kind: store.KindConfig, Description: m.Description, Owner: m.Owner, State: store.StateUndeployed,
-		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
+		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID, Host: s.hostName}
 	for _, mv := range m.VMs {
 		tid, ok := templateIDs[mv.Template]
 		if !ok {

@@ -24,6 +24,10 @@ type clonePlan struct {
 	// fromSnapshot: top is a snapshot's frozen layer, the clone's
 	// delta builds on it and the source is not touched.
 	fromSnapshot bool
+	// sha256 and size of top once frozen (not with shortcut): peers pull
+	// it by that hash.
+	sha256 string
+	size   int64
 	// Full clone.
 	base string // new standalone base of the clone
 }
@@ -132,7 +136,8 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	fail := func(err error) (*ConfigView, error) {
 		return nil, s.journal.Fail(op, fmt.Errorf("clone %q to %q: %w", src, dst, err))
 	}
-	for _, p := range plans {
+	for i := range plans {
+		p := &plans[i]
 		vm := c.VMs[p.vm]
 		parent := s.abs(p.top.Path)
 		if p.shortcut {
@@ -143,6 +148,12 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 			}
 			if err := s.disks.SetReadOnly(parent, true); err != nil {
 				return fail(fmt.Errorf("VM %q disk %d: freeze: %w", vm.Name, p.disk, err))
+			}
+			if err := s.journal.Step(ctx, op, "hash"); err != nil {
+				return fail(err)
+			}
+			if p.sha256, p.size, err = s.hashFrozen(ctx, p.top.Path); err != nil {
+				return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, p.disk, err))
 			}
 			if err := s.journal.Step(ctx, op, "source-delta"); err != nil {
 				return fail(err)
@@ -169,8 +180,11 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 				parentID = p.top.ParentID
 			} else {
 				top := p.top
-				top.Frozen = true
+				top.Frozen, top.SHA256, top.Size = true, p.sha256, p.size
 				if err := tx.Layers().Update(&top); err != nil {
+					return 0, err
+				}
+				if err := s.recordHeld(tx, top.ID); err != nil {
 					return 0, err
 				}
 				sl := &store.Layer{Path: p.sourceDelta, ParentID: top.ID, VirtualSize: top.VirtualSize}
@@ -235,7 +249,7 @@ func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Plac
 		return nil, err
 	}
 	clone := &store.Config{Name: dst, Kind: kind, Description: c.Description, Owner: c.Owner, State: store.StateUndeployed,
-		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
+		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID, Host: s.hostName}
 	for _, vm := range c.VMs {
 		nv := store.VM{Name: vm.Name, TemplateID: vm.TemplateID, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, State: store.StateUndeployed}
 		nv.Disks = make([]store.Disk, len(vm.Disks))

@@ -151,7 +151,7 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 			}
 		}
 		c := &store.Config{Name: spec.Name, Description: spec.Description, Owner: spec.Owner, State: store.StateUndeployed,
-			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
+			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID, Host: s.hostName}
 		var diskBytes int64
 		for _, p := range plan {
 			for _, base := range p.bases {

@@ -7,6 +7,7 @@ import (
 
 	"stagehand/internal/console"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/hostlink"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
@@ -22,6 +23,10 @@ type DeployOptions struct {
 	// configuration's setting for later deploys: nil keeps its setting,
 	// 0 means none.
 	DeployLease *time.Duration
+	// Host, when set, is the only host placement considers (--host);
+	// Explain returns every host's verdict in the view (--explain).
+	Host    string
+	Explain bool
 }
 
 // VM actions of VMAction.
@@ -42,23 +47,95 @@ const (
 // deploy.Deployments.Deploy) with its deployment lease, written in the
 // transaction that marks it deployed. Its VMs, vCPUs and memory are
 // checked against its owner's and its workspace's quotas in the
-// transaction that marks it deploying.
+// transaction that marks it deploying. With other hosts it runs on the
+// configuration's home host and asks placement where it runs: there, or
+// on another host it moves to first (placement.go, move.go); no host that
+// fits is an error naming every host's verdict.
 func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
 	policy, err := deploy.CheckPolicy(name, opts.Fenced, opts.FencePolicy)
 	if err != nil {
 		return nil, err
 	}
+	opts.FencePolicy = policy
 	if err := checkLeaseLength("deployment", opts.DeployLease); err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
+	var placed *Placement
+	if s.placing(opts.Host, opts.Explain) {
+		d, err := s.place(ctx, name, opts.Host)
+		if err != nil {
+			return nil, err
+		}
+		placed = &Placement{Host: d.Host, Verdicts: d.Verdicts}
+		if d.Host != s.hostName {
+			return s.deployElsewhere(ctx, name, opts, placed)
+		}
+		if err := s.pullMissing(ctx, name); err != nil {
+			return nil, err
+		}
+	}
 	lease := func(tx store.Tx, id int64) error { return s.leases.deployed(tx, id, opts.DeployLease) }
-	return s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {
+	view, err := s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {
 		return s.deploys.Deploy(ctx, name, deploy.Options{
 			Fenced: opts.Fenced, FencePolicy: policy,
 			Admit:  deployQuota,
 			Commit: commit,
 		})
 	})
+	if err != nil {
+		return nil, err
+	}
+	if opts.Explain {
+		view.Placement = placed
+	}
+	return view, nil
+}
+
+// deployElsewhere moves name to the host placement chose and has that
+// host deploy it; the view is read from the store once it has.
+func (s Deployments) deployElsewhere(ctx context.Context, name string, opts DeployOptions, placed *Placement) (*ConfigView, error) {
+	res, err := s.moveTo(ctx, name, placed.Host)
+	if err != nil {
+		return nil, fmt.Errorf("deploy %q on host %q: %w", name, placed.Host, err)
+	}
+	placed.Moved, placed.MovedBytes = true, res.Bytes
+	var peer []hostlink.Peer
+	if err := s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		peer, err = peers(tx, s.hostName, placed.Host)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if s.link == nil || len(peer) == 0 {
+		return nil, errdefs.Unavailable("deploy %q: moved to host %q, but this daemon cannot reach it to deploy; deploy it again (it runs there now)", name, placed.Host)
+	}
+	err = s.link.Deploy(ctx, peer[0], name, hostlink.DeployRequest{Fenced: opts.Fenced, FencePolicy: opts.FencePolicy, DeployLease: opts.DeployLease})
+	if err != nil {
+		return nil, fmt.Errorf("deploy %q: moved to host %q, which failed to deploy it: %w", name, placed.Host, err)
+	}
+	view, err := Configs{s.core}.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Explain || placed.Moved {
+		view.Placement = placed
+	}
+	return view, nil
+}
+
+// MoveEndpoints is this host's side of a move, which the host endpoints
+// serve (hostlink.Server.ServeMoves).
+func (s *Service) MoveEndpoints() hostlink.Adopter { return moveEndpoints{s.core} }
+
+type moveEndpoints struct{ *core }
+
+// DeployHere deploys name, whose home this host now is, here.
+func (m moveEndpoints) DeployHere(ctx context.Context, name string, req hostlink.DeployRequest) error {
+	_, err := Deployments{m.core}.Deploy(ctx, name, DeployOptions{
+		Fenced: req.Fenced, FencePolicy: req.FencePolicy, DeployLease: req.DeployLease, Host: m.hostName,
+	})
+	return err
 }
 
 // Undeploy powers off or saves every VM and removes the deployment's

@@ -77,6 +77,7 @@ func TestEveryStepRollsBack(t *testing.T) {
 			return nil
 		}},
 		{"delete", func(e *env) error { return e.svc.Configs.Delete(context.Background(), "a") }},
+		{"move", moveAcross},
 		{"consolidate", func(e *env) error {
 			j, err := e.svc.Configs.StartConsolidate(context.Background(), "a", "vm1", 0)
 			if err != nil {

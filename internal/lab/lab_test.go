@@ -33,6 +33,7 @@ type env struct {
 	dir  string
 	db   store.Store
 	jobs *jobs.Manager
+	opts lab.Options // what its lab was made with
 }
 
 type envOpt func(*lab.Options)
@@ -69,7 +70,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	if err := svc.Recover(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, svc: svc, dir: dir, db: db, jobs: jm}
+	return &env{t: t, svc: svc, dir: dir, db: db, jobs: jm, opts: o}
 }
 
 // qemuIO runs qemu-io commands on an image (the whole chain below it).

@@ -77,6 +77,13 @@ type Options struct {
 	MaxUpload int64
 	// HostName is this daemon's host, recorded on what it deploys.
 	HostName string
+	// HostLink reaches the other hosts sharing the store (pulls, moves);
+	// nil on one host (SQLite), where a deploy never leaves it.
+	HostLink HostLink
+	// SharedLayers (serve --shared-layers): DATA/layers is one directory
+	// every host mounts, so every host holds every layer; nothing is
+	// pulled, and a move changes only the record.
+	SharedLayers bool
 }
 
 // Accelerator is the choice of accelerator for VMs. The daemon probes it in
@@ -163,6 +170,10 @@ type core struct {
 	views    views               // what users see of the records
 	placer   placer              // where the objects callers make go
 
+	hostName     string   // Options.HostName: this host, a configuration's home
+	link         HostLink // Options.HostLink
+	sharedLayers bool     // Options.SharedLayers
+
 	importDirs  []string // Options.ImportDirs, resolved
 	importNames []string // the same, as given (absolute) and resolved
 	maxUpload   int64
@@ -201,6 +212,10 @@ func New(opts Options) (*Service, error) {
 		chainLimit: opts.ChainLimit,
 		log:        opts.Logger,
 		maxUpload:  opts.MaxUpload,
+
+		hostName:     opts.HostName,
+		link:         opts.HostLink,
+		sharedLayers: opts.SharedLayers,
 	}
 	if s.maxUpload <= 0 {
 		s.maxUpload = DefaultMaxUpload
@@ -238,7 +253,7 @@ func New(opts Options) (*Service, error) {
 	s.access = access.New(s.store, s.log).WithJobs(s.jobs)
 	s.placer = placer{store: s.store, access: s.access}
 	s.journal = journal.New(journal.Config{
-		Store: s.store, Disks: s.disks, DataDir: s.dataDir, Log: s.log, FailAt: opts.FailAt,
+		Store: s.store, Disks: s.disks, DataDir: s.dataDir, Host: s.hostName, Log: s.log, FailAt: opts.FailAt,
 		// s.events is set below: read it when an operation fails.
 		OnFailure: func(ctx context.Context, op *store.Op, err error) { s.events.recordOpFailure(ctx, op, err) },
 	})
@@ -253,7 +268,7 @@ func New(opts Options) (*Service, error) {
 	s.doctor = doctor.New(doctor.Config{
 		Store: s.store, Disks: s.disks, Lab: doctorLab{s},
 		DataDir: s.dataDir, FileDirs: []string{layersDir, filesDir}, ArchiveDir: s.life.archiveDir,
-		Log: s.log,
+		Log: s.log, Elsewhere: s.layersElsewhere(), Host: s.hostName,
 	})
 	s.archives = archive.New(archive.Config{
 		Store: s.store, Disks: s.disks, Jobs: s.jobs, Dir: s.life.archiveDir,
@@ -357,7 +372,8 @@ var FaultHook = journal.FaultHook
 // journal, then finishes interrupted deployments. Call it once at start,
 // before serving.
 func (s *Service) Recover(ctx context.Context) error {
-	err := s.journal.Recover(ctx)
+	err := s.recoverMoves(ctx)
+	err = errors.Join(err, s.journal.Recover(ctx))
 	if derr := s.deploys.Recover(ctx); derr != nil {
 		err = errors.Join(err, fmt.Errorf("recover deployments: %w", derr))
 	}

@@ -141,6 +141,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		return nil, err
 	}
 	sizes := make([]int64, len(disks))
+	sums, fileSizes := make([]string, len(disks)), make([]int64, len(disks))
 	for i, src := range disks {
 		if err := s.journal.Step(ctx, op, "convert"); err != nil {
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
@@ -155,6 +156,12 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		}
 		if err := s.disks.SetReadOnly(s.abs(layerPaths[i]), true); err != nil {
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: freeze base: %w", spec.Name, err))
+		}
+		if err := s.journal.Step(ctx, op, "hash"); err != nil {
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		}
+		if sums[i], fileSizes[i], err = s.hashFrozen(ctx, layerPaths[i]); err != nil {
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 	}
 	for _, b := range boot {
@@ -185,8 +192,11 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		}
 		layers := make([]*store.Layer, len(layerPaths))
 		for i, p := range layerPaths {
-			layers[i] = &store.Layer{Path: p, Frozen: true, VirtualSize: sizes[i]}
+			layers[i] = &store.Layer{Path: p, Frozen: true, VirtualSize: sizes[i], SHA256: sums[i], Size: fileSizes[i]}
 			if err := tx.Layers().Create(layers[i]); err != nil {
+				return err
+			}
+			if err := s.recordHeld(tx, layers[i].ID); err != nil {
 				return err
 			}
 			t.LayerIDs = append(t.LayerIDs, layers[i].ID)

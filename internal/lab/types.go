@@ -159,8 +159,11 @@ type ConfigView struct {
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	VMs         []VMView
-	// Host is the host it was last deployed on (store.Config.Host).
+	// Host is its home: the host holding its writable tops, where it
+	// runs when deployed (store.Config.Host).
 	Host string
+	// Placement is set by a deploy asked to explain, or that moved it.
+	Placement *Placement
 }
 
 // VMView is one VM of a configuration.

@@ -389,6 +389,9 @@ type Op struct {
 	RemoveFiles  []string
 	Committed    bool
 	StartedAt    time.Time
+	// Host is the host whose data dir the files are in: only its daemon
+	// recovers the entry ("" for a daemon without a host name).
+	Host string
 }
 
 // Archive is a consolidated, read-only copy of a configuration in the

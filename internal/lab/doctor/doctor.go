@@ -97,6 +97,13 @@ type Config struct {
 	FileDirs   []string // the data dir's directories of store files, relative
 	ArchiveDir string   // absolute
 	Log        *slog.Logger
+	// Elsewhere, when set, names the layers whose files live on other
+	// hosts (by id): they are not looked for here. Nil: every layer's
+	// file is in this data dir (one host, or shared layers).
+	Elsewhere func(tx store.Tx) (map[int64]bool, error)
+	// Host is this daemon's host: the journal entries of other hosts are
+	// theirs to settle.
+	Host string
 }
 
 // Doctor runs one check at a time and remembers the layers that passed.
@@ -266,6 +273,8 @@ type run struct {
 	inFlight map[string]bool // files of journalled operations
 	// snapshots keep their layers as a child or a disk's top would.
 	snapshots []store.Snapshot
+	// elsewhere are the layers whose files live on other hosts.
+	elsewhere map[int64]bool
 	layers    []store.Layer
 	configs   []store.Config
 	networks  []store.Network
@@ -311,6 +320,11 @@ func (d *run) load() error {
 		if d.layers, err = tx.Layers().List(); err != nil {
 			return err
 		}
+		if d.dr.cfg.Elsewhere != nil {
+			if d.elsewhere, err = d.dr.cfg.Elsewhere(tx); err != nil {
+				return err
+			}
+		}
 		if d.configs, err = tx.Configs().List(); err != nil {
 			return err
 		}
@@ -348,7 +362,7 @@ func (dr *Doctor) rel(abs string) string { return journal.Rel(dr.cfg.DataDir, ab
 func (d *run) checkJournal() error {
 	lab := d.dr.cfg.Lab
 	for _, op := range d.ops {
-		if lab.Busy(op.Subject) {
+		if lab.Busy(op.Subject) || op.Host != "" && op.Host != d.dr.cfg.Host {
 			continue
 		}
 		p := d.add(Problem{Kind: ProblemUnfinishedOp, Subject: op.Kind + " " + op.Subject, Repairable: true,

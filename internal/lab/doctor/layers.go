@@ -45,7 +45,7 @@ func (d *run) checkLayers() error {
 	var images []imageJob
 	var present []store.Layer
 	for _, l := range d.layers {
-		if d.inFlight[l.Path] {
+		if d.inFlight[l.Path] || d.elsewhere[l.ID] {
 			continue
 		}
 		d.r.Checked++

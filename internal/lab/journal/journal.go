@@ -50,7 +50,10 @@ type Config struct {
 	Store   store.Store
 	Disks   Freezer
 	DataDir string // relative paths in entries are below it
-	Log     *slog.Logger
+	// Host is this daemon's host: its entries carry it, and it recovers
+	// only its own (and those of no host).
+	Host string
+	Log  *slog.Logger
 	// FailAt, when set, is called before every step; a non-nil error
 	// fails that step (see FaultHook).
 	FailAt func(op, step string) error
@@ -74,7 +77,7 @@ func New(c Config) *Journal {
 // relative to the data dir (or absolute, outside it); created gets the
 // temporary name of each file added.
 func (j *Journal) Begin(ctx context.Context, kind, subject string, created, frozen []string) (*store.Op, error) {
-	op := &store.Op{Kind: kind, Subject: subject, CreatedFiles: withTempPaths(created), FrozenFiles: frozen}
+	op := &store.Op{Kind: kind, Subject: subject, CreatedFiles: withTempPaths(created), FrozenFiles: frozen, Host: j.c.Host}
 	if err := j.c.Store.Update(ctx, func(tx store.Tx) error { return tx.Ops().Create(op) }); err != nil {
 		return nil, fmt.Errorf("%s %q: write journal: %w", kind, subject, err)
 	}
@@ -288,6 +291,9 @@ func (j *Journal) Recover(ctx context.Context) error {
 	var errs []error
 	for i := range ops {
 		op := &ops[i]
+		if !j.Mine(op) {
+			continue // another host's files: its daemon recovers it
+		}
 		if op.Committed {
 			j.c.Log.Info("recover: finishing committed operation", "op", op.Kind, "subject", op.Subject)
 			errs = append(errs, j.Finish(op))
@@ -298,6 +304,9 @@ func (j *Journal) Recover(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Mine reports whether op names files of this host.
+func (j *Journal) Mine(op *store.Op) bool { return op.Host == "" || op.Host == j.c.Host }
 
 // removeFile removes path. A path ending in a separator is a directory the
 // operation made (an archive's): it goes with everything in it.

@@ -7,14 +7,14 @@ import (
 	"stagehand/internal/store"
 )
 
-const opCols = "id, kind, subject, created_files, frozen_files, remove_files, committed, started_at"
+const opCols = "id, kind, subject, created_files, frozen_files, remove_files, committed, started_at, host"
 
 func (d *Dialect) scanOp(s Scanner) (store.Op, error) {
 	var (
 		o       store.Op
 		started int64
 	)
-	if err := s.Scan(&o.ID, &o.Kind, &o.Subject, d.ScanList(&o.CreatedFiles), d.ScanList(&o.FrozenFiles), d.ScanList(&o.RemoveFiles), &o.Committed, &started); err != nil {
+	if err := s.Scan(&o.ID, &o.Kind, &o.Subject, d.ScanList(&o.CreatedFiles), d.ScanList(&o.FrozenFiles), d.ScanList(&o.RemoveFiles), &o.Committed, &started, &o.Host); err != nil {
 		return o, err
 	}
 	o.CreatedFiles, o.FrozenFiles, o.RemoveFiles = orNil(o.CreatedFiles), orNil(o.FrozenFiles), orNil(o.RemoveFiles)
@@ -41,9 +41,9 @@ func (t ops) Create(o *store.Op) error {
 		return fmt.Errorf("%s %q: journal: %w", o.Kind, o.Subject, err)
 	}
 	started := stamp(o.StartedAt)
-	id, err := t.insert(`INSERT INTO ops (kind, subject, created_files, frozen_files, remove_files, committed, started_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		o.Kind, o.Subject, created, frozen, remove, o.Committed, started.UnixNano())
+	id, err := t.insert(`INSERT INTO ops (kind, subject, created_files, frozen_files, remove_files, committed, started_at, host)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		o.Kind, o.Subject, created, frozen, remove, o.Committed, started.UnixNano(), o.Host)
 	if err != nil {
 		return fmt.Errorf("%s %q: journal: %w", o.Kind, o.Subject, err)
 	}
