@@ -112,7 +112,20 @@ func configToWire(c *lab.ConfigView) wire.Config {
 		CreatedAt:   c.CreatedAt,
 		UpdatedAt:   c.UpdatedAt,
 		VMs:         vms,
+		Placement:   placementToWire(c.Placement),
 	}
+}
+
+func placementToWire(p *lab.Placement) *wire.Placement {
+	if p == nil {
+		return nil
+	}
+	out := &wire.Placement{Host: p.Host, Moved: p.Moved, MovedBytes: p.MovedBytes, Verdicts: []wire.Verdict{}}
+	for _, v := range p.Verdicts {
+		out.Verdicts = append(out.Verdicts, wire.Verdict{Host: v.Host, Fits: v.Fits, Why: v.Why, FreeMemoryMiB: v.FreeMemoryMiB,
+			FreeCPUs: v.FreeCPUs, HeldLayers: v.HeldLayers, MissingBytes: v.MissingBytes, Text: v.String()})
+	}
+	return out
 }
 
 func jobToWire(j jobs.Job) wire.Job {
@@ -157,7 +170,6 @@ func leaseToWire(l lab.LeaseView) wire.Lease {
 		DeployExpires:      l.DeployExpires,
 		UndeployAction:     l.UndeployAction,
 		LastUsed:           l.LastUsed,
-		Ladder:             ladderToWire(l.Ladder),
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 type Deployments interface {
 	Deploy(ctx context.Context, name string, opts lab.DeployOptions) (*lab.ConfigView, error)
 	Undeploy(ctx context.Context, name string, saveState bool) (*lab.ConfigView, error)
+	// Move moves an undeployed configuration to another host.
+	Move(ctx context.Context, name, host string) (*lab.ConfigView, error)
 	// VMAction runs lab.VMActionStop, VMActionStart or VMActionReset.
 	VMAction(ctx context.Context, config, vm, action string) (*lab.ConfigView, error)
 	// Consoles are the VM's serial console, screen and keys (console.go).
@@ -42,6 +44,8 @@ func (h deployHandler) register(r *router) {
 	p := wire.APIPrefix
 	r.route("POST "+p+"/configs/{name}/deploy", auth.ConfigDeploy, object("config", "name"), h.deploy)
 	r.route("POST "+p+"/configs/{name}/undeploy", auth.ConfigUndeploy, object("config", "name"), h.undeploy)
+	// A move changes where it will run, as a deploy does, and nothing else.
+	r.route("POST "+p+"/configs/{name}/move", auth.ConfigDeploy, object("config", "name"), h.move)
 	for _, action := range []string{wire.VMStop, wire.VMStart, wire.VMReset} {
 		r.route("POST "+p+"/configs/{name}/vms/{vm}/"+action, auth.ConfigPower, object("config", "name"), h.vmAction(action))
 	}
@@ -60,7 +64,7 @@ func (h deployHandler) deploy(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	opts := lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy}
+	opts := lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy, Host: req.Host, Explain: req.Explain}
 	if req.DeployLease != "" {
 		d, err := lab.ParseLease(req.DeployLease)
 		if err != nil {
@@ -69,6 +73,19 @@ func (h deployHandler) deploy(w http.ResponseWriter, r *http.Request) error {
 		opts.DeployLease = &d
 	}
 	c, err := h.lab.Deploy(r.Context(), r.PathValue("name"), opts)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, configToWire(c))
+}
+
+// move answers 200 with the configuration once its new home holds it.
+func (h deployHandler) move(w http.ResponseWriter, r *http.Request) error {
+	var req wire.MoveRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	c, err := h.lab.Move(r.Context(), r.PathValue("name"), req.Host)
 	if err != nil {
 		return err
 	}

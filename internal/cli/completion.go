@@ -114,11 +114,6 @@ var argCompletions = map[string][]argKind{
 	"archive show":    {archiveName},
 	"archive delete":  {archiveName},
 
-	"snapshot create": {configName, newName},
-	"snapshot list":   {configName},
-	"snapshot revert": {configName},
-	"snapshot delete": {configName},
-
 	"disk chain":       {configName, vmName},
 	"disk consolidate": {configName, vmName},
 

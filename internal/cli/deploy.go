@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"fmt"
+	"io"
+
 	"github.com/spf13/cobra"
 
 	"stagehand/internal/api/wire"
@@ -11,9 +14,11 @@ func (a configCmds) deploy() *cobra.Command {
 		fenced      bool
 		policy      string
 		deployLease string
+		host        string
+		explain     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "deploy NAME [--fenced] [--fence-policy block|out|in-out]",
+		Use:   "deploy NAME [--fenced] [--fence-policy block|out|in-out] [--host H] [--explain]",
 		Short: "Start a configuration's VMs, on their networks or behind a fence",
 		Long: `Start one VM per VM of the configuration, and show it once they run.
 
@@ -25,21 +30,72 @@ fenced, or give the configuration its own addresses with config change-ips.
                          each NIC reached through a new external address
   --fence-policy block   nothing crosses the fence
   --fence-policy out     the VMs reach outside; nothing outside reaches in
-  --fence-policy in-out  both ways, through the external addresses (default)`,
+  --fence-policy in-out  both ways, through the external addresses (default)
+
+With several hosts the configuration runs on the host that fits it (free
+memory and vCPUs) and already holds most of its disks' frozen layers, then
+the one with most free memory; when that is not its home host it moves there
+first (its tops and only the frozen layers that host lacks).
+
+  --host H   consider only host H
+  --explain  print every host's verdict (always printed when none fits)`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			// The daemon judges the policy (fence.ParsePolicy): the flag
 			// is sent as typed, and an unset one means its default.
-			c, err := a.client.Configs().Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease})
+			c, err := a.client.Configs().Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease, Host: host, Explain: explain})
+			if err != nil {
+				return err
+			}
+			if c.Placement != nil && a.output != "json" {
+				printPlacement(a.stdout, c.Placement)
+			}
+			return a.printConfig(c)
+		}),
+	}
+	cmd.Flags().StringVar(&host, "host", "", "deploy on this host only")
+	cmd.Flags().BoolVar(&explain, "explain", false, "print every host's verdict")
+	cmd.Flags().BoolVar(&fenced, "fenced", false, "run the VMs behind a fence")
+	cmd.Flags().StringVar(&policy, "fence-policy", "", "with --fenced: block, out or in-out (default in-out)")
+	cmd.Flags().StringVar(&deployLease, "deploy-lease", "", "undeploy after this long: "+leaseHelp+" (default: the configuration's setting)")
+	return cmd
+}
+
+// printPlacement prints where a deploy went and each host's verdict.
+func printPlacement(w io.Writer, p *wire.Placement) {
+	for _, v := range p.Verdicts {
+		fmt.Fprintln(w, v.Text)
+	}
+	if p.Moved {
+		fmt.Fprintf(w, "placed on %s (moved there: %d bytes pulled)\n", p.Host, p.MovedBytes)
+	} else {
+		fmt.Fprintf(w, "placed on %s\n", p.Host)
+	}
+}
+
+func (a configCmds) move() *cobra.Command {
+	var host string
+	cmd := &cobra.Command{
+		Use:   "move NAME --host H",
+		Short: "Move an undeployed configuration to another host",
+		Long: `Make host H the configuration's home: H pulls its writable tops from the
+current home and the frozen layers of its chains that it lacks (by content
+hash, from any host holding them), then the old home deletes its copies of
+the tops. A deployed configuration does not move: undeploy it first, or
+drain its host (host drain), which saves and resumes what runs.`,
+		Args: exactArgs("NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if host == "" {
+				return usagef("--host is required")
+			}
+			c, err := a.client.Configs().Move(cmd.Context(), args[0], wire.MoveRequest{Host: host})
 			if err != nil {
 				return err
 			}
 			return a.printConfig(c)
 		}),
 	}
-	cmd.Flags().BoolVar(&fenced, "fenced", false, "run the VMs behind a fence")
-	cmd.Flags().StringVar(&policy, "fence-policy", "", "with --fenced: block, out or in-out (default in-out)")
-	cmd.Flags().StringVar(&deployLease, "deploy-lease", "", "undeploy after this long: "+leaseHelp+" (default: the configuration's setting)")
+	cmd.Flags().StringVar(&host, "host", "", "the host to move it to")
 	return cmd
 }
 

@@ -37,6 +37,12 @@ func (c Configs) Deploy(ctx context.Context, name string, req wire.DeployRequest
 	return call[wire.Config](ctx, c.t, http.MethodPost, path("configs", name, "deploy"), nil, req)
 }
 
+// Move makes another host an undeployed configuration's home (its tops
+// and the frozen layers that host lacks move there).
+func (c Configs) Move(ctx context.Context, name string, req wire.MoveRequest) (*wire.Config, error) {
+	return call[wire.Config](ctx, c.t, http.MethodPost, path("configs", name, "move"), nil, req)
+}
+
 // Undeploy stops a configuration's VMs: powered off, or with
 // req.SaveState suspended to state files that the next Deploy resumes.
 func (c Configs) Undeploy(ctx context.Context, name string, req wire.UndeployRequest) (*wire.Config, error) {

@@ -166,6 +166,39 @@ type DeployRequest struct {
 	// DeployLease is this deployment's lease (see Lease); it also becomes
 	// the configuration's setting. "" keeps the setting.
 	DeployLease string `json:"deploy_lease,omitempty"`
+	// Host, when set, is the only host placement considers; Explain asks
+	// for every host's verdict in the answer's Placement.
+	Host    string `json:"host,omitempty"`
+	Explain bool   `json:"explain,omitempty"`
+}
+
+// MoveRequest is the body of POST /configs/{name}/move: the undeployed
+// configuration's tops (and the frozen layers Host lacks) move to Host,
+// which becomes its home. The answer is 200 with the Config.
+type MoveRequest struct {
+	Host string `json:"host"`
+}
+
+// Placement is where a deploy placed a configuration and why.
+type Placement struct {
+	Host string `json:"host"`
+	// Moved: it moved there from its home first, pulling MovedBytes.
+	Moved      bool      `json:"moved"`
+	MovedBytes int64     `json:"moved_bytes"`
+	Verdicts   []Verdict `json:"verdicts"`
+}
+
+// Verdict is placement's finding about one host, best first; Text is
+// the verdict on one line, as `config deploy --explain` prints it.
+type Verdict struct {
+	Host          string `json:"host"`
+	Fits          bool   `json:"fits"`
+	Why           string `json:"why,omitempty"`
+	FreeMemoryMiB int    `json:"free_memory_mib"`
+	FreeCPUs      int    `json:"free_cpus"`
+	HeldLayers    int    `json:"held_layers"`
+	MissingBytes  int64  `json:"missing_bytes"`
+	Text          string `json:"text"`
 }
 
 // UndeployRequest is the body of POST /configs/{name}/undeploy; an empty
@@ -212,10 +245,13 @@ type Config struct {
 	Fenced      bool      `json:"fenced"`
 	FencePolicy string    `json:"fence_policy"`
 	LastError   string    `json:"last_error"`
-	Host        string    `json:"host"` // the host it was last deployed on; "" never deployed
+	Host        string    `json:"host"` // its home: the host holding its tops, where it runs
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	VMs         []VM      `json:"vms"`
+	// Placement is set in a deploy's answer when asked to explain, or
+	// when the configuration moved to be deployed.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // VM is one machine of a configuration.
