@@ -165,7 +165,22 @@ func (f *forwarder) home(r *http.Request, ri RouteInfo) (string, error) {
 	if by, ok := forwardedBy(r.Context()); ok {
 		return "", errdefs.Unavailable("configuration %q lives on host %q, not here (host %q forwarded this request here; it moved meanwhile?): retry", name, home, by)
 	}
+	if storeReads[ri.Pattern] {
+		// What the store alone answers stays answerable while the home
+		// host is down: `config show` then says so (state "host
+		// offline") rather than failing.
+		if _, lastSeen, err := f.link.Homes.Peer(r.Context(), home); err == nil && offline(lastSeen) {
+			return "", nil
+		}
+	}
 	return home, nil
+}
+
+// storeReads are the configuration routes answered from the shared store
+// alone: served here when the home host is offline.
+var storeReads = map[string]bool{
+	"GET " + wire.APIPrefix + "/configs/{name}":        true,
+	"GET " + wire.APIPrefix + "/configs/{name}/shares": true,
 }
 
 // forward proxies r to host (what is the object, for messages).

@@ -263,4 +263,8 @@ func TestForwardToOfflineHostIs503(t *testing.T) {
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, `host \"h1\" is offline`) || !strings.Contains(body, seen.UTC().Format(time.RFC3339)) {
 		t.Fatalf("deploy with h1 offline: %d %s, want 503 naming h1 and %s", status, body, seen.UTC().Format(time.RFC3339))
 	}
+	// What the store alone answers is still answered, by h2.
+	if status, hdr, body := hostSend(t, th.srv2, "GET", "/api/v1/configs/web", "", admin...); status != http.StatusOK || hdr.Get(api.HostHeader) != "h2" {
+		t.Fatalf("config show with h1 offline: %d %s (host %q), want 200 from h2", status, body, hdr.Get(api.HostHeader))
+	}
 }
