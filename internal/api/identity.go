@@ -101,6 +101,9 @@ func (h directoryHandler) register(r *router) {
 	dir("DELETE "+p+"/workspaces/{org}/{name}", auth.OrgAdmin, "workspace", "name", workspaces.deleteWorkspace)
 	dir("POST "+p+"/workspaces/{org}/{name}/members", auth.WorkspaceAdmin, "workspace", "name", workspaces.addMember)
 	dir("DELETE "+p+"/workspaces/{org}/{name}/members/{user}", auth.WorkspaceAdmin, "workspace", "name", workspaces.removeMember)
+	// A workspace's lease policy is one of its settings (lease_policy.go).
+	dir("GET "+p+"/workspaces/{org}/{name}/lease-policy", auth.WorkspaceAdmin, "workspace", "name", workspaces.getLeasePolicy)
+	dir("PUT "+p+"/workspaces/{org}/{name}/lease-policy", auth.WorkspaceAdmin, "workspace", "name", workspaces.setLeasePolicy)
 	// A workspace's quota is its organization's admins'; a user's the
 	// system administrator's (see setQuota).
 	dir("PUT "+p+"/quotas", auth.OrgAdmin, "workspace", "", workspaces.setQuota)

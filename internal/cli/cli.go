@@ -256,6 +256,7 @@ trusted on first use: its fingerprint is pinned in
 		serverCmds{a}.cleanup(),
 		eventCmds{a}.command(),
 		hostCmds{a}.command(),
+		snapshotCmds{a}.command(),
 		userCmds{a}.command(), orgCmds{a}.command(), workspaceCmds{a}.command(), groupCmds{a}.command(), tokenCmds{a}.command(), sessionCmds{a}.auth(),
 		sessionCmds{a}.login(), sessionCmds{a}.logout(),
 		completer{a}.command(),

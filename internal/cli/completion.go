@@ -114,6 +114,11 @@ var argCompletions = map[string][]argKind{
 	"archive show":    {archiveName},
 	"archive delete":  {archiveName},
 
+	"snapshot create": {configName, newName},
+	"snapshot list":   {configName},
+	"snapshot revert": {configName},
+	"snapshot delete": {configName},
+
 	"disk chain":       {configName, vmName},
 	"disk consolidate": {configName, vmName},
 
@@ -142,12 +147,14 @@ var argCompletions = map[string][]argKind{
 	"org add-admin":    {orgName, userName},
 	"org remove-admin": {orgName, userName},
 
-	"workspace show":          {workspaceName},
-	"workspace delete":        {workspaceName},
-	"workspace add-member":    {workspaceName, userName},
-	"workspace remove-member": {workspaceName, userName},
-	"workspace set-quota":     {workspaceName},
-	"workspace create":        {newName},
+	"workspace show":              {workspaceName},
+	"workspace delete":            {workspaceName},
+	"workspace add-member":        {workspaceName, userName},
+	"workspace remove-member":     {workspaceName, userName},
+	"workspace set-quota":         {workspaceName},
+	"workspace lease-policy show": {workspaceName},
+	"workspace lease-policy set":  {workspaceName},
+	"workspace create":            {newName},
 
 	"group delete":        {groupName},
 	"group add-member":    {groupName, userName},

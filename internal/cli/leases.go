@@ -89,5 +89,10 @@ func printLease(w io.Writer, c *wire.Config) {
 	if c.Lease.UndeployAction == wire.UndeployDiscard {
 		onExpiry = "discard-state"
 	}
+	if c.Lease.Ladder != nil {
+		row(w, "Deploy lease:", deploy+" (then the lease ladder)")
+		row(w, "Lease ladder:", ladderText(c.Lease.Ladder))
+		return
+	}
 	row(w, "Deploy lease:", deploy+" (then "+onExpiry+")")
 }

@@ -114,6 +114,7 @@ func (a workspaceCmds) command() *cobra.Command {
 			return a.client.Workspaces().RemoveMember(ctx, of, user)
 		}, "%s is no longer a member of %s."),
 		a.setQuota(),
+		a.leasePolicy(),
 	)
 }
 

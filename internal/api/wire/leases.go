@@ -24,6 +24,9 @@ type Lease struct {
 	// LastUsed is the creation, or the last deploy, undeploy, checkout,
 	// restore or export since: what idle is measured from.
 	LastUsed time.Time `json:"last_used,omitzero"`
+	// Ladder is the configuration's graduated lease, in a configuration
+	// shown alone.
+	Ladder *LeaseLadder `json:"ladder,omitempty"`
 }
 
 // Undeploy actions of a deployment lease.
