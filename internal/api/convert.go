@@ -170,6 +170,7 @@ func leaseToWire(l lab.LeaseView) wire.Lease {
 		DeployExpires:      l.DeployExpires,
 		UndeployAction:     l.UndeployAction,
 		LastUsed:           l.LastUsed,
+		Ladder:             ladderToWire(l.Ladder),
 	}
 }
 

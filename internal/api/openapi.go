@@ -202,6 +202,8 @@ var opDocs = func() map[string]opDoc {
 		"DELETE " + p + "/workspaces/{org}/{name}":                {summary: "Delete a workspace", ok: []okResponse{noContentOK}},
 		"POST " + p + "/workspaces/{org}/{name}/members":          {summary: "Add a member to a workspace", request: wire.MemberRequest{}, ok: []okResponse{noContentOK}},
 		"DELETE " + p + "/workspaces/{org}/{name}/members/{user}": {summary: "Remove a member from a workspace", ok: []okResponse{noContentOK}},
+		"GET " + p + "/workspaces/{org}/{name}/lease-policy":      {summary: "Show a workspace's graduated lease policy", ok: []okResponse{ok(wire.LeasePolicy{})}},
+		"PUT " + p + "/workspaces/{org}/{name}/lease-policy":      {summary: "Set (or with no ladder and no webhook, remove) a workspace's graduated lease policy", request: wire.LeasePolicyRequest{}, ok: []okResponse{ok(wire.LeasePolicy{})}},
 		"PUT " + p + "/quotas":                                    {summary: "Set a user's or a workspace's quota", request: wire.QuotaRequest{}, ok: []okResponse{ok(wire.QuotaLimits{})}},
 		"POST " + p + "/tokens":                                   {summary: "Make an API token (shown once)", request: wire.TokenRequest{}, ok: []okResponse{created(wire.NewToken{})}},
 		"GET " + p + "/tokens":                                    {summary: "List tokens", query: []queryParam{{name: "user", typ: "string", desc: "Another user's (a system administrator)"}}, ok: []okResponse{ok([]wire.Token{})}},
