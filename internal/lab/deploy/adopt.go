@@ -9,8 +9,8 @@ import (
 	"stagehand/internal/store"
 )
 
-// Recover re-adopts, after a daemon restart, every VM the store
-// says is running: through its pidfile and QMP socket, without touching the
+// Recover re-adopts, after a daemon restart, every VM of this host the
+// store says is running: through its pidfile and QMP socket, without touching the
 // guest. It starts the DHCP servers of the networks in use again. A VM
 // whose QEMU is gone is marked failed and reported, not hidden. A deploy or
 // undeploy that the restart interrupted is finished towards undeployed.
@@ -29,6 +29,12 @@ func (d *Deployments) Recover(ctx context.Context) error {
 	var errs []error
 	for _, c := range configs {
 		if c.State == store.StateUndeployed {
+			continue
+		}
+		if c.Host != "" && d.hostName != "" && c.Host != d.hostName {
+			// Another host's: its QEMU runs there (or that host is down,
+			// and its own daemon finds out when it returns). Marking it
+			// lost from here would fail a configuration that runs fine.
 			continue
 		}
 		if err := d.recoverConfig(ctx, c.Name); err != nil {
