@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +20,9 @@ type serveFlags struct {
 	defaultStorage string
 	defaultDeploy  string
 	grace          string
+	ladder         string
+	webhook        string
+	webhookSecret  string // a file
 }
 
 // serveCommand is `stagehand serve`: its flags become a daemon.Config, and
@@ -93,6 +98,10 @@ rolled back).`,
 	f.StringVar(&cfg.Leases.Cleanup, "cleanup-policy", cfg.Leases.Cleanup, "what happens when a storage lease runs out: notify (mark and report) or delete (after the grace period)")
 	f.StringVar(&fl.grace, "cleanup-grace", "7d", "with --cleanup-policy delete: how long an expired object is kept")
 	f.DurationVar(&cfg.Leases.ReapInterval, "reap-interval", cfg.Leases.ReapInterval, "how often leases are enforced")
+	f.StringVar(&fl.ladder, "lease-ladder", "none", "graduated lease policy of workspaces without their own, steps after a deployment lease runs out: warn=X (before),suspend,undeploy=X,archive=X,delete=X (after), e.g. warn=1h,suspend,undeploy=1d,archive=7d,delete=30d; none: undeploy at expiry")
+	f.StringVar(&fl.webhook, "lease-webhook", "", "http(s) URL each lease ladder step is posted to, for workspaces without their own webhook")
+	f.StringVar(&fl.webhookSecret, "lease-webhook-secret-file", "", "file holding the secret that signs --lease-webhook's posts (HMAC-SHA256)")
+	f.BoolVar(&cfg.Leases.WebhookAllowLoopback, "lease-webhook-allow-loopback", false, "let lease webhooks reach loopback addresses (this host's own services; refused by default)")
 	return cmd
 }
 
@@ -108,6 +117,23 @@ func (fl serveFlags) leases(p *lab.LeasePolicy) error {
 	}
 	if p.Grace, err = lab.ParseLease(fl.grace); err != nil {
 		return fmt.Errorf("--cleanup-grace %q is not a positive duration (7d, 12h)", fl.grace)
+	}
+	if p.Ladder, err = lab.ParseLadder(fl.ladder); err != nil {
+		return fmt.Errorf("--lease-ladder: %v", err)
+	}
+	p.Ladder.Webhook.URL = fl.webhook
+	if fl.webhookSecret != "" {
+		if fl.webhook == "" {
+			return fmt.Errorf("--lease-webhook-secret-file needs --lease-webhook")
+		}
+		b, err := os.ReadFile(fl.webhookSecret)
+		if err != nil {
+			return fmt.Errorf("--lease-webhook-secret-file: %v", err)
+		}
+		p.Ladder.Webhook.Secret = strings.TrimRight(string(b), "\r\n")
+	}
+	if err := p.Ladder.Check(); err != nil {
+		return fmt.Errorf("--lease-ladder, --lease-webhook: %v", err)
 	}
 	return nil
 }

@@ -94,6 +94,10 @@ func (s Archives) Dir() string { return s.life.archiveDir }
 // LeasePolicy returns the lease defaults and cleanup policy in force.
 func (s Leases) Policy() LeasePolicy { return s.life.policy }
 
+// ParseLadder reads a graduated lease policy's steps
+// ("warn=1h,suspend,undeploy=1d,archive=7d,delete=30d", or "none").
+func ParseLadder(s string) (Ladder, error) { return lease.ParseLadder(s) }
+
 // ParseLease reads a lease length: "never" (0), a number of days ("30d"),
 // weeks ("2w"), or a Go duration ("8h", "90m", "1h30m").
 func ParseLease(s string) (time.Duration, error) { return lease.Parse(s) }

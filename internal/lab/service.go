@@ -65,7 +65,8 @@ type Options struct {
 	// Leases are the lease defaults and the reaper's policy.
 	Leases LeasePolicy
 	// Webhooks posts the lease ladders' steps to their webhooks (default:
-	// a webhook.Sender that refuses loopback addresses).
+	// a webhook.Sender, reaching loopback addresses only with
+	// Leases.WebhookAllowLoopback).
 	Webhooks lease.Notifier
 	// ImportDirs are the directories (serve --import-dir) under which the
 	// system administrator, on the unix socket, may name files on the
@@ -260,7 +261,7 @@ func New(opts Options) (*Service, error) {
 	s.leases = s.life.book
 	s.life.reaper = lease.NewReaper(reaperLab{s}, s.life.policy, s.now, s.log)
 	if opts.Webhooks == nil {
-		opts.Webhooks = webhook.New(webhook.Options{}, s.log)
+		opts.Webhooks = webhook.New(webhook.Options{AllowLoopback: s.life.policy.WebhookAllowLoopback}, s.log)
 	}
 	s.life.reaper.SetNotifier(opts.Webhooks)
 	s.eventLog = events.New(s.store, s.life.now, s.log)

@@ -56,6 +56,10 @@ type Policy struct {
 	// workspaces without their own, and the webhook of those without
 	// their own (zero: the one-step rule, no webhook).
 	Ladder Ladder
+	// WebhookAllowLoopback lets the ladders' webhooks reach loopback
+	// addresses (serve --lease-webhook-allow-loopback; see package
+	// webhook).
+	WebhookAllowLoopback bool
 }
 
 // WithDefaults checks p and returns it with the defaults filled in.
