@@ -129,7 +129,8 @@ type Configs interface {
 	Update(c *Config) error
 	// Delete deletes the configuration with its VMs, disks and NICs.
 	Delete(id int64) error
-	// UpdateVM writes the VM's own fields (state, CPUs, memory, host).
+	// UpdateVM writes the VM's own fields (state, CPUs, memory, host,
+	// instance-id, hostname).
 	UpdateVM(v *VM) error
 	// SetDiskTop points a disk at a new top layer.
 	SetDiskTop(diskID, layerID int64) error
@@ -208,9 +209,13 @@ type Template struct {
 	LayerIDs []int64
 	// Boot: empty Kernel means BIOS boot from the first disk; otherwise
 	// direct kernel boot with these files (paths inside the data dir).
-	Kernel    string
-	Initrd    string
-	Cmdline   string
+	Kernel  string
+	Initrd  string
+	Cmdline string
+	// UserData is the cloud-init user-data put in its VMs' seeds (nil is
+	// none); NoSeed opts its VMs out of a seed altogether.
+	UserData  []byte
+	NoSeed    bool
 	CreatedAt time.Time
 	// WorkspaceID and OwnerID place the object (see identity.go): 0 is
 	// none (an object made before workspaces existed, or the system's).
@@ -336,9 +341,15 @@ type VM struct {
 	State      string
 	// Host is the host the VM runs on in a spread deployment; "" is the
 	// configuration's own host.
-	Host  string
-	Disks []Disk
-	NICs  []NIC
+	Host string
+	// InstanceID is the cloud-init instance-id of the VM's seed: made when
+	// the VM is, new for every copy (clone, checkout, restore), never
+	// copied; UpdateVM writes it.
+	InstanceID string
+	// Hostname is the VM's host name as set; "" is the default (VM-CONFIG).
+	Hostname string
+	Disks    []Disk
+	NICs     []NIC
 }
 
 // Disk is one virtual disk of a VM; its content is the chain from TopLayerID

@@ -26,7 +26,7 @@ func scanConfig(s Scanner) (store.Config, error) {
 // same WHERE clause (on v) can select the VMs of one configuration and
 // their disks and NICs.
 const (
-	vmCols   = "v.id, v.config_id, v.name, v.template_id, v.cpus, v.memory_mib, v.state, v.host"
+	vmCols   = "v.id, v.config_id, v.name, v.template_id, v.cpus, v.memory_mib, v.state, v.host, v.instance_id, v.hostname"
 	diskCols = "d.id, d.vm_id, d.idx, d.top_layer_id"
 	nicCols  = "n.id, n.vm_id, n.idx, n.network_id, n.mac, n.ip_mode, n.ip, n.allocation_id, n.external_allocation_id"
 )
@@ -36,7 +36,7 @@ func scanVM(s Scanner) (store.VM, error) {
 		v          store.VM
 		templateID sql.NullInt64
 	)
-	err := s.Scan(&v.ID, &v.ConfigID, &v.Name, &templateID, &v.CPUs, &v.MemoryMiB, &v.State, &v.Host)
+	err := s.Scan(&v.ID, &v.ConfigID, &v.Name, &templateID, &v.CPUs, &v.MemoryMiB, &v.State, &v.Host, &v.InstanceID, &v.Hostname)
 	v.TemplateID = templateID.Int64
 	return v, err
 }
@@ -102,8 +102,8 @@ func (t configs) Create(c *store.Config) error {
 
 func createVM(t *db, c *store.Config, v *store.VM) error {
 	v.ConfigID = c.ID
-	id, err := t.insert(`INSERT INTO vms (config_id, name, template_id, cpus, memory_mib, state, host) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		v.ConfigID, v.Name, nullID(v.TemplateID), v.CPUs, v.MemoryMiB, v.State, v.Host)
+	id, err := t.insert(`INSERT INTO vms (config_id, name, template_id, cpus, memory_mib, state, host, instance_id, hostname) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.ConfigID, v.Name, nullID(v.TemplateID), v.CPUs, v.MemoryMiB, v.State, v.Host, v.InstanceID, v.Hostname)
 	switch {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("configuration %q: VM %q: already exists", c.Name, v.Name)
@@ -284,8 +284,8 @@ func (t configs) Delete(id int64) error {
 }
 
 func (t configs) UpdateVM(v *store.VM) error {
-	found, err := t.changeOne("UPDATE vms SET state = ?, cpus = ?, memory_mib = ?, host = ? WHERE id = ?",
-		v.State, v.CPUs, v.MemoryMiB, v.Host, v.ID)
+	found, err := t.changeOne("UPDATE vms SET state = ?, cpus = ?, memory_mib = ?, host = ?, instance_id = ?, hostname = ? WHERE id = ?",
+		v.State, v.CPUs, v.MemoryMiB, v.Host, v.InstanceID, v.Hostname, v.ID)
 	switch {
 	case err != nil:
 		return fmt.Errorf("update VM %q: %w", v.Name, err)

@@ -8,7 +8,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id"
+const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id, user_data, no_seed"
 
 func (d *Dialect) scanTemplate(s Scanner) (store.Template, error) {
 	var (
@@ -16,11 +16,14 @@ func (d *Dialect) scanTemplate(s Scanner) (store.Template, error) {
 		created int64
 		ws, own sql.NullInt64
 	)
-	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, d.ScanList(&t.LayerIDs), &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own); err != nil {
+	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, d.ScanList(&t.LayerIDs), &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own, &t.UserData, &t.NoSeed); err != nil {
 		return t, err
 	}
 	t.WorkspaceID, t.OwnerID = ws.Int64, own.Int64
 	t.LayerIDs, t.CreatedAt = orNil(t.LayerIDs), fromNanos(created)
+	if len(t.UserData) == 0 {
+		t.UserData = nil // none, whichever way the driver reads an empty BLOB
+	}
 	return t, nil
 }
 
@@ -30,9 +33,9 @@ func (t templates) Create(tm *store.Template) error {
 		return err
 	}
 	created := stamp(tm.CreatedAt)
-	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano(), nullID(tm.WorkspaceID), nullID(tm.OwnerID))
+	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id, user_data, no_seed)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano(), nullID(tm.WorkspaceID), nullID(tm.OwnerID), orEmpty(tm.UserData), tm.NoSeed)
 	switch {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("template %q: already exists", tm.Name)
@@ -84,4 +87,13 @@ func (t templates) Delete(id int64) error {
 		return errdefs.NotFound("template %d not found", id)
 	}
 	return nil
+}
+
+// orEmpty turns nil into an empty slice: the column is NOT NULL, and a nil
+// []byte is written as NULL.
+func orEmpty(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }

@@ -131,6 +131,8 @@ func baseCases() []suiteCase {
 			covers: []string{"Configs.Create", "Configs.Get", "Configs.GetByID", "Configs.List"}},
 		{name: "ConfigUpdates", fn: testConfigUpdates,
 			covers: []string{"Configs.Update", "Configs.UpdateVM", "Configs.SetDiskTop", "Configs.UpdateNIC"}},
+		{name: "GuestIdentity", fn: testGuestIdentity,
+			covers: []string{"Templates.Create", "Templates.Get", "Templates.GetByID", "Configs.Create", "Configs.Get", "Configs.GetByID", "Configs.UpdateVM"}},
 		{name: "ConfigDeleteCascades", fn: testConfigDeleteCascades,
 			covers: []string{"Configs.Delete"}},
 		{name: "Ops", fn: testOps,
