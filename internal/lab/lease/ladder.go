@@ -289,6 +289,7 @@ func planLadder(now time.Time, it Leased) (ReapAction, bool) {
 		a.Save = it.State == store.StateDeployed
 		return a, deployed
 	case StepUndeploy:
+		a.Running = deployed
 		return a, deployed || it.State == store.StateUndeployed
 	default: // archive, delete: of what the ladder undeployed
 		return a, it.State == store.StateUndeployed

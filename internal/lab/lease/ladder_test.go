@@ -84,7 +84,8 @@ func TestPlanLadder(t *testing.T) {
 		{"cancelled after suspend", ladder, und, store.Lease{LadderStep: "suspend"}, ""},
 		{"undeployed by hand after warn", ladder, und, store.Lease{LadderStep: "warn", LadderExpires: now.Add(-time.Hour)}, ""},
 		{"deploying", ladder, store.StateDeploying, store.Lease{DeployExpires: now.Add(-time.Hour), LadderStep: "warn", LadderExpires: now.Add(-time.Hour)}, ""},
-		{"no suspend: undeploy a running one", noSuspend, dep, store.Lease{DeployExpires: now.Add(-time.Hour)}, "lease-undeploy"},
+		{"suspend's claim lost: undeploy still running", ladder, dep, store.Lease{DeployExpires: now.Add(-24 * time.Hour), LadderStep: "suspend", LadderExpires: now.Add(-24 * time.Hour)}, "lease-undeploy running"},
+		{"no suspend: undeploy a running one", noSuspend, dep, store.Lease{DeployExpires: now.Add(-time.Hour)}, "lease-undeploy running"},
 		{"no suspend: delete after", noSuspend, und, store.Lease{LadderStep: "undeploy", LadderExpires: now.Add(-2 * time.Hour)}, "lease-delete"},
 		{"safety net kept", ladder, und, store.Lease{DeployExpires: now.Add(time.Hour)}, "clear-deploy-lease"},
 	} {
@@ -95,6 +96,9 @@ func TestPlanLadder(t *testing.T) {
 				s := a.Action
 				if a.Save {
 					s += " save"
+				}
+				if a.Running {
+					s += " running"
 				}
 				got = append(got, s)
 			}

@@ -28,6 +28,9 @@ type ReapAction struct {
 	// from.
 	Step, From, Policy string
 	Expires            time.Time
+	// Running: the configuration is still deployed (or failed), so the
+	// undeploy step undeploys it rather than discard a saved state.
+	Running bool
 }
 
 // Leased is what the reaper decides on: one object with its lease.

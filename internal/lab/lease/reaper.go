@@ -173,7 +173,7 @@ func (r *Reaper) step(ctx context.Context, now time.Time, a ReapAction) error {
 	var before, after Leased
 	claimed, err := r.lab.ClaimStep(ctx, a.Name, func(it Leased) (store.Lease, bool) {
 		b, ok := planLadder(now, it)
-		if !ok || b.Step != a.Step || b.From != a.From || !b.Expires.Equal(a.Expires) {
+		if !ok || b.Step != a.Step || b.From != a.From || !b.Expires.Equal(a.Expires) || b.Running != a.Running {
 			return store.Lease{}, false // extended, undeployed or taken meanwhile
 		}
 		before, after = it, it
@@ -232,8 +232,8 @@ func (r *Reaper) takeStep(ctx context.Context, a ReapAction) error {
 	case StepSuspend:
 		return r.lab.Undeploy(ctx, a.Name, a.Save)
 	case StepUndeploy:
-		if a.From == "" || a.From == StepWarn {
-			return r.lab.Undeploy(ctx, a.Name, false) // no suspend: still deployed
+		if a.Running { // no suspend in the ladder, or its claim was lost
+			return r.lab.Undeploy(ctx, a.Name, false)
 		}
 		return r.lab.DiscardState(ctx, a.Name)
 	case StepArchive:
