@@ -618,11 +618,21 @@ func (s Snapshots) revertUndeployed(ctx context.Context, config, name string) er
 		if err != nil {
 			return err
 		}
-		// A saved state belongs to the discarded tops.
-		if !snap.WithState {
-			for _, v := range c.VMs {
-				if s.deploys.HasSavedState(v.ID) {
-					removed = append(removed, deploy.StateFile(v.ID))
+		// A saved state belongs to the discarded tops: the VMs resume the
+		// snapshot's state, or boot.
+		for i := range c.VMs {
+			v := &c.VMs[i]
+			if !snap.WithState && s.deploys.HasSavedState(v.ID) {
+				removed = append(removed, deploy.StateFile(v.ID))
+			}
+			want := store.StateUndeployed
+			if snap.WithState {
+				want = deploy.VMStateSaved
+			}
+			if v.State != want {
+				v.State = want
+				if err := tx.Configs().UpdateVM(v); err != nil {
+					return err
 				}
 			}
 		}
