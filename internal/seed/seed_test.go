@@ -291,3 +291,25 @@ func TestBuildCanceled(t *testing.T) {
 		t.Fatalf("canceled Build left %s", path)
 	}
 }
+
+func TestDefaultHostname(t *testing.T) {
+	for _, c := range []struct{ vm, config, want string }{
+		{"web", "shop", "web-shop"},
+		{"DB_1", "Team.Lab", "db-1-team-lab"},
+		{"-a", "b-", "a-b"},
+		{"x", strings.Repeat("y", 70), "x-" + strings.Repeat("y", 61)},
+		{"a", strings.Repeat("-", 61) + "zz", "a"},
+		{"_", "_", "vm"},
+	} {
+		got := DefaultHostname(c.vm, c.config)
+		if got != c.want {
+			t.Errorf("DefaultHostname(%q, %q) = %q, want %q", c.vm, c.config, got, c.want)
+		}
+		if err := CheckHostname(got); err != nil {
+			t.Errorf("DefaultHostname(%q, %q) = %q: %v", c.vm, c.config, got, err)
+		}
+	}
+	if got := Hostname("set.example", "a", "b"); got != "set.example" {
+		t.Errorf("Hostname with a set name = %q", got)
+	}
+}
