@@ -67,7 +67,13 @@ type Spec struct {
 	// Disks are absolute paths of qcow2 top layers, attached as virtio-blk
 	// in order. Without a Kernel, the firmware boots the first one.
 	Disks []string
-	NICs  []NIC
+	// ReadOnlyDrives are absolute paths of raw images (a cloud-init seed)
+	// attached read-only as virtio-blk after Disks, so a guest that reads
+	// its first disk (/dev/vda) still finds Disks[0] there. Their drives
+	// are named roN, never driveN: snapshots and backing switches address
+	// the VM's own disks by that name alone.
+	ReadOnlyDrives []string
+	NICs           []NIC
 
 	// Direct kernel boot, when Kernel is set.
 	Kernel  string
@@ -145,7 +151,7 @@ func (s Spec) Validate() error {
 			return bad("socket path %s is longer than %d bytes; use a shorter run directory", p, unixPathMax-1)
 		}
 	}
-	for _, d := range s.Disks {
+	for _, d := range append(append([]string(nil), s.Disks...), s.ReadOnlyDrives...) {
 		if !filepath.IsAbs(d) {
 			return bad("disk %q is not an absolute path", d)
 		}
@@ -224,6 +230,11 @@ func (s Spec) Args() []string {
 			"-drive", fmt.Sprintf("if=none,id=drive%d,node-name=%s,file.node-name=%s,format=qcow2,discard=unmap,file=%s",
 				i, topNodeName(i), topFileNodeName(i), escapeOpt(d)),
 			"-device", dev)
+	}
+	for i, d := range s.ReadOnlyDrives {
+		args = append(args,
+			"-drive", fmt.Sprintf("if=none,id=ro%d,format=raw,readonly=on,file=%s", i, escapeOpt(d)),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=ro%d,id=rodisk%d", i, i))
 	}
 	for i, n := range s.NICs {
 		// romfile= leaves out the iPXE option ROM: nothing boots from the

@@ -63,10 +63,16 @@ func TestSpecValidate(t *testing.T) {
 
 func TestSpecArgs(t *testing.T) {
 	s := Spec{ID: "cfg-web/vm-db", CPUs: 2, MemoryMiB: 256, Accel: AccelKVM, RunDir: "/run/sh/x",
-		Disks: []string{"/d/a,b.qcow2", "/d/c.qcow2"},
-		NICs:  []NIC{{Tap: "tap0", MAC: "52:54:00:00:00:01"}},
+		Disks:          []string{"/d/a,b.qcow2", "/d/c.qcow2"},
+		ReadOnlyDrives: []string{"/run/sh/x/seed.iso"},
+		NICs:           []NIC{{Tap: "tap0", MAC: "52:54:00:00:00:01"}},
 	}
 	args := strings.Join(s.Args(), " ")
+	// The seed comes after the VM's own disks (the guest reads its marker
+	// from /dev/vda), read-only, raw.
+	if d1, seed := strings.Index(args, "id=disk1"), strings.Index(args, "id=ro0"); d1 < 0 || seed < d1 {
+		t.Errorf("read-only drive not after the disks: %s", args)
+	}
 	for _, want := range []string{
 		"-name cfg-web/vm-db ",
 		"-machine q35 -accel kvm -cpu host -smp 2 -m 256 -nodefaults -no-user-config -display none",
@@ -76,6 +82,7 @@ func TestSpecArgs(t *testing.T) {
 		"-pidfile /run/sh/x/qemu.pid -daemonize -S",
 		"-drive if=none,id=drive0,node-name=drive0-fmt,file.node-name=drive0-file,format=qcow2,discard=unmap,file=/d/a,,b.qcow2 -device virtio-blk-pci,drive=drive0,id=disk0,bootindex=0",
 		"-drive if=none,id=drive1,node-name=drive1-fmt,file.node-name=drive1-file,format=qcow2,discard=unmap,file=/d/c.qcow2 -device virtio-blk-pci,drive=drive1,id=disk1 ",
+		"-drive if=none,id=ro0,format=raw,readonly=on,file=/run/sh/x/seed.iso -device virtio-blk-pci,drive=ro0,id=rodisk0 ",
 		"-netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:00:00:01,romfile=",
 	} {
 		if !strings.Contains(args+" ", want) {
