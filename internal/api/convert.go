@@ -38,6 +38,7 @@ func layersToWire(ls []lab.LayerView) []wire.Layer {
 			VirtualSize: l.VirtualSize,
 			ActualSize:  l.ActualSize,
 			Template:    l.Template,
+			Snapshot:    l.Snapshot,
 		})
 	}
 	return out

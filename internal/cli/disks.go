@@ -60,9 +60,9 @@ func (a diskCmds) printChain(cmd *cobra.Command, config, vm string, disk int) er
 		return err
 	}
 	return a.print(ls, func(w io.Writer) {
-		row(w, "DEPTH", "PATH", "FROZEN", "VIRTUAL", "ALLOCATED", "TEMPLATE")
+		row(w, "DEPTH", "PATH", "FROZEN", "VIRTUAL", "ALLOCATED", "TEMPLATE", "SNAPSHOT")
 		for i, l := range ls {
-			row(w, i, l.Path, yesNo(l.Frozen), size(l.VirtualSize), size(l.ActualSize), orDash(l.Template))
+			row(w, i, l.Path, yesNo(l.Frozen), size(l.VirtualSize), size(l.ActualSize), orDash(l.Template), orDash(l.Snapshot))
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 // allocated size on the host.
 func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int) ([]LayerView, error) {
 	var chain []store.Layer
+	var snapNames map[int64]string
 	tmplNames := map[int64]string{}
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		d, err := findDisk(tx, config, vmName, disk)
@@ -26,6 +27,9 @@ func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int)
 			return err
 		}
 		if chain, err = idx.chain(d.TopLayerID); err != nil {
+			return err
+		}
+		if snapNames, err = snapshotLayerNames(tx, config); err != nil {
 			return err
 		}
 		for _, l := range chain {
@@ -42,7 +46,7 @@ func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int)
 	}
 	out := make([]LayerView, 0, len(chain))
 	for _, l := range chain {
-		v := LayerView{ID: l.ID, Path: s.abs(l.Path), Frozen: l.Frozen, VirtualSize: l.VirtualSize, Template: tmplNames[l.TemplateID]}
+		v := LayerView{ID: l.ID, Path: s.abs(l.Path), Frozen: l.Frozen, VirtualSize: l.VirtualSize, Template: tmplNames[l.TemplateID], Snapshot: snapNames[l.ID]}
 		info, err := s.disks.Info(ctx, v.Path)
 		if err != nil {
 			return nil, fmt.Errorf("disk chain of %s/%s disk %d: %w", config, vmName, disk, err)

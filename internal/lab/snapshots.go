@@ -866,3 +866,32 @@ func (s Configs) CloneFromSnapshot(ctx context.Context, src, snapName, dst strin
 	s.events.record(ctx, ObjectConfig, "clone", dst, "linked clone of "+src+" at snapshot "+snapName)
 	return view, nil
 }
+
+// snapshotLayerNames maps each layer a snapshot names to that snapshot's
+// name, qualified as "CONFIG@NAME" when it is not config's own.
+func snapshotLayerNames(tx store.Tx, config string) (map[int64]string, error) {
+	snaps, err := tx.Snapshots().List(0)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64]string{}
+	names := map[int64]string{}
+	for _, sn := range snaps {
+		owner, ok := names[sn.ConfigID]
+		if !ok {
+			c, err := tx.Configs().GetByID(sn.ConfigID)
+			if err != nil {
+				return nil, err
+			}
+			owner, names[sn.ConfigID] = c.Name, c.Name
+		}
+		name := sn.Name
+		if owner != config {
+			name = owner + "@" + sn.Name
+		}
+		for _, d := range sn.Disks {
+			out[d.LayerID] = name
+		}
+	}
+	return out, nil
+}

@@ -92,6 +92,16 @@ func TestSnapshotTree(t *testing.T) {
 			t.Fatal(err)
 		}
 		verifyPattern(t, top(clone, "vm1"), 0, 65536, c.pattern)
+		// disk chain names the snapshot each layer belongs to.
+		for _, cc := range []struct{ config, want string }{{"a", c.name}, {"from-" + c.name, "a@" + c.name}} {
+			chain, err := e.svc.Configs.DiskChain(ctx, cc.config, "vm1", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if chain[0].Snapshot != "" || chain[1].Snapshot != cc.want {
+				t.Errorf("disk chain of %s after revert/clone at %s: snapshots %q, %q; want \"\", %q", cc.config, c.name, chain[0].Snapshot, chain[1].Snapshot, cc.want)
+			}
+		}
 	}
 	e.assertConsistent()
 

@@ -106,6 +106,9 @@ type LayerView struct {
 	VirtualSize int64
 	ActualSize  int64 // allocated bytes on the host
 	Template    string
+	// Snapshot is the snapshot that names this layer: its name, or
+	// "CONFIG@NAME" for another configuration's (a clone from it).
+	Snapshot string
 }
 
 // NetworkView is a network with its pool usage.

@@ -58,6 +58,9 @@ type Layer struct {
 	VirtualSize int64  `json:"virtual_size"`
 	ActualSize  int64  `json:"actual_size"` // bytes allocated on the host
 	Template    string `json:"template"`    // set on a template's base layer
+	// Snapshot names the snapshot that keeps this layer ("CONFIG@NAME"
+	// when it is another configuration's).
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // NetworkRequest is the body of POST /networks.
