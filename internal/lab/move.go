@@ -10,6 +10,7 @@ import (
 	"stagehand/internal/cluster"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/hostlink"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
@@ -186,6 +187,9 @@ func (s *core) releaseTops(ctx context.Context, op *store.Op, name string) (bool
 		for i, l := range tops {
 			paths[i] = l.Path
 		}
+		for _, st := range savedStates(c) {
+			paths = append(paths, st.Path) // moved with the tops
+		}
 		return journal.Commit(tx, op, paths)
 	})
 	return moved, err
@@ -224,14 +228,15 @@ func (s *core) recoverMoves(ctx context.Context) error {
 
 // pullPlan is what this host lacks of a configuration's chain.
 type pullPlan struct {
-	from     string          // the home the tops come from ("" for none)
-	missing  []store.Layer   // frozen layers to pull
-	present  []store.Layer   // frozen layers whose files are here but not recorded held
-	tops     []store.Layer   // writable tops to pull (a move only)
-	topIDs   []int64         // the tops the plan was made for, checked at commit
-	frozenBy []hostlink.Peer // who may give the frozen layers: the home first
-	topsBy   []hostlink.Peer // the home alone
-	created  []string        // every file the pulls make
+	from     string              // the home the tops come from ("" for none)
+	missing  []store.Layer       // frozen layers to pull
+	present  []store.Layer       // frozen layers whose files are here but not recorded held
+	tops     []store.Layer       // writable tops to pull (a move only)
+	states   []hostlink.LayerRef // saved VM states to pull (a move only)
+	topIDs   []int64             // the tops the plan was made for, checked at commit
+	frozenBy []hostlink.Peer     // who may give the frozen layers: the home first
+	topsBy   []hostlink.Peer     // the home alone
+	created  []string            // every file the pulls make
 }
 
 // planPull reads, inside tx, what this host must pull of c's chain: the
@@ -251,6 +256,9 @@ func (s *core) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan,
 	}
 	held, err := tx.HostLayers().OfHost(self.ID)
 	if err != nil {
+		return nil, err
+	}
+	if err := bootFilesHere(tx, c, s.abs); err != nil {
 		return nil, err
 	}
 	p := &pullPlan{from: s.home(c)}
@@ -287,6 +295,10 @@ func (s *core) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan,
 		for _, l := range tops {
 			p.topIDs = append(p.topIDs, l.ID)
 			p.created = append(p.created, l.Path)
+		}
+		p.states = savedStates(c)
+		for _, st := range p.states {
+			p.created = append(p.created, st.Path)
 		}
 		if p.topsBy, err = peers(tx, s.hostName, p.from); err != nil {
 			return nil, err
@@ -338,7 +350,28 @@ func (s *core) pull(ctx context.Context, p *pullPlan) (hostlink.AdoptResult, err
 		res.Bytes += r.Bytes
 		res.Tops = len(r.Pulled)
 	}
+	if len(p.states) > 0 {
+		// Saved by an undeploy --save-state (a drain's): the new home
+		// resumes them.
+		r, err := s.link.PullChain(ctx, p.topsBy, p.states, hostlink.ChainOptions{})
+		if err != nil {
+			return res, fmt.Errorf("pull saved VM states: %w", err)
+		}
+		res.Bytes += r.Bytes
+	}
 	return res, nil
+}
+
+// savedStates are the saved VM states of c's VMs, which move with its
+// tops.
+func savedStates(c *store.Config) []hostlink.LayerRef {
+	var out []hostlink.LayerRef
+	for _, vm := range c.VMs {
+		if vm.State == VMStateSaved {
+			out = append(out, hostlink.LayerRef{Path: deploy.StateFile(vm.ID), ID: vm.ID, State: true})
+		}
+	}
+	return out
 }
 
 // Adopt makes this host the home of the undeployed configuration name,
@@ -470,6 +503,31 @@ func (s *core) pullMissing(ctx context.Context, name string) error {
 	s.journal.Finish(op)
 	if res.Bytes > 0 {
 		s.log.Info("pulled missing frozen layers", "config", name, "bytes", res.Bytes, "frozen_layers", res.Frozen)
+	}
+	return nil
+}
+
+// bootFilesHere refuses a chain whose templates boot a kernel this host
+// does not have: boot files (DATA/files) are not pulled between hosts
+// yet, so such a configuration deploys only where its template was
+// imported (or with shared layers).
+func bootFilesHere(tx store.Tx, c *store.Config, abs func(string) string) error {
+	for _, vm := range c.VMs {
+		t, err := tx.Templates().GetByID(vm.TemplateID)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, f := range []string{t.Kernel, t.Initrd} {
+			if f == "" {
+				continue
+			}
+			if _, err := os.Stat(abs(f)); err != nil {
+				return errdefs.Unavailable("VM %q boots template %q's %s, which is not on this host (a template's boot files stay where it was imported)", vm.Name, t.Name, f)
+			}
+		}
 	}
 	return nil
 }
