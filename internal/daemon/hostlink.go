@@ -16,6 +16,7 @@ import (
 	"stagehand/internal/api"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/hostlink"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/store"
 )
 
@@ -171,6 +172,31 @@ func (l storeLayers) MovableTop(ctx context.Context, id int64) (string, error) {
 		return nil
 	})
 	return rel, err
+}
+
+// MovableState returns the path of VM vmID's saved state when its
+// configuration is undeployed and the VM's state is saved (a drain moves
+// it with the tops, and the new home resumes it).
+func (l storeLayers) MovableState(ctx context.Context, vmID int64) (string, error) {
+	err := l.store.View(ctx, func(tx store.Tx) error {
+		c, err := configOfVM(tx, vmID)
+		if err != nil {
+			return err
+		}
+		if c.State != store.StateUndeployed {
+			return errdefs.Conflict("VM %d is of configuration %q, which is %s: only an undeployed configuration's saved state may move", vmID, c.Name, c.State)
+		}
+		for _, v := range c.VMs {
+			if v.ID == vmID && v.State != deploy.VMStateSaved {
+				return errdefs.NotFound("VM %d (%s) has no saved state: it is %s", vmID, v.Name, v.State)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return deploy.StateFile(vmID), nil
 }
 
 // configOfVM returns the configuration that holds VM vmID.

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 const (
 	layersPath = "/internal/v1/layers/"
 	topsPath   = "/internal/v1/tops/"
+	statesPath = "/internal/v1/states/"
 )
 
 // digestHeader carries a body's SHA-256 (RFC 9530's Repr-Digest,
@@ -62,6 +64,21 @@ type LayerRef struct {
 	// ID is the layer's id in the store, used to fetch a writable top
 	// (which has no content hash: it changes whenever its VM runs).
 	ID int64
+	// State marks a VM's saved state (memory and devices) instead of a
+	// layer: ID is then the VM's id, and it moves as a top does, with
+	// the configuration it resumes.
+	State bool
+}
+
+// fetchPath is the endpoint that serves l.
+func (l LayerRef) fetchPath() string {
+	switch {
+	case l.Frozen:
+		return layersPath + l.SHA256
+	case l.State:
+		return statesPath + strconv.FormatInt(l.ID, 10)
+	}
+	return topsPath + strconv.FormatInt(l.ID, 10)
 }
 
 // Progress is told, after each chunk written, how many bytes of the

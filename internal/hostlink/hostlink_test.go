@@ -108,6 +108,11 @@ func (c *catalog) MovableTop(_ context.Context, id int64) (string, error) {
 	return rel, nil
 }
 
+// MovableState: the tests' saved states are none.
+func (c *catalog) MovableState(_ context.Context, id int64) (string, error) {
+	return "", errdefs.NotFound("no saved state of VM %d", id)
+}
+
 // hosts is the installation's hosts table: each host's secret hash.
 type hosts map[string][]byte
 

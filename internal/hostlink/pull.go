@@ -341,13 +341,13 @@ func (p *Puller) PullChain(ctx context.Context, peers []Peer, want []LayerRef, o
 				var n int64
 				var err error
 				if l.Frozen {
-					n, _, err = p.fetch(ctx, peer, layersPath+l.SHA256, l.Path, l.SHA256, l.Size, opts.Progress)
+					n, _, err = p.fetch(ctx, peer, l.fetchPath(), l.Path, l.SHA256, l.Size, opts.Progress)
 				} else {
 					size := int64(-1)
 					if l.Size > 0 {
 						size = l.Size
 					}
-					n, _, err = p.fetch(ctx, peer, topsPath+strconv.FormatInt(l.ID, 10), l.Path, "", size, opts.Progress)
+					n, _, err = p.fetch(ctx, peer, l.fetchPath(), l.Path, "", size, opts.Progress)
 				}
 				if err == nil {
 					out[i] = outcome{n: n, ok: true}

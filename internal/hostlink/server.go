@@ -29,6 +29,10 @@ type Layers interface {
 	// is not deployed (so nothing writes to it). Otherwise an error of
 	// kind not found (no such top) or conflict (deployed).
 	MovableTop(ctx context.Context, id int64) (relPath string, err error)
+	// MovableState returns the path of VM id's saved state when it may
+	// be copied to another host: its configuration is not deployed and
+	// the VM's state is saved. Otherwise not found or conflict.
+	MovableState(ctx context.Context, vmID int64) (relPath string, err error)
 }
 
 // Server answers other hosts' pulls: GET /internal/v1/layers/{sha256} and
@@ -51,6 +55,7 @@ func NewServer(dataDir string, layers Layers, v Verifier, log *slog.Logger) *Ser
 	s := &Server{dataDir: dataDir, layers: layers, verifier: v, log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET "+layersPath+"{sha256}", s.serveFrozen)
 	s.mux.HandleFunc("GET "+topsPath+"{id}", s.serveTop)
+	s.mux.HandleFunc("GET "+statesPath+"{id}", s.serveState)
 	return s
 }
 
@@ -107,6 +112,27 @@ func (s *Server) serveTop(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "", fmt.Errorf("top layer %d: %w", id, err))
 		return
 	}
+	s.sendMovable(w, r, rel, id)
+}
+
+// serveState sends a VM's saved state as serveTop sends a top.
+func (s *Server) serveState(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		s.fail(w, r, "", errdefs.Invalid("VM id %q: want a positive integer", r.PathValue("id")))
+		return
+	}
+	rel, err := s.layers.MovableState(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, "", fmt.Errorf("saved state of VM %d: %w", id, err))
+		return
+	}
+	s.sendMovable(w, r, rel, id)
+}
+
+// sendMovable sends a file that may change between moves (a top, a saved
+// state), hashed as it is sent.
+func (s *Server) sendMovable(w http.ResponseWriter, r *http.Request, rel string, id int64) {
 	f, err := s.open(rel, -1)
 	if err != nil {
 		s.fail(w, r, rel, fmt.Errorf("top layer %d: %w", id, err))
