@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 
 	"stagehand/internal/api/wire"
@@ -14,7 +15,7 @@ import (
 type Hosts interface {
 	List(ctx context.Context) ([]cluster.HostView, error)
 	Get(ctx context.Context, name string) (*cluster.HostView, error)
-	Drain(ctx context.Context, name string) (*cluster.HostView, error)
+	Drain(ctx context.Context, name string, all bool) (*cluster.HostView, error)
 	Undrain(ctx context.Context, name string) (*cluster.HostView, error)
 	Remove(ctx context.Context, name string) error
 }
@@ -56,8 +57,17 @@ func (h hostsHandler) get(w http.ResponseWriter, r *http.Request) error {
 	return h.one(w, r, Hosts.Get)
 }
 
+// drain marks the host draining and queues its drain (?all=true: the
+// undeployed configurations' tops move too); it answers at once, and
+// GET /hosts/{name} shows the drain's progress.
 func (h hostsHandler) drain(w http.ResponseWriter, r *http.Request) error {
-	return h.one(w, r, Hosts.Drain)
+	all := r.URL.Query().Get("all")
+	if all != "" && all != "true" && all != "false" {
+		return errdefs.Invalid("all=%q: want true or false", all)
+	}
+	return h.one(w, r, func(hs Hosts, ctx context.Context, name string) (*cluster.HostView, error) {
+		return hs.Drain(ctx, name, all == "true")
+	})
 }
 
 func (h hostsHandler) undrain(w http.ResponseWriter, r *http.Request) error {
@@ -88,12 +98,21 @@ func (h hostsHandler) remove(w http.ResponseWriter, r *http.Request) error {
 }
 
 func hostToWire(v *cluster.HostView) wire.Host {
-	d := v.Deployed
+	d, homed := v.Deployed, v.Homed
 	if d == nil {
 		d = []string{}
 	}
-	return wire.Host{
-		Name: v.Name, AdvertiseURL: v.AdvertiseURL, State: v.State, Online: v.Online,
-		MemoryMiB: v.MemoryMiB, CPUs: v.CPUs, StartedAt: v.StartedAt, LastSeen: v.LastSeen, Deployed: d,
+	if homed == nil {
+		homed = []string{}
 	}
+	out := wire.Host{
+		Name: v.Name, AdvertiseURL: v.AdvertiseURL, State: v.State, Online: v.Online,
+		MemoryMiB: v.MemoryMiB, CPUs: v.CPUs, StartedAt: v.StartedAt, LastSeen: v.LastSeen, Deployed: d, Homed: homed,
+	}
+	if w := v.Drain; w != nil {
+		var plan cluster.DrainPlan
+		_ = json.Unmarshal(w.Payload, &plan) // a plan that does not read shows as not --all
+		out.Drain = &wire.HostDrain{State: w.State, All: plan.All, Error: w.Error, Attempts: w.Attempts, CreatedAt: w.CreatedAt, DoneAt: w.DoneAt}
+	}
+	return out
 }

@@ -31,9 +31,7 @@ func (a hostCmds) command() *cobra.Command {
 		showCommand(a.app, "show NAME", "Show a host and the configurations deployed on it", func(ctx context.Context, name string) (*wire.Host, error) {
 			return a.client.Hosts().Get(ctx, name)
 		}, a.printHost),
-		showCommand(a.app, "drain NAME", "Mark a host draining: new deployments go elsewhere; shows what still runs there", func(ctx context.Context, name string) (*wire.Host, error) {
-			return a.client.Hosts().Drain(ctx, name)
-		}, a.printHost),
+		a.drainCommand(),
 		showCommand(a.app, "undrain NAME", "Make a draining host take new deployments again", func(ctx context.Context, name string) (*wire.Host, error) {
 			return a.client.Hosts().Undrain(ctx, name)
 		}, a.printHost),
@@ -54,5 +52,19 @@ func (a hostCmds) printHost(h *wire.Host) error {
 		row(w, "Started:", when(h.StartedAt))
 		row(w, "Last seen:", when(h.LastSeen))
 		row(w, "Deployed:", orDash(strings.Join(h.Deployed, ", ")))
+		row(w, "Home of:", orDash(strings.Join(h.Homed, ", ")))
+		if d := h.Drain; d != nil {
+			text := fmt.Sprintf("%s (asked %s", d.State, when(d.CreatedAt))
+			if d.All {
+				text += ", --all"
+			}
+			if d.Attempts > 1 {
+				text += fmt.Sprintf(", resumed %d times", d.Attempts-1)
+			}
+			row(w, "Drain:", text+")")
+			if d.Error != "" {
+				row(w, "Drain error:", d.Error)
+			}
+		}
 	})
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 
 	"stagehand/internal/api/wire"
 )
@@ -17,10 +18,16 @@ func (c Hosts) Get(ctx context.Context, name string) (*wire.Host, error) {
 	return call[wire.Host](ctx, c.t, http.MethodGet, path("hosts", name), nil, nil)
 }
 
-// Drain marks a host draining: placement skips it; what runs there
-// stays (Deployed says what).
-func (c Hosts) Drain(ctx context.Context, name string) (*wire.Host, error) {
-	return call[wire.Host](ctx, c.t, http.MethodPost, path("hosts", name, "drain"), nil, nil)
+// Drain marks a host draining (placement skips it) and queues its drain:
+// the host moves what runs there to other hosts, one configuration at a
+// time (all: the undeployed configurations' tops too). Get shows how far
+// it got.
+func (c Hosts) Drain(ctx context.Context, name string, all bool) (*wire.Host, error) {
+	var q url.Values
+	if all {
+		q = url.Values{"all": {"true"}}
+	}
+	return call[wire.Host](ctx, c.t, http.MethodPost, path("hosts", name, "drain"), q, nil)
 }
 
 // Undrain makes a draining host active again.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,6 +21,29 @@ type HostView struct {
 	// Deployed names the configurations whose Host is this one and that
 	// are deployed there (or being deployed or undeployed), by name.
 	Deployed []string
+	// Homed names every configuration whose home this host is, deployed
+	// or not: what a drain --all still has to move.
+	Homed []string
+	// Drain is the host's latest drain work item (nil: never drained).
+	Drain *store.WorkItem
+}
+
+// WorkDrain is the kind of work item a drain is: carried out by the
+// draining host itself, one configuration at a time (lab). Its subject is
+// the host's name and its payload a DrainPlan.
+const WorkDrain = "drain"
+
+// DrainPlan is what a drain moves: Deploy names the configurations
+// deployed on the host when the drain was asked (each is saved, moved
+// and resumed elsewhere; the list makes a drain that resumes after a
+// crash know which undeployed ones it had undeployed itself); All also
+// moves the tops of every undeployed configuration whose home it is.
+type DrainPlan struct {
+	Deploy []string `json:"deploy"`
+	// Fenced holds the fence policy of each fenced one of Deploy: an
+	// undeploy forgets it, and it is deployed fenced again.
+	Fenced map[string]string `json:"fenced,omitempty"`
+	All    bool              `json:"all,omitempty"`
 }
 
 // Hosts is the operator's view of the hosts sharing a store.
@@ -72,14 +96,89 @@ func (h *Hosts) view(tx store.Tx, name string) (*HostView, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &HostView{Host: *x, Online: !Offline(*x, h.now()), Deployed: on[name]}, nil
+	v := &HostView{Host: *x, Online: !Offline(*x, h.now()), Deployed: on[name]}
+	if v.Drain, err = lastDrain(tx, x.ID, name); err != nil {
+		return nil, err
+	}
+	cs, err := tx.Configs().List()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		if c.Host == name {
+			v.Homed = append(v.Homed, c.Name)
+		}
+	}
+	slices.Sort(v.Homed)
+	return v, nil
 }
 
-// Drain marks the host draining: placement skips it from now on, and what
-// runs there stays until it is moved (Deployed says what). Draining a
-// draining host changes nothing; a removed host cannot be drained.
-func (h *Hosts) Drain(ctx context.Context, name string) (*HostView, error) {
-	return h.setState(ctx, name, store.HostDraining)
+// Drain marks the host draining (placement skips it from now on) and, in
+// the same transaction, queues a drain work item for it (WorkDrain): the
+// host moves what runs there elsewhere, one configuration at a time, and
+// with all the tops of its undeployed configurations too. A drain already
+// queued or running is not queued twice; a removed host cannot be drained.
+func (h *Hosts) Drain(ctx context.Context, name string, all bool) (*HostView, error) {
+	var v *HostView
+	err := h.store.Update(ctx, func(tx store.Tx) error {
+		x, err := tx.Hosts().Get(name)
+		if err != nil {
+			return err
+		}
+		if x.State == store.HostRemoved {
+			return errdefs.Conflict("host %q is removed; it comes back, active, when its daemon starts again", name)
+		}
+		if err := tx.Hosts().SetState(name, store.HostDraining); err != nil {
+			return err
+		}
+		if last, err := lastDrain(tx, x.ID, name); err != nil {
+			return err
+		} else if last == nil || last.State == store.WorkDone || last.State == store.WorkFailed {
+			plan, err := drainPlan(tx, name, all)
+			if err != nil {
+				return err
+			}
+			if err := tx.Work().Enqueue(&store.WorkItem{HostID: x.ID, Kind: WorkDrain, Subject: name, Payload: plan}); err != nil {
+				return fmt.Errorf("queue the drain of host %q: %w", name, err)
+			}
+		}
+		v, err = h.view(tx, name)
+		return err
+	})
+	return v, err
+}
+
+// drainPlan returns the payload of a drain of host name.
+func drainPlan(tx store.Tx, name string, all bool) ([]byte, error) {
+	on, err := deployedByHost(tx)
+	if err != nil {
+		return nil, err
+	}
+	p := DrainPlan{Deploy: on[name], All: all, Fenced: map[string]string{}}
+	for _, c := range on[name] {
+		x, err := tx.Configs().Get(c)
+		if err != nil {
+			return nil, err
+		}
+		if x.Fenced {
+			p.Fenced[c] = x.FencePolicy
+		}
+	}
+	return json.Marshal(p)
+}
+
+// lastDrain returns host name's latest drain item, nil when none.
+func lastDrain(tx store.Tx, hostID int64, name string) (*store.WorkItem, error) {
+	items, err := tx.Work().OfSubject(name)
+	if err != nil {
+		return nil, fmt.Errorf("drains of host %q: %w", name, err)
+	}
+	for i := len(items) - 1; i >= 0; i-- {
+		if items[i].Kind == WorkDrain && items[i].HostID == hostID {
+			return &items[i], nil
+		}
+	}
+	return nil, nil
 }
 
 // Undrain makes a draining host active again.

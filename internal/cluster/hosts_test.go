@@ -67,7 +67,7 @@ func TestMemberAndHosts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	v, err := hs.Drain(ctx, "a")
+	v, err := hs.Drain(ctx, "a", false)
 	if err != nil || v.State != store.HostDraining || !slices.Equal(v.Deployed, []string{"web"}) {
 		t.Fatalf("Drain: %+v %v; want draining with web deployed", v, err)
 	}
@@ -81,7 +81,7 @@ func TestMemberAndHosts(t *testing.T) {
 	if err := hs.Remove(ctx, "b"); err != nil {
 		t.Fatalf("Remove of an empty host: %v", err)
 	}
-	if _, err := hs.Drain(ctx, "b"); errdefs.Kind(err) != errdefs.ErrConflict {
+	if _, err := hs.Drain(ctx, "b", false); errdefs.Kind(err) != errdefs.ErrConflict {
 		t.Errorf("Drain of a removed host: %v, want a conflict", err)
 	}
 	if _, err := hs.Get(ctx, "zz"); errdefs.Kind(err) != errdefs.ErrNotFound {
