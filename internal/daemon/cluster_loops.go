@@ -44,7 +44,8 @@ func startClusterLoops(st *openedStore, hostID int64, svc *lab.Service, after <-
 }
 
 // workHandlers are the kinds of work this host carries out for the
-// installation, beside cluster.WorkPing (which every worker answers).
+// installation, beside cluster.WorkPing (which every worker answers): the
+// reaper's decisions about configurations living here, and drains.
 func workHandlers(svc *lab.Service) map[string]cluster.Handler {
-	return map[string]cluster.Handler{}
+	return svc.WorkHandlers()
 }

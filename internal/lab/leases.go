@@ -472,13 +472,23 @@ func (l reaperLab) Leased(ctx context.Context) ([]lease.Leased, error) {
 	return items, err
 }
 
+// Undeploy, Delete, DiscardState and Archive act on a configuration: on
+// this host directly, on another host through a work item for it
+// (homework.go).
 func (l reaperLab) Undeploy(ctx context.Context, name string, save bool) error {
-	_, err := Deployments{l.s}.Undeploy(ctx, name, save)
-	return err
+	return homeWork{l.s}.onHome(ctx, name, WorkUndeploy, workArgs{Actor: ActorReaper, Save: save}, func() error {
+		_, err := Deployments{l.s}.Undeploy(ctx, name, save)
+		return err
+	})
 }
 
 func (l reaperLab) Delete(ctx context.Context, object, name string) error {
-	return l.s.deleteObject(ctx, object, name)
+	if object == ObjectArchive {
+		return l.s.deleteObject(ctx, object, name)
+	}
+	return homeWork{l.s}.onHome(ctx, name, WorkDelete, workArgs{Actor: ActorReaper, Object: object}, func() error {
+		return l.s.deleteObject(ctx, object, name)
+	})
 }
 
 func (l reaperLab) MarkExpired(ctx context.Context, object, name string, now time.Time) (bool, error) {
@@ -548,10 +558,18 @@ func (l reaperLab) ClaimStep(ctx context.Context, name string, claim func(lease.
 }
 
 func (l reaperLab) DiscardState(ctx context.Context, name string) error {
-	return l.s.discardSavedState(ctx, name)
+	return homeWork{l.s}.onHome(ctx, name, WorkDiscardState, workArgs{Actor: ActorReaper}, func() error {
+		return l.s.discardSavedState(ctx, name)
+	})
 }
 
 func (l reaperLab) Archive(ctx context.Context, config, name string) error {
+	return homeWork{l.s}.onHome(ctx, config, WorkArchive, workArgs{Actor: ActorReaper, Archive: name}, func() error {
+		return l.archiveHere(ctx, config, name)
+	})
+}
+
+func (l reaperLab) archiveHere(ctx context.Context, config, name string) error {
 	if _, err := (Archives{l.s}).Get(ctx, name); err == nil {
 		return nil // made by an earlier try of this step
 	}
