@@ -253,6 +253,18 @@ func (s Leases) loadSpace(tx store.Tx) (*lease.Space, error) {
 				m.AddDisk(object, c.Name, d.TopLayerID)
 			}
 		}
+		// A snapshot keeps its layers as a disk keeps its top, until the
+		// configuration (or the snapshot) is deleted.
+		snapLayers, snapFiles, err := snapshotFiles(tx, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range snapLayers {
+			m.AddDisk(object, c.Name, id)
+		}
+		for _, f := range snapFiles {
+			m.AddStateFile(object, c.Name, s.abs(f))
+		}
 	}
 	as, err := tx.Archives().List()
 	if err != nil {

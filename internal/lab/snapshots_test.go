@@ -293,3 +293,51 @@ func snapNames(e *env) string {
 	}
 	return b.String()
 }
+
+// TestSnapshotSpace: the cleanup view's space of a configuration counts
+// its snapshots' layers (they go with it), and after deleting it exactly
+// those bytes are gone.
+func TestSnapshotSpace(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.template("base")
+	e.network("lan", "10.2.0.0/24", "10.2.0.10-10.2.0.30")
+	e.config("a", lab.VMSpec{Name: "vm1", Template: "base", Network: "lan"})
+	qemuIO(t, top(e.get("a"), "vm1"), "write -P 1 0 1M")
+	e.snap("a", "s1")
+	qemuIO(t, top(e.get("a"), "vm1"), "write -P 2 0 1M")
+	e.snap("a", "s2")
+	e.revert("a", "s1") // s2's layer now held by s2 alone
+	sp, err := e.svc.Leases.Space(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, name := range []string{"s1", "s2"} {
+		for _, l := range e.snapList("a")[name].Layers {
+			want[l.Path] = true
+		}
+	}
+	want[top(e.get("a"), "vm1")] = true
+	got := map[string]bool{}
+	for _, l := range sp.Layers {
+		got[l.Path] = true
+	}
+	if len(got) != len(want) {
+		t.Fatalf("space of a frees layers %v; want its top and both snapshots' layers %v", got, want)
+	}
+	for p := range want {
+		if !got[p] {
+			t.Errorf("space of a does not count %s", p)
+		}
+	}
+	if err := e.svc.Configs.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for p := range want {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still there after the delete (%v)", p, err)
+		}
+	}
+	e.assertConsistent()
+}
