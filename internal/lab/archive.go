@@ -15,6 +15,7 @@ import (
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/bundle"
+	"stagehand/internal/seed"
 	"stagehand/internal/store"
 )
 
@@ -250,7 +251,9 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 		if !ok {
 			return nil, nil, fmt.Errorf("VM %q: template %q is not in the manifest", mv.Name, mv.Template)
 		}
-		vm := store.VM{Name: mv.Name, TemplateID: tid, CPUs: mv.CPUs, MemoryMiB: mv.MemoryMiB, State: store.StateUndeployed}
+		// A restore is a copy of what was archived: a new instance-id.
+		vm := store.VM{Name: mv.Name, TemplateID: tid, CPUs: mv.CPUs, MemoryMiB: mv.MemoryMiB, State: store.StateUndeployed,
+			InstanceID: seed.NewInstanceID()}
 		for _, d := range mv.Disks {
 			l := &store.Layer{Path: layers[d.File.Path], VirtualSize: d.VirtualSize}
 			if err := tx.Layers().Create(l); err != nil {

@@ -10,6 +10,7 @@ import (
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/journal"
+	"stagehand/internal/seed"
 	"stagehand/internal/store"
 )
 
@@ -251,7 +252,10 @@ func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Plac
 	clone := &store.Config{Name: dst, Kind: kind, Description: c.Description, Owner: c.Owner, State: store.StateUndeployed,
 		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID, Host: s.hostName}
 	for _, vm := range c.VMs {
-		nv := store.VM{Name: vm.Name, TemplateID: vm.TemplateID, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, State: store.StateUndeployed}
+		// A copy is a new machine: a new instance-id, and the default
+		// hostname of its own name (a set one is not copied either).
+		nv := store.VM{Name: vm.Name, TemplateID: vm.TemplateID, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, State: store.StateUndeployed,
+			InstanceID: seed.NewInstanceID()}
 		nv.Disks = make([]store.Disk, len(vm.Disks))
 		for _, n := range vm.NICs {
 			n.ID, n.VMID, n.MAC = 0, 0, newMAC()

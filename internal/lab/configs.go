@@ -14,6 +14,7 @@ import (
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/journal"
+	"stagehand/internal/seed"
 	"stagehand/internal/store"
 )
 
@@ -55,6 +56,9 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 		seen[v.Name] = true
 		if _, _, err := parseIPMode(v); err != nil {
 			return nil, fmt.Errorf("configuration %q: %w", spec.Name, err)
+		}
+		if err := checkHostname(spec.Name, v.Name, v.Hostname); err != nil {
+			return nil, err
 		}
 	}
 
@@ -162,7 +166,8 @@ func (s Configs) Create(ctx context.Context, spec ConfigSpec) (*ConfigView, erro
 			return fmt.Errorf("create configuration %q: %w", spec.Name, err)
 		}
 		for _, p := range plan {
-			vm := store.VM{Name: p.spec.Name, TemplateID: p.tmpl.ID, CPUs: p.tmpl.CPUs, MemoryMiB: p.tmpl.MemoryMiB, State: store.StateUndeployed}
+			vm := store.VM{Name: p.spec.Name, TemplateID: p.tmpl.ID, CPUs: p.tmpl.CPUs, MemoryMiB: p.tmpl.MemoryMiB, State: store.StateUndeployed,
+				InstanceID: seed.NewInstanceID(), Hostname: p.spec.Hostname}
 			for i, base := range p.bases {
 				l := &store.Layer{Path: p.deltas[i], ParentID: base.ID, VirtualSize: base.VirtualSize}
 				if err := tx.Layers().Create(l); err != nil {
@@ -406,6 +411,7 @@ type configShared struct {
 	listed    bool
 	leases    map[int64]*store.Lease
 	templates map[int64]string
+	homes     *homes // which homes are offline
 }
 
 // listShared reads what a list of configuration views shares.
@@ -460,8 +466,11 @@ func (sh *configShared) templateName(tx store.Tx, id int64) string {
 
 // configIn is config with what a list shares read once (see configShared).
 func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*ConfigView, error) {
+	if sh.homes == nil {
+		sh.homes = vs.homes()
+	}
 	v := &ConfigView{
-		Name: c.Name, Description: c.Description, Owner: c.Owner, State: c.State,
+		Name: c.Name, Description: c.Description, Owner: c.Owner, State: sh.homes.state(tx, c),
 		Fenced: c.Fenced, FencePolicy: c.FencePolicy, LastError: c.LastError, Host: c.Host,
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
 		Kind: c.Kind, Lease: vs.configLease(tx, c.ID, sh),
@@ -474,7 +483,7 @@ func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*Confi
 	external := deploy.ExternalIPs(tx, c)
 	for _, vm := range c.VMs {
 		vv := VMView{id: vm.ID, Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB,
-			Template: sh.templateName(tx, vm.TemplateID)}
+			Template: sh.templateName(tx, vm.TemplateID), Hostname: seed.Hostname(vm.Hostname, vm.Name, c.Name), InstanceID: vm.InstanceID}
 		for _, d := range vm.Disks {
 			chain, err := sh.layers.chain(d.TopLayerID)
 			if err != nil {

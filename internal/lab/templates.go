@@ -68,6 +68,10 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 	if err := checkText("description", spec.Description, MaxDescription); err != nil {
 		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
 	}
+	userData, err := readUserData(spec)
+	if err != nil {
+		return nil, fmt.Errorf("template %q: %w", spec.Name, err)
+	}
 	// Every source is opened now, once, and read only through these
 	// descriptors until the import ends.
 	disks, err := s.openSources(ctx, spec.Disks, spec.DiskUploads, "a template disk")
@@ -187,7 +191,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 	err = s.update(ctx, func(tx store.Tx) error {
 		t := &store.Template{
 			Name: spec.Name, Description: spec.Description, CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB,
-			Kernel: kernel, Initrd: initrd, Cmdline: spec.Cmdline,
+			Kernel: kernel, Initrd: initrd, Cmdline: spec.Cmdline, UserData: userData, NoSeed: spec.NoSeed,
 			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID,
 		}
 		layers := make([]*store.Layer, len(layerPaths))
@@ -262,7 +266,7 @@ func closeSources(srcs []source) {
 
 // closeUploads removes the uploads of spec, once the import is over.
 func closeUploads(spec TemplateSpec) {
-	for _, u := range append(append([]*Upload(nil), spec.DiskUploads...), spec.KernelUpload, spec.InitrdUpload) {
+	for _, u := range append(append([]*Upload(nil), spec.DiskUploads...), spec.KernelUpload, spec.InitrdUpload, spec.UserDataUpload) {
 		if u != nil {
 			u.Close()
 		}
@@ -489,7 +493,7 @@ func templateUsers(tx store.Tx, id int64) ([]string, error) {
 func (vs views) template(tx store.Tx, t *store.Template) (*TemplateView, error) {
 	v := &TemplateView{
 		Name: t.Name, Description: t.Description, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB,
-		Cmdline: t.Cmdline, CreatedAt: t.CreatedAt,
+		Cmdline: t.Cmdline, CreatedAt: t.CreatedAt, Seed: !t.NoSeed, UserDataBytes: len(t.UserData),
 	}
 	v.Workspace, v.Owner = owned(access.NewNames(tx), t.WorkspaceID, t.OwnerID, "")
 	if t.Kernel != "" {

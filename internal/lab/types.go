@@ -30,6 +30,12 @@ type TemplateSpec struct {
 	DiskUploads  []*Upload
 	KernelUpload *Upload
 	InitrdUpload *Upload
+	// UserData is the cloud-init user-data of its VMs' seeds, or
+	// UserDataUpload the same as an upload (at most seed.MaxUserData
+	// bytes); NoSeed gives its VMs no seed at all.
+	UserData       []byte
+	UserDataUpload *Upload
+	NoSeed         bool
 	// Workspace is where the template goes ("ws" in organization default,
 	// or "org/ws"); "" is the caller's default workspace, else default/main.
 	Workspace string
@@ -52,6 +58,8 @@ type VMSpec struct {
 	Template string
 	Network  string // "" for a VM without NIC
 	IP       string // "pool" (default), "dhcp" or an address (manual)
+	// Hostname is the guest's host name; "" is the default, VM-CONFIG.
+	Hostname string
 }
 
 // ConfigSpec is the input of CreateConfig.
@@ -90,7 +98,11 @@ type TemplateView struct {
 	Kernel      string
 	Initrd      string
 	Cmdline     string
-	CreatedAt   time.Time
+	// Seed says whether its VMs get a cloud-init seed; UserDataBytes is
+	// the size of the user-data in it (0: none).
+	Seed          bool
+	UserDataBytes int
+	CreatedAt     time.Time
 	// Workspace is its workspace ("ws" in organization default, else
 	// "org/ws"; "" for none) and Owner its owner's user name ("" for the
 	// system's).
@@ -177,10 +189,13 @@ type VMView struct {
 	PID           int  // QEMU process while running
 	HasSavedState bool // the next deploy resumes a saved state
 	Template      string
-	CPUs          int
-	MemoryMiB     int
-	Disks         []DiskView
-	NICs          []NICView
+	// Hostname and InstanceID are what the VM's cloud-init seed says.
+	Hostname   string
+	InstanceID string
+	CPUs       int
+	MemoryMiB  int
+	Disks      []DiskView
+	NICs       []NICView
 }
 
 // DiskView is one disk: its top layer and its chain.

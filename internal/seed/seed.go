@@ -102,7 +102,7 @@ func (s Spec) Validate() error {
 			return err
 		}
 	}
-	return checkUserData(s.UserData)
+	return CheckUserData(s.UserData)
 }
 
 func (n NIC) check(i int) error {
@@ -177,7 +177,10 @@ func CheckHostname(name string) error {
 	return nil
 }
 
-func checkUserData(b []byte) error {
+// CheckUserData reports whether b may be a seed's user-data: empty, or at
+// most MaxUserData bytes starting with "#cloud-config" or "#!". The error
+// is errdefs.Invalid.
+func CheckUserData(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}

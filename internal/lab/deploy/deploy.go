@@ -17,6 +17,7 @@ import (
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
 	"stagehand/internal/revert"
+	"stagehand/internal/seed"
 	"stagehand/internal/store"
 )
 
@@ -63,6 +64,7 @@ type vmPlan struct {
 	vm   store.VM
 	spec hypervisor.Spec
 	nics []nicPlan
+	seed *seed.Spec // nil: the template opted out (see seed.go)
 }
 
 type nicPlan struct {
@@ -146,6 +148,9 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 				}
 				p.segments = append(p.segments, sp)
 			}
+		}
+		if err := planSeed(tx, c, vm, t, &vp); err != nil {
+			return nil, err
 		}
 		if vm.State == VMStateSaved {
 			if f := d.host.abs(StateFile(vm.ID)); fileExists(f) {
@@ -343,6 +348,16 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 			if err := d.segs.CreateTap(ctx, n.tap, n.network); err != nil {
 				return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
 			}
+		}
+	}
+	if err := d.lab.Fault(ctx, "deploy", "seed"); err != nil {
+		return fail(err)
+	}
+	// Written again at every deploy, from the store as it is now.
+	rev.Add("seeds", func() error { return d.removeSeeds(plan) })
+	for _, vp := range plan.vms {
+		if err := writeSeed(ctx, vp); err != nil {
+			return fail(err)
 		}
 	}
 	if err := d.lab.Fault(ctx, "deploy", "start"); err != nil {
@@ -643,6 +658,10 @@ func indexOfVM(p *deployPlan, id int64) int {
 // or its whole fence.
 func (d *Deployments) releasePlumbing(ctx context.Context, plan *deployPlan) {
 	ctx = context.WithoutCancel(ctx)
+	// The seeds go too: the next deploy writes them again.
+	if err := d.removeSeeds(plan); err != nil {
+		d.log.Warn("remove seeds", "config", plan.config.Name, "err", err)
+	}
 	if plan.fence != nil {
 		if err := d.fences.Teardown(ctx, *plan.fence); err != nil {
 			d.log.Warn("tear down fence", "fence", plan.fence.ID, "err", err)
@@ -710,6 +729,9 @@ func (d *Deployments) VMAction(ctx context.Context, config, vmName, action strin
 	switch {
 	case action == VMActionStart && rv == nil:
 		vp.spec.IncomingStateFile = ""
+		if err := writeSeed(ctx, vp); err != nil {
+			return fmt.Errorf("start VM %q of %q: %w", vmName, config, err)
+		}
 		v, err := d.hv.Start(ctx, vp.spec)
 		if err != nil {
 			return fmt.Errorf("start VM %q of %q: %w", vmName, config, err)
