@@ -92,46 +92,58 @@ func TestEveryStepRollsBack(t *testing.T) {
 	}
 	for _, op := range ops {
 		t.Run(op.kind, func(t *testing.T) {
-			f := &faults{}
-			for k := 1; ; k++ {
-				e := newEnv(t, func(o *lab.Options) { o.FailAt = f.hook })
+			rollsBackAtEveryStep(t, op.kind, func(e *env) {
 				e.template("base")
 				e.network("lan", "10.2.0.0/24", "10.2.0.10-10.2.0.30")
 				e.config("a", lab.VMSpec{Name: "vm1", Template: "base", Network: "lan"}, lab.VMSpec{Name: "vm2", Template: "base", Network: "lan"})
 				qemuIO(t, top(e.get("a"), "vm1"), "write -P 9 0 4k") // so clones freeze
-				before := e.snapshot()
-				f.arm(op.kind, k)
-				err := op.run(e)
-				f.mu.Lock()
-				seen, steps := f.seen, f.steps
-				f.mu.Unlock()
-				if seen < k {
-					// Fewer than k steps: the operation ran to the end.
-					if err != nil {
-						t.Fatalf("unfailed run: %v", err)
-					}
-					if k == 1 {
-						t.Fatal("operation has no steps")
-					}
-					t.Logf("%s: %d steps, each failure rolled back: %v", op.kind, k-1, steps)
-					e.assertConsistent()
-					return
-				}
-				if err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
-					t.Fatalf("step %d (%s): error %v, want the injected failure", k, steps[k-1], err)
-				}
-				if op.kind == "delete" && steps[k-1] == "remove-files" {
-					// The records are gone and the files are queued in the
-					// journal: a restart (Recover) removes them.
-					if err := e.svc.Recover(context.Background()); err != nil {
-						t.Fatal(err)
-					}
-				} else if after := e.snapshot(); after != before {
-					t.Errorf("step %d (%s) left changes:\nbefore %s\nafter  %s", k, steps[k-1], before, after)
-				}
-				e.assertConsistent()
-			}
+			}, op.run, (*env).snapshot)
 		})
 	}
 	everyDeployStepRollsBack(t)
+}
+
+// rollsBackAtEveryStep fails the first step of the operation kind that
+// run starts, then the second, and so on until run gets through, each
+// time on a fresh env prepared by setup: each failure must be reported,
+// leave state(e) as it was (a failed "remove-files" leaves its files to
+// Recover) and leave nothing for the doctor.
+func rollsBackAtEveryStep(t *testing.T, kind string, setup func(e *env), run func(e *env) error, state func(e *env) string) {
+	t.Helper()
+	f := &faults{}
+	for k := 1; ; k++ {
+		e := newEnv(t, func(o *lab.Options) { o.FailAt = f.hook })
+		setup(e)
+		before := state(e)
+		f.arm(kind, k)
+		err := run(e)
+		f.mu.Lock()
+		seen, steps := f.seen, f.steps
+		f.mu.Unlock()
+		if seen < k {
+			// Fewer than k steps: the operation ran to the end.
+			if err != nil {
+				t.Fatalf("unfailed run: %v", err)
+			}
+			if k == 1 {
+				t.Fatal("operation has no steps")
+			}
+			t.Logf("%s: %d steps, each failure rolled back: %v", kind, k-1, steps)
+			e.assertConsistent()
+			return
+		}
+		if err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
+			t.Fatalf("step %d (%s): error %v, want the injected failure", k, steps[k-1], err)
+		}
+		if steps[k-1] == "remove-files" {
+			// The records are gone and the files are queued in the
+			// journal: a restart (Recover) removes them.
+			if err := e.svc.Recover(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		} else if after := state(e); after != before {
+			t.Errorf("step %d (%s) left changes:\nbefore %s\nafter  %s", k, steps[k-1], before, after)
+		}
+		e.assertConsistent()
+	}
 }

@@ -235,9 +235,7 @@ func TestEverySnapshotStepRollsBack(t *testing.T) {
 	}
 	for _, op := range ops {
 		t.Run(op.kind, func(t *testing.T) {
-			f := &faults{}
-			for k := 1; ; k++ {
-				e := newEnv(t, func(o *lab.Options) { o.FailAt = f.hook })
+			rollsBackAtEveryStep(t, op.kind, func(e *env) {
 				e.template("base")
 				e.network("lan", "10.2.0.0/24", "10.2.0.10-10.2.0.30")
 				e.config("a", lab.VMSpec{Name: "vm1", Template: "base", Network: "lan"}, lab.VMSpec{Name: "vm2", Template: "base", Network: "lan"})
@@ -246,35 +244,7 @@ func TestEverySnapshotStepRollsBack(t *testing.T) {
 				qemuIO(t, top(e.get("a"), "vm1"), "write -P 8 0 4k")
 				e.snap("a", "s2")
 				e.revert("a", "s1") // s2's layer is held by s2 alone
-				before := e.snapshot() + snapNames(e)
-				f.arm(op.kind, k)
-				err := op.run(e)
-				f.mu.Lock()
-				seen, steps := f.seen, f.steps
-				f.mu.Unlock()
-				if seen < k {
-					if err != nil {
-						t.Fatalf("unfailed run: %v", err)
-					}
-					if k == 1 {
-						t.Fatal("operation has no steps")
-					}
-					t.Logf("%s: %d steps, each failure rolled back: %v", op.kind, k-1, steps)
-					e.assertConsistent()
-					return
-				}
-				if err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
-					t.Fatalf("step %d (%s): error %v, want the injected failure", k, steps[k-1], err)
-				}
-				if steps[k-1] == "remove-files" {
-					if err := e.svc.Recover(ctx); err != nil {
-						t.Fatal(err)
-					}
-				} else if after := e.snapshot() + snapNames(e); after != before {
-					t.Errorf("step %d (%s) left changes:\nbefore %s\nafter  %s", k, steps[k-1], before, after)
-				}
-				e.assertConsistent()
-			}
+			}, op.run, func(e *env) string { return e.snapshot() + snapNames(e) })
 		})
 	}
 }
