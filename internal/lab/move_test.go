@@ -42,6 +42,12 @@ func newInstallation(t *testing.T, db store.Store) *installation {
 // starts its lab on dir (with failAt).
 func (in *installation) host(name, dir string, memMiB int, failAt func(op, step string) error) *lab.Service {
 	in.t.Helper()
+	return in.hostWith(name, dir, memMiB, func(o *lab.Options) { o.FailAt = failAt })
+}
+
+// hostWith is host with options set by opt.
+func (in *installation) hostWith(name, dir string, memMiB int, opt func(*lab.Options)) *lab.Service {
+	in.t.Helper()
 	ctx := context.Background()
 	now := time.Now()
 	if err := in.db.Update(ctx, func(tx store.Tx) error {
@@ -53,8 +59,9 @@ func (in *installation) host(name, dir string, memMiB int, failAt func(op, step 
 	jm := jobs.NewManager()
 	in.t.Cleanup(jm.Close)
 	o := lab.Options{DataDir: dir, Store: in.db, Disks: disk.New(), Jobs: jm, HostName: name,
-		HostLink: in.hosts.Link(name), FailAt: failAt}
+		HostLink: in.hosts.Link(name)}
 	rt.Use(&o)
+	opt(&o)
 	svc, err := lab.New(o)
 	if err != nil {
 		in.t.Fatal(err)
@@ -408,4 +415,51 @@ func moveAcross(e *env) error {
 		t.Fatalf("move back: %v", err)
 	}
 	return nil
+}
+
+// TestSharedLayersMoveOnlyTheRecord: with shared layers (one directory
+// every host mounts) every host holds every layer, so placement weighs
+// memory alone (both go to h2, which has more free) and a deploy
+// elsewhere moves the record, never a file.
+func TestSharedLayersMoveOnlyTheRecord(t *testing.T) {
+	requireQemuImg(t)
+	e := newEnv(t)
+	in := newInstallation(t, e.db)
+	shared := filepath.Join(t.TempDir(), "shared")
+	h1 := in.hostWith("h1", shared, 300, func(o *lab.Options) { o.SharedLayers = true })
+	in.hostWith("h2", shared, 4096, func(o *lab.Options) { o.SharedLayers = true })
+	ctx := context.Background()
+	if _, err := h1.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if _, err := h1.Configs.Create(ctx, lab.ConfigSpec{Name: n, VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := layerFiles(t, shared)
+	if _, err := h1.Deployments.Deploy(ctx, "a", lab.DeployOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := h1.Deployments.Deploy(ctx, "b", lab.DeployOptions{Explain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Host != "h2" || !v.Placement.Moved || v.Placement.MovedBytes != 0 {
+		t.Errorf("b: on %q, placement %+v; want moved to h2 with nothing pulled", v.Host, v.Placement)
+	}
+	for _, verdict := range v.Placement.Verdicts {
+		if verdict.MissingBytes != 0 {
+			t.Errorf("verdict %s: shared layers, yet %d bytes to pull", verdict, verdict.MissingBytes)
+		}
+	}
+	if len(in.hosts.Pulls) != 0 {
+		t.Errorf("pulls with shared layers: %v", in.hosts.Pulls)
+	}
+	if after := layerFiles(t, shared); len(after) != len(before) {
+		t.Errorf("layer files changed: %v, were %v", after, before)
+	}
+	if got := in.rt["h2"].Hypervisor.Running(); len(got) != 2 {
+		t.Errorf("running on h2: %v, want both", got)
+	}
 }
