@@ -62,8 +62,12 @@ type FenceNetwork struct {
 
 // FenceSpec describes a whole fence. Setup and Adopt take the same spec.
 type FenceSpec struct {
-	ID       string // names the namespace; letters, digits, '.', '_', '-'
-	Policy   Policy // "" means in-out
+	ID     string // names the namespace; letters, digits, '.', '_', '-'
+	Policy Policy // "" means in-out
+	// Allow, when not empty, is the egress allow-list: the VMs may open
+	// connections out only to these destinations (see egress.go). Not
+	// with PolicyBlock.
+	Allow    []AllowRule
 	Networks []FenceNetwork
 	// Span, when set, spreads the fence over hosts with a VXLAN per
 	// network; nil keeps it on this host alone.
@@ -418,7 +422,7 @@ func (f *Fence) ensure(ctx context.Context, hooks *setupHooks) error {
 	if err := hooks.step("nftables"); err != nil {
 		return wrap(err)
 	}
-	if err := applyRuleset(f.ns, f.spec.ID, f.spec.Policy, nat); err != nil {
+	if err := applyRuleset(f.ns, f.spec.ID, f.spec.Policy, f.spec.Allow, nat); err != nil {
 		return wrap(err)
 	}
 	if err := hooks.step("dhcp"); err != nil {
@@ -837,6 +841,9 @@ func checkSpec(spec FenceSpec) (FenceSpec, error) {
 		return spec, err
 	}
 	spec.Policy = p
+	if err := CheckAllow(p, spec.Allow); err != nil {
+		return spec, fmt.Errorf("fence %q: %w", spec.ID, err)
+	}
 	if len(spec.Networks) == 0 {
 		return spec, errdefs.Invalid("fence %q: no networks", spec.ID)
 	}

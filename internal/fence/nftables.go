@@ -38,6 +38,8 @@ type natLink struct {
 //	          out     iifname EXT ct state established,related accept; iifname EXT drop
 //	                  oifname EXT ip saddr I accept; oifname EXT drop
 //	          in-out  as out, plus iifname EXT ct status dnat accept
+//	          with an allow-list (out, in-out), instead of accept:
+//	                  oifname EXT ip saddr I jump egress (see addEgressChain)
 //	input:    iifname EXT ct state established,related accept; iifname EXT drop
 //	mark (prerouting, before NAT and routing):
 //	          iifname EXT ct state new ct mark set M
@@ -57,7 +59,13 @@ type natLink struct {
 // fence opened from G itself): marked packets are routed out through EXT
 // before the local table is consulted. Under block the gateway stays the
 // fence's own: nothing is sent out, and the VMs' router still answers.
-func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) error {
+func applyRuleset(ns netns.NsHandle, id string, policy Policy, allow []AllowRule, links []natLink) error {
+	// The refused count survives the rewrite (an Adopt's): it is read
+	// here and the new counter starts from it.
+	refused, _, err := readEgressRefused(ns)
+	if err != nil {
+		return err
+	}
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -90,6 +98,11 @@ func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) 
 		c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: exprs, UserData: tag})
 	}
 	established := matchCtBits(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
+	leave := verdict(expr.VerdictAccept)
+	if len(allow) > 0 && policy != PolicyBlock {
+		egress := addEgressChain(c, table, tag, allow, refused)
+		leave = []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: egress.Name}}
+	}
 	add(mark, matchCtDir(ctDirReply), restoreMark())
 	for _, l := range links {
 		in, out := matchIf(expr.MetaKeyIIFNAME, l.ext), matchIf(expr.MetaKeyOIFNAME, l.ext)
@@ -115,7 +128,7 @@ func applyRuleset(ns netns.NsHandle, id string, policy Policy, links []natLink) 
 				add(fwd, in, matchCtBits(expr.CtKeySTATUS, ctStatusDstNAT), verdict(expr.VerdictAccept))
 			}
 			for _, m := range l.mappings {
-				add(fwd, out, matchAddr(12, m.Internal), verdict(expr.VerdictAccept))
+				add(fwd, out, matchAddr(12, m.Internal), leave)
 			}
 		}
 		add(fwd, in, verdict(expr.VerdictDrop))
