@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"stagehand/internal/cluster"
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/hostlink"
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
@@ -55,6 +57,9 @@ type Config struct {
 	// --listen URL, else the socket's unix:// path).
 	HostName  string
 	Advertise string
+	// Underlay is --underlay: the address this host's VXLAN tunnels (a
+	// spread fence) use (default: --advertise's address when it is an IP).
+	Underlay string
 
 	// Listen is --listen: a TCP host:port (port 0 picks one) besides the
 	// socket, which is always there; empty for none. A non-loopback
@@ -86,6 +91,9 @@ type Config struct {
 	// Test hooks, read from the environment by main; never set in
 	// production, and logged loudly when set.
 	//
+	// SharedLayers is --shared-layers: DATA/layers is one directory every
+	// host mounts (lab.Options.SharedLayers).
+	SharedLayers bool
 	// TestFault is STAGEHAND_TEST_FAULT (see lab.FaultHook).
 	TestFault string
 	// TestProbe is STAGEHAND_TEST_PROBE: "hang" replaces the accelerator
@@ -231,7 +239,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if err := ensureAdmin(ctx, st, dataDir, log); err != nil {
 		return err
 	}
-	member, err := joinCluster(ctx, cfg, st, advertiseURL(cfg, socketPath, tcp, tlsConf != nil), log)
+	var fingerprint string // what peers pin; none without TLS (loopback tests)
+	if tlsConf != nil {
+		fingerprint = Fingerprint(tlsConf.Certificates[0].Certificate[0])
+	}
+	advertise := advertiseURL(cfg, socketPath, tcp, tlsConf != nil)
+	member, credential, err := joinCluster(ctx, cfg, st, dataDir, advertise, fingerprint, log)
 	if err != nil {
 		return err
 	}
@@ -260,6 +273,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		MaxUpload:  cfg.MaxUpload,
 		Leases:     cfg.Leases,
 		HostName:   member.Host().Name,
+
+		SharedLayers: cfg.SharedLayers,
+	}
+	if st.shared() {
+		// Layers and moves between the hosts (placement, config move).
+		puller, err := hostlink.NewPuller(dataDir, credential, log)
+		if err != nil {
+			return err
+		}
+		defer puller.Close()
+		labOpts.HostLink = puller
 	}
 	closeRuntime, err := startRuntime(cfg, &labOpts, dataDir, log)
 	if err != nil {
@@ -281,6 +305,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		LayerBytes: metrics.NewDirBytes(filepath.Join(dataDir, "layers"), ".qcow2", 30*time.Second).Bytes,
 	})
 	hosts := append([]string{cfg.Listen}, cfg.AllowedHosts...)
+	if u, err := url.Parse(advertise); err == nil && u.Host != "" {
+		hosts = append(hosts, u.Host) // peers forward to this name
+	}
 	if name, err := os.Hostname(); err == nil {
 		hosts = append(hosts, name) // this machine's own name is no rebinding
 	}
@@ -291,10 +318,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		return err
 	}
 	defer stopOIDC()
+	if st.shared() {
+		// Many hosts on one store: a configuration's requests go to its
+		// home host. On SQLite this host is every configuration's home.
+		if err := h.SetHostLink(hostLink(member.Host().Name, credential, st)); err != nil {
+			return err
+		}
+	}
 	finishRecovery := h.StartRecovery()
 	limits := api.DefaultLimits
 	srv := api.NewServer(h, limits, log)
 	srv.ConnContext = connContext
+	// Peers pull layers from /internal/v1/ with their host credentials.
+	links := hostlink.NewServer(dataDir, storeLayers{store: st, dataDir: dataDir}, storeVerifier(st), log)
+	links.ServeMoves(svc.MoveEndpoints())
+	srv.Handler = withHostLink(srv.Handler, links)
 	if cfg.wrapHandler != nil {
 		srv.Handler = cfg.wrapHandler(srv.Handler)
 	}
@@ -334,7 +372,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	defer stopReaper() // before the jobs and the store close
 	stopCluster := startClusterLoops(st, member.Host().ID, svc, recovered, log)
 	defer stopCluster() // before the store closes
-	defer wg.Wait()    // the recovery ends (ctx is done) before anything closes
+	defer wg.Wait()     // the recovery ends (ctx is done) before anything closes
 
 	select {
 	case err := <-served:
