@@ -25,6 +25,8 @@ type Lab struct {
 	Networks  Networks
 	Archives  Archives
 	Cleanup   Cleanup
+	// Snapshots are the configurations' snapshot trees (page_snapshots.go).
+	Snapshots Snapshots
 	Jobs      Jobs
 	// Events is the event log as the caller of ctx may read it (the
 	// activity page).
@@ -94,7 +96,7 @@ type Access interface {
 // LabOf returns the parts of svc the console reads.
 func LabOf(svc *lab.Service) Lab {
 	l := Lab{Configs: svc.Configs, Library: svc.Library, Templates: svc.Templates, Networks: svc.Networks,
-		Archives: svc.Archives, Cleanup: svc.Leases, Store: svc.Store()}
+		Archives: svc.Archives, Cleanup: svc.Leases, Snapshots: svc.Snapshots, Store: svc.Store()}
 	if j := svc.Jobs(); j != nil {
 		l.Jobs = j
 	}

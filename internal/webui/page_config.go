@@ -23,6 +23,7 @@ type configData struct {
 	VMs     []vmRow
 	Fence   []fenceRow
 	Disks   diskTree
+	Snaps   snapshotPart
 	History []events.View
 	// After is the newest event's id: the page's event stream starts
 	// after it.
@@ -50,7 +51,7 @@ type fenceRow struct {
 
 // configParts are the parts of the page served alone, by name: each is a
 // template of config.html named "part-NAME".
-var configParts = map[string]bool{"summary": true, "vms": true, "disks": true, "history": true}
+var configParts = map[string]bool{"summary": true, "vms": true, "disks": true, "snapshots": true, "history": true}
 
 // configPage shows one configuration. An invisible one is 404, as in the
 // API.
@@ -131,6 +132,11 @@ func (p *configPages) configData(r *http.Request, part string) (*configData, err
 	}
 	if all || part == "disks" {
 		if d.Disks, err = p.diskTree(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	if all || part == "snapshots" {
+		if d.Snaps, err = p.snapshotPart(ctx, c); err != nil {
 			return nil, err
 		}
 	}
