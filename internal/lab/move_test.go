@@ -75,6 +75,22 @@ func (in *installation) hostWith(name, dir string, memMiB int, opt func(*lab.Opt
 	return svc
 }
 
+// base imports template "base" (one 8 MiB disk) on host h.
+func (in *installation) base(h *lab.Service) {
+	in.t.Helper()
+	if _, err := h.Templates.Import(context.Background(), lab.TemplateSpec{Name: "base", Disks: []string{makeImage(in.t, 8)}}); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+// create makes configuration name on host h: one VM of template base.
+func (in *installation) create(h *lab.Service, name string) {
+	in.t.Helper()
+	if _, err := h.Configs.Create(context.Background(), lab.ConfigSpec{Name: name, VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
 // config reads a configuration's record.
 func (in *installation) config(name string) *store.Config {
 	in.t.Helper()
@@ -135,14 +151,10 @@ func TestPlacementWeighsMemoryAndHeldLayers(t *testing.T) {
 	in.host("h2", filepath.Join(t.TempDir(), "h2"), 800, nil)
 	in.host("h3", filepath.Join(t.TempDir(), "h3"), 700, nil)
 	ctx := context.Background()
-	if _, err := h1.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}}); err != nil {
-		t.Fatal(err)
-	}
+	in.base(h1)
 	for i := range 8 {
 		name := fmt.Sprintf("c%d", i)
-		if _, err := h1.Configs.Create(ctx, lab.ConfigSpec{Name: name, VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
-			t.Fatal(err)
-		}
+		in.create(h1, name)
 	}
 	// c0, c1 on h1 (it holds the chain); c2 to h2 (h2 and h3 would pull
 	// the same bytes: h2 has more free memory), c3 and c4 to h2 (it holds
@@ -190,14 +202,10 @@ func TestDeployElsewherePullsOnlyWhatIsMissing(t *testing.T) {
 	h1 := in.host("h1", filepath.Join(t.TempDir(), "h1"), 4096, nil)
 	in.host("h2", filepath.Join(t.TempDir(), "h2"), 4096, nil)
 	ctx := context.Background()
-	if _, err := h1.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}}); err != nil {
-		t.Fatal(err)
-	}
+	in.base(h1)
 	// h2 gets the base by moving a first configuration there.
 	for _, n := range []string{"first", "src"} {
-		if _, err := h1.Configs.Create(ctx, lab.ConfigSpec{Name: n, VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
-			t.Fatal(err)
-		}
+		in.create(h1, n)
 	}
 	if _, err := h1.Deployments.Move(ctx, "first", "h2"); err != nil {
 		t.Fatal(err)
@@ -277,12 +285,8 @@ func TestDeployedConfigurationDoesNotMove(t *testing.T) {
 	h1 := in.host("h1", filepath.Join(t.TempDir(), "h1"), 4096, nil)
 	in.host("h2", filepath.Join(t.TempDir(), "h2"), 4096, nil)
 	ctx := context.Background()
-	if _, err := h1.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h1.Configs.Create(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
-		t.Fatal(err)
-	}
+	in.base(h1)
+	in.create(h1, "a")
 	if _, err := h1.Deployments.Deploy(ctx, "a", lab.DeployOptions{Host: "h1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -321,12 +325,8 @@ func TestMoveInterruptedRecovers(t *testing.T) {
 			h1 := in.host("h1", d1, 4096, kill)
 			in.host("h2", d2, 4096, kill)
 			ctx := context.Background()
-			if _, err := h1.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := h1.Configs.Create(ctx, lab.ConfigSpec{Name: "a", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
-				t.Fatal(err)
-			}
+			in.base(h1)
+			in.create(h1, "a")
 			rel := in.topOf("a")
 			if c.killAt == "after-commit" {
 				// The adopter commits; the old home dies before it
@@ -429,13 +429,9 @@ func TestSharedLayersMoveOnlyTheRecord(t *testing.T) {
 	h1 := in.hostWith("h1", shared, 300, func(o *lab.Options) { o.SharedLayers = true })
 	in.hostWith("h2", shared, 4096, func(o *lab.Options) { o.SharedLayers = true })
 	ctx := context.Background()
-	if _, err := h1.Templates.Import(ctx, lab.TemplateSpec{Name: "base", Disks: []string{makeImage(t, 8)}}); err != nil {
-		t.Fatal(err)
-	}
+	in.base(h1)
 	for _, n := range []string{"a", "b"} {
-		if _, err := h1.Configs.Create(ctx, lab.ConfigSpec{Name: n, VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
-			t.Fatal(err)
-		}
+		in.create(h1, n)
 	}
 	before := layerFiles(t, shared)
 	if _, err := h1.Deployments.Deploy(ctx, "a", lab.DeployOptions{}); err != nil {
