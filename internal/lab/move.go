@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"time"
 
 	"stagehand/internal/cluster"
 	"stagehand/internal/errdefs"
@@ -82,7 +83,7 @@ func (s *core) moveTo(ctx context.Context, name, target string) (hostlink.AdoptR
 		switch {
 		case h.State != store.HostActive:
 			return errdefs.Unavailable("host %q is %s: nothing moves there", target, h.State)
-		case cluster.Offline(*h, s.now()):
+		case cluster.Offline(*h, time.Now()): // heartbeats are wall-clock times
 			return errdefs.Unavailable("host %q is offline (last seen %s)", target, h.LastSeen.UTC().Format("2006-01-02 15:04:05Z"))
 		}
 		peer, err = peers(tx, s.hostName, target)

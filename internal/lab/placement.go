@@ -163,7 +163,7 @@ func (s *core) place(ctx context.Context, name, host string) (cluster.Decision, 
 		if err != nil {
 			return err
 		}
-		cands, need, err := placementInputs(tx, c, s.sharedLayers, s.now())
+		cands, need, err := placementInputs(tx, c, s.sharedLayers, time.Now()) // heartbeats are wall-clock times, not the lease clock
 		if err != nil {
 			return err
 		}
