@@ -313,6 +313,10 @@ type Config struct {
 	State       string
 	Fenced      bool
 	FencePolicy string
+	// FenceAllow is a fenced deployment's egress allow-list, canonical
+	// entries separated by commas ("" is none; fence.ParseAllowList
+	// reads it). Update writes it, with FencePolicy.
+	FenceAllow string
 	// LastError is the reason of the last failure (state failed).
 	LastError string
 	CreatedAt time.Time

@@ -8,7 +8,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host"
+const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host, fence_allow"
 
 func scanConfig(s Scanner) (store.Config, error) {
 	var (
@@ -16,7 +16,7 @@ func scanConfig(s Scanner) (store.Config, error) {
 		created, updated int64
 		ws, own          sql.NullInt64
 	)
-	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind, &ws, &own, &c.Host)
+	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind, &ws, &own, &c.Host, &c.FenceAllow)
 	c.CreatedAt, c.UpdatedAt = fromNanos(created), fromNanos(updated)
 	c.WorkspaceID, c.OwnerID = ws.Int64, own.Int64
 	return c, err
@@ -258,8 +258,8 @@ func attachVMs(t *db, cs []store.Config, where string, args ...any) error {
 func (t configs) Update(c *store.Config) error {
 	updated := now()
 	found, err := t.changeOne(`UPDATE configs SET name = ?, description = ?, owner = ?, state = ?, fenced = ?,
-		fence_policy = ?, last_error = ?, updated_at = ?, host = ? WHERE id = ?`,
-		c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, updated.UnixNano(), c.Host, c.ID)
+		fence_policy = ?, fence_allow = ?, last_error = ?, updated_at = ?, host = ? WHERE id = ?`,
+		c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.FenceAllow, c.LastError, updated.UnixNano(), c.Host, c.ID)
 	switch {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("configuration %q: already exists", c.Name)

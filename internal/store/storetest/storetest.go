@@ -978,6 +978,7 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		c := web
 		c.Name, c.Description, c.Owner = "web-renamed", "new text", "bob"
 		c.State, c.Fenced, c.FencePolicy, c.LastError = store.StateFailed, true, "block", "deploy: qemu exited"
+		c.FenceAllow = "10.0.0.1/32:80/tcp,192.0.2.0/24"
 		c.Host = "host-b"
 		c.VMs = nil
 		if err := tx.Configs().Update(&c); err != nil {
