@@ -81,3 +81,6 @@ func (l doctorLab) Accel() (accel, reason string) {
 	}
 	return st.Accel, st.Reason
 }
+
+// PID is the QEMU process of VM id this daemon runs (0: none).
+func (l doctorLab) PID(vmID int64) int { return l.s.deploys.PID(vmID) }

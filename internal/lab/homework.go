@@ -141,7 +141,7 @@ func (w homeWork) wait(ctx context.Context, id int64, host string) error {
 			return nil
 		case item.State == store.WorkFailed:
 			return fmt.Errorf("%s %q on host %q (work item %d): %s", item.Kind, item.Subject, host, id, item.Error)
-		case cluster.Offline(*h, w.s.now()):
+		case cluster.Offline(*h, time.Now()): // heartbeats are wall-clock times
 			w.s.log.Warn("a configuration's home host is offline: its work stays queued until it returns",
 				"work", id, "kind", item.Kind, "config", item.Subject, "host", host, "last_seen", h.LastSeen)
 			return nil

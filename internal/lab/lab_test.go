@@ -190,6 +190,12 @@ func (e *env) assertConsistent() {
 		e.t.Fatal(err)
 	}
 	for _, p := range r.Problems {
+		if p.Kind == lab.ProblemStateDiffers {
+			// Guests the fake runtime lost across a restart: a finding
+			// about processes, not files; the tests that expect it
+			// assert it themselves.
+			continue
+		}
 		e.t.Errorf("doctor: %s %s: %s", p.Kind, p.Subject, p.Detail)
 	}
 	var inStore []string

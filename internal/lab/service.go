@@ -280,7 +280,7 @@ func New(opts Options) (*Service, error) {
 		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences,
 		DataDir: abs, HostKey: hex.EncodeToString(sum[:4]), HostName: opts.HostName, ShutdownTimeout: shutdownTimeout, Log: s.log,
 	})
-	s.views = views{dataDir: s.dataDir, leases: s.leases, policy: s.life.policy, archives: s.archives, deploys: s.deploys}
+	s.views = views{dataDir: s.dataDir, leases: s.leases, policy: s.life.policy, archives: s.archives, deploys: s.deploys, self: s.hostName}
 	return &Service{
 		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
 		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s}, Snapshots: Snapshots{s},

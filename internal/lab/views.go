@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"time"
 
 	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/deploy"
@@ -17,7 +18,14 @@ type views struct {
 	policy   LeasePolicy
 	archives *archive.Archives
 	deploys  *deploy.Deployments
+	self     string // this host: its configurations are never "host offline"
 }
+
+// homes returns what a view needs to tell configurations whose home is
+// offline.
+// Heartbeats are wall-clock times: an injected lease clock does not
+// apply.
+func (vs views) homes() *homes { return &homes{self: vs.self, now: time.Now()} }
 
 // abs turns a data-dir-relative path into an absolute one.
 func (vs views) abs(rel string) string { return journal.Abs(vs.dataDir, rel) }

@@ -86,6 +86,8 @@ type Lab interface {
 	ReleaseAddress(ctx context.Context, a store.Allocation) error
 	// Accel describes the accelerator: the choice and why.
 	Accel() (accel, reason string)
+	// PID is the QEMU process of VM id that this daemon runs, 0 for none.
+	PID(vmID int64) int
 }
 
 // Config is what a Doctor is built from.
@@ -295,7 +297,7 @@ func (dr *Doctor) once(ctx context.Context, repair bool) (*Report, error) {
 	if err := d.load(); err != nil {
 		return nil, err
 	}
-	for _, check := range []func() error{d.checkJournal, d.checkLayers, d.checkLeftovers, d.checkAddresses, d.checkArchives} {
+	for _, check := range []func() error{d.checkJournal, d.checkLayers, d.checkLeftovers, d.checkAddresses, d.checkArchives, d.checkRuntime} {
 		if err := check(); err != nil {
 			return nil, err
 		}
