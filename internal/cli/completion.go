@@ -86,6 +86,7 @@ var argCompletions = map[string][]argKind{
 	"config set-ip":     {configName, vmName},
 	"config clone":      {configName, newName},
 	"config deploy":     {configName},
+	"config move":       {configName},
 	"config undeploy":   {configName},
 	"config lease":      {configName},
 	"config share":      {configName},
