@@ -370,6 +370,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	}()
 	stopReaper := startReaper(svc, recovered, st.leadership)
 	defer stopReaper() // before the jobs and the store close
+	// Every host reports what its fences' allow-lists refused.
+	stopEgress := runInBackground(func(ctx context.Context) {
+		select {
+		case <-recovered:
+			svc.WatchEgress(ctx)
+		case <-ctx.Done():
+		}
+	})
+	defer stopEgress()
 	stopCluster := startClusterLoops(st, member.Host().ID, svc, recovered, log)
 	defer stopCluster() // before the store closes
 	defer wg.Wait()     // the recovery ends (ctx is done) before anything closes

@@ -36,6 +36,8 @@ type AdoptResult struct {
 type DeployRequest struct {
 	Fenced      bool   `json:"fenced"`
 	FencePolicy string `json:"fence_policy,omitempty"`
+	// Allow is the egress allow-list (lab/deploy.CheckAllow).
+	Allow []string `json:"allow,omitempty"`
 	// DeployLease is the deployment's lease; nil keeps the setting.
 	DeployLease *time.Duration `json:"deploy_lease,omitempty"`
 }

@@ -477,6 +477,7 @@ func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*Confi
 	}
 	if !sh.listed {
 		v.Lease.Ladder = vs.ladderOf(tx, c)
+		v.Egress = vs.egressOf(c)
 	}
 	v.Workspace, v.Owner = owned(sh.names, c.WorkspaceID, c.OwnerID, c.Owner)
 	netNames := map[int64]string{}

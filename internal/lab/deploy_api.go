@@ -19,6 +19,9 @@ import (
 type DeployOptions struct {
 	Fenced      bool
 	FencePolicy string // "block", "out" or "in-out" (default)
+	// Allow is the egress allow-list of a fenced deploy (see
+	// deploy.CheckAllow): the VMs open connections only to these.
+	Allow []string
 	// DeployLease is this deployment's lease, which becomes the
 	// configuration's setting for later deploys: nil keeps its setting,
 	// 0 means none.
@@ -57,6 +60,9 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 		return nil, err
 	}
 	opts.FencePolicy = policy
+	if _, err := deploy.CheckAllow(name, opts.Fenced, policy, opts.Allow); err != nil {
+		return nil, err
+	}
 	if err := checkLeaseLength("deployment", opts.DeployLease); err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
@@ -77,7 +83,7 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 	lease := func(tx store.Tx, id int64) error { return s.leases.deployed(tx, id, opts.DeployLease) }
 	view, err := s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {
 		return s.deploys.Deploy(ctx, name, deploy.Options{
-			Fenced: opts.Fenced, FencePolicy: policy,
+			Fenced: opts.Fenced, FencePolicy: policy, Allow: opts.Allow,
 			Admit:  deployQuota,
 			Commit: commit,
 		})
@@ -110,7 +116,7 @@ func (s Deployments) deployElsewhere(ctx context.Context, name string, opts Depl
 	if s.link == nil || len(peer) == 0 {
 		return nil, errdefs.Unavailable("deploy %q: moved to host %q, but this daemon cannot reach it to deploy; deploy it again (it runs there now)", name, placed.Host)
 	}
-	err = s.link.Deploy(ctx, peer[0], name, hostlink.DeployRequest{Fenced: opts.Fenced, FencePolicy: opts.FencePolicy, DeployLease: opts.DeployLease})
+	err = s.link.Deploy(ctx, peer[0], name, hostlink.DeployRequest{Fenced: opts.Fenced, FencePolicy: opts.FencePolicy, Allow: opts.Allow, DeployLease: opts.DeployLease})
 	if err != nil {
 		return nil, fmt.Errorf("deploy %q: moved to host %q, which failed to deploy it: %w", name, placed.Host, err)
 	}
@@ -133,7 +139,7 @@ type moveEndpoints struct{ *core }
 // DeployHere deploys name, whose home this host now is, here.
 func (m moveEndpoints) DeployHere(ctx context.Context, name string, req hostlink.DeployRequest) error {
 	_, err := Deployments{m.core}.Deploy(ctx, name, DeployOptions{
-		Fenced: req.Fenced, FencePolicy: req.FencePolicy, DeployLease: req.DeployLease, Host: m.hostName,
+		Fenced: req.Fenced, FencePolicy: req.FencePolicy, Allow: req.Allow, DeployLease: req.DeployLease, Host: m.hostName,
 	})
 	return err
 }

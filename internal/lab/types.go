@@ -170,10 +170,13 @@ type ConfigView struct {
 	State       string
 	Fenced      bool
 	FencePolicy string
-	LastError   string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	VMs         []VMView
+	// Egress is a fenced deployment's allow-list and its refused count;
+	// nil without one.
+	Egress    *EgressView
+	LastError string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	VMs       []VMView
 	// Host is its home: the host holding its writable tops, where it
 	// runs when deployed (store.Config.Host).
 	Host string

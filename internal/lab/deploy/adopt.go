@@ -96,7 +96,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 			if err := d.external.release(tx, c); err != nil {
 				return err
 			}
-			c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
+			c.State, c.LastError, c.Fenced, c.FencePolicy, c.FenceAllow = store.StateUndeployed, reason, false, "", ""
 			if err := tx.Configs().Update(c); err != nil {
 				return err
 			}

@@ -216,6 +216,10 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		return err
 	}
 	opts.FencePolicy = policy
+	allow, err := CheckAllow(name, opts.Fenced, policy, opts.Allow)
+	if err != nil {
+		return err
+	}
 	if err := d.requireRuntime("deploy", name); err != nil {
 		return err
 	}
@@ -261,6 +265,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 			}
 		}
 		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateDeploying, "", opts.Fenced, opts.FencePolicy
+		c.FenceAllow = allow
 		c.Host = d.hostName // where it runs, written before anything starts there
 		if err := tx.Configs().Update(c); err != nil {
 			return err
@@ -496,7 +501,7 @@ func (d *Deployments) setUndeployed(name, reason string) error {
 		if err := d.external.release(tx, c); err != nil {
 			return err
 		}
-		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, reason, false, ""
+		c.State, c.LastError, c.Fenced, c.FencePolicy, c.FenceAllow = store.StateUndeployed, reason, false, "", ""
 		return tx.Configs().Update(c)
 	})
 	if err != nil {
@@ -606,6 +611,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 	if err := d.lab.Fault(ctx, "undeploy", "release"); err != nil {
 		return failed(err)
 	}
+	d.reportEgressAtUndeploy(ctx, plan)
 	d.releasePlumbing(ctx, plan)
 	err = d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 		c, err := tx.Configs().Get(name)
@@ -615,7 +621,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 		if err := d.external.release(tx, c); err != nil {
 			return err
 		}
-		c.State, c.LastError, c.Fenced, c.FencePolicy = store.StateUndeployed, "", false, ""
+		c.State, c.LastError, c.Fenced, c.FencePolicy, c.FenceAllow = store.StateUndeployed, "", false, "", ""
 		if err := tx.Configs().Update(c); err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"stagehand/internal/errdefs"
@@ -87,6 +88,7 @@ type Deployments struct {
 	log             *slog.Logger
 	vms             runningVMs
 	consoles        *Consoles
+	egress          egressReports
 }
 
 // New returns the deployments of cfg.
@@ -179,6 +181,9 @@ func fileExists(p string) bool {
 type Options struct {
 	Fenced      bool
 	FencePolicy string // "block", "out" or "in-out" (default)
+	// Allow is the egress allow-list (fence.ParseAllow entries), fenced
+	// out or in-out only; see egress.go.
+	Allow []string
 	// Commit runs inside the transaction that marks the configuration
 	// deployed, after its VMs: the lab writes the deployment's lease there.
 	Commit func(tx store.Tx, c *store.Config) error
@@ -204,6 +209,9 @@ const (
 
 func deployDetail(opts Options) string {
 	if opts.Fenced {
+		if len(opts.Allow) > 0 {
+			return "fenced, policy " + opts.FencePolicy + ", allow " + strings.Join(opts.Allow, ", ")
+		}
 		return "fenced, policy " + opts.FencePolicy
 	}
 	return "unfenced"

@@ -109,7 +109,11 @@ func (d *Deployments) fenceSpec(tx store.Tx, c *store.Config) (fence.FenceSpec, 
 	if err != nil {
 		return fence.FenceSpec{}, fmt.Errorf("configuration %q: %w", c.Name, err)
 	}
-	spec := fence.FenceSpec{ID: d.host.fence(c.ID), Policy: policy}
+	allow, err := allowRules(c)
+	if err != nil {
+		return fence.FenceSpec{}, err
+	}
+	spec := fence.FenceSpec{ID: d.host.fence(c.ID), Policy: policy, Allow: allow}
 	byNet := map[int64]int{}
 	for _, vm := range c.VMs {
 		for _, n := range vm.NICs {
