@@ -114,6 +114,7 @@ func configToWire(c *lab.ConfigView) wire.Config {
 		UpdatedAt:   c.UpdatedAt,
 		VMs:         vms,
 		Placement:   placementToWire(c.Placement),
+		Egress:      egressToWire(c.Egress),
 	}
 }
 

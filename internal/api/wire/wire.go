@@ -173,6 +173,10 @@ type DeployRequest struct {
 	// for every host's verdict in the answer's Placement.
 	Host    string `json:"host,omitempty"`
 	Explain bool   `json:"explain,omitempty"`
+	// Allow is the egress allow-list of a fenced deploy with policy out
+	// or in-out, CIDR[:PORT[/tcp|udp]] each (at most 64): the VMs may open
+	// connections only to these destinations. Not with block.
+	Allow []string `json:"allow,omitempty"`
 }
 
 // MoveRequest is the body of POST /configs/{name}/move: the undeployed
@@ -255,6 +259,9 @@ type Config struct {
 	// Placement is set in a deploy's answer when asked to explain, or
 	// when the configuration moved to be deployed.
 	Placement *Placement `json:"placement,omitempty"`
+	// Egress is a fenced deployment's allow-list and its refused count
+	// (config show only); absent without one.
+	Egress *Egress `json:"egress,omitempty"`
 }
 
 // VM is one machine of a configuration.
