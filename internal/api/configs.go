@@ -22,6 +22,7 @@ type Configs interface {
 	StartFullClone(ctx context.Context, src, dst string, opts lab.CreateOptions) (jobs.Job, error)
 	DiskChain(ctx context.Context, config, vm string, disk int) ([]lab.LayerView, error)
 	StartConsolidate(ctx context.Context, config, vm string, disk int) (jobs.Job, error)
+	SetHostname(ctx context.Context, config, vm, hostname string) (*lab.ConfigView, error)
 }
 
 // configsHandler serves the configuration and clone endpoints.
@@ -33,6 +34,7 @@ func (h configsHandler) register(r *router) {
 	r.route("GET "+p+"/configs", auth.ConfigRead, noObject, h.list)
 	r.route("GET "+p+"/configs/{name}", auth.ConfigRead, object("config", "name"), h.get)
 	r.route("DELETE "+p+"/configs/{name}", auth.ConfigDelete, object("config", "name"), h.delete)
+	r.route("PUT "+p+"/configs/{name}/vms/{vm}/hostname", auth.ConfigEdit, object("config", "name"), h.setHostname)
 	r.route("POST "+p+"/configs/{name}/clone", auth.ConfigClone, object("config", "name"), h.clone)
 }
 
@@ -43,7 +45,7 @@ func (h configsHandler) create(w http.ResponseWriter, r *http.Request) error {
 	}
 	spec := lab.ConfigSpec{Name: req.Name, Description: req.Description, Owner: req.Owner, Workspace: req.Workspace}
 	for _, v := range req.VMs {
-		spec.VMs = append(spec.VMs, lab.VMSpec{Name: v.Name, Template: v.Template, Network: v.Network, IP: v.IP})
+		spec.VMs = append(spec.VMs, lab.VMSpec{Name: v.Name, Template: v.Template, Network: v.Network, IP: v.IP, Hostname: v.Hostname})
 	}
 	var err error
 	if spec.StorageLease, err = storageLease(req.StorageLease); err != nil {

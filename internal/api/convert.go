@@ -14,17 +14,19 @@ import (
 
 func templateToWire(t *lab.TemplateView) wire.Template {
 	return wire.Template{
-		Name:        t.Name,
-		Description: t.Description,
-		CPUs:        t.CPUs,
-		MemoryMiB:   t.MemoryMiB,
-		Disks:       layersToWire(t.Disks),
-		Kernel:      t.Kernel,
-		Initrd:      t.Initrd,
-		Cmdline:     t.Cmdline,
-		CreatedAt:   t.CreatedAt,
-		Workspace:   t.Workspace,
-		Owner:       t.Owner,
+		Name:          t.Name,
+		Description:   t.Description,
+		CPUs:          t.CPUs,
+		MemoryMiB:     t.MemoryMiB,
+		Disks:         layersToWire(t.Disks),
+		Kernel:        t.Kernel,
+		Initrd:        t.Initrd,
+		Cmdline:       t.Cmdline,
+		Seed:          t.Seed,
+		UserDataBytes: t.UserDataBytes,
+		CreatedAt:     t.CreatedAt,
+		Workspace:     t.Workspace,
+		Owner:         t.Owner,
 	}
 }
 
@@ -92,6 +94,8 @@ func configToWire(c *lab.ConfigView) wire.Config {
 			PID:           v.PID,
 			HasSavedState: v.HasSavedState,
 			Template:      v.Template,
+			Hostname:      v.Hostname,
+			InstanceID:    v.InstanceID,
 			CPUs:          v.CPUs,
 			MemoryMiB:     v.MemoryMiB,
 			Disks:         disks,

@@ -113,6 +113,7 @@ var opDocs = func() map[string]opDoc {
 		"GET " + p + "/networks/{name}":                             {summary: "Show a network and who holds each address", ok: []okResponse{ok(wire.Network{})}},
 		"DELETE " + p + "/networks/{name}":                          {summary: "Delete a network", ok: []okResponse{noContentOK}},
 		"POST " + p + "/configs/{name}/change-ips":                  {summary: "Give a configuration's pool addresses new ones", ok: []okResponse{ok(wire.Config{})}},
+		"PUT " + vm + "/hostname":                                   {summary: "Set a VM's hostname (RFC 1123; empty: VM-CONFIG), seen by the guest at the next deploy", request: wire.SetHostnameRequest{}, ok: []okResponse{ok(wire.Config{})}},
 		"PUT " + vm + "/nics/{nic}/ip":                              {summary: "Set one NIC's address (an address, pool or dhcp)", request: wire.SetIPRequest{}, ok: []okResponse{ok(wire.Config{})}},
 		"POST " + p + "/configs/{name}/lease":                       {summary: "Set a configuration's leases", request: wire.LeaseRequest{}, ok: []okResponse{ok(wire.Config{})}},
 		"GET " + p + "/configs/{name}/space":                        {summary: "What deleting this configuration alone would free (bytes and layers, as the cleanup view counts)", ok: []okResponse{ok(wire.ConfigSpace{})}},

@@ -58,6 +58,8 @@ func (h templatesHandler) importTemplate(w http.ResponseWriter, r *http.Request)
 		Initrd:      req.Initrd,
 		Cmdline:     req.Cmdline,
 		Workspace:   req.Workspace,
+		UserData:    req.UserData,
+		NoSeed:      req.NoSeed,
 	})
 	if err != nil {
 		return err
@@ -81,6 +83,13 @@ func (h templatesHandler) upload(w http.ResponseWriter, r *http.Request) error {
 		Name: q.Get("name"), Description: q.Get("description"), Format: q.Get("format"),
 		Cmdline: q.Get("cmdline"), Workspace: q.Get("workspace"),
 	}
+	switch v := q.Get("no_seed"); v {
+	case "", "0", "false":
+	case "1", "true":
+		spec.NoSeed = true
+	default:
+		return errMalformed("no_seed %q is not 1 or 0", v)
+	}
 	for _, f := range []struct {
 		key string
 		to  *int
@@ -95,7 +104,7 @@ func (h templatesHandler) upload(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Import closes the uploads; this is for the refusals before it.
 	defer func() {
-		for _, u := range append(append([]*lab.Upload(nil), spec.DiskUploads...), spec.KernelUpload, spec.InitrdUpload) {
+		for _, u := range append(append([]*lab.Upload(nil), spec.DiskUploads...), spec.KernelUpload, spec.InitrdUpload, spec.UserDataUpload) {
 			if u != nil {
 				u.Close()
 			}
@@ -119,11 +128,12 @@ func (h templatesHandler) upload(w http.ResponseWriter, r *http.Request) error {
 		}
 		field := part.FormName()
 		switch {
-		case field != wire.PartDisk && field != wire.PartKernel && field != wire.PartInitrd:
-			return errMalformed("template upload: part %q is not %q, %q or %q", field, wire.PartDisk, wire.PartKernel, wire.PartInitrd)
-		case field == wire.PartDisk && (spec.KernelUpload != nil || spec.InitrdUpload != nil),
-			field == wire.PartKernel && spec.KernelUpload != nil, field == wire.PartInitrd && spec.InitrdUpload != nil:
-			return errMalformed("template upload: the disks come first, then at most one kernel and one initrd")
+		case field != wire.PartDisk && field != wire.PartKernel && field != wire.PartInitrd && field != wire.PartUserData:
+			return errMalformed("template upload: part %q is not %q, %q, %q or %q", field, wire.PartDisk, wire.PartKernel, wire.PartInitrd, wire.PartUserData)
+		case field == wire.PartDisk && (spec.KernelUpload != nil || spec.InitrdUpload != nil || spec.UserDataUpload != nil),
+			field == wire.PartKernel && spec.KernelUpload != nil, field == wire.PartInitrd && spec.InitrdUpload != nil,
+			field == wire.PartUserData && spec.UserDataUpload != nil:
+			return errMalformed("template upload: the disks come first, then at most one kernel, one initrd and one user-data")
 		}
 		u, err := h.uploads.Receive(r.Context(), part.FileName(), part, declaredSize(part.Header), wantSHA256(part.Header))
 		if err != nil {
@@ -136,6 +146,8 @@ func (h templatesHandler) upload(w http.ResponseWriter, r *http.Request) error {
 			spec.KernelUpload = u
 		case wire.PartInitrd:
 			spec.InitrdUpload = u
+		case wire.PartUserData:
+			spec.UserDataUpload = u
 		}
 	}
 	t, err := h.lab.Import(r.Context(), spec)

@@ -127,6 +127,7 @@ var argCompletions = map[string][]argKind{
 	"vm stop":                {configName, vmName},
 	"vm reset":               {configName, vmName},
 	"vm log":                 {configName, vmName},
+	"vm set-hostname":        {configName, vmName},
 	"vm console":             {configName, vmName},
 	"vm screenshot":          {configName, vmName, localFile},
 	"vm console-link create": {configName, vmName},

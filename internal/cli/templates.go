@@ -49,7 +49,7 @@ func (a templateCmds) importTemplate() *cobra.Command {
 		serverPath bool
 	)
 	cmd := &cobra.Command{
-		Use:   "import NAME --disk FILE [--disk FILE]... [--kernel FILE [--initrd FILE]]",
+		Use:   "import NAME --disk FILE [--disk FILE]... [--kernel FILE [--initrd FILE]] [--user-data FILE | --no-seed]",
 		Short: "Import disk images as a new template",
 		Long: `Import disk images (raw or qcow2) as a new read-only template. The files are
 on this machine: each is read once to take its sha256, then uploaded to the
@@ -61,7 +61,11 @@ image format as raw. A raw image must be a whole number of 512-byte sectors.
 
 With --server-path the files are not uploaded: they are paths on the daemon's
 host, which only the system administrator on the unix socket may name, under
-a directory given with serve --import-dir (no copy crosses the socket).`,
+a directory given with serve --import-dir (no copy crosses the socket).
+
+Each VM made from it gets a cloud-init NoCloud seed (a small read-only disk
+after its own: instance-id, hostname, addresses, and the --user-data file);
+--no-seed leaves it out.`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			// The daemon judges the template (disks, format, sizes, a
@@ -74,7 +78,7 @@ a directory given with serve --import-dir (no copy crosses the socket).`,
 				}
 				req.Disks[i] = abs
 			}
-			for _, p := range []*string{&req.Kernel, &req.Initrd} {
+			for _, p := range []*string{&req.Kernel, &req.Initrd, &req.UserData} {
 				if *p != "" {
 					abs, err := absPath(*p)
 					if err != nil {
@@ -85,11 +89,19 @@ a directory given with serve --import-dir (no copy crosses the socket).`,
 			}
 			var t *wire.Template
 			var err error
+			// The user-data is small and always sent, never a path on
+			// the daemon's host: inline with --server-path, else uploaded.
+			var userData []byte
+			if req.UserData != "" && serverPath {
+				if userData, err = readUserData(req.UserData); err != nil {
+					return err
+				}
+			}
 			if serverPath {
 				t, err = a.client.Templates().Import(cmd.Context(), wire.TemplateRequest{
 					Name: req.Name, Description: req.Description, Disks: req.Disks, Format: req.Format,
 					CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
-					Workspace: req.Workspace,
+					Workspace: req.Workspace, UserData: userData, NoSeed: req.NoSeed,
 				})
 			} else {
 				t, err = a.uploadTemplate(cmd.Context(), req)
@@ -109,6 +121,8 @@ a directory given with serve --import-dir (no copy crosses the socket).`,
 	f.StringVar(&req.Initrd, "initrd", "", "initrd for direct kernel boot")
 	f.StringVar(&req.Cmdline, "cmdline", "", "kernel command line for direct kernel boot")
 	f.StringVar(&req.Description, "description", "", "description")
+	f.StringVar(&req.UserData, "user-data", "", "cloud-init user-data for its VMs' seeds (#cloud-config or a #! script, at most 64 KiB)")
+	f.BoolVar(&req.NoSeed, "no-seed", false, "give its VMs no cloud-init seed (no instance-id, hostname or user-data disk)")
 	f.StringVar(&req.Workspace, "workspace", "", workspaceNewHelp)
 	f.BoolVar(&serverPath, "server-path", false, "the files are on the daemon's host, under its --import-dir (system administrator on the unix socket only)")
 	return cmd
@@ -144,6 +158,7 @@ func (a templateCmds) printTemplate(t *wire.Template) error {
 		} else {
 			row(w, "Boot:", "disk")
 		}
+		row(w, "Seed:", seedText(*t))
 		row(w, "Created:", when(t.CreatedAt))
 		row(w)
 		row(w, "DISK", "PATH", "VIRTUAL", "ALLOCATED")

@@ -18,6 +18,7 @@ func (a vmCmds) command() *cobra.Command {
 		a.screenshot(),
 		a.consoleLink(),
 		a.log(),
+		a.setHostname(),
 	)
 }
 

@@ -7,7 +7,7 @@ import (
 	"stagehand/internal/api/wire"
 )
 
-// parseVMFlag parses one --vm value: VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP].
+// parseVMFlag parses one --vm value: VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP][,hostname=NAME].
 // It checks the syntax only; the daemon checks that names exist and that
 // the address fits the network.
 func parseVMFlag(s string) (wire.VMRequest, error) {
@@ -15,14 +15,14 @@ func parseVMFlag(s string) (wire.VMRequest, error) {
 	parts := strings.Split(s, ",")
 	name, tmpl, ok := strings.Cut(parts[0], "=")
 	if !ok || name == "" || tmpl == "" {
-		return vm, usagef("--vm %q: want VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP]", s)
+		return vm, usagef("--vm %q: want VM=TEMPLATE[,net=NETWORK][,ip=pool|dhcp|IP][,hostname=NAME]", s)
 	}
 	vm.Name, vm.Template = name, tmpl
 	seen := map[string]bool{}
 	for _, p := range parts[1:] {
 		key, val, ok := strings.Cut(p, "=")
 		if !ok || val == "" {
-			return vm, usagef("--vm %q: %q is not KEY=VALUE (keys: net, ip)", s, p)
+			return vm, usagef("--vm %q: %q is not KEY=VALUE (keys: net, ip, hostname)", s, p)
 		}
 		if seen[key] {
 			return vm, usagef("--vm %q: %s given twice", s, key)
@@ -40,8 +40,11 @@ func parseVMFlag(s string) (wire.VMRequest, error) {
 				val = addr.String()
 			}
 			vm.IP = val
+		case "hostname":
+			// The daemon checks it (RFC 1123): one rule, one message.
+			vm.Hostname = val
 		default:
-			return vm, usagef("--vm %q: unknown key %q (keys: net, ip)", s, key)
+			return vm, usagef("--vm %q: unknown key %q (keys: net, ip, hostname)", s, key)
 		}
 	}
 	return vm, nil

@@ -19,6 +19,8 @@ func TestParseVMFlag(t *testing.T) {
 		{in: "web=tmpl,ip=dhcp,net=lan", want: wire.VMRequest{Name: "web", Template: "tmpl", Network: "lan", IP: "dhcp"}},
 		{in: "web=tmpl,net=lan,ip=pool", want: wire.VMRequest{Name: "web", Template: "tmpl", Network: "lan", IP: "pool"}},
 		{in: "web=tmpl,net=lan,ip=fd00::0005", want: wire.VMRequest{Name: "web", Template: "tmpl", Network: "lan", IP: "fd00::5"}},
+		{in: "web=tmpl,net=lan,hostname=db1.example", want: wire.VMRequest{Name: "web", Template: "tmpl", Network: "lan", Hostname: "db1.example"}},
+		{in: "web=tmpl,hostname=a,hostname=b", wantErr: "hostname given twice"},
 		{in: "web", wantErr: "want VM=TEMPLATE"},
 		{in: "=tmpl", wantErr: "want VM=TEMPLATE"},
 		{in: "web=", wantErr: "want VM=TEMPLATE"},

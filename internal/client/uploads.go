@@ -37,6 +37,10 @@ type TemplateUpload struct {
 	Disks       []string // local paths, in disk order
 	Kernel      string   // local path (optional)
 	Initrd      string   // local path (optional)
+	// UserData is the local path of the cloud-init user-data its VMs'
+	// seeds carry (optional); NoSeed gives them no seed.
+	UserData string
+	NoSeed   bool
 	// Progress, when set, is told the bytes of the files sent so far out
 	// of their total (see Progress).
 	Progress Progress
@@ -160,6 +164,9 @@ func (c Templates) Upload(ctx context.Context, req TemplateUpload) (*wire.Templa
 	if err := add(wire.PartInitrd, req.Initrd); err != nil {
 		return nil, err
 	}
+	if err := add(wire.PartUserData, req.UserData); err != nil {
+		return nil, err
+	}
 	q := url.Values{}
 	q.Set("name", req.Name)
 	for k, v := range map[string]string{"format": req.Format, "cmdline": req.Cmdline, "description": req.Description, "workspace": req.Workspace} {
@@ -172,6 +179,9 @@ func (c Templates) Upload(ctx context.Context, req TemplateUpload) (*wire.Templa
 	}
 	if req.MemoryMiB != 0 {
 		q.Set("memory_mib", strconv.Itoa(req.MemoryMiB))
+	}
+	if req.NoSeed {
+		q.Set("no_seed", "1")
 	}
 	var total int64
 	for _, p := range parts {

@@ -4,9 +4,10 @@ package wire
 // host (only the system administrator on the unix socket may name those,
 // under serve --import-dir):
 //
-//	POST /api/v1/templates/upload?name=N[&format=F&cpus=C&memory_mib=M&cmdline=..&description=..&workspace=W]
+//	POST /api/v1/templates/upload?name=N[&format=F&cpus=C&memory_mib=M&cmdline=..&description=..&workspace=W&no_seed=1]
 //	    multipart/form-data, streamed, parts in this order: PartDisk (one
-//	    or more, in disk order), then PartKernel and PartInitrd (optional).
+//	    or more, in disk order), then PartKernel, PartInitrd and
+//	    PartUserData (each optional, at most once).
 //	    Each part carries its file name (the part's filename), its sha256
 //	    (HeaderContentSHA256, hex, required) and its length (Content-Length,
 //	    optional). 201 and the Template.
@@ -34,4 +35,7 @@ const (
 	PartDisk   = "disk"
 	PartKernel = "kernel"
 	PartInitrd = "initrd"
+	// PartUserData is the template's cloud-init user-data (optional, at
+	// most 64 KiB), after the disks.
+	PartUserData = "user-data"
 )

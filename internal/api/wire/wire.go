@@ -30,19 +30,27 @@ type TemplateRequest struct {
 	Initrd      string   `json:"initrd,omitempty"`
 	Cmdline     string   `json:"cmdline,omitempty"`
 	Workspace   string   `json:"workspace,omitempty"`
+	// UserData is the cloud-init user-data of its VMs' seeds (at most 64
+	// KiB; base64 in JSON), NoSeed gives them no seed at all.
+	UserData []byte `json:"user_data,omitempty"`
+	NoSeed   bool   `json:"no_seed,omitempty"`
 }
 
 // Template is a read-only VM image.
 type Template struct {
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	CPUs        int       `json:"cpus"`
-	MemoryMiB   int       `json:"memory_mib"`
-	Disks       []Layer   `json:"disks"` // the base layers, in disk order
-	Kernel      string    `json:"kernel"`
-	Initrd      string    `json:"initrd"`
-	Cmdline     string    `json:"cmdline"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	CPUs        int     `json:"cpus"`
+	MemoryMiB   int     `json:"memory_mib"`
+	Disks       []Layer `json:"disks"` // the base layers, in disk order
+	Kernel      string  `json:"kernel"`
+	Initrd      string  `json:"initrd"`
+	Cmdline     string  `json:"cmdline"`
+	// Seed says whether its VMs get a cloud-init NoCloud seed;
+	// UserDataBytes is the size of the user-data in it (0: none).
+	Seed          bool      `json:"seed"`
+	UserDataBytes int       `json:"user_data_bytes"`
+	CreatedAt     time.Time `json:"created_at"`
 	// Workspace is the workspace it belongs to ("ws" in organization
 	// default, else "org/ws"; "" for none) and Owner its owner's user
 	// name ("" for the system's).
@@ -129,6 +137,8 @@ type VMRequest struct {
 	Template string `json:"template"`
 	Network  string `json:"network,omitempty"` // "" for a VM without NIC
 	IP       string `json:"ip,omitempty"`      // "pool" (default), "dhcp" or an address
+	// Hostname is the guest's host name (RFC 1123); "" is VM-CONFIG.
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // Clone modes.
@@ -152,6 +162,13 @@ type CloneRequest struct {
 // SetIPRequest is the body of PUT /configs/{name}/vms/{vm}/nics/{nic}/ip.
 type SetIPRequest struct {
 	IP string `json:"ip"` // an address, "pool" or "dhcp"
+}
+
+// SetHostnameRequest is the body of PUT /configs/{name}/vms/{vm}/hostname:
+// the guest's host name (RFC 1123), or "" for the default, VM-CONFIG. The
+// guest sees it at the configuration's next deploy.
+type SetHostnameRequest struct {
+	Hostname string `json:"hostname"`
 }
 
 // Fence policies of a fenced deploy.
@@ -271,10 +288,14 @@ type VM struct {
 	PID           int    `json:"pid"`             // the QEMU process while running, else 0
 	HasSavedState bool   `json:"has_saved_state"` // the next deploy resumes a saved state
 	Template      string `json:"template"`
-	CPUs          int    `json:"cpus"`
-	MemoryMiB     int    `json:"memory_mib"`
-	Disks         []Disk `json:"disks"`
-	NICs          []NIC  `json:"nics"`
+	// Hostname and InstanceID are what its cloud-init seed says: the
+	// instance-id is new for every copy of the VM.
+	Hostname   string `json:"hostname"`
+	InstanceID string `json:"instance_id"`
+	CPUs       int    `json:"cpus"`
+	MemoryMiB  int    `json:"memory_mib"`
+	Disks      []Disk `json:"disks"`
+	NICs       []NIC  `json:"nics"`
 }
 
 // Disk is one VM disk: its top layer and its chain.
