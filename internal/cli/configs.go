@@ -202,6 +202,7 @@ func (a *app) printConfig(c *wire.Config) error {
 			fenced += " (" + c.FencePolicy + ")"
 		}
 		row(w, "Fenced:", fenced)
+		printEgress(w, c)
 		row(w, "Workspace:", orDash(c.Workspace))
 		row(w, "Owner:", orDash(c.Owner))
 		row(w, "Description:", orDash(c.Description))

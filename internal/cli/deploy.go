@@ -16,9 +16,10 @@ func (a configCmds) deploy() *cobra.Command {
 		deployLease string
 		host        string
 		explain     bool
+		allow       []string
 	)
 	cmd := &cobra.Command{
-		Use:   "deploy NAME [--fenced] [--fence-policy block|out|in-out] [--host H] [--explain]",
+		Use:   "deploy NAME [--fenced] [--fence-policy block|out|in-out] [--allow CIDR[:PORT[/tcp|udp]]]... [--host H] [--explain]",
 		Short: "Start a configuration's VMs, on their networks or behind a fence",
 		Long: `Start one VM per VM of the configuration, and show it once they run.
 
@@ -31,6 +32,11 @@ fenced, or give the configuration its own addresses with config change-ips.
   --fence-policy block   nothing crosses the fence
   --fence-policy out     the VMs reach outside; nothing outside reaches in
   --fence-policy in-out  both ways, through the external addresses (default)
+  --allow CIDR[:PORT[/tcp|udp]]  (repeatable, with out or in-out) the VMs may
+                         open connections only to these destinations, DNS
+                         servers included; a port without a protocol means
+                         TCP and UDP; at most 64. config show lists them and
+                         counts the refused attempts
 
 With several hosts the configuration runs on the host that fits it (free
 memory and vCPUs) and already holds most of its disks' frozen layers, then
@@ -43,7 +49,7 @@ first (its tops and only the frozen layers that host lacks).
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			// The daemon judges the policy (fence.ParsePolicy): the flag
 			// is sent as typed, and an unset one means its default.
-			c, err := a.client.Configs().Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, DeployLease: deployLease, Host: host, Explain: explain})
+			c, err := a.client.Configs().Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, Allow: allow, DeployLease: deployLease, Host: host, Explain: explain})
 			if err != nil {
 				return err
 			}
@@ -57,6 +63,7 @@ first (its tops and only the frozen layers that host lacks).
 	cmd.Flags().BoolVar(&explain, "explain", false, "print every host's verdict")
 	cmd.Flags().BoolVar(&fenced, "fenced", false, "run the VMs behind a fence")
 	cmd.Flags().StringVar(&policy, "fence-policy", "", "with --fenced: block, out or in-out (default in-out)")
+	cmd.Flags().StringArrayVar(&allow, "allow", nil, "with --fenced and policy out or in-out: a destination the VMs may reach, CIDR[:PORT[/tcp|udp]] (repeatable)")
 	cmd.Flags().StringVar(&deployLease, "deploy-lease", "", "undeploy after this long: "+leaseHelp+" (default: the configuration's setting)")
 	return cmd
 }
