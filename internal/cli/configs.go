@@ -224,6 +224,7 @@ func (a *app) printConfig(c *wire.Config) error {
 			}
 			row(w, vm.Name, state, pid, orDash(vm.Template), vm.CPUs, fmt.Sprintf("%d MiB", vm.MemoryMiB))
 		}
+		printIdentities(w, c)
 		row(w)
 		row(w, "VM", "NIC", "NETWORK", "MAC", "MODE", "IP", "EXTERNAL IP")
 		for _, vm := range c.VMs {
