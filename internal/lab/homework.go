@@ -11,6 +11,7 @@ import (
 	"stagehand/internal/cluster"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/hostlink"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
@@ -318,7 +319,7 @@ func (w homeWork) drainOne(ctx context.Context, name string, fenced bool, policy
 	// The deploy places it again (this host is draining, so elsewhere),
 	// moves it there and has that host deploy it, resuming the saved
 	// state.
-	v, err := Deployments{w.s}.Deploy(ctx, name, DeployOptions{Fenced: fenced, FencePolicy: policy})
+	v, err := Deployments{w.s}.Deploy(ctx, name, DeployOptions{Fenced: fenced, FencePolicy: policy, Allow: deploy.AllowList(c.FenceAllow)})
 	if err != nil {
 		return fmt.Errorf("undeployed here with its state saved; moving it to host %q and resuming it there failed (deploy it again to retry): %w", d.Host, err)
 	}

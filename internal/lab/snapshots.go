@@ -531,7 +531,7 @@ func (s Snapshots) Revert(ctx context.Context, config, name string) (*ConfigView
 		return nil, err
 	}
 	if wasDeployed {
-		return deployments.Deploy(ctx, config, DeployOptions{Fenced: c.Fenced, FencePolicy: c.FencePolicy})
+		return deployments.Deploy(ctx, config, DeployOptions{Fenced: c.Fenced, FencePolicy: c.FencePolicy, Allow: deploy.AllowList(c.FenceAllow)})
 	}
 	return Configs{s.core}.Get(ctx, config)
 }
