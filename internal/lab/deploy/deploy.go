@@ -86,6 +86,9 @@ type deployPlan struct {
 	vms      []vmPlan
 	segments []segmentPlan
 	fence    *fence.FenceSpec // set for a fenced deployment
+	// members are the other hosts of a spread deployment whose parts
+	// this host, its home, starts and stops (spread.go).
+	members []string
 }
 
 // planDeploy reads everything a deployment of c needs inside tx. accel is
@@ -158,6 +161,9 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 			}
 		}
 		p.vms = append(p.vms, vp)
+	}
+	if err := d.spreadPlan(tx, c, p); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -254,6 +260,9 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 			if err := d.external.allocate(tx, c); err != nil {
 				return err
 			}
+			if err := d.allocateVNIs(tx, c); err != nil {
+				return err
+			}
 		} else {
 			conflicts, err := addressConflicts(tx, c)
 			if err != nil {
@@ -300,84 +309,11 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		d.recordFailure(ctx, "deploy", name, err)
 		return err
 	}
-	undoCtx := context.WithoutCancel(ctx)
-	for _, seg := range plan.segments {
-		// A segment is shared and stays (as its bridge does): no undo.
-		if err := d.lab.Fault(ctx, "deploy", "segment"); err != nil {
-			return fail(err)
-		}
-		if err := d.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
-			return fail(err)
-		}
-	}
-	if plan.fence != nil {
-		if err := d.lab.Fault(ctx, "deploy", "fence"); err != nil {
-			return fail(err)
-		}
-		// A fence that fails halfway undoes itself (fence.Setup).
-		spec := *plan.fence
-		if _, err := d.fences.Setup(ctx, spec); err != nil {
-			return fail(err)
-		}
-		rev.Add("fence "+spec.ID, func() error { return d.fences.Teardown(undoCtx, spec) })
-	}
-	for _, vp := range plan.vms {
-		for _, n := range vp.nics {
-			if plan.fence != nil {
-				// The fence's own DHCP serves the reservations inside; the
-				// tap goes with the fence's namespace at teardown.
-				if err := d.lab.Fault(ctx, "deploy", "tap"); err != nil {
-					return fail(err)
-				}
-				if err := d.fences.CreateTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
-					return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
-				}
-				continue
-			}
-			// Unreserve and DeleteTap accept what is not there, so each
-			// undo is added before its step: a step that fails halfway
-			// is undone too.
-			if n.ip.IsValid() {
-				if err := d.lab.Fault(ctx, "deploy", "reserve"); err != nil {
-					return fail(err)
-				}
-				rev.Add("DHCP reservation "+n.mac, func() error { return d.segs.Unreserve(n.network, n.mac) })
-				if err := d.segs.Reserve(n.network, n.mac, n.ip); err != nil {
-					return fail(fmt.Errorf("VM %q: DHCP reservation: %w", vp.vm.Name, err))
-				}
-			}
-			if err := d.lab.Fault(ctx, "deploy", "tap"); err != nil {
-				return fail(err)
-			}
-			rev.Add("tap "+n.tap, func() error { return d.segs.DeleteTap(undoCtx, n.tap) })
-			if err := d.segs.CreateTap(ctx, n.tap, n.network); err != nil {
-				return fail(fmt.Errorf("VM %q: %w", vp.vm.Name, err))
-			}
-		}
-	}
-	if err := d.lab.Fault(ctx, "deploy", "seed"); err != nil {
-		return fail(err)
-	}
-	// Written again at every deploy, from the store as it is now.
-	rev.Add("seeds", func() error { return d.removeSeeds(plan) })
-	for _, vp := range plan.vms {
-		if err := writeSeed(ctx, vp); err != nil {
-			return fail(err)
-		}
-	}
-	if err := d.lab.Fault(ctx, "deploy", "start"); err != nil {
-		return fail(err)
-	}
-	started, err := d.startVMs(ctx, plan.vms)
-	for _, rv := range started {
-		rev.Add(fmt.Sprintf("VM process %d", rv.vm.PID()), func() error {
-			rv.stopping.Store(true)
-			err := rv.vm.Kill(undoCtx)
-			rv.vm.Close()
-			return err
-		})
-	}
+	started, err := d.bringUp(ctx, plan, rev)
 	if err != nil {
+		return fail(err)
+	}
+	if err := d.startMembers(ctx, plan, rev); err != nil {
 		return fail(err)
 	}
 	if err := d.lab.Fault(ctx, "deploy", "commit"); err != nil {
@@ -409,20 +345,112 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		return fail(err)
 	}
 	rev.Success()
+	d.keepStarted(plan, started)
+	d.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", accel, "fenced", opts.Fenced)
+	d.record(ctx, "deploy", name, deployDetail(opts))
+	return nil
+}
+
+// bringUp does what makes plan run on this host (a deploy's, or a member
+// host's part of a spread deploy: spread.go): its segments, its fence, the VMs' taps,
+// their seeds and their processes. Each step's undo goes on rev; on error
+// it returns the handles of the VMs that did start (their undo is on rev
+// too).
+func (d *Deployments) bringUp(ctx context.Context, plan *deployPlan, rev *revert.Reverter) ([]*runningVM, error) {
+	undoCtx := context.WithoutCancel(ctx)
+	for _, seg := range plan.segments {
+		// A segment is shared and stays (as its bridge does): no undo.
+		if err := d.lab.Fault(ctx, "deploy", "segment"); err != nil {
+			return nil, err
+		}
+		if err := d.segs.EnsureSegment(ctx, seg.name, seg.gateway, seg.dns, seg.dynamic); err != nil {
+			return nil, err
+		}
+	}
+	if plan.fence != nil {
+		if err := d.lab.Fault(ctx, "deploy", "fence"); err != nil {
+			return nil, err
+		}
+		// A fence that fails halfway undoes itself (fence.Setup).
+		spec := *plan.fence
+		if _, err := d.fences.Setup(ctx, spec); err != nil {
+			return nil, err
+		}
+		rev.Add("fence "+spec.ID, func() error { return d.fences.Teardown(undoCtx, spec) })
+	}
+	for _, vp := range plan.vms {
+		for _, n := range vp.nics {
+			if plan.fence != nil {
+				// The fence's own DHCP serves the reservations inside; the
+				// tap goes with the fence's namespace at teardown.
+				if err := d.lab.Fault(ctx, "deploy", "tap"); err != nil {
+					return nil, err
+				}
+				if err := d.fences.CreateTap(ctx, plan.fence.ID, n.tap, n.network); err != nil {
+					return nil, fmt.Errorf("VM %q: %w", vp.vm.Name, err)
+				}
+				continue
+			}
+			// Unreserve and DeleteTap accept what is not there, so each
+			// undo is added before its step: a step that fails halfway
+			// is undone too.
+			if n.ip.IsValid() {
+				if err := d.lab.Fault(ctx, "deploy", "reserve"); err != nil {
+					return nil, err
+				}
+				rev.Add("DHCP reservation "+n.mac, func() error { return d.segs.Unreserve(n.network, n.mac) })
+				if err := d.segs.Reserve(n.network, n.mac, n.ip); err != nil {
+					return nil, fmt.Errorf("VM %q: DHCP reservation: %w", vp.vm.Name, err)
+				}
+			}
+			if err := d.lab.Fault(ctx, "deploy", "tap"); err != nil {
+				return nil, err
+			}
+			rev.Add("tap "+n.tap, func() error { return d.segs.DeleteTap(undoCtx, n.tap) })
+			if err := d.segs.CreateTap(ctx, n.tap, n.network); err != nil {
+				return nil, fmt.Errorf("VM %q: %w", vp.vm.Name, err)
+			}
+		}
+	}
+	if err := d.lab.Fault(ctx, "deploy", "seed"); err != nil {
+		return nil, err
+	}
+	// Written again at every deploy, from the store as it is now.
+	rev.Add("seeds", func() error { return d.removeSeeds(plan) })
+	for _, vp := range plan.vms {
+		if err := writeSeed(ctx, vp); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.lab.Fault(ctx, "deploy", "start"); err != nil {
+		return nil, err
+	}
+	started, err := d.startVMs(ctx, plan.vms)
+	for _, rv := range started {
+		rev.Add(fmt.Sprintf("VM process %d", rv.vm.PID()), func() error {
+			rv.stopping.Store(true)
+			err := rv.vm.Kill(undoCtx)
+			rv.vm.Close()
+			return err
+		})
+	}
+	return started, err
+}
+
+// keepStarted hands the started VMs of plan (in plan order) to the
+// daemon: their handles, watchers and the state files they resumed from.
+func (d *Deployments) keepStarted(plan *deployPlan, started []*runningVM) {
 	for i, vp := range plan.vms {
 		d.vms.put(vp.vm.ID, started[i])
-		d.watch(name, vp.vm, started[i])
+		d.watch(plan.config.Name, vp.vm, started[i])
 		if vp.spec.IncomingStateFile != "" {
 			// Resumed: the state is in the running guest now. A file left
 			// would be resumed again by the next deploy: say so.
 			if err := os.Remove(vp.spec.IncomingStateFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				d.log.Error("remove resumed state file", "config", name, "vm", vp.vm.Name, "err", err)
+				d.log.Error("remove resumed state file", "config", plan.config.Name, "vm", vp.vm.Name, "err", err)
 			}
 		}
 	}
-	d.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", accel, "fenced", opts.Fenced)
-	d.record(ctx, "deploy", name, deployDetail(opts))
-	return nil
 }
 
 // startVMs starts every VM in parallel. It returns the handles in plan
@@ -533,14 +561,98 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 		if plan, err = d.planDeploy(tx, c, ""); err != nil {
 			return err
 		}
+		if saveState && plan.spread() {
+			return errdefs.Conflict("configuration %q is spread over hosts; its VMs save no state: undeploy it without --save-state", name)
+		}
 		c.State = store.StateUndeploying
 		return tx.Configs().Update(c)
 	})
 	if err != nil {
 		return fmt.Errorf("undeploy %q: %w", name, err)
 	}
-	saved := make([]bool, len(plan.vms))
-	errs := make([]error, len(plan.vms))
+	saved, errs := d.stopVMs(ctx, plan, saveState)
+	// failed marks the configuration failed with err, keeping the states
+	// already saved: an undeploy again retries, a discard gives up.
+	failed := func(err error) error {
+		err = fmt.Errorf("undeploy %q: %w", name, err)
+		reason := err.Error()
+		uerr := d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+			c, err := tx.Configs().Get(name)
+			if err != nil {
+				return err
+			}
+			for i := range c.VMs {
+				if wasSaved(plan, saved, c.VMs[i].ID) {
+					c.VMs[i].State = VMStateSaved
+					if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
+						return err
+					}
+				}
+			}
+			c.State, c.LastError = store.StateFailed, reason
+			return tx.Configs().Update(c)
+		})
+		if uerr != nil {
+			err = fmt.Errorf("%w; and marking it failed: %v", err, uerr)
+		}
+		d.log.Error("undeploy failed", "config", name, "err", err)
+		return err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return failed(err)
+	}
+	if err := d.stopMembers(ctx, plan); err != nil {
+		return failed(err)
+	}
+	if err := d.lab.Fault(ctx, "undeploy", "release"); err != nil {
+		return failed(err)
+	}
+	d.reportEgressAtUndeploy(ctx, plan)
+	d.releasePlumbing(ctx, plan)
+	err = d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		c, err := tx.Configs().Get(name)
+		if err != nil {
+			return err
+		}
+		if err := d.external.release(tx, c); err != nil {
+			return err
+		}
+		c.State, c.LastError, c.Fenced, c.FencePolicy, c.FenceAllow = store.StateUndeployed, "", false, "", ""
+		if err := tx.Configs().Update(c); err != nil {
+			return err
+		}
+		for i := range c.VMs {
+			// A state saved by an earlier, failed undeploy counts too.
+			keep := wasSaved(plan, saved, c.VMs[i].ID) ||
+				c.VMs[i].State == VMStateSaved && d.HasSavedState(c.VMs[i].ID)
+			c.VMs[i].State = store.StateUndeployed
+			if keep {
+				c.VMs[i].State = VMStateSaved
+			}
+			if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
+				return err
+			}
+		}
+		// The lab ends the lease and reads its view here.
+		if commit != nil {
+			return commit(tx, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("undeploy %q: %w", name, err)
+	}
+	d.log.Info("configuration undeployed", "config", name, "saved_state", saveState)
+	d.record(ctx, "undeploy", name, undeployDetail(saveState))
+	return nil
+}
+
+// stopVMs powers off (or with saveState suspends) the running VMs of
+// plan, in parallel. It returns, in plan order, which saved their state
+// and each VM's error.
+func (d *Deployments) stopVMs(ctx context.Context, plan *deployPlan, saveState bool) (saved []bool, errs []error) {
+	saved = make([]bool, len(plan.vms))
+	errs = make([]error, len(plan.vms))
 	var wg sync.WaitGroup
 	for i, vp := range plan.vms {
 		rv := d.vms.get(vp.vm.ID)
@@ -578,77 +690,18 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 		}()
 	}
 	wg.Wait()
-	// failed marks the configuration failed with err, keeping the states
-	// already saved: an undeploy again retries, a discard gives up.
-	failed := func(err error) error {
-		err = fmt.Errorf("undeploy %q: %w", name, err)
-		reason := err.Error()
-		uerr := d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
-			c, err := tx.Configs().Get(name)
-			if err != nil {
-				return err
-			}
-			for i := range c.VMs {
-				if saved[indexOfVM(plan, c.VMs[i].ID)] {
-					c.VMs[i].State = VMStateSaved
-					if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
-						return err
-					}
-				}
-			}
-			c.State, c.LastError = store.StateFailed, reason
-			return tx.Configs().Update(c)
-		})
-		if uerr != nil {
-			err = fmt.Errorf("%w; and marking it failed: %v", err, uerr)
+	return saved, errs
+}
+
+// wasSaved says whether VM id of plan saved its state (saved is
+// stopVMs's); a VM of another host's part did not.
+func wasSaved(p *deployPlan, saved []bool, id int64) bool {
+	for i, vp := range p.vms {
+		if vp.vm.ID == id {
+			return saved[i]
 		}
-		d.log.Error("undeploy failed", "config", name, "err", err)
-		return err
 	}
-	if err := errors.Join(errs...); err != nil {
-		return failed(err)
-	}
-	if err := d.lab.Fault(ctx, "undeploy", "release"); err != nil {
-		return failed(err)
-	}
-	d.reportEgressAtUndeploy(ctx, plan)
-	d.releasePlumbing(ctx, plan)
-	err = d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
-		c, err := tx.Configs().Get(name)
-		if err != nil {
-			return err
-		}
-		if err := d.external.release(tx, c); err != nil {
-			return err
-		}
-		c.State, c.LastError, c.Fenced, c.FencePolicy, c.FenceAllow = store.StateUndeployed, "", false, "", ""
-		if err := tx.Configs().Update(c); err != nil {
-			return err
-		}
-		for i := range c.VMs {
-			// A state saved by an earlier, failed undeploy counts too.
-			keep := saved[indexOfVM(plan, c.VMs[i].ID)] ||
-				c.VMs[i].State == VMStateSaved && d.HasSavedState(c.VMs[i].ID)
-			c.VMs[i].State = store.StateUndeployed
-			if keep {
-				c.VMs[i].State = VMStateSaved
-			}
-			if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
-				return err
-			}
-		}
-		// The lab ends the lease and reads its view here.
-		if commit != nil {
-			return commit(tx, c)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("undeploy %q: %w", name, err)
-	}
-	d.log.Info("configuration undeployed", "config", name, "saved_state", saveState)
-	d.record(ctx, "undeploy", name, undeployDetail(saveState))
-	return nil
+	return false
 }
 
 func indexOfVM(p *deployPlan, id int64) int {
@@ -720,6 +773,9 @@ func (d *Deployments) VMAction(ctx context.Context, config, vmName, action strin
 		}
 		vm, err := VMNamed(c, vmName)
 		if err != nil {
+			return err
+		}
+		if err := d.runsHere(c, vm); err != nil {
 			return err
 		}
 		if plan, err = d.planDeploy(tx, c, accel); err != nil {

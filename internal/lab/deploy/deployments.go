@@ -68,6 +68,9 @@ type Config struct {
 	// HostName is this daemon's host (cluster.Member), recorded on each
 	// configuration it deploys (store.Config.Host).
 	HostName string
+	// Members starts and stops the parts of a spread deployment on its
+	// other hosts (spread.go); nil: no other host is reachable.
+	Members Members
 	// ShutdownTimeout bounds the ACPI power-off of a VM at undeploy.
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
@@ -82,6 +85,7 @@ type Deployments struct {
 	hv              Hypervisor
 	segs            Segments
 	fences          Fences
+	members         Members
 	host            hostNames
 	hostName        string
 	shutdownTimeout time.Duration
@@ -95,7 +99,7 @@ type Deployments struct {
 func New(cfg Config) *Deployments {
 	d := &Deployments{
 		store: cfg.Store, lab: cfg.Lab, external: externalAddrs{alloc: cfg.Alloc},
-		hv: cfg.Hypervisor, segs: cfg.Segments, fences: cfg.Fences,
+		hv: cfg.Hypervisor, segs: cfg.Segments, fences: cfg.Fences, members: cfg.Members,
 		host: hostNames{key: cfg.HostKey, dataDir: cfg.DataDir}, hostName: cfg.HostName, shutdownTimeout: cfg.ShutdownTimeout, log: cfg.Log,
 	}
 	d.consoles = &Consoles{store: d.store, vms: &d.vms, host: d.host, log: d.log}

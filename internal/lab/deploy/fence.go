@@ -72,8 +72,11 @@ func (x *externalAddrs) allocate(tx store.Tx, c *store.Config) error {
 }
 
 // release returns, inside tx, the external addresses of c's NICs to
-// their pools.
+// their pools, and the VXLAN identifiers of a spread fence.
 func (x *externalAddrs) release(tx store.Tx, c *store.Config) error {
+	if _, err := tx.FenceVNIs().Free(c.ID); err != nil {
+		return err
+	}
 	for vi := range c.VMs {
 		for ni := range c.VMs[vi].NICs {
 			n := &c.VMs[vi].NICs[ni]

@@ -105,4 +105,7 @@ type Fences interface {
 	// CreateTap creates a NIC's tap on the network's bridge inside a
 	// fence that is set up or adopted.
 	CreateTap(ctx context.Context, fenceID, tap, network string) error
+	// UnderlayLink names the link, in the daemon's namespace, that holds
+	// the underlay address addr: a spread fence's VXLANs go over it.
+	UnderlayLink(addr netip.Addr) (string, error)
 }

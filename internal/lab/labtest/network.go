@@ -180,7 +180,15 @@ func describe(spec fence.FenceSpec) string {
 		}
 		nets = append(nets, n.Name+"["+strings.Join(maps, ",")+"]")
 	}
-	return fmt.Sprintf("%s policy=%s %s", fenceName(spec.ID), spec.Policy, strings.Join(nets, " "))
+	d := fmt.Sprintf("%s policy=%s %s", fenceName(spec.ID), spec.Policy, strings.Join(nets, " "))
+	if sp := spec.Span; sp != nil {
+		var vnis []string
+		for _, n := range spec.Networks {
+			vnis = append(vnis, fmt.Sprintf("%s=%d", n.Name, sp.VNIs[n.Name]))
+		}
+		d += fmt.Sprintf(" span local=%s underlay=%s peers=%v router=%t vni[%s]", sp.Local, sp.Underlay, sp.Peers, sp.Router, strings.Join(vnis, ","))
+	}
+	return d
 }
 
 // Setup records "fence setup cN policy=P NETWORK[INTERNAL=EXTERNAL,…] …".
@@ -278,3 +286,7 @@ func (f *Fences) Present() []string {
 	sort.Strings(out)
 	return out
 }
+
+// UnderlayLink answers "ul-ADDR" for any address: the fake host has every
+// underlay.
+func (f *Fences) UnderlayLink(addr netip.Addr) (string, error) { return "ul-" + addr.String(), nil }
