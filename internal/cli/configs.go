@@ -134,9 +134,10 @@ func (a configCmds) clone() *cobra.Command {
 		detach    bool
 		lease     string
 		workspace string
+		fromSnap  string
 	)
 	cmd := &cobra.Command{
-		Use:   "clone SRC NEW [--mode linked|full] [--detach] [--storage-lease 30d|never] [--workspace W]",
+		Use:   "clone SRC NEW [--mode linked|full] [--from-snapshot S] [--detach] [--storage-lease 30d|never] [--workspace W]",
 		Short: "Clone a configuration (linked: instant, copy-on-write; full: standalone copy)",
 		Long: `Clone an undeployed configuration. The clone's VMs keep the source's networks,
 IP modes and addresses (use change-ips to give it its own).
@@ -149,6 +150,16 @@ IP modes and addresses (use change-ips to give it its own).
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			src, dst := args[0], args[1]
+			if fromSnap != "" {
+				if mode != wire.CloneLinked || detach {
+					return usagef("--from-snapshot makes a linked clone (no --mode full, no --detach)")
+				}
+				c, err := a.client.Snapshots().Clone(ctx, src, fromSnap, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
+				if err != nil {
+					return err
+				}
+				return a.printConfig(c)
+			}
 			switch mode {
 			case wire.CloneLinked:
 				if detach {
@@ -180,6 +191,7 @@ IP modes and addresses (use change-ips to give it its own).
 	cmd.Flags().BoolVar(&detach, "detach", false, "full clone: print the job id and return at once")
 	cmd.Flags().StringVar(&lease, "storage-lease", "", "storage lease of the clone: "+leaseHelp)
 	cmd.Flags().StringVar(&workspace, "workspace", "", workspaceCopyHelp)
+	cmd.Flags().StringVar(&fromSnap, "from-snapshot", "", "linked clone of SRC as it was at this snapshot (SRC may be deployed)")
 	return cmd
 }
 
