@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"stagehand/internal/errdefs"
 )
@@ -277,5 +280,58 @@ func TestFenceWithoutAllowListCountsNothing(t *testing.T) {
 	}
 	if n, err := f.EgressRefused(); err != nil || n != 0 {
 		t.Errorf("EgressRefused = %d, %v; want 0", n, err)
+	}
+}
+
+// A daemon in a mount namespace of its own leaves its successor only the
+// empty mount point of a fence's namespace; Adopt finds the namespace
+// through a process in it (a fenced QEMU) and mounts it there again, with
+// the allow-list's rules and count.
+func TestFenceAdoptAfterItsMountWentAway(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newFenceBed(t)
+	vm := &fakeVM{name: "vm", mac: randomMAC(), internal: netip.MustParseAddr("10.99.0.10"), external: netip.MustParseAddr("10.99.0.50")}
+	spec := b.spec(PolicyOut, vm)
+	spec.Allow = []AllowRule{{Prefix: netip.PrefixFrom(bedHost, 32)}}
+	f, err := Setup(ctx, b.daemonNS, spec, nil)
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	t.Cleanup(func() { _ = Remove(context.Background(), b.daemonNS, spec, nil) })
+	// A process living in the fence, as its QEMUs do.
+	holder := exec.Command("ip", "netns", "exec", NamespaceName(spec.ID), "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	time.Sleep(200 * time.Millisecond) // until ip has entered the namespace and exec'd sleep
+	rules := nftTable(t, spec)
+
+	// The old daemon is gone, and its mount with it: the file stays.
+	f.stopDHCP()
+	f.ns.Close()
+	f.daemonNS.Close()
+	path := filepath.Join(namedNSDir, NamespaceName(spec.ID))
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the mount point went too: %v", err)
+	}
+
+	adopted, err := Adopt(ctx, b.daemonNS, spec, nil)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	t.Cleanup(func() { _ = adopted.Teardown(context.Background()) })
+	if !isNamespaceFile(int(adopted.Namespace())) {
+		t.Errorf("the adopted fence's handle is not a namespace")
+	}
+	if got := nftTable(t, spec); got != rules {
+		t.Errorf("table after Adopt:\n%s\nwant:\n%s", got, rules)
+	}
+	if _, err := adopted.EgressRefused(); err != nil {
+		t.Errorf("EgressRefused after Adopt: %v", err)
 	}
 }

@@ -231,7 +231,7 @@ func Adopt(ctx context.Context, daemonNS netns.NsHandle, spec FenceSpec, log *sl
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ns, err := openNamedNamespace(NamespaceName(spec.ID))
+	ns, err := openFenceNamespace(spec)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, errdefs.NotFound("fence %q: no namespace %s", spec.ID, NamespaceName(spec.ID))
