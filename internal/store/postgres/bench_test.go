@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,5 +250,53 @@ func BenchmarkAllocations10k(b *testing.B) {
 				})
 			}
 		}
+	})
+}
+
+// BenchmarkHeartbeats: one op is one host's heartbeat (Hosts.Touch in its
+// own transaction), 64 hosts beating at once: the rate a store sustains
+// bounds how many hosts can beat every cluster.HeartbeatInterval
+// (docs/benchmarks.md, "How far it goes").
+func BenchmarkHeartbeats(b *testing.B) {
+	bothStores(b, func(b *testing.B, s store.Store) {
+		const hosts = 64
+		for i := range hosts {
+			mustUpdate(b, s, func(tx store.Tx) error {
+				return tx.Hosts().Register(&store.Host{Name: fmt.Sprintf("h%d", i), AdvertiseURL: "https://h", MemoryMiB: 1024, CPUs: 2,
+					StartedAt: time.Now(), LastSeen: time.Now()})
+			})
+		}
+		var next atomic.Int64
+		b.SetParallelism(hosts / max(1, runtime.GOMAXPROCS(0)))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			name := fmt.Sprintf("h%d", next.Add(1)%hosts)
+			for pb.Next() {
+				if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Hosts().Touch(name, time.Now()) }); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkEvents: one op is one event recorded in its own transaction
+// by one of 64 writers at once (on PostgreSQL each commit also notifies
+// every listening daemon: pg_notify serialises committing notifiers).
+func BenchmarkEvents(b *testing.B) {
+	bothStores(b, func(b *testing.B, s store.Store) {
+		b.SetParallelism(64 / max(1, runtime.GOMAXPROCS(0)))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := s.Update(context.Background(), func(tx store.Tx) error {
+					return tx.Events().Add(&store.Event{Actor: "bench", Action: "deploy", Object: "config", Subject: "web", Result: "ok"})
+				}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 }
