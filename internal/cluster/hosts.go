@@ -119,33 +119,20 @@ func (h *Hosts) view(tx store.Tx, name string) (*HostView, error) {
 // with all the tops of its undeployed configurations too. A drain already
 // queued or running is not queued twice; a removed host cannot be drained.
 func (h *Hosts) Drain(ctx context.Context, name string, all bool) (*HostView, error) {
-	var v *HostView
-	err := h.store.Update(ctx, func(tx store.Tx) error {
-		x, err := tx.Hosts().Get(name)
+	return h.setState(ctx, name, store.HostDraining, func(tx store.Tx, x *store.Host) error {
+		last, err := lastDrain(tx, x.ID, name)
+		if err != nil || (last != nil && last.State != store.WorkDone && last.State != store.WorkFailed) {
+			return err
+		}
+		plan, err := drainPlan(tx, name, all)
 		if err != nil {
 			return err
 		}
-		if x.State == store.HostRemoved {
-			return errdefs.Conflict("host %q is removed; it comes back, active, when its daemon starts again", name)
+		if err := tx.Work().Enqueue(&store.WorkItem{HostID: x.ID, Kind: WorkDrain, Subject: name, Payload: plan}); err != nil {
+			return fmt.Errorf("queue the drain of host %q: %w", name, err)
 		}
-		if err := tx.Hosts().SetState(name, store.HostDraining); err != nil {
-			return err
-		}
-		if last, err := lastDrain(tx, x.ID, name); err != nil {
-			return err
-		} else if last == nil || last.State == store.WorkDone || last.State == store.WorkFailed {
-			plan, err := drainPlan(tx, name, all)
-			if err != nil {
-				return err
-			}
-			if err := tx.Work().Enqueue(&store.WorkItem{HostID: x.ID, Kind: WorkDrain, Subject: name, Payload: plan}); err != nil {
-				return fmt.Errorf("queue the drain of host %q: %w", name, err)
-			}
-		}
-		v, err = h.view(tx, name)
-		return err
+		return nil
 	})
-	return v, err
 }
 
 // drainPlan returns the payload of a drain of host name.
@@ -183,10 +170,12 @@ func lastDrain(tx store.Tx, hostID int64, name string) (*store.WorkItem, error) 
 
 // Undrain makes a draining host active again.
 func (h *Hosts) Undrain(ctx context.Context, name string) (*HostView, error) {
-	return h.setState(ctx, name, store.HostActive)
+	return h.setState(ctx, name, store.HostActive, nil)
 }
 
-func (h *Hosts) setState(ctx context.Context, name, state string) (*HostView, error) {
+// setState sets the state of host name and, when then is not nil, runs
+// it in the same transaction.
+func (h *Hosts) setState(ctx context.Context, name, state string, then func(tx store.Tx, x *store.Host) error) (*HostView, error) {
 	var v *HostView
 	err := h.store.Update(ctx, func(tx store.Tx) error {
 		x, err := tx.Hosts().Get(name)
@@ -198,6 +187,11 @@ func (h *Hosts) setState(ctx context.Context, name, state string) (*HostView, er
 		}
 		if err := tx.Hosts().SetState(name, state); err != nil {
 			return err
+		}
+		if then != nil {
+			if err := then(tx, x); err != nil {
+				return err
+			}
 		}
 		v, err = h.view(tx, name)
 		return err
