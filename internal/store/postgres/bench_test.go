@@ -300,3 +300,31 @@ func BenchmarkEvents(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkEventReads: one op is what the event relay does per
+// notification on each daemon: read the events after the last one seen
+// (here: one event), 64 readers at once.
+func BenchmarkEventReads(b *testing.B) {
+	bothStores(b, func(b *testing.B, s store.Store) {
+		for range 1000 {
+			mustUpdate(b, s, func(tx store.Tx) error {
+				return tx.Events().Add(&store.Event{Actor: "bench", Action: "deploy", Object: "config", Subject: "web", Result: "ok"})
+			})
+		}
+		var next atomic.Int64
+		b.SetParallelism(64 / max(1, runtime.GOMAXPROCS(0)))
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				after := next.Add(1) % 999
+				if err := s.View(context.Background(), func(tx store.Tx) error {
+					_, err := tx.Events().List(after, 1)
+					return err
+				}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
