@@ -152,7 +152,7 @@ var opDocs = func() map[string]opDoc {
 		// Hosts of the installation.
 		"GET " + p + "/hosts":                 {summary: "The hosts sharing the store: state, online, capacity, what is deployed", ok: []okResponse{ok([]wire.Host{})}},
 		"GET " + p + "/hosts/{name}":          {summary: "Show a host", ok: []okResponse{ok(wire.Host{})}},
-		"POST " + p + "/hosts/{name}/drain":   {summary: "Mark a host draining (placement skips it); answers what is still deployed there", ok: []okResponse{ok(wire.Host{})}},
+		"POST " + p + "/hosts/{name}/drain":   {summary: "Mark a host draining (placement skips it) and queue its drain: the host saves, moves and resumes each configuration deployed there on another host, one at a time (?all=true: the undeployed ones move too); GET /hosts/{name} shows its progress", ok: []okResponse{ok(wire.Host{})}},
 		"POST " + p + "/hosts/{name}/undrain": {summary: "Make a draining host active again", ok: []okResponse{ok(wire.Host{})}},
 		"DELETE " + p + "/hosts/{name}":       {summary: "Remove a host (refused while configurations are deployed there)", ok: []okResponse{noContentOK}},
 
