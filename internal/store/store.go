@@ -95,6 +95,11 @@ type Layers interface {
 	// BySHA256 returns the frozen layer whose content has that digest
 	// (the oldest when several have); ErrNotFound when none.
 	BySHA256(sum string) (*Layer, error)
+	// Rebase records that layer id's file now names parent as its
+	// backing file (a child moved onto a shortcut layer: the file's
+	// header was rewritten, its data not touched). ErrNotFound when id
+	// is missing, Conflict when parent is.
+	Rebase(id, parent int64) error
 }
 
 // Networks. Name is unique.
@@ -243,6 +248,15 @@ type Layer struct {
 	SHA256    string
 	Size      int64
 	CreatedAt time.Time
+	// A shortcut layer (issue 15) is a frozen layer written to read
+	// exactly as a run of frozen layers, backed by the run's parent
+	// (ParentID), so that a deep chain reads through one layer. ShortcutOf
+	// is the run's top and ShortcutBottom its lowest layer (ids kept
+	// after the run is released); ShortcutLayers is how many layers of
+	// the clone history it stands for (what the chain limit counts). All
+	// zero on other layers.
+	ShortcutOf, ShortcutBottom int64
+	ShortcutLayers             int
 }
 
 // Network is an L2 segment with a subnet and an IP pool.

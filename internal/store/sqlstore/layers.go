@@ -9,7 +9,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const layerCols = "id, path, parent_id, frozen, template_id, virtual_size, sha256, size, created_at"
+const layerCols = "id, path, parent_id, frozen, template_id, virtual_size, sha256, size, created_at, shortcut_of, shortcut_bottom, shortcut_layers"
 
 func scanLayer(s Scanner) (store.Layer, error) {
 	var (
@@ -17,7 +17,7 @@ func scanLayer(s Scanner) (store.Layer, error) {
 		parent, templateID sql.NullInt64
 		created            int64
 	)
-	if err := s.Scan(&l.ID, &l.Path, &parent, &l.Frozen, &templateID, &l.VirtualSize, &l.SHA256, &l.Size, &created); err != nil {
+	if err := s.Scan(&l.ID, &l.Path, &parent, &l.Frozen, &templateID, &l.VirtualSize, &l.SHA256, &l.Size, &created, &l.ShortcutOf, &l.ShortcutBottom, &l.ShortcutLayers); err != nil {
 		return l, err
 	}
 	l.ParentID, l.TemplateID, l.CreatedAt = parent.Int64, templateID.Int64, fromNanos(created)
@@ -26,9 +26,10 @@ func scanLayer(s Scanner) (store.Layer, error) {
 
 func (t layers) Create(l *store.Layer) error {
 	created := stamp(l.CreatedAt)
-	id, err := t.insert(`INSERT INTO layers (path, parent_id, frozen, template_id, virtual_size, sha256, size, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		l.Path, nullID(l.ParentID), l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.SHA256, l.Size, created.UnixNano())
+	id, err := t.insert(`INSERT INTO layers (path, parent_id, frozen, template_id, virtual_size, sha256, size, created_at, shortcut_of, shortcut_bottom, shortcut_layers)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		l.Path, nullID(l.ParentID), l.Frozen, nullID(l.TemplateID), l.VirtualSize, l.SHA256, l.Size, created.UnixNano(),
+		l.ShortcutOf, l.ShortcutBottom, l.ShortcutLayers)
 	switch {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("layer %q: already exists", l.Path)
@@ -68,6 +69,19 @@ func (t layers) Update(l *store.Layer) error {
 		return fmt.Errorf("update layer %d: %w", l.ID, err)
 	case !found:
 		return errdefs.NotFound("layer %d not found", l.ID)
+	}
+	return nil
+}
+
+func (t layers) Rebase(id, parent int64) error {
+	found, err := t.changeOne("UPDATE layers SET parent_id = ? WHERE id = ?", nullID(parent), id)
+	switch {
+	case t.d.IsForeignKey(err):
+		return errdefs.Conflict("rebase layer %d: parent layer %d does not exist", id, parent)
+	case err != nil:
+		return fmt.Errorf("rebase layer %d onto %d: %w", id, parent, err)
+	case !found:
+		return errdefs.NotFound("layer %d not found", id)
 	}
 	return nil
 }

@@ -339,6 +339,11 @@ func (r recordingLayers) List() ([]store.Layer, error) {
 	return r.Layers.List()
 }
 
+func (r recordingLayers) Rebase(a0 int64, a1 int64) error {
+	r.rec.called("Layers.Rebase")
+	return r.Layers.Rebase(a0, a1)
+}
+
 func (r recordingLayers) Update(a0 *store.Layer) error {
 	r.rec.called("Layers.Update")
 	return r.Layers.Update(a0)

@@ -109,7 +109,7 @@ func (c suiteCase) run(t *testing.T, open Open) {
 
 // suiteCases lists the cases of Run.
 func suiteCases() []suiteCase {
-	return append(baseCases(), clusterCases()...)
+	return append(append(baseCases(), clusterCases()...), shortcutCases()...)
 }
 
 func baseCases() []suiteCase {
