@@ -110,8 +110,8 @@ func TestParseAllowList(t *testing.T) {
 	}
 }
 
-// serveOn listens on addr:port inside ns and answers each connection with
-// "name", like serveIdentity but on any port.
+// serveOn listens on addr:port inside ns; it answers each connection
+// with "name saw REMOTE-IP" and closes it.
 func serveOn(t *testing.T, ns netns.NsHandle, name string, addr netip.Addr, port uint16) {
 	t.Helper()
 	var ln net.Listener
@@ -129,13 +129,15 @@ func serveOn(t *testing.T, ns netns.NsHandle, name string, addr netip.Addr, port
 			if err != nil {
 				return
 			}
-			fmt.Fprint(c, name)
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintf(c, "%s saw %s", name, host)
 			c.Close()
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 }
 
+// dialPort connects from inside ns to addr:port and returns the answer.
 func dialPort(ns netns.NsHandle, addr netip.Addr, port uint16) (string, error) {
 	var answer string
 	err := inNamespace(ns, func() error {

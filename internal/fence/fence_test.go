@@ -142,50 +142,15 @@ func (vm *fakeVM) configure(t *testing.T) {
 	configureIP(t, vm.ns, vm.ifname, netip.PrefixFrom(vm.internal, 24), bedGateway)
 }
 
-// serveIdentity listens on addr:port inside ns; it answers each connection
-// with "name saw REMOTE-IP" and closes it.
+// serveIdentity listens on addr:8080 inside ns; it answers each
+// connection with "name saw REMOTE-IP" and closes it (see serveOn).
 func serveIdentity(t *testing.T, ns netns.NsHandle, name string, addr netip.Addr) {
 	t.Helper()
-	var ln net.Listener
-	err := inNamespace(ns, func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(addr, 8080).String())
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			fmt.Fprintf(c, "%s saw %s", name, host)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
+	serveOn(t, ns, name, addr, 8080)
 }
 
 // dialFrom connects from inside ns to addr:8080 and returns the answer.
-func dialFrom(ns netns.NsHandle, addr netip.Addr) (string, error) {
-	var answer string
-	err := inNamespace(ns, func() error {
-		c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(addr, 8080).String(), 1500*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		b, err := io.ReadAll(c)
-		answer = string(b)
-		return err
-	})
-	return answer, err
-}
+func dialFrom(ns netns.NsHandle, addr netip.Addr) (string, error) { return dialPort(ns, addr, 8080) }
 
 func TestFencePolicies(t *testing.T) {
 	t.Parallel()
