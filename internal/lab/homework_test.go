@@ -200,7 +200,8 @@ func TestReaperActsOnAnotherHostThroughItsQueue(t *testing.T) {
 // saved state to h2 (the only other host) and deploys it there resuming
 // the state; h1 is left with nothing deployed and no copy. A second
 // configuration no host fits stops the drain before it is touched, with an
-// error naming it and every host's verdict.
+// error naming it and every host's verdict. With --all an undeployed
+// configuration's tops move too, and h1 can be removed.
 func TestDrainSavesMovesAndResumes(t *testing.T) {
 	requireQemuImg(t)
 	e := newEnv(t)
@@ -273,6 +274,32 @@ func TestDrainSavesMovesAndResumes(t *testing.T) {
 	}
 	if got := in.callsWith("h1", "vm"); len(got) != 0 {
 		t.Errorf("the failed drain touched h1's VMs: %v", got)
+	}
+
+	// --all: an undeployed configuration's tops move too (before host
+	// remove); nothing is deployed for it.
+	if _, err := h1.Deployments.Undeploy(ctx, "big", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.Configs.Delete(ctx, "big"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h1.Configs.Create(ctx, lab.ConfigSpec{Name: "cold", VMs: []lab.VMSpec{{Name: "vm", Template: "base"}}}); err != nil {
+		t.Fatal(err)
+	}
+	in.touch("h1", time.Now()) // no daemon heartbeats here
+	in.touch("h2", time.Now())
+	if _, err := hosts.Drain(ctx, "h1", true); err != nil {
+		t.Fatal(err)
+	}
+	if v := waitDrain(t, hosts, "h1"); v.Drain.State != store.WorkDone || len(v.Homed) != 0 {
+		t.Errorf("drain --all: %+v, h1 still the home of %v", v.Drain, v.Homed)
+	}
+	if c := in.config("cold"); c.State != store.StateUndeployed || c.Host != "h2" {
+		t.Errorf("cold after drain --all: %s on %s, want undeployed on h2", c.State, c.Host)
+	}
+	if err := hosts.Remove(ctx, "h1"); err != nil {
+		t.Errorf("remove h1 after drain --all: %v", err)
 	}
 }
 
