@@ -331,6 +331,11 @@ type Config struct {
 	// entries separated by commas ("" is none; fence.ParseAllowList
 	// reads it). Update writes it, with FencePolicy.
 	FenceAllow string
+	// InstantOf names the configuration whose saved memory state this one
+	// was cloned with ("" for all others): it keeps that configuration's
+	// MACs and addresses, so it is deployed fenced only. Written by
+	// Create; Update leaves it.
+	InstantOf string
 	// LastError is the reason of the last failure (state failed).
 	LastError string
 	CreatedAt time.Time

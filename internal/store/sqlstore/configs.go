@@ -8,7 +8,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host, fence_allow"
+const configCols = "id, name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host, fence_allow, instant_of"
 
 func scanConfig(s Scanner) (store.Config, error) {
 	var (
@@ -16,7 +16,7 @@ func scanConfig(s Scanner) (store.Config, error) {
 		created, updated int64
 		ws, own          sql.NullInt64
 	)
-	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind, &ws, &own, &c.Host, &c.FenceAllow)
+	err := s.Scan(&c.ID, &c.Name, &c.Description, &c.Owner, &c.State, &c.Fenced, &c.FencePolicy, &c.LastError, &created, &updated, &c.Kind, &ws, &own, &c.Host, &c.FenceAllow, &c.InstantOf)
 	c.CreatedAt, c.UpdatedAt = fromNanos(created), fromNanos(updated)
 	c.WorkspaceID, c.OwnerID = ws.Int64, own.Int64
 	return c, err
@@ -73,10 +73,10 @@ func (t configs) Create(c *store.Config) error {
 		if c.Kind == "" {
 			c.Kind = store.KindConfig
 		}
-		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, err := t.insert(`INSERT INTO configs (name, description, owner, state, fenced, fence_policy, last_error, created_at, updated_at, kind, workspace_id, owner_id, host, instant_of)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.Name, c.Description, c.Owner, c.State, c.Fenced, c.FencePolicy, c.LastError, created.UnixNano(), updated.UnixNano(), c.Kind,
-			nullID(c.WorkspaceID), nullID(c.OwnerID), c.Host)
+			nullID(c.WorkspaceID), nullID(c.OwnerID), c.Host, c.InstantOf)
 		switch {
 		case t.d.IsUnique(err):
 			return errdefs.Conflict("configuration %q: already exists", c.Name)

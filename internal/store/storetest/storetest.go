@@ -958,7 +958,7 @@ func testConfigs(t *testing.T, s store.Store) {
 func testConfigUpdates(t *testing.T, s store.Store) {
 	f := newConfigFixture(t, s)
 	web := f.webConfig()
-	other := store.Config{Name: "other", State: store.StateUndeployed, VMs: []store.VM{{
+	other := store.Config{Name: "other", State: store.StateUndeployed, InstantOf: "web", VMs: []store.VM{{
 		Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
 		NICs: []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:bb:00:01", IPMode: store.IPModeDHCP}},
 	}}}
@@ -969,6 +969,16 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		return tx.Configs().Create(&other)
 	})
 	web = sorted(web)
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.Configs().Get("other")
+		if err != nil {
+			return err
+		}
+		if got.InstantOf != "web" {
+			t.Errorf("Get after Create: InstantOf = %q, want %q", got.InstantOf, "web")
+		}
+		return nil
+	})
 
 	// UpdateConfig writes the configuration's own fields, not its VMs, and
 	// moves UpdatedAt forward.
