@@ -95,6 +95,7 @@ func (h configsHandler) clone(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	opts.WithState = req.WithState
 	switch req.Mode {
 	case "", wire.CloneLinked:
 		c, err := h.lab.LinkedClone(r.Context(), src, req.Name, opts)
@@ -104,6 +105,9 @@ func (h configsHandler) clone(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Location", location("configs", c.Name))
 		return writeJSON(w, http.StatusCreated, configToWire(c))
 	case wire.CloneFull:
+		if req.WithState {
+			return errMalformed("with_state makes a linked clone (it shares the frozen layers the state was saved with)")
+		}
 		j, err := h.lab.StartFullClone(r.Context(), src, req.Name, opts)
 		if err != nil {
 			return err

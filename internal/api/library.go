@@ -43,6 +43,7 @@ func (h libraryHandler) capture(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	opts.WithState = req.WithState
 	c, err := h.lab.Capture(r.Context(), req.Config, req.Name, opts)
 	if err != nil {
 		return err

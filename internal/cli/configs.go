@@ -132,12 +132,13 @@ func (a configCmds) clone() *cobra.Command {
 	var (
 		mode      string
 		detach    bool
+		withState bool
 		lease     string
 		workspace string
 		fromSnap  string
 	)
 	cmd := &cobra.Command{
-		Use:   "clone SRC NEW [--mode linked|full] [--from-snapshot S] [--detach] [--storage-lease 30d|never] [--workspace W]",
+		Use:   "clone SRC NEW [--mode linked|full] [--from-snapshot S] [--with-state] [--detach] [--storage-lease 30d|never] [--workspace W]",
 		Short: "Clone a configuration (linked: instant, copy-on-write; full: standalone copy)",
 		Long: `Clone an undeployed configuration. The clone's VMs keep the source's networks,
 IP modes and addresses (use change-ips to give it its own).
@@ -145,11 +146,18 @@ IP modes and addresses (use change-ips to give it its own).
   --mode linked  (default) new copy-on-write layers over the source's disks;
                  takes about the same time whatever the disk size.
   --mode full    copies every disk into a new standalone base, as a job:
-                 shows progress until it ends, or prints the job id with --detach.`,
+                 shows progress until it ends, or prints the job id with --detach.
+  --with-state   (linked) the clone shares SRC's saved memory state: taken now
+                 if SRC is deployed (its guests pause briefly), else the state
+                 an undeploy --save-state left. The clone keeps SRC's MACs and
+                 addresses; deploy it --fenced: its guests resume, not boot.`,
 		Args: exactArgs("SRC", "NEW"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			src, dst := args[0], args[1]
+			if withState && (fromSnap != "" || mode != wire.CloneLinked) {
+				return usagef("--with-state makes a linked clone of SRC as it is (no --mode full, no --from-snapshot)")
+			}
 			if fromSnap != "" {
 				if mode != wire.CloneLinked || detach {
 					return usagef("--from-snapshot makes a linked clone (no --mode full, no --detach)")
@@ -165,7 +173,7 @@ IP modes and addresses (use change-ips to give it its own).
 				if detach {
 					return usagef("--detach applies to --mode full only (a linked clone is immediate)")
 				}
-				c, err := a.client.Configs().LinkedClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace})
+				c, err := a.client.Configs().LinkedClone(ctx, src, wire.CloneRequest{Name: dst, StorageLease: lease, Workspace: workspace, WithState: withState})
 				if err != nil {
 					return err
 				}
@@ -192,6 +200,7 @@ IP modes and addresses (use change-ips to give it its own).
 	cmd.Flags().StringVar(&lease, "storage-lease", "", "storage lease of the clone: "+leaseHelp)
 	cmd.Flags().StringVar(&workspace, "workspace", "", workspaceCopyHelp)
 	cmd.Flags().StringVar(&fromSnap, "from-snapshot", "", "linked clone of SRC as it was at this snapshot (SRC may be deployed)")
+	cmd.Flags().BoolVar(&withState, "with-state", false, "share SRC's saved memory state: the clone resumes instead of booting, deployed --fenced only")
 	return cmd
 }
 
@@ -224,7 +233,7 @@ func (a *app) printConfig(c *wire.Config) error {
 		row(w, "Created:", when(c.CreatedAt))
 		printLease(w, c)
 		row(w)
-		row(w, "VM", "STATE", "PID", "TEMPLATE", "CPUS", "MEMORY")
+		row(w, "VM", "STATE", "HOST", "PID", "TEMPLATE", "CPUS", "MEMORY")
 		for _, vm := range c.VMs {
 			state := vm.State
 			if vm.HasSavedState && vm.State != wire.VMSaved {
@@ -234,7 +243,7 @@ func (a *app) printConfig(c *wire.Config) error {
 			if vm.PID > 0 {
 				pid = strconv.Itoa(vm.PID)
 			}
-			row(w, vm.Name, state, pid, orDash(vm.Template), vm.CPUs, fmt.Sprintf("%d MiB", vm.MemoryMiB))
+			row(w, vm.Name, state, orDash(vm.Host), pid, orDash(vm.Template), vm.CPUs, fmt.Sprintf("%d MiB", vm.MemoryMiB))
 		}
 		printIdentities(w, c)
 		row(w)

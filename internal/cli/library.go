@@ -13,15 +13,16 @@ type libraryCmds struct{ *app }
 
 func (a libraryCmds) command() *cobra.Command {
 	var captureLease, checkoutLease, captureIn, checkoutIn string
+	var captureState bool
 	capture := &cobra.Command{
-		Use:   "capture CONFIG NAME [--storage-lease 30d|never] [--workspace W]",
+		Use:   "capture CONFIG NAME [--with-state] [--storage-lease 30d|never] [--workspace W]",
 		Short: "Copy an undeployed configuration into the library (read-only, by linked clone)",
 		Long: `Copy an undeployed configuration into the library as a read-only entry. Like a
 linked clone it copies no data: the configuration's disks are frozen and
 shared. An entry is never deployed or changed; check it out to work on it.`,
 		Args: exactArgs("CONFIG", "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			c, err := a.client.Library().Capture(cmd.Context(), wire.CaptureRequest{Config: args[0], Name: args[1], StorageLease: captureLease, Workspace: captureIn})
+			c, err := a.client.Library().Capture(cmd.Context(), wire.CaptureRequest{Config: args[0], Name: args[1], StorageLease: captureLease, Workspace: captureIn, WithState: captureState})
 			if err != nil {
 				return err
 			}
@@ -30,6 +31,7 @@ shared. An entry is never deployed or changed; check it out to work on it.`,
 	}
 	capture.Flags().StringVar(&captureLease, "storage-lease", "", "storage lease: "+leaseHelp+" (default: the daemon's)")
 	capture.Flags().StringVar(&captureIn, "workspace", "", workspaceCopyHelp)
+	capture.Flags().BoolVar(&captureState, "with-state", false, "keep the guests' memory state in the entry (a deployed configuration is paused briefly): checkouts resume instead of booting, deployed --fenced only")
 	checkout := &cobra.Command{
 		Use:   "checkout NAME NEWCONFIG [--storage-lease 30d|never] [--workspace W]",
 		Short: "Make a new configuration from a library entry (linked clone)",

@@ -70,8 +70,15 @@ func (s *core) loadCloneSource(ctx context.Context, src, dst string) (*store.Con
 // or copied. The clone keeps the source's networks, IP modes and addresses
 // (joining their families) and gets new MACs, and its storage lease as
 // opts says.
+//
+// With opts.WithState the clone shares src's saved memory state instead
+// (cloneWithState): it keeps src's MACs and addresses and resumes, fenced.
 func (s Configs) LinkedClone(ctx context.Context, src, dst string, opts CreateOptions) (*ConfigView, error) {
-	v, err := s.linkedClone(ctx, src, dst, store.KindConfig, opts, false)
+	clone := s.linkedClone
+	if opts.WithState {
+		clone = s.cloneWithState
+	}
+	v, err := clone(ctx, src, dst, store.KindConfig, opts, false)
 	if err == nil {
 		s.events.record(ctx, ObjectConfig, "clone", dst, "linked clone of "+src)
 	}
@@ -90,6 +97,13 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	c, idx, err := s.loadCloneSource(ctx, src, dst)
 	if err != nil {
 		return nil, err
+	}
+	var states, links map[int]string // VM index → src's state file, its link for the clone
+	if opts.WithState {
+		if states, err = s.savedStates(c); err != nil {
+			return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
+		}
+		links = stateLinks(states)
 	}
 	action, objKind := auth.ConfigCreate, access.KindConfig
 	if kind == store.KindLibrary {
@@ -128,6 +142,9 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 			created = append(created, p.cloneDelta)
 			plans = append(plans, p)
 		}
+	}
+	for _, l := range links {
+		created = append(created, l)
 	}
 
 	op, err := s.journal.Begin(ctx, "clone", dst, created, frozen)
@@ -170,10 +187,14 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 			return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, p.disk, err))
 		}
 	}
+	if err := s.linkStates(ctx, op, states, links); err != nil {
+		return fail(err)
+	}
 	if err := s.journal.Step(ctx, op, "commit"); err != nil {
 		return fail(err)
 	}
 	var view *ConfigView
+	var made *store.Config
 	err = s.update(ctx, func(tx store.Tx) error {
 		clone, err := s.commitClone(tx, src, dst, kind, place, func(tx store.Tx, p clonePlan) (int64, error) {
 			parentID := p.top.ID
@@ -201,10 +222,11 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 				return 0, err
 			}
 			return cl.ID, nil
-		}, plans)
+		}, plans, states != nil)
 		if err != nil {
 			return err
 		}
+		made = clone
 		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
 			return err
 		}
@@ -222,8 +244,9 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	if err != nil {
 		return fail(err)
 	}
+	s.placeStates(made, links)
 	s.journal.Finish(op)
-	s.log.Info("linked clone made", "config", dst, "source", src, "disks", len(plans))
+	s.log.Info("linked clone made", "config", dst, "source", src, "disks", len(plans), "with_state", states != nil)
 	return view, nil
 }
 
@@ -233,7 +256,11 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 // layer that diskTop records. It re-reads the source so that it works on
 // the current records. The clone goes where place says, within its
 // owner's and workspace's quotas.
-func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Placement, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan) (*store.Config, error) {
+//
+// With instant (a clone that shares src's saved memory state) the clone
+// keeps src's MACs, instance-ids and host names instead: its guests
+// resume with them in memory (see instantVM).
+func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Placement, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan, instant bool) (*store.Config, error) {
 	c, err := tx.Configs().Get(src)
 	if err != nil {
 		return nil, err
@@ -261,7 +288,13 @@ func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Plac
 			n.ID, n.VMID, n.MAC = 0, 0, newMAC()
 			nv.NICs = append(nv.NICs, n)
 		}
+		if instant {
+			nv = instantVM(c, vm, nv)
+		}
 		clone.VMs = append(clone.VMs, nv)
+	}
+	if instant {
+		clone.InstantOf = c.Name
 	}
 	for _, p := range plans {
 		id, err := diskTop(tx, p)
@@ -356,7 +389,7 @@ func (s Configs) fullClone(ctx context.Context, op *store.Op, src, dst string, o
 				return 0, err
 			}
 			return l.ID, nil
-		}, plans)
+		}, plans, false)
 		if err != nil {
 			return err
 		}

@@ -25,7 +25,11 @@ func (s Library) Capture(ctx context.Context, config, name string, opts CreateOp
 	if err := s.requireKind(ctx, config, store.KindConfig, "capture it (check the entry out first)"); err != nil {
 		return nil, fmt.Errorf("capture %q: %w", config, err)
 	}
-	v, err := s.linkedClone(ctx, config, name, store.KindLibrary, opts, false)
+	clone := s.linkedClone
+	if opts.WithState { // the entry keeps the state; its checkouts share it
+		clone = s.cloneWithState
+	}
+	v, err := clone(ctx, config, name, store.KindLibrary, opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +44,19 @@ func (s Library) Checkout(ctx context.Context, entry, name string, opts CreateOp
 	if err := s.requireKind(ctx, entry, store.KindLibrary, "check it out (use config clone)"); err != nil {
 		return nil, fmt.Errorf("check out %q: %w", entry, err)
 	}
-	v, err := s.linkedClone(ctx, entry, name, store.KindConfig, opts, true)
+	// An entry captured with its state gives every checkout that state
+	// (shared, and so deployed fenced only).
+	clone := s.linkedClone
+	if err := s.store.View(ctx, func(tx store.Tx) error {
+		e, err := tx.Configs().Get(entry)
+		if err == nil && e.InstantOf != "" {
+			clone, opts.WithState = s.cloneWithState, true
+		}
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("check out %q: %w", entry, err)
+	}
+	v, err := clone(ctx, entry, name, store.KindConfig, opts, true)
 	if err != nil {
 		return nil, err
 	}

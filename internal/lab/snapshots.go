@@ -357,12 +357,6 @@ func (s Snapshots) rollForwardSwitched(ctx context.Context, op *store.Op, c *sto
 			switched[i] = true
 		}
 	}
-	var remove []string
-	for _, p := range plans {
-		if !switched[p.vm] {
-			remove = append(remove, p.newTop)
-		}
-	}
 	any := false
 	for _, sw := range switched {
 		any = any || sw
@@ -370,8 +364,17 @@ func (s Snapshots) rollForwardSwitched(ctx context.Context, op *store.Op, c *sto
 	if !any {
 		return s.journal.Fail(op, cause)
 	}
+	// Every file the operation made goes but the switched tops: the
+	// unswitched tops, the state files, a clone's deltas.
+	keep := map[string]bool{}
+	for _, p := range plans {
+		if switched[p.vm] {
+			keep[p.newTop] = true
+		}
+	}
+	var remove []string
 	for _, f := range op.CreatedFiles {
-		if filepath.Dir(f) == snapshotsDir {
+		if !keep[f] {
 			remove = append(remove, f)
 		}
 	}
@@ -845,7 +848,7 @@ func (s Configs) CloneFromSnapshot(ctx context.Context, src, snapName, dst strin
 				return 0, err
 			}
 			return l.ID, nil
-		}, plans)
+		}, plans, false)
 		if err != nil {
 			return err
 		}

@@ -86,6 +86,11 @@ type CreateOptions struct {
 	// Workspace is where the new object goes ("ws" or "org/ws"); "" is
 	// the workspace of the object it is made from.
 	Workspace string
+	// WithState (clones and library captures) shares the source's saved
+	// memory state with the copy: its deploy resumes the guests instead
+	// of booting them, fenced only (docs/decisions.md, "Instant fenced
+	// copies").
+	WithState bool
 }
 
 // TemplateView is a template as shown to users.

@@ -14,6 +14,9 @@ type CaptureRequest struct {
 	StorageLease string `json:"storage_lease,omitempty"`
 	// Workspace is where the entry goes; "" is the configuration's.
 	Workspace string `json:"workspace,omitempty"`
+	// WithState keeps the configuration's saved memory state in the
+	// entry; every checkout shares it (and is deployed fenced only).
+	WithState bool `json:"with_state,omitempty"`
 }
 
 // CheckoutRequest is the body of POST /library/{name}/checkout: a new

@@ -157,6 +157,10 @@ type CloneRequest struct {
 	StorageLease string `json:"storage_lease,omitempty"`
 	// Workspace is where the clone goes; "" is the source's workspace.
 	Workspace string `json:"workspace,omitempty"`
+	// WithState (linked clones only) shares the source's saved memory
+	// state: the clone keeps the source's MACs and addresses and its
+	// deploy, fenced only, resumes the guests instead of booting them.
+	WithState bool `json:"with_state,omitempty"`
 }
 
 // SetIPRequest is the body of PUT /configs/{name}/vms/{vm}/nics/{nic}/ip.

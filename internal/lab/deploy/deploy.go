@@ -249,6 +249,10 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 		if err := d.lab.Deployable(c); err != nil {
 			return err
 		}
+		if c.InstantOf != "" && !opts.Fenced {
+			return errdefs.Invalid("configuration %q shares the saved memory state of %q: its guests resume with %q's MACs and addresses in memory, which would clash on the network with %q and its other copies; deploy it with --fenced",
+				name, c.InstantOf, c.InstantOf, c.InstantOf)
+		}
 		if opts.Admit != nil {
 			if err := opts.Admit(tx, c); err != nil {
 				return err
