@@ -217,6 +217,15 @@ type Template struct {
 	Kernel  string
 	Initrd  string
 	Cmdline string
+	// KernelSHA256/KernelSize and InitrdSHA256/InitrdSize are the boot
+	// files' content hashes (hostlink.HashFile) and lengths, recorded at
+	// import: the files never change, so a host lacking them pulls them
+	// by hash as it pulls a frozen layer. Empty for no file, or for a
+	// template imported before hashes were recorded.
+	KernelSHA256 string
+	KernelSize   int64
+	InitrdSHA256 string
+	InitrdSize   int64
 	// UserData is the cloud-init user-data put in its VMs' seeds (nil is
 	// none); NoSeed opts its VMs out of a seed altogether.
 	UserData  []byte

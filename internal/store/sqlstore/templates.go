@@ -8,7 +8,7 @@ import (
 	"stagehand/internal/store"
 )
 
-const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id, user_data, no_seed"
+const templateCols = "id, name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id, user_data, no_seed, kernel_sha256, kernel_size, initrd_sha256, initrd_size"
 
 func (d *Dialect) scanTemplate(s Scanner) (store.Template, error) {
 	var (
@@ -16,7 +16,7 @@ func (d *Dialect) scanTemplate(s Scanner) (store.Template, error) {
 		created int64
 		ws, own sql.NullInt64
 	)
-	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, d.ScanList(&t.LayerIDs), &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own, &t.UserData, &t.NoSeed); err != nil {
+	if err := s.Scan(&t.ID, &t.Name, &t.Description, &t.CPUs, &t.MemoryMiB, d.ScanList(&t.LayerIDs), &t.Kernel, &t.Initrd, &t.Cmdline, &created, &ws, &own, &t.UserData, &t.NoSeed, &t.KernelSHA256, &t.KernelSize, &t.InitrdSHA256, &t.InitrdSize); err != nil {
 		return t, err
 	}
 	t.WorkspaceID, t.OwnerID = ws.Int64, own.Int64
@@ -33,9 +33,9 @@ func (t templates) Create(tm *store.Template) error {
 		return err
 	}
 	created := stamp(tm.CreatedAt)
-	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id, user_data, no_seed)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano(), nullID(tm.WorkspaceID), nullID(tm.OwnerID), orEmpty(tm.UserData), tm.NoSeed)
+	id, err := t.insert(`INSERT INTO templates (name, description, cpus, memory_mib, layer_ids, kernel, initrd, cmdline, created_at, workspace_id, owner_id, user_data, no_seed, kernel_sha256, kernel_size, initrd_sha256, initrd_size)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		tm.Name, tm.Description, tm.CPUs, tm.MemoryMiB, ids, tm.Kernel, tm.Initrd, tm.Cmdline, created.UnixNano(), nullID(tm.WorkspaceID), nullID(tm.OwnerID), orEmpty(tm.UserData), tm.NoSeed, tm.KernelSHA256, tm.KernelSize, tm.InitrdSHA256, tm.InitrdSize)
 	switch {
 	case t.d.IsUnique(err):
 		return errdefs.Conflict("template %q: already exists", tm.Name)

@@ -328,6 +328,7 @@ func testTemplates(t *testing.T, s store.Store) {
 		full = store.Template{
 			Name: "debian", Description: "Debian 12 with tools", CPUs: 2, MemoryMiB: 1024,
 			LayerIDs: []int64{l2.ID, l1.ID}, Kernel: "files/t-1-vmlinuz", Initrd: "files/t-1-initrd",
+			KernelSHA256: strings.Repeat("ab", 32), KernelSize: 5 << 20, InitrdSHA256: strings.Repeat("cd", 32), InitrdSize: 1 << 20,
 			Cmdline: "console=ttyS0 root=/dev/vda",
 		}
 		empty = store.Template{Name: "bare", CPUs: 1, MemoryMiB: 64}
