@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"stagehand/internal/api/wire"
+	"stagehand/internal/cluster"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/events"
@@ -96,6 +97,7 @@ func configToWire(c *lab.ConfigView) wire.Config {
 			Template:      v.Template,
 			Hostname:      v.Hostname,
 			InstanceID:    v.InstanceID,
+			Host:          v.Host,
 			CPUs:          v.CPUs,
 			MemoryMiB:     v.MemoryMiB,
 			Disks:         disks,
@@ -126,9 +128,17 @@ func placementToWire(p *lab.Placement) *wire.Placement {
 	if p == nil {
 		return nil
 	}
-	out := &wire.Placement{Host: p.Host, Moved: p.Moved, MovedBytes: p.MovedBytes, Verdicts: []wire.Verdict{}}
-	for _, v := range p.Verdicts {
-		out.Verdicts = append(out.Verdicts, wire.Verdict{Host: v.Host, Fits: v.Fits, Why: v.Why, FreeMemoryMiB: v.FreeMemoryMiB,
+	out := &wire.Placement{Host: p.Host, Moved: p.Moved, MovedBytes: p.MovedBytes, Verdicts: verdictsToWire(p.Verdicts)}
+	for _, vm := range p.VMs {
+		out.VMs = append(out.VMs, wire.VMPlacement{VM: vm.VM, Host: vm.Host, Verdicts: verdictsToWire(vm.Verdicts)})
+	}
+	return out
+}
+
+func verdictsToWire(vs []cluster.Verdict) []wire.Verdict {
+	out := []wire.Verdict{}
+	for _, v := range vs {
+		out = append(out, wire.Verdict{Host: v.Host, Fits: v.Fits, Why: v.Why, FreeMemoryMiB: v.FreeMemoryMiB,
 			FreeCPUs: v.FreeCPUs, HeldLayers: v.HeldLayers, MissingBytes: v.MissingBytes, Text: v.String()})
 	}
 	return out

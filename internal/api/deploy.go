@@ -64,7 +64,7 @@ func (h deployHandler) deploy(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(w, r, &req); err != nil {
 		return err
 	}
-	opts := lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy, Allow: req.Allow, Host: req.Host, Explain: req.Explain}
+	opts := lab.DeployOptions{Fenced: req.Fenced, FencePolicy: req.FencePolicy, Allow: req.Allow, Host: req.Host, Explain: req.Explain, Spread: req.Spread}
 	if req.DeployLease != "" {
 		d, err := lab.ParseLease(req.DeployLease)
 		if err != nil {

@@ -16,10 +16,11 @@ func (a configCmds) deploy() *cobra.Command {
 		deployLease string
 		host        string
 		explain     bool
+		spread      bool
 		allow       []string
 	)
 	cmd := &cobra.Command{
-		Use:   "deploy NAME [--fenced] [--fence-policy block|out|in-out] [--allow CIDR[:PORT[/tcp|udp]]]... [--host H] [--explain]",
+		Use:   "deploy NAME [--fenced [--spread]] [--fence-policy block|out|in-out] [--allow CIDR[:PORT[/tcp|udp]]]... [--host H] [--explain]",
 		Short: "Start a configuration's VMs, on their networks or behind a fence",
 		Long: `Start one VM per VM of the configuration, and show it once they run.
 
@@ -44,12 +45,17 @@ the one with most free memory; when that is not its home host it moves there
 first (its tops and only the frozen layers that host lacks).
 
   --host H   consider only host H
-  --explain  print every host's verdict (always printed when none fits)`,
+  --explain  print every host's verdict (always printed when none fits)
+  --spread   (with --fenced) place each VM on its own: its home host when it
+             fits, else the host that fits it and holds most of its chain;
+             the fence spans the hosts (a VXLAN per network, MTU reduced by
+             the encapsulation), its router and external addresses on the
+             home host. Unfenced networks do not span hosts`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			// The daemon judges the policy (fence.ParsePolicy): the flag
 			// is sent as typed, and an unset one means its default.
-			c, err := a.client.Configs().Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, Allow: allow, DeployLease: deployLease, Host: host, Explain: explain})
+			c, err := a.client.Configs().Deploy(cmd.Context(), args[0], wire.DeployRequest{Fenced: fenced, FencePolicy: policy, Allow: allow, DeployLease: deployLease, Host: host, Explain: explain, Spread: spread})
 			if err != nil {
 				return err
 			}
@@ -61,6 +67,7 @@ first (its tops and only the frozen layers that host lacks).
 	}
 	cmd.Flags().StringVar(&host, "host", "", "deploy on this host only")
 	cmd.Flags().BoolVar(&explain, "explain", false, "print every host's verdict")
+	cmd.Flags().BoolVar(&spread, "spread", false, "with --fenced: let the VMs run on several hosts")
 	cmd.Flags().BoolVar(&fenced, "fenced", false, "run the VMs behind a fence")
 	cmd.Flags().StringVar(&policy, "fence-policy", "", "with --fenced: block, out or in-out (default in-out)")
 	cmd.Flags().StringArrayVar(&allow, "allow", nil, "with --fenced and policy out or in-out: a destination the VMs may reach, CIDR[:PORT[/tcp|udp]] (repeatable)")
@@ -70,6 +77,19 @@ first (its tops and only the frozen layers that host lacks).
 
 // printPlacement prints where a deploy went and each host's verdict.
 func printPlacement(w io.Writer, p *wire.Placement) {
+	if len(p.VMs) > 0 {
+		// A spread deploy: each VM's placement and the verdicts on it.
+		for _, vm := range p.VMs {
+			fmt.Fprintf(w, "VM %s: placed on %s\n", vm.VM, vm.Host)
+			for _, v := range vm.Verdicts {
+				fmt.Fprintln(w, "  "+v.Text)
+			}
+		}
+		if p.Moved {
+			fmt.Fprintf(w, "home %s (VMs' disks moved: %d bytes pulled)\n", p.Host, p.MovedBytes)
+		}
+		return
+	}
 	for _, v := range p.Verdicts {
 		fmt.Fprintln(w, v.Text)
 	}

@@ -48,6 +48,7 @@ type DeployRequest struct {
 type Adopter interface {
 	Adopt(ctx context.Context, config, from string) (AdoptResult, error)
 	DeployHere(ctx context.Context, config string, req DeployRequest) error
+	SpreadMember
 }
 
 // ServeMoves adds the move endpoints, answered by a: POST
@@ -75,6 +76,7 @@ func (s *Server) ServeMoves(a Adopter) {
 		}
 		writeJSON(w, struct{}{})
 	})
+	s.serveSpread(a)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

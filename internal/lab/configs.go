@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -484,7 +485,7 @@ func (vs views) configIn(tx store.Tx, c *store.Config, sh *configShared) (*Confi
 	external := deploy.ExternalIPs(tx, c)
 	for _, vm := range c.VMs {
 		vv := VMView{id: vm.ID, Name: vm.Name, State: vm.State, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB,
-			Template: sh.templateName(tx, vm.TemplateID), Hostname: seed.Hostname(vm.Hostname, vm.Name, c.Name), InstanceID: vm.InstanceID}
+			Template: sh.templateName(tx, vm.TemplateID), Hostname: seed.Hostname(vm.Hostname, vm.Name, c.Name), InstanceID: vm.InstanceID, Host: cmp.Or(vm.Host, c.Host)}
 		for _, d := range vm.Disks {
 			chain, err := sh.layers.chain(d.TopLayerID)
 			if err != nil {

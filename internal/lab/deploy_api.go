@@ -30,6 +30,9 @@ type DeployOptions struct {
 	// Explain returns every host's verdict in the view (--explain).
 	Host    string
 	Explain bool
+	// Spread lets a fenced deploy place its VMs on several hosts
+	// (spread.go).
+	Spread bool
 }
 
 // VM actions of VMAction.
@@ -66,6 +69,9 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 	if err := checkLeaseLength("deployment", opts.DeployLease); err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
+	if opts.Spread {
+		return s.deploySpread(ctx, name, opts)
+	}
 	var placed *Placement
 	if s.placing(opts.Host, opts.Explain) {
 		d, err := s.place(ctx, name, opts.Host)
@@ -80,14 +86,7 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 			return nil, err
 		}
 	}
-	lease := func(tx store.Tx, id int64) error { return s.leases.deployed(tx, id, opts.DeployLease) }
-	view, err := s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {
-		return s.deploys.Deploy(ctx, name, deploy.Options{
-			Fenced: opts.Fenced, FencePolicy: policy, Allow: opts.Allow,
-			Admit:  deployQuota,
-			Commit: commit,
-		})
-	})
+	view, err := s.deployHere(ctx, name, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +94,19 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 		view.Placement = placed
 	}
 	return view, nil
+}
+
+// deployHere deploys name on this host with its deployment lease
+// (opts checked by Deploy).
+func (s Deployments) deployHere(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
+	lease := func(tx store.Tx, id int64) error { return s.leases.deployed(tx, id, opts.DeployLease) }
+	return s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {
+		return s.deploys.Deploy(ctx, name, deploy.Options{
+			Fenced: opts.Fenced, FencePolicy: opts.FencePolicy, Allow: opts.Allow,
+			Admit:  deployQuota,
+			Commit: commit,
+		})
+	})
 }
 
 // deployElsewhere moves name to the host placement chose and has that
@@ -147,9 +159,18 @@ func (m moveEndpoints) DeployHere(ctx context.Context, name string, req hostlink
 // Undeploy powers off or saves every VM and removes the deployment's
 // plumbing (see deploy.Deployments.Undeploy); its lease ends with it.
 func (s Deployments) Undeploy(ctx context.Context, name string, saveState bool) (*ConfigView, error) {
-	return s.committed(s.leases.undeployed, func(commit func(store.Tx, *store.Config) error) error {
+	view, err := s.committed(s.leases.undeployed, func(commit func(store.Tx, *store.Config) error) error {
 		return s.deploys.Undeploy(ctx, name, saveState, commit)
 	})
+	if err != nil || !view.spread() {
+		return view, err
+	}
+	// A spread deployment's VMs come home with their disks (spread.go);
+	// one that cannot yet is gathered by the next deploy.
+	if err := s.gather(ctx, name); err != nil {
+		s.log.Warn("undeploy: VMs' disks stay on other hosts until the next deploy", "config", name, "err", err)
+	}
+	return Configs{s.core}.Get(ctx, name)
 }
 
 // committed runs op (a deploy or undeploy) with the commit hook it calls

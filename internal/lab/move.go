@@ -388,21 +388,40 @@ func (m moveEndpoints) Adopt(ctx context.Context, name, from string) (hostlink.A
 }
 
 func (s *core) adopt(ctx context.Context, name, from string) (hostlink.AdoptResult, error) {
+	return s.adoptTops(ctx, name, "", from)
+}
+
+// adoptTops makes this host the holder of the tops of name's VM vm ("":
+// of every VM, the configuration's home), whose holder is from: it pulls
+// them with the frozen layers it lacks and commits the new holder.
+func (s *core) adoptTops(ctx context.Context, name, vm, from string) (hostlink.AdoptResult, error) {
 	if from == "" || from == s.hostName {
 		return hostlink.AdoptResult{}, errdefs.Invalid("a host adopts from another host")
 	}
 	unlock := s.locks.lock(name)
 	defer unlock()
+	// scope is what moves of c, checked to be held by from.
+	scope := func(tx store.Tx) (loadedConfig, *store.Config, error) {
+		c, err := loadUndeployed(tx, name, "move it")
+		if err != nil {
+			return c, nil, err
+		}
+		part, err := s.tops(c.Config, vm)
+		if err != nil {
+			return c, nil, err
+		}
+		if holder := s.home(part); holder != from {
+			return c, nil, errdefs.Conflict("configuration %q%s lives on host %q, not on %q", name, vmSuffix(vm), holder, from)
+		}
+		return c, part, nil
+	}
 	var plan *pullPlan
 	err := s.store.View(ctx, func(tx store.Tx) error {
-		c, err := loadUndeployed(tx, name, "move it")
+		_, part, err := scope(tx)
 		if err != nil {
 			return err
 		}
-		if home := s.home(c.Config); home != from {
-			return errdefs.Conflict("configuration %q lives on host %q, not on %q", name, home, from)
-		}
-		plan, err = s.planPull(tx, c.Config, true)
+		plan, err = s.planPull(tx, part, true)
 		return err
 	})
 	if err != nil {
@@ -418,18 +437,15 @@ func (s *core) adopt(ctx context.Context, name, from string) (hostlink.AdoptResu
 	}
 	if err == nil {
 		err = s.update(ctx, func(tx store.Tx) error {
-			c, err := loadUndeployed(tx, name, "move it")
+			c, part, err := scope(tx)
 			if err != nil {
 				return err
-			}
-			if home := s.home(c.Config); home != from {
-				return errdefs.Conflict("configuration %q moved to host %q meanwhile", name, home)
 			}
 			idx, err := loadLayers(tx)
 			if err != nil {
 				return err
 			}
-			_, tops, err := chainOf(idx, c.Config)
+			_, tops, err := chainOf(idx, part)
 			if err != nil {
 				return err
 			}
@@ -438,8 +454,7 @@ func (s *core) adopt(ctx context.Context, name, from string) (hostlink.AdoptResu
 					return errdefs.Conflict("configuration %q: its disks changed during the move (top %s)", name, l.Path)
 				}
 			}
-			c.Host = s.hostName
-			if err := tx.Configs().Update(c.Config); err != nil {
+			if err := s.setHolder(tx, c.Config, vm); err != nil {
 				return err
 			}
 			for _, l := range append(append([]store.Layer(nil), plan.missing...), plan.present...) {
@@ -454,8 +469,10 @@ func (s *core) adopt(ctx context.Context, name, from string) (hostlink.AdoptResu
 		return res, s.journal.Fail(op, err)
 	}
 	s.journal.Finish(op)
-	s.log.Info("configuration adopted", "config", name, "from", from, "bytes", res.Bytes, "frozen_layers", res.Frozen, "tops", res.Tops)
-	s.movedEvent(ctx, name, from, s.hostName, res)
+	s.log.Info("configuration adopted", "config", name, "vm", vm, "from", from, "bytes", res.Bytes, "frozen_layers", res.Frozen, "tops", res.Tops)
+	if vm == "" {
+		s.movedEvent(ctx, name, from, s.hostName, res)
+	}
 	return res, nil
 }
 

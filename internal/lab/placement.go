@@ -25,6 +25,12 @@ type HostLink interface {
 	PullChain(ctx context.Context, peers []hostlink.Peer, want []hostlink.LayerRef, opts hostlink.ChainOptions) (hostlink.ChainResult, error)
 	Adopt(ctx context.Context, peer hostlink.Peer, config string) (hostlink.AdoptResult, error)
 	Deploy(ctx context.Context, peer hostlink.Peer, config string, req hostlink.DeployRequest) error
+	// AdoptVM, ReleaseVM, StartPart and StopPart are a spread
+	// deployment's (spread.go, hostlink.SpreadMember).
+	AdoptVM(ctx context.Context, peer hostlink.Peer, config, vm string) (hostlink.AdoptResult, error)
+	ReleaseVM(ctx context.Context, peer hostlink.Peer, config, vm string) error
+	StartPart(ctx context.Context, peer hostlink.Peer, config string) error
+	StopPart(ctx context.Context, peer hostlink.Peer, config string) error
 }
 
 // Placement is a deploy's placement, as --explain shows it.
@@ -37,6 +43,9 @@ type Placement struct {
 	MovedBytes int64
 	// Verdicts are every host's, best first.
 	Verdicts []cluster.Verdict
+	// VMs are a spread deploy's placements, one per VM (Host is then
+	// the home, and Verdicts every VM's in turn).
+	VMs []VMPlacement
 }
 
 // chainOf returns c's frozen layers (each once, in the order met from the

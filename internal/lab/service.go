@@ -85,6 +85,11 @@ type Options struct {
 	// every host mounts, so every host holds every layer; nothing is
 	// pulled, and a move changes only the record.
 	SharedLayers bool
+	// ShortcutDepth (serve --shortcut-depth) is the physical chain depth
+	// above which the daemon's background pass builds a shortcut layer
+	// (shortcut.go); 0 turns the pass off (disk shortcut still runs it,
+	// at DefaultShortcutDepth).
+	ShortcutDepth int
 }
 
 // Accelerator is the choice of accelerator for VMs. The daemon probes it in
@@ -109,6 +114,7 @@ type Service struct {
 	Archives    Archives
 	Leases      Leases
 	Snapshots   Snapshots
+	Shortcuts   Shortcuts
 	Uploads     Uploads
 	Events      *events.Log // the events: listed, followed, pruned
 	// EventReader is the event log as each caller reads it: the events
@@ -174,6 +180,8 @@ type core struct {
 	hostName     string   // Options.HostName: this host, a configuration's home
 	link         HostLink // Options.HostLink
 	sharedLayers bool     // Options.SharedLayers
+	// shortcutDepth is Options.ShortcutDepth.
+	shortcutDepth int
 
 	importDirs  []string // Options.ImportDirs, resolved
 	importNames []string // the same, as given (absolute) and resolved
@@ -217,6 +225,8 @@ func New(opts Options) (*Service, error) {
 		hostName:     opts.HostName,
 		link:         opts.HostLink,
 		sharedLayers: opts.SharedLayers,
+
+		shortcutDepth: opts.ShortcutDepth,
 	}
 	if s.maxUpload <= 0 {
 		s.maxUpload = DefaultMaxUpload
@@ -277,13 +287,13 @@ func New(opts Options) (*Service, error) {
 	})
 	s.deploys = deploy.New(deploy.Config{
 		Store: s.store, Lab: deployLab{s}, Alloc: s.alloc,
-		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences,
+		Hypervisor: opts.Hypervisor, Segments: opts.Segments, Fences: opts.Fences, Members: spreadMembers{s},
 		DataDir: abs, HostKey: hex.EncodeToString(sum[:4]), HostName: opts.HostName, ShutdownTimeout: shutdownTimeout, Log: s.log,
 	})
 	s.views = views{dataDir: s.dataDir, leases: s.leases, policy: s.life.policy, archives: s.archives, deploys: s.deploys, self: s.hostName}
 	return &Service{
 		core: s, Templates: Templates{s}, Networks: Networks{s}, Configs: Configs{s},
-		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s}, Snapshots: Snapshots{s},
+		Deployments: Deployments{s}, Library: Library{s}, Archives: Archives{s}, Leases: Leases{s}, Snapshots: Snapshots{s}, Shortcuts: Shortcuts{s},
 		Uploads: Uploads{s}, Events: s.eventLog, EventReader: s.eventLog.Reader(s.access.EventFilter), Access: s.access,
 	}, nil
 }

@@ -194,6 +194,9 @@ type DeployRequest struct {
 	// for every host's verdict in the answer's Placement.
 	Host    string `json:"host,omitempty"`
 	Explain bool   `json:"explain,omitempty"`
+	// Spread, fenced only, places each VM on its own host (the home first)
+	// and spans the fence over them; the answer's Placement has VMs.
+	Spread bool `json:"spread,omitempty"`
 	// Allow is the egress allow-list of a fenced deploy with policy out
 	// or in-out, CIDR[:PORT[/tcp|udp]] each (at most 64): the VMs may open
 	// connections only to these destinations. Not with block.
@@ -214,6 +217,16 @@ type Placement struct {
 	Moved      bool      `json:"moved"`
 	MovedBytes int64     `json:"moved_bytes"`
 	Verdicts   []Verdict `json:"verdicts"`
+	// VMs are a spread deploy's placements, one per VM.
+	VMs []VMPlacement `json:"vms,omitempty"`
+}
+
+// VMPlacement is where a spread deploy placed one VM, with every host's
+// verdict on it, best first.
+type VMPlacement struct {
+	VM       string    `json:"vm"`
+	Host     string    `json:"host"`
+	Verdicts []Verdict `json:"verdicts"`
 }
 
 // Verdict is placement's finding about one host, best first; Text is
@@ -296,10 +309,13 @@ type VM struct {
 	// instance-id is new for every copy of the VM.
 	Hostname   string `json:"hostname"`
 	InstanceID string `json:"instance_id"`
-	CPUs       int    `json:"cpus"`
-	MemoryMiB  int    `json:"memory_mib"`
-	Disks      []Disk `json:"disks"`
-	NICs       []NIC  `json:"nics"`
+	// Host is the host it runs on: the configuration's home, or another
+	// host of a spread deployment.
+	Host      string `json:"host"`
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memory_mib"`
+	Disks     []Disk `json:"disks"`
+	NICs      []NIC  `json:"nics"`
 }
 
 // Disk is one VM disk: its top layer and its chain.
