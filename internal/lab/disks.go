@@ -17,6 +17,7 @@ func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int)
 	var chain []store.Layer
 	var snapNames map[int64]string
 	tmplNames := map[int64]string{}
+	var runs map[int64]*ShortcutView
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		d, err := findDisk(tx, config, vmName, disk)
 		if err != nil {
@@ -32,6 +33,7 @@ func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int)
 		if snapNames, err = snapshotLayerNames(tx, config); err != nil {
 			return err
 		}
+		runs = shortcutRuns(idx, chain, s.abs)
 		for _, l := range chain {
 			if l.TemplateID != 0 {
 				if t, err := tx.Templates().GetByID(l.TemplateID); err == nil {
@@ -46,7 +48,7 @@ func (s Configs) DiskChain(ctx context.Context, config, vmName string, disk int)
 	}
 	out := make([]LayerView, 0, len(chain))
 	for _, l := range chain {
-		v := LayerView{ID: l.ID, Path: s.abs(l.Path), Frozen: l.Frozen, VirtualSize: l.VirtualSize, Template: tmplNames[l.TemplateID], Snapshot: snapNames[l.ID]}
+		v := LayerView{ID: l.ID, Path: s.abs(l.Path), Frozen: l.Frozen, VirtualSize: l.VirtualSize, Template: tmplNames[l.TemplateID], Snapshot: snapNames[l.ID], Shortcut: runs[l.ID]}
 		info, err := s.disks.Info(ctx, v.Path)
 		if err != nil {
 			return nil, fmt.Errorf("disk chain of %s/%s disk %d: %w", config, vmName, disk, err)

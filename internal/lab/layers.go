@@ -33,10 +33,11 @@ func (idx layerIndex) chain(top int64) ([]store.Layer, error) {
 	return out, nil
 }
 
-// depth returns the number of layers in the chain from top.
+// depth returns the depth of the chain from top in clone history, what
+// the chain limit counts: a shortcut layer counts as the run of layers it
+// stands for (shortcut.go), so shortcuts shorten reads, not history.
 func (idx layerIndex) depth(top int64) (int, error) {
-	c, err := idx.chain(top)
-	return len(c), err
+	return idx.logicalDepth(top)
 }
 
 // releaseLayers deletes, inside tx, every layer of ids that nothing refers

@@ -126,6 +126,9 @@ type LayerView struct {
 	// Snapshot is the snapshot that names this layer: its name, or
 	// "CONFIG@NAME" for another configuration's (a clone from it).
 	Snapshot string
+	// Shortcut is set on a shortcut layer: the run of layers it stands
+	// for (shortcut.go).
+	Shortcut *ShortcutView
 }
 
 // NetworkView is a network with its pool usage.
