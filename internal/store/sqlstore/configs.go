@@ -128,8 +128,10 @@ func createVM(t *db, c *store.Config, v *store.VM) error {
 	for i := range v.NICs {
 		n := &v.NICs[i]
 		n.VMID = v.ID
-		id, err := t.insert(`INSERT INTO nics (vm_id, idx, network_id, mac, ip_mode, ip, allocation_id, external_allocation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			n.VMID, n.Index, n.NetworkID, n.MAC, n.IPMode, t.d.Addr(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID))
+		// An instant copy's NICs repeat its source's MACs (shared_mac: the
+		// unique index leaves them out); every other MAC is unique.
+		id, err := t.insert(`INSERT INTO nics (vm_id, idx, network_id, mac, ip_mode, ip, allocation_id, external_allocation_id, shared_mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			n.VMID, n.Index, n.NetworkID, n.MAC, n.IPMode, t.d.Addr(n.IP), nullID(n.AllocationID), nullID(n.ExternalAllocationID), c.InstantOf != "")
 		switch {
 		case t.d.IsUnique(err):
 			if macInUse(t, n.MAC) {

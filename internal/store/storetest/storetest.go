@@ -959,7 +959,7 @@ func testConfigs(t *testing.T, s store.Store) {
 func testConfigUpdates(t *testing.T, s store.Store) {
 	f := newConfigFixture(t, s)
 	web := f.webConfig()
-	other := store.Config{Name: "other", State: store.StateUndeployed, InstantOf: "web", VMs: []store.VM{{
+	other := store.Config{Name: "other", State: store.StateUndeployed, VMs: []store.VM{{
 		Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
 		NICs: []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:bb:00:01", IPMode: store.IPModeDHCP}},
 	}}}
@@ -970,13 +970,40 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		return tx.Configs().Create(&other)
 	})
 	web = sorted(web)
-	view(t, s, func(tx store.Tx) error {
-		got, err := tx.Configs().Get("other")
+	// An instant copy keeps its source's MACs (and its InstantOf); the
+	// MACs stay unique among every other configuration.
+	copyOf := func(name, instantOf string) *store.Config {
+		return &store.Config{Name: name, State: store.StateUndeployed, InstantOf: instantOf, VMs: []store.VM{{
+			Name: "vm", CPUs: 1, MemoryMiB: 64, State: store.StateUndeployed,
+			NICs: []store.NIC{{NetworkID: f.lan.ID, MAC: "52:54:00:bb:00:01", IPMode: store.IPModeDHCP}},
+		}}}
+	}
+	update(t, s, func(tx store.Tx) error {
+		for _, n := range []string{"copy1", "copy2"} {
+			if err := tx.Configs().Create(copyOf(n, "other")); err != nil {
+				return err
+			}
+		}
+		got, err := tx.Configs().Get("copy2")
 		if err != nil {
 			return err
 		}
-		if got.InstantOf != "web" {
-			t.Errorf("Get after Create: InstantOf = %q, want %q", got.InstantOf, "web")
+		if got.InstantOf != "other" || got.VMs[0].NICs[0].MAC != "52:54:00:bb:00:01" {
+			t.Errorf("Get of an instant copy: InstantOf %q, MAC %s; want other's", got.InstantOf, got.VMs[0].NICs[0].MAC)
+		}
+		return nil
+	})
+	err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Configs().Create(copyOf("notacopy", "")) })
+	wantKind(t, "CreateConfig of an ordinary configuration with an instant copy's MAC", err, errdefs.ErrConflict, "52:54:00:bb:00:01")
+	update(t, s, func(tx store.Tx) error {
+		for _, n := range []string{"copy1", "copy2"} {
+			c, err := tx.Configs().Get(n)
+			if err != nil {
+				return err
+			}
+			if err := tx.Configs().Delete(c.ID); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -1010,7 +1037,7 @@ func testConfigUpdates(t *testing.T, s store.Store) {
 		return nil
 	})
 	ctx := context.Background()
-	err := s.Update(ctx, func(tx store.Tx) error {
+	err = s.Update(ctx, func(tx store.Tx) error {
 		c := web
 		c.Name = "other"
 		return tx.Configs().Update(&c)
