@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -341,4 +342,58 @@ func (e *env) layerShape() string {
 	}
 	fmt.Fprintf(&b, "shortcuts %d", len(e.shortcutLayers()))
 	return b.String()
+}
+
+// TestDoctorChecksShortcuts: the doctor finds a shortcut record whose run
+// does not match (another depth), and a shortcut file whose backing name
+// is not the run's parent; a correct shortcut passes.
+func TestDoctorChecksShortcuts(t *testing.T) {
+	e := shortcutEnv(t)
+	ctx := context.Background()
+	e.cloneChain("c", 9)
+	rep, err := e.svc.Shortcuts.Pass(ctx, "c-9", "")
+	if err != nil || len(rep.Built) != 1 {
+		t.Fatalf("pass: %+v, %v", rep, err)
+	}
+	e.assertConsistent()
+	ls, err := e.svc.Configs.DiskChain(ctx, "c-7", "vm1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runTop, bottom, base := ls[1], ls[len(ls)-2], ls[len(ls)-1]
+	bogus := "layers/l-bogus.qcow2"
+	data, err := os.ReadFile(rep.Built[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.dir+"/"+bogus, data, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.Update(ctx, func(tx store.Tx) error {
+		return tx.Layers().Create(&store.Layer{Path: bogus, ParentID: base.ID, Frozen: true, VirtualSize: runTop.VirtualSize,
+			ShortcutOf: runTop.ID, ShortcutBottom: bottom.ID, ShortcutLayers: 3})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The real shortcut's header made to name another layer.
+	if out, err := exec.Command("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", bottom.Path, rep.Built[0].Path).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img rebase: %v: %s", err, out)
+	}
+	r, err := e.svc.Doctor(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, p := range r.Problems {
+		kinds = append(kinds, p.Kind+" "+p.Subject+": "+p.Detail)
+	}
+	got := strings.Join(kinds, "\n")
+	for _, want := range []string{
+		"shortcut-mismatch " + e.dir + "/" + bogus + ": stands for 3 layers, its run is 8 deep",
+		"wrong-backing " + rep.Built[0].Path,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("doctor found:\n%s\nwant a finding %q", got, want)
+		}
+	}
 }

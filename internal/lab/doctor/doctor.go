@@ -297,7 +297,7 @@ func (dr *Doctor) once(ctx context.Context, repair bool) (*Report, error) {
 	if err := d.load(); err != nil {
 		return nil, err
 	}
-	for _, check := range []func() error{d.checkJournal, d.checkLayers, d.checkLeftovers, d.checkAddresses, d.checkArchives, d.checkRuntime} {
+	for _, check := range []func() error{d.checkJournal, d.checkLayers, d.checkShortcuts, d.checkLeftovers, d.checkAddresses, d.checkArchives, d.checkRuntime} {
 		if err := check(); err != nil {
 			return nil, err
 		}

@@ -80,6 +80,12 @@ func (d *run) checkLayers() error {
 	// Releasing a layer removes files: only once every image is read.
 	for _, l := range present {
 		if l.TemplateID == 0 && children[l.ID] == 0 && !tops[l.ID] && inSnapshot[l.ID] == "" {
+			if l.ShortcutOf != 0 && children[l.ShortcutOf] > 0 {
+				// A pass interrupted between rewriting headers and
+				// recording them: those files may name it already.
+				d.add(Problem{Kind: ProblemUnreferenced, Subject: d.dr.abs(l.Path), Detail: "shortcut layer no record refers to yet; the next shortcut pass moves its run's children onto it"})
+				continue
+			}
 			p := d.add(Problem{Kind: ProblemUnreferenced, Subject: d.dr.abs(l.Path), Detail: "no disk, child or template refers to it", Repairable: true})
 			if d.repair {
 				p.Repaired = d.dr.cfg.Lab.ReleaseLayer(d.ctx, l.ID) == nil
