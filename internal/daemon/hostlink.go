@@ -126,6 +126,10 @@ func (l storeLayers) FrozenByHash(ctx context.Context, sum string) (string, int6
 	err := l.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		layer, err = tx.Layers().BySHA256(sum)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			// A template's kernel or initrd, content-addressed too.
+			layer, err = bootFileByHash(tx, sum)
+		}
 		return err
 	})
 	if err != nil {

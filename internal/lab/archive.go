@@ -233,11 +233,12 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 		}
 		nt := &store.Template{Name: mt.Name, Description: "made again from archive " + m.Name + " (hardware and boot files only)",
 			CPUs: mt.CPUs, MemoryMiB: mt.MemoryMiB, Cmdline: mt.Cmdline, WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID}
+		// The archive verified the copies against these hashes.
 		if mt.Kernel != nil {
-			nt.Kernel = bootCopies[mt.Kernel.Path]
+			nt.Kernel, nt.KernelSHA256, nt.KernelSize = bootCopies[mt.Kernel.Path], mt.Kernel.SHA256, mt.Kernel.Size
 		}
 		if mt.Initrd != nil {
-			nt.Initrd = bootCopies[mt.Initrd.Path]
+			nt.Initrd, nt.InitrdSHA256, nt.InitrdSize = bootCopies[mt.Initrd.Path], mt.Initrd.SHA256, mt.Initrd.Size
 		}
 		if err := tx.Templates().Create(nt); err != nil {
 			return nil, nil, err

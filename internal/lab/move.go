@@ -20,8 +20,8 @@ import (
 // "the move protocol"). The old home A journals a "move-out" entry, asks
 // the new home B to adopt the configuration, and once the store names B
 // as the home deletes its own copies of the tops. B journals a "move-in"
-// entry naming every file it will pull (the tops and the frozen layers it
-// lacks), pulls them by content hash (tops from A only), and in one
+// entry naming every file it will pull (the tops, the frozen layers and
+// template boot files it lacks), pulls them by content hash (tops from A only), and in one
 // transaction makes itself the home and records the frozen layers it now
 // holds. configs.host is the one truth: before B's commit A's tops are the
 // configuration's, after it B's; a crash of either leaves its entry, and
@@ -237,6 +237,8 @@ type pullPlan struct {
 	topIDs   []int64             // the tops the plan was made for, checked at commit
 	frozenBy []hostlink.Peer     // who may give the frozen layers: the home first
 	topsBy   []hostlink.Peer     // the home alone
+	boot     []hostlink.LayerRef // boot files of its templates to pull by hash
+	bootBy   []hostlink.Peer     // who may give them: frozenBy, then every host
 	created  []string            // every file the pulls make
 }
 
@@ -259,10 +261,10 @@ func (s *core) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan,
 	if err != nil {
 		return nil, err
 	}
-	if err := bootFilesHere(tx, c, s.abs); err != nil {
+	p := &pullPlan{from: s.home(c)}
+	if p.boot, err = s.missingBootFiles(tx, c); err != nil {
 		return nil, err
 	}
-	p := &pullPlan{from: s.home(c)}
 	holders := []string{p.from}
 	for _, l := range frozen {
 		if slices.Contains(held, l.ID) {
@@ -291,6 +293,14 @@ func (s *core) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan,
 	if p.frozenBy, err = peers(tx, s.hostName, holders...); err != nil {
 		return nil, err
 	}
+	for _, b := range p.boot {
+		p.created = append(p.created, b.Path)
+	}
+	if len(p.boot) > 0 {
+		if p.bootBy, err = bootPeers(tx, s.hostName, p.frozenBy); err != nil {
+			return nil, err
+		}
+	}
 	if withTops {
 		p.tops = tops
 		for _, l := range tops {
@@ -311,8 +321,8 @@ func (s *core) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan,
 // pull fetches what p lacks and returns the bytes moved and the counts.
 func (s *core) pull(ctx context.Context, p *pullPlan) (hostlink.AdoptResult, error) {
 	var res hostlink.AdoptResult
-	if s.link == nil && (len(p.missing) > 0 || len(p.tops) > 0) {
-		return res, errdefs.Unavailable("%d layers are on other hosts, and this daemon has no link to them", len(p.missing)+len(p.tops))
+	if s.link == nil && (len(p.missing) > 0 || len(p.tops) > 0 || len(p.boot) > 0) {
+		return res, errdefs.Unavailable("%d layers and %d boot files are on other hosts, and this daemon has no link to them", len(p.missing)+len(p.tops), len(p.boot))
 	}
 	if err := s.journal.Fault(ctx, faultMove, "pull-layers"); err != nil {
 		return res, err
@@ -335,6 +345,11 @@ func (s *core) pull(ctx context.Context, p *pullPlan) (hostlink.AdoptResult, err
 				return res, fmt.Errorf("freeze pulled layer %s: %w", l.Path, err)
 			}
 		}
+	}
+	n, err := s.pullBootFiles(ctx, p)
+	res.Bytes += n
+	if err != nil {
+		return res, err
 	}
 	if err := s.journal.Fault(ctx, faultMove, "pull-tops"); err != nil {
 		return res, err
@@ -497,7 +512,7 @@ func (s *core) pullMissing(ctx context.Context, name string) error {
 		plan, err = s.planPull(tx, c, false)
 		return err
 	})
-	if err != nil || plan == nil || len(plan.missing)+len(plan.present) == 0 {
+	if err != nil || plan == nil || len(plan.missing)+len(plan.present)+len(plan.boot) == 0 {
 		return err
 	}
 	op, err := s.journal.Begin(ctx, opPull, name, plan.created, nil)
@@ -521,31 +536,6 @@ func (s *core) pullMissing(ctx context.Context, name string) error {
 	s.journal.Finish(op)
 	if res.Bytes > 0 {
 		s.log.Info("pulled missing frozen layers", "config", name, "bytes", res.Bytes, "frozen_layers", res.Frozen)
-	}
-	return nil
-}
-
-// bootFilesHere refuses a chain whose templates boot a kernel this host
-// does not have: boot files (DATA/files) are not pulled between hosts
-// yet, so such a configuration deploys only where its template was
-// imported (or with shared layers).
-func bootFilesHere(tx store.Tx, c *store.Config, abs func(string) string) error {
-	for _, vm := range c.VMs {
-		t, err := tx.Templates().GetByID(vm.TemplateID)
-		if errors.Is(err, errdefs.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		for _, f := range []string{t.Kernel, t.Initrd} {
-			if f == "" {
-				continue
-			}
-			if _, err := os.Stat(abs(f)); err != nil {
-				return errdefs.Unavailable("VM %q boots template %q's %s, which is not on this host (a template's boot files stay where it was imported)", vm.Name, t.Name, f)
-			}
-		}
 	}
 	return nil
 }

@@ -179,8 +179,13 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 	}
+	// The boot files' hashes, by which a host lacking them pulls them.
+	hashed := store.Template{Name: spec.Name, Kernel: kernel, Initrd: initrd}
 	if len(boot) > 0 {
 		if err := syncDirs(s.abs(filesDir)); err != nil {
+			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
+		}
+		if err := s.hashBootFiles(ctx, &hashed); err != nil {
 			return nil, s.journal.Fail(op, fmt.Errorf("import template %q: %w", spec.Name, err))
 		}
 	}
@@ -192,6 +197,7 @@ func (s Templates) Import(ctx context.Context, spec TemplateSpec) (*TemplateView
 		t := &store.Template{
 			Name: spec.Name, Description: spec.Description, CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB,
 			Kernel: kernel, Initrd: initrd, Cmdline: spec.Cmdline, UserData: userData, NoSeed: spec.NoSeed,
+			KernelSHA256: hashed.KernelSHA256, KernelSize: hashed.KernelSize, InitrdSHA256: hashed.InitrdSHA256, InitrdSize: hashed.InitrdSize,
 			WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID,
 		}
 		layers := make([]*store.Layer, len(layerPaths))
