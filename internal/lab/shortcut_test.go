@@ -397,3 +397,34 @@ func TestDoctorChecksShortcuts(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanupCountsShortcutBytes: the space a configuration frees counts
+// a shortcut that only its disk still reads (the shortcut's file), and
+// not the run below, which other clones read.
+func TestCleanupCountsShortcutBytes(t *testing.T) {
+	e := shortcutEnv(t)
+	ctx := context.Background()
+	e.cloneChain("c", 9)
+	rep, err := e.svc.Shortcuts.Pass(ctx, "c-9", "")
+	if err != nil || len(rep.Built) != 1 {
+		t.Fatalf("pass: %+v, %v", rep, err)
+	}
+	if err := e.svc.Configs.Delete(ctx, "c-8"); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := e.svc.Leases.Space(ctx, "c-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	var shortcutBytes int64
+	for _, l := range sp.Layers {
+		paths = append(paths, l.Path)
+		if l.Path == rep.Built[0].Path {
+			shortcutBytes = l.Bytes
+		}
+	}
+	if len(sp.Layers) != 2 || shortcutBytes <= 0 || sp.Frees < shortcutBytes {
+		t.Errorf("deleting c-9 frees %d bytes in %q; want its top and the shortcut %s (with its bytes)", sp.Frees, paths, rep.Built[0].Path)
+	}
+}
