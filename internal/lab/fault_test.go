@@ -78,6 +78,7 @@ func TestEveryStepRollsBack(t *testing.T) {
 		}},
 		{"delete", func(e *env) error { return e.svc.Configs.Delete(context.Background(), "a") }},
 		{"move", moveAcross},
+		{"deploy", spreadAcross}, // a spread deploy: its steps on both hosts
 		{"consolidate", func(e *env) error {
 			j, err := e.svc.Configs.StartConsolidate(context.Background(), "a", "vm1", 0)
 			if err != nil {

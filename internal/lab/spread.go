@@ -48,6 +48,11 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 	if err := s.gather(ctx, name); err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
+	// The other hosts must read the same home as this one (a
+	// configuration made before hosts were recorded has none).
+	if err := s.claimHome(ctx, name); err != nil {
+		return nil, fmt.Errorf("deploy %q: %w", name, err)
+	}
 	if err := s.hashUnhashed(ctx, name); err != nil {
 		return nil, err
 	}
