@@ -122,7 +122,7 @@ func (m *Space) Frees(ctx context.Context, size LayerSizer, objects []Ref) (int6
 // FreesLayers is Frees with the layers it counts: the bytes deleting
 // objects together frees, and which layers (by ID) are released.
 func (m *Space) FreesLayers(ctx context.Context, size LayerSizer, objects []Ref) (int64, []FreedLayer, error) {
-	var keys []string
+	var keys, states []string
 	var total int64
 	for _, o := range objects {
 		if o.Object == ObjectArchive {
@@ -131,10 +131,9 @@ func (m *Space) FreesLayers(ctx context.Context, size LayerSizer, objects []Ref)
 		}
 		k := key(o.Object, o.Name)
 		keys = append(keys, k)
-		for _, f := range m.stateFiles[k] {
-			total += AllocatedBytes(f)
-		}
+		states = append(states, m.stateFiles[k]...)
 	}
+	total += freedStateBytes(states)
 	var layers []FreedLayer
 	for _, id := range m.freedLayers(keys) {
 		n, ok := m.sizes[id]
