@@ -34,6 +34,7 @@ type Lab struct {
 	Archives    Archives
 	Leases      Leases
 	Snapshots   Snapshots // snapshot trees (snapshots.go)
+	Shortcuts   Shortcuts // shortcut layers of deep chains (shortcuts.go)
 	Uploads     Uploads   // files callers send (uploads.go)
 	Checks      Checks
 	Events      Events        // listed and followed (events.go)
@@ -60,7 +61,7 @@ func LabOf(svc *lab.Service) Lab {
 	l := Lab{
 		Templates: svc.Templates, Networks: svc.Networks, Configs: svc.Configs,
 		Deployments: svc.Deployments, Library: svc.Library, Archives: svc.Archives,
-		Leases: svc.Leases, Snapshots: SnapshotsOf(svc.Snapshots, svc.Configs), Uploads: svc.Uploads, Checks: svc, Events: svc.EventReader, Jobs: svc.Jobs(),
+		Leases: svc.Leases, Snapshots: SnapshotsOf(svc.Snapshots, svc.Configs), Shortcuts: svc.Shortcuts, Uploads: svc.Uploads, Checks: svc, Events: svc.EventReader, Jobs: svc.Jobs(),
 		Directory: svc.Store(), Hosts: cluster.NewHosts(svc.Store()),
 	}
 	if svc.Events != nil { // a nil *events.Log must stay a nil EventAppender
@@ -137,6 +138,7 @@ func NewLabHandler(l Lab, log *slog.Logger) *Handler {
 		disksHandler{lab: l.Configs},
 		leasesHandler{lab: l.Leases},
 		snapshotsHandler{lab: l.Snapshots},
+		shortcutsHandler{lab: l.Shortcuts},
 		libraryHandler{lab: l.Library},
 		archivesHandler{lab: l.Archives, uploads: l.Uploads},
 		jobsHandler{env: e, lab: l.Jobs},

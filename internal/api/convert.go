@@ -42,6 +42,7 @@ func layersToWire(ls []lab.LayerView) []wire.Layer {
 			ActualSize:  l.ActualSize,
 			Template:    l.Template,
 			Snapshot:    l.Snapshot,
+			Shortcut:    shortcutRunToWire(l.Shortcut),
 		})
 	}
 	return out

@@ -123,6 +123,7 @@ var opDocs = func() map[string]opDoc {
 		"GET " + p + "/configs":                                     {summary: "List configurations", query: []queryParam{qWorkspace}, ok: []okResponse{ok([]wire.Config{})}},
 		"GET " + p + "/configs/{name}":                              {summary: "Show a configuration", ok: []okResponse{ok(wire.Config{})}},
 		"DELETE " + p + "/configs/{name}":                           {summary: "Delete a configuration", ok: []okResponse{noContentOK}},
+		"POST " + p + "/configs/{name}/shortcut":                    {summary: "Run the shortcut pass for a configuration now (?vm=V: one VM): a chain reading through more layers than the daemon's shortcut depth gets one frozen layer for the run under its top, and every child of the run's top moves onto it (running disks live)", ok: []okResponse{ok(wire.ShortcutReport{})}},
 		"GET " + p + "/configs/{name}/snapshots":                    {summary: "List a configuration's snapshots in tree order, with what each holds exclusively", ok: []okResponse{ok([]wire.Snapshot{})}},
 		"POST " + p + "/configs/{name}/snapshots":                   {summary: "Take a snapshot: freeze every disk's top (deployed: guests paused together only for the switch)", request: wire.SnapshotRequest{}, ok: []okResponse{created(wire.Snapshot{})}},
 		"DELETE " + p + "/configs/{name}/snapshots/{snapshot}":      {summary: "Delete a snapshot (frees only what nothing else references)", ok: []okResponse{noContentOK}},

@@ -69,6 +69,9 @@ type Layer struct {
 	// Snapshot names the snapshot that keeps this layer ("CONFIG@NAME"
 	// when it is another configuration's).
 	Snapshot string `json:"snapshot,omitempty"`
+	// Shortcut is set on a shortcut layer: the run of layers it stands
+	// for (shortcuts.go).
+	Shortcut *ShortcutRun `json:"shortcut,omitempty"`
 }
 
 // NetworkRequest is the body of POST /networks.
