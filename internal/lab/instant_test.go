@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,5 +238,51 @@ func TestEveryInstantCloneStepRollsBack(t *testing.T) {
 			}
 			e.assertConsistent()
 		}
+	}
+}
+
+// TestDoctorKnowsStates: the doctor takes shared states (hard links of
+// instant copies) as known, reports a saved VM whose state is gone (its
+// next deploy boots) and a state file nothing refers to (a crash between
+// an instant clone's commit and its states' renaming), which --repair
+// removes.
+func TestDoctorKnowsStates(t *testing.T) {
+	e, _ := deployedForSnapshot(t, nil)
+	ctx := context.Background()
+	for _, n := range []string{"c1", "c2"} {
+		src := "a"
+		if n == "c2" {
+			src = "c1"
+		}
+		if _, err := e.svc.Configs.LinkedClone(ctx, src, n, lab.CreateOptions{WithState: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.assertConsistent()
+	_, files := stateInodes(t, e.dir)
+	if len(files) != 4 {
+		t.Fatalf("state files %v; want 4 (c1, c2 × vm1, vm2)", files)
+	}
+	if err := os.Remove(filepath.Join(e.dir, files[0])); err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(e.dir, "snapshots", "i-0123456789abcdef.state")
+	if err := os.WriteFile(orphan, []byte("state"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Doctor(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range r.Problems {
+		got = append(got, p.Kind+" repaired="+strconv.FormatBool(p.Repaired))
+	}
+	sort.Strings(got)
+	if want := []string{"missing-state repaired=false", "orphan-file repaired=true"}; !cmp.Equal(got, want) {
+		t.Errorf("doctor --repair found %v (%+v); want %v", got, r.Problems, want)
+	}
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the orphan state is still there after --repair: %v", err)
 	}
 }

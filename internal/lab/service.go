@@ -279,6 +279,7 @@ func New(opts Options) (*Service, error) {
 	s.doctor = doctor.New(doctor.Config{
 		Store: s.store, Disks: s.disks, Lab: doctorLab{s},
 		DataDir: s.dataDir, FileDirs: []string{layersDir, filesDir}, ArchiveDir: s.life.archiveDir,
+		StateDir: deploy.StateDir, SnapshotDir: snapshotsDir,
 		Log: s.log, Elsewhere: s.layersElsewhere(), Host: s.hostName,
 	})
 	s.archives = archive.New(archive.Config{

@@ -97,6 +97,10 @@ type Config struct {
 	Lab        Lab
 	DataDir    string   // absolute
 	FileDirs   []string // the data dir's directories of store files, relative
+	// StateDir and SnapshotDir (relative) hold saved states: the VMs'
+	// (vm-ID.state, instant copies' shared as hard links) and the
+	// snapshots'. "" skips the states check.
+	StateDir, SnapshotDir string
 	ArchiveDir string   // absolute
 	Log        *slog.Logger
 	// Elsewhere, when set, names the layers whose files live on other
@@ -297,7 +301,7 @@ func (dr *Doctor) once(ctx context.Context, repair bool) (*Report, error) {
 	if err := d.load(); err != nil {
 		return nil, err
 	}
-	for _, check := range []func() error{d.checkJournal, d.checkLayers, d.checkShortcuts, d.checkLeftovers, d.checkAddresses, d.checkArchives, d.checkRuntime} {
+	for _, check := range []func() error{d.checkJournal, d.checkLayers, d.checkShortcuts, d.checkLeftovers, d.checkStates, d.checkAddresses, d.checkArchives, d.checkRuntime} {
 		if err := check(); err != nil {
 			return nil, err
 		}
