@@ -92,17 +92,17 @@ type Lab interface {
 
 // Config is what a Doctor is built from.
 type Config struct {
-	Store      store.Store
-	Disks      Disks
-	Lab        Lab
-	DataDir    string   // absolute
-	FileDirs   []string // the data dir's directories of store files, relative
+	Store    store.Store
+	Disks    Disks
+	Lab      Lab
+	DataDir  string   // absolute
+	FileDirs []string // the data dir's directories of store files, relative
 	// StateDir and SnapshotDir (relative) hold saved states: the VMs'
 	// (vm-ID.state, instant copies' shared as hard links) and the
 	// snapshots'. "" skips the states check.
 	StateDir, SnapshotDir string
-	ArchiveDir string   // absolute
-	Log        *slog.Logger
+	ArchiveDir            string // absolute
+	Log                   *slog.Logger
 	// Elsewhere, when set, names the layers whose files live on other
 	// hosts (by id): they are not looked for here. Nil: every layer's
 	// file is in this data dir (one host, or shared layers).
