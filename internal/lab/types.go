@@ -203,10 +203,13 @@ type VMView struct {
 	// Hostname and InstanceID are what the VM's cloud-init seed says.
 	Hostname   string
 	InstanceID string
-	CPUs       int
-	MemoryMiB  int
-	Disks      []DiskView
-	NICs       []NICView
+	// Host is the host the VM runs on (and holds its tops): the
+	// configuration's home, or another host of a spread deployment.
+	Host      string
+	CPUs      int
+	MemoryMiB int
+	Disks     []DiskView
+	NICs      []NICView
 }
 
 // DiskView is one disk: its top layer and its chain.
