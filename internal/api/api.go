@@ -228,7 +228,12 @@ func (h *Handler) endpoint(ri RouteInfo, fn apiFunc) http.HandlerFunc {
 			if err != nil {
 				h.writeError(w, r, err)
 			} else {
-				h.fwd.forward(w, r, home, "configuration "+configNameOf(r, ri))
+				local := func(w http.ResponseWriter, r *http.Request) { // forward.go: orLocal
+					if err := fn(w, withActor(r)); err != nil {
+						h.writeError(w, r, err)
+					}
+				}
+				h.fwd.forward(w, orLocal(r, ri, local), home, "configuration "+configNameOf(r, ri))
 			}
 			return
 		}

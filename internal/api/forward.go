@@ -183,6 +183,30 @@ var storeReads = map[string]bool{
 	"GET " + wire.APIPrefix + "/configs/{name}/shares": true,
 }
 
+// localKey carries a localServe on a forwarded store read.
+type localKey struct{}
+
+// localServe serves a forwarded request here instead: r is the request as
+// it reached this host.
+type localServe struct {
+	r     *http.Request
+	serve http.HandlerFunc
+}
+
+// orLocal returns r, a request to ri about to be forwarded, marked so
+// that when ri is a store read (storeReads) and its home host cannot be
+// reached, serve answers it here rather than a 503: a home that is cut
+// off is not yet offline (cluster.Offline), but the store answers
+// without it all the same.
+func orLocal(r *http.Request, ri RouteInfo, serve http.HandlerFunc) *http.Request {
+	if !storeReads[ri.Pattern] {
+		return r
+	}
+	ls := &localServe{serve: serve}
+	ls.r = r.WithContext(context.WithValue(r.Context(), localKey{}, ls))
+	return ls.r
+}
+
 // forward proxies r to host (what is the object, for messages).
 func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, host, what string) {
 	if by, ok := forwardedBy(r.Context()); ok {
@@ -270,6 +294,18 @@ func (f *forwarder) proxy(peer hostlink.Peer) (*httputil.ReverseProxy, error) {
 			var pin *hostlink.PinError
 			if errors.As(err, &pin) {
 				f.log.Warn("forward refused: peer certificate does not match its pin", "host", peer.Name, "err", err)
+			}
+			if hostlink.Unreachable(err) {
+				if ls, ok := r.Context().Value(localKey{}).(*localServe); ok {
+					// What the store alone answers is answered here, as
+					// when the home is offline.
+					f.log.Info("home host unreachable: serving a store read here", "host", peer.Name, "path", ls.r.URL.Path, "err", err)
+					w.Header().Set(HostHeader, f.link.Self)
+					ls.serve(w, ls.r)
+					return
+				}
+				f.writeError(w, r, errdefs.Unavailable("host %q (%s) is unreachable: %v", peer.Name, peer.URL, err))
+				return
 			}
 			f.writeError(w, r, errdefs.Unavailable("host %q (%s) did not answer a forwarded request: %v", peer.Name, peer.URL, err))
 		},

@@ -222,6 +222,10 @@ func ForwardTransport(p Peer) (*http.Transport, error) {
 	}
 	tr := newTransport(p)
 	tr.ResponseHeaderTimeout = 0
+	// An unreachable peer is known in seconds (forward.go), not after
+	// the wait a pull may afford.
+	tr.DialContext = forwardDialer().DialContext
+	tr.TLSHandshakeTimeout = ForwardDialTimeout
 	tr.ForceAttemptHTTP2 = false
 	tr.MaxIdleConnsPerHost = 16
 	return tr, nil
