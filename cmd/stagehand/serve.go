@@ -84,6 +84,7 @@ rolled back).`,
 	f.StringArrayVar(&cfg.ImportDirs, "import-dir", nil, "directory under which the system administrator, on the unix socket only, may name files on this host to import (template import --server-path, archive import --server-path); repeatable; everyone else uploads")
 	f.Int64Var(&cfg.MaxUpload, "max-upload", lab.DefaultMaxUpload, "largest file a client may upload (template disks, boot files, bundles), in bytes; larger ones are refused with 413")
 	f.IntVar(&cfg.ChainLimit, "chain-limit", cfg.ChainLimit, "deepest disk chain a linked clone may produce")
+	f.IntVar(&cfg.ShortcutDepth, "shortcut-depth", cfg.ShortcutDepth, "a disk chain reading through more layers than this gets a shortcut layer in the background (its clone history, what --chain-limit counts, stays); 0 turns it off")
 	f.BoolVar(&cfg.SharedLayers, "shared-layers", false, "the data dir's layers directory is shared by every host of the --store (NFS): no layer is pulled, a move changes only the record")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 

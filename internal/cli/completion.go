@@ -122,6 +122,7 @@ var argCompletions = map[string][]argKind{
 
 	"disk chain":       {configName, vmName},
 	"disk consolidate": {configName, vmName},
+	"disk shortcut":    {configName},
 
 	"vm start":               {configName, vmName},
 	"vm stop":                {configName, vmName},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -43,6 +44,7 @@ func (a diskCmds) command() *cobra.Command {
 			}),
 		},
 		consolidate,
+		a.shortcut(),
 	)
 }
 
@@ -60,9 +62,16 @@ func (a diskCmds) printChain(cmd *cobra.Command, config, vm string, disk int) er
 		return err
 	}
 	return a.print(ls, func(w io.Writer) {
-		row(w, "DEPTH", "PATH", "FROZEN", "VIRTUAL", "ALLOCATED", "TEMPLATE", "SNAPSHOT")
+		row(w, "DEPTH", "PATH", "FROZEN", "VIRTUAL", "ALLOCATED", "TEMPLATE", "SNAPSHOT", "SHORTCUT OF")
+		history := 0
 		for i, l := range ls {
-			row(w, i, l.Path, yesNo(l.Frozen), size(l.VirtualSize), size(l.ActualSize), orDash(l.Template), orDash(l.Snapshot))
+			row(w, i, l.Path, yesNo(l.Frozen), size(l.VirtualSize), size(l.ActualSize), orDash(l.Template), orDash(l.Snapshot), shortcutOf(l.Shortcut))
+			history += historyDepth(l)
+		}
+		if history != len(ls) {
+			row(w, "")
+			row(w, "Reads through:", fmt.Sprintf("%d layers", len(ls)))
+			row(w, "Clone history:", fmt.Sprintf("%d layers (what the chain limit counts)", history))
 		}
 	})
 }

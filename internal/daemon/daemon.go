@@ -51,6 +51,10 @@ type Config struct {
 	DataDir    string // --data-dir: the store, every layer file and the socket (SocketFile)
 	Store      string // --store: a postgres:// URL; empty: SQLite in DataDir (store.go)
 	ChainLimit int    // --chain-limit: deepest disk chain a linked clone may produce
+	// ShortcutDepth is --shortcut-depth: the physical chain depth above
+	// which this host's configurations get shortcut layers in the
+	// background (0: off).
+	ShortcutDepth int
 	// HostName is --host-name: this daemon's host among those sharing the
 	// store (default: the machine's host name). Advertise is --advertise:
 	// the URL the other hosts and clients reach its API at (default: the
@@ -111,9 +115,10 @@ type Config struct {
 // left for the caller.
 func DefaultConfig() Config {
 	return Config{
-		ChainLimit:   lab.DefaultChainLimit,
-		Accel:        AccelAuto,
-		ProbeTimeout: hypervisor.DefaultProbeTimeout,
+		ChainLimit:    lab.DefaultChainLimit,
+		ShortcutDepth: lab.DefaultShortcutDepth,
+		Accel:         AccelAuto,
+		ProbeTimeout:  hypervisor.DefaultProbeTimeout,
 		Leases: lab.LeasePolicy{
 			Cleanup:      lab.CleanupNotify,
 			Grace:        lab.DefaultGrace,
@@ -130,6 +135,8 @@ func (c Config) Check() error {
 		return errdefs.Invalid("--data-dir DIR is required")
 	case c.ChainLimit < 0:
 		return errdefs.Invalid("--chain-limit must be positive")
+	case c.ShortcutDepth < 0 || c.ShortcutDepth > 0 && c.ShortcutDepth < 3:
+		return errdefs.Invalid("--shortcut-depth must be 0 (off) or at least 3: a shortcut replaces the layers between a top and its base")
 	case c.TLSCert != "" && c.TLSKey == "":
 		return errdefs.Invalid("--tls-cert needs --tls-key, the file of the certificate's private key")
 	case c.TLSKey != "" && c.TLSCert == "":
@@ -275,6 +282,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		HostName:   member.Host().Name,
 
 		SharedLayers: cfg.SharedLayers,
+
+		ShortcutDepth: cfg.ShortcutDepth,
 	}
 	if st.shared() {
 		// Layers and moves between the hosts (placement, config move).
@@ -370,6 +379,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	}()
 	stopReaper := startReaper(svc, recovered, st.leadership)
 	defer stopReaper() // before the jobs and the store close
+	// Every host gives its own configurations' deep chains shortcut
+	// layers (their files are on this host), after the recovery.
+	stopShortcuts := runInBackground(func(ctx context.Context) {
+		select {
+		case <-recovered:
+			svc.Shortcuts.RunLoop(ctx, lab.DefaultShortcutInterval)
+		case <-ctx.Done():
+		}
+	})
+	defer stopShortcuts()
 	// Every host reports what its fences' allow-lists refused.
 	stopEgress := runInBackground(func(ctx context.Context) {
 		select {
