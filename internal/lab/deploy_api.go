@@ -167,7 +167,7 @@ func (s Deployments) Undeploy(ctx context.Context, name string, saveState bool) 
 	}
 	// A spread deployment's VMs come home with their disks (spread.go);
 	// one that cannot yet is gathered by the next deploy.
-	if err := s.gather(ctx, name); err != nil {
+	if err := (holders{s.core}).gather(ctx, name); err != nil {
 		s.log.Warn("undeploy: VMs' disks stay on other hosts until the next deploy", "config", name, "err", err)
 	}
 	return Configs{s.core}.Get(ctx, name)

@@ -403,13 +403,14 @@ func (m moveEndpoints) Adopt(ctx context.Context, name, from string) (hostlink.A
 }
 
 func (s *core) adopt(ctx context.Context, name, from string) (hostlink.AdoptResult, error) {
-	return s.adoptTops(ctx, name, "", from)
+	return holders{s}.adoptTops(ctx, name, "", from)
 }
 
 // adoptTops makes this host the holder of the tops of name's VM vm ("":
 // of every VM, the configuration's home), whose holder is from: it pulls
 // them with the frozen layers it lacks and commits the new holder.
-func (s *core) adoptTops(ctx context.Context, name, vm, from string) (hostlink.AdoptResult, error) {
+func (h holders) adoptTops(ctx context.Context, name, vm, from string) (hostlink.AdoptResult, error) {
+	s := h.s
 	if from == "" || from == s.hostName {
 		return hostlink.AdoptResult{}, errdefs.Invalid("a host adopts from another host")
 	}
@@ -421,7 +422,7 @@ func (s *core) adoptTops(ctx context.Context, name, vm, from string) (hostlink.A
 		if err != nil {
 			return c, nil, err
 		}
-		part, err := s.tops(c.Config, vm)
+		part, err := h.part(c.Config, vm)
 		if err != nil {
 			return c, nil, err
 		}
@@ -469,7 +470,7 @@ func (s *core) adoptTops(ctx context.Context, name, vm, from string) (hostlink.A
 					return errdefs.Conflict("configuration %q: its disks changed during the move (top %s)", name, l.Path)
 				}
 			}
-			if err := s.setHolder(tx, c.Config, vm); err != nil {
+			if err := h.setHolder(tx, c.Config, vm); err != nil {
 				return err
 			}
 			for _, l := range append(append([]store.Layer(nil), plan.missing...), plan.present...) {

@@ -27,6 +27,10 @@ import (
 // (clone, snapshot, move, an unfenced deploy) expects; a gather that
 // fails is retried by the next deploy, which gathers first.
 
+// holders moves the tops of single VMs between hosts and knows which
+// host holds them.
+type holders struct{ s *core }
+
 // VMPlacement is where a spread deploy placed one VM, and each host's
 // verdict on it, best first.
 type VMPlacement struct {
@@ -45,7 +49,8 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 	case s.hostName == "":
 		return nil, errdefs.Unavailable("deploy %q --spread: this daemon has no host name: there is no other host", name)
 	}
-	if err := s.gather(ctx, name); err != nil {
+	h := holders{s.core}
+	if err := h.gather(ctx, name); err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
 	// The other hosts must read the same home as this one (a
@@ -56,12 +61,12 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 	if err := s.hashUnhashed(ctx, name); err != nil {
 		return nil, err
 	}
-	placed, err := s.placeSpread(ctx, name)
+	placed, err := h.placeSpread(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	rollback := func(err error) (*ConfigView, error) {
-		if gerr := s.gather(context.WithoutCancel(ctx), name); gerr != nil {
+		if gerr := h.gather(context.WithoutCancel(ctx), name); gerr != nil {
 			err = fmt.Errorf("%w; and bringing its VMs' disks back: %v (the next deploy retries)", err, gerr)
 		}
 		return nil, err
@@ -73,7 +78,7 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 		if err := s.journal.Fault(ctx, "deploy", "spread-move"); err != nil {
 			return rollback(fmt.Errorf("deploy %q: %w", name, err))
 		}
-		res, err := s.moveVM(ctx, name, p.VM, s.hostName, p.Host)
+		res, err := h.moveVM(ctx, name, p.VM, s.hostName, p.Host)
 		if err != nil {
 			return rollback(fmt.Errorf("deploy %q: VM %q to host %q: %w", name, p.VM, p.Host, err))
 		}
@@ -91,7 +96,8 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 }
 
 // placeSpread places each VM of name (see above).
-func (s *core) placeSpread(ctx context.Context, name string) (*Placement, error) {
+func (h holders) placeSpread(ctx context.Context, name string) (*Placement, error) {
+	s := h.s
 	placed := &Placement{Host: s.hostName}
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get(name)
@@ -151,7 +157,8 @@ func (s *core) placeSpread(ctx context.Context, name string) (*Placement, error)
 
 // gather brings the tops of name's VMs held by other hosts back to this
 // host, its home, when it is undeployed.
-func (s *core) gather(ctx context.Context, name string) error {
+func (h holders) gather(ctx context.Context, name string) error {
+	s := h.s
 	var away []store.VM
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get(name)
@@ -173,7 +180,7 @@ func (s *core) gather(ctx context.Context, name string) error {
 		errs = append(errs, err)
 	}
 	for _, vm := range away {
-		if _, err := s.moveVM(ctx, name, vm.Name, vm.Host, s.hostName); err != nil {
+		if _, err := h.moveVM(ctx, name, vm.Name, vm.Host, s.hostName); err != nil {
 			errs = append(errs, fmt.Errorf("VM %q from host %q: %w", vm.Name, vm.Host, err))
 		}
 	}
@@ -184,7 +191,8 @@ func (s *core) gather(ctx context.Context, name string) error {
 // of which is this one: to adopts them, then, once the store names to as
 // their holder (an answer lost after to's commit is a move done), from
 // releases its copies.
-func (s *core) moveVM(ctx context.Context, name, vm, from, to string) (hostlink.AdoptResult, error) {
+func (h holders) moveVM(ctx context.Context, name, vm, from, to string) (hostlink.AdoptResult, error) {
+	s := h.s
 	other := to
 	if to == s.hostName {
 		other = from
@@ -203,7 +211,7 @@ func (s *core) moveVM(ctx context.Context, name, vm, from, to string) (hostlink.
 	var res hostlink.AdoptResult
 	var aerr error
 	if to == s.hostName {
-		res, aerr = s.adoptTops(ctx, name, vm, from)
+		res, aerr = h.adoptTops(ctx, name, vm, from)
 	} else {
 		res, aerr = s.link.AdoptVM(ctx, peer[0], name, vm)
 	}
@@ -215,7 +223,7 @@ func (s *core) moveVM(ctx context.Context, name, vm, from, to string) (hostlink.
 		}
 		v, err := deploy.VMNamed(c, vm)
 		if err == nil {
-			holder = s.holder(c, v)
+			holder = h.holder(c, v)
 		}
 		return err
 	}); err != nil {
@@ -232,7 +240,7 @@ func (s *core) moveVM(ctx context.Context, name, vm, from, to string) (hostlink.
 	}
 	var rerr error
 	if from == s.hostName {
-		rerr = s.releaseVM(context.WithoutCancel(ctx), name, vm, to)
+		rerr = h.releaseVM(context.WithoutCancel(ctx), name, vm, to)
 	} else {
 		rerr = s.link.ReleaseVM(context.WithoutCancel(ctx), peer[0], name, vm)
 	}
@@ -248,7 +256,8 @@ const opVMOut = "vm-out"
 
 // releaseVM removes this host's copies of the tops (and saved state) of
 // name's VM vm once the store names another holder.
-func (s *core) releaseVM(ctx context.Context, name, vm, to string) error {
+func (h holders) releaseVM(ctx context.Context, name, vm, to string) error {
+	s := h.s
 	unlock := s.locks.lock(name)
 	defer unlock()
 	op, err := s.journal.Begin(ctx, opVMOut, name, nil, nil)
@@ -260,7 +269,7 @@ func (s *core) releaseVM(ctx context.Context, name, vm, to string) error {
 		if err != nil {
 			return err
 		}
-		part, err := s.tops(c, vm)
+		part, err := h.part(c, vm)
 		if err != nil {
 			return err
 		}
@@ -291,16 +300,17 @@ func (s *core) releaseVM(ctx context.Context, name, vm, to string) error {
 }
 
 // holder is the host holding the tops of c's VM v.
-func (s *core) holder(c *store.Config, v *store.VM) string {
+func (h holders) holder(c *store.Config, v *store.VM) string {
+	s := h.s
 	if v.Host != "" {
 		return v.Host
 	}
 	return s.home(c)
 }
 
-// tops is the part of c whose tops move: c itself (vm ""), or c with VM
+// part is the part of c whose tops move: c itself (vm ""), or c with VM
 // vm alone, its Host the VM's holder.
-func (s *core) tops(c *store.Config, vm string) (*store.Config, error) {
+func (h holders) part(c *store.Config, vm string) (*store.Config, error) {
 	if vm == "" {
 		return c, nil
 	}
@@ -310,13 +320,14 @@ func (s *core) tops(c *store.Config, vm string) (*store.Config, error) {
 	}
 	part := *c
 	part.VMs = []store.VM{*v}
-	part.Host = s.holder(c, v)
+	part.Host = h.holder(c, v)
 	return &part, nil
 }
 
 // setHolder records, inside tx, this host as the holder of the tops of
 // c's VM vm (of every VM when vm is "": the home).
-func (s *core) setHolder(tx store.Tx, c *store.Config, vm string) error {
+func (h holders) setHolder(tx store.Tx, c *store.Config, vm string) error {
+	s := h.s
 	if vm == "" {
 		c.Host = s.hostName
 		return tx.Configs().Update(c)
@@ -341,7 +352,7 @@ func vmSuffix(vm string) string {
 
 // AdoptVM takes VM vm of config from host from (hostlink.SpreadMember).
 func (m moveEndpoints) AdoptVM(ctx context.Context, config, vm, from string) (hostlink.AdoptResult, error) {
-	res, err := m.adoptTops(ctx, config, vm, from)
+	res, err := holders{m.core}.adoptTops(ctx, config, vm, from)
 	if err != nil {
 		return res, fmt.Errorf("adopt VM %q of %q from host %q: %w", vm, config, from, err)
 	}
@@ -350,17 +361,17 @@ func (m moveEndpoints) AdoptVM(ctx context.Context, config, vm, from string) (ho
 
 // ReleaseVM removes this host's copies of VM vm, which from took.
 func (m moveEndpoints) ReleaseVM(ctx context.Context, config, vm, from string) error {
-	return m.releaseVM(ctx, config, vm, from)
+	return holders{m.core}.releaseVM(ctx, config, vm, from)
 }
 
 // StartPart starts this host's part of config's spread deployment.
 func (m moveEndpoints) StartPart(ctx context.Context, config, from string) error {
-	return m.deploys.StartPart(ctx, config, from)
+	return m.deploys.Parts().StartPart(ctx, config, from)
 }
 
 // StopPart stops this host's part of config's spread deployment.
 func (m moveEndpoints) StopPart(ctx context.Context, config, from string) error {
-	return m.deploys.StopPart(ctx, config, from)
+	return m.deploys.Parts().StopPart(ctx, config, from)
 }
 
 // spreadMembers are the member hosts of spread deployments, as the

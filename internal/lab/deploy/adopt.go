@@ -31,7 +31,7 @@ func (d *Deployments) Recover(ctx context.Context) error {
 		if c.State == store.StateUndeployed {
 			continue
 		}
-		if c.Host != "" && d.hostName != "" && c.Host != d.hostName && !d.hasPartHere(&c) {
+		if c.Host != "" && d.hostName != "" && c.Host != d.hostName && !d.Parts().hasPartHere(&c) {
 			// Another host's: its QEMU runs there (or that host is down,
 			// and its own daemon finds out when it returns). Marking it
 			// lost from here would fail a configuration that runs fine.
@@ -77,7 +77,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 		// save-state undeploy already suspended keep their state file.
 		// The home stops the other hosts' parts of a spread deployment
 		// and records the outcome; a member only stops its own part.
-		if err := d.stopMembers(ctx, plan); err != nil {
+		if err := d.Parts().stopMembers(ctx, plan); err != nil {
 			d.log.Error("recover: stop the other hosts' parts of an interrupted operation", "config", name, "err", err)
 		}
 		for id, rv := range adopted {
@@ -88,7 +88,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 			rv.vm.Close()
 		}
 		d.releasePlumbing(ctx, plan)
-		if d.hasPartHere(plan.config) {
+		if d.Parts().hasPartHere(plan.config) {
 			return nil
 		}
 		reason := "deploy interrupted by a daemon restart; rolled back"

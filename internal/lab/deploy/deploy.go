@@ -162,7 +162,7 @@ func (d *Deployments) planDeploy(tx store.Tx, c *store.Config, accel string) (*d
 		}
 		p.vms = append(p.vms, vp)
 	}
-	if err := d.spreadPlan(tx, c, p); err != nil {
+	if err := d.Parts().spreadPlan(tx, c, p); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -264,7 +264,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 			if err := d.external.allocate(tx, c); err != nil {
 				return err
 			}
-			if err := d.allocateVNIs(tx, c); err != nil {
+			if err := d.Parts().allocateVNIs(tx, c); err != nil {
 				return err
 			}
 		} else {
@@ -317,7 +317,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 	if err != nil {
 		return fail(err)
 	}
-	if err := d.startMembers(ctx, plan, rev); err != nil {
+	if err := d.Parts().startMembers(ctx, plan, rev); err != nil {
 		return fail(err)
 	}
 	if err := d.lab.Fault(ctx, "deploy", "commit"); err != nil {
@@ -605,7 +605,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 	if err := errors.Join(errs...); err != nil {
 		return failed(err)
 	}
-	if err := d.stopMembers(ctx, plan); err != nil {
+	if err := d.Parts().stopMembers(ctx, plan); err != nil {
 		return failed(err)
 	}
 	if err := d.lab.Fault(ctx, "undeploy", "release"); err != nil {
@@ -779,7 +779,7 @@ func (d *Deployments) VMAction(ctx context.Context, config, vmName, action strin
 		if err != nil {
 			return err
 		}
-		if err := d.runsHere(c, vm); err != nil {
+		if err := d.Parts().runsHere(c, vm); err != nil {
 			return err
 		}
 		if plan, err = d.planDeploy(tx, c, accel); err != nil {

@@ -37,10 +37,18 @@ type Members interface {
 	StopPart(ctx context.Context, host, config string) error
 }
 
+// Parts are the parts of spread deployments: a member's, which the home
+// starts and stops, and the home's view of its members.
+type Parts struct{ d *Deployments }
+
+// Parts returns the deployments' spread parts.
+func (d *Deployments) Parts() Parts { return Parts{d} }
+
 // home is the host of c's router and of its VMs without a host: its
 // recorded home, or this host for a configuration made before hosts were
 // recorded.
-func (d *Deployments) home(c *store.Config) string {
+func (ps Parts) home(c *store.Config) string {
+	d := ps.d
 	if c.Host == "" {
 		return d.hostName
 	}
@@ -48,9 +56,9 @@ func (d *Deployments) home(c *store.Config) string {
 }
 
 // vmHost is the host vm runs on when c is deployed.
-func (d *Deployments) vmHost(c *store.Config, vm store.VM) string {
+func (ps Parts) vmHost(c *store.Config, vm store.VM) string {
 	if vm.Host == "" {
-		return d.home(c)
+		return ps.home(c)
 	}
 	return vm.Host
 }
@@ -78,7 +86,8 @@ func (p *deployPlan) spread() bool { return p.fence != nil && p.fence.Span != ni
 // underlay address, the others' as peers and the router on the home; on
 // the home, p.members are the other hosts. A configuration on one host is
 // left as it is.
-func (d *Deployments) spreadPlan(tx store.Tx, c *store.Config, p *deployPlan) error {
+func (ps Parts) spreadPlan(tx store.Tx, c *store.Config, p *deployPlan) error {
+	d := ps.d
 	hosts := SpreadHosts(c, d.hostName)
 	if len(hosts) < 2 {
 		return nil
@@ -90,10 +99,10 @@ func (d *Deployments) spreadPlan(tx store.Tx, c *store.Config, p *deployPlan) er
 	if d.fences == nil {
 		return errdefs.Unavailable("configuration %q is spread over hosts, and this daemon runs no fences", c.Name)
 	}
-	me, home := d.hostName, d.home(c)
+	me, home := d.hostName, ps.home(c)
 	mine := p.vms[:0:0]
 	for _, vp := range p.vms {
-		if d.vmHost(c, vp.vm) == me {
+		if ps.vmHost(c, vp.vm) == me {
 			mine = append(mine, vp)
 		}
 	}
@@ -156,7 +165,8 @@ func underlayOf(tx store.Tx, host string) (netip.Addr, error) {
 
 // allocateVNIs gives, inside tx, each network of c a VNI when c is
 // spread; the external addresses' release frees them (fence.go).
-func (d *Deployments) allocateVNIs(tx store.Tx, c *store.Config) error {
+func (ps Parts) allocateVNIs(tx store.Tx, c *store.Config) error {
+	d := ps.d
 	if len(SpreadHosts(c, d.hostName)) < 2 {
 		return nil
 	}
@@ -171,22 +181,24 @@ func (d *Deployments) allocateVNIs(tx store.Tx, c *store.Config) error {
 }
 
 // runsHere refuses to act on a VM of c that runs on another host.
-func (d *Deployments) runsHere(c *store.Config, vm *store.VM) error {
-	if h := d.vmHost(c, *vm); h != d.home(c) {
+func (ps Parts) runsHere(c *store.Config, vm *store.VM) error {
+	if h := ps.vmHost(c, *vm); h != ps.home(c) {
 		return errdefs.Unavailable("VM %q of %q runs on host %q (a spread deployment): act on it there", vm.Name, c.Name, h)
 	}
 	return nil
 }
 
 // hasPartHere says whether this host runs a part of c as a member.
-func (d *Deployments) hasPartHere(c *store.Config) bool {
-	return d.hostName != "" && d.home(c) != d.hostName && slices.ContainsFunc(c.VMs, func(vm store.VM) bool { return vm.Host == d.hostName })
+func (ps Parts) hasPartHere(c *store.Config) bool {
+	d := ps.d
+	return d.hostName != "" && ps.home(c) != d.hostName && slices.ContainsFunc(c.VMs, func(vm store.VM) bool { return vm.Host == d.hostName })
 }
 
 // startMembers starts the members' parts of plan, after this host's.
 // Each part's stop goes on rev before it starts: a part that fails
 // halfway undoes itself, and stopping what is not there is nothing.
-func (d *Deployments) startMembers(ctx context.Context, plan *deployPlan, rev *revert.Reverter) error {
+func (ps Parts) startMembers(ctx context.Context, plan *deployPlan, rev *revert.Reverter) error {
+	d := ps.d
 	undoCtx := context.WithoutCancel(ctx)
 	for _, h := range plan.members {
 		if err := d.lab.Fault(ctx, "deploy", "member"); err != nil {
@@ -204,7 +216,8 @@ func (d *Deployments) startMembers(ctx context.Context, plan *deployPlan, rev *r
 }
 
 // stopMembers stops the members' parts of plan.
-func (d *Deployments) stopMembers(ctx context.Context, plan *deployPlan) error {
+func (ps Parts) stopMembers(ctx context.Context, plan *deployPlan) error {
+	d := ps.d
 	var errs []error
 	for _, h := range plan.members {
 		if err := d.lab.Fault(ctx, "undeploy", "member"); err != nil {
@@ -224,14 +237,15 @@ func (d *Deployments) stopMembers(ctx context.Context, plan *deployPlan) error {
 
 // memberPlan plans, for StartPart and StopPart, this host's part of the
 // configuration name whose home from asks.
-func (d *Deployments) memberPlan(ctx context.Context, name, from, accel string, states ...string) (*deployPlan, error) {
+func (ps Parts) memberPlan(ctx context.Context, name, from, accel string, states ...string) (*deployPlan, error) {
+	d := ps.d
 	var plan *deployPlan
 	err := d.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get(name)
 		if err != nil {
 			return err
 		}
-		if home := d.home(c); home != from || home == d.hostName {
+		if home := ps.home(c); home != from || home == d.hostName {
 			return errdefs.Conflict("configuration %q lives on host %q: only it starts or stops the parts on other hosts", name, home)
 		}
 		if !slices.Contains(states, c.State) {
@@ -246,7 +260,8 @@ func (d *Deployments) memberPlan(ctx context.Context, name, from, accel string, 
 // StartPart starts this host's part of the spread deployment of name,
 // which its home from is deploying: the inside of the fence with its
 // VXLANs, and this host's VMs. A failure undoes what it did.
-func (d *Deployments) StartPart(ctx context.Context, name, from string) error {
+func (ps Parts) StartPart(ctx context.Context, name, from string) error {
+	d := ps.d
 	if err := d.requireRuntime("deploy", name); err != nil {
 		return err
 	}
@@ -256,7 +271,7 @@ func (d *Deployments) StartPart(ctx context.Context, name, from string) error {
 	}
 	unlock := d.lab.Lock(name)
 	defer unlock()
-	plan, err := d.memberPlan(ctx, name, from, accel, store.StateDeploying)
+	plan, err := ps.memberPlan(ctx, name, from, accel, store.StateDeploying)
 	if err != nil {
 		return fmt.Errorf("deploy %q on host %q: %w", name, d.hostName, err)
 	}
@@ -277,13 +292,14 @@ func (d *Deployments) StartPart(ctx context.Context, name, from string) error {
 
 // StopPart powers off this host's VMs of the spread deployment of name
 // and tears its part of the fence down.
-func (d *Deployments) StopPart(ctx context.Context, name, from string) error {
+func (ps Parts) StopPart(ctx context.Context, name, from string) error {
+	d := ps.d
 	if err := d.requireRuntime("undeploy", name); err != nil {
 		return err
 	}
 	unlock := d.lab.Lock(name)
 	defer unlock()
-	plan, err := d.memberPlan(ctx, name, from, "", store.StateDeploying, store.StateDeployed, store.StateUndeploying, store.StateFailed)
+	plan, err := ps.memberPlan(ctx, name, from, "", store.StateDeploying, store.StateDeployed, store.StateUndeploying, store.StateFailed)
 	if err != nil {
 		return fmt.Errorf("undeploy %q on host %q: %w", name, d.hostName, err)
 	}
