@@ -70,8 +70,7 @@ func TestDrainMovesRunningGuest(t *testing.T) {
 	c := newCluster(t, 2)
 	logOnFailure(t, c)
 	h1, h2 := c.host(1), c.host(2)
-	// BIOS-booted: its disk is the whole guest (a kernel template's boot
-	// files stay on the host that imported it).
+	// BIOS-booted: its disk is the whole guest.
 	h1.ok("template", "import", "bg", "--disk", filepath.Join(guest, "disk.qcow2"), "--memory", "256")
 	h1.ok("network", "create", "lan", "--subnet", "10.72.0.0/24", "--pool", "10.72.0.10-10.72.0.50")
 	h1.ok("config", "create", "web", "--vm", "a=bg,net=lan")

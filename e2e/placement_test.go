@@ -57,8 +57,9 @@ func TestPlacementOverThreeHosts(t *testing.T) {
 	// big takes 55 % of a host's memory, small 30 %: a host holds one
 	// big and one small, or two small.
 	big, small := mem*55/100, mem*30/100
-	// BIOS-booted: a kernel template's boot files (DATA/files) are not
-	// moved between hosts (yet); its disk is the whole guest.
+	// BIOS-booted: its disk is the whole guest, so the bytes a move pulls
+	// are layers only (a kernel template's boot files move too, once per
+	// host: TestKernelBootConfigurationMovesToAnotherHost).
 	for name, m := range map[string]int{"big": big, "small": small, "kg": 256} {
 		h1.ok("template", "import", name, "--disk", filepath.Join(guest, "disk.qcow2"), "--memory", strconv.Itoa(m))
 	}
