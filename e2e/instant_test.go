@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -178,9 +179,19 @@ func BenchmarkInstantCopy(b *testing.B) {
 		d := startDaemonIn(t, ns, t.TempDir())
 		instantFixture(t, d, ns, guest, "10.88.0.0/24", "10.88.0.10-10.88.0.30", instantMem(t))
 		timed := func(name string) time.Duration {
+			// External addresses are reused across deploys and each fence
+			// has new MACs: an entry the namespace still holds for the last
+			// holder would cost its neighbour-unreachability detection
+			// (seconds to tens of seconds), not this deploy.
+			flush := ns.exec("ip", "neigh", "flush", "all")
+			if out, err := exec.Command(flush[0], flush[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("ip neigh flush: %v %s", err, out)
+			}
 			start := time.Now()
 			d.ok("config", "deploy", name, "--fenced")
+			cmd := time.Since(start)
 			waitAllHTTP(t, ns, externalIPs(t, d.config(name)), 3*time.Minute)
+			t.Logf("%s: config deploy --fenced returned after %v, every guest answered after %v", name, cmd.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 			return time.Since(start)
 		}
 		for b.Loop() {
