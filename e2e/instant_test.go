@@ -227,7 +227,7 @@ func BenchmarkInstantCopies20(b *testing.B) {
 		guest := guestImages(t)
 		ns := newNetns(t)
 		d := startDaemonIn(t, ns, t.TempDir())
-		instantFixture(t, d, ns, guest, "10.91.0.0/24", "10.91.0.10-10.91.0.30", instantMem(t))
+		instantFixture(t, d, ns, guest, "10.91.0.0/24", "10.91.0.10-10.91.0.150", instantMem(t))
 		copies = 20
 		if v, err := strconv.Atoi(os.Getenv("STAGEHAND_INSTANT_COPIES")); err == nil && v > 0 {
 			copies = v
