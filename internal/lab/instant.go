@@ -179,20 +179,11 @@ func (s *core) liveInstantClone(ctx context.Context, src, dst, kind string, opts
 		if err != nil {
 			return err
 		}
-		for vi, vm := range c.VMs {
-			for di, d := range vm.Disks {
-				top := idx[d.TopLayerID]
-				depth, err := idx.depth(top.ID)
-				if err != nil {
-					return err
-				}
-				if depth+1 > s.chainLimit {
-					return errdefs.Conflict("VM %q disk %d: chain would be %d layers deep, over the limit of %d; consolidate that disk first",
-						vm.Name, di, depth+1, s.chainLimit)
-				}
-				plans = append(plans, snapPlan{vm: vi, disk: di, top: top, newTop: newLayerPath()})
-				clones = append(clones, clonePlan{vm: vi, disk: di, top: top, cloneDelta: newLayerPath(), fromSnapshot: true})
-			}
+		if plans, err = s.freezePlans(c, idx, "consolidate that disk first"); err != nil {
+			return err
+		}
+		for _, p := range plans {
+			clones = append(clones, clonePlan{vm: p.vm, disk: p.disk, top: p.top, cloneDelta: newLayerPath(), fromSnapshot: true})
 		}
 		return nil
 	})
@@ -207,18 +198,14 @@ func (s *core) liveInstantClone(ctx context.Context, src, dst, kind string, opts
 	if err != nil {
 		return fail0(err)
 	}
-	states := map[int]string{}
-	var created, frozen []string
+	states, created, err := s.newStateFiles(len(c.VMs), "i-")
+	if err != nil {
+		return fail0(err)
+	}
+	var frozen []string
 	for i, p := range plans {
 		created = append(created, p.newTop, clones[i].cloneDelta)
 		frozen = append(frozen, p.top.Path)
-	}
-	for vi := range c.VMs {
-		states[vi] = filepath.Join(snapshotsDir, "i-"+journal.RandomHex(8)+".state")
-		created = append(created, states[vi], states[vi]+".partial")
-	}
-	if err := os.MkdirAll(s.abs(snapshotsDir), 0o700); err != nil {
-		return fail0(err)
 	}
 	op, err := s.journal.Begin(ctx, "clone", dst, created, frozen)
 	if err != nil {

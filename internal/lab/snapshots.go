@@ -121,21 +121,8 @@ func (s Snapshots) Create(ctx context.Context, config, name string, withState bo
 			return err
 		}
 		parent = currentSnapshot(c, idx, snaps)
-		for vi, vm := range c.VMs {
-			for di, d := range vm.Disks {
-				top := idx[d.TopLayerID]
-				depth, err := idx.depth(top.ID)
-				if err != nil {
-					return err
-				}
-				if depth+1 > s.chainLimit {
-					return errdefs.Conflict("VM %q disk %d: chain would be %d layers deep, over the limit of %d; consolidate that disk (`stagehand disk consolidate`) or delete old snapshots first",
-						vm.Name, di, depth+1, s.chainLimit)
-				}
-				plans = append(plans, snapPlan{vm: vi, disk: di, top: top, newTop: newLayerPath()})
-			}
-		}
-		return nil
+		plans, err = s.freezePlans(c, idx, "consolidate that disk (`stagehand disk consolidate`) or delete old snapshots first")
+		return err
 	})
 	if err != nil {
 		return fail0(err)
@@ -148,13 +135,11 @@ func (s Snapshots) Create(ctx context.Context, config, name string, withState bo
 		frozen = append(frozen, p.top.Path)
 	}
 	if withState {
-		for vi := range c.VMs {
-			states[vi] = filepath.Join(snapshotsDir, "s-"+journal.RandomHex(8)+".state")
-			created = append(created, states[vi], states[vi]+".partial")
-		}
-		if err := os.MkdirAll(s.abs(snapshotsDir), 0o700); err != nil {
+		var files []string
+		if states, files, err = s.newStateFiles(len(c.VMs), "s-"); err != nil {
 			return fail0(err)
 		}
+		created = append(created, files...)
 	}
 	op, err := s.journal.Begin(ctx, "snapshot", config, created, frozen)
 	if err != nil {
@@ -248,6 +233,40 @@ func statePartials(states map[int]string) []string {
 		out = append(out, f+".partial")
 	}
 	return out
+}
+
+// freezePlans plans, for every disk of c, freezing its top and a fresh
+// delta on it, within the chain limit (advice says what to do when over).
+func (s *core) freezePlans(c *store.Config, idx layerIndex, advice string) ([]snapPlan, error) {
+	var plans []snapPlan
+	for vi, vm := range c.VMs {
+		for di, d := range vm.Disks {
+			top := idx[d.TopLayerID]
+			depth, err := idx.depth(top.ID)
+			if err != nil {
+				return nil, err
+			}
+			if depth+1 > s.chainLimit {
+				return nil, errdefs.Conflict("VM %q disk %d: chain would be %d layers deep, over the limit of %d; %s",
+					vm.Name, di, depth+1, s.chainLimit, advice)
+			}
+			plans = append(plans, snapPlan{vm: vi, disk: di, top: top, newTop: newLayerPath()})
+		}
+	}
+	return plans, nil
+}
+
+// newStateFiles names n new state files (by VM index) in snapshotsDir,
+// each with its temporary ".partial", for the journal, and makes the
+// directory.
+func (s *core) newStateFiles(n int, prefix string) (map[int]string, []string, error) {
+	states := map[int]string{}
+	var files []string
+	for vi := range n {
+		states[vi] = filepath.Join(snapshotsDir, prefix+journal.RandomHex(8)+".state")
+		files = append(files, states[vi], states[vi]+".partial")
+	}
+	return states, files, os.MkdirAll(s.abs(snapshotsDir), 0o700)
 }
 
 // commitSnapshotTops records, inside tx, each planned disk's old top as
