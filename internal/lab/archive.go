@@ -184,10 +184,14 @@ func (s Archives) StartRestore(ctx context.Context, archive, config string, opts
 	return s.archives.StartRestore(ctx, archive, config, opts.StorageLease, place)
 }
 
+// restores owns the records an archive's restore writes: the
+// configuration, its NICs, its lease and the archive marked used.
+type restores struct{ *core }
+
 // restoreRecords writes a restored configuration inside tx: commitRestore,
 // the configuration's storage lease, and the archive marked used. It
 // returns the boot file copies it did not need.
-func (s *core) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error) {
+func (s restores) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error) {
 	var diskBytes int64
 	for _, vm := range m.VMs {
 		for _, d := range vm.Disks {
@@ -214,7 +218,7 @@ func (s *core) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, ar
 // commitRestore writes the restored configuration inside tx and returns
 // it, and the boot file copies it did not need (their template exists).
 // The configuration, and the templates made again, go where place says.
-func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string, place access.Placement) (*store.Config, []string, error) {
+func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string, place access.Placement) (*store.Config, []string, error) {
 	var unused []string
 	templateIDs := map[string]int64{}
 	for _, mt := range m.Templates {
@@ -284,7 +288,7 @@ func (s *core) commitRestore(tx store.Tx, m *bundle.Manifest, config string, lay
 // kept (outside the subnet after a network mapping, or held as a fence's
 // external address) is replaced by a new pool address for a pool NIC and
 // cleared for a manual one (set it with config set-ip). A new MAC is made.
-func (s *core) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
+func (s restores) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
 	nw, err := tx.Networks().Get(mn.Network)
 	if err != nil {
 		return store.NIC{}, err

@@ -42,7 +42,7 @@ func (s *core) hashBootFiles(ctx context.Context, t *store.Template) error {
 // (the pull verified it, or the import made it); a missing one without a
 // recorded hash (a template imported before hashes were recorded) cannot
 // be pulled, and refuses the operation.
-func (s *core) missingBootFiles(tx store.Tx, c *store.Config) ([]hostlink.LayerRef, error) {
+func (s moves) missingBootFiles(tx store.Tx, c *store.Config) ([]hostlink.LayerRef, error) {
 	var out []hostlink.LayerRef
 	seen := map[int64]bool{}
 	for _, vm := range c.VMs {
@@ -102,7 +102,7 @@ func bootPeers(tx store.Tx, self string, first []hostlink.Peer) ([]hostlink.Peer
 
 // pullBootFiles pulls p's missing boot files, verified by hash, and
 // returns the bytes moved.
-func (s *core) pullBootFiles(ctx context.Context, p *pullPlan) (int64, error) {
+func (s moves) pullBootFiles(ctx context.Context, p *pullPlan) (int64, error) {
 	if len(p.boot) == 0 {
 		return 0, nil
 	}

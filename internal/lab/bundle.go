@@ -189,7 +189,7 @@ func (l archiveLab) Update(ctx context.Context, fn func(store.Tx) error) error {
 }
 
 func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error) {
-	return l.s.restoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease, place)
+	return restores{l.s}.restoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease, place)
 }
 
 func (archiveLab) NewLayerPath() string { return newLayerPath() }

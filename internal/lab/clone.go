@@ -76,7 +76,7 @@ func (s *core) loadCloneSource(ctx context.Context, src, dst string) (*store.Con
 func (s Configs) LinkedClone(ctx context.Context, src, dst string, opts CreateOptions) (*ConfigView, error) {
 	clone := s.linkedClone
 	if opts.WithState {
-		clone = s.cloneWithState
+		clone = instantClones{s.core}.cloneWithState
 	}
 	v, err := clone(ctx, src, dst, store.KindConfig, opts, false)
 	if err == nil {
@@ -100,7 +100,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	}
 	var states, links map[int]string // VM index → src's state file, its link for the clone
 	if opts.WithState {
-		if states, err = s.savedStates(c); err != nil {
+		if states, err = (instantClones{s}).savedStates(c); err != nil {
 			return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
 		}
 		links = stateLinks(states)
@@ -187,7 +187,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 			return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, p.disk, err))
 		}
 	}
-	if err := s.linkStates(ctx, op, states, links); err != nil {
+	if err := (instantClones{s}).linkStates(ctx, op, states, links); err != nil {
 		return fail(err)
 	}
 	if err := s.journal.Step(ctx, op, "commit"); err != nil {
@@ -244,7 +244,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 	if err != nil {
 		return fail(err)
 	}
-	s.placeStates(made, links)
+	instantClones{s}.placeStates(made, links)
 	s.journal.Finish(op)
 	s.log.Info("linked clone made", "config", dst, "source", src, "disks", len(plans), "with_state", states != nil)
 	return view, nil

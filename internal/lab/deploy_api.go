@@ -73,8 +73,9 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 		return s.deploySpread(ctx, name, opts)
 	}
 	var placed *Placement
-	if s.placing(opts.Host, opts.Explain) {
-		d, err := s.place(ctx, name, opts.Host)
+	mv := moves{s.core}
+	if mv.placing(opts.Host, opts.Explain) {
+		d, err := mv.place(ctx, name, opts.Host)
 		if err != nil {
 			return nil, err
 		}
@@ -82,7 +83,7 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 		if d.Host != s.hostName {
 			return s.deployElsewhere(ctx, name, opts, placed)
 		}
-		if err := s.pullMissing(ctx, name); err != nil {
+		if err := mv.pullMissing(ctx, name); err != nil {
 			return nil, err
 		}
 	}
@@ -112,7 +113,7 @@ func (s Deployments) deployHere(ctx context.Context, name string, opts DeployOpt
 // deployElsewhere moves name to the host placement chose and has that
 // host deploy it; the view is read from the store once it has.
 func (s Deployments) deployElsewhere(ctx context.Context, name string, opts DeployOptions, placed *Placement) (*ConfigView, error) {
-	res, err := s.moveTo(ctx, name, placed.Host)
+	res, err := moves{s.core}.moveTo(ctx, name, placed.Host)
 	if err != nil {
 		return nil, fmt.Errorf("deploy %q on host %q: %w", name, placed.Host, err)
 	}

@@ -266,9 +266,9 @@ func (w homeWork) drain(ctx context.Context, item store.WorkItem) error {
 		if err := w.stillDraining(ctx); err != nil {
 			return err
 		}
-		d, err := w.s.place(ctx, name, "")
+		d, err := moves{w.s}.place(ctx, name, "")
 		if err == nil {
-			_, err = w.s.moveTo(ctx, name, d.Host)
+			_, err = moves{w.s}.moveTo(ctx, name, d.Host)
 		}
 		if err != nil {
 			return fmt.Errorf("drain of host %q stopped at configuration %q: %w", w.s.hostName, name, err)
@@ -307,7 +307,7 @@ func (w homeWork) drainOne(ctx context.Context, name string, fenced bool, policy
 		return errdefs.Conflict("configuration %q is %s: a drain moves a deployed or undeployed one", name, c.State)
 	}
 	// Placement first: a configuration no host fits is not touched.
-	d, err := w.s.place(ctx, name, "")
+	d, err := moves{w.s}.place(ctx, name, "")
 	if err != nil {
 		return err
 	}

@@ -34,11 +34,15 @@ import (
 // guest's identity is in its memory too, see instantVM) and may only be
 // deployed fenced (store.Config.InstantOf; deploy refuses otherwise).
 
+// instantClones owns the clones made --with-state: their shared saved
+// states and the live freeze that takes one.
+type instantClones struct{ *core }
+
 // cloneWithState makes dst of kind from src sharing src's saved state: a
 // deployed src's state is taken now (its guests paused together while
 // their tops are frozen and their states written), an undeployed src's
 // saved state (undeploy --save-state, or a copy's own) is shared as it is.
-func (s *core) cloneWithState(ctx context.Context, src, dst, kind string, opts CreateOptions, useSource bool) (*ConfigView, error) {
+func (s instantClones) cloneWithState(ctx context.Context, src, dst, kind string, opts CreateOptions, useSource bool) (*ConfigView, error) {
 	opts.WithState = true
 	var deployed bool
 	err := s.store.View(ctx, func(tx store.Tx) error {
@@ -60,7 +64,7 @@ func (s *core) cloneWithState(ctx context.Context, src, dst, kind string, opts C
 
 // savedStates returns, by VM index, the saved state file of every VM of
 // the undeployed configuration c; it is an error when one has none.
-func (s *core) savedStates(c *store.Config) (map[int]string, error) {
+func (s instantClones) savedStates(c *store.Config) (map[int]string, error) {
 	out := map[int]string{}
 	for vi, vm := range c.VMs {
 		if vm.State != VMStateSaved || !s.deploys.HasSavedState(vm.ID) {
@@ -84,7 +88,7 @@ func stateLinks(states map[int]string) map[int]string {
 }
 
 // linkStates makes links[vi] a hard link of states[vi], for each VM.
-func (s *core) linkStates(ctx context.Context, op *store.Op, states, links map[int]string) error {
+func (s instantClones) linkStates(ctx context.Context, op *store.Op, states, links map[int]string) error {
 	if len(states) == 0 {
 		return nil
 	}
@@ -107,7 +111,7 @@ func (s *core) linkStates(ctx context.Context, op *store.Op, states, links map[i
 // one directory tree does not fail short of a broken disk; if it does,
 // that VM boots instead of resuming, and the file is an orphan doctor
 // reports.
-func (s *core) placeStates(clone *store.Config, files map[int]string) {
+func (s instantClones) placeStates(clone *store.Config, files map[int]string) {
 	if clone == nil || len(files) == 0 {
 		return
 	}
@@ -144,7 +148,7 @@ func instantVM(c *store.Config, vm, nv store.VM) store.VM {
 // are paused together, switched to their new tops, their states written,
 // and continued; the old tops are frozen. The states are dst's alone
 // until dst is cloned or captured again.
-func (s *core) liveInstantClone(ctx context.Context, src, dst, kind string, opts CreateOptions) (*ConfigView, error) {
+func (s instantClones) liveInstantClone(ctx context.Context, src, dst, kind string, opts CreateOptions) (*ConfigView, error) {
 	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
 		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
 	}
@@ -214,7 +218,7 @@ func (s *core) liveInstantClone(ctx context.Context, src, dst, kind string, opts
 	fail := func(err error) (*ConfigView, error) {
 		return nil, s.journal.Fail(op, fmt.Errorf("clone %q to %q with its state: %w", src, dst, err))
 	}
-	snaps := Snapshots{s}
+	snaps := Snapshots{s.core}
 	forward := func(switched []bool, err error) (*ConfigView, error) {
 		return nil, snaps.rollForwardSwitched(ctx, op, c, plans, switched, fmt.Errorf("clone %q to %q with its state: %w", src, dst, err))
 	}

@@ -27,7 +27,7 @@ func (s Library) Capture(ctx context.Context, config, name string, opts CreateOp
 	}
 	clone := s.linkedClone
 	if opts.WithState { // the entry keeps the state; its checkouts share it
-		clone = s.cloneWithState
+		clone = instantClones{s.core}.cloneWithState
 	}
 	v, err := clone(ctx, config, name, store.KindLibrary, opts, false)
 	if err != nil {
@@ -50,7 +50,7 @@ func (s Library) Checkout(ctx context.Context, entry, name string, opts CreateOp
 	if err := s.store.View(ctx, func(tx store.Tx) error {
 		e, err := tx.Configs().Get(entry)
 		if err == nil && e.InstantOf != "" {
-			clone, opts.WithState = s.cloneWithState, true
+			clone, opts.WithState = instantClones{s.core}.cloneWithState, true
 		}
 		return err
 	}); err != nil {

@@ -28,6 +28,10 @@ import (
 // its recovery rolls it back (B: removes what it pulled) or forward (A:
 // deletes its tops once the store names another home).
 
+// moves owns moving configurations between hosts: the move protocol, the
+// pulls by content hash (layers and template boot files) and placement.
+type moves struct{ *core }
+
 // Journal kinds and the fault hook's operation of a move.
 const (
 	opMoveOut = "move-out"
@@ -46,7 +50,7 @@ func (s Deployments) Move(ctx context.Context, name, host string) (*ConfigView, 
 	if s.hostName == "" {
 		return nil, errdefs.Unavailable("move %q: this daemon has no host name: there is no other host to move to", name)
 	}
-	if _, err := s.moveTo(ctx, name, host); err != nil {
+	if _, err := (moves{s.core}).moveTo(ctx, name, host); err != nil {
 		return nil, err
 	}
 	return Configs{s.core}.Get(ctx, name)
@@ -54,7 +58,7 @@ func (s Deployments) Move(ctx context.Context, name, host string) (*ConfigView, 
 
 // moveTo moves name from this host, its home, to target and returns what
 // target pulled. Moving to the home is no change.
-func (s *core) moveTo(ctx context.Context, name, target string) (hostlink.AdoptResult, error) {
+func (s moves) moveTo(ctx context.Context, name, target string) (hostlink.AdoptResult, error) {
 	if err := s.hashUnhashed(ctx, name); err != nil {
 		return hostlink.AdoptResult{}, err
 	}
@@ -151,7 +155,7 @@ func (s *core) moveTo(ctx context.Context, name, target string) (hostlink.AdoptR
 // claimHome records this host as the home of a configuration that has
 // none (made before hosts were recorded), so that the adopter knows whose
 // tops it takes.
-func (s *core) claimHome(ctx context.Context, name string) error {
+func (s moves) claimHome(ctx context.Context, name string) error {
 	return s.update(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get(name)
 		if err != nil || c.Host != "" {
@@ -165,7 +169,7 @@ func (s *core) claimHome(ctx context.Context, name string) error {
 // releaseTops commits op when the store names another host as name's
 // home: this host's copies of its tops are then released (Finish removes
 // them). It reports whether the configuration moved.
-func (s *core) releaseTops(ctx context.Context, op *store.Op, name string) (bool, error) {
+func (s moves) releaseTops(ctx context.Context, op *store.Op, name string) (bool, error) {
 	moved := false
 	err := s.update(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get(name)
@@ -200,7 +204,7 @@ func (s *core) releaseTops(ctx context.Context, op *store.Op, name string) (bool
 // home decides whether the move happened (commit, so that the journal's
 // recovery removes the old tops) or not (forget: nothing was changed
 // here). Call it before the journal's recovery, which would forget them.
-func (s *core) recoverMoves(ctx context.Context) error {
+func (s moves) recoverMoves(ctx context.Context) error {
 	var ops []store.Op
 	if err := s.store.View(ctx, func(tx store.Tx) error {
 		var err error
@@ -244,7 +248,7 @@ type pullPlan struct {
 
 // planPull reads, inside tx, what this host must pull of c's chain: the
 // frozen layers it does not hold and, with withTops, the tops.
-func (s *core) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan, error) {
+func (s moves) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan, error) {
 	self, err := tx.Hosts().Get(s.hostName)
 	if err != nil {
 		return nil, fmt.Errorf("this host %q: %w", s.hostName, err)
@@ -319,7 +323,7 @@ func (s *core) planPull(tx store.Tx, c *store.Config, withTops bool) (*pullPlan,
 }
 
 // pull fetches what p lacks and returns the bytes moved and the counts.
-func (s *core) pull(ctx context.Context, p *pullPlan) (hostlink.AdoptResult, error) {
+func (s moves) pull(ctx context.Context, p *pullPlan) (hostlink.AdoptResult, error) {
 	var res hostlink.AdoptResult
 	if s.link == nil && (len(p.missing) > 0 || len(p.tops) > 0 || len(p.boot) > 0) {
 		return res, errdefs.Unavailable("%d layers and %d boot files are on other hosts, and this daemon has no link to them", len(p.missing)+len(p.tops), len(p.boot))
@@ -395,22 +399,22 @@ func savedStates(c *store.Config) []hostlink.LayerRef {
 // it lacks from any host holding them, then records itself as the home
 // and the holder of those layers in one transaction (see above).
 func (m moveEndpoints) Adopt(ctx context.Context, name, from string) (hostlink.AdoptResult, error) {
-	res, err := m.adopt(ctx, name, from)
+	res, err := moves{m.core}.adopt(ctx, name, from)
 	if err != nil {
 		return res, fmt.Errorf("adopt %q from host %q: %w", name, from, err)
 	}
 	return res, nil
 }
 
-func (s *core) adopt(ctx context.Context, name, from string) (hostlink.AdoptResult, error) {
-	return holders{s}.adoptTops(ctx, name, "", from)
+func (s moves) adopt(ctx context.Context, name, from string) (hostlink.AdoptResult, error) {
+	return holders{s.core}.adoptTops(ctx, name, "", from)
 }
 
 // adoptTops makes this host the holder of the tops of name's VM vm ("":
 // of every VM, the configuration's home), whose holder is from: it pulls
 // them with the frozen layers it lacks and commits the new holder.
 func (h holders) adoptTops(ctx context.Context, name, vm, from string) (hostlink.AdoptResult, error) {
-	s := h.s
+	s := moves{h.s}
 	if from == "" || from == s.hostName {
 		return hostlink.AdoptResult{}, errdefs.Invalid("a host adopts from another host")
 	}
@@ -495,7 +499,7 @@ func (h holders) adoptTops(ctx context.Context, name, vm, from string) (hostlink
 // pullMissing makes every frozen layer of name's chain present on this
 // host, its home, before a deploy: pulled by content hash from the hosts
 // holding them (a chain made elsewhere, or a host that lost a file).
-func (s *core) pullMissing(ctx context.Context, name string) error {
+func (s moves) pullMissing(ctx context.Context, name string) error {
 	if s.sharedLayers || s.hostName == "" {
 		return nil
 	}
@@ -550,7 +554,7 @@ func (s *core) home(c *store.Config) string {
 	return c.Host
 }
 
-func (s *core) movedEvent(ctx context.Context, name, from, to string, res hostlink.AdoptResult) {
+func (s moves) movedEvent(ctx context.Context, name, from, to string, res hostlink.AdoptResult) {
 	s.events.record(ctx, ObjectConfig, "move", name,
 		fmt.Sprintf("from host %s to %s: pulled %d bytes (%d frozen layers, %d tops)", from, to, res.Bytes, res.Frozen, res.Tops))
 }

@@ -150,7 +150,7 @@ func placementInputs(tx store.Tx, c *store.Config, shared bool, now time.Time) (
 // placing reports whether a deploy asks cluster.Place: always with other
 // hosts to go to, and on one host only when the caller asked for a host
 // or an explanation (otherwise it is today's deploy, unchanged).
-func (s *core) placing(host string, explain bool) bool {
+func (s moves) placing(host string, explain bool) bool {
 	if s.hostName == "" {
 		return false
 	}
@@ -162,7 +162,7 @@ func (s *core) placing(host string, explain bool) bool {
 // that this host holds (layers frozen before hashes were recorded: they
 // get one at their first deploy), so that every size placement weighs and
 // every pull asks for is known.
-func (s *core) place(ctx context.Context, name, host string) (cluster.Decision, error) {
+func (s moves) place(ctx context.Context, name, host string) (cluster.Decision, error) {
 	if err := s.hashUnhashed(ctx, name); err != nil {
 		return cluster.Decision{}, err
 	}
@@ -189,7 +189,7 @@ func (s *core) place(ctx context.Context, name, host string) (cluster.Decision, 
 // hashUnhashed hashes the frozen layers of name's chain that have no
 // content hash yet and whose file is here, and records this host as
 // holding them.
-func (s *core) hashUnhashed(ctx context.Context, name string) error {
+func (s moves) hashUnhashed(ctx context.Context, name string) error {
 	var todo []store.Layer
 	if err := s.store.View(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get(name)
@@ -285,7 +285,7 @@ func peers(tx store.Tx, self string, names ...string) ([]hostlink.Peer, error) {
 // except the frozen ones this host holds and the chains of the
 // configurations whose home it is. Nil on one host or with shared layers,
 // where every file is here.
-func (s *core) layersElsewhere() func(tx store.Tx) (map[int64]bool, error) {
+func (s moves) layersElsewhere() func(tx store.Tx) (map[int64]bool, error) {
 	if s.link == nil || s.sharedLayers || s.hostName == "" {
 		return nil
 	}

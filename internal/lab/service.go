@@ -280,7 +280,7 @@ func New(opts Options) (*Service, error) {
 		Store: s.store, Disks: s.disks, Lab: doctorLab{s},
 		DataDir: s.dataDir, FileDirs: []string{layersDir, filesDir}, ArchiveDir: s.life.archiveDir,
 		StateDir: deploy.StateDir, SnapshotDir: snapshotsDir,
-		Log: s.log, Elsewhere: s.layersElsewhere(), Host: s.hostName,
+		Log: s.log, Elsewhere: moves{s}.layersElsewhere(), Host: s.hostName,
 	})
 	s.archives = archive.New(archive.Config{
 		Store: s.store, Disks: s.disks, Jobs: s.jobs, Dir: s.life.archiveDir,
@@ -384,7 +384,7 @@ var FaultHook = journal.FaultHook
 // journal, then finishes interrupted deployments. Call it once at start,
 // before serving.
 func (s *Service) Recover(ctx context.Context) error {
-	err := s.recoverMoves(ctx)
+	err := moves{s.core}.recoverMoves(ctx)
 	err = errors.Join(err, s.journal.Recover(ctx))
 	if derr := s.deploys.Recover(ctx); derr != nil {
 		err = errors.Join(err, fmt.Errorf("recover deployments: %w", derr))

@@ -55,10 +55,10 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 	}
 	// The other hosts must read the same home as this one (a
 	// configuration made before hosts were recorded has none).
-	if err := s.claimHome(ctx, name); err != nil {
+	if err := (moves{s.core}).claimHome(ctx, name); err != nil {
 		return nil, fmt.Errorf("deploy %q: %w", name, err)
 	}
-	if err := s.hashUnhashed(ctx, name); err != nil {
+	if err := (moves{s.core}).hashUnhashed(ctx, name); err != nil {
 		return nil, err
 	}
 	placed, err := h.placeSpread(ctx, name)
@@ -84,7 +84,7 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 		}
 		placed.Moved, placed.MovedBytes = true, placed.MovedBytes+res.Bytes
 	}
-	if err := s.pullMissing(ctx, name); err != nil {
+	if err := (moves{s.core}).pullMissing(ctx, name); err != nil {
 		return rollback(err)
 	}
 	view, err := s.deployHere(ctx, name, opts)
