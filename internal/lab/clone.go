@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
@@ -48,9 +49,7 @@ func (s *core) loadCloneSource(ctx context.Context, src, dst string) (*store.Con
 		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s: only an undeployed configuration can be cloned (its disks must be quiescent); undeploy it first", src, c.State)
 		}
-		if _, err := tx.Configs().Get(dst); err == nil {
-			return errdefs.Conflict("configuration %q already exists", dst)
-		} else if !errors.Is(err, errdefs.ErrNotFound) {
+		if err := needNoConfig(tx, dst); err != nil {
 			return err
 		}
 		idx, err = loadLayers(tx)
@@ -105,11 +104,7 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 		}
 		links = stateLinks(states)
 	}
-	action, objKind := auth.ConfigCreate, access.KindConfig
-	if kind == store.KindLibrary {
-		action, objKind = auth.LibraryCapture, access.KindLibrary
-	}
-	place, err := s.placer.place(ctx, action, objKind, opts.Workspace, c.WorkspaceID)
+	place, err := s.placeClone(ctx, kind, opts, c)
 	if err != nil {
 		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
 	}
@@ -217,19 +212,12 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 					return 0, err
 				}
 			}
-			cl := &store.Layer{Path: p.cloneDelta, ParentID: parentID, VirtualSize: p.top.VirtualSize}
-			if err := tx.Layers().Create(cl); err != nil {
-				return 0, err
-			}
-			return cl.ID, nil
-		}, plans, states != nil)
+			return createLayer(tx, store.Layer{Path: p.cloneDelta, ParentID: parentID, VirtualSize: p.top.VirtualSize})
+		}, plans, states != nil, opts.StorageLease)
 		if err != nil {
 			return err
 		}
 		made = clone
-		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
-			return err
-		}
 		if useSource {
 			if err := s.leases.used(tx, configLease(c.ID)); err != nil {
 				return err
@@ -259,8 +247,9 @@ func (s *core) linkedClone(ctx context.Context, src, dst, kind string, opts Crea
 //
 // With instant (a clone that shares src's saved memory state) the clone
 // keeps src's MACs, instance-ids and host names instead: its guests
-// resume with them in memory (see instantVM).
-func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Placement, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan, instant bool) (*store.Config, error) {
+// resume with them in memory (see instantVM). The clone's storage lease
+// starts as storageLease says.
+func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Placement, diskTop func(store.Tx, clonePlan) (int64, error), plans []clonePlan, instant bool, storageLease *time.Duration) (*store.Config, error) {
 	c, err := tx.Configs().Get(src)
 	if err != nil {
 		return nil, err
@@ -306,7 +295,53 @@ func (s *core) commitClone(tx store.Tx, src, dst, kind string, place access.Plac
 	if err := tx.Configs().Create(clone); err != nil {
 		return nil, err
 	}
+	if err := s.leases.started(tx, configLease(clone.ID), storageLease); err != nil {
+		return nil, err
+	}
 	return clone, nil
+}
+
+// deltaOnTop is commitClone's diskTop for a clone whose every disk is a
+// new delta (cloneDelta) on the plan's top.
+func deltaOnTop(tx store.Tx, p clonePlan) (int64, error) {
+	return createLayer(tx, store.Layer{Path: p.cloneDelta, ParentID: p.top.ID, VirtualSize: p.top.VirtualSize})
+}
+
+// createLayer records l and returns its id.
+func createLayer(tx store.Tx, l store.Layer) (int64, error) {
+	if err := tx.Layers().Create(&l); err != nil {
+		return 0, err
+	}
+	return l.ID, nil
+}
+
+// cloneCheck checks a clone request's own words: the new name and the
+// storage lease's length.
+func cloneCheck(src, dst string, opts CreateOptions) error {
+	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
+		return fmt.Errorf("clone %q to %q: %w", src, dst, err)
+	}
+	return CheckName("configuration", dst)
+}
+
+// needNoConfig fails with a Conflict when configuration name exists.
+func needNoConfig(tx store.Tx, name string) error {
+	if _, err := tx.Configs().Get(name); err == nil {
+		return errdefs.Conflict("configuration %q already exists", name)
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// placeClone places a new clone of kind (store.KindConfig or KindLibrary)
+// of c, in the workspace opts names or c's.
+func (s *core) placeClone(ctx context.Context, kind string, opts CreateOptions, c *store.Config) (access.Placement, error) {
+	action, objKind := auth.ConfigCreate, access.KindConfig
+	if kind == store.KindLibrary {
+		action, objKind = auth.LibraryCapture, access.KindLibrary
+	}
+	return s.placer.place(ctx, action, objKind, opts.Workspace, c.WorkspaceID)
 }
 
 // StartFullClone checks the request and starts a job that writes, for each
@@ -383,17 +418,10 @@ func (s Configs) fullClone(ctx context.Context, op *store.Op, src, dst string, o
 		return err
 	}
 	return s.update(ctx, func(tx store.Tx) error {
-		clone, err := s.commitClone(tx, src, dst, store.KindConfig, place, func(tx store.Tx, p clonePlan) (int64, error) {
-			l := &store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize}
-			if err := tx.Layers().Create(l); err != nil {
-				return 0, err
-			}
-			return l.ID, nil
-		}, plans, false)
+		_, err := s.commitClone(tx, src, dst, store.KindConfig, place, func(tx store.Tx, p clonePlan) (int64, error) {
+			return createLayer(tx, store.Layer{Path: p.base, VirtualSize: p.top.VirtualSize})
+		}, plans, false, opts.StorageLease)
 		if err != nil {
-			return err
-		}
-		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
 			return err
 		}
 		return journal.Commit(tx, op, nil)

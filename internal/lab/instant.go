@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -10,9 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
-	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/seed"
@@ -149,10 +146,7 @@ func instantVM(c *store.Config, vm, nv store.VM) store.VM {
 // and continued; the old tops are frozen. The states are dst's alone
 // until dst is cloned or captured again.
 func (s instantClones) liveInstantClone(ctx context.Context, src, dst, kind string, opts CreateOptions) (*ConfigView, error) {
-	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
-		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
-	}
-	if err := CheckName("configuration", dst); err != nil {
+	if err := cloneCheck(src, dst, opts); err != nil {
 		return nil, err
 	}
 	unlock := s.locks.lock(src, dst)
@@ -174,9 +168,7 @@ func (s instantClones) liveInstantClone(ctx context.Context, src, dst, kind stri
 		if c.State != store.StateDeployed {
 			return errdefs.Conflict("configuration %q is %s; clone it with its state when it is deployed, or undeployed with --save-state", src, c.State)
 		}
-		if _, err := tx.Configs().Get(dst); err == nil {
-			return errdefs.Conflict("configuration %q already exists", dst)
-		} else if !errors.Is(err, errdefs.ErrNotFound) {
+		if err := needNoConfig(tx, dst); err != nil {
 			return err
 		}
 		idx, err := loadLayers(tx)
@@ -194,11 +186,7 @@ func (s instantClones) liveInstantClone(ctx context.Context, src, dst, kind stri
 	if err != nil {
 		return fail0(err)
 	}
-	action, objKind := auth.ConfigCreate, access.KindConfig
-	if kind == store.KindLibrary {
-		action, objKind = auth.LibraryCapture, access.KindLibrary
-	}
-	place, err := s.placer.place(ctx, action, objKind, opts.Workspace, c.WorkspaceID)
+	place, err := s.placeClone(ctx, kind, opts, c)
 	if err != nil {
 		return fail0(err)
 	}
@@ -260,20 +248,11 @@ func (s instantClones) liveInstantClone(ctx context.Context, src, dst, kind stri
 		if err := commitSnapshotTops(tx, c, plans, nil); err != nil {
 			return err
 		}
-		clone, err := s.commitClone(tx, src, dst, kind, place, func(tx store.Tx, p clonePlan) (int64, error) {
-			l := &store.Layer{Path: p.cloneDelta, ParentID: p.top.ID, VirtualSize: p.top.VirtualSize}
-			if err := tx.Layers().Create(l); err != nil {
-				return 0, err
-			}
-			return l.ID, nil
-		}, clones, true)
+		clone, err := s.commitClone(tx, src, dst, kind, place, deltaOnTop, clones, true, opts.StorageLease)
 		if err != nil {
 			return err
 		}
 		made = clone
-		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
-			return err
-		}
 		if err := journal.Commit(tx, op, statePartials(states)); err != nil {
 			return err
 		}

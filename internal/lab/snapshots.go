@@ -782,10 +782,7 @@ func snapshotFiles(tx store.Tx, configID int64) ([]int64, []string, error) {
 // networks, IP modes and addresses, gets new MACs, and its storage lease
 // as opts says. It does not take the snapshot's memory state: dst boots.
 func (s Configs) CloneFromSnapshot(ctx context.Context, src, snapName, dst string, opts CreateOptions) (*ConfigView, error) {
-	if err := checkLeaseLength("storage", opts.StorageLease); err != nil {
-		return nil, fmt.Errorf("clone %q to %q: %w", src, dst, err)
-	}
-	if err := CheckName("configuration", dst); err != nil {
+	if err := cloneCheck(src, dst, opts); err != nil {
 		return nil, err
 	}
 	unlock := s.locks.lock(src, dst)
@@ -800,9 +797,7 @@ func (s Configs) CloneFromSnapshot(ctx context.Context, src, snapName, dst strin
 		if err := checkKind(c, store.KindConfig, "clone it from a snapshot"); err != nil {
 			return err
 		}
-		if _, err := tx.Configs().Get(dst); err == nil {
-			return errdefs.Conflict("configuration %q already exists", dst)
-		} else if !errors.Is(err, errdefs.ErrNotFound) {
+		if err := needNoConfig(tx, dst); err != nil {
 			return err
 		}
 		snap, err := tx.Snapshots().Get(c.ID, snapName)
@@ -861,17 +856,8 @@ func (s Configs) CloneFromSnapshot(ctx context.Context, src, snapName, dst strin
 	}
 	var view *ConfigView
 	err = s.update(ctx, func(tx store.Tx) error {
-		clone, err := s.commitClone(tx, src, dst, store.KindConfig, place, func(tx store.Tx, p clonePlan) (int64, error) {
-			l := &store.Layer{Path: p.cloneDelta, ParentID: p.top.ID, VirtualSize: p.top.VirtualSize}
-			if err := tx.Layers().Create(l); err != nil {
-				return 0, err
-			}
-			return l.ID, nil
-		}, plans, false)
+		clone, err := s.commitClone(tx, src, dst, store.KindConfig, place, deltaOnTop, plans, false, opts.StorageLease)
 		if err != nil {
-			return err
-		}
-		if err := s.leases.started(tx, configLease(clone.ID), opts.StorageLease); err != nil {
 			return err
 		}
 		if err := journal.Commit(tx, op, nil); err != nil {
