@@ -175,14 +175,20 @@ func deployMany(t *testing.T, guest string, hosts int) manyResult {
 // reads them at placement; only a new registration writes them again).
 func (c *hostCluster) setHostCPUs(host string, cpus int) {
 	c.t.Helper()
+	c.storeExec("UPDATE hosts SET cpus = $1 WHERE name = $2", cpus, host)
+}
+
+// storeExec runs sql with args on the shared store, as its owner.
+func (c *hostCluster) storeExec(sql string, args ...any) {
+	c.t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, c.pg.DSN(clusterStore))
 	if err != nil {
 		c.t.Fatalf("connect to the store: %v", err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "UPDATE hosts SET cpus = $1 WHERE name = $2", cpus, host); err != nil {
-		c.t.Fatal(err)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		c.t.Fatalf("%s: %v", sql, err)
 	}
 }
 

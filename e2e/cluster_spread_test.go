@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // spreadConfigJSON is what TestSpreadFenceAcrossHosts reads of `config
@@ -36,15 +33,7 @@ type spreadConfigJSON struct {
 // it at placement, and only a new registration writes it again).
 func (c *hostCluster) setHostMemory(host string, mib int) {
 	c.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, c.pg.DSN(clusterStore))
-	if err != nil {
-		c.t.Fatalf("connect to the store: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "UPDATE hosts SET memory_mib = $1 WHERE name = $2", mib, host); err != nil {
-		c.t.Fatal(err)
-	}
+	c.storeExec("UPDATE hosts SET memory_mib = $1 WHERE name = $2", mib, host)
 }
 
 // fenceNamespaces lists the fence namespaces of a data dir's daemon.
