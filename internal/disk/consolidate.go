@@ -39,10 +39,7 @@ func (q *QemuImg) Consolidate(ctx context.Context, top, dst string, progress fun
 // dst through a temporary file, with progress; extra are more qemu-img
 // convert options (compression, for archives).
 func (q *QemuImg) convertChain(ctx context.Context, verb, top, dst string, progress func(done, total int64), extra ...string) (err error) {
-	if top, err = absPath(top); err != nil {
-		return err
-	}
-	if dst, err = absPath(dst); err != nil {
+	if err := absPaths(&top, &dst); err != nil {
 		return err
 	}
 	defer func() {

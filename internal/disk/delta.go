@@ -22,10 +22,7 @@ import (
 // disk. The file and its directory are
 // synced before it returns, so the store may refer to it.
 func (q *QemuImg) CreateDelta(ctx context.Context, parent, dst string) (err error) {
-	if parent, err = absPath(parent); err != nil {
-		return err
-	}
-	if dst, err = absPath(dst); err != nil {
+	if err := absPaths(&parent, &dst); err != nil {
 		return err
 	}
 	defer func() {
@@ -97,10 +94,7 @@ func deltaSize(parent string) (uint64, error) {
 // createDeltaQemuImg is CreateDelta done by qemu-img create, the
 // reference the native version is tested and measured against.
 func (q *QemuImg) createDeltaQemuImg(ctx context.Context, parent, dst string) (err error) {
-	if parent, err = absPath(parent); err != nil {
-		return err
-	}
-	if dst, err = absPath(dst); err != nil {
+	if err := absPaths(&parent, &dst); err != nil {
 		return err
 	}
 	defer func() {

@@ -180,6 +180,18 @@ func hasProtocol(name string) bool {
 	return colon >= 0 && (slash < 0 || colon < slash)
 }
 
+// absPaths makes each of paths absolute in place (absPath).
+func absPaths(paths ...*string) error {
+	for _, p := range paths {
+		abs, err := absPath(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	return nil
+}
+
 func absPath(path string) (string, error) {
 	if path == "" {
 		return "", errors.New("empty path")

@@ -46,16 +46,13 @@ import (
 // Without a parent the run is the whole chain, and the parallel convert
 // of Consolidate is the faster way to write it.
 func (q *QemuImg) BuildShortcut(ctx context.Context, runTop, parent, dst string) (err error) {
-	if runTop, err = absPath(runTop); err != nil {
+	if err := absPaths(&runTop, &dst); err != nil {
 		return err
 	}
 	if parent != "" {
-		if parent, err = absPath(parent); err != nil {
+		if err := absPaths(&parent); err != nil {
 			return err
 		}
-	}
-	if dst, err = absPath(dst); err != nil {
-		return err
 	}
 	bottom := "(unknown)"
 	defer func() {
@@ -166,13 +163,7 @@ func runAbove(chain []string, parent string) ([]string, error) {
 // copied to change one name. A child in use by a running QEMU is refused
 // by qemu-img's lock (switch a running VM with the hypervisor instead).
 func (q *QemuImg) RebaseOnto(ctx context.Context, child, oldParent, shortcut string) (err error) {
-	if child, err = absPath(child); err != nil {
-		return err
-	}
-	if oldParent, err = absPath(oldParent); err != nil {
-		return err
-	}
-	if shortcut, err = absPath(shortcut); err != nil {
+	if err := absPaths(&child, &oldParent, &shortcut); err != nil {
 		return err
 	}
 	defer func() {
