@@ -8,6 +8,7 @@ import (
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/store"
+	"stagehand/internal/units"
 )
 
 // VCPUOvercommit is how many guest processors a host takes per processor
@@ -68,7 +69,7 @@ func (v Verdict) String() string {
 		return fmt.Sprintf("%s: no: %s", v.Host, v.Why)
 	}
 	return fmt.Sprintf("%s: fits: %d MiB and %d vCPUs free, holds %d of the chain's layers, would pull %s",
-		v.Host, v.FreeMemoryMiB, v.FreeCPUs, v.HeldLayers, byteSize(v.MissingBytes))
+		v.Host, v.FreeMemoryMiB, v.FreeCPUs, v.HeldLayers, units.Bytes(v.MissingBytes))
 }
 
 // Decision is the chosen host and the verdicts on every host considered,
@@ -164,17 +165,4 @@ func better(a, b Verdict) bool {
 		return a.FreeMemoryMiB > b.FreeMemoryMiB
 	}
 	return a.Host < b.Host
-}
-
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

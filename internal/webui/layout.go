@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"stagehand/internal/auth"
+	"stagehand/internal/units"
 )
 
 // templateFS holds the pages: layout.html (the frame every page shares),
@@ -204,7 +205,7 @@ func (v *view) execute(w http.ResponseWriter, r *http.Request, status int, file,
 
 // funcs are the templates' helpers.
 var funcs = template.FuncMap{
-	"bytes":    humanBytes,
+	"bytes":    units.Bytes,
 	"unixms":   func(t time.Time) int64 { return t.UnixMilli() },
 	"rfc3339":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"when":     when,
@@ -228,20 +229,6 @@ var funcs = template.FuncMap{
 		}
 		return m, nil
 	},
-}
-
-// humanBytes shows n bytes in binary units: "512 B", "1.5 MiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // when shows a time for people, "—" for none.

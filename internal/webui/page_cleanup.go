@@ -8,6 +8,7 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/access"
+	"stagehand/internal/units"
 )
 
 type cleanupData struct {
@@ -73,7 +74,7 @@ func (p *operationPages) cleanupPage(w http.ResponseWriter, r *http.Request) {
 			Name: "cleanup.apply", Label: "Delete what is listed", Method: http.MethodPost, Path: "/api/v1/cleanup", Danger: true,
 			CLI: "stagehand cleanup --apply",
 			Confirm: "Delete the deletable items listed that you may delete (" + strconv.Itoa(d.Yours) + " of " + strconv.Itoa(d.Deletable) +
-				"), freeing up to " + humanBytes(rep.Frees) + ". A deployed configuration never is. This cannot be undone.",
+				"), freeing up to " + units.Bytes(rep.Frees) + ". A deployed configuration never is. This cannot be undone.",
 			Fields: []Field{
 				{Name: "idle_days", Label: "Also idle for at least (days)", Kind: FieldNumber, Value: strconv.Itoa(d.IdleDays), Flag: "--idle-days"},
 				{Name: "confirm", Label: "Type delete to confirm", Kind: FieldConfirm, Value: "delete", Required: true},
