@@ -85,6 +85,8 @@ rolled back).`,
 	f.Int64Var(&cfg.MaxUpload, "max-upload", lab.DefaultMaxUpload, "largest file a client may upload (template disks, boot files, bundles), in bytes; larger ones are refused with 413")
 	f.IntVar(&cfg.ChainLimit, "chain-limit", cfg.ChainLimit, "deepest disk chain a linked clone may produce")
 	f.IntVar(&cfg.ShortcutDepth, "shortcut-depth", cfg.ShortcutDepth, "a disk chain reading through more layers than this gets a shortcut layer in the background (its clone history, what --chain-limit counts, stays); 0 turns it off")
+	f.IntVar(&cfg.GuestMemoryMiB, "guest-memory", 0, "memory (MiB) this host offers to guests, for placement (default: all of it)")
+	f.IntVar(&cfg.GuestCPUs, "guest-cpus", 0, "processors this host offers to guests, for placement, each taking 4 guest vCPUs (default: all of them)")
 	f.BoolVar(&cfg.SharedLayers, "shared-layers", false, "the data dir's layers directory is shared by every host of the --store (NFS): no layer is pulled, a move changes only the record")
 	f.StringVar(&fl.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 

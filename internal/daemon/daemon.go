@@ -98,6 +98,11 @@ type Config struct {
 	// SharedLayers is --shared-layers: DATA/layers is one directory every
 	// host mounts (lab.Options.SharedLayers).
 	SharedLayers bool
+	// GuestMemoryMiB and GuestCPUs are --guest-memory and --guest-cpus:
+	// what this host offers to guests, for placement (0: all of its
+	// memory, all of its processors). An operator keeps memory back for
+	// the host itself this way.
+	GuestMemoryMiB, GuestCPUs int
 	// TestFault is STAGEHAND_TEST_FAULT (see lab.FaultHook).
 	TestFault string
 	// TestProbe is STAGEHAND_TEST_PROBE: "hang" replaces the accelerator
@@ -135,6 +140,8 @@ func (c Config) Check() error {
 		return errdefs.Invalid("--data-dir DIR is required")
 	case c.ChainLimit < 0:
 		return errdefs.Invalid("--chain-limit must be positive")
+	case c.GuestMemoryMiB < 0 || c.GuestCPUs < 0:
+		return errdefs.Invalid("--guest-memory and --guest-cpus must be positive (or 0: all of the host's)")
 	case c.ShortcutDepth < 0 || c.ShortcutDepth > 0 && c.ShortcutDepth < 3:
 		return errdefs.Invalid("--shortcut-depth must be 0 (off) or at least 3: a shortcut replaces the layers between a top and its base")
 	case c.TLSCert != "" && c.TLSKey == "":

@@ -41,6 +41,8 @@ func TestConfigCheck(t *testing.T) {
 		{"cert without key", func(c *Config) { c.Listen = "10.0.0.1:7480"; c.TLSCert = "/etc/cert.pem" }, "--tls-cert needs --tls-key"},
 		{"key without cert", func(c *Config) { c.Listen = "10.0.0.1:7480"; c.TLSKey = "/etc/key.pem" }, "--tls-key needs --tls-cert"},
 		{"cert without listen", func(c *Config) { c.TLSCert, c.TLSKey = "/etc/cert.pem", "/etc/key.pem" }, "give --listen too"},
+		{"negative guest memory", func(c *Config) { c.GuestMemoryMiB = -1 }, "--guest-memory"},
+		{"negative guest cpus", func(c *Config) { c.GuestCPUs = -2 }, "--guest-cpus"},
 		{"listen without port", func(c *Config) { c.Listen = "10.0.0.1" }, `--listen "10.0.0.1" is not host:port`},
 	}
 	for _, tt := range tests {

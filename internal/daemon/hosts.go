@@ -59,6 +59,12 @@ func joinCluster(ctx context.Context, cfg Config, st store.Store, dataDir, adver
 	if err != nil {
 		log.Warn("host capacity unknown; registering memory 0", "err", err)
 	}
+	if cfg.GuestMemoryMiB > 0 {
+		mem = cfg.GuestMemoryMiB
+	}
+	if cfg.GuestCPUs > 0 {
+		cpus = cfg.GuestCPUs
+	}
 	m, err := cluster.Join(ctx, st, store.Host{Name: name, AdvertiseURL: advertise, MemoryMiB: mem, CPUs: cpus,
 		SecretHash: secretHash, CertFingerprint: fingerprint, Underlay: underlay}, log)
 	if err != nil {
