@@ -86,7 +86,7 @@ for i in $(seq "$HOSTS"); do
   ip -n "$ns" link set underlay up
   mkdir -p "$DATA/h$i"
   ip netns exec "$ns" "$sh" serve --data-dir "$DATA/h$i" --store "$store" --host-name "h$i" \
-    --listen "$net.1$i:8443" --advertise "https://$net.1$i:8443" >"$DATA/h$i/daemon.log" 2>&1 &
+    --listen "$net.1$i:8443" --advertise "https://$net.1$i:8443" --guest-memory 300 >"$DATA/h$i/daemon.log" 2>&1 &
   daemons+=($!)
 done
 for i in $(seq "$HOSTS"); do
@@ -118,36 +118,39 @@ on 1 host list
 # A BIOS-booted template: its disk is its whole state, so it can live on any host.
 on 1 template import tiny --disk "$guest/disk.qcow2" --memory 256
 on 1 network create lan --subnet 10.50.0.0/24 --pool 10.50.0.10-10.50.0.99
-printf '\n# placement: each deploy asks every host for its free memory and the frozen layers it holds\n'
+printf '\n# placement: each host offers 300 MiB to guests (serve --guest-memory): one 256 MiB guest each\n'
 on 1 config create small --vm app=tiny,net=lan
 on 1 config clone small small-2
 on 2 config deploy small --explain
+printf '\n# h1 is full: small-2 moves to the host placement chooses (its tops and the layers it lacks)\n'
 on 3 config deploy small-2 --explain
-printf '\n# a linked clone deployed on another host: that host pulls only the layers it lacks, by hash\n'
-on 1 config clone small-2 far
+printf '\n# a linked clone deployed on the host asked for: it pulls only what it lacks, by hash\n'
+on 1 config clone small far
 on 1 config deploy far --host "h$HOSTS" --explain
 h=$(home 1 far | tr -d h)
 ip=$(field 1 far "['vms'][0]['nics'][0]['ip']")
 wait_guest "$h" "$ip"
-guest_get "$h" "$ip" / | grep -E '^(hostname|ip|marker)='
+guest_get "$h" "$ip" / | grep -E '^(hostname|ip|marker|uptime)='
 printf '\n# any host answers for any configuration: h1 forwards to the home host h%s\n' "$h"
 on 1 vm log far app | tail -n 3
 on 1 config list
-printf '\n# drain: every configuration deployed on h%s moves away (save-state, move, resume)\n' "$h"
+printf '\n# drain h%s: what runs there moves away with its memory (save-state, move, resume)\n' "$h"
+on 1 config undeploy small
 guest_get "$h" "$ip" "/write?marker=written-before-the-drain" >/dev/null
 on 1 host drain "h$h" --wait
 h2=$(home 1 far | tr -d h)
 wait_guest "$h2" "$ip"
-guest_get "$h2" "$ip" / | grep -E '^(ip|marker)='
+guest_get "$h2" "$ip" / | grep -E '^(ip|marker|uptime)='
 on 1 host list
 on 1 host undrain "h$h"
-printf '\n# a fenced configuration spread over two hosts: one VXLAN per fenced network\n'
-on 1 config create wide --vm a=tiny,net=lan --vm b=tiny,net=lan
-on 1 config deploy wide --fenced --spread --explain
-on 1 config show wide
 for c in $(quiet 1 config list -o json | python3 -c 'import json,sys; [print(c["name"]) for c in json.load(sys.stdin) if c.get("state")=="deployed"]'); do
   on 1 config undeploy "$c"
 done
+printf '\n# a fenced configuration spread over hosts (one guest fits per host): one VXLAN per network\n'
+on 1 config create wide --vm a=tiny,net=lan --vm b=tiny,net=lan
+on 1 config deploy wide --fenced --spread --explain
+on 1 config show wide
+on 1 config undeploy wide
 on 1 doctor
 on 1 host list
 echo
