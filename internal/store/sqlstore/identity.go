@@ -65,6 +65,24 @@ func ownedCounts(t *db, col string, id int64) string {
 	return strings.Join(parts, ", ")
 }
 
+// deleteHolder deletes the workspace or user id (what, in table) and,
+// while objects still refer to it through col, refuses naming them
+// ("workspace "dev" still holds 2 template(s)").
+func deleteHolder(t *db, table, what, col, verb string, id int64) error {
+	found, err := t.changeOne("DELETE FROM "+table+" WHERE id = ?", id)
+	switch {
+	case t.d.IsForeignKey(err):
+		var name string
+		_ = t.c.Row("SELECT name FROM "+table+" WHERE id = ?", id).Scan(&name)
+		return errdefs.Conflict("%s %q still %s %s", what, name, verb, ownedCounts(t, col, id))
+	case err != nil:
+		return fmt.Errorf("delete %s %d: %w", what, id, err)
+	case !found:
+		return errdefs.NotFound("%s %d not found", what, id)
+	}
+	return nil
+}
+
 // Organizations.
 
 const orgCols = "id, name, created_at"
@@ -215,18 +233,7 @@ func (t workspaces) Update(w *store.Workspace) error {
 }
 
 func (t workspaces) Delete(id int64) error {
-	found, err := t.changeOne("DELETE FROM workspaces WHERE id = ?", id)
-	switch {
-	case t.d.IsForeignKey(err):
-		var name string
-		_ = t.c.Row("SELECT name FROM workspaces WHERE id = ?", id).Scan(&name)
-		return errdefs.Conflict("workspace %q still holds %s", name, ownedCounts(t.db, "workspace_id", id))
-	case err != nil:
-		return fmt.Errorf("delete workspace %d: %w", id, err)
-	case !found:
-		return errdefs.NotFound("workspace %d not found", id)
-	}
-	return nil
+	return deleteHolder(t.db, "workspaces", "workspace", "workspace_id", "holds", id)
 }
 
 // Users.
@@ -322,18 +329,7 @@ func (t users) Update(u *store.User) error {
 }
 
 func (t users) Delete(id int64) error {
-	found, err := t.changeOne("DELETE FROM users WHERE id = ?", id)
-	switch {
-	case t.d.IsForeignKey(err):
-		var name string
-		_ = t.c.Row("SELECT name FROM users WHERE id = ?", id).Scan(&name)
-		return errdefs.Conflict("user %q still owns %s", name, ownedCounts(t.db, "owner_id", id))
-	case err != nil:
-		return fmt.Errorf("delete user %d: %w", id, err)
-	case !found:
-		return errdefs.NotFound("user %d not found", id)
-	}
-	return nil
+	return deleteHolder(t.db, "users", "user", "owner_id", "owns", id)
 }
 
 // Groups.
