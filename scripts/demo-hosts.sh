@@ -121,12 +121,12 @@ on 1 network create lan --subnet 10.50.0.0/24 --pool 10.50.0.10-10.50.0.99
 printf '\n# placement: each host offers 300 MiB to guests (serve --guest-memory): one 256 MiB guest each\n'
 on 1 config create small --vm app=tiny,net=lan
 on 1 config create small-2 --vm app=tiny,net=lan
+on 1 config clone small far # a linked clone, for later
+on 1 config change-ips far  # a clone keeps its source's addresses; this one runs beside it
 on 2 config deploy small --explain
 printf '\n# h1 is full: small-2 moves to the host placement chooses (its tops and the layers it lacks)\n'
 on 3 config deploy small-2 --explain
-printf '\n# a linked clone deployed on the host asked for: it pulls only what it lacks, by hash\n'
-on 1 config clone small far
-on 1 config change-ips far # a clone keeps its source's addresses; this one runs beside it
+printf '\n# the linked clone deployed on the host asked for: it pulls only what it lacks, by hash\n'
 on 1 config deploy far --host "h$HOSTS" --explain
 h=$(home 1 far | tr -d h)
 ip=$(field 1 far "['vms'][0]['nics'][0]['ip']")
