@@ -18,6 +18,38 @@ import (
 func topNodeName(disk int) string     { return fmt.Sprintf("drive%d-fmt", disk) }
 func topFileNodeName(disk int) string { return fmt.Sprintf("drive%d-file", disk) }
 
+// snapshotNodeNames names the format and file nodes of the top a live
+// snapshot (SnapshotDisks) of generation gen puts on disk. Hexadecimal:
+// QEMU takes node names of at most 31 bytes.
+func snapshotNodeNames(disk int, gen int64) (node, file string) {
+	prefix := fmt.Sprintf("drive%d-g%x", disk, gen)
+	return prefix + "-fmt", prefix + "-file"
+}
+
+// topFileNode returns the name of the file node under node, the top of
+// disk, when the name is one this package gave (the command line's or a
+// live snapshot's); ok is false for a name QEMU generated.
+//
+// The name is derived, not looked up in QEMU's graph: query-block and
+// query-named-block-nodes do not say which node is whose file child (only
+// the unstable x-debug-query-block-graph does), and matching nodes by
+// file name is ambiguous once a file is opened twice (as SwitchBacking
+// itself does for frozen layers). Names given at creation are exact.
+func topFileNode(disk int, node string) (file string, ok bool) {
+	if node == topNodeName(disk) {
+		return topFileNodeName(disk), true
+	}
+	gen, ok := strings.CutPrefix(node, fmt.Sprintf("drive%d-g", disk))
+	if !ok {
+		return "", false
+	}
+	gen, ok = strings.CutSuffix(gen, "-fmt")
+	if !ok || gen == "" || strings.Trim(gen, "0123456789abcdef") != "" {
+		return "", false
+	}
+	return strings.TrimSuffix(node, "-fmt") + "-file", true
+}
+
 // SwitchBacking makes the running VM's disk number disk (its index in
 // Spec.Disks) read through shortcut instead of the run of layers below
 // child: child is a layer of the disk's chain (its top, or a frozen layer
@@ -34,8 +66,9 @@ func topFileNodeName(disk int) string { return fmt.Sprintf("drive%d-file", disk)
 //     the run's data, which is what a shared shortcut layer avoids.
 //   - blockdev-reopen (stable since 6.1) replaces a node's backing child
 //     in the live graph with a node added by blockdev-add. That is the
-//     switch; it needs a node name QEMU did not generate, hence the top's
-//     names on the command line.
+//     switch; it needs node names QEMU did not generate, hence the top's
+//     names on the command line, and those SnapshotDisks gives the new
+//     top of a live snapshot (topFileNode).
 //
 // When child is the top, its header is rewritten too (change-backing-file,
 // before the reopen, and put back if the reopen fails), so the file on
@@ -70,10 +103,12 @@ func (v *VM) SwitchBacking(ctx context.Context, disk int, child, shortcut string
 	}
 	chain := dev.Inserted.Image.chain()
 	idx := slices.Index(chain, child)
+	topNode := dev.Inserted.NodeName
+	topFile, named := topFileNode(disk, topNode)
 	switch {
-	case dev.Inserted.NodeName != topNodeName(disk):
-		return errdefs.Unavailable("its top node is %q, not %q: QEMU was started without the node names a live switch needs; switch at the next deploy",
-			dev.Inserted.NodeName, topNodeName(disk))
+	case !named:
+		return errdefs.Unavailable("its top node is %q, a name QEMU generated: QEMU was started without the node names a live switch needs; switch at the next deploy",
+			topNode)
 	case idx < 0:
 		return errdefs.NotFound("%q is not in the disk's chain %q", child, chain)
 	case idx+1 >= len(chain):
@@ -120,23 +155,24 @@ func (v *VM) SwitchBacking(ctx context.Context, disk int, child, shortcut string
 	}
 	if idx == 0 {
 		top, old := chain[0], dev.Inserted.Image.BackingFilename
-		if err := setBackingName(ctx, v, disk, backingName(shortcut, top)); err != nil {
+		if err := setBackingName(ctx, v, disk, topNode, backingName(shortcut, top)); err != nil {
 			return err
 		}
 		undo = append(undo, func() {
-			if err := setBackingName(context.WithoutCancel(ctx), v, disk, old); err != nil {
+			if err := setBackingName(context.WithoutCancel(ctx), v, disk, topNode, old); err != nil {
 				v.log.Error("cannot restore the top's backing file name", "disk", disk, "layer", top, "backing", old, "err", err)
 			}
 		})
 	}
 	_, err = v.execute(ctx, "blockdev-reopen", map[string]any{"options": []any{map[string]any{
-		"driver": "qcow2", "node-name": topNodeName(disk), "file": topFileNodeName(disk),
+		"driver": "qcow2", "node-name": topNode, "file": topFile,
 		"read-only": dev.Inserted.ReadOnly, "discard": "unmap", "backing": below,
 	}}})
 	if err != nil {
 		return fmt.Errorf("reopen the top on the new chain: %w", err)
 	}
 	undo = nil // the guest reads through the shortcut now: nothing to take back
+	releaseSnapshotNodes(ctx, v, disk)
 
 	// What the guest now reads through: child's layers, the shortcut, and
 	// the shortcut's own chain.
@@ -218,15 +254,62 @@ func queryDisk(ctx context.Context, v *VM, disk int) (qmpBlock, error) {
 }
 
 // setBackingName rewrites the backing file name in the header of disk's
-// top layer; the node graph does not change.
-func setBackingName(ctx context.Context, v *VM, disk int, name string) error {
+// top layer, node; the node graph does not change.
+func setBackingName(ctx context.Context, v *VM, disk int, node, name string) error {
 	_, err := v.execute(ctx, "change-backing-file", map[string]any{
-		"device": fmt.Sprintf("drive%d", disk), "image-node-name": topNodeName(disk), "backing-file": name,
+		"device": fmt.Sprintf("drive%d", disk), "image-node-name": node, "backing-file": name,
 	})
 	if err != nil {
 		return fmt.Errorf("rewrite the top's backing file name: %w", err)
 	}
 	return nil
+}
+
+// releaseSnapshotNodes closes the live snapshots' tops of disk (with the
+// layers only they still read) that a switch took out of the disk's chain.
+// SnapshotDisks opened them by blockdev-add, so the monitor holds them
+// beside the graph, and without this QEMU would keep the replaced run
+// open until it exits. blockdev-del refuses a node still in use, which is
+// how the ones still in the chain stay; a node under another orphan is
+// freed with it, or in a later pass. Failures are only logged: the guest
+// already reads through the shortcut.
+func releaseSnapshotNodes(ctx context.Context, v *VM, disk int) {
+	ret, err := v.execute(ctx, "query-named-block-nodes", map[string]any{"flat": true})
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+	}
+	if err == nil {
+		err = json.Unmarshal(ret, &nodes)
+	}
+	if err != nil {
+		v.log.Warn("cannot list nodes to close after a switch", "disk", disk, "err", err)
+		return
+	}
+	var names []string
+	for _, n := range nodes {
+		if n.NodeName != topNodeName(disk) && strings.HasSuffix(n.NodeName, "-fmt") {
+			if _, ok := topFileNode(disk, n.NodeName); ok {
+				names = append(names, n.NodeName)
+			}
+		}
+	}
+	for progress := true; progress; {
+		progress = false
+		for i := 0; i < len(names); i++ {
+			if _, err := v.execute(ctx, "blockdev-del", map[string]any{"node-name": names[i]}); err != nil {
+				var qe *QMPError
+				if !errors.As(err, &qe) {
+					v.log.Warn("cannot close a replaced snapshot node", "disk", disk, "node", names[i], "err", err)
+					return
+				}
+				continue // in use: still in the chain, or under an orphan
+			}
+			v.log.Debug("closed a replaced snapshot node", "disk", disk, "node", names[i])
+			names = slices.Delete(names, i, i+1)
+			i--
+			progress = true
+		}
+	}
 }
 
 // deleteNode removes a node added by blockdev-add, for undo; a failure is

@@ -313,3 +313,104 @@ func TestSwitchBackingLive(t *testing.T) {
 	}
 	qemuImg(t, "check", "-q", bTop)
 }
+
+// TestSwitchBackingAfterLiveSnapshots snapshots the running test guest's
+// data disk live twice (SnapshotDisks), writing between the two, and then
+// switches the disk's top (the second snapshot's overlay) onto a shortcut
+// of the run below it: a top whose nodes a live snapshot made is switched
+// like one of the command line. The guest keeps its marker and its write,
+// and after quit the chain on disk is the short one and passes check.
+func TestSwitchBackingAfterLiveSnapshots(t *testing.T) {
+	out := sharedTestGuest(t)
+	g := needGuest(t)
+	spec := testSpec(t, g, false)
+	cmdline, err := os.ReadFile(filepath.Join(out, "cmdline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Kernel, spec.Initrd = filepath.Join(out, "vmlinuz"), filepath.Join(out, "initrd.img")
+	spec.Cmdline = strings.TrimSpace(string(cmdline)) + " stagehand.shell"
+	spec.MemoryMiB = 256
+	dir := t.TempDir()
+	a := guestDataChain(t, dir, out, "a", 4, "live-vda")
+	spec.Disks = []string{a[5]}
+	var info struct {
+		Size int64 `json:"virtual-size"`
+	}
+	if err := json.Unmarshal([]byte(qemuImg(t, "info", "--output=json", a[5])), &info); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	vm, err := Start(ctx, spec, nil)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	waitSerial(t, spec.SerialLogPath(), 0, regexp.MustCompile(`STAGEHAND-BOOT [^\r\n]*disk=vda`), 2*time.Minute)
+	sh := newGuestShell(t, spec.ConsoleSocketPath())
+	if got := sh.marker("/dev/vda"); got != "live-vda" {
+		t.Fatalf("vda marker before the snapshots = %q", got)
+	}
+	// Overlays as disk.CreateDelta writes them: beside the top, naming it
+	// by base name (-u: the running top is locked).
+	snapshot := func(name, below string) string {
+		ov := filepath.Join(dir, name)
+		qemuImg(t, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", filepath.Base(below), "-u", ov, fmt.Sprint(info.Size))
+		if err := vm.SnapshotDisks(ctx, []string{ov}); err != nil {
+			t.Fatalf("SnapshotDisks onto %s: %v", name, err)
+		}
+		return ov
+	}
+	s1 := snapshot("a-s1.qcow2", a[5])
+	if got := sh.run("dd if=/dev/zero bs=4096 count=1 2>/dev/null | tr '\\000' Z | dd of=/dev/vda bs=4096 seek=100 oflag=direct 2>/dev/null && echo written", 30*time.Second); got != "written" {
+		t.Fatalf("guest write between the snapshots: %q", got)
+	}
+	s2 := snapshot("a-s2.qcow2", s1)
+
+	// The run under s2 (s1, the old top, layers 4..1) has a shortcut on
+	// the base with s1's content.
+	sc := shortcutOf(t, s1, a[0], "a-sc.qcow2")
+	began := time.Now()
+	if err := vm.SwitchBacking(ctx, 0, s2, sc); err != nil {
+		t.Fatalf("SwitchBacking after two live snapshots: %v", err)
+	}
+	t.Logf("switched after two live snapshots in %s", time.Since(began).Round(time.Millisecond))
+	open := openLayers(t, vm.PID())
+	for _, l := range append([]string{s1}, a[1:6]...) {
+		if slices.Contains(open, l) {
+			t.Errorf("QEMU still holds %s, a layer of the replaced run", filepath.Base(l))
+		}
+	}
+	if st, err := vm.Status(ctx); err != nil || st != StateRunning {
+		t.Fatalf("Status after the switch = %q, %v", st, err)
+	}
+	if got := sh.marker("/dev/vda"); got != "live-vda" {
+		t.Fatalf("vda marker after the switch = %q", got)
+	}
+	if got := sh.run("dd if=/dev/vda bs=4096 skip=100 count=1 iflag=direct 2>/dev/null | tr -d Z | wc -c", 30*time.Second); strings.TrimSpace(got) != "0" {
+		t.Fatalf("the block written between the snapshots reads %q non-Z bytes after the switch", got)
+	}
+	if got := sh.run("echo hello | dd of=/dev/vda bs=4096 seek=200 conv=sync oflag=direct 2>/dev/null && echo written", 30*time.Second); got != "written" {
+		t.Fatalf("guest write after the switch: %q", got)
+	}
+
+	if err := vm.quit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var chain []struct {
+		Filename string `json:"filename"`
+	}
+	if err := json.Unmarshal([]byte(qemuImg(t, "info", "--backing-chain", "--output=json", s2)), &chain); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range chain {
+		names = append(names, filepath.Base(c.Filename))
+	}
+	if want := []string{"a-s2.qcow2", "a-sc.qcow2", "a-base.qcow2"}; !slices.Equal(names, want) {
+		t.Fatalf("the chain on disk after quit = %q, want %q", names, want)
+	}
+	qemuImg(t, "check", "-q", s2)
+	qemuIO(t, s2, "read -q -P 0x5a 409600 4096")
+}

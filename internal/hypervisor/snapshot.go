@@ -12,34 +12,54 @@ import (
 // the guest runs (or is paused): overlays[i] is an existing empty qcow2
 // whose backing file is disk i's current top (disk.CreateDelta writes it
 // beside the top, naming it relatively, as every delta does). One QMP
-// transaction of blockdev-snapshot-sync in "existing" mode switches all
-// the disks at one instant or none; the old tops are reopened read-only
-// and stay in the chain. The new tops' node names are generated here, so
-// a later SwitchBacking of this process refuses (it needs the names of the
-// command line) and waits for the next deploy.
-func (v *VM) SnapshotDisks(ctx context.Context, overlays []string) error {
+// transaction of blockdev-snapshot switches all the disks at one instant
+// or none; the old tops are reopened read-only and stay in the chain.
+//
+// Each overlay is opened first by blockdev-add with both its nodes named
+// (snapshotNodeNames), not by blockdev-snapshot-sync: that command names
+// only the format node and lets QEMU generate the file node's name, and
+// SwitchBacking cannot reopen a top whose file child it cannot name.
+func (v *VM) SnapshotDisks(ctx context.Context, overlays []string) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("vm %q: snapshot %d disks: %w", v.id, len(overlays), err)
+		}
+	}()
+	gen := time.Now().UnixNano() // unique in this process: names of the old tops stay taken
+	var added []string
+	defer func() {
+		if err != nil {
+			for _, node := range added {
+				deleteNode(v, node)
+			}
+		}
+	}()
 	actions := make([]map[string]any, 0, len(overlays))
 	for i, file := range overlays {
 		if !filepath.IsAbs(file) {
-			return fmt.Errorf("vm %q: snapshot disk %d: overlay %q is not an absolute path", v.id, i, file)
+			return fmt.Errorf("disk %d: overlay %q is not an absolute path", i, file)
 		}
 		dev, err := queryDisk(ctx, v, i)
 		if err != nil {
-			return fmt.Errorf("vm %q: snapshot disk %d: %w", v.id, i, err)
+			return fmt.Errorf("disk %d: %w", i, err)
 		}
+		node, fileNode := snapshotNodeNames(i, gen)
+		// backing null: blockdev-snapshot attaches the old top as the
+		// overlay's backing; the header already names it.
+		if _, err := v.execute(ctx, "blockdev-add", map[string]any{
+			"driver": "qcow2", "node-name": node, "discard": "unmap", "backing": nil,
+			"file": map[string]any{"driver": "file", "filename": file, "node-name": fileNode},
+		}); err != nil {
+			return fmt.Errorf("disk %d: open overlay %q: %w", i, file, err)
+		}
+		added = append(added, node)
 		actions = append(actions, map[string]any{
-			"type": "blockdev-snapshot-sync",
-			"data": map[string]any{
-				"node-name":          dev.Inserted.NodeName,
-				"snapshot-file":      file,
-				"snapshot-node-name": fmt.Sprintf("drive%d-s%d", i, time.Now().UnixNano()),
-				"format":             "qcow2",
-				"mode":               "existing",
-			},
+			"type": "blockdev-snapshot",
+			"data": map[string]any{"node": dev.Inserted.NodeName, "overlay": node},
 		})
 	}
 	if _, err := v.execute(ctx, "transaction", map[string]any{"actions": actions}); err != nil {
-		return fmt.Errorf("vm %q: snapshot %d disks: %w", v.id, len(overlays), err)
+		return err
 	}
 	return nil
 }
