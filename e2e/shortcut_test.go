@@ -143,9 +143,9 @@ func TestShortcutSwitchesRunningGuest(t *testing.T) {
 		return ls
 	}
 	// Depth by snapshots of the undeployed configuration, a marker
-	// written from the host at each level: a live snapshot would name the
-	// running top's node itself, and such a QEMU switches only at its next
-	// deploy (hypervisor.SnapshotDisks).
+	// written from the host at each level: 28 live snapshots would cost
+	// 28 pauses of a TCG guest for the same chain. (A live snapshot's top
+	// switches live too: hypervisor.TestSwitchBackingAfterLiveSnapshots.)
 	d.ok("config", "undeploy", "deep")
 	for i := 1; i <= 28; i++ {
 		top := d.config("deep").VMs[0].Disks[0].Path

@@ -587,7 +587,8 @@ func (s Shortcuts) moveChildren(ctx context.Context, sd shortcutDisks, config st
 			v, _ := s.deploys.LiveVM(r.vmID)
 			if err := v.(backingSwitcher).SwitchBacking(ctx, r.disk, s.abs(child.Path), shortcut); err != nil {
 				if errors.Is(err, errdefs.ErrUnavailable) {
-					// Started without the node names a switch needs: not
+					// A QEMU started by a version that did not name the
+					// top's nodes (at start or at a live snapshot): not
 					// tried again while this QEMU runs.
 					s.log.Warn("running disk not switched: it moves at its next deploy", "config", r.config, "vm", r.vm, "disk", r.disk, "err", err)
 					markSwitched(r.vmID, child.ID, v.PID())
