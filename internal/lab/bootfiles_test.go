@@ -20,11 +20,7 @@ import (
 // kernel damaged on the only host holding it is refused (nothing is left
 // on the adopter, the configuration stays home).
 func TestKernelBootTemplateMoves(t *testing.T) {
-	requireQemuImg(t)
-	e := newEnv(t)
-	in := newInstallation(t, e.db)
-	h1 := in.host("h1", filepath.Join(t.TempDir(), "h1"), 4096, nil)
-	h2 := in.host("h2", filepath.Join(t.TempDir(), "h2"), 4096, nil)
+	in, h1, h2 := twoHosts(t)
 	ctx := context.Background()
 	src := t.TempDir()
 	kernel, initrd := filepath.Join(src, "vmlinuz"), filepath.Join(src, "initrd")
@@ -39,7 +35,7 @@ func TestKernelBootTemplateMoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	var tm *store.Template
-	if err := e.db.View(ctx, func(tx store.Tx) error {
+	if err := in.db.View(ctx, func(tx store.Tx) error {
 		var err error
 		tm, err = tx.Templates().Get("kern")
 		return err

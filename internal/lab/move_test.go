@@ -38,6 +38,18 @@ func newInstallation(t *testing.T, db store.Store) *installation {
 		dirs: map[string]string{}, rt: map[string]*labtest.Host{}}
 }
 
+// twoHosts is the installation most move tests start from: hosts h1 and
+// h2, 4096 MiB each, over a fresh store.
+func twoHosts(t *testing.T) (in *installation, h1, h2 *lab.Service) {
+	t.Helper()
+	requireQemuImg(t)
+	e := newEnv(t)
+	in = newInstallation(t, e.db)
+	h1 = in.host("h1", filepath.Join(t.TempDir(), "h1"), 4096, nil)
+	h2 = in.host("h2", filepath.Join(t.TempDir(), "h2"), 4096, nil)
+	return in, h1, h2
+}
+
 // host registers host name with memMiB of memory and 2 processors, and
 // starts its lab on dir (with failAt).
 func (in *installation) host(name, dir string, memMiB int, failAt func(op, step string) error) *lab.Service {
@@ -196,11 +208,7 @@ func TestPlacementWeighsMemoryAndHeldLayers(t *testing.T) {
 // moved are exactly their sizes, h1 no longer has the tops, and the store
 // records h2 as the home and the holder of the pulled layers.
 func TestDeployElsewherePullsOnlyWhatIsMissing(t *testing.T) {
-	requireQemuImg(t)
-	e := newEnv(t)
-	in := newInstallation(t, e.db)
-	h1 := in.host("h1", filepath.Join(t.TempDir(), "h1"), 4096, nil)
-	in.host("h2", filepath.Join(t.TempDir(), "h2"), 4096, nil)
+	in, h1, _ := twoHosts(t)
 	ctx := context.Background()
 	in.base(h1)
 	// h2 gets the base by moving a first configuration there.
@@ -218,7 +226,7 @@ func TestDeployElsewherePullsOnlyWhatIsMissing(t *testing.T) {
 	}
 	var missing int64
 	var tops []string
-	if err := e.db.View(ctx, func(tx store.Tx) error {
+	if err := in.db.View(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get("clone")
 		if err != nil {
 			return err
@@ -279,11 +287,7 @@ func TestDeployElsewherePullsOnlyWhatIsMissing(t *testing.T) {
 // TestDeployedConfigurationDoesNotMove: a move is for undeployed
 // configurations; the refusal says what to do instead.
 func TestDeployedConfigurationDoesNotMove(t *testing.T) {
-	requireQemuImg(t)
-	e := newEnv(t)
-	in := newInstallation(t, e.db)
-	h1 := in.host("h1", filepath.Join(t.TempDir(), "h1"), 4096, nil)
-	in.host("h2", filepath.Join(t.TempDir(), "h2"), 4096, nil)
+	in, h1, _ := twoHosts(t)
 	ctx := context.Background()
 	in.base(h1)
 	in.create(h1, "a")
