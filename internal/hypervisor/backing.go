@@ -265,11 +265,11 @@ func setBackingName(ctx context.Context, v *VM, disk int, node, name string) err
 	return nil
 }
 
-// releaseSnapshotNodes closes the live snapshots' tops of disk (with the
-// layers only they still read) that a switch took out of the disk's chain.
-// SnapshotDisks opened them by blockdev-add, so the monitor holds them
-// beside the graph, and without this QEMU would keep the replaced run
-// open until it exits. blockdev-del refuses a node still in use, which is
+// releaseSnapshotNodes closes the nodes of disk that a switch took out of
+// the disk's chain and that the monitor still holds because they were
+// opened by blockdev-add: live snapshots' tops (SnapshotDisks) and an
+// earlier switch's layers (sc<disk>-…), with the layers only they read.
+// Without this QEMU would keep the replaced run open until it exits. blockdev-del refuses a node still in use, which is
 // how the ones still in the chain stay; a node under another orphan is
 // freed with it, or in a later pass. Failures are only logged: the guest
 // already reads through the shortcut.
@@ -287,10 +287,9 @@ func releaseSnapshotNodes(ctx context.Context, v *VM, disk int) {
 	}
 	var names []string
 	for _, n := range nodes {
-		if n.NodeName != topNodeName(disk) && strings.HasSuffix(n.NodeName, "-fmt") {
-			if _, ok := topFileNode(disk, n.NodeName); ok {
-				names = append(names, n.NodeName)
-			}
+		_, snap := topFileNode(disk, n.NodeName)
+		if snap && n.NodeName != topNodeName(disk) || strings.HasPrefix(n.NodeName, fmt.Sprintf("sc%d-", disk)) {
+			names = append(names, n.NodeName)
 		}
 	}
 	for progress := true; progress; {

@@ -318,8 +318,11 @@ func TestSwitchBackingLive(t *testing.T) {
 // data disk live twice (SnapshotDisks), writing between the two, and then
 // switches the disk's top (the second snapshot's overlay) onto a shortcut
 // of the run below it: a top whose nodes a live snapshot made is switched
-// like one of the command line. The guest keeps its marker and its write,
-// and after quit the chain on disk is the short one and passes check.
+// like one of the command line. QEMU closes the replaced run, though the
+// live snapshot opened its top by blockdev-add; a third snapshot and a
+// second switch close the first shortcut too. The guest keeps its marker
+// and its writes, and after quit the chain on disk is the short one and
+// passes check.
 func TestSwitchBackingAfterLiveSnapshots(t *testing.T) {
 	out := sharedTestGuest(t)
 	g := needGuest(t)
@@ -395,22 +398,43 @@ func TestSwitchBackingAfterLiveSnapshots(t *testing.T) {
 		t.Fatalf("guest write after the switch: %q", got)
 	}
 
+	// A third snapshot, and a second switch over the first one's shortcut:
+	// the replaced snapshot top and shortcut are closed too.
+	s3 := snapshot("a-s3.qcow2", s2)
+	sc2 := shortcutOf(t, s2, a[0], "a-sc2.qcow2")
+	if err := vm.SwitchBacking(ctx, 0, s3, sc2); err != nil {
+		t.Fatalf("second SwitchBacking: %v", err)
+	}
+	open = openLayers(t, vm.PID())
+	for _, l := range []string{s2, sc} {
+		if slices.Contains(open, l) {
+			t.Errorf("QEMU still holds %s after the second switch", filepath.Base(l))
+		}
+	}
+	if want := []string{a[0], s3, sc2}; !slices.Equal(open, want) { // sorted
+		t.Errorf("QEMU holds %q after the second switch, want %q", open, want)
+	}
+	if got := sh.marker("/dev/vda"); got != "live-vda" {
+		t.Fatalf("vda marker after the second switch = %q", got)
+	}
+
 	if err := vm.quit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var chain []struct {
 		Filename string `json:"filename"`
 	}
-	if err := json.Unmarshal([]byte(qemuImg(t, "info", "--backing-chain", "--output=json", s2)), &chain); err != nil {
+	if err := json.Unmarshal([]byte(qemuImg(t, "info", "--backing-chain", "--output=json", s3)), &chain); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
 	for _, c := range chain {
 		names = append(names, filepath.Base(c.Filename))
 	}
-	if want := []string{"a-s2.qcow2", "a-sc.qcow2", "a-base.qcow2"}; !slices.Equal(names, want) {
+	if want := []string{"a-s3.qcow2", "a-sc2.qcow2", "a-base.qcow2"}; !slices.Equal(names, want) {
 		t.Fatalf("the chain on disk after quit = %q, want %q", names, want)
 	}
-	qemuImg(t, "check", "-q", s2)
-	qemuIO(t, s2, "read -q -P 0x5a 409600 4096")
+	qemuImg(t, "check", "-q", s3)
+	qemuIO(t, s3, "read -q -P 0x5a 409600 4096") // written between the first two snapshots
+	qemuIO(t, s3, "read -q -P 0x68 819200 1")    // 'h' of "hello", written after the first switch
 }
