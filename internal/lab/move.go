@@ -489,7 +489,11 @@ func (h holders) adoptTops(ctx context.Context, name, vm, from string) (hostlink
 		return res, s.journal.Fail(op, err)
 	}
 	s.journal.Finish(op)
-	s.log.Info("configuration adopted", "config", name, "vm", vm, "from", from, "bytes", res.Bytes, "frozen_layers", res.Frozen, "tops", res.Tops)
+	attrs := []any{"config", name}
+	if vm != "" { // one VM of a spread deployment
+		attrs = append(attrs, "vm", vm)
+	}
+	s.log.Info("configuration adopted", append(attrs, "from", from, "bytes", res.Bytes, "frozen_layers", res.Frozen, "tops", res.Tops)...)
 	if vm == "" {
 		s.movedEvent(ctx, name, from, s.hostName, res)
 	}
