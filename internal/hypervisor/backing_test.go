@@ -289,16 +289,7 @@ func TestSwitchBackingLive(t *testing.T) {
 	if err := vm.quit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var chain []struct {
-		Filename string `json:"filename"`
-	}
-	if err := json.Unmarshal([]byte(qemuImg(t, "info", "--backing-chain", "--output=json", aTop)), &chain); err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, c := range chain {
-		names = append(names, filepath.Base(c.Filename))
-	}
+	names := chainFiles(t, aTop)
 	if want := []string{"a-top.qcow2", "a-sc.qcow2", "a-base.qcow2"}; !slices.Equal(names, want) {
 		t.Fatalf("vda's chain on disk after quit = %q, want %q", names, want)
 	}
@@ -421,20 +412,28 @@ func TestSwitchBackingAfterLiveSnapshots(t *testing.T) {
 	if err := vm.quit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var chain []struct {
-		Filename string `json:"filename"`
-	}
-	if err := json.Unmarshal([]byte(qemuImg(t, "info", "--backing-chain", "--output=json", s3)), &chain); err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, c := range chain {
-		names = append(names, filepath.Base(c.Filename))
-	}
+	names := chainFiles(t, s3)
 	if want := []string{"a-s3.qcow2", "a-sc2.qcow2", "a-base.qcow2"}; !slices.Equal(names, want) {
 		t.Fatalf("the chain on disk after quit = %q, want %q", names, want)
 	}
 	qemuImg(t, "check", "-q", s3)
 	qemuIO(t, s3, "read -q -P 0x5a 409600 4096") // written between the first two snapshots
 	qemuIO(t, s3, "read -q -P 0x68 819200 1")    // 'h' of "hello", written after the first switch
+}
+
+// chainFiles is the base names of the files of top's backing chain as
+// qemu-img reads them from disk, top first.
+func chainFiles(t *testing.T, top string) []string {
+	t.Helper()
+	var chain []struct {
+		Filename string `json:"filename"`
+	}
+	if err := json.Unmarshal([]byte(qemuImg(t, "info", "--backing-chain", "--output=json", top)), &chain); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range chain {
+		names = append(names, filepath.Base(c.Filename))
+	}
+	return names
 }
