@@ -27,7 +27,12 @@ import (
 //	                      template hardware, size and sha256 of each file)
 //	manifest.json.sha256  the sha256 of manifest.json, in hex
 //	disks/vmI-diskJ.qcow2 each disk, a compressed standalone qcow2
+//	                      (version 2: its current top, and beside it
+//	                      -base.qcow2 and -sK.qcow2, the snapshots'
+//	                      layers, compressed deltas on one another)
 //	boot/tN-kernel, ...   the templates' boot files
+//	states/vmI-sK.state   version 2: the saved states of snapshots taken
+//	                      with state
 //
 // The disks are already compressed (archives store them so), so writing
 // one is a streaming copy with a checksum check, as fast as tar itself.
@@ -281,11 +286,11 @@ func checkConsumed(h *tar.Header, got, consumed int64) error {
 
 // Extract streams the files of the bundle head was read from (head.File,
 // from its start again) into dir, which holds the empty subdirectories
-// disks and boot: each file 0600 while written, 0400 once its size and
-// checksum equal the manifest's (head.Manifest, whose paths and sizes the
-// caller may not change). The manifest must not have changed since
-// ParseHead, and the bundle must hold every file the manifest lists and
-// nothing else.
+// disks, boot and states: each file 0600 while written, 0400 once its
+// size and checksum equal the manifest's (head.Manifest, whose paths and
+// sizes the caller may not change). The manifest must not have changed
+// since ParseHead, and the bundle must hold every file the manifest lists
+// and nothing else.
 func Extract(ctx context.Context, head *Head, dir string, progress func(done, total int64)) error {
 	// The same descriptor the manifest was read from, from its start.
 	if _, err := head.File.Seek(0, io.SeekStart); err != nil {

@@ -15,14 +15,24 @@ import (
 	"time"
 )
 
-// Format and Version identify the manifest.
+// Format and Version identify the manifest. An archive that carries
+// snapshots is VersionSnapshots; every other one is Version, byte for
+// byte what it was before snapshots travelled.
 const (
-	Format  = "stagehand-archive"
-	Version = 1
+	Format           = "stagehand-archive"
+	Version          = 1
+	VersionSnapshots = 2
 )
 
 // Manifest describes an archive; it is the manifest.json of a bundle and
 // of an archive directory.
+//
+// Version 2 adds the configuration's snapshot tree. Each VM disk is then a
+// small tree of qcow2 files, all in disks/: Disk.Base, the part of the
+// chain below the oldest snapshot point (standalone), each snapshot's
+// frozen layer (SnapshotDisk.File) and the disk's current top (Disk.File),
+// each a delta whose File.Backing names the archive file it reads through
+// (its qcow2 header records that file's base name), or standalone.
 type Manifest struct {
 	Format      string     `json:"format"`
 	Version     int        `json:"version"`
@@ -34,6 +44,35 @@ type Manifest struct {
 	Networks    []Network  `json:"networks"`
 	Templates   []Template `json:"templates"`
 	VMs         []VM       `json:"vms"`
+	// Snapshots, version 2 only, in the order they were taken (a parent
+	// before its children).
+	Snapshots []Snapshot `json:"snapshots,omitempty"`
+}
+
+// Snapshot is one snapshot of the archived configuration.
+type Snapshot struct {
+	Name      string    `json:"name"`
+	Parent    string    `json:"parent"` // "" for a root
+	CreatedAt time.Time `json:"created_at"`
+	WithState bool      `json:"with_state"`
+	// Disks are the snapshot's layers, one per VM disk.
+	Disks []SnapshotDisk `json:"disks"`
+	// States are the VMs' saved memory and device states (WithState).
+	States []SnapshotState `json:"states,omitempty"`
+}
+
+// SnapshotDisk is disk Index of VM VM as it was at the snapshot.
+type SnapshotDisk struct {
+	VM    string `json:"vm"`
+	Index int    `json:"index"`
+	File  File   `json:"file"`
+}
+
+// SnapshotState is VM VM's saved state at the snapshot: only valid with
+// exactly the snapshot's disks.
+type SnapshotState struct {
+	VM   string `json:"vm"`
+	File File   `json:"file"`
 }
 
 // Network is a network the archive's NICs are on.
@@ -61,6 +100,9 @@ type File struct {
 	Path   string `json:"path"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+	// Backing (version 2, disk files only) is the Path of the archive
+	// file this qcow2 delta reads through; "" for a standalone one.
+	Backing string `json:"backing,omitempty"`
 }
 
 // VM is one archived VM.
@@ -73,11 +115,15 @@ type VM struct {
 	NICs      []NIC  `json:"nics"`
 }
 
-// Disk is one disk of a VM: a standalone qcow2 file.
+// Disk is one disk of a VM: a standalone qcow2 file (version 1), or its
+// current top (version 2: see Manifest).
 type Disk struct {
 	Index       int   `json:"index"`
 	VirtualSize int64 `json:"virtual_size"`
 	File        File  `json:"file"`
+	// Base (version 2) is the standalone part of the chain the snapshot
+	// layers are deltas on; nil when the oldest point is standalone.
+	Base *File `json:"base,omitempty"`
 }
 
 // NIC is one NIC of a VM, with the address it had.
@@ -93,13 +139,15 @@ type NIC struct {
 // directory.
 const ManifestName = "manifest.json"
 
-// Files lists every file of the archive in bundle order: disks, then boot
-// files.
+// Files lists every file of the archive in bundle order: disks (each
+// disk's base, its snapshot layers in snapshot order, its current top),
+// then boot files, then snapshot states. A disk file's backing comes
+// before it (Check).
 func (m *Manifest) Files() []*File {
 	var out []*File
 	for i := range m.VMs {
 		for j := range m.VMs[i].Disks {
-			out = append(out, &m.VMs[i].Disks[j].File)
+			out = append(out, m.DiskFiles(i, j)...)
 		}
 	}
 	for i := range m.Templates {
@@ -109,7 +157,30 @@ func (m *Manifest) Files() []*File {
 			}
 		}
 	}
+	for i := range m.Snapshots {
+		for j := range m.Snapshots[i].States {
+			out = append(out, &m.Snapshots[i].States[j].File)
+		}
+	}
 	return out
+}
+
+// DiskFiles lists the files of disk j of VM i, bases first: its base,
+// its layer in each snapshot (in snapshot order), its current top.
+func (m *Manifest) DiskFiles(i, j int) []*File {
+	vm, d := &m.VMs[i], &m.VMs[i].Disks[j]
+	var out []*File
+	if d.Base != nil {
+		out = append(out, d.Base)
+	}
+	for k := range m.Snapshots {
+		for l := range m.Snapshots[k].Disks {
+			if sd := &m.Snapshots[k].Disks[l]; sd.VM == vm.Name && sd.Index == d.Index {
+				out = append(out, &sd.File)
+			}
+		}
+	}
+	return append(out, &d.File)
 }
 
 // Size is the bytes of every file of the archive.
@@ -131,27 +202,49 @@ func Parse(raw []byte) (*Manifest, error) {
 	return &m, nil
 }
 
-// pathRE is the only shape of a file path in a manifest: no directories
-// but disks/ and boot/, no "..".
-var pathRE = regexp.MustCompile(`^(disks/vm[0-9]+-disk[0-9]+\.qcow2|boot/t[0-9]+-(kernel|initrd))$`)
+// The only shapes of a file path in a manifest, one per role: no
+// directories but disks/, boot/ and states/, no "..". A disk's files are
+// named for the disk, so a backing name never leaves disks/.
+var (
+	diskRE  = regexp.MustCompile(`^disks/vm[0-9]{1,6}-disk[0-9]{1,6}\.qcow2$`)
+	baseRE  = regexp.MustCompile(`^disks/vm[0-9]{1,6}-disk[0-9]{1,6}-base\.qcow2$`)
+	layerRE = regexp.MustCompile(`^disks/vm[0-9]{1,6}-disk[0-9]{1,6}-s[0-9]{1,6}\.qcow2$`)
+	stateRE = regexp.MustCompile(`^states/vm[0-9]{1,6}-s[0-9]{1,6}\.state$`)
+	bootRE  = regexp.MustCompile(`^boot/t[0-9]{1,6}-(kernel|initrd)$`)
+)
+
+// MaxSnapshots bounds the snapshots a manifest may carry.
+const MaxSnapshots = 1024
 
 // Check checks the shape of a manifest from outside: known format and
 // version, unique VMs, templates, networks and files, file paths of the
-// one allowed shape, hex checksums, disk and NIC indexes 0..n-1 once
-// each, addresses and MACs that parse, references that resolve. What the
+// one shape their role allows, hex checksums, disk and NIC indexes 0..n-1
+// once each, addresses and MACs that parse, references that resolve; in
+// version 2 the snapshot tree (unique names, each parent listed before
+// its child, every VM disk in every snapshot, states only with state)
+// and each disk's backing files (a file of the same disk listed before
+// it, so a chain never leaves the disk's files and never loops). What the
 // names, texts, hardware, command lines, network parameters and IP modes
 // may be are the server's rules, which its caller applies.
 func Check(m *Manifest) error {
-	if m.Format != Format || m.Version != Version {
-		return fmt.Errorf("format %q version %d, want %q version %d", m.Format, m.Version, Format, Version)
+	if m.Format != Format || (m.Version != Version && m.Version != VersionSnapshots) {
+		return fmt.Errorf("format %q version %d, want %q version %d or %d", m.Format, m.Version, Format, Version, VersionSnapshots)
+	}
+	switch {
+	case m.Version == Version && len(m.Snapshots) > 0:
+		return fmt.Errorf("version %d carries no snapshots; this one lists %d", Version, len(m.Snapshots))
+	case m.Version == VersionSnapshots && len(m.Snapshots) == 0:
+		return fmt.Errorf("version %d without snapshots", VersionSnapshots)
+	case len(m.Snapshots) > MaxSnapshots:
+		return fmt.Errorf("%d snapshots, more than %d", len(m.Snapshots), MaxSnapshots)
 	}
 	if len(m.VMs) == 0 {
 		return fmt.Errorf("no VMs")
 	}
 	seenFile := map[string]bool{}
-	for _, f := range m.Files() {
-		if !pathRE.MatchString(f.Path) || path.Clean(f.Path) != f.Path {
-			return fmt.Errorf("file path %q is not allowed", f.Path)
+	checkFile := func(f *File, re *regexp.Regexp, what string) error {
+		if !re.MatchString(f.Path) || path.Clean(f.Path) != f.Path {
+			return fmt.Errorf("file path %q is not allowed for %s", f.Path, what)
 		}
 		if seenFile[f.Path] {
 			return fmt.Errorf("file %q appears twice", f.Path)
@@ -163,6 +256,10 @@ func Check(m *Manifest) error {
 		if f.Size < 0 {
 			return fmt.Errorf("file %q: negative size", f.Path)
 		}
+		if f.Backing != "" && (re != diskRE && re != layerRE || m.Version == Version) {
+			return fmt.Errorf("file %q: a backing file is not allowed for %s", f.Path, what)
+		}
+		return nil
 	}
 	nets := map[string]bool{}
 	for _, n := range m.Networks {
@@ -178,6 +275,13 @@ func Check(m *Manifest) error {
 		}
 		if t.Kernel == nil && (t.Initrd != nil || t.Cmdline != "") {
 			return fmt.Errorf("template %q: an initrd or a command line without a kernel", t.Name)
+		}
+		for _, f := range []*File{t.Kernel, t.Initrd} {
+			if f != nil {
+				if err := checkFile(f, bootRE, "a boot file"); err != nil {
+					return err
+				}
+			}
 		}
 		tmpls[t.Name] = true
 	}
@@ -202,6 +306,17 @@ func Check(m *Manifest) error {
 			if d.VirtualSize <= 0 {
 				return fmt.Errorf("VM %q disk %d: virtual size %d", vm.Name, d.Index, d.VirtualSize)
 			}
+			if err := checkFile(&d.File, diskRE, "a disk"); err != nil {
+				return err
+			}
+			if d.Base != nil {
+				if m.Version == Version {
+					return fmt.Errorf("VM %q disk %d: version %d has no base files", vm.Name, d.Index, Version)
+				}
+				if err := checkFile(d.Base, baseRE, "a disk's base"); err != nil {
+					return err
+				}
+			}
 		}
 		nicIdx := make([]bool, len(vm.NICs))
 		for _, n := range vm.NICs {
@@ -221,6 +336,96 @@ func Check(m *Manifest) error {
 			}
 			if !nets[n.Network] {
 				return fmt.Errorf("VM %q NIC %d: network %q is not in the manifest", vm.Name, n.Index, n.Network)
+			}
+		}
+	}
+	if err := checkSnapshots(m, checkFile); err != nil {
+		return err
+	}
+	for _, f := range m.Files() {
+		if !seenFile[f.Path] {
+			return fmt.Errorf("file %q is listed where no file belongs", f.Path)
+		}
+	}
+	return checkBackings(m)
+}
+
+// checkSnapshots checks the snapshot tree of m (whose VMs are checked):
+// unique names, each parent listed before its child (so the tree has no
+// cycle), every disk of every VM in each snapshot once, a state for a VM
+// of the snapshot only, and with state only.
+func checkSnapshots(m *Manifest, checkFile func(*File, *regexp.Regexp, string) error) error {
+	vms := map[string]*VM{}
+	for i := range m.VMs {
+		vms[m.VMs[i].Name] = &m.VMs[i]
+	}
+	names := map[string]bool{}
+	for _, s := range m.Snapshots {
+		switch {
+		case s.Name == "":
+			return fmt.Errorf("a snapshot without a name")
+		case names[s.Name]:
+			return fmt.Errorf("snapshot %q appears twice", s.Name)
+		case s.Parent != "" && !names[s.Parent]:
+			return fmt.Errorf("snapshot %q: its parent %q is not a snapshot listed before it", s.Name, s.Parent)
+		}
+		names[s.Name] = true
+		type key struct {
+			vm    string
+			index int
+		}
+		disks := map[key]bool{}
+		for i := range s.Disks {
+			sd := &s.Disks[i]
+			vm, ok := vms[sd.VM]
+			if !ok {
+				return fmt.Errorf("snapshot %q: VM %q is not in the manifest", s.Name, sd.VM)
+			}
+			if sd.Index < 0 || sd.Index >= len(vm.Disks) || disks[key{sd.VM, sd.Index}] {
+				return fmt.Errorf("snapshot %q: VM %q disk index %d out of 0..%d or used twice", s.Name, sd.VM, sd.Index, len(vm.Disks)-1)
+			}
+			disks[key{sd.VM, sd.Index}] = true
+			if err := checkFile(&sd.File, layerRE, "a snapshot's layer"); err != nil {
+				return err
+			}
+		}
+		for _, vm := range m.VMs {
+			for _, d := range vm.Disks {
+				if !disks[key{vm.Name, d.Index}] {
+					return fmt.Errorf("snapshot %q lacks VM %q disk %d", s.Name, vm.Name, d.Index)
+				}
+			}
+		}
+		if s.WithState != (len(s.States) > 0) {
+			return fmt.Errorf("snapshot %q: with_state %v but %d state files", s.Name, s.WithState, len(s.States))
+		}
+		stated := map[string]bool{}
+		for i := range s.States {
+			st := &s.States[i]
+			if _, ok := vms[st.VM]; !ok || stated[st.VM] {
+				return fmt.Errorf("snapshot %q: state of VM %q, which is not in the manifest or has two", s.Name, st.VM)
+			}
+			stated[st.VM] = true
+			if err := checkFile(&st.File, stateRE, "a saved state"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkBackings checks each disk's files: a backing file is a file of
+// the same disk listed before it (DiskFiles order), so every chain stays
+// inside the disk's files of the archive and ends at a standalone one.
+func checkBackings(m *Manifest) error {
+	for i, vm := range m.VMs {
+		for j, d := range vm.Disks {
+			before := map[string]bool{}
+			for _, f := range m.DiskFiles(i, j) {
+				if f.Backing != "" && !before[f.Backing] {
+					return fmt.Errorf("VM %q disk %d: file %q reads through %q, which is not a file of that disk listed before it", vm.Name, d.Index, f.Path, f.Backing)
+				}
+				before[f.Path] = true
 			}
 		}
 	}
