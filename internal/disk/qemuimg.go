@@ -83,6 +83,7 @@ type imageInfo struct {
 	VirtualSize     int64  `json:"virtual-size"`
 	ActualSize      int64  `json:"actual-size"`
 	BackingFilename string `json:"backing-filename"`
+	BackingFormat   string `json:"backing-filename-format"`
 	Encrypted       bool   `json:"encrypted"`
 	FormatSpecific  struct {
 		Data struct {
