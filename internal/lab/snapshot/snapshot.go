@@ -5,6 +5,7 @@
 package snapshot
 
 import (
+	"fmt"
 	"slices"
 
 	"stagehand/internal/store"
@@ -16,6 +17,9 @@ type Layer struct {
 	// Pinned: something other than snapshots and child layers keeps it
 	// (a template's base, a disk's top).
 	Pinned bool
+	// ShortcutOf is, for a shortcut layer, the top of the run it reads
+	// as (0 otherwise): see LogicalChain.
+	ShortcutOf int64
 }
 
 // Freed returns the layers that dropping the snapshot references in drop
@@ -123,4 +127,85 @@ func Ordered(snaps []store.Snapshot) ([]store.Snapshot, []int) {
 	}
 	walk(0, 0)
 	return out, depths
+}
+
+// LogicalChain returns the layers from top down to its base as the
+// disk's history has them: a shortcut layer (which reads exactly as the
+// run it stands for) is replaced by that run while the run's top is
+// still in layers, so the snapshot layers a shortcut skips are found.
+func LogicalChain(layers map[int64]Layer, top int64) ([]int64, error) {
+	var out []int64
+	for id := top; id != 0; {
+		l, ok := layers[id]
+		if !ok {
+			return nil, fmt.Errorf("layer %d of the chain from %d is missing", id, top)
+		}
+		out = append(out, id)
+		if len(out) > 10000 {
+			return nil, fmt.Errorf("the chain from layer %d loops", top)
+		}
+		id = l.ParentID
+		if p, ok := layers[id]; ok && p.ShortcutOf != 0 {
+			if _, ok := layers[p.ShortcutOf]; ok {
+				id = p.ShortcutOf
+			}
+		}
+	}
+	return out, nil
+}
+
+// DiskPlan is how one VM disk's points (its layer in each snapshot, its
+// current top) travel in an archive: each point is stored as what it
+// differs by from the nearest point below it in its logical chain
+// (Below), and a point with none below as a delta on Base, the part of
+// the chain under every such point, consolidated. Base is 0 when those
+// points share no layer (a disk consolidated since, or the oldest point
+// is a base itself): they are then stored standalone.
+type DiskPlan struct {
+	Below map[int64]int64
+	Base  int64
+}
+
+// PlanDisk plans how the points of one disk (layer ids) travel in an
+// archive (see DiskPlan).
+func PlanDisk(layers map[int64]Layer, points []int64) (DiskPlan, error) {
+	isPoint := map[int64]bool{}
+	for _, p := range points {
+		isPoint[p] = true
+	}
+	plan := DiskPlan{Below: map[int64]int64{}}
+	var roots [][]int64 // the logical chains of the points with none below
+	for _, p := range points {
+		chain, err := LogicalChain(layers, p)
+		if err != nil {
+			return DiskPlan{}, err
+		}
+		plan.Below[p] = 0
+		for _, id := range chain[1:] {
+			if isPoint[id] {
+				plan.Below[p] = id
+				break
+			}
+		}
+		if plan.Below[p] == 0 {
+			roots = append(roots, chain)
+		}
+	}
+	switch {
+	case len(roots) == 1 && len(roots[0]) > 1:
+		plan.Base = roots[0][1]
+	case len(roots) > 1:
+		// The topmost layer every root's chain ends with.
+		for k := 1; ; k++ {
+			var common int64
+			for i, c := range roots {
+				if len(c) < k || (i > 0 && c[len(c)-k] != common) {
+					return plan, nil
+				}
+				common = c[len(c)-k]
+			}
+			plan.Base = common
+		}
+	}
+	return plan, nil
 }

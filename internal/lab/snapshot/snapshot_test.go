@@ -73,3 +73,60 @@ func TestOrderedAndCurrent(t *testing.T) {
 		t.Errorf("Current of a chain no snapshot names = %d, want 0", c)
 	}
 }
+
+// PlanDisk: each point is stored on the nearest point below it in its
+// logical chain; the points with none below on the part of the chain
+// they share.
+func TestPlanDisk(t *testing.T) {
+	// 1 template base ← 2 (a clone's freeze) ← 3 (s1) ← 4 ← 5 (s2),
+	// 3 ← 6 (s3) ← 7 (top). 4 is an unnamed layer (a deleted
+	// snapshot's): s2's delta folds it in.
+	layers := map[int64]Layer{
+		1: {ID: 1}, 2: {ID: 2, ParentID: 1}, 3: {ID: 3, ParentID: 2}, 4: {ID: 4, ParentID: 3},
+		5: {ID: 5, ParentID: 4}, 6: {ID: 6, ParentID: 3}, 7: {ID: 7, ParentID: 6},
+	}
+	cases := []struct {
+		name   string
+		mutate func(map[int64]Layer)
+		points []int64
+		below  map[int64]int64
+		base   int64
+	}{
+		{"a tree on one root", nil, []int64{3, 5, 6, 7}, map[int64]int64{3: 0, 5: 3, 6: 3, 7: 6}, 2},
+		{"the root deleted: two roots share 3", nil, []int64{5, 6, 7}, map[int64]int64{5: 0, 6: 0, 7: 6}, 3},
+		{"the oldest point is a base", func(m map[int64]Layer) { m[3] = Layer{ID: 3} }, []int64{3, 6, 7}, map[int64]int64{3: 0, 6: 3, 7: 6}, 0},
+		{"the top consolidated: nothing shared", func(m map[int64]Layer) { m[7] = Layer{ID: 7} }, []int64{3, 7}, map[int64]int64{3: 0, 7: 0}, 0},
+		{"a shortcut 8 for the run 6..3 under the top", func(m map[int64]Layer) {
+			m[8] = Layer{ID: 8, ParentID: 2, ShortcutOf: 6}
+			m[7] = Layer{ID: 7, ParentID: 8}
+		}, []int64{3, 6, 7}, map[int64]int64{3: 0, 6: 3, 7: 6}, 2},
+	}
+	for _, c := range cases {
+		m := map[int64]Layer{}
+		for k, v := range layers {
+			m[k] = v
+		}
+		if c.mutate != nil {
+			c.mutate(m)
+		}
+		plan, err := PlanDisk(m, c.points)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if plan.Base != c.base || len(plan.Below) != len(c.below) {
+			t.Errorf("%s: plan %+v, want below %v base %d", c.name, plan, c.below, c.base)
+			continue
+		}
+		for p, b := range c.below {
+			if plan.Below[p] != b {
+				t.Errorf("%s: point %d below %d, want %d", c.name, p, plan.Below[p], b)
+			}
+		}
+	}
+	if _, err := PlanDisk(map[int64]Layer{1: {ID: 1, ParentID: 9}}, []int64{1}); err == nil {
+		t.Error("a chain with a missing layer: no error")
+	}
+	if _, err := PlanDisk(map[int64]Layer{1: {ID: 1, ParentID: 2}, 2: {ID: 2, ParentID: 1}}, []int64{1}); err == nil {
+		t.Error("a chain that loops: no error")
+	}
+}
