@@ -46,10 +46,14 @@ func asTest(b *testing.B, body func(t *testing.T)) {
 // pollEvery is how often a guest is asked whether it answers yet.
 const pollEvery = 50 * time.Millisecond
 
-// waitHTTP asks http://ip/ from ns every pollEvery (curl, at most 1 s a
-// try) until the guest answers, and returns when it first did.
+// waitHTTP asks http://ip/ from ns every pollEvery (curl: at most 1 s to
+// connect, then up to 60 s for the answer) until the guest answers, and
+// returns when it first did. A guest that accepted the connection is
+// answering: with many guests on the cores its handler (a shell script
+// that forks) can take seconds, and a try cut off at 1 s would never see
+// it answer.
 func waitHTTP(ctx context.Context, ns *netns, ip string) (time.Time, error) {
-	argv := ns.exec("curl", "-sf", "-o", "/dev/null", "--max-time", "1", "http://"+ip+"/")
+	argv := ns.exec("curl", "-sf", "-o", "/dev/null", "--connect-timeout", "1", "--max-time", "60", "http://"+ip+"/")
 	for {
 		err := exec.CommandContext(ctx, argv[0], argv[1:]...).Run()
 		if err == nil {

@@ -124,11 +124,16 @@ func (n *netns) taps(t *testing.T) []string {
 
 // guest asks a guest's HTTP responder for path and parses key=value lines.
 func (n *netns) guest(ip, path string) (map[string]string, error) {
-	limit := "3"
+	limit := 3 * time.Second
 	if path != "/" {
-		limit = "12" // /fetch and /ping wait for the guest's own request
+		limit = 12 * time.Second // /fetch and /ping wait for the guest's own request
 	}
-	argv := n.exec("curl", "-sf", "--max-time", limit, "http://"+ip+path)
+	return n.guestWithin(ip, path, limit)
+}
+
+// guestWithin is guest with the time the answer may take.
+func (n *netns) guestWithin(ip, path string, limit time.Duration) (map[string]string, error) {
+	argv := n.exec("curl", "-sf", "--max-time", strconv.FormatFloat(limit.Seconds(), 'f', -1, 64), "http://"+ip+path)
 	var stderr strings.Builder
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = &stderr
