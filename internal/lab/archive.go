@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"stagehand/internal/auth"
@@ -28,6 +29,13 @@ import (
 // a full clone back into layers. Archives hold no addresses: the manifest
 // records them, and a restore takes them again (see restoreNIC).
 //
+// Archived --with-snapshots, a configuration's snapshot tree travels too
+// (manifest version 2): each disk is then a small tree of compressed
+// files (a base, each snapshot's layer and the current top as deltas on
+// the point below), restored as frozen layers of the same shape with the
+// snapshot records (restoreSnapshots) and copies of the saved states; a
+// restore of saved states keeps the archived MACs (keepMACs).
+//
 // Every archive file lives in its directory, which an operation journals
 // as one entry (a path ending in a separator): a failure or a crash removes
 // the whole directory, and deleting the archive removes it.
@@ -35,7 +43,7 @@ import (
 // Making, restoring, exporting, importing and deleting archives run in
 // internal/lab/archive; the lab keeps how archives are shown (their lease
 // is the lab's) and the records a restore writes (templates, layers,
-// addresses), which that package asks for through archiveLab.
+// addresses, snapshots), which that package asks for through archiveLab.
 
 // ArchiveView is an archive as shown to users.
 type ArchiveView struct {
@@ -51,7 +59,19 @@ type ArchiveView struct {
 	CreatedAt time.Time
 	Networks  []string
 	VMs       []ArchiveVMView
+	// Snapshots is the configuration's snapshot tree when it was archived
+	// with it (archive create --with-snapshots), in the order taken.
+	Snapshots []ArchiveSnapshotView
 	Lease     LeaseView
+}
+
+// ArchiveSnapshotView is one snapshot an archive carries.
+type ArchiveSnapshotView struct {
+	Name      string
+	Parent    string // "" for a root
+	CreatedAt time.Time
+	WithState bool
+	Size      int64 // bytes of its files in the archive (layers, states)
 }
 
 // ArchiveVMView is one VM of an archive.
@@ -67,10 +87,14 @@ type ArchiveVMView struct {
 // ArchiveDiskView is one disk of an archived VM.
 type ArchiveDiskView struct {
 	Index       int
-	Path        string // absolute
+	Path        string // absolute: the disk (with snapshots: its current top)
 	VirtualSize int64
 	Size        int64 // bytes of the compressed file
 	SHA256      string
+	// Backing is the archive file Path reads through (absolute; "" for a
+	// standalone disk); Files are all of the disk's files, bases first.
+	Backing string
+	Files   []string
 }
 
 // syncDirs fsyncs each path (files or directories).
@@ -91,15 +115,32 @@ func (vs views) archiveNamed(tx store.Tx, a *store.Archive, names *access.Names)
 	for _, n := range m.Networks {
 		v.Networks = append(v.Networks, n.Name)
 	}
-	for _, vm := range m.VMs {
+	for i, vm := range m.VMs {
 		vv := ArchiveVMView{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
-		for _, d := range vm.Disks {
-			vv.Disks = append(vv.Disks, ArchiveDiskView{Index: d.Index, Path: filepath.Join(dir, d.File.Path), VirtualSize: d.VirtualSize, Size: d.File.Size, SHA256: d.File.SHA256})
+		for j, d := range vm.Disks {
+			dv := ArchiveDiskView{Index: d.Index, Path: filepath.Join(dir, d.File.Path), VirtualSize: d.VirtualSize, Size: d.File.Size, SHA256: d.File.SHA256}
+			if d.File.Backing != "" {
+				dv.Backing = filepath.Join(dir, d.File.Backing)
+			}
+			for _, f := range m.DiskFiles(i, j) {
+				dv.Files = append(dv.Files, filepath.Join(dir, f.Path))
+			}
+			vv.Disks = append(vv.Disks, dv)
 		}
 		for _, n := range vm.NICs {
 			vv.NICs = append(vv.NICs, NICView{Index: n.Index, Network: n.Network, MAC: n.MAC, IPMode: n.IPMode, IP: n.IP})
 		}
 		v.VMs = append(v.VMs, vv)
+	}
+	for _, sn := range m.Snapshots {
+		sv := ArchiveSnapshotView{Name: sn.Name, Parent: sn.Parent, CreatedAt: sn.CreatedAt, WithState: sn.WithState}
+		for _, d := range sn.Disks {
+			sv.Size += d.File.Size
+		}
+		for _, st := range sn.States {
+			sv.Size += st.File.Size
+		}
+		v.Snapshots = append(v.Snapshots, sv)
 	}
 	l, err := tx.Leases().OfArchive(a.ID)
 	if err != nil {
@@ -145,7 +186,8 @@ func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 
 // StartArchive starts a job that copies an undeployed configuration (or
 // library entry) into archive name (see archive.Archives.StartCreate). The
-// archive gets its storage lease as opts says.
+// archive gets its storage lease as opts says, and carries the
+// configuration's snapshots with opts.WithSnapshots.
 //
 // The archive goes to opts.Workspace, else the configuration's workspace
 // (archive.create checked there), owned by the caller.
@@ -160,7 +202,7 @@ func (s Archives) StartCreate(ctx context.Context, config, name string, opts Cre
 	if err != nil {
 		return jobs.Job{}, fmt.Errorf("archive %q as %q: %w", config, name, err)
 	}
-	return s.archives.StartCreate(ctx, config, name, opts.StorageLease, place)
+	return s.archives.StartCreate(ctx, config, name, opts.StorageLease, place, opts.WithSnapshots)
 }
 
 // StartRestore starts a job that makes configuration config from an
@@ -191,7 +233,7 @@ type restores struct{ *core }
 // restoreRecords writes a restored configuration inside tx: commitRestore,
 // the configuration's storage lease, and the archive marked used. It
 // returns the boot file copies it did not need.
-func (s restores) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error) {
+func (s restores) restoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, files archive.RestoreFiles, storageLease *time.Duration, place access.Placement) ([]string, error) {
 	var diskBytes int64
 	for _, vm := range m.VMs {
 		for _, d := range vm.Disks {
@@ -201,7 +243,7 @@ func (s restores) restoreRecords(tx store.Tx, m *bundle.Manifest, config string,
 	if err := storedQuota(tx, place, len(m.VMs), diskBytes); err != nil {
 		return nil, err
 	}
-	c, unused, err := s.commitRestore(tx, m, config, layers, bootCopies, place)
+	c, unused, err := s.commitRestore(tx, m, config, files, place)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +260,12 @@ func (s restores) restoreRecords(tx store.Tx, m *bundle.Manifest, config string,
 // commitRestore writes the restored configuration inside tx and returns
 // it, and the boot file copies it did not need (their template exists).
 // The configuration, and the templates made again, go where place says.
-func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, layers, bootCopies map[string]string, place access.Placement) (*store.Config, []string, error) {
+// An archive with snapshots gives each disk a layer per archived file
+// (the base and the snapshots' layers frozen, each on the layer of its
+// backing file, the current top writable on its own) and the
+// configuration its snapshot records (restoreSnapshots).
+func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, files archive.RestoreFiles, place access.Placement) (*store.Config, []string, error) {
+	bootCopies := files.Boot
 	var unused []string
 	templateIDs := map[string]int64{}
 	for _, mt := range m.Templates {
@@ -251,7 +298,12 @@ func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, 
 	}
 	c := &store.Config{Name: config, Kind: store.KindConfig, Description: m.Description, Owner: m.Owner, State: store.StateUndeployed,
 		WorkspaceID: place.WorkspaceID, OwnerID: place.OwnerID, Host: s.hostName}
-	for _, mv := range m.VMs {
+	keepMACs, err := s.keepMACs(tx, m, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	layerIDs := map[string]int64{} // archive file → its new layer
+	for vi, mv := range m.VMs {
 		tid, ok := templateIDs[mv.Template]
 		if !ok {
 			return nil, nil, fmt.Errorf("VM %q: template %q is not in the manifest", mv.Name, mv.Template)
@@ -259,15 +311,23 @@ func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, 
 		// A restore is a copy of what was archived: a new instance-id.
 		vm := store.VM{Name: mv.Name, TemplateID: tid, CPUs: mv.CPUs, MemoryMiB: mv.MemoryMiB, State: store.StateUndeployed,
 			InstanceID: seed.NewInstanceID()}
-		for _, d := range mv.Disks {
-			l := &store.Layer{Path: layers[d.File.Path], VirtualSize: d.VirtualSize}
-			if err := tx.Layers().Create(l); err != nil {
-				return nil, nil, err
+		for j, d := range mv.Disks {
+			current := &m.VMs[vi].Disks[j].File
+			for _, f := range m.DiskFiles(vi, j) { // a backing file before its children
+				l := &store.Layer{Path: files.Layers[f.Path], ParentID: layerIDs[f.Backing], Frozen: f != current, VirtualSize: d.VirtualSize}
+				if err := tx.Layers().Create(l); err != nil {
+					return nil, nil, err
+				}
+				layerIDs[f.Path] = l.ID
 			}
-			vm.Disks = append(vm.Disks, store.Disk{Index: d.Index, TopLayerID: l.ID})
+			vm.Disks = append(vm.Disks, store.Disk{Index: d.Index, TopLayerID: layerIDs[current.Path]})
 		}
 		for _, mn := range mv.NICs {
-			n, err := s.restoreNIC(tx, mn)
+			mac := newMAC()
+			if keepMACs && mn.MAC != "" {
+				mac = mn.MAC
+			}
+			n, err := s.restoreNIC(tx, mn, mac)
 			if err != nil {
 				return nil, nil, fmt.Errorf("VM %q NIC %d: %w", mv.Name, mn.Index, err)
 			}
@@ -278,7 +338,76 @@ func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, 
 	if err := tx.Configs().Create(c); err != nil {
 		return nil, nil, err
 	}
+	if err := restoreSnapshots(tx, m, c, files, layerIDs); err != nil {
+		return nil, nil, err
+	}
 	return c, unused, nil
+}
+
+// restoreSnapshots writes, inside tx, the snapshot records of the
+// restored configuration c from m's tree (a parent before its children),
+// naming the layers made from their files (layerIDs) and the copies of
+// their states.
+func restoreSnapshots(tx store.Tx, m *bundle.Manifest, c *store.Config, files archive.RestoreFiles, layerIDs map[string]int64) error {
+	vmIDs := map[string]int64{}
+	for _, v := range c.VMs {
+		vmIDs[v.Name] = v.ID
+	}
+	snapIDs := map[string]int64{}
+	for _, ms := range m.Snapshots {
+		sn := &store.Snapshot{ConfigID: c.ID, ParentID: snapIDs[ms.Parent], Name: ms.Name, CreatedAt: ms.CreatedAt, WithState: ms.WithState}
+		for _, sd := range ms.Disks {
+			sn.Disks = append(sn.Disks, store.SnapshotDisk{VMID: vmIDs[sd.VM], Index: sd.Index, LayerID: layerIDs[sd.File.Path]})
+		}
+		for _, st := range ms.States {
+			sn.States = append(sn.States, store.SnapshotState{VMID: vmIDs[st.VM], Path: files.States[st.File.Path]})
+		}
+		if err := tx.Snapshots().Create(sn); err != nil {
+			return fmt.Errorf("snapshot %q: %w", ms.Name, err)
+		}
+		snapIDs[ms.Name] = sn.ID
+	}
+	return nil
+}
+
+// keepMACs says whether the restored configuration c keeps the archived
+// MACs: it does when a snapshot has a saved state, since a guest resumed
+// from it has its MACs (and addresses) in memory. When one of them is in
+// use here (the archived configuration, or a copy, still exists), c is
+// marked a copy of the archive's source sharing its state (InstantOf):
+// like an instant copy it repeats those MACs and deploys fenced only.
+func (s restores) keepMACs(tx store.Tx, m *bundle.Manifest, c *store.Config) (bool, error) {
+	withState := false
+	for _, sn := range m.Snapshots {
+		withState = withState || sn.WithState
+	}
+	if !withState {
+		return false, nil
+	}
+	cs, err := tx.Configs().List()
+	if err != nil {
+		return false, err
+	}
+	inUse := map[string]bool{}
+	for _, o := range cs {
+		for _, v := range o.VMs {
+			for _, n := range v.NICs {
+				inUse[strings.ToLower(n.MAC)] = true
+			}
+		}
+	}
+	for _, vm := range m.VMs {
+		for _, n := range vm.NICs {
+			if n.MAC != "" && inUse[strings.ToLower(n.MAC)] {
+				c.InstantOf = m.Source
+				if c.InstantOf == "" {
+					c.InstantOf = m.Name
+				}
+				return true, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // restoreNIC gives a restored NIC its network, IP mode and, where it can,
@@ -287,13 +416,13 @@ func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, 
 // address inside the network is taken again. An address that cannot be
 // kept (outside the subnet after a network mapping, or held as a fence's
 // external address) is replaced by a new pool address for a pool NIC and
-// cleared for a manual one (set it with config set-ip). A new MAC is made.
-func (s restores) restoreNIC(tx store.Tx, mn bundle.NIC) (store.NIC, error) {
+// cleared for a manual one (set it with config set-ip). It gets MAC mac.
+func (s restores) restoreNIC(tx store.Tx, mn bundle.NIC, mac string) (store.NIC, error) {
 	nw, err := tx.Networks().Get(mn.Network)
 	if err != nil {
 		return store.NIC{}, err
 	}
-	n := store.NIC{Index: mn.Index, NetworkID: nw.ID, MAC: newMAC(), IPMode: mn.IPMode}
+	n := store.NIC{Index: mn.Index, NetworkID: nw.ID, MAC: mac, IPMode: mn.IPMode}
 	switch mn.IPMode {
 	case store.IPModePool, store.IPModeManual:
 	case store.IPModeDHCP:

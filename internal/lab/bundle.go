@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -135,6 +136,11 @@ func checkManifestRules(m *bundle.Manifest) error {
 			}
 		}
 	}
+	for _, sn := range m.Snapshots {
+		if err := CheckName("snapshot", sn.Name); err != nil {
+			return err
+		}
+	}
 	for _, vm := range m.VMs {
 		if err := CheckName("VM", vm.Name); err != nil {
 			return err
@@ -188,11 +194,21 @@ func (l archiveLab) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return l.s.update(ctx, fn)
 }
 
-func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error) {
-	return restores{l.s}.restoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease, place)
+func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, files archive.RestoreFiles, storageLease *time.Duration, place access.Placement) ([]string, error) {
+	return restores{l.s}.restoreRecords(tx, m, config, archiveID, files, storageLease, place)
 }
 
 func (archiveLab) NewLayerPath() string { return newLayerPath() }
+
+// NewStatePath names a restored snapshot's state, where snapshots keep
+// theirs (the directory is made now: the copy is written before the
+// records).
+func (l archiveLab) NewStatePath() string {
+	if err := os.MkdirAll(l.s.abs(snapshotsDir), 0o700); err != nil {
+		l.s.log.Error("make the snapshots directory", "err", err) // the copy then fails, naming it
+	}
+	return filepath.Join(snapshotsDir, "r-"+journal.RandomHex(8)+".state")
+}
 
 func (archiveLab) NewBootPath(base string) string {
 	return filepath.Join(filesDir, "t-"+journal.RandomHex(6)+"-"+base)

@@ -91,6 +91,9 @@ type CreateOptions struct {
 	// of booting them, fenced only (docs/decisions.md, "Instant fenced
 	// copies").
 	WithState bool
+	// WithSnapshots (archives) carries the configuration's snapshot tree
+	// in the archive: its restore has the same snapshots.
+	WithSnapshots bool
 }
 
 // TemplateView is a template as shown to users.

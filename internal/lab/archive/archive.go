@@ -53,14 +53,16 @@ type Lab interface {
 	// the addresses it cached when fn fails).
 	Update(ctx context.Context, fn func(store.Tx) error) error
 	// RestoreRecords writes configuration config from manifest m inside
-	// tx: templates made again, one layer per disk (layers: manifest file
-	// -> new layer path), VMs and their addresses, its storage lease, and
-	// archive archiveID marked used. It returns the boot file copies it
-	// did not need. NewLayerPath and NewBootPath name the files a restore
-	// writes (relative to the data dir); RecordRestore tells the event log.
-	// The configuration goes where place says, within its quotas.
-	RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, layers, bootCopies map[string]string, storageLease *time.Duration, place access.Placement) ([]string, error)
+	// tx: templates made again, a layer per archived disk file, VMs and
+	// their addresses, its snapshots, its storage lease, and archive
+	// archiveID marked used (files: what the restore wrote). It returns
+	// the boot file copies it did not need. NewLayerPath, NewStatePath and
+	// NewBootPath name the files a restore writes (relative to the data
+	// dir); RecordRestore tells the event log. The configuration goes
+	// where place says, within its quotas.
+	RestoreRecords(tx store.Tx, m *bundle.Manifest, config string, archiveID int64, files RestoreFiles, storageLease *time.Duration, place access.Placement) ([]string, error)
 	NewLayerPath() string
+	NewStatePath() string
 	NewBootPath(base string) string
 	RecordRestore(ctx context.Context, config, archive string)
 	// CopyBootFile copies a template's boot file (kernel or initrd) to
@@ -74,6 +76,7 @@ type Lab interface {
 type Disks interface {
 	Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) error
 	Info(ctx context.Context, path string) (disk.Info, error)
+	SetReadOnly(path string, readOnly bool) error
 }
 
 type standaloneChecker interface {
@@ -166,7 +169,7 @@ func MakeDir(dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
-	for _, sub := range []string{"disks", "boot"} {
+	for _, sub := range []string{"disks", "boot", "states"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
 			return err
 		}
@@ -178,7 +181,7 @@ func MakeDir(dir string) error {
 // its name; both names are journaled, so a crash on either side of the
 // rename leaves nothing once recovered.
 func Publish(tmp, final string) error {
-	if err := SyncPaths(tmp, filepath.Join(tmp, "disks"), filepath.Join(tmp, "boot")); err != nil {
+	if err := SyncPaths(tmp, filepath.Join(tmp, "disks"), filepath.Join(tmp, "boot"), filepath.Join(tmp, "states")); err != nil {
 		return err
 	}
 	if _, err := os.Lstat(final); err == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -25,7 +26,9 @@ import (
 // exist here, that the name is free) before anything is written, then
 // streams each file into a new archive directory while hashing it, and
 // creates the archive record only when every file is present, complete and
-// equal to its checksum, and every disk is a standalone qcow2. Anything
+// equal to its checksum, and every disk is a standalone qcow2 (or, for a
+// snapshot's layer, a delta naming exactly the archive file its manifest
+// says, checked after that file). Anything
 // else fails the import, and the directory is removed: nothing is left
 // behind.
 
@@ -258,13 +261,17 @@ func (x *Archives) Extract(ctx context.Context, op *store.Op, head *bundle.Head,
 	if err := bundle.Extract(ctx, head, tmp, progress); err != nil {
 		return err
 	}
-	for _, vm := range m.VMs {
-		for _, d := range vm.Disks {
-			if err := x.lab.Step(ctx, op, "check"); err != nil {
-				return err
-			}
-			if err := x.checkArchivedDisk(ctx, filepath.Join(tmp, d.File.Path), d); err != nil {
-				return fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err)
+	for i, vm := range m.VMs {
+		for j, d := range vm.Disks {
+			// A backing file before the deltas on it: each is checked
+			// before anything reads through it.
+			for _, f := range m.DiskFiles(i, j) {
+				if err := x.lab.Step(ctx, op, "check"); err != nil {
+					return err
+				}
+				if err := x.checkArchivedDisk(ctx, filepath.Join(tmp, f.Path), f, d.VirtualSize); err != nil {
+					return fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err)
+				}
 			}
 		}
 	}
@@ -281,26 +288,42 @@ func (x *Archives) Extract(ctx context.Context, op *store.Op, head *bundle.Head,
 	return nil
 }
 
-// checkArchivedDisk refuses a disk from outside that would read other
-// files, or whose size differs from the manifest's.
-func (x *Archives) checkArchivedDisk(ctx context.Context, p string, d bundle.Disk) error {
-	if sc, ok := x.disks.(standaloneChecker); ok {
-		if err := sc.CheckStandalone(ctx, p); err != nil {
-			return errdefs.Invalid("%s: %v", d.File.Path, err)
+// checkArchivedDisk refuses a disk file f from outside (at p) that would
+// read other files than the manifest says (a standalone one any, a delta
+// any but its backing file, beside it in the archive), or whose size
+// differs from the manifest's vsize.
+func (x *Archives) checkArchivedDisk(ctx context.Context, p string, f *bundle.File, vsize int64) error {
+	if f.Backing == "" {
+		if sc, ok := x.disks.(standaloneChecker); ok {
+			if err := sc.CheckStandalone(ctx, p); err != nil {
+				return errdefs.Invalid("%s: %v", f.Path, err)
+			}
+		}
+	} else {
+		dt, ok := x.disks.(deltaTool)
+		if !ok {
+			return errdefs.Unavailable("this server's disk tool cannot check snapshot layers")
+		}
+		if err := dt.CheckDelta(ctx, p, path.Base(f.Backing)); err != nil {
+			return errdefs.Invalid("%s: %v", f.Path, err)
 		}
 	}
 	info, err := x.disks.Info(ctx, p)
 	if err != nil {
-		return errdefs.Invalid("%s: %v", d.File.Path, err)
+		return errdefs.Invalid("%s: %v", f.Path, err)
 	}
-	if info.Format != "qcow2" || info.BackingFile != "" {
-		return errdefs.Invalid("%s: not a standalone qcow2 image", d.File.Path)
+	switch {
+	case f.Backing == "" && (info.Format != "qcow2" || info.BackingFile != ""):
+		return errdefs.Invalid("%s: not a standalone qcow2 image", f.Path)
+	case f.Backing != "" && (info.Format != "qcow2" || info.BackingFile != filepath.Join(filepath.Dir(p), path.Base(f.Backing))):
+		return errdefs.Invalid("%s: not a qcow2 delta on %s", f.Path, f.Backing)
 	}
-	if info.VirtualSize != d.VirtualSize {
-		return errdefs.Invalid("%s: virtual size %d, the manifest says %d", d.File.Path, info.VirtualSize, d.VirtualSize)
+	if info.VirtualSize != vsize {
+		return errdefs.Invalid("%s: virtual size %d, the manifest says %d", f.Path, info.VirtualSize, vsize)
 	}
 	return nil
 }
+
 
 // Ensure the disk package keeps what imports use.
 var _ standaloneChecker = (*disk.QemuImg)(nil)

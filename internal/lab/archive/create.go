@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/bundle"
 	"stagehand/internal/lab/journal"
+	"stagehand/internal/lab/snapshot"
 	"stagehand/internal/store"
 )
 
@@ -31,6 +33,41 @@ type compressor interface {
 
 var _ compressor = (*disk.QemuImg)(nil)
 
+// deltaTool is what snapshots travelling in archives need of the disk
+// tool (disk.QemuImg): a layer stored as a delta on the point below it,
+// restored onto that point's new layer, and such a delta from elsewhere
+// checked. Without it an archive --with-snapshots is refused.
+type deltaTool interface {
+	ArchiveDelta(ctx context.Context, top, parent, dst, backing string) error
+	ExpandDelta(ctx context.Context, src, parent, dst string, progress func(done, total int64)) error
+	CheckDelta(ctx context.Context, path, backing string) error
+}
+
+var _ deltaTool = (*disk.QemuImg)(nil)
+
+// fileKind is how writeArchive makes one file of an archive.
+type fileKind int
+
+const (
+	fileDisk  fileKind = iota // a chain consolidated into a standalone qcow2
+	fileDelta                 // a layer stored as a delta on another point
+	fileState                 // a snapshot's saved state, copied
+	fileBoot                  // a template's boot file, copied
+)
+
+// filePlan says how one file of an archive is written.
+type filePlan struct {
+	file *bundle.File // in the manifest; size and checksum filled in once written
+	kind fileKind
+	// src is the absolute path read: a chain's top, or the file copied;
+	// parent, for a delta, is the layer whose archive copy is
+	// file.Backing.
+	src, parent string
+	backing     string // the manifest's file.Backing
+	what        string // names the file in messages
+	vsize       int64  // a disk file's virtual size, for progress
+}
+
 // abs resolves a path the store records relative to the data dir.
 func (x *Archives) abs(rel string) string { return journal.Abs(x.dataDir, rel) }
 
@@ -41,7 +78,14 @@ func (x *Archives) abs(rel string) string { return journal.Abs(x.dataDir, rel) }
 // deployable, not deletable) until the job ends. A cancelled or failed job
 // leaves nothing behind. The archive gets its storage lease as storageLease
 // says, and goes to the workspace and owner of place.
-func (x *Archives) StartCreate(ctx context.Context, config, name string, storageLease *time.Duration, place access.Placement) (jobs.Job, error) {
+//
+// withSnapshots also carries the configuration's snapshot tree, when it
+// has one (manifest version 2; without snapshots the archive is the same
+// version 1 either way): per disk, the part of the chain below the oldest
+// snapshot point as one compressed base, each snapshot's layer and the
+// current top as compressed deltas on the point below them
+// (snapshot.PlanDisk), and the saved states of snapshots taken with state.
+func (x *Archives) StartCreate(ctx context.Context, config, name string, storageLease *time.Duration, place access.Placement, withSnapshots bool) (jobs.Job, error) {
 	if err := x.lab.CheckName("archive", name); err != nil {
 		return jobs.Job{}, err
 	}
@@ -50,8 +94,7 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 	}
 	unlock := x.lab.Lock(config, name)
 	var m *bundle.Manifest
-	var tops []string // per disk, in manifest order
-	var boot []string // per boot file, in manifest order: source paths
+	var plans []filePlan // in manifest file order
 	err := x.store.View(ctx, func(tx store.Tx) error {
 		if _, err := tx.Archives().Get(name); err == nil {
 			return errdefs.Conflict("archive %q already exists", name)
@@ -65,7 +108,7 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 		if c.State != store.StateUndeployed {
 			return errdefs.Conflict("configuration %q is %s: only an undeployed configuration can be archived (its disks must be quiescent); undeploy it first", config, c.State)
 		}
-		m, tops, boot, err = x.planManifest(tx, c, name)
+		m, plans, err = x.planManifest(tx, c, name, withSnapshots)
 		return err
 	})
 	if err != nil {
@@ -82,7 +125,7 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 	}
 	return x.jobs.StartFrom(ctx, "archive", name, func(ctx context.Context, progress func(done, total int64)) error {
 		defer unlock()
-		if err := x.writeArchive(ctx, op, m, tmp, dir, tops, boot, progress); err != nil {
+		if err := x.writeArchive(ctx, op, m, tmp, dir, plans, progress); err != nil {
 			return x.lab.FailOp(op, fmt.Errorf("archive %q as %q: %w", config, name, err))
 		}
 		raw, _ := json.Marshal(m)
@@ -101,20 +144,24 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 			return x.lab.FailOp(op, fmt.Errorf("archive %q as %q: %w", config, name, err))
 		}
 		x.lab.FinishOp(op)
-		x.log.Info("archive made", "archive", name, "config", config, "bytes", m.Size())
-		x.lab.Record(ctx, "archive", name, "archived from "+config)
+		x.log.Info("archive made", "archive", name, "config", config, "bytes", m.Size(), "snapshots", len(m.Snapshots))
+		detail := "archived from " + config
+		if len(m.Snapshots) > 0 {
+			detail += fmt.Sprintf(" with %d snapshots", len(m.Snapshots))
+		}
+		x.lab.Record(ctx, "archive", name, detail)
 		return nil
 	}), nil
 }
 
 // planManifest describes configuration c as archive name: everything but
-// the files' sizes and checksums, which writeArchive fills in. It returns
-// the absolute paths of the top layers (one per disk) and of the boot
-// files, in the manifest's file order.
-func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bundle.Manifest, []string, []string, error) {
+// the files' sizes and checksums, which writeArchive fills in, and how
+// each file is written, in the manifest's file order. withSnapshots adds
+// c's snapshot tree when it has one (planSnapshots).
+func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string, withSnapshots bool) (*bundle.Manifest, []filePlan, error) {
 	ls, err := tx.Layers().List()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	idx := make(map[int64]store.Layer, len(ls))
 	for _, l := range ls {
@@ -122,7 +169,7 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bun
 	}
 	m := &bundle.Manifest{Format: bundle.Format, Version: bundle.Version, Name: name, Source: c.Name,
 		Description: c.Description, Owner: c.Owner, CreatedAt: x.now().UTC()}
-	var tops, boot []string
+	sources := map[string]filePlan{} // by file path; file is set last
 	networks := map[int64]bool{}
 	templates := map[int64]string{}
 	var tmplOrder []*store.Template
@@ -131,7 +178,7 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bun
 		if !ok {
 			tmpl, err := tx.Templates().GetByID(vm.TemplateID)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
+				return nil, nil, fmt.Errorf("VM %q: template: %w", vm.Name, err)
 			}
 			t = tmpl.Name
 			templates[vm.TemplateID] = t
@@ -143,16 +190,16 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bun
 		for _, d := range disks {
 			top, ok := idx[d.TopLayerID]
 			if !ok {
-				return nil, nil, nil, fmt.Errorf("VM %q disk %d: top layer %d missing from the store", vm.Name, d.Index, d.TopLayerID)
+				return nil, nil, fmt.Errorf("VM %q disk %d: top layer %d missing from the store", vm.Name, d.Index, d.TopLayerID)
 			}
-			mv.Disks = append(mv.Disks, bundle.Disk{Index: d.Index, VirtualSize: top.VirtualSize,
-				File: bundle.File{Path: fmt.Sprintf("disks/vm%d-disk%d.qcow2", vi, d.Index)}})
-			tops = append(tops, x.abs(top.Path))
+			p := fmt.Sprintf("disks/vm%d-disk%d.qcow2", vi, d.Index)
+			mv.Disks = append(mv.Disks, bundle.Disk{Index: d.Index, VirtualSize: top.VirtualSize, File: bundle.File{Path: p}})
+			sources[p] = filePlan{kind: fileDisk, src: x.abs(top.Path), what: fmt.Sprintf("VM %q disk %d", vm.Name, d.Index), vsize: top.VirtualSize}
 		}
 		for _, n := range vm.NICs {
 			nw, err := tx.Networks().GetByID(n.NetworkID)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			}
 			if !networks[nw.ID] {
 				networks[nw.ID] = true
@@ -170,15 +217,137 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string) (*bun
 		mt := bundle.Template{Name: t.Name, CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, Cmdline: t.Cmdline}
 		if t.Kernel != "" {
 			mt.Kernel = &bundle.File{Path: fmt.Sprintf("boot/t%d-kernel", ti)}
-			boot = append(boot, x.abs(t.Kernel))
+			sources[mt.Kernel.Path] = filePlan{kind: fileBoot, src: x.abs(t.Kernel), what: fmt.Sprintf("template %q kernel", t.Name)}
 		}
 		if t.Initrd != "" {
 			mt.Initrd = &bundle.File{Path: fmt.Sprintf("boot/t%d-initrd", ti)}
-			boot = append(boot, x.abs(t.Initrd))
+			sources[mt.Initrd.Path] = filePlan{kind: fileBoot, src: x.abs(t.Initrd), what: fmt.Sprintf("template %q initrd", t.Name)}
 		}
 		m.Templates = append(m.Templates, mt)
 	}
-	return m, tops, boot, nil
+	if withSnapshots {
+		snaps, err := tx.Snapshots().List(c.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(snaps) > 0 {
+			if _, ok := x.disks.(deltaTool); !ok {
+				return nil, nil, errdefs.Unavailable("this server's disk tool cannot store snapshots in archives")
+			}
+			if err := x.planSnapshots(c, m, idx, snaps, sources); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	var plans []filePlan
+	for _, f := range m.Files() {
+		p, ok := sources[f.Path]
+		if !ok {
+			return nil, nil, fmt.Errorf("archive file %s: no source planned", f.Path)
+		}
+		p.file = f
+		f.Backing = p.backing
+		plans = append(plans, p)
+	}
+	return m, plans, nil
+}
+
+// planSnapshots adds c's snapshots (snaps, in the order they were taken)
+// to m: version 2, each snapshot with its layer file per disk and its state
+// files, and per disk the base and deltas snapshot.PlanDisk gives, each
+// file's source in sources.
+func (x *Archives) planSnapshots(c *store.Config, m *bundle.Manifest, idx map[int64]store.Layer, snaps []store.Snapshot, sources map[string]filePlan) error {
+	m.Version = bundle.VersionSnapshots
+	vmAt := map[int64]int{} // VM id → index in c.VMs (and m.VMs)
+	for vi, vm := range c.VMs {
+		vmAt[vm.ID] = vi
+	}
+	type diskKey struct {
+		vm    int
+		index int
+	}
+	pointFiles := map[diskKey]map[int64]string{} // layer id → its archive file
+	names := map[int64]string{}
+	for si, sn := range snaps {
+		names[sn.ID] = sn.Name
+		ms := bundle.Snapshot{Name: sn.Name, Parent: names[sn.ParentID], CreatedAt: sn.CreatedAt.UTC(), WithState: sn.WithState}
+		for _, d := range sn.Disks {
+			vi, ok := vmAt[d.VMID]
+			if !ok {
+				return fmt.Errorf("snapshot %q names VM %d, which is not in the configuration", sn.Name, d.VMID)
+			}
+			p := fmt.Sprintf("disks/vm%d-disk%d-s%d.qcow2", vi, d.Index, si)
+			ms.Disks = append(ms.Disks, bundle.SnapshotDisk{VM: c.VMs[vi].Name, Index: d.Index, File: bundle.File{Path: p}})
+			k := diskKey{vi, d.Index}
+			if pointFiles[k] == nil {
+				pointFiles[k] = map[int64]string{}
+			}
+			pointFiles[k][d.LayerID] = p
+		}
+		for _, st := range sn.States {
+			vi, ok := vmAt[st.VMID]
+			if !ok {
+				return fmt.Errorf("snapshot %q holds the state of VM %d, which is not in the configuration", sn.Name, st.VMID)
+			}
+			p := fmt.Sprintf("states/vm%d-s%d.state", vi, si)
+			ms.States = append(ms.States, bundle.SnapshotState{VM: c.VMs[vi].Name, File: bundle.File{Path: p}})
+			sources[p] = filePlan{kind: fileState, src: x.abs(st.Path), what: fmt.Sprintf("snapshot %q: state of VM %q", sn.Name, c.VMs[vi].Name)}
+		}
+		m.Snapshots = append(m.Snapshots, ms)
+	}
+	layers := make(map[int64]snapshot.Layer, len(idx))
+	for id, l := range idx {
+		layers[id] = snapshot.Layer{ID: id, ParentID: l.ParentID, ShortcutOf: l.ShortcutOf}
+	}
+	for vi, vm := range c.VMs {
+		for _, d := range vm.Disks {
+			k := diskKey{vi, d.Index}
+			files := pointFiles[k]
+			if files == nil {
+				files = map[int64]string{}
+			}
+			cur := fmt.Sprintf("disks/vm%d-disk%d.qcow2", vi, d.Index)
+			files[d.TopLayerID] = cur
+			points := make([]int64, 0, len(files))
+			for id := range files {
+				points = append(points, id)
+			}
+			sort.Slice(points, func(i, j int) bool { return points[i] < points[j] })
+			plan, err := snapshot.PlanDisk(layers, points)
+			if err != nil {
+				return fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err)
+			}
+			what := fmt.Sprintf("VM %q disk %d", vm.Name, d.Index)
+			vsize := idx[d.TopLayerID].VirtualSize
+			var base string
+			if plan.Base != 0 {
+				base = fmt.Sprintf("disks/vm%d-disk%d-base.qcow2", vi, d.Index)
+				for j := range m.VMs[vi].Disks {
+					if m.VMs[vi].Disks[j].Index == d.Index {
+						m.VMs[vi].Disks[j].Base = &bundle.File{Path: base}
+					}
+				}
+				sources[base] = filePlan{kind: fileDisk, src: x.abs(idx[plan.Base].Path), what: what + " base", vsize: vsize}
+			}
+			for _, id := range points {
+				l := idx[id]
+				if l.VirtualSize != 0 && vsize != 0 && l.VirtualSize != vsize {
+					return fmt.Errorf("%s: layer %s has virtual size %d, the disk %d", what, l.Path, l.VirtualSize, vsize)
+				}
+				fp := filePlan{kind: fileDelta, src: x.abs(l.Path), what: what + " at " + path.Base(files[id]), vsize: vsize}
+				switch below := plan.Below[id]; {
+				case below != 0:
+					fp.parent, fp.backing = x.abs(idx[below].Path), files[below]
+				case base != "":
+					fp.parent, fp.backing = x.abs(idx[plan.Base].Path), base
+				default:
+					fp.kind = fileDisk // the oldest point is standalone
+				}
+				sources[files[id]] = fp
+			}
+		}
+	}
+	return nil
 }
 
 func networkManifest(nw *store.Network) bundle.Network {
@@ -195,18 +364,17 @@ func networkManifest(nw *store.Network) bundle.Network {
 	return mn
 }
 
-// writeArchive writes the archive's files into the directory tmp, fills
-// in their sizes and checksums, and renames tmp to dir when complete.
-func (x *Archives) writeArchive(ctx context.Context, op *store.Op, m *bundle.Manifest, tmp, final string, tops, boot []string, progress func(done, total int64)) error {
+// writeArchive writes the archive's files into the directory tmp as plans
+// say, fills in their sizes and checksums, and renames tmp to dir when
+// complete.
+func (x *Archives) writeArchive(ctx context.Context, op *store.Op, m *bundle.Manifest, tmp, final string, plans []filePlan, progress func(done, total int64)) error {
 	dir := tmp
 	if err := MakeDir(dir); err != nil {
 		return err
 	}
 	var total int64
-	for _, vm := range m.VMs {
-		for _, d := range vm.Disks {
-			total += d.VirtualSize
-		}
+	for _, p := range plans {
+		total += p.vsize
 	}
 	progress(0, total)
 	var done int64
@@ -214,37 +382,40 @@ func (x *Archives) writeArchive(ctx context.Context, op *store.Op, m *bundle.Man
 	if ad, ok := x.disks.(compressor); ok {
 		compress = ad.ConsolidateCompressed
 	}
-	files := m.Files()
-	i := 0
-	for _, vm := range m.VMs {
-		for _, d := range vm.Disks {
-			if err := x.lab.Step(ctx, op, "convert"); err != nil {
-				return err
+	deltas, _ := x.disks.(deltaTool)
+	for _, p := range plans {
+		dst := filepath.Join(dir, p.file.Path)
+		var err error
+		switch p.kind {
+		case fileDisk:
+			if err = x.lab.Step(ctx, op, "convert"); err == nil {
+				err = compress(ctx, p.src, dst, func(n, _ int64) { progress(done+n, total) })
 			}
-			dst := filepath.Join(dir, d.File.Path)
-			err := compress(ctx, tops[i], dst, func(n, _ int64) { progress(done+n, total) })
-			if err != nil {
-				return fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err)
+		case fileDelta:
+			if err = x.lab.Step(ctx, op, "delta"); err == nil {
+				err = deltas.ArchiveDelta(ctx, p.src, p.parent, dst, path.Base(p.backing))
 			}
-			done += d.VirtualSize
-			if err := sealFile(dst, files[i]); err != nil {
-				return err
+		case fileState:
+			if err = x.lab.Step(ctx, op, "copy-state"); err == nil {
+				err = copyFile(ctx, p.src, dst, 0o600)
 			}
-			i++
+		case fileBoot:
+			if err = x.lab.Step(ctx, op, "copy-boot-file"); err == nil {
+				err = x.lab.CopyBootFile(ctx, p.src, dst)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.what, err)
+		}
+		done += p.vsize
+		progress(done, total)
+		if err := sealFile(dst, p.file); err != nil {
+			return err
 		}
 	}
-	for j, src := range boot {
-		if err := x.lab.Step(ctx, op, "copy-boot-file"); err != nil {
-			return err
-		}
-		f := files[i+j]
-		dst := filepath.Join(dir, f.Path)
-		if err := x.lab.CopyBootFile(ctx, src, dst); err != nil {
-			return err
-		}
-		if err := sealFile(dst, f); err != nil {
-			return err
-		}
+	// What is written must be what an import accepts.
+	if err := bundle.Check(m); err != nil {
+		return fmt.Errorf("the archive's manifest: %w", err)
 	}
 	if err := WriteManifest(dir, m); err != nil {
 		return err
@@ -253,6 +424,17 @@ func (x *Archives) writeArchive(ctx context.Context, op *store.Op, m *bundle.Man
 		return err
 	}
 	return Publish(tmp, final)
+}
+
+// copyFile copies the regular file src to dst, a new file of mode perm,
+// and syncs it.
+func copyFile(ctx context.Context, src, dst string, perm os.FileMode) error {
+	f, fi, err := disk.OpenSource(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return disk.CopySource(ctx, f, fi.Size(), dst, perm, true)
 }
 
 // sealFile records path's size and sha256 in f and makes it read-only.

@@ -19,7 +19,11 @@ import (
 // archive by full clone: each archived disk becomes a new standalone
 // writable base (decompressed) in the layers directory. VMs keep their
 // names, hardware, networks and IP modes, get new MACs, and take their
-// addresses again as the lab says (RestoreRecords). A template the archive names that
+// addresses again as the lab says (RestoreRecords). An archive with
+// snapshots (manifest version 2) gives each disk's files back as layers of
+// the same shape: the base and each snapshot's layer frozen, each a delta
+// on the new layer of its backing file, the current top a writable delta;
+// the snapshot records name them, with copies of their states. A template the archive names that
 // no longer exists is made again from the archive (hardware and boot
 // files, no base disks). The archive is only read. A cancelled or failed
 // job leaves nothing behind. The configuration gets its storage lease as
@@ -57,24 +61,37 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 		unlock()
 		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
 	}
-	// One new layer per disk, and a copy of the boot files of every
-	// template that may have to be made again (decided at commit).
+	// One new layer per archived disk file, a copy of each snapshot's
+	// state, and a copy of the boot files of every template that may have
+	// to be made again (decided at commit).
 	var created []string
-	layers := map[string]string{} // manifest file path -> new layer path
-	bootCopies := map[string]string{}
-	for _, vm := range m.VMs {
-		for _, d := range vm.Disks {
-			layers[d.File.Path] = x.lab.NewLayerPath()
-			created = append(created, layers[d.File.Path])
+	files := RestoreFiles{Layers: map[string]string{}, Boot: map[string]string{}, States: map[string]string{}}
+	for i, vm := range m.VMs {
+		for j := range vm.Disks {
+			for _, f := range m.DiskFiles(i, j) {
+				files.Layers[f.Path] = x.lab.NewLayerPath()
+				created = append(created, files.Layers[f.Path])
+			}
+		}
+	}
+	for _, sn := range m.Snapshots {
+		for _, st := range sn.States {
+			files.States[st.File.Path] = x.lab.NewStatePath()
+			created = append(created, files.States[st.File.Path])
 		}
 	}
 	for _, t := range m.Templates {
 		for _, f := range []*bundle.File{t.Kernel, t.Initrd} {
 			if f != nil {
-				bootCopies[f.Path] = x.lab.NewBootPath(filepath.Base(f.Path))
-				created = append(created, bootCopies[f.Path], disk.TempPath(bootCopies[f.Path]))
+				files.Boot[f.Path] = x.lab.NewBootPath(filepath.Base(f.Path))
+				created = append(created, files.Boot[f.Path], disk.TempPath(files.Boot[f.Path]))
 			}
 		}
+	}
+	deltas, _ := x.disks.(deltaTool)
+	if len(m.Snapshots) > 0 && deltas == nil {
+		unlock()
+		return jobs.Job{}, errdefs.Unavailable("restore archive %q: this server's disk tool cannot restore snapshots", archive)
 	}
 	op, err := x.lab.BeginOp(ctx, "restore", config, created)
 	if err != nil {
@@ -87,25 +104,33 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 			return x.lab.FailOp(op, fmt.Errorf("restore archive %q as %q: %w", archive, config, err))
 		}
 		var total, done int64
-		for _, vm := range m.VMs {
-			for _, d := range vm.Disks {
-				total += d.VirtualSize
+		for i, vm := range m.VMs {
+			for j, d := range vm.Disks {
+				total += d.VirtualSize * int64(len(m.DiskFiles(i, j)))
 			}
 		}
 		progress(0, total)
-		for _, vm := range m.VMs {
-			for _, d := range vm.Disks {
-				if err := x.lab.Step(ctx, op, "convert"); err != nil {
-					return fail(err)
+		for i, vm := range m.VMs {
+			for j, d := range vm.Disks {
+				for _, f := range m.DiskFiles(i, j) {
+					if err := x.restoreDiskFile(ctx, op, dir, f, f != &m.VMs[i].Disks[j].File, files.Layers, func(n, _ int64) { progress(done+n, total) }); err != nil {
+						return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err))
+					}
+					done += d.VirtualSize
 				}
-				err := x.disks.Consolidate(ctx, filepath.Join(dir, d.File.Path), x.abs(layers[d.File.Path]), func(n, _ int64) { progress(done+n, total) })
-				if err != nil {
-					return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err))
-				}
-				done += d.VirtualSize
 			}
 		}
-		for src, dst := range bootCopies {
+		for _, sn := range m.Snapshots {
+			for _, st := range sn.States {
+				if err := x.lab.Step(ctx, op, "copy-state"); err != nil {
+					return fail(err)
+				}
+				if err := copyFile(ctx, filepath.Join(dir, st.File.Path), x.abs(files.States[st.File.Path]), 0o400); err != nil {
+					return fail(fmt.Errorf("snapshot %q: state of VM %q: %w", sn.Name, st.VM, err))
+				}
+			}
+		}
+		for src, dst := range files.Boot {
 			if err := x.lab.Step(ctx, op, "copy-boot-file"); err != nil {
 				return fail(err)
 			}
@@ -117,7 +142,7 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 			return fail(err)
 		}
 		err := x.lab.Update(ctx, func(tx store.Tx) error {
-			unused, err := x.lab.RestoreRecords(tx, m, config, archiveID, layers, bootCopies, storageLease, place)
+			unused, err := x.lab.RestoreRecords(tx, m, config, archiveID, files, storageLease, place)
 			if err != nil {
 				return err
 			}
@@ -127,8 +152,42 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 			return fail(err)
 		}
 		x.lab.FinishOp(op)
-		x.log.Info("archive restored", "archive", archive, "config", config)
+		x.log.Info("archive restored", "archive", archive, "config", config, "snapshots", len(m.Snapshots))
 		x.lab.RecordRestore(ctx, config, archive)
 		return nil
 	}), nil
+}
+
+// RestoreFiles names the files a restore writes, by the archive file each
+// comes from (manifest paths): a layer per disk file, a state per snapshot
+// state, a copy per boot file (paths relative to the data dir).
+type RestoreFiles struct {
+	Layers, States, Boot map[string]string
+}
+
+// restoreDiskFile writes the new layer of archive file f (in the archive
+// directory dir): a standalone one decompressed, a delta expanded onto the
+// new layer of its backing file. A frozen one (a base or a snapshot's
+// layer: anything but a disk's current top) is made read-only.
+func (x *Archives) restoreDiskFile(ctx context.Context, op *store.Op, dir string, f *bundle.File, frozen bool, layers map[string]string, progress func(done, total int64)) error {
+	src, dst := filepath.Join(dir, f.Path), x.abs(layers[f.Path])
+	if f.Backing == "" {
+		if err := x.lab.Step(ctx, op, "convert"); err != nil {
+			return err
+		}
+		if err := x.disks.Consolidate(ctx, src, dst, progress); err != nil {
+			return err
+		}
+	} else {
+		if err := x.lab.Step(ctx, op, "delta"); err != nil {
+			return err
+		}
+		if err := x.disks.(deltaTool).ExpandDelta(ctx, src, x.abs(layers[f.Backing]), dst, progress); err != nil {
+			return err
+		}
+	}
+	if !frozen {
+		return nil
+	}
+	return x.disks.SetReadOnly(dst, true)
 }
