@@ -324,6 +324,5 @@ func (x *Archives) checkArchivedDisk(ctx context.Context, p string, f *bundle.Fi
 	return nil
 }
 
-
 // Ensure the disk package keeps what imports use.
 var _ standaloneChecker = (*disk.QemuImg)(nil)
