@@ -14,8 +14,11 @@ import (
 // QEMU 7.2 has no "file:" migration URI (it came in 8.2), so state goes
 // through "exec:" and a shell.
 
-// migratePoll is how often migration progress is polled.
-const migratePoll = 50 * time.Millisecond
+// migratePoll is how often migration progress is polled. A state is
+// written while the guests are paused and loaded while a deploy's caller
+// waits: each poll is one small QMP round trip, and every 10 ms instead
+// of 50 takes 20 ms on average off both.
+const migratePoll = 10 * time.Millisecond
 
 // shellQuote quotes s for /bin/sh, which runs QEMU's exec: commands.
 func shellQuote(s string) string {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"stagehand/internal/store"
@@ -15,6 +18,7 @@ import (
 // whose QEMU is gone is marked failed and reported, not hidden. A deploy or
 // undeploy that the restart interrupted is finished towards undeployed.
 func (d *Deployments) Recover(ctx context.Context) error {
+	d.removeResumedLeftovers()
 	if d.hv == nil || d.segs == nil || d.fences == nil {
 		return nil
 	}
@@ -169,4 +173,15 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 		c.State, c.LastError = store.StateFailed, reason
 		return tx.Configs().Update(c)
 	})
+}
+
+// removeResumedLeftovers removes the state files VMs had resumed from that
+// a crash left before their background removal (discardResumed).
+func (d *Deployments) removeResumedLeftovers() {
+	left, _ := filepath.Glob(filepath.Join(d.host.abs(StateDir), "*"+ResumedMark+"*"))
+	for _, f := range left {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.log.Error("remove resumed state file", "file", f, "err", err)
+		}
+	}
 }

@@ -11,11 +11,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"stagehand/internal/errdefs"
 	"stagehand/internal/fence"
 	"stagehand/internal/hypervisor"
 	"stagehand/internal/ipam"
+	"stagehand/internal/lab/journal"
 	"stagehand/internal/revert"
 	"stagehand/internal/seed"
 	"stagehand/internal/store"
@@ -448,13 +450,39 @@ func (d *Deployments) keepStarted(plan *deployPlan, started []*runningVM) {
 		d.vms.put(vp.vm.ID, started[i])
 		d.watch(plan.config.Name, vp.vm, started[i])
 		if vp.spec.IncomingStateFile != "" {
-			// Resumed: the state is in the running guest now. A file left
-			// would be resumed again by the next deploy: say so.
-			if err := os.Remove(vp.spec.IncomingStateFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				d.log.Error("remove resumed state file", "config", plan.config.Name, "vm", vp.vm.Name, "err", err)
-			}
+			d.discardResumed(plan.config.Name, vp.vm.Name, vp.spec.IncomingStateFile)
 		}
 	}
+}
+
+// discardResumed takes away the state file a VM resumed from: the state is
+// in the running guest now, and a file left would be resumed again by the
+// next deploy. A link shared with other copies is removed at once (it
+// frees nothing). The last link's name goes at once (a rename) and its
+// bytes are freed in the background: unlinking a state of hundreds of MiB
+// takes tens of milliseconds the deploy's caller would wait for (three
+// states: 110 ms of a 0.45 s instant deploy). A crash before the unlink
+// leaves the renamed file, which Recover removes at the next start.
+func (d *Deployments) discardResumed(config, vm, file string) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(file, &st); err == nil && st.Nlink > 1 {
+		if err := os.Remove(file); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.log.Error("remove resumed state file", "config", config, "vm", vm, "err", err)
+		}
+		return
+	}
+	gone := file + ResumedMark + journal.RandomHex(4)
+	if err := os.Rename(file, gone); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			d.log.Error("remove resumed state file", "config", config, "vm", vm, "err", err)
+		}
+		return
+	}
+	go func() {
+		if err := os.Remove(gone); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.log.Error("remove resumed state file", "config", config, "vm", vm, "err", err)
+		}
+	}()
 }
 
 // startVMs starts every VM in parallel. It returns the handles in plan

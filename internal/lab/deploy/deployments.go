@@ -109,6 +109,10 @@ func New(cfg Config) *Deployments {
 // Consoles returns the consoles and screens of the deployments' VMs.
 func (d *Deployments) Consoles() *Consoles { return d.consoles }
 
+// ResumedMark is in the name of a state file a VM resumed from while its
+// bytes are freed (discardResumed): no VM refers to it any more.
+const ResumedMark = ".resumed-"
+
 // StateFile is the data-dir-relative path of VM id's saved state.
 func StateFile(id int64) string { return filepath.Join(StateDir, fmt.Sprintf("vm-%d.state", id)) }
 

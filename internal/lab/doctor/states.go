@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // ProblemMissingState is a VM recorded saved (its next deploy resumes it)
@@ -56,6 +57,11 @@ func (d *run) checkStates() error {
 		}
 		for _, e := range es {
 			rel := filepath.Join(dir, e.Name())
+			// A state a VM resumed from, being freed in the background
+			// (lab/deploy's ResumedMark; a start removes what a crash left).
+			if strings.Contains(e.Name(), ".resumed-") {
+				continue
+			}
 			if known[rel] || d.inFlight[rel] || d.reported[d.dr.abs(rel)] || d.busyOp() {
 				continue
 			}
