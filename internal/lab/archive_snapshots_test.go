@@ -480,3 +480,94 @@ func TestImportRefusesHostileSnapshotBundles(t *testing.T) {
 	e2.ok(e2.svc.Archives.StartImport(ctx, lab.ImportSpec{File: file}))
 	e2.assertConsistent()
 }
+
+// jobErr runs a job to its end and returns its failure, if any.
+func (e *env) jobErr(j jobs.Job, err error) error {
+	e.t.Helper()
+	if err != nil {
+		return err
+	}
+	if j = e.wait(j, nil); j.State != jobs.Succeeded {
+		return errors.New(j.Error)
+	}
+	return nil
+}
+
+// archiveState is what an archive operation may change: the
+// configurations, layers and files, every snapshot tree, the archives
+// and their directories, the snapshots' state files.
+func archiveState(e *env) string {
+	e.t.Helper()
+	ctx := context.Background()
+	var b strings.Builder
+	b.WriteString(e.snapshot())
+	cs, _ := e.svc.Configs.List(ctx)
+	for _, c := range cs {
+		b.WriteString(" tree " + c.Name + ": " + drawTree(e, c.Name))
+	}
+	as, _ := e.svc.Archives.List(ctx)
+	for _, a := range as {
+		b.WriteString(" archive " + a.Name)
+	}
+	b.WriteString(" dirs " + strings.Join(archiveDirs(e.t, e), ","))
+	states, _ := filepath.Glob(filepath.Join(e.dir, "snapshots", "*"))
+	b.WriteString(" states " + strings.Join(states, ","))
+	return b.String()
+}
+
+// TestEveryArchiveSnapshotStepRollsBack fails each step of an archive
+// --with-snapshots, of its restore and of its bundle's import in turn (on
+// a fresh lab each time, set up by deployEnv): each failure is reported,
+// leaves the lab as it was, and the doctor finds nothing.
+func TestEveryArchiveSnapshotStepRollsBack(t *testing.T) {
+	ctx := context.Background()
+	file, _ := snapshotBundle(t)
+	ops := []struct {
+		kind  string
+		setup func(e *env, host *labtest.Host)
+		run   func(e *env) error
+	}{
+		{"archive", func(e *env, host *labtest.Host) { snapshotTreeFixture(t, e, host) }, func(e *env) error {
+			return e.jobErr(e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{WithSnapshots: true}))
+		}},
+		{"restore", func(e *env, host *labtest.Host) {
+			snapshotTreeFixture(t, e, host)
+			e.ok(e.svc.Archives.StartCreate(ctx, "a", "arch", lab.CreateOptions{WithSnapshots: true}))
+		}, func(e *env) error {
+			return e.jobErr(e.svc.Archives.StartRestore(ctx, "arch", "b", lab.CreateOptions{}))
+		}},
+		{"archive-import", func(*env, *labtest.Host) {}, func(e *env) error {
+			return e.jobErr(e.svc.Archives.StartImport(ctx, lab.ImportSpec{File: file}))
+		}},
+	}
+	for _, op := range ops {
+		t.Run(op.kind, func(t *testing.T) {
+			f := &faults{}
+			for k := 1; ; k++ {
+				e, host := deployEnv(t, f)
+				op.setup(e, host)
+				before := archiveState(e)
+				f.arm(op.kind, k)
+				err := op.run(e)
+				f.mu.Lock()
+				seen, steps := f.seen, f.steps
+				f.mu.Unlock()
+				if seen < k {
+					if err != nil {
+						t.Fatalf("unfailed run: %v", err)
+					}
+					t.Logf("%s: %d steps, each failure rolled back: %v", op.kind, k-1, steps)
+					e.assertConsistent()
+					return
+				}
+				if err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
+					t.Fatalf("step %d (%s): error %v, want the injected failure", k, steps[k-1], err)
+				}
+				if after := archiveState(e); after != before {
+					t.Errorf("step %d (%s) left changes:\nbefore %s\nafter  %s", k, steps[k-1], before, after)
+				}
+				e.assertConsistent()
+			}
+		})
+	}
+}
