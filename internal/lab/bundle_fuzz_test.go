@@ -76,6 +76,59 @@ func seedBundle(t testing.TB, diskImage []byte, vsize int64) []byte {
 	return makeBundle(t, m, bundleEntry{d.Path, diskImage}, bundleEntry{k.Path, kernel})
 }
 
+// snapshotImages makes, with qemu-img (512-byte clusters, so the seed
+// stays small), a 1 MiB base, a delta on it named by the relative backing
+// name "vm0-disk0-base.qcow2" and a delta on that one named
+// "vm0-disk0-s0.qcow2": the disk files of an archive with one snapshot.
+func snapshotImages(t testing.TB) (base, s0, cur []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	run := func(args ...string) {
+		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+		}
+	}
+	p := func(name string) string { return filepath.Join(dir, name) }
+	run("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", p("vm0-disk0-base.qcow2"), "1M")
+	run("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-F", "qcow2", "-b", "vm0-disk0-base.qcow2", p("vm0-disk0-s0.qcow2"))
+	run("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-F", "qcow2", "-b", "vm0-disk0-s0.qcow2", p("vm0-disk0.qcow2"))
+	read := func(name string) []byte {
+		b, err := os.ReadFile(p(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	return read("vm0-disk0-base.qcow2"), read("vm0-disk0-s0.qcow2"), read("vm0-disk0.qcow2")
+}
+
+// seedSnapshotBundle is a valid version 2 bundle: seedBundle's VM with a
+// snapshot s1 taken with state, its disk a base, s1's layer on it and the
+// current top on s1's layer (the images of snapshotImages, of virtual
+// size vsize).
+func seedSnapshotBundle(t testing.TB, base, s0, cur []byte, vsize int64) []byte {
+	state := []byte("QEVM saved state")
+	b := fileOf("disks/vm0-disk0-base.qcow2", base)
+	l := fileOf("disks/vm0-disk0-s0.qcow2", s0)
+	l.Backing = b.Path
+	d := fileOf("disks/vm0-disk0.qcow2", cur)
+	d.Backing = l.Path
+	st := fileOf("states/vm0-s0.state", state)
+	m := &bundle.Manifest{
+		Format: bundle.Format, Version: bundle.VersionSnapshots, Name: "a1", Source: "c1",
+		Description: "seed", Owner: "fuzz", CreatedAt: time.Unix(0, 0).UTC(),
+		Networks:  []bundle.Network{{Name: "lan", Subnet: "10.9.0.0/24", Gateway: "10.9.0.1", DNS: []string{}, Pools: []string{"10.9.0.10-10.9.0.50"}}},
+		Templates: []bundle.Template{{Name: "t1", CPUs: 1, MemoryMiB: 64}},
+		VMs: []bundle.VM{{Name: "vm1", Template: "t1", CPUs: 1, MemoryMiB: 64,
+			Disks: []bundle.Disk{{Index: 0, VirtualSize: vsize, Base: &b, File: d}},
+			NICs:  []bundle.NIC{{Index: 0, Network: "lan", MAC: "52:54:00:12:34:56", IPMode: store.IPModePool, IP: "10.9.0.10"}}}},
+		Snapshots: []bundle.Snapshot{{Name: "s1", CreatedAt: time.Unix(0, 0).UTC(), WithState: true,
+			Disks:  []bundle.SnapshotDisk{{VM: "vm1", Index: 0, File: l}},
+			States: []bundle.SnapshotState{{VM: "vm1", File: st}}}},
+	}
+	return makeBundle(t, m, bundleEntry{b.Path, base}, bundleEntry{l.Path, s0}, bundleEntry{d.Path, cur}, bundleEntry{st.Path, state})
+}
+
 // dirBytes is the total size of the regular files under dir.
 func dirBytes(dir string) int64 {
 	var n int64
@@ -98,7 +151,9 @@ func dirBytes(dir string) int64 {
 // of a known kind (an API 4xx), and the extraction never writes more
 // bytes than the bundle holds (the sparse-tar bomb of the security
 // review's M1 wrote 512 MiB from 210 KiB). The seed corpus holds a valid
-// bundle and near misses; more valid bundles are made at run time.
+// bundle, a valid one with a snapshot (manifest version 2: deltas whose
+// backing names must stay inside the archive) and near misses; more
+// valid bundles are made at run time.
 func FuzzBundleImport(f *testing.F) {
 	f.Add(seedBundle(f, []byte("not a qcow2 image"), 512))
 	f.Add([]byte{})
@@ -113,6 +168,8 @@ func FuzzBundleImport(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(seedBundle(f, b, 1<<20))
+		base, s0, cur := snapshotImages(f)
+		f.Add(seedSnapshotBundle(f, base, s0, cur, 1<<20))
 	}
 
 	ctx := context.Background()
@@ -174,8 +231,8 @@ func FuzzBundleImport(f *testing.F) {
 	})
 }
 
-// The fuzzer's valid seed really is valid: it goes through every check
-// and is extracted, so mutations start from the deepest path.
+// The fuzzer's valid seeds really are valid: they go through every check
+// and are extracted, so mutations start from the deepest path.
 func TestSeedBundleExtracts(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skipf("qemu-img not installed: %v", err)
@@ -190,19 +247,7 @@ func TestSeedBundleExtracts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := seedBundle(t, img, 1<<20)
-	head, err := bundle.ParseHead(bytes.NewReader(data), int64(len(data)), checkManifestRules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tarFile := filepath.Join(dir, "b.tar")
-	if err := os.WriteFile(tarFile, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if head.File, err = os.Open(tarFile); err != nil {
-		t.Fatal(err)
-	}
-	defer head.File.Close()
+	base, s0, cur := snapshotImages(t)
 	db, err := sqlite.Open(ctx, filepath.Join(dir, "stagehand.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +257,21 @@ func TestSeedBundleExtracts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.archives.Extract(ctx, &store.Op{Kind: "archive-import"}, head, head.Manifest, filepath.Join(dir, ".a.tmp"), filepath.Join(dir, "a"), func(int64, int64) {}); err != nil {
-		t.Fatalf("extract the seed: %v", err)
+	for name, data := range map[string][]byte{"v1": seedBundle(t, img, 1<<20), "v2": seedSnapshotBundle(t, base, s0, cur, 1<<20)} {
+		head, err := bundle.ParseHead(bytes.NewReader(data), int64(len(data)), checkManifestRules)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		tarFile := filepath.Join(dir, name+".tar")
+		if err := os.WriteFile(tarFile, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if head.File, err = os.Open(tarFile); err != nil {
+			t.Fatal(err)
+		}
+		defer head.File.Close()
+		if err := s.archives.Extract(ctx, &store.Op{Kind: "archive-import"}, head, head.Manifest, filepath.Join(dir, "."+name+".tmp"), filepath.Join(dir, name), func(int64, int64) {}); err != nil {
+			t.Fatalf("extract the %s seed: %v", name, err)
+		}
 	}
 }
