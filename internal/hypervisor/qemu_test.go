@@ -127,18 +127,6 @@ func TestIsQEMUFor(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		"/a/b":      "'/a/b'",
-		"/a b/c'd":  `'/a b/c'\''d'`,
-		"/x;rm -rf": "'/x;rm -rf'",
-	} {
-		if got := shellQuote(in); got != want {
-			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestVMLifecycle drives one guest through boot, save, resume, re-adoption
 // and an ACPI power-off, timing each step.
 func TestVMLifecycle(t *testing.T) {

@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -292,6 +295,20 @@ func (m *Monitor) pushEvent(msg wireMessage) {
 // the wait; without a deadline DefaultCommandTimeout applies. A reply that
 // arrives after the timeout is discarded.
 func (m *Monitor) Execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return m.execute(ctx, cmd, args, nil)
+}
+
+// ExecuteWithFile is Execute with f's descriptor passed along the command
+// (SCM_RIGHTS), as QMP's getfd takes a file. The connection must be a unix
+// socket. QEMU holds its own copy: the caller may close f on return.
+func (m *Monitor) ExecuteWithFile(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
+	if _, ok := m.conn.(*net.UnixConn); !ok {
+		return nil, fmt.Errorf("qmp %s: a file can only be passed over a unix socket, not %T", cmd, m.conn)
+	}
+	return m.execute(ctx, cmd, args, f)
+}
+
+func (m *Monitor) execute(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
 	if _, ok := ctx.Deadline(); !ok && m.commandTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, m.commandTimeout)
@@ -326,7 +343,14 @@ func (m *Monitor) Execute(ctx context.Context, cmd string, args any) (json.RawMe
 	if dl, ok := ctx.Deadline(); ok {
 		m.conn.SetWriteDeadline(dl)
 	}
-	_, err = m.conn.Write(append(line, '\n'))
+	if f != nil {
+		// The descriptor travels with the command's first byte; QEMU
+		// takes it when it reads the command.
+		_, _, err = m.conn.(*net.UnixConn).WriteMsgUnix(append(line, '\n'), syscall.UnixRights(int(f.Fd())), nil)
+		runtime.KeepAlive(f)
+	} else {
+		_, err = m.conn.Write(append(line, '\n'))
+	}
 	m.writeMu.Unlock()
 	if err != nil {
 		forget()

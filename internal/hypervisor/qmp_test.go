@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -403,5 +405,59 @@ func TestMonitorCloseFailsInFlight(t *testing.T) {
 	}
 	if err := <-errc; !errors.Is(err, ErrMonitorDisconnect) {
 		t.Fatalf("err = %v, want ErrMonitorDisconnect", err)
+	}
+}
+
+// TestMonitorPassesFile: ExecuteWithFile sends the command with the file's
+// descriptor attached (SCM_RIGHTS); the server receives a descriptor of
+// the same file and the command's arguments. Over a connection that is
+// not a unix socket it refuses.
+func TestMonitorPassesFile(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var want syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &want); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	m := dialFake(t, startFakeQMP(t, true, func(c *fakeConn) {
+		buf, oob := make([]byte, 4096), make([]byte, 128)
+		n, oobn, _, _, err := c.conn.(*net.UnixConn).ReadMsgUnix(buf, oob)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		var cmd fakeCommand
+		json.Unmarshal(buf[:n], &cmd)
+		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
+		var fds []int
+		for _, msg := range msgs {
+			rights, _ := syscall.ParseUnixRights(&msg)
+			fds = append(fds, rights...)
+		}
+		var st syscall.Stat_t
+		same := len(fds) == 1 && syscall.Fstat(fds[0], &st) == nil && st.Ino == want.Ino && st.Dev == want.Dev
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+		got <- fmt.Sprintf("%s %s fds=%d same=%v", cmd.Execute, cmd.Arguments, len(fds), same)
+		c.reply(cmd, map[string]any{})
+		c.r.ReadBytes('\n')
+	}))
+	if _, err := m.ExecuteWithFile(context.Background(), "getfd", map[string]any{"fdname": "state-in"}, f); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; g != `getfd {"fdname":"state-in"} fds=1 same=true` {
+		t.Errorf("server got %s; want getfd with the file's descriptor", g)
+	}
+
+	client, server := net.Pipe()
+	defer server.Close()
+	p := &Monitor{conn: client}
+	if _, err := p.ExecuteWithFile(context.Background(), "getfd", nil, f); err == nil || !strings.Contains(err.Error(), "unix socket") {
+		t.Errorf("ExecuteWithFile over a pipe: %v; want refused, naming the unix socket", err)
 	}
 }

@@ -89,17 +89,21 @@ func (v *VM) WriteState(ctx context.Context, file string) (err error) {
 	if err != nil {
 		return err
 	}
-	f.Close()
+	defer f.Close()
 	if _, err := v.execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}); err != nil {
 		return err
 	}
-	if _, err := v.execute(ctx, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(partial)}); err != nil {
+	uri, err := v.migrationFile(ctx, "state-out", f)
+	if err != nil {
+		return err
+	}
+	if _, err := v.execute(ctx, "migrate", map[string]any{"uri": uri}); err != nil {
 		return err
 	}
 	if err := waitMigration(ctx, v); err != nil {
 		return err
 	}
-	if err := syncFile(partial); err != nil {
+	if err := f.Sync(); err != nil {
 		return err
 	}
 	if err := os.Rename(partial, file); err != nil {

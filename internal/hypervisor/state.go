@@ -7,23 +7,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
-// QEMU 7.2 has no "file:" migration URI (it came in 8.2), so state goes
-// through "exec:" and a shell.
+// QEMU 7.2 has no "file:" migration URI (it came in 8.2), so a state goes
+// through "fd:": the daemon opens the file and passes QEMU its descriptor
+// (migrationFile).
 
 // migratePoll is how often migration progress is polled. A state is
 // written while the guests are paused and loaded while a deploy's caller
 // waits: each poll is one small QMP round trip, and every 10 ms instead
 // of 50 takes 20 ms on average off both.
 const migratePoll = 10 * time.Millisecond
-
-// shellQuote quotes s for /bin/sh, which runs QEMU's exec: commands.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
 
 // SaveState suspends the VM to file: the guest is paused, its whole state
 // (memory, devices, clocks) is written, and QEMU exits. Starting a Spec
@@ -48,14 +43,14 @@ func (v *VM) SaveState(ctx context.Context, file string) (err error) {
 		return fail(err)
 	}
 
-	// The partial file is created here, private, so that the shell's
-	// redirection keeps the mode, and only renamed once complete.
+	// The partial file is created here, private, written by QEMU through
+	// the descriptor it is given, and only renamed once complete.
 	partial := file + ".partial"
 	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fail(err)
 	}
-	f.Close()
+	defer f.Close()
 	defer func() {
 		if err == nil {
 			return
@@ -81,14 +76,17 @@ func (v *VM) SaveState(ctx context.Context, file string) (err error) {
 		map[string]any{"max-bandwidth": int64(1) << 40}); err != nil {
 		return fail(err)
 	}
-	uri := "exec:cat > " + shellQuote(partial)
+	uri, err := v.migrationFile(ctx, "state-out", f)
+	if err != nil {
+		return fail(err)
+	}
 	if _, err := v.execute(ctx, "migrate", map[string]any{"uri": uri}); err != nil {
 		return fail(err)
 	}
 	if err := waitMigration(ctx, v); err != nil {
 		return fail(err)
 	}
-	if err := syncFile(partial); err != nil {
+	if err := f.Sync(); err != nil {
 		return fail(err)
 	}
 	if err := os.Rename(partial, file); err != nil {
@@ -148,7 +146,15 @@ func waitMigration(ctx context.Context, v *VM) error {
 // and waits until it is loaded; the caller then continues the guest.
 func loadState(ctx context.Context, v *VM, file string) error {
 	began := time.Now()
-	uri := "exec:cat " + shellQuote(file)
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	uri, err := v.migrationFile(ctx, "state-in", f)
+	if err != nil {
+		return err
+	}
 	if _, err := v.execute(ctx, "migrate-incoming", map[string]any{"uri": uri}); err != nil {
 		return err
 	}
