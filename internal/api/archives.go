@@ -59,6 +59,7 @@ func (h archivesHandler) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	opts.WithSnapshots = req.WithSnapshots
 	j, err := h.lab.StartCreate(r.Context(), req.Config, req.Name, opts)
 	if err != nil {
 		return err

@@ -196,12 +196,15 @@ func archiveToWire(a *lab.ArchiveView) wire.Archive {
 		Name: a.Name, Source: a.Source, Dir: a.Dir, Description: a.Description, Owner: a.Owner,
 		Workspace: a.Workspace,
 		Size:      a.Size, CreatedAt: a.CreatedAt, Networks: nonNil(a.Networks), VMs: []wire.ArchiveVM{},
-		Lease: leaseToWire(a.Lease),
+		Snapshots: []wire.ArchiveSnapshot{}, Lease: leaseToWire(a.Lease),
+	}
+	for _, sn := range a.Snapshots {
+		out.Snapshots = append(out.Snapshots, wire.ArchiveSnapshot{Name: sn.Name, Parent: sn.Parent, CreatedAt: sn.CreatedAt, WithState: sn.WithState, Size: sn.Size})
 	}
 	for _, vm := range a.VMs {
 		wv := wire.ArchiveVM{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Disks: []wire.ArchiveDisk{}, NICs: []wire.NIC{}}
 		for _, d := range vm.Disks {
-			wv.Disks = append(wv.Disks, wire.ArchiveDisk{Index: d.Index, Path: d.Path, VirtualSize: d.VirtualSize, Size: d.Size, SHA256: d.SHA256})
+			wv.Disks = append(wv.Disks, wire.ArchiveDisk{Index: d.Index, Path: d.Path, VirtualSize: d.VirtualSize, Size: d.Size, SHA256: d.SHA256, Backing: d.Backing})
 		}
 		for _, n := range vm.NICs {
 			wv.NICs = append(wv.NICs, wire.NIC{Index: n.Index, Network: n.Network, MAC: n.MAC, IPMode: n.IPMode, IP: n.IP})

@@ -18,6 +18,7 @@ type archiveCmds struct{ *app }
 func (a archiveCmds) command() *cobra.Command {
 	var (
 		detach, importServerPath    bool
+		withSnapshots               bool
 		createLease, restoreLease   string
 		importName, importLease     string
 		mapNetworks                 []string
@@ -28,26 +29,38 @@ func (a archiveCmds) command() *cobra.Command {
 		exportCmd, importCmd, lease *cobra.Command
 	)
 	createCmd = &cobra.Command{
-		Use:   "create CONFIG NAME [--storage-lease 30d|never] [--workspace W] [--detach]",
+		Use:   "create CONFIG NAME [--with-snapshots] [--storage-lease 30d|never] [--workspace W] [--detach]",
 		Short: "Copy an undeployed configuration into archive storage (compressed, standalone disks)",
 		Long: `Copy an undeployed configuration into the archive storage as a job: each disk's
 whole chain becomes one compressed standalone qcow2, with the templates'
 boot files and a manifest. Shows progress until it ends, or prints the job
-id with --detach.`,
+id with --detach.
+
+With --with-snapshots the configuration's snapshot tree travels too: per
+disk, the chain below the oldest snapshot as one compressed base, each
+snapshot's layer and the current disk as compressed deltas on the point
+below them, and the memory states of snapshots taken --with-state. A
+restore then has the same snapshots (snapshot list, revert, delete), and a
+bundle exported from the archive carries them. A restore of memory states
+keeps the archived MACs (the resumed guests have them in memory): while
+the archived configuration still exists on the same server, the restored
+one deploys --fenced only. Without snapshots the archive is the same
+either way.`,
 		Args: exactArgs("CONFIG", "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			j, err := a.client.Archives().Start(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease, Workspace: createIn})
+			j, err := a.client.Archives().Start(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease, Workspace: createIn, WithSnapshots: withSnapshots})
 			if err != nil {
 				return err
 			}
 			return a.jobThen(cmd.Context(), j, detach, func() error { return a.show(cmd.Context(), args[1]) })
 		}),
 	}
+	createCmd.Flags().BoolVar(&withSnapshots, "with-snapshots", false, "carry the configuration's snapshot tree (layers and memory states)")
 	createCmd.Flags().StringVar(&createLease, "storage-lease", "", "storage lease: "+leaseHelp)
 	createCmd.Flags().StringVar(&createIn, "workspace", "", workspaceCopyHelp)
 	restoreCmd = &cobra.Command{
 		Use:   "restore NAME NEWCONFIG [--storage-lease 30d|never] [--workspace W] [--detach]",
-		Short: "Make a new configuration from an archive (full clone back)",
+		Short: "Make a new configuration from an archive (full clone back, with its snapshots)",
 		Args:  exactArgs("NAME", "NEWCONFIG"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			j, err := a.client.Archives().StartRestore(cmd.Context(), args[0], wire.RestoreRequest{Name: args[1], StorageLease: restoreLease, Workspace: restoreIn})
@@ -164,9 +177,9 @@ directory given with serve --import-dir.`,
 		fetch: func(ctx context.Context, filter string) ([]wire.Archive, error) {
 			return a.client.Archives().ListIn(ctx, filter)
 		},
-		header: []any{"NAME", "WORKSPACE", "OWNER", "SOURCE", "VMS", "SIZE", "CREATED", "STORAGE LEASE"},
+		header: []any{"NAME", "WORKSPACE", "OWNER", "SOURCE", "VMS", "SNAPSHOTS", "SIZE", "CREATED", "STORAGE LEASE"},
 		row: func(ar wire.Archive) []any {
-			return []any{ar.Name, orDash(ar.Workspace), orDash(ar.Owner), ar.Source, len(ar.VMs), size(ar.Size), when(ar.CreatedAt), storageLeaseText(ar.Lease)}
+			return []any{ar.Name, orDash(ar.Workspace), orDash(ar.Owner), ar.Source, len(ar.VMs), len(ar.Snapshots), size(ar.Size), when(ar.CreatedAt), storageLeaseText(ar.Lease)}
 		},
 	}.command(a.app)
 	return a.group("archive", "Archive configurations; list, show, restore, export, import and delete archives",
@@ -174,7 +187,7 @@ directory given with serve --import-dir.`,
 		list,
 		&cobra.Command{
 			Use:   "show NAME",
-			Short: "Show an archive: its VMs, NICs and disks",
+			Short: "Show an archive: its VMs, NICs, disks and snapshots",
 			Args:  exactArgs("NAME"),
 			RunE: a.run(func(cmd *cobra.Command, args []string) error {
 				return a.show(cmd.Context(), args[0])
@@ -204,6 +217,7 @@ func (a archiveCmds) printArchive(ar *wire.Archive) error {
 		row(w, "Directory:", ar.Dir)
 		row(w, "Size:", size(ar.Size))
 		row(w, "Created:", when(ar.CreatedAt))
+		row(w, "Snapshots:", len(ar.Snapshots))
 		row(w, "Storage lease:", storageLeaseText(ar.Lease))
 		row(w)
 		row(w, "VM", "TEMPLATE", "CPUS", "MEMORY")
@@ -224,5 +238,42 @@ func (a archiveCmds) printArchive(ar *wire.Archive) error {
 				row(w, vm.Name, d.Index, size(d.VirtualSize), size(d.Size), d.SHA256)
 			}
 		}
+		if len(ar.Snapshots) == 0 {
+			return
+		}
+		row(w)
+		row(w, "SNAPSHOT", "CREATED", "STATE", "SIZE")
+		for _, sn := range archiveTree(ar.Snapshots) {
+			name := sn.Name
+			if sn.depth > 0 {
+				name = strings.Repeat("  ", sn.depth-1) + "└─" + sn.Name
+			}
+			row(w, name, when(sn.CreatedAt), yesNo(sn.WithState), size(sn.Size))
+		}
 	})
+}
+
+// treeSnapshot is a snapshot of an archive with its depth in the tree.
+type treeSnapshot struct {
+	wire.ArchiveSnapshot
+	depth int
+}
+
+// archiveTree orders an archive's snapshots depth first, children in the
+// order taken, with their depths: the tree snapshot list draws.
+func archiveTree(snaps []wire.ArchiveSnapshot) []treeSnapshot {
+	kids := map[string][]wire.ArchiveSnapshot{}
+	for _, sn := range snaps {
+		kids[sn.Parent] = append(kids[sn.Parent], sn)
+	}
+	var out []treeSnapshot
+	var walk func(parent string, depth int)
+	walk = func(parent string, depth int) {
+		for _, sn := range kids[parent] {
+			out = append(out, treeSnapshot{sn, depth})
+			walk(sn.Name, depth+1)
+		}
+	}
+	walk("", 0)
+	return out
 }

@@ -57,6 +57,28 @@ func TestLifecycleCommands(t *testing.T) {
 	if id := strings.TrimSpace(ok("archive", "create", "web", "arch2", "--detach")); id == "" {
 		t.Errorf("--detach printed no job id")
 	}
+	// Snapshots travel when asked: show and list count them, the restore
+	// has them.
+	ok("snapshot", "create", "web", "s1")
+	ok("snapshot", "create", "web", "s2")
+	if out := ok("archive", "create", "web", "snaps", "--with-snapshots"); !strings.Contains(out, "Snapshots:      2") || !strings.Contains(out, "└─s2") {
+		t.Errorf("archive create --with-snapshots showed:\n%s", out)
+	}
+	var shown struct {
+		Snapshots []struct {
+			Name, Parent string
+		} `json:"snapshots"`
+	}
+	if err := json.Unmarshal([]byte(ok("archive", "show", "snaps", "-o", "json")), &shown); err != nil || len(shown.Snapshots) != 2 || shown.Snapshots[1].Parent != "s1" {
+		t.Errorf("archive show -o json: %+v %v", shown, err)
+	}
+	if out := ok("archive", "list"); !strings.Contains(out, "SNAPSHOTS") {
+		t.Errorf("archive list has no snapshot count:\n%s", out)
+	}
+	ok("archive", "restore", "snaps", "snapback")
+	if out := ok("snapshot", "list", "snapback"); !strings.Contains(out, "s1") || !strings.Contains(out, "└─s2") || !strings.Contains(out, "current") {
+		t.Errorf("snapshot list of the restore:\n%s", out)
+	}
 
 	if out := ok("cleanup", "--idle-days", "1"); !strings.Contains(out, "TOTAL") || !strings.Contains(out, "Policy:") {
 		t.Errorf("cleanup:\n%s", out)

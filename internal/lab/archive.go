@@ -92,9 +92,8 @@ type ArchiveDiskView struct {
 	Size        int64 // bytes of the compressed file
 	SHA256      string
 	// Backing is the archive file Path reads through (absolute; "" for a
-	// standalone disk); Files are all of the disk's files, bases first.
+	// standalone disk: archived without snapshots).
 	Backing string
-	Files   []string
 }
 
 // syncDirs fsyncs each path (files or directories).
@@ -115,15 +114,12 @@ func (vs views) archiveNamed(tx store.Tx, a *store.Archive, names *access.Names)
 	for _, n := range m.Networks {
 		v.Networks = append(v.Networks, n.Name)
 	}
-	for i, vm := range m.VMs {
+	for _, vm := range m.VMs {
 		vv := ArchiveVMView{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
-		for j, d := range vm.Disks {
+		for _, d := range vm.Disks {
 			dv := ArchiveDiskView{Index: d.Index, Path: filepath.Join(dir, d.File.Path), VirtualSize: d.VirtualSize, Size: d.File.Size, SHA256: d.File.SHA256}
 			if d.File.Backing != "" {
 				dv.Backing = filepath.Join(dir, d.File.Backing)
-			}
-			for _, f := range m.DiskFiles(i, j) {
-				dv.Files = append(dv.Files, filepath.Join(dir, f.Path))
 			}
 			vv.Disks = append(vv.Disks, dv)
 		}

@@ -38,6 +38,13 @@ type DiskTool interface {
 	Chain(ctx context.Context, path string) ([]string, error)
 	// Check runs a consistency check of one layer file.
 	Check(ctx context.Context, path string) error
+	// ArchiveDelta, ExpandDelta and CheckDelta carry snapshot layers in
+	// archives as deltas on one another (see disk.QemuImg): written
+	// compressed, backed by a sibling archive file by its base name;
+	// expanded onto a new parent layer; checked when from elsewhere.
+	ArchiveDelta(ctx context.Context, top, parent, dst, backing string) error
+	ExpandDelta(ctx context.Context, src, parent, dst string, progress func(done, total int64)) error
+	CheckDelta(ctx context.Context, path, backing string) error
 }
 
 // The runtime seams of deployments live in internal/lab/deploy; these

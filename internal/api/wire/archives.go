@@ -10,6 +10,9 @@ type ArchiveRequest struct {
 	StorageLease string `json:"storage_lease,omitempty"`
 	// Workspace is where the archive goes; "" is the configuration's.
 	Workspace string `json:"workspace,omitempty"`
+	// WithSnapshots carries the configuration's snapshot tree (layers and
+	// saved states) in the archive, so a restore has the same snapshots.
+	WithSnapshots bool `json:"with_snapshots,omitempty"`
 }
 
 // RestoreRequest is the body of POST /archives/{name}/restore: a new
@@ -53,7 +56,19 @@ type Archive struct {
 	CreatedAt   time.Time   `json:"created_at"`
 	Networks    []string    `json:"networks"`
 	VMs         []ArchiveVM `json:"vms"`
-	Lease       Lease       `json:"lease"`
+	// Snapshots is the snapshot tree it carries (archived
+	// --with-snapshots), in the order taken; empty otherwise.
+	Snapshots []ArchiveSnapshot `json:"snapshots"`
+	Lease     Lease             `json:"lease"`
+}
+
+// ArchiveSnapshot is one snapshot an archive carries.
+type ArchiveSnapshot struct {
+	Name      string    `json:"name"`
+	Parent    string    `json:"parent"` // "" for a root
+	CreatedAt time.Time `json:"created_at"`
+	WithState bool      `json:"with_state"`
+	Size      int64     `json:"size"` // bytes of its layers and states in the archive
 }
 
 // ArchiveVM is one VM of an archive.
@@ -66,11 +81,13 @@ type ArchiveVM struct {
 	NICs      []NIC         `json:"nics"`
 }
 
-// ArchiveDisk is one disk of an archived VM: a compressed standalone qcow2.
+// ArchiveDisk is one disk of an archived VM: a compressed standalone qcow2,
+// or with snapshots its current top, a compressed delta on Backing.
 type ArchiveDisk struct {
 	Index       int    `json:"index"`
 	Path        string `json:"path"`
 	VirtualSize int64  `json:"virtual_size"`
 	Size        int64  `json:"size"`
 	SHA256      string `json:"sha256"`
+	Backing     string `json:"backing,omitempty"`
 }

@@ -73,10 +73,19 @@ type Lab interface {
 // Disks is what archives need of the disk tool. A tool that also has
 // CheckStandalone and ConsolidateCompressed (disk.QemuImg) has imported
 // disks checked and archived disks compressed with them.
+//
+// Snapshot trees travel as deltas on one another: ArchiveDelta writes a
+// layer as a compressed delta on the point below it, backed by that
+// point's archive file (by base name); ExpandDelta restores one onto the
+// new layer of its backing file; CheckDelta checks one from elsewhere
+// names exactly the backing file its manifest says.
 type Disks interface {
 	Consolidate(ctx context.Context, top, dst string, progress func(done, total int64)) error
 	Info(ctx context.Context, path string) (disk.Info, error)
 	SetReadOnly(path string, readOnly bool) error
+	ArchiveDelta(ctx context.Context, top, parent, dst, backing string) error
+	ExpandDelta(ctx context.Context, src, parent, dst string, progress func(done, total int64)) error
+	CheckDelta(ctx context.Context, path, backing string) error
 }
 
 type standaloneChecker interface {

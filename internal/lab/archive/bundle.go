@@ -300,11 +300,7 @@ func (x *Archives) checkArchivedDisk(ctx context.Context, p string, f *bundle.Fi
 			}
 		}
 	} else {
-		dt, ok := x.disks.(deltaTool)
-		if !ok {
-			return errdefs.Unavailable("this server's disk tool cannot check snapshot layers")
-		}
-		if err := dt.CheckDelta(ctx, p, path.Base(f.Backing)); err != nil {
+		if err := x.disks.CheckDelta(ctx, p, path.Base(f.Backing)); err != nil {
 			return errdefs.Invalid("%s: %v", f.Path, err)
 		}
 	}

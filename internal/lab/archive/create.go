@@ -33,17 +33,7 @@ type compressor interface {
 
 var _ compressor = (*disk.QemuImg)(nil)
 
-// deltaTool is what snapshots travelling in archives need of the disk
-// tool (disk.QemuImg): a layer stored as a delta on the point below it,
-// restored onto that point's new layer, and such a delta from elsewhere
-// checked. Without it an archive --with-snapshots is refused.
-type deltaTool interface {
-	ArchiveDelta(ctx context.Context, top, parent, dst, backing string) error
-	ExpandDelta(ctx context.Context, src, parent, dst string, progress func(done, total int64)) error
-	CheckDelta(ctx context.Context, path, backing string) error
-}
-
-var _ deltaTool = (*disk.QemuImg)(nil)
+var _ Disks = (*disk.QemuImg)(nil)
 
 // fileKind is how writeArchive makes one file of an archive.
 type fileKind int
@@ -231,9 +221,6 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string, withS
 			return nil, nil, err
 		}
 		if len(snaps) > 0 {
-			if _, ok := x.disks.(deltaTool); !ok {
-				return nil, nil, errdefs.Unavailable("this server's disk tool cannot store snapshots in archives")
-			}
 			if err := x.planSnapshots(c, m, idx, snaps, sources); err != nil {
 				return nil, nil, err
 			}
@@ -382,7 +369,6 @@ func (x *Archives) writeArchive(ctx context.Context, op *store.Op, m *bundle.Man
 	if ad, ok := x.disks.(compressor); ok {
 		compress = ad.ConsolidateCompressed
 	}
-	deltas, _ := x.disks.(deltaTool)
 	for _, p := range plans {
 		dst := filepath.Join(dir, p.file.Path)
 		var err error
@@ -393,7 +379,7 @@ func (x *Archives) writeArchive(ctx context.Context, op *store.Op, m *bundle.Man
 			}
 		case fileDelta:
 			if err = x.lab.Step(ctx, op, "delta"); err == nil {
-				err = deltas.ArchiveDelta(ctx, p.src, p.parent, dst, path.Base(p.backing))
+				err = x.disks.ArchiveDelta(ctx, p.src, p.parent, dst, path.Base(p.backing))
 			}
 		case fileState:
 			if err = x.lab.Step(ctx, op, "copy-state"); err == nil {

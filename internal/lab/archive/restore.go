@@ -88,11 +88,6 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 			}
 		}
 	}
-	deltas, _ := x.disks.(deltaTool)
-	if len(m.Snapshots) > 0 && deltas == nil {
-		unlock()
-		return jobs.Job{}, errdefs.Unavailable("restore archive %q: this server's disk tool cannot restore snapshots", archive)
-	}
 	op, err := x.lab.BeginOp(ctx, "restore", config, created)
 	if err != nil {
 		unlock()
@@ -182,7 +177,7 @@ func (x *Archives) restoreDiskFile(ctx context.Context, op *store.Op, dir string
 		if err := x.lab.Step(ctx, op, "delta"); err != nil {
 			return err
 		}
-		if err := x.disks.(deltaTool).ExpandDelta(ctx, src, x.abs(layers[f.Backing]), dst, progress); err != nil {
+		if err := x.disks.ExpandDelta(ctx, src, x.abs(layers[f.Backing]), dst, progress); err != nil {
 			return err
 		}
 	}
