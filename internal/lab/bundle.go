@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -201,12 +200,8 @@ func (l archiveLab) RestoreRecords(tx store.Tx, m *bundle.Manifest, config strin
 func (archiveLab) NewLayerPath() string { return newLayerPath() }
 
 // NewStatePath names a restored snapshot's state, where snapshots keep
-// theirs (the directory is made now: the copy is written before the
-// records).
-func (l archiveLab) NewStatePath() string {
-	if err := os.MkdirAll(l.s.abs(snapshotsDir), 0o700); err != nil {
-		l.s.log.Error("make the snapshots directory", "err", err) // the copy then fails, naming it
-	}
+// theirs.
+func (archiveLab) NewStatePath() string {
 	return filepath.Join(snapshotsDir, "r-"+journal.RandomHex(8)+".state")
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -120,7 +121,11 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 				if err := x.lab.Step(ctx, op, "copy-state"); err != nil {
 					return fail(err)
 				}
-				if err := copyFile(ctx, filepath.Join(dir, st.File.Path), x.abs(files.States[st.File.Path]), 0o400); err != nil {
+				dst := x.abs(files.States[st.File.Path])
+				if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+					return fail(err)
+				}
+				if err := copyFile(ctx, filepath.Join(dir, st.File.Path), dst, 0o400); err != nil {
 					return fail(fmt.Errorf("snapshot %q: state of VM %q: %w", sn.Name, st.VM, err))
 				}
 			}
