@@ -88,6 +88,8 @@ type Disks interface {
 	CheckDelta(ctx context.Context, path, backing string) error
 }
 
+var _ Disks = (*disk.QemuImg)(nil)
+
 type standaloneChecker interface {
 	CheckStandalone(ctx context.Context, path string) error
 }

@@ -33,8 +33,6 @@ type compressor interface {
 
 var _ compressor = (*disk.QemuImg)(nil)
 
-var _ Disks = (*disk.QemuImg)(nil)
-
 // fileKind is how writeArchive makes one file of an archive.
 type fileKind int
 
