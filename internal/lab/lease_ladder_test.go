@@ -215,13 +215,16 @@ func TestLeaseLadderEveryStepAcrossRestart(t *testing.T) {
 		t.Errorf("VM still saved after the undeploy step")
 	}
 	want("undeploy", "archive", expires.Add(48*time.Hour))
+	e.snap("web", "before-archive")
 	clock.Advance(24 * time.Hour)
 	if got := e.reap(); got != "lease-archive:web" {
 		t.Errorf("at T+2d: reaper did %q", got)
 	}
 	archive := lease.ArchiveName("web", expires)
-	if _, err := e.svc.Archives.Get(context.Background(), archive); err != nil {
+	if a, err := e.svc.Archives.Get(context.Background(), archive); err != nil {
 		t.Errorf("archive step: %v", err)
+	} else if len(a.Snapshots) != 1 || a.Snapshots[0].Name != "before-archive" {
+		t.Errorf("the archive step's archive carries snapshots %+v; want the configuration's one (the delete step follows)", a.Snapshots)
 	}
 	want("archive", "delete", expires.Add(72*time.Hour))
 	clock.Advance(24 * time.Hour)

@@ -573,7 +573,10 @@ func (l reaperLab) archiveHere(ctx context.Context, config, name string) error {
 	if _, err := (Archives{l.s}).Get(ctx, name); err == nil {
 		return nil // made by an earlier try of this step
 	}
-	job, err := Archives{l.s}.StartCreate(ctx, config, name, CreateOptions{})
+	// With its snapshots: the delete step comes next, and the archive is
+	// all that is left of the configuration's tree (without snapshots it
+	// is the same archive).
+	job, err := Archives{l.s}.StartCreate(ctx, config, name, CreateOptions{WithSnapshots: true})
 	if err != nil {
 		return err
 	}
