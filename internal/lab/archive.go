@@ -311,8 +311,17 @@ func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, 
 			current := &m.VMs[vi].Disks[j].File
 			for _, f := range m.DiskFiles(vi, j) { // a backing file before its children
 				l := &store.Layer{Path: files.Layers[f.Path], ParentID: layerIDs[f.Backing], Frozen: f != current, VirtualSize: d.VirtualSize}
+				h, hashed := files.Hashes[f.Path]
+				if l.Frozen && hashed {
+					l.SHA256, l.Size = h.SHA256, h.Size
+				}
 				if err := tx.Layers().Create(l); err != nil {
 					return nil, nil, err
+				}
+				if l.SHA256 != "" {
+					if err := s.recordHeld(tx, l.ID); err != nil {
+						return nil, nil, err
+					}
 				}
 				layerIDs[f.Path] = l.ID
 			}

@@ -333,6 +333,7 @@ func TestSnapshotBundleOnAnotherLab(t *testing.T) {
 		t.Errorf("tree on the other lab: %q", got)
 	}
 	checkPoints(t, e2, "here", want)
+	e2.assertFrozenHashed() // a restore hashes what it freezes, as a clone does
 	e2.assertConsistent()
 }
 

@@ -239,13 +239,14 @@ func (s instantClones) liveInstantClone(ctx context.Context, src, dst, kind stri
 			s.log.Error("freeze a live clone's layer; doctor --repair fixes its mode", "config", src, "layer", p.top.Path, "err", err)
 		}
 	}
+	s.hashFrozenTops(ctx, plans)
 	if err := s.journal.Step(ctx, op, "commit"); err != nil {
 		return forward(nil, err)
 	}
 	var view *ConfigView
 	var made *store.Config
 	err = s.update(ctx, func(tx store.Tx) error {
-		if err := commitSnapshotTops(tx, c, plans, nil); err != nil {
+		if err := s.commitSnapshotTops(tx, c, plans, nil); err != nil {
 			return err
 		}
 		clone, err := s.commitClone(tx, src, dst, kind, place, deltaOnTop, clones, true, opts.StorageLease)

@@ -65,6 +65,11 @@ type snapPlan struct {
 	vm, disk int // indexes into the configuration's VMs and the VM's disks
 	top      store.Layer
 	newTop   string
+	// sha256 and size of top once frozen (hashFrozenTops), for other
+	// hosts to pull it by content; "" when hashing failed: then the
+	// first move or placement hashes it (moves.hashUnhashed).
+	sha256 string
+	size   int64
 }
 
 // liveVM is what a live snapshot needs of a running VM: *hypervisor.VM.
@@ -180,6 +185,7 @@ func (s Snapshots) Create(ctx context.Context, config, name string, withState bo
 			s.log.Error("freeze a live snapshot's layer; doctor --repair fixes its mode", "config", config, "layer", p.top.Path, "err", err)
 		}
 	}
+	s.hashFrozenTops(ctx, plans)
 	if err := s.journal.Step(ctx, op, "commit"); err != nil && !live {
 		return fail(err)
 	} else if err != nil {
@@ -187,7 +193,7 @@ func (s Snapshots) Create(ctx context.Context, config, name string, withState bo
 	}
 	snap := &store.Snapshot{ConfigID: c.ID, ParentID: parent, Name: name, WithState: withState}
 	err = s.update(ctx, func(tx store.Tx) error {
-		if err := commitSnapshotTops(tx, c, plans, nil); err != nil {
+		if err := s.commitSnapshotTops(tx, c, plans, nil); err != nil {
 			return err
 		}
 		for _, p := range plans {
@@ -269,18 +275,42 @@ func (s *core) newStateFiles(n int, prefix string) (map[int]string, []string, er
 	return states, files, os.MkdirAll(s.abs(snapshotsDir), 0o700)
 }
 
+// hashFrozenTops hashes each planned disk's old top, frozen now, for the
+// commit that records it frozen (as a clone hashes the layer it freezes).
+// A layer it cannot read stays unhashed, logged: the first move or
+// placement that needs its hash makes it; the snapshot does not fail.
+func (s *core) hashFrozenTops(ctx context.Context, plans []snapPlan) {
+	for i := range plans {
+		p := &plans[i]
+		var err error
+		if p.sha256, p.size, err = s.hashFrozen(ctx, p.top.Path); err != nil {
+			p.sha256, p.size = "", 0
+			s.log.Error("hash a frozen layer; its first move hashes it", "layer", p.top.Path, "err", err)
+		}
+	}
+}
+
 // commitSnapshotTops records, inside tx, each planned disk's old top as
-// frozen and its new delta as the disk's top; only is the set of VM
-// indexes to record (nil: all).
-func commitSnapshotTops(tx store.Tx, c *store.Config, plans []snapPlan, only []bool) error {
+// frozen (with its hash, held here, when hashFrozenTops made one) and its
+// new delta as the disk's top; only is the set of VM indexes to record
+// (nil: all).
+func (s *core) commitSnapshotTops(tx store.Tx, c *store.Config, plans []snapPlan, only []bool) error {
 	for _, p := range plans {
 		if only != nil && !only[p.vm] {
 			continue
 		}
 		top := p.top
 		top.Frozen = true
+		if p.sha256 != "" {
+			top.SHA256, top.Size = p.sha256, p.size
+		}
 		if err := tx.Layers().Update(&top); err != nil {
 			return err
+		}
+		if p.sha256 != "" {
+			if err := s.recordHeld(tx, top.ID); err != nil {
+				return err
+			}
 		}
 		nl := &store.Layer{Path: p.newTop, ParentID: top.ID, VirtualSize: top.VirtualSize}
 		if err := tx.Layers().Create(nl); err != nil {
@@ -405,7 +435,7 @@ func (s Snapshots) rollForwardSwitched(ctx context.Context, op *store.Op, c *sto
 		}
 	}
 	err := s.update(context.WithoutCancel(ctx), func(tx store.Tx) error {
-		if err := commitSnapshotTops(tx, c, plans, switched); err != nil {
+		if err := s.commitSnapshotTops(tx, c, plans, switched); err != nil {
 			return err
 		}
 		return journal.Commit(tx, op, remove)

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"stagehand/internal/hostlink"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/labtest"
+	"stagehand/internal/store"
 )
 
 // deployedForSnapshot is deployEnv with "a" deployed and data in vm1.
@@ -156,4 +159,58 @@ func TestEveryLiveSnapshotStepRollsBack(t *testing.T) {
 		t.Errorf("calls %v; want both guests continued", calls)
 	}
 	e.assertConsistent()
+}
+
+// TestSnapshotLayersHashedAtFreeze: the layer every snapshot and every
+// clone --with-state freezes is recorded with its content hash and size at
+// once (as a clone's is), so another host can pull it without hashing it
+// first; live or not.
+func TestSnapshotLayersHashedAtFreeze(t *testing.T) {
+	e, _ := deployedForSnapshot(t, nil)
+	ctx := context.Background()
+	e.snap("a", "live")
+	if _, err := e.svc.Snapshots.Create(ctx, "a", "live-state", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Configs.LinkedClone(ctx, "a", "copy", lab.CreateOptions{WithState: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Deployments.Undeploy(ctx, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	e.snap("a", "cold")
+	if n := e.assertFrozenHashed(); n != 9 {
+		// The template's base, then two disks × (live, live-state, the
+		// copy's instant, cold).
+		t.Errorf("%d frozen layers, want 9", n)
+	}
+}
+
+// assertFrozenHashed checks that every frozen layer is recorded with its
+// content's hash and size, and returns how many there are.
+func (e *env) assertFrozenHashed() int {
+	e.t.Helper()
+	ctx := context.Background()
+	var frozen []store.Layer
+	if err := e.db.View(ctx, func(tx store.Tx) error {
+		ls, err := tx.Layers().List()
+		for _, l := range ls {
+			if l.Frozen {
+				frozen = append(frozen, l)
+			}
+		}
+		return err
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, l := range frozen {
+		sum, size, err := hostlink.HashFile(ctx, filepath.Join(e.dir, l.Path))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if l.SHA256 != sum || l.Size != size {
+			e.t.Errorf("frozen layer %s recorded sha256 %q size %d; its content is %s, %d bytes", l.Path, l.SHA256, l.Size, sum, size)
+		}
+	}
+	return len(frozen)
 }

@@ -10,6 +10,7 @@ import (
 
 	"stagehand/internal/disk"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/hostlink"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/bundle"
@@ -66,7 +67,7 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 	// state, and a copy of the boot files of every template that may have
 	// to be made again (decided at commit).
 	var created []string
-	files := RestoreFiles{Layers: map[string]string{}, Boot: map[string]string{}, States: map[string]string{}}
+	files := RestoreFiles{Layers: map[string]string{}, Boot: map[string]string{}, States: map[string]string{}, Hashes: map[string]LayerHash{}}
 	for i, vm := range m.VMs {
 		for j := range vm.Disks {
 			for _, f := range m.DiskFiles(i, j) {
@@ -109,7 +110,7 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 		for i, vm := range m.VMs {
 			for j, d := range vm.Disks {
 				for _, f := range m.DiskFiles(i, j) {
-					if err := x.restoreDiskFile(ctx, op, dir, f, f != &m.VMs[i].Disks[j].File, files.Layers, func(n, _ int64) { progress(done+n, total) }); err != nil {
+					if err := x.restoreDiskFile(ctx, op, dir, f, f != &m.VMs[i].Disks[j].File, &files, func(n, _ int64) { progress(done+n, total) }); err != nil {
 						return fail(fmt.Errorf("VM %q disk %d: %w", vm.Name, d.Index, err))
 					}
 					done += d.VirtualSize
@@ -160,16 +161,28 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 
 // RestoreFiles names the files a restore writes, by the archive file each
 // comes from (manifest paths): a layer per disk file, a state per snapshot
-// state, a copy per boot file (paths relative to the data dir).
+// state, a copy per boot file (paths relative to the data dir); and the
+// content hash of each frozen layer it wrote (Hashes), which the records
+// keep as a clone's or a snapshot's.
 type RestoreFiles struct {
 	Layers, States, Boot map[string]string
+	Hashes               map[string]LayerHash
+}
+
+// LayerHash is a restored frozen layer's content hash (hex sha256) and
+// size in bytes.
+type LayerHash struct {
+	SHA256 string
+	Size   int64
 }
 
 // restoreDiskFile writes the new layer of archive file f (in the archive
 // directory dir): a standalone one decompressed, a delta expanded onto the
 // new layer of its backing file. A frozen one (a base or a snapshot's
-// layer: anything but a disk's current top) is made read-only.
-func (x *Archives) restoreDiskFile(ctx context.Context, op *store.Op, dir string, f *bundle.File, frozen bool, layers map[string]string, progress func(done, total int64)) error {
+// layer: anything but a disk's current top) is made read-only and hashed
+// (files.Hashes).
+func (x *Archives) restoreDiskFile(ctx context.Context, op *store.Op, dir string, f *bundle.File, frozen bool, files *RestoreFiles, progress func(done, total int64)) error {
+	layers := files.Layers
 	src, dst := filepath.Join(dir, f.Path), x.abs(layers[f.Path])
 	if f.Backing == "" {
 		if err := x.lab.Step(ctx, op, "convert"); err != nil {
@@ -189,5 +202,13 @@ func (x *Archives) restoreDiskFile(ctx context.Context, op *store.Op, dir string
 	if !frozen {
 		return nil
 	}
-	return x.disks.SetReadOnly(dst, true)
+	if err := x.disks.SetReadOnly(dst, true); err != nil {
+		return err
+	}
+	sum, size, err := hostlink.HashFile(ctx, dst)
+	if err != nil {
+		return err
+	}
+	files.Hashes[f.Path] = LayerHash{SHA256: sum, Size: size}
+	return nil
 }
