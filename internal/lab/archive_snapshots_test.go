@@ -269,13 +269,7 @@ func TestArchiveWithSnapshots(t *testing.T) {
 	if _, err := e.svc.Deployments.Deploy(ctx, "c", lab.DeployOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var starts []string
-	for _, call := range host.Calls.Take() {
-		if strings.HasPrefix(call, "hv start") {
-			starts = append(starts, call)
-		}
-	}
-	if len(starts) != 2 || strings.Contains(strings.Join(starts, "\n"), "resume=-") {
+	if starts := startCalls(host); len(starts) != 2 || strings.Contains(strings.Join(starts, "\n"), "resume=-") {
 		t.Errorf("deploy after a revert to s4 started %q; want both VMs resumed", starts)
 	}
 	if _, err := e.svc.Deployments.Undeploy(ctx, "c", false); err != nil {
@@ -381,30 +375,11 @@ func rewriteBundle(t *testing.T, good []byte, keepSums bool, edit func(m *bundle
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(raw)
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	entries := []struct {
-		name string
-		data []byte
-	}{{bundle.ManifestName, raw}, {"manifest.json.sha256", []byte(hex.EncodeToString(sum[:]) + "\n")}}
+	entries := []bundleEntry{{bundle.ManifestName, raw}, {"manifest.json.sha256", []byte(hex.EncodeToString(sum[:]) + "\n")}}
 	for _, f := range m.Files() {
-		entries = append(entries, struct {
-			name string
-			data []byte
-		}{f.Path, files[f.Path]})
+		entries = append(entries, bundleEntry{f.Path, files[f.Path]})
 	}
-	for _, e := range entries {
-		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o400, Size: int64(len(e.data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return tarOf(t, entries)
 }
 
 // TestImportRefusesHostileSnapshotBundles: a bundle whose snapshot layer

@@ -55,20 +55,28 @@ func readEntries(t *testing.T, file string) []bundleEntry {
 
 func writeEntries(t *testing.T, path string, es []bundleEntry) {
 	t.Helper()
+	if err := os.WriteFile(path, tarOf(t, es), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tarOf is a bundle's tar stream of es, in that order.
+func tarOf(t testing.TB, es []bundleEntry) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range es {
-		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data)), Format: tar.FormatPAX}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
 			t.Fatal(err)
 		}
-		tw.Write(e.data)
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return buf.Bytes()
 }
 
 // withManifest returns es with its manifest edited by edit and its

@@ -29,6 +29,17 @@ func deployedForSnapshot(t *testing.T, f *faults) (*env, *labtest.Host) {
 	return e, host
 }
 
+// startCalls takes the host's calls and returns its VM starts.
+func startCalls(host *labtest.Host) []string {
+	var starts []string
+	for _, c := range host.Calls.Take() {
+		if strings.HasPrefix(c, "hv start") {
+			starts = append(starts, c)
+		}
+	}
+	return starts
+}
+
 func sortedCalls(host *labtest.Host) []string {
 	c := host.Calls.Take()
 	sort.Strings(c)
@@ -67,13 +78,7 @@ func TestLiveSnapshot(t *testing.T) {
 	if _, err := e.svc.Snapshots.Revert(ctx, "a", "s1"); err != nil {
 		t.Fatal(err)
 	}
-	var starts []string
-	for _, c := range host.Calls.Take() {
-		if strings.HasPrefix(c, "hv start") {
-			starts = append(starts, c)
-		}
-	}
-	if len(starts) != 2 || strings.Contains(strings.Join(starts, "\n"), "resume=-") {
+	if starts := startCalls(host); len(starts) != 2 || strings.Contains(strings.Join(starts, "\n"), "resume=-") {
 		t.Errorf("revert to a snapshot with state started %q; want both VMs resumed", starts)
 	}
 	if c := e.get("a"); c.State != "deployed" {
