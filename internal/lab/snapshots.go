@@ -11,6 +11,7 @@ import (
 
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
+	"stagehand/internal/hypervisor"
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/journal"
@@ -325,7 +326,8 @@ func (s *core) commitSnapshotTops(tx store.Tx, c *store.Config, plans []snapPlan
 
 // switchLive pauses every guest of c at once, moves each VM's disks onto
 // their new tops (one QMP transaction per VM), writes each VM's state
-// when states names files, and continues every guest. It returns each
+// when states names files, continues every guest, then puts the states on
+// stable storage (the guests do not wait for the fsync). It returns each
 // guest's pause, and which VMs were switched (so a failure can be rolled
 // forward for them).
 func (s Snapshots) switchLive(ctx context.Context, c *store.Config, plans []snapPlan, states map[int]string) ([]GuestPause, []bool, error) {
@@ -385,6 +387,13 @@ func (s Snapshots) switchLive(ctx context.Context, c *store.Config, plans []snap
 			errs[vi] = errors.Join(errs[vi], fmt.Errorf("continue: %w", err))
 		}
 		pauses[vi] = GuestPause{VM: c.VMs[vi].Name, Pause: time.Since(paused[vi])}
+	})
+	// The states are on stable storage before anything records them, but
+	// the guests do not wait for that.
+	each(func(vi int) {
+		if f, ok := states[vi]; ok && errs[vi] == nil {
+			errs[vi] = hypervisor.SyncState(s.abs(f))
+		}
 	})
 	for vi, err := range errs {
 		if err != nil {
