@@ -23,7 +23,7 @@ import (
 
 // objectLab is the console over a seeded lab (template tmpl, network lan,
 // configuration web in default/main) that also holds a library entry
-// web-lib, an archive web-arch, and a second workspace w2 with a
+// web-lib, an archive web-arch with web's snapshot before-arch, and a second workspace w2 with a
 // configuration secret on lan (10.0.0.11) that members of main only do not
 // see.
 func objectLab(t *testing.T) *console {
@@ -33,7 +33,10 @@ func objectLab(t *testing.T) *console {
 	if _, err := c.Library.Capture(ctx, "web", "web-lib", lab.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	j, err := c.Archives.StartCreate(ctx, "web", "web-arch", lab.CreateOptions{})
+	if _, err := c.Snapshots.Create(ctx, "web", "before-arch", false); err != nil {
+		t.Fatal(err)
+	}
+	j, err := c.Archives.StartCreate(ctx, "web", "web-arch", lab.CreateOptions{WithSnapshots: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +117,8 @@ var objectPages = []struct {
 	{"/ui/networks/lan", []string{"10.0.0.10", "10.0.0.11"}, []string{"network.delete"}, "stagehand network delete lan"},
 	{"/ui/library", []string{"web-lib"}, []string{"library.capture", "library.open"}, "stagehand library capture {config} {name}"},
 	{"/ui/library/web-lib", []string{"vm1"}, []string{"library.checkout", "library.delete"}, "stagehand library checkout web-lib {name}"},
-	{"/ui/archives", []string{"web-arch"}, []string{"archive.create", "archive.import", "archive.open"}, "stagehand archive import"},
-	{"/ui/archives/web-arch", []string{"vm1"}, []string{"archive.restore", "archive.delete", "archive.export"}, "stagehand archive export web-arch web-arch.tar"},
+	{"/ui/archives", []string{"web-arch", "With its snapshot tree"}, []string{"archive.create", "archive.import", "archive.open"}, "stagehand archive import"},
+	{"/ui/archives/web-arch", []string{"vm1", "before-arch"}, []string{"archive.restore", "archive.delete", "archive.export"}, "stagehand archive export web-arch web-arch.tar"},
 	{"/ui/cleanup", []string{"config/web"}, []string{"cleanup.apply", "cleanup.view"}, "stagehand cleanup --apply"},
 	{"/ui/jobs", nil, nil, "stagehand job list"},
 	{"/ui/activity", nil, []string{"activity.filter", "activity.filter-object"}, "stagehand events --follow"},
