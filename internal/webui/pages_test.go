@@ -117,7 +117,7 @@ var objectPages = []struct {
 	{"/ui/networks/lan", []string{"10.0.0.10", "10.0.0.11"}, []string{"network.delete"}, "stagehand network delete lan"},
 	{"/ui/library", []string{"web-lib"}, []string{"library.capture", "library.open"}, "stagehand library capture {config} {name}"},
 	{"/ui/library/web-lib", []string{"vm1"}, []string{"library.checkout", "library.delete"}, "stagehand library checkout web-lib {name}"},
-	{"/ui/archives", []string{"web-arch", "With its snapshot tree"}, []string{"archive.create", "archive.import", "archive.open"}, "stagehand archive import"},
+	{"/ui/archives", []string{"web-arch"}, []string{"archive.create", "archive.import", "archive.open"}, "stagehand archive import"},
 	{"/ui/archives/web-arch", []string{"vm1", "before-arch"}, []string{"archive.restore", "archive.delete", "archive.export"}, "stagehand archive export web-arch web-arch.tar"},
 	{"/ui/cleanup", []string{"config/web"}, []string{"cleanup.apply", "cleanup.view"}, "stagehand cleanup --apply"},
 	{"/ui/jobs", nil, nil, "stagehand job list"},
@@ -188,6 +188,9 @@ func TestObjectPagesRender(t *testing.T) {
 		t.Errorf("template import: file parts %v, or not a multipart upload to the upload route", parts)
 	}
 	body = c.page(t, s, "/ui/archives")
+	if !strings.Contains(body, "With its snapshot tree") || !strings.Contains(body, "--with-snapshots") {
+		t.Errorf("/ui/archives: archiving offers no --with-snapshots")
+	}
 	if !strings.Contains(body, `data-upload="raw"`) || !strings.Contains(body, `data-api-path="/api/v1/archives/upload"`) {
 		t.Errorf("archive import is not a raw upload to the upload route")
 	}
