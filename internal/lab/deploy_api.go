@@ -86,8 +86,11 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 		if err := mv.pullMissing(ctx, name); err != nil {
 			return nil, err
 		}
+		if err := s.journal.Fault(ctx, "deploy", "placed"); err != nil {
+			return nil, err
+		}
 	}
-	view, err := s.deployHere(ctx, name, opts)
+	view, err := s.deployHere(ctx, name, opts, placed != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -98,13 +101,24 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 }
 
 // deployHere deploys name on this host with its deployment lease
-// (opts checked by Deploy).
-func (s Deployments) deployHere(ctx context.Context, name string, opts DeployOptions) (*ConfigView, error) {
+// (opts checked by Deploy). placed: placement chose this host, so the
+// transaction that marks it deploying here checks again that the host
+// still has room (moves.stillFits).
+func (s Deployments) deployHere(ctx context.Context, name string, opts DeployOptions, placed bool) (*ConfigView, error) {
 	lease := func(tx store.Tx, id int64) error { return s.leases.deployed(tx, id, opts.DeployLease) }
+	admit := deployQuota
+	if placed {
+		admit = func(tx store.Tx, c *store.Config) error {
+			if err := deployQuota(tx, c); err != nil {
+				return err
+			}
+			return moves{s.core}.stillFits(tx, c)
+		}
+	}
 	return s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {
 		return s.deploys.Deploy(ctx, name, deploy.Options{
 			Fenced: opts.Fenced, FencePolicy: opts.FencePolicy, Allow: opts.Allow,
-			Admit:  deployQuota,
+			Admit:  admit,
 			Commit: commit,
 		})
 	})

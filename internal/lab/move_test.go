@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -461,5 +462,42 @@ func TestSharedLayersMoveOnlyTheRecord(t *testing.T) {
 	}
 	if got := in.rt["h2"].Hypervisor.Running(); len(got) != 2 {
 		t.Errorf("running on h2: %v, want both", got)
+	}
+}
+
+// TestConcurrentDeploysDoNotOvercommit: h1 has room for one of two
+// configurations; while the deploy of c0 is between its placement and
+// the transaction that marks it deploying, c1 is deployed (it takes the
+// room placement counted for c0). c0 is then refused, saying the host no
+// longer has room, and left undeployed: the host's memory is never
+// overcommitted by deploys at once.
+func TestConcurrentDeploysDoNotOvercommit(t *testing.T) {
+	requireQemuImg(t)
+	e := newEnv(t)
+	in := newInstallation(t, e.db)
+	ctx := context.Background()
+	var h1 *lab.Service
+	var raced atomic.Bool
+	var racer error
+	h1 = in.host("h1", filepath.Join(t.TempDir(), "h1"), 300, func(op, step string) error {
+		// Once, and not again from within: the racing deploy passes here too.
+		if op == "deploy" && step == "placed" && raced.CompareAndSwap(false, true) {
+			_, racer = h1.Deployments.Deploy(ctx, "c1", lab.DeployOptions{})
+		}
+		return nil
+	})
+	in.base(h1)
+	in.create(h1, "c0")
+	in.create(h1, "c1")
+	_, err := h1.Deployments.Deploy(ctx, "c0", lab.DeployOptions{})
+	if racer != nil {
+		t.Fatalf("the deploy between c0's placement and its commit: %v", racer)
+	}
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `host "h1" no longer has room`) ||
+		!strings.Contains(err.Error(), "needs 256 MiB of memory, 44 free") {
+		t.Fatalf("deploy of c0 after c1 took the room: %v; want unavailable, the host no longer has room, 44 MiB free", err)
+	}
+	if c0, c1 := in.config("c0"), in.config("c1"); c0.State != store.StateUndeployed || c1.State != store.StateDeployed {
+		t.Errorf("c0 %s, c1 %s; want c0 undeployed, c1 deployed", c0.State, c1.State)
 	}
 }

@@ -147,6 +147,26 @@ func placementInputs(tx store.Tx, c *store.Config, shared bool, now time.Time) (
 	return cands, need, nil
 }
 
+// stillFits checks, inside the transaction that marks c deploying on this
+// host, that this host still has the memory and vCPUs placement found for
+// it. Placement reads the hosts before, outside that transaction, so two
+// deploys at once could both have counted the same free memory; the store
+// runs the two transactions one after the other (SQLite has one writer;
+// PostgreSQL runs them SERIALIZABLE and retries the loser), so the second
+// sees the first deploying and is refused, saying why, instead of
+// overcommitting the host's memory.
+func (s moves) stillFits(tx store.Tx, c *store.Config) error {
+	cands, need, err := placementInputs(tx, c, s.sharedLayers, time.Now())
+	if err != nil {
+		return err
+	}
+	need.Host = s.hostName
+	if _, err := cluster.Place(cands, need); err != nil {
+		return fmt.Errorf("host %q no longer has room for it (a deploy at the same time took what placement counted; deploy it again to place it anew): %w", s.hostName, err)
+	}
+	return nil
+}
+
 // placing reports whether a deploy asks cluster.Place: always with other
 // hosts to go to, and on one host only when the caller asked for a host
 // or an explanation (otherwise it is today's deploy, unchanged).

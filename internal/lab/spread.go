@@ -87,7 +87,7 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 	if err := (moves{s.core}).pullMissing(ctx, name); err != nil {
 		return rollback(err)
 	}
-	view, err := s.deployHere(ctx, name, opts)
+	view, err := s.deployHere(ctx, name, opts, false)
 	if err != nil {
 		return rollback(err)
 	}
