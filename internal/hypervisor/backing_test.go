@@ -191,6 +191,22 @@ func openLayers(t *testing.T, pid int) []string {
 	return files
 }
 
+// shellGuestSpec is the shared test guest's output directory and a spec
+// that boots its kernel with a shell on the serial console (256 MiB).
+func shellGuestSpec(t *testing.T) (string, Spec) {
+	t.Helper()
+	out := sharedTestGuest(t)
+	spec := testSpec(t, needGuest(t), false)
+	cmdline, err := os.ReadFile(filepath.Join(out, "cmdline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Kernel, spec.Initrd = filepath.Join(out, "vmlinuz"), filepath.Join(out, "initrd.img")
+	spec.Cmdline = strings.TrimSpace(string(cmdline)) + " stagehand.shell"
+	spec.MemoryMiB = 256
+	return out, spec
+}
+
 // TestSwitchBackingLive boots the test guest on two data disks, each a
 // chain 14 layers deep (base, 12 frozen deltas, writable top), and
 // switches both to shortcut layers while it runs: vda at its top (the
@@ -199,16 +215,7 @@ func openLayers(t *testing.T, pid int) []string {
 // the runs' files, and after quit the top's chain on disk is the short one
 // and passes qemu-img check.
 func TestSwitchBackingLive(t *testing.T) {
-	out := sharedTestGuest(t)
-	g := needGuest(t)
-	spec := testSpec(t, g, false)
-	cmdline, err := os.ReadFile(filepath.Join(out, "cmdline"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Kernel, spec.Initrd = filepath.Join(out, "vmlinuz"), filepath.Join(out, "initrd.img")
-	spec.Cmdline = strings.TrimSpace(string(cmdline)) + " stagehand.shell"
-	spec.MemoryMiB = 256
+	out, spec := shellGuestSpec(t)
 	dir := t.TempDir()
 	a := guestDataChain(t, dir, out, "a", 12, "deep-vda")
 	b := guestDataChain(t, dir, out, "b", 12, "deep-vdb")
@@ -315,16 +322,7 @@ func TestSwitchBackingLive(t *testing.T) {
 // and its writes, and after quit the chain on disk is the short one and
 // passes check.
 func TestSwitchBackingAfterLiveSnapshots(t *testing.T) {
-	out := sharedTestGuest(t)
-	g := needGuest(t)
-	spec := testSpec(t, g, false)
-	cmdline, err := os.ReadFile(filepath.Join(out, "cmdline"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Kernel, spec.Initrd = filepath.Join(out, "vmlinuz"), filepath.Join(out, "initrd.img")
-	spec.Cmdline = strings.TrimSpace(string(cmdline)) + " stagehand.shell"
-	spec.MemoryMiB = 256
+	out, spec := shellGuestSpec(t)
 	dir := t.TempDir()
 	a := guestDataChain(t, dir, out, "a", 4, "live-vda")
 	spec.Disks = []string{a[5]}
