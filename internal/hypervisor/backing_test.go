@@ -191,6 +191,19 @@ func openLayers(t *testing.T, pid int) []string {
 	return files
 }
 
+// quitWithChain quits vm, then checks that top's chain on disk is want
+// (file names, top first) and passes qemu-img check.
+func quitWithChain(ctx context.Context, t *testing.T, vm *VM, top string, want ...string) {
+	t.Helper()
+	if err := vm.quit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if names := chainFiles(t, top); !slices.Equal(names, want) {
+		t.Fatalf("the chain of %s on disk after quit = %q, want %q", filepath.Base(top), names, want)
+	}
+	qemuImg(t, "check", "-q", top)
+}
+
 // shellGuestSpec is the shared test guest's output directory and a spec
 // that boots its kernel with a shell on the serial console (256 MiB).
 func shellGuestSpec(t *testing.T) (string, Spec) {
@@ -293,14 +306,7 @@ func TestSwitchBackingLive(t *testing.T) {
 		t.Fatalf("guest write after the switch: %q", got)
 	}
 
-	if err := vm.quit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	names := chainFiles(t, aTop)
-	if want := []string{"a-top.qcow2", "a-sc.qcow2", "a-base.qcow2"}; !slices.Equal(names, want) {
-		t.Fatalf("vda's chain on disk after quit = %q, want %q", names, want)
-	}
-	qemuImg(t, "check", "-q", aTop)
+	quitWithChain(ctx, t, vm, aTop, "a-top.qcow2", "a-sc.qcow2", "a-base.qcow2")
 	qemuIO(t, aTop, "read -q -P 0x5a 409600 4096") // 'Z', written through the new chain
 	qemuIO(t, oldA, fmt.Sprintf("write -q -P 0x5a %d 4096", 409600))
 	qemuImg(t, "compare", "-q", oldA, aTop)
@@ -407,14 +413,7 @@ func TestSwitchBackingAfterLiveSnapshots(t *testing.T) {
 		t.Fatalf("vda marker after the second switch = %q", got)
 	}
 
-	if err := vm.quit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	names := chainFiles(t, s3)
-	if want := []string{"a-s3.qcow2", "a-sc2.qcow2", "a-base.qcow2"}; !slices.Equal(names, want) {
-		t.Fatalf("the chain on disk after quit = %q, want %q", names, want)
-	}
-	qemuImg(t, "check", "-q", s3)
+	quitWithChain(ctx, t, vm, s3, "a-s3.qcow2", "a-sc2.qcow2", "a-base.qcow2")
 	qemuIO(t, s3, "read -q -P 0x5a 409600 4096") // written between the first two snapshots
 	qemuIO(t, s3, "read -q -P 0x68 819200 1")    // 'h' of "hello", written after the first switch
 }
