@@ -391,9 +391,11 @@ func TestRestartReadoptsDeployments(t *testing.T) {
 				t.Errorf("after the restart: %s, PIDs %d %d", v.State, v.VMs[0].PID, v.VMs[1].PID)
 			}
 
-			// A VM that dies while the daemon is down is reported.
-			host.Hypervisor.Crash("vm2")
+			// A VM that dies while the daemon is down is reported. The
+			// daemon dies first: a VM that died under a live daemon is
+			// that daemon's to record (stopped), which is another case.
 			host.Restart()
+			host.Hypervisor.Crash("vm2")
 			e.restart(host.Use)
 			host.Calls.Take()
 			if v := e.get("a"); v.State != "failed" || !strings.Contains(v.LastError, "lost while the daemon was down") {
