@@ -90,7 +90,11 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 			return nil, err
 		}
 	}
-	view, err := s.deployHere(ctx, name, opts, placed != nil)
+	var recheck func(store.Tx, *store.Config) error
+	if placed != nil {
+		recheck = mv.stillFits
+	}
+	view, err := s.deployHere(ctx, name, opts, recheck)
 	if err != nil {
 		return nil, err
 	}
@@ -101,18 +105,18 @@ func (s Deployments) Deploy(ctx context.Context, name string, opts DeployOptions
 }
 
 // deployHere deploys name on this host with its deployment lease
-// (opts checked by Deploy). placed: placement chose this host, so the
-// transaction that marks it deploying here checks again that the host
-// still has room (moves.stillFits).
-func (s Deployments) deployHere(ctx context.Context, name string, opts DeployOptions, placed bool) (*ConfigView, error) {
+// (opts checked by Deploy). recheck, when placement chose where the VMs
+// run, checks again in the transaction that marks it deploying that
+// their hosts still have room (moves.stillFits, moves.stillFitsEach).
+func (s Deployments) deployHere(ctx context.Context, name string, opts DeployOptions, recheck func(store.Tx, *store.Config) error) (*ConfigView, error) {
 	lease := func(tx store.Tx, id int64) error { return s.leases.deployed(tx, id, opts.DeployLease) }
 	admit := deployQuota
-	if placed {
+	if recheck != nil {
 		admit = func(tx store.Tx, c *store.Config) error {
 			if err := deployQuota(tx, c); err != nil {
 				return err
 			}
-			return moves{s.core}.stillFits(tx, c)
+			return recheck(tx, c)
 		}
 	}
 	return s.committed(lease, func(commit func(store.Tx, *store.Config) error) error {

@@ -167,6 +167,34 @@ func (s moves) stillFits(tx store.Tx, c *store.Config) error {
 	return nil
 }
 
+// stillFitsEach is stillFits for a spread deployment, checked in the
+// same transaction: each VM's host (store.VM.Host, else this one, its
+// home) must still have the VM's memory and vCPUs, the VMs before it
+// counted, as placeSpread counted them.
+func (s moves) stillFitsEach(tx store.Tx, c *store.Config) error {
+	cands, _, err := placementInputs(tx, c, s.sharedLayers, time.Now())
+	if err != nil {
+		return err
+	}
+	for _, vm := range c.VMs {
+		host := vm.Host
+		if host == "" {
+			host = s.hostName
+		}
+		need := cluster.Need{Config: c.Name + "/" + vm.Name, MemoryMiB: vm.MemoryMiB, CPUs: vm.CPUs, Host: host}
+		if _, err := cluster.Place(cands, need); err != nil {
+			return fmt.Errorf("VM %q: host %q no longer has room for it (a deploy at the same time took what placement counted; deploy it again to place it anew): %w", vm.Name, host, err)
+		}
+		for i := range cands {
+			if cands[i].Name == host {
+				cands[i].UsedMemoryMiB += vm.MemoryMiB
+				cands[i].UsedCPUs += vm.CPUs
+			}
+		}
+	}
+	return nil
+}
+
 // placing reports whether a deploy asks cluster.Place: always with other
 // hosts to go to, and on one host only when the caller asked for a host
 // or an explanation (otherwise it is today's deploy, unchanged).

@@ -87,7 +87,10 @@ func (s Deployments) deploySpread(ctx context.Context, name string, opts DeployO
 	if err := (moves{s.core}).pullMissing(ctx, name); err != nil {
 		return rollback(err)
 	}
-	view, err := s.deployHere(ctx, name, opts, false)
+	if err := s.journal.Fault(ctx, "deploy", "spread-placed"); err != nil {
+		return rollback(fmt.Errorf("deploy %q: %w", name, err))
+	}
+	view, err := s.deployHere(ctx, name, opts, moves{s.core}.stillFitsEach)
 	if err != nil {
 		return rollback(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -309,4 +310,54 @@ func spreadAcross(e *env) error {
 		t.Fatalf("undeploy: %v", err)
 	}
 	return nil
+}
+
+// TestConcurrentSpreadDeploysDoNotOvercommit: a deploy that takes h2's
+// room between a spread deploy's placement (vm2 on h2) and its commit
+// makes the spread deploy refused, naming the VM and the host, instead of
+// overcommitting h2; "a" is undeployed and whole on its home again.
+func TestConcurrentSpreadDeploysDoNotOvercommit(t *testing.T) {
+	requireQemuImg(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	var raced atomic.Bool
+	var racer error
+	var in *installation
+	in = spreadHosts(t, e.db, filepath.Join(t.TempDir(), "h1"), func(op, step string) error {
+		if op == "deploy" && step == "spread-placed" && raced.CompareAndSwap(false, true) {
+			_, racer = in.labs["h1"].Deployments.Deploy(ctx, "b", lab.DeployOptions{Host: "h2"})
+		}
+		return nil
+	}, true)
+	h1 := in.labs["h1"]
+	in.create(h1, "b")
+	if err := e.db.Update(ctx, func(tx store.Tx) error { // h2 as small as h1: one 256 MiB VM fits
+		h, err := tx.Hosts().Get("h2")
+		if err != nil {
+			return err
+		}
+		h.MemoryMiB = 400
+		return tx.Hosts().Register(h)
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err := h1.Deployments.Deploy(ctx, "a", spreadOpts)
+	if racer != nil {
+		t.Fatalf("the deploy of b between a's placement and its commit: %v", racer)
+	}
+	if !raced.Load() {
+		t.Fatal("the spread deploy never reached its placed step")
+	}
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `VM "vm2": host "h2" no longer has room`) ||
+		!strings.Contains(err.Error(), "needs 256 MiB of memory, 144 free") {
+		t.Fatalf("spread deploy of a after b took h2's room: %v; want unavailable naming vm2, h2 and 144 MiB free", err)
+	}
+	if b := in.config("b"); b.State != store.StateDeployed || b.Host != "h2" {
+		t.Errorf("b is %s on %q, want deployed on h2", b.State, b.Host)
+	}
+	if _, err := in.labs["h2"].Deployments.Undeploy(ctx, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	in.assertGathered("after the refused spread deploy")
 }
