@@ -16,8 +16,8 @@ import (
 )
 
 // Format and Version identify the manifest. An archive that carries
-// snapshots is VersionSnapshots; every other one is Version, byte for
-// byte what it was before snapshots travelled.
+// snapshots or a VM's saved state is VersionSnapshots; every other one is
+// Version, byte for byte what it was before snapshots travelled.
 const (
 	Format           = "stagehand-archive"
 	Version          = 1
@@ -33,6 +33,12 @@ const (
 // frozen layer (SnapshotDisk.File) and the disk's current top (Disk.File),
 // each a delta whose File.Backing names the archive file it reads through
 // (its qcow2 header records that file's base name), or standalone.
+//
+// Version 2 also carries the current saved state of each VM that was
+// saved when archived (config undeploy --save-state): VM.State, in
+// states/, valid only with that VM's current tops (Disk.File) as
+// archived. A configuration with saved VMs and no snapshots is version 2
+// too.
 type Manifest struct {
 	Format      string     `json:"format"`
 	Version     int        `json:"version"`
@@ -113,6 +119,10 @@ type VM struct {
 	MemoryMiB int    `json:"memory_mib"`
 	Disks     []Disk `json:"disks"`
 	NICs      []NIC  `json:"nics"`
+	// State (version 2 only) is the VM's saved memory and device state
+	// when it was archived saved: valid only with its current tops as
+	// archived; the restored VM is saved and its next deploy resumes it.
+	State *File `json:"state,omitempty"`
 }
 
 // Disk is one disk of a VM: a standalone qcow2 file (version 1), or its
@@ -141,8 +151,8 @@ const ManifestName = "manifest.json"
 
 // Files lists every file of the archive in bundle order: disks (each
 // disk's base, its snapshot layers in snapshot order, its current top),
-// then boot files, then snapshot states. A disk file's backing comes
-// before it (Check).
+// then boot files, then snapshot states, then the VMs' saved states. A
+// disk file's backing comes before it (Check).
 func (m *Manifest) Files() []*File {
 	var out []*File
 	for i := range m.VMs {
@@ -162,7 +172,23 @@ func (m *Manifest) Files() []*File {
 			out = append(out, &m.Snapshots[i].States[j].File)
 		}
 	}
+	for i := range m.VMs {
+		if m.VMs[i].State != nil {
+			out = append(out, m.VMs[i].State)
+		}
+	}
 	return out
+}
+
+// SavedVMs counts the VMs that carry a saved state.
+func (m *Manifest) SavedVMs() int {
+	n := 0
+	for _, vm := range m.VMs {
+		if vm.State != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // DiskFiles lists the files of disk j of VM i, bases first: its base,
@@ -204,12 +230,15 @@ func Parse(raw []byte) (*Manifest, error) {
 
 // The only shapes of a file path in a manifest, one per role: no
 // directories but disks/, boot/ and states/, no "..". A disk's files are
-// named for the disk, so a backing name never leaves disks/.
+// named for the disk, so a backing name never leaves disks/. A snapshot's
+// state is named for its VM and snapshot (stateRE), a VM's current saved
+// state for its VM alone (savedRE).
 var (
 	diskRE  = regexp.MustCompile(`^disks/vm[0-9]{1,6}-disk[0-9]{1,6}\.qcow2$`)
 	baseRE  = regexp.MustCompile(`^disks/vm[0-9]{1,6}-disk[0-9]{1,6}-base\.qcow2$`)
 	layerRE = regexp.MustCompile(`^disks/vm[0-9]{1,6}-disk[0-9]{1,6}-s[0-9]{1,6}\.qcow2$`)
 	stateRE = regexp.MustCompile(`^states/vm[0-9]{1,6}-s[0-9]{1,6}\.state$`)
+	savedRE = regexp.MustCompile(`^states/vm[0-9]{1,6}\.state$`)
 	bootRE  = regexp.MustCompile(`^boot/t[0-9]{1,6}-(kernel|initrd)$`)
 )
 
@@ -221,8 +250,8 @@ const MaxSnapshots = 1024
 // one shape their role allows, hex checksums, disk and NIC indexes 0..n-1
 // once each, addresses and MACs that parse, references that resolve; in
 // version 2 the snapshot tree (unique names, each parent listed before
-// its child, every VM disk in every snapshot, states only with state)
-// and each disk's backing files (a file of the same disk listed before
+// its child, every VM disk in every snapshot, states only with state),
+// a VM's saved state in version 2 only, and each disk's backing files (a file of the same disk listed before
 // it, so a chain never leaves the disk's files and never loops). What the
 // names, texts, hardware, command lines, network parameters and IP modes
 // may be are the server's rules, which its caller applies.
@@ -233,8 +262,8 @@ func Check(m *Manifest) error {
 	switch {
 	case m.Version == Version && len(m.Snapshots) > 0:
 		return fmt.Errorf("version %d carries no snapshots; this one lists %d", Version, len(m.Snapshots))
-	case m.Version == VersionSnapshots && len(m.Snapshots) == 0:
-		return fmt.Errorf("version %d without snapshots", VersionSnapshots)
+	case m.Version == VersionSnapshots && len(m.Snapshots) == 0 && m.SavedVMs() == 0:
+		return fmt.Errorf("version %d without snapshots or saved VM states", VersionSnapshots)
 	case len(m.Snapshots) > MaxSnapshots:
 		return fmt.Errorf("%d snapshots, more than %d", len(m.Snapshots), MaxSnapshots)
 	}
@@ -336,6 +365,14 @@ func Check(m *Manifest) error {
 			}
 			if !nets[n.Network] {
 				return fmt.Errorf("VM %q NIC %d: network %q is not in the manifest", vm.Name, n.Index, n.Network)
+			}
+		}
+		if vm.State != nil {
+			if m.Version == Version {
+				return fmt.Errorf("VM %q: version %d carries no saved state", vm.Name, Version)
+			}
+			if err := checkFile(vm.State, savedRE, "a VM's saved state"); err != nil {
+				return err
 			}
 		}
 	}

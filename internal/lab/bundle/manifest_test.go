@@ -15,15 +15,18 @@ func sealed(path, backing string) bundle.File {
 }
 
 // snapshotManifest is a valid version 2 manifest: one VM with one disk, a
-// base, snapshots s1 → {s2 (with state), s3}, the current top on s3.
+// base, snapshots s1 → {s2 (with state), s3}, the current top on s3, and
+// the VM's saved state.
 func snapshotManifest() *bundle.Manifest {
 	base := sealed("disks/vm0-disk0-base.qcow2", "")
+	saved := sealed("states/vm0.state", "")
 	return &bundle.Manifest{Format: bundle.Format, Version: bundle.VersionSnapshots, Name: "a1", CreatedAt: time.Unix(0, 0).UTC(),
 		Networks:  []bundle.Network{{Name: "lan", Subnet: "10.9.0.0/24", Pools: []string{"10.9.0.10-10.9.0.50"}}},
 		Templates: []bundle.Template{{Name: "t1", CPUs: 1, MemoryMiB: 64}},
 		VMs: []bundle.VM{{Name: "vm1", Template: "t1", CPUs: 1, MemoryMiB: 64,
 			Disks: []bundle.Disk{{Index: 0, VirtualSize: 1 << 20, Base: &base, File: sealed("disks/vm0-disk0.qcow2", "disks/vm0-disk0-s2.qcow2")}},
-			NICs:  []bundle.NIC{{Index: 0, Network: "lan", IPMode: "pool", IP: "10.9.0.10"}}}},
+			NICs:  []bundle.NIC{{Index: 0, Network: "lan", IPMode: "pool", IP: "10.9.0.10"}},
+			State: &saved}},
 		Snapshots: []bundle.Snapshot{
 			{Name: "s1", Disks: []bundle.SnapshotDisk{{VM: "vm1", Index: 0, File: sealed("disks/vm0-disk0-s0.qcow2", "disks/vm0-disk0-base.qcow2")}}},
 			{Name: "s2", Parent: "s1", WithState: true,
@@ -48,7 +51,25 @@ func TestCheckSnapshotTree(t *testing.T) {
 			m.Snapshots = nil
 			m.VMs[0].Disks[0].Base = nil
 			m.VMs[0].Disks[0].File.Backing = ""
+			m.VMs[0].State = nil
 		}},
+		{"version 1 with a saved state", "carries no saved state", func(m *bundle.Manifest) {
+			m.Version, m.Snapshots = bundle.Version, nil
+			m.VMs[0].Disks[0].Base = nil
+			m.VMs[0].Disks[0].File.Backing = ""
+		}},
+		{"saved state at a snapshot state's path", "not allowed for a VM's saved state", func(m *bundle.Manifest) {
+			m.VMs[0].State.Path = "states/vm0-s9.state"
+		}},
+		{"saved state outside states/", "not allowed for a VM's saved state", func(m *bundle.Manifest) { m.VMs[0].State.Path = "disks/vm0.state" }},
+		{"snapshot state at a saved state's path", "not allowed for a saved state", func(m *bundle.Manifest) {
+			m.Snapshots[1].States[0].File.Path = m.VMs[0].State.Path
+		}},
+		{"saved state with a backing file", "a backing file is not allowed for a VM's saved state", func(m *bundle.Manifest) {
+			m.VMs[0].State.Backing = "disks/vm0-disk0.qcow2"
+		}},
+		{"saved state without a checksum", "not a sha256", func(m *bundle.Manifest) { m.VMs[0].State.SHA256 = "" }},
+		{"saved state of negative size", "negative size", func(m *bundle.Manifest) { m.VMs[0].State.Size = -1 }},
 		{"version 3", "version 3", func(m *bundle.Manifest) { m.Version = 3 }},
 		{"parent missing", `parent "nope"`, func(m *bundle.Manifest) { m.Snapshots[1].Parent = "nope" }},
 		{"parent after its child (a cycle)", `parent "s3"`, func(m *bundle.Manifest) { m.Snapshots[0].Parent = "s3" }},
@@ -103,6 +124,7 @@ func TestVersionOneUnchanged(t *testing.T) {
 	m.Version, m.Snapshots = bundle.Version, nil
 	m.VMs[0].Disks[0].Base = nil
 	m.VMs[0].Disks[0].File.Backing = ""
+	m.VMs[0].State = nil
 	if err := bundle.Check(m); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +132,7 @@ func TestVersionOneUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, field := range []string{"snapshots", "backing", "base"} {
+	for _, field := range []string{"snapshots", "backing", "base", "state"} {
 		if strings.Contains(string(raw), `"`+field+`"`) {
 			t.Errorf("version 1 manifest has %q: %s", field, raw)
 		}
@@ -120,14 +142,33 @@ func TestVersionOneUnchanged(t *testing.T) {
 	}
 }
 
+// A configuration with a saved VM and no snapshots is a version 2
+// manifest of its disk and that state.
+func TestSavedStateWithoutSnapshots(t *testing.T) {
+	m := snapshotManifest()
+	m.Snapshots = nil
+	m.VMs[0].Disks[0].Base = nil
+	m.VMs[0].Disks[0].File.Backing = ""
+	if err := bundle.Check(m); err != nil {
+		t.Fatalf("version 2 with a saved state only: %v", err)
+	}
+	var got []string
+	for _, f := range m.Files() {
+		got = append(got, f.Path)
+	}
+	if strings.Join(got, " ") != "disks/vm0-disk0.qcow2 states/vm0.state" || m.SavedVMs() != 1 {
+		t.Errorf("Files() = %v, SavedVMs() = %d; want the disk and the saved state, 1", got, m.SavedVMs())
+	}
+}
+
 // Files lists each disk's files with their backing files first, then the
-// boot files, then the states.
+// boot files, then the snapshots' states, then the VMs' saved states.
 func TestFilesOrder(t *testing.T) {
 	var got []string
 	for _, f := range snapshotManifest().Files() {
 		got = append(got, f.Path)
 	}
-	want := "disks/vm0-disk0-base.qcow2 disks/vm0-disk0-s0.qcow2 disks/vm0-disk0-s1.qcow2 disks/vm0-disk0-s2.qcow2 disks/vm0-disk0.qcow2 states/vm0-s1.state"
+	want := "disks/vm0-disk0-base.qcow2 disks/vm0-disk0-s0.qcow2 disks/vm0-disk0-s1.qcow2 disks/vm0-disk0-s2.qcow2 disks/vm0-disk0.qcow2 states/vm0-s1.state states/vm0.state"
 	if strings.Join(got, " ") != want {
 		t.Errorf("Files() = %v, want %s", got, want)
 	}
