@@ -33,8 +33,10 @@ import (
 // (manifest version 2): each disk is then a small tree of compressed
 // files (a base, each snapshot's layer and the current top as deltas on
 // the point below), restored as frozen layers of the same shape with the
-// snapshot records (restoreSnapshots) and copies of the saved states; a
-// restore of saved states keeps the archived MACs (keepMACs).
+// snapshot records (restoreSnapshots) and copies of the saved states, and
+// so does each VM's current saved state (undeploy --save-state): the
+// restored VM is saved and its next deploy resumes a copy of it. A restore
+// of saved states keeps the archived MACs (keepMACs).
 //
 // Every archive file lives in its directory, which an operation journals
 // as one entry (a path ending in a separator): a failure or a crash removes
@@ -82,6 +84,11 @@ type ArchiveVMView struct {
 	MemoryMiB int
 	Disks     []ArchiveDiskView
 	NICs      []NICView
+	// SavedState is true when the VM was archived saved (undeploy
+	// --save-state, archive create --with-snapshots): its restore resumes
+	// it. SavedStateSize is the bytes of that state in the archive.
+	SavedState     bool
+	SavedStateSize int64
 }
 
 // ArchiveDiskView is one disk of an archived VM.
@@ -116,6 +123,9 @@ func (vs views) archiveNamed(tx store.Tx, a *store.Archive, names *access.Names)
 	}
 	for _, vm := range m.VMs {
 		vv := ArchiveVMView{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB}
+		if vm.State != nil {
+			vv.SavedState, vv.SavedStateSize = true, vm.State.Size
+		}
 		for _, d := range vm.Disks {
 			dv := ArchiveDiskView{Index: d.Index, Path: filepath.Join(dir, d.File.Path), VirtualSize: d.VirtualSize, Size: d.File.Size, SHA256: d.File.SHA256}
 			if d.File.Backing != "" {
@@ -304,9 +314,14 @@ func (s restores) commitRestore(tx store.Tx, m *bundle.Manifest, config string, 
 		if !ok {
 			return nil, nil, fmt.Errorf("VM %q: template %q is not in the manifest", mv.Name, mv.Template)
 		}
-		// A restore is a copy of what was archived: a new instance-id.
+		// A restore is a copy of what was archived: a new instance-id. A
+		// VM archived saved is saved (its state goes in place once
+		// committed: archive.Lab.PlaceSavedStates).
 		vm := store.VM{Name: mv.Name, TemplateID: tid, CPUs: mv.CPUs, MemoryMiB: mv.MemoryMiB, State: store.StateUndeployed,
 			InstanceID: seed.NewInstanceID()}
+		if mv.State != nil {
+			vm.State = VMStateSaved
+		}
 		for j, d := range mv.Disks {
 			current := &m.VMs[vi].Disks[j].File
 			for _, f := range m.DiskFiles(vi, j) { // a backing file before its children
@@ -376,13 +391,13 @@ func restoreSnapshots(tx store.Tx, m *bundle.Manifest, c *store.Config, files ar
 }
 
 // keepMACs says whether the restored configuration c keeps the archived
-// MACs: it does when a snapshot has a saved state, since a guest resumed
-// from it has its MACs (and addresses) in memory. When one of them is in
+// MACs: it does when a snapshot or a VM has a saved state, since a guest
+// resumed from it has its MACs (and addresses) in memory. When one of them is in
 // use here (the archived configuration, or a copy, still exists), c is
 // marked a copy of the archive's source sharing its state (InstantOf):
 // like an instant copy it repeats those MACs and deploys fenced only.
 func (s restores) keepMACs(tx store.Tx, m *bundle.Manifest, c *store.Config) (bool, error) {
-	withState := false
+	withState := m.SavedVMs() > 0
 	for _, sn := range m.Snapshots {
 		withState = withState || sn.WithState
 	}

@@ -24,10 +24,11 @@ import (
 
 // snapshotTreeFixture gives configuration "a" of deployEnv (vm1, vm2) a
 // snapshot tree s1 → {s2, s3 → s4 (with state)} with different data in
-// vm1 at each point (s2 also zeroes a block of the template's data), an
-// unnamed frozen layer above s4 (a linked clone "a2" froze the top) and
-// data of its own in the current top. It returns the pattern vm1 reads
-// at 0..64k at each point ("" the current one).
+// vm1 at each point (s2 also zeroes a block of the template's data), its
+// VMs saved (undeploy --save-state after s4), an unnamed frozen layer
+// above s4 (a linked clone "a2" froze the top) and data of its own in the
+// current top. It returns the pattern vm1 reads at 0..64k at each point
+// ("" the current one).
 func snapshotTreeFixture(t *testing.T, e *env, host *labtest.Host) map[string]byte {
 	t.Helper()
 	ctx := context.Background()
@@ -47,7 +48,7 @@ func snapshotTreeFixture(t *testing.T, e *env, host *labtest.Host) map[string]by
 	if _, err := e.svc.Snapshots.Create(ctx, "a", "s4", true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Deployments.Undeploy(ctx, "a", false); err != nil {
+	if _, err := e.svc.Deployments.Undeploy(ctx, "a", true); err != nil {
 		t.Fatal(err)
 	}
 	e.linked("a", "a2")
@@ -120,13 +121,15 @@ func drawTree(e *env, config string) string {
 // (--with-snapshots) and checks the archive: version 2, the tree, per
 // disk a compressed base and a delta per point on the point below it
 // (relative backing names inside the archive, read-only, checksummed),
-// the states; without --with-snapshots (or without snapshots) the same
-// version 1 manifest as ever. A restore gives the same tree, each point's
-// data, frozen layers of the same shape and writable tops; while the
-// archived configuration still holds the MACs the restore is a copy that
-// deploys fenced only, once it is gone the MACs are kept and a revert to
-// the snapshot with state resumes from the copied state; a snapshot
-// delete frees only what nothing else references.
+// the snapshots' states and the VMs' saved states; without
+// --with-snapshots (or without snapshots or saved VMs) the same version 1
+// manifest as ever. A restore gives the same tree, each point's data,
+// frozen layers of the same shape and writable tops, and saved VMs with
+// copies of their states; while the archived configuration still holds
+// the MACs the restore is a copy that deploys fenced only, once it is
+// gone the MACs are kept and a revert to the snapshot with state resumes
+// from the copied state; a snapshot delete frees only what nothing else
+// references.
 func TestArchiveWithSnapshots(t *testing.T) {
 	e, host := deployEnv(t, nil)
 	ctx := context.Background()
@@ -179,6 +182,12 @@ func TestArchiveWithSnapshots(t *testing.T) {
 			t.Errorf("state %s differs from the snapshot's", st.File.Path)
 		}
 	}
+	srcStates := e.stateFiles("a")
+	for _, vm := range m.VMs {
+		if vm.State == nil || sha(t, filepath.Join(av.Dir, vm.State.Path)) != sha(t, srcStates[vm.Name]) {
+			t.Errorf("VM %s's saved state: %+v; want it archived, the source's bytes", vm.Name, vm.State)
+		}
+	}
 
 	// Without --with-snapshots, and of a configuration without snapshots,
 	// the manifest is version 1 as before.
@@ -227,6 +236,11 @@ func TestArchiveWithSnapshots(t *testing.T) {
 		}
 	}
 	checkPoints(t, e, "b", want)
+	for i, v := range b.VMs {
+		if v.State != lab.VMStateSaved || !v.HasSavedState || sha(t, e.stateFiles("b")[v.Name]) != sha(t, srcStates[v.Name]) {
+			t.Errorf("restored VM %d %s: %s, saved state %v; want saved with a copy of the archived state", i, v.Name, v.State, v.HasSavedState)
+		}
+	}
 	if b.VMs[0].NICs[0].MAC != e.get("a").VMs[0].NICs[0].MAC {
 		t.Errorf("restored MAC %s, archived %s: a snapshot with state keeps the MACs", b.VMs[0].NICs[0].MAC, e.get("a").VMs[0].NICs[0].MAC)
 	}
@@ -382,8 +396,8 @@ func rewriteBundle(t *testing.T, good []byte, keepSums bool, edit func(m *bundle
 	return tarOf(t, entries)
 }
 
-// TestImportRefusesHostileSnapshotBundles: a bundle whose snapshot layer
-// or state was changed, whose manifest points a backing file outside the
+// TestImportRefusesHostileSnapshotBundles: a bundle whose snapshot layer,
+// snapshot state or VM's saved state was changed, whose manifest points a backing file outside the
 // archive or in a loop, whose snapshot tree loops, or whose delta's header
 // names another file than its manifest says, is refused with a clear
 // error and leaves nothing behind; the good one imports.
@@ -405,6 +419,9 @@ func TestImportRefusesHostileSnapshotBundles(t *testing.T) {
 		}},
 		{"flipped byte in a state", "sha256", true, func(m *bundle.Manifest, files map[string][]byte) {
 			files[m.Snapshots[3].States[0].File.Path][10] ^= 1
+		}},
+		{"flipped byte in a VM's saved state", "sha256", true, func(m *bundle.Manifest, files map[string][]byte) {
+			files[m.VMs[1].State.Path][10] ^= 1
 		}},
 		{"backing outside the archive", "reads through", false, func(m *bundle.Manifest, files map[string][]byte) {
 			layer(m, 1).Backing = "../../layers/x.qcow2"
@@ -470,8 +487,9 @@ func (e *env) jobErr(j jobs.Job, err error) error {
 }
 
 // archiveState is what an archive operation may change: the
-// configurations, layers and files, every snapshot tree, the archives
-// and their directories, the snapshots' state files.
+// configurations, their VMs' states, layers and files, every snapshot
+// tree, the archives and their directories, the snapshots' and the VMs'
+// state files.
 func archiveState(e *env) string {
 	e.t.Helper()
 	ctx := context.Background()
@@ -480,6 +498,9 @@ func archiveState(e *env) string {
 	cs, _ := e.svc.Configs.List(ctx)
 	for _, c := range cs {
 		b.WriteString(" tree " + c.Name + ": " + drawTree(e, c.Name))
+		for _, v := range c.VMs {
+			b.WriteString(" " + c.Name + "/" + v.Name + " " + v.State)
+		}
 	}
 	as, _ := e.svc.Archives.List(ctx)
 	for _, a := range as {
@@ -487,14 +508,17 @@ func archiveState(e *env) string {
 	}
 	b.WriteString(" dirs " + strings.Join(archiveDirs(e.t, e), ","))
 	states, _ := filepath.Glob(filepath.Join(e.dir, "snapshots", "*"))
-	b.WriteString(" states " + strings.Join(states, ","))
+	saved, _ := filepath.Glob(filepath.Join(e.dir, "state", "*"))
+	b.WriteString(" states " + strings.Join(append(states, saved...), ","))
 	return b.String()
 }
 
 // TestEveryArchiveSnapshotStepRollsBack fails each step of an archive
-// --with-snapshots, of its restore and of its bundle's import in turn (on
-// a fresh lab each time, set up by deployEnv): each failure is reported,
-// leaves the lab as it was, and the doctor finds nothing.
+// --with-snapshots (of snapshotTreeFixture, whose VMs are saved: copying
+// their states is a step of each), of its restore and of its bundle's
+// import in turn (on a fresh lab each time, set up by deployEnv): each
+// failure is reported, leaves the lab as it was, and the doctor finds
+// nothing.
 func TestEveryArchiveSnapshotStepRollsBack(t *testing.T) {
 	ctx := context.Background()
 	file, _ := snapshotBundle(t)

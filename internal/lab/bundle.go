@@ -14,6 +14,7 @@ import (
 	"stagehand/internal/lab/access"
 	"stagehand/internal/lab/archive"
 	"stagehand/internal/lab/bundle"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/journal"
 	"stagehand/internal/store"
 )
@@ -215,6 +216,42 @@ func (l archiveLab) RecordRestore(ctx context.Context, config, archive string) {
 
 func (archiveLab) CopyBootFile(ctx context.Context, src, dst string) error {
 	return copyFile(ctx, src, dst, 0o400, maxBootFile)
+}
+
+// SavedState is the file VM vm resumes from at its next deploy, when it
+// is saved and the file is there (deploy.StateFile).
+func (l archiveLab) SavedState(vm *store.VM) (string, bool) {
+	if vm.State != VMStateSaved || !l.s.deploys.HasSavedState(vm.ID) {
+		return "", false
+	}
+	return deploy.StateFile(vm.ID), true
+}
+
+// PlaceSavedStates renames each saved state a committed restore of config
+// copied (VM name → its copy) to its VM's deploy.StateFile, as an instant
+// copy's states are placed (placeStates: a failure is logged, and that VM
+// boots instead of resuming).
+func (l archiveLab) PlaceSavedStates(ctx context.Context, config string, states map[string]string) {
+	if len(states) == 0 {
+		return
+	}
+	var c *store.Config
+	err := l.s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		c, err = tx.Configs().Get(config)
+		return err
+	})
+	if err != nil {
+		l.s.log.Error("find a restored configuration; its saved VMs will boot instead of resuming", "config", config, "err", err)
+		return
+	}
+	byIndex := map[int]string{}
+	for vi, vm := range c.VMs {
+		if f, ok := states[vm.Name]; ok {
+			byIndex[vi] = f
+		}
+	}
+	instantClones{l.s}.placeStates(c, byIndex)
 }
 
 func (archiveLab) CheckName(kind, name string) error      { return CheckName(kind, name) }

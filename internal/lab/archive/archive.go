@@ -68,6 +68,14 @@ type Lab interface {
 	// CopyBootFile copies a template's boot file (kernel or initrd) to
 	// dst, read-only, within the lab's size bound.
 	CopyBootFile(ctx context.Context, src, dst string) error
+	// SavedState names (relative to the data dir) the saved state of VM
+	// vm of an undeployed configuration, when it is saved (undeploy
+	// --save-state) and its file is there: what its next deploy resumes.
+	SavedState(vm *store.VM) (string, bool)
+	// PlaceSavedStates gives each saved state a committed restore copied
+	// (VM name → its copy, relative) the name the restored VM's next
+	// deploy resumes it from.
+	PlaceSavedStates(ctx context.Context, config string, states map[string]string)
 }
 
 // Disks is what archives need of the disk tool. A tool that also has

@@ -40,6 +40,7 @@ const (
 	fileDisk  fileKind = iota // a chain consolidated into a standalone qcow2
 	fileDelta                 // a layer stored as a delta on another point
 	fileState                 // a snapshot's saved state, copied
+	fileSaved                 // a VM's current saved state, copied
 	fileBoot                  // a template's boot file, copied
 )
 
@@ -73,6 +74,10 @@ func (x *Archives) abs(rel string) string { return journal.Abs(x.dataDir, rel) }
 // snapshot point as one compressed base, each snapshot's layer and the
 // current top as compressed deltas on the point below them
 // (snapshot.PlanDisk), and the saved states of snapshots taken with state.
+// It also carries the current saved state of each VM that has one
+// (undeploy --save-state; version 2 even without snapshots): the
+// configuration is undeployed and stays locked until the job ends, so
+// nothing resumes it, discards its state or saves another meanwhile.
 func (x *Archives) StartCreate(ctx context.Context, config, name string, storageLease *time.Duration, place access.Placement, withSnapshots bool) (jobs.Job, error) {
 	if err := x.lab.CheckName("archive", name); err != nil {
 		return jobs.Job{}, err
@@ -132,20 +137,29 @@ func (x *Archives) StartCreate(ctx context.Context, config, name string, storage
 			return x.lab.FailOp(op, fmt.Errorf("archive %q as %q: %w", config, name, err))
 		}
 		x.lab.FinishOp(op)
-		x.log.Info("archive made", "archive", name, "config", config, "bytes", m.Size(), "snapshots", len(m.Snapshots))
-		detail := "archived from " + config
-		if len(m.Snapshots) > 0 {
-			detail += fmt.Sprintf(" with %d snapshots", len(m.Snapshots))
-		}
-		x.lab.Record(ctx, "archive", name, detail)
+		x.log.Info("archive made", "archive", name, "config", config, "bytes", m.Size(), "snapshots", len(m.Snapshots), "saved_vms", m.SavedVMs())
+		x.lab.Record(ctx, "archive", name, createDetail(config, m))
 		return nil
 	}), nil
+}
+
+// createDetail is the event detail of archive m made from config.
+func createDetail(config string, m *bundle.Manifest) string {
+	detail := "archived from " + config
+	if len(m.Snapshots) > 0 {
+		detail += fmt.Sprintf(" with %d snapshots", len(m.Snapshots))
+	}
+	if n := m.SavedVMs(); n > 0 {
+		detail += fmt.Sprintf(" with the saved state of %d VMs", n)
+	}
+	return detail
 }
 
 // planManifest describes configuration c as archive name: everything but
 // the files' sizes and checksums, which writeArchive fills in, and how
 // each file is written, in the manifest's file order. withSnapshots adds
-// c's snapshot tree when it has one (planSnapshots).
+// c's snapshot tree when it has one (planSnapshots) and its VMs' saved
+// states (planSavedStates).
 func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string, withSnapshots bool) (*bundle.Manifest, []filePlan, error) {
 	ls, err := tx.Layers().List()
 	if err != nil {
@@ -223,6 +237,7 @@ func (x *Archives) planManifest(tx store.Tx, c *store.Config, name string, withS
 				return nil, nil, err
 			}
 		}
+		x.planSavedStates(c, m, sources)
 	}
 	var plans []filePlan
 	for _, f := range m.Files() {
@@ -335,6 +350,22 @@ func (x *Archives) planSnapshots(c *store.Config, m *bundle.Manifest, idx map[in
 	return nil
 }
 
+// planSavedStates adds to m the current saved state of each VM of c that
+// has one (version 2), copied as a snapshot's state is (fileSaved).
+func (x *Archives) planSavedStates(c *store.Config, m *bundle.Manifest, sources map[string]filePlan) {
+	for vi := range c.VMs {
+		vm := &c.VMs[vi]
+		rel, ok := x.lab.SavedState(vm)
+		if !ok {
+			continue
+		}
+		p := fmt.Sprintf("states/vm%d.state", vi)
+		m.Version = bundle.VersionSnapshots
+		m.VMs[vi].State = &bundle.File{Path: p}
+		sources[p] = filePlan{kind: fileSaved, src: x.abs(rel), what: fmt.Sprintf("VM %q: saved state", vm.Name)}
+	}
+}
+
 func networkManifest(nw *store.Network) bundle.Network {
 	mn := bundle.Network{Name: nw.Name, Subnet: nw.Subnet.String(), DNS: []string{}, Pools: []string{}}
 	if nw.Gateway.IsValid() {
@@ -381,6 +412,10 @@ func (x *Archives) writeArchive(ctx context.Context, op *store.Op, m *bundle.Man
 			}
 		case fileState:
 			if err = x.lab.Step(ctx, op, "copy-state"); err == nil {
+				err = copyFile(ctx, p.src, dst, 0o600)
+			}
+		case fileSaved:
+			if err = x.lab.Step(ctx, op, "copy-saved-state"); err == nil {
 				err = copyFile(ctx, p.src, dst, 0o600)
 			}
 		case fileBoot:

@@ -25,7 +25,10 @@ import (
 // snapshots (manifest version 2) gives each disk's files back as layers of
 // the same shape: the base and each snapshot's layer frozen, each a delta
 // on the new layer of its backing file, the current top a writable delta;
-// the snapshot records name them, with copies of their states. A template the archive names that
+// the snapshot records name them, with copies of their states. A VM
+// archived saved is restored saved, with a copy of its state put where its
+// next deploy resumes it once the restore is committed (PlaceSavedStates).
+// A template the archive names that
 // no longer exists is made again from the archive (hardware and boot
 // files, no base disks). The archive is only read. A cancelled or failed
 // job leaves nothing behind. The configuration gets its storage lease as
@@ -64,10 +67,10 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 		return jobs.Job{}, fmt.Errorf("restore archive %q as %q: %w", archive, config, err)
 	}
 	// One new layer per archived disk file, a copy of each snapshot's
-	// state, and a copy of the boot files of every template that may have
-	// to be made again (decided at commit).
+	// and each saved VM's state, and a copy of the boot files of every
+	// template that may have to be made again (decided at commit).
 	var created []string
-	files := RestoreFiles{Layers: map[string]string{}, Boot: map[string]string{}, States: map[string]string{}, Hashes: map[string]LayerHash{}}
+	files := RestoreFiles{Layers: map[string]string{}, Boot: map[string]string{}, States: map[string]string{}, Saved: map[string]string{}, Hashes: map[string]LayerHash{}}
 	for i, vm := range m.VMs {
 		for j := range vm.Disks {
 			for _, f := range m.DiskFiles(i, j) {
@@ -80,6 +83,12 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 		for _, st := range sn.States {
 			files.States[st.File.Path] = x.lab.NewStatePath()
 			created = append(created, files.States[st.File.Path])
+		}
+	}
+	for _, vm := range m.VMs {
+		if vm.State != nil {
+			files.Saved[vm.State.Path] = x.lab.NewStatePath()
+			created = append(created, files.Saved[vm.State.Path])
 		}
 	}
 	for _, t := range m.Templates {
@@ -117,19 +126,8 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 				}
 			}
 		}
-		for _, sn := range m.Snapshots {
-			for _, st := range sn.States {
-				if err := x.lab.Step(ctx, op, "copy-state"); err != nil {
-					return fail(err)
-				}
-				dst := x.abs(files.States[st.File.Path])
-				if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-					return fail(err)
-				}
-				if err := copyFile(ctx, filepath.Join(dir, st.File.Path), dst, 0o400); err != nil {
-					return fail(fmt.Errorf("snapshot %q: state of VM %q: %w", sn.Name, st.VM, err))
-				}
-			}
+		if err := x.restoreStates(ctx, op, dir, m, files); err != nil {
+			return fail(err)
 		}
 		for src, dst := range files.Boot {
 			if err := x.lab.Step(ctx, op, "copy-boot-file"); err != nil {
@@ -152,8 +150,9 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 		if err != nil {
 			return fail(err)
 		}
+		x.lab.PlaceSavedStates(ctx, config, savedByVM(m, files))
 		x.lab.FinishOp(op)
-		x.log.Info("archive restored", "archive", archive, "config", config, "snapshots", len(m.Snapshots))
+		x.log.Info("archive restored", "archive", archive, "config", config, "snapshots", len(m.Snapshots), "saved_vms", m.SavedVMs())
 		x.lab.RecordRestore(ctx, config, archive)
 		return nil
 	}), nil
@@ -161,12 +160,58 @@ func (x *Archives) StartRestore(ctx context.Context, archive, config string, sto
 
 // RestoreFiles names the files a restore writes, by the archive file each
 // comes from (manifest paths): a layer per disk file, a state per snapshot
-// state, a copy per boot file (paths relative to the data dir); and the
-// content hash of each frozen layer it wrote (Hashes), which the records
-// keep as a clone's or a snapshot's.
+// state, a copy per VM's saved state (Saved, under a temporary name until
+// PlaceSavedStates), a copy per boot file (paths relative to the data
+// dir); and the content hash of each frozen layer it wrote (Hashes), which
+// the records keep as a clone's or a snapshot's.
 type RestoreFiles struct {
-	Layers, States, Boot map[string]string
-	Hashes               map[string]LayerHash
+	Layers, States, Saved, Boot map[string]string
+	Hashes                      map[string]LayerHash
+}
+
+// restoreStates copies, from the archive directory dir, each snapshot's
+// states and each saved VM's state to the new files files names, one
+// journalled step each.
+func (x *Archives) restoreStates(ctx context.Context, op *store.Op, dir string, m *bundle.Manifest, files RestoreFiles) error {
+	copyState := func(step string, f *bundle.File, dst, what string) error {
+		if err := x.lab.Step(ctx, op, step); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(x.abs(dst)), 0o700); err != nil {
+			return err
+		}
+		if err := copyFile(ctx, filepath.Join(dir, f.Path), x.abs(dst), 0o400); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
+	for _, sn := range m.Snapshots {
+		for _, st := range sn.States {
+			if err := copyState("copy-state", &st.File, files.States[st.File.Path], fmt.Sprintf("snapshot %q: state of VM %q", sn.Name, st.VM)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, vm := range m.VMs {
+		if vm.State != nil {
+			if err := copyState("copy-saved-state", vm.State, files.Saved[vm.State.Path], fmt.Sprintf("VM %q: saved state", vm.Name)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// savedByVM names the copy of each saved VM's state a restore made, by
+// VM name.
+func savedByVM(m *bundle.Manifest, files RestoreFiles) map[string]string {
+	out := map[string]string{}
+	for _, vm := range m.VMs {
+		if vm.State != nil {
+			out[vm.Name] = files.Saved[vm.State.Path]
+		}
+	}
+	return out
 }
 
 // LayerHash is a restored frozen layer's content hash (hex sha256) and
