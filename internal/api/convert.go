@@ -202,7 +202,8 @@ func archiveToWire(a *lab.ArchiveView) wire.Archive {
 		out.Snapshots = append(out.Snapshots, wire.ArchiveSnapshot{Name: sn.Name, Parent: sn.Parent, CreatedAt: sn.CreatedAt, WithState: sn.WithState, Size: sn.Size})
 	}
 	for _, vm := range a.VMs {
-		wv := wire.ArchiveVM{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Disks: []wire.ArchiveDisk{}, NICs: []wire.NIC{}}
+		wv := wire.ArchiveVM{Name: vm.Name, Template: vm.Template, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, Disks: []wire.ArchiveDisk{}, NICs: []wire.NIC{},
+			SavedState: vm.SavedState, SavedStateSize: vm.SavedStateSize}
 		for _, d := range vm.Disks {
 			wv.Disks = append(wv.Disks, wire.ArchiveDisk{Index: d.Index, Path: d.Path, VirtualSize: d.VirtualSize, Size: d.Size, SHA256: d.SHA256, Backing: d.Backing})
 		}

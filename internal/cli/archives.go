@@ -39,13 +39,15 @@ id with --detach.
 With --with-snapshots the configuration's snapshot tree travels too: per
 disk, the chain below the oldest snapshot as one compressed base, each
 snapshot's layer and the current disk as compressed deltas on the point
-below them, and the memory states of snapshots taken --with-state. A
-restore then has the same snapshots (snapshot list, revert, delete), and a
-bundle exported from the archive carries them. A restore of memory states
-keeps the archived MACs (the resumed guests have them in memory): while
-the archived configuration still exists on the same server, the restored
-one deploys --fenced only. Without snapshots the archive is the same
-either way.`,
+below them, and the memory states of snapshots taken --with-state. The
+saved state of each VM undeployed --save-state travels too (even without
+snapshots). A restore then has the same snapshots (snapshot list, revert,
+delete) and saved VMs whose deploy resumes them, and a bundle exported
+from the archive carries them. A restore of memory states keeps the
+archived MACs (the resumed guests have them in memory): while the
+archived configuration still exists on the same server, the restored one
+deploys --fenced only. Without snapshots or saved VMs the archive is the
+same either way.`,
 		Args: exactArgs("CONFIG", "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			j, err := a.client.Archives().Start(cmd.Context(), wire.ArchiveRequest{Config: args[0], Name: args[1], StorageLease: createLease, Workspace: createIn, WithSnapshots: withSnapshots})
@@ -55,7 +57,7 @@ either way.`,
 			return a.jobThen(cmd.Context(), j, detach, func() error { return a.show(cmd.Context(), args[1]) })
 		}),
 	}
-	createCmd.Flags().BoolVar(&withSnapshots, "with-snapshots", false, "carry the configuration's snapshot tree (layers and memory states)")
+	createCmd.Flags().BoolVar(&withSnapshots, "with-snapshots", false, "carry the configuration's snapshot tree (layers and memory states) and its VMs' saved states")
 	createCmd.Flags().StringVar(&createLease, "storage-lease", "", "storage lease: "+leaseHelp)
 	createCmd.Flags().StringVar(&createIn, "workspace", "", workspaceCopyHelp)
 	restoreCmd = &cobra.Command{
@@ -218,6 +220,7 @@ func (a archiveCmds) printArchive(ar *wire.Archive) error {
 		row(w, "Size:", size(ar.Size))
 		row(w, "Created:", when(ar.CreatedAt))
 		row(w, "Snapshots:", len(ar.Snapshots))
+		row(w, "Saved state:", savedVMs(ar))
 		row(w, "Storage lease:", storageLeaseText(ar.Lease))
 		row(w)
 		row(w, "VM", "TEMPLATE", "CPUS", "MEMORY")
@@ -251,6 +254,18 @@ func (a archiveCmds) printArchive(ar *wire.Archive) error {
 			row(w, name, when(sn.CreatedAt), yesNo(sn.WithState), size(sn.Size))
 		}
 	})
+}
+
+// savedVMs names the VMs whose saved state an archive carries (their
+// restore resumes them), or "-".
+func savedVMs(ar *wire.Archive) string {
+	var names []string
+	for _, vm := range ar.VMs {
+		if vm.SavedState {
+			names = append(names, fmt.Sprintf("%s (%s)", vm.Name, size(vm.SavedStateSize)))
+		}
+	}
+	return orDash(strings.Join(names, ", "))
 }
 
 // treeSnapshot is a snapshot of an archive with its depth in the tree.

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -102,5 +103,48 @@ func TestLifecycleCommands(t *testing.T) {
 	}
 	if out := ok("events", "--limit", "1"); strings.Count(out, "\n") != 2 {
 		t.Errorf("events --limit 1:\n%s", out)
+	}
+}
+
+// TestArchiveShowsSavedStates: archived --with-snapshots after undeploy
+// --save-state, an archive carries its VM's saved state: show names the
+// VM (and -o json marks it), an archive without --with-snapshots shows
+// none, and the restored VM is saved.
+func TestArchiveShowsSavedStates(t *testing.T) {
+	e := newEnv(t)
+	ok := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := e.run(args...)
+		if code != 0 {
+			t.Fatalf("stagehand %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+		}
+		return out
+	}
+	ok("config", "deploy", "web")
+	ok("config", "undeploy", "web", "--save-state")
+	if out := ok("archive", "create", "web", "arch", "--with-snapshots"); !regexp.MustCompile(`(?m)^Saved state:\s+vm1 \(\d`).MatchString(out) {
+		t.Errorf("archive create --with-snapshots of a saved configuration showed:\n%s", out)
+	}
+	var shown struct {
+		VMs []struct {
+			Name       string `json:"name"`
+			SavedState bool   `json:"saved_state"`
+		} `json:"vms"`
+	}
+	if err := json.Unmarshal([]byte(ok("archive", "show", "arch", "-o", "json")), &shown); err != nil || len(shown.VMs) != 1 || !shown.VMs[0].SavedState {
+		t.Errorf("archive show -o json: %+v %v; want vm1 with saved_state", shown, err)
+	}
+	if out := ok("archive", "create", "web", "plain"); !regexp.MustCompile(`(?m)^Saved state:\s+-$`).MatchString(out) {
+		t.Errorf("archive create without --with-snapshots showed:\n%s", out)
+	}
+	ok("archive", "restore", "arch", "back")
+	var c struct {
+		VMs []struct {
+			State         string `json:"state"`
+			HasSavedState bool   `json:"has_saved_state"`
+		} `json:"vms"`
+	}
+	if err := json.Unmarshal([]byte(ok("config", "show", "back", "-o", "json")), &c); err != nil || len(c.VMs) != 1 || c.VMs[0].State != "saved" || !c.VMs[0].HasSavedState {
+		t.Errorf("restored configuration: %+v %v; want its VM saved with its state", c, err)
 	}
 }

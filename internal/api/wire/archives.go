@@ -11,7 +11,9 @@ type ArchiveRequest struct {
 	// Workspace is where the archive goes; "" is the configuration's.
 	Workspace string `json:"workspace,omitempty"`
 	// WithSnapshots carries the configuration's snapshot tree (layers and
-	// saved states) in the archive, so a restore has the same snapshots.
+	// saved states) in the archive, so a restore has the same snapshots,
+	// and the current saved state of each VM undeployed --save-state, so
+	// the restore's deploy resumes it.
 	WithSnapshots bool `json:"with_snapshots,omitempty"`
 }
 
@@ -79,6 +81,11 @@ type ArchiveVM struct {
 	MemoryMiB int           `json:"memory_mib"`
 	Disks     []ArchiveDisk `json:"disks"`
 	NICs      []NIC         `json:"nics"`
+	// SavedState is true when the archive carries the VM's saved state
+	// (archived saved, --with-snapshots): the restored VM is saved and its
+	// deploy resumes it. SavedStateSize is that state's bytes.
+	SavedState     bool  `json:"saved_state"`
+	SavedStateSize int64 `json:"saved_state_size,omitempty"`
 }
 
 // ArchiveDisk is one disk of an archived VM: a compressed standalone qcow2,
