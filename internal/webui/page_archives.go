@@ -50,7 +50,7 @@ func (p *objectPages) archivesPage(w http.ResponseWriter, r *http.Request) {
 			Fields: []Field{
 				{Name: "config", Label: "Configuration", Kind: FieldSelect, Options: srcs, Required: true},
 				{Name: "name", Label: "Archive name", Required: true},
-				{Name: "with_snapshots", Label: "With its snapshot tree", Kind: FieldBool, Flag: "--with-snapshots"},
+				{Name: "with_snapshots", Label: "With its snapshot tree and saved VM states", Kind: FieldBool, Flag: "--with-snapshots"},
 				{Name: "storage_lease", Label: "Storage lease (e.g. 90d, never; empty: the default)", Flag: "--storage-lease"},
 				{Name: "workspace", Label: "Workspace (empty: the configuration's)", Flag: "--workspace"},
 			},

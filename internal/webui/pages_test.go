@@ -194,6 +194,10 @@ func TestObjectPagesRender(t *testing.T) {
 	if !strings.Contains(body, `data-upload="raw"`) || !strings.Contains(body, `data-api-path="/api/v1/archives/upload"`) {
 		t.Errorf("archive import is not a raw upload to the upload route")
 	}
+	// web was archived undeployed without a saved state.
+	if body := c.page(t, s, "/ui/archives/web-arch"); !strings.Contains(body, `<td data-label="Saved state">no</td>`) {
+		t.Errorf("/ui/archives/web-arch: no 'Saved state: no' for vm1")
+	}
 	// The export is a download of the bundle route, with the session.
 	for _, a := range elements(t, c.page(t, s, "/ui/archives/web-arch"), "a") {
 		if a["data-action"] == "archive.export" && (a["href"] != "/api/v1/archives/web-arch/bundle" || a["download"] == "") {
