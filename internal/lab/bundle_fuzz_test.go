@@ -105,7 +105,7 @@ func snapshotImages(t testing.TB) (base, s0, cur []byte) {
 // seedSnapshotBundle is a valid version 2 bundle: seedBundle's VM with a
 // snapshot s1 taken with state, its disk a base, s1's layer on it and the
 // current top on s1's layer (the images of snapshotImages, of virtual
-// size vsize).
+// size vsize), and the VM's current saved state.
 func seedSnapshotBundle(t testing.TB, base, s0, cur []byte, vsize int64) []byte {
 	state := []byte("QEVM saved state")
 	b := fileOf("disks/vm0-disk0-base.qcow2", base)
@@ -114,6 +114,8 @@ func seedSnapshotBundle(t testing.TB, base, s0, cur []byte, vsize int64) []byte 
 	d := fileOf("disks/vm0-disk0.qcow2", cur)
 	d.Backing = l.Path
 	st := fileOf("states/vm0-s0.state", state)
+	current := []byte("QEVM current state")
+	saved := fileOf("states/vm0.state", current)
 	m := &bundle.Manifest{
 		Format: bundle.Format, Version: bundle.VersionSnapshots, Name: "a1", Source: "c1",
 		Description: "seed", Owner: "fuzz", CreatedAt: time.Unix(0, 0).UTC(),
@@ -121,12 +123,13 @@ func seedSnapshotBundle(t testing.TB, base, s0, cur []byte, vsize int64) []byte 
 		Templates: []bundle.Template{{Name: "t1", CPUs: 1, MemoryMiB: 64}},
 		VMs: []bundle.VM{{Name: "vm1", Template: "t1", CPUs: 1, MemoryMiB: 64,
 			Disks: []bundle.Disk{{Index: 0, VirtualSize: vsize, Base: &b, File: d}},
-			NICs:  []bundle.NIC{{Index: 0, Network: "lan", MAC: "52:54:00:12:34:56", IPMode: store.IPModePool, IP: "10.9.0.10"}}}},
+			NICs:  []bundle.NIC{{Index: 0, Network: "lan", MAC: "52:54:00:12:34:56", IPMode: store.IPModePool, IP: "10.9.0.10"}},
+			State: &saved}},
 		Snapshots: []bundle.Snapshot{{Name: "s1", CreatedAt: time.Unix(0, 0).UTC(), WithState: true,
 			Disks:  []bundle.SnapshotDisk{{VM: "vm1", Index: 0, File: l}},
 			States: []bundle.SnapshotState{{VM: "vm1", File: st}}}},
 	}
-	return makeBundle(t, m, bundleEntry{b.Path, base}, bundleEntry{l.Path, s0}, bundleEntry{d.Path, cur}, bundleEntry{st.Path, state})
+	return makeBundle(t, m, bundleEntry{b.Path, base}, bundleEntry{l.Path, s0}, bundleEntry{d.Path, cur}, bundleEntry{st.Path, state}, bundleEntry{saved.Path, current})
 }
 
 // dirBytes is the total size of the regular files under dir.
