@@ -49,6 +49,19 @@ func externalIPs(t *testing.T, c configJSON) []string {
 	return out
 }
 
+// flushNeighbours empties the namespace's neighbour table. External
+// addresses are reused across deploys and each fence has new MACs: an
+// entry the namespace still holds for the last holder would cost its
+// neighbour-unreachability detection (seconds to tens of seconds) before
+// the new holder answers.
+func flushNeighbours(t *testing.T, ns *netns) {
+	t.Helper()
+	flush := ns.exec("ip", "neigh", "flush", "all")
+	if out, err := exec.Command(flush[0], flush[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("ip neigh flush: %v %s", err, out)
+	}
+}
+
 // deployAll deploys every configuration in names at once with args and
 // returns how long until the last `config deploy` returned.
 func deployAll(t *testing.T, d *daemon, names []string, args ...string) time.Duration {
@@ -179,14 +192,7 @@ func BenchmarkInstantCopy(b *testing.B) {
 		d := startDaemonIn(t, ns, t.TempDir())
 		instantFixture(t, d, ns, guest, "10.88.0.0/24", "10.88.0.10-10.88.0.30", instantMem(t))
 		timed := func(name string) time.Duration {
-			// External addresses are reused across deploys and each fence
-			// has new MACs: an entry the namespace still holds for the last
-			// holder would cost its neighbour-unreachability detection
-			// (seconds to tens of seconds), not this deploy.
-			flush := ns.exec("ip", "neigh", "flush", "all")
-			if out, err := exec.Command(flush[0], flush[1:]...).CombinedOutput(); err != nil {
-				t.Fatalf("ip neigh flush: %v %s", err, out)
-			}
+			flushNeighbours(t, ns)
 			start := time.Now()
 			d.ok("config", "deploy", name, "--fenced")
 			cmd := time.Since(start)
