@@ -193,7 +193,8 @@ func (s Archives) Get(ctx context.Context, name string) (*ArchiveView, error) {
 // StartArchive starts a job that copies an undeployed configuration (or
 // library entry) into archive name (see archive.Archives.StartCreate). The
 // archive gets its storage lease as opts says, and carries the
-// configuration's snapshots with opts.WithSnapshots.
+// configuration's snapshots and its VMs' saved states with
+// opts.WithSnapshots.
 //
 // The archive goes to opts.Workspace, else the configuration's workspace
 // (archive.create checked there), owned by the caller.

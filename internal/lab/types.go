@@ -92,7 +92,8 @@ type CreateOptions struct {
 	// copies").
 	WithState bool
 	// WithSnapshots (archives) carries the configuration's snapshot tree
-	// in the archive: its restore has the same snapshots.
+	// and its VMs' saved states in the archive: its restore has the same
+	// snapshots, and its saved VMs resume at their next deploy.
 	WithSnapshots bool
 }
 
