@@ -66,6 +66,17 @@ func (e *env) run(args ...string) (stdout, stderr string, code int) {
 	return runCLI(e.url, args...)
 }
 
+// ok runs the CLI with args against the env's daemon and fails unless it
+// succeeds; it returns stdout.
+func (e *env) ok(args ...string) string {
+	e.t.Helper()
+	out, errOut, code := e.run(args...)
+	if code != 0 {
+		e.t.Fatalf("stagehand %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
 func runCLI(server string, args ...string) (string, string, int) {
 	return runCLIInput(server, nil, args...)
 }

@@ -10,14 +10,7 @@ import (
 
 func TestLifecycleCommands(t *testing.T) {
 	e := newEnv(t)
-	ok := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := e.run(args...)
-		if code != 0 {
-			t.Fatalf("stagehand %s: exit %d: %s", strings.Join(args, " "), code, errOut)
-		}
-		return out
-	}
+	ok := e.ok
 	fails := func(code int, want string, args ...string) {
 		t.Helper()
 		_, errOut, got := e.run(args...)
@@ -112,14 +105,7 @@ func TestLifecycleCommands(t *testing.T) {
 // none, and the restored VM is saved.
 func TestArchiveShowsSavedStates(t *testing.T) {
 	e := newEnv(t)
-	ok := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := e.run(args...)
-		if code != 0 {
-			t.Fatalf("stagehand %s: exit %d: %s", strings.Join(args, " "), code, errOut)
-		}
-		return out
-	}
+	ok := e.ok
 	ok("config", "deploy", "web")
 	ok("config", "undeploy", "web", "--save-state")
 	if out := ok("archive", "create", "web", "arch", "--with-snapshots"); !regexp.MustCompile(`(?m)^Saved state:\s+vm1 \(\d`).MatchString(out) {
