@@ -144,7 +144,8 @@ func (p *adminPages) adminPage(w http.ResponseWriter, r *http.Request) {
 type userRow struct {
 	store.User
 	DefaultWorkspace string
-	Actions          []Action
+	quotaView
+	Actions []Action
 }
 
 type usersData struct {
@@ -170,6 +171,9 @@ func (p *adminPages) usersPage(w http.ResponseWriter, r *http.Request) {
 		for _, u := range us {
 			row := userRow{User: u, DefaultWorkspace: n.Workspace(u.DefaultWorkspaceID)}
 			row.PasswordHash = ""
+			if row.quotaView, err = loadQuota(tx, store.QuotaScopeUser, u.ID); err != nil {
+				return err
+			}
 			d.Rows = append(d.Rows, row)
 		}
 		return nil
@@ -180,27 +184,7 @@ func (p *adminPages) usersPage(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
 	for i := range d.Rows {
-		u := &d.Rows[i]
-		q := shellQuote(u.Name)
-		api := "/api/v1/users/" + url.PathEscape(u.Name)
-		u.Actions = append(u.Actions, Action{
-			Name: "user.set-password", Label: "Set password", Method: http.MethodPut, Path: api + "/password", Key: u.Name,
-			CLI:     "stagehand user set-password " + q,
-			Confirm: "Give " + u.Name + " a new password (at least 8 characters). Their sessions go on.",
-			Fields:  []Field{{Name: "password", Label: "New password", Kind: FieldPassword, Required: true}},
-		})
-		if u.ID != me.UserID { // nobody disables themselves (the API refuses it too)
-			verb, label := "disable", "Disable"
-			if u.Disabled {
-				verb, label = "enable", "Enable"
-			}
-			u.Actions = append(u.Actions, Action{
-				Name: "user." + verb, Label: label, Method: http.MethodPatch, Path: api, Key: u.Name, Danger: !u.Disabled,
-				CLI:     fmt.Sprintf("stagehand user set %s --disabled=%t", q, !u.Disabled),
-				Confirm: map[bool]string{false: "Disable " + u.Name + ": their tokens and sessions are refused from their next request on.", true: "Enable " + u.Name + " again."}[u.Disabled],
-				Fields:  []Field{{Name: "disabled", Label: "Disabled", Kind: FieldBool, Value: fmt.Sprint(!u.Disabled)}},
-			})
-		}
+		d.Rows[i].Actions = userActions(&d.Rows[i].User, me.UserID)
 	}
 	ws, err := p.lab.workspaces(ctx)
 	if err != nil {
@@ -221,6 +205,33 @@ func (p *adminPages) usersPage(w http.ResponseWriter, r *http.Request) {
 		},
 	}}
 	p.adminRender(w, r, "admin_users.html", "Users", "users", d)
+}
+
+// userActions are what the system administrator may do to user u, as
+// the user me: set their password, disable or enable them (not
+// themselves: the API refuses it too).
+func userActions(u *store.User, me int64) []Action {
+	q := shellQuote(u.Name)
+	api := "/api/v1/users/" + url.PathEscape(u.Name)
+	out := []Action{{
+		Name: "user.set-password", Label: "Set password", Method: http.MethodPut, Path: api + "/password", Key: u.Name,
+		CLI:     "stagehand user set-password " + q,
+		Confirm: "Give " + u.Name + " a new password (at least 8 characters). Their sessions go on.",
+		Fields:  []Field{{Name: "password", Label: "New password", Kind: FieldPassword, Required: true}},
+	}}
+	if u.ID == me {
+		return out
+	}
+	verb, label := "disable", "Disable"
+	if u.Disabled {
+		verb, label = "enable", "Enable"
+	}
+	return append(out, Action{
+		Name: "user." + verb, Label: label, Method: http.MethodPatch, Path: api, Key: u.Name, Danger: !u.Disabled,
+		CLI:     fmt.Sprintf("stagehand user set %s --disabled=%t", q, !u.Disabled),
+		Confirm: map[bool]string{false: "Disable " + u.Name + ": their tokens and sessions are refused from their next request on.", true: "Enable " + u.Name + " again."}[u.Disabled],
+		Fields:  []Field{{Name: "disabled", Label: "Disabled", Kind: FieldBool, Value: fmt.Sprint(!u.Disabled)}},
+	})
 }
 
 // --- organizations ------------------------------------------------------------
@@ -397,9 +408,8 @@ type memberRow struct {
 type workspaceData struct {
 	Org, Name, Kind, Ref string
 	Members              []memberRow
-	Quota                *store.Quota // nil: no limit
-	Usage                store.QuotaUsage
-	Actions              []Action
+	quotaView
+	Actions []Action
 }
 
 // workspaceAdminPage shows one workspace's members and quota: members
@@ -448,12 +458,7 @@ func (p *adminPages) workspaceAdminPage(w http.ResponseWriter, r *http.Request) 
 			}
 			d.Members = append(d.Members, memberRow{User: u.Name, Role: m.Role})
 		}
-		if q, err := tx.Quotas().Get(store.QuotaScopeWorkspace, ws.ID); err == nil {
-			d.Quota = q
-		} else if errdefs.Kind(err) != errdefs.ErrNotFound {
-			return err
-		}
-		d.Usage, err = tx.Quotas().Use(store.QuotaScopeWorkspace, ws.ID)
+		d.quotaView, err = loadQuota(tx, store.QuotaScopeWorkspace, ws.ID)
 		return err
 	})
 	if err != nil {
@@ -485,25 +490,8 @@ func (p *adminPages) workspaceAdminPage(w http.ResponseWriter, r *http.Request) 
 		},
 	})
 	if orgAdmin {
-		lim := store.Quota{}
-		if d.Quota != nil {
-			lim = *d.Quota
-		}
-		num := func(n int64) string { return fmt.Sprint(n) }
-		d.Actions = append(d.Actions, Action{
-			Name: "quota.set", Label: "Set quota", Method: http.MethodPut, Path: "/api/v1/quotas",
-			CLI:     "stagehand workspace set-quota " + wq,
-			Confirm: "Limits of what " + org + "/" + name + " holds; 0 is no limit, all 0 removes the quota.",
-			Fields: []Field{
-				{Name: "scope", Kind: FieldHidden, Value: "workspace"},
-				{Name: "target", Kind: FieldHidden, Value: org + "/" + name},
-				{Name: "stored_vms", Label: "Stored VMs", Kind: FieldNumber, Value: num(lim.StoredVMs), Flag: "--stored-vms"},
-				{Name: "deployed_vms", Label: "Deployed VMs", Kind: FieldNumber, Value: num(lim.DeployedVMs), Flag: "--deployed-vms"},
-				{Name: "vcpus", Label: "vCPUs", Kind: FieldNumber, Value: num(lim.VCPUs), Flag: "--vcpus"},
-				{Name: "memory_mib", Label: "Memory (MiB)", Kind: FieldNumber, Value: num(lim.MemoryMiB), Flag: "--memory-mib"},
-				{Name: "disk_gib", Label: "Disk (GiB)", Kind: FieldNumber, Value: num(lim.DiskGiB), Flag: "--disk-gib"},
-			},
-		})
+		d.Actions = append(d.Actions, quotaAction(store.QuotaScopeWorkspace, org+"/"+name,
+			"stagehand workspace set-quota "+wq, "what "+org+"/"+name+" holds", d.quotaView))
 		if !(org == store.DefaultOrg && name == store.MainWorkspace) {
 			a := deleteAction("workspace", org+"/"+name, api, "/ui/admin/workspaces", "Refused while it holds objects.")
 			d.Actions = append(d.Actions, a)

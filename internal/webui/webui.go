@@ -123,6 +123,7 @@ func (h *Handler) routes(v *view, opts Options) {
 	h.page("GET /ui/tokens", account.tokensPage)
 	h.page("GET /ui/admin", admin.adminPage)
 	h.page("GET /ui/admin/users", admin.usersPage)
+	h.page("GET /ui/admin/users/{name}", admin.userPage)
 	h.page("GET /ui/admin/orgs", admin.orgsPage)
 	h.page("GET /ui/admin/workspaces", admin.workspacesPage)
 	h.page("GET /ui/admin/workspaces/{org}/{name}", admin.workspaceAdminPage)

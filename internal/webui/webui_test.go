@@ -72,9 +72,19 @@ func (c *console) member(t testing.TB, user, role string) string {
 // without following redirects.
 func (c *console) get(t testing.TB, session, path string) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, c.srv.URL+path, nil)
+	return c.send(t, session, http.MethodGet, path, nil)
+}
+
+// send sends method path with body (JSON, or nil) and the session cookie
+// session ("" for none), without following redirects.
+func (c *console) send(t testing.TB, session, method, path string, body io.Reader) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, c.srv.URL+path, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if session != "" {
 		req.AddCookie(&http.Cookie{Name: api.SessionCookie, Value: session})

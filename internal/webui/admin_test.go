@@ -1,0 +1,232 @@
+package webui_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/html"
+
+	"stagehand/internal/api/apitest"
+	"stagehand/internal/store"
+	"stagehand/internal/webui"
+)
+
+// pageForm is an action's form on a page: the request it sends and its
+// fields as the page fills them.
+type pageForm struct {
+	method, path string
+	fields       map[string]string // data-field → value
+	kinds        map[string]string // data-field → data-kind
+}
+
+// formOf returns the form of action name on page whose API path ends
+// with suffix; the test fails when there is none.
+func formOf(t *testing.T, page, name, suffix string) pageForm {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *pageForm
+	var walk func(n *html.Node, f *pageForm)
+	walk = func(n *html.Node, f *pageForm) {
+		if n.Type == html.ElementNode {
+			a := map[string]string{}
+			for _, x := range n.Attr {
+				a[x.Key] = x.Val
+			}
+			switch {
+			case n.Data == "form" && a["data-action-name"] == name && strings.HasSuffix(a["data-api-path"], suffix) && found == nil:
+				found = &pageForm{method: a["data-api-method"], path: a["data-api-path"], fields: map[string]string{}, kinds: map[string]string{}}
+				f = found
+			case f != nil && n.Data == "input" && a["data-field"] != "":
+				f.fields[a["data-field"]], f.kinds[a["data-field"]] = a["value"], a["data-kind"]
+			case f != nil && n.Data == "select" && a["data-field"] != "":
+				f.fields[a["data-field"]] = selected(n)
+			}
+		}
+		for ch := n.FirstChild; ch != nil; ch = ch.NextSibling {
+			walk(ch, f)
+		}
+	}
+	walk(doc, nil)
+	if found == nil {
+		t.Fatalf("no form of %s ending %q on the page", name, suffix)
+	}
+	return *found
+}
+
+// selected is the value a select starts with: its selected option, else
+// its first.
+func selected(sel *html.Node) string {
+	first := ""
+	for o := sel.FirstChild; o != nil; o = o.NextSibling {
+		if o.Type != html.ElementNode || o.Data != "option" {
+			continue
+		}
+		v := text(o)
+		for _, a := range o.Attr {
+			if a.Key == "selected" {
+				return v
+			}
+		}
+		if first == "" {
+			first = v
+		}
+	}
+	return first
+}
+
+// submit sends form as the session would from its dialog (app.js): the
+// page's field values, changed by set, as a JSON body (numbers as
+// numbers, empty ones left out, confirmations not sent; none for a
+// DELETE). It returns the API's status and body.
+func (c *console) submit(t *testing.T, session string, f pageForm, set map[string]string) (int, string) {
+	t.Helper()
+	var body io.Reader
+	if f.method != http.MethodDelete {
+		m := map[string]any{}
+		for k, v := range f.fields {
+			if s, ok := set[k]; ok {
+				v = s
+			}
+			switch kind := f.kinds[k]; {
+			case kind == "confirm" || v == "" && kind != "":
+			case kind == "number":
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					t.Fatalf("field %s: %v", k, err)
+				}
+				m[k] = n
+			default:
+				m[k] = v
+			}
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	res, out := c.send(t, session, f.method, f.path, body)
+	return res.StatusCode, out
+}
+
+// ok submits f and fails unless the API answers 2xx.
+func (c *console) ok(t *testing.T, session string, f pageForm, set map[string]string) string {
+	t.Helper()
+	status, body := c.submit(t, session, f, set)
+	if status/100 != 2 {
+		t.Fatalf("%s %s = %d: %s", f.method, f.path, status, body)
+	}
+	return body
+}
+
+// orgAdmin makes user (new, in no workspace) an admin of organization
+// default and returns a session of theirs.
+func (c *console) orgAdmin(t *testing.T, user string) string {
+	t.Helper()
+	u := c.User(t, user, false)
+	err := c.Store().Update(context.Background(), func(tx store.Tx) error {
+		o, err := tx.Orgs().Get(store.DefaultOrg)
+		if err != nil {
+			return err
+		}
+		return tx.Orgs().AddAdmin(o.ID, u.ID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Token(t, user, apitest.TokenOptions{Session: true})
+}
+
+// quotaCells returns the quota table of page: resource → [used, limit].
+func quotaCells(t *testing.T, page string) map[string][2]string {
+	t.Helper()
+	out := map[string][2]string{}
+	for _, row := range []string{"stored_vms", "deployed_vms", "vcpus", "memory_mib", "disk_gib"} {
+		i := strings.Index(page, `<tr data-name="`+row+`">`)
+		if i < 0 {
+			t.Fatalf("no quota row %s", row)
+		}
+		tds := elements(t, "<table>"+page[i:i+strings.Index(page[i:], "</tr>")+5]+"</table>", "td")
+		out[row] = [2]string{tds[1]["#text"], tds[2]["#text"]}
+	}
+	return out
+}
+
+// TestUserQuota: the system administrator sets a user's quota with the
+// request of the user page's form; the store holds it, the user page
+// shows it with the use (vera's one stored VM) and the users page sums it
+// up; the workspace page's form (the same action) sets a workspace's.
+// Neither an organization's admin nor a member opens a user's page.
+func TestUserQuota(t *testing.T) {
+	c := newConsole(t, webui.Options{})
+	s := c.admin(t)
+	vera := c.member(t, "vera", "user")
+	oa := c.orgAdmin(t, "olga")
+	err := c.Store().Update(context.Background(), func(tx store.Tx) error { // vera owns web
+		u, err := tx.Users().Get("vera")
+		if err != nil {
+			return err
+		}
+		cfg, err := tx.Configs().Get("web")
+		if err != nil {
+			return err
+		}
+		return tx.Objects().SetOwnership(store.ObjectConfig, cfg.ID, cfg.WorkspaceID, u.ID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !actionsOf(t, c.page(t, s, "/ui/admin/users"))["user.open"] {
+		t.Errorf("the users page does not lead to a user's page")
+	}
+	body := c.page(t, s, "/ui/admin/users/vera")
+	for _, a := range []string{"quota.set", "user.set-password", "user.disable"} {
+		if !actionsOf(t, body)[a] {
+			t.Errorf("vera's page lacks %s", a)
+		}
+	}
+	if !strings.Contains(body, "stagehand workspace set-quota --user vera") {
+		t.Errorf("vera's page lacks the set-quota CLI line")
+	}
+	c.ok(t, s, formOf(t, body, "quota.set", "/quotas"), map[string]string{"stored_vms": "3", "vcpus": "8"})
+	var q *store.Quota
+	err = c.Store().View(context.Background(), func(tx store.Tx) error {
+		u, err := tx.Users().Get("vera")
+		if err != nil {
+			return err
+		}
+		q, err = tx.Quotas().Get(store.QuotaScopeUser, u.ID)
+		return err
+	})
+	if err != nil || q.StoredVMs != 3 || q.VCPUs != 8 || q.DeployedVMs != 0 {
+		t.Fatalf("vera's quota after the form = %+v, %v", q, err)
+	}
+	cells := quotaCells(t, c.page(t, s, "/ui/admin/users/vera"))
+	if cells["stored_vms"] != [2]string{"1", "3"} || cells["vcpus"][1] != "8" || cells["deployed_vms"][1] != "none" {
+		t.Errorf("vera's quota table = %v, want stored VMs 1 of 3, vCPUs limit 8, deployed none", cells)
+	}
+	if !strings.Contains(c.page(t, s, "/ui/admin/users"), "Stored VMs 1/3") {
+		t.Errorf("the users page does not sum up vera's quota")
+	}
+
+	ws := c.page(t, s, "/ui/admin/workspaces/default/main")
+	c.ok(t, s, formOf(t, ws, "quota.set", "/quotas"), map[string]string{"deployed_vms": "2"})
+	if cells := quotaCells(t, c.page(t, s, "/ui/admin/workspaces/default/main")); cells["deployed_vms"][1] != "2" {
+		t.Errorf("main's quota after the form: %v", cells)
+	}
+
+	for _, who := range []string{oa, vera} {
+		if res, _ := c.get(t, who, "/ui/admin/users/vera"); res.StatusCode != http.StatusForbidden {
+			t.Errorf("GET vera's page as a non-system-administrator = %d, want 403", res.StatusCode)
+		}
+	}
+}
