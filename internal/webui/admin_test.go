@@ -146,6 +146,104 @@ func (c *console) orgAdmin(t *testing.T, user string) string {
 	return c.Token(t, user, apitest.TokenOptions{Session: true})
 }
 
+// groupMembers reads the members of group default/name, or fails.
+func (c *console) groupMembers(t *testing.T, name string) ([]string, error) {
+	t.Helper()
+	var out []string
+	err := c.Store().View(context.Background(), func(tx store.Tx) error {
+		o, err := tx.Orgs().Get(store.DefaultOrg)
+		if err != nil {
+			return err
+		}
+		g, err := tx.Groups().Get(o.ID, name)
+		if err != nil {
+			return err
+		}
+		us, err := tx.Groups().Members(g.ID)
+		for _, u := range us {
+			out = append(out, u.Name)
+		}
+		return err
+	})
+	return out, err
+}
+
+// groupActions are the actions of the groups page.
+var groupActions = []string{"group.create", "group.add-member", "group.remove-member", "group.delete"}
+
+// TestGroupsPage: an organization's admin (not a system administrator)
+// creates a group, adds and removes a member and deletes it with the
+// requests the groups page's forms make, each changing the store and the
+// page; a member of one of its workspaces sees the groups and their
+// members without any action; a user of none gets 404.
+func TestGroupsPage(t *testing.T) {
+	c := newConsole(t, webui.Options{})
+	oa := c.orgAdmin(t, "olga")
+	vera := c.member(t, "vera", "viewer")
+	const page = "/ui/admin/orgs/default/groups"
+	if !actionsOf(t, c.page(t, oa, "/ui/admin/orgs"))["org.groups"] {
+		t.Errorf("the organizations page does not lead to the groups")
+	}
+
+	c.ok(t, oa, formOf(t, c.page(t, oa, page), "group.create", "/groups"), map[string]string{"name": "ops"})
+	if _, err := c.groupMembers(t, "ops"); err != nil {
+		t.Fatalf("group ops after its create: %v", err)
+	}
+	body := c.page(t, oa, page)
+	if !rowNames(t, body)["ops"] {
+		t.Fatalf("the groups page does not list ops")
+	}
+	c.ok(t, oa, formOf(t, body, "group.add-member", "/groups/default/ops/members"), map[string]string{"user": "vera"})
+	if m, err := c.groupMembers(t, "ops"); err != nil || strings.Join(m, ",") != "vera" {
+		t.Fatalf("ops's members after add-member vera = %v, %v", m, err)
+	}
+
+	body = c.page(t, oa, page)
+	got := actionsOf(t, body)
+	for _, a := range groupActions {
+		if !got[a] {
+			t.Errorf("org admin: groups page lacks %s", a)
+		}
+	}
+	if !strings.Contains(body, "stagehand group remove-member default/ops vera") || !strings.Contains(body, "removes the shares made to it") {
+		t.Errorf("the groups page lacks remove-member's CLI line or the delete's consequence")
+	}
+	members := map[string]bool{}
+	for _, li := range elements(t, body, "li") {
+		members[li["data-name"]] = true
+	}
+	if !members["vera"] {
+		t.Errorf("the groups page does not list ops's member vera")
+	}
+
+	// A member of default/main sees the list, without actions.
+	vbody := c.page(t, vera, page)
+	if !rowNames(t, vbody)["ops"] || !strings.Contains(vbody, `<li data-name="vera">`) {
+		t.Errorf("vera does not see ops and its member")
+	}
+	for _, a := range groupActions {
+		if actionsOf(t, vbody)[a] {
+			t.Errorf("vera is offered %s", a)
+		}
+	}
+	c.User(t, "nobody", false)
+	if res, _ := c.get(t, c.Token(t, "nobody", apitest.TokenOptions{Session: true}), page); res.StatusCode != http.StatusNotFound {
+		t.Errorf("a user of no workspace: GET %s = %d, want 404", page, res.StatusCode)
+	}
+
+	c.ok(t, oa, formOf(t, body, "group.remove-member", "/members/vera"), nil)
+	if m, err := c.groupMembers(t, "ops"); err != nil || len(m) != 0 {
+		t.Fatalf("ops's members after remove-member = %v, %v", m, err)
+	}
+	c.ok(t, oa, formOf(t, body, "group.delete", "/groups/default/ops"), nil)
+	if _, err := c.groupMembers(t, "ops"); err == nil {
+		t.Fatalf("ops still exists after its delete")
+	}
+	if rowNames(t, c.page(t, oa, page))["ops"] {
+		t.Errorf("the groups page lists the deleted ops")
+	}
+}
+
 // quotaCells returns the quota table of page: resource → [used, limit].
 func quotaCells(t *testing.T, page string) map[string][2]string {
 	t.Helper()

@@ -39,6 +39,19 @@ type adminView struct {
 	system     bool    // an unrestricted system administrator
 	orgs       []int64 // organizations they administer
 	workspaces []int64 // workspaces whose members they manage (workspace.admin)
+	memberOf   []int64 // organizations they are a member of a workspace of
+}
+
+// seesOrg reports whether the organization id is the caller's to see
+// (as the API's orgVisible: they administer it or work in it).
+func (a adminView) seesOrg(id int64) bool {
+	return a.administersOrg(id) || slices.Contains(a.memberOf, id)
+}
+
+// administersOrg reports whether the caller is an admin of organization
+// id (org.admin): the system administrator of every one.
+func (a adminView) administersOrg(id int64) bool {
+	return a.system || slices.Contains(a.orgs, id)
 }
 
 // adminOf reads what the caller of ctx administers.
@@ -66,6 +79,7 @@ func (l Lab) adminOf(ctx context.Context) (adminView, error) {
 	err = l.Store.View(ctx, func(tx store.Tx) error {
 		n := access.NewNames(tx)
 		for _, w := range v.Workspaces {
+			a.memberOf = append(a.memberOf, w.OrgID)
 			names = append(names, struct {
 				id  int64
 				ref string
@@ -240,6 +254,7 @@ type orgRow struct {
 	Name       string
 	Admins     []string
 	Workspaces []string
+	Groups     int
 	Actions    []Action
 }
 
@@ -268,7 +283,7 @@ func (p *adminPages) orgsPage(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		for _, o := range orgs {
-			if !a.system && !slices.Contains(a.orgs, o.ID) {
+			if !a.administersOrg(o.ID) {
 				continue
 			}
 			row := orgRow{Name: o.Name}
@@ -286,6 +301,11 @@ func (p *adminPages) orgsPage(w http.ResponseWriter, r *http.Request) {
 			for _, ws := range wss {
 				row.Workspaces = append(row.Workspaces, ws.Name)
 			}
+			gs, err := tx.Groups().List(o.ID)
+			if err != nil {
+				return err
+			}
+			row.Groups = len(gs)
 			row.Actions = []Action{{
 				Name: "org.add-admin", Label: "Add admin", Method: http.MethodPost, Path: "/api/v1/orgs/" + url.PathEscape(o.Name) + "/admins", Key: o.Name,
 				CLI:     "stagehand org add-admin " + shellQuote(o.Name) + " {user}",
@@ -348,7 +368,7 @@ func (p *adminPages) workspacesPage(w http.ResponseWriter, r *http.Request) {
 		n := access.NewNames(tx)
 		seenOrg := map[int64]bool{}
 		for _, ws := range wss {
-			orgAdmin := a.system || slices.Contains(a.orgs, ws.OrgID)
+			orgAdmin := a.administersOrg(ws.OrgID)
 			if !orgAdmin && !slices.Contains(a.workspaces, ws.ID) {
 				continue
 			}

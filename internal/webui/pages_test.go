@@ -125,7 +125,8 @@ var objectPages = []struct {
 	{"/ui/tokens", nil, []string{"token.create"}, "stagehand token create {name}"},
 	{"/ui/admin/users", []string{"admin"}, []string{"user.create", "user.set-password", "user.open", "nav.admin.users", "nav.admin.orgs", "nav.admin.workspaces"}, "stagehand user create {name}"},
 	{"/ui/admin/users/admin", []string{"stored_vms"}, []string{"quota.set", "user.set-password"}, "stagehand workspace set-quota --user admin"},
-	{"/ui/admin/orgs", []string{"default"}, []string{"org.create", "org.add-admin", "workspace.open"}, "stagehand org create {name}"},
+	{"/ui/admin/orgs", []string{"default"}, []string{"org.create", "org.add-admin", "workspace.open", "org.groups"}, "stagehand org create {name}"},
+	{"/ui/admin/orgs/default/groups", nil, []string{"group.create"}, "stagehand group create default/{name}"},
 	{"/ui/admin/workspaces", []string{"default/main", "default/w2"}, []string{"workspace.create", "workspace.open"}, "stagehand workspace create {org}/{name}"},
 	{"/ui/admin/workspaces/default/main", []string{"stored_vms"}, []string{"member.add", "quota.set"}, "stagehand workspace set-quota default/main"},
 }

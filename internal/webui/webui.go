@@ -125,6 +125,7 @@ func (h *Handler) routes(v *view, opts Options) {
 	h.page("GET /ui/admin/users", admin.usersPage)
 	h.page("GET /ui/admin/users/{name}", admin.userPage)
 	h.page("GET /ui/admin/orgs", admin.orgsPage)
+	h.page("GET /ui/admin/orgs/{org}/groups", admin.groupsPage)
 	h.page("GET /ui/admin/workspaces", admin.workspacesPage)
 	h.page("GET /ui/admin/workspaces/{org}/{name}", admin.workspaceAdminPage)
 	h.mux.HandleFunc("GET /ui/", func(w http.ResponseWriter, r *http.Request) {
