@@ -41,6 +41,10 @@ type Action struct {
 	// Show names a field of the API's answer the dialog shows once
 	// instead of going on (a new token's secret).
 	Show string
+	// Ask makes the action a question (auth explain): its form stands in
+	// the page rather than behind a button, and shows each field of the
+	// API's answer below it, ready to be asked again.
+	Ask bool
 }
 
 // Upload modes of an action (Action.Upload).

@@ -10,9 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chromedp/chromedp"
 	"golang.org/x/net/html"
 
 	"stagehand/internal/api/apitest"
+	"stagehand/internal/api/wire"
 	"stagehand/internal/store"
 	"stagehand/internal/webui"
 )
@@ -326,5 +328,92 @@ func TestUserQuota(t *testing.T) {
 		if res, _ := c.get(t, who, "/ui/admin/users/vera"); res.StatusCode != http.StatusForbidden {
 			t.Errorf("GET vera's page as a non-system-administrator = %d, want 403", res.StatusCode)
 		}
+	}
+}
+
+// TestExplainPage: the explain page's form asks the API's auth explain,
+// whose answer says whether a user may do an action and why; it is
+// offered to the system administrator and an organization's admin, and
+// refused (403, no tab) to a workspace's admin.
+func TestExplainPage(t *testing.T) {
+	c := newConsole(t, webui.Options{})
+	s := c.admin(t)
+	c.member(t, "vera", "viewer")
+	wa := c.member(t, "wanda", "admin")
+	oa := c.orgAdmin(t, "olga")
+	for _, who := range []string{s, oa} {
+		body := c.page(t, who, "/ui/admin/explain?user=vera")
+		got := actionsOf(t, body)
+		if !got["auth.explain.confirm"] || !got["nav.admin.explain"] || !got["field.action"] || got["dialog.cancel"] {
+			t.Errorf("explain page's actions = %v, want its form in the page", got)
+		}
+		f := formOf(t, body, "auth.explain", "/auth/explain")
+		if f.fields["user"] != "vera" {
+			t.Errorf("the form's user = %q, want vera from the query", f.fields["user"])
+		}
+		for action, allowed := range map[string]bool{"config.read": true, "config.deploy": false} {
+			var e wire.Explanation
+			out := c.ok(t, who, f, map[string]string{"action": action, "object": "config/web"})
+			if err := json.Unmarshal([]byte(out), &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.Allowed != allowed || !e.Visible || !strings.Contains(e.Reason, action) {
+				t.Errorf("explain vera %s config/web = %+v, want allowed %t, visible, a reason naming the action", action, e, allowed)
+			}
+		}
+	}
+	if res, _ := c.get(t, wa, "/ui/admin/explain"); res.StatusCode != http.StatusForbidden {
+		t.Errorf("a workspace admin: GET /ui/admin/explain = %d, want 403", res.StatusCode)
+	}
+	if actionsOf(t, c.page(t, wa, "/ui/admin/workspaces"))["nav.admin.explain"] {
+		t.Errorf("a workspace admin has the Explain tab")
+	}
+}
+
+// TestExplainFromTheBrowser: in a real Chromium, the explain page's form
+// shows its CLI line as the fields are filled, and the API's answer
+// below it (refused, visible, the reason), ready to ask again.
+func TestExplainFromTheBrowser(t *testing.T) {
+	c := newConsole(t, webui.Options{})
+	s := c.admin(t)
+	c.member(t, "vera", "viewer")
+	ctx := browse(t, c, s)
+	text := func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		return v
+	}
+	ask := func(action string) (cli, allowed, reason string) {
+		t.Helper()
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(c.srv.URL+"/ui/admin/explain?user=vera&object=config/web"),
+			chromedp.SetValue(chromedp.CSS(`[data-field="action"]`), action),
+			chromedp.SendKeys(chromedp.CSS(`[data-field="object"]`), " "), // an input event: the CLI line follows
+		)
+		if err != nil {
+			t.Fatalf("fill the form: %v", err)
+		}
+		cli = text(`[data-cli-line]`)
+		err = chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS(`[data-action="auth.explain.confirm"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`[data-answer-key="allowed"]`)),
+		)
+		if err != nil {
+			t.Fatalf("explain %s: %v", action, err)
+		}
+		return cli, text(`[data-answer-key="allowed"]`), text(`[data-answer-key="reason"]`)
+	}
+	cli, allowed, reason := ask("config.deploy")
+	if cli != "stagehand auth explain --user vera --action config.deploy --object config/web" {
+		t.Errorf("the CLI line reads %q", cli)
+	}
+	if allowed != "no" || !strings.Contains(reason, "config.deploy") {
+		t.Errorf("explain vera config.deploy config/web shows allowed %q, reason %q; want no and a reason", allowed, reason)
+	}
+	if _, allowed, _ := ask("config.read"); allowed != "yes" {
+		t.Errorf("explain vera config.read config/web shows allowed %q, want yes", allowed)
 	}
 }

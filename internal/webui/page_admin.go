@@ -118,6 +118,9 @@ func (l Lab) adminSections(ctx context.Context) ([]adminSection, error) {
 	if a.system || len(a.orgs) > 0 || len(a.workspaces) > 0 {
 		out = append(out, sectionWorkspaces)
 	}
+	if a.explains() {
+		out = append(out, sectionExplain)
+	}
 	return out, nil
 }
 

@@ -123,10 +123,11 @@ var objectPages = []struct {
 	{"/ui/jobs", nil, nil, "stagehand job list"},
 	{"/ui/activity", nil, []string{"activity.filter", "activity.filter-object"}, "stagehand events --follow"},
 	{"/ui/tokens", nil, []string{"token.create"}, "stagehand token create {name}"},
-	{"/ui/admin/users", []string{"admin"}, []string{"user.create", "user.set-password", "user.open", "nav.admin.users", "nav.admin.orgs", "nav.admin.workspaces"}, "stagehand user create {name}"},
+	{"/ui/admin/users", []string{"admin"}, []string{"user.create", "user.set-password", "user.open", "nav.admin.users", "nav.admin.orgs", "nav.admin.workspaces", "nav.admin.explain"}, "stagehand user create {name}"},
 	{"/ui/admin/users/admin", []string{"stored_vms"}, []string{"quota.set", "user.set-password"}, "stagehand workspace set-quota --user admin"},
 	{"/ui/admin/orgs", []string{"default"}, []string{"org.create", "org.add-admin", "workspace.open", "org.groups"}, "stagehand org create {name}"},
 	{"/ui/admin/orgs/default/groups", nil, []string{"group.create"}, "stagehand group create default/{name}"},
+	{"/ui/admin/explain", nil, []string{"auth.explain.confirm", "field.action"}, "stagehand auth explain"},
 	{"/ui/admin/workspaces", []string{"default/main", "default/w2"}, []string{"workspace.create", "workspace.open"}, "stagehand workspace create {org}/{name}"},
 	{"/ui/admin/workspaces/default/main", []string{"stored_vms"}, []string{"member.add", "quota.set"}, "stagehand workspace set-quota default/main"},
 }
@@ -315,7 +316,7 @@ func TestViewerSeesNoForbiddenActionOnAnyPage(t *testing.T) {
 	if !rowNames(t, c.page(t, viewer, "/ui/cleanup"))["config/web"] {
 		t.Errorf("viewer: the cleanup does not list web")
 	}
-	for _, p := range []string{"/ui/admin", "/ui/admin/users", "/ui/admin/users/vera", "/ui/admin/orgs", "/ui/admin/workspaces", "/ui/admin/workspaces/default/main"} {
+	for _, p := range []string{"/ui/admin", "/ui/admin/users", "/ui/admin/users/vera", "/ui/admin/orgs", "/ui/admin/workspaces", "/ui/admin/workspaces/default/main", "/ui/admin/explain"} {
 		if res, body := c.get(t, viewer, p); res.StatusCode != http.StatusForbidden {
 			t.Errorf("viewer: GET %s = %d, want 403: %.200s", p, res.StatusCode, body)
 		}

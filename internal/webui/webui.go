@@ -128,6 +128,7 @@ func (h *Handler) routes(v *view, opts Options) {
 	h.page("GET /ui/admin/orgs/{org}/groups", admin.groupsPage)
 	h.page("GET /ui/admin/workspaces", admin.workspacesPage)
 	h.page("GET /ui/admin/workspaces/{org}/{name}", admin.workspaceAdminPage)
+	h.page("GET /ui/admin/explain", admin.explainPage)
 	h.mux.HandleFunc("GET /ui/", func(w http.ResponseWriter, r *http.Request) {
 		v.fail(w, r, errdefs.NotFound("no page %s", r.URL.Path))
 	})

@@ -191,6 +191,11 @@
       if (res.status === 202 && res.data && res.data.id && res.data.state) {
         await followJob(form, res.data);
       }
+      if (form.hasAttribute("data-ask")) {
+        showAnswer(form, res.data || {});
+        buttons.forEach((b) => { b.disabled = false; });
+        return;
+      }
       if (form.dataset.show && res.data && res.data[form.dataset.show]) {
         showOnce(form, res.data[form.dataset.show]);
         return;
@@ -201,6 +206,23 @@
       showError(form, e.message);
       buttons.forEach((b) => { b.disabled = false; });
     }
+  }
+
+  // showAnswer shows each field of the API's answer to a question (an
+  // Ask action) below its form: a key, and its value (yes/no for a
+  // boolean).
+  function showAnswer(form, data) {
+    const box = $("[data-answer]", form);
+    box.replaceChildren();
+    Object.entries(data).forEach(([k, v]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = k.replace(/_/g, " ");
+      const dd = document.createElement("dd");
+      dd.dataset.answerKey = k;
+      dd.textContent = typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
+      box.append(dt, dd);
+    });
+    box.hidden = false;
   }
 
   // showOnce shows an answer given once (a token's secret) in place of
