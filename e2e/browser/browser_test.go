@@ -365,6 +365,43 @@ func TestWebConsole(t *testing.T) {
 		}
 	})
 
+	step("AdminGroups", func(t *testing.T) {
+		// An organization's admin makes group ops on its page and adds
+		// vera to it; the CLI lists what the page shows.
+		const olgaPassword = "olga battery staple"
+		if out, errOut, code := d.run(olgaPassword+"\n", "user", "create", "olga", "--password-stdin"); code != 0 {
+			t.Fatalf("user create olga: exit %d\n%s%s", code, out, errOut)
+		}
+		d.ok("org", "add-admin", "default", "olga")
+		olga := b.session(t)
+		b.signIn(t, olga, "olga", olgaPassword)
+		run(t, olga, "create group ops", 30*time.Second,
+			chromedp.Navigate(b.url+"/ui/admin/orgs/default/groups"),
+			chromedp.Click(chromedp.CSS(`[data-action="group.create"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#dlg-group-create`)),
+			chromedp.SendKeys(chromedp.CSS(`#dlg-group-create [data-field="name"]`), "ops"),
+			chromedp.Click(chromedp.CSS(`[data-action="group.create.confirm"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`tr[data-name="ops"]`)),
+		)
+		run(t, olga, "add vera to ops", 30*time.Second,
+			chromedp.Click(chromedp.CSS(`tr[data-name="ops"] [data-action="group.add-member"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`dialog[open] [data-field="user"]`)),
+			chromedp.SendKeys(chromedp.CSS(`dialog[open] [data-field="user"]`), "vera"),
+			chromedp.Click(chromedp.CSS(`dialog[open] [data-action="group.add-member.confirm"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`tr[data-name="ops"] li[data-name="vera"]`)),
+		)
+		var groups []struct {
+			Org     string   `json:"org"`
+			Name    string   `json:"name"`
+			Members []string `json:"members"`
+		}
+		d.json(&groups, "group", "list")
+		if len(groups) != 1 || groups[0].Org+"/"+groups[0].Name != "default/ops" || strings.Join(groups[0].Members, ",") != "vera" {
+			t.Errorf("group list after the page's create and add-member: %+v, want default/ops with vera", groups)
+		}
+		screenshot(t, olga, "admin-groups")
+	})
+
 	step("Undeploy", func(t *testing.T) {
 		run(t, alice, "undeploy web-2, discarding its state", 2*time.Minute,
 			chromedp.Navigate(b.url+"/ui/configs/web-2"),
@@ -417,6 +454,8 @@ func otherPagesScreenshots(t *testing.T, b *browser, d *daemon) {
 		{"admin-users", "/ui/admin/users", `table.list`},
 		{"admin-orgs", "/ui/admin/orgs", `table.list`},
 		{"admin-workspaces", "/ui/admin/workspaces", `table.list`},
+		{"admin-user", "/ui/admin/users/alice", `table.quota`},
+		{"admin-explain", "/ui/admin/explain?user=vera", `form[data-ask]`},
 	} {
 		// A browser context per page: in one tab, every page left keeps
 		// its event stream's connection open, and the seventh page waits
