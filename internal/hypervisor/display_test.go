@@ -68,7 +68,7 @@ func TestScreenVNCAndKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vm.Kill(context.Background())
-	waitSerial(t, spec.SerialLogPath(), 0, regexp.MustCompile(`STAGEHAND-ACPI armed`), 60*time.Second)
+	waitSerial(t, spec.SerialLogPath(), 0, regexp.MustCompile(`STAGEHAND-ACPI armed \S+: .*[Kk]eyboard`), 60*time.Second)
 
 	shot, err := vm.Screendump(ctx)
 	if err != nil {

@@ -35,12 +35,26 @@ echo "STAGEHAND-INIT up $(cut -d' ' -f1 /proc/uptime)"
 if [ "$stagehand_acpi" = on ]; then
 	insmod /lib/modules/evdev.ko
 	insmod /lib/modules/button.ko
-	sleep 0.3
-	for e in /dev/input/event*; do
-		# Nothing else makes input events here (no keyboard, no display).
-		(dd if="$e" of=/dev/null bs=4096 count=1 2>/dev/null && echo STAGEHAND-ACPI-POWEROFF && poweroff -f) &
+	# A watcher on each input device powers off at its first event (no
+	# one else makes input events here). Devices are armed as their nodes
+	# appear, for 30 s: devtmpfs makes nodes asynchronously, and a loaded
+	# machine probes the keyboard late. Each is named as it is armed.
+	(
+	armed=" "
+	k=0
+	while [ $k -lt 150 ]; do
+		for s in /sys/class/input/event*; do
+			e=/dev/input/${s##*/}
+			[ -c "$e" ] || continue
+			case "$armed" in *" $e "*) continue ;; esac
+			armed="$armed$e "
+			(dd if="$e" of=/dev/null bs=4096 count=1 2>/dev/null && echo STAGEHAND-ACPI-POWEROFF && poweroff -f) &
+			echo "STAGEHAND-ACPI armed $e: $(cat $s/device/name)"
+		done
+		k=$((k+1))
+		sleep 0.2
 	done
-	echo "STAGEHAND-ACPI armed: $(ls /dev/input)"
+	) &
 fi
 i=0
 while true; do

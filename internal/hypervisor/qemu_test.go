@@ -236,6 +236,7 @@ func TestVMLifecycle(t *testing.T) {
 	}
 
 	// The guest listens for the power button: Shutdown takes the ACPI path.
+	waitSerial(t, serial, 0, regexp.MustCompile(`STAGEHAND-ACPI armed \S+: Power Button`), 30*time.Second)
 	from := fileSize(serial)
 	began = time.Now()
 	if err := adopted.Shutdown(ctx, 20*time.Second); err != nil {
