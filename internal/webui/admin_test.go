@@ -406,6 +406,12 @@ func TestExplainFromTheBrowser(t *testing.T) {
 		}
 		return cli, text(`[data-answer-key="allowed"]`), text(`[data-answer-key="reason"]`)
 	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(c.srv.URL+"/ui/admin/explain?user=vera&object=config/web")); err != nil {
+		t.Fatal(err)
+	}
+	if cli := text(`[data-cli-line]`); !strings.HasPrefix(cli, "stagehand auth explain --user vera --action ") || !strings.HasSuffix(cli, " --object config/web") {
+		t.Errorf("the filled form's CLI line reads %q", cli)
+	}
 	cli, allowed, reason := ask("config.deploy")
 	if cli != "stagehand auth explain --user vera --action config.deploy --object config/web" {
 		t.Errorf("the CLI line reads %q", cli)

@@ -215,12 +215,14 @@
     const box = $("[data-answer]", form);
     box.replaceChildren();
     Object.entries(data).forEach(([k, v]) => {
+      const pair = document.createElement("div");
       const dt = document.createElement("dt");
       dt.textContent = k.replace(/_/g, " ");
       const dd = document.createElement("dd");
       dd.dataset.answerKey = k;
       dd.textContent = typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
-      box.append(dt, dd);
+      pair.append(dt, dd);
+      box.append(pair);
     });
     box.hidden = false;
   }
@@ -876,5 +878,6 @@
     watchMore();
     watchThumbnails(document);
     pollJobs();
+    $$("form[data-ask]").forEach(updateCLI); // a question's form may come filled
   });
 })();
