@@ -30,7 +30,7 @@ type HostLink interface {
 	AdoptVM(ctx context.Context, peer hostlink.Peer, config, vm string) (hostlink.AdoptResult, error)
 	ReleaseVM(ctx context.Context, peer hostlink.Peer, config, vm string) error
 	StartPart(ctx context.Context, peer hostlink.Peer, config string) error
-	StopPart(ctx context.Context, peer hostlink.Peer, config string) error
+	StopPart(ctx context.Context, peer hostlink.Peer, config string, saveState bool) error
 }
 
 // Placement is a deploy's placement, as --explain shows it.
@@ -357,15 +357,19 @@ func (s moves) layersElsewhere() func(tx store.Tx) (map[int64]bool, error) {
 			return nil, err
 		}
 		for i := range cs {
-			if s.home(&cs[i]) != s.hostName {
-				continue
-			}
-			frozen, tops, err := chainOf(idx, &cs[i])
-			if err != nil {
-				continue // the doctor reports the broken chain itself
-			}
-			for _, l := range append(frozen, tops...) {
-				here[l.ID] = true
+			for _, vm := range cs[i].VMs {
+				// A spread configuration's VM may be held by another
+				// host (holders.holder), its tops with it.
+				if vm.Host != "" && vm.Host != s.hostName || vm.Host == "" && s.home(&cs[i]) != s.hostName {
+					continue
+				}
+				frozen, tops, err := chainOf(idx, &store.Config{Name: cs[i].Name, VMs: []store.VM{vm}})
+				if err != nil {
+					continue // the doctor reports the broken chain itself
+				}
+				for _, l := range append(frozen, tops...) {
+					here[l.ID] = true
+				}
 			}
 		}
 		out := map[int64]bool{}

@@ -29,10 +29,16 @@ func (d *run) checkStates() error {
 	}
 	known := map[string]bool{}
 	for _, c := range d.configs {
-		here := d.dr.cfg.Host == "" || c.Host == "" || c.Host == d.dr.cfg.Host
 		for _, vm := range c.VMs {
 			f := filepath.Join(d.dr.cfg.StateDir, fmt.Sprintf("vm-%d.state", vm.ID))
 			known[f] = true
+			// A VM of a spread configuration whose tops are on another
+			// host (not gathered yet) has its state there too.
+			holder := c.Host
+			if vm.Host != "" {
+				holder = vm.Host
+			}
+			here := d.dr.cfg.Host == "" || holder == "" || holder == d.dr.cfg.Host
 			if !here || vm.State != vmSaved || d.dr.cfg.Lab.Busy(c.Name) {
 				continue
 			}
