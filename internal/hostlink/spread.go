@@ -2,9 +2,13 @@ package hostlink
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+
+	"stagehand/internal/errdefs"
 )
 
 // The host endpoints of a spread deployment (`config deploy --fenced
@@ -23,9 +27,16 @@ type SpreadMember interface {
 	// names another holder (from asks, having taken them).
 	ReleaseVM(ctx context.Context, config, vm, from string) error
 	// StartPart and StopPart start and stop this host's part of the
-	// deployment of config, whose home from is.
+	// deployment of config, whose home from is; with saveState StopPart
+	// suspends its VMs to their state files instead of powering them
+	// off (an undeploy --save-state).
 	StartPart(ctx context.Context, config, from string) error
-	StopPart(ctx context.Context, config, from string) error
+	StopPart(ctx context.Context, config, from string, saveState bool) error
+}
+
+// PartStop is the body of …/part/stop.
+type PartStop struct {
+	SaveState bool `json:"save_state,omitempty"`
 }
 
 func (s *Server) serveSpread(m SpreadMember) {
@@ -44,15 +55,25 @@ func (s *Server) serveSpread(m SpreadMember) {
 		}
 		writeJSON(w, struct{}{})
 	})
-	for verb, op := range map[string]func(context.Context, string, string) error{"start": m.StartPart, "stop": m.StopPart} {
-		s.mux.HandleFunc("POST "+configsPath+"{name}/part/"+verb, func(w http.ResponseWriter, r *http.Request) {
-			if err := op(r.Context(), r.PathValue("name"), caller(r)); err != nil {
-				s.fail(w, r, "", fmt.Errorf("%s this host's part of %q: %w", verb, r.PathValue("name"), err))
-				return
-			}
-			writeJSON(w, struct{}{})
-		})
-	}
+	s.mux.HandleFunc("POST "+configsPath+"{name}/part/start", func(w http.ResponseWriter, r *http.Request) {
+		if err := m.StartPart(r.Context(), r.PathValue("name"), caller(r)); err != nil {
+			s.fail(w, r, "", fmt.Errorf("start this host's part of %q: %w", r.PathValue("name"), err))
+			return
+		}
+		writeJSON(w, struct{}{})
+	})
+	s.mux.HandleFunc("POST "+configsPath+"{name}/part/stop", func(w http.ResponseWriter, r *http.Request) {
+		var req PartStop
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			s.fail(w, r, "", errdefs.Invalid("stop request: %v", err))
+			return
+		}
+		if err := m.StopPart(r.Context(), r.PathValue("name"), caller(r), req.SaveState); err != nil {
+			s.fail(w, r, "", fmt.Errorf("stop this host's part of %q: %w", r.PathValue("name"), err))
+			return
+		}
+		writeJSON(w, struct{}{})
+	})
 }
 
 func vmPath(config, vm, verb string) string {
@@ -86,9 +107,10 @@ func (p *Puller) StartPart(ctx context.Context, peer Peer, config string) error 
 	return nil
 }
 
-// StopPart asks peer to stop its part of config's spread deployment.
-func (p *Puller) StopPart(ctx context.Context, peer Peer, config string) error {
-	if err := p.call(ctx, peer, configsPath+url.PathEscape(config)+"/part/stop", struct{}{}, nil); err != nil {
+// StopPart asks peer to stop its part of config's spread deployment,
+// saving its VMs' states with saveState.
+func (p *Puller) StopPart(ctx context.Context, peer Peer, config string, saveState bool) error {
+	if err := p.call(ctx, peer, configsPath+url.PathEscape(config)+"/part/stop", PartStop{SaveState: saveState}, nil); err != nil {
 		return fmt.Errorf("host %q stopping its part of %q: %w", peer.Name, config, err)
 	}
 	return nil

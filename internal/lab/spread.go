@@ -372,9 +372,10 @@ func (m moveEndpoints) StartPart(ctx context.Context, config, from string) error
 	return m.deploys.Parts().StartPart(ctx, config, from)
 }
 
-// StopPart stops this host's part of config's spread deployment.
-func (m moveEndpoints) StopPart(ctx context.Context, config, from string) error {
-	return m.deploys.Parts().StopPart(ctx, config, from)
+// StopPart stops this host's part of config's spread deployment, saving
+// its VMs' states with saveState.
+func (m moveEndpoints) StopPart(ctx context.Context, config, from string, saveState bool) error {
+	return m.deploys.Parts().StopPart(ctx, config, from, saveState)
 }
 
 // spreadMembers are the member hosts of spread deployments, as the
@@ -404,12 +405,12 @@ func (m spreadMembers) StartPart(ctx context.Context, host, config string) error
 	return m.s.link.StartPart(ctx, p, config)
 }
 
-func (m spreadMembers) StopPart(ctx context.Context, host, config string) error {
+func (m spreadMembers) StopPart(ctx context.Context, host, config string, saveState bool) error {
 	p, err := m.peer(ctx, host)
 	if err != nil {
 		return err
 	}
-	return m.s.link.StopPart(ctx, p, config)
+	return m.s.link.StopPart(ctx, p, config, saveState)
 }
 
 // spread says whether the view's VMs are on more than one host.

@@ -3,12 +3,14 @@ package lab_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -16,7 +18,9 @@ import (
 	"stagehand/internal/errdefs"
 	"stagehand/internal/jobs"
 	"stagehand/internal/lab"
+	"stagehand/internal/lab/deploy"
 	"stagehand/internal/lab/labtest"
+	"stagehand/internal/lab/lease"
 	"stagehand/internal/store"
 )
 
@@ -26,9 +30,15 @@ import (
 // vm2 on lan) on h1.
 func spreadHosts(t *testing.T, db store.Store, dir string, failAt func(op, step string) error, fresh bool) *installation {
 	t.Helper()
+	return spreadHostsWith(t, db, dir, func(o *lab.Options) { o.FailAt = failAt }, fresh)
+}
+
+// spreadHostsWith is spreadHosts with both labs' options set by opt.
+func spreadHostsWith(t *testing.T, db store.Store, dir string, opt func(*lab.Options), fresh bool) *installation {
+	t.Helper()
 	in := newInstallation(t, db)
-	h1 := in.host("h1", dir, 400, failAt)
-	in.host("h2", filepath.Join(t.TempDir(), "h2"), 4096, failAt)
+	h1 := in.hostWith("h1", dir, 400, opt)
+	in.hostWith("h2", filepath.Join(t.TempDir(), "h2"), 4096, opt)
 	setUnderlay(t, db, "h1", "10.88.0.1")
 	setUnderlay(t, db, "h2", "10.88.0.2")
 	if fresh {
@@ -188,11 +198,6 @@ func TestSpreadDeploy(t *testing.T) {
 	if _, err := h1.Deployments.VMAction(ctx, "a", "vm2", lab.VMActionReset); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `"h2"`) {
 		t.Errorf("reset of vm2 through h1: %v", err)
 	}
-	// Save-state is refused for a spread deployment.
-	if _, err := h1.Deployments.Undeploy(ctx, "a", true); !errors.Is(err, errdefs.ErrConflict) {
-		t.Errorf("undeploy --save-state: %v, want conflict", err)
-	}
-
 	// h2's daemon restarts: it re-adopts its part with the same span.
 	rt2 := in.rt["h2"]
 	rt2.Restart()
@@ -206,6 +211,147 @@ func TestSpreadDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.assertGathered("after undeploy")
+}
+
+// stateOf is the data-dir path of VM vm of "a"'s saved state.
+func (in *installation) stateOf(vm string) string {
+	in.t.Helper()
+	for _, v := range in.config("a").VMs {
+		if v.Name == vm {
+			return deploy.StateFile(v.ID)
+		}
+	}
+	in.t.Fatalf("a has no VM %q", vm)
+	return ""
+}
+
+// assertSavedHome checks that "a" is gathered (assertGathered) with both
+// VMs saved, their state files on h1 and none on h2.
+func (in *installation) assertSavedHome(what string) {
+	in.t.Helper()
+	in.assertGathered(what)
+	for _, vm := range in.config("a").VMs {
+		st := in.stateOf(vm.Name)
+		if vm.State != lab.VMStateSaved || !exists(in.dirs["h1"], st) || exists(in.dirs["h2"], st) {
+			in.t.Errorf("%s: VM %s is %s, its state on h1 %v, on h2 %v; want saved, only on h1", what, vm.Name, vm.State,
+				exists(in.dirs["h1"], st), exists(in.dirs["h2"], st))
+		}
+	}
+}
+
+// resumed lists host h's VM starts that resumed a state, as
+// "resume=vm-N.state".
+func (in *installation) resumed(h string) []string {
+	var out []string
+	for _, c := range in.callsWith(h, "hv start") {
+		if i := strings.Index(c, "resume="); i >= 0 && !strings.HasSuffix(c, "resume=-") {
+			out = append(out, c[i:])
+		}
+	}
+	return out
+}
+
+// TestSpreadSaveStateTravels: undeploy --save-state of a spread
+// deployment saves vm1 on its home h1 and vm2 on h2 (over the host link),
+// and vm2's state comes home with its top; the configuration is
+// undeployed and whole on h1 with both VMs saved. Deployed --spread again,
+// vm2's state moves to h2 with its top, and each host resumes its VM
+// (h2 removes the state it resumed from at the next undeploy, once the
+// deployment committed). Saved again, a plain deploy at home resumes both
+// there.
+func TestSpreadSaveStateTravels(t *testing.T) {
+	requireQemuImg(t)
+	e := newEnv(t)
+	in := spreadHosts(t, e.db, filepath.Join(t.TempDir(), "h1"), nil, true)
+	h1 := in.labs["h1"]
+	ctx := context.Background()
+	if _, err := h1.Deployments.Deploy(ctx, "a", spreadOpts); err != nil {
+		t.Fatal(err)
+	}
+	st1, st2 := in.stateOf("vm1"), in.stateOf("vm2")
+	in.rt["h1"].Calls.Take()
+	in.rt["h2"].Calls.Take()
+
+	v, err := h1.Deployments.Undeploy(ctx, "a", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got1, got2 := in.callsWith("h1", "save-state"), in.callsWith("h2", "save-state"); len(got1) != 1 || len(got2) != 1 {
+		t.Errorf("saves: h1 %q, h2 %q; want one on each host", got1, got2)
+	}
+	for _, vm := range v.VMs {
+		if vm.State != lab.VMStateSaved || vm.Host != "h1" {
+			t.Errorf("undeploy's view: VM %s %s on %q, want saved on h1", vm.Name, vm.State, vm.Host)
+		}
+	}
+	in.assertSavedHome("after undeploy --save-state")
+	if b, err := os.ReadFile(filepath.Join(in.dirs["h1"], st2)); err != nil || !strings.HasPrefix(string(b), "labtest state of ") {
+		t.Errorf("vm2's state at home: %q %v; want the one h2 wrote", b, err)
+	}
+
+	if _, err := h1.Deployments.Deploy(ctx, "a", spreadOpts); err != nil {
+		t.Fatal(err)
+	}
+	if c := in.config("a"); c.VMs[1].Host != "h2" {
+		t.Fatalf("vm2 on %q, want h2 again", c.VMs[1].Host)
+	}
+	want1, want2 := "resume="+filepath.Base(st1), "resume="+filepath.Base(st2)
+	if got1, got2 := in.resumed("h1"), in.resumed("h2"); !slices.Equal(got1, []string{want1}) || !slices.Equal(got2, []string{want2}) {
+		t.Errorf("resumed: h1 %q, h2 %q; want %s on h1, %s on h2", got1, got2, want1, want2)
+	}
+	if exists(in.dirs["h1"], st1) || exists(in.dirs["h1"], st2) {
+		t.Errorf("deployed: states left on h1 (vm1 %v, vm2 %v)", exists(in.dirs["h1"], st1), exists(in.dirs["h1"], st2))
+	}
+	if _, err := h1.Deployments.Undeploy(ctx, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	in.assertGathered("after undeploy")
+	for _, h := range []string{"h1", "h2"} {
+		if exists(in.dirs[h], st1) || exists(in.dirs[h], st2) {
+			t.Errorf("undeployed without saving: a state left on %s", h)
+		}
+	}
+	for _, vm := range in.config("a").VMs {
+		if vm.State != store.StateUndeployed {
+			t.Errorf("VM %s is %s after an undeploy without saving", vm.Name, vm.State)
+		}
+	}
+
+	// Saved again, then deployed on one host: its home, with room now.
+	if _, err := h1.Deployments.Deploy(ctx, "a", spreadOpts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h1.Deployments.Undeploy(ctx, "a", true); err != nil {
+		t.Fatal(err)
+	}
+	in.assertSavedHome("saved again")
+	in.setMemory("h1", 4096)
+	in.rt["h1"].Calls.Take()
+	in.rt["h2"].Calls.Take()
+	if v, err := h1.Deployments.Deploy(ctx, "a", lab.DeployOptions{Fenced: true}); err != nil || v.Host != "h1" {
+		t.Fatalf("plain deploy: %v on %+v, want h1", err, v)
+	}
+	if got1, got2 := in.resumed("h1"), in.resumed("h2"); len(got1) != 2 || len(got2) != 0 {
+		t.Errorf("plain deploy resumed: h1 %q, h2 %q; want both VMs on h1", got1, got2)
+	}
+	if _, err := h1.Deployments.Undeploy(ctx, "a", false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setMemory sets host name's registered memory.
+func (in *installation) setMemory(name string, mib int) {
+	in.t.Helper()
+	if err := in.db.Update(context.Background(), func(tx store.Tx) error {
+		h, err := tx.Hosts().Get(name)
+		if err != nil {
+			return err
+		}
+		h.MemoryMiB = mib
+		return tx.Hosts().Register(h)
+	}); err != nil {
+		in.t.Fatal(err)
+	}
 }
 
 // restartOn starts host name's lab again on its data dir with the same
@@ -231,63 +377,174 @@ func restartOn(t *testing.T, in *installation, name string, rt *labtest.Host) {
 // turn, on either host (the two share the fault hook, so the steps count
 // across both): each failure is reported with nothing left running on
 // either host, the configuration undeployed and whole on its home again.
-// Then each step of the undeploy of a spread deployment: a failure leaves
-// it failed, and an undeploy again finishes on both hosts.
+// Then each step of the undeploy of a spread deployment, without and with
+// --save-state: a failure leaves it failed, and an undeploy again finishes
+// on both hosts (with --save-state: both VMs saved, their states at home,
+// including what the failed attempt saved). Then each step of a spread
+// deploy that resumes saved VMs: each failure leaves both saved with their
+// states at home, and the deploy that passes resumes one on each host.
 func TestSpreadEveryStepRollsBack(t *testing.T) {
 	requireQemuImg(t)
 	f := &faults{}
-	for k := 1; ; k++ {
-		e := newEnv(t)
-		in := spreadHosts(t, e.db, filepath.Join(t.TempDir(), "h1"), f.hook, true)
-		f.arm("deploy", k)
-		_, err := in.labs["h1"].Deployments.Deploy(context.Background(), "a", spreadOpts)
-		f.mu.Lock()
-		seen, steps := f.seen, f.steps
-		f.mu.Unlock()
-		if seen < k {
-			if err != nil {
-				t.Fatalf("unfailed deploy: %v", err)
-			}
-			t.Logf("spread deploy: %d steps, each failure rolled back: %v", k-1, steps)
-			break
-		}
-		if err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
-			t.Fatalf("step %d (%s): %v, want the injected failure", k, steps[k-1], err)
-		}
-		if strings.Contains(err.Error(), "rollback incomplete") {
-			t.Errorf("step %d (%s): %v", k, steps[k-1], err)
-		}
-		in.assertGathered("step " + steps[k-1])
+	ctx := context.Background()
+	fresh := func() *installation {
+		return spreadHosts(t, newEnv(t).db, filepath.Join(t.TempDir(), "h1"), f.hook, true)
 	}
-	for k := 1; ; k++ {
-		e := newEnv(t)
-		in := spreadHosts(t, e.db, filepath.Join(t.TempDir(), "h1"), f.hook, true)
-		h1 := in.labs["h1"]
-		f.arm("", 0)
-		if _, err := h1.Deployments.Deploy(context.Background(), "a", spreadOpts); err != nil {
+	deployed := func() *installation {
+		in := fresh()
+		if _, err := in.labs["h1"].Deployments.Deploy(ctx, "a", spreadOpts); err != nil {
 			t.Fatal(err)
 		}
-		f.arm("undeploy", k)
-		_, err := h1.Deployments.Undeploy(context.Background(), "a", false)
+		return in
+	}
+	deployOp := func(in *installation) error {
+		_, err := in.labs["h1"].Deployments.Deploy(ctx, "a", spreadOpts)
+		return err
+	}
+	failEachStep(t, f, "spread deploy", "deploy", fresh, deployOp,
+		func(in *installation, step string, err error) {
+			if strings.Contains(err.Error(), "rollback incomplete") {
+				t.Errorf("step %s: %v", step, err)
+			}
+			in.assertGathered("step " + step)
+		}, func(in *installation) {})
+
+	for _, save := range []bool{false, true} {
+		assert := undeployedAs(save)
+		undeployOp := func(in *installation) error {
+			_, err := in.labs["h1"].Deployments.Undeploy(ctx, "a", save)
+			return err
+		}
+		failEachStep(t, f, fmt.Sprintf("spread undeploy (save %v)", save), "undeploy", deployed, undeployOp,
+			func(in *installation, step string, _ error) {
+				if c := in.config("a"); c.State != store.StateFailed {
+					t.Errorf("undeploy step %s: a is %s, want failed", step, c.State)
+				}
+				if err := undeployOp(in); err != nil {
+					t.Fatalf("undeploy again after step %s: %v", step, err)
+				}
+				assert(in, "undeploy again after step "+step)
+			}, func(in *installation) { assert(in, "undeploy") })
+	}
+
+	saved := func() *installation {
+		in := deployed()
+		if _, err := in.labs["h1"].Deployments.Undeploy(ctx, "a", true); err != nil {
+			t.Fatal(err)
+		}
+		in.rt["h1"].Calls.Take()
+		in.rt["h2"].Calls.Take()
+		return in
+	}
+	failEachStep(t, f, "spread deploy resuming", "deploy", saved, deployOp,
+		func(in *installation, step string, err error) {
+			if strings.Contains(err.Error(), "rollback incomplete") {
+				t.Errorf("step %s: %v", step, err)
+			}
+			in.assertSavedHome("resuming, step " + step)
+		}, func(in *installation) {
+			if got1, got2 := in.resumed("h1"), in.resumed("h2"); len(got1) != 1 || len(got2) != 1 {
+				t.Errorf("resumed: h1 %q, h2 %q; want one VM on each host", got1, got2)
+			}
+		})
+	// The moves of the deploy that resumes (vm2's top and state to h2).
+	failEachStep(t, f, "spread deploy resuming, its moves", "move", saved, deployOp,
+		func(in *installation, step string, _ error) { in.assertSavedHome("resuming, move step " + step) },
+		func(in *installation) {})
+	gatherFailsAtEachStep(t, f, deployed)
+}
+
+// gatherFailsAtEachStep fails each step of the move that brings vm2's top
+// and saved state home after an undeploy --save-state: the undeploy is
+// done all the same, vm2 saved with its top and state still on h2 (none
+// left half-pulled on h1), and the next spread deploy gathers it first and
+// resumes both VMs.
+func gatherFailsAtEachStep(t *testing.T, f *faults, deployed func() *installation) {
+	ctx := context.Background()
+	for k := 1; ; k++ {
+		in := deployed()
+		f.arm("move", k)
+		_, err := in.labs["h1"].Deployments.Undeploy(ctx, "a", true)
 		f.mu.Lock()
 		seen, steps := f.seen, f.steps
 		f.mu.Unlock()
+		f.arm("", 0)
+		if err != nil {
+			t.Fatalf("undeploy --save-state with gather step %d failed: %v", k, err)
+		}
+		if seen < k {
+			in.assertSavedHome("gather unfailed")
+			t.Logf("gather of a saved VM: %d steps, each failure left it on h2: %v", k-1, steps)
+			return
+		}
+		step := steps[k-1]
+		c := in.config("a")
+		top, st := in.vmTop("vm2"), in.stateOf("vm2")
+		if c.State != store.StateUndeployed || c.VMs[1].Host != "h2" || c.VMs[1].State != lab.VMStateSaved {
+			t.Errorf("gather failed at %s: a %s, vm2 %s on %q; want undeployed, vm2 saved on h2", step, c.State, c.VMs[1].State, c.VMs[1].Host)
+		}
+		for _, rel := range []string{top, st} {
+			if !exists(in.dirs["h2"], rel) || exists(in.dirs["h1"], rel) {
+				t.Errorf("gather failed at %s: %s on h2 %v, on h1 %v; want only on h2", step, rel, exists(in.dirs["h2"], rel), exists(in.dirs["h1"], rel))
+			}
+		}
+		for _, h := range []string{"h1", "h2"} {
+			// vm2's state is on h2 with its top: missing on neither.
+			r, err := in.labs[h].Doctor(ctx, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range r.Problems {
+				t.Errorf("gather failed at %s: doctor on %s: %s %s: %s", step, h, p.Kind, p.Subject, p.Detail)
+			}
+		}
+		in.rt["h1"].Calls.Take()
+		in.rt["h2"].Calls.Take()
+		if _, err := in.labs["h1"].Deployments.Deploy(ctx, "a", spreadOpts); err != nil {
+			t.Fatalf("deploy after the gather failed at %s: %v", step, err)
+		}
+		if got1, got2 := in.resumed("h1"), in.resumed("h2"); len(got1) != 1 || len(got2) != 1 {
+			t.Errorf("deploy after the gather failed at %s resumed: h1 %q, h2 %q; want one VM on each host", step, got1, got2)
+		}
+	}
+}
+
+// undeployedAs checks how an undeploy of "a" (saving or not) ends.
+func undeployedAs(save bool) func(in *installation, what string) {
+	if save {
+		return (*installation).assertSavedHome
+	}
+	return (*installation).assertGathered
+}
+
+// failEachStep fails, for k = 1, 2, …, the k-th step of kind (the fault
+// hook's operation) of op on a fresh installation from setup, until op
+// passes every step: each failure must be the injected one, and failed
+// checks what it left; done checks the run that passed.
+func failEachStep(t *testing.T, f *faults, name, kind string, setup func() *installation, op func(*installation) error,
+	failed func(in *installation, step string, err error), done func(*installation)) {
+	t.Helper()
+	for k := 1; ; k++ {
+		f.arm("", 0)
+		in := setup()
+		f.arm(kind, k)
+		err := op(in)
+		f.mu.Lock()
+		seen, steps := f.seen, f.steps
+		f.mu.Unlock()
+		f.arm("", 0)
 		if seen < k {
 			if err != nil {
-				t.Fatalf("unfailed undeploy: %v", err)
+				t.Fatalf("%s, unfailed: %v", name, err)
 			}
-			in.assertGathered("undeploy")
-			t.Logf("spread undeploy: %d steps: %v", k-1, steps)
+			done(in)
+			t.Logf("%s: %d steps, each failure rolled back: %v", name, k-1, steps)
 			return
 		}
 		if err == nil || !strings.Contains(err.Error(), errInjected.Error()) {
-			t.Fatalf("undeploy step %d (%s): %v, want the injected failure", k, steps[k-1], err)
+			t.Fatalf("%s, step %d (%s): %v, want the injected failure", name, k, steps[k-1], err)
 		}
-		f.arm("", 0)
-		if _, err := h1.Deployments.Undeploy(context.Background(), "a", false); err != nil {
-			t.Fatalf("undeploy again after step %d (%s): %v", k, steps[k-1], err)
-		}
-		in.assertGathered("undeploy again after step " + steps[k-1])
+		failed(in, steps[k-1], err)
 	}
 }
 
@@ -360,4 +617,123 @@ func TestConcurrentSpreadDeploysDoNotOvercommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.assertGathered("after the refused spread deploy")
+}
+
+// TestSpreadSaveStateSurvivesHomeRestart: the home's daemon dies in an
+// undeploy --save-state of a spread deployment after both hosts saved
+// their VMs (at its release step); the new daemon finishes it towards
+// undeployed keeping both states (vm1's on h1, vm2's on h2 with its top),
+// and the next spread deploy gathers vm2 first, then moves it back and
+// resumes both.
+func TestSpreadSaveStateSurvivesHomeRestart(t *testing.T) {
+	requireQemuImg(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	reached, release := make(chan struct{}, 1), make(chan struct{})
+	var armed atomic.Bool
+	hook := func(op, step string) error {
+		if op == "undeploy" && step == "release" && armed.CompareAndSwap(true, false) {
+			reached <- struct{}{}
+			<-release // the daemon "dies" here
+			return errInjected
+		}
+		return nil
+	}
+	in := spreadHosts(t, e.db, filepath.Join(t.TempDir(), "h1"), hook, true)
+	if _, err := in.labs["h1"].Deployments.Deploy(ctx, "a", spreadOpts); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := in.labs["h1"].Deployments.Undeploy(ctx, "a", true)
+		done <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-done:
+		t.Fatalf("the undeploy ended before its release step: %v", err)
+	}
+	// The first daemon is dead in real life; here it wakes up at the
+	// end and fails, after the checks.
+	t.Cleanup(func() { close(release); <-done })
+	rt1 := in.rt["h1"]
+	rt1.Restart()
+	restartOn(t, in, "h1", rt1)
+
+	c := in.config("a")
+	if c.State != store.StateUndeployed || c.VMs[1].Host != "h2" {
+		t.Fatalf("after the restart: a is %s, vm2 on %q; want undeployed, vm2 still on h2", c.State, c.VMs[1].Host)
+	}
+	st1, st2 := in.stateOf("vm1"), in.stateOf("vm2")
+	for _, vm := range c.VMs {
+		if vm.State != lab.VMStateSaved {
+			t.Errorf("after the restart: VM %s is %s, want saved", vm.Name, vm.State)
+		}
+	}
+	if !exists(in.dirs["h1"], st1) || !exists(in.dirs["h2"], st2) {
+		t.Errorf("after the restart: vm1's state on h1 %v, vm2's on h2 %v; want both kept", exists(in.dirs["h1"], st1), exists(in.dirs["h2"], st2))
+	}
+	for _, h := range []string{"h1", "h2"} {
+		if left := in.rt[h].Leftovers(); len(left) > 0 {
+			t.Errorf("after the restart: left on %s: %q", h, left)
+		}
+	}
+	in.rt["h1"].Calls.Take()
+	in.rt["h2"].Calls.Take()
+	if _, err := in.labs["h1"].Deployments.Deploy(ctx, "a", spreadOpts); err != nil {
+		t.Fatal(err)
+	}
+	want1, want2 := "resume="+filepath.Base(st1), "resume="+filepath.Base(st2)
+	if got1, got2 := in.resumed("h1"), in.resumed("h2"); !slices.Equal(got1, []string{want1}) || !slices.Equal(got2, []string{want2}) {
+		t.Errorf("resumed: h1 %q, h2 %q; want %s on h1, %s on h2", got1, got2, want1, want2)
+	}
+	if _, err := in.labs["h1"].Deployments.Undeploy(ctx, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	in.assertGathered("after the undeploy")
+}
+
+// TestSpreadLeaseExpirySavesState: the lease reaper undeploys an expired
+// spread deployment saving its state (the default undeploy action of a
+// lease, and the ladder's suspend step): both VMs saved, their states at
+// home with the tops, the configuration undeployed and whole on h1.
+func TestSpreadLeaseExpirySavesState(t *testing.T) {
+	requireQemuImg(t)
+	for _, tc := range []struct{ name, ladder, action string }{
+		{"lease", "", lab.ReapUndeploy},
+		{"ladder-suspend", "suspend,undeploy=1d", lease.ReapSuspend},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newClock()
+			var ladder lease.Ladder
+			if tc.ladder != "" {
+				var err error
+				if ladder, err = lease.ParseLadder(tc.ladder); err != nil {
+					t.Fatal(err)
+				}
+			}
+			in := spreadHostsWith(t, newEnv(t).db, filepath.Join(t.TempDir(), "h1"), func(o *lab.Options) {
+				o.Now = clock.Now
+				o.Leases = lab.LeasePolicy{Ladder: ladder}
+			}, true)
+			h1 := in.labs["h1"]
+			ctx := context.Background()
+			hour := time.Hour
+			opts := spreadOpts
+			opts.DeployLease = &hour
+			if _, err := h1.Deployments.Deploy(ctx, "a", opts); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(2 * hour)
+			as, err := h1.Leases.Reap(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := actions(as); got != tc.action+":a" {
+				t.Fatalf("reaper did %q, want %s:a without an error", got, tc.action)
+			}
+			in.assertSavedHome("after the reaper")
+		})
+	}
 }

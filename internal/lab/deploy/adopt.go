@@ -81,7 +81,7 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 		// save-state undeploy already suspended keep their state file.
 		// The home stops the other hosts' parts of a spread deployment
 		// and records the outcome; a member only stops its own part.
-		if err := d.Parts().stopMembers(ctx, plan); err != nil {
+		if err := d.Parts().stopMembers(ctx, plan, false); err != nil {
 			d.log.Error("recover: stop the other hosts' parts of an interrupted operation", "config", name, "err", err)
 		}
 		for id, rv := range adopted {
@@ -113,8 +113,11 @@ func (d *Deployments) recoverConfig(ctx context.Context, name string) error {
 				return err
 			}
 			for i := range c.VMs {
+				// A member's VM is saved when its host recorded it so
+				// (keepsState); one of this host when its file is here.
+				keep := d.keepsState(c.VMs[i], plan, nil) || d.HasSavedState(c.VMs[i].ID)
 				c.VMs[i].State = store.StateUndeployed
-				if d.HasSavedState(c.VMs[i].ID) {
+				if keep {
 					c.VMs[i].State = VMStateSaved
 				}
 				if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {

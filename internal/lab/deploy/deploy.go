@@ -352,6 +352,7 @@ func (d *Deployments) Deploy(ctx context.Context, name string, opts Options) err
 	}
 	rev.Success()
 	d.keepStarted(plan, started)
+	d.discardResumedOf(plan)
 	d.log.Info("configuration deployed", "config", name, "vms", len(plan.vms), "accel", accel, "fenced", opts.Fenced)
 	d.record(ctx, "deploy", name, deployDetail(opts))
 	return nil
@@ -444,11 +445,19 @@ func (d *Deployments) bringUp(ctx context.Context, plan *deployPlan, rev *revert
 }
 
 // keepStarted hands the started VMs of plan (in plan order) to the
-// daemon: their handles, watchers and the state files they resumed from.
+// daemon: their handles and watchers.
 func (d *Deployments) keepStarted(plan *deployPlan, started []*runningVM) {
 	for i, vp := range plan.vms {
 		d.vms.put(vp.vm.ID, started[i])
 		d.watch(plan.config.Name, vp.vm, started[i])
+	}
+}
+
+// discardResumedOf takes away the state files plan's VMs resumed from,
+// once their deployment is committed (until then a rollback keeps them
+// saved).
+func (d *Deployments) discardResumedOf(plan *deployPlan) {
+	for _, vp := range plan.vms {
 		if vp.spec.IncomingStateFile != "" {
 			d.discardResumed(plan.config.Name, vp.vm.Name, vp.spec.IncomingStateFile)
 		}
@@ -593,9 +602,6 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 		if plan, err = d.planDeploy(tx, c, ""); err != nil {
 			return err
 		}
-		if saveState && plan.spread() {
-			return errdefs.Conflict("configuration %q is spread over hosts; its VMs save no state: undeploy it without --save-state", name)
-		}
 		c.State = store.StateUndeploying
 		return tx.Configs().Update(c)
 	})
@@ -613,13 +619,8 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 			if err != nil {
 				return err
 			}
-			for i := range c.VMs {
-				if wasSaved(plan, saved, c.VMs[i].ID) {
-					c.VMs[i].State = VMStateSaved
-					if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
-						return err
-					}
-				}
+			if err := markSaved(tx, c, plan, saved); err != nil {
+				return err
 			}
 			c.State, c.LastError = store.StateFailed, reason
 			return tx.Configs().Update(c)
@@ -633,7 +634,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 	if err := errors.Join(errs...); err != nil {
 		return failed(err)
 	}
-	if err := d.Parts().stopMembers(ctx, plan); err != nil {
+	if err := d.Parts().stopMembers(ctx, plan, saveState); err != nil {
 		return failed(err)
 	}
 	if err := d.lab.Fault(ctx, "undeploy", "release"); err != nil {
@@ -654,9 +655,7 @@ func (d *Deployments) Undeploy(ctx context.Context, name string, saveState bool,
 			return err
 		}
 		for i := range c.VMs {
-			// A state saved by an earlier, failed undeploy counts too.
-			keep := wasSaved(plan, saved, c.VMs[i].ID) ||
-				c.VMs[i].State == VMStateSaved && d.HasSavedState(c.VMs[i].ID)
+			keep := d.keepsState(c.VMs[i], plan, saved)
 			c.VMs[i].State = store.StateUndeployed
 			if keep {
 				c.VMs[i].State = VMStateSaved
@@ -725,12 +724,39 @@ func (d *Deployments) stopVMs(ctx context.Context, plan *deployPlan, saveState b
 	return saved, errs
 }
 
+// markSaved records, inside tx, the VMs of c that saved their state
+// (saved is stopVMs's for plan) as saved: an undeploy's on its host, and a
+// member host's part of a spread one (StopPart).
+func markSaved(tx store.Tx, c *store.Config, plan *deployPlan, saved []bool) error {
+	for i := range c.VMs {
+		if wasSaved(plan, saved, c.VMs[i].ID) {
+			c.VMs[i].State = VMStateSaved
+			if err := tx.Configs().UpdateVM(&c.VMs[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// keepsState says whether vm is saved once an undeploy of plan ends: it
+// saved its state now (saved is stopVMs's), or a state saved by an
+// earlier, failed undeploy is still here. A VM of another host's part of
+// a spread deployment is saved when that host recorded it so (StopPart):
+// its state file is there, and goes home with its tops.
+func (d *Deployments) keepsState(vm store.VM, plan *deployPlan, saved []bool) bool {
+	if vm.Host != "" && vm.Host != d.hostName {
+		return vm.State == VMStateSaved
+	}
+	return wasSaved(plan, saved, vm.ID) || vm.State == VMStateSaved && d.HasSavedState(vm.ID)
+}
+
 // wasSaved says whether VM id of plan saved its state (saved is
-// stopVMs's); a VM of another host's part did not.
+// stopVMs's, nil when none did); a VM of another host's part did not.
 func wasSaved(p *deployPlan, saved []bool, id int64) bool {
 	for i, vp := range p.vms {
 		if vp.vm.ID == id {
-			return saved[i]
+			return i < len(saved) && saved[i]
 		}
 	}
 	return false

@@ -30,11 +30,12 @@ import (
 
 // Members reaches the member hosts of a spread deployment: StartPart asks
 // host to start its part of configuration config (which must be
-// deploying, with this host as its home); StopPart to stop its VMs and
-// tear its part of the fence down. Both are idempotent.
+// deploying, with this host as its home); StopPart to stop its VMs
+// (saving their states with saveState) and tear its part of the fence
+// down. Both are idempotent.
 type Members interface {
 	StartPart(ctx context.Context, host, config string) error
-	StopPart(ctx context.Context, host, config string) error
+	StopPart(ctx context.Context, host, config string, saveState bool) error
 }
 
 // Parts are the parts of spread deployments: a member's, which the home
@@ -77,9 +78,6 @@ func SpreadHosts(c *store.Config, home string) []string {
 	}
 	return out
 }
-
-// spread says whether the plan is of a deployment over several hosts.
-func (p *deployPlan) spread() bool { return p.fence != nil && p.fence.Span != nil }
 
 // spreadPlan narrows p, the plan of c, to this host's part when c's VMs
 // are on several hosts: its VMs only, the fence spread with this host's
@@ -207,7 +205,7 @@ func (ps Parts) startMembers(ctx context.Context, plan *deployPlan, rev *revert.
 		if d.members == nil {
 			return errdefs.Unavailable("host %q runs VMs of %q, and this daemon has no link to it", h, plan.config.Name)
 		}
-		rev.Add("part on host "+h, func() error { return d.members.StopPart(undoCtx, h, plan.config.Name) })
+		rev.Add("part on host "+h, func() error { return d.members.StopPart(undoCtx, h, plan.config.Name, false) })
 		if err := d.members.StartPart(ctx, h, plan.config.Name); err != nil {
 			return fmt.Errorf("host %q: %w", h, err)
 		}
@@ -215,8 +213,9 @@ func (ps Parts) startMembers(ctx context.Context, plan *deployPlan, rev *revert.
 	return nil
 }
 
-// stopMembers stops the members' parts of plan.
-func (ps Parts) stopMembers(ctx context.Context, plan *deployPlan) error {
+// stopMembers stops the members' parts of plan, each saving its VMs'
+// states with saveState.
+func (ps Parts) stopMembers(ctx context.Context, plan *deployPlan, saveState bool) error {
 	d := ps.d
 	var errs []error
 	for _, h := range plan.members {
@@ -228,7 +227,7 @@ func (ps Parts) stopMembers(ctx context.Context, plan *deployPlan) error {
 			errs = append(errs, errdefs.Unavailable("host %q runs VMs of %q, and this daemon has no link to it", h, plan.config.Name))
 			continue
 		}
-		if err := d.members.StopPart(ctx, h, plan.config.Name); err != nil {
+		if err := d.members.StopPart(ctx, h, plan.config.Name, saveState); err != nil {
 			errs = append(errs, fmt.Errorf("host %q: %w", h, err))
 		}
 	}
@@ -285,14 +284,22 @@ func (ps Parts) StartPart(ctx context.Context, name, from string) error {
 		return err
 	}
 	rev.Success()
+	// The states its VMs resumed from stay until the home commits the
+	// deployment: a rollback after this answer leaves them saved, to be
+	// resumed by the next deploy; StopPart removes them once the store
+	// says they ran (dropResumed).
 	d.keepStarted(plan, started)
 	d.log.Info("started this host's part of a spread deployment", "config", name, "home", from, "vms", len(plan.vms))
 	return nil
 }
 
-// StopPart powers off this host's VMs of the spread deployment of name
-// and tears its part of the fence down.
-func (ps Parts) StopPart(ctx context.Context, name, from string) error {
+// StopPart powers off (with saveState suspends) this host's VMs of the
+// spread deployment of name and tears its part of the fence down. The
+// VMs that saved their states are recorded saved, as an undeploy on one
+// host records them (markSaved); their state files stay here, and go
+// home with their tops (lab's gather). If a save fails, that VM runs on
+// and the part stays up: the home's undeploy again retries.
+func (ps Parts) StopPart(ctx context.Context, name, from string, saveState bool) error {
 	d := ps.d
 	if err := d.requireRuntime("undeploy", name); err != nil {
 		return err
@@ -303,10 +310,37 @@ func (ps Parts) StopPart(ctx context.Context, name, from string) error {
 	if err != nil {
 		return fmt.Errorf("undeploy %q on host %q: %w", name, d.hostName, err)
 	}
-	if _, errs := d.stopVMs(ctx, plan, false); errors.Join(errs...) != nil {
-		return fmt.Errorf("undeploy %q on host %q: %w", name, d.hostName, errors.Join(errs...))
+	ps.dropResumed(plan)
+	saved, errs := d.stopVMs(ctx, plan, saveState)
+	if slices.Contains(saved, true) {
+		if err := d.lab.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+			c, err := tx.Configs().Get(name)
+			if err != nil {
+				return err
+			}
+			return markSaved(tx, c, plan, saved)
+		}); err != nil {
+			errs = append(errs, fmt.Errorf("record the saved VMs: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("undeploy %q on host %q: %w", name, d.hostName, err)
 	}
 	d.releasePlumbing(ctx, plan)
-	d.log.Info("stopped this host's part of a spread deployment", "config", name, "home", from, "vms", len(plan.vms))
+	d.log.Info("stopped this host's part of a spread deployment", "config", name, "home", from, "vms", len(plan.vms), "saved_state", saveState)
 	return nil
+}
+
+// dropResumed removes the state files this host's VMs of plan resumed
+// from (StartPart keeps them) once the store says the VMs ran: the
+// deployment committed, so a file left would be resumed again. A VM
+// still recorded saved (a deploy rolled back, or a state an earlier
+// undeploy saved) keeps its file.
+func (ps Parts) dropResumed(plan *deployPlan) {
+	d := ps.d
+	for _, vp := range plan.vms {
+		if f := d.host.abs(StateFile(vp.vm.ID)); vp.vm.State != VMStateSaved && fileExists(f) {
+			d.discardResumed(plan.config.Name, vp.vm.Name, f)
+		}
+	}
 }

@@ -33,10 +33,10 @@ func (l link) StartPart(ctx context.Context, peer hostlink.Peer, config string) 
 	return a.StartPart(ctx, config, l.self)
 }
 
-func (l link) StopPart(ctx context.Context, peer hostlink.Peer, config string) error {
+func (l link) StopPart(ctx context.Context, peer hostlink.Peer, config string, saveState bool) error {
 	a, err := l.end(peer.Name)
 	if err != nil {
 		return err
 	}
-	return a.StopPart(ctx, config, l.self)
+	return a.StopPart(ctx, config, l.self, saveState)
 }
