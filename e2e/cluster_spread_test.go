@@ -18,9 +18,10 @@ type spreadConfigJSON struct {
 	State string `json:"state"`
 	Host  string `json:"host"`
 	VMs   []struct {
-		Name string `json:"name"`
-		Host string `json:"host"`
-		NICs []struct {
+		Name  string `json:"name"`
+		Host  string `json:"host"`
+		State string `json:"state"`
+		NICs  []struct {
 			IP         string `json:"ip"`
 			ExternalIP string `json:"external_ip"`
 		} `json:"nics"`
@@ -81,14 +82,57 @@ func vxlans(t *testing.T, ns *netns) []string {
 	return lines
 }
 
+// saveAndResume undeploys TestSpreadFenceAcrossHosts's "web" saving its
+// state: both guests saved, nothing left running, b's disks and state home
+// on h1; then deploys it --fenced --spread again: b's state moves to h2
+// with its disks and each guest resumes (its boot id as before: boots).
+func saveAndResume(t *testing.T, h1, h2 *clusterHost, boots map[string]string) {
+	t.Helper()
+	start := time.Now()
+	h1.ok("config", "undeploy", "web", "--save-state")
+	t.Logf("undeploy --save-state took %s", time.Since(start).Round(time.Millisecond))
+	var cfg spreadConfigJSON
+	h1.json(&cfg, "config", "show", "web")
+	if cfg.State != "undeployed" || cfg.VMs[0].State != "saved" || cfg.VMs[1].State != "saved" || cfg.VMs[1].Host != "h1" {
+		t.Fatalf("after undeploy --save-state: %+v, want undeployed, both VMs saved, b home on h1", cfg)
+	}
+	for _, h := range []*clusterHost{h1, h2} {
+		if q := qemusOf(h.dataDir); len(q) != 0 {
+			t.Errorf("%s: QEMU left after undeploy --save-state: %v", h.name, q)
+		}
+	}
+	states, _ := filepath.Glob(filepath.Join(h1.dataDir, "state", "*.state"))
+	if len(states) != 2 {
+		t.Errorf("saved states on h1: %v, want both VMs'", states)
+	}
+
+	start = time.Now()
+	h1.ok("config", "deploy", "web", "--fenced", "--spread")
+	t.Logf("deploy --spread resuming took %s", time.Since(start).Round(time.Millisecond))
+	h1.json(&cfg, "config", "show", "web")
+	if cfg.State != "deployed" || cfg.VMs[0].Host != "h1" || cfg.VMs[1].Host != "h2" {
+		t.Fatalf("redeployed: %+v, want deployed with a on h1 and b on h2", cfg)
+	}
+	flushNeighbours(t, h1.ns) // a new fence answers from new MACs
+	for _, vm := range cfg.VMs {
+		kv := h1.ns.waitGuest(t, vm.NICs[0].ExternalIP, 90*time.Second)
+		if kv["boot"] == "" || kv["boot"] != boots[vm.Name] || kv["ip"] != vm.NICs[0].IP {
+			t.Errorf("guest %s on %s at %s: boot %q ip %q; want boot %q (resumed), ip %s", vm.Name, vm.Host, vm.NICs[0].ExternalIP, kv["boot"], kv["ip"], boots[vm.Name], vm.NICs[0].IP)
+		}
+	}
+	t.Logf("each guest resumed on its host with its boot id: a on h1 %s, b on h2 %s", boots["a"], boots["b"])
+}
+
 // TestSpreadFenceAcrossHosts (issue 13): a fenced configuration of two
 // guests deployed --spread, with room for one guest on each host, runs
 // guest a on its home h1 (the fence's router) and guest b on h2, joined by
 // a VXLAN over the underlay. From h1's outside network b answers on its
 // external address (NAT on h1, across the VXLAN), b fetches from a by a's
 // internal address (across the VXLAN the other way), each guest's DHCP
-// lease gave it the underlay's MTU less the VXLAN's 50 bytes, and
-// undeploy leaves no VXLAN, fence namespace or QEMU on either host.
+// lease gave it the underlay's MTU less the VXLAN's 50 bytes. Undeployed
+// --save-state and deployed --spread again, each guest resumes on its
+// host (saveAndResume), and undeploy leaves no VXLAN, fence namespace or
+// QEMU on either host.
 func TestSpreadFenceAcrossHosts(t *testing.T) {
 	guest := guestImages(t)
 	c := newCluster(t, 2)
@@ -170,6 +214,9 @@ func TestSpreadFenceAcrossHosts(t *testing.T) {
 		t.Errorf("a's eth0 MTU %q, want 1450 (its lease, from the same router)", fetched["mtu.eth0"])
 	}
 	t.Logf("b at %s (h2) fetched a at %s (h1): hostname %s, MTU %s", extB, intA, fetched["hostname"], fetched["mtu.eth0"])
+
+	kvA := h1.ns.waitGuest(t, cfg.VMs[0].NICs[0].ExternalIP, 30*time.Second)
+	saveAndResume(t, h1, h2, map[string]string{"a": kvA["boot"], "b": kv["boot"]})
 
 	start = time.Now()
 	h1.ok("config", "undeploy", "web")
