@@ -136,7 +136,9 @@ addresses, fence).
 
   --discard-state  power the VMs off (default)
   --save-state     suspend the VMs to state files; the next deploy resumes
-                   them where they were`,
+                   them where they were (a spread deployment's VMs save on
+                   their hosts, and each state goes home with its VM's
+                   disks)`,
 		Args: exactArgs("NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			if save && discard {
