@@ -194,10 +194,18 @@ func TestSpreadDeploy(t *testing.T) {
 		}
 	}
 
-	// A VM action on the VM of the other host is refused, naming it.
+	// h1's lab refuses to act on the VM of the other host, naming it (the
+	// API forwards such requests to h2); h2 acts on it and records its
+	// state as one host does.
 	if _, err := h1.Deployments.VMAction(ctx, "a", "vm2", lab.VMActionReset); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `"h2"`) {
-		t.Errorf("reset of vm2 through h1: %v", err)
+		t.Errorf("reset of vm2 on h1: %v", err)
 	}
+	if _, err := h1.Deployments.VMConsole(ctx, "a", "vm2"); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `"h2"`) {
+		t.Errorf("console of vm2 on h1: %v", err)
+	}
+	in.vmActionOn("h2", "vm2", lab.VMActionStop, deploy.VMStateStopped)
+	in.vmActionOn("h2", "vm2", lab.VMActionStart, deploy.VMStateRunning)
+	in.vmActionOn("h2", "vm2", lab.VMActionReset, deploy.VMStateRunning)
 	// h2's daemon restarts: it re-adopts its part with the same span.
 	rt2 := in.rt["h2"]
 	rt2.Restart()
@@ -211,6 +219,27 @@ func TestSpreadDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.assertGathered("after undeploy")
+}
+
+// vmActionOn runs action on VM vm of "a" through host h's lab and waits
+// for the store to record the VM's state want.
+func (in *installation) vmActionOn(h, vm, action, want string) {
+	in.t.Helper()
+	if _, err := in.labs[h].Deployments.VMAction(context.Background(), "a", vm, action); err != nil {
+		in.t.Fatalf("%s of %s on %s: %v", action, vm, h, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := in.config("a")
+		i := slices.IndexFunc(c.VMs, func(v store.VM) bool { return v.Name == vm })
+		if c.VMs[i].State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			in.t.Fatalf("%s of %s on %s: state %q, want %q", action, vm, h, c.VMs[i].State, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // stateOf is the data-dir path of VM vm of "a"'s saved state.

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -60,20 +61,24 @@ func (c *vmConsoles) close() {
 // deployments: the serial console (a hub every viewer shares, and its
 // log), VNC, screendumps and keys. Safe for concurrent use.
 type Consoles struct {
-	store store.Store
-	vms   *runningVMs // the deployments' own
-	host  hostNames
-	log   *slog.Logger
+	store    store.Store
+	vms      *runningVMs // the deployments' own
+	host     hostNames
+	hostName string // this host's, in messages about a VM that runs on another
+	log      *slog.Logger
 }
 
 // running returns the running VM config/vmName with its store ID, or a
 // conflict when it is not running.
 func (cs *Consoles) running(ctx context.Context, config, vmName string) (*runningVM, int64, error) {
-	id, err := vmStoreID(ctx, cs.store, config, vmName)
+	id, host, err := vmRef(ctx, cs.store, config, vmName)
 	if err != nil {
 		return nil, 0, err
 	}
 	rv := cs.vms.get(id)
+	if rv == nil && host != "" && cs.hostName != "" && host != cs.hostName {
+		return nil, 0, runsElsewhere(config, vmName, host, cs.hostName)
+	}
 	if rv == nil {
 		return nil, 0, errdefs.Conflict("VM %q of %q is not running", vmName, config)
 	}
@@ -211,7 +216,7 @@ func (cs *Consoles) TypeText(ctx context.Context, config, vmName, text string) e
 // SerialLog returns the path of a VM's serial console log (kept across
 // runs).
 func (cs *Consoles) SerialLog(ctx context.Context, config, vmName string) (string, error) {
-	id, err := vmStoreID(ctx, cs.store, config, vmName)
+	id, _, err := vmRef(ctx, cs.store, config, vmName)
 	if err != nil {
 		return "", err
 	}
@@ -222,10 +227,11 @@ func (cs *Consoles) SerialLog(ctx context.Context, config, vmName string) (strin
 	return p, nil
 }
 
-// vmStoreID returns the store's ID of VM vmName of configuration config.
-func vmStoreID(ctx context.Context, st store.Store, config, vmName string) (int64, error) {
-	var id int64
-	err := st.View(ctx, func(tx store.Tx) error {
+// vmRef returns the store's ID of VM vmName of configuration config,
+// and the host it runs on when config is deployed ("" otherwise, or when
+// neither has a host recorded).
+func vmRef(ctx context.Context, st store.Store, config, vmName string) (id int64, host string, err error) {
+	err = st.View(ctx, func(tx store.Tx) error {
 		c, err := tx.Configs().Get(config)
 		if err != nil {
 			return err
@@ -235,7 +241,10 @@ func vmStoreID(ctx context.Context, st store.Store, config, vmName string) (int6
 			return err
 		}
 		id = vm.ID
+		if c.State == store.StateDeployed {
+			host = cmp.Or(vm.Host, c.Host)
+		}
 		return nil
 	})
-	return id, err
+	return id, host, err
 }

@@ -102,7 +102,7 @@ func New(cfg Config) *Deployments {
 		hv: cfg.Hypervisor, segs: cfg.Segments, fences: cfg.Fences, members: cfg.Members,
 		host: hostNames{key: cfg.HostKey, dataDir: cfg.DataDir}, hostName: cfg.HostName, shutdownTimeout: cfg.ShutdownTimeout, log: cfg.Log,
 	}
-	d.consoles = &Consoles{store: d.store, vms: &d.vms, host: d.host, log: d.log}
+	d.consoles = &Consoles{store: d.store, vms: &d.vms, host: d.host, hostName: d.hostName, log: d.log}
 	return d
 }
 

@@ -178,12 +178,26 @@ func (ps Parts) allocateVNIs(tx store.Tx, c *store.Config) error {
 	return nil
 }
 
-// runsHere refuses to act on a VM of c that runs on another host.
+// runsHere refuses to act on a VM of c that runs on another host. The
+// API forwards a request about one VM to the host that runs it (a
+// member, for a VM of a spread deployment; api/forward.go), so one that
+// reaches the wrong host came around the API's forwarding.
 func (ps Parts) runsHere(c *store.Config, vm *store.VM) error {
-	if h := ps.vmHost(c, *vm); h != ps.home(c) {
-		return errdefs.Unavailable("VM %q of %q runs on host %q (a spread deployment): act on it there", vm.Name, c.Name, h)
+	here := ps.d.hostName
+	if here == "" {
+		here = ps.home(c) // one host without a name: everything is here
+	}
+	if h := ps.vmHost(c, *vm); h != here {
+		return runsElsewhere(c.Name, vm.Name, h, here)
 	}
 	return nil
+}
+
+// runsElsewhere is the error about VM vm of config that runs on host,
+// not here.
+func runsElsewhere(config, vm, host, here string) error {
+	return errdefs.Unavailable("VM %q of %q runs on host %q, not on this host %q: send the request to any host's API, which forwards it to the VM's host",
+		vm, config, host, here)
 }
 
 // hasPartHere says whether this host runs a part of c as a member.
