@@ -177,6 +177,11 @@ type Events interface {
 	// List returns up to limit events with ID > afterID in ID order
 	// (limit <= 0: all).
 	List(afterID int64, limit int) ([]Event, error)
+	// Of returns up to limit events about one object, those whose Object
+	// and Subject are object and subject, with ID < beforeID (beforeID <=
+	// 0: from the newest), newest first (limit <= 0: all). An index
+	// answers it, however old the events are.
+	Of(object, subject string, beforeID int64, limit int) ([]Event, error)
 	// DeleteBefore deletes events older than t and returns how many.
 	DeleteBefore(t time.Time) (int64, error)
 }

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"database/sql"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -198,6 +199,22 @@ func (t events) List(afterID int64, limit int) ([]store.Event, error) {
 	es, err := queryAll(t.db, scanEvent, "SELECT "+eventCols+" FROM events WHERE id > ? ORDER BY id LIMIT ?", afterID, t.d.Limit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return es, nil
+}
+
+// EventsOfQuery is the query of Events.Of, answered from the index
+// events_object (object, subject, id) in id order backwards; exported for
+// the stores' query plan tests.
+const EventsOfQuery = "SELECT " + eventCols + " FROM events WHERE object = ? AND subject = ? AND id < ? ORDER BY id DESC LIMIT ?"
+
+func (t events) Of(object, subject string, beforeID int64, limit int) ([]store.Event, error) {
+	if beforeID <= 0 {
+		beforeID = math.MaxInt64
+	}
+	es, err := queryAll(t.db, scanEvent, EventsOfQuery, object, subject, beforeID, t.d.Limit(limit))
+	if err != nil {
+		return nil, fmt.Errorf("events of %s %q: %w", object, subject, err)
 	}
 	return es, nil
 }

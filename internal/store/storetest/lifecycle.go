@@ -329,6 +329,53 @@ func testEvents(t *testing.T, h harness) {
 	}
 }
 
+// testEventsOf is one object's history: its events only (not those of
+// another name, nor of another kind of object under the same name),
+// newest first, a page of limit before an id at a time.
+func testEventsOf(t *testing.T, s store.Store) {
+	add := func(object, subject, action string) store.Event {
+		e := store.Event{Actor: "alice", Action: action, Object: object, Subject: subject, Result: "ok"}
+		update(t, s, func(tx store.Tx) error { return tx.Events().Add(&e) })
+		return e
+	}
+	w1 := add("config", "web", "create")
+	lib := add("library", "web", "publish")
+	add("config", "web-2", "create")
+	w2 := add("config", "web", "deploy")
+	add("network", "web", "create")
+	add("config", "we", "create")
+	w3 := add("config", "web", "undeploy")
+	add("config", "webb", "create")
+	web := []store.Event{w3, w2, w1}
+	view(t, s, func(tx store.Tx) error {
+		for _, c := range []struct {
+			object, subject string
+			before          int64
+			limit           int
+			want            []store.Event
+		}{
+			{"config", "web", 0, 0, web},
+			{"config", "web", -1, -1, web},
+			{"config", "web", 0, 2, web[:2]},
+			{"config", "web", w3.ID, 0, web[1:]},
+			{"config", "web", w2.ID, 1, web[2:]},
+			{"config", "web", w2.ID + 1, 1, web[1:2]},
+			{"config", "web", w1.ID, 0, nil},
+			{"config", "web", w3.ID + 100, 10, web},
+			{"library", "web", 0, 0, []store.Event{lib}},
+			{"template", "web", 0, 0, nil},
+			{"config", "nobody", 0, 0, nil},
+		} {
+			got, err := tx.Events().Of(c.object, c.subject, c.before, c.limit)
+			if err != nil {
+				return err
+			}
+			diff(t, fmt.Sprintf("Events.Of(%q, %q, %d, %d)", c.object, c.subject, c.before, c.limit), c.want, got)
+		}
+		return nil
+	})
+}
+
 // testEventsFollowed: a follower that pages through the log after the
 // last id it saw, while events are added from many goroutines, sees every
 // event exactly once. The lab's followers (the event stream, the web
