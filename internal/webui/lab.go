@@ -176,50 +176,54 @@ func (l Lab) workspaces(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Bounds of an object's history: the events are read backwards from the
-// newest in windows of historyWindow, at most historyWindows of them, and
-// the newest historyMax events about the object are kept. The log has no
-// index by object, so a page reads a bounded tail of it.
-const (
-	historyWindow  = 1000
-	historyWindows = 10
-	historyMax     = 30
-)
+// historyMax is how many events about an object its page shows at a
+// time, newest first; the older ones are the next page (historyPage.Older).
+const historyMax = 30
 
-// history returns the newest events about object kind/name (Event.Object
-// and Subject), newest first, among the last historyWindow ×
-// historyWindows events; and the id of the newest event of all, from
-// which the page's live updates follow. The caller has checked that the
-// object is visible: its events are then readable (see
-// store.EventFilter).
-func (l Lab) history(ctx context.Context, kind, name string) (out []events.View, latest int64, err error) {
+// historyPage is one page of an object's history, newest first.
+type historyPage struct {
+	Events []events.View
+	// Before is the cursor the page was read with: its events have
+	// smaller ids (0: from the newest). Older, when not 0, is the cursor
+	// of the next, older page.
+	Before, Older int64
+}
+
+// history returns the page of the events about object kind/name
+// (Event.Object and Subject) before the event with id before (0: the
+// newest), read from the store's index by object (Events.Of) however old
+// they are; and the id of the newest event of all, from which the page's
+// live updates follow. The caller has checked that the object is visible:
+// its events are then readable (see store.EventFilter).
+func (l Lab) history(ctx context.Context, kind, name string, before int64) (h historyPage, latest int64, err error) {
+	h.Before = before
 	if l.Store == nil {
-		return nil, 0, nil
+		return h, 0, nil
 	}
 	err = l.Store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if latest, err = latestEventID(tx); err != nil {
 			return err
 		}
-		for hi := latest; hi > 0 && len(out) < historyMax && latest-hi < historyWindow*historyWindows; hi -= historyWindow {
-			es, err := tx.Events().List(max(hi-historyWindow, 0), historyWindow)
-			if err != nil {
-				return err
-			}
-			for i := len(es) - 1; i >= 0 && len(out) < historyMax; i-- {
-				e := es[i]
-				if e.ID <= hi && e.Object == kind && e.Subject == name {
-					out = append(out, events.View{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action,
-						Object: e.Object, Subject: e.Subject, Result: e.Result, Detail: e.Detail})
-				}
-			}
+		// One more than a page tells whether an older page follows.
+		es, err := tx.Events().Of(kind, name, before, historyMax+1)
+		if err != nil {
+			return err
+		}
+		if len(es) > historyMax {
+			es = es[:historyMax]
+			h.Older = es[historyMax-1].ID
+		}
+		for _, e := range es {
+			h.Events = append(h.Events, events.View{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action,
+				Object: e.Object, Subject: e.Subject, Result: e.Result, Detail: e.Detail})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("history of %s %q: %w", kind, name, err)
+		return historyPage{}, 0, fmt.Errorf("history of %s %q: %w", kind, name, err)
 	}
-	return out, latest, nil
+	return h, latest, nil
 }
 
 // latestEvent returns the id of the newest event (0: none), from which a

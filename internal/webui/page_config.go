@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 
 	"stagehand/internal/auth"
 	"stagehand/internal/errdefs"
 	"stagehand/internal/lab"
 	"stagehand/internal/lab/access"
-	"stagehand/internal/lab/events"
 	"stagehand/internal/store"
 )
 
@@ -24,7 +24,9 @@ type configData struct {
 	Fence   []fenceRow
 	Disks   diskTree
 	Snaps   snapshotPart
-	History []events.View
+	// History is the page of the configuration's events asked by
+	// ?before= (the newest without it).
+	History historyPage
 	// After is the newest event's id: the page's event stream starts
 	// after it.
 	After int64
@@ -141,11 +143,29 @@ func (p *configPages) configData(r *http.Request, part string) (*configData, err
 		}
 	}
 	if all || part == "history" {
-		if d.History, d.After, err = p.lab.history(ctx, lab.ObjectConfig, c.Name); err != nil {
+		before, err := historyBefore(r)
+		if err != nil {
+			return nil, err
+		}
+		if d.History, d.After, err = p.lab.history(ctx, lab.ObjectConfig, c.Name, before); err != nil {
 			return nil, err
 		}
 	}
 	return d, nil
+}
+
+// historyBefore is the history page's cursor, ?before= (an event id; 0
+// when absent: the newest events).
+func historyBefore(r *http.Request) (int64, error) {
+	s := r.URL.Query().Get("before")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, errdefs.Invalid("before %q is not an event id", s)
+	}
+	return n, nil
 }
 
 // setIPAction sets one NIC's address, as `config set-ip`: an address of
