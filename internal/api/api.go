@@ -233,7 +233,7 @@ func (h *Handler) endpoint(ri RouteInfo, fn apiFunc) http.HandlerFunc {
 						h.writeError(w, r, err)
 					}
 				}
-				h.fwd.forward(w, orLocal(r, ri, local), home, "configuration "+configNameOf(r, ri))
+				h.fwd.forward(w, orLocal(r, ri, local), home, objectOf(r, ri))
 			}
 			return
 		}

@@ -76,6 +76,10 @@ type Homes interface {
 	// when it has none (never placed) or no such configuration exists
 	// (the handler then answers as it does on one host).
 	ConfigHome(ctx context.Context, name string) (string, error)
+	// VMHost returns the host that runs VM vm of configuration config
+	// when that is not its home: a member of its spread deployment. ""
+	// otherwise (the request then goes to the home).
+	VMHost(ctx context.Context, config, vm string) (string, error)
 	// Peer returns host name as a forwarder reaches it, and when it was
 	// last seen.
 	Peer(ctx context.Context, name string) (hostlink.Peer, time.Time, error)
@@ -159,11 +163,24 @@ func (f *forwarder) home(r *http.Request, ri RouteInfo) (string, error) {
 		}
 	}
 	home, err := f.link.Homes.ConfigHome(r.Context(), name)
-	if err != nil || home == "" || home == f.link.Self {
+	if err != nil || home == "" {
 		return "", err
 	}
+	what := fmt.Sprintf("configuration %q lives", name)
+	if vm := r.PathValue("vm"); vm != "" && vmRuntimeRoute(ri.Pattern) {
+		host, err := f.link.Homes.VMHost(r.Context(), name, vm)
+		if err != nil {
+			return "", err
+		}
+		if host != "" {
+			home, what = host, fmt.Sprintf("VM %q of %q runs", vm, name)
+		}
+	}
+	if home == f.link.Self {
+		return "", nil
+	}
 	if by, ok := forwardedBy(r.Context()); ok {
-		return "", errdefs.Unavailable("configuration %q lives on host %q, not here (host %q forwarded this request here; it moved meanwhile?): retry", name, home, by)
+		return "", errdefs.Unavailable("%s on host %q, not here (host %q forwarded this request here; it moved meanwhile?): retry", what, home, by)
 	}
 	if storeReads[ri.Pattern] {
 		// What the store alone answers stays answerable while the home
@@ -174,6 +191,21 @@ func (f *forwarder) home(r *http.Request, ri RouteInfo) (string, error) {
 		}
 	}
 	return home, nil
+}
+
+// vmRuntimeRoute reports whether pattern, a route naming one VM, is
+// served by the host that runs the VM (its runtime: an action, its
+// consoles, screen and serial log) rather than by the home alone.
+func vmRuntimeRoute(pattern string) bool {
+	_, rest, ok := strings.Cut(pattern, "/vms/{vm}/")
+	if !ok || !strings.HasPrefix(pattern, "GET ") && !strings.HasPrefix(pattern, "POST ") {
+		return false
+	}
+	switch rest {
+	case wire.VMStop, wire.VMStart, wire.VMReset, "log", "console", "serial/ws", "vnc/ws", "screen.png":
+		return true
+	}
+	return false
 }
 
 // storeReads are the configuration routes answered from the shared store
@@ -466,6 +498,28 @@ func (s StoreHomes) ConfigHome(ctx context.Context, name string) (string, error)
 	return home, err
 }
 
+// VMHost returns the VM's Host when its configuration is deployed and
+// the VM runs on a member of its spread deployment.
+func (s StoreHomes) VMHost(ctx context.Context, config, vm string) (string, error) {
+	var host string
+	err := s.Store.View(ctx, func(tx store.Tx) error {
+		c, err := tx.Configs().Get(config)
+		if err != nil || c.State != store.StateDeployed {
+			return err
+		}
+		for _, v := range c.VMs {
+			if v.Name == vm && v.Host != "" && v.Host != c.Host {
+				host = v.Host
+			}
+		}
+		return nil
+	})
+	if errdefs.Kind(err) == errdefs.ErrNotFound {
+		return "", nil
+	}
+	return host, err
+}
+
 // Peer returns the host's advertise URL and pinned certificate.
 func (s StoreHomes) Peer(ctx context.Context, name string) (hostlink.Peer, time.Time, error) {
 	var h *store.Host
@@ -478,6 +532,15 @@ func (s StoreHomes) Peer(ctx context.Context, name string) (hostlink.Peer, time.
 		return hostlink.Peer{}, time.Time{}, err
 	}
 	return hostlink.Peer{Name: h.Name, URL: h.AdvertiseURL, Fingerprint: h.CertFingerprint}, h.LastSeen, nil
+}
+
+// objectOf names what an authorized request to ri is about, for
+// messages: its configuration, or one VM of it.
+func objectOf(r *http.Request, ri RouteInfo) string {
+	if vm := r.PathValue("vm"); vm != "" && vmRuntimeRoute(ri.Pattern) {
+		return "VM " + strconv.Quote(vm) + " of " + configNameOf(r, ri)
+	}
+	return "configuration " + configNameOf(r, ri)
 }
 
 // configNameOf names the configuration of an authorized request to ri,

@@ -35,7 +35,13 @@ type twoHosts struct {
 func newTwoHosts(t *testing.T) *twoHosts {
 	t.Helper()
 	l1 := apitest.New(t, func(o *lab.Options) { o.HostName = "h1" }).Seed(t)
-	l2 := l1.OtherHost(t, "h2")
+	return serveTwoHosts(t, l1, l1.OtherHost(t, "h2"))
+}
+
+// serveTwoHosts serves l1 as h1 and l2 as h2, and makes h1 the home of
+// "web".
+func serveTwoHosts(t *testing.T, l1, l2 *apitest.Lab) *twoHosts {
+	t.Helper()
 	th := &twoHosts{l1: l1, l2: l2}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	verifier := hostlink.VerifierFunc(func(ctx context.Context, host string) ([]byte, error) {

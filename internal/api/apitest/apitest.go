@@ -65,15 +65,15 @@ func New(tb testing.TB, opts ...Option) *Lab {
 
 // OtherHost returns another lab over l's store, in a directory of its
 // own, as the daemon of host name serves it: two hosts of one
-// installation, in one process.
-func (l *Lab) OtherHost(tb testing.TB, name string) *Lab {
+// installation, in one process. opts change its options after the name.
+func (l *Lab) OtherHost(tb testing.TB, name string, opts ...Option) *Lab {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "sh-api-")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	return open(tb, dir, l.Store(), func(o *lab.Options) { o.HostName = name })
+	return open(tb, dir, l.Store(), append([]Option{func(o *lab.Options) { o.HostName = name }}, opts...)...)
 }
 
 // open builds the lab in dir over db and recovers it.
