@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -123,6 +124,50 @@ func saveAndResume(t *testing.T, h1, h2 *clusterHost, boots map[string]string) {
 	t.Logf("each guest resumed on its host with its boot id: a on h1 %s, b on h2 %s", boots["a"], boots["b"])
 }
 
+// memberVMThroughHome reaches guest b, which runs on h2, through h1 (the
+// home) as a user does: its screen, a stop and a start (h1 forwards them
+// to h2, whose QEMU goes and comes back, the store recording b stopped,
+// then running), and its serial log with the new boot's address line.
+// bootB is b's boot id before.
+func memberVMThroughHome(t *testing.T, h1, h2 *clusterHost, bootB string) {
+	t.Helper()
+	png := filepath.Join(t.TempDir(), "b.png")
+	h1.ok("vm", "screenshot", "web", "b", png)
+	if b, err := os.ReadFile(png); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Errorf("b's screen through h1: %d bytes, %v; want a PNG", len(b), err)
+	}
+	waitB := func(state string, qemus int) spreadConfigJSON {
+		t.Helper()
+		var cfg spreadConfigJSON
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			h1.json(&cfg, "config", "show", "web")
+			if cfg.VMs[1].State == state && len(qemusOf(h2.dataDir)) == qemus {
+				return cfg
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("b through h1: %+v, QEMUs on h2 %v; want b %s with %d QEMU on h2", cfg, qemusOf(h2.dataDir), state, qemus)
+			}
+		}
+	}
+	start := time.Now()
+	h1.ok("vm", "stop", "web", "b")
+	waitB("stopped", 0)
+	t.Logf("vm stop of b (h2) through h1 took %s", time.Since(start).Round(time.Millisecond))
+	h1.ok("vm", "start", "web", "b")
+	cfg := waitB("running", 1)
+	if q := qemusOf(h1.dataDir); len(q) != 1 {
+		t.Errorf("QEMUs on h1 after b's start: %v, want a's only", q)
+	}
+	b := cfg.VMs[1].NICs[0]
+	if kv := h1.ns.waitGuest(t, b.ExternalIP, 120*time.Second); kv["boot"] == "" || kv["boot"] == bootB {
+		t.Errorf("b after stop and start through h1: boot %q, want a new boot (was %q)", kv["boot"], bootB)
+	}
+	t.Logf("b stopped and started again on h2 through h1 in %s", time.Since(start).Round(time.Millisecond))
+	if log := h1.ok("vm", "log", "web", "b"); !strings.Contains(log, "STAGEHAND-IP eth0 "+b.IP) {
+		t.Errorf("b's serial log through h1 lacks its address line:\n%s", log)
+	}
+}
+
 // TestSpreadFenceAcrossHosts (issue 13): a fenced configuration of two
 // guests deployed --spread, with room for one guest on each host, runs
 // guest a on its home h1 (the fence's router) and guest b on h2, joined by
@@ -131,7 +176,8 @@ func saveAndResume(t *testing.T, h1, h2 *clusterHost, boots map[string]string) {
 // internal address (across the VXLAN the other way), each guest's DHCP
 // lease gave it the underlay's MTU less the VXLAN's 50 bytes. Undeployed
 // --save-state and deployed --spread again, each guest resumes on its
-// host (saveAndResume), and undeploy leaves no VXLAN, fence namespace or
+// host (saveAndResume); through h1, b's screen, a stop and a start and its
+// serial log reach it on h2 (memberVMThroughHome); and undeploy leaves no VXLAN, fence namespace or
 // QEMU on either host.
 func TestSpreadFenceAcrossHosts(t *testing.T) {
 	guest := guestImages(t)
@@ -217,6 +263,7 @@ func TestSpreadFenceAcrossHosts(t *testing.T) {
 
 	kvA := h1.ns.waitGuest(t, cfg.VMs[0].NICs[0].ExternalIP, 30*time.Second)
 	saveAndResume(t, h1, h2, map[string]string{"a": kvA["boot"], "b": kv["boot"]})
+	memberVMThroughHome(t, h1, h2, kv["boot"])
 
 	start = time.Now()
 	h1.ok("config", "undeploy", "web")
