@@ -182,6 +182,8 @@ type Events interface {
 	// 0: from the newest), newest first (limit <= 0: all). An index
 	// answers it, however old the events are.
 	Of(object, subject string, beforeID int64, limit int) ([]Event, error)
+	// Newest returns the newest event's ID; 0 when the log is empty.
+	Newest() (int64, error)
 	// DeleteBefore deletes events older than t and returns how many.
 	DeleteBefore(t time.Time) (int64, error)
 }

@@ -202,7 +202,7 @@ func (l Lab) history(ctx context.Context, kind, name string, before int64) (h hi
 	}
 	err = l.Store.View(ctx, func(tx store.Tx) error {
 		var err error
-		if latest, err = latestEventID(tx); err != nil {
+		if latest, err = tx.Events().Newest(); err != nil {
 			return err
 		}
 		// One more than a page tells whether an older page follows.
@@ -236,51 +236,11 @@ func (l Lab) latestEvent(ctx context.Context) (int64, error) {
 	var id int64
 	err := l.Store.View(ctx, func(tx store.Tx) error {
 		var err error
-		id, err = latestEventID(tx)
+		id, err = tx.Events().Newest()
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("newest event: %w", err)
 	}
 	return id, nil
-}
-
-// latestEventID finds the newest event's id with the only query the log
-// has, "the first event after id k" (ListEvents(k, 1), an indexed
-// lookup): ids increase, so a doubling search then a bisection find it in
-// about 2·log2(id) lookups.
-func latestEventID(tx store.Tx) (int64, error) {
-	// after(k) reports whether an event with an id above k exists: true
-	// exactly for k below the newest id.
-	after := func(k int64) (bool, error) {
-		es, err := tx.Events().List(k, 1)
-		return len(es) > 0, err
-	}
-	if ok, err := after(0); err != nil || !ok {
-		return 0, err
-	}
-	lo, hi := int64(0), int64(1) // after(lo) holds; find hi where it does not
-	for {
-		ok, err := after(hi)
-		if err != nil {
-			return 0, err
-		}
-		if !ok {
-			break
-		}
-		lo, hi = hi, hi*2
-	}
-	for hi-lo > 1 { // after(lo) holds, after(hi) does not: newest id in (lo, hi]
-		mid := lo + (hi-lo)/2
-		ok, err := after(mid)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return hi, nil
 }

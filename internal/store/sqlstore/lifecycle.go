@@ -219,6 +219,17 @@ func (t events) Of(object, subject string, beforeID int64, limit int) ([]store.E
 	return es, nil
 }
 
+func (t events) Newest() (int64, error) {
+	id, err := queryOne(t.db, func(r Scanner) (int64, error) {
+		var id int64
+		return id, r.Scan(&id)
+	}, "SELECT COALESCE(MAX(id), 0) FROM events")
+	if err != nil {
+		return 0, fmt.Errorf("newest event: %w", err)
+	}
+	return id, nil
+}
+
 func (t events) DeleteBefore(before time.Time) (int64, error) {
 	n, err := t.exec("DELETE FROM events WHERE at < ?", before.UnixNano())
 	if err != nil {

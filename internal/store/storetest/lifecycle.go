@@ -333,6 +333,12 @@ func testEvents(t *testing.T, h harness) {
 // another name, nor of another kind of object under the same name),
 // newest first, a page of limit before an id at a time.
 func testEventsOf(t *testing.T, s store.Store) {
+	view(t, s, func(tx store.Tx) error {
+		if id, err := tx.Events().Newest(); err != nil || id != 0 {
+			t.Errorf("Events.Newest of an empty log: %d, %v; want 0", id, err)
+		}
+		return nil
+	})
 	add := func(object, subject, action string) store.Event {
 		e := store.Event{Actor: "alice", Action: action, Object: object, Subject: subject, Result: "ok"}
 		update(t, s, func(tx store.Tx) error { return tx.Events().Add(&e) })
@@ -345,7 +351,7 @@ func testEventsOf(t *testing.T, s store.Store) {
 	add("network", "web", "create")
 	add("config", "we", "create")
 	w3 := add("config", "web", "undeploy")
-	add("config", "webb", "create")
+	last := add("config", "webb", "create")
 	web := []store.Event{w3, w2, w1}
 	view(t, s, func(tx store.Tx) error {
 		for _, c := range []struct {
@@ -371,6 +377,9 @@ func testEventsOf(t *testing.T, s store.Store) {
 				return err
 			}
 			diff(t, fmt.Sprintf("Events.Of(%q, %q, %d, %d)", c.object, c.subject, c.before, c.limit), c.want, got)
+		}
+		if id, err := tx.Events().Newest(); err != nil || id != last.ID {
+			t.Errorf("Events.Newest: %d, %v; want the last added, %d", id, err, last.ID)
 		}
 		return nil
 	})

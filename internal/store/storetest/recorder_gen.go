@@ -149,6 +149,11 @@ func (r recordingEvents) List(a0 int64, a1 int) ([]store.Event, error) {
 	return r.Events.List(a0, a1)
 }
 
+func (r recordingEvents) Newest() (int64, error) {
+	r.rec.called("Events.Newest")
+	return r.Events.Newest()
+}
+
 func (r recordingEvents) Of(a0 string, a1 string, a2 int64, a3 int) ([]store.Event, error) {
 	r.rec.called("Events.Of")
 	return r.Events.Of(a0, a1, a2, a3)

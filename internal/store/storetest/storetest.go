@@ -171,7 +171,7 @@ func baseCases() []suiteCase {
 			covers: []string{"LeasePolicies.Put", "LeasePolicies.Get", "LeasePolicies.Delete", "LeasePolicies.List"}},
 		{name: "Events", load: testEvents,
 			covers: []string{"Events.Add", "Events.List", "Events.DeleteBefore"}},
-		{name: "EventsOf", fn: testEventsOf, covers: []string{"Events.Of"}},
+		{name: "EventsOf", fn: testEventsOf, covers: []string{"Events.Of", "Events.Newest"}},
 		{name: "EventsFollowed", fn: testEventsFollowed, covers: []string{"Update", "Events.Add", "Events.List"}},
 		{name: "EventsVisible", fn: testEventsVisible, covers: []string{"Visible.Events", "Visible.Event"}},
 		{name: "LastFreeAddress", fn: testLastFreeAddress, covers: []string{"Update", "Allocations.Create", "Allocations.List"}},
