@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"stagehand/internal/lab"
+	"stagehand/internal/store"
 	"stagehand/internal/webui"
 )
 
@@ -108,3 +109,35 @@ func TestConfigPageShowsWhatADeleteFreesAndSetIP(t *testing.T) {
 }
 
 func baseOf(p string) string { return p[strings.LastIndex(p, "/")+1:] }
+
+// TestConfigPageNamesEachVMsHost: a VM that runs on another host than its
+// configuration's home (a spread deployment's member VM) says which host
+// on the page; VMs on the home say nothing more.
+func TestConfigPageNamesEachVMsHost(t *testing.T) {
+	c := newConsole(t, webui.Options{})
+	viewer := c.member(t, "vera", "viewer")
+	if strings.Contains(c.page(t, viewer, "/ui/configs/web/part/vms"), `data-field="vm-host"`) {
+		t.Fatalf("a configuration on one host names its VMs' host")
+	}
+	err := c.Store().Update(context.Background(), func(tx store.Tx) error {
+		cfg, err := tx.Configs().Get("web")
+		if err != nil {
+			return err
+		}
+		cfg.Host = "h1"
+		if err := tx.Configs().Update(cfg); err != nil {
+			return err
+		}
+		cfg.VMs[0].Host = "h2"
+		return tx.Configs().UpdateVM(&cfg.VMs[0])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/ui/configs/web", "/ui/configs/web/part/vms"} {
+		body := c.page(t, viewer, p)
+		if n := strings.Count(body, `data-field="vm-host"`); n != 1 || !strings.Contains(body, "on host h2") {
+			t.Errorf("%s: %d VM host marks, want one saying on host h2", p, n)
+		}
+	}
+}
