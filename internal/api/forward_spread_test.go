@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"slices"
@@ -158,20 +157,5 @@ func TestForwardSpreadVMConsoleToItsHost(t *testing.T) {
 		t.Fatalf("serial console through h1: %v (%v)", err, resp)
 	}
 	defer c.CloseNow()
-	if resp.Header.Get(api.HostHeader) != "h2" {
-		t.Errorf("console served by %q, want h2", resp.Header.Values(api.HostHeader))
-	}
-	if err := c.Write(ctx, websocket.MessageBinary, []byte("hello from the home")); err != nil {
-		t.Fatal(err)
-	}
-	var got []byte
-	for !bytes.Contains(got, []byte("hello from the home")) {
-		typ, b, err := c.Read(ctx)
-		if err != nil {
-			t.Fatalf("console read after %q: %v", got, err)
-		}
-		if typ == websocket.MessageBinary {
-			got = append(got, b...)
-		}
-	}
+	assertEchoedBy(ctx, t, c, resp, "h2", "hello from the home")
 }

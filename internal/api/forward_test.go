@@ -151,14 +151,22 @@ func TestForwardRunsOnTheHomeHost(t *testing.T) {
 		t.Fatalf("serial console through h2: %v (%v)", err, resp)
 	}
 	defer c.CloseNow()
-	if resp.Header.Get(api.HostHeader) != "h1" {
-		t.Errorf("console served by %q, want h1", resp.Header.Values(api.HostHeader))
+	assertEchoedBy(ctx, t, c, resp, "h1", "hello over two hosts")
+}
+
+// assertEchoedBy checks that the console c, opened with answer resp, was
+// served by host and echoes msg (an echoing console socket where QEMU's
+// would be).
+func assertEchoedBy(ctx context.Context, t *testing.T, c *websocket.Conn, resp *http.Response, host, msg string) {
+	t.Helper()
+	if resp.Header.Get(api.HostHeader) != host {
+		t.Errorf("console served by %q, want %s", resp.Header.Values(api.HostHeader), host)
 	}
-	if err := c.Write(ctx, websocket.MessageBinary, []byte("hello over two hosts")); err != nil {
+	if err := c.Write(ctx, websocket.MessageBinary, []byte(msg)); err != nil {
 		t.Fatal(err)
 	}
 	var got []byte
-	for !bytes.Contains(got, []byte("hello over two hosts")) {
+	for !bytes.Contains(got, []byte(msg)) {
 		typ, b, err := c.Read(ctx)
 		if err != nil {
 			t.Fatalf("console read after %q: %v", got, err)
