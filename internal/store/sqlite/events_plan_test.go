@@ -36,7 +36,25 @@ func TestEventsOfQueryPlan(t *testing.T) {
 	if _, err := db.write.ExecContext(ctx, "ANALYZE"); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sqlstore.EventsOfQuery, "config", "c7", int64(1500), 30)
+	plan := queryPlan(ctx, t, db, sqlstore.EventsOfQuery, "config", "c7", int64(1500), 30)
+	t.Logf("plan:\n%s", joinLines(plan))
+	indexed := false
+	for _, step := range plan {
+		indexed = indexed || strings.Contains(step, "USING INDEX events_object (object=? AND subject=? AND id<?)")
+		if strings.HasPrefix(step, "SCAN") || strings.Contains(step, "TEMP B-TREE") {
+			t.Errorf("Events.Of scans or sorts: %q", step)
+		}
+	}
+	if !indexed {
+		t.Errorf("Events.Of does not search the index events_object on object, subject and id:\n%s", joinLines(plan))
+	}
+}
+
+// queryPlan returns the detail column of SQLite's EXPLAIN QUERY PLAN of
+// query with args, one step a line.
+func queryPlan(ctx context.Context, t *testing.T, db *DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,15 +71,5 @@ func TestEventsOfQueryPlan(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("plan:\n%s", joinLines(plan))
-	indexed := false
-	for _, step := range plan {
-		indexed = indexed || strings.Contains(step, "USING INDEX events_object (object=? AND subject=? AND id<?)")
-		if strings.HasPrefix(step, "SCAN") || strings.Contains(step, "TEMP B-TREE") {
-			t.Errorf("Events.Of scans or sorts: %q", step)
-		}
-	}
-	if !indexed {
-		t.Errorf("Events.Of does not search the index events_object on object, subject and id:\n%s", joinLines(plan))
-	}
+	return plan
 }

@@ -238,20 +238,7 @@ func TestVisibleQueryPlan(t *testing.T) {
 		Workspaces: []store.ViewerWorkspace{{ID: 1, Kind: store.WorkspaceShared}, {ID: 2, Kind: store.WorkspacePrivate}},
 	}
 	where, args := dialect.VisibleWhere("a", store.ObjectConfig, v)
-	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN SELECT a.id FROM configs a WHERE "+where+" ORDER BY a.id", args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
+	plan := queryPlan(ctx, t, db, "SELECT a.id FROM configs a WHERE "+where+" ORDER BY a.id", args...)
 	t.Logf("plan:\n%s", joinLines(plan))
 	for _, step := range plan {
 		if step == "SCAN a" {
